@@ -1,0 +1,161 @@
+# sd-* — non-recursive build.
+#
+#   make                 build build/libsd.a and build/bin/sd-*
+#   make check           build and run every test (tests/run)
+#   make check SAN=1     the same under ASan+UBSan (objects in build/san/)
+#   make CUDA=1          also compile lib/tensor/cuda/*.cu with nvcc (objects in build/cuda/)
+#   make fuzz            build the libFuzzer targets with clang and run each FUZZ_SECONDS
+#   make bench           run the benchmarks in bench/
+#   make deps            install the Debian packages the build and tests need (apt-get)
+#   make install PREFIX=/usr/local [DESTDIR=…]
+#
+# Every .c under lib/<layer>/ goes into libsd, every bin/sd-*.c becomes a tool, every
+# tests/{unit,grad,golden,parity}/*.c becomes a test program; nothing needs listing here.
+
+BUILD    ?= build
+SAN      ?= 0
+CUDA     ?= 0
+CC       ?= cc
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+CUDA_HOME ?= /usr/local/cuda
+NVCC     ?= $(CUDA_HOME)/bin/nvcc
+CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80 \
+             -gencode arch=compute_90,code=compute_90
+FUZZ_SECONDS ?= 60
+VERSION  := 0.1.0
+
+ifeq ($(SAN),1)
+  BUILD := $(BUILD)/san
+endif
+ifeq ($(CUDA),1)
+  BUILD := $(BUILD)/cuda
+endif
+
+PKGS      := openblas libarchive libzstd libwebp
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -I/usr/include/stb
+PKG_LIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ljq -lm
+
+OPT      ?= -O2
+CFLAGS   ?= $(OPT) -g
+WARN     := -Wall -Wextra -Wno-unused-parameter -Wshadow -Wvla
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) -fopenmp -Ilib $(PKG_CFLAGS) $(CFLAGS) \
+              -DSD_VERSION='"$(VERSION)"' -DSD_SHAREDIR='"$(PREFIX)/share/sd"' -MMD -MP
+LDFLAGS  ?=
+ALL_LDFLAGS := -fopenmp $(LDFLAGS)
+LIBS     := $(PKG_LIBS) -lpthread
+
+ifeq ($(SAN),1)
+  SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  ALL_CFLAGS += $(SANFLAGS)
+  ALL_LDFLAGS += $(SANFLAGS)
+endif
+
+CU_SRC :=
+ifeq ($(CUDA),1)
+  CU_SRC := $(wildcard lib/tensor/cuda/*.cu)
+  ALL_CFLAGS += -DSD_CUDA -I$(CUDA_HOME)/include
+  LIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
+  NVCCFLAGS := -O2 -std=c++17 $(CUDA_ARCH) -Ilib -DSD_CUDA -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-fPIC
+endif
+
+LIB_SRC  := $(sort $(wildcard lib/*/*.c lib/*/*/*.c))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(CU_SRC:%.cu=$(BUILD)/obj/%.cu.o)
+BIN_SRC  := $(sort $(wildcard bin/sd-*.c))
+BINS     := $(BIN_SRC:bin/%.c=$(BUILD)/bin/%)
+TEST_SRC := $(sort $(wildcard tests/unit/*.c tests/grad/*.c tests/golden/*.c tests/parity/*.c))
+TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+BENCH_SRC := $(sort $(wildcard bench/*.c))
+BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+LIBSD    := $(BUILD)/libsd.a
+
+.PHONY: all config check tests bench fuzz deps install clean demo
+.DEFAULT_GOAL := all
+
+all: config $(LIBSD) $(BINS)
+
+config:
+	@echo "sd-* $(VERSION) build configuration"
+	@echo "  compiler : $(CC) ($$($(CC) -dumpfullversion 2>/dev/null || $(CC) -dumpversion))"
+	@echo "  flags    : $(CFLAGS) $(WARN)"
+	@echo "  BLAS     : $$(pkg-config --modversion openblas 2>/dev/null | sed 's/^/OpenBLAS /' || echo 'not found (run make deps)')"
+	@echo "  CUDA     : $(if $(filter 1,$(CUDA)),on ($$($(NVCC) --version | tail -1)),off)"
+	@echo "  sanitize : $(if $(filter 1,$(SAN)),ASan+UBSan,off)"
+	@echo "  build dir: $(BUILD)"
+
+$(LIBSD): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/%.cu.o: %.cu
+	@mkdir -p $(@D)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+$(BUILD)/bin/%: bin/%.c $(LIBSD)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $< -o $@ $(ALL_LDFLAGS) $(LIBSD) $(LIBS)
+
+$(BUILD)/tests/%: tests/%.c tests/test.h $(LIBSD)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Itests $< -o $@ $(ALL_LDFLAGS) $(LIBSD) $(LIBS)
+
+$(BUILD)/bench/%: bench/%.c $(LIBSD)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $< -o $@ $(ALL_LDFLAGS) $(LIBSD) $(LIBS)
+
+tests: all $(TESTS)
+
+check: tests
+	SD_BUILD=$(BUILD) tests/run
+
+bench: all $(BENCHES)
+	SD_BUILD=$(BUILD) bench/run
+
+# libFuzzer targets: libsd rebuilt with clang + fuzzer instrumentation in build/fuzz/.
+FUZZ_BUILD := build/fuzz
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fopenmp -Ilib $(PKG_CFLAGS) -DSD_VERSION='"$(VERSION)"' \
+               -DSD_SHAREDIR='"$(PREFIX)/share/sd"' -fsanitize=fuzzer-no-link,address,undefined
+FUZZ_OBJ := $(LIB_SRC:%.c=$(FUZZ_BUILD)/obj/%.o)
+FUZZERS  := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
+
+$(FUZZ_BUILD)/obj/%.o: %.c
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) -c $< -o $@
+
+$(FUZZ_BUILD)/libsd.a: $(FUZZ_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_BUILD)/libsd.a
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer $< -o $@ $(FUZZ_BUILD)/libsd.a $(LIBS) -fopenmp
+
+fuzz: $(FUZZERS)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run $(FUZZERS)
+
+deps:
+	tools/deps.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/sd \
+	  $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man7 \
+	  $(DESTDIR)$(PREFIX)/share/sd
+	install -m 755 $(BINS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(LIBSD) $(DESTDIR)$(PREFIX)/lib/
+	cd lib && find . -name '*.h' -exec install -D -m 644 {} $(DESTDIR)$(PREFIX)/include/sd/{} \;
+	for s in 1 5 7; do for f in man/man$$s/*.$$s; do [ -e "$$f" ] && install -m 644 $$f $(DESTDIR)$(PREFIX)/share/man/man$$s/; done; done; true
+	cp -R share/sd/. $(DESTDIR)$(PREFIX)/share/sd/
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' \
+	  -e 's|@LIBS@|$(PKG_LIBS) -lpthread -fopenmp|g' tools/sd.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/sd.pc
+
+demo: all
+	examples/demo.sh $(BUILD)
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD) $(FUZZ_BUILD) -name '*.d' 2>/dev/null)

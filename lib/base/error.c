@@ -1,0 +1,59 @@
+#include "base/error.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define SD_ERRMSG_MAX 1024
+static _Thread_local char errmsg[SD_ERRMSG_MAX];
+
+int sd_verr(int code, const char *fmt, va_list ap)
+{
+    vsnprintf(errmsg, sizeof errmsg, fmt, ap);
+    return code;
+}
+
+int sd_err(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sd_verr(code, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+int sd_err_prefix(int code, const char *fmt, ...)
+{
+    char old[SD_ERRMSG_MAX], pre[SD_ERRMSG_MAX];
+    va_list ap;
+    memcpy(old, errmsg, sizeof old);
+    va_start(ap, fmt);
+    vsnprintf(pre, sizeof pre, fmt, ap);
+    va_end(ap);
+    if (old[0])
+        snprintf(errmsg, sizeof errmsg, "%s: %s", pre, old);
+    else
+        snprintf(errmsg, sizeof errmsg, "%s", pre);
+    return code;
+}
+
+const char *sd_errmsg(void) { return errmsg; }
+void sd_err_clear(void) { errmsg[0] = 0; }
+
+const char *sd_strerror(int code)
+{
+    switch (code) {
+    case SD_OK: return "success";
+    case SD_EINVAL: return "invalid argument";
+    case SD_EIO: return "I/O error";
+    case SD_ENOMEM: return "out of memory";
+    case SD_EFORMAT: return "malformed input";
+    case SD_ERANGE: return "value out of range";
+    case SD_EUNSUPPORTED: return "not supported";
+    case SD_ENOTFOUND: return "not found";
+    case SD_EUSAGE: return "usage error";
+    case SD_EINTR: return "interrupted";
+    case SD_EDEVICE: return "device error";
+    case SD_ESTATE: return "invalid state";
+    default: return "unknown error";
+    }
+}

@@ -1,0 +1,18 @@
+#include "base/half.h"
+
+void sd_f16_to_f32_n(const uint16_t *s, float *d, size_t n)
+{
+    for (size_t i = 0; i < n; i++) d[i] = sd_f16_to_f32(s[i]);
+}
+void sd_f32_to_f16_n(const float *s, uint16_t *d, size_t n)
+{
+    for (size_t i = 0; i < n; i++) d[i] = sd_f32_to_f16(s[i]);
+}
+void sd_bf16_to_f32_n(const uint16_t *s, float *d, size_t n)
+{
+    for (size_t i = 0; i < n; i++) d[i] = sd_bf16_to_f32(s[i]);
+}
+void sd_f32_to_bf16_n(const float *s, uint16_t *d, size_t n)
+{
+    for (size_t i = 0; i < n; i++) d[i] = sd_f32_to_bf16(s[i]);
+}
