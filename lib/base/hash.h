@@ -5,16 +5,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct sd_sha256 {
+/* Streaming state (the type is sd_sha256_ctx: C forbids a typedef and a function both named
+ * sd_sha256). */
+typedef struct sd_sha256_ctx {
     uint32_t h[8];
     uint64_t len;
     uint8_t buf[64];
     size_t nbuf;
-} sd_sha256;
+} sd_sha256_ctx;
 
-void sd_sha256_init(sd_sha256 *s);
-void sd_sha256_update(sd_sha256 *s, const void *data, size_t n);
-void sd_sha256_final(sd_sha256 *s, uint8_t out[32]);
+void sd_sha256_init(sd_sha256_ctx *s);
+void sd_sha256_update(sd_sha256_ctx *s, const void *data, size_t n);
+void sd_sha256_final(sd_sha256_ctx *s, uint8_t out[32]);
 void sd_sha256(const void *data, size_t n, uint8_t out[32]);
 /* Lower-case hex of `n` bytes into out (2n+1 bytes). */
 void sd_hex(const uint8_t *bytes, size_t n, char *out);
