@@ -1,0 +1,192 @@
+/* The op API: every numeric operation of the models, forward and backward, for CPU and CUDA.
+ *
+ * Design
+ * - An op is a function `sd_op_<name>[_bwd](sd_ctx *ctx, outputs..., inputs..., args)` returning
+ *   SD_OK or a negative SD_E* code with a detail message (sd_errmsg()). Outputs come first.
+ *   Shapes are checked on every call (cheap; never reads data); the caller allocates outputs,
+ *   so an op never allocates memory except scratch from ctx->scratch, released before it returns.
+ * - Layouts are PyTorch's: images [N,C,H,W], sequences [B,T,C], linear weights [out,in], conv
+ *   weights [Cout,Cin,kh,kw]. Attention takes q/k/v as [B,T,heads*dh] (the to_q/to_k/to_v output
+ *   as is; no head transposes needed).
+ * - Forward ops overwrite their outputs. Backward ops ACCUMULATE (+=) into every gradient they
+ *   are given; the caller zeroes gradients once per step. A NULL gradient pointer means "not
+ *   needed" and that part of the work is skipped (e.g. dw = NULL for a frozen weight).
+ * - Anything a backward needs beyond the forward's inputs is an explicit saved tensor that the
+ *   caller keeps (group/layer-norm mean and rstd, attention log-sum-exp). Backward recomputes
+ *   everything else (attention scores are never stored whole).
+ * - Data types: activations and gradients are f32. Weights read by linear/conv (w) may also be
+ *   f16/bf16 (frozen weights kept in half precision, converted per use into scratch). Ids are i32.
+ * - Devices: all tensors of one call must be on ctx->backend. The dispatch (ops.c) is the only
+ *   place that knows about CUDA; on a build without CUDA a CUDA tensor gives SD_EUNSUPPORTED.
+ * - Determinism: CPU results are bit-identical for any ctx->threads (fixed partitions, fixed
+ *   reduction order). Layer code never reads tensor data on the host.
+ * - Broadcasting (add/mul) follows NumPy/PyTorch rules aligned at the last axis: b may have size 1
+ *   (or be missing) on any axis of a, e.g. a [N,C,H,W] + b [N,C,1,1] (time embedding) or
+ *   a [B,T,C] + b [C] (bias). */
+#ifndef SD_TENSOR_OPS_H
+#define SD_TENSOR_OPS_H
+
+#include "tensor/tensor.h"
+
+/* ---- copies, fills, conversions ------------------------------------------------------------- */
+
+int sd_op_fill(sd_ctx *ctx, sd_tensor *y, float value);              /* f32/f16/bf16 */
+/* y = x with dtype conversion (any of f32/f16/bf16 to any), same numel. */
+int sd_op_convert(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x);
+/* y = x[perm] (torch.permute + contiguous): y.shape[i] = x.shape[perm[i]]. Backward is the
+ * inverse permutation, applied with sd_op_permute_bwd (accumulates). f32 only. */
+int sd_op_permute(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const int *perm);
+int sd_op_permute_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const int *perm);
+
+/* ---- elementwise arithmetic ----------------------------------------------------------------- */
+
+/* y = a + b (b broadcast to a's shape; y may alias a). */
+int sd_op_add(sd_ctx *ctx, sd_tensor *y, const sd_tensor *a, const sd_tensor *b);
+/* y = a * b (b broadcast; y may alias a). */
+int sd_op_mul(sd_ctx *ctx, sd_tensor *y, const sd_tensor *a, const sd_tensor *b);
+/* da += dy * b; db += sum over broadcast axes of dy * a (either may be NULL). */
+int sd_op_mul_bwd(sd_ctx *ctx, sd_tensor *da, sd_tensor *db, const sd_tensor *dy,
+                  const sd_tensor *a, const sd_tensor *b);
+/* y = alpha * x + beta * y (beta = 0: y is overwritten, its old contents ignored). */
+int sd_op_axpby(sd_ctx *ctx, sd_tensor *y, float alpha, const sd_tensor *x, float beta);
+/* y += alpha * (x summed over the axes where y is broadcast): the backward of add for b.
+ * y's shape must broadcast to x's shape. */
+int sd_op_sum_to(sd_ctx *ctx, sd_tensor *y, float alpha, const sd_tensor *x);
+
+/* ---- matrix products ------------------------------------------------------------------------ */
+
+/* y[..., out] = x[..., in] · w[out, in]ᵀ + b[out]   (b may be NULL) */
+int sd_op_linear(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor *w,
+                 const sd_tensor *b);
+/* dx += dy·w, dw += dyᵀ·x (summed over all leading axes), db += Σ dy. */
+int sd_op_linear_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db,
+                     const sd_tensor *dy, const sd_tensor *x, const sd_tensor *w);
+/* Batched c = alpha · op(a) · op(b) + beta · c over equal leading axes (or a/b without leading
+ * axes, shared by every batch): a [..., M, K] (or [..., K, M] with trans_a), b [..., K, N]
+ * (or [..., N, K] with trans_b), c [..., M, N]. Backward is two more calls with beta = 1. */
+int sd_op_matmul(sd_ctx *ctx, sd_tensor *c, const sd_tensor *a, int trans_a,
+                 const sd_tensor *b, int trans_b, float alpha, float beta);
+
+/* ---- convolution ---------------------------------------------------------------------------- */
+
+typedef struct sd_conv2d_geom {
+    int stride;                       /* same for H and W */
+    int pad_t, pad_l, pad_b, pad_r;   /* zero padding; asymmetric allowed (VAE downsample 0,1,0,1) */
+} sd_conv2d_geom;
+
+static inline sd_conv2d_geom sd_conv2d_geom_make(int stride, int pad)
+{
+    sd_conv2d_geom g = { stride, pad, pad, pad, pad };
+    return g;
+}
+
+/* y [N,Cout,Ho,Wo] = conv(x [N,Cin,H,W], w [Cout,Cin,kh,kw]) + b[Cout]  (b may be NULL);
+ * Ho = (H + pad_t + pad_b - kh) / stride + 1. Any kh, kw ≥ 1. */
+int sd_op_conv2d(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor *w,
+                 const sd_tensor *b, sd_conv2d_geom g);
+int sd_op_conv2d_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db,
+                     const sd_tensor *dy, const sd_tensor *x, const sd_tensor *w, sd_conv2d_geom g);
+
+/* ---- normalisation -------------------------------------------------------------------------- */
+
+typedef enum sd_act {
+    SD_ACT_NONE = 0,
+    SD_ACT_SILU,        /* x·sigmoid(x) */
+    SD_ACT_GELU,        /* exact: x·Φ(x) (erf), torch default */
+    SD_ACT_GELU_TANH,   /* tanh approximation (torch approximate="tanh") */
+    SD_ACT_QUICK_GELU,  /* x·sigmoid(1.702x) (OpenAI CLIP) */
+} sd_act;
+
+/* GroupNorm over x [N,C,...] (any trailing spatial axes) with `groups` groups, affine gamma/beta
+ * [C] (either may be NULL = 1 / 0), then the activation `act` (NONE or SILU: fused
+ * GroupNorm+SiLU as in every resblock). Saves mean and rstd [N,groups] (f32) for the backward. */
+int sd_op_group_norm(sd_ctx *ctx, sd_tensor *y, sd_tensor *mean, sd_tensor *rstd,
+                     const sd_tensor *x, const sd_tensor *gamma, const sd_tensor *beta,
+                     int groups, float eps, sd_act act);
+/* dx, dgamma, dbeta += ...; dy is the gradient of the output after the activation. */
+int sd_op_group_norm_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dgamma, sd_tensor *dbeta,
+                         const sd_tensor *dy, const sd_tensor *x, const sd_tensor *mean,
+                         const sd_tensor *rstd, const sd_tensor *gamma, const sd_tensor *beta,
+                         int groups, sd_act act);
+
+/* LayerNorm over the last axis of x [..., C]; mean/rstd have shape x.shape[:-1] (f32). */
+int sd_op_layer_norm(sd_ctx *ctx, sd_tensor *y, sd_tensor *mean, sd_tensor *rstd,
+                     const sd_tensor *x, const sd_tensor *gamma, const sd_tensor *beta, float eps);
+int sd_op_layer_norm_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dgamma, sd_tensor *dbeta,
+                         const sd_tensor *dy, const sd_tensor *x, const sd_tensor *mean,
+                         const sd_tensor *rstd, const sd_tensor *gamma);
+
+/* ---- activations ---------------------------------------------------------------------------- */
+
+int sd_op_act(sd_ctx *ctx, sd_act act, sd_tensor *y, const sd_tensor *x);          /* y may alias x */
+int sd_op_act_bwd(sd_ctx *ctx, sd_act act, sd_tensor *dx, const sd_tensor *dy, const sd_tensor *x);
+/* GEGLU (diffusers): x [..., 2D] = [h, g] along the last axis; y [..., D] = h · gelu(g) (exact). */
+int sd_op_geglu(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x);
+int sd_op_geglu_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const sd_tensor *x);
+/* Softmax over the last axis; the backward uses the forward's output y. */
+int sd_op_softmax(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x);
+int sd_op_softmax_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const sd_tensor *y);
+
+/* ---- attention ------------------------------------------------------------------------------ */
+
+typedef struct sd_attn_args {
+    int heads;
+    float scale;   /* 0 → 1/sqrt(head_dim) */
+    int causal;    /* 1: query i sees keys j ≤ i (CLIP text encoder) */
+} sd_attn_args;
+
+/* o = softmax(q·kᵀ·scale)·v per head, never storing a whole score matrix.
+ * q [B,Tq,H·dk], k [B,Tk,H·dk], v [B,Tk,H·dv], o [B,Tq,H·dv], lse [B,H,Tq] (saved, f32:
+ * log-sum-exp of each scaled score row). Self- and cross-attention alike. */
+int sd_op_attention(sd_ctx *ctx, sd_tensor *o, sd_tensor *lse, const sd_tensor *q,
+                    const sd_tensor *k, const sd_tensor *v, sd_attn_args a);
+/* dq, dk, dv += ... (recomputes scores block by block from q, k and the saved lse). */
+int sd_op_attention_bwd(sd_ctx *ctx, sd_tensor *dq, sd_tensor *dk, sd_tensor *dv,
+                        const sd_tensor *dout, const sd_tensor *q, const sd_tensor *k,
+                        const sd_tensor *v, const sd_tensor *o, const sd_tensor *lse,
+                        sd_attn_args a);
+
+/* ---- shape ops ------------------------------------------------------------------------------ */
+
+/* Nearest-neighbour upsample of x [N,C,H,W] to y [N,C,f·H,f·W] (integer f from the shapes). */
+int sd_op_upsample_nearest(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x);
+int sd_op_upsample_nearest_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy);
+/* y = cat(xs[0..n), axis) (torch.cat); backward splits dy and accumulates (NULL dxs[i] skipped). */
+int sd_op_concat(sd_ctx *ctx, sd_tensor *y, const sd_tensor *const *xs, int n, int axis);
+int sd_op_concat_bwd(sd_ctx *ctx, sd_tensor *const *dxs, int n, const sd_tensor *dy, int axis);
+
+/* ---- embeddings ----------------------------------------------------------------------------- */
+
+/* y [..., D] = table[ids[...]] with table [V, D] and ids i32; an id outside [0,V) is SD_ERANGE
+ * (checked before anything is written). */
+int sd_op_embedding(sd_ctx *ctx, sd_tensor *y, const sd_tensor *table, const sd_tensor *ids);
+/* dtable[ids[i]] += dy[i] (scatter-add, deterministic order). */
+int sd_op_embedding_bwd(sd_ctx *ctx, sd_tensor *dtable, const sd_tensor *dy, const sd_tensor *ids);
+/* Sinusoidal timestep embedding y [N, dim] of t [N] (f32), as diffusers get_timestep_embedding:
+ * half = dim/2, f_i = exp(-ln(max_period)·i/(half - freq_shift)), [sin(t·f), cos(t·f)], swapped to
+ * [cos, sin] when flip_sin_to_cos, zero-padded when dim is odd. SD (ldm timestep_embedding):
+ * flip_sin_to_cos = 1, freq_shift = 0, max_period = 10000. No backward (t is not trained). */
+int sd_op_timestep_embedding(sd_ctx *ctx, sd_tensor *y, const sd_tensor *t, int flip_sin_to_cos,
+                             float freq_shift, float max_period);
+
+/* ---- losses --------------------------------------------------------------------------------- */
+
+typedef enum sd_loss_kind {
+    SD_LOSS_L2 = 0,        /* d² (MSE) */
+    SD_LOSS_L1,            /* |d| */
+    SD_LOSS_HUBER,         /* 2c·(sqrt(d²+c²) − c)  (pseudo-Huber, kohya "huber") */
+    SD_LOSS_SMOOTH_L1,     /* 2·(sqrt(d²+c²) − c)   (kohya "smooth_l1") */
+} sd_loss_kind;
+
+/* pred, target [N, ...]: per_sample[n] = mean over the sample's elements of the element loss
+ * (d = pred − target, threshold c[n]); loss [1] = mean over n of weight[n]·per_sample[n].
+ * weight, c: [N] f32 or NULL (1 and 0.1). per_sample may be NULL. */
+int sd_op_loss(sd_ctx *ctx, sd_tensor *loss, sd_tensor *per_sample, const sd_tensor *pred,
+               const sd_tensor *target, const sd_tensor *weight, const sd_tensor *c,
+               sd_loss_kind kind);
+/* dpred += dloss · ∂loss/∂pred (dloss: the gradient of the scalar loss, usually 1 or a loss
+ * scale). The L1 gradient at d = 0 is 0 (torch sign). */
+int sd_op_loss_bwd(sd_ctx *ctx, sd_tensor *dpred, const sd_tensor *pred, const sd_tensor *target,
+                   const sd_tensor *weight, const sd_tensor *c, sd_loss_kind kind, float dloss);
+
+#endif
