@@ -1,0 +1,190 @@
+/* Device API (device.h): argument checks here, the work in lib/tensor/cuda/ when built with
+ * CUDA=1, "built without CUDA support" errors otherwise. */
+#include "tensor/device.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+
+#ifdef SD_CUDA
+#include "tensor/cuda/cuda.h"
+#endif
+
+int sd_device_parse(const char *spec, int *index)
+{
+    if (!spec || !index) return sd_err(SD_EINVAL, "--device: missing value (cpu, cuda or cuda:N)");
+    if (!strcmp(spec, "cpu")) {
+        *index = SD_DEVICE_CPU;
+        return SD_OK;
+    }
+    if (!strcmp(spec, "cuda")) {
+        *index = 0;
+        return SD_OK;
+    }
+    if (!strncmp(spec, "cuda:", 5) && spec[5]) {
+        const char *p = spec + 5;
+        for (const char *q = p; *q; q++)
+            if (!isdigit((unsigned char)*q)) goto bad;
+        errno = 0;
+        long v = strtol(p, NULL, 10);
+        if (errno || v > INT_MAX) goto bad;
+        *index = (int)v;
+        return SD_OK;
+    }
+bad:
+    return sd_err(SD_EINVAL, "--device: invalid value '%s' (expected cpu, cuda or cuda:N)", spec);
+}
+
+#ifndef SD_CUDA
+
+#define NOCUDA() sd_err(SD_EUNSUPPORTED, "built without CUDA support (make CUDA=1)")
+
+int sd_device_built_with_cuda(void) { return 0; }
+int sd_device_count(void)
+{
+    NOCUDA();
+    return 0;
+}
+int sd_device_query(int index, sd_device_info *out) { return NOCUDA(); }
+int sd_device_init(int index) { return NOCUDA(); }
+int sd_device_current(void) { return SD_DEVICE_CPU; }
+void sd_device_shutdown(void) {}
+int sd_device_sync(void) { return NOCUDA(); }
+int sd_device_alloc(void **d_ptr, size_t bytes)
+{
+    if (d_ptr) *d_ptr = NULL;
+    return NOCUDA();
+}
+void sd_device_free(void *d_ptr) {}
+int sd_device_copy_to_device(void *d_dst, const void *h_src, size_t bytes) { return NOCUDA(); }
+int sd_device_copy_to_host(void *h_dst, const void *d_src, size_t bytes) { return NOCUDA(); }
+int sd_device_copy_device(void *d_dst, const void *d_src, size_t bytes) { return NOCUDA(); }
+int sd_device_memset(void *d_dst, int byte, size_t bytes) { return NOCUDA(); }
+int sd_device_axpy_f32(size_t n, float a, const float *d_x, float *d_y) { return NOCUDA(); }
+int sd_device_bf16_to_f32(size_t n, const uint16_t *d_src, float *d_dst) { return NOCUDA(); }
+int sd_device_f32_to_bf16(size_t n, const float *d_src, uint16_t *d_dst) { return NOCUDA(); }
+int sd_device_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                    const float *d_a, int64_t lda, const float *d_b, int64_t ldb, float beta,
+                    float *d_c, int64_t ldc)
+{
+    return NOCUDA();
+}
+
+#else /* SD_CUDA */
+
+#define NEED(p, what) do { if (!(p)) return sd_err(SD_EINVAL, "%s: %s is NULL", __func__, what); } while (0)
+
+int sd_device_built_with_cuda(void) { return 1; }
+int sd_device_count(void) { return sd_cuda_count(); }
+
+int sd_device_query(int index, sd_device_info *out)
+{
+    NEED(out, "out");
+    return sd_cuda_query(index, out);
+}
+
+int sd_device_init(int index)
+{
+    if (index < 0) return sd_err(SD_EINVAL, "CUDA: invalid device index %d", index);
+    return sd_cuda_init(index);
+}
+
+int sd_device_current(void) { return sd_cuda_current(); }
+void sd_device_shutdown(void) { sd_cuda_shutdown(); }
+int sd_device_sync(void) { return sd_cuda_sync(); }
+
+int sd_device_alloc(void **d_ptr, size_t bytes)
+{
+    NEED(d_ptr, "d_ptr");
+    *d_ptr = NULL;
+    if (!bytes) return SD_OK;
+    return sd_cuda_alloc(d_ptr, bytes);
+}
+
+void sd_device_free(void *d_ptr) { sd_cuda_free(d_ptr); }
+
+int sd_device_copy_to_device(void *d_dst, const void *h_src, size_t bytes)
+{
+    if (!bytes) return SD_OK;
+    NEED(d_dst, "d_dst");
+    NEED(h_src, "h_src");
+    return sd_cuda_copy_to_device(d_dst, h_src, bytes);
+}
+
+int sd_device_copy_to_host(void *h_dst, const void *d_src, size_t bytes)
+{
+    if (!bytes) return SD_OK;
+    NEED(h_dst, "h_dst");
+    NEED(d_src, "d_src");
+    return sd_cuda_copy_to_host(h_dst, d_src, bytes);
+}
+
+int sd_device_copy_device(void *d_dst, const void *d_src, size_t bytes)
+{
+    if (!bytes) return SD_OK;
+    NEED(d_dst, "d_dst");
+    NEED(d_src, "d_src");
+    return sd_cuda_copy_device(d_dst, d_src, bytes);
+}
+
+int sd_device_memset(void *d_dst, int byte, size_t bytes)
+{
+    if (!bytes) return SD_OK;
+    NEED(d_dst, "d_dst");
+    return sd_cuda_memset(d_dst, byte, bytes);
+}
+
+int sd_device_axpy_f32(size_t n, float a, const float *d_x, float *d_y)
+{
+    if (!n) return SD_OK;
+    NEED(d_x, "d_x");
+    NEED(d_y, "d_y");
+    return sd_cuda_axpy_f32(n, a, d_x, d_y);
+}
+
+int sd_device_bf16_to_f32(size_t n, const uint16_t *d_src, float *d_dst)
+{
+    if (!n) return SD_OK;
+    NEED(d_src, "d_src");
+    NEED(d_dst, "d_dst");
+    return sd_cuda_bf16_to_f32(n, d_src, d_dst);
+}
+
+int sd_device_f32_to_bf16(size_t n, const float *d_src, uint16_t *d_dst)
+{
+    if (!n) return SD_OK;
+    NEED(d_src, "d_src");
+    NEED(d_dst, "d_dst");
+    return sd_cuda_f32_to_bf16(n, d_src, d_dst);
+}
+
+int sd_device_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                    const float *d_a, int64_t lda, const float *d_b, int64_t ldb, float beta,
+                    float *d_c, int64_t ldc)
+{
+    if (m < 0 || n < 0 || k < 0 || m > INT_MAX || n > INT_MAX || k > INT_MAX)
+        return sd_err(SD_ERANGE, "sgemm: sizes m=%lld n=%lld k=%lld out of range", (long long)m,
+                      (long long)n, (long long)k);
+    /* Row strides of the stored matrices: A is m×k (k×m when transposed), B k×n (n×k), C m×n. */
+    int64_t acols = trans_a ? m : k, bcols = trans_b ? k : n;
+    if (lda < (acols > 1 ? acols : 1) || ldb < (bcols > 1 ? bcols : 1) || ldc < (n > 1 ? n : 1) ||
+        lda > INT_MAX || ldb > INT_MAX || ldc > INT_MAX)
+        return sd_err(SD_EINVAL, "sgemm: bad row strides lda=%lld ldb=%lld ldc=%lld for %s%s "
+                      "m=%lld n=%lld k=%lld", (long long)lda, (long long)ldb, (long long)ldc,
+                      trans_a ? "A^T" : "A", trans_b ? "·B^T" : "·B", (long long)m, (long long)n,
+                      (long long)k);
+    if (!m || !n) return SD_OK;
+    NEED(d_c, "d_c");
+    if (k) {  /* k = 0: C = beta·C, A and B are not read */
+        NEED(d_a, "d_a");
+        NEED(d_b, "d_b");
+    }
+    return sd_cuda_sgemm(!!trans_a, !!trans_b, (int)m, (int)n, (int)k, alpha, d_a, (int)lda, d_b,
+                         (int)ldb, beta, d_c, (int)ldc);
+}
+
+#endif
