@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# One-shot check on a GPU machine (e.g. an H100, a few minutes): shows the GPU, builds the suite
+# with CUDA=1 from source in build/gpu and runs the parity tests (CPU vs CUDA) verbosely.
+#
+#   bash tests/parity/device_check.sh        (from anywhere; exit 0 when every parity test passed)
+#
+# The machine may have no internet: if build dependencies (-dev packages) are missing and apt
+# cannot reach its mirrors, the full build is impossible; the script then says which ones are
+# missing and falls back to a minimal build (lib/base + lib/tensor + lib/tensor/cuda, which need
+# only gcc, nvcc and the CUDA libraries) so the GPU kernels are still checked.
+# DEVICE_CHECK_MINIMAL=1 skips the full build (tests the fallback).
+# Expected time on an H100 with 16 cores: about 1-2 min build, under 30 s of tests.
+set -u
+cd "$(dirname "$0")/../.."
+B=build/gpu
+JOBS=$(nproc 2>/dev/null || echo 4)
+CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
+t0=$(date +%s)
+say() { printf '\n== %s (%ds)\n' "$*" $(($(date +%s) - t0)); }
+
+say "GPU"
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi || echo "nvidia-smi failed (exit $?)"
+else
+  echo "nvidia-smi not found"
+fi
+echo "nvcc: $("$CUDA_HOME/bin/nvcc" --version 2>/dev/null | tail -1 || echo "not found at $CUDA_HOME/bin/nvcc")"
+echo "cc:   $(cc --version 2>/dev/null | head -1)"
+
+say "build dependencies"
+missing=()
+for p in openblas libarchive libzstd libwebp; do pkg-config --exists "$p" 2>/dev/null || missing+=("$p (pkg-config)"); done
+for h in jq.h stb/stb_image.h; do [ -e "/usr/include/$h" ] || missing+=("/usr/include/$h"); done
+command -v pkg-config >/dev/null || missing+=("pkg-config")
+command -v bc >/dev/null || missing+=("bc (tests/run timing)")
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "missing: ${missing[*]}"
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && timeout 25 apt-get update -qq >/dev/null 2>&1; then
+    echo "apt works: running make deps"
+    timeout 240 make deps >/tmp/sd-deps.log 2>&1 || { echo "make deps failed:"; tail -5 /tmp/sd-deps.log; }
+  else
+    echo "apt cannot reach its mirrors (no internet?): not installing"
+  fi
+else
+  echo "all present"
+fi
+
+say "make -j$JOBS CUDA=1 BUILD=$B tests"
+full=0
+if [ -z "${DEVICE_CHECK_MINIMAL:-}" ] && make -j"$JOBS" CUDA=1 BUILD=$B tests >/tmp/sd-build.log 2>&1; then
+  full=1
+  # The Makefile appends /cuda to BUILD unless BUILD is given on the command line: find the tests.
+  if [ -x $B/cuda/tests/parity/test_cuda_basic ]; then SD_BUILD=$B/cuda; else SD_BUILD=$B; fi
+  echo "built into $SD_BUILD; warnings: $(grep -c 'warning:' /tmp/sd-build.log)"
+else
+  if [ -n "${DEVICE_CHECK_MINIMAL:-}" ]; then
+    echo "skipped (DEVICE_CHECK_MINIMAL set)"
+  else
+    echo "full build FAILED; first errors and last lines:"
+    grep -E 'error|Error' /tmp/sd-build.log | head -15
+    tail -5 /tmp/sd-build.log
+  fi
+  say "fallback: minimal CUDA build in $B/min (base + tensor + cuda only)"
+  SD_BUILD=$B/min
+  O=$SD_BUILD/obj
+  mkdir -p "$O" "$SD_BUILD/tests/parity"
+  CF="-std=c11 -D_GNU_SOURCE -O2 -g -fopenmp -Ilib -DSD_CUDA -I$CUDA_HOME/include -DSD_VERSION=\"0\" -DSD_SHAREDIR=\"/tmp\""
+  NF="-O2 -std=c++17 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80 -Ilib -DSD_CUDA -Xcompiler -fPIC"
+  objs=()
+  for f in lib/base/*.c lib/tensor/*.c; do
+    o=$O/$(echo "$f" | tr / _).o
+    if cc $CF -c "$f" -o "$o" 2>>/tmp/sd-min.log; then objs+=("$o"); else echo "  skipped $f (does not compile here)"; fi
+  done
+  for f in lib/tensor/cuda/*.cu; do
+    o=$O/$(echo "$f" | tr / _).o
+    "$CUDA_HOME/bin/nvcc" $NF -c "$f" -o "$o" || { echo "nvcc FAILED on $f"; exit 1; }
+    objs+=("$o")
+  done
+  rm -f "$SD_BUILD/libsd.a" && ar rcs "$SD_BUILD/libsd.a" "${objs[@]}"
+  for t in tests/parity/*.c; do
+    out=$SD_BUILD/tests/parity/$(basename "$t" .c)
+    cc $CF -Itests "$t" -o "$out" "$SD_BUILD/libsd.a" -fopenmp -L"$CUDA_HOME/lib64" \
+      -Wl,-rpath,"$CUDA_HOME/lib64" -lcublasLt -lcublas -lcudart -lstdc++ -lm -lpthread 2>>/tmp/sd-min.log \
+      || echo "  could not link $t without the full build"
+  done
+fi
+
+say "SD_BUILD=$SD_BUILD TESTS_FILTER=parity tests/run"
+SD_BUILD=$SD_BUILD TESTS_FILTER=parity TESTS_VERBOSE=1 TESTS_JOBS=1 tests/run
+rc=$?
+say "done: $([ $rc = 0 ] && echo PASS || echo FAIL), $([ $full = 1 ] && echo "full build" || echo "minimal fallback build")"
+exit $rc
