@@ -26,10 +26,10 @@ FUZZ_SECONDS ?= 60
 VERSION  := 0.1.0
 
 ifeq ($(SAN),1)
-  BUILD := $(BUILD)/san
+  override BUILD := $(BUILD)/san
 endif
 ifeq ($(CUDA),1)
-  BUILD := $(BUILD)/cuda
+  override BUILD := $(BUILD)/cuda
 endif
 
 PKGS      := openblas libarchive libzstd libwebp
@@ -56,7 +56,7 @@ ifeq ($(CUDA),1)
   CU_SRC := $(wildcard lib/tensor/cuda/*.cu)
   ALL_CFLAGS += -DSD_CUDA -I$(CUDA_HOME)/include
   LIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
-  NVCCFLAGS := -O2 -std=c++17 $(CUDA_ARCH) -Ilib -DSD_CUDA -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-fPIC
+  NVCCFLAGS := -O2 -MMD -MP -std=c++17 $(CUDA_ARCH) -Ilib -DSD_CUDA -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-fPIC
 endif
 
 LIB_SRC  := $(sort $(wildcard lib/*/*.c lib/*/*/*.c))
