@@ -23,14 +23,22 @@ int sd_err(int code, const char *fmt, ...)
 
 int sd_err_prefix(int code, const char *fmt, ...)
 {
-    char old[SD_ERRMSG_MAX], pre[SD_ERRMSG_MAX];
+    char old[SD_ERRMSG_MAX], pre[SD_ERRMSG_MAX / 2];
     va_list ap;
     memcpy(old, errmsg, sizeof old);
     va_start(ap, fmt);
     vsnprintf(pre, sizeof pre, fmt, ap);
     va_end(ap);
-    if (old[0])
-        snprintf(errmsg, sizeof errmsg, "%s: %s", pre, old);
+    if (old[0]) {
+        size_t n = strlen(pre);
+        memcpy(errmsg, pre, n);
+        errmsg[n] = ':';
+        errmsg[n + 1] = ' ';
+        size_t room = sizeof errmsg - n - 3, m = strlen(old);
+        if (m > room) m = room;
+        memcpy(errmsg + n + 2, old, m);
+        errmsg[n + 2 + m] = 0;
+    }
     else
         snprintf(errmsg, sizeof errmsg, "%s", pre);
     return code;
