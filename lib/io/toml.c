@@ -136,7 +136,7 @@ static const char *desc(const tparser *p, size_t at, char buf[32])
     if (at >= p->n) return "end of input";
     unsigned char c = (unsigned char)p->s[at];
     if (c == '\n' || c == '\r') return "end of line";
-    if (c > 0x20 && c < 0x7F) {
+    if (c >= 0x20 && c < 0x7F) {
         snprintf(buf, 32, "'%c'", c);
         return buf;
     }
@@ -481,7 +481,7 @@ static int parse_escape(tparser *p)
         return put_utf8(p, cp);
     }
     default:
-        if (e > 0x20 && e < 0x7F) return perr(p, at, "invalid escape '\\%c'", e);
+        if (e >= 0x20 && e < 0x7F) return perr(p, at, "invalid escape '\\%c'", e);
         return perr(p, at, "invalid escape: '\\' followed by %s", desc(p, at + 1, d));
     }
     p->pos += 2;
@@ -978,8 +978,9 @@ static int header(tparser *p, tnode **cur)
     if ((rc = parse_key(p, &k, "a table name"))) goto out;
     skip_ws(p);
     if (peek(p, 0) != ']' || (aot && peek(p, 1) != ']')) {
-        rc = perr(p, p->pos, "expected '%s' after table name '%s', found %s", aot ? "]]" : "]",
-                  key_str(&k, k.n, ks, sizeof ks), desc(p, p->pos, d));
+        size_t at = p->pos + (aot && peek(p, 0) == ']');
+        rc = perr(p, at, "expected '%s' after table name '%s', found %s", aot ? "]]" : "]",
+                  key_str(&k, k.n, ks, sizeof ks), desc(p, at, d));
         goto out;
     }
     p->pos += aot ? 2 : 1;
@@ -989,7 +990,7 @@ static int header(tparser *p, tnode **cur)
         int last = i == k.n - 1;
         tnode *c = tbl_get(t, k.v[i].s, k.v[i].n);
 #define kd key_str(&k, i + 1, ks, sizeof ks)
-        if (t->depth + 2 > TOML_MAX_DEPTH) {
+        if (t->depth + 1 + (last && aot) > TOML_MAX_DEPTH) {
             rc = perr(p, k.at, "nesting too deep (more than %d levels)", TOML_MAX_DEPTH);
             goto out;
         }
