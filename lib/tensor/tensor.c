@@ -255,14 +255,11 @@ int sd_ctx_init(sd_ctx *ctx, sd_devkind backend, int threads, size_t scratch_byt
     memset(ctx, 0, sizeof *ctx);
     ctx->backend = backend;
     if (backend == SD_DEV_CUDA) {
-#ifndef SD_CUDA
-        return sd_err(SD_EUNSUPPORTED, "CUDA context: built without CUDA support (make CUDA=1)");
-#else
+        if (!sd_device_built_with_cuda())
+            return sd_err(SD_EUNSUPPORTED, "CUDA context: built without CUDA support (make CUDA=1)");
         int dev = sd_device_current();
-        if (dev == SD_DEVICE_CPU)
-            return sd_err(SD_ESTATE, "CUDA context: call sd_device_init() first");
+        if (dev == SD_DEVICE_CPU) return sd_err(SD_ESTATE, "CUDA context: call sd_device_init() first");
         ctx->device_index = dev;
-#endif
     }
     sd_ctx_set_threads(ctx, threads);
     /* The ctx partitions every product itself; OpenBLAS must not start its own pool inside our

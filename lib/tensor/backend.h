@@ -1,0 +1,45 @@
+/* Internal: backend entry points. ops.c validates arguments (shapes, dtypes, devices) and then
+ * calls the backend function of the same name and signature: sd_cpu_* (lib/tensor/cpu_*.c), and
+ * later sd_cuda_* (lib/tensor/cuda/, issue 10). Backends may assume validated arguments. */
+#ifndef SD_TENSOR_BACKEND_H
+#define SD_TENSOR_BACKEND_H
+
+#include "tensor/ops.h"
+
+int sd_cpu_fill(sd_ctx *ctx, sd_tensor *y, float value);
+int sd_cpu_convert(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x);
+int sd_cpu_permute(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const int *perm);
+int sd_cpu_permute_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const int *perm);
+int sd_cpu_add(sd_ctx *ctx, sd_tensor *y, const sd_tensor *a, const sd_tensor *b);
+int sd_cpu_mul(sd_ctx *ctx, sd_tensor *y, const sd_tensor *a, const sd_tensor *b);
+int sd_cpu_mul_bwd(sd_ctx *ctx, sd_tensor *da, sd_tensor *db, const sd_tensor *dy, const sd_tensor *a, const sd_tensor *b);
+int sd_cpu_axpby(sd_ctx *ctx, sd_tensor *y, float alpha, const sd_tensor *x, float beta);
+int sd_cpu_sum_to(sd_ctx *ctx, sd_tensor *y, float alpha, const sd_tensor *x);
+int sd_cpu_linear(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b);
+int sd_cpu_linear_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db, const sd_tensor *dy, const sd_tensor *x, const sd_tensor *w);
+int sd_cpu_matmul(sd_ctx *ctx, sd_tensor *c, const sd_tensor *a, int trans_a, const sd_tensor *b, int trans_b, float alpha, float beta);
+int sd_cpu_conv2d(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b, sd_conv2d_geom g);
+int sd_cpu_conv2d_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db, const sd_tensor *dy, const sd_tensor *x, const sd_tensor *w, sd_conv2d_geom g);
+int sd_cpu_group_norm(sd_ctx *ctx, sd_tensor *y, sd_tensor *mean, sd_tensor *rstd, const sd_tensor *x, const sd_tensor *gamma, const sd_tensor *beta, int groups, float eps, sd_act act);
+int sd_cpu_group_norm_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dgamma, sd_tensor *dbeta, const sd_tensor *dy, const sd_tensor *x, const sd_tensor *mean, const sd_tensor *rstd, const sd_tensor *gamma, const sd_tensor *beta, int groups, sd_act act);
+int sd_cpu_layer_norm(sd_ctx *ctx, sd_tensor *y, sd_tensor *mean, sd_tensor *rstd, const sd_tensor *x, const sd_tensor *gamma, const sd_tensor *beta, float eps);
+int sd_cpu_layer_norm_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dgamma, sd_tensor *dbeta, const sd_tensor *dy, const sd_tensor *x, const sd_tensor *mean, const sd_tensor *rstd, const sd_tensor *gamma);
+int sd_cpu_act(sd_ctx *ctx, sd_act act, sd_tensor *y, const sd_tensor *x);
+int sd_cpu_act_bwd(sd_ctx *ctx, sd_act act, sd_tensor *dx, const sd_tensor *dy, const sd_tensor *x);
+int sd_cpu_geglu(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x);
+int sd_cpu_geglu_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const sd_tensor *x);
+int sd_cpu_softmax(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x);
+int sd_cpu_softmax_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const sd_tensor *y);
+int sd_cpu_attention(sd_ctx *ctx, sd_tensor *o, sd_tensor *lse, const sd_tensor *q, const sd_tensor *k, const sd_tensor *v, sd_attn_args a);
+int sd_cpu_attention_bwd(sd_ctx *ctx, sd_tensor *dq, sd_tensor *dk, sd_tensor *dv, const sd_tensor *dout, const sd_tensor *q, const sd_tensor *k, const sd_tensor *v, const sd_tensor *o, const sd_tensor *lse, sd_attn_args a);
+int sd_cpu_upsample_nearest(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x);
+int sd_cpu_upsample_nearest_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy);
+int sd_cpu_concat(sd_ctx *ctx, sd_tensor *y, const sd_tensor *const *xs, int n, int axis);
+int sd_cpu_concat_bwd(sd_ctx *ctx, sd_tensor *const *dxs, int n, const sd_tensor *dy, int axis);
+int sd_cpu_embedding(sd_ctx *ctx, sd_tensor *y, const sd_tensor *table, const sd_tensor *ids);
+int sd_cpu_embedding_bwd(sd_ctx *ctx, sd_tensor *dtable, const sd_tensor *dy, const sd_tensor *ids);
+int sd_cpu_timestep_embedding(sd_ctx *ctx, sd_tensor *y, const sd_tensor *t, int flip_sin_to_cos, float freq_shift, float max_period);
+int sd_cpu_loss(sd_ctx *ctx, sd_tensor *loss, sd_tensor *per_sample, const sd_tensor *pred, const sd_tensor *target, const sd_tensor *weight, const sd_tensor *c, sd_loss_kind kind);
+int sd_cpu_loss_bwd(sd_ctx *ctx, sd_tensor *dpred, const sd_tensor *pred, const sd_tensor *target, const sd_tensor *weight, const sd_tensor *c, sd_loss_kind kind, float dloss);
+
+#endif

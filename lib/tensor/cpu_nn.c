@@ -1,0 +1,183 @@
+/* CPU backend: linear, matmul, conv2d, group/layer norm, attention (float instantiation of the
+ * kern_*.h templates). Arguments were validated by ops.c. Weights in f16/bf16 are converted into
+ * scratch per call. */
+#include "tensor/kern_attn.h"
+#include "tensor/kern_conv.h"
+#include "tensor/kern_linear.h"
+#include "tensor/kern_norm.h"
+
+#include "base/half.h"
+#include "tensor/backend.h"
+
+#define FP(t) ((t) ? (float *)(t)->data : NULL)
+
+/* f32 view of a weight: the data itself, or a converted copy in scratch. */
+static const float *weight_f32(sd_ctx *ctx, const sd_tensor *w, int *rc)
+{
+    *rc = SD_OK;
+    if (w->dtype == SD_F32) return w->data;
+    int64_t n = sd_tensor_numel(w);
+    float *p = sd_arena_alloc(&ctx->scratch, (size_t)n * 4);
+    if (!p) {
+        *rc = sd_err(SD_ENOMEM, "op scratch arena exhausted converting a %s weight (%lld elements)",
+                     sd_dtype_name((sd_dtype)w->dtype), (long long)n);
+        return NULL;
+    }
+    if (w->dtype == SD_F16) sd_f16_to_f32_n(w->data, p, (size_t)n);
+    else sd_bf16_to_f32_n(w->data, p, (size_t)n);
+    return p;
+}
+
+int sd_cpu_linear(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b)
+{
+    size_t mark = sd_arena_mark(&ctx->scratch);
+    int rc;
+    const float *wf = weight_f32(ctx, w, &rc);
+    if (!wf) return rc;
+    int64_t in = w->shape[1], out = w->shape[0], r = in ? sd_tensor_numel(x) / in : 0;
+    sd_k_linear_f32(ctx, FP(y), FP(x), wf, FP(b), r, in, out);
+    sd_arena_reset(&ctx->scratch, mark);
+    return SD_OK;
+}
+
+int sd_cpu_linear_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db, const sd_tensor *dy,
+                      const sd_tensor *x, const sd_tensor *w)
+{
+    size_t mark = sd_arena_mark(&ctx->scratch);
+    int rc = SD_OK;
+    const float *wf = dx ? weight_f32(ctx, w, &rc) : NULL;
+    if (rc) return rc;
+    int64_t in = w->shape[1], out = w->shape[0], r = out ? sd_tensor_numel(dy) / out : 0;
+    sd_k_linear_bwd_f32(ctx, FP(dx), FP(dw), FP(db), FP(dy), FP(x), wf, r, in, out);
+    sd_arena_reset(&ctx->scratch, mark);
+    return SD_OK;
+}
+
+int sd_cpu_matmul(sd_ctx *ctx, sd_tensor *c, const sd_tensor *a, int trans_a, const sd_tensor *b,
+                  int trans_b, float alpha, float beta)
+{
+    int64_t m = c->shape[c->ndim - 2], n = c->shape[c->ndim - 1];
+    int64_t k = trans_a ? a->shape[a->ndim - 2] : a->shape[a->ndim - 1];
+    int64_t batch = (m > 0 && n > 0) ? sd_tensor_numel(c) / (m * n) : 0;
+    int64_t sa = a->ndim > 2 ? m * k : 0, sb = b->ndim > 2 ? k * n : 0;
+    sd_k_matmul_f32(ctx, FP(c), FP(a), trans_a, FP(b), trans_b, alpha, beta, batch, m, n, k, sa, sb);
+    return SD_OK;
+}
+
+static void conv_plan(sd_k_conv *p, const sd_tensor *x, const sd_tensor *w, const sd_tensor *y, sd_conv2d_geom g)
+{
+    sd_k_conv_plan(p, x->shape[0], x->shape[1], x->shape[2], x->shape[3], w->shape[0], w->shape[2],
+                   w->shape[3], y->shape[2], y->shape[3], g.stride, g.pad_t, g.pad_l);
+}
+
+int sd_cpu_conv2d(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
+                  sd_conv2d_geom g)
+{
+    size_t mark = sd_arena_mark(&ctx->scratch);
+    int rc;
+    const float *wf = weight_f32(ctx, w, &rc);
+    if (!wf) return rc;
+    sd_k_conv p;
+    conv_plan(&p, x, w, y, g);
+    rc = sd_k_conv2d_f32(ctx, &p, FP(y), FP(x), wf, FP(b));
+    sd_arena_reset(&ctx->scratch, mark);
+    return rc;
+}
+
+int sd_cpu_conv2d_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db, const sd_tensor *dy,
+                      const sd_tensor *x, const sd_tensor *w, sd_conv2d_geom g)
+{
+    size_t mark = sd_arena_mark(&ctx->scratch);
+    int rc = SD_OK;
+    const float *wf = dx ? weight_f32(ctx, w, &rc) : NULL;
+    if (rc) return rc;
+    sd_k_conv p;
+    conv_plan(&p, x, w, dy, g);
+    rc = sd_k_conv2d_bwd_f32(ctx, &p, FP(dx), FP(dw), FP(db), FP(dy), FP(x), wf);
+    sd_arena_reset(&ctx->scratch, mark);
+    return rc;
+}
+
+static void gn_dims(const sd_tensor *x, int64_t *n, int64_t *c, int64_t *s)
+{
+    *n = x->shape[0];
+    *c = x->shape[1];
+    *s = 1;
+    for (int i = 2; i < x->ndim; i++) *s *= x->shape[i];
+}
+
+int sd_cpu_group_norm(sd_ctx *ctx, sd_tensor *y, sd_tensor *mean, sd_tensor *rstd, const sd_tensor *x,
+                      const sd_tensor *gamma, const sd_tensor *beta, int groups, float eps, sd_act act)
+{
+    int64_t n, c, s;
+    gn_dims(x, &n, &c, &s);
+    sd_k_group_norm_f32(ctx, FP(y), FP(mean), FP(rstd), FP(x), FP(gamma), FP(beta), n, c, s, groups, eps, act);
+    return SD_OK;
+}
+
+int sd_cpu_group_norm_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dgamma, sd_tensor *dbeta, const sd_tensor *dy,
+                          const sd_tensor *x, const sd_tensor *mean, const sd_tensor *rstd,
+                          const sd_tensor *gamma, const sd_tensor *beta, int groups, sd_act act)
+{
+    int64_t n, c, s;
+    gn_dims(x, &n, &c, &s);
+    size_t mark = sd_arena_mark(&ctx->scratch);
+    float *part = sd_k_scratch_f32(ctx, 2 * n * c);
+    if (!part) return SD_ENOMEM;
+    sd_k_group_norm_bwd_f32(ctx, FP(dx), FP(dgamma), FP(dbeta), FP(dy), FP(x), FP(mean), FP(rstd),
+                            FP(gamma), FP(beta), n, c, s, groups, act, part);
+    sd_arena_reset(&ctx->scratch, mark);
+    return SD_OK;
+}
+
+int sd_cpu_layer_norm(sd_ctx *ctx, sd_tensor *y, sd_tensor *mean, sd_tensor *rstd, const sd_tensor *x,
+                      const sd_tensor *gamma, const sd_tensor *beta, float eps)
+{
+    int64_t c = x->shape[x->ndim - 1], rows = c ? sd_tensor_numel(x) / c : 0;
+    sd_k_layer_norm_f32(ctx, FP(y), FP(mean), FP(rstd), FP(x), FP(gamma), FP(beta), rows, c, eps);
+    return SD_OK;
+}
+
+int sd_cpu_layer_norm_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dgamma, sd_tensor *dbeta, const sd_tensor *dy,
+                          const sd_tensor *x, const sd_tensor *mean, const sd_tensor *rstd,
+                          const sd_tensor *gamma)
+{
+    int64_t c = x->shape[x->ndim - 1], rows = c ? sd_tensor_numel(x) / c : 0;
+    int64_t nblk = (rows + SD_K_LN_ROWBLK - 1) / SD_K_LN_ROWBLK;
+    size_t mark = sd_arena_mark(&ctx->scratch);
+    float *part = sd_k_scratch_f32(ctx, 2 * nblk * c);
+    if (!part) return SD_ENOMEM;
+    sd_k_layer_norm_bwd_f32(ctx, FP(dx), FP(dgamma), FP(dbeta), FP(dy), FP(x), FP(mean), FP(rstd),
+                            FP(gamma), rows, c, part);
+    sd_arena_reset(&ctx->scratch, mark);
+    return SD_OK;
+}
+
+static void attn_geom(sd_k_attn *g, const sd_tensor *q, const sd_tensor *k, const sd_tensor *v, sd_attn_args a)
+{
+    g->b = q->shape[0];
+    g->h = a.heads;
+    g->tq = q->shape[1];
+    g->tk = k->shape[1];
+    g->dk = q->shape[2] / a.heads;
+    g->dv = v->shape[2] / a.heads;
+    g->scale = a.scale != 0 ? a.scale : 1.0f / sqrtf((float)g->dk);
+    g->causal = a.causal;
+}
+
+int sd_cpu_attention(sd_ctx *ctx, sd_tensor *o, sd_tensor *lse, const sd_tensor *q, const sd_tensor *k,
+                     const sd_tensor *v, sd_attn_args a)
+{
+    sd_k_attn g;
+    attn_geom(&g, q, k, v, a);
+    return sd_k_attention_f32(ctx, &g, FP(o), FP(lse), FP(q), FP(k), FP(v));
+}
+
+int sd_cpu_attention_bwd(sd_ctx *ctx, sd_tensor *dq, sd_tensor *dk, sd_tensor *dv, const sd_tensor *dout,
+                         const sd_tensor *q, const sd_tensor *k, const sd_tensor *v, const sd_tensor *o,
+                         const sd_tensor *lse, sd_attn_args a)
+{
+    sd_k_attn g;
+    attn_geom(&g, q, k, v, a);
+    return sd_k_attention_bwd_f32(ctx, &g, FP(dq), FP(dk), FP(dv), FP(dout), FP(q), FP(k), FP(v), FP(o), FP(lse));
+}

@@ -1,0 +1,157 @@
+/* Internal: scaled-dot-product attention, forward and backward (template; see kern.h).
+ *
+ * Queries are processed in blocks of SD_K_ATTN_BQ rows. For a block the scores against all keys
+ * (BQ × Tk, e.g. 128 × 4096 floats = 2 MiB) are formed with one GEMM, soft-maxed exactly (max,
+ * exp, sum: no online rescaling is needed because the block row is complete) and multiplied by V
+ * with a second GEMM. The full Tq × Tk matrix never exists; memory is BQ × Tk per thread. The
+ * log-sum-exp of every row is saved. Backward, per query block: recompute S and P = exp(S − lse),
+ * dP = dO·Vᵀ, dS = P∘(dP − rowsum(dO∘O)), dQ += s·dS·K, dK += s·dSᵀ·Q, dV += Pᵀ·dO (five GEMMs).
+ * Work units: forward (batch, head, query block), all independent. Backward: (batch, head, group)
+ * with G fixed query-block groups per head (G > 1 only when batch·heads < 8), each group
+ * accumulating dK/dV of its blocks in order into its own partial, partials added in group order. */
+#ifndef SD_TENSOR_KERN_ATTN_H
+#define SD_TENSOR_KERN_ATTN_H
+#include <omp.h>
+
+#include "tensor/kern.h"
+
+#define SD_K_ATTN_BQ 128
+
+typedef struct sd_k_attn {
+    int64_t b, h, tq, tk, dk, dv;
+    real scale;
+    int causal;
+} sd_k_attn;
+
+/* S = P for a block of rows [i0, i0+nq): computes softmax rows in place, writes lse. */
+SD_KFN void KN(sd_k_attn_probs)(const sd_k_attn *a, real *s, int64_t i0, int64_t nq, real *lse_out,
+                                const real *lse_in)
+{
+    int64_t tk = a->tk;
+    for (int64_t r = 0; r < nq; r++) {
+        real *sr = s + r * tk;
+        int64_t lim = a->causal ? (i0 + r + 1 < tk ? i0 + r + 1 : tk) : tk;
+        if (lse_in) {
+            real l = lse_in[r];
+#pragma omp simd
+            for (int64_t j = 0; j < lim; j++) sr[j] = R_EXP(sr[j] - l);
+        } else {
+            real m = sr[0];
+            for (int64_t j = 1; j < lim; j++) m = sr[j] > m ? sr[j] : m;
+            real sum = 0;
+#pragma omp simd reduction(+ : sum)
+            for (int64_t j = 0; j < lim; j++) { real e = R_EXP(sr[j] - m); sr[j] = e; sum += e; }
+            real inv = 1 / sum;
+#pragma omp simd
+            for (int64_t j = 0; j < lim; j++) sr[j] *= inv;
+            lse_out[r] = m + R_LOG(sum);
+        }
+        for (int64_t j = lim; j < tk; j++) sr[j] = 0;
+    }
+}
+
+SD_KFN int KN(sd_k_attention)(sd_ctx *ctx, const sd_k_attn *a, real *o, real *lse, const real *q,
+                              const real *k, const real *v)
+{
+    int64_t nqb = (a->tq + SD_K_ATTN_BQ - 1) / SD_K_ATTN_BQ, tasks = a->b * a->h * nqb;
+    int64_t ldq = a->h * a->dk, ldv = a->h * a->dv, ssz = SD_K_ATTN_BQ * a->tk;
+    int nt = ctx->threads;
+    size_t mark = sd_arena_mark(&ctx->scratch);
+    real *sbuf = KN(sd_k_scratch)(ctx, ssz * nt);
+    if (!sbuf) return SD_ENOMEM;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t t = 0; t < tasks; t++) {
+        int64_t qb = t % nqb, hh = (t / nqb) % a->h, bb = t / (nqb * a->h);
+        int64_t i0 = qb * SD_K_ATTN_BQ, nq = a->tq - i0 < SD_K_ATTN_BQ ? a->tq - i0 : SD_K_ATTN_BQ;
+        real *s = sbuf + (int64_t)omp_get_thread_num() * ssz;
+        const real *qp = q + (bb * a->tq + i0) * ldq + hh * a->dk;
+        const real *kp = k + bb * a->tk * ldq + hh * a->dk;
+        const real *vp = v + bb * a->tk * ldv + hh * a->dv;
+        KN(gemm)(0, 1, nq, a->tk, a->dk, a->scale, qp, ldq, kp, ldq, 0, s, a->tk);
+        KN(sd_k_attn_probs)(a, s, i0, nq, lse + (bb * a->h + hh) * a->tq + i0, NULL);
+        KN(gemm)(0, 0, nq, a->dv, a->tk, 1, s, a->tk, vp, ldv, 0, o + (bb * a->tq + i0) * ldv + hh * a->dv, ldv);
+    }
+    sd_arena_reset(&ctx->scratch, mark);
+    return SD_OK;
+}
+
+SD_KFN int KN(sd_k_attention_bwd)(sd_ctx *ctx, const sd_k_attn *a, real *dq, real *dk, real *dv,
+                                  const real *dout, const real *q, const real *k, const real *v,
+                                  const real *o, const real *lse)
+{
+    int64_t nqb = (a->tq + SD_K_ATTN_BQ - 1) / SD_K_ATTN_BQ, bh = a->b * a->h;
+    int64_t ng = bh >= 8 ? 1 : (8 + bh - 1) / bh;
+    if (ng > nqb) ng = nqb;
+    int64_t tasks = bh * ng;
+    int64_t ldq = a->h * a->dk, ldv = a->h * a->dv, ssz = SD_K_ATTN_BQ * a->tk;
+    int64_t psz = a->tk * (a->dk + a->dv);
+    int nt = ctx->threads;
+    size_t mark = sd_arena_mark(&ctx->scratch);
+    real *sbuf = KN(sd_k_scratch)(ctx, (2 * ssz + SD_K_ATTN_BQ) * nt);
+    if (!sbuf) return SD_ENOMEM;
+    real *part = NULL;
+    if (ng > 1 && (dk || dv)) {
+        part = KN(sd_k_scratch)(ctx, psz * tasks);
+        if (!part) { sd_arena_reset(&ctx->scratch, mark); return SD_ENOMEM; }
+        memset(part, 0, (size_t)(psz * tasks) * sizeof(real));
+    }
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t t = 0; t < tasks; t++) {
+        int64_t g = t % ng, hh = (t / ng) % a->h, bb = t / (ng * a->h);
+        real *s = sbuf + (int64_t)omp_get_thread_num() * (2 * ssz + SD_K_ATTN_BQ);
+        real *dp = s + ssz, *delta = dp + ssz;
+        const real *kp = k + bb * a->tk * ldq + hh * a->dk;
+        const real *vp = v + bb * a->tk * ldv + hh * a->dv;
+        real *dkp, *dvp;
+        int64_t lddk = ldq, lddv = ldv;
+        if (part) {
+            dkp = part + t * psz; dvp = dkp + a->tk * a->dk;
+            lddk = a->dk; lddv = a->dv;
+        } else {
+            dkp = dk ? dk + bb * a->tk * ldq + hh * a->dk : NULL;
+            dvp = dv ? dv + bb * a->tk * ldv + hh * a->dv : NULL;
+        }
+        int64_t qb0 = nqb * g / ng, qb1 = nqb * (g + 1) / ng;
+        for (int64_t qb = qb0; qb < qb1; qb++) {
+            int64_t i0 = qb * SD_K_ATTN_BQ, nq = a->tq - i0 < SD_K_ATTN_BQ ? a->tq - i0 : SD_K_ATTN_BQ;
+            const real *qp = q + (bb * a->tq + i0) * ldq + hh * a->dk;
+            const real *dop = dout + (bb * a->tq + i0) * ldv + hh * a->dv;
+            const real *op = o + (bb * a->tq + i0) * ldv + hh * a->dv;
+            KN(gemm)(0, 1, nq, a->tk, a->dk, a->scale, qp, ldq, kp, ldq, 0, s, a->tk);
+            KN(sd_k_attn_probs)(a, s, i0, nq, NULL, lse + (bb * a->h + hh) * a->tq + i0);
+            if (dvp) KN(gemm)(1, 0, a->tk, a->dv, nq, 1, s, a->tk, dop, ldv, 1, dvp, lddv);
+            if (!dq && !dkp) continue;
+            KN(gemm)(0, 1, nq, a->tk, a->dv, 1, dop, ldv, vp, ldv, 0, dp, a->tk);
+            for (int64_t r = 0; r < nq; r++) {
+                real d = 0;
+                for (int64_t c = 0; c < a->dv; c++) d += dop[r * ldv + c] * op[r * ldv + c];
+                delta[r] = d;
+            }
+            for (int64_t r = 0; r < nq; r++) {
+                real *pr = s + r * a->tk, *dr = dp + r * a->tk, dl = delta[r];
+#pragma omp simd
+                for (int64_t j = 0; j < a->tk; j++) dr[j] = pr[j] * (dr[j] - dl);
+            }
+            if (dq) KN(gemm)(0, 0, nq, a->dk, a->tk, a->scale, dp, a->tk, kp, ldq, 1,
+                             dq + (bb * a->tq + i0) * ldq + hh * a->dk, ldq);
+            if (dkp) KN(gemm)(1, 0, a->tk, a->dk, nq, a->scale, dp, a->tk, qp, ldq, 1, dkp, lddk);
+        }
+    }
+    if (part) {
+        /* dk/dv += Σ_g partials, in group order; parallel over (batch, head, key rows) */
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t r = 0; r < bh * a->tk; r++) {
+            int64_t j = r % a->tk, hh = (r / a->tk) % a->h, bb = r / (a->tk * a->h);
+            for (int64_t g = 0; g < ng; g++) {
+                const real *pk = part + ((bb * a->h + hh) * ng + g) * psz;
+                const real *pv = pk + a->tk * a->dk;
+                if (dk) { real *d = dk + (bb * a->tk + j) * ldq + hh * a->dk; for (int64_t c = 0; c < a->dk; c++) d[c] += pk[j * a->dk + c]; }
+                if (dv) { real *d = dv + (bb * a->tk + j) * ldv + hh * a->dv; for (int64_t c = 0; c < a->dv; c++) d[c] += pv[j * a->dv + c]; }
+            }
+        }
+    }
+    sd_arena_reset(&ctx->scratch, mark);
+    return SD_OK;
+}
+
+#endif

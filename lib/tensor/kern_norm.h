@@ -1,0 +1,162 @@
+/* Internal: group norm (+ fused SiLU) and layer norm kernels (template; see kern.h). */
+#ifndef SD_TENSOR_KERN_NORM_H
+#define SD_TENSOR_KERN_NORM_H
+#include "tensor/kern.h"
+#include "tensor/kern_elem.h"
+
+/* x [n, c, s] with g groups. Statistics in double, two passes, fixed order. */
+SD_KFN void KN(sd_k_group_norm)(sd_ctx *ctx, real *y, real *mean, real *rstd, const real *x,
+                                const real *gamma, const real *beta, int64_t n, int64_t c,
+                                int64_t s, int64_t g, real eps, sd_act act)
+{
+    int64_t cg = c / g, m = cg * s;
+#pragma omp parallel for num_threads(ctx->threads) schedule(static) if (n * c * s > SD_K_CHUNK)
+    for (int64_t ng = 0; ng < n * g; ng++) {
+        const real *xg = x + ng * m;
+        double sum = 0;
+        for (int64_t i = 0; i < m; i++) sum += xg[i];
+        double mu = sum / (double)m, v = 0;
+        for (int64_t i = 0; i < m; i++) { double d = xg[i] - mu; v += d * d; }
+        v /= (double)m;
+        real rs = (real)(1.0 / sqrt(v + (double)eps)), mr = (real)mu;
+        mean[ng] = mr;
+        rstd[ng] = rs;
+        int64_t g0 = (ng % g) * cg;
+        for (int64_t ci = 0; ci < cg; ci++) {
+            real ga = gamma ? gamma[g0 + ci] : 1, be = beta ? beta[g0 + ci] : 0;
+            real a = rs * ga, b = be - mr * rs * ga;
+            const real *xc = xg + ci * s;
+            real *yc = y + ng * m + ci * s;
+            if (act == SD_ACT_SILU) {
+#pragma omp simd
+                for (int64_t i = 0; i < s; i++) yc[i] = KN(sd_k_act1)(SD_ACT_SILU, xc[i] * a + b);
+            } else {
+#pragma omp simd
+                for (int64_t i = 0; i < s; i++) yc[i] = xc[i] * a + b;
+            }
+        }
+    }
+}
+
+/* part: scratch [2, n, c] (per-sample channel sums for dgamma/dbeta). */
+SD_KFN void KN(sd_k_group_norm_bwd)(sd_ctx *ctx, real *dx, real *dgamma, real *dbeta, const real *dy,
+                                    const real *x, const real *mean, const real *rstd,
+                                    const real *gamma, const real *beta, int64_t n, int64_t c,
+                                    int64_t s, int64_t g, sd_act act, real *part)
+{
+    int64_t cg = c / g, m = cg * s;
+    real *pg = part, *pb = part + n * c;
+#pragma omp parallel for num_threads(ctx->threads) schedule(static) if (n * c * s > SD_K_CHUNK)
+    for (int64_t ng = 0; ng < n * g; ng++) {
+        const real *xg = x + ng * m, *dyg = dy + ng * m;
+        real mu = mean[ng], rs = rstd[ng];
+        int64_t nn = ng / g, g0 = (ng % g) * cg;
+        double sa = 0, sb = 0;
+        for (int64_t ci = 0; ci < cg; ci++) {
+            real ga = gamma ? gamma[g0 + ci] : 1, be = beta ? beta[g0 + ci] : 0;
+            const real *xc = xg + ci * s, *dyc = dyg + ci * s;
+            double cgam = 0, cbet = 0;
+            for (int64_t i = 0; i < s; i++) {
+                real xh = (xc[i] - mu) * rs;
+                real gz = dyc[i];
+                if (act == SD_ACT_SILU) gz *= KN(sd_k_dact1)(SD_ACT_SILU, xh * ga + be);
+                cgam += (double)gz * xh;
+                cbet += gz;
+            }
+            pg[nn * c + g0 + ci] = (real)cgam;
+            pb[nn * c + g0 + ci] = (real)cbet;
+            sa += cbet * ga;      /* Σ dxhat */
+            sb += cgam * ga;      /* Σ dxhat·xhat */
+        }
+        if (!dx) continue;
+        real ma = (real)(sa / (double)m), mb = (real)(sb / (double)m);
+        for (int64_t ci = 0; ci < cg; ci++) {
+            real ga = gamma ? gamma[g0 + ci] : 1, be = beta ? beta[g0 + ci] : 0;
+            const real *xc = xg + ci * s, *dyc = dyg + ci * s;
+            real *dxc = dx + ng * m + ci * s;
+            for (int64_t i = 0; i < s; i++) {
+                real xh = (xc[i] - mu) * rs;
+                real gz = dyc[i];
+                if (act == SD_ACT_SILU) gz *= KN(sd_k_dact1)(SD_ACT_SILU, xh * ga + be);
+                dxc[i] += rs * (gz * ga - ma - xh * mb);
+            }
+        }
+    }
+    if (dgamma || dbeta) {
+        for (int64_t ch = 0; ch < c; ch++) {
+            real a = 0, b = 0;
+            for (int64_t nn = 0; nn < n; nn++) { a += pg[nn * c + ch]; b += pb[nn * c + ch]; }
+            if (dgamma) dgamma[ch] += a;
+            if (dbeta) dbeta[ch] += b;
+        }
+    }
+}
+
+SD_KFN void KN(sd_k_layer_norm)(sd_ctx *ctx, real *y, real *mean, real *rstd, const real *x,
+                                const real *gamma, const real *beta, int64_t rows, int64_t c, real eps)
+{
+#pragma omp parallel for num_threads(ctx->threads) schedule(static) if (rows * c > SD_K_CHUNK)
+    for (int64_t r = 0; r < rows; r++) {
+        const real *xr = x + r * c;
+        real *yr = y + r * c;
+        double sum = 0;
+        for (int64_t i = 0; i < c; i++) sum += xr[i];
+        double mu = sum / (double)c, v = 0;
+        for (int64_t i = 0; i < c; i++) { double d = xr[i] - mu; v += d * d; }
+        v /= (double)c;
+        real rs = (real)(1.0 / sqrt(v + (double)eps)), mr = (real)mu;
+        mean[r] = mr;
+        rstd[r] = rs;
+        for (int64_t i = 0; i < c; i++) {
+            real t = (xr[i] - mr) * rs;
+            yr[i] = t * (gamma ? gamma[i] : 1) + (beta ? beta[i] : 0);
+        }
+    }
+}
+
+#define SD_K_LN_ROWBLK 64
+
+/* part: scratch [2, nblk, c] with nblk = ceil(rows / SD_K_LN_ROWBLK). */
+SD_KFN void KN(sd_k_layer_norm_bwd)(sd_ctx *ctx, real *dx, real *dgamma, real *dbeta, const real *dy,
+                                    const real *x, const real *mean, const real *rstd,
+                                    const real *gamma, int64_t rows, int64_t c, real *part)
+{
+    int64_t nblk = (rows + SD_K_LN_ROWBLK - 1) / SD_K_LN_ROWBLK;
+    real *pg = part, *pb = part + nblk * c;
+#pragma omp parallel for num_threads(ctx->threads) schedule(static) if (rows * c > SD_K_CHUNK)
+    for (int64_t blk = 0; blk < nblk; blk++) {
+        real *bg = pg + blk * c, *bb = pb + blk * c;
+        for (int64_t i = 0; i < c; i++) bg[i] = bb[i] = 0;
+        int64_t r1 = (blk + 1) * SD_K_LN_ROWBLK < rows ? (blk + 1) * SD_K_LN_ROWBLK : rows;
+        for (int64_t r = blk * SD_K_LN_ROWBLK; r < r1; r++) {
+            const real *xr = x + r * c, *dyr = dy + r * c;
+            real mu = mean[r], rs = rstd[r];
+            double sa = 0, sb = 0;
+            for (int64_t i = 0; i < c; i++) {
+                real xh = (xr[i] - mu) * rs, ga = gamma ? gamma[i] : 1;
+                bg[i] += dyr[i] * xh;
+                bb[i] += dyr[i];
+                sa += (double)dyr[i] * ga;
+                sb += (double)dyr[i] * ga * xh;
+            }
+            if (!dx) continue;
+            real ma = (real)(sa / (double)c), mb = (real)(sb / (double)c);
+            real *dxr = dx + r * c;
+            for (int64_t i = 0; i < c; i++) {
+                real xh = (xr[i] - mu) * rs, ga = gamma ? gamma[i] : 1;
+                dxr[i] += rs * (dyr[i] * ga - ma - xh * mb);
+            }
+        }
+    }
+    if (dgamma || dbeta) {
+#pragma omp parallel for num_threads(ctx->threads) schedule(static) if (nblk * c > SD_K_CHUNK)
+        for (int64_t i = 0; i < c; i++) {
+            real a = 0, b = 0;
+            for (int64_t blk = 0; blk < nblk; blk++) { a += pg[blk * c + i]; b += pb[blk * c + i]; }
+            if (dgamma) dgamma[i] += a;
+            if (dbeta) dbeta[i] += b;
+        }
+    }
+}
+
+#endif
