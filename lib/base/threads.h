@@ -24,6 +24,16 @@
 /* Most threads accepted from --threads / SD_THREADS. */
 #define SD_THREADS_MAX 1024
 
+/* The --threads entry every tool puts in its option table (base/opts.h), so the option is spelt,
+ * bounded and documented the same everywhere; `dst` is an int*, 0 = default:
+ *   static const sd_opt table[] = { ..., SD_OPT_THREADS(&threads), SD_OPT_END };
+ *   ... sd_threads_init(threads); */
+#define SD_OPT_THREADS(dst)                                                                      \
+    { .name = "threads", .type = SD_OPT_INT, .dest = (dst), .def = "0", .min = 0,                \
+      .max = SD_THREADS_MAX, .bounds = SD_OPT_HAS_MIN | SD_OPT_HAS_MAX, .metavar = "N",            \
+      .group = "General",                                                                         \
+      .help = "threads for OpenMP and OpenBLAS together; 0 = $SD_THREADS, else the usable CPUs" }
+
 /* CPUs usable by this process (affinity mask, cgroup quota); at least 1. */
 int sd_threads_cpus(void);
 /* Default N: SD_THREADS if it is an integer in 1..SD_THREADS_MAX, else sd_threads_cpus(). */

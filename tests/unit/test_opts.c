@@ -338,6 +338,15 @@ static void test_unknown(void)
     T_EQ_STR(sd_errmsg(), "unknown option '-z' in '-fz'");
     T_EQ_INT(PARSE(&o, "--config_file", "x"), SD_EUSAGE);   /* built-in off without SD_OPTS_CONFIG */
     T_EQ_INT(PARSE(&o, "---x"), SD_EUSAGE);
+    char longopt[400];
+    memset(longopt, 'a', sizeof longopt - 1);
+    longopt[0] = longopt[1] = '-';
+    longopt[sizeof longopt - 1] = 0;
+    T_EQ_INT(PARSE(&o, longopt), SD_EUSAGE);
+    HAS("unknown option '--aaaa");
+    T_CHECK(strlen(sd_errmsg()) < 200);
+    T_CHECK(sd_opts_find(&o, longopt + 2) == NULL);
+    T_EQ_INT(sd_opts_set_jv(&o, longopt + 2, jv_true(), SD_SRC_CONFIG), SD_ENOTFOUND);
     T_EQ_INT(PARSE(&o, "--"), SD_OK);
     sd_opts_free(&o);
 }

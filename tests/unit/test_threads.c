@@ -1,5 +1,6 @@
 #include "test.h"
 #include "base/error.h"
+#include "base/opts.h"
 #include "base/threads.h"
 
 #include <cblas.h>
@@ -96,11 +97,29 @@ static void test_blas_serial(void)
     T_EQ_INT(sd_threads_get(), 2);
 }
 
+static void test_option_entry(void)
+{
+    int threads = -5;
+    static const char *argv[] = { "t", "--threads", "2", NULL };
+    sd_opt table[] = { SD_OPT_THREADS(&threads), SD_OPT_END };
+    sd_opts o;
+    T_EQ_INT(sd_opts_init(&o, "t", table), SD_OK);
+    T_EQ_INT(threads, 0);
+    T_EQ_INT(sd_opts_parse(&o, 3, (char **)argv), SD_OK);
+    T_EQ_INT(threads, 2);
+    T_EQ_INT(sd_threads_init(threads), SD_OK);
+    T_EQ_INT(sd_threads_get(), 2);
+    T_EQ_INT(sd_opts_set(&o, "threads", "-1", SD_SRC_CODE), SD_EUSAGE);
+    T_EQ_INT(sd_opts_set(&o, "threads", "100000", SD_SRC_CODE), SD_EUSAGE);
+    sd_opts_free(&o);
+}
+
 int main(void)
 {
     T_RUN(test_cpus);
     T_RUN(test_default_env);
     T_RUN(test_init);
     T_RUN(test_blas_serial);
+    T_RUN(test_option_entry);
     T_DONE();
 }
