@@ -10,6 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #ifndef M_PI
 #define M_PI 3.14159265358979323846
@@ -384,7 +387,12 @@ static int area_tab(int ssize, int dsize, int cn, double scale, decimate_alpha *
 
 static inline uint8_t sat_u8f(float v)
 {
-    long r = lrintf(v); /* cvRound: round half to even */
+    /* cvRound: round half to even (the current rounding mode), as OpenCV's own SSE2 path */
+#ifdef __SSE2__
+    int r = _mm_cvtss_si32(_mm_set_ss(v));
+#else
+    long r = lrintf(v);
+#endif
     return (uint8_t)(r < 0 ? 0 : r > 255 ? 255 : r);
 }
 
@@ -448,10 +456,27 @@ static int area_generic(const sd_image *src, int dw, int dh, double sx, double s
                 const float beta = ytab[j].alpha;
                 const uint8_t *S = src->px + (size_t)ytab[j].si * sstride;
                 for (size_t i = 0; i < width; i++) buf[i] = 0.f;
-                for (int k = 0; k < xn; k++) {
-                    const int si = xtab[k].si, di = xtab[k].di;
-                    const float a = xtab[k].alpha;
-                    for (int ch = 0; ch < c; ch++) buf[di + ch] = buf[di + ch] + (float)S[si + ch] * a;
+                /* same per-element operations as OpenCV, specialised by channel count */
+                if (c == 3) {
+                    for (int k = 0; k < xn; k++) {
+                        const int si = xtab[k].si, di = xtab[k].di;
+                        const float a = xtab[k].alpha;
+                        buf[di] = buf[di] + (float)S[si] * a;
+                        buf[di + 1] = buf[di + 1] + (float)S[si + 1] * a;
+                        buf[di + 2] = buf[di + 2] + (float)S[si + 2] * a;
+                    }
+                } else if (c == 4) {
+                    for (int k = 0; k < xn; k++) {
+                        const int si = xtab[k].si, di = xtab[k].di;
+                        const float a = xtab[k].alpha;
+                        buf[di] = buf[di] + (float)S[si] * a;
+                        buf[di + 1] = buf[di + 1] + (float)S[si + 1] * a;
+                        buf[di + 2] = buf[di + 2] + (float)S[si + 2] * a;
+                        buf[di + 3] = buf[di + 3] + (float)S[si + 3] * a;
+                    }
+                } else {
+                    for (int k = 0; k < xn; k++)
+                        buf[xtab[k].di] = buf[xtab[k].di] + (float)S[xtab[k].si] * xtab[k].alpha;
                 }
                 for (size_t i = 0; i < width; i++) sum[i] = sum[i] + beta * buf[i];
             }
