@@ -89,11 +89,14 @@ static inline float sd_fast_tanhf(float x)
 
 /* Number of fixed-size blocks a dimension of n is cut into for parallel GEMMs (≤ 8 blocks of at
  * least 128, rounded to 16): depends only on n, never on the thread count. */
+#ifndef SD_KERN_MIN_BLOCK
+#define SD_KERN_MIN_BLOCK 128
+#endif
 static inline int64_t sd_kern_block(int64_t n)
 {
     int64_t b = (n + 7) / 8;
     b = (b + 15) & ~(int64_t)15;
-    return b < 128 ? 128 : b;
+    return b < SD_KERN_MIN_BLOCK ? SD_KERN_MIN_BLOCK : b;
 }
 
 #endif /* SD_TENSOR_KERN_H */

@@ -15,7 +15,9 @@
 
 #include "tensor/kern.h"
 
+#ifndef SD_K_ATTN_BQ
 #define SD_K_ATTN_BQ 128
+#endif
 
 typedef struct sd_k_attn {
     int64_t b, h, tq, tk, dk, dv;

@@ -16,7 +16,9 @@
 
 #include "tensor/kern.h"
 
+#ifndef SD_K_CONV_COLS
 #define SD_K_CONV_COLS 512
+#endif
 
 typedef struct sd_k_conv {
     int64_t n, cin, h, w, cout, kh, kw, ho, wo;

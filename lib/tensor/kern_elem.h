@@ -46,7 +46,9 @@ static inline real KN(sd_k_dact1)(sd_act act, real x)
     }
 }
 
+#ifndef SD_K_CHUNK
 #define SD_K_CHUNK 16384   /* elements per parallel chunk of elementwise loops */
+#endif
 
 SD_KFN void KN(sd_k_act)(sd_ctx *ctx, sd_act act, real *y, const real *x, int64_t n)
 {

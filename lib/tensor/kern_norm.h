@@ -114,7 +114,9 @@ SD_KFN void KN(sd_k_layer_norm)(sd_ctx *ctx, real *y, real *mean, real *rstd, co
     }
 }
 
+#ifndef SD_K_LN_ROWBLK
 #define SD_K_LN_ROWBLK 64
+#endif
 
 /* part: scratch [2, nblk, c] with nblk = ceil(rows / SD_K_LN_ROWBLK). */
 SD_KFN void KN(sd_k_layer_norm_bwd)(sd_ctx *ctx, real *dx, real *dgamma, real *dbeta, const real *dy,
