@@ -34,7 +34,7 @@ endif
 
 PKGS      := openblas libarchive libzstd libwebp
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -I/usr/include/stb
-PKG_LIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ljq -lm
+PKG_LIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lstb -ljq -lm
 
 OPT      ?= -O2
 CFLAGS   ?= $(OPT) -g
