@@ -241,6 +241,31 @@ static size_t utf8_check(const unsigned char *p, size_t n)
     return (size_t)-1;
 }
 
+/* A name from the file made safe for a one-line message: control characters become '?', long
+ * names are cut (at a character boundary) and end in "...". Use as disp(name).s inside the
+ * sd_err() call (the temporary lives until the end of that full expression). */
+typedef struct {
+    char s[132];
+} dname;
+
+static dname disp(const char *name)
+{
+    dname d;
+    size_t i = 0, o = 0;
+    while (name[i] && o < 120) {
+        unsigned char c = (unsigned char)name[i++];
+        d.s[o++] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+    }
+    if (name[i]) {
+        while (o > 0 && ((unsigned char)d.s[o - 1] & 0xc0) == 0x80) o--;   /* continuation bytes */
+        if (o > 0 && (unsigned char)d.s[o - 1] >= 0xc0) o--;                  /* the lead byte */
+        memcpy(d.s + o, "...", 3);
+        o += 3;
+    }
+    d.s[o] = 0;
+    return d;
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Strict JSON scan of the header: RFC 8259 syntax, no duplicate keys in any object, no \u0000,
  * lone surrogates rejected, and the integers of shape/data_offsets written as plain integers
@@ -415,16 +440,16 @@ static int scan_number(jscan *s)
     int len = (int)(s->p - start > 40 ? 40 : s->p - start);
     if (neg)
         return sd_err(SD_EFORMAT, "%s: tensor '%s': %s has a negative value %.*s", s->path,
-                      scan_key(s, 1), field, len, (const char *)start);
+                      disp(scan_key(s, 1)).s, field, len, (const char *)start);
     if (frac)
         return sd_err(SD_EFORMAT, "%s: tensor '%s': %s has a non-integer value %.*s", s->path,
-                      scan_key(s, 1), field, len, (const char *)start);
+                      disp(scan_key(s, 1)).s, field, len, (const char *)start);
     uint64_t v = 0;
     for (const unsigned char *q = start; q < s->p; q++) {
         v = v * 10 + (uint64_t)(*q - '0');
         if (v > MAX_EXACT_U)
             return sd_err(SD_EFORMAT, "%s: tensor '%s': %s value %.*s is larger than 2^53", s->path,
-                          scan_key(s, 1), field, len, (const char *)start);
+                          disp(scan_key(s, 1)).s, field, len, (const char *)start);
     }
     return SD_OK;
 }
@@ -451,13 +476,14 @@ static int check_dups(jscan *s, size_t first, int d)
         if (d == 1 && !strcmp(dup, "__metadata__"))
             rc = sd_err(SD_EFORMAT, "%s: duplicate key '__metadata__' in header", s->path);
         else if (d == 1)
-            rc = sd_err(SD_EFORMAT, "%s: duplicate tensor name '%s' in header", s->path, dup);
+            rc = sd_err(SD_EFORMAT, "%s: duplicate tensor name '%s' in header", s->path, disp(dup).s);
         else if (d == 2 && !strcmp(scan_key(s, 1), "__metadata__"))
-            rc = sd_err(SD_EFORMAT, "%s: __metadata__: duplicate key '%s'", s->path, dup);
+            rc = sd_err(SD_EFORMAT, "%s: __metadata__: duplicate key '%s'", s->path, disp(dup).s);
         else if (d == 2)
-            rc = sd_err(SD_EFORMAT, "%s: tensor '%s': duplicate field '%s'", s->path, scan_key(s, 1), dup);
+            rc = sd_err(SD_EFORMAT, "%s: tensor '%s': duplicate field '%s'", s->path, disp(scan_key(s, 1)).s,
+                        disp(dup).s);
         else
-            rc = sd_err(SD_EFORMAT, "%s: duplicate key '%s' in header", s->path, dup);
+            rc = sd_err(SD_EFORMAT, "%s: duplicate key '%s' in header", s->path, disp(dup).s);
     }
     free(v);
     return rc;
@@ -624,9 +650,10 @@ static int jv_uint(jv v, uint64_t *out)
 static int parse_entry(sd_safetensors *st, const char *name, jv e, sd_st_tensor *t, uint64_t dsize)
 {
     const char *path = st->path;
+    dname dn = disp(name);
     jv_kind k = jv_get_kind(e);
     if (k != JV_KIND_OBJECT)
-        return sd_err(SD_EFORMAT, "%s: tensor '%s': entry must be an object, not %s", path, name,
+        return sd_err(SD_EFORMAT, "%s: tensor '%s': entry must be an object, not %s", path, dn.s,
                       jv_kind_name(k));
     static const char *const fields[3] = {"dtype", "shape", "data_offsets"};
     int it = jv_object_iter(e);
@@ -635,7 +662,7 @@ static int parse_entry(sd_safetensors *st, const char *name, jv e, sd_st_tensor 
         const char *ks = jv_string_value(key);
         int known = !strcmp(ks, fields[0]) || !strcmp(ks, fields[1]) || !strcmp(ks, fields[2]);
         if (!known) {
-            int rc = sd_err(SD_EFORMAT, "%s: tensor '%s': unknown field '%s'", path, name, ks);
+            int rc = sd_err(SD_EFORMAT, "%s: tensor '%s': unknown field '%s'", path, dn.s, disp(ks).s);
             jv_free(key);
             return rc;
         }
@@ -644,7 +671,7 @@ static int parse_entry(sd_safetensors *st, const char *name, jv e, sd_st_tensor 
     }
     for (int i = 0; i < 3; i++)
         if (!jv_object_has(jv_copy(e), jv_string(fields[i])))
-            return sd_err(SD_EFORMAT, "%s: tensor '%s': missing field '%s'", path, name, fields[i]);
+            return sd_err(SD_EFORMAT, "%s: tensor '%s': missing field '%s'", path, dn.s, fields[i]);
 
     int rc = SD_OK;
     jv dt = jv_object_get(jv_copy(e), jv_string("dtype"));
@@ -652,28 +679,28 @@ static int parse_entry(sd_safetensors *st, const char *name, jv e, sd_st_tensor 
     jv of = jv_object_get(jv_copy(e), jv_string("data_offsets"));
     t->name = name;
     if (jv_get_kind(dt) != JV_KIND_STRING) {
-        rc = sd_err(SD_EFORMAT, "%s: tensor '%s': dtype must be a string, not %s", path, name,
+        rc = sd_err(SD_EFORMAT, "%s: tensor '%s': dtype must be a string, not %s", path, dn.s,
                     jv_kind_name(jv_get_kind(dt)));
         goto out;
     }
     rc = sd_st_dtype_parse(jv_string_value(dt), &t->dtype);
     if (rc == SD_EUNSUPPORTED) {
-        rc = sd_err(rc, "%s: tensor '%s': dtype '%s' is not supported", path, name, jv_string_value(dt));
+        rc = sd_err(rc, "%s: tensor '%s': dtype '%s' is not supported", path, dn.s, jv_string_value(dt));
         goto out;
     }
     if (rc) {
-        rc = sd_err(SD_EFORMAT, "%s: tensor '%s': unknown dtype '%.40s'", path, name, jv_string_value(dt));
+        rc = sd_err(SD_EFORMAT, "%s: tensor '%s': unknown dtype '%.40s'", path, dn.s, jv_string_value(dt));
         goto out;
     }
     if (jv_get_kind(sh) != JV_KIND_ARRAY) {
-        rc = sd_err(SD_EFORMAT, "%s: tensor '%s': shape must be an array, not %s", path, name,
+        rc = sd_err(SD_EFORMAT, "%s: tensor '%s': shape must be an array, not %s", path, dn.s,
                     jv_kind_name(jv_get_kind(sh)));
         goto out;
     }
     int nd = jv_array_length(jv_copy(sh));
     if (nd > SD_ST_MAX_DIMS) {
         rc = sd_err(SD_EUNSUPPORTED, "%s: tensor '%s': %d dimensions (at most %d are supported)", path,
-                    name, nd, SD_ST_MAX_DIMS);
+                    dn.s, nd, SD_ST_MAX_DIMS);
         goto out;
     }
     t->ndim = nd;
@@ -685,7 +712,7 @@ static int parse_entry(sd_safetensors *st, const char *name, jv e, sd_st_tensor 
         int bad = jv_uint(x, &v);
         jv_free(x);
         if (bad) {
-            rc = sd_err(SD_EFORMAT, "%s: tensor '%s': shape must hold non-negative integers", path, name);
+            rc = sd_err(SD_EFORMAT, "%s: tensor '%s': shape must hold non-negative integers", path, dn.s);
             goto out;
         }
         t->shape[i] = (int64_t)v;
@@ -694,7 +721,7 @@ static int parse_entry(sd_safetensors *st, const char *name, jv e, sd_st_tensor 
     char shs[200];
     sd_st_shape_str(t->ndim, t->shape, shs, sizeof shs);
     if (jv_get_kind(of) != JV_KIND_ARRAY || jv_array_length(jv_copy(of)) != 2) {
-        rc = sd_err(SD_EFORMAT, "%s: tensor '%s': data_offsets must be an array of two integers", path, name);
+        rc = sd_err(SD_EFORMAT, "%s: tensor '%s': data_offsets must be an array of two integers", path, dn.s);
         goto out;
     }
     uint64_t b, en;
@@ -705,29 +732,29 @@ static int parse_entry(sd_safetensors *st, const char *name, jv e, sd_st_tensor 
         jv_free(x1);
         if (bad) {
             rc = sd_err(SD_EFORMAT, "%s: tensor '%s': data_offsets must be an array of two integers",
-                        path, name);
+                        path, dn.s);
             goto out;
         }
     }
     if (b > en) {
         rc = sd_err(SD_EFORMAT, "%s: tensor '%s': data_offsets [%llu,%llu] begin after they end", path,
-                    name, (unsigned long long)b, (unsigned long long)en);
+                    dn.s, (unsigned long long)b, (unsigned long long)en);
         goto out;
     }
     if (en > dsize) {
         rc = sd_err(SD_EFORMAT, "%s: tensor '%s': data_offsets [%llu,%llu] extend beyond the %llu-byte "
-                    "data buffer", path, name, (unsigned long long)b, (unsigned long long)en,
+                    "data buffer", path, dn.s, (unsigned long long)b, (unsigned long long)en,
                     (unsigned long long)dsize);
         goto out;
     }
     uint64_t nbytes;
     if (overflow || __builtin_mul_overflow(numel, (uint64_t)dt_info[t->dtype].size, &nbytes)) {
-        rc = sd_err(SD_EFORMAT, "%s: tensor '%s': shape %s is too large (size overflows)", path, name, shs);
+        rc = sd_err(SD_EFORMAT, "%s: tensor '%s': shape %s is too large (size overflows)", path, dn.s, shs);
         goto out;
     }
     if (nbytes != en - b) {
         rc = sd_err(SD_EFORMAT, "%s: tensor '%s': data_offsets [%llu,%llu] hold %llu bytes but shape %s "
-                    "of %s needs %llu", path, name, (unsigned long long)b, (unsigned long long)en,
+                    "of %s needs %llu", path, dn.s, (unsigned long long)b, (unsigned long long)en,
                     (unsigned long long)(en - b), shs, dt_info[t->dtype].name, (unsigned long long)nbytes);
         goto out;
     }
@@ -756,7 +783,7 @@ static int parse_meta(sd_safetensors *st, jv m)
         jv key = jv_object_iter_key(m, it), val = jv_object_iter_value(m, it);
         if (jv_get_kind(val) != JV_KIND_STRING)
             rc = sd_err(SD_EFORMAT, "%s: __metadata__ key '%s': value must be a string, not %s",
-                        st->path, jv_string_value(key), jv_kind_name(jv_get_kind(val)));
+                        st->path, disp(jv_string_value(key)).s, jv_kind_name(jv_get_kind(val)));
         else if (st->nmeta < (size_t)n) {
             meta_kv *kv = &st->meta[st->nmeta++];
             kv->key = strdup(jv_string_value(key));
@@ -849,10 +876,11 @@ static int validate(sd_safetensors *st)
         uint64_t b = t->offset - 8 - st->hlen, e = b + t->nbytes;
         if (t->offset < end)
             return sd_err(SD_EFORMAT, "%s: tensor '%s': data_offsets [%llu,%llu] overlap tensor '%s'", path,
-                          t->name, (unsigned long long)b, (unsigned long long)e, prev->name);
+                          disp(t->name).s, (unsigned long long)b, (unsigned long long)e,
+                          disp(prev->name).s);
         if (t->offset > end)
             return sd_err(SD_EFORMAT, "%s: tensor '%s': data_offsets [%llu,%llu] leave a gap of %llu bytes "
-                          "before them", path, t->name, (unsigned long long)b, (unsigned long long)e,
+                          "before them", path, disp(t->name).s, (unsigned long long)b, (unsigned long long)e,
                           (unsigned long long)(t->offset - end));
         if (t->nbytes) {
             end += t->nbytes;
@@ -978,7 +1006,7 @@ const sd_st_tensor *sd_safetensors_find(const sd_safetensors *st, const char *na
 int sd_safetensors_get(const sd_safetensors *st, const char *name, const sd_st_tensor **t)
 {
     *t = sd_safetensors_find(st, name);
-    return *t ? SD_OK : sd_err(SD_ENOTFOUND, "%s: no tensor '%s'", st->path, name);
+    return *t ? SD_OK : sd_err(SD_ENOTFOUND, "%s: no tensor '%s'", st->path, disp(name).s);
 }
 
 size_t sd_safetensors_meta_count(const sd_safetensors *st) { return st->nmeta; }
@@ -1006,10 +1034,10 @@ int sd_safetensors_read(const sd_safetensors *st, const sd_st_tensor *t, sd_st_d
                         size_t n)
 {
     if (n != (uint64_t)t->numel)
-        return sd_err(SD_EINVAL, "%s: tensor '%s' has %lld elements, buffer holds %zu", st->path, t->name,
+        return sd_err(SD_EINVAL, "%s: tensor '%s' has %lld elements, buffer holds %zu", st->path, disp(t->name).s,
                       (long long)t->numel, n);
     int rc = sd_st_convert(t->dtype, t->data, dst_t, dst, n);
-    return rc ? sd_err_prefix(rc, "%s: tensor '%s'", st->path, t->name) : SD_OK;
+    return rc ? sd_err_prefix(rc, "%s: tensor '%s'", st->path, disp(t->name).s) : SD_OK;
 }
 
 static int read_named(const sd_safetensors *st, const char *name, sd_st_dtype dt, void *dst, size_t n)
@@ -1045,7 +1073,7 @@ int sd_safetensors_check_shape(const sd_safetensors *st, const char *name, int n
     char want[200], got[200];
     sd_st_shape_str(ndim, shape, want, sizeof want);
     sd_st_shape_str(t->ndim, t->shape, got, sizeof got);
-    return sd_err(SD_EFORMAT, "%s: tensor '%s': expected shape %s, got %s", st->path, name, want, got);
+    return sd_err(SD_EFORMAT, "%s: tensor '%s': expected shape %s, got %s", st->path, disp(name).s, want, got);
 }
 
 /* ---------------------------------------------------------------------------------------------
