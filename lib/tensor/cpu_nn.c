@@ -11,6 +11,21 @@
 
 #define FP(t) ((t) ? (float *)(t)->data : NULL)
 
+/* These ops call sgemm on their own fixed partitions, from inside OpenMP loops or from the
+ * calling thread: OpenBLAS must run single-threaded meanwhile (never nest two thread pools).
+ * The previous OpenBLAS thread count (the process's policy, base/threads.h) is restored. */
+static int blas_serial_begin(void)
+{
+    int prev = openblas_get_num_threads();
+    if (prev != 1) openblas_set_num_threads(1);
+    return prev;
+}
+
+static void blas_serial_end(int prev)
+{
+    if (prev != 1) openblas_set_num_threads(prev);
+}
+
 /* f32 view of a weight: the data itself, or a converted copy in scratch. */
 static const float *weight_f32(sd_ctx *ctx, const sd_tensor *w, int *rc)
 {
@@ -28,7 +43,7 @@ static const float *weight_f32(sd_ctx *ctx, const sd_tensor *w, int *rc)
     return p;
 }
 
-int sd_cpu_linear(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b)
+static int linear_impl(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b)
 {
     size_t mark = sd_arena_mark(&ctx->scratch);
     int rc;
@@ -40,7 +55,7 @@ int sd_cpu_linear(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor
     return SD_OK;
 }
 
-int sd_cpu_linear_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db, const sd_tensor *dy,
+static int linear_bwd_impl(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db, const sd_tensor *dy,
                       const sd_tensor *x, const sd_tensor *w)
 {
     size_t mark = sd_arena_mark(&ctx->scratch);
@@ -53,7 +68,7 @@ int sd_cpu_linear_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db, 
     return SD_OK;
 }
 
-int sd_cpu_matmul(sd_ctx *ctx, sd_tensor *c, const sd_tensor *a, int trans_a, const sd_tensor *b,
+static int matmul_impl(sd_ctx *ctx, sd_tensor *c, const sd_tensor *a, int trans_a, const sd_tensor *b,
                   int trans_b, float alpha, float beta)
 {
     int64_t m = c->shape[c->ndim - 2], n = c->shape[c->ndim - 1];
@@ -70,7 +85,7 @@ static void conv_plan(sd_k_conv *p, const sd_tensor *x, const sd_tensor *w, cons
                    w->shape[3], y->shape[2], y->shape[3], g.stride, g.pad_t, g.pad_l);
 }
 
-int sd_cpu_conv2d(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
+static int conv2d_impl(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
                   sd_conv2d_geom g)
 {
     size_t mark = sd_arena_mark(&ctx->scratch);
@@ -84,7 +99,7 @@ int sd_cpu_conv2d(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor
     return rc;
 }
 
-int sd_cpu_conv2d_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db, const sd_tensor *dy,
+static int conv2d_bwd_impl(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db, const sd_tensor *dy,
                       const sd_tensor *x, const sd_tensor *w, sd_conv2d_geom g)
 {
     size_t mark = sd_arena_mark(&ctx->scratch);
@@ -165,7 +180,7 @@ static void attn_geom(sd_k_attn *g, const sd_tensor *q, const sd_tensor *k, cons
     g->causal = a.causal;
 }
 
-int sd_cpu_attention(sd_ctx *ctx, sd_tensor *o, sd_tensor *lse, const sd_tensor *q, const sd_tensor *k,
+static int attention_impl(sd_ctx *ctx, sd_tensor *o, sd_tensor *lse, const sd_tensor *q, const sd_tensor *k,
                      const sd_tensor *v, sd_attn_args a)
 {
     sd_k_attn g;
@@ -173,11 +188,57 @@ int sd_cpu_attention(sd_ctx *ctx, sd_tensor *o, sd_tensor *lse, const sd_tensor 
     return sd_k_attention_f32(ctx, &g, FP(o), FP(lse), FP(q), FP(k), FP(v));
 }
 
-int sd_cpu_attention_bwd(sd_ctx *ctx, sd_tensor *dq, sd_tensor *dk, sd_tensor *dv, const sd_tensor *dout,
+static int attention_bwd_impl(sd_ctx *ctx, sd_tensor *dq, sd_tensor *dk, sd_tensor *dv, const sd_tensor *dout,
                          const sd_tensor *q, const sd_tensor *k, const sd_tensor *v, const sd_tensor *o,
                          const sd_tensor *lse, sd_attn_args a)
 {
     sd_k_attn g;
     attn_geom(&g, q, k, v, a);
     return sd_k_attention_bwd_f32(ctx, &g, FP(dq), FP(dk), FP(dv), FP(dout), FP(q), FP(k), FP(v), FP(o), FP(lse));
+}
+
+/* ---- entry points: BLAS pinned to one thread for the duration of the op ---------------------- */
+
+#define SERIAL(call) do { int prev_ = blas_serial_begin(); int rc_ = (call); blas_serial_end(prev_); return rc_; } while (0)
+
+int sd_cpu_linear(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b)
+{
+    SERIAL(linear_impl(ctx, y, x, w, b));
+}
+
+int sd_cpu_linear_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db, const sd_tensor *dy,
+                      const sd_tensor *x, const sd_tensor *w)
+{
+    SERIAL(linear_bwd_impl(ctx, dx, dw, db, dy, x, w));
+}
+
+int sd_cpu_matmul(sd_ctx *ctx, sd_tensor *c, const sd_tensor *a, int trans_a, const sd_tensor *b, int trans_b,
+                  float alpha, float beta)
+{
+    SERIAL(matmul_impl(ctx, c, a, trans_a, b, trans_b, alpha, beta));
+}
+
+int sd_cpu_conv2d(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
+                  sd_conv2d_geom g)
+{
+    SERIAL(conv2d_impl(ctx, y, x, w, b, g));
+}
+
+int sd_cpu_conv2d_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db, const sd_tensor *dy,
+                      const sd_tensor *x, const sd_tensor *w, sd_conv2d_geom g)
+{
+    SERIAL(conv2d_bwd_impl(ctx, dx, dw, db, dy, x, w, g));
+}
+
+int sd_cpu_attention(sd_ctx *ctx, sd_tensor *o, sd_tensor *lse, const sd_tensor *q, const sd_tensor *k,
+                     const sd_tensor *v, sd_attn_args a)
+{
+    SERIAL(attention_impl(ctx, o, lse, q, k, v, a));
+}
+
+int sd_cpu_attention_bwd(sd_ctx *ctx, sd_tensor *dq, sd_tensor *dk, sd_tensor *dv, const sd_tensor *dout,
+                         const sd_tensor *q, const sd_tensor *k, const sd_tensor *v, const sd_tensor *o,
+                         const sd_tensor *lse, sd_attn_args a)
+{
+    SERIAL(attention_bwd_impl(ctx, dq, dk, dv, dout, q, k, v, o, lse, a));
 }

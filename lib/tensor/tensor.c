@@ -1,7 +1,6 @@
 /* sd_tensor descriptors, host/device allocation, arenas and the execution context. */
 #include "tensor/tensor.h"
 
-#include <cblas.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -262,9 +261,6 @@ int sd_ctx_init(sd_ctx *ctx, sd_devkind backend, int threads, size_t scratch_byt
         ctx->device_index = dev;
     }
     sd_ctx_set_threads(ctx, threads);
-    /* The ctx partitions every product itself; OpenBLAS must not start its own pool inside our
-     * OpenMP regions. */
-    openblas_set_num_threads(1);
     return sd_arena_init(&ctx->scratch, backend, scratch_bytes ? scratch_bytes : SD_CTX_DEFAULT_SCRATCH);
 }
 

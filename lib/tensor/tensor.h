@@ -101,9 +101,10 @@ int sd_arena_tensor(sd_arena *a, sd_tensor *t, sd_dtype dt, int ndim, const int6
  * is the largest single op's need. Layer code may also take scratch between ops as long as it
  * releases it in reverse order (sd_arena_mark/reset).
  *
- * CPU: kernels use an OpenMP team of `threads` (never nested); OpenBLAS is kept at 1 thread and
- * called on fixed partitions of each product, so the bytes of every result are the same for any
- * thread count. */
+ * CPU: kernels use an OpenMP team of `threads` (never nested); during an op OpenBLAS is pinned to
+ * one thread (the process's setting is restored afterwards) and called on fixed partitions of
+ * each product, so the bytes of every result are the same for any thread count. Tools set
+ * threads from --threads (base/threads.h: sd_threads_get()). */
 typedef struct sd_ctx {
     sd_devkind backend;
     int device_index;
@@ -115,8 +116,7 @@ typedef struct sd_ctx {
 #define SD_CTX_DEFAULT_SCRATCH ((size_t)1 << 30)   /* reserved address space, not memory */
 
 /* backend CPU: threads ≤ 0 means omp_get_max_threads(); scratch_bytes 0 means the default.
- * Sets OpenBLAS to one thread (the ctx does its own partitioning). CUDA without a CUDA build:
- * SD_EUNSUPPORTED. */
+ * CUDA without a CUDA build: SD_EUNSUPPORTED. */
 int sd_ctx_init(sd_ctx *ctx, sd_devkind backend, int threads, size_t scratch_bytes);
 void sd_ctx_free(sd_ctx *ctx);
 /* Change the CPU thread count (e.g. from --threads). */
