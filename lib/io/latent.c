@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -178,6 +179,21 @@ void sd_latent_free(sd_latent_file *lf)
     memset(lf, 0, sizeof *lf);
 }
 
+/* libarchive's message as one line (some of its messages end with a newline). */
+static const char *archive_msg(struct archive *a, char *buf, size_t cap)
+{
+    const char *m = archive_error_string(a);
+    if (!m) return "cannot read the zip archive";
+    if (!strcmp(m, "Unrecognized archive format"))
+        return "not a zip archive, or truncated (no end of central directory record)";
+    snprintf(buf, cap, "%s", m);
+    size_t n = strlen(buf);
+    for (size_t i = 0; i < n; i++)
+        if (buf[i] == '\n' || buf[i] == '\r' || buf[i] == '\t') buf[i] = ' ';
+    while (n && buf[n - 1] == ' ') buf[--n] = 0;
+    return buf;
+}
+
 /* Read the current entry's data into a malloc'd buffer (NUL-terminated), at most `max` bytes. */
 static int read_member(struct archive *a, struct archive_entry *e, const char *mname, size_t max,
                        unsigned char **out, size_t *outn)
@@ -186,7 +202,10 @@ static int read_member(struct archive *a, struct archive_entry *e, const char *m
     if (declared > 0 && (uint64_t)declared > max)
         return sd_err(SD_ERANGE, "member %s declares %lld bytes, more than the limit of %zu", mname,
                       (long long)declared, max);
+    /* Start small and grow: a declared size is only a hint (it may lie), and cap never
+     * exceeds max + 1, so reading max + 1 bytes is how an oversized member is detected. */
     size_t cap = declared >= 0 && (uint64_t)declared < ((size_t)1 << 20) ? (size_t)declared + 1 : (size_t)1 << 20;
+    if (cap > max + 1) cap = max + 1;
     size_t len = 0;
     unsigned char *buf = malloc(cap + 1);
     if (!buf) return sd_err(SD_ENOMEM, "out of memory reading member %s", mname);
@@ -208,9 +227,10 @@ static int read_member(struct archive *a, struct archive_entry *e, const char *m
         }
         la_ssize_t r = archive_read_data(a, buf + len, cap - len);
         if (r < 0) {
-            const char *m = archive_error_string(a);
+            char mb[512];
+            int rc = sd_err(SD_EFORMAT, "member %s: %s", mname, archive_msg(a, mb, sizeof mb));
             free(buf);
-            return sd_err(SD_EFORMAT, "member %s: %s", mname, m ? m : "read error");
+            return rc;
         }
         if (r == 0) break;
         len += (size_t)r;
@@ -302,15 +322,6 @@ static int take_required(sd_npy_array *m, sd_latent_file *lf)
     return to_i64(&m[M_CROP], "crop_ltrb.npy", 4, lf->crop_ltrb);
 }
 
-static const char *archive_msg(struct archive *a)
-{
-    const char *m = archive_error_string(a);
-    if (!m) return "cannot read the zip archive";
-    if (!strcmp(m, "Unrecognized archive format"))
-        return "not a zip archive, or truncated (no end of central directory record)";
-    return m;
-}
-
 static int read_archive(struct archive *a, const char *name, size_t max, sd_latent_file *lf)
 {
     sd_npy_array m[M_N];
@@ -323,7 +334,8 @@ static int read_archive(struct archive *a, const char *name, size_t max, sd_late
         int r = archive_read_next_header(a, &e);
         if (r == ARCHIVE_EOF) break;
         if (r < ARCHIVE_OK) {  /* also ARCHIVE_WARN: be strict */
-            rc = sd_err(SD_EFORMAT, "%s", archive_msg(a));
+            char mb[512];
+            rc = sd_err(SD_EFORMAT, "%s", archive_msg(a, mb, sizeof mb));
             goto out;
         }
         const char *pn = archive_entry_pathname(e);
@@ -430,7 +442,8 @@ int sd_latent_read_memory(const void *buf, size_t n, const char *name, const sd_
     if (!a) return sd_err(SD_ENOMEM, "%s: out of memory", name);
     int rc;
     if (archive_read_open_memory(a, buf, n) != ARCHIVE_OK) {
-        rc = sd_err(SD_EFORMAT, "%s: %s", name, archive_msg(a));
+        char mb[512];
+        rc = sd_err(SD_EFORMAT, "%s: %s", name, archive_msg(a, mb, sizeof mb));
     } else {
         rc = read_archive(a, name, max, lf);
     }
@@ -449,7 +462,8 @@ int sd_latent_read(const char *path, const sd_latent_read_opts *opts, sd_latent_
     if (!a) return sd_err(SD_ENOMEM, "%s: out of memory", path);
     int rc;
     if (archive_read_open_filename(a, path, 65536) != ARCHIVE_OK) {
-        rc = sd_err(SD_EFORMAT, "%s: %s", path, archive_msg(a));
+        char mb[512];
+        rc = sd_err(SD_EFORMAT, "%s: %s", path, archive_msg(a, mb, sizeof mb));
     } else {
         rc = read_archive(a, path, max, lf);
     }
