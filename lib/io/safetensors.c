@@ -724,7 +724,7 @@ static int parse_entry(sd_safetensors *st, const char *name, jv e, sd_st_tensor 
         rc = sd_err(SD_EFORMAT, "%s: tensor '%s': data_offsets must be an array of two integers", path, dn.s);
         goto out;
     }
-    uint64_t b, en;
+    uint64_t b = 0, en = 0;
     {
         jv x0 = jv_array_get(jv_copy(of), 0), x1 = jv_array_get(jv_copy(of), 1);
         int bad = jv_uint(x0, &b) | jv_uint(x1, &en);
@@ -1092,7 +1092,7 @@ typedef struct {
 } wtensor;
 
 struct sd_safetensors_writer {
-    wtensor *t;
+    wtensor *t = NULL;
     size_t n, cap;
     meta_kv *meta;            /* insertion order */
     size_t nmeta, mcap;
@@ -1165,7 +1165,7 @@ static int add_common(sd_safetensors_writer *w, const char *name, sd_st_dtype dt
 int sd_safetensors_writer_add(sd_safetensors_writer *w, const char *name, sd_st_dtype dtype, int ndim,
                               const int64_t *shape, const void *data)
 {
-    wtensor *t;
+    wtensor *t = NULL;
     int rc = add_common(w, name, dtype, ndim, shape, &t);
     if (rc) return rc;
     if (!data && t->nbytes) {
@@ -1181,7 +1181,7 @@ int sd_safetensors_writer_add_fn(sd_safetensors_writer *w, const char *name, sd_
                                  const int64_t *shape, sd_st_write_fn fn, void *ctx)
 {
     if (!fn) return sd_err(SD_EINVAL, "safetensors writer: NULL callback");
-    wtensor *t;
+    wtensor *t = NULL;
     int rc = add_common(w, name, dtype, ndim, shape, &t);
     if (rc) return rc;
     t->fn = fn;
@@ -1194,7 +1194,7 @@ int sd_safetensors_writer_add_f32(sd_safetensors_writer *w, const char *name, sd
 {
     if (dtype != SD_ST_F32 && dtype != SD_ST_F16 && dtype != SD_ST_BF16)
         return sd_err(SD_EINVAL, "safetensors writer: f32 data can be stored as F32, F16 or BF16 only");
-    wtensor *t;
+    wtensor *t = NULL;
     int rc = add_common(w, name, dtype, ndim, shape, &t);
     if (rc) return rc;
     if (!data && t->nbytes) {
