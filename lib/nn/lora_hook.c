@@ -1,0 +1,241 @@
+/* LoRA branch math (see lora_hook.h). */
+#include "nn/lora_hook.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "base/rng.h"
+#include "nn/nn_internal.h"
+
+int sd_lora_init(sd_lora *l, sd_params *reg, const char *name, int64_t in, int64_t out, int rank,
+                 float alpha, int conv, int kh, int kw, sd_conv2d_geom g, int conv_shapes)
+{
+    memset(l, 0, sizeof *l);
+    if (rank < 1 || in < 1 || out < 1 || kh < 1 || kw < 1)
+        return sd_err(SD_EINVAL, "LoRA '%s': bad rank or shape", name);
+    if (!conv && (kh != 1 || kw != 1))
+        return sd_err(SD_EINVAL, "LoRA '%s': a linear host has no %dx%d kernel", name, kh, kw);
+    l->in = in;
+    l->out = out;
+    l->rank = rank;
+    l->kh = kh;
+    l->kw = kw;
+    l->conv = conv;
+    l->geom = conv ? g : sd_conv2d_geom_make(1, 0);
+    l->alpha = alpha > 0 ? alpha : (float)rank;
+    l->multiplier = 1.0f;
+    char key[512];
+    int four = conv || conv_shapes;
+    snprintf(key, sizeof key, "%s.lora_down", name);
+    int rc = four ? sd_params_add(reg, key, "weight", 4, (int64_t[]){ rank, in, kh, kw }, SD_PARAM_TRAINABLE, &l->down)
+                  : sd_params_add(reg, key, "weight", 2, (int64_t[]){ rank, in }, SD_PARAM_TRAINABLE, &l->down);
+    if (rc) return rc;
+    snprintf(key, sizeof key, "%s.lora_up", name);
+    rc = four ? sd_params_add(reg, key, "weight", 4, (int64_t[]){ out, rank, 1, 1 }, SD_PARAM_TRAINABLE, &l->up)
+              : sd_params_add(reg, key, "weight", 2, (int64_t[]){ out, rank }, SD_PARAM_TRAINABLE, &l->up);
+    return rc;
+}
+
+void sd_lora_free(sd_lora *l)
+{
+    if (!l) return;
+    free(l->host_mask);
+    l->host_mask = NULL;
+    l->host_mask_cap = 0;
+}
+
+int sd_lora_init_weights(sd_ctx *ctx, sd_lora *l, uint64_t seed)
+{
+    if (!l->down->value.data) return sd_err(SD_ESTATE, "LoRA init: registry not allocated");
+    if (l->down->value.dtype != SD_F32 || l->up->value.dtype != SD_F32)
+        return sd_err(SD_EINVAL, "LoRA init: weights must be f32");
+    int64_t n = sd_tensor_numel(&l->down->value);
+    float *h = malloc((size_t)n * sizeof *h);
+    if (!h) return sd_err(SD_ENOMEM, "LoRA init: out of memory");
+    sd_rng r = sd_rng_key(seed, 0, l->id, SD_RNG_INIT);
+    int rc = sd_rng_fill_uniform(&r, 0, h, (size_t)n);
+    double bound = 1.0 / sqrt((double)(l->in * l->kh * l->kw));
+    for (int64_t i = 0; i < n && !rc; i++) h[i] = (float)((2.0 * h[i] - 1.0) * bound);
+    if (!rc) rc = sd_tensor_upload(&l->down->value, h, (size_t)n * sizeof *h);
+    free(h);
+    if (!rc) rc = sd_op_fill(ctx, &l->up->value, 0.0f);
+    return rc;
+}
+
+static int training(const sd_lora *l) { return l->rt && l->rt->training; }
+
+/* z shape from the host output shape. */
+static void z_shape(const sd_lora *l, const sd_tensor *y, int *nd, int64_t *s)
+{
+    *nd = y->ndim;
+    memcpy(s, y->shape, sizeof(int64_t) * (size_t)y->ndim);
+    if (l->conv) s[1] = l->rank;
+    else s[y->ndim - 1] = l->rank;
+}
+
+/* Mask shape: full z (neuron dropout) or one value per (sample, rank) broadcast over the rest. */
+static int mask_kind(const sd_lora *l)
+{
+    if (!training(l)) return 0;
+    if (l->dropout > 0) return 2;
+    if (l->rank_dropout > 0) return 1;
+    return 0;
+}
+
+size_t sd_lora_saved_bytes(const sd_lora *l, int64_t y_numel, int64_t rows)
+{
+    int64_t zn = y_numel / l->out * l->rank;
+    int mk = mask_kind(l);
+    return nn_bytes(zn) + (mk == 2 ? nn_bytes(zn) : mk == 1 ? nn_bytes(rows * l->rank) : 0);
+}
+
+size_t sd_lora_scratch_bytes(const sd_lora *l, int64_t y_numel, int64_t rows)
+{
+    int64_t zn = y_numel / l->out * l->rank;
+    /* forward: z (+ zf and mask when not saving); backward: dzf and dz */
+    return 2 * nn_bytes(zn) + sd_lora_saved_bytes(l, y_numel, rows);
+}
+
+static int make_mask(sd_ctx *ctx, sd_lora *l, sd_arena *a, const sd_tensor *z, int kind, float f)
+{
+    int64_t rows = z->shape[0], r = l->rank, zn = sd_tensor_numel(z);
+    int nd = z->ndim;
+    int64_t ms[SD_MAX_DIMS];
+    if (kind == 2) {
+        memcpy(ms, z->shape, sizeof(int64_t) * (size_t)nd);
+    } else {
+        for (int d = 0; d < nd; d++) ms[d] = 1;
+        ms[0] = rows;
+        ms[l->conv ? 1 : nd - 1] = r;
+    }
+    int rc = nn_tensor(a, &l->mask, nd, ms);
+    if (rc) return rc;
+    int64_t mn = sd_tensor_numel(&l->mask);
+    if ((size_t)mn > l->host_mask_cap) {
+        free(l->host_mask);
+        l->host_mask = malloc((size_t)mn * sizeof(float));
+        l->host_mask_cap = l->host_mask ? (size_t)mn : 0;
+        if (!l->host_mask) return sd_err(SD_ENOMEM, "LoRA mask: out of memory");
+    }
+    float *m = l->host_mask;
+    sd_rng g = sd_rng_key(l->rt->seed, l->rt->step, l->id, SD_RNG_DROPOUT);
+    float rs = 1.0f;
+    if (l->rank_dropout > 0) rs = 1.0f / (1.0f - l->rank_dropout);
+    float ns = l->dropout > 0 ? 1.0f / (1.0f - l->dropout) : 1.0f;
+    /* value 0: module dropout; 1 .. rows·r: rank mask; then the neuron mask */
+    uint64_t off_rank = 1, off_neuron = 1 + (uint64_t)(rows * r);
+    /* index of (sample b, rank j) and element e of z */
+    int64_t per_b = zn / rows;
+    for (int64_t e = 0; e < mn; e++) {
+        int64_t b, j;
+        if (kind == 2) {
+            b = e / per_b;
+            j = l->conv ? (e % per_b) / (per_b / r) : e % r;
+        } else {
+            b = e / r;
+            j = e % r;
+        }
+        float v = f;
+        if (l->rank_dropout > 0)
+            v *= sd_rng_uniform_at(&g, off_rank + (uint64_t)(b * r + j)) >= l->rank_dropout ? rs : 0.0f;
+        if (kind == 2) v *= sd_rng_uniform_at(&g, off_neuron + (uint64_t)e) >= l->dropout ? ns : 0.0f;
+        m[e] = v;
+    }
+    return sd_tensor_upload(&l->mask, m, (size_t)mn * sizeof(float));
+}
+
+int sd_lora_forward(sd_ctx *ctx, sd_lora *l, sd_arena *save, sd_tensor *y, const sd_tensor *x)
+{
+    l->skipped = 0;
+    if (training(l) && l->module_dropout > 0) {
+        sd_rng g = sd_rng_key(l->rt->seed, l->rt->step, l->id, SD_RNG_DROPOUT);
+        l->skipped = sd_rng_uniform_at(&g, 0) < l->module_dropout;
+    }
+    float f = l->multiplier * l->alpha / (float)l->rank;
+    int kind = mask_kind(l);
+    l->factor = f;
+    int nd;
+    int64_t zs[SD_MAX_DIMS];
+    z_shape(l, y, &nd, zs);
+    size_t mark = sd_arena_mark(&ctx->scratch);
+    sd_arena *A = save ? save : &ctx->scratch;
+    /* saved tensors first (fixed order, always allocated so the arena use matches the plan) */
+    int rc = nn_tensor(A, &l->zf, nd, zs);
+    if (!rc && kind) rc = make_mask(ctx, l, A, &l->zf, kind, f);
+    else l->mask.data = NULL;
+    if (rc || l->skipped) goto out;
+    sd_tensor z;
+    rc = nn_tensor(&ctx->scratch, &z, nd, zs);
+    if (rc) goto out;
+    if (l->conv) {
+        rc = sd_op_conv2d(ctx, &z, x, &l->down->value, NULL, l->geom);
+    } else {
+        sd_tensor w2;
+        rc = nn_view2(&l->down->value, &w2);
+        if (!rc) rc = sd_op_linear(ctx, &z, x, &w2, NULL);
+    }
+    if (!rc) rc = kind ? sd_op_mul(ctx, &l->zf, &z, &l->mask) : sd_op_axpby(ctx, &l->zf, f, &z, 0.0f);
+    if (rc) goto out;
+    /* y += up(zf) */
+    sd_tensor up2;
+    rc = nn_view2(&l->up->value, &up2);
+    if (rc) goto out;
+    if (l->conv) {
+        int64_t n = y->shape[0], hw = y->shape[2] * y->shape[3];
+        sd_tensor yv, zv;
+        rc = sd_tensor_reshape(y, 3, (int64_t[]){ n, l->out, hw }, &yv);
+        if (!rc) rc = sd_tensor_reshape(&l->zf, 3, (int64_t[]){ n, l->rank, hw }, &zv);
+        if (!rc) rc = sd_op_matmul(ctx, &yv, &up2, 0, &zv, 0, 1.0f, 1.0f);
+    } else {
+        sd_tensor yv, zv;
+        rc = sd_tensor_reshape(y, 2, (int64_t[]){ -1, l->out }, &yv);
+        if (!rc) rc = sd_tensor_reshape(&l->zf, 2, (int64_t[]){ -1, l->rank }, &zv);
+        if (!rc) rc = sd_op_matmul(ctx, &yv, &zv, 0, &up2, 1, 1.0f, 1.0f);
+    }
+out:
+    sd_arena_reset(&ctx->scratch, mark);
+    return rc;
+}
+
+int sd_lora_backward(sd_ctx *ctx, sd_lora *l, sd_tensor *dx, const sd_tensor *dy, const sd_tensor *x)
+{
+    if (l->skipped) return SD_OK;
+    if (!l->zf.data) return sd_err(SD_ESTATE, "LoRA backward without a training forward");
+    sd_tensor *dup = l->up->grad.data ? &l->up->grad : NULL;
+    sd_tensor *ddown = l->down->grad.data ? &l->down->grad : NULL;
+    if (!dx && !ddown && !dup) return SD_OK;
+    size_t mark = sd_arena_mark(&ctx->scratch);
+    sd_tensor dzf, dz, up_w = l->up->value, dup_v, down_w = l->down->value, ddown_v;
+    int rc = nn_tensor(&ctx->scratch, &dzf, l->zf.ndim, l->zf.shape);
+    if (!rc) rc = nn_tensor(&ctx->scratch, &dz, l->zf.ndim, l->zf.shape);
+    if (!rc) rc = sd_op_fill(ctx, &dzf, 0.0f);
+    if (!rc) rc = sd_op_fill(ctx, &dz, 0.0f);
+    if (rc) goto out;
+    if (l->conv) {
+        /* up is a 1×1 conv over zf */
+        rc = sd_op_conv2d_bwd(ctx, &dzf, dup, NULL, dy, &l->zf, &up_w, sd_conv2d_geom_make(1, 0));
+    } else {
+        sd_tensor u2;
+        rc = nn_view2(&up_w, &u2);
+        if (!rc && dup) rc = nn_view2(dup, &dup_v);
+        if (!rc) rc = sd_op_linear_bwd(ctx, &dzf, dup ? &dup_v : NULL, NULL, dy, &l->zf, &u2);
+    }
+    if (rc) goto out;
+    if (!dx && !ddown) goto out;
+    rc = l->mask.data ? sd_op_mul_bwd(ctx, &dz, NULL, &dzf, &dzf, &l->mask)
+                      : sd_op_axpby(ctx, &dz, l->factor, &dzf, 0.0f);
+    if (rc) goto out;
+    if (l->conv) {
+        rc = sd_op_conv2d_bwd(ctx, dx, ddown, NULL, &dz, x, &down_w, l->geom);
+    } else {
+        sd_tensor d2;
+        rc = nn_view2(&down_w, &d2);
+        if (!rc && ddown) rc = nn_view2(ddown, &ddown_v);
+        if (!rc) rc = sd_op_linear_bwd(ctx, dx, ddown ? &ddown_v : NULL, NULL, &dz, x, &d2);
+    }
+out:
+    sd_arena_reset(&ctx->scratch, mark);
+    return rc;
+}

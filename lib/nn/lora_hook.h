@@ -1,0 +1,77 @@
+/* LoRA branch attached to a linear or conv layer (kohya-ss networks/lora.py LoRAModule).
+ *
+ *   y = base(x) + multiplier · scale · up(drop(down(x)))      scale = alpha / rank
+ *
+ * Linear host: down [r, in], up [out, r]. Conv host (kh×kw, stride/padding of the base conv):
+ * down [r, in, kh, kw] with the base geometry, up [out, r, 1, 1]. A 1×1 conv host implemented as a
+ * linear over [B, T, C] (SpatialTransformer proj_in/proj_out in SD1) uses the 4-d shapes with the
+ * linear math. The weights live in a registry of their own (the network's), always f32.
+ *
+ * Training-time randomness (only when rt->training): module dropout (the whole branch skipped
+ * for this call with probability p), neuron dropout on down(x) (scaled by 1/(1-p)), rank dropout
+ * (a Bernoulli(1-p) mask over the rank per sample, scale multiplied by 1/(1-p)). All draws come
+ * from the Philox stream (rt->seed, rt->step, id, SD_RNG_DROPOUT), so a recomputation (gradient
+ * checkpointing) or a resumed run draws the same masks.
+ *
+ * The host layer calls sd_lora_forward() after computing base(x) into y, and sd_lora_backward()
+ * next to its own backward. Implementation: z = down(x); zf = z · f · mask (f = multiplier ·
+ * scale, mask includes the dropout factors) is saved; y += up(zf). Backward: dup += dyᵀ·zf,
+ * dzf = dy·up, dz = dzf · f · mask, ddown += dzᵀ·x, dx += dz·down. */
+#ifndef SD_NN_LORA_HOOK_H
+#define SD_NN_LORA_HOOK_H
+
+#include <stdint.h>
+
+#include "nn/params.h"
+#include "tensor/ops.h"
+
+/* Shared by all modules of one network; the trainer updates it (step, training). */
+typedef struct sd_lora_rt {
+    uint64_t seed;
+    uint32_t step;
+    int training;
+} sd_lora_rt;
+
+typedef struct sd_lora {
+    sd_param *down, *up;
+    int64_t in, out;
+    int rank;
+    int kh, kw;               /* 1×1 for linear hosts */
+    int conv;                 /* host runs a conv (k×k geometry); 0: linear math */
+    sd_conv2d_geom geom;      /* base conv geometry (conv hosts) */
+    float alpha, multiplier;
+    float dropout, rank_dropout, module_dropout;
+    uint32_t id;              /* stream id for the dropout draws; unique per module */
+    const sd_lora_rt *rt;     /* NULL: never training (no dropout) */
+    /* state of the last training forward */
+    int skipped;
+    sd_tensor zf;             /* saved: f·mask·down(x) */
+    sd_tensor mask;           /* saved: f·mask when a dropout is active (data NULL otherwise) */
+    float factor;
+    float *host_mask;         /* host staging for mask draws (grown once, reused) */
+    size_t host_mask_cap;
+} sd_lora;
+
+/* Register `name.lora_down.weight` and `name.lora_up.weight` (trainable) in `reg` for a host
+ * with `in` inputs and `out` outputs. conv = 1: a k×k conv host with geometry g (down gets the
+ * kernel and geometry, up is 1×1); conv = 0 and conv_shapes = 1: a 1×1-conv host run as a linear
+ * (4-d weight shapes); otherwise a linear host. alpha <= 0 means alpha = rank. multiplier = 1,
+ * no dropout; set the fields afterwards to change them. */
+int sd_lora_init(sd_lora *l, sd_params *reg, const char *name, int64_t in, int64_t out, int rank,
+                 float alpha, int conv, int kh, int kw, sd_conv2d_geom g, int conv_shapes);
+void sd_lora_free(sd_lora *l);
+/* kohya's initialisation on the host: down ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) from the stream
+ * (seed, 0, id, SD_RNG_INIT), up = 0. The registry must be allocated. */
+int sd_lora_init_weights(sd_ctx *ctx, sd_lora *l, uint64_t seed);
+
+/* y += branch(x). x/y: [..., in]/[..., out] (linear math) or [N,in,H,W]/[N,out,Ho,Wo] (conv).
+ * save: arena for the saved tensors (training), NULL for inference (temporaries from scratch). */
+int sd_lora_forward(sd_ctx *ctx, sd_lora *l, sd_arena *save, sd_tensor *y, const sd_tensor *x);
+/* dx += ..., grads of down/up += ... (dx may be NULL; frozen LoRA weights get no gradient). */
+int sd_lora_backward(sd_ctx *ctx, sd_lora *l, sd_tensor *dx, const sd_tensor *dy, const sd_tensor *x);
+/* Bytes a training forward takes from `save` for an output of `y_numel` elements over
+ * `rows` samples (x.shape[0]); and the scratch it needs at most (forward or backward). */
+size_t sd_lora_saved_bytes(const sd_lora *l, int64_t y_numel, int64_t rows);
+size_t sd_lora_scratch_bytes(const sd_lora *l, int64_t y_numel, int64_t rows);
+
+#endif

@@ -1,0 +1,505 @@
+/* Gradient checks of every lib/nn layer in double precision: the layers run unchanged on the
+ * op API, whose CPU backend is replaced in this program by the double instantiation of the
+ * kernels (test_nn_f64.h). Each layer's backward (inputs and every trainable parameter, LoRA
+ * weights included, with gradient accumulation) is compared against central finite differences
+ * of L = Σ r·y, with a tight tolerance; the checker itself is shown to catch a wrong gradient. */
+#include "test_nn_f64.h"
+
+#include "nn/nn.h"
+#include "test.h"
+
+static sd_ctx g_ctx;
+static sd_arena g_act, g_data;
+static uint64_t g_rng = 0x243F6A8885A308D3ull;
+static double g_maxerr;
+
+static double urand(void)
+{
+    g_rng ^= g_rng << 13; g_rng ^= g_rng >> 7; g_rng ^= g_rng << 17;
+    return (double)(g_rng >> 11) / 9007199254740992.0 * 2 - 1;
+}
+
+static double *D(const sd_tensor *t) { return shadow_of(t->data); }
+
+static sd_tensor tt(int ndim, const int64_t *shape)
+{
+    sd_tensor t;
+    if (sd_arena_tensor(&g_data, &t, SD_F32, ndim, shape)) { printf("# %s\n", sd_errmsg()); abort(); }
+    return t;
+}
+
+static void fill(const sd_tensor *t, double scale, double offset)
+{
+    double *p = D(t);
+    for (int64_t i = 0; i < sd_tensor_numel(t); i++) p[i] = offset + scale * urand();
+}
+
+/* Values: matrices ~ U(±sqrt(3/fan_in)), norm weights 1 ± 0.3, biases ± 0.3. */
+static void init_params(sd_params *r)
+{
+    for (size_t i = 0; i < sd_params_count(r); i++) {
+        sd_param *p = sd_params_at(r, i);
+        if (p->value.ndim >= 2) {
+            int64_t fan = sd_tensor_numel(&p->value) / p->value.shape[0];
+            fill(&p->value, sqrt(3.0 / (double)fan), 0);
+        } else if (strstr(p->key, "norm") && strstr(p->key, "weight")) {
+            fill(&p->value, 0.3, 1.0);
+        } else {
+            fill(&p->value, 0.3, 0);
+        }
+    }
+}
+
+static void alloc_params(sd_params *r)
+{
+    if (sd_params_alloc(r, SD_DEV_CPU)) { printf("# %s\n", sd_errmsg()); abort(); }
+    shadow_add(r->value_mem, r->value_bytes);
+    shadow_add(r->grad_mem, r->grad_bytes);
+    init_params(r);
+}
+
+/* ---- the unit under test -------------------------------------------------------------------- */
+
+enum { K_LINEAR, K_CONV, K_GN, K_LN, K_ATTN, K_FF, K_RES, K_TBLOCK, K_ST, K_DOWN, K_UP };
+
+typedef struct unit {
+    int kind;
+    void *layer;
+    sd_params *regs[2];
+    int nregs;
+    sd_tensor in[2], din[2];
+    int nin, need_din[2];
+    sd_tensor out;
+    sd_nn_plan plan;
+} unit;
+
+static int u_forward(unit *u, sd_arena *save)
+{
+    const sd_tensor *x = &u->in[0], *c = u->nin > 1 ? &u->in[1] : NULL;
+    switch (u->kind) {
+    case K_LINEAR: return sd_linear_forward(&g_ctx, u->layer, save, &u->out, x);
+    case K_CONV: return sd_conv2d_forward(&g_ctx, u->layer, save, &u->out, x);
+    case K_GN: return sd_groupnorm_forward(&g_ctx, u->layer, save, &u->out, x);
+    case K_LN: return sd_layernorm_forward(&g_ctx, u->layer, save, &u->out, x);
+    case K_ATTN: return sd_attention_forward(&g_ctx, u->layer, save, &u->out, x, c);
+    case K_FF: return sd_ff_forward(&g_ctx, u->layer, save, &u->out, x);
+    case K_RES: return sd_resblock_forward(&g_ctx, u->layer, save, &u->out, x, c);
+    case K_TBLOCK: return sd_transformer_block_forward(&g_ctx, u->layer, save, &u->out, x, c);
+    case K_ST: return sd_spatial_transformer_forward(&g_ctx, u->layer, save, &u->out, x, c);
+    case K_DOWN: return sd_downsample_forward(&g_ctx, u->layer, save, &u->out, x);
+    case K_UP: return sd_upsample_forward(&g_ctx, u->layer, save, &u->out, x);
+    }
+    return SD_EINVAL;
+}
+
+static int u_backward(unit *u, const sd_tensor *dy)
+{
+    sd_tensor *dx = u->need_din[0] ? &u->din[0] : NULL, *dc = u->nin > 1 && u->need_din[1] ? &u->din[1] : NULL;
+    switch (u->kind) {
+    case K_LINEAR: return sd_linear_backward(&g_ctx, u->layer, dx, dy);
+    case K_CONV: return sd_conv2d_backward(&g_ctx, u->layer, dx, dy);
+    case K_GN: return sd_groupnorm_backward(&g_ctx, u->layer, dx, dy);
+    case K_LN: return sd_layernorm_backward(&g_ctx, u->layer, dx, dy);
+    case K_ATTN: return sd_attention_backward(&g_ctx, u->layer, dx, dc, dy);
+    case K_FF: return sd_ff_backward(&g_ctx, u->layer, dx, dy);
+    case K_RES: return sd_resblock_backward(&g_ctx, u->layer, dx, dc, dy);
+    case K_TBLOCK: return sd_transformer_block_backward(&g_ctx, u->layer, dx, dc, dy);
+    case K_ST: return sd_spatial_transformer_backward(&g_ctx, u->layer, dx, dc, dy);
+    case K_DOWN: return sd_downsample_backward(&g_ctx, u->layer, dx, dy);
+    case K_UP: return sd_upsample_backward(&g_ctx, u->layer, dx, dy);
+    }
+    return SD_EINVAL;
+}
+
+static double loss(unit *u, const double *r)
+{
+    if (u_forward(u, NULL)) { printf("#   forward: %s\n", sd_errmsg()); t_cur_fail++; return 0; }
+    const double *y = D(&u->out);
+    double l = 0;
+    for (int64_t i = 0; i < sd_tensor_numel(&u->out); i++) l += r[i] * y[i];
+    return l;
+}
+
+/* FD check of one tensor (value x, analytic gradient g pre-filled with 0.25). */
+static int check_tensor(unit *u, const char *what, double *x, const double *g, int64_t n, const double *r,
+                        double tol, double corrupt)
+{
+    const double h = 1e-5;
+    int64_t cnt = n <= 48 ? n : 24;
+    for (int64_t s = 0; s < cnt; s++) {
+        int64_t j = n <= 48 ? s : (int64_t)((urand() + 1) * 0.5 * (double)n) % n;
+        double keep = x[j];
+        x[j] = keep + h;
+        double lp = loss(u, r);
+        x[j] = keep - h;
+        double lm = loss(u, r);
+        x[j] = keep;
+        double num = (lp - lm) / (2 * h), ana = g[j] - 0.25 + (s == 0 ? corrupt : 0);
+        double err = fabs(num - ana) / fmax(1.0, fabs(num));
+        if (corrupt == 0 && err > g_maxerr) g_maxerr = err;
+        if (!(err <= tol)) {
+            if (corrupt == 0)
+                printf("#   d/d %s[%lld]: analytic %.12g numeric %.12g\n", what, (long long)j, ana, num);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Returns the number of tensors whose check failed. */
+static int gradcheck(unit *u, double tol, double corrupt)
+{
+    int bad = 0;
+    size_t dmark = sd_arena_mark(&g_data);
+    sd_tensor rt = tt(u->out.ndim, u->out.shape);
+    fill(&rt, 1.0, 0);
+    const double *r = D(&rt);
+    for (int k = 0; k < u->nregs; k++)
+        for (size_t i = 0; i < sd_params_count(u->regs[k]); i++) {
+            sd_param *p = sd_params_at(u->regs[k], i);
+            if (!p->grad.data) continue;
+            double *g = D(&p->grad);
+            for (int64_t j = 0; j < sd_tensor_numel(&p->grad); j++) g[j] = 0.25;
+        }
+    for (int i = 0; i < u->nin; i++) {
+        double *g = D(&u->din[i]);
+        for (int64_t j = 0; j < sd_tensor_numel(&u->din[i]); j++) g[j] = 0.25;
+    }
+    sd_arena_reset(&g_act, 0);
+    int rc = u_forward(u, &g_act);
+    if (!rc) {
+        size_t used = (g_act.used + 63) & ~(size_t)63;
+        if (corrupt == 0 && used != u->plan.saved) {
+            printf("#   plan says %zu saved bytes, forward used %zu\n", u->plan.saved, used);
+            bad++;
+        }
+        rc = u_backward(u, &rt);
+    }
+    if (rc) {
+        printf("#   %s\n", sd_errmsg());
+        sd_arena_reset(&g_data, dmark);
+        return bad + 1;
+    }
+    for (int i = 0; i < u->nin; i++)
+        if (u->need_din[i])
+            bad += check_tensor(u, i ? "input1" : "input0", D(&u->in[i]), D(&u->din[i]), sd_tensor_numel(&u->in[i]), r, tol, corrupt);
+    for (int k = 0; k < u->nregs; k++)
+        for (size_t i = 0; i < sd_params_count(u->regs[k]); i++) {
+            sd_param *p = sd_params_at(u->regs[k], i);
+            if (!p->grad.data) continue;
+            bad += check_tensor(u, p->key, D(&p->value), D(&p->grad), sd_tensor_numel(&p->value), r, tol, corrupt);
+        }
+    sd_arena_reset(&g_data, dmark);
+    return bad;
+}
+
+#define TOL 1e-6
+
+static void unit_io(unit *u, int ndim, const int64_t *xs, const int64_t *cs, int cnd, int ndim_out, const int64_t *ys)
+{
+    u->in[0] = tt(ndim, xs);
+    u->din[0] = tt(ndim, xs);
+    fill(&u->in[0], 1.0, 0);
+    u->need_din[0] = 1;
+    u->nin = 1;
+    if (cs) {
+        u->in[1] = tt(cnd, cs);
+        u->din[1] = tt(cnd, cs);
+        fill(&u->in[1], 1.0, 0);
+        u->need_din[1] = 1;
+        u->nin = 2;
+    }
+    u->out = tt(ndim_out, ys);
+}
+
+static void run_unit(unit *u)
+{
+    int bad = gradcheck(u, TOL, 0);
+    T_CHECKF(bad == 0, "%d tensors failed", bad);
+}
+
+static void free_params(sd_params *r)
+{
+    shadow_remove(r->value_mem);
+    shadow_remove(r->grad_mem);
+    sd_params_free(r);
+}
+
+static void reset_all(sd_params *r1, sd_params *r2)
+{
+    free_params(r1);
+    if (r2) free_params(r2);
+    sd_arena_reset(&g_data, 0);
+}
+
+/* ---- tests ---------------------------------------------------------------------------------- */
+
+static void test_checker_catches_errors(void)
+{
+    sd_params r;
+    sd_params_init(&r);
+    sd_linear l;
+    T_CHECK(sd_linear_init(&l, &r, "lin", 5, 4, SD_NN_BIAS) == SD_OK);
+    alloc_params(&r);
+    unit u = { .kind = K_LINEAR, .layer = &l, .regs = { &r }, .nregs = 1 };
+    unit_io(&u, 3, (int64_t[]){ 2, 3, 5 }, NULL, 0, 3, (int64_t[]){ 2, 3, 4 });
+    u.plan = sd_linear_plan(&l, 3, u.in[0].shape);
+    T_EQ_INT(gradcheck(&u, TOL, 0), 0);
+    /* a gradient off by 1e-4 in one element of each tensor must be caught in every tensor */
+    T_EQ_INT(gradcheck(&u, TOL, 1e-4), 3);
+    reset_all(&r, NULL);
+}
+
+static void test_linear(void)
+{
+    for (int variant = 0; variant < 3; variant++) {
+        sd_params r, lr;
+        sd_params_init(&r);
+        sd_params_init(&lr);
+        sd_linear l;
+        sd_lora lo;
+        T_CHECK(sd_linear_init(&l, &r, "lin", 6, 5, variant == 1 ? SD_NN_CONV1X1 : SD_NN_BIAS) == SD_OK);
+        if (variant >= 1) {
+            T_CHECK(sd_lora_init(&lo, &lr, "lora_lin", 6, 5, 3, 1.5f, 0, 1, 1, sd_conv2d_geom_make(1, 0), variant == 1) == SD_OK);
+            lo.multiplier = 0.7f;
+            T_CHECK(sd_linear_set_lora(&l, &lo) == SD_OK);
+            if (variant == 2) sd_params_set_trainable(&r, "", 0);   /* frozen base: LoRA grads only */
+        }
+        alloc_params(&r);
+        alloc_params(&lr);
+        if (variant == 2) T_CHECK(l.w->grad.data == NULL && l.b->grad.data == NULL);
+        unit u = { .kind = K_LINEAR, .layer = &l, .regs = { &r, &lr }, .nregs = 2 };
+        unit_io(&u, 3, (int64_t[]){ 2, 3, 6 }, NULL, 0, 3, (int64_t[]){ 2, 3, 5 });
+        u.plan = sd_linear_plan(&l, 3, u.in[0].shape);
+        run_unit(&u);
+        if (variant) sd_lora_free(&lo);
+        reset_all(&r, &lr);
+    }
+}
+
+static void test_conv(void)
+{
+    struct { int cin, cout, k; sd_conv2d_geom g; int lora; } cases[] = {
+        { 3, 4, 3, sd_conv2d_geom_make(1, 1), 0 },
+        { 3, 4, 3, sd_conv2d_geom_make(2, 1), 1 },
+        { 2, 3, 3, { 2, 0, 0, 1, 1 }, 1 },   /* VAE-style asymmetric padding */
+        { 4, 2, 1, sd_conv2d_geom_make(1, 0), 1 },
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        sd_params r, lr;
+        sd_params_init(&r);
+        sd_params_init(&lr);
+        sd_conv2d c;
+        sd_lora lo;
+        T_CHECK(sd_conv2d_init(&c, &r, "conv", cases[ci].cin, cases[ci].cout, cases[ci].k, cases[ci].k, cases[ci].g, SD_NN_BIAS) == SD_OK);
+        if (cases[ci].lora) {
+            T_CHECK(sd_lora_init(&lo, &lr, "lora_conv", cases[ci].cin, cases[ci].cout, 2, 0, 1, cases[ci].k,
+                                 cases[ci].k, cases[ci].g, 1) == SD_OK);
+            T_CHECK(sd_conv2d_set_lora(&c, &lo) == SD_OK);
+            if (ci == 3) sd_params_set_trainable(&r, "", 0);
+        }
+        alloc_params(&r);
+        alloc_params(&lr);
+        int64_t xs[4] = { 2, cases[ci].cin, 5, 4 }, ys[4];
+        sd_conv2d_out_shape(&c, xs, ys);
+        unit u = { .kind = K_CONV, .layer = &c, .regs = { &r, &lr }, .nregs = 2 };
+        unit_io(&u, 4, xs, NULL, 0, 4, ys);
+        u.plan = sd_conv2d_plan(&c, xs);
+        run_unit(&u);
+        if (cases[ci].lora) sd_lora_free(&lo);
+        reset_all(&r, &lr);
+    }
+}
+
+static void test_norms(void)
+{
+    for (int act = 0; act < 2; act++) {
+        sd_params r;
+        sd_params_init(&r);
+        sd_groupnorm g;
+        T_CHECK(sd_groupnorm_init(&g, &r, "gn", 6, 3, 1e-5f, act ? SD_ACT_SILU : SD_ACT_NONE) == SD_OK);
+        alloc_params(&r);
+        int64_t xs[4] = { 2, 6, 3, 2 };
+        unit u = { .kind = K_GN, .layer = &g, .regs = { &r }, .nregs = 1 };
+        unit_io(&u, 4, xs, NULL, 0, 4, xs);
+        u.plan = sd_groupnorm_plan(&g, 4, xs);
+        run_unit(&u);
+        reset_all(&r, NULL);
+    }
+    sd_params r;
+    sd_params_init(&r);
+    sd_layernorm n;
+    T_CHECK(sd_layernorm_init(&n, &r, "ln", 7, 1e-5f) == SD_OK);
+    alloc_params(&r);
+    int64_t xs[3] = { 2, 3, 7 };
+    unit u = { .kind = K_LN, .layer = &n, .regs = { &r }, .nregs = 1 };
+    unit_io(&u, 3, xs, NULL, 0, 3, xs);
+    u.plan = sd_layernorm_plan(&n, 3, xs);
+    run_unit(&u);
+    reset_all(&r, NULL);
+}
+
+static void test_attention(void)
+{
+    for (int variant = 0; variant < 4; variant++) {
+        /* 0 self (ldm), 1 cross (ldm), 2 CLIP causal self with biases, 3 cross + LoRA on to_k/to_out */
+        sd_params r, lr;
+        sd_params_init(&r);
+        sd_params_init(&lr);
+        sd_attention a;
+        sd_lora lk, lo;
+        int cross = variant == 1 || variant == 3;
+        T_CHECK(sd_attention_init(&a, &r, "attn", 8, cross ? 6 : 0, 2, 3, variant == 2 ? SD_ATTN_CLIP : SD_ATTN_LDM) == SD_OK);
+        a.causal = variant == 2;
+        if (variant == 3) {
+            T_CHECK(sd_lora_init(&lk, &lr, "lora_k", 6, 6, 2, 1, 0, 1, 1, sd_conv2d_geom_make(1, 0), 0) == SD_OK);
+            T_CHECK(sd_lora_init(&lo, &lr, "lora_o", 6, 8, 2, 4, 0, 1, 1, sd_conv2d_geom_make(1, 0), 0) == SD_OK);
+            T_CHECK(sd_linear_set_lora(&a.k, &lk) == SD_OK);
+            T_CHECK(sd_linear_set_lora(&a.out, &lo) == SD_OK);
+        }
+        alloc_params(&r);
+        alloc_params(&lr);
+        int64_t xs[3] = { 2, 4, 8 }, cs[3] = { 2, 5, 6 };
+        unit u = { .kind = K_ATTN, .layer = &a, .regs = { &r, &lr }, .nregs = 2 };
+        unit_io(&u, 3, xs, cross ? cs : NULL, 3, 3, xs);
+        u.plan = sd_attention_plan(&a, xs, cross ? cs : NULL);
+        run_unit(&u);
+        if (variant == 3) { sd_lora_free(&lk); sd_lora_free(&lo); }
+        reset_all(&r, &lr);
+    }
+}
+
+static void test_ff(void)
+{
+    for (int kind = SD_FF_GEGLU; kind <= SD_FF_CLIP_GELU; kind++) {
+        sd_params r;
+        sd_params_init(&r);
+        sd_ff f;
+        T_CHECK(sd_ff_init(&f, &r, "ff", 6, 10, (sd_ff_kind)kind) == SD_OK);
+        alloc_params(&r);
+        int64_t xs[3] = { 2, 3, 6 };
+        unit u = { .kind = K_FF, .layer = &f, .regs = { &r }, .nregs = 1 };
+        unit_io(&u, 3, xs, NULL, 0, 3, xs);
+        u.plan = sd_ff_plan(&f, 3, xs);
+        run_unit(&u);
+        reset_all(&r, NULL);
+    }
+}
+
+static void test_resblock(void)
+{
+    for (int variant = 0; variant < 3; variant++) {
+        /* 0: 32 → 64 (skip conv), 1: 32 → 32 (identity skip), 2: 32 → 64 checkpointed + conv LoRA */
+        sd_params r, lr;
+        sd_params_init(&r);
+        sd_params_init(&lr);
+        sd_resblock b;
+        sd_lora lo;
+        int cout = variant == 1 ? 32 : 64;
+        T_CHECK(sd_resblock_init(&b, &r, "rb", 32, cout, 12) == SD_OK);
+        b.checkpoint = variant == 2;
+        if (variant == 2) {
+            T_CHECK(sd_lora_init(&lo, &lr, "lora_conv1", 32, cout, 2, 1, 1, 3, 3, sd_conv2d_geom_make(1, 1), 1) == SD_OK);
+            T_CHECK(sd_conv2d_set_lora(&b.conv1, &lo) == SD_OK);
+        }
+        alloc_params(&r);
+        alloc_params(&lr);
+        int64_t xs[4] = { 2, 32, 3, 2 }, es[2] = { 2, 12 }, ys[4] = { 2, cout, 3, 2 };
+        unit u = { .kind = K_RES, .layer = &b, .regs = { &r, &lr }, .nregs = 2 };
+        unit_io(&u, 4, xs, es, 2, 4, ys);
+        u.plan = sd_resblock_plan(&b, xs);
+        run_unit(&u);
+        if (variant == 2) sd_lora_free(&lo);
+        reset_all(&r, &lr);
+    }
+}
+
+static void test_transformer_block(void)
+{
+    sd_params r;
+    sd_params_init(&r);
+    sd_transformer_block t;
+    T_CHECK(sd_transformer_block_init(&t, &r, "tb", 8, 2, 4, 6) == SD_OK);
+    alloc_params(&r);
+    int64_t xs[3] = { 2, 3, 8 }, cs[3] = { 2, 4, 6 };
+    unit u = { .kind = K_TBLOCK, .layer = &t, .regs = { &r }, .nregs = 1 };
+    unit_io(&u, 3, xs, cs, 3, 3, xs);
+    u.plan = sd_transformer_block_plan(&t, xs, cs);
+    run_unit(&u);
+    reset_all(&r, NULL);
+}
+
+static void test_spatial_transformer(void)
+{
+    for (int variant = 0; variant < 3; variant++) {
+        /* 0: SD1 (conv proj), depth 1; 1: SD2 (linear proj), depth 2; 2: SD1 checkpointed + LoRA on proj_in */
+        sd_params r, lr;
+        sd_params_init(&r);
+        sd_params_init(&lr);
+        sd_spatial_transformer s;
+        sd_lora lo;
+        T_CHECK(sd_spatial_transformer_init(&s, &r, "st", 32, 2, 4, variant == 1 ? 2 : 1, 6, variant == 1) == SD_OK);
+        s.checkpoint = variant == 2;
+        if (variant == 2) {
+            T_CHECK(sd_lora_init(&lo, &lr, "lora_proj_in", 32, 8, 2, 1, 0, 1, 1, sd_conv2d_geom_make(1, 0), 1) == SD_OK);
+            T_CHECK(sd_linear_set_lora(&s.proj_in, &lo) == SD_OK);
+        }
+        alloc_params(&r);
+        alloc_params(&lr);
+        int64_t xs[4] = { 2, 32, 2, 2 }, cs[3] = { 2, 3, 6 };
+        unit u = { .kind = K_ST, .layer = &s, .regs = { &r, &lr }, .nregs = 2 };
+        unit_io(&u, 4, xs, cs, 3, 4, xs);
+        u.plan = sd_spatial_transformer_plan(&s, xs, cs);
+        run_unit(&u);
+        if (variant == 2) sd_lora_free(&lo);
+        sd_spatial_transformer_free(&s);
+        reset_all(&r, &lr);
+    }
+}
+
+static void test_sampling(void)
+{
+    for (int up = 0; up < 2; up++) {
+        sd_params r;
+        sd_params_init(&r);
+        sd_downsample d;
+        sd_upsample us;
+        if (up) T_CHECK(sd_upsample_init(&us, &r, "up", 3, 4) == SD_OK);
+        else T_CHECK(sd_downsample_init(&d, &r, "down", 3, 4) == SD_OK);
+        alloc_params(&r);
+        int64_t xs[4] = { 2, 3, 3, 4 }, ys[4] = { 2, 4, up ? 6 : 2, up ? 8 : 2 };
+        unit u = { .kind = up ? K_UP : K_DOWN, .layer = up ? (void *)&us : (void *)&d, .regs = { &r }, .nregs = 1 };
+        unit_io(&u, 4, xs, NULL, 0, 4, ys);
+        u.plan = up ? sd_upsample_plan(&us, xs) : sd_downsample_plan(&d, xs);
+        run_unit(&u);
+        reset_all(&r, NULL);
+    }
+}
+
+int main(void)
+{
+    if (sd_ctx_init(&g_ctx, SD_DEV_CPU, 1, (size_t)64 << 20) || sd_arena_init(&g_act, SD_DEV_CPU, (size_t)16 << 20) ||
+        sd_arena_init(&g_data, SD_DEV_CPU, (size_t)16 << 20)) {
+        printf("# %s\n", sd_errmsg());
+        return 1;
+    }
+    shadow_add(g_ctx.scratch.base, g_ctx.scratch.cap);
+    shadow_add(g_act.base, g_act.cap);
+    shadow_add(g_data.base, g_data.cap);
+    T_RUN(test_checker_catches_errors);
+    T_RUN(test_linear);
+    T_RUN(test_conv);
+    T_RUN(test_norms);
+    T_RUN(test_attention);
+    T_RUN(test_ff);
+    T_RUN(test_resblock);
+    T_RUN(test_transformer_block);
+    T_RUN(test_spatial_transformer);
+    T_RUN(test_sampling);
+    printf("# max relative error %.3g (tolerance %.0e)\n", g_maxerr, TOL);
+    sd_arena_free(&g_act);
+    sd_arena_free(&g_data);
+    sd_ctx_free(&g_ctx);
+    shadow_clear();
+    T_DONE();
+}
