@@ -1092,7 +1092,7 @@ typedef struct {
 } wtensor;
 
 struct sd_safetensors_writer {
-    wtensor *t = NULL;
+    wtensor *t;
     size_t n, cap;
     meta_kv *meta;            /* insertion order */
     size_t nmeta, mcap;
