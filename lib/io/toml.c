@@ -1059,6 +1059,7 @@ int sd_toml_parse(const char *text, size_t n, const char *name, jv *out)
     if (!(p->root = node_new(N_TABLE, 0))) return oom(p);
     if (p->n >= 3 && !memcmp(p->s, "\xEF\xBB\xBF", 3)) p->pos = 3; /* UTF-8 byte order mark */
     tnode *cur = p->root;
+    unsigned sec = 0; /* current section; inline tables draw their own ids from p->nsec */
     char d[32];
     while (!rc) {
         skip_ws(p);
@@ -1067,9 +1068,10 @@ int sd_toml_parse(const char *text, size_t n, const char *name, jv *out)
         const char *after = NULL;
         if (c == '[') {
             rc = header(p, &cur);
+            sec = p->nsec;
             after = "table header";
         } else if (c != '#' && !at_eol(p)) {
-            rc = keyval(p, cur, p->nsec);
+            rc = keyval(p, cur, sec);
             after = "value";
         }
         if (rc) break;

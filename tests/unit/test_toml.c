@@ -217,6 +217,10 @@ static void test_tables(void)
     OK("a.b = 1\n[a.c]\nd = 2", "{\"a\":{\"b\":1,\"c\":{\"d\":2}}}");
     OK("[t]\na.b = 1\n[t.u]\n[t.a.c]\nx = 1\n", "{\"t\":{\"a\":{\"b\":1,\"c\":{\"x\":1}},\"u\":{}}}");
     OK("t.a.b = 1\n[t.c]\n[u]\n", "{\"t\":{\"a\":{\"b\":1},\"c\":{}},\"u\":{}}");
+    /* an inline table between dotted keys does not end the section */
+    OK("[t]\na.b = 1\nx = {y = 1}\na.c = 2\nz = [{}]\na.d.e = 3",
+       "{\"t\":{\"a\":{\"b\":1,\"c\":2,\"d\":{\"e\":3}},\"x\":{\"y\":1},\"z\":[{}]}}");
+    OK("a.b = 1\nc = {d = 1}\na.e = 2", "{\"a\":{\"b\":1,\"e\":2},\"c\":{\"d\":1}}");
     /* each [[x]] element is a fresh namespace */
     OK("[[a]]\n[a.b]\nx = 1\n[[a]]\n[a.b]\nx = 2", "{\"a\":[{\"b\":{\"x\":1}},{\"b\":{\"x\":2}}]}");
 }
