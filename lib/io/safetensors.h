@@ -101,7 +101,8 @@ const char *sd_safetensors_path(const sd_safetensors *st);
 size_t sd_safetensors_header_len(const sd_safetensors *st);    /* N */
 uint64_t sd_safetensors_file_size(const sd_safetensors *st);
 
-/* Tensors in file order (by data offset). */
+/* Tensors in file order (by data offset). All sd_st_tensor pointers from _at/_find/_get point
+ * into one array in that order, so `t - sd_safetensors_at(st, 0)` is t's file index. */
 size_t sd_safetensors_count(const sd_safetensors *st);
 const sd_st_tensor *sd_safetensors_at(const sd_safetensors *st, size_t i);
 /* Lookup by exact name (binary search); NULL if absent (sets no message). */
