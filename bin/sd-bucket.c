@@ -1,0 +1,701 @@
+/* sd-bucket: aspect-ratio buckets and the resize/crop plan for each record (sd-bucket(1)).
+ *
+ * Records are read in batches on the main thread (libjq is not thread-safe: every jv stays
+ * here); the per-image work of a batch (header probe, then decode + resize + crop + encode +
+ * write) runs in OpenMP loops over plain C structs; the records are then written in input
+ * order. Bucket selection itself (lib/data/bucket.h) is cheap and runs on the main thread. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "base/error.h"
+#include "base/fileio.h"
+#include "base/log.h"
+#include "base/opts.h"
+#include "base/progress.h"
+#include "base/threads.h"
+#include "data/bucket.h"
+#include "io/cmdline.h"
+#include "io/image.h"
+#include "io/jsonl.h"
+#include "io/resample.h"
+
+/* ---- options --------------------------------------------------------------------------------- */
+
+static struct {
+    sd_opt_list resolution;
+    int enable_bucket, no_bucket;
+    int min_reso, max_reso, steps, no_upscale;
+    const char *interpolation;
+    const char *write_images;
+    int image_format, jpeg_quality;
+    const char *stats;
+    int reprobe;
+    int threads;
+} a;
+
+static const sd_opt table[] = {
+    {.name = "resolution", .type = SD_OPT_INTS, .dest = &a.resolution, .nmin = 1, .nmax = 2,
+     SD_OPT_RANGE(1, 1 << 16), .metavar = "W[,H]", .group = "Buckets",
+     .help = "training resolution (the area budget); one number means square. A record's own "
+             "'resolution' wins"},
+    {.name = "enable_bucket", .type = SD_OPT_FLAG, .dest = &a.enable_bucket, .def = "true",
+     .group = "Buckets",
+     .help = "aspect-ratio bucketing (on by default here; --no-enable-bucket or --no_bucket: one "
+             "bucket = resolution, mode C)"},
+    {.name = "no_bucket", .type = SD_OPT_FLAG, .dest = &a.no_bucket, .def = "false",
+     .flags = SD_OPTF_NO_NEGATE, .group = "Buckets",
+     .help = "bucketing off: every image is resized to cover the resolution and centre-cropped"},
+    {.name = "min_bucket_reso", .type = SD_OPT_INT, .dest = &a.min_reso, .def = "256",
+     SD_OPT_RANGE(0, 1 << 16), .group = "Buckets", .help = "smallest bucket side"},
+    {.name = "max_bucket_reso", .type = SD_OPT_INT, .dest = &a.max_reso, .def = "1024",
+     SD_OPT_RANGE(1, 1 << 16), .group = "Buckets", .help = "largest bucket side"},
+    {.name = "bucket_reso_steps", .type = SD_OPT_INT, .dest = &a.steps, .def = "64",
+     SD_OPT_RANGE(1, 4096), .group = "Buckets",
+     .help = "bucket side granularity (SD1/2 trainers need a multiple of 64, SDXL 32)"},
+    {.name = "bucket_no_upscale", .type = SD_OPT_FLAG, .dest = &a.no_upscale, .def = "false",
+     .group = "Buckets", .help = "never enlarge: a bucket per image shape, within the area budget"},
+    {.name = "interpolation", .alias = "resize_interpolation", .type = SD_OPT_STRING,
+     .dest = &a.interpolation, .metavar = "NAME", .group = "Images",
+     .help = "force one filter for --write-images: lanczos, area or box (default: OpenCV "
+             "INTER_AREA when shrinking, PIL LANCZOS otherwise)"},
+    {.name = "write_images", .type = SD_OPT_STRING, .dest = &a.write_images, .metavar = "DIR",
+     .group = "Images",
+     .help = "resize and crop every image into its bucket and write it under DIR (the source "
+             "path mirrored); 'image' then names the new file, 'source_image' the original"},
+    {.name = "image_format", .type = SD_OPT_ENUM, .dest = &a.image_format, .def = "png",
+     .choices = "png|jpeg", .group = "Images", .help = "format of --write-images files"},
+    {.name = "jpeg_quality", .type = SD_OPT_INT, .dest = &a.jpeg_quality, .def = "95",
+     SD_OPT_RANGE(1, 100), .group = "Images", .help = "JPEG quality for --image_format jpeg"},
+    {.name = "stats", .type = SD_OPT_STRING, .dest = &a.stats, .metavar = "FILE",
+     .group = "Output", .help = "write the bucket table and mean AR error as JSON"},
+    {.name = "reprobe", .type = SD_OPT_FLAG, .dest = &a.reprobe, .def = "false", .group = "Input",
+     .help = "read each image's size from its header even when the record has 'image_size'"},
+    SD_OPT_THREADS(&a.threads),
+    SD_OPT_END};
+
+/* ---- per-record work ------------------------------------------------------------------------- */
+
+typedef struct item {
+    jv rec;
+    long line;
+    char *image;       /* source path */
+    int have_size;     /* image_size known before the probe */
+    int w, h;
+    int set;           /* index into the bucket-set cache, -1 = none */
+    int filter;        /* -1 = the reference's automatic choice */
+    int alpha;         /* keep alpha (record alpha_mask) */
+    int repeats;
+    sd_bucket_plan plan;
+    char *out;         /* --write-images path */
+    int write;         /* this item writes `out` (not a duplicate of an earlier one) */
+    int dup_of;        /* index in the batch of the item that writes the same file, or -1 */
+    char *err;         /* per-record error message */
+} item;
+
+static void item_fail(item *it, const char *msg)
+{
+    if (!it->err) it->err = strdup(msg && *msg ? msg : "error");
+}
+
+/* Bucket-set cache: one per distinct configuration seen. */
+typedef struct { sd_bucket_cfg cfg; sd_bucket_set set; int ok; char *err; } set_entry;
+static set_entry *sets;
+static int nsets, capsets;
+
+static int cfg_equal(const sd_bucket_cfg *x, const sd_bucket_cfg *y)
+{
+    if (x->res_w != y->res_w || x->res_h != y->res_h || x->enable_bucket != y->enable_bucket) return 0;
+    if (!x->enable_bucket) return 1;
+    return x->min_reso == y->min_reso && x->max_reso == y->max_reso && x->steps == y->steps &&
+           x->no_upscale == y->no_upscale;
+}
+
+static int get_set(const sd_bucket_cfg *c)
+{
+    for (int i = 0; i < nsets; i++)
+        if (cfg_equal(&sets[i].cfg, c)) return i;
+    if (nsets == capsets) {
+        int nc = capsets ? capsets * 2 : 8;
+        set_entry *ns = realloc(sets, (size_t)nc * sizeof *ns);
+        if (!ns) return -1;
+        sets = ns;
+        capsets = nc;
+    }
+    set_entry *e = &sets[nsets];
+    memset(e, 0, sizeof *e);
+    e->cfg = *c;
+    if (sd_bucket_set_init(&e->set, c) == SD_OK) {
+        e->ok = 1;
+        const sd_bucket_set *s = &e->set;
+        char what[64];
+        if (s->mode == SD_BUCKET_MODE_C)
+            snprintf(what, sizeof what, "bucketing off");
+        else
+            snprintf(what, sizeof what, "%s, steps %d", s->mode == SD_BUCKET_MODE_B ? "no upscale" : "buckets",
+                     c->steps);
+        sd_debug("configuration %d: resolution %dx%d, %s", nsets, c->res_w, c->res_h, what);
+        if (s->mode != SD_BUCKET_MODE_C) {
+            if (s->min_adjusted)
+                sd_warn("min_bucket_reso is adjusted to be multiple of bucket_reso_steps: %d -> %d",
+                        c->min_reso, s->min_reso);
+            if (s->max_adjusted)
+                sd_warn("max_bucket_reso is adjusted to be multiple of bucket_reso_steps: %d -> %d",
+                        c->max_reso, s->max_reso);
+            if (c->steps % 32)
+                sd_warn("bucket_reso_steps %d is not a multiple of 32 (SDXL trainers need 32, SD1/2 "
+                        "trainers 64)%s",
+                        c->steps, c->steps % 8 ? "; bucket sides are not multiples of 8, so latents "
+                                                 "would not match the bucket" : "");
+            if (s->mode == SD_BUCKET_MODE_B && (c->min_reso != 256 || c->max_reso != 1024))
+                sd_warn("min_bucket_reso and max_bucket_reso are ignored if bucket_no_upscale is set, "
+                        "because bucket reso is defined by image size automatically");
+        }
+    } else {
+        e->err = strdup(sd_errmsg());
+    }
+    return nsets++;
+}
+
+/* ---- record fields --------------------------------------------------------------------------- */
+
+/* A record's resolution: a number (square) or [w, h]; 1 when present, 0 when absent/null. */
+static int get_resolution(jv rec, int *w, int *h)
+{
+    jv v = jv_object_get(jv_copy(rec), jv_string("resolution"));
+    jv_kind k = jv_get_kind(v);
+    int rc;
+    if (k == JV_KIND_NULL || k == JV_KIND_INVALID) {
+        rc = 0;
+    } else if (k == JV_KIND_NUMBER) {
+        double d = jv_number_value(v);
+        if (d != floor(d) || d < 1 || d > 65536)
+            rc = sd_err(SD_EFORMAT, "key 'resolution': expected an integer 1..65536 or [w,h], got %g", d);
+        else {
+            *w = *h = (int)d;
+            rc = 1;
+        }
+    } else if (k == JV_KIND_ARRAY) {
+        int wh[2];
+        rc = sd_jsonl_get_ints(rec, "resolution", wh, 2);
+        if (rc == 1 && (wh[0] < 1 || wh[1] < 1 || wh[0] > 65536 || wh[1] > 65536))
+            rc = sd_err(SD_EFORMAT, "key 'resolution': sides must be 1..65536, got [%d,%d]", wh[0], wh[1]);
+        if (rc == 1) {
+            *w = wh[0];
+            *h = wh[1];
+        }
+    } else {
+        rc = sd_err(SD_EFORMAT, "key 'resolution': expected an integer or [w,h], got %s", sd_jv_kind_name(v));
+    }
+    jv_free(v);
+    return rc;
+}
+
+static int get_int_range(jv rec, const char *key, int lo, int hi, int *out)
+{
+    long long v;
+    int rc = sd_jsonl_get_int(rec, key, &v);
+    if (rc == 1 && (v < lo || v > hi)) return sd_err(SD_EFORMAT, "key '%s': %lld is out of range [%d, %d]", key, v, lo, hi);
+    if (rc == 1) *out = (int)v;
+    return rc;
+}
+
+/* "a/b/../c.png" under DIR with the new extension: leading '/', '.' and empty components are
+ * dropped, '..' becomes '__', so every source maps below DIR. */
+static char *mirror_path(const char *dir, const char *src, const char *ext)
+{
+    size_t n = strlen(dir) + strlen(src) * 2 + strlen(ext) + 8;
+    char *o = malloc(n);
+    if (!o) return NULL;
+    size_t k = (size_t)snprintf(o, n, "%s", dir);
+    while (k > 1 && o[k - 1] == '/') o[--k] = 0;
+    const char *p = src;
+    const char *last_slash_in_out = NULL;
+    while (*p) {
+        while (*p == '/') p++;
+        const char *e = strchr(p, '/');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == 0) break;
+        if (!(len == 1 && p[0] == '.')) {
+            o[k++] = '/';
+            last_slash_in_out = o + k - 1;
+            if (len == 2 && p[0] == '.' && p[1] == '.') {
+                memcpy(o + k, "__", 2);
+                k += 2;
+            } else {
+                memcpy(o + k, p, len);
+                k += len;
+            }
+        }
+        p += len;
+    }
+    o[k] = 0;
+    if (!last_slash_in_out) { /* nothing left of the name */
+        free(o);
+        return NULL;
+    }
+    char *dot = strrchr(o, '.');
+    if (dot && dot > last_slash_in_out + 1) *dot = 0;
+    strcat(o, ext);
+    return o;
+}
+
+static int same_file(const char *x, const char *y)
+{
+    struct stat s1, s2;
+    return stat(x, &s1) == 0 && stat(y, &s2) == 0 && s1.st_dev == s2.st_dev && s1.st_ino == s2.st_ino;
+}
+
+/* ---- the batch ------------------------------------------------------------------------------- */
+
+typedef struct { int w, h; long long count; long images; } bucket_count;
+
+static struct {
+    bucket_count *b;
+    int n, cap;
+    double *ar;      /* |ar_error| per image, in input order */
+    size_t nar, capar;
+    long done, skipped;
+} st;
+
+static void stats_add(const sd_bucket_plan *p, int repeats)
+{
+    int i;
+    for (i = 0; i < st.n; i++)
+        if (st.b[i].w == p->bucket_w && st.b[i].h == p->bucket_h) break;
+    if (i == st.n) {
+        if (st.n == st.cap) {
+            st.cap = st.cap ? st.cap * 2 : 32;
+            st.b = realloc(st.b, (size_t)st.cap * sizeof *st.b);
+            if (!st.b) {
+                sd_error("out of memory");
+                exit(1);
+            }
+        }
+        st.b[st.n++] = (bucket_count){p->bucket_w, p->bucket_h, 0, 0};
+    }
+    st.b[i].count += repeats;
+    st.b[i].images++;
+    if (st.nar == st.capar) {
+        st.capar = st.capar ? st.capar * 2 : 1024;
+        st.ar = realloc(st.ar, st.capar * sizeof *st.ar);
+        if (!st.ar) {
+            sd_error("out of memory");
+            exit(1);
+        }
+    }
+    st.ar[st.nar++] = fabs(p->ar_error);
+}
+
+static int cmp_bucket(const void *x, const void *y)
+{
+    const bucket_count *a1 = x, *b1 = y;
+    if (a1->w != b1->w) return a1->w < b1->w ? -1 : 1;
+    return (a1->h > b1->h) - (a1->h < b1->h);
+}
+
+/* Shortest decimal that reads back to the same double (Python's repr for these values). */
+static void fmt_double(double v, char *buf, size_t n)
+{
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, n, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v) break;
+    }
+    if (!strchr(buf, '.') && !strchr(buf, 'e') && !strchr(buf, 'n') && !strchr(buf, 'i'))
+        strncat(buf, ".0", n - strlen(buf) - 1);
+}
+
+static jv ints2(int64_t x, int64_t y) { return JV_ARRAY(jv_number((double)x), jv_number((double)y)); }
+
+/* Work done on worker threads: only plain memory, no jv. */
+static void probe_one(item *it)
+{
+    int fmt;
+    if (sd_image_probe(it->image, &it->w, &it->h, &fmt) < 0) item_fail(it, sd_errmsg());
+}
+
+static void write_one(item *it)
+{
+    sd_image im = {0}, out = {0};
+    if (same_file(it->image, it->out)) {
+        char m[4200];
+        snprintf(m, sizeof m, "%s: --write-images would overwrite the source image", it->out);
+        item_fail(it, m);
+        return;
+    }
+    if (sd_image_load(it->image, it->alpha ? SD_ALPHA_KEEP : SD_ALPHA_DROP, &im, NULL) < 0) {
+        item_fail(it, sd_errmsg());
+        return;
+    }
+    if (im.w != it->plan.image_w || im.h != it->plan.image_h) {
+        char m[4200];
+        snprintf(m, sizeof m, "%s: the image is %dx%d but the record's image_size is [%d,%d] (use --reprobe)",
+                 it->image, im.w, im.h, it->plan.image_w, it->plan.image_h);
+        item_fail(it, m);
+        sd_image_free(&im);
+        return;
+    }
+    int rc = sd_bucket_apply(&im, &it->plan, it->filter, 0, &out);
+    sd_image_free(&im);
+    if (rc < 0) {
+        sd_err_prefix(rc, "%s", it->image);
+        item_fail(it, sd_errmsg());
+        return;
+    }
+    char *slash = strrchr(it->out, '/');
+    if (slash && slash != it->out) {
+        *slash = 0;
+        rc = sd_mkdirs(it->out);
+        *slash = '/';
+    }
+    if (rc >= 0) {
+        size_t L = strlen(it->out);
+        if (L > 4 && !strcmp(it->out + L - 4, ".jpg"))
+            rc = sd_image_write_jpeg(it->out, &out, a.jpeg_quality);
+        else
+            rc = sd_image_write_png(it->out, &out);
+    }
+    if (rc < 0) item_fail(it, sd_errmsg());
+    sd_image_free(&out);
+}
+
+static int global_filter = -1;
+static jv written; /* --write-images: output path -> "source|plan" of the record that wrote it */
+
+/* Main thread: fields, configuration and (after the probe) the plan of one record. */
+static void prepare(item *it)
+{
+    jv rec = it->rec;
+    const char *img;
+    int rc = sd_jsonl_get_str(rec, "image", &img);
+    if (rc == 0) {
+        item_fail(it, "key 'image': missing");
+        return;
+    }
+    if (rc < 0 || !(it->image = strdup(img))) {
+        item_fail(it, sd_errmsg());
+        return;
+    }
+    if (!*it->image) {
+        item_fail(it, "key 'image': empty path");
+        return;
+    }
+    int sz[2];
+    if (!a.reprobe) {
+        rc = sd_jsonl_get_size2(rec, "image_size", sz);
+        if (rc < 0) {
+            item_fail(it, sd_errmsg());
+            return;
+        }
+        if (rc == 1) {
+            it->have_size = 1;
+            it->w = sz[0];
+            it->h = sz[1];
+        }
+    }
+    sd_bucket_cfg c = {0};
+    int have_res = 0;
+    if (a.resolution.n) {
+        c.res_w = (int)a.resolution.i[0];
+        c.res_h = (int)a.resolution.i[a.resolution.n > 1 ? 1 : 0];
+        have_res = 1;
+    }
+    c.enable_bucket = a.enable_bucket && !a.no_bucket;
+    c.min_reso = a.min_reso;
+    c.max_reso = a.max_reso;
+    c.steps = a.steps;
+    c.no_upscale = a.no_upscale;
+    int b;
+    if ((rc = get_resolution(rec, &c.res_w, &c.res_h)) < 0) goto bad;
+    if (rc == 1) have_res = 1;
+    if ((rc = sd_jsonl_get_bool(rec, "enable_bucket", &b)) < 0) goto bad;
+    if (rc == 1) c.enable_bucket = b;
+    if ((rc = sd_jsonl_get_bool(rec, "bucket_no_upscale", &b)) < 0) goto bad;
+    if (rc == 1) c.no_upscale = b;
+    if ((rc = get_int_range(rec, "min_bucket_reso", 0, 1 << 16, &c.min_reso)) < 0) goto bad;
+    if ((rc = get_int_range(rec, "max_bucket_reso", 1, 1 << 16, &c.max_reso)) < 0) goto bad;
+    if ((rc = get_int_range(rec, "bucket_reso_steps", 1, 4096, &c.steps)) < 0) goto bad;
+    it->repeats = 1;
+    if ((rc = get_int_range(rec, "num_repeats", 0, 1 << 30, &it->repeats)) < 0) goto bad;
+    if ((rc = sd_jsonl_get_bool(rec, "alpha_mask", &b)) < 0) goto bad;
+    if (rc == 1) it->alpha = b;
+    it->filter = global_filter;
+    if (!a.interpolation) {
+        const char *in;
+        if ((rc = sd_jsonl_get_str(rec, "resize_interpolation", &in)) < 0) goto bad;
+        if (rc == 1 && a.write_images && sd_bucket_interp_from_name(in, &it->filter) < 0) {
+            sd_err_prefix(SD_EINVAL, "key 'resize_interpolation'");
+            goto bad;
+        }
+    }
+    if (!have_res) {
+        item_fail(it, "no resolution: give --resolution or a 'resolution' key");
+        return;
+    }
+    it->set = get_set(&c);
+    if (it->set < 0) {
+        item_fail(it, "out of memory");
+        return;
+    }
+    if (!sets[it->set].ok) item_fail(it, sets[it->set].err);
+    return;
+bad:
+    item_fail(it, sd_errmsg());
+}
+
+static void plan(item *it, int idx, item *batch)
+{
+    if (sd_bucket_select(&sets[it->set].set, it->w, it->h, &it->plan) < 0) {
+        sd_err_prefix(SD_EINVAL, "%s", it->image);
+        item_fail(it, sd_errmsg());
+        return;
+    }
+    if (!a.write_images) return;
+    const char *ext = a.image_format == 1 && !it->alpha ? ".jpg" : ".png";
+    it->out = mirror_path(a.write_images, it->image, ext);
+    if (!it->out) {
+        item_fail(it, "cannot make an output name from the image path");
+        return;
+    }
+    char sig[4400];
+    snprintf(sig, sizeof sig, "%s|%d|%d|%lld|%lld|%d|%d", it->image, it->plan.bucket_w, it->plan.bucket_h,
+             (long long)it->plan.resized_w, (long long)it->plan.resized_h, it->filter, it->alpha);
+    jv prev = jv_object_get(jv_copy(written), jv_string(it->out));
+    if (jv_get_kind(prev) == JV_KIND_ARRAY) {
+        jv ps = jv_array_get(jv_copy(prev), 0);
+        int same = !strcmp(jv_string_value(ps), sig);
+        long pl = (long)jv_number_value(jv_array_get(jv_copy(prev), 1));
+        jv_free(ps);
+        if (!same) {
+            char m[4400];
+            snprintf(m, sizeof m, "%s: output file already written for line %ld with a different "
+                     "source or bucket", it->out, pl);
+            item_fail(it, m);
+        } else {
+            /* written earlier; in this batch? then wait for that item's result */
+            for (int j = 0; j < idx; j++)
+                if (batch[j].write && !strcmp(batch[j].out, it->out)) it->dup_of = j;
+        }
+    } else {
+        written = jv_object_set(written, jv_string(it->out), JV_ARRAY(jv_string(sig), jv_number(it->line)));
+        it->write = 1;
+    }
+    jv_free(prev);
+}
+
+/* ---- main ------------------------------------------------------------------------------------ */
+
+int main(int argc, char **argv)
+{
+    sd_log_init("sd-bucket");
+    sd_opts o;
+    if (sd_opts_init(&o, "sd-bucket", table) < 0) return sd_fatal(1);
+    o.flags = SD_OPTS_CONFIG;
+    o.usage = "[OPTIONS] [RECORDS.jsonl ...]";
+    o.description =
+        "Reads records (JSON lines; stdin when no file is named), finds each image's size from its "
+        "header and adds image_size, bucket, resized, crop_ltrb and ar_error as kohya-ss/sd-scripts "
+        "computes them. With --write-images also resizes and crops each image into its bucket.";
+    o.epilog = "Exit status: 0 all records done, 1 fatal error, 2 usage error, 3 some records skipped.\n"
+               "See sd-bucket(1).";
+    int ex = sd_cmdline_main(&o, argc, argv);
+    if (ex >= 0) {
+        sd_opts_free(&o);
+        return ex;
+    }
+    if (a.interpolation && sd_bucket_interp_from_name(a.interpolation, &global_filter) < 0) {
+        fprintf(stderr, "sd-bucket: option '--interpolation': %s\nTry 'sd-bucket --help'.\n", sd_errmsg());
+        sd_opts_free(&o);
+        return 2;
+    }
+    if (sd_threads_init(a.threads) < 0) {
+        sd_opts_free(&o);
+        return sd_fatal(1);
+    }
+    int nthreads = sd_threads_get();
+    int B = nthreads * 16;
+    if (B > 1024) B = 1024;
+    written = jv_object();
+    item *batch = calloc((size_t)B, sizeof *batch);
+    if (!batch) return sd_fatal(1);
+
+    int nfiles = o.npos ? o.npos : 1;
+    int fatal = 0;
+    sd_progress prog;
+    sd_progress_begin(&prog, a.write_images ? "resizing" : "bucketing", 0);
+    for (int fi = 0; fi < nfiles && !fatal; fi++) {
+        const char *name = o.npos ? o.pos[fi] : "-";
+        int is_stdin = !strcmp(name, "-");
+        FILE *fp = is_stdin ? stdin : fopen(name, "rb");
+        if (!fp) {
+            sd_error("%s: %s", name, strerror(errno));
+            fatal = 1;
+            break;
+        }
+        const char *src = is_stdin ? "stdin" : name;
+        sd_jsonl_reader *r = sd_jsonl_open(fp, src);
+        if (!r) {
+            fatal = 1;
+            sd_fatal(1);
+            break;
+        }
+        int eof = 0;
+        while (!eof && !fatal) {
+            int n = 0;
+            while (n < B) {
+                jv rec;
+                long line;
+                int rc = sd_jsonl_next(r, &rec, &line);
+                if (rc == 0) {
+                    eof = 1;
+                    break;
+                }
+                if (rc == SD_EFORMAT || rc == SD_ERANGE) {
+                    /* the message is "NAME:LINE: problem"; reported in order with the others */
+                    const char *m = sd_errmsg();
+                    char pre[64];
+                    snprintf(pre, sizeof pre, ":%ld: ", line);
+                    const char *q = strstr(m, pre);
+                    item *it = &batch[n++];
+                    memset(it, 0, sizeof *it);
+                    it->rec = jv_null();
+                    it->line = line;
+                    it->set = -1;
+                    it->dup_of = -1;
+                    item_fail(it, q ? q + strlen(pre) : m);
+                    continue;
+                }
+                if (rc < 0) {
+                    sd_error("%s", sd_errmsg());
+                    fatal = 1;
+                    break;
+                }
+                item *it = &batch[n++];
+                memset(it, 0, sizeof *it);
+                it->rec = rec;
+                it->line = line;
+                it->set = -1;
+                it->dup_of = -1;
+                prepare(it);
+            }
+            /* 1: probe sizes in parallel */
+#pragma omp parallel for schedule(dynamic, 4)
+            for (int i = 0; i < n; i++)
+                if (!batch[i].err && !batch[i].have_size) probe_one(&batch[i]);
+            /* 2: plans, output names (main thread: jv) */
+            for (int i = 0; i < n; i++)
+                if (!batch[i].err) plan(&batch[i], i, batch);
+            /* 3: decode, resize, crop, write in parallel */
+            if (a.write_images) {
+                int prev = sd_threads_blas_serial_begin();
+#pragma omp parallel for schedule(dynamic, 1)
+                for (int i = 0; i < n; i++)
+                    if (!batch[i].err && batch[i].write) write_one(&batch[i]);
+                sd_threads_blas_serial_end(prev);
+            }
+            /* 4: records out, in order */
+            for (int i = 0; i < n; i++) {
+                item *it = &batch[i];
+                if (!it->err && it->dup_of >= 0 && batch[it->dup_of].err) {
+                    char m[256];
+                    snprintf(m, sizeof m, "the same output file failed for line %ld", batch[it->dup_of].line);
+                    item_fail(it, m);
+                }
+                if (it->err) {
+                    if (it->write && it->out) written = jv_object_delete(written, jv_string(it->out));
+                    sd_record_error(src, it->line, "%s", it->err);
+                    st.skipped++;
+                    jv_free(it->rec);
+                } else if (!fatal) {
+                    const sd_bucket_plan *p = &it->plan;
+                    jv rec = it->rec;
+                    rec = jv_object_set(rec, jv_string("image_size"), ints2(p->image_w, p->image_h));
+                    rec = jv_object_set(rec, jv_string("bucket"), ints2(p->bucket_w, p->bucket_h));
+                    rec = jv_object_set(rec, jv_string("resized"), ints2(p->resized_w, p->resized_h));
+                    rec = jv_object_set(rec, jv_string("crop_ltrb"),
+                                        JV_ARRAY(jv_number(p->crop_ltrb[0]), jv_number(p->crop_ltrb[1]),
+                                                 jv_number(p->crop_ltrb[2]), jv_number(p->crop_ltrb[3])));
+                    rec = jv_object_set(rec, jv_string("ar_error"), jv_number(p->ar_error));
+                    if (a.write_images) {
+                        jv s = jv_object_get(jv_copy(rec), jv_string("source_image"));
+                        int has = jv_get_kind(s) == JV_KIND_STRING;
+                        jv_free(s);
+                        if (!has) rec = jv_object_set(rec, jv_string("source_image"), jv_string(it->image));
+                        rec = jv_object_set(rec, jv_string("image"), jv_string(it->out));
+                    }
+                    stats_add(p, it->repeats);
+                    st.done++;
+                    if (sd_jsonl_write(stdout, rec) < 0) {
+                        sd_error("stdout: %s", sd_errmsg());
+                        fatal = 1;
+                    }
+                } else {
+                    jv_free(it->rec);
+                }
+                free(it->image);
+                free(it->out);
+                free(it->err);
+            }
+            sd_progress_update(&prog, n);
+        }
+        sd_jsonl_close(r);
+        if (!is_stdin) fclose(fp);
+    }
+    sd_progress_end(&prog);
+
+    /* summary, as the reference logs it */
+    qsort(st.b, (size_t)st.n, sizeof *st.b, cmp_bucket);
+    double mean = sd_bucket_mean(st.ar, st.nar);
+    char mbuf[64];
+    fmt_double(mean, mbuf, sizeof mbuf);
+    sd_info("%ld records done, %ld skipped", st.done, st.skipped);
+    if (st.n) {
+        sd_info("number of images (including repeats)");
+        for (int i = 0; i < st.n; i++)
+            sd_info("bucket %d: resolution (%d, %d), count: %lld", i, st.b[i].w, st.b[i].h, st.b[i].count);
+        sd_info("mean ar error (without repeats): %s", mbuf);
+    }
+    if (a.stats && !fatal) {
+        jv bk = jv_object();
+        long long total = 0;
+        for (int i = 0; i < st.n; i++) {
+            char key[16];
+            snprintf(key, sizeof key, "%d", i);
+            bk = jv_object_set(bk, jv_string(key),
+                               JV_OBJECT(jv_string("resolution"), ints2(st.b[i].w, st.b[i].h),
+                                         jv_string("count"), jv_number((double)st.b[i].count),
+                                         jv_string("images"), jv_number((double)st.b[i].images)));
+            total += st.b[i].count;
+        }
+        jv sj = JV_OBJECT(jv_string("buckets"), bk, jv_string("mean_img_ar_error"), jv_number(mean),
+                          jv_string("images"), jv_number((double)st.done),
+                          jv_string("images_with_repeats"), jv_number((double)total),
+                          jv_string("skipped"), jv_number((double)st.skipped));
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *mf = open_memstream(&buf, &len);
+        int rc = mf ? sd_jsonl_write(mf, sj) : sd_err(SD_ENOMEM, "out of memory");
+        if (mf) fclose(mf);
+        if (rc >= 0) rc = sd_write_file_atomic(a.stats, buf, len);
+        free(buf);
+        if (rc < 0) {
+            sd_error("%s", sd_errmsg());
+            fatal = 1;
+        }
+    }
+    jv_free(written);
+    for (int i = 0; i < nsets; i++) {
+        sd_bucket_set_free(&sets[i].set);
+        free(sets[i].err);
+    }
+    free(sets);
+    free(st.b);
+    free(st.ar);
+    free(batch);
+    sd_opts_free(&o);
+    if (fatal) return 1;
+    return st.skipped ? 3 : 0;
+}
