@@ -336,8 +336,30 @@ static void test_apply(void)
     sd_bucket_set_free(&s);
 }
 
-int main(void)
+/* Helper for tests/cli/bucket*.sh: `test_bucket --mkimg OUT W H [C]` writes a patterned PNG (or
+ * JPEG when OUT ends in .jpg) of W×H with C channels (default 3). */
+static int mkimg(int argc, char **argv)
 {
+    if (argc < 5) return 2;
+    int w = atoi(argv[3]), h = atoi(argv[4]), c = argc > 5 ? atoi(argv[5]) : 3;
+    sd_image im;
+    if (sd_image_alloc(&im, w, h, c) < 0) return 1;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+            for (int k = 0; k < c; k++)
+                im.px[((size_t)y * w + x) * c + k] =
+                    (uint8_t)(k == 3 ? 128 + (x * 7 + y) % 128 : (x * (k + 1) * 3 + y * (3 - k) * 5 + ((x ^ y) & 31)));
+    size_t n = strlen(argv[2]);
+    int rc = n > 4 && !strcmp(argv[2] + n - 4, ".jpg") ? sd_image_write_jpeg(argv[2], &im, 90)
+                                                       : sd_image_write_png(argv[2], &im);
+    sd_image_free(&im);
+    if (rc < 0) fprintf(stderr, "%s\n", sd_errmsg());
+    return rc < 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && !strcmp(argv[1], "--mkimg")) return mkimg(argc, argv);
     T_RUN(test_golden);
     T_RUN(test_worked_examples);
     T_RUN(test_config_errors);
