@@ -252,6 +252,37 @@ sd_nn_plan sd_layernorm_plan(const sd_layernorm *n, int ndim, const int64_t *x_s
     return p;
 }
 
+/* ---- embedding ------------------------------------------------------------------------------ */
+
+int sd_embedding_init(sd_embedding *e, sd_params *r, const char *prefix, const char *name, int64_t vocab,
+                      int64_t dim)
+{
+    memset(e, 0, sizeof *e);
+    if (vocab < 1 || dim < 1) return sd_err(SD_EINVAL, "embedding '%s': bad size", prefix);
+    e->vocab = vocab;
+    e->dim = dim;
+    const int64_t shape[2] = { vocab, dim };
+    if (name && *name) return sd_params_add(r, prefix, name, 2, shape, SD_PARAM_TRAINABLE, &e->w);
+    return sd_params_add(r, NULL, prefix, 2, shape, SD_PARAM_TRAINABLE, &e->w);
+}
+
+int sd_embedding_forward(sd_ctx *ctx, sd_embedding *e, sd_arena *save, sd_tensor *y, const sd_tensor *ids)
+{
+    int rc = sd_op_embedding(ctx, y, &e->w->value, ids);
+    if (rc) return sd_err_prefix(rc, "%s", e->w->key);
+    if (save) e->ids = *ids;
+    else e->ids.data = NULL;
+    return SD_OK;
+}
+
+int sd_embedding_backward(sd_ctx *ctx, sd_embedding *e, const sd_tensor *dy)
+{
+    if (!e->ids.data) return sd_err(SD_ESTATE, "%s: backward without a training forward", e->w->key);
+    if (!e->w->grad.data) return SD_OK;
+    int rc = sd_op_embedding_bwd(ctx, &e->w->grad, dy, &e->ids);
+    return rc ? sd_err_prefix(rc, "%s", e->w->key) : SD_OK;
+}
+
 /* ---- downsample / upsample ------------------------------------------------------------------ */
 
 int sd_downsample_init(sd_downsample *d, sd_params *r, const char *prefix, int64_t cin, int64_t cout)

@@ -234,6 +234,22 @@ int sd_spatial_transformer_backward(sd_ctx *ctx, sd_spatial_transformer *s, sd_t
 sd_nn_plan sd_spatial_transformer_plan(const sd_spatial_transformer *s, const int64_t *x_shape,
                                        const int64_t *context_shape);
 
+/* ---- embedding table: y [..., D] = weight[ids[...]] (token / position embeddings) ------------ */
+
+typedef struct sd_embedding {
+    sd_param *w;                  /* [V, D] */
+    int64_t vocab, dim;
+    sd_tensor ids;                /* saved: ids reference (i32) */
+} sd_embedding;
+
+/* name: the parameter's own name ("weight" for nn.Embedding; "" to register `prefix` itself,
+ * e.g. OpenCLIP's positional_embedding). */
+int sd_embedding_init(sd_embedding *e, sd_params *r, const char *prefix, const char *name, int64_t vocab,
+                      int64_t dim);
+int sd_embedding_forward(sd_ctx *ctx, sd_embedding *e, sd_arena *save, sd_tensor *y, const sd_tensor *ids);
+/* weight.grad += scatter of dy (nothing to do when frozen). */
+int sd_embedding_backward(sd_ctx *ctx, sd_embedding *e, const sd_tensor *dy);
+
 /* ---- down/upsample -------------------------------------------------------------------------
  * Downsample: conv 3×3 stride 2 padding 1 ("op"; ldm use_conv=True, the only SD variant).
  * Upsample: nearest 2× then conv 3×3 padding 1 ("conv"). */

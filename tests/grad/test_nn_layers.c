@@ -60,7 +60,7 @@ static void alloc_params(sd_params *r)
 
 /* ---- the unit under test -------------------------------------------------------------------- */
 
-enum { K_LINEAR, K_CONV, K_GN, K_LN, K_ATTN, K_FF, K_RES, K_TBLOCK, K_ST, K_DOWN, K_UP };
+enum { K_LINEAR, K_CONV, K_GN, K_LN, K_ATTN, K_FF, K_RES, K_TBLOCK, K_ST, K_DOWN, K_UP, K_EMB };
 
 typedef struct unit {
     int kind;
@@ -88,6 +88,7 @@ static int u_forward(unit *u, sd_arena *save)
     case K_ST: return sd_spatial_transformer_forward(&g_ctx, u->layer, save, &u->out, x, c);
     case K_DOWN: return sd_downsample_forward(&g_ctx, u->layer, save, &u->out, x);
     case K_UP: return sd_upsample_forward(&g_ctx, u->layer, save, &u->out, x);
+    case K_EMB: return sd_embedding_forward(&g_ctx, u->layer, save, &u->out, x);
     }
     return SD_EINVAL;
 }
@@ -107,6 +108,7 @@ static int u_backward(unit *u, const sd_tensor *dy)
     case K_ST: return sd_spatial_transformer_backward(&g_ctx, u->layer, dx, dc, dy);
     case K_DOWN: return sd_downsample_backward(&g_ctx, u->layer, dx, dy);
     case K_UP: return sd_upsample_backward(&g_ctx, u->layer, dx, dy);
+    case K_EMB: return sd_embedding_backward(&g_ctx, u->layer, dy);
     }
     return SD_EINVAL;
 }
@@ -162,6 +164,7 @@ static int gradcheck(unit *u, double tol, double corrupt)
             for (int64_t j = 0; j < sd_tensor_numel(&p->grad); j++) g[j] = 0.25;
         }
     for (int i = 0; i < u->nin; i++) {
+        if (!u->need_din[i]) continue;
         double *g = D(&u->din[i]);
         for (int64_t j = 0; j < sd_tensor_numel(&u->din[i]); j++) g[j] = 0.25;
     }
@@ -476,6 +479,24 @@ static void test_sampling(void)
     }
 }
 
+static void test_embedding(void)
+{
+    sd_params r;
+    sd_params_init(&r);
+    sd_embedding e;
+    T_CHECK(sd_embedding_init(&e, &r, "token_embedding", "weight", 7, 5) == SD_OK);
+    T_EQ_STR(e.w->key, "token_embedding.weight");
+    alloc_params(&r);
+    unit u = { .kind = K_EMB, .layer = &e, .regs = { &r }, .nregs = 1, .nin = 1 };
+    T_CHECK(sd_arena_tensor(&g_data, &u.in[0], SD_I32, 2, (int64_t[]){ 2, 4 }) == SD_OK);
+    int32_t ids[8] = { 0, 3, 3, 6, 1, 6, 2, 3 };   /* repeated ids accumulate */
+    memcpy(u.in[0].data, ids, sizeof ids);
+    u.out = tt(3, (int64_t[]){ 2, 4, 5 });
+    u.plan.saved = 0;
+    run_unit(&u);
+    reset_all(&r, NULL);
+}
+
 int main(void)
 {
     if (sd_ctx_init(&g_ctx, SD_DEV_CPU, 1, (size_t)64 << 20) || sd_arena_init(&g_act, SD_DEV_CPU, (size_t)16 << 20) ||
@@ -496,6 +517,7 @@ int main(void)
     T_RUN(test_transformer_block);
     T_RUN(test_spatial_transformer);
     T_RUN(test_sampling);
+    T_RUN(test_embedding);
     printf("# max relative error %.3g (tolerance %.0e)\n", g_maxerr, TOL);
     sd_arena_free(&g_act);
     sd_arena_free(&g_data);
