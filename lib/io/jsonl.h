@@ -12,10 +12,12 @@
  * numbers that overflow a double, lines longer than the bound (256 MiB by default).
  *
  * Numbers: libjq 1.6 keeps every number as a double. 1.0 is written back as 1, integers beyond
- * 2^53 lose precision (12345678901234567890 comes back as 12345678901234567000), every double
- * round-trips exactly (shortest form that reads back to the same bits; -0 stays -0).
+ * 2^53 lose precision (12345678901234567890 comes back as 1.2345678901234567e+19), every double
+ * round-trips exactly (integers below 1e17 as integers, others with the fewest of 15, 16 or 17
+ * significant digits that read back to the same bits; -0 stays -0). Output does not depend on
+ * the locale.
  *
- * Writing keeps the insertion order of keys (jv objects iterate in insertion order; replacing a
+ * Writing (our own serialiser; ~2x faster than jv_dump_string) keeps the insertion order of keys (jv objects iterate in insertion order; replacing a
  * key's value keeps its position, a new key goes last) and every key, so records pass through
  * a tool with unknown keys untouched.
  *
@@ -57,6 +59,9 @@ int sd_jsonl_parse_line(const char *s, size_t n, jv *out);
 /* Parse any JSON value (same strict grammar, no object requirement). */
 int sd_json_parse(const char *s, size_t n, jv *out);
 
+/* Compact JSON text of any value (consumed) into a malloc'd NUL-terminated buffer (*n excludes
+ * the NUL). Same form as sd_jsonl_write. */
+int sd_json_dump(jv v, char **out, size_t *n);
 /* Write `rec` (consumed; must be an object) as one compact line + '\n' and flush. Returns SD_OK,
  * SD_EINVAL for a non-object, or SD_EIO ("write error: Broken pipe", ...) when the write or
  * flush fails. */

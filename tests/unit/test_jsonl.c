@@ -6,15 +6,16 @@
 
 #include <errno.h>
 #include <float.h>
+#include <locale.h>
 #include <signal.h>
 #include <stdint.h>
 #include <unistd.h>
 
-static char *dump(jv v) /* borrowed v; malloc'd compact text */
+static char *dump(jv v) /* borrowed v; malloc'd compact text from our serialiser */
 {
-    jv s = jv_dump_string(jv_copy(v), 0);
-    char *r = strdup(jv_string_value(s));
-    jv_free(s);
+    char *r = NULL;
+    size_t n;
+    if (sd_json_dump(jv_copy(v), &r, &n) != SD_OK) return NULL;
     return r;
 }
 
@@ -43,7 +44,10 @@ static void test_parse_valid(void)
         {"{\"nul\":\"a\\u0000b\"}", "{\"nul\":\"a\\u0000b\"}"},
         {"{\"dup\":1,\"x\":2,\"dup\":3}", "{\"dup\":3,\"x\":2}"},
         {"{\"n\":0,\"m\":-0,\"f\":1.0,\"g\":1E+2,\"h\":1e-2}", "{\"n\":0,\"m\":-0,\"f\":1,\"g\":100,\"h\":0.01}"},
-        {"{\"big\":12345678901234567890}", "{\"big\":12345678901234567000}"},
+        {"{\"big\":12345678901234567890}", "{\"big\":1.2345678901234567e+19}"},
+        {"{\"i\":[99999999999999999,100000000000000000,-7,1e16,2.5e-3,1e21,1e-7]}",
+         "{\"i\":[1e+17,1e+17,-7,10000000000000000,0.0025,1e+21,1e-07]}"},
+        {"{\"ctl\":\"\\u0001\\u001f\\u007f\\u0000\\b\"}", "{\"ctl\":\"\\u0001\\u001f\\u007f\\u0000\\b\"}"},
         {"{\"tiny\":1e-400}", "{\"tiny\":0}"},
         {"\t{\"a\":{\"b\":{\"c\":[[]]}}}\r", "{\"a\":{\"b\":{\"c\":[[]]}}}"},
     };
@@ -464,6 +468,28 @@ static void test_numbers(void)
     }
 }
 
+/* Output does not depend on LC_NUMERIC (a tool may call setlocale). */
+static void test_locale(void)
+{
+    const char *locs[] = {"de_DE.UTF-8", "de_DE.utf8", "fr_FR.UTF-8", "ru_RU.UTF-8"};
+    const char *got = NULL;
+    for (size_t i = 0; i < 4 && !got; i++) got = setlocale(LC_NUMERIC, locs[i]);
+    if (!got) {
+        printf("# no comma-decimal locale installed; checked with C only\n");
+    } else {
+        char tmp[16];
+        snprintf(tmp, sizeof tmp, "%.1f", 0.5);
+        T_EQ_STR(tmp, "0,5"); /* the locale is really active */
+    }
+    jv v;
+    T_EQ_INT(sd_jsonl_parse_line("{\"a\":0.35,\"b\":1e-300}", 21, &v), SD_OK);
+    char *s = dump(v);
+    T_EQ_STR(s, "{\"a\":0.35,\"b\":1e-300}");
+    free(s);
+    jv_free(v);
+    setlocale(LC_NUMERIC, "C");
+}
+
 static void test_getters(void)
 {
     const char *in = "{\"image\":\"dir/a b.png\",\"caption\":null,\"w\":512,\"f\":0.5,\"big\":1e300,"
@@ -539,6 +565,7 @@ int main(void)
     T_RUN(test_write_roundtrip);
     T_RUN(test_write_errors);
     T_RUN(test_numbers);
+    T_RUN(test_locale);
     T_RUN(test_getters);
     T_DONE();
 }
