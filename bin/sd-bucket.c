@@ -461,8 +461,9 @@ static void plan(item *it, int idx, item *batch)
         return;
     }
     char sig[4400];
-    snprintf(sig, sizeof sig, "%s|%d|%d|%lld|%lld|%d|%d", it->image, it->plan.bucket_w, it->plan.bucket_h,
-             (long long)it->plan.resized_w, (long long)it->plan.resized_h, it->filter, it->alpha);
+    snprintf(sig, sizeof sig, "%s|%dx%d|%d|%d|%lld|%lld|%d|%d", it->image, it->w, it->h, it->plan.bucket_w,
+             it->plan.bucket_h, (long long)it->plan.resized_w, (long long)it->plan.resized_h, it->filter,
+             it->alpha);
     jv prev = jv_object_get(jv_copy(written), jv_string(it->out));
     if (jv_get_kind(prev) == JV_KIND_ARRAY) {
         jv ps = jv_array_get(jv_copy(prev), 0);
