@@ -44,7 +44,7 @@ static void init_params(sd_params *r)
 static float *grads_copy(sd_params *r)
 {
     float *c = malloc(r->grad_bytes ? r->grad_bytes : 4);
-    memcpy(c, r->grad_mem, r->grad_bytes);
+    if (r->grad_bytes) memcpy(c, r->grad_mem, r->grad_bytes);
     return c;
 }
 
@@ -452,7 +452,7 @@ static int step_all(built *b, result *res)
     if (rc) return rc;
     size_t n0 = res->ng;
     res->g = realloc(res->g, n0 + b->lr.grad_bytes + 4);
-    memcpy((char *)res->g + n0, b->lr.grad_mem, b->lr.grad_bytes);
+    if (b->lr.grad_bytes) memcpy((char *)res->g + n0, b->lr.grad_mem, b->lr.grad_bytes);
     res->ng = n0 + b->lr.grad_bytes;
     return SD_OK;
 }
