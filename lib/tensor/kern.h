@@ -43,11 +43,12 @@ typedef float real;
 #define R_BLAS(name) cblas_s##name
 #endif
 
-/* exp(x) for float, ≤ 2 ulp on [-87, 88], vectorises under `omp simd` (no calls, no branches). */
+/* exp(x) for float, ≤ 2 ulp on [-87, 88]; vectorises under `omp simd` (no calls, no branches:
+ * round-to-nearest by the 1.5·2^23 trick). */
 static inline float sd_fast_expf(float x)
 {
     x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-    float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = x - n * 0.693359375f;
     r = r + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
@@ -86,6 +87,14 @@ static inline float sd_fast_tanhf(float x)
 }
 
 #define SD_KFN static __attribute__((unused))
+/* Row helpers with exp/erf that profit from wide vectors: compiled for AVX-512, AVX2+FMA and the
+ * baseline, chosen at load time (the library is built for generic x86-64). Same results on one
+ * machine every run, whatever the thread count. */
+#if defined(__x86_64__) && !defined(SD_NO_CLONES) && !defined(__clang__)
+#define SD_KVEC static __attribute__((unused, target_clones("avx512f", "avx2", "default")))
+#else
+#define SD_KVEC static __attribute__((unused))
+#endif
 
 /* Number of fixed-size blocks a dimension of n is cut into for parallel GEMMs (≤ 8 blocks of at
  * least 128, rounded to 16): depends only on n, never on the thread count. */

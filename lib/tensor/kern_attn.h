@@ -25,9 +25,11 @@ typedef struct sd_k_attn {
     int causal;
 } sd_k_attn;
 
-/* S = P for a block of rows [i0, i0+nq): computes softmax rows in place, writes lse. */
-SD_KFN void KN(sd_k_attn_probs)(const sd_k_attn *a, real *s, int64_t i0, int64_t nq, real *lse_out,
-                                const real *lse_in)
+/* Scores → probabilities for a block of rows [i0, i0+nq), in place. Forward (lse_in NULL):
+ * s = exp(s − max) unnormalised, writes lse and 1/rowsum (the caller scales the P·V rows).
+ * Backward: s = exp(s − lse), normalised. Masked (causal) entries become 0. */
+SD_KVEC void KN(sd_k_attn_probs)(const sd_k_attn *a, real *s, int64_t i0, int64_t nq, real *lse_out,
+                                 real *inv_out, const real *lse_in)
 {
     int64_t tk = a->tk;
     for (int64_t r = 0; r < nq; r++) {
@@ -39,16 +41,29 @@ SD_KFN void KN(sd_k_attn_probs)(const sd_k_attn *a, real *s, int64_t i0, int64_t
             for (int64_t j = 0; j < lim; j++) sr[j] = R_EXP(sr[j] - l);
         } else {
             real m = sr[0];
-            for (int64_t j = 1; j < lim; j++) m = sr[j] > m ? sr[j] : m;
+#pragma omp simd reduction(max : m)
+            for (int64_t j = 0; j < lim; j++) m = sr[j] > m ? sr[j] : m;
             real sum = 0;
 #pragma omp simd reduction(+ : sum)
             for (int64_t j = 0; j < lim; j++) { real e = R_EXP(sr[j] - m); sr[j] = e; sum += e; }
-            real inv = 1 / sum;
-#pragma omp simd
-            for (int64_t j = 0; j < lim; j++) sr[j] *= inv;
+            inv_out[r] = 1 / sum;
             lse_out[r] = m + R_LOG(sum);
         }
         for (int64_t j = lim; j < tk; j++) sr[j] = 0;
+    }
+}
+
+/* dS = P∘(dP − Δ) in place of dP, Δ_r = Σ_c dO·O (rows of the block). */
+SD_KVEC void KN(sd_k_attn_ds)(const real *p, real *dp, const real *dout, const real *o, int64_t ldv,
+                              int64_t dv, int64_t nq, int64_t tk)
+{
+    for (int64_t r = 0; r < nq; r++) {
+        real d = 0;
+        for (int64_t c = 0; c < dv; c++) d += dout[r * ldv + c] * o[r * ldv + c];
+        const real *pr = p + r * tk;
+        real *dr = dp + r * tk;
+#pragma omp simd
+        for (int64_t j = 0; j < tk; j++) dr[j] = pr[j] * (dr[j] - d);
     }
 }
 
@@ -59,19 +74,22 @@ SD_KFN int KN(sd_k_attention)(sd_ctx *ctx, const sd_k_attn *a, real *o, real *ls
     int64_t ldq = a->h * a->dk, ldv = a->h * a->dv, ssz = SD_K_ATTN_BQ * a->tk;
     int nt = ctx->threads;
     size_t mark = sd_arena_mark(&ctx->scratch);
-    real *sbuf = KN(sd_k_scratch)(ctx, ssz * nt);
+    real *sbuf = KN(sd_k_scratch)(ctx, (ssz + SD_K_ATTN_BQ) * nt);
     if (!sbuf) return SD_ENOMEM;
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t t = 0; t < tasks; t++) {
         int64_t qb = t % nqb, hh = (t / nqb) % a->h, bb = t / (nqb * a->h);
         int64_t i0 = qb * SD_K_ATTN_BQ, nq = a->tq - i0 < SD_K_ATTN_BQ ? a->tq - i0 : SD_K_ATTN_BQ;
-        real *s = sbuf + (int64_t)omp_get_thread_num() * ssz;
+        real *s = sbuf + (int64_t)omp_get_thread_num() * (ssz + SD_K_ATTN_BQ), *inv = s + ssz;
         const real *qp = q + (bb * a->tq + i0) * ldq + hh * a->dk;
         const real *kp = k + bb * a->tk * ldq + hh * a->dk;
         const real *vp = v + bb * a->tk * ldv + hh * a->dv;
         KN(gemm)(0, 1, nq, a->tk, a->dk, a->scale, qp, ldq, kp, ldq, 0, s, a->tk);
-        KN(sd_k_attn_probs)(a, s, i0, nq, lse + (bb * a->h + hh) * a->tq + i0, NULL);
-        KN(gemm)(0, 0, nq, a->dv, a->tk, 1, s, a->tk, vp, ldv, 0, o + (bb * a->tq + i0) * ldv + hh * a->dv, ldv);
+        KN(sd_k_attn_probs)(a, s, i0, nq, lse + (bb * a->h + hh) * a->tq + i0, inv, NULL);
+        real *op = o + (bb * a->tq + i0) * ldv + hh * a->dv;
+        KN(gemm)(0, 0, nq, a->dv, a->tk, 1, s, a->tk, vp, ldv, 0, op, ldv);
+        for (int64_t r = 0; r < nq; r++)
+            for (int64_t c = 0; c < a->dv; c++) op[r * ldv + c] *= inv[r];
     }
     sd_arena_reset(&ctx->scratch, mark);
     return SD_OK;
@@ -89,7 +107,7 @@ SD_KFN int KN(sd_k_attention_bwd)(sd_ctx *ctx, const sd_k_attn *a, real *dq, rea
     int64_t psz = a->tk * (a->dk + a->dv);
     int nt = ctx->threads;
     size_t mark = sd_arena_mark(&ctx->scratch);
-    real *sbuf = KN(sd_k_scratch)(ctx, (2 * ssz + SD_K_ATTN_BQ) * nt);
+    real *sbuf = KN(sd_k_scratch)(ctx, (2 * ssz) * nt);
     if (!sbuf) return SD_ENOMEM;
     real *part = NULL;
     if (ng > 1 && (dk || dv)) {
@@ -100,8 +118,8 @@ SD_KFN int KN(sd_k_attention_bwd)(sd_ctx *ctx, const sd_k_attn *a, real *dq, rea
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t t = 0; t < tasks; t++) {
         int64_t g = t % ng, hh = (t / ng) % a->h, bb = t / (ng * a->h);
-        real *s = sbuf + (int64_t)omp_get_thread_num() * (2 * ssz + SD_K_ATTN_BQ);
-        real *dp = s + ssz, *delta = dp + ssz;
+        real *s = sbuf + (int64_t)omp_get_thread_num() * (2 * ssz);
+        real *dp = s + ssz;
         const real *kp = k + bb * a->tk * ldq + hh * a->dk;
         const real *vp = v + bb * a->tk * ldv + hh * a->dv;
         real *dkp, *dvp;
@@ -120,20 +138,11 @@ SD_KFN int KN(sd_k_attention_bwd)(sd_ctx *ctx, const sd_k_attn *a, real *dq, rea
             const real *dop = dout + (bb * a->tq + i0) * ldv + hh * a->dv;
             const real *op = o + (bb * a->tq + i0) * ldv + hh * a->dv;
             KN(gemm)(0, 1, nq, a->tk, a->dk, a->scale, qp, ldq, kp, ldq, 0, s, a->tk);
-            KN(sd_k_attn_probs)(a, s, i0, nq, NULL, lse + (bb * a->h + hh) * a->tq + i0);
+            KN(sd_k_attn_probs)(a, s, i0, nq, NULL, NULL, lse + (bb * a->h + hh) * a->tq + i0);
             if (dvp) KN(gemm)(1, 0, a->tk, a->dv, nq, 1, s, a->tk, dop, ldv, 1, dvp, lddv);
             if (!dq && !dkp) continue;
             KN(gemm)(0, 1, nq, a->tk, a->dv, 1, dop, ldv, vp, ldv, 0, dp, a->tk);
-            for (int64_t r = 0; r < nq; r++) {
-                real d = 0;
-                for (int64_t c = 0; c < a->dv; c++) d += dop[r * ldv + c] * op[r * ldv + c];
-                delta[r] = d;
-            }
-            for (int64_t r = 0; r < nq; r++) {
-                real *pr = s + r * a->tk, *dr = dp + r * a->tk, dl = delta[r];
-#pragma omp simd
-                for (int64_t j = 0; j < a->tk; j++) dr[j] = pr[j] * (dr[j] - dl);
-            }
+            KN(sd_k_attn_ds)(s, dp, dop, op, ldv, a->dv, nq, a->tk);
             if (dq) KN(gemm)(0, 0, nq, a->dk, a->tk, a->scale, dp, a->tk, kp, ldq, 1,
                              dq + (bb * a->tq + i0) * ldq + hh * a->dk, ldq);
             if (dkp) KN(gemm)(1, 0, a->tk, a->dk, nq, a->scale, dp, a->tk, qp, ldq, 1, dkp, lddk);

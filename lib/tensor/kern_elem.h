@@ -50,24 +50,39 @@ static inline real KN(sd_k_dact1)(sd_act act, real x)
 #define SD_K_CHUNK 16384   /* elements per parallel chunk of elementwise loops */
 #endif
 
+#define SD_K_ACT_LOOP(ACT, BODY) case ACT: { _Pragma("omp simd") for (int64_t i = 0; i < n; i++) { BODY; } break; }
+
+/* y[i] = act(x[i]) over one contiguous run (vectorised per activation). */
+SD_KVEC void KN(sd_k_act_row)(sd_act act, real *y, const real *x, int64_t n)
+{
+    switch (act) {
+    SD_K_ACT_LOOP(SD_ACT_SILU, y[i] = KN(sd_k_act1)(SD_ACT_SILU, x[i]))
+    SD_K_ACT_LOOP(SD_ACT_GELU, y[i] = KN(sd_k_act1)(SD_ACT_GELU, x[i]))
+    SD_K_ACT_LOOP(SD_ACT_GELU_TANH, y[i] = KN(sd_k_act1)(SD_ACT_GELU_TANH, x[i]))
+    SD_K_ACT_LOOP(SD_ACT_QUICK_GELU, y[i] = KN(sd_k_act1)(SD_ACT_QUICK_GELU, x[i]))
+    default: if (y != x) memmove(y, x, (size_t)n * sizeof(real));
+    }
+}
+
+/* dx[i] += dy[i]·act'(x[i]) over one run. */
+SD_KVEC void KN(sd_k_act_bwd_row)(sd_act act, real *dx, const real *dy, const real *x, int64_t n)
+{
+    switch (act) {
+    SD_K_ACT_LOOP(SD_ACT_SILU, dx[i] += dy[i] * KN(sd_k_dact1)(SD_ACT_SILU, x[i]))
+    SD_K_ACT_LOOP(SD_ACT_GELU, dx[i] += dy[i] * KN(sd_k_dact1)(SD_ACT_GELU, x[i]))
+    SD_K_ACT_LOOP(SD_ACT_GELU_TANH, dx[i] += dy[i] * KN(sd_k_dact1)(SD_ACT_GELU_TANH, x[i]))
+    SD_K_ACT_LOOP(SD_ACT_QUICK_GELU, dx[i] += dy[i] * KN(sd_k_dact1)(SD_ACT_QUICK_GELU, x[i]))
+    default: for (int64_t i = 0; i < n; i++) dx[i] += dy[i];
+    }
+}
+
 SD_KFN void KN(sd_k_act)(sd_ctx *ctx, sd_act act, real *y, const real *x, int64_t n)
 {
     int64_t nc = (n + SD_K_CHUNK - 1) / SD_K_CHUNK;
 #pragma omp parallel for num_threads(ctx->threads) schedule(static) if (nc > 1)
     for (int64_t c = 0; c < nc; c++) {
         int64_t e = (c + 1) * SD_K_CHUNK < n ? (c + 1) * SD_K_CHUNK : n;
-        switch (act) {
-        case SD_ACT_SILU:
-#pragma omp simd
-            for (int64_t i = c * SD_K_CHUNK; i < e; i++) y[i] = KN(sd_k_act1)(SD_ACT_SILU, x[i]);
-            break;
-        case SD_ACT_GELU:
-#pragma omp simd
-            for (int64_t i = c * SD_K_CHUNK; i < e; i++) y[i] = KN(sd_k_act1)(SD_ACT_GELU, x[i]);
-            break;
-        default:
-            for (int64_t i = c * SD_K_CHUNK; i < e; i++) y[i] = KN(sd_k_act1)(act, x[i]);
-        }
+        KN(sd_k_act_row)(act, y + c * SD_K_CHUNK, x + c * SD_K_CHUNK, e - c * SD_K_CHUNK);
     }
 }
 
@@ -76,8 +91,23 @@ SD_KFN void KN(sd_k_act_bwd)(sd_ctx *ctx, sd_act act, real *dx, const real *dy, 
     int64_t nc = (n + SD_K_CHUNK - 1) / SD_K_CHUNK;
 #pragma omp parallel for num_threads(ctx->threads) schedule(static) if (nc > 1)
     for (int64_t c = 0; c < nc; c++) {
-        int64_t e = (c + 1) * SD_K_CHUNK < n ? (c + 1) * SD_K_CHUNK : n;
-        for (int64_t i = c * SD_K_CHUNK; i < e; i++) dx[i] += dy[i] * KN(sd_k_dact1)(act, x[i]);
+        int64_t s = c * SD_K_CHUNK, e = (c + 1) * SD_K_CHUNK < n ? (c + 1) * SD_K_CHUNK : n;
+        KN(sd_k_act_bwd_row)(act, dx + s, dy + s, x + s, e - s);
+    }
+}
+
+SD_KVEC void KN(sd_k_geglu_row)(real *y, const real *h, const real *g, int64_t d)
+{
+#pragma omp simd
+    for (int64_t i = 0; i < d; i++) y[i] = h[i] * KN(sd_k_act1)(SD_ACT_GELU, g[i]);
+}
+
+SD_KVEC void KN(sd_k_geglu_bwd_row)(real *dh, real *dg, const real *dy, const real *h, const real *g, int64_t d)
+{
+#pragma omp simd
+    for (int64_t i = 0; i < d; i++) {
+        dh[i] += dy[i] * KN(sd_k_act1)(SD_ACT_GELU, g[i]);
+        dg[i] += dy[i] * h[i] * KN(sd_k_dact1)(SD_ACT_GELU, g[i]);
     }
 }
 
@@ -85,42 +115,35 @@ SD_KFN void KN(sd_k_act_bwd)(sd_ctx *ctx, sd_act act, real *dx, const real *dy, 
 SD_KFN void KN(sd_k_geglu)(sd_ctx *ctx, real *y, const real *x, int64_t rows, int64_t d)
 {
 #pragma omp parallel for num_threads(ctx->threads) schedule(static) if (rows * d > SD_K_CHUNK)
-    for (int64_t r = 0; r < rows; r++) {
-        const real *h = x + r * 2 * d, *g = h + d;
-        real *yr = y + r * d;
-#pragma omp simd
-        for (int64_t i = 0; i < d; i++) yr[i] = h[i] * KN(sd_k_act1)(SD_ACT_GELU, g[i]);
-    }
+    for (int64_t r = 0; r < rows; r++) KN(sd_k_geglu_row)(y + r * d, x + r * 2 * d, x + r * 2 * d + d, d);
 }
 
 SD_KFN void KN(sd_k_geglu_bwd)(sd_ctx *ctx, real *dx, const real *dy, const real *x, int64_t rows, int64_t d)
 {
 #pragma omp parallel for num_threads(ctx->threads) schedule(static) if (rows * d > SD_K_CHUNK)
-    for (int64_t r = 0; r < rows; r++) {
-        const real *h = x + r * 2 * d, *g = h + d, *dyr = dy + r * d;
-        real *dh = dx + r * 2 * d, *dg = dh + d;
-        for (int64_t i = 0; i < d; i++) {
-            dh[i] += dyr[i] * KN(sd_k_act1)(SD_ACT_GELU, g[i]);
-            dg[i] += dyr[i] * h[i] * KN(sd_k_dact1)(SD_ACT_GELU, g[i]);
-        }
-    }
+    for (int64_t r = 0; r < rows; r++)
+        KN(sd_k_geglu_bwd_row)(dx + r * 2 * d, dx + r * 2 * d + d, dy + r * d, x + r * 2 * d, x + r * 2 * d + d, d);
 }
 
 /* ---- softmax over rows ---------------------------------------------------------------------- */
 
+SD_KVEC void KN(sd_k_softmax_row)(real *yr, const real *xr, int64_t n)
+{
+    real m = xr[0];
+#pragma omp simd reduction(max : m)
+    for (int64_t i = 0; i < n; i++) m = xr[i] > m ? xr[i] : m;
+    real s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < n; i++) { yr[i] = R_EXP(xr[i] - m); s += yr[i]; }
+    real inv = 1 / s;
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) yr[i] *= inv;
+}
+
 SD_KFN void KN(sd_k_softmax)(sd_ctx *ctx, real *y, const real *x, int64_t rows, int64_t n)
 {
 #pragma omp parallel for num_threads(ctx->threads) schedule(static) if (rows * n > SD_K_CHUNK)
-    for (int64_t r = 0; r < rows; r++) {
-        const real *xr = x + r * n;
-        real *yr = y + r * n;
-        real m = xr[0];
-        for (int64_t i = 1; i < n; i++) m = xr[i] > m ? xr[i] : m;
-        real s = 0;
-        for (int64_t i = 0; i < n; i++) { yr[i] = R_EXP(xr[i] - m); s += yr[i]; }
-        real inv = 1 / s;
-        for (int64_t i = 0; i < n; i++) yr[i] *= inv;
-    }
+    for (int64_t r = 0; r < rows; r++) KN(sd_k_softmax_row)(y + r * n, x + r * n, n);
 }
 
 SD_KFN void KN(sd_k_softmax_bwd)(sd_ctx *ctx, real *dx, const real *dy, const real *y, int64_t rows, int64_t n)

@@ -4,6 +4,74 @@
 #include "tensor/kern.h"
 #include "tensor/kern_elem.h"
 
+SD_KVEC void KN(sd_k_affine_act_row)(real *y, const real *x, int64_t n, real a, real b, sd_act act)
+{
+    if (act == SD_ACT_SILU) {
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) y[i] = KN(sd_k_act1)(SD_ACT_SILU, x[i] * a + b);
+    } else {
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) y[i] = x[i] * a + b;
+    }
+}
+
+/* Σ gz·xhat and Σ gz over one channel, gz = dy·act'(xhat·ga + be). */
+SD_KVEC void KN(sd_k_gn_bwd_sums)(const real *x, const real *dy, int64_t n, real mu, real rs, real ga, real be,
+                                  sd_act act, double *sg, double *sb)
+{
+    double a = 0, b = 0;
+    if (act == SD_ACT_SILU) {
+#pragma omp simd reduction(+ : a, b)
+        for (int64_t i = 0; i < n; i++) {
+            real xh = (x[i] - mu) * rs;
+            real gz = dy[i] * KN(sd_k_dact1)(SD_ACT_SILU, xh * ga + be);
+            a += (double)(gz * xh);
+            b += (double)gz;
+        }
+    } else {
+#pragma omp simd reduction(+ : a, b)
+        for (int64_t i = 0; i < n; i++) {
+            real xh = (x[i] - mu) * rs;
+            a += (double)(dy[i] * xh);
+            b += (double)dy[i];
+        }
+    }
+    *sg = a;
+    *sb = b;
+}
+
+SD_KVEC void KN(sd_k_gn_bwd_dx)(real *dx, const real *x, const real *dy, int64_t n, real mu, real rs, real ga,
+                                real be, real ma, real mb, sd_act act)
+{
+    if (act == SD_ACT_SILU) {
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) {
+            real xh = (x[i] - mu) * rs;
+            real gz = dy[i] * KN(sd_k_dact1)(SD_ACT_SILU, xh * ga + be);
+            dx[i] += rs * (gz * ga - ma - xh * mb);
+        }
+    } else {
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) {
+            real xh = (x[i] - mu) * rs;
+            dx[i] += rs * (dy[i] * ga - ma - xh * mb);
+        }
+    }
+}
+
+/* mean and biased variance of a run, in double (two passes, vectorised, fixed order). */
+SD_KVEC void KN(sd_k_moments)(const real *x, int64_t n, double *mean, double *var)
+{
+    double s = 0, v = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < n; i++) s += (double)x[i];
+    double mu = s / (double)n;
+#pragma omp simd reduction(+ : v)
+    for (int64_t i = 0; i < n; i++) { double d = (double)x[i] - mu; v += d * d; }
+    *mean = mu;
+    *var = v / (double)n;
+}
+
 /* x [n, c, s] with g groups. Statistics in double, two passes, fixed order. */
 SD_KFN void KN(sd_k_group_norm)(sd_ctx *ctx, real *y, real *mean, real *rstd, const real *x,
                                 const real *gamma, const real *beta, int64_t n, int64_t c,
@@ -13,11 +81,8 @@ SD_KFN void KN(sd_k_group_norm)(sd_ctx *ctx, real *y, real *mean, real *rstd, co
 #pragma omp parallel for num_threads(ctx->threads) schedule(static) if (n * c * s > SD_K_CHUNK)
     for (int64_t ng = 0; ng < n * g; ng++) {
         const real *xg = x + ng * m;
-        double sum = 0;
-        for (int64_t i = 0; i < m; i++) sum += xg[i];
-        double mu = sum / (double)m, v = 0;
-        for (int64_t i = 0; i < m; i++) { double d = xg[i] - mu; v += d * d; }
-        v /= (double)m;
+        double mu, v;
+        KN(sd_k_moments)(xg, m, &mu, &v);
         real rs = (real)(1.0 / sqrt(v + (double)eps)), mr = (real)mu;
         mean[ng] = mr;
         rstd[ng] = rs;
@@ -27,13 +92,7 @@ SD_KFN void KN(sd_k_group_norm)(sd_ctx *ctx, real *y, real *mean, real *rstd, co
             real a = rs * ga, b = be - mr * rs * ga;
             const real *xc = xg + ci * s;
             real *yc = y + ng * m + ci * s;
-            if (act == SD_ACT_SILU) {
-#pragma omp simd
-                for (int64_t i = 0; i < s; i++) yc[i] = KN(sd_k_act1)(SD_ACT_SILU, xc[i] * a + b);
-            } else {
-#pragma omp simd
-                for (int64_t i = 0; i < s; i++) yc[i] = xc[i] * a + b;
-            }
+            KN(sd_k_affine_act_row)(yc, xc, s, a, b, act);
         }
     }
 }
@@ -55,14 +114,8 @@ SD_KFN void KN(sd_k_group_norm_bwd)(sd_ctx *ctx, real *dx, real *dgamma, real *d
         for (int64_t ci = 0; ci < cg; ci++) {
             real ga = gamma ? gamma[g0 + ci] : 1, be = beta ? beta[g0 + ci] : 0;
             const real *xc = xg + ci * s, *dyc = dyg + ci * s;
-            double cgam = 0, cbet = 0;
-            for (int64_t i = 0; i < s; i++) {
-                real xh = (xc[i] - mu) * rs;
-                real gz = dyc[i];
-                if (act == SD_ACT_SILU) gz *= KN(sd_k_dact1)(SD_ACT_SILU, xh * ga + be);
-                cgam += (double)gz * xh;
-                cbet += gz;
-            }
+            double cgam, cbet;
+            KN(sd_k_gn_bwd_sums)(xc, dyc, s, mu, rs, ga, be, act, &cgam, &cbet);
             pg[nn * c + g0 + ci] = (real)cgam;
             pb[nn * c + g0 + ci] = (real)cbet;
             sa += cbet * ga;      /* Σ dxhat */
@@ -73,13 +126,7 @@ SD_KFN void KN(sd_k_group_norm_bwd)(sd_ctx *ctx, real *dx, real *dgamma, real *d
         for (int64_t ci = 0; ci < cg; ci++) {
             real ga = gamma ? gamma[g0 + ci] : 1, be = beta ? beta[g0 + ci] : 0;
             const real *xc = xg + ci * s, *dyc = dyg + ci * s;
-            real *dxc = dx + ng * m + ci * s;
-            for (int64_t i = 0; i < s; i++) {
-                real xh = (xc[i] - mu) * rs;
-                real gz = dyc[i];
-                if (act == SD_ACT_SILU) gz *= KN(sd_k_dact1)(SD_ACT_SILU, xh * ga + be);
-                dxc[i] += rs * (gz * ga - ma - xh * mb);
-            }
+            KN(sd_k_gn_bwd_dx)(dx + ng * m + ci * s, xc, dyc, s, mu, rs, ga, be, ma, mb, act);
         }
     }
     if (dgamma || dbeta) {
@@ -99,11 +146,8 @@ SD_KFN void KN(sd_k_layer_norm)(sd_ctx *ctx, real *y, real *mean, real *rstd, co
     for (int64_t r = 0; r < rows; r++) {
         const real *xr = x + r * c;
         real *yr = y + r * c;
-        double sum = 0;
-        for (int64_t i = 0; i < c; i++) sum += xr[i];
-        double mu = sum / (double)c, v = 0;
-        for (int64_t i = 0; i < c; i++) { double d = xr[i] - mu; v += d * d; }
-        v /= (double)c;
+        double mu, v;
+        KN(sd_k_moments)(xr, c, &mu, &v);
         real rs = (real)(1.0 / sqrt(v + (double)eps)), mr = (real)mu;
         mean[r] = mr;
         rstd[r] = rs;
