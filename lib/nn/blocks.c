@@ -169,6 +169,11 @@ static int resblock_bwd(sd_ctx *ctx, sd_resblock *b, sd_tensor *dx, sd_tensor *d
     } else {
         NN_TRY(sd_linear_backward(ctx, &b->emb, NULL, &deo2));
     }
+    if (!dx && !nn_has_grad(b->norm1.w) && !nn_has_grad(b->norm1.b)) {
+        /* nothing below conv1 needs a gradient (e.g. the first block of a LoRA run) */
+        NN_TRY(sd_conv2d_backward(ctx, &b->conv1, NULL, &dh2));
+        goto out;
+    }
     NN_TRY(nn_zeros(ctx, &ctx->scratch, &da1, 4, b->a1.shape));
     NN_TRY(sd_conv2d_backward(ctx, &b->conv1, &da1, &dh2));
     NN_TRY(sd_groupnorm_backward(ctx, &b->norm1, dx, &da1));
@@ -492,6 +497,10 @@ static int st_bwd(sd_ctx *ctx, sd_spatial_transformer *s, sd_tensor *dx, sd_tens
         sd_tensor tmp = dta;
         dta = dtb;
         dtb = tmp;
+    }
+    if (!dx && !nn_has_grad(s->norm.w) && !nn_has_grad(s->norm.b)) {
+        NN_TRY(sd_linear_backward(ctx, &s->proj_in, NULL, &dta));
+        goto out;
     }
     NN_TRY(nn_zeros(ctx, &ctx->scratch, &dp, 3, (int64_t[]){ B, T, C }));
     NN_TRY(sd_linear_backward(ctx, &s->proj_in, &dp, &dta));

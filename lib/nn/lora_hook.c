@@ -64,6 +64,20 @@ int sd_lora_init_weights(sd_ctx *ctx, sd_lora *l, uint64_t seed)
     return rc;
 }
 
+int sd_lora_merge(sd_ctx *ctx, const sd_lora *l, sd_tensor *w, float multiplier)
+{
+    int64_t k = l->in * l->kh * l->kw;
+    if (w->dtype != SD_F32 || sd_tensor_numel(w) != l->out * k || w->shape[0] != l->out)
+        return sd_err(SD_EINVAL, "LoRA merge %s: base weight must be f32 [%lld, %lld...]", l->down->key,
+                      (long long)l->out, (long long)l->in);
+    sd_tensor w2, u2, d2;
+    int rc = sd_tensor_reshape(w, 2, (int64_t[]){ l->out, k }, &w2);
+    if (!rc) rc = sd_tensor_reshape(&l->up->value, 2, (int64_t[]){ l->out, l->rank }, &u2);
+    if (!rc) rc = sd_tensor_reshape(&l->down->value, 2, (int64_t[]){ l->rank, k }, &d2);
+    if (!rc) rc = sd_op_matmul(ctx, &w2, &u2, 0, &d2, 0, multiplier * l->alpha / (float)l->rank, 1.0f);
+    return rc;
+}
+
 static int training(const sd_lora *l) { return l->rt && l->rt->training; }
 
 /* z shape from the host output shape. */

@@ -64,6 +64,11 @@ void sd_lora_free(sd_lora *l);
  * (seed, 0, id, SD_RNG_INIT), up = 0. The registry must be allocated. */
 int sd_lora_init_weights(sd_ctx *ctx, sd_lora *l, uint64_t seed);
 
+/* W += multiplier · scale · ΔW, with ΔW[o, i·kh·kw] = Σ_r up[o, r] · down[r, i·kh·kw] (linear,
+ * 1×1 and k×k convs alike, as kohya's merge). `w` is the host's f32 weight ([out, in] or
+ * [out, in, kh, kw]). Use a negative multiplier to unmerge. */
+int sd_lora_merge(sd_ctx *ctx, const sd_lora *l, sd_tensor *w, float multiplier);
+
 /* y += branch(x). x/y: [..., in]/[..., out] (linear math) or [N,in,H,W]/[N,out,Ho,Wo] (conv).
  * save: arena for the saved tensors (training), NULL for inference (temporaries from scratch). */
 int sd_lora_forward(sd_ctx *ctx, sd_lora *l, sd_arena *save, sd_tensor *y, const sd_tensor *x);

@@ -39,6 +39,13 @@ typedef struct sd_nn_plan {
     size_t scratch;   /* peak layer-level bytes taken from ctx->scratch */
 } sd_nn_plan;
 
+/* Combine plans of blocks that run one after the other: saved bytes add up, scratch is the max. */
+static inline void sd_nn_plan_add(sd_nn_plan *total, sd_nn_plan p)
+{
+    total->saved += p.saved;
+    if (p.scratch > total->scratch) total->scratch = p.scratch;
+}
+
 /* Reserve an activation arena for `bytes` (a model's summed plan) on `device`. */
 int sd_nn_arena_init(sd_arena *a, sd_devkind device, size_t bytes);
 

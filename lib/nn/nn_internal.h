@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "nn/params.h"
 #include "tensor/ops.h"
 
 /* Arena bytes of an f32 tensor of n elements (arenas hand out 64-byte aligned blocks). */
@@ -51,6 +52,9 @@ static inline int nn_carve(sd_ctx *ctx, sd_arena *sub, size_t bytes)
     sub->cap = bytes ? bytes : 64;
     return SD_OK;
 }
+
+/* 1 when the parameter receives a gradient (trainable and allocated). */
+static inline int nn_has_grad(const struct sd_param *p) { return p && p->grad.data; }
 
 #define NN_TRY(x) do { rc = (x); if (rc) goto out; } while (0)
 

@@ -391,8 +391,9 @@ static void test_ff(void)
 
 static void test_resblock(void)
 {
-    for (int variant = 0; variant < 3; variant++) {
-        /* 0: 32 → 64 (skip conv), 1: 32 → 32 (identity skip), 2: 32 → 64 checkpointed + conv LoRA */
+    for (int variant = 0; variant < 4; variant++) {
+        /* 0: 32 → 64 (skip conv), 1: 32 → 32 (identity skip), 2: 32 → 64 checkpointed + conv LoRA,
+         * 3: frozen base with LoRA on conv1, no input gradient wanted (the skipped-work path) */
         sd_params r, lr;
         sd_params_init(&r);
         sd_params_init(&lr);
@@ -401,7 +402,8 @@ static void test_resblock(void)
         int cout = variant == 1 ? 32 : 64;
         T_CHECK(sd_resblock_init(&b, &r, "rb", 32, cout, 12) == SD_OK);
         b.checkpoint = variant == 2;
-        if (variant == 2) {
+        if (variant == 3) sd_params_set_trainable(&r, "", 0);
+        if (variant >= 2) {
             T_CHECK(sd_lora_init(&lo, &lr, "lora_conv1", 32, cout, 2, 1, 1, 3, 3, sd_conv2d_geom_make(1, 1), 1) == SD_OK);
             T_CHECK(sd_conv2d_set_lora(&b.conv1, &lo) == SD_OK);
         }
@@ -411,8 +413,9 @@ static void test_resblock(void)
         unit u = { .kind = K_RES, .layer = &b, .regs = { &r, &lr }, .nregs = 2 };
         unit_io(&u, 4, xs, es, 2, 4, ys);
         u.plan = sd_resblock_plan(&b, xs);
+        u.need_din[0] = variant != 3;
         run_unit(&u);
-        if (variant == 2) sd_lora_free(&lo);
+        if (variant >= 2) sd_lora_free(&lo);
         reset_all(&r, &lr);
     }
 }
@@ -434,8 +437,9 @@ static void test_transformer_block(void)
 
 static void test_spatial_transformer(void)
 {
-    for (int variant = 0; variant < 3; variant++) {
-        /* 0: SD1 (conv proj), depth 1; 1: SD2 (linear proj), depth 2; 2: SD1 checkpointed + LoRA on proj_in */
+    for (int variant = 0; variant < 4; variant++) {
+        /* 0: SD1 (conv proj), depth 1; 1: SD2 (linear proj), depth 2; 2: SD1 checkpointed + LoRA on
+         * proj_in; 3: frozen base with LoRA on attn2.to_k, no input gradient wanted */
         sd_params r, lr;
         sd_params_init(&r);
         sd_params_init(&lr);
@@ -447,14 +451,20 @@ static void test_spatial_transformer(void)
             T_CHECK(sd_lora_init(&lo, &lr, "lora_proj_in", 32, 8, 2, 1, 0, 1, 1, sd_conv2d_geom_make(1, 0), 1) == SD_OK);
             T_CHECK(sd_linear_set_lora(&s.proj_in, &lo) == SD_OK);
         }
+        if (variant == 3) {
+            sd_params_set_trainable(&r, "", 0);
+            T_CHECK(sd_lora_init(&lo, &lr, "lora_to_k", 6, 8, 2, 1, 0, 1, 1, sd_conv2d_geom_make(1, 0), 0) == SD_OK);
+            T_CHECK(sd_linear_set_lora(&s.blocks[0].attn2.k, &lo) == SD_OK);
+        }
         alloc_params(&r);
         alloc_params(&lr);
         int64_t xs[4] = { 2, 32, 2, 2 }, cs[3] = { 2, 3, 6 };
         unit u = { .kind = K_ST, .layer = &s, .regs = { &r, &lr }, .nregs = 2 };
         unit_io(&u, 4, xs, cs, 3, 4, xs);
         u.plan = sd_spatial_transformer_plan(&s, xs, cs);
+        u.need_din[0] = variant != 3;
         run_unit(&u);
-        if (variant == 2) sd_lora_free(&lo);
+        if (variant >= 2) sd_lora_free(&lo);
         sd_spatial_transformer_free(&s);
         reset_all(&r, &lr);
     }

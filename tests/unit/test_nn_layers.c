@@ -677,6 +677,35 @@ static void test_frozen_half_base(void)
     for (int v = 0; v < 3; v++) res_free(&rr[v]);
 }
 
+/* base + LoRA branch == merged weight without the branch (linear and 3×3 conv) */
+static void test_lora_merge(void)
+{
+    for (int conv = 0; conv < 2; conv++) {
+        built b;
+        T_CHECK(build(&b, conv ? K_CONV : K_LINEAR, 1, 0.0f) == SD_OK);
+        b.lo.multiplier = 0.8f;
+        size_t nb = sd_tensor_nbytes(&b.u.y);
+        float *with = malloc(nb);
+        T_CHECK(u_fwd(&b.u, NULL) == SD_OK);
+        memcpy(with, b.u.y.data, nb);
+        sd_tensor *w = conv ? &b.cv.w->value : &b.li.w->value;
+        T_CHECK(sd_lora_merge(&g_ctx, &b.lo, w, 0.8f) == SD_OK);
+        if (conv) b.cv.lora = NULL;
+        else b.li.lora = NULL;
+        T_CHECK(u_fwd(&b.u, NULL) == SD_OK);
+        double m = res_absmax(with, nb), e = 0;
+        for (size_t i = 0; i < nb / 4; i++) e = fmax(e, fabs(with[i] - F(&b.u.y)[i]));
+        T_CHECKF(e <= 1e-5 * m, "max|diff| %g of %g", e, m);
+        /* unmerge restores the base (up to rounding) */
+        T_CHECK(sd_lora_merge(&g_ctx, &b.lo, w, -0.8f) == SD_OK);
+        sd_tensor bad = *w;
+        bad.shape[0]--;
+        T_EQ_INT(sd_lora_merge(&g_ctx, &b.lo, &bad, 1.0f), SD_EINVAL);
+        free(with);
+        unbuild(&b);
+    }
+}
+
 static void test_misuse(void)
 {
     built b;
@@ -727,6 +756,7 @@ int main(void)
     RUN(test_lora_dropout);
     RUN(test_lora_identity_cases);
     RUN(test_frozen_half_base);
+    RUN(test_lora_merge);
     RUN(test_misuse);
     sd_arena_free(&g_act);
     sd_arena_free(&g_data);
