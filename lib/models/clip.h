@@ -1,0 +1,100 @@
+/* The SD text encoders: CLIP ViT-L/14 (SD1) and OpenCLIP ViT-H/14 (SD2) text transformers,
+ * forward and backward.
+ *
+ * One implementation, the Hugging Face CLIPTextModel structure (pre-LN transformer, causal
+ * self-attention, MLP, final LayerNorm), as the reference runs both: kohya converts the SD2
+ * OpenCLIP tower to a CLIPTextModel with the last of its layers dropped (model_util.py
+ * convert_ldm_clip_checkpoint_v2), which is exactly ldm's FrozenOpenCLIPEmbedder(layer=
+ * "penultimate"): all resblocks but the last, then ln_final.
+ *
+ *   SD1 (SD_FAMILY_SD1): quick_gelu, `layers` layers.
+ *   SD2 (SD_FAMILY_SD2): exact GELU, `layers` - 1 layers run (cfg.layers counts the stored ones).
+ *
+ * Parameters are registered under `prefix` + the HF names ("text_model.embeddings.
+ * token_embedding.weight", "text_model.encoder.layers.N.self_attn.q_proj.weight", ...,
+ * "text_model.final_layer_norm.weight"); with prefix "cond_stage_model.transformer" the SD1 keys
+ * are the single-file checkpoint's. sd_clip_load() maps the file layouts onto these names:
+ *   - SD1 single file: cond_stage_model.transformer.text_model.* (also without "text_model.",
+ *     as kohya normalises); text_model.embeddings.position_ids is ignored.
+ *   - SD2 single file: cond_stage_model.model.{token_embedding.weight, positional_embedding,
+ *     transformer.resblocks.N.{ln_1, attn.in_proj_weight/bias (rows q;k;v split into
+ *     q_proj/k_proj/v_proj), attn.out_proj, ln_2, mlp.c_fc, mlp.c_proj}, ln_final};
+ *     resblocks.{layers-1}, text_projection and logit_scale are not used.
+ *   - Diffusers text_encoder/model.safetensors: text_model.* (SD2: layers - 1 stored layers).
+ *
+ * clip_skip (kohya SdTextEncodingStrategy): 0 or 1 = last hidden state (after final LN); k ≥ 2 =
+ * hidden_states[-k] of the (converted) model, then the final LayerNorm, i.e. the first
+ * n_run - (k-1) layers run. (The reference only warns for SD2 + clip_skip; it does the same.)
+ *
+ * Inputs are token ids [B, T] (i32, T ≤ max_len, positions 0..T-1); output [B, T, width]. */
+#ifndef SD_MODELS_CLIP_H
+#define SD_MODELS_CLIP_H
+
+#include <stdint.h>
+
+#include "io/safetensors.h"
+#include "models/model_config.h"
+#include "nn/nn.h"
+
+typedef struct sd_clip_layer {
+    sd_layernorm ln1, ln2;
+    sd_attention attn;
+    sd_ff mlp;
+    sd_tensor x, h, out;          /* saved: input, residual after attention, output */
+} sd_clip_layer;
+
+typedef struct sd_clip {
+    sd_clip_config cfg;
+    sd_family family;             /* SD_FAMILY_SD1 or SD_FAMILY_SD2 */
+    int n_run;                    /* layers instantiated and run without clip_skip */
+    char *prefix;                 /* registry prefix (owned, may be "") */
+    sd_embedding tok, pos;
+    sd_clip_layer *layers;
+    sd_layernorm final_ln;
+    /* state of the last training forward */
+    int ran;                      /* layers run */
+    int64_t chunks;               /* chunks per prompt of the last chunked forward (0: none) */
+    sd_tensor ids, emb, last;
+} sd_clip;
+
+/* Register the parameters of `family`'s text encoder with the sizes of `cfg`. */
+int sd_clip_init(sd_clip *m, sd_params *r, const char *prefix, const sd_clip_config *cfg, sd_family family);
+void sd_clip_free(sd_clip *m);
+
+/* Layers run for clip_skip (0/1: all n_run). SD_EINVAL when clip_skip ≥ n_run + 1 or < 0. */
+int sd_clip_layers_for_skip(const sd_clip *m, int clip_skip, int *n);
+
+typedef enum sd_clip_layout {
+    SD_CLIP_FILE_AUTO = 0,        /* decide from the tensor names below */
+    SD_CLIP_FILE_SD1,             /* cond_stage_model.transformer.[text_model.]* */
+    SD_CLIP_FILE_SD2,             /* cond_stage_model.model.* (OpenCLIP) */
+    SD_CLIP_FILE_HF,              /* text_model.* (Diffusers text_encoder, kohya-converted) */
+} sd_clip_layout;
+
+/* Fill the registry values of the text encoder from `st` (registry allocated). Strict: every
+ * parameter must be present with its shape; tensors of the text encoder the model does not use
+ * are errors except the ones listed above. Other tensors of the file (UNet, VAE) are ignored. */
+int sd_clip_load(sd_clip *m, sd_params *r, const sd_safetensors *st, sd_clip_layout layout);
+
+/* y [B,T,width] = encoder(ids [B,T] i32). save: the activation arena of a training step (NULL:
+ * inference; then nothing is kept and the temporaries come from ctx->scratch). */
+int sd_clip_forward(sd_ctx *ctx, sd_clip *m, sd_arena *save, sd_tensor *y, const sd_tensor *ids,
+                    int clip_skip);
+/* Accumulates the gradients of the trainable parameters (token embedding rows included) for
+ * dy = dL/dy of the last training forward. d_tokens (may be NULL) += dL/d(token embedding
+ * lookup) [B,T,width], for textual inversion without a full-table gradient. */
+int sd_clip_backward(sd_ctx *ctx, sd_clip *m, sd_tensor *d_tokens, const sd_tensor *dy);
+/* Bytes a training forward of [B,T] ids takes from `save`, and the layer-level scratch. */
+sd_nn_plan sd_clip_plan(const sd_clip *m, int64_t B, int64_t T, int clip_skip);
+
+/* ---- long prompts (kohya --max_token_length 150/225) -------------------------------------
+ * ids [B, n, 77] (the chunks of §3.2, already framed with BOS/EOS by the tokenizer) run as B·n
+ * rows; y [B, n·75 + 2, width] = position 0 of chunk 0, positions 1..75 of every chunk, position
+ * 76 of the last chunk (kohya encode_tokens; its SD2 "empty chunk" branch compares a tensor with
+ * a string and never fires, so SD1 and SD2 reassemble alike). `hidden` is caller-provided
+ * storage [B·n, 77, width]; with `save` it must stay alive until sd_clip_backward_chunks(). */
+int sd_clip_forward_chunks(sd_ctx *ctx, sd_clip *m, sd_arena *save, sd_tensor *y, sd_tensor *hidden,
+                           const sd_tensor *ids, int clip_skip);
+int sd_clip_backward_chunks(sd_ctx *ctx, sd_clip *m, sd_tensor *d_tokens, const sd_tensor *dy);
+
+#endif
