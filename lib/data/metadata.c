@@ -293,7 +293,7 @@ static void dump_string(sbuf *b, const char *s, size_t n, int ascii)
 static void dump_number(sbuf *b, double x)
 {
     char out[64];
-    if (x == floor(x) && fabs(x) < 1e300) {
+    if (x == floor(x) && fabs(x) < 1e16) {
         if (x == 0) { sb_s(b, signbit(x) ? "-0.0" : "0"); return; }   /* -0.0 stays a float */
         snprintf(out, sizeof out, "%.0f", x);
         sb_s(b, out);

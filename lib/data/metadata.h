@@ -7,8 +7,9 @@
  * ", " never used (items end in ",\n"), ": " after keys, "{}"/"[]" for empty containers, no
  * final newline, non-ASCII escaped as \uXXXX (lower-case hex, surrogate pairs) when
  * `ensure_ascii`, DEL and controls escaped, '/' not escaped. Numbers: jv holds doubles, so an
- * integral value is written as an integer and any other as Python's repr(float) (shortest
- * round-trip digits; exponent form below 1e-4 and from 1e16: 1e-05, 1.5e+16). */
+ * integral value below 1e16 is written as an integer and any other as Python's repr(float)
+ * (shortest round-trip digits; exponent form below 1e-4 and from 1e16: 1e-05, 1.5e+16); a float
+ * such as 512.0 therefore comes back as 512. */
 #ifndef SD_DATA_METADATA_H
 #define SD_DATA_METADATA_H
 
