@@ -23,9 +23,16 @@ int sd_attention_init(sd_attention *a, sd_params *r, const char *prefix, int64_t
     a->heads = heads;
     a->inner = heads * dim_head;
     int64_t cd = context_dim ? context_dim : dim;
-    static const char *names[2][4] = { { "to_q", "to_k", "to_v", "to_out.0" },
-                                       { "q_proj", "k_proj", "v_proj", "out_proj" } };
-    unsigned qkv_flags = style == SD_ATTN_CLIP ? SD_NN_BIAS : 0;
+    static const char *names[3][4] = { { "to_q", "to_k", "to_v", "to_out.0" },
+                                       { "q_proj", "k_proj", "v_proj", "out_proj" },
+                                       { "q", "k", "v", "proj_out" } };
+    if (style < SD_ATTN_LDM || style > SD_ATTN_VAE) return sd_err(SD_EINVAL, "attention '%s': bad style", prefix);
+    unsigned qkv_flags = style == SD_ATTN_LDM ? 0 : SD_NN_BIAS;
+    unsigned out_flags = SD_NN_BIAS;
+    if (style == SD_ATTN_VAE) {
+        qkv_flags |= SD_NN_CONV1X1;
+        out_flags |= SD_NN_CONV1X1;
+    }
     char key[512];
     int rc;
     subkey(key, sizeof key, prefix, names[style][0]);
@@ -35,7 +42,7 @@ int sd_attention_init(sd_attention *a, sd_params *r, const char *prefix, int64_t
     subkey(key, sizeof key, prefix, names[style][2]);
     if ((rc = sd_linear_init(&a->v, r, key, cd, a->inner, qkv_flags))) return rc;
     subkey(key, sizeof key, prefix, names[style][3]);
-    return sd_linear_init(&a->out, r, key, a->inner, dim, SD_NN_BIAS);
+    return sd_linear_init(&a->out, r, key, a->inner, dim, out_flags);
 }
 
 static sd_attn_args attn_args(const sd_attention *a)

@@ -125,6 +125,8 @@ sd_nn_plan sd_layernorm_plan(const sd_layernorm *n, int ndim, const int64_t *x_s
 typedef enum sd_attn_style {
     SD_ATTN_LDM = 0,    /* to_q, to_k, to_v (no bias), to_out.0 (bias) */
     SD_ATTN_CLIP = 1,   /* q_proj, k_proj, v_proj, out_proj (all with bias) (HF CLIP) */
+    SD_ATTN_VAE = 2,    /* q, k, v, proj_out: 1×1 convs [C, C, 1, 1] with bias (ldm AttnBlock),
+                           run as linears over [B, H·W, C] */
 } sd_attn_style;
 
 typedef struct sd_attention {

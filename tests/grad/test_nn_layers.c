@@ -344,15 +344,17 @@ static void test_norms(void)
 
 static void test_attention(void)
 {
-    for (int variant = 0; variant < 4; variant++) {
-        /* 0 self (ldm), 1 cross (ldm), 2 CLIP causal self with biases, 3 cross + LoRA on to_k/to_out */
+    for (int variant = 0; variant < 5; variant++) {
+        /* 0 self (ldm), 1 cross (ldm), 2 CLIP causal self with biases, 3 cross + LoRA on to_k/to_out,
+         * 4 VAE (1×1 conv q/k/v/proj_out with biases, one head) */
         sd_params r, lr;
         sd_params_init(&r);
         sd_params_init(&lr);
         sd_attention a;
         sd_lora lk, lo;
         int cross = variant == 1 || variant == 3;
-        T_CHECK(sd_attention_init(&a, &r, "attn", 8, cross ? 6 : 0, 2, 3, variant == 2 ? SD_ATTN_CLIP : SD_ATTN_LDM) == SD_OK);
+        sd_attn_style style = variant == 2 ? SD_ATTN_CLIP : variant == 4 ? SD_ATTN_VAE : SD_ATTN_LDM;
+        T_CHECK(sd_attention_init(&a, &r, "attn", 8, cross ? 6 : 0, variant == 4 ? 1 : 2, variant == 4 ? 8 : 3, style) == SD_OK);
         a.causal = variant == 2;
         if (variant == 3) {
             T_CHECK(sd_lora_init(&lk, &lr, "lora_k", 6, 6, 2, 1, 0, 1, 1, sd_conv2d_geom_make(1, 0), 0) == SD_OK);

@@ -264,6 +264,10 @@ static void test_spatial_transformer_keys(void)
     T_CHECK(sd_ff_init(&f, &r, "mlp", 16, 64, SD_FF_CLIP_QUICK_GELU) == SD_OK);
     T_CHECK(sd_upsample_init(&u, &r, "output_blocks.2.1", 32, 32) == SD_OK);
     T_CHECK(sd_downsample_init(&d, &r, "input_blocks.3.0", 32, 32) == SD_OK);
+    sd_attention va;
+    T_CHECK(sd_attention_init(&va, &r, "mid.attn_1", 32, 0, 1, 32, SD_ATTN_VAE) == SD_OK);
+    sd_param *vq = sd_params_find(&r, "mid.attn_1.q.weight");
+    T_CHECK(vq && vq->value.ndim == 4 && vq->value.shape[2] == 1 && sd_params_find(&r, "mid.attn_1.proj_out.bias"));
     const char *k2[] = { "self_attn.q_proj.bias", "self_attn.out_proj.weight", "mlp.fc1.weight", "mlp.fc2.bias",
                          "output_blocks.2.1.conv.weight", "input_blocks.3.0.op.weight", "input_blocks.3.0.op.bias" };
     for (size_t i = 0; i < sizeof k2 / sizeof *k2; i++) T_CHECKF(sd_params_find(&r, k2[i]) != NULL, "missing %s", k2[i]);
@@ -677,6 +681,65 @@ static void test_frozen_half_base(void)
     for (int v = 0; v < 3; v++) res_free(&rr[v]);
 }
 
+/* The LoRA forward against the formula on the host: y = W·x + b + m·(alpha/r)·U·(D·x); rank
+ * dropout zeroes whole (sample, rank) columns and rescales by 1/(1-p); neuron dropout zeroes about
+ * p of the elements. */
+static void test_lora_formula(void)
+{
+    built b;
+    T_CHECK(build(&b, K_LINEAR, 1, 0.0f) == SD_OK);
+    sd_lora *lo = &b.lo;
+    lo->multiplier = 0.6f;
+    lo->alpha = 3.0f;   /* rank 4: scale 0.75 */
+    T_CHECK(u_fwd(&b.u, NULL) == SD_OK);
+    const float *x = b.u.x.data, *W = b.li.w->value.data, *bias = b.li.b->value.data, *U = lo->up->value.data,
+                *Dn = lo->down->value.data, *y = b.u.y.data;
+    int64_t rows = 400, in = 64, out = 96, R = 4;
+    double emax = 0, ymax = 0;
+    for (int64_t i = 0; i < rows; i += 37)
+        for (int64_t o = 0; o < out; o++) {
+            double base = bias[o], br = 0;
+            for (int64_t k = 0; k < in; k++) base += (double)W[o * in + k] * x[i * in + k];
+            for (int64_t j = 0; j < R; j++) {
+                double z = 0;
+                for (int64_t k = 0; k < in; k++) z += (double)Dn[j * in + k] * x[i * in + k];
+                br += (double)U[o * R + j] * z;
+            }
+            double want = base + 0.6 * 0.75 * br;
+            emax = fmax(emax, fabs(want - y[i * out + o]));
+            ymax = fmax(ymax, fabs(want));
+        }
+    T_CHECKF(emax <= 1e-5 * ymax, "max|diff| %g of %g", emax, ymax);
+    /* rank dropout: saved zf = f·mask·z with one mask value per (sample, rank) */
+    lo->rank_dropout = 0.5f;
+    sd_nn_plan p = plan_of(&b);
+    sd_arena_reset(&g_act, 0);
+    T_CHECK(u_fwd(&b.u, &g_act) == SD_OK);
+    T_EQ_INT((g_act.used + 63) & ~(size_t)63, p.saved);
+    const float *zf = lo->zf.data, *mk = lo->mask.data;
+    T_CHECK(mk != NULL && lo->mask.ndim == 3 && lo->mask.shape[1] == 1 && lo->mask.shape[2] == R);
+    int zero = 0, kept = 0, consistent = 1;
+    for (int64_t bb = 0; bb < 2; bb++)
+        for (int64_t j = 0; j < R; j++) {
+            float m = mk[bb * R + j];
+            if (m == 0) zero++;
+            else { kept++; consistent &= fabsf(m - 0.6f * 0.75f * 2.0f) < 1e-6f; }
+            for (int64_t t = 0; t < 200; t++) consistent &= (zf[(bb * 200 + t) * R + j] == 0) == (m == 0);
+        }
+    T_CHECK(consistent);
+    T_CHECK(zero > 0 && kept > 0);
+    /* neuron dropout: about p of the elements dropped */
+    lo->rank_dropout = 0;
+    lo->dropout = 0.25f;
+    sd_arena_reset(&g_act, 0);
+    T_CHECK(u_fwd(&b.u, &g_act) == SD_OK);
+    T_CHECK(sd_tensor_same_shape(&lo->mask, &lo->zf));
+    int64_t nz = 0, n = sd_tensor_numel(&lo->mask);
+    for (int64_t i = 0; i < n; i++) nz += ((const float *)lo->mask.data)[i] == 0;
+    T_CHECKF(fabs((double)nz / (double)n - 0.25) < 0.05, "dropped %lld of %lld", (long long)nz, (long long)n);
+    unbuild(&b);
+}
+
 /* base + LoRA branch == merged weight without the branch (linear and 3×3 conv) */
 static void test_lora_merge(void)
 {
@@ -757,6 +820,7 @@ int main(void)
     RUN(test_lora_identity_cases);
     RUN(test_frozen_half_base);
     RUN(test_lora_merge);
+    RUN(test_lora_formula);
     RUN(test_misuse);
     sd_arena_free(&g_act);
     sd_arena_free(&g_data);
