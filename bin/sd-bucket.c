@@ -517,8 +517,10 @@ int main(int argc, char **argv)
         return sd_fatal(1);
     }
     int nthreads = sd_threads_get();
-    int B = nthreads * 16;
-    if (B > 1024) B = 1024;
+    /* records per batch: enough work per parallel region to amortise waking the team (a header
+     * probe takes microseconds), few enough to keep memory and latency small */
+    int B = a.write_images ? nthreads * 8 : nthreads * 256;
+    if (B > 4096) B = 4096;
     written = jv_object();
     item *batch = calloc((size_t)B, sizeof *batch);
     if (!batch) return sd_fatal(1);
@@ -582,8 +584,10 @@ int main(int argc, char **argv)
                 it->dup_of = -1;
                 prepare(it);
             }
-            /* 1: probe sizes in parallel */
-#pragma omp parallel for schedule(dynamic, 4)
+            /* 1: probe sizes, in parallel when there are enough of them */
+            int nprobe = 0;
+            for (int i = 0; i < n; i++) nprobe += !batch[i].err && !batch[i].have_size;
+#pragma omp parallel for schedule(dynamic, 16) if (nprobe >= 128 && nthreads > 1)
             for (int i = 0; i < n; i++)
                 if (!batch[i].err && !batch[i].have_size) probe_one(&batch[i]);
             /* 2: plans, output names (main thread: jv) */
