@@ -652,7 +652,7 @@ int main(int argc, char **argv)
     sd_progress_end(&prog);
 
     /* summary, as the reference logs it */
-    qsort(st.b, (size_t)st.n, sizeof *st.b, cmp_bucket);
+    if (st.n) qsort(st.b, (size_t)st.n, sizeof *st.b, cmp_bucket);
     double mean = sd_bucket_mean(st.ar, st.nar);
     char mbuf[64];
     fmt_double(mean, mbuf, sizeof mbuf);
