@@ -1,0 +1,154 @@
+/* The SD1.x / SD2.x UNet (ldm openaimodel.UNetModel with SpatialTransformers), config-driven,
+ * with explicit forward and backward.
+ *
+ * Structure and checkpoint names (below the prefix, "model.diffusion_model." in single files):
+ *   time_embed.0 / .2               linear mc → 4·mc, SiLU, linear 4·mc → 4·mc (on the sinusoidal
+ *                                   timestep embedding, [cos, sin], max period 10000)
+ *   input_blocks.0.0                conv_in 3×3 (in_channels → mc)
+ *   input_blocks.k.{0,1}            per level, num_res_blocks × [ResBlock, SpatialTransformer if the
+ *                                   level is in attention_resolutions]; input_blocks.k.0.op is the
+ *                                   stride-2 Downsample between levels
+ *   middle_block.{0,1,2}            ResBlock, SpatialTransformer, ResBlock
+ *   output_blocks.k.{0,1,2}         per level (deepest first), num_res_blocks+1 × [ResBlock on
+ *                                   cat(h, skip), SpatialTransformer if attention, Upsample
+ *                                   ("conv") at the end of every level but the last]
+ *   out.0 / out.2                   GroupNorm(32)+SiLU, conv 3×3 (mc → out_channels)
+ * SD1: heads = num_heads, proj_in/proj_out stored as 1×1 convs; SD2: head width num_head_channels,
+ * linear proj_in/proj_out (use_linear_in_transformer). Both run as the same linear math.
+ *
+ * Training step (no allocation inside):
+ *   sd_nn_plan p = sd_unet_plan(&u, N, H, W, S);     once per latent/context shape
+ *   sd_nn_arena_init(&act, SD_DEV_CPU, p.saved);      once (reuse for smaller shapes)
+ *   sd_unet_forward(ctx, &u, &act, &eps, &x, &t, &c);
+ *   ... loss, d eps ...
+ *   sd_unet_backward(ctx, &u, &dx_or_NULL, &dc_or_NULL, &deps);
+ *   sd_arena_reset(&act, 0);
+ * Backward ACCUMULATES into dx, dcontext and the gradients of the trainable parameters (frozen
+ * ones get none; see nn/params.h). ctx->scratch must hold p.scratch plus the ops' own scratch. */
+#ifndef SD_MODELS_UNET_H
+#define SD_MODELS_UNET_H
+
+#include "io/safetensors.h"
+#include "models/model_config.h"
+#include "nn/nn.h"
+
+/* What a linear or conv layer belongs to, in the reference's (kohya LoRA) terms. */
+typedef enum sd_unet_role {
+    SD_UNET_ROLE_TRANSFORMER = 1,  /* inside a SpatialTransformer (diffusers Transformer2DModel): proj_in,
+                                      proj_out, attn1/attn2 to_q/to_k/to_v/to_out.0, ff.net.0.proj,
+                                      ff.net.2. LoRA always targets these. */
+    SD_UNET_ROLE_RESBLOCK = 2,     /* ResBlock (ResnetBlock2D): in_layers.2, out_layers.3 (3×3),
+                                      emb_layers.1 (linear), skip_connection (1×1). LoRA with conv_dim. */
+    SD_UNET_ROLE_SAMPLER = 3,      /* Downsample op / Upsample conv (3×3). LoRA with conv_dim. */
+    SD_UNET_ROLE_OTHER = 4,        /* time_embed.*, input_blocks.0.0, out.2: never LoRA targets */
+} sd_unet_role;
+
+/* One linear or conv layer, for attaching LoRA modules (sd_linear_set_lora/sd_conv2d_set_lora). */
+typedef struct sd_unet_layer {
+    const char *key;         /* ldm name below the UNet prefix, without ".weight":
+                                "input_blocks.1.1.transformer_blocks.0.attn1.to_q" */
+    const char *diffusers;   /* the same layer's Diffusers name (kohya's SD1/SD2 LoRA names):
+                                "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q" */
+    sd_unet_role role;
+    sd_linear *linear;       /* exactly one of linear / conv is set */
+    sd_conv2d *conv;
+    int64_t in, out;
+    int kh, kw;              /* 1×1 for linears */
+    int conv1x1;             /* a linear whose checkpoint weight is a 1×1 conv [out,in,1,1]
+                                (SD1 proj_in/proj_out): kohya gives it a conv-shaped LoRA */
+} sd_unet_layer;
+
+/* One TimestepEmbedSequential: up to three sub-layers run in order. */
+typedef struct sd_unet_block {
+    sd_conv2d *conv_in;             /* input_blocks.0 only */
+    sd_resblock *res;
+    sd_resblock *res2;              /* middle_block.2 */
+    sd_spatial_transformer *st;
+    sd_downsample *down;
+    sd_upsample *up;
+    int nsub;
+    int kind[3];                    /* sub-layer kinds in order (internal) */
+    int skip;                       /* output blocks: input block whose output is concatenated; else -1 */
+    int64_t cin, cout;              /* channels in (after the concat) and out */
+    char name[32];                  /* "input_blocks.4", "middle_block", "output_blocks.2" */
+    /* state of the last training forward */
+    sd_tensor t[4];                 /* t[0] input (the concat for output blocks), t[k+1] sub k output */
+    int checkpoint;
+} sd_unet_block;
+
+typedef struct sd_unet {
+    sd_unet_config cfg;
+    sd_params *params;
+    char *prefix;                   /* registry key prefix with its trailing '.', or "" */
+    sd_linear time1, time2;
+    sd_groupnorm out_norm;
+    sd_conv2d out_conv;
+    sd_unet_block *blocks;          /* n_in input blocks, the middle block, n_out output blocks */
+    int n_in, n_out, nblocks;
+    sd_unet_layer *layers;
+    size_t nlayers;
+    /* ldm ↔ diffusers prefix pairs ("input_blocks.1.0.in_layers.0." ↔ "down_blocks.0.resnets.0.norm1.") */
+    char **map_ldm, **map_diff;
+    size_t nmap;
+    /* state of the last training forward */
+    int trained;                    /* a training forward happened and no backward since */
+    sd_tensor x, temb, e1, e1a, emb, context, o;
+    sd_tensor *dhs;                 /* backward: gradients of the input blocks' outputs (n_in) */
+} sd_unet;
+
+/* Build the UNet of `cfg` (validated here) and register its parameters in `r` below `prefix`
+ * ("model.diffusion_model" for the single-file names; NULL or "" for bare names). */
+int sd_unet_init(sd_unet *u, sd_params *r, const char *prefix, const sd_unet_config *cfg);
+void sd_unet_free(sd_unet *u);
+
+/* Gradient checkpointing of the ResBlocks and SpatialTransformers of one block ("input_blocks.4",
+ * "middle_block", "output_blocks.2") or of all (block = NULL). Returns the number of blocks
+ * changed, SD_ENOTFOUND for an unknown block name. Gradients are bit-identical either way. */
+int sd_unet_set_checkpoint(sd_unet *u, const char *block, int on);
+
+/* Activation-arena bytes of a training forward for x [N, in_channels, H, W] and context
+ * [N, S, context_dim] (exact: arena use after the forward), and the layer-level scratch the
+ * forward/backward/inference take from ctx->scratch at most (an upper bound, not counting the
+ * ops' own temporaries). H and W must be multiples of 2^(levels-1). */
+sd_nn_plan sd_unet_plan(const sd_unet *u, int64_t n, int64_t h, int64_t w, int64_t s);
+
+/* y [N,out_channels,H,W] = UNet(x [N,in_channels,H,W], t [N] (f32 timesteps), context [N,S,C]).
+ * save = the activation arena (training) or NULL (inference: temporaries from ctx->scratch).
+ * In training, x, t and context must stay alive and unchanged until the backward. */
+int sd_unet_forward(sd_ctx *ctx, sd_unet *u, sd_arena *save, sd_tensor *y, const sd_tensor *x,
+                    const sd_tensor *t, const sd_tensor *context);
+/* dx [N,in,H,W] and dcontext [N,S,C] (either may be NULL) and the trainable parameters' grads
+ * += the gradient of dy (the gradient of the output). */
+int sd_unet_backward(sd_ctx *ctx, sd_unet *u, sd_tensor *dx, sd_tensor *dcontext, const sd_tensor *dy);
+
+/* ---- LoRA hook points ------------------------------------------------------------------------ */
+
+size_t sd_unet_layer_count(const sd_unet *u);
+const sd_unet_layer *sd_unet_layer_at(const sd_unet *u, size_t i);
+/* By ldm name (below the prefix, without ".weight"); NULL when absent. */
+const sd_unet_layer *sd_unet_layer_find(const sd_unet *u, const char *key);
+
+/* ---- checkpoint names ------------------------------------------------------------------------ */
+
+typedef enum sd_unet_naming {
+    SD_UNET_NAMES_LDM = 0,          /* ldm/original names (single-file checkpoints) */
+    SD_UNET_NAMES_DIFFUSERS = 1,    /* Diffusers UNet2DConditionModel (unet/diffusion_pytorch_model.safetensors) */
+} sd_unet_naming;
+
+/* Convert one name below the UNet prefix between ldm and Diffusers naming (kohya's
+ * model_util.py unet_conversion_map, generalised to this config's levels and block counts):
+ * "input_blocks.1.0.in_layers.0.weight" ↔ "down_blocks.0.resnets.0.norm1.weight". SD_ENOTFOUND
+ * when the name is not one of this UNet's; SD_ERANGE when `out` is too small. */
+int sd_unet_name_to_diffusers(const sd_unet *u, const char *ldm, char *out, size_t n);
+int sd_unet_name_from_diffusers(const sd_unet *u, const char *diffusers, char *out, size_t n);
+
+/* Load the UNet's parameters (the registry must be allocated) from `st`.
+ * LDM naming: tensors are `file_prefix` + ldm name ("model.diffusion_model." for a full
+ * checkpoint, "" for a bare UNet file); other tensors of the file are ignored.
+ * Diffusers naming: bare Diffusers names (file_prefix ignored); every tensor must belong to the UNet.
+ * Strict otherwise (missing keys, wrong shapes); `flags` adds SD_LOAD_* leniencies. 1×1-conv and
+ * linear spellings of proj_in/proj_out are both accepted (SD2 single files vs Diffusers). */
+int sd_unet_load(sd_unet *u, const sd_safetensors *st, sd_unet_naming naming, const char *file_prefix,
+                 unsigned flags, sd_load_report *rep);
+
+#endif

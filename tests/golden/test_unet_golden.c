@@ -1,0 +1,425 @@
+/* UNet against the PyTorch transcription of ldm's UNetModel (tests/golden/gen/make_unet_golden.py):
+ * tiny SD1- and SD2-shaped checkpoints loaded through the real loaders (single-file ldm names with
+ * f16 weights; a Diffusers-named file), output and gradients (input, context, parameters) within
+ * max|Δ| ≤ 1e-4·max|ref|; exact activation plans; inference = training forward; gradient
+ * checkpointing and frozen (half-stored) weights give the same gradients; ldm ↔ Diffusers names
+ * equal kohya's table for every key; LoRA hook points match the reference's module counts. */
+#include "base/error.h"
+#include "io/safetensors.h"
+#include "models/model_config.h"
+#include "models/unet.h"
+#include "test.h"
+
+static sd_ctx g_ctx;
+
+static const char *data_path(const char *name)
+{
+    static char buf[4][1024];
+    static int i;
+    char *b = buf[i++ & 3];
+    const char *root = getenv("SD_ROOT");
+    snprintf(b, 1024, "%s/tests/data/golden/unet/%s", root && *root ? root : ".", name);
+    return b;
+}
+
+#define CK(x) do { int rc_ = (x); if (rc_) { printf("#   %s:%d: %s: %s\n", __FILE__, __LINE__, #x, sd_errmsg()); \
+    t_cur_fail++; goto done; } } while (0)
+
+/* f32 host tensor read from the golden file */
+static int golden(const sd_safetensors *st, const char *name, sd_tensor *t)
+{
+    const sd_st_tensor *g = sd_safetensors_find(st, name);
+    if (!g) return sd_err(SD_ENOTFOUND, "golden tensor %s missing", name);
+    int rc = sd_tensor_alloc(t, SD_F32, g->ndim, g->shape);
+    if (!rc) rc = sd_safetensors_read(st, g, SD_ST_F32, t->data, (size_t)g->numel);
+    return rc;
+}
+
+/* max|a - b| / max|b| */
+static double rel_diff(const float *a, const float *b, int64_t n)
+{
+    double md = 0, mr = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (d > md || d != d) md = d;
+        if (fabs((double)b[i]) > mr) mr = fabs((double)b[i]);
+    }
+    return mr > 0 ? md / mr : md;
+}
+
+#define TOL 1e-4
+
+typedef struct model {
+    sd_params reg;
+    sd_unet u;
+    sd_model_config cfg;
+    int ok;
+} model;
+
+static int model_open(model *m, const char *cfg_path, int trainable, sd_dtype frozen)
+{
+    memset(m, 0, sizeof *m);
+    int rc = sd_model_config_load(cfg_path, &m->cfg);
+    if (rc) return rc;
+    sd_params_init(&m->reg);
+    if ((rc = sd_unet_init(&m->u, &m->reg, "model.diffusion_model", &m->cfg.unet))) return rc;
+    if (!trainable) {
+        sd_params_set_trainable(&m->reg, "", 0);
+        sd_params_set_frozen_dtype(&m->reg, frozen);
+    }
+    if ((rc = sd_params_alloc(&m->reg, SD_DEV_CPU))) return rc;
+    m->ok = 1;
+    return SD_OK;
+}
+
+static void model_close(model *m)
+{
+    sd_unet_free(&m->u);
+    sd_params_free(&m->reg);
+}
+
+static const char *write_cfg(const char *name, const char *text)
+{
+    const char *p = t_path(name);
+    t_write_file(p, text, strlen(text));
+    return p;
+}
+
+/* The tiny configs, once as TOML and once as JSON (the generator's parameters). */
+static const char *sd1_cfg(void)
+{
+    return write_cfg("sd1_tiny.toml",
+                     "family = \"sd1\"\n"
+                     "[unet]\nmodel_channels = 32\nchannel_mult = [1, 2]\nnum_res_blocks = 1\n"
+                     "attention_resolutions = [1]\nnum_heads = 2\ntransformer_depth = 2\ncontext_dim = 32\n");
+}
+
+static const char *sd2_cfg(void)
+{
+    return write_cfg("sd2_tiny.json",
+                     "{\"family\": \"sd2\", \"parameterization\": \"v\", \"unet\": {\"model_channels\": 32, "
+                     "\"channel_mult\": [1, 1], \"num_res_blocks\": 1, \"attention_resolutions\": [2], "
+                     "\"num_head_channels\": 16, \"context_dim\": 48, \"use_linear_in_transformer\": true}}");
+}
+
+typedef struct run {
+    sd_tensor x, t, c, dy, y, dx, dc;
+    float *grads;
+} run;
+
+static void run_free(run *r)
+{
+    sd_tensor_free(&r->x);
+    sd_tensor_free(&r->t);
+    sd_tensor_free(&r->c);
+    sd_tensor_free(&r->dy);
+    sd_tensor_free(&r->y);
+    sd_tensor_free(&r->dx);
+    sd_tensor_free(&r->dc);
+    free(r->grads);
+}
+
+/* One training step: forward into a planned arena, backward; checks the plan is exact. */
+static int step(model *m, run *r, const sd_safetensors *st, int *plan_exact)
+{
+    int rc;
+    if (!r->x.data) {
+        if ((rc = golden(st, "golden.x", &r->x)) || (rc = golden(st, "golden.t", &r->t)) ||
+            (rc = golden(st, "golden.context", &r->c)) || (rc = golden(st, "golden.dy", &r->dy)))
+            return rc;
+    }
+    sd_tensor_free(&r->y);
+    sd_tensor_free(&r->dx);
+    sd_tensor_free(&r->dc);
+    if ((rc = sd_tensor_alloc(&r->y, SD_F32, 4, r->dy.shape)) || (rc = sd_tensor_alloc(&r->dx, SD_F32, 4, r->x.shape)) ||
+        (rc = sd_tensor_alloc(&r->dc, SD_F32, 3, r->c.shape)))
+        return rc;
+    sd_nn_plan p = sd_unet_plan(&m->u, r->x.shape[0], r->x.shape[2], r->x.shape[3], r->c.shape[1]);
+    sd_arena act;
+    if ((rc = sd_nn_arena_init(&act, SD_DEV_CPU, p.saved))) return rc;
+    if (m->reg.grad_bytes) sd_params_zero_grad(&g_ctx, &m->reg);
+    size_t s0 = g_ctx.scratch.used;
+    rc = sd_unet_forward(&g_ctx, &m->u, &act, &r->y, &r->x, &r->t, &r->c);
+    if (!rc && plan_exact) *plan_exact = act.used == p.saved;
+    if (!rc) rc = sd_unet_backward(&g_ctx, &m->u, &r->dx, &r->dc, &r->dy);
+    if (!rc && g_ctx.scratch.used != s0) rc = sd_err(SD_ESTATE, "scratch not released");
+    sd_arena_free(&act);
+    if (!rc && m->reg.grad_bytes) {
+        free(r->grads);
+        r->grads = malloc(m->reg.grad_bytes);
+        memcpy(r->grads, m->reg.grad_mem, m->reg.grad_bytes);
+    }
+    return rc;
+}
+
+static void check_golden(const char *name, const char *cfg_path)
+{
+    char file[64];
+    snprintf(file, sizeof file, "%s.safetensors", name);
+    sd_safetensors *st = NULL;
+    model m = { 0 }, f = { 0 };
+    run r = { 0 }, r2 = { 0 }, rf = { 0 };
+    sd_tensor yi = { 0 }, ref = { 0 };
+    CK(sd_safetensors_open(data_path(file), &st));
+    CK(model_open(&m, cfg_path, 1, SD_F32));
+    sd_load_report rep;
+    CK(sd_unet_load(&m.u, st, SD_UNET_NAMES_LDM, "model.diffusion_model.", 0, &rep));
+    T_EQ_INT(rep.loaded, sd_params_count(&m.reg));
+    sd_load_report_free(&rep);
+    int exact = 0;
+    CK(step(&m, &r, st, &exact));
+    T_CHECK(exact);
+    /* output and input/context gradients */
+    CK(golden(st, "golden.y", &ref));
+    double d = rel_diff(r.y.data, ref.data, sd_tensor_numel(&ref));
+    printf("# %s: output max rel diff %.3g\n", name, d);
+    T_CHECKF(d <= TOL, "%s output %.3g", name, d);
+    sd_tensor_free(&ref);
+    CK(golden(st, "golden.dx", &ref));
+    d = rel_diff(r.dx.data, ref.data, sd_tensor_numel(&ref));
+    printf("# %s: d x max rel diff %.3g\n", name, d);
+    T_CHECKF(d <= TOL, "%s dx %.3g", name, d);
+    sd_tensor_free(&ref);
+    CK(golden(st, "golden.dcontext", &ref));
+    d = rel_diff(r.dc.data, ref.data, sd_tensor_numel(&ref));
+    printf("# %s: d context max rel diff %.3g\n", name, d);
+    T_CHECKF(d <= TOL, "%s dcontext %.3g", name, d);
+    sd_tensor_free(&ref);
+    /* parameter gradients */
+    double worst = 0;
+    int ngrads = 0;
+    for (size_t i = 0; i < sd_safetensors_count(st); i++) {
+        const sd_st_tensor *g = sd_safetensors_at(st, i);
+        if (strncmp(g->name, "golden.grad.", 12)) continue;
+        char key[256];
+        snprintf(key, sizeof key, "model.diffusion_model.%s", g->name + 12);
+        sd_param *p = sd_params_find(&m.reg, key);
+        T_CHECKF(p != NULL, "no parameter %s", key);
+        if (!p) continue;
+        CK(golden(st, g->name, &ref));
+        T_EQ_INT(sd_tensor_numel(&ref), sd_tensor_numel(&p->grad));
+        d = rel_diff(p->grad.data, ref.data, sd_tensor_numel(&ref));
+        T_CHECKF(d <= TOL, "%s grad %s %.3g", name, key, d);
+        if (d > worst) worst = d;
+        ngrads++;
+        sd_tensor_free(&ref);
+    }
+    printf("# %s: %d parameter gradients, max rel diff %.3g\n", name, ngrads, worst);
+    T_CHECK(ngrads >= 10);
+    /* inference forward = training forward, bit for bit */
+    CK(sd_tensor_alloc(&yi, SD_F32, 4, r.y.shape));
+    CK(sd_unet_forward(&g_ctx, &m.u, NULL, &yi, &r.x, &r.t, &r.c));
+    T_CHECK(!memcmp(yi.data, r.y.data, sd_tensor_nbytes(&yi)));
+    T_EQ_INT(g_ctx.scratch.used, 0);
+    /* backward without a training forward is refused */
+    T_EQ_INT(sd_unet_backward(&g_ctx, &m.u, NULL, NULL, &r.dy), SD_ESTATE);
+    /* gradient checkpointing: identical gradients */
+    T_CHECK(sd_unet_set_checkpoint(&m.u, NULL, 1) == m.u.nblocks);
+    sd_nn_plan pc = sd_unet_plan(&m.u, r.x.shape[0], r.x.shape[2], r.x.shape[3], r.c.shape[1]);
+    sd_unet_set_checkpoint(&m.u, NULL, 0);
+    sd_nn_plan pn = sd_unet_plan(&m.u, r.x.shape[0], r.x.shape[2], r.x.shape[3], r.c.shape[1]);
+    T_CHECK(pc.saved < pn.saved);
+    printf("# %s: activations %zu bytes, %zu with checkpointing\n", name, pn.saved, pc.saved);
+    sd_unet_set_checkpoint(&m.u, NULL, 1);
+    exact = 0;
+    CK(step(&m, &r2, st, &exact));
+    T_CHECK(exact);
+    T_CHECK(!memcmp(r2.y.data, r.y.data, sd_tensor_nbytes(&r.y)));
+    T_CHECK(!memcmp(r2.dx.data, r.dx.data, sd_tensor_nbytes(&r.dx)));
+    T_CHECK(!memcmp(r2.dc.data, r.dc.data, sd_tensor_nbytes(&r.dc)));
+    T_CHECK(!memcmp(r2.grads, r.grads, m.reg.grad_bytes));
+    T_EQ_INT(sd_unet_set_checkpoint(&m.u, "middle_block", 0), 1);
+    T_EQ_INT(sd_unet_set_checkpoint(&m.u, "no_block", 0), SD_ENOTFOUND);
+    /* frozen base stored in f16 (LoRA style): no parameter gradients, the same dx / dcontext
+     * (the weights are exact in f16) */
+    CK(model_open(&f, cfg_path, 0, SD_F16));
+    CK(sd_unet_load(&f.u, st, SD_UNET_NAMES_LDM, "model.diffusion_model.", 0, NULL));
+    T_EQ_INT(f.reg.grad_bytes, 0);
+    CK(step(&f, &rf, st, NULL));
+    T_CHECK(!memcmp(rf.y.data, r.y.data, sd_tensor_nbytes(&r.y)));
+    T_CHECK(!memcmp(rf.dx.data, r.dx.data, sd_tensor_nbytes(&r.dx)));
+    T_CHECK(!memcmp(rf.dc.data, r.dc.data, sd_tensor_nbytes(&r.dc)));
+done:
+    sd_tensor_free(&yi);
+    sd_tensor_free(&ref);
+    run_free(&r);
+    run_free(&r2);
+    run_free(&rf);
+    if (m.ok) model_close(&m);
+    if (f.ok) model_close(&f);
+    sd_safetensors_close(st);
+}
+
+static void test_sd1_tiny_golden(void) { check_golden("sd1_tiny", sd1_cfg()); }
+static void test_sd2_tiny_golden(void) { check_golden("sd2_tiny", sd2_cfg()); }
+
+/* Every ldm key ↔ its Diffusers name as in kohya's table (the generator's _names.txt). */
+static void check_names(const char *name, const char *cfg_path)
+{
+    char file[64];
+    snprintf(file, sizeof file, "%s_names.txt", name);
+    model m = { 0 };
+    FILE *fp = fopen(data_path(file), "r");
+    T_CHECK(fp != NULL);
+    if (!fp) return;
+    CK(model_open(&m, cfg_path, 1, SD_F32));
+    char a[256], b[256], out[256];
+    size_t n = 0;
+    while (fscanf(fp, "%255s %255s", a, b) == 2) {
+        n++;
+        T_CHECKF(!sd_unet_name_to_diffusers(&m.u, a, out, sizeof out) && !strcmp(out, b), "%s -> %s, want %s", a, out, b);
+        T_CHECKF(!sd_unet_name_from_diffusers(&m.u, b, out, sizeof out) && !strcmp(out, a), "%s -> %s, want %s", b, out, a);
+        char full[300];
+        snprintf(full, sizeof full, "model.diffusion_model.%s", a);
+        T_CHECKF(sd_params_find(&m.reg, full) != NULL, "%s not registered", full);
+    }
+    T_EQ_INT(n, sd_params_count(&m.reg));
+    T_EQ_INT(sd_unet_name_to_diffusers(&m.u, "input_blocks.99.0.x", out, sizeof out), SD_ENOTFOUND);
+    T_EQ_INT(sd_unet_name_to_diffusers(&m.u, "time_embed.0.weight", out, 8), SD_ERANGE);
+done:
+    if (m.ok) model_close(&m);
+    fclose(fp);
+}
+
+static void test_diffusers_names(void)
+{
+    check_names("sd1_tiny", sd1_cfg());
+    check_names("sd2_tiny", sd2_cfg());
+}
+
+/* The Diffusers-named file loads into the same values as the single-file checkpoint. */
+static void test_diffusers_load(void)
+{
+    sd_safetensors *st = NULL, *sd = NULL;
+    model a = { 0 }, b = { 0 };
+    CK(sd_safetensors_open(data_path("sd2_tiny.safetensors"), &st));
+    CK(sd_safetensors_open(data_path("sd2_tiny_diffusers.safetensors"), &sd));
+    CK(model_open(&a, sd2_cfg(), 1, SD_F32));
+    CK(model_open(&b, sd2_cfg(), 1, SD_F32));
+    T_EQ_INT(a.cfg.parameterization, SD_PRED_V);
+    CK(sd_unet_load(&a.u, st, SD_UNET_NAMES_LDM, "model.diffusion_model.", 0, NULL));
+    sd_load_report rep;
+    CK(sd_unet_load(&b.u, sd, SD_UNET_NAMES_DIFFUSERS, NULL, 0, &rep));
+    T_EQ_INT(rep.loaded, sd_params_count(&b.reg));
+    T_EQ_INT(rep.unexpected, 0);
+    sd_load_report_free(&rep);
+    T_CHECK(a.reg.value_bytes == b.reg.value_bytes && !memcmp(a.reg.value_mem, b.reg.value_mem, a.reg.value_bytes));
+    /* the wrong naming or the wrong prefix is refused with the missing keys named */
+    T_EQ_INT(sd_unet_load(&b.u, st, SD_UNET_NAMES_DIFFUSERS, NULL, 0, NULL), SD_EFORMAT);
+    T_CHECK(strstr(sd_errmsg(), "missing") != NULL);
+    T_EQ_INT(sd_unet_load(&b.u, sd, SD_UNET_NAMES_LDM, "model.diffusion_model.", 0, NULL), SD_EFORMAT);
+    /* an SD1-shaped UNet refuses the SD2 file (shape mismatch, named) */
+    sd_params_free(&b.reg);
+    sd_unet_free(&b.u);
+    b.ok = 0;
+    CK(model_open(&b, sd1_cfg(), 1, SD_F32));
+    T_EQ_INT(sd_unet_load(&b.u, st, SD_UNET_NAMES_LDM, "model.diffusion_model.", 0, NULL), SD_EFORMAT);
+    printf("# %s\n", sd_errmsg());
+done:
+    if (a.ok) model_close(&a);
+    if (b.ok) model_close(&b);
+    sd_safetensors_close(st);
+    sd_safetensors_close(sd);
+}
+
+/* LoRA hook points: the reference's module counts (spec §7.1) on the real SD1/SD2 shapes, names
+ * and roles. Registration only: no parameter memory. */
+static void test_lora_layers(void)
+{
+    for (int fam = SD_FAMILY_SD1; fam <= SD_FAMILY_SD2; fam++) {
+        sd_model_config cfg;
+        sd_params reg;
+        sd_unet u;
+        sd_model_config_preset((sd_family)fam, &cfg);
+        sd_params_init(&reg);
+        if (sd_unet_init(&u, &reg, "model.diffusion_model", &cfg.unet)) {
+            printf("# %s\n", sd_errmsg());
+            T_CHECK(0);
+            sd_params_free(&reg);
+            continue;
+        }
+        size_t tr = 0, conv = 0, other = 0, c1 = 0;
+        for (size_t i = 0; i < sd_unet_layer_count(&u); i++) {
+            const sd_unet_layer *l = sd_unet_layer_at(&u, i);
+            if (l->role == SD_UNET_ROLE_TRANSFORMER) tr++;
+            else if (l->role == SD_UNET_ROLE_OTHER) other++;
+            else conv++;
+            c1 += l->conv1x1;
+            T_CHECK((l->linear != NULL) != (l->conv != NULL));
+        }
+        T_EQ_INT(tr, 192);          /* LierLa: 16 transformers × 12 */
+        T_EQ_INT(tr + conv, 278);   /* C3Lier (SD1 count; SD2 has the same structure) */
+        T_EQ_INT(other, 4);         /* time_embed.0/2, conv_in, conv_out */
+        T_EQ_INT(c1, fam == SD_FAMILY_SD1 ? 32 : 0);
+        const sd_unet_layer *l = sd_unet_layer_find(&u, "input_blocks.1.1.transformer_blocks.0.attn2.to_k");
+        T_CHECK(l && l->linear && !strcmp(l->diffusers, "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k"));
+        if (l) T_EQ_INT(l->in, fam == SD_FAMILY_SD1 ? 768 : 1024);
+        l = sd_unet_layer_find(&u, "output_blocks.2.1.conv");
+        T_CHECK(l && l->conv && l->role == SD_UNET_ROLE_SAMPLER && !strcmp(l->diffusers, "up_blocks.0.upsamplers.0.conv"));
+        l = sd_unet_layer_find(&u, "output_blocks.5.2.conv");
+        T_CHECK(l && !strcmp(l->diffusers, "up_blocks.1.upsamplers.0.conv"));
+        l = sd_unet_layer_find(&u, "input_blocks.4.0.skip_connection");
+        T_CHECK(l && l->kh == 1 && !strcmp(l->diffusers, "down_blocks.1.resnets.0.conv_shortcut"));
+        l = sd_unet_layer_find(&u, "middle_block.2.in_layers.2");
+        T_CHECK(l && l->kh == 3 && !strcmp(l->diffusers, "mid_block.resnets.1.conv1"));
+        l = sd_unet_layer_find(&u, "input_blocks.1.1.proj_in");
+        T_CHECK(l && l->conv1x1 == (fam == SD_FAMILY_SD1) && l->out == 320);
+        sd_params_totals tot;
+        sd_params_get_totals(&reg, &tot);
+        printf("# %s UNet: %lld parameters in %zu tensors\n", sd_family_name((sd_family)fam), (long long)tot.numel, tot.count);
+        T_EQ_INT(tot.numel, fam == SD_FAMILY_SD1 ? 859520964LL : 865910724LL);
+        sd_unet_free(&u);
+        sd_params_free(&reg);
+    }
+}
+
+/* Bad inputs are refused with a message, never crash. */
+static void test_unet_misuse(void)
+{
+    model m = { 0 };
+    sd_tensor x = { 0 }, y = { 0 }, t = { 0 }, c = { 0 };
+    CK(model_open(&m, sd2_cfg(), 1, SD_F32));
+    CK(sd_tensor_alloc(&x, SD_F32, 4, (int64_t[]){ 1, 4, 6, 8 }));
+    CK(sd_tensor_alloc(&y, SD_F32, 4, (int64_t[]){ 1, 4, 6, 8 }));
+    CK(sd_tensor_alloc(&t, SD_F32, 1, (int64_t[]){ 1 }));
+    CK(sd_tensor_alloc(&c, SD_F32, 3, (int64_t[]){ 1, 3, 48 }));
+    T_EQ_INT(sd_unet_forward(&g_ctx, &m.u, NULL, &y, &x, &t, &c), SD_OK);
+    sd_tensor bad = c;
+    bad.shape[2] = 47;
+    T_EQ_INT(sd_unet_forward(&g_ctx, &m.u, NULL, &y, &x, &t, &bad), SD_EINVAL);
+    bad = x;
+    bad.shape[2] = 7;
+    T_EQ_INT(sd_unet_forward(&g_ctx, &m.u, NULL, &y, &bad, &t, &c), SD_EINVAL);
+    T_CHECK(strstr(sd_errmsg(), "multiple") != NULL);
+    bad = x;
+    bad.shape[1] = 3;
+    T_EQ_INT(sd_unet_forward(&g_ctx, &m.u, NULL, &y, &bad, &t, &c), SD_EINVAL);
+    /* a too small activation arena is an error, not a crash */
+    sd_arena small;
+    CK(sd_nn_arena_init(&small, SD_DEV_CPU, 4096));
+    T_EQ_INT(sd_unet_forward(&g_ctx, &m.u, &small, &y, &x, &t, &c), SD_ENOMEM);
+    sd_arena_free(&small);
+    T_EQ_INT(g_ctx.scratch.used, 0);
+done:
+    sd_tensor_free(&x);
+    sd_tensor_free(&y);
+    sd_tensor_free(&t);
+    sd_tensor_free(&c);
+    if (m.ok) model_close(&m);
+}
+
+int main(void)
+{
+    if (sd_ctx_init(&g_ctx, SD_DEV_CPU, 2, 0)) {
+        printf("# %s\n", sd_errmsg());
+        return 1;
+    }
+    T_RUN(test_sd1_tiny_golden);
+    T_RUN(test_sd2_tiny_golden);
+    T_RUN(test_diffusers_names);
+    T_RUN(test_diffusers_load);
+    T_RUN(test_lora_layers);
+    T_RUN(test_unet_misuse);
+    sd_ctx_free(&g_ctx);
+    T_DONE();
+}
