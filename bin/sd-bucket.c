@@ -89,6 +89,7 @@ typedef struct item {
     int filter;        /* -1 = the reference's automatic choice */
     int alpha;         /* keep alpha (record alpha_mask) */
     int repeats;
+    long long dataset; /* "dataset" key, -1 when absent */
     sd_bucket_plan plan;
     char *out;         /* --write-images path */
     int write;         /* this item writes `out` (not a duplicate of an earlier one) */
@@ -253,41 +254,71 @@ static int same_file(const char *x, const char *y)
 
 typedef struct { int w, h; long long count; long images; } bucket_count;
 
-static struct {
+/* One bucket table: the whole run, or one dataset (records with a "dataset" key, as
+ * sd-merge-meta writes them from a dataset config; the reference keeps one table per dataset). */
+typedef struct {
+    long long dataset; /* -1: all records */
     bucket_count *b;
     int n, cap;
-    double *ar;      /* |ar_error| per image, in input order */
+    double *ar;        /* |ar_error| per image, in input order */
     size_t nar, capar;
-    long done, skipped;
-} st;
+} group;
 
-static void stats_add(const sd_bucket_plan *p, int repeats)
+static struct {
+    group all;
+    group *ds;         /* per dataset, in order of first appearance */
+    int nds, capds;
+    long done, skipped;
+} st = {.all = {.dataset = -1}};
+
+static void *grow(void *p, size_t n, size_t size)
+{
+    void *q = realloc(p, n * size);
+    if (!q) {
+        sd_error("out of memory");
+        exit(1);
+    }
+    return q;
+}
+
+static void group_add(group *g, const sd_bucket_plan *p, int repeats)
 {
     int i;
-    for (i = 0; i < st.n; i++)
-        if (st.b[i].w == p->bucket_w && st.b[i].h == p->bucket_h) break;
-    if (i == st.n) {
-        if (st.n == st.cap) {
-            st.cap = st.cap ? st.cap * 2 : 32;
-            st.b = realloc(st.b, (size_t)st.cap * sizeof *st.b);
-            if (!st.b) {
-                sd_error("out of memory");
-                exit(1);
-            }
+    for (i = 0; i < g->n; i++)
+        if (g->b[i].w == p->bucket_w && g->b[i].h == p->bucket_h) break;
+    if (i == g->n) {
+        if (g->n == g->cap) {
+            g->cap = g->cap ? g->cap * 2 : 32;
+            g->b = grow(g->b, (size_t)g->cap, sizeof *g->b);
         }
-        st.b[st.n++] = (bucket_count){p->bucket_w, p->bucket_h, 0, 0};
+        g->b[g->n++] = (bucket_count){p->bucket_w, p->bucket_h, 0, 0};
     }
-    st.b[i].count += repeats;
-    st.b[i].images++;
-    if (st.nar == st.capar) {
-        st.capar = st.capar ? st.capar * 2 : 1024;
-        st.ar = realloc(st.ar, st.capar * sizeof *st.ar);
-        if (!st.ar) {
-            sd_error("out of memory");
-            exit(1);
+    g->b[i].count += repeats;
+    g->b[i].images++;
+    if (g->nar == g->capar) {
+        g->capar = g->capar ? g->capar * 2 : 1024;
+        g->ar = grow(g->ar, g->capar, sizeof *g->ar);
+    }
+    g->ar[g->nar++] = fabs(p->ar_error);
+}
+
+static void stats_add(const sd_bucket_plan *p, int repeats, long long dataset)
+{
+    group_add(&st.all, p, repeats);
+    if (dataset < 0) return;
+    int i;
+    for (i = 0; i < st.nds; i++)
+        if (st.ds[i].dataset == dataset) break;
+    if (i == st.nds) {
+        if (st.nds == st.capds) {
+            st.capds = st.capds ? st.capds * 2 : 8;
+            st.ds = grow(st.ds, (size_t)st.capds, sizeof *st.ds);
         }
+        memset(&st.ds[i], 0, sizeof st.ds[i]);
+        st.ds[i].dataset = dataset;
+        st.nds++;
     }
-    st.ar[st.nar++] = fabs(p->ar_error);
+    group_add(&st.ds[i], p, repeats);
 }
 
 static int cmp_bucket(const void *x, const void *y)
@@ -309,6 +340,26 @@ static void fmt_double(double v, char *buf, size_t n)
 }
 
 static jv ints2(int64_t x, int64_t y) { return JV_ARRAY(jv_number((double)x), jv_number((double)y)); }
+
+/* {"buckets":{"0":{"resolution":[w,h],"count":n,"images":m},...},"mean_img_ar_error":x,
+ *  "images":m,"images_with_repeats":n}: the reference's bucket_info plus counts; buckets sorted already */
+static jv group_json(const group *g)
+{
+    jv bk = jv_object();
+    long long total = 0;
+    for (int i = 0; i < g->n; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "%d", i);
+        bk = jv_object_set(bk, jv_string(key),
+                           JV_OBJECT(jv_string("resolution"), ints2(g->b[i].w, g->b[i].h), jv_string("count"),
+                                     jv_number((double)g->b[i].count), jv_string("images"),
+                                     jv_number((double)g->b[i].images)));
+        total += g->b[i].count;
+    }
+    return JV_OBJECT(jv_string("buckets"), bk, jv_string("mean_img_ar_error"),
+                     jv_number(sd_bucket_mean(g->ar, g->nar)), jv_string("images"), jv_number((double)g->nar),
+                     jv_string("images_with_repeats"), jv_number((double)total));
+}
 
 /* Work done on worker threads: only plain memory, no jv. */
 static void probe_one(item *it)
@@ -420,6 +471,10 @@ static void prepare(item *it)
     if ((rc = get_int_range(rec, "bucket_reso_steps", 1, 4096, &c.steps)) < 0) goto bad;
     it->repeats = 1;
     if ((rc = get_int_range(rec, "num_repeats", 0, 1 << 30, &it->repeats)) < 0) goto bad;
+    it->dataset = -1;
+    int ds = 0;
+    if ((rc = get_int_range(rec, "dataset", 0, 1 << 30, &ds)) < 0) goto bad;
+    if (rc == 1) it->dataset = ds;
     if ((rc = sd_jsonl_get_bool(rec, "alpha_mask", &b)) < 0) goto bad;
     if (rc == 1) it->alpha = b;
     it->filter = global_filter;
@@ -631,7 +686,7 @@ int main(int argc, char **argv)
                         if (!has) rec = jv_object_set(rec, jv_string("source_image"), jv_string(it->image));
                         rec = jv_object_set(rec, jv_string("image"), jv_string(it->out));
                     }
-                    stats_add(p, it->repeats);
+                    stats_add(p, it->repeats, it->dataset);
                     st.done++;
                     if (sd_jsonl_write(stdout, rec) < 0) {
                         sd_error("stdout: %s", sd_errmsg());
@@ -651,34 +706,33 @@ int main(int argc, char **argv)
     }
     sd_progress_end(&prog);
 
-    /* summary, as the reference logs it */
-    if (st.n) qsort(st.b, (size_t)st.n, sizeof *st.b, cmp_bucket);
-    double mean = sd_bucket_mean(st.ar, st.nar);
-    char mbuf[64];
-    fmt_double(mean, mbuf, sizeof mbuf);
+    /* summary, as the reference logs it (per dataset when the records name their dataset) */
     sd_info("%ld records done, %ld skipped", st.done, st.skipped);
-    if (st.n) {
+    group *gs = st.nds ? st.ds : &st.all;
+    int ng = st.nds ? st.nds : 1;
+    for (int gi = 0; gi < ng; gi++) {
+        group *g = &gs[gi];
+        if (!g->n) continue;
+        qsort(g->b, (size_t)g->n, sizeof *g->b, cmp_bucket);
+        char mbuf[64];
+        fmt_double(sd_bucket_mean(g->ar, g->nar), mbuf, sizeof mbuf);
+        if (st.nds) sd_info("[Dataset %lld]", g->dataset);
         sd_info("number of images (including repeats)");
-        for (int i = 0; i < st.n; i++)
-            sd_info("bucket %d: resolution (%d, %d), count: %lld", i, st.b[i].w, st.b[i].h, st.b[i].count);
+        for (int i = 0; i < g->n; i++)
+            sd_info("bucket %d: resolution (%d, %d), count: %lld", i, g->b[i].w, g->b[i].h, g->b[i].count);
         sd_info("mean ar error (without repeats): %s", mbuf);
     }
     if (a.stats && !fatal) {
-        jv bk = jv_object();
-        long long total = 0;
-        for (int i = 0; i < st.n; i++) {
-            char key[16];
-            snprintf(key, sizeof key, "%d", i);
-            bk = jv_object_set(bk, jv_string(key),
-                               JV_OBJECT(jv_string("resolution"), ints2(st.b[i].w, st.b[i].h),
-                                         jv_string("count"), jv_number((double)st.b[i].count),
-                                         jv_string("images"), jv_number((double)st.b[i].images)));
-            total += st.b[i].count;
+        if (st.nds && st.all.n) qsort(st.all.b, (size_t)st.all.n, sizeof *st.all.b, cmp_bucket);
+        jv sj = group_json(&st.all);
+        sj = jv_object_set(sj, jv_string("skipped"), jv_number((double)st.skipped));
+        if (st.nds) {
+            jv arr = jv_array();
+            for (int gi = 0; gi < st.nds; gi++)
+                arr = jv_array_append(arr, jv_object_set(group_json(&st.ds[gi]), jv_string("dataset"),
+                                                         jv_number((double)st.ds[gi].dataset)));
+            sj = jv_object_set(sj, jv_string("datasets"), arr);
         }
-        jv sj = JV_OBJECT(jv_string("buckets"), bk, jv_string("mean_img_ar_error"), jv_number(mean),
-                          jv_string("images"), jv_number((double)st.done),
-                          jv_string("images_with_repeats"), jv_number((double)total),
-                          jv_string("skipped"), jv_number((double)st.skipped));
         char *buf = NULL;
         size_t len = 0;
         FILE *mf = open_memstream(&buf, &len);
@@ -697,8 +751,13 @@ int main(int argc, char **argv)
         free(sets[i].err);
     }
     free(sets);
-    free(st.b);
-    free(st.ar);
+    free(st.all.b);
+    free(st.all.ar);
+    for (int i = 0; i < st.nds; i++) {
+        free(st.ds[i].b);
+        free(st.ds[i].ar);
+    }
+    free(st.ds);
     free(batch);
     sd_opts_free(&o);
     if (fatal) return 1;

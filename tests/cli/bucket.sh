@@ -86,6 +86,20 @@ if grep -q '"mean_img_ar_error":' st.json && grep -q '"images":4,"images_with_re
    && grep -q '"resolution":\[1024,704\],"count":5,"images":1' st.json; then ok bucket_stats_json
 else nok bucket_stats_json; sed 's/^/#   /' st.json; fi
 
+# ---- per-dataset tables (records from a dataset config carry "dataset") ---------------------------
+cat > d.jsonl <<'EOF'
+{"image":"i1200x800.png","dataset":0,"num_repeats":10}
+{"image":"i300x400.png","dataset":0,"num_repeats":10}
+{"image":"i1200x800.png","dataset":1,"resolution":[768,512]}
+{"image":"i300x400.png","dataset":1,"resolution":[768,512]}
+EOF
+"$SD" --resolution 512 --stats dst.json < d.jsonl > /dev/null 2> d.err
+if grep -qxF 'sd-bucket: [Dataset 1]' d.err && grep -qxF 'sd-bucket: bucket 1: resolution (640, 384), count: 10' d.err \
+   && grep -qxF 'sd-bucket: bucket 1: resolution (768, 512), count: 1' d.err \
+   && grep -q '"images":4,"images_with_repeats":22,"skipped":0,"datasets":\[{"buckets":{"0":{"resolution":\[448,576\],"count":10,"images":1}' dst.json \
+   && grep -q '"dataset":1}\]}$' dst.json; then ok bucket_per_dataset
+else nok bucket_per_dataset; sed 's/^/#   /' d.err dst.json; fi
+
 # ---- per-record errors: line numbers, exit 3, the other records intact ---------------------------
 cat > e.jsonl <<'EOF'
 {"image":"i512x512.png","n":1}
