@@ -283,6 +283,13 @@ int sd_embedding_backward(sd_ctx *ctx, sd_embedding *e, const sd_tensor *dy)
     return rc ? sd_err_prefix(rc, "%s", e->w->key) : SD_OK;
 }
 
+sd_nn_plan sd_embedding_plan(const sd_embedding *e, int ndim, const int64_t *ids_shape)
+{
+    (void)e; (void)ndim; (void)ids_shape;
+    sd_nn_plan p = { 0, 0 };
+    return p;
+}
+
 /* ---- downsample / upsample ------------------------------------------------------------------ */
 
 int sd_downsample_init(sd_downsample *d, sd_params *r, const char *prefix, int64_t cin, int64_t cout)

@@ -22,7 +22,11 @@
  * - Blocks (resblock, transformer block, spatial transformer) have `checkpoint`: when set, a
  *   training forward keeps only references to its inputs (saved bytes 0) and the backward
  *   recomputes the internals into scratch first. Gradients are bit-identical either way.
- * - LoRA: linear and conv layers have `lora` (sd_lora *, NULL = none); see lora_hook.h.
+ * - LoRA: linear and conv layers have `lora` (sd_lora *, NULL = none); see lora_hook.h. A LoRA
+ *   with dropouts saves its masks only while its runtime says `training`: plan after setting it,
+ *   and keep rt->step unchanged between a forward and its backward (checkpointed blocks redraw
+ *   the same masks from it). The host staging buffer for the masks grows on the first training
+ *   step only.
  * - Layers never read tensor data on the host (they run unchanged on CUDA tensors). */
 #ifndef SD_NN_NN_H
 #define SD_NN_NN_H
@@ -258,6 +262,8 @@ int sd_embedding_init(sd_embedding *e, sd_params *r, const char *prefix, const c
 int sd_embedding_forward(sd_ctx *ctx, sd_embedding *e, sd_arena *save, sd_tensor *y, const sd_tensor *ids);
 /* weight.grad += scatter of dy (nothing to do when frozen). */
 int sd_embedding_backward(sd_ctx *ctx, sd_embedding *e, const sd_tensor *dy);
+/* Saves nothing but the ids reference: { 0, 0 }. */
+sd_nn_plan sd_embedding_plan(const sd_embedding *e, int ndim, const int64_t *ids_shape);
 
 /* ---- down/upsample -------------------------------------------------------------------------
  * Downsample: conv 3×3 stride 2 padding 1 ("op"; ldm use_conv=True, the only SD variant).
