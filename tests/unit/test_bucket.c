@@ -336,6 +336,66 @@ static void test_apply(void)
     sd_bucket_set_free(&s);
 }
 
+/* Random configurations and image sizes (including extreme aspect ratios and sizes up to 2^28
+ * pixels): never a crash, never a 0-sized bucket; every plan is consistent. */
+static void test_random_invariants(void)
+{
+    uint64_t x = 88172645463325252ULL;
+#define RND() (x ^= x << 13, x ^= x >> 7, x ^= x << 17, x)
+    long nplans = 0, nrej = 0, bad = 0;
+    for (int k = 0; k < 300; k++) {
+        sd_bucket_cfg c;
+        c.res_w = 1 + (int)(RND() % 4096);
+        c.res_h = RND() % 3 ? c.res_w : 1 + (int)(RND() % 4096);
+        c.steps = 1 + (int)(RND() % 128);
+        c.min_reso = (int)(RND() % 1024);
+        c.max_reso = c.min_reso + (int)(RND() % 8192);
+        c.no_upscale = (int)(RND() % 2);
+        c.enable_bucket = RND() % 5 != 0;
+        sd_bucket_set s;
+        if (sd_bucket_set_init(&s, &c) != SD_OK) {
+            nrej++;
+            continue;
+        }
+        for (int i = 0; i < 200; i++) {
+            int w, h;
+            switch (RND() % 4) {
+            case 0: w = 1 + (int)(RND() % 64); h = 1 + (int)(RND() % 100000); break;
+            case 1: w = 1 + (int)(RND() % 100000); h = 1 + (int)(RND() % 64); break;
+            case 2: w = 1 + (int)(RND() % 16384); h = 1 + (int)(RND() % 16384); break;
+            default: w = 1 + (int)(RND() % 2048); h = 1 + (int)(RND() % 2048); break;
+            }
+            sd_bucket_plan p;
+            int rc = sd_bucket_select(&s, w, h, &p);
+            if (rc != SD_OK) {
+                if (rc != SD_EINVAL || s.mode != SD_BUCKET_MODE_B) bad++;
+                continue;
+            }
+            nplans++;
+            int okp = p.bucket_w >= 1 && p.bucket_h >= 1 && p.resized_w >= p.bucket_w &&
+                      p.resized_h >= p.bucket_h && p.trim_x >= 0 && p.trim_y >= 0 &&
+                      p.trim_x + p.bucket_w <= p.resized_w && p.trim_y + p.bucket_h <= p.resized_h &&
+                      (p.resized_w == p.bucket_w || p.resized_h == p.bucket_h || s.mode == SD_BUCKET_MODE_B) &&
+                      isfinite(p.ar_error) && isfinite(p.crop_ltrb[0]) && isfinite(p.crop_ltrb[3]);
+            if (s.mode == SD_BUCKET_MODE_B)
+                okp = okp && p.bucket_w % c.steps == 0 && p.bucket_h % c.steps == 0 && p.resized_w <= w &&
+                      p.resized_h <= h;
+            if (!okp) {
+                if (bad < 10)
+                    printf("#   cfg %dx%d %d..%d/%d nu %d en %d image %dx%d -> bucket %dx%d resized %lldx%lld\n",
+                           c.res_w, c.res_h, c.min_reso, c.max_reso, c.steps, c.no_upscale, c.enable_bucket, w,
+                           h, p.bucket_w, p.bucket_h, (long long)p.resized_w, (long long)p.resized_h);
+                bad++;
+            }
+        }
+        sd_bucket_set_free(&s);
+    }
+#undef RND
+    printf("# random: %ld plans, %ld configurations rejected, %ld bad\n", nplans, nrej, bad);
+    T_EQ_INT(bad, 0);
+    T_CHECK(nplans > 20000);
+}
+
 /* Helper for tests/cli/bucket*.sh: `test_bucket --mkimg OUT W H [C]` writes a patterned PNG (or
  * JPEG when OUT ends in .jpg) of W×H with C channels (default 3). */
 static int mkimg(int argc, char **argv)
@@ -364,5 +424,6 @@ int main(int argc, char **argv)
     T_RUN(test_worked_examples);
     T_RUN(test_config_errors);
     T_RUN(test_apply);
+    T_RUN(test_random_invariants);
     T_DONE();
 }
