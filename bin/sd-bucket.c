@@ -44,8 +44,7 @@ static const sd_opt table[] = {
              "'resolution' wins"},
     {.name = "enable_bucket", .type = SD_OPT_FLAG, .dest = &a.enable_bucket, .def = "true",
      .group = "Buckets",
-     .help = "aspect-ratio bucketing (on by default here; --no-enable-bucket or --no_bucket: one "
-             "bucket = resolution, mode C)"},
+     .help = "aspect-ratio bucketing (on by default here; off: one bucket = resolution, mode C)"},
     {.name = "no_bucket", .type = SD_OPT_FLAG, .dest = &a.no_bucket, .def = "false",
      .flags = SD_OPTF_NO_NEGATE, .group = "Buckets",
      .help = "bucketing off: every image is resized to cover the resolution and centre-cropped"},
@@ -549,7 +548,9 @@ int main(int argc, char **argv)
     sd_log_init("sd-bucket");
     sd_opts o;
     if (sd_opts_init(&o, "sd-bucket", table) < 0) return sd_fatal(1);
-    o.flags = SD_OPTS_CONFIG;
+    /* lenient: the reference's training config files (--config_file) hold many options that do
+     * not concern this tool; they are listed in a warning */
+    o.flags = SD_OPTS_CONFIG | SD_OPTS_LENIENT;
     o.usage = "[OPTIONS] [RECORDS.jsonl ...]";
     o.description =
         "Reads records (JSON lines; stdin when no file is named), finds each image's size from its "
@@ -561,6 +562,15 @@ int main(int argc, char **argv)
     if (ex >= 0) {
         sd_opts_free(&o);
         return ex;
+    }
+    if (o.nunknown) {
+        char list[512] = "";
+        for (int i = 0; i < o.nunknown && strlen(list) < 400; i++) {
+            if (i) strcat(list, ", ");
+            strncat(list, o.unknown[i], 100);
+        }
+        sd_warn("%s: %d key%s not used by sd-bucket: %s%s", o.config_file, o.nunknown,
+                o.nunknown == 1 ? "" : "s", list, strlen(list) >= 400 ? ", ..." : "");
     }
     if (a.interpolation && sd_bucket_interp_from_name(a.interpolation, &global_filter) < 0) {
         fprintf(stderr, "sd-bucket: option '--interpolation': %s\nTry 'sd-bucket --help'.\n", sd_errmsg());

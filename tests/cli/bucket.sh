@@ -154,6 +154,11 @@ rc=$?
 [ $? = 2 ] && ok bucket_usage_resolution || nok bucket_usage_resolution
 "$SD" --bucket-reso-steps 64 --min_bucket_reso 256 --help > h.out 2>&1
 [ $? = 0 ] && grep -q -- '--write_images' h.out && ok bucket_help || nok bucket_help
+# options from a training config file (tables flattened; keys of other tools warned about)
+printf 'resolution = "768,512"\nlearning_rate = 1e-4\n[buckets]\nbucket_reso_steps = 32\nbucket_no_upscale = true\n' > cfg.toml
+echo '{"image":"i1000x700.png"}' | "$SD" --config_file cfg.toml > cf.out 2> cf.err
+[ $? = 0 ] && grep -qF '"bucket":[736,512],"resized":[736,515]' cf.out && grep -q 'cfg.toml: 1 key not used by sd-bucket: learning_rate' cf.err \
+  && ok bucket_config_file || { nok bucket_config_file; sed 's/^/#   /' cf.out cf.err; }
 # no resolution anywhere: per-record error
 echo '{"image":"i512x512.png"}' | "$SD" > /dev/null 2> n.err
 [ $? = 3 ] && grep -q "no resolution" n.err && ok bucket_no_resolution || nok bucket_no_resolution
