@@ -477,10 +477,10 @@ static void prepare(item *it)
     if ((rc = sd_jsonl_get_bool(rec, "alpha_mask", &b)) < 0) goto bad;
     if (rc == 1) it->alpha = b;
     it->filter = global_filter;
-    if (!a.interpolation) {
+    if (a.write_images) { /* the record's filter wins, like its other settings */
         const char *in;
         if ((rc = sd_jsonl_get_str(rec, "resize_interpolation", &in)) < 0) goto bad;
-        if (rc == 1 && a.write_images && sd_bucket_interp_from_name(in, &it->filter) < 0) {
+        if (rc == 1 && sd_bucket_interp_from_name(in, &it->filter) < 0) {
             sd_err_prefix(SD_EINVAL, "key 'resize_interpolation'");
             goto bad;
         }

@@ -65,6 +65,13 @@ rc=$?
 [ $rc = 3 ] && grep -q "p97x131.png: interpolation 'area' cannot enlarge" ea.txt && grep -q p300x400 ra.jsonl && ok bucket_images_area_no_enlarge \
   || { nok bucket_images_area_no_enlarge "exit $rc"; sed 's/^/#   /' ea.txt; }
 
+# a record's resize_interpolation wins over --interpolation; unsupported names fail that record
+printf '%s\n' '{"image":"src/a/p97x131.png","resize_interpolation":"lanczos"}' '{"image":"src/a/p97x131.png","resize_interpolation":"cubic"}' \
+  | "$SD" --resolution 256 --min_bucket_reso 128 --write-images outi --interpolation area > ri.jsonl 2> ei.txt
+rc=$?
+[ $rc = 3 ] && [ "$(wc -l < ri.jsonl)" = 1 ] && grep -q "error (at stdin:2): key 'resize_interpolation': interpolation 'cubic' (the reference uses OpenCV's INTER_CUBIC) is not supported" ei.txt \
+  && ok bucket_images_record_interpolation || { nok bucket_images_record_interpolation "exit $rc"; sed 's/^/#   /' ei.txt; }
+
 # per-record errors in the write stage
 head -c 400 src/a/p1200x800.png > trunc.png     # header intact, pixels cut
 "$MK" --mkimg same.png 600 600
