@@ -1,6 +1,8 @@
 /* Op benchmarks at SD1.5 shapes. Prints one JSON object per line:
  *   {"name":…, "shape":…, "seconds":…, "gflops":…, "threads":N, "runs":R}
- * seconds = median of R runs (after one warm-up). gflops counts the matrix-product FLOPs of the op
+ * seconds = median wall time of R runs (after one warm-up), min_seconds the fastest run,
+ * cpu_seconds the median process CPU time (all threads; on a shared host it shows the work
+ * done, independent of time spent descheduled). gflops counts the matrix-product FLOPs of the op
  * (forward: 2·MNK per product; backward of conv/linear/attention: 2× forward, i.e. dX and dW /
  * dQ,dK,dV without the recomputed scores) and is null for memory-bound ops, which report
  * "gbps" (bytes read + written per second) instead. The first line is OpenBLAS sgemm on a large
@@ -27,6 +29,15 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double median(double *t, int n);
+
 static int cmpd(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -45,6 +56,13 @@ static sd_tensor T(int nd, const int64_t *sh, float scale)
 
 typedef void (*run_fn)(void *st);
 
+/* sorts t */
+static double median(double *t, int n)
+{
+    qsort(t, (size_t)n, sizeof(double), cmpd);
+    return n & 1 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+}
+
 static int want(const char *name)
 {
     return !g_filter || strstr(name, g_filter);
@@ -53,17 +71,18 @@ static int want(const char *name)
 static void bench(const char *name, const char *shape, run_fn fn, void *st, double flops, double bytes)
 {
     if (!want(name)) return;
-    double t[64];
+    double t[64], c[64];
     int runs = g_runs > 64 ? 64 : g_runs;
     fn(st);   /* warm-up: faults in pages, scratch */
     for (int i = 0; i < runs; i++) {
-        double t0 = now();
+        double c0 = cpu_now(), t0 = now();
         fn(st);
         t[i] = now() - t0;
+        c[i] = cpu_now() - c0;
     }
-    qsort(t, (size_t)runs, sizeof(double), cmpd);
-    double med = runs & 1 ? t[runs / 2] : 0.5 * (t[runs / 2 - 1] + t[runs / 2]);
-    printf("{\"name\":\"%s\",\"shape\":\"%s\",\"seconds\":%.6f,", name, shape, med);
+    double med = median(t, runs), cmed = median(c, runs);
+    printf("{\"name\":\"%s\",\"shape\":\"%s\",\"seconds\":%.6f,\"min_seconds\":%.6f,\"cpu_seconds\":%.6f,",
+           name, shape, med, t[0], cmed);
     if (flops > 0) printf("\"gflops\":%.1f", flops / med * 1e-9);
     else printf("\"gflops\":null,\"gbps\":%.1f", bytes / med * 1e-9);
     printf(",\"threads\":%d,\"runs\":%d}\n", g_threads, runs);

@@ -1,0 +1,205 @@
+/* AVX-512 micro-kernels for the attention products (float), used when the CPU has AVX-512F.
+ *
+ * The attention GEMMs are thin (one side is a head dimension of 40..160) and OpenBLAS spends a
+ * third of their time packing operands that are re-packed for every query block. These kernels
+ * read the operands in place:
+ *   bcast: C[m×n] = α·A[m×k]·B[k×n] + β·C   (k small, n long: scores Q·Kᵀ with Kᵀ pre-transposed)
+ *          4 rows × 64 columns of C in 16 registers; per k: 4 loads of B, 4 broadcasts of A.
+ *   rows:  C[m×n] = α·Σ_j A(i,j)·B[j,:] + β·C with A(i,j) = a[i·sai + j·saj] (any strides, so
+ *          Pᵀ and dSᵀ need no transpose), n ≤ 128 per pass held in registers (n = head dim).
+ * Each C element is accumulated over k (or j) in increasing order with FMA: the result depends
+ * only on the shape, never on the thread count. Single-threaded; callers partition the work. */
+#include "tensor/cpu_avx512.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+
+#if defined(__x86_64__) && !defined(__clang__)
+#include <immintrin.h>
+
+static int cached = -1;
+
+void sd_avx512_override(int on)
+{
+    cached = -1;
+    if (!on) cached = 0;
+    else (void)sd_avx512_available();
+}
+
+int sd_avx512_available(void)
+{
+    if (cached < 0) {
+        __builtin_cpu_init();
+        const char *off = getenv("SD_NO_AVX512");
+        cached = __builtin_cpu_supports("avx512f") && !(off && *off && *off != '0') ? 1 : 0;
+    }
+    return cached;
+}
+
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+
+static inline __mmask16 tail_mask(int64_t n)
+{
+    return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+}
+
+/* ---- bcast ---------------------------------------------------------------------------------- */
+
+#define BC_TILE(NAME, R, V)                                                                         \
+static inline __attribute__((always_inline)) void NAME(int64_t k, float alpha, const float *a,     \
+    int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc, __mmask16 last)   \
+{                                                                                                  \
+    __m512 acc[R][V];                                                                              \
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                            \
+        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) acc[r][v] = _mm512_setzero_ps();       \
+    for (int64_t p = 0; p < k; p++) {                                                              \
+        __m512 bv[V];                                                                              \
+        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                                        \
+            bv[v] = v == V - 1 ? _mm512_maskz_loadu_ps(last, b + p * ldb + 16 * v)                 \
+                               : _mm512_loadu_ps(b + p * ldb + 16 * v);                            \
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {                                      \
+            __m512 av = _mm512_set1_ps(a[r * lda + p]);                                            \
+            _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                                    \
+                acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);                                 \
+        }                                                                                          \
+    }                                                                                              \
+    __m512 al = _mm512_set1_ps(alpha);                                                             \
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                            \
+        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) {                                      \
+            __mmask16 m = v == V - 1 ? last : (__mmask16)0xffff;                                   \
+            float *cp = c + r * ldc + 16 * v;                                                      \
+            __m512 x = _mm512_mul_ps(al, acc[r][v]);                                               \
+            if (beta != 0)                                                                         \
+                x = _mm512_add_ps(x, _mm512_mul_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(m, cp))); \
+            _mm512_mask_storeu_ps(cp, m, x);                                                       \
+        }                                                                                          \
+}
+
+BC_TILE(bc_4x4, 4, 4)
+BC_TILE(bc_1x4, 1, 4)
+BC_TILE(bc_4x1, 4, 1)
+BC_TILE(bc_1x1, 1, 1)
+
+void sd_avx512_mm_bcast(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                        const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+{
+    /* column blocks outer: the k × 64 block of B stays in L1 while all rows pass over it */
+    int64_t n64 = n / 64 * 64, m4 = m / 4 * 4;
+    for (int64_t j = 0; j < n64; j += 64) {
+        for (int64_t i = 0; i < m4; i += 4) bc_4x4(k, alpha, a + i * lda, lda, b + j, ldb, beta, c + i * ldc + j, ldc, 0xffff);
+        for (int64_t i = m4; i < m; i++) bc_1x4(k, alpha, a + i * lda, lda, b + j, ldb, beta, c + i * ldc + j, ldc, 0xffff);
+    }
+    for (int64_t j = n64; j < n; j += 16) {
+        __mmask16 t = tail_mask(n - j);
+        for (int64_t i = 0; i < m4; i += 4) bc_4x1(k, alpha, a + i * lda, lda, b + j, ldb, beta, c + i * ldc + j, ldc, t);
+        for (int64_t i = m4; i < m; i++) bc_1x1(k, alpha, a + i * lda, lda, b + j, ldb, beta, c + i * ldc + j, ldc, t);
+    }
+}
+
+/* ---- rows ----------------------------------------------------------------------------------- */
+
+#define RW_TILE(NAME, R, V)                                                                         \
+static inline __attribute__((always_inline)) void NAME(int64_t kk, float alpha, const float *a,    \
+    int64_t sai, int64_t saj, const float *b, int64_t ldb, float beta, float *c, int64_t ldc,      \
+    __mmask16 last)                                                                                \
+{                                                                                                  \
+    __m512 acc[R][V];                                                                              \
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                                            \
+        _Pragma("GCC unroll 8") for (int v = 0; v < V; v++) acc[r][v] = _mm512_setzero_ps();       \
+    for (int64_t j = 0; j < kk; j++) {                                                             \
+        __m512 bv[V];                                                                              \
+        _Pragma("GCC unroll 8") for (int v = 0; v < V; v++)                                        \
+            bv[v] = v == V - 1 ? _mm512_maskz_loadu_ps(last, b + j * ldb + 16 * v)                 \
+                               : _mm512_loadu_ps(b + j * ldb + 16 * v);                            \
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {                                      \
+            __m512 av = _mm512_set1_ps(a[r * sai + j * saj]);                                      \
+            _Pragma("GCC unroll 8") for (int v = 0; v < V; v++)                                    \
+                acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);                                 \
+        }                                                                                          \
+    }                                                                                              \
+    __m512 al = _mm512_set1_ps(alpha);                                                             \
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                                            \
+        _Pragma("GCC unroll 8") for (int v = 0; v < V; v++) {                                      \
+            __mmask16 m = v == V - 1 ? last : (__mmask16)0xffff;                                   \
+            float *cp = c + r * ldc + 16 * v;                                                      \
+            __m512 x = _mm512_mul_ps(al, acc[r][v]);                                               \
+            if (beta != 0)                                                                         \
+                x = _mm512_add_ps(x, _mm512_mul_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(m, cp))); \
+            _mm512_mask_storeu_ps(cp, m, x);                                                       \
+        }                                                                                          \
+}
+
+/* rows of C in tiles of R, the sum over j in chunks of RW_KB (the chunk of B rows stays in L1;
+ * each chunk after the first accumulates into C). */
+#define RW_KB 256
+#define RW_PAIR(V, R)                                                                               \
+    RW_TILE(rw_##V##_main, R, V)                                                                   \
+    RW_TILE(rw_##V##_one, 1, V)                                                                    \
+    static void rw_##V(int64_t m, int64_t kk, float alpha, const float *a, int64_t sai, int64_t saj, \
+                       const float *b, int64_t ldb, float beta, float *c, int64_t ldc, __mmask16 last) \
+    {                                                                                              \
+        for (int64_t j0 = 0; j0 < kk || j0 == 0; j0 += RW_KB) {                                    \
+            int64_t kc = kk - j0 < RW_KB ? kk - j0 : RW_KB;                                        \
+            float be = j0 ? 1.0f : beta;                                                           \
+            const float *aj = a + j0 * saj, *bj = b + j0 * ldb;                                    \
+            int64_t i = 0;                                                                         \
+            for (; i + R <= m; i += R)                                                             \
+                rw_##V##_main(kc, alpha, aj + i * sai, sai, saj, bj, ldb, be, c + i * ldc, ldc, last); \
+            for (; i < m; i++)                                                                     \
+                rw_##V##_one(kc, alpha, aj + i * sai, sai, saj, bj, ldb, be, c + i * ldc, ldc, last); \
+            if (kk <= 0) break;                                                                    \
+        }                                                                                          \
+    }
+
+RW_PAIR(1, 24)
+RW_PAIR(2, 12)
+RW_PAIR(3, 8)
+RW_PAIR(4, 6)
+RW_PAIR(5, 4)
+RW_PAIR(6, 4)
+RW_PAIR(7, 3)
+RW_PAIR(8, 3)
+
+void sd_avx512_mm_rows(int64_t m, int64_t n, int64_t kk, float alpha, const float *a, int64_t sai,
+                       int64_t saj, const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+{
+    for (int64_t j0 = 0; j0 < n; j0 += 128) {
+        int64_t w = n - j0 < 128 ? n - j0 : 128;
+        int v = (int)((w + 15) / 16);
+        __mmask16 last = tail_mask(w - 16 * (v - 1));
+        const float *bj = b + j0;
+        float *cj = c + j0;
+        switch (v) {
+        case 1: rw_1(m, kk, alpha, a, sai, saj, bj, ldb, beta, cj, ldc, last); break;
+        case 2: rw_2(m, kk, alpha, a, sai, saj, bj, ldb, beta, cj, ldc, last); break;
+        case 3: rw_3(m, kk, alpha, a, sai, saj, bj, ldb, beta, cj, ldc, last); break;
+        case 4: rw_4(m, kk, alpha, a, sai, saj, bj, ldb, beta, cj, ldc, last); break;
+        case 5: rw_5(m, kk, alpha, a, sai, saj, bj, ldb, beta, cj, ldc, last); break;
+        case 6: rw_6(m, kk, alpha, a, sai, saj, bj, ldb, beta, cj, ldc, last); break;
+        case 7: rw_7(m, kk, alpha, a, sai, saj, bj, ldb, beta, cj, ldc, last); break;
+        default: rw_8(m, kk, alpha, a, sai, saj, bj, ldb, beta, cj, ldc, last); break;
+        }
+    }
+}
+
+#pragma GCC pop_options
+
+#else
+
+int sd_avx512_available(void) { return 0; }
+void sd_avx512_override(int on) { (void)on; }
+
+void sd_avx512_mm_bcast(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                        const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+{
+    (void)m; (void)n; (void)k; (void)alpha; (void)a; (void)lda; (void)b; (void)ldb; (void)beta; (void)c; (void)ldc;
+}
+
+void sd_avx512_mm_rows(int64_t m, int64_t n, int64_t kk, float alpha, const float *a, int64_t sai,
+                       int64_t saj, const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+{
+    (void)m; (void)n; (void)kk; (void)alpha; (void)a; (void)sai; (void)saj; (void)b; (void)ldb; (void)beta; (void)c; (void)ldc;
+}
+
+#endif
