@@ -2,7 +2,8 @@
 # sd-bucket benchmarks (prints JSON lines):
 #   bucket_probe        header-only sizing: records without image_size, 1024x768 JPEGs
 #   bucket_write        --write-images: 1024x768 JPEGs -> 512-class buckets (576x448 via OpenCV
-#                       INTER_AREA + centre trim), written as JPEG quality 95
+#                       INTER_AREA + centre trim), written as JPEG quality 90 (at 90 both stb and
+#                       libjpeg subsample chroma 4:2:0; stb switches to 4:4:4 above 90)
 #   bucket_write_pil    the same image work in Python the reference's way (bench/bucket_pil.py:
 #                       PIL decode, cv2 INTER_AREA, trim, PIL JPEG save), one process
 #                       (OpenCV may use several threads inside cv2.resize, as in the reference)
@@ -70,14 +71,14 @@ best_ours=0
 for t in 1 0; do
   rm -rf out
   t0=$(now)
-  "$SD" --resolution 512 --threads $t --write-images out --image-format jpeg --jpeg_quality 95 < w.jsonl > recs.jsonl 2> /dev/null
+  "$SD" --resolution 512 --threads $t --write-images out --image-format jpeg --jpeg_quality 90 < w.jsonl > recs.jsonl 2> /dev/null
   t1=$(now)
   s=$(echo "$t1 $t0" | awk '{print $1 - $2}')
   emit bucket_write "$n" "$s" ",\"threads\":$([ $t = 0 ] && echo "$cpus" || echo 1),\"format\":\"jpeg\""
   [ $t = 0 ] && best_ours=$s
 done
 if [ -x "$py" ] && "$py" -c 'import numpy, PIL' 2>/dev/null; then
-  ps=$("$py" "$PIL_SCRIPT" recs.jsonl pil jpeg 95)
+  ps=$("$py" "$PIL_SCRIPT" recs.jsonl pil jpeg 90)
   emit bucket_write_pil "$n" "$ps" ",\"threads\":1,\"format\":\"jpeg\""
   awk -v a="$best_ours" -v b="$ps" 'BEGIN { printf "{\"name\":\"bucket_write_vs_pil\",\"ratio\":%.2f}\n", (a > 0 ? b / a : 0) }'
 fi
