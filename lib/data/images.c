@@ -262,6 +262,8 @@ int sd_sidecar_read(const char *path, int mode, char **text)
         }
         if (r == 0) break;
         n += (size_t)r;
+        /* a short read of a regular file is its end: saves the read() that returns 0 */
+        if ((size_t)r < cap - (n - (size_t)r) && S_ISREG(st0.st_mode) && (off_t)n >= st0.st_size) break;
     }
     close(fd);
     int rc = SD_OK;
