@@ -7,7 +7,7 @@
 #   bucket_write_pil    the same image work in Python the reference's way (bench/bucket_pil.py:
 #                       PIL decode, cv2 INTER_AREA, trim, PIL JPEG save), one process
 #                       (OpenCV may use several threads inside cv2.resize, as in the reference)
-#   bucket_write_vs_pil images/s of sd-bucket (all threads) over images/s of PIL
+#   bucket_write_vs_pil images/s of sd-bucket (all threads, and one thread) over images/s of PIL
 # Each sd-bucket case runs with --threads 1 and with the default (all usable CPUs).
 # Environment: SD_BUILD (default build), BENCH_IMAGES (default 120), BENCH_TMP.
 set -u
@@ -67,7 +67,7 @@ for t in 1 0; do
 done
 
 # ---- --write-images -----------------------------------------------------------------------------
-best_ours=0
+best_ours=0 one_ours=0
 for t in 1 0; do
   rm -rf out
   t0=$(now)
@@ -76,9 +76,10 @@ for t in 1 0; do
   s=$(echo "$t1 $t0" | awk '{print $1 - $2}')
   emit bucket_write "$n" "$s" ",\"threads\":$([ $t = 0 ] && echo "$cpus" || echo 1),\"format\":\"jpeg\""
   [ $t = 0 ] && best_ours=$s
+  [ $t = 1 ] && one_ours=$s
 done
 if [ -x "$py" ] && "$py" -c 'import numpy, PIL' 2>/dev/null; then
   ps=$("$py" "$PIL_SCRIPT" recs.jsonl pil jpeg 90)
   emit bucket_write_pil "$n" "$ps" ",\"threads\":1,\"format\":\"jpeg\""
-  awk -v a="$best_ours" -v b="$ps" 'BEGIN { printf "{\"name\":\"bucket_write_vs_pil\",\"ratio\":%.2f}\n", (a > 0 ? b / a : 0) }'
+  awk -v a="$best_ours" -v o="$one_ours" -v b="$ps" -v c="$cpus" 'BEGIN { printf "{\"name\":\"bucket_write_vs_pil\",\"ratio\":%.2f,\"threads\":%d,\"ratio_1_thread\":%.2f}\n", (a > 0 ? b / a : 0), c, (o > 0 ? b / o : 0) }'
 fi
