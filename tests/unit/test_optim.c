@@ -1,0 +1,288 @@
+/* lib/train/optim: AdamW against torch.optim.AdamW (goldens from make_train_golden.py),
+ * clip_grad_norm_, option parsing, unsupported optimizers; lib/train/pyfmt. */
+#include <math.h>
+
+#include "base/error.h"
+#include "train/optim.h"
+#include "train/pyfmt.h"
+#include "test.h"
+#include "train_golden.h"
+
+static double worst_rel(const float *a, const double *b, size_t n)
+{
+    double w = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]) / fmax(fabs(b[i]), 1e-6);
+        if (d > w) w = d;
+    }
+    return w;
+}
+
+static double g_worst;
+
+static void run_case(const char *tag, const int *group_of, const double *lrs, const double *factors,
+                     double clip, const char *const *args, int nargs)
+{
+    tg_file g = { 0 };
+    T_CHECK(tg_open(&g, "adamw.txt") == 0);
+    if (!g.text) return;
+    sd_params r;
+    sd_params_init(&r);
+    static const int64_t shapes[3][2] = { { 7, 0 }, { 3, 5 }, { 4, 0 } };
+    static const int nd[3] = { 1, 2, 1 };
+    sd_param *ps[3];
+    for (int i = 0; i < 3; i++) {
+        char nm[16];
+        snprintf(nm, sizeof nm, "p%d", i);
+        T_EQ_INT(sd_params_add(&r, tag, nm, nd[i], shapes[i], SD_PARAM_TRAINABLE, &ps[i]), 0);
+    }
+    T_EQ_INT(sd_params_alloc(&r, SD_DEV_CPU), 0);
+    char key[64];
+    size_t n;
+    for (int i = 0; i < 3; i++) {
+        snprintf(key, sizeof key, "%s.p%d.init", tag, i);
+        double *v = tg_get(&g, key, &n);
+        T_CHECK(v && (int64_t)n == sd_tensor_numel(&ps[i]->value));
+        if (!v) continue;
+        for (size_t j = 0; j < n; j++) ((float *)ps[i]->value.data)[j] = (float)v[j];
+        free(v);
+    }
+    sd_param *grp[2][3];
+    size_t cnt[2] = { 0, 0 };
+    for (int i = 0; i < 3; i++) grp[group_of[i]][cnt[group_of[i]]++] = ps[i];
+    sd_optim_group_desc gd[2] = { { "unet", lrs[0], grp[0], cnt[0] }, { "textencoder", lrs[1], grp[1], cnt[1] } };
+    sd_optim_config cfg;
+    sd_optim_config_default(&cfg, SD_OPTIM_ADAMW);
+    T_EQ_INT(sd_optim_config_parse_args(&cfg, args, nargs), 0);
+    sd_optim o;
+    T_EQ_INT(sd_optim_init(&o, &cfg, gd, 2), 0);
+    for (int s = 0; s < 5; s++) {
+        for (int i = 0; i < 3; i++) {
+            snprintf(key, sizeof key, "%s.s%d.g%d", tag, s, i);
+            double *v = tg_get(&g, key, &n);
+            T_CHECK(v != NULL);
+            if (!v) continue;
+            for (size_t j = 0; j < n; j++) ((float *)ps[i]->grad.data)[j] = (float)v[j];
+            free(v);
+        }
+        if (clip > 0) {
+            double norm;
+            T_EQ_INT(sd_optim_clip_grad_norm(&o, clip, &norm), 0);
+            snprintf(key, sizeof key, "%s.s%d.norm", tag, s);
+            double *v = tg_get(&g, key, &n);
+            T_CHECK(v != NULL);
+            if (v) { T_CHECKF(fabs(norm - v[0]) <= 1e-6 * v[0], "%s step %d norm %.9g vs %.9g", tag, s, norm, v[0]); free(v); }
+        }
+        double lr[2] = { lrs[0] * factors[s], lrs[1] * factors[s] };
+        T_EQ_INT(sd_optim_step(&o, lr, NULL), 0);
+        for (int i = 0; i < 3; i++) {
+            snprintf(key, sizeof key, "%s.s%d.p%d", tag, s, i);
+            double *v = tg_get(&g, key, &n);
+            T_CHECK(v != NULL);
+            if (!v) continue;
+            double w = worst_rel((const float *)ps[i]->value.data, v, n);
+            if (w > g_worst) g_worst = w;
+            T_CHECKF(w <= 1e-6, "%s step %d param %d worst rel %.3g", tag, s, i, w);
+            free(v);
+        }
+    }
+    for (size_t i = 0; i < o.nparams; i++) {
+        int pi = (int)(o.params[i].p - ps[0]);
+        for (int k = 0; k < 3; k++) if (o.params[i].p == ps[k]) pi = k;
+        snprintf(key, sizeof key, "%s.final.m%d", tag, pi);
+        double *m = tg_get(&g, key, &n);
+        if (m) { double w = worst_rel(o.params[i].m, m, n); T_CHECKF(w <= 1e-6, "%s m%d %.3g (%zu) %.9g vs %.9g", tag, pi, w, n, o.params[i].m[0], m[0]); free(m); }
+        snprintf(key, sizeof key, "%s.final.v%d", tag, pi);
+        double *v = tg_get(&g, key, &n);
+        if (v) { T_CHECK(worst_rel(o.params[i].v, v, n) <= 1e-6); free(v); }
+        T_EQ_INT(o.params[i].step, 5);
+    }
+    sd_optim_free(&o);
+    sd_params_free(&r);
+    tg_close(&g);
+}
+
+static void test_adamw_golden_plain(void)
+{
+    static const int go[3] = { 0, 0, 1 };
+    static const double lrs[2] = { 1e-3, 5e-4 }, f[5] = { 1, 1, 1, 1, 1 };
+    run_case("plain", go, lrs, f, 0, NULL, 0);
+}
+
+static void test_adamw_golden_clip(void)
+{
+    static const int go[3] = { 0, 0, 1 };
+    static const double lrs[2] = { 1e-2, 2e-3 }, f[5] = { 0.0, 0.5, 1.0, 0.75, 0.25 };
+    run_case("clip", go, lrs, f, 1.0, NULL, 0);
+}
+
+static void test_adamw_golden_args(void)
+{
+    static const int go[3] = { 0, 1, 1 };
+    static const double lrs[2] = { 3e-3, 1e-4 }, f[5] = { 1, 0.9, 0.8, 0.7, 0.6 };
+    static const char *const args[] = { "betas=0.8,0.99", "weight_decay=0.1", "eps=1e-6" };
+    run_case("args", go, lrs, f, 0.5, args, 3);
+    printf("# AdamW vs torch %s: worst relative difference %.3g\n", "1.13", g_worst);
+}
+
+static void test_optim_args(void)
+{
+    sd_optim_config c;
+    sd_optim_config_default(&c, SD_OPTIM_ADAMW);
+    char d[256];
+    T_EQ_INT(sd_optim_describe(&c, d, sizeof d), 0);
+    T_EQ_STR(d, "torch.optim.adamw.AdamW");
+    static const char *const a1[] = { "weight_decay=1e-2", "betas=(0.9, 0.99)", "eps=1e-08", "foreach=False" };
+    T_EQ_INT(sd_optim_config_parse_args(&c, a1, 4), 0);
+    T_NEAR(c.weight_decay, 0.01, 0);
+    T_NEAR(c.beta2, 0.99, 0);
+    T_NEAR(c.eps, 1e-8, 0);
+    T_EQ_INT(sd_optim_describe(&c, d, sizeof d), 0);
+    T_EQ_STR(d, "torch.optim.adamw.AdamW(weight_decay=0.01,betas=(0.9, 0.99),eps=1e-08,foreach=False)");
+    static const char *const bad[] = { "momentum=0.9" };
+    T_EQ_INT(sd_optim_config_parse_args(&c, bad, 1), SD_EUSAGE);
+    T_CHECK(strstr(sd_errmsg(), "momentum") != NULL);
+    static const char *const bad2[] = { "weight_decay" };
+    T_EQ_INT(sd_optim_config_parse_args(&c, bad2, 1), SD_EUSAGE);
+    static const char *const bad3[] = { "betas=cosine" };
+    T_EQ_INT(sd_optim_config_parse_args(&c, bad3, 1), SD_EUSAGE);
+    static const char *const bad4[] = { "amsgrad=True" };
+    T_EQ_INT(sd_optim_config_parse_args(&c, bad4, 1), SD_EUNSUPPORTED);
+    static const char *const bad5[] = { "betas=0.9" };
+    T_EQ_INT(sd_optim_config_parse_args(&c, bad5, 1), SD_EUSAGE);
+}
+
+static void test_optim_names(void)
+{
+    sd_optim_kind k = (sd_optim_kind)-1;
+    T_EQ_INT(sd_optim_resolve(NULL, 0, 0, &k), 0);
+    T_EQ_INT(k, SD_OPTIM_ADAMW);
+    T_EQ_INT(sd_optim_resolve("adamw", 0, 0, &k), 0);
+    T_EQ_INT(sd_optim_resolve("", 0, 0, &k), 0);
+    T_EQ_INT(sd_optim_resolve("AdamW8bit", 0, 0, &k), SD_EUNSUPPORTED);
+    T_EQ_STR(sd_errmsg(), "optimizer AdamW8bit is not implemented yet (AdamW is)");
+    T_EQ_INT(sd_optim_resolve("prodigy", 0, 0, &k), SD_EUNSUPPORTED);
+    T_EQ_STR(sd_errmsg(), "optimizer Prodigy is not implemented yet (AdamW is)");
+    T_EQ_INT(sd_optim_resolve(NULL, 0, 1, &k), SD_EUNSUPPORTED);
+    T_EQ_STR(sd_errmsg(), "optimizer Lion is not implemented yet (AdamW is)");
+    T_EQ_INT(sd_optim_resolve("Adafactor", 0, 0, &k), SD_EUNSUPPORTED);
+    T_EQ_INT(sd_optim_resolve("bitsandbytes.optim.AdEMAMix8bit", 0, 0, &k), SD_EUNSUPPORTED);
+    T_EQ_INT(sd_optim_resolve("AdamW", 1, 0, &k), SD_EUSAGE);
+    T_EQ_INT(sd_optim_resolve(NULL, 1, 1, &k), SD_EUSAGE);
+}
+
+static void test_skip_and_accum(void)
+{
+    sd_params r;
+    sd_params_init(&r);
+    sd_param *a, *b;
+    T_EQ_INT(sd_params_add(&r, NULL, "a", SD_DIMS(3), SD_PARAM_TRAINABLE, &a), 0);
+    T_EQ_INT(sd_params_add(&r, NULL, "b", SD_DIMS(2), SD_PARAM_TRAINABLE, &b), 0);
+    T_EQ_INT(sd_params_alloc(&r, SD_DEV_CPU), 0);
+    sd_param *ps[2] = { a, b };
+    sd_optim_group_desc gd = { "unet", 1e-3, ps, 2 };
+    sd_optim_config cfg;
+    sd_optim_config_default(&cfg, SD_OPTIM_ADAMW);
+    sd_optim o;
+    T_EQ_INT(sd_optim_init(&o, &cfg, &gd, 1), 0);
+    T_EQ_INT(sd_optim_numel(&o), 5);
+    for (int i = 0; i < 3; i++) ((float *)a->grad.data)[i] = 1, ((float *)a->value.data)[i] = 1;
+    uint8_t skip[2] = { 0, 1 };
+    ((float *)b->value.data)[0] = 2;
+    T_EQ_INT(sd_optim_step(&o, NULL, skip), 0);
+    T_EQ_INT(o.params[0].step, 1);
+    T_EQ_INT(o.params[1].step, 0);
+    T_CHECK(((float *)b->value.data)[0] == 2.0f);
+    /* step 1 of Adam moves by lr (sign of the gradient), plus decay */
+    T_NEAR(((float *)a->value.data)[0], 1 * (1 - 1e-5) - 1e-3, 1e-6);
+    /* norms and clipping */
+    ((float *)a->grad.data)[0] = 3, ((float *)a->grad.data)[1] = 0, ((float *)a->grad.data)[2] = 0;
+    ((float *)b->grad.data)[0] = 4, ((float *)b->grad.data)[1] = 0;
+    T_NEAR(sd_optim_grad_norm(&o), 5.0, 1e-6);
+    double nrm;
+    T_EQ_INT(sd_optim_clip_grad_norm(&o, 1.0, &nrm), 0);
+    T_NEAR(nrm, 5.0, 1e-6);
+    T_NEAR(((float *)a->grad.data)[0], 3.0 / (5.0 + 1e-6), 1e-7);
+    T_NEAR(sd_optim_grad_norm(&o), 1.0, 1e-6);
+    T_EQ_INT(sd_optim_clip_grad_norm(&o, 10.0, &nrm), 0);  /* coef clamps to 1 */
+    T_NEAR(sd_optim_grad_norm(&o), 1.0, 1e-6);
+    /* a parameter twice */
+    sd_param *twice[2] = { a, a };
+    sd_optim o2;
+    sd_optim_group_desc gd2 = { "x", 1e-3, twice, 2 };
+    T_EQ_INT(sd_optim_init(&o2, &cfg, &gd2, 1), SD_EINVAL);
+    sd_optim_free(&o);
+    sd_params_free(&r);
+    /* accumulation */
+    T_NEAR(sd_accum_loss_scale(4), 0.25, 0);
+    T_EQ_INT(sd_accum_is_sync(0, 10, 1), 1);
+    T_EQ_INT(sd_accum_is_sync(2, 10, 4), 0);
+    T_EQ_INT(sd_accum_is_sync(3, 10, 4), 1);
+    T_EQ_INT(sd_accum_is_sync(8, 10, 4), 0);
+    T_EQ_INT(sd_accum_is_sync(9, 10, 4), 1);
+    T_EQ_INT(sd_accum_steps_per_epoch(10, 4), 3);
+    T_EQ_INT(sd_accum_steps_per_epoch(10, 1), 10);
+}
+
+static void test_pyfmt(void)
+{
+    char b[64];
+    T_EQ_STR(sd_py_float(0.1, b, sizeof b), "0.1");
+    T_EQ_STR(sd_py_float(1e-4, b, sizeof b), "0.0001");
+    T_EQ_STR(sd_py_float(1e-5, b, sizeof b), "1e-05");
+    T_EQ_STR(sd_py_float(1.5e-5, b, sizeof b), "1.5e-05");
+    T_EQ_STR(sd_py_float(1.0, b, sizeof b), "1.0");
+    T_EQ_STR(sd_py_float(-0.0, b, sizeof b), "-0.0");
+    T_EQ_STR(sd_py_float(123456.0, b, sizeof b), "123456.0");
+    T_EQ_STR(sd_py_float(1e16, b, sizeof b), "1e+16");
+    T_EQ_STR(sd_py_float(1e15, b, sizeof b), "1000000000000000.0");
+    T_EQ_STR(sd_py_float(2e-6, b, sizeof b), "2e-06");
+    T_EQ_STR(sd_py_float(1732650000.123456, b, sizeof b), "1732650000.123456");
+    T_EQ_STR(sd_py_float(1.0 / 3, b, sizeof b), "0.3333333333333333");
+    T_EQ_STR(sd_py_float(NAN, b, sizeof b), "nan");
+    T_EQ_STR(sd_py_float(-INFINITY, b, sizeof b), "-inf");
+    T_EQ_STR(sd_py_float(1e300, b, sizeof b), "1e+300");
+    sd_py_value v;
+    T_EQ_INT(sd_py_literal("0.9,0.999", &v), 0);
+    T_EQ_INT(v.kind, SD_PY_TUPLE);
+    T_EQ_STR(v.repr, "(0.9, 0.999)");
+    T_EQ_INT(sd_py_literal("[1, 2.5, True]", &v), 0);
+    T_EQ_STR(v.repr, "[1, 2.5, True]");
+    T_EQ_INT(sd_py_literal("(3,)", &v), 0);
+    T_EQ_STR(v.repr, "(3,)");
+    T_EQ_INT(sd_py_literal("4,", &v), 0);
+    T_EQ_STR(v.repr, "(4,)");
+    T_EQ_INT(sd_py_literal(" -1e-2 ", &v), 0);
+    T_EQ_INT(v.kind, SD_PY_FLOAT);
+    T_EQ_STR(v.repr, "-0.01");
+    T_EQ_INT(sd_py_literal("16", &v), 0);
+    T_EQ_INT(v.kind, SD_PY_INT);
+    T_EQ_INT(sd_py_literal("'sine+.5'", &v), 0);
+    T_EQ_STR(v.s, "sine+.5");
+    T_EQ_INT(sd_py_literal("None", &v), 0);
+    T_EQ_INT(v.kind, SD_PY_NONE);
+    T_EQ_INT(sd_py_literal("sine", &v), SD_EUSAGE);
+    T_EQ_INT(sd_py_literal("010", &v), SD_EUSAGE);
+    T_EQ_INT(sd_py_literal("", &v), SD_EUSAGE);
+    T_EQ_INT(sd_py_literal("1.2.3", &v), SD_EUSAGE);
+    T_EQ_INT(sd_py_literal("'abc", &v), SD_EUSAGE);
+    char k[32];
+    const char *val;
+    T_EQ_INT(sd_py_split_kv("conv_dim=4", k, sizeof k, &val), 0);
+    T_EQ_STR(k, "conv_dim");
+    T_EQ_STR(val, "4");
+    T_EQ_INT(sd_py_split_kv("a=b=c", k, sizeof k, &val), SD_EUSAGE);
+    T_EQ_INT(sd_py_split_kv("abc", k, sizeof k, &val), SD_EUSAGE);
+}
+
+int main(void)
+{
+    T_RUN(test_adamw_golden_plain);
+    T_RUN(test_adamw_golden_clip);
+    T_RUN(test_adamw_golden_args);
+    T_RUN(test_optim_args);
+    T_RUN(test_optim_names);
+    T_RUN(test_skip_and_accum);
+    T_RUN(test_pyfmt);
+    T_DONE();
+}
