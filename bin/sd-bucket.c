@@ -413,7 +413,50 @@ static void write_one(item *it)
 }
 
 static int global_filter = -1;
-static jv written; /* --write-images: output path -> "source|plan" of the record that wrote it */
+/* --write-images: the output files of this run, as 64-bit hashes of the path -> hash of the
+ * source and plan that wrote it, and that record's line. 24 bytes per image, so millions of
+ * images stay cheap. sig 0 = the writer failed: the next record may claim the name. */
+typedef struct { uint64_t key, sig; long line; } out_entry;
+static struct { out_entry *e; size_t cap, n; } outs;
+
+static uint64_t hash_str(const char *str, uint64_t seed)
+{
+    uint64_t h = 1469598103934665603ULL ^ seed;
+    for (const unsigned char *p = (const unsigned char *)str; *p; p++) h = (h ^ *p) * 1099511628211ULL;
+    h ^= h >> 30; h *= 0xbf58476d1ce4e5b9ULL; /* splitmix64 finaliser */
+    h ^= h >> 27; h *= 0x94d049bb133111ebULL;
+    h ^= h >> 31;
+    return h ? h : 1;
+}
+
+/* The entry for `key`, inserted empty (sig 0, line 0) when new. */
+static out_entry *outs_get(uint64_t key)
+{
+    if (2 * (outs.n + 1) > outs.cap) {
+        size_t nc = outs.cap ? outs.cap * 2 : 1024;
+        out_entry *ne = calloc(nc, sizeof *ne);
+        if (!ne) {
+            sd_error("out of memory");
+            exit(1);
+        }
+        for (size_t i = 0; i < outs.cap; i++)
+            if (outs.e[i].key) {
+                size_t j = outs.e[i].key & (nc - 1);
+                while (ne[j].key) j = (j + 1) & (nc - 1);
+                ne[j] = outs.e[i];
+            }
+        free(outs.e);
+        outs.e = ne;
+        outs.cap = nc;
+    }
+    size_t j = key & (outs.cap - 1);
+    while (outs.e[j].key && outs.e[j].key != key) j = (j + 1) & (outs.cap - 1);
+    if (!outs.e[j].key) {
+        outs.e[j].key = key;
+        outs.n++;
+    }
+    return &outs.e[j];
+}
 
 /* Main thread: fields, configuration and (after the probe) the plan of one record. */
 static void prepare(item *it)
@@ -518,27 +561,23 @@ static void plan(item *it, int idx, item *batch)
     snprintf(sig, sizeof sig, "%s|%dx%d|%d|%d|%lld|%lld|%d|%d", it->image, it->w, it->h, it->plan.bucket_w,
              it->plan.bucket_h, (long long)it->plan.resized_w, (long long)it->plan.resized_h, it->filter,
              it->alpha);
-    jv prev = jv_object_get(jv_copy(written), jv_string(it->out));
-    if (jv_get_kind(prev) == JV_KIND_ARRAY) {
-        jv ps = jv_array_get(jv_copy(prev), 0);
-        int same = !strcmp(jv_string_value(ps), sig);
-        long pl = (long)jv_number_value(jv_array_get(jv_copy(prev), 1));
-        jv_free(ps);
-        if (!same) {
-            char m[4400];
-            snprintf(m, sizeof m, "%s: output file already written for line %ld with a different "
-                     "source or bucket", it->out, pl);
-            item_fail(it, m);
-        } else {
-            /* written earlier; in this batch? then wait for that item's result */
-            for (int j = 0; j < idx; j++)
-                if (batch[j].write && !strcmp(batch[j].out, it->out)) it->dup_of = j;
-        }
-    } else {
-        written = jv_object_set(written, jv_string(it->out), JV_ARRAY(jv_string(sig), jv_number(it->line)));
+    uint64_t sh = hash_str(sig, 1);
+    out_entry *e = outs_get(hash_str(it->out, 0));
+    if (e->sig == 0) { /* new name (or its writer failed): this record writes it */
+        e->sig = sh;
+        e->line = it->line;
         it->write = 1;
+    } else if (e->sig != sh) {
+        char m[4400];
+        snprintf(m, sizeof m, "%s: output file already written for line %ld with a different "
+                 "source or bucket", it->out, e->line);
+        item_fail(it, m);
+    } else {
+        /* the same file with the same content: share it; if its writer is in this batch, this
+         * record's fate follows that writer's */
+        for (int j = 0; j < idx; j++)
+            if (batch[j].write && !strcmp(batch[j].out, it->out)) it->dup_of = j;
     }
-    jv_free(prev);
 }
 
 /* ---- main ------------------------------------------------------------------------------------ */
@@ -586,7 +625,6 @@ int main(int argc, char **argv)
      * probe takes microseconds), few enough to keep memory and latency small */
     int B = a.write_images ? nthreads * 8 : nthreads * 256;
     if (B > 4096) B = 4096;
-    written = jv_object();
     item *batch = calloc((size_t)B, sizeof *batch);
     if (!batch) return sd_fatal(1);
 
@@ -675,7 +713,7 @@ int main(int argc, char **argv)
                     item_fail(it, m);
                 }
                 if (it->err) {
-                    if (it->write && it->out) written = jv_object_delete(written, jv_string(it->out));
+                    if (it->write && it->out) outs_get(hash_str(it->out, 0))->sig = 0;
                     sd_record_error(src, it->line, "%s", it->err);
                     st.skipped++;
                     jv_free(it->rec);
@@ -755,7 +793,7 @@ int main(int argc, char **argv)
             fatal = 1;
         }
     }
-    jv_free(written);
+    free(outs.e);
     for (int i = 0; i < nsets; i++) {
         sd_bucket_set_free(&sets[i].set);
         free(sets[i].err);
