@@ -35,12 +35,12 @@ int sd_share_path(const char *rel, char *out, size_t outsize)
             snprintf(cand, sizeof cand, "%s/%s/%s", exe, ups[i], rel);
             if (exists(cand)) goto found;
         }
-        snprintf(tried + strlen(tried), sizeof tried - strlen(tried), "%s%s/../share/sd",
+        snprintf(tried + strlen(tried), sizeof tried - strlen(tried), "%s%.300s/../share/sd",
                  tried[0] ? ", " : "", exe);
     }
     snprintf(cand, sizeof cand, "%s/%s", SD_SHAREDIR, rel);
     if (exists(cand)) goto found;
-    snprintf(tried + strlen(tried), sizeof tried - strlen(tried), "%s%s", tried[0] ? ", " : "",
+    snprintf(tried + strlen(tried), sizeof tried - strlen(tried), "%s%.300s", tried[0] ? ", " : "",
              SD_SHAREDIR);
     return sd_err(SD_ENOTFOUND, "%s: not found in %s (set SD_SHARE to the share/sd directory)",
                   rel, tried);
