@@ -623,7 +623,7 @@ int main(int argc, char **argv)
     int nthreads = sd_threads_get();
     /* records per batch: enough work per parallel region to amortise waking the team (a header
      * probe takes microseconds), few enough to keep memory and latency small */
-    int B = a.write_images ? nthreads * 8 : nthreads * 256;
+    int B = a.write_images ? nthreads * 16 : nthreads * 256;
     if (B > 4096) B = 4096;
     item *batch = calloc((size_t)B, sizeof *batch);
     if (!batch) return sd_fatal(1);
