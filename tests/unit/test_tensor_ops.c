@@ -290,6 +290,34 @@ static void test_openblas_threads_info(void)
     free(a); free(b); free(c1); free(c2);
 }
 
+/* Issue 5: peak memory of the attention backward at 4096 tokens below 2× its inputs+outputs.
+ * Inputs q,k,v,o,dout,lse + outputs dq,dk,dv are held by the caller; the op's own memory is the
+ * ctx scratch (transposed K/V, score blocks): its peak must stay below inputs+outputs. */
+static void test_attention_memory(void)
+{
+    st_at s = { .a = { 8, 0, 0 } };
+    int64_t b = 1, t = 4096, c = 320;
+    s.q = rt(SD_DIMS(b, t, c), 1); s.k = rt(SD_DIMS(b, t, c), 1); s.v = rt(SD_DIMS(b, t, c), 1);
+    s.o = zt(SD_DIMS(b, t, c)); s.lse = zt(SD_DIMS(b, 8, t)); s.dout = rt(SD_DIMS(b, t, c), 1);
+    s.dq = zt(SD_DIMS(b, t, c)); s.dk = zt(SD_DIMS(b, t, c)); s.dv = zt(SD_DIMS(b, t, c));
+    sd_tensor *all[] = { &s.q, &s.k, &s.v, &s.o, &s.lse, &s.dout, &s.dq, &s.dk, &s.dv };
+    size_t io = 0;
+    for (int i = 0; i < 9; i++) io += sd_tensor_nbytes(all[i]);
+    for (int th = 2; th <= 2; th++) {
+        sd_ctx ctx;
+        T_EQ_INT(sd_ctx_init(&ctx, SD_DEV_CPU, th, 0), SD_OK);
+        T_EQ_INT(sd_op_attention(&ctx, &s.o, &s.lse, &s.q, &s.k, &s.v, s.a), SD_OK);
+        size_t fwd_peak = ctx.scratch.peak;
+        T_EQ_INT(sd_op_attention_bwd(&ctx, &s.dq, &s.dk, &s.dv, &s.dout, &s.q, &s.k, &s.v, &s.o, &s.lse, s.a), SD_OK);
+        printf("# attention 4096 tokens, 8x40, %d thread(s): inputs+outputs %.1f MB, scratch peak fwd %.1f MB, bwd %.1f MB\n",
+               th, io / 1e6, fwd_peak / 1e6, ctx.scratch.peak / 1e6);
+        T_CHECK(ctx.scratch.peak < io);
+        T_CHECK(ctx.scratch.used == 0);
+        sd_ctx_free(&ctx);
+    }
+    for (int i = 0; i < 9; i++) sd_tensor_free(all[i]);
+}
+
 int main(void)
 {
     T_RUN(test_descriptors);
@@ -297,5 +325,6 @@ int main(void)
     T_RUN(test_half_weights);
     T_RUN(test_determinism);
     T_RUN(test_openblas_threads_info);
+    T_RUN(test_attention_memory);
     T_DONE();
 }
