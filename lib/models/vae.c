@@ -640,7 +640,17 @@ int sd_vae_load(sd_vae *v, sd_params *r, const sd_safetensors *st, sd_vae_layout
             map[i].ours = k.s[i][0];
             map[i].file = k.s[i][1];
         }
-        rc = sd_params_load_safetensors(r, st, map, k.n, SD_LOAD_MAPPED_ONLY | SD_LOAD_SQUEEZE_1X1, NULL);
+        /* single files: tensors of the training loss (first_stage_model.loss.*, the LPIPS /
+         * discriminator weights some ldm checkpoints carry) are not part of the model */
+        unsigned flags = SD_LOAD_MAPPED_ONLY | SD_LOAD_SQUEEZE_1X1;
+        if (layout == SD_VAE_FILE_LDM) flags |= SD_LOAD_ALLOW_UNEXPECTED;
+        sd_load_report rep;
+        rc = sd_params_load_safetensors(r, st, map, k.n, flags, &rep);
+        for (size_t i = 0; !rc && i < rep.unexpected; i++)
+            if (strncmp(rep.unexpected_keys[i], "first_stage_model.loss.", 23))
+                rc = sd_err(SD_EFORMAT, "%s: unexpected VAE tensor '%s' (%zu unexpected)", path, rep.unexpected_keys[i],
+                            rep.unexpected);
+        sd_load_report_free(&rep);
     }
     free(map);
     free(k.s);

@@ -254,6 +254,34 @@ static void test_layouts(void)
     rc = model_open(&M, c, "first_stage_model", st, SD_VAE_FILE_AUTO);
     T_CHECK(rc == SD_EFORMAT);
     model_close(&M);
+    /* a full checkpoint: other models' tensors and first_stage_model.loss.* are ignored, any other
+     * unknown first_stage_model.* tensor is an error */
+    static const char *extra[2] = { "first_stage_model.loss.logvar", "first_stage_model.encoder.extra.bias" };
+    for (int e = 0; e < 2; e++) {
+        sd_safetensors_writer *w = NULL;
+        void *buf = NULL;
+        size_t n = 0;
+        sd_safetensors *fs = NULL;
+        static float one = 1.0f;
+        rc = sd_safetensors_writer_new(&w);
+        for (size_t i = 0; !rc && i < sd_safetensors_count(st); i++) {
+            const sd_st_tensor *t = sd_safetensors_at(st, i);
+            rc = sd_safetensors_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data);
+        }
+        if (!rc) rc = sd_safetensors_writer_add(w, "model.diffusion_model.out.2.bias", SD_ST_F32, 1, (const int64_t[]){ 1 }, &one);
+        if (!rc) rc = sd_safetensors_writer_add(w, extra[e], SD_ST_F32, 1, (const int64_t[]){ 1 }, &one);
+        if (!rc) rc = sd_safetensors_writer_write_mem(w, &buf, &n);
+        if (!rc) rc = sd_safetensors_open_mem(buf, n, "model.safetensors", &fs);
+        if (!rc) {
+            rc = model_open(&M, cfg_a(), "first_stage_model", fs, SD_VAE_FILE_AUTO);
+            if (e == 0) T_CHECKF(rc == SD_OK, "%s", sd_errmsg());
+            else T_CHECK(rc == SD_EFORMAT && strstr(sd_errmsg(), "encoder.extra.bias"));
+            model_close(&M);
+        }
+        sd_safetensors_close(fs);
+        free(buf);
+        sd_safetensors_writer_free(w);
+    }
     sd_safetensors_close(st);
 }
 
