@@ -144,7 +144,9 @@ static inline void KN(gemm_par)(int nt, int ta, int tb, int64_t m, int64_t n, in
     if (m <= 0 || n <= 0) return;
     int split_m = m >= n;
     int64_t dim = split_m ? m : n, bs = sd_kern_block(dim), nb = (dim + bs - 1) / bs;
-    if (nb == 1 || nt <= 1) {
+    /* small products: the same blocks, in order, on the calling thread (a parallel region costs
+     * more than it saves below a few MFLOP) */
+    if (nb == 1 || nt <= 1 || (double)m * (double)n * (double)k < 4e6) {
         for (int64_t i = 0; i < nb; i++) {
             int64_t s = i * bs, l = dim - s < bs ? dim - s : bs;
             if (split_m)

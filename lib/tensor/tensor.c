@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 
 #include "base/error.h"
@@ -247,6 +248,41 @@ int sd_arena_tensor(sd_arena *a, sd_tensor *t, sd_dtype dt, int ndim, const int6
     return SD_OK;
 }
 
+/* ---- OpenBLAS kernel selection ---------------------------------------------------------------
+ * OpenBLAS 0.3.21 (DYNAMIC_ARCH) picks its kernels from the CPU model number; a VM that reports
+ * a generic "Intel Xeon Processor" model gets the Prescott (SSE3) kernels, about 10x slower than
+ * SkylakeX. When that happens on a CPU with AVX-512 (or AVX2+FMA), and OPENBLAS_CORETYPE is not
+ * set, re-run OpenBLAS's kernel selection with the right core type. Done once, from sd_ctx_init()
+ * (main thread, before any op). */
+extern const char *openblas_get_corename(void) __attribute__((weak));
+extern void gotoblas_dynamic_init(void) __attribute__((weak));
+extern void gotoblas_dynamic_quit(void) __attribute__((weak));
+
+static void blas_fix_coretype(void)
+{
+    static int done;
+    if (done) return;
+    done = 1;
+    if (!openblas_get_corename || !gotoblas_dynamic_init || !gotoblas_dynamic_quit) return;
+    const char *env = getenv("OPENBLAS_CORETYPE");
+    if (env && *env) return;
+    const char *core = openblas_get_corename();
+    if (!core || (strcasecmp(core, "prescott") && strcasecmp(core, "core2") && strcasecmp(core, "nehalem") &&
+                  strcasecmp(core, "katmai") && strcasecmp(core, "unknown")))
+        return;
+    __builtin_cpu_init();
+    const char *want = NULL;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+        want = "SkylakeX";
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        want = "Haswell";
+    if (!want) return;
+    setenv("OPENBLAS_CORETYPE", want, 0);
+    gotoblas_dynamic_quit();
+    gotoblas_dynamic_init();
+}
+
 /* ---- context -------------------------------------------------------------------------------- */
 
 int sd_ctx_init(sd_ctx *ctx, sd_devkind backend, int threads, size_t scratch_bytes)
@@ -261,6 +297,7 @@ int sd_ctx_init(sd_ctx *ctx, sd_devkind backend, int threads, size_t scratch_byt
         ctx->device_index = dev;
     }
     sd_ctx_set_threads(ctx, threads);
+    if (backend == SD_DEV_CPU) blas_fix_coretype();
     return sd_arena_init(&ctx->scratch, backend, scratch_bytes ? scratch_bytes : SD_CTX_DEFAULT_SCRATCH);
 }
 
