@@ -249,6 +249,23 @@ sd_nn_plan sd_clip_plan(const sd_clip *m, int64_t B, int64_t T, int clip_skip)
     return p;
 }
 
+int sd_clip_each_linear(sd_clip *m, sd_clip_linear_fn fn, void *user)
+{
+    static const char *names[6] = { "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj",
+                                    "mlp.fc1", "mlp.fc2" };
+    for (int i = 0; i < m->n_run; i++) {
+        sd_clip_layer *L = &m->layers[i];
+        sd_linear *lin[6] = { &L->attn.q, &L->attn.k, &L->attn.v, &L->attn.out, &L->mlp.proj, &L->mlp.out };
+        for (int j = 0; j < 6; j++) {
+            char name[160];
+            snprintf(name, sizeof name, "text_model.encoder.layers.%d.%s", i, names[j]);
+            int rc = fn(user, name, lin[j]);
+            if (rc) return rc;
+        }
+    }
+    return SD_OK;
+}
+
 /* ---- long prompts ---------------------------------------------------------------------------- */
 
 /* Copy rows between hidden [B·n, 77, W] and y [B, n·75+2, W]; to_y = 1: forward (overwrite),

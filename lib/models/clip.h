@@ -87,6 +87,13 @@ int sd_clip_backward(sd_ctx *ctx, sd_clip *m, sd_tensor *d_tokens, const sd_tens
 /* Bytes a training forward of [B,T] ids takes from `save`, and the layer-level scratch. */
 sd_nn_plan sd_clip_plan(const sd_clip *m, int64_t B, int64_t T, int clip_skip);
 
+/* The linears kohya's LoRA targets in a text encoder (CLIPAttention and CLIPMLP children:
+ * q_proj, k_proj, v_proj, out_proj, fc1, fc2), in layer order, with their HF module names
+ * ("text_model.encoder.layers.0.self_attn.q_proj"; kohya's LoRA name is "lora_te_" + the name with
+ * '.' → '_'). Stops at and returns the first non-zero return of fn. */
+typedef int (*sd_clip_linear_fn)(void *user, const char *name, sd_linear *l);
+int sd_clip_each_linear(sd_clip *m, sd_clip_linear_fn fn, void *user);
+
 /* ---- long prompts (kohya --max_token_length 150/225) -------------------------------------
  * ids [B, n, 77] (the chunks of §3.2, already framed with BOS/EOS by the tokenizer) run as B·n
  * rows; y [B, n·75 + 2, width] = position 0 of chunk 0, positions 1..75 of every chunk, position

@@ -342,6 +342,97 @@ static void test_errors(void)
     sd_safetensors_close(s2);
 }
 
+static int count_linear(void *user, const char *name, sd_linear *l)
+{
+    int *n = user;
+    char want[512];
+    snprintf(want, sizeof want, "te.%s.weight", name);
+    if (strcmp(l->w->key, want)) return printf("#   %s vs %s\n", l->w->key, want), -1;
+    (*n)++;
+    return 0;
+}
+
+typedef struct lora_set {
+    sd_params reg;
+    sd_lora mods[32];
+    int n;
+} lora_set;
+
+static int add_lora(void *user, const char *name, sd_linear *l)
+{
+    lora_set *S = user;
+    char key[256];
+    snprintf(key, sizeof key, "lora_te_%s", name);
+    for (char *c = key; *c; c++)
+        if (*c == '.') *c = '_';
+    sd_lora *lo = &S->mods[S->n];
+    int rc = sd_lora_init(lo, &S->reg, key, l->in, l->out, 4, 1.0f, 0, 1, 1, sd_conv2d_geom_make(1, 0), 0);
+    if (!rc) lo->id = (uint32_t)S->n;
+    if (!rc) rc = sd_linear_set_lora(l, lo);
+    S->n++;
+    return rc;
+}
+
+/* LoRA on every targeted linear: names match the registry keys, a fresh LoRA (up = 0) leaves the
+ * output unchanged, a trained one changes it, the backward reaches the LoRA weights only (base
+ * frozen), and the plan still matches the arena use. */
+static void test_lora_targets(void)
+{
+    sd_safetensors *st = NULL;
+    int rc = sd_safetensors_open(data_path("golden_clip_sd2.safetensors"), &st);
+    if (rc) { T_CHECKF(0, "%s", sd_errmsg()); return; }
+    model M;
+    sd_params_init(&M.r);
+    sd_clip_config cfg = tiny(4, 4);
+    rc = sd_clip_init(&M.m, &M.r, "te", &cfg, SD_FAMILY_SD2);
+    int n = 0;
+    if (!rc) T_EQ_INT(sd_clip_each_linear(&M.m, count_linear, &n), 0);
+    T_EQ_INT(n, 6 * 3);
+    if (!rc) sd_params_set_trainable(&M.r, "", 0);
+    if (!rc) rc = sd_params_alloc(&M.r, SD_DEV_CPU);
+    if (!rc) rc = sd_clip_load(&M.m, &M.r, st, SD_CLIP_FILE_AUTO);
+    sd_tensor ids, y0, y1, r;
+    if (!rc) rc = golden(st, "golden.ids", &ids, SD_I32);
+    if (!rc) rc = golden(st, "golden.r", &r, SD_F32);
+    if (!rc) rc = sd_tensor_alloc(&y0, SD_F32, r.ndim, r.shape);
+    if (!rc) rc = sd_tensor_alloc(&y1, SD_F32, r.ndim, r.shape);
+    if (!rc) rc = sd_clip_forward(&g_ctx, &M.m, NULL, &y0, &ids, 0);
+    static lora_set S;
+    memset(&S, 0, sizeof S);
+    sd_params_init(&S.reg);
+    if (!rc) rc = sd_clip_each_linear(&M.m, add_lora, &S);
+    if (!rc) rc = sd_params_alloc(&S.reg, SD_DEV_CPU);
+    for (int i = 0; i < S.n && !rc; i++) rc = sd_lora_init_weights(&g_ctx, &S.mods[i], 5);
+    if (!rc) rc = sd_clip_forward(&g_ctx, &M.m, NULL, &y1, &ids, 0);
+    T_CHECKF(rc == SD_OK, "%s", sd_errmsg());
+    if (rc) goto done;
+    T_CHECK(!memcmp(y0.data, y1.data, sd_tensor_nbytes(&y0)));
+    T_CHECK(sd_params_find(&S.reg, "lora_te_text_model_encoder_layers_2_mlp_fc2.lora_up.weight") != NULL);
+    for (int i = 0; i < S.n; i++) sd_op_fill(&g_ctx, &S.mods[i].up->value, 0.01f);
+    sd_params_zero_grad(&g_ctx, &S.reg);
+    sd_arena_reset(&g_act, 0);
+    rc = sd_clip_forward(&g_ctx, &M.m, &g_act, &y1, &ids, 0);
+    if (!rc) rc = sd_clip_backward(&g_ctx, &M.m, NULL, &r);
+    T_CHECKF(rc == SD_OK, "%s", sd_errmsg());
+    sd_nn_plan p = sd_clip_plan(&M.m, 2, 77, 0);
+    T_CHECKF(g_act.used <= p.saved && p.saved - g_act.used < 64, "arena %zu, plan %zu", g_act.used, p.saved);
+    T_CHECK(memcmp(y0.data, y1.data, sd_tensor_nbytes(&y0)));
+    T_CHECK(M.m.tok.w->grad.data == NULL);
+    int nonzero = 0;
+    for (int i = 0; i < S.n; i++) {
+        const float *g = S.mods[i].down->grad.data;
+        for (int64_t j = 0; j < sd_tensor_numel(&S.mods[i].down->grad); j++)
+            if (g[j] != 0.0f) { nonzero++; break; }
+    }
+    T_EQ_INT(nonzero, S.n);
+    sd_tensor_free(&ids); sd_tensor_free(&r); sd_tensor_free(&y0); sd_tensor_free(&y1);
+done:
+    for (int i = 0; i < S.n; i++) sd_lora_free(&S.mods[i]);
+    sd_params_free(&S.reg);
+    model_close(&M);
+    sd_safetensors_close(st);
+}
+
 int main(void)
 {
     if (sd_ctx_init(&g_ctx, SD_DEV_CPU, 2, 0) || sd_nn_arena_init(&g_act, SD_DEV_CPU, (size_t)64 << 20)) {
@@ -353,6 +444,7 @@ int main(void)
     T_RUN(test_sd2_half);
     T_RUN(test_hf_layout);
     T_RUN(test_errors);
+    T_RUN(test_lora_targets);
     printf("# worst max|diff|/max|ref| %.3g\n", g_worst);
     sd_arena_free(&g_act);
     sd_ctx_free(&g_ctx);
