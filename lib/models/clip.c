@@ -484,26 +484,26 @@ out:
     return rc;
 }
 
-int sd_clip_load(sd_clip *m, sd_params *r, const sd_safetensors *st, sd_clip_layout layout)
+int sd_clip_load(sd_clip *m, sd_params *r, const sd_safetensors *st, sd_layout layout)
 {
     const char *path = sd_safetensors_path(st);
-    if (layout == SD_CLIP_FILE_AUTO) {
-        if (has_prefix(st, "cond_stage_model.model.")) layout = SD_CLIP_FILE_SD2;
-        else if (has_prefix(st, "cond_stage_model.transformer.")) layout = SD_CLIP_FILE_SD1;
-        else if (has_prefix(st, "text_model.")) layout = SD_CLIP_FILE_HF;
+    int sd2_file = 0;
+    if (layout == SD_LAYOUT_NONE) {
+        if (has_prefix(st, "cond_stage_model.model.")) layout = SD_LAYOUT_LDM, sd2_file = 1;
+        else if (has_prefix(st, "cond_stage_model.transformer.")) layout = SD_LAYOUT_LDM;
+        else if (has_prefix(st, "text_model.")) layout = SD_LAYOUT_DIFFUSERS;
         else return sd_err(SD_EFORMAT, "%s: no text encoder tensors (cond_stage_model.* or text_model.*)", path);
+        if (layout == SD_LAYOUT_LDM && sd2_file != (m->family == SD_FAMILY_SD2))
+            return sd_err(SD_EFORMAT, "%s: holds %s text encoder, the model is %s", path,
+                          sd2_file ? "an OpenCLIP (SD2)" : "a CLIP ViT-L (SD1)", sd_family_name(m->family));
+    } else if (layout != SD_LAYOUT_LDM && layout != SD_LAYOUT_DIFFUSERS) {
+        return sd_err(SD_EINVAL, "%s: no such text encoder layout", path);
     }
-    if (layout == SD_CLIP_FILE_SD2 && m->family != SD_FAMILY_SD2)
-        return sd_err(SD_EFORMAT, "%s: holds an OpenCLIP (SD2) text encoder, the model is %s", path,
-                      sd_family_name(m->family));
-    if (layout == SD_CLIP_FILE_SD1 && m->family != SD_FAMILY_SD1)
-        return sd_err(SD_EFORMAT, "%s: holds a CLIP ViT-L (SD1) text encoder, the model is %s", path,
-                      sd_family_name(m->family));
-    if (layout == SD_CLIP_FILE_SD2) return load_sd2(m, r, st);
+    if (layout == SD_LAYOUT_LDM && m->family == SD_FAMILY_SD2) return load_sd2(m, r, st);
     char ours[256];
     const char *file;
     key_join(ours, sizeof ours, m->prefix, "text_model.");
-    if (layout == SD_CLIP_FILE_SD1)
+    if (layout == SD_LAYOUT_LDM)
         file = sd_safetensors_find(st, "cond_stage_model.transformer.text_model.final_layer_norm.weight")
                    ? "cond_stage_model.transformer.text_model."
                    : "cond_stage_model.transformer.";
@@ -513,6 +513,7 @@ int sd_clip_load(sd_clip *m, sd_params *r, const sd_safetensors *st, sd_clip_lay
     sd_load_report rep;
     int rc = sd_params_load_safetensors(r, st, &map, 1, SD_LOAD_MAPPED_ONLY | SD_LOAD_ALLOW_UNEXPECTED, &rep);
     if (!rc) rc = check_unexpected(st, &rep);
+    if (!rc && rep.loaded == 0) rc = sd_err(SD_EFORMAT, "%s: no text encoder tensors under %s", path, file);
     sd_load_report_free(&rep);
     return rc;
 }

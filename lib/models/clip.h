@@ -33,6 +33,7 @@
 #include <stdint.h>
 
 #include "io/safetensors.h"
+#include "models/detect.h"
 #include "models/model_config.h"
 #include "nn/nn.h"
 
@@ -64,17 +65,16 @@ void sd_clip_free(sd_clip *m);
 /* Layers run for clip_skip (0/1: all n_run). SD_EINVAL when clip_skip ≥ n_run + 1 or < 0. */
 int sd_clip_layers_for_skip(const sd_clip *m, int clip_skip, int *n);
 
-typedef enum sd_clip_layout {
-    SD_CLIP_FILE_AUTO = 0,        /* decide from the tensor names below */
-    SD_CLIP_FILE_SD1,             /* cond_stage_model.transformer.[text_model.]* */
-    SD_CLIP_FILE_SD2,             /* cond_stage_model.model.* (OpenCLIP) */
-    SD_CLIP_FILE_HF,              /* text_model.* (Diffusers text_encoder, kohya-converted) */
-} sd_clip_layout;
 
-/* Fill the registry values of the text encoder from `st` (registry allocated). Strict: every
+
+/* Fill the registry values of the text encoder from `st` (registry allocated). layout
+ * (models/detect.h): SD_LAYOUT_LDM = the single-file names of the model's family
+ * (cond_stage_model.transformer.[text_model.]* for SD1, cond_stage_model.model.* for SD2),
+ * SD_LAYOUT_DIFFUSERS = text_model.* (Diffusers text_encoder, kohya-converted), SD_LAYOUT_NONE =
+ * decide from the names (SD_LAYOUT_LDM_BARE does not exist for text encoders). Strict: every
  * parameter must be present with its shape; tensors of the text encoder the model does not use
  * are errors except the ones listed above. Other tensors of the file (UNet, VAE) are ignored. */
-int sd_clip_load(sd_clip *m, sd_params *r, const sd_safetensors *st, sd_clip_layout layout);
+int sd_clip_load(sd_clip *m, sd_params *r, const sd_safetensors *st, sd_layout layout);
 
 /* y [B,T,width] = encoder(ids [B,T] i32). save: the activation arena of a training step (NULL:
  * inference; then nothing is kept and the temporaries come from ctx->scratch). */

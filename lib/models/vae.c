@@ -613,20 +613,20 @@ static int diffusers_map(const sd_vae *v, keymap *k, int old_names)
     return rc;
 }
 
-int sd_vae_load(sd_vae *v, sd_params *r, const sd_safetensors *st, sd_vae_layout layout)
+int sd_vae_load(sd_vae *v, sd_params *r, const sd_safetensors *st, sd_layout layout)
 {
     const char *path = sd_safetensors_path(st);
-    if (layout == SD_VAE_FILE_AUTO) {
-        if (sd_safetensors_find(st, "first_stage_model.encoder.conv_in.weight")) layout = SD_VAE_FILE_LDM;
-        else if (sd_safetensors_find(st, "encoder.mid_block.resnets.0.conv1.weight")) layout = SD_VAE_FILE_DIFFUSERS;
-        else if (sd_safetensors_find(st, "encoder.conv_in.weight")) layout = SD_VAE_FILE_LDM_BARE;
+    if (layout == SD_LAYOUT_NONE) {
+        if (sd_safetensors_find(st, "first_stage_model.encoder.conv_in.weight")) layout = SD_LAYOUT_LDM;
+        else if (sd_safetensors_find(st, "encoder.mid_block.resnets.0.conv1.weight")) layout = SD_LAYOUT_DIFFUSERS;
+        else if (sd_safetensors_find(st, "encoder.conv_in.weight")) layout = SD_LAYOUT_LDM_BARE;
         else return sd_err(SD_EFORMAT, "%s: no VAE tensors (first_stage_model.*, encoder.*/decoder.*)", path);
     }
     keymap k = { NULL, 0, 0 };
     int rc = SD_OK;
-    if (layout == SD_VAE_FILE_LDM) {
+    if (layout == SD_LAYOUT_LDM) {
         rc = km_add(&k, v->prefix, "", "first_stage_model.");
-    } else if (layout == SD_VAE_FILE_LDM_BARE) {
+    } else if (layout == SD_LAYOUT_LDM_BARE) {
         static const char *parts[4] = { "encoder.", "decoder.", "quant_conv.", "post_quant_conv." };
         for (int i = 0; i < 4 && !rc; i++) rc = km_add(&k, v->prefix, parts[i], parts[i]);
     } else {
@@ -643,7 +643,7 @@ int sd_vae_load(sd_vae *v, sd_params *r, const sd_safetensors *st, sd_vae_layout
         /* single files: tensors of the training loss (first_stage_model.loss.*, the LPIPS /
          * discriminator weights some ldm checkpoints carry) are not part of the model */
         unsigned flags = SD_LOAD_MAPPED_ONLY | SD_LOAD_SQUEEZE_1X1;
-        if (layout == SD_VAE_FILE_LDM) flags |= SD_LOAD_ALLOW_UNEXPECTED;
+        if (layout == SD_LAYOUT_LDM) flags |= SD_LOAD_ALLOW_UNEXPECTED;
         sd_load_report rep;
         rc = sd_params_load_safetensors(r, st, map, k.n, flags, &rep);
         for (size_t i = 0; !rc && i < rep.unexpected; i++)

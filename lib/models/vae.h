@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "io/safetensors.h"
+#include "models/detect.h"
 #include "models/model_config.h"
 #include "nn/nn.h"
 
@@ -80,21 +81,19 @@ typedef struct sd_vae {
 int sd_vae_init(sd_vae *v, sd_params *r, const char *prefix, const sd_vae_config *cfg);
 void sd_vae_free(sd_vae *v);
 
-typedef enum sd_vae_layout {
-    SD_VAE_FILE_AUTO = 0,
-    SD_VAE_FILE_LDM,           /* first_stage_model.encoder... (full SD checkpoint) */
-    SD_VAE_FILE_LDM_BARE,      /* encoder.down.0... (VAE-only ldm file, e.g. vae-ft-mse-840000) */
-    SD_VAE_FILE_DIFFUSERS,     /* encoder.down_blocks.0.resnets.0... (vae/diffusion_pytorch_model) */
-} sd_vae_layout;
 
-/* Fill the VAE's registry values from `st` (registry allocated). Diffusers files are mapped with
+
+/* Fill the VAE's registry values from `st` (registry allocated). layout (models/detect.h):
+ * SD_LAYOUT_LDM = first_stage_model.* (full checkpoint), SD_LAYOUT_LDM_BARE = encoder.down.*
+ * (VAE-only ldm file such as vae-ft-mse-840000), SD_LAYOUT_DIFFUSERS = encoder.down_blocks.*
+ * (vae/diffusion_pytorch_model.safetensors), SD_LAYOUT_NONE = decide from the names. Diffusers files are mapped with
  * kohya's conversion table (model_util.py: down_blocks.i.resnets.j ↔ down.i.block.j,
  * up_blocks.i ↔ up.(n-1-i), mid_block.resnets.k ↔ mid.block_(k+1), mid_block.attentions.0 ↔
  * mid.attn_1 with group_norm/to_q/to_k/to_v/to_out.0 or query/key/value/proj_attn ↔ norm/q/k/v/
  * proj_out, conv_shortcut ↔ nin_shortcut, conv_norm_out ↔ norm_out; [C,C] attention weights are
  * accepted for [C,C,1,1]). Strict: missing or unexpected VAE tensors and wrong shapes are errors
- * naming the tensor. For --vae files use SD_VAE_FILE_AUTO. */
-int sd_vae_load(sd_vae *v, sd_params *r, const sd_safetensors *st, sd_vae_layout layout);
+ * naming the tensor. For --vae files use SD_LAYOUT_NONE. */
+int sd_vae_load(sd_vae *v, sd_params *r, const sd_safetensors *st, sd_layout layout);
 
 /* moments [B, 2·embed_dim, H/f, W/f] = quant_conv(encoder(x [B, in_channels, H, W])) (x in [-1,1]).
  * H and W must be multiples of f. */

@@ -57,7 +57,7 @@ typedef struct model {
 } model;
 
 static int model_open(model *M, sd_family fam, sd_clip_config cfg, const char *prefix, const sd_safetensors *st,
-                      sd_clip_layout layout)
+                      sd_layout layout)
 {
     sd_params_init(&M->r);
     int rc = sd_clip_init(&M->m, &M->r, prefix, &cfg, fam);
@@ -183,7 +183,7 @@ static void test_sd1(void)
     T_CHECKF(rc == SD_OK, "%s", sd_errmsg());
     if (rc) return;
     model M;
-    rc = model_open(&M, SD_FAMILY_SD1, tiny(3, 2), "cond_stage_model.transformer", st, SD_CLIP_FILE_AUTO);
+    rc = model_open(&M, SD_FAMILY_SD1, tiny(3, 2), "cond_stage_model.transformer", st, SD_LAYOUT_NONE);
     T_CHECKF(rc == SD_OK, "%s", sd_errmsg());
     if (!rc) {
         check_output(&M, st, "golden.y", 0);
@@ -203,7 +203,7 @@ static void test_sd2(void)
     T_CHECKF(rc == SD_OK, "%s", sd_errmsg());
     if (rc) return;
     model M;
-    rc = model_open(&M, SD_FAMILY_SD2, tiny(4, 4), "", st, SD_CLIP_FILE_AUTO);
+    rc = model_open(&M, SD_FAMILY_SD2, tiny(4, 4), "", st, SD_LAYOUT_NONE);
     T_CHECKF(rc == SD_OK, "%s", sd_errmsg());
     if (!rc) {
         T_EQ_INT(M.m.n_run, 3);
@@ -229,7 +229,7 @@ static void test_sd2_half(void)
     if (!rc) sd_params_set_trainable(&M.r, "", 0);
     if (!rc) rc = sd_params_set_frozen_dtype(&M.r, SD_BF16);
     if (!rc) rc = sd_params_alloc(&M.r, SD_DEV_CPU);
-    if (!rc) rc = sd_clip_load(&M.m, &M.r, st, SD_CLIP_FILE_SD2);
+    if (!rc) rc = sd_clip_load(&M.m, &M.r, st, SD_LAYOUT_LDM);
     sd_tensor ids, ref, y;
     if (!rc) rc = golden(st, "golden.ids", &ids, SD_I32);
     if (!rc) rc = golden(st, "golden.y", &ref, SD_F32);
@@ -257,7 +257,7 @@ static void test_hf_layout(void)
     int rc = sd_safetensors_open(data_path("golden_clip_sd1.safetensors"), &st);
     if (rc) { T_CHECKF(0, "%s", sd_errmsg()); return; }
     model A, B;
-    rc = model_open(&A, SD_FAMILY_SD1, tiny(3, 2), "", st, SD_CLIP_FILE_SD1);
+    rc = model_open(&A, SD_FAMILY_SD1, tiny(3, 2), "", st, SD_LAYOUT_LDM);
     T_CHECKF(rc == SD_OK, "%s", sd_errmsg());
     sd_safetensors_writer *w = NULL;
     void *buf = NULL;
@@ -272,17 +272,17 @@ static void test_hf_layout(void)
     if (!rc) rc = sd_safetensors_writer_add(w, "text_model.embeddings.position_ids", SD_ST_I32, 2, pid_shape, pid);
     if (!rc) rc = sd_safetensors_writer_write_mem(w, &buf, &n);
     if (!rc) rc = sd_safetensors_open_mem(buf, n, "text_encoder/model.safetensors", &hf);
-    if (!rc) rc = model_open(&B, SD_FAMILY_SD1, tiny(3, 2), "te", hf, SD_CLIP_FILE_AUTO);
+    if (!rc) rc = model_open(&B, SD_FAMILY_SD1, tiny(3, 2), "te", hf, SD_LAYOUT_NONE);
     T_CHECKF(rc == SD_OK, "%s", sd_errmsg());
     if (!rc) {
         check_output(&B, st, "golden.y", 0);
         model_close(&B);
         /* a config with fewer layers than the file: the extra layer is unexpected */
-        rc = model_open(&B, SD_FAMILY_SD1, tiny(2, 2), "", hf, SD_CLIP_FILE_HF);
+        rc = model_open(&B, SD_FAMILY_SD1, tiny(2, 2), "", hf, SD_LAYOUT_DIFFUSERS);
         T_CHECK(rc == SD_EFORMAT && strstr(sd_errmsg(), "layers.2"));
         model_close(&B);
         /* more layers than the file: missing keys */
-        rc = model_open(&B, SD_FAMILY_SD1, tiny(4, 2), "", hf, SD_CLIP_FILE_HF);
+        rc = model_open(&B, SD_FAMILY_SD1, tiny(4, 2), "", hf, SD_LAYOUT_DIFFUSERS);
         T_CHECK(rc == SD_EFORMAT && strstr(sd_errmsg(), "missing"));
         model_close(&B);
     }
@@ -300,26 +300,26 @@ static void test_errors(void)
     if (!rc) rc = sd_safetensors_open(data_path("golden_clip_sd2.safetensors"), &s2);
     if (rc) { T_CHECKF(0, "%s", sd_errmsg()); return; }
     model M;
-    rc = model_open(&M, SD_FAMILY_SD1, tiny(3, 2), "", s2, SD_CLIP_FILE_AUTO);
+    rc = model_open(&M, SD_FAMILY_SD1, tiny(3, 2), "", s2, SD_LAYOUT_NONE);
     T_CHECK(rc == SD_EFORMAT && strstr(sd_errmsg(), "OpenCLIP"));
     model_close(&M);
-    rc = model_open(&M, SD_FAMILY_SD2, tiny(3, 4), "", s2, SD_CLIP_FILE_AUTO);
+    rc = model_open(&M, SD_FAMILY_SD2, tiny(3, 4), "", s2, SD_LAYOUT_NONE);
     T_CHECK(rc == SD_EFORMAT && strstr(sd_errmsg(), "resblocks.3"));
     model_close(&M);
-    rc = model_open(&M, SD_FAMILY_SD2, tiny(5, 4), "", s2, SD_CLIP_FILE_AUTO);
+    rc = model_open(&M, SD_FAMILY_SD2, tiny(5, 4), "", s2, SD_LAYOUT_NONE);
     T_CHECK(rc == SD_EFORMAT && strstr(sd_errmsg(), "fewer"));
     model_close(&M);
-    rc = model_open(&M, SD_FAMILY_SD2, tiny(4, 4), "", s1, SD_CLIP_FILE_AUTO);
+    rc = model_open(&M, SD_FAMILY_SD2, tiny(4, 4), "", s1, SD_LAYOUT_NONE);
     T_CHECK(rc == SD_EFORMAT);
     model_close(&M);
     /* wrong width: shape mismatch */
     sd_clip_config c = tiny(3, 2);
     c.width = 64;
-    rc = model_open(&M, SD_FAMILY_SD1, c, "cond_stage_model.transformer", s1, SD_CLIP_FILE_AUTO);
+    rc = model_open(&M, SD_FAMILY_SD1, c, "cond_stage_model.transformer", s1, SD_LAYOUT_NONE);
     T_CHECK(rc == SD_EFORMAT && strstr(sd_errmsg(), "shape"));
     model_close(&M);
     /* bad inputs */
-    rc = model_open(&M, SD_FAMILY_SD1, tiny(3, 2), "", NULL, SD_CLIP_FILE_AUTO);
+    rc = model_open(&M, SD_FAMILY_SD1, tiny(3, 2), "", NULL, SD_LAYOUT_NONE);
     T_CHECK(rc == SD_OK);
     sd_tensor ids, y;
     sd_tensor_alloc(&ids, SD_I32, 2, (int64_t[]){ 1, 78 });
@@ -390,7 +390,7 @@ static void test_lora_targets(void)
     T_EQ_INT(n, 6 * 3);
     if (!rc) sd_params_set_trainable(&M.r, "", 0);
     if (!rc) rc = sd_params_alloc(&M.r, SD_DEV_CPU);
-    if (!rc) rc = sd_clip_load(&M.m, &M.r, st, SD_CLIP_FILE_AUTO);
+    if (!rc) rc = sd_clip_load(&M.m, &M.r, st, SD_LAYOUT_NONE);
     sd_tensor ids, y0, y1, r;
     if (!rc) rc = golden(st, "golden.ids", &ids, SD_I32);
     if (!rc) rc = golden(st, "golden.r", &r, SD_F32);

@@ -92,7 +92,7 @@ typedef struct model {
     sd_vae v;
 } model;
 
-static int model_open(model *M, sd_vae_config c, const char *prefix, const sd_safetensors *st, sd_vae_layout layout)
+static int model_open(model *M, sd_vae_config c, const char *prefix, const sd_safetensors *st, sd_layout layout)
 {
     sd_params_init(&M->r);
     int rc = sd_vae_init(&M->v, &M->r, prefix, &c);
@@ -155,7 +155,7 @@ static void test_ldm(void)
         T_CHECKF(rc == SD_OK, "%s", sd_errmsg());
         if (rc) return;
         model M;
-        rc = model_open(&M, which ? cfg_b() : cfg_a(), "first_stage_model", st, SD_VAE_FILE_AUTO);
+        rc = model_open(&M, which ? cfg_b() : cfg_a(), "first_stage_model", st, SD_LAYOUT_NONE);
         T_CHECKF(rc == SD_OK, "%s", sd_errmsg());
         if (!rc) {
             T_EQ_INT(M.v.factor, 2);
@@ -221,7 +221,7 @@ static void test_layouts(void)
         mem_file mf;
         rc = make_file(st, col, col > 0, NULL, col == 0 ? "loss.logvar" : NULL, &mf);
         model M;
-        if (!rc) rc = model_open(&M, cfg_a(), col == 1 ? "" : "vae", mf.st, SD_VAE_FILE_AUTO);
+        if (!rc) rc = model_open(&M, cfg_a(), col == 1 ? "" : "vae", mf.st, SD_LAYOUT_NONE);
         T_CHECKF(rc == SD_OK, "column %d: %s", col, sd_errmsg());
         if (!rc) check_model(&M, st);
         model_close(&M);
@@ -232,14 +232,14 @@ static void test_layouts(void)
     model M;
     rc = make_file(st, 1, 1, "decoder.up_blocks.0.upsamplers.0.conv.bias", NULL, &mf);
     if (!rc) {
-        rc = model_open(&M, cfg_a(), "first_stage_model", mf.st, SD_VAE_FILE_AUTO);
+        rc = model_open(&M, cfg_a(), "first_stage_model", mf.st, SD_LAYOUT_NONE);
         T_CHECK(rc == SD_EFORMAT && strstr(sd_errmsg(), "missing") && strstr(sd_errmsg(), "decoder.up.1.upsample.conv.bias"));
         model_close(&M);
         mem_close(&mf);
     }
     rc = make_file(st, 1, 1, NULL, "decoder.up_blocks.5.resnets.0.conv1.bias", &mf);
     if (!rc) {
-        rc = model_open(&M, cfg_a(), "first_stage_model", mf.st, SD_VAE_FILE_AUTO);
+        rc = model_open(&M, cfg_a(), "first_stage_model", mf.st, SD_LAYOUT_NONE);
         T_CHECK(rc == SD_EFORMAT && strstr(sd_errmsg(), "unexpected") && strstr(sd_errmsg(), "up_blocks.5"));
         model_close(&M);
         mem_close(&mf);
@@ -247,11 +247,11 @@ static void test_layouts(void)
     /* config does not fit the file */
     sd_vae_config c = cfg_a();
     c.ch_mult[1] = 1;
-    rc = model_open(&M, c, "first_stage_model", st, SD_VAE_FILE_AUTO);
+    rc = model_open(&M, c, "first_stage_model", st, SD_LAYOUT_NONE);
     T_CHECK(rc == SD_EFORMAT && strstr(sd_errmsg(), "shape"));
     model_close(&M);
     c = cfg_b();
-    rc = model_open(&M, c, "first_stage_model", st, SD_VAE_FILE_AUTO);
+    rc = model_open(&M, c, "first_stage_model", st, SD_LAYOUT_NONE);
     T_CHECK(rc == SD_EFORMAT);
     model_close(&M);
     /* a full checkpoint: other models' tensors and first_stage_model.loss.* are ignored, any other
@@ -273,7 +273,7 @@ static void test_layouts(void)
         if (!rc) rc = sd_safetensors_writer_write_mem(w, &buf, &n);
         if (!rc) rc = sd_safetensors_open_mem(buf, n, "model.safetensors", &fs);
         if (!rc) {
-            rc = model_open(&M, cfg_a(), "first_stage_model", fs, SD_VAE_FILE_AUTO);
+            rc = model_open(&M, cfg_a(), "first_stage_model", fs, SD_LAYOUT_NONE);
             if (e == 0) T_CHECKF(rc == SD_OK, "%s", sd_errmsg());
             else T_CHECK(rc == SD_EFORMAT && strstr(sd_errmsg(), "encoder.extra.bias"));
             model_close(&M);
@@ -291,7 +291,7 @@ static void test_tiled(void)
     int rc = sd_safetensors_open(data_path("golden_vae_a.safetensors"), &st);
     if (rc) { T_CHECKF(0, "%s", sd_errmsg()); return; }
     model M;
-    rc = model_open(&M, cfg_a(), "first_stage_model", st, SD_VAE_FILE_LDM);
+    rc = model_open(&M, cfg_a(), "first_stage_model", st, SD_LAYOUT_LDM);
     sd_tensor x, z, m0, m1, d0, d1;
     if (!rc) rc = golden(st, "golden.x", &x);
     if (!rc) rc = golden(st, "golden.z", &z);
@@ -336,7 +336,7 @@ static void test_misc(void)
     T_CHECK(sd_vae_noise(c, 64, 7, 0, 1) == SD_OK);
     T_CHECK(!memcmp(a, b, sizeof a) && memcmp(a, c, sizeof a));
     model M;
-    int rc = model_open(&M, cfg_a(), "first_stage_model", NULL, SD_VAE_FILE_AUTO);
+    int rc = model_open(&M, cfg_a(), "first_stage_model", NULL, SD_LAYOUT_NONE);
     T_CHECK(rc == SD_OK);
     sd_tensor x, m;
     sd_tensor_alloc(&x, SD_F32, 4, (int64_t[]){ 1, 3, 31, 32 });
