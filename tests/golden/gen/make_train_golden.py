@@ -330,12 +330,161 @@ def make_names():
             f.write("c3lier %s\n" % n)
 
 
+# ---------------------------------------------------------------------------------------------
+# sshs hashes: train_util.precalculate_safetensors_hashes over safetensors.torch.save(tensors,
+# ss-only metadata); safetensors' serializer transcribed (no safetensors package here): header
+# {"__metadata__": {...}, tensors sorted by dtype alignment descending then name}, compact JSON,
+# padded with spaces to a multiple of 8.
+import hashlib
+import json
+import struct
+
+DT_ORDER = {"BOOL": 0, "U8": 1, "I8": 2, "F8_E5M2": 3, "F8_E4M3": 4, "I16": 5, "U16": 6, "F16": 7,
+            "BF16": 8, "I32": 9, "U32": 10, "F32": 11, "F64": 12, "I64": 13, "U64": 14}
+
+
+def st_serialize(tensors, metadata):
+    """tensors: name -> (dtype, shape, bytes)."""
+    names = sorted(tensors, key=lambda n: (-DT_ORDER[tensors[n][0]], n))
+    hdr = {}
+    if metadata is not None:
+        hdr["__metadata__"] = metadata
+    off = 0
+    for n in names:
+        dt, shape, b = tensors[n]
+        hdr[n] = {"dtype": dt, "shape": list(shape), "data_offsets": [off, off + len(b)]}
+        off += len(b)
+    h = json.dumps(hdr, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    h += b" " * ((8 - len(h) % 8) % 8)
+    return struct.pack("<Q", len(h)) + h + b"".join(tensors[n][2] for n in names)
+
+
+def addnet_hashes(buf):
+    n = struct.unpack("<Q", buf[:8])[0]
+    model_hash = hashlib.sha256(buf[n + 8:]).hexdigest()
+    legacy_hash = hashlib.sha256(buf[0x100000:0x110000]).hexdigest()[0:8]
+    return model_hash, legacy_hash
+
+
+HASH_MODS = [  # name, down shape, up shape, alpha
+    ("lora_te_text_model_encoder_layers_0_mlp_fc1", (4, 48), (96, 4), 1),
+    ("lora_unet_down_blocks_0_attentions_0_proj_in", (4, 32, 1, 1), (32, 4, 1, 1), 2),
+    ("lora_unet_mid_block_attentions_0_transformer_blocks_0_ff_net_2", (8, 40000), (16, 8), 8),
+]
+
+
+def hash_value(k, i):  # the same formula in test_lora_file.c
+    return ((i * 7919 + k * 13) % 1000 - 500) / 256.0
+
+
+def make_hashes():
+    meta = [("ss_session_id", "12345"), ("ss_output_name", "tiny"), ("ss_learning_rate", "0.0001"),
+            ("ss_network_dim", "4"), ("modelspec.title", "not hashed"), ("ss_v2", "False")]
+    with open(os.path.join(OUT, "lora_hashes.txt"), "w") as f:
+        f.write("# sshs_model_hash / sshs_legacy_hash (precalculate_safetensors_hashes transcription)\n")
+        for case, dt, alpha_dt in (("f32", "F32", "F32"), ("fp16", "F16", "F16"), ("int_alpha", "F32", "I64")):
+            tensors = {}
+            for k, (name, ds, us, alpha) in enumerate(HASH_MODS):
+                for j, (suffix, shape) in enumerate((("lora_down.weight", ds), ("lora_up.weight", us))):
+                    cnt = 1
+                    for s in shape:
+                        cnt *= s
+                    vals = [hash_value(2 * k + j, i) for i in range(cnt)]
+                    fmt = "<%d%s" % (cnt, "f" if dt == "F32" else "e")
+                    tensors[name + "." + suffix] = (dt, shape, struct.pack(fmt, *vals))
+                if alpha_dt == "I64":
+                    ab = struct.pack("<q", alpha)
+                else:
+                    ab = struct.pack("<f" if alpha_dt == "F32" else "<e", float(alpha))
+                tensors[name + ".alpha"] = (alpha_dt, (), ab)
+            ss = {k: v for k, v in meta if k.startswith("ss_")}
+            mh, lh = addnet_hashes(st_serialize(tensors, ss))
+            f.write("case %s %s %s\n" % (case, mh, lh))
+        for k, v in meta:
+            f.write("meta %s %s\n" % (k, v))
+
+
+
+# ---------------------------------------------------------------------------------------------
+# train_network.py's metadata dict for one set of argument values (no --dataset_config), then
+# {k: str(v)}: the key order and Python str() formatting test_lora_file.c reproduces.
+def make_ss():
+    A = dict(output_name="tiny", learning_rate=1e-4, unet_lr=None, network_dim=4, network_alpha=1,
+             network_dropout=None, mixed_precision="no", full_fp16=False, v2=False, clip_skip=None,
+             max_token_length=None, cache_latents=True, seed=42, lowram=False, noise_offset=0.05,
+             multires_noise_iterations=None, multires_noise_discount=0.3, adaptive_noise_scale=None,
+             zero_terminal_snr=False, training_comment=None, max_grad_norm=1.0, caption_dropout_rate=0.0,
+             caption_dropout_every_n_epochs=0, caption_tag_dropout_rate=0.0, face_crop_aug_range=None,
+             prior_loss_weight=1.0, min_snr_gamma=5.0, scale_weight_norms=None, ip_noise_gamma=None,
+             debiased_estimation_loss=False, noise_offset_random_strength=False,
+             ip_noise_gamma_random_strength=False, loss_type="l2", huber_schedule="snr", huber_scale=1.0,
+             huber_c=0.1, fp8_base=False, fp8_base_unet=False, validation_seed=None, validation_split=0.0,
+             max_validation_steps=None, validate_every_n_epochs=None, validate_every_n_steps=None,
+             resize_interpolation=None, gradient_checkpointing=True, gradient_accumulation_steps=2,
+             max_train_steps=1600, lr_warmup_steps=0.1, lr_scheduler="cosine", network_module="networks.lora",
+             train_batch_size=2, resolution=(512, 768), color_aug=False, flip_aug=True, random_crop=False,
+             shuffle_caption=True, keep_tokens=1)
+    md = {
+        "ss_session_id": 3141592653, "ss_training_started_at": 1732650000.123456, "ss_output_name": A["output_name"],
+        "ss_learning_rate": A["learning_rate"], "ss_text_encoder_lr": 5e-05, "ss_unet_lr": A["unet_lr"],
+        "ss_num_train_images": 40, "ss_num_validation_images": 0, "ss_num_reg_images": 0,
+        "ss_num_batches_per_epoch": 20, "ss_num_epochs": 80,
+        "ss_gradient_checkpointing": A["gradient_checkpointing"],
+        "ss_gradient_accumulation_steps": A["gradient_accumulation_steps"], "ss_max_train_steps": A["max_train_steps"],
+        "ss_lr_warmup_steps": A["lr_warmup_steps"], "ss_lr_scheduler": A["lr_scheduler"],
+        "ss_network_module": A["network_module"], "ss_network_dim": A["network_dim"],
+        "ss_network_alpha": A["network_alpha"], "ss_network_dropout": A["network_dropout"],
+        "ss_mixed_precision": A["mixed_precision"], "ss_full_fp16": bool(A["full_fp16"]), "ss_v2": bool(A["v2"]),
+        "ss_base_model_version": "sd_v1", "ss_clip_skip": A["clip_skip"], "ss_max_token_length": A["max_token_length"],
+        "ss_cache_latents": bool(A["cache_latents"]), "ss_seed": A["seed"], "ss_lowram": A["lowram"],
+        "ss_noise_offset": A["noise_offset"], "ss_multires_noise_iterations": A["multires_noise_iterations"],
+        "ss_multires_noise_discount": A["multires_noise_discount"], "ss_adaptive_noise_scale": A["adaptive_noise_scale"],
+        "ss_zero_terminal_snr": A["zero_terminal_snr"], "ss_training_comment": A["training_comment"],
+        "ss_sd_scripts_commit_hash": "(unknown)", "ss_optimizer": "torch.optim.adamw.AdamW(weight_decay=0.1)",
+        "ss_max_grad_norm": A["max_grad_norm"], "ss_caption_dropout_rate": A["caption_dropout_rate"],
+        "ss_caption_dropout_every_n_epochs": A["caption_dropout_every_n_epochs"],
+        "ss_caption_tag_dropout_rate": A["caption_tag_dropout_rate"], "ss_face_crop_aug_range": A["face_crop_aug_range"],
+        "ss_prior_loss_weight": A["prior_loss_weight"], "ss_min_snr_gamma": A["min_snr_gamma"],
+        "ss_scale_weight_norms": A["scale_weight_norms"], "ss_ip_noise_gamma": A["ip_noise_gamma"],
+        "ss_debiased_estimation": bool(A["debiased_estimation_loss"]),
+        "ss_noise_offset_random_strength": A["noise_offset_random_strength"],
+        "ss_ip_noise_gamma_random_strength": A["ip_noise_gamma_random_strength"], "ss_loss_type": A["loss_type"],
+        "ss_huber_schedule": A["huber_schedule"], "ss_huber_scale": A["huber_scale"], "ss_huber_c": A["huber_c"],
+        "ss_fp8_base": bool(A["fp8_base"]), "ss_fp8_base_unet": bool(A["fp8_base_unet"]),
+        "ss_validation_seed": A["validation_seed"], "ss_validation_split": A["validation_split"],
+        "ss_max_validation_steps": A["max_validation_steps"], "ss_validate_every_n_epochs": A["validate_every_n_epochs"],
+        "ss_validate_every_n_steps": A["validate_every_n_steps"], "ss_resize_interpolation": A["resize_interpolation"],
+    }
+    md.update({
+        "ss_batch_size_per_device": A["train_batch_size"], "ss_total_batch_size": 4, "ss_resolution": A["resolution"],
+        "ss_color_aug": bool(A["color_aug"]), "ss_flip_aug": bool(A["flip_aug"]), "ss_random_crop": bool(A["random_crop"]),
+        "ss_shuffle_caption": bool(A["shuffle_caption"]), "ss_enable_bucket": True, "ss_bucket_no_upscale": False,
+        "ss_min_bucket_reso": 256, "ss_max_bucket_reso": 1024, "ss_keep_tokens": A["keep_tokens"],
+        "ss_dataset_dirs": json.dumps({"10_sks dog": {"n_repeats": 10, "img_count": 4}}),
+        "ss_reg_dataset_dirs": json.dumps({}),
+        "ss_tag_frequency": json.dumps({"10_sks dog": {"sks dog": 4, "caf\u00e9": 1}}),
+        "ss_bucket_info": json.dumps({"buckets": {"0": {"resolution": [512, 768], "count": 40}}, "mean_img_ar_error": 0.0}),
+    })
+    md["ss_network_args"] = json.dumps({"conv_dim": "4", "conv_alpha": "1", "note": "caf\u00e9"})
+    md["ss_sd_model_name"] = "tiny.safetensors"
+    md = {k: str(v) for k, v in md.items()}
+    with open(os.path.join(OUT, "ss_metadata.txt"), "w") as f:
+        f.write("# train_network.py metadata for one argument set (key TAB value), make_train_golden.py\n")
+        for k, v in md.items():
+            f.write("%s\t%s\n" % (k, v))
+
+
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
-    what = sys.argv[1:] or ["adamw", "lr", "names"]
+    what = sys.argv[1:] or ["adamw", "lr", "names", "hashes", "ss"]
     if "adamw" in what:
         make_adamw()
     if "lr" in what:
         make_lr()
     if "names" in what:
         make_names()
+    if "hashes" in what:
+        make_hashes()
+    if "ss" in what:
+        make_ss()
+
