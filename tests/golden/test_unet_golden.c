@@ -152,15 +152,13 @@ static int step(model *m, run *r, const sd_safetensors *st, int *plan_exact)
     return rc;
 }
 
-static void check_golden(const char *name, const char *cfg_path)
+static void check_golden_file(const char *path, const char *name, const char *cfg_path)
 {
-    char file[64];
-    snprintf(file, sizeof file, "%s.safetensors", name);
     sd_safetensors *st = NULL;
     model m = { 0 }, f = { 0 };
     run r = { 0 }, r2 = { 0 }, rf = { 0 };
     sd_tensor yi = { 0 }, ref = { 0 };
-    CK(sd_safetensors_open(data_path(file), &st));
+    CK(sd_safetensors_open(path, &st));
     CK(model_open(&m, cfg_path, 1, SD_F32));
     sd_load_report rep;
     CK(sd_unet_load(&m.u, st, SD_UNET_NAMES_LDM, "model.diffusion_model.", 0, &rep));
@@ -250,8 +248,26 @@ done:
     sd_safetensors_close(st);
 }
 
+static void check_golden(const char *name, const char *cfg_path)
+{
+    char file[64];
+    snprintf(file, sizeof file, "%s.safetensors", name);
+    check_golden_file(data_path(file), name, cfg_path);
+}
+
 static void test_sd1_tiny_golden(void) { check_golden("sd1_tiny", sd1_cfg()); }
 static void test_sd2_tiny_golden(void) { check_golden("sd2_tiny", sd2_cfg()); }
+
+/* The larger configuration (not committed; make_unet_golden.py --large DIR, then
+ * SD_UNET_LARGE_GOLDEN=DIR): 3 levels, 2 res blocks, attention everywhere, context 768, 32×32. */
+static void test_sd1_large_golden(void)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/sd1_large.safetensors", getenv("SD_UNET_LARGE_GOLDEN"));
+    const char *cfg = write_cfg("sd1_large.toml", "[unet]\nmodel_channels = 64\nchannel_mult = [1, 2, 4]\n"
+                                "attention_resolutions = [1, 2, 4]\n");
+    check_golden_file(path, "sd1_large", cfg);
+}
 
 /* Every ldm key ↔ its Diffusers name as in kohya's table (the generator's _names.txt). */
 static void check_names(const char *name, const char *cfg_path)
@@ -416,6 +432,8 @@ int main(void)
     }
     T_RUN(test_sd1_tiny_golden);
     T_RUN(test_sd2_tiny_golden);
+    if (getenv("SD_UNET_LARGE_GOLDEN")) T_RUN(test_sd1_large_golden);
+    else T_SKIP("test_sd1_large_golden", "SD_UNET_LARGE_GOLDEN not set (make_unet_golden.py --large DIR)");
     T_RUN(test_diffusers_names);
     T_RUN(test_diffusers_load);
     T_RUN(test_lora_layers);

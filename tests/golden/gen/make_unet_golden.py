@@ -450,10 +450,31 @@ def randomize(model, gen):
             p.copy_(p.to(torch.float16).to(torch.float64))
 
 
+# A larger configuration (not committed: ~100 MB): SD1-shaped with three levels, two res blocks,
+# attention everywhere, context 768, 32x32 latents. `make_unet_golden.py --large DIR` writes
+# DIR/sd1_large.safetensors; tests/golden/test_unet_golden.c checks it when SD_UNET_LARGE_GOLDEN=DIR.
+LARGE = {
+    "sd1_large": dict(cfg=dict(in_channels=4, model_channels=64, out_channels=4, num_res_blocks=2,
+                               attention_resolutions=[1, 2, 4], channel_mult=[1, 2, 4], num_heads=8,
+                               num_head_channels=-1, transformer_depth=1, context_dim=768,
+                               use_linear_in_transformer=False),
+                      batch=1, h=32, w=32, seq=77, t=[321.0], diffusers_file=False,
+                      grads=["input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight", "middle_block.1.proj_in.weight",
+                             "output_blocks.8.1.transformer_blocks.0.ff.net.2.weight", "out.2.weight",
+                             "output_blocks.5.0.skip_connection.weight", "time_embed.0.weight",
+                             "input_blocks.7.0.in_layers.2.weight", "output_blocks.2.2.conv.weight",
+                             "input_blocks.3.0.op.weight", "middle_block.0.emb_layers.1.bias"]),
+}
+
+
 def main():
+    global OUT
+    configs = CONFIGS
+    if len(sys.argv) == 3 and sys.argv[1] == "--large":
+        OUT, configs = sys.argv[2], LARGE
     os.makedirs(OUT, exist_ok=True)
     total = 0
-    for name, spec in CONFIGS.items():
+    for name, spec in configs.items():
         gen = torch.Generator().manual_seed(1234 + len(name))
         cfg = spec["cfg"]
         model = UNetModel(**cfg).double()
@@ -481,6 +502,9 @@ def main():
         n2 = 0
         if spec["diffusers_file"]:
             n2 = write_safetensors(os.path.join(OUT, name + "_diffusers.safetensors"), dif, half=("",))
+        if configs is LARGE:
+            print(f"{name}: {n1} bytes")
+            continue
         # every ldm name with its Diffusers name, for the C name conversion
         names = {k: d for k, d in zip(sd.keys(), to_diffusers(cfg, {k: k for k in sd}).keys())}
         with open(os.path.join(OUT, name + "_names.txt"), "w") as f:
