@@ -9,11 +9,9 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "base/share.h"
+#include "text/ftfy.h"
 #include "text/unicode_tables.h"
-
-#ifndef SD_SHAREDIR
-#define SD_SHAREDIR "/usr/local/share/sd"
-#endif
 
 #define CACHE_SLOTS 8192          /* direct-mapped BPE cache, by word hash */
 #define CACHE_MAX_WORD 64         /* longer words are not cached */
@@ -84,64 +82,22 @@ static int is_cased(uint32_t c)
     return in_ranges(sd_uc_cased, sd_uc_cased_n, c);
 }
 
-/* UTF-8 decoding with U+FFFD for each maximal ill-formed subpart (Python's errors="replace"). */
-static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *out)
-{
-    size_t i = 0, m = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        if (c < 0x80) { out[m++] = c; i++; continue; }
-        int need;
-        uint32_t cp;
-        unsigned lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF) { need = 1; cp = c & 0x1F; }
-        else if (c >= 0xE0 && c <= 0xEF) {
-            need = 2; cp = c & 0x0F;
-            if (c == 0xE0) lo = 0xA0;
-            else if (c == 0xED) hi = 0x9F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            need = 3; cp = c & 0x07;
-            if (c == 0xF0) lo = 0x90;
-            else if (c == 0xF4) hi = 0x8F;
-        } else { out[m++] = 0xFFFD; i++; continue; }
-        size_t j = i + 1;
-        int k;
-        for (k = 0; k < need; k++, j++) {
-            if (j >= n) break;
-            unsigned b = s[j];
-            if (b < lo || b > hi) break;
-            lo = 0x80; hi = 0xBF;
-            cp = (cp << 6) | (b & 0x3F);
-        }
-        if (k == need) { out[m++] = cp; i = j; }
-        else { out[m++] = 0xFFFD; i = j; }
-    }
-    return m;
-}
+#define utf8_decode sd_utf8_decode
+#define utf8_put sd_utf8_put
 
-static size_t utf8_put(uint32_t c, unsigned char *o)
-{
-    if (c < 0x80) { o[0] = (unsigned char)c; return 1; }
-    if (c < 0x800) { o[0] = (unsigned char)(0xC0 | (c >> 6)); o[1] = (unsigned char)(0x80 | (c & 0x3F)); return 2; }
-    if (c < 0x10000) {
-        o[0] = (unsigned char)(0xE0 | (c >> 12)); o[1] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
-        o[2] = (unsigned char)(0x80 | (c & 0x3F)); return 3;
-    }
-    o[0] = (unsigned char)(0xF0 | (c >> 18)); o[1] = (unsigned char)(0x80 | ((c >> 12) & 0x3F));
-    o[2] = (unsigned char)(0x80 | ((c >> 6) & 0x3F)); o[3] = (unsigned char)(0x80 | (c & 0x3F));
-    return 4;
-}
-
-/* whitespace_clean + lower(): text -> code points (malloc'd *out, *m of them). */
+/* fix_text + whitespace_clean + lower(): text -> code points (malloc'd *out, *m of them). */
 static int normalize_cps(const char *text, size_t len, uint32_t **out, size_t *m)
 {
     *out = NULL;
     *m = 0;
-    if (len > (SIZE_MAX / sizeof(uint32_t)) / 2 - 1) return sd_err(SD_ERANGE, "text too long");
+    if (len > (SIZE_MAX / sizeof(uint32_t)) / 8) return sd_err(SD_ERANGE, "text too long");
     uint32_t *cp = malloc((len + 1) * sizeof *cp);
-    uint32_t *lo = malloc((2 * len + 1) * sizeof *lo);
-    if (!cp || !lo) { free(cp); free(lo); return sd_err(SD_ENOMEM, "out of memory"); }
+    if (!cp) return sd_err(SD_ENOMEM, "out of memory");
     size_t n = utf8_decode((const unsigned char *)text, len, cp);
+    int rc = sd_ftfy_fix_cps(&cp, &n);
+    if (rc) { free(cp); return rc; }
+    uint32_t *lo = malloc((2 * n + 1) * sizeof *lo);
+    if (!lo) { free(cp); return sd_err(SD_ENOMEM, "out of memory"); }
     /* runs of \s -> ' ' */
     size_t w = 0;
     for (size_t i = 0; i < n;) {
@@ -373,11 +329,7 @@ done:
 
 int sd_clip_vocab_path(char *buf, size_t size)
 {
-    const char *dir = getenv("SD_SHARE");
-    if (!dir || !*dir) dir = SD_SHAREDIR;
-    int k = snprintf(buf, size, "%s/%s", dir, SD_CLIP_VOCAB_FILE);
-    if (k < 0 || (size_t)k >= size) return sd_err(SD_ERANGE, "vocabulary path too long");
-    return SD_OK;
+    return sd_share_path(SD_CLIP_VOCAB_FILE, buf, size);
 }
 
 /* Convert a vocab-form string (byte->unicode symbols, optional trailing "</w>") to raw bytes. */

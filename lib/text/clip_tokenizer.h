@@ -4,7 +4,12 @@
  * reference-behaviour.md §3.2, models-and-formats.md §D).
  *
  * Pipeline for a caption (UTF-8; invalid sequences become U+FFFD, one per maximal ill-formed
- * subpart, as Python's bytes.decode(errors="replace")):
+ * subpart, as Python's bytes.decode(errors="replace")), as HF's CLIPTokenizer runs it with ftfy
+ * installed (kohya's requirements pin ftfy 6.1.1): whitespace_clean(fix_text(text)).lower(), then
+ * the pattern and BPE:
+ *   0. ftfy.fix_text, all of it except the mojibake re-decoder (text/ftfy.h): HTML entities,
+ *      C1 controls, Latin ligatures, full/half-width forms, curly quotes, line breaks, terminal
+ *      escapes, control characters, NFC;
  *   1. whitespace_clean: every run of `regex` \s (Unicode White_Space) becomes one ' ', then
  *      characters Python's str.isspace() accepts are stripped from both ends;
  *   2. str.lower() exactly as Python 3.11 (full mappings: U+0130 -> "i\u0307"; Final_Sigma);
@@ -14,11 +19,8 @@
  *   4. each piece's UTF-8 bytes go through BPE (the GPT-2 bytes->unicode symbols, "</w>" on the
  *      last symbol, lowest-rank pair merged everywhere left to right, repeated); the literal pieces
  *      "<|startoftext|>" / "<|endoftext|>" map straight to 49406 / 49407.
- * Not done: ftfy.fix_text (the reference's first cleaning step when ftfy is installed, as it is in
- * kohya's requirements). It changes only text it considers broken or unusual: HTML entities,
- * mojibake, curly quotes, ligatures, full-width forms, control characters, and it NFC-normalises.
- * Ids therefore equal the reference's for every caption ftfy leaves unchanged (all plain ASCII
- * without '&' entities, and NFC text without the forms above). Callers may normalise beforehand.
+ * Ids equal the reference's for every caption except mojibake that ftfy would re-decode
+ * ("CafÃ©" -> "Café"); such text keeps its broken characters here.
  *
  * Vocabulary: bpe_simple_vocab_16e6.txt.gz (or an uncompressed merges.txt of the same form: one
  * header line, then "a b" merges); the first 48,894 merges are used. Ids: 0..255 byte symbols,
@@ -44,8 +46,9 @@
 
 typedef struct sd_clip_tokenizer sd_clip_tokenizer;
 
-/* Default vocabulary path: $SD_SHARE/clip/bpe_simple_vocab_16e6.txt.gz when SD_SHARE is set and
- * non-empty, else SD_SHAREDIR (compiled in) + the same. SD_ERANGE if it does not fit in buf. */
+/* Default vocabulary path: clip/bpe_simple_vocab_16e6.txt.gz found by sd_share_path() ($SD_SHARE,
+ * the installed layout next to the executable, the source tree, the compiled-in SD_SHAREDIR).
+ * SD_ENOTFOUND if none has it, SD_ERANGE if the path does not fit in buf. */
 int sd_clip_vocab_path(char *buf, size_t size);
 
 /* Load a vocabulary (gzip or plain text); path NULL = sd_clip_vocab_path(). SD_ENOTFOUND /
@@ -62,7 +65,8 @@ int sd_clip_tokenizer_encode(sd_clip_tokenizer *tok, const char *text, size_t le
 /* The reference's token rows for one caption. max_token_length: 0 or 75 (one row of 77), 150 or
  * 225 (2 or 3 chunks); anything else is SD_EINVAL. pad: SD_CLIP_PAD_SD1 or SD_CLIP_PAD_SD2 (any
  * id < 49408 is accepted; pad == EOS selects the SD1 chunk rule). out receives nchunks*77 ids
- * (room for SD_CLIP_MAX_CHUNKS*77 is always enough). */
+ * (room for SD_CLIP_MAX_CHUNKS*77 is always enough). The SD2 rule has kohya's quirk: a chunk
+ * whose first token is "!" (id 0 = the pad id) gets EOS there instead. */
 int sd_clip_tokenizer_frame(sd_clip_tokenizer *tok, const char *text, size_t len,
                             int max_token_length, int32_t pad, int32_t *out, int *nchunks);
 
@@ -81,7 +85,7 @@ const char *sd_clip_tokenizer_token(const sd_clip_tokenizer *tok, int32_t id, si
  * space, invalid UTF-8 replaced by U+FFFD. Ids out of range are SD_EINVAL. */
 int sd_clip_tokenizer_decode(const sd_clip_tokenizer *tok, const int32_t *ids, size_t n, char **text);
 
-/* Steps 1-2 alone (whitespace_clean + lower) into a malloc'd UTF-8 string (for tests/tools). */
+/* Steps 0-2 alone (fix_text + whitespace_clean + lower) into a malloc'd UTF-8 string. */
 int sd_clip_normalize(const char *text, size_t len, char **out);
 
 #endif

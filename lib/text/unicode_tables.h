@@ -30,4 +30,17 @@ extern const size_t sd_uc_cased_n;
 extern const uint32_t sd_uc_lower[][2];
 extern const size_t sd_uc_lower_n;
 
+/* Decimal digits (general category Nd). */
+extern const uint32_t sd_uc_decimal[][2];
+extern const size_t sd_uc_decimal_n;
+/* NFC data. Canonical combining classes as {first, last, ccc} runs (ccc 0 not listed); one-level
+ * canonical decompositions {code point, first, second or 0}, sorted (Hangul syllables are
+ * algorithmic and not listed); primary composites {first, second, composite}, sorted by pair. */
+extern const uint32_t sd_uc_ccc[][3];
+extern const size_t sd_uc_ccc_n;
+extern const uint32_t sd_uc_decomp[][3];
+extern const size_t sd_uc_decomp_n;
+extern const uint32_t sd_uc_compose[][3];
+extern const size_t sd_uc_compose_n;
+
 #endif

@@ -1,10 +1,15 @@
 #!/usr/bin/python3
 """Reference token ids for tests/unit/test_clip_tokenizer.c (run once by hand with Debian's
-/usr/bin/python3 and python3-regex; outputs are committed).
+/usr/bin/python3, python3-regex, python3-wcwidth and an ftfy 6.1.1 source tree on PYTHONPATH
+(git tag v6.1.1 of rspeer/python-ftfy; kohya-ss/sd-scripts pins that version); outputs are
+committed):
+
+    PYTHONPATH=/path/to/python-ftfy-6.1.1 /usr/bin/python3 tests/golden/gen/clip_tokenizer_ref.py
 
 The oracle follows openai/CLIP clip/simple_tokenizer.py and Hugging Face's CLIPTokenizer (the
 slow tokenizer kohya-ss/sd-scripts uses) step by step, written here from their description:
-  text -> whitespace_clean (regex r'\\s+' -> ' ', then str.strip()) -> str.lower()
+  text -> ftfy.fix_text(text, fix_encoding=False)
+       -> whitespace_clean (regex r'\\s+' -> ' ', then str.strip()) -> str.lower()
        -> regex.findall(<CLIP pattern>, re.IGNORECASE) -> UTF-8 bytes -> bytes_to_unicode symbols
        -> BPE with the first 48,894 merges ("</w>" on the last symbol) -> vocabulary ids.
 Differences between the two upstream tokenizers and what this oracle does:
@@ -12,19 +17,21 @@ Differences between the two upstream tokenizers and what this oracle does:
   * HF with ftfy installed (kohya's requirements pin ftfy 6.1.1): fix_text only, no html.unescape.
   * HF without ftfy: BERT BasicTokenizer(strip_accents=False, do_split_on_punc=False): drops control
     characters and U+FFFD, spaces around CJK ideographs, NFC, whitespace split, lower.
-  ftfy is not available (no Debian package, no PyPI here), so this oracle applies no fix_text step:
-  it is the HF/ftfy path for every text that ftfy leaves unchanged, which is what the C code
-  implements (see lib/text/clip_tokenizer.h).
+  This oracle is the HF path with ftfy, minus ftfy's mojibake re-decoder (fix_encoding), which the
+  C code does not implement (lib/text/ftfy.h); the script reports the corpus cases where the full
+  fix_text differs (third column "mojibake" in corpus.tsv).
 Framing follows kohya's TokenizeStrategy (reference-behaviour.md §3.2) with HF's truncation
 (keep BOS/EOS) and padding to max_length.
 
 Writes tests/data/clip_tokenizer/corpus.tsv: one case per line, "<hex of the UTF-8 text>\\t<ids>",
-and framed.tsv: "<case index>\\t<max_token_length>\\t<pad>\\t<nchunks*77 ids>".
+framed.tsv: "<case index>\\t<max_token_length>\\t<pad>\\t<nchunks*77 ids>", and ftfy.tsv:
+"<case index>\\t<hex of fix_text(text, fix_encoding=False)>" for the cases that ftfy changes.
 """
 import gzip
 import os
 import random
 
+import ftfy
 import regex as re
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..")
@@ -86,6 +93,7 @@ class Oracle:
         return res
 
     def encode(self, text):
+        text = ftfy.fix_text(text, fix_encoding=False)
         text = re.sub(r"\s+", " ", text).strip().lower()
         ids = []
         for tok in re.findall(self.pat, text):
@@ -142,6 +150,22 @@ def corpus():
         "supercalifragilisticexpialidocious pneumonoultramicroscopicsilicovolcanoconiosis",
         "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𝐛𝐨𝐥𝐝 𝓈𝒸𝓇𝒾𝓅𝓉 ｆｕｌｌｗｉｄｔｈ", "\U0010FFFF \U000E0001 \uE000 \uFFFD \uFFFF",
         "ǰ ẞ ß Σ ﬅ ǅ ῼ ᾈ", "Ⓐ ⓐ Ⅰ ⅰ 🄰",
+        # ftfy's fixes
+        "&amp; &AMP; &eacute; &EACUTE; &Eacute; &NTILDE; &nTILDE; &#39; &#x27; &#X27; &#59; &#x3b;",
+        "&#0; &#128; &#x80; &#150; &#x110000; &#55296; &#1; &#11; &#65534; &#12ab; &#x1g; &#x;",
+        "&notanentity; &amp &amp;amp; &amp;amp;amp;lt; &&amp; &FFILIG; &ffilig; &#0000065; &#99999999999999;",
+        "&abcdefghijklmnopqrstuvwx; &abcdefghijklmnopqrstuvwxy; &lt;b&gt; x&nbsp;y",
+        "line one &amp; ok\nline <two> &amp; not\nline three &amp; not",
+        "&amp; first\r\nsecond &amp;\rthird\u2028fourth &eacute;",
+        "don\u2019t \u2018single\u2019 \u201cdouble\u201d \u201ereverse\u201f \u02bcmodifier \u201blow",
+        "\ufb01nance \ufb02ow \ufb00 \ufb03 \ufb04 \ufb05 \ufb06 \u0132 \u0133 \u01c4 \u01c5 \u01c6 \u0149",
+        "\uff21\uff22\uff23 \uff41\uff42 \uff10\uff11 \uff01\uff1f \u3000 \uff76\uff9e\uff8a\uff9f \uffe5 \uffe0",
+        "C1: \x80 \x81 \x85 \x8d \x91quote\x92 \x93dq\x94 \x96 \x97 \x99 \x9f",
+        "ansi \x1b[31mred\x1b[0m \x1b[1;32;40mbold\x1b[m \x1b[\u0663m \x1b[x \x1b[",
+        "controls \x00\x01\x08\x0b\x0e\x1f\x7f \u206a\u206f \ufeff \ufff9\ufffb \ufffc \ufffd end",
+        "nfd e\u0301 a\u0308 o\u0302\u0323 \u1100\u1161\u11a8 \u1100\u1161 A\u030a \u212b \u2126",
+        "nfc q\u0307\u0323 \u0344 \u0958 \u0f73 \u1f82 \u0b47\u0b3e \u09c7\u09be \u0041\u0301\u0301",
+        "Ã© CafÃ© Ã¡ lâ€™Ã©tÃ© â€œquoteâ€\x9d",
     ]
     long_caption = ", ".join([
         "masterpiece", "best quality", "highres", "1girl", "solo", "long hair", "blue eyes",
@@ -174,9 +198,11 @@ def corpus():
         for _ in range(n):
             r = rnd.random()
             if r < 0.15:
-                s.append(rnd.choice(" \t\n'<|>"))
+                s.append(rnd.choice(" \t\n'<|>&;#\r"))
             elif r < 0.25:
-                s.append(rnd.choice(["'s", "'ll", "<|endoftext|>", "<|startoftext|>", "'re", "ſ"]))
+                s.append(rnd.choice(["'s", "'ll", "<|endoftext|>", "<|startoftext|>", "'re", "ſ", "&amp;",
+                                     "&#x41;", "&eacute;", "\u0301", "\u0323", "\x1b[1m", "\u2019",
+                                     "\uff41", "\ufb01", "\x92", "\u1161", "\u11a8"]))
             else:
                 a, b = rnd.choice(pools)
                 x = rnd.randint(a, b)
@@ -196,16 +222,25 @@ def main():
     assert o.encode("a photo of a cat") == [320, 1125, 539, 320, 2368]
     os.makedirs(OUT, exist_ok=True)
     cases = corpus()
+    assert ftfy.__version__ == "6.1.1", ftfy.__version__
+    moji = 0
     with open(os.path.join(OUT, "corpus.tsv"), "w") as f, \
-            open(os.path.join(OUT, "framed.tsv"), "w") as g:
+            open(os.path.join(OUT, "framed.tsv"), "w") as g, \
+            open(os.path.join(OUT, "ftfy.tsv"), "w") as h:
         for k, raw in enumerate(cases):
-            ids = o.encode(raw.decode("utf-8", errors="replace"))
-            f.write("%s\t%s\n" % (raw.hex(), " ".join(map(str, ids))))
+            text = raw.decode("utf-8", errors="replace")
+            ids = o.encode(text)
+            full = ftfy.fix_text(text) != ftfy.fix_text(text, fix_encoding=False)
+            moji += full
+            fixed = ftfy.fix_text(text, fix_encoding=False)
+            if fixed != text:
+                h.write("%d\t%s\n" % (k, fixed.encode("utf-8").hex()))
+            f.write("%s\t%s%s\n" % (raw.hex(), " ".join(map(str, ids)), "\tmojibake" if full else ""))
             for mtl in (75, 150, 225):
                 for pad in (EOS, 0):
                     if k < 12 or raw.startswith((b"masterpiece, best quality, highres", b"word0 ")):
                         g.write("%d\t%d\t%d\t%s\n" % (k, mtl, pad, " ".join(map(str, frame(ids, mtl, pad)))))
-    print("%d cases" % len(cases))
+    print("%d cases, %d where ftfy's fix_encoding would change the text" % (len(cases), moji))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ The tables describe exactly what the reference pipeline sees:
   * the `regex` module's \\s (whitespace_clean's re.sub(r'\\s+', ' ', text));
   * Python's str.isspace() (str.strip());
   * Python's str.lower(): one-to-one mappings, the one-to-many exceptions, and the Cased /
-    Case_Ignorable sets that its Final_Sigma rule uses (probed through str.lower() itself).
+    Case_Ignorable sets that its Final_Sigma rule uses (probed through str.lower() itself);
+  * NFC data from unicodedata: canonical combining classes, one-level canonical decompositions,
+    and the primary composites (pairs that NFC recomposes); decimal digits (Nd, what `re`'s \d
+    matches in str patterns).
 Each set is written as sorted, merged [first, last] ranges."""
 import os
 import sys
@@ -39,7 +42,7 @@ def emit_ranges(f, name, rs):
     line = "   "
     for a, b in rs:
         item = " {0x%X, 0x%X}," % (a, b)
-        if len(line) + len(item) > 99:
+        if len(line) + len(item) > 119:
             f.write(line + "\n")
             line = "   "
         line += item
@@ -129,12 +132,69 @@ def main():
         line = "   "
         for a, b in lower1:
             item = " {0x%X, 0x%X}," % (a, b)
-            if len(line) + len(item) > 99:
+            if len(line) + len(item) > 119:
                 f.write(line + "\n")
                 line = "   "
             line += item
         f.write(line + "\n};\n")
-        f.write("const size_t sd_uc_lower_n = %d;\n" % len(lower1))
+        f.write("const size_t sd_uc_lower_n = %d;\n\n" % len(lower1))
+        emit_ranges(f, "sd_uc_decimal", ranges(lambda c: unicodedata.category(chr(c)) == "Nd"))
+        # combining classes: (first, last, ccc) runs
+        runs = []
+        for c in range(N):
+            if c in SURR:
+                continue
+            k = unicodedata.combining(chr(c))
+            if k:
+                if runs and runs[-1][1] == c - 1 and runs[-1][2] == k:
+                    runs[-1][1] = c
+                else:
+                    runs.append([c, c, k])
+        f.write("const uint32_t sd_uc_ccc[][3] = {\n")
+        line = "   "
+        for a, b, k in runs:
+            item = " {0x%X, 0x%X, %d}," % (a, b, k)
+            if len(line) + len(item) > 119:
+                f.write(line + "\n")
+                line = "   "
+            line += item
+        f.write(line + "\n};\n")
+        f.write("const size_t sd_uc_ccc_n = %d;\n\n" % len(runs))
+        # canonical decompositions (one level; Hangul syllables are algorithmic and not listed)
+        dec = []
+        comp = []
+        for c in range(N):
+            if c in SURR or 0xAC00 <= c <= 0xD7A3:
+                continue
+            d = unicodedata.decomposition(chr(c))
+            if not d or d.startswith("<"):
+                continue
+            parts = [int(x, 16) for x in d.split()]
+            assert 1 <= len(parts) <= 2
+            dec.append((c, parts + [0] * (2 - len(parts))))
+            if len(parts) == 2 and unicodedata.normalize("NFC", chr(c)) == chr(c):
+                comp.append((parts[0], parts[1], c))
+        f.write("const uint32_t sd_uc_decomp[][3] = {\n")
+        line = "   "
+        for c, (a, b) in dec:
+            item = " {0x%X, 0x%X, 0x%X}," % (c, a, b)
+            if len(line) + len(item) > 119:
+                f.write(line + "\n")
+                line = "   "
+            line += item
+        f.write(line + "\n};\n")
+        f.write("const size_t sd_uc_decomp_n = %d;\n\n" % len(dec))
+        comp.sort()
+        f.write("const uint32_t sd_uc_compose[][3] = {\n")
+        line = "   "
+        for a, b, c in comp:
+            item = " {0x%X, 0x%X, 0x%X}," % (a, b, c)
+            if len(line) + len(item) > 119:
+                f.write(line + "\n")
+                line = "   "
+            line += item
+        f.write(line + "\n};\n")
+        f.write("const size_t sd_uc_compose_n = %d;\n" % len(comp))
     print("code points matching no class: %s" % " ".join("U+%04X" % c for c in nomatch))
     print("letter %d other %d number %d space %d pyspace %d lower %d ign %d cased %d" % (
         len(letter), len(other), len(number), len(space), len(pyspace), len(lower1), len(ignr),
