@@ -237,6 +237,18 @@ static void check_golden_file(const char *path, const char *name, const char *cf
     T_CHECK(!memcmp(rf.y.data, r.y.data, sd_tensor_nbytes(&r.y)));
     T_CHECK(!memcmp(rf.dx.data, r.dx.data, sd_tensor_nbytes(&r.dx)));
     T_CHECK(!memcmp(rf.dc.data, r.dc.data, sd_tensor_nbytes(&r.dc)));
+    /* only the context gradient (text-encoder training through a frozen UNet): dx = NULL */
+    {
+        sd_nn_plan p = sd_unet_plan(&f.u, r.x.shape[0], r.x.shape[2], r.x.shape[3], r.c.shape[1]);
+        sd_arena act;
+        CK(sd_nn_arena_init(&act, SD_DEV_CPU, p.saved));
+        sd_op_fill(&g_ctx, &rf.dc, 0.0f);
+        int rc1 = sd_unet_forward(&g_ctx, &f.u, &act, &rf.y, &r.x, &r.t, &r.c);
+        int rc2 = rc1 ? rc1 : sd_unet_backward(&g_ctx, &f.u, NULL, &rf.dc, &r.dy);
+        sd_arena_free(&act);
+        CK(rc2);
+        T_CHECK(!memcmp(rf.dc.data, r.dc.data, sd_tensor_nbytes(&r.dc)));
+    }
 done:
     sd_tensor_free(&yi);
     sd_tensor_free(&ref);
