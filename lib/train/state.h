@@ -1,0 +1,103 @@
+/* Resumable training state, checkpoint naming and retention (spec §6.11).
+ *
+ * A state is a directory (the reference's <name>-<epoch:06d>-state, <name>-step<step:08d>-state,
+ * <name>-state) holding:
+ *   state.json           format/version, progress (global step, epoch, step in epoch, scheduler
+ *                        step, seed), the trainable parameters' keys and shapes, the optimizer
+ *                        configuration, the options snapshot, the SHA-256 of the two files below,
+ *                        and the reference's train_state.json fields (current_epoch, current_step)
+ *   weights.safetensors  every trainable parameter of the network registry (f32, under its key)
+ *   optimizer.safetensors <key>.exp_avg, <key>.exp_avg_sq (f32), <key>.step (I64 scalar) per
+ *                        parameter, and loss_window (the progress bar's moving-average window,
+ *                        so a resumed run logs the same averages)
+ * It is written into a temporary directory next to it (every file fsync'ed, then the directory),
+ * which is then swapped in with renameat2(RENAME_EXCHANGE) (or renamed when there was none) and
+ * the old copy removed, so a crash leaves either the old or the new state, never half of one.
+ *
+ * What "RNG stream positions" and the "data-order cursor" are here: every random number of a run
+ * comes from a Philox stream keyed by (seed, step, sample, purpose) (base/rng.h), and the shuffled
+ * order of epoch e is a pure function of (seed, e) (data/). So (seed, global_step, epoch,
+ * step_in_epoch) is the complete position: a resumed run regenerates the epoch's order, skips
+ * step_in_epoch micro batches and draws exactly the numbers an uninterrupted run would have.
+ *
+ * Loading validates everything before touching the network: the format and version, the file
+ * hashes (a corrupted or truncated file is SD_EFORMAT naming it), that the state's parameters are
+ * exactly the network's trainable ones with the same shapes (a different network_dim gives
+ * "cannot resume from DIR: it holds lora_x.lora_down.weight as [8,320], this run has [16,320]"),
+ * the optimizer kind and group count, and (sd_train_state_check_options) the options that must
+ * not change across a resume. */
+#ifndef SD_TRAIN_STATE_H
+#define SD_TRAIN_STATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nn/params.h"
+#include "train/optim.h"
+
+#define SD_TRAIN_STATE_VERSION 1
+
+typedef struct sd_train_progress {
+    int64_t global_step;     /* optimizer steps done */
+    int64_t epoch;           /* 0-based epoch the cursor is in */
+    int64_t step_in_epoch;   /* micro batches of that epoch already consumed */
+    int64_t sched_step;      /* LR scheduler position (global_step × num_processes) */
+    uint64_t seed;
+} sd_train_progress;
+
+typedef struct sd_train_state_in {
+    sd_train_progress prog;
+    const sd_params *net;            /* its trainable parameters are saved */
+    const sd_optim *opt;             /* may be NULL (no optimizer state) */
+    const char *options_json;        /* a JSON object (may be NULL: {}) */
+    const float *loss_window;        /* may be NULL */
+    size_t loss_window_n;
+} sd_train_state_in;
+
+/* Write the state directory `dir` atomically (its parent must exist). */
+int sd_train_state_save(const char *dir, const sd_train_state_in *s);
+
+typedef struct sd_train_state_out {
+    sd_train_progress prog;
+    char *options_json;              /* malloc'd (caller frees) */
+    float *loss_window;              /* malloc'd, may be NULL */
+    size_t loss_window_n;
+} sd_train_state_out;
+
+/* Validate `dir` against `net` (trainable parameters) and `opt` (may be NULL: optimizer state is
+ * then only validated, not loaded), then load weights, moments and steps. */
+int sd_train_state_load(const char *dir, sd_params *net, sd_optim *opt, sd_train_state_out *out);
+void sd_train_state_out_free(sd_train_state_out *o);
+
+/* Compare the options that must match between the saved snapshot and this run's (both JSON
+ * objects); a key absent from both is fine. SD_EINVAL: "cannot resume from DIR: it was saved with
+ * network_dim=8, this run has network_dim=16". */
+int sd_train_state_check_options(const char *dir, const char *saved_json, const char *current_json,
+                                 const char *const *keys, size_t nkeys);
+
+/* ---- names and retention (the reference's rules) ----------------------------------------------- */
+
+typedef enum sd_save_kind { SD_SAVE_EPOCH = 0, SD_SAVE_STEP, SD_SAVE_LAST } sd_save_kind;
+
+/* Checkpoint file name (ext = ".safetensors" etc.) or, with ext == NULL, the state directory
+ * name: "<name>-<no:06d><ext>", "<name>-step<no:08d><ext>", "<name><ext>" / "<name>-<no:06d>-state",
+ * "<name>-step<no:08d>-state", "<name>-state". name = output_name, or the reference's defaults
+ * "epoch", "at", "last" when NULL. */
+int sd_save_name(char *out, size_t n, sd_save_kind kind, const char *output_name, int64_t no, const char *ext);
+
+/* Epoch saves: 1-based epoch % every == 0 and not the last epoch. Step saves: step % every == 0. */
+int sd_should_save_epoch(int64_t epoch1, int every, int64_t num_epochs);
+int sd_should_save_step(int64_t global_step, int every);
+
+/* Which older save to delete after saving epoch `epoch1` / step `step` (-1: none):
+ *   epoch: e − every × last_n, if ≥ 0
+ *   step:  r = s − last_n − 1, r −= r mod every (Python floor mod); checkpoint if r ≥ 0, state if r > 0
+ * last_n ≤ 0 means no retention. For states pass save_last_n_*_state, or save_last_n_* when that
+ * is 0/unset, as the reference does. */
+int64_t sd_remove_epoch_no(int64_t epoch1, int every, int last_n, int state);
+int64_t sd_remove_step_no(int64_t step, int every, int last_n, int state);
+
+/* Remove a state directory (or checkpoint file) if it exists: rm -rf limited to it. */
+int sd_remove_tree(const char *path);
+
+#endif
