@@ -30,6 +30,10 @@
  *     set_timesteps); sd_sampler_init returns SD_EUNSUPPORTED with a message.
  *   - Unknown names fall back to DDIM in the reference; sd_sampler_parse() reports them, and
  *     sd_sampler_parse_reference() reproduces the fallback.
+ *   - The legacy v0.8 line pins diffusers 0.25, whose maths is the same for every sampler here
+ *     (checked run by run) except that dpmsolver++ and dpmsingle end at sigma_min instead of 0:
+ *     config final_sigma_zero = 0 reproduces it (golden-tested); its dpm_2_a also draws (and
+ *     discards) noise on the first-order half steps, which only changes torch's RNG use.
  *
  * Arithmetic: the reference runs the schedulers in float32 (tables, sigmas and per-element
  * updates), with timestep/sigma bookkeeping in numpy float64; we follow the same precision per

@@ -50,6 +50,9 @@ static void check_run(jv r)
     sd_sampler_config c;
     sd_sampler_config_default(&c);
     c.v_prediction = v;
+    jv fst = g_get(r, "final_sigmas_type");
+    if (jv_get_kind(fst) == JV_KIND_STRING && !strcmp(jv_string_value(fst), "sigma_min")) c.final_sigma_zero = 0;
+    jv_free(fst);
     sd_sampler s;
     jv err = g_get(r, "error");
     int rc = sd_sampler_init(&s, kind, steps, &c, N);
@@ -63,7 +66,8 @@ static void check_run(jv r)
     T_CHECKF(rc == SD_OK, "%s %d: %s", name, steps, sd_errmsg());
     if (rc) return;
     char tag[64];
-    snprintf(tag, sizeof tag, "%s/%d/%s%s", name, steps, v ? "v" : "eps", cfg == cfg ? "/cfg" : "");
+    snprintf(tag, sizeof tag, "%s/%d/%s%s%s", name, steps, v ? "v" : "eps", cfg == cfg ? "/cfg" : "",
+             c.final_sigma_zero == 0 ? "/sigma_min" : "");
 
     /* timesteps and sigmas */
     int nts = 0;

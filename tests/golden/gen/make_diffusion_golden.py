@@ -512,6 +512,14 @@ def gen_samplers():
         except ValueError as e:
             # the reference fails (e.g. PNDM's PRK warm-up needs 4 timesteps)
             runs.append({"name": name, "steps": steps, "v": 0, "error": str(e)})
+    # final_sigmas_type "sigma_min" for the DPM-Solver pair: what diffusers 0.25 (the legacy v0.8
+    # line's pin) computes for dpmsolver++ and dpmsingle (checked identical by hand)
+    for name, steps, v in (("dpmsolver++", 7, 0), ("dpmsolver++", 20, 1), ("dpmsolver++", 16, 0),
+                           ("dpmsingle", 7, 0), ("dpmsingle", 20, 1), ("dpmsingle", 16, 0),
+                           ("dpmsingle", 2, 0)):
+        rec = run_sampler(name, steps, v, None, {"final_sigmas_type": "sigma_min"})
+        rec["final_sigmas_type"] = "sigma_min"
+        runs.append(rec)
     # classifier-free guidance through two samplers
     runs.append(run_sampler("euler_a", 6, 0, cfg_scale=7.5))
     runs.append(run_sampler("ddim", 6, 1, cfg_scale=4.0))
