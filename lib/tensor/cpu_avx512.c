@@ -44,11 +44,35 @@ static inline __mmask16 tail_mask(int64_t n)
     return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
 }
 
-/* ---- bcast ---------------------------------------------------------------------------------- */
+/* exp(x) for 16 floats: the polynomial of sd_fast_expf (kern.h), with FMA. */
+static inline __m512 exp512(__m512 x)
+{
+    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.0f)), _mm512_set1_ps(-87.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+
+/* ---- bcast ----------------------------------------------------------------------------------
+ * Epilogues: EPI_PLAIN  C = α·acc + β·C
+ *            EPI_EXP    C = exp(α·acc − row[i])                (P from the saved log-sum-exp)
+ *            EPI_DS     C = P∘(acc − row[i]), P read at p      (dS from dP and Δ) */
+enum { EPI_PLAIN, EPI_EXP, EPI_DS };
 
 #define BC_TILE(NAME, R, V)                                                                         \
-static inline __attribute__((always_inline)) void NAME(int64_t k, float alpha, const float *a,     \
-    int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc, __mmask16 last)   \
+static inline __attribute__((always_inline)) void NAME(int epi, int64_t k, float alpha,            \
+    const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc,   \
+    __mmask16 last, const float *row, const float *pp, int64_t ldp)                                \
 {                                                                                                  \
     __m512 acc[R][V];                                                                              \
     _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                            \
@@ -65,15 +89,23 @@ static inline __attribute__((always_inline)) void NAME(int64_t k, float alpha, c
         }                                                                                          \
     }                                                                                              \
     __m512 al = _mm512_set1_ps(alpha);                                                             \
-    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                            \
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {                                          \
+        __m512 rw = epi != EPI_PLAIN ? _mm512_set1_ps(row[r]) : _mm512_setzero_ps();               \
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) {                                      \
             __mmask16 m = v == V - 1 ? last : (__mmask16)0xffff;                                   \
             float *cp = c + r * ldc + 16 * v;                                                      \
-            __m512 x = _mm512_mul_ps(al, acc[r][v]);                                               \
-            if (beta != 0)                                                                         \
-                x = _mm512_add_ps(x, _mm512_mul_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(m, cp))); \
+            __m512 x;                                                                              \
+            if (epi == EPI_EXP) x = exp512(_mm512_fmsub_ps(al, acc[r][v], rw));                    \
+            else if (epi == EPI_DS)                                                                \
+                x = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, pp + r * ldp + 16 * v), _mm512_sub_ps(acc[r][v], rw)); \
+            else {                                                                                 \
+                x = _mm512_mul_ps(al, acc[r][v]);                                                  \
+                if (beta != 0)                                                                     \
+                    x = _mm512_add_ps(x, _mm512_mul_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(m, cp))); \
+            }                                                                                      \
             _mm512_mask_storeu_ps(cp, m, x);                                                       \
         }                                                                                          \
+    }                                                                                              \
 }
 
 BC_TILE(bc_4x4, 4, 4)
@@ -81,20 +113,44 @@ BC_TILE(bc_1x4, 1, 4)
 BC_TILE(bc_4x1, 4, 1)
 BC_TILE(bc_1x1, 1, 1)
 
-void sd_avx512_mm_bcast(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
-                        const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+static inline __attribute__((always_inline)) void bcast_epi(int epi, int64_t m, int64_t n, int64_t k, float alpha,
+    const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc,
+    const float *row, const float *p, int64_t ldp)
 {
     /* column blocks outer: the k × 64 block of B stays in L1 while all rows pass over it */
     int64_t n64 = n / 64 * 64, m4 = m / 4 * 4;
     for (int64_t j = 0; j < n64; j += 64) {
-        for (int64_t i = 0; i < m4; i += 4) bc_4x4(k, alpha, a + i * lda, lda, b + j, ldb, beta, c + i * ldc + j, ldc, 0xffff);
-        for (int64_t i = m4; i < m; i++) bc_1x4(k, alpha, a + i * lda, lda, b + j, ldb, beta, c + i * ldc + j, ldc, 0xffff);
+        for (int64_t i = 0; i < m4; i += 4)
+            bc_4x4(epi, k, alpha, a + i * lda, lda, b + j, ldb, beta, c + i * ldc + j, ldc, 0xffff, row + i, p + i * ldp + j, ldp);
+        for (int64_t i = m4; i < m; i++)
+            bc_1x4(epi, k, alpha, a + i * lda, lda, b + j, ldb, beta, c + i * ldc + j, ldc, 0xffff, row + i, p + i * ldp + j, ldp);
     }
     for (int64_t j = n64; j < n; j += 16) {
         __mmask16 t = tail_mask(n - j);
-        for (int64_t i = 0; i < m4; i += 4) bc_4x1(k, alpha, a + i * lda, lda, b + j, ldb, beta, c + i * ldc + j, ldc, t);
-        for (int64_t i = m4; i < m; i++) bc_1x1(k, alpha, a + i * lda, lda, b + j, ldb, beta, c + i * ldc + j, ldc, t);
+        for (int64_t i = 0; i < m4; i += 4)
+            bc_4x1(epi, k, alpha, a + i * lda, lda, b + j, ldb, beta, c + i * ldc + j, ldc, t, row + i, p + i * ldp + j, ldp);
+        for (int64_t i = m4; i < m; i++)
+            bc_1x1(epi, k, alpha, a + i * lda, lda, b + j, ldb, beta, c + i * ldc + j, ldc, t, row + i, p + i * ldp + j, ldp);
     }
+}
+
+void sd_avx512_mm_bcast(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                        const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+{
+    static const float zero[4];
+    bcast_epi(EPI_PLAIN, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, zero, zero, 0);
+}
+
+void sd_avx512_mm_bcast_exp(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                            const float *b, int64_t ldb, float *c, int64_t ldc, const float *sub)
+{
+    bcast_epi(EPI_EXP, m, n, k, alpha, a, lda, b, ldb, 0, c, ldc, sub, c, ldc);
+}
+
+void sd_avx512_mm_bcast_ds(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
+                           int64_t ldb, float *c, int64_t ldc, const float *delta, const float *p, int64_t ldp)
+{
+    bcast_epi(EPI_DS, m, n, k, 1, a, lda, b, ldb, 0, c, ldc, delta, p, ldp);
 }
 
 /* ---- rows ----------------------------------------------------------------------------------- */
@@ -132,7 +188,7 @@ static inline __attribute__((always_inline)) void NAME(int64_t kk, float alpha, 
 
 /* rows of C in tiles of R, the sum over j in chunks of RW_KB (the chunk of B rows stays in L1;
  * each chunk after the first accumulates into C). */
-#define RW_KB 256
+#define RW_KB 128
 #define RW_PAIR(V, R)                                                                               \
     RW_TILE(rw_##V##_main, R, V)                                                                   \
     RW_TILE(rw_##V##_one, 1, V)                                                                    \
@@ -194,6 +250,18 @@ void sd_avx512_mm_bcast(int64_t m, int64_t n, int64_t k, float alpha, const floa
                         const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
 {
     (void)m; (void)n; (void)k; (void)alpha; (void)a; (void)lda; (void)b; (void)ldb; (void)beta; (void)c; (void)ldc;
+}
+
+void sd_avx512_mm_bcast_exp(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                            const float *b, int64_t ldb, float *c, int64_t ldc, const float *sub)
+{
+    (void)m; (void)n; (void)k; (void)alpha; (void)a; (void)lda; (void)b; (void)ldb; (void)c; (void)ldc; (void)sub;
+}
+
+void sd_avx512_mm_bcast_ds(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
+                           int64_t ldb, float *c, int64_t ldc, const float *delta, const float *p, int64_t ldp)
+{
+    (void)m; (void)n; (void)k; (void)a; (void)lda; (void)b; (void)ldb; (void)c; (void)ldc; (void)delta; (void)p; (void)ldp;
 }
 
 void sd_avx512_mm_rows(int64_t m, int64_t n, int64_t kk, float alpha, const float *a, int64_t sai,

@@ -12,6 +12,12 @@ void sd_avx512_override(int on);
 /* C[m×n] = alpha·A[m×k]·B[k×n] + beta·C (row-major, leading dimensions lda/ldb/ldc). */
 void sd_avx512_mm_bcast(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                         const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+/* C = exp(alpha·A·B − sub[i]) (rows i): attention probabilities from the saved log-sum-exp. */
+void sd_avx512_mm_bcast_exp(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                            const float *b, int64_t ldb, float *c, int64_t ldc, const float *sub);
+/* C = P∘(A·B − delta[i]), P [m×n] at p (row stride ldp): attention dS from dO·Vᵀ. C may not alias P. */
+void sd_avx512_mm_bcast_ds(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
+                           int64_t ldb, float *c, int64_t ldc, const float *delta, const float *p, int64_t ldp);
 /* C[m×n] = alpha·Σ_j a[i·sai + j·saj]·B[j, :] + beta·C, j < kk. */
 void sd_avx512_mm_rows(int64_t m, int64_t n, int64_t kk, float alpha, const float *a, int64_t sai,
                        int64_t saj, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);

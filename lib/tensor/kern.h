@@ -96,16 +96,18 @@ static inline float sd_fast_tanhf(float x)
 #define SD_KVEC static __attribute__((unused))
 #endif
 
-/* Number of fixed-size blocks a dimension of n is cut into for parallel GEMMs (≤ 8 blocks of at
- * least 128, rounded to 16): depends only on n, never on the thread count. */
+/* Block size when a GEMM dimension of n is cut for parallel GEMMs: 1, 2 or 4 equal blocks
+ * (n < 256: 1, n < 768: 2, else 4; rounded up to 16). Depends only on n, never on the thread
+ * count; few blocks because every block re-packs the other operand. */
 #ifndef SD_KERN_MIN_BLOCK
-#define SD_KERN_MIN_BLOCK 128
+#define SD_KERN_MIN_BLOCK 256
 #endif
 static inline int64_t sd_kern_block(int64_t n)
 {
-    int64_t b = (n + 7) / 8;
+    int64_t nb = n < SD_KERN_MIN_BLOCK ? 1 : n < 3 * SD_KERN_MIN_BLOCK ? 2 : 4;
+    int64_t b = (n + nb - 1) / nb;
     b = (b + 15) & ~(int64_t)15;
-    return b < SD_KERN_MIN_BLOCK ? SD_KERN_MIN_BLOCK : b;
+    return b < 16 ? 16 : b;
 }
 
 #endif /* SD_TENSOR_KERN_H */

@@ -165,7 +165,7 @@ SD_KFN int KN(sd_k_attention_bwd)(sd_ctx *ctx, const sd_k_attn *a, real *dq, rea
     size_t mark = sd_arena_mark(&ctx->scratch);
     real *kt = KN(sd_k_scratch)(ctx, a->b * ldt * ldq);
     real *vt = kt ? KN(sd_k_scratch)(ctx, a->b * ldt * ldv) : NULL;
-    real *sbuf = vt ? KN(sd_k_scratch)(ctx, 2 * ssz * nt) : NULL;
+    real *sbuf = vt ? KN(sd_k_scratch)(ctx, (2 * ssz + SD_K_ATTN_BQB) * nt) : NULL;
     if (!sbuf) { sd_arena_reset(&ctx->scratch, mark); return SD_ENOMEM; }
     real *part = NULL;
     if (ng > 1 && (dk || dv)) {
@@ -175,11 +175,17 @@ SD_KFN int KN(sd_k_attention_bwd)(sd_ctx *ctx, const sd_k_attn *a, real *dq, rea
     }
     KN(sd_k_att_transpose)(ctx, kt, k, a->b, a->h, a->tk, a->dk);
     KN(sd_k_att_transpose)(ctx, vt, v, a->b, a->h, a->tk, a->dv);
+    /* float with AVX-512, no mask: exp and dS in the epilogues of the score products */
+#ifndef SD_KERN_F64
+    int fused = !a->causal && sd_avx512_available();
+#else
+    int fused = 0;
+#endif
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t t = 0; t < tasks; t++) {
         int64_t g = t % ng, hh = (t / ng) % a->h, bb = t / (ng * a->h);
-        real *s = sbuf + (int64_t)omp_get_thread_num() * 2 * ssz;
-        real *dp = s + ssz;
+        real *s = sbuf + (int64_t)omp_get_thread_num() * (2 * ssz + SD_K_ATTN_BQB);
+        real *dp = s + ssz, *delta = dp + ssz;
         const real *kp = k + bb * a->tk * ldq + hh * a->dk;
         const real *ktp = kt + (bb * a->h + hh) * a->dk * ldt;
         const real *vtp = vt + (bb * a->h + hh) * a->dv * ldt;
@@ -198,12 +204,30 @@ SD_KFN int KN(sd_k_attention_bwd)(sd_ctx *ctx, const sd_k_attn *a, real *dq, rea
             const real *qp = q + (bb * a->tq + i0) * ldq + hh * a->dk;
             const real *dop = dout + (bb * a->tq + i0) * ldv + hh * a->dv;
             const real *op = o + (bb * a->tq + i0) * ldv + hh * a->dv;
-            KN(sd_k_att_bcast)(nq, a->tk, a->dk, a->scale, qp, ldq, ktp, ldt, 0, s, ldt);
-            KN(sd_k_attn_probs)(a, s, ldt, i0, nq, NULL, NULL, lse + (bb * a->h + hh) * a->tq + i0);
+            const real *lrow = lse + (bb * a->h + hh) * a->tq + i0;
+            if (fused) {
+#ifndef SD_KERN_F64
+                sd_avx512_mm_bcast_exp(nq, a->tk, a->dk, a->scale, qp, ldq, ktp, ldt, s, ldt, lrow);
+#endif
+            } else {
+                KN(sd_k_att_bcast)(nq, a->tk, a->dk, a->scale, qp, ldq, ktp, ldt, 0, s, ldt);
+                KN(sd_k_attn_probs)(a, s, ldt, i0, nq, NULL, NULL, lrow);
+            }
             if (dvp) KN(sd_k_att_rows)(a->tk, a->dv, nq, 1, s, 1, ldt, dop, ldv, 1, dvp, lddv);
             if (!dq && !dkp) continue;
-            KN(sd_k_att_bcast)(nq, a->tk, a->dv, 1, dop, ldv, vtp, ldt, 0, dp, ldt);
-            KN(sd_k_attn_ds)(s, dp, ldt, dop, op, ldv, a->dv, nq, a->tk);
+            if (fused) {
+                for (int64_t r = 0; r < nq; r++) {
+                    real d = 0;
+                    for (int64_t c = 0; c < a->dv; c++) d += dop[r * ldv + c] * op[r * ldv + c];
+                    delta[r] = d;
+                }
+#ifndef SD_KERN_F64
+                sd_avx512_mm_bcast_ds(nq, a->tk, a->dv, dop, ldv, vtp, ldt, dp, ldt, delta, s, ldt);
+#endif
+            } else {
+                KN(sd_k_att_bcast)(nq, a->tk, a->dv, 1, dop, ldv, vtp, ldt, 0, dp, ldt);
+                KN(sd_k_attn_ds)(s, dp, ldt, dop, op, ldv, a->dv, nq, a->tk);
+            }
             if (dq) KN(sd_k_att_rows)(nq, a->dk, a->tk, a->scale, dp, ldt, 1, kp, ldq, 1,
                                       dq + (bb * a->tq + i0) * ldq + hh * a->dk, ldq);
             if (dkp) KN(sd_k_att_rows)(a->tk, a->dk, nq, a->scale, dp, 1, ldt, qp, ldq, 1, dkp, lddk);

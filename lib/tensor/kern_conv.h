@@ -70,10 +70,14 @@ SD_KFN void KN(sd_k_im2col)(const sd_k_conv *p, const real *x, int64_t oy0, int6
                 if (b > a) memcpy(dst + a, src + a + off, (size_t)(b - a) * sizeof(real));
                 for (int64_t ox = b; ox < p->wo; ox++) dst[ox] = 0;
             } else {
-                for (int64_t ox = 0; ox < p->wo; ox++) {
-                    int64_t ix = ox * p->stride - p->pl + kx;
-                    dst[ox] = (ix >= 0 && ix < p->w) ? src[ix] : 0;
-                }
+                /* valid ox: 0 ≤ ox·s + off < w */
+                int64_t s = p->stride, off = kx - p->pl;
+                int64_t a = off < 0 ? (-off + s - 1) / s : 0, b = p->w - off > 0 ? (p->w - off + s - 1) / s : 0;
+                if (b > p->wo) b = p->wo;
+                if (b < a) b = a;
+                for (int64_t ox = 0; ox < a; ox++) dst[ox] = 0;
+                for (int64_t ox = a; ox < b; ox++) dst[ox] = src[ox * s + off];
+                for (int64_t ox = b; ox < p->wo; ox++) dst[ox] = 0;
             }
         }
     }

@@ -139,28 +139,56 @@ SD_KFN void KN(sd_k_group_norm_bwd)(sd_ctx *ctx, real *dx, real *dgamma, real *d
     }
 }
 
+SD_KVEC void KN(sd_k_ln_row)(real *y, const real *x, const real *gamma, const real *beta, int64_t c, real mr, real rs)
+{
+    if (gamma && beta) {
+#pragma omp simd
+        for (int64_t i = 0; i < c; i++) y[i] = (x[i] - mr) * rs * gamma[i] + beta[i];
+    } else {
+        for (int64_t i = 0; i < c; i++) y[i] = (x[i] - mr) * rs * (gamma ? gamma[i] : 1) + (beta ? beta[i] : 0);
+    }
+}
+
 SD_KFN void KN(sd_k_layer_norm)(sd_ctx *ctx, real *y, real *mean, real *rstd, const real *x,
                                 const real *gamma, const real *beta, int64_t rows, int64_t c, real eps)
 {
 #pragma omp parallel for num_threads(ctx->threads) schedule(static) if (rows * c > SD_K_CHUNK)
     for (int64_t r = 0; r < rows; r++) {
-        const real *xr = x + r * c;
-        real *yr = y + r * c;
         double mu, v;
-        KN(sd_k_moments)(xr, c, &mu, &v);
+        KN(sd_k_moments)(x + r * c, c, &mu, &v);
         real rs = (real)(1.0 / sqrt(v + (double)eps)), mr = (real)mu;
         mean[r] = mr;
         rstd[r] = rs;
-        for (int64_t i = 0; i < c; i++) {
-            real t = (xr[i] - mr) * rs;
-            yr[i] = t * (gamma ? gamma[i] : 1) + (beta ? beta[i] : 0);
-        }
+        KN(sd_k_ln_row)(y + r * c, x + r * c, gamma, beta, c, mr, rs);
     }
 }
 
 #ifndef SD_K_LN_ROWBLK
 #define SD_K_LN_ROWBLK 64
 #endif
+
+/* One row of the layer-norm backward: bg += dy·xhat, bb += dy, dx += rstd·(dy·γ − mean(dy·γ) −
+ * xhat·mean(dy·γ·xhat)). */
+SD_KVEC void KN(sd_k_ln_bwd_row)(real *dx, real *bg, real *bb, const real *dy, const real *x, const real *gamma,
+                                 int64_t c, real mu, real rs)
+{
+    double sa = 0, sb = 0;
+#pragma omp simd reduction(+ : sa, sb)
+    for (int64_t i = 0; i < c; i++) {
+        real xh = (x[i] - mu) * rs, g = dy[i] * (gamma ? gamma[i] : 1);
+        bg[i] += dy[i] * xh;
+        bb[i] += dy[i];
+        sa += (double)g;
+        sb += (double)(g * xh);
+    }
+    if (!dx) return;
+    real ma = (real)(sa / (double)c), mb = (real)(sb / (double)c);
+#pragma omp simd
+    for (int64_t i = 0; i < c; i++) {
+        real xh = (x[i] - mu) * rs, g = dy[i] * (gamma ? gamma[i] : 1);
+        dx[i] += rs * (g - ma - xh * mb);
+    }
+}
 
 /* part: scratch [2, nblk, c] with nblk = ceil(rows / SD_K_LN_ROWBLK). */
 SD_KFN void KN(sd_k_layer_norm_bwd)(sd_ctx *ctx, real *dx, real *dgamma, real *dbeta, const real *dy,
@@ -174,33 +202,16 @@ SD_KFN void KN(sd_k_layer_norm_bwd)(sd_ctx *ctx, real *dx, real *dgamma, real *d
         real *bg = pg + blk * c, *bb = pb + blk * c;
         for (int64_t i = 0; i < c; i++) bg[i] = bb[i] = 0;
         int64_t r1 = (blk + 1) * SD_K_LN_ROWBLK < rows ? (blk + 1) * SD_K_LN_ROWBLK : rows;
-        for (int64_t r = blk * SD_K_LN_ROWBLK; r < r1; r++) {
-            const real *xr = x + r * c, *dyr = dy + r * c;
-            real mu = mean[r], rs = rstd[r];
-            double sa = 0, sb = 0;
-            for (int64_t i = 0; i < c; i++) {
-                real xh = (xr[i] - mu) * rs, ga = gamma ? gamma[i] : 1;
-                bg[i] += dyr[i] * xh;
-                bb[i] += dyr[i];
-                sa += (double)dyr[i] * ga;
-                sb += (double)dyr[i] * ga * xh;
-            }
-            if (!dx) continue;
-            real ma = (real)(sa / (double)c), mb = (real)(sb / (double)c);
-            real *dxr = dx + r * c;
-            for (int64_t i = 0; i < c; i++) {
-                real xh = (xr[i] - mu) * rs, ga = gamma ? gamma[i] : 1;
-                dxr[i] += rs * (dyr[i] * ga - ma - xh * mb);
-            }
-        }
+        for (int64_t r = blk * SD_K_LN_ROWBLK; r < r1; r++)
+            KN(sd_k_ln_bwd_row)(dx ? dx + r * c : NULL, bg, bb, dy + r * c, x + r * c, gamma, c, mean[r], rstd[r]);
     }
     if (dgamma || dbeta) {
 #pragma omp parallel for num_threads(ctx->threads) schedule(static) if (nblk * c > SD_K_CHUNK)
         for (int64_t i = 0; i < c; i++) {
-            real a = 0, b = 0;
-            for (int64_t blk = 0; blk < nblk; blk++) { a += pg[blk * c + i]; b += pb[blk * c + i]; }
-            if (dgamma) dgamma[i] += a;
-            if (dbeta) dbeta[i] += b;
+            real ga = 0, gb = 0;
+            for (int64_t blk = 0; blk < nblk; blk++) { ga += pg[blk * c + i]; gb += pb[blk * c + i]; }
+            if (dgamma) dgamma[i] += ga;
+            if (dbeta) dbeta[i] += gb;
         }
     }
 }
