@@ -973,7 +973,7 @@ int sd_dataset_config_folders(const char *train_data_dir, const char *reg_data_d
         /* folder warnings first */
         char **w = realloc(tmp.warnings, (size_t)(tmp.nwarnings + out->nwarnings) * sizeof *w);
         if (w) {
-            memcpy(w + tmp.nwarnings, out->warnings, (size_t)out->nwarnings * sizeof *w);
+            if (out->nwarnings) memcpy(w + tmp.nwarnings, out->warnings, (size_t)out->nwarnings * sizeof *w);
             free(out->warnings);
             out->warnings = w;
             out->nwarnings += tmp.nwarnings;
