@@ -8,7 +8,9 @@
  * these callables:
  *   collections.OrderedDict, torch._utils._rebuild_tensor, _rebuild_tensor_v2,
  *   _rebuild_parameter, _rebuild_parameter_with_state, torch.<Type>Storage (as persistent-id
- *   storage types), _codecs.encode (bytes in protocol 2).
+ *   storage types), _codecs.encode (bytes in protocol 2), builtins.set (read as a list), and
+ *   numpy.dtype + numpy.core.multiarray.scalar for numpy scalars of bool/int/uint/float dtypes
+ *   (read as numbers; some checkpoints store "global_step" that way).
  * Any other GLOBAL / STACK_GLOBAL, and INST / OBJ / NEWOBJ / EXT*, is refused when it is read:
  * "m.ckpt: refusing to load: pickle references builtins.exec (only tensor data is allowed)".
  * Nothing from the file is ever executed; unknown callables are refused, never skipped.

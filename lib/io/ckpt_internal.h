@@ -9,11 +9,12 @@
 
 typedef enum {
     CK_NONE, CK_BOOL, CK_INT, CK_FLOAT, CK_STR, CK_BYTES, CK_TUPLE, CK_LIST, CK_DICT, CK_GLOBAL,
-    CK_STORAGE, CK_TENSOR
+    CK_STORAGE, CK_TENSOR, CK_NPDTYPE
 } ck_type;
 
 typedef enum {
-    CK_ODICT = 1, CK_REBUILD_V2, CK_REBUILD, CK_PARAM, CK_PARAM_STATE, CK_ENCODE, CK_STORAGE_TYPE
+    CK_ODICT = 1, CK_REBUILD_V2, CK_REBUILD, CK_PARAM, CK_PARAM_STATE, CK_ENCODE, CK_STORAGE_TYPE,
+    CK_NP_DTYPE, CK_NP_SCALAR, CK_SET
 } ck_kind;
 
 typedef struct ck_val ck_val;
@@ -32,7 +33,7 @@ struct ck_val {
         int64_t i;             /* BOOL, INT */
         double f;              /* FLOAT */
     };
-    char *s;                   /* STR (UTF-8), BYTES; NUL-terminated */
+    char *s;                   /* STR (UTF-8), BYTES, NPDTYPE ("f8"); NUL-terminated */
     size_t n;                  /* STR/BYTES length; TUPLE/LIST/DICT item count (dict: 2 per entry) */
     ck_val **items;
     size_t cap;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "base/half.h"
 
 #define MAX_STACK (1u << 20)
 #define MAX_MARKS (1u << 16)
@@ -78,7 +79,7 @@ const char *ck_type_name(const ck_val *v)
 {
     static const char *const names[] = {
         "None", "bool", "int", "float", "str", "bytes", "tuple", "list", "dict", "callable",
-        "storage", "tensor",
+        "storage", "tensor", "numpy.dtype",
     };
     return v && v->t < sizeof names / sizeof *names ? names[v->t] : "?";
 }
@@ -97,6 +98,12 @@ static const struct {
     {"torch._utils", "_rebuild_parameter", CK_PARAM, 0},
     {"torch._utils", "_rebuild_parameter_with_state", CK_PARAM_STATE, 0},
     {"_codecs", "encode", CK_ENCODE, 0},
+    /* numpy scalars (np.int64(5), np.float64(0.5)) as some checkpoints store step counts and scores */
+    {"numpy", "dtype", CK_NP_DTYPE, 0},
+    {"numpy.core.multiarray", "scalar", CK_NP_SCALAR, 0},
+    {"numpy._core.multiarray", "scalar", CK_NP_SCALAR, 0},
+    {"builtins", "set", CK_SET, 0},
+    {"__builtin__", "set", CK_SET, 0},
     {"torch", "DoubleStorage", CK_STORAGE_TYPE, SD_ST_F64},
     {"torch", "FloatStorage", CK_STORAGE_TYPE, SD_ST_F32},
     {"torch", "HalfStorage", CK_STORAGE_TYPE, SD_ST_F16},
@@ -302,6 +309,63 @@ static int call(ck_parser *p, ck_val *fn, ck_val *args, ck_val **out)
     }
     case CK_STORAGE_TYPE:
         return sd_err(SD_EFORMAT, "%s: refusing to load: pickle calls torch.%s", p->name, fn->gname);
+    case CK_SET: {
+        ck_val *l = new_val(p, CK_LIST);
+        if (!l) return p->alloc_rc;
+        if (n == 1 && (a[0]->t == CK_LIST || a[0]->t == CK_TUPLE)) {
+            for (size_t i = 0; i < a[0]->n; i++)
+                if (seq_push(p, l, a[0]->items[i])) return p->alloc_rc;
+        } else if (n != 0) {
+            return sd_err(SD_EFORMAT, "%s: set() called with %zu arguments", p->name, n);
+        }
+        *out = l;
+        return SD_OK;
+    }
+    case CK_NP_DTYPE: {
+        static const char *const ok[] = {"b1", "i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f2", "f4", "f8"};
+        if (n != 3 || a[0]->t != CK_STR)
+            return sd_err(SD_EFORMAT, "%s: numpy.dtype called with %zu arguments", p->name, n);
+        for (size_t i = 0; i < sizeof ok / sizeof *ok; i++)
+            if (a[0]->n == 2 && !memcmp(a[0]->s, ok[i], 2)) {
+                ck_val *d = new_val(p, CK_NPDTYPE);
+                if (!d) return p->alloc_rc;
+                d->s = (char *)ok[i];
+                d->n = 2;
+                *out = d;
+                return SD_OK;
+            }
+        char show[40];
+        ck_show(show, sizeof show, a[0]->s, a[0]->n);
+        return sd_err(SD_EUNSUPPORTED, "%s: numpy dtype '%s' is not supported", p->name, show);
+    }
+    case CK_NP_SCALAR: {
+        if (n != 2 || a[0]->t != CK_NPDTYPE || (a[1]->t != CK_BYTES && a[1]->t != CK_STR))
+            return sd_err(SD_EFORMAT, "%s: numpy scalar() needs a dtype and bytes", p->name);
+        char kind = a[0]->s[0];
+        size_t sz = (size_t)(a[0]->s[1] - '0');
+        if (a[1]->n != sz)
+            return sd_err(SD_EFORMAT, "%s: numpy scalar of %zu bytes for dtype %s", p->name, a[1]->n, a[0]->s);
+        const unsigned char *b = (const unsigned char *)a[1]->s;
+        uint64_t x = 0;
+        for (size_t i = sz; i-- > 0;) x = (x << 8) | b[i];
+        ck_val *v = new_val(p, kind == 'f' ? CK_FLOAT : kind == 'b' ? CK_BOOL : CK_INT);
+        if (!v) return p->alloc_rc;
+        if (kind == 'f') {
+            if (sz == 2) v->f = sd_f16_to_f32((uint16_t)x);
+            else if (sz == 4) { uint32_t u = (uint32_t)x; float f; memcpy(&f, &u, 4); v->f = f; }
+            else memcpy(&v->f, &x, 8);
+        } else if (kind == 'b') {
+            v->i = x != 0;
+        } else if (kind == 'i') {
+            if (sz < 8 && (x >> (8 * sz - 1)) & 1) x |= ~UINT64_C(0) << (8 * sz);
+            v->i = (int64_t)x;
+        } else {
+            if (x > INT64_MAX) return sd_err(SD_EFORMAT, "%s: numpy uint64 scalar too large", p->name);
+            v->i = (int64_t)x;
+        }
+        *out = v;
+        return SD_OK;
+    }
     }
     return sd_err(SD_EFORMAT, "%s: bad callable", p->name);
 }
@@ -627,9 +691,20 @@ int ck_unpickle(ck_parser *p, const unsigned char *b, size_t n, ck_val **root)
             CHECK(push(p, &m, r));
             break;
         }
-        case 'b': {                       /* BUILD: only OrderedDict attributes (ignored) */
+        case 'b': {                       /* BUILD: OrderedDict attributes (ignored), numpy dtype state */
             NEED(2);
             ck_val *obj = m.v[m.n - 2], *state = m.v[m.n - 1];
+            if (obj->t == CK_NPDTYPE) {
+                /* (version, byte order, subarray, names, fields, elsize, alignment, flags) */
+                if (state->t != CK_TUPLE || state->n < 2 || state->items[1]->t != CK_STR || state->items[1]->n != 1)
+                    FAIL("%s: bad numpy dtype state at offset %zu", p->name, at);
+                if (state->items[1]->s[0] == '>') {
+                    rc = sd_err(SD_EUNSUPPORTED, "%s: big-endian numpy scalars are not supported", p->name);
+                    goto out;
+                }
+                m.n--;
+                break;
+            }
             if (obj->t != CK_DICT || (state->t != CK_DICT && state->t != CK_NONE && state->t != CK_TUPLE))
                 FAIL("%s: refusing to load: BUILD sets the state of a %s at offset %zu", p->name, ck_type_name(obj), at);
             m.n--;

@@ -214,6 +214,20 @@ static void test_wrapped(void)
     sd_ckpt_close(ck);
 }
 
+static void test_numpy(void)
+{
+    sd_ckpt *ck;
+    int rc = sd_ckpt_open(data_path("numpy.ckpt"), &ck);
+    T_CHECKF(rc == SD_OK, "%s", sd_errmsg());
+    if (rc) return;
+    int nm;
+    T_EQ_INT(check_expect(ck, "numpy.expect", &nm), 1);
+    T_EQ_INT(nm, 8);
+    T_EQ_INT(sd_ckpt_meta_count(ck), 8);
+    T_EQ_INT(sd_ckpt_count(ck), 1);
+    sd_ckpt_close(ck);
+}
+
 static int code_of(const char *s)
 {
     if (!strcmp(s, "EFORMAT")) return SD_EFORMAT;
@@ -393,6 +407,7 @@ int main(void)
     T_RUN(test_proto4);
     T_RUN(test_views);
     T_RUN(test_wrapped);
+    T_RUN(test_numpy);
     T_RUN(test_hostile);
     T_RUN(test_mutations);
     T_RUN(test_pickle_api);

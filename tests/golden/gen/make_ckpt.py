@@ -12,6 +12,7 @@ Writes tests/data/ckpt/:
   proto4.ckpt      basic's dict saved with pickle_protocol=4 (FRAME, MEMOIZE, SHORT_BINUNICODE,
                    STACK_GLOBAL)
   deflate.ckpt     basic.ckpt re-zipped with deflate (storages cannot be used in place)
+  numpy.ckpt       a wrapped checkpoint whose scalars are numpy scalars (and a set)
   *.expect         per tensor: "T name dtype shape hex(C-order bytes)" and "M key value" lines
   hostile/*.ckpt   malformed and malicious files; hostile.tsv lists "file<TAB>code<TAB>message part"
 """
@@ -122,6 +123,16 @@ def main():
     save(wrapped, "wrapped.ckpt")
     write_expect(os.path.join(OUT, "wrapped.expect"), list(sd2.items()),
                  [("global_step", "470000"), ("epoch", "6"), ("pytorch-lightning_version", "1.4.2")])
+
+    import numpy as np
+    npd = {"state_dict": {"w": torch.ones(2, 2)}, "global_step": np.int64(470000), "epoch": np.int32(6),
+           "score": np.float64(0.25), "half": np.float16(1.5), "single": np.float32(0.1),
+           "flag": np.bool_(True), "neg": np.int8(-5), "u": np.uint16(65535), "tags": {"a", "b"}}
+    save(npd, "numpy.ckpt")
+    write_expect(os.path.join(OUT, "numpy.expect"), [("w", npd["state_dict"]["w"])],
+                 [("global_step", "470000"), ("epoch", "6"), ("score", "0.25"), ("half", "1.5"),
+                  ("single", repr(float(np.float32(0.1)))), ("flag", "True"), ("neg", "-5"),
+                  ("u", "65535")])
 
     hostile()
 
@@ -283,6 +294,15 @@ def hostile():
     add("reduce_noargs.ckpt", b"\x80\x02" + glob("collections", "OrderedDict") + i1(1) + b"R.",
         "EFORMAT", "REDUCE arguments are a int")
     add("ext.ckpt", b"\x80\x02\x82\x01.", "EFORMAT", "EXT")
+    npdt = glob("numpy", "dtype")
+    npsc = glob("numpy.core.multiarray", "scalar")
+    add("np_object.ckpt", one("x", npdt + u("O8") + b"\x89\x88\x87R"), "EUNSUPPORTED", "numpy dtype 'O8'")
+    add("np_size.ckpt", one("x", npsc + npdt + u("i8") + b"\x89\x88\x87R" + b"C\x03abc" + b"\x86R"),
+        "EFORMAT", "numpy scalar of 3 bytes for dtype i8")
+    add("np_big_endian.ckpt", one("x", npdt + u("i8") + b"\x89\x88\x87R" + tup(i1(3), u(">")) + b"b"),
+        "EUNSUPPORTED", "big-endian numpy")
+    add("np_scalar_str.ckpt", one("x", npsc + u("i8") + u("abc") + b"\x86R"), "EFORMAT",
+        "numpy scalar() needs a dtype")
     add("proto9.ckpt", b"\x80\x09}.", "EFORMAT", "unsupported pickle protocol 9")
     # archive-level problems
     with zipfile.ZipFile(os.path.join(HOST, "no_pkl.ckpt"), "w") as z:
