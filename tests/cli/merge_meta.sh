@@ -212,6 +212,31 @@ rm hoge/h3.png; "$M" --dataset_config ci.toml > ci2.jsonl
 check cache_info_read "cmp -s ci1.jsonl ci2.jsonl"
 rm hoge/metadata_cache.json; png hoge/h3.png 512 768
 
+# JSON dataset config; wildcard captions and the face-crop caption file; kohya JSON of a dataset
+mkdir -p wc; png wc/a.png 8 8; png wc/b_1_2_3_4.png 8 8
+printf 'first\n\n  second  \n' > wc/a.txt; printf 'shared\n' > wc/b.txt
+cat > wc.json <<'J'
+{"general": {"caption_extension": "txt"},
+ "datasets": [{"resolution": [512, 768], "subsets": [{"image_dir": "wc", "enable_wildcard": true, "num_repeats": 2}]}]}
+J
+"$M" --dataset_config wc.json > wc.jsonl; rc=$?
+check json_config_wildcard "[ $rc = 0 ] && [ \"\$(jq -c '[.caption, .resolution, .num_repeats, .enable_wildcard]' wc.jsonl | tr -d '\n')\" = '[\"first\\nsecond\",[512,768],2,true][\"shared\",[512,768],2,true]' ]"
+"$M" --dataset_config wc.json --format kohya-json > wc.kohya
+check kohya_json_of_dataset "[ \"\$(jq -c . wc.kohya)\" = '{\"a\":{\"caption\":\"first\\nsecond\"},\"b_1_2_3_4\":{\"caption\":\"shared\"}}' ]"
+# mask (ControlNet) subsets need --masked_loss; every image needs its conditioning image
+mkdir -p cn/img cn/cond; png cn/img/a.png 8 8; png cn/img/b.png 8 8; png cn/cond/a.png 8 8; png cn/cond/c.png 8 8
+printf '[[datasets]]\n[[datasets.subsets]]\nimage_dir = "cn/img"\nconditioning_data_dir = "cn/cond"\n' > cn.toml
+"$M" --dataset_config cn.toml > /dev/null 2>cn1.err; rc1=$?
+"$M" --dataset_config cn.toml --masked_loss > cn.jsonl 2>cn2.err; rc2=$?
+check controlnet_subsets "[ $rc1 = 1 ] && grep -q 'need --masked_loss' cn1.err && [ $rc2 = 3 ] && [ \"\$(jq -c '[.image, .conditioning_image, .method]' cn.jsonl)\" = '[\"cn/img/a.png\",\"cn/cond/a.png\",\"controlnet\"]' ] && grep -q 'no conditioning image named b' cn2.err && grep -q 'cn/cond/c.png): conditioning image without a training image' cn2.err"
+# --config_file of a training run: the keys sd-merge-meta does not know are ignored with a warning
+printf 'learning_rate = 1e-4\nresolution = "640"\nflip_aug = true\n' > args.toml
+"$M" --config_file args.toml --dataset_config db1.toml > cf.jsonl 2>cf.err; rc=$?
+check config_file_shared "[ $rc = 0 ] && grep -q 'ignoring keys sd-merge-meta does not use: learning_rate' cf.err && [ \"\$(jq -c '[.resolution, .flip_aug]' cf.jsonl | sort -u)\" = '[[512,512],true]' ]"
+# stdin records merged into --in_json entries by stem; the record's keys over the entry's
+out=$(printf '{"image":"md/a.png","caption":"from record","x":1}\n' | "$M" --in_json old.json - --format kohya-json)
+check stdin_records_into_in_json "[ \"\$(printf '%s' \"\$out\" | jq -c .a)\" = '{\"caption\":\"from record\",\"tags\":\"x\",\"x\":1}' ]"
+
 # ---- bad input --------------------------------------------------------------------------------
 # missing directory: an error naming it, the other records still written, exit 3
 "$M" md nodir > bad1.jsonl 2>bad1.err; rc=$?
