@@ -68,6 +68,7 @@ int sd_noise_offset(uint64_t seed, uint32_t step, const float *latents, float *n
                     double adaptive_scale)
 {
     if (C > 4096) return sd_err(SD_EINVAL, "noise offset: %lld channels (at most 4096)", (long long)C);
+    if (adaptive && !latents) return sd_err(SD_EINVAL, "noise offset: adaptive scale needs the latents");
     double strength = noise_offset;
     if (random_strength) {
         sd_rng r = sd_rng_key(seed, step, 0, SD_RNG_NOISE_OFFSET);

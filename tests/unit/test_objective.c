@@ -350,6 +350,7 @@ static void test_wrappers(void)
     memcpy(e2, e, sizeof e);
     T_EQ_INT(sd_noise_offset(99, 3, lat, e2, Bn, Cn, Hn * Wn, 0.1, 1, 1, 0.5), SD_OK);
     T_EQ_INT(sd_noise_offset(99, 3, lat, e2, Bn, 5000, 1, 0.1, 0, 0, 0), SD_EINVAL);
+    T_EQ_INT(sd_noise_offset(99, 3, NULL, e2, Bn, Cn, Hn * Wn, 0.1, 0, 1, 0.5), SD_EINVAL);
     /* pyramid: unit std, deterministic */
     memcpy(e2, e, sizeof e);
     T_EQ_INT(sd_pyramid_noise(99, 3, e2, Bn, Cn, Hn, Wn, 6, 0.3, work), SD_OK);
