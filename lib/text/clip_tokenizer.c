@@ -184,6 +184,7 @@ struct sd_clip_tokenizer {
     size_t merges_n;             /* power of two */
     int32_t byte_id[256], byte_eow_id[256];
     bpe_cache cache;
+    int cache_ready;
 };
 
 static const int32_t NO_ID = -1;
@@ -371,6 +372,7 @@ int sd_clip_tokenizer_load(const char *path, sd_clip_tokenizer **out)
     if (!t->strmap || !t->merges) { rc = sd_err(SD_ENOMEM, "out of memory"); goto fail; }
     for (size_t i = 0; i < t->strmap_n; i++) t->strmap[i] = NO_ID;
     if (pthread_mutex_init(&t->cache.lock, NULL)) { rc = sd_err(SD_ENOMEM, "cannot create a mutex"); goto fail; }
+    t->cache_ready = 1;
 
     uint32_t cp_of[256];
     int order[256];
@@ -476,9 +478,11 @@ int sd_clip_tokenizer_load(const char *path, sd_clip_tokenizer **out)
     return SD_OK;
 fail:
     free(data);
-    if (t->merges || t->strmap) {
-        free(t->pool); free(t->raw); free(t->strmap); free(t->merges);
-    }
+    if (t->cache_ready) pthread_mutex_destroy(&t->cache.lock);
+    free(t->pool);
+    free(t->raw);
+    free(t->strmap);
+    free(t->merges);
     free(t);
     return rc;
 }
