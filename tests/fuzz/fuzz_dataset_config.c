@@ -38,7 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (sd_toml_parse(text, size, "fuzz.cfg", &v) == SD_OK) check_cfg(v, text, 1);
     jv_free(v);
     if (sd_json_parse(text, size, &v) == SD_OK) check_cfg(v, text, 0);
-    else jv_free(v);
+    jv_free(v);
     if (!memchr(data, 0, size)) {
         char *out = NULL;
         if (sd_clean_tags(text, &out, NULL, NULL) == SD_OK) free(out);
