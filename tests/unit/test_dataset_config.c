@@ -2,6 +2,7 @@
  * metadata JSON (data/metadata.h) and regularisation balancing (data/reg_balance.h). */
 #include "base/error.h"
 #include "data/dataset_config.h"
+#include "data/dataset_records.h"
 #include "data/images.h"
 #include "data/metadata.h"
 #include "data/reg_balance.h"
@@ -612,6 +613,66 @@ static void test_reg_balance(void)
     T_EQ_INT(sd_reg_balance(10, NULL, 0), 0);
 }
 
+/* ---- records of a config (what sd-train can call directly) ---- */
+
+typedef struct collect { jv recs; int nerr, nwarn; char lasterr[512]; } collect;
+static int c_rec(void *ctx, jv rec, const char *src, long line)
+{
+    collect *c = ctx;
+    c->recs = jv_array_append(c->recs, rec);
+    return 0;
+}
+static void c_err(void *ctx, const char *src, long line, const char *msg)
+{
+    collect *c = ctx;
+    c->nerr++;
+    snprintf(c->lasterr, sizeof c->lasterr, "%s: %s", src, msg);
+}
+static void c_warn(void *ctx, const char *msg) { ((collect *)ctx)->nwarn++; }
+
+static void test_dataset_records(void)
+{
+    mk("dr/train");
+    mk("dr/reg");
+    touch("dr/train/a.png", "x");
+    touch("dr/train/b.jpg", "x");
+    touch("dr/train/c.Png", "x");   /* not an image to the reference */
+    touch("dr/train/a.txt", "caption of a\nsecond line\n");
+    touch("dr/reg/r.png", "x");
+    touch("dr/train/bad.png", "x");
+    touch("dr/train/bad.txt", "\xff");
+    char toml[1024];
+    snprintf(toml, sizeof toml,
+             "[general]\ncaption_extension = \".txt\"\n[[datasets]]\nresolution = 512\n"
+             "[[datasets.subsets]]\nimage_dir = \"%s\"\nclass_tokens = \"sks dog\"\nnum_repeats = 3\n"
+             "[[datasets.subsets]]\nimage_dir = \"%s\"\nis_reg = true\nclass_tokens = \"dog\"\n",
+             t_path("dr/train"), t_path("dr/reg"));
+    sd_dataset_config c;
+    T_EQ_INT(parse(toml, jv_null(), 0, &c), SD_OK);
+    collect col = {jv_array(), 0, 0, ""};
+    sd_dataset_sink sink = {&col, c_rec, c_err, c_warn};
+    T_EQ_INT(sd_dataset_records(&c, &sink), SD_OK);
+    T_EQ_INT(jv_array_length(jv_copy(col.recs)), 3);
+    T_EQ_INT(col.nerr, 1);
+    T_CHECKF(strstr(col.lasterr, "bad.txt: not valid UTF-8") != NULL, "%s", col.lasterr);
+    jv r0 = jv_array_get(jv_copy(col.recs), 0), r1 = jv_array_get(jv_copy(col.recs), 1);
+    jv r2 = jv_array_get(jv_copy(col.recs), 2);
+    T_EQ_STR(str(r0, "caption"), "caption of a");
+    T_EQ_STR(str(r1, "caption"), "sks dog");
+    T_EQ_INT(num(r1, "num_repeats"), 3);
+    T_EQ_INT(boolv(r1, "is_reg"), 0);
+    T_EQ_STR(str(r2, "caption"), "dog");
+    T_EQ_INT(boolv(r2, "is_reg"), 1);
+    T_EQ_INT(num(r2, "subset"), 1);
+    T_EQ_STR(str(r2, "method"), "dreambooth");
+    T_EQ_STR(dump(r2, "resolution"), "[512,512]");
+    jv_free(r0);
+    jv_free(r1);
+    jv_free(r2);
+    jv_free(col.recs);
+    sd_dataset_config_free(&c);
+}
+
 int main(void)
 {
     T_RUN(test_seed_dreambooth_class_identifier);
@@ -630,5 +691,6 @@ int main(void)
     T_RUN(test_metadata_dump);
     T_RUN(test_metadata_load);
     T_RUN(test_reg_balance);
+    T_RUN(test_dataset_records);
     T_DONE();
 }
