@@ -401,6 +401,84 @@ static void test_lora_layers(void)
     }
 }
 
+/* LoRA modules attached through the hook list (transformer linears, and 3×3/1×1 convs as with
+ * conv_dim) on a frozen UNet: the activation plan stays exact, up = 0 leaves the output unchanged,
+ * only LoRA weights get gradients, and a non-zero up changes the output. */
+static void test_lora_attach(void)
+{
+    sd_safetensors *st = NULL;
+    model m = { 0 };
+    run r = { 0 }, rl = { 0 };
+    sd_params lreg;
+    sd_params_init(&lreg);
+    sd_lora *mods = NULL;
+    size_t nm = 0;
+    sd_tensor yi = { 0 };
+    CK(sd_safetensors_open(data_path("sd1_tiny.safetensors"), &st));
+    CK(model_open(&m, sd1_cfg(), 0, SD_F32));
+    CK(sd_unet_load(&m.u, st, SD_UNET_NAMES_LDM, "model.diffusion_model.", 0, NULL));
+    CK(step(&m, &r, st, NULL));
+    size_t nl = sd_unet_layer_count(&m.u);
+    mods = calloc(nl, sizeof *mods);
+    for (size_t i = 0; i < nl; i++) {
+        const sd_unet_layer *l = sd_unet_layer_at(&m.u, i);
+        if (l->role == SD_UNET_ROLE_OTHER) continue;
+        char name[300];
+        snprintf(name, sizeof name, "lora_unet_%s", l->diffusers);
+        for (char *c = name; *c; c++)
+            if (*c == '.') *c = '_';
+        sd_lora *lo = &mods[nm];
+        if (l->linear) {
+            CK(sd_lora_init(lo, &lreg, name, l->in, l->out, 4, 2.0f, 0, 1, 1, sd_conv2d_geom_make(1, 0), l->conv1x1));
+            CK(sd_linear_set_lora(l->linear, lo));
+        } else {
+            CK(sd_lora_init(lo, &lreg, name, l->in, l->out, 2, 1.0f, 1, l->kh, l->kw, l->conv->g, 0));
+            CK(sd_conv2d_set_lora(l->conv, lo));
+        }
+        lo->id = (uint32_t)nm;
+        nm++;
+    }
+    CK(sd_params_alloc(&lreg, SD_DEV_CPU));
+    for (size_t i = 0; i < nm; i++) CK(sd_lora_init_weights(&g_ctx, &mods[i], 42));
+    int exact = 0;
+    CK(step(&m, &rl, st, &exact));
+    T_CHECK(exact);
+    T_CHECK(!memcmp(rl.y.data, r.y.data, sd_tensor_nbytes(&r.y)));   /* up = 0 */
+    T_EQ_INT(m.reg.grad_bytes, 0);
+    double gup = 0, gdown = 0;
+    for (size_t i = 0; i < nm; i++) {
+        const float *u = mods[i].up->grad.data, *d = mods[i].down->grad.data;
+        for (int64_t j = 0; j < sd_tensor_numel(&mods[i].up->grad); j++) gup = fmax(gup, fabs(u[j]));
+        for (int64_t j = 0; j < sd_tensor_numel(&mods[i].down->grad); j++) gdown = fmax(gdown, fabs(d[j]));
+    }
+    T_CHECK(gup > 0);
+    T_CHECK(gdown == 0);   /* d down = upᵀ·… = 0 while up = 0 */
+    printf("# %zu LoRA modules attached, max |d up| %.3g\n", nm, gup);
+    /* a non-zero up changes the output; inference forward = training forward with LoRA */
+    for (size_t i = 0; i < nm; i++) sd_op_fill(&g_ctx, &mods[i].up->value, 0.01f);
+    sd_params_zero_grad(&g_ctx, &lreg);
+    CK(step(&m, &rl, st, &exact));
+    T_CHECK(exact);
+    T_CHECK(memcmp(rl.y.data, r.y.data, sd_tensor_nbytes(&r.y)) != 0);
+    CK(sd_tensor_alloc(&yi, SD_F32, 4, r.y.shape));
+    CK(sd_unet_forward(&g_ctx, &m.u, NULL, &yi, &rl.x, &rl.t, &rl.c));
+    T_CHECK(!memcmp(yi.data, rl.y.data, sd_tensor_nbytes(&yi)));
+done:
+    for (size_t i = 0; i < nl && mods; i++) {
+        const sd_unet_layer *l = sd_unet_layer_at(&m.u, i);
+        if (l->linear) l->linear->lora = NULL;
+        if (l->conv) l->conv->lora = NULL;
+    }
+    for (size_t i = 0; i < nm; i++) sd_lora_free(&mods[i]);
+    free(mods);
+    sd_params_free(&lreg);
+    sd_tensor_free(&yi);
+    run_free(&r);
+    run_free(&rl);
+    if (m.ok) model_close(&m);
+    sd_safetensors_close(st);
+}
+
 /* Bad inputs are refused with a message, never crash. */
 static void test_unet_misuse(void)
 {
@@ -449,6 +527,7 @@ int main(void)
     T_RUN(test_diffusers_names);
     T_RUN(test_diffusers_load);
     T_RUN(test_lora_layers);
+    T_RUN(test_lora_attach);
     T_RUN(test_unet_misuse);
     sd_ctx_free(&g_ctx);
     T_DONE();
