@@ -55,7 +55,11 @@ typedef struct sd_unet_layer {
     int64_t in, out;
     int kh, kw;              /* 1×1 for linears */
     int conv1x1;             /* a linear whose checkpoint weight is a 1×1 conv [out,in,1,1]
-                                (SD1 proj_in/proj_out): kohya gives it a conv-shaped LoRA */
+                                (SD1 proj_in/proj_out). kohya gives conv-shaped LoRA weights
+                                ([r,in,1,1]/[out,r,1,1]) to these, and also to SD2's linear
+                                proj_in/proj_out when the model came from a single-file checkpoint
+                                (it reshapes them to 1×1 convs on load, spec §7.1), but not when it
+                                came from Diffusers: the LoRA code decides from the source. */
 } sd_unet_layer;
 
 /* One TimestepEmbedSequential: up to three sub-layers run in order. */
