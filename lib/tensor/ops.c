@@ -23,6 +23,11 @@ static int devs(sd_ctx *ctx, const char *op, const sd_tensor *const *ts, int n)
         if (!t) continue;
         if (!sd_tensor_valid(t)) return sd_err(SD_EINVAL, "%s: argument %d is not a valid tensor", op, i + 1);
         if (!t->data && sd_tensor_numel(t) > 0) return sd_err(SD_EINVAL, "%s: argument %d has no data", op, i + 1);
+#ifndef SD_CUDA
+        if (t->device == SD_DEV_CUDA)
+            return sd_err(SD_EUNSUPPORTED, "%s: argument %d is a CUDA tensor, but this build has no CUDA support "
+                          "(make CUDA=1)", op, i + 1);
+#endif
         if (t->device != ctx->backend)
             return sd_err(SD_EINVAL, "%s: argument %d is on %s, the context on %s", op, i + 1,
                           t->device == SD_DEV_CUDA ? "CUDA" : "CPU", ctx->backend == SD_DEV_CUDA ? "CUDA" : "CPU");
