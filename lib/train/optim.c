@@ -261,3 +261,23 @@ int sd_optim_clip_grad_norm(sd_optim *o, double max_norm, double *total_norm)
     }
     return SD_OK;
 }
+
+/* ---- steps and epochs -------------------------------------------------------------------------- */
+
+int sd_steps_plan_make(int64_t batches, int num_processes, int accum, int64_t max_train_steps,
+                       int64_t max_train_epochs, sd_steps_plan *out)
+{
+    memset(out, 0, sizeof *out);
+    if (batches < 1) return sd_err(SD_EINVAL, "no batches to train on (is the dataset empty, or smaller than one batch?)");
+    if (num_processes < 1 || accum < 1) return sd_err(SD_EINVAL, "num_processes and gradient_accumulation_steps must be >= 1");
+    if (max_train_epochs > 0)
+        max_train_steps = max_train_epochs * (int64_t)ceil((double)batches / num_processes / accum);
+    else if (max_train_steps <= 0)
+        max_train_steps = 1600;
+    out->max_train_steps = max_train_steps;
+    out->batches_per_process = (batches + num_processes - 1) / num_processes;
+    out->steps_per_epoch = (out->batches_per_process + accum - 1) / accum;
+    out->num_epochs = (max_train_steps + out->steps_per_epoch - 1) / out->steps_per_epoch;
+    out->sched_total = max_train_steps * num_processes;
+    return SD_OK;
+}

@@ -154,4 +154,19 @@ static inline int64_t sd_accum_steps_per_epoch(int64_t batches, int accum)
     return accum <= 1 ? batches : (batches + accum - 1) / accum;
 }
 
+/* Steps and epochs as the reference counts them (§6.8). batches = N_b, the batches of one epoch
+ * over all datasets before sharding; P processes; A = gradient_accumulation_steps.
+ *   max_train_epochs E > 0: max_train_steps = E × ceil(N_b / P / A) (float division, as Python)
+ *   otherwise max_train_steps as given (≤ 0: the reference's silent default 1600)
+ *   steps_per_epoch = ceil(ceil(N_b / P) / A)     (per-process batches after sharding)
+ *   num_epochs      = ceil(max_train_steps / steps_per_epoch)
+ *   sched_total     = max_train_steps × P         (the LR scheduler's num_training_steps)
+ * Training stops when global_step ≥ max_train_steps or the epochs run out. */
+typedef struct sd_steps_plan {
+    int64_t max_train_steps, steps_per_epoch, num_epochs, sched_total, batches_per_process;
+} sd_steps_plan;
+
+int sd_steps_plan_make(int64_t batches, int num_processes, int accum, int64_t max_train_steps,
+                       int64_t max_train_epochs, sd_steps_plan *out);
+
 #endif

@@ -141,8 +141,9 @@ static int write_tensors(const char *tmp, const sd_train_state_in *s, char wsha[
         if (!rc) rc = sd_safetensors_writer_add(w, names[nnames - 1], SD_ST_I64, 0, NULL, &steps[i]);
     }
     if (!rc && s->loss_window_n)
-        rc = sd_safetensors_writer_add(w, "loss_window", SD_ST_F32, 1, (int64_t[]){ (int64_t)s->loss_window_n },
+        rc = sd_safetensors_writer_add(w, "loss_window", SD_ST_F64, 1, (int64_t[]){ (int64_t)s->loss_window_n },
                                        s->loss_window);
+    if (!rc) rc = sd_safetensors_writer_add(w, "loss_total", SD_ST_F64, 0, NULL, &s->loss_total);
     if (!rc) rc = sd_safetensors_writer_write(w, op);
     if (!rc) rc = sd_sha256_file(op, osha);
     sd_safetensors_writer_free(w);
@@ -476,15 +477,18 @@ int sd_train_state_load(const char *dir, sd_params *net, sd_optim *opt, sd_train
         if (!rc) rc = sd_safetensors_read(os, t, SD_ST_I64, &q->step, 1);
     }
     if (!rc) {
-        const sd_st_tensor *lw = sd_safetensors_find(os, "loss_window");
-        if (lw && lw->ndim == 1 && lw->numel > 0) {
-            out->loss_window = malloc((size_t)lw->numel * sizeof(float));
+        const sd_st_tensor *lw = sd_safetensors_find(os, "loss_window"), *lt = sd_safetensors_find(os, "loss_total");
+        if (lw && (lw->ndim != 1 || lw->dtype != SD_ST_F64)) rc = sd_err(SD_EFORMAT, "%s: bad loss_window", op);
+        else if (lw && lw->numel > 0) {
+            out->loss_window = malloc((size_t)lw->numel * sizeof(double));
             if (!out->loss_window) rc = sd_err(SD_ENOMEM, "out of memory");
             else {
                 out->loss_window_n = (size_t)lw->numel;
-                rc = sd_safetensors_read(os, lw, SD_ST_F32, out->loss_window, out->loss_window_n);
+                memcpy(out->loss_window, lw->data, (size_t)lw->nbytes);
             }
         }
+        if (!rc && lt && lt->dtype == SD_ST_F64 && lt->numel == 1) memcpy(&out->loss_total, lt->data, 8);
+        else if (!rc) rc = sd_err(SD_EFORMAT, "%s: bad or missing loss_total", op);
     }
     if (!rc) {
         jv opts = get(doc, "options");

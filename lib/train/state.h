@@ -8,8 +8,8 @@
  *                        and the reference's train_state.json fields (current_epoch, current_step)
  *   weights.safetensors  every trainable parameter of the network registry (f32, under its key)
  *   optimizer.safetensors <key>.exp_avg, <key>.exp_avg_sq (f32), <key>.step (I64 scalar) per
- *                        parameter, and loss_window (the progress bar's moving-average window,
- *                        so a resumed run logs the same averages)
+ *                        parameter, and loss_window / loss_total (F64: the loss recorder's list
+ *                        and running total, so a resumed run logs the same averages)
  * It is written into a temporary directory next to it (every file fsync'ed, then the directory),
  * which is then swapped in with renameat2(RENAME_EXCHANGE) (or renamed when there was none) and
  * the old copy removed, so a crash leaves either the old or the new state, never half of one.
@@ -50,8 +50,9 @@ typedef struct sd_train_state_in {
     const sd_params *net;            /* its trainable parameters are saved */
     const sd_optim *opt;             /* may be NULL (no optimizer state) */
     const char *options_json;        /* a JSON object (may be NULL: {}) */
-    const float *loss_window;        /* may be NULL */
+    const double *loss_window;       /* the loss recorder's list (may be NULL) */
     size_t loss_window_n;
+    double loss_total;               /* and its running total */
 } sd_train_state_in;
 
 /* Write the state directory `dir` atomically (its parent must exist). */
@@ -60,8 +61,9 @@ int sd_train_state_save(const char *dir, const sd_train_state_in *s);
 typedef struct sd_train_state_out {
     sd_train_progress prog;
     char *options_json;              /* malloc'd (caller frees) */
-    float *loss_window;              /* malloc'd, may be NULL */
+    double *loss_window;             /* malloc'd, may be NULL */
     size_t loss_window_n;
+    double loss_total;
 } sd_train_state_out;
 
 /* Validate `dir` against `net` (trainable parameters) and `opt` (may be NULL: optimizer state is

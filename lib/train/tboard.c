@@ -199,6 +199,61 @@ int sd_tb_close(sd_tb_writer *w)
     return rc;
 }
 
+/* ---- loss recorder ------------------------------------------------------------------------------ */
+
+void sd_loss_recorder_init(sd_loss_recorder *r) { memset(r, 0, sizeof *r); }
+
+void sd_loss_recorder_free(sd_loss_recorder *r)
+{
+    free(r->list);
+    memset(r, 0, sizeof *r);
+}
+
+static int rec_grow(sd_loss_recorder *r, size_t need)
+{
+    if (need <= r->cap) return SD_OK;
+    size_t nc = r->cap ? r->cap : 64;
+    while (nc < need) nc *= 2;
+    double *l = realloc(r->list, nc * sizeof *l);
+    if (!l) return sd_err(SD_ENOMEM, "out of memory");
+    r->list = l;
+    r->cap = nc;
+    return SD_OK;
+}
+
+int sd_loss_recorder_add(sd_loss_recorder *r, int64_t epoch, int64_t step, double loss)
+{
+    if (step < 0) return sd_err(SD_EINVAL, "loss recorder: negative step");
+    if (epoch == 0) {
+        int rc = rec_grow(r, r->n + 1);
+        if (rc) return rc;
+        r->list[r->n++] = loss;
+    } else {
+        int rc = rec_grow(r, (size_t)step + 1);
+        if (rc) return rc;
+        while (r->n <= (size_t)step) r->list[r->n++] = 0.0;
+        r->total -= r->list[step];
+        r->list[step] = loss;
+    }
+    r->total += loss;
+    return SD_OK;
+}
+
+double sd_loss_recorder_average(const sd_loss_recorder *r)
+{
+    return r->n ? r->total / (double)r->n : 0.0;
+}
+
+int sd_loss_recorder_set(sd_loss_recorder *r, const double *list, size_t n, double total)
+{
+    int rc = rec_grow(r, n ? n : 1);
+    if (rc) return rc;
+    if (n) memcpy(r->list, list, n * sizeof *list);
+    r->n = n;
+    r->total = total;
+    return SD_OK;
+}
+
 /* ---- JSON lines ----------------------------------------------------------------------------- */
 
 static void json_num(FILE *fp, double v)

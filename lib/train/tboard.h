@@ -59,6 +59,24 @@ int sd_tb_close(sd_tb_writer *w);
 /* Current time as Python's time.time(). */
 double sd_wall_time(void);
 
+/* ---- the reference's LossRecorder (progress-bar avr_loss, loss/average, loss/epoch_average) ---
+ * add(epoch, step, loss) per micro batch, step = its index in the epoch: during epoch 0 the value
+ * is appended; later it replaces the value at the same index (the list grows with zeros if the
+ * epoch is longer), keeping a running double total; the average is total / count (0 when empty).
+ * The list and the total are saved in resumable states so a resumed run logs the same numbers. */
+typedef struct sd_loss_recorder {
+    double *list;
+    size_t n, cap;
+    double total;
+} sd_loss_recorder;
+
+void sd_loss_recorder_init(sd_loss_recorder *r);
+void sd_loss_recorder_free(sd_loss_recorder *r);
+int sd_loss_recorder_add(sd_loss_recorder *r, int64_t epoch, int64_t step, double loss);
+double sd_loss_recorder_average(const sd_loss_recorder *r);
+/* Replace the contents (e.g. from a state). */
+int sd_loss_recorder_set(sd_loss_recorder *r, const double *list, size_t n, double total);
+
 /* ---- JSON-lines step log ------------------------------------------------------------------ */
 
 typedef struct sd_trainlog_rec {

@@ -275,6 +275,26 @@ static void test_pyfmt(void)
     T_EQ_INT(sd_py_split_kv("abc", k, sizeof k, &val), SD_EUSAGE);
 }
 
+static void test_steps_plan(void)
+{
+    sd_steps_plan p;
+    T_EQ_INT(sd_steps_plan_make(10, 1, 4, 0, 3, &p), 0);
+    T_EQ_INT(p.max_train_steps, 9);      /* 3 × ceil(10/1/4) */
+    T_EQ_INT(p.steps_per_epoch, 3);
+    T_EQ_INT(p.num_epochs, 3);
+    T_EQ_INT(sd_steps_plan_make(10, 1, 1, 0, 0, &p), 0);
+    T_EQ_INT(p.max_train_steps, 1600);   /* the silent default */
+    T_EQ_INT(p.num_epochs, 160);
+    T_EQ_INT(sd_steps_plan_make(9, 2, 2, 10, 0, &p), 0);
+    T_EQ_INT(p.batches_per_process, 5);
+    T_EQ_INT(p.steps_per_epoch, 3);
+    T_EQ_INT(p.num_epochs, 4);
+    T_EQ_INT(p.sched_total, 20);
+    T_EQ_INT(sd_steps_plan_make(9, 2, 2, 10, 2, &p), 0);
+    T_EQ_INT(p.max_train_steps, 6);      /* 2 × ceil(2.25) */
+    T_EQ_INT(sd_steps_plan_make(0, 1, 1, 10, 0, &p), SD_EINVAL);
+}
+
 int main(void)
 {
     T_RUN(test_adamw_golden_plain);
@@ -284,5 +304,6 @@ int main(void)
     T_RUN(test_optim_names);
     T_RUN(test_skip_and_accum);
     T_RUN(test_pyfmt);
+    T_RUN(test_steps_plan);
     T_DONE();
 }

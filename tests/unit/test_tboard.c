@@ -204,11 +204,39 @@ static void test_jsonl(void)
     fclose(f);
 }
 
+static void test_loss_recorder(void)
+{
+    sd_loss_recorder r;
+    sd_loss_recorder_init(&r);
+    T_NEAR(sd_loss_recorder_average(&r), 0, 0);
+    for (int i = 0; i < 3; i++) T_EQ_INT(sd_loss_recorder_add(&r, 0, i, i + 1), 0);
+    T_NEAR(sd_loss_recorder_average(&r), 2.0, 0);
+    T_EQ_INT(sd_loss_recorder_add(&r, 1, 0, 4.0), 0);      /* replaces 1 */
+    T_NEAR(sd_loss_recorder_average(&r), 3.0, 0);
+    T_EQ_INT(sd_loss_recorder_add(&r, 1, 4, 5.0), 0);      /* a longer epoch: zeros fill index 3 */
+    T_EQ_INT(r.n, 5);
+    T_NEAR(r.list[3], 0, 0);
+    T_NEAR(sd_loss_recorder_average(&r), 14.0 / 5, 1e-15);
+    /* the running total is kept as Python does (not re-summed) */
+    sd_loss_recorder q;
+    sd_loss_recorder_init(&q);
+    sd_loss_recorder_add(&q, 0, 0, 0.1);
+    sd_loss_recorder_add(&q, 0, 1, 0.2);
+    sd_loss_recorder_add(&q, 1, 0, 0.7);
+    T_CHECK(q.total == 0.1 + 0.2 - 0.1 + 0.7);
+    T_EQ_INT(sd_loss_recorder_set(&q, r.list, r.n, r.total), 0);
+    T_CHECK(sd_loss_recorder_average(&q) == sd_loss_recorder_average(&r));
+    T_EQ_INT(sd_loss_recorder_add(&q, 0, -1, 1.0), SD_EINVAL);
+    sd_loss_recorder_free(&q);
+    sd_loss_recorder_free(&r);
+}
+
 int main(void)
 {
     T_RUN(test_crc32c);
     T_RUN(test_framing);
     T_RUN(test_event_file);
     T_RUN(test_jsonl);
+    T_RUN(test_loss_recorder);
     T_DONE();
 }

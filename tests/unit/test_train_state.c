@@ -59,8 +59,9 @@ static const char *opts_json = "{\"network_dim\":4,\"network_alpha\":1.0,\"netwo
 
 static void save_one(rig *a, const char *dir, int64_t step)
 {
-    float lw[3] = { 0.5f, 0.25f, 0.125f };
-    sd_train_state_in in = { { step, 2, 7, step * 2, 0xfedcba9876543210ULL }, &a->reg, &a->opt, opts_json, lw, 3 };
+    double lw[3] = { 0.5, 0.25, 0.1 };
+    sd_train_state_in in = { { step, 2, 7, step * 2, 0xfedcba9876543210ULL }, &a->reg, &a->opt, opts_json, lw, 3,
+                             0.8500000000000001 };
     T_EQ_INT(sd_train_state_save(dir, &in), 0);
 }
 
@@ -95,7 +96,8 @@ static void test_roundtrip(void)
     T_EQ_INT(o.prog.sched_step, 6);
     T_CHECK(o.prog.seed == 0xfedcba9876543210ULL);
     T_EQ_INT(o.loss_window_n, 3);
-    T_CHECK(o.loss_window && o.loss_window[2] == 0.125f);
+    T_CHECK(o.loss_window && o.loss_window[2] == 0.1);
+    T_CHECK(o.loss_total == 0.8500000000000001);
     T_CHECK(o.options_json && strstr(o.options_json, "\"network_dim\":4") != NULL);
     /* trainable values bit-identical; the frozen one untouched (zero) */
     for (int i = 0; i < 3; i++)
@@ -236,8 +238,8 @@ static void test_errors(void)
                                           "\"network_module\":\"networks.lora\",\"conv_dim\":4}", keys, 4), SD_EINVAL);
     T_CHECK(strstr(sd_errmsg(), "conv_dim=(unset), this run has conv_dim=4") != NULL);
     /* bad options snapshot on save */
-    float lw = 0;
-    sd_train_state_in in = { { 1, 0, 0, 1, 1 }, &a.reg, &a.opt, "{not json", &lw, 0 };
+    double lw = 0;
+    sd_train_state_in in = { { 1, 0, 0, 1, 1 }, &a.reg, &a.opt, "{not json", &lw, 0, 0 };
     T_EQ_INT(sd_train_state_save(t_path("bad2-state"), &in), SD_EINVAL);
     struct stat st;
     T_CHECK(stat(t_path("bad2-state"), &st) != 0);
