@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """The same work as bench_ops.c in PyTorch (Debian's python3-torch 1.13, CPU), for ratios.
 
-Prints one JSON object per line: {"name": ..., "torch_seconds": ...} with the names bench_ops uses
-(median of BENCH_RUNS runs after one warm-up, SD_THREADS threads). Attention is the
+Prints one JSON object per line: {"name": ..., "torch_seconds": ..., "torch_cpu_seconds": ...} with
+the names bench_ops uses (medians of BENCH_RUNS runs after one warm-up, SD_THREADS threads; CPU
+seconds = process CPU time, robust on a shared host). Attention is the
 diffusers-0.x CPU path for torch 1.13 (baddbmm, softmax, bmm) on [batch*heads, tokens, dim]
 tensors; the head reshapes are not timed. fwdbwd = forward + backward into the inputs and the
 parameters (gradients reset to None before each run).
@@ -28,12 +29,14 @@ def timeit(name, fn):
     if FILTER and FILTER not in name:
         return
     fn()
-    ts = []
+    ts, cs = [], []
     for _ in range(RUNS):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t0)
-    print(json.dumps({"name": name, "torch_seconds": round(statistics.median(ts), 6), "torch_threads": THREADS}))
+        cs.append(time.process_time() - c0)
+    print(json.dumps({"name": name, "torch_seconds": round(statistics.median(ts), 6),
+                      "torch_cpu_seconds": round(statistics.median(cs), 6), "torch_threads": THREADS}))
     sys.stdout.flush()
 
 
