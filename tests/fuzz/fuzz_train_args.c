@@ -1,0 +1,54 @@
+/* Fuzz the option-value parsers of lib/train: Python literals (--optimizer_args values), the
+ * "key=value" lists of --optimizer_args and --network_args (block dims, LR-weight presets and
+ * lists), --lr_warmup_steps and --lr_scheduler. Input: items separated by newlines. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "train/lora_net.h"
+#include "train/lr_sched.h"
+#include "train/optim.h"
+#include "train/pyfmt.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size > 8192) return 0;
+    char *buf = malloc(size + 1);
+    if (!buf) return 0;
+    memcpy(buf, data, size);
+    buf[size] = 0;
+    const char *items[64];
+    int n = 0;
+    for (char *p = buf; p && n < 64;) {
+        items[n++] = p;
+        char *nl = strchr(p, '\n');
+        if (nl) { *nl = 0; p = nl + 1; } else p = NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        sd_py_value v;
+        sd_py_literal(items[i], &v);
+        sd_lr_steps w;
+        if (sd_lr_steps_parse(items[i], "lr_warmup_steps", &w) == 0) (void)sd_lr_steps_resolve(&w, 1000);
+        sd_lr_kind k;
+        sd_lr_kind_parse(items[i], &k);
+        char out[64];
+        double d = strtod(items[i], NULL);
+        sd_py_float(d, out, sizeof out);
+        int dim;
+        double alpha;
+        sd_lora_net_args a;
+        if (sd_lora_net_args_parse(&a, 0, 4, 1.0, items, n) == 0)
+            sd_lora_net_plan(&a, items[i], SD_LORA_TARGET_TRANSFORMER, 0, NULL, &dim, &alpha);
+        (void)sd_lora_block_index(items[i], i & 1);
+    }
+    sd_lora_net_args a;
+    sd_lora_net_args_parse(&a, 1, 4, 1.0, items, n);
+    sd_optim_config c;
+    sd_optim_config_default(&c, SD_OPTIM_ADAMW);
+    if (sd_optim_config_parse_args(&c, items, n) == 0) {
+        char d[4096];
+        sd_optim_describe(&c, d, sizeof d);
+    }
+    free(buf);
+    return 0;
+}
