@@ -585,3 +585,22 @@ int64_t sd_remove_step_no(int64_t step, int every, int last_n, int state)
     if (state) return r > 0 ? r : -1;
     return r >= 0 ? r : -1;
 }
+
+int sd_prune_after_save(const char *output_dir, const char *output_name, sd_save_kind kind, int64_t no,
+                        int every, int last_n, int last_n_state, const char *ext, int64_t *removed)
+{
+    int state = ext == NULL;
+    int keep = state && last_n_state > 0 ? last_n_state : last_n;
+    int64_t r = kind == SD_SAVE_EPOCH ? sd_remove_epoch_no(no, every, keep, state)
+              : kind == SD_SAVE_STEP ? sd_remove_step_no(no, every, keep, state) : -1;
+    if (removed) *removed = r;
+    if (r < 0) return SD_OK;
+    char name[512];
+    int rc = sd_save_name(name, sizeof name, kind, output_name, r, ext);
+    if (rc) return rc;
+    char *path = path_join(output_dir, name);
+    if (!path) return sd_err(SD_ENOMEM, "out of memory");
+    rc = sd_remove_tree(path);
+    free(path);
+    return rc;
+}

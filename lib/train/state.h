@@ -102,4 +102,12 @@ int64_t sd_remove_step_no(int64_t step, int every, int last_n, int state);
 /* Remove a state directory (or checkpoint file) if it exists: rm -rf limited to it. */
 int sd_remove_tree(const char *path);
 
+/* After saving epoch/step `no` into output_dir, delete what the reference deletes: the checkpoint
+ * file (ext given, e.g. ".safetensors"; retention save_last_n_epochs / save_last_n_steps) or the
+ * state directory (ext NULL; retention last_n_state when > 0, else last_n, as the reference falls
+ * back). `every` is save_every_n_epochs / save_every_n_steps. *removed (may be NULL) gets the
+ * number deleted (-1: none due). A missing file is not an error. */
+int sd_prune_after_save(const char *output_dir, const char *output_name, sd_save_kind kind, int64_t no,
+                        int every, int last_n, int last_n_state, const char *ext, int64_t *removed);
+
 #endif

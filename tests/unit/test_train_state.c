@@ -301,6 +301,26 @@ static void test_names_retention(void)
     struct stat st;
     T_CHECK(stat(d, &st) != 0);
     T_EQ_INT(sd_remove_tree(d), 0);    /* absent: fine */
+    /* the combined helper: checkpoints (ext) and states, state retention falling back */
+    const char *o2 = t_path("prune2");
+    mkdir(o2, 0755);
+    for (int e = 1; e <= 4; e++) {
+        snprintf(d, sizeof d, "%s/tiny-%06d.safetensors", o2, e);
+        t_write_file(d, "x", 1);
+        snprintf(d, sizeof d, "%s/tiny-%06d-state", o2, e);
+        mkdir(d, 0755);
+        int64_t r1, r2;
+        T_EQ_INT(sd_prune_after_save(o2, "tiny", SD_SAVE_EPOCH, e, 1, 2, 0, ".safetensors", &r1), 0);
+        T_EQ_INT(sd_prune_after_save(o2, "tiny", SD_SAVE_EPOCH, e, 1, 2, 1, NULL, &r2), 0);
+        T_EQ_INT(r1, e - 2 >= 0 ? e - 2 : -1);
+        T_EQ_INT(r2, e - 1);
+    }
+    /* left: checkpoints 3, 4 (last 2) and state 4 (last 1) */
+    T_EQ_INT(count_entries(o2), 3);
+    snprintf(d, sizeof d, "%s/tiny-000004-state", o2);
+    T_CHECK(stat(d, &st) == 0);
+    snprintf(d, sizeof d, "%s/tiny-000003.safetensors", o2);
+    T_CHECK(stat(d, &st) == 0);
 }
 
 int main(void)
