@@ -92,24 +92,48 @@ static int build_writer(const sd_lora_ref *mods, size_t n, const sd_lora_save_op
     return SD_OK;
 }
 
-static void hashes_of_buffer(const uint8_t *buf, size_t n, char model_hash[65], char legacy_hash[9])
+/* The two hashes computed while the serialisation streams through a FILE (fopencookie), so no
+ * copy of the file is held in memory: SHA-256 of every byte after 8 + header length, and SHA-256
+ * of bytes [0x100000, 0x110000). */
+typedef struct hash_sink {
+    uint64_t off;             /* bytes seen */
+    uint8_t len8[8];
+    uint64_t data_start;      /* 8 + N once the length is known */
+    sd_sha256_ctx data, legacy;
+} hash_sink;
+
+static ssize_t hash_write(void *cookie, const char *buf, size_t n)
 {
-    uint64_t hl = 0;
-    for (int i = 0; i < 8 && (size_t)i < n; i++) hl |= (uint64_t)buf[i] << (8 * i);
-    size_t off = hl + 8 <= n ? (size_t)(hl + 8) : n;
-    uint8_t d[32];
-    sd_sha256(buf + off, n - off, d);
-    sd_hex(d, 32, model_hash);
-    size_t lo = n < 0x100000 ? n : 0x100000;
-    size_t hi = n < 0x110000 ? n : 0x110000;
-    sd_sha256(buf + lo, hi - lo, d);
-    char full[65];
-    sd_hex(d, 32, full);
-    memcpy(legacy_hash, full, 8);
-    legacy_hash[8] = 0;
+    hash_sink *h = cookie;
+    const uint8_t *p = (const uint8_t *)buf;
+    for (size_t i = 0; i < n; i++, h->off++) {
+        if (h->off < 8) {
+            h->len8[h->off] = p[i];
+            if (h->off == 7) {
+                uint64_t L = 0;
+                for (int k = 0; k < 8; k++) L |= (uint64_t)h->len8[k] << (8 * k);
+                h->data_start = 8 + L;
+            }
+        }
+        /* bulk paths below would be faster; LoRA files are small enough for a byte loop over
+         * the header, and the data part goes through the run below */
+        if (h->off >= 8 && h->off >= h->data_start) {
+            size_t run = n - i;
+            uint64_t lo = 0x100000, hi = 0x110000;
+            sd_sha256_update(&h->data, p + i, run);
+            uint64_t a = h->off, b = h->off + run;
+            if (b > lo && a < hi) {
+                uint64_t s0 = a > lo ? a : lo, s1 = b < hi ? b : hi;
+                sd_sha256_update(&h->legacy, p + i + (s0 - a), (size_t)(s1 - s0));
+            }
+            h->off += run;
+            return (ssize_t)n;
+        }
+        if (h->off >= 0x100000 && h->off < 0x110000) sd_sha256_update(&h->legacy, p + i, 1);
+    }
+    return (ssize_t)n;
 }
 
-/* In-memory serialisation with only the ss_* keys → hashes. */
 static int hashes_with_writer(sd_safetensors_writer *w, const sd_kv *meta, char model_hash[65],
                               char legacy_hash[9])
 {
@@ -117,12 +141,27 @@ static int hashes_with_writer(sd_safetensors_writer *w, const sd_kv *meta, char 
     if (meta)
         for (size_t i = 0; i < meta->n && !rc; i++)
             if (!strncmp(meta->keys[i], "ss_", 3)) rc = sd_safetensors_writer_set_meta(w, meta->keys[i], meta->vals[i]);
-    void *buf = NULL;
-    size_t n = 0;
-    if (!rc) rc = sd_safetensors_writer_write_mem(w, &buf, &n);
-    if (!rc) hashes_of_buffer(buf, n, model_hash, legacy_hash);
-    free(buf);
-    return rc;
+    if (rc) return rc;
+    hash_sink h;
+    memset(&h, 0, sizeof h);
+    h.data_start = UINT64_MAX;
+    sd_sha256_init(&h.data);
+    sd_sha256_init(&h.legacy);
+    cookie_io_functions_t io = { NULL, hash_write, NULL, NULL };
+    FILE *fp = fopencookie(&h, "w", io);
+    if (!fp) return sd_err(SD_ENOMEM, "out of memory");
+    rc = sd_safetensors_writer_write_fp(w, fp, "<hash>");
+    if (fclose(fp) != 0 && !rc) rc = sd_err(SD_EIO, "hashing the LoRA file failed");
+    if (rc) return rc;
+    uint8_t d[32];
+    sd_sha256_final(&h.data, d);
+    sd_hex(d, 32, model_hash);
+    char full[65];
+    sd_sha256_final(&h.legacy, d);
+    sd_hex(d, 32, full);
+    memcpy(legacy_hash, full, 8);
+    legacy_hash[8] = 0;
+    return SD_OK;
 }
 
 int sd_lora_file_hashes(const sd_lora_ref *mods, size_t n, const sd_lora_save_opts *o,
@@ -178,17 +217,18 @@ int sd_lora_file_hashes_of(const sd_safetensors *st, char model_hash[65], char l
         const sd_st_tensor *t = sd_safetensors_at(st, i);
         rc = sd_safetensors_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data);
     }
-    size_t nm = sd_safetensors_meta_count(st);
-    for (size_t i = 0; i < nm && !rc; i++) {
-        const char *k, *v;
-        sd_safetensors_meta_at(st, i, &k, &v);
-        if (!strncmp(k, "ss_", 3)) rc = sd_safetensors_writer_set_meta(w, k, v);
+    if (!rc) {
+        sd_kv meta;
+        sd_kv_init(&meta);
+        size_t nm = sd_safetensors_meta_count(st);
+        for (size_t i = 0; i < nm && !rc; i++) {
+            const char *k, *v;
+            sd_safetensors_meta_at(st, i, &k, &v);
+            if (!strncmp(k, "ss_", 3)) rc = sd_kv_set(&meta, k, v);
+        }
+        if (!rc) rc = hashes_with_writer(w, &meta, model_hash, legacy_hash);
+        sd_kv_free(&meta);
     }
-    void *buf = NULL;
-    size_t n = 0;
-    if (!rc) rc = sd_safetensors_writer_write_mem(w, &buf, &n);
-    if (!rc) hashes_of_buffer(buf, n, model_hash, legacy_hash);
-    free(buf);
     sd_safetensors_writer_free(w);
     return rc;
 }
