@@ -2,6 +2,7 @@
 #include "train/optim.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -199,6 +200,9 @@ void sd_adamw_update_f32(float *restrict p, const float *restrict g, float *rest
 {
     const float decay = s->decay, b1 = s->beta1, o1 = s->omb1, b2 = s->beta2, o2 = s->omb2;
     const float bc2s = s->bc2_sqrt, eps = s->eps, ns = s->neg_step;
+    /* elementwise: the same bytes for any thread count */
+    int par = n >= ((size_t)1 << 16) && !omp_in_parallel();
+    #pragma omp parallel for schedule(static) if (par)
     for (size_t i = 0; i < n; i++) {
         float gi = g[i];
         float pi = p[i] * decay;

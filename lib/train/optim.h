@@ -13,6 +13,8 @@
  * weight_decay 0.01 (kohya passes no weight decay of its own for AdamW).
  * The update is a function over flat f32 arrays (sd_adamw_update_f32) so a CUDA kernel can
  * replace it; today the parameters must be host memory (a CUDA registry is SD_EUNSUPPORTED).
+ * Large arrays are split over the OpenMP team (elementwise: identical bytes for any thread count);
+ * the gradient norm is a serial double sum (deterministic).
  *
  * Other --optimizer_type names of the reference (AdamW8bit, PagedAdamW*, Lion, Lion8bit,
  * SGDNesterov*, DAdapt*, Prodigy, Adafactor, *ScheduleFree, torch.optim.X, pkg.mod.Class) are

@@ -1,6 +1,7 @@
 /* lib/train/optim: AdamW against torch.optim.AdamW (goldens from make_train_golden.py),
  * clip_grad_norm_, option parsing, unsupported optimizers; lib/train/pyfmt. */
 #include <math.h>
+#include <omp.h>
 
 #include "base/error.h"
 #include "train/optim.h"
@@ -295,6 +296,30 @@ static void test_steps_plan(void)
     T_EQ_INT(sd_steps_plan_make(0, 1, 1, 10, 0, &p), SD_EINVAL);
 }
 
+static void test_threads_identical(void)
+{
+    size_t n = 300001;
+    float *p[2], *g = malloc(n * 4), *m[2], *v[2];
+    for (int k = 0; k < 2; k++) {
+        p[k] = malloc(n * 4), m[k] = calloc(n, 4), v[k] = calloc(n, 4);
+        for (size_t i = 0; i < n; i++) p[k][i] = sinf((float)i);
+    }
+    for (size_t i = 0; i < n; i++) g[i] = cosf((float)i * 0.7f);
+    int saved = omp_get_max_threads();
+    for (int k = 0; k < 2; k++) {
+        omp_set_num_threads(k ? 3 : 1);
+        for (int s = 1; s <= 3; s++) {
+            sd_adamw_scalars sc;
+            sd_adamw_scalars_make(&sc, 1e-3, 0.01, 0.9, 0.999, 1e-8, s);
+            sd_adamw_update_f32(p[k], g, m[k], v[k], n, &sc);
+        }
+    }
+    omp_set_num_threads(saved);
+    T_CHECK(!memcmp(p[0], p[1], n * 4) && !memcmp(m[0], m[1], n * 4) && !memcmp(v[0], v[1], n * 4));
+    for (int k = 0; k < 2; k++) free(p[k]), free(m[k]), free(v[k]);
+    free(g);
+}
+
 int main(void)
 {
     T_RUN(test_adamw_golden_plain);
@@ -305,5 +330,6 @@ int main(void)
     T_RUN(test_skip_and_accum);
     T_RUN(test_pyfmt);
     T_RUN(test_steps_plan);
+    T_RUN(test_threads_identical);
     T_DONE();
 }
