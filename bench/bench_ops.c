@@ -50,7 +50,8 @@ static sd_tensor T(int nd, const int64_t *sh, float scale)
     if (sd_tensor_alloc(&t, SD_F32, nd, sh)) { fprintf(stderr, "bench_ops: %s\n", sd_errmsg()); exit(1); }
     float *p = t.data;
     uint32_t s = 12345;
-    for (int64_t i = 0; i < sd_tensor_numel(&t); i++) { s = s * 1664525u + 1013904223u; p[i] = scale * ((float)(s >> 8) / 8388608.0f - 1.0f); }
+    int64_t n = sd_tensor_numel(&t);
+    for (int64_t i = 0; i < n; i++) { s = s * 1664525u + 1013904223u; p[i] = scale * ((float)(s >> 8) / 8388608.0f - 1.0f); }
     return t;
 }
 
