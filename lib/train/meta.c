@@ -1,6 +1,7 @@
 /* Training metadata (see meta.h). */
 #include "train/meta.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -327,5 +328,123 @@ int sd_py_json_str_dict(const char *const *keys, const char *const *vals, size_t
     buf[k++] = '}';
     buf[k] = 0;
     *out = buf;
+    return SD_OK;
+}
+
+/* ---- json.dumps of a jv ------------------------------------------------------------------------ */
+
+typedef struct jbuf { char *b; size_t n, cap; int err; } jbuf;
+
+static void jb_put(jbuf *j, const char *s, size_t n)
+{
+    if (j->err) return;
+    if (j->n + n + 1 > j->cap) {
+        size_t nc = j->cap ? j->cap : 256;
+        while (nc < j->n + n + 1) nc *= 2;
+        char *b = realloc(j->b, nc);
+        if (!b) { j->err = SD_ENOMEM; return; }
+        j->b = b;
+        j->cap = nc;
+    }
+    memcpy(j->b + j->n, s, n);
+    j->n += n;
+    j->b[j->n] = 0;
+}
+static void jb_str(jbuf *j, const char *s) { jb_put(j, s, strlen(s)); }
+
+static int is_float_key(const char *const *fk, const char *k)
+{
+    for (; fk && *fk; fk++)
+        if (!strcmp(*fk, k)) return 1;
+    return 0;
+}
+
+static void dump_rec(jbuf *j, jv v, const char *const *fk, int as_float, int depth)
+{
+    if (j->err) return;
+    if (depth > 256) { j->err = SD_ERANGE; return; }
+    switch (jv_get_kind(v)) {
+    case JV_KIND_NULL: jb_str(j, "null"); break;
+    case JV_KIND_TRUE: jb_str(j, "true"); break;
+    case JV_KIND_FALSE: jb_str(j, "false"); break;
+    case JV_KIND_NUMBER: {
+        double d = jv_number_value(v);
+        char b[48];
+        if (isnan(d)) jb_str(j, "NaN");
+        else if (isinf(d)) jb_str(j, d < 0 ? "-Infinity" : "Infinity");
+        else if (!as_float && d == floor(d) && fabs(d) <= 9007199254740992.0) {
+            snprintf(b, sizeof b, "%.0f", d);
+            jb_str(j, !strcmp(b, "-0") ? "0" : b);
+        } else {
+            jb_str(j, sd_py_float(d, b, sizeof b));
+        }
+        break;
+    }
+    case JV_KIND_STRING: {
+        const char *s = jv_string_value(v);
+        size_t cap = 12 * strlen(s) + 3, len = 0;
+        char *b = malloc(cap);
+        if (!b) { j->err = SD_ENOMEM; break; }
+        int rc = sd_py_json_string(s, b, cap, &len);
+        if (rc) j->err = rc;
+        else jb_put(j, b, len);
+        free(b);
+        break;
+    }
+    case JV_KIND_ARRAY: {
+        jb_str(j, "[");
+        int n = jv_array_length(jv_copy(v));
+        for (int i = 0; i < n; i++) {
+            if (i) jb_str(j, ", ");
+            jv e = jv_array_get(jv_copy(v), i);
+            dump_rec(j, e, fk, as_float, depth + 1);
+            jv_free(e);
+        }
+        jb_str(j, "]");
+        break;
+    }
+    case JV_KIND_OBJECT: {
+        jb_str(j, "{");
+        int first = 1;
+        jv obj = jv_copy(v);
+        jv_object_foreach(obj, key, val) {
+            if (!first) jb_str(j, ", ");
+            first = 0;
+            const char *k = jv_string_value(key);
+            size_t cap = 12 * strlen(k) + 3, len = 0;
+            char *b = malloc(cap);
+            if (!b) j->err = SD_ENOMEM;
+            else {
+                int rc = sd_py_json_string(k, b, cap, &len);
+                if (rc) j->err = rc;
+                else jb_put(j, b, len);
+                free(b);
+            }
+            jb_str(j, ": ");
+            dump_rec(j, val, fk, is_float_key(fk, k), depth + 1);
+            jv_free(key);
+            jv_free(val);
+        }
+        jv_free(obj);
+        jb_str(j, "}");
+        break;
+    }
+    default:
+        j->err = SD_EINVAL;
+    }
+}
+
+int sd_py_json_dump(jv v, const char *const *float_keys, char **out)
+{
+    jbuf j = { 0 };
+    dump_rec(&j, v, float_keys, 0, 0);
+    if (j.err) {
+        free(j.b);
+        *out = NULL;
+        return j.err == SD_ENOMEM ? sd_err(SD_ENOMEM, "out of memory")
+                                  : sd_err(j.err, "json.dumps: value not representable (%s)", sd_errmsg());
+    }
+    if (!j.b) { j.b = strdup(""); if (!j.b) return sd_err(SD_ENOMEM, "out of memory"); }
+    *out = j.b;
     return SD_OK;
 }

@@ -130,6 +130,15 @@ int sd_modelspec_metadata(const sd_modelspec_args *a, sd_kv *out);
  * non-ASCII as \uXXXX, surrogate pairs above U+FFFF). malloc'd result in *out. Invalid UTF-8 is
  * SD_EINVAL. */
 int sd_py_json_str_dict(const char *const *keys, const char *const *vals, size_t n, char **out);
+/* json.dumps(value) of a jv (borrowed) with Python's default formatting: ", " and ": "
+ * separators, keys in the object's iteration order, ensure_ascii strings, true/false/null,
+ * numbers: integral values within ±2^53 as integers, others as repr(float) (NaN / Infinity /
+ * -Infinity like Python's allow_nan). jv cannot tell 1 from 1.0: a float field whose value is
+ * integral (e.g. "mean_img_ar_error": 0.0) comes out as 0 unless listed in `float_keys` (object
+ * keys whose numbers are always written as floats; NULL-terminated, may be NULL). Uses libjq:
+ * call it from the jq thread. */
+#include <jv.h>
+int sd_py_json_dump(jv v, const char *const *float_keys, char **out);
 /* json.dumps(str) appended to buf (cap) at *len; SD_ERANGE when it does not fit. */
 int sd_py_json_string(const char *s, char *buf, size_t cap, size_t *len);
 

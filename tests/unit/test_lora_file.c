@@ -8,6 +8,7 @@
 
 #include "base/error.h"
 #include "base/half.h"
+#include "io/jsonl.h"
 #include "models/model_config.h"
 #include "models/unet.h"
 #include "test.h"
@@ -524,6 +525,21 @@ static void test_py_json(void)
     free(s);
     static const char *const badv[] = { "\xff" };
     T_EQ_INT(sd_py_json_str_dict(k, badv, 1, &s), SD_EINVAL);
+    /* a nested value: expected text from Python's json.dumps of the same structure */
+    static const char src[] = "{\"datasets\":[{\"is_dreambooth\":true,\"batch_size_per_device\":2,\"resolution\":[512,768],"
+        "\"min_bucket_reso\":null,\"tag_frequency\":{\"10_sks dog\":{\"caf\xc3\xa9\":1,\"\xf0\x9f\x98\x80\":2}},"
+        "\"bucket_info\":{\"buckets\":{\"0\":{\"resolution\":[512,768],\"count\":40}},\"mean_img_ar_error\":0},"
+        "\"x\":1.5e-07,\"y\":-3,\"z\":1e16}]}";
+    jv jvv;
+    T_EQ_INT(sd_json_parse(src, sizeof src - 1, &jvv), 0);
+    static const char *const fk[] = { "mean_img_ar_error", NULL };
+    T_EQ_INT(sd_py_json_dump(jvv, fk, &s), 0);
+    T_EQ_STR(s, "{\"datasets\": [{\"is_dreambooth\": true, \"batch_size_per_device\": 2, \"resolution\": [512, 768], "
+                "\"min_bucket_reso\": null, \"tag_frequency\": {\"10_sks dog\": {\"caf\\u00e9\": 1, \"\\ud83d\\ude00\": 2}}, "
+                "\"bucket_info\": {\"buckets\": {\"0\": {\"resolution\": [512, 768], \"count\": 40}}, "
+                "\"mean_img_ar_error\": 0.0}, \"x\": 1.5e-07, \"y\": -3, \"z\": 1e+16}]}");
+    free(s);
+    jv_free(jvv);
 }
 
 int main(void)
