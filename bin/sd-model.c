@@ -1,0 +1,841 @@
+/* sd-model: inspect, convert and run SD1.x / SD2.x checkpoints (sd-model(1)).
+ *
+ *   sd-model info MODEL [--json]
+ *   sd-model convert MODEL -o OUT.safetensors [--save_precision float|fp16|bf16]
+ *   sd-model run clip|vae-encode|vae-decode|unet --model MODEL ... -o OUT.npy
+ *
+ * The loading logic lives in lib/models/sd_model.c (shared with the other tools); this file only
+ * parses options, moves .npy arrays in and out and prints. */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "base/error.h"
+#include "base/fileio.h"
+#include "base/half.h"
+#include "base/log.h"
+#include "base/opts.h"
+#include "base/threads.h"
+#include "io/cmdline.h"
+#include "io/jsonl.h"
+#include "io/npy.h"
+#include "io/safetensors.h"
+#include "models/sd_model.h"
+#include "tensor/tensor.h"
+#include "text/clip_tokenizer.h"
+
+#define PROG "sd-model"
+
+/* ---- options --------------------------------------------------------------------------------- */
+
+static struct {
+    const char *model, *vae, *model_config;
+    int v2, v_param;
+    const char *output, *input;
+    const char *tokens;
+    sd_opt_list prompt;
+    int max_token_length;
+    int clip_skip;
+    const char *timesteps, *context;
+    int save_precision;
+    int json;
+    int threads;
+} a;
+
+static const sd_opt table[] = {
+    {.name = "model", .short_name = 'm', .alias = "pretrained_model_name_or_path", .type = SD_OPT_STRING,
+     .dest = &a.model, .metavar = "MODEL", .group = "Model",
+     .help = "checkpoint: .safetensors, legacy .ckpt, or a Diffusers folder (info/convert also take it as "
+             "an argument)"},
+    {.name = "vae", .type = SD_OPT_STRING, .dest = &a.vae, .metavar = "FILE", .group = "Model",
+     .help = "replacement VAE: full checkpoint, ldm VAE-only file, Diffusers VAE file or folder"},
+    {.name = "model_config", .type = SD_OPT_STRING, .dest = &a.model_config, .metavar = "FILE", .group = "Model",
+     .help = "JSON/TOML model description (ldm yaml parameter names) for shapes other than SD1.x/SD2.x"},
+    {.name = "v2", .type = SD_OPT_FLAG, .dest = &a.v2, .def = "false", .group = "Model",
+     .help = "SD2.x model (only needed where the weights cannot tell: a VAE alone, a --model_config without "
+             "family)"},
+    {.name = "v_parameterization", .type = SD_OPT_FLAG, .dest = &a.v_param, .def = "false", .group = "Model",
+     .help = "v-prediction model (SD2.x 768-v); reported by info, not stored in the weights"},
+    {.name = "output", .short_name = 'o', .type = SD_OPT_STRING, .dest = &a.output, .metavar = "FILE",
+     .group = "Files", .help = "output file (.safetensors for convert, .npy for run)"},
+    {.name = "input", .short_name = 'i', .type = SD_OPT_STRING, .dest = &a.input, .metavar = "FILE.npy",
+     .group = "Files", .help = "run vae-encode/vae-decode/unet: the input array"},
+    {.name = "tokens", .type = SD_OPT_STRING, .dest = &a.tokens, .metavar = "FILE.npy", .group = "Text encoder",
+     .help = "run clip: token ids [B,77] (or [B,n,77] long-prompt chunks), integer dtype"},
+    {.name = "prompt", .type = SD_OPT_STRINGS, .dest = &a.prompt, .metavar = "TEXT", .flags = SD_OPTF_APPEND,
+     .group = "Text encoder", .help = "run clip: tokenize TEXT with the CLIP tokenizer (repeat for a batch)"},
+    {.name = "max_token_length", .type = SD_OPT_INT, .dest = &a.max_token_length, .def = "75",
+     SD_OPT_RANGE(75, 225), .group = "Text encoder", .help = "--prompt: 75, 150 or 225 tokens (2 or 3 chunks)"},
+    {.name = "clip_skip", .type = SD_OPT_INT, .dest = &a.clip_skip, .def = "1", SD_OPT_RANGE(0, 64),
+     .group = "Text encoder", .help = "use the output of the k-th last layer (1 = last)"},
+    {.name = "timesteps", .type = SD_OPT_STRING, .dest = &a.timesteps, .metavar = "FILE.npy", .group = "UNet",
+     .help = "run unet: timesteps [B] (or one value for the whole batch)"},
+    {.name = "context", .type = SD_OPT_STRING, .dest = &a.context, .metavar = "FILE.npy", .group = "UNet",
+     .help = "run unet: text conditioning [B,S,C]"},
+    {.name = "save_precision", .type = SD_OPT_ENUM, .dest = &a.save_precision, .choices = "float|fp16|bf16",
+     .group = "Convert", .help = "convert: store floating tensors as f32, f16 or bf16 (default: as in the source)"},
+    {.name = "json", .type = SD_OPT_FLAG, .dest = &a.json, .def = "false", .group = "Output",
+     .help = "info: one JSON object on stdout"},
+    SD_OPT_THREADS(&a.threads),
+    SD_OPT_END};
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, PROG ": ");
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry '" PROG " --help'.\n");
+    return SD_EXIT_USAGE;
+}
+
+static int fatal(int rc)
+{
+    (void)rc;
+    return sd_fatal(SD_EXIT_FATAL);
+}
+
+static sd_model_opts model_opts(unsigned parts)
+{
+    sd_model_opts o = { 0 };
+    o.parts = parts;
+    o.vae = a.vae;
+    o.config = a.model_config;
+    o.v2 = a.v2;
+    o.v_param = a.v_param ? 1 : -1;
+    return o;
+}
+
+/* ---- .npy in and out -------------------------------------------------------------------------- */
+
+static int npy_read(const char *path, sd_npy_array *arr)
+{
+    char *buf = NULL;
+    size_t n = 0;
+    int rc = sd_read_file(path, 0, &buf, &n);
+    if (rc) return rc;
+    rc = sd_npy_load(buf, n, arr);
+    free(buf);
+    if (rc && !strstr(sd_errmsg(), path)) sd_err_prefix(rc, "%s", path);
+    return rc;
+}
+
+/* Any numeric array as f32 host data (allocated into t). */
+static int npy_to_f32(const char *path, const sd_npy_array *arr, sd_tensor *t)
+{
+    if (arr->ndim > SD_MAX_DIMS) return sd_err(SD_EFORMAT, "%s: %d dimensions (at most %d)", path, arr->ndim, SD_MAX_DIMS);
+    int rc = sd_tensor_alloc(t, SD_F32, arr->ndim, arr->shape);
+    if (rc) return rc;
+    float *d = t->data;
+    size_t n = arr->count;
+    const void *s = arr->data;
+    switch (arr->dtype) {
+    case SD_NPY_F4: memcpy(d, s, n * 4); break;
+    case SD_NPY_F2: sd_f16_to_f32_n(s, d, n); break;
+    case SD_NPY_F8: for (size_t i = 0; i < n; i++) d[i] = (float)((const double *)s)[i]; break;
+    case SD_NPY_I8: for (size_t i = 0; i < n; i++) d[i] = (float)((const int64_t *)s)[i]; break;
+    case SD_NPY_I4: for (size_t i = 0; i < n; i++) d[i] = (float)((const int32_t *)s)[i]; break;
+    case SD_NPY_I2: for (size_t i = 0; i < n; i++) d[i] = (float)((const int16_t *)s)[i]; break;
+    case SD_NPY_I1: for (size_t i = 0; i < n; i++) d[i] = (float)((const int8_t *)s)[i]; break;
+    case SD_NPY_U1: case SD_NPY_B1: for (size_t i = 0; i < n; i++) d[i] = (float)((const uint8_t *)s)[i]; break;
+    case SD_NPY_U2: for (size_t i = 0; i < n; i++) d[i] = (float)((const uint16_t *)s)[i]; break;
+    default: sd_tensor_free(t); return sd_err(SD_EFORMAT, "%s: unsupported dtype", path);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(d[i])) {
+            sd_tensor_free(t);
+            return sd_err(SD_EFORMAT, "%s: element %zu is not finite", path, i);
+        }
+    return SD_OK;
+}
+
+static int read_f32(const char *path, sd_tensor *t)
+{
+    sd_npy_array arr;
+    int rc = npy_read(path, &arr);
+    if (rc) return rc;
+    rc = npy_to_f32(path, &arr, t);
+    sd_npy_array_free(&arr);
+    return rc;
+}
+
+static int write_npy(const char *path, const sd_tensor *t)
+{
+    void *buf = NULL;
+    size_t n = 0;
+    int rc = sd_npy_encode(SD_NPY_F4, t->ndim, t->shape, t->data, &buf, &n);
+    if (!rc) rc = sd_write_file_atomic(path, buf, n);
+    free(buf);
+    return rc;
+}
+
+static int shape_error(const char *path, const sd_tensor *t, const char *want)
+{
+    char d[128];
+    return sd_err(SD_EFORMAT, "%s: shape %s, expected %s", path, sd_tensor_describe(t, d, sizeof d), want);
+}
+
+/* ---- model + context -------------------------------------------------------------------------- */
+
+static int open_model(sd_model *m, unsigned parts)
+{
+    sd_model_opts o = model_opts(parts);
+    int rc = sd_model_open(m, a.model, &o);
+    if (!rc && m->warning[0]) sd_warn("%s", m->warning);
+    if (!rc) rc = sd_model_load(m, SD_DEV_CPU);
+    if (!rc) sd_model_release_source(m);
+    return rc;
+}
+
+static int ctx_open(sd_ctx *ctx, size_t need)
+{
+    size_t s = need * 2 + ((size_t)4 << 30);
+    return sd_ctx_init(ctx, SD_DEV_CPU, sd_threads_get(), s);
+}
+
+/* ---- run clip --------------------------------------------------------------------------------- */
+
+static int run_clip(void)
+{
+    if (!a.tokens == !a.prompt.n) return usage_error("run clip: give exactly one of --tokens FILE.npy and --prompt TEXT");
+    if (a.prompt.n && a.max_token_length != 75 && a.max_token_length != 150 && a.max_token_length != 225)
+        return usage_error("option '--max_token_length': %d is not 75, 150 or 225", a.max_token_length);
+    sd_model m;
+    sd_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    sd_tensor ids = { 0 }, y = { 0 }, hidden = { 0 };
+    int32_t *idbuf = NULL;
+    sd_clip_tokenizer *tok = NULL;
+    int rc = open_model(&m, SD_MODEL_TE);
+    if (rc) goto out;
+    int64_t vocab = m.cfg.clip.vocab_size, maxlen = m.cfg.clip.max_len;
+    const char *src = a.tokens;
+    if (a.tokens) {
+        sd_npy_array arr;
+        if ((rc = npy_read(a.tokens, &arr))) goto out;
+        if (arr.dtype == SD_NPY_F4 || arr.dtype == SD_NPY_F2 || arr.dtype == SD_NPY_F8) {
+            sd_npy_array_free(&arr);
+            rc = sd_err(SD_EFORMAT, "%s: token ids must be integers, not %s", a.tokens, sd_npy_dtype_name(arr.dtype));
+            goto out;
+        }
+        int64_t sh[3] = { 1, 1, 1 };
+        int nd = arr.ndim;
+        if (nd == 1) sh[0] = 1, sh[1] = arr.shape[0], nd = 2;
+        else if (nd == 2 || nd == 3) memcpy(sh, arr.shape, (size_t)nd * sizeof *sh);
+        else {
+            sd_npy_array_free(&arr);
+            rc = sd_err(SD_EFORMAT, "%s: %d dimensions, expected [B,T] or [B,n,77]", a.tokens, arr.ndim);
+            goto out;
+        }
+        sd_tensor f;
+        rc = npy_to_f32(a.tokens, &arr, &f);
+        sd_npy_array_free(&arr);
+        if (rc) goto out;
+        if ((rc = sd_tensor_alloc(&ids, SD_I32, nd, sh))) {
+            sd_tensor_free(&f);
+            goto out;
+        }
+        int32_t *ip = ids.data;
+        const float *fp = f.data;
+        for (int64_t i = 0; i < sd_tensor_numel(&ids); i++) {
+            if (!(fp[i] >= 0 && fp[i] < (float)vocab)) {
+                rc = sd_err(SD_EFORMAT, "%s: token id %.0f at index %" PRId64 " is outside the vocabulary [0, %" PRId64 ")",
+                            a.tokens, fp[i], i, vocab);
+                break;
+            }
+            ip[i] = (int32_t)fp[i];
+        }
+        sd_tensor_free(&f);
+        if (rc) goto out;
+    } else {
+        char vp[4096];
+        if ((rc = sd_clip_vocab_path(vp, sizeof vp)) || (rc = sd_clip_tokenizer_load(vp, &tok))) goto out;
+        int32_t pad = m.cfg.family == SD_FAMILY_SD2 ? SD_CLIP_PAD_SD2 : SD_CLIP_PAD_SD1;
+        int B = a.prompt.n, nch = 1;
+        idbuf = malloc((size_t)B * SD_CLIP_MAX_CHUNKS * 77 * sizeof *idbuf);
+        if (!idbuf) { rc = sd_err(SD_ENOMEM, "out of memory"); goto out; }
+        for (int b = 0; b < B && !rc; b++) {
+            int32_t tmp[SD_CLIP_MAX_CHUNKS * 77];
+            rc = sd_clip_tokenizer_frame(tok, a.prompt.s[b], strlen(a.prompt.s[b]), a.max_token_length, pad, tmp, &nch);
+            if (!rc) memcpy(idbuf + (size_t)b * nch * 77, tmp, (size_t)nch * 77 * sizeof *tmp);
+        }
+        if (rc) goto out;
+        for (int64_t i = 0; i < (int64_t)B * nch * 77; i++)
+            if (idbuf[i] >= vocab) {
+                rc = sd_err(SD_EFORMAT, "%s: the CLIP tokenizer's id %d does not fit the model's vocabulary of %" PRId64
+                            " (a test model?): give --tokens instead", a.model, idbuf[i], vocab);
+                goto out;
+            }
+        int64_t sh[3] = { B, nch, 77 };
+        if (nch == 1) ids = sd_tensor_wrap(idbuf, SD_I32, 2, (int64_t[]){ B, 77 });
+        else ids = sd_tensor_wrap(idbuf, SD_I32, 3, sh);
+        src = "--prompt";
+    }
+    int64_t T = ids.shape[ids.ndim - 1], B = ids.shape[0], W = m.cfg.clip.width;
+    if (T < 1 || T > maxlen) {
+        rc = sd_err(SD_EFORMAT, "%s: %" PRId64 " tokens per row, the model takes at most %" PRId64, src, T, maxlen);
+        goto out;
+    }
+    if (ids.ndim == 3 && T != 77) {
+        rc = sd_err(SD_EFORMAT, "%s: long-prompt chunks must be rows of 77 ids, not %" PRId64, src, T);
+        goto out;
+    }
+    int nl;
+    if ((rc = sd_clip_layers_for_skip(&m.clip, a.clip_skip, &nl))) goto out;
+    sd_nn_plan p = sd_clip_plan(&m.clip, ids.ndim == 3 ? B * ids.shape[1] : B, T, a.clip_skip);
+    if ((rc = ctx_open(&ctx, p.scratch + p.saved))) goto out;
+    if (ids.ndim == 2) {
+        if ((rc = sd_tensor_alloc(&y, SD_F32, SD_DIMS(B, T, W)))) goto out;
+        rc = sd_clip_forward(&ctx, &m.clip, NULL, &y, &ids, a.clip_skip);
+    } else {
+        int64_t n = ids.shape[1];
+        if ((rc = sd_tensor_alloc(&y, SD_F32, SD_DIMS(B, n * 75 + 2, W))) ||
+            (rc = sd_tensor_alloc(&hidden, SD_F32, SD_DIMS(B * n, 77, W))))
+            goto out;
+        rc = sd_clip_forward_chunks(&ctx, &m.clip, NULL, &y, &hidden, &ids, a.clip_skip);
+    }
+    if (!rc) rc = write_npy(a.output, &y);
+out:
+    if (a.tokens) sd_tensor_free(&ids);
+    free(idbuf);
+    sd_clip_tokenizer_free(tok);
+    sd_tensor_free(&y);
+    sd_tensor_free(&hidden);
+    if (ctx.threads) sd_ctx_free(&ctx);
+    sd_model_close(&m);
+    return rc ? fatal(rc) : 0;
+}
+
+/* ---- run vae-encode / vae-decode -------------------------------------------------------------- */
+
+static int run_vae(int decode)
+{
+    if (!a.input) return usage_error("run %s: --input FILE.npy is required", decode ? "vae-decode" : "vae-encode");
+    sd_model m;
+    sd_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    sd_tensor x = { 0 }, y = { 0 };
+    int rc = open_model(&m, SD_MODEL_VAE);
+    if (rc) goto out;
+    if ((rc = read_f32(a.input, &x))) goto out;
+    const sd_vae_config *c = &m.cfg.vae;
+    int64_t f = m.vae.factor;
+    char want[128];
+    if (decode) {
+        snprintf(want, sizeof want, "[B,%d,h,w]", c->embed_dim);
+        if (x.ndim != 4 || x.shape[1] != c->embed_dim || x.shape[2] < 1 || x.shape[3] < 1) {
+            rc = shape_error(a.input, &x, want);
+            goto out;
+        }
+    } else {
+        snprintf(want, sizeof want, "[B,%d,H,W] with H and W multiples of %" PRId64, c->in_channels, f);
+        if (x.ndim != 4 || x.shape[1] != c->in_channels || x.shape[2] < f || x.shape[3] < f || x.shape[2] % f ||
+            x.shape[3] % f) {
+            rc = shape_error(a.input, &x, want);
+            goto out;
+        }
+    }
+    int64_t B = x.shape[0], H = x.shape[2], W = x.shape[3];
+    int64_t os[4] = { B, decode ? c->out_ch : 2 * c->embed_dim, decode ? H * f : H / f, decode ? W * f : W / f };
+    if ((rc = sd_tensor_alloc(&y, SD_F32, 4, os))) goto out;
+    if ((rc = ctx_open(&ctx, sd_vae_scratch_bytes(&m.vae, 1, decode ? H * f : H, decode ? W * f : W, decode))))
+        goto out;
+    /* one image at a time: memory stays that of one */
+    for (int64_t b = 0; b < B && !rc; b++) {
+        sd_tensor xi, yi;
+        sd_tensor_narrow0(&x, b, 1, &xi);
+        sd_tensor_narrow0(&y, b, 1, &yi);
+        rc = decode ? sd_vae_decode(&ctx, &m.vae, &yi, &xi) : sd_vae_encode(&ctx, &m.vae, &yi, &xi);
+    }
+    if (!rc) rc = write_npy(a.output, &y);
+out:
+    sd_tensor_free(&x);
+    sd_tensor_free(&y);
+    if (ctx.threads) sd_ctx_free(&ctx);
+    sd_model_close(&m);
+    return rc ? fatal(rc) : 0;
+}
+
+/* ---- run unet --------------------------------------------------------------------------------- */
+
+static int run_unet(void)
+{
+    if (!a.input || !a.timesteps || !a.context)
+        return usage_error("run unet: --input, --timesteps and --context are required");
+    sd_model m;
+    sd_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    sd_tensor x = { 0 }, t = { 0 }, tb = { 0 }, c = { 0 }, y = { 0 };
+    int rc = open_model(&m, SD_MODEL_UNET);
+    if (rc) goto out;
+    if ((rc = read_f32(a.input, &x)) || (rc = read_f32(a.timesteps, &t)) || (rc = read_f32(a.context, &c))) goto out;
+    const sd_unet_config *u = &m.cfg.unet;
+    int64_t mult = (int64_t)1 << (u->n_levels - 1);
+    char want[160];
+    snprintf(want, sizeof want, "[B,%d,H,W] with H and W multiples of %" PRId64, u->in_channels, mult);
+    if (x.ndim != 4 || x.shape[1] != u->in_channels || x.shape[2] < 1 || x.shape[3] < 1 || x.shape[2] % mult ||
+        x.shape[3] % mult) {
+        rc = shape_error(a.input, &x, want);
+        goto out;
+    }
+    int64_t B = x.shape[0];
+    snprintf(want, sizeof want, "[%" PRId64 ",S,%d]", B, u->context_dim);
+    if (c.ndim != 3 || c.shape[0] != B || c.shape[2] != u->context_dim || c.shape[1] < 1) {
+        rc = shape_error(a.context, &c, want);
+        goto out;
+    }
+    int64_t nt = sd_tensor_numel(&t);
+    if (nt != 1 && !(t.ndim == 1 && nt == B)) {
+        snprintf(want, sizeof want, "[%" PRId64 "] or one value", B);
+        rc = shape_error(a.timesteps, &t, want);
+        goto out;
+    }
+    if ((rc = sd_tensor_alloc(&tb, SD_F32, 1, &B))) goto out;
+    for (int64_t i = 0; i < B; i++) ((float *)tb.data)[i] = ((float *)t.data)[nt == 1 ? 0 : i];
+    if ((rc = sd_tensor_alloc(&y, SD_F32, SD_DIMS(B, u->out_channels, x.shape[2], x.shape[3])))) goto out;
+    sd_nn_plan p = sd_unet_plan(&m.unet, B, x.shape[2], x.shape[3], c.shape[1]);
+    if ((rc = ctx_open(&ctx, p.scratch + p.saved))) goto out;
+    rc = sd_unet_forward(&ctx, &m.unet, NULL, &y, &x, &tb, &c);
+    if (!rc) rc = write_npy(a.output, &y);
+out:
+    sd_tensor_free(&x);
+    sd_tensor_free(&t);
+    sd_tensor_free(&tb);
+    sd_tensor_free(&c);
+    sd_tensor_free(&y);
+    if (ctx.threads) sd_ctx_free(&ctx);
+    sd_model_close(&m);
+    return rc ? fatal(rc) : 0;
+}
+
+/* ---- info ------------------------------------------------------------------------------------- */
+
+typedef struct comp_stats {
+    size_t tensors;
+    int64_t params;
+    size_t dtype_count[SD_ST_NDTYPES];
+} comp_stats;
+
+static void stats_add(comp_stats *s, const sd_st_tensor *t)
+{
+    s->tensors++;
+    s->params += t->numel;
+    s->dtype_count[t->dtype]++;
+}
+
+static jv dtypes_jv(const comp_stats *s)
+{
+    jv o = jv_object();
+    for (int d = SD_ST_NDTYPES - 1; d >= 0; d--)
+        if (s->dtype_count[d]) o = jv_object_set(o, jv_string(sd_st_dtype_name((sd_st_dtype)d)), jv_number((double)s->dtype_count[d]));
+    return o;
+}
+
+static void dtypes_text(const comp_stats *s, char *buf, size_t n)
+{
+    buf[0] = 0;
+    size_t used = 0;
+    int kinds = 0;
+    for (int d = 0; d < SD_ST_NDTYPES; d++) kinds += s->dtype_count[d] != 0;
+    for (int d = SD_ST_NDTYPES - 1; d >= 0 && used < n; d--) {
+        if (!s->dtype_count[d]) continue;
+        if (kinds == 1) used += (size_t)snprintf(buf + used, n - used, "%s", sd_st_dtype_name((sd_st_dtype)d));
+        else
+            used += (size_t)snprintf(buf + used, n - used, "%s%s %zu", used ? ", " : "", sd_st_dtype_name((sd_st_dtype)d),
+                                     s->dtype_count[d]);
+    }
+}
+
+static const char *layout_name(sd_layout l)
+{
+    switch (l) {
+    case SD_LAYOUT_LDM: return "ldm";
+    case SD_LAYOUT_LDM_BARE: return "ldm (no prefix)";
+    case SD_LAYOUT_DIFFUSERS: return "diffusers";
+    default: return "none";
+    }
+}
+
+static void thousands(int64_t v, char *buf, size_t n)
+{
+    char raw[32];
+    snprintf(raw, sizeof raw, "%" PRId64, v);
+    size_t len = strlen(raw), o = 0;
+    for (size_t i = 0; i < len && o + 2 < n; i++) {
+        if (i && (len - i) % 3 == 0) buf[o++] = ',';
+        buf[o++] = raw[i];
+    }
+    buf[o] = 0;
+}
+
+static int info_one(const char *path)
+{
+    sd_model m;
+    sd_model_opts o = model_opts(SD_MODEL_ALL);
+    o.inspect = 1;
+    int rc = sd_model_open(&m, path, &o);
+    if (rc) {
+        sd_model_close(&m);
+        return fatal(rc);
+    }
+    if (m.warning[0]) sd_warn("%s", m.warning);
+    /* statistics per component over the model's own files (and the --vae file) */
+    comp_stats st[4];          /* unet, te, vae, other */
+    memset(st, 0, sizeof st);
+    comp_stats vae_repl;
+    memset(&vae_repl, 0, sizeof vae_repl);
+    const sd_model_file *repl = NULL;
+    for (int i = 0; i < m.nfiles; i++) {
+        const sd_model_file *f = &m.files[i];
+        int is_repl = a.vae && f == m.vae_src && i == m.nfiles - 1;
+        if (is_repl) repl = f;
+        for (size_t k = 0; k < sd_safetensors_count(f->st); k++) {
+            const sd_st_tensor *t = sd_safetensors_at(f->st, k);
+            unsigned c = sd_model_tensor_component(&f->info, t->name);
+            if (is_repl) {
+                if (c == SD_MODEL_VAE) stats_add(&vae_repl, t);
+                continue;
+            }
+            stats_add(&st[c == SD_MODEL_UNET ? 0 : c == SD_MODEL_TE ? 1 : c == SD_MODEL_VAE ? 2 : 3], t);
+        }
+    }
+    const sd_model_file *single = m.format != SD_MODEL_FMT_DIFFUSERS ? &m.files[0] : NULL;
+    sd_model_hashes h;
+    memset(&h, 0, sizeof h);
+    if (single) {
+        rc = sd_model_file_hashes(path, single->format == SD_MODEL_FMT_SAFETENSORS ? single->st : NULL, &h);
+        if (rc) {
+            sd_model_close(&m);
+            return fatal(rc);
+        }
+    }
+    static const char *const cname[4] = { "unet", "text_encoder", "vae", "other" };
+    sd_layout lay[3] = { m.unet_layout, m.te_layout, m.vae_layout };
+    const char *pred = m.cfg.parameterization == SD_PRED_V ? "v" : "eps";
+    const char *family = sd_family_name(m.cfg.family);
+    if (a.json) {
+        jv r = jv_object();
+        r = jv_object_set(r, jv_string("path"), jv_string(path));
+        r = jv_object_set(r, jv_string("format"), jv_string(sd_model_format_name(m.format)));
+        r = jv_object_set(r, jv_string("family"), jv_string(family));
+        r = jv_object_set(r, jv_string("family_from"), jv_string(m.detected ? "weights" : "model_config"));
+        r = jv_object_set(r, jv_string("description"), jv_string(m.info.description));
+        r = jv_object_set(r, jv_string("parameterization"), jv_string(pred));
+        jv comps = jv_object();
+        int64_t total = 0;
+        for (int c = 0; c < 4; c++) {
+            total += st[c].params;
+            if (!st[c].tensors) continue;
+            jv cj = jv_object();
+            if (c < 3) cj = jv_object_set(cj, jv_string("layout"), jv_string(layout_name(lay[c])));
+            cj = jv_object_set(cj, jv_string("tensors"), jv_number((double)st[c].tensors));
+            cj = jv_object_set(cj, jv_string("parameters"), jv_number((double)st[c].params));
+            cj = jv_object_set(cj, jv_string("dtypes"), dtypes_jv(&st[c]));
+            comps = jv_object_set(comps, jv_string(cname[c]), cj);
+        }
+        r = jv_object_set(r, jv_string("components"), comps);
+        r = jv_object_set(r, jv_string("parameters"), jv_number((double)total));
+        if (repl) {
+            jv v = jv_object();
+            v = jv_object_set(v, jv_string("path"), jv_string(repl->path));
+            v = jv_object_set(v, jv_string("layout"), jv_string(layout_name(m.vae_layout)));
+            v = jv_object_set(v, jv_string("tensors"), jv_number((double)vae_repl.tensors));
+            v = jv_object_set(v, jv_string("parameters"), jv_number((double)vae_repl.params));
+            v = jv_object_set(v, jv_string("dtypes"), dtypes_jv(&vae_repl));
+            r = jv_object_set(r, jv_string("vae_replacement"), v);
+        }
+        jv meta = jv_object();
+        for (int i = 0; i < m.nfiles; i++) {
+            if (&m.files[i] == repl) continue;
+            const sd_safetensors *s = m.files[i].st;
+            for (size_t k = 0; k < sd_safetensors_meta_count(s); k++) {
+                const char *key, *val;
+                sd_safetensors_meta_at(s, k, &key, &val);
+                meta = jv_object_set(meta, jv_string(key), jv_string(val));
+            }
+        }
+        r = jv_object_set(r, jv_string("metadata"), meta);
+        if (single) {
+            jv hj = jv_object();
+            hj = jv_object_set(hj, jv_string("sha256"), jv_string(h.sha256));
+            hj = jv_object_set(hj, jv_string("shorthash"), jv_string(h.shorthash));
+            hj = jv_object_set(hj, jv_string("model_hash"), jv_string(h.a1111_legacy));
+            if (h.have_sshs) {
+                hj = jv_object_set(hj, jv_string("sshs_model_hash"), jv_string(h.sshs_model_hash));
+                hj = jv_object_set(hj, jv_string("sshs_legacy_hash"), jv_string(h.sshs_legacy_hash));
+            }
+            r = jv_object_set(r, jv_string("hashes"), hj);
+        }
+        char *text = NULL;
+        size_t n = 0;
+        rc = sd_json_dump(r, &text, &n);
+        if (!rc) {
+            fwrite(text, 1, n, stdout);
+            fputc('\n', stdout);
+        }
+        free(text);
+    } else {
+        printf("file              %s\n", path);
+        printf("format            %s\n", sd_model_format_name(m.format));
+        printf("model             %s\n", m.info.description);
+        printf("family            %s (%s)\n", family, m.detected ? "from the weights" : "from --model_config");
+        printf("parameterization  %s%s\n", pred,
+               a.v_param || a.model_config ? "" : " (not stored in the weights: --v_parameterization)");
+        int64_t total = 0;
+        for (int c = 0; c < 4; c++) {
+            total += st[c].params;
+            if (!st[c].tensors) continue;
+            char num[48], dt[128];
+            thousands(st[c].params, num, sizeof num);
+            dtypes_text(&st[c], dt, sizeof dt);
+            printf("%-17s %s parameters in %zu tensors (%s)%s%s\n", cname[c], num, st[c].tensors, dt,
+                   c < 3 ? ", names " : "", c < 3 ? layout_name(lay[c]) : "");
+        }
+        char num[48];
+        thousands(total, num, sizeof num);
+        printf("total             %s parameters\n", num);
+        if (repl) {
+            char dt[128];
+            thousands(vae_repl.params, num, sizeof num);
+            dtypes_text(&vae_repl, dt, sizeof dt);
+            printf("vae (--vae)       %s parameters in %zu tensors (%s), names %s, from %s\n", num, vae_repl.tensors, dt,
+                   layout_name(m.vae_layout), repl->path);
+        }
+        if (single && single->ckpt_skipped)
+            printf("not listed        %zu tensors outside the state_dict (optimizer state, ...)\n", single->ckpt_skipped);
+        size_t nmeta = 0;
+        for (int i = 0; i < m.nfiles; i++)
+            if (&m.files[i] != repl) nmeta += sd_safetensors_meta_count(m.files[i].st);
+        printf("metadata          %zu key%s\n", nmeta, nmeta == 1 ? "" : "s");
+        for (int i = 0; i < m.nfiles; i++) {
+            if (&m.files[i] == repl) continue;
+            const sd_safetensors *s = m.files[i].st;
+            for (size_t k = 0; k < sd_safetensors_meta_count(s); k++) {
+                const char *key, *val;
+                sd_safetensors_meta_at(s, k, &key, &val);
+                size_t vl = strlen(val);
+                /* one line per key; long values (ss_tag_frequency, ...) shortened */
+                printf("  %s = ", key);
+                for (size_t j = 0; j < vl && j < 200; j++) putchar(val[j] == '\n' ? ' ' : val[j]);
+                printf("%s\n", vl > 200 ? " ..." : "");
+            }
+        }
+        if (single) {
+            printf("sha256            %s\n", h.sha256);
+            printf("shorthash         %s (A1111)\n", h.shorthash);
+            printf("model_hash        %s (A1111 legacy)\n", h.a1111_legacy);
+            if (h.have_sshs) {
+                printf("sshs_model_hash   %s\n", h.sshs_model_hash);
+                printf("sshs_legacy_hash  %s\n", h.sshs_legacy_hash);
+            }
+        }
+    }
+    fflush(stdout);
+    sd_model_close(&m);
+    if (ferror(stdout)) return sd_err(SD_EIO, "stdout: write error"), fatal(SD_EIO);
+    return rc ? fatal(rc) : 0;
+}
+
+/* ---- convert ---------------------------------------------------------------------------------- */
+
+typedef struct conv_src {
+    const sd_st_tensor *t;
+    sd_st_dtype to;
+} conv_src;
+
+static int write_converted(void *ctx, const char *name, sd_st_sink *sink)
+{
+    (void)name;
+    const conv_src *c = ctx;
+    enum { CHUNK = 16384 };
+    static unsigned char buf[CHUNK * 8];
+    size_t isz = sd_st_dtype_size(c->t->dtype), osz = sd_st_dtype_size(c->to);
+    const unsigned char *src = c->t->data;
+    size_t n = (size_t)c->t->numel;
+    for (size_t i = 0; i < n; i += CHUNK) {
+        size_t k = n - i < CHUNK ? n - i : CHUNK;
+        int rc = sd_st_convert(c->t->dtype, src + i * isz, c->to, buf, k);
+        if (!rc) rc = sd_st_sink_write(sink, buf, k * osz);
+        if (rc) return rc;
+    }
+    return SD_OK;
+}
+
+static const char *base_name(const char *p)
+{
+    size_t n = strlen(p);
+    while (n > 1 && p[n - 1] == '/') n--;
+    const char *s = p + n;
+    while (s > p && s[-1] != '/') s--;
+    return s;
+}
+
+static int convert(const char *src, const char *out)
+{
+    static const sd_st_dtype prec[3] = { SD_ST_F32, SD_ST_F16, SD_ST_BF16 };
+    int have_prec = a.save_precision >= 0;
+    sd_model m;
+    sd_model_opts o = model_opts(SD_MODEL_ALL);
+    o.inspect = 1;
+    sd_safetensors_writer *w = NULL;
+    conv_src *cs = NULL;
+    int rc = sd_model_open(&m, src, &o);
+    if (!rc && m.warning[0]) sd_warn("%s", m.warning);
+    if (!rc) rc = sd_safetensors_writer_new(&w);
+    if (rc) goto out;
+    /* Which components come through the loaders (and are written from the registry, ldm names):
+     * all of a Diffusers folder, the --vae replacement; the rest of a single file is copied
+     * tensor by tensor (EMA weights and other keys survive, as kohya's saves keep them). */
+    unsigned via = 0;
+    const sd_model_file *single = m.format != SD_MODEL_FMT_DIFFUSERS ? &m.files[0] : NULL;
+    if (!single) via = m.present;
+    else if (a.vae) via = SD_MODEL_VAE;
+    /* the dtype for registry tensors when none is asked: the source's commonest floating dtype */
+    sd_st_dtype reg_dtype = SD_ST_F32;
+    if (have_prec) {
+        reg_dtype = prec[a.save_precision];
+    } else if (via) {
+        size_t cnt[SD_ST_NDTYPES] = { 0 };
+        for (int i = 0; i < m.nfiles; i++) {
+            if (single && &m.files[i] != m.vae_src) continue;
+            for (size_t k = 0; k < sd_safetensors_count(m.files[i].st); k++) {
+                const sd_st_tensor *t = sd_safetensors_at(m.files[i].st, k);
+                if (t->dtype == SD_ST_F32 || t->dtype == SD_ST_F16 || t->dtype == SD_ST_BF16) cnt[t->dtype]++;
+            }
+        }
+        reg_dtype = cnt[SD_ST_F16] > cnt[reg_dtype] ? SD_ST_F16 : reg_dtype;
+        reg_dtype = cnt[SD_ST_BF16] > cnt[reg_dtype] ? SD_ST_BF16 : reg_dtype;
+    }
+    if (via) {
+        /* rebuild with only the components going through the loaders */
+        sd_model_opts lo = model_opts(via);
+        sd_model_close(&m);
+        if ((rc = sd_model_open(&m, src, &lo)) || (rc = sd_model_load(&m, SD_DEV_CPU))) goto out;
+        if ((rc = sd_model_add_to_writer(&m, via, w, reg_dtype))) goto out;
+        single = m.format != SD_MODEL_FMT_DIFFUSERS ? &m.files[0] : NULL;
+    }
+    if (single) {
+        const sd_safetensors *st = single->st;
+        size_t n = sd_safetensors_count(st);
+        cs = calloc(n + 1, sizeof *cs);
+        if (!cs) { rc = sd_err(SD_ENOMEM, "out of memory"); goto out; }
+        sd_detect_info fi = single->info;
+        for (size_t i = 0; i < n && !rc; i++) {
+            const sd_st_tensor *t = sd_safetensors_at(st, i);
+            unsigned c = sd_model_tensor_component(&fi, t->name);
+            if (c & via) continue;   /* replaced */
+            if (have_prec && sd_st_dtype_is_float(t->dtype) && t->dtype != prec[a.save_precision]) {
+                cs[i].t = t;
+                cs[i].to = prec[a.save_precision];
+                rc = sd_safetensors_writer_add_fn(w, t->name, cs[i].to, t->ndim, t->shape, write_converted, &cs[i]);
+            } else {
+                rc = sd_safetensors_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->nbytes ? t->data : NULL);
+            }
+        }
+        /* metadata of the source (safetensors __metadata__, ckpt scalars such as global_step) */
+        for (size_t i = 0; i < sd_safetensors_meta_count(st) && !rc; i++) {
+            const char *k, *v;
+            sd_safetensors_meta_at(st, i, &k, &v);
+            rc = sd_safetensors_writer_set_meta(w, k, v);
+        }
+    }
+    if (!rc) rc = sd_safetensors_writer_set_meta(w, "sd_model_source", base_name(src));
+    if (!rc) rc = sd_safetensors_writer_set_meta(w, "sd_model_source_format", sd_model_format_name(m.format));
+    if (!rc && a.vae) rc = sd_safetensors_writer_set_meta(w, "sd_model_source_vae", base_name(a.vae));
+    if (!rc) rc = sd_safetensors_writer_write(w, out);
+out:
+    sd_safetensors_writer_free(w);
+    free(cs);
+    sd_model_close(&m);
+    return rc ? fatal(rc) : 0;
+}
+
+/* ---- main ------------------------------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+    sd_log_init(PROG);
+    a.save_precision = -1;
+    sd_opts o;
+    if (sd_opts_init(&o, PROG, table) < 0) return sd_fatal(1);
+    o.flags = SD_OPTS_CONFIG;
+    o.usage = "info MODEL... | convert MODEL -o OUT.safetensors | run clip|vae-encode|vae-decode|unet --model MODEL "
+              "[OPTIONS] -o OUT.npy";
+    o.description =
+        "Inspects, converts and runs SD1.x/SD2.x checkpoints (single-file .safetensors, legacy .ckpt, Diffusers "
+        "folders).\n"
+        "  info      family, layout, parameters per component, dtypes, metadata, A1111 and sshs_* hashes\n"
+        "  convert   ckpt / Diffusers folder / safetensors -> one safetensors file with ldm names\n"
+        "  run       one component on .npy arrays: clip (--tokens or --prompt), vae-encode, vae-decode, unet";
+    o.epilog = "Exit status: 0 success, 1 fatal error, 2 usage error.\nSee sd-model(1).";
+    int ex = sd_cmdline_main(&o, argc, argv);
+    if (ex >= 0) {
+        sd_opts_free(&o);
+        return ex;
+    }
+    int rc = 0;
+    if (o.npos < 1) {
+        rc = usage_error("missing subcommand (info, convert or run)");
+        goto done;
+    }
+    const char *cmd = o.pos[0];
+    if (sd_threads_init(a.threads) < 0) {
+        rc = sd_fatal(1);
+        goto done;
+    }
+    if (!strcmp(cmd, "info")) {
+        if (o.npos < 2 && !a.model) {
+            rc = usage_error("info: name a model (argument or --model)");
+            goto done;
+        }
+        if (a.model) rc = info_one(a.model);
+        for (int i = 1; i < o.npos && !rc; i++) rc = info_one(o.pos[i]);
+    } else if (!strcmp(cmd, "convert")) {
+        const char *src = a.model, *out = a.output;
+        int k = 1;
+        if (!src && k < o.npos) src = o.pos[k++];
+        if (!out && k < o.npos) out = o.pos[k++];
+        if (!src || !out || k < o.npos) {
+            rc = usage_error(!src || !out ? "convert: name the source and the output (-o OUT.safetensors)"
+                                          : "convert: too many arguments");
+            goto done;
+        }
+        struct stat sb;
+        if (!stat(out, &sb) && S_ISDIR(sb.st_mode)) {
+            rc = usage_error("convert: %s is a directory (the output is one .safetensors file)", out);
+            goto done;
+        }
+        rc = convert(src, out);
+    } else if (!strcmp(cmd, "run")) {
+        if (o.npos != 2) {
+            rc = usage_error(o.npos < 2 ? "run: name a component (clip, vae-encode, vae-decode or unet)"
+                                        : "run: too many arguments");
+            goto done;
+        }
+        const char *comp = o.pos[1];
+        if (!a.model) {
+            rc = usage_error("run %s: --model is required", comp);
+            goto done;
+        }
+        if (!a.output) {
+            rc = usage_error("run %s: --output FILE.npy is required", comp);
+            goto done;
+        }
+        if (!strcmp(comp, "clip") || !strcmp(comp, "text-encoder")) rc = run_clip();
+        else if (!strcmp(comp, "vae-encode")) rc = run_vae(0);
+        else if (!strcmp(comp, "vae-decode")) rc = run_vae(1);
+        else if (!strcmp(comp, "unet")) rc = run_unet();
+        else rc = usage_error("run: unknown component '%s' (clip, vae-encode, vae-decode or unet)", comp);
+    } else {
+        rc = usage_error("unknown subcommand '%s' (info, convert or run)", cmd);
+    }
+done:
+    sd_opts_free(&o);
+    return rc;
+}
