@@ -11,6 +11,7 @@
 #ifndef SD_TRAIN_META_H
 #define SD_TRAIN_META_H
 
+#include <jv.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -137,7 +138,6 @@ int sd_py_json_str_dict(const char *const *keys, const char *const *vals, size_t
  * integral (e.g. "mean_img_ar_error": 0.0) comes out as 0 unless listed in `float_keys` (object
  * keys whose numbers are always written as floats; NULL-terminated, may be NULL). Uses libjq:
  * call it from the jq thread. */
-#include <jv.h>
 int sd_py_json_dump(jv v, const char *const *float_keys, char **out);
 /* json.dumps(str) appended to buf (cap) at *len; SD_ERANGE when it does not fit. */
 int sd_py_json_string(const char *s, char *buf, size_t cap, size_t *len);
