@@ -1,0 +1,439 @@
+/* sd-train: LoRA training on SD1.x / SD2.x (kohya-ss/sd-scripts train_network.py with
+ * networks.lora). Options as the reference names them; the work is lib/train/loop.c. */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "base/opts.h"
+#include "base/threads.h"
+#include "io/cmdline.h"
+#include "io/jsonl.h"
+#include "train/loop.h"
+
+static sd_train_config c;
+static struct {
+    const char *data, *method, *network_alpha, *log_with, *caption_separator, *keep_tokens_separator;
+    const char *dataset_config, *train_data_dir, *reg_data_dir, *in_json;
+    sd_opt_list network_args, optimizer_args, resolution;
+    int threads;
+    int64_t max_train_steps;
+    double token_warmup_step;
+} a;
+
+static volatile sig_atomic_t g_stop;
+
+static void on_signal(int sig)
+{
+    if (g_stop) _exit(128 + sig);   /* a second signal: stop now */
+    g_stop = sig;
+}
+
+#define G_MODEL "Model"
+#define G_NET "Network"
+#define G_OPT "Optimizer and schedule"
+#define G_DATA "Data and captions"
+#define G_OBJ "Objective"
+#define G_OUT "Output"
+#define G_LOG "Logging"
+
+static const sd_opt table[] = {
+    /* model */
+    {.name = "pretrained_model_name_or_path", .alias = "model", .type = SD_OPT_STRING, .dest = &c.model,
+     .metavar = "FILE", .group = G_MODEL, .help = "the base model: an SD1.x/SD2.x .safetensors checkpoint"},
+    {.name = "model_config", .type = SD_OPT_STRING, .dest = &c.model_config, .metavar = "FILE", .group = G_MODEL,
+     .help = "model hyper-parameters (JSON/TOML) for models that are not a standard SD1/SD2 shape"},
+    {.name = "v2", .type = SD_OPT_FLAG, .dest = &c.v2, .group = G_MODEL,
+     .help = "SD 2.x model (detected from the weights; accepted for compatibility)"},
+    {.name = "v_parameterization", .type = SD_OPT_FLAG, .dest = &c.v_parameterization, .group = G_MODEL,
+     .help = "v-prediction target"},
+    {.name = "clip_skip", .type = SD_OPT_INT, .dest = &c.clip_skip, SD_OPT_RANGE(0, 24), .group = G_MODEL,
+     .help = "use the output of the k-th last text-encoder layer (1 = last)"},
+    {.name = "max_token_length", .type = SD_OPT_INT, .dest = &c.max_token_length, SD_OPT_RANGE(0, 225),
+     .group = G_MODEL, .help = "75 (default), 150 or 225 tokens per caption"},
+    {.name = "mixed_precision", .type = SD_OPT_STRING, .dest = &c.mixed_precision, .def = "no", .group = G_MODEL,
+     .help = "no, fp16 or bf16: storage of the frozen weights (the arithmetic stays float32 on the CPU)"},
+    /* network */
+    {.name = "method", .type = SD_OPT_STRING, .dest = &a.method, .def = "lora", .group = G_NET,
+     .help = "training method (lora)"},
+    {.name = "network_module", .type = SD_OPT_STRING, .dest = &c.network_module, .group = G_NET,
+     .help = "networks.lora (the only one supported)"},
+    {.name = "network_dim", .type = SD_OPT_INT, .dest = &c.network_dim, SD_OPT_RANGE(0, 4096), .group = G_NET,
+     .help = "LoRA rank (default 4)"},
+    {.name = "network_alpha", .type = SD_OPT_STRING, .dest = &a.network_alpha, .def = "1", .group = G_NET,
+     .help = "LoRA alpha; scale = alpha / rank"},
+    {.name = "network_dropout", .type = SD_OPT_DOUBLE, .dest = &c.network_dropout, SD_OPT_RANGE(0, 1),
+     .group = G_NET, .help = "neuron dropout on the LoRA down projection"},
+    {.name = "network_args", .type = SD_OPT_STRINGS, .dest = &a.network_args, .flags = SD_OPTF_NARGS,
+     .metavar = "K=V", .group = G_NET,
+     .help = "conv_dim, conv_alpha, block_dims, block_alphas, conv_block_dims, conv_block_alphas, down/mid/up_lr_weight, "
+             "block_lr_zero_threshold, rank_dropout, module_dropout, loraplus_*lr_ratio"},
+    {.name = "network_weights", .type = SD_OPT_STRING, .dest = &c.network_weights, .metavar = "FILE", .group = G_NET,
+     .help = "start from these LoRA weights"},
+    {.name = "dim_from_weights", .type = SD_OPT_FLAG, .dest = &c.dim_from_weights, .group = G_NET,
+     .help = "take the modules, ranks and alphas from --network_weights"},
+    {.name = "network_train_unet_only", .type = SD_OPT_FLAG, .dest = &c.train_unet_only, .group = G_NET,
+     .help = "no text-encoder modules"},
+    {.name = "network_train_text_encoder_only", .type = SD_OPT_FLAG, .dest = &c.train_text_encoder_only,
+     .group = G_NET, .help = "no UNet modules"},
+    {.name = "unet_lr", .type = SD_OPT_DOUBLE, .dest = &c.unet_lr, SD_OPT_ATLEAST(0), .group = G_NET,
+     .help = "learning rate of the UNet modules (default --learning_rate)"},
+    {.name = "text_encoder_lr", .type = SD_OPT_DOUBLE, .dest = &c.text_encoder_lr, SD_OPT_ATLEAST(0), .group = G_NET,
+     .help = "learning rate of the text-encoder modules (default --learning_rate; 0 freezes them)"},
+    /* optimizer */
+    {.name = "optimizer_type", .type = SD_OPT_STRING, .dest = &c.optimizer_type, .def = "", .group = G_OPT,
+     .help = "AdamW (the only one implemented yet)"},
+    {.name = "use_8bit_adam", .type = SD_OPT_FLAG, .dest = &c.use_8bit_adam, .group = G_OPT,
+     .help = "AdamW8bit (not implemented yet)"},
+    {.name = "use_lion_optimizer", .type = SD_OPT_FLAG, .dest = &c.use_lion_optimizer, .group = G_OPT,
+     .help = "Lion (not implemented yet)"},
+    {.name = "optimizer_args", .type = SD_OPT_STRINGS, .dest = &a.optimizer_args, .flags = SD_OPTF_NARGS,
+     .metavar = "K=V", .group = G_OPT, .help = "betas=0.9,0.999 eps=1e-8 weight_decay=0.01"},
+    {.name = "learning_rate", .type = SD_OPT_DOUBLE, .dest = &c.learning_rate, .def = "2e-6", SD_OPT_ATLEAST(0),
+     .group = G_OPT, .help = "base learning rate (LoRA usually 1e-4)"},
+    {.name = "max_grad_norm", .type = SD_OPT_DOUBLE, .dest = &c.max_grad_norm, .def = "1.0", SD_OPT_ATLEAST(0),
+     .group = G_OPT, .help = "clip the global gradient norm; 0 = off"},
+    {.name = "lr_scheduler", .type = SD_OPT_STRING, .dest = &c.lr_scheduler, .def = "constant", .group = G_OPT,
+     .help = "constant, constant_with_warmup, linear, cosine, cosine_with_restarts, polynomial"},
+    {.name = "lr_warmup_steps", .type = SD_OPT_STRING, .dest = &c.lr_warmup_steps, .def = "0", .group = G_OPT,
+     .help = "warm-up steps: N, a fraction < 1 or N%"},
+    {.name = "lr_scheduler_num_cycles", .type = SD_OPT_INT, .dest = &c.lr_scheduler_num_cycles, .def = "1",
+     SD_OPT_ATLEAST(1), .group = G_OPT, .help = "cosine_with_restarts cycles"},
+    {.name = "lr_scheduler_power", .type = SD_OPT_DOUBLE, .dest = &c.lr_scheduler_power, .def = "1",
+     .group = G_OPT, .help = "polynomial power"},
+    {.name = "gradient_accumulation_steps", .type = SD_OPT_INT, .dest = &c.gradient_accumulation_steps, .def = "1",
+     SD_OPT_RANGE(1, 65536), .group = G_OPT, .help = "micro batches per optimizer step"},
+    {.name = "gradient_checkpointing", .type = SD_OPT_FLAG, .dest = &c.gradient_checkpointing, .group = G_OPT,
+     .help = "recompute block activations in the backward (less memory, same gradients)"},
+    {.name = "max_train_steps", .type = SD_OPT_INT64, .dest = &a.max_train_steps, .def = "1600", SD_OPT_ATLEAST(1),
+     .group = G_OPT, .help = "optimizer steps"},
+    {.name = "max_train_epochs", .type = SD_OPT_INT, .dest = &c.max_train_epochs, SD_OPT_ATLEAST(0), .group = G_OPT,
+     .help = "epochs (overrides --max_train_steps)"},
+    {.name = "seed", .type = SD_OPT_INT64, .dest = &c.seed, SD_OPT_RANGE(0, 4294967295.0), .group = G_OPT,
+     .help = "random seed (default: random; a resumed run keeps its seed)"},
+    /* data */
+    {.name = "data", .type = SD_OPT_STRING, .dest = &a.data, .metavar = "FILE|-", .group = G_DATA,
+     .help = "training records (JSON lines from sd-encode-latents; - = stdin)"},
+    {.name = "dataset_config", .type = SD_OPT_STRING, .dest = &a.dataset_config, .metavar = "FILE", .group = G_DATA,
+     .help = "kohya dataset config (not implemented yet: build records with sd-merge-meta --dataset_config)"},
+    {.name = "train_data_dir", .type = SD_OPT_STRING, .dest = &a.train_data_dir, .metavar = "DIR", .group = G_DATA,
+     .help = "folder convention (not implemented yet: build records with sd-merge-meta)"},
+    {.name = "reg_data_dir", .type = SD_OPT_STRING, .dest = &a.reg_data_dir, .metavar = "DIR", .group = G_DATA,
+     .help = "regularisation folders (not implemented yet: build records with sd-merge-meta)"},
+    {.name = "in_json", .type = SD_OPT_STRING, .dest = &a.in_json, .metavar = "FILE", .group = G_DATA,
+     .help = "fine-tuning metadata (not implemented yet: build records with sd-merge-meta)"},
+    {.name = "train_batch_size", .type = SD_OPT_INT, .dest = &c.train_batch_size, .def = "1", SD_OPT_RANGE(1, 4096),
+     .group = G_DATA, .help = "images per micro batch (a record's batch_size wins)"},
+    {.name = "resolution", .type = SD_OPT_INTS, .dest = &a.resolution, .nmin = 1, .nmax = 2, SD_OPT_RANGE(64, 65536),
+     .group = G_DATA, .help = "W[,H]: recorded in the metadata (buckets come from the records)"},
+    {.name = "cache_latents", .type = SD_OPT_FLAG, .dest = &c.cache_latents, .group = G_DATA,
+     .help = "encode images on the fly (not implemented yet: use sd-encode-latents)"},
+    {.name = "prior_loss_weight", .type = SD_OPT_DOUBLE, .dest = &c.prior_loss_weight, .def = "1.0",
+     SD_OPT_ATLEAST(0), .group = G_DATA, .help = "loss weight of regularisation images"},
+    {.name = "flip_aug", .type = SD_OPT_FLAG, .dest = &c.flip_aug, .group = G_DATA,
+     .help = "use the flipped latents with probability 0.5"},
+    {.name = "weighted_captions", .type = SD_OPT_FLAG, .dest = &c.weighted_captions, .group = G_DATA,
+     .help = "(word:1.2) caption weights (not implemented yet)"},
+    {.name = "shuffle_caption", .type = SD_OPT_FLAG, .dest = &c.caption.shuffle, .group = G_DATA,
+     .help = "shuffle the tags after the kept ones"},
+    {.name = "caption_separator", .type = SD_OPT_STRING, .dest = &a.caption_separator, .def = ",", .group = G_DATA,
+     .help = "tag separator"},
+    {.name = "keep_tokens", .type = SD_OPT_INT, .dest = &c.caption.keep_tokens, .def = "0", SD_OPT_ATLEAST(0),
+     .group = G_DATA, .help = "leading tags kept in place"},
+    {.name = "keep_tokens_separator", .type = SD_OPT_STRING, .dest = &a.keep_tokens_separator, .def = "",
+     .group = G_DATA, .help = "text that ends the kept part"},
+    {.name = "secondary_separator", .type = SD_OPT_STRING, .dest = &c.caption.secondary_separator, .group = G_DATA,
+     .help = "a separator that stays together when shuffling, replaced by caption_separator"},
+    {.name = "enable_wildcard", .type = SD_OPT_FLAG, .dest = &c.caption.enable_wildcard, .group = G_DATA,
+     .help = "{a|b} choices and one random line of multi-line captions"},
+    {.name = "caption_prefix", .type = SD_OPT_STRING, .dest = &c.caption.prefix, .group = G_DATA,
+     .help = "text put before every caption"},
+    {.name = "caption_suffix", .type = SD_OPT_STRING, .dest = &c.caption.suffix, .group = G_DATA,
+     .help = "text put after every caption"},
+    {.name = "caption_dropout_rate", .type = SD_OPT_DOUBLE, .dest = &c.caption.dropout_rate, .def = "0",
+     SD_OPT_UNIT, .group = G_DATA, .help = "probability of an empty caption"},
+    {.name = "caption_dropout_every_n_epochs", .type = SD_OPT_INT, .dest = &c.caption.dropout_every_n_epochs,
+     .def = "0", SD_OPT_ATLEAST(0), .group = G_DATA, .help = "empty captions in every N-th epoch"},
+    {.name = "caption_tag_dropout_rate", .type = SD_OPT_DOUBLE, .dest = &c.caption.tag_dropout_rate, .def = "0",
+     SD_OPT_UNIT, .group = G_DATA, .help = "probability of dropping each shuffled tag"},
+    {.name = "token_warmup_min", .type = SD_OPT_INT, .dest = &c.caption.token_warmup_min, .def = "1",
+     SD_OPT_ATLEAST(0), .group = G_DATA, .help = "tags at the start of the token warm-up"},
+    {.name = "token_warmup_step", .type = SD_OPT_DOUBLE, .dest = &a.token_warmup_step, .def = "0", SD_OPT_ATLEAST(0),
+     .group = G_DATA, .help = "token warm-up length in steps (< 1: fraction of max_train_steps)"},
+    /* objective */
+    {.name = "noise_offset", .type = SD_OPT_DOUBLE, .dest = &c.noise_offset, .group = G_OBJ, .help = "noise offset"},
+    {.name = "noise_offset_random_strength", .type = SD_OPT_FLAG, .dest = &c.noise_offset_random_strength,
+     .group = G_OBJ, .help = "noise offset × U(0,1) per batch"},
+    {.name = "adaptive_noise_scale", .type = SD_OPT_DOUBLE, .dest = &c.adaptive_noise_scale, .group = G_OBJ,
+     .help = "noise offset + this × |mean of the latents|"},
+    {.name = "multires_noise_iterations", .type = SD_OPT_INT, .dest = &c.multires_noise_iterations,
+     SD_OPT_RANGE(0, 64), .group = G_OBJ, .help = "pyramid noise levels"},
+    {.name = "multires_noise_discount", .type = SD_OPT_DOUBLE, .dest = &c.multires_noise_discount, .def = "0.3",
+     .group = G_OBJ, .help = "pyramid noise discount"},
+    {.name = "ip_noise_gamma", .type = SD_OPT_DOUBLE, .dest = &c.ip_noise_gamma, SD_OPT_ATLEAST(0), .group = G_OBJ,
+     .help = "input perturbation noise"},
+    {.name = "ip_noise_gamma_random_strength", .type = SD_OPT_FLAG, .dest = &c.ip_noise_gamma_random_strength,
+     .group = G_OBJ, .help = "ip_noise_gamma × U(0,1) per batch"},
+    {.name = "zero_terminal_snr", .type = SD_OPT_FLAG, .dest = &c.zero_terminal_snr, .group = G_OBJ,
+     .help = "rescale the schedule to zero terminal SNR"},
+    {.name = "min_timestep", .type = SD_OPT_INT, .dest = &c.min_timestep, .def = "-1", SD_OPT_RANGE(-1, 1000),
+     .group = G_OBJ, .help = "lowest timestep (default 0)"},
+    {.name = "max_timestep", .type = SD_OPT_INT, .dest = &c.max_timestep, .def = "-1", SD_OPT_RANGE(-1, 1000),
+     .group = G_OBJ, .help = "timesteps below this (default 1000)"},
+    {.name = "loss_type", .type = SD_OPT_STRING, .dest = &c.loss_type, .def = "l2", .group = G_OBJ,
+     .help = "l2, l1, huber or smooth_l1"},
+    {.name = "huber_schedule", .type = SD_OPT_STRING, .dest = &c.huber_schedule, .def = "snr", .group = G_OBJ,
+     .help = "snr, exponential or constant"},
+    {.name = "huber_c", .type = SD_OPT_DOUBLE, .dest = &c.huber_c, .def = "0.1", .group = G_OBJ, .help = "Huber c"},
+    {.name = "huber_scale", .type = SD_OPT_DOUBLE, .dest = &c.huber_scale, .def = "1.0", .group = G_OBJ,
+     .help = "Huber scale"},
+    {.name = "min_snr_gamma", .type = SD_OPT_DOUBLE, .dest = &c.min_snr_gamma, SD_OPT_ATLEAST(0), .group = G_OBJ,
+     .help = "min-SNR weighting gamma (5 is common)"},
+    {.name = "scale_v_pred_loss_like_noise_pred", .type = SD_OPT_FLAG, .dest = &c.scale_v_pred_loss_like_noise_pred,
+     .group = G_OBJ, .help = "v-pred loss scaled like ε-pred"},
+    {.name = "v_pred_like_loss", .type = SD_OPT_DOUBLE, .dest = &c.v_pred_like_loss, SD_OPT_ATLEAST(0), .group = G_OBJ,
+     .help = "add a v-pred-like loss"},
+    {.name = "debiased_estimation_loss", .type = SD_OPT_FLAG, .dest = &c.debiased_estimation_loss, .group = G_OBJ,
+     .help = "debiased estimation weighting"},
+    /* output */
+    {.name = "output_dir", .type = SD_OPT_STRING, .dest = &c.output_dir, .metavar = "DIR", .group = G_OUT,
+     .help = "where the LoRA files and states go (default .)"},
+    {.name = "output_name", .type = SD_OPT_STRING, .dest = &c.output_name, .group = G_OUT,
+     .help = "base file name (default last / epoch / at)"},
+    {.name = "save_precision", .type = SD_OPT_STRING, .dest = &c.save_precision, .metavar = "{float,fp16,bf16}",
+     .group = G_OUT, .help = "dtype of the saved LoRA (default: as trained, float32)"},
+    {.name = "save_model_as", .type = SD_OPT_STRING, .dest = &c.save_model_as, .def = "safetensors", .group = G_OUT,
+     .help = "safetensors"},
+    {.name = "save_every_n_epochs", .type = SD_OPT_INT, .dest = &c.save_every_n_epochs, SD_OPT_ATLEAST(0),
+     .group = G_OUT, .help = "save every N epochs"},
+    {.name = "save_every_n_steps", .type = SD_OPT_INT, .dest = &c.save_every_n_steps, SD_OPT_ATLEAST(0),
+     .group = G_OUT, .help = "save every N steps"},
+    {.name = "save_last_n_epochs", .type = SD_OPT_INT, .dest = &c.save_last_n_epochs, SD_OPT_ATLEAST(0),
+     .group = G_OUT, .help = "keep only the last N epoch saves"},
+    {.name = "save_last_n_steps", .type = SD_OPT_INT, .dest = &c.save_last_n_steps, SD_OPT_ATLEAST(0),
+     .group = G_OUT, .help = "keep only saves of the last N steps"},
+    {.name = "save_last_n_epochs_state", .type = SD_OPT_INT, .dest = &c.save_last_n_epochs_state, SD_OPT_ATLEAST(0),
+     .group = G_OUT, .help = "the same for states"},
+    {.name = "save_last_n_steps_state", .type = SD_OPT_INT, .dest = &c.save_last_n_steps_state, SD_OPT_ATLEAST(0),
+     .group = G_OUT, .help = "the same for states"},
+    {.name = "save_state", .type = SD_OPT_FLAG, .dest = &c.save_state, .group = G_OUT,
+     .help = "write a resumable state with every save and at the end"},
+    {.name = "save_state_on_train_end", .type = SD_OPT_FLAG, .dest = &c.save_state_on_train_end, .group = G_OUT,
+     .help = "write a resumable state at the end"},
+    {.name = "resume", .type = SD_OPT_STRING, .dest = &c.resume, .metavar = "DIR", .group = G_OUT,
+     .help = "continue from a state directory (everything restored)"},
+    {.name = "no_metadata", .type = SD_OPT_FLAG, .dest = &c.no_metadata, .group = G_OUT,
+     .help = "only the minimum ss_* metadata"},
+    {.name = "training_comment", .type = SD_OPT_STRING, .dest = &c.training_comment, .group = G_OUT,
+     .help = "ss_training_comment"},
+    {.name = "metadata_title", .type = SD_OPT_STRING, .dest = &c.metadata_title, .group = G_OUT, .help = "modelspec.title"},
+    {.name = "metadata_author", .type = SD_OPT_STRING, .dest = &c.metadata_author, .group = G_OUT, .help = "modelspec.author"},
+    {.name = "metadata_description", .type = SD_OPT_STRING, .dest = &c.metadata_description, .group = G_OUT,
+     .help = "modelspec.description"},
+    {.name = "metadata_license", .type = SD_OPT_STRING, .dest = &c.metadata_license, .group = G_OUT,
+     .help = "modelspec.license"},
+    {.name = "metadata_tags", .type = SD_OPT_STRING, .dest = &c.metadata_tags, .group = G_OUT, .help = "modelspec.tags"},
+    /* logging */
+    {.name = "logging_dir", .type = SD_OPT_STRING, .dest = &c.logging_dir, .metavar = "DIR", .group = G_LOG,
+     .help = "TensorBoard event files under DIR/<prefix><time>/network_train"},
+    {.name = "log_prefix", .type = SD_OPT_STRING, .dest = &c.log_prefix, .group = G_LOG, .help = "run directory prefix"},
+    {.name = "log_tracker_name", .type = SD_OPT_STRING, .dest = &c.log_tracker_name, .group = G_LOG,
+     .help = "run name (default network_train)"},
+    {.name = "log_with", .type = SD_OPT_STRING, .dest = &a.log_with, .group = G_LOG,
+     .help = "tensorboard (wandb is not supported)"},
+    {.name = "log_jsonl", .type = SD_OPT_STRING, .dest = &c.log_jsonl, .metavar = "FILE", .group = G_LOG,
+     .help = "one JSON line per step: step, epoch, loss, avr_loss, lr, grad_norm, sec_per_step"},
+    SD_OPT_THREADS(&a.threads),
+    SD_OPT_END};
+
+
+int main(int argc, char **argv)
+{
+    sd_log_init("sd-train");
+    sd_train_config_default(&c);
+    memset(&a, 0, sizeof a);
+    sd_opts o;
+    if (sd_opts_init(&o, "sd-train", table) < 0) return sd_fatal(1);
+    o.flags = SD_OPTS_CONFIG | SD_OPTS_LENIENT | SD_OPTS_NO_POSITIONAL;
+    o.usage = "--method lora --model MODEL --data RECORDS.jsonl [OPTIONS]";
+    o.description = "Trains a LoRA network (kohya-ss/sd-scripts networks.lora) on SD1.x/SD2.x from records with "
+                    "cached latents, and saves it as a kohya LoRA file that A1111 and ComfyUI load.";
+    o.epilog = "Exit status: 0 done, 1 fatal error, 2 usage error, 130/143 interrupted (a resumable state "
+               "was written).\nSee sd-train(1).";
+    int ex = sd_cmdline_main(&o, argc, argv);
+    if (ex >= 0) {
+        sd_opts_free(&o);
+        return ex;
+    }
+    if (o.nunknown) {
+        char list[512] = "";
+        for (int i = 0; i < o.nunknown && strlen(list) < 400; i++) {
+            if (i) strcat(list, ", ");
+            strncat(list, o.unknown[i], 100);
+        }
+        sd_warn("%s: %d key%s not used by sd-train: %s%s", o.config_file, o.nunknown, o.nunknown == 1 ? "" : "s",
+                list, strlen(list) >= 400 ? ", ..." : "");
+    }
+    int usage = 0;
+    if (strcmp(a.method, "lora")) {
+        sd_error("--method %s is not supported (lora is)", a.method);
+        usage = 1;
+    }
+    if (a.log_with && strcmp(a.log_with, "tensorboard")) {
+        sd_error("--log_with %s is not supported (tensorboard is)", a.log_with);
+        usage = 1;
+    }
+    if (a.dataset_config || a.train_data_dir || a.reg_data_dir || a.in_json || c.cache_latents) {
+        sd_error("%s is not implemented yet in sd-train: build records with sd-merge-meta | sd-bucket | "
+                 "sd-encode-latents and pass them with --data",
+                 a.dataset_config ? "--dataset_config" : a.train_data_dir ? "--train_data_dir"
+                 : a.reg_data_dir ? "--reg_data_dir" : a.in_json ? "--in_json" : "--cache_latents");
+        sd_opts_free(&o);
+        return 1;
+    }
+    if (!a.data) {
+        sd_error("--data FILE|- is required (records with 'latents' from sd-encode-latents)");
+        usage = 1;
+    }
+    if (!c.model) {
+        sd_error("--pretrained_model_name_or_path (--model) is required");
+        usage = 1;
+    }
+    /* alpha: an int unless it came from the command line (argparse float) or is fractional */
+    char *end;
+    double al = strtod(a.network_alpha, &end);
+    if (*end || !isfinite(al)) {
+        sd_error("option '--network_alpha': invalid number '%s'", a.network_alpha);
+        usage = 1;
+    }
+    if (usage) {
+        fprintf(stderr, "Try 'sd-train --help'.\n");
+        sd_opts_free(&o);
+        return 2;
+    }
+    c.network_alpha = al;
+    c.network_alpha_is_int = sd_opts_source(&o, "network_alpha") != SD_SRC_CMDLINE && al == floor(al);
+    c.network_args = &a.network_args;
+    c.optimizer_args = &a.optimizer_args;
+    c.max_train_steps = a.max_train_steps;
+    c.token_warmup_step_f = a.token_warmup_step;
+    c.caption.separator = a.caption_separator;
+    c.caption.keep_tokens_separator = a.keep_tokens_separator;
+    if (sd_opts_source(&o, "seed") == SD_SRC_NONE) c.seed = -1;
+    if (sd_opts_source(&o, "unet_lr") == SD_SRC_NONE) c.unet_lr = NAN;
+    if (sd_opts_source(&o, "text_encoder_lr") == SD_SRC_NONE) c.text_encoder_lr = NAN;
+    if (c.save_precision && strcmp(c.save_precision, "float") && strcmp(c.save_precision, "fp16") &&
+        strcmp(c.save_precision, "bf16")) {
+        fprintf(stderr, "sd-train: option '--save_precision': invalid choice '%s' (choose from float, fp16, bf16)\n"
+                        "Try 'sd-train --help'.\n", c.save_precision);
+        sd_opts_free(&o);
+        return 2;
+    }
+    if (a.resolution.n) {
+        c.reso_w = (int)a.resolution.i[0];
+        c.reso_h = (int)a.resolution.i[a.resolution.n > 1 ? 1 : 0];
+    }
+    c.threads = a.threads;
+    if (sd_threads_init(a.threads) < 0) {
+        sd_opts_free(&o);
+        return sd_fatal(1);
+    }
+    c.threads = sd_threads_get();
+    /* options snapshot for the state (what --output_config would write) */
+    jv snap = jv_object();
+    for (int i = 0; i < sd_opts_count(&o); i++) {
+        const sd_opt *op = sd_opts_at(&o, i);
+        if (!op->dest || !strcmp(op->name, "threads") || !strcmp(op->name, "resume") || !strcmp(op->name, "data") ||
+            !strcmp(op->name, "config_file") || !strcmp(op->name, "output_config") || !strcmp(op->name, "help") ||
+            !strcmp(op->name, "version"))
+            continue;
+        snap = jv_object_set(snap, jv_string(op->name), sd_opts_value_jv(&o, i));
+    }
+    char *snap_text = NULL;
+    size_t snap_n = 0;
+    if (sd_json_dump(snap, &snap_text, &snap_n)) {
+        sd_opts_free(&o);
+        return sd_fatal(1);
+    }
+    c.options_json = snap_text;
+    /* records */
+    sd_train_data d;
+    sd_train_data_init(&d);
+    int is_stdin = !strcmp(a.data, "-");
+    FILE *fp = is_stdin ? stdin : fopen(a.data, "rb");
+    if (!fp) {
+        sd_error("%s: %s", a.data, strerror(errno));
+        free(snap_text);
+        sd_opts_free(&o);
+        return 1;
+    }
+    const char *src = is_stdin ? "stdin" : a.data;
+    sd_jsonl_reader *r = sd_jsonl_open(fp, src);
+    int bad = 0, fatal = 0;
+    for (;;) {
+        jv rec;
+        long line = 0;
+        int rc = sd_jsonl_next(r, &rec, &line);
+        if (rc == 0) break;
+        if (rc == SD_EFORMAT || rc == SD_ERANGE) {
+            sd_error("%s", sd_errmsg());
+            bad++;
+            continue;
+        }
+        if (rc < 0) {
+            sd_error("%s", sd_errmsg());
+            fatal = 1;
+            break;
+        }
+        rc = sd_train_data_add_record(&d, &c, rec);
+        jv_free(rec);
+        if (rc == SD_ENOMEM) {
+            fatal = 1;
+            sd_error("%s", sd_errmsg());
+            break;
+        }
+        if (rc < 0) {
+            sd_record_error(src, line, "%s", sd_errmsg());
+            bad++;
+        }
+    }
+    sd_jsonl_close(r);
+    if (!is_stdin) fclose(fp);
+    if (fatal || bad) {
+        if (bad) sd_error("%d record%s could not be used; not training on a partial set", bad, bad == 1 ? "" : "s");
+        sd_train_data_free(&d);
+        free(snap_text);
+        sd_opts_free(&o);
+        return 1;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    c.stop = &g_stop;
+    int rc = sd_train_run(&c, &d);
+    int exit_code = 0;
+    if (rc == SD_EINTR) {
+        sd_info("interrupted: resumable state written to %s (continue with --resume %s)", c.state_written,
+                c.state_written);
+        exit_code = c.stop_signal == SIGTERM ? 143 : 130;
+    } else if (rc == SD_EUSAGE) {
+        sd_error("%s", sd_errmsg());
+        fprintf(stderr, "Try 'sd-train --help'.\n");
+        exit_code = 2;
+    } else if (rc) {
+        exit_code = sd_fatal(1);
+    }
+    free(c.state_written);
+    sd_train_data_free(&d);
+    free(snap_text);
+    sd_opts_free(&o);
+    return exit_code;
+}

@@ -1,0 +1,159 @@
+/* Tiny test material for sd-train's tests and the demo (not installed; built by
+ * examples/build_tiny.sh against libsd):
+ *
+ *   tiny_model model OUT.safetensors CONFIG [SEED]   a single-file SD1-layout checkpoint (UNet,
+ *                                                   CLIP text encoder, VAE) with the shapes of the
+ *                                                   --model_config CONFIG and random weights
+ *                                                   (Philox, deterministic), stored as F16
+ *   tiny_model images DIR N [W H]                    N small PNG images (coloured shapes) with
+ *                                                   .caption sidecars, for the demo pipeline
+ *   tiny_model latents DIR N C H W                   N latent files DIR/lat<i>.npz ([C,H,W] normal
+ *                                                   noise, with latents_flipped) and their records
+ *                                                   on stdout (latents, caption)
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "base/rng.h"
+#include "io/image.h"
+#include "io/latent.h"
+#include "io/safetensors.h"
+#include "models/clip.h"
+#include "models/model_config.h"
+#include "models/unet.h"
+#include "models/vae.h"
+
+static int die(const char *what)
+{
+    fprintf(stderr, "tiny_model: %s: %s\n", what, sd_errmsg());
+    return 1;
+}
+
+static int make_model(const char *out, const char *cfgpath, uint64_t seed)
+{
+    sd_model_config cfg;
+    if (sd_model_config_load(cfgpath, &cfg)) return die(cfgpath);
+    sd_params r;
+    sd_params_init(&r);
+    sd_unet u;
+    sd_clip te;
+    sd_vae v;
+    if (sd_unet_init(&u, &r, "model.diffusion_model", &cfg.unet)) return die("unet");
+    if (sd_clip_init(&te, &r, "cond_stage_model.transformer", &cfg.clip, cfg.family)) return die("clip");
+    if (sd_vae_init(&v, &r, "first_stage_model", &cfg.vae)) return die("vae");
+    sd_params_set_trainable(&r, "", 0);
+    if (sd_params_alloc(&r, SD_DEV_CPU)) return die("alloc");
+    sd_safetensors_writer *w;
+    if (sd_safetensors_writer_new(&w)) return die("writer");
+    for (size_t i = 0; i < sd_params_count(&r); i++) {
+        sd_param *p = sd_params_at(&r, i);
+        float *d = p->value.data;
+        int64_t n = sd_tensor_numel(&p->value);
+        const char *k = p->key;
+        size_t L = strlen(k);
+        int is_bias = L > 5 && !strcmp(k + L - 5, ".bias");
+        int is_norm = strstr(k, "norm") || strstr(k, "ln_") || strstr(k, "layer_norm");
+        if (is_norm && !is_bias) {
+            for (int64_t j = 0; j < n; j++) d[j] = 1.0f;
+        } else if (is_bias || p->value.ndim < 2) {
+            sd_rng g = sd_rng_key(seed, 1, (uint32_t)i, SD_RNG_INIT);
+            sd_rng_fill_normal(&g, 0, d, (size_t)n);
+            for (int64_t j = 0; j < n; j++) d[j] *= 0.02f;
+        } else {
+            int64_t fan = n / p->value.shape[0];
+            float s = 1.0f / sqrtf((float)fan);
+            if (strstr(k, "embedding")) s = 0.3f;
+            sd_rng g = sd_rng_key(seed, 0, (uint32_t)i, SD_RNG_INIT);
+            sd_rng_fill_normal(&g, 0, d, (size_t)n);
+            for (int64_t j = 0; j < n; j++) d[j] *= s;
+        }
+        if (sd_safetensors_writer_add_f32(w, k, SD_ST_F16, p->value.ndim, p->value.shape, d)) return die(k);
+    }
+    if (sd_safetensors_writer_write(w, out)) return die(out);
+    sd_safetensors_writer_free(w);
+    sd_unet_free(&u);
+    sd_clip_free(&te);
+    sd_vae_free(&v);
+    sd_params_free(&r);
+    return 0;
+}
+
+static const char *const words[] = { "red", "green", "blue", "square", "circle", "stripe", "dot", "sky" };
+
+static int make_images(const char *dir, int n, int W, int H)
+{
+    for (int i = 0; i < n; i++) {
+        sd_image im = { W, H, 3, malloc((size_t)W * H * 3) };
+        if (!im.px) return 1;
+        sd_rng g = sd_rng_key(7, 0, (uint32_t)i, SD_RNG_USER);
+        int r0 = (int)(sd_rng_u32_at(&g, 0) % 256), g0 = (int)(sd_rng_u32_at(&g, 1) % 256),
+            b0 = (int)(sd_rng_u32_at(&g, 2) % 256);
+        int cx = W / 4 + (int)(sd_rng_u32_at(&g, 3) % (unsigned)(W / 2)), cy = H / 4 + (int)(sd_rng_u32_at(&g, 4) % (unsigned)(H / 2));
+        int rad = W / 6 + (int)(sd_rng_u32_at(&g, 5) % (unsigned)(W / 6));
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++) {
+                uint8_t *p = im.px + ((size_t)y * W + x) * 3;
+                int in = (x - cx) * (x - cx) + (y - cy) * (y - cy) < rad * rad;
+                p[0] = (uint8_t)(in ? 255 - r0 : r0);
+                p[1] = (uint8_t)(in ? 255 - g0 : (g0 + y) & 255);
+                p[2] = (uint8_t)(in ? 255 - b0 : (b0 + x) & 255);
+            }
+        char path[4096];
+        snprintf(path, sizeof path, "%s/img%03d.png", dir, i);
+        if (sd_image_write_png(path, &im)) return die(path);
+        free(im.px);
+        snprintf(path, sizeof path, "%s/img%03d.caption", dir, i);
+        FILE *f = fopen(path, "w");
+        if (!f) return 1;
+        fprintf(f, "sks, %s %s, %s\n", words[i % 3], words[3 + i % 3], words[5 + i % 3]);
+        fclose(f);
+    }
+    return 0;
+}
+
+static int make_latents(const char *dir, int n, int C, int H, int W)
+{
+    for (int i = 0; i < n; i++) {
+        sd_latent_file lf;
+        memset(&lf, 0, sizeof lf);
+        lf.c = C;
+        lf.h = H;
+        lf.w = W;
+        size_t per = (size_t)C * H * W;
+        lf.latents = malloc(per * sizeof(float));
+        lf.latents_flipped = malloc(per * sizeof(float));
+        if (!lf.latents || !lf.latents_flipped) return 1;
+        sd_rng g = sd_rng_key(11, 0, (uint32_t)i, SD_RNG_USER);
+        sd_rng_fill_normal(&g, 0, lf.latents, per);
+        for (int c = 0; c < C; c++)
+            for (int y = 0; y < H; y++)
+                for (int x = 0; x < W; x++)
+                    lf.latents_flipped[((size_t)c * H + y) * W + x] = lf.latents[((size_t)c * H + y) * W + (W - 1 - x)];
+        lf.original_size[0] = W * 8;
+        lf.original_size[1] = H * 8;
+        lf.crop_ltrb[2] = W * 8;
+        lf.crop_ltrb[3] = H * 8;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/lat%03d.npz", dir, i);
+        if (sd_latent_write(path, &lf, NULL)) return die(path);
+        free(lf.latents);
+        free(lf.latents_flipped);
+        printf("{\"latents\":\"%s\",\"caption\":\"sks, %s %s, %s\"}\n", path, words[i % 3], words[3 + i % 3],
+               words[5 + i % 3]);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 4 && !strcmp(argv[1], "model")) return make_model(argv[2], argv[3], argc > 4 ? strtoull(argv[4], NULL, 10) : 1);
+    if (argc >= 4 && !strcmp(argv[1], "images"))
+        return make_images(argv[2], atoi(argv[3]), argc > 5 ? atoi(argv[4]) : 64, argc > 5 ? atoi(argv[5]) : 64);
+    if (argc >= 7 && !strcmp(argv[1], "latents"))
+        return make_latents(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), atoi(argv[6]));
+    fprintf(stderr, "usage: tiny_model model OUT CONFIG [SEED] | images DIR N [W H] | latents DIR N C H W\n");
+    return 2;
+}

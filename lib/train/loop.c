@@ -1,0 +1,1214 @@
+/* The training loop (see loop.h). */
+#include "train/loop.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/error.h"
+#include "base/fileio.h"
+#include "base/log.h"
+#include "base/progress.h"
+#include "base/rng.h"
+#include "io/jsonl.h"
+#include "io/latent.h"
+#include "io/safetensors.h"
+#include "models/clip.h"
+#include "models/detect.h"
+#include "models/sd_model.h"
+#include "models/unet.h"
+#include "text/clip_tokenizer.h"
+#include "train/batch.h"
+#include "train/lora_file.h"
+#include "train/lora_net.h"
+#include "train/lora_network.h"
+#include "train/lr_sched.h"
+#include "train/objective_step.h"
+#include "train/meta.h"
+#include "train/optim.h"
+#include "train/pyfmt.h"
+#include "train/state.h"
+#include "train/tboard.h"
+
+void sd_train_config_default(sd_train_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->network_alpha = NAN;
+    c->network_alpha_is_int = 1;
+    c->unet_lr = NAN;
+    c->text_encoder_lr = NAN;
+    c->learning_rate = 2e-6;
+    c->max_grad_norm = 1.0;
+    c->lr_scheduler = "constant";
+    c->lr_warmup_steps = "0";
+    c->lr_scheduler_num_cycles = 1;
+    c->lr_scheduler_power = 1.0;
+    c->gradient_accumulation_steps = 1;
+    c->max_train_steps = 1600;
+    c->seed = -1;
+    c->mixed_precision = "no";
+    c->train_batch_size = 1;
+    c->prior_loss_weight = 1.0;
+    sd_caption_opts_default(&c->caption);
+    c->multires_noise_discount = 0.3;
+    c->min_timestep = -1;
+    c->max_timestep = -1;
+    c->loss_type = "l2";
+    c->huber_schedule = "snr";
+    c->huber_c = 0.1;
+    c->huber_scale = 1.0;
+    c->save_model_as = "safetensors";
+}
+
+/* ---- data ---------------------------------------------------------------------------------------- */
+
+void sd_train_data_init(sd_train_data *d) { memset(d, 0, sizeof *d); }
+
+void sd_train_data_free(sd_train_data *d)
+{
+    for (size_t i = 0; i < d->n; i++) {
+        free(d->s[i].latents);
+        free(d->s[i].image);
+        free(d->s[i].caption);
+    }
+    free(d->s);
+    for (size_t i = 0; i < d->nstrs; i++) free(d->strs[i]);
+    free(d->strs);
+    memset(d, 0, sizeof *d);
+}
+
+static const char *keep_str(sd_train_data *d, const char *s)
+{
+    if (!s) return NULL;
+    if (d->nstrs == d->capstrs) {
+        size_t cap = d->capstrs ? d->capstrs * 2 : 64;
+        char **q = realloc(d->strs, cap * sizeof *q);
+        if (!q) return NULL;
+        d->strs = q;
+        d->capstrs = cap;
+    }
+    char *c = strdup(s);
+    if (!c) return NULL;
+    d->strs[d->nstrs++] = c;
+    return c;
+}
+
+#define GET(fn, key, dst)                                    \
+    do {                                                     \
+        int r_ = fn(rec, key, dst);                          \
+        if (r_ < 0) return r_;                               \
+    } while (0)
+
+int sd_train_data_add_record(sd_train_data *d, const sd_train_config *c, jv rec)
+{
+    sd_train_sample s;
+    memset(&s, 0, sizeof s);
+    const char *lat = NULL, *img = NULL, *cap = NULL, *tags = NULL, *method = NULL;
+    GET(sd_jsonl_get_str, "latents", &lat);
+    GET(sd_jsonl_get_str, "image", &img);
+    GET(sd_jsonl_get_str, "caption", &cap);
+    GET(sd_jsonl_get_str, "tags", &tags);
+    GET(sd_jsonl_get_str, "method", &method);
+    long long v;
+    int b;
+    s.dataset = 0;
+    if (sd_jsonl_get_int(rec, "dataset", &v) == 1) {
+        if (v < 0 || v > 100000) return sd_err(SD_EFORMAT, "key 'dataset': %lld is out of range", v);
+        s.dataset = (int)v;
+    }
+    s.num_repeats = 1;
+    int r = sd_jsonl_get_int(rec, "num_repeats", &v);
+    if (r < 0) return r;
+    if (r == 1) {
+        if (v < 1 || v > 1000000) return sd_err(SD_EFORMAT, "key 'num_repeats': %lld is out of range", v);
+        s.num_repeats = (int)v;
+    }
+    s.batch_size = c->train_batch_size;
+    r = sd_jsonl_get_int(rec, "batch_size", &v);
+    if (r < 0) return r;
+    if (r == 1) {
+        if (v < 1 || v > 4096) return sd_err(SD_EFORMAT, "key 'batch_size': %lld is out of range", v);
+        s.batch_size = (int)v;
+    }
+    r = sd_jsonl_get_bool(rec, "is_reg", &b);
+    if (r < 0) return r;
+    s.is_reg = r == 1 && b;
+    s.flip_aug = c->flip_aug;
+    r = sd_jsonl_get_bool(rec, "flip_aug", &b);
+    if (r < 0) return r;
+    if (r == 1) s.flip_aug = b;
+    int bk[2];
+    r = sd_jsonl_get_size2(rec, "bucket", bk);
+    if (r < 0) return r;
+    if (r == 1) {
+        s.bucket_w = bk[0];
+        s.bucket_h = bk[1];
+    }
+    if (!lat && !img) return sd_err(SD_EFORMAT, "record has neither 'latents' nor 'image'");
+    if (!lat && !c->cache_latents)
+        return sd_err(SD_EFORMAT, "record has no 'latents' (run sd-encode-latents first, or use --cache_latents)");
+    /* caption options of the record's subset override the command line */
+    s.cap = c->caption;
+    s.token_warmup_step_f = c->token_warmup_step_f;
+    const char *sv;
+    double dv;
+    if ((r = sd_jsonl_get_bool(rec, "shuffle_caption", &b)) < 0) return r;
+    if (r == 1) s.cap.shuffle = b;
+    if ((r = sd_jsonl_get_bool(rec, "enable_wildcard", &b)) < 0) return r;
+    if (r == 1) s.cap.enable_wildcard = b;
+    if ((r = sd_jsonl_get_int(rec, "keep_tokens", &v)) < 0) return r;
+    if (r == 1) s.cap.keep_tokens = (int)v;
+    if ((r = sd_jsonl_get_int(rec, "caption_dropout_every_n_epochs", &v)) < 0) return r;
+    if (r == 1) s.cap.dropout_every_n_epochs = (int)v;
+    if ((r = sd_jsonl_get_int(rec, "token_warmup_min", &v)) < 0) return r;
+    if (r == 1) s.cap.token_warmup_min = (int)v;
+    if ((r = sd_jsonl_get_num(rec, "caption_dropout_rate", &dv)) < 0) return r;
+    if (r == 1) s.cap.dropout_rate = dv;
+    if ((r = sd_jsonl_get_num(rec, "caption_tag_dropout_rate", &dv)) < 0) return r;
+    if (r == 1) s.cap.tag_dropout_rate = dv;
+    if ((r = sd_jsonl_get_num(rec, "token_warmup_step", &dv)) < 0) return r;
+    if (r == 1) s.token_warmup_step_f = dv;
+    static const char *const skeys[] = { "caption_prefix", "caption_suffix", "keep_tokens_separator",
+                                         "caption_separator", "secondary_separator" };
+    for (int k = 0; k < 5; k++) {
+        if ((r = sd_jsonl_get_str(rec, skeys[k], &sv)) < 0) return r;
+        if (r != 1) continue;
+        const char *kept = keep_str(d, sv);
+        if (!kept) return sd_err(SD_ENOMEM, "out of memory");
+        if (k == 0) s.cap.prefix = kept;
+        else if (k == 1) s.cap.suffix = kept;
+        else if (k == 2) s.cap.keep_tokens_separator = kept;
+        else if (k == 3) s.cap.separator = kept;
+        else s.cap.secondary_separator = kept;
+    }
+    /* the stored caption (§4.6: fine-tuning joins caption and tags with the separator) */
+    const char *sep = s.cap.separator && *s.cap.separator ? s.cap.separator : ",";
+    size_t n1 = cap ? strlen(cap) : 0, n2 = tags ? strlen(tags) : 0;
+    s.caption = malloc(n1 + n2 + strlen(sep) + 1);
+    if (!s.caption) return sd_err(SD_ENOMEM, "out of memory");
+    s.caption[0] = 0;
+    if (cap) strcat(s.caption, cap);
+    if (tags && *tags && (!method || strcmp(method, "dreambooth"))) {
+        if (n1) strcat(s.caption, sep);
+        strcat(s.caption, tags);
+    }
+    (void)method;
+    s.latents = lat ? strdup(lat) : NULL;
+    s.image = img ? strdup(img) : NULL;
+    if ((lat && !s.latents) || (img && !s.image)) goto oom;
+    if (d->n == d->cap) {
+        size_t ncap = d->cap ? d->cap * 2 : 64;
+        sd_train_sample *q = realloc(d->s, ncap * sizeof *q);
+        if (!q) goto oom;
+        d->s = q;
+        d->cap = ncap;
+    }
+    d->s[d->n++] = s;
+    if (s.dataset + 1 > d->ndatasets) d->ndatasets = s.dataset + 1;
+    return SD_OK;
+oom:
+    free(s.caption);
+    free(s.latents);
+    free(s.image);
+    return sd_err(SD_ENOMEM, "out of memory");
+}
+
+/* ---- the run -------------------------------------------------------------------------------------- */
+
+typedef struct run {
+    sd_train_config *c;
+    sd_train_data *d;
+    sd_ctx ctx;
+    sd_model model;
+    int have_model;
+    sd_model_config cfg;
+    sd_unet *unet;
+    sd_clip *clip;
+    sd_clip_tokenizer *tok;
+    int32_t pad;
+    sd_tobj obj;
+    sd_lora_net_args nargs;
+    sd_lora_network net;
+    int have_net;
+    sd_lora_groups groups;
+    sd_optim opt;
+    int have_opt;
+    sd_optim_config ocfg;
+    sd_lr_sched lrs;
+    sd_batch_plan plan;
+    uint64_t seed;
+    int64_t max_steps, num_epochs, steps_per_epoch;
+    int te_train, unet_train;
+    int nchunks, seqlen;
+    double scale_factor;
+    /* buffers (sized for the largest batch) */
+    int64_t maxB, maxper;
+    float *x0, *noise, *noisy, *target, *work, *ipn, *grad, *lossv;
+    float *hc, *lweight;
+    double *factor;
+    int *tsteps;
+    int32_t *ids;
+    sd_tensor t_x, t_t, t_ctx, t_y, t_dy, t_ids, t_hidden, t_dctx;
+    sd_arena act;
+    /* logging */
+    sd_tb_writer tb;
+    int have_tb;
+    FILE *jl;
+    double *window;
+    size_t window_n;
+    double epoch_loss_sum;
+    int64_t epoch_loss_n;
+    sd_ss_facts facts;
+    sd_kv meta;
+    double started_at;
+    char *outdir;
+    const char *outname;
+    const char *ext;
+} run;
+
+static double wall_now(void)
+{
+    const char *e = getenv("SOURCE_DATE_EPOCH");
+    if (e && *e) return strtod(e, NULL);
+    return sd_wall_time();
+}
+
+static int check_options(run *R)
+{
+    sd_train_config *c = R->c;
+    if (!c->model) return sd_err(SD_EUSAGE, "--pretrained_model_name_or_path (--model) is required");
+    if (c->network_module && strcmp(c->network_module, "networks.lora"))
+        return sd_err(SD_EUNSUPPORTED, "--network_module %s is not supported (networks.lora is)", c->network_module);
+    if (c->save_model_as && strcmp(c->save_model_as, "safetensors"))
+        return sd_err(SD_EUNSUPPORTED, "--save_model_as %s is not supported (safetensors is)", c->save_model_as);
+    if (c->mixed_precision && strcmp(c->mixed_precision, "no") && strcmp(c->mixed_precision, "fp16") &&
+        strcmp(c->mixed_precision, "bf16"))
+        return sd_err(SD_EUSAGE, "--mixed_precision %s: choose no, fp16 or bf16", c->mixed_precision);
+    if (c->weighted_captions)
+        return sd_err(SD_EUNSUPPORTED, "--weighted_captions is not implemented yet");
+    if (c->max_token_length && c->max_token_length != 75 && c->max_token_length != 150 && c->max_token_length != 225)
+        return sd_err(SD_EUSAGE, "--max_token_length must be 75, 150 or 225");
+    if (c->train_unet_only && c->train_text_encoder_only)
+        return sd_err(SD_EUSAGE, "--network_train_unet_only and --network_train_text_encoder_only exclude each other");
+    if (c->scale_v_pred_loss_like_noise_pred && !c->v_parameterization)
+        return sd_err(SD_EUSAGE, "--scale_v_pred_loss_like_noise_pred requires --v_parameterization");
+    if (c->v_pred_like_loss > 0 && c->v_parameterization)
+        return sd_err(SD_EUSAGE, "--v_pred_like_loss cannot be used with --v_parameterization");
+    if (c->adaptive_noise_scale != 0 && c->noise_offset == 0)
+        return sd_err(SD_EUSAGE, "--adaptive_noise_scale requires --noise_offset");
+    sd_optim_kind k;
+    int rc = sd_optim_resolve(c->optimizer_type, c->use_8bit_adam, c->use_lion_optimizer, &k);
+    if (rc) return rc;
+    sd_optim_config_default(&R->ocfg, k);
+    if (c->optimizer_args && c->optimizer_args->n) {
+        rc = sd_optim_config_parse_args(&R->ocfg, c->optimizer_args->s, c->optimizer_args->n);
+        if (rc) return rc;
+    }
+    if (c->resume) {
+        struct stat sb;
+        if (stat(c->resume, &sb) || !S_ISDIR(sb.st_mode))
+            return sd_err(SD_ENOTFOUND, "--resume %s: not a state directory", c->resume);
+    }
+    return SD_OK;
+}
+
+static int load_models(run *R)
+{
+    sd_train_config *c = R->c;
+    sd_model_opts mo;
+    memset(&mo, 0, sizeof mo);
+    mo.parts = SD_MODEL_UNET | SD_MODEL_TE;
+    mo.config = c->model_config;
+    mo.v2 = c->v2;
+    mo.v_param = c->v_parameterization ? 1 : -1;
+    int rc = sd_model_open(&R->model, c->model, &mo);
+    if (rc) return rc;
+    R->have_model = 1;
+    if (R->model.warning[0]) sd_warn("%s", R->model.warning);
+    R->cfg = R->model.cfg;
+    if (c->v_parameterization) R->cfg.parameterization = SD_PRED_V;
+    if (R->cfg.clip.width != R->cfg.unet.context_dim)
+        return sd_err(SD_EFORMAT, "%s: text encoder width %d differs from the UNet's context_dim %d", c->model,
+                      R->cfg.clip.width, R->cfg.unet.context_dim);
+    sd_params_set_trainable(&R->model.unet_params, "", 0);
+    sd_params_set_trainable(&R->model.te_params, "", 0);
+    sd_dtype fd = SD_F32;
+    if (c->mixed_precision && !strcmp(c->mixed_precision, "fp16")) fd = SD_F16;
+    else if (c->mixed_precision && !strcmp(c->mixed_precision, "bf16")) fd = SD_BF16;
+    sd_params_set_frozen_dtype(&R->model.unet_params, fd);
+    sd_params_set_frozen_dtype(&R->model.te_params, fd);
+    rc = sd_model_load(&R->model, SD_DEV_CPU);
+    if (rc) return rc;
+    sd_model_release_source(&R->model);
+    R->unet = &R->model.unet;
+    R->clip = &R->model.clip;
+    if (c->gradient_checkpointing) sd_unet_set_checkpoint(R->unet, NULL, 1);
+    R->scale_factor = R->cfg.vae.scale_factor > 0 ? R->cfg.vae.scale_factor : 0.18215;
+    R->pad = R->cfg.family == SD_FAMILY_SD2 ? SD_CLIP_PAD_SD2 : SD_CLIP_PAD_SD1;
+    rc = sd_clip_tokenizer_load(NULL, &R->tok);
+    if (rc) return rc;
+    return SD_OK;
+}
+
+/* Read the latents of every sample once to learn its bucket when the record had none. */
+static int resolve_buckets(run *R)
+{
+    for (size_t i = 0; i < R->d->n; i++) {
+        sd_train_sample *s = &R->d->s[i];
+        if (s->bucket_w > 0 && s->bucket_h > 0) continue;
+        if (!s->latents) return sd_err(SD_EFORMAT, "%s: no bucket and no latents", s->image ? s->image : "record");
+        sd_latent_file lf;
+        int rc = sd_latent_read(s->latents, NULL, &lf);
+        if (rc) return rc;
+        s->bucket_w = lf.w * 8;
+        s->bucket_h = lf.h * 8;
+        sd_latent_free(&lf);
+    }
+    return SD_OK;
+}
+
+static int lr_steps_value(const char *s, sd_pyv *out)
+{
+    sd_lr_steps w;
+    int rc = sd_lr_steps_parse(s, "--lr_warmup_steps", &w);
+    if (rc) return rc;
+    *out = w.is_fraction ? sd_pyv_float(w.fraction) : sd_pyv_int(w.steps);
+    return SD_OK;
+}
+
+static int build_metadata(run *R)
+{
+    sd_train_config *c = R->c;
+    sd_ss_facts *f = &R->facts;
+    sd_ss_facts_init(f);
+    sd_pyv *v = f->v;
+    sd_rng sr = sd_rng_key(R->seed, 0, 0, SD_RNG_USER);
+    v[SD_SS_SESSION_ID] = sd_pyv_int((int64_t)sd_rng_u32_at(&sr, 0));
+    v[SD_SS_TRAINING_STARTED_AT] = sd_pyv_float(R->started_at);
+    v[SD_SS_OUTPUT_NAME] = sd_pyv_str(c->output_name);
+    v[SD_SS_LEARNING_RATE] = sd_pyv_float(c->learning_rate);
+    v[SD_SS_TEXT_ENCODER_LR] = isnan(c->text_encoder_lr) ? sd_pyv_none() : sd_pyv_float(c->text_encoder_lr);
+    v[SD_SS_UNET_LR] = isnan(c->unet_lr) ? sd_pyv_none() : sd_pyv_float(c->unet_lr);
+    v[SD_SS_NUM_TRAIN_IMAGES] = sd_pyv_int(R->plan.num_train_images);
+    v[SD_SS_NUM_VALIDATION_IMAGES] = sd_pyv_int(0);
+    v[SD_SS_NUM_REG_IMAGES] = sd_pyv_int(R->plan.num_reg_unbalanced);
+    v[SD_SS_NUM_BATCHES_PER_EPOCH] = sd_pyv_int(R->plan.nbatches);
+    v[SD_SS_NUM_EPOCHS] = sd_pyv_int(R->num_epochs);
+    v[SD_SS_GRADIENT_CHECKPOINTING] = sd_pyv_bool(c->gradient_checkpointing);
+    v[SD_SS_GRADIENT_ACCUMULATION_STEPS] = sd_pyv_int(c->gradient_accumulation_steps);
+    v[SD_SS_MAX_TRAIN_STEPS] = sd_pyv_int(R->max_steps);
+    int rc = lr_steps_value(c->lr_warmup_steps ? c->lr_warmup_steps : "0", &v[SD_SS_LR_WARMUP_STEPS]);
+    if (rc) return rc;
+    v[SD_SS_LR_SCHEDULER] = sd_pyv_str(c->lr_scheduler);
+    v[SD_SS_NETWORK_MODULE] = sd_pyv_str("networks.lora");
+    v[SD_SS_NETWORK_DIM] = sd_pyv_int(R->nargs.network_dim);
+    v[SD_SS_NETWORK_ALPHA] = c->network_alpha_is_int ? sd_pyv_int((int64_t)R->nargs.network_alpha)
+                                                     : sd_pyv_float(R->nargs.network_alpha);
+    v[SD_SS_NETWORK_DROPOUT] = c->network_dropout > 0 ? sd_pyv_float(c->network_dropout) : sd_pyv_none();
+    v[SD_SS_MIXED_PRECISION] = sd_pyv_str(c->mixed_precision ? c->mixed_precision : "no");
+    v[SD_SS_FULL_FP16] = sd_pyv_bool(0);
+    int v2 = R->cfg.family == SD_FAMILY_SD2;
+    int vp = R->cfg.parameterization == SD_PRED_V;
+    v[SD_SS_V2] = sd_pyv_bool(v2);
+    v[SD_SS_BASE_MODEL_VERSION] = sd_pyv_str(v2 ? (vp ? "sd_v2_v" : "sd_v2") : (vp ? "sd_v1_v" : "sd_v1"));
+    v[SD_SS_CLIP_SKIP] = c->clip_skip > 0 ? sd_pyv_int(c->clip_skip) : sd_pyv_none();
+    v[SD_SS_MAX_TOKEN_LENGTH] = c->max_token_length > 0 ? sd_pyv_int(c->max_token_length) : sd_pyv_none();
+    v[SD_SS_CACHE_LATENTS] = sd_pyv_bool(1);
+    v[SD_SS_SEED] = sd_pyv_int((int64_t)R->seed);
+    v[SD_SS_LOWRAM] = sd_pyv_bool(0);
+    v[SD_SS_NOISE_OFFSET] = c->noise_offset != 0 ? sd_pyv_float(c->noise_offset) : sd_pyv_none();
+    v[SD_SS_MULTIRES_NOISE_ITERATIONS] = c->multires_noise_iterations > 0 ? sd_pyv_int(c->multires_noise_iterations) : sd_pyv_none();
+    v[SD_SS_MULTIRES_NOISE_DISCOUNT] = sd_pyv_float(c->multires_noise_discount);
+    v[SD_SS_ADAPTIVE_NOISE_SCALE] = c->adaptive_noise_scale != 0 ? sd_pyv_float(c->adaptive_noise_scale) : sd_pyv_none();
+    v[SD_SS_ZERO_TERMINAL_SNR] = sd_pyv_bool(c->zero_terminal_snr);
+    v[SD_SS_TRAINING_COMMENT] = sd_pyv_str(c->training_comment);
+    v[SD_SS_SD_SCRIPTS_COMMIT_HASH] = sd_pyv_str("(unknown)");
+    static char optdesc[1024];
+    sd_optim_describe(&R->ocfg, optdesc, sizeof optdesc);
+    v[SD_SS_OPTIMIZER] = sd_pyv_str(optdesc);
+    v[SD_SS_MAX_GRAD_NORM] = sd_pyv_float(c->max_grad_norm);
+    v[SD_SS_CAPTION_DROPOUT_RATE] = sd_pyv_float(c->caption.dropout_rate);
+    v[SD_SS_CAPTION_DROPOUT_EVERY_N_EPOCHS] = sd_pyv_int(c->caption.dropout_every_n_epochs);
+    v[SD_SS_CAPTION_TAG_DROPOUT_RATE] = sd_pyv_float(c->caption.tag_dropout_rate);
+    v[SD_SS_FACE_CROP_AUG_RANGE] = sd_pyv_none();
+    v[SD_SS_PRIOR_LOSS_WEIGHT] = sd_pyv_float(c->prior_loss_weight);
+    v[SD_SS_MIN_SNR_GAMMA] = c->min_snr_gamma > 0 ? sd_pyv_float(c->min_snr_gamma) : sd_pyv_none();
+    v[SD_SS_SCALE_WEIGHT_NORMS] = c->scale_weight_norms > 0 ? sd_pyv_float(c->scale_weight_norms) : sd_pyv_none();
+    v[SD_SS_IP_NOISE_GAMMA] = c->ip_noise_gamma > 0 ? sd_pyv_float(c->ip_noise_gamma) : sd_pyv_none();
+    v[SD_SS_DEBIASED_ESTIMATION] = sd_pyv_bool(c->debiased_estimation_loss);
+    v[SD_SS_NOISE_OFFSET_RANDOM_STRENGTH] = sd_pyv_bool(c->noise_offset_random_strength);
+    v[SD_SS_IP_NOISE_GAMMA_RANDOM_STRENGTH] = sd_pyv_bool(c->ip_noise_gamma_random_strength);
+    v[SD_SS_LOSS_TYPE] = sd_pyv_str(c->loss_type);
+    v[SD_SS_HUBER_SCHEDULE] = sd_pyv_str(c->huber_schedule);
+    v[SD_SS_HUBER_SCALE] = sd_pyv_float(c->huber_scale);
+    v[SD_SS_HUBER_C] = sd_pyv_float(c->huber_c);
+    v[SD_SS_FP8_BASE] = sd_pyv_bool(0);
+    v[SD_SS_FP8_BASE_UNET] = sd_pyv_bool(0);
+    v[SD_SS_VALIDATION_SPLIT] = sd_pyv_float(0.0);
+    /* the legacy (no --dataset_config) block */
+    int bs = R->d->n ? R->d->s[0].batch_size : c->train_batch_size;
+    v[SD_SS_BATCH_SIZE_PER_DEVICE] = sd_pyv_int(bs);
+    v[SD_SS_TOTAL_BATCH_SIZE] = sd_pyv_int((int64_t)bs * c->gradient_accumulation_steps);
+    static char reso[64];
+    int rw = c->reso_w, rh = c->reso_h;
+    if (rw <= 0 && R->plan.nbuckets) rw = R->plan.b[0].w, rh = R->plan.b[0].h;
+    snprintf(reso, sizeof reso, "(%d, %d)", rw, rh);
+    v[SD_SS_RESOLUTION] = sd_pyv_str(reso);
+    v[SD_SS_COLOR_AUG] = sd_pyv_bool(0);
+    v[SD_SS_FLIP_AUG] = sd_pyv_bool(c->flip_aug);
+    v[SD_SS_RANDOM_CROP] = sd_pyv_bool(0);
+    v[SD_SS_SHUFFLE_CAPTION] = sd_pyv_bool(c->caption.shuffle);
+    v[SD_SS_ENABLE_BUCKET] = sd_pyv_bool(R->plan.nbuckets > 1);
+    v[SD_SS_BUCKET_NO_UPSCALE] = sd_pyv_bool(0);
+    v[SD_SS_MIN_BUCKET_RESO] = sd_pyv_int(256);
+    v[SD_SS_MAX_BUCKET_RESO] = sd_pyv_int(1024);
+    v[SD_SS_KEEP_TOKENS] = sd_pyv_int(c->caption.keep_tokens);
+    v[SD_SS_DATASET_DIRS] = sd_pyv_str("{}");
+    v[SD_SS_REG_DATASET_DIRS] = sd_pyv_str("{}");
+    v[SD_SS_TAG_FREQUENCY] = sd_pyv_str("{}");
+    static char binfo[8192];
+    {
+        size_t L = 0;
+        L += (size_t)snprintf(binfo + L, sizeof binfo - L, "{\"buckets\": {");
+        for (int i = 0; i < R->plan.nbuckets && L < sizeof binfo - 128; i++)
+            L += (size_t)snprintf(binfo + L, sizeof binfo - L, "%s\"%d\": {\"resolution\": [%d, %d], \"count\": %lld}",
+                                  i ? ", " : "", i, R->plan.b[i].w, R->plan.b[i].h, (long long)R->plan.b[i].n);
+        snprintf(binfo + L, sizeof binfo - L, "}, \"mean_img_ar_error\": 0.0}");
+    }
+    v[SD_SS_BUCKET_INFO] = sd_pyv_str(binfo);
+    static char *nargs_json;
+    free(nargs_json);
+    nargs_json = NULL;
+    if (c->network_args && c->network_args->n) {
+        int n = c->network_args->n;
+        char **ks = calloc((size_t)n, sizeof *ks);
+        const char **vs = calloc((size_t)n, sizeof *vs);
+        if (!ks || !vs) {
+            free(ks), free(vs);
+            return sd_err(SD_ENOMEM, "out of memory");
+        }
+        for (int i = 0; i < n; i++) {
+            const char *it = c->network_args->s[i], *eq = strchr(it, '=');
+            size_t L = eq ? (size_t)(eq - it) : strlen(it);
+            ks[i] = strndup(it, L);
+            vs[i] = eq ? eq + 1 : "";
+        }
+        rc = sd_py_json_str_dict((const char *const *)ks, vs, (size_t)n, &nargs_json);
+        for (int i = 0; i < n; i++) free(ks[i]);
+        free(ks);
+        free(vs);
+        if (rc) return rc;
+        v[SD_SS_NETWORK_ARGS] = sd_pyv_str(nargs_json);
+    }
+    const char *base = strrchr(c->model, '/');
+    v[SD_SS_SD_MODEL_NAME] = sd_pyv_str(base ? base + 1 : c->model);
+    sd_kv_init(&R->meta);
+    rc = sd_ss_metadata(f, c->no_metadata, &R->meta);
+    if (rc) return rc;
+    return SD_OK;
+}
+
+static int save_lora(run *R, const char *path, int64_t steps, int64_t epoch1)
+{
+    sd_train_config *c = R->c;
+    sd_kv m;
+    sd_kv_init(&m);
+    int rc = sd_kv_copy(&m, &R->meta);
+    double now = wall_now();
+    if (!rc) rc = sd_ss_metadata_at_save(&m, now, steps, epoch1, c->no_metadata);
+    sd_modelspec_args ma;
+    memset(&ma, 0, sizeof ma);
+    ma.v2 = R->cfg.family == SD_FAMILY_SD2;
+    ma.v_parameterization = R->cfg.parameterization == SD_PRED_V;
+    ma.lora = 1;
+    ma.timestamp = now;
+    ma.title = c->metadata_title ? c->metadata_title : c->output_name;
+    ma.reso_w = c->reso_w;
+    ma.reso_h = c->reso_h;
+    ma.author = c->metadata_author;
+    ma.description = c->metadata_description;
+    ma.license = c->metadata_license;
+    ma.tags = c->metadata_tags;
+    ma.has_timesteps = c->min_timestep >= 0 || c->max_timestep >= 0;
+    ma.min_timestep = c->min_timestep >= 0 ? c->min_timestep : 0;
+    ma.max_timestep = c->max_timestep >= 0 ? c->max_timestep : 1000;
+    ma.clip_skip = c->clip_skip > 0 ? c->clip_skip : -1;
+    ma.implementation_version = "sd-train/" SD_VERSION;
+    if (!rc) rc = sd_modelspec_metadata(&ma, &m);
+    sd_lora_save_opts so;
+    memset(&so, 0, sizeof so);
+    so.dtype = SD_ST_F32;
+    if (c->save_precision) {
+        so.precision_given = 1;
+        if (!strcmp(c->save_precision, "fp16")) so.dtype = SD_ST_F16;
+        else if (!strcmp(c->save_precision, "bf16")) so.dtype = SD_ST_BF16;
+    }
+    so.alpha_int = !c->save_precision && c->network_alpha_is_int;
+    so.meta = &m;
+    char mh[65], lh[9];
+    if (!rc) rc = sd_lora_file_save(path, R->net.refs, R->net.n, &so, mh, lh);
+    sd_kv_free(&m);
+    return rc;
+}
+
+static char *join_path(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+static int save_state_dir(run *R, const char *dir, int64_t global_step, int64_t epoch, int64_t step_in_epoch)
+{
+    sd_train_state_in s;
+    memset(&s, 0, sizeof s);
+    s.prog.global_step = global_step;
+    s.prog.epoch = epoch;
+    s.prog.step_in_epoch = step_in_epoch;
+    s.prog.sched_step = global_step;
+    s.prog.seed = R->seed;
+    s.net = &R->net.reg;
+    s.opt = R->have_opt ? &R->opt : NULL;
+    s.options_json = R->c->options_json;
+    s.loss_window = R->window;
+    s.loss_window_n = R->window_n;
+    for (size_t i = 0; i < R->window_n; i++) s.loss_total += R->window[i];
+    return sd_train_state_save(dir, &s);
+}
+
+/* Saves at a sync point: checkpoint and state names, retention. */
+static int save_checkpoint(run *R, sd_save_kind kind, int64_t no, int64_t global_step, int64_t epoch1,
+                           int64_t cur_epoch, int64_t cur_step_in_epoch, int with_state)
+{
+    sd_train_config *c = R->c;
+    char name[512];
+    int rc = sd_save_name(name, sizeof name, kind, R->outname, no, R->ext);
+    if (rc) return rc;
+    char *path = join_path(R->outdir, name);
+    if (!path) return sd_err(SD_ENOMEM, "out of memory");
+    rc = save_lora(R, path, global_step, epoch1);
+    if (!rc && kind != SD_SAVE_LAST) sd_info("saved %s", path);
+    free(path);
+    if (rc) return rc;
+    if (with_state) {
+        rc = sd_save_name(name, sizeof name, kind, R->outname, no, NULL);
+        if (rc) return rc;
+        char *sdir = join_path(R->outdir, name);
+        if (!sdir) return sd_err(SD_ENOMEM, "out of memory");
+        rc = save_state_dir(R, sdir, global_step, cur_epoch, cur_step_in_epoch);
+        if (!rc) sd_info("saved state %s", sdir);
+        free(sdir);
+        if (rc) return rc;
+    }
+    /* retention */
+    int64_t rm = -1, rms = -1;
+    if (kind == SD_SAVE_EPOCH) {
+        rm = sd_remove_epoch_no(no, c->save_every_n_epochs, c->save_last_n_epochs, 0);
+        rms = sd_remove_epoch_no(no, c->save_every_n_epochs,
+                                 c->save_last_n_epochs_state > 0 ? c->save_last_n_epochs_state : c->save_last_n_epochs, 1);
+    } else if (kind == SD_SAVE_STEP) {
+        rm = sd_remove_step_no(no, c->save_every_n_steps, c->save_last_n_steps, 0);
+        rms = sd_remove_step_no(no, c->save_every_n_steps,
+                                c->save_last_n_steps_state > 0 ? c->save_last_n_steps_state : c->save_last_n_steps, 1);
+    }
+    if (rm >= 0 && !(kind == SD_SAVE_EPOCH && rm == 0)) {
+        sd_save_name(name, sizeof name, kind, R->outname, rm, R->ext);
+        char *p = join_path(R->outdir, name);
+        if (p) {
+            if (unlink(p) == 0) sd_info("removed %s", p);
+            free(p);
+        }
+    }
+    if (with_state && rms >= 0 && !(kind == SD_SAVE_EPOCH && rms == 0)) {
+        sd_save_name(name, sizeof name, kind, R->outname, rms, NULL);
+        char *p = join_path(R->outdir, name);
+        if (p) {
+            sd_remove_tree(p);
+            free(p);
+        }
+    }
+    return SD_OK;
+}
+
+static int alloc_buffers(run *R)
+{
+    sd_train_config *c = R->c;
+    int64_t C = R->cfg.unet.in_channels;
+    R->maxB = 0;
+    R->maxper = 0;
+    for (int i = 0; i < R->plan.nbuckets; i++) {
+        const sd_batch_bucket *b = &R->plan.b[i];
+        int64_t B = b->batch_size < b->n ? b->batch_size : b->n;
+        int64_t per = C * (b->h / 8) * (b->w / 8);
+        if (B > R->maxB) R->maxB = B;
+        if (per > R->maxper) R->maxper = per;
+        if ((b->h / 8) % (1 << (R->cfg.unet.n_levels - 1)) || (b->w / 8) % (1 << (R->cfg.unet.n_levels - 1)))
+            return sd_err(SD_EINVAL, "bucket %dx%d: the latent size is not a multiple of %d", b->w, b->h,
+                          1 << (R->cfg.unet.n_levels - 1));
+    }
+    size_t tot = (size_t)(R->maxB * R->maxper);
+    R->x0 = calloc(tot, sizeof(float));
+    R->noise = calloc(tot, sizeof(float));
+    R->noisy = calloc(tot, sizeof(float));
+    R->target = calloc(tot, sizeof(float));
+    R->work = calloc(2 * tot, sizeof(float));
+    R->ipn = calloc(tot, sizeof(float));
+    R->grad = calloc(tot, sizeof(float));
+    R->lossv = calloc((size_t)R->maxB, sizeof(float));
+    R->hc = calloc((size_t)R->maxB, sizeof(float));
+    R->lweight = calloc((size_t)R->maxB, sizeof(float));
+    R->factor = calloc((size_t)R->maxB, sizeof(double));
+    R->tsteps = calloc((size_t)R->maxB, sizeof(int));
+    R->nchunks = c->max_token_length > 75 ? c->max_token_length / 75 : 1;
+    R->seqlen = R->nchunks == 1 ? 77 : R->nchunks * 75 + 2;
+    R->ids = calloc((size_t)(R->maxB * R->nchunks * 77), sizeof(int32_t));
+    if (!R->x0 || !R->noise || !R->noisy || !R->target || !R->work || !R->ipn || !R->grad || !R->lossv || !R->hc ||
+        !R->lweight || !R->factor || !R->tsteps || !R->ids)
+        return sd_err(SD_ENOMEM, "out of memory");
+    int64_t W = R->cfg.clip.width;
+    int rc = sd_tensor_alloc(&R->t_ctx, SD_F32, 3, (int64_t[]){ R->maxB, R->seqlen, W });
+    if (!rc) rc = sd_tensor_alloc(&R->t_dctx, SD_F32, 3, (int64_t[]){ R->maxB, R->seqlen, W });
+    if (!rc && R->nchunks > 1) rc = sd_tensor_alloc(&R->t_hidden, SD_F32, 3, (int64_t[]){ R->maxB * R->nchunks, 77, W });
+    if (!rc) rc = sd_tensor_alloc(&R->t_y, SD_F32, 1, (int64_t[]){ R->maxB * R->maxper });
+    if (!rc) rc = sd_tensor_alloc(&R->t_t, SD_F32, 1, (int64_t[]){ R->maxB });
+    if (rc) return rc;
+    /* activation arena: the largest bucket */
+    size_t saved = 0, scratch = 0;
+    for (int i = 0; i < R->plan.nbuckets; i++) {
+        const sd_batch_bucket *b = &R->plan.b[i];
+        int64_t B = b->batch_size < b->n ? b->batch_size : b->n;
+        sd_nn_plan p = sd_unet_plan(R->unet, B, b->h / 8, b->w / 8, R->seqlen);
+        if (p.saved > saved) saved = p.saved;
+        if (p.scratch > scratch) scratch = p.scratch;
+    }
+    if (R->te_train) {
+        sd_nn_plan p = sd_clip_plan(R->clip, R->maxB * R->nchunks, 77, c->clip_skip);
+        saved += p.saved;
+        if (p.scratch > scratch) scratch = p.scratch;
+    }
+    rc = sd_nn_arena_init(&R->act, SD_DEV_CPU, saved + 4096);
+    if (rc) return rc;
+    size_t want = scratch * 2 + ((size_t)1 << 30);
+    if (want > SD_CTX_DEFAULT_SCRATCH) {
+        sd_ctx_free(&R->ctx);
+        rc = sd_ctx_init(&R->ctx, SD_DEV_CPU, c->threads, want);
+        if (rc) return rc;
+    }
+    return SD_OK;
+}
+
+/* Token ids of the processed captions of one batch. */
+static int encode_captions(run *R, const int64_t *idx, int B, int64_t micro, int64_t epoch1, int64_t gstep)
+{
+    for (int b = 0; b < B; b++) {
+        sd_train_sample *s = &R->d->s[idx[b]];
+        sd_rng rng = sd_rng_key(R->seed, (uint32_t)micro, (uint32_t)b, SD_RNG_CAPTION);
+        sd_caption_opts o = s->cap;
+        double tw = s->token_warmup_step_f;
+        o.token_warmup_step = tw <= 0 ? 0 : tw < 1 ? (int64_t)(tw * (double)R->max_steps) : (int64_t)tw;
+        char *text = NULL;
+        int rc = sd_caption_process(&o, s->caption, epoch1, gstep, &rng, &text);
+        if (rc) return rc;
+        int nch = 0;
+        rc = sd_clip_tokenizer_frame(R->tok, text, strlen(text), R->c->max_token_length, R->pad,
+                                     R->ids + (size_t)b * R->nchunks * 77, &nch);
+        free(text);
+        if (rc) return rc;
+    }
+    return SD_OK;
+}
+
+static int load_latents(run *R, const int64_t *idx, int B, int64_t micro, int h, int w)
+{
+    int64_t C = R->cfg.unet.in_channels;
+    int64_t per = C * h * w;
+    for (int b = 0; b < B; b++) {
+        sd_train_sample *s = &R->d->s[idx[b]];
+        sd_latent_file lf;
+        int rc = sd_latent_read(s->latents, NULL, &lf);
+        if (rc) return rc;
+        if (lf.c != C || lf.h != h || lf.w != w) {
+            sd_latent_free(&lf);
+            return sd_err(SD_EFORMAT, "%s: latents are [%d,%d,%d], the bucket needs [%lld,%d,%d]", s->latents, lf.c,
+                          lf.h, lf.w, (long long)C, h, w);
+        }
+        const float *src = lf.latents;
+        if (s->flip_aug) {
+            sd_rng r = sd_rng_key(R->seed, (uint32_t)micro, (uint32_t)b, SD_RNG_AUGMENT);
+            if (sd_rng_uniform_at(&r, 0) < 0.5f) {
+                if (!lf.latents_flipped) {
+                    sd_latent_free(&lf);
+                    return sd_err(SD_EFORMAT, "%s: flip_aug needs latents_flipped (encode with flip)", s->latents);
+                }
+                src = lf.latents_flipped;
+            }
+        }
+        float sf = (float)R->scale_factor;
+        float *dst = R->x0 + (size_t)b * per;
+        for (int64_t i = 0; i < per; i++) dst[i] = src[i] * sf;
+        sd_latent_free(&lf);
+    }
+    return SD_OK;
+}
+
+/* One micro batch: forward, loss, backward (gradients accumulate). *loss_out = batch loss. */
+static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int B, int64_t micro, int64_t epoch1,
+                      int64_t gstep, double *loss_out)
+{
+    sd_train_config *c = R->c;
+    int h = bk->h / 8, w = bk->w / 8;
+    int64_t C = R->cfg.unet.in_channels;
+    int64_t per = C * h * w;
+    uint32_t step = (uint32_t)micro;
+    int rc = load_latents(R, idx, B, micro, h, w);
+    if (rc) return rc;
+    rc = encode_captions(R, idx, B, micro, epoch1, gstep);
+    if (rc) return rc;
+    R->net.rt.step = step;
+    R->net.rt.training = 1;
+    sd_arena_reset(&R->act, 0);
+    /* text encoder */
+    sd_tensor ctxt, ids;
+    int64_t W = R->cfg.clip.width;
+    sd_tensor_reshape(&R->t_ctx, 1, (int64_t[]){ -1 }, &ctxt);
+    ctxt = sd_tensor_wrap(R->t_ctx.data, SD_F32, 3, (int64_t[]){ B, R->seqlen, W });
+    sd_arena *tsave = R->te_train ? &R->act : NULL;
+    if (R->nchunks == 1) {
+        ids = sd_tensor_wrap(R->ids, SD_I32, 2, (int64_t[]){ B, 77 });
+        rc = sd_clip_forward(&R->ctx, R->clip, tsave, &ctxt, &ids, c->clip_skip);
+    } else {
+        ids = sd_tensor_wrap(R->ids, SD_I32, 3, (int64_t[]){ B, R->nchunks, 77 });
+        sd_tensor hid = sd_tensor_wrap(R->t_hidden.data, SD_F32, 3, (int64_t[]){ (int64_t)B * R->nchunks, 77, W });
+        rc = sd_clip_forward_chunks(&R->ctx, R->clip, tsave, &ctxt, &hid, &ids, c->clip_skip);
+    }
+    if (rc) return rc;
+    /* noise, timesteps, noisy latents, target */
+    rc = sd_tobj_inputs(&R->obj, R->seed, step, B, C, h, w, R->x0, R->noise, R->noisy, R->target, R->work, R->ipn,
+                        R->tsteps);
+    if (rc) return rc;
+    /* UNet */
+    sd_tensor x = sd_tensor_wrap(R->noisy, SD_F32, 4, (int64_t[]){ B, C, h, w });
+    sd_tensor tt = sd_tensor_wrap(R->t_t.data, SD_F32, 1, (int64_t[]){ B });
+    for (int b = 0; b < B; b++) ((float *)R->t_t.data)[b] = (float)R->tsteps[b];
+    sd_tensor y = sd_tensor_wrap(R->t_y.data, SD_F32, 4, (int64_t[]){ B, C, h, w });
+    rc = sd_unet_forward(&R->ctx, R->unet, &R->act, &y, &x, &tt, &ctxt);
+    if (rc) return rc;
+    const float *pred = y.data;
+    for (int b = 0; b < B; b++) R->lweight[b] = R->d->s[idx[b]].is_reg ? (float)c->prior_loss_weight : 1.0f;
+    double L = sd_tobj_loss(&R->obj, pred, R->target, B, per, R->tsteps, R->lweight, R->hc, R->factor, R->lossv,
+                            sd_accum_loss_scale(c->gradient_accumulation_steps), R->grad);
+    *loss_out = L;
+    if (!isfinite(L)) return SD_OK;
+    sd_tensor dy = sd_tensor_wrap(R->grad, SD_F32, 4, (int64_t[]){ B, C, h, w });
+    sd_tensor dctx = sd_tensor_wrap(R->t_dctx.data, SD_F32, 3, (int64_t[]){ B, R->seqlen, W });
+    if (R->te_train) {
+        rc = sd_op_fill(&R->ctx, &dctx, 0.0f);
+        if (rc) return rc;
+    }
+    rc = sd_unet_backward(&R->ctx, R->unet, NULL, R->te_train ? &dctx : NULL, &dy);
+    if (rc) return rc;
+    if (R->te_train) {
+        if (R->nchunks == 1) rc = sd_clip_backward(&R->ctx, R->clip, NULL, &dctx);
+        else rc = sd_clip_backward_chunks(&R->ctx, R->clip, NULL, &dctx);
+        if (rc) return rc;
+    }
+    return SD_OK;
+}
+
+static double window_mean(const run *R)
+{
+    if (!R->window_n) return 0;
+    double s = 0;
+    for (size_t i = 0; i < R->window_n; i++) s += R->window[i];
+    return s / (double)R->window_n;
+}
+
+static void free_run(run *R)
+{
+    if (R->have_opt) sd_optim_free(&R->opt);
+    sd_lora_groups_free(&R->groups);
+    if (R->have_net) sd_lora_network_free(&R->net);
+    if (R->have_model) sd_model_close(&R->model);
+    sd_clip_tokenizer_free(R->tok);
+    sd_batch_plan_free(&R->plan);
+    free(R->x0), free(R->noise), free(R->noisy), free(R->target), free(R->work), free(R->ipn), free(R->grad);
+    free(R->lossv), free(R->hc), free(R->lweight), free(R->factor), free(R->tsteps), free(R->ids);
+    sd_tensor_free(&R->t_ctx);
+    sd_tensor_free(&R->t_dctx);
+    sd_tensor_free(&R->t_hidden);
+    sd_tensor_free(&R->t_y);
+    sd_tensor_free(&R->t_t);
+    sd_arena_free(&R->act);
+    if (R->have_tb) sd_tb_close(&R->tb);
+    if (R->jl) fclose(R->jl);
+    free(R->window);
+    sd_kv_free(&R->meta);
+    free(R->outdir);
+    sd_ctx_free(&R->ctx);
+}
+
+static const char *const resume_keys[] = {
+    "network_dim", "network_alpha", "network_args", "network_train_unet_only", "network_train_text_encoder_only",
+    "train_batch_size", "gradient_accumulation_steps", "max_train_steps", "max_train_epochs", "lr_scheduler",
+    "lr_warmup_steps", "learning_rate", "unet_lr", "text_encoder_lr", "optimizer_type", "optimizer_args",
+    "max_token_length", "clip_skip", "v_parameterization", "conv_dim",
+};
+
+int sd_train_run(sd_train_config *c, sd_train_data *d)
+{
+    run R0, *R = &R0;
+    memset(R, 0, sizeof *R);
+    R->c = c;
+    R->d = d;
+    int rc = sd_ctx_init(&R->ctx, SD_DEV_CPU, c->threads, 0);
+    if (rc) return rc;
+    rc = check_options(R);
+    if (rc) goto out;
+    /* seed: --seed, the resumed state's, or a random one */
+    sd_train_state_out rs;
+    memset(&rs, 0, sizeof rs);
+    if (c->seed >= 0) {
+        R->seed = (uint64_t)c->seed;
+    } else {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        R->seed = ((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)getpid()) % 4294967296ull;
+    }
+    if (!d->n) {
+        rc = sd_err(SD_EINVAL, "no training records");
+        goto out;
+    }
+    rc = load_models(R);
+    if (rc) goto out;
+    rc = resolve_buckets(R);
+    if (rc) goto out;
+    /* schedule and objective */
+    if (c->zero_terminal_snr && !c->v_parameterization)
+        sd_warn("zero_terminal_snr is enabled, but v_parameterization is not enabled. training will be unexpected");
+    sd_tobj_opts to = { .v_prediction = R->cfg.parameterization == SD_PRED_V, .zero_terminal_snr = c->zero_terminal_snr,
+                        .loss_type = c->loss_type, .huber_schedule = c->huber_schedule, .huber_c = c->huber_c,
+                        .huber_scale = c->huber_scale, .min_timestep = c->min_timestep, .max_timestep = c->max_timestep,
+                        .noise_offset = c->noise_offset, .adaptive_noise_scale = c->adaptive_noise_scale,
+                        .noise_offset_random_strength = c->noise_offset_random_strength,
+                        .multires_iterations = c->multires_noise_iterations,
+                        .multires_discount = c->multires_noise_discount, .ip_noise_gamma = c->ip_noise_gamma,
+                        .ip_noise_gamma_random_strength = c->ip_noise_gamma_random_strength,
+                        .min_snr_gamma = c->min_snr_gamma, .v_pred_like_loss = c->v_pred_like_loss,
+                        .scale_v_pred_loss_like_noise_pred = c->scale_v_pred_loss_like_noise_pred,
+                        .debiased_estimation = c->debiased_estimation_loss };
+    rc = sd_tobj_init(&R->obj, &to);
+    if (rc) goto out;
+    /* network */
+    int ndim = c->network_dim > 0 ? c->network_dim : 4;
+    double nalpha = isnan(c->network_alpha) ? 1.0 : c->network_alpha;
+    rc = sd_lora_net_args_parse(&R->nargs, 0, ndim, nalpha, c->network_args ? c->network_args->s : NULL,
+                                c->network_args ? c->network_args->n : 0);
+    if (rc) goto out;
+    for (int i = 0; i < R->nargs.nunknown; i++) sd_warn("--network_args %s: not used by networks.lora", R->nargs.unknown[i]);
+    sd_safetensors *wst = NULL;
+    sd_lora_file_info finfo;
+    memset(&finfo, 0, sizeof finfo);
+    if (c->network_weights) {
+        rc = sd_safetensors_open(c->network_weights, &wst);
+        if (rc) goto out;
+        if (c->dim_from_weights) {
+            rc = sd_lora_file_scan(wst, &finfo);
+            if (rc) {
+                sd_safetensors_close(wst);
+                goto out;
+            }
+        }
+    }
+    sd_lora_network_opts no;
+    memset(&no, 0, sizeof no);
+    no.args = &R->nargs;
+    no.with_unet = !c->train_text_encoder_only;
+    no.with_te = !c->train_unet_only;
+    no.network_dropout = c->network_dropout;
+    no.from_file = c->dim_from_weights ? &finfo : NULL;
+    no.seed = R->seed;
+    rc = sd_lora_network_build(&R->net, &R->ctx, R->unet, R->clip, &no);
+    sd_lora_file_info_free(&finfo);
+    if (rc) {
+        sd_safetensors_close(wst);
+        goto out;
+    }
+    R->have_net = 1;
+    if (wst) {
+        size_t loaded = 0;
+        rc = sd_lora_file_load(wst, R->net.refs, R->net.n, SD_LORA_LOAD_ALLOW_MISSING | SD_LORA_LOAD_ALLOW_UNEXPECTED,
+                               &loaded);
+        sd_safetensors_close(wst);
+        if (rc) goto out;
+        sd_info("loaded %zu LoRA modules from %s", loaded, c->network_weights);
+    }
+    sd_info("LoRA: %zu text-encoder modules, %zu UNet modules (dim %d, alpha %g)", R->net.n_te, R->net.n_unet, ndim, nalpha);
+    rc = sd_lora_param_groups(&R->nargs, R->net.refs, R->net.is_te, R->net.n, c->text_encoder_lr, c->unet_lr,
+                              c->learning_rate, &R->groups);
+    if (rc) goto out;
+    if (!R->groups.n) {
+        rc = sd_err(SD_EINVAL, "every parameter group has learning rate 0: nothing to train");
+        goto out;
+    }
+    rc = sd_optim_init(&R->opt, &R->ocfg, R->groups.desc, R->groups.n);
+    if (rc) goto out;
+    R->have_opt = 1;
+    /* the text encoder trains when one of its modules is in a group */
+    for (int g = 0; g < R->groups.n; g++)
+        if (!strncmp(R->groups.names[g], "textencoder", 11)) R->te_train = 1;
+    /* batches, steps, epochs (§6.8) */
+    sd_batch_item *items = calloc(d->n, sizeof *items);
+    if (!items) {
+        rc = sd_err(SD_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < d->n; i++) {
+        items[i].dataset = d->s[i].dataset;
+        items[i].bucket_w = d->s[i].bucket_w;
+        items[i].bucket_h = d->s[i].bucket_h;
+        items[i].is_reg = d->s[i].is_reg;
+        items[i].num_repeats = d->s[i].num_repeats;
+        items[i].batch_size = d->s[i].batch_size;
+    }
+    rc = sd_batch_plan_init(&R->plan, items, d->n, R->seed);
+    free(items);
+    if (rc) goto out;
+    int A = c->gradient_accumulation_steps > 0 ? c->gradient_accumulation_steps : 1;
+    R->steps_per_epoch = sd_accum_steps_per_epoch(R->plan.nbatches, A);
+    R->max_steps = c->max_train_epochs > 0 ? (int64_t)c->max_train_epochs * R->steps_per_epoch : c->max_train_steps;
+    R->num_epochs = (R->max_steps + R->steps_per_epoch - 1) / R->steps_per_epoch;
+    if (R->plan.num_reg_unbalanced > R->plan.num_train_images)
+        sd_warn("some of reg images are not used / 正則化画像の数が多いので、一部使用されない正則化画像があります");
+    sd_info("images with repeats: %lld, reg images: %lld, batches per epoch: %lld, epochs: %lld, steps: %lld",
+            (long long)R->plan.num_train_images, (long long)R->plan.num_reg_images, (long long)R->plan.nbatches,
+            (long long)R->num_epochs, (long long)R->max_steps);
+    sd_lr_kind lk;
+    rc = sd_lr_kind_parse(c->lr_scheduler, &lk);
+    if (rc) goto out;
+    sd_lr_steps wu;
+    rc = sd_lr_steps_parse(c->lr_warmup_steps ? c->lr_warmup_steps : "0", "--lr_warmup_steps", &wu);
+    if (rc) goto out;
+    rc = sd_lr_sched_init(&R->lrs, lk, &wu, R->max_steps, 1, c->lr_scheduler_num_cycles, c->lr_scheduler_power,
+                          c->learning_rate);
+    if (rc) goto out;
+    rc = alloc_buffers(R);
+    if (rc) goto out;
+    R->window = calloc((size_t)R->plan.nbatches, sizeof *R->window);
+    if (!R->window) {
+        rc = sd_err(SD_ENOMEM, "out of memory");
+        goto out;
+    }
+    /* resume */
+    int64_t global_step = 0, start_epoch = 0, start_i = 0;
+    if (c->resume) {
+        rc = sd_train_state_load(c->resume, &R->net.reg, &R->opt, &rs);
+        if (rc) goto out;
+        if (rs.options_json && c->options_json) {
+            rc = sd_train_state_check_options(c->resume, rs.options_json, c->options_json, resume_keys,
+                                              sizeof resume_keys / sizeof *resume_keys);
+            if (rc) {
+                sd_train_state_out_free(&rs);
+                goto out;
+            }
+        }
+        if (c->seed < 0 || (uint64_t)c->seed != rs.prog.seed) {
+            if (c->seed >= 0) sd_warn("--seed %lld differs from the state's %llu: using the state's", (long long)c->seed,
+                                      (unsigned long long)rs.prog.seed);
+            R->seed = rs.prog.seed;
+            R->plan.seed = R->seed;
+            R->net.rt.seed = R->seed;
+        }
+        global_step = rs.prog.global_step;
+        start_epoch = rs.prog.epoch;
+        start_i = rs.prog.step_in_epoch;
+        if (rs.loss_window && rs.loss_window_n <= (size_t)R->plan.nbatches) {
+            memcpy(R->window, rs.loss_window, rs.loss_window_n * sizeof *R->window);
+            R->window_n = rs.loss_window_n;
+        }
+        sd_train_state_out_free(&rs);
+        sd_info("resumed from %s: step %lld, epoch %lld, batch %lld", c->resume, (long long)global_step,
+                (long long)start_epoch + 1, (long long)start_i);
+    }
+    /* output */
+    R->outdir = strdup(c->output_dir ? c->output_dir : ".");
+    if (!R->outdir) {
+        rc = sd_err(SD_ENOMEM, "out of memory");
+        goto out;
+    }
+    rc = sd_mkdirs(R->outdir);
+    if (rc) goto out;
+    R->outname = c->output_name;
+    R->ext = ".safetensors";
+    R->started_at = wall_now();
+    rc = build_metadata(R);
+    if (rc) goto out;
+    /* logs */
+    if (c->logging_dir) {
+        char dir[4096];
+        rc = sd_tb_run_dir(dir, sizeof dir, c->logging_dir, c->log_prefix, (time_t)R->started_at);
+        if (rc) goto out;
+        size_t L = strlen(dir);
+        snprintf(dir + L, sizeof dir - L, "/%s", c->log_tracker_name ? c->log_tracker_name : "network_train");
+        rc = sd_tb_open(&R->tb, dir, R->started_at);
+        if (rc) goto out;
+        R->have_tb = 1;
+        sd_info("TensorBoard log: %s", R->tb.path);
+    }
+    if (c->log_jsonl) {
+        R->jl = fopen(c->log_jsonl, c->resume ? "a" : "w");
+        if (!R->jl) {
+            rc = sd_err(SD_EIO, "%s: %s", c->log_jsonl, strerror(errno));
+            goto out;
+        }
+    }
+    /* ---- the loop ---- */
+    double *lrs = calloc((size_t)R->groups.n, sizeof *lrs);
+    const char **lrn = calloc((size_t)R->groups.n, sizeof *lrn);
+    if (!lrs || !lrn) {
+        free(lrs), free(lrn);
+        rc = sd_err(SD_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (int g = 0; g < R->groups.n; g++) lrn[g] = R->groups.names[g];
+    sd_progress pb;
+    sd_progress_begin(&pb, "steps", R->max_steps);
+    if (global_step) sd_progress_update(&pb, global_step);
+    int64_t nb = R->plan.nbatches;
+    double step_loss = 0, t_last = sd_now();
+    int done = global_step >= R->max_steps;
+    for (int64_t epoch = start_epoch; epoch < R->num_epochs && !done; epoch++) {
+        rc = sd_batch_plan_epoch(&R->plan, epoch);
+        if (rc) break;
+        int64_t i0 = epoch == start_epoch ? start_i : 0;
+        if (epoch != start_epoch || i0 == 0) R->epoch_loss_sum = 0, R->epoch_loss_n = 0;
+        int64_t win_epoch = epoch, win_i = i0;
+        int nmicro = 0;
+        for (int64_t i = i0; i < nb; i++) {
+            if (i % A == 0 || i == i0) {
+                sd_params_zero_grad(&R->ctx, &R->net.reg);
+                win_epoch = epoch;
+                win_i = i;
+                step_loss = 0;
+                nmicro = 0;
+            }
+            const sd_batch_bucket *bk;
+            const int64_t *idx;
+            int B;
+            rc = sd_batch_get(&R->plan, i, &bk, &idx, &B);
+            if (rc) break;
+            double loss = 0;
+            rc = micro_step(R, bk, idx, B, epoch * nb + i, epoch + 1, global_step, &loss);
+            if (rc) break;
+            if (!isfinite(loss)) {
+                char name[512];
+                sd_save_name(name, sizeof name, SD_SAVE_STEP, R->outname, global_step, NULL);
+                char *sdir = join_path(R->outdir, name);
+                int src = sdir ? save_state_dir(R, sdir, global_step, win_epoch, win_i) : SD_ENOMEM;
+                rc = sd_err(SD_ERANGE, "loss is %s at step %lld (epoch %lld, batch %lld): stopped; %s%s",
+                            isnan(loss) ? "nan" : "inf", (long long)global_step + 1, (long long)epoch + 1,
+                            (long long)i, src ? "the last good state could not be written" : "the last good state is in ",
+                            src ? "" : sdir);
+                free(sdir);
+                break;
+            }
+            step_loss += loss;
+            nmicro++;
+            /* the reference's moving average over one epoch of micro batches */
+            if (epoch == 0 && R->window_n < (size_t)nb) R->window[R->window_n++] = loss;
+            else if ((size_t)i < R->window_n) R->window[i] = loss;
+            R->epoch_loss_sum += loss;
+            R->epoch_loss_n++;
+            double avr = window_mean(R);
+            sd_progress_postfix(&pb, "avr_loss=%.3g", avr);
+            if (!sd_accum_is_sync(i, nb, A)) {
+                sd_progress_update(&pb, 0);
+                continue;
+            }
+            double gnorm = NAN;
+            rc = sd_optim_clip_grad_norm(&R->opt, c->max_grad_norm, &gnorm);
+            if (rc) break;
+            double f = sd_lr_sched_factor(&R->lrs, global_step);
+            for (int g = 0; g < R->groups.n; g++) lrs[g] = R->groups.desc[g].lr * f;
+            rc = sd_optim_step(&R->opt, lrs, NULL);
+            if (rc) break;
+            global_step++;
+            double now = sd_now();
+            double sps = now - t_last;
+            t_last = now;
+            sd_progress_update(&pb, 1);
+            double cur = step_loss / nmicro;
+            double wt = sd_wall_time();
+            if (R->have_tb) {
+                sd_tb_scalar(&R->tb, "loss/current", (float)cur, global_step, wt);
+                sd_tb_scalar(&R->tb, "loss/average", (float)avr, global_step, wt);
+                for (int g = 0; g < R->groups.n; g++) {
+                    char tag[96];
+                    snprintf(tag, sizeof tag, "lr/%s", R->groups.names[g]);
+                    sd_tb_scalar(&R->tb, tag, (float)lrs[g], global_step, wt);
+                }
+            }
+            if (R->jl) {
+                sd_trainlog_rec lr = { .step = global_step, .epoch = epoch + 1, .loss = cur, .avr_loss = avr,
+                                       .ngroups = R->groups.n, .lr_names = lrn, .lrs = lrs, .grad_norm = gnorm,
+                                       .sec_per_step = sps, .wall_time = wt };
+                rc = sd_trainlog_write(R->jl, &lr);
+                if (rc) break;
+            }
+            int64_t next_epoch = i + 1 == nb ? epoch + 1 : epoch, next_i = i + 1 == nb ? 0 : i + 1;
+            done = global_step >= R->max_steps;
+            if (c->save_every_n_steps > 0 && sd_should_save_step(global_step, c->save_every_n_steps) && !done) {
+                rc = save_checkpoint(R, SD_SAVE_STEP, global_step, global_step, epoch + 1, next_epoch, next_i, c->save_state);
+                if (rc) break;
+            }
+            if (c->stop && *c->stop) {
+                char name[512];
+                sd_save_name(name, sizeof name, SD_SAVE_STEP, R->outname, global_step, NULL);
+                char *sdir = join_path(R->outdir, name);
+                if (!sdir) {
+                    rc = sd_err(SD_ENOMEM, "out of memory");
+                    break;
+                }
+                rc = save_state_dir(R, sdir, global_step, next_epoch, next_i);
+                if (rc) {
+                    free(sdir);
+                    break;
+                }
+                c->stop_signal = (int)*c->stop;
+                c->state_written = sdir;
+                rc = SD_EINTR;
+                break;
+            }
+            if (done) break;
+        }
+        if (rc) break;
+        if (R->have_tb && R->epoch_loss_n)
+            sd_tb_scalar(&R->tb, "loss/epoch_average", (float)(R->epoch_loss_sum / (double)R->epoch_loss_n), epoch + 1,
+                         sd_wall_time());
+        if (!done && c->save_every_n_epochs > 0 && sd_should_save_epoch(epoch + 1, c->save_every_n_epochs, R->num_epochs)) {
+            rc = save_checkpoint(R, SD_SAVE_EPOCH, epoch + 1, global_step, epoch + 1, epoch + 1, 0, c->save_state);
+            if (rc) break;
+        }
+    }
+    sd_progress_end(&pb);
+    free(lrs);
+    free(lrn);
+    if (rc) goto out;
+    {
+        int64_t last_epoch = (global_step + R->steps_per_epoch - 1) / R->steps_per_epoch;
+        rc = save_checkpoint(R, SD_SAVE_LAST, 0, global_step, last_epoch, last_epoch, 0,
+                             c->save_state || c->save_state_on_train_end);
+        if (rc) goto out;
+        char name[512];
+        sd_save_name(name, sizeof name, SD_SAVE_LAST, R->outname, 0, R->ext);
+        sd_info("model saved: %s/%s", R->outdir, name);
+    }
+out:
+    free_run(R);
+    return rc;
+}

@@ -1,0 +1,146 @@
+/* The training loop of sd-train (reference-behaviour.md §6.5–§6.12, §7): LoRA on SD1.x/SD2.x.
+ *
+ *   sd_train_config c;  sd_train_config_default(&c);   ... options ...
+ *   sd_train_data d;    sd_train_data_add_record(&d, rec, ...) per JSON record (or from a dataset config)
+ *   rc = sd_train_run(&c, &d);     // SD_OK, SD_EINTR (stopped by *c.stop: state written), errors
+ *
+ * One step (per micro batch of one bucket): latents (cached files, or encoded with the VAE) ×
+ * scale_factor; captions processed (text/caption.h), tokenised (75/150/225) and encoded by the
+ * CLIP text encoder (frozen unless text-encoder LoRA modules train); noise, timesteps, offsets,
+ * input perturbation (diffusion/objective.h); UNet forward with the LoRA modules attached, loss,
+ * per-sample weights, gradient, backward through the UNet (and the text encoder); on sync steps
+ * gradient clipping, AdamW, the LR scheduler. Every random number comes from Philox streams keyed
+ * by (seed, micro step, sample, purpose), the micro step being epoch × batches_per_epoch + batch
+ * index, so runs are reproducible, independent of the thread count, and resumable exactly. */
+#ifndef SD_TRAIN_LOOP_H
+#define SD_TRAIN_LOOP_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include <jv.h>
+
+#include "base/opts.h"
+#include "text/caption.h"
+
+/* Every option of the loop, named as the reference names them (the tool's option table points
+ * into this struct). Strings are borrowed. */
+typedef struct sd_train_config {
+    /* model */
+    const char *model;                 /* --pretrained_model_name_or_path / --model */
+    const char *model_config;
+    const char *vae;                   /* --vae: replacement VAE for --cache_latents */
+    int v2, v_parameterization;
+    int clip_skip;                     /* 0 = None */
+    int max_token_length;              /* 0 = None (75), 150, 225 */
+    /* network */
+    const char *network_module;        /* "networks.lora" */
+    int network_dim;                   /* 0 = None → 4 */
+    double network_alpha;              /* NAN = default 1 (an int) */
+    int network_alpha_is_int;          /* the alpha came from an integer (default / TOML int) */
+    double network_dropout;            /* 0 = None */
+    const sd_opt_list *network_args;
+    const char *network_weights;
+    int dim_from_weights;
+    int train_unet_only, train_text_encoder_only;
+    double unet_lr, text_encoder_lr;   /* NAN = None */
+    double scale_weight_norms;         /* 0 = None */
+    /* optimizer / schedule */
+    const char *optimizer_type;
+    int use_8bit_adam, use_lion_optimizer;
+    const sd_opt_list *optimizer_args;
+    double learning_rate;
+    double max_grad_norm;
+    const char *lr_scheduler;
+    const char *lr_warmup_steps;       /* int_or_float text */
+    int lr_scheduler_num_cycles;
+    double lr_scheduler_power;
+    int gradient_accumulation_steps;
+    int gradient_checkpointing;
+    int64_t max_train_steps;
+    int max_train_epochs;              /* 0 = None */
+    int64_t seed;                      /* < 0 = None (random) */
+    const char *mixed_precision;       /* "no" only on CPU for now */
+    /* data */
+    int train_batch_size;
+    int cache_latents, cache_latents_to_disk;
+    double prior_loss_weight;
+    int weighted_captions;
+    sd_caption_opts caption;           /* command-line caption options (records may override) */
+    double token_warmup_step_f;        /* < 1: fraction of max_train_steps */
+    int flip_aug;
+    /* objective */
+    double noise_offset;               /* 0 = None */
+    int noise_offset_random_strength;
+    double adaptive_noise_scale;       /* 0 = None */
+    int multires_noise_iterations;     /* 0 = None */
+    double multires_noise_discount;
+    double ip_noise_gamma;             /* 0 = None */
+    int ip_noise_gamma_random_strength;
+    int zero_terminal_snr;
+    int min_timestep, max_timestep;    /* -1 = None */
+    const char *loss_type, *huber_schedule;
+    double huber_c, huber_scale;
+    double min_snr_gamma;              /* 0 = None */
+    int scale_v_pred_loss_like_noise_pred;
+    double v_pred_like_loss;           /* 0 = None */
+    int debiased_estimation_loss;
+    /* output */
+    const char *output_dir, *output_name;
+    const char *save_precision;        /* NULL, "float", "fp16", "bf16" */
+    const char *save_model_as;         /* "safetensors" */
+    int save_every_n_epochs, save_every_n_steps;
+    int save_last_n_epochs, save_last_n_steps, save_last_n_epochs_state, save_last_n_steps_state;
+    int save_state, save_state_on_train_end;
+    const char *resume;
+    int no_metadata;
+    const char *training_comment;
+    const char *metadata_title, *metadata_author, *metadata_description, *metadata_license, *metadata_tags;
+    int reso_w, reso_h;                /* --resolution (metadata only when records carry buckets) */
+    /* logging */
+    const char *logging_dir, *log_prefix, *log_tracker_name, *log_jsonl;
+    const char *options_json;          /* snapshot of the options for the state (JSON object) */
+    /* runtime */
+    int threads;
+    volatile sig_atomic_t *stop;       /* set by a signal handler: finish the step, save, return SD_EINTR */
+    int stop_signal;                   /* out: the signal number seen (for the exit status) */
+    char *state_written;               /* out: the state directory written at a stop (malloc'd) */
+} sd_train_config;
+
+void sd_train_config_default(sd_train_config *c);
+
+/* ---- training data ------------------------------------------------------------------------------- */
+
+typedef struct sd_train_sample {
+    char *latents;            /* latent file (sd-latent(5)) or NULL */
+    char *image;              /* image path (for --cache_latents) or NULL */
+    char *caption;            /* the stored caption (fine-tuning: caption + separator + tags) */
+    int dataset, is_reg, num_repeats, batch_size;
+    int bucket_w, bucket_h;   /* pixels; from `bucket`, or the latent shape × 8 */
+    int flip_aug;
+    int has_caption_opts;
+    sd_caption_opts cap;      /* per-record caption options (strings owned by the data) */
+    double token_warmup_step_f;
+} sd_train_sample;
+
+typedef struct sd_train_data {
+    sd_train_sample *s;
+    size_t n, cap;
+    char **strs;              /* owned strings of the caption options */
+    size_t nstrs, capstrs;
+    int ndatasets;
+    int use_dataset_config;
+} sd_train_data;
+
+void sd_train_data_init(sd_train_data *d);
+void sd_train_data_free(sd_train_data *d);
+/* Add one record (borrowed): keys latents, image, caption, tags, method, dataset, is_reg,
+ * num_repeats, batch_size, bucket, flip_aug and the subset caption keys (shuffle_caption,
+ * keep_tokens, ...) which override the command line. A record without `latents` needs `image`
+ * and --cache_latents. SD_EFORMAT (message without position) for a bad record. */
+int sd_train_data_add_record(sd_train_data *d, const sd_train_config *c, jv rec);
+
+/* Train. SD_OK when done; SD_EINTR when stopped by *c->stop (state written, c->state_written). */
+int sd_train_run(sd_train_config *c, sd_train_data *d);
+
+#endif

@@ -1,0 +1,179 @@
+/* LoRA network attached to the models (see lora_network.h). */
+#include "train/lora_network.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+
+typedef struct cand {
+    char name[256];
+    int is_te;
+    sd_linear *lin;
+    sd_conv2d *conv;
+    int64_t in, out;
+    int kh, kw, conv1x1, conv_host;
+    int dim;
+    double alpha;
+} cand;
+
+typedef struct cands {
+    cand *v;
+    size_t n, cap;
+    const sd_lora_network_opts *o;
+    int err;
+} cands;
+
+static int push(cands *c, const cand *x)
+{
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 256;
+        cand *q = realloc(c->v, cap * sizeof *q);
+        if (!q) return sd_err(SD_ENOMEM, "out of memory");
+        c->v = q;
+        c->cap = cap;
+    }
+    c->v[c->n++] = *x;
+    return SD_OK;
+}
+
+static int te_cb(void *user, const char *name, sd_linear *l)
+{
+    cands *c = user;
+    cand x;
+    memset(&x, 0, sizeof x);
+    int rc = sd_lora_kohya_name("lora_te", name, x.name, sizeof x.name);
+    if (rc) return rc;
+    if (!sd_lora_net_plan(c->o->args, x.name, SD_LORA_TARGET_TE, 0, c->o->from_file, &x.dim, &x.alpha)) return 0;
+    x.is_te = 1;
+    x.lin = l;
+    x.in = l->in;
+    x.out = l->out;
+    x.kh = x.kw = 1;
+    return push(c, &x);
+}
+
+int sd_lora_network_build(sd_lora_network *net, sd_ctx *ctx, sd_unet *u, sd_clip *te,
+                          const sd_lora_network_opts *o)
+{
+    memset(net, 0, sizeof *net);
+    sd_params_init(&net->reg);
+    net->rt.seed = o->seed;
+    cands c = { .o = o };
+    int rc = SD_OK;
+    /* text encoder first (the reference's module order: text encoder, then UNet) */
+    if (te && o->with_te) {
+        rc = sd_clip_each_linear(te, te_cb, &c);
+        if (rc < 0) goto fail;
+        rc = SD_OK;
+    }
+    size_t nte = c.n;
+    if (u && o->with_unet) {
+        for (size_t i = 0; i < sd_unet_layer_count(u); i++) {
+            const sd_unet_layer *L = sd_unet_layer_at(u, i);
+            sd_lora_target tg;
+            if (L->role == SD_UNET_ROLE_TRANSFORMER) tg = SD_LORA_TARGET_TRANSFORMER;
+            else if (L->role == SD_UNET_ROLE_RESBLOCK || L->role == SD_UNET_ROLE_SAMPLER) tg = SD_LORA_TARGET_RESBLOCK;
+            else continue;
+            cand x;
+            memset(&x, 0, sizeof x);
+            rc = sd_lora_kohya_name("lora_unet", L->diffusers, x.name, sizeof x.name);
+            if (rc) goto fail;
+            int k3 = L->kh > 1 || L->kw > 1;
+            if (!sd_lora_net_plan(o->args, x.name, tg, k3, o->from_file, &x.dim, &x.alpha)) continue;
+            x.lin = L->linear;
+            x.conv = L->conv;
+            x.in = L->in;
+            x.out = L->out;
+            x.kh = L->kh;
+            x.kw = L->kw;
+            x.conv1x1 = L->conv1x1;
+            x.conv_host = L->conv != NULL;
+            rc = push(&c, &x);
+            if (rc) goto fail;
+        }
+    }
+    if (!c.n) {
+        rc = sd_err(SD_EINVAL, "the LoRA network has no modules (nothing to train: check --network_args, "
+                               "--network_train_unet_only / --network_train_text_encoder_only)");
+        goto fail;
+    }
+    net->n = c.n;
+    net->n_te = nte;
+    net->n_unet = c.n - nte;
+    net->mods = calloc(c.n, sizeof *net->mods);
+    net->names = calloc(c.n, sizeof *net->names);
+    net->is_te = calloc(c.n, sizeof *net->is_te);
+    net->refs = calloc(c.n, sizeof *net->refs);
+    net->host_lin = calloc(c.n, sizeof *net->host_lin);
+    net->host_conv = calloc(c.n, sizeof *net->host_conv);
+    if (!net->mods || !net->names || !net->is_te || !net->refs || !net->host_lin || !net->host_conv) {
+        rc = sd_err(SD_ENOMEM, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < c.n; i++) {
+        cand *x = &c.v[i];
+        net->names[i] = strdup(x->name);
+        if (!net->names[i]) {
+            rc = sd_err(SD_ENOMEM, "out of memory");
+            goto fail;
+        }
+        sd_conv2d_geom g;
+        memset(&g, 0, sizeof g);
+        if (x->conv_host) g = x->conv->g;
+        rc = sd_lora_init(&net->mods[i], &net->reg, x->name, x->in, x->out, x->dim, (float)x->alpha,
+                          x->conv_host, x->kh, x->kw, g, x->conv1x1);
+        if (rc) goto fail;
+        sd_lora *l = &net->mods[i];
+        l->id = (uint32_t)i;
+        l->rt = &net->rt;
+        l->dropout = (float)o->network_dropout;
+        l->rank_dropout = (float)o->args->rank_dropout;
+        l->module_dropout = (float)o->args->module_dropout;
+        net->is_te[i] = x->is_te;
+        net->refs[i].name = net->names[i];
+        net->refs[i].lora = l;
+    }
+    rc = sd_params_alloc(&net->reg, SD_DEV_CPU);
+    if (rc) goto fail;
+    for (size_t i = 0; i < c.n; i++) {
+        rc = sd_lora_init_weights(ctx, &net->mods[i], o->seed);
+        if (rc) goto fail;
+    }
+    for (size_t i = 0; i < c.n; i++) {
+        cand *x = &c.v[i];
+        if (x->conv_host) {
+            rc = sd_conv2d_set_lora(x->conv, &net->mods[i]);
+            net->host_conv[i] = x->conv;
+        } else {
+            rc = sd_linear_set_lora(x->lin, &net->mods[i]);
+            net->host_lin[i] = x->lin;
+        }
+        if (rc) goto fail;
+    }
+    free(c.v);
+    return SD_OK;
+fail:
+    free(c.v);
+    sd_lora_network_free(net);
+    return rc ? rc : sd_err(SD_ENOMEM, "out of memory");
+}
+
+void sd_lora_network_free(sd_lora_network *net)
+{
+    if (!net) return;
+    for (size_t i = 0; i < net->n; i++) {
+        if (net->host_lin && net->host_lin[i]) net->host_lin[i]->lora = NULL;
+        if (net->host_conv && net->host_conv[i]) net->host_conv[i]->lora = NULL;
+        if (net->mods) sd_lora_free(&net->mods[i]);
+        if (net->names) free(net->names[i]);
+    }
+    free(net->mods);
+    free(net->names);
+    free(net->is_te);
+    free(net->refs);
+    free(net->host_lin);
+    free(net->host_conv);
+    sd_params_free(&net->reg);
+    memset(net, 0, sizeof *net);
+}

@@ -1,0 +1,46 @@
+/* A kohya LoRA network attached to the models (reference-behaviour.md §7.1–§7.3, §7.8): walks the
+ * UNet's layers (Diffusers names → lora_unet_*) and the text encoder's attention/MLP linears
+ * (→ lora_te_*), asks train/lora_net.h's rules which get a module with which rank/alpha, creates
+ * the sd_lora modules in a registry of their own (keys "<lora_name>.lora_down.weight" /
+ * ".lora_up.weight", f32, trainable), initialises them as kohya does (or loads --network_weights)
+ * and hooks them into the layers. */
+#ifndef SD_TRAIN_LORA_NETWORK_H
+#define SD_TRAIN_LORA_NETWORK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "models/clip.h"
+#include "models/unet.h"
+#include "nn/lora_hook.h"
+#include "train/lora_file.h"
+#include "train/lora_net.h"
+
+typedef struct sd_lora_network {
+    sd_params reg;
+    size_t n;
+    sd_lora *mods;            /* n modules */
+    char **names;             /* kohya names */
+    int *is_te;
+    sd_lora_ref *refs;        /* {names[i], &mods[i]} */
+    sd_linear **host_lin;     /* the hooked layer (one of the two) */
+    sd_conv2d **host_conv;
+    sd_lora_rt rt;
+    size_t n_te, n_unet;
+} sd_lora_network;
+
+typedef struct sd_lora_network_opts {
+    const sd_lora_net_args *args;
+    int with_unet, with_te;             /* create UNet / text-encoder modules */
+    double network_dropout;             /* neuron dropout (0 = none) */
+    const sd_lora_file_info *from_file; /* --dim_from_weights: exactly the file's modules */
+    uint64_t seed;                      /* initialisation and dropout streams */
+} sd_lora_network_opts;
+
+/* Build, allocate, initialise and attach. te may be NULL. */
+int sd_lora_network_build(sd_lora_network *net, sd_ctx *ctx, sd_unet *u, sd_clip *te,
+                          const sd_lora_network_opts *o);
+/* Detach from the layers and free. */
+void sd_lora_network_free(sd_lora_network *net);
+
+#endif

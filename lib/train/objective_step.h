@@ -1,0 +1,59 @@
+/* The per-step objective of the trainer as two calls over host arrays (diffusion/objective.h and
+ * schedule.h do the maths): inputs (noise, offsets, pyramid noise, timesteps, input perturbation,
+ * noisy latents, target) and loss (element loss, per-sample weights, batch mean, gradient).
+ *
+ * Why a separate unit: diffusion/objective.h and tensor/ops.h both define SD_LOSS_L2 & co., so no
+ * file can include both; the loop (which needs the models, hence ops.h) calls this instead. */
+#ifndef SD_TRAIN_OBJECTIVE_STEP_H
+#define SD_TRAIN_OBJECTIVE_STEP_H
+
+#include <stdint.h>
+
+#include "diffusion/schedule.h"
+
+typedef struct sd_tobj {
+    sd_ddpm sched;
+    int v_prediction;
+    int loss_type, huber_schedule;      /* objective.h enums */
+    double huber_c, huber_scale;
+    int tlo, thi;
+    double noise_offset, adaptive_noise_scale;
+    int noise_offset_random_strength;
+    int multires_iterations;
+    double multires_discount;
+    double ip_noise_gamma;
+    int ip_noise_gamma_random_strength;
+    double min_snr_gamma, v_pred_like_loss;
+    int scale_v_pred_loss_like_noise_pred, debiased_estimation;
+} sd_tobj;
+
+typedef struct sd_tobj_opts {
+    int v_prediction, zero_terminal_snr;
+    const char *loss_type, *huber_schedule;
+    double huber_c, huber_scale;
+    int min_timestep, max_timestep;     /* -1: None */
+    double noise_offset, adaptive_noise_scale;
+    int noise_offset_random_strength;
+    int multires_iterations;
+    double multires_discount;
+    double ip_noise_gamma;
+    int ip_noise_gamma_random_strength;
+    double min_snr_gamma, v_pred_like_loss;
+    int scale_v_pred_loss_like_noise_pred, debiased_estimation;
+} sd_tobj_opts;
+
+/* SD_EUSAGE for a bad loss type / huber schedule / timestep range. */
+int sd_tobj_init(sd_tobj *o, const sd_tobj_opts *opts);
+
+/* x0 [B][per] (scaled latents, per = C·h·w) → noise ε (after offset / pyramid), the timesteps,
+ * noisy x_t (from ε or the perturbed ε) and the target (ε or v). work: 2·B·per floats, ipn: B·per. */
+int sd_tobj_inputs(const sd_tobj *o, uint64_t seed, uint32_t step, int64_t B, int64_t C, int h, int w,
+                   const float *x0, float *noise, float *noisy, float *target, float *work, float *ipn, int *t);
+
+/* Per-sample losses (weights applied) into lossv[B], their mean as the return value, and the
+ * gradient w.r.t. pred × grad_scale into grad (not computed when the loss is not finite).
+ * lweight: per-sample loss weights (prior_loss_weight); hc, factor: B scratch. */
+double sd_tobj_loss(const sd_tobj *o, const float *pred, const float *target, int64_t B, int64_t per, const int *t,
+                    const float *lweight, float *hc, double *factor, float *lossv, double grad_scale, float *grad);
+
+#endif

