@@ -676,82 +676,101 @@ static const char *base_name(const char *p)
     return s;
 }
 
+/* Copy the tensors of one file (all but the components in `skip`) and its metadata. */
+static int copy_file_tensors(sd_safetensors_writer *w, const sd_model_file *f, unsigned skip, conv_src **csp)
+{
+    static const sd_st_dtype prec[3] = { SD_ST_F32, SD_ST_F16, SD_ST_BF16 };
+    const sd_safetensors *st = f->st;
+    size_t n = sd_safetensors_count(st);
+    conv_src *cs = calloc(n + 1, sizeof *cs);
+    *csp = cs;
+    if (!cs) return sd_err(SD_ENOMEM, "out of memory");
+    int rc = SD_OK;
+    for (size_t i = 0; i < n && !rc; i++) {
+        const sd_st_tensor *t = sd_safetensors_at(st, i);
+        if (skip && (sd_model_tensor_component(&f->info, t->name) & skip)) continue;   /* replaced */
+        if (a.save_precision >= 0 && sd_st_dtype_is_float(t->dtype) && t->dtype != prec[a.save_precision]) {
+            cs[i].t = t;
+            cs[i].to = prec[a.save_precision];
+            rc = sd_safetensors_writer_add_fn(w, t->name, cs[i].to, t->ndim, t->shape, write_converted, &cs[i]);
+        } else {
+            rc = sd_safetensors_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->nbytes ? t->data : NULL);
+        }
+    }
+    /* metadata of the source (safetensors __metadata__, ckpt scalars such as global_step) */
+    for (size_t i = 0; i < sd_safetensors_meta_count(st) && !rc; i++) {
+        const char *k, *v;
+        sd_safetensors_meta_at(st, i, &k, &v);
+        rc = sd_safetensors_writer_set_meta(w, k, v);
+    }
+    return rc;
+}
+
 static int convert(const char *src, const char *out)
 {
     static const sd_st_dtype prec[3] = { SD_ST_F32, SD_ST_F16, SD_ST_BF16 };
-    int have_prec = a.save_precision >= 0;
     sd_model m;
-    sd_model_opts o = model_opts(SD_MODEL_ALL);
-    o.inspect = 1;
+    memset(&m, 0, sizeof m);
+    sd_model_file f;
+    memset(&f, 0, sizeof f);
     sd_safetensors_writer *w = NULL;
     conv_src *cs = NULL;
-    int rc = sd_model_open(&m, src, &o);
-    if (!rc && m.warning[0]) sd_warn("%s", m.warning);
-    if (!rc) rc = sd_safetensors_writer_new(&w);
+    struct stat sb;
+    int folder = !stat(src, &sb) && S_ISDIR(sb.st_mode);
+    const char *format;
+    int rc = sd_safetensors_writer_new(&w);
     if (rc) goto out;
-    /* Which components come through the loaders (and are written from the registry, ldm names):
-     * all of a Diffusers folder, the --vae replacement; the rest of a single file is copied
-     * tensor by tensor (EMA weights and other keys survive, as kohya's saves keep them). */
-    unsigned via = 0;
-    const sd_model_file *single = m.format != SD_MODEL_FMT_DIFFUSERS ? &m.files[0] : NULL;
-    if (!single) via = m.present;
-    else if (a.vae) via = SD_MODEL_VAE;
-    /* the dtype for registry tensors when none is asked: the source's commonest floating dtype */
-    sd_st_dtype reg_dtype = SD_ST_F32;
-    if (have_prec) {
-        reg_dtype = prec[a.save_precision];
-    } else if (via) {
-        size_t cnt[SD_ST_NDTYPES] = { 0 };
-        for (int i = 0; i < m.nfiles; i++) {
-            if (single && &m.files[i] != m.vae_src) continue;
-            for (size_t k = 0; k < sd_safetensors_count(m.files[i].st); k++) {
-                const sd_st_tensor *t = sd_safetensors_at(m.files[i].st, k);
+    if (!folder && !a.vae) {
+        /* one file, nothing replaced: a plain tensor-by-tensor conversion, any state dict (an SD
+         * checkpoint with its EMA weights, an embedding, a LoRA .pt) */
+        if ((rc = sd_model_file_open(src, &f))) goto out;
+        format = sd_model_format_name(f.format);
+        rc = copy_file_tensors(w, &f, 0, &cs);
+    } else {
+        /* Components that go through the loaders are written from the registry with ldm names:
+         * all of a Diffusers folder, or the --vae replacement (the rest of a single file is copied
+         * as it is, so EMA weights and other keys survive, as kohya's saves keep them). */
+        sd_model_opts o = model_opts(SD_MODEL_ALL);
+        o.inspect = 1;
+        if ((rc = sd_model_open(&m, src, &o))) goto out;
+        if (m.warning[0]) sd_warn("%s", m.warning);
+        format = sd_model_format_name(m.format);
+        unsigned via = folder ? m.present : SD_MODEL_VAE;
+        /* each component is stored in the commonest floating dtype of its source file unless
+         * --save_precision says otherwise */
+        sd_st_dtype dt[3] = { SD_ST_F32, SD_ST_F32, SD_ST_F32 };
+        const sd_model_file *srcf[3] = { m.unet_src, m.te_src, m.vae_src };
+        for (int c = 0; c < 3; c++) {
+            if (a.save_precision >= 0) {
+                dt[c] = prec[a.save_precision];
+                continue;
+            }
+            if (!srcf[c]) continue;
+            size_t cnt[SD_ST_NDTYPES] = { 0 };
+            for (size_t k = 0; k < sd_safetensors_count(srcf[c]->st); k++) {
+                const sd_st_tensor *t = sd_safetensors_at(srcf[c]->st, k);
+                if (sd_model_tensor_component(&srcf[c]->info, t->name) != (1u << c)) continue;
                 if (t->dtype == SD_ST_F32 || t->dtype == SD_ST_F16 || t->dtype == SD_ST_BF16) cnt[t->dtype]++;
             }
+            dt[c] = cnt[SD_ST_F16] > cnt[dt[c]] ? SD_ST_F16 : dt[c];
+            dt[c] = cnt[SD_ST_BF16] > cnt[dt[c]] ? SD_ST_BF16 : dt[c];
         }
-        reg_dtype = cnt[SD_ST_F16] > cnt[reg_dtype] ? SD_ST_F16 : reg_dtype;
-        reg_dtype = cnt[SD_ST_BF16] > cnt[reg_dtype] ? SD_ST_BF16 : reg_dtype;
-    }
-    if (via) {
-        /* rebuild with only the components going through the loaders */
-        sd_model_opts lo = model_opts(via);
         sd_model_close(&m);
+        sd_model_opts lo = model_opts(via);
         if ((rc = sd_model_open(&m, src, &lo)) || (rc = sd_model_load(&m, SD_DEV_CPU))) goto out;
-        if ((rc = sd_model_add_to_writer(&m, via, w, reg_dtype))) goto out;
-        single = m.format != SD_MODEL_FMT_DIFFUSERS ? &m.files[0] : NULL;
-    }
-    if (single) {
-        const sd_safetensors *st = single->st;
-        size_t n = sd_safetensors_count(st);
-        cs = calloc(n + 1, sizeof *cs);
-        if (!cs) { rc = sd_err(SD_ENOMEM, "out of memory"); goto out; }
-        sd_detect_info fi = single->info;
-        for (size_t i = 0; i < n && !rc; i++) {
-            const sd_st_tensor *t = sd_safetensors_at(st, i);
-            unsigned c = sd_model_tensor_component(&fi, t->name);
-            if (c & via) continue;   /* replaced */
-            if (have_prec && sd_st_dtype_is_float(t->dtype) && t->dtype != prec[a.save_precision]) {
-                cs[i].t = t;
-                cs[i].to = prec[a.save_precision];
-                rc = sd_safetensors_writer_add_fn(w, t->name, cs[i].to, t->ndim, t->shape, write_converted, &cs[i]);
-            } else {
-                rc = sd_safetensors_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->nbytes ? t->data : NULL);
-            }
-        }
-        /* metadata of the source (safetensors __metadata__, ckpt scalars such as global_step) */
-        for (size_t i = 0; i < sd_safetensors_meta_count(st) && !rc; i++) {
-            const char *k, *v;
-            sd_safetensors_meta_at(st, i, &k, &v);
-            rc = sd_safetensors_writer_set_meta(w, k, v);
-        }
+        for (int c = 0; c < 3 && !rc; c++)
+            if (via & (1u << c)) rc = sd_model_add_to_writer(&m, 1u << c, w, dt[c]);
+        if (rc) goto out;
+        if (!folder) rc = copy_file_tensors(w, &m.files[0], via, &cs);
     }
     if (!rc) rc = sd_safetensors_writer_set_meta(w, "sd_model_source", base_name(src));
-    if (!rc) rc = sd_safetensors_writer_set_meta(w, "sd_model_source_format", sd_model_format_name(m.format));
+    if (!rc) rc = sd_safetensors_writer_set_meta(w, "sd_model_source_format", format);
     if (!rc && a.vae) rc = sd_safetensors_writer_set_meta(w, "sd_model_source_vae", base_name(a.vae));
     if (!rc) rc = sd_safetensors_writer_write(w, out);
 out:
     sd_safetensors_writer_free(w);
     free(cs);
+    sd_model_file_close(&f);
     sd_model_close(&m);
     return rc ? fatal(rc) : 0;
 }

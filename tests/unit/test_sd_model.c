@@ -4,6 +4,7 @@
  * Without arguments: the unit tests. With arguments it is also the helper of tests/cli/sd_model.sh
  * (tiny models are built from the golden files of tests/data/golden/):
  *   combine OUT.safetensors IN.safetensors...   every tensor but golden.* / grad.* into one file
+ *   drop OUT.safetensors IN.safetensors NAME    IN without tensor NAME
  *   golden FILE NAME OUT.npy                    a golden tensor as .npy (f32 or i32)
  *   cmp OUT.npy FILE NAME [IDX...]              max|Δ| ≤ 1e-4·max|ref| (flat indices IDX ignored)
  *   same A B PREFIX                             every A tensor under PREFIX is in B, equal as f32
@@ -73,6 +74,24 @@ static int combine(const char *out, char **in, int n)
     if (!rc) rc = sd_safetensors_writer_write(w, out);
     sd_safetensors_writer_free(w);
     for (int i = 0; i < n; i++) sd_safetensors_close(st[i]);
+    return rc;
+}
+
+static int drop(const char *out, const char *in, const char *name)
+{
+    sd_safetensors *st = NULL;
+    sd_safetensors_writer *w = NULL;
+    int rc = sd_safetensors_open(in, &st), found = 0;
+    if (!rc) rc = sd_safetensors_writer_new(&w);
+    for (size_t k = 0; !rc && k < sd_safetensors_count(st); k++) {
+        const sd_st_tensor *t = sd_safetensors_at(st, k);
+        if (!strcmp(t->name, name)) { found = 1; continue; }
+        rc = sd_safetensors_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->nbytes ? t->data : NULL);
+    }
+    if (!rc && !found) rc = sd_err(SD_ENOTFOUND, "%s: no tensor %s", in, name);
+    if (!rc) rc = sd_safetensors_writer_write(w, out);
+    sd_safetensors_writer_free(w);
+    sd_safetensors_close(st);
     return rc;
 }
 
@@ -727,6 +746,7 @@ int main(int argc, char **argv)
         int rc = SD_EINVAL;
         const char *c = argv[1];
         if (!strcmp(c, "combine") && argc >= 4) rc = combine(argv[2], argv + 3, argc - 3);
+        else if (!strcmp(c, "drop") && argc == 5) rc = drop(argv[2], argv[3], argv[4]);
         else if (!strcmp(c, "golden") && argc == 5) rc = cmd_golden(argv[2], argv[3], argv[4]);
         else if (!strcmp(c, "cmp") && argc >= 5) rc = cmd_cmp(argv[2], argv[3], argv[4], argv + 5, argc - 5);
         else if (!strcmp(c, "same") && argc == 5) rc = cmd_same(argv[2], argv[3], argv[4]);

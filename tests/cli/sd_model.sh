@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# sd-model end to end on tiny SD1/SD2 checkpoints built from the golden files of
+# tests/data/golden/ (by tests/unit/test_sd_model's helper mode): info (text, JSON, hashes),
+# convert (ckpt, SD .ckpt, Diffusers folder, --vae, --save_precision) with round-trip checks,
+# run clip / vae-encode / vae-decode / unet against the golden outputs (max|Δ| ≤ 1e-4·max|ref|),
+# bad input (exit 1, one line) and usage errors (exit 2).
+set -u
+cd "${SD_ROOT:-.}"
+B=${SD_BIN:-build/bin}/sd-model
+H=${SD_BUILD:-build}/tests/unit/test_sd_model
+T=$(mktemp -d "${SD_TEST_TMP:-/tmp}/sd_model.XXXXXX")
+trap 'rm -rf "$T"' EXIT
+G=tests/data/golden
+U1=$G/unet/sd1_tiny.safetensors U2=$G/unet/sd2_tiny.safetensors
+C1=$G/clip/golden_clip_sd1.safetensors C2=$G/clip/golden_clip_sd2.safetensors
+V=$G/vae/golden_vae_a.safetensors
+
+n=0
+ok() { echo "ok $1"; }
+nok() { echo "not ok $1"; [ -n "${2:-}" ] && sed 's/^/#   /' "$2" | head -20; }
+check() {  # check NAME COMMAND... : the command must succeed
+  local name=$1; shift
+  if "$@" >"$T/out" 2>"$T/err"; then ok "$name"; else cat "$T/out" >>"$T/err"; nok "$name" "$T/err"; fi
+}
+# expect_fail NAME CODE PATTERN COMMAND... : exit status CODE, one stderr line matching PATTERN
+expect_fail() {
+  local name=$1 code=$2 pat=$3; shift 3
+  "$@" >"$T/out" 2>"$T/err"
+  local rc=$?
+  local lines
+  lines=$(grep -vc '^Try ' "$T/err")
+  if [ "$rc" = "$code" ] && grep -q -- "$pat" "$T/err" && [ "$lines" = 1 ] && grep -q '^sd-model: ' "$T/err"; then
+    ok "$name"
+  else
+    echo "# exit $rc (want $code), pattern '$pat', $lines lines" >>"$T/err"; nok "$name" "$T/err"
+  fi
+}
+
+[ -x "$B" ] && [ -x "$H" ] || { echo "not ok sd_model_binaries (build sd-model and tests/unit/test_sd_model)"; exit 1; }
+
+cat >"$T/sd1.toml" <<'EOF'
+family = "sd1"
+[unet]
+model_channels = 32
+channel_mult = [1, 2]
+num_res_blocks = 1
+attention_resolutions = [1]
+num_heads = 2
+transformer_depth = 2
+context_dim = 32
+[clip]
+width = 32
+layers = 3
+heads = 2
+vocab_size = 1000
+[vae]
+ch = 32
+ch_mult = [1, 2]
+num_res_blocks = 1
+attn_resolutions = []
+resolution = 32
+EOF
+cat >"$T/sd2.json" <<'EOF'
+{"family": "sd2", "parameterization": "v",
+ "unet": {"model_channels": 32, "channel_mult": [1, 1], "num_res_blocks": 1, "attention_resolutions": [2],
+          "num_head_channels": 16, "context_dim": 48, "use_linear_in_transformer": true},
+ "clip": {"width": 32, "layers": 4, "heads": 4, "vocab_size": 1000},
+ "vae": {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [], "resolution": 32}}
+EOF
+S1="--model_config $T/sd1.toml"
+S2="--model_config $T/sd2.json"
+
+# ---- tiny full checkpoints -------------------------------------------------------------------
+check build_sd1_checkpoint "$H" combine "$T/sd1.safetensors" $U1 $C1 $V
+check build_sd2_checkpoint "$H" combine "$T/sd2.safetensors" $U2 $C2 $V
+check build_sd1_ckpt "$H" mkckpt "$T/sd1.ckpt" "$T/sd1.safetensors"
+
+# ---- usage errors ------------------------------------------------------------------------------
+"$B" --help >"$T/out" 2>&1 && grep -q 'vae-encode' "$T/out" && ok usage_help || nok usage_help "$T/out"
+expect_fail usage_no_subcommand 2 'missing subcommand' "$B"
+expect_fail usage_unknown_subcommand 2 "unknown subcommand 'frobnicate'" "$B" frobnicate
+expect_fail usage_unknown_option 2 "unknown option '--modle'" "$B" info --modle x
+expect_fail usage_run_no_model 2 '--model is required' "$B" run clip -o "$T/x.npy"
+expect_fail usage_run_no_output 2 '--output' "$B" run clip --model "$T/sd1.safetensors"
+expect_fail usage_run_component 2 "unknown component 'vea'" "$B" run vea --model "$T/sd1.safetensors" -o "$T/x.npy"
+expect_fail usage_clip_inputs 2 'exactly one of --tokens' "$B" run clip --model "$T/sd1.safetensors" -o "$T/x.npy"
+expect_fail usage_unet_inputs 2 'are required' "$B" run unet --model "$T/sd1.safetensors" -i x.npy -o "$T/x.npy"
+expect_fail usage_save_precision 2 "invalid choice 'fp8'" "$B" convert "$T/sd1.safetensors" -o "$T/x.safetensors" --save_precision fp8
+expect_fail usage_convert_args 2 'name the source and the output' "$B" convert "$T/sd1.safetensors"
+expect_fail usage_convert_dir 2 'is a directory' "$B" convert "$T/sd1.safetensors" "$T"
+expect_fail usage_max_token_length 2 '--max_token_length' "$B" run clip --model "$T/sd1.safetensors" --prompt a --max_token_length 100 -o "$T/x.npy"
+
+# ---- info --------------------------------------------------------------------------------------
+if "$B" info "$T/sd1.safetensors" $S1 >"$T/info" 2>"$T/err" &&
+   grep -q '^family  *SD1.x (from --model_config)' "$T/info" &&
+   grep -q '^unet  *934,948 parameters in 288 tensors (F16), names ldm' "$T/info" &&
+   grep -q '^text_encoder  *72,640 parameters in 52 tensors (F32), names ldm' "$T/info" &&
+   grep -q '^vae  .* parameters in 124 tensors (F16), names ldm' "$T/info" &&
+   ! grep -q '^other' "$T/info"; then ok info_sd1; else cat "$T/info" >>"$T/err"; nok info_sd1 "$T/err"; fi
+sha=$(sha256sum "$T/sd1.safetensors" | cut -c1-64)
+legacy=$(dd if="$T/sd1.safetensors" bs=65536 skip=16 count=1 2>/dev/null | sha256sum | cut -c1-8)
+if grep -q "^sha256  *$sha\$" "$T/info" && grep -q "^shorthash  *${sha:0:10} " "$T/info" &&
+   grep -q "^model_hash  *$legacy " "$T/info" && grep -q '^sshs_model_hash  *[0-9a-f]\{64\}$' "$T/info" &&
+   grep -q '^sshs_legacy_hash  *[0-9a-f]\{8\}$' "$T/info"; then ok info_hashes; else nok info_hashes "$T/info"; fi
+if "$B" info "$T/sd2.safetensors" $S2 --json >"$T/info.json" 2>"$T/err" &&
+   grep -q '"family":"SD2.x"' "$T/info.json" && grep -q '"parameterization":"v"' "$T/info.json" &&
+   grep -q '"text_encoder":{"layout":"ldm","tensors":54,' "$T/info.json" &&
+   grep -q "\"sha256\":\"$(sha256sum "$T/sd2.safetensors" | cut -c1-64)\"" "$T/info.json" &&
+   [ "$(wc -l <"$T/info.json")" = 1 ]; then ok info_sd2_json; else cat "$T/info.json" >>"$T/err"; nok info_sd2_json "$T/err"; fi
+if [ -x /usr/bin/python3 ]; then
+  /usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["components"]["unet"]["parameters"] > 0' \
+    "$T/info.json" && ok info_json_valid || nok info_json_valid
+else
+  echo "ok info_json_valid # SKIP no /usr/bin/python3"
+fi
+"$B" info "$T/sd1.ckpt" $S1 >"$T/info" 2>"$T/err" && grep -q '^format  *ckpt' "$T/info" &&
+  grep -q 'global_step = 1234' "$T/info" && ! grep -q sshs "$T/info" && ok info_ckpt || nok info_ckpt "$T/err"
+"$B" info $C1 $S1 >"$T/info" 2>"$T/err" && grep -q '^other .* in 60 tensors (F32 58, I32 2)' "$T/info" &&
+  ok info_component_file || { cat "$T/info" >>"$T/err"; nok info_component_file "$T/err"; }
+"$B" info --v_parameterization "$T/sd1.safetensors" $S1 | grep -q '^parameterization  *v$' && ok info_v_param || nok info_v_param
+expect_fail info_tiny_needs_config 1 'describe it with --model_config' "$B" info "$T/sd1.safetensors"
+# an SDXL-named stub: refused, naming the family
+mkst() {  # mkst FILE JSON-HEADER DATA-BYTES(printf escapes)
+  local h=$2 len
+  while [ $(( ${#h} % 8 )) != 0 ]; do h="$h "; done
+  len=${#h}
+  printf "$(printf '\\x%02x\\x%02x\\x%02x\\x%02x\\x00\\x00\\x00\\x00' $((len & 255)) $((len >> 8 & 255)) $((len >> 16 & 255)) $((len >> 24 & 255)))" >"$1"
+  printf '%s' "$h" >>"$1"
+  printf "$3" >>"$1"
+}
+mkst "$T/sdxl.safetensors" '{"conditioner.embedders.1.model.ln_final.weight":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"model.diffusion_model.label_emb.0.0.weight":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}' '\0\0\0\0\0\0\0\0'
+expect_fail info_sdxl_refused 1 'sdxl.safetensors: SDXL model: not supported' "$B" info "$T/sdxl.safetensors"
+mkst "$T/flux.safetensors" '{"double_blocks.0.img_attn.qkv.weight":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}' '\0\0\0\0'
+expect_fail info_flux_refused 1 'FLUX' "$B" info "$T/flux.safetensors"
+expect_fail run_sdxl_refused 1 'SDXL' "$B" run clip --model "$T/sdxl.safetensors" --tokens x.npy -o "$T/x.npy"
+
+# ---- run: golden outputs ----------------------------------------------------------------------
+cmpg() {  # cmpg NAME OUT.npy GOLDENFILE TENSOR [ignored flat indices]
+  local name=$1; shift
+  if "$H" cmp "$@" >"$T/cmp" 2>&1; then ok "$name"; else nok "$name" "$T/cmp"; fi
+}
+"$H" golden $C1 golden.ids "$T/ids.npy" && "$H" golden $C1 golden.long_ids "$T/long_ids.npy" &&
+"$H" golden $C2 golden.ids "$T/ids2.npy" && "$H" golden $V golden.x "$T/img.npy" &&
+"$H" golden $V golden.z "$T/z.npy" && "$H" golden $U1 golden.x "$T/ux.npy" &&
+"$H" golden $U1 golden.t "$T/ut.npy" && "$H" golden $U1 golden.context "$T/uc.npy" &&
+"$H" golden $U2 golden.x "$T/ux2.npy" && "$H" golden $U2 golden.t "$T/ut2.npy" &&
+"$H" golden $U2 golden.context "$T/uc2.npy" || echo "not ok golden_inputs"
+
+"$B" run clip --model "$T/sd1.safetensors" $S1 --tokens "$T/ids.npy" -o "$T/h.npy" 2>"$T/err" || nok run_clip "$T/err"
+cmpg run_clip "$T/h.npy" $C1 golden.y
+"$B" run clip --model "$T/sd1.safetensors" $S1 --tokens "$T/ids.npy" --clip_skip 2 -o "$T/h2.npy" 2>"$T/err" || nok run_clip_skip2 "$T/err"
+cmpg run_clip_skip2 "$T/h2.npy" $C1 golden.y_skip2
+"$B" run clip --model "$T/sd1.safetensors" $S1 --tokens "$T/long_ids.npy" -o "$T/hl.npy" 2>"$T/err" || nok run_clip_long "$T/err"
+cmpg run_clip_long "$T/hl.npy" $C1 golden.long_y
+"$B" run clip --model "$T/sd2.safetensors" $S2 --tokens "$T/ids2.npy" -o "$T/hs2.npy" 2>"$T/err" || nok run_clip_sd2 "$T/err"
+cmpg run_clip_sd2 "$T/hs2.npy" $C2 golden.y
+# the generator overwrote two logvar pixels of sample 1 (channels 4..7) to exercise the clamp
+ign=""; for c in 4 5 6 7; do ign="$ign $(( (8 + c) * 256 )) $(( (8 + c) * 256 + 1 ))"; done
+"$B" run vae-encode --model "$T/sd1.safetensors" $S1 -i "$T/img.npy" -o "$T/m.npy" 2>"$T/err" || nok run_vae_encode "$T/err"
+cmpg run_vae_encode "$T/m.npy" $V golden.moments $ign
+"$B" run vae-decode --model "$T/sd1.safetensors" $S1 -i "$T/z.npy" -o "$T/dec.npy" 2>"$T/err" || nok run_vae_decode "$T/err"
+cmpg run_vae_decode "$T/dec.npy" $V golden.dec
+"$B" run unet --model "$T/sd1.safetensors" $S1 -i "$T/ux.npy" --timesteps "$T/ut.npy" --context "$T/uc.npy" -o "$T/eps.npy" 2>"$T/err" || nok run_unet "$T/err"
+cmpg run_unet "$T/eps.npy" $U1 golden.y
+"$B" run unet --model "$T/sd2.safetensors" $S2 -i "$T/ux2.npy" --timesteps "$T/ut2.npy" --context "$T/uc2.npy" -o "$T/eps2.npy" 2>"$T/err" || nok run_unet_sd2 "$T/err"
+cmpg run_unet_sd2 "$T/eps2.npy" $U2 golden.y
+# thread count does not change a byte
+"$B" run unet --model "$T/sd1.safetensors" $S1 -i "$T/ux.npy" --timesteps "$T/ut.npy" --context "$T/uc.npy" -o "$T/eps1.npy" --threads 1 &&
+"$B" run unet --model "$T/sd1.safetensors" $S1 -i "$T/ux.npy" --timesteps "$T/ut.npy" --context "$T/uc.npy" -o "$T/eps2t.npy" --threads 2 &&
+cmp -s "$T/eps1.npy" "$T/eps2t.npy" && ok run_unet_threads || nok run_unet_threads
+"$B" run vae-encode --model "$T/sd1.safetensors" $S1 -i "$T/img.npy" -o "$T/m1.npy" --threads 1 &&
+cmp -s "$T/m.npy" "$T/m1.npy" && ok run_vae_threads || nok run_vae_threads
+# from the .ckpt, and with the VAE taken from --vae
+"$B" run clip --model "$T/sd1.ckpt" $S1 --tokens "$T/ids.npy" -o "$T/hc.npy" 2>"$T/err" || nok run_clip_ckpt "$T/err"
+cmpg run_clip_ckpt "$T/hc.npy" $C1 golden.y
+"$B" run vae-decode --model $C1 --vae $V $S1 -i "$T/z.npy" -o "$T/decv.npy" 2>"$T/err" || nok run_vae_replacement "$T/err"
+cmpg run_vae_replacement "$T/decv.npy" $V golden.dec
+# --prompt: the real tokenizer's ids do not fit the tiny vocabulary: said so
+expect_fail run_prompt_vocab 1 "does not fit the model's vocabulary" "$B" run clip --model "$T/sd1.safetensors" $S1 --prompt "a photo of a cat" -o "$T/x.npy"
+
+# ---- convert ----------------------------------------------------------------------------------
+check convert_ckpt "$B" convert tests/data/ckpt/basic.ckpt -o "$T/basic.safetensors"
+check convert_ckpt_roundtrip "$H" expect "$T/basic.safetensors" tests/data/ckpt/basic.expect
+check convert_ckpt_wrapped "$B" convert tests/data/ckpt/wrapped.ckpt "$T/wrapped.safetensors"
+check convert_ckpt_wrapped_roundtrip "$H" expect "$T/wrapped.safetensors" tests/data/ckpt/wrapped.expect
+check convert_ckpt_views "$B" convert tests/data/ckpt/views.ckpt -o "$T/views.safetensors"
+check convert_ckpt_views_roundtrip "$H" expect "$T/views.safetensors" tests/data/ckpt/views.expect
+"$B" convert tests/data/ckpt/basic.ckpt -o "$T/basic16.safetensors" --save_precision fp16 2>"$T/err" &&
+"$H" dtypes "$T/basic16.safetensors" >"$T/dt" &&
+grep -q '^f32 F16$' "$T/dt" && grep -q '^bf16 F16$' "$T/dt" && grep -q '^f64 F16$' "$T/dt" &&
+grep -q '^i64 I64$' "$T/dt" && grep -q '^bool BOOL$' "$T/dt" && ok convert_save_precision || nok convert_save_precision "$T/err"
+# an SD .ckpt: every tensor as in the safetensors it was made from, metadata noting the source
+check convert_sd_ckpt "$B" convert "$T/sd1.ckpt" -o "$T/sd1c.safetensors"
+check convert_sd_ckpt_same "$H" same "$T/sd1.safetensors" "$T/sd1c.safetensors" ""
+check convert_sd_ckpt_same_back "$H" same "$T/sd1c.safetensors" "$T/sd1.safetensors" ""
+"$B" info "$T/sd1c.safetensors" $S1 >"$T/info" && grep -q 'sd_model_source = sd1.ckpt' "$T/info" &&
+  grep -q 'sd_model_source_format = ckpt' "$T/info" && grep -q 'global_step = 1234' "$T/info" &&
+  ok convert_metadata || nok convert_metadata "$T/info"
+ls -a "$T" | grep -q '\.tmp\.' && nok convert_no_temp_files || ok convert_no_temp_files
+# Diffusers folder -> one ldm file: same UNet/VAE tensors as the golden ldm files, same outputs
+check build_diffusers "$H" mkdiffusers "$T/diffusers"
+"$B" info "$T/diffusers" $S2 >"$T/info" 2>"$T/err" && grep -q '^format  *diffusers' "$T/info" &&
+  grep -q '^unet .*names diffusers' "$T/info" && ok info_diffusers || nok info_diffusers "$T/err"
+check convert_diffusers "$B" convert "$T/diffusers" -o "$T/fromdiff.safetensors" $S2
+check convert_diffusers_unet_same "$H" same $U2 "$T/fromdiff.safetensors" model.diffusion_model.
+check convert_diffusers_vae_same "$H" same $V "$T/fromdiff.safetensors" first_stage_model.
+"$B" info "$T/fromdiff.safetensors" $S2 >"$T/info" 2>"$T/err" && grep -q '^text_encoder .*names ldm' "$T/info" &&
+  ok convert_diffusers_layout || nok convert_diffusers_layout "$T/err"
+"$B" run clip --model "$T/fromdiff.safetensors" $S2 --tokens "$T/ids2.npy" -o "$T/hd.npy" 2>"$T/err" || nok convert_diffusers_clip "$T/err"
+cmpg convert_diffusers_clip "$T/hd.npy" $C2 golden.y
+"$B" run unet --model "$T/fromdiff.safetensors" $S2 -i "$T/ux2.npy" --timesteps "$T/ut2.npy" --context "$T/uc2.npy" -o "$T/ed.npy" 2>"$T/err" || nok convert_diffusers_unet "$T/err"
+cmpg convert_diffusers_unet "$T/ed.npy" $U2 golden.y
+"$B" run unet --model "$T/diffusers" $S2 -i "$T/ux2.npy" --timesteps "$T/ut2.npy" --context "$T/uc2.npy" -o "$T/edf.npy" 2>"$T/err" || nok run_unet_diffusers "$T/err"
+cmpg run_unet_diffusers "$T/edf.npy" $U2 golden.y
+# --vae baked in: the VAE tensors come from the --vae file, everything else from the model
+"$H" combine "$T/novae.safetensors" $U1 $C1 && "$B" convert "$T/novae.safetensors" --vae $V $S1 -o "$T/baked.safetensors" 2>"$T/err" &&
+  "$H" same $V "$T/baked.safetensors" first_stage_model. >/dev/null && "$H" same "$T/novae.safetensors" "$T/baked.safetensors" "" >/dev/null &&
+  ok convert_vae_baked || nok convert_vae_baked "$T/err"
+
+# ---- bad input ----------------------------------------------------------------------------------
+head -c 100000 "$T/sd1.safetensors" >"$T/trunc.safetensors"
+expect_fail bad_truncated 1 'trunc.safetensors: ' "$B" run unet --model "$T/trunc.safetensors" $S1 -i "$T/ux.npy" --timesteps "$T/ut.npy" --context "$T/uc.npy" -o "$T/x.npy"
+expect_fail bad_truncated_info 1 'trunc.safetensors: ' "$B" info "$T/trunc.safetensors" $S1
+"$H" drop "$T/missing.safetensors" "$T/sd1.safetensors" model.diffusion_model.out.2.weight
+expect_fail bad_missing_key 1 'out.2.weight' "$B" run unet --model "$T/missing.safetensors" $S1 -i "$T/ux.npy" --timesteps "$T/ut.npy" --context "$T/uc.npy" -o "$T/x.npy"
+sed 's/^context_dim = 32/context_dim = 64/' "$T/sd1.toml" >"$T/wrong.toml"
+expect_fail bad_shape 1 'expected shape' "$B" run unet --model "$T/sd1.safetensors" --model_config "$T/wrong.toml" -i "$T/ux.npy" --timesteps "$T/ut.npy" --context "$T/uc.npy" -o "$T/x.npy"
+expect_fail bad_hostile_pickle 1 'os_system.ckpt: refusing to load: pickle references posix.system' "$B" run clip --model tests/data/ckpt/hostile/os_system.ckpt $S1 --tokens "$T/ids.npy" -o "$T/x.npy"
+expect_fail bad_hostile_convert 1 'exec.ckpt: refusing to load' "$B" convert tests/data/ckpt/hostile/exec.ckpt -o "$T/x.safetensors"
+[ -e "$T/x.safetensors" ] && nok bad_no_output_left || ok bad_no_output_left
+expect_fail bad_not_a_model 1 'no UNet, VAE or text encoder' "$B" info "$T/basic.safetensors"
+expect_fail bad_missing_file 1 'nope.safetensors: No such file' "$B" info "$T/nope.safetensors"
+expect_fail bad_config 1 'sd1.toml' "$B" info "$T/sd1.safetensors" --model_config "$T/sd1.toml.missing"
+printf 'not an npy' >"$T/bad.npy"
+expect_fail bad_npy 1 'bad.npy' "$B" run vae-decode --model "$T/sd1.safetensors" $S1 -i "$T/bad.npy" -o "$T/x.npy"
+expect_fail bad_input_shape 1 'expected \[B,3,H,W\]' "$B" run vae-encode --model "$T/sd1.safetensors" $S1 -i "$T/z.npy" -o "$T/x.npy"
+expect_fail bad_context_shape 1 'uc2.npy: shape' "$B" run unet --model "$T/sd1.safetensors" $S1 -i "$T/ux.npy" --timesteps "$T/ut.npy" --context "$T/uc2.npy" -o "$T/x.npy"
+expect_fail bad_token_float 1 'must be integers' "$B" run clip --model "$T/sd1.safetensors" $S1 --tokens "$T/ut.npy" -o "$T/x.npy"
+expect_fail bad_no_vae 1 'no VAE in this model (give one with --vae)' "$B" run vae-encode --model $C1 $S1 -i "$T/img.npy" -o "$T/x.npy"
+exit 0
