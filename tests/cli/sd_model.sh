@@ -178,6 +178,27 @@ cmpg run_vae_replacement "$T/decv.npy" $V golden.dec
 # --prompt: the real tokenizer's ids do not fit the tiny vocabulary: said so
 expect_fail run_prompt_vocab 1 "does not fit the model's vocabulary" "$B" run clip --model "$T/sd1.safetensors" $S1 --prompt "a photo of a cat" -o "$T/x.npy"
 
+# --prompt with the real vocabulary: the tokenizer's rows (tests/data/clip_tokenizer/framed.tsv,
+# "a photo of a cat") give the same bytes as --tokens
+framed() { awk -F'\t' -v m="$1" -v p="$2" '$1 == 0 && $2 == m && $3 == p { print $4 }' tests/data/clip_tokenizer/framed.tsv; }
+printf 'family = "sd1"\n[clip]\nwidth = 32\nlayers = 2\nheads = 2\n' >"$T/clipv1.toml"
+printf 'family = "sd2"\n[clip]\nwidth = 32\nlayers = 3\nheads = 2\n' >"$T/clipv2.toml"
+"$H" mkclip sd1 "$T/clipv1.safetensors" && "$H" mkclip sd2 "$T/clipv2.safetensors" &&
+"$H" ids "$T/p75.npy" $(framed 75 49407) && "$H" ids "$T/p150.npy" $(framed 150 49407) &&
+"$H" ids "$T/p75sd2.npy" $(framed 75 0) || echo "not ok prompt_inputs"
+for v in "75 p75 clipv1" "150 p150 clipv1" "75 p75sd2 clipv2"; do
+  set -- $v
+  if "$B" run clip --model "$T/$3.safetensors" --model_config "$T/$3.toml" --prompt "a photo of a cat" \
+       --max_token_length $1 -o "$T/pp.npy" 2>"$T/err" &&
+     "$B" run clip --model "$T/$3.safetensors" --model_config "$T/$3.toml" --tokens "$T/$2.npy" -o "$T/pt.npy" 2>>"$T/err" &&
+     cmp -s "$T/pp.npy" "$T/pt.npy"; then ok "run_clip_prompt_$2"; else nok "run_clip_prompt_$2" "$T/err"; fi
+done
+# two prompts: a batch whose rows are the single-prompt results
+"$B" run clip --model "$T/clipv1.safetensors" --model_config "$T/clipv1.toml" --prompt "a photo of a cat" --prompt "a photo of a cat" -o "$T/pb.npy" 2>"$T/err" &&
+  "$B" run clip --model "$T/clipv1.safetensors" --model_config "$T/clipv1.toml" --prompt "a photo of a cat" -o "$T/p1.npy" 2>>"$T/err" &&
+  [ "$(tail -c 9856 "$T/pb.npy" | od -An -tx1 | md5sum)" = "$(tail -c 9856 "$T/p1.npy" | od -An -tx1 | md5sum)" ] &&
+  ok run_clip_prompt_batch || nok run_clip_prompt_batch "$T/err"
+
 # ---- convert ----------------------------------------------------------------------------------
 check convert_ckpt "$B" convert tests/data/ckpt/basic.ckpt -o "$T/basic.safetensors"
 check convert_ckpt_roundtrip "$H" expect "$T/basic.safetensors" tests/data/ckpt/basic.expect

@@ -11,7 +11,11 @@
  *   expect FILE.safetensors FILE.expect         tensors and metadata equal a tests/data/ckpt .expect
  *   dtypes FILE                                 "name dtype" per tensor
  *   mkckpt OUT.ckpt IN.safetensors              a torch-zip checkpoint {"state_dict": ..., "global_step": 1234}
- *   mkdiffusers DIR                             an SD2 tiny Diffusers folder (unet/ text_encoder/ vae/) */
+ *   mkdiffusers DIR                             an SD2 tiny Diffusers folder (unet/ text_encoder/ vae/)
+ *   mkclip sd1|sd2 OUT.safetensors              a text encoder with the real vocabulary (49408 tokens),
+ *                                               width 32, 2 heads, 2 layers run, random weights
+ *                                               (sd1: single-file names; sd2: Diffusers names)
+ *   ids OUT.npy ID...                           int64 ids as [1,77] or [1,n,77] */
 #include <stdint.h>
 #include <sys/stat.h>
 
@@ -458,6 +462,51 @@ static int mkdiffusers(const char *dir)
     return rc;
 }
 
+static int mkclip(const char *fam, const char *out)
+{
+    int sd2 = !strcmp(fam, "sd2");
+    sd_clip_config cfg = { 32, sd2 ? 3 : 2, 2, 77, 49408 };
+    sd_params r;
+    sd_clip m;
+    sd_params_init(&r);
+    int rc = sd_clip_init(&m, &r, sd2 ? "" : "cond_stage_model.transformer", &cfg, sd2 ? SD_FAMILY_SD2 : SD_FAMILY_SD1);
+    if (!rc) rc = sd_params_alloc(&r, SD_DEV_CPU);
+    sd_safetensors_writer *w = NULL;
+    if (!rc) rc = sd_safetensors_writer_new(&w);
+    uint64_t x = 12345;
+    for (size_t i = 0; !rc && i < sd_params_count(&r); i++) {
+        sd_param *p = sd_params_at(&r, i);
+        float *v = p->value.data;
+        int norm_w = strstr(p->key, "norm") && strstr(p->key, ".weight");
+        for (int64_t k = 0; k < sd_tensor_numel(&p->value); k++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            float u = (float)((x >> 40) & 0xffff) / 65536.0f - 0.5f;
+            v[k] = norm_w ? 1.0f + 0.2f * u : 0.2f * u;
+        }
+        rc = sd_safetensors_writer_add_f32(w, p->key, SD_ST_F32, p->value.ndim, p->value.shape, v);
+    }
+    if (!rc) rc = sd_safetensors_writer_write(w, out);
+    sd_safetensors_writer_free(w);
+    sd_clip_free(&m);
+    sd_params_free(&r);
+    return rc;
+}
+
+static int mkids(const char *out, char **v, int n)
+{
+    if (n < 77 || n % 77) return sd_err(SD_EINVAL, "ids: %d ids, need a multiple of 77", n);
+    int64_t *ids = malloc((size_t)n * sizeof *ids);
+    for (int i = 0; i < n; i++) ids[i] = atoll(v[i]);
+    void *enc = NULL;
+    size_t len = 0;
+    int rc = n == 77 ? sd_npy_encode(SD_NPY_I8, 2, (int64_t[]){ 1, 77 }, ids, &enc, &len)
+                     : sd_npy_encode(SD_NPY_I8, 3, (int64_t[]){ 1, n / 77, 77 }, ids, &enc, &len);
+    if (!rc) rc = sd_write_file_atomic(out, enc, len);
+    free(enc);
+    free(ids);
+    return rc;
+}
+
 /* ---- unit tests ------------------------------------------------------------------------------- */
 
 static const char *cfg_file(const char *name, const char *text)
@@ -754,6 +803,8 @@ int main(int argc, char **argv)
         else if (!strcmp(c, "dtypes") && argc == 3) rc = cmd_dtypes(argv[2]);
         else if (!strcmp(c, "mkckpt") && argc == 4) rc = mkckpt(argv[2], argv[3]);
         else if (!strcmp(c, "mkdiffusers") && argc == 3) rc = mkdiffusers(argv[2]);
+        else if (!strcmp(c, "mkclip") && argc == 4) rc = mkclip(argv[2], argv[3]);
+        else if (!strcmp(c, "ids") && argc >= 4) rc = mkids(argv[2], argv + 3, argc - 3);
         else sd_err(SD_EINVAL, "usage: see the comment at the top of tests/unit/test_sd_model.c");
         if (rc) fprintf(stderr, "test_sd_model %s: %s\n", c, sd_errmsg());
         return rc ? 1 : 0;
