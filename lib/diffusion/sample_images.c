@@ -1,0 +1,583 @@
+/* Text-to-image, sample triggers and names (see sample_images.h). */
+#include "diffusion/sample_images.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "base/fileio.h"
+#include "base/rng.h"
+#include "io/png_text.h"
+#include "text/caption.h"
+
+#define CHUNK 75
+#define ROW 77
+#define MAX_MULT 3
+#define MAX_TOKENS (CHUNK * MAX_MULT)
+
+/* ---- prompt → tokens with weights ---------------------------------------------------------- */
+
+typedef struct wtoks {
+    int32_t ids[MAX_TOKENS];
+    float w[MAX_TOKENS];
+    int n;
+    int truncated;
+} wtoks;
+
+/* get_prompts_with_weights: every weighted piece tokenized alone (no BOS/EOS), concatenated,
+ * truncated to 225. */
+static int prompt_tokens(const sd_gen_models *m, const char *text, wtoks *t)
+{
+    sd_weighted_piece *pc = NULL;
+    int np = 0;
+    t->n = 0;
+    t->truncated = 0;
+    int rc = sd_weighted_parse(text ? text : "", &pc, &np);
+    if (rc) return rc;
+    for (int i = 0; i < np && !rc; i++) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        rc = sd_clip_tokenizer_encode(m->tok, pc[i].text, strlen(pc[i].text), MAX_TOKENS + 1, &ids, &n);
+        if (rc) break;
+        for (size_t k = 0; k < n; k++) {
+            if (t->n == MAX_TOKENS) {
+                t->truncated = 1;
+                break;
+            }
+            t->ids[t->n] = ids[k];
+            t->w[t->n] = pc[i].weight;
+            t->n++;
+        }
+        free(ids);
+        if (t->truncated) break;
+    }
+    sd_weighted_free(pc, np);
+    return rc;
+}
+
+static int chunks_for(int maxlen)
+{
+    /* max(1, min(3, (maxlen - 1) // 75 + 1)) with Python's floor division */
+    int k = maxlen <= 0 ? 0 : (maxlen - 1) / CHUNK + 1;
+    if (k > MAX_MULT) k = MAX_MULT;
+    return k < 1 ? 1 : k;
+}
+
+int sd_gen_prompt_chunks(const sd_gen_models *m, const char *text, int *chunks)
+{
+    wtoks *t = malloc(sizeof *t);
+    if (!t) return sd_err(SD_ENOMEM, "out of memory");
+    int rc = prompt_tokens(m, text, t);
+    if (!rc) *chunks = chunks_for(t->n);
+    free(t);
+    return rc;
+}
+
+static int32_t pad_id(const sd_gen_models *m)
+{
+    return m->family == SD_FAMILY_SD2 ? SD_CLIP_PAD_SD2 : SD_CLIP_PAD_SD1;
+}
+
+int sd_gen_encode_prompt(sd_ctx *ctx, const sd_gen_models *m, const char *text, int chunks, float **ctx_out)
+{
+    *ctx_out = NULL;
+    wtoks *t = malloc(sizeof *t);
+    if (!t) return sd_err(SD_ENOMEM, "out of memory");
+    int rc = prompt_tokens(m, text, t);
+    if (rc) {
+        free(t);
+        return rc;
+    }
+    int k = chunks > 0 ? chunks : chunks_for(t->n);
+    if (k > MAX_MULT) k = MAX_MULT;
+    const int L = CHUNK * k + 2;
+    const int64_t C = m->clip->cfg.width, vocab = m->clip->cfg.vocab_size;
+    int32_t row[CHUNK * MAX_MULT + 2], ids[MAX_MULT * ROW];
+    float wrow[MAX_MULT * ROW];
+    const int32_t pad = pad_id(m);
+    /* pad_tokens_and_weights (no_boseos_middle = False): BOS + ids + EOS… */
+    row[0] = SD_CLIP_BOS;
+    for (int i = 0; i < L - 1; i++) row[1 + i] = i < t->n ? t->ids[i] : SD_CLIP_EOS;
+    int nw = 0;
+    if (t->n == 0) {
+        for (int i = 0; i < ROW * k; i++) wrow[nw++] = 1.0f;
+    } else {
+        for (int j = 0; j < k; j++) {
+            wrow[nw++] = 1.0f;
+            for (int i = j * CHUNK; i < t->n && i < (j + 1) * CHUNK; i++) wrow[nw++] = t->w[i];
+            wrow[nw++] = 1.0f;
+        }
+        while (nw < ROW * k) wrow[nw++] = 1.0f;
+    }
+    /* get_unweighted_text_embeddings: chunks of 77 with BOS/EOS fixed up (only when k > 1) */
+    for (int j = 0; j < k; j++) {
+        int32_t *c = ids + j * ROW;
+        memcpy(c, row + j * CHUNK, ROW * sizeof *c);
+        if (k > 1) {
+            c[0] = row[0];
+            if (pad == SD_CLIP_EOS) {
+                c[ROW - 1] = row[L - 1];
+            } else {
+                if (c[ROW - 1] != SD_CLIP_EOS && c[ROW - 1] != pad) c[ROW - 1] = SD_CLIP_EOS;
+                if (c[1] == pad) c[1] = SD_CLIP_EOS;
+            }
+        }
+    }
+    for (int i = 0; i < k * ROW; i++)
+        if (ids[i] < 0 || ids[i] >= vocab) {
+            free(t);
+            return sd_err(SD_EINVAL, "token id %d does not fit the text encoder's vocabulary of %lld", ids[i],
+                          (long long)vocab);
+        }
+    int weighted = 0;
+    for (int i = 0; i < k * ROW; i++)
+        if (wrow[i] != 1.0f) weighted = 1;
+    free(t);
+    float *y = malloc((size_t)(k * ROW * C) * sizeof *y);
+    if (!y) return sd_err(SD_ENOMEM, "out of memory");
+    sd_tensor ti = sd_tensor_wrap(ids, SD_I32, SD_DIMS(k, ROW));
+    sd_tensor ty = sd_tensor_wrap(y, SD_F32, SD_DIMS(k, ROW, C));
+    rc = sd_clip_forward(ctx, m->clip, NULL, &ty, &ti, m->clip_skip);
+    if (rc) {
+        free(y);
+        return rc;
+    }
+    if (weighted) {
+        const size_t n = (size_t)(k * ROW) * (size_t)C;
+        double s = 0;
+        for (size_t i = 0; i < n; i++) s += y[i];
+        float prev = (float)(s / (double)n);
+        for (int r = 0; r < k * ROW; r++)
+            for (int64_t c = 0; c < C; c++) y[r * C + c] *= wrow[r];
+        s = 0;
+        for (size_t i = 0; i < n; i++) s += y[i];
+        float cur = (float)(s / (double)n);
+        float f = prev / cur;
+        for (size_t i = 0; i < n; i++) y[i] *= f;
+    }
+    *ctx_out = y;
+    return SD_OK;
+}
+
+/* ---- txt2img --------------------------------------------------------------------------------- */
+
+static int64_t total_factor(const sd_gen_models *m)
+{
+    return m->vae->factor << (m->unet->cfg.n_levels - 1);
+}
+
+static int check_params(const sd_gen_models *m, const sd_gen_params *p)
+{
+    if (!m->unet || !m->clip || !m->vae || !m->tok) return sd_err(SD_EINVAL, "txt2img: a model part is missing");
+    if (!p->prompt) return sd_err(SD_EINVAL, "txt2img: no prompt");
+    if (p->batch < 1 || p->batch > 4096) return sd_err(SD_EINVAL, "txt2img: batch %d out of range", p->batch);
+    if (p->steps < 1 || p->steps > SD_DDPM_MAX_STEPS)
+        return sd_err(SD_EINVAL, "txt2img: %d steps (1..%d)", p->steps, SD_DDPM_MAX_STEPS);
+    if (!isfinite(p->scale)) return sd_err(SD_EINVAL, "txt2img: CFG scale is not finite");
+    int64_t f = total_factor(m);
+    if (p->width < 8 || p->height < 8 || p->width % 8 || p->height % 8)
+        return sd_err(SD_EINVAL, "image size %dx%d: width and height must be positive multiples of 8", p->width,
+                      p->height);
+    if (p->width % f || p->height % f)
+        return sd_err(SD_EINVAL, "image size %dx%d: width and height must be multiples of %lld for this model",
+                      p->width, p->height, (long long)f);
+    if (p->width > 16384 || p->height > 16384)
+        return sd_err(SD_EINVAL, "image size %dx%d: at most 16384 pixels a side", p->width, p->height);
+    return SD_OK;
+}
+
+size_t sd_txt2img_scratch_bytes(const sd_gen_models *m, const sd_gen_params *p)
+{
+    int64_t f = m->vae->factor, h = p->height / f, w = p->width / f;
+    int64_t S = ROW * MAX_MULT;
+    sd_nn_plan pu = sd_unet_plan(m->unet, 2 * (int64_t)p->batch, h, w, S);
+    sd_nn_plan pc = sd_clip_plan(m->clip, MAX_MULT, ROW, m->clip_skip);
+    int tile = m->vae_tile > 0 ? m->vae_tile : SD_GEN_VAE_TILE;
+    int tiled = m->vae_tiling == 1 || (m->vae_tiling < 0 && (h > SD_GEN_VAE_TILE_AUTO || w > SD_GEN_VAE_TILE_AUTO));
+    int64_t vh = tiled && tile < h ? tile : h, vw = tiled && tile < w ? tile : w;
+    size_t pv = sd_vae_scratch_bytes(m->vae, 1, vh, vw, 1);
+    size_t mx = pu.scratch + pu.saved;
+    if (pc.scratch + pc.saved > mx) mx = pc.scratch + pc.saved;
+    if (pv > mx) mx = pv;
+    return 2 * mx + ((size_t)1 << 30);
+}
+
+typedef struct denoise_user {
+    sd_ctx *ctx;
+    sd_unet *u;
+    const float *context;   /* [2B or B, S, C]: uncond first when guided */
+    int64_t B, S, C, cin, h, w;
+    int guided;
+    float *tbuf;            /* [2B] */
+} denoise_user;
+
+static int denoise(void *user, const float *x, int64_t batch, double t, float *out)
+{
+    denoise_user *d = user;
+    const float *c = d->context;
+    if (d->guided ? batch != 2 * d->B : batch != d->B)
+        return sd_err(SD_ESTATE, "txt2img: model called with batch %lld", (long long)batch);
+    for (int64_t i = 0; i < batch; i++) d->tbuf[i] = (float)t;
+    sd_tensor xt = sd_tensor_wrap((void *)x, SD_F32, SD_DIMS(batch, d->cin, d->h, d->w));
+    sd_tensor tt = sd_tensor_wrap(d->tbuf, SD_F32, SD_DIMS(batch));
+    sd_tensor ct = sd_tensor_wrap((void *)c, SD_F32, SD_DIMS(batch, d->S, d->C));
+    sd_tensor yt = sd_tensor_wrap(out, SD_F32, SD_DIMS(batch, d->u->cfg.out_channels, d->h, d->w));
+    return sd_unet_forward(d->ctx, d->u, NULL, &yt, &xt, &tt, &ct);
+}
+
+/* z [1, ch, h, w] (already divided by the scale factor) → RGB image */
+static int decode_one(sd_ctx *ctx, const sd_gen_models *m, float *z, int64_t h, int64_t w, sd_image *im)
+{
+    int64_t f = m->vae->factor, H = h * f, W = w * f, zc = m->vae->cfg.embed_dim;
+    int oc = m->vae->cfg.out_ch;
+    if (oc != 3) return sd_err(SD_EUNSUPPORTED, "txt2img: the VAE decodes %d channels (3 needed)", oc);
+    float *y = malloc((size_t)(3 * H * W) * sizeof *y);
+    if (!y) return sd_err(SD_ENOMEM, "out of memory");
+    sd_tensor zt = sd_tensor_wrap(z, SD_F32, SD_DIMS(1, zc, h, w));
+    sd_tensor yt = sd_tensor_wrap(y, SD_F32, SD_DIMS(1, 3, H, W));
+    int tile = m->vae_tile > 0 ? m->vae_tile : SD_GEN_VAE_TILE;
+    int tiled = m->vae_tiling == 1 || (m->vae_tiling < 0 && (h > SD_GEN_VAE_TILE_AUTO || w > SD_GEN_VAE_TILE_AUTO));
+    int ov = SD_GEN_VAE_OVERLAP < tile / 2 ? SD_GEN_VAE_OVERLAP : tile / 4;
+    int rc = tiled ? sd_vae_decode_tiled(ctx, m->vae, &yt, &zt, tile, ov) : sd_vae_decode(ctx, m->vae, &yt, &zt);
+    if (!rc) rc = sd_image_alloc(im, (int)W, (int)H, 3);
+    if (!rc) {
+        const size_t plane = (size_t)(H * W);
+        for (size_t i = 0; i < plane; i++)
+            for (int c = 0; c < 3; c++) {
+                float v = y[c * plane + i] / 2.0f + 0.5f;
+                v = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+                im->px[i * 3 + (size_t)c] = (uint8_t)nearbyintf(v * 255.0f);
+            }
+    }
+    free(y);
+    return rc;
+}
+
+int sd_txt2img(sd_ctx *ctx, const sd_gen_models *m, const sd_gen_params *p, sd_image *out)
+{
+    int rc = check_params(m, p);
+    if (rc) return rc;
+    for (int b = 0; b < p->batch; b++) memset(&out[b], 0, sizeof out[b]);
+    const int B = p->batch, guided = p->scale > 1.0;
+    const int64_t f = m->vae->factor, h = p->height / f, w = p->width / f;
+    const int64_t cin = m->unet->cfg.in_channels, per = cin * h * w, C = m->clip->cfg.width;
+    if (m->unet->cfg.context_dim != C)
+        return sd_err(SD_EINVAL, "txt2img: the text encoder's width %lld differs from the UNet's context_dim %d",
+                      (long long)C, m->unet->cfg.context_dim);
+    if (m->vae->cfg.embed_dim != cin)
+        return sd_err(SD_EINVAL, "txt2img: the VAE's %d latent channels differ from the UNet's %lld",
+                      m->vae->cfg.embed_dim, (long long)cin);
+    /* text conditioning */
+    int kp = 1, kn = 1;
+    float *cond = NULL, *uncond = NULL, *context = NULL, *lat = NULL, *tbuf = NULL;
+    sd_sampler s;
+    memset(&s, 0, sizeof s);
+    const char *neg = p->negative_prompt ? p->negative_prompt : "";
+    rc = sd_gen_prompt_chunks(m, p->prompt, &kp);
+    if (!rc && guided) rc = sd_gen_prompt_chunks(m, neg, &kn);
+    if (rc) return rc;
+    int k = kp > kn ? kp : kn;
+    const int64_t S = (int64_t)ROW * k;
+    rc = sd_gen_encode_prompt(ctx, m, p->prompt, k, &cond);
+    if (!rc && guided) rc = sd_gen_encode_prompt(ctx, m, neg, k, &uncond);
+    if (rc) goto out;
+    const size_t cs = (size_t)(S * C);
+    context = malloc((size_t)(guided ? 2 : 1) * (size_t)B * cs * sizeof *context);
+    lat = malloc((size_t)B * (size_t)per * sizeof *lat);
+    tbuf = malloc(2 * (size_t)B * sizeof *tbuf);
+    if (!context || !lat || !tbuf) {
+        rc = sd_err(SD_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (int b = 0; b < B; b++) {
+        if (guided) {
+            memcpy(context + (size_t)b * cs, uncond, cs * sizeof *context);
+            memcpy(context + ((size_t)B + (size_t)b) * cs, cond, cs * sizeof *context);
+        } else {
+            memcpy(context + (size_t)b * cs, cond, cs * sizeof *context);
+        }
+    }
+    /* sampling */
+    sd_sampler_config sc;
+    sd_sampler_config_default(&sc);
+    sc.v_prediction = m->v_prediction;
+    rc = sd_sampler_init(&s, p->sampler, p->steps, &sc, (size_t)B * (size_t)per);
+    if (rc) goto out;
+    rc = sd_sampler_initial_noise(B, per, p->seeds, lat);
+    if (rc) goto out;
+    denoise_user du = { .ctx = ctx, .u = m->unet, .context = context, .B = B, .S = S, .C = C, .cin = cin,
+                        .h = h, .w = w, .guided = guided, .tbuf = tbuf };
+    rc = sd_sampler_run(&s, B, per, p->seeds, p->scale, denoise, &du, lat);
+    if (rc) goto out;
+    /* decode */
+    const float inv = (float)(1.0 / (double)m->vae->cfg.scale_factor);
+    for (int b = 0; b < B && !rc; b++) {
+        float *z = lat + (size_t)b * (size_t)per;
+        for (int64_t i = 0; i < per; i++) z[i] *= inv;
+        rc = decode_one(ctx, m, z, h, w, &out[b]);
+    }
+    if (rc)
+        for (int b = 0; b < B; b++) sd_image_free(&out[b]);
+out:
+    sd_sampler_free(&s);
+    free(cond);
+    free(uncond);
+    free(context);
+    free(lat);
+    free(tbuf);
+    return rc;
+}
+
+/* ---- A1111 infotext ----------------------------------------------------------------------------- */
+
+const char *sd_sampler_a1111_name(sd_sampler_kind k)
+{
+    switch (k) {
+    case SD_SAMPLER_DDIM: return "DDIM";
+    case SD_SAMPLER_PNDM: return "PNDM";
+    case SD_SAMPLER_LMS: return "LMS";
+    case SD_SAMPLER_EULER: return "Euler";
+    case SD_SAMPLER_EULER_A: return "Euler a";
+    case SD_SAMPLER_HEUN: return "Heun";
+    case SD_SAMPLER_DPM_2: return "DPM2";
+    case SD_SAMPLER_DPM_2_A: return "DPM2 a";
+    case SD_SAMPLER_DPMSOLVER_PP: return "DPM++ 2M";
+    default: return sd_sampler_name(k);
+    }
+}
+
+typedef struct sbuf {
+    char *p;
+    size_t n, cap;
+    int oom;
+} sbuf;
+
+static void sb_putn(sbuf *b, const char *s, size_t n)
+{
+    if (b->oom) return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->n + n + 1) cap *= 2;
+        char *q = realloc(b->p, cap);
+        if (!q) {
+            b->oom = 1;
+            return;
+        }
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+
+static void sb_puts(sbuf *b, const char *s) { sb_putn(b, s, strlen(s)); }
+
+static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf *b, const char *fmt, ...)
+{
+    char tmp[128];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n > 0) sb_putn(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
+
+/* A1111 infotext_utils.quote: json.dumps(ensure_ascii=False) when the value has ',', '\n' or ':' */
+static void sb_quoted(sbuf *b, const char *v)
+{
+    if (!strpbrk(v, ",\n:")) {
+        sb_puts(b, v);
+        return;
+    }
+    sb_puts(b, "\"");
+    for (const unsigned char *s = (const unsigned char *)v; *s; s++) {
+        switch (*s) {
+        case '"': sb_puts(b, "\\\""); break;
+        case '\\': sb_puts(b, "\\\\"); break;
+        case '\n': sb_puts(b, "\\n"); break;
+        case '\r': sb_puts(b, "\\r"); break;
+        case '\t': sb_puts(b, "\\t"); break;
+        case '\b': sb_puts(b, "\\b"); break;
+        case '\f': sb_puts(b, "\\f"); break;
+        default:
+            if (*s < 0x20) sb_printf(b, "\\u%04x", *s);
+            else sb_putn(b, (const char *)s, 1);
+        }
+    }
+    sb_puts(b, "\"");
+}
+
+/* Shortest round-tripping decimal of x (Python repr), integral values without ".0". */
+static void sb_number(sbuf *b, double x)
+{
+    char tmp[40];
+    if (x == floor(x) && fabs(x) < 1e15) {
+        snprintf(tmp, sizeof tmp, "%.0f", x);
+    } else {
+        for (int prec = 1; prec <= 17; prec++) {
+            snprintf(tmp, sizeof tmp, "%.*g", prec, x);
+            if (strtod(tmp, NULL) == x) break;
+        }
+    }
+    sb_puts(b, tmp);
+}
+
+static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+
+char *sd_infotext_format(const sd_infotext *t)
+{
+    sbuf b = { 0 };
+    sb_puts(&b, t->prompt ? t->prompt : "");
+    if (t->negative_prompt && *t->negative_prompt) {
+        sb_puts(&b, "\nNegative prompt: ");
+        sb_puts(&b, t->negative_prompt);
+    }
+    sb_printf(&b, "\nSteps: %d, Sampler: ", t->steps);
+    sb_quoted(&b, t->sampler ? t->sampler : "");
+    sb_puts(&b, ", CFG scale: ");
+    sb_number(&b, t->scale);
+    sb_printf(&b, ", Seed: %llu, Size: %dx%d", (unsigned long long)t->seed, t->width, t->height);
+    if (t->model_hash) {
+        sb_puts(&b, ", Model hash: ");
+        sb_quoted(&b, t->model_hash);
+    }
+    if (t->model) {
+        sb_puts(&b, ", Model: ");
+        sb_quoted(&b, t->model);
+    }
+    if (t->clip_skip > 1) sb_printf(&b, ", Clip skip: %d", t->clip_skip);
+    if (t->lora_hashes) {
+        sb_puts(&b, ", Lora hashes: ");
+        sb_quoted(&b, t->lora_hashes);
+    }
+    if (t->version) {
+        sb_puts(&b, ", Version: ");
+        sb_quoted(&b, t->version);
+    }
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    /* A1111 strips the whole text */
+    size_t s = 0, e = b.n;
+    while (s < e && is_space(b.p[s])) s++;
+    while (e > s && is_space(b.p[e - 1])) e--;
+    memmove(b.p, b.p + s, e - s);
+    b.p[e - s] = 0;
+    return b.p;
+}
+
+/* ---- samples during training ------------------------------------------------------------------ */
+
+int sd_sample_due(const sd_sample_triggers *t, int epoch, int64_t steps)
+{
+    int has_epoch = epoch != SD_SAMPLE_NO_EPOCH;
+    if (steps == 0) return t->sample_at_first ? 1 : 0;
+    if (t->every_n_steps <= 0 && t->every_n_epochs <= 0) return 0;
+    if (t->every_n_epochs > 0) {
+        if (!has_epoch || epoch % t->every_n_epochs != 0) return 0;
+    } else {
+        if (steps % t->every_n_steps != 0 || has_epoch) return 0;
+    }
+    return 1;
+}
+
+int sd_sample_file_name(char *buf, size_t n, const char *output_name, int epoch, int64_t steps, int index,
+                        time_t when, int has_seed, uint64_t seed)
+{
+    struct tm tmv;
+    char ts[32], num[32], sd[32] = "";
+    if (!localtime_r(&when, &tmv) || !strftime(ts, sizeof ts, "%Y%m%d%H%M%S", &tmv))
+        return sd_err(SD_ERANGE, "sample file name: bad time");
+    if (epoch != SD_SAMPLE_NO_EPOCH) snprintf(num, sizeof num, "e%06d", epoch);
+    else snprintf(num, sizeof num, "%06lld", (long long)steps);
+    if (has_seed) snprintf(sd, sizeof sd, "_%llu", (unsigned long long)seed);
+    int k = snprintf(buf, n, "%s%s%s_%02d_%s%s.png", output_name ? output_name : "", output_name ? "_" : "", num,
+                     index, ts, sd);
+    if (k < 0 || (size_t)k >= n) return sd_err(SD_ERANGE, "sample file name too long");
+    return SD_OK;
+}
+
+int sd_sample_write_png(const char *path, const sd_image *im, const char *infotext)
+{
+    uint8_t *png = NULL, *png2 = NULL;
+    size_t n = 0, n2 = 0;
+    int rc = sd_image_encode_png(im, &png, &n);
+    if (rc) return rc;
+    if (infotext) {
+        sd_png_text t = { "parameters", infotext };
+        rc = sd_png_add_text(png, n, &t, 1, &png2, &n2);
+        free(png);
+        if (rc) return rc;
+        png = png2;
+        n = n2;
+    }
+    rc = sd_write_file_atomic(path, png, n);
+    free(png);
+    return rc;
+}
+
+int sd_sample_images(sd_ctx *ctx, const sd_gen_models *m, const sd_prompt_list *prompts,
+                     const sd_sample_run_opts *o, int epoch, int64_t steps)
+{
+    if (!o->output_dir) return sd_err(SD_EINVAL, "sample images: no output directory");
+    size_t dl = strlen(o->output_dir) + 8;
+    char *dir = malloc(dl);
+    if (!dir) return sd_err(SD_ENOMEM, "out of memory");
+    snprintf(dir, dl, "%s/sample", o->output_dir);
+    int rc = sd_mkdirs(dir);
+    time_t now = time(NULL);
+    for (size_t i = 0; i < prompts->n && !rc; i++) {
+        const sd_sample_prompt *sp = &prompts->items[i];
+        sd_sampler_kind kind = o->sampler;
+        if (sp->sampler) sd_sampler_parse_reference(sp->sampler, &kind);
+        uint64_t seed;
+        if (sp->has_seed) {
+            seed = sp->seed;
+        } else {
+            sd_rng r = sd_rng_key(o->seed_base, (uint32_t)steps, (uint32_t)i, SD_RNG_SAMPLER);
+            seed = sd_rng_u32_at(&r, 0);
+        }
+        int W = sp->width - sp->width % 8, H = sp->height - sp->height % 8;
+        if (W < 64) W = 64;
+        if (H < 64) H = 64;
+        int steps_n = sp->steps < 1 ? 1 : sp->steps > 1000 ? 1000 : sp->steps;
+        sd_gen_params gp = { .prompt = sp->prompt, .negative_prompt = sp->negative_prompt, .width = W, .height = H,
+                             .steps = steps_n, .scale = sp->scale, .sampler = kind, .batch = 1, .seeds = &seed };
+        sd_image im = { 0 };
+        int idx = sp->index >= 0 ? sp->index : (int)i;
+        rc = sd_txt2img(ctx, m, &gp, &im);
+        if (rc) {
+            sd_err_prefix(rc, "sample prompt %d", idx);
+            break;
+        }
+        char name[512], *path = NULL, *info = NULL;
+        rc = sd_sample_file_name(name, sizeof name, o->output_name, epoch, steps, idx, now, sp->has_seed, sp->seed);
+        if (!rc) {
+            size_t pl = strlen(dir) + strlen(name) + 2;
+            path = malloc(pl);
+            if (!path) rc = sd_err(SD_ENOMEM, "out of memory");
+            else snprintf(path, pl, "%s/%s", dir, name);
+        }
+        if (!rc && o->write_parameters) {
+            sd_infotext it = { .prompt = sp->prompt, .negative_prompt = sp->negative_prompt, .steps = steps_n,
+                               .sampler = sd_sampler_a1111_name(kind), .scale = sp->scale, .seed = seed,
+                               .width = W, .height = H, .model = o->model_name, .clip_skip = m->clip_skip };
+            info = sd_infotext_format(&it);
+            if (!info) rc = sd_err(SD_ENOMEM, "out of memory");
+        }
+        if (!rc) rc = sd_sample_write_png(path, &im, info);
+        if (!rc && o->on_image) rc = o->on_image(o->user, sp, idx, &im, path);
+        free(info);
+        free(path);
+        sd_image_free(&im);
+    }
+    free(dir);
+    return rc;
+}

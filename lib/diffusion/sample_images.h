@@ -1,0 +1,171 @@
+/* Text-to-image with a loaded SD1.x/SD2.x model, the way the reference's sample images are made
+ * (kohya-ss sd-scripts train_util.sample_images_common / sample_image_inference driving
+ * library/lpw_stable_diffusion.py), plus the reference's sample triggers and file names
+ * (reference-behaviour.md §6.13), for sd-sample and for sd-train's samples during training.
+ *
+ * Pipeline of sd_txt2img() (lpw_stable_diffusion.py with max_embeddings_multiples 3,
+ * no_boseos_middle False):
+ *   1. prompt and negative prompt (NULL → "") parsed for attention weights ("(a:1.2)", "(a)",
+ *      "[a]", "\(") by text/caption.h's sd_weighted_parse (the same parse_prompt_attention), each
+ *      piece tokenized alone, ids concatenated and truncated to 225;
+ *   2. k = min(3, ceil(longest/75)) chunks of 77 (at least 1) for both prompts; the row is BOS +
+ *      ids + EOS padding to 75k+2; chunk i is ids[75i .. 75i+77) with BOS at 0 and, for SD1, EOS
+ *      at 76 (SD2: EOS at 76 unless it is EOS or pad "!", and EOS at 1 when that is "!", the
+ *      reference's v2 rule); every chunk runs through the text encoder (clip_skip: the k-th last
+ *      layer + final LayerNorm) and the chunks are concatenated whole: context [77k, width];
+ *   3. when a weight is not 1: embeddings × weights (BOS/EOS 1.0) then × (mean before / mean
+ *      after) over the whole [77k, width] (the reference's "normalize in the sense of mean");
+ *   4. x_T ~ N(0, I) per image from its seed (diffusion/samplers.h sd_sampler_initial_noise),
+ *      then sd_sampler_run(): classifier-free guidance when scale > 1 with the negative prompt's
+ *      context first in the doubled batch;
+ *   5. VAE decode of latents / scale_factor (tiled for large images, below), then
+ *      round(clamp(x/2 + 0.5, 0, 1) · 255) (numpy round: half to even) → RGB 8-bit.
+ * Noise differs from the reference's torch.randn (Philox streams keyed by the seed, so a seed
+ * gives the same image on any thread count and batch position); everything else follows it.
+ *
+ * Threads: results do not depend on ctx->threads (the tensor library's fixed partitions). */
+#ifndef SD_DIFFUSION_SAMPLE_IMAGES_H
+#define SD_DIFFUSION_SAMPLE_IMAGES_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "diffusion/prompt_file.h"
+#include "diffusion/samplers.h"
+#include "io/image.h"
+#include "models/clip.h"
+#include "models/unet.h"
+#include "models/vae.h"
+#include "text/clip_tokenizer.h"
+
+/* VAE tiling: decode through sd_vae_decode_tiled() when a latent side exceeds this (512 pixels
+ * for SD), in tiles of SD_GEN_VAE_TILE latent pixels overlapping by SD_GEN_VAE_OVERLAP. */
+#define SD_GEN_VAE_TILE_AUTO 64
+#define SD_GEN_VAE_TILE 64
+#define SD_GEN_VAE_OVERLAP 16
+
+/* The networks (borrowed; loaded on the ctx's device) and how to run them. */
+typedef struct sd_gen_models {
+    sd_unet *unet;
+    sd_clip *clip;
+    sd_vae *vae;
+    sd_family family;          /* SD_FAMILY_SD1 or SD_FAMILY_SD2 (pad token, v2 chunk rule) */
+    sd_clip_tokenizer *tok;
+    int clip_skip;             /* 0/1: last layer; k: k-th last (+ final LayerNorm) */
+    int v_prediction;          /* the model predicts v (--v_parameterization) */
+    int vae_tiling;            /* -1: auto (above SD_GEN_VAE_TILE_AUTO), 0: never, 1: always */
+    int vae_tile;              /* 0: SD_GEN_VAE_TILE; else the tile side in latent pixels */
+} sd_gen_models;
+
+/* One generation call: `batch` images of one prompt with the same settings. */
+typedef struct sd_gen_params {
+    const char *prompt;
+    const char *negative_prompt;   /* NULL = "" */
+    int width, height;             /* pixels: multiples of 8 and of the model's total
+                                      downsampling (VAE factor × 2^(UNet levels − 1)) */
+    int steps;                     /* 1..1000 */
+    double scale;                  /* CFG scale; ≤ 1: no guidance (the reference's rule) */
+    sd_sampler_kind sampler;
+    int batch;                     /* ≥ 1 */
+    const uint64_t *seeds;         /* [batch] */
+} sd_gen_params;
+
+/* Bytes of ctx->scratch a call needs at most (UNet at 2·batch, text encoder, VAE decode). */
+size_t sd_txt2img_scratch_bytes(const sd_gen_models *m, const sd_gen_params *p);
+
+/* Generate p->batch images into out[0..batch) (allocated RGB, width × height; free with
+ * sd_image_free). SD_EINVAL for bad parameters (size not a multiple of the model's factor,
+ * ...), SD_EUNSUPPORTED for sampler/steps combinations the reference cannot run, and whatever
+ * the networks return. On error out[] is empty. */
+int sd_txt2img(sd_ctx *ctx, const sd_gen_models *m, const sd_gen_params *p, sd_image *out);
+
+/* Text conditioning of one prompt as the pipeline computes it (steps 1-3): *ctx_out is a
+ * malloc'd [chunks·77, width] f32 array for `chunks` chunks (pass the count to force: 0 = the
+ * prompt's own, which callers pair by taking the max over prompt and negative prompt; see
+ * sd_gen_prompt_chunks). */
+int sd_gen_prompt_chunks(const sd_gen_models *m, const char *text, int *chunks);
+int sd_gen_encode_prompt(sd_ctx *ctx, const sd_gen_models *m, const char *text, int chunks, float **ctx_out);
+
+/* ---- A1111 "parameters" text ---------------------------------------------------------------- */
+
+typedef struct sd_infotext {
+    const char *prompt;
+    const char *negative_prompt;   /* NULL or "": no "Negative prompt:" line */
+    int steps;
+    const char *sampler;           /* A1111 name (sd_sampler_a1111_name) */
+    double scale;
+    uint64_t seed;
+    int width, height;
+    const char *model_hash;        /* NULL: omitted (A1111: first 10 hex of the file's SHA-256) */
+    const char *model;             /* NULL: omitted (A1111: the checkpoint's file stem) */
+    int clip_skip;                 /* written when > 1 */
+    const char *lora_hashes;       /* NULL: omitted; "name: hash, name2: hash2" (quoted on output) */
+    const char *version;           /* NULL: omitted */
+} sd_infotext;
+
+/* A1111's sampler names where one exists ("Euler a", "DPM++ 2M", "DDIM", ...), else ours. */
+const char *sd_sampler_a1111_name(sd_sampler_kind k);
+
+/* A1111's infotext: "PROMPT\nNegative prompt: NEG\nSteps: N, Sampler: S, CFG scale: X, Seed: N,
+ * Size: WxH, Model hash: H, Model: M, Clip skip: K, Lora hashes: \"...\", Version: V" with
+ * A1111's quoting of values containing ',', ':' or a newline (json.dumps). malloc'd. */
+char *sd_infotext_format(const sd_infotext *t);
+
+/* ---- samples during training (§6.13) -------------------------------------------------------- */
+
+typedef struct sd_sample_triggers {
+    int sample_at_first;       /* --sample_at_first */
+    int every_n_steps;         /* --sample_every_n_steps, 0 = None */
+    int every_n_epochs;        /* --sample_every_n_epochs, 0 = None */
+} sd_sample_triggers;
+
+#define SD_SAMPLE_NO_EPOCH (-1)
+
+/* The reference's decision at the top of sample_images_common(): call it with (epoch, steps) as
+ * train_network.py does: before training (0, global_step) for --sample_at_first, after every
+ * optimizer step (SD_SAMPLE_NO_EPOCH, global_step), at the end of each epoch (epoch + 1,
+ * global_step). Returns 1 when samples are due:
+ *   steps == 0: only with sample_at_first;
+ *   every_n_epochs set: only when epoch is given and epoch % every_n_epochs == 0 (every_n_steps
+ *   ignored; note that a resumed run's "at first" call, epoch 0 with steps > 0, samples);
+ *   else every_n_steps set: only from the per-step call (no epoch) when steps % n == 0. */
+int sd_sample_due(const sd_sample_triggers *t, int epoch, int64_t steps);
+
+/* The reference's sample file name (no directory):
+ *   [output_name + "_"] + ("e%06d" epoch | "%06d" steps) + "_%02d" index + "_" + YYYYmmddHHMMSS
+ *   (local time) + ["_" seed when the prompt has one] + ".png"
+ * epoch = SD_SAMPLE_NO_EPOCH uses the steps form. SD_ERANGE when it does not fit. */
+int sd_sample_file_name(char *buf, size_t n, const char *output_name, int epoch, int64_t steps, int index,
+                        time_t when, int has_seed, uint64_t seed);
+
+/* What a training run's sampling needs besides the models. */
+typedef struct sd_sample_run_opts {
+    const char *output_dir;        /* images go to <output_dir>/sample/ (created) */
+    const char *output_name;       /* NULL: no prefix */
+    sd_sampler_kind sampler;       /* --sample_sampler (a prompt's --ss overrides) */
+    uint64_t seed_base;            /* prompts without --d: seed = hash(seed_base, steps, index)
+                                      (the reference draws a fresh random seed; we stay
+                                      reproducible) */
+    int write_parameters;          /* 1: A1111 "parameters" text chunk in each PNG */
+    const char *model_name;        /* infotext "Model:" (NULL: omitted) */
+    /* called once per image after it was written (may be NULL): the trainer logs it to
+       TensorBoard. Returning non-zero stops sampling with that code. */
+    int (*on_image)(void *user, const sd_sample_prompt *p, int index, const sd_image *im, const char *path);
+    void *user;
+} sd_sample_run_opts;
+
+/* One round of sample images for `prompts` (diffusion/prompt_file.h; width/height are checked
+ * multiples of 8 there; the reference floors them to max(64, v − v % 8), done here too for
+ * entries built otherwise): one image per prompt, file names from sd_sample_file_name() with the
+ * time of the call. The caller decides with sd_sample_due() whether to call; the caller's RNG
+ * state is not touched (all noise comes from the per-image seed streams). A LoRA being trained
+ * must have its sd_lora_rt.training = 0 during the call (no dropout). */
+int sd_sample_images(sd_ctx *ctx, const sd_gen_models *m, const sd_prompt_list *prompts,
+                     const sd_sample_run_opts *o, int epoch, int64_t steps);
+
+/* Encode im as PNG with (when infotext != NULL) a "parameters" tEXt/iTXt chunk, written
+ * atomically to path. */
+int sd_sample_write_png(const char *path, const sd_image *im, const char *infotext);
+
+#endif
