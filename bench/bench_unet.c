@@ -4,7 +4,7 @@
  * doc/performance.md (model_channels 128, mult 1,2,4, 2 res blocks, attention at all levels,
  * 8 heads, context 768) at 64×64 latents, batch 1, 77 context tokens. Weights are random.
  * Prints one JSON object per line:
- *   {"name":…, "seconds":…, "min_seconds":…, "gflops":…, "peak_rss_mib":…, "threads":N, "runs":R}
+ *   {"name":…, "seconds":…, "min_seconds":…, "cpu_seconds":…, "gflops":…, "peak_rss_mib":…, "threads":N, "runs":R}
  * seconds = median of R runs after one warm-up; gflops uses the network's matrix-product FLOPs
  * (counted from the layer shapes: 2·MNK per product; the step counts dX only for frozen layers,
  * i.e. ≈ 2× forward, plus the recomputed attention scores in the backward). peak_rss_mib is the
@@ -33,6 +33,13 @@ static double now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -125,19 +132,22 @@ static void run_step(bench_state *s)
 
 static void timed(const char *name, const char *shape, void (*fn)(bench_state *), bench_state *s, double flops)
 {
-    double t[32];
+    double t[32], c[32];
     int runs = g_runs > 32 ? 32 : g_runs;
     fn(s);   /* warm-up: faults in the arenas */
     for (int i = 0; i < runs; i++) {
-        double t0 = now();
+        double c0 = cpu_now(), t0 = now();
         fn(s);
         t[i] = now() - t0;
+        c[i] = cpu_now() - c0;
     }
     qsort(t, (size_t)runs, sizeof *t, cmpd);
+    qsort(c, (size_t)runs, sizeof *c, cmpd);
     double med = runs & 1 ? t[runs / 2] : 0.5 * (t[runs / 2 - 1] + t[runs / 2]);
-    printf("{\"name\":\"%s\",\"shape\":\"%s\",\"seconds\":%.4f,\"min_seconds\":%.4f,\"gflops\":%.1f,"
-           "\"peak_rss_mib\":%.0f,\"threads\":%d,\"runs\":%d}\n",
-           name, shape, med, t[0], flops / med * 1e-9, peak_rss_mib(), g_threads, runs);
+    double cmed = runs & 1 ? c[runs / 2] : 0.5 * (c[runs / 2 - 1] + c[runs / 2]);
+    printf("{\"name\":\"%s\",\"shape\":\"%s\",\"seconds\":%.4f,\"min_seconds\":%.4f,\"cpu_seconds\":%.4f,"
+           "\"gflops\":%.1f,\"peak_rss_mib\":%.0f,\"threads\":%d,\"runs\":%d}\n",
+           name, shape, med, t[0], cmed, flops / med * 1e-9, peak_rss_mib(), g_threads, runs);
     fflush(stdout);
 }
 

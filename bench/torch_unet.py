@@ -8,7 +8,7 @@ ldm code path: einsum attention) on the 104 M-parameter configuration (model_cha
   unet_104m_lora_step  forward + backward with every weight frozen (requires_grad False) and the
                        gradient flowing to the input latents (the LoRA path through the base model)
 Prints one JSON object per line: {"name", "torch_seconds" (median of BENCH_RUNS after one warm-up),
-"torch_min_seconds", "torch_peak_rss_mib", "torch_threads"}. SD_THREADS threads (default all CPUs),
+"torch_min_seconds", "torch_cpu_seconds", "torch_peak_rss_mib", "torch_threads"}. SD_THREADS threads (default all CPUs),
 BENCH_FILTER selects by name, BENCH_UNET_SD15=1 adds the SD1.5 shape.
 Run with /usr/bin/python3:  /usr/bin/python3 bench/torch_unet.py
 (A memory-retaining allocator changes PyTorch's numbers a lot here: compare also with
@@ -37,14 +37,16 @@ def timeit(name, fn):
     if FILTER and FILTER not in name:
         return
     fn()
-    ts = []
+    ts, cs = [], []
     for _ in range(RUNS):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t0)
+        cs.append(time.process_time() - c0)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(json.dumps({"name": name, "torch_seconds": round(statistics.median(ts), 4),
-                      "torch_min_seconds": round(min(ts), 4), "torch_peak_rss_mib": round(rss),
+                      "torch_min_seconds": round(min(ts), 4),
+                      "torch_cpu_seconds": round(statistics.median(cs), 4), "torch_peak_rss_mib": round(rss),
                       "torch_threads": THREADS}))
     sys.stdout.flush()
 
