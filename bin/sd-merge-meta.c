@@ -3,6 +3,7 @@
 #include "base/error.h"
 #include "base/fileio.h"
 #include "base/log.h"
+#include "base/progress.h"
 #include "base/opts.h"
 #include "data/dataset_config.h"
 #include "data/dataset_records.h"
@@ -15,6 +16,7 @@
 #include "text/clean.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,7 +170,21 @@ static struct {
     char **kohya_imgs;     /* first image of each key, for messages */
     size_t nkohya;
     long sidecar_overrides;
+    sd_progress prog;
 } S;
+
+static volatile sig_atomic_t g_signal;
+static void on_signal(int sig) { g_signal = sig; }
+
+static void install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;   /* no SA_RESTART: a blocked read of stdin returns */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
 
 static void rec_error(const char *src, long line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void rec_error(const char *src, long line, const char *fmt, ...)
@@ -260,6 +276,8 @@ static int write_kohya(jv rec, const char *src, long line)
 
 static int write_one(jv rec, const char *src, long line)
 {
+    if (g_signal) { jv_free(rec); return sd_err(SD_EINTR, "interrupted"); }
+    sd_progress_update(&S.prog, 1);
     if (a.format == FMT_KOHYA) return write_kohya(rec, src, line);
     int rc = sd_jsonl_write(S.out, rec);
     if (rc < 0) return rc;   /* fatal: output broken */
@@ -487,6 +505,7 @@ static int read_stdin(void)
             rc = plain_input(JV_OBJECT(jv_string("image"), s), "stdin", ln, IN_PATH);
         }
     }
+    if (rc == SD_OK && g_signal) rc = sd_err(SD_EINTR, "interrupted");
     if (rc == SD_OK && ferror(stdin)) rc = sd_err(SD_EIO, "stdin: read error: %s", strerror(errno));
     free(line);
     return rc;
@@ -678,6 +697,7 @@ int main(int argc, char **argv)
                     "See sd-merge-meta(1) for the merge rules and examples.";
     int ex = sd_cmdline_main(&S.opts, argc, argv);
     if (ex >= 0) { sd_opts_free(&S.opts); return ex; }
+    install_signals();   /* before -o's temporary file exists */
     if (S.opts.nunknown) {
         char buf[1024] = "";
         for (int i = 0; i < S.opts.nunknown; i++) {
@@ -711,9 +731,15 @@ int main(int argc, char **argv)
         S.use_af = 1;
         S.out = S.af.fp;
     }
+    sd_progress_begin(&S.prog, "records", 0);
     rc = run();
+    sd_progress_end(&S.prog);
     int status;
-    if (rc < 0) {
+    if (rc < 0 && (g_signal || rc == SD_EINTR)) {
+        if (S.use_af) sd_atomic_abort(&S.af);
+        sd_error("interrupted");
+        status = g_signal == SIGTERM ? SD_EXIT_SIGTERM : SD_EXIT_SIGINT;
+    } else if (rc < 0) {
         status = sd_fatal(SD_EXIT_FATAL);
         if (S.use_af) sd_atomic_abort(&S.af);
     } else status = S.nerr ? SD_EXIT_PARTIAL : SD_EXIT_OK;

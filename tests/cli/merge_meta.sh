@@ -287,4 +287,12 @@ check usage_errors "[ $rc1 = 2 ] && [ $rc2 = 2 ]"
 "$M" --dataset_config bad.toml -o never.json 2>/dev/null
 check no_partial_output "[ ! -e never.json ] && ! ls .never.json* 2>/dev/null"
 
+# SIGTERM: exit 143 and nothing at -o's path; SIGINT: 130, the records written so far stay
+(echo md/a.png; sleep 3) | "$M" -o sig.jsonl 2>/dev/null & pid=$!
+sleep 0.7; kill -TERM $pid; wait $pid; rc=$?
+check sigterm "[ $rc = 143 ] && [ ! -e sig.jsonl ] && ! ls .sig.jsonl* 2>/dev/null"
+(echo md/a.png; sleep 3) | "$M" > sig2.jsonl 2>/dev/null & pid=$!
+sleep 0.7; kill -INT $pid; wait $pid; rc=$?
+check sigint "[ $rc = 130 ]"
+
 exit $fail
