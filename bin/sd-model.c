@@ -524,7 +524,7 @@ static int info_one(const char *path)
         r = jv_object_set(r, jv_string("path"), jv_string(path));
         r = jv_object_set(r, jv_string("format"), jv_string(sd_model_format_name(m.format)));
         r = jv_object_set(r, jv_string("family"), jv_string(family));
-        r = jv_object_set(r, jv_string("family_from"), jv_string(m.detected ? "weights" : "model_config"));
+        r = jv_object_set(r, jv_string("family_from"), jv_string(m.family_from));
         r = jv_object_set(r, jv_string("description"), jv_string(m.info.description));
         r = jv_object_set(r, jv_string("parameterization"), jv_string(pred));
         jv comps = jv_object();
@@ -584,7 +584,10 @@ static int info_one(const char *path)
         printf("file              %s\n", path);
         printf("format            %s\n", sd_model_format_name(m.format));
         printf("model             %s\n", m.info.description);
-        printf("family            %s (%s)\n", family, m.detected ? "from the weights" : "from --model_config");
+        printf("family            %s (%s)\n", family,
+               !strcmp(m.family_from, "weights") ? "from the weights"
+               : !strcmp(m.family_from, "model_config") ? "from --model_config"
+               : !strcmp(m.family_from, "--v2") ? "from --v2" : "a VAE alone does not tell; --v2 for SD2.x");
         printf("parameterization  %s%s\n", pred,
                a.v_param || a.model_config ? "" : " (not stored in the weights: --v_parameterization)");
         int64_t total = 0;

@@ -308,12 +308,12 @@ static int add_file(sd_model *m, const char *path, sd_model_file **out)
 /* Detect one file. Returns SD_OK with *fam_known = 1 when the detector placed it, SD_OK with
  * *fam_known = 0 when only a --model_config can describe it (layouts guessed from the names), or
  * the detector's error. */
-static int detect_file(const sd_model_file *f, int have_config, sd_detect_info *in, int *fam_known)
+static int detect_file(sd_model_file *f, int have_config, sd_detect_info *in, int *fam_known)
 {
     int rc = sd_detect_model(f->st, in);
     *fam_known = rc == SD_OK;
     if (rc == SD_OK) {
-        ((sd_model_file *)f)->info = *in;
+        f->info = *in;
         return SD_OK;
     }
     if (rc == SD_EUNSUPPORTED && in->family == SD_FAMILY_UNKNOWN) {
@@ -324,7 +324,7 @@ static int detect_file(const sd_model_file *f, int have_config, sd_detect_info *
         }
         sd_err_clear();
         guess_layouts(f->st, in);
-        ((sd_model_file *)f)->info = *in;
+        f->info = *in;
         if (in->unet || in->vae || in->text_encoder) return SD_OK;
         return sd_err(SD_EFORMAT, "%s: no UNet, VAE or text encoder tensors of an SD model found", f->path);
     }
@@ -461,7 +461,6 @@ int sd_model_open(sd_model *m, const char *path, const sd_model_opts *opts)
         }
     }
     if (rc) return rc;
-    m->detected = known;
     if (m->unet_src) m->present |= SD_MODEL_UNET;
     if (m->te_src) m->present |= SD_MODEL_TE;
     if (m->vae_src) m->present |= SD_MODEL_VAE;
@@ -487,6 +486,18 @@ int sd_model_open(sd_model *m, const char *path, const sd_model_opts *opts)
         }
         rc = sd_detect_config(&in, NULL, o.v_param, &m->cfg);
         if (rc) return sd_err_prefix(rc, "%s", path);
+    }
+    if (have_config) m->family_from = "model_config";
+    else if (m->info.unet || m->info.text_encoder) m->family_from = "weights";
+    else m->family_from = o.v2 ? "--v2" : "default";
+    m->detected = known && (m->info.unet || m->info.text_encoder);
+    /* the description starts with the detector's family: say the one in use */
+    const char *dname = sd_family_name(m->info.family), *cname = sd_family_name(m->cfg.family);
+    size_t dl = strlen(dname);
+    if (strcmp(dname, cname) && !strncmp(m->info.description, dname, dl) && m->info.description[dl] == ' ') {
+        char rest[sizeof m->info.description];
+        snprintf(rest, sizeof rest, "%s", m->info.description + dl);
+        snprintf(m->info.description, sizeof m->info.description, "%s%s", cname, rest);
     }
 
     /* components */

@@ -102,7 +102,8 @@ typedef struct sd_model {
     sd_model_format format;
     sd_model_config cfg;           /* the configuration in use */
     sd_detect_info info;           /* detection over the model's file(s) (merged for Diffusers) */
-    int detected;                  /* 1: the family came from the weights; 0: from the config */
+    int detected;                  /* 1: the family came from the weights */
+    const char *family_from;       /* "weights", "model_config", "--v2" or "default" (a VAE alone) */
     unsigned present;              /* SD_MODEL_* found in the source (VAE: also from --vae) */
     unsigned parts;                /* SD_MODEL_* built */
     /* where each component comes from (borrowed from files[]) and its layout there */

@@ -247,6 +247,15 @@ expect_fail bad_missing_key 1 'out.2.weight' "$B" run unet --model "$T/missing.s
 sed 's/^context_dim = 32/context_dim = 64/' "$T/sd1.toml" >"$T/wrong.toml"
 expect_fail bad_shape 1 'expected shape' "$B" run unet --model "$T/sd1.safetensors" --model_config "$T/wrong.toml" -i "$T/ux.npy" --timesteps "$T/ut.npy" --context "$T/uc.npy" -o "$T/x.npy"
 expect_fail bad_hostile_pickle 1 'os_system.ckpt: refusing to load: pickle references posix.system' "$B" run clip --model tests/data/ckpt/hostile/os_system.ckpt $S1 --tokens "$T/ids.npy" -o "$T/x.npy"
+# every malformed/hostile ckpt of the reader's corpus: exit 1 and one line naming the file
+bad=""
+for f in tests/data/ckpt/hostile/*.ckpt; do
+  "$B" info "$f" >/dev/null 2>"$T/err"; rc=$?
+  { [ $rc = 1 ] && [ "$(wc -l <"$T/err")" = 1 ] && grep -q "^sd-model: $f: " "$T/err"; } || bad="$bad $f:$rc"
+done
+[ -z "$bad" ] && ok bad_hostile_corpus || { echo "#  $bad"; nok bad_hostile_corpus; }
+"$B" info --v2 $V >"$T/info" && grep -q '^family  *SD2.x (from --v2)' "$T/info" && grep -q '^model  *SD2.x component file: VAE' "$T/info" &&
+  ok info_vae_v2 || nok info_vae_v2 "$T/info"
 expect_fail bad_hostile_convert 1 'exec.ckpt: refusing to load' "$B" convert tests/data/ckpt/hostile/exec.ckpt -o "$T/x.safetensors"
 [ -e "$T/x.safetensors" ] && nok bad_no_output_left || ok bad_no_output_left
 expect_fail bad_not_a_model 1 'no UNet, VAE or text encoder' "$B" info "$T/basic.safetensors"
