@@ -32,7 +32,7 @@ ifeq ($(CUDA),1)
   override BUILD := $(BUILD)/cuda
 endif
 
-PKGS      := openblas libarchive libzstd libwebp
+PKGS      := openblas libarchive libzstd libwebp libjpeg
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -I/usr/include/stb
 PKG_LIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lstb -ljq -lm
 

@@ -1,6 +1,7 @@
-/* Image decoding (stb_image, libwebp), header probing and encoding (stb_image_write).
- * See image.h for the conversions and the reasons behind them. stb_image / stb_image_write
- * come from libstb (Debian's compiled libstb.so): no *_IMPLEMENTATION here. */
+/* Image decoding (libjpeg-turbo, stb_image, libwebp), header probing and encoding
+ * (libjpeg-turbo, stb_image_write). See image.h for the conversions and the reasons behind
+ * them. stb_image / stb_image_write come from libstb (Debian's compiled libstb.so): no
+ * *_IMPLEMENTATION here. */
 #include "io/image.h"
 
 #include "base/error.h"
@@ -9,11 +10,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <setjmp.h>
+#include <stdio.h> /* before jpeglib.h, which uses FILE */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <jerror.h>
+#include <jpeglib.h>
 #include <stb_image.h>
 #include <stb_image_write.h>
 #include <webp/decode.h>
@@ -115,6 +120,100 @@ static int check_dims(const char *name, int64_t w, int64_t h)
     return SD_OK;
 }
 
+/* ---------------------------------------------------------------- libjpeg-turbo plumbing */
+
+/* A progressive JPEG may hold any number of scans, each a pass over the whole coefficient
+ * buffer; encoders write about 10. A hostile file with thousands of tiny scans would take
+ * minutes, so more than this many is refused (djpeg -maxscans does the same). */
+#define SD_JPEG_MAX_SCANS 1000
+
+typedef struct {
+    struct jpeg_error_mgr pub;
+    jmp_buf jb;
+    int nomem;                  /* our own allocation failed (encoder output buffer) */
+    char msg[JMSG_LENGTH_MAX];
+} jpeg_err;
+
+static void jpeg_fail(j_common_ptr ci)
+{
+    jpeg_err *e = (jpeg_err *)ci->err;
+    e->pub.format_message(ci, e->msg);
+    for (char *c = e->msg; *c; c++)
+        if ((unsigned char)*c < 32) *c = ' '; /* keep the message on one line */
+    longjmp(e->jb, 1);
+}
+
+/* Warnings (level -1): running out of data (libjpeg then pads with a fake EOI and warns
+ * "Premature end of JPEG file") is an error, as PIL raises "image file is truncated". The
+ * other corrupt-data warnings (extraneous bytes before a marker, bad Huffman code, ...) are
+ * ignored as PIL ignores them: the image decodes with what libjpeg recovers. Trace messages
+ * (level > 0) are dropped. */
+static void jpeg_message(j_common_ptr ci, int level)
+{
+    if (level < 0 && ci->err->msg_code == JWRN_JPEG_EOF) {
+        jpeg_err *e = (jpeg_err *)ci->err;
+        snprintf(e->msg, sizeof e->msg, "truncated JPEG (premature end of data)");
+        longjmp(e->jb, 1);
+    }
+}
+
+static void jpeg_output(j_common_ptr ci) { (void)ci; }
+
+static struct jpeg_error_mgr *jpeg_err_init(jpeg_err *e)
+{
+    memset(e, 0, sizeof *e);
+    jpeg_std_error(&e->pub);
+    e->pub.error_exit = jpeg_fail;
+    e->pub.emit_message = jpeg_message;
+    e->pub.output_message = jpeg_output;
+    return &e->pub;
+}
+
+static void jpeg_progress(j_common_ptr ci)
+{
+    if (!ci->is_decompressor) return;
+    if (((j_decompress_ptr)ci)->input_scan_number > SD_JPEG_MAX_SCANS) {
+        jpeg_err *e = (jpeg_err *)ci->err;
+        snprintf(e->msg, sizeof e->msg, "more than %d scans in a progressive JPEG",
+                 SD_JPEG_MAX_SCANS);
+        longjmp(e->jb, 1);
+    }
+}
+
+/* Everything a setjmp-guarded libjpeg call touches lives here, behind a pointer that does not
+ * change after setjmp, so nothing is left indeterminate by the longjmp. */
+typedef struct {
+    struct jpeg_decompress_struct ci;
+    struct jpeg_progress_mgr prog;
+    jpeg_err e;
+    uint8_t *buf;
+} jpeg_dec;
+
+/* Frame size as libjpeg reads it (the probe's fallback when the strict marker walk fails).
+ * Returns 1 and sets *w, *h, or 0. */
+static int jpeg_header_run(jpeg_dec *d, const uint8_t *data, size_t n, int64_t *w, int64_t *h)
+{
+    d->ci.err = jpeg_err_init(&d->e);
+    if (setjmp(d->e.jb)) {
+        jpeg_destroy_decompress(&d->ci);
+        return 0;
+    }
+    jpeg_create_decompress(&d->ci);
+    jpeg_mem_src(&d->ci, data, (unsigned long)n);
+    jpeg_read_header(&d->ci, TRUE);
+    *w = d->ci.image_width;
+    *h = d->ci.image_height;
+    jpeg_destroy_decompress(&d->ci);
+    return 1;
+}
+
+static int jpeg_header_dims(const uint8_t *data, size_t n, int64_t *w, int64_t *h)
+{
+    jpeg_dec d;
+    memset(&d, 0, sizeof d);
+    return jpeg_header_run(&d, data, n, w, h);
+}
+
 /* JPEG: walk the marker segments from offset 2 to the first SOFn. Returns 1 found, 0 not
  * found (caller falls back to stb), negative on I/O error. */
 static int jpeg_scan(const src_t *s, int64_t *w, int64_t *h)
@@ -165,17 +264,20 @@ static int probe_src(const src_t *s, const char *name, int *wp, int *hp, int *fm
         int r = jpeg_scan(s, &w, &h);
         if (r < 0) return sd_err(SD_EIO, "%s: %s", name, strerror(errno));
         if (r == 0) {
-            /* fallback: stb's own header parser on the whole file */
+            /* fallback: libjpeg's own header reader (it skips stray bytes between segments),
+             * on the whole file, so that probe and decode always agree */
             if (s->size > SD_IMAGE_MAX_FILE) return sd_err(SD_ERANGE, "%s: file too large", name);
-            uint8_t *all = malloc(s->size ? (size_t)s->size : 1);
-            if (!all) return sd_err(SD_ENOMEM, "%s: out of memory", name);
-            long got = src_read(s, 0, all, (size_t)s->size);
-            int iw = 0, ih = 0, ic = 0;
-            int ok = got >= 0 && stbi_info_from_memory(all, (int)got, &iw, &ih, &ic);
-            free(all);
+            int ok;
+            if (s->mem) {
+                ok = jpeg_header_dims(s->mem, (size_t)s->size, &w, &h);
+            } else {
+                uint8_t *all = malloc(s->size ? (size_t)s->size : 1);
+                if (!all) return sd_err(SD_ENOMEM, "%s: out of memory", name);
+                long got = src_read(s, 0, all, (size_t)s->size);
+                ok = got > 0 && jpeg_header_dims(all, (size_t)got, &w, &h);
+                free(all);
+            }
             if (!ok) return sd_err(SD_EFORMAT, "%s: cannot decode: no JPEG frame header", name);
-            w = iw;
-            h = ih;
         }
         break;
     }
@@ -350,6 +452,110 @@ static int decode_webp(const uint8_t *data, size_t n, const char *name, int alph
     return finish(buf, f.width, f.height, nc, alpha, name, out, mask);
 }
 
+/* PIL opens every 4-component JPEG as "CMYK;I" (inverted, the Adobe convention) and
+ * convert("RGB") then computes, per channel with c = 255 - stored, k = 255 - stored K:
+ *     nk = 255 - k;  out = nk - MULDIV255(c, nk)   (MULDIV255: t = a*b + 128, ((t>>8)+t)>>8)
+ * Converted in place, 4 bytes per pixel in, 3 out. */
+static void cmyk_to_rgb(uint8_t *p, size_t np)
+{
+    for (size_t i = 0; i < np; i++) {
+        const uint8_t *s = p + i * 4;
+        unsigned nk = s[3], r[3];
+        for (int ch = 0; ch < 3; ch++) {
+            unsigned t = (255u - s[ch]) * nk + 128u;
+            r[ch] = nk - (((t >> 8) + t) >> 8);
+        }
+        uint8_t *d = p + i * 3;
+        d[0] = (uint8_t)r[0];
+        d[1] = (uint8_t)r[1];
+        d[2] = (uint8_t)r[2];
+    }
+}
+
+/* Decode with libjpeg-turbo the way PIL 9.4 does (Image.open + load): output colour space
+ * from the component count (1 grey, 3 RGB, 4 CMYK), ISLOW integer IDCT, fancy upsampling. On
+ * success d->buf holds w*h*nc bytes; returns the channel count (1, 3 or 4) or an SD_E* code. */
+static int jpeg_decode_run(jpeg_dec *d, const uint8_t *data, size_t n, const char *name, int w,
+                           int h)
+{
+    d->ci.err = jpeg_err_init(&d->e);
+    if (setjmp(d->e.jb)) {
+        jpeg_destroy_decompress(&d->ci);
+        free(d->buf);
+        d->buf = NULL;
+        return sd_err(SD_EFORMAT, "%s: cannot decode: %s", name, d->e.msg);
+    }
+    jpeg_create_decompress(&d->ci);
+    d->prog.progress_monitor = jpeg_progress;
+    d->ci.progress = &d->prog;
+    jpeg_mem_src(&d->ci, data, (unsigned long)n);
+    jpeg_read_header(&d->ci, TRUE);
+    int nc, rc = SD_OK;
+    switch (d->ci.num_components) {
+    case 1: d->ci.out_color_space = JCS_GRAYSCALE; nc = 1; break;
+    case 3: d->ci.out_color_space = JCS_RGB; nc = 3; break;
+    case 4: d->ci.out_color_space = JCS_CMYK; nc = 4; break;
+    default:
+        nc = 0;
+        rc = sd_err(SD_EUNSUPPORTED, "%s: %d-component JPEG is not supported", name,
+                    d->ci.num_components);
+    }
+    if (!rc && ((int64_t)d->ci.image_width != w || (int64_t)d->ci.image_height != h))
+        rc = sd_err(SD_EFORMAT, "%s: cannot decode: header says %dx%d, frame is %ux%u", name, w,
+                    h, d->ci.image_width, d->ci.image_height);
+    if (rc) {
+        jpeg_destroy_decompress(&d->ci);
+        return rc;
+    }
+    d->ci.dct_method = JDCT_ISLOW;
+    d->ci.do_fancy_upsampling = TRUE;
+    d->ci.do_block_smoothing = TRUE; /* libjpeg's default, as PIL leaves it */
+    jpeg_start_decompress(&d->ci);
+    if ((int64_t)d->ci.output_width != w || (int64_t)d->ci.output_height != h ||
+        d->ci.output_components != nc) {
+        jpeg_destroy_decompress(&d->ci);
+        return sd_err(SD_EFORMAT, "%s: cannot decode: unexpected JPEG output layout", name);
+    }
+    size_t stride = (size_t)w * (size_t)nc;
+    d->buf = malloc(stride * (size_t)h);
+    if (!d->buf) {
+        jpeg_destroy_decompress(&d->ci);
+        return sd_err(SD_ENOMEM, "%s: out of memory", name);
+    }
+    while (d->ci.output_scanline < d->ci.output_height) {
+        JSAMPROW rows[16];
+        JDIMENSION y = d->ci.output_scanline, k = 0;
+        for (; k < 16 && y + k < d->ci.output_height; k++) rows[k] = d->buf + (size_t)(y + k) * stride;
+        if (jpeg_read_scanlines(&d->ci, rows, k) == 0) { /* cannot happen with a memory source */
+            jpeg_destroy_decompress(&d->ci);
+            free(d->buf);
+            d->buf = NULL;
+            return sd_err(SD_EFORMAT, "%s: cannot decode: JPEG decoder stalled", name);
+        }
+    }
+    jpeg_finish_decompress(&d->ci); /* reads on to EOI: a missing end is "truncated" */
+    jpeg_destroy_decompress(&d->ci);
+    return nc;
+}
+
+static int decode_jpeg(const uint8_t *data, size_t n, const char *name, int w, int h, int alpha,
+                       sd_image *out, uint8_t **mask)
+{
+    jpeg_dec d;
+    memset(&d, 0, sizeof d);
+    int nc = jpeg_decode_run(&d, data, n, name, w, h);
+    if (nc < 0) return nc;
+    uint8_t *buf = d.buf;
+    if (nc == 4) {
+        size_t np = (size_t)w * (size_t)h;
+        cmyk_to_rgb(buf, np);
+        uint8_t *shrunk = realloc(buf, np * 3);
+        if (shrunk) buf = shrunk;
+        nc = 3;
+    }
+    return finish(buf, w, h, nc, alpha, name, out, mask);
+}
+
 /* stb_image's failure strings are terse ("outofdata", "invalid") and sometimes empty (its
  * "XXXX PNG chunk not known" message starts with the chunk type, NUL for a truncated file). */
 static const char *stb_reason(int fmt)
@@ -358,37 +564,17 @@ static const char *stb_reason(int fmt)
     if (!why || !*why || (unsigned char)*why < 32) return "corrupt or truncated data";
     if (!strcmp(why, "outofdata")) return "truncated data";
     if (!strcmp(why, "unknown image type"))
-        return fmt == SD_IMAGE_JPEG ? "corrupt JPEG header"
-               : fmt == SD_IMAGE_BMP ? "unsupported or corrupt BMP header"
-                                     : "corrupt header";
+        return fmt == SD_IMAGE_BMP ? "unsupported or corrupt BMP header" : "corrupt header";
     if (!strcmp(why, "invalid")) return "invalid header values";
     if (!strcmp(why, "bad ctype")) return "bad PNG colour type";
     return why;
 }
 
-/* stb_image decodes a truncated JPEG or BMP without complaint (it pads with zeros); PIL raises
- * "image file is truncated". Detect truncation up front so a half-written file is an error. */
+/* stb_image decodes a truncated BMP without complaint (it pads with zeros); PIL raises "image
+ * file is truncated". Detect truncation up front so a half-written file is an error. (JPEG
+ * truncation is reported by libjpeg itself: see jpeg_message.) */
 static int check_complete(const uint8_t *p, size_t n, int fmt, const char *name)
 {
-    if (fmt == SD_IMAGE_JPEG) {
-        /* An EOI marker (FF D9) must follow the first SOS: inside entropy-coded data FF is
-         * always stuffed (FF 00) or a restart marker, so FF D9 there is the real end. */
-        uint64_t pos = 2;
-        for (int guard = 0; guard < 4096 && pos + 4 <= n; guard++) {
-            if (p[pos] != 0xFF) break;
-            uint8_t m = p[pos + 1];
-            if (m == 0xFF) { pos++; continue; }
-            if (m == 0x01 || m == 0xD8 || (m >= 0xD0 && m <= 0xD7)) { pos += 2; continue; }
-            if (m == 0xDA) {
-                for (size_t i = (size_t)pos + 2; i + 1 < n; i++)
-                    if (p[i] == 0xFF && p[i + 1] == 0xD9) return SD_OK;
-                return sd_err(SD_EFORMAT, "%s: cannot decode: truncated JPEG (no end-of-image marker)", name);
-            }
-            if (m == 0xD9) break;
-            pos += 2 + ((unsigned)p[pos + 2] << 8 | p[pos + 3]);
-        }
-        return SD_OK; /* no SOS found: let stb_image report what is wrong */
-    }
     if (fmt == SD_IMAGE_BMP && n >= 34) {
         uint32_t off = le32(p + 10), hsz = le32(p + 14);
         if (hsz == 12 || hsz < 40) return SD_OK;
@@ -416,6 +602,7 @@ int sd_image_decode(const void *data, size_t n, const char *name, int alpha, sd_
     int rc = sd_image_probe_mem(data, n, name, &w, &h, &fmt);
     if (rc) return rc;
     if (fmt == SD_IMAGE_WEBP) return decode_webp(data, n, name, alpha, out, mask);
+    if (fmt == SD_IMAGE_JPEG) return decode_jpeg(data, n, name, w, h, alpha, out, mask);
     if (n > (size_t)INT_MAX) return sd_err(SD_ERANGE, "%s: file too large", name);
     rc = check_complete(data, n, fmt, name);
     if (rc) return rc;
@@ -471,6 +658,103 @@ static void mem_write(void *ctx, void *data, int size)
     m->n += (size_t)size;
 }
 
+/* libjpeg destination writing into a membuf that grows by doubling. */
+typedef struct {
+    struct jpeg_destination_mgr pub;
+    membuf *m;
+} jpeg_dest;
+
+static int membuf_grow(membuf *m, size_t need)
+{
+    if (need <= m->cap) return 0;
+    size_t cap = m->cap ? m->cap * 2 : 65536;
+    while (cap < need) cap *= 2;
+    uint8_t *p = realloc(m->p, cap);
+    if (!p) return -1;
+    m->p = p;
+    m->cap = cap;
+    return 0;
+}
+
+static void jdest_init(j_compress_ptr ci)
+{
+    jpeg_dest *d = (jpeg_dest *)ci->dest;
+    d->pub.next_output_byte = d->m->p + d->m->n;
+    d->pub.free_in_buffer = d->m->cap - d->m->n;
+}
+
+static boolean jdest_empty(j_compress_ptr ci)
+{
+    jpeg_dest *d = (jpeg_dest *)ci->dest;
+    d->m->n = d->m->cap; /* libjpeg calls this with the whole buffer full */
+    if (membuf_grow(d->m, d->m->cap + 1)) {
+        ((jpeg_err *)ci->err)->nomem = 1;
+        ERREXIT1(ci, JERR_OUT_OF_MEMORY, 0);
+    }
+    jdest_init(ci);
+    return TRUE;
+}
+
+static void jdest_term(j_compress_ptr ci)
+{
+    jpeg_dest *d = (jpeg_dest *)ci->dest;
+    d->m->n = d->m->cap - d->pub.free_in_buffer;
+}
+
+typedef struct {
+    struct jpeg_compress_struct ci;
+    jpeg_err e;
+    jpeg_dest dest;
+    membuf m;
+} jpeg_enc;
+
+/* Encode the way PIL 9.4 saves with save(f, "JPEG", quality=q) and no other options:
+ * libjpeg defaults (JFIF 1.01 header, density 1:1, YCbCr 4:2:0 for colour, standard Huffman
+ * tables, baseline, no optimisation, ISLOW forward DCT) and jpeg_set_quality(q, force
+ * baseline). The bytes are the same as PIL's (tests/unit/test_image.c checks this). */
+static int jpeg_encode_run(jpeg_enc *st, const sd_image *im, int quality, const char *what)
+{
+    st->ci.err = jpeg_err_init(&st->e);
+    if (setjmp(st->e.jb)) {
+        jpeg_destroy_compress(&st->ci);
+        free(st->m.p);
+        st->m.p = NULL;
+        return st->e.nomem ? sd_err(SD_ENOMEM, "%s: out of memory", what)
+                           : sd_err(SD_EIO, "%s: JPEG encoder failed: %s", what, st->e.msg);
+    }
+    jpeg_create_compress(&st->ci);
+    /* first guess at the size: a quarter of the raw pixels, at least 64 KiB */
+    size_t raw = (size_t)im->w * (size_t)im->h * (size_t)im->c;
+    if (membuf_grow(&st->m, raw / 4 > 65536 ? raw / 4 : 65536)) {
+        jpeg_destroy_compress(&st->ci);
+        return sd_err(SD_ENOMEM, "%s: out of memory", what);
+    }
+    st->dest.m = &st->m;
+    st->dest.pub.init_destination = jdest_init;
+    st->dest.pub.empty_output_buffer = jdest_empty;
+    st->dest.pub.term_destination = jdest_term;
+    st->ci.dest = &st->dest.pub;
+    st->ci.image_width = (JDIMENSION)im->w;
+    st->ci.image_height = (JDIMENSION)im->h;
+    st->ci.input_components = im->c;
+    st->ci.in_color_space = im->c == 1 ? JCS_GRAYSCALE : JCS_RGB;
+    jpeg_set_defaults(&st->ci);
+    jpeg_set_quality(&st->ci, quality, TRUE);
+    st->ci.optimize_coding = FALSE;
+    st->ci.dct_method = JDCT_ISLOW;
+    jpeg_start_compress(&st->ci, TRUE);
+    size_t stride = (size_t)im->w * (size_t)im->c;
+    while (st->ci.next_scanline < st->ci.image_height) {
+        JSAMPROW rows[16];
+        JDIMENSION y = st->ci.next_scanline, k = 0;
+        for (; k < 16 && y + k < st->ci.image_height; k++) rows[k] = im->px + (size_t)(y + k) * stride;
+        jpeg_write_scanlines(&st->ci, rows, k);
+    }
+    jpeg_finish_compress(&st->ci);
+    jpeg_destroy_compress(&st->ci);
+    return SD_OK;
+}
+
 static int check_enc(const sd_image *im, int jpeg, const char *what)
 {
     if (!im || !im->px || im->w <= 0 || im->h <= 0)
@@ -491,14 +775,21 @@ static int encode(const sd_image *im, int jpeg, int quality, const char *what, u
     if (rc) return rc;
     if (jpeg && (quality < 1 || quality > 100))
         return sd_err(SD_EINVAL, "%s: JPEG quality %d outside 1..100", what, quality);
+    if (jpeg) {
+        jpeg_enc st;
+        memset(&st, 0, sizeof st);
+        rc = jpeg_encode_run(&st, im, quality, what);
+        if (rc) return rc;
+        *data = st.m.p;
+        *n = st.m.n;
+        return SD_OK;
+    }
     membuf m = {0};
-    int ok = jpeg ? stbi_write_jpg_to_func(mem_write, &m, im->w, im->h, im->c, im->px, quality)
-                  : stbi_write_png_to_func(mem_write, &m, im->w, im->h, im->c, im->px,
-                                           im->w * im->c);
+    int ok = stbi_write_png_to_func(mem_write, &m, im->w, im->h, im->c, im->px, im->w * im->c);
     if (!ok || m.failed) {
         free(m.p);
         return m.failed ? sd_err(SD_ENOMEM, "%s: out of memory", what)
-                        : sd_err(SD_EIO, "%s: %s encoder failed", what, jpeg ? "JPEG" : "PNG");
+                        : sd_err(SD_EIO, "%s: PNG encoder failed", what);
     }
     *data = m.p;
     *n = m.n;

@@ -1,7 +1,7 @@
 /* Image decoding, header probing and encoding.
  *
- * Decoders: PNG, JPEG (baseline + progressive), BMP through stb_image (libstb), WebP through
- * libwebp. The format is detected from the magic bytes, never from the file name; anything else
+ * Decoders: JPEG (baseline, extended, progressive, arithmetic; grey, YCbCr/RGB, CMYK/YCCK)
+ * through libjpeg-turbo, PNG and BMP through stb_image (libstb), WebP through libwebp. The format is detected from the magic bytes, never from the file name; anything else
  * (GIF, TIFF, AVIF, ...) fails with SD_EUNSUPPORTED "NAME: unknown image format".
  *
  * Pixel conversions follow what the reference (PIL 9.4, `Image.open(p).convert("RGB")`) does:
@@ -18,10 +18,18 @@
  *         x   = 128*t + (0x80 << 7)                (its 7-bit precision form)
  *         out = (((x >> 8) + x) >> 8) >> 7         (its SHIFTFORDIV255, i.e. round(t/255))
  *     which we compute in the same integer form; SD_ALPHA_KEEP returns RGBA (c = 4).
- *   - EXIF orientation is ignored, as stb_image does and as the reference does (it never calls
+ *   - EXIF orientation is ignored, as the reference does (it never calls
  *     ImageOps.exif_transpose). ICC profiles are ignored as well (PIL ignores them on convert).
- *   - JPEG: stb_image's IDCT/upsampling is not libjpeg-turbo's, so JPEG pixels can differ from
- *     PIL by a few levels (PNG, BMP and WebP decode to the same bytes).
+ *   - JPEG: decoded with the same library and settings as PIL (libjpeg-turbo, ISLOW integer
+ *     IDCT, fancy upsampling, block smoothing on), so the pixels are PIL's byte for byte. A
+ *     4-component JPEG is read as Adobe-inverted CMYK whatever its markers say (PIL's
+ *     "CMYK;I") and turned into RGB with PIL's cmyk2rgb formula (no colour management).
+ *     Truncated data ("premature end of JPEG file", which includes a missing EOI marker) is an
+ *     error, as PIL raises "image file is truncated"; libjpeg's other corrupt-data warnings
+ *     (stray bytes before a marker, bad Huffman codes) are ignored as PIL ignores them. Bytes
+ *     after EOI are ignored. Progressive files with more than 1000 scans are refused (a scan
+ *     bomb; encoders write about 10). 2-component JPEGs are SD_EUNSUPPORTED (PIL refuses
+ *     them too).
  *   - Animated WebP: SD_EUNSUPPORTED (libwebpdemux is not linked).
  *
  * Limits: width or height 0, or width*height > sd_image_max_pixels() (default 2^28), fail with a
@@ -72,7 +80,8 @@ uint64_t sd_image_max_pixels(void);
 
 /* Size from the header only: reads the first few KiB (PNG IHDR, BMP header, WebP
  * VP8/VP8L/VP8X chunk) or, for JPEG, hops from marker to marker to the SOF segment, reading
- * only the segment headers; falls back to stb_image's info parser when that finds nothing.
+ * only the segment headers; falls back to libjpeg's header reader on the whole file when that
+ * finds nothing (stray bytes between segments). The decoders check the frame against it.
  * `format` may be NULL. Fails for unknown formats, dimension 0 and sizes over the limit. */
 int sd_image_probe(const char *path, int *w, int *h, int *format);
 /* The same on a memory buffer; `name` is used in messages. */
@@ -85,8 +94,11 @@ int sd_image_load(const char *path, int alpha, sd_image *out, uint8_t **mask);
 int sd_image_decode(const void *data, size_t n, const char *name, int alpha, sd_image *out,
                     uint8_t **mask);
 
-/* Encoders (stb_image_write), written atomically (temp file + rename). PNG takes c = 1, 3 or 4;
- * JPEG takes c = 1 or 3 (quality 1..100; RGBA is rejected: drop alpha first). */
+/* Encoders, written atomically (temp file + rename). PNG (stb_image_write) takes c = 1, 3 or
+ * 4. JPEG (libjpeg-turbo) takes c = 1 or 3 (quality 1..100; RGBA is rejected: drop alpha
+ * first) and writes the same bytes as PIL 9.4's save(f, "JPEG", quality=q): JFIF header,
+ * 4:2:0 chroma subsampling for colour at every quality, baseline (quantisers clamped to 255),
+ * standard Huffman tables (no optimize), not progressive, no EXIF/ICC. */
 int sd_image_write_png(const char *path, const sd_image *im);
 int sd_image_write_jpeg(const char *path, const sd_image *im, int quality);
 /* Encode to a malloc'd buffer. */

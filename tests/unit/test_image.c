@@ -1,6 +1,9 @@
 /* Image decode/encode/probe: round trips for PNG, JPEG, BMP, WebP; grey/RGBA/16-bit/palette
  * files checked against PIL 9.4 (tests/data/image, made by tests/golden/gen/make_image_data.py);
- * alpha compositing against PIL's AlphaComposite formula; 40+ malformed inputs; probe speed. */
+ * JPEG decode (4:2:0, 4:2:2, 4:4:4, progressive, grey, CMYK) and encode byte-exact against
+ * PIL 9.4 / libjpeg-turbo (tests/golden/gen/make_jpeg_parity.py); alpha compositing against
+ * PIL's AlphaComposite formula; 40+ malformed inputs, every truncation of a JPEG, a scan bomb;
+ * probe speed. */
 #include "test.h"
 
 #include "base/error.h"
@@ -13,6 +16,8 @@
 
 #include <stb_image_write.h>
 #include <webp/encode.h>
+
+static double now(void);
 
 static char *data_path(const char *name)
 {
@@ -213,7 +218,9 @@ static void test_jpeg_roundtrip(void)
     double mean = 0;
     for (size_t i = 0; i < 40 * 24 * 3; i++) mean += abs((int)back.px[i] - (int)im.px[i]);
     mean /= 40 * 24 * 3;
-    T_CHECKF(mean < 12, "mean abs err %.2f", mean);
+    /* the pattern's chroma wraps around (sharp edges) and 4:2:0 smears it: PIL's own round
+     * trip of this pattern at quality 95 gives a mean error of 16.64 too */
+    T_CHECKF(mean < 18, "mean abs err %.2f", mean);
     sd_image_free(&back);
     /* quality changes the size; bad quality and RGBA rejected */
     uint8_t *a, *b;
@@ -326,9 +333,9 @@ static void test_pil_files(void)
         snprintf(rgba, sizeof rgba, "%s.rgba", data_path(exact[i]));
         if (stat(rgba, &st) == 0) check_against_pil(exact[i], SD_ALPHA_KEEP, ".rgba", 0);
     }
-    /* JPEG: stb_image is not libjpeg-turbo; small differences are expected */
-    check_against_pil("progressive.jpg", SD_ALPHA_DROP, ".rgb", 8);
-    check_against_pil("grey.jpg", SD_ALPHA_DROP, ".rgb", 8);
+    /* JPEG: libjpeg-turbo as in PIL, so the same bytes */
+    check_against_pil("progressive.jpg", SD_ALPHA_DROP, ".rgb", 0);
+    check_against_pil("grey.jpg", SD_ALPHA_DROP, ".rgb", 0);
     /* 16-bit: high byte; PIL clips mode "I" (16-bit grey) instead: documented deviation */
     sd_image im;
     T_CHECK(sd_image_load(data_path("grey16.png"), SD_ALPHA_DROP, &im, NULL) == SD_OK);
@@ -352,13 +359,161 @@ static void test_pil_files(void)
     T_CHECK(w == 8 && h == 8 && fmt == SD_IMAGE_WEBP);
     /* probe agrees with decode on every committed file */
     static const char *all[] = {"rgb16.png", "grey16.png", "pal4_trns.png", "grey1.png",
-                                "progressive.jpg", "grey.jpg", "pal8.bmp", "rgb24.bmp"};
+                                "progressive.jpg", "grey.jpg", "pal8.bmp", "rgb24.bmp",
+                                "jp_420.jpg", "jp_prog.jpg", "jp_cmyk.jpg"};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
         T_CHECK(sd_image_probe(data_path(all[i]), &w, &h, &fmt) == SD_OK);
         T_CHECK(sd_image_load(data_path(all[i]), SD_ALPHA_DROP, &im, NULL) == SD_OK);
         T_CHECKF(im.w == w && im.h == h, "%s", all[i]);
         sd_image_free(&im);
     }
+}
+
+/* ---------------------------------------------------------------- JPEG parity with PIL */
+
+static const char *jp_files[] = {"jp_420.jpg", "jp_422.jpg", "jp_444.jpg",
+                                 "jp_prog.jpg", "jp_grey.jpg", "jp_cmyk.jpg"};
+
+/* Decoded pixels equal PIL's Image.open(f).convert("RGB") byte for byte. */
+static void test_jpeg_pil_decode(void)
+{
+    for (size_t i = 0; i < sizeof jp_files / sizeof *jp_files; i++) {
+        check_against_pil(jp_files[i], SD_ALPHA_DROP, ".rgb", 0);
+        /* RGBA: the same colours, opaque, and an all-255 mask */
+        size_t n;
+        char rgb[300];
+        snprintf(rgb, sizeof rgb, "%s.rgb", data_path(jp_files[i]));
+        uint8_t *want = read_all(rgb, &n), *mask = NULL;
+        sd_image im;
+        T_CHECK(want && sd_image_load(data_path(jp_files[i]), SD_ALPHA_KEEP, &im, &mask) == SD_OK);
+        if (!want || !im.px) { free(want); continue; }
+        int ok = im.c == 4 && (size_t)im.w * im.h * 3 == n;
+        for (size_t k = 0; ok && k < (size_t)im.w * im.h; k++)
+            ok &= !memcmp(im.px + k * 4, want + k * 3, 3) && im.px[k * 4 + 3] == 255 && mask[k] == 255;
+        T_CHECKF(ok, "%s RGBA", jp_files[i]);
+        free(mask);
+        free(want);
+        sd_image_free(&im);
+    }
+}
+
+/* Encoded bytes equal PIL's save(f, "JPEG", quality=q) for the same pixels. */
+static void test_jpeg_pil_encode(void)
+{
+    static const struct { const char *file; int w, h, c, q; } cases[] = {
+        {"jpe_rgb_q90.jpg", 40, 24, 3, 90},
+        {"jpe_rgb_q75.jpg", 40, 24, 3, 75},
+        {"jpe_rgb_q10.jpg", 40, 24, 3, 10},
+        {"jpe_grey_q90.jpg", 16, 8, 1, 90},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        sd_image im;
+        pattern(&im, cases[i].w, cases[i].h, cases[i].c);
+        size_t nw, n;
+        uint8_t *want = read_all(data_path(cases[i].file), &nw), *got = NULL;
+        T_CHECKF(want != NULL, "%s", cases[i].file);
+        T_CHECK(sd_image_encode_jpeg(&im, cases[i].q, &got, &n) == SD_OK);
+        T_CHECKF(want && got && n == nw && !memcmp(got, want, n), "%s: %zu bytes vs PIL's %zu",
+                 cases[i].file, n, nw);
+        /* the file writer gives the same bytes */
+        const char *p = t_path("enc.jpg");
+        T_CHECK(sd_image_write_jpeg(p, &im, cases[i].q) == SD_OK);
+        size_t nf;
+        uint8_t *f = read_all(p, &nf);
+        T_CHECK(f && got && nf == n && !memcmp(f, got, n));
+        free(f);
+        free(got);
+        free(want);
+        sd_image_free(&im);
+    }
+    /* a bigger image (several output-buffer doublings) decodes back to itself closely */
+    sd_image big, back;
+    T_CHECK(sd_image_alloc(&big, 700, 500, 3) == SD_OK);
+    for (size_t k = 0; k < (size_t)700 * 500 * 3; k++) big.px[k] = (uint8_t)((k * 2654435761u) >> 13);
+    uint8_t *j;
+    size_t n;
+    T_CHECK(sd_image_encode_jpeg(&big, 100, &j, &n) == SD_OK);
+    T_CHECKF(n > 4 * 65536, "%zu bytes", n);
+    T_CHECK(sd_image_decode(j, n, "big.jpg", SD_ALPHA_DROP, &back, NULL) == SD_OK);
+    T_CHECK(back.w == 700 && back.h == 500 && back.c == 3);
+    free(j);
+    sd_image_free(&back);
+    sd_image_free(&big);
+}
+
+/* Every prefix of a JPEG is an error (PIL: "image file is truncated"); bytes after EOI and
+ * stray bytes before a marker are accepted, as PIL accepts them, with the same pixels. */
+static void test_jpeg_truncation(void)
+{
+    size_t n, nr;
+    uint8_t *d = read_all(data_path("jp_420.jpg"), &n);
+    char rp[300];
+    snprintf(rp, sizeof rp, "%s.rgb", data_path("jp_420.jpg"));
+    uint8_t *ref = read_all(rp, &nr);
+    T_CHECK(d && ref && n > 100 && d[n - 2] == 0xFF && d[n - 1] == 0xD9);
+    if (!d || !ref) return;
+    int accepted = 0, badmsg = 0;
+    for (size_t k = 0; k < n; k++) {
+        sd_image im;
+        sd_err_clear();
+        int rc = sd_image_decode(d, k, "cut.jpg", SD_ALPHA_DROP, &im, NULL);
+        if (rc == SD_OK) {
+            accepted++;
+            sd_image_free(&im);
+        } else if (strncmp(sd_errmsg(), "cut.jpg: ", 9) || strchr(sd_errmsg(), '\n')) {
+            badmsg++;
+        }
+    }
+    T_EQ_INT(accepted, 0);
+    T_EQ_INT(badmsg, 0);
+    sd_image im;
+    T_EQ_INT(sd_image_decode(d, n - 1, "cut.jpg", SD_ALPHA_DROP, &im, NULL), SD_EFORMAT);
+    T_CHECKF(strstr(sd_errmsg(), "truncated") != NULL, "%s", sd_errmsg());
+    uint8_t *x = malloc(n + 64);
+    memcpy(x, d, n);
+    memcpy(x + n, "trailing garbage", 16);
+    T_CHECK(sd_image_decode(x, n + 16, "tail.jpg", SD_ALPHA_DROP, &im, NULL) == SD_OK);
+    T_CHECK(im.px && (size_t)im.w * im.h * 3 == nr && !memcmp(im.px, ref, nr));
+    sd_image_free(&im);
+    memcpy(x, d, n - 2);
+    memcpy(x + n - 2, "\x12\x34\x56\xFF\xD9", 5);
+    T_CHECK(sd_image_decode(x, n + 3, "stray.jpg", SD_ALPHA_DROP, &im, NULL) == SD_OK);
+    T_CHECK(im.px && (size_t)im.w * im.h * 3 == nr && !memcmp(im.px, ref, nr));
+    sd_image_free(&im);
+    free(x);
+    free(ref);
+    free(d);
+}
+
+/* A progressive JPEG whose last scan is repeated 1200 times: refused (scan limit) quickly. */
+static void test_jpeg_scan_bomb(void)
+{
+    size_t n;
+    uint8_t *d = read_all(data_path("jp_prog.jpg"), &n);
+    T_CHECK(d && n > 4);
+    if (!d) return;
+    size_t last = 0;
+    for (size_t i = 2; i + 1 < n; i++) /* the last SOS marker: FF DA (never in entropy data) */
+        if (d[i] == 0xFF && d[i + 1] == 0xDA) last = i;
+    T_CHECK(last > 0);
+    size_t scan = n - 2 - last, reps = 1200;
+    uint8_t *b = malloc(last + scan * reps + 2);
+    memcpy(b, d, last);
+    for (size_t r = 0; r < reps; r++) memcpy(b + last + r * scan, d + last, scan);
+    memcpy(b + last + scan * reps, "\xFF\xD9", 2);
+    sd_image im;
+    double t0 = now();
+    int rc = sd_image_decode(b, last + scan * reps + 2, "bomb.jpg", SD_ALPHA_DROP, &im, NULL);
+    T_EQ_INT(rc, SD_EFORMAT);
+    T_CHECKF(strstr(sd_errmsg(), "bomb.jpg") && strstr(sd_errmsg(), "scans"), "%s", sd_errmsg());
+    T_CHECK(now() - t0 < 2);
+    /* a few repeats are fine (libjpeg only warns), as in PIL */
+    size_t m = last + scan * 3;
+    memcpy(b + m, "\xFF\xD9", 2);
+    T_CHECK(sd_image_decode(b, m + 2, "rep.jpg", SD_ALPHA_DROP, &im, NULL) == SD_OK);
+    sd_image_free(&im);
+    free(b);
+    free(d);
 }
 
 /* JPEG with a 40 KB APP1 (EXIF-like) segment before the frame header: the probe hops over it. */
@@ -684,6 +839,10 @@ int main(void)
     T_RUN(test_jpeg_roundtrip);
     T_RUN(test_bmp_webp);
     T_RUN(test_pil_files);
+    T_RUN(test_jpeg_pil_decode);
+    T_RUN(test_jpeg_pil_encode);
+    T_RUN(test_jpeg_truncation);
+    T_RUN(test_jpeg_scan_bomb);
     T_RUN(test_jpeg_big_app1);
     T_RUN(test_malformed);
     T_RUN(test_limits);
