@@ -42,24 +42,13 @@ static struct {
     int clip_skip;
     const char *timesteps, *context;
     int save_precision;
+    int tile, tile_overlap;
     int json;
     int threads;
 } a;
 
 static const sd_opt table[] = {
-    {.name = "model", .short_name = 'm', .alias = "pretrained_model_name_or_path", .type = SD_OPT_STRING,
-     .dest = &a.model, .metavar = "MODEL", .group = "Model",
-     .help = "checkpoint: .safetensors, legacy .ckpt, or a Diffusers folder (info/convert also take it as "
-             "an argument)"},
-    {.name = "vae", .type = SD_OPT_STRING, .dest = &a.vae, .metavar = "FILE", .group = "Model",
-     .help = "replacement VAE: full checkpoint, ldm VAE-only file, Diffusers VAE file or folder"},
-    {.name = "model_config", .type = SD_OPT_STRING, .dest = &a.model_config, .metavar = "FILE", .group = "Model",
-     .help = "JSON/TOML model description (ldm yaml parameter names) for shapes other than SD1.x/SD2.x"},
-    {.name = "v2", .type = SD_OPT_FLAG, .dest = &a.v2, .def = "false", .group = "Model",
-     .help = "SD2.x model (only needed where the weights cannot tell: a VAE alone, a --model_config without "
-             "family)"},
-    {.name = "v_parameterization", .type = SD_OPT_FLAG, .dest = &a.v_param, .def = "false", .group = "Model",
-     .help = "v-prediction model (SD2.x 768-v); reported by info, not stored in the weights"},
+    SD_MODEL_OPT_ENTRIES(&a.model, &a.vae, &a.model_config, &a.v2, &a.v_param),
     {.name = "output", .short_name = 'o', .type = SD_OPT_STRING, .dest = &a.output, .metavar = "FILE",
      .group = "Files", .help = "output file (.safetensors for convert, .npy for run)"},
     {.name = "input", .short_name = 'i', .type = SD_OPT_STRING, .dest = &a.input, .metavar = "FILE.npy",
@@ -76,6 +65,11 @@ static const sd_opt table[] = {
      .help = "run unet: timesteps [B] (or one value for the whole batch)"},
     {.name = "context", .type = SD_OPT_STRING, .dest = &a.context, .metavar = "FILE.npy", .group = "UNet",
      .help = "run unet: text conditioning [B,S,C]"},
+    {.name = "tile", .type = SD_OPT_INT, .dest = &a.tile, .def = "0", SD_OPT_RANGE(0, 1 << 20), .metavar = "N",
+     .group = "VAE", .help = "run vae-encode/vae-decode in N x N tiles (image pixels for encode, latent pixels for "
+                             "decode; 0 = whole images) to bound memory"},
+    {.name = "tile_overlap", .type = SD_OPT_INT, .dest = &a.tile_overlap, .metavar = "N", SD_OPT_RANGE(0, 1 << 20),
+     .group = "VAE", .help = "overlap of neighbouring tiles, blended with linear ramps (default: tile/4)"},
     {.name = "save_precision", .type = SD_OPT_ENUM, .dest = &a.save_precision, .choices = "float|fp16|bf16",
      .group = "Convert", .help = "convert: store floating tensors as f32, f16 or bf16 (default: as in the source)"},
     {.name = "json", .type = SD_OPT_FLAG, .dest = &a.json, .def = "false", .group = "Output",
@@ -342,24 +336,48 @@ static int run_vae(int decode)
         }
     }
     int64_t B = x.shape[0], H = x.shape[2], W = x.shape[3];
+    int tile = a.tile, overlap = a.tile_overlap;
+    if (tile) {
+        if (overlap < 0) overlap = decode ? tile / 4 : (int)(tile / 4 / f * f);
+        if (!decode && tile % f) {
+            rc = usage_error("option '--tile': %d is not a multiple of the VAE's factor %" PRId64 " (vae-encode tiles are "
+                             "in image pixels)", tile, f);
+            goto done;
+        }
+        if (!decode && overlap % f) {
+            rc = usage_error("option '--tile_overlap': %d is not a multiple of %" PRId64, overlap, f);
+            goto done;
+        }
+        if (overlap >= tile) {
+            rc = usage_error("option '--tile_overlap': %d must be smaller than --tile %d", overlap, tile);
+            goto done;
+        }
+    }
     int64_t os[4] = { B, decode ? c->out_ch : 2 * c->embed_dim, decode ? H * f : H / f, decode ? W * f : W / f };
     if ((rc = sd_tensor_alloc(&y, SD_F32, 4, os))) goto out;
-    if ((rc = ctx_open(&ctx, sd_vae_scratch_bytes(&m.vae, 1, decode ? H * f : H, decode ? W * f : W, decode))))
+    int64_t sh = tile && tile < H ? tile : H, sw = tile && tile < W ? tile : W;
+    if ((rc = ctx_open(&ctx, sd_vae_scratch_bytes(&m.vae, 1, decode ? sh * f : sh, decode ? sw * f : sw, decode))))
         goto out;
     /* one image at a time: memory stays that of one */
     for (int64_t b = 0; b < B && !rc; b++) {
         sd_tensor xi, yi;
         sd_tensor_narrow0(&x, b, 1, &xi);
         sd_tensor_narrow0(&y, b, 1, &yi);
-        rc = decode ? sd_vae_decode(&ctx, &m.vae, &yi, &xi) : sd_vae_encode(&ctx, &m.vae, &yi, &xi);
+        if (tile)
+            rc = decode ? sd_vae_decode_tiled(&ctx, &m.vae, &yi, &xi, tile, overlap)
+                        : sd_vae_encode_tiled(&ctx, &m.vae, &yi, &xi, tile, overlap);
+        else
+            rc = decode ? sd_vae_decode(&ctx, &m.vae, &yi, &xi) : sd_vae_encode(&ctx, &m.vae, &yi, &xi);
     }
     if (!rc) rc = write_npy(a.output, &y);
 out:
+    if (rc) rc = fatal(rc);
+done:
     sd_tensor_free(&x);
     sd_tensor_free(&y);
     if (ctx.threads) sd_ctx_free(&ctx);
     sd_model_close(&m);
-    return rc ? fatal(rc) : 0;
+    return rc;
 }
 
 /* ---- run unet --------------------------------------------------------------------------------- */
@@ -462,6 +480,67 @@ static const char *layout_name(sd_layout l)
     }
 }
 
+static jv int_list(const int *v, int n)
+{
+    jv arr = jv_array();
+    for (int i = 0; i < n; i++) arr = jv_array_append(arr, jv_number(v[i]));
+    return arr;
+}
+
+/* A float as the shortest decimal that reads back to it (0.18215, not 0.1821500062942505). */
+static jv float_jv(float f)
+{
+    char buf[32];
+    for (int p = 1; p <= 9; p++) {
+        snprintf(buf, sizeof buf, "%.*g", p, (double)f);
+        if (strtof(buf, NULL) == f) break;
+    }
+    return jv_number(strtod(buf, NULL));
+}
+
+/* The configuration in use, in --model_config form (feeding it back describes the same model). */
+static jv config_jv(const sd_model_config *c)
+{
+    jv r = jv_object();
+    r = jv_object_set(r, jv_string("family"), jv_string(c->family == SD_FAMILY_SD2 ? "sd2" : "sd1"));
+    r = jv_object_set(r, jv_string("parameterization"), jv_string(c->parameterization == SD_PRED_V ? "v" : "eps"));
+    const sd_unet_config *u = &c->unet;
+    jv uj = jv_object();
+    uj = jv_object_set(uj, jv_string("in_channels"), jv_number(u->in_channels));
+    uj = jv_object_set(uj, jv_string("out_channels"), jv_number(u->out_channels));
+    uj = jv_object_set(uj, jv_string("model_channels"), jv_number(u->model_channels));
+    uj = jv_object_set(uj, jv_string("channel_mult"), int_list(u->channel_mult, u->n_levels));
+    uj = jv_object_set(uj, jv_string("num_res_blocks"), int_list(u->num_res_blocks, u->n_levels));
+    uj = jv_object_set(uj, jv_string("attention_resolutions"), int_list(u->attention_resolutions, u->n_attn));
+    uj = jv_object_set(uj, jv_string("num_heads"), jv_number(u->num_heads));
+    uj = jv_object_set(uj, jv_string("num_head_channels"), jv_number(u->num_head_channels));
+    uj = jv_object_set(uj, jv_string("context_dim"), jv_number(u->context_dim));
+    uj = jv_object_set(uj, jv_string("transformer_depth"), jv_number(u->transformer_depth));
+    uj = jv_object_set(uj, jv_string("use_linear_in_transformer"), jv_bool(u->use_linear_in_transformer));
+    r = jv_object_set(r, jv_string("unet"), uj);
+    const sd_vae_config *v = &c->vae;
+    jv vj = jv_object();
+    vj = jv_object_set(vj, jv_string("ch"), jv_number(v->ch));
+    vj = jv_object_set(vj, jv_string("ch_mult"), int_list(v->ch_mult, v->n_mult));
+    vj = jv_object_set(vj, jv_string("num_res_blocks"), jv_number(v->num_res_blocks));
+    vj = jv_object_set(vj, jv_string("attn_resolutions"), int_list(v->attn_resolutions, v->n_attn));
+    vj = jv_object_set(vj, jv_string("z_channels"), jv_number(v->z_channels));
+    vj = jv_object_set(vj, jv_string("embed_dim"), jv_number(v->embed_dim));
+    vj = jv_object_set(vj, jv_string("double_z"), jv_bool(v->double_z));
+    vj = jv_object_set(vj, jv_string("resolution"), jv_number(v->resolution));
+    vj = jv_object_set(vj, jv_string("scale_factor"), float_jv(v->scale_factor));
+    r = jv_object_set(r, jv_string("vae"), vj);
+    const sd_clip_config *k = &c->clip;
+    jv kj = jv_object();
+    kj = jv_object_set(kj, jv_string("width"), jv_number(k->width));
+    kj = jv_object_set(kj, jv_string("layers"), jv_number(k->layers));
+    kj = jv_object_set(kj, jv_string("heads"), jv_number(k->heads));
+    kj = jv_object_set(kj, jv_string("max_len"), jv_number(k->max_len));
+    kj = jv_object_set(kj, jv_string("vocab_size"), jv_number(k->vocab_size));
+    r = jv_object_set(r, jv_string("clip"), kj);
+    return r;
+}
+
 static void thousands(int64_t v, char *buf, size_t n)
 {
     char raw[32];
@@ -561,6 +640,7 @@ static int info_one(const char *path)
             }
         }
         r = jv_object_set(r, jv_string("metadata"), meta);
+        r = jv_object_set(r, jv_string("config"), config_jv(&m.cfg));
         if (single) {
             jv hj = jv_object();
             hj = jv_object_set(hj, jv_string("sha256"), jv_string(h.sha256));
@@ -784,6 +864,7 @@ int main(int argc, char **argv)
 {
     sd_log_init(PROG);
     a.save_precision = -1;
+    a.tile_overlap = -1;
     sd_opts o;
     if (sd_opts_init(&o, PROG, table) < 0) return sd_fatal(1);
     o.flags = SD_OPTS_CONFIG;

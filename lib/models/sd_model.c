@@ -491,6 +491,18 @@ int sd_model_open(sd_model *m, const char *path, const sd_model_opts *opts)
     else if (m->info.unet || m->info.text_encoder) m->family_from = "weights";
     else m->family_from = o.v2 ? "--v2" : "default";
     m->detected = known && (m->info.unet || m->info.text_encoder);
+    if (!known && have_config) {
+        /* the detector could not place the shapes: describe what the names show */
+        const sd_detect_info *di = &m->info;
+        snprintf(m->info.description, sizeof m->info.description, "%s %s:%s%s%s%s (shapes from --model_config)",
+                 sd_family_name(m->cfg.family),
+                 m->format == SD_MODEL_FMT_DIFFUSERS ? "Diffusers folder"
+                 : di->unet && di->vae && di->text_encoder ? "single-file checkpoint" : "component file",
+                 di->unet ? " UNet" : "", di->text_encoder ? " text-encoder" : "", di->vae ? " VAE" : "",
+                 di->unet == SD_LAYOUT_DIFFUSERS || di->vae == SD_LAYOUT_DIFFUSERS || di->text_encoder == SD_LAYOUT_DIFFUSERS
+                     ? " (Diffusers names)" : "");
+        m->info.family = m->cfg.family;
+    }
     /* the description starts with the detector's family: say the one in use */
     const char *dname = sd_family_name(m->info.family), *cname = sd_family_name(m->cfg.family);
     size_t dl = strlen(dname);

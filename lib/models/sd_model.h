@@ -44,6 +44,7 @@
 
 #include <stdint.h>
 
+#include "base/opts.h"
 #include "io/safetensors.h"
 #include "models/clip.h"
 #include "models/detect.h"
@@ -86,6 +87,24 @@ typedef struct sd_model_file {
 /* Open one weight file, deciding the format from its first bytes. */
 int sd_model_file_open(const char *path, sd_model_file *f);
 void sd_model_file_close(sd_model_file *f);
+
+/* The model options every tool that loads a model shares (base/opts.h table entries, group
+ * "Model"): --model (alias --pretrained_model_name_or_path) STRING, --vae STRING,
+ * --model_config STRING, --v2 FLAG, --v_parameterization FLAG. The destinations are a
+ * const char * and int lvalues of the tool's option struct. */
+#define SD_MODEL_OPT_ENTRIES(model_, vae_, config_, v2_, vparam_)                                         \
+    {.name = "model", .short_name = 'm', .alias = "pretrained_model_name_or_path", .type = SD_OPT_STRING,   \
+     .dest = (model_), .metavar = "MODEL", .group = "Model",                                               \
+     .help = "checkpoint: .safetensors, legacy .ckpt, or a Diffusers folder"},                             \
+    {.name = "vae", .type = SD_OPT_STRING, .dest = (vae_), .metavar = "FILE", .group = "Model",            \
+     .help = "replacement VAE: full checkpoint, ldm VAE-only file, Diffusers VAE file or folder"},         \
+    {.name = "model_config", .type = SD_OPT_STRING, .dest = (config_), .metavar = "FILE", .group = "Model", \
+     .help = "JSON/TOML model description (ldm yaml parameter names) for shapes other than SD1.x/SD2.x"},  \
+    {.name = "v2", .type = SD_OPT_FLAG, .dest = (v2_), .def = "false", .group = "Model",                   \
+     .help = "SD2.x model (only needed where the weights cannot tell: a VAE alone, a --model_config "       \
+             "without family)"},                                                                           \
+    {.name = "v_parameterization", .type = SD_OPT_FLAG, .dest = (vparam_), .def = "false", .group = "Model", \
+     .help = "v-prediction model (SD2.x 768-v); not stored in the weights"}
 
 typedef struct sd_model_opts {
     unsigned parts;                /* SD_MODEL_* to build (0 = SD_MODEL_ALL) */

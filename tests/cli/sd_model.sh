@@ -113,6 +113,15 @@ if [ -x /usr/bin/python3 ]; then
 else
   echo "ok info_json_valid # SKIP no /usr/bin/python3"
 fi
+# the JSON config describes the model: fed back as --model_config it gives the same report
+if [ -x /usr/bin/python3 ]; then
+  "$B" info "$T/sd1.safetensors" $S1 --json | /usr/bin/python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["config"]))' >"$T/back.json" &&
+  "$B" info "$T/sd1.safetensors" --model_config "$T/back.json" --json >"$T/i2.json" 2>"$T/err" &&
+  "$B" info "$T/sd1.safetensors" $S1 --json >"$T/i1.json" && cmp -s "$T/i1.json" "$T/i2.json" &&
+  ok info_config_roundtrip || nok info_config_roundtrip "$T/err"
+else
+  echo "ok info_config_roundtrip # SKIP no /usr/bin/python3"
+fi
 "$B" info "$T/sd1.ckpt" $S1 >"$T/info" 2>"$T/err" && grep -q '^format  *ckpt' "$T/info" &&
   grep -q 'global_step = 1234' "$T/info" && ! grep -q sshs "$T/info" && ok info_ckpt || nok info_ckpt "$T/err"
 "$B" info $C1 $S1 >"$T/info" 2>"$T/err" && grep -q '^other .* in 60 tensors (F32 58, I32 2)' "$T/info" &&
@@ -170,6 +179,15 @@ cmpg run_unet_sd2 "$T/eps2.npy" $U2 golden.y
 cmp -s "$T/eps1.npy" "$T/eps2t.npy" && ok run_unet_threads || nok run_unet_threads
 "$B" run vae-encode --model "$T/sd1.safetensors" $S1 -i "$T/img.npy" -o "$T/m1.npy" --threads 1 &&
 cmp -s "$T/m.npy" "$T/m1.npy" && ok run_vae_threads || nok run_vae_threads
+# tiling: a tile covering the whole input is the untiled result; smaller tiles run and keep the shape
+"$B" run vae-decode --model "$T/sd1.safetensors" $S1 -i "$T/z.npy" -o "$T/dt16.npy" --tile 16 2>"$T/err" &&
+  cmp -s "$T/dec.npy" "$T/dt16.npy" && ok run_vae_tile_whole || nok run_vae_tile_whole "$T/err"
+"$B" run vae-decode --model "$T/sd1.safetensors" $S1 -i "$T/z.npy" -o "$T/dt8.npy" --tile 8 --tile_overlap 4 2>"$T/err" &&
+"$B" run vae-encode --model "$T/sd1.safetensors" $S1 -i "$T/img.npy" -o "$T/mt.npy" --tile 16 2>>"$T/err" &&
+  [ "$(stat -c %s "$T/dt8.npy")" = "$(stat -c %s "$T/dec.npy")" ] && [ "$(stat -c %s "$T/mt.npy")" = "$(stat -c %s "$T/m.npy")" ] &&
+  ! cmp -s "$T/dt8.npy" "$T/dec.npy" && ok run_vae_tiled || nok run_vae_tiled "$T/err"
+expect_fail usage_tile_factor 2 "'--tile': 7 is not a multiple" "$B" run vae-encode --model "$T/sd1.safetensors" $S1 -i "$T/img.npy" -o "$T/x.npy" --tile 7
+expect_fail usage_tile_overlap 2 'must be smaller than --tile' "$B" run vae-decode --model "$T/sd1.safetensors" $S1 -i "$T/z.npy" -o "$T/x.npy" --tile 4 --tile_overlap 4
 # from the .ckpt, and with the VAE taken from --vae
 "$B" run clip --model "$T/sd1.ckpt" $S1 --tokens "$T/ids.npy" -o "$T/hc.npy" 2>"$T/err" || nok run_clip_ckpt "$T/err"
 cmpg run_clip_ckpt "$T/hc.npy" $C1 golden.y
