@@ -810,6 +810,7 @@ int main(int argc, char **argv)
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
@@ -837,6 +838,7 @@ int main(int argc, char **argv)
     int fhead = 0, nfifo = 0;
     sd_progress prog;
     sd_progress_begin(&prog, "encoding", 0);
+    double t_start = sd_now();
     while (!fatal) {
         if (g_signal) break;
         /* 1. fill the window */
@@ -969,8 +971,9 @@ int main(int argc, char **argv)
         if (fp != stdin) fclose(fp);
     }
     long left = nfifo;
-    sd_info("%ld encoded, %ld reused, %ld failed%s", r.encoded, r.reused, r.failed,
-            g_signal ? " (interrupted)" : "");
+    double dt = sd_now() - t_start;
+    sd_info("%ld encoded, %ld reused, %ld failed in %.2f s (%.3f images/s)%s", r.encoded, r.reused, r.failed, dt,
+            dt > 0 ? (double)(r.encoded + r.reused) / dt : 0.0, g_signal ? " (interrupted)" : "");
     if (g_signal && left) sd_info("%ld records in flight were dropped", left);
 
     for (int i = 0; i < ngroups; i++) free(groups[i].it);
