@@ -1,0 +1,507 @@
+/* sd-sample: text-to-image from an SD1.x/SD2.x checkpoint with LoRA networks (sd-sample(1)).
+ *
+ *   sd-sample --model M [--vae V] [--network_weights L.safetensors ... --network_mul X ...]
+ *             (--prompt TEXT | --from_file FILE) [--negative_prompt T] [--W N --H N --steps N
+ *             --scale X --seed N --sampler NAME --batch_size N --images_per_prompt N --clip_skip N]
+ *             --outdir DIR
+ *
+ * The generation itself is lib/diffusion/sample_images.c (shared with sd-train's samples); this
+ * file parses options, loads the model and the networks, plans seeds and names, and writes. */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "base/error.h"
+#include "base/fileio.h"
+#include "base/hash.h"
+#include "base/log.h"
+#include "base/opts.h"
+#include "base/threads.h"
+#include "diffusion/prompt_file.h"
+#include "diffusion/sample_images.h"
+#include "diffusion/samplers.h"
+#include "io/cmdline.h"
+#include "io/safetensors.h"
+#include "models/sd_model.h"
+#include "text/clip_tokenizer.h"
+#include "train/lora_file.h"
+#include "train/lora_network.h"
+
+#define PROG "sd-sample"
+
+static struct {
+    const char *model, *vae, *model_config;
+    int v2, v_param;
+    sd_opt_list network_weights, network_mul, network_module, ti;
+    const char *prompt, *from_file, *negative_prompt;
+    int W, H, steps;
+    double scale;
+    int64_t seed;
+    const char *sampler;
+    int batch_size, images_per_prompt, clip_skip;
+    const char *outdir;
+    int sequential_file_name, no_metadata;
+    int vae_tiling, vae_tile_size;
+    int threads;
+} a;
+
+static const sd_opt table[] = {
+    {.name = "model", .short_name = 'm', .alias = "ckpt", .type = SD_OPT_STRING, .dest = &a.model, .metavar = "MODEL",
+     .group = "Model", .help = "checkpoint: .safetensors, legacy .ckpt, or a Diffusers folder (required)"},
+    {.name = "vae", .type = SD_OPT_STRING, .dest = &a.vae, .metavar = "FILE", .group = "Model",
+     .help = "replacement VAE: full checkpoint, ldm VAE-only file, Diffusers VAE file or folder"},
+    {.name = "model_config", .type = SD_OPT_STRING, .dest = &a.model_config, .metavar = "FILE", .group = "Model",
+     .help = "JSON/TOML model description for shapes other than SD1.x/SD2.x (see sd-model(1))"},
+    {.name = "v2", .type = SD_OPT_FLAG, .dest = &a.v2, .def = "false", .group = "Model",
+     .help = "SD2.x model (only needed where the weights cannot tell)"},
+    {.name = "v_parameterization", .type = SD_OPT_FLAG, .dest = &a.v_param, .def = "false", .group = "Model",
+     .help = "v-prediction model (SD2.x 768-v)"},
+    {.name = "network_weights", .type = SD_OPT_STRINGS, .dest = &a.network_weights, .metavar = "FILE",
+     .flags = SD_OPTF_NARGS | SD_OPTF_APPEND, .group = "Networks",
+     .help = "kohya LoRA .safetensors files, merged into the model (any number)"},
+    {.name = "network_mul", .type = SD_OPT_DOUBLES, .dest = &a.network_mul, .metavar = "X",
+     .flags = SD_OPTF_NARGS | SD_OPTF_APPEND, .min = -100, .max = 100,
+     .bounds = SD_OPT_HAS_MIN | SD_OPT_HAS_MAX, .group = "Networks",
+     .help = "multiplier per --network_weights file, in order (missing ones: 1.0)"},
+    {.name = "network_module", .type = SD_OPT_STRINGS, .dest = &a.network_module, .metavar = "MODULE",
+     .flags = SD_OPTF_NARGS | SD_OPTF_APPEND, .group = "Networks",
+     .help = "accepted for the reference's command lines: only networks.lora"},
+    {.name = "textual_inversion_embeddings", .type = SD_OPT_STRINGS, .dest = &a.ti, .metavar = "FILE",
+     .flags = SD_OPTF_NARGS | SD_OPTF_APPEND, .group = "Networks",
+     .help = "textual-inversion embeddings (not supported yet: refused)"},
+    {.name = "prompt", .type = SD_OPT_STRING, .dest = &a.prompt, .metavar = "TEXT", .group = "Prompts",
+     .help = "one prompt; may carry the prompt file's options (\"a cat --n blurry --w 768 --d 5\")"},
+    {.name = "from_file", .type = SD_OPT_STRING, .dest = &a.from_file, .metavar = "FILE", .group = "Prompts",
+     .help = "prompt file (.txt, .toml or .json) as the reference's --sample_prompts reads it"},
+    {.name = "negative_prompt", .type = SD_OPT_STRING, .dest = &a.negative_prompt, .metavar = "TEXT",
+     .group = "Prompts", .help = "negative prompt for entries without --n"},
+    {.name = "width", .type = SD_OPT_INT, .dest = &a.W, .def = "512", SD_OPT_RANGE(8, 16384), .group = "Generation",
+     .help = "image width for entries without --w (multiple of 8; also --W as the reference spells it)"},
+    {.name = "height", .type = SD_OPT_INT, .dest = &a.H, .def = "512", SD_OPT_RANGE(8, 16384), .group = "Generation",
+     .help = "image height for entries without --h (multiple of 8; also --H)"},
+    {.name = "steps", .type = SD_OPT_INT, .dest = &a.steps, .def = "30", SD_OPT_RANGE(1, 1000), .group = "Generation",
+     .help = "sampling steps for entries without --s"},
+    {.name = "scale", .type = SD_OPT_DOUBLE, .dest = &a.scale, .def = "7.5", SD_OPT_RANGE(0, 100),
+     .group = "Generation", .help = "classifier-free guidance scale for entries without --l (<= 1: no guidance)"},
+    {.name = "seed", .type = SD_OPT_INT64, .dest = &a.seed, SD_OPT_RANGE(0, 4294967295.0), .group = "Generation",
+     .help = "seed of the first image without --d; the next ones count up (default: random)"},
+    {.name = "sampler", .type = SD_OPT_STRING, .dest = &a.sampler, .def = "ddim", .metavar = "NAME",
+     .group = "Generation",
+     .help = "ddim, pndm, lms, euler, euler_a, heun, dpm_2, dpm_2_a, dpmsolver, dpmsolver++, dpmsingle "
+             "(k_* aliases)"},
+    {.name = "batch_size", .type = SD_OPT_INT, .dest = &a.batch_size, .def = "1", SD_OPT_RANGE(1, 256),
+     .group = "Generation", .help = "images of one prompt denoised together"},
+    {.name = "images_per_prompt", .type = SD_OPT_INT, .dest = &a.images_per_prompt, .def = "1", SD_OPT_RANGE(1, 10000),
+     .group = "Generation", .help = "images per prompt"},
+    {.name = "clip_skip", .type = SD_OPT_INT, .dest = &a.clip_skip, .def = "1", SD_OPT_RANGE(1, 64),
+     .group = "Generation", .help = "use the output of the k-th last text-encoder layer (1 = last)"},
+    {.name = "vae_tiling", .type = SD_OPT_FLAG, .dest = &a.vae_tiling, .group = "Generation",
+     .help = "decode in tiles (default: only above 512 pixels a side for SD; --no-vae_tiling never)"},
+    {.name = "vae_tile_size", .type = SD_OPT_INT, .dest = &a.vae_tile_size, .def = "64", SD_OPT_RANGE(8, 4096),
+     .group = "Generation", .help = "VAE tile side in latent pixels (x8 in image pixels for SD)"},
+    {.name = "outdir", .short_name = 'o', .type = SD_OPT_STRING, .dest = &a.outdir, .metavar = "DIR",
+     .group = "Output", .help = "output directory (created; required)"},
+    {.name = "sequential_file_name", .type = SD_OPT_FLAG, .dest = &a.sequential_file_name, .def = "false",
+     .group = "Output", .help = "name images im_000001.png, im_000002.png, ... instead of im_TIME_NNN_SEED.png"},
+    {.name = "no_metadata", .type = SD_OPT_FLAG, .dest = &a.no_metadata, .def = "false", .group = "Output",
+     .flags = SD_OPTF_NO_NEGATE, .help = "no PNG text chunks (and no model hashing)"},
+    SD_OPT_THREADS(&a.threads),
+    SD_OPT_END};
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, PROG ": ");
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry '" PROG " --help'.\n");
+    return SD_EXIT_USAGE;
+}
+
+/* ---- hashes for the infotext --------------------------------------------------------------- */
+
+static const char *file_stem(const char *path, char *buf, size_t n)
+{
+    size_t l = strlen(path);
+    while (l > 1 && path[l - 1] == '/') l--;
+    size_t s = l;
+    while (s > 0 && path[s - 1] != '/') s--;
+    size_t e = l;
+    for (size_t i = l; i > s; i--)
+        if (path[i - 1] == '.') {
+            e = i - 1;
+            break;
+        }
+    if (e == s) e = l;
+    size_t k = e - s < n - 1 ? e - s : n - 1;
+    memcpy(buf, path + s, k);
+    buf[k] = 0;
+    return buf;
+}
+
+/* A1111's LoRA hash: SHA-256 of a safetensors file's bytes after its header (the "addnet" hash),
+ * first 12 hex digits. */
+static int addnet_hash(const char *path, char out[13])
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return sd_err(SD_EIO, "%s: cannot open", path);
+    uint8_t h8[8];
+    int rc = SD_OK;
+    if (fread(h8, 1, 8, f) != 8) rc = sd_err(SD_EFORMAT, "%s: truncated", path);
+    uint64_t hl = 0;
+    for (int i = 7; i >= 0; i--) hl = hl << 8 | h8[i];
+    if (!rc && fseeko(f, (off_t)(8 + hl), SEEK_SET)) rc = sd_err(SD_EIO, "%s: cannot seek", path);
+    if (!rc) {
+        sd_sha256_ctx s;
+        sd_sha256_init(&s);
+        static uint8_t buf[1 << 16];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof buf, f)) > 0) sd_sha256_update(&s, buf, n);
+        uint8_t d[32];
+        sd_sha256_final(&s, d);
+        for (int i = 0; i < 6; i++) snprintf(out + 2 * i, 3, "%02x", d[i]);
+    }
+    fclose(f);
+    return rc;
+}
+
+/* ---- LoRA: build from the file's modules, load, merge into the weights, detach --------------- */
+
+static int merge_lora(sd_ctx *ctx, sd_model *m, const char *path, double mul)
+{
+    sd_safetensors *st = NULL;
+    sd_lora_file_info info = { 0 };
+    sd_lora_network net;
+    memset(&net, 0, sizeof net);
+    int rc = sd_safetensors_open(path, &st);
+    if (!rc) rc = sd_lora_file_scan(st, &info);
+    if (!rc && info.n == 0) rc = sd_err(SD_EFORMAT, "%s: no LoRA modules (lora_down/lora_up) in this file", path);
+    sd_lora_net_args na;
+    if (!rc) rc = sd_lora_net_args_parse(&na, 0, 0, NAN, NULL, 0);
+    if (!rc) {
+        sd_lora_network_opts no = { .args = &na, .with_unet = 1, .with_te = 1, .from_file = &info };
+        rc = sd_lora_network_build(&net, ctx, &m->unet, &m->clip, &no);
+    }
+    if (!rc) {
+        size_t loaded = 0;
+        rc = sd_lora_file_load(st, net.refs, net.n, 0, &loaded);
+    }
+    for (size_t i = 0; i < net.n && !rc; i++) {
+        sd_param *w = net.host_lin[i] ? net.host_lin[i]->w : net.host_conv[i]->w;
+        if (w->value.dtype != SD_F32) {
+            rc = sd_err(SD_EUNSUPPORTED, "%s: cannot merge into %s weights stored as non-f32", path, w->key);
+            break;
+        }
+        rc = sd_lora_merge(ctx, &net.mods[i], &w->value, (float)mul);
+    }
+    if (!rc) sd_info("%s: merged %zu modules (%zu text encoder, %zu UNet) with multiplier %g", path, net.n, net.n_te,
+                     net.n_unet, mul);
+    if (rc && !strstr(sd_errmsg(), path)) sd_err_prefix(rc, "%s", path);
+    sd_lora_network_free(&net);
+    sd_lora_file_info_free(&info);
+    sd_safetensors_close(st);
+    return rc;
+}
+
+/* ---- the job list ---------------------------------------------------------------------------- */
+
+static int check_entry(const sd_sample_prompt *p, const char *where, int64_t factor)
+{
+    if (p->width % factor || p->height % factor || p->width < 8 || p->height < 8 || p->width % 8 || p->height % 8)
+        return sd_err(SD_EINVAL, "%s: size %dx%d: width and height must be multiples of %" PRId64 " for this model",
+                      where, p->width, p->height, factor < 8 ? (int64_t)8 : factor);
+    if (p->width > 16384 || p->height > 16384)
+        return sd_err(SD_EINVAL, "%s: size %dx%d: at most 16384 pixels a side", where, p->width, p->height);
+    if (p->sampler) {
+        sd_sampler_kind k;
+        int rc = sd_sampler_parse(p->sampler, &k);
+        if (rc) return sd_err_prefix(rc, "%s", where);
+        if (k == SD_SAMPLER_PNDM && p->steps < 4)
+            return sd_err(SD_EUNSUPPORTED, "%s: the pndm sampler needs at least 4 steps", where);
+    }
+    return SD_OK;
+}
+
+static void entry_where(const sd_sample_prompt *p, size_t i, char *buf, size_t n)
+{
+    if (!a.from_file) snprintf(buf, n, "--prompt");
+    else if (p->line > 0) snprintf(buf, n, "%s:%d", a.from_file, p->line);
+    else snprintf(buf, n, "%s: entry %zu", a.from_file, i + 1);
+}
+
+static int run(void)
+{
+    sd_prompt_list pl = { 0 };
+    sd_model m;
+    memset(&m, 0, sizeof m);
+    sd_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    sd_clip_tokenizer *tok = NULL;
+    char *lora_hashes = NULL;
+    int rc;
+    sd_sampler_kind defk;
+    if ((rc = sd_sampler_parse(a.sampler, &defk))) return usage_error("option '--sampler': %s", sd_errmsg());
+    /* prompts first: a bad prompt file stops before the model is loaded */
+    if (a.from_file) {
+        rc = sd_prompt_file_load(a.from_file, &pl);
+        if (rc) {
+            if (!strstr(sd_errmsg(), a.from_file)) sd_err_prefix(rc, "%s", a.from_file);
+            return sd_fatal(SD_EXIT_FATAL);
+        }
+        if (pl.n == 0) {
+            sd_err(SD_EFORMAT, "%s: no prompts in this file", a.from_file);
+            return sd_fatal(SD_EXIT_FATAL);
+        }
+    } else {
+        pl.items = calloc(1, sizeof *pl.items);
+        if (!pl.items) return sd_fatal(SD_EXIT_FATAL);
+        pl.n = 1;
+        char *line = strdup(a.prompt);
+        if (!line) return sd_fatal(SD_EXIT_FATAL);
+        /* stripped as a prompt-file line */
+        char *s = line, *e = line + strlen(line);
+        while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r') s++;
+        while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r')) *--e = 0;
+        rc = sd_prompt_line_parse(s, "--prompt", &pl.items[0]);
+        free(line);
+        if (rc) {
+            pl.n = 0;
+            free(pl.items);
+            return usage_error("%s", sd_errmsg());
+        }
+        pl.items[0].index = 0;
+    }
+    /* command-line values for the entries that keep the reference's defaults */
+    for (size_t i = 0; i < pl.n; i++) {
+        sd_sample_prompt *p = &pl.items[i];
+        if (p->width == 512) p->width = a.W;
+        if (p->height == 512) p->height = a.H;
+        if (p->steps == 30) p->steps = a.steps;
+        if (p->scale == 7.5) p->scale = a.scale;
+        if (!p->negative_prompt && a.negative_prompt) {
+            p->negative_prompt = strdup(a.negative_prompt);
+            if (!p->negative_prompt) { rc = sd_err(SD_ENOMEM, "out of memory"); goto out; }
+        }
+        if (!p->sampler) {
+            p->sampler = strdup(sd_sampler_name(defk));
+            if (!p->sampler) { rc = sd_err(SD_ENOMEM, "out of memory"); goto out; }
+        }
+        if (p->controlnet_image) {
+            char w[512];
+            entry_where(p, i, w, sizeof w);
+            rc = sd_err(SD_EUNSUPPORTED, "%s: --cn (ControlNet) is not supported by sd-sample", w);
+            goto out;
+        }
+    }
+    /* model */
+    sd_model_opts mo = { .parts = SD_MODEL_ALL, .vae = a.vae, .config = a.model_config, .v2 = a.v2,
+                         .v_param = a.v_param ? 1 : -1 };
+    if ((rc = sd_model_open(&m, a.model, &mo))) goto out;
+    if (m.warning[0]) sd_warn("%s", m.warning);
+    int64_t factor = m.vae.factor << (m.cfg.unet.n_levels - 1);
+    for (size_t i = 0; i < pl.n; i++) {
+        char w[512];
+        entry_where(&pl.items[i], i, w, sizeof w);
+        if ((rc = check_entry(&pl.items[i], w, factor))) goto out;
+    }
+    if ((rc = sd_model_load(&m, SD_DEV_CPU))) goto out;
+    sd_model_release_source(&m);
+    char vp[4096];
+    if ((rc = sd_clip_vocab_path(vp, sizeof vp)) || (rc = sd_clip_tokenizer_load(vp, &tok))) goto out;
+    sd_gen_models gm = { .unet = &m.unet, .clip = &m.clip, .vae = &m.vae, .family = m.cfg.family, .tok = tok,
+                         .clip_skip = a.clip_skip, .v_prediction = m.cfg.parameterization == SD_PRED_V,
+                         .vae_tiling = a.vae_tiling, .vae_tile = a.vae_tile_size };
+    /* scratch for the largest job */
+    size_t need = 0;
+    int bs = a.batch_size < a.images_per_prompt ? a.batch_size : a.images_per_prompt;
+    for (size_t i = 0; i < pl.n; i++) {
+        sd_gen_params gp = { .width = pl.items[i].width, .height = pl.items[i].height, .batch = bs };
+        size_t s = sd_txt2img_scratch_bytes(&gm, &gp);
+        if (s > need) need = s;
+    }
+    if ((rc = sd_ctx_init(&ctx, SD_DEV_CPU, sd_threads_get(), need))) goto out;
+    /* networks */
+    for (int i = 0; i < a.network_weights.n && !rc; i++) {
+        double mul = i < a.network_mul.n ? a.network_mul.d[i] : 1.0;
+        rc = merge_lora(&ctx, &m, a.network_weights.s[i], mul);
+    }
+    if (rc) goto out;
+    /* infotext pieces */
+    char model_name[256], model_hash[16] = "";
+    file_stem(a.model, model_name, sizeof model_name);
+    if (!a.no_metadata) {
+        struct stat sb;
+        if (!stat(a.model, &sb) && S_ISREG(sb.st_mode)) {
+            char hex[65];
+            if ((rc = sd_sha256_file(a.model, hex))) goto out;
+            memcpy(model_hash, hex, 10);
+            model_hash[10] = 0;
+        }
+        size_t cap = 1;
+        for (int i = 0; i < a.network_weights.n; i++) cap += strlen(a.network_weights.s[i]) + 20;
+        if (a.network_weights.n) {
+            lora_hashes = calloc(cap, 1);
+            if (!lora_hashes) { rc = sd_err(SD_ENOMEM, "out of memory"); goto out; }
+            for (int i = 0; i < a.network_weights.n; i++) {
+                char stem[256], h[13];
+                if ((rc = addnet_hash(a.network_weights.s[i], h))) goto out;
+                size_t l = strlen(lora_hashes);
+                snprintf(lora_hashes + l, cap - l, "%s%s: %s", i ? ", " : "",
+                         file_stem(a.network_weights.s[i], stem, sizeof stem), h);
+            }
+        }
+    }
+    if ((rc = sd_mkdirs(a.outdir))) goto out;
+    /* seeds: an entry's --d counts up per image; others take --seed (or a random base) counting up */
+    uint64_t next_seed;
+    if (a.seed >= 0) next_seed = (uint64_t)a.seed;
+    else {
+        uint32_t r = 0;
+        if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) r = (uint32_t)time(NULL);
+        next_seed = r;
+    }
+    int64_t counter = 0, written = 0;
+    for (size_t i = 0; i < pl.n && !rc; i++) {
+        const sd_sample_prompt *p = &pl.items[i];
+        sd_sampler_kind kind;
+        sd_sampler_parse(p->sampler, &kind);
+        for (int j0 = 0; j0 < a.images_per_prompt && !rc; j0 += a.batch_size) {
+            int B = a.images_per_prompt - j0 < a.batch_size ? a.images_per_prompt - j0 : a.batch_size;
+            uint64_t seeds[256];
+            for (int b = 0; b < B; b++) seeds[b] = p->has_seed ? p->seed + (uint64_t)(j0 + b) : next_seed++;
+            sd_image ims[256];
+            memset(ims, 0, sizeof ims);
+            sd_gen_params gp = { .prompt = p->prompt, .negative_prompt = p->negative_prompt, .width = p->width,
+                                 .height = p->height, .steps = p->steps, .scale = p->scale, .sampler = kind,
+                                 .batch = B, .seeds = seeds };
+            rc = sd_txt2img(&ctx, &gm, &gp, ims);
+            if (rc) {
+                char w[512];
+                entry_where(p, i, w, sizeof w);
+                sd_err_prefix(rc, "%s", w);
+                break;
+            }
+            char ts[32];
+            time_t now = time(NULL);
+            struct tm tmv;
+            localtime_r(&now, &tmv);
+            strftime(ts, sizeof ts, "%Y%m%d%H%M%S", &tmv);
+            for (int b = 0; b < B && !rc; b++) {
+                char name[128], *path = NULL, *info = NULL;
+                counter++;
+                if (a.sequential_file_name) snprintf(name, sizeof name, "im_%06" PRId64 ".png", counter);
+                else snprintf(name, sizeof name, "im_%s_%03d_%" PRIu64 ".png", ts, b, seeds[b]);
+                size_t pl2 = strlen(a.outdir) + strlen(name) + 2;
+                path = malloc(pl2);
+                if (!path) { rc = sd_err(SD_ENOMEM, "out of memory"); break; }
+                snprintf(path, pl2, "%s/%s", a.outdir, name);
+                if (!a.no_metadata) {
+                    sd_infotext it = { .prompt = p->prompt, .negative_prompt = p->negative_prompt, .steps = p->steps,
+                                       .sampler = sd_sampler_a1111_name(kind), .scale = p->scale, .seed = seeds[b],
+                                       .width = p->width, .height = p->height,
+                                       .model_hash = model_hash[0] ? model_hash : NULL, .model = model_name,
+                                       .clip_skip = a.clip_skip, .lora_hashes = lora_hashes,
+                                       .version = "sd-sample " SD_VERSION };
+                    info = sd_infotext_format(&it);
+                    if (!info) rc = sd_err(SD_ENOMEM, "out of memory");
+                }
+                if (!rc) rc = sd_sample_write_png(path, &ims[b], info);
+                if (!rc) {
+                    printf("%s\n", path);
+                    fflush(stdout);
+                    written++;
+                }
+                free(info);
+                free(path);
+            }
+            for (int b = 0; b < B; b++) sd_image_free(&ims[b]);
+        }
+    }
+    if (!rc) sd_info("%" PRId64 " images written to %s", written, a.outdir);
+out:
+    free(lora_hashes);
+    sd_clip_tokenizer_free(tok);
+    if (ctx.threads) sd_ctx_free(&ctx);
+    sd_model_close(&m);
+    sd_prompt_list_free(&pl);
+    return rc ? sd_fatal(SD_EXIT_FATAL) : SD_EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+    sd_log_init(PROG);
+    a.seed = -1;
+    a.vae_tiling = -1;
+    sd_opts o;
+    if (sd_opts_init(&o, PROG, table) < 0) return sd_fatal(1);
+    o.flags = SD_OPTS_CONFIG | SD_OPTS_NO_POSITIONAL;
+    o.usage = "--model MODEL (--prompt TEXT | --from_file FILE) --outdir DIR [OPTIONS]";
+    o.description =
+        "Text-to-image with an SD1.x/SD2.x checkpoint and any number of kohya LoRA networks, as the reference's "
+        "sample images are made (its prompt-file syntax, samplers and prompt weighting). One PNG per image, with "
+        "the prompt and settings in an A1111-style \"parameters\" text chunk. The paths written go to stdout.";
+    o.epilog = "Exit status: 0 success, 1 fatal error (model, network or prompt file), 2 usage error.\n"
+               "See sd-sample(1).";
+    /* the reference's gen_img.py spells these --W and --H (option tables are lower-case) */
+    char **av = calloc((size_t)argc + 1, sizeof *av);
+    if (!av) return sd_fatal(1);
+    for (int i = 0; i < argc; i++) {
+        av[i] = argv[i];
+        if (i == 0) continue;
+        if (!strcmp(argv[i], "--")) {
+            for (int j = i; j < argc; j++) av[j] = argv[j];
+            break;
+        }
+        if (!strcmp(argv[i], "--W")) av[i] = "--width";
+        else if (!strcmp(argv[i], "--H")) av[i] = "--height";
+        else if (!strncmp(argv[i], "--W=", 4) || !strncmp(argv[i], "--H=", 4)) {
+            size_t l = strlen(argv[i]) + 8;
+            av[i] = malloc(l);
+            if (!av[i]) return sd_fatal(1);
+            snprintf(av[i], l, "--%s=%s", argv[i][2] == 'W' ? "width" : "height", argv[i] + 4);
+        }
+    }
+    int ex = sd_cmdline_main(&o, argc, av);
+    for (int i = 1; i < argc; i++)
+        if (av[i] != argv[i] && strncmp(av[i], "--width", 8) && strncmp(av[i], "--height", 9)) free(av[i]);
+    free(av);
+    if (ex >= 0) {
+        sd_opts_free(&o);
+        return ex;
+    }
+    int rc;
+    if (!a.model) rc = usage_error("--model is required");
+    else if (!a.outdir) rc = usage_error("--outdir is required");
+    else if (!a.prompt == !a.from_file) rc = usage_error("give exactly one of --prompt and --from_file");
+    else if (a.ti.n) {
+        sd_err(SD_EUNSUPPORTED, "--textual_inversion_embeddings: textual-inversion embeddings are not supported "
+                                "by this version of sd-sample");
+        rc = sd_fatal(SD_EXIT_FATAL);
+    } else if (a.network_mul.n > a.network_weights.n) {
+        rc = usage_error("%d --network_mul values for %d --network_weights files", a.network_mul.n,
+                         a.network_weights.n);
+    } else if (a.W % 8 || a.H % 8) {
+        rc = usage_error("--W %d --H %d: width and height must be multiples of 8", a.W, a.H);
+    } else {
+        rc = SD_OK;
+        for (int i = 0; i < a.network_module.n; i++)
+            if (strcmp(a.network_module.s[i], "networks.lora")) {
+                rc = usage_error("option '--network_module': %s is not supported (only networks.lora)",
+                                 a.network_module.s[i]);
+                break;
+            }
+        if (!rc) {
+            if (sd_threads_init(a.threads) < 0) rc = sd_fatal(SD_EXIT_FATAL);
+            else rc = run();
+        }
+    }
+    sd_opts_free(&o);
+    return rc;
+}

@@ -1,0 +1,510 @@
+/* diffusion/sample_images: sample triggers and file names (the reference's rules), the A1111
+ * infotext, prompt encoding (weights, chunks), txt2img on a tiny SD1 model built from the golden
+ * files (deterministic, seeds, batch positions, guidance, tiling, errors), and the samples-during-
+ * training round.
+ *
+ * With arguments it is also the helper of tests/cli/sample.sh:
+ *   make-model OUT.safetensors OUT_CFG.toml   tiny SD1 checkpoint (golden UNet, VAE, CLIP with the
+ *                                             vocabulary widened to 49408 rows) + its --model_config
+ *   make-lora MODEL CFG OUT.safetensors SEED  a kohya LoRA for it (UNet + text encoder, non-zero up)
+ *   text FILE.png KEY                         print the text chunk KEY (exit 1 if absent)
+ *   size FILE.png                             print "W H C"
+ *   maxdiff A.png B.png                       print the largest pixel difference (-1: sizes differ) */
+#include <math.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "base/error.h"
+#include "base/fileio.h"
+#include "base/rng.h"
+#include "diffusion/sample_images.h"
+#include "io/png_text.h"
+#include "io/safetensors.h"
+#include "models/sd_model.h"
+#include "train/lora_file.h"
+#include "train/lora_network.h"
+#include "test.h"
+
+static const char *root_path(const char *rel)
+{
+    static char buf[8][1024];
+    static int i;
+    char *b = buf[i++ & 7];
+    const char *root = getenv("SD_ROOT");
+    snprintf(b, 1024, "%s/%s", root && *root ? root : ".", rel);
+    return b;
+}
+
+#define G_UNET1 "tests/data/golden/unet/sd1_tiny.safetensors"
+#define G_CLIP1 "tests/data/golden/clip/golden_clip_sd1.safetensors"
+#define G_VAE "tests/data/golden/vae/golden_vae_a.safetensors"
+#define TOK_KEY "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"
+
+static const char SD1_CFG[] =
+    "family = \"sd1\"\n"
+    "[unet]\nmodel_channels = 32\nchannel_mult = [1, 2]\nnum_res_blocks = 1\nattention_resolutions = [1]\n"
+    "num_heads = 2\ntransformer_depth = 2\ncontext_dim = 32\n"
+    "[clip]\nwidth = 32\nlayers = 3\nheads = 2\nvocab_size = 49408\n"
+    "[vae]\nch = 32\nch_mult = [1, 2]\nnum_res_blocks = 1\nattn_resolutions = []\nresolution = 32\n";
+
+/* ---- helpers ----------------------------------------------------------------------------------- */
+
+static int make_model(const char *out, const char *cfg_out)
+{
+    const char *in[3] = { root_path(G_UNET1), root_path(G_CLIP1), root_path(G_VAE) };
+    sd_safetensors *st[3] = { 0 };
+    sd_safetensors_writer *w = NULL;
+    float *wide = NULL;
+    int rc = sd_safetensors_writer_new(&w);
+    for (int i = 0; i < 3 && !rc; i++) {
+        rc = sd_safetensors_open(in[i], &st[i]);
+        for (size_t k = 0; !rc && k < sd_safetensors_count(st[i]); k++) {
+            const sd_st_tensor *t = sd_safetensors_at(st[i], k);
+            if (!strncmp(t->name, "golden.", 7) || !strncmp(t->name, "grad.", 5)) continue;
+            if (!strcmp(t->name, TOK_KEY)) {
+                /* 1000 rows → 49408: row r = row (r mod 1000) scaled by 1 + (r / 1000) / 64 */
+                int64_t V = t->shape[0], D = t->shape[1];
+                const float *src = t->data;
+                wide = malloc((size_t)(49408 * D) * sizeof *wide);
+                if (!wide) return sd_err(SD_ENOMEM, "oom");
+                for (int64_t r = 0; r < 49408; r++)
+                    for (int64_t d = 0; d < D; d++)
+                        wide[r * D + d] = src[(r % V) * D + d] * (1.0f + (float)(r / V) / 64.0f);
+                rc = sd_safetensors_writer_add(w, t->name, SD_ST_F32, 2, (int64_t[]){ 49408, D }, wide);
+                continue;
+            }
+            rc = sd_safetensors_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->nbytes ? t->data : NULL);
+        }
+    }
+    if (!rc) rc = sd_safetensors_writer_write(w, out);
+    sd_safetensors_writer_free(w);
+    for (int i = 0; i < 3; i++) sd_safetensors_close(st[i]);
+    free(wide);
+    if (!rc) rc = sd_write_file_atomic(cfg_out, SD1_CFG, strlen(SD1_CFG));
+    return rc;
+}
+
+static int open_tiny(sd_model *m, const char *model, const char *cfg)
+{
+    sd_model_opts o = { .config = cfg, .v_param = -1 };
+    int rc = sd_model_open(m, model, &o);
+    if (!rc) rc = sd_model_load(m, SD_DEV_CPU);
+    if (!rc) sd_model_release_source(m);
+    return rc;
+}
+
+static int make_lora(const char *model, const char *cfg, const char *out, uint64_t seed)
+{
+    sd_model m;
+    sd_ctx ctx;
+    sd_lora_network net;
+    memset(&net, 0, sizeof net);
+    int rc = open_tiny(&m, model, cfg);
+    if (rc) return rc;
+    rc = sd_ctx_init(&ctx, SD_DEV_CPU, 1, 0);
+    if (rc) {
+        sd_model_close(&m);
+        return rc;
+    }
+    sd_lora_net_args na;
+    rc = sd_lora_net_args_parse(&na, 0, 4, 2.0, NULL, 0);
+    sd_lora_network_opts no = { .args = &na, .with_unet = 1, .with_te = 1, .seed = seed };
+    if (!rc) rc = sd_lora_network_build(&net, &ctx, &m.unet, &m.clip, &no);
+    for (size_t i = 0; i < net.n && !rc; i++) {
+        sd_tensor *up = &net.mods[i].up->value;
+        sd_rng r = sd_rng_key(seed, 1, (uint32_t)i, SD_RNG_INIT);
+        rc = sd_rng_fill_normal(&r, 0, up->data, (size_t)sd_tensor_numel(up));
+        float *u = up->data;
+        for (int64_t k = 0; k < sd_tensor_numel(up); k++) u[k] *= 0.05f;
+    }
+    if (!rc) {
+        sd_lora_save_opts so = { .dtype = SD_ST_F32 };
+        char mh[65], lh[9];
+        rc = sd_lora_file_save(out, net.refs, net.n, &so, mh, lh);
+    }
+    sd_lora_network_free(&net);
+    sd_ctx_free(&ctx);
+    sd_model_close(&m);
+    return rc;
+}
+
+static int read_png_text(const char *path, const char *key, char **val)
+{
+    char *buf = NULL;
+    size_t n = 0;
+    int rc = sd_read_file(path, 0, &buf, &n);
+    if (rc) return rc;
+    sd_png_text_list l;
+    rc = sd_png_read_text((const uint8_t *)buf, n, &l);
+    free(buf);
+    if (rc) return rc;
+    const char *v = sd_png_text_get(&l, key);
+    *val = v ? strdup(v) : NULL;
+    sd_png_text_list_free(&l);
+    return v ? SD_OK : SD_ENOTFOUND;
+}
+
+/* ---- unit tests -------------------------------------------------------------------------------- */
+
+static void test_due(void)
+{
+    sd_sample_triggers t = { 0 };
+    /* nothing configured */
+    T_EQ_INT(sd_sample_due(&t, 0, 0), 0);
+    T_EQ_INT(sd_sample_due(&t, SD_SAMPLE_NO_EPOCH, 10), 0);
+    t.sample_at_first = 1;
+    T_EQ_INT(sd_sample_due(&t, 0, 0), 1);
+    T_EQ_INT(sd_sample_due(&t, SD_SAMPLE_NO_EPOCH, 5), 0);
+    /* every n steps: only the per-step call */
+    t = (sd_sample_triggers){ .every_n_steps = 5 };
+    T_EQ_INT(sd_sample_due(&t, 0, 0), 0);
+    T_EQ_INT(sd_sample_due(&t, SD_SAMPLE_NO_EPOCH, 4), 0);
+    T_EQ_INT(sd_sample_due(&t, SD_SAMPLE_NO_EPOCH, 5), 1);
+    T_EQ_INT(sd_sample_due(&t, SD_SAMPLE_NO_EPOCH, 10), 1);
+    T_EQ_INT(sd_sample_due(&t, 1, 10), 0);     /* epoch end: not with steps only */
+    /* every n epochs: steps ignored */
+    t = (sd_sample_triggers){ .every_n_steps = 5, .every_n_epochs = 2 };
+    T_EQ_INT(sd_sample_due(&t, SD_SAMPLE_NO_EPOCH, 10), 0);
+    T_EQ_INT(sd_sample_due(&t, 1, 10), 0);
+    T_EQ_INT(sd_sample_due(&t, 2, 11), 1);
+    T_EQ_INT(sd_sample_due(&t, 4, 13), 1);
+    /* a resumed run's "at first" call (epoch 0, steps > 0) samples with every_n_epochs */
+    T_EQ_INT(sd_sample_due(&t, 0, 100), 1);
+    t.every_n_epochs = 0;
+    T_EQ_INT(sd_sample_due(&t, 0, 100), 0);
+}
+
+static void test_file_name(void)
+{
+    char b[256];
+    time_t when = 1700000000;   /* the name uses local time: compare with strftime's */
+    struct tm tmv;
+    char ts[32], want[256];
+    localtime_r(&when, &tmv);
+    strftime(ts, sizeof ts, "%Y%m%d%H%M%S", &tmv);
+    T_EQ_INT(sd_sample_file_name(b, sizeof b, NULL, SD_SAMPLE_NO_EPOCH, 250, 3, when, 0, 0), SD_OK);
+    snprintf(want, sizeof want, "000250_03_%s.png", ts);
+    T_EQ_STR(b, want);
+    T_EQ_INT(sd_sample_file_name(b, sizeof b, "mylora", 2, 250, 12, when, 1, 42), SD_OK);
+    snprintf(want, sizeof want, "mylora_e000002_12_%s_42.png", ts);
+    T_EQ_STR(b, want);
+    T_EQ_INT(sd_sample_file_name(b, sizeof b, "x", 0, 0, 0, when, 0, 0), SD_OK);
+    snprintf(want, sizeof want, "x_e000000_00_%s.png", ts);
+    T_EQ_STR(b, want);
+    T_EQ_INT(sd_sample_file_name(b, sizeof b, NULL, SD_SAMPLE_NO_EPOCH, 12345678, 100, when, 0, 0), SD_OK);
+    snprintf(want, sizeof want, "12345678_100_%s.png", ts);
+    T_EQ_STR(b, want);
+    T_EQ_INT(sd_sample_file_name(b, 10, "long", 1, 1, 1, when, 0, 0), SD_ERANGE);
+}
+
+static void test_infotext(void)
+{
+    sd_infotext t = { .prompt = "a cat", .negative_prompt = "blurry", .steps = 20, .sampler = "Euler a",
+                      .scale = 7.0, .seed = 123, .width = 512, .height = 768 };
+    char *s = sd_infotext_format(&t);
+    T_EQ_STR(s, "a cat\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 123, Size: 512x768");
+    free(s);
+    t.negative_prompt = "";
+    t.scale = 7.5;
+    t.model_hash = "0123456789";
+    t.model = "my,model";
+    t.clip_skip = 2;
+    t.lora_hashes = "a: 0123456789ab, b: ba9876543210";
+    t.version = "sd-sample 0.1.0";
+    s = sd_infotext_format(&t);
+    T_EQ_STR(s, "a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7.5, Seed: 123, Size: 512x768, Model hash: 0123456789, "
+                "Model: \"my,model\", Clip skip: 2, Lora hashes: \"a: 0123456789ab, b: ba9876543210\", "
+                "Version: sd-sample 0.1.0");
+    free(s);
+    /* empty prompt: A1111 strips the text */
+    sd_infotext e = { .prompt = "  ", .steps = 1, .sampler = "DDIM", .scale = 1.25, .seed = 0, .width = 8, .height = 8 };
+    s = sd_infotext_format(&e);
+    T_EQ_STR(s, "Steps: 1, Sampler: DDIM, CFG scale: 1.25, Seed: 0, Size: 8x8");
+    free(s);
+    /* quoting escapes as json.dumps(ensure_ascii=False) */
+    e.model = "a\"b:\\c\tö";
+    s = sd_infotext_format(&e);
+    T_CHECKF(strstr(s, "Model: \"a\\\"b:\\\\c\\tö\"") != NULL, "%s", s);
+    free(s);
+    T_EQ_STR(sd_sampler_a1111_name(SD_SAMPLER_EULER_A), "Euler a");
+    T_EQ_STR(sd_sampler_a1111_name(SD_SAMPLER_DPMSOLVER_PP), "DPM++ 2M");
+    T_EQ_STR(sd_sampler_a1111_name(SD_SAMPLER_DPMSINGLE), "dpmsingle");
+}
+
+/* ---- the tiny model -------------------------------------------------------------------------- */
+
+static sd_model M;
+static sd_clip_tokenizer *TOK;
+static int have_model;
+
+static int setup_model(void)
+{
+    const char *mp = t_path("sample_tiny.safetensors"), *cp = t_path("sample_tiny.toml");
+    int rc = make_model(mp, cp);
+    if (!rc) rc = open_tiny(&M, mp, cp);
+    char vp[4096];
+    if (!rc) rc = sd_clip_vocab_path(vp, sizeof vp);
+    if (!rc) rc = sd_clip_tokenizer_load(vp, &TOK);
+    have_model = rc == SD_OK;
+    if (rc) printf("# setup: %s\n", sd_errmsg());
+    return rc;
+}
+
+static sd_gen_models gm(void)
+{
+    sd_gen_models g = { .unet = &M.unet, .clip = &M.clip, .vae = &M.vae, .family = SD_FAMILY_SD1, .tok = TOK,
+                        .clip_skip = 1, .vae_tiling = -1 };
+    return g;
+}
+
+static void test_prompt_encoding(void)
+{
+    if (!have_model) { T_SKIP("prompt_encoding", "no model"); return; }
+    sd_ctx ctx;
+    if (sd_ctx_init(&ctx, SD_DEV_CPU, 1, 0)) { T_CHECK(0); return; }
+    sd_gen_models g = gm();
+    const int64_t C = M.clip.cfg.width;
+    float *a = NULL, *b = NULL, *c = NULL;
+    int k = 0;
+    /* chunk counts: 75 tokens fit one chunk, 76 need two, more than 225 are cut to three */
+    char text[4096] = "";
+    for (int i = 0; i < 75; i++) strcat(text, "a ");
+    T_EQ_INT(sd_gen_prompt_chunks(&g, text, &k), SD_OK);
+    T_EQ_INT(k, 1);
+    strcat(text, "b");
+    T_EQ_INT(sd_gen_prompt_chunks(&g, text, &k), SD_OK);
+    T_EQ_INT(k, 2);
+    for (int i = 0; i < 200; i++) strcat(text, " c");
+    T_EQ_INT(sd_gen_prompt_chunks(&g, text, &k), SD_OK);
+    T_EQ_INT(k, 3);
+    T_EQ_INT(sd_gen_prompt_chunks(&g, "", &k), SD_OK);
+    T_EQ_INT(k, 1);
+    /* weight 1 spelled out = plain; "(cat)" differs; the mean is preserved */
+    T_EQ_INT(sd_gen_encode_prompt(&ctx, &g, "a photo of a cat", 1, &a), SD_OK);
+    T_EQ_INT(sd_gen_encode_prompt(&ctx, &g, "a photo of a (cat:1.0)", 1, &b), SD_OK);
+    T_EQ_INT(sd_gen_encode_prompt(&ctx, &g, "a photo of a (cat:1.5)", 1, &c), SD_OK);
+    if (a && b && c) {
+        T_CHECK(!memcmp(a, b, (size_t)(77 * C) * sizeof *a));
+        T_CHECK(memcmp(a, c, (size_t)(77 * C) * sizeof *a) != 0);
+        double sa = 0, sc = 0;
+        for (int64_t i = 0; i < 77 * C; i++) sa += a[i], sc += c[i];
+        T_NEAR(sa / (77.0 * C), sc / (77.0 * C), 1e-5 * (fabs(sa) / (77.0 * C) + 1e-3));
+        /* BOS row (position 0) scaled by the mean ratio only; cat's row ("a photo of a cat": BOS a photo
+           of a cat → position 5) by 1.5 × ratio */
+        double r0 = c[0] / a[0], r5 = c[5 * C] / a[5 * C];
+        T_NEAR(r5 / r0, 1.5, 1e-4);
+    }
+    free(a), free(b), free(c);
+    a = b = NULL;
+    /* forced chunks: two chunks of a short prompt = its 77 rows + a chunk of BOS/EOS padding */
+    T_EQ_INT(sd_gen_encode_prompt(&ctx, &g, "a photo of a cat", 2, &b), SD_OK);
+    T_EQ_INT(sd_gen_encode_prompt(&ctx, &g, "a photo of a cat", 1, &a), SD_OK);
+    if (a && b) T_CHECK(!memcmp(a, b, (size_t)(77 * C) * sizeof *a));
+    free(a), free(b);
+    sd_ctx_free(&ctx);
+}
+
+static int gen(sd_ctx *ctx, const sd_gen_models *g, const char *prompt, const char *neg, int w, int h, int steps,
+               double scale, sd_sampler_kind k, int B, const uint64_t *seeds, sd_image *out)
+{
+    sd_gen_params p = { .prompt = prompt, .negative_prompt = neg, .width = w, .height = h, .steps = steps,
+                        .scale = scale, .sampler = k, .batch = B, .seeds = seeds };
+    return sd_txt2img(ctx, g, &p, out);
+}
+
+static int same(const sd_image *a, const sd_image *b)
+{
+    return a->w == b->w && a->h == b->h && a->c == b->c && !memcmp(a->px, b->px, (size_t)a->w * a->h * a->c);
+}
+
+static void test_txt2img(void)
+{
+    if (!have_model) { T_SKIP("txt2img", "no model"); return; }
+    sd_ctx c1, c2;
+    sd_gen_models g = gm();
+    sd_gen_params p0 = { .width = 64, .height = 64, .batch = 2 };
+    if (sd_ctx_init(&c1, SD_DEV_CPU, 1, sd_txt2img_scratch_bytes(&g, &p0))) { T_CHECK(0); return; }
+    if (sd_ctx_init(&c2, SD_DEV_CPU, 2, sd_txt2img_scratch_bytes(&g, &p0))) { sd_ctx_free(&c1); T_CHECK(0); return; }
+    sd_image a[2] = { 0 }, b[2] = { 0 }, c[2] = { 0 }, d[1] = { 0 };
+    uint64_t s12[2] = { 1, 2 }, s2[1] = { 2 }, s21[2] = { 2, 1 };
+    T_EQ_INT(gen(&c1, &g, "a cat", "blurry", 32, 24, 3, 7.5, SD_SAMPLER_EULER_A, 2, s12, a), SD_OK);
+    T_EQ_INT(a[0].w, 32);
+    T_EQ_INT(a[0].h, 24);
+    T_EQ_INT(a[0].c, 3);
+    /* same again, another thread count */
+    T_EQ_INT(gen(&c2, &g, "a cat", "blurry", 32, 24, 3, 7.5, SD_SAMPLER_EULER_A, 2, s12, b), SD_OK);
+    T_CHECK(same(&a[0], &b[0]) && same(&a[1], &b[1]));
+    /* a seed's image does not depend on its batch position (within float noise of the batched UNet:
+       compare loosely) */
+    T_EQ_INT(gen(&c1, &g, "a cat", "blurry", 32, 24, 3, 7.5, SD_SAMPLER_EULER_A, 2, s21, c), SD_OK);
+    T_EQ_INT(gen(&c1, &g, "a cat", "blurry", 32, 24, 3, 7.5, SD_SAMPLER_EULER_A, 1, s2, d), SD_OK);
+    int maxd = 0;
+    for (int i = 0; i < 32 * 24 * 3; i++) {
+        int e1 = abs((int)a[1].px[i] - (int)c[0].px[i]), e2 = abs((int)a[1].px[i] - (int)d[0].px[i]);
+        if (e1 > maxd) maxd = e1;
+        if (e2 > maxd) maxd = e2;
+    }
+    T_CHECKF(maxd <= 1, "batch position changed a pixel by %d", maxd);
+    T_CHECK(!same(&a[0], &a[1]));
+    for (int i = 0; i < 2; i++) sd_image_free(&b[i]), sd_image_free(&c[i]);
+    sd_image_free(&d[0]);
+    /* no guidance (scale 1) and another prompt change the image; every sampler runs */
+    T_EQ_INT(gen(&c1, &g, "a cat", "blurry", 32, 24, 3, 1.0, SD_SAMPLER_EULER_A, 1, s12, b), SD_OK);
+    T_CHECK(!same(&a[0], &b[0]));
+    sd_image_free(&b[0]);
+    T_EQ_INT(gen(&c1, &g, "a dog", "blurry", 32, 24, 3, 7.5, SD_SAMPLER_EULER_A, 1, s12, b), SD_OK);
+    T_CHECK(!same(&a[0], &b[0]));
+    sd_image_free(&b[0]);
+    for (int k = 0; k < SD_SAMPLER_COUNT; k++) {
+        int rc = gen(&c1, &g, "x", NULL, 16, 16, 4, 3.0, (sd_sampler_kind)k, 1, s12, b);
+        T_CHECKF(rc == SD_OK, "%s: %s", sd_sampler_name((sd_sampler_kind)k), sd_errmsg());
+        sd_image_free(&b[0]);
+    }
+    /* pndm needs 4 steps (the reference fails below) */
+    T_EQ_INT(gen(&c1, &g, "x", NULL, 16, 16, 3, 3.0, SD_SAMPLER_PNDM, 1, s12, b), SD_EUNSUPPORTED);
+    /* bad sizes */
+    T_EQ_INT(gen(&c1, &g, "x", NULL, 20, 16, 3, 3.0, SD_SAMPLER_DDIM, 1, s12, b), SD_EINVAL);
+    T_CHECKF(strstr(sd_errmsg(), "multiples of 8") != NULL, "%s", sd_errmsg());
+    /* tiling: a tile covering the image = untiled; smaller tiles stay close */
+    g.vae_tiling = 1;
+    g.vae_tile = 64;
+    T_EQ_INT(gen(&c1, &g, "a cat", "blurry", 32, 24, 3, 7.5, SD_SAMPLER_EULER_A, 2, s12, b), SD_OK);
+    T_CHECK(same(&a[0], &b[0]));
+    sd_image_free(&b[0]), sd_image_free(&b[1]);
+    g.vae_tile = 8;
+    T_EQ_INT(gen(&c1, &g, "a cat", "blurry", 32, 24, 3, 7.5, SD_SAMPLER_EULER_A, 2, s12, b), SD_OK);
+    if (b[0].px) {
+        double md = 0;
+        for (int i = 0; i < 32 * 24 * 3; i++) md += abs((int)a[0].px[i] - (int)b[0].px[i]);
+        md /= 32 * 24 * 3;
+        T_CHECKF(md < 24, "tiled decode: mean |diff| %.2f", md);
+        printf("# tiled (8 latent px, overlap 2) vs untiled: mean |diff| %.2f levels\n", md);
+    }
+    sd_image_free(&b[0]), sd_image_free(&b[1]);
+    for (int i = 0; i < 2; i++) sd_image_free(&a[i]);
+    sd_ctx_free(&c1);
+    sd_ctx_free(&c2);
+}
+
+static int count_cb(void *user, const sd_sample_prompt *p, int index, const sd_image *im, const char *path)
+{
+    int *n = user;
+    (void)p;
+    (void)im;
+    struct stat sb;
+    if (stat(path, &sb) || index != *n) return SD_ESTATE;
+    (*n)++;
+    return 0;
+}
+
+static void test_sample_round(void)
+{
+    if (!have_model) { T_SKIP("sample_round", "no model"); return; }
+    const char *pf = "a cat --w 64 --h 64 --s 2 --d 7\n# comment\na dog --n ugly --w 64 --h 64 --s 2 --ss euler\n";
+    sd_prompt_list pl;
+    T_EQ_INT(sd_prompt_file_parse(pf, strlen(pf), "p.txt", &pl), SD_OK);
+    sd_ctx ctx;
+    sd_gen_models g = gm();
+    sd_gen_params p0 = { .width = 64, .height = 64, .batch = 1 };
+    if (sd_ctx_init(&ctx, SD_DEV_CPU, 1, sd_txt2img_scratch_bytes(&g, &p0))) { T_CHECK(0); return; }
+    const char *out = t_path("sample_round");
+    int n = 0;
+    sd_sample_run_opts o = { .output_dir = out, .output_name = "run", .sampler = SD_SAMPLER_DDIM, .seed_base = 5,
+                             .write_parameters = 1, .model_name = "run", .on_image = count_cb, .user = &n };
+    time_t t0 = time(NULL);
+    T_EQ_INT(sd_sample_images(&ctx, &g, &pl, &o, SD_SAMPLE_NO_EPOCH, 10), SD_OK);
+    T_EQ_INT(n, 2);
+    /* names: run_000010_00_<ts>_7.png and run_000010_01_<ts>.png (ts within the call) */
+    int found0 = 0, found1 = 0;
+    for (time_t t = t0; t <= time(NULL); t++) {
+        char nm[256], path[1024];
+        struct stat sb;
+        sd_sample_file_name(nm, sizeof nm, "run", SD_SAMPLE_NO_EPOCH, 10, 0, t, 1, 7);
+        snprintf(path, sizeof path, "%s/sample/%s", out, nm);
+        if (!stat(path, &sb)) {
+            found0 = 1;
+            char *v = NULL;
+            T_EQ_INT(read_png_text(path, "parameters", &v), SD_OK);
+            T_CHECKF(v && !strcmp(v, "a cat\nSteps: 2, Sampler: DDIM, CFG scale: 7.5, Seed: 7, Size: 64x64, Model: run"),
+                     "%s", v ? v : "(none)");
+            free(v);
+        }
+        sd_sample_file_name(nm, sizeof nm, "run", SD_SAMPLE_NO_EPOCH, 10, 1, t, 0, 0);
+        snprintf(path, sizeof path, "%s/sample/%s", out, nm);
+        if (!stat(path, &sb)) {
+            found1 = 1;
+            char *v = NULL;
+            T_EQ_INT(read_png_text(path, "parameters", &v), SD_OK);
+            T_CHECKF(v && strstr(v, "a dog\nNegative prompt: ugly\nSteps: 2, Sampler: Euler, ") == v, "%s", v ? v : "");
+            free(v);
+        }
+    }
+    T_CHECK(found0 && found1);
+    /* the epoch form */
+    n = 0;
+    T_EQ_INT(sd_sample_images(&ctx, &g, &pl, &o, 3, 10), SD_OK);
+    T_EQ_INT(n, 2);
+    sd_prompt_list_free(&pl);
+    sd_ctx_free(&ctx);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1) {
+        int rc;
+        if (!strcmp(argv[1], "make-model") && argc == 4) rc = make_model(argv[2], argv[3]);
+        else if (!strcmp(argv[1], "make-lora") && argc == 6)
+            rc = make_lora(argv[2], argv[3], argv[4], strtoull(argv[5], NULL, 10));
+        else if (!strcmp(argv[1], "text") && argc == 4) {
+            char *v = NULL;
+            rc = read_png_text(argv[2], argv[3], &v);
+            if (!rc) printf("%s\n", v);
+            free(v);
+        } else if (!strcmp(argv[1], "size") && argc == 3) {
+            sd_image im;
+            /* colour type from IHDR (byte 25): 2 = RGB */
+            char *buf = NULL;
+            size_t n = 0;
+            rc = sd_read_file(argv[2], 0, &buf, &n);
+            int ct = !rc && n > 25 ? (unsigned char)buf[25] : -1;
+            free(buf);
+            if (!rc) rc = sd_image_load(argv[2], SD_ALPHA_DROP, &im, NULL);
+            if (!rc) printf("%d %d %s\n", im.w, im.h, ct == 2 ? "rgb" : ct == 6 ? "rgba" : "other");
+            if (!rc) sd_image_free(&im);
+        } else if (!strcmp(argv[1], "maxdiff") && argc == 4) {
+            sd_image x = { 0 }, y = { 0 };
+            rc = sd_image_load(argv[2], SD_ALPHA_DROP, &x, NULL);
+            if (!rc) rc = sd_image_load(argv[3], SD_ALPHA_DROP, &y, NULL);
+            if (!rc) {
+                int md = -1;
+                if (x.w == y.w && x.h == y.h && x.c == y.c) {
+                    md = 0;
+                    for (size_t i = 0; i < (size_t)x.w * x.h * x.c; i++) {
+                        int d = abs((int)x.px[i] - (int)y.px[i]);
+                        if (d > md) md = d;
+                    }
+                }
+                printf("%d\n", md);
+            }
+            sd_image_free(&x);
+            sd_image_free(&y);
+        } else {
+            fprintf(stderr, "usage: see the comment at the top of tests/unit/test_sample.c\n");
+            return 2;
+        }
+        if (rc) fprintf(stderr, "test_sample: %s\n", sd_errmsg());
+        return rc ? 1 : 0;
+    }
+    T_RUN(test_due);
+    T_RUN(test_file_name);
+    T_RUN(test_infotext);
+    setup_model();
+    T_RUN(test_prompt_encoding);
+    T_RUN(test_txt2img);
+    T_RUN(test_sample_round);
+    if (have_model) {
+        sd_model_close(&M);
+        sd_clip_tokenizer_free(TOK);
+    }
+    T_DONE();
+}
