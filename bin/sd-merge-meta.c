@@ -530,8 +530,6 @@ static int load_base(const char *path)
             it = jv_object_iter_next(e->value, it);
         }
         size_t idx;
-        char lbuf[32];
-        snprintf(lbuf, sizeof lbuf, "%ld", e->line);
         rc = push_item(rec, path, e->line, &idx);
         if (rc == SD_OK) {
             /* match inputs by the entry's key as given, and by the key our images would get */

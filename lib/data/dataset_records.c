@@ -237,7 +237,7 @@ static int db_subset(const sd_dataset_sink *K, const sd_dataset_config *cfg, con
     return rc;
 }
 
-static int ft_subset(const sd_dataset_sink *K, const sd_dataset_config *cfg, const sd_dc_dataset *d, const sd_dc_subset *s)
+static int ft_subset(const sd_dataset_sink *K, const sd_dc_dataset *d, const sd_dc_subset *s)
 {
     const char *mf = pstr(s->params, "metadata_file");
     const char *dir = pstr(s->params, "image_dir");
@@ -267,7 +267,6 @@ static int ft_subset(const sd_dataset_sink *K, const sd_dataset_config *cfg, con
         rc = K->record(K->ctx, rec, mf, e->line);
     }
     sd_meta_free(&m);
-    (void)cfg;
     return rc;
 }
 
@@ -277,7 +276,7 @@ int sd_dataset_records(const sd_dataset_config *cfg, const sd_dataset_sink *sink
     for (int i = 0; i < cfg->ndatasets && rc == SD_OK; i++) {
         const sd_dc_dataset *d = &cfg->datasets[i];
         for (int j = 0; j < d->nsubsets && rc == SD_OK; j++)
-            rc = d->method == SD_DC_FINETUNE ? ft_subset(sink, cfg, d, &d->subsets[j])
+            rc = d->method == SD_DC_FINETUNE ? ft_subset(sink, d, &d->subsets[j])
                                              : db_subset(sink, cfg, d, &d->subsets[j]);
     }
     return rc;
