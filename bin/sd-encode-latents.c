@@ -20,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -42,6 +41,7 @@
 #include "io/safetensors.h"
 #include "models/detect.h"
 #include "models/model_config.h"
+#include "models/sd_model.h"
 #include "models/vae.h"
 
 #define TOOL "sd-encode-latents"
@@ -51,6 +51,7 @@
 
 static struct {
     const char *model, *vae, *model_config, *out;
+    int v2, v_param;
     int kohya_names, compress, latent_mode, dtype, batch, flip, alpha, skip_existing;
     int64_t seed;
     sd_opt_list resolution;
@@ -60,13 +61,7 @@ static struct {
 } a;
 
 static const sd_opt table[] = {
-    {.name = "model", .alias = "pretrained_model_name_or_path", .type = SD_OPT_STRING, .dest = &a.model,
-     .metavar = "FILE", .group = "Model",
-     .help = "SD1.x/2.x checkpoint (.safetensors) whose VAE encodes; not opened when --vae is given"},
-    {.name = "vae", .type = SD_OPT_STRING, .dest = &a.vae, .metavar = "FILE", .group = "Model",
-     .help = "VAE file (single-file, VAE-only ldm or Diffusers .safetensors) instead of the model's"},
-    {.name = "model_config", .type = SD_OPT_STRING, .dest = &a.model_config, .metavar = "FILE", .group = "Model",
-     .help = "model config (JSON/TOML, its [vae] table) for VAEs that are not SD1/SD2-shaped"},
+    SD_MODEL_OPT_ENTRIES(&a.model, &a.vae, &a.model_config, &a.v2, &a.v_param),
     {.name = "out", .alias = "output_dir", .type = SD_OPT_STRING, .dest = &a.out, .metavar = "DIR",
      .group = "Output", .help = "directory of the latent files, named by the hash of their inputs"},
     {.name = "kohya_names", .type = SD_OPT_FLAG, .dest = &a.kohya_names, .def = "false", .group = "Output",
@@ -367,8 +362,8 @@ static int ngroups;
 static struct {
     sd_ctx ctx;
     size_t scratch_cap;
-    sd_vae vae;
-    sd_params reg;
+    sd_model m;
+    int m_open;
     float *xbuf, *mbuf, *zbuf;
     size_t xcap, mcap, zcap;
     long encoded, reused, failed;
@@ -477,7 +472,7 @@ static int write_latent(item *it, const float *lat, const float *latf)
 
 static int ensure_scratch(int64_t nb, int64_t H, int64_t W)
 {
-    size_t need = sd_vae_scratch_bytes(&r.vae, nb, H, W, 0);
+    size_t need = sd_vae_scratch_bytes(&r.m.vae, nb, H, W, 0);
     /* the ops' own lowering buffers come on top; the arena is reserved address space */
     size_t want = 4 * need + ((size_t)1 << 30);
     if (want <= r.scratch_cap) return 0;
@@ -511,7 +506,7 @@ static void encode_group(int gi)
         for (int i = 0; i < n; i++) memcpy(r.xbuf + (size_t)i * nf * img, gr->it[i]->x, (size_t)nf * img * sizeof(float));
         sd_tensor x = sd_tensor_wrap(r.xbuf, SD_F32, SD_DIMS(nb, 3, H, W));
         sd_tensor m = sd_tensor_wrap(r.mbuf, SD_F32, SD_DIMS(nb, 2 * E, h, w));
-        if (sd_vae_encode(&r.ctx, &r.vae, &m, &x) < 0) {
+        if (sd_vae_encode(&r.ctx, &r.m.vae, &m, &x) < 0) {
             snprintf(msg, sizeof msg, "VAE encode of a %lldx%lld batch of %lld: %s", (long long)W, (long long)H,
                      (long long)nb, sd_errmsg());
             fail = msg;
@@ -723,44 +718,29 @@ static void collect(item *it)
 
 /* ---- model ----------------------------------------------------------------------------------- */
 
-static int ends_with(const char *s, const char *suf)
-{
-    size_t n = strlen(s), m = strlen(suf);
-    return n >= m && !strcasecmp(s + n - m, suf);
-}
-
+/* The VAE through models/sd_model.h: .safetensors, legacy .ckpt (safe reader) or a Diffusers folder,
+ * and --vae replacements of every kind; only the VAE is built. */
 static int load_vae(void)
 {
-    const char *path = a.vae ? a.vae : a.model;
-    if (ends_with(path, ".ckpt") || ends_with(path, ".pt") || ends_with(path, ".pth") || ends_with(path, ".bin"))
-        return sd_err(SD_EUNSUPPORTED, "%s: PyTorch pickle checkpoints are not read by this tool yet: convert it to "
-                      ".safetensors first", path);
-    sd_safetensors *st = NULL;
-    int rc = sd_safetensors_open(path, &st);
+    sd_model_opts mo;
+    memset(&mo, 0, sizeof mo);
+    mo.parts = SD_MODEL_VAE;
+    mo.vae = a.model ? a.vae : NULL;
+    mo.config = a.model_config;
+    mo.v2 = a.v2;
+    mo.v_param = -1;
+    const char *path = a.model ? a.model : a.vae;
+    int rc = sd_model_open(&r.m, path, &mo);
     if (rc < 0) return rc;
-    sd_detect_info info;
-    rc = sd_detect_model(st, &info);
-    if (rc >= 0 && info.vae == SD_LAYOUT_NONE) rc = sd_err(SD_EFORMAT, "%s: no VAE tensors (%s)", path, info.description);
-    sd_model_config mc;
-    if (rc >= 0) {
-        if (a.model_config)
-            rc = sd_model_config_load(a.model_config, &mc);
-        else
-            mc = info.cfg;
-    }
-    if (rc >= 0) {
-        sd_debug("%s: %s", path, info.description);
-        sd_params_init(&r.reg);
-        rc = sd_vae_init(&r.vae, &r.reg, VAE_PREFIX, &mc.vae);
-        if (rc >= 0) rc = sd_params_alloc(&r.reg, SD_DEV_CPU);
-        if (rc >= 0) rc = sd_vae_load(&r.vae, &r.reg, st, SD_LAYOUT_NONE);
-    }
-    sd_safetensors_close(st);
+    r.m_open = 1;
+    if (r.m.warning[0]) sd_warn("%s", r.m.warning);
+    rc = sd_model_load(&r.m, SD_DEV_CPU);
+    sd_model_release_source(&r.m);
     if (rc < 0) return rc;
-    g.channels = mc.vae.embed_dim;
-    g.factor = (int)r.vae.factor;
+    g.channels = r.m.cfg.vae.embed_dim;
+    g.factor = (int)r.m.vae.factor;
     double t0 = sd_now();
-    rc = sd_latent_vae_hash(&r.reg, VAE_PREFIX, g.vae_sha);
+    rc = sd_latent_vae_hash(&r.m.vae_params, VAE_PREFIX, g.vae_sha);
     if (rc >= 0) sd_debug("VAE hash %s (%.2f s)", g.vae_sha, sd_now() - t0);
     return rc;
 }
@@ -983,8 +963,7 @@ int main(int argc, char **argv)
     free(r.mbuf);
     free(r.zbuf);
     if (r.scratch_cap) sd_ctx_free(&r.ctx);
-    sd_vae_free(&r.vae);
-    sd_params_free(&r.reg);
+    if (r.m_open) sd_model_close(&r.m);
     for (int i = 0; i < nsets; i++) {
         sd_bucket_set_free(&sets[i]->set);
         free(sets[i]->err);

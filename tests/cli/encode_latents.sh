@@ -58,6 +58,23 @@ while read -r line; do
   echo "# $img: $out1; flipped: $out2"
 done < mean.jsonl
 check encode_mean_equals_library_encode '[ $good = 1 ] && [ "$(wc -l < mean.jsonl)" = 3 ]'
+# ... and `sd-model run vae-encode` on the same pixels (its moments' first 4 channels are the mean)
+if [ -x "$bin/sd-model" ]; then
+  good=1
+  while read -r line; do
+    img=$(echo "$line" | sed 's/.*"image":"\([^"]*\)".*/\1/')
+    lat=$(echo "$line" | sed 's/.*"latents":"\([^"]*\)".*/\1/')
+    b=$(echo "$line" | sed 's/.*"bucket":\[\([0-9]*\),\([0-9]*\)\].*/\1 \2/')
+    rs=$(echo "$line" | sed 's/.*"resized":\[\([0-9]*\),\([0-9]*\)\].*/\1 \2/')
+    # shellcheck disable=SC2086
+    "$helper" --write-pixels "$img" $b $rs px.npy \
+      && "$bin/sd-model" run vae-encode --model vae.safetensors --model_config cfg.json --input px.npy -o mom.npy \
+         --threads 1 2> sdm.err \
+      && out=$("$helper" --compare-moments "$lat" mom.npy) || { good=0; cat sdm.err; }
+    echo "# $img: $out"
+  done < mean.jsonl
+  check encode_mean_equals_sd_model_vae_encode '[ $good = 1 ]'
+fi
 
 # ---- the same plan from sd-bucket gives the same file ------------------------------------------------
 if [ -x "$bin/sd-bucket" ]; then

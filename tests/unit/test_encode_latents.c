@@ -7,11 +7,16 @@
  *   test_encode_latents --check-mean VAE CONFIG LATENT.npz IMAGE BW BH RW RH [flip]
  *        encode the image through the library (decode, sd_bucket_apply with the reference's
  *        filter choice, [-1,1], sd_vae_encode, mean) and compare with the file bit for bit;
- *   test_encode_latents --check-file LATENT.npz  (exit 0 when it reads back and validates). */
+ *   test_encode_latents --check-file LATENT.npz  (exit 0 when it reads back and validates);
+ *   test_encode_latents --write-pixels IMAGE BW BH RW RH OUT.npy
+ *        the planned, normalised pixels [1,3,BH,BW] as .npy (input of `sd-model run vae-encode`);
+ *   test_encode_latents --compare-moments LATENT.npz MOMENTS.npy
+ *        the file's latents equal the first C channels (the mean) of sd-model's moments. */
 #include <jv.h>
 #include <unistd.h>
 
 #include "base/error.h"
+#include "base/fileio.h"
 #include "base/hash.h"
 #include "base/rng.h"
 #include "data/bucket.h"
@@ -21,6 +26,7 @@
 #include "io/jsonl.h"
 #include "io/resample.h"
 #include "io/latent.h"
+#include "io/npy.h"
 #include "io/safetensors.h"
 #include "models/model_config.h"
 #include "models/vae.h"
@@ -364,6 +370,59 @@ static int check_mean(char **argv, int flip)
     return bad;
 }
 
+static int write_pixels(char **argv)
+{
+    const char *image = argv[0], *out = argv[5];
+    int bw = atoi(argv[1]), bh = atoi(argv[2]), rw = atoi(argv[3]), rh = atoi(argv[4]);
+    sd_image im = {0}, o = {0};
+    int rc = sd_image_load(image, SD_ALPHA_DROP, &im, NULL);
+    sd_bucket_plan p;
+    memset(&p, 0, sizeof p);
+    p.image_w = im.w;
+    p.image_h = im.h;
+    p.bucket_w = bw;
+    p.bucket_h = bh;
+    p.resized_w = rw;
+    p.resized_h = rh;
+    p.trim_x = (rw - bw) / 2;
+    p.trim_y = (rh - bh) / 2;
+    if (!rc) rc = sd_bucket_apply(&im, &p, -1, 0, &o);
+    if (rc) return fprintf(stderr, "%s\n", sd_errmsg()), 1;
+    float *x = malloc((size_t)3 * bw * bh * sizeof(float));
+    for (int y = 0; y < bh; y++)
+        for (int xx = 0; xx < bw; xx++)
+            for (int c = 0; c < 3; c++)
+                x[((size_t)c * bh + y) * bw + xx] = ((float)o.px[((size_t)y * bw + xx) * 3 + c] / 255.0f - 0.5f) / 0.5f;
+    FILE *f = fopen(out, "wb");
+    rc = f ? sd_npy_write(f, SD_NPY_F4, 4, (const int64_t[]){1, 3, bh, bw}, x) : -1;
+    if (f) fclose(f);
+    free(x);
+    sd_image_free(&im);
+    sd_image_free(&o);
+    return rc ? 1 : 0;
+}
+
+static int compare_moments(const char *npz, const char *npy)
+{
+    sd_latent_file lf;
+    char *buf = NULL;
+    size_t n = 0;
+    sd_npy_array m;
+    if (sd_latent_read(npz, NULL, &lf) || sd_read_file(npy, 0, &buf, &n) || sd_npy_load(buf, n, &m))
+        return printf("%s\n", sd_errmsg()), 1;
+    int bad = m.dtype != SD_NPY_F4 || m.ndim != 4 || m.shape[0] != 1 || m.shape[1] != 2 * lf.c || m.shape[2] != lf.h ||
+              m.shape[3] != lf.w;
+    size_t cnt = (size_t)lf.c * lf.h * lf.w;
+    double maxd = 0;
+    for (size_t i = 0; !bad && i < cnt; i++) maxd = fmax(maxd, fabs((double)lf.latents[i] - ((float *)m.data)[i]));
+    printf("latents vs sd-model run vae-encode mean: max |diff| %g over %zu values\n", maxd, cnt);
+    bad = bad || maxd != 0;
+    free(m.data);
+    free(buf);
+    sd_latent_free(&lf);
+    return bad;
+}
+
 static void test_vae_hash(void)
 {
     sd_vae_config c;
@@ -476,6 +535,8 @@ int main(int argc, char **argv)
         return 0;
     }
     if (argc >= 10 && !strcmp(argv[1], "--check-mean")) return check_mean(argv + 2, argc > 10);
+    if (argc == 8 && !strcmp(argv[1], "--write-pixels")) return write_pixels(argv + 2);
+    if (argc == 4 && !strcmp(argv[1], "--compare-moments")) return compare_moments(argv[2], argv[3]);
     if (argc == 3 && !strcmp(argv[1], "--check-file")) {
         sd_latent_file lf;
         if (sd_latent_read(argv[2], NULL, &lf)) {
