@@ -182,6 +182,7 @@ static int open_model(sd_model *m, unsigned parts)
     sd_model_opts o = model_opts(parts);
     int rc = sd_model_open(m, a.model, &o);
     if (!rc && m->warning[0]) sd_warn("%s", m->warning);
+    if (!rc) rc = sd_model_set_inference(m);
     if (!rc) rc = sd_model_load(m, SD_DEV_CPU);
     if (!rc) sd_model_release_source(m);
     return rc;
@@ -840,7 +841,8 @@ static int convert(const char *src, const char *out)
         }
         sd_model_close(&m);
         sd_model_opts lo = model_opts(via);
-        if ((rc = sd_model_open(&m, src, &lo)) || (rc = sd_model_load(&m, SD_DEV_CPU))) goto out;
+        if ((rc = sd_model_open(&m, src, &lo)) || (rc = sd_model_set_inference(&m)) || (rc = sd_model_load(&m, SD_DEV_CPU)))
+            goto out;
         for (int c = 0; c < 3 && !rc; c++)
             if (via & (1u << c)) rc = sd_model_add_to_writer(&m, 1u << c, w, dt[c]);
         if (rc) goto out;

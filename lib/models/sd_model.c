@@ -535,6 +535,35 @@ fail:
     return sd_err_prefix(rc, "%s", path);
 }
 
+sd_st_dtype sd_model_source_dtype(const sd_model *m, unsigned part)
+{
+    const sd_model_file *f = part == SD_MODEL_UNET ? m->unet_src : part == SD_MODEL_TE ? m->te_src
+                             : part == SD_MODEL_VAE ? m->vae_src : NULL;
+    if (!f || !f->st) return SD_ST_F32;
+    int seen = -1;
+    for (size_t i = 0; i < sd_safetensors_count(f->st); i++) {
+        const sd_st_tensor *t = sd_safetensors_at(f->st, i);
+        if (t->ndim < 2 || sd_model_tensor_component(&f->info, t->name) != part) continue;
+        if (seen < 0) seen = (int)t->dtype;
+        else if (seen != (int)t->dtype) return SD_ST_F32;
+    }
+    return seen == SD_ST_F16 || seen == SD_ST_BF16 ? (sd_st_dtype)seen : SD_ST_F32;
+}
+
+int sd_model_set_inference(sd_model *m)
+{
+    sd_params *regs[3] = { &m->unet_params, &m->te_params, &m->vae_params };
+    for (int c = 0; c < 3; c++) {
+        if (!(m->parts & (1u << c))) continue;
+        int rc = sd_params_set_trainable(regs[c], "", 0);
+        if (rc < 0) return rc;
+        sd_st_dtype d = sd_model_source_dtype(m, 1u << c);
+        rc = sd_params_set_frozen_dtype(regs[c], d == SD_ST_F16 ? SD_F16 : d == SD_ST_BF16 ? SD_BF16 : SD_F32);
+        if (rc) return rc;
+    }
+    return SD_OK;
+}
+
 int sd_model_load(sd_model *m, sd_devkind device)
 {
     int rc = SD_OK;

@@ -144,6 +144,13 @@ typedef struct sd_model {
  * that is asked for but absent is an error ("m.safetensors: no VAE in this model (give one with
  * --vae)"). */
 int sd_model_open(sd_model *m, const char *path, const sd_model_opts *opts);
+/* The floating dtype the source stores component `part`'s matrices (tensors of ≥ 2 dimensions)
+ * in when it is one dtype for all of them (SD_ST_F16 / SD_ST_BF16 / SD_ST_F32), else SD_ST_F32. */
+sd_st_dtype sd_model_source_dtype(const sd_model *m, unsigned part);
+/* Inference set-up, between sd_model_open() and sd_model_load(): every parameter frozen (no
+ * gradient memory), and each component's linear/conv weights kept in half precision when the
+ * source stores them so (the same numbers, half the memory; the ops convert per use). */
+int sd_model_set_inference(sd_model *m);
 /* Allocate (on `device`) and fill the values of the built components. */
 int sd_model_load(sd_model *m, sd_devkind device);
 /* Close the source files (after sd_model_load; the networks stay usable). */

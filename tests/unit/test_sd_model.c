@@ -588,6 +588,29 @@ done:
     sd_model_close(&m);
 }
 
+static void test_inference_setup(void)
+{
+    sd_model m;
+    memset(&m, 0, sizeof m);
+    const char *cfg = cfg_file("sd1.toml", SD1_CFG);
+    sd_model_opts o = { .config = cfg, .v_param = -1 };
+    CK(sd_model_open(&m, sd1_full(), &o));
+    T_EQ_INT(sd_model_source_dtype(&m, SD_MODEL_UNET), SD_ST_F16);
+    T_EQ_INT(sd_model_source_dtype(&m, SD_MODEL_TE), SD_ST_F32);
+    T_EQ_INT(sd_model_source_dtype(&m, SD_MODEL_VAE), SD_ST_F16);
+    CK(sd_model_set_inference(&m));
+    CK(sd_model_load(&m, SD_DEV_CPU));
+    T_EQ_INT(m.unet_params.grad_bytes + m.te_params.grad_bytes + m.vae_params.grad_bytes, 0);
+    const sd_param *p = sd_params_find(&m.unet_params, "model.diffusion_model.input_blocks.0.0.weight");
+    T_CHECK(p && p->value.dtype == SD_F16);
+    p = sd_params_find(&m.te_params, "cond_stage_model.transformer.text_model.encoder.layers.0.mlp.fc1.weight");
+    T_CHECK(p && p->value.dtype == SD_F32);
+    /* the outputs do not change */
+    check_clip(&m, G_CLIP1, "golden.y", 0);
+done:
+    sd_model_close(&m);
+}
+
 static void test_missing_component(void)
 {
     sd_model m;
@@ -810,6 +833,7 @@ int main(int argc, char **argv)
         return rc ? 1 : 0;
     }
     T_RUN(test_single_file);
+    T_RUN(test_inference_setup);
     T_RUN(test_missing_component);
     T_RUN(test_sdxl_refused);
     T_RUN(test_hashes);
