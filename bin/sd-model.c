@@ -43,7 +43,7 @@ static struct {
     const char *timesteps, *context;
     int save_precision;
     int tile, tile_overlap;
-    int json;
+    int json, no_hashes;
     int threads;
 } a;
 
@@ -74,6 +74,8 @@ static const sd_opt table[] = {
      .group = "Convert", .help = "convert: store floating tensors as f32, f16 or bf16 (default: as in the source)"},
     {.name = "json", .type = SD_OPT_FLAG, .dest = &a.json, .def = "false", .group = "Output",
      .help = "info: one JSON object on stdout"},
+    {.name = "no_hashes", .type = SD_OPT_FLAG, .dest = &a.no_hashes, .def = "false", .group = "Output",
+     .help = "info: skip the hashes (they read the whole file)"},
     SD_OPT_THREADS(&a.threads),
     SD_OPT_END};
 
@@ -588,7 +590,9 @@ static int info_one(const char *path)
     const sd_model_file *single = m.format != SD_MODEL_FMT_DIFFUSERS ? &m.files[0] : NULL;
     sd_model_hashes h;
     memset(&h, 0, sizeof h);
-    if (single) {
+    int single_hashes = single != NULL;
+    if (a.no_hashes) single_hashes = 0;
+    if (single_hashes) {
         rc = sd_model_file_hashes(path, single->format == SD_MODEL_FMT_SAFETENSORS ? single->st : NULL, &h);
         if (rc) {
             sd_model_close(&m);
@@ -642,7 +646,7 @@ static int info_one(const char *path)
         }
         r = jv_object_set(r, jv_string("metadata"), meta);
         r = jv_object_set(r, jv_string("config"), config_jv(&m.cfg));
-        if (single) {
+        if (single_hashes) {
             jv hj = jv_object();
             hj = jv_object_set(hj, jv_string("sha256"), jv_string(h.sha256));
             hj = jv_object_set(hj, jv_string("shorthash"), jv_string(h.shorthash));
@@ -710,7 +714,7 @@ static int info_one(const char *path)
                 printf("%s\n", vl > 200 ? " ..." : "");
             }
         }
-        if (single) {
+        if (single_hashes) {
             printf("sha256            %s\n", h.sha256);
             printf("shorthash         %s (A1111)\n", h.shorthash);
             printf("model_hash        %s (A1111 legacy)\n", h.a1111_legacy);

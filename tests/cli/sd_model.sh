@@ -102,6 +102,8 @@ legacy=$(dd if="$T/sd1.safetensors" bs=65536 skip=16 count=1 2>/dev/null | sha25
 if grep -q "^sha256  *$sha\$" "$T/info" && grep -q "^shorthash  *${sha:0:10} " "$T/info" &&
    grep -q "^model_hash  *$legacy " "$T/info" && grep -q '^sshs_model_hash  *[0-9a-f]\{64\}$' "$T/info" &&
    grep -q '^sshs_legacy_hash  *[0-9a-f]\{8\}$' "$T/info"; then ok info_hashes; else nok info_hashes "$T/info"; fi
+"$B" info "$T/sd1.safetensors" $S1 --no_hashes >"$T/info" && ! grep -q 'sha256\|hash' "$T/info" && grep -q '^total' "$T/info" &&
+  ok info_no_hashes || nok info_no_hashes "$T/info"
 if "$B" info "$T/sd2.safetensors" $S2 --json >"$T/info.json" 2>"$T/err" &&
    grep -q '"family":"SD2.x"' "$T/info.json" && grep -q '"parameterization":"v"' "$T/info.json" &&
    grep -q '"text_encoder":{"layout":"ldm","tensors":54,' "$T/info.json" &&
