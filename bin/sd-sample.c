@@ -73,7 +73,8 @@ static const sd_opt table[] = {
      .help = "accepted for the reference's command lines: only networks.lora"},
     {.name = "textual_inversion_embeddings", .type = SD_OPT_STRINGS, .dest = &a.ti, .metavar = "FILE",
      .flags = SD_OPTF_NARGS | SD_OPTF_APPEND, .group = "Networks",
-     .help = "textual-inversion embeddings (not supported yet: refused)"},
+     .help = "textual-inversion embeddings (.safetensors, kohya emb_params or Diffusers); the token is the file "
+             "name without extension"},
     {.name = "prompt", .type = SD_OPT_STRING, .dest = &a.prompt, .metavar = "TEXT", .group = "Prompts",
      .help = "one prompt; may carry the prompt file's options (\"a cat --n blurry --w 768 --d 5\")"},
     {.name = "from_file", .type = SD_OPT_STRING, .dest = &a.from_file, .metavar = "FILE", .group = "Prompts",
@@ -244,7 +245,9 @@ static int run(void)
     sd_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
     sd_clip_tokenizer *tok = NULL;
-    char *lora_hashes = NULL;
+    char *lora_hashes = NULL, *ti_hashes = NULL;
+    sd_gen_ti ti;
+    memset(&ti, 0, sizeof ti);
     int rc;
     sd_sampler_kind defk;
     if ((rc = sd_sampler_parse(a.sampler, &defk))) return usage_error("option '--sampler': %s", sd_errmsg());
@@ -315,9 +318,16 @@ static int run(void)
     sd_model_release_source(&m);
     char vp[4096];
     if ((rc = sd_clip_vocab_path(vp, sizeof vp)) || (rc = sd_clip_tokenizer_load(vp, &tok))) goto out;
+    if (a.ti.n) {
+        if ((rc = sd_gen_ti_attach(&ti, &m.clip, a.ti.s, a.ti.n))) goto out;
+        for (int i = 0; i < ti.n; i++)
+            sd_info("%s: token '%s' = %d vector%s", a.ti.s[i], ti.tokens[i].token, ti.tokens[i].count,
+                    ti.tokens[i].count == 1 ? "" : "s");
+    }
     sd_gen_models gm = { .unet = &m.unet, .clip = &m.clip, .vae = &m.vae, .family = m.cfg.family, .tok = tok,
                          .clip_skip = a.clip_skip, .v_prediction = m.cfg.parameterization == SD_PRED_V,
-                         .vae_tiling = a.vae_tiling, .vae_tile = a.vae_tile_size };
+                         .vae_tiling = a.vae_tiling, .vae_tile = a.vae_tile_size,
+                         .tokens = ti.tokens, .ntokens = ti.n };
     /* scratch for the largest job */
     size_t need = 0;
     int bs = a.batch_size < a.images_per_prompt ? a.batch_size : a.images_per_prompt;
@@ -356,6 +366,18 @@ static int run(void)
                 snprintf(lora_hashes + l, cap - l, "%s%s: %s", i ? ", " : "",
                          file_stem(a.network_weights.s[i], stem, sizeof stem), h);
             }
+        }
+    }
+    if (!a.no_metadata && ti.n) {
+        size_t cap = 1;
+        for (int i = 0; i < ti.n; i++) cap += strlen(ti.tokens[i].token) + 20;
+        ti_hashes = calloc(cap, 1);
+        if (!ti_hashes) { rc = sd_err(SD_ENOMEM, "out of memory"); goto out; }
+        for (int i = 0; i < ti.n; i++) {
+            char hex[65];
+            if ((rc = sd_sha256_file(a.ti.s[i], hex))) goto out;
+            size_t l = strlen(ti_hashes);
+            snprintf(ti_hashes + l, cap - l, "%s%s: %.12s", i ? ", " : "", ti.tokens[i].token, hex);
         }
     }
     if ((rc = sd_mkdirs(a.outdir))) goto out;
@@ -407,7 +429,7 @@ static int run(void)
                                        .sampler = sd_sampler_a1111_name(kind), .scale = p->scale, .seed = seeds[b],
                                        .width = p->width, .height = p->height,
                                        .model_hash = model_hash[0] ? model_hash : NULL, .model = model_name,
-                                       .clip_skip = a.clip_skip, .lora_hashes = lora_hashes,
+                                       .clip_skip = a.clip_skip, .lora_hashes = lora_hashes, .ti_hashes = ti_hashes,
                                        .version = "sd-sample " SD_VERSION };
                     info = sd_infotext_format(&it);
                     if (!info) rc = sd_err(SD_ENOMEM, "out of memory");
@@ -427,6 +449,8 @@ static int run(void)
     if (!rc) sd_info("%" PRId64 " images written to %s", written, a.outdir);
 out:
     free(lora_hashes);
+    free(ti_hashes);
+    sd_gen_ti_detach(&ti);
     sd_clip_tokenizer_free(tok);
     if (ctx.threads) sd_ctx_free(&ctx);
     sd_model_close(&m);
@@ -480,11 +504,7 @@ int main(int argc, char **argv)
     if (!a.model) rc = usage_error("--model is required");
     else if (!a.outdir) rc = usage_error("--outdir is required");
     else if (!a.prompt == !a.from_file) rc = usage_error("give exactly one of --prompt and --from_file");
-    else if (a.ti.n) {
-        sd_err(SD_EUNSUPPORTED, "--textual_inversion_embeddings: textual-inversion embeddings are not supported "
-                                "by this version of sd-sample");
-        rc = sd_fatal(SD_EXIT_FATAL);
-    } else if (a.network_mul.n > a.network_weights.n) {
+    else if (a.network_mul.n > a.network_weights.n) {
         rc = usage_error("%d --network_mul values for %d --network_weights files", a.network_mul.n,
                          a.network_weights.n);
     } else if (a.W % 8 || a.H % 8) {

@@ -12,6 +12,7 @@
 #include "base/fileio.h"
 #include "base/rng.h"
 #include "io/png_text.h"
+#include "io/safetensors.h"
 #include "text/caption.h"
 
 #define CHUNK 75
@@ -28,6 +29,57 @@ typedef struct wtoks {
     int truncated;
 } wtoks;
 
+static int push_ids(wtoks *t, const int32_t *ids, size_t n, float w)
+{
+    for (size_t k = 0; k < n; k++) {
+        if (t->n == MAX_TOKENS) {
+            t->truncated = 1;
+            return 1;
+        }
+        t->ids[t->n] = ids[k];
+        t->w[t->n] = w;
+        t->n++;
+    }
+    return 0;
+}
+
+static int encode_text(const sd_gen_models *m, const char *s, size_t len, float w, wtoks *t)
+{
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (!len) return SD_OK;
+    int rc = sd_clip_tokenizer_encode(m->tok, s, len, MAX_TOKENS + 1, &ids, &n);
+    if (!rc) push_ids(t, ids, n, w);
+    free(ids);
+    return rc;
+}
+
+/* One weighted piece: text between textual-inversion tokens tokenized as usual, each token
+ * replaced by its ids (leftmost match, the longest token at that position). */
+static int encode_piece(const sd_gen_models *m, const char *s, float w, wtoks *t)
+{
+    while (*s && !t->truncated) {
+        const char *best = NULL;
+        const sd_gen_token *bt = NULL;
+        for (int i = 0; i < m->ntokens; i++) {
+            const char *p = strstr(s, m->tokens[i].token);
+            if (p && (!best || p < best || (p == best && strlen(m->tokens[i].token) > strlen(bt->token)))) {
+                best = p;
+                bt = &m->tokens[i];
+            }
+        }
+        if (!best) return encode_text(m, s, strlen(s), w, t);
+        int rc = encode_text(m, s, (size_t)(best - s), w, t);
+        if (rc) return rc;
+        for (int k = 0; k < bt->count && !t->truncated; k++) {
+            int32_t id = bt->first_id + k;
+            push_ids(t, &id, 1, w);
+        }
+        s = best + strlen(bt->token);
+    }
+    return SD_OK;
+}
+
 /* get_prompts_with_weights: every weighted piece tokenized alone (no BOS/EOS), concatenated,
  * truncated to 225. */
 static int prompt_tokens(const sd_gen_models *m, const char *text, wtoks *t)
@@ -38,22 +90,9 @@ static int prompt_tokens(const sd_gen_models *m, const char *text, wtoks *t)
     t->truncated = 0;
     int rc = sd_weighted_parse(text ? text : "", &pc, &np);
     if (rc) return rc;
-    for (int i = 0; i < np && !rc; i++) {
-        int32_t *ids = NULL;
-        size_t n = 0;
-        rc = sd_clip_tokenizer_encode(m->tok, pc[i].text, strlen(pc[i].text), MAX_TOKENS + 1, &ids, &n);
-        if (rc) break;
-        for (size_t k = 0; k < n; k++) {
-            if (t->n == MAX_TOKENS) {
-                t->truncated = 1;
-                break;
-            }
-            t->ids[t->n] = ids[k];
-            t->w[t->n] = pc[i].weight;
-            t->n++;
-        }
-        free(ids);
-        if (t->truncated) break;
+    for (int i = 0; i < np && !rc && !t->truncated; i++) {
+        if (m->ntokens) rc = encode_piece(m, pc[i].text, pc[i].weight, t);
+        else rc = encode_text(m, pc[i].text, strlen(pc[i].text), pc[i].weight, t);
     }
     sd_weighted_free(pc, np);
     return rc;
@@ -161,6 +200,112 @@ int sd_gen_encode_prompt(sd_ctx *ctx, const sd_gen_models *m, const char *text, 
     }
     *ctx_out = y;
     return SD_OK;
+}
+
+/* ---- textual inversion ------------------------------------------------------------------------- */
+
+static void stem_of(const char *path, char *buf, size_t n)
+{
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    const char *e = strrchr(b, '.');
+    size_t l = e && e > b ? (size_t)(e - b) : strlen(b);
+    if (l >= n) l = n - 1;
+    memcpy(buf, b, l);
+    buf[l] = 0;
+}
+
+int sd_gen_ti_attach(sd_gen_ti *ti, sd_clip *clip, const char *const *paths, int n)
+{
+    memset(ti, 0, sizeof *ti);
+    if (n <= 0) return SD_OK;
+    sd_tensor *tab = &clip->tok.w->value;
+    const int64_t V = tab->shape[0], D = tab->shape[1];
+    if (tab->dtype != SD_F32 || tab->device != SD_DEV_CPU || tab->ndim != 2)
+        return sd_err(SD_EUNSUPPORTED, "textual inversion: the token table must be host f32");
+    float **vecs = calloc((size_t)n, sizeof *vecs);
+    ti->tokens = calloc((size_t)n, sizeof *ti->tokens);
+    int rc = vecs && ti->tokens ? SD_OK : sd_err(SD_ENOMEM, "out of memory");
+    int64_t total = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        sd_safetensors *st = NULL;
+        rc = sd_safetensors_open(paths[i], &st);
+        if (rc) break;
+        const sd_st_tensor *t = sd_safetensors_find(st, "emb_params");
+        if (!t && (sd_safetensors_find(st, "clip_l") || sd_safetensors_find(st, "clip_g")))
+            rc = sd_err(SD_EUNSUPPORTED, "%s: an SDXL embedding (clip_l/clip_g): only SD1.x/SD2.x embeddings are supported",
+                        paths[i]);
+        else if (!t && sd_safetensors_count(st) == 1) t = sd_safetensors_at(st, 0);
+        if (!rc && !t)
+            rc = sd_err(SD_EFORMAT, "%s: no textual-inversion embedding (expected a tensor 'emb_params' [n, %lld])",
+                        paths[i], (long long)D);
+        int64_t cnt = 0;
+        if (!rc) {
+            if (t->ndim == 1 && t->shape[0] == D) cnt = 1;
+            else if (t->ndim == 2 && t->shape[1] == D && t->shape[0] >= 1 && t->shape[0] <= 75) cnt = t->shape[0];
+            else {
+                char sh[64];
+                sd_st_shape_str(t->ndim, t->shape, sh, sizeof sh);
+                rc = sd_err(SD_EFORMAT, "%s: tensor '%s' has shape %s; this text encoder needs [n, %lld] (n <= 75)",
+                            paths[i], t->name, sh, (long long)D);
+            }
+        }
+        if (!rc && !sd_st_dtype_is_float(t->dtype))
+            rc = sd_err(SD_EFORMAT, "%s: tensor '%s' is not floating point", paths[i], t->name);
+        if (!rc) {
+            vecs[i] = malloc((size_t)(cnt * D) * sizeof(float));
+            if (!vecs[i]) rc = sd_err(SD_ENOMEM, "out of memory");
+            else rc = sd_safetensors_read_f32(st, t->name, vecs[i], (size_t)(cnt * D));
+        }
+        char stem[256];
+        stem_of(paths[i], stem, sizeof stem);
+        if (!rc && !stem[0]) rc = sd_err(SD_EINVAL, "%s: empty token name", paths[i]);
+        for (int j = 0; j < i && !rc; j++)
+            if (!strcmp(ti->tokens[j].token, stem))
+                rc = sd_err(SD_EINVAL, "%s: token '%s' is already taken by %s", paths[i], stem, paths[j]);
+        if (!rc) {
+            ti->tokens[i].token = strdup(stem);
+            ti->tokens[i].first_id = (int32_t)(V + total);
+            ti->tokens[i].count = (int)cnt;
+            if (!ti->tokens[i].token) rc = sd_err(SD_ENOMEM, "out of memory");
+            ti->n = i + 1;
+            total += cnt;
+        }
+        sd_safetensors_close(st);
+    }
+    if (!rc) rc = sd_tensor_alloc(&ti->table, SD_F32, SD_DIMS(V + total, D));
+    if (!rc) {
+        float *dst = ti->table.data;
+        memcpy(dst, tab->data, (size_t)(V * D) * sizeof(float));
+        for (int i = 0; i < n; i++) {
+            memcpy(dst + (size_t)ti->tokens[i].first_id * (size_t)D, vecs[i],
+                   (size_t)ti->tokens[i].count * (size_t)D * sizeof(float));
+        }
+        ti->clip = clip;
+        ti->saved = *tab;
+        ti->saved_vocab = clip->tok.vocab;
+        ti->saved_cfg_vocab = clip->cfg.vocab_size;
+        *tab = ti->table;
+        clip->tok.vocab = V + total;
+        clip->cfg.vocab_size = (int)(V + total);
+    }
+    for (int i = 0; vecs && i < n; i++) free(vecs[i]);
+    free(vecs);
+    if (rc) sd_gen_ti_detach(ti);
+    return rc;
+}
+
+void sd_gen_ti_detach(sd_gen_ti *ti)
+{
+    if (ti->clip) {
+        ti->clip->tok.w->value = ti->saved;
+        ti->clip->tok.vocab = ti->saved_vocab;
+        ti->clip->cfg.vocab_size = ti->saved_cfg_vocab;
+    }
+    sd_tensor_free(&ti->table);
+    for (int i = 0; ti->tokens && i < ti->n; i++) free(ti->tokens[i].token);
+    free(ti->tokens);
+    memset(ti, 0, sizeof *ti);
 }
 
 /* ---- txt2img --------------------------------------------------------------------------------- */
@@ -455,6 +600,10 @@ char *sd_infotext_format(const sd_infotext *t)
     if (t->lora_hashes) {
         sb_puts(&b, ", Lora hashes: ");
         sb_quoted(&b, t->lora_hashes);
+    }
+    if (t->ti_hashes) {
+        sb_puts(&b, ", TI hashes: ");
+        sb_quoted(&b, t->ti_hashes);
     }
     if (t->version) {
         sb_puts(&b, ", Version: ");

@@ -45,6 +45,38 @@
 #define SD_GEN_VAE_TILE 64
 #define SD_GEN_VAE_OVERLAP 16
 
+/* Textual-inversion tokens: every occurrence of `token` (exact, case-sensitive substring, as
+ * Hugging Face tokenizers match added tokens) in a prompt becomes the ids first_id ..
+ * first_id + count − 1 of the (widened) token-embedding table; the text around it is tokenized
+ * as usual. The reference's gen_img.py registers "tok", "tok1", ... "tok{n-1}" and expands "tok"
+ * in prompts to all of them: the same ids in the same order. */
+typedef struct sd_gen_token {
+    char *token;
+    int32_t first_id;
+    int count;
+} sd_gen_token;
+
+/* Embedding files attached to a text encoder: the token-embedding table is replaced by a copy
+ * with the files' vectors appended (ids from the model's vocabulary size up), and restored by
+ * sd_gen_ti_detach(). */
+typedef struct sd_gen_ti {
+    sd_gen_token *tokens;
+    int n;
+    sd_clip *clip;
+    sd_tensor table, saved;        /* widened table in use / the model's own */
+    int64_t saved_vocab;
+    int saved_cfg_vocab;
+} sd_gen_ti;
+
+/* Load textual-inversion embeddings (safetensors) for an SD1/SD2 text encoder (host f32 token
+ * table): kohya's format (tensor "emb_params" [n, width], as train_textual_inversion.py saves it)
+ * or a file with a single tensor [width] or [n, width] (Diffusers learned_embeds). The token is
+ * the file name without directory and extension (the reference's rule). SDXL files
+ * ("clip_l"/"clip_g"), a width other than the encoder's, duplicate tokens and empty files are
+ * errors naming the file. */
+int sd_gen_ti_attach(sd_gen_ti *ti, sd_clip *clip, const char *const *paths, int n);
+void sd_gen_ti_detach(sd_gen_ti *ti);
+
 /* The networks (borrowed; loaded on the ctx's device) and how to run them. */
 typedef struct sd_gen_models {
     sd_unet *unet;
@@ -56,6 +88,8 @@ typedef struct sd_gen_models {
     int v_prediction;          /* the model predicts v (--v_parameterization) */
     int vae_tiling;            /* -1: auto (above SD_GEN_VAE_TILE_AUTO), 0: never, 1: always */
     int vae_tile;              /* 0: SD_GEN_VAE_TILE; else the tile side in latent pixels */
+    const sd_gen_token *tokens;/* textual-inversion tokens (NULL: none) */
+    int ntokens;
 } sd_gen_models;
 
 /* One generation call: `batch` images of one prompt with the same settings. */
@@ -101,6 +135,7 @@ typedef struct sd_infotext {
     const char *model;             /* NULL: omitted (A1111: the checkpoint's file stem) */
     int clip_skip;                 /* written when > 1 */
     const char *lora_hashes;       /* NULL: omitted; "name: hash, name2: hash2" (quoted on output) */
+    const char *ti_hashes;         /* NULL: omitted; "token: hash, ..." */
     const char *version;           /* NULL: omitted */
 } sd_infotext;
 
@@ -108,7 +143,7 @@ typedef struct sd_infotext {
 const char *sd_sampler_a1111_name(sd_sampler_kind k);
 
 /* A1111's infotext: "PROMPT\nNegative prompt: NEG\nSteps: N, Sampler: S, CFG scale: X, Seed: N,
- * Size: WxH, Model hash: H, Model: M, Clip skip: K, Lora hashes: \"...\", Version: V" with
+ * Size: WxH, Model hash: H, Model: M, Clip skip: K, Lora hashes: \"...\", TI hashes: \"...\", Version: V" with
  * A1111's quoting of values containing ',', ':' or a newline (json.dumps). malloc'd. */
 char *sd_infotext_format(const sd_infotext *t);
 

@@ -121,6 +121,22 @@ check sample_lora_too_many_muls '[ $rc = 2 ] && grep -q "network_mul" lbad2.err'
 "$ss" "${L[@]}" --network_module lycoris.kohya --network_weights l1.safetensors --outdir lbad3 > /dev/null 2> lbad3.err; rc=$?
 check sample_lora_other_module_refused '[ $rc = 2 ] && grep -q "lycoris.kohya" lbad3.err'
 
+# ---- textual inversion ---------------------------------------------------------------------------------
+"$helper" make-ti m.safetensors fluffycat.safetensors emb_params "fluffy cat" && "$helper" make-ti m.safetensors xl.safetensors clip_l "cat" \
+  || nok sample_make_ti
+"$ss" "${L[@]}" --prompt "a photo of a fluffy cat" --outdir ti0 > /dev/null 2>&1
+"$ss" "${L[@]}" --prompt "a photo of a fluffycat" --textual_inversion_embeddings fluffycat.safetensors --outdir ti1 > /dev/null 2> ti1.err
+"$ss" "${L[@]}" --prompt "a photo of a fluffycat" --outdir ti2 > /dev/null 2>&1
+check sample_ti_token_is_its_vectors '[ "$("$helper" maxdiff ti0/im_000001.png ti1/im_000001.png)" = 0 ] && grep -q "token .fluffycat. = 2 vectors" ti1.err'
+check sample_ti_without_file_differs '[ "$("$helper" maxdiff ti0/im_000001.png ti2/im_000001.png)" -gt 0 ]'
+check sample_ti_hashes_chunk 'txt ti1/im_000001.png | grep -q "TI hashes: \"fluffycat: $(sha256sum fluffycat.safetensors | cut -c1-12)\""'
+"$ss" "${L[@]}" --prompt "(fluffycat:1.3), [fluffycat]" --textual_inversion_embeddings fluffycat.safetensors --outdir ti3 > /dev/null 2>&1
+check sample_ti_in_weighted_prompt '[ -f ti3/im_000001.png ]'
+"$ss" "${L[@]}" --textual_inversion_embeddings xl.safetensors --outdir ti4 > /dev/null 2> ti4.err; rc=$?
+check sample_ti_sdxl_refused '[ $rc = 1 ] && grep -q "xl.safetensors: an SDXL embedding" ti4.err'
+"$ss" "${L[@]}" --textual_inversion_embeddings l1.safetensors --outdir ti5 > /dev/null 2> ti5.err; rc=$?
+check sample_ti_not_an_embedding '[ $rc = 1 ] && grep -q "l1.safetensors: no textual-inversion embedding" ti5.err'
+
 # ---- model options ----------------------------------------------------------------------------------------
 "$ss" "${L[@]}" --clip_skip 2 --outdir cs > /dev/null 2>&1
 check sample_clip_skip 'txt cs/im_000001.png | grep -q ", Clip skip: 2," && [ "$("$helper" maxdiff l0/im_000001.png cs/im_000001.png)" -gt 0 ]'
@@ -154,8 +170,6 @@ check sample_every_sampler '[ $good = 1 ]'
 "$ss" "${M[@]}" --prompt x --sampler nosuch --outdir u > /dev/null 2> u3.err; rc=$?; check sample_usage_bad_sampler '[ $rc = 2 ] && grep -q "nosuch" u3.err'
 "$ss" "${M[@]}" --prompt x --W 100 --outdir u > /dev/null 2> u4.err; rc=$?;   check sample_usage_size_not_8 '[ $rc = 2 ] && grep -q "multiples of 8" u4.err'
 "$ss" "${M[@]}" --prompt "x --w 3x" --outdir u > /dev/null 2> u5.err; rc=$?;  check sample_usage_bad_prompt_option '[ $rc = 2 ] && grep -q "\-\-prompt" u5.err'
-"$ss" "${M[@]}" --prompt x --outdir u > /dev/null 2> u6.err --textual_inversion_embeddings e.safetensors; rc=$?
-check sample_ti_refused '[ $rc = 1 ] && grep -q "not supported" u6.err'
 "$ss" --model nosuch.safetensors --prompt x --outdir u > /dev/null 2> u7.err; rc=$?; check sample_missing_model '[ $rc = 1 ] && grep -q "nosuch.safetensors" u7.err'
 "$ss" --model m.safetensors --prompt x --outdir u > /dev/null 2> u8.err; rc=$?; check sample_tiny_needs_config '[ $rc = 1 ] && grep -q "model_config" u8.err'
 printf 'x --cn img.png\n' > cn.txt

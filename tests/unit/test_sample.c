@@ -7,6 +7,8 @@
  *   make-model OUT.safetensors OUT_CFG.toml   tiny SD1 checkpoint (golden UNet, VAE, CLIP with the
  *                                             vocabulary widened to 49408 rows) + its --model_config
  *   make-lora MODEL CFG OUT.safetensors SEED  a kohya LoRA for it (UNet + text encoder, non-zero up)
+ *   make-ti MODEL OUT.safetensors KEY TEXT    an embedding whose vectors are the model's token rows of TEXT's
+ *                                             ids, stored under KEY ("emb_params"; "clip_l" = SDXL-style)
  *   text FILE.png KEY                         print the text chunk KEY (exit 1 if absent)
  *   size FILE.png                             print "W H C"
  *   maxdiff A.png B.png                       print the largest pixel difference (-1: sizes differ) */
@@ -125,6 +127,37 @@ static int make_lora(const char *model, const char *cfg, const char *out, uint64
     sd_lora_network_free(&net);
     sd_ctx_free(&ctx);
     sd_model_close(&m);
+    return rc;
+}
+
+static int make_ti(const char *model, const char *out, const char *key, const char *text)
+{
+    sd_safetensors *st = NULL;
+    sd_clip_tokenizer *tok = NULL;
+    sd_safetensors_writer *w = NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    float *v = NULL;
+    char vp[4096];
+    int rc = sd_safetensors_open(model, &st);
+    if (!rc) rc = sd_clip_vocab_path(vp, sizeof vp);
+    if (!rc) rc = sd_clip_tokenizer_load(vp, &tok);
+    if (!rc) rc = sd_clip_tokenizer_encode(tok, text, strlen(text), 0, &ids, &n);
+    const sd_st_tensor *t = rc ? NULL : sd_safetensors_find(st, TOK_KEY);
+    if (!rc && (!t || !n)) rc = sd_err(SD_EINVAL, "no token table or empty text");
+    if (!rc) {
+        int64_t D = t->shape[1];
+        v = malloc(n * (size_t)D * sizeof *v);
+        for (size_t i = 0; i < n; i++) memcpy(v + i * (size_t)D, (const float *)t->data + (size_t)ids[i] * (size_t)D, (size_t)D * sizeof *v);
+        rc = sd_safetensors_writer_new(&w);
+        if (!rc) rc = sd_safetensors_writer_add(w, key, SD_ST_F32, 2, (int64_t[]){ (int64_t)n, D }, v);
+        if (!rc) rc = sd_safetensors_writer_write(w, out);
+    }
+    sd_safetensors_writer_free(w);
+    free(v);
+    free(ids);
+    sd_clip_tokenizer_free(tok);
+    sd_safetensors_close(st);
     return rc;
 }
 
@@ -455,6 +488,7 @@ int main(int argc, char **argv)
         if (!strcmp(argv[1], "make-model") && argc == 4) rc = make_model(argv[2], argv[3]);
         else if (!strcmp(argv[1], "make-lora") && argc == 6)
             rc = make_lora(argv[2], argv[3], argv[4], strtoull(argv[5], NULL, 10));
+        else if (!strcmp(argv[1], "make-ti") && argc == 6) rc = make_ti(argv[2], argv[3], argv[4], argv[5]);
         else if (!strcmp(argv[1], "text") && argc == 4) {
             char *v = NULL;
             rc = read_png_text(argv[2], argv[3], &v);
