@@ -311,7 +311,9 @@ static int add_file(sd_model *m, const char *path, sd_model_file **out)
 static int detect_file(sd_model_file *f, int have_config, sd_detect_info *in, int *fam_known)
 {
     int rc = sd_detect_model(f->st, in);
-    *fam_known = rc == SD_OK;
+    /* the weights tell the family only through a UNet or a text encoder of a known width */
+    *fam_known = rc == SD_OK && (in->family == SD_FAMILY_SD1 || in->family == SD_FAMILY_SD2) &&
+                 (in->unet || in->text_encoder);
     if (rc == SD_OK) {
         f->info = *in;
         return SD_OK;
@@ -437,6 +439,7 @@ int sd_model_open(sd_model *m, const char *path, const sd_model_opts *opts)
         }
         if (!rc && !any)
             rc = sd_err(SD_EFORMAT, "%s: not a Diffusers model folder (no unet/, text_encoder/ or vae/ weights)", path);
+        if (!rc && !merged.family && !merged.unet && !merged.text_encoder) merged.family = SD_FAMILY_SD1;   /* a VAE alone */
         if (!rc) {
             sd_model_config_preset(merged.family ? merged.family : SD_FAMILY_SD1, &merged.cfg);
             if (merged.in_channels) merged.cfg.unet.in_channels = merged.in_channels;
@@ -484,6 +487,9 @@ int sd_model_open(sd_model *m, const char *path, const sd_model_opts *opts)
         } else if (o.v2 && in.family == SD_FAMILY_SD1) {
             snprintf(m->warning, sizeof m->warning, "%s: --v2 ignored: the weights are SD1.x", path);
         }
+        if (in.family != SD_FAMILY_SD1 && in.family != SD_FAMILY_SD2)
+            return sd_err(SD_EUNSUPPORTED, "%s: the shapes are not those of SD1.x or SD2.x: describe the model with "
+                          "--model_config", path);
         rc = sd_detect_config(&in, NULL, o.v_param, &m->cfg);
         if (rc) return sd_err_prefix(rc, "%s", path);
     }

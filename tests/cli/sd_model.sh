@@ -243,6 +243,7 @@ check build_diffusers "$H" mkdiffusers "$T/diffusers"
 "$B" info "$T/diffusers" $S2 >"$T/info" 2>"$T/err" && grep -q '^format  *diffusers' "$T/info" &&
   grep -q '^unet .*names diffusers' "$T/info" && ok info_diffusers || nok info_diffusers "$T/err"
 check convert_diffusers "$B" convert "$T/diffusers" -o "$T/fromdiff.safetensors" $S2
+[ -s "$T/err" ] && nok convert_diffusers_no_warning "$T/err" || ok convert_diffusers_no_warning
 check convert_diffusers_unet_same "$H" same $U2 "$T/fromdiff.safetensors" model.diffusion_model.
 check convert_diffusers_vae_same "$H" same $V "$T/fromdiff.safetensors" first_stage_model.
 "$B" info "$T/fromdiff.safetensors" $S2 >"$T/info" 2>"$T/err" && grep -q '^text_encoder .*names ldm' "$T/info" &&
