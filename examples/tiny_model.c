@@ -7,9 +7,10 @@
  *                                                   (Philox, deterministic), stored as F16
  *   tiny_model images DIR N [W H]                    N small PNG images (coloured shapes) with
  *                                                   .caption sidecars, for the demo pipeline
- *   tiny_model latents DIR N C H W                   N latent files DIR/lat<i>.npz ([C,H,W] normal
+ *   tiny_model latents DIR N C H W [NAN_I]           N latent files DIR/lat<i>.npz ([C,H,W] normal
  *                                                   noise, with latents_flipped) and their records
- *                                                   on stdout (latents, caption)
+ *                                                   on stdout (latents, caption); file NAN_I
+ *                                                   gets huge values (a non-finite loss)
  */
 #include <math.h>
 #include <stdio.h>
@@ -114,7 +115,7 @@ static int make_images(const char *dir, int n, int W, int H)
     return 0;
 }
 
-static int make_latents(const char *dir, int n, int C, int H, int W)
+static int make_latents(const char *dir, int n, int C, int H, int W, int nan_index)
 {
     for (int i = 0; i < n; i++) {
         sd_latent_file lf;
@@ -128,6 +129,8 @@ static int make_latents(const char *dir, int n, int C, int H, int W)
         if (!lf.latents || !lf.latents_flipped) return 1;
         sd_rng g = sd_rng_key(11, 0, (uint32_t)i, SD_RNG_USER);
         sd_rng_fill_normal(&g, 0, lf.latents, per);
+        if (i == nan_index)
+            for (size_t k = 0; k < per; k++) lf.latents[k] = 3e38f;   /* finite, but the loss overflows */
         for (int c = 0; c < C; c++)
             for (int y = 0; y < H; y++)
                 for (int x = 0; x < W; x++)
@@ -153,7 +156,7 @@ int main(int argc, char **argv)
     if (argc >= 4 && !strcmp(argv[1], "images"))
         return make_images(argv[2], atoi(argv[3]), argc > 5 ? atoi(argv[4]) : 64, argc > 5 ? atoi(argv[5]) : 64);
     if (argc >= 7 && !strcmp(argv[1], "latents"))
-        return make_latents(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), atoi(argv[6]));
+        return make_latents(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), atoi(argv[6]), argc > 7 ? atoi(argv[7]) : -1);
     fprintf(stderr, "usage: tiny_model model OUT CONFIG [SEED] | images DIR N [W H] | latents DIR N C H W\n");
     return 2;
 }

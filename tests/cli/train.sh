@@ -21,7 +21,9 @@ cd "$tmp"
 ./tiny_model latents "$tmp" 6 4 8 8 > recs.jsonl || { nok train_tiny_latents; exit 1; }
 export SOURCE_DATE_EPOCH=1700000000
 T() { "$bin" --method lora --model tiny.safetensors --model_config "$root/examples/tiny_model.toml" --data recs.jsonl \
-  --learning_rate 1e-3 --seed 3 --network_dim 4 "$@"; }
+  --learning_rate 1e-3 --seed 3 --network_dim 4 --threads 1 "$@"; }
+Tbg() { exec "$bin" --method lora --model tiny.safetensors --model_config "$root/examples/tiny_model.toml" --data recs.jsonl \
+  --learning_rate 1e-3 --seed 3 --network_dim 4 --threads 1 "$@"; }
 meta() { python3 - "$1" "$2" <<'PY'
 import json, struct, sys
 b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
@@ -79,3 +81,43 @@ T --output_dir o4 --lerning_rate 1 2> e4.err; rc=$?
 echo '{"caption":"x"}' > bad.jsonl
 "$bin" --method lora --model tiny.safetensors --model_config "$root/examples/tiny_model.toml" --data bad.jsonl 2> e5.err; rc=$?
 [ $rc = 1 ] && grep -q "bad.jsonl:1" e5.err && ok train_bad_record || nok train_bad_record "rc $rc $(cat e5.err)"
+
+# ---- resume from saved states: byte-identical final LoRA --------------------------------------------------
+T --output_dir r1 --max_train_steps 12 --save_every_n_steps 4 --save_state 2> /dev/null
+[ -f r1/at-step00000004-state/state.json ] && [ -d r1/last-state ] && ok train_state_dirs || nok train_state_dirs "$(ls r1)"
+T --output_dir r2 --max_train_steps 12 --resume r1/at-step00000004-state 2> r2.err
+cmp -s r1/last.safetensors r2/last.safetensors && ok train_resume_same_bytes || nok train_resume_same_bytes "$(tail -3 r2.err)"
+T --output_dir r3 --max_train_steps 12 --resume r1/at-step00000008-state --threads 2 2> /dev/null
+cmp -s r1/last.safetensors r3/last.safetensors && ok train_resume_epoch2_same_bytes || nok train_resume_epoch2_same_bytes
+T --output_dir r4 --max_train_steps 12 --network_dim 8 --resume r1/at-step00000004-state 2> r4.err; rc=$?
+[ $rc = 1 ] && grep -q 'cannot resume' r4.err && ok train_resume_mismatch || nok train_resume_mismatch "rc $rc $(cat r4.err)"
+
+# ---- SIGTERM: finish the step, write a state, exit 143; resume gives the same bytes -----------------------
+N=100
+T --output_dir s0 --max_train_steps $N 2> /dev/null
+Tbg --output_dir s1 --max_train_steps $N 2> s1.err & pid=$!
+sleep 0.8; kill -TERM $pid; wait $pid; rc=$?
+st=$(ls -d s1/*-state 2> /dev/null | tail -1)
+if [ $rc = 143 ] && [ -n "$st" ] && grep -q 'resumable state written' s1.err; then ok train_sigterm_state; else
+  nok train_sigterm_state "rc $rc state '$st' $(tail -2 s1.err)"; fi
+if [ -n "$st" ]; then
+  T --output_dir s1 --max_train_steps $N --resume "$st" 2> /dev/null
+  cmp -s s0/last.safetensors s1/last.safetensors && ok train_sigterm_resume_same_bytes || nok train_sigterm_resume_same_bytes
+else nok train_sigterm_resume_same_bytes "no state"; fi
+
+# ---- kill -9, resume from the last state: byte-identical --------------------------------------------------
+T --output_dir k0 --max_train_steps $N --save_every_n_steps 10 --save_state 2> /dev/null
+Tbg --output_dir k1 --max_train_steps $N --save_every_n_steps 10 --save_state 2> /dev/null & pid=$!
+sleep 0.8; kill -9 $pid; wait $pid 2> /dev/null
+st=$(ls -d k1/at-step*-state 2> /dev/null | sort | tail -1)
+if [ -n "$st" ] && [ ! -f k1/last.safetensors ]; then
+  T --output_dir k1 --max_train_steps $N --save_every_n_steps 10 --save_state --resume "$st" 2> k1.err
+  cmp -s k0/last.safetensors k1/last.safetensors && ok train_kill9_resume_same_bytes ||
+    nok train_kill9_resume_same_bytes "$(tail -2 k1.err)"
+else nok train_kill9_resume_same_bytes "no state to resume from or the run finished before the kill: '$st'"; fi
+
+# ---- NaN loss: clear stop with the last good state ------------------------------------------------------------
+mkdir -p nan && ./tiny_model latents "$tmp/nan" 3 4 8 8 2 > nan.jsonl
+T --data nan.jsonl --output_dir n1 --max_train_steps 6 --v_parameterization 2> n1.err; rc=$?
+if [ $rc = 1 ] && grep -q 'loss is \(nan\|inf\)' n1.err && grep -q 'last good state is in' n1.err; then ok train_nan_stops; else
+  nok train_nan_stops "rc $rc $(cat n1.err)"; fi
