@@ -411,7 +411,7 @@ sd_nn_plan sd_unet_plan(const sd_unet *u, int64_t n, int64_t h, int64_t w, int64
     sd_nn_plan t1 = sd_linear_plan(&u->time1, 2, (int64_t[]){ n, mch }),
                t2 = sd_linear_plan(&u->time2, 2, (int64_t[]){ n, ted });
     size_t own = abytes(n * mch) + 3 * abytes(n * ted);   /* temb, e1, e1a, emb */
-    size_t saved = own + t1.saved + t2.saved;
+    size_t saved = own + t1.saved + t2.saved;   /* own: the UNet's own tensors (kept in inference too) */
     size_t child = zmax(t1.scratch, t2.scratch);
     int64_t outs[64 * SD_CFG_MAX_LEVELS + 8][4];
     int64_t cur[4] = { n, c->in_channels, h, w };
@@ -423,6 +423,7 @@ sd_nn_plan sd_unet_plan(const sd_unet *u, int64_t n, int64_t h, int64_t w, int64
         if (b->skip >= 0) {
             xs[1] += outs[b->skip][1];
             saved += abytes(numel4(xs));
+            own += abytes(numel4(xs));
             cmax = zmax(cmax, abytes(numel4(xs)));
         }
         size_t tmax = 0;
@@ -431,6 +432,7 @@ sd_nn_plan sd_unet_plan(const sd_unet *u, int64_t n, int64_t h, int64_t w, int64
             sub_out_shape(b, k, xs, ys);
             sd_nn_plan p = sub_plan(b, k, xs, cs);
             saved += p.saved + abytes(numel4(ys));
+            own += abytes(numel4(ys));
             child = zmax(child, p.scratch);
             tmax = zmax(tmax, abytes(numel4(xs)));
             memcpy(xs, ys, sizeof xs);
@@ -446,10 +448,11 @@ sd_nn_plan sd_unet_plan(const sd_unet *u, int64_t n, int64_t h, int64_t w, int64
     int64_t os[4] = { n, mch, h, w };
     sd_nn_plan gn = sd_groupnorm_plan(&u->out_norm, 4, os), oc = sd_conv2d_plan(&u->out_conv, os);
     saved += abytes(numel4(os)) + gn.saved + oc.saved;
+    own += abytes(numel4(os));
     child = zmax(child, zmax(gn.scratch, oc.scratch));
     sd_nn_plan p;
     p.saved = saved;
-    size_t fwd = saved + child;   /* inference keeps everything in scratch */
+    size_t fwd = own + child;   /* inference: the UNet's own tensors in scratch, layers keep nothing */
     size_t bwd = skip_sum + abytes(n * ted) + 2 * gmax + cmax + abytes(numel4(os)) + bwd_block + child +
                  2 * abytes(n * ted);
     p.scratch = zmax(fwd, bwd);

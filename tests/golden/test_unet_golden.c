@@ -165,8 +165,10 @@ static void check_golden_file(const char *path, const char *name, const char *cf
     T_EQ_INT(rep.loaded, sd_params_count(&m.reg));
     sd_load_report_free(&rep);
     int exact = 0;
+    g_ctx.scratch.peak = 0;
     CK(step(&m, &r, st, &exact));
     T_CHECK(exact);
+    printf("# %s: scratch peak %zu bytes in a training step\n", name, g_ctx.scratch.peak);
     /* output and input/context gradients */
     CK(golden(st, "golden.y", &ref));
     double d = rel_diff(r.y.data, ref.data, sd_tensor_numel(&ref));
@@ -206,9 +208,15 @@ static void check_golden_file(const char *path, const char *name, const char *cf
     T_CHECK(ngrads >= 10);
     /* inference forward = training forward, bit for bit */
     CK(sd_tensor_alloc(&yi, SD_F32, 4, r.y.shape));
+    g_ctx.scratch.peak = 0;
     CK(sd_unet_forward(&g_ctx, &m.u, NULL, &yi, &r.x, &r.t, &r.c));
     T_CHECK(!memcmp(yi.data, r.y.data, sd_tensor_nbytes(&yi)));
     T_EQ_INT(g_ctx.scratch.used, 0);
+    {
+        sd_nn_plan p = sd_unet_plan(&m.u, r.x.shape[0], r.x.shape[2], r.x.shape[3], r.c.shape[1]);
+        printf("# %s: scratch peak %zu bytes in inference (plan bound without op temporaries %zu)\n", name,
+               g_ctx.scratch.peak, p.scratch);
+    }
     /* backward without a training forward is refused */
     T_EQ_INT(sd_unet_backward(&g_ctx, &m.u, NULL, NULL, &r.dy), SD_ESTATE);
     /* gradient checkpointing: identical gradients */
