@@ -314,6 +314,18 @@ static int run(void)
         entry_where(&pl.items[i], i, w, sizeof w);
         if ((rc = check_entry(&pl.items[i], w, factor))) goto out;
     }
+    /* frozen weights (no gradient memory); half-precision storage where the source has it, except
+       when LoRA files are merged into the weights or embeddings widen the token table (f32 needed) */
+    if (a.network_weights.n || a.ti.n) {
+        sd_params *regs[3] = { &m.unet_params, &m.te_params, &m.vae_params };
+        for (int c = 0; c < 3 && !rc; c++) {
+            int r = sd_params_set_trainable(regs[c], "", 0);
+            if (r < 0) rc = r;
+        }
+    } else {
+        rc = sd_model_set_inference(&m);
+    }
+    if (rc) goto out;
     if ((rc = sd_model_load(&m, SD_DEV_CPU))) goto out;
     sd_model_release_source(&m);
     char vp[4096];
