@@ -672,6 +672,7 @@ static int info_one(const char *path)
         printf("family            %s (%s)\n", family,
                !strcmp(m.family_from, "weights") ? "from the weights"
                : !strcmp(m.family_from, "model_config") ? "from --model_config"
+               : !strcmp(m.family_from, "diffusers_config") ? "from the Diffusers config.json files"
                : !strcmp(m.family_from, "--v2") ? "from --v2" : "a VAE alone does not tell; --v2 for SD2.x");
         printf("parameterization  %s%s\n", pred,
                a.v_param || a.model_config ? "" : " (not stored in the weights: --v_parameterization)");

@@ -269,6 +269,205 @@ static int load_config(const char *path, int v2, sd_model_config *cfg)
     return SD_OK;
 }
 
+/* ---- Diffusers config.json -------------------------------------------------------------------- */
+
+/* Read DIR/SUB/config.json as a jv object; JV_INVALID (no message) when the file is absent. */
+static int read_json_obj(const char *dir, const char *sub, jv *out)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s/config.json", dir, sub);
+    *out = jv_invalid();
+    struct stat sb;
+    if (stat(p, &sb)) return SD_OK;
+    char *text = NULL;
+    size_t n = 0;
+    int rc = sd_read_file(p, (size_t)1 << 20, &text, &n);
+    if (rc) return rc;
+    rc = sd_json_parse(text, n, out);
+    free(text);
+    if (rc) return sd_err_prefix(rc, "%s", p);
+    if (jv_get_kind(*out) != JV_KIND_OBJECT) {
+        jv_free(*out);
+        *out = jv_invalid();
+        return sd_err(SD_EFORMAT, "%s: not a JSON object", p);
+    }
+    return SD_OK;
+}
+
+static jv jget(jv obj, const char *key)
+{
+    return jv_is_valid(obj) ? jv_object_get(jv_copy(obj), jv_string(key)) : jv_invalid();
+}
+
+/* obj[key] copied into dst[dkey] when present and not null */
+static jv jcopy(jv dst, jv obj, const char *key, const char *dkey)
+{
+    jv v = jget(obj, key);
+    if (jv_is_valid(v) && jv_get_kind(v) != JV_KIND_NULL) return jv_object_set(dst, jv_string(dkey), v);
+    jv_free(v);
+    return dst;
+}
+
+/* An integer value (consumes v). */
+static int jint(jv v, int *out)
+{
+    int ok = jv_get_kind(v) == JV_KIND_NUMBER;
+    double d = ok ? jv_number_value(v) : 0;
+    jv_free(v);
+    if (!ok || !(d >= -(1 << 30) && d <= (1 << 30)) || d != (int)d) return 0;
+    *out = (int)d;
+    return 1;
+}
+
+/* block_out_channels [c0, c1, ...] -> base channels and multipliers (consumes boc) */
+static int channels(jv boc, const char *file, int *base, jv *mult)
+{
+    int n = jv_get_kind(boc) == JV_KIND_ARRAY ? jv_array_length(jv_copy(boc)) : 0, c0 = 0;
+    if (n < 1 || n > SD_CFG_MAX_LEVELS || !jint(jv_array_get(jv_copy(boc), 0), &c0) || c0 < 1) {
+        jv_free(boc);
+        return sd_err(SD_EFORMAT, "%s: block_out_channels: expected a list of 1 to %d channel counts", file,
+                      SD_CFG_MAX_LEVELS);
+    }
+    *mult = jv_array();
+    for (int i = 0; i < n; i++) {
+        int c = 0;
+        if (!jint(jv_array_get(jv_copy(boc), i), &c) || c < 1 || c % c0) {
+            jv_free(*mult);
+            jv_free(boc);
+            return sd_err(SD_EFORMAT, "%s: block_out_channels: %d is not a multiple of the first entry %d", file, c, c0);
+        }
+        *mult = jv_array_append(*mult, jv_number(c / c0));
+    }
+    jv_free(boc);
+    *base = c0;
+    return SD_OK;
+}
+
+/* The model config of a Diffusers folder from its unet/, text_encoder/ and vae/ config.json files
+ * (Diffusers names mapped to the ldm ones), on the preset of the family they show. *found = 0
+ * when the folder has none of them. */
+static int diffusers_config(const char *dir, int v2, sd_model_config *cfg, int *found)
+{
+    jv u, t, v;
+    *found = 0;
+    int rc = read_json_obj(dir, "unet", &u);
+    if (!rc) rc = read_json_obj(dir, "text_encoder", &t);
+    else t = jv_invalid();
+    if (!rc) rc = read_json_obj(dir, "vae", &v);
+    else v = jv_invalid();
+    if (rc) goto out;
+    *found = jv_is_valid(u) || jv_is_valid(t) || jv_is_valid(v);
+    if (!*found) goto out;
+    char name[4096];
+    snprintf(name, sizeof name, "%s (Diffusers config.json)", dir);
+    /* family: cross-attention width, else the text encoder's activation, else --v2 */
+    sd_family fam = v2 ? SD_FAMILY_SD2 : SD_FAMILY_SD1;
+    int cad = 0;
+    jv act = jget(t, "hidden_act");
+    if (jint(jget(u, "cross_attention_dim"), &cad) && (cad == 768 || cad == 1024)) fam = cad == 768 ? SD_FAMILY_SD1 : SD_FAMILY_SD2;
+    else if (jv_get_kind(act) == JV_KIND_STRING) fam = strcmp(jv_string_value(act), "quick_gelu") ? SD_FAMILY_SD2 : SD_FAMILY_SD1;
+    jv_free(act);
+    jv r = jv_object();
+    r = jv_object_set(r, jv_string("family"), jv_string(fam == SD_FAMILY_SD2 ? "sd2" : "sd1"));
+    if (jv_is_valid(u)) {
+        jv o = jv_object(), mult;
+        int base;
+        if ((rc = channels(jget(u, "block_out_channels"), name, &base, &mult))) { jv_free(o); jv_free(r); goto out; }
+        o = jv_object_set(o, jv_string("model_channels"), jv_number(base));
+        int nlev = jv_array_length(jv_copy(mult));
+        o = jv_object_set(o, jv_string("channel_mult"), mult);
+        o = jcopy(o, u, "layers_per_block", "num_res_blocks");
+        o = jcopy(o, u, "cross_attention_dim", "context_dim");
+        o = jcopy(o, u, "use_linear_projection", "use_linear_in_transformer");
+        o = jcopy(o, u, "in_channels", "in_channels");
+        o = jcopy(o, u, "out_channels", "out_channels");
+        o = jcopy(o, u, "transformer_layers_per_block", "transformer_depth");
+        jv types = jget(u, "down_block_types"), attn = jv_array();
+        int nt = jv_get_kind(types) == JV_KIND_ARRAY ? jv_array_length(jv_copy(types)) : -1;
+        for (int i = 0; i < nt; i++) {
+            jv ty = jv_array_get(jv_copy(types), i);
+            if (jv_get_kind(ty) == JV_KIND_STRING && strstr(jv_string_value(ty), "CrossAttn"))
+                attn = jv_array_append(attn, jv_number(1 << i));
+            jv_free(ty);
+        }
+        jv_free(types);
+        if (nt >= 0) o = jv_object_set(o, jv_string("attention_resolutions"), attn);
+        else jv_free(attn);
+        /* heads: Diffusers' attention_head_dim is the number of heads (an int, or one per level);
+         * num_attention_heads, when set, wins */
+        jv h = jget(u, "num_attention_heads");
+        if (!jv_is_valid(h) || jv_get_kind(h) == JV_KIND_NULL) {
+            jv_free(h);
+            h = jget(u, "attention_head_dim");
+        }
+        int hv;
+        if (jint(jv_copy(h), &hv)) {
+            o = jv_object_set(o, jv_string("num_heads"), jv_number(hv));
+            o = jv_object_set(o, jv_string("num_head_channels"), jv_number(-1));
+        } else if (jv_get_kind(h) == JV_KIND_ARRAY && jv_array_length(jv_copy(h)) == nlev) {
+            /* one head count per level: SD2's fixed head width */
+            int hc = -1, ok = 1;
+            for (int i = 0; i < nlev && ok; i++) {
+                int hi, mi;
+                ok = jint(jv_array_get(jv_copy(h), i), &hi) && hi > 0 &&
+                     jint(jv_array_get(jv_object_get(jv_copy(o), jv_string("channel_mult")), i), &mi) &&
+                     (base * mi) % hi == 0 && (hc < 0 || hc == base * mi / hi);
+                if (ok) hc = base * mi / hi;
+            }
+            if (!ok) {
+                jv_free(h);
+                jv_free(o);
+                jv_free(r);
+                rc = sd_err(SD_EUNSUPPORTED, "%s: attention_head_dim: per-level head counts with different head widths "
+                            "are not supported", name);
+                goto out;
+            }
+            o = jv_object_set(o, jv_string("num_heads"), jv_number(-1));
+            o = jv_object_set(o, jv_string("num_head_channels"), jv_number(hc));
+        }
+        jv_free(h);
+        r = jv_object_set(r, jv_string("unet"), o);
+    }
+    if (jv_is_valid(t)) {
+        jv o = jv_object();
+        o = jcopy(o, t, "hidden_size", "width");
+        o = jcopy(o, t, "num_attention_heads", "heads");
+        o = jcopy(o, t, "max_position_embeddings", "max_len");
+        o = jcopy(o, t, "vocab_size", "vocab_size");
+        int nl;
+        /* SD2's Diffusers text encoder stores the layers that run; the config counts one more */
+        if (jint(jget(t, "num_hidden_layers"), &nl))
+            o = jv_object_set(o, jv_string("layers"), jv_number(fam == SD_FAMILY_SD2 ? nl + 1 : nl));
+        r = jv_object_set(r, jv_string("clip"), o);
+    }
+    if (jv_is_valid(v)) {
+        jv o = jv_object(), mult;
+        int base;
+        if ((rc = channels(jget(v, "block_out_channels"), name, &base, &mult))) { jv_free(o); jv_free(r); goto out; }
+        o = jv_object_set(o, jv_string("ch"), jv_number(base));
+        o = jv_object_set(o, jv_string("ch_mult"), mult);
+        o = jcopy(o, v, "layers_per_block", "num_res_blocks");
+        o = jcopy(o, v, "latent_channels", "z_channels");
+        o = jcopy(o, v, "latent_channels", "embed_dim");
+        o = jcopy(o, v, "in_channels", "in_channels");
+        o = jcopy(o, v, "out_channels", "out_ch");
+        o = jcopy(o, v, "scaling_factor", "scale_factor");
+        r = jv_object_set(r, jv_string("vae"), o);
+    }
+    sd_model_config c;
+    sd_model_config_preset(fam, &c);
+    rc = sd_model_config_apply(&c, r, name);
+    jv_free(r);
+    if (!rc) rc = sd_model_config_validate(&c);
+    if (rc && !strstr(sd_errmsg(), dir)) sd_err_prefix(rc, "%s", name);
+    if (!rc) *cfg = c;
+out:
+    jv_free(u);
+    jv_free(t);
+    jv_free(v);
+    return rc;
+}
+
 /* ---- opening ---------------------------------------------------------------------------------- */
 
 static int is_dir(const char *p)
@@ -386,8 +585,11 @@ int sd_model_open(sd_model *m, const char *path, const sd_model_opts *opts)
     m->path = strdup(path);
     if (!m->path) return sd_err(SD_ENOMEM, "out of memory");
     int known = 0;
+    sd_model_config dcfg;
+    int have_dcfg = 0;
     if (is_dir(path)) {
         m->format = SD_MODEL_FMT_DIFFUSERS;
+        if (!have_config && (rc = diffusers_config(path, o.v2, &dcfg, &have_dcfg))) return rc;
         static const char *const sub[3] = { "unet", "text_encoder", "vae" };
         static const char *const stem[3] = { "diffusion_pytorch_model", "model", "diffusion_pytorch_model" };
         int any = 0;
@@ -405,7 +607,7 @@ int sd_model_open(sd_model *m, const char *path, const sd_model_opts *opts)
             if (rc) break;
             sd_detect_info in;
             int k;
-            if ((rc = detect_file(f, have_config, &in, &k))) break;
+            if ((rc = detect_file(f, have_config || have_dcfg, &in, &k))) break;
             sd_layout lay = c == 0 ? in.unet : c == 1 ? in.text_encoder : in.vae;
             if (!lay) {
                 rc = sd_err(SD_EFORMAT, "%s: no %s tensors in this file", f->path, part_name(1u << c));
@@ -478,6 +680,10 @@ int sd_model_open(sd_model *m, const char *path, const sd_model_opts *opts)
         if (known && m->info.family != m->cfg.family && (m->info.unet || m->info.text_encoder))
             snprintf(m->warning, sizeof m->warning, "%s: the weights look like %s, the model config says %s", path,
                      sd_family_name(m->info.family), sd_family_name(m->cfg.family));
+    } else if (have_dcfg && !(known && (!m->info.unet || m->info.unet_matches_preset))) {
+        /* shapes the presets do not have: the folder's config.json files describe them */
+        m->cfg = dcfg;
+        if (o.v_param >= 0) m->cfg.parameterization = o.v_param ? SD_PRED_V : SD_PRED_EPS;
     } else {
         sd_detect_info in = m->info;
         if (o.v2 && !in.unet && !in.text_encoder) {
@@ -493,20 +699,23 @@ int sd_model_open(sd_model *m, const char *path, const sd_model_opts *opts)
         rc = sd_detect_config(&in, NULL, o.v_param, &m->cfg);
         if (rc) return sd_err_prefix(rc, "%s", path);
     }
+    int described = have_config || (have_dcfg && !(known && (!m->info.unet || m->info.unet_matches_preset)));
     if (have_config) m->family_from = "model_config";
+    else if (described) m->family_from = "diffusers_config";
     else if (m->info.unet || m->info.text_encoder) m->family_from = "weights";
     else m->family_from = o.v2 ? "--v2" : "default";
     m->detected = known && (m->info.unet || m->info.text_encoder);
-    if (!known && have_config) {
+    if (!known && described) {
         /* the detector could not place the shapes: describe what the names show */
         const sd_detect_info *di = &m->info;
-        snprintf(m->info.description, sizeof m->info.description, "%s %s:%s%s%s%s (shapes from --model_config)",
+        snprintf(m->info.description, sizeof m->info.description, "%s %s:%s%s%s%s (shapes from %s)",
                  sd_family_name(m->cfg.family),
                  m->format == SD_MODEL_FMT_DIFFUSERS ? "Diffusers folder"
                  : di->unet && di->vae && di->text_encoder ? "single-file checkpoint" : "component file",
                  di->unet ? " UNet" : "", di->text_encoder ? " text-encoder" : "", di->vae ? " VAE" : "",
                  di->unet == SD_LAYOUT_DIFFUSERS || di->vae == SD_LAYOUT_DIFFUSERS || di->text_encoder == SD_LAYOUT_DIFFUSERS
-                     ? " (Diffusers names)" : "");
+                     ? " (Diffusers names)" : "",
+                 have_config ? "--model_config" : "config.json");
         m->info.family = m->cfg.family;
     }
     /* the description starts with the detector's family: say the one in use */

@@ -252,6 +252,10 @@ check convert_diffusers_vae_same "$H" same $V "$T/fromdiff.safetensors" first_st
 cmpg convert_diffusers_clip "$T/hd.npy" $C2 golden.y
 "$B" run unet --model "$T/fromdiff.safetensors" $S2 -i "$T/ux2.npy" --timesteps "$T/ut2.npy" --context "$T/uc2.npy" -o "$T/ed.npy" 2>"$T/err" || nok convert_diffusers_unet "$T/err"
 cmpg convert_diffusers_unet "$T/ed.npy" $U2 golden.y
+"$B" info "$T/diffusers" >"$T/info" 2>"$T/err" && grep -q '^family  *SD2.x (from the Diffusers config.json files)' "$T/info" &&
+  ok info_diffusers_config_json || nok info_diffusers_config_json "$T/err"
+"$B" run unet --model "$T/diffusers" -i "$T/ux2.npy" --timesteps "$T/ut2.npy" --context "$T/uc2.npy" -o "$T/edj.npy" 2>"$T/err" || nok run_unet_diffusers_config_json "$T/err"
+cmpg run_unet_diffusers_config_json "$T/edj.npy" $U2 golden.y
 "$B" run unet --model "$T/diffusers" $S2 -i "$T/ux2.npy" --timesteps "$T/ut2.npy" --context "$T/uc2.npy" -o "$T/edf.npy" 2>"$T/err" || nok run_unet_diffusers "$T/err"
 cmpg run_unet_diffusers "$T/edf.npy" $U2 golden.y
 # --vae baked in: the VAE tensors come from the --vae file, everything else from the model

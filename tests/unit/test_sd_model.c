@@ -418,6 +418,21 @@ static int mkdiffusers(const char *dir)
     if (rc) return rc;
     snprintf(p, sizeof p, "%s/unet/diffusion_pytorch_model.safetensors", dir);
     if ((rc = copy_file(root_path(G_UNET2D), p))) return rc;
+    /* the config.json files Diffusers writes (the keys that matter) */
+    static const char *const cj[3] = {
+        "{\"_class_name\": \"UNet2DConditionModel\", \"block_out_channels\": [32, 32], \"layers_per_block\": 1,\n"
+        " \"down_block_types\": [\"DownBlock2D\", \"CrossAttnDownBlock2D\"], \"cross_attention_dim\": 48,\n"
+        " \"attention_head_dim\": [2, 2], \"use_linear_projection\": true, \"in_channels\": 4, \"out_channels\": 4}\n",
+        "{\"architectures\": [\"CLIPTextModel\"], \"hidden_size\": 32, \"num_hidden_layers\": 3, \"num_attention_heads\": 4,\n"
+        " \"max_position_embeddings\": 77, \"vocab_size\": 1000, \"hidden_act\": \"gelu\"}\n",
+        "{\"_class_name\": \"AutoencoderKL\", \"block_out_channels\": [32, 64], \"layers_per_block\": 1,\n"
+        " \"latent_channels\": 4, \"in_channels\": 3, \"out_channels\": 3, \"scaling_factor\": 0.18215}\n",
+    };
+    for (int i = 0; i < 3 && !rc; i++) {
+        snprintf(p, sizeof p, "%s/%s/config.json", dir, sub[i]);
+        rc = sd_write_file_atomic(p, cj[i], strlen(cj[i]));
+    }
+    if (rc) return rc;
     /* text encoder: the SD2 golden one loaded (OpenCLIP names) and saved with HF names */
     const char *cfg = t_path("mkdiffusers_sd2.toml");
     t_write_file(cfg, SD2_CFG, strlen(SD2_CFG));
@@ -806,6 +821,19 @@ static void test_diffusers_folder(void)
     T_EQ_INT(m.te_layout, SD_LAYOUT_DIFFUSERS);
     T_EQ_INT(m.vae_layout, SD_LAYOUT_DIFFUSERS);
     T_EQ_INT(m.nfiles, 3);
+    CK(sd_model_load(&m, SD_DEV_CPU));
+    check_clip(&m, G_CLIP2, "golden.y", 0);
+    sd_model_close(&m);
+    /* without --model_config: the config.json files describe the same model */
+    sd_model_opts o2 = { .v_param = -1 };
+    CK(sd_model_open(&m, dir, &o2));
+    T_EQ_STR(m.family_from, "diffusers_config");
+    T_EQ_INT(m.cfg.family, SD_FAMILY_SD2);
+    T_EQ_INT(m.cfg.unet.num_head_channels, 16);
+    T_EQ_INT(m.cfg.unet.n_attn, 1);
+    T_EQ_INT(m.cfg.unet.attention_resolutions[0], 2);
+    T_EQ_INT(m.cfg.clip.layers, 4);
+    T_EQ_INT(m.cfg.vae.ch_mult[1], 2);
     CK(sd_model_load(&m, SD_DEV_CPU));
     check_clip(&m, G_CLIP2, "golden.y", 0);
 done:
