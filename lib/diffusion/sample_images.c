@@ -701,7 +701,16 @@ int sd_sample_images(sd_ctx *ctx, const sd_gen_models *m, const sd_prompt_list *
                              .steps = steps_n, .scale = sp->scale, .sampler = kind, .batch = 1, .seeds = &seed };
         sd_image im = { 0 };
         int idx = sp->index >= 0 ? sp->index : (int)i;
-        rc = sd_txt2img(ctx, m, &gp, &im);
+        /* a trainer's context may have less scratch than generation needs: use a context of our own */
+        size_t need = sd_txt2img_scratch_bytes(m, &gp);
+        sd_ctx own, *use = ctx;
+        if (ctx->scratch.cap - ctx->scratch.used < need) {
+            rc = sd_ctx_init(&own, (sd_devkind)ctx->backend, ctx->threads, need);
+            if (rc) break;
+            use = &own;
+        }
+        rc = sd_txt2img(use, m, &gp, &im);
+        if (use != ctx) sd_ctx_free(&own);
         if (rc) {
             sd_err_prefix(rc, "sample prompt %d", idx);
             break;

@@ -195,7 +195,9 @@ typedef struct sd_sample_run_opts {
  * entries built otherwise): one image per prompt, file names from sd_sample_file_name() with the
  * time of the call. The caller decides with sd_sample_due() whether to call; the caller's RNG
  * state is not touched (all noise comes from the per-image seed streams). A LoRA being trained
- * must have its sd_lora_rt.training = 0 during the call (no dropout). */
+ * must have its sd_lora_rt.training = 0 during the call (no dropout). When ctx has less free
+ * scratch than sd_txt2img_scratch_bytes() asks, a context of the same backend and thread count is
+ * made for the call (scratch is reserved address space, faulted in as used). */
 int sd_sample_images(sd_ctx *ctx, const sd_gen_models *m, const sd_prompt_list *prompts,
                      const sd_sample_run_opts *o, int epoch, int64_t steps);
 
