@@ -1,10 +1,12 @@
 /* Tiny test material for sd-train's tests and the demo (not installed; built by
  * examples/build_tiny.sh against libsd):
  *
- *   tiny_model model OUT.safetensors CONFIG [SEED]   a single-file SD1-layout checkpoint (UNet,
+ *   tiny_model model OUT.safetensors CONFIG [SEED [VAE_OUT]]
+ *                                                   a single-file SD1-layout checkpoint (UNet,
  *                                                   CLIP text encoder, VAE) with the shapes of the
  *                                                   --model_config CONFIG and random weights
- *                                                   (Philox, deterministic), stored as F16
+ *                                                   (Philox, deterministic), stored as F16; with
+ *                                                   VAE_OUT also the VAE alone (bare ldm names)
  *   tiny_model images DIR N [W H]                    N small PNG images (coloured shapes) with
  *                                                   .caption sidecars, for the demo pipeline
  *   tiny_model latents DIR N C H W [NAN_I]           N latent files DIR/lat<i>.npz ([C,H,W] normal
@@ -33,7 +35,7 @@ static int die(const char *what)
     return 1;
 }
 
-static int make_model(const char *out, const char *cfgpath, uint64_t seed)
+static int make_model(const char *out, const char *cfgpath, uint64_t seed, const char *vae_out)
 {
     sd_model_config cfg;
     if (sd_model_config_load(cfgpath, &cfg)) return die(cfgpath);
@@ -47,8 +49,8 @@ static int make_model(const char *out, const char *cfgpath, uint64_t seed)
     if (sd_vae_init(&v, &r, "first_stage_model", &cfg.vae)) return die("vae");
     sd_params_set_trainable(&r, "", 0);
     if (sd_params_alloc(&r, SD_DEV_CPU)) return die("alloc");
-    sd_safetensors_writer *w;
-    if (sd_safetensors_writer_new(&w)) return die("writer");
+    sd_safetensors_writer *w, *wv;
+    if (sd_safetensors_writer_new(&w) || sd_safetensors_writer_new(&wv)) return die("writer");
     for (size_t i = 0; i < sd_params_count(&r); i++) {
         sd_param *p = sd_params_at(&r, i);
         float *d = p->value.data;
@@ -72,9 +74,14 @@ static int make_model(const char *out, const char *cfgpath, uint64_t seed)
             for (int64_t j = 0; j < n; j++) d[j] *= s;
         }
         if (sd_safetensors_writer_add_f32(w, k, SD_ST_F16, p->value.ndim, p->value.shape, d)) return die(k);
+        if (!strncmp(k, "first_stage_model.", 18) &&
+            sd_safetensors_writer_add_f32(wv, k + 18, SD_ST_F16, p->value.ndim, p->value.shape, d))
+            return die(k);
     }
     if (sd_safetensors_writer_write(w, out)) return die(out);
+    if (vae_out && sd_safetensors_writer_write(wv, vae_out)) return die(vae_out);
     sd_safetensors_writer_free(w);
+    sd_safetensors_writer_free(wv);
     sd_unet_free(&u);
     sd_clip_free(&te);
     sd_vae_free(&v);
@@ -152,11 +159,12 @@ static int make_latents(const char *dir, int n, int C, int H, int W, int nan_ind
 
 int main(int argc, char **argv)
 {
-    if (argc >= 4 && !strcmp(argv[1], "model")) return make_model(argv[2], argv[3], argc > 4 ? strtoull(argv[4], NULL, 10) : 1);
+    if (argc >= 4 && !strcmp(argv[1], "model"))
+        return make_model(argv[2], argv[3], argc > 4 ? strtoull(argv[4], NULL, 10) : 1, argc > 5 ? argv[5] : NULL);
     if (argc >= 4 && !strcmp(argv[1], "images"))
         return make_images(argv[2], atoi(argv[3]), argc > 5 ? atoi(argv[4]) : 64, argc > 5 ? atoi(argv[5]) : 64);
     if (argc >= 7 && !strcmp(argv[1], "latents"))
         return make_latents(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), atoi(argv[6]), argc > 7 ? atoi(argv[7]) : -1);
-    fprintf(stderr, "usage: tiny_model model OUT CONFIG [SEED] | images DIR N [W H] | latents DIR N C H W\n");
+    fprintf(stderr, "usage: tiny_model model OUT CONFIG [SEED [VAE_OUT]] | images DIR N [W H] | latents DIR N C H W\n");
     return 2;
 }
