@@ -3,6 +3,7 @@
 #include "tensor/ops.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "base/error.h"
 #include "tensor/backend.h"
@@ -14,7 +15,7 @@ static const char *desc(const sd_tensor *t, char *buf)
     return sd_tensor_describe(t, buf, 160);
 }
 
-/* Every non-NULL tensor valid and on ctx's backend; CUDA is not implemented yet. */
+/* Every non-NULL tensor valid and on ctx's backend. */
 static int devs(sd_ctx *ctx, const char *op, const sd_tensor *const *ts, int n)
 {
     if (!ctx) return sd_err(SD_EINVAL, "%s: no context", op);
@@ -32,15 +33,19 @@ static int devs(sd_ctx *ctx, const char *op, const sd_tensor *const *ts, int n)
             return sd_err(SD_EINVAL, "%s: argument %d is on %s, the context on %s", op, i + 1,
                           t->device == SD_DEV_CUDA ? "CUDA" : "CPU", ctx->backend == SD_DEV_CUDA ? "CUDA" : "CPU");
     }
-    if (ctx->backend == SD_DEV_CUDA) {
-#ifdef SD_CUDA
-        return sd_err(SD_EUNSUPPORTED, "%s: no CUDA kernel yet (the CUDA ops come with issue 10)", op);
-#else
+#ifndef SD_CUDA
+    if (ctx->backend == SD_DEV_CUDA)
         return sd_err(SD_EUNSUPPORTED, "%s: CUDA tensors need a build with CUDA support (make CUDA=1)", op);
 #endif
-    }
     return SD_OK;
 }
+
+/* The backend call: sd_cpu_NAME(...) or, for a CUDA context, sd_cuda_NAME(...). */
+#ifdef SD_CUDA
+#define BACKEND(name, ...) (ctx->backend == SD_DEV_CUDA ? sd_cuda_##name(__VA_ARGS__) : sd_cpu_##name(__VA_ARGS__))
+#else
+#define BACKEND(name, ...) sd_cpu_##name(__VA_ARGS__)
+#endif
 
 #define DEVS(op, ...) do { const sd_tensor *ts_[] = { __VA_ARGS__ }; \
     int rc_ = devs(ctx, op, ts_, (int)(sizeof ts_ / sizeof ts_[0])); if (rc_) return rc_; } while (0)
@@ -113,7 +118,7 @@ int sd_op_fill(sd_ctx *ctx, sd_tensor *y, float value)
     DEVS("fill", y);
     int rc = floaty("fill", "y", y);
     if (rc) return rc;
-    return sd_cpu_fill(ctx, y, value);
+    return BACKEND(fill, ctx, y, value);
 }
 
 int sd_op_convert(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x)
@@ -124,7 +129,7 @@ int sd_op_convert(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x)
     if (rc) return rc;
     if (sd_tensor_numel(x) != sd_tensor_numel(y))
         return sd_err(SD_EINVAL, "convert: %lld elements into %lld", (long long)sd_tensor_numel(x), (long long)sd_tensor_numel(y));
-    return sd_cpu_convert(ctx, y, x);
+    return BACKEND(convert, ctx, y, x);
 }
 
 static int perm_check(const char *op, const sd_tensor *y, const sd_tensor *x, const int *perm)
@@ -150,7 +155,7 @@ int sd_op_permute(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const int *perm
     int rc = perm_check("permute", y, x, perm);
     if (rc) return rc;
     if (y->data == x->data && sd_tensor_numel(x) > 1) return sd_err(SD_EINVAL, "permute: y must not alias x");
-    return sd_cpu_permute(ctx, y, x, perm);
+    return BACKEND(permute, ctx, y, x, perm);
 }
 
 int sd_op_permute_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const int *perm)
@@ -159,7 +164,7 @@ int sd_op_permute_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const int
     F32("permute_bwd", "dx", dx); F32("permute_bwd", "dy", dy);
     int rc = perm_check("permute_bwd", dy, dx, perm);
     if (rc) return rc;
-    return sd_cpu_permute_bwd(ctx, dx, dy, perm);
+    return BACKEND(permute_bwd, ctx, dx, dy, perm);
 }
 
 /* ---- elementwise arithmetic ----------------------------------------------------------------- */
@@ -179,14 +184,14 @@ int sd_op_add(sd_ctx *ctx, sd_tensor *y, const sd_tensor *a, const sd_tensor *b)
 {
     DEVS("add", y, a, b);
     int rc = binary_check(ctx, "add", y, a, b);
-    return rc ? rc : sd_cpu_add(ctx, y, a, b);
+    return rc ? rc : BACKEND(add, ctx, y, a, b);
 }
 
 int sd_op_mul(sd_ctx *ctx, sd_tensor *y, const sd_tensor *a, const sd_tensor *b)
 {
     DEVS("mul", y, a, b);
     int rc = binary_check(ctx, "mul", y, a, b);
-    return rc ? rc : sd_cpu_mul(ctx, y, a, b);
+    return rc ? rc : BACKEND(mul, ctx, y, a, b);
 }
 
 int sd_op_mul_bwd(sd_ctx *ctx, sd_tensor *da, sd_tensor *db, const sd_tensor *dy, const sd_tensor *a,
@@ -198,7 +203,7 @@ int sd_op_mul_bwd(sd_ctx *ctx, sd_tensor *da, sd_tensor *db, const sd_tensor *dy
     if (!rc) rc = same("mul_bwd", "db", db, "b", b);
     if (!rc) rc = f32("mul_bwd", "da", da);
     if (!rc) rc = f32("mul_bwd", "db", db);
-    return rc ? rc : sd_cpu_mul_bwd(ctx, da, db, dy, a, b);
+    return rc ? rc : BACKEND(mul_bwd, ctx, da, db, dy, a, b);
 }
 
 int sd_op_axpby(sd_ctx *ctx, sd_tensor *y, float alpha, const sd_tensor *x, float beta)
@@ -206,7 +211,7 @@ int sd_op_axpby(sd_ctx *ctx, sd_tensor *y, float alpha, const sd_tensor *x, floa
     DEVS("axpby", y, x);
     F32("axpby", "y", y); F32("axpby", "x", x);
     SAME("axpby", "y", y, "x", x);
-    return sd_cpu_axpby(ctx, y, alpha, x, beta);
+    return BACKEND(axpby, ctx, y, alpha, x, beta);
 }
 
 int sd_op_sum_to(sd_ctx *ctx, sd_tensor *y, float alpha, const sd_tensor *x)
@@ -214,7 +219,7 @@ int sd_op_sum_to(sd_ctx *ctx, sd_tensor *y, float alpha, const sd_tensor *x)
     DEVS("sum_to", y, x);
     F32("sum_to", "y", y); F32("sum_to", "x", x);
     int rc = bcast_ok("sum_to", x, y);
-    return rc ? rc : sd_cpu_sum_to(ctx, y, alpha, x);
+    return rc ? rc : BACKEND(sum_to, ctx, y, alpha, x);
 }
 
 /* ---- matrix products ------------------------------------------------------------------------ */
@@ -251,7 +256,7 @@ int sd_op_linear(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor 
     if (rc) return rc;
     F32("linear", "b", b);
     if (b) SHAPE("linear", "b", b, w->shape[0]);
-    return sd_cpu_linear(ctx, y, x, w, b);
+    return BACKEND(linear, ctx, y, x, w, b);
 }
 
 int sd_op_linear_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db, const sd_tensor *dy,
@@ -265,7 +270,7 @@ int sd_op_linear_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db, c
     F32("linear_bwd", "dx", dx); F32("linear_bwd", "dw", dw); F32("linear_bwd", "db", db);
     SAME("linear_bwd", "dw", dw, "w", w);
     if (db) SHAPE("linear_bwd", "db", db, w->shape[0]);
-    return sd_cpu_linear_bwd(ctx, dx, dw, db, dy, x, w);
+    return BACKEND(linear_bwd, ctx, dx, dw, db, dy, x, w);
 }
 
 int sd_op_matmul(sd_ctx *ctx, sd_tensor *c, const sd_tensor *a, int trans_a, const sd_tensor *b, int trans_b,
@@ -292,7 +297,7 @@ int sd_op_matmul(sd_ctx *ctx, sd_tensor *c, const sd_tensor *a, int trans_a, con
                       desc(b, y), trans_b ? "ᵀ" : "", desc(c, z));
     }
     if (m > INT32_MAX || n > INT32_MAX || ka > INT32_MAX) return sd_err(SD_ERANGE, "matmul: dimension over 2^31");
-    return sd_cpu_matmul(ctx, c, a, trans_a, b, trans_b, alpha, beta);
+    return BACKEND(matmul, ctx, c, a, trans_a, b, trans_b, alpha, beta);
 }
 
 /* ---- convolution ---------------------------------------------------------------------------- */
@@ -324,7 +329,7 @@ int sd_op_conv2d(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor 
     if (rc) return rc;
     F32("conv2d", "b", b);
     if (b) SHAPE("conv2d", "b", b, w->shape[0]);
-    return sd_cpu_conv2d(ctx, y, x, w, b, g);
+    return BACKEND(conv2d, ctx, y, x, w, b, g);
 }
 
 int sd_op_conv2d_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db, const sd_tensor *dy,
@@ -337,7 +342,7 @@ int sd_op_conv2d_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db, c
     SAME("conv2d_bwd", "dx", dx, "x", x);
     SAME("conv2d_bwd", "dw", dw, "w", w);
     if (db) SHAPE("conv2d_bwd", "db", db, w->shape[0]);
-    return sd_cpu_conv2d_bwd(ctx, dx, dw, db, dy, x, w, g);
+    return BACKEND(conv2d_bwd, ctx, dx, dw, db, dy, x, w, g);
 }
 
 /* ---- normalisation -------------------------------------------------------------------------- */
@@ -367,7 +372,7 @@ int sd_op_group_norm(sd_ctx *ctx, sd_tensor *y, sd_tensor *mean, sd_tensor *rstd
     if (!y) return sd_err(SD_EINVAL, "group_norm: missing y");
     F32("group_norm", "y", y);
     SAME("group_norm", "y", y, "x", x);
-    return sd_cpu_group_norm(ctx, y, mean, rstd, x, gamma, beta, groups, eps, act);
+    return BACKEND(group_norm, ctx, y, mean, rstd, x, gamma, beta, groups, eps, act);
 }
 
 int sd_op_group_norm_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dgamma, sd_tensor *dbeta, const sd_tensor *dy,
@@ -384,7 +389,7 @@ int sd_op_group_norm_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dgamma, sd_tenso
     SAME("group_norm_bwd", "dx", dx, "x", x);
     if (dgamma) SHAPE("group_norm_bwd", "dgamma", dgamma, x->shape[1]);
     if (dbeta) SHAPE("group_norm_bwd", "dbeta", dbeta, x->shape[1]);
-    return sd_cpu_group_norm_bwd(ctx, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta, groups, act);
+    return BACKEND(group_norm_bwd, ctx, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta, groups, act);
 }
 
 static int ln_check(const char *op, const sd_tensor *x, const sd_tensor *mean, const sd_tensor *rstd,
@@ -411,7 +416,7 @@ int sd_op_layer_norm(sd_ctx *ctx, sd_tensor *y, sd_tensor *mean, sd_tensor *rstd
     if (!y) return sd_err(SD_EINVAL, "layer_norm: missing y");
     F32("layer_norm", "y", y);
     SAME("layer_norm", "y", y, "x", x);
-    return sd_cpu_layer_norm(ctx, y, mean, rstd, x, gamma, beta, eps);
+    return BACKEND(layer_norm, ctx, y, mean, rstd, x, gamma, beta, eps);
 }
 
 int sd_op_layer_norm_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dgamma, sd_tensor *dbeta, const sd_tensor *dy,
@@ -428,7 +433,7 @@ int sd_op_layer_norm_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dgamma, sd_tenso
     int64_t c = x->shape[x->ndim - 1];
     if (dgamma) SHAPE("layer_norm_bwd", "dgamma", dgamma, c);
     if (dbeta) SHAPE("layer_norm_bwd", "dbeta", dbeta, c);
-    return sd_cpu_layer_norm_bwd(ctx, dx, dgamma, dbeta, dy, x, mean, rstd, gamma);
+    return BACKEND(layer_norm_bwd, ctx, dx, dgamma, dbeta, dy, x, mean, rstd, gamma);
 }
 
 /* ---- activations ---------------------------------------------------------------------------- */
@@ -440,7 +445,7 @@ int sd_op_act(sd_ctx *ctx, sd_act act, sd_tensor *y, const sd_tensor *x)
     F32("act", "y", y); F32("act", "x", x);
     SAME("act", "y", y, "x", x);
     if (act < SD_ACT_NONE || act > SD_ACT_QUICK_GELU) return sd_err(SD_EINVAL, "act: unknown activation %d", (int)act);
-    return sd_cpu_act(ctx, act, y, x);
+    return BACKEND(act, ctx, act, y, x);
 }
 
 int sd_op_act_bwd(sd_ctx *ctx, sd_act act, sd_tensor *dx, const sd_tensor *dy, const sd_tensor *x)
@@ -451,7 +456,7 @@ int sd_op_act_bwd(sd_ctx *ctx, sd_act act, sd_tensor *dx, const sd_tensor *dy, c
     SAME("act_bwd", "dx", dx, "x", x);
     SAME("act_bwd", "dy", dy, "x", x);
     if (act < SD_ACT_NONE || act > SD_ACT_QUICK_GELU) return sd_err(SD_EINVAL, "act_bwd: unknown activation %d", (int)act);
-    return sd_cpu_act_bwd(ctx, act, dx, dy, x);
+    return BACKEND(act_bwd, ctx, act, dx, dy, x);
 }
 
 static int geglu_check(const char *op, const sd_tensor *y, const char *yname, const sd_tensor *x)
@@ -472,7 +477,7 @@ int sd_op_geglu(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x)
 {
     DEVS("geglu", y, x);
     int rc = geglu_check("geglu", y, "y", x);
-    return rc ? rc : sd_cpu_geglu(ctx, y, x);
+    return rc ? rc : BACKEND(geglu, ctx, y, x);
 }
 
 int sd_op_geglu_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const sd_tensor *x)
@@ -483,7 +488,7 @@ int sd_op_geglu_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const sd_te
     if (!dx) return sd_err(SD_EINVAL, "geglu_bwd: missing dx");
     F32("geglu_bwd", "dx", dx);
     SAME("geglu_bwd", "dx", dx, "x", x);
-    return sd_cpu_geglu_bwd(ctx, dx, dy, x);
+    return BACKEND(geglu_bwd, ctx, dx, dy, x);
 }
 
 int sd_op_softmax(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x)
@@ -493,7 +498,7 @@ int sd_op_softmax(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x)
     F32("softmax", "y", y); F32("softmax", "x", x);
     NDIM("softmax", "x", x, 1, SD_MAX_DIMS);
     SAME("softmax", "y", y, "x", x);
-    return sd_cpu_softmax(ctx, y, x);
+    return BACKEND(softmax, ctx, y, x);
 }
 
 int sd_op_softmax_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const sd_tensor *y)
@@ -504,7 +509,7 @@ int sd_op_softmax_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const sd_
     NDIM("softmax_bwd", "y", y, 1, SD_MAX_DIMS);
     SAME("softmax_bwd", "dx", dx, "y", y);
     SAME("softmax_bwd", "dy", dy, "y", y);
-    return sd_cpu_softmax_bwd(ctx, dx, dy, y);
+    return BACKEND(softmax_bwd, ctx, dx, dy, y);
 }
 
 /* ---- attention ------------------------------------------------------------------------------ */
@@ -534,7 +539,7 @@ int sd_op_attention(sd_ctx *ctx, sd_tensor *o, sd_tensor *lse, const sd_tensor *
 {
     DEVS("attention", o, lse, q, k, v);
     int rc = attn_check("attention", o, "o", lse, q, k, v, a);
-    return rc ? rc : sd_cpu_attention(ctx, o, lse, q, k, v, a);
+    return rc ? rc : BACKEND(attention, ctx, o, lse, q, k, v, a);
 }
 
 int sd_op_attention_bwd(sd_ctx *ctx, sd_tensor *dq, sd_tensor *dk, sd_tensor *dv, const sd_tensor *dout,
@@ -550,7 +555,7 @@ int sd_op_attention_bwd(sd_ctx *ctx, sd_tensor *dq, sd_tensor *dk, sd_tensor *dv
     SAME("attention_bwd", "dq", dq, "q", q);
     SAME("attention_bwd", "dk", dk, "k", k);
     SAME("attention_bwd", "dv", dv, "v", v);
-    return sd_cpu_attention_bwd(ctx, dq, dk, dv, dout, q, k, v, o, lse, a);
+    return BACKEND(attention_bwd, ctx, dq, dk, dv, dout, q, k, v, o, lse, a);
 }
 
 /* ---- shape ops ------------------------------------------------------------------------------ */
@@ -573,14 +578,14 @@ int sd_op_upsample_nearest(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x)
 {
     DEVS("upsample_nearest", y, x);
     int rc = up_check("upsample_nearest", y, x);
-    return rc ? rc : sd_cpu_upsample_nearest(ctx, y, x);
+    return rc ? rc : BACKEND(upsample_nearest, ctx, y, x);
 }
 
 int sd_op_upsample_nearest_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy)
 {
     DEVS("upsample_nearest_bwd", dx, dy);
     int rc = up_check("upsample_nearest_bwd", dy, dx);
-    return rc ? rc : sd_cpu_upsample_nearest_bwd(ctx, dx, dy);
+    return rc ? rc : BACKEND(upsample_nearest_bwd, ctx, dx, dy);
 }
 
 static int concat_check(const char *op, const sd_tensor *y, const sd_tensor *const *xs, int n, int *axis, int allow_null)
@@ -619,7 +624,7 @@ int sd_op_concat(sd_ctx *ctx, sd_tensor *y, const sd_tensor *const *xs, int n, i
     DEVS("concat", y);
     for (int i = 0; xs && i < n && i < 64; i++) DEVS("concat", xs[i]);
     int rc = concat_check("concat", y, xs, n, &axis, 0);
-    return rc ? rc : sd_cpu_concat(ctx, y, xs, n, axis);
+    return rc ? rc : BACKEND(concat, ctx, y, xs, n, axis);
 }
 
 int sd_op_concat_bwd(sd_ctx *ctx, sd_tensor *const *dxs, int n, const sd_tensor *dy, int axis)
@@ -627,7 +632,7 @@ int sd_op_concat_bwd(sd_ctx *ctx, sd_tensor *const *dxs, int n, const sd_tensor 
     DEVS("concat_bwd", dy);
     for (int i = 0; dxs && i < n && i < 64; i++) DEVS("concat_bwd", dxs[i]);
     int rc = concat_check("concat_bwd", dy, (const sd_tensor *const *)dxs, n, &axis, 1);
-    return rc ? rc : sd_cpu_concat_bwd(ctx, dxs, n, dy, axis);
+    return rc ? rc : BACKEND(concat_bwd, ctx, dxs, n, dy, axis);
 }
 
 /* ---- embeddings ----------------------------------------------------------------------------- */
@@ -635,12 +640,28 @@ int sd_op_concat_bwd(sd_ctx *ctx, sd_tensor *const *dxs, int n, const sd_tensor 
 static int ids_check(const char *op, const sd_tensor *ids, int64_t vocab)
 {
     if (ids->dtype != SD_I32) return sd_err(SD_EINVAL, "%s: ids must be i32", op);
-    const int32_t *p = ids->data;   /* host memory: validated on the CPU backend only */
+    const int32_t *p = ids->data;
     int64_t n = sd_tensor_numel(ids);
+    int32_t *copy = NULL;
+    if (ids->device == SD_DEV_CUDA && n > 0) {
+        /* device ids: checked on a host copy (a few hundred token ids; this waits for the stream) */
+        copy = malloc((size_t)n * sizeof(int32_t));
+        if (!copy) return sd_err(SD_ENOMEM, "%s: out of memory checking %lld ids", op, (long long)n);
+        int rc = sd_tensor_download(ids, copy, (size_t)n * sizeof(int32_t));
+        if (rc) {
+            free(copy);
+            return sd_err_prefix(rc, "%s: reading the ids", op);
+        }
+        p = copy;
+    }
+    int rc = SD_OK;
     for (int64_t i = 0; i < n; i++)
-        if (p[i] < 0 || p[i] >= vocab)
-            return sd_err(SD_ERANGE, "%s: id %d at position %lld outside [0, %lld)", op, (int)p[i], (long long)i, (long long)vocab);
-    return SD_OK;
+        if (p[i] < 0 || p[i] >= vocab) {
+            rc = sd_err(SD_ERANGE, "%s: id %d at position %lld outside [0, %lld)", op, (int)p[i], (long long)i, (long long)vocab);
+            break;
+        }
+    free(copy);
+    return rc;
 }
 
 static int emb_check(const char *op, const sd_tensor *y, const sd_tensor *table, const sd_tensor *ids)
@@ -661,14 +682,14 @@ int sd_op_embedding(sd_ctx *ctx, sd_tensor *y, const sd_tensor *table, const sd_
 {
     DEVS("embedding", y, table, ids);
     int rc = emb_check("embedding", y, table, ids);
-    return rc ? rc : sd_cpu_embedding(ctx, y, table, ids);
+    return rc ? rc : BACKEND(embedding, ctx, y, table, ids);
 }
 
 int sd_op_embedding_bwd(sd_ctx *ctx, sd_tensor *dtable, const sd_tensor *dy, const sd_tensor *ids)
 {
     DEVS("embedding_bwd", dtable, dy, ids);
     int rc = emb_check("embedding_bwd", dy, dtable, ids);
-    return rc ? rc : sd_cpu_embedding_bwd(ctx, dtable, dy, ids);
+    return rc ? rc : BACKEND(embedding_bwd, ctx, dtable, dy, ids);
 }
 
 int sd_op_timestep_embedding(sd_ctx *ctx, sd_tensor *y, const sd_tensor *t, int flip_sin_to_cos, float freq_shift,
@@ -682,7 +703,7 @@ int sd_op_timestep_embedding(sd_ctx *ctx, sd_tensor *y, const sd_tensor *t, int 
     if (y->shape[0] != t->shape[0] || y->shape[1] < 2) return sd_err(SD_EINVAL, "timestep_embedding: y must be [N, dim ≥ 2]");
     if ((float)(y->shape[1] / 2) - freq_shift <= 0 || max_period <= 0)
         return sd_err(SD_EINVAL, "timestep_embedding: bad freq_shift/max_period");
-    return sd_cpu_timestep_embedding(ctx, y, t, flip_sin_to_cos, freq_shift, max_period);
+    return BACKEND(timestep_embedding, ctx, y, t, flip_sin_to_cos, freq_shift, max_period);
 }
 
 /* ---- losses --------------------------------------------------------------------------------- */
@@ -709,7 +730,7 @@ int sd_op_loss(sd_ctx *ctx, sd_tensor *loss, sd_tensor *per_sample, const sd_ten
     if (!loss || sd_tensor_numel(loss) != 1 || loss->dtype != SD_F32) return sd_err(SD_EINVAL, "loss: loss must be one f32");
     F32("loss", "per_sample", per_sample);
     if (per_sample) SHAPE("loss", "per_sample", per_sample, pred->shape[0]);
-    return sd_cpu_loss(ctx, loss, per_sample, pred, target, weight, c, kind);
+    return BACKEND(loss, ctx, loss, per_sample, pred, target, weight, c, kind);
 }
 
 int sd_op_loss_bwd(sd_ctx *ctx, sd_tensor *dpred, const sd_tensor *pred, const sd_tensor *target,
@@ -721,5 +742,5 @@ int sd_op_loss_bwd(sd_ctx *ctx, sd_tensor *dpred, const sd_tensor *pred, const s
     if (!dpred) return sd_err(SD_EINVAL, "loss_bwd: missing dpred");
     F32("loss_bwd", "dpred", dpred);
     SAME("loss_bwd", "dpred", dpred, "pred", pred);
-    return sd_cpu_loss_bwd(ctx, dpred, pred, target, weight, c, kind, dloss);
+    return BACKEND(loss_bwd, ctx, dpred, pred, target, weight, c, kind, dloss);
 }

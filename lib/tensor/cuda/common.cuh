@@ -7,6 +7,7 @@
 
 extern "C" {
 #include "base/error.h"
+#include "tensor/backend.h"
 }
 #include "tensor/cuda/cuda.h"
 
@@ -35,5 +36,53 @@ static inline unsigned sd_cuda_blocks(size_t n, unsigned threads)
     size_t b = (n + threads - 1) / threads;
     return b > 65535u * 16u ? 65535u * 16u : (unsigned)b;
 }
+
+// ---- helpers of the op kernels (ops_*.cu) ----------------------------------------------------
+
+static const unsigned SD_CU_THREADS = 256;
+
+// Grid-stride loop over [0, n).
+#define SD_CU_LOOP(i, n) for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (size_t)(n); \
+                              i += (size_t)gridDim.x * blockDim.x)
+
+// Launch a grid-stride kernel over n elements on the stream (nothing for n = 0).
+#define SD_CU_GRID(kernel, n, ...) do { size_t sd_n_ = (size_t)(n); if (sd_n_) { \
+    kernel<<<sd_cuda_blocks(sd_n_, SD_CU_THREADS), SD_CU_THREADS, 0, sd_cuda_stream()>>>(__VA_ARGS__); \
+    SD_CU_LAUNCH(#kernel); } } while (0)
+
+// Scratch from the context's device arena (stack discipline: callers reset to their mark).
+// NULL with an SD_ENOMEM message when the arena is exhausted.
+template <class T> static inline T *sd_cu_scratch(sd_ctx *ctx, size_t n, const char *what)
+{
+    size_t bytes = n * sizeof(T);
+    T *p = (T *)sd_arena_alloc(&ctx->scratch, bytes > 0 ? bytes : 1);
+    if (!p)
+        sd_err(SD_ENOMEM, "CUDA %s: op scratch arena exhausted (need %zu bytes, %zu of %zu in use)", what,
+               n * sizeof(T), ctx->scratch.used, ctx->scratch.cap);
+    return p;
+}
+
+// Bytes still free in the scratch arena (after alignment).
+static inline size_t sd_cu_scratch_free(const sd_ctx *ctx)
+{
+    size_t off = (ctx->scratch.used + 63) & ~(size_t)63;
+    return off >= ctx->scratch.cap ? 0 : ctx->scratch.cap - off;
+}
+
+// Row-major strided-batched product, fp32 in/out, fp32 compute (CUBLAS_COMPUTE_32F, no TF32):
+//   C_i[m×n] = alpha·op(A_i)·op(B_i) + beta·C_i,  X_i = X + i·sX  (sX = 0: shared)
+// op(A) is m×k (A stored k×m with ld lda when ta), op(B) is k×n (B stored n×k when tb).
+// Implemented as the column-major product Cᵀ = op(B)ᵀ·op(A)ᵀ (B first, same flags).
+int sd_cu_gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+               int64_t sa, const float *b, int64_t ldb, int64_t sb, float beta, float *c, int64_t ldc,
+               int64_t sc, int64_t batch);
+
+// f32 view of a linear/conv weight: the data itself, or a converted copy (f16/bf16) in scratch.
+const float *sd_cu_weight_f32(sd_ctx *ctx, const sd_tensor *w, int *rc);
+
+// y[e] += alpha·Σ x·w over the axes where y (shape ysh, ynd) is broadcast against x (xnd, xsh);
+// w may be NULL (= 1) and has x's shape. Deterministic (fixed reduction order, no atomics).
+int sd_cu_sum_to(sd_ctx *ctx, float *y, int ynd, const int64_t *ysh, float alpha, const float *x, const float *w,
+                 int xnd, const int64_t *xsh);
 
 #endif

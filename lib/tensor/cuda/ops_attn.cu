@@ -1,0 +1,237 @@
+// CUDA backend: scaled-dot-product attention, forward and backward, chunked over queries.
+//
+// For each batch element and each block of nq query rows, the scores of all heads against all keys
+// (H × nq × Tk floats) are formed in scratch with one strided-batched cuBLAS product (batch = heads;
+// q/k/v stay in their [B, T, H·d] layout: a head is a column offset h·d with row stride H·d), then
+// a row kernel turns them into probabilities (exact max / sum over the complete row; causal mask;
+// log-sum-exp saved) and a second product gives O = P·V. nq is chosen so that the score block
+// fits in the free scratch (capped at 64 Mi floats per buffer), so the whole B×H×Tq×Tk matrix
+// never exists. Backward per block: recompute P = exp(S − lse), dV += Pᵀ·dO, dP = dO·Vᵀ,
+// dS = P∘(dP − Δ) with Δ = rowsum(dO∘O), dQ += s·dS·K, dK += s·dSᵀ·Q. Blocks run in order on
+// one stream, so dK/dV accumulate deterministically. fp32 throughout (CUBLAS_COMPUTE_32F).
+#include <math.h>
+#include <stdint.h>
+
+#include "tensor/cuda/common.cuh"
+
+#define FP(t) ((t) ? (float *)(t)->data : (float *)NULL)
+#define CFP(t) ((t) ? (const float *)(t)->data : (const float *)NULL)
+
+#define ATTN_MAX_BUF ((int64_t)64 << 20)  // floats per score buffer at most
+
+struct attn_geom {
+    int64_t b, h, tq, tk, dk, dv;
+    float scale;
+    int causal;
+};
+
+static attn_geom attn_plan(const sd_tensor *q, const sd_tensor *k, const sd_tensor *v, sd_attn_args a)
+{
+    attn_geom g;
+    g.b = q->shape[0];
+    g.h = a.heads;
+    g.tq = q->shape[1];
+    g.tk = k->shape[1];
+    g.dk = q->shape[2] / a.heads;
+    g.dv = v->shape[2] / a.heads;
+    g.scale = a.scale != 0 ? a.scale : 1.0f / sqrtf((float)g.dk);
+    g.causal = a.causal;
+    return g;
+}
+
+__device__ __forceinline__ float bmax(float v, float *sh)
+{
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = 128; s > 0; s >>= 1) {
+        if ((int)threadIdx.x < s) sh[threadIdx.x] = fmaxf(sh[threadIdx.x], sh[threadIdx.x + s]);
+        __syncthreads();
+    }
+    float r = sh[0];
+    __syncthreads();
+    return r;
+}
+
+__device__ __forceinline__ float bsumf(float v, float *sh)
+{
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = 128; s > 0; s >>= 1) {
+        if ((int)threadIdx.x < s) sh[threadIdx.x] += sh[threadIdx.x + s];
+        __syncthreads();
+    }
+    float r = sh[0];
+    __syncthreads();
+    return r;
+}
+
+// s [h, nq, tk] (scaled scores) → normalised probabilities in place; lse[(bb·H + h)·Tq + i0 + r].
+// Masked entries (causal: key j > query i0 + r) become 0. One block (256 threads) per row.
+__global__ void k_attn_softmax(int64_t nrows, int64_t nq, int64_t tk, float *s, float *lse, int64_t lse_base,
+                               int64_t tq, int64_t i0, int causal)
+{
+    __shared__ float sh[256];
+    for (int64_t row = blockIdx.x; row < nrows; row += gridDim.x) {
+        int64_t hh = row / nq, r = row % nq;
+        float *sr = s + row * tk;
+        int64_t lim = causal ? (i0 + r + 1 < tk ? i0 + r + 1 : tk) : tk;
+        float m = -INFINITY;
+        for (int64_t j = threadIdx.x; j < lim; j += blockDim.x) m = fmaxf(m, sr[j]);
+        m = bmax(m, sh);
+        float sum = 0;
+        for (int64_t j = threadIdx.x; j < lim; j += blockDim.x) sum += expf(sr[j] - m);
+        sum = bsumf(sum, sh);
+        float inv = 1.0f / sum;
+        for (int64_t j = threadIdx.x; j < tk; j += blockDim.x) sr[j] = j < lim ? expf(sr[j] - m) * inv : 0.0f;
+        if (threadIdx.x == 0) lse[lse_base + hh * tq + i0 + r] = m + logf(sum);
+    }
+}
+
+// Backward: s [h, nq, tk] scores → P = exp(s − lse) (0 where masked).
+__global__ void k_attn_probs(size_t n, int64_t nq, int64_t tk, float *s, const float *lse, int64_t lse_base,
+                             int64_t tq, int64_t i0, int causal)
+{
+    SD_CU_LOOP(i, n) {
+        int64_t j = (int64_t)i % tk, row = (int64_t)i / tk, hh = row / nq, r = row % nq;
+        int64_t lim = causal ? (i0 + r + 1 < tk ? i0 + r + 1 : tk) : tk;
+        s[i] = j < lim ? expf(s[i] - lse[lse_base + hh * tq + i0 + r]) : 0.0f;
+    }
+}
+
+// delta[h·nq + r] = Σ_c dO[r, h·dv + c]·O[r, h·dv + c] (rows of the block, row stride ldv)
+__global__ void k_attn_delta(size_t n, int64_t nq, int64_t dv, int64_t ldv, float *delta, const float *dout,
+                             const float *o)
+{
+    SD_CU_LOOP(i, n) {
+        int64_t hh = (int64_t)i / nq, r = (int64_t)i % nq;
+        const float *a = dout + r * ldv + hh * dv, *b = o + r * ldv + hh * dv;
+        float d = 0;
+        for (int64_t c = 0; c < dv; c++) d += a[c] * b[c];
+        delta[i] = d;
+    }
+}
+
+// dp[h, r, j] = p·(dp − delta[h, r]) in place
+__global__ void k_attn_ds(size_t n, int64_t tk, float *dp, const float *p, const float *delta)
+{
+    SD_CU_LOOP(i, n) dp[i] = p[i] * (dp[i] - delta[(int64_t)i / tk]);
+}
+
+// Query rows per block: `bufs` score buffers of H·nq·Tk floats in the free scratch.
+static int64_t attn_chunk(sd_ctx *ctx, const attn_geom &g, int bufs, int extra_per_row)
+{
+    size_t fr = sd_cu_scratch_free(ctx);
+    size_t row = (size_t)g.h * (size_t)g.tk * sizeof(float) * (size_t)bufs + (size_t)g.h * sizeof(float) * extra_per_row;
+    size_t avail = fr > 256 ? fr - 256 : 0;  // alignment slack
+    int64_t nq = row ? (int64_t)(avail / row) : g.tq;
+    int64_t cap = ATTN_MAX_BUF / (g.h * g.tk > 0 ? g.h * g.tk : 1);
+    if (cap < 1) cap = 1;
+    if (nq > cap) nq = cap;
+    if (nq > g.tq) nq = g.tq;
+    return nq;
+}
+
+extern "C" int sd_cuda_attention(sd_ctx *ctx, sd_tensor *o, sd_tensor *lse, const sd_tensor *q, const sd_tensor *k,
+                                 const sd_tensor *v, sd_attn_args a)
+{
+    attn_geom g = attn_plan(q, k, v, a);
+    if (!g.b || !g.tq) return SD_OK;
+    int64_t ldq = g.h * g.dk, ldv = g.h * g.dv;
+    int64_t nqb = attn_chunk(ctx, g, 1, 0);
+    if (nqb < 1)
+        return sd_err(SD_ENOMEM, "CUDA attention: op scratch arena too small for one row of scores (%zu bytes, %zu free)",
+                      (size_t)(g.h * g.tk) * sizeof(float), sd_cu_scratch_free(ctx));
+    size_t mark = sd_arena_mark(&ctx->scratch);
+    float *s = sd_cu_scratch<float>(ctx, (size_t)(g.h * nqb * g.tk), "attention");
+    if (!s) return SD_ENOMEM;
+    int rc = SD_OK;
+    for (int64_t bb = 0; !rc && bb < g.b; bb++) {
+        const float *qb = CFP(q) + bb * g.tq * ldq, *kb = CFP(k) + bb * g.tk * ldq, *vb = CFP(v) + bb * g.tk * ldv;
+        float *ob = FP(o) + bb * g.tq * ldv;
+        for (int64_t i0 = 0; !rc && i0 < g.tq; i0 += nqb) {
+            int64_t nq = g.tq - i0 < nqb ? g.tq - i0 : nqb;
+            // S_h [nq, tk] = scale · Q_h · K_hᵀ
+            rc = sd_cu_gemm(0, 1, nq, g.tk, g.dk, g.scale, qb + i0 * ldq, ldq, g.dk, kb, ldq, g.dk, 0.0f, s, g.tk,
+                            nq * g.tk, g.h);
+            if (rc) break;
+            int64_t nrows = g.h * nq;
+            k_attn_softmax<<<(unsigned)(nrows > 65535 * 16 ? 65535 * 16 : nrows), 256, 0, sd_cuda_stream()>>>(
+                nrows, nq, g.tk, s, FP(lse), bb * g.h * g.tq, g.tq, i0, g.causal);
+            cudaError_t e = cudaGetLastError();
+            if (e != cudaSuccess) { rc = sd_cuda_fail(e, "launching attention softmax"); break; }
+            // O_h [nq, dv] = P_h · V_h
+            rc = sd_cu_gemm(0, 0, nq, g.dv, g.tk, 1.0f, s, g.tk, nq * g.tk, vb, ldv, g.dv, 0.0f, ob + i0 * ldv, ldv,
+                            g.dv, g.h);
+        }
+    }
+    sd_arena_reset(&ctx->scratch, mark);
+    return rc;
+}
+
+extern "C" int sd_cuda_attention_bwd(sd_ctx *ctx, sd_tensor *dq, sd_tensor *dk, sd_tensor *dv, const sd_tensor *dout,
+                                     const sd_tensor *q, const sd_tensor *k, const sd_tensor *v, const sd_tensor *o,
+                                     const sd_tensor *lse, sd_attn_args a)
+{
+    attn_geom g = attn_plan(q, k, v, a);
+    if (!g.b || !g.tq || (!dq && !dk && !dv)) return SD_OK;
+    int64_t ldq = g.h * g.dk, ldv = g.h * g.dv;
+    int64_t nqb = attn_chunk(ctx, g, 2, 1);
+    if (nqb < 1)
+        return sd_err(SD_ENOMEM, "CUDA attention_bwd: op scratch arena too small for one row of scores (%zu bytes, %zu free)",
+                      (size_t)(2 * g.h * g.tk) * sizeof(float), sd_cu_scratch_free(ctx));
+    size_t mark = sd_arena_mark(&ctx->scratch);
+    float *p = sd_cu_scratch<float>(ctx, (size_t)(g.h * nqb * g.tk), "attention_bwd");
+    float *dp = p ? sd_cu_scratch<float>(ctx, (size_t)(g.h * nqb * g.tk), "attention_bwd") : NULL;
+    float *delta = dp ? sd_cu_scratch<float>(ctx, (size_t)(g.h * nqb), "attention_bwd") : NULL;
+    if (!delta) { sd_arena_reset(&ctx->scratch, mark); return SD_ENOMEM; }
+    int rc = SD_OK;
+    for (int64_t bb = 0; !rc && bb < g.b; bb++) {
+        const float *qb = CFP(q) + bb * g.tq * ldq, *kb = CFP(k) + bb * g.tk * ldq, *vb = CFP(v) + bb * g.tk * ldv;
+        const float *dob = CFP(dout) + bb * g.tq * ldv, *obb = CFP(o) + bb * g.tq * ldv;
+        float *dqb = dq ? FP(dq) + bb * g.tq * ldq : NULL;
+        float *dkb = dk ? FP(dk) + bb * g.tk * ldq : NULL;
+        float *dvb = dv ? FP(dv) + bb * g.tk * ldv : NULL;
+        for (int64_t i0 = 0; !rc && i0 < g.tq; i0 += nqb) {
+            int64_t nq = g.tq - i0 < nqb ? g.tq - i0 : nqb;
+            size_t ns = (size_t)(g.h * nq * g.tk);
+            rc = sd_cu_gemm(0, 1, nq, g.tk, g.dk, g.scale, qb + i0 * ldq, ldq, g.dk, kb, ldq, g.dk, 0.0f, p, g.tk,
+                            nq * g.tk, g.h);
+            if (rc) break;
+            k_attn_probs<<<sd_cuda_blocks(ns, SD_CU_THREADS), SD_CU_THREADS, 0, sd_cuda_stream()>>>(
+                ns, nq, g.tk, p, CFP(lse), bb * g.h * g.tq, g.tq, i0, g.causal);
+            cudaError_t e = cudaGetLastError();
+            if (e != cudaSuccess) { rc = sd_cuda_fail(e, "launching attention probs"); break; }
+            // dV_h [tk, dv] += P_hᵀ · dO_h
+            if (dvb) {
+                rc = sd_cu_gemm(1, 0, g.tk, g.dv, nq, 1.0f, p, g.tk, nq * g.tk, dob + i0 * ldv, ldv, g.dv, 1.0f, dvb, ldv,
+                                g.dv, g.h);
+                if (rc) break;
+            }
+            if (!dqb && !dkb) continue;
+            // dP_h [nq, tk] = dO_h · V_hᵀ
+            rc = sd_cu_gemm(0, 1, nq, g.tk, g.dv, 1.0f, dob + i0 * ldv, ldv, g.dv, vb, ldv, g.dv, 0.0f, dp, g.tk,
+                            nq * g.tk, g.h);
+            if (rc) break;
+            size_t nd = (size_t)(g.h * nq);
+            k_attn_delta<<<sd_cuda_blocks(nd, SD_CU_THREADS), SD_CU_THREADS, 0, sd_cuda_stream()>>>(
+                nd, nq, g.dv, ldv, delta, dob + i0 * ldv, obb + i0 * ldv);
+            e = cudaGetLastError();
+            if (e != cudaSuccess) { rc = sd_cuda_fail(e, "launching attention delta"); break; }
+            k_attn_ds<<<sd_cuda_blocks(ns, SD_CU_THREADS), SD_CU_THREADS, 0, sd_cuda_stream()>>>(ns, g.tk, dp, p, delta);
+            e = cudaGetLastError();
+            if (e != cudaSuccess) { rc = sd_cuda_fail(e, "launching attention dS"); break; }
+            // dQ_h [nq, dk] += scale · dS_h · K_h
+            if (dqb) {
+                rc = sd_cu_gemm(0, 0, nq, g.dk, g.tk, g.scale, dp, g.tk, nq * g.tk, kb, ldq, g.dk, 1.0f, dqb + i0 * ldq,
+                                ldq, g.dk, g.h);
+                if (rc) break;
+            }
+            // dK_h [tk, dk] += scale · dS_hᵀ · Q_h
+            if (dkb)
+                rc = sd_cu_gemm(1, 0, g.tk, g.dk, nq, g.scale, dp, g.tk, nq * g.tk, qb + i0 * ldq, ldq, g.dk, 1.0f, dkb,
+                                ldq, g.dk, g.h);
+        }
+    }
+    sd_arena_reset(&ctx->scratch, mark);
+    return rc;
+}

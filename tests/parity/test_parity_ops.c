@@ -1,0 +1,678 @@
+/* CPU vs CUDA parity of every op of lib/tensor/ops.h, forward and backward.
+ *
+ * Each check builds the same random inputs on the host (CPU context) and on the device (CUDA
+ * context), runs the op on both, downloads the device result and reports, per output,
+ *   max_abs = max |gpu − cpu|,  max_ref = max |cpu|,  rel = max_abs / max_ref
+ * (a norm-relative metric: matrix products reduce in different orders on the two backends).
+ * Tolerance: rel ≤ 1e-5 for every f32 result (cuBLAS runs with CUBLAS_COMPUTE_32F, no TF32);
+ * f16/bf16 weights are converted exactly to f32 on both backends before use, so they get the same
+ * tolerance. Bit-exact checks where both sides do the same arithmetic (fill, convert, permute,
+ * upsample, concat, embedding). Backward ops accumulate into gradients that start from the same
+ * random values on both sides. Also: the CUDA results are the same bytes on a second run
+ * (determinism), attention and conv2d with a tiny scratch arena (several query / image chunks),
+ * and an SD-sized attention (T = 4096, 8 heads) forward and backward.
+ *
+ * Without a CUDA device (or in a build without CUDA) every test prints "ok NAME # SKIP no CUDA
+ * device". Runs in a few seconds on an H100 (most of it the CPU reference). */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/error.h"
+#include "base/half.h"
+#include "tensor/device.h"
+#include "tensor/ops.h"
+#include "test.h"
+
+#define TOL 1e-5
+
+static sd_ctx cpu, gpu;
+
+/* ---- random numbers ---- */
+
+static uint64_t rng_state = 0x2545f4914f6cdd1dull;
+static uint64_t rnd64(void)
+{
+    uint64_t x = rng_state;
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    return rng_state = x;
+}
+static float rndf(void) { return (float)((double)(rnd64() >> 11) * 0x1p-53 * 2.0 - 1.0); }
+
+/* ---- host/device tensor pairs ---- */
+
+typedef struct pair {
+    sd_tensor h, d;
+} pair;
+
+#define MAXP 256
+static pair *pool[MAXP];
+static int npool;
+
+static void dev_upload(pair *p)
+{
+    size_t nb = sd_tensor_nbytes(&p->h);
+    p->d = p->h;
+    p->d.data = NULL;
+    p->d.device = SD_DEV_CUDA;
+    if (sd_device_alloc(&p->d.data, nb ? nb : 4)) printf("# device alloc failed: %s\n", sd_errmsg());
+    else if (nb && sd_tensor_upload(&p->d, p->h.data, nb)) printf("# upload failed: %s\n", sd_errmsg());
+}
+
+/* Random tensor (uniform in [off - scale, off + scale]); f16/bf16 hold the rounded values. */
+static pair *mk(sd_dtype dt, int nd, const int64_t *sh, float scale, float off)
+{
+    pair *p = calloc(1, sizeof *p);
+    if (sd_tensor_alloc(&p->h, dt, nd, sh)) { printf("# alloc: %s\n", sd_errmsg()); exit(1); }
+    int64_t n = sd_tensor_numel(&p->h);
+    for (int64_t i = 0; i < n; i++) {
+        float v = off + scale * rndf();
+        if (dt == SD_F32) ((float *)p->h.data)[i] = v;
+        else if (dt == SD_F16) ((uint16_t *)p->h.data)[i] = sd_f32_to_f16(v);
+        else if (dt == SD_BF16) ((uint16_t *)p->h.data)[i] = sd_f32_to_bf16(v);
+        else ((int32_t *)p->h.data)[i] = (int32_t)(rnd64() % 1000);
+    }
+    dev_upload(p);
+    if (npool < MAXP) pool[npool++] = p;
+    return p;
+}
+#define MK(dt, scale, off, ...) mk(dt, SD_DIMS(__VA_ARGS__), scale, off)
+#define R(...) mk(SD_F32, SD_DIMS(__VA_ARGS__), 1.0f, 0.0f)
+
+static void pool_free(void)
+{
+    for (int i = 0; i < npool; i++) {
+        sd_tensor_free(&pool[i]->h);
+        sd_tensor_free(&pool[i]->d);
+        free(pool[i]);
+    }
+    npool = 0;
+}
+
+/* ---- comparison ---- */
+
+static double worst_rel;
+static char worst_name[96];
+
+/* Compare device result with host result (f32): rel = max|Δ| / max|ref|. */
+static void cmp(const char *name, const pair *p, double tol)
+{
+    int64_t n = sd_tensor_numel(&p->h);
+    float *g = malloc((size_t)(n ? n : 1) * 4);
+    int rc = sd_tensor_download(&p->d, g, sd_tensor_nbytes(&p->h));
+    T_CHECKF(rc == SD_OK, "%s: download: %s", name, sd_errmsg());
+    const float *c = p->h.data;
+    double md = 0, mr = 0;
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (isnan(c[i]) != isnan(g[i])) bad = 1;
+        if (isnan(c[i]) || isnan(g[i])) continue;
+        double d = fabs((double)g[i] - (double)c[i]);
+        if (d > md) md = d;
+        if (fabs(c[i]) > mr) mr = fabs(c[i]);
+    }
+    double rel = mr > 0 ? md / mr : md;
+    printf("# %-34s max_abs %.3e  max_ref %.3e  rel %.3e%s\n", name, md, mr, rel, rel <= tol && !bad ? "" : "  <-- FAIL");
+    if (rel > worst_rel) { worst_rel = rel; snprintf(worst_name, sizeof worst_name, "%s", name); }
+    T_CHECKF(!bad && rel <= tol, "%s: rel %.3e > %.1e (or NaN mismatch)", name, rel, tol);
+    free(g);
+}
+
+/* Bit-exact comparison (any dtype). */
+static void cmp_exact(const char *name, const pair *p)
+{
+    size_t nb = sd_tensor_nbytes(&p->h);
+    unsigned char *g = malloc(nb ? nb : 1);
+    int rc = sd_tensor_download(&p->d, g, nb);
+    T_CHECKF(rc == SD_OK, "%s: download: %s", name, sd_errmsg());
+    int same = memcmp(g, p->h.data, nb) == 0;
+    printf("# %-34s %s\n", name, same ? "bit-exact" : "DIFFERENT  <-- FAIL");
+    T_CHECKF(same, "%s: not bit-exact", name);
+    free(g);
+}
+
+/* Device bytes of a result (for the determinism checks). */
+static unsigned char *dev_bytes(const pair *p)
+{
+    size_t nb = sd_tensor_nbytes(&p->d);
+    unsigned char *g = malloc(nb ? nb : 1);
+    if (sd_tensor_download(&p->d, g, nb)) printf("# download failed: %s\n", sd_errmsg());
+    return g;
+}
+
+static void same_bytes(const char *name, const pair *p, const unsigned char *before)
+{
+    unsigned char *now = dev_bytes(p);
+    int same = memcmp(now, before, sd_tensor_nbytes(&p->d)) == 0;
+    printf("# %-34s %s\n", name, same ? "same bytes on a second run" : "DIFFERENT on a second run  <-- FAIL");
+    T_CHECKF(same, "%s: not deterministic", name);
+    free(now);
+}
+
+/* Run an op on both backends: CALL(ctx, H_or_D) where field is h or d. */
+#define BOTH(call_h, call_d) do { \
+    int rc_h_ = (call_h); T_CHECKF(rc_h_ == SD_OK, "CPU %s: %s", #call_h, sd_errmsg()); \
+    int rc_d_ = (call_d); T_CHECKF(rc_d_ == SD_OK, "CUDA %s: %s", #call_d, sd_errmsg()); \
+    int rc_s_ = sd_device_sync(); T_CHECKF(rc_s_ == SD_OK, "CUDA sync after %s: %s", #call_d, sd_errmsg()); \
+} while (0)
+
+/* ---- tests ---- */
+
+static void test_fill_convert(void)
+{
+    sd_dtype dts[3] = { SD_F32, SD_F16, SD_BF16 };
+    const char *nm[3] = { "f32", "f16", "bf16" };
+    char name[96];
+    for (int i = 0; i < 3; i++) {
+        pair *y = MK(dts[i], 1, 0, 3, 1000);
+        BOTH(sd_op_fill(&cpu, &y->h, -1.3f), sd_op_fill(&gpu, &y->d, -1.3f));
+        snprintf(name, sizeof name, "fill %s", nm[i]);
+        cmp_exact(name, y);
+        for (int j = 0; j < 3; j++) {
+            pair *x = MK(dts[i], 3.0f, 0, 7, 333), *z = MK(dts[j], 1, 0, 7, 333);
+            BOTH(sd_op_convert(&cpu, &z->h, &x->h), sd_op_convert(&gpu, &z->d, &x->d));
+            snprintf(name, sizeof name, "convert %s -> %s", nm[i], nm[j]);
+            cmp_exact(name, z);
+        }
+    }
+    pool_free();
+}
+
+static void test_permute(void)
+{
+    pair *x = R(2, 3, 4, 5), *y = R(3, 5, 2, 4), *dx = R(2, 3, 4, 5);
+    int perm[4] = { 1, 3, 0, 2 };
+    BOTH(sd_op_permute(&cpu, &y->h, &x->h, perm), sd_op_permute(&gpu, &y->d, &x->d, perm));
+    cmp_exact("permute", y);
+    BOTH(sd_op_permute_bwd(&cpu, &dx->h, &y->h, perm), sd_op_permute_bwd(&gpu, &dx->d, &y->d, perm));
+    cmp("permute_bwd", dx, 0);
+    pool_free();
+}
+
+static void test_binary(void)
+{
+    /* b shapes broadcast against a [2, 3, 4, 5] */
+    int64_t bs[][4] = { { 2, 3, 4, 5 }, { 5, 0, 0, 0 }, { 2, 3, 1, 1 }, { 1, 0, 0, 0 }, { 3, 1, 5, 0 }, { 2, 1, 4, 1 } };
+    int bnd[] = { 4, 1, 4, 1, 3, 4 };
+    char name[96];
+    for (int t = 0; t < 6; t++) {
+        pair *a = R(2, 3, 4, 5), *y = R(2, 3, 4, 5), *b = mk(SD_F32, bnd[t], bs[t], 1, 0);
+        pair *dy = R(2, 3, 4, 5), *da = R(2, 3, 4, 5), *db = mk(SD_F32, bnd[t], bs[t], 1, 0);
+        snprintf(name, sizeof name, "add (b case %d)", t);
+        BOTH(sd_op_add(&cpu, &y->h, &a->h, &b->h), sd_op_add(&gpu, &y->d, &a->d, &b->d));
+        cmp(name, y, 0);
+        snprintf(name, sizeof name, "mul (b case %d)", t);
+        BOTH(sd_op_mul(&cpu, &y->h, &a->h, &b->h), sd_op_mul(&gpu, &y->d, &a->d, &b->d));
+        cmp(name, y, 0);
+        BOTH(sd_op_mul_bwd(&cpu, &da->h, &db->h, &dy->h, &a->h, &b->h),
+             sd_op_mul_bwd(&gpu, &da->d, &db->d, &dy->d, &a->d, &b->d));
+        snprintf(name, sizeof name, "mul_bwd da (b case %d)", t);
+        cmp(name, da, TOL);
+        snprintf(name, sizeof name, "mul_bwd db (b case %d)", t);
+        cmp(name, db, TOL);
+        pair *s = mk(SD_F32, bnd[t], bs[t], 1, 0);
+        BOTH(sd_op_sum_to(&cpu, &s->h, 0.7f, &dy->h), sd_op_sum_to(&gpu, &s->d, 0.7f, &dy->d));
+        snprintf(name, sizeof name, "sum_to (case %d)", t);
+        cmp(name, s, TOL);
+    }
+    /* sum_to with many reduced positions (block reduction path): [8, 64, 32, 32] → [64, 1, 1] */
+    pair *x = R(8, 64, 32, 32), *s = R(64, 1, 1);
+    BOTH(sd_op_sum_to(&cpu, &s->h, 1.0f, &x->h), sd_op_sum_to(&gpu, &s->d, 1.0f, &x->d));
+    cmp("sum_to [8,64,32,32]->[64,1,1]", s, TOL);
+    pair *y = R(8, 64, 32, 32);
+    BOTH(sd_op_axpby(&cpu, &y->h, 0.3f, &x->h, 0.0f), sd_op_axpby(&gpu, &y->d, 0.3f, &x->d, 0.0f));
+    cmp("axpby beta=0", y, TOL);
+    BOTH(sd_op_axpby(&cpu, &y->h, -1.5f, &x->h, 0.9f), sd_op_axpby(&gpu, &y->d, -1.5f, &x->d, 0.9f));
+    cmp("axpby", y, TOL);
+    pool_free();
+}
+
+static void test_activations(void)
+{
+    const char *nm[] = { "none", "silu", "gelu", "gelu_tanh", "quick_gelu" };
+    char name[96];
+    for (int a = SD_ACT_NONE; a <= SD_ACT_QUICK_GELU; a++) {
+        pair *x = MK(SD_F32, 4.0f, 0, 3, 1000), *y = R(3, 1000), *dy = R(3, 1000), *dx = R(3, 1000);
+        BOTH(sd_op_act(&cpu, (sd_act)a, &y->h, &x->h), sd_op_act(&gpu, (sd_act)a, &y->d, &x->d));
+        snprintf(name, sizeof name, "act %s", nm[a]);
+        cmp(name, y, TOL);
+        BOTH(sd_op_act_bwd(&cpu, (sd_act)a, &dx->h, &dy->h, &x->h), sd_op_act_bwd(&gpu, (sd_act)a, &dx->d, &dy->d, &x->d));
+        snprintf(name, sizeof name, "act_bwd %s", nm[a]);
+        cmp(name, dx, TOL);
+    }
+    pair *x = MK(SD_F32, 3.0f, 0, 2, 7, 2 * 96), *y = R(2, 7, 96), *dy = R(2, 7, 96), *dx = R(2, 7, 2 * 96);
+    BOTH(sd_op_geglu(&cpu, &y->h, &x->h), sd_op_geglu(&gpu, &y->d, &x->d));
+    cmp("geglu", y, TOL);
+    BOTH(sd_op_geglu_bwd(&cpu, &dx->h, &dy->h, &x->h), sd_op_geglu_bwd(&gpu, &dx->d, &dy->d, &x->d));
+    cmp("geglu_bwd", dx, TOL);
+    pair *s = MK(SD_F32, 5.0f, 0, 6, 77), *sy = R(6, 77), *sdy = R(6, 77), *sdx = R(6, 77);
+    BOTH(sd_op_softmax(&cpu, &sy->h, &s->h), sd_op_softmax(&gpu, &sy->d, &s->d));
+    cmp("softmax", sy, TOL);
+    BOTH(sd_op_softmax_bwd(&cpu, &sdx->h, &sdy->h, &sy->h), sd_op_softmax_bwd(&gpu, &sdx->d, &sdy->d, &sy->d));
+    cmp("softmax_bwd", sdx, TOL);
+    pair *l = MK(SD_F32, 5.0f, 0, 3, 1000), *ly = R(3, 1000);
+    BOTH(sd_op_softmax(&cpu, &ly->h, &l->h), sd_op_softmax(&gpu, &ly->d, &l->d));
+    cmp("softmax (rows of 1000)", ly, TOL);
+    pool_free();
+}
+
+static void test_linear_matmul(void)
+{
+    sd_dtype dts[3] = { SD_F32, SD_F16, SD_BF16 };
+    const char *nm[3] = { "f32", "f16", "bf16" };
+    char name[96];
+    for (int i = 0; i < 3; i++) {
+        pair *x = R(2, 37, 96), *w = MK(dts[i], 0.2f, 0, 80, 96), *b = R(80), *y = R(2, 37, 80);
+        BOTH(sd_op_linear(&cpu, &y->h, &x->h, &w->h, &b->h), sd_op_linear(&gpu, &y->d, &x->d, &w->d, &b->d));
+        snprintf(name, sizeof name, "linear w %s + bias", nm[i]);
+        cmp(name, y, TOL);
+        BOTH(sd_op_linear(&cpu, &y->h, &x->h, &w->h, NULL), sd_op_linear(&gpu, &y->d, &x->d, &w->d, NULL));
+        snprintf(name, sizeof name, "linear w %s", nm[i]);
+        cmp(name, y, TOL);
+        pair *dy = R(2, 37, 80), *dx = R(2, 37, 96), *db = R(80);
+        pair *dw = i == 0 ? R(80, 96) : NULL;
+        BOTH(sd_op_linear_bwd(&cpu, &dx->h, dw ? &dw->h : NULL, &db->h, &dy->h, &x->h, &w->h),
+             sd_op_linear_bwd(&gpu, &dx->d, dw ? &dw->d : NULL, &db->d, &dy->d, &x->d, &w->d));
+        snprintf(name, sizeof name, "linear_bwd dx (w %s)", nm[i]);
+        cmp(name, dx, TOL);
+        if (dw) cmp("linear_bwd dw", dw, TOL);
+        snprintf(name, sizeof name, "linear_bwd db (w %s)", nm[i]);
+        cmp(name, db, TOL);
+    }
+    /* bias gradient over many rows (several partial blocks) */
+    pair *x = R(1100, 48), *w = R(40, 48), *dy = R(1100, 40), *db = R(40), *dw = R(40, 48);
+    BOTH(sd_op_linear_bwd(&cpu, NULL, &dw->h, &db->h, &dy->h, &x->h, &w->h),
+         sd_op_linear_bwd(&gpu, NULL, &dw->d, &db->d, &dy->d, &x->d, &w->d));
+    cmp("linear_bwd dw (1100 rows)", dw, TOL);
+    cmp("linear_bwd db (1100 rows)", db, TOL);
+    /* matmul: every transpose combination, batched, shared b, alpha/beta */
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            int64_t M = 33, N = 45, K = 70;
+            pair *a = ta ? R(3, K, M) : R(3, M, K);
+            pair *bb = tb ? R(3, N, K) : R(3, K, N);
+            pair *c = R(3, M, N);
+            BOTH(sd_op_matmul(&cpu, &c->h, &a->h, ta, &bb->h, tb, 0.7f, 0.5f),
+                 sd_op_matmul(&gpu, &c->d, &a->d, ta, &bb->d, tb, 0.7f, 0.5f));
+            snprintf(name, sizeof name, "matmul ta=%d tb=%d batched", ta, tb);
+            cmp(name, c, TOL);
+            pair *b2 = tb ? R(N, K) : R(K, N);
+            BOTH(sd_op_matmul(&cpu, &c->h, &a->h, ta, &b2->h, tb, 1.0f, 0.0f),
+                 sd_op_matmul(&gpu, &c->d, &a->d, ta, &b2->d, tb, 1.0f, 0.0f));
+            snprintf(name, sizeof name, "matmul ta=%d tb=%d shared b", ta, tb);
+            cmp(name, c, TOL);
+        }
+    pair *a = R(64, 300), *b = R(300, 50), *c = R(64, 50);
+    BOTH(sd_op_matmul(&cpu, &c->h, &a->h, 0, &b->h, 0, 1.0f, 0.0f), sd_op_matmul(&gpu, &c->d, &a->d, 0, &b->d, 0, 1.0f, 0.0f));
+    cmp("matmul 2-d", c, TOL);
+    pool_free();
+}
+
+typedef struct conv_case {
+    const char *name;
+    int cin, cout, h, w, kh, kw;
+    sd_conv2d_geom g;
+} conv_case;
+
+/* tiny: 3 images and a scratch arena that holds the backward's two im2col buffers of one image
+ * only (forward: 2 images per chunk, backward: 1), so the chunk loops run several times. */
+static void conv_one(const conv_case *cc, sd_dtype wdt, int tiny, const char *tag, int bias)
+{
+    char name[128];
+    int n = tiny ? 3 : 2;
+    sd_conv2d_geom g = cc->g;
+    int64_t ho = (cc->h + g.pad_t + g.pad_b - cc->kh) / g.stride + 1, wo = (cc->w + g.pad_l + g.pad_r - cc->kw) / g.stride + 1;
+    sd_ctx small, *gctx = &gpu;
+    if (tiny) {
+        size_t kp = (size_t)(cc->cin * cc->kh * cc->kw) * (size_t)(ho * wo) * 4;
+        if (sd_ctx_init(&small, SD_DEV_CUDA, 1, 2 * kp + 512)) { T_CHECKF(0, "small context: %s", sd_errmsg()); return; }
+        gctx = &small;
+    }
+    pair *x = R(n, cc->cin, cc->h, cc->w), *w = MK(wdt, 0.3f, 0, cc->cout, cc->cin, cc->kh, cc->kw), *b = R(cc->cout);
+    pair *y = R(n, cc->cout, ho, wo);
+    BOTH(sd_op_conv2d(&cpu, &y->h, &x->h, &w->h, bias ? &b->h : NULL, g),
+         sd_op_conv2d(gctx, &y->d, &x->d, &w->d, bias ? &b->d : NULL, g));
+    snprintf(name, sizeof name, "conv2d %s%s", cc->name, tag);
+    cmp(name, y, TOL);
+    pair *dy = R(n, cc->cout, ho, wo), *dx = R(n, cc->cin, cc->h, cc->w), *db = R(cc->cout);
+    pair *dw = wdt == SD_F32 ? R(cc->cout, cc->cin, cc->kh, cc->kw) : NULL;
+    BOTH(sd_op_conv2d_bwd(&cpu, &dx->h, dw ? &dw->h : NULL, &db->h, &dy->h, &x->h, &w->h, g),
+         sd_op_conv2d_bwd(gctx, &dx->d, dw ? &dw->d : NULL, &db->d, &dy->d, &x->d, &w->d, g));
+    snprintf(name, sizeof name, "conv2d_bwd dx %s%s", cc->name, tag);
+    cmp(name, dx, TOL);
+    if (dw) {
+        snprintf(name, sizeof name, "conv2d_bwd dw %s%s", cc->name, tag);
+        cmp(name, dw, TOL);
+    }
+    snprintf(name, sizeof name, "conv2d_bwd db %s%s", cc->name, tag);
+    cmp(name, db, TOL);
+    if (tiny) sd_ctx_free(&small);
+}
+
+static void test_conv2d(void)
+{
+    conv_case cs[] = {
+        { "3x3 s1 p1", 8, 12, 9, 10, 3, 3, { 1, 1, 1, 1, 1 } },
+        { "3x3 s2 p1", 8, 6, 9, 10, 3, 3, { 2, 1, 1, 1, 1 } },
+        { "3x3 s2 pad 0,1,0,1", 6, 8, 8, 8, 3, 3, { 2, 0, 0, 1, 1 } },
+        { "1x1", 16, 8, 7, 9, 1, 1, { 1, 0, 0, 0, 0 } },
+        { "1x3 s1 pad 0,1,0,1", 4, 5, 6, 7, 1, 3, { 1, 0, 1, 0, 1 } },
+        { "4x4 s2 p0", 3, 4, 10, 10, 4, 4, { 2, 0, 0, 0, 0 } },
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+        conv_one(&cs[i], SD_F32, 0, "", 1);
+        conv_one(&cs[i], SD_F32, 1, " (tiny scratch)", 0);
+        pool_free();
+    }
+    conv_one(&cs[0], SD_BF16, 0, " (w bf16)", 1);
+    conv_one(&cs[0], SD_F16, 0, " (w f16)", 1);
+    conv_one(&cs[3], SD_BF16, 0, " (w bf16)", 0);
+    pool_free();
+    /* determinism of the backward (dw accumulates over images in order) */
+    conv_case c = { "3x3", 32, 32, 16, 16, 3, 3, { 1, 1, 1, 1, 1 } };
+    pair *x = R(4, 32, 16, 16), *w = MK(SD_F32, 0.1f, 0, 32, 32, 3, 3), *dy = R(4, 32, 16, 16);
+    pair *dx = R(4, 32, 16, 16), *dw = R(32, 32, 3, 3), *db = R(32);
+    (void)c;
+    sd_op_fill(&gpu, &dx->d, 0); sd_op_fill(&gpu, &dw->d, 0); sd_op_fill(&gpu, &db->d, 0);
+    T_EQ_INT(sd_op_conv2d_bwd(&gpu, &dx->d, &dw->d, &db->d, &dy->d, &x->d, &w->d, c.g), SD_OK);
+    unsigned char *b1 = dev_bytes(dx), *b2 = dev_bytes(dw), *b3 = dev_bytes(db);
+    sd_op_fill(&gpu, &dx->d, 0); sd_op_fill(&gpu, &dw->d, 0); sd_op_fill(&gpu, &db->d, 0);
+    T_EQ_INT(sd_op_conv2d_bwd(&gpu, &dx->d, &dw->d, &db->d, &dy->d, &x->d, &w->d, c.g), SD_OK);
+    same_bytes("conv2d_bwd dx", dx, b1);
+    same_bytes("conv2d_bwd dw", dw, b2);
+    same_bytes("conv2d_bwd db", db, b3);
+    free(b1); free(b2); free(b3);
+    pool_free();
+}
+
+static void test_norms(void)
+{
+    char name[128];
+    for (int v = 0; v < 4; v++) {
+        int silu = v & 1, affine = !(v & 2);
+        const char *tag = silu ? (affine ? " +silu" : " +silu no affine") : (affine ? "" : " no affine");
+        pair *x = MK(SD_F32, 2.0f, 0.5f, 2, 12, 5, 7), *ga = MK(SD_F32, 0.5f, 1.0f, 12), *be = R(12);
+        pair *y = R(2, 12, 5, 7), *mean = R(2, 4), *rstd = R(2, 4);
+        sd_act act = silu ? SD_ACT_SILU : SD_ACT_NONE;
+        BOTH(sd_op_group_norm(&cpu, &y->h, &mean->h, &rstd->h, &x->h, affine ? &ga->h : NULL, affine ? &be->h : NULL, 4,
+                              1e-5f, act),
+             sd_op_group_norm(&gpu, &y->d, &mean->d, &rstd->d, &x->d, affine ? &ga->d : NULL, affine ? &be->d : NULL, 4,
+                              1e-5f, act));
+        snprintf(name, sizeof name, "group_norm y%s", tag); cmp(name, y, TOL);
+        snprintf(name, sizeof name, "group_norm mean%s", tag); cmp(name, mean, TOL);
+        snprintf(name, sizeof name, "group_norm rstd%s", tag); cmp(name, rstd, TOL);
+        pair *dy = R(2, 12, 5, 7), *dx = R(2, 12, 5, 7), *dga = R(12), *dbe = R(12);
+        BOTH(sd_op_group_norm_bwd(&cpu, &dx->h, affine ? &dga->h : NULL, affine ? &dbe->h : NULL, &dy->h, &x->h, &mean->h,
+                                  &rstd->h, affine ? &ga->h : NULL, affine ? &be->h : NULL, 4, act),
+             sd_op_group_norm_bwd(&gpu, &dx->d, affine ? &dga->d : NULL, affine ? &dbe->d : NULL, &dy->d, &x->d, &mean->d,
+                                  &rstd->d, affine ? &ga->d : NULL, affine ? &be->d : NULL, 4, act));
+        snprintf(name, sizeof name, "group_norm_bwd dx%s", tag); cmp(name, dx, TOL);
+        if (affine) {
+            snprintf(name, sizeof name, "group_norm_bwd dgamma%s", tag); cmp(name, dga, TOL);
+            snprintf(name, sizeof name, "group_norm_bwd dbeta%s", tag); cmp(name, dbe, TOL);
+        }
+        /* gradients of the parameters only (dx NULL) */
+        if (affine) {
+            BOTH(sd_op_group_norm_bwd(&cpu, NULL, &dga->h, &dbe->h, &dy->h, &x->h, &mean->h, &rstd->h, &ga->h, &be->h, 4, act),
+                 sd_op_group_norm_bwd(&gpu, NULL, &dga->d, &dbe->d, &dy->d, &x->d, &mean->d, &rstd->d, &ga->d, &be->d, 4, act));
+            snprintf(name, sizeof name, "group_norm_bwd dgamma, dx NULL%s", tag); cmp(name, dga, TOL);
+        }
+        pair *lx = MK(SD_F32, 2.0f, 0.3f, 3, 7, 96), *lg = MK(SD_F32, 0.5f, 1.0f, 96), *lb = R(96);
+        pair *ly = R(3, 7, 96), *lm = R(3, 7), *lr = R(3, 7);
+        BOTH(sd_op_layer_norm(&cpu, &ly->h, &lm->h, &lr->h, &lx->h, affine ? &lg->h : NULL, affine ? &lb->h : NULL, 1e-5f),
+             sd_op_layer_norm(&gpu, &ly->d, &lm->d, &lr->d, &lx->d, affine ? &lg->d : NULL, affine ? &lb->d : NULL, 1e-5f));
+        if (silu) continue;  /* layer norm has no activation: once per affine setting */
+        snprintf(name, sizeof name, "layer_norm y%s", tag); cmp(name, ly, TOL);
+        snprintf(name, sizeof name, "layer_norm mean%s", tag); cmp(name, lm, TOL);
+        snprintf(name, sizeof name, "layer_norm rstd%s", tag); cmp(name, lr, TOL);
+        pair *ldy = R(3, 7, 96), *ldx = R(3, 7, 96), *ldg = R(96), *ldb = R(96);
+        BOTH(sd_op_layer_norm_bwd(&cpu, &ldx->h, &ldg->h, &ldb->h, &ldy->h, &lx->h, &lm->h, &lr->h, affine ? &lg->h : NULL),
+             sd_op_layer_norm_bwd(&gpu, &ldx->d, &ldg->d, &ldb->d, &ldy->d, &lx->d, &lm->d, &lr->d, affine ? &lg->d : NULL));
+        snprintf(name, sizeof name, "layer_norm_bwd dx%s", tag); cmp(name, ldx, TOL);
+        snprintf(name, sizeof name, "layer_norm_bwd dgamma%s", tag); cmp(name, ldg, TOL);
+        snprintf(name, sizeof name, "layer_norm_bwd dbeta%s", tag); cmp(name, ldb, TOL);
+        pool_free();
+    }
+    /* many rows (several row blocks in the parameter gradients), SD-like widths */
+    pair *lx = MK(SD_F32, 2.0f, 0.3f, 2, 300, 320), *lg = MK(SD_F32, 0.5f, 1.0f, 320), *lb = R(320);
+    pair *ly = R(2, 300, 320), *lm = R(2, 300), *lr = R(2, 300);
+    BOTH(sd_op_layer_norm(&cpu, &ly->h, &lm->h, &lr->h, &lx->h, &lg->h, &lb->h, 1e-5f),
+         sd_op_layer_norm(&gpu, &ly->d, &lm->d, &lr->d, &lx->d, &lg->d, &lb->d, 1e-5f));
+    cmp("layer_norm y [2,300,320]", ly, TOL);
+    pair *ldy = R(2, 300, 320), *ldx = R(2, 300, 320), *ldg = R(320), *ldb = R(320);
+    BOTH(sd_op_layer_norm_bwd(&cpu, &ldx->h, &ldg->h, &ldb->h, &ldy->h, &lx->h, &lm->h, &lr->h, &lg->h),
+         sd_op_layer_norm_bwd(&gpu, &ldx->d, &ldg->d, &ldb->d, &ldy->d, &lx->d, &lm->d, &lr->d, &lg->d));
+    cmp("layer_norm_bwd dx [2,300,320]", ldx, TOL);
+    cmp("layer_norm_bwd dgamma [2,300,320]", ldg, TOL);
+    cmp("layer_norm_bwd dbeta [2,300,320]", ldb, TOL);
+    pair *x = MK(SD_F32, 2.0f, 0.5f, 2, 64, 16, 16), *ga = MK(SD_F32, 0.5f, 1.0f, 64), *be = R(64);
+    pair *y = R(2, 64, 16, 16), *mean = R(2, 32), *rstd = R(2, 32);
+    BOTH(sd_op_group_norm(&cpu, &y->h, &mean->h, &rstd->h, &x->h, &ga->h, &be->h, 32, 1e-6f, SD_ACT_SILU),
+         sd_op_group_norm(&gpu, &y->d, &mean->d, &rstd->d, &x->d, &ga->d, &be->d, 32, 1e-6f, SD_ACT_SILU));
+    cmp("group_norm+silu [2,64,16,16] g32", y, TOL);
+    pair *dy = R(2, 64, 16, 16), *dx = R(2, 64, 16, 16), *dga = R(64), *dbe = R(64);
+    BOTH(sd_op_group_norm_bwd(&cpu, &dx->h, &dga->h, &dbe->h, &dy->h, &x->h, &mean->h, &rstd->h, &ga->h, &be->h, 32, SD_ACT_SILU),
+         sd_op_group_norm_bwd(&gpu, &dx->d, &dga->d, &dbe->d, &dy->d, &x->d, &mean->d, &rstd->d, &ga->d, &be->d, 32, SD_ACT_SILU));
+    cmp("group_norm_bwd dx [2,64,16,16]", dx, TOL);
+    cmp("group_norm_bwd dgamma [2,64,16,16]", dga, TOL);
+    cmp("group_norm_bwd dbeta [2,64,16,16]", dbe, TOL);
+    pool_free();
+}
+
+typedef struct attn_case {
+    const char *name;
+    int b, tq, tk, h, dk, dv, causal;
+    float scale;
+} attn_case;
+
+/* tiny: a scratch arena for about 16 query rows in the backward (32 in the forward). */
+static void attn_one(const attn_case *ac, int tiny, const char *tag, int determinism)
+{
+    char name[128];
+    sd_ctx small, *gctx = &gpu;
+    if (tiny) {
+        size_t row = (size_t)(2 * ac->h * ac->tk + ac->h) * 4;
+        if (sd_ctx_init(&small, SD_DEV_CUDA, 1, 16 * row + 512)) { T_CHECKF(0, "small context: %s", sd_errmsg()); return; }
+        gctx = &small;
+    }
+    sd_attn_args a = { ac->h, ac->scale, ac->causal };
+    pair *q = MK(SD_F32, 1.5f, 0, ac->b, ac->tq, ac->h * ac->dk), *k = MK(SD_F32, 1.5f, 0, ac->b, ac->tk, ac->h * ac->dk);
+    pair *v = R(ac->b, ac->tk, ac->h * ac->dv), *o = R(ac->b, ac->tq, ac->h * ac->dv), *lse = R(ac->b, ac->h, ac->tq);
+    BOTH(sd_op_attention(&cpu, &o->h, &lse->h, &q->h, &k->h, &v->h, a), sd_op_attention(gctx, &o->d, &lse->d, &q->d, &k->d, &v->d, a));
+    snprintf(name, sizeof name, "attention o %s%s", ac->name, tag); cmp(name, o, TOL);
+    snprintf(name, sizeof name, "attention lse %s%s", ac->name, tag); cmp(name, lse, TOL);
+    pair *dout = R(ac->b, ac->tq, ac->h * ac->dv);
+    pair *dq = R(ac->b, ac->tq, ac->h * ac->dk), *dk = R(ac->b, ac->tk, ac->h * ac->dk), *dv = R(ac->b, ac->tk, ac->h * ac->dv);
+    unsigned char *b1 = determinism ? dev_bytes(dq) : NULL, *b2 = determinism ? dev_bytes(dk) : NULL;
+    unsigned char *b3 = determinism ? dev_bytes(dv) : NULL;
+    BOTH(sd_op_attention_bwd(&cpu, &dq->h, &dk->h, &dv->h, &dout->h, &q->h, &k->h, &v->h, &o->h, &lse->h, a),
+         sd_op_attention_bwd(gctx, &dq->d, &dk->d, &dv->d, &dout->d, &q->d, &k->d, &v->d, &o->d, &lse->d, a));
+    snprintf(name, sizeof name, "attention_bwd dq %s%s", ac->name, tag); cmp(name, dq, TOL);
+    snprintf(name, sizeof name, "attention_bwd dk %s%s", ac->name, tag); cmp(name, dk, TOL);
+    snprintf(name, sizeof name, "attention_bwd dv %s%s", ac->name, tag); cmp(name, dv, TOL);
+    if (determinism) {
+        unsigned char *r1 = dev_bytes(dq), *r2 = dev_bytes(dk), *r3 = dev_bytes(dv);
+        /* again from the same starting gradients */
+        T_EQ_INT(sd_tensor_upload(&dq->d, b1, sd_tensor_nbytes(&dq->d)), SD_OK);
+        T_EQ_INT(sd_tensor_upload(&dk->d, b2, sd_tensor_nbytes(&dk->d)), SD_OK);
+        T_EQ_INT(sd_tensor_upload(&dv->d, b3, sd_tensor_nbytes(&dv->d)), SD_OK);
+        T_EQ_INT(sd_op_attention_bwd(gctx, &dq->d, &dk->d, &dv->d, &dout->d, &q->d, &k->d, &v->d, &o->d, &lse->d, a), SD_OK);
+        snprintf(name, sizeof name, "attention_bwd dq %s", ac->name); same_bytes(name, dq, r1);
+        snprintf(name, sizeof name, "attention_bwd dk %s", ac->name); same_bytes(name, dk, r2);
+        snprintf(name, sizeof name, "attention_bwd dv %s", ac->name); same_bytes(name, dv, r3);
+        free(r1); free(r2); free(r3);
+        free(b1); free(b2); free(b3);
+    }
+    /* only some gradients */
+    BOTH(sd_op_attention_bwd(&cpu, NULL, &dk->h, NULL, &dout->h, &q->h, &k->h, &v->h, &o->h, &lse->h, a),
+         sd_op_attention_bwd(gctx, NULL, &dk->d, NULL, &dout->d, &q->d, &k->d, &v->d, &o->d, &lse->d, a));
+    snprintf(name, sizeof name, "attention_bwd dk only %s%s", ac->name, tag); cmp(name, dk, TOL);
+    pool_free();
+    if (tiny) sd_ctx_free(&small);
+}
+
+static void test_attention(void)
+{
+    attn_case cs[] = {
+        { "self T=70 h=2 d=16", 2, 70, 70, 2, 16, 16, 0, 0 },
+        { "cross Tq=70 Tk=77 dk=16 dv=8", 2, 70, 77, 2, 16, 8, 0, 0 },
+        { "causal T=77 h=3 d=8", 2, 77, 77, 3, 8, 8, 1, 0 },
+        { "causal Tq=50 Tk=77 scale=0.3", 1, 50, 77, 2, 12, 12, 1, 0.3f },
+        { "single key", 2, 9, 1, 2, 8, 8, 0, 0 },
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+        attn_one(&cs[i], 0, "", i == 0);
+        attn_one(&cs[i], 1, " (tiny scratch)", 0);
+    }
+}
+
+/* SD1.5 at 512 px, the first block: T = 4096 tokens, 8 heads of 40 (memory stays bounded). */
+static void test_attention_big(void)
+{
+    attn_case big = { "T=4096 h=8 d=40", 1, 4096, 4096, 8, 40, 40, 0, 0 };
+    attn_one(&big, 0, "", 1);
+}
+
+static void test_shapes(void)
+{
+    pair *x = R(2, 3, 5, 6), *y = R(2, 3, 10, 12), *dx = R(2, 3, 5, 6);
+    BOTH(sd_op_upsample_nearest(&cpu, &y->h, &x->h), sd_op_upsample_nearest(&gpu, &y->d, &x->d));
+    cmp_exact("upsample_nearest x2", y);
+    BOTH(sd_op_upsample_nearest_bwd(&cpu, &dx->h, &y->h), sd_op_upsample_nearest_bwd(&gpu, &dx->d, &y->d));
+    cmp("upsample_nearest_bwd x2", dx, TOL);
+    pair *y3 = R(2, 3, 15, 18), *dx3 = R(2, 3, 5, 6);
+    BOTH(sd_op_upsample_nearest(&cpu, &y3->h, &x->h), sd_op_upsample_nearest(&gpu, &y3->d, &x->d));
+    cmp_exact("upsample_nearest x3", y3);
+    BOTH(sd_op_upsample_nearest_bwd(&cpu, &dx3->h, &y3->h), sd_op_upsample_nearest_bwd(&gpu, &dx3->d, &y3->d));
+    cmp("upsample_nearest_bwd x3", dx3, TOL);
+    /* concat along channels (UNet skip) and along the last axis */
+    for (int ax = 1; ax <= 3; ax += 2) {
+        pair *a = ax == 1 ? R(2, 3, 4, 5) : R(2, 4, 4, 3), *b = ax == 1 ? R(2, 6, 4, 5) : R(2, 4, 4, 7);
+        pair *c = ax == 1 ? R(2, 9, 4, 5) : R(2, 4, 4, 10);
+        const sd_tensor *xh[2] = { &a->h, &b->h }, *xd[2] = { &a->d, &b->d };
+        BOTH(sd_op_concat(&cpu, &c->h, xh, 2, ax), sd_op_concat(&gpu, &c->d, xd, 2, ax));
+        cmp_exact(ax == 1 ? "concat axis 1" : "concat axis 3", c);
+        pair *da = ax == 1 ? R(2, 3, 4, 5) : R(2, 4, 4, 3), *db = ax == 1 ? R(2, 6, 4, 5) : R(2, 4, 4, 7);
+        sd_tensor *dh[2] = { &da->h, &db->h }, *dd[2] = { &da->d, &db->d };
+        BOTH(sd_op_concat_bwd(&cpu, dh, 2, &c->h, ax), sd_op_concat_bwd(&gpu, dd, 2, &c->d, ax));
+        cmp(ax == 1 ? "concat_bwd part 0 axis 1" : "concat_bwd part 0 axis 3", da, TOL);
+        cmp(ax == 1 ? "concat_bwd part 1 axis 1" : "concat_bwd part 1 axis 3", db, TOL);
+        sd_tensor *nh[2] = { NULL, &db->h }, *nd[2] = { NULL, &db->d };
+        BOTH(sd_op_concat_bwd(&cpu, nh, 2, &c->h, -1 - (3 - ax)), sd_op_concat_bwd(&gpu, nd, 2, &c->d, -1 - (3 - ax)));
+        cmp("concat_bwd with a NULL part", db, TOL);
+    }
+    pool_free();
+}
+
+static void test_embeddings(void)
+{
+    pair *table = R(50, 24), *y = R(2, 9, 24), *dy = R(2, 9, 24), *dt = R(50, 24);
+    pair *ids = MK(SD_I32, 0, 0, 2, 9);
+    int32_t *ip = ids->h.data;
+    for (int i = 0; i < 18; i++) ip[i] = (int32_t)((i * 7) % 50);
+    ip[3] = ip[4] = ip[11] = 5;  /* repeated ids: summed in position order */
+    T_EQ_INT(sd_tensor_upload(&ids->d, ids->h.data, sd_tensor_nbytes(&ids->h)), SD_OK);
+    BOTH(sd_op_embedding(&cpu, &y->h, &table->h, &ids->h), sd_op_embedding(&gpu, &y->d, &table->d, &ids->d));
+    cmp_exact("embedding", y);
+    BOTH(sd_op_embedding_bwd(&cpu, &dt->h, &dy->h, &ids->h), sd_op_embedding_bwd(&gpu, &dt->d, &dy->d, &ids->d));
+    cmp("embedding_bwd", dt, TOL);
+    /* an id out of range on a device tensor: SD_ERANGE before anything is written */
+    ip[7] = 50;
+    T_EQ_INT(sd_tensor_upload(&ids->d, ids->h.data, sd_tensor_nbytes(&ids->h)), SD_OK);
+    T_EQ_INT(sd_op_embedding(&gpu, &y->d, &table->d, &ids->d), SD_ERANGE);
+    T_CHECKF(strstr(sd_errmsg(), "position 7") != NULL, "%s", sd_errmsg());
+    /* timestep embedding: SD (flip, shift 0) and diffusers defaults (no flip, shift 1), odd dim */
+    pair *t = R(5), *e = R(5, 320), *e2 = R(5, 33);
+    float *tp = t->h.data;
+    for (int i = 0; i < 5; i++) tp[i] = (float)(i * 249) + 0.5f;
+    T_EQ_INT(sd_tensor_upload(&t->d, t->h.data, sd_tensor_nbytes(&t->h)), SD_OK);
+    BOTH(sd_op_timestep_embedding(&cpu, &e->h, &t->h, 1, 0, 10000), sd_op_timestep_embedding(&gpu, &e->d, &t->d, 1, 0, 10000));
+    cmp("timestep_embedding flip", e, TOL);
+    BOTH(sd_op_timestep_embedding(&cpu, &e2->h, &t->h, 0, 1, 10000), sd_op_timestep_embedding(&gpu, &e2->d, &t->d, 0, 1, 10000));
+    cmp("timestep_embedding odd dim", e2, TOL);
+    pool_free();
+}
+
+static void test_losses(void)
+{
+    const char *nm[] = { "l2", "l1", "huber", "smooth_l1" };
+    char name[96];
+    for (int k = SD_LOSS_L2; k <= SD_LOSS_SMOOTH_L1; k++) {
+        for (int weighted = 0; weighted < 2; weighted++) {
+            pair *p = R(3, 4, 16, 16), *t = R(3, 4, 16, 16), *w = MK(SD_F32, 0.5f, 1.0f, 3), *c = MK(SD_F32, 0.05f, 0.1f, 3);
+            pair *loss = R(1), *per = R(3), *dp = R(3, 4, 16, 16);
+            sd_tensor *wh = weighted ? &w->h : NULL, *wd = weighted ? &w->d : NULL;
+            sd_tensor *ch = weighted ? &c->h : NULL, *cd = weighted ? &c->d : NULL;
+            BOTH(sd_op_loss(&cpu, &loss->h, &per->h, &p->h, &t->h, wh, ch, (sd_loss_kind)k),
+                 sd_op_loss(&gpu, &loss->d, &per->d, &p->d, &t->d, wd, cd, (sd_loss_kind)k));
+            snprintf(name, sizeof name, "loss %s%s", nm[k], weighted ? " weighted" : ""); cmp(name, loss, TOL);
+            snprintf(name, sizeof name, "loss per_sample %s%s", nm[k], weighted ? " weighted" : ""); cmp(name, per, TOL);
+            BOTH(sd_op_loss_bwd(&cpu, &dp->h, &p->h, &t->h, wh, ch, (sd_loss_kind)k, 2.0f),
+                 sd_op_loss_bwd(&gpu, &dp->d, &p->d, &t->d, wd, cd, (sd_loss_kind)k, 2.0f));
+            snprintf(name, sizeof name, "loss_bwd %s%s", nm[k], weighted ? " weighted" : ""); cmp(name, dp, TOL);
+            BOTH(sd_op_loss(&cpu, &loss->h, NULL, &p->h, &t->h, wh, ch, (sd_loss_kind)k),
+                 sd_op_loss(&gpu, &loss->d, NULL, &p->d, &t->d, wd, cd, (sd_loss_kind)k));
+            snprintf(name, sizeof name, "loss %s%s (no per_sample)", nm[k], weighted ? " weighted" : ""); cmp(name, loss, TOL);
+            pool_free();
+        }
+    }
+}
+
+static const struct { const char *name; void (*fn)(void); } tests[] = {
+    { "parity_fill_convert", test_fill_convert },
+    { "parity_permute", test_permute },
+    { "parity_add_mul_sum_to_axpby", test_binary },
+    { "parity_activations_geglu_softmax", test_activations },
+    { "parity_linear_matmul", test_linear_matmul },
+    { "parity_conv2d", test_conv2d },
+    { "parity_group_layer_norm", test_norms },
+    { "parity_attention", test_attention },
+    { "parity_attention_sd_size", test_attention_big },
+    { "parity_upsample_concat", test_shapes },
+    { "parity_embeddings", test_embeddings },
+    { "parity_losses", test_losses },
+};
+
+int main(void)
+{
+    int nt = (int)(sizeof tests / sizeof tests[0]);
+    const char *why = NULL;
+    if (!sd_device_built_with_cuda()) why = "no CUDA device (built without CUDA)";
+    else if (sd_device_count() == 0) why = "no CUDA device";
+    else if (sd_device_init(0)) {
+        printf("# sd_device_init: %s\n", sd_errmsg());
+        why = "no CUDA device (init failed)";
+    }
+    if (why) {
+        for (int i = 0; i < nt; i++) T_SKIP(tests[i].name, why);
+        return 0;
+    }
+    sd_device_info info;
+    if (sd_device_query(0, &info) == SD_OK)
+        printf("# device: %s (cc %d.%d, %d SMs, %zu MiB)\n", info.name, info.cc_major, info.cc_minor, info.sm_count,
+               info.total_bytes >> 20);
+    if (sd_ctx_init(&cpu, SD_DEV_CPU, 0, 0) || sd_ctx_init(&gpu, SD_DEV_CUDA, 1, (size_t)1 << 30)) {
+        printf("# context: %s\n", sd_errmsg());
+        printf("not ok parity_context\n");
+        return 1;
+    }
+    printf("# tolerance: rel = max|gpu - cpu| / max|cpu| <= %g (f32; f16/bf16 weights are converted exactly)\n", TOL);
+    for (int i = 0; i < nt; i++) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        t_cur_fail = 0;
+        tests[i].fn();
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        printf("# %s: %.2f s\n", tests[i].name, (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+        if (t_cur_fail) { printf("not ok %s\n", tests[i].name); t_nfail++; }
+        else { printf("ok %s\n", tests[i].name); t_npass++; }
+        fflush(stdout);
+    }
+    printf("# largest relative difference: %.3e (%s); scratch peak %zu MiB\n", worst_rel, worst_name,
+           gpu.scratch.peak >> 20);
+    sd_ctx_free(&gpu);
+    sd_ctx_free(&cpu);
+    sd_device_shutdown();
+    T_DONE();
+}
