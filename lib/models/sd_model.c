@@ -130,16 +130,30 @@ int sd_model_file_open(const char *path, sd_model_file *f)
         int e = errno;
         return sd_err(e == ENOENT ? SD_ENOTFOUND : SD_EIO, "%s: %s", path, strerror(e));
     }
-    unsigned char head[4] = { 0 };
+    unsigned char head[9] = { 0 };
     ssize_t got = read(fd, head, sizeof head);
+    struct stat sb;
+    int st_ok = !fstat(fd, &sb);
     close(fd);
-    if (got < 0) return sd_err(SD_EIO, "%s: %s", path, strerror(errno));
+    if (got < 0 || !st_ok) return sd_err(SD_EIO, "%s: %s", path, strerror(errno));
     f->path = strdup(path);
     if (!f->path) return sd_err(SD_ENOMEM, "out of memory");
+    /* safetensors: 8-byte little-endian header length, then '{' (the length's low bytes may
+     * look like anything, so this is checked first); a torch zip starts "PK\3\4", an old
+     * torch.save pickle with the protocol opcode 0x80 (the ckpt reader says it is not supported) */
+    uint64_t hl = 0;
+    for (int i = 0; i < 8 && i < got; i++) hl |= (uint64_t)head[i] << (8 * i);
+    int is_st = got == 9 && head[8] == '{' && hl >= 2 && hl <= (uint64_t)sb.st_size - 8;
+    int is_ckpt = !is_st && ((got >= 4 && !memcmp(head, "PK\3\4", 4)) || (got >= 2 && head[0] == 0x80 && head[1] <= 5));
+    if (!is_st && !is_ckpt) {
+        /* neither: the name says which reader's message to give */
+        size_t l = strlen(path);
+        static const char *const ext[] = { ".ckpt", ".pt", ".pth", ".bin" };
+        for (size_t i = 0; i < sizeof ext / sizeof *ext; i++)
+            if (l > strlen(ext[i]) && !strcasecmp(path + l - strlen(ext[i]), ext[i])) is_ckpt = 1;
+    }
     int rc;
-    /* a zip (torch >= 1.6) or a bare pickle (older torch.save; the ckpt reader says it is not
-     * supported) */
-    if ((got >= 2 && head[0] == 'P' && head[1] == 'K') || (got >= 1 && head[0] == 0x80)) {
+    if (is_ckpt) {
         f->format = SD_MODEL_FMT_CKPT;
         rc = ckpt_convert(path, f);
     } else {
