@@ -140,6 +140,17 @@ mkst() {  # mkst FILE JSON-HEADER DATA-BYTES(printf escapes)
   printf "$3" >>"$1"
 }
 mkst "$T/sdxl.safetensors" '{"conditioner.embedders.1.model.ln_final.weight":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"model.diffusion_model.label_emb.0.0.weight":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}' '\0\0\0\0\0\0\0\0'
+# header lengths whose low bytes look like a pickle (0x80) or a zip ("PK"): still safetensors
+mkstlen() {  # mkstlen FILE LEN: one 1-element tensor, header padded to exactly LEN bytes
+  local h='{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+  h=$(printf '%-*s' "$2" "$h")
+  printf "$(printf '\\x%02x\\x%02x\\x%02x\\x%02x\\x00\\x00\\x00\\x00' $(($2 & 255)) $(($2 >> 8 & 255)) $(($2 >> 16 & 255)) $(($2 >> 24 & 255)))" >"$1"
+  printf '%s' "$h" >>"$1"; printf '\0\0\0\0' >>"$1"
+}
+mkstlen "$T/len80.safetensors" 128
+mkstlen "$T/lenpk.safetensors" 19280
+expect_fail info_header_0x80 1 'len80.safetensors: no UNet, VAE or text encoder' "$B" info "$T/len80.safetensors"
+expect_fail info_header_pk 1 'lenpk.safetensors: no UNet, VAE or text encoder' "$B" info "$T/lenpk.safetensors"
 expect_fail info_sdxl_refused 1 'sdxl.safetensors: SDXL model: not supported' "$B" info "$T/sdxl.safetensors"
 mkst "$T/flux.safetensors" '{"double_blocks.0.img_attn.qkv.weight":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}' '\0\0\0\0'
 expect_fail info_flux_refused 1 'FLUX' "$B" info "$T/flux.safetensors"
