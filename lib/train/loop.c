@@ -789,8 +789,13 @@ static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int
     }
     if (rc) return rc;
     /* noise, timesteps, noisy latents, target */
-    rc = sd_tobj_inputs(&R->obj, R->seed, step, B, C, h, w, R->x0, R->noise, R->noisy, R->target, R->work, R->ipn,
-                        R->tsteps);
+    if (c->inject) {
+        rc = c->inject(c->inject_user, micro, idx, B, per, R->noise, R->tsteps);
+        if (!rc) rc = sd_tobj_inputs_given(&R->obj, B, per, R->x0, R->noise, R->tsteps, R->noisy, R->target);
+    } else {
+        rc = sd_tobj_inputs(&R->obj, R->seed, step, B, C, h, w, R->x0, R->noise, R->noisy, R->target, R->work, R->ipn,
+                            R->tsteps);
+    }
     if (rc) return rc;
     /* UNet */
     sd_tensor x = sd_tensor_wrap(R->noisy, SD_F32, 4, (int64_t[]){ B, C, h, w });

@@ -100,6 +100,10 @@ typedef struct sd_train_config {
     /* logging */
     const char *logging_dir, *log_prefix, *log_tracker_name, *log_jsonl;
     const char *options_json;          /* snapshot of the options for the state (JSON object) */
+    /* tests: noise ε [B][per] and timesteps for a micro batch (idx: the samples' indices in the
+     * data, in batch order) instead of the Philox draws; NULL = off */
+    int (*inject)(void *user, int64_t micro, const int64_t *idx, int B, int64_t per, float *noise, int *t);
+    void *inject_user;
     /* runtime */
     int threads;
     volatile sig_atomic_t *stop;       /* set by a signal handler: finish the step, save, return SD_EINTR */

@@ -67,6 +67,16 @@ int sd_tobj_inputs(const sd_tobj *o, uint64_t seed, uint32_t step, int64_t B, in
     return SD_OK;
 }
 
+int sd_tobj_inputs_given(const sd_tobj *o, int64_t B, int64_t per, const float *x0, const float *noise, const int *t,
+                         float *noisy, float *target)
+{
+    int rc = sd_ddpm_add_noise(&o->sched, x0, noise, t, B, per, noisy);
+    if (rc) return rc;
+    if (o->v_prediction) return sd_ddpm_velocity(&o->sched, x0, noise, t, B, per, target);
+    memcpy(target, noise, (size_t)(B * per) * sizeof *target);
+    return SD_OK;
+}
+
 double sd_tobj_loss(const sd_tobj *o, const float *pred, const float *target, int64_t B, int64_t per, const int *t,
                     const float *lweight, float *hc, double *factor, float *lossv, double grad_scale, float *grad)
 {

@@ -50,6 +50,10 @@ int sd_tobj_init(sd_tobj *o, const sd_tobj_opts *opts);
 int sd_tobj_inputs(const sd_tobj *o, uint64_t seed, uint32_t step, int64_t B, int64_t C, int h, int w,
                    const float *x0, float *noise, float *noisy, float *target, float *work, float *ipn, int *t);
 
+/* The same with ε and t given (tests feed them from golden files): noisy and target only. */
+int sd_tobj_inputs_given(const sd_tobj *o, int64_t B, int64_t per, const float *x0, const float *noise, const int *t,
+                         float *noisy, float *target);
+
 /* Per-sample losses (weights applied) into lossv[B], their mean as the return value, and the
  * gradient w.r.t. pred × grad_scale into grad (not computed when the loss is not finite).
  * lweight: per-sample loss weights (prior_loss_weight); hc, factor: B scratch. */
