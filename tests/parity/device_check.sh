@@ -8,7 +8,10 @@
 # cannot reach its mirrors, the full build is impossible; the script then says which ones are
 # missing and falls back to a minimal build (lib/base + lib/tensor + lib/tensor/cuda, which need
 # only gcc, nvcc and the CUDA libraries) so the GPU kernels are still checked.
-# DEVICE_CHECK_MINIMAL=1 skips the full build (tests the fallback).
+# DEVICE_CHECK_MINIMAL=1 skips the full build (tests the fallback). The fallback needs no BLAS
+# package: without OpenBLAS the CPU reference kernels use tests/parity/refblas (plain loops).
+# Tests: tests/parity/test_cuda_basic (device API) and tests/parity/test_parity_ops (every op of
+# lib/tensor/ops.h, forward and backward, CPU vs CUDA, with per-op max differences).
 # Expected time on an H100 with 16 cores: about 1-2 min build, under 30 s of tests.
 set -u
 cd "$(dirname "$0")/../.."
@@ -66,7 +69,22 @@ else
   mkdir -p "$O" "$SD_BUILD/tests/parity"
   CF="-std=c11 -D_GNU_SOURCE -O2 -g -fopenmp -Ilib -DSD_CUDA -I$CUDA_HOME/include -DSD_VERSION=\"0\" -DSD_SHAREDIR=\"/tmp\""
   NF="-O2 -std=c++17 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80 -Ilib -DSD_CUDA -Xcompiler -fPIC"
+  # BLAS for the CPU reference kernels: OpenBLAS when its headers are there, else the plain
+  # reference GEMM of tests/parity/refblas (correct, slower; only the parity tests' CPU side)
+  BLAS_CF="" BLAS_LIB=""
+  if pkg-config --exists openblas 2>/dev/null; then
+    BLAS_CF=$(pkg-config --cflags openblas) BLAS_LIB=$(pkg-config --libs openblas)
+  elif [ -e /usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h ]; then
+    BLAS_CF=-I/usr/include/x86_64-linux-gnu/openblas-pthread
+    BLAS_LIB="-L/usr/lib/x86_64-linux-gnu/openblas-pthread -lopenblas"
+  fi
+  CF="$CF $BLAS_CF"
   objs=()
+  if [ -z "$BLAS_LIB" ]; then
+    echo "no OpenBLAS here: CPU reference GEMM from tests/parity/refblas"
+    CF="$CF -Itests/parity/refblas"
+    cc $CF -O3 -march=native -c tests/parity/refblas/refblas.c -o "$O/refblas.o" && objs+=("$O/refblas.o")
+  fi
   for f in lib/base/*.c lib/tensor/*.c; do
     o=$O/$(echo "$f" | tr / _).o
     if cc $CF -c "$f" -o "$o" 2>>/tmp/sd-min.log; then objs+=("$o"); else echo "  skipped $f (does not compile here)"; fi
@@ -80,7 +98,7 @@ else
   for t in tests/parity/*.c; do
     out=$SD_BUILD/tests/parity/$(basename "$t" .c)
     cc $CF -Itests "$t" -o "$out" "$SD_BUILD/libsd.a" -fopenmp -L"$CUDA_HOME/lib64" \
-      -Wl,-rpath,"$CUDA_HOME/lib64" -lcublasLt -lcublas -lcudart -lstdc++ -lm -lpthread 2>>/tmp/sd-min.log \
+      -Wl,-rpath,"$CUDA_HOME/lib64" -lcublasLt -lcublas -lcudart -lstdc++ $BLAS_LIB -lm -lpthread 2>>/tmp/sd-min.log \
       || echo "  could not link $t without the full build"
   done
 fi
