@@ -163,6 +163,22 @@ for s in ddim pndm lms euler euler_a heun dpm_2 dpm_2_a dpmsolver dpmsolver++ dp
 done
 check sample_every_sampler '[ $good = 1 ]'
 
+# ---- SD2 (OpenCLIP text encoder, pad "!", v-prediction from the config) from a Diffusers folder + --vae --
+if "$helper" make-sd2 sd2 sd2.toml; then
+  S2=(--model sd2 --model_config sd2.toml --vae "$SD_ROOT/tests/data/golden/vae/golden_vae_a.safetensors" --W 32 --H 32
+      --steps 3 --seed 3 --sequential_file_name)
+  "$ss" "${S2[@]}" --prompt "a cat --n dog" --sampler euler --threads 1 --outdir v2a > /dev/null 2> v2a.err; rc=$?
+  "$ss" "${S2[@]}" --prompt "a cat --n dog" --sampler euler --threads 2 --outdir v2b > /dev/null 2>&1
+  check sample_sd2_runs '[ $rc = 0 ] && [ "$("$helper" size v2a/im_000001.png)" = "32 32 rgb" ]'
+  check sample_sd2_threads_same_bytes 'cmp -s v2a/im_000001.png v2b/im_000001.png'
+  # a prompt of two chunks whose second chunk starts with "!" (the reference's v2 EOS rule)
+  long2="$(for i in $(seq 1 75); do printf 'a '; done)! b"
+  "$ss" "${S2[@]}" --prompt "$long2" --threads 1 --outdir v2c > /dev/null 2> v2c.err; rc=$?
+  check sample_sd2_long_prompt_bang '[ $rc = 0 ] && [ -f v2c/im_000001.png ]'
+else
+  nok sample_make_sd2
+fi
+
 # ---- usage errors and refusals -------------------------------------------------------------------------
 "$ss" --prompt x --outdir u > /dev/null 2> u1.err; rc=$?;                     check sample_usage_no_model '[ $rc = 2 ] && grep -q "model" u1.err'
 "$ss" "${M[@]}" --outdir u > /dev/null 2> u2.err; rc=$?;                       check sample_usage_no_prompt '[ $rc = 2 ] && grep -q "prompt" u2.err'

@@ -6,6 +6,9 @@
  * With arguments it is also the helper of tests/cli/sample.sh:
  *   make-model OUT.safetensors OUT_CFG.toml   tiny SD1 checkpoint (golden UNet, VAE, CLIP with the
  *                                             vocabulary widened to 49408 rows) + its --model_config
+ *   make-sd2 DIR OUT_CFG.toml                 tiny SD2 v-prediction Diffusers folder (golden UNet in Diffusers
+ *                                             names, random OpenCLIP-width text encoder; give --vae
+ *                                             tests/data/golden/vae/golden_vae_a.safetensors)
  *   make-lora MODEL CFG OUT.safetensors SEED  a kohya LoRA for it (UNet + text encoder, non-zero up)
  *   make-ti MODEL OUT.safetensors KEY TEXT    an embedding whose vectors are the model's token rows of TEXT's
  *                                             ids, stored under KEY ("emb_params"; "clip_l" = SDXL-style)
@@ -83,6 +86,67 @@ static int make_model(const char *out, const char *cfg_out)
     for (int i = 0; i < 3; i++) sd_safetensors_close(st[i]);
     free(wide);
     if (!rc) rc = sd_write_file_atomic(cfg_out, SD1_CFG, strlen(SD1_CFG));
+    return rc;
+}
+
+static const char SD2_CFG[] =
+    "family = \"sd2\"\nparameterization = \"v\"\n"
+    "[unet]\nmodel_channels = 32\nchannel_mult = [1, 1]\nnum_res_blocks = 1\nattention_resolutions = [2]\n"
+    "num_head_channels = 16\ncontext_dim = 48\nuse_linear_in_transformer = true\n"
+    "[clip]\nwidth = 48\nlayers = 3\nheads = 4\nvocab_size = 49408\n"
+    "[vae]\nch = 32\nch_mult = [1, 2]\nnum_res_blocks = 1\nattn_resolutions = []\nresolution = 32\n";
+
+static int make_sd2(const char *dir, const char *cfg_out)
+{
+    char p[1024];
+    int rc = SD_OK;
+    const char *sub[2] = { "unet", "text_encoder" };
+    for (int i = 0; i < 2 && !rc; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, sub[i]);
+        rc = sd_mkdirs(p);
+    }
+    char *d = NULL;
+    size_t n = 0;
+    if (!rc) rc = sd_read_file(root_path("tests/data/golden/unet/sd2_tiny_diffusers.safetensors"), 0, &d, &n);
+    snprintf(p, sizeof p, "%s/unet/diffusion_pytorch_model.safetensors", dir);
+    if (!rc) rc = sd_write_file_atomic(p, d, n);
+    free(d);
+    static const char *const cj[2] = {
+        "{\"_class_name\": \"UNet2DConditionModel\", \"block_out_channels\": [32, 32], \"layers_per_block\": 1,\n"
+        " \"down_block_types\": [\"DownBlock2D\", \"CrossAttnDownBlock2D\"], \"cross_attention_dim\": 48,\n"
+        " \"attention_head_dim\": [2, 2], \"use_linear_projection\": true, \"in_channels\": 4, \"out_channels\": 4}\n",
+        "{\"architectures\": [\"CLIPTextModel\"], \"hidden_size\": 48, \"num_hidden_layers\": 2, \"num_attention_heads\": 4,\n"
+        " \"max_position_embeddings\": 77, \"vocab_size\": 49408, \"hidden_act\": \"gelu\"}\n",
+    };
+    for (int i = 0; i < 2 && !rc; i++) {
+        snprintf(p, sizeof p, "%s/%s/config.json", dir, sub[i]);
+        rc = sd_write_file_atomic(p, cj[i], strlen(cj[i]));
+    }
+    /* a random SD2 text encoder of width 48 under the Hugging Face names */
+    sd_clip_config cc = { 48, 3, 4, 77, 49408 };
+    sd_params r;
+    sd_clip m;
+    sd_params_init(&r);
+    memset(&m, 0, sizeof m);
+    if (!rc) rc = sd_clip_init(&m, &r, "", &cc, SD_FAMILY_SD2);
+    if (!rc) rc = sd_params_alloc(&r, SD_DEV_CPU);
+    sd_safetensors_writer *w = NULL;
+    if (!rc) rc = sd_safetensors_writer_new(&w);
+    for (size_t i = 0; !rc && i < sd_params_count(&r); i++) {
+        sd_param *q = sd_params_at(&r, i);
+        float *v = q->value.data;
+        int norm_w = strstr(q->key, "norm") && strstr(q->key, ".weight");
+        sd_rng g = sd_rng_key(77, 0, (uint32_t)i, SD_RNG_INIT);
+        rc = sd_rng_fill_uniform(&g, 0, v, (size_t)sd_tensor_numel(&q->value));
+        for (int64_t k = 0; k < sd_tensor_numel(&q->value); k++) v[k] = norm_w ? 1.0f + 0.2f * (v[k] - 0.5f) : 0.2f * (v[k] - 0.5f);
+        if (!rc) rc = sd_safetensors_writer_add(w, q->key, SD_ST_F32, q->value.ndim, q->value.shape, v);
+    }
+    snprintf(p, sizeof p, "%s/text_encoder/model.safetensors", dir);
+    if (!rc) rc = sd_safetensors_writer_write(w, p);
+    sd_safetensors_writer_free(w);
+    sd_clip_free(&m);
+    sd_params_free(&r);
+    if (!rc) rc = sd_write_file_atomic(cfg_out, SD2_CFG, strlen(SD2_CFG));
     return rc;
 }
 
@@ -486,6 +550,7 @@ int main(int argc, char **argv)
     if (argc > 1) {
         int rc;
         if (!strcmp(argv[1], "make-model") && argc == 4) rc = make_model(argv[2], argv[3]);
+        else if (!strcmp(argv[1], "make-sd2") && argc == 4) rc = make_sd2(argv[2], argv[3]);
         else if (!strcmp(argv[1], "make-lora") && argc == 6)
             rc = make_lora(argv[2], argv[3], argv[4], strtoull(argv[5], NULL, 10));
         else if (!strcmp(argv[1], "make-ti") && argc == 6) rc = make_ti(argv[2], argv[3], argv[4], argv[5]);
