@@ -121,9 +121,9 @@ static int32_t pad_id(const sd_gen_models *m)
     return m->family == SD_FAMILY_SD2 ? SD_CLIP_PAD_SD2 : SD_CLIP_PAD_SD1;
 }
 
-int sd_gen_encode_prompt(sd_ctx *ctx, const sd_gen_models *m, const char *text, int chunks, float **ctx_out)
+int sd_gen_prompt_rows(const sd_gen_models *m, const char *text, int chunks, int32_t *ids, float *weights,
+                       int *truncated)
 {
-    *ctx_out = NULL;
     wtoks *t = malloc(sizeof *t);
     if (!t) return sd_err(SD_ENOMEM, "out of memory");
     int rc = prompt_tokens(m, text, t);
@@ -134,23 +134,21 @@ int sd_gen_encode_prompt(sd_ctx *ctx, const sd_gen_models *m, const char *text, 
     int k = chunks > 0 ? chunks : chunks_for(t->n);
     if (k > MAX_MULT) k = MAX_MULT;
     const int L = CHUNK * k + 2;
-    const int64_t C = m->clip->cfg.width, vocab = m->clip->cfg.vocab_size;
-    int32_t row[CHUNK * MAX_MULT + 2], ids[MAX_MULT * ROW];
-    float wrow[MAX_MULT * ROW];
+    int32_t row[CHUNK * MAX_MULT + 2];
     const int32_t pad = pad_id(m);
     /* pad_tokens_and_weights (no_boseos_middle = False): BOS + ids + EOS… */
     row[0] = SD_CLIP_BOS;
     for (int i = 0; i < L - 1; i++) row[1 + i] = i < t->n ? t->ids[i] : SD_CLIP_EOS;
     int nw = 0;
     if (t->n == 0) {
-        for (int i = 0; i < ROW * k; i++) wrow[nw++] = 1.0f;
+        for (int i = 0; i < ROW * k; i++) weights[nw++] = 1.0f;
     } else {
         for (int j = 0; j < k; j++) {
-            wrow[nw++] = 1.0f;
-            for (int i = j * CHUNK; i < t->n && i < (j + 1) * CHUNK; i++) wrow[nw++] = t->w[i];
-            wrow[nw++] = 1.0f;
+            weights[nw++] = 1.0f;
+            for (int i = j * CHUNK; i < t->n && i < (j + 1) * CHUNK; i++) weights[nw++] = t->w[i];
+            weights[nw++] = 1.0f;
         }
-        while (nw < ROW * k) wrow[nw++] = 1.0f;
+        while (nw < ROW * k) weights[nw++] = 1.0f;
     }
     /* get_unweighted_text_embeddings: chunks of 77 with BOS/EOS fixed up (only when k > 1) */
     for (int j = 0; j < k; j++) {
@@ -166,16 +164,31 @@ int sd_gen_encode_prompt(sd_ctx *ctx, const sd_gen_models *m, const char *text, 
             }
         }
     }
+    if (truncated) *truncated = t->truncated;
+    free(t);
+    return SD_OK;
+}
+
+int sd_gen_encode_prompt(sd_ctx *ctx, const sd_gen_models *m, const char *text, int chunks, float **ctx_out)
+{
+    *ctx_out = NULL;
+    int k = chunks;
+    int rc = SD_OK;
+    if (k <= 0) rc = sd_gen_prompt_chunks(m, text, &k);
+    if (rc) return rc;
+    if (k > MAX_MULT) k = MAX_MULT;
+    const int64_t C = m->clip->cfg.width, vocab = m->clip->cfg.vocab_size;
+    int32_t ids[MAX_MULT * ROW];
+    float wrow[MAX_MULT * ROW];
+    rc = sd_gen_prompt_rows(m, text, k, ids, wrow, NULL);
+    if (rc) return rc;
     for (int i = 0; i < k * ROW; i++)
-        if (ids[i] < 0 || ids[i] >= vocab) {
-            free(t);
+        if (ids[i] < 0 || ids[i] >= vocab)
             return sd_err(SD_EINVAL, "token id %d does not fit the text encoder's vocabulary of %lld", ids[i],
                           (long long)vocab);
-        }
     int weighted = 0;
     for (int i = 0; i < k * ROW; i++)
         if (wrow[i] != 1.0f) weighted = 1;
-    free(t);
     float *y = malloc((size_t)(k * ROW * C) * sizeof *y);
     if (!y) return sd_err(SD_ENOMEM, "out of memory");
     sd_tensor ti = sd_tensor_wrap(ids, SD_I32, SD_DIMS(k, ROW));

@@ -119,6 +119,11 @@ int sd_txt2img(sd_ctx *ctx, const sd_gen_models *m, const sd_gen_params *p, sd_i
  * prompt's own, which callers pair by taking the max over prompt and negative prompt; see
  * sd_gen_prompt_chunks). */
 int sd_gen_prompt_chunks(const sd_gen_models *m, const char *text, int *chunks);
+/* Steps 1-2 alone: the ids the text encoder gets (chunks·77, chunk fix-ups applied) and the
+ * per-position weights (chunks·77) of one prompt for `chunks` chunks (0 = its own count).
+ * *truncated (may be NULL) is set when the prompt had more than 225 tokens. */
+int sd_gen_prompt_rows(const sd_gen_models *m, const char *text, int chunks, int32_t *ids, float *weights,
+                       int *truncated);
 int sd_gen_encode_prompt(sd_ctx *ctx, const sd_gen_models *m, const char *text, int chunks, float **ctx_out);
 
 /* ---- A1111 "parameters" text ---------------------------------------------------------------- */

@@ -401,6 +401,72 @@ static void test_prompt_encoding(void)
     sd_ctx_free(&ctx);
 }
 
+/* Token rows and weights against the reference's own functions (tests/golden/gen/
+ * make_sample_lpw_golden.py: parse_prompt_attention, get_prompts_with_weights,
+ * pad_tokens_and_weights and the chunk fix-ups, verbatim). Needs only the tokenizer. */
+static void test_lpw_golden(void)
+{
+    char *buf = NULL;
+    size_t n = 0;
+    if (sd_read_file(root_path("tests/data/sample/lpw_rows.tsv"), 0, &buf, &n)) {
+        T_CHECKF(0, "%s", sd_errmsg());
+        return;
+    }
+    sd_clip_tokenizer *tok = TOK;
+    char vp[4096];
+    if (!tok && (sd_clip_vocab_path(vp, sizeof vp) || sd_clip_tokenizer_load(vp, &tok))) {
+        T_CHECKF(0, "%s", sd_errmsg());
+        free(buf);
+        return;
+    }
+    int lines = 0, bad = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char *f[5];
+        int nf = 0;
+        for (char *q = line; nf < 5; nf++) {
+            f[nf] = q;
+            char *tab = strchr(q, '\t');
+            if (!tab) { nf++; break; }
+            *tab = 0;
+            q = tab + 1;
+        }
+        if (nf != 5) { bad++; continue; }
+        size_t hl = strlen(f[0]);
+        char text[4096];
+        for (size_t i = 0; i + 1 < hl && i / 2 < sizeof text - 1; i += 2) {
+            unsigned v;
+            sscanf(f[0] + i, "%2x", &v);
+            text[i / 2] = (char)v;
+        }
+        text[hl / 2 < sizeof text ? hl / 2 : sizeof text - 1] = 0;
+        int pad = atoi(f[1]), k = atoi(f[2]);
+        sd_gen_models g = { .tok = tok, .family = pad == 0 ? SD_FAMILY_SD2 : SD_FAMILY_SD1 };
+        int32_t ids[3 * 77];
+        float w[3 * 77];
+        int rc = sd_gen_prompt_rows(&g, text, k, ids, w, NULL);
+        int ok = rc == SD_OK;
+        char *q = f[3], *r = f[4];
+        for (int i = 0; ok && i < 77 * k; i++) {
+            long id = strtol(q, &q, 10);
+            double wv = strtod(r, &r);
+            if (id != ids[i]) {
+                printf("# '%.40s' pad %d: id %d is %d, reference %ld\n", text, pad, i, ids[i], id);
+                ok = 0;
+            }
+            if (fabs(wv - w[i]) > 1e-6 * fabs(wv)) {
+                printf("# '%.40s' pad %d: weight %d is %.9g, reference %.9g\n", text, pad, i, w[i], wv);
+                ok = 0;
+            }
+        }
+        if (!ok) bad++;
+        lines++;
+    }
+    T_CHECKF(lines >= 50 && bad == 0, "%d rows, %d differ", lines, bad);
+    if (tok != TOK) sd_clip_tokenizer_free(tok);
+    free(buf);
+}
+
 static int gen(sd_ctx *ctx, const sd_gen_models *g, const char *prompt, const char *neg, int w, int h, int steps,
                double scale, sd_sampler_kind k, int B, const uint64_t *seeds, sd_image *out)
 {
@@ -598,6 +664,7 @@ int main(int argc, char **argv)
     T_RUN(test_file_name);
     T_RUN(test_infotext);
     setup_model();
+    T_RUN(test_lpw_golden);
     T_RUN(test_prompt_encoding);
     T_RUN(test_txt2img);
     T_RUN(test_sample_round);
