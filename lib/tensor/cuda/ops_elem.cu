@@ -618,7 +618,7 @@ extern "C" int sd_cuda_embedding_bwd(sd_ctx *ctx, sd_tensor *dtable, const sd_te
     return SD_OK;
 }
 
-// Same float arithmetic as the CPU kernel (float exponent, expf, product, sinf/cosf).
+// Same float arithmetic as the CPU kernel (float exponent, exp, product, sinf/cosf).
 __global__ void k_timestep(size_t n, int64_t half, int64_t dim, float *y, const float *t, int flip, float shift,
                            float neglogp)
 {
@@ -626,7 +626,9 @@ __global__ void k_timestep(size_t n, int64_t half, int64_t dim, float *y, const 
         int64_t r = (int64_t)i / half, j = (int64_t)i % half;
         float e = neglogp * (float)j;
         e = e / ((float)half - shift);
-        float a = t[r] * expf(e);
+        // exp in double, rounded once to float: the correctly rounded expf of the CPU's libm (the
+        // product with t up to 1000 would magnify CUDA expf's 2-ulp error into the sine)
+        float a = t[r] * (float)exp((double)e);
         float sv = sinf(a), cv = cosf(a);
         y[r * dim + j] = flip ? cv : sv;
         y[r * dim + half + j] = flip ? sv : cv;
