@@ -13,7 +13,9 @@
  * and an SD-sized attention (T = 4096, 8 heads) forward and backward.
  *
  * Without a CUDA device (or in a build without CUDA) every test prints "ok NAME # SKIP no CUDA
- * device". Runs in a few seconds on an H100 (most of it the CPU reference). */
+ * device". Runs in a few seconds on an H100 (most of it the CPU reference).
+ * SD_PARITY_SELFTEST=1 runs the "device" side on a second CPU context (a check of this program
+ * without a GPU: every difference is then 0). */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -50,14 +52,32 @@ typedef struct pair {
 static pair *pool[MAXP];
 static int npool;
 
+/* SD_PARITY_SELFTEST=1: the "device" side is a second CPU context with host copies (checks this
+ * program without a GPU: every difference must be 0). */
+static int g_selftest;
+static const sd_devkind DEV_SIDE_CUDA = SD_DEV_CUDA;
+#define DEV_SIDE (g_selftest ? SD_DEV_CPU : DEV_SIDE_CUDA)
+
 static void dev_upload(pair *p)
 {
     size_t nb = sd_tensor_nbytes(&p->h);
     p->d = p->h;
     p->d.data = NULL;
-    p->d.device = SD_DEV_CUDA;
-    if (sd_device_alloc(&p->d.data, nb ? nb : 4)) printf("# device alloc failed: %s\n", sd_errmsg());
+    p->d.device = (uint8_t)DEV_SIDE;
+    if (g_selftest) {
+        p->d.data = aligned_alloc(64, (nb + 63) / 64 * 64 + 64);
+        memcpy(p->d.data, p->h.data, nb);
+    } else if (sd_device_alloc(&p->d.data, nb ? nb : 4)) printf("# device alloc failed: %s\n", sd_errmsg());
     else if (nb && sd_tensor_upload(&p->d, p->h.data, nb)) printf("# upload failed: %s\n", sd_errmsg());
+}
+
+static int dsync(void) { return g_selftest ? SD_OK : sd_device_sync(); }
+
+/* A context on the device side with the given scratch size. */
+static int dev_ctx(sd_ctx *c, size_t scratch)
+{
+    /* the CPU kernels size their scratch differently: the self-test gives them room */
+    return sd_ctx_init(c, DEV_SIDE, 1, g_selftest && scratch < ((size_t)64 << 20) ? (size_t)64 << 20 : scratch);
 }
 
 /* Random tensor (uniform in [off - scale, off + scale]); f16/bf16 hold the rounded values. */
@@ -154,7 +174,7 @@ static void same_bytes(const char *name, const pair *p, const unsigned char *bef
 #define BOTH(call_h, call_d) do { \
     int rc_h_ = (call_h); T_CHECKF(rc_h_ == SD_OK, "CPU %s: %s", #call_h, sd_errmsg()); \
     int rc_d_ = (call_d); T_CHECKF(rc_d_ == SD_OK, "CUDA %s: %s", #call_d, sd_errmsg()); \
-    int rc_s_ = sd_device_sync(); T_CHECKF(rc_s_ == SD_OK, "CUDA sync after %s: %s", #call_d, sd_errmsg()); \
+    int rc_s_ = dsync(); T_CHECKF(rc_s_ == SD_OK, "CUDA sync after %s: %s", #call_d, sd_errmsg()); \
 } while (0)
 
 /* ---- tests ---- */
@@ -326,7 +346,7 @@ static void conv_one(const conv_case *cc, sd_dtype wdt, int tiny, const char *ta
     sd_ctx small, *gctx = &gpu;
     if (tiny) {
         size_t kp = (size_t)(cc->cin * cc->kh * cc->kw) * (size_t)(ho * wo) * 4;
-        if (sd_ctx_init(&small, SD_DEV_CUDA, 1, 2 * kp + 512)) { T_CHECKF(0, "small context: %s", sd_errmsg()); return; }
+        if (dev_ctx(&small, 2 * kp + 512)) { T_CHECKF(0, "small context: %s", sd_errmsg()); return; }
         gctx = &small;
     }
     pair *x = R(n, cc->cin, cc->h, cc->w), *w = MK(wdt, 0.3f, 0, cc->cout, cc->cin, cc->kh, cc->kw), *b = R(cc->cout);
@@ -473,7 +493,7 @@ static void attn_one(const attn_case *ac, int tiny, const char *tag, int determi
     sd_ctx small, *gctx = &gpu;
     if (tiny) {
         size_t row = (size_t)(2 * ac->h * ac->tk + ac->h) * 4;
-        if (sd_ctx_init(&small, SD_DEV_CUDA, 1, 16 * row + 512)) { T_CHECKF(0, "small context: %s", sd_errmsg()); return; }
+        if (dev_ctx(&small, 16 * row + 512)) { T_CHECKF(0, "small context: %s", sd_errmsg()); return; }
         gctx = &small;
     }
     sd_attn_args a = { ac->h, ac->scale, ac->causal };
@@ -638,7 +658,10 @@ int main(void)
 {
     int nt = (int)(sizeof tests / sizeof tests[0]);
     const char *why = NULL;
-    if (!sd_device_built_with_cuda()) why = "no CUDA device (built without CUDA)";
+    const char *st = getenv("SD_PARITY_SELFTEST");
+    g_selftest = st && *st == '1';
+    if (g_selftest) printf("# self-test: both sides on the CPU\n");
+    else if (!sd_device_built_with_cuda()) why = "no CUDA device (built without CUDA)";
     else if (sd_device_count() == 0) why = "no CUDA device";
     else if (sd_device_init(0)) {
         printf("# sd_device_init: %s\n", sd_errmsg());
@@ -649,10 +672,10 @@ int main(void)
         return 0;
     }
     sd_device_info info;
-    if (sd_device_query(0, &info) == SD_OK)
+    if (!g_selftest && sd_device_query(0, &info) == SD_OK)
         printf("# device: %s (cc %d.%d, %d SMs, %zu MiB)\n", info.name, info.cc_major, info.cc_minor, info.sm_count,
                info.total_bytes >> 20);
-    if (sd_ctx_init(&cpu, SD_DEV_CPU, 0, 0) || sd_ctx_init(&gpu, SD_DEV_CUDA, 1, (size_t)1 << 30)) {
+    if (sd_ctx_init(&cpu, SD_DEV_CPU, 0, 0) || dev_ctx(&gpu, (size_t)1 << 30)) {
         printf("# context: %s\n", sd_errmsg());
         printf("not ok parity_context\n");
         return 1;
