@@ -12,6 +12,7 @@
  *   make-lora MODEL CFG OUT.safetensors SEED  a kohya LoRA for it (UNet + text encoder, non-zero up)
  *   make-ti MODEL OUT.safetensors KEY TEXT    an embedding whose vectors are the model's token rows of TEXT's
  *                                             ids, stored under KEY ("emb_params"; "clip_l" = SDXL-style)
+ *   initial-noise S1,S2,.. C H W OUT.bin     x_T of the seeds (raw f32), for tests/golden/gen/make_sample_e2e_golden.py
  *   text FILE.png KEY                         print the text chunk KEY (exit 1 if absent)
  *   size FILE.png                             print "W H C"
  *   maxdiff A.png B.png                       print the largest pixel difference (-1: sizes differ) */
@@ -467,6 +468,61 @@ static void test_lpw_golden(void)
     free(buf);
 }
 
+/* The whole pipeline against tests/golden/gen/make_sample_e2e_golden.py (the reference's LPW text
+ * conditioning, DDIM with guidance, VAE decode and pixel mapping in PyTorch, from our x_T). */
+static void test_e2e_golden(void)
+{
+    if (!have_model) { T_SKIP("e2e_golden", "no model"); return; }
+    sd_safetensors *st = NULL;
+    if (sd_safetensors_open(root_path("tests/data/sample/e2e_golden.safetensors"), &st)) {
+        T_CHECKF(0, "%s", sd_errmsg());
+        return;
+    }
+    const sd_st_tensor *xT = sd_safetensors_find(st, "xT"), *pix = sd_safetensors_find(st, "pixels"),
+                       *pix1 = sd_safetensors_find(st, "pixels_nocfg");
+    T_CHECK(xT && pix && pix1);
+    if (!xT || !pix || !pix1) { sd_safetensors_close(st); return; }
+    uint64_t seeds[2] = { 11, 12 };
+    float x[2 * 4 * 16 * 16];
+    T_EQ_INT(sd_sampler_initial_noise(2, 4 * 16 * 16, seeds, x), SD_OK);
+    T_CHECK(xT->nbytes == sizeof x && !memcmp(xT->data, x, sizeof x));
+    sd_ctx ctx;
+    sd_gen_models g = gm();
+    sd_gen_params p = { .prompt = "a (photo:1.2) of a [cat], sitting", .negative_prompt = "blurry, (ugly:1.3)",
+                        .width = 32, .height = 32, .steps = 3, .scale = 7.5, .sampler = SD_SAMPLER_DDIM, .batch = 2,
+                        .seeds = seeds };
+    if (sd_ctx_init(&ctx, SD_DEV_CPU, 2, sd_txt2img_scratch_bytes(&g, &p))) { T_CHECK(0); sd_safetensors_close(st); return; }
+    sd_image im[2] = { 0 };
+    T_EQ_INT(sd_txt2img(&ctx, &g, &p, im), SD_OK);
+    const float *ref = pix->data;
+    int maxd = 0, nd = 0;
+    for (int b = 0; b < 2 && im[b].px; b++)
+        for (int i = 0; i < 32 * 32 * 3; i++) {
+            int d = abs((int)im[b].px[i] - (int)ref[b * 32 * 32 * 3 + i]);
+            if (d > maxd) maxd = d;
+            nd += d > 0;
+        }
+    printf("# guided: max pixel difference %d, %d of %d pixels differ\n", maxd, nd, 2 * 32 * 32 * 3);
+    T_CHECKF(maxd <= 1 && nd < 2 * 32 * 32 * 3 / 50, "max %d, %d differ", maxd, nd);
+    sd_image_free(&im[0]);
+    sd_image_free(&im[1]);
+    p.scale = 1.0;
+    p.batch = 1;
+    T_EQ_INT(sd_txt2img(&ctx, &g, &p, im), SD_OK);
+    ref = pix1->data;
+    maxd = 0, nd = 0;
+    for (int i = 0; im[0].px && i < 32 * 32 * 3; i++) {
+        int d = abs((int)im[0].px[i] - (int)ref[i]);
+        if (d > maxd) maxd = d;
+        nd += d > 0;
+    }
+    printf("# unguided: max pixel difference %d, %d differ\n", maxd, nd);
+    T_CHECKF(maxd <= 1 && nd < 32 * 32 * 3 / 50, "max %d, %d differ", maxd, nd);
+    sd_image_free(&im[0]);
+    sd_ctx_free(&ctx);
+    sd_safetensors_close(st);
+}
+
 static int gen(sd_ctx *ctx, const sd_gen_models *g, const char *prompt, const char *neg, int w, int h, int steps,
                double scale, sd_sampler_kind k, int B, const uint64_t *seeds, sd_image *out)
 {
@@ -620,7 +676,19 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[1], "make-lora") && argc == 6)
             rc = make_lora(argv[2], argv[3], argv[4], strtoull(argv[5], NULL, 10));
         else if (!strcmp(argv[1], "make-ti") && argc == 6) rc = make_ti(argv[2], argv[3], argv[4], argv[5]);
-        else if (!strcmp(argv[1], "text") && argc == 4) {
+        else if (!strcmp(argv[1], "initial-noise") && argc == 7) {
+            uint64_t seeds[16];
+            int B = 0;
+            for (char *q = argv[2]; *q && B < 16;) {
+                seeds[B++] = strtoull(q, &q, 10);
+                if (*q == ',') q++;
+            }
+            int64_t per = atoll(argv[3]) * atoll(argv[4]) * atoll(argv[5]);
+            float *x = malloc((size_t)(B * per) * sizeof *x);
+            rc = x ? sd_sampler_initial_noise(B, per, seeds, x) : SD_ENOMEM;
+            if (!rc) rc = sd_write_file_atomic(argv[6], x, (size_t)(B * per) * sizeof *x);
+            free(x);
+        } else if (!strcmp(argv[1], "text") && argc == 4) {
             char *v = NULL;
             rc = read_png_text(argv[2], argv[3], &v);
             if (!rc) printf("%s\n", v);
@@ -666,6 +734,7 @@ int main(int argc, char **argv)
     setup_model();
     T_RUN(test_lpw_golden);
     T_RUN(test_prompt_encoding);
+    T_RUN(test_e2e_golden);
     T_RUN(test_txt2img);
     T_RUN(test_sample_round);
     if (have_model) {
