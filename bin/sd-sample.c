@@ -21,6 +21,7 @@
 #include "base/hash.h"
 #include "base/log.h"
 #include "base/opts.h"
+#include "base/progress.h"
 #include "base/threads.h"
 #include "diffusion/prompt_file.h"
 #include "diffusion/sample_images.h"
@@ -213,6 +214,20 @@ static int merge_lora(sd_ctx *ctx, sd_model *m, const char *path, double mul)
 
 /* ---- the job list ---------------------------------------------------------------------------- */
 
+static void progress_call(void *user) { sd_progress_update(user, 1); }
+
+/* UNet calls of one image (steps and sampler), for the progress bar */
+static int64_t model_calls(sd_sampler_kind k, int steps)
+{
+    sd_sampler s;
+    memset(&s, 0, sizeof s);
+    sd_sampler_config c;
+    sd_sampler_config_default(&c);
+    int64_t n = sd_sampler_init(&s, k, steps, &c, 1) ? steps : s.nt;
+    sd_sampler_free(&s);
+    return n;
+}
+
 static int check_entry(const sd_sample_prompt *p, const char *where, int64_t factor)
 {
     if (p->width % factor || p->height % factor || p->width < 8 || p->height < 8 || p->width % 8 || p->height % 8)
@@ -401,7 +416,16 @@ static int run(void)
         if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) r = (uint32_t)time(NULL);
         next_seed = r;
     }
-    int64_t counter = 0, written = 0;
+    int64_t counter = 0, written = 0, calls = 0;
+    for (size_t i = 0; i < pl.n; i++) {
+        sd_sampler_kind kind;
+        sd_sampler_parse(pl.items[i].sampler, &kind);
+        calls += model_calls(kind, pl.items[i].steps) * ((a.images_per_prompt + a.batch_size - 1) / a.batch_size);
+    }
+    sd_progress pg;
+    sd_progress_begin(&pg, "sampling", calls);
+    gm.on_call = progress_call;
+    gm.call_user = &pg;
     for (size_t i = 0; i < pl.n && !rc; i++) {
         const sd_sample_prompt *p = &pl.items[i];
         sd_sampler_kind kind;
@@ -458,6 +482,7 @@ static int run(void)
             for (int b = 0; b < B; b++) sd_image_free(&ims[b]);
         }
     }
+    sd_progress_end(&pg);
     if (!rc) sd_info("%" PRId64 " images written to %s", written, a.outdir);
 out:
     free(lora_hashes);

@@ -371,6 +371,8 @@ typedef struct denoise_user {
     int64_t B, S, C, cin, h, w;
     int guided;
     float *tbuf;            /* [2B] */
+    void (*on_call)(void *user);
+    void *call_user;
 } denoise_user;
 
 static int denoise(void *user, const float *x, int64_t batch, double t, float *out)
@@ -384,7 +386,9 @@ static int denoise(void *user, const float *x, int64_t batch, double t, float *o
     sd_tensor tt = sd_tensor_wrap(d->tbuf, SD_F32, SD_DIMS(batch));
     sd_tensor ct = sd_tensor_wrap((void *)c, SD_F32, SD_DIMS(batch, d->S, d->C));
     sd_tensor yt = sd_tensor_wrap(out, SD_F32, SD_DIMS(batch, d->u->cfg.out_channels, d->h, d->w));
-    return sd_unet_forward(d->ctx, d->u, NULL, &yt, &xt, &tt, &ct);
+    int rc = sd_unet_forward(d->ctx, d->u, NULL, &yt, &xt, &tt, &ct);
+    if (!rc && d->on_call) d->on_call(d->call_user);
+    return rc;
 }
 
 /* z [1, ch, h, w] (already divided by the scale factor) → RGB image */
@@ -468,7 +472,8 @@ int sd_txt2img(sd_ctx *ctx, const sd_gen_models *m, const sd_gen_params *p, sd_i
     rc = sd_sampler_initial_noise(B, per, p->seeds, lat);
     if (rc) goto out;
     denoise_user du = { .ctx = ctx, .u = m->unet, .context = context, .B = B, .S = S, .C = C, .cin = cin,
-                        .h = h, .w = w, .guided = guided, .tbuf = tbuf };
+                        .h = h, .w = w, .guided = guided, .tbuf = tbuf, .on_call = m->on_call,
+                        .call_user = m->call_user };
     rc = sd_sampler_run(&s, B, per, p->seeds, p->scale, denoise, &du, lat);
     if (rc) goto out;
     /* decode */
