@@ -6,8 +6,9 @@
 #
 # The machine may have no internet: if build dependencies (-dev packages) are missing and apt
 # cannot reach its mirrors, the full build is impossible; the script then says which ones are
-# missing and falls back to a minimal build (lib/base + lib/tensor + lib/tensor/cuda, which need
-# only gcc, nvcc and the CUDA libraries) so the GPU kernels are still checked.
+# missing and falls back to a minimal build (lib/base + lib/tensor + lib/tensor/cuda + lib/nn and
+# the optimizer, which need only gcc, nvcc and the CUDA libraries) so the GPU kernels are still
+# checked.
 # DEVICE_CHECK_MINIMAL=1 skips the full build (tests the fallback). The fallback needs no BLAS
 # package: without OpenBLAS the CPU reference kernels use tests/parity/refblas (plain loops).
 # Tests: tests/parity/test_cuda_basic (device API) and tests/parity/test_parity_ops (every op of
@@ -85,7 +86,10 @@ else
     CF="$CF -Itests/parity/refblas"
     cc $CF -O3 -march=native -c tests/parity/refblas/refblas.c -o "$O/refblas.o" && objs+=("$O/refblas.o")
   fi
-  for f in lib/base/*.c lib/tensor/*.c; do
+  # (-ffunction-sections + --gc-sections: the parity tests link without the loaders that lib/nn's
+  # checkpoint functions reference, e.g. safetensors/libjq, which this build leaves out)
+  CF="$CF -ffunction-sections -fdata-sections"
+  for f in lib/base/*.c lib/tensor/*.c lib/nn/*.c lib/train/optim.c lib/train/pyfmt.c; do
     o=$O/$(echo "$f" | tr / _).o
     if cc $CF -c "$f" -o "$o" 2>>/tmp/sd-min.log; then objs+=("$o"); else echo "  skipped $f (does not compile here)"; fi
   done
@@ -97,7 +101,7 @@ else
   rm -f "$SD_BUILD/libsd.a" && ar rcs "$SD_BUILD/libsd.a" "${objs[@]}"
   for t in tests/parity/*.c; do
     out=$SD_BUILD/tests/parity/$(basename "$t" .c)
-    cc $CF -Itests "$t" -o "$out" "$SD_BUILD/libsd.a" -fopenmp -L"$CUDA_HOME/lib64" \
+    cc $CF -Itests "$t" -o "$out" -Wl,--gc-sections "$SD_BUILD/libsd.a" -fopenmp -L"$CUDA_HOME/lib64" \
       -Wl,-rpath,"$CUDA_HOME/lib64" -lcublasLt -lcublas -lcudart -lstdc++ $BLAS_LIB -lm -lpthread 2>>/tmp/sd-min.log \
       || echo "  could not link $t without the full build"
   done
