@@ -9,6 +9,7 @@
  * file parses options, loads the model and the networks, plans seeds and names, and writes. */
 #include <inttypes.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -214,7 +215,17 @@ static int merge_lora(sd_ctx *ctx, sd_model *m, const char *path, double mul)
 
 /* ---- the job list ---------------------------------------------------------------------------- */
 
-static void progress_call(void *user) { sd_progress_update(user, 1); }
+static volatile sig_atomic_t g_signal;
+
+static void on_signal(int sig) { g_signal = sig; }
+
+/* after every UNet call: progress, and a stop at SIGINT/SIGTERM (the current batch is dropped;
+   every file already written is complete) */
+static int progress_call(void *user)
+{
+    sd_progress_update(user, 1);
+    return g_signal != 0;
+}
 
 /* UNet calls of one image (steps and sampler), for the progress bar */
 static int64_t model_calls(sd_sampler_kind k, int steps)
@@ -426,11 +437,11 @@ static int run(void)
     sd_progress_begin(&pg, "sampling", calls);
     gm.on_call = progress_call;
     gm.call_user = &pg;
-    for (size_t i = 0; i < pl.n && !rc; i++) {
+    for (size_t i = 0; i < pl.n && !rc && !g_signal; i++) {
         const sd_sample_prompt *p = &pl.items[i];
         sd_sampler_kind kind;
         sd_sampler_parse(p->sampler, &kind);
-        for (int j0 = 0; j0 < a.images_per_prompt && !rc; j0 += a.batch_size) {
+        for (int j0 = 0; j0 < a.images_per_prompt && !rc && !g_signal; j0 += a.batch_size) {
             int B = a.images_per_prompt - j0 < a.batch_size ? a.images_per_prompt - j0 : a.batch_size;
             uint64_t seeds[256];
             for (int b = 0; b < B; b++) seeds[b] = p->has_seed ? p->seed + (uint64_t)(j0 + b) : next_seed++;
@@ -483,7 +494,12 @@ static int run(void)
         }
     }
     sd_progress_end(&pg);
-    if (!rc) sd_info("%" PRId64 " images written to %s", written, a.outdir);
+    if (g_signal) {
+        sd_warn("interrupted: %" PRId64 " images written to %s", written, a.outdir);
+        rc = SD_OK;
+        sd_err_clear();
+    }
+    if (!rc && !g_signal) sd_info("%" PRId64 " images written to %s", written, a.outdir);
 out:
     free(lora_hashes);
     free(ti_hashes);
@@ -492,6 +508,7 @@ out:
     if (ctx.threads) sd_ctx_free(&ctx);
     sd_model_close(&m);
     sd_prompt_list_free(&pl);
+    if (g_signal) return g_signal == SIGTERM ? SD_EXIT_SIGTERM : SD_EXIT_SIGINT;
     return rc ? sd_fatal(SD_EXIT_FATAL) : SD_EXIT_OK;
 }
 
@@ -555,6 +572,11 @@ int main(int argc, char **argv)
                 break;
             }
         if (!rc) {
+            struct sigaction sa;
+            memset(&sa, 0, sizeof sa);
+            sa.sa_handler = on_signal;
+            sigaction(SIGINT, &sa, NULL);
+            sigaction(SIGTERM, &sa, NULL);
             if (sd_threads_init(a.threads) < 0) rc = sd_fatal(SD_EXIT_FATAL);
             else rc = run();
         }

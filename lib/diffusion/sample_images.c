@@ -371,7 +371,7 @@ typedef struct denoise_user {
     int64_t B, S, C, cin, h, w;
     int guided;
     float *tbuf;            /* [2B] */
-    void (*on_call)(void *user);
+    int (*on_call)(void *user);
     void *call_user;
 } denoise_user;
 
@@ -387,7 +387,7 @@ static int denoise(void *user, const float *x, int64_t batch, double t, float *o
     sd_tensor ct = sd_tensor_wrap((void *)c, SD_F32, SD_DIMS(batch, d->S, d->C));
     sd_tensor yt = sd_tensor_wrap(out, SD_F32, SD_DIMS(batch, d->u->cfg.out_channels, d->h, d->w));
     int rc = sd_unet_forward(d->ctx, d->u, NULL, &yt, &xt, &tt, &ct);
-    if (!rc && d->on_call) d->on_call(d->call_user);
+    if (!rc && d->on_call && d->on_call(d->call_user)) rc = sd_err(SD_EINTR, "interrupted");
     return rc;
 }
 

@@ -90,7 +90,8 @@ typedef struct sd_gen_models {
     int vae_tile;              /* 0: SD_GEN_VAE_TILE; else the tile side in latent pixels */
     const sd_gen_token *tokens;/* textual-inversion tokens (NULL: none) */
     int ntokens;
-    void (*on_call)(void *user);   /* called after every UNet call (progress), may be NULL */
+    int (*on_call)(void *user);    /* called after every UNet call (progress, interruption), may be
+                                      NULL; a non-zero return stops the generation with SD_EINTR */
     void *call_user;
 } sd_gen_models;
 

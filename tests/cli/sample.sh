@@ -179,6 +179,22 @@ else
   nok sample_make_sd2
 fi
 
+# ---- SIGTERM / SIGINT: stop after the current UNet call, complete files only, 143 / 130 -----------------
+for sig in TERM INT; do
+  rm -rf "sig$sig"
+  "$ss" "${M[@]}" --prompt x --seed 1 --images_per_prompt 400 --outdir "sig$sig" > "sig$sig.out" 2> "sig$sig.err" &
+  pid=$!
+  for _ in $(seq 1 600); do [ -s "sig$sig.out" ] && break; sleep 0.05; done
+  kill -s "$sig" "$pid"
+  wait "$pid"; rc=$?
+  want=$([ "$sig" = TERM ] && echo 143 || echo 130)
+  good=1
+  for f in $(cat "sig$sig.out"); do [ "$("$helper" size "$f")" = "32 32 rgb" ] || good=0; done
+  n=$(ls "sig$sig" | wc -l)
+  echo "# SIG$sig: exit $rc, $n files, $(wc -l < "sig$sig.out") listed"
+  check "sample_sig${sig}_exit_and_complete_files" '[ $rc = $want ] && [ $good = 1 ] && [ "$n" -ge 1 ] && [ "$n" -lt 400 ] && [ "$n" = "$(wc -l < "sig$sig.out")" ] && grep -q "interrupted" "sig$sig.err"'
+done
+
 # ---- usage errors and refusals -------------------------------------------------------------------------
 "$ss" --prompt x --outdir u > /dev/null 2> u1.err; rc=$?;                     check sample_usage_no_model '[ $rc = 2 ] && grep -q "model" u1.err'
 "$ss" "${M[@]}" --outdir u > /dev/null 2> u2.err; rc=$?;                       check sample_usage_no_prompt '[ $rc = 2 ] && grep -q "prompt" u2.err'
