@@ -164,7 +164,7 @@ static void check_golden_file(const char *path, const char *name, const char *cf
     CK(sd_unet_load(&m.u, st, SD_UNET_NAMES_LDM, "model.diffusion_model.", 0, &rep));
     T_EQ_INT(rep.loaded, sd_params_count(&m.reg));
     sd_load_report_free(&rep);
-    int exact = 0;
+    int exact = 0, rc1;
     g_ctx.scratch.peak = 0;
     CK(step(&m, &r, st, &exact));
     T_CHECK(exact);
@@ -234,6 +234,16 @@ static void check_golden_file(const char *path, const char *name, const char *cf
     T_CHECK(!memcmp(r2.dx.data, r.dx.data, sd_tensor_nbytes(&r.dx)));
     T_CHECK(!memcmp(r2.dc.data, r.dc.data, sd_tensor_nbytes(&r.dc)));
     T_CHECK(!memcmp(r2.grads, r.grads, m.reg.grad_bytes));
+    /* --threads 1 gives the same bytes as 2 */
+    sd_unet_set_checkpoint(&m.u, NULL, 0);
+    sd_ctx_set_threads(&g_ctx, 1);
+    rc1 = step(&m, &r2, st, NULL);
+    sd_ctx_set_threads(&g_ctx, 2);
+    CK(rc1);
+    T_CHECK(!memcmp(r2.y.data, r.y.data, sd_tensor_nbytes(&r.y)));
+    T_CHECK(!memcmp(r2.dx.data, r.dx.data, sd_tensor_nbytes(&r.dx)));
+    T_CHECK(!memcmp(r2.dc.data, r.dc.data, sd_tensor_nbytes(&r.dc)));
+    T_CHECK(!memcmp(r2.grads, r.grads, m.reg.grad_bytes));
     T_EQ_INT(sd_unet_set_checkpoint(&m.u, "middle_block", 0), 1);
     T_EQ_INT(sd_unet_set_checkpoint(&m.u, "no_block", 0), SD_ENOTFOUND);
     /* frozen base stored in f16 (LoRA style): no parameter gradients, the same dx / dcontext
@@ -251,7 +261,7 @@ static void check_golden_file(const char *path, const char *name, const char *cf
         sd_arena act;
         CK(sd_nn_arena_init(&act, SD_DEV_CPU, p.saved));
         sd_op_fill(&g_ctx, &rf.dc, 0.0f);
-        int rc1 = sd_unet_forward(&g_ctx, &f.u, &act, &rf.y, &r.x, &r.t, &r.c);
+        rc1 = sd_unet_forward(&g_ctx, &f.u, &act, &rf.y, &r.x, &r.t, &r.c);
         int rc2 = rc1 ? rc1 : sd_unet_backward(&g_ctx, &f.u, NULL, &rf.dc, &r.dy);
         sd_arena_free(&act);
         CK(rc2);
