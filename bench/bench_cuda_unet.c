@@ -1,0 +1,268 @@
+/* UNet on the GPU: the SD1.5 UNet (lib/models/unet, the same model code as the CPU) at 64×64
+ * latents (512 px), 77 context tokens, batch 1, 4 and 16: inference forward, and a LoRA-style
+ * training step without LoRA modules (frozen weights: forward into the planned activation arena,
+ * backward with the gradient flowing to the input through every layer, no weight gradients; the
+ * LoRA branches themselves are small). Random weights. fp32 activations and fp32 cuBLAS products
+ * (CUBLAS_COMPUTE_32F, no TF32); BENCH_WEIGHTS=bf16 or f16 stores the frozen weights in half
+ * precision (converted to f32 per use, as the ops do). There is no bf16-compute path yet, so
+ * these are fp32 numbers, not the issue's bf16 target.
+ *
+ * One JSON object per line:
+ *   {"name":"cuda_unet_sd15_fwd","batch":B,"seconds":…,"min_seconds":…,"samples_per_s":…,
+ *    "tflops":…,"params_mib":…,"activations_mib":…,"scratch_peak_mib":…,"gpu_used_mib":…,"device":…}
+ * seconds = median of BENCH_RUNS (default 3) runs after one warm-up, each ended by a device
+ * synchronisation; tflops counts the matrix-product FLOPs of the shapes (2·MNK; the step as
+ * ≈ 2× the forward plus the recomputed attention scores are not counted); gpu_used_mib is
+ * total − free device memory while the batch's buffers are allocated.
+ *   BENCH_BATCHES (default "1,4,16"), BENCH_RUNS, BENCH_FILTER (substring of names),
+ *   BENCH_SCRATCH_MIB (op scratch arena, default 4096), BENCH_WEIGHTS (f32|bf16|f16).
+ * Without a CUDA device it prints {"name":"cuda_unet","skipped":"…"} and exits 0. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/error.h"
+#include "models/model_config.h"
+#include "models/unet.h"
+#include "tensor/device.h"
+
+static int g_runs = 3;
+static const char *g_filter;
+static sd_ctx g_ctx;
+static char g_dev[300];
+
+#define CHECK(call) do { int rc_ = (call); if (rc_) { fprintf(stderr, "bench_cuda_unet: %s: %s\n", #call, sd_errmsg()); exit(1); } } while (0)
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmpd(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double used_mib(void)
+{
+    sd_device_info info;
+    if (sd_device_query(sd_device_current(), &info)) return -1;
+    return (double)(info.total_bytes - info.free_bytes) / 1048576.0;
+}
+
+/* Upload n generated values (f32, or converted to the tensor's half dtype on the device). */
+static int fill(sd_tensor *t, float scale, float off, uint32_t seed)
+{
+    int64_t n = sd_tensor_numel(t);
+    float *h = malloc((size_t)(n ? n : 1) * sizeof *h);
+    if (!h) return sd_err(SD_ENOMEM, "out of memory");
+    uint32_t s = seed * 2654435761u + 1;
+    for (int64_t i = 0; i < n; i++) {
+        s = s * 1664525u + 1013904223u;
+        h[i] = off + scale * ((float)(s >> 8) / 8388608.0f - 1.0f);
+    }
+    int rc;
+    if (t->dtype == SD_F32) {
+        rc = sd_tensor_upload(t, h, (size_t)n * sizeof *h);
+    } else {
+        sd_tensor tmp = *t;
+        tmp.dtype = SD_F32;
+        tmp.data = NULL;
+        rc = sd_device_alloc(&tmp.data, (size_t)n * sizeof *h);
+        if (!rc) rc = sd_tensor_upload(&tmp, h, (size_t)n * sizeof *h);
+        if (!rc) rc = sd_op_convert(&g_ctx, t, &tmp);
+        if (!rc) rc = sd_device_sync();
+        sd_device_free(tmp.data);
+    }
+    free(h);
+    return rc;
+}
+
+static int dev_tensor(sd_tensor *t, int nd, const int64_t *sh)
+{
+    *t = sd_tensor_wrap(NULL, SD_F32, nd, sh);
+    t->device = SD_DEV_CUDA;
+    return sd_device_alloc(&t->data, sd_tensor_nbytes(t));
+}
+
+/* Matrix-product FLOPs of one forward (see bench_unet.c; same counting). */
+static double res_flops(const sd_resblock *r, double hw)
+{
+    double f = 2.0 * (double)(r->cin * r->cout) * 9 * hw + 2.0 * (double)(r->cout * r->cout) * 9 * hw;
+    if (r->has_skip) f += 2.0 * (double)(r->cin * r->cout) * hw;
+    return f + 2.0 * (double)(r->emb_dim * r->cout);
+}
+
+static double st_flops(const sd_spatial_transformer *st, double t, double s, double ctx_dim)
+{
+    double d = (double)st->inner, f = 2 * 2.0 * (double)st->c * d * t;
+    for (int i = 0; i < st->depth; i++) {
+        f += 4 * 2.0 * d * d * t + 4.0 * t * t * d;
+        f += 2 * 2.0 * d * d * t + 2 * 2.0 * ctx_dim * d * s + 4.0 * t * s * d;
+        f += 2.0 * t * d * 8 * d + 2.0 * t * 4 * d * d;
+    }
+    return f;
+}
+
+static double unet_flops(const sd_unet *u, int64_t h, int64_t w, int64_t s)
+{
+    const sd_unet_config *c = &u->cfg;
+    double f = 2.0 * (double)(c->model_channels * 4 * c->model_channels) * (1 + 4);
+    double hh = (double)h, ww = (double)w;
+    for (int i = 0; i < u->nblocks; i++) {
+        const sd_unet_block *b = &u->blocks[i];
+        double hw = hh * ww;
+        if (b->conv_in) f += 2.0 * (double)(b->conv_in->cin * b->conv_in->cout) * 9 * hw;
+        if (b->res) f += res_flops(b->res, hw);
+        if (b->res2) f += res_flops(b->res2, hw);
+        if (b->st) f += st_flops(b->st, hw, (double)s, (double)c->context_dim);
+        if (b->down) {
+            hh /= 2;
+            ww /= 2;
+            f += 2.0 * (double)(b->down->op.cin * b->down->op.cout) * 9 * hh * ww;
+        }
+        if (b->up) {
+            hh *= 2;
+            ww *= 2;
+            f += 2.0 * (double)(b->up->conv.cin * b->up->conv.cout) * 9 * hh * ww;
+        }
+    }
+    return f + 2.0 * (double)(c->model_channels * c->out_channels) * 9 * (double)(h * w);
+}
+
+typedef struct state {
+    sd_unet *u;
+    sd_tensor x, t, c, y, dy, dx;
+    sd_arena act;
+} state;
+
+static int run_fwd(state *s) { return sd_unet_forward(&g_ctx, s->u, NULL, &s->y, &s->x, &s->t, &s->c); }
+
+static int run_step(state *s)
+{
+    sd_arena_reset(&s->act, 0);
+    int rc = sd_unet_forward(&g_ctx, s->u, &s->act, &s->y, &s->x, &s->t, &s->c);
+    if (!rc) rc = sd_op_fill(&g_ctx, &s->dx, 0.0f);
+    if (!rc) rc = sd_unet_backward(&g_ctx, s->u, &s->dx, NULL, &s->dy);
+    return rc;
+}
+
+static void timed(const char *name, int64_t batch, int (*fn)(state *), state *s, double flops, double params_mib,
+                  double act_mib)
+{
+    double t[32];
+    int runs = g_runs > 32 ? 32 : g_runs;
+    g_ctx.scratch.peak = 0;
+    int rc = fn(s);
+    if (!rc) rc = sd_device_sync();
+    for (int i = 0; !rc && i < runs; i++) {
+        double t0 = now();
+        rc = fn(s);
+        if (!rc) rc = sd_device_sync();
+        t[i] = now() - t0;
+    }
+    if (rc) {
+        printf("{\"name\":\"%s\",\"batch\":%lld,\"error\":\"%s\"}\n", name, (long long)batch, sd_errmsg());
+        fflush(stdout);
+        return;
+    }
+    qsort(t, (size_t)runs, sizeof *t, cmpd);
+    double med = runs & 1 ? t[runs / 2] : 0.5 * (t[runs / 2 - 1] + t[runs / 2]);
+    printf("{\"name\":\"%s\",\"batch\":%lld,\"seconds\":%.4f,\"min_seconds\":%.4f,\"samples_per_s\":%.2f,"
+           "\"tflops\":%.2f,\"params_mib\":%.0f,\"activations_mib\":%.0f,\"scratch_peak_mib\":%.0f,"
+           "\"gpu_used_mib\":%.0f,\"runs\":%d,\"device\":\"%s\"}\n",
+           name, (long long)batch, med, t[0], (double)batch / med, flops / med * 1e-12, params_mib, act_mib,
+           (double)g_ctx.scratch.peak / 1048576.0, used_mib(), runs, g_dev);
+    fflush(stdout);
+}
+
+static void bench_batch(sd_unet *u, int64_t b, double params_mib)
+{
+    const sd_unet_config *cfg = &u->cfg;
+    int64_t hw = 64, seq = 77;
+    char n_fwd[64], n_step[64];
+    snprintf(n_fwd, sizeof n_fwd, "cuda_unet_sd15_fwd");
+    snprintf(n_step, sizeof n_step, "cuda_unet_sd15_step");
+    int want_f = !g_filter || strstr(n_fwd, g_filter), want_s = !g_filter || strstr(n_step, g_filter);
+    if (!want_f && !want_s) return;
+    state s = { .u = u };
+    int rc = dev_tensor(&s.x, SD_DIMS(b, cfg->in_channels, hw, hw));
+    if (!rc) rc = dev_tensor(&s.y, SD_DIMS(b, cfg->out_channels, hw, hw));
+    if (!rc) rc = dev_tensor(&s.dy, SD_DIMS(b, cfg->out_channels, hw, hw));
+    if (!rc) rc = dev_tensor(&s.dx, SD_DIMS(b, cfg->in_channels, hw, hw));
+    if (!rc) rc = dev_tensor(&s.t, SD_DIMS(b));
+    if (!rc) rc = dev_tensor(&s.c, SD_DIMS(b, seq, cfg->context_dim));
+    if (!rc) rc = fill(&s.x, 1.0f, 0, 11);
+    if (!rc) rc = fill(&s.dy, 1e-3f, 0, 12);
+    if (!rc) rc = fill(&s.c, 1.0f, 0, 13);
+    if (!rc) rc = fill(&s.t, 400.0f, 500.0f, 14);
+    sd_nn_plan p = sd_unet_plan(u, b, hw, hw, seq);
+    if (!rc && want_s) rc = sd_nn_arena_init(&s.act, SD_DEV_CUDA, p.saved);
+    if (rc) {
+        printf("{\"name\":\"cuda_unet_sd15\",\"batch\":%lld,\"error\":\"%s\",\"activations_mib\":%.0f}\n", (long long)b,
+               sd_errmsg(), (double)p.saved / 1048576.0);
+    } else {
+        double f = unet_flops(u, hw, hw, seq) * (double)b;
+        if (want_f) timed(n_fwd, b, run_fwd, &s, f, params_mib, 0);
+        if (want_s) timed(n_step, b, run_step, &s, 2.0 * f, params_mib, (double)p.saved / 1048576.0);
+    }
+    sd_arena_free(&s.act);
+    sd_tensor *ts[] = { &s.x, &s.y, &s.dy, &s.dx, &s.t, &s.c };
+    for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) sd_tensor_free(ts[i]);
+}
+
+int main(void)
+{
+    const char *e = getenv("BENCH_RUNS");
+    if (e && atoi(e) > 0) g_runs = atoi(e);
+    g_filter = getenv("BENCH_FILTER");
+    if (g_filter && !*g_filter) g_filter = NULL;
+    if (!sd_device_built_with_cuda() || sd_device_count() == 0 || sd_device_init(0)) {
+        printf("{\"name\":\"cuda_unet\",\"skipped\":\"no CUDA device (%s)\"}\n",
+               sd_device_built_with_cuda() ? "none found" : "built without CUDA");
+        return 0;
+    }
+    sd_device_info info;
+    if (sd_device_query(0, &info) == SD_OK) snprintf(g_dev, sizeof g_dev, "%s", info.name);
+    e = getenv("BENCH_SCRATCH_MIB");
+    size_t scratch = (size_t)(e && atoi(e) > 0 ? atoi(e) : 4096) << 20;
+    CHECK(sd_ctx_init(&g_ctx, SD_DEV_CUDA, 1, scratch));
+    sd_model_config m;
+    sd_model_config_preset(SD_FAMILY_SD1, &m);
+    sd_params reg;
+    sd_unet u;
+    sd_params_init(&reg);
+    CHECK(sd_unet_init(&u, &reg, "model.diffusion_model", &m.unet));
+    sd_params_set_trainable(&reg, "", 0);
+    e = getenv("BENCH_WEIGHTS");
+    if (e && !strcmp(e, "bf16")) CHECK(sd_params_set_frozen_dtype(&reg, SD_BF16));
+    else if (e && !strcmp(e, "f16")) CHECK(sd_params_set_frozen_dtype(&reg, SD_F16));
+    CHECK(sd_params_alloc(&reg, SD_DEV_CUDA));
+    for (size_t i = 0; i < sd_params_count(&reg); i++) {
+        sd_param *p = sd_params_at(&reg, i);
+        int64_t fan = p->value.ndim >= 2 ? sd_tensor_numel(&p->value) / p->value.shape[0] : 1;
+        if (p->value.ndim >= 2) CHECK(fill(&p->value, 1.7f / sqrtf((float)fan), 0, (uint32_t)i * 7919u + 1));
+        else if (strstr(p->key, "norm") || strstr(p->key, "layers.0.")) CHECK(fill(&p->value, 0, 1.0f, 0));
+        else CHECK(fill(&p->value, 0.05f, 0, (uint32_t)i + 3));
+    }
+    sd_params_totals tot;
+    sd_params_get_totals(&reg, &tot);
+    double params_mib = (double)tot.value_bytes / 1048576.0;
+    e = getenv("BENCH_BATCHES");
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", e && *e ? e : "1,4,16");
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        int64_t b = atoll(tok);
+        if (b > 0) bench_batch(&u, b, params_mib);
+    }
+    sd_unet_free(&u);
+    sd_params_free(&reg);
+    sd_ctx_free(&g_ctx);
+    sd_device_shutdown();
+    return 0;
+}
