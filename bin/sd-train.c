@@ -13,13 +13,16 @@
 #include "base/opts.h"
 #include "base/threads.h"
 #include "io/cmdline.h"
+#include "data/dataset_config.h"
+#include "data/dataset_records.h"
 #include "io/jsonl.h"
 #include "train/loop.h"
 
 static sd_train_config c;
 static struct {
     const char *data, *method, *network_alpha, *log_with, *caption_separator, *keep_tokens_separator;
-    const char *dataset_config, *train_data_dir, *reg_data_dir, *in_json;
+    const char *dataset_config, *train_data_dir, *reg_data_dir, *in_json, *caption_extension;
+    int dataset_repeats;
     sd_opt_list network_args, optimizer_args, resolution;
     int threads;
     int64_t max_train_steps;
@@ -120,13 +123,29 @@ static const sd_opt table[] = {
     {.name = "data", .type = SD_OPT_STRING, .dest = &a.data, .metavar = "FILE|-", .group = G_DATA,
      .help = "training records (JSON lines from sd-encode-latents; - = stdin)"},
     {.name = "dataset_config", .type = SD_OPT_STRING, .dest = &a.dataset_config, .metavar = "FILE", .group = G_DATA,
-     .help = "kohya dataset config (not implemented yet: build records with sd-merge-meta --dataset_config)"},
+     .help = "kohya dataset config (TOML/JSON); images are encoded with --cache_latents"},
     {.name = "train_data_dir", .type = SD_OPT_STRING, .dest = &a.train_data_dir, .metavar = "DIR", .group = G_DATA,
-     .help = "folder convention (not implemented yet: build records with sd-merge-meta)"},
+     .help = "<repeats>_<class tokens> folders (with --in_json: the images of the metadata)"},
     {.name = "reg_data_dir", .type = SD_OPT_STRING, .dest = &a.reg_data_dir, .metavar = "DIR", .group = G_DATA,
-     .help = "regularisation folders (not implemented yet: build records with sd-merge-meta)"},
+     .help = "regularisation folders"},
     {.name = "in_json", .type = SD_OPT_STRING, .dest = &a.in_json, .metavar = "FILE", .group = G_DATA,
-     .help = "fine-tuning metadata (not implemented yet: build records with sd-merge-meta)"},
+     .help = "fine-tuning metadata (JSON or JSONL)"},
+    {.name = "caption_extension", .alias = "caption_extention", .type = SD_OPT_STRING, .dest = &a.caption_extension,
+     .group = G_DATA, .help = "caption sidecar extension of the folder convention (default .caption)"},
+    {.name = "dataset_repeats", .type = SD_OPT_INT, .dest = &a.dataset_repeats, SD_OPT_ATLEAST(1), .group = G_DATA,
+     .help = "repeats of fine-tuning images"},
+    {.name = "vae", .type = SD_OPT_STRING, .dest = &c.vae, .metavar = "FILE", .group = G_DATA,
+     .help = "VAE for --cache_latents instead of the model's"},
+    {.name = "enable_bucket", .type = SD_OPT_FLAG, .dest = &c.enable_bucket, .group = G_DATA,
+     .help = "aspect-ratio buckets for images encoded here"},
+    {.name = "min_bucket_reso", .type = SD_OPT_INT, .dest = &c.min_bucket_reso, .def = "256", SD_OPT_RANGE(0, 65536),
+     .group = G_DATA, .help = "smallest bucket side"},
+    {.name = "max_bucket_reso", .type = SD_OPT_INT, .dest = &c.max_bucket_reso, .def = "1024", SD_OPT_RANGE(1, 65536),
+     .group = G_DATA, .help = "largest bucket side"},
+    {.name = "bucket_reso_steps", .type = SD_OPT_INT, .dest = &c.bucket_reso_steps, .def = "64", SD_OPT_RANGE(1, 4096),
+     .group = G_DATA, .help = "bucket side granularity"},
+    {.name = "bucket_no_upscale", .type = SD_OPT_FLAG, .dest = &c.bucket_no_upscale, .group = G_DATA,
+     .help = "never enlarge images"},
     {.name = "train_batch_size", .type = SD_OPT_INT, .dest = &c.train_batch_size, .def = "1", SD_OPT_RANGE(1, 4096),
      .group = G_DATA, .help = "images per micro batch (a record's batch_size wins)"},
     {.name = "resolution", .type = SD_OPT_INTS, .dest = &a.resolution, .nmin = 1, .nmax = 2, SD_OPT_RANGE(64, 65536),
@@ -252,6 +271,85 @@ static const sd_opt table[] = {
     SD_OPT_END};
 
 
+typedef struct ds_ctx {
+    sd_train_data *d;
+    int bad;
+} ds_ctx;
+
+static int ds_record(void *ctx, jv rec, const char *src, long line)
+{
+    ds_ctx *x = ctx;
+    int rc = sd_train_data_add_record(x->d, &c, rec);
+    jv_free(rec);
+    if (rc == SD_ENOMEM) return rc;
+    if (rc < 0) {
+        sd_record_error(src, line, "%s", sd_errmsg());
+        x->bad++;
+    }
+    return 0;
+}
+
+static void ds_error(void *ctx, const char *src, long line, const char *msg)
+{
+    ds_ctx *x = ctx;
+    sd_record_error(src, line, "%s", msg);
+    x->bad++;
+}
+
+static void ds_warning(void *ctx, const char *msg)
+{
+    (void)ctx;
+    sd_warn("%s", msg);
+}
+
+/* Records of --dataset_config / the folder convention / --in_json (data/dataset_records.h). */
+static int load_dataset(sd_opts *o, sd_train_data *d, int *bad)
+{
+    jv cli = jv_object();
+    if (a.resolution.n)
+        cli = jv_object_set(cli, jv_string("resolution"),
+                            JV_ARRAY(jv_number((double)a.resolution.i[0]),
+                                     jv_number((double)a.resolution.i[a.resolution.n > 1 ? 1 : 0])));
+    if (sd_opts_is_set(o, &c.train_batch_size)) cli = jv_object_set(cli, jv_string("batch_size"), jv_number(c.train_batch_size));
+    if (a.dataset_repeats > 0) cli = jv_object_set(cli, jv_string("num_repeats"), jv_number(a.dataset_repeats));
+    if (a.caption_extension) cli = jv_object_set(cli, jv_string("caption_extension"), jv_string(a.caption_extension));
+    static const char *const names[] = { "enable_bucket", "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps",
+                                         "bucket_no_upscale", "shuffle_caption", "keep_tokens", "keep_tokens_separator",
+                                         "caption_separator", "caption_prefix", "caption_suffix", "flip_aug",
+                                         "caption_dropout_rate", "caption_dropout_every_n_epochs",
+                                         "caption_tag_dropout_rate", "enable_wildcard", "secondary_separator",
+                                         "token_warmup_min", "token_warmup_step" };
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        int src = sd_opts_source(o, names[i]);
+        if (src != SD_SRC_CMDLINE && src != SD_SRC_CONFIG) continue;
+        for (int k = 0; k < sd_opts_count(o); k++)
+            if (!strcmp(sd_opts_at(o, k)->name, names[i])) cli = jv_object_set(cli, jv_string(names[i]), sd_opts_value_jv(o, k));
+    }
+    sd_dataset_config cfg;
+    int rc;
+    if (a.dataset_config) {
+        if (a.train_data_dir || a.reg_data_dir || a.in_json)
+            sd_warn("--dataset_config is given: --train_data_dir, --reg_data_dir and --in_json are ignored");
+        rc = sd_dataset_config_load(a.dataset_config, cli, 0, &cfg);
+    } else {
+        rc = sd_dataset_config_folders(a.train_data_dir, a.reg_data_dir, a.in_json, cli, 0, &cfg);
+    }
+    jv_free(cli);
+    if (rc < 0) {
+        sd_error("%s", sd_errmsg());
+        sd_dataset_config_free(&cfg);
+        return rc;
+    }
+    for (int i = 0; i < cfg.nwarnings; i++) sd_warn("%s", cfg.warnings[i]);
+    ds_ctx x = { d, 0 };
+    sd_dataset_sink sink = { .ctx = &x, .record = ds_record, .error = ds_error, .warning = ds_warning };
+    rc = sd_dataset_records(&cfg, &sink);
+    sd_dataset_config_free(&cfg);
+    *bad += x.bad;
+    if (rc < 0) sd_error("%s", sd_errmsg());
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     sd_log_init("sd-train");
@@ -288,16 +386,18 @@ int main(int argc, char **argv)
         sd_error("--log_with %s is not supported (tensorboard is)", a.log_with);
         usage = 1;
     }
-    if (a.dataset_config || a.train_data_dir || a.reg_data_dir || a.in_json || c.cache_latents) {
-        sd_error("%s is not implemented yet in sd-train: build records with sd-merge-meta | sd-bucket | "
-                 "sd-encode-latents and pass them with --data",
-                 a.dataset_config ? "--dataset_config" : a.train_data_dir ? "--train_data_dir"
-                 : a.reg_data_dir ? "--reg_data_dir" : a.in_json ? "--in_json" : "--cache_latents");
-        sd_opts_free(&o);
-        return 1;
+    int have_ds = a.dataset_config || a.train_data_dir || a.reg_data_dir || a.in_json;
+    if (have_ds && a.data) {
+        sd_error("--data and --dataset_config/--train_data_dir/--in_json exclude each other");
+        usage = 1;
     }
-    if (!a.data) {
-        sd_error("--data FILE|- is required (records with 'latents' from sd-encode-latents)");
+    if (have_ds && !c.cache_latents) {
+        sd_error("images from --dataset_config/--train_data_dir/--in_json need --cache_latents (or encode them with "
+                 "sd-encode-latents and pass the records with --data)");
+        usage = 1;
+    }
+    if (!a.data && !have_ds) {
+        sd_error("--data FILE|- (records with 'latents' from sd-encode-latents) or --dataset_config / --train_data_dir is required");
         usage = 1;
     }
     if (!c.model) {
@@ -364,46 +464,50 @@ int main(int argc, char **argv)
     /* records */
     sd_train_data d;
     sd_train_data_init(&d);
-    int is_stdin = !strcmp(a.data, "-");
-    FILE *fp = is_stdin ? stdin : fopen(a.data, "rb");
-    if (!fp) {
-        sd_error("%s: %s", a.data, strerror(errno));
-        free(snap_text);
-        sd_opts_free(&o);
-        return 1;
-    }
-    const char *src = is_stdin ? "stdin" : a.data;
-    sd_jsonl_reader *r = sd_jsonl_open(fp, src);
     int bad = 0, fatal = 0;
-    for (;;) {
-        jv rec;
-        long line = 0;
-        int rc = sd_jsonl_next(r, &rec, &line);
-        if (rc == 0) break;
-        if (rc == SD_EFORMAT || rc == SD_ERANGE) {
-            sd_error("%s", sd_errmsg());
-            bad++;
-            continue;
+    if (have_ds) {
+        if (load_dataset(&o, &d, &bad) < 0) fatal = 1;
+    } else {
+        int is_stdin = !strcmp(a.data, "-");
+        FILE *fp = is_stdin ? stdin : fopen(a.data, "rb");
+        if (!fp) {
+            sd_error("%s: %s", a.data, strerror(errno));
+            free(snap_text);
+            sd_opts_free(&o);
+            return 1;
         }
-        if (rc < 0) {
-            sd_error("%s", sd_errmsg());
-            fatal = 1;
-            break;
+        const char *src = is_stdin ? "stdin" : a.data;
+        sd_jsonl_reader *r = sd_jsonl_open(fp, src);
+        for (;;) {
+            jv rec;
+            long line = 0;
+            int rc = sd_jsonl_next(r, &rec, &line);
+            if (rc == 0) break;
+            if (rc == SD_EFORMAT || rc == SD_ERANGE) {
+                sd_error("%s", sd_errmsg());
+                bad++;
+                continue;
+            }
+            if (rc < 0) {
+                sd_error("%s", sd_errmsg());
+                fatal = 1;
+                break;
+            }
+            rc = sd_train_data_add_record(&d, &c, rec);
+            jv_free(rec);
+            if (rc == SD_ENOMEM) {
+                fatal = 1;
+                sd_error("%s", sd_errmsg());
+                break;
+            }
+            if (rc < 0) {
+                sd_record_error(src, line, "%s", sd_errmsg());
+                bad++;
+            }
         }
-        rc = sd_train_data_add_record(&d, &c, rec);
-        jv_free(rec);
-        if (rc == SD_ENOMEM) {
-            fatal = 1;
-            sd_error("%s", sd_errmsg());
-            break;
-        }
-        if (rc < 0) {
-            sd_record_error(src, line, "%s", sd_errmsg());
-            bad++;
-        }
+        sd_jsonl_close(r);
+        if (!is_stdin) fclose(fp);
     }
-    sd_jsonl_close(r);
-    if (!is_stdin) fclose(fp);
     if (fatal || bad) {
         if (bad) sd_error("%d record%s could not be used; not training on a partial set", bad, bad == 1 ? "" : "s");
         sd_train_data_free(&d);

@@ -15,6 +15,8 @@
 #include "base/log.h"
 #include "base/progress.h"
 #include "base/rng.h"
+#include "data/bucket_record.h"
+#include "io/image.h"
 #include "io/jsonl.h"
 #include "io/latent.h"
 #include "io/safetensors.h"
@@ -63,6 +65,9 @@ void sd_train_config_default(sd_train_config *c)
     c->huber_c = 0.1;
     c->huber_scale = 1.0;
     c->save_model_as = "safetensors";
+    c->min_bucket_reso = 256;
+    c->max_bucket_reso = 1024;
+    c->bucket_reso_steps = 64;
 }
 
 /* ---- data ---------------------------------------------------------------------------------------- */
@@ -75,6 +80,8 @@ void sd_train_data_free(sd_train_data *d)
         free(d->s[i].latents);
         free(d->s[i].image);
         free(d->s[i].caption);
+        free(d->s[i].mem);
+        free(d->s[i].mem_flip);
     }
     free(d->s);
     for (size_t i = 0; i < d->nstrs; i++) free(d->strs[i]);
@@ -152,6 +159,23 @@ int sd_train_data_add_record(sd_train_data *d, const sd_train_config *c, jv rec)
     if (!lat && !img) return sd_err(SD_EFORMAT, "record has neither 'latents' nor 'image'");
     if (!lat && !c->cache_latents)
         return sd_err(SD_EFORMAT, "record has no 'latents' (run sd-encode-latents first, or use --cache_latents)");
+    if (!lat) {
+        r = sd_bucket_record_plan(rec, &s.plan);
+        if (r < 0) return r;
+        s.has_plan = r == 1;
+        if (s.has_plan) {
+            s.bucket_w = s.plan.bucket_w;
+            s.bucket_h = s.plan.bucket_h;
+        } else {
+            sd_bucket_cfg def = { .res_w = c->reso_w, .res_h = c->reso_h, .enable_bucket = c->enable_bucket,
+                                  .min_reso = c->min_bucket_reso, .max_reso = c->max_bucket_reso,
+                                  .steps = c->bucket_reso_steps, .no_upscale = c->bucket_no_upscale };
+            r = sd_bucket_record_cfg(rec, &def, c->reso_w > 0, &s.bcfg);
+            if (r < 0) return r;
+            if (r == 0) return sd_err(SD_EFORMAT, "no resolution for '%s': give --resolution", img);
+            s.has_bcfg = 1;
+        }
+    }
     /* caption options of the record's subset override the command line */
     s.cap = c->caption;
     s.token_warmup_step_f = c->token_warmup_step_f;
@@ -226,6 +250,7 @@ typedef struct run {
     sd_ctx ctx;
     sd_model model;
     int have_model;
+    size_t scratch_cap;
     sd_model_config cfg;
     sd_unet *unet;
     sd_clip *clip;
@@ -323,6 +348,9 @@ static int load_models(run *R)
     sd_model_opts mo;
     memset(&mo, 0, sizeof mo);
     mo.parts = SD_MODEL_UNET | SD_MODEL_TE;
+    for (size_t i = 0; i < R->d->n; i++)
+        if (!R->d->s[i].latents) mo.parts |= SD_MODEL_VAE;
+    mo.vae = c->vae;
     mo.config = c->model_config;
     mo.v2 = c->v2;
     mo.v_param = c->v_parameterization ? 1 : -1;
@@ -342,6 +370,7 @@ static int load_models(run *R)
     else if (c->mixed_precision && !strcmp(c->mixed_precision, "bf16")) fd = SD_BF16;
     sd_params_set_frozen_dtype(&R->model.unet_params, fd);
     sd_params_set_frozen_dtype(&R->model.te_params, fd);
+    if (mo.parts & SD_MODEL_VAE) sd_params_set_trainable(&R->model.vae_params, "", 0);
     rc = sd_model_load(&R->model, SD_DEV_CPU);
     if (rc) return rc;
     sd_model_release_source(&R->model);
@@ -355,12 +384,117 @@ static int load_models(run *R)
     return SD_OK;
 }
 
+static int ensure_scratch(run *R, size_t want)
+{
+    if (want <= R->scratch_cap) return SD_OK;
+    sd_ctx_free(&R->ctx);
+    int rc = sd_ctx_init(&R->ctx, SD_DEV_CPU, R->c->threads, want);
+    if (rc) {
+        R->scratch_cap = 0;
+        return rc;
+    }
+    R->scratch_cap = want;
+    return SD_OK;
+}
+
+/* --cache_latents: encode every record without a latent file once, in memory (the reference's
+ * cache_latents): image → bucket plan → resize and centre trim → [-1, 1] → VAE → posterior sample
+ * (Philox stream (seed, 0, 2·i + flipped, SD_RNG_LATENT)). */
+static int encode_all(run *R)
+{
+    size_t todo = 0;
+    for (size_t i = 0; i < R->d->n; i++) todo += !R->d->s[i].latents && !R->d->s[i].mem;
+    if (!todo) return SD_OK;
+    sd_vae *v = &R->model.vae;
+    if (v->factor != 8) return sd_err(SD_EUNSUPPORTED, "%s: the VAE downsamples by %lld; sd-train needs 8", R->c->model,
+                                      (long long)v->factor);
+    int64_t E = R->cfg.vae.embed_dim;
+    if (E != R->cfg.unet.in_channels)
+        return sd_err(SD_EFORMAT, "%s: VAE latents have %lld channels, the UNet takes %d", R->c->model, (long long)E,
+                      R->cfg.unet.in_channels);
+    sd_progress pb;
+    sd_progress_begin(&pb, "caching latents", (int64_t)todo);
+    int rc = SD_OK;
+    float *x = NULL, *mom = NULL, *noise = NULL;
+    for (size_t i = 0; i < R->d->n && !rc; i++) {
+        sd_train_sample *s = &R->d->s[i];
+        if (s->latents || s->mem) continue;
+        sd_image im = { 0 }, out = { 0 };
+        rc = sd_image_load(s->image, 0, &im, NULL);
+        if (rc) break;
+        if (!s->has_plan) {
+            sd_bucket_set set;
+            rc = sd_bucket_set_init(&set, &s->bcfg);
+            if (!rc) rc = sd_bucket_select(&set, im.w, im.h, &s->plan);
+            sd_bucket_set_free(&set);
+            if (rc) {
+                sd_err_prefix(rc, "%s", s->image);
+                sd_image_free(&im);
+                break;
+            }
+            s->has_plan = 1;
+            s->bucket_w = s->plan.bucket_w;
+            s->bucket_h = s->plan.bucket_h;
+        }
+        if (im.w != s->plan.image_w || im.h != s->plan.image_h) {
+            rc = sd_err(SD_EFORMAT, "%s: the image is %dx%d, its record says %dx%d", s->image, im.w, im.h,
+                        s->plan.image_w, s->plan.image_h);
+            sd_image_free(&im);
+            break;
+        }
+        rc = sd_bucket_apply(&im, &s->plan, -1, 0, &out);
+        sd_image_free(&im);
+        if (rc) {
+            sd_err_prefix(rc, "%s", s->image);
+            break;
+        }
+        int64_t H = out.h, W = out.w, h = H / 8, w = W / 8, n = E * h * w;
+        float *nx = realloc(x, (size_t)(3 * H * W) * sizeof *x), *nm = NULL, *nn = NULL;
+        if (nx) x = nx;
+        if (nx) nm = realloc(mom, (size_t)(2 * n) * sizeof *mom);
+        if (nm) mom = nm;
+        if (nm) nn = realloc(noise, (size_t)n * sizeof *noise);
+        if (nn) noise = nn;
+        s->mem = malloc((size_t)n * sizeof(float));
+        if (s->flip_aug) s->mem_flip = malloc((size_t)n * sizeof(float));
+        if (!nx || !nm || !nn || !s->mem || (s->flip_aug && !s->mem_flip)) {
+            sd_image_free(&out);
+            rc = sd_err(SD_ENOMEM, "out of memory caching latents");
+            break;
+        }
+        rc = ensure_scratch(R, 4 * sd_vae_scratch_bytes(v, 1, H, W, 0) + ((size_t)1 << 30));
+        for (int k = 0; k < (s->flip_aug ? 2 : 1) && !rc; k++) {
+            for (int64_t yy = 0; yy < H; yy++)
+                for (int64_t xx = 0; xx < W; xx++) {
+                    int64_t sx = k ? W - 1 - xx : xx;
+                    const uint8_t *px = out.px + ((size_t)yy * out.w + (size_t)sx) * (size_t)out.c;
+                    for (int ch = 0; ch < 3; ch++)
+                        x[((size_t)ch * H + yy) * W + xx] = ((float)px[out.c >= 3 ? ch : 0] / 255.0f - 0.5f) / 0.5f;
+                }
+            sd_tensor xt = sd_tensor_wrap(x, SD_F32, 4, (int64_t[]){ 1, 3, H, W });
+            sd_tensor mt = sd_tensor_wrap(mom, SD_F32, 4, (int64_t[]){ 1, 2 * E, h, w });
+            sd_tensor zt = sd_tensor_wrap(k ? s->mem_flip : s->mem, SD_F32, 4, (int64_t[]){ 1, E, h, w });
+            sd_tensor nt = sd_tensor_wrap(noise, SD_F32, 4, (int64_t[]){ 1, E, h, w });
+            rc = sd_vae_encode(&R->ctx, v, &mt, &xt);
+            if (!rc) rc = sd_vae_noise(noise, (size_t)n, R->seed, 0, (uint32_t)(2 * i + (size_t)k));
+            if (!rc) rc = sd_vae_latent(&R->ctx, &zt, &mt, &nt);
+        }
+        sd_image_free(&out);
+        sd_progress_update(&pb, 1);
+    }
+    sd_progress_end(&pb);
+    free(x);
+    free(mom);
+    free(noise);
+    return rc;
+}
+
 /* Read the latents of every sample once to learn its bucket when the record had none. */
 static int resolve_buckets(run *R)
 {
     for (size_t i = 0; i < R->d->n; i++) {
         sd_train_sample *s = &R->d->s[i];
-        if (s->bucket_w > 0 && s->bucket_h > 0) continue;
+        if ((s->bucket_w > 0 && s->bucket_h > 0) || s->mem) continue;
         if (!s->latents) return sd_err(SD_EFORMAT, "%s: no bucket and no latents", s->image ? s->image : "record");
         sd_latent_file lf;
         int rc = sd_latent_read(s->latents, NULL, &lf);
@@ -694,13 +828,7 @@ static int alloc_buffers(run *R)
     }
     rc = sd_nn_arena_init(&R->act, SD_DEV_CPU, saved + 4096);
     if (rc) return rc;
-    size_t want = scratch * 2 + ((size_t)1 << 30);
-    if (want > SD_CTX_DEFAULT_SCRATCH) {
-        sd_ctx_free(&R->ctx);
-        rc = sd_ctx_init(&R->ctx, SD_DEV_CPU, c->threads, want);
-        if (rc) return rc;
-    }
-    return SD_OK;
+    return ensure_scratch(R, scratch * 2 + ((size_t)1 << 30));
 }
 
 /* Token ids of the processed captions of one batch. */
@@ -730,6 +858,17 @@ static int load_latents(run *R, const int64_t *idx, int B, int64_t micro, int h,
     int64_t per = C * h * w;
     for (int b = 0; b < B; b++) {
         sd_train_sample *s = &R->d->s[idx[b]];
+        float sf = (float)R->scale_factor;
+        if (s->mem) {
+            const float *src = s->mem;
+            if (s->flip_aug) {
+                sd_rng r = sd_rng_key(R->seed, (uint32_t)micro, (uint32_t)b, SD_RNG_AUGMENT);
+                if (sd_rng_uniform_at(&r, 0) < 0.5f) src = s->mem_flip;
+            }
+            float *dst = R->x0 + (size_t)b * per;
+            for (int64_t i = 0; i < per; i++) dst[i] = src[i] * sf;
+            continue;
+        }
         sd_latent_file lf;
         int rc = sd_latent_read(s->latents, NULL, &lf);
         if (rc) return rc;
@@ -749,7 +888,6 @@ static int load_latents(run *R, const int64_t *idx, int B, int64_t micro, int h,
                 src = lf.latents_flipped;
             }
         }
-        float sf = (float)R->scale_factor;
         float *dst = R->x0 + (size_t)b * per;
         for (int64_t i = 0; i < per; i++) dst[i] = src[i] * sf;
         sd_latent_free(&lf);
@@ -873,6 +1011,7 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
     R->d = d;
     int rc = sd_ctx_init(&R->ctx, SD_DEV_CPU, c->threads, 0);
     if (rc) return rc;
+    R->scratch_cap = SD_CTX_DEFAULT_SCRATCH;
     rc = check_options(R);
     if (rc) goto out;
     /* seed: --seed, the resumed state's, or a random one */
@@ -890,6 +1029,8 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
         goto out;
     }
     rc = load_models(R);
+    if (rc) goto out;
+    rc = encode_all(R);
     if (rc) goto out;
     rc = resolve_buckets(R);
     if (rc) goto out;

@@ -21,6 +21,7 @@
 #include <jv.h>
 
 #include "base/opts.h"
+#include "data/bucket.h"
 #include "text/caption.h"
 
 /* Every option of the loop, named as the reference names them (the tool's option table points
@@ -64,6 +65,8 @@ typedef struct sd_train_config {
     /* data */
     int train_batch_size;
     int cache_latents, cache_latents_to_disk;
+    /* bucketing of records without a plan (encoded on the fly with --cache_latents) */
+    int enable_bucket, min_bucket_reso, max_bucket_reso, bucket_reso_steps, bucket_no_upscale;
     double prior_loss_weight;
     int weighted_captions;
     sd_caption_opts caption;           /* command-line caption options (records may override) */
@@ -125,6 +128,11 @@ typedef struct sd_train_sample {
     int has_caption_opts;
     sd_caption_opts cap;      /* per-record caption options (strings owned by the data) */
     double token_warmup_step_f;
+    /* --cache_latents: the bucket settings or plan of the record, and the latents once encoded */
+    int has_plan, has_bcfg;
+    sd_bucket_plan plan;
+    sd_bucket_cfg bcfg;
+    float *mem, *mem_flip;    /* [4, bucket_h/8, bucket_w/8] (owned) */
 } sd_train_sample;
 
 typedef struct sd_train_data {

@@ -121,3 +121,44 @@ mkdir -p nan && ./tiny_model latents "$tmp/nan" 3 4 8 8 2 > nan.jsonl
 T --data nan.jsonl --output_dir n1 --max_train_steps 6 --v_parameterization 2> n1.err; rc=$?
 if [ $rc = 1 ] && grep -q 'loss is \(nan\|inf\)' n1.err && grep -q 'last good state is in' n1.err; then ok train_nan_stops; else
   nok train_nan_stops "rc $rc $(cat n1.err)"; fi
+
+# ---- images: the folder convention and a dataset config, encoded with --cache_latents -----------------------
+mkdir -p img/3_sks reg/1_dog
+./tiny_model images img/3_sks 3 64 64 > /dev/null && ./tiny_model images reg/1_dog 4 64 96 > /dev/null
+./tiny_model model tinyv.safetensors "$root/examples/tiny_model.toml" 1 tiny_vae.safetensors > /dev/null
+D() { "$bin" --method lora --model tinyv.safetensors --model_config "$root/examples/tiny_model.toml" --seed 3 \
+  --threads 1 --learning_rate 1e-3 "$@"; }
+D --train_data_dir img --reg_data_dir reg --cache_latents --resolution 64 --enable_bucket --min_bucket_reso 64 \
+  --max_bucket_reso 128 --max_train_steps 4 --output_dir f1 --flip_aug 2> f1.err; rc=$?
+# 3 images × 3 repeats = 9 training entries; reg balanced to 9 (4 images: 1+1+1+1, then +1 each until 9)
+if [ $rc = 0 ] && grep -q 'images with repeats: 9, reg images: 9, batches per epoch: 18' f1.err; then ok train_folders_reg_balance
+else nok train_folders_reg_balance "rc $rc $(tail -3 f1.err)"; fi
+[ "$(meta f1/last.safetensors ss_num_reg_images)" = 4 ] && ok train_folders_metadata || nok train_folders_metadata
+D --train_data_dir img --max_train_steps 2 --output_dir f2 2> f2.err; rc=$?
+[ $rc = 2 ] && grep -q 'need --cache_latents' f2.err && ok train_folders_need_cache || nok train_folders_need_cache "rc $rc"
+cat > ds.toml <<'TOML'
+[general]
+resolution = 64
+shuffle_caption = true
+keep_tokens = 1
+[[datasets]]
+batch_size = 2
+  [[datasets.subsets]]
+  image_dir = "img/3_sks"
+  num_repeats = 2
+  class_tokens = "sks"
+TOML
+D --dataset_config ds.toml --cache_latents --max_train_epochs 2 --output_dir f3 2> f3.err; rc=$?
+if [ $rc = 0 ] && grep -q 'images with repeats: 6, reg images: 0, batches per epoch: 3, epochs: 2, steps: 6' f3.err; then
+  ok train_dataset_config; else nok train_dataset_config "rc $rc $(tail -3 f3.err)"; fi
+
+# ---- the pipeline: sd-merge-meta | sd-bucket | sd-encode-latents | sd-train --data - ------------------------
+B="$root/$build/bin"
+if [ -x "$B/sd-merge-meta" ] && [ -x "$B/sd-bucket" ] && [ -x "$B/sd-encode-latents" ]; then
+  "$B/sd-merge-meta" --train_data_dir img 2> /dev/null | "$B/sd-bucket" --resolution 64 2> /dev/null |
+    "$B/sd-encode-latents" --vae tiny_vae.safetensors --model_config "$root/examples/tiny_model.toml" --out lat \
+      --threads 1 2> /dev/null |
+    "$bin" --method lora --model tinyv.safetensors --model_config "$root/examples/tiny_model.toml" --data - \
+      --max_train_steps 3 --threads 1 --output_dir p1 2> p1.err
+  [ -f p1/last.safetensors ] && ok train_pipeline || nok train_pipeline "$(tail -3 p1.err)"
+else echo "ok train_pipeline # SKIP the other tools are not built"; fi
