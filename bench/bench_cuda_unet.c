@@ -15,7 +15,8 @@
  * ≈ 2× the forward plus the recomputed attention scores are not counted); gpu_used_mib is
  * total − free device memory while the batch's buffers are allocated.
  *   BENCH_BATCHES (default "1,4,16"), BENCH_RUNS, BENCH_FILTER (substring of names),
- *   BENCH_SCRATCH_MIB (op scratch arena, default 4096), BENCH_WEIGHTS (f32|bf16|f16).
+ *   BENCH_SCRATCH_MIB (op scratch beyond the layers' planned scratch, default 2048),
+ *   BENCH_WEIGHTS (f32|bf16|f16).
  * Without a CUDA device it prints {"name":"cuda_unet","skipped":"…"} and exits 0. */
 #include <math.h>
 #include <stdio.h>
@@ -229,15 +230,26 @@ int main(void)
     }
     sd_device_info info;
     if (sd_device_query(0, &info) == SD_OK) snprintf(g_dev, sizeof g_dev, "%s", info.name);
-    e = getenv("BENCH_SCRATCH_MIB");
-    size_t scratch = (size_t)(e && atoi(e) > 0 ? atoi(e) : 4096) << 20;
-    CHECK(sd_ctx_init(&g_ctx, SD_DEV_CUDA, 1, scratch));
     sd_model_config m;
     sd_model_config_preset(SD_FAMILY_SD1, &m);
     sd_params reg;
     sd_unet u;
     sd_params_init(&reg);
     CHECK(sd_unet_init(&u, &reg, "model.diffusion_model", &m.unet));
+    e = getenv("BENCH_BATCHES");
+    char buf[128], plan_buf[128];
+    snprintf(buf, sizeof buf, "%s", e && *e ? e : "1,4,16");
+    /* scratch: the layers' planned need for the largest batch + headroom for the ops' own */
+    size_t layer_scratch = 0;
+    snprintf(plan_buf, sizeof plan_buf, "%s", buf);
+    for (char *tok = strtok(plan_buf, ","); tok; tok = strtok(NULL, ",")) {
+        int64_t b = atoll(tok);
+        sd_nn_plan p = b > 0 ? sd_unet_plan(&u, b, 64, 64, 77) : (sd_nn_plan){ 0, 0 };
+        if (p.scratch > layer_scratch) layer_scratch = p.scratch;
+    }
+    e = getenv("BENCH_SCRATCH_MIB");
+    size_t scratch = layer_scratch + ((size_t)(e && atoi(e) > 0 ? atoi(e) : 2048) << 20);
+    CHECK(sd_ctx_init(&g_ctx, SD_DEV_CUDA, 1, scratch));
     sd_params_set_trainable(&reg, "", 0);
     e = getenv("BENCH_WEIGHTS");
     if (e && !strcmp(e, "bf16")) CHECK(sd_params_set_frozen_dtype(&reg, SD_BF16));
@@ -253,9 +265,6 @@ int main(void)
     sd_params_totals tot;
     sd_params_get_totals(&reg, &tot);
     double params_mib = (double)tot.value_bytes / 1048576.0;
-    e = getenv("BENCH_BATCHES");
-    char buf[128];
-    snprintf(buf, sizeof buf, "%s", e && *e ? e : "1,4,16");
     for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
         int64_t b = atoll(tok);
         if (b > 0) bench_batch(&u, b, params_mib);

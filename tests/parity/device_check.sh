@@ -13,7 +13,8 @@
 # package: without OpenBLAS the CPU reference kernels use tests/parity/refblas (plain loops).
 # Tests: tests/parity/test_cuda_basic (device API) and tests/parity/test_parity_ops (every op of
 # lib/tensor/ops.h, forward and backward, CPU vs CUDA, with per-op max differences).
-# Expected time on an H100 with 16 cores: about 1-2 min build, under 30 s of tests.
+# Expected time on an H100 with 16 cores: about 1-2 min build, under 1 min of tests, and (full
+# build only; DEVICE_CHECK_NO_BENCH=1 skips it) at most 4 min of UNet benchmark.
 set -u
 cd "$(dirname "$0")/../.."
 B=build/gpu
@@ -110,5 +111,16 @@ fi
 say "SD_BUILD=$SD_BUILD TESTS_FILTER=parity tests/run"
 SD_BUILD=$SD_BUILD TESTS_FILTER=parity TESTS_VERBOSE=1 TESTS_JOBS=1 tests/run
 rc=$?
+
+# Optional, after the parity results: the SD1.5 UNet on the GPU (needs the full build: the model
+# config code uses libjq). Bounded to a few minutes; its failure does not change the exit status.
+if [ $full = 1 ] && [ -z "${DEVICE_CHECK_NO_BENCH:-}" ]; then
+  say "bench_cuda_unet (SD1.5 UNet, 64x64, batch 1/4/16, fp32)"
+  if make -j"$JOBS" CUDA=1 BUILD=$B "$SD_BUILD/bench/bench_cuda_unet" >/tmp/sd-bench-build.log 2>&1; then
+    BENCH_RUNS=${BENCH_RUNS:-2} timeout 240 "$SD_BUILD/bench/bench_cuda_unet" || echo "bench_cuda_unet: exit $?"
+  else
+    echo "bench_cuda_unet did not build:"; tail -5 /tmp/sd-bench-build.log
+  fi
+fi
 say "done: $([ $rc = 0 ] && echo PASS || echo FAIL), $([ $full = 1 ] && echo "full build" || echo "minimal fallback build")"
 exit $rc
