@@ -75,8 +75,11 @@ int sd_latent_cache_check_file(const char *path, const sd_latent_key *k, int cha
 /* The VAE hash: SHA-256 over the registry parameters whose key, with `prefix` + "." removed,
  * starts with "encoder." or "quant_conv." (what the latents depend on), in byte order of those
  * keys; each contributes "<key>\0<shape as [a,b,...]>\0" and the SHA-256 of its values as
- * loaded (f32 little-endian). Per-tensor digests run in parallel (OpenMP); about 0.3 s for the
- * SD VAE's 34 M encoder weights on one core. Host (CPU) registries only. */
+ * loaded (f32 little-endian). Per-tensor digests run in parallel (OpenMP). Cost: the
+ * SD VAE's encoder is 34 M weights (137 MB); hashing them took 1.2 s on one core of the (busy) project host,
+ * once per run (split over the threads), next to 5-10 s of VAE work per 512x512 image:
+ * no side file caches it (a cache keyed by path/size/mtime could itself go stale). Host (CPU)
+ * registries only. */
 int sd_latent_vae_hash(const sd_params *r, const char *prefix, char hex[65]);
 
 /* Noise stream of an image for sd_vae_noise(seed, step, sample): step and sample come from the
