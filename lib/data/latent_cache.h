@@ -76,8 +76,8 @@ int sd_latent_cache_check_file(const char *path, const sd_latent_key *k, int cha
  * starts with "encoder." or "quant_conv." (what the latents depend on), in byte order of those
  * keys; each contributes "<key>\0<shape as [a,b,...]>\0" and the SHA-256 of its values as
  * loaded (f32 little-endian). Per-tensor digests run in parallel (OpenMP). Cost: the
- * SD VAE's encoder is 34 M weights (137 MB); hashing them took 1.2 s on one core of the (busy) project host,
- * once per run (split over the threads), next to 5-10 s of VAE work per 512x512 image:
+ * SD VAE's encoder is 34 M weights (137 MB); hashing them took 1.2 s on one core of the (busy)
+ * project host, once per run (split over the threads), next to 5-10 s of VAE work per 512x512 image:
  * no side file caches it (a cache keyed by path/size/mtime could itself go stale). Host (CPU)
  * registries only. */
 int sd_latent_vae_hash(const sd_params *r, const char *prefix, char hex[65]);
