@@ -157,7 +157,7 @@ static const sd_opt table[] = {
     {.name = "flip_aug", .type = SD_OPT_FLAG, .dest = &c.flip_aug, .group = G_DATA,
      .help = "use the flipped latents with probability 0.5"},
     {.name = "weighted_captions", .type = SD_OPT_FLAG, .dest = &c.weighted_captions, .group = G_DATA,
-     .help = "(word:1.2) caption weights (not implemented yet)"},
+     .help = "(word:1.2) caption weights on the text-encoder output"},
     {.name = "shuffle_caption", .type = SD_OPT_FLAG, .dest = &c.caption.shuffle, .group = G_DATA,
      .help = "shuffle the tags after the kept ones"},
     {.name = "caption_separator", .type = SD_OPT_STRING, .dest = &a.caption_separator, .def = ",", .group = G_DATA,

@@ -278,6 +278,8 @@ typedef struct run {
     double *factor;
     int *tsteps;
     int32_t *ids;
+    float *tokw;              /* --weighted_captions: per context position weight [maxB][seqlen] */
+    int warned_trunc;
     sd_tensor t_x, t_t, t_ctx, t_y, t_dy, t_ids, t_hidden, t_dctx;
     sd_arena act;
     /* logging */
@@ -314,8 +316,6 @@ static int check_options(run *R)
     if (c->mixed_precision && strcmp(c->mixed_precision, "no") && strcmp(c->mixed_precision, "fp16") &&
         strcmp(c->mixed_precision, "bf16"))
         return sd_err(SD_EUSAGE, "--mixed_precision %s: choose no, fp16 or bf16", c->mixed_precision);
-    if (c->weighted_captions)
-        return sd_err(SD_EUNSUPPORTED, "--weighted_captions is not implemented yet");
     if (c->max_token_length && c->max_token_length != 75 && c->max_token_length != 150 && c->max_token_length != 225)
         return sd_err(SD_EUSAGE, "--max_token_length must be 75, 150 or 225");
     if (c->train_unet_only && c->train_text_encoder_only)
@@ -802,8 +802,9 @@ static int alloc_buffers(run *R)
     R->nchunks = c->max_token_length > 75 ? c->max_token_length / 75 : 1;
     R->seqlen = R->nchunks == 1 ? 77 : R->nchunks * 75 + 2;
     R->ids = calloc((size_t)(R->maxB * R->nchunks * 77), sizeof(int32_t));
+    R->tokw = calloc((size_t)(R->maxB * R->seqlen), sizeof(float));
     if (!R->x0 || !R->noise || !R->noisy || !R->target || !R->work || !R->ipn || !R->grad || !R->lossv || !R->hc ||
-        !R->lweight || !R->factor || !R->tsteps || !R->ids)
+        !R->lweight || !R->factor || !R->tsteps || !R->ids || !R->tokw)
         return sd_err(SD_ENOMEM, "out of memory");
     int64_t W = R->cfg.clip.width;
     int rc = sd_tensor_alloc(&R->t_ctx, SD_F32, 3, (int64_t[]){ R->maxB, R->seqlen, W });
@@ -831,6 +832,52 @@ static int alloc_buffers(run *R)
     return ensure_scratch(R, scratch * 2 + ((size_t)1 << 30));
 }
 
+/* --weighted_captions (§3.4): each weighted run tokenised on its own, weights per token, framed and
+ * chunked like the plain ids; the weight of context position p (1 .. n·75) is that of token p − 1,
+ * 1 at BOS/EOS/padding. */
+static int weighted_ids(run *R, const char *text, int b)
+{
+    sd_weighted_piece *pc = NULL;
+    int np = 0;
+    int rc = sd_weighted_parse(text, &pc, &np);
+    if (rc) return rc;
+    int L = R->nchunks * 75;
+    int32_t *toks = malloc((size_t)(L + 1) * sizeof *toks);
+    float *w = malloc((size_t)(L + 1) * sizeof *w);
+    size_t n = 0;
+    int trunc = 0;
+    if (!toks || !w) rc = sd_err(SD_ENOMEM, "out of memory");
+    for (int i = 0; i < np && !rc; i++) {
+        int32_t *ids = NULL;
+        size_t m = 0;
+        rc = sd_clip_tokenizer_encode(R->tok, pc[i].text, strlen(pc[i].text), 0, &ids, &m);
+        for (size_t k = 0; k < m && !rc; k++) {
+            if (n < (size_t)L) {
+                toks[n] = ids[k];
+                w[n++] = pc[i].weight;
+            } else {
+                trunc = 1;
+            }
+        }
+        free(ids);
+    }
+    sd_weighted_free(pc, np);
+    if (!rc) {
+        int nch = 0, t2 = 0;
+        rc = sd_clip_frame_ids(toks, n, R->c->max_token_length, R->pad, R->ids + (size_t)b * R->nchunks * 77, &nch, &t2);
+        float *tw = R->tokw + (size_t)b * R->seqlen;
+        for (int p = 0; p < R->seqlen; p++) tw[p] = 1.0f;
+        for (size_t k = 0; k < n && (int)k + 1 < R->seqlen; k++) tw[k + 1] = w[k];
+    }
+    if (trunc && !R->warned_trunc) {
+        sd_warn("Prompt was truncated. Try to shorten the prompt or increase max_embeddings_multiples");
+        R->warned_trunc = 1;
+    }
+    free(toks);
+    free(w);
+    return rc;
+}
+
 /* Token ids of the processed captions of one batch. */
 static int encode_captions(run *R, const int64_t *idx, int B, int64_t micro, int64_t epoch1, int64_t gstep)
 {
@@ -844,8 +891,14 @@ static int encode_captions(run *R, const int64_t *idx, int B, int64_t micro, int
         int rc = sd_caption_process(&o, s->caption, epoch1, gstep, &rng, &text);
         if (rc) return rc;
         int nch = 0;
-        rc = sd_clip_tokenizer_frame(R->tok, text, strlen(text), R->c->max_token_length, R->pad,
-                                     R->ids + (size_t)b * R->nchunks * 77, &nch);
+        if (!R->c->weighted_captions) {
+            rc = sd_clip_tokenizer_frame(R->tok, text, strlen(text), R->c->max_token_length, R->pad,
+                                         R->ids + (size_t)b * R->nchunks * 77, &nch);
+            free(text);
+            if (rc) return rc;
+            continue;
+        }
+        rc = weighted_ids(R, text, b);
         free(text);
         if (rc) return rc;
     }
@@ -926,6 +979,15 @@ static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int
         rc = sd_clip_forward_chunks(&R->ctx, R->clip, tsave, &ctxt, &hid, &ids, c->clip_skip);
     }
     if (rc) return rc;
+    if (c->weighted_captions) {
+        float *cx = ctxt.data;
+        for (int b = 0; b < B; b++)
+            for (int p = 0; p < R->seqlen; p++) {
+                float wgt = R->tokw[(size_t)b * R->seqlen + p];
+                if (wgt != 1.0f)
+                    for (int64_t k = 0; k < W; k++) cx[((size_t)b * R->seqlen + p) * W + k] *= wgt;
+            }
+    }
     /* noise, timesteps, noisy latents, target */
     if (c->inject) {
         rc = c->inject(c->inject_user, micro, idx, B, per, R->noise, R->tsteps);
@@ -957,6 +1019,15 @@ static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int
     rc = sd_unet_backward(&R->ctx, R->unet, NULL, R->te_train ? &dctx : NULL, &dy);
     if (rc) return rc;
     if (R->te_train) {
+        if (c->weighted_captions) {
+            float *dx = dctx.data;
+            for (int b = 0; b < B; b++)
+                for (int p = 0; p < R->seqlen; p++) {
+                    float wgt = R->tokw[(size_t)b * R->seqlen + p];
+                    if (wgt != 1.0f)
+                        for (int64_t k = 0; k < W; k++) dx[((size_t)b * R->seqlen + p) * W + k] *= wgt;
+                }
+        }
         if (R->nchunks == 1) rc = sd_clip_backward(&R->ctx, R->clip, NULL, &dctx);
         else rc = sd_clip_backward_chunks(&R->ctx, R->clip, NULL, &dctx);
         if (rc) return rc;
@@ -981,7 +1052,7 @@ static void free_run(run *R)
     sd_clip_tokenizer_free(R->tok);
     sd_batch_plan_free(&R->plan);
     free(R->x0), free(R->noise), free(R->noisy), free(R->target), free(R->work), free(R->ipn), free(R->grad);
-    free(R->lossv), free(R->hc), free(R->lweight), free(R->factor), free(R->tsteps), free(R->ids);
+    free(R->lossv), free(R->hc), free(R->lweight), free(R->factor), free(R->tsteps), free(R->ids), free(R->tokw);
     sd_tensor_free(&R->t_ctx);
     sd_tensor_free(&R->t_dctx);
     sd_tensor_free(&R->t_hidden);

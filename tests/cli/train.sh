@@ -162,3 +162,13 @@ if [ -x "$B/sd-merge-meta" ] && [ -x "$B/sd-bucket" ] && [ -x "$B/sd-encode-late
       --max_train_steps 3 --threads 1 --output_dir p1 2> p1.err
   [ -f p1/last.safetensors ] && ok train_pipeline || nok train_pipeline "$(tail -3 p1.err)"
 else echo "ok train_pipeline # SKIP the other tools are not built"; fi
+
+# ---- weighted captions: plain captions give the same bytes; weights change the result ---------------------
+T --output_dir w1 --max_train_steps 3 --weighted_captions 2> w1.err
+T --output_dir w0 --max_train_steps 3 2> /dev/null
+cmp -s w0/last.safetensors w1/last.safetensors && ok train_weighted_plain_same || nok train_weighted_plain_same "$(tail -2 w1.err)"
+sed 's/"caption":"sks, /"caption":"(sks:1.5), /' recs.jsonl > recw.jsonl
+T --data recw.jsonl --output_dir w2 --max_train_steps 3 --weighted_captions 2> /dev/null
+T --data recw.jsonl --output_dir w3 --max_train_steps 3 2> /dev/null
+if [ -f w2/last.safetensors ] && ! cmp -s w2/last.safetensors w3/last.safetensors && ! cmp -s w2/last.safetensors w0/last.safetensors
+then ok train_weighted_changes; else nok train_weighted_changes; fi
