@@ -813,7 +813,8 @@ static int alloc_buffers(run *R)
     if (!rc) rc = sd_tensor_alloc(&R->t_y, SD_F32, 1, (int64_t[]){ R->maxB * R->maxper });
     if (!rc) rc = sd_tensor_alloc(&R->t_t, SD_F32, 1, (int64_t[]){ R->maxB });
     if (rc) return rc;
-    /* activation arena: the largest bucket */
+    /* activation arena: the largest bucket (LoRA dropout masks count only while training) */
+    R->net.rt.training = 1;
     size_t saved = 0, scratch = 0;
     for (int i = 0; i < R->plan.nbuckets; i++) {
         const sd_batch_bucket *b = &R->plan.b[i];

@@ -95,8 +95,9 @@ T --output_dir r4 --max_train_steps 12 --network_dim 8 --resume r1/at-step000000
 # ---- SIGTERM: finish the step, write a state, exit 143; resume gives the same bytes -----------------------
 N=100
 T --output_dir s0 --max_train_steps $N 2> /dev/null
-Tbg --output_dir s1 --max_train_steps $N 2> s1.err & pid=$!
-sleep 0.8; kill -TERM $pid; wait $pid; rc=$?
+Tbg --output_dir s1 --max_train_steps $N --log_jsonl s1.log 2> s1.err & pid=$!
+for i in $(seq 300); do [ -s s1.log ] && break; sleep 0.1; done   # training has started
+kill -TERM $pid; wait $pid; rc=$?
 st=$(ls -d s1/*-state 2> /dev/null | tail -1)
 if [ $rc = 143 ] && [ -n "$st" ] && grep -q 'resumable state written' s1.err; then ok train_sigterm_state; else
   nok train_sigterm_state "rc $rc state '$st' $(tail -2 s1.err)"; fi
@@ -108,7 +109,8 @@ else nok train_sigterm_resume_same_bytes "no state"; fi
 # ---- kill -9, resume from the last state: byte-identical --------------------------------------------------
 T --output_dir k0 --max_train_steps $N --save_every_n_steps 10 --save_state 2> /dev/null
 Tbg --output_dir k1 --max_train_steps $N --save_every_n_steps 10 --save_state 2> /dev/null & pid=$!
-sleep 0.8; kill -9 $pid; wait $pid 2> /dev/null
+for i in $(seq 600); do ls -d k1/at-step*-state > /dev/null 2>&1 && break; sleep 0.1; done   # a state exists
+kill -9 $pid; wait $pid 2> /dev/null
 st=$(ls -d k1/at-step*-state 2> /dev/null | sort | tail -1)
 if [ -n "$st" ] && [ ! -f k1/last.safetensors ]; then
   T --output_dir k1 --max_train_steps $N --save_every_n_steps 10 --save_state --resume "$st" 2> k1.err
@@ -172,3 +174,28 @@ T --data recw.jsonl --output_dir w2 --max_train_steps 3 --weighted_captions 2> /
 T --data recw.jsonl --output_dir w3 --max_train_steps 3 2> /dev/null
 if [ -f w2/last.safetensors ] && ! cmp -s w2/last.safetensors w3/last.safetensors && ! cmp -s w2/last.safetensors w0/last.safetensors
 then ok train_weighted_changes; else nok train_weighted_changes; fi
+
+# ---- options: accumulation, schedules, groups, conv LoRA, LoRA+, long prompts, objective extras -------------
+T --output_dir x1 --max_train_epochs 2 --gradient_accumulation_steps 4 --log_jsonl x1.log 2> x1.err
+grep -q 'batches per epoch: 6, epochs: 2, steps: 4' x1.err && [ "$(wc -l < x1.log)" = 4 ] && ok train_grad_accum ||
+  nok train_grad_accum "$(grep batches x1.err)"
+T --output_dir x2 --max_train_steps 6 --lr_scheduler cosine --lr_warmup_steps 2 --log_jsonl x2.log 2> /dev/null
+lrs=$(sed 's/.*"unet":\([^,}]*\).*/\1/' x2.log | tr '\n' ' ')
+[ "$lrs" = "0.0 0.0005 0.001 0.0008535533905932737 0.0005 0.00014644660940672628 " ] && ok train_cosine_warmup ||
+  nok train_cosine_warmup "$lrs"
+T --output_dir x3 --max_train_steps 2 --text_encoder_lr 0 --unet_lr 5e-4 --log_jsonl x3.log 2> /dev/null
+grep -q '"lr":{"unet":0.0005}' x3.log && ok train_te_lr_zero || nok train_te_lr_zero "$(head -1 x3.log)"
+T --output_dir x4 --max_train_steps 2 --network_train_unet_only --network_args conv_dim=2 conv_alpha=1 \
+  loraplus_lr_ratio=16 --log_jsonl x4.log 2> x4.err
+n4=$(python3 -c "
+import json,struct;b=open('x4/last.safetensors','rb').read();n=struct.unpack('<Q',b[:8])[0];h=json.loads(b[8:8+n])
+print(sum(k.endswith('lora_down.weight') for k in h), sum(k.startswith('lora_te') for k in h), h['lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight']['shape'])")
+[ "$n4" = "115 0 [2, 32, 3, 3]" ] && grep -q '"unet plus":0.016' x4.log && ok train_conv_loraplus || nok train_conv_loraplus "$n4 $(head -1 x4.log)"
+T --output_dir x5 --max_train_steps 2 --max_token_length 225 --clip_skip 2 --noise_offset 0.1 --multires_noise_iterations 3 \
+  --ip_noise_gamma 0.1 --min_snr_gamma 5 --loss_type huber --shuffle_caption --keep_tokens 1 --caption_tag_dropout_rate 0.3 \
+  --network_dropout 0.1 --network_args rank_dropout=0.1 module_dropout=0.1 --gradient_checkpointing 2> x5.err
+[ -f x5/last.safetensors ] && ok train_options_run || nok train_options_run "$(tail -2 x5.err)"
+T --output_dir x6 --max_train_steps 2 --v_parameterization --zero_terminal_snr --debiased_estimation_loss \
+  --scale_v_pred_loss_like_noise_pred --min_timestep 100 --max_timestep 900 2> x6.err
+[ "$(meta x6/last.safetensors ss_base_model_version)" = sd_v1_v ] && [ "$(meta x6/last.safetensors modelspec.timestep_range)" = 100,900 ] &&
+  ok train_vpred_metadata || nok train_vpred_metadata "$(tail -2 x6.err)"
