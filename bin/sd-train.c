@@ -88,6 +88,8 @@ static const sd_opt table[] = {
      .help = "learning rate of the UNet modules (default --learning_rate)"},
     {.name = "text_encoder_lr", .type = SD_OPT_DOUBLE, .dest = &c.text_encoder_lr, SD_OPT_ATLEAST(0), .group = G_NET,
      .help = "learning rate of the text-encoder modules (default --learning_rate; 0 freezes them)"},
+    {.name = "scale_weight_norms", .type = SD_OPT_DOUBLE, .dest = &c.scale_weight_norms, SD_OPT_ATLEAST(0),
+     .group = G_NET, .help = "max-norm regularisation: scale modules whose ‖ΔW‖ exceeds this after every step"},
     /* optimizer */
     {.name = "optimizer_type", .type = SD_OPT_STRING, .dest = &c.optimizer_type, .def = "", .group = G_OPT,
      .help = "AdamW (the only one implemented yet)"},

@@ -1355,6 +1355,13 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
             for (int g = 0; g < R->groups.n; g++) lrs[g] = R->groups.desc[g].lr * f;
             rc = sd_optim_step(&R->opt, lrs, NULL);
             if (rc) break;
+            int keys_scaled = 0;
+            double mean_norm = 0, max_key_norm = 0;
+            if (c->scale_weight_norms > 0) {
+                rc = sd_lora_max_norm(&R->ctx, R->net.refs, R->net.n, c->scale_weight_norms, &keys_scaled, &mean_norm,
+                                      &max_key_norm);
+                if (rc) break;
+            }
             global_step++;
             double now = sd_now();
             double sps = now - t_last;
@@ -1365,6 +1372,11 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
             if (R->have_tb) {
                 sd_tb_scalar(&R->tb, "loss/current", (float)cur, global_step, wt);
                 sd_tb_scalar(&R->tb, "loss/average", (float)avr, global_step, wt);
+                if (c->scale_weight_norms > 0) {
+                    sd_tb_scalar(&R->tb, "max_norm/keys_scaled", (float)keys_scaled, global_step, wt);
+                    sd_tb_scalar(&R->tb, "max_norm/max_key_norm", (float)max_key_norm, global_step, wt);
+                    sd_tb_scalar(&R->tb, "norm/avg_key_norm", (float)mean_norm, global_step, wt);
+                }
                 for (int g = 0; g < R->groups.n; g++) {
                     char tag[96];
                     snprintf(tag, sizeof tag, "lr/%s", R->groups.names[g]);

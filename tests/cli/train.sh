@@ -199,3 +199,6 @@ T --output_dir x6 --max_train_steps 2 --v_parameterization --zero_terminal_snr -
   --scale_v_pred_loss_like_noise_pred --min_timestep 100 --max_timestep 900 2> x6.err
 [ "$(meta x6/last.safetensors ss_base_model_version)" = sd_v1_v ] && [ "$(meta x6/last.safetensors modelspec.timestep_range)" = 100,900 ] &&
   ok train_vpred_metadata || nok train_vpred_metadata "$(tail -2 x6.err)"
+T --output_dir x7 --max_train_steps 3 --learning_rate 0.05 --scale_weight_norms 0.01 --logging_dir x7logs 2> x7.err
+[ -f x7/last.safetensors ] && [ "$(meta x7/last.safetensors ss_scale_weight_norms)" = 0.01 ] && ok train_scale_weight_norms ||
+  nok train_scale_weight_norms "$(tail -2 x7.err)"
