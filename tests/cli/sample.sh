@@ -110,6 +110,11 @@ L=("${M[@]}" --prompt "a cat" --seed 9 --threads 1)
 check sample_lora_changes_image '[ "$("$helper" maxdiff l0/im_000001.png l1/im_000001.png)" -gt 0 ]'
 check sample_lora_merged_message 'grep -q "l1.safetensors: merged .* modules (.* text encoder, .* UNet) with multiplier 0.5" l1.err'
 check sample_lora_mul_0_is_base '[ "$("$helper" maxdiff l0/im_000001.png l4/im_000001.png)" = 0 ] && [ "$("$helper" maxdiff l1/im_000001.png l2/im_000001.png)" = 0 ]'
+# merging = the kohya forward hooks (W x + mul * alpha/rank * up(down(x))), up to float rounding
+"$helper" gen-hooked m.safetensors m.toml l1.safetensors 0.5 9 hooked.png
+d=$("$helper" maxdiff l1/im_000001.png hooked.png)
+echo "# merged vs hooked LoRA: max pixel difference $d"
+check sample_lora_merge_equals_hooks '[ "$d" -ge 0 ] && [ "$d" -le 1 ]'
 check sample_lora_two_files '[ "$("$helper" maxdiff l1/im_000001.png l3/im_000001.png)" -gt 0 ]'
 h1=$(/usr/bin/python3 -c 'import sys,struct,hashlib; b=open(sys.argv[1],"rb").read(); n=struct.unpack("<Q",b[:8])[0]; print(hashlib.sha256(b[8+n:]).hexdigest()[:12])' l1.safetensors 2>/dev/null)
 h2=$(/usr/bin/python3 -c 'import sys,struct,hashlib; b=open(sys.argv[1],"rb").read(); n=struct.unpack("<Q",b[:8])[0]; print(hashlib.sha256(b[8+n:]).hexdigest()[:12])' l2.safetensors 2>/dev/null)

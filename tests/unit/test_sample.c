@@ -12,6 +12,8 @@
  *   make-lora MODEL CFG OUT.safetensors SEED  a kohya LoRA for it (UNet + text encoder, non-zero up)
  *   make-ti MODEL OUT.safetensors KEY TEXT    an embedding whose vectors are the model's token rows of TEXT's
  *                                             ids, stored under KEY ("emb_params"; "clip_l" = SDXL-style)
+ *   gen-hooked MODEL CFG LORA MUL SEED OUT.png "a cat" at 32x32, 3 DDIM steps, with the LoRA attached as
+ *                                             forward hooks (not merged), for comparison with sd-sample
  *   initial-noise S1,S2,.. C H W OUT.bin     x_T of the seeds (raw f32), for tests/golden/gen/make_sample_e2e_golden.py
  *   text FILE.png KEY                         print the text chunk KEY (exit 1 if absent)
  *   size FILE.png                             print "W H C"
@@ -223,6 +225,48 @@ static int make_ti(const char *model, const char *out, const char *key, const ch
     free(ids);
     sd_clip_tokenizer_free(tok);
     sd_safetensors_close(st);
+    return rc;
+}
+
+static int gen_hooked(const char *model, const char *cfg, const char *lora, float mul, uint64_t seed, const char *out)
+{
+    sd_model m;
+    sd_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    sd_lora_network net;
+    memset(&net, 0, sizeof net);
+    sd_safetensors *st = NULL;
+    sd_lora_file_info info = { 0 };
+    sd_clip_tokenizer *tok = NULL;
+    sd_image im = { 0 };
+    char vp[4096];
+    int rc = open_tiny(&m, model, cfg);
+    if (rc) return rc;
+    sd_gen_models g = { .unet = &m.unet, .clip = &m.clip, .vae = &m.vae, .family = SD_FAMILY_SD1, .clip_skip = 1,
+                        .vae_tiling = -1 };
+    sd_gen_params p = { .prompt = "a cat", .width = 32, .height = 32, .steps = 3, .scale = 7.5,
+                        .sampler = SD_SAMPLER_DDIM, .batch = 1, .seeds = &seed };
+    rc = sd_ctx_init(&ctx, SD_DEV_CPU, 1, sd_txt2img_scratch_bytes(&g, &p));
+    if (!rc) rc = sd_safetensors_open(lora, &st);
+    if (!rc) rc = sd_lora_file_scan(st, &info);
+    sd_lora_net_args na;
+    if (!rc) rc = sd_lora_net_args_parse(&na, 0, 0, NAN, NULL, 0);
+    sd_lora_network_opts no = { .args = &na, .with_unet = 1, .with_te = 1, .from_file = &info };
+    if (!rc) rc = sd_lora_network_build(&net, &ctx, &m.unet, &m.clip, &no);
+    if (!rc) rc = sd_lora_file_load(st, net.refs, net.n, 0, NULL);
+    for (size_t i = 0; i < net.n; i++) net.mods[i].multiplier = mul;
+    if (!rc) rc = sd_clip_vocab_path(vp, sizeof vp);
+    if (!rc) rc = sd_clip_tokenizer_load(vp, &tok);
+    g.tok = tok;
+    if (!rc) rc = sd_txt2img(&ctx, &g, &p, &im);
+    if (!rc) rc = sd_sample_write_png(out, &im, NULL);
+    sd_image_free(&im);
+    sd_clip_tokenizer_free(tok);
+    sd_lora_network_free(&net);
+    sd_lora_file_info_free(&info);
+    sd_safetensors_close(st);
+    if (ctx.threads) sd_ctx_free(&ctx);
+    sd_model_close(&m);
     return rc;
 }
 
@@ -676,6 +720,8 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[1], "make-lora") && argc == 6)
             rc = make_lora(argv[2], argv[3], argv[4], strtoull(argv[5], NULL, 10));
         else if (!strcmp(argv[1], "make-ti") && argc == 6) rc = make_ti(argv[2], argv[3], argv[4], argv[5]);
+        else if (!strcmp(argv[1], "gen-hooked") && argc == 8)
+            rc = gen_hooked(argv[2], argv[3], argv[4], (float)atof(argv[5]), strtoull(argv[6], NULL, 10), argv[7]);
         else if (!strcmp(argv[1], "initial-noise") && argc == 7) {
             uint64_t seeds[16];
             int B = 0;
