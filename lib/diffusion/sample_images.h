@@ -155,7 +155,22 @@ const char *sd_sampler_a1111_name(sd_sampler_kind k);
  * A1111's quoting of values containing ',', ':' or a newline (json.dumps). malloc'd. */
 char *sd_infotext_format(const sd_infotext *t);
 
-/* ---- samples during training (§6.13) -------------------------------------------------------- */
+/* ---- samples during training (§6.13) --------------------------------------------------------
+ * In a trainer (train_network.py's three call sites):
+ *   sd_prompt_list prompts;      sd_prompt_file_load(sample_prompts, &prompts) once, before
+ *                                training (a bad file is an error with its line number then)
+ *   sd_sample_triggers trig = { sample_at_first, sample_every_n_steps, sample_every_n_epochs };
+ *   sd_gen_models gm = { .unet = &m.unet, .clip = &m.clip, .vae = &m.vae, .family = m.cfg.family,
+ *                        .tok = tok, .clip_skip = clip_skip, .v_prediction = v_parameterization,
+ *                        .vae_tiling = -1 };
+ *   sd_sample_run_opts so = { .output_dir = output_dir, .output_name = output_name,
+ *                             .sampler = (sd_sampler_parse_reference(sample_sampler, &k), k),
+ *                             .seed_base = seed, .write_parameters = 1, .on_image = tensorboard_cb };
+ *   before the first step:   if (sd_sample_due(&trig, 0, global_step))
+ *                                sd_sample_images(ctx, &gm, &prompts, &so, 0, global_step);
+ *   after an optimizer step: the same with (SD_SAMPLE_NO_EPOCH, global_step);
+ *   at the end of epoch e:   the same with (e + 1, global_step)    (e 0-based)
+ * with the LoRA network's sd_lora_rt.training = 0 around the call. */
 
 typedef struct sd_sample_triggers {
     int sample_at_first;       /* --sample_at_first */
