@@ -148,45 +148,82 @@ struct conv_geom {
     int stride, pt, pl;
 };
 
-// col [nb, cin·kh·kw, ho·wo] of images n0 .. n0+nb-1 (zero padding)
+// col [nb, cin·kh·kw, ho·wo] of images n0 .. n0+nb-1 (zero padding). I: the index type (int
+// when every index fits, which makes the divisions much cheaper; int64_t otherwise).
+template <typename I>
 __global__ void k_im2col(size_t total, conv_geom g, int64_t n0, float *col, const float *x)
 {
+    const I p = (I)(g.ho * g.wo), K = (I)(g.cin * g.kh * g.kw), kh = (I)g.kh, kw = (I)g.kw, wo = (I)g.wo;
+    const I h = (I)g.h, w = (I)g.w, cin = (I)g.cin, st = (I)g.stride, pt = (I)g.pt, pl = (I)g.pl;
+    const float *xb = x + n0 * g.cin * g.h * g.w;
     SD_CU_LOOP(i, total) {
-        int64_t p = g.ho * g.wo, K = g.cin * g.kh * g.kw;
-        int64_t pp = (int64_t)i % p, kk = ((int64_t)i / p) % K, img = (int64_t)i / (p * K);
-        int64_t c = kk / (g.kh * g.kw), ki = (kk / g.kw) % g.kh, kj = kk % g.kw;
-        int64_t oh = pp / g.wo, ow = pp % g.wo;
-        int64_t ih = oh * g.stride - g.pt + ki, iw = ow * g.stride - g.pl + kj;
+        I ii = (I)i;
+        I pp = ii % p, kk = (ii / p) % K, img = ii / (p * K);
+        I c = kk / (kh * kw), ki = (kk / kw) % kh, kj = kk % kw;
+        I oh = pp / wo, ow = pp % wo;
+        I ih = oh * st - pt + ki, iw = ow * st - pl + kj;
         float v = 0;
-        if (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) v = x[(((n0 + img) * g.cin + c) * g.h + ih) * g.w + iw];
+        if (ih >= 0 && ih < h && iw >= 0 && iw < w) v = xb[((img * cin + c) * h + ih) * w + iw];
         col[i] = v;
     }
 }
 
 // dx[n0 + img] += col2im(dcol[img]): every input pixel gathers the columns it fed (no atomics).
+template <typename I>
 __global__ void k_col2im(size_t total, conv_geom g, int64_t n0, float *dx, const float *dcol)
 {
+    const I p = (I)(g.ho * g.wo), K = (I)(g.cin * g.kh * g.kw), kh = (I)g.kh, kw = (I)g.kw, wo = (I)g.wo;
+    const I ho = (I)g.ho, h = (I)g.h, w = (I)g.w, cin = (I)g.cin, st = (I)g.stride, pt = (I)g.pt, pl = (I)g.pl;
+    float *dxb = dx + n0 * g.cin * g.h * g.w;
     SD_CU_LOOP(i, total) {
-        int64_t p = g.ho * g.wo, K = g.cin * g.kh * g.kw;
-        int64_t iw = (int64_t)i % g.w, ih = ((int64_t)i / g.w) % g.h, c = ((int64_t)i / (g.w * g.h)) % g.cin;
-        int64_t img = (int64_t)i / (g.w * g.h * g.cin);
-        const float *dc = dcol + img * K * p;
+        I ii = (I)i;
+        I iw = ii % w, ih = (ii / w) % h, c = (ii / (w * h)) % cin, img = ii / (w * h * cin);
+        const float *dc = dcol + (size_t)img * (size_t)K * (size_t)p;
         float s = 0;
-        for (int64_t ki = 0; ki < g.kh; ki++) {
-            int64_t th = ih + g.pt - ki;
-            if (th < 0 || th % g.stride) continue;
-            int64_t oh = th / g.stride;
-            if (oh >= g.ho) continue;
-            for (int64_t kj = 0; kj < g.kw; kj++) {
-                int64_t tw = iw + g.pl - kj;
-                if (tw < 0 || tw % g.stride) continue;
-                int64_t ow = tw / g.stride;
-                if (ow >= g.wo) continue;
-                s += dc[((c * g.kh + ki) * g.kw + kj) * p + oh * g.wo + ow];
+        for (I ki = 0; ki < kh; ki++) {
+            I th = ih + pt - ki;
+            if (th < 0 || th % st) continue;
+            I oh = th / st;
+            if (oh >= ho) continue;
+            for (I kj = 0; kj < kw; kj++) {
+                I tw = iw + pl - kj;
+                if (tw < 0 || tw % st) continue;
+                I ow = tw / st;
+                if (ow >= wo) continue;
+                s += dc[((c * kh + ki) * kw + kj) * p + oh * wo + ow];
             }
         }
-        dx[(((n0 + img) * g.cin + c) * g.h + ih) * g.w + iw] += s;
+        dxb[ii] += s;
     }
+}
+
+// Launch im2col / col2im over `total` elements with int indices when they fit.
+static int launch_im2col(size_t total, const conv_geom &g, int64_t n0, float *col, const float *x)
+{
+    if (!total) return SD_OK;
+    unsigned blocks = sd_cuda_blocks(total, SD_CU_THREADS);
+    // the input index reaches cnt·cin·h·w (more than total for a strided 1×1 conv)
+    size_t xmax = total / (size_t)(g.kh * g.kw * g.ho * g.wo) * (size_t)(g.h * g.w);
+    if (total < (size_t)INT32_MAX && xmax < (size_t)INT32_MAX)
+        k_im2col<int><<<blocks, SD_CU_THREADS, 0, sd_cuda_stream()>>>(total, g, n0, col, x);
+    else
+        k_im2col<int64_t><<<blocks, SD_CU_THREADS, 0, sd_cuda_stream()>>>(total, g, n0, col, x);
+    SD_CU_LAUNCH("im2col");
+    return SD_OK;
+}
+
+static int launch_col2im(size_t total, const conv_geom &g, int64_t n0, float *dx, const float *dcol)
+{
+    if (!total) return SD_OK;
+    unsigned blocks = sd_cuda_blocks(total, SD_CU_THREADS);
+    // the column index reaches cnt·K·P: int only when that fits too
+    size_t colmax = total / (size_t)(g.h * g.w) * (size_t)(g.kh * g.kw) * (size_t)(g.ho * g.wo);
+    if (total < (size_t)INT32_MAX && colmax < (size_t)INT32_MAX)
+        k_col2im<int><<<blocks, SD_CU_THREADS, 0, sd_cuda_stream()>>>(total, g, n0, dx, dcol);
+    else
+        k_col2im<int64_t><<<blocks, SD_CU_THREADS, 0, sd_cuda_stream()>>>(total, g, n0, dx, dcol);
+    SD_CU_LAUNCH("col2im");
+    return SD_OK;
 }
 
 static conv_geom conv_plan(const sd_tensor *x, const sd_tensor *w, const sd_tensor *y, sd_conv2d_geom gg)
@@ -240,10 +277,8 @@ extern "C" int sd_cuda_conv2d(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, con
             for (int64_t n0 = 0; !rc && n0 < g.n; n0 += nb) {
                 int64_t cnt = g.n - n0 < nb ? g.n - n0 : nb;
                 size_t tot = (size_t)(cnt * K * P);
-                k_im2col<<<sd_cuda_blocks(tot, SD_CU_THREADS), SD_CU_THREADS, 0, sd_cuda_stream()>>>(tot, g, n0, col,
-                                                                                                   CFP(x));
-                cudaError_t e = cudaGetLastError();
-                if (e != cudaSuccess) { rc = sd_cuda_fail(e, "launching im2col"); break; }
+                rc = launch_im2col(tot, g, n0, col, CFP(x));
+                if (rc) break;
                 rc = sd_cu_gemm(0, 0, g.cout, P, K, 1.0f, wf, K, 0, col, P, K * P, beta, FP(y) + n0 * g.cout * P, P,
                                 g.cout * P, cnt);
             }
@@ -291,10 +326,8 @@ extern "C" int sd_cuda_conv2d_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_
                     int64_t cnt = g.n - n0 < nb ? g.n - n0 : nb;
                     size_t tot = (size_t)(cnt * K * P);
                     if (dw) {
-                        k_im2col<<<sd_cuda_blocks(tot, SD_CU_THREADS), SD_CU_THREADS, 0, sd_cuda_stream()>>>(
-                            tot, g, n0, col, CFP(x));
-                        cudaError_t e = cudaGetLastError();
-                        if (e != cudaSuccess) { rc = sd_cuda_fail(e, "launching im2col"); break; }
+                        rc = launch_im2col(tot, g, n0, col, CFP(x));
+                        if (rc) break;
                         for (int64_t i = 0; !rc && i < cnt; i++)
                             rc = sd_cu_gemm(0, 1, g.cout, K, P, 1.0f, CFP(dy) + (n0 + i) * g.cout * P, P, 0,
                                             col + i * K * P, P, 0, 1.0f, FP(dw), K, 0, 1);
@@ -304,12 +337,8 @@ extern "C" int sd_cuda_conv2d_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_
                                         0.0f, dcol, P, K * P, cnt);
                         if (rc) break;
                         size_t nx = (size_t)(cnt * g.cin * g.h * g.w);
-                        if (nx) {
-                            k_col2im<<<sd_cuda_blocks(nx, SD_CU_THREADS), SD_CU_THREADS, 0, sd_cuda_stream()>>>(
-                                nx, g, n0, FP(dx), dcol);
-                            cudaError_t e = cudaGetLastError();
-                            if (e != cudaSuccess) { rc = sd_cuda_fail(e, "launching col2im"); break; }
-                        }
+                        rc = launch_col2im(nx, g, n0, FP(dx), dcol);
+                        if (rc) break;
                     }
                 }
             }
