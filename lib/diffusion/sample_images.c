@@ -116,6 +116,25 @@ int sd_gen_prompt_chunks(const sd_gen_models *m, const char *text, int *chunks)
     return rc;
 }
 
+/* A tensor over host memory on the CPU backend; on another backend a tensor from ctx->scratch
+ * holding a copy of `host` (NULL: uninitialised output). Release with sd_arena_reset. */
+static int stage(sd_ctx *ctx, sd_tensor *t, const void *host, sd_dtype dt, int nd, const int64_t *shape)
+{
+    if (ctx->backend == SD_DEV_CPU) {
+        *t = sd_tensor_wrap((void *)host, dt, nd, shape);
+        return SD_OK;
+    }
+    int rc = sd_arena_tensor(&ctx->scratch, t, dt, nd, shape);
+    if (!rc && host) rc = sd_tensor_upload(t, host, sd_tensor_nbytes(t));
+    return rc;
+}
+
+/* out (host) ← t, when t was staged on a device */
+static int unstage(sd_ctx *ctx, const sd_tensor *t, void *host)
+{
+    return ctx->backend == SD_DEV_CPU ? SD_OK : sd_tensor_download(t, host, sd_tensor_nbytes(t));
+}
+
 static int32_t pad_id(const sd_gen_models *m)
 {
     return m->family == SD_FAMILY_SD2 ? SD_CLIP_PAD_SD2 : SD_CLIP_PAD_SD1;
@@ -191,9 +210,13 @@ int sd_gen_encode_prompt(sd_ctx *ctx, const sd_gen_models *m, const char *text, 
         if (wrow[i] != 1.0f) weighted = 1;
     float *y = malloc((size_t)(k * ROW * C) * sizeof *y);
     if (!y) return sd_err(SD_ENOMEM, "out of memory");
-    sd_tensor ti = sd_tensor_wrap(ids, SD_I32, SD_DIMS(k, ROW));
-    sd_tensor ty = sd_tensor_wrap(y, SD_F32, SD_DIMS(k, ROW, C));
-    rc = sd_clip_forward(ctx, m->clip, NULL, &ty, &ti, m->clip_skip);
+    size_t mark = sd_arena_mark(&ctx->scratch);
+    sd_tensor ti, ty;
+    rc = stage(ctx, &ti, ids, SD_I32, SD_DIMS(k, ROW));
+    if (!rc) rc = stage(ctx, &ty, y, SD_F32, SD_DIMS(k, ROW, C));
+    if (!rc) rc = sd_clip_forward(ctx, m->clip, NULL, &ty, &ti, m->clip_skip);
+    if (!rc) rc = unstage(ctx, &ty, y);
+    sd_arena_reset(&ctx->scratch, mark);
     if (rc) {
         free(y);
         return rc;
@@ -382,11 +405,16 @@ static int denoise(void *user, const float *x, int64_t batch, double t, float *o
     if (d->guided ? batch != 2 * d->B : batch != d->B)
         return sd_err(SD_ESTATE, "txt2img: model called with batch %lld", (long long)batch);
     for (int64_t i = 0; i < batch; i++) d->tbuf[i] = (float)t;
-    sd_tensor xt = sd_tensor_wrap((void *)x, SD_F32, SD_DIMS(batch, d->cin, d->h, d->w));
-    sd_tensor tt = sd_tensor_wrap(d->tbuf, SD_F32, SD_DIMS(batch));
-    sd_tensor ct = sd_tensor_wrap((void *)c, SD_F32, SD_DIMS(batch, d->S, d->C));
-    sd_tensor yt = sd_tensor_wrap(out, SD_F32, SD_DIMS(batch, d->u->cfg.out_channels, d->h, d->w));
-    int rc = sd_unet_forward(d->ctx, d->u, NULL, &yt, &xt, &tt, &ct);
+    size_t mark = sd_arena_mark(&d->ctx->scratch);
+    sd_tensor xt, tt, ct, yt;
+    int rc = stage(d->ctx, &xt, x, SD_F32, SD_DIMS(batch, d->cin, d->h, d->w));
+    if (!rc) rc = stage(d->ctx, &tt, d->tbuf, SD_F32, SD_DIMS(batch));
+    if (!rc) rc = stage(d->ctx, &ct, c, SD_F32, SD_DIMS(batch, d->S, d->C));
+    if (!rc) rc = stage(d->ctx, &yt, d->ctx->backend == SD_DEV_CPU ? out : NULL, SD_F32,
+                        SD_DIMS(batch, d->u->cfg.out_channels, d->h, d->w));
+    if (!rc) rc = sd_unet_forward(d->ctx, d->u, NULL, &yt, &xt, &tt, &ct);
+    if (!rc) rc = unstage(d->ctx, &yt, out);
+    sd_arena_reset(&d->ctx->scratch, mark);
     if (!rc && d->on_call && d->on_call(d->call_user)) rc = sd_err(SD_EINTR, "interrupted");
     return rc;
 }
@@ -399,12 +427,27 @@ static int decode_one(sd_ctx *ctx, const sd_gen_models *m, float *z, int64_t h, 
     if (oc != 3) return sd_err(SD_EUNSUPPORTED, "txt2img: the VAE decodes %d channels (3 needed)", oc);
     float *y = malloc((size_t)(3 * H * W) * sizeof *y);
     if (!y) return sd_err(SD_ENOMEM, "out of memory");
-    sd_tensor zt = sd_tensor_wrap(z, SD_F32, SD_DIMS(1, zc, h, w));
-    sd_tensor yt = sd_tensor_wrap(y, SD_F32, SD_DIMS(1, 3, H, W));
     int tile = m->vae_tile > 0 ? m->vae_tile : SD_GEN_VAE_TILE;
     int tiled = m->vae_tiling == 1 || (m->vae_tiling < 0 && (h > SD_GEN_VAE_TILE_AUTO || w > SD_GEN_VAE_TILE_AUTO));
     int ov = SD_GEN_VAE_OVERLAP < tile / 2 ? SD_GEN_VAE_OVERLAP : tile / 4;
-    int rc = tiled ? sd_vae_decode_tiled(ctx, m->vae, &yt, &zt, tile, ov) : sd_vae_decode(ctx, m->vae, &yt, &zt);
+    /* the tiled decode stages through host memory itself and bounds device memory by a tile (a
+       tile covering the latents is the untiled decode) */
+    if (tile >= h && tile >= w) tiled = 0;
+    sd_ctx *sctx = tiled ? NULL : ctx;
+    size_t mark = sd_arena_mark(&ctx->scratch);
+    sd_tensor zt, yt;
+    int rc;
+    if (sctx) {
+        rc = stage(ctx, &zt, z, SD_F32, SD_DIMS(1, zc, h, w));
+        if (!rc) rc = stage(ctx, &yt, ctx->backend == SD_DEV_CPU ? y : NULL, SD_F32, SD_DIMS(1, 3, H, W));
+        if (!rc) rc = sd_vae_decode(ctx, m->vae, &yt, &zt);
+        if (!rc) rc = unstage(ctx, &yt, y);
+    } else {
+        zt = sd_tensor_wrap(z, SD_F32, SD_DIMS(1, zc, h, w));
+        yt = sd_tensor_wrap(y, SD_F32, SD_DIMS(1, 3, H, W));
+        rc = sd_vae_decode_tiled(ctx, m->vae, &yt, &zt, tile, ov);
+    }
+    sd_arena_reset(&ctx->scratch, mark);
     if (!rc) rc = sd_image_alloc(im, (int)W, (int)H, 3);
     if (!rc) {
         const size_t plane = (size_t)(H * W);

@@ -649,6 +649,71 @@ static void test_txt2img(void)
     sd_ctx_free(&c2);
 }
 
+/* CUDA: the same generation on the GPU (models loaded there, host buffers staged through the
+ * device scratch) against the CPU; skipped without a CUDA build or device. */
+static void test_cuda_parity(void)
+{
+    if (!have_model) { T_SKIP("cuda_parity", "no model"); return; }
+    sd_ctx gctx, cctx;
+    if (sd_ctx_init(&gctx, SD_DEV_CUDA, 0, (size_t)1 << 30)) {
+        T_SKIP("cuda_parity", "no CUDA build or device");
+        return;
+    }
+    sd_model G;
+    sd_model_opts o = { .config = t_path("sample_tiny.toml"), .v_param = -1 };
+    int rc = sd_model_open(&G, t_path("sample_tiny.safetensors"), &o);
+    if (!rc) rc = sd_model_set_inference(&G);
+    if (!rc) rc = sd_model_load(&G, SD_DEV_CUDA);
+    T_CHECKF(rc == SD_OK, "load on CUDA: %s", sd_errmsg());
+    if (rc) { sd_ctx_free(&gctx); return; }
+    sd_model_release_source(&G);
+    sd_gen_models gc = gm(), gg = gm();
+    gg.unet = &G.unet, gg.clip = &G.clip, gg.vae = &G.vae;
+    uint64_t seeds[2] = { 3, 4 };
+    const char *names[3] = { "euler_a 2 images", "dpmsolver++ weighted long", "ddim tiled" };
+    for (int k = 0; k < 3; k++) {
+        char longp[2048] = "a (photo:1.3) of a [cat]";
+        if (k == 1)
+            for (int i = 0; i < 90; i++) strcat(longp, ", x");
+        sd_gen_params p = { .prompt = longp, .negative_prompt = "blurry", .width = 32, .height = 24, .steps = 4,
+                            .scale = 7.5, .sampler = k == 0 ? SD_SAMPLER_EULER_A : k == 1 ? SD_SAMPLER_DPMSOLVER_PP
+                                                                                           : SD_SAMPLER_DDIM,
+                            .batch = k == 0 ? 2 : 1, .seeds = seeds };
+        if (k == 2) gc.vae_tiling = gg.vae_tiling = 1, gc.vae_tile = gg.vae_tile = 8;
+        if (sd_ctx_init(&cctx, SD_DEV_CPU, 2, sd_txt2img_scratch_bytes(&gc, &p))) { T_CHECK(0); break; }
+        sd_image a[2] = { 0 }, b[2] = { 0 };
+        rc = sd_txt2img(&cctx, &gc, &p, a);
+        T_CHECKF(rc == SD_OK, "%s cpu: %s", names[k], sd_errmsg());
+        rc = sd_txt2img(&gctx, &gg, &p, b);
+        T_CHECKF(rc == SD_OK, "%s cuda: %s", names[k], sd_errmsg());
+        for (int i = 0; i < p.batch && a[i].px && b[i].px; i++) {
+            int md = 0;
+            double mean = 0;
+            for (int j = 0; j < 32 * 24 * 3; j++) {
+                int d = abs((int)a[i].px[j] - (int)b[i].px[j]);
+                if (d > md) md = d;
+                mean += d;
+            }
+            mean /= 32 * 24 * 3;
+            printf("# %s, image %d: CPU vs CUDA max pixel difference %d, mean %.3f\n", names[k], i, md, mean);
+            T_CHECKF(md <= 4 && mean < 0.5, "%s: max %d mean %.3f", names[k], md, mean);
+        }
+        for (int i = 0; i < 2; i++) sd_image_free(&a[i]), sd_image_free(&b[i]);
+        sd_ctx_free(&cctx);
+    }
+    /* the training round on the GPU context */
+    sd_prompt_list pl;
+    const char *pf = "a cat --w 64 --h 64 --s 2 --d 7\n";
+    if (!sd_prompt_file_parse(pf, strlen(pf), "p.txt", &pl)) {
+        sd_sample_run_opts so = { .output_dir = t_path("cuda_round"), .sampler = SD_SAMPLER_EULER, .write_parameters = 1 };
+        rc = sd_sample_images(&gctx, &gg, &pl, &so, 1, 5);
+        T_CHECKF(rc == SD_OK, "round on CUDA: %s", sd_errmsg());
+        sd_prompt_list_free(&pl);
+    }
+    sd_model_close(&G);
+    sd_ctx_free(&gctx);
+}
+
 static int count_cb(void *user, const sd_sample_prompt *p, int index, const sd_image *im, const char *path)
 {
     int *n = user;
@@ -783,6 +848,7 @@ int main(int argc, char **argv)
     T_RUN(test_e2e_golden);
     T_RUN(test_txt2img);
     T_RUN(test_sample_round);
+    T_RUN(test_cuda_parity);
     if (have_model) {
         sd_model_close(&M);
         sd_clip_tokenizer_free(TOK);
