@@ -19,7 +19,8 @@ Writes
                          loss [10], grad_norm [10] (before clipping)
   lora_init.safetensors  the initial LoRA (kohya keys, F32, alpha F32): down AND up random so that
                          every weight gets a gradient from the first step
-  lora_final.safetensors the LoRA after 10 steps (F32)
+  lora_final.safetensors the LoRA after 10 steps (F32); golden.merge_ctx / golden.merge_y in the
+                         model file: the text encoder and UNet outputs with that LoRA applied
   tiny.toml              the --model_config of the model
 """
 import math
@@ -181,12 +182,19 @@ def main():
         os.makedirs(f32, exist_ok=True)
         UG.write_safetensors(os.path.join(f32, "lora_final.safetensors"), lora_tensors())
         return
+    # The reference using its final LoRA (= the merged weights W + alpha/rank · up·down) on a fixed
+    # input: the text encoder on the two captions, the UNet on (noise[0], t[0], that context).
+    with torch.no_grad():
+        merge_ctx = CG.hf_encode(te, ids)
+        merge_y = unet(noise[0], ts[0].to(torch.float64), merge_ctx)
+
     os.makedirs(OUT, exist_ok=True)
     sd = {"model.diffusion_model." + k: v for k, v in unet.state_dict().items()}
     sd.update({"cond_stage_model.transformer." + k: v for k, v in te.state_dict().items()})
     golden = {"golden.latents": latents, "golden.ids": ids.to(torch.float64), "golden.noise": noise,
               "golden.t": ts.to(torch.float64), "golden.loss": torch.tensor(losses, dtype=torch.float64),
-              "golden.grad_norm": torch.tensor(norms, dtype=torch.float64)}
+              "golden.grad_norm": torch.tensor(norms, dtype=torch.float64),
+              "golden.merge_ctx": merge_ctx, "golden.merge_y": merge_y}
     sd.update(golden)
     UG.write_safetensors(os.path.join(OUT, "model.safetensors"), sd, half=("model.", "cond_stage_model."))
     UG.write_safetensors(os.path.join(OUT, "lora_init.safetensors"), init)
