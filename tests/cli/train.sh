@@ -135,7 +135,11 @@ D --train_data_dir img --reg_data_dir reg --cache_latents --resolution 64 --enab
 # 3 images × 3 repeats = 9 training entries; reg balanced to 9 (4 images: 1+1+1+1, then +1 each until 9)
 if [ $rc = 0 ] && grep -q 'images with repeats: 9, reg images: 9, batches per epoch: 18' f1.err; then ok train_folders_reg_balance
 else nok train_folders_reg_balance "rc $rc $(tail -3 f1.err)"; fi
-[ "$(meta f1/last.safetensors ss_num_reg_images)" = 4 ] && ok train_folders_metadata || nok train_folders_metadata
+[ "$(meta f1/last.safetensors ss_num_reg_images)" = 4 ] &&
+[ "$(meta f1/last.safetensors ss_dataset_dirs)" = '{"3_sks": {"n_repeats": 3, "img_count": 3}}' ] &&
+[ "$(meta f1/last.safetensors ss_reg_dataset_dirs)" = '{"1_dog": {"n_repeats": 1, "img_count": 4}}' ] &&
+meta f1/last.safetensors ss_tag_frequency | grep -q '^{"3_sks": {"sks": 3, "red square": 1, .*}, "1_dog": {"sks": 4, ' &&
+  ok train_folders_metadata || nok train_folders_metadata "$(meta f1/last.safetensors ss_tag_frequency)"
 D --train_data_dir img --max_train_steps 2 --output_dir f2 2> f2.err; rc=$?
 [ $rc = 2 ] && grep -q 'need --cache_latents' f2.err && ok train_folders_need_cache || nok train_folders_need_cache "rc $rc"
 cat > ds.toml <<'TOML'
