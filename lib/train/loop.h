@@ -152,6 +152,12 @@ void sd_train_data_free(sd_train_data *d);
  * and --cache_latents. SD_EFORMAT (message without position) for a bad record. */
 int sd_train_data_add_record(sd_train_data *d, const sd_train_config *c, jv rec);
 
+/* ss_dataset_dirs (reg = 0) / ss_reg_dataset_dirs (reg = 1) as Python json.dumps writes them:
+ * {"<folder>": {"n_repeats": r, "img_count": n}, ...} per image folder in first-seen order; with
+ * tags_out also ss_tag_frequency {"<folder>": {"<tag>": count, ...}} over the stored captions split
+ * at commas (reg < 0: every image). Both malloc'd. */
+int sd_train_data_dirs_json(const sd_train_data *d, int reg, char **dirs_out, char **tags_out);
+
 /* Train. SD_OK when done; SD_EINTR when stopped by *c->stop (state written, c->state_written). */
 int sd_train_run(sd_train_config *c, sd_train_data *d);
 
