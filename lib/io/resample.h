@@ -23,8 +23,12 @@
  *   without IPP, as Debian's python3-opencv is).
  *
  * Images are sd_image (interleaved uint8, c = 1, 3 or 4). Rows are processed in parallel with
- * OpenMP; every output byte depends only on its inputs, so the result is identical for any
- * thread count. */
+ * OpenMP (each output row by exactly one thread); every output byte depends only on its inputs,
+ * so the result is identical for any thread count.
+ *
+ * Speed: x86 SIMD (SSE2, AVX2 when the CPU has it, chosen at run time) with portable scalar
+ * versions; every level gives the same bytes (same float operations in the same order per
+ * output value; exact integer sums on the PIL paths). */
 #ifndef SD_IO_RESAMPLE_H
 #define SD_IO_RESAMPLE_H
 
@@ -56,5 +60,19 @@ int sd_resample_auto(const sd_image *src, int w, int h, sd_image *out);
  * --resize_interpolation "linear"/"cubic"/"nearest" mean OpenCV filters not provided here.) */
 int sd_resample_filter_from_name(const char *name);
 const char *sd_resample_filter_name(int filter);
+
+/* SIMD level (tests and benchmarks). REFERENCE: the plain transcriptions of the libraries'
+ * loops; SCALAR: the fast table layout in portable C; SSE2, AVX2: x86 vector code. */
+enum {
+    SD_RESAMPLE_SIMD_REFERENCE = 0,
+    SD_RESAMPLE_SIMD_SCALAR,
+    SD_RESAMPLE_SIMD_SSE2,
+    SD_RESAMPLE_SIMD_AVX2,
+};
+/* Force a level (clamped to what this CPU has; -1 = automatic, the best). Returns the previous
+ * forced level or -1. Process-wide; call outside parallel regions. */
+int sd_resample_set_simd(int level);
+/* The level in use. */
+int sd_resample_simd(void);
 
 #endif

@@ -115,8 +115,6 @@ def resize_image(image, w, h, rw, rh):
 n = 0
 for line in open(sys.argv[1]):
     r = json.loads(line)
-    if r["source_image"].endswith(".jpg"):
-        continue  # stb_image and libjpeg decode JPEG differently
     im = Image.open(r["source_image"])
     im = im.convert("RGBA" if r.get("alpha_mask") else "RGB")
     a = np.array(im)

@@ -3,7 +3,8 @@
  *
  * Parity: every case must match with max abs diff <= 1; all cases are in fact byte-exact (the
  * test prints max diff and the differing-byte count per case, and fails if any PIL case or any
- * AREA case is not exact unless SD_RESAMPLE_TOLERANT=1 is set). */
+ * AREA case is not exact unless SD_RESAMPLE_TOLERANT=1 is set). The golden table runs at the
+ * automatic SIMD level; test_simd_levels checks every level against the reference level. */
 #include "test.h"
 
 #include "base/error.h"
@@ -107,30 +108,166 @@ static void test_golden(void)
     printf("# %d cases, %d byte-exact, worst max diff %d\n", ncase, nexact, worst);
 }
 
-/* Identical output for 1 and 2 (and 3) threads on an image big enough to go parallel. */
+/* Identical output for 1, 2 and 3 threads on images big enough to go parallel, for the
+ * reference loops and the SIMD level in use (each output row is computed by one thread; the
+ * bands differ with the thread count). */
 static void test_threads(void)
 {
-    sd_image src;
+    sd_image src, src4;
     make_src(&src, 301, 203, 3);
+    make_src(&src4, 301, 203, 4);
     int filters[] = {SD_RESAMPLE_LANCZOS, SD_RESAMPLE_BICUBIC, SD_RESAMPLE_AREA, SD_RESAMPLE_BOX};
-    int sizes[][2] = {{150, 101}, {97, 61}, {150, 203}};
+    int sizes[][2] = {{150, 101}, {150, 203}, {250, 180}, {400, 300}};
     int saved = omp_get_max_threads();
-    for (size_t fi = 0; fi < sizeof filters / sizeof *filters; fi++)
-        for (size_t si = 0; si < 3; si++) {
-            sd_image a, b, c3;
-            omp_set_num_threads(1);
-            T_CHECK(sd_resample(&src, sizes[si][0], sizes[si][1], filters[fi], &a) == SD_OK);
-            omp_set_num_threads(2);
-            T_CHECK(sd_resample(&src, sizes[si][0], sizes[si][1], filters[fi], &b) == SD_OK);
-            omp_set_num_threads(3);
-            T_CHECK(sd_resample(&src, sizes[si][0], sizes[si][1], filters[fi], &c3) == SD_OK);
-            size_t nb = (size_t)a.w * a.h * a.c;
-            T_CHECK(a.px && b.px && c3.px && !memcmp(a.px, b.px, nb) && !memcmp(a.px, c3.px, nb));
-            sd_image_free(&a);
-            sd_image_free(&b);
-            sd_image_free(&c3);
-        }
+    for (int k = 0; k < 2; k++) { /* the reference loops, then the best level here */
+        sd_resample_set_simd(k ? -1 : SD_RESAMPLE_SIMD_REFERENCE);
+        const int lvl = sd_resample_simd();
+        for (size_t fi = 0; fi < sizeof filters / sizeof *filters; fi++)
+            for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+                if (filters[fi] == SD_RESAMPLE_AREA && sizes[si][0] > 301) continue;
+                const sd_image *in = si == 2 ? &src4 : &src;
+                sd_image a, b, c3;
+                omp_set_num_threads(1);
+                T_CHECK(sd_resample(in, sizes[si][0], sizes[si][1], filters[fi], &a) == SD_OK);
+                omp_set_num_threads(2);
+                T_CHECK(sd_resample(in, sizes[si][0], sizes[si][1], filters[fi], &b) == SD_OK);
+                omp_set_num_threads(3);
+                T_CHECK(sd_resample(in, sizes[si][0], sizes[si][1], filters[fi], &c3) == SD_OK);
+                size_t nb = (size_t)a.w * a.h * a.c;
+                T_CHECKF(a.px && b.px && c3.px && !memcmp(a.px, b.px, nb) &&
+                             !memcmp(a.px, c3.px, nb),
+                         "level %d %s %dx%d", lvl, sd_resample_filter_name(filters[fi]),
+                         sizes[si][0], sizes[si][1]);
+                sd_image_free(&a);
+                sd_image_free(&b);
+                sd_image_free(&c3);
+            }
+    }
+    sd_resample_set_simd(-1);
     omp_set_num_threads(saved);
+    sd_image_free(&src);
+    sd_image_free(&src4);
+}
+
+static uint32_t lcg(uint32_t *s)
+{
+    *s = *s * 1664525u + 1013904223u;
+    return *s >> 8;
+}
+
+/* Every SIMD level (scalar tables, SSE2, AVX2, as far as this CPU goes) gives the bytes of the
+ * reference level (the plain transcriptions of OpenCV's and Pillow's loops, which the golden
+ * table pins to the libraries) on random sizes, ratios, channel counts and boxes, plus the
+ * sizes the bucketing uses. Source pixels are random, alpha includes 0 and 255. */
+static void test_simd_levels(void)
+{
+    uint32_t seed = 12345;
+    const int best = (sd_resample_set_simd(-1), sd_resample_simd());
+    printf("# best SIMD level here: %d\n", best);
+    int ncase = 0, nbad = 0;
+    for (int it = 0; it < 160; it++) {
+        int sw, sh, c = (int[]){1, 3, 4, 3}[it % 4], dw, dh, filter, use_box = 0;
+        float box[4];
+        if (it < 6) { /* bucket-like sizes */
+            static const int big[6][5] = {{1024, 768, 597, 448, SD_RESAMPLE_AREA},
+                                          {1024, 768, 576, 432, SD_RESAMPLE_AREA},
+                                          {767, 1023, 448, 597, SD_RESAMPLE_AREA},
+                                          {400, 300, 597, 448, SD_RESAMPLE_LANCZOS},
+                                          {333, 251, 576, 432, SD_RESAMPLE_BICUBIC},
+                                          {1024, 768, 512, 384, SD_RESAMPLE_AREA}};
+            sw = big[it][0], sh = big[it][1], dw = big[it][2], dh = big[it][3];
+            filter = big[it][4];
+            c = it == 2 ? 4 : 3;
+        } else {
+            sw = 1 + (int)(lcg(&seed) % 260), sh = 1 + (int)(lcg(&seed) % 200);
+            filter = (int)(lcg(&seed) % (SD_RESAMPLE_AREA + 1));
+            if (filter == SD_RESAMPLE_AREA) {
+                dw = 1 + (int)(lcg(&seed) % (unsigned)sw), dh = 1 + (int)(lcg(&seed) % (unsigned)sh);
+                if (it % 7 == 0 && sw >= 4 && sh >= 4) { /* integer ratios */
+                    int k = 2 + (int)(lcg(&seed) % 3);
+                    dw = sw / k > 0 ? sw / k : 1, dh = sh / k > 0 ? sh / k : 1;
+                    sw = dw * k, sh = dh * k;
+                }
+            } else {
+                dw = 1 + (int)(lcg(&seed) % 400), dh = 1 + (int)(lcg(&seed) % 300);
+                if (it % 5 == 0) {
+                    use_box = 1;
+                    box[0] = (float)(lcg(&seed) % (unsigned)sw) * 0.5f;
+                    box[1] = (float)(lcg(&seed) % (unsigned)sh) * 0.5f;
+                    box[2] = box[0] + (float)(sw - box[0]) * (float)(1 + lcg(&seed) % 4) / 4.f;
+                    box[3] = box[1] + (float)(sh - box[1]) * (float)(1 + lcg(&seed) % 4) / 4.f;
+                }
+            }
+        }
+        sd_image src;
+        T_CHECK(sd_image_alloc(&src, sw, sh, c) == SD_OK);
+        for (size_t i = 0; i < (size_t)sw * sh * c; i++) src.px[i] = (uint8_t)lcg(&seed);
+        if (c == 4)
+            for (size_t i = 3; i < (size_t)sw * sh * c; i += 4 * (1 + i % 3))
+                src.px[i] = (i / 4) % 2 ? 255 : 0;
+        sd_image ref;
+        sd_resample_set_simd(SD_RESAMPLE_SIMD_REFERENCE);
+        int rc = use_box ? sd_resample_box(&src, box, dw, dh, filter, &ref)
+                         : sd_resample(&src, dw, dh, filter, &ref);
+        T_CHECKF(rc == SD_OK, "%dx%dx%d -> %dx%d %s: %s", sw, sh, c, dw, dh,
+                 sd_resample_filter_name(filter), sd_errmsg());
+        for (int lvl = SD_RESAMPLE_SIMD_SCALAR; rc == SD_OK && lvl <= best; lvl++) {
+            sd_image out;
+            sd_resample_set_simd(lvl);
+            T_CHECK(sd_resample_simd() == lvl);
+            int rc2 = use_box ? sd_resample_box(&src, box, dw, dh, filter, &out)
+                              : sd_resample(&src, dw, dh, filter, &out);
+            T_CHECK(rc2 == SD_OK);
+            if (rc2 != SD_OK) continue;
+            size_t nb = (size_t)dw * dh * c;
+            int same = !memcmp(out.px, ref.px, nb);
+            T_CHECKF(same, "level %d: %dx%dx%d -> %dx%d %s%s differs from the reference", lvl,
+                     sw, sh, c, dw, dh, sd_resample_filter_name(filter), use_box ? " (box)" : "");
+            nbad += !same;
+            sd_image_free(&out);
+        }
+        if (rc == SD_OK) sd_image_free(&ref);
+        sd_image_free(&src);
+        ncase++;
+    }
+    sd_resample_set_simd(-1);
+    printf("# %d random/bucket cases x levels 1..%d vs reference: %d differ\n", ncase, best, nbad);
+    /* forcing clamps to the CPU and -1 restores automatic choice */
+    T_EQ_INT(sd_resample_set_simd(99), -1);
+    T_CHECK(sd_resample_simd() == best);
+    T_EQ_INT(sd_resample_set_simd(-1), best);
+}
+
+/* RGBA un-premultiplication (255 * c / a truncated) for every (value, alpha): an integer crop
+ * through sd_resample_box is PIL's RGBA -> RGBa -> RGBA round trip. */
+static void test_rgba_roundtrip(void)
+{
+    sd_image src, out;
+    T_CHECK(sd_image_alloc(&src, 257, 256, 4) == SD_OK);
+    for (int a = 0; a < 256; a++)
+        for (int v = 0; v < 257; v++) {
+            uint8_t *p = src.px + ((size_t)a * 257 + v) * 4;
+            p[0] = (uint8_t)(v > 255 ? 255 : v), p[1] = (uint8_t)(255 - p[0]), p[2] = (uint8_t)(v * 7);
+            p[3] = (uint8_t)a;
+        }
+    const float box[4] = {1, 0, 257, 256};
+    T_CHECK(sd_resample_box(&src, box, 256, 256, SD_RESAMPLE_BICUBIC, &out) == SD_OK);
+    int bad = 0;
+    for (int a = 0; a < 256; a++)
+        for (int x = 0; x < 256; x++)
+            for (int ch = 0; ch < 4; ch++) {
+                unsigned v = src.px[((size_t)a * 257 + x + 1) * 4 + ch], want = v;
+                if (ch < 3 && a != 0 && a != 255) {
+                    unsigned t = v * (unsigned)a + 128, pm = ((t >> 8) + t) >> 8;
+                    want = 255u * pm / (unsigned)a;
+                    if (want > 255) want = 255;
+                } else if (ch < 3 && a == 0) {
+                    want = 0;
+                }
+                bad += out.px[((size_t)a * 256 + x) * 4 + ch] != want;
+            }
+    T_EQ_INT(bad, 0);
+    sd_image_free(&out);
     sd_image_free(&src);
 }
 
@@ -238,32 +375,115 @@ static double now(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* Timing only (reported, not asserted): 1024x768 -> 512x384 RGB. */
+/* Timing only (reported, not asserted): RGB, one thread, best of 3, reference level vs the
+ * level in use. */
 static void test_speed(void)
 {
-    sd_image src, out;
+    sd_image src, small, out;
     make_src(&src, 1024, 768, 3);
-    int filters[] = {SD_RESAMPLE_LANCZOS, SD_RESAMPLE_BICUBIC, SD_RESAMPLE_AREA};
-    int sizes[][2] = {{512, 384}, {448, 336}};
-    for (size_t si = 0; si < 2; si++)
-        for (size_t fi = 0; fi < 3; fi++) {
-            double t0 = now();
-            int reps = 3;
-            for (int r = 0; r < reps; r++) {
-                T_CHECK(sd_resample(&src, sizes[si][0], sizes[si][1], filters[fi], &out) == SD_OK);
+    make_src(&small, 400, 300, 3);
+    struct { const sd_image *in; int w, h, f; } cs[] = {
+        {&src, 597, 448, SD_RESAMPLE_AREA},     {&src, 512, 384, SD_RESAMPLE_AREA},
+        {&small, 597, 448, SD_RESAMPLE_LANCZOS}, {&small, 597, 448, SD_RESAMPLE_BICUBIC},
+        {&src, 597, 448, SD_RESAMPLE_LANCZOS},
+    };
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    for (size_t i = 0; i < sizeof cs / sizeof *cs; i++) {
+        double best[2] = {1e9, 1e9};
+        for (int k = 0; k < 2; k++) {
+            sd_resample_set_simd(k ? -1 : SD_RESAMPLE_SIMD_REFERENCE);
+            for (int r = 0; r < 3; r++) {
+                double t0 = now();
+                T_CHECK(sd_resample(cs[i].in, cs[i].w, cs[i].h, cs[i].f, &out) == SD_OK);
+                double t = now() - t0;
+                if (t < best[k]) best[k] = t;
                 sd_image_free(&out);
             }
-            printf("# 1024x768 -> %dx%d %-8s %.2f ms (%d threads)\n", sizes[si][0], sizes[si][1],
-                   sd_resample_filter_name(filters[fi]), (now() - t0) / reps * 1e3,
-                   omp_get_max_threads());
         }
+        printf("# %dx%d -> %dx%d %-8s reference %.2f ms, level %d %.2f ms (1 thread)\n",
+               cs[i].in->w, cs[i].in->h, cs[i].w, cs[i].h, sd_resample_filter_name(cs[i].f),
+               best[0] * 1e3, sd_resample_simd(), best[1] * 1e3);
+    }
+    sd_resample_set_simd(-1);
+    omp_set_num_threads(saved);
     sd_image_free(&src);
+    sd_image_free(&small);
 }
 
-int main(void)
+static double cpu_now(void)
 {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* `test_resample --stages W H IMAGE...` (bench/bucket.sh): single-thread CPU time per image of
+ * decode (sd_image_load, RGB), resize to W x H (sd_resample_auto), centre crop + JPEG q90
+ * encode in memory; each image's best of 3, then the median over the images. Prints JSON. */
+static int stages(int argc, char **argv)
+{
+    int w = atoi(argv[2]), h = atoi(argv[3]), n = argc - 4;
+    if (w <= 0 || h <= 0 || n <= 0) {
+        fprintf(stderr, "usage: test_resample --stages W H IMAGE...\n");
+        return 2;
+    }
+    omp_set_num_threads(1);
+    double *t = calloc((size_t)n * 3, sizeof(double));
+    if (!t) return 1;
+    for (int i = 0; i < n * 3; i++) t[i] = 1e9;
+    for (int rep = 0; rep < 3; rep++)
+        for (int i = 0; i < n; i++) {
+            sd_image im, rs, cr;
+            uint8_t *data;
+            size_t len;
+            double t0 = cpu_now();
+            if (sd_image_load(argv[4 + i], SD_ALPHA_DROP, &im, NULL) < 0) {
+                fprintf(stderr, "%s\n", sd_errmsg());
+                return 1;
+            }
+            double t1 = cpu_now();
+            if (sd_resample_auto(&im, w, h, &rs) < 0) {
+                fprintf(stderr, "%s\n", sd_errmsg());
+                return 1;
+            }
+            double t2 = cpu_now();
+            int cw = w & ~63 ? w & ~63 : w, ch = h & ~63 ? h & ~63 : h;
+            if (sd_image_crop(&rs, (w - cw) / 2, (h - ch) / 2, cw, ch, &cr) < 0 ||
+                sd_image_encode_jpeg(&cr, 90, &data, &len) < 0) {
+                fprintf(stderr, "%s\n", sd_errmsg());
+                return 1;
+            }
+            double t3 = cpu_now();
+            double d[3] = {t1 - t0, t2 - t1, t3 - t2};
+            for (int k = 0; k < 3; k++)
+                if (d[k] < t[k * n + i]) t[k * n + i] = d[k];
+            free(data);
+            sd_image_free(&im);
+            sd_image_free(&rs);
+            sd_image_free(&cr);
+        }
+    for (int k = 0; k < 3; k++) qsort(t + k * n, (size_t)n, sizeof(double), cmp_double);
+    printf("{\"name\":\"bucket_stages_cpu_ms\",\"impl\":\"sd\",\"images\":%d,\"decode\":%.2f,"
+           "\"resize\":%.2f,\"encode\":%.2f,\"simd\":%d}\n",
+           n, t[n / 2] * 1e3, t[n + n / 2] * 1e3, t[2 * n + n / 2] * 1e3, sd_resample_simd());
+    free(t);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && !strcmp(argv[1], "--stages")) return stages(argc, argv);
     T_RUN(test_golden);
     T_RUN(test_threads);
+    T_RUN(test_simd_levels);
+    T_RUN(test_rgba_roundtrip);
     T_RUN(test_identity_and_auto);
     T_RUN(test_errors);
     T_RUN(test_crop_flip);
