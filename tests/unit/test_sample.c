@@ -29,6 +29,7 @@
 #include "io/png_text.h"
 #include "io/safetensors.h"
 #include "models/sd_model.h"
+#include "tensor/device.h"
 #include "train/lora_file.h"
 #include "train/lora_network.h"
 #include "test.h"
@@ -655,8 +656,10 @@ static void test_cuda_parity(void)
 {
     if (!have_model) { T_SKIP("cuda_parity", "no model"); return; }
     sd_ctx gctx, cctx;
-    if (sd_ctx_init(&gctx, SD_DEV_CUDA, 0, (size_t)1 << 30)) {
-        T_SKIP("cuda_parity", "no CUDA build or device");
+    if (sd_device_init(0) || sd_ctx_init(&gctx, SD_DEV_CUDA, 0, (size_t)1 << 30)) {
+        char why[300];
+        snprintf(why, sizeof why, "no CUDA build or device (%s)", sd_errmsg());
+        T_SKIP("cuda_parity", why);
         return;
     }
     sd_model G;
@@ -712,6 +715,7 @@ static void test_cuda_parity(void)
     }
     sd_model_close(&G);
     sd_ctx_free(&gctx);
+    sd_device_shutdown();
 }
 
 static int count_cb(void *user, const sd_sample_prompt *p, int index, const sd_image *im, const char *path)
