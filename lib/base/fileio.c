@@ -5,6 +5,8 @@
  * SD_EIO, an over-long file SD_ERANGE; the message is always "path: strerror(errno)". */
 #include "base/fileio.h"
 
+#include <stdatomic.h>
+
 #include "base/error.h"
 
 #include <errno.h>
@@ -136,6 +138,11 @@ int sd_atomic_open(sd_atomic_file *af, const char *path)
     return SD_OK;
 }
 
+static _Atomic int durable = 1;
+
+void sd_fileio_set_durable(int on) { durable = on != 0; }
+int sd_fileio_durable(void) { return durable; }
+
 int sd_atomic_commit(sd_atomic_file *af)
 {
     if (!af->fp || !af->tmp || !af->path)
@@ -144,7 +151,7 @@ int sd_atomic_commit(sd_atomic_file *af)
     if (ferror(af->fp)) {
         errno = EIO;
         rc = sys_err(af->path);
-    } else if (fflush(af->fp) != 0 || fsync(fileno(af->fp)) != 0) {
+    } else if (fflush(af->fp) != 0 || (durable && fsync(fileno(af->fp)) != 0)) {
         rc = sys_err(af->path);
     }
     int e = errno;
@@ -161,7 +168,7 @@ int sd_atomic_commit(sd_atomic_file *af)
     const char *base;
     rc = split_path(af->path, &dir, &base);
     if (rc == SD_OK) {
-        rc = fsync_dir(dir);
+        if (durable) rc = fsync_dir(dir);
         free(dir);
     }
     af_clear(af);
@@ -290,4 +297,13 @@ int sd_mkdirs(const char *dir)
     }
     free(p);
     return SD_OK;
+}
+
+int sd_fileio_sync_all(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return sys_err(path);
+    int rc = syncfs(fd) == 0 ? SD_OK : sys_err(path);
+    close(fd);
+    return rc;
 }

@@ -18,6 +18,14 @@ int sd_atomic_open(sd_atomic_file *af, const char *path);
 int sd_atomic_commit(sd_atomic_file *af);
 /* Close and remove the temp file; `path` is untouched. Safe to call after a failed commit. */
 void sd_atomic_abort(sd_atomic_file *af);
+/* Durability (default on): commit fsyncs the file and its directory, so a committed file
+ * survives a power loss. A tool writing thousands of files may turn it off and call
+ * sd_fileio_sync_all() once at the end: commits stay atomic (rename: a crash never leaves a half
+ * file under the final name), only the on-disk flush is batched. Process-wide. */
+void sd_fileio_set_durable(int on);
+int sd_fileio_durable(void);
+/* syncfs() of the file system holding `path` (for the end of a non-durable batch). */
+int sd_fileio_sync_all(const char *path);
 /* Write a whole buffer atomically. */
 int sd_write_file_atomic(const char *path, const void *data, size_t n);
 /* Read a whole file into a malloc'd buffer (NUL-terminated for convenience; *n excludes it).

@@ -213,8 +213,41 @@ static void test_mkdirs(void)
     }
 }
 
+/* Non-durable commits (batch writers): still atomic renames with the full content, no temp
+ * file left behind; sd_fileio_sync_all flushes the file system once. */
+static void test_non_durable(void)
+{
+    T_CHECK(sd_fileio_durable() == 1);
+    sd_fileio_set_durable(0);
+    T_CHECK(sd_fileio_durable() == 0);
+    char name[64];
+    for (int i = 0; i < 20; i++) {
+        snprintf(name, sizeof name, "nd_%02d.bin", i);
+        char data[32];
+        snprintf(data, sizeof data, "payload %d", i);
+        T_EQ_INT(sd_write_file_atomic(t_path(name), data, strlen(data)), SD_OK);
+        char *back = NULL;
+        size_t n = 0;
+        T_EQ_INT(sd_read_file(t_path(name), 0, &back, &n), SD_OK);
+        T_CHECK(back && n == strlen(data) && !memcmp(back, data, n));
+        free(back);
+    }
+    T_EQ_INT(sd_fileio_sync_all(t_tmpdir()), SD_OK);
+    T_CHECK(sd_fileio_sync_all("/nonexistent/dir") == SD_ENOTFOUND);
+    sd_fileio_set_durable(1);
+    /* no temp files left */
+    int temps = 0;
+    DIR *d = opendir(t_tmpdir());
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (strstr(e->d_name, ".tmp.")) temps++;
+    if (d) closedir(d);
+    T_EQ_INT(temps, 0);
+}
+
 int main(void)
 {
+    T_RUN(test_non_durable);
     T_RUN(test_atomic_write);
     T_RUN(test_atomic_stream_and_abort);
     T_RUN(test_atomic_errors);
