@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The sd-* pipeline end to end on the CPU in about a minute (make demo):
+# The sd-* pipeline end to end on the CPU in seconds (make demo):
 #   a small image set (coloured shapes with .caption sidecars, in kohya's "<repeats>_<class>" folder)
 #   and a tiny SD1-shaped model with random weights (examples/tiny_model.c), then
 #   sd-merge-meta → sd-bucket → sd-encode-latents → sd-train (LoRA),
@@ -16,6 +16,8 @@ work=${DEMO_DIR:-$build/demo}
 for t in sd-merge-meta sd-bucket sd-encode-latents sd-train; do
   [ -x "$bin/$t" ] || { echo "demo: $bin/$t is not built (make BUILD=... all)" >&2; exit 1; }
 done
+# the tiny model's products are small: one thread is fastest (and the results do not depend on it)
+export SD_THREADS=${SD_THREADS:-1}
 rm -rf "$work"; mkdir -p "$work/data/5_sks"
 cd "$work"
 echo "== building the tiny-model generator"
