@@ -89,6 +89,12 @@ T --output_dir r2 --max_train_steps 12 --resume r1/at-step00000004-state 2> r2.e
 cmp -s r1/last.safetensors r2/last.safetensors && ok train_resume_same_bytes || nok train_resume_same_bytes "$(tail -3 r2.err)"
 T --output_dir r3 --max_train_steps 12 --resume r1/at-step00000008-state --threads 2 2> /dev/null
 cmp -s r1/last.safetensors r3/last.safetensors && ok train_resume_epoch2_same_bytes || nok train_resume_epoch2_same_bytes
+T --output_dir r5 --max_train_steps 7 --gradient_accumulation_steps 2 --save_every_n_steps 2 --save_state \
+  --network_dropout 0.1 --gradient_checkpointing 2> /dev/null
+T --output_dir r6 --max_train_steps 7 --gradient_accumulation_steps 2 --network_dropout 0.1 --gradient_checkpointing \
+  --resume r5/at-step00000004-state 2> /dev/null
+cmp -s r5/last.safetensors r6/last.safetensors && ok train_resume_accum_dropout_same_bytes ||
+  nok train_resume_accum_dropout_same_bytes
 T --output_dir r4 --max_train_steps 12 --network_dim 8 --resume r1/at-step00000004-state 2> r4.err; rc=$?
 [ $rc = 1 ] && grep -q 'cannot resume' r4.err && ok train_resume_mismatch || nok train_resume_mismatch "rc $rc $(cat r4.err)"
 
