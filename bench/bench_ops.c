@@ -300,7 +300,11 @@ int main(void)
     bench_conv("conv3x3_1280_16x16", 1280, 1280, 16, 3, 1);
     bench_conv("conv3x3_s2_320_64x64", 320, 320, 64, 3, 2);
     bench_conv("conv1x1_640to320_64x64", 640, 320, 64, 1, 1);
+    bench_attn("attn_self_4096_8x16", 1, 8, 4096, 4096, 16);
+    bench_attn("attn_self_4096_8x32", 1, 8, 4096, 4096, 32);
     bench_attn("attn_self_4096_8x40", 1, 8, 4096, 4096, 40);
+    bench_attn("attn_self_4096_8x64", 1, 8, 4096, 4096, 64);
+    bench_attn("attn_cross_4096x77_8x16", 1, 8, 4096, 77, 16);
     bench_attn("attn_cross_4096x77_8x40", 1, 8, 4096, 77, 40);
     bench_attn("attn_self_1024_8x80", 1, 8, 1024, 1024, 80);
     bench_linear("linear_4096x320to1280", 4096, 320, 1280);

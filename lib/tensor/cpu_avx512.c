@@ -161,22 +161,22 @@ static inline __attribute__((always_inline)) void NAME(int64_t kk, float alpha, 
     __mmask16 last)                                                                                \
 {                                                                                                  \
     __m512 acc[R][V];                                                                              \
-    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                                            \
-        _Pragma("GCC unroll 8") for (int v = 0; v < V; v++) acc[r][v] = _mm512_setzero_ps();       \
+    _Pragma("GCC unroll 24") for (int r = 0; r < R; r++)                                            \
+        _Pragma("GCC unroll 24") for (int v = 0; v < V; v++) acc[r][v] = _mm512_setzero_ps();       \
     for (int64_t j = 0; j < kk; j++) {                                                             \
         __m512 bv[V];                                                                              \
-        _Pragma("GCC unroll 8") for (int v = 0; v < V; v++)                                        \
+        _Pragma("GCC unroll 24") for (int v = 0; v < V; v++)                                        \
             bv[v] = v == V - 1 ? _mm512_maskz_loadu_ps(last, b + j * ldb + 16 * v)                 \
                                : _mm512_loadu_ps(b + j * ldb + 16 * v);                            \
-        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {                                      \
+        _Pragma("GCC unroll 24") for (int r = 0; r < R; r++) {                                      \
             __m512 av = _mm512_set1_ps(a[r * sai + j * saj]);                                      \
-            _Pragma("GCC unroll 8") for (int v = 0; v < V; v++)                                    \
+            _Pragma("GCC unroll 24") for (int v = 0; v < V; v++)                                    \
                 acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);                                 \
         }                                                                                          \
     }                                                                                              \
     __m512 al = _mm512_set1_ps(alpha);                                                             \
-    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                                            \
-        _Pragma("GCC unroll 8") for (int v = 0; v < V; v++) {                                      \
+    _Pragma("GCC unroll 24") for (int r = 0; r < R; r++)                                            \
+        _Pragma("GCC unroll 24") for (int v = 0; v < V; v++) {                                      \
             __mmask16 m = v == V - 1 ? last : (__mmask16)0xffff;                                   \
             float *cp = c + r * ldc + 16 * v;                                                      \
             __m512 x = _mm512_mul_ps(al, acc[r][v]);                                               \
@@ -187,10 +187,14 @@ static inline __attribute__((always_inline)) void NAME(int64_t kk, float alpha, 
 }
 
 /* rows of C in tiles of R, the sum over j in chunks of RW_KB (the chunk of B rows stays in L1;
- * each chunk after the first accumulates into C). */
+ * each chunk after the first accumulates into C). With sai = 1 (A read transposed: Pᵀ, dSᵀ) the R
+ * broadcasts sit at constant offsets; with another sai each row needs its offset in a register,
+ * so those tiles have at most RG rows (more would spill the offsets to the stack and double the
+ * loads per FMA). The sum over j is in the same order either way. */
 #define RW_KB 128
-#define RW_PAIR(V, R)                                                                               \
+#define RW_PAIR(V, R, RG)                                                                           \
     RW_TILE(rw_##V##_main, R, V)                                                                   \
+    RW_TILE(rw_##V##_gen, RG, V)                                                                   \
     RW_TILE(rw_##V##_one, 1, V)                                                                    \
     static void rw_##V(int64_t m, int64_t kk, float alpha, const float *a, int64_t sai, int64_t saj, \
                        const float *b, int64_t ldb, float beta, float *c, int64_t ldc, __mmask16 last) \
@@ -200,22 +204,26 @@ static inline __attribute__((always_inline)) void NAME(int64_t kk, float alpha, 
             float be = j0 ? 1.0f : beta;                                                           \
             const float *aj = a + j0 * saj, *bj = b + j0 * ldb;                                    \
             int64_t i = 0;                                                                         \
-            for (; i + R <= m; i += R)                                                             \
-                rw_##V##_main(kc, alpha, aj + i * sai, sai, saj, bj, ldb, be, c + i * ldc, ldc, last); \
+            if (sai == 1)                                                                          \
+                for (; i + R <= m; i += R)                                                         \
+                    rw_##V##_main(kc, alpha, aj + i, 1, saj, bj, ldb, be, c + i * ldc, ldc, last); \
+            else                                                                                   \
+                for (; i + RG <= m; i += RG)                                                       \
+                    rw_##V##_gen(kc, alpha, aj + i * sai, sai, saj, bj, ldb, be, c + i * ldc, ldc, last); \
             for (; i < m; i++)                                                                     \
                 rw_##V##_one(kc, alpha, aj + i * sai, sai, saj, bj, ldb, be, c + i * ldc, ldc, last); \
             if (kk <= 0) break;                                                                    \
         }                                                                                          \
     }
 
-RW_PAIR(1, 24)
-RW_PAIR(2, 12)
-RW_PAIR(3, 8)
-RW_PAIR(4, 6)
-RW_PAIR(5, 4)
-RW_PAIR(6, 4)
-RW_PAIR(7, 3)
-RW_PAIR(8, 3)
+RW_PAIR(1, 24, 8)
+RW_PAIR(2, 12, 8)
+RW_PAIR(3, 8, 8)
+RW_PAIR(4, 6, 6)
+RW_PAIR(5, 4, 4)
+RW_PAIR(6, 4, 4)
+RW_PAIR(7, 3, 3)
+RW_PAIR(8, 3, 3)
 
 void sd_avx512_mm_rows(int64_t m, int64_t n, int64_t kk, float alpha, const float *a, int64_t sai,
                        int64_t saj, const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
