@@ -18,6 +18,7 @@
 #include "base/progress.h"
 #include "base/threads.h"
 #include "data/bucket.h"
+#include "data/bucket_record.h"
 #include "io/cmdline.h"
 #include "io/image.h"
 #include "io/jsonl.h"
@@ -84,7 +85,7 @@ typedef struct item {
     char *image;       /* source path */
     int have_size;     /* image_size known before the probe */
     int w, h;
-    int set;           /* index into the bucket-set cache, -1 = none */
+    const sd_bucket_set_entry *set; /* its bucket set, NULL = none */
     int filter;        /* -1 = the reference's automatic choice */
     int alpha;         /* keep alpha (record alpha_mask) */
     int repeats;
@@ -101,35 +102,15 @@ static void item_fail(item *it, const char *msg)
     if (!it->err) it->err = strdup(msg && *msg ? msg : "error");
 }
 
-/* Bucket-set cache: one per distinct configuration seen. */
-typedef struct { sd_bucket_cfg cfg; sd_bucket_set set; int ok; char *err; } set_entry;
-static set_entry *sets;
-static int nsets, capsets;
+/* Bucket sets, one per distinct configuration; a new one is described (and warned about as the
+ * reference does) once. */
+static sd_bucket_sets sets;
 
-static int cfg_equal(const sd_bucket_cfg *x, const sd_bucket_cfg *y)
+static const sd_bucket_set_entry *get_set(const sd_bucket_cfg *c)
 {
-    if (x->res_w != y->res_w || x->res_h != y->res_h || x->enable_bucket != y->enable_bucket) return 0;
-    if (!x->enable_bucket) return 1;
-    return x->min_reso == y->min_reso && x->max_reso == y->max_reso && x->steps == y->steps &&
-           x->no_upscale == y->no_upscale;
-}
-
-static int get_set(const sd_bucket_cfg *c)
-{
-    for (int i = 0; i < nsets; i++)
-        if (cfg_equal(&sets[i].cfg, c)) return i;
-    if (nsets == capsets) {
-        int nc = capsets ? capsets * 2 : 8;
-        set_entry *ns = realloc(sets, (size_t)nc * sizeof *ns);
-        if (!ns) return -1;
-        sets = ns;
-        capsets = nc;
-    }
-    set_entry *e = &sets[nsets];
-    memset(e, 0, sizeof *e);
-    e->cfg = *c;
-    if (sd_bucket_set_init(&e->set, c) == SD_OK) {
-        e->ok = 1;
+    int created;
+    const sd_bucket_set_entry *e = sd_bucket_sets_get(&sets, c, &created);
+    if (e && created && e->ok) {
         const sd_bucket_set *s = &e->set;
         char what[64];
         if (s->mode == SD_BUCKET_MODE_C)
@@ -137,7 +118,7 @@ static int get_set(const sd_bucket_cfg *c)
         else
             snprintf(what, sizeof what, "%s, steps %d", s->mode == SD_BUCKET_MODE_B ? "no upscale" : "buckets",
                      c->steps);
-        sd_debug("configuration %d: resolution %dx%d, %s", nsets, c->res_w, c->res_h, what);
+        sd_debug("configuration %d: resolution %dx%d, %s", e->index, c->res_w, c->res_h, what);
         if (s->mode != SD_BUCKET_MODE_C) {
             if (s->min_adjusted)
                 sd_warn("min_bucket_reso is adjusted to be multiple of bucket_reso_steps: %d -> %d",
@@ -154,53 +135,8 @@ static int get_set(const sd_bucket_cfg *c)
                 sd_warn("min_bucket_reso and max_bucket_reso are ignored if bucket_no_upscale is set, "
                         "because bucket reso is defined by image size automatically");
         }
-    } else {
-        e->err = strdup(sd_errmsg());
     }
-    return nsets++;
-}
-
-/* ---- record fields --------------------------------------------------------------------------- */
-
-/* A record's resolution: a number (square) or [w, h]; 1 when present, 0 when absent/null. */
-static int get_resolution(jv rec, int *w, int *h)
-{
-    jv v = jv_object_get(jv_copy(rec), jv_string("resolution"));
-    jv_kind k = jv_get_kind(v);
-    int rc;
-    if (k == JV_KIND_NULL || k == JV_KIND_INVALID) {
-        rc = 0;
-    } else if (k == JV_KIND_NUMBER) {
-        double d = jv_number_value(v);
-        if (d != floor(d) || d < 1 || d > 65536)
-            rc = sd_err(SD_EFORMAT, "key 'resolution': expected an integer 1..65536 or [w,h], got %g", d);
-        else {
-            *w = *h = (int)d;
-            rc = 1;
-        }
-    } else if (k == JV_KIND_ARRAY) {
-        int wh[2];
-        rc = sd_jsonl_get_ints(rec, "resolution", wh, 2);
-        if (rc == 1 && (wh[0] < 1 || wh[1] < 1 || wh[0] > 65536 || wh[1] > 65536))
-            rc = sd_err(SD_EFORMAT, "key 'resolution': sides must be 1..65536, got [%d,%d]", wh[0], wh[1]);
-        if (rc == 1) {
-            *w = wh[0];
-            *h = wh[1];
-        }
-    } else {
-        rc = sd_err(SD_EFORMAT, "key 'resolution': expected an integer or [w,h], got %s", sd_jv_kind_name(v));
-    }
-    jv_free(v);
-    return rc;
-}
-
-static int get_int_range(jv rec, const char *key, int lo, int hi, int *out)
-{
-    long long v;
-    int rc = sd_jsonl_get_int(rec, key, &v);
-    if (rc == 1 && (v < lo || v > hi)) return sd_err(SD_EFORMAT, "key '%s': %lld is out of range [%d, %d]", key, v, lo, hi);
-    if (rc == 1) *out = (int)v;
-    return rc;
+    return e;
 }
 
 /* "a/b/../c.png" under DIR with the new extension: leading '/', '.' and empty components are
@@ -462,82 +398,48 @@ static out_entry *outs_get(uint64_t key)
 static void prepare(item *it)
 {
     jv rec = it->rec;
-    const char *img;
-    int rc = sd_jsonl_get_str(rec, "image", &img);
-    if (rc == 0) {
-        item_fail(it, "key 'image': missing");
-        return;
-    }
-    if (rc < 0 || !(it->image = strdup(img))) {
-        item_fail(it, sd_errmsg());
-        return;
-    }
-    if (!*it->image) {
-        item_fail(it, "key 'image': empty path");
-        return;
-    }
+    int rc;
+    if (sd_bucket_record_image(rec, &it->image) < 0) goto bad;
     int sz[2];
     if (!a.reprobe) {
-        rc = sd_jsonl_get_size2(rec, "image_size", sz);
-        if (rc < 0) {
-            item_fail(it, sd_errmsg());
-            return;
-        }
+        if ((rc = sd_jsonl_get_size2(rec, "image_size", sz)) < 0) goto bad;
         if (rc == 1) {
             it->have_size = 1;
             it->w = sz[0];
             it->h = sz[1];
         }
     }
-    sd_bucket_cfg c = {0};
-    int have_res = 0;
+    sd_bucket_cfg def = {0}, c;
+    int have_def = 0;
     if (a.resolution.n) {
-        c.res_w = (int)a.resolution.i[0];
-        c.res_h = (int)a.resolution.i[a.resolution.n > 1 ? 1 : 0];
-        have_res = 1;
+        def.res_w = (int)a.resolution.i[0];
+        def.res_h = (int)a.resolution.i[a.resolution.n > 1 ? 1 : 0];
+        have_def = 1;
     }
-    c.enable_bucket = a.enable_bucket && !a.no_bucket;
-    c.min_reso = a.min_reso;
-    c.max_reso = a.max_reso;
-    c.steps = a.steps;
-    c.no_upscale = a.no_upscale;
-    int b;
-    if ((rc = get_resolution(rec, &c.res_w, &c.res_h)) < 0) goto bad;
-    if (rc == 1) have_res = 1;
-    if ((rc = sd_jsonl_get_bool(rec, "enable_bucket", &b)) < 0) goto bad;
-    if (rc == 1) c.enable_bucket = b;
-    if ((rc = sd_jsonl_get_bool(rec, "bucket_no_upscale", &b)) < 0) goto bad;
-    if (rc == 1) c.no_upscale = b;
-    if ((rc = get_int_range(rec, "min_bucket_reso", 0, 1 << 16, &c.min_reso)) < 0) goto bad;
-    if ((rc = get_int_range(rec, "max_bucket_reso", 1, 1 << 16, &c.max_reso)) < 0) goto bad;
-    if ((rc = get_int_range(rec, "bucket_reso_steps", 1, 4096, &c.steps)) < 0) goto bad;
+    def.enable_bucket = a.enable_bucket && !a.no_bucket;
+    def.min_reso = a.min_reso;
+    def.max_reso = a.max_reso;
+    def.steps = a.steps;
+    def.no_upscale = a.no_upscale;
+    int have_res = sd_bucket_record_cfg(rec, &def, have_def, &c);
+    if (have_res < 0) goto bad;
     it->repeats = 1;
-    if ((rc = get_int_range(rec, "num_repeats", 0, 1 << 30, &it->repeats)) < 0) goto bad;
+    if ((rc = sd_jsonl_get_int_range(rec, "num_repeats", 0, 1 << 30, &it->repeats)) < 0) goto bad;
     it->dataset = -1;
-    int ds = 0;
-    if ((rc = get_int_range(rec, "dataset", 0, 1 << 30, &ds)) < 0) goto bad;
+    int ds = 0, b;
+    if ((rc = sd_jsonl_get_int_range(rec, "dataset", 0, 1 << 30, &ds)) < 0) goto bad;
     if (rc == 1) it->dataset = ds;
     if ((rc = sd_jsonl_get_bool(rec, "alpha_mask", &b)) < 0) goto bad;
     if (rc == 1) it->alpha = b;
     it->filter = global_filter;
-    if (a.write_images) { /* the record's filter wins, like its other settings */
-        const char *in;
-        if ((rc = sd_jsonl_get_str(rec, "resize_interpolation", &in)) < 0) goto bad;
-        if (rc == 1 && sd_bucket_interp_from_name(in, &it->filter) < 0) {
-            sd_err_prefix(SD_EINVAL, "key 'resize_interpolation'");
-            goto bad;
-        }
-    }
+    /* the record's filter wins, like its other settings */
+    if (a.write_images && sd_bucket_record_filter(rec, &it->filter) < 0) goto bad;
     if (!have_res) {
         item_fail(it, "no resolution: give --resolution or a 'resolution' key");
         return;
     }
-    it->set = get_set(&c);
-    if (it->set < 0) {
-        item_fail(it, "out of memory");
-        return;
-    }
-    if (!sets[it->set].ok) item_fail(it, sets[it->set].err);
+    if (!(it->set = get_set(&c))) goto bad;
+    if (!it->set->ok) item_fail(it, it->set->err);
     return;
 bad:
     item_fail(it, sd_errmsg());
@@ -545,7 +447,7 @@ bad:
 
 static void plan(item *it, int idx, item *batch)
 {
-    if (sd_bucket_select(&sets[it->set].set, it->w, it->h, &it->plan) < 0) {
+    if (sd_bucket_select(&it->set->set, it->w, it->h, &it->plan) < 0) {
         sd_err_prefix(SD_EINVAL, "%s", it->image);
         item_fail(it, sd_errmsg());
         return;
@@ -612,9 +514,9 @@ int main(int argc, char **argv)
                 o.nunknown == 1 ? "" : "s", list, strlen(list) >= 400 ? ", ..." : "");
     }
     if (a.interpolation && sd_bucket_interp_from_name(a.interpolation, &global_filter) < 0) {
-        fprintf(stderr, "sd-bucket: option '--interpolation': %s\nTry 'sd-bucket --help'.\n", sd_errmsg());
+        sd_cmdline_usage_error("sd-bucket", "option '--interpolation': %s", sd_errmsg());
         sd_opts_free(&o);
-        return 2;
+        return SD_EXIT_USAGE;
     }
     if (sd_threads_init(a.threads) < 0) {
         sd_opts_free(&o);
@@ -669,7 +571,7 @@ int main(int argc, char **argv)
                     memset(it, 0, sizeof *it);
                     it->rec = jv_null();
                     it->line = line;
-                    it->set = -1;
+                    it->set = NULL;
                     it->dup_of = -1;
                     item_fail(it, q ? q + strlen(pre) : m);
                     continue;
@@ -683,7 +585,7 @@ int main(int argc, char **argv)
                 memset(it, 0, sizeof *it);
                 it->rec = rec;
                 it->line = line;
-                it->set = -1;
+                it->set = NULL;
                 it->dup_of = -1;
                 prepare(it);
             }
@@ -794,11 +696,7 @@ int main(int argc, char **argv)
         }
     }
     free(outs.e);
-    for (int i = 0; i < nsets; i++) {
-        sd_bucket_set_free(&sets[i].set);
-        free(sets[i].err);
-    }
-    free(sets);
+    sd_bucket_sets_free(&sets);
     free(st.all.b);
     free(st.all.ar);
     for (int i = 0; i < st.nds; i++) {

@@ -314,39 +314,7 @@ static void submit(item *it)
 
 /* ---- bucket-set cache (main thread) ---------------------------------------------------------- */
 
-typedef struct { sd_bucket_cfg cfg; sd_bucket_set set; int ok; char *err; } set_entry;
-static set_entry **sets; /* each entry allocated once: items point at their set */
-static int nsets, capsets;
-
-static int cfg_equal(const sd_bucket_cfg *x, const sd_bucket_cfg *y)
-{
-    if (x->res_w != y->res_w || x->res_h != y->res_h || x->enable_bucket != y->enable_bucket) return 0;
-    if (!x->enable_bucket) return 1;
-    return x->min_reso == y->min_reso && x->max_reso == y->max_reso && x->steps == y->steps &&
-           x->no_upscale == y->no_upscale;
-}
-
-static set_entry *get_set(const sd_bucket_cfg *c)
-{
-    for (int i = 0; i < nsets; i++)
-        if (cfg_equal(&sets[i]->cfg, c)) return sets[i];
-    if (nsets == capsets) {
-        int nc = capsets ? capsets * 2 : 16;
-        set_entry **ns = realloc(sets, (size_t)nc * sizeof *ns);
-        if (!ns) return NULL;
-        sets = ns;
-        capsets = nc;
-    }
-    set_entry *e = calloc(1, sizeof *e);
-    if (!e) return NULL;
-    sets[nsets++] = e;
-    e->cfg = *c;
-    if (sd_bucket_set_init(&e->set, c) == SD_OK)
-        e->ok = 1;
-    else
-        e->err = strdup(sd_errmsg());
-    return e;
-}
+static sd_bucket_sets sets; /* entries never move: items point at their set */
 
 /* ---- groups of prepared images (main thread) ------------------------------------------------- */
 
@@ -590,31 +558,14 @@ static int global_filter = -1;
 static void prepare(item *it)
 {
     jv rec = it->rec;
-    const char *img;
-    int rc = sd_jsonl_get_str(rec, "image", &img);
-    if (rc == 0) {
-        item_fail(it, "key 'image': missing");
-        return;
-    }
-    if (rc < 0 || !(it->image = strdup(img))) {
-        item_fail(it, sd_errmsg());
-        return;
-    }
-    if (!*it->image) {
-        item_fail(it, "key 'image': empty path");
-        return;
-    }
+    int rc;
+    if (sd_bucket_record_image(rec, &it->image) < 0) goto bad;
     int b;
     it->alpha = a.alpha;
     if ((rc = sd_jsonl_get_bool(rec, "alpha_mask", &b)) < 0) goto bad;
     if (rc == 1) it->alpha = b;
     it->filter = global_filter;
-    const char *in;
-    if ((rc = sd_jsonl_get_str(rec, "resize_interpolation", &in)) < 0) goto bad;
-    if (rc == 1 && sd_bucket_interp_from_name(in, &it->filter) < 0) {
-        sd_err_prefix(SD_EINVAL, "key 'resize_interpolation'");
-        goto bad;
-    }
+    if (sd_bucket_record_filter(rec, &it->filter) < 0) goto bad;
     if ((rc = sd_bucket_record_plan(rec, &it->plan)) < 0) goto bad;
     if (rc == 1) {
         it->have_plan = 1;
@@ -644,11 +595,8 @@ static void prepare(item *it)
         item_fail(it, "no bucket plan and no resolution: run sd-bucket first, or give --resolution");
         return;
     }
-    set_entry *e = get_set(&c);
-    if (!e) {
-        item_fail(it, "out of memory");
-        return;
-    }
+    const sd_bucket_set_entry *e = sd_bucket_sets_get(&sets, &c, NULL);
+    if (!e) goto bad;
     if (!e->ok) {
         item_fail(it, e->err);
         return;
@@ -773,9 +721,9 @@ int main(int argc, char **argv)
     if (!usage && a.interpolation && sd_bucket_interp_from_name(a.interpolation, &global_filter) < 0)
         usage = sd_errmsg();
     if (usage) {
-        fprintf(stderr, TOOL ": %s\nTry '" TOOL " --help'.\n", usage);
+        sd_cmdline_usage_error(TOOL, "%s", usage);
         sd_opts_free(&o);
-        return 2;
+        return SD_EXIT_USAGE;
     }
     if (a.kohya_names && !sd_opts_is_set(&o, &a.compress)) a.compress = 1;
     r.wopts.compress = a.compress == 1 ? SD_LATENT_STORE : SD_LATENT_ZSTD;
@@ -964,12 +912,7 @@ int main(int argc, char **argv)
     free(r.zbuf);
     if (r.scratch_cap) sd_ctx_free(&r.ctx);
     if (r.m_open) sd_model_close(&r.m);
-    for (int i = 0; i < nsets; i++) {
-        sd_bucket_set_free(&sets[i]->set);
-        free(sets[i]->err);
-        free(sets[i]);
-    }
-    free(sets);
+    sd_bucket_sets_free(&sets);
     free(q.jobs);
     free(q.ready);
     free(fifo);

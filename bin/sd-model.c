@@ -79,17 +79,7 @@ static const sd_opt table[] = {
     SD_OPT_THREADS(&a.threads),
     SD_OPT_END};
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, PROG ": ");
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\nTry '" PROG " --help'.\n");
-    return SD_EXIT_USAGE;
-}
+#define usage_error(...) sd_cmdline_usage_error(PROG, __VA_ARGS__)
 
 static int fatal(int rc)
 {

@@ -2,6 +2,8 @@
 #include "data/bucket_record.h"
 
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "base/error.h"
 #include "io/jsonl.h"
@@ -38,13 +40,24 @@ static int get_resolution(jv rec, int *w, int *h)
     return rc;
 }
 
-static int get_int_range(jv rec, const char *key, int lo, int hi, int *out)
+int sd_bucket_record_image(jv rec, char **out)
 {
-    long long v;
-    int rc = sd_jsonl_get_int(rec, key, &v);
-    if (rc == 1 && (v < lo || v > hi)) return sd_err(SD_EFORMAT, "key '%s': %lld is out of range [%d, %d]", key, v, lo, hi);
-    if (rc == 1) *out = (int)v;
-    return rc;
+    const char *img;
+    int rc = sd_jsonl_get_str(rec, "image", &img);
+    if (rc < 0) return rc;
+    if (rc == 0) return sd_err(SD_EFORMAT, "key 'image': missing");
+    if (!*img) return sd_err(SD_EFORMAT, "key 'image': empty path");
+    if (!(*out = strdup(img))) return sd_err(SD_ENOMEM, "out of memory");
+    return SD_OK;
+}
+
+int sd_bucket_record_filter(jv rec, int *filter)
+{
+    const char *name;
+    int rc = sd_jsonl_get_str(rec, "resize_interpolation", &name);
+    if (rc <= 0) return rc;
+    if ((rc = sd_bucket_interp_from_name(name, filter)) < 0) return sd_err_prefix(rc, "key 'resize_interpolation'");
+    return 1;
 }
 
 int sd_bucket_record_cfg(jv rec, const sd_bucket_cfg *def, int have_def_res, sd_bucket_cfg *out)
@@ -57,9 +70,9 @@ int sd_bucket_record_cfg(jv rec, const sd_bucket_cfg *def, int have_def_res, sd_
     if (rc == 1) c.enable_bucket = b;
     if ((rc = sd_jsonl_get_bool(rec, "bucket_no_upscale", &b)) < 0) return rc;
     if (rc == 1) c.no_upscale = b;
-    if ((rc = get_int_range(rec, "min_bucket_reso", 0, 1 << 16, &c.min_reso)) < 0) return rc;
-    if ((rc = get_int_range(rec, "max_bucket_reso", 1, 1 << 16, &c.max_reso)) < 0) return rc;
-    if ((rc = get_int_range(rec, "bucket_reso_steps", 1, 4096, &c.steps)) < 0) return rc;
+    if ((rc = sd_jsonl_get_int_range(rec, "min_bucket_reso", 0, 1 << 16, &c.min_reso)) < 0) return rc;
+    if ((rc = sd_jsonl_get_int_range(rec, "max_bucket_reso", 1, 1 << 16, &c.max_reso)) < 0) return rc;
+    if ((rc = sd_jsonl_get_int_range(rec, "bucket_reso_steps", 1, 4096, &c.steps)) < 0) return rc;
     *out = c;
     return have ? 1 : 0;
 }
@@ -101,4 +114,57 @@ int sd_bucket_record_plan(jv rec, sd_bucket_plan *p)
     p->ar_error = ar;
     for (int i = 0; i < 4; i++) p->crop_ltrb[i] = c[i];
     return 1;
+}
+
+int sd_bucket_cfg_same(const sd_bucket_cfg *x, const sd_bucket_cfg *y)
+{
+    if (x->res_w != y->res_w || x->res_h != y->res_h || x->enable_bucket != y->enable_bucket) return 0;
+    if (!x->enable_bucket) return 1;
+    return x->min_reso == y->min_reso && x->max_reso == y->max_reso && x->steps == y->steps &&
+           x->no_upscale == y->no_upscale;
+}
+
+sd_bucket_set_entry *sd_bucket_sets_get(sd_bucket_sets *s, const sd_bucket_cfg *cfg, int *created)
+{
+    if (created) *created = 0;
+    for (int i = 0; i < s->n; i++)
+        if (sd_bucket_cfg_same(&s->e[i]->cfg, cfg)) return s->e[i];
+    if (s->n == s->cap) {
+        int nc = s->cap ? s->cap * 2 : 16;
+        sd_bucket_set_entry **ne = realloc(s->e, (size_t)nc * sizeof *ne);
+        if (!ne) {
+            sd_err(SD_ENOMEM, "out of memory");
+            return NULL;
+        }
+        s->e = ne;
+        s->cap = nc;
+    }
+    sd_bucket_set_entry *e = calloc(1, sizeof *e);
+    if (!e) {
+        sd_err(SD_ENOMEM, "out of memory");
+        return NULL;
+    }
+    e->cfg = *cfg;
+    e->index = s->n;
+    if (sd_bucket_set_init(&e->set, cfg) == SD_OK) {
+        e->ok = 1;
+    } else if (!(e->err = strdup(sd_errmsg()))) {
+        free(e);
+        sd_err(SD_ENOMEM, "out of memory");
+        return NULL;
+    }
+    s->e[s->n++] = e;
+    if (created) *created = 1;
+    return e;
+}
+
+void sd_bucket_sets_free(sd_bucket_sets *s)
+{
+    for (int i = 0; i < s->n; i++) {
+        sd_bucket_set_free(&s->e[i]->set);
+        free(s->e[i]->err);
+        free(s->e[i]);
+    }
+    free(s->e);
+    *s = (sd_bucket_sets){0};
 }

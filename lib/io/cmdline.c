@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,6 +95,17 @@ int sd_cmdline_main(sd_opts *o, int argc, char **argv)
         return SD_EXIT_USAGE;
     }
     return SD_EXIT_FATAL;
+}
+
+int sd_cmdline_usage_error(const char *prog, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", prog);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry '%s --help'.\n", prog);
+    return SD_EXIT_USAGE;
 }
 
 /* ---------------------------------------------------------------- writing */

@@ -36,6 +36,10 @@ int sd_cmdline_parse(sd_opts *o, int argc, char **argv);
  * errors, 1 for other errors). */
 int sd_cmdline_main(sd_opts *o, int argc, char **argv);
 
+/* A usage error the tool finds after parsing (a missing or conflicting option): prints
+ * "prog: message" and "Try 'prog --help'." to stderr and returns SD_EXIT_USAGE. */
+int sd_cmdline_usage_error(const char *prog, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* "cfg" → "cfg.toml"; "x.toml" and "x.json" unchanged. Caller frees; NULL on ENOMEM. */
 char *sd_cmdline_config_path(const char *name);
 /* Load a config file (TOML or JSON by name, as given: no extension is added) and apply it. */

@@ -817,6 +817,15 @@ int sd_jsonl_get_int(jv rec, const char *key, long long *out)
     return 1;
 }
 
+int sd_jsonl_get_int_range(jv rec, const char *key, int lo, int hi, int *out)
+{
+    long long v;
+    int rc = sd_jsonl_get_int(rec, key, &v);
+    if (rc == 1 && (v < lo || v > hi)) return sd_err(SD_EFORMAT, "key '%s': %lld is out of range [%d, %d]", key, v, lo, hi);
+    if (rc == 1) *out = (int)v;
+    return rc;
+}
+
 int sd_jsonl_get_bool(jv rec, const char *key, int *out)
 {
     jv v = field(rec, key);

@@ -77,6 +77,8 @@ int sd_jsonl_get_str(jv rec, const char *key, const char **out);
 int sd_jsonl_get_num(jv rec, const char *key, double *out);
 /* An integral number in [-2^53, 2^53]. */
 int sd_jsonl_get_int(jv rec, const char *key, long long *out);
+/* An integer in [lo, hi]; outside it SD_EFORMAT "key 'num_repeats': -1 is out of range [0, 9]". */
+int sd_jsonl_get_int_range(jv rec, const char *key, int lo, int hi, int *out);
 int sd_jsonl_get_bool(jv rec, const char *key, int *out);
 /* An array of exactly `n` integers that fit in int. */
 int sd_jsonl_get_ints(jv rec, const char *key, int *out, int n);

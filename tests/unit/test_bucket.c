@@ -8,6 +8,7 @@
 
 #include "base/error.h"
 #include "data/bucket.h"
+#include "data/bucket_record.h"
 #include "io/resample.h"
 #include "test.h"
 
@@ -417,6 +418,38 @@ static int mkimg(int argc, char **argv)
     return rc < 0;
 }
 
+/* the per-configuration cache of the tools: equal configurations share one set, entries stay put */
+static void test_set_cache(void)
+{
+    sd_bucket_sets c = {0};
+    sd_bucket_cfg x = {.res_w = 512, .res_h = 512, .enable_bucket = 1, .min_reso = 256, .max_reso = 1024, .steps = 64};
+    sd_bucket_cfg y = x, off = x, off2 = x, bad = x;
+    y.steps = 32;
+    off.enable_bucket = 0;
+    off2.enable_bucket = 0;
+    off2.steps = 8; /* bucketing off: only the resolution counts */
+    bad.min_reso = 2048;
+    T_CHECK(sd_bucket_cfg_same(&off, &off2));
+    T_CHECK(!sd_bucket_cfg_same(&x, &y));
+    int created = -1;
+    const sd_bucket_set_entry *e0 = sd_bucket_sets_get(&c, &x, &created);
+    T_CHECK(e0 && created == 1 && e0->ok && e0->index == 0);
+    for (int i = 0; i < 40; i++) { /* grow past the first allocation */
+        sd_bucket_cfg z = x;
+        z.res_h = 512 + 8 * (i + 1);
+        T_CHECK(sd_bucket_sets_get(&c, &z, NULL) != NULL);
+    }
+    T_CHECK(sd_bucket_sets_get(&c, &x, &created) == e0 && created == 0);
+    const sd_bucket_set_entry *e1 = sd_bucket_sets_get(&c, &off, NULL);
+    T_CHECK(e1 && sd_bucket_sets_get(&c, &off2, &created) == e1 && created == 0);
+    T_CHECK(e1 && e1->ok && e1->set.mode == SD_BUCKET_MODE_C);
+    const sd_bucket_set_entry *e2 = sd_bucket_sets_get(&c, &bad, &created);
+    T_CHECK(e2 && created == 1 && !e2->ok && e2->err && *e2->err);
+    T_EQ_INT(c.n, 43);
+    sd_bucket_sets_free(&c);
+    T_EQ_INT(c.n, 0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && !strcmp(argv[1], "--mkimg")) return mkimg(argc, argv);
@@ -425,5 +458,6 @@ int main(int argc, char **argv)
     T_RUN(test_config_errors);
     T_RUN(test_apply);
     T_RUN(test_random_invariants);
+    T_RUN(test_set_cache);
     T_DONE();
 }

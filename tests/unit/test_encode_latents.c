@@ -493,6 +493,29 @@ static void test_record_plan(void)
     const char *l5 = "{\"image\":\"a.png\"}";
     T_CHECK(sd_jsonl_parse_line(l5, strlen(l5), &rec) == SD_OK);
     T_EQ_INT(sd_bucket_record_cfg(rec, &def, 0, &out), 0);
+    char *img = NULL;
+    T_EQ_INT(sd_bucket_record_image(rec, &img), SD_OK);
+    T_EQ_STR(img, "a.png");
+    free(img);
+    int filter = -7;
+    T_EQ_INT(sd_bucket_record_filter(rec, &filter), 0);
+    T_EQ_INT(filter, -7);
+    jv_free(rec);
+    const char *l6 = "{\"image\":\"\",\"resize_interpolation\":\"area\"}";
+    T_CHECK(sd_jsonl_parse_line(l6, strlen(l6), &rec) == SD_OK);
+    img = NULL;
+    T_EQ_INT(sd_bucket_record_image(rec, &img), SD_EFORMAT);
+    T_EQ_STR(sd_errmsg(), "key 'image': empty path");
+    T_CHECK(img == NULL);
+    T_EQ_INT(sd_bucket_record_filter(rec, &filter), 1);
+    T_EQ_INT(filter, SD_RESAMPLE_AREA);
+    jv_free(rec);
+    const char *l7 = "{\"resize_interpolation\":\"sinc\"}";
+    T_CHECK(sd_jsonl_parse_line(l7, strlen(l7), &rec) == SD_OK);
+    T_EQ_INT(sd_bucket_record_image(rec, &img), SD_EFORMAT);
+    T_EQ_STR(sd_errmsg(), "key 'image': missing");
+    T_CHECK(sd_bucket_record_filter(rec, &filter) < 0);
+    T_CHECK(strncmp(sd_errmsg(), "key 'resize_interpolation': ", 28) == 0);
     jv_free(rec);
 }
 

@@ -523,6 +523,14 @@ static void test_getters(void)
     T_EQ_INT(sd_jsonl_get_int(rec, "big", &i), SD_EFORMAT);
     T_EQ_INT(sd_jsonl_get_int(rec, "flag", &i), SD_EFORMAT);
     T_EQ_STR(sd_errmsg(), "key 'flag': expected an integer, got boolean");
+    int r = -1;
+    T_EQ_INT(sd_jsonl_get_int_range(rec, "w", 1, 512, &r), 1);
+    T_EQ_INT(r, 512);
+    T_EQ_INT(sd_jsonl_get_int_range(rec, "w", 0, 511, &r), SD_EFORMAT);
+    T_EQ_STR(sd_errmsg(), "key 'w': 512 is out of range [0, 511]");
+    T_EQ_INT(sd_jsonl_get_int_range(rec, "f", 0, 1, &r), SD_EFORMAT);
+    T_EQ_INT(sd_jsonl_get_int_range(rec, "missing", 0, 1, &r), 0);
+    T_EQ_INT(r, 512);
 
     int b = -1;
     T_EQ_INT(sd_jsonl_get_bool(rec, "flag", &b), 1);

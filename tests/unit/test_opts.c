@@ -747,6 +747,24 @@ static void test_main_exit_codes(void)
     char *argv_missing[] = { "sd-test", "--config_file", (char *)t_path("nothere.toml"), NULL };
     T_EQ_INT(sd_cmdline_main(&o, 3, argv_missing), SD_EXIT_FATAL);
     sd_opts_free(&o);
+    /* a tool's own usage error: two lines on stderr, exit status 2 */
+    fflush(stderr);
+    int saved = dup(2);
+    FILE *f = fopen(t_path("usage_err.txt"), "w+");
+    T_CHECK(saved >= 0 && f != NULL);
+    if (saved < 0 || !f) return;
+    dup2(fileno(f), 2);
+    int ex = sd_cmdline_usage_error("sd-test", "give --%s", "model");
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    T_EQ_INT(ex, SD_EXIT_USAGE);
+    char buf[128] = "";
+    rewind(f);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    T_EQ_STR(buf, "sd-test: give --model\nTry 'sd-test --help'.\n");
 }
 
 int main(void)
