@@ -11,6 +11,7 @@
  * only on the shape, never on the thread count. Single-threaded; callers partition the work. */
 #include "tensor/cpu_avx512.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -66,8 +67,10 @@ static inline __m512 exp512(__m512 x)
 /* ---- bcast ----------------------------------------------------------------------------------
  * Epilogues: EPI_PLAIN  C = α·acc + β·C
  *            EPI_EXP    C = exp(α·acc − row[i])                (P from the saved log-sum-exp)
- *            EPI_DS     C = P∘(acc − row[i]), P read at p      (dS from dP and Δ) */
-enum { EPI_PLAIN, EPI_EXP, EPI_DS };
+ *            EPI_DS     C = P∘(acc − row[i]), P read at p      (dS from dP and Δ)
+ *            EPI_MAX    C = α·acc, and the running maximum of each row kept as 16 lanes at
+ *                       pp + 16·i (forward scores: the row maximum without another pass) */
+enum { EPI_PLAIN, EPI_EXP, EPI_DS, EPI_MAX };
 
 #define BC_TILE(NAME, R, V)                                                                         \
 static inline __attribute__((always_inline)) void NAME(int epi, int64_t k, float alpha,            \
@@ -90,7 +93,8 @@ static inline __attribute__((always_inline)) void NAME(int epi, int64_t k, float
     }                                                                                              \
     __m512 al = _mm512_set1_ps(alpha);                                                             \
     _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {                                          \
-        __m512 rw = epi != EPI_PLAIN ? _mm512_set1_ps(row[r]) : _mm512_setzero_ps();               \
+        __m512 rw = epi == EPI_EXP || epi == EPI_DS ? _mm512_set1_ps(row[r]) : _mm512_setzero_ps(); \
+        __m512 mx = epi == EPI_MAX ? _mm512_loadu_ps(pp + 16 * r) : _mm512_setzero_ps();           \
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) {                                      \
             __mmask16 m = v == V - 1 ? last : (__mmask16)0xffff;                                   \
             float *cp = c + r * ldc + 16 * v;                                                      \
@@ -98,13 +102,17 @@ static inline __attribute__((always_inline)) void NAME(int epi, int64_t k, float
             if (epi == EPI_EXP) x = exp512(_mm512_fmsub_ps(al, acc[r][v], rw));                    \
             else if (epi == EPI_DS)                                                                \
                 x = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, pp + r * ldp + 16 * v), _mm512_sub_ps(acc[r][v], rw)); \
-            else {                                                                                 \
+            else if (epi == EPI_MAX) {                                                             \
+                x = _mm512_mul_ps(al, acc[r][v]);                                                  \
+                mx = _mm512_mask_max_ps(mx, m, mx, x);                                             \
+            } else {                                                                               \
                 x = _mm512_mul_ps(al, acc[r][v]);                                                  \
                 if (beta != 0)                                                                     \
                     x = _mm512_add_ps(x, _mm512_mul_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(m, cp))); \
             }                                                                                      \
             _mm512_mask_storeu_ps(cp, m, x);                                                       \
         }                                                                                          \
+        if (epi == EPI_MAX) _mm512_storeu_ps((float *)pp + 16 * r, mx);                           \
     }                                                                                              \
 }
 
@@ -117,20 +125,21 @@ static inline __attribute__((always_inline)) void bcast_epi(int epi, int64_t m, 
     const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc,
     const float *row, const float *p, int64_t ldp)
 {
-    /* column blocks outer: the k × 64 block of B stays in L1 while all rows pass over it */
-    int64_t n64 = n / 64 * 64, m4 = m / 4 * 4;
+    /* column blocks outer: the k × 64 block of B stays in L1 while all rows pass over it
+     * (EPI_MAX: p holds 16 lanes per row, ldp = 16, the same for every column block) */
+    int64_t n64 = n / 64 * 64, m4 = m / 4 * 4, pj = epi == EPI_MAX ? 0 : 1;
     for (int64_t j = 0; j < n64; j += 64) {
         for (int64_t i = 0; i < m4; i += 4)
-            bc_4x4(epi, k, alpha, a + i * lda, lda, b + j, ldb, beta, c + i * ldc + j, ldc, 0xffff, row + i, p + i * ldp + j, ldp);
+            bc_4x4(epi, k, alpha, a + i * lda, lda, b + j, ldb, beta, c + i * ldc + j, ldc, 0xffff, row + i, p + i * ldp + pj * j, ldp);
         for (int64_t i = m4; i < m; i++)
-            bc_1x4(epi, k, alpha, a + i * lda, lda, b + j, ldb, beta, c + i * ldc + j, ldc, 0xffff, row + i, p + i * ldp + j, ldp);
+            bc_1x4(epi, k, alpha, a + i * lda, lda, b + j, ldb, beta, c + i * ldc + j, ldc, 0xffff, row + i, p + i * ldp + pj * j, ldp);
     }
     for (int64_t j = n64; j < n; j += 16) {
         __mmask16 t = tail_mask(n - j);
         for (int64_t i = 0; i < m4; i += 4)
-            bc_4x1(epi, k, alpha, a + i * lda, lda, b + j, ldb, beta, c + i * ldc + j, ldc, t, row + i, p + i * ldp + j, ldp);
+            bc_4x1(epi, k, alpha, a + i * lda, lda, b + j, ldb, beta, c + i * ldc + j, ldc, t, row + i, p + i * ldp + pj * j, ldp);
         for (int64_t i = m4; i < m; i++)
-            bc_1x1(epi, k, alpha, a + i * lda, lda, b + j, ldb, beta, c + i * ldc + j, ldc, t, row + i, p + i * ldp + j, ldp);
+            bc_1x1(epi, k, alpha, a + i * lda, lda, b + j, ldb, beta, c + i * ldc + j, ldc, t, row + i, p + i * ldp + pj * j, ldp);
     }
 }
 
@@ -145,6 +154,19 @@ void sd_avx512_mm_bcast_exp(int64_t m, int64_t n, int64_t k, float alpha, const 
                             const float *b, int64_t ldb, float *c, int64_t ldc, const float *sub)
 {
     bcast_epi(EPI_EXP, m, n, k, alpha, a, lda, b, ldb, 0, c, ldc, sub, c, ldc);
+}
+
+void sd_avx512_mm_bcast_max(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                            const float *b, int64_t ldb, float *c, int64_t ldc, float *rowmax)
+{
+    static const float zero[4];
+    float lanes[64 * 16];
+    for (int64_t i0 = 0; i0 < m; i0 += 64) {
+        int64_t mc = m - i0 < 64 ? m - i0 : 64;
+        for (int64_t i = 0; i < mc; i++) _mm512_storeu_ps(lanes + 16 * i, _mm512_set1_ps(-INFINITY));
+        bcast_epi(EPI_MAX, mc, n, k, alpha, a + i0 * lda, lda, b, ldb, 0, c + i0 * ldc, ldc, zero, lanes, 16);
+        for (int64_t i = 0; i < mc; i++) rowmax[i0 + i] = _mm512_reduce_max_ps(_mm512_loadu_ps(lanes + 16 * i));
+    }
 }
 
 void sd_avx512_mm_bcast_ds(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
@@ -264,6 +286,12 @@ void sd_avx512_mm_bcast_exp(int64_t m, int64_t n, int64_t k, float alpha, const 
                             const float *b, int64_t ldb, float *c, int64_t ldc, const float *sub)
 {
     (void)m; (void)n; (void)k; (void)alpha; (void)a; (void)lda; (void)b; (void)ldb; (void)c; (void)ldc; (void)sub;
+}
+
+void sd_avx512_mm_bcast_max(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                            const float *b, int64_t ldb, float *c, int64_t ldc, float *rowmax)
+{
+    (void)m; (void)n; (void)k; (void)alpha; (void)a; (void)lda; (void)b; (void)ldb; (void)c; (void)ldc; (void)rowmax;
 }
 
 void sd_avx512_mm_bcast_ds(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,

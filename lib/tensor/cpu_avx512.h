@@ -15,6 +15,9 @@ void sd_avx512_mm_bcast(int64_t m, int64_t n, int64_t k, float alpha, const floa
 /* C = exp(alpha·A·B − sub[i]) (rows i): attention probabilities from the saved log-sum-exp. */
 void sd_avx512_mm_bcast_exp(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                             const float *b, int64_t ldb, float *c, int64_t ldc, const float *sub);
+/* C = alpha·A·B and rowmax[i] = max_j C[i,j] (forward scores; n ≥ 1). */
+void sd_avx512_mm_bcast_max(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                            const float *b, int64_t ldb, float *c, int64_t ldc, float *rowmax);
 /* C = P∘(A·B − delta[i]), P [m×n] at p (row stride ldp): attention dS from dO·Vᵀ. C may not alias P. */
 void sd_avx512_mm_bcast_ds(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
                            int64_t ldb, float *c, int64_t ldc, const float *delta, const float *p, int64_t ldp);
