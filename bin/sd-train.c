@@ -43,6 +43,7 @@ static void on_signal(int sig)
 #define G_DATA "Data and captions"
 #define G_OBJ "Objective"
 #define G_OUT "Output"
+#define G_SAMPLE "Sample images during training"
 #define G_LOG "Logging"
 
 static const sd_opt table[] = {
@@ -261,6 +262,18 @@ static const sd_opt table[] = {
     {.name = "metadata_license", .type = SD_OPT_STRING, .dest = &c.metadata_license, .group = G_OUT,
      .help = "modelspec.license"},
     {.name = "metadata_tags", .type = SD_OPT_STRING, .dest = &c.metadata_tags, .group = G_OUT, .help = "modelspec.tags"},
+    /* sample images */
+    {.name = "sample_prompts", .type = SD_OPT_STRING, .dest = &c.sample_prompts, .metavar = "FILE", .group = G_SAMPLE,
+     .help = "prompts (.txt lines with --n --w --h --d --s --l --ss, .toml or .json); images go to OUTPUT_DIR/sample/"},
+    {.name = "sample_every_n_steps", .type = SD_OPT_INT, .dest = &c.sample_every_n_steps, SD_OPT_ATLEAST(0),
+     .metavar = "N", .group = G_SAMPLE, .help = "sample after every N-th optimizer step"},
+    {.name = "sample_every_n_epochs", .type = SD_OPT_INT, .dest = &c.sample_every_n_epochs, SD_OPT_ATLEAST(0),
+     .metavar = "N", .group = G_SAMPLE, .help = "sample at the end of every N-th epoch (--sample_every_n_steps is then ignored)"},
+    {.name = "sample_at_first", .type = SD_OPT_FLAG, .dest = &c.sample_at_first, .group = G_SAMPLE,
+     .help = "sample before the first step"},
+    {.name = "sample_sampler", .type = SD_OPT_STRING, .dest = &c.sample_sampler, .def = "ddim", .metavar = "NAME",
+     .group = G_SAMPLE, .help = "ddim, pndm, lms, euler, euler_a, heun, dpm_2, dpm_2_a, dpmsolver, dpmsolver++, dpmsingle "
+                                "(k_lms, k_euler, k_euler_a, k_dpm_2, k_dpm_2_a: the same); a prompt's --ss wins"},
     /* logging */
     {.name = "logging_dir", .type = SD_OPT_STRING, .dest = &c.logging_dir, .metavar = "DIR", .group = G_LOG,
      .help = "TensorBoard event files under DIR/<prefix><time>/network_train"},

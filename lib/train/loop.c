@@ -29,6 +29,7 @@
 #include "train/lora_file.h"
 #include "train/lora_net.h"
 #include "train/lora_network.h"
+#include "train/loop_sample.h"
 #include "train/lr_sched.h"
 #include "train/objective_step.h"
 #include "train/meta.h"
@@ -282,6 +283,7 @@ typedef struct run {
     int warned_trunc;
     sd_tensor t_x, t_t, t_ctx, t_y, t_dy, t_ids, t_hidden, t_dctx;
     sd_arena act;
+    sd_train_sampling smp;    /* sample images during training */
     /* logging */
     sd_tb_writer tb;
     int have_tb;
@@ -339,7 +341,7 @@ static int check_options(run *R)
         if (stat(c->resume, &sb) || !S_ISDIR(sb.st_mode))
             return sd_err(SD_ENOTFOUND, "--resume %s: not a state directory", c->resume);
     }
-    return SD_OK;
+    return sd_train_sampling_init(&R->smp, c);
 }
 
 static int load_models(run *R)
@@ -350,6 +352,7 @@ static int load_models(run *R)
     mo.parts = SD_MODEL_UNET | SD_MODEL_TE;
     for (size_t i = 0; i < R->d->n; i++)
         if (!R->d->s[i].latents) mo.parts |= SD_MODEL_VAE;
+    if (R->smp.on) mo.parts |= SD_MODEL_VAE;
     mo.vae = c->vae;
     mo.config = c->model_config;
     mo.v2 = c->v2;
@@ -1069,6 +1072,7 @@ static void free_run(run *R)
     sd_tensor_free(&R->t_y);
     sd_tensor_free(&R->t_t);
     sd_arena_free(&R->act);
+    sd_train_sampling_free(&R->smp);
     if (R->have_tb) sd_tb_close(&R->tb);
     if (R->jl) fclose(R->jl);
     free(R->window);
@@ -1296,6 +1300,15 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
             goto out;
         }
     }
+    rc = sd_train_sampling_attach(&R->smp, c, R->unet, R->clip, &R->model.vae, R->cfg.family, R->tok,
+                                  R->cfg.parameterization == SD_PRED_V, &R->net.rt, R->seed, R->outdir,
+                                  R->have_tb ? &R->tb : NULL);
+    if (rc) goto out;
+    /* the reference's "at first" call (samples with --sample_at_first, and on a resumed run with
+       --sample_every_n_epochs); a stop during it ends the run after the next step */
+    rc = sd_train_sampling_maybe(&R->smp, &R->ctx, 0, global_step);
+    if (rc == SD_EINTR) rc = SD_OK;
+    if (rc) goto out;
     /* ---- the loop ---- */
     double *lrs = calloc((size_t)R->groups.n, sizeof *lrs);
     const char **lrn = calloc((size_t)R->groups.n, sizeof *lrn);
@@ -1403,6 +1416,9 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
             }
             int64_t next_epoch = i + 1 == nb ? epoch + 1 : epoch, next_i = i + 1 == nb ? 0 : i + 1;
             done = global_step >= R->max_steps;
+            rc = sd_train_sampling_maybe(&R->smp, &R->ctx, SD_SAMPLE_NO_EPOCH, global_step);
+            if (rc == SD_EINTR) rc = SD_OK;   /* the stop below writes the state */
+            if (rc) break;
             if (c->save_every_n_steps > 0 && sd_should_save_step(global_step, c->save_every_n_steps) && !done) {
                 rc = save_checkpoint(R, SD_SAVE_STEP, global_step, global_step, epoch + 1, next_epoch, next_i, c->save_state);
                 if (rc) break;
@@ -1435,6 +1451,9 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
             rc = save_checkpoint(R, SD_SAVE_EPOCH, epoch + 1, global_step, epoch + 1, epoch + 1, 0, c->save_state);
             if (rc) break;
         }
+        rc = sd_train_sampling_maybe(&R->smp, &R->ctx, (int)epoch + 1, global_step);
+        if (rc == SD_EINTR) rc = SD_OK;
+        if (rc) break;
     }
     sd_progress_end(&pb);
     free(lrs);

@@ -9,7 +9,8 @@
  * CLIP text encoder (frozen unless text-encoder LoRA modules train); noise, timesteps, offsets,
  * input perturbation (diffusion/objective.h); UNet forward with the LoRA modules attached, loss,
  * per-sample weights, gradient, backward through the UNet (and the text encoder); on sync steps
- * gradient clipping, AdamW, the LR scheduler. Every random number comes from Philox streams keyed
+ * gradient clipping, AdamW, the LR scheduler; sample images before training, after optimizer steps and
+ * at epoch ends as requested (train/loop_sample.h). Every random number comes from Philox streams keyed
  * by (seed, micro step, sample, purpose), the micro step being epoch × batches_per_epoch + batch
  * index, so runs are reproducible, independent of the thread count, and resumable exactly. */
 #ifndef SD_TRAIN_LOOP_H
@@ -100,6 +101,12 @@ typedef struct sd_train_config {
     const char *training_comment;
     const char *metadata_title, *metadata_author, *metadata_description, *metadata_license, *metadata_tags;
     int reso_w, reso_h;                /* --resolution (metadata only when records carry buckets) */
+    /* sample images during training (§6.13; train/loop_sample.h) */
+    const char *sample_prompts;        /* prompt file (.txt/.toml/.json) */
+    int sample_every_n_steps;          /* 0 = None */
+    int sample_every_n_epochs;         /* 0 = None; when set, sample_every_n_steps is ignored */
+    int sample_at_first;
+    const char *sample_sampler;        /* NULL = "ddim" */
     /* logging */
     const char *logging_dir, *log_prefix, *log_tracker_name, *log_jsonl;
     const char *options_json;          /* snapshot of the options for the state (JSON object) */

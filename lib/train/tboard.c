@@ -107,6 +107,60 @@ size_t sd_tb_encode_scalar_event(uint8_t *buf, size_t cap, double wall_time, int
     return w.over ? 0 : w.n;
 }
 
+static size_t varint_len(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) v >>= 7, n++;
+    return n;
+}
+
+/* a length-delimited field's key + length prefix + payload */
+static size_t ld_len(size_t payload) { return 1 + varint_len(payload) + payload; }
+
+size_t sd_tb_image_event_size(const char *tag, size_t n)
+{
+    /* wall (9) + step (≤ 11) + summary/value/image keys and lengths (3 × ≤ 11) + three int32 fields
+       (3 × ≤ 11) + tag and image keys/lengths (2 × ≤ 11) */
+    return strlen(tag) + n + 9 + 11 + 33 + 33 + 22;
+}
+
+size_t sd_tb_encode_image_event(uint8_t *buf, size_t cap, double wall_time, int64_t step, const char *tag,
+                                int height, int width, int colorspace, const uint8_t *png, size_t n)
+{
+    size_t tl = strlen(tag);
+    if (tl > 4096 || height <= 0 || width <= 0 || colorspace <= 0) return 0;
+    size_t ilen = 1 + varint_len((uint64_t)height) + 1 + varint_len((uint64_t)width) + 1 +
+                  varint_len((uint64_t)colorspace) + ld_len(n);           /* Image */
+    size_t vlen = ld_len(tl) + ld_len(ilen);                             /* Value = tag (1) + image (4) */
+    size_t slen = ld_len(vlen);                                          /* Summary = value (1) */
+    pb w = { buf, 0, cap, 0 };
+    pb_double(&w, 1, wall_time);
+    if (step != 0) {
+        pb_varint(&w, 2 << 3 | 0);
+        pb_varint(&w, (uint64_t)step);
+    }
+    pb_varint(&w, 5 << 3 | 2);
+    pb_varint(&w, slen);
+    pb_varint(&w, 1 << 3 | 2);
+    pb_varint(&w, vlen);
+    pb_varint(&w, 1 << 3 | 2);
+    pb_varint(&w, tl);
+    pb_bytes(&w, tag, tl);
+    pb_varint(&w, 4 << 3 | 2);
+    pb_varint(&w, ilen);
+    pb_varint(&w, 1 << 3 | 0);
+    pb_varint(&w, (uint64_t)height);
+    pb_varint(&w, 2 << 3 | 0);
+    pb_varint(&w, (uint64_t)width);
+    pb_varint(&w, 3 << 3 | 0);
+    pb_varint(&w, (uint64_t)colorspace);
+    pb_varint(&w, 4 << 3 | 2);
+    pb_varint(&w, n);
+    if (w.over || w.n + n > cap) return 0;
+    memcpy(buf + w.n, png, n);
+    return w.n + n;
+}
+
 size_t sd_tb_frame(uint8_t *out, size_t cap, const uint8_t *data, size_t n)
 {
     if (cap < n + 16) return 0;
@@ -186,6 +240,21 @@ int sd_tb_scalar(sd_tb_writer *w, const char *tag, float value, int64_t step, do
     size_t L = sd_tb_encode_scalar_event(ev, cap, wall_time, step, tag, value);
     int rc = L ? write_record(w, ev, L) : sd_err(SD_EINVAL, "%s: tag too long", w->path);
     if (ev != stackbuf) free(ev);
+    return rc;
+}
+
+int sd_tb_image(sd_tb_writer *w, const char *tag, int64_t step, double wall_time, int height, int width,
+                int colorspace, const uint8_t *png, size_t n)
+{
+    if (!w->fp) return sd_err(SD_ESTATE, "event file is not open");
+    size_t cap = sd_tb_image_event_size(tag, n);
+    uint8_t *ev = malloc(cap);
+    if (!ev) return sd_err(SD_ENOMEM, "out of memory");
+    size_t L = sd_tb_encode_image_event(ev, cap, wall_time, step, tag, height, width, colorspace, png, n);
+    int rc = L ? write_record(w, ev, L)
+               : sd_err(SD_EINVAL, "%s: image event '%.64s' %dx%d, colorspace %d: bad tag or size", w->path, tag, width,
+                        height, colorspace);
+    free(ev);
     return rc;
 }
 

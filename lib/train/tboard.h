@@ -9,6 +9,9 @@
  * The first record is Event{wall_time, file_version: "brain.Event:2"}; then one Event per scalar
  * {wall_time, step, summary{value{tag, simple_value}}} (proto3: step 0 is omitted, like the
  * reference's writer). Every write is flushed, so `tensorboard --logdir` sees it at once.
+ * Images (SummaryWriter.add_image; sd-train's sample images): Value { tag = 1; Image image = 4 }
+ * with Image { int32 height = 1; int32 width = 2; int32 colorspace = 3 (1 grey, 2 grey+alpha,
+ * 3 RGB, 4 RGBA: the channel count); bytes encoded_image_string = 4 (PNG) }.
  *
  * Where (spec §6.15): the reference logs to logging_dir/<log_prefix><YYYYmmddHHMMSS> (local time)
  * and accelerate's tracker adds the run name ("network_train" or --log_tracker_name) below it;
@@ -18,7 +21,8 @@
  *
  * Tags the reference logs: loss/current, loss/average, loss/epoch_average (step = epoch), lr/<desc>
  * per group (lr/unet, lr/textencoder, lr/unet plus, lr/unet_block3 …), max_norm/keys_scaled,
- * max_norm/max_key_norm, norm/avg_key_norm. */
+ * max_norm/max_key_norm, norm/avg_key_norm; sample images as "sample_<prompt index>" at the global
+ * step (the key the reference logs them under with wandb; §6.13). */
 #ifndef SD_TRAIN_TBOARD_H
 #define SD_TRAIN_TBOARD_H
 
@@ -38,6 +42,12 @@ uint32_t sd_tb_masked_crc(const void *data, size_t n);
 size_t sd_tb_encode_version_event(uint8_t *buf, size_t cap, double wall_time);
 size_t sd_tb_encode_scalar_event(uint8_t *buf, size_t cap, double wall_time, int64_t step,
                                  const char *tag, float value);
+/* Image event {wall_time, step, summary{value{tag, image{height, width, colorspace, png}}}}.
+ * Returns the byte count, or 0 when cap is too small (sd_tb_image_event_size bytes are enough),
+ * the tag is longer than 4096 bytes, or a dimension/colorspace is not positive. */
+size_t sd_tb_encode_image_event(uint8_t *buf, size_t cap, double wall_time, int64_t step, const char *tag,
+                                int height, int width, int colorspace, const uint8_t *png, size_t n);
+size_t sd_tb_image_event_size(const char *tag, size_t n);
 /* One framed record (12 + n + 4 bytes) into out (cap ≥ n + 16). Returns the record size. */
 size_t sd_tb_frame(uint8_t *out, size_t cap, const uint8_t *data, size_t n);
 
@@ -53,6 +63,9 @@ typedef struct sd_tb_writer {
 int sd_tb_open(sd_tb_writer *w, const char *dir, double wall_time);
 /* One scalar event (flushed). */
 int sd_tb_scalar(sd_tb_writer *w, const char *tag, float value, int64_t step, double wall_time);
+/* One image event (encoded image bytes, e.g. PNG; colorspace = channel count 1..4), flushed. */
+int sd_tb_image(sd_tb_writer *w, const char *tag, int64_t step, double wall_time, int height, int width,
+                int colorspace, const uint8_t *png, size_t n);
 /* Close (flushes); safe on a zeroed or already closed writer. */
 int sd_tb_close(sd_tb_writer *w);
 

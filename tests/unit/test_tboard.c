@@ -1,5 +1,6 @@
 /* lib/train/tboard: CRC-32C vectors, record framing byte for byte against hand-computed records
- * (Python struct + crcmod's crc-32c), event files decoded back with a mini protobuf reader,
+ * (Python struct + crcmod's crc-32c; the image record from a hand-written Python varint/protobuf
+ * encoder), event files decoded back with a mini protobuf reader (scalars and images),
  * JSON-lines log. (No tensorboard/tensorflow in /usr/bin/python3 to cross-check with.) */
 #include <dirent.h>
 #include <math.h>
@@ -80,6 +81,10 @@ typedef struct event {
     char tag[64];
     float value;
     int has_value;
+    int has_image;
+    int64_t height, width, colorspace;
+    uint8_t img[1024];
+    size_t img_n;
 } event;
 
 /* parse Value / Summary / Event */
@@ -99,6 +104,9 @@ static void parse_msg(rd r, event *e, int level)
         } else if (wt == 0) {
             uint64_t v = rd_varint(&r);
             if (level == 0 && field == 2) e->step = (int64_t)v;
+            if (level == 3 && field == 1) e->height = (int64_t)v;
+            if (level == 3 && field == 2) e->width = (int64_t)v;
+            if (level == 3 && field == 3) e->colorspace = (int64_t)v;
         } else if (wt == 2) {
             uint64_t L = rd_varint(&r);
             if ((uint64_t)(r.end - r.p) < L) { r.bad = 1; break; }
@@ -107,6 +115,8 @@ static void parse_msg(rd r, event *e, int level)
             else if (level == 0 && field == 5) parse_msg(sub, e, 1);
             else if (level == 1 && field == 1) parse_msg(sub, e, 2);
             else if (level == 2 && field == 1) snprintf(e->tag, sizeof e->tag, "%.*s", (int)L, (const char *)r.p);
+            else if (level == 2 && field == 4) { e->has_image = 1; parse_msg(sub, e, 3); }
+            else if (level == 3 && field == 4 && L <= sizeof e->img) { memcpy(e->img, r.p, L); e->img_n = L; }
             r.p += L;
         } else {
             r.bad = 1;
@@ -182,6 +192,60 @@ static void test_event_file(void)
     T_EQ_INT(sd_tb_scalar(&w, "x", 1, 1, 1), SD_ESTATE);
 }
 
+/* An image record byte for byte (hand-computed with Python), then a file with images decoded. */
+static const uint8_t rec_image[] = {
+    0x2f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x6d, 0x5d, 0x1d, 0x50, 0x09, 0x00, 0x00, 0x20, 0x40, 0xfc,
+    0x54, 0xd9, 0x41, 0x10, 0x0c, 0x2a, 0x22, 0x0a, 0x20, 0x0a, 0x08, 0x73, 0x61, 0x6d, 0x70, 0x6c, 0x65, 0x5f,
+    0x30, 0x22, 0x14, 0x08, 0x02, 0x10, 0x03, 0x18, 0x03, 0x22, 0x0c, 0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a,
+    0x0a, 0x49, 0x48, 0x44, 0x52, 0x13, 0x91, 0x3c, 0x49 };
+
+static void test_image_event(void)
+{
+    static const uint8_t png[] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 'I', 'H', 'D', 'R' };
+    uint8_t ev[256], rec[300];
+    size_t cap = sd_tb_image_event_size("sample_0", sizeof png);
+    T_CHECK(cap <= sizeof ev);
+    size_t n = sd_tb_encode_image_event(ev, cap, 1700000000.5, 12, "sample_0", 2, 3, 3, png, sizeof png);
+    T_EQ_INT(n, sizeof rec_image - 16);
+    size_t L = sd_tb_frame(rec, sizeof rec, ev, n);
+    T_EQ_INT(L, sizeof rec_image);
+    T_CHECK(L == sizeof rec_image && !memcmp(rec, rec_image, L));
+    /* refused: a buffer one byte short, bad sizes */
+    T_EQ_INT(sd_tb_encode_image_event(ev, n - 1, 1700000000.5, 12, "sample_0", 2, 3, 3, png, sizeof png), 0);
+    T_EQ_INT(sd_tb_encode_image_event(ev, cap, 1.0, 1, "s", 0, 3, 3, png, sizeof png), 0);
+    T_EQ_INT(sd_tb_encode_image_event(ev, cap, 1.0, 1, "s", 2, 3, 0, png, sizeof png), 0);
+    /* a file: a scalar, a big image (multi-byte lengths and dimensions), a step-0 image */
+    sd_tb_writer w;
+    T_EQ_INT(sd_tb_open(&w, t_path("imglogs"), 1700000000.0), 0);
+    uint8_t big[1000];
+    for (size_t i = 0; i < sizeof big; i++) big[i] = (uint8_t)(i * 7 + 1);
+    T_EQ_INT(sd_tb_scalar(&w, "loss/current", 0.5f, 3, 1700000001.0), 0);
+    T_EQ_INT(sd_tb_image(&w, "sample_1", 3, 1700000001.5, 512, 768, 3, big, sizeof big), 0);
+    T_EQ_INT(sd_tb_image(&w, "sample_0", 0, 1700000002.0, 64, 64, 4, png, sizeof png), 0);
+    T_EQ_INT(sd_tb_image(&w, "x", 1, 1.0, 64, -1, 3, png, sizeof png), SD_EINVAL);
+    char path[700];
+    snprintf(path, sizeof path, "%s", w.path);
+    T_EQ_INT(sd_tb_close(&w), 0);
+    T_EQ_INT(sd_tb_image(&w, "x", 1, 1.0, 64, 64, 3, png, sizeof png), SD_ESTATE);
+    static event evs[8];
+    T_EQ_INT(read_events(path, evs, 8), 4);
+    T_EQ_INT(evs[1].has_image, 0);
+    T_EQ_STR(evs[2].tag, "sample_1");
+    T_EQ_INT(evs[2].step, 3);
+    T_NEAR(evs[2].wall, 1700000001.5, 0);
+    T_EQ_INT(evs[2].has_image, 1);
+    T_EQ_INT(evs[2].has_value, 0);
+    T_EQ_INT(evs[2].height, 512);
+    T_EQ_INT(evs[2].width, 768);
+    T_EQ_INT(evs[2].colorspace, 3);
+    T_EQ_INT(evs[2].img_n, sizeof big);
+    T_CHECK(!memcmp(evs[2].img, big, sizeof big));
+    T_EQ_STR(evs[3].tag, "sample_0");
+    T_EQ_INT(evs[3].step, 0);
+    T_EQ_INT(evs[3].colorspace, 4);
+    T_EQ_INT(evs[3].img_n, sizeof png);
+}
+
 static void test_jsonl(void)
 {
     const char *p = t_path("train.jsonl");
@@ -236,6 +300,7 @@ int main(void)
     T_RUN(test_crc32c);
     T_RUN(test_framing);
     T_RUN(test_event_file);
+    T_RUN(test_image_event);
     T_RUN(test_jsonl);
     T_RUN(test_loss_recorder);
     T_DONE();
