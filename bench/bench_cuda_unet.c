@@ -25,7 +25,7 @@
 #include <time.h>
 
 #include "base/error.h"
-#include "models/model_config.h"
+#include "models/model_config_core.h"
 #include "models/unet.h"
 #include "tensor/device.h"
 
@@ -47,6 +47,26 @@ static int cmpd(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
+}
+
+/* A JSON string body: quotes, backslashes and control characters escaped (error messages quote). */
+static const char *json_esc(const char *s)
+{
+    static char buf[1024];
+    size_t j = 0;
+    for (; s && *s && j + 7 < sizeof buf; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') {
+            buf[j++] = '\\';
+            buf[j++] = (char)ch;
+        } else if (ch < 0x20) {
+            j += (size_t)snprintf(buf + j, sizeof buf - j, "\\u%04x", ch);
+        } else {
+            buf[j++] = (char)ch;
+        }
+    }
+    buf[j] = 0;
+    return buf;
 }
 
 static double used_mib(void)
@@ -168,7 +188,7 @@ static void timed(const char *name, int64_t batch, int (*fn)(state *), state *s,
         t[i] = now() - t0;
     }
     if (rc) {
-        printf("{\"name\":\"%s\",\"batch\":%lld,\"error\":\"%s\"}\n", name, (long long)batch, sd_errmsg());
+        printf("{\"name\":\"%s\",\"batch\":%lld,\"error\":\"%s\"}\n", name, (long long)batch, json_esc(sd_errmsg()));
         fflush(stdout);
         return;
     }
@@ -178,7 +198,7 @@ static void timed(const char *name, int64_t batch, int (*fn)(state *), state *s,
            "\"tflops\":%.2f,\"params_mib\":%.0f,\"activations_mib\":%.0f,\"scratch_peak_mib\":%.0f,"
            "\"gpu_used_mib\":%.0f,\"runs\":%d,\"device\":\"%s\"}\n",
            name, (long long)batch, med, t[0], (double)batch / med, flops / med * 1e-12, params_mib, act_mib,
-           (double)g_ctx.scratch.peak / 1048576.0, used_mib(), runs, g_dev);
+           (double)g_ctx.scratch.peak / 1048576.0, used_mib(), runs, json_esc(g_dev));
     fflush(stdout);
 }
 
@@ -206,7 +226,7 @@ static void bench_batch(sd_unet *u, int64_t b, double params_mib)
     if (!rc && want_s) rc = sd_nn_arena_init(&s.act, SD_DEV_CUDA, p.saved);
     if (rc) {
         printf("{\"name\":\"cuda_unet_sd15\",\"batch\":%lld,\"error\":\"%s\",\"activations_mib\":%.0f}\n", (long long)b,
-               sd_errmsg(), (double)p.saved / 1048576.0);
+               json_esc(sd_errmsg()), (double)p.saved / 1048576.0);
     } else {
         double f = unet_flops(u, hw, hw, seq) * (double)b;
         if (want_f) timed(n_fwd, b, run_fwd, &s, f, params_mib, 0);

@@ -29,7 +29,7 @@
 #define SD_MODELS_UNET_H
 
 #include "io/safetensors.h"
-#include "models/model_config.h"
+#include "models/model_config_core.h"
 #include "nn/nn.h"
 
 /* What a linear or conv layer belongs to, in the reference's (kohya LoRA) terms. */

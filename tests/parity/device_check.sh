@@ -6,18 +6,21 @@
 #
 # The machine may have no internet: if build dependencies (-dev packages) are missing and apt
 # cannot reach its mirrors, the full build is impossible; the script then says which ones are
-# missing and falls back to a minimal build (lib/base + lib/tensor + lib/tensor/cuda + lib/nn and
-# the optimizer, which need only gcc, nvcc and the CUDA libraries) so the GPU kernels are still
-# checked.
-# DEVICE_CHECK_MINIMAL=1 skips the full build (tests the fallback). The fallback needs no BLAS
-# package: without OpenBLAS the CPU reference kernels use tests/parity/refblas (plain loops).
+# missing and falls back to a minimal build (lib/base + lib/tensor + lib/tensor/cuda + lib/nn, the
+# optimizer and the UNet with its built-in presets, which need only gcc, nvcc and the CUDA
+# libraries) so the GPU kernels are still checked and the UNet benchmark still runs.
+# DEVICE_CHECK_MINIMAL=1 skips `make deps` and the full build (tests the fallback). The fallback
+# needs no BLAS package: without OpenBLAS the CPU reference kernels use tests/parity/refblas
+# (plain loops).
 # Tests: tests/parity/test_cuda_basic (device API) and tests/parity/test_parity_ops (every op of
 # lib/tensor/ops.h, forward and backward, CPU vs CUDA, with per-op max differences).
-# Expected time on an H100 with 16 cores: about 1-2 min build, under 1 min of tests, and (full
-# build only; DEVICE_CHECK_NO_BENCH=1 skips it) at most 4 min of UNet benchmark.
+# After the tests, bench/bench_cuda_unet (SD1.5 UNet forward and frozen-weight training step,
+# batch 1/4/16, one JSON line each) runs in either build; DEVICE_CHECK_NO_BENCH=1 skips it.
+# Expected time on an H100 with 16 cores: about 1-2 min build, under 1 min of tests and at most
+# 4 min of UNet benchmark. DEVICE_CHECK_BUILD=DIR builds there instead of build/gpu.
 set -u
 cd "$(dirname "$0")/../.."
-B=build/gpu
+B=${DEVICE_CHECK_BUILD:-build/gpu}
 JOBS=$(nproc 2>/dev/null || echo 4)
 CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
 t0=$(date +%s)
@@ -40,7 +43,9 @@ command -v pkg-config >/dev/null || missing+=("pkg-config")
 command -v bc >/dev/null || missing+=("bc (tests/run timing)")
 if [ ${#missing[@]} -gt 0 ]; then
   echo "missing: ${missing[*]}"
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && timeout 25 apt-get update -qq >/dev/null 2>&1; then
+  if [ -n "${DEVICE_CHECK_MINIMAL:-}" ]; then
+    echo "not installing (DEVICE_CHECK_MINIMAL set)"
+  elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && timeout 25 apt-get update -qq >/dev/null 2>&1; then
     echo "apt works: running make deps"
     timeout 240 make deps >/tmp/sd-deps.log 2>&1 || { echo "make deps failed:"; tail -5 /tmp/sd-deps.log; }
   else
@@ -65,10 +70,10 @@ else
     grep -E 'error|Error' /tmp/sd-build.log | head -15
     tail -5 /tmp/sd-build.log
   fi
-  say "fallback: minimal CUDA build in $B/min (base + tensor + cuda only)"
+  say "fallback: minimal CUDA build in $B/min (base, tensor, cuda, nn, optimizer, UNet)"
   SD_BUILD=$B/min
   O=$SD_BUILD/obj
-  mkdir -p "$O" "$SD_BUILD/tests/parity"
+  mkdir -p "$O" "$SD_BUILD/tests/parity" "$SD_BUILD/bench"
   CF="-std=c11 -D_GNU_SOURCE -O2 -g -fopenmp -Ilib -DSD_CUDA -I$CUDA_HOME/include -DSD_VERSION=\"0\" -DSD_SHAREDIR=\"/tmp\""
   NF="-O2 -std=c++17 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80 -Ilib -DSD_CUDA -Xcompiler -fPIC"
   # BLAS for the CPU reference kernels: OpenBLAS when its headers are there, else the plain
@@ -87,39 +92,72 @@ else
     CF="$CF -Itests/parity/refblas"
     cc $CF -O3 -march=native -c tests/parity/refblas/refblas.c -o "$O/refblas.o" && objs+=("$O/refblas.o")
   fi
-  # (-ffunction-sections + --gc-sections: the parity tests link without the loaders that lib/nn's
-  # checkpoint functions reference, e.g. safetensors/libjq, which this build leaves out)
+  # (-ffunction-sections + --gc-sections: the parity tests and the benchmark link without the
+  # loaders that lib/nn's and the UNet's checkpoint functions reference, e.g. safetensors/libjq,
+  # which this build leaves out. lib/models/model_config.c is the jq-free part of the model
+  # configuration: presets and validation; the JSON/TOML parser is model_config_parse.c.)
   CF="$CF -ffunction-sections -fdata-sections"
-  for f in lib/base/*.c lib/tensor/*.c lib/nn/*.c lib/train/optim.c lib/train/pyfmt.c; do
+  csrc=(lib/base/*.c lib/tensor/*.c lib/nn/*.c lib/train/optim.c lib/train/pyfmt.c lib/models/model_config.c
+        lib/models/unet.c)
+  cusrc=(lib/tensor/cuda/*.cu)
+  : >/tmp/sd-min.log
+  # compile in parallel, $JOBS at a time; each object's messages in OBJ.log
+  for f in "${csrc[@]}" "${cusrc[@]}"; do
     o=$O/$(echo "$f" | tr / _).o
-    if cc $CF -c "$f" -o "$o" 2>>/tmp/sd-min.log; then objs+=("$o"); else echo "  skipped $f (does not compile here)"; fi
+    rm -f "$o"
+    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n 2>/dev/null || true; done
+    case $f in
+      *.cu) ( "$CUDA_HOME/bin/nvcc" $NF -c "$f" -o "$o" >"$o.log" 2>&1 || rm -f "$o" ) & ;;
+      *) ( cc $CF -c "$f" -o "$o" >"$o.log" 2>&1 || rm -f "$o" ) & ;;
+    esac
   done
-  for f in lib/tensor/cuda/*.cu; do
+  wait
+  nwarn=0
+  for f in "${csrc[@]}" "${cusrc[@]}"; do
     o=$O/$(echo "$f" | tr / _).o
-    "$CUDA_HOME/bin/nvcc" $NF -c "$f" -o "$o" || { echo "nvcc FAILED on $f"; exit 1; }
-    objs+=("$o")
+    cat "$o.log" >>/tmp/sd-min.log
+    if [ -e "$o" ]; then
+      objs+=("$o")
+      nwarn=$((nwarn + $(grep -c 'warning' "$o.log")))
+    elif [ "${f%.cu}" = "$f" ]; then
+      echo "  skipped $f (does not compile here)"
+    else
+      echo "nvcc FAILED on $f:"; cat "$o.log"; exit 1
+    fi
   done
   rm -f "$SD_BUILD/libsd.a" && ar rcs "$SD_BUILD/libsd.a" "${objs[@]}"
+  LINK=(-Wl,--gc-sections "$SD_BUILD/libsd.a" -fopenmp -L"$CUDA_HOME/lib64" -Wl,-rpath,"$CUDA_HOME/lib64"
+        -lcublasLt -lcublas -lcudart -lstdc++ $BLAS_LIB -lm -lpthread)
   for t in tests/parity/*.c; do
     out=$SD_BUILD/tests/parity/$(basename "$t" .c)
-    cc $CF -Itests "$t" -o "$out" -Wl,--gc-sections "$SD_BUILD/libsd.a" -fopenmp -L"$CUDA_HOME/lib64" \
-      -Wl,-rpath,"$CUDA_HOME/lib64" -lcublasLt -lcublas -lcudart -lstdc++ $BLAS_LIB -lm -lpthread 2>>/tmp/sd-min.log \
-      || echo "  could not link $t without the full build"
+    cc $CF -Itests "$t" -o "$out" "${LINK[@]}" 2>>/tmp/sd-min.log || echo "  could not link $t without the full build"
   done
+  rm -f "$SD_BUILD/bench/bench_cuda_unet"
+  cc $CF bench/bench_cuda_unet.c -o "$SD_BUILD/bench/bench_cuda_unet" "${LINK[@]}" >/tmp/sd-bench-build.log 2>&1
+  echo "built into $SD_BUILD: $(ls "$SD_BUILD"/tests/parity | wc -l) parity tests," \
+    "bench_cuda_unet $([ -x "$SD_BUILD/bench/bench_cuda_unet" ] && echo yes || echo no);" \
+    "warnings in what compiled: $((nwarn + $(grep -c 'warning' /tmp/sd-bench-build.log)))"
 fi
 
 say "SD_BUILD=$SD_BUILD TESTS_FILTER=parity tests/run"
 SD_BUILD=$SD_BUILD TESTS_FILTER=parity TESTS_VERBOSE=1 TESTS_JOBS=1 tests/run
 rc=$?
 
-# Optional, after the parity results: the SD1.5 UNet on the GPU (needs the full build: the model
-# config code uses libjq). Bounded to a few minutes; its failure does not change the exit status.
-if [ $full = 1 ] && [ -z "${DEVICE_CHECK_NO_BENCH:-}" ]; then
-  say "bench_cuda_unet (SD1.5 UNet, 64x64, batch 1/4/16, fp32)"
-  if make -j"$JOBS" CUDA=1 BUILD=$B "$SD_BUILD/bench/bench_cuda_unet" >/tmp/sd-bench-build.log 2>&1; then
-    BENCH_RUNS=${BENCH_RUNS:-2} timeout 240 "$SD_BUILD/bench/bench_cuda_unet" || echo "bench_cuda_unet: exit $?"
+# Optional, after the parity results: the SD1.5 UNet on the GPU (either build; the fallback
+# linked it above). Bounded to a few minutes; its failure does not change the exit status.
+if [ -z "${DEVICE_CHECK_NO_BENCH:-}" ]; then
+  say "bench_cuda_unet (SD1.5 UNet, 64x64, batch ${BENCH_BATCHES:-1,4,16}, fp32)"
+  if [ $full = 1 ]; then
+    make -j"$JOBS" CUDA=1 BUILD=$B "$SD_BUILD/bench/bench_cuda_unet" >/tmp/sd-bench-build.log 2>&1 ||
+      rm -f "$SD_BUILD/bench/bench_cuda_unet"
+  fi
+  if [ -x "$SD_BUILD/bench/bench_cuda_unet" ]; then
+    BENCH_RUNS=${BENCH_RUNS:-2} timeout 240 "$SD_BUILD/bench/bench_cuda_unet"
+    brc=$?
+    [ $brc = 0 ] || echo "bench_cuda_unet: exit $brc$([ $brc = 124 ] && echo ' (timed out after 240 s)')"
   else
-    echo "bench_cuda_unet did not build:"; tail -5 /tmp/sd-bench-build.log
+    echo "bench_cuda_unet did not build:"; grep -E 'error|undefined' /tmp/sd-bench-build.log | head -10
+    tail -5 /tmp/sd-bench-build.log
   fi
 fi
 say "done: $([ $rc = 0 ] && echo PASS || echo FAIL), $([ $full = 1 ] && echo "full build" || echo "minimal fallback build")"
