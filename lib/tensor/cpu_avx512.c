@@ -175,6 +175,18 @@ void sd_avx512_mm_bcast_ds(int64_t m, int64_t n, int64_t k, const float *a, int6
     bcast_epi(EPI_DS, m, n, k, 1, a, lda, b, ldb, 0, c, ldc, delta, p, ldp);
 }
 
+float sd_avx512_exp_row(float *x, int64_t n, float sub)
+{
+    __m512 sv = _mm512_set1_ps(sub), acc = _mm512_setzero_ps();
+    for (int64_t j = 0; j < n; j += 16) {
+        __mmask16 m = tail_mask(n - j);
+        __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + j), sv));
+        _mm512_mask_storeu_ps(x + j, m, e);
+        acc = _mm512_mask_add_ps(acc, m, acc, e);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
 /* ---- rows ----------------------------------------------------------------------------------- */
 
 #define RW_TILE(NAME, R, V)                                                                         \
@@ -298,6 +310,12 @@ void sd_avx512_mm_bcast_ds(int64_t m, int64_t n, int64_t k, const float *a, int6
                            int64_t ldb, float *c, int64_t ldc, const float *delta, const float *p, int64_t ldp)
 {
     (void)m; (void)n; (void)k; (void)a; (void)lda; (void)b; (void)ldb; (void)c; (void)ldc; (void)delta; (void)p; (void)ldp;
+}
+
+float sd_avx512_exp_row(float *x, int64_t n, float sub)
+{
+    (void)x; (void)n; (void)sub;
+    return 0;
 }
 
 void sd_avx512_mm_rows(int64_t m, int64_t n, int64_t kk, float alpha, const float *a, int64_t sai,

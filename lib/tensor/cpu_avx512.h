@@ -18,6 +18,8 @@ void sd_avx512_mm_bcast_exp(int64_t m, int64_t n, int64_t k, float alpha, const 
 /* C = alpha·A·B and rowmax[i] = max_j C[i,j] (forward scores; n ≥ 1). */
 void sd_avx512_mm_bcast_max(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                             const float *b, int64_t ldb, float *c, int64_t ldc, float *rowmax);
+/* x[j] = exp(x[j] − sub) for j < n; returns Σ_j x[j] (16 partial sums, then a fixed-order reduction). */
+float sd_avx512_exp_row(float *x, int64_t n, float sub);
 /* C = P∘(A·B − delta[i]), P [m×n] at p (row stride ldp): attention dS from dO·Vᵀ. C may not alias P. */
 void sd_avx512_mm_bcast_ds(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
                            int64_t ldb, float *c, int64_t ldc, const float *delta, const float *p, int64_t ldp);

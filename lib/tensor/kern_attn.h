@@ -80,11 +80,10 @@ SD_KFN void KN(sd_k_att_transpose)(sd_ctx *ctx, real *dst, const real *src, int6
 }
 
 /* Scores → probabilities for a block of rows [i0, i0+nq), in place. Forward (lse_in NULL):
- * s = exp(s − max) unnormalised, writes lse and 1/rowsum (the caller scales the P·V rows); the
- * row maxima come from max_in when the score product already found them (else computed here).
+ * s = exp(s − max) unnormalised, writes lse and 1/rowsum (the caller scales the P·V rows).
  * Backward: s = exp(s − lse), normalised. Masked (causal) entries become 0. */
 SD_KVEC void KN(sd_k_attn_probs)(const sd_k_attn *a, real *s, int64_t ldt, int64_t i0, int64_t nq,
-                                 real *lse_out, real *inv_out, const real *lse_in, const real *max_in)
+                                 real *lse_out, real *inv_out, const real *lse_in)
 {
     int64_t tk = a->tk;
     for (int64_t r = 0; r < nq; r++) {
@@ -96,11 +95,8 @@ SD_KVEC void KN(sd_k_attn_probs)(const sd_k_attn *a, real *s, int64_t ldt, int64
             for (int64_t j = 0; j < lim; j++) sr[j] = R_EXP(sr[j] - l);
         } else {
             real m = sr[0];
-            if (max_in) m = max_in[r];
-            else {
 #pragma omp simd reduction(max : m)
-                for (int64_t j = 0; j < lim; j++) m = sr[j] > m ? sr[j] : m;
-            }
+            for (int64_t j = 0; j < lim; j++) m = sr[j] > m ? sr[j] : m;
             real sum = 0;
 #pragma omp simd reduction(+ : sum)
             for (int64_t j = 0; j < lim; j++) { real e = R_EXP(sr[j] - m); sr[j] = e; sum += e; }
@@ -144,17 +140,24 @@ SD_KFN int KN(sd_k_attention)(sd_ctx *ctx, const sd_k_attn *a, real *o, real *ls
         const real *qp = q + (bb * a->tq + i0) * ldq + hh * a->dk;
         const real *ktp = kt + (bb * a->h + hh) * a->dk * ldt;
         const real *vp = v + bb * a->tk * ldv + hh * a->dv;
-        const real *mx = NULL;
 #ifndef SD_KERN_F64
-        /* float with AVX-512, no mask: the row maxima in the epilogue of the score product */
+        /* float with AVX-512, no mask: the row maxima in the epilogue of the score product, then
+         * exp and row sums in one pass (the FMA exp of the backward's probabilities) */
         if (!a->causal && a->tk > 0 && sd_avx512_available()) {
             real *rmax = inv + SD_K_ATTN_BQ;
             sd_avx512_mm_bcast_max(nq, a->tk, a->dk, a->scale, qp, ldq, ktp, ldt, s, ldt, rmax);
-            mx = rmax;
+            real *lrow = lse + (bb * a->h + hh) * a->tq + i0;
+            for (int64_t r = 0; r < nq; r++) {
+                real sum = sd_avx512_exp_row(s + r * ldt, a->tk, rmax[r]);
+                inv[r] = 1 / sum;
+                lrow[r] = rmax[r] + R_LOG(sum);
+            }
         } else
 #endif
+        {
             KN(sd_k_att_bcast)(nq, a->tk, a->dk, a->scale, qp, ldq, ktp, ldt, 0, s, ldt);
-        KN(sd_k_attn_probs)(a, s, ldt, i0, nq, lse + (bb * a->h + hh) * a->tq + i0, inv, NULL, mx);
+            KN(sd_k_attn_probs)(a, s, ldt, i0, nq, lse + (bb * a->h + hh) * a->tq + i0, inv, NULL);
+        }
         real *op = o + (bb * a->tq + i0) * ldv + hh * a->dv;
         KN(sd_k_att_rows)(nq, a->dv, a->tk, 1, s, ldt, 1, vp, ldv, 0, op, ldv);
         for (int64_t r = 0; r < nq; r++)
@@ -224,7 +227,7 @@ SD_KFN int KN(sd_k_attention_bwd)(sd_ctx *ctx, const sd_k_attn *a, real *dq, rea
 #endif
             } else {
                 KN(sd_k_att_bcast)(nq, a->tk, a->dk, a->scale, qp, ldq, ktp, ldt, 0, s, ldt);
-                KN(sd_k_attn_probs)(a, s, ldt, i0, nq, NULL, NULL, lrow, NULL);
+                KN(sd_k_attn_probs)(a, s, ldt, i0, nq, NULL, NULL, lrow);
             }
             if (dvp) KN(sd_k_att_rows)(a->tk, a->dv, nq, 1, s, 1, ldt, dop, ldv, 1, dvp, lddv);
             if (!dq && !dkp) continue;
