@@ -361,6 +361,7 @@ static int load_dataset(sd_opts *o, sd_train_data *d, int *bad)
     ds_ctx x = { d, 0 };
     sd_dataset_sink sink = { .ctx = &x, .record = ds_record, .error = ds_error, .warning = ds_warning };
     rc = sd_dataset_records(&cfg, &sink);
+    if (rc >= 0) rc = sd_train_data_set_config(d, &cfg, a.dataset_config != NULL);
     sd_dataset_config_free(&cfg);
     *bad += x.bad;
     if (rc < 0) sd_error("%s", sd_errmsg());

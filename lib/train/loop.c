@@ -81,12 +81,14 @@ void sd_train_data_free(sd_train_data *d)
         free(d->s[i].latents);
         free(d->s[i].image);
         free(d->s[i].caption);
+        free(d->s[i].tags);
         free(d->s[i].mem);
         free(d->s[i].mem_flip);
     }
     free(d->s);
     for (size_t i = 0; i < d->nstrs; i++) free(d->strs[i]);
     free(d->strs);
+    if (d->has_config) jv_free(d->config);
     memset(d, 0, sizeof *d);
 }
 
@@ -129,6 +131,8 @@ int sd_train_data_add_record(sd_train_data *d, const sd_train_config *c, jv rec)
         if (v < 0 || v > 100000) return sd_err(SD_EFORMAT, "key 'dataset': %lld is out of range", v);
         s.dataset = (int)v;
     }
+    s.subset = -1;
+    if (sd_jsonl_get_int(rec, "subset", &v) == 1 && v >= 0 && v <= 100000) s.subset = (int)v;
     s.num_repeats = 1;
     int r = sd_jsonl_get_int(rec, "num_repeats", &v);
     if (r < 0) return r;
@@ -225,7 +229,8 @@ int sd_train_data_add_record(sd_train_data *d, const sd_train_config *c, jv rec)
     (void)method;
     s.latents = lat ? strdup(lat) : NULL;
     s.image = img ? strdup(img) : NULL;
-    if ((lat && !s.latents) || (img && !s.image)) goto oom;
+    s.tags = tags ? strdup(tags) : NULL;
+    if ((lat && !s.latents) || (img && !s.image) || (tags && !s.tags)) goto oom;
     if (d->n == d->cap) {
         size_t ncap = d->cap ? d->cap * 2 : 64;
         sd_train_sample *q = realloc(d->s, ncap * sizeof *q);
@@ -240,6 +245,7 @@ oom:
     free(s.caption);
     free(s.latents);
     free(s.image);
+    free(s.tags);
     return sd_err(SD_ENOMEM, "out of memory");
 }
 
@@ -650,6 +656,18 @@ static int build_metadata(run *R)
         free(vs);
         if (rc) return rc;
         v[SD_SS_NETWORK_ARGS] = sd_pyv_str(nargs_json);
+    }
+    /* --dataset_config: ss_datasets, ss_tag_frequency, ss_dataset_dirs instead of the legacy block */
+    static char *cfg_ds, *cfg_tf, *cfg_dirs;
+    free(cfg_ds), free(cfg_tf), free(cfg_dirs);
+    cfg_ds = cfg_tf = cfg_dirs = NULL;
+    if (R->d->use_dataset_config && R->d->has_config) {
+        rc = sd_train_datasets_meta(R->d, &R->plan, &cfg_ds, &cfg_tf, &cfg_dirs);
+        if (rc) return rc;
+        f->use_dataset_config = 1;
+        v[SD_SS_DATASETS] = sd_pyv_str(cfg_ds);
+        v[SD_SS_TAG_FREQUENCY_CFG] = sd_pyv_str(cfg_tf);
+        v[SD_SS_DATASET_DIRS_CFG] = sd_pyv_str(cfg_dirs);
     }
     const char *base = strrchr(c->model, '/');
     v[SD_SS_SD_MODEL_NAME] = sd_pyv_str(base ? base + 1 : c->model);

@@ -129,7 +129,8 @@ typedef struct sd_train_sample {
     char *latents;            /* latent file (sd-latent(5)) or NULL */
     char *image;              /* image path (for --cache_latents) or NULL */
     char *caption;            /* the stored caption (fine-tuning: caption + separator + tags) */
-    int dataset, is_reg, num_repeats, batch_size;
+    char *tags;               /* the record's `tags` (fine-tuning; ss_tag_frequency) or NULL */
+    int dataset, subset, is_reg, num_repeats, batch_size;   /* subset: the record's `subset` (-1: none) */
     int bucket_w, bucket_h;   /* pixels; from `bucket`, or the latent shape × 8 */
     int flip_aug;
     int has_caption_opts;
@@ -148,7 +149,9 @@ typedef struct sd_train_data {
     char **strs;              /* owned strings of the caption options */
     size_t nstrs, capstrs;
     int ndatasets;
-    int use_dataset_config;
+    int use_dataset_config;   /* --dataset_config: ss_datasets etc. instead of the legacy keys */
+    int has_config;
+    jv config;                /* sd_train_data_set_config: [{"method", "params", "subsets": [params]}] */
 } sd_train_data;
 
 void sd_train_data_init(sd_train_data *d);
@@ -164,6 +167,20 @@ int sd_train_data_add_record(sd_train_data *d, const sd_train_config *c, jv rec)
  * tags_out also ss_tag_frequency {"<folder>": {"<tag>": count, ...}} over the stored captions split
  * at commas (reg < 0: every image). Both malloc'd. */
 int sd_train_data_dirs_json(const sd_train_data *d, int reg, char **dirs_out, char **tags_out);
+
+/* Keep what the metadata needs of the resolved dataset config the records came from (each
+ * dataset's method and parameters, each subset's parameters with image_dir / metadata_file);
+ * use_dataset_config: 1 for --dataset_config (train_network.py's ss_datasets, ss_tag_frequency,
+ * ss_dataset_dirs), 0 for --train_data_dir / --in_json (the legacy keys of
+ * sd_train_data_dirs_json). */
+struct sd_dataset_config;
+int sd_train_data_set_config(sd_train_data *d, const struct sd_dataset_config *cfg, int use_dataset_config);
+
+/* The three JSON strings of a dataset-config run (meta.h sd_ss_datasets_json) from the data and
+ * its batch plan (balanced repeats per sample: bucket counts), malloc'd. */
+struct sd_batch_plan;
+int sd_train_datasets_meta(const sd_train_data *d, const struct sd_batch_plan *plan, char **datasets,
+                           char **tag_frequency, char **dataset_dirs);
 
 /* Train. SD_OK when done; SD_EINTR when stopped by *c->stop (state written, c->state_written). */
 int sd_train_run(sd_train_config *c, sd_train_data *d);

@@ -102,6 +102,48 @@ int sd_ss_metadata(const sd_ss_facts *f, int no_metadata, sd_kv *out);
  * (skipped with no_metadata, as the reference updates only the full dict then). */
 int sd_ss_metadata_at_save(sd_kv *m, double finished_at, int64_t steps, int64_t epoch, int no_metadata);
 
+/* ---- ss_datasets / ss_tag_frequency / ss_dataset_dirs (with --dataset_config) -------------------- */
+
+/* One subset as train_network.py describes it. Strings NULL → null. */
+typedef struct sd_ss_subset_meta {
+    int64_t img_count, num_repeats;
+    int color_aug, flip_aug, random_crop, shuffle_caption, enable_wildcard;
+    int64_t keep_tokens;
+    const char *keep_tokens_separator, *secondary_separator, *caption_prefix, *caption_suffix;
+    const char *resize_interpolation;
+    const char *image_dir;       /* path (its os.path.basename is written); NULL/"" → key left out */
+    const char *class_tokens;    /* DreamBooth */
+    int is_reg;                  /* DreamBooth */
+    const char *metadata_file;   /* fine-tuning: path (basename written) */
+} sd_ss_subset_meta;
+
+/* One caption of a dataset's tag frequency: set_tag_frequency(dir, [caption]) in order. */
+typedef struct sd_ss_caption_src {
+    const char *dir;             /* basename of image_dir (DreamBooth) or metadata_file (fine-tuning) */
+    const char *caption;
+} sd_ss_caption_src;
+
+typedef struct sd_ss_dataset_meta {
+    int is_dreambooth;
+    int64_t batch_size, num_train_images, num_reg_images;
+    int width, height, enable_bucket;
+    int64_t min_bucket_reso, max_bucket_reso;
+    const sd_ss_caption_src *captions;   /* tag frequency sources, in the reference's order */
+    size_t ncaptions;
+    const char *bucket_info_json;        /* json.dumps(dataset.bucket_info); NULL → null */
+    const char *resize_interpolation;
+    const sd_ss_subset_meta *subsets;
+    int nsubsets;
+} sd_ss_dataset_meta;
+
+/* The three JSON strings train_network.py writes for a dataset config (malloc'd): ss_datasets
+ * (the list of dataset dicts with their subsets), ss_tag_frequency ({dir: {tag: count}}, a dir
+ * counted once over all datasets) and ss_dataset_dirs ({dir or metadata basename [" (2)"...]:
+ * {"n_repeats", "img_count"}}, reg subsets left out). Tags are split at ',', stripped of
+ * whitespace and lower-cased (ASCII and Latin-1 letters; Python's str.lower() knows more). */
+int sd_ss_datasets_json(const sd_ss_dataset_meta *ds, int n, char **datasets, char **tag_frequency,
+                        char **dataset_dirs);
+
 /* ---- ModelSpec ------------------------------------------------------------------------------- */
 
 typedef struct sd_modelspec_args {
