@@ -154,9 +154,9 @@ static const sd_opt table[] = {
     {.name = "resolution", .type = SD_OPT_INTS, .dest = &a.resolution, .nmin = 1, .nmax = 2, SD_OPT_RANGE(64, 65536),
      .group = G_DATA, .help = "W[,H]: recorded in the metadata (buckets come from the records)"},
     {.name = "cache_latents", .type = SD_OPT_FLAG, .dest = &c.cache_latents, .group = G_DATA,
-     .help = "encode images on the fly (not implemented yet: use sd-encode-latents)"},
+     .help = "encode images without a latent file once, in memory"},
     {.name = "cache_latents_to_disk", .type = SD_OPT_FLAG, .dest = &c.cache_latents_to_disk, .group = G_DATA,
-     .help = "not implemented: write kohya caches with sd-encode-latents --kohya_names, or use --cache_latents"},
+     .help = "as --cache_latents, reusing/writing <image stem>_<W>x<H>_sd.npz beside each image"},
     {.name = "prior_loss_weight", .type = SD_OPT_DOUBLE, .dest = &c.prior_loss_weight, .def = "1.0",
      SD_OPT_ATLEAST(0), .group = G_DATA, .help = "loss weight of regularisation images"},
     {.name = "flip_aug", .type = SD_OPT_FLAG, .dest = &c.flip_aug, .group = G_DATA,
@@ -404,12 +404,7 @@ int main(int argc, char **argv)
         sd_error("--log_with %s is not supported (tensorboard is)", a.log_with);
         usage = 1;
     }
-    if (c.cache_latents_to_disk) {
-        sd_error("--cache_latents_to_disk is not implemented: write the caches with sd-encode-latents --kohya_names "
-                 "(or --out DIR) and pass the records with --data, or use --cache_latents (in memory)");
-        sd_opts_free(&o);
-        return 1;
-    }
+    if (c.cache_latents_to_disk) c.cache_latents = 1; /* implies --cache_latents, as in the reference */
     int have_ds = a.dataset_config || a.train_data_dir || a.reg_data_dir || a.in_json;
     if (have_ds && a.data) {
         sd_error("--data and --dataset_config/--train_data_dir/--in_json exclude each other");

@@ -15,7 +15,9 @@
 #include "base/log.h"
 #include "base/progress.h"
 #include "base/rng.h"
+#include "base/hash.h"
 #include "data/bucket_record.h"
+#include "data/latent_cache.h"
 #include "io/image.h"
 #include "io/jsonl.h"
 #include "io/latent.h"
@@ -406,9 +408,57 @@ static int ensure_scratch(run *R, size_t want)
     return SD_OK;
 }
 
+/* --cache_latents_to_disk: load `path` (already checked against `k`) into the sample's memory. */
+static int load_disk_cache(sd_train_sample *s, const char *path, int64_t n)
+{
+    sd_latent_file lf;
+    int rc = sd_latent_read(path, NULL, &lf);
+    if (rc) return rc;
+    if ((int64_t)lf.c * lf.h * lf.w != n || (s->flip_aug && !lf.latents_flipped)) {
+        sd_latent_free(&lf);
+        return sd_err(SD_EFORMAT, "%s: unexpected latent shape", path);
+    }
+    s->mem = malloc((size_t)n * sizeof(float));
+    if (s->flip_aug) s->mem_flip = malloc((size_t)n * sizeof(float));
+    if (!s->mem || (s->flip_aug && !s->mem_flip)) {
+        sd_latent_free(&lf);
+        return sd_err(SD_ENOMEM, "out of memory caching latents");
+    }
+    memcpy(s->mem, lf.latents, (size_t)n * sizeof(float));
+    if (s->flip_aug) memcpy(s->mem_flip, lf.latents_flipped, (size_t)n * sizeof(float));
+    sd_latent_free(&lf);
+    return SD_OK;
+}
+
+/* --cache_latents_to_disk: write the sample's latents to `path` (atomically, npz STORE form) with
+ * the sd_meta.json of `k`, the file sd-encode-latents --kohya_names would write. */
+static int write_disk_cache(const sd_train_sample *s, const char *path, const sd_latent_key *k, int64_t E)
+{
+    sd_latent_file lf;
+    memset(&lf, 0, sizeof lf);
+    lf.latents = s->mem;
+    lf.latents_flipped = s->flip_aug ? s->mem_flip : NULL;
+    lf.c = (int)E;
+    lf.h = s->plan.bucket_h / 8;
+    lf.w = s->plan.bucket_w / 8;
+    lf.original_size[0] = s->plan.image_w;
+    lf.original_size[1] = s->plan.image_h;
+    for (int i = 0; i < 4; i++) lf.crop_ltrb[i] = (int64_t)s->plan.crop_ltrb[i]; /* Python int(): truncation */
+    sd_latent_write_opts wo = { .compress = SD_LATENT_STORE };
+    int rc = sd_latent_key_meta(k, "sd-train", SD_VERSION, &lf.meta_json);
+    if (rc >= 0) rc = sd_latent_write(path, &lf, &wo);
+    free(lf.meta_json);
+    return rc < 0 ? rc : SD_OK;
+}
+
 /* --cache_latents: encode every record without a latent file once, in memory (the reference's
  * cache_latents): image → bucket plan → resize and centre trim → [-1, 1] → VAE → posterior sample
- * (Philox stream (seed, 0, 2·i + flipped, SD_RNG_LATENT)). */
+ * (Philox stream (seed, 0, 2·i + flipped, SD_RNG_LATENT)).
+ * --cache_latents_to_disk: the same per image, but first the kohya-named file beside the image
+ * (<stem>_<WWWW>x<HHHH>_sd.npz) is reused when its sd_meta.json matches the inputs (the rules of
+ * data/latent_cache.h, as sd-encode-latents --kohya_names --skip_existing); otherwise the image is
+ * encoded with the noise stream of its cache key (sd_latent_noise_ids, as sd-encode-latents) and
+ * the file written. */
 static int encode_all(run *R)
 {
     size_t todo = 0;
@@ -421,15 +471,37 @@ static int encode_all(run *R)
     if (E != R->cfg.unet.in_channels)
         return sd_err(SD_EFORMAT, "%s: VAE latents have %lld channels, the UNet takes %d", R->c->model, (long long)E,
                       R->cfg.unet.in_channels);
+    int disk = R->c->cache_latents_to_disk;
+    char vae_sha[65] = { 0 };
+    if (disk) {
+        int hrc = sd_latent_vae_hash(&R->model.vae_params, "first_stage_model", vae_sha);
+        if (hrc < 0) return hrc;
+    }
     sd_progress pb;
     sd_progress_begin(&pb, "caching latents", (int64_t)todo);
     int rc = SD_OK;
+    long reused = 0, written = 0;
     float *x = NULL, *mom = NULL, *noise = NULL;
     for (size_t i = 0; i < R->d->n && !rc; i++) {
         sd_train_sample *s = &R->d->s[i];
         if (s->latents || s->mem) continue;
         sd_image im = { 0 }, out = { 0 };
-        rc = sd_image_load(s->image, 0, &im, NULL);
+        sd_latent_key key;
+        memset(&key, 0, sizeof key);
+        char path[8192];
+        if (disk) {
+            char *buf = NULL;
+            size_t nb = 0;
+            rc = sd_read_file(s->image, (size_t)1 << 31, &buf, &nb);
+            if (rc < 0) break;
+            uint8_t dg[32];
+            sd_sha256(buf, nb, dg);
+            sd_hex(dg, 32, key.source_sha256);
+            rc = sd_image_decode(buf, nb, s->image, 0, &im, NULL);
+            free(buf);
+        } else {
+            rc = sd_image_load(s->image, 0, &im, NULL);
+        }
         if (rc) break;
         if (!s->has_plan) {
             sd_bucket_set set;
@@ -450,6 +522,42 @@ static int encode_all(run *R)
                         s->plan.image_w, s->plan.image_h);
             sd_image_free(&im);
             break;
+        }
+        if (disk) {
+            if (s->plan.bucket_w % 8 || s->plan.bucket_h % 8) {
+                rc = sd_err(SD_EINVAL, "%s: bucket %dx%d is not a multiple of the VAE's factor 8", s->image,
+                            s->plan.bucket_w, s->plan.bucket_h);
+                sd_image_free(&im);
+                break;
+            }
+            memcpy(key.vae_sha256, vae_sha, sizeof key.vae_sha256);
+            key.bucket_w = s->plan.bucket_w;
+            key.bucket_h = s->plan.bucket_h;
+            key.resized_w = s->plan.resized_w;
+            key.resized_h = s->plan.resized_h;
+            memcpy(key.crop_ltrb, s->plan.crop_ltrb, sizeof key.crop_ltrb);
+            key.filter = -1;
+            key.flip = s->flip_aug != 0;
+            key.alpha_mask = 0;
+            key.mean = 0;
+            key.seed = R->seed;
+            key.half = 0;
+            rc = sd_latent_kohya_name(path, sizeof path, s->image, s->plan.image_w, s->plan.image_h, 0);
+            if (rc < 0) {
+                sd_image_free(&im);
+                break;
+            }
+            rc = SD_OK;
+            char why[512] = "";
+            if (sd_latent_cache_check_file(path, &key, (int)E, 8, why, sizeof why)) {
+                sd_image_free(&im);
+                rc = load_disk_cache(s, path, E * (s->plan.bucket_h / 8) * (s->plan.bucket_w / 8));
+                if (rc) break;
+                reused++;
+                sd_progress_update(&pb, 1);
+                continue;
+            }
+            sd_debug("%s: encoding (%s)", path, why[0] ? why : "no cache file");
         }
         rc = sd_bucket_apply(&im, &s->plan, -1, 0, &out);
         sd_image_free(&im);
@@ -485,13 +593,23 @@ static int encode_all(run *R)
             sd_tensor zt = sd_tensor_wrap(k ? s->mem_flip : s->mem, SD_F32, 4, (int64_t[]){ 1, E, h, w });
             sd_tensor nt = sd_tensor_wrap(noise, SD_F32, 4, (int64_t[]){ 1, E, h, w });
             rc = sd_vae_encode(&R->ctx, v, &mt, &xt);
-            if (!rc) rc = sd_vae_noise(noise, (size_t)n, R->seed, 0, (uint32_t)(2 * i + (size_t)k));
+            if (!rc) {
+                uint32_t step = 0, sample = (uint32_t)(2 * i + (size_t)k);
+                if (disk) sd_latent_noise_ids(&key, k, &step, &sample);
+                rc = sd_vae_noise(noise, (size_t)n, R->seed, step, sample);
+            }
             if (!rc) rc = sd_vae_latent(&R->ctx, &zt, &mt, &nt);
         }
         sd_image_free(&out);
+        if (!rc && disk) {
+            rc = write_disk_cache(s, path, &key, E);
+            if (rc) sd_err_prefix(rc, "%s", path);
+            else written++;
+        }
         sd_progress_update(&pb, 1);
     }
     sd_progress_end(&pb);
+    if (disk && !rc) sd_info("latent caches beside the images: %ld reused, %ld written", reused, written);
     free(x);
     free(mom);
     free(noise);
