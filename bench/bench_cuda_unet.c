@@ -112,50 +112,6 @@ static int dev_tensor(sd_tensor *t, int nd, const int64_t *sh)
 }
 
 /* Matrix-product FLOPs of one forward (see bench_unet.c; same counting). */
-static double res_flops(const sd_resblock *r, double hw)
-{
-    double f = 2.0 * (double)(r->cin * r->cout) * 9 * hw + 2.0 * (double)(r->cout * r->cout) * 9 * hw;
-    if (r->has_skip) f += 2.0 * (double)(r->cin * r->cout) * hw;
-    return f + 2.0 * (double)(r->emb_dim * r->cout);
-}
-
-static double st_flops(const sd_spatial_transformer *st, double t, double s, double ctx_dim)
-{
-    double d = (double)st->inner, f = 2 * 2.0 * (double)st->c * d * t;
-    for (int i = 0; i < st->depth; i++) {
-        f += 4 * 2.0 * d * d * t + 4.0 * t * t * d;
-        f += 2 * 2.0 * d * d * t + 2 * 2.0 * ctx_dim * d * s + 4.0 * t * s * d;
-        f += 2.0 * t * d * 8 * d + 2.0 * t * 4 * d * d;
-    }
-    return f;
-}
-
-static double unet_flops(const sd_unet *u, int64_t h, int64_t w, int64_t s)
-{
-    const sd_unet_config *c = &u->cfg;
-    double f = 2.0 * (double)(c->model_channels * 4 * c->model_channels) * (1 + 4);
-    double hh = (double)h, ww = (double)w;
-    for (int i = 0; i < u->nblocks; i++) {
-        const sd_unet_block *b = &u->blocks[i];
-        double hw = hh * ww;
-        if (b->conv_in) f += 2.0 * (double)(b->conv_in->cin * b->conv_in->cout) * 9 * hw;
-        if (b->res) f += res_flops(b->res, hw);
-        if (b->res2) f += res_flops(b->res2, hw);
-        if (b->st) f += st_flops(b->st, hw, (double)s, (double)c->context_dim);
-        if (b->down) {
-            hh /= 2;
-            ww /= 2;
-            f += 2.0 * (double)(b->down->op.cin * b->down->op.cout) * 9 * hh * ww;
-        }
-        if (b->up) {
-            hh *= 2;
-            ww *= 2;
-            f += 2.0 * (double)(b->up->conv.cin * b->up->conv.cout) * 9 * hh * ww;
-        }
-    }
-    return f + 2.0 * (double)(c->model_channels * c->out_channels) * 9 * (double)(h * w);
-}
-
 typedef struct state {
     sd_unet *u;
     sd_tensor x, t, c, y, dy, dx;
@@ -228,7 +184,7 @@ static void bench_batch(sd_unet *u, int64_t b, double params_mib)
         printf("{\"name\":\"cuda_unet_sd15\",\"batch\":%lld,\"error\":\"%s\",\"activations_mib\":%.0f}\n", (long long)b,
                json_esc(sd_errmsg()), (double)p.saved / 1048576.0);
     } else {
-        double f = unet_flops(u, hw, hw, seq) * (double)b;
+        double f = sd_unet_forward_flops(u, hw, hw, seq) * (double)b;
         if (want_f) timed(n_fwd, b, run_fwd, &s, f, params_mib, 0);
         if (want_s) timed(n_step, b, run_step, &s, 2.0 * f, params_mib, (double)p.saved / 1048576.0);
     }

@@ -68,50 +68,6 @@ static void fill(sd_tensor *t, float scale, uint32_t seed)
 
 /* Forward matrix-product FLOPs of the UNet for x [1,C,H,W] and S context tokens (2 per multiply-add
  * of every conv, linear and attention product; norms and elementwise work not counted). */
-static double res_flops(const sd_resblock *r, double hw)
-{
-    double f = 2.0 * (double)(r->cin * r->cout) * 9 * hw + 2.0 * (double)(r->cout * r->cout) * 9 * hw;
-    if (r->has_skip) f += 2.0 * (double)(r->cin * r->cout) * hw;
-    return f + 2.0 * (double)(r->emb_dim * r->cout);
-}
-
-static double st_flops(const sd_spatial_transformer *st, double t, double s, double ctx_dim)
-{
-    double d = (double)st->inner, f = 2 * 2.0 * (double)st->c * d * t;
-    for (int i = 0; i < st->depth; i++) {
-        f += 4 * 2.0 * d * d * t + 4.0 * t * t * d;                       /* attn1 */
-        f += 2 * 2.0 * d * d * t + 2 * 2.0 * ctx_dim * d * s + 4.0 * t * s * d;   /* attn2 */
-        f += 2.0 * t * d * 8 * d + 2.0 * t * 4 * d * d;                    /* GEGLU feed-forward */
-    }
-    return f;
-}
-
-static double unet_flops(const sd_unet *u, int64_t h, int64_t w, int64_t s)
-{
-    const sd_unet_config *c = &u->cfg;
-    double f = 2.0 * (double)(c->model_channels * 4 * c->model_channels) * (1 + 4);
-    double hh = (double)h, ww = (double)w;
-    for (int i = 0; i < u->nblocks; i++) {
-        const sd_unet_block *b = &u->blocks[i];
-        double hw = hh * ww;
-        if (b->conv_in) f += 2.0 * (double)(b->conv_in->cin * b->conv_in->cout) * 9 * hw;
-        if (b->res) f += res_flops(b->res, hw);
-        if (b->res2) f += res_flops(b->res2, hw);
-        if (b->st) f += st_flops(b->st, hw, (double)s, (double)c->context_dim);
-        if (b->down) {
-            hh /= 2;
-            ww /= 2;
-            f += 2.0 * (double)(b->down->op.cin * b->down->op.cout) * 9 * hh * ww;
-        }
-        if (b->up) {
-            hh *= 2;
-            ww *= 2;
-            f += 2.0 * (double)(b->up->conv.cin * b->up->conv.cout) * 9 * hh * ww;
-        }
-    }
-    return f + 2.0 * (double)(c->model_channels * c->out_channels) * 9 * (double)(h * w);
-}
-
 static int want(const char *name) { return !g_filter || strstr(name, g_filter); }
 
 typedef struct bench_state {
@@ -185,7 +141,7 @@ static void bench_config(const char *tag, const sd_unet_config *cfg, int64_t hw,
     ((float *)s.t.data)[0] = 500.0f;
     sd_nn_plan p = sd_unet_plan(&u, 1, hw, hw, seq);
     CHECK(sd_nn_arena_init(&s.act, SD_DEV_CPU, p.saved));
-    double f = unet_flops(&u, hw, hw, seq);
+    double f = sd_unet_forward_flops(&u, hw, hw, seq);
     snprintf(shape, sizeof shape, "%.1fM params, x 1x%dx%lldx%lld, context 1x%lldx%d, activations %.0f MiB",
              (double)tot.numel / 1e6, cfg->in_channels, (long long)hw, (long long)hw, (long long)seq,
              cfg->context_dim, (double)p.saved / 1048576.0);

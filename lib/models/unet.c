@@ -750,3 +750,49 @@ int sd_unet_load(sd_unet *u, const sd_safetensors *st, sd_unet_naming naming, co
     free(m);
     return rc;
 }
+
+/* ---- cost model (benchmarks) ------------------------------------------------------------ */
+
+static double flops_res(const sd_resblock *r, double hw)
+{
+    double f = 2.0 * (double)(r->cin * r->cout) * 9 * hw + 2.0 * (double)(r->cout * r->cout) * 9 * hw;
+    if (r->has_skip) f += 2.0 * (double)(r->cin * r->cout) * hw;
+    return f + 2.0 * (double)(r->emb_dim * r->cout);
+}
+
+static double flops_st(const sd_spatial_transformer *st, double t, double s, double ctx_dim)
+{
+    double d = (double)st->inner, f = 2 * 2.0 * (double)st->c * d * t;
+    for (int i = 0; i < st->depth; i++) {
+        f += 4 * 2.0 * d * d * t + 4.0 * t * t * d;                       /* attn1 */
+        f += 2 * 2.0 * d * d * t + 2 * 2.0 * ctx_dim * d * s + 4.0 * t * s * d;   /* attn2 */
+        f += 2.0 * t * d * 8 * d + 2.0 * t * 4 * d * d;                    /* GEGLU feed-forward */
+    }
+    return f;
+}
+
+double sd_unet_forward_flops(const sd_unet *u, int64_t h, int64_t w, int64_t s)
+{
+    const sd_unet_config *c = &u->cfg;
+    double f = 2.0 * (double)(c->model_channels * 4 * c->model_channels) * (1 + 4);
+    double hh = (double)h, ww = (double)w;
+    for (int i = 0; i < u->nblocks; i++) {
+        const sd_unet_block *b = &u->blocks[i];
+        double hw = hh * ww;
+        if (b->conv_in) f += 2.0 * (double)(b->conv_in->cin * b->conv_in->cout) * 9 * hw;
+        if (b->res) f += flops_res(b->res, hw);
+        if (b->res2) f += flops_res(b->res2, hw);
+        if (b->st) f += flops_st(b->st, hw, (double)s, (double)c->context_dim);
+        if (b->down) {
+            hh /= 2;
+            ww /= 2;
+            f += 2.0 * (double)(b->down->op.cin * b->down->op.cout) * 9 * hh * ww;
+        }
+        if (b->up) {
+            hh *= 2;
+            ww *= 2;
+            f += 2.0 * (double)(b->up->conv.cin * b->up->conv.cout) * 9 * hh * ww;
+        }
+    }
+    return f + 2.0 * (double)(c->model_channels * c->out_channels) * 9 * (double)(h * w);
+}

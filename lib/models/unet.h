@@ -155,4 +155,9 @@ int sd_unet_name_from_diffusers(const sd_unet *u, const char *diffusers, char *o
 int sd_unet_load(sd_unet *u, const sd_safetensors *st, sd_unet_naming naming, const char *file_prefix,
                  unsigned flags, sd_load_report *rep);
 
+/* Matrix-product FLOPs of one forward at latent h×w with s context tokens (2·M·N·K per conv,
+ * linear and attention product, batch 1), for GFLOP/s figures in benchmarks. A frozen-weight
+ * training step (input gradients only) is about twice this. */
+double sd_unet_forward_flops(const sd_unet *u, int64_t h, int64_t w, int64_t s);
+
 #endif
