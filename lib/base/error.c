@@ -6,9 +6,18 @@
 #define SD_ERRMSG_MAX 1024
 static _Thread_local char errmsg[SD_ERRMSG_MAX];
 
+/* Errors are one line whatever the input put into them (a key or value quoted from a file may hold
+ * a newline or other control byte): those bytes are shown as '?'. */
+static void one_line(void)
+{
+    for (unsigned char *p = (unsigned char *)errmsg; *p; p++)
+        if (*p < 0x20 || *p == 0x7f) *p = '?';
+}
+
 int sd_verr(int code, const char *fmt, va_list ap)
 {
     vsnprintf(errmsg, sizeof errmsg, fmt, ap);
+    one_line();
     return code;
 }
 
@@ -41,6 +50,7 @@ int sd_err_prefix(int code, const char *fmt, ...)
     }
     else
         snprintf(errmsg, sizeof errmsg, "%s", pre);
+    one_line();
     return code;
 }
 
