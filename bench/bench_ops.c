@@ -5,7 +5,9 @@
  * done, independent of time spent descheduled). gflops counts the matrix-product FLOPs of the op
  * (forward: 2·MNK per product; backward of conv/linear/attention: 2× forward, i.e. dX and dW /
  * dQ,dK,dV without the recomputed scores) and is null for memory-bound ops, which report
- * "gbps" (bytes read + written per second) instead. The first line is OpenBLAS sgemm on a large
+ * "gbps" (bytes read + written per second) instead. Convolutions count direct-convolution FLOPs, so
+ * with Winograd (3×3 stride 1, 4× fewer multiplications) the effective rate exceeds sgemm's; conv
+ * items are _fwd, _fwdbwd (dX, dW, db) and _fwddx (dX only: a frozen conv under LoRA). The first line is OpenBLAS sgemm on a large
  * square product with the same thread count, as the reference peak.
  *   SD_THREADS (default: all CPUs), BENCH_RUNS (default 5), BENCH_FILTER (substring of names). */
 #include <cblas.h>
@@ -122,13 +124,21 @@ static void conv_fb(void *p)
     CHECK(sd_op_conv2d(&g_ctx, &s->y, &s->x, &s->w, &s->b, s->g));
     CHECK(sd_op_conv2d_bwd(&g_ctx, &s->dx, &s->dw, &s->db, &s->dy, &s->x, &s->w, s->g));
 }
+/* forward + input gradient only: a frozen conv under LoRA training */
+static void conv_fdx(void *p)
+{
+    st_conv *s = p;
+    CHECK(sd_op_conv2d(&g_ctx, &s->y, &s->x, &s->w, &s->b, s->g));
+    CHECK(sd_op_conv2d_bwd(&g_ctx, &s->dx, NULL, NULL, &s->dy, &s->x, &s->w, s->g));
+}
 
 static void bench_conv(const char *name, int64_t cin, int64_t cout, int64_t h, int64_t k, int stride)
 {
-    char n1[96], n2[96], shape[128];
+    char n1[96], n2[96], n3[96], shape[128];
     snprintf(n1, sizeof n1, "%s_fwd", name);
     snprintf(n2, sizeof n2, "%s_fwdbwd", name);
-    if (!want(n1) && !want(n2)) return;
+    snprintf(n3, sizeof n3, "%s_fwddx", name);
+    if (!want(n1) && !want(n2) && !want(n3)) return;
     st_conv s;
     int pad = (int)(k / 2);
     s.g = sd_conv2d_geom_make(stride, pad);
@@ -141,6 +151,7 @@ static void bench_conv(const char *name, int64_t cin, int64_t cout, int64_t h, i
     double f = 2.0 * (double)(cout * cin * k * k * ho * ho);
     bench(n1, shape, conv_fwd, &s, f, 0);
     bench(n2, shape, conv_fb, &s, 3 * f, 0);
+    bench(n3, shape, conv_fdx, &s, 2 * f, 0);
     sd_tensor *all[] = { &s.x, &s.w, &s.b, &s.y, &s.dy, &s.dx, &s.dw, &s.db };
     for (int i = 0; i < 8; i++) sd_tensor_free(all[i]);
 }

@@ -6,7 +6,8 @@ the names bench_ops uses (medians of BENCH_RUNS runs after one warm-up, SD_THREA
 seconds = process CPU time, robust on a shared host). Attention is the
 diffusers-0.x CPU path for torch 1.13 (baddbmm, softmax, bmm) on [batch*heads, tokens, dim]
 tensors; the head reshapes are not timed. fwdbwd = forward + backward into the inputs and the
-parameters (gradients reset to None before each run).
+parameters (gradients reset to None before each run); fwddx (convs) = forward + backward into the
+input only, parameters frozen.
 Run with /usr/bin/python3 (not a venv python):  /usr/bin/python3 bench/torch_ops.py
 """
 import json
@@ -62,14 +63,31 @@ def pair(name, inputs, forward):
     timeit(name + "_fwdbwd", fwdbwd)
 
 
+def pair_dx(name, inputs, forward):
+    """Forward + backward into the first input only (frozen parameters, as under LoRA)."""
+    if FILTER and FILTER not in name + "_fwddx":
+        return
+    x = inputs[0]
+    frozen = [t.detach() for t in inputs[1:]]
+    with torch.no_grad():
+        dy = torch.randn_like(forward(x, *frozen))
+
+    def fwddx():
+        x.grad = None
+        forward(x, *frozen).backward(dy)
+
+    timeit(name + "_fwddx", fwddx)
+
+
 def P(*shape, scale=1.0):
     return (torch.randn(*shape) * scale).requires_grad_(True)
 
 
 def conv(name, cin, cout, h, k, stride):
     pad = k // 2
-    pair(name, [P(1, cin, h, h), P(cout, cin, k, k, scale=0.05), P(cout)],
-         lambda x, w, b: F.conv2d(x, w, b, stride=stride, padding=pad))
+    inputs = [P(1, cin, h, h), P(cout, cin, k, k, scale=0.05), P(cout)]
+    pair(name, inputs, lambda x, w, b: F.conv2d(x, w, b, stride=stride, padding=pad))
+    pair_dx(name, inputs, lambda x, w, b: F.conv2d(x, w, b, stride=stride, padding=pad))
 
 
 def attn(name, b, heads, tq, tk, d):

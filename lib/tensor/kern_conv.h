@@ -9,12 +9,15 @@
  *             (group 0 straight into a zeroed partial), partials added to dW in group order;
  *             P = 1: chunks in order, gemm_par straight into dW.
  *   dX        col-gradient GEMM per chunk then col2im; chunks touching overlapping input rows are
- *             separated into phases (chunk index mod 2, chunks have ≥ kh rows), phase 0 first. */
+ *             separated into phases (chunk index mod 2, chunks have ≥ kh rows), phase 0 first.
+ * 3×3 stride-1 forward and dX go to Winograd F(4×4,3×3) (kern_wino.h) when sd_k_conv_wino says
+ * so; if the scratch arena cannot hold its buffers they fall back to im2col. */
 #ifndef SD_TENSOR_KERN_CONV_H
 #define SD_TENSOR_KERN_CONV_H
 #include <omp.h>
 
 #include "tensor/kern.h"
+#include "tensor/kern_wino.h"
 
 #ifndef SD_K_CONV_COLS
 #define SD_K_CONV_COLS 512
@@ -47,6 +50,33 @@ static inline void sd_k_conv_plan(sd_k_conv *p, int64_t n, int64_t cin, int64_t 
     p->direct = kh == 1 && kw == 1 && stride == 1 && pt == 0 && pl == 0 && ho == h && wo == w;
 }
 #endif
+
+/* Whether a 3×3 stride-1 product (forward, or dX with the channel roles swapped) goes to Winograd:
+ * on request, or (auto) when each image has ≥ 1024 output pixels (64 tiles: the weight transform,
+ * 36·cin·cout values, is then paid back) and both channel counts are ≥ 32 (GEMM K and M). Never
+ * by batch size: an image's result must not depend on the batch it came in. */
+static inline int KN(sd_k_conv_wino)(const sd_ctx *ctx, const sd_k_conv *p, int64_t opix)
+{
+    if (p->kh != 3 || p->kw != 3 || p->stride != 1 || ctx->conv_algo == SD_CONV_IM2COL) return 0;
+    if (ctx->conv_algo == SD_CONV_WINOGRAD) return 1;
+    return opix >= 1024 && p->cin >= 32 && p->cout >= 32 &&
+           36.0 * (double)p->cin * (double)p->cout * sizeof(real) <= 512.0 * 1024 * 1024;
+}
+
+/* Forward (dx = 0) or input gradient (dx = 1, accumulated) by Winograd; SD_ENOMEM with nothing
+ * written and the arena as it was when the buffers do not fit. */
+SD_KFN int KN(sd_k_conv_wino_run)(sd_ctx *ctx, const sd_k_conv *p, int dx, real *y, const real *x,
+                                  const real *w, const real *b)
+{
+    size_t mark = sd_arena_mark(&ctx->scratch);
+    real *u = KN(sd_k_wino_weights)(ctx, w, p->cout, p->cin, dx);
+    sd_k_wino q;
+    if (!dx) sd_k_wino_plan(&q, p->n, p->cin, p->h, p->w, p->cout, p->ho, p->wo, p->pt, p->pl);
+    else sd_k_wino_plan(&q, p->n, p->cout, p->ho, p->wo, p->cin, p->h, p->w, 2 - p->pt, 2 - p->pl);
+    int rc = u ? KN(sd_k_wino_run)(ctx, &q, y, x, u, b, dx) : SD_ENOMEM;
+    sd_arena_reset(&ctx->scratch, mark);
+    return rc;
+}
 
 /* col[k0..k1) rows for output rows [oy0, oy0+nr) of image x (one image [cin,h,w]). */
 SD_KFN void KN(sd_k_im2col)(const sd_k_conv *p, const real *x, int64_t oy0, int64_t nr, real *col,
@@ -149,6 +179,8 @@ SD_KFN void KN(sd_k_conv_fwd_chunk)(sd_ctx *ctx, const sd_k_conv *p, int64_t c, 
 SD_KFN int KN(sd_k_conv2d)(sd_ctx *ctx, const sd_k_conv *p, real *y, const real *x, const real *w,
                            const real *b)
 {
+    if (KN(sd_k_conv_wino)(ctx, p, p->ho * p->wo) && KN(sd_k_conv_wino_run)(ctx, p, 0, y, x, w, b) == SD_OK)
+        return SD_OK;
     int64_t total = p->n * p->nch, colsz = p->kdim * p->rows * p->wo;
     int par = total >= 4, nt = ctx->threads;
     size_t mark = sd_arena_mark(&ctx->scratch);
@@ -276,6 +308,9 @@ SD_KFN int KN(sd_k_conv2d_bwd)(sd_ctx *ctx, const sd_k_conv *p, real *dx, real *
         sd_arena_reset(&ctx->scratch, mark);
     }
 
+    if (dx && KN(sd_k_conv_wino)(ctx, p, p->h * p->w) &&
+        KN(sd_k_conv_wino_run)(ctx, p, 1, dx, dy, w, NULL) == SD_OK)
+        dx = NULL;
     if (dx) {
         int par = total >= 4;
         real *colbuf = NULL;

@@ -297,6 +297,9 @@ int sd_ctx_init(sd_ctx *ctx, sd_devkind backend, int threads, size_t scratch_byt
         ctx->device_index = dev;
     }
     sd_ctx_set_threads(ctx, threads);
+    const char *algo = getenv("SD_CONV_ALGO");
+    if (algo && !strcmp(algo, "im2col")) ctx->conv_algo = SD_CONV_IM2COL;
+    else if (algo && !strcmp(algo, "winograd")) ctx->conv_algo = SD_CONV_WINOGRAD;
     if (backend == SD_DEV_CPU) blas_fix_coretype();
     return sd_arena_init(&ctx->scratch, backend, scratch_bytes ? scratch_bytes : SD_CTX_DEFAULT_SCRATCH);
 }

@@ -110,8 +110,14 @@ typedef struct sd_ctx {
     int device_index;
     void *stream;          /* cudaStream_t for CUDA; NULL on CPU (placeholder until issue 10) */
     int threads;           /* CPU threads (≥ 1) */
+    int conv_algo;         /* CPU 3×3 stride-1 conv: SD_CONV_AUTO, SD_CONV_IM2COL, SD_CONV_WINOGRAD */
     sd_arena scratch;
 } sd_ctx;
+
+/* 3×3 stride-1 convolutions on the CPU (forward and input gradient): Winograd F(4×4,3×3) where
+ * the shape pays for its weight transform, im2col + GEMM otherwise (AUTO); or always one of the
+ * two. sd_ctx_init sets it from the environment variable SD_CONV_ALGO (auto|im2col|winograd). */
+enum { SD_CONV_AUTO = 0, SD_CONV_IM2COL = 1, SD_CONV_WINOGRAD = 2 };
 
 #define SD_CTX_DEFAULT_SCRATCH ((size_t)1 << 30)   /* reserved address space, not memory */
 

@@ -248,7 +248,7 @@ static void test_errors(void)
     expect_err("datasets = 3\n", 0, "datasets: expected an array of tables");
     expect_err("[[datasets]]\nsubsets = 3\n", 0, "datasets[0].subsets: expected an array of tables");
     /* a quoted key holding a newline (found by the fuzzer): the error stays one line */
-    expect_err("[\"g\\neral\"]\nx = 1\n", 0, "t.toml:1: unknown top-level key 'g?eral'");
+    expect_err("[\"g\\neral\"]\nx = 1\n", 0, "t.toml: unknown top-level key 'g?eral'");
     expect_err("[general]\n\"shuffle\\u0001caption\" = true\n", 0, "general.shuffle?caption: unknown key");
 }
 

@@ -252,6 +252,10 @@ static void test_determinism(void)
     conv_det("conv3x3_one_chunk", 1, 16, 16, 24, 3, 1, 1);
     conv_det("conv3x3_stride2", 2, 8, 32, 8, 3, 2, 1);
     conv_det("conv1x1", 2, 16, 24, 8, 1, 1, 0);
+    setenv("SD_CONV_ALGO", "winograd", 1);
+    conv_det("conv3x3_winograd_seq", 1, 16, 20, 24, 3, 1, 1);
+    conv_det("conv3x3_winograd_par", 2, 8, 70, 16, 3, 1, 1);
+    unsetenv("SD_CONV_ALGO");
     attn_det("attention_partials", 1, 2, 300, 300, 8);
     attn_det("attention_cross", 2, 4, 200, 77, 16);
 
@@ -282,6 +286,80 @@ static void test_determinism(void)
 
 /* Information: is OpenBLAS's own multi-threaded sgemm bit-identical to its single-threaded one?
  * (The ops never rely on it: they keep OpenBLAS at one thread.) */
+/* Winograd F(4×4,3×3) and im2col in f32 against a double-precision direct convolution (forward
+ * and dX; the double kernels are checked against finite differences in tests/grad): max|Δ|
+ * relative to max|ref|, Winograd within 3e-5 (im2col: ~4e-7; F(4×4,3×3)'s transforms cost about a
+ * decimal digit, as in cuDNN), reported per shape. */
+static void ref_conv(const float *x, const float *w, const float *b, double *y, int64_t n, int64_t cin,
+                     int64_t h, int64_t wd, int64_t cout, int pad, int dx)
+{
+    /* dx = 1: correlation of x (= dy) with the rotated weights, channels swapped, padding 2 − pad */
+    int64_t ho = dx ? h + 2 * (2 - pad) - 2 : h + 2 * pad - 2, wo = dx ? wd + 2 * (2 - pad) - 2 : wd + 2 * pad - 2;
+    int p = dx ? 2 - pad : pad;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t o = 0; o < cout; o++)
+            for (int64_t oy = 0; oy < ho; oy++)
+                for (int64_t ox = 0; ox < wo; ox++) {
+                    double a = b ? b[o] : 0;
+                    for (int64_t c = 0; c < cin; c++)
+                        for (int ky = 0; ky < 3; ky++)
+                            for (int kx = 0; kx < 3; kx++) {
+                                int64_t iy = oy - p + ky, ix = ox - p + kx;
+                                if (iy < 0 || iy >= h || ix < 0 || ix >= wd) continue;
+                                double wv = dx ? w[((c * cout + o) * 3 + 2 - ky) * 3 + 2 - kx] : w[((o * cin + c) * 3 + ky) * 3 + kx];
+                                a += x[((i * cin + c) * h + iy) * wd + ix] * wv;
+                            }
+                    y[((i * cout + o) * ho + oy) * wo + ox] = a;
+                }
+}
+
+static void wino_case(int64_t n, int64_t cin, int64_t h, int64_t w, int64_t cout, int pad)
+{
+    int64_t ho = h + 2 * pad - 2, wo = w + 2 * pad - 2;
+    sd_tensor x = rt(SD_DIMS(n, cin, h, w), 1), wt = rt(SD_DIMS(cout, cin, 3, 3), 0.1f), b = rt(SD_DIMS(cout), 1);
+    sd_tensor dy = rt(SD_DIMS(n, cout, ho, wo), 1);
+    sd_tensor y[2], dx[2];
+    double *ry = malloc(sizeof(double) * (size_t)(n * cout * ho * wo)), *rdx = malloc(sizeof(double) * (size_t)(n * cin * h * w));
+    ref_conv(x.data, wt.data, b.data, ry, n, cin, h, w, cout, pad, 0);
+    ref_conv(dy.data, wt.data, NULL, rdx, n, cout, ho, wo, cin, pad, 1);
+    for (int a = 0; a < 2; a++) {
+        sd_ctx ctx;
+        sd_ctx_init(&ctx, SD_DEV_CPU, 2, 0);
+        ctx.conv_algo = a ? SD_CONV_WINOGRAD : SD_CONV_IM2COL;
+        y[a] = zt(SD_DIMS(n, cout, ho, wo));
+        dx[a] = zt(SD_DIMS(n, cin, h, w));
+        T_EQ_INT(sd_op_conv2d(&ctx, &y[a], &x, &wt, &b, sd_conv2d_geom_make(1, pad)), SD_OK);
+        T_EQ_INT(sd_op_conv2d_bwd(&ctx, &dx[a], NULL, NULL, &dy, &x, &wt, sd_conv2d_geom_make(1, pad)), SD_OK);
+        sd_ctx_free(&ctx);
+    }
+    for (int k = 0; k < 2; k++) {
+        const double *r = k ? rdx : ry;
+        int64_t cnt = sd_tensor_numel(k ? &dx[0] : &y[0]);
+        double e[2] = { 0, 0 }, m = 0;
+        for (int a = 0; a < 2; a++) {
+            const float *q = k ? dx[a].data : y[a].data;
+            for (int64_t i = 0; i < cnt; i++) e[a] = fmax(e[a], fabs((double)q[i] - r[i]));
+        }
+        for (int64_t i = 0; i < cnt; i++) m = fmax(m, fabs(r[i]));
+        printf("# %lldx%lldx%lldx%lld -> %lld pad %d %s: max|d| / max|ref| im2col %.3g, winograd %.3g\n",
+               (long long)n, (long long)cin, (long long)h, (long long)w, (long long)cout, pad, k ? "dx" : "y",
+               e[0] / m, e[1] / m);
+        T_CHECKF(e[1] <= 3e-5 * m, "winograd %s relative error %g", k ? "dx" : "y",
+                 e[1] / m);
+    }
+    sd_tensor *all[] = { &x, &wt, &b, &dy, &y[0], &y[1], &dx[0], &dx[1] };
+    for (int i = 0; i < 8; i++) sd_tensor_free(all[i]);
+    free(ry); free(rdx);
+}
+
+static void test_winograd(void)
+{
+    wino_case(1, 64, 32, 32, 64, 1);
+    wino_case(2, 40, 19, 23, 48, 1);
+    wino_case(1, 32, 17, 30, 96, 0);
+    wino_case(1, 320, 16, 16, 320, 1);
+}
+
 static void test_openblas_threads_info(void)
 {
     int m = 384, n = 384, k = 384;
@@ -331,6 +409,7 @@ int main(void)
     T_RUN(test_validation);
     T_RUN(test_half_weights);
     T_RUN(test_determinism);
+    T_RUN(test_winograd);
     T_RUN(test_openblas_threads_info);
     T_RUN(test_attention_memory);
     T_DONE();
