@@ -1,6 +1,9 @@
 #!/usr/bin/python3
 """Generate lib/text/ftfy_tables.c: the character tables of ftfy 6.1.1's text fixes (the version
-kohya-ss/sd-scripts pins), read from ftfy itself so they are exact. Run once by hand with Debian's
+kohya-ss/sd-scripts pins), read from ftfy itself so they are exact: the per-character fixes,
+HTML entities, and for fix_encoding the character classes of the badness heuristic and of
+UTF8_DETECTOR_RE (as bit masks, SD_FTFY_* in lib/text/ftfy.h), the single-byte encodings ftfy
+tries (chardata.CHARMAP_ENCODINGS, through ftfy's sloppy codecs) and Python's \\w. Run once by hand with Debian's
 /usr/bin/python3 (+ python3-wcwidth) and PYTHONPATH pointing at an ftfy 6.1.1 source tree:
 
     PYTHONPATH=/path/to/python-ftfy-6.1.1 /usr/bin/python3 tests/golden/gen/make_ftfy_tables.py
@@ -13,6 +16,8 @@ import sys
 import ftfy
 import ftfy.bad_codecs  # noqa: F401  (registers sloppy-windows-1252)
 from ftfy import chardata
+from ftfy import badness
+import re
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "lib", "text",
                    "ftfy_tables.c")
@@ -40,6 +45,99 @@ def emit_map(f, name, items, width):
         rows.append("{0x%X, %d, {%s}}," % (cp, len(out), ", ".join("0x%X" % c for c in out) or "0"))
     emit_items(f, rows)
     f.write("};\nconst size_t %s_n = %d;\n\n" % (name, len(items)))
+
+
+# Bit order of the class masks; must match SD_FTFY_* in lib/text/ftfy.h.
+CLASS_BITS = [
+    ("common", badness.MOJIBAKE_CATEGORIES), ("c1", badness.MOJIBAKE_CATEGORIES),
+    ("bad", badness.MOJIBAKE_CATEGORIES), ("currency", badness.MOJIBAKE_CATEGORIES),
+    ("start_punctuation", badness.MOJIBAKE_CATEGORIES), ("end_punctuation", badness.MOJIBAKE_CATEGORIES),
+    ("numeric", badness.MOJIBAKE_CATEGORIES), ("kaomoji", badness.MOJIBAKE_CATEGORIES),
+    ("upper_accented", badness.MOJIBAKE_CATEGORIES), ("lower_accented", badness.MOJIBAKE_CATEGORIES),
+    ("upper_common", badness.MOJIBAKE_CATEGORIES), ("lower_common", badness.MOJIBAKE_CATEGORIES),
+    ("box", badness.MOJIBAKE_CATEGORIES),
+    ("utf8_first_of_2", chardata.UTF8_CLUES), ("utf8_first_of_3", chardata.UTF8_CLUES),
+    ("utf8_first_of_4", chardata.UTF8_CLUES), ("utf8_continuation", chardata.UTF8_CLUES),
+    ("utf8_continuation_strict", chardata.UTF8_CLUES),
+]
+# The encodings fix_encoding tries, in order; the C code knows that 1..5 are the sloppy ones.
+ENCODINGS = ["latin-1", "sloppy-windows-1252", "sloppy-windows-1251", "sloppy-windows-1250",
+             "sloppy-windows-1253", "sloppy-windows-1254", "iso-8859-2", "macroman", "cp437"]
+
+
+def ranges_of(pred, limit=0x110000):
+    out, start = [], None
+    for c in range(limit + 1):
+        ok = c < limit and not 0xD800 <= c < 0xE000 and pred(c)
+        if ok and start is None:
+            start = c
+        elif not ok and start is not None:
+            out.append((start, c - 1))
+            start = None
+    return out
+
+
+def emit_encoding_tables(f):
+    # character classes: each category compiled as its own regex class, probed per code point
+    masks = {}
+    for bit, (name, table) in enumerate(CLASS_BITS):
+        r = re.compile("[" + table[name] + "]")
+        for c in range(0x110000):
+            if not 0xD800 <= c < 0xE000 and r.match(chr(c)):
+                assert c < 0x10000
+                masks[c] = masks.get(c, 0) | (1 << bit)
+    rows = []
+    for c in sorted(masks):
+        if rows and rows[-1][1] == c - 1 and rows[-1][2] == masks[c]:
+            rows[-1][1] = c
+        else:
+            rows.append([c, c, masks[c]])
+    f.write("\n/* fix_encoding: class masks (SD_FTFY_*) as {first, last, mask} runs */\n")
+    f.write("const uint32_t sd_ftfy_classes[][3] = {\n")
+    emit_items(f, ["{0x%X, 0x%X, 0x%X}," % tuple(r) for r in rows])
+    f.write("};\nconst size_t sd_ftfy_classes_n = %d;\n\n" % len(rows))
+    # Python's \w in str patterns (str.isalnum() or "_")
+    w = ranges_of(lambda c: chr(c).isalnum() or c == 0x5F)
+    wre = re.compile(r"\w")
+    assert all(bool(wre.match(chr(c))) == (chr(c).isalnum() or c == 0x5F) for c in range(0x110000))
+    f.write("const uint32_t sd_ftfy_word[][2] = {\n")
+    emit_items(f, ["{0x%X, 0x%X}," % r for r in w])
+    f.write("};\nconst size_t sd_ftfy_word_n = %d;\n\n" % len(w))
+    # single-byte encodings: {code point, byte in each encoding or 0}; ASCII other than 0x1A
+    # encodes to itself in all of them and is not listed
+    assert chardata.CHARMAP_ENCODINGS == ENCODINGS, chardata.CHARMAP_ENCODINGS
+    enc = {}
+    for k, e in enumerate(ENCODINGS):
+        chars = (bytes(range(0x80, 0x100)) + b"\x1a").decode(e)
+        assert len(set(chars)) == len(chars)
+        for c in chars:
+            enc.setdefault(ord(c), [0] * len(ENCODINGS))[k] = c.encode(e)[0]
+        for c in range(0x80):
+            if c != 0x1A:
+                assert chr(c).encode(e) == bytes([c])
+        # the possible_encoding() regex accepts exactly ASCII minus 0x1A plus these characters
+        assert chardata.ENCODING_REGEXES[e].pattern == "^[\x00-\x19\x1b-\x7f%s]*$" % chars
+    for cp, row in enc.items():
+        assert cp < 0x10000
+        for k, e in enumerate(ENCODINGS):
+            try:
+                b = chr(cp).encode(e)
+            except UnicodeEncodeError:
+                b = None
+            assert (b is None and row[k] == 0) or b == bytes([row[k]]), (hex(cp), e)
+    f.write("const sd_ftfy_enc_row sd_ftfy_enc[] = {\n")
+    emit_items(f, ["{0x%X, {%s}}," % (cp, ",".join("0x%X" % b for b in enc[cp])) for cp in sorted(enc)])
+    f.write("};\nconst size_t sd_ftfy_enc_n = %d;\n" % len(enc))
+    # windows-1252 (strict) decodes byte 0x80..0x9F as sloppy-windows-1252 does, except where the
+    # sloppy codec passes the byte through (0x81, 0x8D, 0x8F, 0x90, 0x9D), which is an error
+    for b in range(0x80, 0xA0):
+        sl = bytes([b]).decode("sloppy-windows-1252")
+        try:
+            st = bytes([b]).decode("windows-1252")
+        except UnicodeDecodeError:
+            st = None
+        assert (st is None and ord(sl) == b) or (st == sl and ord(sl) != b)
+    print("classes %d word %d enc %d" % (len(rows), len(w), len(enc)))
 
 
 def main():
@@ -80,6 +178,7 @@ def main():
         f.write("const uint32_t sd_html_invalid_codepoints[] = {\n")
         emit_items(f, ["0x%X," % c for c in cpts])
         f.write("};\nconst size_t sd_html_invalid_codepoints_n = %d;\n" % len(cpts))
+        emit_encoding_tables(f)
     print("ligatures %d width %d control %d entities %d" % (len(lig), len(width), len(ctrl), len(ents)))
 
 
