@@ -27,9 +27,7 @@
 /* ---- options --------------------------------------------------------------------------------- */
 
 static struct {
-    sd_opt_list resolution;
-    int enable_bucket, no_bucket;
-    int min_reso, max_reso, steps, no_upscale;
+    sd_bucket_opts bk;
     const char *interpolation;
     const char *write_images;
     int image_format, jpeg_quality;
@@ -39,24 +37,24 @@ static struct {
 } a;
 
 static const sd_opt table[] = {
-    {.name = "resolution", .type = SD_OPT_INTS, .dest = &a.resolution, .nmin = 1, .nmax = 2,
+    {.name = "resolution", .type = SD_OPT_INTS, .dest = &a.bk.resolution, .nmin = 1, .nmax = 2,
      SD_OPT_RANGE(1, 1 << 16), .metavar = "W[,H]", .group = "Buckets",
      .help = "training resolution (the area budget); one number means square. A record's own "
              "'resolution' wins"},
-    {.name = "enable_bucket", .type = SD_OPT_FLAG, .dest = &a.enable_bucket, .def = "true",
+    {.name = "enable_bucket", .type = SD_OPT_FLAG, .dest = &a.bk.enable_bucket, .def = "true",
      .group = "Buckets",
      .help = "aspect-ratio bucketing (on by default here; off: one bucket = resolution, mode C)"},
-    {.name = "no_bucket", .type = SD_OPT_FLAG, .dest = &a.no_bucket, .def = "false",
+    {.name = "no_bucket", .type = SD_OPT_FLAG, .dest = &a.bk.no_bucket, .def = "false",
      .flags = SD_OPTF_NO_NEGATE, .group = "Buckets",
      .help = "bucketing off: every image is resized to cover the resolution and centre-cropped"},
-    {.name = "min_bucket_reso", .type = SD_OPT_INT, .dest = &a.min_reso, .def = "256",
+    {.name = "min_bucket_reso", .type = SD_OPT_INT, .dest = &a.bk.min_reso, .def = "256",
      SD_OPT_RANGE(0, 1 << 16), .group = "Buckets", .help = "smallest bucket side"},
-    {.name = "max_bucket_reso", .type = SD_OPT_INT, .dest = &a.max_reso, .def = "1024",
+    {.name = "max_bucket_reso", .type = SD_OPT_INT, .dest = &a.bk.max_reso, .def = "1024",
      SD_OPT_RANGE(1, 1 << 16), .group = "Buckets", .help = "largest bucket side"},
-    {.name = "bucket_reso_steps", .type = SD_OPT_INT, .dest = &a.steps, .def = "64",
+    {.name = "bucket_reso_steps", .type = SD_OPT_INT, .dest = &a.bk.steps, .def = "64",
      SD_OPT_RANGE(1, 4096), .group = "Buckets",
      .help = "bucket side granularity (SD1/2 trainers need a multiple of 64, SDXL 32)"},
-    {.name = "bucket_no_upscale", .type = SD_OPT_FLAG, .dest = &a.no_upscale, .def = "false",
+    {.name = "bucket_no_upscale", .type = SD_OPT_FLAG, .dest = &a.bk.no_upscale, .def = "false",
      .group = "Buckets", .help = "never enlarge: a bucket per image shape, within the area budget"},
     {.name = "interpolation", .alias = "resize_interpolation", .type = SD_OPT_STRING,
      .dest = &a.interpolation, .metavar = "NAME", .group = "Images",
@@ -409,19 +407,8 @@ static void prepare(item *it)
             it->h = sz[1];
         }
     }
-    sd_bucket_cfg def = {0}, c;
-    int have_def = 0;
-    if (a.resolution.n) {
-        def.res_w = (int)a.resolution.i[0];
-        def.res_h = (int)a.resolution.i[a.resolution.n > 1 ? 1 : 0];
-        have_def = 1;
-    }
-    def.enable_bucket = a.enable_bucket && !a.no_bucket;
-    def.min_reso = a.min_reso;
-    def.max_reso = a.max_reso;
-    def.steps = a.steps;
-    def.no_upscale = a.no_upscale;
-    int have_res = sd_bucket_record_cfg(rec, &def, have_def, &c);
+    sd_bucket_cfg c;
+    int have_res = sd_bucket_record_cfg_opts(rec, &a.bk, &c);
     if (have_res < 0) goto bad;
     it->repeats = 1;
     if ((rc = sd_jsonl_get_int_range(rec, "num_repeats", 0, 1 << 30, &it->repeats)) < 0) goto bad;

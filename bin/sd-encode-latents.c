@@ -54,8 +54,7 @@ static struct {
     int v2, v_param;
     int kohya_names, compress, latent_mode, dtype, batch, flip, alpha, skip_existing;
     int64_t seed;
-    sd_opt_list resolution;
-    int enable_bucket, no_bucket, min_reso, max_reso, steps, no_upscale;
+    sd_bucket_opts bk;
     const char *interpolation;
     int threads;
 } a;
@@ -83,20 +82,20 @@ static const sd_opt table[] = {
      .help = "store the image's alpha (0..1) at bucket size as alpha_mask; a record's alpha_mask key wins"},
     {.name = "skip_existing", .type = SD_OPT_FLAG, .dest = &a.skip_existing, .def = "false", .group = "Latents",
      .help = "reuse a latent file whose sd_meta.json matches the image, VAE and settings"},
-    {.name = "resolution", .type = SD_OPT_INTS, .dest = &a.resolution, .nmin = 1, .nmax = 2,
+    {.name = "resolution", .type = SD_OPT_INTS, .dest = &a.bk.resolution, .nmin = 1, .nmax = 2,
      SD_OPT_RANGE(1, 1 << 16), .metavar = "W[,H]", .group = "Buckets (records without a plan)",
      .help = "training resolution; a record's own 'resolution' wins"},
-    {.name = "enable_bucket", .type = SD_OPT_FLAG, .dest = &a.enable_bucket, .def = "true",
+    {.name = "enable_bucket", .type = SD_OPT_FLAG, .dest = &a.bk.enable_bucket, .def = "true",
      .group = "Buckets (records without a plan)", .help = "aspect-ratio bucketing (off: mode C)"},
-    {.name = "no_bucket", .type = SD_OPT_FLAG, .dest = &a.no_bucket, .def = "false", .flags = SD_OPTF_NO_NEGATE,
+    {.name = "no_bucket", .type = SD_OPT_FLAG, .dest = &a.bk.no_bucket, .def = "false", .flags = SD_OPTF_NO_NEGATE,
      .group = "Buckets (records without a plan)", .help = "bucketing off"},
-    {.name = "min_bucket_reso", .type = SD_OPT_INT, .dest = &a.min_reso, .def = "256", SD_OPT_RANGE(0, 1 << 16),
+    {.name = "min_bucket_reso", .type = SD_OPT_INT, .dest = &a.bk.min_reso, .def = "256", SD_OPT_RANGE(0, 1 << 16),
      .group = "Buckets (records without a plan)", .help = "smallest bucket side"},
-    {.name = "max_bucket_reso", .type = SD_OPT_INT, .dest = &a.max_reso, .def = "1024", SD_OPT_RANGE(1, 1 << 16),
+    {.name = "max_bucket_reso", .type = SD_OPT_INT, .dest = &a.bk.max_reso, .def = "1024", SD_OPT_RANGE(1, 1 << 16),
      .group = "Buckets (records without a plan)", .help = "largest bucket side"},
-    {.name = "bucket_reso_steps", .type = SD_OPT_INT, .dest = &a.steps, .def = "64", SD_OPT_RANGE(1, 4096),
+    {.name = "bucket_reso_steps", .type = SD_OPT_INT, .dest = &a.bk.steps, .def = "64", SD_OPT_RANGE(1, 4096),
      .group = "Buckets (records without a plan)", .help = "bucket side granularity"},
-    {.name = "bucket_no_upscale", .type = SD_OPT_FLAG, .dest = &a.no_upscale, .def = "false",
+    {.name = "bucket_no_upscale", .type = SD_OPT_FLAG, .dest = &a.bk.no_upscale, .def = "false",
      .group = "Buckets (records without a plan)", .help = "never enlarge"},
     {.name = "resize_interpolation", .alias = "interpolation", .type = SD_OPT_STRING, .dest = &a.interpolation,
      .metavar = "NAME", .group = "Images",
@@ -578,19 +577,8 @@ static void prepare(item *it)
         it->rec_w = sz[0];
         it->rec_h = sz[1];
     }
-    sd_bucket_cfg def = {0}, c;
-    int have_res = 0;
-    if (a.resolution.n) {
-        def.res_w = (int)a.resolution.i[0];
-        def.res_h = (int)a.resolution.i[a.resolution.n > 1 ? 1 : 0];
-        have_res = 1;
-    }
-    def.enable_bucket = a.enable_bucket && !a.no_bucket;
-    def.min_reso = a.min_reso;
-    def.max_reso = a.max_reso;
-    def.steps = a.steps;
-    def.no_upscale = a.no_upscale;
-    if ((rc = sd_bucket_record_cfg(rec, &def, have_res, &c)) < 0) goto bad;
+    sd_bucket_cfg c;
+    if ((rc = sd_bucket_record_cfg_opts(rec, &a.bk, &c)) < 0) goto bad;
     if (rc == 0) {
         item_fail(it, "no bucket plan and no resolution: run sd-bucket first, or give --resolution");
         return;

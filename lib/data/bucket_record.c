@@ -77,6 +77,17 @@ int sd_bucket_record_cfg(jv rec, const sd_bucket_cfg *def, int have_def_res, sd_
     return have ? 1 : 0;
 }
 
+int sd_bucket_record_cfg_opts(jv rec, const sd_bucket_opts *o, sd_bucket_cfg *out)
+{
+    sd_bucket_cfg def = {.enable_bucket = o->enable_bucket && !o->no_bucket, .min_reso = o->min_reso,
+                         .max_reso = o->max_reso, .steps = o->steps, .no_upscale = o->no_upscale};
+    if (o->resolution.n) {
+        def.res_w = (int)o->resolution.i[0];
+        def.res_h = (int)o->resolution.i[o->resolution.n > 1 ? 1 : 0];
+    }
+    return sd_bucket_record_cfg(rec, &def, o->resolution.n > 0, out);
+}
+
 int sd_bucket_record_plan(jv rec, sd_bucket_plan *p)
 {
     int bk[2], sz[2], rs[2];

@@ -8,6 +8,7 @@
 
 #include <jv.h>
 
+#include "base/opts.h"
 #include "data/bucket.h"
 
 /* The record's "image" (the source path) as a copy the caller frees. SD_OK, or SD_EFORMAT
@@ -24,6 +25,19 @@ int sd_bucket_record_filter(jv rec, int *filter);
  * record give a resolution, SD_EFORMAT for a key of the wrong type or range ("key
  * 'min_bucket_reso': 70000 is out of range [0, 65536]"). */
 int sd_bucket_record_cfg(jv rec, const sd_bucket_cfg *def, int have_def_res, sd_bucket_cfg *out);
+
+/* A tool's bucket options as its option table fills them: --resolution W[,H] (n = 0: not given;
+ * one number means square), --enable_bucket, --no_bucket, --min_bucket_reso, --max_bucket_reso,
+ * --bucket_reso_steps, --bucket_no_upscale. */
+typedef struct sd_bucket_opts {
+    sd_opt_list resolution;
+    int enable_bucket, no_bucket;
+    int min_reso, max_reso, steps, no_upscale;
+} sd_bucket_opts;
+
+/* sd_bucket_record_cfg with the defaults taken from a tool's options (bucketing is on when
+ * enable_bucket is set and no_bucket is not); same returns. */
+int sd_bucket_record_cfg_opts(jv rec, const sd_bucket_opts *o, sd_bucket_cfg *out);
 
 /* The plan of a record written by sd-bucket: 1 when it has a "bucket" key (then image_size,
  * resized and crop_ltrb must be there too and consistent: resized >= bucket on both sides; the
