@@ -214,12 +214,12 @@ int sd_ip_noise(uint64_t seed, uint32_t step, const float *noise, int64_t batch,
 
 /* ---- losses --------------------------------------------------------------------------------- */
 
-int sd_loss_type_parse(const char *name, sd_loss_type *out)
+int sd_loss_type_parse(const char *name, sd_loss_kind *out)
 {
     static const char *names[] = {"l2", "l1", "huber", "smooth_l1"};
     for (int i = 0; i < 4; i++)
         if (name && !strcmp(name, names[i])) {
-            *out = (sd_loss_type)i;
+            *out = (sd_loss_kind)i;
             return SD_OK;
         }
     return sd_err(SD_EINVAL, "unknown loss type '%s' (l2, l1, huber, smooth_l1)", name ? name : "");
@@ -256,7 +256,7 @@ float sd_huber_c(const sd_ddpm *s, sd_huber_schedule sch, double huber_c, double
     }
 }
 
-static inline float elem_loss(float d, sd_loss_type type, float c)
+static inline float elem_loss(float d, sd_loss_kind type, float c)
 {
     switch (type) {
     case SD_LOSS_L1: return fabsf(d);
@@ -268,7 +268,7 @@ static inline float elem_loss(float d, sd_loss_type type, float c)
 }
 
 void sd_loss_per_sample(const float *pred, const float *target, int64_t batch, int64_t per,
-                        sd_loss_type type, const float *c, const float *mask, float *loss)
+                        sd_loss_kind type, const float *c, const float *mask, float *loss)
 {
     for (int64_t b = 0; b < batch; b++) {
         float cb = (type == SD_LOSS_HUBER || type == SD_LOSS_SMOOTH_L1) && c ? c[b] : 0.0f;
@@ -327,7 +327,7 @@ double sd_loss_weight_factor(const sd_ddpm *s, const sd_loss_weighting *w, int t
 }
 
 void sd_loss_grad(const float *pred, const float *target, int64_t batch, int64_t per,
-                  sd_loss_type type, const float *c, const float *mask, const double *factor,
+                  sd_loss_kind type, const float *c, const float *mask, const double *factor,
                   float *grad)
 {
     for (int64_t b = 0; b < batch; b++) {

@@ -41,6 +41,7 @@
 #include <stdint.h>
 
 #include "diffusion/schedule.h"
+#include "tensor/ops.h"
 
 /* ---- timesteps ------------------------------------------------------------------------------ */
 
@@ -97,12 +98,13 @@ int sd_ip_noise(uint64_t seed, uint32_t step, const float *noise, int64_t batch,
 
 /* ---- losses --------------------------------------------------------------------------------- */
 
-typedef enum sd_loss_type { SD_LOSS_L2 = 0, SD_LOSS_L1, SD_LOSS_HUBER, SD_LOSS_SMOOTH_L1 } sd_loss_type;
+/* The element loss is tensor/ops.h's sd_loss_kind (SD_LOSS_L2, SD_LOSS_L1, SD_LOSS_HUBER,
+ * SD_LOSS_SMOOTH_L1), the one the loss op takes. */
 typedef enum sd_huber_schedule { SD_HUBER_SNR = 0, SD_HUBER_EXPONENTIAL, SD_HUBER_CONSTANT } sd_huber_schedule;
 
 /* Names as the reference spells them ("l2", "l1", "huber", "smooth_l1"; "snr", "exponential",
  * "constant"); SD_EINVAL with the list of valid names otherwise. */
-int sd_loss_type_parse(const char *name, sd_loss_type *out);
+int sd_loss_type_parse(const char *name, sd_loss_kind *out);
 int sd_huber_schedule_parse(const char *name, sd_huber_schedule *out);
 
 /* Per-sample Huber threshold c (get_huber_threshold_if_needed), N = s->n:
@@ -116,7 +118,7 @@ float sd_huber_c(const sd_ddpm *s, sd_huber_schedule sch, double huber_c, double
  * read for huber/smooth_l1 (may be NULL otherwise). mask (optional, [batch][per]) multiplies the
  * element loss before the mean (masked loss). */
 void sd_loss_per_sample(const float *pred, const float *target, int64_t batch, int64_t per,
-                        sd_loss_type type, const float *c, const float *mask, float *loss);
+                        sd_loss_kind type, const float *c, const float *mask, float *loss);
 
 /* Per-sample re-weighting, applied in the reference's order to loss[b] (in place):
  *   × loss_weights[b] (if not NULL), then
@@ -142,7 +144,7 @@ double sd_loss_weight_factor(const sd_ddpm *s, const sd_loss_weighting *w, int t
  * grad = factor[b]/(batch·per) · ℓ'(d) · mask, with ℓ' = 2d, sign(d) (0 at 0), 2c·d/sqrt(d²+c²),
  * 2d/sqrt(d²+c²). factor may be NULL (all 1). */
 void sd_loss_grad(const float *pred, const float *target, int64_t batch, int64_t per,
-                  sd_loss_type type, const float *c, const float *mask, const double *factor,
+                  sd_loss_kind type, const float *c, const float *mask, const double *factor,
                   float *grad);
 
 #endif

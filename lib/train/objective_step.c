@@ -5,22 +5,18 @@
 #include <string.h>
 
 #include "base/error.h"
-#include "diffusion/objective.h"
 
 int sd_tobj_init(sd_tobj *o, const sd_tobj_opts *p)
 {
     memset(o, 0, sizeof *o);
     sd_ddpm_init(&o->sched);
     if (p->zero_terminal_snr) sd_ddpm_rescale_zero_terminal_snr(&o->sched);
-    sd_loss_type lt;
-    sd_huber_schedule hs;
-    if (sd_loss_type_parse(p->loss_type ? p->loss_type : "l2", &lt)) return sd_err_prefix(SD_EUSAGE, "--loss_type");
-    if (sd_huber_schedule_parse(p->huber_schedule ? p->huber_schedule : "snr", &hs))
+    if (sd_loss_type_parse(p->loss_type ? p->loss_type : "l2", &o->loss_type))
+        return sd_err_prefix(SD_EUSAGE, "--loss_type");
+    if (sd_huber_schedule_parse(p->huber_schedule ? p->huber_schedule : "snr", &o->huber_schedule))
         return sd_err_prefix(SD_EUSAGE, "--huber_schedule");
     if (sd_timestep_range(&o->sched, p->min_timestep, p->max_timestep, &o->tlo, &o->thi))
         return sd_err_prefix(SD_EUSAGE, "--min_timestep/--max_timestep");
-    o->loss_type = (int)lt;
-    o->huber_schedule = (int)hs;
     o->v_prediction = p->v_prediction;
     o->huber_c = p->huber_c;
     o->huber_scale = p->huber_scale;
@@ -84,14 +80,14 @@ double sd_tobj_loss(const sd_tobj *o, const float *pred, const float *target, in
                             .scale_v_pred_loss_like_noise_pred = o->scale_v_pred_loss_like_noise_pred,
                             .v_pred_like_loss = o->v_pred_like_loss, .debiased_estimation = o->debiased_estimation };
     for (int64_t b = 0; b < B; b++)
-        hc[b] = sd_huber_c(&o->sched, (sd_huber_schedule)o->huber_schedule, o->huber_c, o->huber_scale, t[b]);
-    sd_loss_per_sample(pred, target, B, per, (sd_loss_type)o->loss_type, hc, NULL, lossv);
+        hc[b] = sd_huber_c(&o->sched, o->huber_schedule, o->huber_c, o->huber_scale, t[b]);
+    sd_loss_per_sample(pred, target, B, per, o->loss_type, hc, NULL, lossv);
     sd_loss_apply_weights(&o->sched, &w, t, lweight, B, lossv);
     double L = 0;
     for (int64_t b = 0; b < B; b++) L += lossv[b];
     L /= (double)B;
     if (!isfinite(L)) return L;
     for (int64_t b = 0; b < B; b++) factor[b] = sd_loss_weight_factor(&o->sched, &w, t[b], lweight[b]) * grad_scale;
-    sd_loss_grad(pred, target, B, per, (sd_loss_type)o->loss_type, hc, NULL, factor, grad);
+    sd_loss_grad(pred, target, B, per, o->loss_type, hc, NULL, factor, grad);
     return L;
 }

@@ -1,20 +1,21 @@
 /* The per-step objective of the trainer as two calls over host arrays (diffusion/objective.h and
  * schedule.h do the maths): inputs (noise, offsets, pyramid noise, timesteps, input perturbation,
- * noisy latents, target) and loss (element loss, per-sample weights, batch mean, gradient).
- *
- * Why a separate unit: diffusion/objective.h and tensor/ops.h both define SD_LOSS_L2 & co., so no
- * file can include both; the loop (which needs the models, hence ops.h) calls this instead. */
+ * noisy latents, target) and loss (element loss, per-sample weights, batch mean, gradient). The
+ * options come as the trainer's strings and numbers (sd_tobj_opts) and are checked once, by
+ * sd_tobj_init. */
 #ifndef SD_TRAIN_OBJECTIVE_STEP_H
 #define SD_TRAIN_OBJECTIVE_STEP_H
 
 #include <stdint.h>
 
+#include "diffusion/objective.h"
 #include "diffusion/schedule.h"
 
 typedef struct sd_tobj {
     sd_ddpm sched;
     int v_prediction;
-    int loss_type, huber_schedule;      /* objective.h enums */
+    sd_loss_kind loss_type;
+    sd_huber_schedule huber_schedule;
     double huber_c, huber_scale;
     int tlo, thi;
     double noise_offset, adaptive_noise_scale;

@@ -217,7 +217,7 @@ static void test_losses(void)
     jv losses = g_get(G, "losses");
     const char *names[4] = {"l2", "l1", "huber", "smooth_l1"};
     for (int k = 0; k < 4; k++) {
-        sd_loss_type lt;
+        sd_loss_kind lt;
         T_EQ_INT(sd_loss_type_parse(names[k], &lt), SD_OK);
         float l[2];
         sd_loss_per_sample(pred, eps, B, per, lt, c, NULL, l);
@@ -259,7 +259,7 @@ static void test_loss_grad(void)
     double f[Bn] = {1.3, 0.4};
     for (int type = 0; type < 4; type++)
         for (int use_mask = 0; use_mask < 2; use_mask++) {
-            sd_loss_grad(p, q, Bn, P, (sd_loss_type)type, c, use_mask ? mask : NULL, f, g);
+            sd_loss_grad(p, q, Bn, P, (sd_loss_kind)type, c, use_mask ? mask : NULL, f, g);
             for (int i = 0; i < Bn * P; i++) {
                 double h = 1e-3, lp = 0, lm = 0;
                 for (int sgn = 0; sgn < 2; sgn++) {
@@ -268,7 +268,7 @@ static void test_loss_grad(void)
                     pp[i] = (float)((double)p[i] + (sgn ? -h : h));
                     double hh = (double)pp[i] - (double)p[i];
                     (void)hh;
-                    sd_loss_per_sample(pp, q, Bn, P, (sd_loss_type)type, c, use_mask ? mask : NULL, l);
+                    sd_loss_per_sample(pp, q, Bn, P, (sd_loss_kind)type, c, use_mask ? mask : NULL, l);
                     double L = (f[0] * l[0] + f[1] * l[1]) / Bn;
                     if (sgn) lm = L;
                     else lp = L;
@@ -283,7 +283,7 @@ static void test_loss_grad(void)
 
 static void test_parse(void)
 {
-    sd_loss_type lt;
+    sd_loss_kind lt;
     sd_huber_schedule hs;
     T_EQ_INT(sd_loss_type_parse("smooth_l1", &lt), SD_OK);
     T_EQ_INT(lt, SD_LOSS_SMOOTH_L1);
