@@ -30,6 +30,7 @@
 #include "io/cmdline.h"
 #include "io/safetensors.h"
 #include "models/sd_model.h"
+#include "tensor/device.h"
 #include "text/clip_tokenizer.h"
 #include "train/lora_file.h"
 #include "train/lora_network.h"
@@ -50,6 +51,8 @@ static struct {
     int sequential_file_name, no_metadata;
     int vae_tiling, vae_tile_size;
     int threads;
+    const char *device;
+    int dev_index;   /* from --device: SD_DEVICE_CPU or a CUDA ordinal */
 } a;
 
 static const sd_opt table[] = {
@@ -113,6 +116,10 @@ static const sd_opt table[] = {
      .group = "Output", .help = "name images im_000001.png, im_000002.png, ... instead of im_TIME_NNN_SEED.png"},
     {.name = "no_metadata", .type = SD_OPT_FLAG, .dest = &a.no_metadata, .def = "false", .group = "Output",
      .flags = SD_OPTF_NO_NEGATE, .help = "no PNG text chunks (and no model hashing)"},
+    {.name = "device", .type = SD_OPT_STRING, .dest = &a.device, .def = "cpu", .metavar = "cpu|cuda[:N]",
+     .group = "Generation",
+     .help = "where the networks run: the CPU, or CUDA GPU N (a build with CUDA=1); LoRA files are merged "
+             "on the host first"},
     SD_OPT_THREADS(&a.threads),
     SD_OPT_END};
 
@@ -342,6 +349,8 @@ static int run(void)
         rc = sd_model_set_inference(&m);
     }
     if (rc) goto out;
+    const sd_devkind dev = a.dev_index == SD_DEVICE_CPU ? SD_DEV_CPU : SD_DEV_CUDA;
+    if (dev == SD_DEV_CUDA && (rc = sd_device_init(a.dev_index))) goto out;
     if ((rc = sd_model_load(&m, SD_DEV_CPU))) goto out;
     sd_model_release_source(&m);
     char vp[4096];
@@ -364,13 +373,37 @@ static int run(void)
         size_t s = sd_txt2img_scratch_bytes(&gm, &gp);
         if (s > need) need = s;
     }
-    if ((rc = sd_ctx_init(&ctx, SD_DEV_CPU, sd_threads_get(), need))) goto out;
-    /* networks */
+    /* networks, merged on the host */
+    if ((rc = sd_ctx_init(&ctx, SD_DEV_CPU, sd_threads_get(), dev == SD_DEV_CPU ? need : 0))) goto out;
     for (int i = 0; i < a.network_weights.n && !rc; i++) {
         double mul = i < a.network_mul.n ? a.network_mul.d[i] : 1.0;
         rc = merge_lora(&ctx, &m, a.network_weights.s[i], mul);
     }
     if (rc) goto out;
+    if (dev == SD_DEV_CUDA) {
+        /* fail fast: weights and the largest job's working memory must fit in what is free */
+        sd_params *regs[3] = { &m.unet_params, &m.te_params, &m.vae_params };
+        size_t weights = 0;
+        for (int c = 0; c < 3; c++) weights += regs[c]->value_bytes;
+        sd_device_info di;
+        if ((rc = sd_device_query(a.dev_index, &di))) goto out;
+        const double gib = 1024.0 * 1024 * 1024;
+        if (weights + need + ((size_t)256 << 20) > di.free_bytes) {
+            rc = sd_err(SD_ENOMEM,
+                        "--device %s: needs about %.2f GiB of GPU memory (weights %.2f GiB, working memory %.2f GiB "
+                        "for --batch_size %d at the largest size), %.2f GiB free on %s; lower --batch_size or the "
+                        "image size, use --vae_tiling, or run with --device cpu",
+                        a.device, (double)(weights + need) / gib, (double)weights / gib, (double)need / gib, bs,
+                        (double)di.free_bytes / gib, di.name);
+            goto out;
+        }
+        for (int c = 0; c < 3 && !rc; c++) rc = sd_params_move(regs[c], SD_DEV_CUDA);
+        sd_ctx_free(&ctx);
+        memset(&ctx, 0, sizeof ctx);
+        if (!rc) rc = sd_ctx_init(&ctx, SD_DEV_CUDA, sd_threads_get(), need + ((size_t)64 << 20));
+        if (rc) goto out;
+        sd_info("running on %s (cuda:%d)", di.name, a.dev_index);
+    }
     /* infotext pieces */
     char model_name[256], model_hash[16] = "";
     file_stem(a.model, model_name, sizeof model_name);
@@ -498,6 +531,7 @@ out:
     if (ctx.threads) sd_ctx_free(&ctx);
     sd_model_close(&m);
     sd_prompt_list_free(&pl);
+    sd_device_shutdown();
     if (g_signal) return g_signal == SIGTERM ? SD_EXIT_SIGTERM : SD_EXIT_SIGINT;
     return rc ? sd_fatal(SD_EXIT_FATAL) : SD_EXIT_OK;
 }
@@ -553,6 +587,11 @@ int main(int argc, char **argv)
                          a.network_weights.n);
     } else if (a.W % 8 || a.H % 8) {
         rc = usage_error("--W %d --H %d: width and height must be multiples of 8", a.W, a.H);
+    } else if (sd_device_parse(a.device, &a.dev_index)) {
+        rc = usage_error("%s", sd_errmsg());
+    } else if (a.dev_index != SD_DEVICE_CPU && a.ti.n) {
+        rc = usage_error("--textual_inversion_embeddings with --device %s: not supported in this release "
+                         "(embeddings work with --device cpu)", a.device);
     } else {
         rc = SD_OK;
         for (int i = 0; i < a.network_module.n; i++)

@@ -218,6 +218,52 @@ int sd_params_alloc(sd_params *r, sd_devkind device)
     return SD_OK;
 }
 
+/* A copy of `bytes` at src (on `from`) in fresh memory on `to`; *dst NULL for 0 bytes. */
+static int move_block(void **dst, const void *src, size_t bytes, sd_devkind from, sd_devkind to)
+{
+    *dst = NULL;
+    if (!src) return SD_OK;
+    size_t sz = bytes ? bytes : 64;
+    if (to == SD_DEV_CUDA) {
+        int rc = sd_device_alloc(dst, sz);
+        if (!rc) rc = sd_device_copy_to_device(*dst, src, sz);
+        if (rc) { sd_device_free(*dst); *dst = NULL; }
+        return rc;
+    }
+    *dst = aligned_alloc(64, sz);
+    if (!*dst) return sd_err(SD_ENOMEM, "parameters: out of memory (%zu bytes)", sz);
+    int rc = from == SD_DEV_CUDA ? sd_device_copy_to_host(*dst, src, sz) : (memcpy(*dst, src, sz), SD_OK);
+    if (rc) { free(*dst); *dst = NULL; }
+    return rc;
+}
+
+int sd_params_move(sd_params *r, sd_devkind device)
+{
+    if (!r->allocated) return sd_err(SD_ESTATE, "parameter registry: move before allocation");
+    if (r->device == device) return SD_OK;
+    void *vm = NULL, *gm = NULL;
+    sd_devkind from = (sd_devkind)r->device;
+    int rc = move_block(&vm, r->value_mem, r->value_bytes, from, device);
+    if (!rc) rc = move_block(&gm, r->grad_mem, r->grad_bytes, from, device);
+    if (rc) {
+        free_mem(device, vm);
+        return sd_err_prefix(rc, "moving parameters (%zu + %zu bytes)", r->value_bytes, r->grad_bytes);
+    }
+    for (size_t i = 0; i < r->n; i++) {
+        sd_param *p = r->items[i];
+        p->value.data = (uint8_t *)vm + ((uint8_t *)p->value.data - (uint8_t *)r->value_mem);
+        p->value.device = (uint8_t)device;
+        if (p->grad.data) p->grad.data = (uint8_t *)gm + ((uint8_t *)p->grad.data - (uint8_t *)r->grad_mem);
+        p->grad.device = (uint8_t)device;
+    }
+    free_mem(from, r->value_mem);
+    free_mem(from, r->grad_mem);
+    r->value_mem = vm;
+    r->grad_mem = gm;
+    r->device = (uint8_t)device;
+    return SD_OK;
+}
+
 int sd_params_zero_grad(sd_ctx *ctx, sd_params *r)
 {
     if (!r->allocated) return sd_err(SD_ESTATE, "parameter registry: zero_grad before allocation");

@@ -77,6 +77,11 @@ int sd_params_set_frozen_dtype(sd_params *r, sd_dtype dt);
 
 /* Allocate values (zeroed) and gradients of trainable parameters on `device` (CPU or CUDA). */
 int sd_params_alloc(sd_params *r, sd_devkind device);
+/* Move the allocated values and gradients to `device` (CPU <-> CUDA): one block copy each, the
+ * same layout, the old memory freed; sd_param pointers stay valid and their tensors point to the
+ * new memory. A no-op when already there. Used to load and edit weights on the host (hashing,
+ * merging networks) before running on a GPU. */
+int sd_params_move(sd_params *r, sd_devkind device);
 /* grad = 0 for every trainable parameter (one fill over the gradient block). */
 int sd_params_zero_grad(sd_ctx *ctx, sd_params *r);
 void sd_params_get_totals(const sd_params *r, sd_params_totals *t);

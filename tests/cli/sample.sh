@@ -209,6 +209,17 @@ done
 "$ss" "${M[@]}" --prompt "x --w 3x" --outdir u > /dev/null 2> u5.err; rc=$?;  check sample_usage_bad_prompt_option '[ $rc = 2 ] && grep -q "\-\-prompt" u5.err'
 "$ss" --model nosuch.safetensors --prompt x --outdir u > /dev/null 2> u7.err; rc=$?; check sample_missing_model '[ $rc = 1 ] && grep -q "nosuch.safetensors" u7.err'
 "$ss" --model m.safetensors --prompt x --outdir u > /dev/null 2> u8.err; rc=$?; check sample_tiny_needs_config '[ $rc = 1 ] && grep -q "model_config" u8.err'
+# --device: syntax checked first (exit 2); cuda without a CUDA build or without a GPU is a clear fatal error
+"$ss" "${M[@]}" --prompt x --device gpu --outdir u > /dev/null 2> d1.err; rc=$?; check sample_device_bad_syntax '[ $rc = 2 ] && grep -q "gpu" d1.err'
+"$ss" "${M[@]}" --prompt x --device cuda --textual_inversion_embeddings m.safetensors --outdir u > /dev/null 2> d2.err; rc=$?
+check sample_device_cuda_ti_refused '[ $rc = 2 ] && grep -q "not supported" d2.err'
+"$ss" "${M[@]}" --prompt x --seed 1 --device cuda:0 --outdir dcu > /dev/null 2> d3.err; rc=$?
+if [ $rc = 0 ]; then   # a GPU: the image is close to the CPU's (same seed; not bit-identical)
+  "$ss" "${M[@]}" --prompt x --seed 1 --outdir dcpu > /dev/null 2>&1
+  check sample_device_cuda_close_to_cpu '[ "$("$helper" maxdiff dcu/im_000001.png dcpu/im_000001.png)" -le 8 ]'
+else
+  check sample_device_cuda_unavailable '[ $rc = 1 ] && grep -Eq "CUDA support|CUDA: no device" d3.err'
+fi
 printf 'x --cn img.png\n' > cn.txt
 "$ss" "${M[@]}" --from_file cn.txt --outdir u > /dev/null 2> u9.err; rc=$?;    check sample_controlnet_refused '[ $rc = 1 ] && grep -q "cn.txt:1" u9.err'
 check sample_no_temp_files_left '[ -z "$(find . -name "*.tmp*" -o -name ".*tmp*" | head -1)" ]'
@@ -216,5 +227,5 @@ check sample_no_temp_files_left '[ -z "$(find . -name "*.tmp*" -o -name ".*tmp*"
 hgood=1
 for o in model vae model_config v2 v_parameterization network_weights network_mul prompt from_file negative_prompt width \
   height steps scale seed sampler batch_size images_per_prompt clip_skip vae_tiling vae_tile_size outdir \
-  sequential_file_name no_metadata threads; do grep -q -- "--$o" help.txt || { hgood=0; echo "# --help lacks --$o"; }; done
+  sequential_file_name no_metadata threads device; do grep -q -- "--$o" help.txt || { hgood=0; echo "# --help lacks --$o"; }; done
 check sample_help_lists_options '[ $hgood = 1 ]'

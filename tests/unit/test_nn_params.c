@@ -214,12 +214,46 @@ static void test_load_safetensors(void)
     sd_safetensors_close(st);
 }
 
+/* sd_params_move: a no-op to the same device; to CUDA and back the bytes round-trip (with a GPU),
+ * without one the error leaves the registry on the host, intact. */
+static void test_move(void)
+{
+    sd_params r;
+    sd_params_init(&r);
+    sd_param *w, *b;
+    T_EQ_INT(sd_params_move(&r, SD_DEV_CUDA), SD_ESTATE);
+    T_CHECK(sd_params_add(&r, "l", "weight", 2, (int64_t[]){ 5, 7 }, SD_PARAM_TRAINABLE, &w) == SD_OK);
+    T_CHECK(sd_params_add(&r, "l", "bias", 1, (int64_t[]){ 5 }, 0, &b) == SD_OK);
+    T_EQ_INT(sd_params_alloc(&r, SD_DEV_CPU), SD_OK);
+    float *wv = w->value.data, *bv = b->value.data, *wg = w->grad.data;
+    for (int i = 0; i < 35; i++) { wv[i] = (float)i * 0.5f; wg[i] = (float)-i; }
+    for (int i = 0; i < 5; i++) bv[i] = (float)i + 100;
+    T_EQ_INT(sd_params_move(&r, SD_DEV_CPU), SD_OK);
+    T_CHECK(w->value.data == wv);
+    int rc = sd_params_move(&r, SD_DEV_CUDA);
+    if (rc == SD_OK) {
+        T_CHECK(w->value.device == SD_DEV_CUDA && b->grad.data == NULL && w->grad.device == SD_DEV_CUDA);
+        T_EQ_INT(sd_params_move(&r, SD_DEV_CPU), SD_OK);
+        wv = w->value.data; bv = b->value.data; wg = w->grad.data;
+    } else {
+        T_CHECK(rc == SD_EUNSUPPORTED || rc == SD_EDEVICE);
+        T_CHECK(w->value.data == wv && r.device == SD_DEV_CPU);
+    }
+    T_CHECK(w->value.device == SD_DEV_CPU && b->value.device == SD_DEV_CPU);
+    int same = 1;
+    for (int i = 0; i < 35; i++) same &= wv[i] == (float)i * 0.5f && wg[i] == (float)-i;
+    for (int i = 0; i < 5; i++) same &= bv[i] == (float)i + 100;
+    T_CHECK(same);
+    sd_params_free(&r);
+}
+
 int main(void)
 {
     if (sd_ctx_init(&g_ctx, SD_DEV_CPU, 1, (size_t)16 << 20)) return 1;
     T_RUN(test_register);
     T_RUN(test_load_hook);
     T_RUN(test_load_safetensors);
+    T_RUN(test_move);
     sd_ctx_free(&g_ctx);
     T_DONE();
 }
