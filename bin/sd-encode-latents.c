@@ -43,6 +43,7 @@
 #include "models/model_config.h"
 #include "models/sd_model.h"
 #include "models/vae.h"
+#include "tensor/device.h"
 
 #define TOOL "sd-encode-latents"
 #define VAE_PREFIX "first_stage_model"
@@ -57,6 +58,8 @@ static struct {
     sd_bucket_opts bk;
     const char *interpolation;
     int threads;
+    const char *device;
+    int dev_index;   /* from --device: SD_DEVICE_CPU or a CUDA ordinal */
 } a;
 
 static const sd_opt table[] = {
@@ -101,6 +104,10 @@ static const sd_opt table[] = {
      .metavar = "NAME", .group = "Images",
      .help = "force one filter: lanczos, area or box (default: OpenCV INTER_AREA when shrinking, PIL LANCZOS "
              "otherwise); a record's resize_interpolation wins"},
+    {.name = "device", .type = SD_OPT_STRING, .dest = &a.device, .def = "cpu", .metavar = "cpu|cuda[:N]",
+     .group = "Latents",
+     .help = "where the VAE runs: the CPU, or CUDA GPU N (a build with CUDA=1); images are decoded and "
+             "resized on the CPU either way"},
     SD_OPT_THREADS(&a.threads),
     SD_OPT_END};
 
@@ -331,6 +338,7 @@ static struct {
     size_t scratch_cap;
     sd_model m;
     int m_open;
+    sd_devkind dev;   /* where the VAE runs */
     float *xbuf, *mbuf, *zbuf;
     size_t xcap, mcap, zcap;
     long encoded, reused, failed;
@@ -440,13 +448,23 @@ static int write_latent(item *it, const float *lat, const float *latf)
 static int ensure_scratch(int64_t nb, int64_t H, int64_t W)
 {
     size_t need = sd_vae_scratch_bytes(&r.m.vae, nb, H, W, 0);
-    /* the ops' own lowering buffers come on top; the arena is reserved address space */
-    size_t want = 4 * need + ((size_t)1 << 30);
+    size_t want;
+    if (r.dev == SD_DEV_CUDA) {
+        /* real GPU memory: the planned buffers, the batch in and out, the ops' lowering buffers */
+        size_t io = (size_t)nb * (size_t)(3 * H * W + 2 * g.channels * (H / g.factor) * (W / g.factor)) * sizeof(float);
+        want = 2 * need + io + ((size_t)256 << 20);
+    } else {
+        /* the ops' own lowering buffers come on top; the arena is reserved address space */
+        want = 4 * need + ((size_t)1 << 30);
+        if (want < ((size_t)8 << 30)) want = (size_t)8 << 30;
+    }
     if (want <= r.scratch_cap) return 0;
-    if (want < ((size_t)8 << 30)) want = (size_t)8 << 30;
     if (r.scratch_cap) sd_ctx_free(&r.ctx);
-    if (sd_ctx_init(&r.ctx, SD_DEV_CPU, sd_threads_get(), want) < 0) {
-        r.scratch_cap = 0;
+    r.scratch_cap = 0;
+    if (sd_ctx_init(&r.ctx, r.dev, sd_threads_get(), want) < 0) {
+        if (r.dev == SD_DEV_CUDA)
+            sd_err_prefix(SD_ENOMEM, "GPU memory for a VAE batch of %lld at %lldx%lld (lower --vae_batch_size, or "
+                          "--device cpu)", (long long)nb, (long long)W, (long long)H);
         return -1;
     }
     r.scratch_cap = want;
@@ -473,7 +491,20 @@ static void encode_group(int gi)
         for (int i = 0; i < n; i++) memcpy(r.xbuf + (size_t)i * nf * img, gr->it[i]->x, (size_t)nf * img * sizeof(float));
         sd_tensor x = sd_tensor_wrap(r.xbuf, SD_F32, SD_DIMS(nb, 3, H, W));
         sd_tensor m = sd_tensor_wrap(r.mbuf, SD_F32, SD_DIMS(nb, 2 * E, h, w));
-        if (sd_vae_encode(&r.ctx, &r.m.vae, &m, &x) < 0) {
+        int rc = SD_OK;
+        size_t mark = sd_arena_mark(&r.ctx.scratch);
+        if (r.dev == SD_DEV_CUDA) {   /* the batch through GPU buffers from the arena */
+            sd_tensor xd, md;
+            rc = sd_arena_tensor(&r.ctx.scratch, &xd, SD_F32, SD_DIMS(nb, 3, H, W));
+            if (!rc) rc = sd_arena_tensor(&r.ctx.scratch, &md, SD_F32, SD_DIMS(nb, 2 * E, h, w));
+            if (!rc) rc = sd_tensor_upload(&xd, r.xbuf, sd_tensor_nbytes(&xd));
+            if (!rc) rc = sd_vae_encode(&r.ctx, &r.m.vae, &md, &xd);
+            if (!rc) rc = sd_tensor_download(&md, r.mbuf, sd_tensor_nbytes(&md));
+        } else {
+            rc = sd_vae_encode(&r.ctx, &r.m.vae, &m, &x);
+        }
+        sd_arena_reset(&r.ctx.scratch, mark);
+        if (rc < 0) {
             snprintf(msg, sizeof msg, "VAE encode of a %lldx%lld batch of %lld: %s", (long long)W, (long long)H,
                      (long long)nb, sd_errmsg());
             fail = msg;
@@ -676,8 +707,14 @@ static int load_vae(void)
     g.channels = r.m.cfg.vae.embed_dim;
     g.factor = (int)r.m.vae.factor;
     double t0 = sd_now();
-    rc = sd_latent_vae_hash(&r.m.vae_params, VAE_PREFIX, g.vae_sha);
+    rc = sd_latent_vae_hash(&r.m.vae_params, VAE_PREFIX, g.vae_sha);   /* on the host */
     if (rc >= 0) sd_debug("VAE hash %s (%.2f s)", g.vae_sha, sd_now() - t0);
+    if (rc >= 0 && r.dev == SD_DEV_CUDA) {
+        sd_device_info di;
+        rc = sd_device_query(a.dev_index, &di);
+        if (rc >= 0) rc = sd_params_move(&r.m.vae_params, SD_DEV_CUDA);
+        if (rc >= 0) sd_info("VAE on %s (cuda:%d)", di.name, a.dev_index);
+    }
     return rc;
 }
 
@@ -708,6 +745,7 @@ int main(int argc, char **argv)
     else if (a.out && a.kohya_names) usage = "--out and --kohya_names exclude each other";
     if (!usage && a.interpolation && sd_bucket_interp_from_name(a.interpolation, &global_filter) < 0)
         usage = sd_errmsg();
+    if (!usage && sd_device_parse(a.device, &a.dev_index) < 0) usage = sd_errmsg();
     if (usage) {
         sd_cmdline_usage_error(TOOL, "%s", usage);
         sd_opts_free(&o);
@@ -720,6 +758,8 @@ int main(int argc, char **argv)
 
     if (sd_threads_init(a.threads) < 0) return sd_fatal(1);
     int nthreads = sd_threads_get();
+    r.dev = a.dev_index == SD_DEVICE_CPU ? SD_DEV_CPU : SD_DEV_CUDA;
+    if (r.dev == SD_DEV_CUDA && sd_device_init(a.dev_index) < 0) return sd_fatal(1);
     if (load_vae() < 0) return sd_fatal(1);
     if (a.out && sd_mkdirs(a.out) < 0) return sd_fatal(1);
 
@@ -900,6 +940,7 @@ int main(int argc, char **argv)
     free(r.zbuf);
     if (r.scratch_cap) sd_ctx_free(&r.ctx);
     if (r.m_open) sd_model_close(&r.m);
+    sd_device_shutdown();
     sd_bucket_sets_free(&sets);
     free(q.jobs);
     free(q.ready);

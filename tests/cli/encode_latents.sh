@@ -76,6 +76,25 @@ if [ -x "$bin/sd-model" ]; then
   check encode_mean_equals_sd_model_vae_encode '[ $good = 1 ]'
 fi
 
+# ---- --device: syntax errors exit 2; cuda without a CUDA build or GPU is fatal; with a GPU the
+# latents match the CPU's within fp32 tolerance (same cache key: the VAE is hashed on the host) ----
+"$enc" "${common[@]}" --out dev --device gpu < in.jsonl > /dev/null 2> dev1.err; rc=$?
+check encode_device_bad_syntax '[ $rc = 2 ] && grep -q "gpu" dev1.err'
+"$enc" "${common[@]}" --out devg --latent_mode mean --device cuda < in.jsonl > devg.jsonl 2> dev2.err; rc=$?
+if [ $rc = 3 ]; then
+  good=1
+  while read -r line; do
+    lat=$(echo "$line" | sed 's/.*"latents":"\([^"]*\)".*/\1/')
+    img=$(echo "$line" | sed 's/.*"image":"\([^"]*\)".*/\1/')
+    ref=$(grep "\"image\":\"$img\"" mean.jsonl | sed 's/.*"latents":"\([^"]*\)".*/\1/')
+    out=$("$helper" --compare-latents "$ref" "$lat" 1e-4) || good=0
+    echo "# GPU vs CPU $img: $out"
+  done < devg.jsonl
+  check encode_device_cuda_matches_cpu '[ $good = 1 ] && [ "$(wc -l < devg.jsonl)" = 3 ]'
+else
+  check encode_device_cuda_unavailable '[ $rc = 1 ] && grep -Eq "CUDA support|CUDA: no device" dev2.err'
+fi
+
 # ---- the same plan from sd-bucket gives the same file ------------------------------------------------
 if [ -x "$bin/sd-bucket" ]; then
   grep image in.jsonl | grep -v missing | "$bin/sd-bucket" --resolution 64 --bucket_reso_steps 32 \

@@ -423,6 +423,29 @@ static int compare_moments(const char *npz, const char *npy)
     return bad;
 }
 
+/* Two latent files of the same image (e.g. CPU and GPU): same shape, max |diff| <= tol · max |a|. */
+static int compare_latents(const char *fa, const char *fb, double tol)
+{
+    sd_latent_file a, b;
+    if (sd_latent_read(fa, NULL, &a)) return printf("%s\n", sd_errmsg()), 1;
+    if (sd_latent_read(fb, NULL, &b)) {
+        sd_latent_free(&a);
+        return printf("%s\n", sd_errmsg()), 1;
+    }
+    int bad = a.c != b.c || a.h != b.h || a.w != b.w;
+    size_t cnt = (size_t)a.c * a.h * a.w;
+    double maxd = 0, maxa = 0;
+    for (size_t i = 0; !bad && i < cnt; i++) {
+        maxd = fmax(maxd, fabs((double)a.latents[i] - b.latents[i]));
+        maxa = fmax(maxa, fabs((double)a.latents[i]));
+    }
+    printf("max |diff| %g of max |latent| %g over %zu values\n", maxd, maxa, cnt);
+    bad = bad || !(maxd <= tol * maxa);
+    sd_latent_free(&a);
+    sd_latent_free(&b);
+    return bad;
+}
+
 static void test_vae_hash(void)
 {
     sd_vae_config c;
@@ -560,6 +583,7 @@ int main(int argc, char **argv)
     if (argc >= 10 && !strcmp(argv[1], "--check-mean")) return check_mean(argv + 2, argc > 10);
     if (argc == 8 && !strcmp(argv[1], "--write-pixels")) return write_pixels(argv + 2);
     if (argc == 4 && !strcmp(argv[1], "--compare-moments")) return compare_moments(argv[2], argv[3]);
+    if (argc == 5 && !strcmp(argv[1], "--compare-latents")) return compare_latents(argv[2], argv[3], atof(argv[4]));
     if (argc == 3 && !strcmp(argv[1], "--check-file")) {
         sd_latent_file lf;
         if (sd_latent_read(argv[2], NULL, &lf)) {
