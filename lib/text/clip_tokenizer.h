@@ -7,7 +7,7 @@
  * subpart, as Python's bytes.decode(errors="replace")), as HF's CLIPTokenizer runs it with ftfy
  * installed (kohya's requirements pin ftfy 6.1.1): whitespace_clean(fix_text(text)).lower(), then
  * the pattern and BPE:
- *   0. ftfy.fix_text, all of it except the mojibake re-decoder (text/ftfy.h): HTML entities,
+ *   0. ftfy.fix_text (text/ftfy.h): HTML entities, mojibake re-decoding (fix_encoding),
  *      C1 controls, Latin ligatures, full/half-width forms, curly quotes, line breaks, terminal
  *      escapes, control characters, NFC;
  *   1. whitespace_clean: every run of `regex` \s (Unicode White_Space) becomes one ' ', then
@@ -19,8 +19,8 @@
  *   4. each piece's UTF-8 bytes go through BPE (the GPT-2 bytes->unicode symbols, "</w>" on the
  *      last symbol, lowest-rank pair merged everywhere left to right, repeated); the literal pieces
  *      "<|startoftext|>" / "<|endoftext|>" map straight to 49406 / 49407.
- * Ids equal the reference's for every caption except mojibake that ftfy would re-decode
- * ("CafÃ©" -> "Café"); such text keeps its broken characters here.
+ * Ids equal the reference's for every caption, mojibake that ftfy re-decodes ("CafÃ©" ->
+ * "Café") included.
  *
  * Vocabulary: bpe_simple_vocab_16e6.txt.gz (or an uncompressed merges.txt of the same form: one
  * header line, then "a b" merges); the first 48,894 merges are used. Ids: 0..255 byte symbols,

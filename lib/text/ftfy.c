@@ -1,4 +1,4 @@
-/* ftfy 6.1.1 fix_text() without fix_encoding, and NFC; see ftfy.h. */
+/* ftfy 6.1.1 fix_text() and NFC; see ftfy.h (fix_encoding is in ftfy_encoding.c). */
 #include "text/ftfy.h"
 
 #include <stdlib.h>
@@ -398,6 +398,10 @@ static int fix_round(const uint32_t *s, size_t n, int html, uint32_t **out, size
     int rc = SD_OK;
     if (html) rc = unescape_html(s, n, &a);
     else for (size_t i = 0; i < n && !rc; i++) rc = vput(&a, s[i]);
+    if (!rc && a.n) {
+        rc = sd_ftfy_fix_encoding(&a.v, &a.n);
+        a.cap = a.n;
+    }
     if (!rc) rc = char_fixes(a.v, a.n, &b);
     a.n = 0;
     if (!rc) rc = line_breaks(b.v, b.n, &a);

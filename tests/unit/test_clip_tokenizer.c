@@ -190,7 +190,7 @@ static void test_framed(void)
     printf("# %d framed rows\n", nrows);
 }
 
-/* ftfy.fix_text(text, fix_encoding=False) outputs from ftfy 6.1.1 itself */
+/* ftfy.fix_text(text) outputs from ftfy 6.1.1 itself (fix_encoding included) */
 static void test_ftfy(void)
 {
     FILE *f = fopen(data_path("ftfy.tsv"), "r");
@@ -239,6 +239,46 @@ static void test_ftfy(void)
     uint32_t want_nfc[] = {0xC5, 0xAC01, 0x71, 0x323, 0x307, 0x308, 0x301};
     T_EQ_INT(k, 7);
     T_CHECK(k == 7 && !memcmp(out, want_nfc, sizeof want_nfc));
+}
+
+/* Token ids of mojibake captions through the full fix_text, from the oracle
+ * (tests/golden/gen/make_ftfy_golden.py; a backslash is escaped as two, control bytes as \xHH) */
+static void test_mojibake_ids(void)
+{
+    if (!tok) return;
+    const char *root = getenv("SD_ROOT");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tests/data/ftfy/clip_ids.tsv", root && *root ? root : ".");
+    FILE *f = fopen(path, "r");
+    T_CHECKF(f != NULL, "%s", path);
+    if (!f) return;
+    static char line[1 << 14], text[1 << 14];
+    int n = 0, bad = 0;
+    while (fgets(line, sizeof line, f)) {
+        char *tab = strchr(line, '\t');
+        if (!tab) { T_CHECK(0); continue; }
+        size_t k = 0;
+        for (char *p = line; p < tab; p++) {
+            if (p[0] == '\\' && p[1] == '\\') { text[k++] = '\\'; p++; }
+            else if (p[0] == '\\' && p[1] == 'x' && hexval(p[2]) >= 0 && hexval(p[3]) >= 0) {
+                text[k++] = (char)(hexval(p[2]) * 16 + hexval(p[3]));
+                p += 3;
+            } else text[k++] = *p;
+        }
+        size_t nw;
+        int32_t *want = parse_ids(tab + 1, &nw), *ids = NULL;
+        size_t ni;
+        int ok = sd_clip_tokenizer_encode(tok, text, k, 0, &ids, &ni) == SD_OK && ni == nw &&
+                 (!ni || !memcmp(ids, want, ni * sizeof *ids));
+        if (!ok && bad++ < 3) printf("# mojibake caption %d: ids differ\n", n);
+        T_CHECK(ok);
+        free(ids);
+        free(want);
+        n++;
+    }
+    fclose(f);
+    printf("# %d mojibake captions\n", n);
+    T_CHECK(n >= 10);
 }
 
 static void test_frame_rules(void)
@@ -466,6 +506,7 @@ int main(void)
     T_RUN(test_corpus);
     T_RUN(test_framed);
     T_RUN(test_ftfy);
+    T_RUN(test_mojibake_ids);
     T_RUN(test_frame_rules);
     T_RUN(test_normalize);
     T_RUN(test_decode);

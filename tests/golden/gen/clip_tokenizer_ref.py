@@ -8,7 +8,7 @@ committed):
 
 The oracle follows openai/CLIP clip/simple_tokenizer.py and Hugging Face's CLIPTokenizer (the
 slow tokenizer kohya-ss/sd-scripts uses) step by step, written here from their description:
-  text -> ftfy.fix_text(text, fix_encoding=False)
+  text -> ftfy.fix_text(text)
        -> whitespace_clean (regex r'\\s+' -> ' ', then str.strip()) -> str.lower()
        -> regex.findall(<CLIP pattern>, re.IGNORECASE) -> UTF-8 bytes -> bytes_to_unicode symbols
        -> BPE with the first 48,894 merges ("</w>" on the last symbol) -> vocabulary ids.
@@ -17,15 +17,14 @@ Differences between the two upstream tokenizers and what this oracle does:
   * HF with ftfy installed (kohya's requirements pin ftfy 6.1.1): fix_text only, no html.unescape.
   * HF without ftfy: BERT BasicTokenizer(strip_accents=False, do_split_on_punc=False): drops control
     characters and U+FFFD, spaces around CJK ideographs, NFC, whitespace split, lower.
-  This oracle is the HF path with ftfy, minus ftfy's mojibake re-decoder (fix_encoding), which the
-  C code does not implement (lib/text/ftfy.h); the script reports the corpus cases where the full
-  fix_text differs (third column "mojibake" in corpus.tsv).
+  This oracle is the HF path with ftfy (all of fix_text, fix_encoding included); the script marks
+  the corpus cases where fix_encoding changes the text (third column "mojibake" in corpus.tsv).
 Framing follows kohya's TokenizeStrategy (reference-behaviour.md §3.2) with HF's truncation
 (keep BOS/EOS) and padding to max_length.
 
 Writes tests/data/clip_tokenizer/corpus.tsv: one case per line, "<hex of the UTF-8 text>\\t<ids>",
 framed.tsv: "<case index>\\t<max_token_length>\\t<pad>\\t<nchunks*77 ids>", and ftfy.tsv:
-"<case index>\\t<hex of fix_text(text, fix_encoding=False)>" for the cases that ftfy changes.
+"<case index>\\t<hex of fix_text(text)>" for the cases that ftfy changes.
 """
 import gzip
 import os
@@ -93,7 +92,7 @@ class Oracle:
         return res
 
     def encode(self, text):
-        text = ftfy.fix_text(text, fix_encoding=False)
+        text = ftfy.fix_text(text)
         text = re.sub(r"\s+", " ", text).strip().lower()
         ids = []
         for tok in re.findall(self.pat, text):
@@ -232,7 +231,7 @@ def main():
             ids = o.encode(text)
             full = ftfy.fix_text(text) != ftfy.fix_text(text, fix_encoding=False)
             moji += full
-            fixed = ftfy.fix_text(text, fix_encoding=False)
+            fixed = ftfy.fix_text(text)
             if fixed != text:
                 h.write("%d\t%s\n" % (k, fixed.encode("utf-8").hex()))
             f.write("%s\t%s%s\n" % (raw.hex(), " ".join(map(str, ids)), "\tmojibake" if full else ""))
