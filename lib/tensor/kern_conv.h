@@ -10,8 +10,8 @@
  *             P = 1: chunks in order, gemm_par straight into dW.
  *   dX        col-gradient GEMM per chunk then col2im; chunks touching overlapping input rows are
  *             separated into phases (chunk index mod 2, chunks have ≥ kh rows), phase 0 first.
- * 3×3 stride-1 forward and dX go to Winograd F(4×4,3×3) (kern_wino.h) when sd_k_conv_wino says
- * so; if the scratch arena cannot hold its buffers they fall back to im2col. */
+ * 3×3 stride-1 forward, dX and dW go to Winograd F(4×4,3×3) (kern_wino.h) when sd_k_conv_wino
+ * says so; if the scratch arena cannot hold its buffers they fall back to im2col. */
 #ifndef SD_TENSOR_KERN_CONV_H
 #define SD_TENSOR_KERN_CONV_H
 #include <omp.h>
@@ -71,8 +71,8 @@ SD_KFN int KN(sd_k_conv_wino_run)(sd_ctx *ctx, const sd_k_conv *p, int dx, real 
     size_t mark = sd_arena_mark(&ctx->scratch);
     real *u = KN(sd_k_wino_weights)(ctx, w, p->cout, p->cin, dx);
     sd_k_wino q;
-    if (!dx) sd_k_wino_plan(&q, p->n, p->cin, p->h, p->w, p->cout, p->ho, p->wo, p->pt, p->pl);
-    else sd_k_wino_plan(&q, p->n, p->cout, p->ho, p->wo, p->cin, p->h, p->w, 2 - p->pt, 2 - p->pl);
+    if (!dx) sd_k_wino_plan(&q, p->n, p->cin, p->h, p->w, p->cout, p->ho, p->wo, p->pt, p->pl, SD_K_WINO_TILES);
+    else sd_k_wino_plan(&q, p->n, p->cout, p->ho, p->wo, p->cin, p->h, p->w, 2 - p->pt, 2 - p->pl, SD_K_WINO_TILES);
     int rc = u ? KN(sd_k_wino_run)(ctx, &q, y, x, u, b, dx) : SD_ENOMEM;
     sd_arena_reset(&ctx->scratch, mark);
     return rc;
@@ -249,6 +249,11 @@ SD_KFN int KN(sd_k_conv2d_bwd)(sd_ctx *ctx, const sd_k_conv *p, real *dx, real *
         }
     }
 
+    if (dw && KN(sd_k_conv_wino)(ctx, p, p->ho * p->wo)) {
+        sd_k_wino q;
+        sd_k_wino_plan(&q, p->n, p->cin, p->h, p->w, p->cout, p->ho, p->wo, p->pt, p->pl, SD_K_WINO_TILES_DW);
+        if (KN(sd_k_wino_dw)(ctx, &q, dw, dy, x) == SD_OK) dw = NULL;
+    }
     if (dw) {
         int64_t ng = total < 4 ? 1 : 4;
         real *part = NULL, *colbuf = NULL;

@@ -28,6 +28,9 @@
 #ifndef SD_K_WINO_TILES
 #define SD_K_WINO_TILES 192    /* target tiles per chunk (the GEMMs' N) */
 #endif
+#ifndef SD_K_WINO_TILES_DW
+#define SD_K_WINO_TILES_DW 768 /* weight gradient: tiles per chunk (the GEMMs' K) */
+#endif
 
 typedef struct sd_k_wino {
     int64_t n, mi, h, w;       /* input: batch, channels, height, width */
@@ -40,12 +43,12 @@ typedef struct sd_k_wino {
 #ifndef SD_K_WINO_PLAN
 #define SD_K_WINO_PLAN
 static inline void sd_k_wino_plan(sd_k_wino *p, int64_t n, int64_t mi, int64_t h, int64_t w, int64_t mo,
-                                  int64_t ho, int64_t wo, int64_t pt, int64_t pl)
+                                  int64_t ho, int64_t wo, int64_t pt, int64_t pl, int64_t tiles)
 {
     p->n = n; p->mi = mi; p->h = h; p->w = w; p->mo = mo; p->ho = ho; p->wo = wo; p->pt = pt; p->pl = pl;
     p->th = (ho + 3) / 4;
     p->tw = (wo + 3) / 4;
-    int64_t r = p->tw ? (SD_K_WINO_TILES + p->tw - 1) / p->tw : 1;
+    int64_t r = p->tw ? (tiles + p->tw - 1) / p->tw : 1;
     if (r > p->th) r = p->th;
     if (r < 1) r = 1;
     p->rows = r;
@@ -285,6 +288,123 @@ SD_KFN real *KN(sd_k_wino_weights)(sd_ctx *ctx, const real *w, int64_t cout, int
         KN(sd_k_wino_wt)(w, cout, cin, dx, u, mo * b / 16, mo * (b + 1) / 16,
                          gt + (int64_t)omp_get_thread_num() * 9 * (cout + cin));
     return u;
+}
+
+/* ---- weight gradient ------------------------------------------------------------------------
+ * y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A is linear in g, so per tile dg = Gᵀ[(A dy Aᵀ) ⊙ (Bᵀ d B)]G. Summed
+ * over tiles: dU_ξ[co][ci] = Σ_t M'_ξ[co][t] V_ξ[ci][t] (36 GEMMs with the tiles as K, accumulated
+ * chunk after chunk in order), then dW[co][ci] += Gᵀ dU[co][ci] G. Chunks run in order; inside one
+ * the transforms are split by channel and the 36 GEMMs spread over threads (each ξ owns its dU_ξ),
+ * so the sums run in the same order for any thread count. */
+
+/* M'[ξ][o][j] = (A dy Aᵀ)[ξ] for the 4×4 output-gradient tiles of channels [o0, o1) of one chunk
+ * (zero beyond the output's edge); `strip` holds 6·4·tw reals. */
+SD_KFN void KN(sd_k_wino_gout)(const sd_k_wino *p, const real *dy, int64_t img, int64_t tr0, int64_t nr,
+                               real *m, int64_t tcs, int64_t o0, int64_t o1, real *strip)
+{
+    int64_t sw = 4 * p->tw, plane = p->mo * tcs;
+    for (int64_t o = o0; o < o1; o++) {
+        const real *dc = dy + (img * p->mo + o) * p->ho * p->wo;
+        for (int64_t r = 0; r < nr; r++) {
+            /* A down the columns: strip[ξa][X] from the 4 rows of the tile row (zero past the edge) */
+            int64_t oy0 = (tr0 + r) * 4;
+            const real *rw[4];
+            int64_t nx = p->wo < sw ? p->wo : sw;
+            for (int c = 0; c < 4; c++) rw[c] = oy0 + c < p->ho ? dc + (oy0 + c) * p->wo : NULL;
+            for (int64_t X = 0; X < sw; X++) {
+                real v[4];
+                for (int c = 0; c < 4; c++) v[c] = rw[c] && X < nx ? rw[c][X] : 0;
+                real s02 = v[0] + v[2], s13 = v[1] + v[3], q02 = v[0] + 4 * v[2], q13 = 2 * v[1] + 8 * v[3];
+                strip[X] = v[0];
+                strip[sw + X] = s02 + s13;
+                strip[2 * sw + X] = s02 - s13;
+                strip[3 * sw + X] = q02 + q13;
+                strip[4 * sw + X] = q02 - q13;
+                strip[5 * sw + X] = v[3];
+            }
+            /* Aᵀ along each row, tile by tile */
+            real *mo_ = m + o * tcs + r * p->tw;
+            for (int a = 0; a < 6; a++) {
+                const real *sa = strip + a * sw;
+                real *mr = mo_ + (int64_t)(a * 6) * plane;
+                for (int64_t j = 0; j < p->tw; j++) {
+                    const real *v = sa + 4 * j;
+                    real s02 = v[0] + v[2], s13 = v[1] + v[3], q02 = v[0] + 4 * v[2], q13 = 2 * v[1] + 8 * v[3];
+                    mr[j] = v[0];
+                    mr[plane + j] = s02 + s13;
+                    mr[2 * plane + j] = s02 - s13;
+                    mr[3 * plane + j] = q02 + q13;
+                    mr[4 * plane + j] = q02 - q13;
+                    mr[5 * plane + j] = v[3];
+                }
+            }
+        }
+    }
+}
+
+/* dW[co][ci] (+)= Gᵀ dU G for rows co in [o0, o1); dU [36][cout][cin]. */
+SD_KFN void KN(sd_k_wino_dw_out)(const real *du, int64_t cout, int64_t cin, real *dw, int64_t o0, int64_t o1)
+{
+    const real k4 = (real)0.25, k6 = (real)(1.0 / 6), k12 = (real)(1.0 / 12), k24 = (real)(1.0 / 24);
+    int64_t plane = cout * cin;
+    for (int64_t o = o0; o < o1; o++)
+        for (int64_t i = 0; i < cin; i++) {
+            real u[6][6], t[3][6];
+            for (int x = 0; x < 36; x++) u[x / 6][x % 6] = du[x * plane + o * cin + i];
+            for (int c = 0; c < 6; c++) {   /* Gᵀ u, column c */
+                real u0 = u[0][c], u1 = u[1][c], u2 = u[2][c], u3 = u[3][c], u4 = u[4][c], u5 = u[5][c];
+                t[0][c] = u0 * k4 - (u1 + u2) * k6 + (u3 + u4) * k24;
+                t[1][c] = (u2 - u1) * k6 + (u3 - u4) * k12;
+                t[2][c] = (u3 + u4 - u1 - u2) * k6 + u5;
+            }
+            real *d = dw + (o * cin + i) * 9;
+            for (int r = 0; r < 3; r++) {   /* (Gᵀ u) G, row r */
+                real u0 = t[r][0], u1 = t[r][1], u2 = t[r][2], u3 = t[r][3], u4 = t[r][4], u5 = t[r][5];
+                d[r * 3] += u0 * k4 - (u1 + u2) * k6 + (u3 + u4) * k24;
+                d[r * 3 + 1] += (u2 - u1) * k6 + (u3 - u4) * k12;
+                d[r * 3 + 2] += (u3 + u4 - u1 - u2) * k6 + u5;
+            }
+        }
+}
+
+/* dW += the weight gradient of the correlation y = x ⋆ w (plan p: mi = cin, mo = cout) by
+ * Winograd; SD_ENOMEM with nothing written when the scratch arena cannot hold the buffers. */
+SD_KFN int KN(sd_k_wino_dw)(sd_ctx *ctx, const sd_k_wino *p, real *dw, const real *dy, const real *x)
+{
+    int nt = ctx->threads;
+    int64_t sw = 4 * p->tw + 2, usz = 36 * p->mo * p->mi;
+    size_t mark = sd_arena_mark(&ctx->scratch);
+    real *du = (real *)sd_arena_alloc(&ctx->scratch, (size_t)usz * sizeof(real));
+    real *v = (real *)sd_arena_alloc(&ctx->scratch, (size_t)(36 * (p->mi + p->mo) * p->tc) * sizeof(real));
+    real *strip = (real *)sd_arena_alloc(&ctx->scratch, (size_t)(12 * sw * nt) * sizeof(real));
+    if (!du || !v || !strip) {
+        sd_arena_reset(&ctx->scratch, mark);
+        return SD_ENOMEM;
+    }
+    real *m = v + 36 * p->mi * p->tc;
+    int64_t total = p->n * p->nch;
+    for (int64_t c = 0; c < total; c++) {
+        int64_t img = c / p->nch, tr0 = (c % p->nch) * p->rows;
+        int64_t nr = p->th - tr0 < p->rows ? p->th - tr0 : p->rows, tcs = nr * p->tw;
+#pragma omp parallel num_threads(nt)
+        {
+            real *st = strip + (int64_t)omp_get_thread_num() * 12 * sw;
+#pragma omp for schedule(static)
+            for (int64_t b = 0; b < 16; b++)
+                KN(sd_k_wino_in)(p, x, img, tr0, nr, v, tcs, p->mi * b / 16, p->mi * (b + 1) / 16, st);
+#pragma omp for schedule(static)
+            for (int64_t b = 0; b < 16; b++)
+                KN(sd_k_wino_gout)(p, dy, img, tr0, nr, m, tcs, p->mo * b / 16, p->mo * (b + 1) / 16, st);
+#pragma omp for schedule(static)
+            for (int xi = 0; xi < 36; xi++)
+                KN(gemm)(0, 1, p->mo, p->mi, tcs, 1, m + xi * p->mo * tcs, tcs, v + xi * p->mi * tcs, tcs, c ? 1 : 0,
+                         du + xi * p->mo * p->mi, p->mi);
+        }
+    }
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t b = 0; b < 16; b++) KN(sd_k_wino_dw_out)(du, p->mo, p->mi, dw, p->mo * b / 16, p->mo * (b + 1) / 16);
+    sd_arena_reset(&ctx->scratch, mark);
+    return SD_OK;
 }
 
 #endif

@@ -5,6 +5,7 @@
 #define SD_KERN_F64
 #define SD_K_CONV_COLS 16
 #define SD_K_WINO_TILES 3
+#define SD_K_WINO_TILES_DW 5
 #define SD_K_ATTN_BQ 4
 #define SD_K_ATTN_BQB 3
 #define SD_K_LN_ROWBLK 2
@@ -190,7 +191,7 @@ static void test_conv2d(void)
     conv_case("conv1x1_direct", 2, 3, 6, 5, 4, 1, 1, 0, 0, 0, 0, 1);
     conv_case("conv1x1_nobias", 1, 3, 2, 3, 2, 1, 1, 0, 0, 0, 0, 0);
     conv_case("conv3x3_valid", 1, 2, 5, 6, 2, 3, 1, 0, 0, 0, 0, 1);
-    /* Winograd F(4×4,3×3) forward and dX (kern_wino.h), chunks of 3 tiles: partial edge tiles,
+    /* Winograd F(4×4,3×3) forward, dX and dW (kern_wino.h), chunks of 3 (dW: 5) tiles: partial edge tiles,
      * in-order chunks (fewer than 4) and parallel chunks, every padding from 0 to 2 */
     g_ctx.conv_algo = SD_CONV_WINOGRAD;
     conv_case("wino_p1_seq_chunks", 1, 2, 9, 7, 3, 3, 1, 1, 1, 1, 1, 1);

@@ -318,38 +318,56 @@ static void wino_case(int64_t n, int64_t cin, int64_t h, int64_t w, int64_t cout
     int64_t ho = h + 2 * pad - 2, wo = w + 2 * pad - 2;
     sd_tensor x = rt(SD_DIMS(n, cin, h, w), 1), wt = rt(SD_DIMS(cout, cin, 3, 3), 0.1f), b = rt(SD_DIMS(cout), 1);
     sd_tensor dy = rt(SD_DIMS(n, cout, ho, wo), 1);
-    sd_tensor y[2], dx[2];
+    sd_tensor y[2], dx[2], dw[2];
     double *ry = malloc(sizeof(double) * (size_t)(n * cout * ho * wo)), *rdx = malloc(sizeof(double) * (size_t)(n * cin * h * w));
     ref_conv(x.data, wt.data, b.data, ry, n, cin, h, w, cout, pad, 0);
     ref_conv(dy.data, wt.data, NULL, rdx, n, cout, ho, wo, cin, pad, 1);
+    double *rdw = calloc((size_t)(cout * cin * 9), sizeof(double));
+    const float *xd = x.data, *dyd = dy.data;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t o = 0; o < cout; o++)
+            for (int64_t c = 0; c < cin; c++)
+                for (int k = 0; k < 9; k++) {
+                    double a = 0;
+                    for (int64_t oy = 0; oy < ho; oy++) {
+                        int64_t iy = oy - pad + k / 3;
+                        if (iy < 0 || iy >= h) continue;
+                        for (int64_t ox = 0; ox < wo; ox++) {
+                            int64_t ix = ox - pad + k % 3;
+                            if (ix >= 0 && ix < w)
+                                a += (double)dyd[((i * cout + o) * ho + oy) * wo + ox] * xd[((i * cin + c) * h + iy) * w + ix];
+                        }
+                    }
+                    rdw[(o * cin + c) * 9 + k] += a;
+                }
     for (int a = 0; a < 2; a++) {
         sd_ctx ctx;
         sd_ctx_init(&ctx, SD_DEV_CPU, 2, 0);
         ctx.conv_algo = a ? SD_CONV_WINOGRAD : SD_CONV_IM2COL;
         y[a] = zt(SD_DIMS(n, cout, ho, wo));
         dx[a] = zt(SD_DIMS(n, cin, h, w));
+        dw[a] = zt(SD_DIMS(cout, cin, 3, 3));
         T_EQ_INT(sd_op_conv2d(&ctx, &y[a], &x, &wt, &b, sd_conv2d_geom_make(1, pad)), SD_OK);
-        T_EQ_INT(sd_op_conv2d_bwd(&ctx, &dx[a], NULL, NULL, &dy, &x, &wt, sd_conv2d_geom_make(1, pad)), SD_OK);
+        T_EQ_INT(sd_op_conv2d_bwd(&ctx, &dx[a], &dw[a], NULL, &dy, &x, &wt, sd_conv2d_geom_make(1, pad)), SD_OK);
         sd_ctx_free(&ctx);
     }
-    for (int k = 0; k < 2; k++) {
-        const double *r = k ? rdx : ry;
-        int64_t cnt = sd_tensor_numel(k ? &dx[0] : &y[0]);
+    static const char *const what[3] = { "y", "dx", "dw" };
+    for (int k = 0; k < 3; k++) {
+        const double *r = k == 2 ? rdw : k ? rdx : ry;
+        int64_t cnt = sd_tensor_numel(k == 2 ? &dw[0] : k ? &dx[0] : &y[0]);
         double e[2] = { 0, 0 }, m = 0;
         for (int a = 0; a < 2; a++) {
-            const float *q = k ? dx[a].data : y[a].data;
+            const float *q = k == 2 ? dw[a].data : k ? dx[a].data : y[a].data;
             for (int64_t i = 0; i < cnt; i++) e[a] = fmax(e[a], fabs((double)q[i] - r[i]));
         }
         for (int64_t i = 0; i < cnt; i++) m = fmax(m, fabs(r[i]));
         printf("# %lldx%lldx%lldx%lld -> %lld pad %d %s: max|d| / max|ref| im2col %.3g, winograd %.3g\n",
-               (long long)n, (long long)cin, (long long)h, (long long)w, (long long)cout, pad, k ? "dx" : "y",
-               e[0] / m, e[1] / m);
-        T_CHECKF(e[1] <= 3e-5 * m, "winograd %s relative error %g", k ? "dx" : "y",
-                 e[1] / m);
+               (long long)n, (long long)cin, (long long)h, (long long)w, (long long)cout, pad, what[k], e[0] / m, e[1] / m);
+        T_CHECKF(e[1] <= 3e-5 * m, "winograd %s relative error %g", what[k], e[1] / m);
     }
-    sd_tensor *all[] = { &x, &wt, &b, &dy, &y[0], &y[1], &dx[0], &dx[1] };
-    for (int i = 0; i < 8; i++) sd_tensor_free(all[i]);
-    free(ry); free(rdx);
+    sd_tensor *all[] = { &x, &wt, &b, &dy, &y[0], &y[1], &dx[0], &dx[1], &dw[0], &dw[1] };
+    for (int i = 0; i < 10; i++) sd_tensor_free(all[i]);
+    free(ry); free(rdx); free(rdw);
 }
 
 static void test_winograd(void)
