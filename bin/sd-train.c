@@ -44,6 +44,7 @@ static void on_signal(int sig)
 #define G_OBJ "Objective"
 #define G_OUT "Output"
 #define G_SAMPLE "Sample images during training"
+#define G_VAL "Validation"
 #define G_LOG "Logging"
 
 static const sd_opt table[] = {
@@ -274,6 +275,18 @@ static const sd_opt table[] = {
     {.name = "sample_sampler", .type = SD_OPT_STRING, .dest = &c.sample_sampler, .def = "ddim", .metavar = "NAME",
      .group = G_SAMPLE, .help = "ddim, pndm, lms, euler, euler_a, heun, dpm_2, dpm_2_a, dpmsolver, dpmsolver++, dpmsingle "
                                 "(k_lms, k_euler, k_euler_a, k_dpm_2, k_dpm_2_a: the same); a prompt's --ss wins"},
+    /* validation */
+    {.name = "validation_split", .type = SD_OPT_DOUBLE, .dest = &c.validation_split, .metavar = "F", .group = G_VAL,
+     .help = "hold out this fraction of each DreamBooth subset's images for the validation loss (default 0.0; a "
+             "dataset config's validation_split wins)"},
+    {.name = "validation_seed", .type = SD_OPT_INT64, .dest = &c.validation_seed, .metavar = "N", .group = G_VAL,
+     .help = "seed of the split shuffle and of the validation noise (default: --seed)"},
+    {.name = "validate_every_n_steps", .type = SD_OPT_INT, .dest = &c.validate_every_n_steps, SD_OPT_ATLEAST(1),
+     .metavar = "N", .group = G_VAL, .help = "also validate after every N-th optimizer step"},
+    {.name = "validate_every_n_epochs", .type = SD_OPT_INT, .dest = &c.validate_every_n_epochs, SD_OPT_ATLEAST(1),
+     .metavar = "N", .group = G_VAL, .help = "validate at the end of every N-th epoch (default: every epoch)"},
+    {.name = "max_validation_steps", .type = SD_OPT_INT64, .dest = &c.max_validation_steps, SD_OPT_ATLEAST(0),
+     .metavar = "N", .group = G_VAL, .help = "at most N validation batches per pass (default: all)"},
     /* logging */
     {.name = "logging_dir", .type = SD_OPT_STRING, .dest = &c.logging_dir, .metavar = "DIR", .group = G_LOG,
      .help = "TensorBoard event files under DIR/<prefix><time>/network_train"},
@@ -335,7 +348,8 @@ static int load_dataset(sd_opts *o, sd_train_data *d, int *bad)
                                          "caption_separator", "caption_prefix", "caption_suffix", "flip_aug",
                                          "caption_dropout_rate", "caption_dropout_every_n_epochs",
                                          "caption_tag_dropout_rate", "enable_wildcard", "secondary_separator",
-                                         "token_warmup_min", "token_warmup_step" };
+                                         "token_warmup_min", "token_warmup_step", "validation_split",
+                                         "validation_seed" };
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
         int src = sd_opts_source(o, names[i]);
         if (src != SD_SRC_CMDLINE && src != SD_SRC_CONFIG) continue;
@@ -446,6 +460,14 @@ int main(int argc, char **argv)
     if (sd_opts_source(&o, "seed") == SD_SRC_NONE) c.seed = -1;
     if (sd_opts_source(&o, "unet_lr") == SD_SRC_NONE) c.unet_lr = NAN;
     if (sd_opts_source(&o, "text_encoder_lr") == SD_SRC_NONE) c.text_encoder_lr = NAN;
+    if (sd_opts_source(&o, "validation_split") == SD_SRC_NONE) c.validation_split = NAN;
+    else if (!isfinite(c.validation_split)) {
+        fprintf(stderr, "sd-train: option '--validation_split': invalid number\nTry 'sd-train --help'.\n");
+        sd_opts_free(&o);
+        return 2;
+    }
+    c.has_validation_seed = sd_opts_source(&o, "validation_seed") != SD_SRC_NONE;
+    if (sd_opts_source(&o, "max_validation_steps") == SD_SRC_NONE) c.max_validation_steps = -1;
     if (c.save_precision && strcmp(c.save_precision, "float") && strcmp(c.save_precision, "fp16") &&
         strcmp(c.save_precision, "bf16")) {
         fprintf(stderr, "sd-train: option '--save_precision': invalid choice '%s' (choose from float, fp16, bf16)\n"

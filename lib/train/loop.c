@@ -39,6 +39,7 @@
 #include "train/pyfmt.h"
 #include "train/state.h"
 #include "train/tboard.h"
+#include "train/validation.h"
 
 void sd_train_config_default(sd_train_config *c)
 {
@@ -71,6 +72,8 @@ void sd_train_config_default(sd_train_config *c)
     c->min_bucket_reso = 256;
     c->max_bucket_reso = 1024;
     c->bucket_reso_steps = 64;
+    c->validation_split = NAN;
+    c->max_validation_steps = -1;
 }
 
 /* ---- data ---------------------------------------------------------------------------------------- */
@@ -127,6 +130,7 @@ int sd_train_data_add_record(sd_train_data *d, const sd_train_config *c, jv rec)
     GET(sd_jsonl_get_str, "tags", &tags);
     GET(sd_jsonl_get_str, "method", &method);
     long long v;
+    double dv;
     int b;
     s.dataset = 0;
     if (sd_jsonl_get_int(rec, "dataset", &v) == 1) {
@@ -152,6 +156,17 @@ int sd_train_data_add_record(sd_train_data *d, const sd_train_config *c, jv rec)
     r = sd_jsonl_get_bool(rec, "is_reg", &b);
     if (r < 0) return r;
     s.is_reg = r == 1 && b;
+    s.method_ft = method && !strcmp(method, "fine_tuning");
+    s.validation_split = NAN;
+    r = sd_jsonl_get_num(rec, "validation_split", &dv);
+    if (r < 0) return r;
+    if (r == 1) s.validation_split = dv;
+    r = sd_jsonl_get_int(rec, "validation_seed", &v);
+    if (r < 0) return r;
+    if (r == 1) {
+        s.has_validation_seed = 1;
+        s.validation_seed = (int64_t)v;
+    }
     s.flip_aug = c->flip_aug;
     r = sd_jsonl_get_bool(rec, "flip_aug", &b);
     if (r < 0) return r;
@@ -187,7 +202,6 @@ int sd_train_data_add_record(sd_train_data *d, const sd_train_config *c, jv rec)
     s.cap = c->caption;
     s.token_warmup_step_f = c->token_warmup_step_f;
     const char *sv;
-    double dv;
     if ((r = sd_jsonl_get_bool(rec, "shuffle_caption", &b)) < 0) return r;
     if (r == 1) s.cap.shuffle = b;
     if ((r = sd_jsonl_get_bool(rec, "enable_wildcard", &b)) < 0) return r;
@@ -292,6 +306,12 @@ typedef struct run {
     sd_tensor t_x, t_t, t_ctx, t_y, t_dy, t_ids, t_hidden, t_dctx;
     sd_arena act;
     sd_train_sampling smp;    /* sample images during training */
+    /* validation (train/validation.h) */
+    sd_train_data val;        /* the validation samples (moved out of d) */
+    sd_val_runner vr;
+    sd_tobj vobj;             /* the objective with the timestep range of one validation timestep */
+    uint64_t vseed;           /* key of the validation passes' streams */
+    char vpost[64];           /* progress-bar postfix of the last pass */
     /* logging */
     sd_tb_writer tb;
     int have_tb;
@@ -313,6 +333,26 @@ static double wall_now(void)
     const char *e = getenv("SOURCE_DATE_EPOCH");
     if (e && *e) return strtod(e, NULL);
     return sd_wall_time();
+}
+
+/* The seed of a state directory (state.json "seed"), if it can be read. */
+static void peek_state_seed(const char *dir, uint64_t *seed)
+{
+    char *path = malloc(strlen(dir) + 16), *text = NULL;
+    size_t n = 0;
+    if (!path) return;
+    sprintf(path, "%s/state.json", dir);
+    if (sd_read_file(path, 64u << 20, &text, &n) == SD_OK) {
+        jv doc;
+        if (sd_json_parse(text, n, &doc) == SD_OK) {
+            jv v = jv_get_kind(doc) == JV_KIND_OBJECT ? jv_object_get(jv_copy(doc), jv_string("seed")) : jv_invalid();
+            if (jv_is_valid(v) && jv_get_kind(v) == JV_KIND_STRING) *seed = strtoull(jv_string_value(v), NULL, 10);
+            jv_free(v);
+            jv_free(doc);
+        }
+        free(text);
+    }
+    free(path);
 }
 
 static int check_options(run *R)
@@ -360,6 +400,8 @@ static int load_models(run *R)
     mo.parts = SD_MODEL_UNET | SD_MODEL_TE;
     for (size_t i = 0; i < R->d->n; i++)
         if (!R->d->s[i].latents) mo.parts |= SD_MODEL_VAE;
+    for (size_t i = 0; i < R->val.n; i++)
+        if (!R->val.s[i].latents) mo.parts |= SD_MODEL_VAE;
     if (R->smp.on) mo.parts |= SD_MODEL_VAE;
     mo.vae = c->vae;
     mo.config = c->model_config;
@@ -458,11 +500,12 @@ static int write_disk_cache(const sd_train_sample *s, const char *path, const sd
  * (<stem>_<WWWW>x<HHHH>_sd.npz) is reused when its sd_meta.json matches the inputs (the rules of
  * data/latent_cache.h, as sd-encode-latents --kohya_names --skip_existing); otherwise the image is
  * encoded with the noise stream of its cache key (sd_latent_noise_ids, as sd-encode-latents) and
- * the file written. */
-static int encode_all(run *R)
+ * the file written. The samples of `d` are numbered from sbase (the validation set has its own
+ * posterior-sample streams). */
+static int encode_all(run *R, sd_train_data *d, uint32_t sbase)
 {
     size_t todo = 0;
-    for (size_t i = 0; i < R->d->n; i++) todo += !R->d->s[i].latents && !R->d->s[i].mem;
+    for (size_t i = 0; i < d->n; i++) todo += !d->s[i].latents && !d->s[i].mem;
     if (!todo) return SD_OK;
     sd_vae *v = &R->model.vae;
     if (v->factor != 8) return sd_err(SD_EUNSUPPORTED, "%s: the VAE downsamples by %lld; sd-train needs 8", R->c->model,
@@ -482,8 +525,8 @@ static int encode_all(run *R)
     int rc = SD_OK;
     long reused = 0, written = 0;
     float *x = NULL, *mom = NULL, *noise = NULL;
-    for (size_t i = 0; i < R->d->n && !rc; i++) {
-        sd_train_sample *s = &R->d->s[i];
+    for (size_t i = 0; i < d->n && !rc; i++) {
+        sd_train_sample *s = &d->s[i];
         if (s->latents || s->mem) continue;
         sd_image im = { 0 }, out = { 0 };
         sd_latent_key key;
@@ -594,7 +637,7 @@ static int encode_all(run *R)
             sd_tensor nt = sd_tensor_wrap(noise, SD_F32, 4, (int64_t[]){ 1, E, h, w });
             rc = sd_vae_encode(&R->ctx, v, &mt, &xt);
             if (!rc) {
-                uint32_t step = 0, sample = (uint32_t)(2 * i + (size_t)k);
+                uint32_t step = 0, sample = sbase + (uint32_t)(2 * i + (size_t)k);
                 if (disk) sd_latent_noise_ids(&key, k, &step, &sample);
                 rc = sd_vae_noise(noise, (size_t)n, R->seed, step, sample);
             }
@@ -617,10 +660,10 @@ static int encode_all(run *R)
 }
 
 /* Read the latents of every sample once to learn its bucket when the record had none. */
-static int resolve_buckets(run *R)
+static int resolve_buckets(sd_train_data *d)
 {
-    for (size_t i = 0; i < R->d->n; i++) {
-        sd_train_sample *s = &R->d->s[i];
+    for (size_t i = 0; i < d->n; i++) {
+        sd_train_sample *s = &d->s[i];
         if ((s->bucket_w > 0 && s->bucket_h > 0) || s->mem) continue;
         if (!s->latents) return sd_err(SD_EFORMAT, "%s: no bucket and no latents", s->image ? s->image : "record");
         sd_latent_file lf;
@@ -656,7 +699,7 @@ static int build_metadata(run *R)
     v[SD_SS_TEXT_ENCODER_LR] = isnan(c->text_encoder_lr) ? sd_pyv_none() : sd_pyv_float(c->text_encoder_lr);
     v[SD_SS_UNET_LR] = isnan(c->unet_lr) ? sd_pyv_none() : sd_pyv_float(c->unet_lr);
     v[SD_SS_NUM_TRAIN_IMAGES] = sd_pyv_int(R->plan.num_train_images);
-    v[SD_SS_NUM_VALIDATION_IMAGES] = sd_pyv_int(0);
+    v[SD_SS_NUM_VALIDATION_IMAGES] = sd_pyv_int(R->vr.have_plan ? R->vr.plan.num_train_images : 0);
     v[SD_SS_NUM_REG_IMAGES] = sd_pyv_int(R->plan.num_reg_unbalanced);
     v[SD_SS_NUM_BATCHES_PER_EPOCH] = sd_pyv_int(R->plan.nbatches);
     v[SD_SS_NUM_EPOCHS] = sd_pyv_int(R->num_epochs);
@@ -710,7 +753,12 @@ static int build_metadata(run *R)
     v[SD_SS_HUBER_C] = sd_pyv_float(c->huber_c);
     v[SD_SS_FP8_BASE] = sd_pyv_bool(0);
     v[SD_SS_FP8_BASE_UNET] = sd_pyv_bool(0);
-    v[SD_SS_VALIDATION_SPLIT] = sd_pyv_float(0.0);
+    /* the command line's values, as the reference's args */
+    v[SD_SS_VALIDATION_SEED] = c->has_validation_seed ? sd_pyv_int(c->validation_seed) : sd_pyv_none();
+    v[SD_SS_VALIDATION_SPLIT] = sd_pyv_float(isnan(c->validation_split) ? 0.0 : c->validation_split);
+    v[SD_SS_MAX_VALIDATION_STEPS] = c->max_validation_steps >= 0 ? sd_pyv_int(c->max_validation_steps) : sd_pyv_none();
+    v[SD_SS_VALIDATE_EVERY_N_EPOCHS] = c->validate_every_n_epochs > 0 ? sd_pyv_int(c->validate_every_n_epochs) : sd_pyv_none();
+    v[SD_SS_VALIDATE_EVERY_N_STEPS] = c->validate_every_n_steps > 0 ? sd_pyv_int(c->validate_every_n_steps) : sd_pyv_none();
     /* the legacy (no --dataset_config) block */
     int bs = R->d->n ? R->d->s[0].batch_size : c->train_batch_size;
     v[SD_SS_BATCH_SIZE_PER_DEVICE] = sd_pyv_int(bs);
@@ -934,6 +982,18 @@ static int alloc_buffers(run *R)
             return sd_err(SD_EINVAL, "bucket %dx%d: the latent size is not a multiple of %d", b->w, b->h,
                           1 << (R->cfg.unet.n_levels - 1));
     }
+    /* the validation batches share the buffers (forward only: no arena, temporaries from scratch) */
+    size_t vneed = 0;
+    for (int i = 0; R->vr.have_plan && i < R->vr.plan.nbuckets; i++) {
+        const sd_batch_bucket *b = &R->vr.plan.b[i];
+        int64_t B = b->batch_size < b->n ? b->batch_size : b->n;
+        int64_t per = C * (b->h / 8) * (b->w / 8);
+        if (B > R->maxB) R->maxB = B;
+        if (per > R->maxper) R->maxper = per;
+        if ((b->h / 8) % (1 << (R->cfg.unet.n_levels - 1)) || (b->w / 8) % (1 << (R->cfg.unet.n_levels - 1)))
+            return sd_err(SD_EINVAL, "validation bucket %dx%d: the latent size is not a multiple of %d", b->w, b->h,
+                          1 << (R->cfg.unet.n_levels - 1));
+    }
     size_t tot = (size_t)(R->maxB * R->maxper);
     R->x0 = calloc(tot, sizeof(float));
     R->noise = calloc(tot, sizeof(float));
@@ -976,9 +1036,23 @@ static int alloc_buffers(run *R)
         saved += p.saved;
         if (p.scratch > scratch) scratch = p.scratch;
     }
+    if (R->vr.have_plan) {
+        R->net.rt.training = 0;
+        for (int i = 0; i < R->vr.plan.nbuckets; i++) {
+            const sd_batch_bucket *b = &R->vr.plan.b[i];
+            int64_t B = b->batch_size < b->n ? b->batch_size : b->n;
+            sd_nn_plan p = sd_unet_plan(R->unet, B, b->h / 8, b->w / 8, R->seqlen);
+            if (p.scratch + p.saved > vneed) vneed = p.scratch + p.saved;
+        }
+        sd_nn_plan p = sd_clip_plan(R->clip, R->maxB * R->nchunks, 77, c->clip_skip);
+        if (p.scratch + p.saved > vneed) vneed = p.scratch + p.saved;
+        R->net.rt.training = 1;
+    }
     rc = sd_nn_arena_init(&R->act, SD_DEV_CPU, saved + 4096);
     if (rc) return rc;
-    return ensure_scratch(R, scratch * 2 + ((size_t)1 << 30));
+    size_t want = scratch * 2 + ((size_t)1 << 30);
+    if (vneed && 2 * vneed + ((size_t)1 << 30) > want) want = 2 * vneed + ((size_t)1 << 30);
+    return ensure_scratch(R, want);
 }
 
 /* --weighted_captions (§3.4): each weighted run tokenised on its own, weights per token, framed and
@@ -1027,15 +1101,25 @@ static int weighted_ids(run *R, const char *text, int b)
     return rc;
 }
 
-/* Token ids of the processed captions of one batch. */
-static int encode_captions(run *R, const int64_t *idx, int B, int64_t micro, int64_t epoch1, int64_t gstep)
+/* Token ids of the processed captions of one batch of d (random choices from the streams
+ * (seed, step, b, SD_RNG_CAPTION)). plain (validation): no shuffle, caption or tag dropout, token
+ * warm-up. */
+static int encode_captions(run *R, const sd_train_data *d, const int64_t *idx, int B, uint64_t seed, uint32_t step,
+                           int64_t epoch1, int64_t gstep, int plain)
 {
     for (int b = 0; b < B; b++) {
-        sd_train_sample *s = &R->d->s[idx[b]];
-        sd_rng rng = sd_rng_key(R->seed, (uint32_t)micro, (uint32_t)b, SD_RNG_CAPTION);
+        const sd_train_sample *s = &d->s[idx[b]];
+        sd_rng rng = sd_rng_key(seed, step, (uint32_t)b, SD_RNG_CAPTION);
         sd_caption_opts o = s->cap;
         double tw = s->token_warmup_step_f;
         o.token_warmup_step = tw <= 0 ? 0 : tw < 1 ? (int64_t)(tw * (double)R->max_steps) : (int64_t)tw;
+        if (plain) {
+            o.shuffle = 0;
+            o.dropout_rate = 0;
+            o.dropout_every_n_epochs = 0;
+            o.tag_dropout_rate = 0;
+            o.token_warmup_step = 0;
+        }
         char *text = NULL;
         int rc = sd_caption_process(&o, s->caption, epoch1, gstep, &rng, &text);
         if (rc) return rc;
@@ -1054,16 +1138,19 @@ static int encode_captions(run *R, const int64_t *idx, int B, int64_t micro, int
     return SD_OK;
 }
 
-static int load_latents(run *R, const int64_t *idx, int B, int64_t micro, int h, int w)
+/* Scaled latents of one batch of d into R->x0; flips drawn from (seed, micro, b, SD_RNG_AUGMENT)
+ * for flip_aug samples unless noflip (validation). */
+static int load_latents(run *R, const sd_train_data *d, const int64_t *idx, int B, int64_t micro, int h, int w,
+                        int noflip)
 {
     int64_t C = R->cfg.unet.in_channels;
     int64_t per = C * h * w;
     for (int b = 0; b < B; b++) {
-        sd_train_sample *s = &R->d->s[idx[b]];
+        const sd_train_sample *s = &d->s[idx[b]];
         float sf = (float)R->scale_factor;
         if (s->mem) {
             const float *src = s->mem;
-            if (s->flip_aug) {
+            if (s->flip_aug && !noflip) {
                 sd_rng r = sd_rng_key(R->seed, (uint32_t)micro, (uint32_t)b, SD_RNG_AUGMENT);
                 if (sd_rng_uniform_at(&r, 0) < 0.5f) src = s->mem_flip;
             }
@@ -1080,7 +1167,7 @@ static int load_latents(run *R, const int64_t *idx, int B, int64_t micro, int h,
                           lf.h, lf.w, (long long)C, h, w);
         }
         const float *src = lf.latents;
-        if (s->flip_aug) {
+        if (s->flip_aug && !noflip) {
             sd_rng r = sd_rng_key(R->seed, (uint32_t)micro, (uint32_t)b, SD_RNG_AUGMENT);
             if (sd_rng_uniform_at(&r, 0) < 0.5f) {
                 if (!lf.latents_flipped) {
@@ -1097,6 +1184,36 @@ static int load_latents(run *R, const int64_t *idx, int B, int64_t micro, int h,
     return SD_OK;
 }
 
+/* The text encoder over the token ids of a batch of B (R->ids, R->tokw) into *ctxt (R->t_ctx):
+ * [B, seqlen, width], --weighted_captions weights applied. save: the arena (training) or NULL. */
+static int text_forward(run *R, int B, sd_arena *save, sd_tensor *ctxt)
+{
+    sd_train_config *c = R->c;
+    int64_t W = R->cfg.clip.width;
+    sd_tensor ids;
+    int rc;
+    *ctxt = sd_tensor_wrap(R->t_ctx.data, SD_F32, 3, (int64_t[]){ B, R->seqlen, W });
+    if (R->nchunks == 1) {
+        ids = sd_tensor_wrap(R->ids, SD_I32, 2, (int64_t[]){ B, 77 });
+        rc = sd_clip_forward(&R->ctx, R->clip, save, ctxt, &ids, c->clip_skip);
+    } else {
+        ids = sd_tensor_wrap(R->ids, SD_I32, 3, (int64_t[]){ B, R->nchunks, 77 });
+        sd_tensor hid = sd_tensor_wrap(R->t_hidden.data, SD_F32, 3, (int64_t[]){ (int64_t)B * R->nchunks, 77, W });
+        rc = sd_clip_forward_chunks(&R->ctx, R->clip, save, ctxt, &hid, &ids, c->clip_skip);
+    }
+    if (rc) return rc;
+    if (c->weighted_captions) {
+        float *cx = ctxt->data;
+        for (int b = 0; b < B; b++)
+            for (int p = 0; p < R->seqlen; p++) {
+                float wgt = R->tokw[(size_t)b * R->seqlen + p];
+                if (wgt != 1.0f)
+                    for (int64_t k = 0; k < W; k++) cx[((size_t)b * R->seqlen + p) * W + k] *= wgt;
+            }
+    }
+    return SD_OK;
+}
+
 /* One micro batch: forward, loss, backward (gradients accumulate). *loss_out = batch loss. */
 static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int B, int64_t micro, int64_t epoch1,
                       int64_t gstep, double *loss_out)
@@ -1106,37 +1223,18 @@ static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int
     int64_t C = R->cfg.unet.in_channels;
     int64_t per = C * h * w;
     uint32_t step = (uint32_t)micro;
-    int rc = load_latents(R, idx, B, micro, h, w);
+    int rc = load_latents(R, R->d, idx, B, micro, h, w, 0);
     if (rc) return rc;
-    rc = encode_captions(R, idx, B, micro, epoch1, gstep);
+    rc = encode_captions(R, R->d, idx, B, R->seed, (uint32_t)micro, epoch1, gstep, 0);
     if (rc) return rc;
     R->net.rt.step = step;
     R->net.rt.training = 1;
     sd_arena_reset(&R->act, 0);
     /* text encoder */
-    sd_tensor ctxt, ids;
+    sd_tensor ctxt;
     int64_t W = R->cfg.clip.width;
-    sd_tensor_reshape(&R->t_ctx, 1, (int64_t[]){ -1 }, &ctxt);
-    ctxt = sd_tensor_wrap(R->t_ctx.data, SD_F32, 3, (int64_t[]){ B, R->seqlen, W });
-    sd_arena *tsave = R->te_train ? &R->act : NULL;
-    if (R->nchunks == 1) {
-        ids = sd_tensor_wrap(R->ids, SD_I32, 2, (int64_t[]){ B, 77 });
-        rc = sd_clip_forward(&R->ctx, R->clip, tsave, &ctxt, &ids, c->clip_skip);
-    } else {
-        ids = sd_tensor_wrap(R->ids, SD_I32, 3, (int64_t[]){ B, R->nchunks, 77 });
-        sd_tensor hid = sd_tensor_wrap(R->t_hidden.data, SD_F32, 3, (int64_t[]){ (int64_t)B * R->nchunks, 77, W });
-        rc = sd_clip_forward_chunks(&R->ctx, R->clip, tsave, &ctxt, &hid, &ids, c->clip_skip);
-    }
+    rc = text_forward(R, B, R->te_train ? &R->act : NULL, &ctxt);
     if (rc) return rc;
-    if (c->weighted_captions) {
-        float *cx = ctxt.data;
-        for (int b = 0; b < B; b++)
-            for (int p = 0; p < R->seqlen; p++) {
-                float wgt = R->tokw[(size_t)b * R->seqlen + p];
-                if (wgt != 1.0f)
-                    for (int64_t k = 0; k < W; k++) cx[((size_t)b * R->seqlen + p) * W + k] *= wgt;
-            }
-    }
     /* noise, timesteps, noisy latents, target */
     if (c->inject) {
         rc = c->inject(c->inject_user, micro, idx, B, per, R->noise, R->tsteps);
@@ -1184,6 +1282,81 @@ static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int
     return SD_OK;
 }
 
+/* One validation batch (train/validation.h sd_val_batch_fn): forward only, at each fixed timestep.
+ * Latents unflipped, captions without shuffle/dropout/warm-up, LoRA dropout off (the caller sets
+ * rt.training = 0); noise from the streams (vseed, 2^31 + vb·nt + k, sample, purpose), which no
+ * training step uses; temporaries from ctx->scratch, released at the end. Training buffers that
+ * are rewritten at the start of every micro step (x0, ids, noise, ...) are reused. */
+static int val_batch(void *user, const sd_batch_bucket *bk, const int64_t *idx, int B, uint32_t vb, const int *t,
+                     int nt, double *losses)
+{
+    run *R = user;
+    int h = bk->h / 8, w = bk->w / 8;
+    int64_t C = R->cfg.unet.in_channels;
+    int64_t per = C * h * w;
+    uint32_t base = 0x80000000u + vb * (uint32_t)nt;
+    int rc = load_latents(R, &R->val, idx, B, 0, h, w, 1);
+    if (!rc) rc = encode_captions(R, &R->val, idx, B, R->vseed, base, 1, 0, 1);
+    if (rc) return rc;
+    size_t mark = sd_arena_mark(&R->ctx.scratch);
+    sd_tensor ctxt;
+    rc = text_forward(R, B, NULL, &ctxt);
+    for (int b = 0; b < B; b++) R->lweight[b] = R->val.s[idx[b]].is_reg ? (float)R->c->prior_loss_weight : 1.0f;
+    for (int k = 0; k < nt && !rc; k++) {
+        R->vobj.tlo = R->vobj.thi = t[k];
+        rc = sd_tobj_inputs(&R->vobj, R->vseed, base + (uint32_t)k, B, C, h, w, R->x0, R->noise, R->noisy, R->target,
+                            R->work, R->ipn, R->tsteps);
+        if (rc) break;
+        sd_tensor x = sd_tensor_wrap(R->noisy, SD_F32, 4, (int64_t[]){ B, C, h, w });
+        sd_tensor tt = sd_tensor_wrap(R->t_t.data, SD_F32, 1, (int64_t[]){ B });
+        for (int b = 0; b < B; b++) ((float *)R->t_t.data)[b] = (float)R->tsteps[b];
+        sd_tensor y = sd_tensor_wrap(R->t_y.data, SD_F32, 4, (int64_t[]){ B, C, h, w });
+        size_t m2 = sd_arena_mark(&R->ctx.scratch);
+        rc = sd_unet_forward(&R->ctx, R->unet, NULL, &y, &x, &tt, &ctxt);
+        sd_arena_reset(&R->ctx.scratch, m2);
+        if (rc) break;
+        /* the loss as the training step computes it (its gradient output goes to scratch) */
+        losses[k] = sd_tobj_loss(&R->vobj, y.data, R->target, B, per, R->tsteps, R->lweight, R->hc, R->factor,
+                                 R->lossv, 1.0, R->grad);
+    }
+    sd_arena_reset(&R->ctx.scratch, mark);
+    return rc;
+}
+
+/* A validation pass (is_epoch: at an epoch end) with the network in eval mode; logs its average
+ * and the divergence from the training loss average. A stop request abandons it quietly. */
+static int run_validation(run *R, int is_epoch, int64_t epoch, int64_t global_step, double train_avg)
+{
+    int was = R->net.rt.training;
+    R->net.rt.training = 0;
+    double avg = NAN;
+    double t0 = sd_now();
+    int rc = sd_val_pass(&R->vr, is_epoch, epoch, val_batch, R, R->c->stop, &avg);
+    R->net.rt.training = was;
+    if (rc == SD_EINTR) return SD_OK;
+    if (rc) return rc;
+    double div = avg - train_avg;
+    snprintf(R->vpost, sizeof R->vpost, ", %s=%.3g", is_epoch ? "val_epoch_avg_loss" : "val_avg_loss", avg);
+    if (is_epoch)
+        sd_info("validation at the end of epoch %lld: val_epoch_avg_loss %.6g (divergence %+.6g; %lld batches x %d "
+                "timesteps, %.1f s)", (long long)epoch + 1, avg, div, (long long)R->vr.steps, SD_VAL_NUM_TIMESTEPS,
+                sd_now() - t0);
+    else
+        sd_info("validation at step %lld: val_avg_loss %.6g (divergence %+.6g; %lld batches x %d timesteps, %.1f s)",
+                (long long)global_step, avg, div, (long long)R->vr.steps, SD_VAL_NUM_TIMESTEPS, sd_now() - t0);
+    if (R->have_tb) {
+        double wt = sd_wall_time();
+        if (is_epoch) {
+            sd_tb_scalar(&R->tb, "loss/validation/epoch_average", (float)avg, epoch + 1, wt);
+            sd_tb_scalar(&R->tb, "loss/validation/epoch_divergence", (float)div, epoch + 1, wt);
+        } else {
+            sd_tb_scalar(&R->tb, "loss/validation/step_average", (float)avg, global_step, wt);
+            sd_tb_scalar(&R->tb, "loss/validation/step_divergence", (float)div, global_step, wt);
+        }
+    }
+    return SD_OK;
+}
+
 static double window_mean(const run *R)
 {
     if (!R->window_n) return 0;
@@ -1209,6 +1382,8 @@ static void free_run(run *R)
     sd_tensor_free(&R->t_t);
     sd_arena_free(&R->act);
     sd_train_sampling_free(&R->smp);
+    sd_val_runner_free(&R->vr);
+    sd_train_data_free(&R->val);
     if (R->have_tb) sd_tb_close(&R->tb);
     if (R->jl) fclose(R->jl);
     free(R->window);
@@ -1224,6 +1399,7 @@ static const char *const resume_keys[] = {
     "train_batch_size", "gradient_accumulation_steps", "lr_scheduler",
     "lr_warmup_steps", "learning_rate", "unet_lr", "text_encoder_lr", "optimizer_type", "optimizer_args",
     "max_token_length", "clip_skip", "v_parameterization", "conv_dim",
+    "validation_split", "validation_seed",   /* they choose the training images */
 };
 
 int sd_train_run(sd_train_config *c, sd_train_data *d)
@@ -1247,15 +1423,29 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
         clock_gettime(CLOCK_REALTIME, &ts);
         R->seed = ((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)getpid()) % 4294967296ull;
     }
+    /* a resumed run keeps its state's seed (checked again when the state is loaded): what depends
+       on the seed before that (the validation split, latents encoded here) must use it too */
+    if (c->resume) peek_state_seed(c->resume, &R->seed);
     if (!d->n) {
         rc = sd_err(SD_EINVAL, "no training records");
         goto out;
     }
+    /* validation split (§1.8): the validation samples move to R->val */
+    sd_val_split_opts vo = { .split = c->validation_split, .has_seed = c->has_validation_seed,
+                             .seed = c->validation_seed, .fallback_seed = R->seed, .records_resolved = d->has_config };
+    if (!isnan(c->validation_split) && (c->validation_split < 0 || c->validation_split > 1) && !d->has_config)
+        vo.split = 0.0, sd_warn("--validation_split %g is not a valid number between 0.0 and 1.0, skipping validation "
+                                "split", c->validation_split);
+    rc = sd_train_split_validation(d, &R->val, &vo);
+    if (rc) goto out;
+    R->vseed = c->has_validation_seed ? (uint64_t)c->validation_seed : R->seed;
     rc = load_models(R);
     if (rc) goto out;
-    rc = encode_all(R);
+    rc = encode_all(R, d, 0);
+    if (!rc && R->val.n) rc = encode_all(R, &R->val, 0x80000000u);
     if (rc) goto out;
-    rc = resolve_buckets(R);
+    rc = resolve_buckets(d);
+    if (!rc) rc = resolve_buckets(&R->val);
     if (rc) goto out;
     /* schedule and objective */
     if (c->zero_terminal_snr && !c->v_parameterization)
@@ -1273,6 +1463,7 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
                         .debiased_estimation = c->debiased_estimation_loss };
     rc = sd_tobj_init(&R->obj, &to);
     if (rc) goto out;
+    R->vobj = R->obj;
     /* network */
     int ndim = c->network_dim > 0 ? c->network_dim : 4;
     double nalpha = isnan(c->network_alpha) ? 1.0 : c->network_alpha;
@@ -1348,6 +1539,13 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
     rc = sd_batch_plan_init(&R->plan, items, d->n, R->seed);
     free(items);
     if (rc) goto out;
+    rc = sd_val_runner_init(&R->vr, &R->val, R->vseed, c->max_validation_steps, c->validate_every_n_steps,
+                            c->validate_every_n_epochs, R->obj.tlo, R->obj.thi);
+    if (rc) goto out;
+    if (R->val.n)
+        sd_info("validation: %zu images (%lld with repeats), %lld batches, %lld per pass, timesteps %d %d %d %d",
+                R->val.n, (long long)R->vr.plan.num_train_images, (long long)R->vr.nbatches, (long long)R->vr.steps,
+                R->vr.t[0], R->vr.t[1], R->vr.t[2], R->vr.t[3]);
     int A = c->gradient_accumulation_steps > 0 ? c->gradient_accumulation_steps : 1;
     R->steps_per_epoch = sd_accum_steps_per_epoch(R->plan.nbatches, A);
     R->max_steps = c->max_train_epochs > 0 ? (int64_t)c->max_train_epochs * R->steps_per_epoch : c->max_train_steps;
@@ -1503,7 +1701,7 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
             R->epoch_loss_sum += loss;
             R->epoch_loss_n++;
             double avr = window_mean(R);
-            sd_progress_postfix(&pb, "avr_loss=%.3g", avr);
+            sd_progress_postfix(&pb, "avr_loss=%.3g%s", avr, R->vpost);
             if (!sd_accum_is_sync(i, nb, A)) {
                 sd_progress_update(&pb, 0);
                 continue;
@@ -1559,6 +1757,13 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
                 rc = save_checkpoint(R, SD_SAVE_STEP, global_step, global_step, epoch + 1, next_epoch, next_i, c->save_state);
                 if (rc) break;
             }
+            /* validation every N steps (§6.14); not when a stop is pending */
+            if (sd_val_due_step(&R->vr, global_step) && !(c->stop && *c->stop)) {
+                rc = run_validation(R, 0, epoch, global_step, avr);
+                if (rc) break;
+                sd_progress_postfix(&pb, "avr_loss=%.3g%s", avr, R->vpost);
+                sd_progress_update(&pb, 0);
+            }
             if (c->stop && *c->stop) {
                 char name[512];
                 sd_save_name(name, sizeof name, SD_SAVE_STEP, R->outname, global_step, NULL);
@@ -1580,6 +1785,11 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
             if (done) break;
         }
         if (rc) break;
+        /* validation at the epoch end (every epoch, or every N-th), before its loss/epoch_average */
+        if (sd_val_due_epoch(&R->vr, epoch) && !(c->stop && *c->stop)) {
+            rc = run_validation(R, 1, epoch, global_step, window_mean(R));
+            if (rc) break;
+        }
         if (R->have_tb && R->epoch_loss_n)
             sd_tb_scalar(&R->tb, "loss/epoch_average", (float)(R->epoch_loss_sum / (double)R->epoch_loss_n), epoch + 1,
                          sd_wall_time());

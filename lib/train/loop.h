@@ -10,7 +10,8 @@
  * input perturbation (diffusion/objective.h); UNet forward with the LoRA modules attached, loss,
  * per-sample weights, gradient, backward through the UNet (and the text encoder); on sync steps
  * gradient clipping, AdamW, the LR scheduler; sample images before training, after optimizer steps and
- * at epoch ends as requested (train/loop_sample.h). Every random number comes from Philox streams keyed
+ * at epoch ends as requested (train/loop_sample.h); the validation loss after optimizer steps and at
+ * epoch ends (train/validation.h). Every random number comes from Philox streams keyed
  * by (seed, micro step, sample, purpose), the micro step being epoch × batches_per_epoch + batch
  * index, so runs are reproducible, independent of the thread count, and resumable exactly. */
 #ifndef SD_TRAIN_LOOP_H
@@ -107,6 +108,13 @@ typedef struct sd_train_config {
     int sample_every_n_epochs;         /* 0 = None; when set, sample_every_n_steps is ignored */
     int sample_at_first;
     const char *sample_sampler;        /* NULL = "ddim" */
+    /* validation (§1.8, §6.14; train/validation.h) */
+    double validation_split;           /* --validation_split; NAN = not given (0.0) */
+    int has_validation_seed;
+    int64_t validation_seed;           /* --validation_seed (split seed; pass seed, else --seed) */
+    int validate_every_n_steps;        /* 0 = None */
+    int validate_every_n_epochs;       /* 0 = None (every epoch) */
+    int64_t max_validation_steps;      /* < 0 = None (the whole validation set) */
     /* logging */
     const char *logging_dir, *log_prefix, *log_tracker_name, *log_jsonl;
     const char *options_json;          /* snapshot of the options for the state (JSON object) */
@@ -141,6 +149,11 @@ typedef struct sd_train_sample {
     sd_bucket_plan plan;
     sd_bucket_cfg bcfg;
     float *mem, *mem_flip;    /* [4, bucket_h/8, bucket_w/8] (owned) */
+    /* validation split (train/validation.h): the record's method and dataset keys */
+    int method_ft;            /* method "fine_tuning" (not split: validated on a copy) */
+    double validation_split;  /* NAN: the record has none */
+    int has_validation_seed;
+    int64_t validation_seed;
 } sd_train_sample;
 
 typedef struct sd_train_data {
@@ -182,7 +195,9 @@ struct sd_batch_plan;
 int sd_train_datasets_meta(const sd_train_data *d, const struct sd_batch_plan *plan, char **datasets,
                            char **tag_frequency, char **dataset_dirs);
 
-/* Train. SD_OK when done; SD_EINTR when stopped by *c->stop (state written, c->state_written). */
+/* Train. SD_OK when done; SD_EINTR when stopped by *c->stop (state written, c->state_written).
+ * With a validation split, the validation samples are moved out of d first (d then holds the
+ * training samples only; it stays freeable with sd_train_data_free). */
 int sd_train_run(sd_train_config *c, sd_train_data *d);
 
 #endif
