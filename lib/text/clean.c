@@ -61,24 +61,12 @@ static uint32_t utf8_next(const unsigned char *s, size_t n, size_t *i)
     return cp;
 }
 
-static int in_ranges(uint32_t c, const uint32_t (*r)[2], size_t n)
-{
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (c < r[mid][0]) hi = mid;
-        else if (c > r[mid][1]) lo = mid + 1;
-        else return 1;
-    }
-    return 0;
-}
-
 /* Python 3 `\w` on str: '_' and the characters str.isalnum() accepts (letters and numbers;
  * the Unicode tables of text/unicode_tables.h, generated from Python 3.11). */
 static int is_word_cp(uint32_t c)
 {
     if (c < 0x80) return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
-    return in_ranges(c, sd_uc_clip_letter, sd_uc_clip_letter_n) || in_ranges(c, sd_uc_clip_number, sd_uc_clip_number_n);
+    return sd_uc_in(sd_uc_clip_letter, sd_uc_clip_letter_n, c) || sd_uc_in(sd_uc_clip_number, sd_uc_clip_number_n, c);
 }
 
 /* s[0..n) is [\w-]+ (hyphen: allow_hyphen) and non-empty. */

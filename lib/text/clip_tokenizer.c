@@ -20,27 +20,15 @@
 /* ---------------------------------------------------------------------------------------------
  * Unicode helpers */
 
-static int in_ranges(const uint32_t (*r)[2], size_t n, uint32_t c)
-{
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (c < r[mid][0]) hi = mid;
-        else if (c > r[mid][1]) lo = mid + 1;
-        else return 1;
-    }
-    return 0;
-}
-
 static int is_regex_space(uint32_t c)
 {
     if (c < 0x80) return c == ' ' || (c >= 9 && c <= 13);
-    return in_ranges(sd_uc_regex_space, sd_uc_regex_space_n, c);
+    return sd_uc_in(sd_uc_regex_space, sd_uc_regex_space_n, c);
 }
 static int is_py_space(uint32_t c)
 {
     if (c < 0x80) return c == ' ' || (c >= 9 && c <= 13) || (c >= 0x1c && c <= 0x1f);
-    return in_ranges(sd_uc_py_space, sd_uc_py_space_n, c);
+    return sd_uc_in(sd_uc_py_space, sd_uc_py_space_n, c);
 }
 
 enum { CL_NONE, CL_LETTER, CL_NUMBER, CL_OTHER };
@@ -53,9 +41,9 @@ static int clip_class(uint32_t c)
         if (c == ' ' || (c >= 9 && c <= 13)) return CL_NONE;
         return CL_OTHER;
     }
-    if (in_ranges(sd_uc_clip_letter, sd_uc_clip_letter_n, c)) return CL_LETTER;
-    if (in_ranges(sd_uc_clip_number, sd_uc_clip_number_n, c)) return CL_NUMBER;
-    if (in_ranges(sd_uc_clip_other, sd_uc_clip_other_n, c)) return CL_OTHER;
+    if (sd_uc_in(sd_uc_clip_letter, sd_uc_clip_letter_n, c)) return CL_LETTER;
+    if (sd_uc_in(sd_uc_clip_number, sd_uc_clip_number_n, c)) return CL_NUMBER;
+    if (sd_uc_in(sd_uc_clip_other, sd_uc_clip_other_n, c)) return CL_OTHER;
     return CL_NONE;
 }
 
@@ -74,12 +62,12 @@ static uint32_t lower1(uint32_t c)
 
 static int is_case_ignorable(uint32_t c)
 {
-    return in_ranges(sd_uc_case_ignorable, sd_uc_case_ignorable_n, c);
+    return sd_uc_in(sd_uc_case_ignorable, sd_uc_case_ignorable_n, c);
 }
 /* Cased and not Case_Ignorable (the only cased code points the sigma rule can stop at). */
 static int is_cased(uint32_t c)
 {
-    return in_ranges(sd_uc_cased, sd_uc_cased_n, c);
+    return sd_uc_in(sd_uc_cased, sd_uc_cased_n, c);
 }
 
 #define utf8_decode sd_utf8_decode

@@ -88,18 +88,6 @@ static int u32_in(const uint32_t *a, size_t n, uint32_t c)
     return 0;
 }
 
-static int in_ranges(const uint32_t (*r)[2], size_t n, uint32_t c)
-{
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (c < r[mid][0]) hi = mid;
-        else if (c > r[mid][1]) lo = mid + 1;
-        else return 1;
-    }
-    return 0;
-}
-
 static int ccc(uint32_t c)
 {
     if (c < 0x300) return 0;
@@ -370,7 +358,7 @@ static int line_breaks(const uint32_t *s, size_t n, vec *o)
 static int is_decimal(uint32_t c)
 {
     if (c < 0x80) return c >= '0' && c <= '9';
-    return in_ranges(sd_uc_decimal, sd_uc_decimal_n, c);
+    return sd_uc_in(sd_uc_decimal, sd_uc_decimal_n, c);
 }
 
 /* remove_terminal_escapes (ESC '[' (\d|;)* [a-zA-Z]) and remove_control_chars */

@@ -90,21 +90,9 @@ static uint32_t cls(uint32_t c)
     return 0;
 }
 
-static int in_ranges(const uint32_t (*r)[2], size_t n, uint32_t c)
-{
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (c < r[mid][0]) hi = mid;
-        else if (c > r[mid][1]) lo = mid + 1;
-        else return 1;
-    }
-    return 0;
-}
-
 /* re's \s and \w in str patterns */
-static int py_space(uint32_t c) { return in_ranges(sd_uc_py_space, sd_uc_py_space_n, c); }
-static int py_word(uint32_t c) { return in_ranges(sd_ftfy_word, sd_ftfy_word_n, c); }
+static int py_space(uint32_t c) { return sd_uc_in(sd_uc_py_space, sd_uc_py_space_n, c); }
+static int py_word(uint32_t c) { return sd_uc_in(sd_ftfy_word, sd_ftfy_word_n, c); }
 static int az(uint32_t c) { return c >= 'a' && c <= 'z'; }
 static int az_any(uint32_t c) { return az(c) || (c >= 'A' && c <= 'Z'); }
 

@@ -7,6 +7,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Whether c lies in one of the n sorted, non-overlapping ranges r (binary search). */
+static inline int sd_uc_in(const uint32_t (*r)[2], size_t n, uint32_t c)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (c < r[mid][0]) hi = mid;
+        else if (c > r[mid][1]) lo = mid + 1;
+        else return 1;
+    }
+    return 0;
+}
+
 /* The CLIP pattern's classes as `regex` compiles them with IGNORECASE: [\p{L}], [\p{N}],
  * [^\s\p{L}\p{N}]. They do not overlap; a few code points (U+0345) are in none. */
 extern const uint32_t sd_uc_clip_letter[][2];
