@@ -297,6 +297,13 @@ SD_KFN real *KN(sd_k_wino_weights)(sd_ctx *ctx, const real *w, int64_t cout, int
  * the transforms are split by channel and the 36 GEMMs spread over threads (each ξ owns its dU_ξ),
  * so the sums run in the same order for any thread count. */
 
+/* A (6×4) applied to 4 values (stride s apart in `v`), results to `o` (stride os). */
+#define SD_WINO_A(v, s, o, os) do { \
+    real v0_ = (v)[0], v1_ = (v)[(s)], v2_ = (v)[2 * (s)], v3_ = (v)[3 * (s)]; \
+    real s02_ = v0_ + v2_, s13_ = v1_ + v3_, q02_ = v0_ + 4 * v2_, q13_ = 2 * v1_ + 8 * v3_; \
+    (o)[0] = v0_; (o)[(os)] = s02_ + s13_; (o)[2 * (os)] = s02_ - s13_; \
+    (o)[3 * (os)] = q02_ + q13_; (o)[4 * (os)] = q02_ - q13_; (o)[5 * (os)] = v3_; } while (0)
+
 /* M'[ξ][o][j] = (A dy Aᵀ)[ξ] for the 4×4 output-gradient tiles of channels [o0, o1) of one chunk
  * (zero beyond the output's edge); `strip` holds 6·4·tw reals. */
 SD_KFN void KN(sd_k_wino_gout)(const sd_k_wino *p, const real *dy, int64_t img, int64_t tr0, int64_t nr,
@@ -314,29 +321,14 @@ SD_KFN void KN(sd_k_wino_gout)(const sd_k_wino *p, const real *dy, int64_t img, 
             for (int64_t X = 0; X < sw; X++) {
                 real v[4];
                 for (int c = 0; c < 4; c++) v[c] = rw[c] && X < nx ? rw[c][X] : 0;
-                real s02 = v[0] + v[2], s13 = v[1] + v[3], q02 = v[0] + 4 * v[2], q13 = 2 * v[1] + 8 * v[3];
-                strip[X] = v[0];
-                strip[sw + X] = s02 + s13;
-                strip[2 * sw + X] = s02 - s13;
-                strip[3 * sw + X] = q02 + q13;
-                strip[4 * sw + X] = q02 - q13;
-                strip[5 * sw + X] = v[3];
+                SD_WINO_A(v, 1, strip + X, sw);
             }
             /* Aᵀ along each row, tile by tile */
             real *mo_ = m + o * tcs + r * p->tw;
             for (int a = 0; a < 6; a++) {
                 const real *sa = strip + a * sw;
                 real *mr = mo_ + (int64_t)(a * 6) * plane;
-                for (int64_t j = 0; j < p->tw; j++) {
-                    const real *v = sa + 4 * j;
-                    real s02 = v[0] + v[2], s13 = v[1] + v[3], q02 = v[0] + 4 * v[2], q13 = 2 * v[1] + 8 * v[3];
-                    mr[j] = v[0];
-                    mr[plane + j] = s02 + s13;
-                    mr[2 * plane + j] = s02 - s13;
-                    mr[3 * plane + j] = q02 + q13;
-                    mr[4 * plane + j] = q02 - q13;
-                    mr[5 * plane + j] = v[3];
-                }
+                for (int64_t j = 0; j < p->tw; j++) SD_WINO_A(sa + 4 * j, 1, mr + j, plane);
             }
         }
     }
