@@ -21,8 +21,10 @@
  *
  * Tags the reference logs: loss/current, loss/average, loss/epoch_average (step = epoch), lr/<desc>
  * per group (lr/unet, lr/textencoder, lr/unet plus, lr/unet_block3 …), max_norm/keys_scaled,
- * max_norm/max_key_norm, norm/avg_key_norm; sample images as "sample_<prompt index>" at the global
- * step (the key the reference logs them under with wandb; §6.13). */
+ * max_norm/max_key_norm, norm/avg_key_norm; loss/validation/step_average and step_divergence (at
+ * the global step), loss/validation/epoch_average and epoch_divergence (at the epoch; see
+ * train/validation.h); sample images as "sample_<prompt index>" at the global step (the key the
+ * reference logs them under with wandb; §6.13). */
 #ifndef SD_TRAIN_TBOARD_H
 #define SD_TRAIN_TBOARD_H
 
