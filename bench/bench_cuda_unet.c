@@ -17,7 +17,9 @@
  *   BENCH_BATCHES (default "1,4,16"), BENCH_RUNS, BENCH_FILTER (substring of names),
  *   BENCH_SCRATCH_MIB (op scratch beyond the layers' planned scratch, default 2048),
  *   BENCH_WEIGHTS (f32|bf16|f16).
- * Without a CUDA device it prints {"name":"cuda_unet","skipped":"…"} and exits 0. */
+ * Without a CUDA device it prints {"name":"cuda_unet","skipped":"…"} and exits 0.
+ * bench/torch_cuda_unet.py runs the same network and work in PyTorch on the same GPU (fp32 with
+ * TF32 off, fp32 + SDPA, bf16 autocast + SDPA) for the ratios. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
