@@ -12,6 +12,7 @@
 #include "base/log.h"
 #include "base/opts.h"
 #include "base/threads.h"
+#include "tensor/device.h"
 #include "io/cmdline.h"
 #include "data/dataset_config.h"
 #include "data/dataset_records.h"
@@ -21,6 +22,7 @@
 static sd_train_config c;
 static struct {
     const char *data, *method, *network_alpha, *log_with, *caption_separator, *keep_tokens_separator;
+    const char *device;
     const char *dataset_config, *train_data_dir, *reg_data_dir, *in_json, *caption_extension;
     int dataset_repeats;
     sd_opt_list network_args, optimizer_args, resolution;
@@ -297,6 +299,10 @@ static const sd_opt table[] = {
      .help = "tensorboard (wandb is not supported)"},
     {.name = "log_jsonl", .type = SD_OPT_STRING, .dest = &c.log_jsonl, .metavar = "FILE", .group = G_LOG,
      .help = "one JSON line per step: step, epoch, loss, avr_loss, lr, grad_norm, sec_per_step"},
+    {.name = "device", .type = SD_OPT_STRING, .dest = &a.device, .def = "cpu", .metavar = "cpu|cuda[:N]",
+     .group = G_MODEL,
+     .help = "where the networks run: the CPU, or CUDA GPU N (a build with CUDA=1); the optimizer, data and "
+             "saving stay on the host"},
     SD_OPT_THREADS(&a.threads),
     SD_OPT_END};
 
@@ -472,6 +478,11 @@ int main(int argc, char **argv)
         strcmp(c.save_precision, "bf16")) {
         fprintf(stderr, "sd-train: option '--save_precision': invalid choice '%s' (choose from float, fp16, bf16)\n"
                         "Try 'sd-train --help'.\n", c.save_precision);
+        sd_opts_free(&o);
+        return 2;
+    }
+    if (sd_device_parse(a.device, &c.device_index) < 0) {
+        fprintf(stderr, "sd-train: %s\nTry 'sd-train --help'.\n", sd_errmsg());
         sd_opts_free(&o);
         return 2;
     }

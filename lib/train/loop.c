@@ -26,6 +26,7 @@
 #include "models/detect.h"
 #include "models/sd_model.h"
 #include "models/unet.h"
+#include "tensor/device.h"
 #include "text/clip_tokenizer.h"
 #include "train/batch.h"
 #include "train/lora_file.h"
@@ -44,6 +45,7 @@
 void sd_train_config_default(sd_train_config *c)
 {
     memset(c, 0, sizeof *c);
+    c->device_index = SD_DEVICE_CPU;
     c->network_alpha = NAN;
     c->network_alpha_is_int = 1;
     c->unet_lr = NAN;
@@ -303,7 +305,10 @@ typedef struct run {
     int32_t *ids;
     float *tokw;              /* --weighted_captions: per context position weight [maxB][seqlen] */
     int warned_trunc;
-    sd_tensor t_x, t_t, t_ctx, t_y, t_dy, t_ids, t_hidden, t_dctx;
+    sd_tensor t_x, t_t, t_ctx, t_y, t_dy, t_ids, t_hidden, t_dctx;   /* on `dev` */
+    sd_devkind dev;           /* where the networks run (--device) */
+    sd_ctx hctx;              /* CPU context for host-side work while ctx is a GPU's */
+    float *pred, *tf, *stage; /* host copies: UNet output, timesteps, a context for caption weights */
     sd_arena act;
     sd_train_sampling smp;    /* sample images during training */
     /* validation (train/validation.h) */
@@ -441,7 +446,7 @@ static int ensure_scratch(run *R, size_t want)
 {
     if (want <= R->scratch_cap) return SD_OK;
     sd_ctx_free(&R->ctx);
-    int rc = sd_ctx_init(&R->ctx, SD_DEV_CPU, R->c->threads, want);
+    int rc = sd_ctx_init(&R->ctx, R->dev, R->c->threads, want);
     if (rc) {
         R->scratch_cap = 0;
         return rc;
@@ -451,6 +456,12 @@ static int ensure_scratch(run *R, size_t want)
 }
 
 /* --cache_latents_to_disk: load `path` (already checked against `k`) into the sample's memory. */
+/* The LoRA registry to the host (optimizer, saving) or back to the run's device. */
+static int net_to(run *R, sd_devkind dev)
+{
+    return R->dev == SD_DEV_CPU ? SD_OK : sd_params_move(&R->net.reg, dev);
+}
+
 static int load_disk_cache(sd_train_sample *s, const char *path, int64_t n)
 {
     sd_latent_file lf;
@@ -881,9 +892,11 @@ static int save_lora(run *R, const char *path, int64_t steps, int64_t epoch1)
     so.alpha_int = !c->save_precision && c->network_alpha_is_int;
     so.meta = &m;
     char mh[65], lh[9];
+    if (!rc) rc = net_to(R, SD_DEV_CPU);
     if (!rc) rc = sd_lora_file_save(path, R->net.refs, R->net.n, &so, mh, lh);
+    int rc2 = net_to(R, R->dev);
     sd_kv_free(&m);
-    return rc;
+    return rc ? rc : rc2;
 }
 
 static char *join_path(const char *dir, const char *name)
@@ -909,7 +922,10 @@ static int save_state_dir(run *R, const char *dir, int64_t global_step, int64_t 
     s.loss_window = R->window;
     s.loss_window_n = R->window_n;
     for (size_t i = 0; i < R->window_n; i++) s.loss_total += R->window[i];
-    return sd_train_state_save(dir, &s);
+    int rc = net_to(R, SD_DEV_CPU);
+    if (!rc) rc = sd_train_state_save(dir, &s);
+    int rc2 = net_to(R, R->dev);
+    return rc ? rc : rc2;
 }
 
 /* Saves at a sync point: checkpoint and state names, retention. */
@@ -966,6 +982,50 @@ static int save_checkpoint(run *R, sd_save_kind kind, int64_t no, int64_t global
     return SD_OK;
 }
 
+/* The first elements of a device buffer t viewed with another shape (t is contiguous and at least
+ * that large). */
+static sd_tensor dview(const sd_tensor *t, int nd, const int64_t *shape)
+{
+    sd_tensor v = sd_tensor_wrap(t->data, (sd_dtype)t->dtype, nd, shape);
+    v.device = t->device;
+    v.device_index = t->device_index;
+    return v;
+}
+
+/* A zeroed tensor on the run's device. */
+static int dev_tensor(run *R, sd_tensor *t, sd_dtype dt, int nd, const int64_t *shape)
+{
+    if (R->dev == SD_DEV_CPU) return sd_tensor_alloc(t, dt, nd, shape);
+    *t = sd_tensor_wrap(NULL, dt, nd, shape);
+    void *p = NULL;
+    int rc = sd_device_alloc(&p, sd_tensor_nbytes(t));
+    if (!rc) rc = sd_device_memset(p, 0, sd_tensor_nbytes(t));
+    if (rc) {
+        sd_device_free(p);
+        return rc;
+    }
+    t->data = p;
+    t->device = SD_DEV_CUDA;
+    return SD_OK;
+}
+
+/* Multiply rows of a [B, seqlen, W] context (or its gradient) on the device by the per-position
+ * caption weights (--weighted_captions), through the host copy `stage`. */
+static int weight_rows(run *R, sd_tensor *t, int B)
+{
+    int64_t W = R->cfg.clip.width;
+    size_t nb = sd_tensor_nbytes(t);
+    int rc = sd_tensor_download(t, R->stage, nb);
+    if (rc) return rc;
+    for (int b = 0; b < B; b++)
+        for (int p = 0; p < R->seqlen; p++) {
+            float wgt = R->tokw[(size_t)b * R->seqlen + p];
+            if (wgt != 1.0f)
+                for (int64_t k = 0; k < W; k++) R->stage[((size_t)b * R->seqlen + p) * W + k] *= wgt;
+        }
+    return sd_tensor_upload(t, R->stage, nb);
+}
+
 static int alloc_buffers(run *R)
 {
     sd_train_config *c = R->c;
@@ -1015,11 +1075,20 @@ static int alloc_buffers(run *R)
         !R->lweight || !R->factor || !R->tsteps || !R->ids || !R->tokw)
         return sd_err(SD_ENOMEM, "out of memory");
     int64_t W = R->cfg.clip.width;
-    int rc = sd_tensor_alloc(&R->t_ctx, SD_F32, 3, (int64_t[]){ R->maxB, R->seqlen, W });
-    if (!rc) rc = sd_tensor_alloc(&R->t_dctx, SD_F32, 3, (int64_t[]){ R->maxB, R->seqlen, W });
-    if (!rc && R->nchunks > 1) rc = sd_tensor_alloc(&R->t_hidden, SD_F32, 3, (int64_t[]){ R->maxB * R->nchunks, 77, W });
-    if (!rc) rc = sd_tensor_alloc(&R->t_y, SD_F32, 1, (int64_t[]){ R->maxB * R->maxper });
-    if (!rc) rc = sd_tensor_alloc(&R->t_t, SD_F32, 1, (int64_t[]){ R->maxB });
+    R->pred = calloc(tot, sizeof(float));
+    R->tf = calloc((size_t)R->maxB, sizeof(float));
+    R->stage = calloc((size_t)(R->maxB * R->seqlen * W), sizeof(float));
+    if (!R->pred || !R->tf || !R->stage) return sd_err(SD_ENOMEM, "out of memory");
+    /* the networks' inputs and outputs live on the device; the host arrays above are copied in and
+       out (on the CPU the copies are memmoves: the same code path either way) */
+    int rc = dev_tensor(R, &R->t_ctx, SD_F32, 3, (int64_t[]){ R->maxB, R->seqlen, W });
+    if (!rc) rc = dev_tensor(R, &R->t_dctx, SD_F32, 3, (int64_t[]){ R->maxB, R->seqlen, W });
+    if (!rc && R->nchunks > 1) rc = dev_tensor(R, &R->t_hidden, SD_F32, 3, (int64_t[]){ R->maxB * R->nchunks, 77, W });
+    if (!rc) rc = dev_tensor(R, &R->t_y, SD_F32, 1, (int64_t[]){ R->maxB * R->maxper });
+    if (!rc) rc = dev_tensor(R, &R->t_x, SD_F32, 1, (int64_t[]){ R->maxB * R->maxper });
+    if (!rc) rc = dev_tensor(R, &R->t_dy, SD_F32, 1, (int64_t[]){ R->maxB * R->maxper });
+    if (!rc) rc = dev_tensor(R, &R->t_t, SD_F32, 1, (int64_t[]){ R->maxB });
+    if (!rc) rc = dev_tensor(R, &R->t_ids, SD_I32, 1, (int64_t[]){ R->maxB * R->nchunks * 77 });
     if (rc) return rc;
     /* activation arena: the largest bucket (LoRA dropout masks count only while training) */
     R->net.rt.training = 1;
@@ -1048,10 +1117,28 @@ static int alloc_buffers(run *R)
         if (p.scratch + p.saved > vneed) vneed = p.scratch + p.saved;
         R->net.rt.training = 1;
     }
-    rc = sd_nn_arena_init(&R->act, SD_DEV_CPU, saved + 4096);
-    if (rc) return rc;
     size_t want = scratch * 2 + ((size_t)1 << 30);
     if (vneed && 2 * vneed + ((size_t)1 << 30) > want) want = 2 * vneed + ((size_t)1 << 30);
+    if (R->dev == SD_DEV_CUDA) {
+        /* fail fast: weights, the activation arena and the op scratch must fit in free GPU memory */
+        sd_params *regs[4] = { &R->model.unet_params, &R->model.te_params, &R->model.vae_params, &R->net.reg };
+        size_t weights = 0;
+        for (int i = 0; i < 4; i++) weights += regs[i]->value_bytes + regs[i]->grad_bytes;
+        sd_device_info di;
+        rc = sd_device_query(c->device_index, &di);
+        if (rc) return rc;
+        const double gib = 1024.0 * 1024 * 1024;
+        size_t need = weights + saved + want + ((size_t)256 << 20);
+        if (need > di.free_bytes)
+            return sd_err(SD_ENOMEM,
+                          "--device cuda:%d: training needs about %.2f GiB of GPU memory (weights %.2f GiB, activations "
+                          "%.2f GiB for batch %lld, working memory %.2f GiB), %.2f GiB free on %s; lower --train_batch_size "
+                          "or the resolution, use --gradient_checkpointing or --mixed_precision bf16, or run with "
+                          "--device cpu", c->device_index, (double)need / gib, (double)weights / gib, (double)saved / gib,
+                          (long long)R->maxB, (double)want / gib, (double)di.free_bytes / gib, di.name);
+    }
+    rc = sd_nn_arena_init(&R->act, R->dev, saved + 4096);
+    if (rc) return rc;
     return ensure_scratch(R, want);
 }
 
@@ -1192,26 +1279,36 @@ static int text_forward(run *R, int B, sd_arena *save, sd_tensor *ctxt)
     int64_t W = R->cfg.clip.width;
     sd_tensor ids;
     int rc;
-    *ctxt = sd_tensor_wrap(R->t_ctx.data, SD_F32, 3, (int64_t[]){ B, R->seqlen, W });
+    *ctxt = dview(&R->t_ctx, 3, (int64_t[]){ B, R->seqlen, W });
+    int64_t nid = (int64_t)B * R->nchunks * 77;
+    ids = dview(&R->t_ids, 1, &nid);
+    rc = sd_tensor_upload(&ids, R->ids, (size_t)nid * sizeof(int32_t));
+    if (rc) return rc;
     if (R->nchunks == 1) {
-        ids = sd_tensor_wrap(R->ids, SD_I32, 2, (int64_t[]){ B, 77 });
+        ids = dview(&R->t_ids, 2, (int64_t[]){ B, 77 });
         rc = sd_clip_forward(&R->ctx, R->clip, save, ctxt, &ids, c->clip_skip);
     } else {
-        ids = sd_tensor_wrap(R->ids, SD_I32, 3, (int64_t[]){ B, R->nchunks, 77 });
-        sd_tensor hid = sd_tensor_wrap(R->t_hidden.data, SD_F32, 3, (int64_t[]){ (int64_t)B * R->nchunks, 77, W });
+        ids = dview(&R->t_ids, 3, (int64_t[]){ B, R->nchunks, 77 });
+        sd_tensor hid = dview(&R->t_hidden, 3, (int64_t[]){ (int64_t)B * R->nchunks, 77, W });
         rc = sd_clip_forward_chunks(&R->ctx, R->clip, save, ctxt, &hid, &ids, c->clip_skip);
     }
     if (rc) return rc;
-    if (c->weighted_captions) {
-        float *cx = ctxt->data;
-        for (int b = 0; b < B; b++)
-            for (int p = 0; p < R->seqlen; p++) {
-                float wgt = R->tokw[(size_t)b * R->seqlen + p];
-                if (wgt != 1.0f)
-                    for (int64_t k = 0; k < W; k++) cx[((size_t)b * R->seqlen + p) * W + k] *= wgt;
-            }
-    }
+    if (c->weighted_captions) return weight_rows(R, ctxt, B);
     return SD_OK;
+}
+
+/* The UNet's inputs on the device: the noisy latents (R->noisy) and the timesteps (R->tsteps);
+ * y: the output buffer. */
+static int unet_inputs(run *R, int B, int64_t C, int h, int w, sd_tensor *x, sd_tensor *tt, sd_tensor *y)
+{
+    int64_t n = (int64_t)B * C * h * w;
+    *x = dview(&R->t_x, 4, (int64_t[]){ B, C, h, w });
+    *tt = dview(&R->t_t, 1, (int64_t[]){ B });
+    *y = dview(&R->t_y, 4, (int64_t[]){ B, C, h, w });
+    for (int b = 0; b < B; b++) R->tf[b] = (float)R->tsteps[b];
+    int rc = sd_tensor_upload(x, R->noisy, (size_t)n * sizeof(float));
+    if (!rc) rc = sd_tensor_upload(tt, R->tf, (size_t)B * sizeof(float));
+    return rc;
 }
 
 /* One micro batch: forward, loss, backward (gradients accumulate). *loss_out = batch loss. */
@@ -1244,21 +1341,21 @@ static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int
                             R->tsteps);
     }
     if (rc) return rc;
-    /* UNet */
-    sd_tensor x = sd_tensor_wrap(R->noisy, SD_F32, 4, (int64_t[]){ B, C, h, w });
-    sd_tensor tt = sd_tensor_wrap(R->t_t.data, SD_F32, 1, (int64_t[]){ B });
-    for (int b = 0; b < B; b++) ((float *)R->t_t.data)[b] = (float)R->tsteps[b];
-    sd_tensor y = sd_tensor_wrap(R->t_y.data, SD_F32, 4, (int64_t[]){ B, C, h, w });
-    rc = sd_unet_forward(&R->ctx, R->unet, &R->act, &y, &x, &tt, &ctxt);
+    /* UNet (inputs copied to the device, the prediction back for the loss) */
+    sd_tensor x, tt, y;
+    rc = unet_inputs(R, B, C, h, w, &x, &tt, &y);
+    if (!rc) rc = sd_unet_forward(&R->ctx, R->unet, &R->act, &y, &x, &tt, &ctxt);
+    if (!rc) rc = sd_tensor_download(&y, R->pred, (size_t)(B * per) * sizeof(float));
     if (rc) return rc;
-    const float *pred = y.data;
     for (int b = 0; b < B; b++) R->lweight[b] = R->d->s[idx[b]].is_reg ? (float)c->prior_loss_weight : 1.0f;
-    double L = sd_tobj_loss(&R->obj, pred, R->target, B, per, R->tsteps, R->lweight, R->hc, R->factor, R->lossv,
+    double L = sd_tobj_loss(&R->obj, R->pred, R->target, B, per, R->tsteps, R->lweight, R->hc, R->factor, R->lossv,
                             sd_accum_loss_scale(c->gradient_accumulation_steps), R->grad);
     *loss_out = L;
     if (!isfinite(L)) return SD_OK;
-    sd_tensor dy = sd_tensor_wrap(R->grad, SD_F32, 4, (int64_t[]){ B, C, h, w });
-    sd_tensor dctx = sd_tensor_wrap(R->t_dctx.data, SD_F32, 3, (int64_t[]){ B, R->seqlen, W });
+    sd_tensor dy = dview(&R->t_dy, 4, (int64_t[]){ B, C, h, w });
+    rc = sd_tensor_upload(&dy, R->grad, (size_t)(B * per) * sizeof(float));
+    if (rc) return rc;
+    sd_tensor dctx = dview(&R->t_dctx, 3, (int64_t[]){ B, R->seqlen, W });
     if (R->te_train) {
         rc = sd_op_fill(&R->ctx, &dctx, 0.0f);
         if (rc) return rc;
@@ -1266,15 +1363,7 @@ static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int
     rc = sd_unet_backward(&R->ctx, R->unet, NULL, R->te_train ? &dctx : NULL, &dy);
     if (rc) return rc;
     if (R->te_train) {
-        if (c->weighted_captions) {
-            float *dx = dctx.data;
-            for (int b = 0; b < B; b++)
-                for (int p = 0; p < R->seqlen; p++) {
-                    float wgt = R->tokw[(size_t)b * R->seqlen + p];
-                    if (wgt != 1.0f)
-                        for (int64_t k = 0; k < W; k++) dx[((size_t)b * R->seqlen + p) * W + k] *= wgt;
-                }
-        }
+        if (c->weighted_captions && (rc = weight_rows(R, &dctx, B))) return rc;
         if (R->nchunks == 1) rc = sd_clip_backward(&R->ctx, R->clip, NULL, &dctx);
         else rc = sd_clip_backward_chunks(&R->ctx, R->clip, NULL, &dctx);
         if (rc) return rc;
@@ -1307,16 +1396,16 @@ static int val_batch(void *user, const sd_batch_bucket *bk, const int64_t *idx, 
         rc = sd_tobj_inputs(&R->vobj, R->vseed, base + (uint32_t)k, B, C, h, w, R->x0, R->noise, R->noisy, R->target,
                             R->work, R->ipn, R->tsteps);
         if (rc) break;
-        sd_tensor x = sd_tensor_wrap(R->noisy, SD_F32, 4, (int64_t[]){ B, C, h, w });
-        sd_tensor tt = sd_tensor_wrap(R->t_t.data, SD_F32, 1, (int64_t[]){ B });
-        for (int b = 0; b < B; b++) ((float *)R->t_t.data)[b] = (float)R->tsteps[b];
-        sd_tensor y = sd_tensor_wrap(R->t_y.data, SD_F32, 4, (int64_t[]){ B, C, h, w });
+        sd_tensor x, tt, y;
+        rc = unet_inputs(R, B, C, h, w, &x, &tt, &y);
+        if (rc) break;
         size_t m2 = sd_arena_mark(&R->ctx.scratch);
         rc = sd_unet_forward(&R->ctx, R->unet, NULL, &y, &x, &tt, &ctxt);
         sd_arena_reset(&R->ctx.scratch, m2);
+        if (!rc) rc = sd_tensor_download(&y, R->pred, (size_t)(B * per) * sizeof(float));
         if (rc) break;
         /* the loss as the training step computes it (its gradient output goes to scratch) */
-        losses[k] = sd_tobj_loss(&R->vobj, y.data, R->target, B, per, R->tsteps, R->lweight, R->hc, R->factor,
+        losses[k] = sd_tobj_loss(&R->vobj, R->pred, R->target, B, per, R->tsteps, R->lweight, R->hc, R->factor,
                                  R->lossv, 1.0, R->grad);
     }
     sd_arena_reset(&R->ctx.scratch, mark);
@@ -1380,6 +1469,10 @@ static void free_run(run *R)
     sd_tensor_free(&R->t_hidden);
     sd_tensor_free(&R->t_y);
     sd_tensor_free(&R->t_t);
+    sd_tensor_free(&R->t_x);
+    sd_tensor_free(&R->t_dy);
+    sd_tensor_free(&R->t_ids);
+    free(R->pred), free(R->tf), free(R->stage);
     sd_arena_free(&R->act);
     sd_train_sampling_free(&R->smp);
     sd_val_runner_free(&R->vr);
@@ -1390,6 +1483,8 @@ static void free_run(run *R)
     sd_kv_free(&R->meta);
     free(R->outdir);
     sd_ctx_free(&R->ctx);
+    sd_ctx_free(&R->hctx);
+    if (R->dev == SD_DEV_CUDA) sd_device_shutdown();
 }
 
 /* Options a resumed run must share with its state (the step budget may grow: --max_train_steps and
@@ -1408,8 +1503,17 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
     memset(R, 0, sizeof *R);
     R->c = c;
     R->d = d;
+    R->dev = c->device_index == SD_DEVICE_CPU ? SD_DEV_CPU : SD_DEV_CUDA;
+    /* models load, latents encode and the network is built on the host (ctx starts as a CPU context);
+       alloc_buffers() makes ctx the device's, and the weights move there before the first step */
     int rc = sd_ctx_init(&R->ctx, SD_DEV_CPU, c->threads, 0);
-    if (rc) return rc;
+    if (!rc) rc = sd_ctx_init(&R->hctx, SD_DEV_CPU, c->threads, 0);
+    if (!rc && R->dev == SD_DEV_CUDA) rc = sd_device_init(c->device_index);
+    if (rc) {
+        sd_ctx_free(&R->ctx);
+        sd_ctx_free(&R->hctx);
+        return rc;
+    }
     R->scratch_cap = SD_CTX_DEFAULT_SCRATCH;
     rc = check_options(R);
     if (rc) goto out;
@@ -1634,6 +1738,14 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
             goto out;
         }
     }
+    if (R->dev == SD_DEV_CUDA) {
+        sd_params *regs[4] = { &R->model.unet_params, &R->model.te_params, &R->model.vae_params, &R->net.reg };
+        for (int i = 0; i < 4 && !rc; i++)
+            if (regs[i]->allocated) rc = sd_params_move(regs[i], SD_DEV_CUDA);
+        if (rc) goto out;
+        sd_device_info di;
+        if (!sd_device_query(c->device_index, &di)) sd_info("training on %s (cuda:%d)", di.name, c->device_index);
+    }
     rc = sd_train_sampling_attach(&R->smp, c, R->unet, R->clip, &R->model.vae, R->cfg.family, R->tok,
                                   R->cfg.parameterization == SD_PRED_V, &R->net.rt, R->seed, R->outdir,
                                   R->have_tb ? &R->tb : NULL);
@@ -1707,6 +1819,8 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
                 continue;
             }
             double gnorm = NAN;
+            rc = net_to(R, SD_DEV_CPU);   /* the optimizer runs on the host */
+            if (rc) break;
             rc = sd_optim_clip_grad_norm(&R->opt, c->max_grad_norm, &gnorm);
             if (rc) break;
             double f = sd_lr_sched_factor(&R->lrs, global_step);
@@ -1716,10 +1830,12 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
             int keys_scaled = 0;
             double mean_norm = 0, max_key_norm = 0;
             if (c->scale_weight_norms > 0) {
-                rc = sd_lora_max_norm(&R->ctx, R->net.refs, R->net.n, c->scale_weight_norms, &keys_scaled, &mean_norm,
-                                      &max_key_norm);
+                rc = sd_lora_max_norm(R->dev == SD_DEV_CPU ? &R->ctx : &R->hctx, R->net.refs, R->net.n,
+                                      c->scale_weight_norms, &keys_scaled, &mean_norm, &max_key_norm);
                 if (rc) break;
             }
+            rc = net_to(R, R->dev);
+            if (rc) break;
             global_step++;
             double now = sd_now();
             double sps = now - t_last;

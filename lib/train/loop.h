@@ -124,6 +124,7 @@ typedef struct sd_train_config {
     void *inject_user;
     /* runtime */
     int threads;
+    int device_index;                  /* -1 (SD_DEVICE_CPU): the CPU; N: CUDA device N (a CUDA build) */
     volatile sig_atomic_t *stop;       /* set by a signal handler: finish the step, save, return SD_EINTR */
     int stop_signal;                   /* out: the signal number seen (for the exit status) */
     char *state_written;               /* out: the state directory written at a stop (malloc'd) */

@@ -15,7 +15,8 @@ bin="$root/$build/bin/sd-train"
 [ -x "$bin" ] || { echo "# $bin not built"; echo "not ok train_built"; exit 1; }
 ok() { echo "ok $1"; }
 nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok train_tiny_build; exit 1; }
+if [ -n "${TINY_MODEL:-}" ]; then cp "$TINY_MODEL" "$tmp/tiny_model"   # prebuilt (a machine without the -dev packages)
+else examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok train_tiny_build; exit 1; }; fi
 cd "$tmp"
 ./tiny_model model tiny.safetensors "$root/examples/tiny_model.toml" > /dev/null || { nok train_tiny_model; exit 1; }
 ./tiny_model latents "$tmp" 6 4 8 8 > recs.jsonl || { nok train_tiny_latents; exit 1; }
@@ -229,3 +230,34 @@ a=$(python3 -c "
 import json,struct;b=open('cf/last.safetensors','rb').read();n=struct.unpack('<Q',b[:8])[0];h=json.loads(b[8:8+n])
 print(h['__metadata__']['ss_network_dim'], h['lora_te_text_model_encoder_layers_0_mlp_fc1.alpha']['dtype'])" 2>&1)
 [ "$a" = "8 I64" ] && grep -q 'not used by sd-train: xformers' cf.err && ok train_config_file || nok train_config_file "$a $(cat cf.err)"
+
+# ---- --device: syntax errors exit 2; cuda without a CUDA build or a GPU is a clear fatal error; on a
+# GPU the LoRA after 8 steps (text encoder and UNet modules, dropout, weighted captions, validation) and
+# the losses match the CPU run within fp32 drift -----------------------------------------------------------
+T --output_dir dv0 --max_train_steps 2 --device gpu 2> dv0.err; rc=$?
+[ $rc = 2 ] && grep -q "gpu" dv0.err && ok train_device_bad_syntax || nok train_device_bad_syntax "rc $rc $(cat dv0.err)"
+D=(--max_train_steps 8 --network_dropout 0.1 --gradient_checkpointing --validation_split 0.25 --validate_every_n_steps 4)
+T --output_dir dvg --log_jsonl dvg.log --device cuda "${D[@]}" 2> dvg.err; rc=$?
+if [ $rc = 0 ]; then
+  T --output_dir dvc --log_jsonl dvc.log "${D[@]}" 2> /dev/null
+  cmpres=$(python3 - dvc/last.safetensors dvg/last.safetensors dvc.log dvg.log <<'PY'
+import json, struct, sys
+def load(p):
+    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n]); o = {}
+    for k, v in h.items():
+        if k == '__metadata__' or v['dtype'] != 'F32': continue
+        s, e = v['data_offsets']; o[k] = struct.unpack('<%df' % ((e - s) // 4), b[8 + n + s:8 + n + e])
+    return o
+a, g = load(sys.argv[1]), load(sys.argv[2])
+worst = max(max(abs(x - y) for x, y in zip(a[k], g[k])) / max(1e-12, max(abs(x) for x in a[k])) for k in a)
+la = [json.loads(l)['loss'] for l in open(sys.argv[3])]; lg = [json.loads(l)['loss'] for l in open(sys.argv[4])]
+dl = max(abs(x - y) / abs(x) for x, y in zip(la, lg))
+print('%d tensors, worst max|diff|/max|cpu| %.3g; %d losses, worst relative diff %.3g' % (len(a), worst, len(la), dl))
+sys.exit(0 if set(a) == set(g) and len(la) == len(lg) == 8 and worst < 1e-3 and dl < 1e-3 else 1)
+PY
+  ) && ok train_device_cuda_matches_cpu || nok train_device_cuda_matches_cpu "$cmpres"
+  echo "# GPU vs CPU: $cmpres"
+else
+  [ $rc = 1 ] && grep -Eq "CUDA support|CUDA: no device" dvg.err && ok train_device_cuda_unavailable ||
+    nok train_device_cuda_unavailable "rc $rc $(tail -2 dvg.err)"
+fi
