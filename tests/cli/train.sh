@@ -63,7 +63,7 @@ cmp -s o1/tl.safetensors o2/tl.safetensors && ok train_threads_same_bytes || nok
 # ---- save_precision, checkpoints and retention ---------------------------------------------------------
 T --output_dir o3 --output_name n --max_train_steps 12 --save_every_n_steps 3 --save_last_n_steps 4 \
   --save_every_n_epochs 1 --save_precision fp16 2> o3.err
-ls o3 | sort | tr '\n' ' ' > o3.ls
+ls o3 | LC_ALL=C sort | tr '\n' ' ' > o3.ls
 [ "$(cat o3.ls)" = "n-000001.safetensors n-step00000006.safetensors n-step00000009.safetensors n.safetensors " ] && ok train_checkpoint_names ||
   nok train_checkpoint_names "$(cat o3.ls)"
 grep -q 'F16' <(python3 -c "

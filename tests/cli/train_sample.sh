@@ -23,7 +23,7 @@ export SOURCE_DATE_EPOCH=1700000000 SD_PROGRESS=0
 T() { "$bin" --method lora --model tiny.safetensors --model_config "$root/examples/tiny_model.toml" --data recs.jsonl \
   --learning_rate 1e-3 --seed 3 --network_dim 4 --threads 1 "$@"; }
 # names in a sample folder, the 14-digit time replaced by T
-names() { ls "$1" 2> /dev/null | sed 's/_[0-9]\{14\}/_T/' | sort | tr '\n' ' '; }
+names() { ls "$1" 2> /dev/null | sed 's/_[0-9]\{14\}/_T/' | LC_ALL=C sort | tr '\n' ' '; }
 text() { python3 - "$1" <<'PY'
 import struct, sys, zlib
 b = open(sys.argv[1], 'rb').read(); i = 8
