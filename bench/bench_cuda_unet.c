@@ -4,8 +4,9 @@
  * backward with the gradient flowing to the input through every layer, no weight gradients; the
  * LoRA branches themselves are small). Random weights. fp32 activations and fp32 cuBLAS products
  * (CUBLAS_COMPUTE_32F, no TF32); BENCH_WEIGHTS=bf16 or f16 stores the frozen weights in half
- * precision (converted to f32 per use, as the ops do). There is no bf16-compute path yet, so
- * these are fp32 numbers, not the issue's bf16 target.
+ * precision (converted to f32 per use, as the ops do). SD_CUDA_MATH=tf32|bf16|fp16 runs every
+ * matrix product on the tensor cores with those operands (fp32 accumulation; norms, softmax and
+ * element-wise ops stay fp32); the "math" field says which.
  *
  * One JSON object per line:
  *   {"name":"cuda_unet_sd15_fwd","batch":B,"seconds":…,"min_seconds":…,"samples_per_s":…,
@@ -154,9 +155,10 @@ static void timed(const char *name, int64_t batch, int (*fn)(state *), state *s,
     double med = runs & 1 ? t[runs / 2] : 0.5 * (t[runs / 2 - 1] + t[runs / 2]);
     printf("{\"name\":\"%s\",\"batch\":%lld,\"seconds\":%.4f,\"min_seconds\":%.4f,\"samples_per_s\":%.2f,"
            "\"tflops\":%.2f,\"params_mib\":%.0f,\"activations_mib\":%.0f,\"scratch_peak_mib\":%.0f,"
-           "\"gpu_used_mib\":%.0f,\"runs\":%d,\"device\":\"%s\"}\n",
+           "\"gpu_used_mib\":%.0f,\"runs\":%d,\"math\":\"%s\",\"device\":\"%s\"}\n",
            name, (long long)batch, med, t[0], (double)batch / med, flops / med * 1e-12, params_mib, act_mib,
-           (double)g_ctx.scratch.peak / 1048576.0, used_mib(), runs, json_esc(g_dev));
+           (double)g_ctx.scratch.peak / 1048576.0, used_mib(), runs,
+           (const char *[]){ "fp32", "tf32", "bf16", "fp16" }[sd_device_gemm_math()], json_esc(g_dev));
     fflush(stdout);
 }
 

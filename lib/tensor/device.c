@@ -39,6 +39,17 @@ bad:
     return sd_err(SD_EINVAL, "--device: invalid value '%s' (expected cpu, cuda or cuda:N)", spec);
 }
 
+int sd_gemm_math_parse(const char *s, sd_gemm_math *m)
+{
+    static const char *const names[] = { "fp32", "tf32", "bf16", "fp16" };
+    for (int i = 0; i < 4; i++)
+        if (s && !strcmp(s, names[i])) {
+            *m = (sd_gemm_math)i;
+            return SD_OK;
+        }
+    return sd_err(SD_EINVAL, "invalid GEMM math '%s' (expected fp32, tf32, bf16 or fp16)", s ? s : "");
+}
+
 #ifndef SD_CUDA
 
 #define NOCUDA() sd_err(SD_EUNSUPPORTED, "built without CUDA support (make CUDA=1)")
@@ -54,6 +65,8 @@ int sd_device_init(int index) { return NOCUDA(); }
 int sd_device_current(void) { return SD_DEVICE_CPU; }
 void sd_device_shutdown(void) {}
 int sd_device_sync(void) { return NOCUDA(); }
+int sd_device_set_gemm_math(sd_gemm_math m) { return m == SD_GEMM_FP32 ? SD_OK : NOCUDA(); }
+sd_gemm_math sd_device_gemm_math(void) { return SD_GEMM_FP32; }
 int sd_device_alloc(void **d_ptr, size_t bytes)
 {
     if (d_ptr) *d_ptr = NULL;
@@ -90,12 +103,26 @@ int sd_device_query(int index, sd_device_info *out)
 int sd_device_init(int index)
 {
     if (index < 0) return sd_err(SD_EINVAL, "CUDA: invalid device index %d", index);
-    return sd_cuda_init(index);
+    int rc = sd_cuda_init(index);
+    sd_gemm_math m;
+    const char *e = getenv("SD_CUDA_MATH");
+    if (!rc && e && *e) {
+        if ((rc = sd_gemm_math_parse(e, &m))) return sd_err_prefix(rc, "SD_CUDA_MATH");
+        sd_cuda_gemm_math = (int)m;
+    }
+    return rc;
 }
 
 int sd_device_current(void) { return sd_cuda_current(); }
 void sd_device_shutdown(void) { sd_cuda_shutdown(); }
 int sd_device_sync(void) { return sd_cuda_sync(); }
+int sd_device_set_gemm_math(sd_gemm_math m)
+{
+    if ((int)m < SD_GEMM_FP32 || (int)m > SD_GEMM_FP16) return sd_err(SD_EINVAL, "unknown GEMM math %d", (int)m);
+    sd_cuda_gemm_math = (int)m;
+    return SD_OK;
+}
+sd_gemm_math sd_device_gemm_math(void) { return (sd_gemm_math)sd_cuda_gemm_math; }
 
 int sd_device_alloc(void **d_ptr, size_t bytes)
 {

@@ -67,6 +67,21 @@ int sd_device_current(void);
  * stays valid until sd_device_free(). Safe to call when not initialised. */
 void sd_device_shutdown(void);
 
+/* Arithmetic of the CUDA backend's matrix products (every linear, conv, attention product):
+ *   SD_GEMM_FP32  fp32 operands and accumulation (CUBLAS_COMPUTE_32F; the default, no TF32)
+ *   SD_GEMM_TF32  operands rounded to TF32 on the tensor cores, fp32 accumulation
+ *   SD_GEMM_BF16  operands rounded to bf16 on the tensor cores, fp32 accumulation and output
+ *   SD_GEMM_FP16  the same with fp16 operands
+ * (cuBLAS's COMPUTE_32F_FAST_TF32 / _FAST_16BF / _FAST_16F: tensors stay fp32 in memory; only the
+ * products' inputs are rounded.) Process-wide; may be set before or after sd_device_init().
+ * SD_EUNSUPPORTED without CUDA for anything but SD_GEMM_FP32. */
+typedef enum { SD_GEMM_FP32 = 0, SD_GEMM_TF32, SD_GEMM_BF16, SD_GEMM_FP16 } sd_gemm_math;
+int sd_device_set_gemm_math(sd_gemm_math m);
+sd_gemm_math sd_device_gemm_math(void);
+/* "fp32", "tf32", "bf16", "fp16" → *m; SD_EINVAL naming the value otherwise. sd_device_init() applies
+ * the environment variable SD_CUDA_MATH this way when it is set. */
+int sd_gemm_math_parse(const char *s, sd_gemm_math *m);
+
 /* Wait until every queued kernel and copy has finished; reports asynchronous kernel errors. */
 int sd_device_sync(void);
 

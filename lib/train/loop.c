@@ -1509,6 +1509,9 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
     int rc = sd_ctx_init(&R->ctx, SD_DEV_CPU, c->threads, 0);
     if (!rc) rc = sd_ctx_init(&R->hctx, SD_DEV_CPU, c->threads, 0);
     if (!rc && R->dev == SD_DEV_CUDA) rc = sd_device_init(c->device_index);
+    /* --mixed_precision on a GPU: the matrix products take bf16/fp16 operands on the tensor cores */
+    if (!rc && R->dev == SD_DEV_CUDA && c->mixed_precision && strcmp(c->mixed_precision, "no"))
+        rc = sd_device_set_gemm_math(!strcmp(c->mixed_precision, "fp16") ? SD_GEMM_FP16 : SD_GEMM_BF16);
     if (rc) {
         sd_ctx_free(&R->ctx);
         sd_ctx_free(&R->hctx);

@@ -237,10 +237,7 @@ print(h['__metadata__']['ss_network_dim'], h['lora_te_text_model_encoder_layers_
 T --output_dir dv0 --max_train_steps 2 --device gpu 2> dv0.err; rc=$?
 [ $rc = 2 ] && grep -q "gpu" dv0.err && ok train_device_bad_syntax || nok train_device_bad_syntax "rc $rc $(cat dv0.err)"
 D=(--max_train_steps 8 --network_dropout 0.1 --gradient_checkpointing --validation_split 0.25 --validate_every_n_steps 4)
-T --output_dir dvg --log_jsonl dvg.log --device cuda "${D[@]}" 2> dvg.err; rc=$?
-if [ $rc = 0 ]; then
-  T --output_dir dvc --log_jsonl dvc.log "${D[@]}" 2> /dev/null
-  cmpres=$(python3 - dvc/last.safetensors dvg/last.safetensors dvc.log dvg.log <<'PY'
+cat > lora_cmp.py <<'PY'
 import json, struct, sys
 def load(p):
     b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n]); o = {}
@@ -248,15 +245,25 @@ def load(p):
         if k == '__metadata__' or v['dtype'] != 'F32': continue
         s, e = v['data_offsets']; o[k] = struct.unpack('<%df' % ((e - s) // 4), b[8 + n + s:8 + n + e])
     return o
-a, g = load(sys.argv[1]), load(sys.argv[2])
+a, g = load(sys.argv[1] + '/last.safetensors'), load(sys.argv[2] + '/last.safetensors')
+tol = float(sys.argv[3])
 worst = max(max(abs(x - y) for x, y in zip(a[k], g[k])) / max(1e-12, max(abs(x) for x in a[k])) for k in a)
-la = [json.loads(l)['loss'] for l in open(sys.argv[3])]; lg = [json.loads(l)['loss'] for l in open(sys.argv[4])]
+la = [json.loads(l)['loss'] for l in open(sys.argv[1] + '.log')]; lg = [json.loads(l)['loss'] for l in open(sys.argv[2] + '.log')]
 dl = max(abs(x - y) / abs(x) for x, y in zip(la, lg))
 print('%d tensors, worst max|diff|/max|cpu| %.3g; %d losses, worst relative diff %.3g' % (len(a), worst, len(la), dl))
-sys.exit(0 if set(a) == set(g) and len(la) == len(lg) == 8 and worst < 1e-3 and dl < 1e-3 else 1)
+sys.exit(0 if set(a) == set(g) and len(la) == len(lg) == 8 and worst < tol and dl < tol else 1)
 PY
-  ) && ok train_device_cuda_matches_cpu || nok train_device_cuda_matches_cpu "$cmpres"
+T --output_dir dvg --log_jsonl dvg.log --device cuda "${D[@]}" 2> dvg.err; rc=$?
+if [ $rc = 0 ]; then
+  T --output_dir dvc --log_jsonl dvc.log "${D[@]}" 2> /dev/null
+  cmpres=$(python3 lora_cmp.py dvc dvg 1e-3) && ok train_device_cuda_matches_cpu || nok train_device_cuda_matches_cpu "$cmpres"
   echo "# GPU vs CPU: $cmpres"
+  # --mixed_precision bf16 on the GPU: bf16 operands on the tensor cores (the CPU stores the frozen
+  # weights in bf16 and computes in fp32): close, within bf16 rounding
+  T --output_dir dbg --log_jsonl dbg.log --device cuda --mixed_precision bf16 "${D[@]}" 2> dbg.err &&
+    T --output_dir dbc --log_jsonl dbc.log --mixed_precision bf16 "${D[@]}" 2> /dev/null
+  cmpres=$(python3 lora_cmp.py dbc dbg 5e-2) && ok train_device_cuda_bf16_close || nok train_device_cuda_bf16_close "$cmpres $(tail -1 dbg.err)"
+  echo "# GPU bf16 vs CPU: $cmpres"
 else
   [ $rc = 1 ] && grep -Eq "CUDA support|CUDA: no device" dvg.err && ok train_device_cuda_unavailable ||
     nok train_device_cuda_unavailable "rc $rc $(tail -2 dvg.err)"

@@ -329,6 +329,28 @@ static void test_sgemm(void)
     T_EQ_INT(sd_device_sgemm(0, 0, 0, 4, 4, 1, NULL, 4, NULL, 4, 0, NULL, 4), SD_OK);
 }
 
+/* The tensor-core GEMM modes (sd_device_set_gemm_math): each within its operand rounding of the
+ * double reference (relative to Σ|a||b|), and less exact than fp32 (so the mode took effect). */
+static void test_gemm_math(void)
+{
+    static const struct { sd_gemm_math m; const char *name; double tol; } ms[] = {
+        { SD_GEMM_TF32, "tf32", 2e-3 }, { SD_GEMM_BF16, "bf16", 1e-2 }, { SD_GEMM_FP16, "fp16", 2e-3 } };
+    for (int i = 0; i < 3; i++) {
+        T_EQ_INT(sd_device_set_gemm_math(ms[i].m), SD_OK);
+        T_CHECK(sd_device_gemm_math() == ms[i].m);
+        double e = sgemm_case(0, 1, 256, 192, 512, 1.0f, 0.0f, 7, NULL);
+        printf("#   gemm math %s 256x192x512: max rel err %.3g\n", ms[i].name, e);
+        T_CHECKF(e <= ms[i].tol && e > 1e-6, "%s: %g", ms[i].name, e);
+    }
+    T_EQ_INT(sd_device_set_gemm_math(SD_GEMM_FP32), SD_OK);
+    double e = sgemm_case(0, 1, 256, 192, 512, 1.0f, 0.0f, 7, NULL);
+    T_CHECKF(e <= 1e-5, "back to fp32: %g", e);
+    sd_gemm_math m;
+    T_EQ_INT(sd_gemm_math_parse("bf16", &m), SD_OK);
+    T_CHECK(m == SD_GEMM_BF16);
+    T_EQ_INT(sd_gemm_math_parse("fp8", &m), SD_EINVAL);
+}
+
 int main(void)
 {
     T_RUN(test_parse);
@@ -344,6 +366,7 @@ int main(void)
         T_SKIP("test_bf16", why);
         T_SKIP("test_f32_to_bf16", why);
         T_SKIP("test_sgemm", why);
+        T_SKIP("test_gemm_math", why);
         T_DONE();
     }
     T_RUN(test_init);
@@ -356,6 +379,7 @@ int main(void)
     T_RUN(test_bf16);
     T_RUN(test_f32_to_bf16);
     T_RUN(test_sgemm);
+    T_RUN(test_gemm_math);
     sd_device_shutdown();
     T_DONE();
 }

@@ -69,7 +69,11 @@ static inline size_t sd_cu_scratch_free(const sd_ctx *ctx)
     return off >= ctx->scratch.cap ? 0 : ctx->scratch.cap - off;
 }
 
-// Row-major strided-batched product, fp32 in/out, fp32 compute (CUBLAS_COMPUTE_32F, no TF32):
+// cuBLAS compute type of the current GEMM math (device.h sd_device_set_gemm_math; runtime.cu).
+cublasComputeType_t sd_cu_compute_type(void);
+
+// Row-major strided-batched product, fp32 in/out, compute as sd_cu_compute_type() says (by default
+// CUBLAS_COMPUTE_32F, no TF32):
 //   C_i[m×n] = alpha·op(A_i)·op(B_i) + beta·C_i,  X_i = X + i·sX  (sX = 0: shared)
 // op(A) is m×k (A stored k×m with ld lda when ta), op(B) is k×n (B stored n×k when tb).
 // Implemented as the column-major product Cᵀ = op(B)ᵀ·op(A)ᵀ (B first, same flags).

@@ -20,6 +20,8 @@ int sd_cuda_init(int index);
 int sd_cuda_current(void);
 void sd_cuda_shutdown(void);
 int sd_cuda_sync(void);
+/* sd_gemm_math of the matrix products (device.h); read by every cuBLAS call */
+extern int sd_cuda_gemm_math;
 
 int sd_cuda_alloc(void **d_ptr, size_t bytes);
 void sd_cuda_free(void *d_ptr);

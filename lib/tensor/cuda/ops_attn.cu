@@ -8,7 +8,7 @@
 // fits in the free scratch (capped at 64 Mi floats per buffer), so the whole B×H×Tq×Tk matrix
 // never exists. Backward per block: recompute P = exp(S − lse), dV += Pᵀ·dO, dP = dO·Vᵀ,
 // dS = P∘(dP − Δ) with Δ = rowsum(dO∘O), dQ += s·dS·K, dK += s·dSᵀ·Q. Blocks run in order on
-// one stream, so dK/dV accumulate deterministically. fp32 throughout (CUBLAS_COMPUTE_32F).
+// one stream, so dK/dV accumulate deterministically. Products through sd_cu_gemm (its GEMM math).
 #include <math.h>
 #include <stdint.h>
 

@@ -1,6 +1,7 @@
 // CUDA backend: linear, matmul, conv2d (im2col + cuBLAS), group norm (+ fused SiLU), layer norm.
 // Arguments were validated by ops.c. Matrix products run in fp32 through cuBLAS with
-// CUBLAS_COMPUTE_32F (no TF32); f16/bf16 weights are converted to f32 in scratch per call.
+// CUBLAS_COMPUTE_32F (no TF32) unless sd_device_set_gemm_math() chose TF32/bf16/fp16 tensor-core
+// products; f16/bf16 weights are converted to f32 in scratch per call.
 // Reductions (biases, norms' statistics and parameter gradients) use fixed partitions and fixed
 // orders: no atomics, the same bytes on every run.
 #include <math.h>
@@ -28,11 +29,11 @@ int sd_cu_gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, con
     int ilda = lda < 1 ? 1 : (int)lda, ildb = ldb < 1 ? 1 : (int)ldb, ildc = ldc < 1 ? 1 : (int)ldc;
     if (batch == 1) {
         SD_CUBLAS(cublasGemmEx(sd_cuda_blas(), opb, opa, (int)n, (int)m, (int)k, &alpha, b, CUDA_R_32F, ildb, a,
-                               CUDA_R_32F, ilda, &beta, c, CUDA_R_32F, ildc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                               CUDA_R_32F, ilda, &beta, c, CUDA_R_32F, ildc, sd_cu_compute_type(), CUBLAS_GEMM_DEFAULT));
     } else {
         SD_CUBLAS(cublasGemmStridedBatchedEx(sd_cuda_blas(), opb, opa, (int)n, (int)m, (int)k, &alpha, b, CUDA_R_32F,
                                              ildb, (long long)sb, a, CUDA_R_32F, ilda, (long long)sa, &beta, c,
-                                             CUDA_R_32F, ildc, (long long)sc, (int)batch, CUBLAS_COMPUTE_32F,
+                                             CUDA_R_32F, ildc, (long long)sc, (int)batch, sd_cu_compute_type(),
                                              CUBLAS_GEMM_DEFAULT));
     }
     return SD_OK;

@@ -30,6 +30,20 @@ int sd_cuda_ready(void)
 cudaStream_t sd_cuda_stream(void) { return g_stream; }
 cublasHandle_t sd_cuda_blas(void) { return g_blas; }
 
+extern "C" {
+int sd_cuda_gemm_math = 0;
+}
+
+cublasComputeType_t sd_cu_compute_type(void)
+{
+    switch (sd_cuda_gemm_math) {
+    case 1: return CUBLAS_COMPUTE_32F_FAST_TF32;
+    case 2: return CUBLAS_COMPUTE_32F_FAST_16BF;
+    case 3: return CUBLAS_COMPUTE_32F_FAST_16F;
+    default: return CUBLAS_COMPUTE_32F;
+    }
+}
+
 extern "C" int sd_cuda_count(void)
 {
     int n = 0;
@@ -93,7 +107,7 @@ extern "C" int sd_cuda_init(int index)
     SD_CU(cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking));
     cublasStatus_t s = cublasCreate(&g_blas);
     if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetStream(g_blas, g_stream);
-    // No global TF32: each gemm names its compute type (sd_cuda_sgemm: CUBLAS_COMPUTE_32F).
+    // No global TF32: each gemm names its compute type (sd_cu_compute_type(), fp32 by default).
     if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetMathMode(g_blas, CUBLAS_DEFAULT_MATH);
     if (s != CUBLAS_STATUS_SUCCESS) {
         if (g_blas) cublasDestroy(g_blas);
