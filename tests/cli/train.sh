@@ -246,23 +246,26 @@ def load(p):
         s, e = v['data_offsets']; o[k] = struct.unpack('<%df' % ((e - s) // 4), b[8 + n + s:8 + n + e])
     return o
 a, g = load(sys.argv[1] + '/last.safetensors'), load(sys.argv[2] + '/last.safetensors')
-tol = float(sys.argv[3])
+tol, ltol = float(sys.argv[3]), float(sys.argv[4])
 worst = max(max(abs(x - y) for x, y in zip(a[k], g[k])) / max(1e-12, max(abs(x) for x in a[k])) for k in a)
 la = [json.loads(l)['loss'] for l in open(sys.argv[1] + '.log')]; lg = [json.loads(l)['loss'] for l in open(sys.argv[2] + '.log')]
 dl = max(abs(x - y) / abs(x) for x, y in zip(la, lg))
 print('%d tensors, worst max|diff|/max|cpu| %.3g; %d losses, worst relative diff %.3g' % (len(a), worst, len(la), dl))
-sys.exit(0 if set(a) == set(g) and len(la) == len(lg) == 8 and worst < tol and dl < tol else 1)
+sys.exit(0 if set(a) == set(g) and len(la) == len(lg) == 8 and worst < tol and dl < ltol else 1)
 PY
 T --output_dir dvg --log_jsonl dvg.log --device cuda "${D[@]}" 2> dvg.err; rc=$?
 if [ $rc = 0 ]; then
   T --output_dir dvc --log_jsonl dvc.log "${D[@]}" 2> /dev/null
-  cmpres=$(python3 lora_cmp.py dvc dvg 1e-3) && ok train_device_cuda_matches_cpu || nok train_device_cuda_matches_cpu "$cmpres"
+  cmpres=$(python3 lora_cmp.py dvc dvg 1e-3 1e-3) && ok train_device_cuda_matches_cpu || nok train_device_cuda_matches_cpu "$cmpres"
   echo "# GPU vs CPU: $cmpres"
   # --mixed_precision bf16 on the GPU: bf16 operands on the tensor cores (the CPU stores the frozen
-  # weights in bf16 and computes in fp32): close, within bf16 rounding
+  # weights in bf16 and computes in fp32). The losses agree closely (2.4e-6 on an H200); the LoRA
+  # weights less so: after 8 AdamW steps from zero-initialised up weights, a gradient component
+  # near zero can change sign under bf16 rounding and move its weight by 2·lr (0.096 of the largest
+  # weight measured on an H200)
   T --output_dir dbg --log_jsonl dbg.log --device cuda --mixed_precision bf16 "${D[@]}" 2> dbg.err &&
     T --output_dir dbc --log_jsonl dbc.log --mixed_precision bf16 "${D[@]}" 2> /dev/null
-  cmpres=$(python3 lora_cmp.py dbc dbg 5e-2) && ok train_device_cuda_bf16_close || nok train_device_cuda_bf16_close "$cmpres $(tail -1 dbg.err)"
+  cmpres=$(python3 lora_cmp.py dbc dbg 0.25 1e-3) && ok train_device_cuda_bf16_close || nok train_device_cuda_bf16_close "$cmpres $(tail -1 dbg.err)"
   echo "# GPU bf16 vs CPU: $cmpres"
 else
   [ $rc = 1 ] && grep -Eq "CUDA support|CUDA: no device" dvg.err && ok train_device_cuda_unavailable ||
