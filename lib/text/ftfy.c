@@ -13,37 +13,44 @@
 /* ---------------------------------------------------------------------------------------------
  * UTF-8 */
 
+int sd_utf8_next(const unsigned char *s, size_t n, uint32_t *cp)
+{
+    unsigned c = s[0];
+    if (c < 0x80) { *cp = c; return 1; }
+    int need;
+    uint32_t v;
+    unsigned lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) { need = 1; v = c & 0x1F; }
+    else if (c >= 0xE0 && c <= 0xEF) {
+        need = 2; v = c & 0x0F;
+        if (c == 0xE0) lo = 0xA0;
+        else if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        need = 3; v = c & 0x07;
+        if (c == 0xF0) lo = 0x90;
+        else if (c == 0xF4) hi = 0x8F;
+    } else return -1;
+    int k;
+    for (k = 1; k <= need; k++) {
+        if ((size_t)k >= n) return -k;
+        unsigned b = s[k];
+        if (b < lo || b > hi) return -k;
+        lo = 0x80; hi = 0xBF;
+        v = (v << 6) | (b & 0x3F);
+    }
+    *cp = v;
+    return k;
+}
+
 /* UTF-8 decoding with U+FFFD for each maximal ill-formed subpart (Python's errors="replace"). */
 size_t sd_utf8_decode(const unsigned char *s, size_t n, uint32_t *out)
 {
     size_t i = 0, m = 0;
     while (i < n) {
-        unsigned c = s[i];
-        if (c < 0x80) { out[m++] = c; i++; continue; }
-        int need;
         uint32_t cp;
-        unsigned lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF) { need = 1; cp = c & 0x1F; }
-        else if (c >= 0xE0 && c <= 0xEF) {
-            need = 2; cp = c & 0x0F;
-            if (c == 0xE0) lo = 0xA0;
-            else if (c == 0xED) hi = 0x9F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            need = 3; cp = c & 0x07;
-            if (c == 0xF0) lo = 0x90;
-            else if (c == 0xF4) hi = 0x8F;
-        } else { out[m++] = 0xFFFD; i++; continue; }
-        size_t j = i + 1;
-        int k;
-        for (k = 0; k < need; k++, j++) {
-            if (j >= n) break;
-            unsigned b = s[j];
-            if (b < lo || b > hi) break;
-            lo = 0x80; hi = 0xBF;
-            cp = (cp << 6) | (b & 0x3F);
-        }
-        if (k == need) { out[m++] = cp; i = j; }
-        else { out[m++] = 0xFFFD; i = j; }
+        int r = sd_utf8_next(s + i, n - i, &cp);
+        out[m++] = r > 0 ? cp : 0xFFFD;
+        i += (size_t)(r > 0 ? r : -r);
     }
     return m;
 }

@@ -47,6 +47,9 @@ int sd_ftfy_fix_text(const char *text, size_t len, char **out);
 /* UTF-8 decoding with one U+FFFD per maximal ill-formed subpart (Python's errors="replace");
  * out needs room for n code points; returns the count. */
 size_t sd_utf8_decode(const unsigned char *s, size_t n, uint32_t *out);
+/* One UTF-8 sequence at s (n ≥ 1 bytes): its length (> 0) with *cp set, or minus the length of the
+ * maximal ill-formed subpart there (what one U+FFFD replaces). */
+int sd_utf8_next(const unsigned char *s, size_t n, uint32_t *cp);
 /* Encode one code point (< 0x110000) into o (room for 4 bytes); returns the byte count. */
 size_t sd_utf8_put(uint32_t c, unsigned char *o);
 /* NFC alone on code points (out needs room for 4 * n code points); returns the count. */

@@ -401,30 +401,11 @@ static int utf8_strict(const unsigned char *b, size_t n, cvec *o)
 {
     if (cv_reserve(o, n)) return SD_ENOMEM;
     for (size_t i = 0; i < n;) {
-        unsigned c = b[i];
-        if (c < 0x80) { o->v[o->n++] = c; i++; continue; }
-        int need;
         uint32_t cp;
-        unsigned lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF) { need = 1; cp = c & 0x1F; }
-        else if (c >= 0xE0 && c <= 0xEF) {
-            need = 2; cp = c & 0x0F;
-            if (c == 0xE0) lo = 0xA0;
-            else if (c == 0xED) hi = 0x9F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            need = 3; cp = c & 0x07;
-            if (c == 0xF0) lo = 0x90;
-            else if (c == 0xF4) hi = 0x8F;
-        } else return 0;
-        if (n - i - 1 < (size_t)need) return 0;
-        for (int k = 1; k <= need; k++) {
-            unsigned x = b[i + k];
-            if (x < lo || x > hi) return 0;
-            lo = 0x80; hi = 0xBF;
-            cp = (cp << 6) | (x & 0x3F);
-        }
+        int r = sd_utf8_next(b + i, n - i, &cp);
+        if (r <= 0) return 0;
         o->v[o->n++] = cp;
-        i += (size_t)need + 1;
+        i += (size_t)r;
     }
     return 1;
 }
