@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "base/strbuf.h"
 #include "base/fileio.h"
 #include "base/rng.h"
 #include "io/png_text.h"
@@ -556,46 +557,21 @@ const char *sd_sampler_a1111_name(sd_sampler_kind k)
     }
 }
 
-typedef struct sbuf {
-    char *p;
-    size_t n, cap;
-    int oom;
-} sbuf;
+static void sb_puts(sd_strbuf *b, const char *s) { sd_strbuf_add(b, s, strlen(s)); }
 
-static void sb_putn(sbuf *b, const char *s, size_t n)
-{
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = 1;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-static void sb_puts(sbuf *b, const char *s) { sb_putn(b, s, strlen(s)); }
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...)
+static void sb_printf(sd_strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sd_strbuf *b, const char *fmt, ...)
 {
     char tmp[128];
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
-    if (n > 0) sb_putn(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+    if (n > 0) sd_strbuf_add(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
 }
 
 /* A1111 infotext_utils.quote: json.dumps(ensure_ascii=False) when the value has ',', '\n' or ':' */
-static void sb_quoted(sbuf *b, const char *v)
+static void sb_quoted(sd_strbuf *b, const char *v)
 {
     if (!strpbrk(v, ",\n:")) {
         sb_puts(b, v);
@@ -613,14 +589,14 @@ static void sb_quoted(sbuf *b, const char *v)
         case '\f': sb_puts(b, "\\f"); break;
         default:
             if (*s < 0x20) sb_printf(b, "\\u%04x", *s);
-            else sb_putn(b, (const char *)s, 1);
+            else sd_strbuf_add(b, (const char *)s, 1);
         }
     }
     sb_puts(b, "\"");
 }
 
 /* Shortest round-tripping decimal of x (Python repr), integral values without ".0". */
-static void sb_number(sbuf *b, double x)
+static void sb_number(sd_strbuf *b, double x)
 {
     char tmp[40];
     if (x == floor(x) && fabs(x) < 1e15) {
@@ -638,7 +614,7 @@ static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == 
 
 char *sd_infotext_format(const sd_infotext *t)
 {
-    sbuf b = { 0 };
+    sd_strbuf b = { 0 };
     sb_puts(&b, t->prompt ? t->prompt : "");
     if (t->negative_prompt && *t->negative_prompt) {
         sb_puts(&b, "\nNegative prompt: ");

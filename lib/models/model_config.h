@@ -40,5 +40,7 @@ int sd_model_config_apply(sd_model_config *cfg, jv v, const char *name);
 /* Read a JSON (.json, or any file starting with '{') or TOML file: the SD1 preset (or the file's
  * "family") overlaid with the file's keys, then validated. */
 int sd_model_config_load(const char *path, sd_model_config *cfg);
+/* The same with `family`'s preset when the file names no family (--v2 → SD2). */
+int sd_model_config_load_family(const char *path, sd_family family, sd_model_config *cfg);
 
 #endif

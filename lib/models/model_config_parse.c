@@ -217,6 +217,11 @@ int sd_model_config_apply(sd_model_config *cfg, jv v, const char *name)
 
 int sd_model_config_load(const char *path, sd_model_config *cfg)
 {
+    return sd_model_config_load_family(path, SD_FAMILY_SD1, cfg);
+}
+
+int sd_model_config_load_family(const char *path, sd_family family, sd_model_config *cfg)
+{
     char *text = NULL;
     size_t n = 0;
     int rc = sd_read_file(path, (size_t)1 << 24, &text, &n);
@@ -235,7 +240,8 @@ int sd_model_config_load(const char *path, sd_model_config *cfg)
     free(text);
     if (rc) return rc;
     sd_model_config c;
-    sd_model_config_preset(SD_FAMILY_SD1, &c);
+    int has_family = jv_get_kind(v) == JV_KIND_OBJECT && jv_object_has(jv_copy(v), jv_string("family"));
+    sd_model_config_preset(has_family ? SD_FAMILY_SD1 : family, &c);
     rc = sd_model_config_apply(&c, v, path);
     jv_free(v);
     if (!rc) rc = sd_model_config_validate(&c);

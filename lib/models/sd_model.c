@@ -16,7 +16,6 @@
 #include "base/hash.h"
 #include "io/ckpt.h"
 #include "io/jsonl.h"
-#include "io/toml.h"
 
 const char *sd_model_format_name(sd_model_format f)
 {
@@ -247,41 +246,6 @@ static void guess_layouts(const sd_safetensors *st, sd_detect_info *in)
 }
 
 /* ---- configuration ---------------------------------------------------------------------------- */
-
-/* --model_config: as sd_model_config_load(), but the preset is SD2.x when --v2 is given and the
- * file names no family. */
-static int load_config(const char *path, int v2, sd_model_config *cfg)
-{
-    char *text = NULL;
-    size_t n = 0;
-    int rc = sd_read_file(path, (size_t)1 << 24, &text, &n);
-    if (rc) return rc;
-    size_t i = 0;
-    while (i < n && (text[i] == ' ' || text[i] == '\t' || text[i] == '\r' || text[i] == '\n')) i++;
-    size_t len = strlen(path);
-    int json = (len >= 5 && !strcasecmp(path + len - 5, ".json")) || (i < n && text[i] == '{');
-    jv v;
-    if (json) {
-        rc = sd_json_parse(text, n, &v);
-        if (rc) rc = sd_err_prefix(rc, "%s", path);
-    } else {
-        rc = sd_toml_parse(text, n, path, &v);
-    }
-    free(text);
-    if (rc) return rc;
-    sd_model_config c;
-    int has_family = jv_get_kind(v) == JV_KIND_OBJECT && jv_object_has(jv_copy(v), jv_string("family"));
-    sd_model_config_preset(v2 && !has_family ? SD_FAMILY_SD2 : SD_FAMILY_SD1, &c);
-    rc = sd_model_config_apply(&c, v, path);
-    jv_free(v);
-    if (!rc) rc = sd_model_config_validate(&c);
-    if (rc) {
-        if (!strstr(sd_errmsg(), path)) sd_err_prefix(rc, "%s", path);
-        return rc;
-    }
-    *cfg = c;
-    return SD_OK;
-}
 
 /* ---- Diffusers config.json -------------------------------------------------------------------- */
 
@@ -689,7 +653,8 @@ int sd_model_open(sd_model *m, const char *path, const sd_model_opts *opts)
 
     /* configuration */
     if (have_config) {
-        if ((rc = load_config(o.config, o.v2, &m->cfg))) return rc;
+        /* --v2 picks the SD2 preset for a file that names no family */
+        if ((rc = sd_model_config_load_family(o.config, o.v2 ? SD_FAMILY_SD2 : SD_FAMILY_SD1, &m->cfg))) return rc;
         if (o.v_param >= 0) m->cfg.parameterization = o.v_param ? SD_PRED_V : SD_PRED_EPS;
         if (known && m->info.family != m->cfg.family && (m->info.unet || m->info.text_encoder))
             snprintf(m->warning, sizeof m->warning, "%s: the weights look like %s, the model config says %s", path,

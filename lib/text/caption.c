@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "base/strbuf.h"
 
 void sd_caption_opts_default(sd_caption_opts *o)
 {
@@ -15,32 +16,7 @@ void sd_caption_opts_default(sd_caption_opts *o)
 
 /* ---- small string helpers ---------------------------------------------------------------------- */
 
-typedef struct sbuf {
-    char *p;
-    size_t n, cap;
-    int oom;
-} sbuf;
-
-static void sb_add(sbuf *b, const char *s, size_t n)
-{
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 64;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = 1;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-static void sb_str(sbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
+static void sb_str(sd_strbuf *b, const char *s) { sd_strbuf_add(b, s, strlen(s)); }
 
 /* Length of a Python str.isspace() character at s (UTF-8), 0 if none. */
 static size_t space_len(const unsigned char *s, size_t n)
@@ -145,7 +121,7 @@ static const char *find_sub(const char *s, size_t n, const char *sub)
 /* Python str.replace into a new buffer. */
 static char *replace_all(const char *s, const char *old, const char *rep)
 {
-    sbuf b = { 0 };
+    sd_strbuf b = { 0 };
     size_t L = strlen(old);
     const char *p = s;
     if (!L) {
@@ -153,13 +129,13 @@ static char *replace_all(const char *s, const char *old, const char *rep)
     } else {
         const char *q;
         while ((q = strstr(p, old))) {
-            sb_add(&b, p, (size_t)(q - p));
+            sd_strbuf_add(&b, p, (size_t)(q - p));
             sb_str(&b, rep);
             p = q + L;
         }
         sb_str(&b, p);
     }
-    if (!b.p && !b.oom) sb_add(&b, "", 0);
+    if (!b.p && !b.oom) sd_strbuf_add(&b, "", 0);
     if (b.oom) {
         free(b.p);
         return NULL;
@@ -177,8 +153,8 @@ static char *wildcards(const char *s, sd_rng *rng)
     char *c = replace_all(a, "}}", "\x02");
     free(a);
     if (!c) return NULL;
-    sbuf b = { 0 };
-    sb_add(&b, "", 0);
+    sd_strbuf b = { 0 };
+    sd_strbuf_add(&b, "", 0);
     const char *p = c;
     while (*p) {
         const char *close;
@@ -193,7 +169,7 @@ static char *wildcards(const char *s, sd_rng *rng)
             for (size_t i = 0, k = 0; i <= blen; i++) {
                 if (i == blen || body[i] == '|') {
                     if (k == pick) {
-                        sb_add(&b, st, (size_t)(body + i - st));
+                        sd_strbuf_add(&b, st, (size_t)(body + i - st));
                         break;
                     }
                     k++;
@@ -202,7 +178,7 @@ static char *wildcards(const char *s, sd_rng *rng)
             }
             p = close + 1;
         } else {
-            sb_add(&b, p, 1);
+            sd_strbuf_add(&b, p, 1);
             p++;
         }
     }
@@ -224,7 +200,7 @@ int sd_caption_process(const sd_caption_opts *o, const char *caption, int64_t ep
 {
     *out = NULL;
     const char *sep = o->separator && *o->separator ? o->separator : ",";
-    sbuf c = { 0 };
+    sd_strbuf c = { 0 };
     if (o->prefix) {
         sb_str(&c, o->prefix);
         sb_str(&c, " ");
@@ -234,7 +210,7 @@ int sd_caption_process(const sd_caption_opts *o, const char *caption, int64_t ep
         sb_str(&c, " ");
         sb_str(&c, o->suffix);
     }
-    if (!c.p && !c.oom) sb_add(&c, "", 0);
+    if (!c.p && !c.oom) sd_strbuf_add(&c, "", 0);
     if (c.oom) goto oom;
 
     /* 2. dropout: the draw happens only when the rate is set, as in the reference */
@@ -345,8 +321,8 @@ int sd_caption_process(const sd_caption_opts *o, const char *caption, int64_t ep
             }
             flex.n = w;
         }
-        sbuf j = { 0 };
-        sb_add(&j, "", 0);
+        sd_strbuf j = { 0 };
+        sd_strbuf_add(&j, "", 0);
         size_t cnt = 0;
         strv *parts[3] = { &fixed, &flex, &suffix };
         for (int pi = 0; pi < 3; pi++)

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "base/strbuf.h"
 #include "data/bucket.h"
 #include "data/dataset_config.h"
 #include "train/batch.h"
@@ -13,41 +14,16 @@
 
 /* ---- ss_dataset_dirs / ss_reg_dataset_dirs / ss_tag_frequency (legacy metadata block) ---------- */
 
-typedef struct jbuf {
-    char *p;
-    size_t n, cap;
-    int err;
-} jbuf;
-
-static void jb_add(jbuf *b, const char *s, size_t n)
-{
-    if (b->err) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 256;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (!q) {
-            b->err = 1;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-static void jb_str(jbuf *b, const char *s)
+static void jb_str(sd_strbuf *b, const char *s)
 {
     size_t need = strlen(s) * 12 + 3, len = 0;
     char *t = malloc(need);
     if (!t || sd_py_json_string(s, t, need, &len)) {
         free(t);
-        b->err = 1;
+        b->oom = 1;
         return;
     }
-    jb_add(b, t, len);
+    sd_strbuf_add(b, t, len);
     free(t);
 }
 
@@ -93,9 +69,9 @@ static void dir_of(const sd_train_sample *s, char *out, size_t n)
  * reg < 0: every image (the tag frequency covers regularisation folders too). */
 int sd_train_data_dirs_json(const sd_train_data *d, int reg, char **dirs_out, char **tags_out)
 {
-    jbuf bd = { 0 }, bt = { 0 };
-    jb_add(&bd, "{", 1);
-    jb_add(&bt, "{", 1);
+    sd_strbuf bd = { 0 }, bt = { 0 };
+    sd_strbuf_add(&bd, "{", 1);
+    sd_strbuf_add(&bt, "{", 1);
     size_t n = d->n;
     char (*names)[256] = calloc(n ? n : 1, sizeof *names);
     uint8_t *done = calloc(n ? n : 1, 1);
@@ -125,7 +101,7 @@ int sd_train_data_dirs_json(const sd_train_data *d, int reg, char **dirs_out, ch
                 while (m && py_space((unsigned char)*a)) a++, m--;
                 while (m && py_space((unsigned char)a[m - 1])) m--;
                 char *low = m ? py_lower(a, m) : NULL;
-                if (m && !low) bt.err = 1;
+                if (m && !low) bt.oom = 1;
                 if (low) {
                     a = low;
                     size_t k;
@@ -139,7 +115,7 @@ int sd_train_data_dirs_json(const sd_train_data *d, int reg, char **dirs_out, ch
                             if (q) tags = q;
                             if (qc) tc = qc;
                             if (!q || !qc) {
-                                bt.err = 1;
+                                bt.oom = 1;
                                 free(low);
                                 break;
                             }
@@ -155,29 +131,29 @@ int sd_train_data_dirs_json(const sd_train_data *d, int reg, char **dirs_out, ch
             }
         }
         char num[64];
-        if (ndirs++) jb_add(&bd, ", ", 2);
+        if (ndirs++) sd_strbuf_add(&bd, ", ", 2);
         jb_str(&bd, names[i]);
         snprintf(num, sizeof num, ": {\"n_repeats\": %lld, \"img_count\": %lld}", (long long)rep, (long long)cnt);
-        jb_add(&bd, num, strlen(num));
-        if (ntagdirs++) jb_add(&bt, ", ", 2);
+        sd_strbuf_add(&bd, num, strlen(num));
+        if (ntagdirs++) sd_strbuf_add(&bt, ", ", 2);
         jb_str(&bt, names[i]);
-        jb_add(&bt, ": {", 3);
+        sd_strbuf_add(&bt, ": {", 3);
         for (size_t k = 0; k < nt; k++) {
-            if (k) jb_add(&bt, ", ", 2);
+            if (k) sd_strbuf_add(&bt, ", ", 2);
             jb_str(&bt, tags[k] ? tags[k] : "");
             snprintf(num, sizeof num, ": %lld", (long long)tc[k]);
-            jb_add(&bt, num, strlen(num));
+            sd_strbuf_add(&bt, num, strlen(num));
             free(tags[k]);
         }
-        jb_add(&bt, "}", 1);
+        sd_strbuf_add(&bt, "}", 1);
         free(tags);
         free(tc);
     }
-    jb_add(&bd, "}", 1);
-    jb_add(&bt, "}", 1);
+    sd_strbuf_add(&bd, "}", 1);
+    sd_strbuf_add(&bt, "}", 1);
     free(names);
     free(done);
-    if (bd.err || bt.err) {
+    if (bd.oom || bt.oom) {
         free(bd.p), free(bt.p);
         return sd_err(SD_ENOMEM, "out of memory building the metadata");
     }
@@ -263,45 +239,45 @@ static int tf_add(tf_dir **dirs, size_t *nd, const char *dir, const char *captio
 }
 
 /* {"tag": n, ...} */
-static void tf_dir_json(jbuf *b, const tf_dir *d)
+static void tf_dir_json(sd_strbuf *b, const tf_dir *d)
 {
     char num[32];
-    jb_add(b, "{", 1);
+    sd_strbuf_add(b, "{", 1);
     for (size_t k = 0; k < d->nt; k++) {
-        if (k) jb_add(b, ", ", 2);
+        if (k) sd_strbuf_add(b, ", ", 2);
         jb_str(b, d->tags[k]);
         snprintf(num, sizeof num, ": %lld", (long long)d->cnt[k]);
-        jb_add(b, num, strlen(num));
+        sd_strbuf_add(b, num, strlen(num));
     }
-    jb_add(b, "}", 1);
+    sd_strbuf_add(b, "}", 1);
 }
 
-static void jb_key(jbuf *b, int first, const char *key)
+static void jb_key(sd_strbuf *b, int first, const char *key)
 {
-    if (!first) jb_add(b, ", ", 2);
+    if (!first) sd_strbuf_add(b, ", ", 2);
     jb_str(b, key);
-    jb_add(b, ": ", 2);
+    sd_strbuf_add(b, ": ", 2);
 }
 
-static void jb_kint(jbuf *b, int first, const char *key, int64_t v)
+static void jb_kint(sd_strbuf *b, int first, const char *key, int64_t v)
 {
     char num[32];
     jb_key(b, first, key);
     snprintf(num, sizeof num, "%lld", (long long)v);
-    jb_add(b, num, strlen(num));
+    sd_strbuf_add(b, num, strlen(num));
 }
 
-static void jb_kbool(jbuf *b, const char *key, int v)
+static void jb_kbool(sd_strbuf *b, const char *key, int v)
 {
     jb_key(b, 0, key);
-    jb_add(b, v ? "true" : "false", v ? 4 : 5);
+    sd_strbuf_add(b, v ? "true" : "false", v ? 4 : 5);
 }
 
-static void jb_kstr(jbuf *b, const char *key, const char *v)
+static void jb_kstr(sd_strbuf *b, const char *key, const char *v)
 {
     jb_key(b, 0, key);
     if (v) jb_str(b, v);
-    else jb_add(b, "null", 4);
+    else sd_strbuf_add(b, "null", 4);
 }
 
 /* os.path.basename */
@@ -314,14 +290,14 @@ static const char *py_basename(const char *p)
 int sd_ss_datasets_json(const sd_ss_dataset_meta *ds, int n, char **datasets, char **tag_frequency,
                         char **dataset_dirs)
 {
-    jbuf bd = { 0 }, bt = { 0 }, bi = { 0 };
+    sd_strbuf bd = { 0 }, bt = { 0 }, bi = { 0 };
     tf_dir *all = NULL;            /* merged: the first dataset's entry of each dir */
     size_t nall = 0;
     char **used = NULL;            /* keys of ss_dataset_dirs */
     size_t nused = 0;
     int rc = SD_OK;
-    jb_add(&bd, "[", 1);
-    jb_add(&bi, "{", 1);
+    sd_strbuf_add(&bd, "[", 1);
+    sd_strbuf_add(&bi, "{", 1);
     for (int di = 0; di < n && !rc; di++) {
         const sd_ss_dataset_meta *D = &ds[di];
         tf_dir *tf = NULL;
@@ -332,37 +308,37 @@ int sd_ss_datasets_json(const sd_ss_dataset_meta *ds, int n, char **datasets, ch
             tf_free(tf, ntf);
             break;
         }
-        if (di) jb_add(&bd, ", ", 2);
-        jb_add(&bd, "{", 1);
+        if (di) sd_strbuf_add(&bd, ", ", 2);
+        sd_strbuf_add(&bd, "{", 1);
         jb_key(&bd, 1, "is_dreambooth");
-        jb_add(&bd, D->is_dreambooth ? "true" : "false", D->is_dreambooth ? 4 : 5);
+        sd_strbuf_add(&bd, D->is_dreambooth ? "true" : "false", D->is_dreambooth ? 4 : 5);
         jb_kint(&bd, 0, "batch_size_per_device", D->batch_size);
         jb_kint(&bd, 0, "num_train_images", D->num_train_images);
         jb_kint(&bd, 0, "num_reg_images", D->num_reg_images);
         char num[64];
         jb_key(&bd, 0, "resolution");
         snprintf(num, sizeof num, "[%d, %d]", D->width, D->height);
-        jb_add(&bd, num, strlen(num));
+        sd_strbuf_add(&bd, num, strlen(num));
         jb_kbool(&bd, "enable_bucket", D->enable_bucket);
         jb_kint(&bd, 0, "min_bucket_reso", D->min_bucket_reso);
         jb_kint(&bd, 0, "max_bucket_reso", D->max_bucket_reso);
         jb_key(&bd, 0, "tag_frequency");
-        jb_add(&bd, "{", 1);
+        sd_strbuf_add(&bd, "{", 1);
         for (size_t i = 0; i < ntf; i++) {
             jb_key(&bd, i == 0, tf[i].name);
             tf_dir_json(&bd, &tf[i]);
         }
-        jb_add(&bd, "}", 1);
+        sd_strbuf_add(&bd, "}", 1);
         jb_key(&bd, 0, "bucket_info");
-        if (D->bucket_info_json) jb_add(&bd, D->bucket_info_json, strlen(D->bucket_info_json));
-        else jb_add(&bd, "null", 4);
+        if (D->bucket_info_json) sd_strbuf_add(&bd, D->bucket_info_json, strlen(D->bucket_info_json));
+        else sd_strbuf_add(&bd, "null", 4);
         jb_kstr(&bd, "resize_interpolation", D->resize_interpolation);
         jb_key(&bd, 0, "subsets");
-        jb_add(&bd, "[", 1);
+        sd_strbuf_add(&bd, "[", 1);
         for (int si = 0; si < D->nsubsets && !rc; si++) {
             const sd_ss_subset_meta *S = &D->subsets[si];
-            if (si) jb_add(&bd, ", ", 2);
-            jb_add(&bd, "{", 1);
+            if (si) sd_strbuf_add(&bd, ", ", 2);
+            sd_strbuf_add(&bd, "{", 1);
             jb_kint(&bd, 1, "img_count", S->img_count);
             jb_kint(&bd, 0, "num_repeats", S->num_repeats);
             jb_kbool(&bd, "color_aug", S->color_aug);
@@ -389,7 +365,7 @@ int sd_ss_datasets_json(const sd_ss_dataset_meta *ds, int n, char **datasets, ch
                 dirkey = py_basename(S->metadata_file ? S->metadata_file : "");
                 jb_kstr(&bd, "metadata_file", dirkey);
             }
-            jb_add(&bd, "}", 1);
+            sd_strbuf_add(&bd, "}", 1);
             if (!dirkey) continue;
             /* datasets may have a dir several times: "dir (2)", "dir (3)", ... */
             size_t L = strlen(dirkey) + 32;
@@ -413,9 +389,9 @@ int sd_ss_datasets_json(const sd_ss_dataset_meta *ds, int n, char **datasets, ch
             jb_key(&bi, nused == 1, key);
             snprintf(num, sizeof num, "{\"n_repeats\": %lld, \"img_count\": %lld}", (long long)S->num_repeats,
                      (long long)S->img_count);
-            jb_add(&bi, num, strlen(num));
+            sd_strbuf_add(&bi, num, strlen(num));
         }
-        jb_add(&bd, "]}", 2);
+        sd_strbuf_add(&bd, "]}", 2);
         /* merge the tag frequency: a dir used by several datasets is counted once */
         for (size_t i = 0; i < ntf && !rc; i++) {
             size_t u;
@@ -433,18 +409,18 @@ int sd_ss_datasets_json(const sd_ss_dataset_meta *ds, int n, char **datasets, ch
         }
         tf_free(tf, ntf);
     }
-    jb_add(&bd, "]", 1);
-    jb_add(&bi, "}", 1);
-    jb_add(&bt, "{", 1);
+    sd_strbuf_add(&bd, "]", 1);
+    sd_strbuf_add(&bi, "}", 1);
+    sd_strbuf_add(&bt, "{", 1);
     for (size_t i = 0; i < nall; i++) {
         jb_key(&bt, i == 0, all[i].name);
         tf_dir_json(&bt, &all[i]);
     }
-    jb_add(&bt, "}", 1);
+    sd_strbuf_add(&bt, "}", 1);
     tf_free(all, nall);
     for (size_t u = 0; u < nused; u++) free(used[u]);
     free(used);
-    if (rc || bd.err || bt.err || bi.err) {
+    if (rc || bd.oom || bt.oom || bi.oom) {
         free(bd.p), free(bt.p), free(bi.p);
         return sd_err(SD_ENOMEM, "out of memory building ss_datasets");
     }
@@ -530,7 +506,7 @@ static char *bucket_info_json(const sd_train_data *d, const sd_batch_plan *plan,
     int (*r)[2] = calloc(n ? n : 1, sizeof *r);
     int64_t *cnt = calloc(n ? n : 1, sizeof *cnt);
     double *err = calloc(n ? n : 1, sizeof *err);
-    jbuf b = { 0 };
+    sd_strbuf b = { 0 };
     if (!r || !cnt || !err) goto done;
     for (int pass = 0; pass < 2; pass++)
         for (size_t i = 0; i < n; i++) {
@@ -554,20 +530,20 @@ static char *bucket_info_json(const sd_train_data *d, const sd_batch_plan *plan,
             if (r[k][0] == s->bucket_w && r[k][1] == s->bucket_h) cnt[k] += rep;
     }
     char num[128];
-    jb_add(&b, "{\"buckets\": {", strlen("{\"buckets\": {"));
+    sd_strbuf_add(&b, "{\"buckets\": {", strlen("{\"buckets\": {"));
     for (size_t k = 0; k < nr; k++) {
         snprintf(num, sizeof num, "%s\"%zu\": {\"resolution\": [%d, %d], \"count\": %lld}", k ? ", " : "", k, r[k][0],
                  r[k][1], (long long)cnt[k]);
-        jb_add(&b, num, strlen(num));
+        sd_strbuf_add(&b, num, strlen(num));
     }
-    jb_add(&b, "}, \"mean_img_ar_error\": ", strlen("}, \"mean_img_ar_error\": "));
+    sd_strbuf_add(&b, "}, \"mean_img_ar_error\": ", strlen("}, \"mean_img_ar_error\": "));
     if (ne) sd_py_float(sd_bucket_mean(err, ne), num, sizeof num);
     else snprintf(num, sizeof num, "0");
-    jb_add(&b, num, strlen(num));
-    jb_add(&b, "}", 1);
+    sd_strbuf_add(&b, num, strlen(num));
+    sd_strbuf_add(&b, "}", 1);
 done:
     free(r), free(cnt), free(err);
-    if (b.err) {
+    if (b.oom) {
         free(b.p);
         return NULL;
     }
