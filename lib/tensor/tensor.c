@@ -170,6 +170,25 @@ int sd_tensor_alloc(sd_tensor *t, sd_dtype dt, int ndim, const int64_t *shape)
     return SD_OK;
 }
 
+int sd_tensor_alloc_on(sd_tensor *t, sd_devkind dev, sd_dtype dt, int ndim, const int64_t *shape)
+{
+    if (dev != SD_DEV_CUDA) return sd_tensor_alloc(t, dt, ndim, shape);
+    *t = sd_tensor_wrap(NULL, dt, ndim, shape);
+    if (!sd_tensor_valid(t)) return sd_err(SD_EINVAL, "tensor_alloc: bad shape");
+    size_t n = sd_tensor_nbytes(t);
+    void *p = NULL;
+    int rc = sd_device_alloc(&p, n);
+    if (!rc) rc = sd_device_memset(p, 0, n);
+    if (rc) {
+        sd_device_free(p);
+        return rc;
+    }
+    t->data = p;
+    t->device = SD_DEV_CUDA;
+    t->device_index = (int16_t)sd_device_current();
+    return SD_OK;
+}
+
 void sd_tensor_free(sd_tensor *t)
 {
     if (!t) return;

@@ -67,6 +67,9 @@ int sd_tensor_index0(const sd_tensor *t, int64_t i, sd_tensor *out);
 /* Host heap tensors (64-byte aligned, zeroed). sd_tensor_free() frees data and clears t. */
 int sd_tensor_alloc(sd_tensor *t, sd_dtype dt, int ndim, const int64_t *shape);
 void sd_tensor_free(sd_tensor *t);
+/* The same on `dev` (CUDA: device memory, zeroed; needs sd_device_init()). sd_tensor_free() frees
+ * either. */
+int sd_tensor_alloc_on(sd_tensor *t, sd_devkind dev, sd_dtype dt, int ndim, const int64_t *shape);
 
 /* Explicit copies between host memory and a tensor on any device (the only way layer code moves
  * numbers in or out). `bytes` must equal sd_tensor_nbytes(t). */

@@ -992,23 +992,6 @@ static sd_tensor dview(const sd_tensor *t, int nd, const int64_t *shape)
     return v;
 }
 
-/* A zeroed tensor on the run's device. */
-static int dev_tensor(run *R, sd_tensor *t, sd_dtype dt, int nd, const int64_t *shape)
-{
-    if (R->dev == SD_DEV_CPU) return sd_tensor_alloc(t, dt, nd, shape);
-    *t = sd_tensor_wrap(NULL, dt, nd, shape);
-    void *p = NULL;
-    int rc = sd_device_alloc(&p, sd_tensor_nbytes(t));
-    if (!rc) rc = sd_device_memset(p, 0, sd_tensor_nbytes(t));
-    if (rc) {
-        sd_device_free(p);
-        return rc;
-    }
-    t->data = p;
-    t->device = SD_DEV_CUDA;
-    return SD_OK;
-}
-
 /* Multiply rows of a [B, seqlen, W] context (or its gradient) on the device by the per-position
  * caption weights (--weighted_captions), through the host copy `stage`. */
 static int weight_rows(run *R, sd_tensor *t, int B)
@@ -1081,14 +1064,14 @@ static int alloc_buffers(run *R)
     if (!R->pred || !R->tf || !R->stage) return sd_err(SD_ENOMEM, "out of memory");
     /* the networks' inputs and outputs live on the device; the host arrays above are copied in and
        out (on the CPU the copies are memmoves: the same code path either way) */
-    int rc = dev_tensor(R, &R->t_ctx, SD_F32, 3, (int64_t[]){ R->maxB, R->seqlen, W });
-    if (!rc) rc = dev_tensor(R, &R->t_dctx, SD_F32, 3, (int64_t[]){ R->maxB, R->seqlen, W });
-    if (!rc && R->nchunks > 1) rc = dev_tensor(R, &R->t_hidden, SD_F32, 3, (int64_t[]){ R->maxB * R->nchunks, 77, W });
-    if (!rc) rc = dev_tensor(R, &R->t_y, SD_F32, 1, (int64_t[]){ R->maxB * R->maxper });
-    if (!rc) rc = dev_tensor(R, &R->t_x, SD_F32, 1, (int64_t[]){ R->maxB * R->maxper });
-    if (!rc) rc = dev_tensor(R, &R->t_dy, SD_F32, 1, (int64_t[]){ R->maxB * R->maxper });
-    if (!rc) rc = dev_tensor(R, &R->t_t, SD_F32, 1, (int64_t[]){ R->maxB });
-    if (!rc) rc = dev_tensor(R, &R->t_ids, SD_I32, 1, (int64_t[]){ R->maxB * R->nchunks * 77 });
+    int rc = sd_tensor_alloc_on(&R->t_ctx, R->dev, SD_F32, 3, (int64_t[]){ R->maxB, R->seqlen, W });
+    if (!rc) rc = sd_tensor_alloc_on(&R->t_dctx, R->dev, SD_F32, 3, (int64_t[]){ R->maxB, R->seqlen, W });
+    if (!rc && R->nchunks > 1) rc = sd_tensor_alloc_on(&R->t_hidden, R->dev, SD_F32, 3, (int64_t[]){ R->maxB * R->nchunks, 77, W });
+    if (!rc) rc = sd_tensor_alloc_on(&R->t_y, R->dev, SD_F32, 1, (int64_t[]){ R->maxB * R->maxper });
+    if (!rc) rc = sd_tensor_alloc_on(&R->t_x, R->dev, SD_F32, 1, (int64_t[]){ R->maxB * R->maxper });
+    if (!rc) rc = sd_tensor_alloc_on(&R->t_dy, R->dev, SD_F32, 1, (int64_t[]){ R->maxB * R->maxper });
+    if (!rc) rc = sd_tensor_alloc_on(&R->t_t, R->dev, SD_F32, 1, (int64_t[]){ R->maxB });
+    if (!rc) rc = sd_tensor_alloc_on(&R->t_ids, R->dev, SD_I32, 1, (int64_t[]){ R->maxB * R->nchunks * 77 });
     if (rc) return rc;
     /* activation arena: the largest bucket (LoRA dropout masks count only while training) */
     R->net.rt.training = 1;

@@ -370,8 +370,31 @@ static void wino_case(int64_t n, int64_t cin, int64_t h, int64_t w, int64_t cout
     free(ry); free(rdx); free(rdw);
 }
 
+/* Winograd asked for but the scratch arena too small for its buffers: the op falls back to im2col
+ * (the same bytes as im2col) instead of failing. */
+static void wino_fallback(void)
+{
+    sd_tensor x = rt(SD_DIMS(1, 64, 32, 32), 1), w = rt(SD_DIMS(64, 64, 3, 3), 0.1f), b = rt(SD_DIMS(64), 1);
+    sd_tensor y[2];
+    for (int a = 0; a < 2; a++) {
+        sd_ctx ctx;
+        /* 1.5 MB: im2col's column chunk (576·512 floats, 1.2 MB) fits; Winograd's transformed
+           weights (36·64·64 floats) and V, M (36·128·64) do not (1.8 MB) */
+        sd_ctx_init(&ctx, SD_DEV_CPU, 2, (size_t)3 << 19);
+        ctx.conv_algo = a ? SD_CONV_WINOGRAD : SD_CONV_IM2COL;
+        y[a] = zt(SD_DIMS(1, 64, 32, 32));
+        T_EQ_INT(sd_op_conv2d(&ctx, &y[a], &x, &w, &b, sd_conv2d_geom_make(1, 1)), SD_OK);
+        T_EQ_INT(ctx.scratch.used, 0);
+        sd_ctx_free(&ctx);
+    }
+    T_CHECK(!memcmp(y[0].data, y[1].data, sd_tensor_nbytes(&y[0])));
+    sd_tensor *all[] = { &x, &w, &b, &y[0], &y[1] };
+    for (int i = 0; i < 5; i++) sd_tensor_free(all[i]);
+}
+
 static void test_winograd(void)
 {
+    wino_fallback();
     wino_case(1, 64, 32, 32, 64, 1);
     wino_case(2, 40, 19, 23, 48, 1);
     wino_case(1, 32, 17, 30, 96, 0);
