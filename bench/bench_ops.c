@@ -8,7 +8,8 @@
  * "gbps" (bytes read + written per second) instead. Convolutions count direct-convolution FLOPs, so
  * with Winograd (3×3 stride 1, 4× fewer multiplications) the effective rate exceeds sgemm's; conv
  * items are _fwd, _fwdbwd (dX, dW, db) and _fwddx (dX only: a frozen conv under LoRA). The first line is OpenBLAS sgemm on a large
- * square product with the same thread count, as the reference peak.
+ * square product with the same thread count, as the reference peak; before it fma_peak (and
+ * bf16_dot_peak where the CPU has AVX512-BF16), the hardware's arithmetic ceiling.
  *   SD_THREADS (default: all CPUs), BENCH_RUNS (default 5), BENCH_FILTER (substring of names). */
 #include <cblas.h>
 #include <omp.h>
@@ -113,6 +114,71 @@ static void bench_sgemm(void)
     bench("sgemm_peak", "2048x2048x2048", run_gemm, &s, 2.0 * 2048 * 2048 * 2048, 0);
     sd_tensor_free(&a); sd_tensor_free(&b); sd_tensor_free(&c);
 }
+
+/* The machine's arithmetic ceiling: fp32 FMA throughput (and AVX512-BF16 dot products where the
+ * CPU has them), 12 independent accumulator chains per thread, all threads. sgemm_peak divided by
+ * fma_peak is how close OpenBLAS runs to the hardware (a GEMM-bound layer cannot beat another
+ * program's sgemm by more than that headroom at the same precision). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#define PEAK_ITERS 20000000L
+__attribute__((target("avx512f"))) static float peak_fma_thread(void)
+{
+    __m512 x = _mm512_set1_ps(0.9999f), y = _mm512_set1_ps(1e-6f);
+    __m512 a0 = _mm512_set1_ps(0), a1 = _mm512_set1_ps(1), a2 = _mm512_set1_ps(2), a3 = _mm512_set1_ps(3),
+           a4 = _mm512_set1_ps(4), a5 = _mm512_set1_ps(5), a6 = _mm512_set1_ps(6), a7 = _mm512_set1_ps(7),
+           a8 = _mm512_set1_ps(8), a9 = _mm512_set1_ps(9), a10 = _mm512_set1_ps(10), a11 = _mm512_set1_ps(11);
+    for (long i = 0; i < PEAK_ITERS; i++) {
+#define PF(j) a##j = _mm512_fmadd_ps(a##j, x, y);
+        PF(0) PF(1) PF(2) PF(3) PF(4) PF(5) PF(6) PF(7) PF(8) PF(9) PF(10) PF(11)
+#undef PF
+    }
+    __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
+                             _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
+    s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(a8, a9), _mm512_add_ps(a10, a11)));
+    return _mm512_reduce_add_ps(s);
+}
+__attribute__((target("avx512f,avx512bf16"))) static float peak_bf16_thread(void)
+{
+    __m512bh x = (__m512bh)_mm512_set1_epi16(0x3f80), y = (__m512bh)_mm512_set1_epi16(0x3000);
+    __m512 a0 = _mm512_set1_ps(0), a1 = _mm512_set1_ps(1), a2 = _mm512_set1_ps(2), a3 = _mm512_set1_ps(3),
+           a4 = _mm512_set1_ps(4), a5 = _mm512_set1_ps(5), a6 = _mm512_set1_ps(6), a7 = _mm512_set1_ps(7),
+           a8 = _mm512_set1_ps(8), a9 = _mm512_set1_ps(9), a10 = _mm512_set1_ps(10), a11 = _mm512_set1_ps(11);
+    for (long i = 0; i < PEAK_ITERS; i++) {
+#define PB(j) a##j = _mm512_dpbf16_ps(a##j, x, y);
+        PB(0) PB(1) PB(2) PB(3) PB(4) PB(5) PB(6) PB(7) PB(8) PB(9) PB(10) PB(11)
+#undef PB
+    }
+    __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
+                             _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
+    s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(a8, a9), _mm512_add_ps(a10, a11)));
+    return _mm512_reduce_add_ps(s);
+}
+static volatile float g_sink;
+static void run_peak_fma(void *p)
+{
+    (void)p;
+#pragma omp parallel num_threads(g_threads)
+    g_sink = peak_fma_thread();
+}
+static void run_peak_bf16(void *p)
+{
+    (void)p;
+#pragma omp parallel num_threads(g_threads)
+    g_sink = peak_bf16_thread();
+}
+static void bench_peak(void)
+{
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f")) return;
+    double ops = (double)g_threads * PEAK_ITERS * 12;
+    bench("fma_peak", "avx512 fp32 FMA, 12 chains per thread", run_peak_fma, NULL, ops * 32, 0);
+    if (__builtin_cpu_supports("avx512bf16"))
+        bench("bf16_dot_peak", "avx512 vdpbf16ps, 12 chains per thread", run_peak_bf16, NULL, ops * 64, 0);
+}
+#else
+static void bench_peak(void) {}
+#endif
 
 /* ---- conv ----------------------------------------------------------------------------------- */
 
@@ -305,6 +371,7 @@ int main(void)
     omp_set_max_active_levels(1);
     if (sd_ctx_init(&g_ctx, SD_DEV_CPU, g_threads, 0)) { fprintf(stderr, "bench_ops: %s\n", sd_errmsg()); return 1; }
 
+    bench_peak();
     bench_sgemm();
     bench_conv("conv3x3_320_64x64", 320, 320, 64, 3, 1);
     bench_conv("conv3x3_640_32x32", 640, 640, 32, 3, 1);
