@@ -109,9 +109,7 @@ static int fill(sd_tensor *t, float scale, float off, uint32_t seed)
 
 static int dev_tensor(sd_tensor *t, int nd, const int64_t *sh)
 {
-    *t = sd_tensor_wrap(NULL, SD_F32, nd, sh);
-    t->device = SD_DEV_CUDA;
-    return sd_device_alloc(&t->data, sd_tensor_nbytes(t));
+    return sd_tensor_alloc_on(t, SD_DEV_CUDA, SD_F32, nd, sh);
 }
 
 /* Matrix-product FLOPs of one forward (see bench_unet.c; same counting). */

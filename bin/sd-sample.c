@@ -385,18 +385,16 @@ static int run(void)
         sd_params *regs[3] = { &m.unet_params, &m.te_params, &m.vae_params };
         size_t weights = 0;
         for (int c = 0; c < 3; c++) weights += regs[c]->value_bytes;
-        sd_device_info di;
-        if ((rc = sd_device_query(a.dev_index, &di))) goto out;
         const double gib = 1024.0 * 1024 * 1024;
-        if (weights + need + ((size_t)256 << 20) > di.free_bytes) {
-            rc = sd_err(SD_ENOMEM,
-                        "--device %s: needs about %.2f GiB of GPU memory (weights %.2f GiB, working memory %.2f GiB "
-                        "for --batch_size %d at the largest size), %.2f GiB free on %s; lower --batch_size or the "
-                        "image size, use --vae_tiling, or run with --device cpu",
-                        a.device, (double)(weights + need) / gib, (double)weights / gib, (double)need / gib, bs,
-                        (double)di.free_bytes / gib, di.name);
+        char what[96], parts[160];
+        snprintf(what, sizeof what, "--device %s", a.device);
+        snprintf(parts, sizeof parts, "weights %.2f GiB, working memory %.2f GiB for --batch_size %d at the largest size",
+                 (double)weights / gib, (double)need / gib, bs);
+        sd_device_info di;
+        if ((rc = sd_device_fit(a.dev_index, weights + need, what, parts,
+                                "lower --batch_size or the image size, use --vae_tiling, or run with --device cpu",
+                                &di)))
             goto out;
-        }
         for (int c = 0; c < 3 && !rc; c++) rc = sd_params_move(regs[c], SD_DEV_CUDA);
         sd_ctx_free(&ctx);
         memset(&ctx, 0, sizeof ctx);

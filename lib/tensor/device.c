@@ -50,6 +50,28 @@ int sd_gemm_math_parse(const char *s, sd_gemm_math *m)
     return sd_err(SD_EINVAL, "invalid GEMM math '%s' (expected fp32, tf32, bf16 or fp16)", s ? s : "");
 }
 
+int sd_device_fit_check(size_t need, size_t free_bytes, const char *dev_name, const char *what,
+                        const char *parts, const char *advice)
+{
+    if (need <= free_bytes && free_bytes - need >= SD_DEVICE_FIT_MARGIN) return SD_OK;
+    const double gib = 1024.0 * 1024 * 1024;
+    return sd_err(SD_ENOMEM, "%s needs about %.2f GiB of GPU memory%s%s%s, %.2f GiB free on %s%s%s",
+                  what ? what : "this job", (double)need / gib, parts && *parts ? " (" : "",
+                  parts && *parts ? parts : "", parts && *parts ? ")" : "", (double)free_bytes / gib,
+                  dev_name && *dev_name ? dev_name : "the GPU", advice && *advice ? "; " : "",
+                  advice && *advice ? advice : "");
+}
+
+int sd_device_fit(int index, size_t need, const char *what, const char *parts, const char *advice,
+                  sd_device_info *info)
+{
+    sd_device_info di;
+    int rc = sd_device_query(index, &di);
+    if (rc) return rc;
+    if (info) *info = di;
+    return sd_device_fit_check(need, di.free_bytes, di.name, what, parts, advice);
+}
+
 #ifndef SD_CUDA
 
 #define NOCUDA() sd_err(SD_EUNSUPPORTED, "built without CUDA support (make CUDA=1)")

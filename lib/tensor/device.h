@@ -54,6 +54,18 @@ int sd_device_query(int index, sd_device_info *out);
  * SD_EINVAL with a message naming the value otherwise. */
 int sd_device_parse(const char *spec, int *index);
 
+/* Fail fast before GPU work. SD_OK when `need` bytes plus a 256 MiB margin (CUDA context,
+ * cuBLAS workspace, fragmentation) fit in `free_bytes`; otherwise SD_ENOMEM with the one-line
+ * message "<what> needs about N GiB of GPU memory (<parts>), F GiB free on <dev_name>; <advice>".
+ * `parts` says what the need is made of, `advice` what lowers it (both may be NULL). */
+int sd_device_fit_check(size_t need, size_t free_bytes, const char *dev_name, const char *what,
+                        const char *parts, const char *advice);
+/* The same against device `index`'s free memory now (sd_device_query's errors pass through);
+ * *info (may be NULL) gets the device's properties. */
+int sd_device_fit(int index, size_t need, const char *what, const char *parts, const char *advice,
+                  sd_device_info *info);
+#define SD_DEVICE_FIT_MARGIN ((size_t)256 << 20)
+
 /* Select device `index`, create the stream and the cuBLAS handle. Calling it again with the same
  * index is a no-op; a different index while initialised is SD_ESTATE (shut down first).
  * SD_EUNSUPPORTED "built without CUDA support (make CUDA=1)" without CUDA;

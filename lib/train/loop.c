@@ -1107,18 +1107,15 @@ static int alloc_buffers(run *R)
         sd_params *regs[4] = { &R->model.unet_params, &R->model.te_params, &R->model.vae_params, &R->net.reg };
         size_t weights = 0;
         for (int i = 0; i < 4; i++) weights += regs[i]->value_bytes + regs[i]->grad_bytes;
-        sd_device_info di;
-        rc = sd_device_query(c->device_index, &di);
-        if (rc) return rc;
         const double gib = 1024.0 * 1024 * 1024;
-        size_t need = weights + saved + want + ((size_t)256 << 20);
-        if (need > di.free_bytes)
-            return sd_err(SD_ENOMEM,
-                          "--device cuda:%d: training needs about %.2f GiB of GPU memory (weights %.2f GiB, activations "
-                          "%.2f GiB for batch %lld, working memory %.2f GiB), %.2f GiB free on %s; lower --train_batch_size "
-                          "or the resolution, use --gradient_checkpointing or --mixed_precision bf16, or run with "
-                          "--device cpu", c->device_index, (double)need / gib, (double)weights / gib, (double)saved / gib,
-                          (long long)R->maxB, (double)want / gib, (double)di.free_bytes / gib, di.name);
+        char what[64], parts[192];
+        snprintf(what, sizeof what, "--device cuda:%d: training", c->device_index);
+        snprintf(parts, sizeof parts, "weights %.2f GiB, activations %.2f GiB for batch %lld, working memory %.2f GiB",
+                 (double)weights / gib, (double)saved / gib, (long long)R->maxB, (double)want / gib);
+        rc = sd_device_fit(c->device_index, weights + saved + want, what, parts,
+                           "lower --train_batch_size or the resolution, use --gradient_checkpointing or "
+                           "--mixed_precision bf16, or run with --device cpu", NULL);
+        if (rc) return rc;
     }
     rc = sd_nn_arena_init(&R->act, R->dev, saved + 4096);
     if (rc) return rc;

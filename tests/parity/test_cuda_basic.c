@@ -50,6 +50,27 @@ static void test_parse(void)
     T_EQ_INT(sd_device_parse("cpu", NULL), SD_EINVAL);
 }
 
+/* The fail-fast memory check of sd-train / sd-sample: decision and message, no GPU needed. */
+static void test_fit_check(void)
+{
+    const size_t gib = (size_t)1 << 30, mib = (size_t)1 << 20;
+    T_EQ_INT(sd_device_fit_check(2 * gib, 8 * gib, "GPU X", "job", NULL, NULL), SD_OK);
+    /* the 256 MiB margin counts: exactly free - margin fits, one byte more does not */
+    T_EQ_INT(sd_device_fit_check(8 * gib - 256 * mib, 8 * gib, "GPU X", "job", NULL, NULL), SD_OK);
+    T_EQ_INT(sd_device_fit_check(8 * gib - 256 * mib + 1, 8 * gib, "GPU X", "job", NULL, NULL), SD_ENOMEM);
+    T_EQ_INT(sd_device_fit_check(9 * gib, 8 * gib, "NVIDIA T4", "--device cuda:0: training",
+                                 "weights 3.00 GiB, activations 6.00 GiB", "lower --train_batch_size"),
+             SD_ENOMEM);
+    T_EQ_STR(sd_errmsg(), "--device cuda:0: training needs about 9.00 GiB of GPU memory (weights 3.00 GiB, "
+                          "activations 6.00 GiB), 8.00 GiB free on NVIDIA T4; lower --train_batch_size");
+    T_EQ_INT(sd_device_fit_check(3 * gib / 2, gib, NULL, NULL, "", NULL), SD_ENOMEM);
+    T_EQ_STR(sd_errmsg(), "this job needs about 1.50 GiB of GPU memory, 1.00 GiB free on the GPU");
+    sd_device_info di;
+    if (!sd_device_built_with_cuda()) {
+        T_EQ_INT(sd_device_fit(0, 1, "job", NULL, NULL, &di), SD_EUNSUPPORTED);
+    }
+}
+
 /* What a build without CUDA, or a CUDA build on a machine without a GPU, must say. */
 static void test_unavailable(void)
 {
@@ -354,6 +375,7 @@ static void test_gemm_math(void)
 int main(void)
 {
     T_RUN(test_parse);
+    T_RUN(test_fit_check);
     T_RUN(test_unavailable);
     int n = sd_device_count();
     if (n == 0) {

@@ -70,11 +70,7 @@ static int put(sd_tensor *t, float scale, float off, uint64_t salt)
 
 static int mk(side *s, sd_tensor *t, int nd, const int64_t *sh)
 {
-    *t = sd_tensor_wrap(NULL, SD_F32, nd, sh);
-    t->device = (uint8_t)s->dev;
-    size_t nb = sd_tensor_nbytes(t);
-    if (s->dev == SD_DEV_CUDA) return sd_device_alloc(&t->data, nb);
-    return sd_tensor_alloc(t, SD_F32, nd, sh);
+    return sd_tensor_alloc_on(t, s->dev, SD_F32, nd, sh);
 }
 
 #define TRY(call) do { int rc_ = (call); if (rc_) { printf("# %s: %s: %s\n", s->dev == SD_DEV_CUDA ? "CUDA" : "CPU", #call, sd_errmsg()); return rc_; } } while (0)
