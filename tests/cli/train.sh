@@ -345,6 +345,14 @@ if [ $rc = 0 ]; then
     T --output_dir dbc --log_jsonl dbc.log --mixed_precision bf16 "${D[@]}" 2> /dev/null
   cmpres=$(python3 lora_cmp.py dbc dbg 0.25 1e-3) && ok train_device_cuda_bf16_close || nok train_device_cuda_bf16_close "$cmpres $(tail -1 dbg.err)"
   echo "# GPU bf16 vs CPU: $cmpres"
+  # --mixed_precision fp16 on the GPU: fp16 operands with dynamic loss scaling. Checked: it trains, every
+  # step logs its loss scale and a finite loss; how close it comes to the CPU run is reported, not
+  # judged (a step the scaler skips on the GPU but not on the CPU changes the trajectory)
+  T --output_dir dfg --log_jsonl dfg.log --device cuda --mixed_precision fp16 "${D[@]}" 2> dfg.err; rc=$?
+  T --output_dir dfc --log_jsonl dfc.log --mixed_precision fp16 "${D[@]}" 2> /dev/null
+  if [ $rc = 0 ] && [ "$(grep -c '"loss":[-0-9].*"loss_scale":[0-9]' dfg.log)" = 8 ]; then ok train_device_cuda_fp16_scaler
+  else nok train_device_cuda_fp16_scaler "rc $rc $(tail -2 dfg.err)"; fi
+  echo "# GPU fp16 vs CPU: $(python3 lora_cmp.py dfc dfg 1 1); $(grep -c 'optimizer step skipped' dfg.err) steps skipped on the GPU"
 else
   [ $rc = 1 ] && grep -Eq "CUDA support|CUDA: no device" dvg.err && ok train_device_cuda_unavailable ||
     nok train_device_cuda_unavailable "rc $rc $(tail -2 dvg.err)"
