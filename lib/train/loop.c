@@ -33,6 +33,7 @@
 #include "train/lora_net.h"
 #include "train/lora_network.h"
 #include "train/loop_sample.h"
+#include "train/loss_scale.h"
 #include "train/lr_sched.h"
 #include "train/objective_step.h"
 #include "train/meta.h"
@@ -290,6 +291,9 @@ typedef struct run {
     int have_opt;
     sd_optim_config ocfg;
     sd_lr_sched lrs;
+    int64_t sched_step;       /* the LR scheduler's position: optimizer steps taken (not skipped) */
+    sd_loss_scaler scaler;    /* --mixed_precision fp16: dynamic loss scaling (train/loss_scale.h) */
+    int64_t scale_skips;      /* optimizer steps the scaler skipped in this process */
     sd_batch_plan plan;
     uint64_t seed;
     int64_t max_steps, num_epochs, steps_per_epoch;
@@ -393,6 +397,14 @@ static int check_options(run *R)
         struct stat sb;
         if (stat(c->resume, &sb) || !S_ISDIR(sb.st_mode))
             return sd_err(SD_ENOTFOUND, "--resume %s: not a state directory", c->resume);
+    }
+    /* fp16: accelerate's GradScaler (defaults, or GradScalerKwargs from SD_GRAD_SCALER) */
+    int fp16 = c->mixed_precision && !strcmp(c->mixed_precision, "fp16");
+    sd_loss_scaler_init(&R->scaler, fp16);
+    const char *gs = getenv("SD_GRAD_SCALER");
+    if (gs && *gs) {
+        if (!fp16) sd_warn("SD_GRAD_SCALER is ignored: there is a loss scaler only with --mixed_precision fp16");
+        else if ((rc = sd_loss_scaler_configure(&R->scaler, gs))) return sd_err_prefix(rc, "SD_GRAD_SCALER");
     }
     return sd_train_sampling_init(&R->smp, c);
 }
@@ -914,8 +926,9 @@ static int save_state_dir(run *R, const char *dir, int64_t global_step, int64_t 
     s.prog.global_step = global_step;
     s.prog.epoch = epoch;
     s.prog.step_in_epoch = step_in_epoch;
-    s.prog.sched_step = global_step;
+    s.prog.sched_step = R->sched_step;
     s.prog.seed = R->seed;
+    s.scaler = R->scaler.enabled ? &R->scaler : NULL;
     s.net = &R->net.reg;
     s.opt = R->have_opt ? &R->opt : NULL;
     s.options_json = R->c->options_json;
@@ -1328,8 +1341,11 @@ static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int
     if (!rc) rc = sd_tensor_download(&y, R->pred, (size_t)(B * per) * sizeof(float));
     if (rc) return rc;
     for (int b = 0; b < B; b++) R->lweight[b] = R->d->s[idx[b]].is_reg ? (float)c->prior_loss_weight : 1.0f;
+    /* the gradient seed: 1/A of gradient accumulation, then the fp16 loss scale (accelerate's
+       backward: scaler.scale(loss / A)); the loss itself stays unscaled */
     double L = sd_tobj_loss(&R->obj, R->pred, R->target, B, per, R->tsteps, R->lweight, R->hc, R->factor, R->lossv,
-                            sd_accum_loss_scale(c->gradient_accumulation_steps), R->grad);
+                            sd_accum_loss_scale(c->gradient_accumulation_steps) * sd_loss_scaler_factor(&R->scaler),
+                            R->grad);
     *loss_out = L;
     if (!isfinite(L)) return SD_OK;
     sd_tensor dy = dview(&R->t_dy, 4, (int64_t[]){ B, C, h, w });
@@ -1424,6 +1440,21 @@ static int run_validation(run *R, int is_epoch, int64_t epoch, int64_t global_st
         }
     }
     return SD_OK;
+}
+
+/* After a failure in the step after global_step: write the last good state (the weights as they
+ * are, the cursor at the first micro batch of the failed step) as a step state, and say where in
+ * `tail` ("the last good state is in DIR" or that it could not be written). */
+static void write_last_good_state(run *R, int64_t global_step, int64_t epoch, int64_t step_in_epoch, char *tail,
+                                  size_t n)
+{
+    char name[512];
+    sd_save_name(name, sizeof name, SD_SAVE_STEP, R->outname, global_step, NULL);
+    char *sdir = join_path(R->outdir, name);
+    int src = sdir ? save_state_dir(R, sdir, global_step, epoch, step_in_epoch) : SD_ENOMEM;
+    if (src) snprintf(tail, n, "the last good state could not be written");
+    else snprintf(tail, n, "the last good state is in %s", sdir);
+    free(sdir);
 }
 
 static double window_mean(const run *R)
@@ -1679,6 +1710,11 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
             R->net.rt.seed = R->seed;
         }
         global_step = rs.prog.global_step;
+        R->sched_step = rs.prog.sched_step;
+        if (R->scaler.enabled) {
+            if (rs.has_scaler) R->scaler = rs.scaler;   /* as GradScaler.load_state_dict: all five values */
+            else sd_info("%s holds no fp16 loss scaler: it starts at %g", c->resume, (double)R->scaler.scale);
+        }
         start_epoch = rs.prog.epoch;
         start_i = rs.prog.step_in_epoch;
         if (rs.loss_window && rs.loss_window_n <= (size_t)R->plan.nbatches) {
@@ -1777,15 +1813,11 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
             rc = micro_step(R, bk, idx, B, epoch * nb + i, epoch + 1, global_step, &loss);
             if (rc) break;
             if (!isfinite(loss)) {
-                char name[512];
-                sd_save_name(name, sizeof name, SD_SAVE_STEP, R->outname, global_step, NULL);
-                char *sdir = join_path(R->outdir, name);
-                int src = sdir ? save_state_dir(R, sdir, global_step, win_epoch, win_i) : SD_ENOMEM;
-                rc = sd_err(SD_ERANGE, "loss is %s at step %lld (epoch %lld, batch %lld): stopped; %s%s",
+                char tail[4200];
+                write_last_good_state(R, global_step, win_epoch, win_i, tail, sizeof tail);
+                rc = sd_err(SD_ERANGE, "loss is %s at step %lld (epoch %lld, batch %lld): stopped; %s",
                             isnan(loss) ? "nan" : "inf", (long long)global_step + 1, (long long)epoch + 1,
-                            (long long)i, src ? "the last good state could not be written" : "the last good state is in ",
-                            src ? "" : sdir);
-                free(sdir);
+                            (long long)i, tail);
                 break;
             }
             step_loss += loss;
@@ -1804,15 +1836,40 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
             double gnorm = NAN;
             rc = net_to(R, SD_DEV_CPU);   /* the optimizer runs on the host */
             if (rc) break;
-            rc = sd_optim_clip_grad_norm(&R->opt, c->max_grad_norm, &gnorm);
-            if (rc) break;
-            double f = sd_lr_sched_factor(&R->lrs, global_step);
+            /* unscale (fp16) once per optimizer step, clip, AdamW unless a gradient is inf/NaN, scale
+               update; the LR scheduler advances only with the optimizer (accelerate's
+               AcceleratedScheduler), global_step with every sync (kohya) */
+            double f = sd_lr_sched_factor(&R->lrs, R->sched_step);
             for (int g = 0; g < R->groups.n; g++) lrs[g] = R->groups.desc[g].lr * f;
-            rc = sd_optim_step(&R->opt, lrs, NULL);
-            if (rc) break;
+            float used_scale = R->scaler.scale;
+            int found_inf = 0;
+            sd_loss_scale_event ev = SD_LOSS_SCALE_KEPT;
+            rc = sd_loss_scaler_optim_step(&R->scaler, &R->opt, c->max_grad_norm, lrs, &gnorm, &found_inf, &ev);
+            if (!found_inf && !rc) R->sched_step++;
+            if (rc && (rc != SD_ERANGE || !R->scaler.enabled)) break;
+            if (R->scaler.enabled) {
+                if (rc) {
+                    char msg[512], tail[4200];
+                    snprintf(msg, sizeof msg, "%s", sd_errmsg());
+                    write_last_good_state(R, global_step, win_epoch, win_i, tail, sizeof tail);
+                    rc = sd_err(SD_ERANGE, "--mixed_precision fp16: step %lld (epoch %lld): %s (the network overflows "
+                                "fp16 at any scale; try --mixed_precision bf16 or no): stopped; %s",
+                                (long long)global_step + 1, (long long)epoch + 1, msg, tail);
+                    break;
+                }
+                if (found_inf) {
+                    R->scale_skips++;
+                    sd_warn("step %lld: inf/NaN gradients at loss scale %g: optimizer step skipped, loss scale now %g",
+                            (long long)global_step + 1, (double)used_scale, (double)R->scaler.scale);
+                } else if (ev == SD_LOSS_SCALE_GROWN) {
+                    sd_info("step %lld: loss scale grew to %g after %lld steps with finite gradients",
+                            (long long)global_step + 1, (double)R->scaler.scale, (long long)R->scaler.growth_interval);
+                }
+            }
             int keys_scaled = 0;
             double mean_norm = 0, max_key_norm = 0;
             if (c->scale_weight_norms > 0) {
+                /* also after a skipped step: the reference applies it after every batch */
                 rc = sd_lora_max_norm(R->dev == SD_DEV_CPU ? &R->ctx : &R->hctx, R->net.refs, R->net.n,
                                       c->scale_weight_norms, &keys_scaled, &mean_norm, &max_key_norm);
                 if (rc) break;
@@ -1843,7 +1900,8 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
             if (R->jl) {
                 sd_trainlog_rec lr = { .step = global_step, .epoch = epoch + 1, .loss = cur, .avr_loss = avr,
                                        .ngroups = R->groups.n, .lr_names = lrn, .lrs = lrs, .grad_norm = gnorm,
-                                       .sec_per_step = sps, .wall_time = wt };
+                                       .sec_per_step = sps, .wall_time = wt,
+                                       .loss_scale = R->scaler.enabled ? (double)used_scale : 0, .skipped = found_inf };
                 rc = sd_trainlog_write(R->jl, &lr);
                 if (rc) break;
             }
@@ -1912,6 +1970,9 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
         char name[512];
         sd_save_name(name, sizeof name, SD_SAVE_LAST, R->outname, 0, R->ext);
         sd_info("model saved: %s/%s", R->outdir, name);
+        if (R->scaler.enabled)
+            sd_info("fp16 loss scale %g at the end; %lld optimizer step%s skipped for inf/NaN gradients in this run",
+                    (double)R->scaler.scale, (long long)R->scale_skips, R->scale_skips == 1 ? "" : "s");
     }
 out:
     free_run(R);

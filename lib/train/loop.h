@@ -9,7 +9,9 @@
  * CLIP text encoder (frozen unless text-encoder LoRA modules train); noise, timesteps, offsets,
  * input perturbation (diffusion/objective.h); UNet forward with the LoRA modules attached, loss,
  * per-sample weights, gradient, backward through the UNet (and the text encoder); on sync steps
- * gradient clipping, AdamW, the LR scheduler; sample images before training, after optimizer steps and
+ * gradient clipping, AdamW, the LR scheduler (with --mixed_precision fp16 the loss gradient is
+ * scaled and the gradients unscaled first; a step with inf/NaN gradients is skipped: no AdamW,
+ * no scheduler step, the scale backs off; train/loss_scale.h); sample images before training, after optimizer steps and
  * at epoch ends as requested (train/loop_sample.h); the validation loss after optimizer steps and at
  * epoch ends (train/validation.h). Every random number comes from Philox streams keyed
  * by (seed, micro step, sample, purpose), the micro step being epoch × batches_per_epoch + batch
@@ -63,7 +65,7 @@ typedef struct sd_train_config {
     int64_t max_train_steps;
     int max_train_epochs;              /* 0 = None */
     int64_t seed;                      /* < 0 = None (random) */
-    const char *mixed_precision;       /* "no" only on CPU for now */
+    const char *mixed_precision;       /* "no", "bf16", "fp16" (with dynamic loss scaling, train/loss_scale.h) */
     /* data */
     int train_batch_size;
     int cache_latents, cache_latents_to_disk;

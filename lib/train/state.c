@@ -6,6 +6,7 @@
 #include <ftw.h>
 #include <jv.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -196,6 +197,15 @@ static int write_json(const char *tmp, const sd_train_state_in *s, const char *w
     } else {
         fputs("\"optimizer\":null,\n", f);
     }
+    if (s->scaler && s->scaler->enabled) {
+        const sd_loss_scaler *g = s->scaler;
+        /* %.9g: a float survives the round trip; the factors as doubles */
+        fprintf(f, "\"grad_scaler\":{\"scale\":%.9g,\"growth_factor\":%.17g,\"backoff_factor\":%.17g,"
+                   "\"growth_interval\":%lld,\"growth_tracker\":%lld},\n", (double)g->scale, g->growth_factor,
+                g->backoff_factor, (long long)g->growth_interval, (long long)g->growth_tracker);
+    } else {
+        fputs("\"grad_scaler\":null,\n", f);
+    }
     fputs("\"options\":", f);
     fputs(s->options_json && *s->options_json ? s->options_json : "{}", f);
     fputs("}\n", f);
@@ -356,8 +366,42 @@ int sd_train_state_load(const char *dir, sd_params *net, sd_optim *opt, sd_train
         if (!rc && jv_get_kind(seed) == JV_KIND_STRING) out->prog.seed = strtoull(jv_string_value(seed), NULL, 10);
         else if (!rc) rc = sd_err(SD_EFORMAT, "%s: missing seed", sp);
         jv_free(seed);
-        if (!rc && (out->prog.global_step < 0 || out->prog.epoch < 0 || out->prog.step_in_epoch < 0))
+        if (!rc && (out->prog.global_step < 0 || out->prog.epoch < 0 || out->prog.step_in_epoch < 0 ||
+                    out->prog.sched_step < 0))
             rc = sd_err(SD_EFORMAT, "%s: negative progress values", sp);
+    }
+    /* the fp16 loss scaler (absent in states written before it existed) */
+    if (!rc) {
+        jv g = get(doc, "grad_scaler");
+        if (jv_get_kind(g) == JV_KIND_OBJECT) {
+            sd_loss_scaler *sc = &out->scaler;
+            sd_loss_scaler_init(sc, 1);
+            double v[5];
+            static const char *const dk[5] = { "scale", "growth_factor", "backoff_factor", "growth_interval",
+                                               "growth_tracker" };
+            for (int k = 0; k < 5 && !rc; k++) {
+                jv x = get(g, dk[k]);
+                if (jv_get_kind(x) == JV_KIND_NUMBER) v[k] = jv_number_value(x);
+                else rc = sd_err(SD_EFORMAT, "%s: grad_scaler has no %s", sp, dk[k]);
+                jv_free(x);
+            }
+            /* counts: integers within int32 (torch keeps them as int) */
+            for (int k = 3; k < 5 && !rc; k++)
+                if (!(v[k] >= 0 && v[k] <= 2147483647.0) || v[k] != floor(v[k]))
+                    rc = sd_err(SD_EFORMAT, "%s: grad_scaler %s %g is not a count", sp, dk[k], v[k]);
+            if (!rc) {
+                sc->scale = fabs(v[0]) < 1e39 ? (float)v[0] : INFINITY;
+                sc->growth_factor = v[1];
+                sc->backoff_factor = v[2];
+                sc->growth_interval = (int64_t)v[3];
+                sc->growth_tracker = (int64_t)v[4];
+                rc = sd_loss_scaler_validate(sc, sp);
+            }
+            if (!rc) out->has_scaler = 1;
+        } else if (jv_is_valid(g) && jv_get_kind(g) != JV_KIND_NULL) {
+            rc = sd_err(SD_EFORMAT, "%s: grad_scaler is not an object", sp);
+        }
+        jv_free(g);
     }
     /* file integrity */
     static const char *const fnames[2] = { "weights.safetensors", "optimizer.safetensors" };

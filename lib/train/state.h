@@ -5,7 +5,9 @@
  *   state.json           format/version, progress (global step, epoch, step in epoch, scheduler
  *                        step, seed), the trainable parameters' keys and shapes, the optimizer
  *                        configuration, the options snapshot, the SHA-256 of the two files below,
- *                        and the reference's train_state.json fields (current_epoch, current_step)
+ *                        the reference's train_state.json fields (current_epoch, current_step),
+ *                        and "grad_scaler" (--mixed_precision fp16: the loss scaler's scale,
+ *                        growth tracker and factors, as GradScaler.state_dict(); null otherwise)
  *   weights.safetensors  every trainable parameter of the network registry (f32, under its key)
  *   optimizer.safetensors <key>.exp_avg, <key>.exp_avg_sq (f32), <key>.step (I64 scalar) per
  *                        parameter, and loss_window / loss_total (F64: the loss recorder's list
@@ -33,6 +35,7 @@
 #include <stdint.h>
 
 #include "nn/params.h"
+#include "train/loss_scale.h"
 #include "train/optim.h"
 
 #define SD_TRAIN_STATE_VERSION 1
@@ -41,7 +44,8 @@ typedef struct sd_train_progress {
     int64_t global_step;     /* optimizer steps done */
     int64_t epoch;           /* 0-based epoch the cursor is in */
     int64_t step_in_epoch;   /* micro batches of that epoch already consumed */
-    int64_t sched_step;      /* LR scheduler position (global_step × num_processes) */
+    int64_t sched_step;      /* LR scheduler position: optimizer steps taken (steps skipped by the
+                                fp16 loss scaler do not count), × num_processes */
     uint64_t seed;
 } sd_train_progress;
 
@@ -53,6 +57,7 @@ typedef struct sd_train_state_in {
     const double *loss_window;       /* the loss recorder's list (may be NULL) */
     size_t loss_window_n;
     double loss_total;               /* and its running total */
+    const sd_loss_scaler *scaler;    /* NULL or disabled: none ("grad_scaler":null) */
 } sd_train_state_in;
 
 /* Write the state directory `dir` atomically (its parent must exist). */
@@ -64,6 +69,8 @@ typedef struct sd_train_state_out {
     double *loss_window;             /* malloc'd, may be NULL */
     size_t loss_window_n;
     double loss_total;
+    int has_scaler;                  /* the state holds a loss scaler (validated) */
+    sd_loss_scaler scaler;           /* enabled when has_scaler */
 } sd_train_state_out;
 
 /* Validate `dir` against `net` (trainable parameters) and `opt` (may be NULL: optimizer state is

@@ -361,6 +361,11 @@ int sd_trainlog_write(FILE *fp, const sd_trainlog_rec *r)
         fputs(",\"grad_norm\":", fp);
         json_num(fp, r->grad_norm);
     }
+    if (r->loss_scale > 0) {
+        fputs(",\"loss_scale\":", fp);
+        json_num(fp, r->loss_scale);
+        fputs(r->skipped ? ",\"skipped\":true" : ",\"skipped\":false", fp);
+    }
     fputs(",\"sec_per_step\":", fp);
     json_num(fp, r->sec_per_step);
     fputs(",\"time\":", fp);

@@ -105,10 +105,13 @@ typedef struct sd_trainlog_rec {
     double grad_norm;        /* NAN: not measured (omitted) */
     double sec_per_step;
     double wall_time;
+    double loss_scale;       /* 0: no loss scaler (omitted); else the scale the step used */
+    int skipped;             /* the loss scaler skipped the optimizer step (with loss_scale only) */
 } sd_trainlog_rec;
 
 /* One line: {"step":12,"epoch":1,"loss":0.1,"avr_loss":0.12,"lr":{"unet":0.0001},
- * "grad_norm":0.5,"sec_per_step":0.25,"time":1700000000.5}; numbers as Python's repr (shortest
+ * "grad_norm":0.5,"sec_per_step":0.25,"time":1700000000.5}; with a loss scaler also
+ * "loss_scale":65536.0,"skipped":false after "grad_norm"; numbers as Python's repr (shortest
  * round trip), non-finite numbers as null. Flushed. */
 int sd_trainlog_write(FILE *fp, const sd_trainlog_rec *r);
 

@@ -4,7 +4,8 @@
 # TensorBoard event file and a JSON-lines log; the same bytes with --threads 1 and 2; epoch/step
 # checkpoint names and retention; usage errors; SIGTERM finishes the step, writes a state and exits
 # 143; kill -9 then --resume gives a byte-identical final LoRA; a run resumed from every saved state
-# ends with the same bytes; a NaN loss stops with the last good state.
+# ends with the same bytes; a NaN loss stops with the last good state; --mixed_precision fp16's loss scaler:
+# exact on the CPU, real overflows skip the step and halve the scale, resume continues it exactly.
 set -u
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -130,6 +131,83 @@ mkdir -p nan && ./tiny_model latents "$tmp/nan" 3 4 8 8 2 > nan.jsonl
 T --data nan.jsonl --output_dir n1 --max_train_steps 6 --v_parameterization 2> n1.err; rc=$?
 if [ $rc = 1 ] && grep -q 'loss is \(nan\|inf\)' n1.err && grep -q 'last good state is in' n1.err; then ok train_nan_stops; else
   nok train_nan_stops "rc $rc $(cat n1.err)"; fi
+
+# ---- --mixed_precision fp16: dynamic loss scaling (accelerate's GradScaler) ----------------------------------
+# On the CPU the arithmetic is fp32, so a power-of-two scale is exact: the default scaler (2^16) gives the same
+# bytes as no scaler, with accumulation and an active clip (unscaling comes before clipping).
+F=(--mixed_precision fp16 --max_train_steps 4 --gradient_accumulation_steps 2 --max_grad_norm 1e-4)
+T --output_dir m1 "${F[@]}" --log_jsonl m1.log 2> m1.err
+SD_GRAD_SCALER=enabled=false T --output_dir m0 "${F[@]}" 2> /dev/null
+if [ -f m1/last.safetensors ] && cmp -s m0/last.safetensors m1/last.safetensors && grep -q '"loss_scale":65536.0,"skipped":false' m1.log &&
+   grep -q 'fp16 loss scale 65536 at the end; 0 optimizer steps skipped' m1.err; then ok train_fp16_scaler_exact
+else nok train_fp16_scaler_exact "$(tail -2 m1.err)"; fi
+SD_GRAD_SCALER=growth_interval=0 T --output_dir m2 --mixed_precision fp16 2> m2.err; rc=$?
+[ $rc = 2 ] && grep -q 'SD_GRAD_SCALER: growth_interval=0' m2.err && ok train_fp16_scaler_bad_env || nok train_fp16_scaler_bad_env "rc $rc $(cat m2.err)"
+SD_GRAD_SCALER=init_scale=8 T --output_dir m3 --max_train_steps 1 --mixed_precision bf16 --log_jsonl m3.log 2> m3.err
+grep -q 'SD_GRAD_SCALER is ignored' m3.err && ! grep -q loss_scale m3.log && ok train_bf16_no_scaler || nok train_bf16_no_scaler "$(cat m3.err)"
+# Real overflow: latents of standard deviation 1000 with v-prediction give gradients of order 1, which overflow
+# fp32 at a scale of 2^127: the step is skipped (one line on stderr), the scale halves, and with growth_interval 3
+# it grows back. scaler_check.py replays GradScaler's rules over the JSON log: every step's scale, the skips, and
+# the LR of a linear schedule, which advances only with steps that were not skipped.
+python3 - "$tmp" > big.jsonl <<'PY'
+import array, json, random, struct, sys, zipfile
+def npy(shape, vals, descr='<f4', code='f'):
+    h = "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }" % (descr, ''.join('%d, ' % s for s in shape))
+    h += ' ' * (63 - (10 + len(h)) % 64) + '\n'
+    return b'\x93NUMPY\x01\x00' + struct.pack('<H', len(h)) + h.encode() + array.array(code, vals).tobytes()
+rnd = random.Random(5)
+for i in range(6):
+    p = '%s/big%d.npz' % (sys.argv[1], i)
+    with zipfile.ZipFile(p, 'w', zipfile.ZIP_STORED) as z:
+        z.writestr('latents.npy', npy((4, 8, 8), [rnd.gauss(0, 1000) for _ in range(256)]))
+        z.writestr('original_size.npy', npy((2,), [64, 64], '<i8', 'q'))
+        z.writestr('crop_ltrb.npy', npy((4,), [0, 0, 64, 64], '<i8', 'q'))
+    print(json.dumps({'latents': p, 'caption': 'sks, big %d' % i}))
+PY
+cat > scaler_check.py <<'PY'
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+init, gi, total, base = float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+scale, tracker, pos, skips = init, 0, 0, 0
+for r in recs:
+    lr = base * (total - pos) / total
+    if r['loss_scale'] != scale or abs(r['lr']['unet'] - lr) > 1e-12 * base:
+        sys.exit('step %d: scale %r lr %r, expected %r %r' % (r['step'], r['loss_scale'], r['lr']['unet'], scale, lr))
+    if r['skipped']:
+        skips, scale, tracker = skips + 1, scale * 0.5, 0
+    else:
+        pos, tracker = pos + 1, tracker + 1
+        if tracker == gi:
+            tracker = 0
+            if scale * 2 <= 3.4028234663852886e38: scale *= 2
+print(skips, pos)
+PY
+export SD_GRAD_SCALER=init_scale=1.7014118346046923e38,growth_interval=3
+O=(--data big.jsonl --v_parameterization --mixed_precision fp16 --lr_scheduler linear)
+T --output_dir o5 "${O[@]}" --max_train_steps 12 --save_every_n_steps 4 --save_state --log_jsonl o5.log 2> o5.err
+sk=$(python3 scaler_check.py o5.log 1.7014118346046923e38 3 12 1e-3 2>&1); nl=$(grep -c 'optimizer step skipped, loss scale now' o5.err)
+if [ -f o5/last.safetensors ] && [ "${sk%% *}" -ge 2 ] 2> /dev/null && [ "$nl" = "${sk%% *}" ] &&
+   grep -q '^sd-train: warning: step 1: inf/NaN gradients at loss scale 1.70141e+38: optimizer step skipped, loss scale now 8.50706e+37$' o5.err
+then ok train_fp16_overflow_skips; else nok train_fp16_overflow_skips "skips/steps: $sk, lines $nl; $(head -3 o5.log | cut -c1-200)"; fi
+grep -q '"grad_scaler":{"scale":' o5/at-step00000004-state/state.json 2> /dev/null && ok train_fp16_state_has_scaler ||
+  nok train_fp16_state_has_scaler
+# a skipped first step leaves the LoRA as initialised (every lora_up zero)
+T --output_dir o6 "${O[@]}" --max_train_steps 1 2> /dev/null
+python3 - o6/last.safetensors <<'PY' && ok train_fp16_skip_leaves_weights || nok train_fp16_skip_leaves_weights
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+ups = [v for k, v in h.items() if k.endswith('lora_up.weight')]
+s, e = ups[0]['data_offsets']
+sys.exit(0 if ups and all(not any(b[8 + n + v['data_offsets'][0]:8 + n + v['data_offsets'][1]]) for v in ups) else 1)
+PY
+# resume from states taken between skips: the same bytes, and the same scale, skips and LR from there on
+T --output_dir o7 "${O[@]}" --max_train_steps 12 --resume o5/at-step00000004-state --log_jsonl o7.log 2> o7.err
+T --output_dir o8 "${O[@]}" --max_train_steps 12 --resume o5/at-step00000008-state --log_jsonl o8.log 2> /dev/null
+strip() { sed 's/,"sec_per_step".*//' "$1"; }
+if cmp -s o5/last.safetensors o7/last.safetensors && cmp -s o5/last.safetensors o8/last.safetensors &&
+   [ "$(strip o7.log)" = "$(strip o5.log | tail -8)" ] && [ "$(strip o8.log)" = "$(strip o5.log | tail -4)" ]
+then ok train_fp16_resume_same; else nok train_fp16_resume_same "$(tail -2 o7.err)"; fi
+unset SD_GRAD_SCALER
 
 # ---- images: the folder convention and a dataset config, encoded with --cache_latents -----------------------
 mkdir -p img/3_sks reg/1_dog
@@ -267,6 +345,14 @@ if [ $rc = 0 ]; then
     T --output_dir dbc --log_jsonl dbc.log --mixed_precision bf16 "${D[@]}" 2> /dev/null
   cmpres=$(python3 lora_cmp.py dbc dbg 0.25 1e-3) && ok train_device_cuda_bf16_close || nok train_device_cuda_bf16_close "$cmpres $(tail -1 dbg.err)"
   echo "# GPU bf16 vs CPU: $cmpres"
+  # --mixed_precision fp16 on the GPU: fp16 operands with dynamic loss scaling. Checked: it trains, every
+  # step logs its loss scale and a finite loss; how close it comes to the CPU run is reported, not
+  # judged (a step the scaler skips on the GPU but not on the CPU changes the trajectory)
+  T --output_dir dfg --log_jsonl dfg.log --device cuda --mixed_precision fp16 "${D[@]}" 2> dfg.err; rc=$?
+  T --output_dir dfc --log_jsonl dfc.log --mixed_precision fp16 "${D[@]}" 2> /dev/null
+  if [ $rc = 0 ] && [ "$(grep -c '"loss":[-0-9].*"loss_scale":[0-9]' dfg.log)" = 8 ]; then ok train_device_cuda_fp16_scaler
+  else nok train_device_cuda_fp16_scaler "rc $rc $(tail -2 dfg.err)"; fi
+  echo "# GPU fp16 vs CPU: $(python3 lora_cmp.py dfc dfg 1 1); $(grep -c 'optimizer step skipped' dfg.err) steps skipped on the GPU"
 else
   [ $rc = 1 ] && grep -Eq "CUDA support|CUDA: no device" dvg.err && ok train_device_cuda_unavailable ||
     nok train_device_cuda_unavailable "rc $rc $(tail -2 dvg.err)"

@@ -252,10 +252,20 @@ static void test_jsonl(void)
     FILE *f = fopen(p, "w+");
     static const char *const names[] = { "textencoder", "unet" };
     static const double lrs[] = { 5e-5, 1e-4 };
-    sd_trainlog_rec r = { 12, 1, 0.125, 0.1, 2, names, lrs, 0.5, 0.25, 1700000000.5 };
+    sd_trainlog_rec r = { 12, 1, 0.125, 0.1, 2, names, lrs, 0.5, 0.25, 1700000000.5, 0, 0 };
     T_EQ_INT(sd_trainlog_write(f, &r), 0);
     r.grad_norm = NAN;
     r.loss = INFINITY;
+    T_EQ_INT(sd_trainlog_write(f, &r), 0);
+    /* with a loss scaler (--mixed_precision fp16): the scale the step used and whether it was skipped */
+    r.loss = 0.125;
+    r.grad_norm = INFINITY;
+    r.loss_scale = 65536;
+    r.skipped = 1;
+    T_EQ_INT(sd_trainlog_write(f, &r), 0);
+    r.grad_norm = 0.5;
+    r.loss_scale = 32768;
+    r.skipped = 0;
     T_EQ_INT(sd_trainlog_write(f, &r), 0);
     rewind(f);
     char line[512];
@@ -265,6 +275,14 @@ static void test_jsonl(void)
     T_CHECK(fgets(line, sizeof line, f) != NULL);
     T_EQ_STR(line, "{\"step\":12,\"epoch\":1,\"loss\":null,\"avr_loss\":0.1,\"lr\":{\"textencoder\":5e-05,"
                    "\"unet\":0.0001},\"sec_per_step\":0.25,\"time\":1700000000.5}\n");
+    T_CHECK(fgets(line, sizeof line, f) != NULL);
+    T_EQ_STR(line, "{\"step\":12,\"epoch\":1,\"loss\":0.125,\"avr_loss\":0.1,\"lr\":{\"textencoder\":5e-05,"
+                   "\"unet\":0.0001},\"grad_norm\":null,\"loss_scale\":65536.0,\"skipped\":true,\"sec_per_step\":0.25,"
+                   "\"time\":1700000000.5}\n");
+    T_CHECK(fgets(line, sizeof line, f) != NULL);
+    T_EQ_STR(line, "{\"step\":12,\"epoch\":1,\"loss\":0.125,\"avr_loss\":0.1,\"lr\":{\"textencoder\":5e-05,"
+                   "\"unet\":0.0001},\"grad_norm\":0.5,\"loss_scale\":32768.0,\"skipped\":false,\"sec_per_step\":0.25,"
+                   "\"time\":1700000000.5}\n");
     fclose(f);
 }
 

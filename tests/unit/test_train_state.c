@@ -61,7 +61,7 @@ static void save_one(rig *a, const char *dir, int64_t step)
 {
     double lw[3] = { 0.5, 0.25, 0.1 };
     sd_train_state_in in = { { step, 2, 7, step * 2, 0xfedcba9876543210ULL }, &a->reg, &a->opt, opts_json, lw, 3,
-                             0.8500000000000001 };
+                             0.8500000000000001, NULL };
     T_EQ_INT(sd_train_state_save(dir, &in), 0);
 }
 
@@ -132,6 +132,107 @@ static void test_roundtrip(void)
     T_CHECK(!memcmp(a.p[0]->value.data, c.p[0]->value.data, sd_tensor_nbytes(&a.p[0]->value)));
     sd_train_state_out_free(&o);
     rig_free(&c);
+    rig_free(&a);
+    rig_free(&b);
+}
+
+/* Replace the first `from` in DIR/state.json by `to`. */
+static void edit_state_json(const char *dir, const char *from, const char *to)
+{
+    char p[700];
+    snprintf(p, sizeof p, "%s/state.json", dir);
+    char *text;
+    size_t n;
+    T_EQ_INT(sd_read_file(p, 0, &text, &n), 0);
+    char *at = strstr(text, from);
+    T_CHECK(at != NULL);
+    if (!at) { free(text); return; }
+    FILE *f = fopen(p, "wb");
+    fwrite(text, 1, (size_t)(at - text), f);
+    fputs(to, f);
+    fputs(at + strlen(from), f);
+    fclose(f);
+    free(text);
+}
+
+/* The fp16 loss scaler's state (scale, growth tracker, factors) survives exactly; a state without
+ * one says so; a state written without the key (older sd-train) loads; malformed values are
+ * SD_EFORMAT. */
+static void test_scaler_state(void)
+{
+    rig a, b;
+    T_EQ_INT(rig_make(&a, 4), 0);
+    rig_train(&a, 2);
+    T_EQ_INT(rig_make(&b, 4), 0);
+    const char *dir = t_path("scaler-state");
+    double lw = 0.5;
+    sd_loss_scaler sc;
+    sd_loss_scaler_init(&sc, 1);
+    sc.scale = 12345.6787f;   /* not a power of two: the float must survive the text */
+    sc.growth_factor = 1.5;
+    sc.backoff_factor = 0.1;
+    sc.growth_interval = 7;
+    sc.growth_tracker = 5;
+    sd_train_state_in in = { { 4, 1, 2, 3, 9 }, &a.reg, &a.opt, opts_json, &lw, 1, 0.5, &sc };
+    T_EQ_INT(sd_train_state_save(dir, &in), 0);
+    sd_train_state_out o;
+    T_EQ_INT(sd_train_state_load(dir, &b.reg, &b.opt, &o), 0);
+    T_EQ_INT(o.prog.sched_step, 3);
+    T_EQ_INT(o.has_scaler, 1);
+    T_CHECK(o.scaler.enabled);
+    T_CHECK(o.scaler.scale == sc.scale);
+    T_CHECK(o.scaler.growth_factor == 1.5 && o.scaler.backoff_factor == 0.1);
+    T_EQ_INT(o.scaler.growth_interval, 7);
+    T_EQ_INT(o.scaler.growth_tracker, 5);
+    sd_train_state_out_free(&o);
+    /* extreme scales */
+    static const float scales[3] = { 1.17549435e-38f, 3.40282347e+38f, 0.333333343f };
+    for (int k = 0; k < 3; k++) {
+        sc.scale = scales[k];
+        T_EQ_INT(sd_train_state_save(dir, &in), 0);
+        T_EQ_INT(sd_train_state_load(dir, &b.reg, &b.opt, &o), 0);
+        T_CHECK(o.has_scaler && o.scaler.scale == scales[k]);
+        sd_train_state_out_free(&o);
+    }
+    /* malformed values */
+    sc.scale = 65536;
+    static const char *const bad[][2] = {
+        { "\"growth_tracker\":5", "\"growth_tracker\":7" },     /* not below the interval */
+        { "\"growth_tracker\":5", "\"growth_tracker\":-1" },
+        { "\"growth_tracker\":5", "\"growth_tracker\":1.5" },
+        { "\"scale\":65536", "\"scale\":0" },
+        { "\"scale\":65536", "\"scale\":1e300" },
+        { "\"backoff_factor\":0.1", "\"backoff_factor\":1" },
+        { "\"growth_factor\":1.5", "\"growth_factor\":1" },
+        { "\"growth_interval\":7", "\"growth_interval\":0" },
+        { "\"growth_interval\":7,", "" },
+        { "\"grad_scaler\":{", "\"grad_scaler\":3,\"x\":{" },
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+        T_EQ_INT(sd_train_state_save(dir, &in), 0);
+        edit_state_json(dir, bad[k][0], bad[k][1]);
+        T_EQ_INT(sd_train_state_load(dir, &b.reg, &b.opt, &o), SD_EFORMAT);
+        T_CHECKF(strstr(sd_errmsg(), "grad_scaler") != NULL || strstr(sd_errmsg(), "loss") != NULL, "%zu: %s", k,
+                 sd_errmsg());
+    }
+    /* no scaler: null, and a state without the key (older sd-train) */
+    in.scaler = NULL;
+    T_EQ_INT(sd_train_state_save(dir, &in), 0);
+    T_EQ_INT(sd_train_state_load(dir, &b.reg, &b.opt, &o), 0);
+    T_EQ_INT(o.has_scaler, 0);
+    sd_train_state_out_free(&o);
+    edit_state_json(dir, "\"grad_scaler\":null,", "");
+    T_EQ_INT(sd_train_state_load(dir, &b.reg, &b.opt, &o), 0);
+    T_EQ_INT(o.has_scaler, 0);
+    sd_train_state_out_free(&o);
+    /* a disabled scaler is not written */
+    sd_loss_scaler off;
+    sd_loss_scaler_init(&off, 0);
+    in.scaler = &off;
+    T_EQ_INT(sd_train_state_save(dir, &in), 0);
+    T_EQ_INT(sd_train_state_load(dir, &b.reg, &b.opt, &o), 0);
+    T_EQ_INT(o.has_scaler, 0);
+    sd_train_state_out_free(&o);
     rig_free(&a);
     rig_free(&b);
 }
@@ -239,7 +340,7 @@ static void test_errors(void)
     T_CHECK(strstr(sd_errmsg(), "conv_dim=(unset), this run has conv_dim=4") != NULL);
     /* bad options snapshot on save */
     double lw = 0;
-    sd_train_state_in in = { { 1, 0, 0, 1, 1 }, &a.reg, &a.opt, "{not json", &lw, 0, 0 };
+    sd_train_state_in in = { { 1, 0, 0, 1, 1 }, &a.reg, &a.opt, "{not json", &lw, 0, 0, NULL };
     T_EQ_INT(sd_train_state_save(t_path("bad2-state"), &in), SD_EINVAL);
     struct stat st;
     T_CHECK(stat(t_path("bad2-state"), &st) != 0);
@@ -327,6 +428,7 @@ int main(void)
 {
     T_RUN(test_roundtrip);
     T_RUN(test_errors);
+    T_RUN(test_scaler_state);
     T_RUN(test_names_retention);
     T_DONE();
 }
