@@ -2,7 +2,9 @@
  * latents (512 px), 77 context tokens, batch 1, 4 and 16: inference forward, and a LoRA-style
  * training step without LoRA modules (frozen weights: forward into the planned activation arena,
  * backward with the gradient flowing to the input through every layer, no weight gradients; the
- * LoRA branches themselves are small). Random weights. fp32 activations and fp32 cuBLAS products
+ * LoRA branches themselves are small), and a full fine-tune step (cuda_unet_sd15_full_step: every
+ * weight trainable in fp32, gradients zeroed, forward, backward into the input and every weight;
+ * no optimizer). Random weights. fp32 activations and fp32 cuBLAS products
  * (CUBLAS_COMPUTE_32F, no TF32); BENCH_WEIGHTS=bf16 or f16 stores the frozen weights in half
  * precision (converted to f32 per use, as the ops do). SD_CUDA_MATH=tf32|bf16|fp16 runs every
  * matrix product on the tensor cores with those operands (fp32 accumulation; norms, softmax and
@@ -12,8 +14,9 @@
  *   {"name":"cuda_unet_sd15_fwd","batch":B,"seconds":…,"min_seconds":…,"samples_per_s":…,
  *    "tflops":…,"params_mib":…,"activations_mib":…,"scratch_peak_mib":…,"gpu_used_mib":…,"device":…}
  * seconds = median of BENCH_RUNS (default 3) runs after one warm-up, each ended by a device
- * synchronisation; tflops counts the matrix-product FLOPs of the shapes (2·MNK; the step as
- * ≈ 2× the forward plus the recomputed attention scores are not counted); gpu_used_mib is
+ * synchronisation; tflops counts the matrix-product FLOPs of the shapes (2·MNK; the frozen step as
+ * 2× the forward, the full step adds the weight products once more for dW; the recomputed
+ * attention scores are not counted); params_mib counts weights and gradients; gpu_used_mib is
  * total − free device memory while the batch's buffers are allocated.
  *   BENCH_BATCHES (default "1,4,16"), BENCH_RUNS, BENCH_FILTER (substring of names),
  *   BENCH_SCRATCH_MIB (op scratch beyond the layers' planned scratch, default 2048),
@@ -115,11 +118,20 @@ static int dev_tensor(sd_tensor *t, int nd, const int64_t *sh)
 /* Matrix-product FLOPs of one forward (see bench_unet.c; same counting). */
 typedef struct state {
     sd_unet *u;
+    sd_params *reg;
     sd_tensor x, t, c, y, dy, dx;
     sd_arena act;
 } state;
 
 static int run_fwd(state *s) { return sd_unet_forward(&g_ctx, s->u, NULL, &s->y, &s->x, &s->t, &s->c); }
+
+static int run_step(state *s);
+/* full fine-tune step: every weight trainable, gradients zeroed, forward, backward into all */
+static int run_full_step(state *s)
+{
+    int rc = sd_params_zero_grad(&g_ctx, s->reg);
+    return rc ? rc : run_step(s);
+}
 
 static int run_step(state *s)
 {
@@ -160,16 +172,17 @@ static void timed(const char *name, int64_t batch, int (*fn)(state *), state *s,
     fflush(stdout);
 }
 
-static void bench_batch(sd_unet *u, int64_t b, double params_mib)
+/* full = 0: forward and the frozen-weight step; 1: the full fine-tune step */
+static void bench_batch(sd_unet *u, sd_params *reg, int64_t b, double params_mib, int full)
 {
     const sd_unet_config *cfg = &u->cfg;
     int64_t hw = 64, seq = 77;
     char n_fwd[64], n_step[64];
     snprintf(n_fwd, sizeof n_fwd, "cuda_unet_sd15_fwd");
-    snprintf(n_step, sizeof n_step, "cuda_unet_sd15_step");
-    int want_f = !g_filter || strstr(n_fwd, g_filter), want_s = !g_filter || strstr(n_step, g_filter);
+    snprintf(n_step, sizeof n_step, full ? "cuda_unet_sd15_full_step" : "cuda_unet_sd15_step");
+    int want_f = !full && (!g_filter || strstr(n_fwd, g_filter)), want_s = !g_filter || strstr(n_step, g_filter);
     if (!want_f && !want_s) return;
-    state s = { .u = u };
+    state s = { .u = u, .reg = reg };
     int rc = dev_tensor(&s.x, SD_DIMS(b, cfg->in_channels, hw, hw));
     if (!rc) rc = dev_tensor(&s.y, SD_DIMS(b, cfg->out_channels, hw, hw));
     if (!rc) rc = dev_tensor(&s.dy, SD_DIMS(b, cfg->out_channels, hw, hw));
@@ -188,11 +201,58 @@ static void bench_batch(sd_unet *u, int64_t b, double params_mib)
     } else {
         double f = sd_unet_forward_flops(u, hw, hw, seq) * (double)b;
         if (want_f) timed(n_fwd, b, run_fwd, &s, f, params_mib, 0);
-        if (want_s) timed(n_step, b, run_step, &s, 2.0 * f, params_mib, (double)p.saved / 1048576.0);
+        if (full) f = 2.0 * f + sd_unet_weight_flops(u, hw, hw, seq) * (double)b;
+        else f = 2.0 * f;
+        if (want_s) timed(n_step, b, full ? run_full_step : run_step, &s, f, params_mib, (double)p.saved / 1048576.0);
     }
     sd_arena_free(&s.act);
     sd_tensor *ts[] = { &s.x, &s.y, &s.dy, &s.dx, &s.t, &s.c };
     for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) sd_tensor_free(ts[i]);
+}
+
+/* Build the SD1.5 UNet on the GPU (frozen weights, or every weight trainable with its gradient)
+ * and run every batch size of `batches`. */
+static void bench_mode(const sd_unet_config *ucfg, const char *batches, int full)
+{
+    sd_params reg;
+    sd_unet u;
+    sd_params_init(&reg);
+    CHECK(sd_unet_init(&u, &reg, "model.diffusion_model", ucfg));
+    char buf[128], plan_buf[128];
+    snprintf(buf, sizeof buf, "%s", batches);
+    /* scratch: the layers' planned need for the largest batch + headroom for the ops' own */
+    size_t layer_scratch = 0;
+    snprintf(plan_buf, sizeof plan_buf, "%s", buf);
+    for (char *tok = strtok(plan_buf, ","); tok; tok = strtok(NULL, ",")) {
+        int64_t b = atoll(tok);
+        sd_nn_plan p = b > 0 ? sd_unet_plan(&u, b, 64, 64, 77) : (sd_nn_plan){ 0, 0 };
+        if (p.scratch > layer_scratch) layer_scratch = p.scratch;
+    }
+    const char *e = getenv("BENCH_SCRATCH_MIB");
+    size_t scratch = layer_scratch + ((size_t)(e && atoi(e) > 0 ? atoi(e) : 2048) << 20);
+    CHECK(sd_ctx_init(&g_ctx, SD_DEV_CUDA, 1, scratch));
+    sd_params_set_trainable(&reg, "", full);
+    e = getenv("BENCH_WEIGHTS");
+    if (e && !strcmp(e, "bf16")) CHECK(sd_params_set_frozen_dtype(&reg, SD_BF16));
+    else if (e && !strcmp(e, "f16")) CHECK(sd_params_set_frozen_dtype(&reg, SD_F16));
+    CHECK(sd_params_alloc(&reg, SD_DEV_CUDA));
+    for (size_t i = 0; i < sd_params_count(&reg); i++) {
+        sd_param *p = sd_params_at(&reg, i);
+        int64_t fan = p->value.ndim >= 2 ? sd_tensor_numel(&p->value) / p->value.shape[0] : 1;
+        if (p->value.ndim >= 2) CHECK(fill(&p->value, 1.7f / sqrtf((float)fan), 0, (uint32_t)i * 7919u + 1));
+        else if (strstr(p->key, "norm") || strstr(p->key, "layers.0.")) CHECK(fill(&p->value, 0, 1.0f, 0));
+        else CHECK(fill(&p->value, 0.05f, 0, (uint32_t)i + 3));
+    }
+    sd_params_totals tot;
+    sd_params_get_totals(&reg, &tot);
+    double params_mib = (double)(tot.value_bytes + tot.grad_bytes) / 1048576.0;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        int64_t b = atoll(tok);
+        if (b > 0) bench_batch(&u, &reg, b, params_mib, full);
+    }
+    sd_unet_free(&u);
+    sd_params_free(&reg);
+    sd_ctx_free(&g_ctx);
 }
 
 int main(void)
@@ -210,46 +270,16 @@ int main(void)
     if (sd_device_query(0, &info) == SD_OK) snprintf(g_dev, sizeof g_dev, "%s", info.name);
     sd_model_config m;
     sd_model_config_preset(SD_FAMILY_SD1, &m);
-    sd_params reg;
-    sd_unet u;
-    sd_params_init(&reg);
-    CHECK(sd_unet_init(&u, &reg, "model.diffusion_model", &m.unet));
     e = getenv("BENCH_BATCHES");
-    char buf[128], plan_buf[128];
-    snprintf(buf, sizeof buf, "%s", e && *e ? e : "1,4,16");
-    /* scratch: the layers' planned need for the largest batch + headroom for the ops' own */
-    size_t layer_scratch = 0;
-    snprintf(plan_buf, sizeof plan_buf, "%s", buf);
-    for (char *tok = strtok(plan_buf, ","); tok; tok = strtok(NULL, ",")) {
-        int64_t b = atoll(tok);
-        sd_nn_plan p = b > 0 ? sd_unet_plan(&u, b, 64, 64, 77) : (sd_nn_plan){ 0, 0 };
-        if (p.scratch > layer_scratch) layer_scratch = p.scratch;
+    char batches[128];
+    snprintf(batches, sizeof batches, "%s", e && *e ? e : "1,4,16");
+    for (int full = 0; full < 2; full++) {
+        char want_name[64];
+        snprintf(want_name, sizeof want_name, full ? "cuda_unet_sd15_full_step" : "cuda_unet_sd15_step");
+        if (full && g_filter && !strstr(want_name, g_filter)) continue;
+        if (!full && g_filter && !strstr("cuda_unet_sd15_fwd", g_filter) && !strstr(want_name, g_filter)) continue;
+        bench_mode(&m.unet, batches, full);
     }
-    e = getenv("BENCH_SCRATCH_MIB");
-    size_t scratch = layer_scratch + ((size_t)(e && atoi(e) > 0 ? atoi(e) : 2048) << 20);
-    CHECK(sd_ctx_init(&g_ctx, SD_DEV_CUDA, 1, scratch));
-    sd_params_set_trainable(&reg, "", 0);
-    e = getenv("BENCH_WEIGHTS");
-    if (e && !strcmp(e, "bf16")) CHECK(sd_params_set_frozen_dtype(&reg, SD_BF16));
-    else if (e && !strcmp(e, "f16")) CHECK(sd_params_set_frozen_dtype(&reg, SD_F16));
-    CHECK(sd_params_alloc(&reg, SD_DEV_CUDA));
-    for (size_t i = 0; i < sd_params_count(&reg); i++) {
-        sd_param *p = sd_params_at(&reg, i);
-        int64_t fan = p->value.ndim >= 2 ? sd_tensor_numel(&p->value) / p->value.shape[0] : 1;
-        if (p->value.ndim >= 2) CHECK(fill(&p->value, 1.7f / sqrtf((float)fan), 0, (uint32_t)i * 7919u + 1));
-        else if (strstr(p->key, "norm") || strstr(p->key, "layers.0.")) CHECK(fill(&p->value, 0, 1.0f, 0));
-        else CHECK(fill(&p->value, 0.05f, 0, (uint32_t)i + 3));
-    }
-    sd_params_totals tot;
-    sd_params_get_totals(&reg, &tot);
-    double params_mib = (double)tot.value_bytes / 1048576.0;
-    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-        int64_t b = atoll(tok);
-        if (b > 0) bench_batch(&u, b, params_mib);
-    }
-    sd_unet_free(&u);
-    sd_params_free(&reg);
-    sd_ctx_free(&g_ctx);
     sd_device_shutdown();
     return 0;
 }

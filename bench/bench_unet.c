@@ -5,9 +5,12 @@
  * 8 heads, context 768) at 64×64 latents, batch 1, 77 context tokens. Weights are random.
  * Prints one JSON object per line:
  *   {"name":…, "seconds":…, "min_seconds":…, "cpu_seconds":…, "gflops":…, "peak_rss_mib":…, "threads":N, "runs":R}
+ * unet_*_full_step is a full fine-tune step: every weight trainable, its gradient computed (zeroed,
+ * forward, backward into the input and every weight; no optimizer).
  * seconds = median of R runs after one warm-up; gflops uses the network's matrix-product FLOPs
- * (counted from the layer shapes: 2·MNK per product; the step counts dX only for frozen layers,
- * i.e. ≈ 2× forward, plus the recomputed attention scores in the backward). peak_rss_mib is the
+ * (counted from the layer shapes: 2·MNK per product; the LoRA step counts dX only for frozen layers,
+ * i.e. ≈ 2× forward, the full step adds the weight products once more for dW; the recomputed
+ * attention scores in the backward are not counted). peak_rss_mib is the
  * process's peak resident set after that measurement. bench/torch_unet.py runs the same network
  * in PyTorch with the same names.
  *   SD_THREADS (default: all CPUs), BENCH_RUNS (default 3), BENCH_FILTER (substring of names),
@@ -72,6 +75,7 @@ static int want(const char *name) { return !g_filter || strstr(name, g_filter); 
 
 typedef struct bench_state {
     sd_unet *u;
+    sd_params *reg;
     sd_tensor x, t, c, y, dy, dx;
     sd_arena act;
 } bench_state;
@@ -84,6 +88,12 @@ static void run_step(bench_state *s)
     CHECK(sd_unet_forward(&g_ctx, s->u, &s->act, &s->y, &s->x, &s->t, &s->c));
     CHECK(sd_op_fill(&g_ctx, &s->dx, 0.0f));
     CHECK(sd_unet_backward(&g_ctx, s->u, &s->dx, NULL, &s->dy));
+}
+
+static void run_full_step(bench_state *s)
+{
+    CHECK(sd_params_zero_grad(&g_ctx, s->reg));
+    run_step(s);
 }
 
 static void timed(const char *name, const char *shape, void (*fn)(bench_state *), bench_state *s, double flops)
@@ -107,17 +117,19 @@ static void timed(const char *name, const char *shape, void (*fn)(bench_state *)
     fflush(stdout);
 }
 
-static void bench_config(const char *tag, const sd_unet_config *cfg, int64_t hw, int64_t seq)
+/* full = 0: forward and the LoRA step over frozen weights; 1: the full fine-tune step */
+static void bench_config(const char *tag, const sd_unet_config *cfg, int64_t hw, int64_t seq, int full)
 {
     char n_fwd[64], n_step[64], shape[160];
     snprintf(n_fwd, sizeof n_fwd, "unet_%s_fwd", tag);
-    snprintf(n_step, sizeof n_step, "unet_%s_lora_step", tag);
-    if (!want(n_fwd) && !want(n_step)) return;
+    snprintf(n_step, sizeof n_step, full ? "unet_%s_full_step" : "unet_%s_lora_step", tag);
+    if (full) n_fwd[0] = 0;
+    if (!(n_fwd[0] && want(n_fwd)) && !want(n_step)) return;
     sd_params reg;
     sd_unet u;
     sd_params_init(&reg);
     CHECK(sd_unet_init(&u, &reg, "model.diffusion_model", cfg));
-    sd_params_set_trainable(&reg, "", 0);
+    sd_params_set_trainable(&reg, "", full);
     CHECK(sd_params_alloc(&reg, SD_DEV_CPU));
     for (size_t i = 0; i < sd_params_count(&reg); i++) {
         sd_param *p = sd_params_at(&reg, i);
@@ -128,7 +140,7 @@ static void bench_config(const char *tag, const sd_unet_config *cfg, int64_t hw,
     }
     sd_params_totals tot;
     sd_params_get_totals(&reg, &tot);
-    bench_state s = { .u = &u };
+    bench_state s = { .u = &u, .reg = &reg };
     CHECK(sd_tensor_alloc(&s.x, SD_F32, 4, (int64_t[]){ 1, cfg->in_channels, hw, hw }));
     CHECK(sd_tensor_alloc(&s.y, SD_F32, 4, (int64_t[]){ 1, cfg->out_channels, hw, hw }));
     CHECK(sd_tensor_alloc(&s.dy, SD_F32, 4, (int64_t[]){ 1, cfg->out_channels, hw, hw }));
@@ -145,8 +157,10 @@ static void bench_config(const char *tag, const sd_unet_config *cfg, int64_t hw,
     snprintf(shape, sizeof shape, "%.1fM params, x 1x%dx%lldx%lld, context 1x%lldx%d, activations %.0f MiB",
              (double)tot.numel / 1e6, cfg->in_channels, (long long)hw, (long long)hw, (long long)seq,
              cfg->context_dim, (double)p.saved / 1048576.0);
-    if (want(n_fwd)) timed(n_fwd, shape, run_fwd, &s, f);
-    if (want(n_step)) timed(n_step, shape, run_step, &s, 2.0 * f);
+    if (n_fwd[0] && want(n_fwd)) timed(n_fwd, shape, run_fwd, &s, f);
+    if (want(n_step))
+        timed(n_step, shape, full ? run_full_step : run_step, &s,
+              2.0 * f + (full ? sd_unet_weight_flops(&u, hw, hw, seq) : 0.0));
     sd_arena_free(&s.act);
     sd_tensor_free(&s.x);
     sd_tensor_free(&s.y);
@@ -179,9 +193,12 @@ int main(void)
     small.attention_resolutions[0] = 1;
     small.attention_resolutions[1] = 2;
     small.attention_resolutions[2] = 4;
-    bench_config("104m", &small, 64, 77);
     e = getenv("BENCH_UNET_SD15");
-    if (e && *e == '1') bench_config("sd15", &m.unet, 64, 77);
+    int sd15 = e && *e == '1';
+    for (int full = 0; full < 2; full++) {
+        bench_config("104m", &small, 64, 77, full);
+        if (sd15) bench_config("sd15", &m.unet, 64, 77, full);
+    }
     sd_ctx_free(&g_ctx);
     return 0;
 }

@@ -7,6 +7,9 @@ x Bx4x64x64, 77 context tokens of 768, batch 1, 4 and 16:
   cuda_unet_sd15_fwd    forward under torch.no_grad()
   cuda_unet_sd15_step   forward + backward with every weight frozen and the gradient flowing to the
                         input (the LoRA path through the base model), as bench_cuda_unet's step
+  cuda_unet_sd15_full_step  forward + backward with every weight trainable (fp32 master weights;
+                        gradients reset to None first, as optimizer.zero_grad(set_to_none=True);
+                        no optimizer), as bench_cuda_unet's full step
 Variants (the "variant" field):
   fp32       float32, TF32 off (cuBLAS/cuDNN full fp32, as our CUDA backend computes)
   fp32_sdpa  the same with attention through F.scaled_dot_product_attention (PyTorch's fused
@@ -90,7 +93,21 @@ def main():
                     y = model(xg, t, c)
                 y.float().backward(dy)
 
-            for name, fn in (("cuda_unet_sd15_fwd", fwd), ("cuda_unet_sd15_step", step)):
+            def full_step():
+                for p in model.parameters():
+                    p.requires_grad_(True)
+                    p.grad = None
+                try:
+                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                        y = model(x, t, c)
+                    y.float().backward(dy)
+                finally:
+                    for p in model.parameters():
+                        p.requires_grad_(False)
+                        p.grad = None
+
+            for name, fn in (("cuda_unet_sd15_fwd", fwd), ("cuda_unet_sd15_step", step),
+                             ("cuda_unet_sd15_full_step", full_step)):
                 torch.cuda.reset_peak_memory_stats()
                 try:
                     s = timed(fn)

@@ -7,6 +7,9 @@ ldm code path: einsum attention) on the 104 M-parameter configuration (model_cha
   unet_104m_fwd        forward under torch.no_grad()
   unet_104m_lora_step  forward + backward with every weight frozen (requires_grad False) and the
                        gradient flowing to the input latents (the LoRA path through the base model)
+  unet_104m_full_step  forward + backward with every weight trainable (a full fine-tune step without
+                       the optimizer; gradients reset to None before each step, as
+                       optimizer.zero_grad(set_to_none=True) does)
 Prints one JSON object per line: {"name", "torch_seconds" (median of BENCH_RUNS after one warm-up),
 "torch_min_seconds", "torch_cpu_seconds", "torch_peak_rss_mib", "torch_threads"}. SD_THREADS threads (default all CPUs),
 BENCH_FILTER selects by name, BENCH_UNET_SD15=1 adds the SD1.5 shape.
@@ -52,7 +55,7 @@ def timeit(name, fn):
 
 
 def bench(tag, cfg, hw=64, seq=77):
-    names = [f"unet_{tag}_fwd", f"unet_{tag}_lora_step"]
+    names = [f"unet_{tag}_fwd", f"unet_{tag}_lora_step", f"unet_{tag}_full_step"]
     if FILTER and not any(FILTER in n for n in names):
         return
     model = UNetModel(**cfg).float().eval()
@@ -74,6 +77,17 @@ def bench(tag, cfg, hw=64, seq=77):
 
     timeit(names[0], fwd)
     timeit(names[1], step)
+    params = list(model.parameters())
+    for p in params:
+        p.requires_grad_(True)
+
+    def full_step():
+        for p in params:
+            p.grad = None
+        y = model(x, t, c)
+        y.backward(dy)
+
+    timeit(names[2], full_step)
 
 
 def main():

@@ -760,18 +760,19 @@ static double flops_res(const sd_resblock *r, double hw)
     return f + 2.0 * (double)(r->emb_dim * r->cout);
 }
 
-static double flops_st(const sd_spatial_transformer *st, double t, double s, double ctx_dim)
+/* weights_only: leave out the attention score products (Q·Kᵀ, P·V), which have no weights */
+static double flops_st(const sd_spatial_transformer *st, double t, double s, double ctx_dim, int weights_only)
 {
-    double d = (double)st->inner, f = 2 * 2.0 * (double)st->c * d * t;
+    double d = (double)st->inner, f = 2 * 2.0 * (double)st->c * d * t, sc = weights_only ? 0.0 : 1.0;
     for (int i = 0; i < st->depth; i++) {
-        f += 4 * 2.0 * d * d * t + 4.0 * t * t * d;                       /* attn1 */
-        f += 2 * 2.0 * d * d * t + 2 * 2.0 * ctx_dim * d * s + 4.0 * t * s * d;   /* attn2 */
+        f += 4 * 2.0 * d * d * t + sc * 4.0 * t * t * d;                       /* attn1 */
+        f += 2 * 2.0 * d * d * t + 2 * 2.0 * ctx_dim * d * s + sc * 4.0 * t * s * d;   /* attn2 */
         f += 2.0 * t * d * 8 * d + 2.0 * t * 4 * d * d;                    /* GEGLU feed-forward */
     }
     return f;
 }
 
-double sd_unet_forward_flops(const sd_unet *u, int64_t h, int64_t w, int64_t s)
+static double unet_flops(const sd_unet *u, int64_t h, int64_t w, int64_t s, int weights_only)
 {
     const sd_unet_config *c = &u->cfg;
     double f = 2.0 * (double)(c->model_channels * 4 * c->model_channels) * (1 + 4);
@@ -782,7 +783,7 @@ double sd_unet_forward_flops(const sd_unet *u, int64_t h, int64_t w, int64_t s)
         if (b->conv_in) f += 2.0 * (double)(b->conv_in->cin * b->conv_in->cout) * 9 * hw;
         if (b->res) f += flops_res(b->res, hw);
         if (b->res2) f += flops_res(b->res2, hw);
-        if (b->st) f += flops_st(b->st, hw, (double)s, (double)c->context_dim);
+        if (b->st) f += flops_st(b->st, hw, (double)s, (double)c->context_dim, weights_only);
         if (b->down) {
             hh /= 2;
             ww /= 2;
@@ -795,4 +796,14 @@ double sd_unet_forward_flops(const sd_unet *u, int64_t h, int64_t w, int64_t s)
         }
     }
     return f + 2.0 * (double)(c->model_channels * c->out_channels) * 9 * (double)(h * w);
+}
+
+double sd_unet_forward_flops(const sd_unet *u, int64_t h, int64_t w, int64_t s)
+{
+    return unet_flops(u, h, w, s, 0);
+}
+
+double sd_unet_weight_flops(const sd_unet *u, int64_t h, int64_t w, int64_t s)
+{
+    return unet_flops(u, h, w, s, 1);
 }

@@ -159,5 +159,8 @@ int sd_unet_load(sd_unet *u, const sd_safetensors *st, sd_unet_naming naming, co
  * linear and attention product, batch 1), for GFLOP/s figures in benchmarks. A frozen-weight
  * training step (input gradients only) is about twice this. */
 double sd_unet_forward_flops(const sd_unet *u, int64_t h, int64_t w, int64_t s);
+/* The part of those FLOPs in products with weights (every conv and linear; not the attention score
+ * products): what the weight gradients of a full fine-tune step add to the frozen-weight step. */
+double sd_unet_weight_flops(const sd_unet *u, int64_t h, int64_t w, int64_t s);
 
 #endif
