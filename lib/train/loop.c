@@ -1891,10 +1891,13 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
                     sd_tb_scalar(&R->tb, "max_norm/max_key_norm", (float)max_key_norm, global_step, wt);
                     sd_tb_scalar(&R->tb, "norm/avg_key_norm", (float)mean_norm, global_step, wt);
                 }
+                /* the reference logs lr_scheduler.get_last_lr() after the scheduler's step: the rate
+                   of the next step (this step's when the fp16 scaler skipped it) */
+                double fnext = sd_lr_sched_factor(&R->lrs, R->sched_step);
                 for (int g = 0; g < R->groups.n; g++) {
                     char tag[96];
                     snprintf(tag, sizeof tag, "lr/%s", R->groups.names[g]);
-                    sd_tb_scalar(&R->tb, tag, (float)lrs[g], global_step, wt);
+                    sd_tb_scalar(&R->tb, tag, (float)(R->groups.desc[g].lr * fnext), global_step, wt);
                 }
             }
             if (R->jl) {
