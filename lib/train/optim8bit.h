@@ -40,19 +40,28 @@
  *   quantize() is quantize_2D: a 7-step binary search from index 127 (steps 64..1) with start
  *   bounds lower = -1 (signed) / 0 (unsigned), upper = 1 at indices 0 / 255, then the nearer of
  *   the last probe and its bracketing neighbour by the float midpoint (a + b)·0.5 (a tie goes to
- *   the probe). x = 0/0 (an all-zero block) is NaN and lands on code 0 (then the sign fix gives
+ *   the probe, which is always an even index). x = 0/0 (an all-zero block) is NaN and lands on code 0 (then the sign fix gives
  *   255 for m = +0): the stored value is qmap·0 = ±0 either way.
  * Quantisation maps (create_dynamic_map(signed, max_exponent_bits=7, total_bits=8), computed by
  * torch on the CPU in float32): for i = 0..6 the means of consecutive points of
  * torch.linspace(0.1, 1, k) (k = 2^i + 1 signed, 2^(i+1) + 1 unsigned) times (float)10^(i-6),
  * signed maps also their negatives, plus 0 and 1.0, sorted: 256 entries. Signed: qmap1[0] =
  * -0.99296875, qmap1[127] = 0, qmap1[128] = 5.5e-7, qmap1[255] = 1. Unsigned: qmap2[0] = 0,
- * qmap2[255] = 1.
+ * qmap2[1] = 3.25e-7, qmap2[255] = 1. torch.linspace is evaluated here as torch >= 2.1's scalar
+ * CPU code reads, in IEEE float (start + step·i below k/2, end - step·(k-1-i) from there, step =
+ * 0.9f/(k-1)). Real torch builds differ from that by an ulp or two in some entries (torch <= 2.0
+ * vectorises linspace; builds that contract to FMA round differently): torch 1.13 on x86-64 gives
+ * 90 of the 512 entries 1-2 ulp apart (tests/unit/test_optim8bit.c measures it). Those ulps move a
+ * code only for a value within an ulp of a midpoint.
  *
- * Deviation from the CUDA kernels that cannot be removed on a CPU: the 8-bit kernel uses the
- * approximate __powf and __fdividef (≤ 2 ulp off IEEE powf/division); here powf and IEEE '/' are
- * used (the 32-bit kernel uses powf and '/', as here, up to CUDA's powf accuracy). A code can thus
- * differ by one from a GPU's where m/absmax lies within an ulp or two of a midpoint.
+ * What the GPU does beyond this: bnb builds its kernels with nvcc --use_fast_math (CMakeLists.txt,
+ * 0.44.0 .. main), i.e. approximate division, sqrtf and powf (__fdividef, __powf: ~2 ulp), FMA
+ * contraction of a·b + c, and denormals flushed to zero. None of that is reproducible bit for bit
+ * on a CPU, so this is the kernels' order of operations in IEEE float (glibc powf, correctly
+ * rounded sqrtf and '/', no FMA, gradual underflow): a GPU's parameters differ from it in the last
+ * ulp or so, and a code by one where m/absmax lies within an ulp or two of a midpoint.
+ * NaN/±inf gradients: masked in the 8-bit path as above; the 32-bit kernel has no mask (they
+ * propagate into m, v and p, as there).
  *
  * Threads: blocks (8-bit) and elements (32-bit) are independent; large tensors are split over the
  * OpenMP team, and the bytes do not depend on the thread count. No allocation in the step. */
@@ -90,7 +99,7 @@ uint8_t sd_bnb_quantize(const float *code, int is_signed, float x);
 
 typedef struct sd_adamw8bit_config {
     double lr, beta1, beta2, eps, weight_decay;
-    int64_t min_8bit_size;      /* 4096 */
+    int64_t min_8bit_size;      /* 4096 (a float x given acts as ceil(x): numel < x) */
     int amsgrad;                /* False; True is bnb's ValueError */
     int optim_bits;             /* 32 (ignored by bnb: 8-bit states anyway); other is ValueError */
     int percentile_clipping;    /* 100 = off; < 100 is refused here (SD_EUNSUPPORTED) */
@@ -100,20 +109,30 @@ typedef struct sd_adamw8bit_config {
 
 /* AdamW8bit.__init__'s keyword names in signature order, NULL-terminated:
  * lr, betas, eps, weight_decay, amsgrad, optim_bits, args, min_8bit_size, percentile_clipping,
- * block_wise, is_paged. ("args" accepts only None.) */
+ * block_wise, is_paged. */
 extern const char *const sd_adamw8bit_arg_names[];
 /* 1 when `key` is one of them. */
 int sd_adamw8bit_arg_known(const char *key);
-/* The TypeError Python raises for an unknown keyword, as an SD_EUSAGE message:
- * "AdamW8bit.__init__() got an unexpected keyword argument 'key'". Returns SD_EUSAGE. */
-int sd_adamw8bit_arg_unknown_error(const char *key);
+
+/* Apply one --optimizer_args item (value parsed by sd_py_literal) as the constructor would take
+ * it; kohya calls AdamW8bit(params, lr=…, **kwargs). Errors (SD_EUSAGE, Python's text):
+ *   unknown key:  "AdamW8bit.__init__() got an unexpected keyword argument 'key'"
+ *   lr:           "bitsandbytes.optim.adamw.AdamW8bit() got multiple values for keyword argument 'lr'"
+ *   params:       "AdamW8bit.__init__() got multiple values for argument 'params'"
+ *   a value of the wrong type: "AdamW8bit: betas must be …, got …".
+ * betas: a tuple/list of 2 or 3 numbers (a third, AdEMAMix's beta3, is ignored by Adam) or bnb's
+ * string form "(0.9, 0.999)"; numbers for eps, weight_decay, min_8bit_size, percentile_clipping,
+ * optim_bits; Python truthiness for amsgrad, block_wise, is_paged; args must be None
+ * (SD_EUNSUPPORTED otherwise). Range checks are sd_adamw8bit_config_check's. */
+struct sd_py_value;
+int sd_adamw8bit_config_set(sd_adamw8bit_config *c, const char *key, const struct sd_py_value *v);
 
 void sd_adamw8bit_config_default(sd_adamw8bit_config *c);
 /* The constructor's checks, in bnb's order, with its messages (SD_EUSAGE):
  * "AdamW8bit does not support amsgrad=True", "AdamW8bit only supports optim_bits=32 (default
- * value for compatibility)", "Invalid learning rate: 0.1", "Invalid epsilon value: …", "Invalid
- * beta parameter at index i: …", "Invalid weight_decay value: …" (numbers as Python's repr);
- * then SD_EUNSUPPORTED for percentile_clipping < 100 or block_wise=False. */
+ * value for compatibility)", "Invalid learning rate: -0.1", "Invalid epsilon value: …", "Invalid
+ * beta parameter at index i: …", "Invalid weight_decay value: …" (numbers as Python's float
+ * repr); then SD_EUNSUPPORTED for percentile_clipping < 100 or block_wise=False. */
 int sd_adamw8bit_config_check(const sd_adamw8bit_config *c);
 
 /* ---- per-tensor state ---------------------------------------------------------------------- */
