@@ -96,9 +96,9 @@ static const sd_opt table[] = {
      .group = G_NET, .help = "max-norm regularisation: scale modules whose ‖ΔW‖ exceeds this after every step"},
     /* optimizer */
     {.name = "optimizer_type", .type = SD_OPT_STRING, .dest = &c.optimizer_type, .def = "", .group = G_OPT,
-     .help = "AdamW, Lion, SGDNesterov, Adafactor, Prodigy, DAdaptation (DAdaptAdamPreprint), DAdaptAdam"},
+     .help = "AdamW, AdamW8bit, Lion, SGDNesterov, Adafactor, Prodigy, DAdaptation (DAdaptAdamPreprint), DAdaptAdam"},
     {.name = "use_8bit_adam", .type = SD_OPT_FLAG, .dest = &c.use_8bit_adam, .group = G_OPT,
-     .help = "AdamW8bit (not implemented yet)"},
+     .help = "AdamW8bit (bitsandbytes)"},
     {.name = "use_lion_optimizer", .type = SD_OPT_FLAG, .dest = &c.use_lion_optimizer, .group = G_OPT,
      .help = "Lion (lion-pytorch)"},
     {.name = "optimizer_args", .type = SD_OPT_STRINGS, .dest = &a.optimizer_args, .flags = SD_OPTF_NARGS,

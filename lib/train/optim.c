@@ -35,6 +35,9 @@ static const struct {
     [SD_OPTIM_DADAPT_ADAM_PREPRINT] = { "DAdaptAdamPreprint",
                                         "dadaptation.experimental.dadapt_adam_preprint.DAdaptAdamPreprint",
                                         "betas, eps, weight_decay, log_every, decouple, d0, growth_rate, fsdp_in_use" },
+    [SD_OPTIM_ADAMW8BIT] = { "AdamW8bit", "bitsandbytes.optim.adamw.AdamW8bit",
+                             "betas, eps, weight_decay, amsgrad, optim_bits, args, min_8bit_size, "
+                             "percentile_clipping, block_wise, is_paged" },
 };
 
 const char *sd_optim_kind_name(sd_optim_kind k)
@@ -90,6 +93,11 @@ void sd_optim_config_default(sd_optim_config *c, sd_optim_kind kind)
         c->lr = 1.0;
         c->decouple = 1;
         break;
+    case SD_OPTIM_ADAMW8BIT:
+        sd_adamw8bit_config_default(&c->b8);
+        c->lr = c->b8.lr;
+        c->weight_decay = c->b8.weight_decay;
+        break;
     default:                    /* D-Adaptation */
         c->lr = 1.0;
         break;
@@ -114,6 +122,7 @@ int sd_optim_resolve(const char *type, int use_8bit_adam, int use_lion, sd_optim
         { "Lion", SD_OPTIM_LION }, { "SGDNesterov", SD_OPTIM_SGD_NESTEROV }, { "Adafactor", SD_OPTIM_ADAFACTOR },
         { "Prodigy", SD_OPTIM_PRODIGY }, { "DAdaptAdam", SD_OPTIM_DADAPT_ADAM },
         { "DAdaptation", SD_OPTIM_DADAPT_ADAM_PREPRINT }, { "DAdaptAdamPreprint", SD_OPTIM_DADAPT_ADAM_PREPRINT },
+        { "AdamW8bit", SD_OPTIM_ADAMW8BIT },
     };
     for (size_t i = 0; i < sizeof impl / sizeof *impl; i++)
         if (!strcasecmp(type, impl[i].name)) {
@@ -121,15 +130,15 @@ int sd_optim_resolve(const char *type, int use_8bit_adam, int use_lion, sd_optim
             return SD_OK;
         }
     static const char *const known[] = {
-        "AdamW8bit", "PagedAdamW8bit", "PagedAdamW", "PagedAdamW32bit", "Lion8bit", "PagedLion8bit",
+        "PagedAdamW8bit", "PagedAdamW", "PagedAdamW32bit", "Lion8bit", "PagedLion8bit",
         "SGDNesterov8bit", "DAdaptAdaGrad", "DAdaptAdan", "DAdaptAdanIP", "DAdaptLion", "DAdaptSGD",
         "RAdamScheduleFree", "AdamWScheduleFree", "SGDScheduleFree",
     };
     const char *name = type;
     for (size_t i = 0; i < sizeof known / sizeof *known; i++)
         if (!strcasecmp(type, known[i])) name = known[i];
-    return sd_err(SD_EUNSUPPORTED, "optimizer %s is not implemented yet (AdamW, Lion, SGDNesterov, Adafactor, "
-                  "Prodigy, DAdaptation, DAdaptAdamPreprint and DAdaptAdam are)", name);
+    return sd_err(SD_EUNSUPPORTED, "optimizer %s is not implemented yet (AdamW, AdamW8bit, Lion, SGDNesterov, "
+                  "Adafactor, Prodigy, DAdaptation, DAdaptAdamPreprint and DAdaptAdam are)", name);
 }
 
 /* ---- --optimizer_args ---------------------------------------------------------------------------- */
@@ -181,6 +190,12 @@ static int apply_arg(sd_optim_config *c, const char *item, const char *key, cons
     const char *kn = sd_optim_kind_name(k);
     double x = 0;
     int rc, t = truth(v);
+    if (k == SD_OPTIM_ADAMW8BIT) {   /* bitsandbytes' constructor, with its messages */
+        rc = sd_adamw8bit_config_set(&c->b8, key, v);
+        if (rc) return sd_err_prefix(rc, "--optimizer_args %s", item);
+        c->beta1 = c->b8.beta1, c->beta2 = c->b8.beta2, c->eps = c->b8.eps, c->weight_decay = c->b8.weight_decay;
+        return SD_OK;
+    }
     if (!strcmp(key, "lr") || (k == SD_OPTIM_SGD_NESTEROV && !strcmp(key, "nesterov")))
         return sd_err(SD_EUSAGE, "--optimizer_args %s: %s() got multiple values for keyword argument '%s' (sd-train "
                       "passes %s itself)", item, kn, key, key[0] == 'l' ? "--learning_rate" : "nesterov=True");
@@ -305,6 +320,12 @@ int sd_optim_config_check(const sd_optim_config *c)
             return sd_err(SD_EUSAGE, "%s: Invalid learning rate: %s", sd_optim_kind_name(c->kind),
                           sd_py_float(c->lr, b, sizeof b));
         break;
+    case SD_OPTIM_ADAMW8BIT: {
+        sd_adamw8bit_config b8 = c->b8;
+        b8.lr = c->lr;
+        int rc = sd_adamw8bit_config_check(&b8);
+        return rc ? sd_err_prefix(rc, "--optimizer_type AdamW8bit") : SD_OK;
+    }
     default:
         if (c->lr < 0) return sd_err(SD_EUSAGE, "AdamW: Invalid learning rate: %s", sd_py_float(c->lr, b, sizeof b));
         break;
@@ -405,6 +426,8 @@ static int bufs_of(const sd_optim_config *c, const sd_tensor *t, sd_optim_buf_in
         } else {
             FULL("exp_avg_sq");
         }
+        break;
+    case SD_OPTIM_ADAMW8BIT:   /* its own arrays: sd_optim_param_save_extra */
         break;
     case SD_OPTIM_PRODIGY: {
         if (c->beta1 > 0) FULL("exp_avg");
@@ -524,6 +547,14 @@ int sd_optim_init(sd_optim *o, const sd_optim_config *cfg, const sd_optim_group_
             }
         }
     }
+    if (cfg->kind == SD_OPTIM_ADAMW8BIT) {
+        o->st8 = calloc(o->nparams ? o->nparams : 1, sizeof *o->st8);
+        if (!o->st8) { sd_optim_free(o); return sd_err(SD_ENOMEM, "optimizer: out of memory"); }
+        for (size_t i = 0; i < o->nparams; i++) {
+            int rc = sd_adamw8bit_state_init(&o->st8[i], sd_tensor_numel(&o->params[i].p->value), cfg->b8.min_8bit_size);
+            if (rc) { sd_optim_free(o); return rc; }
+        }
+    }
     o->state = calloc(floats ? floats : 1, sizeof(float));
     if (!o->state) { sd_optim_free(o); return sd_err(SD_ENOMEM, "optimizer: out of memory for %zu state values", floats); }
     o->state_floats = floats;
@@ -549,6 +580,8 @@ int sd_optim_init(sd_optim *o, const sd_optim_config *cfg, const sd_optim_group_
 
 void sd_optim_free(sd_optim *o)
 {
+    for (size_t i = 0; o->st8 && i < o->nparams; i++) sd_adamw8bit_state_free(&o->st8[i]);
+    free(o->st8);
     free(o->groups);
     free(o->params);
     free(o->state);
@@ -622,6 +655,32 @@ static int adamw_step(sd_optim *o, const double *lr, const uint8_t *skip)
     return SD_OK;
 }
 
+static int adamw8bit_step(sd_optim *o, const double *lr, const uint8_t *skip)
+{
+    const sd_adamw8bit_config *b = &o->cfg.b8;
+    for (size_t i = 0; i < o->nparams; i++) {
+        if (skip && skip[i]) continue;
+        sd_optim_param *op = &o->params[i];
+        op->step++;
+        op->initialized = 1;
+        int rc = sd_adamw8bit_step(&o->st8[i], (float *)op->p->value.data, (const float *)op->p->grad.data,
+                                   sd_optim_glr(o, lr, op->group), b->beta1, b->beta2, b->eps,
+                                   o->groups[op->group].weight_decay, op->step);
+        if (rc) return rc;
+    }
+    return SD_OK;
+}
+
+int sd_optim_param_save_extra(sd_optim *o, size_t i, sd_safetensors_writer *w, const char *prefix)
+{
+    return o->st8 && i < o->nparams ? sd_adamw8bit_save(&o->st8[i], w, prefix) : SD_OK;
+}
+
+int sd_optim_param_load_extra(sd_optim *o, size_t i, const sd_safetensors *f, const char *prefix)
+{
+    return o->st8 && i < o->nparams ? sd_adamw8bit_load(&o->st8[i], f, prefix) : SD_OK;
+}
+
 int sd_optim_step(sd_optim *o, const double *lr, const uint8_t *skip)
 {
     switch (o->cfg.kind) {
@@ -632,6 +691,7 @@ int sd_optim_step(sd_optim *o, const double *lr, const uint8_t *skip)
     case SD_OPTIM_PRODIGY: return sd_optim_step_prodigy(o, lr, skip);
     case SD_OPTIM_DADAPT_ADAM: return sd_optim_step_dadapt_adam(o, lr, skip);
     case SD_OPTIM_DADAPT_ADAM_PREPRINT: return sd_optim_step_dadapt_preprint(o, lr, skip);
+    case SD_OPTIM_ADAMW8BIT: return adamw8bit_step(o, lr, skip);
     default: return sd_err(SD_EINVAL, "optimizer: bad kind %d", (int)o->cfg.kind);
     }
 }

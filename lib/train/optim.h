@@ -51,7 +51,11 @@
  *   d-estimates follow the sources (numerator_weighted / gsq_weighted, sk_l1) the same way.
  *   D-Adaptation and Prodigy log lr/d*lr/<group> = d × the group LR.
  *
- * Other --optimizer_type names of the reference (AdamW8bit, PagedAdamW*, Lion8bit, PagedLion8bit,
+ * AdamW8bit (also --use_8bit_adam): bitsandbytes.optim.AdamW8bit as train/optim8bit.h implements
+ *   it (bnb 0.49.2 kernels: f32 states below min_8bit_size elements, 8-bit blockwise above; its
+ *   constructor's arguments and messages); the state keeps bnb's state1/state2/absmax1/absmax2.
+ *
+ * Other --optimizer_type names of the reference (PagedAdamW*, Lion8bit, PagedLion8bit,
  * SGDNesterov8bit, DAdaptAdaGrad/Adan/AdanIP/Lion/SGD, *ScheduleFree, torch.optim.X,
  * pkg.mod.Class) are recognised and refused with SD_EUNSUPPORTED "optimizer X is not implemented
  * yet (...)". Parameters must be f32 host memory (the step runs on the host).
@@ -78,6 +82,7 @@
 #include <stdint.h>
 
 #include "nn/params.h"
+#include "train/optim8bit.h"
 
 typedef enum sd_optim_kind {
     SD_OPTIM_ADAMW = 0,
@@ -87,11 +92,12 @@ typedef enum sd_optim_kind {
     SD_OPTIM_PRODIGY,
     SD_OPTIM_DADAPT_ADAM,
     SD_OPTIM_DADAPT_ADAM_PREPRINT,   /* --optimizer_type DAdaptation / DAdaptAdamPreprint */
+    SD_OPTIM_ADAMW8BIT,              /* bitsandbytes.optim.AdamW8bit (train/optim8bit.h) */
     SD_OPTIM_NKINDS
 } sd_optim_kind;
 
 /* The kind's name as --optimizer_type spells it ("AdamW", "Lion", "SGDNesterov", "Adafactor",
- * "Prodigy", "DAdaptAdam", "DAdaptAdamPreprint"); the resume state records it. */
+ * "Prodigy", "DAdaptAdam", "DAdaptAdamPreprint", "AdamW8bit"); the resume state records it. */
 const char *sd_optim_kind_name(sd_optim_kind k);
 /* The reference's module.Class ("torch.optim.adamw.AdamW", "prodigyopt.prodigy.Prodigy", ...). */
 const char *sd_optim_class_name(sd_optim_kind k);
@@ -114,6 +120,7 @@ typedef struct sd_optim_config {
     double d0, d_coef, growth_rate;  /* Prodigy, D-Adaptation */
     int decouple, use_bias_correction, safeguard_warmup;
     int64_t slice_p;
+    sd_adamw8bit_config b8;          /* AdamW8bit: bitsandbytes' constructor arguments */
     /* --optimizer_args as given: key and Python str() of the value, in order */
     int nargs;
     char arg_key[SD_OPTIM_MAX_ARGS][64];
@@ -203,6 +210,7 @@ typedef struct sd_optim {
     int64_t numel;          /* elements under optimisation */
     sd_optim_dstate ds;
     float *scratch;         /* Adafactor: one update and one column factor (no allocation in a step) */
+    sd_adamw8bit_state *st8;   /* AdamW8bit: one bitsandbytes state per parameter */
 } sd_optim;
 
 /* One group description for sd_optim_init: `params` are trainable, allocated, f32, host. */
@@ -245,6 +253,12 @@ typedef struct sd_optim_buf_info {
 
 /* The state tensors of parameter i (fixed by the kind and the configuration); returns their count. */
 int sd_optim_param_bufs(const sd_optim *o, size_t i, sd_optim_buf_info out[SD_OPTIM_MAX_BUFS]);
+
+/* State that is not a set of f32 tensors (AdamW8bit's 8-bit codes and absmax blocks): add it to a
+ * writer as "<prefix>.<name>" (data referenced until the write), or load it back (SD_EFORMAT for a
+ * missing or mismatching array); both do nothing for the other kinds. */
+int sd_optim_param_save_extra(sd_optim *o, size_t i, sd_safetensors_writer *w, const char *prefix);
+int sd_optim_param_load_extra(sd_optim *o, size_t i, const sd_safetensors *f, const char *prefix);
 
 /* The optimizer-wide scalars to save (Prodigy: d, d_max, d_numerator, k; DAdaptAdam: d,
  * numerator_weighted, k; DAdaptAdamPreprint: d, gsq_weighted, k); returns their count (≤ 6). */

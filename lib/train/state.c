@@ -150,6 +150,7 @@ static int write_tensors(const char *tmp, const sd_train_state_in *s, char wsha[
                 rc = sd_safetensors_writer_add(w, names[nnames], SD_ST_I64, 0, NULL, &steps[2 * i + 1]);
             nnames++;
         }
+        if (!rc) rc = sd_optim_param_save_extra(o, i, w, q->p->key);   /* AdamW8bit's arrays */
     }
     for (int k = 0; k < nsc && !rc; k++) {
         size_t L = strlen(snames[k]) + 16;
@@ -484,6 +485,7 @@ int sd_train_state_load(const char *dir, sd_params *net, sd_optim *opt, sd_train
                 const sd_st_tensor *t = sd_safetensors_find(os, key);
                 if (!t || t->dtype != SD_ST_I64 || t->numel != 1) rc = sd_err(SD_EFORMAT, "%s: bad or missing %s", op, key);
             }
+            if (!rc) rc = sd_optim_param_load_extra(opt, i, os, p->key);   /* AdamW8bit: checked and loaded */
             if (rc) rc = sd_err_prefix(SD_EFORMAT, "cannot resume from %s", dir);
         }
         const char *snames[6];

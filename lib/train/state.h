@@ -11,7 +11,8 @@
  *                        (AdamW: <key>.exp_avg, <key>.exp_avg_sq; Lion: exp_avg; SGDNesterov:
  *                        momentum_buffer; Adafactor: exp_avg_sq_row/col or exp_avg_sq, exp_avg with
  *                        beta1; Prodigy: exp_avg, exp_avg_sq, s, p0; D-Adaptation: exp_avg,
- *                        exp_avg_sq, s; f32, see sd_optim_param_bufs), <key>.step (I64 scalar) and,
+ *                        exp_avg_sq, s; f32, see sd_optim_param_bufs; AdamW8bit: bitsandbytes'
+ *                        state1, state2 and, 8-bit, absmax1, absmax2), <key>.step (I64 scalar) and,
  *                        but for AdamW, <key>.initialized (I64 0/1); the optimizer-wide scalars as
  *                        optimizer.<name> (F64: Prodigy's d, d_max, d_numerator, k, ...); and
  *                        loss_window / loss_total (F64: the loss recorder's list and running total,

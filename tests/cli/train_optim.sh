@@ -2,8 +2,9 @@
 # sd-train with the optimizers besides AdamW (lib/train/optim.h) on a tiny random model: every one
 # trains and records ss_optimizer as kohya writes it; Adafactor's relative_step records the
 # adafactor scheduler and None learning rates; Prodigy logs lr/d*lr/<group>; --use_lion_optimizer is
-# Lion; the same bytes with --threads 1 and 2; a run resumed from a saved state (Prodigy, Adafactor
-# with and without relative_step, Lion, SGDNesterov, DAdaptation, DAdaptAdam) or after SIGTERM
+# Lion and --use_8bit_adam AdamW8bit; the same bytes with --threads 1 and 2; a run resumed from a
+# saved state (Prodigy, Adafactor with and without relative_step, Lion, SGDNesterov, DAdaptation,
+# DAdaptAdam, AdamW8bit with 8-bit states) or after SIGTERM
 # (Prodigy) ends with the same bytes as an uninterrupted one; a state of another optimizer is
 # refused; --optimizer_args and scheduler errors.
 set -u
@@ -55,6 +56,9 @@ check_run prodigy "prodigyopt.prodigy.Prodigy(d_coef=2,use_bias_correction=True,
 check_run dadaptation "dadaptation.experimental.dadapt_adam_preprint.DAdaptAdamPreprint(decouple=True,weight_decay=0.01)" \
   --optimizer_type DAdaptation --learning_rate 1 --optimizer_args decouple=True weight_decay=0.01
 check_run dadaptadam "dadaptation.dadapt_adam.DAdaptAdam" --optimizer_type DAdaptAdam --learning_rate 1
+check_run adamw8bit "bitsandbytes.optim.adamw.AdamW8bit" --optimizer_type AdamW8bit
+check_run adamw8bit_args "bitsandbytes.optim.adamw.AdamW8bit(min_8bit_size=16)" \
+  --optimizer_type AdamW8bit --optimizer_args min_8bit_size=16
 
 # Adafactor's relative_step: the scheduler and the learning rates as kohya records them; its own LRs logged
 [ "$(meta o_adafactor/last.safetensors ss_lr_scheduler)" = "adafactor:0.001" ] &&
@@ -76,8 +80,14 @@ T --output_dir o_x --use_lion_optimizer --optimizer_type Lion 2> e0.err; rc=$?
 [ $rc != 0 ] && grep -q 'both --use_lion_optimizer and --optimizer_type' e0.err && ok train_optim_use_lion_conflict ||
   nok train_optim_use_lion_conflict "rc $rc $(cat e0.err)"
 
+# --use_8bit_adam is AdamW8bit
+T --output_dir o_use8 --max_train_steps 4 --use_8bit_adam 2> /dev/null
+cmp -s o_adamw8bit/last.safetensors o_use8/last.safetensors && ok train_optim_use_8bit_adam || nok train_optim_use_8bit_adam
+cmp -s o_adamw8bit/last.safetensors o_adamw8bit_args/last.safetensors && nok train_optim_adamw8bit_8bit_path ||
+  ok train_optim_adamw8bit_8bit_path   # min_8bit_size=16: 8-bit states, other numbers
+
 # ---- threads: same bytes ------------------------------------------------------------------------------------
-for o in Prodigy Adafactor; do
+for o in Prodigy Adafactor AdamW8bit; do
   T --output_dir "t1_$o" --max_train_steps 4 --optimizer_type $o --learning_rate 1 --threads 1 2> /dev/null
   T --output_dir "t2_$o" --max_train_steps 4 --optimizer_type $o --learning_rate 1 --threads 2 2> /dev/null
   cmp -s "t1_$o/last.safetensors" "t2_$o/last.safetensors" && ok "train_optim_threads_$o" || nok "train_optim_threads_$o"
@@ -99,6 +109,7 @@ check_resume lion --optimizer_type Lion --optimizer_args weight_decay=0.1 decoup
 check_resume sgd --optimizer_type SGDNesterov --learning_rate 1e-2
 check_resume dadaptation --optimizer_type DAdaptation --learning_rate 1
 check_resume dadaptadam --optimizer_type DAdaptAdam --learning_rate 1 --optimizer_args use_bias_correction=True
+check_resume adamw8bit --optimizer_type AdamW8bit --optimizer_args min_8bit_size=16   # 8-bit blockwise states
 # a state of another optimizer is refused with one line
 T --output_dir q_x --max_train_steps 10 --resume r_prodigy/at-step00000004-state 2> e1.err; rc=$?
 [ $rc = 1 ] && grep -q "its optimizer state is Prodigy's, this run uses AdamW" e1.err && [ "$(wc -l < e1.err)" -le 3 ] &&
@@ -132,6 +143,9 @@ T --output_dir o_e --lr_scheduler adafactor 2> e4.err; rc=$?
 T --output_dir o_e --optimizer_type Adafactor --lr_warmup_steps 2 2> e5.err; rc=$?
 [ $rc = 2 ] && grep -q 'adafactor:0.001 does not require `num_warmup_steps`' e5.err && ok train_optim_adafactor_warmup ||
   nok train_optim_adafactor_warmup "rc $rc $(cat e5.err)"
+T --output_dir o_e --optimizer_type AdamW8bit --optimizer_args momentum=0.9 2> e8.err; rc=$?
+[ $rc = 2 ] && grep -q "AdamW8bit.__init__() got an unexpected keyword argument 'momentum'" e8.err &&
+  ok train_optim_adamw8bit_unknown_arg || nok train_optim_adamw8bit_unknown_arg "rc $rc $(cat e8.err)"
 T --output_dir o_e --optimizer_type Lion8bit 2> e6.err; rc=$?
 [ $rc = 1 ] && grep -q 'optimizer Lion8bit is not implemented yet' e6.err && ok train_optim_refused ||
   nok train_optim_refused "rc $rc $(cat e6.err)"

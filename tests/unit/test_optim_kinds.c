@@ -205,7 +205,7 @@ static void test_golden_dadapt_preprint(void)
 {
     run_case(&cases[14]);
     run_case(&cases[15]);
-    for (int k = 1; k < SD_OPTIM_NKINDS; k++)
+    for (int k = 1; k < SD_OPTIM_ADAMW8BIT; k++)   /* AdamW8bit's goldens: test_optim8bit.c */
         printf("# %s vs its reference transcription: worst relative difference %.3g\n", sd_optim_kind_name(k),
                g_worst[k]);
 }
@@ -459,7 +459,8 @@ static int srig_make(srig *r, sd_optim_kind kind, const char *const *args, int n
     rc = sd_optim_config_parse_args(&cfg, args, nargs);
     if (rc) return rc;
     if (kind == SD_OPTIM_ADAFACTOR && !cfg.relative_step) cfg.lr = 1e-2;
-    double lr = kind == SD_OPTIM_LION ? 1e-3 : kind == SD_OPTIM_SGD_NESTEROV || kind == SD_OPTIM_ADAMW ? 1e-2 : 1.0;
+    double lr = kind == SD_OPTIM_LION ? 1e-3
+              : kind == SD_OPTIM_SGD_NESTEROV || kind == SD_OPTIM_ADAMW || kind == SD_OPTIM_ADAMW8BIT ? 1e-2 : 1.0;
     sd_param *g0[1] = { r->p[1] }, *g1[1] = { r->p[0] };
     sd_optim_group_desc gd[2] = { { "textencoder", lr, g0, 1 }, { "unet", lr, g1, 1 } };
     return sd_optim_init(&r->opt, &cfg, gd, 2);
@@ -488,10 +489,12 @@ static void test_state_resume(void)
     static const char *const pargs[] = { "slice_p=2", "weight_decay=0.01", "use_bias_correction=True" };
     static const char *const aargs[] = { "beta1=0.9", "weight_decay=0.01" };
     static const char *const fargs[] = { "relative_step=False" };
+    static const char *const bargs[] = { "min_8bit_size=16", "betas=(0.9, 0.99)" };
     static const struct { sd_optim_kind k; const char *const *a; int n; } runs[] = {
         { SD_OPTIM_LION, NULL, 0 }, { SD_OPTIM_SGD_NESTEROV, NULL, 0 }, { SD_OPTIM_ADAFACTOR, aargs, 2 },
         { SD_OPTIM_ADAFACTOR, fargs, 1 }, { SD_OPTIM_PRODIGY, NULL, 0 }, { SD_OPTIM_PRODIGY, pargs, 3 },
         { SD_OPTIM_DADAPT_ADAM, NULL, 0 }, { SD_OPTIM_DADAPT_ADAM_PREPRINT, NULL, 0 },
+        { SD_OPTIM_ADAMW8BIT, bargs, 2 }, { SD_OPTIM_ADAMW8BIT, NULL, 0 },
     };
     const char *dir = t_path("optim_kinds_state");
     for (size_t c = 0; c < sizeof runs / sizeof *runs; c++) {
@@ -510,6 +513,15 @@ static void test_state_resume(void)
         for (int i = 0; i < 2; i++)
             T_CHECKF(!memcmp(a.p[i]->value.data, b.p[i]->value.data, (size_t)sd_tensor_numel(&a.p[i]->value) * 4),
                      "%s param %d", kn, i);
+        for (size_t i = 0; a.opt.st8 && i < a.opt.nparams; i++) {
+            sd_bnb_state_array x[SD_BNB_MAX_ARRAYS], y[SD_BNB_MAX_ARRAYS];
+            int nx = sd_adamw8bit_arrays(&a.opt.st8[i], x), ny = sd_adamw8bit_arrays(&b.opt.st8[i], y);
+            T_CHECK(nx == ny && nx == (a.opt.st8[i].mode == SD_BNB_STATE_U8 ? 4 : 2));
+            if (runs[c].n && i == 1) T_EQ_INT(a.opt.st8[i].mode, SD_BNB_STATE_U8);   /* 24 >= min_8bit_size 16 */
+            for (int j = 0; j < nx && nx == ny; j++)
+                T_CHECKF(x[j].numel == y[j].numel && !memcmp(x[j].data, y[j].data, (size_t)x[j].numel *
+                         (x[j].dtype == SD_ST_U8 ? 1 : 4)), "AdamW8bit %s", x[j].name);
+        }
         T_CHECKF(a.opt.state_floats == b.opt.state_floats &&
                  !memcmp(a.opt.state, b.opt.state, a.opt.state_floats * sizeof(float)), "%s state", kn);
         T_CHECKF(!memcmp(&a.opt.ds, &b.opt.ds, sizeof a.opt.ds), "%s d %.9g vs %.9g", kn, a.opt.ds.d, b.opt.ds.d);
@@ -531,6 +543,82 @@ static void test_state_resume(void)
             sd_params_free(&r->reg);
         }
     }
+}
+
+/* AdamW8bit through sd_optim: the same bytes as train/optim8bit's step called directly */
+static void test_adamw8bit_dispatch(void)
+{
+    sd_params r;
+    sd_params_init(&r);
+    sd_param *a, *b;
+    T_EQ_INT(sd_params_add(&r, NULL, "a", SD_DIMS(80, 64), SD_PARAM_TRAINABLE, &a), 0);
+    T_EQ_INT(sd_params_add(&r, NULL, "b", SD_DIMS(7), SD_PARAM_TRAINABLE, &b), 0);
+    T_EQ_INT(sd_params_alloc(&r, SD_DEV_CPU), 0);
+    sd_param *ps[2] = { a, b };
+    float *ref[2];
+    sd_adamw8bit_state st[2];
+    for (int i = 0; i < 2; i++) {
+        size_t n = (size_t)sd_tensor_numel(&ps[i]->value);
+        float *v = ps[i]->value.data;
+        for (size_t j = 0; j < n; j++) v[j] = sinf((float)j * 0.3f + (float)i);
+        ref[i] = malloc(n * 4);
+        memcpy(ref[i], v, n * 4);
+        T_EQ_INT(sd_adamw8bit_state_init(&st[i], (int64_t)n, 0), 0);
+    }
+    T_EQ_INT(st[0].mode, SD_BNB_STATE_U8);
+    T_EQ_INT(st[1].mode, SD_BNB_STATE_F32);
+    sd_param *g0[1] = { b }, *g1[1] = { a };
+    sd_optim_group_desc gd[2] = { { "textencoder", 5e-4, g0, 1 }, { "unet", 1e-3, g1, 1 } };
+    sd_optim_config c;
+    sd_optim_config_default(&c, SD_OPTIM_ADAMW8BIT);
+    static const char *const args[] = { "weight_decay=0.1", "betas=0.9,0.99", "eps=1e-6" };
+    T_EQ_INT(sd_optim_config_parse_args(&c, args, 3), 0);
+    c.lr = 1e-3;
+    T_EQ_INT(sd_optim_config_check(&c), 0);
+    char d[256];
+    T_EQ_INT(sd_optim_describe(&c, d, sizeof d), 0);
+    T_EQ_STR(d, "bitsandbytes.optim.adamw.AdamW8bit(weight_decay=0.1,betas=(0.9, 0.99),eps=1e-06)");
+    sd_optim o;
+    T_EQ_INT(sd_optim_init(&o, &c, gd, 2), 0);
+    int64_t steps[2] = { 0, 0 };
+    for (int s = 0; s < 4; s++) {
+        uint8_t skip[2] = { 0, (uint8_t)(s == 1) };   /* o.params: b (textencoder), then a */
+        for (int i = 0; i < 2; i++) {
+            float *g = ps[i]->grad.data;
+            for (int64_t j = 0; j < sd_tensor_numel(&ps[i]->value); j++) g[j] = cosf((float)j * 0.7f + (float)(s + i));
+        }
+        double lr[2] = { 5e-4 * (s + 1) / 4, 1e-3 * (s + 1) / 4 };
+        T_EQ_INT(sd_optim_step(&o, lr, skip), 0);
+        for (int i = 0; i < 2; i++) {
+            int oi = i == 0 ? 1 : 0;   /* a is the second optimizer parameter */
+            if (skip[oi]) continue;
+            steps[i]++;
+            T_EQ_INT(sd_adamw8bit_step(&st[i], ref[i], ps[i]->grad.data, lr[i == 0 ? 1 : 0], 0.9, 0.99, 1e-6, 0.1,
+                                       steps[i]), 0);
+        }
+    }
+    for (int i = 0; i < 2; i++) {
+        T_CHECKF(!memcmp(ref[i], ps[i]->value.data, (size_t)sd_tensor_numel(&ps[i]->value) * 4), "param %d", i);
+        sd_adamw8bit_state_free(&st[i]);
+        free(ref[i]);
+    }
+    T_EQ_INT(o.params[0].step, 4);
+    T_EQ_INT(o.params[1].step, 3);
+    sd_optim_free(&o);
+    sd_params_free(&r);
+    /* bitsandbytes' constructor messages */
+    args_fail(SD_OPTIM_ADAMW8BIT, "momentum=0.9", SD_EUSAGE, "AdamW8bit.__init__() got an unexpected keyword argument 'momentum'");
+    args_fail(SD_OPTIM_ADAMW8BIT, "lr=1", SD_EUSAGE, "got multiple values for keyword argument 'lr'");
+    sd_optim_config_default(&c, SD_OPTIM_ADAMW8BIT);
+    static const char *const pc[] = { "percentile_clipping=95" };
+    T_EQ_INT(sd_optim_config_parse_args(&c, pc, 1), 0);
+    c.lr = 1e-4;
+    T_EQ_INT(sd_optim_config_check(&c), SD_EUNSUPPORTED);
+    sd_optim_kind k;
+    T_EQ_INT(sd_optim_resolve(NULL, 1, 0, &k), 0);
+    T_EQ_INT(k, SD_OPTIM_ADAMW8BIT);
+    T_EQ_INT(sd_optim_resolve("adamw8bit", 0, 0, &k), 0);
+    T_EQ_INT(k, SD_OPTIM_ADAMW8BIT);
 }
 
 static void test_threads_identical(void)
@@ -582,6 +670,7 @@ int main(void)
     T_RUN(test_warnings);
     T_RUN(test_layouts);
     T_RUN(test_state_resume);
+    T_RUN(test_adamw8bit_dispatch);
     T_RUN(test_threads_identical);
     T_DONE();
 }
