@@ -290,6 +290,8 @@ typedef struct run {
     sd_optim opt;
     int have_opt;
     sd_optim_config ocfg;
+    const char *sched_name;   /* --lr_scheduler, or "adafactor:<lr>" with Adafactor's relative_step */
+    char sched_buf[64];
     sd_lr_sched lrs;
     int64_t sched_step;       /* the LR scheduler's position: optimizer steps taken (not skipped) */
     sd_loss_scaler scaler;    /* --mixed_precision fp16: dynamic loss scaling (train/loss_scale.h) */
@@ -392,6 +394,21 @@ static int check_options(run *R)
     if (c->optimizer_args && c->optimizer_args->n) {
         rc = sd_optim_config_parse_args(&R->ocfg, c->optimizer_args->s, c->optimizer_args->n);
         if (rc) return rc;
+    }
+    /* the constructor's lr is --learning_rate; Adafactor's relative_step gets None and the scheduler
+     * "adafactor:<learning_rate>" whatever --lr_scheduler says (kohya's get_optimizer) */
+    int adaf = sd_optim_adafactor_schedule(&R->ocfg);
+    R->ocfg.lr = adaf ? NAN : c->learning_rate;
+    rc = sd_optim_config_check(&R->ocfg);
+    if (rc) return rc;
+    R->sched_name = c->lr_scheduler;
+    if (adaf) {
+        char b[40];
+        snprintf(R->sched_buf, sizeof R->sched_buf, "adafactor:%s", sd_py_float(c->learning_rate, b, sizeof b));
+        R->sched_name = R->sched_buf;
+    } else if (!strncmp(c->lr_scheduler, "adafactor", 9)) {
+        return sd_err(SD_EUSAGE, "--lr_scheduler %s: adafactor scheduler must be used with Adafactor optimizer "
+                      "(--optimizer_type Adafactor with relative_step=True)", c->lr_scheduler);
     }
     if (c->resume) {
         struct stat sb;
@@ -718,9 +735,11 @@ static int build_metadata(run *R)
     v[SD_SS_SESSION_ID] = sd_pyv_int((int64_t)sd_rng_u32_at(&sr, 0));
     v[SD_SS_TRAINING_STARTED_AT] = sd_pyv_float(R->started_at);
     v[SD_SS_OUTPUT_NAME] = sd_pyv_str(c->output_name);
-    v[SD_SS_LEARNING_RATE] = sd_pyv_float(c->learning_rate);
-    v[SD_SS_TEXT_ENCODER_LR] = isnan(c->text_encoder_lr) ? sd_pyv_none() : sd_pyv_float(c->text_encoder_lr);
-    v[SD_SS_UNET_LR] = isnan(c->unet_lr) ? sd_pyv_none() : sd_pyv_float(c->unet_lr);
+    /* Adafactor's relative_step: kohya sets args.learning_rate, unet_lr and text_encoder_lr to None */
+    int lr_none = sd_optim_adafactor_schedule(&R->ocfg);
+    v[SD_SS_LEARNING_RATE] = lr_none ? sd_pyv_none() : sd_pyv_float(c->learning_rate);
+    v[SD_SS_TEXT_ENCODER_LR] = lr_none || isnan(c->text_encoder_lr) ? sd_pyv_none() : sd_pyv_float(c->text_encoder_lr);
+    v[SD_SS_UNET_LR] = lr_none || isnan(c->unet_lr) ? sd_pyv_none() : sd_pyv_float(c->unet_lr);
     v[SD_SS_NUM_TRAIN_IMAGES] = sd_pyv_int(R->plan.num_train_images);
     v[SD_SS_NUM_VALIDATION_IMAGES] = sd_pyv_int(R->vr.have_plan ? R->vr.plan.num_train_images : 0);
     v[SD_SS_NUM_REG_IMAGES] = sd_pyv_int(R->plan.num_reg_unbalanced);
@@ -731,7 +750,7 @@ static int build_metadata(run *R)
     v[SD_SS_MAX_TRAIN_STEPS] = sd_pyv_int(R->max_steps);
     int rc = lr_steps_value(c->lr_warmup_steps ? c->lr_warmup_steps : "0", &v[SD_SS_LR_WARMUP_STEPS]);
     if (rc) return rc;
-    v[SD_SS_LR_SCHEDULER] = sd_pyv_str(c->lr_scheduler);
+    v[SD_SS_LR_SCHEDULER] = sd_pyv_str(R->sched_name);
     v[SD_SS_NETWORK_MODULE] = sd_pyv_str("networks.lora");
     v[SD_SS_NETWORK_DIM] = sd_pyv_int(R->nargs.network_dim);
     v[SD_SS_NETWORK_ALPHA] = c->network_alpha_is_int ? sd_pyv_int((int64_t)R->nargs.network_alpha)
@@ -1634,6 +1653,16 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
         rc = sd_err(SD_EINVAL, "every parameter group has learning rate 0: nothing to train");
         goto out;
     }
+    {
+        char warn[1024];
+        sd_optim_reference_warnings(&R->ocfg, c->learning_rate, R->groups.desc, R->groups.n, c->lr_scheduler,
+                                    c->max_grad_norm, warn, sizeof warn);
+        for (char *line = warn, *nl; *line; line = nl ? nl + 1 : line + strlen(line)) {
+            nl = strchr(line, '\n');
+            if (nl) *nl = 0;
+            sd_warn("%s", line);
+        }
+    }
     rc = sd_optim_init(&R->opt, &R->ocfg, R->groups.desc, R->groups.n);
     if (rc) goto out;
     R->have_opt = 1;
@@ -1674,7 +1703,7 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
             (long long)R->plan.num_train_images, (long long)R->plan.num_reg_images, (long long)R->plan.nbatches,
             (long long)R->num_epochs, (long long)R->max_steps);
     sd_lr_kind lk;
-    rc = sd_lr_kind_parse(c->lr_scheduler, &lk);
+    rc = sd_lr_kind_parse(R->sched_name, &lk);
     if (rc) goto out;
     sd_lr_steps wu;
     rc = sd_lr_steps_parse(c->lr_warmup_steps ? c->lr_warmup_steps : "0", "--lr_warmup_steps", &wu);
@@ -1866,6 +1895,8 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
                             (long long)global_step + 1, (double)R->scaler.scale, (long long)R->scaler.growth_interval);
                 }
             }
+            /* the rate each group used (Adafactor with relative_step: its own) */
+            for (int g = 0; g < R->groups.n; g++) lrs[g] = sd_optim_logged_lr(&R->opt, g, lrs[g]);
             int keys_scaled = 0;
             double mean_norm = 0, max_key_norm = 0;
             if (c->scale_weight_norms > 0) {
@@ -1897,7 +1928,12 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
                 for (int g = 0; g < R->groups.n; g++) {
                     char tag[96];
                     snprintf(tag, sizeof tag, "lr/%s", R->groups.names[g]);
-                    sd_tb_scalar(&R->tb, tag, (float)(R->groups.desc[g].lr * fnext), global_step, wt);
+                    double lnext = sd_optim_logged_lr(&R->opt, g, R->groups.desc[g].lr * fnext);
+                    sd_tb_scalar(&R->tb, tag, (float)lnext, global_step, wt);
+                    if (sd_optim_kind_has_d(R->ocfg.kind)) {   /* D-Adaptation / Prodigy: d × lr */
+                        snprintf(tag, sizeof tag, "lr/d*lr/%s", R->groups.names[g]);
+                        sd_tb_scalar(&R->tb, tag, (float)(R->opt.ds.d * lnext), global_step, wt);
+                    }
                 }
             }
             if (R->jl) {

@@ -9,9 +9,10 @@
  * CLIP text encoder (frozen unless text-encoder LoRA modules train); noise, timesteps, offsets,
  * input perturbation (diffusion/objective.h); UNet forward with the LoRA modules attached, loss,
  * per-sample weights, gradient, backward through the UNet (and the text encoder); on sync steps
- * gradient clipping, AdamW, the LR scheduler (with --mixed_precision fp16 the loss gradient is
- * scaled and the gradients unscaled first; a step with inf/NaN gradients is skipped: no AdamW,
- * no scheduler step, the scale backs off; train/loss_scale.h); sample images before training, after optimizer steps and
+ * gradient clipping, the optimizer step (train/optim.h), the LR scheduler (with --mixed_precision
+ * fp16 the loss gradient is scaled and the gradients unscaled first; a step with inf/NaN gradients
+ * is skipped: no optimizer step, no scheduler step, the scale backs off; train/loss_scale.h); sample
+ * images before training, after optimizer steps and
  * at epoch ends as requested (train/loop_sample.h); the validation loss after optimizer steps and at
  * epoch ends (train/validation.h). Every random number comes from Philox streams keyed
  * by (seed, micro step, sample, purpose), the micro step being epoch × batches_per_epoch + batch

@@ -7,9 +7,10 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "train/pyfmt.h"
 
 static const char *const names[] = {
-    "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
+    "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial", "adafactor",
 };
 
 const char *sd_lr_kind_name(sd_lr_kind k)
@@ -21,9 +22,10 @@ int sd_lr_kind_parse(const char *name, sd_lr_kind *k)
 {
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         if (!strcmp(name, names[i])) { *k = (sd_lr_kind)i; return SD_OK; }
-    if (!strncmp(name, "adafactor", 9))
-        return sd_err(SD_EUNSUPPORTED, "--lr_scheduler %s: the adafactor scheduler needs the Adafactor "
-                      "optimizer, which is not implemented yet (AdamW is)", name);
+    if (!strncmp(name, "adafactor", 9) && (name[9] == 0 || name[9] == ':')) {
+        *k = SD_LR_ADAFACTOR;
+        return SD_OK;
+    }
     static const char *const later[] = { "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay",
                                          "piecewise_constant", "reduce_lr_on_plateau" };
     for (size_t i = 0; i < sizeof later / sizeof *later; i++)
@@ -85,7 +87,7 @@ int sd_lr_sched_init(sd_lr_sched *s, sd_lr_kind kind, const sd_lr_steps *warmup,
                      double lr_init)
 {
     memset(s, 0, sizeof *s);
-    if ((unsigned)kind > SD_LR_POLYNOMIAL) return sd_err(SD_EINVAL, "lr scheduler: bad kind %d", (int)kind);
+    if ((unsigned)kind > SD_LR_ADAFACTOR) return sd_err(SD_EINVAL, "lr scheduler: bad kind %d", (int)kind);
     if (max_train_steps < 1 || num_processes < 1)
         return sd_err(SD_EINVAL, "lr scheduler: max_train_steps %lld and num_processes %d must be >= 1",
                       (long long)max_train_steps, num_processes);
@@ -100,6 +102,11 @@ int sd_lr_sched_init(sd_lr_sched *s, sd_lr_kind kind, const sd_lr_steps *warmup,
     if (kind == SD_LR_CONSTANT && s->warmup != 0)
         return sd_err(SD_EUSAGE, "constant does not require `num_warmup_steps`. Set None or 0. "
                       "(use --lr_scheduler constant_with_warmup for a warm-up)");
+    if (kind == SD_LR_ADAFACTOR && s->warmup != 0) {
+        char b[40];
+        return sd_err(SD_EUSAGE, "adafactor:%s does not require `num_warmup_steps`. Set None or 0.",
+                      sd_py_float(lr_init, b, sizeof b));
+    }
     if (kind == SD_LR_POLYNOMIAL && !(lr_init > s->lr_end))
         return sd_err(SD_EUSAGE, "lr_end (1e-07) must be smaller than initial lr (%g)", lr_init);
     if (kind == SD_LR_POLYNOMIAL && s->warmup >= s->total)
@@ -116,7 +123,7 @@ double sd_lr_sched_factor(const sd_lr_sched *s, int64_t step)
 {
     const int64_t W = s->warmup, T = s->total;
     const double st = (double)step;
-    if (s->kind == SD_LR_CONSTANT) return 1.0;
+    if (s->kind == SD_LR_CONSTANT || s->kind == SD_LR_ADAFACTOR) return 1.0;
     if (step < W) return st / imax1(W);
     switch (s->kind) {
     case SD_LR_CONSTANT_WITH_WARMUP:

@@ -21,9 +21,12 @@
  * a number ≥ 1 must be an integer ("1.5" is an error); a number < 1 is a fraction. A fraction f
  * gives int(f × T) steps.
  *
- * Not implemented (SD_EUNSUPPORTED with a clear message): adafactor (needs the Adafactor
- * optimizer), inverse_sqrt, cosine_with_min_lr, warmup_stable_decay, piecewise_constant,
- * --lr_scheduler_type. */
+ *   adafactor              1: "adafactor" or "adafactor:<initial lr>", the scheduler kohya uses with
+ *                          Adafactor's relative_step, whose LRs come from the optimizer
+ *                          (transformers' AdafactorSchedule); a non-zero warm-up is an error
+ *
+ * Not implemented (SD_EUNSUPPORTED with a clear message): inverse_sqrt, cosine_with_min_lr,
+ * warmup_stable_decay, piecewise_constant, --lr_scheduler_type. */
 #ifndef SD_TRAIN_LR_SCHED_H
 #define SD_TRAIN_LR_SCHED_H
 
@@ -36,6 +39,7 @@ typedef enum sd_lr_kind {
     SD_LR_COSINE,
     SD_LR_COSINE_WITH_RESTARTS,
     SD_LR_POLYNOMIAL,
+    SD_LR_ADAFACTOR,
 } sd_lr_kind;
 
 /* "constant", ... (the reference's spelling). */
@@ -68,7 +72,7 @@ typedef struct sd_lr_sched {
 
 /* Build the scheduler as get_scheduler_fix does: total = max_train_steps × num_processes,
  * warm-up resolved against it. Errors: a warm-up with `constant` (SD_EUSAGE "constant does not
- * require `num_warmup_steps`. Set None or 0."), polynomial with lr_init ≤ lr_end, total < 1,
+ * require `num_warmup_steps`. Set None or 0.") or `adafactor` ("adafactor:<lr_init> does not ..."), polynomial with lr_init ≤ lr_end, total < 1,
  * num_cycles < 1 for cosine_with_restarts. */
 int sd_lr_sched_init(sd_lr_sched *s, sd_lr_kind kind, const sd_lr_steps *warmup,
                      int64_t max_train_steps, int num_processes, int num_cycles, double power,

@@ -9,7 +9,51 @@
 #include <strings.h>
 
 #include "base/error.h"
+#include "train/optim_kinds.h"
 #include "train/pyfmt.h"
+
+/* ---- kinds and names ------------------------------------------------------------------------ */
+
+static const struct {
+    const char *name, *cls, *args;
+} kinds[SD_OPTIM_NKINDS] = {
+    [SD_OPTIM_ADAMW] = { "AdamW", "torch.optim.adamw.AdamW",
+                         "betas, eps, weight_decay, amsgrad, maximize, foreach, fused, capturable, differentiable" },
+    [SD_OPTIM_LION] = { "Lion", "lion_pytorch.lion_pytorch.Lion",
+                        "betas, weight_decay, use_triton, decoupled_weight_decay" },
+    [SD_OPTIM_SGD_NESTEROV] = { "SGDNesterov", "torch.optim.sgd.SGD",
+                                "momentum, dampening, weight_decay, maximize, foreach, differentiable, fused" },
+    [SD_OPTIM_ADAFACTOR] = { "Adafactor", "transformers.optimization.Adafactor",
+                             "eps, clip_threshold, decay_rate, beta1, weight_decay, scale_parameter, "
+                             "relative_step, warmup_init" },
+    [SD_OPTIM_PRODIGY] = { "Prodigy", "prodigyopt.prodigy.Prodigy",
+                           "betas, beta3, eps, weight_decay, decouple, use_bias_correction, safeguard_warmup, d0, "
+                           "d_coef, growth_rate, fsdp_in_use, slice_p" },
+    [SD_OPTIM_DADAPT_ADAM] = { "DAdaptAdam", "dadaptation.dadapt_adam.DAdaptAdam",
+                               "betas, eps, weight_decay, log_every, decouple, use_bias_correction, d0, "
+                               "growth_rate, fsdp_in_use" },
+    [SD_OPTIM_DADAPT_ADAM_PREPRINT] = { "DAdaptAdamPreprint",
+                                        "dadaptation.experimental.dadapt_adam_preprint.DAdaptAdamPreprint",
+                                        "betas, eps, weight_decay, log_every, decouple, d0, growth_rate, fsdp_in_use" },
+    [SD_OPTIM_ADAMW8BIT] = { "AdamW8bit", "bitsandbytes.optim.adamw.AdamW8bit",
+                             "betas, eps, weight_decay, amsgrad, optim_bits, args, min_8bit_size, "
+                             "percentile_clipping, block_wise, is_paged" },
+};
+
+const char *sd_optim_kind_name(sd_optim_kind k)
+{
+    return (unsigned)k < SD_OPTIM_NKINDS ? kinds[k].name : "?";
+}
+
+const char *sd_optim_class_name(sd_optim_kind k)
+{
+    return (unsigned)k < SD_OPTIM_NKINDS ? kinds[k].cls : "?";
+}
+
+const char *sd_optim_arg_names(sd_optim_kind k)
+{
+    return (unsigned)k < SD_OPTIM_NKINDS ? kinds[k].args : "";
+}
 
 void sd_optim_config_default(sd_optim_config *c, sd_optim_kind kind)
 {
@@ -18,7 +62,46 @@ void sd_optim_config_default(sd_optim_config *c, sd_optim_kind kind)
     c->beta1 = 0.9;
     c->beta2 = 0.999;
     c->eps = 1e-8;
-    c->weight_decay = 0.01;
+    c->beta3 = NAN;
+    c->d0 = 1e-6;
+    c->d_coef = 1.0;
+    c->growth_rate = INFINITY;
+    c->slice_p = 1;
+    switch (kind) {
+    case SD_OPTIM_ADAMW:
+        c->lr = 1e-3;
+        c->weight_decay = 0.01;
+        break;
+    case SD_OPTIM_LION:
+        c->lr = 1e-4;
+        c->beta2 = 0.99;
+        break;
+    case SD_OPTIM_SGD_NESTEROV:
+        c->lr = 1e-3;
+        c->momentum = 0.9;      /* kohya: "SGD with Nesterov must be with momentum, set momentum to 0.9" */
+        break;
+    case SD_OPTIM_ADAFACTOR:
+        c->lr = NAN;
+        c->eps = 1e-30;
+        c->eps2 = 1e-3;
+        c->clip_threshold = 1.0;
+        c->decay_rate = -0.8;
+        c->scale_parameter = 1;
+        c->relative_step = 1;   /* kohya's default */
+        break;
+    case SD_OPTIM_PRODIGY:
+        c->lr = 1.0;
+        c->decouple = 1;
+        break;
+    case SD_OPTIM_ADAMW8BIT:
+        sd_adamw8bit_config_default(&c->b8);
+        c->lr = c->b8.lr;
+        c->weight_decay = c->b8.weight_decay;
+        break;
+    default:                    /* D-Adaptation */
+        c->lr = 1.0;
+        break;
+    }
 }
 
 int sd_optim_resolve(const char *type, int use_8bit_adam, int use_lion, sd_optim_kind *kind)
@@ -31,20 +114,154 @@ int sd_optim_resolve(const char *type, int use_8bit_adam, int use_lion, sd_optim
                       use_8bit_adam ? "use_8bit_adam" : "use_lion_optimizer");
     if (use_8bit_adam) type = "AdamW8bit", empty = 0;
     if (use_lion) type = "Lion", empty = 0;
-    if (empty || !strcasecmp(type, "AdamW") || !strcasecmp(type, "torch.optim.AdamW")) {
+    if (empty || !strcasecmp(type, "AdamW") || !strcmp(type, "torch.optim.AdamW")) {
         *kind = SD_OPTIM_ADAMW;
         return SD_OK;
     }
-    static const char *const known[] = {
-        "AdamW8bit", "PagedAdamW8bit", "PagedAdamW", "PagedAdamW32bit", "Lion", "Lion8bit",
-        "PagedLion8bit", "SGDNesterov", "SGDNesterov8bit", "DAdaptation", "DAdaptAdamPreprint",
-        "DAdaptAdaGrad", "DAdaptAdam", "DAdaptAdan", "DAdaptAdanIP", "DAdaptLion", "DAdaptSGD",
-        "Prodigy", "Adafactor", "RAdamScheduleFree", "AdamWScheduleFree", "SGDScheduleFree",
+    static const struct { const char *name; sd_optim_kind k; } impl[] = {
+        { "Lion", SD_OPTIM_LION }, { "SGDNesterov", SD_OPTIM_SGD_NESTEROV }, { "Adafactor", SD_OPTIM_ADAFACTOR },
+        { "Prodigy", SD_OPTIM_PRODIGY }, { "DAdaptAdam", SD_OPTIM_DADAPT_ADAM },
+        { "DAdaptation", SD_OPTIM_DADAPT_ADAM_PREPRINT }, { "DAdaptAdamPreprint", SD_OPTIM_DADAPT_ADAM_PREPRINT },
+        { "AdamW8bit", SD_OPTIM_ADAMW8BIT },
     };
+    for (size_t i = 0; i < sizeof impl / sizeof *impl; i++)
+        if (!strcasecmp(type, impl[i].name)) {
+            *kind = impl[i].k;
+            return SD_OK;
+        }
+    static const char *const known[] = {
+        "PagedAdamW8bit", "PagedAdamW", "PagedAdamW32bit", "Lion8bit", "PagedLion8bit",
+        "SGDNesterov8bit", "DAdaptAdaGrad", "DAdaptAdan", "DAdaptAdanIP", "DAdaptLion", "DAdaptSGD",
+        "RAdamScheduleFree", "AdamWScheduleFree", "SGDScheduleFree",
+    };
+    const char *name = type;
     for (size_t i = 0; i < sizeof known / sizeof *known; i++)
-        if (!strcasecmp(type, known[i]))
-            return sd_err(SD_EUNSUPPORTED, "optimizer %s is not implemented yet (AdamW is)", known[i]);
-    return sd_err(SD_EUNSUPPORTED, "optimizer %s is not implemented yet (AdamW is)", type);
+        if (!strcasecmp(type, known[i])) name = known[i];
+    return sd_err(SD_EUNSUPPORTED, "optimizer %s is not implemented yet (AdamW, AdamW8bit, Lion, SGDNesterov, "
+                  "Adafactor, Prodigy, DAdaptation, DAdaptAdamPreprint and DAdaptAdam are)", name);
+}
+
+/* ---- --optimizer_args ---------------------------------------------------------------------------- */
+
+static int has_word(const char *list, const char *w)
+{
+    size_t L = strlen(w);
+    for (const char *p = list; (p = strstr(p, w)) != NULL; p += L)
+        if ((p == list || p[-1] == ' ') && (p[L] == ',' || p[L] == 0)) return 1;
+    return 0;
+}
+
+static int is_num(const sd_py_value *v)
+{
+    return v->kind == SD_PY_INT || v->kind == SD_PY_FLOAT || v->kind == SD_PY_BOOL;
+}
+
+/* Python truthiness of a scalar; -1 for a value that is not one. */
+static int truth(const sd_py_value *v)
+{
+    if (v->kind == SD_PY_NONE) return 0;
+    if (is_num(v)) return v->f != 0;
+    if (v->kind == SD_PY_STR) return v->s[0] != 0;
+    if (v->kind == SD_PY_TUPLE || v->kind == SD_PY_LIST) return v->nitems != 0;
+    return -1;
+}
+
+static int want_num(const char *item, const sd_py_value *v, double *out)
+{
+    if (!is_num(v) || !isfinite(v->f)) return sd_err(SD_EUSAGE, "--optimizer_args %s: expected a number", item);
+    *out = v->f;
+    return SD_OK;
+}
+
+static int want_pair(const char *item, const sd_py_value *v, const char *what, double *a, double *b)
+{
+    if ((v->kind != SD_PY_TUPLE && v->kind != SD_PY_LIST) || v->nitems != 2 || v->item_kind[0] == SD_PY_NONE ||
+        v->item_kind[1] == SD_PY_NONE)
+        return sd_err(SD_EUSAGE, "--optimizer_args %s: %s must be two numbers", item, what);
+    *a = v->items[0];
+    *b = v->items[1];
+    return SD_OK;
+}
+
+/* One key of c->kind. */
+static int apply_arg(sd_optim_config *c, const char *item, const char *key, const sd_py_value *v)
+{
+    const sd_optim_kind k = c->kind;
+    const char *kn = sd_optim_kind_name(k);
+    double x = 0;
+    int rc, t = truth(v);
+    if (k == SD_OPTIM_ADAMW8BIT) {   /* bitsandbytes' constructor, with its messages */
+        rc = sd_adamw8bit_config_set(&c->b8, key, v);
+        if (rc) return sd_err_prefix(rc, "--optimizer_args %s", item);
+        c->beta1 = c->b8.beta1, c->beta2 = c->b8.beta2, c->eps = c->b8.eps, c->weight_decay = c->b8.weight_decay;
+        return SD_OK;
+    }
+    if (!strcmp(key, "lr") || (k == SD_OPTIM_SGD_NESTEROV && !strcmp(key, "nesterov")))
+        return sd_err(SD_EUSAGE, "--optimizer_args %s: %s() got multiple values for keyword argument '%s' (sd-train "
+                      "passes %s itself)", item, kn, key, key[0] == 'l' ? "--learning_rate" : "nesterov=True");
+    if (!has_word(kinds[k].args, key))
+        return sd_err(SD_EUSAGE, "--optimizer_args %s: %s has no argument '%s' (it takes %s)", item, kn, key,
+                      kinds[k].args);
+    if (!strcmp(key, "betas")) {
+        if ((rc = want_pair(item, v, "betas", &c->beta1, &c->beta2))) return rc;
+        int ok = k == SD_OPTIM_LION ? c->beta1 >= 0 && c->beta1 <= 1 && c->beta2 >= 0 && c->beta2 <= 1
+                                    : c->beta1 >= 0 && c->beta1 < 1 && c->beta2 >= 0 && c->beta2 < 1;
+        if (!ok)
+            return sd_err(SD_EUSAGE, "--optimizer_args %s: invalid beta parameter (0 <= beta %s 1)", item,
+                          k == SD_OPTIM_LION ? "<=" : "<");
+    } else if (!strcmp(key, "eps") && k == SD_OPTIM_ADAFACTOR) {
+        if ((rc = want_pair(item, v, "eps", &c->eps, &c->eps2))) return rc;
+    } else if (!strcmp(key, "eps")) {
+        if ((rc = want_num(item, v, &x))) return rc;
+        if (k == SD_OPTIM_ADAMW ? x < 0 : x <= 0)
+            return sd_err(SD_EUSAGE, "--optimizer_args %s: Invalid epsilon value: %g", item, x);
+        c->eps = x;
+    } else if (!strcmp(key, "weight_decay")) {
+        if ((rc = want_num(item, v, &x))) return rc;
+        if (x < 0 && (k == SD_OPTIM_ADAMW || k == SD_OPTIM_SGD_NESTEROV))
+            return sd_err(SD_EUSAGE, "--optimizer_args %s: Invalid weight_decay value: %g", item, x);
+        c->weight_decay = x;
+    } else if (!strcmp(key, "beta1") || !strcmp(key, "beta3")) {   /* None or a number */
+        if (v->kind == SD_PY_NONE) x = NAN;
+        else if ((rc = want_num(item, v, &x))) return rc;
+        if (key[4] == '3') c->beta3 = x;
+        else c->has_beta1 = !isnan(x), c->beta1 = isnan(x) ? 0.9 : x;
+    } else if (!strcmp(key, "momentum") || !strcmp(key, "dampening") || !strcmp(key, "clip_threshold") ||
+               !strcmp(key, "decay_rate") || !strcmp(key, "d0") || !strcmp(key, "d_coef") ||
+               !strcmp(key, "growth_rate")) {
+        if ((rc = want_num(item, v, &x))) return rc;
+        if (!strcmp(key, "momentum")) {
+            if (x < 0) return sd_err(SD_EUSAGE, "--optimizer_args %s: Invalid momentum value: %g", item, x);
+            c->momentum = x;
+        } else if (!strcmp(key, "dampening")) c->dampening = x;
+        else if (!strcmp(key, "clip_threshold")) c->clip_threshold = x;
+        else if (!strcmp(key, "decay_rate")) c->decay_rate = x;
+        else if (!strcmp(key, "d_coef")) c->d_coef = x;
+        else if (!strcmp(key, "growth_rate")) c->growth_rate = x;
+        else {
+            if (!(x > 0)) return sd_err(SD_EUSAGE, "--optimizer_args %s: Invalid d0 value: %g", item, x);
+            c->d0 = x;
+        }
+    } else if (!strcmp(key, "slice_p") || !strcmp(key, "log_every")) {
+        if (v->kind != SD_PY_INT) return sd_err(SD_EUSAGE, "--optimizer_args %s: expected an integer", item);
+        if (key[0] == 's') {
+            if (v->i < 1) return sd_err(SD_EUSAGE, "--optimizer_args %s: slice_p must be at least 1", item);
+            c->slice_p = v->i;
+        }
+    } else {   /* switches */
+        if (t < 0) return sd_err(SD_EUSAGE, "--optimizer_args %s: expected True or False", item);
+        if ((!strcmp(key, "amsgrad") || !strcmp(key, "maximize") || !strcmp(key, "fsdp_in_use")) && t)
+            return sd_err(SD_EUNSUPPORTED, "--optimizer_args %s: %s with %s=True is not implemented yet", item, kn, key);
+        if (!strcmp(key, "decoupled_weight_decay")) c->decoupled_weight_decay = t;
+        else if (!strcmp(key, "scale_parameter")) c->scale_parameter = t;
+        else if (!strcmp(key, "relative_step")) c->relative_step = t;
+        else if (!strcmp(key, "warmup_init")) c->warmup_init = t;
+        else if (!strcmp(key, "decouple")) c->decouple = t;
+        else if (!strcmp(key, "use_bias_correction")) c->use_bias_correction = t;
+        else if (!strcmp(key, "safeguard_warmup")) c->safeguard_warmup = t;
+        /* foreach, fused, capturable, differentiable, use_triton: how it is computed, not what */
+    }
+    return SD_OK;
 }
 
 int sd_optim_config_parse_args(sd_optim_config *c, const char *const *items, int n)
@@ -57,36 +274,8 @@ int sd_optim_config_parse_args(sd_optim_config *c, const char *const *items, int
         sd_py_value v;
         rc = sd_py_literal(val, &v);
         if (rc) return sd_err_prefix(rc, "--optimizer_args %s", key);
-        int isnum = v.kind == SD_PY_INT || v.kind == SD_PY_FLOAT || v.kind == SD_PY_BOOL;
-        if (!strcmp(key, "betas")) {
-            if ((v.kind != SD_PY_TUPLE && v.kind != SD_PY_LIST) || v.nitems != 2 ||
-                v.item_kind[0] == SD_PY_NONE || v.item_kind[1] == SD_PY_NONE)
-                return sd_err(SD_EUSAGE, "--optimizer_args %s: betas must be two numbers", items[i]);
-            c->beta1 = v.items[0];
-            c->beta2 = v.items[1];
-            if (!(c->beta1 >= 0 && c->beta1 < 1) || !(c->beta2 >= 0 && c->beta2 < 1))
-                return sd_err(SD_EUSAGE, "--optimizer_args %s: invalid beta parameter (0 <= beta < 1)",
-                              items[i]);
-        } else if (!strcmp(key, "eps") || !strcmp(key, "weight_decay")) {
-            if (!isnum)
-                return sd_err(SD_EUSAGE, "--optimizer_args %s: expected a number", items[i]);
-            if (v.f < 0 || !isfinite(v.f))
-                return sd_err(SD_EUSAGE, "--optimizer_args %s: invalid %s value", items[i], key);
-            if (key[0] == 'e') c->eps = v.f; else c->weight_decay = v.f;
-        } else if (!strcmp(key, "amsgrad") || !strcmp(key, "maximize")) {
-            if (v.kind != SD_PY_BOOL && v.kind != SD_PY_INT && v.kind != SD_PY_NONE)
-                return sd_err(SD_EUSAGE, "--optimizer_args %s: expected True or False", items[i]);
-            if (v.i)
-                return sd_err(SD_EUNSUPPORTED, "--optimizer_args %s: AdamW with %s=True is not "
-                              "implemented yet", items[i], key);
-        } else if (!strcmp(key, "foreach") || !strcmp(key, "fused") || !strcmp(key, "capturable") ||
-                   !strcmp(key, "differentiable")) {
-            /* implementation switches of torch; same numbers */
-        } else {
-            return sd_err(SD_EUSAGE, "--optimizer_args %s: AdamW has no argument '%s' (it takes betas, "
-                          "eps, weight_decay, amsgrad, maximize, foreach, fused, capturable, "
-                          "differentiable)", items[i], key);
-        }
+        rc = apply_arg(c, items[i], key, &v);
+        if (rc) return rc;
         if (c->nargs == SD_OPTIM_MAX_ARGS)
             return sd_err(SD_EUSAGE, "--optimizer_args: more than %d items", SD_OPTIM_MAX_ARGS);
         /* the reference keeps a dict: a repeated key keeps its first position, last value */
@@ -97,32 +286,227 @@ int sd_optim_config_parse_args(sd_optim_config *c, const char *const *items, int
         snprintf(c->arg_str[slot], sizeof c->arg_str[slot], "%s", v.repr);
         if (slot == c->nargs) c->nargs++;
     }
+    if (c->kind == SD_OPTIM_ADAFACTOR && c->warmup_init && !c->relative_step) {
+        /* kohya: "set relative_step to True because warmup_init is True" (the dict entry too) */
+        c->relative_step = 1;
+        for (int j = 0; j < c->nargs; j++)
+            if (!strcmp(c->arg_key[j], "relative_step")) snprintf(c->arg_str[j], sizeof c->arg_str[j], "True");
+    }
     return SD_OK;
+}
+
+int sd_optim_config_check(const sd_optim_config *c)
+{
+    char b[40];
+    switch (c->kind) {
+    case SD_OPTIM_LION:
+        if (!(c->lr > 0)) return sd_err(SD_EUSAGE, "Lion needs a learning rate above 0 (got %s)", sd_py_float(c->lr, b, sizeof b));
+        break;
+    case SD_OPTIM_SGD_NESTEROV:
+        if (c->lr < 0) return sd_err(SD_EUSAGE, "SGD: Invalid learning rate: %s", sd_py_float(c->lr, b, sizeof b));
+        if (c->momentum <= 0 || c->dampening != 0)
+            return sd_err(SD_EUSAGE, "SGDNesterov: Nesterov momentum requires a momentum and zero dampening");
+        break;
+    case SD_OPTIM_ADAFACTOR:
+        if (!isnan(c->lr) && c->relative_step)
+            return sd_err(SD_EUSAGE, "Adafactor: Cannot combine manual `lr` and `relative_step=True` options");
+        if (c->warmup_init && !c->relative_step)
+            return sd_err(SD_EUSAGE, "Adafactor: `warmup_init=True` requires `relative_step=True`");
+        break;
+    case SD_OPTIM_PRODIGY:
+    case SD_OPTIM_DADAPT_ADAM:
+    case SD_OPTIM_DADAPT_ADAM_PREPRINT:
+        if (!(c->lr > 0))
+            return sd_err(SD_EUSAGE, "%s: Invalid learning rate: %s", sd_optim_kind_name(c->kind),
+                          sd_py_float(c->lr, b, sizeof b));
+        break;
+    case SD_OPTIM_ADAMW8BIT: {
+        sd_adamw8bit_config b8 = c->b8;
+        b8.lr = c->lr;
+        int rc = sd_adamw8bit_config_check(&b8);
+        return rc ? sd_err_prefix(rc, "--optimizer_type AdamW8bit") : SD_OK;
+    }
+    default:
+        if (c->lr < 0) return sd_err(SD_EUSAGE, "AdamW: Invalid learning rate: %s", sd_py_float(c->lr, b, sizeof b));
+        break;
+    }
+    return SD_OK;
+}
+
+static int find_arg(const sd_optim_config *c, const char *key)
+{
+    for (int i = 0; i < c->nargs; i++)
+        if (!strcmp(c->arg_key[i], key)) return i;
+    return -1;
 }
 
 int sd_optim_describe(const sd_optim_config *c, char *out, size_t n)
 {
-    size_t k = (size_t)snprintf(out, n, "torch.optim.adamw.AdamW");
+    /* kohya adds its own kwargs after the user's: SGDNesterov momentum, Adafactor relative_step */
+    const char *extra = NULL;
+    if (c->kind == SD_OPTIM_SGD_NESTEROV && find_arg(c, "momentum") < 0) extra = "momentum=0.9";
+    if (c->kind == SD_OPTIM_ADAFACTOR && find_arg(c, "relative_step") < 0) extra = "relative_step=True";
+    size_t k = (size_t)snprintf(out, n, "%s", sd_optim_class_name(c->kind));
     for (int i = 0; i < c->nargs && k < n; i++)
         k += (size_t)snprintf(out + k, n - k, "%s%s=%s", i ? "," : "(", c->arg_key[i], c->arg_str[i]);
-    if (c->nargs && k < n) k += (size_t)snprintf(out + k, n - k, ")");
+    if (extra && k < n) k += (size_t)snprintf(out + k, n - k, "%s%s", c->nargs ? "," : "(", extra);
+    if ((c->nargs || extra) && k < n) k += (size_t)snprintf(out + k, n - k, ")");
     return k < n ? SD_OK : sd_err(SD_ERANGE, "optimizer description too long");
 }
 
+void sd_optim_reference_warnings(const sd_optim_config *c, double learning_rate, const sd_optim_group_desc *groups,
+                                 int ngroups, const char *lr_scheduler, double max_grad_norm, char *buf, size_t n)
+{
+    size_t k = 0;
+    char b[40];
+#define ADD(...) do { if (k < n) k += (size_t)snprintf(buf + k, n - k, __VA_ARGS__); } while (0)
+    if (n) buf[0] = 0;
+    if (sd_optim_kind_has_d(c->kind)) {
+        double actual = ngroups > 0 ? groups[0].lr : learning_rate;
+        int distinct = ngroups > 0;
+        for (int g = 1; g < ngroups; g++) {
+            int seen = 0;
+            for (int h = 0; h < g; h++) seen |= groups[h].lr == groups[g].lr;
+            distinct += !seen;
+        }
+        if (actual <= 0.1)
+            ADD("learning rate is too low. If using D-Adaptation or Prodigy, set learning rate around 1.0: lr=%s\n"
+                "recommend option: lr=1.0\n", sd_py_float(actual, b, sizeof b));
+        if (distinct > 1)
+            ADD("when multiple learning rates are specified with dadaptation (e.g. for Text Encoder and U-Net), "
+                "only the first one will take effect: lr=%s\n", sd_py_float(actual, b, sizeof b));
+    } else if (c->kind == SD_OPTIM_ADAFACTOR && c->relative_step) {
+        if (learning_rate != 0.0) ADD("learning rate is used as initial_lr\n");
+        if (ngroups > 0) ADD("unet_lr and text_encoder_lr are ignored\n");
+    } else if (c->kind == SD_OPTIM_ADAFACTOR) {
+        if (max_grad_norm != 0.0)
+            ADD("because max_grad_norm is set, clip_grad_norm is enabled. consider set to 0\n");
+        if (!lr_scheduler || strcmp(lr_scheduler, "constant_with_warmup")) ADD("constant_with_warmup will be good\n");
+        if (c->clip_threshold != 1.0) ADD("clip_threshold=1.0 will be good\n");
+    }
+#undef ADD
+    if (k >= n && n) buf[n - 1] = 0;
+    if (k && k < n && buf[k - 1] == '\n') buf[k - 1] = 0;
+}
+
 /* ---- the optimizer ------------------------------------------------------------------------- */
+
+/* Shape of the Adafactor factored statistics: shape[:-1] (rows) and shape[:-2] + shape[-1:]. */
+static int bufs_of(const sd_optim_config *c, const sd_tensor *t, sd_optim_buf_info out[SD_OPTIM_MAX_BUFS])
+{
+    int nb = 0;
+    size_t n = (size_t)sd_tensor_numel(t);
+#define FULL(nm) do { out[nb].name = nm; out[nb].ndim = t->ndim; memcpy(out[nb].shape, t->shape, sizeof t->shape); \
+                      out[nb].n = n; nb++; } while (0)
+    switch (c->kind) {
+    case SD_OPTIM_ADAMW:
+        FULL("exp_avg");
+        FULL("exp_avg_sq");
+        break;
+    case SD_OPTIM_LION:
+        FULL("exp_avg");
+        break;
+    case SD_OPTIM_SGD_NESTEROV:
+        FULL("momentum_buffer");
+        break;
+    case SD_OPTIM_ADAFACTOR:
+        if (c->has_beta1) FULL("exp_avg");
+        if (t->ndim >= 2) {
+            out[nb].name = "exp_avg_sq_row";
+            out[nb].ndim = t->ndim - 1;
+            memcpy(out[nb].shape, t->shape, sizeof t->shape);
+            out[nb].n = n / (size_t)t->shape[t->ndim - 1];
+            nb++;
+            out[nb].name = "exp_avg_sq_col";
+            out[nb].ndim = t->ndim - 1;
+            memcpy(out[nb].shape, t->shape, sizeof t->shape);
+            out[nb].shape[t->ndim - 2] = t->shape[t->ndim - 1];
+            out[nb].n = n / (size_t)t->shape[t->ndim - 2];
+            nb++;
+        } else {
+            FULL("exp_avg_sq");
+        }
+        break;
+    case SD_OPTIM_ADAMW8BIT:   /* its own arrays: sd_optim_param_save_extra */
+        break;
+    case SD_OPTIM_PRODIGY: {
+        if (c->beta1 > 0) FULL("exp_avg");
+        FULL("exp_avg_sq");
+        size_t ns = (n + (size_t)c->slice_p - 1) / (size_t)c->slice_p;
+        static const char *const sn[2] = { "s", "p0" };
+        for (int j = 0; j < 2; j++) {
+            out[nb].name = sn[j];
+            out[nb].ndim = 1;
+            out[nb].shape[0] = (int64_t)ns;
+            out[nb].n = ns;
+            nb++;
+        }
+        break;
+    }
+    default:
+        FULL("exp_avg");
+        FULL("exp_avg_sq");
+        FULL("s");
+        break;
+    }
+#undef FULL
+    return nb;
+}
+
+int sd_optim_param_bufs(const sd_optim *o, size_t i, sd_optim_buf_info out[SD_OPTIM_MAX_BUFS])
+{
+    const sd_optim_param *q = &o->params[i];
+    int nb = bufs_of(&o->cfg, &q->p->value, out);
+    for (int j = 0; j < nb; j++) out[j].data = q->buf[j];
+    return nb;
+}
+
+int sd_optim_scalars(sd_optim *o, const char *names[6], double *vals[6])
+{
+    int k = 0;
+#define S(f) (names[k] = #f, vals[k] = &o->ds.f, k++)
+    switch (o->cfg.kind) {
+    case SD_OPTIM_PRODIGY:
+        S(d), S(d_max), S(d_numerator), S(k);
+        break;
+    case SD_OPTIM_DADAPT_ADAM:
+        S(d), S(numerator_weighted), S(k);
+        break;
+    case SD_OPTIM_DADAPT_ADAM_PREPRINT:
+        S(d), S(gsq_weighted), S(k);
+        break;
+    default:
+        break;
+    }
+#undef S
+    return k;
+}
 
 int sd_optim_init(sd_optim *o, const sd_optim_config *cfg, const sd_optim_group_desc *groups,
                   int ngroups)
 {
     memset(o, 0, sizeof *o);
     o->cfg = *cfg;
+    if ((unsigned)cfg->kind >= SD_OPTIM_NKINDS) return sd_err(SD_EINVAL, "optimizer: bad kind %d", (int)cfg->kind);
+    if (sd_optim_kind_has_d(cfg->kind)) {
+        double mx = 0;
+        for (int g = 0; g < ngroups; g++) mx = fmax(mx, groups[g].lr);
+        for (int g = 0; g < ngroups; g++)
+            if (groups[g].lr != mx && groups[g].lr != 0) {
+                char a[40], b[40];
+                return sd_err(SD_EUSAGE, "%s: Setting different lr values in different parameter groups is only "
+                              "supported for values of 0 (the groups have %s and %s; give --unet_lr and "
+                              "--text_encoder_lr the same value)", sd_optim_kind_name(cfg->kind),
+                              sd_py_float(groups[g].lr, a, sizeof a), sd_py_float(mx, b, sizeof b));
+            }
+    }
     size_t np = 0;
     for (int g = 0; g < ngroups; g++) np += groups[g].count;
     o->groups = calloc((size_t)(ngroups > 0 ? ngroups : 1), sizeof *o->groups);
     o->params = calloc(np ? np : 1, sizeof *o->params);
     if (!o->groups || !o->params) { sd_optim_free(o); return sd_err(SD_ENOMEM, "optimizer: out of memory"); }
     o->ngroups = ngroups;
-    size_t floats = 0;
+    size_t floats = 0, scratch = 0;
     for (int g = 0; g < ngroups; g++) {
         sd_optim_group *G = &o->groups[g];
         snprintf(G->name, sizeof G->name, "%s", groups[g].name ? groups[g].name : "");
@@ -130,6 +514,7 @@ int sd_optim_init(sd_optim *o, const sd_optim_config *cfg, const sd_optim_group_
         G->weight_decay = cfg->weight_decay;
         G->first = o->nparams;
         G->count = groups[g].count;
+        G->used_lr = NAN;
         for (size_t i = 0; i < groups[g].count; i++) {
             sd_param *p = groups[g].params[i];
             if (!p || !(p->flags & SD_PARAM_TRAINABLE) || !p->value.data || !p->grad.data ||
@@ -151,33 +536,69 @@ int sd_optim_init(sd_optim *o, const sd_optim_config *cfg, const sd_optim_group_
             sd_optim_param *op = &o->params[o->nparams++];
             op->p = p;
             op->group = g;
-            floats += 2 * (size_t)sd_tensor_numel(&p->value);
+            sd_optim_buf_info bi[SD_OPTIM_MAX_BUFS];
+            int nb = bufs_of(cfg, &p->value, bi);
+            for (int j = 0; j < nb; j++) floats += bi[j].n;
+            size_t n = (size_t)sd_tensor_numel(&p->value);
+            o->numel += (int64_t)n;
+            if (cfg->kind == SD_OPTIM_ADAFACTOR) {
+                size_t cols = p->value.ndim >= 2 ? n / (size_t)p->value.shape[p->value.ndim - 2] : 0;
+                if (n + cols > scratch) scratch = n + cols;
+            }
+        }
+    }
+    if (cfg->kind == SD_OPTIM_ADAMW8BIT) {
+        o->st8 = calloc(o->nparams ? o->nparams : 1, sizeof *o->st8);
+        if (!o->st8) { sd_optim_free(o); return sd_err(SD_ENOMEM, "optimizer: out of memory"); }
+        for (size_t i = 0; i < o->nparams; i++) {
+            int rc = sd_adamw8bit_state_init(&o->st8[i], sd_tensor_numel(&o->params[i].p->value), cfg->b8.min_8bit_size);
+            if (rc) { sd_optim_free(o); return rc; }
         }
     }
     o->state = calloc(floats ? floats : 1, sizeof(float));
-    if (!o->state) { sd_optim_free(o); return sd_err(SD_ENOMEM, "optimizer: out of memory for %zu moments", floats); }
+    if (!o->state) { sd_optim_free(o); return sd_err(SD_ENOMEM, "optimizer: out of memory for %zu state values", floats); }
     o->state_floats = floats;
+    if (scratch) {
+        o->scratch = malloc(scratch * sizeof(float));
+        if (!o->scratch) { sd_optim_free(o); return sd_err(SD_ENOMEM, "optimizer: out of memory"); }
+    }
     size_t off = 0;
     for (size_t i = 0; i < o->nparams; i++) {
-        size_t n = (size_t)sd_tensor_numel(&o->params[i].p->value);
-        o->params[i].m = o->state + off;
-        o->params[i].v = o->state + off + n;
-        off += 2 * n;
+        sd_optim_param *q = &o->params[i];
+        sd_optim_buf_info bi[SD_OPTIM_MAX_BUFS];
+        int nb = bufs_of(cfg, &q->p->value, bi);
+        for (int j = 0; j < nb; j++) {
+            q->buf[j] = o->state + off;
+            off += bi[j].n;
+            if (!strcmp(bi[j].name, "exp_avg")) q->m = q->buf[j];
+            if (!strcmp(bi[j].name, "exp_avg_sq")) q->v = q->buf[j];
+        }
     }
+    o->ds.d = o->ds.d_max = o->ds.d_hat = cfg->d0;
     return SD_OK;
 }
 
 void sd_optim_free(sd_optim *o)
 {
+    for (size_t i = 0; o->st8 && i < o->nparams; i++) sd_adamw8bit_state_free(&o->st8[i]);
+    free(o->st8);
     free(o->groups);
     free(o->params);
     free(o->state);
+    free(o->scratch);
     memset(o, 0, sizeof *o);
 }
 
 int64_t sd_optim_numel(const sd_optim *o)
 {
-    return (int64_t)(o->state_floats / 2);
+    return o->numel;
+}
+
+double sd_optim_logged_lr(const sd_optim *o, int group, double sched_lr)
+{
+    if (sd_optim_adafactor_schedule(&o->cfg) && group >= 0 && group < o->ngroups && !isnan(o->groups[group].used_lr))
+        return o->groups[group].used_lr;
+    return sched_lr;
 }
 
 void sd_adamw_scalars_make(sd_adamw_scalars *s, double lr, double wd, double beta1, double beta2,
@@ -217,20 +638,62 @@ void sd_adamw_update_f32(float *restrict p, const float *restrict g, float *rest
     }
 }
 
-int sd_optim_step(sd_optim *o, const double *lr, const uint8_t *skip)
+static int adamw_step(sd_optim *o, const double *lr, const uint8_t *skip)
 {
     for (size_t i = 0; i < o->nparams; i++) {
         if (skip && skip[i]) continue;
         sd_optim_param *op = &o->params[i];
         const sd_optim_group *G = &o->groups[op->group];
         op->step++;
+        op->initialized = 1;
         sd_adamw_scalars s;
-        sd_adamw_scalars_make(&s, lr ? lr[op->group] : G->lr, G->weight_decay, o->cfg.beta1,
+        sd_adamw_scalars_make(&s, sd_optim_glr(o, lr, op->group), G->weight_decay, o->cfg.beta1,
                               o->cfg.beta2, o->cfg.eps, op->step);
         sd_adamw_update_f32((float *)op->p->value.data, (const float *)op->p->grad.data, op->m, op->v,
                             (size_t)sd_tensor_numel(&op->p->value), &s);
     }
     return SD_OK;
+}
+
+static int adamw8bit_step(sd_optim *o, const double *lr, const uint8_t *skip)
+{
+    const sd_adamw8bit_config *b = &o->cfg.b8;
+    for (size_t i = 0; i < o->nparams; i++) {
+        if (skip && skip[i]) continue;
+        sd_optim_param *op = &o->params[i];
+        op->step++;
+        op->initialized = 1;
+        int rc = sd_adamw8bit_step(&o->st8[i], (float *)op->p->value.data, (const float *)op->p->grad.data,
+                                   sd_optim_glr(o, lr, op->group), b->beta1, b->beta2, b->eps,
+                                   o->groups[op->group].weight_decay, op->step);
+        if (rc) return rc;
+    }
+    return SD_OK;
+}
+
+int sd_optim_param_save_extra(sd_optim *o, size_t i, sd_safetensors_writer *w, const char *prefix)
+{
+    return o->st8 && i < o->nparams ? sd_adamw8bit_save(&o->st8[i], w, prefix) : SD_OK;
+}
+
+int sd_optim_param_load_extra(sd_optim *o, size_t i, const sd_safetensors *f, const char *prefix)
+{
+    return o->st8 && i < o->nparams ? sd_adamw8bit_load(&o->st8[i], f, prefix) : SD_OK;
+}
+
+int sd_optim_step(sd_optim *o, const double *lr, const uint8_t *skip)
+{
+    switch (o->cfg.kind) {
+    case SD_OPTIM_ADAMW: return adamw_step(o, lr, skip);
+    case SD_OPTIM_LION: return sd_optim_step_lion(o, lr, skip);
+    case SD_OPTIM_SGD_NESTEROV: return sd_optim_step_sgd(o, lr, skip);
+    case SD_OPTIM_ADAFACTOR: return sd_optim_step_adafactor(o, lr, skip);
+    case SD_OPTIM_PRODIGY: return sd_optim_step_prodigy(o, lr, skip);
+    case SD_OPTIM_DADAPT_ADAM: return sd_optim_step_dadapt_adam(o, lr, skip);
+    case SD_OPTIM_DADAPT_ADAM_PREPRINT: return sd_optim_step_dadapt_preprint(o, lr, skip);
+    case SD_OPTIM_ADAMW8BIT: return adamw8bit_step(o, lr, skip);
+    default: return sd_err(SD_EINVAL, "optimizer: bad kind %d", (int)o->cfg.kind);
+    }
 }
 
 /* ---- clipping ------------------------------------------------------------------------------ */

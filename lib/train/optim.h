@@ -1,32 +1,80 @@
 /* Optimizers over the trainable parameters of a registry (nn/params.h), gradient clipping and
  * gradient-accumulation helpers, as kohya-ss/sd-scripts uses them (spec §6.8, §6.9).
  *
- * Implemented: AdamW exactly as torch.optim.AdamW (single-tensor path, torch 1.13 .. 2.x
- * arithmetic order, amsgrad off, maximize off). Each step, for every parameter p of a group with
- * learning rate lr and weight decay wd (step t counted per parameter from 1):
- *     p  *= 1 - lr·wd
- *     m   = m·β1 + (1-β1)·g                      (torch: exp_avg.mul_(β1).add_(g, alpha=1-β1))
- *     v   = v·β2 + (1-β2)·g·g                    (exp_avg_sq.mul_(β2).addcmul_(g, g, value=1-β2))
- *     p  += -(lr / (1-β1^t)) · m / (sqrt(v) / sqrt(1-β2^t) + eps)
- * The Python scalars are computed in double and rounded to float once (as the CPU kernels use
- * them); the tensor arithmetic is f32. Defaults are torch's: β = (0.9, 0.999), eps 1e-8,
- * weight_decay 0.01 (kohya passes no weight decay of its own for AdamW).
- * The update is a function over flat f32 arrays (sd_adamw_update_f32) so a CUDA kernel can
- * replace it; today the parameters must be host memory (a CUDA registry is SD_EUNSUPPORTED).
- * Large arrays are split over the OpenMP team (elementwise: identical bytes for any thread count);
- * the gradient norm is a serial double sum (deterministic).
+ * Every optimizer reproduces the arithmetic of the Python package kohya's requirements.txt pins,
+ * operation by operation: Python scalars are computed in double and rounded to float once (as the
+ * CPU kernels use them); tensor arithmetic is f32, add(alpha)/addcmul as fused multiply-adds as
+ * ATen's CPU kernels run them; reductions that become Python floats (.item()) are summed in double
+ * and rounded to f32 like the tensor result (within an ulp of torch's order). Elementwise loops
+ * are split over the OpenMP team (the same bytes for any thread count); reductions are serial.
+ * Step t counts per parameter from 1; g is the gradient, p the parameter, lr the group's scheduled LR.
  *
- * Other --optimizer_type names of the reference (AdamW8bit, PagedAdamW*, Lion, Lion8bit,
- * SGDNesterov*, DAdapt*, Prodigy, Adafactor, *ScheduleFree, torch.optim.X, pkg.mod.Class) are
- * recognised and refused with SD_EUNSUPPORTED "optimizer X is not implemented yet (AdamW is)".
+ * AdamW: torch.optim.AdamW (single-tensor path, torch 1.13 .. 2.x, amsgrad/maximize off):
+ *     p  *= 1 - lr·wd;  m = m·β1 + (1-β1)·g;  v = v·β2 + (1-β2)·g·g
+ *     p  += -(lr / (1-β1^t)) · m / (sqrt(v) / sqrt(1-β2^t) + eps)
+ *   defaults β = (0.9, 0.999), eps 1e-8, weight_decay 0.01 (torch's; kohya passes none).
+ * Lion: lion-pytorch 0.2.3 (lion_pytorch.lion_pytorch.Lion):
+ *     p *= 1 - lr·wd;  p += -lr·sign(m·β1 + (1-β1)·g);  m = m·β2 + (1-β2)·g
+ *   defaults β = (0.9, 0.99), weight_decay 0; decoupled_weight_decay=True divides wd by the
+ *   constructor's lr (--learning_rate). --use_lion_optimizer selects it.
+ * SGDNesterov: torch.optim.SGD(nesterov=True), momentum 0.9 unless given (kohya adds it):
+ *     d = g + wd·p;  b = d (first step) or b·μ + (1-dampening)·d;  d += μ·b;  p += -lr·d
+ * Adafactor: transformers.optimization.Adafactor (transformers 4.54, kohya's defaults: relative_step
+ *   True, scale_parameter True, warmup_init False, eps (1e-30, 1e-3), clip_threshold 1, decay_rate
+ *   -0.8, beta1 None, weight_decay 0). Per parameter: RMS = ‖p‖/sqrt(n) (before the update);
+ *     ρ = relative_step ? min(warmup_init ? 1e-6·t : 1e-2, 1/sqrt(t)) : lr
+ *     α = (scale_parameter ? max(eps2, RMS) : 1) · ρ        (an f32 product when RMS wins)
+ *     β2t = 1 - t^decay_rate;  u = g² + eps1
+ *     ≥2-D [.., R, C] (factored): row = row·β2t + (1-β2t)·mean_C(u), col = col·β2t + (1-β2t)·mean_R(u),
+ *        u = rsqrt(row / mean_R(row)) · rsqrt(col) · g;   1-D: v = v·β2t + (1-β2t)·u, u = rsqrt(v)·g
+ *     u /= max(1, RMS(u)/clip_threshold);  u *= α;  beta1: m = m·β1 + (1-β1)·u, u = m
+ *     p += -wd·α·p (when wd ≠ 0);  p -= u
+ *   With relative_step the LR comes from the optimizer: kohya sets lr=None, drops the group LRs,
+ *   ignores --unet_lr/--text_encoder_lr, and uses the scheduler "adafactor:<learning_rate>" (which
+ *   logs AdafactorSchedule's LRs: α of each group's first parameter); warmup_init forces
+ *   relative_step. sd_optim_adafactor_schedule() says when this applies.
+ * Prodigy: prodigyopt 1.1.2 (prodigyopt.prodigy.Prodigy; defaults β = (0.9, 0.999), beta3 None =
+ *   sqrt(β2), eps 1e-8, weight_decay 0, decouple True, use_bias_correction False, safeguard_warmup
+ *   False, d0 1e-6, d_coef 1, growth_rate inf, slice_p 1). Global d, d_max, d_numerator, k:
+ *     lr = max group LR (every group must have it or 0); bc = use_bias_correction ?
+ *     sqrt(1-β2^(k+1))/(1-β1^(k+1)) : 1;  dlr = d·lr·bc;  num = d_numerator·β3
+ *     per parameter (group LR > 0), on p[::slice_p] for the statistics:
+ *       num += (d/d0)·dlr·⟨g, p0 - p⟩;  m = m·β1 + d(1-β1)·g;  v = v·β2 + d²(1-β2)·g·g
+ *       s = s·β3 + (d/d0)·(safeguard_warmup ? d : dlr)·g;   den += Σ|s|
+ *     den = 0: stop (nothing moves, k stays); else d̂ = d_coef·num/den, d = max(d, d̂) while d = d0,
+ *     d_max = max(d_max, d̂), d = min(d_max, d·growth_rate)   (p0: p when its state was created)
+ *     p += -wd·dlr·p (decoupled);  p += -dlr · m / (sqrt(v) + d·eps)   (β1 = 0: -dlr·d · g / ...)
+ *   Coupled weight decay (decouple False) adds wd·p to g first, in place, as the reference does.
+ * DAdaptAdam: dadaptation 3.2 (dadaptation.dadapt_adam.DAdaptAdam; decouple False by default,
+ *   use_bias_correction, d0 1e-6, growth_rate inf); "DAdaptation" and "DAdaptAdamPreprint" are
+ *   dadaptation.experimental.DAdaptAdamPreprint (no bias correction), as kohya maps them. Their
+ *   d-estimates follow the sources (numerator_weighted / gsq_weighted, sk_l1) the same way.
+ *   D-Adaptation and Prodigy log lr/d*lr/<group> = d × the group LR.
+ *
+ * AdamW8bit (also --use_8bit_adam): bitsandbytes.optim.AdamW8bit as train/optim8bit.h implements
+ *   it (bnb 0.49.2 kernels: f32 states below min_8bit_size elements, 8-bit blockwise above; its
+ *   constructor's arguments and messages); the state keeps bnb's state1/state2/absmax1/absmax2.
+ *
+ * Other --optimizer_type names of the reference (PagedAdamW*, Lion8bit, PagedLion8bit,
+ * SGDNesterov8bit, DAdaptAdaGrad/Adan/AdanIP/Lion/SGD, *ScheduleFree, torch.optim.X,
+ * pkg.mod.Class) are recognised and refused with SD_EUNSUPPORTED "optimizer X is not implemented
+ * yet (...)". Parameters must be f32 host memory (the step runs on the host).
+ *
+ * State: per parameter the kind's tensors under the reference's state names (exp_avg, exp_avg_sq,
+ * momentum_buffer, exp_avg_sq_row/col, s, p0), its step and whether its state exists yet; per
+ * optimizer the D-Adaptation/Prodigy scalars. sd_optim_param_bufs()/sd_optim_scalars() list them
+ * for the resume state (train/state.h), which restores a run byte for byte.
  *
  * --optimizer_args: a list of "key=value"; the value is parsed like Python's ast.literal_eval for
  * the literals an optimizer takes (int/float, True/False/None, quoted strings, and tuples/lists of
- * numbers with or without brackets: "0.9,0.999" is the tuple (0.9, 0.999)). AdamW accepts betas,
- * eps, weight_decay, amsgrad=False, maximize=False, foreach, fused, capturable, differentiable
- * (the last four change only how torch computes, not what); any other key is the error torch
- * would raise, as a message. The parsed values keep their Python str() so ss_optimizer can be
- * written as the reference writes it: "torch.optim.adamw.AdamW(weight_decay=0.1,betas=(0.9, 0.99))". */
+ * numbers with or without brackets: "0.9,0.999" is the tuple (0.9, 0.999)). Each kind accepts its
+ * constructor's keyword arguments (sd_optim_arg_names()); implementation switches that do not
+ * change the numbers (foreach, fused, capturable, differentiable, use_triton, log_every) are
+ * accepted; lr (and SGD's nesterov) are the reference's "got multiple values" error; a switch
+ * that changes the arithmetic in a way not implemented (amsgrad, maximize, fsdp_in_use = True)
+ * is SD_EUNSUPPORTED; any other key is the TypeError the constructor would raise, as a message.
+ * The parsed values keep their Python str() so ss_optimizer is written as the reference writes it:
+ * "torch.optim.adamw.AdamW(weight_decay=0.1,betas=(0.9, 0.99))", "prodigyopt.prodigy.Prodigy(...)". */
 #ifndef SD_TRAIN_OPTIM_H
 #define SD_TRAIN_OPTIM_H
 
@@ -34,37 +82,95 @@
 #include <stdint.h>
 
 #include "nn/params.h"
+#include "train/optim8bit.h"
 
 typedef enum sd_optim_kind {
     SD_OPTIM_ADAMW = 0,
+    SD_OPTIM_LION,
+    SD_OPTIM_SGD_NESTEROV,
+    SD_OPTIM_ADAFACTOR,
+    SD_OPTIM_PRODIGY,
+    SD_OPTIM_DADAPT_ADAM,
+    SD_OPTIM_DADAPT_ADAM_PREPRINT,   /* --optimizer_type DAdaptation / DAdaptAdamPreprint */
+    SD_OPTIM_ADAMW8BIT,              /* bitsandbytes.optim.AdamW8bit (train/optim8bit.h) */
+    SD_OPTIM_NKINDS
 } sd_optim_kind;
+
+/* The kind's name as --optimizer_type spells it ("AdamW", "Lion", "SGDNesterov", "Adafactor",
+ * "Prodigy", "DAdaptAdam", "DAdaptAdamPreprint", "AdamW8bit"); the resume state records it. */
+const char *sd_optim_kind_name(sd_optim_kind k);
+/* The reference's module.Class ("torch.optim.adamw.AdamW", "prodigyopt.prodigy.Prodigy", ...). */
+const char *sd_optim_class_name(sd_optim_kind k);
+/* The keyword arguments the kind's constructor takes, comma-separated (for messages). */
+const char *sd_optim_arg_names(sd_optim_kind k);
 
 #define SD_OPTIM_MAX_ARGS 16
 
 typedef struct sd_optim_config {
     sd_optim_kind kind;
+    double lr;                       /* the constructor's lr: --learning_rate (NAN = None) */
     double beta1, beta2, eps, weight_decay;
+    int has_beta1;                   /* Adafactor: beta1 is not None */
+    double eps2;                     /* Adafactor: eps = (eps, eps2) */
+    double clip_threshold, decay_rate;
+    int scale_parameter, relative_step, warmup_init;
+    double momentum, dampening;      /* SGD */
+    int decoupled_weight_decay;      /* Lion */
+    double beta3;                    /* Prodigy: NAN = None (sqrt(beta2)) */
+    double d0, d_coef, growth_rate;  /* Prodigy, D-Adaptation */
+    int decouple, use_bias_correction, safeguard_warmup;
+    int64_t slice_p;
+    sd_adamw8bit_config b8;          /* AdamW8bit: bitsandbytes' constructor arguments */
     /* --optimizer_args as given: key and Python str() of the value, in order */
     int nargs;
     char arg_key[SD_OPTIM_MAX_ARGS][64];
     char arg_str[SD_OPTIM_MAX_ARGS][512];
 } sd_optim_config;
 
-/* Defaults for `kind` (AdamW: torch's). */
+/* Defaults for `kind`: its constructor's, with kohya's changes (SGDNesterov momentum 0.9,
+ * Adafactor relative_step True); lr = the constructor's default (callers set --learning_rate). */
 void sd_optim_config_default(sd_optim_config *c, sd_optim_kind kind);
 
 /* Resolve the reference's optimizer choice: --optimizer_type (NULL/"" = AdamW; case-insensitive)
  * with the legacy switches --use_8bit_adam / --use_lion_optimizer (which conflict with each
- * other and with a non-empty type, as in the reference). SD_EUNSUPPORTED for every name but
- * AdamW (known names and anything else alike), SD_EUSAGE for conflicting switches. */
+ * other and with a non-empty type, as in the reference). SD_EUNSUPPORTED for the names not
+ * implemented (known names and anything else alike), SD_EUSAGE for conflicting switches. */
 int sd_optim_resolve(const char *optimizer_type, int use_8bit_adam, int use_lion, sd_optim_kind *kind);
 
-/* Apply --optimizer_args items ("key=value") to c. SD_EUSAGE with a message naming the item for
- * a malformed item or an unknown key, SD_EUNSUPPORTED for amsgrad=True / maximize=True. */
+/* Apply --optimizer_args items ("key=value") to c (whose kind is set). SD_EUSAGE with a message
+ * naming the item for a malformed item, an unknown key or an invalid value, SD_EUNSUPPORTED for a
+ * switch not implemented (amsgrad=True, maximize=True, fsdp_in_use=True). Adafactor: warmup_init
+ * forces relative_step=True, as kohya does. */
 int sd_optim_config_parse_args(sd_optim_config *c, const char *const *items, int n);
 
-/* The reference's ss_optimizer value: "torch.optim.adamw.AdamW" + "(k=v,k=v)" when args given. */
+/* The constructor's checks that involve lr (c->lr): "Invalid learning rate" etc. SD_EUSAGE. */
+int sd_optim_config_check(const sd_optim_config *c);
+
+/* Adafactor with relative_step: the LR comes from the optimizer and the reference's scheduler is
+ * "adafactor:<learning_rate>" (then --learning_rate, --unet_lr and --text_encoder_lr are None in
+ * the metadata, and the optimizer's lr is None). */
+static inline int sd_optim_adafactor_schedule(const sd_optim_config *c)
+{
+    return c->kind == SD_OPTIM_ADAFACTOR && c->relative_step;
+}
+/* Prodigy and the D-Adaptation family: a global d, logged as lr/d*lr/<group>. */
+static inline int sd_optim_kind_has_d(sd_optim_kind k)
+{
+    return k == SD_OPTIM_PRODIGY || k == SD_OPTIM_DADAPT_ADAM || k == SD_OPTIM_DADAPT_ADAM_PREPRINT;
+}
+
+/* The reference's ss_optimizer value: module.Class + "(k=v,k=v)" when args were given (kohya's
+ * own additions included: SGDNesterov "momentum=0.9", Adafactor "relative_step=True"). */
 int sd_optim_describe(const sd_optim_config *c, char *out, size_t n);
+
+/* kohya get_optimizer's warnings for this setup (e.g. "learning rate is too low. If using
+ * D-Adaptation or Prodigy, set learning rate around 1.0: lr=0.0001"), '\n'-separated into buf
+ * ("" when none): learning_rate is --learning_rate, groups the parameter groups (their initial
+ * LRs), lr_scheduler and max_grad_norm the run's options. */
+struct sd_optim_group_desc;
+void sd_optim_reference_warnings(const sd_optim_config *c, double learning_rate,
+                                 const struct sd_optim_group_desc *groups, int ngroups, const char *lr_scheduler,
+                                 double max_grad_norm, char *buf, size_t n);
 
 /* ---- the optimizer ------------------------------------------------------------------------- */
 
@@ -73,14 +179,25 @@ typedef struct sd_optim_group {
     double lr;              /* initial LR of the group (the scheduler multiplies it) */
     double weight_decay;
     size_t first, count;    /* parameters [first, first+count) of sd_optim.params */
+    double used_lr;         /* Adafactor: α of the group's first parameter in the last step (NAN before) */
 } sd_optim_group;
+
+#define SD_OPTIM_MAX_BUFS 4
 
 typedef struct sd_optim_param {
     sd_param *p;
     int group;
-    int64_t step;           /* torch's per-parameter state['step'] */
-    float *m, *v;           /* exp_avg, exp_avg_sq (numel floats each) */
+    int64_t step;           /* the per-parameter state['step'] */
+    int initialized;        /* its state exists (the reference creates it at its first gradient) */
+    float *m, *v;           /* exp_avg, exp_avg_sq when the kind keeps them (else NULL) */
+    float *buf[SD_OPTIM_MAX_BUFS];   /* the kind's state tensors, in sd_optim_param_bufs order */
 } sd_optim_param;
+
+/* Prodigy / D-Adaptation globals (the reference keeps equal copies in every param group). */
+typedef struct sd_optim_dstate {
+    double d, d_max, d_numerator, d_hat, numerator_weighted, gsq_weighted;
+    double k;               /* steps taken (an integer) */
+} sd_optim_dstate;
 
 typedef struct sd_optim {
     sd_optim_config cfg;
@@ -88,8 +205,12 @@ typedef struct sd_optim {
     int ngroups;
     sd_optim_param *params;
     size_t nparams;
-    float *state;           /* one block holding every m and v */
+    float *state;           /* one block holding every state tensor */
     size_t state_floats;
+    int64_t numel;          /* elements under optimisation */
+    sd_optim_dstate ds;
+    float *scratch;         /* Adafactor: one update and one column factor (no allocation in a step) */
+    sd_adamw8bit_state *st8;   /* AdamW8bit: one bitsandbytes state per parameter */
 } sd_optim;
 
 /* One group description for sd_optim_init: `params` are trainable, allocated, f32, host. */
@@ -101,7 +222,8 @@ typedef struct sd_optim_group_desc {
 } sd_optim_group_desc;
 
 /* Build the optimizer over the groups (each parameter in at most one group; the group's weight
- * decay is cfg->weight_decay). Moments start at zero, steps at 0. */
+ * decay is cfg->weight_decay). State starts at zero, steps at 0. Prodigy and D-Adaptation refuse
+ * groups with different non-zero LRs (the reference's RuntimeError at the first step). */
 int sd_optim_init(sd_optim *o, const sd_optim_config *cfg, const sd_optim_group_desc *groups,
                   int ngroups);
 void sd_optim_free(sd_optim *o);
@@ -109,10 +231,38 @@ void sd_optim_free(sd_optim *o);
 int64_t sd_optim_numel(const sd_optim *o);
 
 /* One optimizer step with the current learning rate of every group (lr[g], usually the group's
- * initial LR times the scheduler factor). `skip` (may be NULL): nonzero for parameters that got
- * no gradient this step (torch: grad is None); they are not touched and their step does not
- * advance. */
+ * initial LR times the scheduler factor; NULL = the initial LRs; ignored by Adafactor with
+ * relative_step). `skip` (may be NULL): nonzero for parameters that got no gradient this step
+ * (torch: grad is None); they are not touched and their step does not advance. May modify the
+ * gradients (coupled weight decay of Prodigy/D-Adaptation adds wd·p to them, as the reference). */
 int sd_optim_step(sd_optim *o, const double *lr, const uint8_t *skip);
+
+/* The LR the reference logs as lr/<group> after a step: Adafactor with relative_step logs the
+ * optimizer's own (AdafactorSchedule); every other kind the scheduled `sched_lr`. */
+double sd_optim_logged_lr(const sd_optim *o, int group, double sched_lr);
+
+/* ---- state for resume ---------------------------------------------------------------------- */
+
+typedef struct sd_optim_buf_info {
+    const char *name;       /* the reference's state key: "exp_avg", "s", "exp_avg_sq_row", ... */
+    float *data;
+    int ndim;
+    int64_t shape[SD_MAX_DIMS];
+    size_t n;
+} sd_optim_buf_info;
+
+/* The state tensors of parameter i (fixed by the kind and the configuration); returns their count. */
+int sd_optim_param_bufs(const sd_optim *o, size_t i, sd_optim_buf_info out[SD_OPTIM_MAX_BUFS]);
+
+/* State that is not a set of f32 tensors (AdamW8bit's 8-bit codes and absmax blocks): add it to a
+ * writer as "<prefix>.<name>" (data referenced until the write), or load it back (SD_EFORMAT for a
+ * missing or mismatching array); both do nothing for the other kinds. */
+int sd_optim_param_save_extra(sd_optim *o, size_t i, sd_safetensors_writer *w, const char *prefix);
+int sd_optim_param_load_extra(sd_optim *o, size_t i, const sd_safetensors *f, const char *prefix);
+
+/* The optimizer-wide scalars to save (Prodigy: d, d_max, d_numerator, k; DAdaptAdam: d,
+ * numerator_weighted, k; DAdaptAdamPreprint: d, gsq_weighted, k); returns their count (≤ 6). */
+int sd_optim_scalars(sd_optim *o, const char *names[6], double *vals[6]);
 
 /* The per-step scalars of AdamW, computed in double and rounded once, as torch uses them. */
 typedef struct sd_adamw_scalars {

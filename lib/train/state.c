@@ -118,28 +118,47 @@ static int write_tensors(const char *tmp, const sd_train_state_in *s, char wsha[
     w = NULL;
     if (!rc) rc = sd_sha256_file(wp, wsha);
     if (!rc) rc = sd_safetensors_writer_new(&w);
-    const sd_optim *o = s->opt;
+    /* the optimizer: per parameter its state tensors (<key>.<state name>), <key>.step and, but for
+     * AdamW, <key>.initialized; then the optimizer-wide scalars (optimizer.<name>, F64) */
+    sd_optim *o = (sd_optim *)s->opt;
     size_t no = o ? o->nparams : 0;
+    const int with_init = o && o->cfg.kind != SD_OPTIM_ADAMW;
+    const int per = SD_OPTIM_MAX_BUFS + 2;
+    const char *snames[6];
+    double *svals[6];
+    int nsc = o ? sd_optim_scalars(o, snames, svals) : 0;
     if (!rc) {
-        steps = calloc(no + 1, sizeof *steps);
-        names = calloc(3 * no + 1, sizeof *names);
+        steps = calloc(2 * no + 1, sizeof *steps);
+        names = calloc((size_t)per * no + (size_t)nsc + 1, sizeof *names);
         if (!steps || !names) rc = sd_err(SD_ENOMEM, "out of memory");
     }
     for (size_t i = 0; i < no && !rc; i++) {
         const sd_optim_param *q = &o->params[i];
-        static const char *const suf[3] = { ".exp_avg", ".exp_avg_sq", ".step" };
-        for (int k = 0; k < 3 && !rc; k++) {
-            size_t L = strlen(q->p->key) + 16;
+        sd_optim_buf_info bi[SD_OPTIM_MAX_BUFS];
+        int nb = sd_optim_param_bufs(o, i, bi);
+        for (int k = 0; k < nb + 1 + with_init && !rc; k++) {
+            const char *suf = k < nb ? bi[k].name : k == nb ? "step" : "initialized";
+            size_t L = strlen(q->p->key) + strlen(suf) + 2;
             names[nnames] = malloc(L);
             if (!names[nnames]) { rc = sd_err(SD_ENOMEM, "out of memory"); break; }
-            snprintf(names[nnames], L, "%s%s", q->p->key, suf[k]);
+            snprintf(names[nnames], L, "%s.%s", q->p->key, suf);
+            if (k < nb)
+                rc = sd_safetensors_writer_add(w, names[nnames], SD_ST_F32, bi[k].ndim, bi[k].shape, bi[k].data);
+            else if (k == nb)
+                steps[2 * i] = q->step, rc = sd_safetensors_writer_add(w, names[nnames], SD_ST_I64, 0, NULL, &steps[2 * i]);
+            else
+                steps[2 * i + 1] = q->initialized,
+                rc = sd_safetensors_writer_add(w, names[nnames], SD_ST_I64, 0, NULL, &steps[2 * i + 1]);
             nnames++;
         }
-        if (rc) break;
-        steps[i] = q->step;
-        rc = sd_safetensors_writer_add(w, names[nnames - 3], SD_ST_F32, q->p->value.ndim, q->p->value.shape, q->m);
-        if (!rc) rc = sd_safetensors_writer_add(w, names[nnames - 2], SD_ST_F32, q->p->value.ndim, q->p->value.shape, q->v);
-        if (!rc) rc = sd_safetensors_writer_add(w, names[nnames - 1], SD_ST_I64, 0, NULL, &steps[i]);
+        if (!rc) rc = sd_optim_param_save_extra(o, i, w, q->p->key);   /* AdamW8bit's arrays */
+    }
+    for (int k = 0; k < nsc && !rc; k++) {
+        size_t L = strlen(snames[k]) + 16;
+        names[nnames] = malloc(L);
+        if (!names[nnames]) { rc = sd_err(SD_ENOMEM, "out of memory"); break; }
+        snprintf(names[nnames], L, "optimizer.%s", snames[k]);
+        rc = sd_safetensors_writer_add(w, names[nnames++], SD_ST_F64, 0, NULL, svals[k]);
     }
     if (!rc && s->loss_window_n)
         rc = sd_safetensors_writer_add(w, "loss_window", SD_ST_F64, 1, (int64_t[]){ (int64_t)s->loss_window_n },
@@ -186,8 +205,9 @@ static int write_json(const char *tmp, const sd_train_state_in *s, const char *w
     fputs("],\n", f);
     if (s->opt) {
         const sd_optim *o = s->opt;
-        fprintf(f, "\"optimizer\":{\"kind\":\"AdamW\",\"beta1\":%.17g,\"beta2\":%.17g,\"eps\":%.17g,"
-                   "\"weight_decay\":%.17g,\"groups\":[", o->cfg.beta1, o->cfg.beta2, o->cfg.eps, o->cfg.weight_decay);
+        fprintf(f, "\"optimizer\":{\"kind\":\"%s\",\"beta1\":%.17g,\"beta2\":%.17g,\"eps\":%.17g,"
+                   "\"weight_decay\":%.17g,\"groups\":[", sd_optim_kind_name(o->cfg.kind), o->cfg.beta1, o->cfg.beta2,
+                o->cfg.eps, o->cfg.weight_decay);
         for (int g = 0; g < o->ngroups; g++) {
             fputs(g ? ",{\"name\":" : "{\"name\":", f);
             json_str(f, o->groups[g].name);
@@ -470,10 +490,15 @@ int sd_train_state_load(const char *dir, sd_params *net, sd_optim *opt, sd_train
     /* optimizer */
     if (!rc && opt) {
         jv o = get(doc, "optimizer");
-        jv groups = get(o, "groups");
+        jv groups = get(o, "groups"), kind = get(o, "kind");
         int ng = jv_get_kind(groups) == JV_KIND_ARRAY ? jv_array_length(jv_copy(groups)) : -1;
+        const char *want = sd_optim_kind_name(opt->cfg.kind);
         if (jv_get_kind(o) != JV_KIND_OBJECT)
             rc = sd_err(SD_EINVAL, "cannot resume from %s: it has no optimizer state", dir);
+        else if (jv_get_kind(kind) != JV_KIND_STRING || strcmp(jv_string_value(kind), want))
+            rc = sd_err(SD_EINVAL, "cannot resume from %s: its optimizer state is %s's, this run uses %s "
+                        "(--optimizer_type)", dir, jv_get_kind(kind) == JV_KIND_STRING ? jv_string_value(kind) : "?",
+                        want);
         else if (ng != opt->ngroups)
             rc = sd_err(SD_EINVAL, "cannot resume from %s: %d optimizer parameter groups, this run has %d "
                         "(different learning-rate options?)", dir, ng, opt->ngroups);
@@ -486,23 +511,35 @@ int sd_train_state_load(const char *dir, sd_params *net, sd_optim *opt, sd_train
                             dir, g, (long long)cnt, opt->groups[g].count);
             jv_free(e);
         }
+        jv_free(kind);
         jv_free(groups);
         jv_free(o);
         char key[1024];
+        const int with_init = opt->cfg.kind != SD_OPTIM_ADAMW;
         for (size_t i = 0; i < opt->nparams && !rc; i++) {
             const sd_param *p = opt->params[i].p;
-            snprintf(key, sizeof key, "%s.exp_avg", p->key);
-            rc = sd_safetensors_check_shape(os, key, p->value.ndim, p->value.shape);
-            if (!rc) {
-                snprintf(key, sizeof key, "%s.exp_avg_sq", p->key);
-                rc = sd_safetensors_check_shape(os, key, p->value.ndim, p->value.shape);
+            sd_optim_buf_info bi[SD_OPTIM_MAX_BUFS];
+            int nb = sd_optim_param_bufs(opt, i, bi);
+            for (int k = 0; k < nb && !rc; k++) {
+                snprintf(key, sizeof key, "%s.%s", p->key, bi[k].name);
+                rc = sd_safetensors_check_shape(os, key, bi[k].ndim, bi[k].shape);
             }
-            if (!rc) {
-                snprintf(key, sizeof key, "%s.step", p->key);
+            for (int k = 0; k < 1 + with_init && !rc; k++) {
+                snprintf(key, sizeof key, "%s.%s", p->key, k ? "initialized" : "step");
                 const sd_st_tensor *t = sd_safetensors_find(os, key);
                 if (!t || t->dtype != SD_ST_I64 || t->numel != 1) rc = sd_err(SD_EFORMAT, "%s: bad or missing %s", op, key);
             }
+            if (!rc) rc = sd_optim_param_load_extra(opt, i, os, p->key);   /* AdamW8bit: checked and loaded */
             if (rc) rc = sd_err_prefix(SD_EFORMAT, "cannot resume from %s", dir);
+        }
+        const char *snames[6];
+        double *svals[6];
+        int nsc = sd_optim_scalars(opt, snames, svals);
+        for (int k = 0; k < nsc && !rc; k++) {
+            snprintf(key, sizeof key, "optimizer.%s", snames[k]);
+            const sd_st_tensor *t = sd_safetensors_find(os, key);
+            if (!t || t->dtype != SD_ST_F64 || t->numel != 1)
+                rc = sd_err(SD_EFORMAT, "cannot resume from %s: %s: bad or missing %s", dir, op, key);
         }
     }
     /* all checked: load */
@@ -511,14 +548,30 @@ int sd_train_state_load(const char *dir, sd_params *net, sd_optim *opt, sd_train
     char key[1024];
     for (size_t i = 0; opt && i < opt->nparams && !rc; i++) {
         sd_optim_param *q = &opt->params[i];
-        size_t n = (size_t)sd_tensor_numel(&q->p->value);
-        snprintf(key, sizeof key, "%s.exp_avg", q->p->key);
-        rc = sd_safetensors_read_f32(os, key, q->m, n);
-        snprintf(key, sizeof key, "%s.exp_avg_sq", q->p->key);
-        if (!rc) rc = sd_safetensors_read_f32(os, key, q->v, n);
+        sd_optim_buf_info bi[SD_OPTIM_MAX_BUFS];
+        int nb = sd_optim_param_bufs(opt, i, bi);
+        for (int k = 0; k < nb && !rc; k++) {
+            snprintf(key, sizeof key, "%s.%s", q->p->key, bi[k].name);
+            rc = sd_safetensors_read_f32(os, key, bi[k].data, bi[k].n);
+        }
         snprintf(key, sizeof key, "%s.step", q->p->key);
         const sd_st_tensor *t = sd_safetensors_find(os, key);
         if (!rc) rc = sd_safetensors_read(os, t, SD_ST_I64, &q->step, 1);
+        int64_t init = q->step > 0;
+        if (!rc && opt->cfg.kind != SD_OPTIM_ADAMW) {
+            snprintf(key, sizeof key, "%s.initialized", q->p->key);
+            rc = sd_safetensors_read(os, sd_safetensors_find(os, key), SD_ST_I64, &init, 1);
+        }
+        q->initialized = init != 0;
+    }
+    if (opt && !rc) {
+        const char *snames[6];
+        double *svals[6];
+        int nsc = sd_optim_scalars(opt, snames, svals);
+        for (int k = 0; k < nsc && !rc; k++) {
+            snprintf(key, sizeof key, "optimizer.%s", snames[k]);
+            rc = sd_safetensors_read(os, sd_safetensors_find(os, key), SD_ST_F64, svals[k], 1);
+        }
     }
     if (!rc) {
         const sd_st_tensor *lw = sd_safetensors_find(os, "loss_window"), *lt = sd_safetensors_find(os, "loss_total");

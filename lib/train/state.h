@@ -9,9 +9,16 @@
  *                        and "grad_scaler" (--mixed_precision fp16: the loss scaler's scale,
  *                        growth tracker and factors, as GradScaler.state_dict(); null otherwise)
  *   weights.safetensors  every trainable parameter of the network registry (f32, under its key)
- *   optimizer.safetensors <key>.exp_avg, <key>.exp_avg_sq (f32), <key>.step (I64 scalar) per
- *                        parameter, and loss_window / loss_total (F64: the loss recorder's list
- *                        and running total, so a resumed run logs the same averages)
+ *   optimizer.safetensors per parameter the optimizer's state tensors under the reference's names
+ *                        (AdamW: <key>.exp_avg, <key>.exp_avg_sq; Lion: exp_avg; SGDNesterov:
+ *                        momentum_buffer; Adafactor: exp_avg_sq_row/col or exp_avg_sq, exp_avg with
+ *                        beta1; Prodigy: exp_avg, exp_avg_sq, s, p0; D-Adaptation: exp_avg,
+ *                        exp_avg_sq, s; f32, see sd_optim_param_bufs; AdamW8bit: bitsandbytes'
+ *                        state1, state2 and, 8-bit, absmax1, absmax2), <key>.step (I64 scalar) and,
+ *                        but for AdamW, <key>.initialized (I64 0/1); the optimizer-wide scalars as
+ *                        optimizer.<name> (F64: Prodigy's d, d_max, d_numerator, k, ...); and
+ *                        loss_window / loss_total (F64: the loss recorder's list and running total,
+ *                        so a resumed run logs the same averages)
  * It is written into a temporary directory next to it (every file fsync'ed, then the directory),
  * which is then swapped in with renameat2(RENAME_EXCHANGE) (or renamed when there was none) and
  * the old copy removed, so a crash leaves either the old or the new state, never half of one.
@@ -26,7 +33,8 @@
  * hashes (a corrupted or truncated file is SD_EFORMAT naming it), that the state's parameters are
  * exactly the network's trainable ones with the same shapes (a different network_dim gives
  * "cannot resume from DIR: it holds lora_x.lora_down.weight as [8,320], this run has [16,320]"),
- * the optimizer kind and group count, and (sd_train_state_check_options) the options that must
+ * the optimizer kind ("cannot resume from DIR: its optimizer state is Prodigy's, this run uses
+ * AdamW") and group count, and (sd_train_state_check_options) the options that must
  * not change across a resume. */
 #ifndef SD_TRAIN_STATE_H
 #define SD_TRAIN_STATE_H

@@ -1,6 +1,8 @@
 /* Fuzz the option-value parsers of lib/train: Python literals (--optimizer_args values), the
  * "key=value" lists of --optimizer_args and --network_args (block dims, LR-weight presets and
- * lists), --lr_warmup_steps and --lr_scheduler. Input: items separated by newlines. */
+ * lists), --lr_warmup_steps and --lr_scheduler, --optimizer_type, and every optimizer's
+ * --optimizer_args (with the ss_optimizer string, the constructor checks and the reference's
+ * warnings). Input: items separated by newlines. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,12 +45,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     sd_lora_net_args a;
     sd_lora_net_args_parse(&a, 1, 4, 1.0, items, n);
-    sd_optim_config c;
-    sd_optim_config_default(&c, SD_OPTIM_ADAMW);
-    if (sd_optim_config_parse_args(&c, items, n) == 0) {
-        char d[4096];
-        sd_optim_describe(&c, d, sizeof d);
+    for (int k = 0; k < SD_OPTIM_NKINDS; k++) {   /* every optimizer's keyword arguments */
+        sd_optim_config c;
+        sd_optim_config_default(&c, (sd_optim_kind)k);
+        if (sd_optim_config_parse_args(&c, items, n) == 0) {
+            char d[4096], w[1024];
+            sd_optim_describe(&c, d, sizeof d);
+            c.lr = strtod(items[0], NULL);
+            sd_optim_config_check(&c);
+            sd_optim_group_desc g[2] = { { "textencoder", c.lr, NULL, 0 }, { "unet", 1.0, NULL, 0 } };
+            sd_optim_reference_warnings(&c, c.lr, g, 2, items[n - 1], 1.0, w, sizeof w);
+        }
     }
+    sd_optim_kind kind;
+    sd_optim_resolve(items[0], 0, 0, &kind);
     free(buf);
     return 0;
 }

@@ -73,7 +73,10 @@ static void test_steps_syntax(void)
 static void test_errors(void)
 {
     sd_lr_kind k;
-    T_EQ_INT(sd_lr_kind_parse("adafactor:1e-3", &k), SD_EUNSUPPORTED);
+    T_EQ_INT(sd_lr_kind_parse("adafactor:1e-3", &k), 0);   /* Adafactor's own LRs (relative_step) */
+    T_EQ_INT(k, SD_LR_ADAFACTOR);
+    T_EQ_INT(sd_lr_kind_parse("adafactor", &k), 0);
+    T_EQ_INT(sd_lr_kind_parse("adafactorx", &k), SD_EUSAGE);
     T_EQ_INT(sd_lr_kind_parse("inverse_sqrt", &k), SD_EUNSUPPORTED);
     T_EQ_INT(sd_lr_kind_parse("warmup_stable_decay", &k), SD_EUNSUPPORTED);
     T_EQ_INT(sd_lr_kind_parse("cosine_with_min_lr", &k), SD_EUNSUPPORTED);
@@ -87,6 +90,11 @@ static void test_errors(void)
     T_CHECK(strstr(sd_errmsg(), "constant does not require") != NULL);
     T_EQ_INT(sd_lr_sched_init(&s, SD_LR_CONSTANT, NULL, 100, 1, 1, 1, 1e-4), 0);
     T_NEAR(sd_lr_sched_factor(&s, 0), 1.0, 0);
+    T_EQ_INT(sd_lr_sched_init(&s, SD_LR_ADAFACTOR, &w, 100, 1, 1, 1, 1e-4), SD_EUSAGE);
+    T_EQ_STR(sd_errmsg(), "adafactor:0.0001 does not require `num_warmup_steps`. Set None or 0.");
+    T_EQ_INT(sd_lr_sched_init(&s, SD_LR_ADAFACTOR, NULL, 100, 1, 1, 1, 1e-4), 0);
+    T_NEAR(sd_lr_sched_factor(&s, 0), 1.0, 0);
+    T_NEAR(sd_lr_sched_factor(&s, 50), 1.0, 0);
     T_EQ_INT(sd_lr_sched_init(&s, SD_LR_POLYNOMIAL, NULL, 100, 1, 1, 1, 1e-8), SD_EUSAGE);
     T_EQ_INT(sd_lr_sched_init(&s, SD_LR_POLYNOMIAL, &w, 10, 1, 1, 1, 1e-4), SD_EUSAGE);
     T_EQ_INT(sd_lr_sched_init(&s, SD_LR_COSINE_WITH_RESTARTS, NULL, 10, 1, 0, 1, 1e-4), SD_EUSAGE);
