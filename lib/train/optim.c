@@ -38,6 +38,15 @@ static const struct {
     [SD_OPTIM_ADAMW8BIT] = { "AdamW8bit", "bitsandbytes.optim.adamw.AdamW8bit",
                              "betas, eps, weight_decay, amsgrad, optim_bits, args, min_8bit_size, "
                              "percentile_clipping, block_wise, is_paged" },
+    [SD_OPTIM_PAGED_ADAMW8BIT] = { "PagedAdamW8bit", "bitsandbytes.optim.adamw.PagedAdamW8bit",
+                                   "betas, eps, weight_decay, amsgrad, optim_bits, args, min_8bit_size, "
+                                   "percentile_clipping, block_wise" },
+    [SD_OPTIM_PAGED_ADAMW] = { "PagedAdamW", "bitsandbytes.optim.adamw.PagedAdamW",
+                               "betas, eps, weight_decay, amsgrad, optim_bits, args, min_8bit_size, "
+                               "percentile_clipping, block_wise" },
+    [SD_OPTIM_PAGED_ADAMW32BIT] = { "PagedAdamW32bit", "bitsandbytes.optim.adamw.PagedAdamW32bit",
+                                    "betas, eps, weight_decay, amsgrad, optim_bits, args, min_8bit_size, "
+                                    "percentile_clipping, block_wise" },
 };
 
 const char *sd_optim_kind_name(sd_optim_kind k)
@@ -94,6 +103,9 @@ void sd_optim_config_default(sd_optim_config *c, sd_optim_kind kind)
         c->decouple = 1;
         break;
     case SD_OPTIM_ADAMW8BIT:
+    case SD_OPTIM_PAGED_ADAMW8BIT:
+    case SD_OPTIM_PAGED_ADAMW:
+    case SD_OPTIM_PAGED_ADAMW32BIT:
         sd_adamw8bit_config_default(&c->b8);
         c->lr = c->b8.lr;
         c->weight_decay = c->b8.weight_decay;
@@ -122,7 +134,8 @@ int sd_optim_resolve(const char *type, int use_8bit_adam, int use_lion, sd_optim
         { "Lion", SD_OPTIM_LION }, { "SGDNesterov", SD_OPTIM_SGD_NESTEROV }, { "Adafactor", SD_OPTIM_ADAFACTOR },
         { "Prodigy", SD_OPTIM_PRODIGY }, { "DAdaptAdam", SD_OPTIM_DADAPT_ADAM },
         { "DAdaptation", SD_OPTIM_DADAPT_ADAM_PREPRINT }, { "DAdaptAdamPreprint", SD_OPTIM_DADAPT_ADAM_PREPRINT },
-        { "AdamW8bit", SD_OPTIM_ADAMW8BIT },
+        { "AdamW8bit", SD_OPTIM_ADAMW8BIT }, { "PagedAdamW8bit", SD_OPTIM_PAGED_ADAMW8BIT },
+        { "PagedAdamW", SD_OPTIM_PAGED_ADAMW }, { "PagedAdamW32bit", SD_OPTIM_PAGED_ADAMW32BIT },
     };
     for (size_t i = 0; i < sizeof impl / sizeof *impl; i++)
         if (!strcasecmp(type, impl[i].name)) {
@@ -130,15 +143,16 @@ int sd_optim_resolve(const char *type, int use_8bit_adam, int use_lion, sd_optim
             return SD_OK;
         }
     static const char *const known[] = {
-        "PagedAdamW8bit", "PagedAdamW", "PagedAdamW32bit", "Lion8bit", "PagedLion8bit",
+        "Lion8bit", "PagedLion8bit",
         "SGDNesterov8bit", "DAdaptAdaGrad", "DAdaptAdan", "DAdaptAdanIP", "DAdaptLion", "DAdaptSGD",
         "RAdamScheduleFree", "AdamWScheduleFree", "SGDScheduleFree",
     };
     const char *name = type;
     for (size_t i = 0; i < sizeof known / sizeof *known; i++)
         if (!strcasecmp(type, known[i])) name = known[i];
-    return sd_err(SD_EUNSUPPORTED, "optimizer %s is not implemented yet (AdamW, AdamW8bit, Lion, SGDNesterov, "
-                  "Adafactor, Prodigy, DAdaptation, DAdaptAdamPreprint and DAdaptAdam are)", name);
+    return sd_err(SD_EUNSUPPORTED, "optimizer %s is not implemented yet (AdamW, AdamW8bit, PagedAdamW8bit, PagedAdamW, "
+                  "PagedAdamW32bit, Lion, SGDNesterov, Adafactor, Prodigy, DAdaptation, DAdaptAdamPreprint and "
+                  "DAdaptAdam are)", name);
 }
 
 /* ---- --optimizer_args ---------------------------------------------------------------------------- */
@@ -190,7 +204,10 @@ static int apply_arg(sd_optim_config *c, const char *item, const char *key, cons
     const char *kn = sd_optim_kind_name(k);
     double x = 0;
     int rc, t = truth(v);
-    if (k == SD_OPTIM_ADAMW8BIT) {   /* bitsandbytes' constructor, with its messages */
+    if (sd_optim_is_bnb(k)) {   /* bitsandbytes' constructor, with its messages */
+        if (k != SD_OPTIM_ADAMW8BIT && !strcmp(key, "is_paged"))   /* the Paged classes fix it */
+            return sd_err(SD_EUSAGE, "--optimizer_args %s: %s.__init__() got an unexpected keyword argument '%s'",
+                          item, kn, key);
         rc = sd_adamw8bit_config_set(&c->b8, key, v);
         if (rc) return sd_err_prefix(rc, "--optimizer_args %s", item);
         c->beta1 = c->b8.beta1, c->beta2 = c->b8.beta2, c->eps = c->b8.eps, c->weight_decay = c->b8.weight_decay;
@@ -320,11 +337,14 @@ int sd_optim_config_check(const sd_optim_config *c)
             return sd_err(SD_EUSAGE, "%s: Invalid learning rate: %s", sd_optim_kind_name(c->kind),
                           sd_py_float(c->lr, b, sizeof b));
         break;
-    case SD_OPTIM_ADAMW8BIT: {
+    case SD_OPTIM_ADAMW8BIT:
+    case SD_OPTIM_PAGED_ADAMW8BIT:
+    case SD_OPTIM_PAGED_ADAMW:
+    case SD_OPTIM_PAGED_ADAMW32BIT: {
         sd_adamw8bit_config b8 = c->b8;
         b8.lr = c->lr;
         int rc = sd_adamw8bit_config_check(&b8);
-        return rc ? sd_err_prefix(rc, "--optimizer_type AdamW8bit") : SD_OK;
+        return rc ? sd_err_prefix(rc, "--optimizer_type %s", sd_optim_kind_name(c->kind)) : SD_OK;
     }
     default:
         if (c->lr < 0) return sd_err(SD_EUSAGE, "AdamW: Invalid learning rate: %s", sd_py_float(c->lr, b, sizeof b));
@@ -428,6 +448,9 @@ static int bufs_of(const sd_optim_config *c, const sd_tensor *t, sd_optim_buf_in
         }
         break;
     case SD_OPTIM_ADAMW8BIT:   /* its own arrays: sd_optim_param_save_extra */
+    case SD_OPTIM_PAGED_ADAMW8BIT:
+    case SD_OPTIM_PAGED_ADAMW:
+    case SD_OPTIM_PAGED_ADAMW32BIT:
         break;
     case SD_OPTIM_PRODIGY: {
         if (c->beta1 > 0) FULL("exp_avg");
@@ -547,11 +570,14 @@ int sd_optim_init(sd_optim *o, const sd_optim_config *cfg, const sd_optim_group_
             }
         }
     }
-    if (cfg->kind == SD_OPTIM_ADAMW8BIT) {
+    if (sd_optim_is_bnb(cfg->kind)) {
+        /* PagedAdamW / PagedAdamW32bit: optim_bits 32, every tensor on the 32-bit path */
+        int64_t min8 = cfg->kind == SD_OPTIM_PAGED_ADAMW || cfg->kind == SD_OPTIM_PAGED_ADAMW32BIT
+                           ? INT64_MAX : cfg->b8.min_8bit_size;
         o->st8 = calloc(o->nparams ? o->nparams : 1, sizeof *o->st8);
         if (!o->st8) { sd_optim_free(o); return sd_err(SD_ENOMEM, "optimizer: out of memory"); }
         for (size_t i = 0; i < o->nparams; i++) {
-            int rc = sd_adamw8bit_state_init(&o->st8[i], sd_tensor_numel(&o->params[i].p->value), cfg->b8.min_8bit_size);
+            int rc = sd_adamw8bit_state_init(&o->st8[i], sd_tensor_numel(&o->params[i].p->value), min8);
             if (rc) { sd_optim_free(o); return rc; }
         }
     }
@@ -691,7 +717,10 @@ int sd_optim_step(sd_optim *o, const double *lr, const uint8_t *skip)
     case SD_OPTIM_PRODIGY: return sd_optim_step_prodigy(o, lr, skip);
     case SD_OPTIM_DADAPT_ADAM: return sd_optim_step_dadapt_adam(o, lr, skip);
     case SD_OPTIM_DADAPT_ADAM_PREPRINT: return sd_optim_step_dadapt_preprint(o, lr, skip);
-    case SD_OPTIM_ADAMW8BIT: return adamw8bit_step(o, lr, skip);
+    case SD_OPTIM_ADAMW8BIT:
+    case SD_OPTIM_PAGED_ADAMW8BIT:
+    case SD_OPTIM_PAGED_ADAMW:
+    case SD_OPTIM_PAGED_ADAMW32BIT: return adamw8bit_step(o, lr, skip);
     default: return sd_err(SD_EINVAL, "optimizer: bad kind %d", (int)o->cfg.kind);
     }
 }

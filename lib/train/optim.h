@@ -54,8 +54,10 @@
  * AdamW8bit (also --use_8bit_adam): bitsandbytes.optim.AdamW8bit as train/optim8bit.h implements
  *   it (bnb 0.49.2 kernels: f32 states below min_8bit_size elements, 8-bit blockwise above; its
  *   constructor's arguments and messages); the state keeps bnb's state1/state2/absmax1/absmax2.
+ *   PagedAdamW8bit is the same arithmetic; PagedAdamW and PagedAdamW32bit (optim_bits 32) keep f32
+ *   states on every tensor. Paging only moves GPU state to host memory under pressure.
  *
- * Other --optimizer_type names of the reference (PagedAdamW*, Lion8bit, PagedLion8bit,
+ * Other --optimizer_type names of the reference (Lion8bit, PagedLion8bit,
  * SGDNesterov8bit, DAdaptAdaGrad/Adan/AdanIP/Lion/SGD, *ScheduleFree, torch.optim.X,
  * pkg.mod.Class) are recognised and refused with SD_EUNSUPPORTED "optimizer X is not implemented
  * yet (...)". Parameters must be f32 host memory (the step runs on the host).
@@ -93,8 +95,19 @@ typedef enum sd_optim_kind {
     SD_OPTIM_DADAPT_ADAM,
     SD_OPTIM_DADAPT_ADAM_PREPRINT,   /* --optimizer_type DAdaptation / DAdaptAdamPreprint */
     SD_OPTIM_ADAMW8BIT,              /* bitsandbytes.optim.AdamW8bit (train/optim8bit.h) */
+    SD_OPTIM_PAGED_ADAMW8BIT,        /* bitsandbytes PagedAdamW8bit: AdamW8bit's arithmetic */
+    SD_OPTIM_PAGED_ADAMW,            /* bitsandbytes PagedAdamW (optim_bits 32): the 32-bit path on every tensor */
+    SD_OPTIM_PAGED_ADAMW32BIT,       /* bitsandbytes PagedAdamW32bit: the same */
     SD_OPTIM_NKINDS
 } sd_optim_kind;
+
+/* bitsandbytes' Adam kernels (8-bit blockwise and/or 32-bit states; "paged" only changes where a
+ * GPU keeps the states, never the numbers). */
+static inline int sd_optim_is_bnb(sd_optim_kind k)
+{
+    return k == SD_OPTIM_ADAMW8BIT || k == SD_OPTIM_PAGED_ADAMW8BIT || k == SD_OPTIM_PAGED_ADAMW ||
+           k == SD_OPTIM_PAGED_ADAMW32BIT;
+}
 
 /* The kind's name as --optimizer_type spells it ("AdamW", "Lion", "SGDNesterov", "Adafactor",
  * "Prodigy", "DAdaptAdam", "DAdaptAdamPreprint", "AdamW8bit"); the resume state records it. */

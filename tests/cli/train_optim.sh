@@ -59,6 +59,9 @@ check_run dadaptadam "dadaptation.dadapt_adam.DAdaptAdam" --optimizer_type DAdap
 check_run adamw8bit "bitsandbytes.optim.adamw.AdamW8bit" --optimizer_type AdamW8bit
 check_run adamw8bit_args "bitsandbytes.optim.adamw.AdamW8bit(min_8bit_size=16)" \
   --optimizer_type AdamW8bit --optimizer_args min_8bit_size=16
+check_run paged8 "bitsandbytes.optim.adamw.PagedAdamW8bit(min_8bit_size=16)" \
+  --optimizer_type PagedAdamW8bit --optimizer_args min_8bit_size=16
+check_run paged32 "bitsandbytes.optim.adamw.PagedAdamW32bit" --optimizer_type PagedAdamW32bit
 
 # Adafactor's relative_step: the scheduler and the learning rates as kohya records them; its own LRs logged
 [ "$(meta o_adafactor/last.safetensors ss_lr_scheduler)" = "adafactor:0.001" ] &&

@@ -621,6 +621,55 @@ static void test_adamw8bit_dispatch(void)
     T_EQ_INT(k, SD_OPTIM_ADAMW8BIT);
 }
 
+/* bitsandbytes' Paged classes: PagedAdamW8bit is AdamW8bit's arithmetic; PagedAdamW and
+ * PagedAdamW32bit keep 32-bit states on every tensor (optim_bits 32), even above min_8bit_size. */
+static void test_paged_bnb(void)
+{
+    static const struct { sd_optim_kind k; const char *name, *cls; int64_t min8; } v[] = {
+        { SD_OPTIM_PAGED_ADAMW8BIT, "pagedadamw8bit", "bitsandbytes.optim.adamw.PagedAdamW8bit", 0 },
+        { SD_OPTIM_PAGED_ADAMW, "PagedAdamW", "bitsandbytes.optim.adamw.PagedAdamW", INT64_MAX },
+        { SD_OPTIM_PAGED_ADAMW32BIT, "PagedAdamW32bit", "bitsandbytes.optim.adamw.PagedAdamW32bit", INT64_MAX },
+    };
+    for (size_t c = 0; c < sizeof v / sizeof *v; c++) {
+        sd_optim_kind k;
+        T_EQ_INT(sd_optim_resolve(v[c].name, 0, 0, &k), 0);
+        T_EQ_INT(k, v[c].k);
+        sd_optim_config cfg;
+        sd_optim_config_default(&cfg, k);
+        T_EQ_INT(sd_optim_config_check(&cfg), 0);
+        char d[256];
+        T_EQ_INT(sd_optim_describe(&cfg, d, sizeof d), 0);
+        T_EQ_STR(d, v[c].cls);
+        args_fail(k, "is_paged=True", SD_EUSAGE, "got an unexpected keyword argument 'is_paged'");
+        sd_params r;
+        sd_param *a;
+        sd_params_init(&r);
+        T_EQ_INT(sd_params_add(&r, NULL, "a", 2, (int64_t[]){ 80, 70 }, SD_PARAM_TRAINABLE, &a), 0);   /* 5600 ≥ 4096 */
+        T_EQ_INT(sd_params_alloc(&r, SD_DEV_CPU), 0);
+        int64_t n = sd_tensor_numel(&a->value);
+        float *p = a->value.data, *g = a->grad.data, *ref = malloc((size_t)n * 4);
+        for (int64_t j = 0; j < n; j++) p[j] = ref[j] = sinf((float)j * 0.3f);
+        sd_adamw8bit_state st;
+        T_EQ_INT(sd_adamw8bit_state_init(&st, n, v[c].min8), 0);
+        T_EQ_INT(st.mode, v[c].min8 == INT64_MAX ? SD_BNB_STATE_F32 : SD_BNB_STATE_U8);
+        sd_param *g0[1] = { a };
+        sd_optim_group_desc gd[1] = { { "unet", 1e-3, g0, 1 } };
+        sd_optim o;
+        T_EQ_INT(sd_optim_init(&o, &cfg, gd, 1), 0);
+        for (int s = 1; s <= 3; s++) {
+            for (int64_t j = 0; j < n; j++) g[j] = cosf((float)j * 0.7f + (float)s);
+            double lr = 1e-3 * s;
+            T_EQ_INT(sd_optim_step(&o, &lr, NULL), 0);
+            T_EQ_INT(sd_adamw8bit_step(&st, ref, g, lr, 0.9, 0.999, 1e-8, 1e-2, s), 0);
+        }
+        T_CHECKF(!memcmp(ref, p, (size_t)n * 4), "%s", v[c].name);
+        sd_adamw8bit_state_free(&st);
+        free(ref);
+        sd_optim_free(&o);
+        sd_params_free(&r);
+    }
+}
+
 static void test_threads_identical(void)
 {
     sd_params r[2];
@@ -671,6 +720,7 @@ int main(void)
     T_RUN(test_layouts);
     T_RUN(test_state_resume);
     T_RUN(test_adamw8bit_dispatch);
+    T_RUN(test_paged_bnb);
     T_RUN(test_threads_identical);
     T_DONE();
 }
