@@ -431,7 +431,7 @@ int main(int argc, char **argv)
     int usage = 0;
     if (!strcmp(a.method, "ti") || !strcmp(a.method, "textual_inversion")) {
         c.ti.on = 1;
-        if (sd_opts_source(&o, "save_model_as") == SD_SRC_NONE) c.save_model_as = "pt";   /* the reference's default */
+        if (sd_opts_source(&o, "save_model_as") <= SD_SRC_DEFAULT) c.save_model_as = "pt";   /* the reference's default */
     } else if (strcmp(a.method, "lora")) {
         sd_error("--method %s is not supported (lora and ti are)", a.method);
         usage = 1;
