@@ -436,6 +436,15 @@ int main(int argc, char **argv)
         sd_error("--method %s is not supported (lora and ti are)", a.method);
         usage = 1;
     }
+    if (!c.ti.on) {   /* textual-inversion options are not silently ignored by the other methods */
+        static const char *const ti_only[] = { "token_string", "num_vectors_per_token", "init_word", "weights",
+                                               "use_object_template", "use_style_template" };
+        for (size_t i = 0; i < sizeof ti_only / sizeof *ti_only; i++)
+            if (sd_opts_source(&o, ti_only[i]) > SD_SRC_DEFAULT) {
+                sd_error("--%s is an option of --method ti (this run is --method %s)", ti_only[i], a.method);
+                usage = 1;
+            }
+    }
     if (a.log_with && strcmp(a.log_with, "tensorboard")) {
         sd_error("--log_with %s is not supported (tensorboard is)", a.log_with);
         usage = 1;

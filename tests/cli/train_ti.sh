@@ -127,6 +127,22 @@ T --output_dir r --max_train_steps 1 --save_model_as diffusers 2> r6.err; rc=$?
 [ $rc = 2 ] && grep -q 'save_model_as diffusers' r6.err && ok train_ti_format_refused || nok train_ti_format_refused "rc $rc $(cat r6.err)"
 "$bin" --method xti --model tiny.safetensors --data recs.jsonl 2> r7.err; rc=$?
 [ $rc = 2 ] && grep -q 'method xti is not supported' r7.err && ok train_ti_xti_refused || nok train_ti_xti_refused "rc $rc $(cat r7.err)"
+"$bin" --method lora --model tiny.safetensors --data recs.jsonl --token_string zqtok 2> r8.err; rc=$?
+[ $rc = 2 ] && grep -q 'token_string is an option of --method ti' r8.err && ok train_ti_option_needs_ti ||
+  nok train_ti_option_needs_ti "rc $rc $(cat r8.err)"
+# optimizers: element-wise ones give the reference's numbers for the new rows; those whose statistics
+# span the reference's whole token table are refused; bitsandbytes takes the table's 8-bit mode
+T --output_dir r --max_train_steps 1 --optimizer_type Prodigy --learning_rate 1 2> r9.err; rc=$?
+[ $rc = 1 ] && grep -q 'optimizer_type Prodigy is not supported for textual inversion' r9.err && ok train_ti_prodigy_refused ||
+  nok train_ti_prodigy_refused "rc $rc $(cat r9.err)"
+if T --output_dir o8 --max_train_steps 2 --optimizer_type AdamW8bit --save_model_as safetensors --save_state 2> o8.err &&
+   python3 - o8/zqtok-state/optimizer.safetensors <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+d = [k + ':' + v['dtype'] for k, v in h.items() if k.startswith('emb_params') and 'state1' in k]
+sys.exit(0 if d and all(x.endswith(':U8') for x in d) else print(d) or 1)
+PY
+then ok train_ti_adamw8bit_table_mode; else nok train_ti_adamw8bit_table_mode "$(tail -2 o8.err)"; fi
 
 # ---- kill -9, resume: byte-identical embedding -------------------------------------------------------------------
 N=60
