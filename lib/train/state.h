@@ -52,6 +52,7 @@ typedef struct sd_train_progress {
 typedef struct sd_train_state_in {
     sd_train_progress prog;
     const sd_params *net;            /* its trainable parameters are saved */
+    const sd_params *net2;           /* and those of a second registry (a full model's text encoder), or NULL */
     const sd_optim *opt;             /* may be NULL (no optimizer state) */
     const char *options_json;        /* a JSON object (may be NULL: {}) */
     const double *loss_window;       /* the loss recorder's list (may be NULL) */
@@ -76,6 +77,8 @@ typedef struct sd_train_state_out {
 /* Validate `dir` against `net` (trainable parameters) and `opt` (may be NULL: optimizer state is
  * then only validated, not loaded), then load weights, moments and steps. */
 int sd_train_state_load(const char *dir, sd_params *net, sd_optim *opt, sd_train_state_out *out);
+/* The same with the trainable parameters of two registries (net2 may be NULL). */
+int sd_train_state_load2(const char *dir, sd_params *net, sd_params *net2, sd_optim *opt, sd_train_state_out *out);
 void sd_train_state_out_free(sd_train_state_out *o);
 
 /* Compare the options that must match between the saved snapshot and this run's (both JSON
