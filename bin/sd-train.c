@@ -439,6 +439,7 @@ int main(int argc, char **argv)
         usage = 1;
     }
     c.method = (int)method;
+    if (!usage) a.method = sd_train_method_name(method);   /* aliases: one name in the state's options */
     /* options of one method only: refused with the others */
     static const char *const lora_only[] = { "network_module", "network_dim", "network_alpha", "network_dropout",
                                              "network_args", "network_weights", "dim_from_weights",

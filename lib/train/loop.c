@@ -1610,10 +1610,13 @@ static int setup_full(run *R)
     sd_full_memory mem;
     sd_full_memory_of(f, &mem);
     const double gib = 1024.0 * 1024 * 1024;
-    sd_info("%s: training %lld weights (UNet%s) in float32: weights %.2f GiB + gradients %.2f GiB + AdamW moments "
-            "%.2f GiB = %.2f GiB", f->method == SD_METHOD_DB ? "DreamBooth" : "fine-tuning", (long long)mem.numel,
-            f->te_train ? " and text encoder" : "", (double)mem.weights / gib, (double)mem.grads / gib,
-            (double)mem.moments / gib, (double)(mem.weights + mem.grads + mem.moments) / gib);
+    size_t tot = mem.weights + mem.grads + mem.moments;
+    double u = tot >= (size_t)1 << 30 ? gib : 1024.0 * 1024;
+    const char *un = tot >= (size_t)1 << 30 ? "GiB" : "MiB";
+    sd_info("%s: training %lld weights (UNet%s) in float32: weights %.2f %s + gradients %.2f %s + AdamW moments "
+            "%.2f %s = %.2f %s", f->method == SD_METHOD_DB ? "DreamBooth" : "fine-tuning", (long long)mem.numel,
+            f->te_train ? " and text encoder" : "", (double)mem.weights / u, un, (double)mem.grads / u, un,
+            (double)mem.moments / u, un, (double)tot / u, un);
     if (R->ffmt == SD_FULL_CKPT) {
         sd_full_save_opts so;
         full_save_opts(R, 0, 0, NULL, &so);
