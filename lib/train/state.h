@@ -52,13 +52,14 @@ typedef struct sd_train_progress {
 typedef struct sd_train_state_in {
     sd_train_progress prog;
     const sd_params *net;            /* its trainable parameters are saved */
-    const sd_params *net2;           /* and those of a second registry (a full model's text encoder), or NULL */
     const sd_optim *opt;             /* may be NULL (no optimizer state) */
     const char *options_json;        /* a JSON object (may be NULL: {}) */
     const double *loss_window;       /* the loss recorder's list (may be NULL) */
     size_t loss_window_n;
     double loss_total;               /* and its running total */
     const sd_loss_scaler *scaler;    /* NULL or disabled: none ("grad_scaler":null) */
+    const sd_params *net2;           /* and the trainable parameters of a second registry (a full model's
+                                        text encoder), or NULL */
 } sd_train_state_in;
 
 /* Write the state directory `dir` atomically (its parent must exist). */
