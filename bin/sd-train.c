@@ -1,5 +1,6 @@
-/* sd-train: LoRA training on SD1.x / SD2.x (kohya-ss/sd-scripts train_network.py with
- * networks.lora). Options as the reference names them; the work is lib/train/loop.c. */
+/* sd-train: training on SD1.x / SD2.x: LoRA (kohya-ss/sd-scripts train_network.py with
+ * networks.lora), DreamBooth (train_db.py) and fine-tuning (fine_tune.py) of the whole model.
+ * Options as the reference names them; the work is lib/train/loop.c and lib/train/full.c. */
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -17,6 +18,7 @@
 #include "data/dataset_config.h"
 #include "data/dataset_records.h"
 #include "io/jsonl.h"
+#include "train/full.h"
 #include "train/loop.h"
 
 static sd_train_config c;
@@ -25,6 +27,7 @@ static struct {
     const char *device;
     const char *dataset_config, *train_data_dir, *reg_data_dir, *in_json, *caption_extension;
     int dataset_repeats;
+    int no_token_padding;
     sd_opt_list network_args, optimizer_args, resolution;
     int threads;
     int64_t max_train_steps;
@@ -68,7 +71,9 @@ static const sd_opt table[] = {
      .help = "no, fp16 or bf16: storage of the frozen weights (the arithmetic stays float32 on the CPU)"},
     /* network */
     {.name = "method", .type = SD_OPT_STRING, .dest = &a.method, .def = "lora", .group = G_NET,
-     .help = "training method: lora, or ti (textual_inversion)"},
+     .help = "lora (train_network.py), db or dreambooth (train_db.py: UNet + text encoder), ft or finetune "
+             "(fine_tune.py: UNet, + text encoder with --train_text_encoder), ti or textual_inversion "
+             "(train_textual_inversion.py)"},
     {.name = "token_string", .type = SD_OPT_STRING, .dest = &c.ti.token_string, .group = G_TI,
      .help = "the new word (must not be in the vocabulary; default output name)"},
     {.name = "num_vectors_per_token", .type = SD_OPT_INT, .dest = &c.ti.num_vectors_per_token, .def = "1",
@@ -107,6 +112,18 @@ static const sd_opt table[] = {
      .help = "learning rate of the text-encoder modules (default --learning_rate; 0 freezes them)"},
     {.name = "scale_weight_norms", .type = SD_OPT_DOUBLE, .dest = &c.scale_weight_norms, SD_OPT_ATLEAST(0),
      .group = G_NET, .help = "max-norm regularisation: scale modules whose ‖ΔW‖ exceeds this after every step"},
+    /* full-weight training (db / ft) */
+    {.name = "learning_rate_te", .type = SD_OPT_DOUBLE, .dest = &c.learning_rate_te, SD_OPT_ATLEAST(0), .group = G_NET,
+     .help = "db/ft: learning rate of the text encoder (default: --learning_rate, one optimizer group)"},
+    {.name = "stop_text_encoder_training", .type = SD_OPT_INT64, .dest = &c.stop_text_encoder_training,
+     SD_OPT_RANGE(-1, INT64_MAX / 2), .group = G_NET,
+     .help = "db: stop training the text encoder at this step (-1: do not train it; default: never stop)"},
+    {.name = "train_text_encoder", .type = SD_OPT_FLAG, .dest = &c.train_text_encoder, .group = G_NET,
+     .help = "ft: train the text encoder too"},
+    {.name = "use_safetensors", .type = SD_OPT_FLAG, .dest = &c.use_safetensors, .group = G_NET,
+     .help = "db/ft: save .safetensors where the format would be ckpt"},
+    {.name = "no_token_padding", .type = SD_OPT_FLAG, .dest = &a.no_token_padding, .group = G_NET,
+     .help = "db: accepted; no effect (as in the reference, whose switch is disconnected)"},
     /* optimizer */
     {.name = "optimizer_type", .type = SD_OPT_STRING, .dest = &c.optimizer_type, .def = "", .group = G_OPT,
      .help = "AdamW, AdamW8bit, Lion, SGDNesterov, Adafactor, Prodigy, DAdaptation (DAdaptAdamPreprint), DAdaptAdam"},
@@ -248,7 +265,8 @@ static const sd_opt table[] = {
     {.name = "save_precision", .type = SD_OPT_STRING, .dest = &c.save_precision, .metavar = "{float,fp16,bf16}",
      .group = G_OUT, .help = "dtype of the saved LoRA (default: as trained, float32)"},
     {.name = "save_model_as", .type = SD_OPT_STRING, .dest = &c.save_model_as, .def = "safetensors", .group = G_OUT,
-     .help = "safetensors (LoRA); pt (default), ckpt or safetensors (ti)"},
+     .help = "lora: safetensors; db/ft: ckpt or safetensors (default: the format of the model); ti: pt "
+             "(default), ckpt or safetensors"},
     {.name = "save_every_n_epochs", .type = SD_OPT_INT, .dest = &c.save_every_n_epochs, SD_OPT_ATLEAST(0),
      .group = G_OUT, .help = "save every N epochs"},
     {.name = "save_every_n_steps", .type = SD_OPT_INT, .dest = &c.save_every_n_steps, SD_OPT_ATLEAST(0),
@@ -409,9 +427,10 @@ int main(int argc, char **argv)
     sd_opts o;
     if (sd_opts_init(&o, "sd-train", table) < 0) return sd_fatal(1);
     o.flags = SD_OPTS_CONFIG | SD_OPTS_LENIENT | SD_OPTS_NO_POSITIONAL;
-    o.usage = "--method lora --model MODEL --data RECORDS.jsonl [OPTIONS]";
+    o.usage = "--method lora|db|ft --model MODEL --data RECORDS.jsonl [OPTIONS]";
     o.description = "Trains a LoRA network (kohya-ss/sd-scripts networks.lora) on SD1.x/SD2.x from records with "
-                    "cached latents, and saves it as a kohya LoRA file that A1111 and ComfyUI load.";
+                    "cached latents, and saves it as a kohya LoRA file that A1111 and ComfyUI load; or, with --method "
+                    "db / ft, trains the whole model (train_db.py / fine_tune.py) and saves full checkpoints.";
     o.epilog = "Exit status: 0 done, 1 fatal error, 2 usage error, 130/143 interrupted (a resumable state "
                "was written).\nSee sd-train(1).";
     int ex = sd_cmdline_main(&o, argc, argv);
@@ -429,13 +448,14 @@ int main(int argc, char **argv)
                 list, strlen(list) >= 400 ? ", ..." : "");
     }
     int usage = 0;
-    if (!strcmp(a.method, "ti") || !strcmp(a.method, "textual_inversion")) {
-        c.ti.on = 1;
-        if (sd_opts_source(&o, "save_model_as") <= SD_SRC_DEFAULT) c.save_model_as = "pt";   /* the reference's default */
-    } else if (strcmp(a.method, "lora")) {
-        sd_error("--method %s is not supported (lora and ti are)", a.method);
+    sd_train_method method = SD_METHOD_LORA;
+    if (sd_train_method_parse(a.method, &method) < 0) {
+        sd_error("%s", sd_errmsg());
         usage = 1;
     }
+    c.method = (int)method;
+    c.ti.on = method == SD_METHOD_TI;
+    if (c.ti.on && sd_opts_source(&o, "save_model_as") <= SD_SRC_DEFAULT) c.save_model_as = "pt";   /* the reference's default */
     if (!c.ti.on) {   /* textual-inversion options are not silently ignored by the other methods */
         static const char *const ti_only[] = { "token_string", "num_vectors_per_token", "init_word", "weights",
                                                "use_object_template", "use_style_template" };
@@ -444,6 +464,45 @@ int main(int argc, char **argv)
                 sd_error("--%s is an option of --method ti (this run is --method %s)", ti_only[i], a.method);
                 usage = 1;
             }
+    }
+    if (!usage) a.method = sd_train_method_name(method);   /* aliases: one name in the state's options */
+    /* options of one method only: refused with the others */
+    static const char *const lora_only[] = { "network_module", "network_dim", "network_alpha", "network_dropout",
+                                             "network_args", "network_weights", "dim_from_weights",
+                                             "network_train_unet_only", "network_train_text_encoder_only", "unet_lr",
+                                             "text_encoder_lr", "scale_weight_norms", "no_metadata",
+                                             "training_comment" };
+    static const char *const full_only[] = { "learning_rate_te", "use_safetensors", "stop_text_encoder_training",
+                                             "train_text_encoder", "no_token_padding" };
+    for (size_t i = 0; i < sizeof lora_only / sizeof *lora_only && method != SD_METHOD_LORA; i++) {
+        int src = sd_opts_source(&o, lora_only[i]);
+        if (src == SD_SRC_CMDLINE || src == SD_SRC_CONFIG) {
+            sd_error("--%s is a LoRA option: not used by --method %s", lora_only[i], a.method);
+            usage = 1;
+        }
+    }
+    for (size_t i = 0; i < sizeof full_only / sizeof *full_only; i++) {
+        int src = sd_opts_source(&o, full_only[i]);
+        if (src != SD_SRC_CMDLINE && src != SD_SRC_CONFIG) continue;
+        const char *name = full_only[i];
+        int ok = method == SD_METHOD_DB ? strcmp(name, "train_text_encoder") != 0
+               : method == SD_METHOD_FT ? strcmp(name, "stop_text_encoder_training") && strcmp(name, "no_token_padding")
+                                        : 0;
+        if (!ok) {
+            sd_error("--%s is an option of %s: not used by --method %s", name,
+                     !strcmp(name, "train_text_encoder") ? "--method ft"
+                     : !strcmp(name, "stop_text_encoder_training") || !strcmp(name, "no_token_padding") ? "--method db"
+                                                                                                         : "--method db/ft",
+                     a.method);
+            usage = 1;
+        }
+    }
+    if (method == SD_METHOD_DB || method == SD_METHOD_FT) {
+        /* the reference's None: the source model's format */
+        int src = sd_opts_source(&o, "save_model_as");
+        if (src != SD_SRC_CMDLINE && src != SD_SRC_CONFIG) c.save_model_as = NULL;
+        c.has_stop_text_encoder_training = sd_opts_source(&o, "stop_text_encoder_training") != SD_SRC_NONE;
+        if (sd_opts_source(&o, "learning_rate_te") == SD_SRC_NONE) c.learning_rate_te = NAN;
     }
     if (a.log_with && strcmp(a.log_with, "tensorboard")) {
         sd_error("--log_with %s is not supported (tensorboard is)", a.log_with);

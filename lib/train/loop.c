@@ -29,6 +29,7 @@
 #include "tensor/device.h"
 #include "text/clip_tokenizer.h"
 #include "train/batch.h"
+#include "train/full.h"
 #include "train/lora_file.h"
 #include "train/lora_net.h"
 #include "train/lora_network.h"
@@ -52,6 +53,7 @@ void sd_train_config_default(sd_train_config *c)
     c->unet_lr = NAN;
     c->text_encoder_lr = NAN;
     c->learning_rate = 2e-6;
+    c->learning_rate_te = NAN;
     c->max_grad_norm = 1.0;
     c->lr_scheduler = "constant";
     c->lr_warmup_steps = "0";
@@ -292,6 +294,9 @@ typedef struct run {
     int have_ti;
     float *dtok;              /* TI: host copy of the token-lookup gradient */
     sd_tensor t_dtok;
+    sd_full full;             /* --method db/ft: the trained weights are the model's (train/full.h) */
+    int is_full;
+    sd_full_format ffmt;
     sd_optim opt;
     int have_opt;
     sd_optim_config ocfg;
@@ -380,7 +385,7 @@ static int check_options(run *R)
     if (c->ti.on) {
         int trc = sd_ti_check_config(c);
         if (trc) return trc;
-    } else if (c->save_model_as && strcmp(c->save_model_as, "safetensors")) {
+    } else if (!R->is_full && c->save_model_as && strcmp(c->save_model_as, "safetensors")) {
         return sd_err(SD_EUNSUPPORTED, "--save_model_as %s is not supported (safetensors is)", c->save_model_as);
     }
     if (c->mixed_precision && strcmp(c->mixed_precision, "no") && strcmp(c->mixed_precision, "fp16") &&
@@ -446,6 +451,7 @@ static int load_models(run *R)
     for (size_t i = 0; i < R->val.n; i++)
         if (!R->val.s[i].latents) mo.parts |= SD_MODEL_VAE;
     if (R->smp.on) mo.parts |= SD_MODEL_VAE;
+    if (R->is_full && c->vae) mo.parts |= SD_MODEL_VAE;   /* the replacement VAE goes into the saved model */
     mo.vae = c->vae;
     mo.config = c->model_config;
     mo.v2 = c->v2;
@@ -467,9 +473,10 @@ static int load_models(run *R)
     sd_params_set_frozen_dtype(&R->model.unet_params, fd);
     sd_params_set_frozen_dtype(&R->model.te_params, fd);
     if (mo.parts & SD_MODEL_VAE) sd_params_set_trainable(&R->model.vae_params, "", 0);
+    if (R->is_full && (rc = sd_full_mark(&R->full, &R->model))) return rc;
     rc = sd_model_load(&R->model, SD_DEV_CPU);
     if (rc) return rc;
-    sd_model_release_source(&R->model);
+    if (!R->is_full) sd_model_release_source(&R->model);   /* a full save copies the rest of the source */
     R->unet = &R->model.unet;
     R->clip = &R->model.clip;
     if (c->gradient_checkpointing) sd_unet_set_checkpoint(R->unet, NULL, 1);
@@ -497,7 +504,12 @@ static int ensure_scratch(run *R, size_t want)
 /* The LoRA registry to the host (optimizer, saving) or back to the run's device. */
 static int net_to(run *R, sd_devkind dev)
 {
-    return R->dev == SD_DEV_CPU ? SD_OK : sd_params_move(&R->net.reg, dev);
+    if (R->dev == SD_DEV_CPU) return SD_OK;
+    if (!R->is_full) return sd_params_move(&R->net.reg, dev);
+    const sd_params *regs[2];
+    int n = sd_full_registries(&R->full, regs), rc = SD_OK;
+    for (int i = 0; i < n && !rc; i++) rc = sd_params_move((sd_params *)regs[i], dev);
+    return rc;
 }
 
 static int load_disk_cache(sd_train_sample *s, const char *path, int64_t n)
@@ -973,6 +985,64 @@ static int save_ti(run *R, const char *path)
     return rc;
 }
 
+/* A full checkpoint (train/full.h): the reference's save_stable_diffusion_checkpoint with the
+ * ModelSpec of get_sai_model_spec(is_stable_diffusion_ckpt=True). epoch_no: the reference's
+ * epoch argument (epoch saves: the 1-based epoch; step saves and the final save: the 0-based one). */
+static int full_save_opts(run *R, int64_t epoch_no, int64_t steps, sd_kv *m, sd_full_save_opts *so)
+{
+    sd_train_config *c = R->c;
+    memset(so, 0, sizeof *so);
+    so->format = R->ffmt;
+    so->save_dtype = -1;
+    if (c->save_precision)
+        so->save_dtype = !strcmp(c->save_precision, "fp16") ? SD_ST_F16 : !strcmp(c->save_precision, "bf16") ? SD_ST_BF16
+                                                                                                         : SD_ST_F32;
+    so->weight_dtype = SD_ST_F32;
+    if (c->mixed_precision && !strcmp(c->mixed_precision, "fp16")) so->weight_dtype = SD_ST_F16;
+    else if (c->mixed_precision && !strcmp(c->mixed_precision, "bf16")) so->weight_dtype = SD_ST_BF16;
+    so->te_trained = R->full.te_train;
+    so->epoch = epoch_no < 0 ? 0 : epoch_no;
+    so->global_step = steps;
+    so->meta = m;
+    if (!m) return SD_OK;
+    sd_modelspec_args ma;
+    memset(&ma, 0, sizeof ma);
+    ma.v2 = R->cfg.family == SD_FAMILY_SD2;
+    ma.v_parameterization = R->cfg.parameterization == SD_PRED_V;
+    ma.timestamp = wall_now();
+    ma.title = c->metadata_title ? c->metadata_title : c->output_name;
+    ma.reso_w = c->reso_w;
+    ma.reso_h = c->reso_h;
+    ma.author = c->metadata_author;
+    ma.description = c->metadata_description;
+    ma.license = c->metadata_license;
+    ma.tags = c->metadata_tags;
+    ma.has_timesteps = c->min_timestep >= 0 || c->max_timestep >= 0;
+    ma.min_timestep = c->min_timestep >= 0 ? c->min_timestep : 0;
+    ma.max_timestep = c->max_timestep >= 0 ? c->max_timestep : 1000;
+    ma.clip_skip = c->clip_skip > 0 ? c->clip_skip : -1;
+    ma.implementation_version = "sd-train/" SD_VERSION;
+    return sd_modelspec_metadata(&ma, m);
+}
+
+static int save_full(run *R, const char *path, int64_t steps, int64_t epoch_no)
+{
+    sd_kv m;
+    sd_kv_init(&m);
+    sd_full_save_opts so;
+    int rc = full_save_opts(R, epoch_no, steps, &m, &so);
+    /* the writer reads host memory */
+    sd_params *regs[3] = { &R->model.unet_params, &R->model.te_params, &R->model.vae_params };
+    for (int i = 0; i < 3 && !rc && R->dev != SD_DEV_CPU; i++)
+        if (regs[i]->allocated) rc = sd_params_move(regs[i], SD_DEV_CPU);
+    if (!rc) rc = sd_full_save(path, &R->model, &so);
+    int rc2 = SD_OK;
+    for (int i = 0; i < 3 && !rc2 && R->dev != SD_DEV_CPU; i++)
+        if (regs[i]->allocated) rc2 = sd_params_move(regs[i], R->dev);
+    sd_kv_free(&m);
+    return rc ? rc : rc2;
+}
+
 static char *join_path(const char *dir, const char *name)
 {
     size_t n = strlen(dir) + strlen(name) + 2;
@@ -992,6 +1062,12 @@ static int save_state_dir(run *R, const char *dir, int64_t global_step, int64_t 
     s.prog.seed = R->seed;
     s.scaler = R->scaler.enabled ? &R->scaler : NULL;
     s.net = R->have_ti ? &R->ti.reg : &R->net.reg;
+    if (R->is_full) {
+        const sd_params *regs[2] = { NULL, NULL };
+        sd_full_registries(&R->full, regs);
+        s.net = regs[0];
+        s.net2 = regs[1];
+    }
     s.opt = R->have_opt ? &R->opt : NULL;
     s.options_json = R->c->options_json;
     s.loss_window = R->window;
@@ -1013,7 +1089,9 @@ static int save_checkpoint(run *R, sd_save_kind kind, int64_t no, int64_t global
     if (rc) return rc;
     char *path = join_path(R->outdir, name);
     if (!path) return sd_err(SD_ENOMEM, "out of memory");
-    rc = R->have_ti ? save_ti(R, path) : save_lora(R, path, global_step, epoch1);
+    rc = R->have_ti ? save_ti(R, path)
+         : R->is_full ? save_full(R, path, global_step, kind == SD_SAVE_EPOCH ? epoch1 : epoch1 - 1)
+                      : save_lora(R, path, global_step, epoch1);
     if (!rc && kind != SD_SAVE_LAST) sd_info("saved %s", path);
     free(path);
     if (rc) return rc;
@@ -1549,6 +1627,7 @@ static void free_run(run *R)
 {
     if (R->have_opt) sd_optim_free(&R->opt);
     sd_lora_groups_free(&R->groups);
+    sd_full_free(&R->full);
     if (R->have_net) sd_lora_network_free(&R->net);
     if (R->have_ti) sd_ti_free(&R->ti);
     free(R->dtok);
@@ -1589,7 +1668,8 @@ static const char *const resume_keys[] = {
     "lr_warmup_steps", "learning_rate", "unet_lr", "text_encoder_lr", "optimizer_type", "optimizer_args",
     "max_token_length", "clip_skip", "v_parameterization", "conv_dim",
     "validation_split", "validation_seed",   /* they choose the training images */
-    "method", "token_string", "num_vectors_per_token", "use_object_template", "use_style_template",
+    "method", "token_string", "num_vectors_per_token", "use_object_template", "use_style_template",   /* TI */
+    "learning_rate_te", "stop_text_encoder_training", "train_text_encoder",   /* full models */
 };
 
 /* --method ti: tokens, the widened table, the one optimizer group (the new rows at
@@ -1643,6 +1723,63 @@ static int ti_setup(run *R)
     return SD_OK;
 }
 
+/* kohya's warnings about the optimizer settings (one sd_warn per line). */
+static void optimizer_warnings(run *R)
+{
+    const sd_train_config *c = R->c;
+    char warn[1024];
+    sd_optim_reference_warnings(&R->ocfg, c->learning_rate, R->groups.desc, R->groups.n, c->lr_scheduler,
+                                c->max_grad_norm, warn, sizeof warn);
+    for (char *line = warn, *nl; *line; line = nl ? nl + 1 : line + strlen(line)) {
+        nl = strchr(line, '\n');
+        if (nl) *nl = 0;
+        sd_warn("%s", line);
+    }
+}
+
+/* --method db/ft: the optimizer over the model's own weights (train/full.h), the messages the
+ * reference prints, the memory a full fine-tune holds, and the .ckpt size limit checked before
+ * training rather than at the first save. */
+static int setup_full(run *R)
+{
+    sd_train_config *c = R->c;
+    sd_full *f = &R->full;
+    if (f->method == SD_METHOD_DB && c->gradient_accumulation_steps > 1)
+        sd_warn("gradient_accumulation_steps is %d. accelerate does not support gradient_accumulation_steps when "
+                "training multiple models (U-Net and Text Encoder), so something might be wrong",
+                c->gradient_accumulation_steps);
+    if (f->method == SD_METHOD_DB && !f->te_train) sd_info("Text Encoder is not trained.");
+    if (f->method == SD_METHOD_FT && f->te_train) sd_info("enable text encoder training");
+    int rc = sd_full_groups(f, c->learning_rate, c->learning_rate_te, &R->groups);
+    if (!rc) optimizer_warnings(R);
+    if (!rc) rc = sd_optim_init(&R->opt, &R->ocfg, R->groups.desc, R->groups.n);
+    if (rc) return rc;
+    R->have_opt = 1;
+    rc = sd_full_bind(f, &R->opt);
+    if (rc) return rc;
+    R->te_train = f->te_train;
+    sd_full_memory mem;
+    sd_full_memory_of(f, &mem);
+    const double gib = 1024.0 * 1024 * 1024;
+    size_t tot = mem.weights + mem.grads + mem.moments;
+    double u = tot >= (size_t)1 << 30 ? gib : 1024.0 * 1024;
+    const char *un = tot >= (size_t)1 << 30 ? "GiB" : "MiB";
+    sd_info("%s: training %lld weights (UNet%s) in float32: weights %.2f %s + gradients %.2f %s + AdamW moments "
+            "%.2f %s = %.2f %s", f->method == SD_METHOD_DB ? "DreamBooth" : "fine-tuning", (long long)mem.numel,
+            f->te_train ? " and text encoder" : "", (double)mem.weights / u, un, (double)mem.grads / u, un,
+            (double)mem.moments / u, un, (double)tot / u, un);
+    if (R->ffmt == SD_FULL_CKPT) {
+        sd_full_save_opts so;
+        full_save_opts(R, 0, 0, NULL, &so);
+        uint64_t est = sd_full_save_estimate(&R->model, &so);
+        if (est + ((uint64_t)64 << 20) >= ((uint64_t)4 << 30))
+            return sd_err(SD_EUNSUPPORTED, "a .ckpt of this model would be %.2f GiB; sd-train writes .ckpt files up to "
+                          "4 GiB (no Zip64): use --save_precision fp16 or --save_model_as safetensors",
+                          (double)est / gib);
+    }
+    return SD_OK;
+}
+
 int sd_train_run(sd_train_config *c, sd_train_data *d)
 {
     run R0, *R = &R0;
@@ -1664,6 +1801,10 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
         return rc;
     }
     R->scratch_cap = SD_CTX_DEFAULT_SCRATCH;
+    R->is_full = c->method == SD_METHOD_DB || c->method == SD_METHOD_FT;
+    if (R->is_full)
+        sd_full_init(&R->full, (sd_train_method)c->method, c->has_stop_text_encoder_training,
+                     c->stop_text_encoder_training, c->train_text_encoder);
     rc = check_options(R);
     if (rc) goto out;
     /* seed: --seed, the resumed state's, or a random one */
@@ -1694,6 +1835,8 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
     R->vseed = c->has_validation_seed ? (uint64_t)c->validation_seed : R->seed;
     rc = load_models(R);
     if (rc) goto out;
+    if (R->is_full && (rc = sd_full_format_choose(c->save_model_as, c->use_safetensors, R->model.format, &R->ffmt)))
+        goto out;
     rc = encode_all(R, d, 0);
     if (!rc && R->val.n) rc = encode_all(R, &R->val, 0x80000000u);
     if (rc) goto out;
@@ -1722,7 +1865,12 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
         if (rc) goto out;
         goto params_ready;
     }
-    /* network */
+    /* network (LoRA), or the model's own weights (--method db/ft) */
+    if (R->is_full) {
+        rc = setup_full(R);
+        if (rc) goto out;
+        goto trained_set;
+    }
     int ndim = c->network_dim > 0 ? c->network_dim : 4;
     double nalpha = isnan(c->network_alpha) ? 1.0 : c->network_alpha;
     rc = sd_lora_net_args_parse(&R->nargs, 0, ndim, nalpha, c->network_args ? c->network_args->s : NULL,
@@ -1775,22 +1923,14 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
         goto out;
     }
 params_ready:
-    {
-        char warn[1024];
-        sd_optim_reference_warnings(&R->ocfg, c->learning_rate, R->groups.desc, R->groups.n, c->lr_scheduler,
-                                    c->max_grad_norm, warn, sizeof warn);
-        for (char *line = warn, *nl; *line; line = nl ? nl + 1 : line + strlen(line)) {
-            nl = strchr(line, '\n');
-            if (nl) *nl = 0;
-            sd_warn("%s", line);
-        }
-    }
+    optimizer_warnings(R);
     rc = sd_optim_init(&R->opt, &R->ocfg, R->groups.desc, R->groups.n);
     if (rc) goto out;
     R->have_opt = 1;
     /* the text encoder trains when one of its modules is in a group */
     for (int g = 0; g < R->groups.n; g++)
         if (!strncmp(R->groups.names[g], "textencoder", 11)) R->te_train = 1;
+trained_set:;
     /* batches, steps, epochs (§6.8) */
     sd_batch_item *items = calloc(d->n, sizeof *items);
     if (!items) {
@@ -1849,7 +1989,13 @@ params_ready:
     /* resume */
     int64_t global_step = 0, start_epoch = 0, start_i = 0;
     if (c->resume) {
-        rc = sd_train_state_load(c->resume, R->have_ti ? &R->ti.reg : &R->net.reg, &R->opt, &rs);
+        if (R->is_full) {
+            const sd_params *regs[2] = { NULL, NULL };
+            sd_full_registries(&R->full, regs);
+            rc = sd_train_state_load2(c->resume, (sd_params *)regs[0], (sd_params *)regs[1], &R->opt, &rs);
+        } else {
+            rc = sd_train_state_load(c->resume, R->have_ti ? &R->ti.reg : &R->net.reg, &R->opt, &rs);
+        }
         if (rc) goto out;
         if (R->have_ti) sd_ti_sync_table(&R->ti);
         if (rs.options_json && c->options_json) {
@@ -1892,7 +2038,7 @@ params_ready:
     rc = sd_mkdirs(R->outdir);
     if (rc) goto out;
     R->outname = c->output_name;
-    R->ext = ".safetensors";
+    R->ext = R->is_full ? sd_full_format_ext(R->ffmt) : ".safetensors";
     if (R->have_ti) {   /* output_name defaults to the token string; --save_model_as pt by default */
         if (!R->outname) R->outname = c->ti.token_string;
         R->ext = c->save_model_as && !strcmp(c->save_model_as, "safetensors") ? ".safetensors"
@@ -1900,7 +2046,7 @@ params_ready:
                                                                                : ".pt";
     }
     R->started_at = wall_now();
-    rc = R->have_ti ? SD_OK : build_metadata(R);
+    rc = R->have_ti || R->is_full ? SD_OK : build_metadata(R);
     if (rc) goto out;
     /* logs */
     if (c->logging_dir) {
@@ -1908,7 +2054,9 @@ params_ready:
         rc = sd_tb_run_dir(dir, sizeof dir, c->logging_dir, c->log_prefix, (time_t)R->started_at);
         if (rc) goto out;
         size_t L = strlen(dir);
-        snprintf(dir + L, sizeof dir - L, "/%s", c->log_tracker_name ? c->log_tracker_name : "network_train");
+        const char *tracker = R->full.method == SD_METHOD_DB ? "dreambooth"
+                              : R->full.method == SD_METHOD_FT ? "finetuning" : "network_train";
+        snprintf(dir + L, sizeof dir - L, "/%s", c->log_tracker_name ? c->log_tracker_name : tracker);
         rc = sd_tb_open(&R->tb, dir, R->started_at);
         if (rc) goto out;
         R->have_tb = 1;
@@ -1965,8 +2113,16 @@ params_ready:
         int64_t win_epoch = epoch, win_i = i0;
         int nmicro = 0;
         for (int64_t i = i0; i < nb; i++) {
+            if (R->is_full) {
+                /* train_db: the text encoder stops at --stop_text_encoder_training */
+                int act = sd_full_te_active(&R->full, global_step);
+                if (R->full.te_train && !act && global_step == R->full.te_stop && R->te_train)
+                    sd_info("stop text encoder training at step %lld", (long long)global_step);
+                R->te_train = act;
+            }
             if (i % A == 0 || i == i0) {
                 if (R->have_ti) sd_ti_zero_grad(&R->ti);
+                if (R->is_full) sd_full_zero_grad(&R->ctx, &R->full);
                 else sd_params_zero_grad(&R->ctx, &R->net.reg);
                 win_epoch = epoch;
                 win_i = i;
@@ -2014,7 +2170,9 @@ params_ready:
             float used_scale = R->scaler.scale;
             int found_inf = 0;
             sd_loss_scale_event ev = SD_LOSS_SCALE_KEPT;
-            rc = sd_loss_scaler_optim_step(&R->scaler, &R->opt, c->max_grad_norm, lrs, &gnorm, &found_inf, &ev);
+            rc = sd_loss_scaler_optim_step(&R->scaler, &R->opt, c->max_grad_norm, lrs,
+                                           R->is_full ? sd_full_skip_mask(&R->full, R->te_train) : NULL, &gnorm,
+                                           &found_inf, &ev);
             if (!found_inf && !rc) R->sched_step++;
             if (rc && (rc != SD_ERANGE || !R->scaler.enabled)) break;
             if (R->scaler.enabled) {
@@ -2057,8 +2215,9 @@ params_ready:
             double cur = step_loss / nmicro;
             double wt = sd_wall_time();
             if (R->have_tb) {
-                sd_tb_scalar(&R->tb, "loss/current", (float)cur, global_step, wt);
-                sd_tb_scalar(&R->tb, "loss/average", (float)avr, global_step, wt);
+                /* train_db / fine_tune log "loss" (and "loss/epoch" at epoch ends) */
+                sd_tb_scalar(&R->tb, R->is_full ? "loss" : "loss/current", (float)cur, global_step, wt);
+                if (!R->is_full) sd_tb_scalar(&R->tb, "loss/average", (float)avr, global_step, wt);
                 if (c->scale_weight_norms > 0) {
                     sd_tb_scalar(&R->tb, "max_norm/keys_scaled", (float)keys_scaled, global_step, wt);
                     sd_tb_scalar(&R->tb, "max_norm/max_key_norm", (float)max_key_norm, global_step, wt);
@@ -2128,7 +2287,9 @@ params_ready:
             rc = run_validation(R, 1, epoch, global_step, window_mean(R));
             if (rc) break;
         }
-        if (R->have_tb && R->epoch_loss_n)
+        if (R->have_tb && R->is_full && R->window_n)
+            sd_tb_scalar(&R->tb, "loss/epoch", (float)window_mean(R), epoch + 1, sd_wall_time());
+        else if (R->have_tb && R->epoch_loss_n)
             sd_tb_scalar(&R->tb, "loss/epoch_average", (float)(R->epoch_loss_sum / (double)R->epoch_loss_n), epoch + 1,
                          sd_wall_time());
         if (!done && c->save_every_n_epochs > 0 && sd_should_save_epoch(epoch + 1, c->save_every_n_epochs, R->num_epochs)) {

@@ -54,6 +54,13 @@ typedef struct sd_train_config {
     int train_unet_only, train_text_encoder_only;
     double unet_lr, text_encoder_lr;   /* NAN = None */
     double scale_weight_norms;         /* 0 = None */
+    /* full-weight training (train/full.h): method 0 LoRA, 1 DreamBooth (train_db), 2 fine-tune */
+    int method;                        /* sd_train_method */
+    double learning_rate_te;           /* NAN = None (the UNet's) */
+    int has_stop_text_encoder_training;
+    int64_t stop_text_encoder_training;   /* db: -1 = TE not trained, N = stop at step N */
+    int train_text_encoder;            /* ft: --train_text_encoder */
+    int use_safetensors;               /* --use_safetensors */
     /* optimizer / schedule */
     const char *optimizer_type;
     int use_8bit_adam, use_lion_optimizer;
@@ -99,7 +106,7 @@ typedef struct sd_train_config {
     /* output */
     const char *output_dir, *output_name;
     const char *save_precision;        /* NULL, "float", "fp16", "bf16" */
-    const char *save_model_as;         /* "safetensors" */
+    const char *save_model_as;         /* LoRA: "safetensors"; db/ft: NULL = the source's format, ckpt, safetensors */
     int save_every_n_epochs, save_every_n_steps;
     int save_last_n_epochs, save_last_n_steps, save_last_n_epochs_state, save_last_n_steps_state;
     int save_state, save_state_on_train_end;

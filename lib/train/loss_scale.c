@@ -160,8 +160,8 @@ int sd_loss_scaler_update(sd_loss_scaler *s, int found_inf, sd_loss_scale_event 
     return SD_OK;
 }
 
-int sd_loss_scaler_optim_step(sd_loss_scaler *s, sd_optim *o, double max_norm, const double *lr, double *grad_norm,
-                              int *skipped, sd_loss_scale_event *event)
+int sd_loss_scaler_optim_step(sd_loss_scaler *s, sd_optim *o, double max_norm, const double *lr,
+                              const uint8_t *skip, double *grad_norm, int *skipped, sd_loss_scale_event *event)
 {
     int found_inf = 0;
     *skipped = 0;
@@ -170,7 +170,7 @@ int sd_loss_scaler_optim_step(sd_loss_scaler *s, sd_optim *o, double max_norm, c
     int rc = sd_optim_clip_grad_norm(o, max_norm, grad_norm);
     if (rc) return rc;
     if (!found_inf) {
-        rc = sd_optim_step(o, lr, NULL);
+        rc = sd_optim_step(o, lr, skip);
         if (rc) return rc;
     }
     *skipped = found_inf;

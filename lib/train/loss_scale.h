@@ -79,12 +79,13 @@ int sd_loss_scaler_update(sd_loss_scaler *s, int found_inf, sd_loss_scale_event 
 /* One optimizer step in accelerate's order: unscale the optimizer's gradients (enabled scaler),
  * clip them (sd_optim_clip_grad_norm with max_norm; ≤ 0 only measures; *grad_norm, may be NULL,
  * gets the norm of the unscaled gradients: inf/NaN on a skipped step), the optimizer step with
- * the learning rates lr[g] unless a gradient was inf/NaN (*skipped = 1), then the scale update
+ * the learning rates lr[g] (and sd_optim_step's per-parameter `skip`, may be NULL) unless a
+ * gradient was inf/NaN (*skipped = 1), then the scale update
  * (*event, may be NULL). A disabled scaler: clip and step, *skipped = 0. The caller advances its LR
  * scheduler only when the step was not skipped. SD_ERANGE from the update (the step skipped, the
  * scaler unchanged) is returned as is. */
-int sd_loss_scaler_optim_step(sd_loss_scaler *s, sd_optim *o, double max_norm, const double *lr, double *grad_norm,
-                              int *skipped, sd_loss_scale_event *event);
+int sd_loss_scaler_optim_step(sd_loss_scaler *s, sd_optim *o, double max_norm, const double *lr,
+                              const uint8_t *skip, double *grad_norm, int *skipped, sd_loss_scale_event *event);
 
 /* Check a restored state: scale a normal positive float, growth_factor > 1, 0 < backoff < 1,
  * growth_interval ≥ 1, 0 ≤ growth_tracker < growth_interval. SD_EFORMAT naming `what`. */

@@ -60,19 +60,24 @@ static char *path_join(const char *a, const char *b)
     return p;
 }
 
-/* Trainable parameters of a registry, in registration order. */
-static size_t trainable(const sd_params *r, sd_param **out)
+/* Trainable parameters of a registry (and of a second one: a full model's text encoder), in
+ * registration order. */
+static size_t trainable2(const sd_params *r, const sd_params *r2, sd_param **out)
 {
     size_t k = 0;
-    for (size_t i = 0; i < sd_params_count(r); i++) {
-        sd_param *p = sd_params_at(r, i);
-        if (p->flags & SD_PARAM_TRAINABLE) {
-            if (out) out[k] = p;
-            k++;
+    for (int j = 0; j < 2; j++) {
+        const sd_params *q = j ? r2 : r;
+        for (size_t i = 0; q && i < sd_params_count(q); i++) {
+            sd_param *p = sd_params_at(q, i);
+            if (p->flags & SD_PARAM_TRAINABLE) {
+                if (out) out[k] = p;
+                k++;
+            }
         }
     }
     return k;
 }
+#define trainable(s_, out_) trainable2((s_)->net, (s_)->net2, out_)
 
 static void json_str(FILE *f, const char *s)
 {
@@ -102,10 +107,10 @@ static int write_tensors(const char *tmp, const sd_train_state_in *s, char wsha[
     char **names = NULL;
     size_t nnames = 0;
     int rc = wp && op ? sd_safetensors_writer_new(&w) : sd_err(SD_ENOMEM, "out of memory");
-    size_t np = trainable(s->net, NULL);
+    size_t np = trainable(s, NULL);
     sd_param **ps = calloc(np + 1, sizeof *ps);
     if (!rc && !ps) rc = sd_err(SD_ENOMEM, "out of memory");
-    if (!rc) trainable(s->net, ps);
+    if (!rc) trainable(s, ps);
     for (size_t i = 0; i < np && !rc; i++) {
         sd_param *p = ps[i];
         if (p->value.dtype != SD_F32 || p->value.device != SD_DEV_CPU || !p->value.data)
@@ -190,10 +195,10 @@ static int write_json(const char *tmp, const sd_train_state_in *s, const char *w
             (unsigned long long)p->seed);
     fprintf(f, "\"files\":{\"weights.safetensors\":\"%s\",\"optimizer.safetensors\":\"%s\"},\n", wsha, osha);
     fputs("\"params\":[", f);
-    size_t np = trainable(s->net, NULL);
+    size_t np = trainable(s, NULL);
     sd_param **ps = calloc(np + 1, sizeof *ps);
     if (!ps) { fclose(f); free(buf); return sd_err(SD_ENOMEM, "out of memory"); }
-    trainable(s->net, ps);
+    trainable(s, ps);
     for (size_t i = 0; i < np; i++) {
         fputs(i ? ",\n [" : "\n [", f);
         json_str(f, ps[i]->key);
@@ -347,6 +352,11 @@ static void shape_of_jv(jv arr, char *buf, size_t n)
 
 int sd_train_state_load(const char *dir, sd_params *net, sd_optim *opt, sd_train_state_out *out)
 {
+    return sd_train_state_load2(dir, net, NULL, opt, out);
+}
+
+int sd_train_state_load2(const char *dir, sd_params *net, sd_params *net2, sd_optim *opt, sd_train_state_out *out)
+{
     memset(out, 0, sizeof *out);
     char *sp = path_join(dir, "state.json"), *wp = path_join(dir, "weights.safetensors"),
          *op = path_join(dir, "optimizer.safetensors");
@@ -441,11 +451,11 @@ int sd_train_state_load(const char *dir, sd_params *net, sd_optim *opt, sd_train
     if (!rc) rc = sd_safetensors_open(wp, &ws);
     if (!rc) rc = sd_safetensors_open(op, &os);
     /* parameters: exactly the network's trainable ones, same shapes */
-    size_t np = trainable(net, NULL);
+    size_t np = trainable2(net, net2, NULL);
     if (!rc) {
         ps = calloc(np + 1, sizeof *ps);
         if (!ps) rc = sd_err(SD_ENOMEM, "out of memory");
-        else trainable(net, ps);
+        else trainable2(net, net2, ps);
     }
     if (!rc) {
         jv params = get(doc, "params");
@@ -457,6 +467,7 @@ int sd_train_state_load(const char *dir, sd_params *net, sd_optim *opt, sd_train
             if (jv_get_kind(k) != JV_KIND_STRING) rc = sd_err(SD_EFORMAT, "%s: bad parameter entry %d", sp, i);
             else {
                 sd_param *p = sd_params_find(net, jv_string_value(k));
+                if (!p && net2) p = sd_params_find(net2, jv_string_value(k));
                 char a[128], b[128];
                 if (!p || !(p->flags & SD_PARAM_TRAINABLE)) {
                     rc = sd_err(SD_EINVAL, "cannot resume from %s: it holds %s, which this run does not train "

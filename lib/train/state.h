@@ -66,6 +66,8 @@ typedef struct sd_train_state_in {
     size_t loss_window_n;
     double loss_total;               /* and its running total */
     const sd_loss_scaler *scaler;    /* NULL or disabled: none ("grad_scaler":null) */
+    const sd_params *net2;           /* and the trainable parameters of a second registry (a full model's
+                                        text encoder), or NULL */
 } sd_train_state_in;
 
 /* Write the state directory `dir` atomically (its parent must exist). */
@@ -84,6 +86,8 @@ typedef struct sd_train_state_out {
 /* Validate `dir` against `net` (trainable parameters) and `opt` (may be NULL: optimizer state is
  * then only validated, not loaded), then load weights, moments and steps. */
 int sd_train_state_load(const char *dir, sd_params *net, sd_optim *opt, sd_train_state_out *out);
+/* The same with the trainable parameters of two registries (net2 may be NULL). */
+int sd_train_state_load2(const char *dir, sd_params *net, sd_params *net2, sd_optim *opt, sd_train_state_out *out);
 void sd_train_state_out_free(sd_train_state_out *o);
 
 /* Compare the options that must match between the saved snapshot and this run's (both JSON

@@ -237,7 +237,7 @@ static void test_skipped_step(void)
     for (int step = 0; step < 3; step++) {
         rig_grads(&a, step, (float)sd_loss_scaler_factor(&s));
         if (step == 1) ((float *)a.p[1]->grad.data)[4] = INFINITY;
-        T_EQ_INT(sd_loss_scaler_optim_step(&s, &a.opt, 1.0, lr, &gn, &skipped, &ev), SD_OK);
+        T_EQ_INT(sd_loss_scaler_optim_step(&s, &a.opt, 1.0, lr, NULL, &gn, &skipped, &ev), SD_OK);
         T_EQ_INT(skipped, step == 1);
         if (step == 1) {
             T_CHECK(!isfinite(gn));
@@ -249,7 +249,7 @@ static void test_skipped_step(void)
         }
         double gref;
         rig_grads(&b, step, 1.0f);
-        T_EQ_INT(sd_loss_scaler_optim_step(&off, &b.opt, 1.0, lr, &gref, &skipped, &ev), SD_OK);
+        T_EQ_INT(sd_loss_scaler_optim_step(&off, &b.opt, 1.0, lr, NULL, &gref, &skipped, &ev), SD_OK);
         T_EQ_INT(skipped, 0);
         T_CHECK(gn == gref);   /* clipping sees the unscaled gradients */
         T_CHECK(gn > 1.0);     /* and the clip is active */

@@ -502,7 +502,7 @@ static void test_state_resume(void)
         T_EQ_INT(srig_make(&a, runs[c].k, runs[c].a, runs[c].n), 0);
         T_EQ_INT(srig_make(&b, runs[c].k, runs[c].a, runs[c].n), 0);
         srig_train(&a, 0, 1);   /* after the warm-up step: Prodigy's p0 is taken, its step still 0 */
-        sd_train_state_in in = { { 1, 0, 1, 1, 7 }, &a.reg, &a.opt, "{}", NULL, 0, 0.0, NULL };
+        sd_train_state_in in = { { 1, 0, 1, 1, 7 }, &a.reg, &a.opt, "{}", NULL, 0, 0.0, NULL, NULL };
         T_EQ_INT(sd_train_state_save(dir, &in), 0);
         srig_train(&a, 1, 6);
         sd_train_state_out out;

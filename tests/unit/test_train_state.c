@@ -61,7 +61,7 @@ static void save_one(rig *a, const char *dir, int64_t step)
 {
     double lw[3] = { 0.5, 0.25, 0.1 };
     sd_train_state_in in = { { step, 2, 7, step * 2, 0xfedcba9876543210ULL }, &a->reg, &a->opt, opts_json, lw, 3,
-                             0.8500000000000001, NULL };
+                             0.8500000000000001, NULL, NULL };
     T_EQ_INT(sd_train_state_save(dir, &in), 0);
 }
 
@@ -173,7 +173,7 @@ static void test_scaler_state(void)
     sc.backoff_factor = 0.1;
     sc.growth_interval = 7;
     sc.growth_tracker = 5;
-    sd_train_state_in in = { { 4, 1, 2, 3, 9 }, &a.reg, &a.opt, opts_json, &lw, 1, 0.5, &sc };
+    sd_train_state_in in = { { 4, 1, 2, 3, 9 }, &a.reg, &a.opt, opts_json, &lw, 1, 0.5, &sc, NULL };
     T_EQ_INT(sd_train_state_save(dir, &in), 0);
     sd_train_state_out o;
     T_EQ_INT(sd_train_state_load(dir, &b.reg, &b.opt, &o), 0);
@@ -340,7 +340,7 @@ static void test_errors(void)
     T_CHECK(strstr(sd_errmsg(), "conv_dim=(unset), this run has conv_dim=4") != NULL);
     /* bad options snapshot on save */
     double lw = 0;
-    sd_train_state_in in = { { 1, 0, 0, 1, 1 }, &a.reg, &a.opt, "{not json", &lw, 0, 0, NULL };
+    sd_train_state_in in = { { 1, 0, 0, 1, 1 }, &a.reg, &a.opt, "{not json", &lw, 0, 0, NULL, NULL };
     T_EQ_INT(sd_train_state_save(t_path("bad2-state"), &in), SD_EINVAL);
     struct stat st;
     T_CHECK(stat(t_path("bad2-state"), &st) != 0);

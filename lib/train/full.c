@@ -1,0 +1,493 @@
+/* Full-weight training: what trains, the optimizer groups, the text-encoder stop, saving whole
+ * checkpoints (see full.h). */
+#include "train/full.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/error.h"
+#include "base/fileio.h"
+#include "io/zip.h"
+
+int sd_train_method_parse(const char *s, sd_train_method *m)
+{
+    if (!s || !strcmp(s, "lora")) *m = SD_METHOD_LORA;
+    else if (!strcmp(s, "db") || !strcmp(s, "dreambooth")) *m = SD_METHOD_DB;
+    else if (!strcmp(s, "ft") || !strcmp(s, "finetune") || !strcmp(s, "fine_tune")) *m = SD_METHOD_FT;
+    else if (!strcmp(s, "ti") || !strcmp(s, "textual_inversion")) *m = SD_METHOD_TI;
+    else return sd_err(SD_EUSAGE, "--method %s is not supported (choose lora, db/dreambooth, ft/finetune or "
+                       "ti/textual_inversion)", s);
+    return SD_OK;
+}
+
+const char *sd_train_method_name(sd_train_method m)
+{
+    return m == SD_METHOD_DB ? "db" : m == SD_METHOD_FT ? "ft" : m == SD_METHOD_TI ? "ti" : "lora";
+}
+
+void sd_full_init(sd_full *f, sd_train_method m, int stop_te_given, int64_t stop_te, int train_text_encoder)
+{
+    memset(f, 0, sizeof *f);
+    f->method = m;
+    f->te_stop = SD_TE_STOP_NONE;
+    if (m == SD_METHOD_DB) {
+        /* train_text_encoder = stop is None or stop >= 0; None → max_train_steps + 1 (never) */
+        f->te_train = !stop_te_given || stop_te >= 0;
+        if (stop_te_given && stop_te >= 0) f->te_stop = stop_te;
+    } else if (m == SD_METHOD_FT) {
+        f->te_train = train_text_encoder != 0;
+    }
+}
+
+void sd_full_free(sd_full *f)
+{
+    free(f->skip);
+    memset(f, 0, sizeof *f);
+}
+
+int sd_full_mark(sd_full *f, sd_model *m)
+{
+    f->unet = &m->unet_params;
+    f->te = &m->te_params;
+    int rc = sd_params_set_trainable(f->unet, "", 1);
+    if (rc >= 0) rc = sd_params_set_trainable(f->te, "", f->te_train);
+    return rc < 0 ? rc : SD_OK;
+}
+
+static size_t collect(const sd_params *r, sd_param **out)
+{
+    size_t k = 0;
+    for (size_t i = 0; r && i < sd_params_count(r); i++) {
+        sd_param *p = sd_params_at(r, i);
+        if (!(p->flags & SD_PARAM_TRAINABLE)) continue;
+        if (out) out[k] = p;
+        k++;
+    }
+    return k;
+}
+
+int sd_full_groups(const sd_full *f, double learning_rate, double learning_rate_te, sd_lora_groups *g)
+{
+    memset(g, 0, sizeof *g);
+    const sd_params *te = f->te_train ? f->te : NULL;
+    size_t nu = collect(f->unet, NULL), nt = collect(te, NULL);
+    g->params = calloc(nu + nt + 1, sizeof *g->params);
+    g->desc = calloc(2, sizeof *g->desc);
+    g->names = calloc(2, sizeof *g->names);
+    if (!g->params || !g->desc || !g->names) {
+        sd_lora_groups_free(g);
+        return sd_err(SD_ENOMEM, "out of memory");
+    }
+    collect(f->unet, g->params);
+    collect(te, g->params + nu);
+    snprintf(g->names[0], sizeof g->names[0], "unet");
+    snprintf(g->names[1], sizeof g->names[1], "text_encoder1");
+    if (!nt || isnan(learning_rate_te)) {
+        /* itertools.chain(unet.parameters(), text_encoder.parameters()): one group */
+        g->desc[0] = (sd_optim_group_desc){ .name = g->names[0], .lr = learning_rate, .params = g->params,
+                                            .count = nu + nt };
+        g->n = 1;
+    } else {
+        g->desc[0] = (sd_optim_group_desc){ .name = g->names[0], .lr = learning_rate, .params = g->params, .count = nu };
+        g->desc[1] = (sd_optim_group_desc){ .name = g->names[1], .lr = learning_rate_te, .params = g->params + nu,
+                                            .count = nt };
+        g->n = 2;
+    }
+    return SD_OK;
+}
+
+int sd_full_bind(sd_full *f, const sd_optim *o)
+{
+    free(f->skip);
+    f->nskip = o->nparams;
+    f->skip = calloc(o->nparams + 1, 1);
+    if (!f->skip) return sd_err(SD_ENOMEM, "out of memory");
+    for (size_t i = 0; i < o->nparams; i++) f->skip[i] = f->te && sd_params_find(f->te, o->params[i].p->key) == o->params[i].p;
+    return SD_OK;
+}
+
+int sd_full_zero_grad(sd_ctx *ctx, sd_full *f)
+{
+    int rc = sd_params_zero_grad(ctx, f->unet);
+    if (!rc && f->te_train) rc = sd_params_zero_grad(ctx, f->te);
+    return rc;
+}
+
+int sd_full_registries(const sd_full *f, const sd_params **out)
+{
+    out[0] = f->unet;
+    if (f->te_train) {
+        out[1] = f->te;
+        return 2;
+    }
+    return 1;
+}
+
+const uint8_t *sd_full_skip_mask(const sd_full *f, int te_active)
+{
+    return te_active || !f->skip ? NULL : f->skip;
+}
+
+void sd_full_memory_of(const sd_full *f, sd_full_memory *mem)
+{
+    memset(mem, 0, sizeof *mem);
+    const sd_params *regs[2];
+    int n = sd_full_registries(f, regs);
+    for (int r = 0; r < n; r++)
+        for (size_t i = 0; i < sd_params_count(regs[r]); i++) {
+            const sd_param *p = sd_params_at(regs[r], i);
+            if (p->flags & SD_PARAM_TRAINABLE) mem->numel += sd_tensor_numel(&p->value);
+        }
+    mem->weights = mem->grads = (size_t)mem->numel * 4;
+    mem->moments = 2 * mem->weights;
+}
+
+/* ---- format --------------------------------------------------------------------------------- */
+
+int sd_full_format_choose(const char *save_model_as, int use_safetensors, sd_model_format source, sd_full_format *out)
+{
+    if (!save_model_as) {
+        if (source == SD_MODEL_FMT_DIFFUSERS)
+            return sd_err(SD_EUNSUPPORTED, "the model is a Diffusers folder, so the reference would save a Diffusers "
+                          "folder, which sd-train does not write: give --save_model_as safetensors (or ckpt)");
+        *out = source == SD_MODEL_FMT_CKPT && !use_safetensors ? SD_FULL_CKPT : SD_FULL_SAFETENSORS;
+        return SD_OK;
+    }
+    if (!strcmp(save_model_as, "safetensors")) *out = SD_FULL_SAFETENSORS;
+    else if (!strcmp(save_model_as, "ckpt")) *out = use_safetensors ? SD_FULL_SAFETENSORS : SD_FULL_CKPT;
+    else if (!strcmp(save_model_as, "diffusers") || !strcmp(save_model_as, "diffusers_safetensors"))
+        return sd_err(SD_EUNSUPPORTED, "--save_model_as %s: sd-train does not write Diffusers folders (use "
+                      "safetensors or ckpt)", save_model_as);
+    else
+        return sd_err(SD_EUSAGE, "--save_model_as %s: choose ckpt, safetensors, diffusers or diffusers_safetensors",
+                      save_model_as);
+    return SD_OK;
+}
+
+const char *sd_full_format_ext(sd_full_format f) { return f == SD_FULL_CKPT ? ".ckpt" : ".safetensors"; }
+
+/* ---- saving ------------------------------------------------------------------------------------- */
+
+typedef struct conv_src {
+    const sd_st_tensor *t;
+    sd_st_dtype to;
+} conv_src;
+
+static int write_converted(void *ctx, const char *name, sd_st_sink *sink)
+{
+    (void)name;
+    const conv_src *c = ctx;
+    enum { CHUNK = 16384 };
+    unsigned char *buf = malloc(CHUNK * 8);
+    if (!buf) return sd_err(SD_ENOMEM, "out of memory");
+    size_t isz = sd_st_dtype_size(c->t->dtype), osz = sd_st_dtype_size(c->to);
+    const unsigned char *src = c->t->data;
+    size_t n = (size_t)c->t->numel;
+    int rc = SD_OK;
+    for (size_t i = 0; i < n && !rc; i += CHUNK) {
+        size_t k = n - i < CHUNK ? n - i : CHUNK;
+        rc = sd_st_convert(c->t->dtype, src + i * isz, c->to, buf, k);
+        if (!rc) rc = sd_st_sink_write(sink, buf, k * osz);
+    }
+    free(buf);
+    return rc;
+}
+
+static const sd_model_file *source_file(const sd_model *m)
+{
+    if (m->format == SD_MODEL_FMT_DIFFUSERS || m->nfiles < 1 || !m->files[0].st) return NULL;
+    return &m->files[0];
+}
+
+static void part_dtypes(const sd_full_save_opts *o, sd_st_dtype dt[3])
+{
+    if (o->save_dtype >= 0) {
+        dt[0] = dt[1] = dt[2] = (sd_st_dtype)o->save_dtype;
+        return;
+    }
+    dt[0] = SD_ST_F32;
+    dt[1] = o->te_trained ? SD_ST_F32 : o->weight_dtype;
+    dt[2] = o->weight_dtype;
+}
+
+static int64_t meta_int(const sd_model_file *f, const char *key)
+{
+    if (!f || f->format != SD_MODEL_FMT_CKPT) return 0;
+    const char *v = sd_safetensors_meta_get(f->st, key);
+    if (!v || !*v) return 0;
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    return *end || errno ? 0 : (int64_t)x;   /* "sometimes not int": the reference ignores those */
+}
+
+uint64_t sd_full_save_estimate(const sd_model *m, const sd_full_save_opts *o)
+{
+    sd_st_dtype dt[3];
+    part_dtypes(o, dt);
+    const sd_params *regs[3] = { &m->unet_params, &m->te_params, &m->vae_params };
+    uint64_t total = 0;
+    for (int r = 0; r < 3; r++) {
+        if (!(m->parts & (1u << r))) continue;
+        for (size_t i = 0; i < sd_params_count(regs[r]); i++)
+            total += (uint64_t)sd_tensor_numel(&sd_params_at(regs[r], i)->value) * sd_st_dtype_size(dt[r]);
+    }
+    const sd_model_file *src = source_file(m);
+    for (size_t i = 0; src && i < sd_safetensors_count(src->st); i++) {
+        const sd_st_tensor *t = sd_safetensors_at(src->st, i);
+        unsigned comp = sd_model_tensor_component(&src->info, t->name);
+        if (comp & m->parts) continue;
+        total += comp == SD_MODEL_VAE && sd_st_dtype_is_float(t->dtype) ? (uint64_t)t->numel * sd_st_dtype_size(dt[2])
+                                                                         : t->nbytes;
+    }
+    return total;
+}
+
+static int build_writer(sd_model *m, const sd_full_save_opts *o, sd_safetensors_writer *w, conv_src **csp)
+{
+    sd_st_dtype dt[3];
+    part_dtypes(o, dt);
+    const sd_model_file *src = source_file(m);
+    if (!src && !(m->parts & SD_MODEL_VAE))
+        return sd_err(SD_ESTATE, "saving a checkpoint: no VAE (the model has no single-file source and the VAE is not "
+                      "loaded)");
+    int rc = SD_OK;
+    for (int c = 0; c < 3 && !rc; c++)
+        if (m->parts & (1u << c)) rc = sd_model_add_to_writer(m, 1u << c, w, dt[c]);
+    if (rc || !src) return rc;
+    /* the rest of the source checkpoint: its VAE when not loaded (stored as the VAE dtype), every
+       other key (EMA weights, alphas_cumprod, ...) as it is */
+    size_t n = sd_safetensors_count(src->st);
+    conv_src *cs = calloc(n + 1, sizeof *cs);
+    *csp = cs;
+    if (!cs) return sd_err(SD_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n && !rc; i++) {
+        const sd_st_tensor *t = sd_safetensors_at(src->st, i);
+        unsigned comp = sd_model_tensor_component(&src->info, t->name);
+        if (comp & (m->parts | SD_MODEL_UNET | SD_MODEL_TE)) continue;
+        if (comp == SD_MODEL_VAE && sd_st_dtype_is_float(t->dtype) && t->dtype != dt[2]) {
+            cs[i].t = t;
+            cs[i].to = dt[2];
+            rc = sd_safetensors_writer_add_fn(w, t->name, dt[2], t->ndim, t->shape, write_converted, &cs[i]);
+        } else {
+            rc = sd_safetensors_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->nbytes ? t->data : NULL);
+        }
+    }
+    return rc;
+}
+
+int sd_full_save(const char *path, sd_model *m, const sd_full_save_opts *o)
+{
+    sd_safetensors_writer *w = NULL;
+    conv_src *cs = NULL;
+    int rc = sd_safetensors_writer_new(&w);
+    if (!rc) rc = build_writer(m, o, w, &cs);
+    if (rc) {
+        sd_safetensors_writer_free(w);
+        free(cs);
+        return sd_err_prefix(rc, "%s", path);
+    }
+    if (o->format == SD_FULL_SAFETENSORS) {
+        for (size_t i = 0; o->meta && i < o->meta->n && !rc; i++)
+            rc = sd_safetensors_writer_set_meta(w, o->meta->keys[i], o->meta->vals[i]);
+        if (!rc) rc = sd_safetensors_writer_write(w, path);
+        sd_safetensors_writer_free(w);
+        free(cs);
+        return rc;
+    }
+    /* .ckpt: the tensors go through a temporary safetensors file next to the output */
+    const sd_model_file *src = source_file(m);
+    int64_t epoch = o->epoch + meta_int(src, "epoch"), step = o->global_step + meta_int(src, "global_step");
+    size_t L = strlen(path) + 64;
+    char *tmp = malloc(L);
+    if (!tmp) rc = sd_err(SD_ENOMEM, "out of memory");
+    else snprintf(tmp, L, "%s.tmp%ld.safetensors", path, (long)getpid());
+    if (!rc) rc = sd_safetensors_writer_write(w, tmp);
+    sd_safetensors_writer_free(w);
+    free(cs);
+    if (!rc) {
+        sd_safetensors *st = NULL;
+        rc = sd_safetensors_open(tmp, &st);
+        if (!rc) rc = sd_torch_save_state_dict(path, st, epoch, step);
+        sd_safetensors_close(st);
+    }
+    if (tmp) unlink(tmp);
+    free(tmp);
+    return rc;
+}
+
+/* ---- torch.save writer ---------------------------------------------------------------------------- */
+
+typedef struct pk {
+    unsigned char *b;
+    size_t n, cap;
+    int oom;
+} pk;
+
+static void pk_raw(pk *p, const void *d, size_t n)
+{
+    if (p->oom) return;
+    if (p->n + n > p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 4096;
+        while (cap < p->n + n) cap *= 2;
+        unsigned char *q = realloc(p->b, cap);
+        if (!q) {
+            p->oom = 1;
+            return;
+        }
+        p->b = q;
+        p->cap = cap;
+    }
+    memcpy(p->b + p->n, d, n);
+    p->n += n;
+}
+
+static void pk_op(pk *p, unsigned char op) { pk_raw(p, &op, 1); }
+
+static void pk_str(pk *p, const char *s)
+{
+    uint32_t n = (uint32_t)strlen(s);
+    unsigned char h[5] = { 'X', (unsigned char)n, (unsigned char)(n >> 8), (unsigned char)(n >> 16),
+                           (unsigned char)(n >> 24) };
+    pk_raw(p, h, 5);
+    pk_raw(p, s, n);
+}
+
+static void pk_int(pk *p, int64_t v)
+{
+    unsigned char h[10];
+    if (v >= 0 && v < 256) {
+        h[0] = 'K', h[1] = (unsigned char)v;
+        pk_raw(p, h, 2);
+    } else if (v >= INT32_MIN && v <= INT32_MAX) {
+        uint32_t u = (uint32_t)(int32_t)v;
+        h[0] = 'J';
+        for (int i = 0; i < 4; i++) h[1 + i] = (unsigned char)(u >> (8 * i));
+        pk_raw(p, h, 5);
+    } else {
+        uint64_t u = (uint64_t)v;
+        h[0] = 0x8a, h[1] = 8;   /* LONG1, 8 bytes little-endian two's complement */
+        for (int i = 0; i < 8; i++) h[2 + i] = (unsigned char)(u >> (8 * i));
+        pk_raw(p, h, 10);
+    }
+}
+
+static void pk_global(pk *p, const char *mod, const char *name)
+{
+    pk_op(p, 'c');
+    pk_raw(p, mod, strlen(mod));
+    pk_op(p, '\n');
+    pk_raw(p, name, strlen(name));
+    pk_op(p, '\n');
+}
+
+static const char *storage_type(sd_st_dtype t)
+{
+    switch (t) {
+    case SD_ST_F32: return "FloatStorage";
+    case SD_ST_F16: return "HalfStorage";
+    case SD_ST_BF16: return "BFloat16Storage";
+    case SD_ST_F64: return "DoubleStorage";
+    case SD_ST_I64: return "LongStorage";
+    case SD_ST_I32: return "IntStorage";
+    case SD_ST_I16: return "ShortStorage";
+    case SD_ST_I8: return "CharStorage";
+    case SD_ST_U8: return "ByteStorage";
+    case SD_ST_BOOL: return "BoolStorage";
+    default: return NULL;
+    }
+}
+
+int sd_torch_save_state_dict(const char *path, const sd_safetensors *st, int64_t epoch, int64_t global_step)
+{
+    size_t n = sd_safetensors_count(st);
+    pk p = { 0 };
+    static const unsigned char proto[2] = { 0x80, 0x02 };
+    pk_raw(&p, proto, 2);
+    pk_op(&p, '}');
+    pk_op(&p, '(');
+    pk_str(&p, "state_dict");
+    pk_op(&p, '}');
+    pk_op(&p, '(');
+    char key[32];
+    for (size_t i = 0; i < n; i++) {
+        const sd_st_tensor *t = sd_safetensors_at(st, i);
+        const char *stype = storage_type(t->dtype);
+        if (!stype) {
+            free(p.b);
+            return sd_err(SD_EUNSUPPORTED, "%s: tensor '%s': dtype %s has no torch storage type", path, t->name,
+                          sd_st_dtype_name(t->dtype));
+        }
+        pk_str(&p, t->name);
+        pk_global(&p, "torch._utils", "_rebuild_tensor_v2");
+        pk_op(&p, '(');
+        pk_op(&p, '(');
+        pk_str(&p, "storage");
+        pk_global(&p, "torch", stype);
+        snprintf(key, sizeof key, "%zu", i);
+        pk_str(&p, key);
+        pk_str(&p, "cpu");
+        pk_int(&p, t->numel);
+        pk_op(&p, 't');
+        pk_op(&p, 'Q');
+        pk_int(&p, 0);
+        int64_t stride[SD_ST_MAX_DIMS], s = 1;
+        for (int d = t->ndim - 1; d >= 0; d--) stride[d] = s, s *= t->shape[d];
+        pk_op(&p, '(');
+        for (int d = 0; d < t->ndim; d++) pk_int(&p, t->shape[d]);
+        pk_op(&p, 't');
+        pk_op(&p, '(');
+        for (int d = 0; d < t->ndim; d++) pk_int(&p, stride[d]);
+        pk_op(&p, 't');
+        pk_op(&p, 0x89);   /* NEWFALSE: requires_grad */
+        pk_global(&p, "collections", "OrderedDict");
+        pk_op(&p, ')');
+        pk_op(&p, 'R');
+        pk_op(&p, 't');
+        pk_op(&p, 'R');
+    }
+    pk_op(&p, 'u');
+    pk_str(&p, "epoch");
+    pk_int(&p, epoch);
+    pk_str(&p, "global_step");
+    pk_int(&p, global_step);
+    pk_op(&p, 'u');
+    pk_op(&p, '.');
+    if (p.oom) {
+        free(p.b);
+        return sd_err(SD_ENOMEM, "out of memory");
+    }
+    sd_atomic_file af;
+    int rc = sd_atomic_open(&af, path);
+    if (rc) {
+        free(p.b);
+        return rc;
+    }
+    sd_zip_writer zw;
+    sd_zip_writer_init(&zw, af.fp, 0);
+    sd_zip_part part = { p.b, p.n };
+    rc = sd_zip_add(&zw, "archive/data.pkl", SD_ZIP_STORE, &part, 1);
+    char name[64];
+    for (size_t i = 0; i < n && !rc; i++) {
+        const sd_st_tensor *t = sd_safetensors_at(st, i);
+        snprintf(name, sizeof name, "archive/data/%zu", i);
+        sd_zip_part dp = { t->data, (size_t)t->nbytes };
+        rc = sd_zip_add(&zw, name, SD_ZIP_STORE, &dp, t->nbytes ? 1 : 0);
+    }
+    sd_zip_part bo = { "little", 6 }, ver = { "3\n", 2 };
+    if (!rc) rc = sd_zip_add(&zw, "archive/byteorder", SD_ZIP_STORE, &bo, 1);
+    if (!rc) rc = sd_zip_add(&zw, "archive/version", SD_ZIP_STORE, &ver, 1);
+    if (!rc) rc = sd_zip_writer_finish(&zw, NULL, NULL);
+    sd_zip_writer_free(&zw);
+    free(p.b);
+    if (rc) {
+        sd_atomic_abort(&af);
+        return sd_err_prefix(rc, "%s", path);
+    }
+    return sd_atomic_commit(&af);
+}

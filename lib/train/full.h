@@ -1,0 +1,144 @@
+/* Full-weight training for sd-train: DreamBooth (kohya-ss/sd-scripts train_db.py) and native
+ * fine-tuning (fine_tune.py) of SD1.x / SD2.x (spec §6.1, §6.3, §6.11).
+ *
+ * What trains (the reference's rules):
+ *   db: every UNet weight; the text encoder too unless --stop_text_encoder_training is -1. With
+ *       --stop_text_encoder_training N (N ≥ 0) the text encoder stops at global step N: from the
+ *       first micro batch after optimizer step N it runs without gradients, gets none, and AdamW
+ *       leaves its weights and moments alone (torch skips parameters whose grad is None).
+ *   ft: every UNet weight; the text encoder only with --train_text_encoder.
+ * Optimizer groups, as the reference builds them: one group "unet" holding every trained weight
+ * when --learning_rate_te is None (or the text encoder is not trained), else "unet" (LR
+ * --learning_rate) and "text_encoder1" (LR --learning_rate_te). TensorBoard logs them as lr/unet
+ * and lr/text_encoder1 (train_util.append_lr_to_logs(including_unet=True)).
+ * Trained weights are f32 master copies (sd_params trainable parameters are always f32); only the
+ * frozen ones (the VAE, a frozen text encoder) use --mixed_precision storage.
+ *
+ * Saving (model_util.save_stable_diffusion_checkpoint with the source checkpoint):
+ *   every tensor of the source checkpoint is written: UNet and text encoder from the trained
+ *   weights (single-file ldm names, models/sd_model.h sd_model_add_to_writer), the VAE from the
+ *   loaded VAE or the source, and every other key (EMA copies, alphas_cumprod, ...) copied as it
+ *   is. Dtypes: --save_precision for UNet/TE/VAE, else as in memory (UNet f32, text encoder f32
+ *   when trained else the --mixed_precision dtype, VAE the --mixed_precision dtype); other keys
+ *   keep the source dtype.
+ *   .safetensors: the ModelSpec metadata of sai_model_spec.build_metadata(is_stable_diffusion_ckpt
+ *   =True) and nothing else.
+ *   .ckpt: torch.save({"state_dict": ..., "epoch": e, "global_step": s}) (zip format, pickle
+ *   protocol 2), e and s added to the source checkpoint's own "epoch"/"global_step". Written via a
+ *   temporary .safetensors next to it (the tensors are streamed from its mapping), then renamed;
+ *   no Zip64: a .ckpt must stay under 4 GiB (fp32 SD1.x is 4.3 GB: use --save_precision fp16 or
+ *   .safetensors). */
+#ifndef SD_TRAIN_FULL_H
+#define SD_TRAIN_FULL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "models/sd_model.h"
+#include "nn/params.h"
+#include "tensor/tensor.h"
+#include "train/lora_net.h"
+#include "train/loss_scale.h"
+#include "train/meta.h"
+#include "train/optim.h"
+
+typedef enum sd_train_method {
+    SD_METHOD_LORA = 0,
+    SD_METHOD_DB,      /* train_db.py */
+    SD_METHOD_FT,      /* fine_tune.py */
+    SD_METHOD_TI,      /* train_textual_inversion.py (train/ti.h) */
+} sd_train_method;
+
+/* "lora"; "db", "dreambooth"; "ft", "finetune", "fine_tune"; "ti", "textual_inversion"
+ * (case-sensitive, as the tool's other choices). SD_EUSAGE naming the choices otherwise. */
+int sd_train_method_parse(const char *s, sd_train_method *m);
+const char *sd_train_method_name(sd_train_method m);   /* "lora", "db", "ft", "ti" */
+
+#define SD_TE_STOP_NONE INT64_MAX
+
+typedef struct sd_full {
+    sd_train_method method;
+    int te_train;            /* the text encoder trains at the start */
+    int64_t te_stop;         /* global step at which it stops (SD_TE_STOP_NONE: never) */
+    sd_params *unet, *te;    /* the model's registries (borrowed) */
+    uint8_t *skip;           /* per optimizer parameter: 1 for text-encoder weights */
+    size_t nskip;
+} sd_full;
+
+/* Decide what trains. stop_te_given / stop_te: --stop_text_encoder_training (db);
+ * train_text_encoder: --train_text_encoder (ft). */
+void sd_full_init(sd_full *f, sd_train_method m, int stop_te_given, int64_t stop_te, int train_text_encoder);
+void sd_full_free(sd_full *f);
+
+/* Before sd_model_load: mark the UNet (and the trained text encoder) trainable. */
+int sd_full_mark(sd_full *f, sd_model *m);
+
+/* After loading: the optimizer groups (learning_rate_te NAN = None), in the form the LoRA path
+ * uses (freed with sd_lora_groups_free). */
+int sd_full_groups(const sd_full *f, double learning_rate, double learning_rate_te, sd_lora_groups *g);
+/* After sd_optim_init: which optimizer parameters belong to the text encoder. */
+int sd_full_bind(sd_full *f, const sd_optim *o);
+
+/* The text encoder gets gradients in the step after global_step. */
+static inline int sd_full_te_active(const sd_full *f, int64_t global_step)
+{
+    return f->te_train && global_step < f->te_stop;
+}
+
+/* Zero the gradients of every trained weight. */
+int sd_full_zero_grad(sd_ctx *ctx, sd_full *f);
+
+/* The registries holding trained weights (UNet, then the text encoder when trained); returns
+ * their count (1 or 2). */
+int sd_full_registries(const sd_full *f, const sd_params **out);
+
+/* The optimizer's per-parameter skip mask for sd_loss_scaler_optim_step: NULL while the text
+ * encoder trains (te_active), else the text encoder's weights are skipped (a stopped text
+ * encoder's gradients are zero, so they add nothing to the clipping norm either, as torch's
+ * clip_grad_norm_ leaves out parameters whose grad is None). */
+const uint8_t *sd_full_skip_mask(const sd_full *f, int te_active);
+
+/* Bytes a full fine-tune holds in f32 for its trained weights: values, gradients and the two
+ * AdamW moments (4 × 4 bytes per element). */
+typedef struct sd_full_memory {
+    int64_t numel;
+    size_t weights, grads, moments;
+} sd_full_memory;
+void sd_full_memory_of(const sd_full *f, sd_full_memory *mem);
+
+/* ---- saving --------------------------------------------------------------------------------- */
+
+typedef enum sd_full_format { SD_FULL_SAFETENSORS = 0, SD_FULL_CKPT } sd_full_format;
+
+/* The output format (§6.3 train_db/fine_tune): --save_model_as NULL = the source's format
+ * (safetensors / ckpt; a Diffusers source would save Diffusers: refused), "ckpt", "safetensors"
+ * ("diffusers", "diffusers_safetensors": refused; anything else: SD_EUSAGE); --use_safetensors
+ * turns ckpt into safetensors, as the reference's use_safetensors does. */
+int sd_full_format_choose(const char *save_model_as, int use_safetensors, sd_model_format source,
+                          sd_full_format *out);
+const char *sd_full_format_ext(sd_full_format f);   /* ".safetensors" / ".ckpt" */
+
+typedef struct sd_full_save_opts {
+    sd_full_format format;
+    int save_dtype;           /* -1: as in memory; else SD_ST_F32 / SD_ST_F16 / SD_ST_BF16 */
+    sd_st_dtype weight_dtype; /* --mixed_precision dtype of frozen parts (F32 / F16 / BF16) */
+    int te_trained;           /* the text encoder was trained (saved f32 when save_dtype < 0) */
+    int64_t epoch, global_step;   /* the reference's epoch_no / global_step arguments */
+    const sd_kv *meta;        /* safetensors metadata (ModelSpec); may be NULL */
+} sd_full_save_opts;
+
+/* Write the checkpoint `path` atomically from the model (loaded, its source file still open unless
+ * it is a Diffusers folder: then the VAE must be loaded). Values must be host memory. */
+int sd_full_save(const char *path, sd_model *m, const sd_full_save_opts *o);
+
+/* Estimated bytes of the saved checkpoint (for the .ckpt 4 GiB limit check). */
+uint64_t sd_full_save_estimate(const sd_model *m, const sd_full_save_opts *o);
+
+/* ---- torch.save writer ------------------------------------------------------------------------ */
+
+/* Write the tensors of an open safetensors file as torch.save({"state_dict": {name: tensor, ...},
+ * "epoch": epoch, "global_step": global_step}) (torch ≥ 1.6 zip format, pickle protocol 2) to
+ * `path` atomically. */
+int sd_torch_save_state_dict(const char *path, const sd_safetensors *st, int64_t epoch, int64_t global_step);
+
+#endif

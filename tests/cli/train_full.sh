@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# sd-train --method db / ft (full-weight DreamBooth and fine-tuning) on the tiny random model: the
+# saved checkpoint has every key of the source and loads in sd-model info and sd-sample; the text
+# encoder stops changing after --stop_text_encoder_training N and is untouched by ft without
+# --train_text_encoder; epoch/step/final names; --save_model_as ckpt / --use_safetensors /
+# --save_precision; ModelSpec metadata; the option refusals; kill -9 then --resume gives a
+# byte-identical final checkpoint; the same bytes with --threads 1 and 2.
+set -u
+cd "$(dirname "$0")/../.."
+root=$PWD
+build=${SD_BUILD:-build}
+tmp=${SD_TEST_TMP:-$(mktemp -d)}/train_full
+rm -rf "$tmp"; mkdir -p "$tmp"
+bin="$root/$build/bin/sd-train"
+[ -x "$bin" ] || { echo "# $bin not built"; echo "not ok train_full_built"; exit 1; }
+ok() { echo "ok $1"; }
+nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
+if [ -n "${TINY_MODEL:-}" ]; then cp "$TINY_MODEL" "$tmp/tiny_model"
+else examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok train_full_tiny_build; exit 1; }; fi
+cd "$tmp"
+./tiny_model model tiny.safetensors "$root/examples/tiny_model.toml" > /dev/null || { nok train_full_tiny_model; exit 1; }
+./tiny_model latents "$tmp" 6 4 8 8 > recs.jsonl || { nok train_full_tiny_latents; exit 1; }
+export SOURCE_DATE_EPOCH=1700000000
+cfg="$root/examples/tiny_model.toml"
+D() { "$bin" --method db --model tiny.safetensors --model_config "$cfg" --data recs.jsonl --learning_rate 1e-3 \
+  --seed 3 --threads 1 "$@"; }
+F() { "$bin" --method ft --model tiny.safetensors --model_config "$cfg" --data recs.jsonl --learning_rate 1e-3 \
+  --seed 3 --threads 1 "$@"; }
+Dbg() { exec "$bin" --method dreambooth --model tiny.safetensors --model_config "$cfg" --data recs.jsonl \
+  --learning_rate 1e-3 --seed 3 --threads 1 "$@"; }
+# st_cmp A B PREFIX: "same" when every tensor under PREFIX has the same values in both files (F16 and
+# F32 compared as numbers: the tiny model is F16, a --mixed_precision no save is F32), else "diff"
+st_cmp() { python3 - "$1" "$2" "$3" <<'PY'
+import json, struct, sys
+def load(p):
+    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n]); return b[8 + n:], h
+def vals(d, v):
+    raw = d[v['data_offsets'][0]:v['data_offsets'][1]]
+    f = {'F16': 'e', 'F32': 'f'}.get(v['dtype'])
+    return struct.unpack('<%d%s' % (len(raw) // struct.calcsize(f), f), raw) if f else raw
+(da, ha), (db, hb) = load(sys.argv[1]), load(sys.argv[2])
+same, cnt = True, 0
+for k, v in ha.items():
+    if k == '__metadata__' or not k.startswith(sys.argv[3]): continue
+    w = hb[k]; cnt += 1
+    if v['shape'] != w['shape'] or vals(da, v) != vals(db, w): same = False
+print(('same' if same else 'diff') if cnt else 'none')
+PY
+}
+keys() { python3 - "$1" <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+for k in sorted(h):
+    if k != '__metadata__': print(k)
+PY
+}
+meta() { python3 - "$1" "$2" <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+print(h.get('__metadata__', {}).get(sys.argv[2], '<absent>'))
+PY
+}
+TE=cond_stage_model.
+UN=model.diffusion_model.
+VAE=first_stage_model.
+
+# ---- DreamBooth: a run, the saved checkpoint ---------------------------------------------------------
+if D --output_dir d1 --max_train_steps 6 --save_every_n_steps 1 --stop_text_encoder_training 3 --logging_dir logs \
+     2> d1.err; then ok train_full_db_runs; else nok train_full_db_runs "$(tail -3 d1.err)"; fi
+[ -f d1/last.safetensors ] && ok train_full_db_output || nok train_full_db_output "$(ls d1)"
+keys tiny.safetensors > keys0.txt; keys d1/last.safetensors > keys1.txt
+cmp -s keys0.txt keys1.txt && ok train_full_all_source_keys || nok train_full_all_source_keys "$(diff keys0.txt keys1.txt | head -3)"
+grep -q 'training .* weights (UNet and text encoder) in float32: weights .* gradients .* AdamW moments' d1.err &&
+  ok train_full_memory_message || nok train_full_memory_message "$(head -2 d1.err)"
+[ "$(meta d1/last.safetensors modelspec.architecture)" = stable-diffusion-v1 ] &&
+[ "$(meta d1/last.safetensors modelspec.implementation)" = https://github.com/Stability-AI/generative-models ] &&
+[ "$(meta d1/last.safetensors modelspec.title)" = Checkpoint@1700000000.0 ] &&
+[ "$(meta d1/last.safetensors ss_network_module)" = '<absent>' ] && ok train_full_modelspec ||
+  nok train_full_modelspec "$(meta d1/last.safetensors modelspec.title)"
+ls logs/*/dreambooth/events.out.tfevents.* > /dev/null 2>&1 && ok train_full_tracker_name || nok train_full_tracker_name
+# UNet changed, VAE copied, TE changed until step 3 and not after
+[ "$(st_cmp tiny.safetensors d1/last.safetensors $UN)" = diff ] && ok train_full_unet_trained || nok train_full_unet_trained
+[ "$(st_cmp tiny.safetensors d1/last.safetensors $VAE)" = same ] && ok train_full_vae_kept || nok train_full_vae_kept
+[ "$(st_cmp d1/at-step00000002.safetensors d1/at-step00000003.safetensors $TE)" = diff ] &&
+[ "$(st_cmp d1/at-step00000003.safetensors d1/at-step00000004.safetensors $TE)" = same ] &&
+[ "$(st_cmp d1/at-step00000003.safetensors d1/last.safetensors $TE)" = same ] &&
+[ "$(st_cmp d1/at-step00000004.safetensors d1/last.safetensors $UN)" = diff ] &&
+grep -q 'stop text encoder training at step 3' d1.err && ok train_full_te_stop || nok train_full_te_stop
+D --output_dir d2 --max_train_steps 3 --stop_text_encoder_training -1 2> d2.err
+[ "$(st_cmp tiny.safetensors d2/last.safetensors $TE)" = same ] && grep -q 'Text Encoder is not trained' d2.err &&
+  ok train_full_te_not_trained || nok train_full_te_not_trained
+# loads in sd-model info and sd-sample
+"$root/$build/bin/sd-model" info d1/last.safetensors --model_config "$cfg" > info.txt 2>&1 &&
+  grep -q 'text_encoder' info.txt && ok train_full_model_info || nok train_full_model_info "$(tail -2 info.txt)"
+"$root/$build/bin/sd-sample" --model d1/last.safetensors --model_config "$cfg" --W 64 --H 64 --steps 2 --prompt sks \
+  --seed 1 --threads 1 --outdir smp > smp.err 2>&1 && [ "$(ls smp | wc -l)" = 1 ] && ok train_full_sample_loads ||
+  nok train_full_sample_loads "$(tail -2 smp.err)"
+
+# ---- threads: same bytes -----------------------------------------------------------------------------
+D --output_dir d3 --max_train_steps 6 --save_every_n_steps 1 --stop_text_encoder_training 3 --threads 2 2> /dev/null
+cmp -s d1/last.safetensors d3/last.safetensors && ok train_full_threads_same_bytes || nok train_full_threads_same_bytes
+
+# ---- fine-tuning ----------------------------------------------------------------------------------------
+F --output_dir f1 --max_train_steps 3 --output_name ft 2> f1.err
+[ -f f1/ft.safetensors ] && [ "$(st_cmp tiny.safetensors f1/ft.safetensors $TE)" = same ] &&
+[ "$(st_cmp tiny.safetensors f1/ft.safetensors $UN)" = diff ] && ok train_full_ft_unet_only || nok train_full_ft_unet_only
+F --output_dir f2 --max_train_steps 3 --train_text_encoder --learning_rate_te 5e-4 --logging_dir flogs 2> f2.err
+[ "$(st_cmp tiny.safetensors f2/last.safetensors $TE)" = diff ] && grep -q 'enable text encoder training' f2.err &&
+  ok train_full_ft_text_encoder || nok train_full_ft_text_encoder "$(tail -2 f2.err)"
+ls flogs/*/finetuning/events.out.tfevents.* > /dev/null 2>&1 && ok train_full_ft_tracker || nok train_full_ft_tracker
+
+# ---- names and formats ------------------------------------------------------------------------------------
+D --output_dir n1 --output_name m --max_train_steps 12 --save_every_n_steps 4 --save_every_n_epochs 1 \
+  --save_model_as ckpt --save_precision fp16 2> n1.err
+ls n1 | LC_ALL=C sort | tr '\n' ' ' > n1.ls
+[ "$(cat n1.ls)" = "m-000001.ckpt m-step00000004.ckpt m-step00000008.ckpt m.ckpt " ] && ok train_full_names_ckpt ||
+  nok train_full_names_ckpt "$(cat n1.ls) $(tail -2 n1.err)"
+"$root/$build/bin/sd-model" info n1/m.ckpt --model_config "$cfg" > info2.txt 2>&1 && grep -q 'format *ckpt' info2.txt &&
+  grep -q 'unet .*(F16)' info2.txt && ok train_full_ckpt_loads || nok train_full_ckpt_loads "$(head -8 info2.txt)"
+"$root/$build/bin/sd-model" convert n1/m.ckpt n1m.safetensors --model_config "$cfg" > /dev/null 2>&1
+[ "$(meta n1m.safetensors epoch)" = 1 ] && [ "$(meta n1m.safetensors global_step)" = 12 ] &&
+  ok train_full_ckpt_epoch_step || nok train_full_ckpt_epoch_step "$(meta n1m.safetensors epoch) $(meta n1m.safetensors global_step)"
+# a .ckpt source: the default format is ckpt, epoch/global_step add to the source's
+D --model n1/m.ckpt --output_dir n2 --max_train_steps 2 2> n2.err
+[ -f n2/last.ckpt ] && ok train_full_default_format_ckpt || nok train_full_default_format_ckpt "$(ls n2) $(tail -2 n2.err)"
+"$root/$build/bin/sd-model" convert n2/last.ckpt n2m.safetensors --model_config "$cfg" > /dev/null 2>&1
+[ "$(meta n2m.safetensors global_step)" = 14 ] && ok train_full_ckpt_adds_source_step ||
+  nok train_full_ckpt_adds_source_step "$(meta n2m.safetensors global_step)"
+D --model n1/m.ckpt --output_dir n3 --max_train_steps 2 --use_safetensors 2> /dev/null
+[ -f n3/last.safetensors ] && ok train_full_use_safetensors || nok train_full_use_safetensors "$(ls n3)"
+if /usr/bin/python3 -c 'import torch' 2> /dev/null; then
+  /usr/bin/python3 -c "
+import torch; c = torch.load('n1/m.ckpt', map_location='cpu')
+assert sorted(c) == ['epoch', 'global_step', 'state_dict'] and c['global_step'] == 12 and c['epoch'] == 1
+assert len(c['state_dict']) == $(wc -l < keys0.txt) and c['state_dict']['$UN'+'out.2.weight'].dtype == torch.float16
+" 2> tl.err && ok train_full_torch_load || nok train_full_torch_load "$(tail -1 tl.err)"
+else echo "ok train_full_torch_load # SKIP no PyTorch at /usr/bin/python3"; fi
+
+# ---- refusals ----------------------------------------------------------------------------------------------
+D --output_dir e --network_dim 8 2> e1.err; rc=$?
+[ $rc = 2 ] && grep -q 'network_dim is a LoRA option' e1.err && ok train_full_refuses_lora_option ||
+  nok train_full_refuses_lora_option "rc $rc $(cat e1.err)"
+"$bin" --method lora --model tiny.safetensors --model_config "$cfg" --data recs.jsonl --learning_rate_te 1e-4 2> e2.err; rc=$?
+[ $rc = 2 ] && grep -q 'learning_rate_te is an option of --method db/ft' e2.err && ok train_full_lora_refuses_full_option ||
+  nok train_full_lora_refuses_full_option "rc $rc $(cat e2.err)"
+D --output_dir e --train_text_encoder 2> e3.err; rc=$?
+[ $rc = 2 ] && grep -q 'train_text_encoder is an option of --method ft' e3.err && ok train_full_db_refuses_ft_option ||
+  nok train_full_db_refuses_ft_option "rc $rc"
+D --output_dir e --save_model_as diffusers 2> e4.err; rc=$?
+[ $rc = 1 ] && grep -q 'does not write Diffusers' e4.err && ok train_full_diffusers_refused || nok train_full_diffusers_refused "rc $rc"
+"$bin" --method full --model tiny.safetensors --data recs.jsonl 2> e5.err; rc=$?
+[ $rc = 2 ] && grep -q 'choose lora, db' e5.err && ok train_full_bad_method || nok train_full_bad_method "rc $rc"
+
+# ---- resume: from a saved state, and after kill -9: byte-identical -----------------------------------------
+D --output_dir r1 --max_train_steps 8 --save_every_n_steps 3 --save_state --stop_text_encoder_training 5 \
+  --learning_rate_te 5e-4 --gradient_accumulation_steps 1 2> /dev/null
+D --output_dir r2 --max_train_steps 8 --stop_text_encoder_training 5 --learning_rate_te 5e-4 \
+  --resume r1/at-step00000003-state 2> r2.err
+cmp -s r1/last.safetensors r2/last.safetensors && ok train_full_resume_same_bytes || nok train_full_resume_same_bytes "$(tail -2 r2.err)"
+D --output_dir r3 --max_train_steps 8 --stop_text_encoder_training 5 --learning_rate_te 5e-4 \
+  --resume r1/at-step00000006-state 2> /dev/null
+cmp -s r1/last.safetensors r3/last.safetensors && ok train_full_resume_after_te_stop || nok train_full_resume_after_te_stop
+D --output_dir r4 --max_train_steps 8 --stop_text_encoder_training -1 --resume r1/at-step00000003-state 2> r4.err; rc=$?
+[ $rc = 1 ] && grep -q 'cannot resume' r4.err && ok train_full_resume_mismatch || nok train_full_resume_mismatch "rc $rc"
+N=24
+D --output_dir k0 --max_train_steps $N 2> /dev/null
+( Dbg --output_dir k --max_train_steps $N --save_every_n_steps 2 --save_state 2> /dev/null ) & pid=$!
+for _ in $(seq 1 200); do [ -d k/at-step00000004-state ] && break; sleep 0.02; done
+kill -9 $pid; wait $pid 2> /dev/null
+st=$(ls -d k/at-step*-state 2> /dev/null | LC_ALL=C sort | tail -1)
+if [ -n "$st" ] && [ ! -f k/last.safetensors ]; then
+  D --output_dir k1 --max_train_steps $N --resume "$st" 2> k1.err
+  cmp -s k0/last.safetensors k1/last.safetensors && ok train_full_kill9_resume_same_bytes ||
+    nok train_full_kill9_resume_same_bytes "$(tail -2 k1.err)"
+else nok train_full_kill9_resume_same_bytes "no state to resume from or the run finished before the kill: '$st'"; fi
+
+[ -n "${KEEP:-}" ] || rm -rf "$tmp"
