@@ -13,6 +13,7 @@
 #include "base/fileio.h"
 #include "base/rng.h"
 #include "io/png_text.h"
+#include "io/embedding.h"
 #include "io/safetensors.h"
 #include "text/caption.h"
 
@@ -265,35 +266,9 @@ int sd_gen_ti_attach(sd_gen_ti *ti, sd_clip *clip, const char *const *paths, int
     int rc = vecs && ti->tokens ? SD_OK : sd_err(SD_ENOMEM, "out of memory");
     int64_t total = 0;
     for (int i = 0; i < n && !rc; i++) {
-        sd_safetensors *st = NULL;
-        rc = sd_safetensors_open(paths[i], &st);
-        if (rc) break;
-        const sd_st_tensor *t = sd_safetensors_find(st, "emb_params");
-        if (!t && (sd_safetensors_find(st, "clip_l") || sd_safetensors_find(st, "clip_g")))
-            rc = sd_err(SD_EUNSUPPORTED, "%s: an SDXL embedding (clip_l/clip_g): only SD1.x/SD2.x embeddings are supported",
-                        paths[i]);
-        else if (!t && sd_safetensors_count(st) == 1) t = sd_safetensors_at(st, 0);
-        if (!rc && !t)
-            rc = sd_err(SD_EFORMAT, "%s: no textual-inversion embedding (expected a tensor 'emb_params' [n, %lld])",
-                        paths[i], (long long)D);
         int64_t cnt = 0;
-        if (!rc) {
-            if (t->ndim == 1 && t->shape[0] == D) cnt = 1;
-            else if (t->ndim == 2 && t->shape[1] == D && t->shape[0] >= 1 && t->shape[0] <= 75) cnt = t->shape[0];
-            else {
-                char sh[64];
-                sd_st_shape_str(t->ndim, t->shape, sh, sizeof sh);
-                rc = sd_err(SD_EFORMAT, "%s: tensor '%s' has shape %s; this text encoder needs [n, %lld] (n <= 75)",
-                            paths[i], t->name, sh, (long long)D);
-            }
-        }
-        if (!rc && !sd_st_dtype_is_float(t->dtype))
-            rc = sd_err(SD_EFORMAT, "%s: tensor '%s' is not floating point", paths[i], t->name);
-        if (!rc) {
-            vecs[i] = malloc((size_t)(cnt * D) * sizeof(float));
-            if (!vecs[i]) rc = sd_err(SD_ENOMEM, "out of memory");
-            else rc = sd_safetensors_read_f32(st, t->name, vecs[i], (size_t)(cnt * D));
-        }
+        rc = sd_embedding_read(paths[i], D, &vecs[i], &cnt);
+        if (rc) break;
         char stem[256];
         stem_of(paths[i], stem, sizeof stem);
         if (!rc && !stem[0]) rc = sd_err(SD_EINVAL, "%s: empty token name", paths[i]);
@@ -308,7 +283,6 @@ int sd_gen_ti_attach(sd_gen_ti *ti, sd_clip *clip, const char *const *paths, int
             ti->n = i + 1;
             total += cnt;
         }
-        sd_safetensors_close(st);
     }
     if (!rc) rc = sd_tensor_alloc(&ti->table, SD_F32, SD_DIMS(V + total, D));
     if (!rc) {

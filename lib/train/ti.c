@@ -9,6 +9,7 @@
 #include "base/error.h"
 #include "base/fileio.h"
 #include "base/log.h"
+#include "io/embedding.h"
 #include "io/ckpt.h"
 #include "io/zip.h"
 #include "tensor/device.h"
@@ -124,70 +125,10 @@ static char *xstrdup(const char *s)
 
 /* ---- reading embeddings ------------------------------------------------------------------------ */
 
-static int take_vecs(const char *path, const char *name, int ndim, const int64_t *shape, int64_t D, int64_t *count)
-{
-    if (ndim == 1 && shape[0] == D) *count = 1;
-    else if (ndim == 2 && shape[1] == D && shape[0] >= 1) *count = shape[0];
-    else
-        return sd_err(SD_EFORMAT, "%s: tensor '%s' is not an embedding of width %lld ([n, %lld] or [%lld])", path, name,
-                      (long long)D, (long long)D, (long long)D);
-    return SD_OK;
-}
-
 static int ends_with(const char *s, const char *suf)
 {
     size_t a = strlen(s), b = strlen(suf);
     return a >= b && !strcmp(s + a - b, suf);
-}
-
-int sd_ti_read_embedding(const char *path, int64_t D, float **vecs, int64_t *count)
-{
-    *vecs = NULL;
-    *count = 0;
-    int rc;
-    if (ends_with(path, ".safetensors")) {
-        sd_safetensors *st = NULL;
-        rc = sd_safetensors_open(path, &st);
-        if (rc) return rc;
-        /* load_weights: next(iter(load_file(file).values())): the first tensor (safetensors loads in
-           header order, which is name order); emb_params when present */
-        const sd_st_tensor *t = sd_safetensors_find(st, "emb_params");
-        if (!t && (sd_safetensors_find(st, "clip_l") || sd_safetensors_find(st, "clip_g")))
-            rc = sd_err(SD_EUNSUPPORTED, "%s: an SDXL embedding (clip_l/clip_g): SDXL textual inversion is not supported",
-                        path);
-        else if (!t && sd_safetensors_count(st) >= 1) t = sd_safetensors_at(st, 0);
-        if (!rc && !t) rc = sd_err(SD_EFORMAT, "%s: no tensor in the file", path);
-        if (!rc && !sd_st_dtype_is_float(t->dtype)) rc = sd_err(SD_EFORMAT, "%s: tensor '%s' is not floating point", path, t->name);
-        if (!rc) rc = take_vecs(path, t->name, t->ndim, t->shape, D, count);
-        if (!rc) {
-            *vecs = malloc((size_t)(*count * D) * sizeof(float));
-            rc = *vecs ? sd_safetensors_read_f32(st, t->name, *vecs, (size_t)(*count * D)) : sd_err(SD_ENOMEM, "out of memory");
-        }
-        sd_safetensors_close(st);
-    } else {
-        sd_ckpt *ck = NULL;
-        rc = sd_ckpt_open(path, &ck);
-        if (rc) return rc;
-        /* {"emb_params": t} (kohya), {"string_to_param": {"*": t}, ...} (A1111): the first tensor of
-           string_to_param, else the first tensor of the dict */
-        const sd_ckpt_tensor *t = NULL;
-        for (size_t i = 0; i < sd_ckpt_count(ck) && !t; i++)
-            if (!strncmp(sd_ckpt_at(ck, i)->name, "string_to_param.", 16)) t = sd_ckpt_at(ck, i);
-        if (!t && sd_ckpt_count(ck)) t = sd_ckpt_at(ck, 0);
-        if (!t) rc = sd_err(SD_EFORMAT, "%s: weight file does not contain a tensor", path);
-        if (!rc && !sd_st_dtype_is_float(t->dtype)) rc = sd_err(SD_EFORMAT, "%s: tensor '%s' is not floating point", path, t->name);
-        if (!rc) rc = take_vecs(path, t->name, t->ndim, t->shape, D, count);
-        if (!rc) {
-            *vecs = malloc((size_t)(*count * D) * sizeof(float));
-            rc = *vecs ? sd_ckpt_read(ck, t, SD_ST_F32, *vecs, (size_t)(*count * D)) : sd_err(SD_ENOMEM, "out of memory");
-        }
-        sd_ckpt_close(ck);
-    }
-    if (rc) {
-        free(*vecs);
-        *vecs = NULL;
-    }
-    return rc;
 }
 
 /* ---- setup ------------------------------------------------------------------------------------- */
@@ -267,7 +208,7 @@ int sd_ti_init(sd_ti *ti, const sd_ti_opts *o, sd_clip *clip, sd_clip_tokenizer 
     if (o->weights) {
         float *vecs = NULL;
         int64_t cnt = 0;
-        rc = sd_ti_read_embedding(o->weights, D, &vecs, &cnt);
+        rc = sd_embedding_read(o->weights, D, &vecs, &cnt);
         if (rc) return rc;
         if (cnt != N) {
             free(vecs);

@@ -88,8 +88,6 @@ int sd_ti_in_vocab(const sd_clip_tokenizer *tok, const char *s);
 int sd_ti_init(sd_ti *ti, const sd_ti_opts *o, sd_clip *clip, sd_clip_tokenizer *tok);
 void sd_ti_free(sd_ti *ti);
 
-/* Read an embedding file (--weights): *vecs malloc'd [*count, D]. */
-int sd_ti_read_embedding(const char *path, int64_t D, float **vecs, int64_t *count);
 
 /* The caption after the TI replacement: template (drawn from rng) or T -> "T T1 ..". malloc'd. */
 int sd_ti_caption(const sd_ti *ti, const char *caption, sd_rng *rng, char **out);

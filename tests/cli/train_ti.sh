@@ -92,6 +92,15 @@ S=(--model tiny.safetensors --model_config "$toml" --W 64 --H 64 --steps 2 --see
 if [ -f s1/im_000001.png ] && [ -f s2/im_000001.png ] && ! cmp -s s1/im_000001.png s2/im_000001.png &&
    grep -q "token .e3. = 3 vectors" s1.err; then ok train_ti_loads_in_sd_sample; else
   nok train_ti_loads_in_sd_sample "$(tail -2 s1.err)"; fi
+# the default .pt output too (the same vectors as a .safetensors save give the same image)
+T --output_dir o9 --max_train_steps 2 --save_model_as pt --output_name e9 2> /dev/null
+T --output_dir o9 --max_train_steps 2 --save_model_as safetensors --output_name e9 2> /dev/null
+# (--no_metadata: the infotext names the file's hash)
+"$ss" "${S[@]}" --no_metadata --prompt "a photo of e9" --textual_inversion_embeddings o9/e9.pt --outdir s3 > /dev/null 2> s3.err
+"$ss" "${S[@]}" --no_metadata --prompt "a photo of e9" --textual_inversion_embeddings o9/e9.safetensors --outdir s4 > /dev/null 2> s4.err
+"$ss" "${S[@]}" --no_metadata --prompt "a photo of e9" --outdir s5 > /dev/null 2> s5.err
+if [ -f s3/im_000001.png ] && cmp -s s3/im_000001.png s4/im_000001.png && ! cmp -s s3/im_000001.png s5/im_000001.png
+then ok train_ti_pt_loads_in_sd_sample; else nok train_ti_pt_loads_in_sd_sample "$(tail -2 s3.err)"; fi
 
 # ---- templates: the captions are ignored (the same run with other captions gives the same bytes) ----------
 sed 's/"caption":"[^"]*"/"caption":"something else entirely"/' recs.jsonl > recs2.jsonl
