@@ -2054,7 +2054,8 @@ trained_set:;
         rc = sd_tb_run_dir(dir, sizeof dir, c->logging_dir, c->log_prefix, (time_t)R->started_at);
         if (rc) goto out;
         size_t L = strlen(dir);
-        const char *tracker = R->full.method == SD_METHOD_DB ? "dreambooth"
+        const char *tracker = R->have_ti ? "textual_inversion"
+                              : R->full.method == SD_METHOD_DB ? "dreambooth"
                               : R->full.method == SD_METHOD_FT ? "finetuning" : "network_train";
         snprintf(dir + L, sizeof dir - L, "/%s", c->log_tracker_name ? c->log_tracker_name : tracker);
         rc = sd_tb_open(&R->tb, dir, R->started_at);
@@ -2215,9 +2216,11 @@ trained_set:;
             double cur = step_loss / nmicro;
             double wt = sd_wall_time();
             if (R->have_tb) {
-                /* train_db / fine_tune log "loss" (and "loss/epoch" at epoch ends) */
-                sd_tb_scalar(&R->tb, R->is_full ? "loss" : "loss/current", (float)cur, global_step, wt);
-                if (!R->is_full) sd_tb_scalar(&R->tb, "loss/average", (float)avr, global_step, wt);
+                /* train_db / fine_tune / train_textual_inversion log "loss" (and "loss/epoch" at
+                   epoch ends); train_textual_inversion its one rate as "lr" */
+                int plain = R->is_full || R->have_ti;
+                sd_tb_scalar(&R->tb, plain ? "loss" : "loss/current", (float)cur, global_step, wt);
+                if (!plain) sd_tb_scalar(&R->tb, "loss/average", (float)avr, global_step, wt);
                 if (c->scale_weight_norms > 0) {
                     sd_tb_scalar(&R->tb, "max_norm/keys_scaled", (float)keys_scaled, global_step, wt);
                     sd_tb_scalar(&R->tb, "max_norm/max_key_norm", (float)max_key_norm, global_step, wt);
@@ -2228,11 +2231,12 @@ trained_set:;
                 double fnext = sd_lr_sched_factor(&R->lrs, R->sched_step);
                 for (int g = 0; g < R->groups.n; g++) {
                     char tag[96];
-                    snprintf(tag, sizeof tag, "lr/%s", R->groups.names[g]);
+                    if (R->have_ti) snprintf(tag, sizeof tag, "lr");
+                    else snprintf(tag, sizeof tag, "lr/%s", R->groups.names[g]);
                     double lnext = sd_optim_logged_lr(&R->opt, g, R->groups.desc[g].lr * fnext);
                     sd_tb_scalar(&R->tb, tag, (float)lnext, global_step, wt);
                     if (sd_optim_kind_has_d(R->ocfg.kind)) {   /* D-Adaptation / Prodigy: d × lr */
-                        snprintf(tag, sizeof tag, "lr/d*lr/%s", R->groups.names[g]);
+                        snprintf(tag, sizeof tag, "lr/d*lr/%s", R->groups.names[g]);   /* (TI refuses them) */
                         sd_tb_scalar(&R->tb, tag, (float)(R->opt.ds.d * lnext), global_step, wt);
                     }
                 }
@@ -2289,8 +2293,8 @@ trained_set:;
         }
         if (R->have_tb && R->is_full && R->window_n)
             sd_tb_scalar(&R->tb, "loss/epoch", (float)window_mean(R), epoch + 1, sd_wall_time());
-        else if (R->have_tb && R->epoch_loss_n)
-            sd_tb_scalar(&R->tb, "loss/epoch_average", (float)(R->epoch_loss_sum / (double)R->epoch_loss_n), epoch + 1,
+        else if (R->have_tb && R->epoch_loss_n)   /* TI: loss_total / len(train_dataloader) */
+            sd_tb_scalar(&R->tb, R->have_ti ? "loss/epoch" : "loss/epoch_average", (float)(R->epoch_loss_sum / (double)R->epoch_loss_n), epoch + 1,
                          sd_wall_time());
         if (!done && c->save_every_n_epochs > 0 && sd_should_save_epoch(epoch + 1, c->save_every_n_epochs, R->num_epochs)) {
             rc = save_checkpoint(R, SD_SAVE_EPOCH, epoch + 1, global_step, epoch + 1, epoch + 1, 0, c->save_state);

@@ -59,37 +59,7 @@ nk=$(grep -c 'lora_down.weight' keys.txt)
 
 # ---- TensorBoard lr/<group> is get_last_lr() after the scheduler's step (the reference's); the JSONL lr is
 # the rate the step used. constant_with_warmup, 2 warm-up steps: used 0, 5e-4, 1e-3; logged 5e-4, 1e-3, 1e-3
-tbvals() { python3 - "$1" "$2" <<'PY'
-import glob, struct, sys
-def varint(b, i):
-    v = s = 0
-    while True:
-        c = b[i]; i += 1; v |= (c & 0x7f) << s; s += 7
-        if c < 0x80: return v, i
-def fields(b):
-    i, out = 0, []
-    while i < len(b):
-        k, i = varint(b, i); f, w = k >> 3, k & 7
-        if w == 0: v, i = varint(b, i)
-        elif w == 1: v = b[i:i + 8]; i += 8
-        elif w == 5: v = b[i:i + 4]; i += 4
-        elif w == 2: n, i = varint(b, i); v = b[i:i + n]; i += n
-        else: raise SystemExit('wire type %d' % w)
-        out.append((f, v))
-    return out
-for path in sorted(glob.glob(sys.argv[1] + '/*/network_train/events.out.tfevents.*')):
-    b = open(path, 'rb').read(); i = 0
-    while i < len(b):
-        n = struct.unpack('<Q', b[i:i + 8])[0]; ev = b[i + 12:i + 12 + n]; i += 16 + n
-        step = dict((f, v) for f, v in fields(ev) if f == 2).get(2, 0)
-        for f, summ in fields(ev):
-            if f != 5: continue
-            for g, val in fields(summ):
-                vals = dict(fields(val))
-                if g == 1 and vals.get(1) == sys.argv[2].encode():
-                    print(step, '%.6g' % struct.unpack('<f', vals[2])[0])
-PY
-}
+tbvals() { python3 "$root/tests/cli/tb_scalars.py" "$1/*/network_train/events.out.tfevents.*" "$2" | cut -d' ' -f2-; }
 if T --output_dir olr --max_train_steps 3 --lr_scheduler constant_with_warmup --lr_warmup_steps 2 --logging_dir lrlogs \
      --network_train_unet_only --log_jsonl olr/log.jsonl 2> olr.err; then
   got=$(tbvals lrlogs lr/unet | tr '\n' ' ')

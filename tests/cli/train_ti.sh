@@ -102,6 +102,11 @@ T --output_dir o9 --max_train_steps 2 --save_model_as safetensors --output_name 
 if [ -f s3/im_000001.png ] && cmp -s s3/im_000001.png s4/im_000001.png && ! cmp -s s3/im_000001.png s5/im_000001.png
 then ok train_ti_pt_loads_in_sd_sample; else nok train_ti_pt_loads_in_sd_sample "$(tail -2 s3.err)"; fi
 
+# ---- TensorBoard: the reference's textual_inversion run logs loss, lr and loss/epoch -------------------------
+T --output_dir o10 --max_train_steps 4 --logging_dir tblogs 2> /dev/null
+tags=$(python3 "$root/tests/cli/tb_scalars.py" "tblogs/*/textual_inversion/events.out.tfevents.*" | cut -d' ' -f1 | sort -u | tr '\n' ' ')
+[ "$tags" = "loss loss/epoch lr " ] && ok train_ti_tensorboard_tags || nok train_ti_tensorboard_tags "tags: '$tags'"
+
 # ---- templates: the captions are ignored (the same run with other captions gives the same bytes) ----------
 sed 's/"caption":"[^"]*"/"caption":"something else entirely"/' recs.jsonl > recs2.jsonl
 T --output_dir t1 --max_train_steps 3 --use_object_template 2> /dev/null
