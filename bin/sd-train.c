@@ -118,6 +118,8 @@ static const sd_opt table[] = {
     {.name = "stop_text_encoder_training", .type = SD_OPT_INT64, .dest = &c.stop_text_encoder_training,
      SD_OPT_RANGE(-1, INT64_MAX / 2), .group = G_NET,
      .help = "db: stop training the text encoder at this step (-1: do not train it; default: never stop)"},
+    {.name = "no_half_vae", .type = SD_OPT_FLAG, .dest = &c.no_half_vae, .group = G_NET,
+     .help = "keep the VAE in float32 (it always computes in float32 here; db/ft then save it as float32)"},
     {.name = "train_text_encoder", .type = SD_OPT_FLAG, .dest = &c.train_text_encoder, .group = G_NET,
      .help = "ft: train the text encoder too"},
     {.name = "use_safetensors", .type = SD_OPT_FLAG, .dest = &c.use_safetensors, .group = G_NET,

@@ -212,7 +212,7 @@ static void part_dtypes(const sd_full_save_opts *o, sd_st_dtype dt[3])
     }
     dt[0] = SD_ST_F32;
     dt[1] = o->te_trained ? SD_ST_F32 : o->weight_dtype;
-    dt[2] = o->weight_dtype;
+    dt[2] = o->vae_f32 ? SD_ST_F32 : o->weight_dtype;
 }
 
 static int64_t meta_int(const sd_model_file *f, const char *key)

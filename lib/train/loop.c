@@ -1001,6 +1001,7 @@ static int full_save_opts(run *R, int64_t epoch_no, int64_t steps, sd_kv *m, sd_
     if (c->mixed_precision && !strcmp(c->mixed_precision, "fp16")) so->weight_dtype = SD_ST_F16;
     else if (c->mixed_precision && !strcmp(c->mixed_precision, "bf16")) so->weight_dtype = SD_ST_BF16;
     so->te_trained = R->full.te_train;
+    so->vae_f32 = c->no_half_vae;
     so->epoch = epoch_no < 0 ? 0 : epoch_no;
     so->global_step = steps;
     so->meta = m;

@@ -60,6 +60,7 @@ typedef struct sd_train_config {
     int has_stop_text_encoder_training;
     int64_t stop_text_encoder_training;   /* db: -1 = TE not trained, N = stop at step N */
     int train_text_encoder;            /* ft: --train_text_encoder */
+    int no_half_vae;                   /* --no_half_vae: a saved full checkpoint keeps the VAE float32 */
     int use_safetensors;               /* --use_safetensors */
     /* optimizer / schedule */
     const char *optimizer_type;

@@ -136,6 +136,19 @@ assert len(c['state_dict']) == $(wc -l < keys0.txt) and c['state_dict']['$UN'+'o
 " 2> tl.err && ok train_full_torch_load || nok train_full_torch_load "$(tail -1 tl.err)"
 else echo "ok train_full_torch_load # SKIP no PyTorch at /usr/bin/python3"; fi
 
+# --no_half_vae: with --mixed_precision fp16 the saved VAE is float32 (else fp16), the same values
+D --output_dir v1 --max_train_steps 1 --mixed_precision fp16 2> /dev/null
+D --output_dir v2 --max_train_steps 1 --mixed_precision fp16 --no_half_vae 2> /dev/null
+vd() { python3 - "$1" <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+print(' '.join(sorted({v['dtype'] for k, v in h.items() if k.startswith('first_stage_model.')})))
+PY
+}
+[ "$(vd v1/last.safetensors)" = F16 ] && [ "$(vd v2/last.safetensors)" = F32 ] &&
+  [ "$(st_cmp v1/last.safetensors v2/last.safetensors $VAE)" = same ] && ok train_full_no_half_vae ||
+  nok train_full_no_half_vae "$(vd v1/last.safetensors) / $(vd v2/last.safetensors)"
+
 # ---- refusals ----------------------------------------------------------------------------------------------
 D --output_dir e --network_dim 8 2> e1.err; rc=$?
 [ $rc = 2 ] && grep -q 'network_dim is a LoRA option' e1.err && ok train_full_refuses_lora_option ||
