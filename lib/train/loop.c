@@ -906,6 +906,30 @@ static int build_metadata(run *R)
     return SD_OK;
 }
 
+/* The ModelSpec arguments every saved file shares (sai_model_spec.build_metadata's inputs):
+ * family, prediction, time, title (--metadata_title, else `title`), resolution, the metadata_*
+ * options, the timestep range and clip_skip. The caller sets the kind (lora / textual_inversion). */
+static void modelspec_args(const run *R, sd_modelspec_args *a, double timestamp, const char *title)
+{
+    const sd_train_config *c = R->c;
+    memset(a, 0, sizeof *a);
+    a->v2 = R->cfg.family == SD_FAMILY_SD2;
+    a->v_parameterization = R->cfg.parameterization == SD_PRED_V;
+    a->timestamp = timestamp;
+    a->title = c->metadata_title ? c->metadata_title : title;
+    a->reso_w = c->reso_w;
+    a->reso_h = c->reso_h;
+    a->author = c->metadata_author;
+    a->description = c->metadata_description;
+    a->license = c->metadata_license;
+    a->tags = c->metadata_tags;
+    a->has_timesteps = c->min_timestep >= 0 || c->max_timestep >= 0;
+    a->min_timestep = c->min_timestep >= 0 ? c->min_timestep : 0;
+    a->max_timestep = c->max_timestep >= 0 ? c->max_timestep : 1000;
+    a->clip_skip = c->clip_skip > 0 ? c->clip_skip : -1;
+    a->implementation_version = "sd-train/" SD_VERSION;
+}
+
 static int save_lora(run *R, const char *path, int64_t steps, int64_t epoch1)
 {
     sd_train_config *c = R->c;
@@ -915,23 +939,8 @@ static int save_lora(run *R, const char *path, int64_t steps, int64_t epoch1)
     double now = wall_now();
     if (!rc) rc = sd_ss_metadata_at_save(&m, now, steps, epoch1, c->no_metadata);
     sd_modelspec_args ma;
-    memset(&ma, 0, sizeof ma);
-    ma.v2 = R->cfg.family == SD_FAMILY_SD2;
-    ma.v_parameterization = R->cfg.parameterization == SD_PRED_V;
+    modelspec_args(R, &ma, now, c->output_name);
     ma.lora = 1;
-    ma.timestamp = now;
-    ma.title = c->metadata_title ? c->metadata_title : c->output_name;
-    ma.reso_w = c->reso_w;
-    ma.reso_h = c->reso_h;
-    ma.author = c->metadata_author;
-    ma.description = c->metadata_description;
-    ma.license = c->metadata_license;
-    ma.tags = c->metadata_tags;
-    ma.has_timesteps = c->min_timestep >= 0 || c->max_timestep >= 0;
-    ma.min_timestep = c->min_timestep >= 0 ? c->min_timestep : 0;
-    ma.max_timestep = c->max_timestep >= 0 ? c->max_timestep : 1000;
-    ma.clip_skip = c->clip_skip > 0 ? c->clip_skip : -1;
-    ma.implementation_version = "sd-train/" SD_VERSION;
     if (!rc) rc = sd_modelspec_metadata(&ma, &m);
     sd_lora_save_opts so;
     memset(&so, 0, sizeof so);
@@ -959,23 +968,8 @@ static int save_ti(run *R, const char *path)
     sd_kv m;
     sd_kv_init(&m);
     sd_modelspec_args ma;
-    memset(&ma, 0, sizeof ma);
-    ma.v2 = R->cfg.family == SD_FAMILY_SD2;
-    ma.v_parameterization = R->cfg.parameterization == SD_PRED_V;
+    modelspec_args(R, &ma, wall_now(), R->outname);
     ma.textual_inversion = 1;
-    ma.timestamp = wall_now();
-    ma.title = c->metadata_title ? c->metadata_title : R->outname;
-    ma.reso_w = c->reso_w;
-    ma.reso_h = c->reso_h;
-    ma.author = c->metadata_author;
-    ma.description = c->metadata_description;
-    ma.license = c->metadata_license;
-    ma.tags = c->metadata_tags;
-    ma.has_timesteps = c->min_timestep >= 0 || c->max_timestep >= 0;
-    ma.min_timestep = c->min_timestep >= 0 ? c->min_timestep : 0;
-    ma.max_timestep = c->max_timestep >= 0 ? c->max_timestep : 1000;
-    ma.clip_skip = c->clip_skip > 0 ? c->clip_skip : -1;
-    ma.implementation_version = "sd-train/" SD_VERSION;
     int rc = sd_modelspec_metadata(&ma, &m);
     sd_st_dtype dt = SD_ST_F32;
     if (c->save_precision && !strcmp(c->save_precision, "fp16")) dt = SD_ST_F16;
@@ -1007,22 +1001,7 @@ static int full_save_opts(run *R, int64_t epoch_no, int64_t steps, sd_kv *m, sd_
     so->meta = m;
     if (!m) return SD_OK;
     sd_modelspec_args ma;
-    memset(&ma, 0, sizeof ma);
-    ma.v2 = R->cfg.family == SD_FAMILY_SD2;
-    ma.v_parameterization = R->cfg.parameterization == SD_PRED_V;
-    ma.timestamp = wall_now();
-    ma.title = c->metadata_title ? c->metadata_title : c->output_name;
-    ma.reso_w = c->reso_w;
-    ma.reso_h = c->reso_h;
-    ma.author = c->metadata_author;
-    ma.description = c->metadata_description;
-    ma.license = c->metadata_license;
-    ma.tags = c->metadata_tags;
-    ma.has_timesteps = c->min_timestep >= 0 || c->max_timestep >= 0;
-    ma.min_timestep = c->min_timestep >= 0 ? c->min_timestep : 0;
-    ma.max_timestep = c->max_timestep >= 0 ? c->max_timestep : 1000;
-    ma.clip_skip = c->clip_skip > 0 ? c->clip_skip : -1;
-    ma.implementation_version = "sd-train/" SD_VERSION;
+    modelspec_args(R, &ma, wall_now(), c->output_name);
     return sd_modelspec_metadata(&ma, m);
 }
 
