@@ -431,11 +431,11 @@ int main(int argc, char **argv)
     sd_opts o;
     if (sd_opts_init(&o, TOOL, table) < 0) return sd_fatal(1);
     o.flags = SD_OPTS_CONFIG;
-    o.usage = "--model DIR|FILE [OPTIONS] [RECORDS.jsonl | IMAGE_DIR ...]";
+    o.usage = "--model DIR|FILE [OPTIONS] [RECORDS.jsonl | IMAGE_DIR | IMAGE ...]";
     o.description =
         "Tags images with a WD14-style tagger (SmilingWolf wd-vit-tagger-v3, model.safetensors + selected_tags.csv) "
         "as kohya-ss/sd-scripts' tag_images_by_wd14_tagger.py does. Reads records (JSON lines with 'image'; stdin "
-        "when nothing is named) or image folders, writes each record with 'tags' added to stdout and a "
+        "when nothing is named), image folders or image files, writes each record with 'tags' added to stdout and a "
         "<stem>.txt sidecar beside each image.";
     o.epilog = "Exit status: 0 all records done, 1 fatal error, 2 usage error, 3 some records skipped.\n"
                "See sd-tag(1).";
@@ -491,14 +491,15 @@ int main(int argc, char **argv)
     for (int fi = 0; fi < nargs && !fatal; fi++) {
         const char *name = o.npos ? o.pos[fi] : "-";
         int n = 0;
-        if (strcmp(name, "-") && is_dir(name)) {
+        int dir = strcmp(name, "-") && is_dir(name);
+        if (dir || sd_img_is_image_name(name, SD_IMG_ANY_CASE)) {
             sd_path_list l = {0};
-            if (sd_img_list(name, a.recursive ? SD_IMG_RECURSIVE : 0, &l) < 0) {
+            if (!dir ? sd_path_list_add(&l, name) < 0 : sd_img_list(name, a.recursive ? SD_IMG_RECURSIVE : 0, &l) < 0) {
                 sd_error("%s", sd_errmsg());
                 fatal = 1;
                 break;
             }
-            sd_info("%s: found %zu images", name, l.n);
+            if (dir) sd_info("%s: found %zu images", name, l.n);
             for (size_t i = 0; i < l.n && !fatal; i++) {
                 item *it = &batch[n++];
                 it->rec = JV_OBJECT(jv_string("image"), jv_string(l.paths[i]));
