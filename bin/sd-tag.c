@@ -473,18 +473,26 @@ int main(int argc, char **argv)
     if (!sd_opts_is_set(&o, &a.character_threshold)) a.character_threshold = a.thresh;
     if (sd_opts_is_set(&o, &a.workers))
         sd_info("--max_data_loader_n_workers has no effect: images are decoded by the --threads threads");
-    if (sd_threads_init(a.threads) < 0) return sd_fatal(1);
-    if (sd_ctx_init(&ctx, SD_DEV_CPU, sd_threads_get(), 0) < 0) return sd_fatal(1);
-    int lrc = load_model();
-    if (lrc < 0) {
-        if (lrc == SD_EINVAL) {
-            return sd_cmdline_usage_error(TOOL, "%s", sd_errmsg());
-        }
+    int early = -1;
+    if (sd_threads_init(a.threads) < 0) {
+        sd_opts_free(&o);
         return sd_fatal(1);
     }
-
-    item *batch = calloc((size_t)a.batch_size, sizeof *batch);
-    if (!batch) return sd_fatal(1);
+    if (sd_ctx_init(&ctx, SD_DEV_CPU, sd_threads_get(), 0) < 0) {
+        sd_opts_free(&o);
+        return sd_fatal(1);
+    }
+    int lrc = load_model();
+    if (lrc < 0) early = lrc == SD_EINVAL ? sd_cmdline_usage_error(TOOL, "%s", sd_errmsg()) : sd_fatal(1);
+    item *batch = early < 0 ? calloc((size_t)a.batch_size, sizeof *batch) : NULL;
+    if (early < 0 && !batch) early = sd_fatal(1);
+    if (early >= 0) {
+        sd_wdtags_free(&wt);
+        sd_tagger_free(&model);
+        sd_ctx_free(&ctx);
+        sd_opts_free(&o);
+        return early;
+    }
     int nargs = o.npos ? o.npos : 1, fatal = 0;
     sd_progress prog;
     sd_progress_begin(&prog, "tagging", 0);
