@@ -1,0 +1,611 @@
+/* sd-tag: WD14-style tagger (SmilingWolf wd-vit-tagger-v3, timm safetensors) -> tags (sd-tag(1)).
+ *
+ * Records (JSON lines with "image") or image folders in; each record gets "tags" and, unless
+ * --no-sidecar, the image gets a <stem><caption_extension> sidecar as kohya-ss/sd-scripts'
+ * tag_images_by_wd14_tagger.py writes it. Images of a batch are decoded and preprocessed in
+ * parallel (plain structs, no jv), the model runs on the batch, records are written in order. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "base/error.h"
+#include "base/fileio.h"
+#include "base/log.h"
+#include "base/opts.h"
+#include "base/progress.h"
+#include "base/strbuf.h"
+#include "base/threads.h"
+#include "data/bucket_record.h"
+#include "data/images.h"
+#include "data/wdtags.h"
+#include "io/cmdline.h"
+#include "io/image.h"
+#include "io/jsonl.h"
+#include "io/tags_csv.h"
+#include "models/tagger.h"
+#include "tensor/device.h"
+
+#define TOOL "sd-tag"
+
+static struct {
+    const char *model, *tags_csv, *device;
+    int preset;
+    double thresh, general_threshold, character_threshold;
+    int character_tags_first, use_rating_tags, use_rating_tags_as_last_tag;
+    const char *caption_separator, *undesired_tags, *always_first_tags, *tag_replacement;
+    int remove_underscore, character_tag_expand, append_tags, sidecar, recursive, frequency_tags, debug;
+    const char *caption_extension;
+    int batch_size, workers, threads;
+    /* refused */
+    int onnx, force_download, use_quality_tags, use_quality_tags_as_last_tag;
+    const char *repo_id, *model_dir, *output_path;
+    double meta_threshold, model_threshold, copyright_threshold, artist_threshold;
+} a = {.workers = -1};
+
+#define G_M "Model"
+#define G_T "Tags"
+#define G_O "Output"
+#define G_X "Reference options that are refused"
+
+static const sd_opt table[] = {
+    {.name = "model", .type = SD_OPT_STRING, .dest = &a.model, .metavar = "DIR|FILE", .group = G_M,
+     .help = "a folder with model.safetensors and selected_tags.csv (a Hugging Face SmilingWolf/wd-vit-tagger-v3 "
+             "download), or the model.safetensors file itself"},
+    {.name = "tags_csv", .type = SD_OPT_STRING, .dest = &a.tags_csv, .metavar = "FILE", .group = G_M,
+     .help = "selected_tags.csv (default: the one beside the model file)"},
+    {.name = "preprocess", .type = SD_OPT_ENUM, .dest = &a.preset, .def = "kohya", .choices = "kohya|wd",
+     .group = G_M,
+     .help = "kohya: OpenCV INTER_AREA when the padded square is larger than the input, PIL LANCZOS when "
+             "smaller (tag_images_by_wd14_tagger.py); wd: PIL BICUBIC (SmilingWolf's scripts)"},
+    {.name = "batch_size", .type = SD_OPT_INT, .dest = &a.batch_size, .def = "1", SD_OPT_RANGE(1, 256),
+     .group = G_M, .help = "images per model run"},
+    {.name = "device", .type = SD_OPT_STRING, .dest = &a.device, .def = "cpu", .metavar = "cpu", .group = G_M,
+     .help = "only cpu in this release"},
+    {.name = "max_data_loader_n_workers", .type = SD_OPT_INT, .dest = &a.workers, SD_OPT_RANGE(0, 1024),
+     .group = G_M, .help = "accepted for scripts written for the reference; images are decoded by --threads threads"},
+    {.name = "thresh", .type = SD_OPT_DOUBLE, .dest = &a.thresh, .def = "0.35", SD_OPT_ATLEAST(0), .group = G_T,
+     .help = "threshold of confidence to add a tag (p >= t)"},
+    {.name = "general_threshold", .type = SD_OPT_DOUBLE, .dest = &a.general_threshold, SD_OPT_ATLEAST(0),
+     .group = G_T, .help = "threshold for general tags (default: --thresh)"},
+    {.name = "character_threshold", .type = SD_OPT_DOUBLE, .dest = &a.character_threshold, SD_OPT_ATLEAST(0),
+     .group = G_T, .help = "threshold for character tags (default: --thresh; above 1 disables them)"},
+    {.name = "character_tags_first", .type = SD_OPT_FLAG, .dest = &a.character_tags_first, .def = "false",
+     .group = G_T, .help = "character tags before the general tags"},
+    {.name = "use_rating_tags", .type = SD_OPT_FLAG, .dest = &a.use_rating_tags, .def = "false", .group = G_T,
+     .help = "put the most likely rating tag first"},
+    {.name = "use_rating_tags_as_last_tag", .type = SD_OPT_FLAG, .dest = &a.use_rating_tags_as_last_tag,
+     .def = "false", .group = G_T, .help = "put the most likely rating tag last"},
+    {.name = "character_tag_expand", .type = SD_OPT_FLAG, .dest = &a.character_tag_expand, .def = "false",
+     .group = G_T, .help = "name_(series) -> name, series"},
+    {.name = "remove_underscore", .type = SD_OPT_FLAG, .dest = &a.remove_underscore, .def = "false",
+     .group = G_T, .help = "'_' -> ' ' in tags longer than 3 characters"},
+    {.name = "undesired_tags", .type = SD_OPT_STRING, .dest = &a.undesired_tags, .def = "", .metavar = "LIST",
+     .group = G_T, .help = "tags never written (separated by the caption separator)"},
+    {.name = "always_first_tags", .type = SD_OPT_STRING, .dest = &a.always_first_tags, .metavar = "LIST",
+     .group = G_T, .help = "tags moved to the front when present (the last listed ends up first)"},
+    {.name = "tag_replacement", .type = SD_OPT_STRING, .dest = &a.tag_replacement, .metavar = "S,D;S2,D2",
+     .group = G_T, .help = "rename tags (\\, and \\; are literal)"},
+    {.name = "caption_separator", .type = SD_OPT_STRING, .dest = &a.caption_separator, .def = ", ",
+     .metavar = "SEP", .group = G_T, .help = "separator between tags"},
+    {.name = "caption_extension", .alias = "caption_extention", .type = SD_OPT_STRING, .dest = &a.caption_extension,
+     .def = ".txt", .metavar = "EXT", .group = G_O, .help = "extension of the sidecar files"},
+    {.name = "sidecar", .type = SD_OPT_FLAG, .dest = &a.sidecar, .def = "true", .group = G_O,
+     .help = "write <stem><caption_extension> beside each image (--no-sidecar: records only)"},
+    {.name = "append_tags", .type = SD_OPT_FLAG, .dest = &a.append_tags, .def = "false", .group = G_O,
+     .help = "keep the tags of an existing sidecar (or the record's 'tags') and add only new ones"},
+    {.name = "recursive", .type = SD_OPT_FLAG, .dest = &a.recursive, .def = "false", .group = G_O,
+     .help = "folder arguments: include subfolders"},
+    {.name = "frequency_tags", .type = SD_OPT_FLAG, .dest = &a.frequency_tags, .def = "false", .group = G_O,
+     .help = "print tag frequencies (most frequent first) to stderr at the end"},
+    {.name = "debug", .type = SD_OPT_FLAG, .dest = &a.debug, .def = "false", .group = G_O,
+     .help = "print each image's rating, character and general tags to stderr"},
+    SD_OPT_THREADS(&a.threads),
+    {.name = "onnx", .type = SD_OPT_FLAG, .dest = &a.onnx, .flags = SD_OPTF_NO_NEGATE, .group = G_X,
+     .help = "ONNX models: refused (use the model.safetensors of a v3 repo)"},
+    {.name = "repo_id", .type = SD_OPT_STRING, .dest = &a.repo_id, .group = G_X, .help = "refused: no downloads; give --model"},
+    {.name = "model_dir", .type = SD_OPT_STRING, .dest = &a.model_dir, .group = G_X, .help = "refused: give --model"},
+    {.name = "force_download", .type = SD_OPT_FLAG, .dest = &a.force_download, .flags = SD_OPTF_NO_NEGATE,
+     .group = G_X, .help = "refused: no downloads"},
+    {.name = "output_path", .type = SD_OPT_STRING, .dest = &a.output_path, .group = G_X,
+     .help = "refused: the records on stdout carry the tags"},
+    {.name = "use_quality_tags", .type = SD_OPT_FLAG, .dest = &a.use_quality_tags, .flags = SD_OPTF_NO_NEGATE,
+     .group = G_X, .help = "refused: only for tag_mapping.json models"},
+    {.name = "use_quality_tags_as_last_tag", .type = SD_OPT_FLAG, .dest = &a.use_quality_tags_as_last_tag,
+     .flags = SD_OPTF_NO_NEGATE, .group = G_X, .help = "refused: only for tag_mapping.json models"},
+    {.name = "meta_threshold", .type = SD_OPT_DOUBLE, .dest = &a.meta_threshold, .group = G_X,
+     .help = "refused: only for tag_mapping.json models"},
+    {.name = "model_threshold", .type = SD_OPT_DOUBLE, .dest = &a.model_threshold, .group = G_X,
+     .help = "refused: only for tag_mapping.json models"},
+    {.name = "copyright_threshold", .type = SD_OPT_DOUBLE, .dest = &a.copyright_threshold, .group = G_X,
+     .help = "refused: only for tag_mapping.json models"},
+    {.name = "artist_threshold", .type = SD_OPT_DOUBLE, .dest = &a.artist_threshold, .group = G_X,
+     .help = "refused: only for tag_mapping.json models"},
+    SD_OPT_END};
+
+/* ---- state ----------------------------------------------------------------------------------- */
+
+typedef struct item {
+    jv rec;
+    long line;
+    char *image;
+    float *input;      /* [3,S,S] */
+    char *err;
+} item;
+
+static sd_tagger model;
+static sd_wdtags wt;
+static sd_ctx ctx;
+static long n_done, n_skipped;
+
+/* --frequency_tags: counts in order of first appearance */
+static struct { char **tag; long *count; int n, cap; } freq;
+
+static void freq_add(const char *t)
+{
+    for (int i = 0; i < freq.n; i++)
+        if (!strcmp(freq.tag[i], t)) {
+            freq.count[i]++;
+            return;
+        }
+    if (freq.n == freq.cap) {
+        freq.cap = freq.cap ? freq.cap * 2 : 256;
+        char **nt = realloc(freq.tag, (size_t)freq.cap * sizeof *nt);
+        long *nc = nt ? realloc(freq.count, (size_t)freq.cap * sizeof *nc) : NULL;
+        if (!nt || !nc) {
+            sd_error("out of memory");
+            exit(1);
+        }
+        freq.tag = nt;
+        freq.count = nc;
+    }
+    freq.tag[freq.n] = strdup(t);
+    freq.count[freq.n++] = 1;
+}
+
+static void item_fail(item *it, const char *msg)
+{
+    if (!it->err) it->err = strdup(msg && *msg ? msg : "error");
+}
+
+/* worker thread: decode and preprocess */
+static void load_one(item *it)
+{
+    sd_image rgb, sq;
+    if (sd_image_load(it->image, SD_ALPHA_WHITE, &rgb, NULL) < 0) {
+        item_fail(it, sd_errmsg());
+        return;
+    }
+    int rc = sd_tagger_prepare_image(&rgb, (int)model.size, a.preset, &sq);
+    sd_image_free(&rgb);
+    if (rc < 0) {
+        sd_err_prefix(rc, "%s", it->image);
+        item_fail(it, sd_errmsg());
+        return;
+    }
+    it->input = malloc(sizeof(float) * 3 * (size_t)sq.w * (size_t)sq.h);
+    if (it->input) sd_tagger_image_to_input(&sq, it->input);
+    else item_fail(it, "out of memory");
+    sd_image_free(&sq);
+}
+
+/* text of the existing sidecar for --append_tags: 1 with *text, 0 when absent, <0 error */
+static int read_existing(const char *path, char **text)
+{
+    size_t n;
+    int rc = sd_read_file(path, (size_t)64 << 20, text, &n);
+    if (rc == SD_ENOTFOUND) return 0;
+    if (rc < 0) return rc;
+    if (memchr(*text, 0, n)) {
+        free(*text);
+        return sd_err(SD_EFORMAT, "%s: contains a NUL byte", path);
+    }
+    /* Python text mode: "\r\n" and "\r" are line ends */
+    char *w = *text;
+    for (size_t i = 0; i < n; i++) {
+        if ((*text)[i] == '\r') {
+            *w++ = '\n';
+            if (i + 1 < n && (*text)[i + 1] == '\n') i++;
+        } else {
+            *w++ = (*text)[i];
+        }
+    }
+    *w = 0;
+    return 1;
+}
+
+/* main thread: tags of one image, the sidecar, the record */
+static int finish(item *it, const float *logits, const char *src)
+{
+    float *p = malloc(sizeof(float) * (size_t)wt.n);
+    if (!p) return sd_err(SD_ENOMEM, "out of memory");
+    for (int i = 0; i < wt.n; i++) p[i] = 1.0f / (1.0f + expf(-logits[i]));
+    const char **tags = NULL;
+    int nt = 0, rc = sd_wdtags_select(&wt, p, &tags, &nt);
+    char *text = NULL, *side = NULL;
+    if (rc == SD_OK && a.debug) {
+        sd_strbuf r = {0}, c = {0}, g = {0};
+        sd_strbuf_add(&r, "", 0);
+        sd_strbuf_add(&c, "", 0);
+        sd_strbuf_add(&g, "", 0);
+        int best = -1;
+        for (int i = 0; i < wt.n; i++) {
+            int cat = wt.category[i];
+            if (cat == SD_TAG_RATING && (best < 0 || p[i] > p[best])) best = i;
+            sd_strbuf *b = cat == SD_TAG_GENERAL && p[i] >= a.general_threshold     ? &g
+                           : cat == SD_TAG_CHARACTER && p[i] >= a.character_threshold ? &c
+                                                                                       : NULL;
+            if (!b) continue;
+            if (b->n) sd_strbuf_puts(b, wt.sep);
+            sd_strbuf_puts(b, wt.label[i]);
+        }
+        if (best >= 0) sd_strbuf_puts(&r, wt.label[best]);
+        sd_info("%s:", it->image);
+        sd_info("\tRating tags: %s", r.p ? r.p : "");
+        sd_info("\tCharacter tags: %s", c.p ? c.p : "");
+        sd_info("\tGeneral tags: %s", g.p ? g.p : "");
+        free(r.p);
+        free(c.p);
+        free(g.p);
+    }
+    if (rc == SD_OK && a.sidecar) {
+        side = sd_img_sidecar_path(it->image, a.caption_extension);
+        if (!side) rc = sd_err(SD_ENOMEM, "out of memory");
+    }
+    if (rc == SD_OK) {
+        char *existing = NULL;
+        if (a.append_tags) {
+            int e = side ? read_existing(side, &existing) : 0;
+            if (e < 0) rc = e;
+            if (e == 0 && !side) { /* records only: the record's tags are the existing ones */
+                const char *t = NULL;
+                if (sd_jsonl_get_str(it->rec, "tags", &t) == 1) existing = strdup(t);
+            }
+        }
+        if (rc == SD_OK) {
+            text = a.append_tags ? sd_wdtags_append(&wt, existing, tags, nt) : sd_wdtags_join(&wt, tags, nt);
+            if (!text) rc = sd_err(SD_ENOMEM, "out of memory");
+        }
+        free(existing);
+    }
+    if (rc == SD_OK && side) {
+        size_t L = strlen(text);
+        char *line = malloc(L + 2);
+        if (!line) {
+            rc = sd_err(SD_ENOMEM, "out of memory");
+        } else {
+            memcpy(line, text, L);
+            line[L] = '\n';
+            rc = sd_write_file_atomic(side, line, L + 1);
+            free(line);
+        }
+    }
+    if (rc == SD_OK) {
+        if (a.frequency_tags)
+            for (int i = 0; i < nt; i++) freq_add(tags[i]);
+        jv rec = jv_object_set(it->rec, jv_string("tags"), jv_string(text));
+        it->rec = jv_invalid();
+        n_done++;
+        if (sd_jsonl_write(stdout, rec) < 0) {
+            sd_error("stdout: %s", sd_errmsg());
+            rc = 1; /* fatal */
+        }
+    } else {
+        sd_record_error(src, it->line, "%s", sd_errmsg());
+        n_skipped++;
+        rc = SD_OK;
+    }
+    free(tags);
+    free(text);
+    free(side);
+    free(p);
+    return rc;
+}
+
+/* decode the batch in parallel, run the model, write the records in order; 1 = fatal */
+static int run_batch(item *b, int n, const char *src)
+{
+    int nthreads = sd_threads_get();
+    int prev = sd_threads_blas_serial_begin();
+#pragma omp parallel for schedule(dynamic, 1) if (n > 1 && nthreads > 1)
+    for (int i = 0; i < n; i++)
+        if (!b[i].err) load_one(&b[i]);
+    sd_threads_blas_serial_end(prev);
+    int good = 0;
+    for (int i = 0; i < n; i++) good += !b[i].err;
+    const int64_t S = model.size;
+    const size_t per = 3 * (size_t)S * (size_t)S;
+    sd_tensor x = {0}, y = {0};
+    int fatal = 0;
+    if (good) {
+        int rc = sd_tensor_alloc(&x, SD_F32, 4, (int64_t[]){good, 3, S, S});
+        if (!rc) rc = sd_tensor_alloc(&y, SD_F32, 2, (int64_t[]){good, model.classes});
+        for (int i = 0, k = 0; !rc && i < n; i++)
+            if (!b[i].err) memcpy((float *)x.data + per * (size_t)k++, b[i].input, per * sizeof(float));
+        if (!rc) rc = sd_tagger_forward(&ctx, &model, &y, &x);
+        if (rc) {
+            sd_error("%s", sd_errmsg());
+            fatal = 1;
+        }
+    }
+    for (int i = 0, k = 0; i < n; i++) {
+        item *it = &b[i];
+        if (!fatal) {
+            if (it->err) {
+                sd_record_error(src, it->line, "%s", it->err);
+                n_skipped++;
+            } else if (finish(it, (const float *)y.data + (size_t)k++ * (size_t)model.classes, src) != SD_OK) {
+                fatal = 1;
+            }
+        }
+        jv_free(it->rec);
+        free(it->image);
+        free(it->input);
+        free(it->err);
+        memset(it, 0, sizeof *it);
+    }
+    sd_tensor_free(&x);
+    sd_tensor_free(&y);
+    return fatal;
+}
+
+static int is_dir(const char *p)
+{
+    struct stat s;
+    return stat(p, &s) == 0 && S_ISDIR(s.st_mode);
+}
+
+/* model and tag list from --model / --tags_csv */
+static int load_model(void)
+{
+    struct stat s;
+    char *mpath = NULL, *cpath = NULL;
+    if (stat(a.model, &s) != 0) return sd_err(SD_ENOTFOUND, "%s: %s", a.model, strerror(errno));
+    if (S_ISDIR(s.st_mode)) {
+        mpath = malloc(strlen(a.model) + 32);
+        cpath = malloc(strlen(a.model) + 32);
+        if (!mpath || !cpath) return sd_err(SD_ENOMEM, "out of memory");
+        sprintf(mpath, "%s/model.safetensors", a.model);
+        sprintf(cpath, "%s/selected_tags.csv", a.model);
+        if (stat(mpath, &s) != 0) {
+            sprintf(cpath, "%s/model.onnx", a.model);
+            int onnx = stat(cpath, &s) == 0;
+            free(cpath);
+            int rc = sd_err(SD_ENOTFOUND, "%s: no model.safetensors in this folder%s", a.model,
+                            onnx ? " (ONNX models are not supported: download model.safetensors of a v3 repo)" : "");
+            free(mpath);
+            return rc;
+        }
+    } else {
+        mpath = strdup(a.model);
+        const char *sl = strrchr(a.model, '/');
+        size_t dl = sl ? (size_t)(sl - a.model) + 1 : 0;
+        cpath = malloc(dl + 32);
+        if (!mpath || !cpath) return sd_err(SD_ENOMEM, "out of memory");
+        memcpy(cpath, a.model, dl);
+        strcpy(cpath + dl, "selected_tags.csv");
+    }
+    if (a.tags_csv) {
+        free(cpath);
+        cpath = strdup(a.tags_csv);
+    }
+    sd_safetensors *st = NULL;
+    int rc = sd_safetensors_open(mpath, &st);
+    if (!rc) rc = sd_tagger_open(&model, st, SD_DEV_CPU);
+    sd_safetensors_close(st);
+    sd_tag_table t = {0};
+    if (!rc) rc = sd_tags_csv_load(cpath, &t);
+    if (!rc && t.n != model.classes)
+        rc = sd_err(SD_EFORMAT, "%s has %d tags but %s has %lld outputs", cpath, t.n, mpath, (long long)model.classes);
+    if (!rc) {
+        sd_wdtags_opts wo = {
+            .general_threshold = a.general_threshold,
+            .character_threshold = a.character_threshold,
+            .character_first = a.character_tags_first,
+            .rating_first = a.use_rating_tags,
+            .rating_last = a.use_rating_tags_as_last_tag,
+            .remove_underscore = a.remove_underscore,
+            .character_expand = a.character_tag_expand,
+            .separator = a.caption_separator,
+            .undesired = a.undesired_tags,
+            .always_first = a.always_first_tags,
+            .replacement = a.tag_replacement,
+        };
+        rc = sd_wdtags_init(&wt, &t, &wo);
+    }
+    if (!rc)
+        sd_info("%s: ViT tagger, %lldx%lld input, width %lld, %lld blocks, %lld heads, %lld tags", mpath,
+                (long long)model.size, (long long)model.size, (long long)model.width, (long long)model.depth,
+                (long long)model.heads, (long long)model.classes);
+    sd_tag_table_free(&t);
+    free(mpath);
+    free(cpath);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    sd_log_init(TOOL);
+    sd_opts o;
+    if (sd_opts_init(&o, TOOL, table) < 0) return sd_fatal(1);
+    o.flags = SD_OPTS_CONFIG;
+    o.usage = "--model DIR|FILE [OPTIONS] [RECORDS.jsonl | IMAGE_DIR | IMAGE ...]";
+    o.description =
+        "Tags images with a WD14-style tagger (SmilingWolf wd-vit-tagger-v3, model.safetensors + selected_tags.csv) "
+        "as kohya-ss/sd-scripts' tag_images_by_wd14_tagger.py does. Reads records (JSON lines with 'image'; stdin "
+        "when nothing is named), image folders or image files, writes each record with 'tags' added to stdout and a "
+        "<stem>.txt sidecar beside each image.";
+    o.epilog = "Exit status: 0 all records done, 1 fatal error, 2 usage error, 3 some records skipped.\n"
+               "See sd-tag(1).";
+    int ex = sd_cmdline_main(&o, argc, argv);
+    if (ex >= 0) {
+        sd_opts_free(&o);
+        return ex;
+    }
+    const char *usage = NULL;
+    static char ubuf[256];
+    if (a.onnx) usage = "--onnx: ONNX models are not supported; give --model with the model.safetensors of a "
+                        "v3 repo (e.g. SmilingWolf/wd-vit-tagger-v3)";
+    else if (a.repo_id || a.model_dir || a.force_download)
+        usage = "--repo_id/--model_dir/--force_download: sd-tag downloads nothing; give --model with a folder "
+                "holding model.safetensors and selected_tags.csv";
+    else if (a.output_path)
+        usage = "--output_path is not supported: the records on stdout carry 'tags' (sd-merge-meta reads sidecars "
+                "and metadata)";
+    else if (a.use_quality_tags || a.use_quality_tags_as_last_tag || sd_opts_is_set(&o, &a.meta_threshold) ||
+             sd_opts_is_set(&o, &a.model_threshold) || sd_opts_is_set(&o, &a.copyright_threshold) ||
+             sd_opts_is_set(&o, &a.artist_threshold))
+        usage = "quality/meta/model/copyright/artist options apply to tag_mapping.json (cl_tagger) models, which "
+                "are not supported";
+    else if (!a.model) usage = "give --model DIR (with model.safetensors and selected_tags.csv) or --model FILE";
+    else if (strcmp(a.device, "cpu")) {
+        snprintf(ubuf, sizeof ubuf, "--device %.100s: sd-tag runs on the CPU only in this release", a.device);
+        usage = ubuf;
+    }
+    if (usage) {
+        sd_cmdline_usage_error(TOOL, "%s", usage);
+        sd_opts_free(&o);
+        return SD_EXIT_USAGE;
+    }
+    if (!sd_opts_is_set(&o, &a.general_threshold)) a.general_threshold = a.thresh;
+    if (!sd_opts_is_set(&o, &a.character_threshold)) a.character_threshold = a.thresh;
+    if (sd_opts_is_set(&o, &a.workers))
+        sd_info("--max_data_loader_n_workers has no effect: images are decoded by the --threads threads");
+    int early = -1;
+    if (sd_threads_init(a.threads) < 0) {
+        sd_opts_free(&o);
+        return sd_fatal(1);
+    }
+    if (sd_ctx_init(&ctx, SD_DEV_CPU, sd_threads_get(), 0) < 0) {
+        sd_opts_free(&o);
+        return sd_fatal(1);
+    }
+    int lrc = load_model();
+    if (lrc < 0) early = lrc == SD_EINVAL ? sd_cmdline_usage_error(TOOL, "%s", sd_errmsg()) : sd_fatal(1);
+    item *batch = early < 0 ? calloc((size_t)a.batch_size, sizeof *batch) : NULL;
+    if (early < 0 && !batch) early = sd_fatal(1);
+    if (early >= 0) {
+        sd_wdtags_free(&wt);
+        sd_tagger_free(&model);
+        sd_ctx_free(&ctx);
+        sd_opts_free(&o);
+        return early;
+    }
+    int nargs = o.npos ? o.npos : 1, fatal = 0;
+    sd_progress prog;
+    sd_progress_begin(&prog, "tagging", 0);
+    for (int fi = 0; fi < nargs && !fatal; fi++) {
+        const char *name = o.npos ? o.pos[fi] : "-";
+        int n = 0;
+        int dir = strcmp(name, "-") && is_dir(name);
+        if (dir || sd_img_is_image_name(name, SD_IMG_ANY_CASE)) {
+            sd_path_list l = {0};
+            if (!dir ? sd_path_list_add(&l, name) < 0 : sd_img_list(name, a.recursive ? SD_IMG_RECURSIVE : 0, &l) < 0) {
+                sd_error("%s", sd_errmsg());
+                fatal = 1;
+                break;
+            }
+            if (dir) sd_info("%s: found %zu images", name, l.n);
+            for (size_t i = 0; i < l.n && !fatal; i++) {
+                item *it = &batch[n++];
+                it->rec = JV_OBJECT(jv_string("image"), jv_string(l.paths[i]));
+                it->line = (long)i + 1;
+                it->image = strdup(l.paths[i]);
+                if (n == a.batch_size || i + 1 == l.n) {
+                    fatal = run_batch(batch, n, name);
+                    sd_progress_update(&prog, n);
+                    n = 0;
+                }
+            }
+            sd_path_list_free(&l);
+            continue;
+        }
+        int is_stdin = !strcmp(name, "-");
+        FILE *fp = is_stdin ? stdin : fopen(name, "rb");
+        if (!fp) {
+            sd_error("%s: %s", name, strerror(errno));
+            fatal = 1;
+            break;
+        }
+        const char *src = is_stdin ? "stdin" : name;
+        sd_jsonl_reader *r = sd_jsonl_open(fp, src);
+        if (!r) {
+            fatal = sd_fatal(1);
+            break;
+        }
+        for (;;) {
+            jv rec;
+            long line;
+            int rc = sd_jsonl_next(r, &rec, &line);
+            if (rc == 0) break;
+            if (rc == SD_EFORMAT || rc == SD_ERANGE) {
+                /* bad line: report it now (earlier records of the batch go first) */
+                if (n) {
+                    fatal = run_batch(batch, n, src);
+                    sd_progress_update(&prog, n);
+                    n = 0;
+                }
+                const char *m = sd_errmsg();
+                char pre[64];
+                snprintf(pre, sizeof pre, ":%ld: ", line);
+                const char *q = strstr(m, pre);
+                sd_record_error(src, line, "%s", q ? q + strlen(pre) : m);
+                n_skipped++;
+                if (fatal) break;
+                continue;
+            }
+            if (rc < 0) {
+                sd_error("%s", sd_errmsg());
+                fatal = 1;
+                break;
+            }
+            item *it = &batch[n++];
+            it->rec = rec;
+            it->line = line;
+            if (sd_bucket_record_image(rec, &it->image) < 0) item_fail(it, sd_errmsg());
+            if (n == a.batch_size) {
+                fatal = run_batch(batch, n, src);
+                sd_progress_update(&prog, n);
+                n = 0;
+                if (fatal) break;
+            }
+        }
+        if (n && !fatal) {
+            fatal = run_batch(batch, n, src);
+            sd_progress_update(&prog, n);
+        }
+        sd_jsonl_close(r);
+        if (!is_stdin) fclose(fp);
+    }
+    sd_progress_end(&prog);
+    sd_info("%ld images tagged, %ld skipped", n_done, n_skipped);
+    if (a.frequency_tags) {
+        /* stable sort by count, descending (Python's sorted(..., reverse=True) keeps ties in order) */
+        for (int i = 1; i < freq.n; i++) {
+            char *t = freq.tag[i];
+            long c = freq.count[i];
+            int j = i;
+            while (j > 0 && freq.count[j - 1] < c) {
+                freq.tag[j] = freq.tag[j - 1];
+                freq.count[j] = freq.count[j - 1];
+                j--;
+            }
+            freq.tag[j] = t;
+            freq.count[j] = c;
+        }
+        fprintf(stderr, "Tag frequencies:\n");
+        for (int i = 0; i < freq.n; i++) fprintf(stderr, "%s: %ld\n", freq.tag[i], freq.count[i]);
+    }
+    for (int i = 0; i < freq.n; i++) free(freq.tag[i]);
+    free(freq.tag);
+    free(freq.count);
+    free(batch);
+    sd_wdtags_free(&wt);
+    sd_tagger_free(&model);
+    sd_ctx_free(&ctx);
+    sd_opts_free(&o);
+    if (fatal) return 1;
+    return n_skipped ? SD_EXIT_PARTIAL : 0;
+}

@@ -1,0 +1,84 @@
+/* WD tagger (SmilingWolf wd-*-tagger-v3, timm model.safetensors): the ViT architecture, its
+ * image preprocessing, and detection of the architectures that are not implemented.
+ *
+ * Model (timm VisionTransformer as the v3 config builds it: vit_base_patch16_224 with img_size
+ * 448, class_token False, global_pool "avg", fc_norm False, act_layer gelu_tanh):
+ *   x [N,3,S,S] -> patch_embed.proj (conv P×P, stride P, bias) -> [N,T,D] (T = (S/P)², row-major
+ *   patches) + pos_embed [1,T,D] -> blocks.i: x += attn.proj(attention(norm1(x))) with one
+ *   attn.qkv linear (rows q|k|v, heads contiguous, bias), x += mlp.fc2(gelu_tanh(mlp.fc1(norm2(x))))
+ *   -> norm -> mean over the T tokens -> head (Linear D -> classes). LayerNorm eps 1e-6 (timm's).
+ * Every size comes from the tensor shapes: D and P from patch_embed.proj.weight [D,3,P,P], T from
+ * pos_embed (a square number), the depth from the blocks.N keys, the MLP width from mlp.fc1, the
+ * classes from head.weight. The head count is not stored in the file: it is D/64 (timm's ViTs all
+ * use a head width of 64) unless the file's __metadata__ has "num_heads" (tiny test models).
+ * Weights may be F32, F16 or BF16 (held as f32). Strict loading: a missing tensor, a wrong shape
+ * or an unexpected tensor is an error naming the file and the key.
+ *
+ * Other architectures are recognised from their keys and refused with SD_EUNSUPPORTED
+ * ("m.safetensors: ConvNeXt tagger (wd-convnext-tagger-v3) is not supported; only the ViT
+ * tagger (wd-vit-tagger-v3) is"): ConvNeXt (stem.0.weight), SwinV2 (layers.0.blocks.0.attn.
+ * logit_scale), EVA02 (blocks.0.attn.q_proj.weight), ViTs with a class/register token or fc_norm.
+ *
+ * The forward uses only the op API, so it runs on the registry's device (CPU or CUDA). */
+#ifndef SD_MODELS_TAGGER_H
+#define SD_MODELS_TAGGER_H
+
+#include <stdint.h>
+
+#include "io/image.h"
+#include "io/safetensors.h"
+#include "nn/nn.h"
+
+typedef struct sd_tagger_block {
+    sd_layernorm norm1, norm2;
+    sd_linear qkv, proj, fc1, fc2;
+} sd_tagger_block;
+
+typedef struct sd_tagger {
+    int64_t width, heads, depth, patch, size, grid, tokens, mlp, classes;
+    sd_params r;
+    sd_conv2d patch_embed;
+    sd_param *pos;
+    sd_tagger_block *blocks;
+    sd_layernorm norm;
+    sd_linear head;
+} sd_tagger;
+
+enum sd_tagger_arch {
+    SD_TAGGER_ARCH_UNKNOWN = 0,
+    SD_TAGGER_ARCH_VIT,        /* implemented */
+    SD_TAGGER_ARCH_VIT_CLS,    /* ViT with class/register tokens or fc_norm */
+    SD_TAGGER_ARCH_CONVNEXT,
+    SD_TAGGER_ARCH_SWINV2,
+    SD_TAGGER_ARCH_EVA02,
+};
+
+/* Architecture from the tensor names. */
+int sd_tagger_detect(const sd_safetensors *st);
+const char *sd_tagger_arch_name(int arch);
+
+/* Build the model from an open file (sizes from the shapes), allocate it on `dev` and load it.
+ * Errors name the file: SD_EUNSUPPORTED for another architecture, SD_EFORMAT for inconsistent
+ * or missing tensors. */
+int sd_tagger_open(sd_tagger *m, const sd_safetensors *st, sd_devkind dev);
+void sd_tagger_free(sd_tagger *m);
+
+/* logits [N, classes] (f32) = model(x [N, 3, size, size] f32), all on the model's device. */
+int sd_tagger_forward(sd_ctx *ctx, sd_tagger *m, sd_tensor *logits, const sd_tensor *x);
+
+/* ---- preprocessing ------------------------------------------------------------------------ */
+
+enum sd_tagger_preset {
+    SD_TAGGER_PRE_KOHYA = 0,  /* tag_images_by_wd14_tagger.py: square >= size: OpenCV INTER_AREA,
+                                 smaller: PIL LANCZOS */
+    SD_TAGGER_PRE_WD = 1,     /* SmilingWolf (wd-tagger Space, wdv3-timm): PIL BICUBIC */
+};
+
+/* `rgb` (c = 3; alpha already composited over white: sd_image_load(..., SD_ALPHA_WHITE)) padded
+ * to a white square of side max(w,h) (offsets floor((S-w)/2), floor((S-h)/2)) and resized to
+ * size×size with the preset's filter (a square already of that size is copied). *out is RGB. */
+int sd_tagger_prepare_image(const sd_image *rgb, int size, int preset, sd_image *out);
+/* The model input of one prepared image: BGR planes, x/127.5 - 1, float [3, h, w]. */
+void sd_tagger_image_to_input(const sd_image *im, float *chw);
+
+#endif

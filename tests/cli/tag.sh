@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# sd-tag end to end on the tiny ViT of tests/data/tagger (tests/golden/gen/make_tagger_golden.py)
+# with a generated selected_tags.csv: sidecars and records, folder arguments, thresholds,
+# ordering options, append, refused options, per-record errors and exit codes, --threads.
+set -u
+cd "$(dirname "$0")/../.."
+root=$PWD
+build=${SD_BUILD:-build}
+tmp=${SD_TEST_TMP:-$(mktemp -d)}/tag
+rm -rf "$tmp"; mkdir -p "$tmp"
+SD=$root/$build/bin/sd-tag
+[ -x "$SD" ] || { echo "# $SD not built"; echo "not ok tag_built"; exit 1; }
+cd "$tmp"
+ok() { echo "ok $1"; }
+nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
+
+mkdir -p m img sub/deep
+cp "$root/tests/data/tagger/tagger_tiny.safetensors" m/model.safetensors
+{
+  echo 'tag_id,name,category,count'
+  for r in general sensitive questionable explicit; do echo "9,$r,9,1"; done
+  for g in 1girl solo long_hair '^_^' '"tag, with comma"' open_mouth blue_eyes '>_<' simple_background 1boy smile white_shirt ahoge bow; do
+    echo "1,$g,0,1"; done
+  for c in hatsune_miku 'kafuu_chino_(gochuumon_wa_usagi_desu_ka?)' c_c 'nobody_(series)' x_y 'mash_(swim)_(fate)'; do echo "2,$c,4,1"; done
+} > m/selected_tags.csv
+for f in a_97x61 b_203x150_rgba c_640x480 d_50x33_la; do cp "$root/tests/data/tagger/$f.png" img/; done
+cp img/a_97x61.png sub/deep/x.png
+
+# ---- all tags (thresh 0): sidecars, records, order = CSV order, then characters ----------------
+"$SD" --model m --thresh 0 img > all.out 2> all.err; rc=$?
+[ $rc = 0 ] && ok tag_dir_exit || nok tag_dir_exit "exit $rc: $(cat all.err)"
+[ "$(wc -l < all.out)" = 4 ] && ok tag_dir_records || nok tag_dir_records
+want='1girl, solo, long_hair, ^_^, tag, with comma, open_mouth, blue_eyes, >_<, simple_background, 1boy, smile, white_shirt, ahoge, bow, hatsune_miku, kafuu_chino_(gochuumon_wa_usagi_desu_ka?), c_c, nobody_(series), x_y, mash_(swim)_(fate)'
+[ "$(cat img/a_97x61.txt)" = "$want" ] && ok tag_sidecar_all || nok tag_sidecar_all "$(cat img/a_97x61.txt)"
+grep -qxF "{\"image\":\"img/a_97x61.png\",\"tags\":\"$want\"}" all.out && ok tag_record_all || nok tag_record_all "$(head -1 all.out)"
+ls img/.*tmp* 2>/dev/null | grep -q . && nok tag_no_temp_files || ok tag_no_temp_files
+
+# ---- thresholds -------------------------------------------------------------------------------
+"$SD" --model m --thresh 1.1 --no-sidecar img/../img > none.out 2>/dev/null
+grep -q '"tags":""' none.out && [ "$(grep -c '"tags":""' none.out)" = 4 ] && ok tag_thresh_none || nok tag_thresh_none "$(head -1 none.out)"
+"$SD" --model m --general_threshold 0 --character_threshold 1.1 --no-sidecar img > gen.out 2>/dev/null
+grep -q 'bow"}' gen.out && ! grep -q hatsune gen.out && ok tag_general_only || nok tag_general_only
+"$SD" --model m --general_threshold 1.1 --character_threshold 0 --character_tags_first --no-sidecar img > chr.out 2>/dev/null
+grep -q '"tags":"mash_(swim)_(fate), x_y, nobody_(series), c_c, kafuu_chino_(gochuumon_wa_usagi_desu_ka?), hatsune_miku"' chr.out \
+  && ok tag_character_first || nok tag_character_first "$(head -1 chr.out)"
+# a middle threshold gives a subset of the tags in the same order
+"$SD" --model m --thresh 0.5 --no-sidecar img > mid.out 2>/dev/null
+n_mid=$(head -1 mid.out | grep -o ', ' | wc -l); n_all=$(head -1 all.out | grep -o ', ' | wc -l)
+[ "$n_mid" -lt "$n_all" ] && ok tag_thresh_subset || nok tag_thresh_subset "$n_mid vs $n_all"
+
+# ---- ordering and post-processing options ------------------------------------------------------
+"$SD" --model m --thresh 0 --no-sidecar --use_rating_tags --character_tag_expand --remove_underscore \
+  --undesired_tags 'solo, bow' --always_first_tags 'smile,1boy' --caption_separator ' | ' --tag_replacement 'blue eyes,BLUE' \
+  img/a_97x61.png 2> opt.err < /dev/null > opt0.out; rc=$?
+# an image file argument is tagged directly (not read as records)
+[ $rc = 0 ] && grep -qE '^\{"image":"img/a_97x61.png","tags":"(general|sensitive|questionable|explicit) \| 1girl \| solo' opt0.out && ok tag_image_arg || nok tag_image_arg "exit $rc"
+echo '{"image":"img/a_97x61.png","keep":[1,{"x":2}]}' | "$SD" --model m --thresh 0 --no-sidecar --use_rating_tags \
+  --character_tag_expand --remove_underscore --undesired_tags 'solo| bow' --always_first_tags 'smile|1boy' \
+  --caption_separator ' | ' --tag_replacement 'blue eyes,BLUE' > opt.out 2> opt.err
+r=$(cat opt.out)
+case "$r" in
+  '{"image":"img/a_97x61.png","keep":[1,{"x":2}],"tags":"1boy | smile | '*) ok tag_always_first ;;
+  *) nok tag_always_first "$r" ;;
+esac
+echo "$r" | grep -q ' | BLUE | ' && ok tag_replacement || nok tag_replacement "$r"
+echo "$r" | grep -q 'long hair' && echo "$r" | grep -q '\^_^' && echo "$r" | grep -q 'x_y' && ok tag_remove_underscore || nok tag_remove_underscore "$r"
+echo "$r" | grep -q 'kafuu chino | gochuumon wa usagi desu ka?' && echo "$r" | grep -q 'mash (swim) | fate' && ok tag_character_expand || nok tag_character_expand "$r"
+echo "$r" | grep -qE 'solo|bow' && nok tag_undesired "$r" || ok tag_undesired
+echo "$r" | grep -qE '"tags":"1boy \| smile \| (general|sensitive|questionable|explicit) \| 1girl' && ok tag_rating_first || nok tag_rating_first "$r"
+echo '{"image":"img/a_97x61.png"}' | "$SD" --model m --thresh 1.1 --use_rating_tags_as_last_tag --no-sidecar 2>/dev/null \
+  | grep -qE '"tags":"(general|sensitive|questionable|explicit)"' && ok tag_rating_last || nok tag_rating_last
+
+# ---- append, caption extension, recursive ------------------------------------------------------
+printf 'old, 1girl\n' > sub/deep/x.tag
+"$SD" --model m --thresh 0 --general_threshold 0 --character_threshold 1.1 --recursive --append_tags \
+  --caption_extention .tag sub > app.out 2> app.err
+[ "$(cat sub/deep/x.tag)" = "old, 1girl, solo, long_hair, ^_^, tag, with comma, open_mouth, blue_eyes, >_<, simple_background, 1boy, smile, white_shirt, ahoge, bow" ] \
+  && ok tag_append_recursive || nok tag_append_recursive "$(cat sub/deep/x.tag)"
+grep -q '"image":"sub/deep/x.png"' app.out && ok tag_recursive_record || nok tag_recursive_record
+
+# ---- model given as files, --batch_size, --threads: identical output ---------------------------
+cp m/selected_tags.csv tags.csv
+"$SD" --model m/model.safetensors --tags_csv tags.csv --thresh 0.5 --no-sidecar --batch_size 3 --threads 1 img > b3.out 2>/dev/null
+"$SD" --model m --thresh 0.5 --no-sidecar --threads 2 img > b1.out 2>/dev/null
+cmp -s b3.out mid.out && cmp -s b1.out mid.out && ok tag_batch_threads_same || nok tag_batch_threads_same
+"$SD" --model m --thresh 0 --no-sidecar --frequency_tags --debug img > /dev/null 2> fq.err
+grep -qx '1girl: 4' fq.err && grep -q 'General tags: 1girl' fq.err && ok tag_frequency_debug || nok tag_frequency_debug
+
+# ---- per-record errors: exit 3, the others still done -----------------------------------------
+head -c 40 img/a_97x61.png > trunc.png
+printf 'not an image' > text.png
+cat > bad.jsonl <<'X'
+{"image":"img/a_97x61.png"}
+{"image":"missing.png"}
+{"image":"trunc.png"}
+{bad json
+{"noimage":1}
+{"image":"text.png"}
+{"image":"img/c_640x480.png"}
+X
+"$SD" --model m --no-sidecar bad.jsonl > bad.out 2> bad.err; rc=$?
+[ $rc = 3 ] && ok tag_partial_exit3 || nok tag_partial_exit3 "exit $rc"
+[ "$(wc -l < bad.out)" = 2 ] && ok tag_partial_good_records || nok tag_partial_good_records
+for l in 2:missing.png 3:trunc.png 4: 5:image 6:text.png; do
+  grep -q "error (at bad.jsonl:${l%%:*}): .*${l#*:}" bad.err || { nok tag_error_lines "line $l: $(cat bad.err)"; l=; break; }
+done
+[ -n "$l" ] && ok tag_error_lines
+
+# ---- fatal and usage errors -------------------------------------------------------------------
+"$SD" --thresh 0 img > /dev/null 2> e.err; [ $? = 2 ] && grep -q 'give --model' e.err && ok tag_usage_no_model || nok tag_usage_no_model
+for opt in --onnx '--repo_id x' '--output_path o.json' '--use_quality_tags' '--meta_threshold 0.5' '--device cuda'; do
+  "$SD" --model m $opt img > /dev/null 2> e.err; rc=$?
+  [ $rc = 2 ] && [ -s e.err ] || { nok tag_refused_options "$opt: exit $rc"; opt=; break; }
+done
+[ -n "$opt" ] && ok tag_refused_options
+"$SD" --model m --caption_separator '  ' img > /dev/null 2> e.err; [ $? = 2 ] && grep -q caption_separator e.err && ok tag_bad_separator || nok tag_bad_separator
+"$SD" --model m --max_data_loader_n_workers 2 --no-sidecar img > /dev/null 2> e.err; [ $? = 0 ] && grep -q 'no effect' e.err && ok tag_workers_noted || nok tag_workers_noted
+mkdir -p m2 && head -c 5000 m/model.safetensors > m2/model.safetensors && cp tags.csv m2/selected_tags.csv
+"$SD" --model m2 img > /dev/null 2> e.err; [ $? = 1 ] && grep -q 'm2/model.safetensors' e.err && ok tag_truncated_model || nok tag_truncated_model "$(cat e.err)"
+mkdir -p m3 && cp m/model.safetensors m3/ && head -n 10 tags.csv > m3/selected_tags.csv
+"$SD" --model m3 img > /dev/null 2> e.err; [ $? = 1 ] && grep -q '9 tags but' e.err && ok tag_csv_count_mismatch || nok tag_csv_count_mismatch "$(cat e.err)"
+mkdir -p m4 && cp m/model.safetensors m4/ && printf 'tag_id,name,category\n1,"x,0\n' > m4/selected_tags.csv
+"$SD" --model m4 img > /dev/null 2> e.err; [ $? = 1 ] && grep -q 'selected_tags.csv:2: unterminated' e.err && ok tag_bad_csv || nok tag_bad_csv "$(cat e.err)"
+mkdir -p m5 && touch m5/model.onnx
+"$SD" --model m5 img > /dev/null 2> e.err; [ $? = 1 ] && grep -q 'ONNX' e.err && ok tag_onnx_dir || nok tag_onnx_dir "$(cat e.err)"
+"$SD" --help > h.out; [ $? = 0 ] && grep -q -- '--character_tags_first' h.out && ok tag_help || nok tag_help

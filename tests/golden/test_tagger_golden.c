@@ -1,0 +1,320 @@
+/* WD tagger (models/tagger.h) against tests/golden/gen/make_tagger_golden.py: a PyTorch
+ * transcription of timm's VisionTransformer (wd-vit-tagger-v3 configuration) on a tiny model
+ * under the real key names (logits within max|Δ| <= 1e-4 · max|ref|, from F16, F32 and BF16
+ * copies of the file), and the preprocessing of test images byte for byte against PIL/OpenCV
+ * (kohya and wd presets; full arrays at 64, SHA-256 at 448). Also: architecture refusal,
+ * broken files, thread-count independence. */
+#include <stdint.h>
+
+#include "base/error.h"
+#include "base/hash.h"
+#include "io/image.h"
+#include "models/tagger.h"
+#include "test.h"
+
+static const char *data_path(const char *name)
+{
+    static char buf[1024];
+    const char *root = getenv("SD_ROOT");
+    snprintf(buf, sizeof buf, "%s/tests/data/tagger/%s", root && *root ? root : ".", name);
+    return buf;
+}
+
+static sd_ctx g_ctx;
+
+static int read_f32(const sd_safetensors *st, const char *name, sd_tensor *t)
+{
+    const sd_st_tensor *g = sd_safetensors_find(st, name);
+    if (!g) return sd_err(SD_ENOTFOUND, "golden file has no '%s'", name);
+    int rc = sd_tensor_alloc(t, SD_F32, g->ndim, g->shape);
+    if (!rc) rc = sd_safetensors_read(st, g, SD_ST_F32, t->data, (size_t)g->numel);
+    return rc;
+}
+
+/* logits of golden.x with the model at `path`; returns max|Δ|/max|ref| or -1 on error */
+static double run_model(const char *path, int threads, float *out)
+{
+    sd_safetensors *st = NULL, *gs = NULL;
+    sd_tagger m;
+    sd_tensor x = {0}, ref = {0}, y = {0};
+    double worst = -1;
+    int rc = sd_safetensors_open(path, &st);
+    if (!rc) rc = sd_tagger_open(&m, st, SD_DEV_CPU);
+    if (rc) {
+        printf("#   %s\n", sd_errmsg());
+        sd_safetensors_close(st);
+        return -1;
+    }
+    rc = sd_safetensors_open(data_path("tagger_golden.safetensors"), &gs);
+    if (!rc) rc = read_f32(gs, "golden.x", &x);
+    if (!rc) rc = read_f32(gs, "golden.logits", &ref);
+    if (!rc) rc = sd_tensor_alloc(&y, SD_F32, 2, ref.shape);
+    sd_ctx_set_threads(&g_ctx, threads);
+    if (!rc) rc = sd_tagger_forward(&g_ctx, &m, &y, &x);
+    if (rc) {
+        printf("#   %s\n", sd_errmsg());
+    } else {
+        const float *a = y.data, *r = ref.data;
+        double mx = 0, e = 0;
+        for (int64_t i = 0; i < sd_tensor_numel(&ref); i++) {
+            mx = fmax(mx, fabs(r[i]));
+            e = fmax(e, fabs((double)a[i] - r[i]));
+        }
+        worst = e / mx;
+        if (out) memcpy(out, a, sizeof(float) * (size_t)sd_tensor_numel(&ref));
+    }
+    sd_tensor_free(&x);
+    sd_tensor_free(&ref);
+    sd_tensor_free(&y);
+    sd_tagger_free(&m);
+    sd_safetensors_close(st);
+    sd_safetensors_close(gs);
+    return worst;
+}
+
+static void tagger_vit_logits_f16(void)
+{
+    sd_safetensors *st = NULL;
+    T_CHECK(sd_safetensors_open(data_path("tagger_tiny.safetensors"), &st) == 0);
+    if (st) {
+        T_EQ_INT(sd_tagger_detect(st), SD_TAGGER_ARCH_VIT);
+        sd_tagger m;
+        T_CHECK(sd_tagger_open(&m, st, SD_DEV_CPU) == 0);
+        T_EQ_INT(m.width, 64);
+        T_EQ_INT(m.heads, 4);
+        T_EQ_INT(m.depth, 2);
+        T_EQ_INT(m.mlp, 256);
+        T_EQ_INT(m.patch, 16);
+        T_EQ_INT(m.size, 64);
+        T_EQ_INT(m.tokens, 16);
+        T_EQ_INT(m.classes, 24);
+        sd_tagger_free(&m);
+        sd_safetensors_close(st);
+    }
+    double w = run_model(data_path("tagger_tiny.safetensors"), 2, NULL);
+    printf("#   f16 file: max|diff|/max|ref| = %.3g\n", w);
+    T_CHECK(w >= 0 && w <= 1e-4);
+}
+
+/* the same weights rewritten as F32 and BF16 */
+static int rewrite(const char *dst, sd_st_dtype dt)
+{
+    sd_safetensors *st = NULL;
+    sd_safetensors_writer *w = NULL;
+    int rc = sd_safetensors_open(data_path("tagger_tiny.safetensors"), &st);
+    if (!rc) rc = sd_safetensors_writer_new(&w);
+    size_t n = st ? sd_safetensors_count(st) : 0;
+    float **bufs = calloc(n + 1, sizeof *bufs);
+    for (size_t i = 0; !rc && i < n; i++) {
+        const sd_st_tensor *t = sd_safetensors_at(st, i);
+        bufs[i] = malloc(sizeof(float) * (size_t)t->numel);
+        rc = sd_safetensors_read(st, t, SD_ST_F32, bufs[i], (size_t)t->numel);
+        if (!rc) rc = sd_safetensors_writer_add_f32(w, t->name, dt, t->ndim, t->shape, bufs[i]);
+    }
+    if (!rc) rc = sd_safetensors_writer_set_meta(w, "num_heads", "4");
+    if (!rc) rc = sd_safetensors_writer_write(w, dst);
+    for (size_t i = 0; i < n; i++) free(bufs[i]);
+    free(bufs);
+    sd_safetensors_writer_free(w);
+    sd_safetensors_close(st);
+    return rc;
+}
+
+static void tagger_vit_logits_f32_bf16_threads(void)
+{
+    char p32[1024], pbf[1024];
+    snprintf(p32, sizeof p32, "%s", t_path("tagger_f32.safetensors"));
+    snprintf(pbf, sizeof pbf, "%s", t_path("tagger_bf16.safetensors"));
+    T_CHECK(rewrite(p32, SD_ST_F32) == 0);
+    T_CHECK(rewrite(pbf, SD_ST_BF16) == 0);
+    float a[48], b[48], c[48];
+    double w32 = run_model(p32, 1, a);
+    double w16 = run_model(data_path("tagger_tiny.safetensors"), 2, b);
+    T_CHECK(w32 >= 0 && w32 <= 1e-4);
+    T_CHECK(w16 >= 0 && memcmp(a, b, sizeof a) == 0);   /* same values, 1 vs 2 threads: same bytes */
+    double wbf = run_model(pbf, 2, c);
+    printf("#   bf16 copy (weights rounded again): max|diff|/max|ref| = %.3g\n", wbf);
+    T_CHECK(wbf >= 0 && wbf < 0.1);
+}
+
+static void tagger_refuses_other_archs(void)
+{
+    static const struct { const char *key; int arch; const char *msg; } cases[] = {
+        {"stem.0.weight", SD_TAGGER_ARCH_CONVNEXT, "ConvNeXt"},
+        {"layers.0.blocks.0.attn.logit_scale", SD_TAGGER_ARCH_SWINV2, "SwinV2"},
+        {"blocks.0.attn.q_proj.weight", SD_TAGGER_ARCH_EVA02, "EVA02"},
+        {"cls_token", SD_TAGGER_ARCH_VIT_CLS, "class token"},
+        {"something.else", SD_TAGGER_ARCH_UNKNOWN, "not a WD tagger"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        sd_safetensors_writer *w = NULL;
+        float one[4] = {1, 1, 1, 1};
+        sd_safetensors_writer_new(&w);
+        sd_safetensors_writer_add(w, cases[i].key, SD_ST_F32, 1, (int64_t[]){4}, one);
+        if (cases[i].arch == SD_TAGGER_ARCH_VIT_CLS) {
+            sd_safetensors_writer_add(w, "patch_embed.proj.weight", SD_ST_F32, 1, (int64_t[]){4}, one);
+            sd_safetensors_writer_add(w, "blocks.0.attn.qkv.weight", SD_ST_F32, 1, (int64_t[]){4}, one);
+        }
+        void *buf = NULL;
+        size_t n = 0;
+        T_CHECK(sd_safetensors_writer_write_mem(w, &buf, &n) == 0);
+        sd_safetensors *st = NULL;
+        T_CHECK(sd_safetensors_open_mem(buf, n, "x.safetensors", &st) == 0);
+        if (st) {
+            T_EQ_INT(sd_tagger_detect(st), cases[i].arch);
+            sd_tagger m;
+            int rc = sd_tagger_open(&m, st, SD_DEV_CPU);
+            T_CHECK(rc == (cases[i].arch == SD_TAGGER_ARCH_UNKNOWN ? SD_EFORMAT : SD_EUNSUPPORTED));
+            T_CHECKF(strstr(sd_errmsg(), cases[i].msg) && strstr(sd_errmsg(), "x.safetensors"), "%s", sd_errmsg());
+        }
+        sd_safetensors_close(st);
+        free(buf);
+        sd_safetensors_writer_free(w);
+    }
+}
+
+/* a ViT whose tensors disagree: wrong head width, pos_embed not square, missing block tensor */
+static void tagger_rejects_inconsistent_vit(void)
+{
+    sd_safetensors *src = NULL;
+    T_CHECK(sd_safetensors_open(data_path("tagger_tiny.safetensors"), &src) == 0);
+    if (!src) return;
+    static const char *drop[] = {"head.weight", "blocks.1.mlp.fc2.bias", "pos_embed"};
+    for (int k = 0; k < 3; k++) {
+        sd_safetensors_writer *w = NULL;
+        sd_safetensors_writer_new(&w);
+        for (size_t i = 0; i < sd_safetensors_count(src); i++) {
+            const sd_st_tensor *t = sd_safetensors_at(src, i);
+            if (!strcmp(t->name, drop[k])) continue;
+            sd_safetensors_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data);
+        }
+        if (k == 2) { /* 15 tokens: not a square */
+            static uint16_t z[15 * 64];
+            sd_safetensors_writer_add(w, "pos_embed", SD_ST_F16, 3, (int64_t[]){1, 15, 64}, z);
+        }
+        void *buf = NULL;
+        size_t n = 0;
+        sd_safetensors_writer_write_mem(w, &buf, &n);
+        sd_safetensors *st = NULL;
+        T_CHECK(sd_safetensors_open_mem(buf, n, "bad.safetensors", &st) == 0);
+        sd_tagger m;
+        int rc = st ? sd_tagger_open(&m, st, SD_DEV_CPU) : SD_EFORMAT;
+        T_CHECK(rc < 0);
+        T_CHECKF(strstr(sd_errmsg(), "bad.safetensors") != NULL, "%s", sd_errmsg());
+        printf("#   %s\n", sd_errmsg());
+        sd_safetensors_close(st);
+        free(buf);
+        sd_safetensors_writer_free(w);
+    }
+    /* truncated file */
+    FILE *f = fopen(data_path("tagger_tiny.safetensors"), "rb");
+    char *b = malloc(4000);
+    size_t n = f ? fread(b, 1, 4000, f) : 0;
+    if (f) fclose(f);
+    sd_safetensors *st = NULL;
+    T_CHECK(sd_safetensors_open_mem(b, n, "trunc.safetensors", &st) < 0);
+    T_CHECK(strstr(sd_errmsg(), "trunc.safetensors") != NULL);
+    free(b);
+    sd_safetensors_close(src);
+}
+
+static const char *images[] = {"a_97x61", "b_203x150_rgba", "c_640x480", "d_50x33_la", "e_33x517"};
+
+static int prep(const char *img, int preset, int size, sd_image *out)
+{
+    char p[256];
+    snprintf(p, sizeof p, "%s.png", img);
+    sd_image rgb;
+    int rc = sd_image_load(data_path(p), SD_ALPHA_WHITE, &rgb, NULL);
+    if (rc) return rc;
+    rc = sd_tagger_prepare_image(&rgb, size, preset, out);
+    sd_image_free(&rgb);
+    if (!rc) /* to BGR, as the references hold it */
+        for (size_t i = 0; i < (size_t)out->w * (size_t)out->h; i++) {
+            uint8_t t = out->px[3 * i];
+            out->px[3 * i] = out->px[3 * i + 2];
+            out->px[3 * i + 2] = t;
+        }
+    return rc;
+}
+
+static void tagger_preprocess_64_exact(void)
+{
+    sd_safetensors *st = NULL;
+    T_CHECK(sd_safetensors_open(data_path("tagger_prep64.safetensors"), &st) == 0);
+    if (!st) return;
+    for (size_t i = 0; i < sizeof images / sizeof images[0]; i++)
+        for (int preset = 0; preset < 2; preset++) {
+            char name[128];
+            snprintf(name, sizeof name, "prep_%s_%s_64", images[i], preset ? "wd" : "kohya");
+            const sd_st_tensor *t = sd_safetensors_find(st, name);
+            sd_image im;
+            T_CHECK(t != NULL);
+            T_CHECK(prep(images[i], preset, 64, &im) == 0);
+            if (!t || !im.px) continue;
+            int diff = 0, maxd = 0;
+            for (size_t k = 0; k < 64 * 64 * 3; k++) {
+                int d = abs((int)im.px[k] - (int)((const uint8_t *)t->data)[k]);
+                diff += d != 0;
+                if (d > maxd) maxd = d;
+            }
+            T_CHECKF(diff == 0, "%s: %d bytes differ, max %d", name, diff, maxd);
+            sd_image_free(&im);
+        }
+    sd_safetensors_close(st);
+}
+
+static void tagger_preprocess_448_exact(void)
+{
+    FILE *f = fopen(data_path("prep448.txt"), "r");
+    T_CHECK(f != NULL);
+    if (!f) return;
+    char img[64], preset[16], hex[65];
+    int n = 0;
+    while (fscanf(f, "%63s %15s %64s", img, preset, hex) == 3) {
+        sd_image im;
+        T_CHECK(prep(img, strcmp(preset, "wd") ? SD_TAGGER_PRE_KOHYA : SD_TAGGER_PRE_WD, 448, &im) == 0);
+        if (!im.px) continue;
+        uint8_t h[32];
+        char got[65];
+        sd_sha256(im.px, 448 * 448 * 3, h);
+        for (int k = 0; k < 32; k++) snprintf(got + 2 * k, 3, "%02x", h[k]);
+        T_CHECKF(!strcmp(got, hex), "%s %s: SHA-256 differs", img, preset);
+        sd_image_free(&im);
+        n++;
+    }
+    fclose(f);
+    T_EQ_INT(n, 10);
+}
+
+static void tagger_input_tensor(void)
+{
+    sd_image im;
+    T_CHECK(sd_image_alloc(&im, 2, 1, 3) == 0);
+    const uint8_t px[6] = {0, 127, 255, 10, 20, 30};
+    memcpy(im.px, px, 6);
+    float chw[6];
+    sd_tagger_image_to_input(&im, chw);
+    /* B plane, G plane, R plane */
+    T_CHECK(chw[0] == 255 / 127.5f - 1.0f && chw[1] == 30 / 127.5f - 1.0f);
+    T_CHECK(chw[2] == 127 / 127.5f - 1.0f && chw[3] == 20 / 127.5f - 1.0f);
+    T_CHECK(chw[4] == -1.0f && chw[5] == 10 / 127.5f - 1.0f);
+    sd_image_free(&im);
+}
+
+int main(void)
+{
+    if (sd_ctx_init(&g_ctx, SD_DEV_CPU, 2, 0)) {
+        printf("not ok ctx\n");
+        return 1;
+    }
+    T_RUN(tagger_vit_logits_f16);
+    T_RUN(tagger_vit_logits_f32_bf16_threads);
+    T_RUN(tagger_refuses_other_archs);
+    T_RUN(tagger_rejects_inconsistent_vit);
+    T_RUN(tagger_preprocess_64_exact);
+    T_RUN(tagger_preprocess_448_exact);
+    T_RUN(tagger_input_tensor);
+    sd_ctx_free(&g_ctx);
+    T_DONE();
+}
