@@ -87,6 +87,10 @@ static void test_zip64_forced_layout(void)
     T_EQ_INT(rd32(eocd + 12), 0xFFFFFFFFu);
     T_EQ_INT(rd32(eocd + 16), 0xFFFFFFFFu);
     T_EQ_INT(rd32(loc), 0x07064b50);
+    if (rd32(loc) != 0x07064b50 || rd64(loc + 8) + 56 > n) {
+        free(zp);
+        return;
+    }
     uint64_t ro = rd64(loc + 8);
     T_CHECK(ro + 56 == (uint64_t)(loc - z));
     const unsigned char *rec = z + ro;
@@ -160,9 +164,105 @@ static void test_zip64_forced_layout(void)
     T_EQ_INT(system(cmd), 0);
 }
 
+/* Offsets past 4 GiB without writing 4 GiB: the writer's position starts just below 4 GiB (the
+ * memory buffer holds only what follows, so only the records are checked). */
+static void test_zip64_offsets_needed(void)
+{
+    sd_zip_writer zw;
+    sd_zip_writer_init(&zw, NULL, 0);
+    const uint64_t base = 0xFFFFFFC0u;
+    zw.pos = base;
+    sd_zip_part p = {"0123456789abcdef0123456789abcdef", 32};
+    int rc = sd_zip_add(&zw, "a", SD_ZIP_STORE, &p, 1);   /* starts below 4 GiB, ends above */
+    if (!rc) rc = sd_zip_add(&zw, "b", SD_ZIP_STORE, &p, 1);  /* starts above */
+    void *zp = NULL;
+    size_t n = 0;
+    if (!rc) rc = sd_zip_writer_finish(&zw, &zp, &n);
+    sd_zip_writer_free(&zw);
+    T_EQ_INT(rc, SD_OK);
+    if (!zp) return;
+    const unsigned char *z = zp;
+    /* no local header has a Zip64 extra (sizes are small) */
+    T_EQ_INT(rd32(z), 0x04034b50);
+    T_EQ_INT(rd32(z + 18), 32);
+    T_EQ_INT(rd16(z + 30 + 1), 0xD935);
+    const unsigned char *eocd = z + n - 22, *loc = eocd - 20;
+    T_EQ_INT(rd32(eocd), 0x06054b50);
+    T_EQ_INT(rd16(eocd + 8), 2);                 /* the count fits */
+    T_EQ_INT(rd32(eocd + 16), 0xFFFFFFFFu);      /* the offset does not */
+    T_EQ_INT(rd32(loc), 0x07064b50);
+    if (rd32(loc) != 0x07064b50 || rd64(loc + 8) < base || rd64(loc + 8) - base + 56 > n) {
+        free(zp);
+        return;
+    }
+    const unsigned char *rec = z + (rd64(loc + 8) - base);
+    T_EQ_INT(rd32(rec), 0x06064b50);
+    T_EQ_INT(rd64(rec + 32), 2);
+    uint64_t cd_off = rd64(rec + 48);
+    T_CHECK(cd_off > 0xFFFFFFFFu && cd_off - base + 2 * 47 + 12 <= n);
+    if (cd_off < base || cd_off - base + 2 * 47 + 12 > n) {
+        free(zp);
+        return;
+    }
+    T_EQ_INT(rd32(eocd + 12), rd64(rec + 40));   /* the size fits: given in both */
+    const unsigned char *c = z + (cd_off - base);
+    /* "a": offset below 4 GiB, no extra; "b": only its offset in a Zip64 extra */
+    T_EQ_INT(rd32(c), 0x02014b50);
+    T_EQ_INT(rd16(c + 30), 0);
+    T_EQ_INT(rd32(c + 42), base);
+    T_EQ_INT(rd16(c + 6), 20);
+    c += 46 + 1;
+    T_EQ_INT(rd32(c), 0x02014b50);
+    T_EQ_INT(rd16(c + 6), 45);
+    T_EQ_INT(rd32(c + 20), 32);
+    T_EQ_INT(rd32(c + 42), 0xFFFFFFFFu);
+    T_EQ_INT(rd16(c + 30), 12);
+    T_EQ_INT(rd16(c + 47), 1);
+    T_EQ_INT(rd16(c + 49), 8);
+    uint64_t boff = rd64(c + 51);
+    T_CHECK(boff > 0xFFFFFFFFu && boff - base + 4 <= n && rd32(z + (boff - base)) == 0x04034b50);
+    free(zp);
+}
+
+/* 65535 members or more: a real Zip64 end record (read back by libarchive and Python). */
+static void test_zip64_many_members(void)
+{
+    sd_zip_writer zw;
+    sd_zip_writer_init(&zw, NULL, 0);
+    int rc = SD_OK;
+    char name[32];
+    sd_zip_part p = {"x", 1};
+    for (int i = 0; i < 65536 && !rc; i++) {
+        snprintf(name, sizeof name, "m%d", i);
+        rc = sd_zip_add(&zw, name, SD_ZIP_STORE, &p, 1);
+    }
+    void *zp = NULL;
+    size_t n = 0;
+    if (!rc) rc = sd_zip_writer_finish(&zw, &zp, &n);
+    sd_zip_writer_free(&zw);
+    T_EQ_INT(rc, SD_OK);
+    if (!zp) return;
+    const unsigned char *z = zp, *eocd = z + n - 22;
+    T_EQ_INT(rd16(eocd + 8), 0xFFFF);
+    T_CHECK(rd32(eocd + 12) != 0xFFFFFFFFu && rd32(eocd + 16) != 0xFFFFFFFFu);
+    T_EQ_INT(rd32(eocd - 20), 0x07064b50);
+    if (rd32(eocd - 20) == 0x07064b50 && rd64(eocd - 20 + 8) + 56 <= n)
+        T_EQ_INT(rd64(z + rd64(eocd - 20 + 8) + 32), 65536);
+    const char *path = t_path("test_zip64_many.zip");
+    T_CHECK(!t_write_file(path, zp, n));
+    free(zp);
+    if (system("python3 -c 'import zipfile' > /dev/null 2>&1") != 0) return;
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "python3 -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); "
+             "i = z.infolist(); assert len(i) == 65536 and z.read(\"m65535\") == b\"x\"' '%s'", path);
+    T_EQ_INT(system(cmd), 0);
+}
+
 int main(void)
 {
     T_RUN(test_zip_plain_unchanged);
     T_RUN(test_zip64_forced_layout);
+    T_RUN(test_zip64_offsets_needed);
+    T_RUN(test_zip64_many_members);
     T_DONE();
 }
