@@ -246,7 +246,7 @@ static void pk_int(pk *p, int64_t v)
            that leaves a redundant 0xff sign byte */
         uint64_t mag = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
         int bits = 0;
-        while (mag >> bits && bits < 64) bits++;
+        while (bits < 64 && mag >> bits) bits++;
         int nb = bits / 8 + 1;
         uint64_t u = (uint64_t)v;
         unsigned char d[9];
