@@ -8,10 +8,18 @@
  * directory and the end-of-central-directory record. Timestamps are fixed (1980-01-01 00:00)
  * so the same input gives the same bytes.
  *
- * Limits: no Zip64 — each member, the central directory offset and the whole archive must stay
- * below 4 GiB and there may be at most 65535 members; larger archives fail with
- * SD_EUNSUPPORTED. libarchive 3.6 cannot write method 93, hence this writer; libarchive reads
- * both methods. */
+ * Zip64 (PKWARE APPNOTE 6.3, 4.5.3 and 4.3.14-4.3.15) only where it is needed: a member of
+ * 4 GiB or more gets a Zip64 extra field (id 1, both sizes) in its local header, placed before
+ * the alignment extra, with 0xFFFFFFFF in the header's size fields; a central directory entry
+ * gets one holding those of its sizes and local header offset that do not fit 32 bits (the
+ * header fields read 0xFFFFFFFF); when the entry count reaches 65535 or the central directory's
+ * size or offset does not fit 32 bits, a Zip64 end of central directory record and its locator
+ * come before the end record, whose fields that overflow read 0xFFFF / 0xFFFFFFFF. Archives that
+ * need none of this have no Zip64 records at all (the bytes are those of a plain zip).
+ * force_zip64 (set by tests after init) writes every Zip64 record on a small archive.
+ *
+ * libarchive 3.6 cannot write method 93, hence this writer; libarchive reads both methods and
+ * Zip64. A member is held in memory (its parts) while it is written. */
 #ifndef SD_IO_ZIP_H
 #define SD_IO_ZIP_H
 
@@ -25,8 +33,10 @@
 
 typedef struct sd_zip_entry {
     char *name;
-    uint32_t crc, csize, usize, offset;
+    uint64_t csize, usize, offset;
+    uint32_t crc;
     uint16_t method;
+    uint8_t zip64;         /* its local header carries a Zip64 extra */
 } sd_zip_entry;
 
 typedef struct sd_zip_writer {
@@ -39,6 +49,7 @@ typedef struct sd_zip_writer {
     int level;             /* zstd level (default 3) */
     void *cctx;            /* ZSTD_CCtx, created on first use */
     int failed;            /* a write failed; every later call fails */
+    int force_zip64;       /* tests only: write the Zip64 records even where they are not needed */
 } sd_zip_writer;
 
 /* One contiguous piece of a member's data (a member may be given in several pieces). */

@@ -12,7 +12,7 @@
 
 #include "base/error.h"
 #include "base/fileio.h"
-#include "io/zip.h"
+#include "io/torch_save.h"
 
 int sd_train_method_parse(const char *s, sd_train_method *m)
 {
@@ -226,28 +226,6 @@ static int64_t meta_int(const sd_model_file *f, const char *key)
     return *end || errno ? 0 : (int64_t)x;   /* "sometimes not int": the reference ignores those */
 }
 
-uint64_t sd_full_save_estimate(const sd_model *m, const sd_full_save_opts *o)
-{
-    sd_st_dtype dt[3];
-    part_dtypes(o, dt);
-    const sd_params *regs[3] = { &m->unet_params, &m->te_params, &m->vae_params };
-    uint64_t total = 0;
-    for (int r = 0; r < 3; r++) {
-        if (!(m->parts & (1u << r))) continue;
-        for (size_t i = 0; i < sd_params_count(regs[r]); i++)
-            total += (uint64_t)sd_tensor_numel(&sd_params_at(regs[r], i)->value) * sd_st_dtype_size(dt[r]);
-    }
-    const sd_model_file *src = source_file(m);
-    for (size_t i = 0; src && i < sd_safetensors_count(src->st); i++) {
-        const sd_st_tensor *t = sd_safetensors_at(src->st, i);
-        unsigned comp = sd_model_tensor_component(&src->info, t->name);
-        if (comp & m->parts) continue;
-        total += comp == SD_MODEL_VAE && sd_st_dtype_is_float(t->dtype) ? (uint64_t)t->numel * sd_st_dtype_size(dt[2])
-                                                                         : t->nbytes;
-    }
-    return total;
-}
-
 static int build_writer(sd_model *m, const sd_full_save_opts *o, sd_safetensors_writer *w, conv_src **csp)
 {
     sd_st_dtype dt[3];
@@ -321,173 +299,22 @@ int sd_full_save(const char *path, sd_model *m, const sd_full_save_opts *o)
     return rc;
 }
 
-/* ---- torch.save writer ---------------------------------------------------------------------------- */
-
-typedef struct pk {
-    unsigned char *b;
-    size_t n, cap;
-    int oom;
-} pk;
-
-static void pk_raw(pk *p, const void *d, size_t n)
-{
-    if (p->oom) return;
-    if (p->n + n > p->cap) {
-        size_t cap = p->cap ? p->cap * 2 : 4096;
-        while (cap < p->n + n) cap *= 2;
-        unsigned char *q = realloc(p->b, cap);
-        if (!q) {
-            p->oom = 1;
-            return;
-        }
-        p->b = q;
-        p->cap = cap;
-    }
-    memcpy(p->b + p->n, d, n);
-    p->n += n;
-}
-
-static void pk_op(pk *p, unsigned char op) { pk_raw(p, &op, 1); }
-
-static void pk_str(pk *p, const char *s)
-{
-    uint32_t n = (uint32_t)strlen(s);
-    unsigned char h[5] = { 'X', (unsigned char)n, (unsigned char)(n >> 8), (unsigned char)(n >> 16),
-                           (unsigned char)(n >> 24) };
-    pk_raw(p, h, 5);
-    pk_raw(p, s, n);
-}
-
-static void pk_int(pk *p, int64_t v)
-{
-    unsigned char h[10];
-    if (v >= 0 && v < 256) {
-        h[0] = 'K', h[1] = (unsigned char)v;
-        pk_raw(p, h, 2);
-    } else if (v >= INT32_MIN && v <= INT32_MAX) {
-        uint32_t u = (uint32_t)(int32_t)v;
-        h[0] = 'J';
-        for (int i = 0; i < 4; i++) h[1 + i] = (unsigned char)(u >> (8 * i));
-        pk_raw(p, h, 5);
-    } else {
-        uint64_t u = (uint64_t)v;
-        h[0] = 0x8a, h[1] = 8;   /* LONG1, 8 bytes little-endian two's complement */
-        for (int i = 0; i < 8; i++) h[2 + i] = (unsigned char)(u >> (8 * i));
-        pk_raw(p, h, 10);
-    }
-}
-
-static void pk_global(pk *p, const char *mod, const char *name)
-{
-    pk_op(p, 'c');
-    pk_raw(p, mod, strlen(mod));
-    pk_op(p, '\n');
-    pk_raw(p, name, strlen(name));
-    pk_op(p, '\n');
-}
-
-static const char *storage_type(sd_st_dtype t)
-{
-    switch (t) {
-    case SD_ST_F32: return "FloatStorage";
-    case SD_ST_F16: return "HalfStorage";
-    case SD_ST_BF16: return "BFloat16Storage";
-    case SD_ST_F64: return "DoubleStorage";
-    case SD_ST_I64: return "LongStorage";
-    case SD_ST_I32: return "IntStorage";
-    case SD_ST_I16: return "ShortStorage";
-    case SD_ST_I8: return "CharStorage";
-    case SD_ST_U8: return "ByteStorage";
-    case SD_ST_BOOL: return "BoolStorage";
-    default: return NULL;
-    }
-}
+/* ---- torch.save of a state dict -------------------------------------------------------------- */
 
 int sd_torch_save_state_dict(const char *path, const sd_safetensors *st, int64_t epoch, int64_t global_step)
 {
-    size_t n = sd_safetensors_count(st);
-    pk p = { 0 };
-    static const unsigned char proto[2] = { 0x80, 0x02 };
-    pk_raw(&p, proto, 2);
-    pk_op(&p, '}');
-    pk_op(&p, '(');
-    pk_str(&p, "state_dict");
-    pk_op(&p, '}');
-    pk_op(&p, '(');
-    char key[32];
-    for (size_t i = 0; i < n; i++) {
+    sd_torch_save *ts = NULL;
+    int rc = sd_torch_save_new(&ts);
+    if (!rc) rc = sd_torch_save_dict_begin(ts, "state_dict");
+    for (size_t i = 0; i < sd_safetensors_count(st) && !rc; i++) {
         const sd_st_tensor *t = sd_safetensors_at(st, i);
-        const char *stype = storage_type(t->dtype);
-        if (!stype) {
-            free(p.b);
-            return sd_err(SD_EUNSUPPORTED, "%s: tensor '%s': dtype %s has no torch storage type", path, t->name,
-                          sd_st_dtype_name(t->dtype));
-        }
-        pk_str(&p, t->name);
-        pk_global(&p, "torch._utils", "_rebuild_tensor_v2");
-        pk_op(&p, '(');
-        pk_op(&p, '(');
-        pk_str(&p, "storage");
-        pk_global(&p, "torch", stype);
-        snprintf(key, sizeof key, "%zu", i);
-        pk_str(&p, key);
-        pk_str(&p, "cpu");
-        pk_int(&p, t->numel);
-        pk_op(&p, 't');
-        pk_op(&p, 'Q');
-        pk_int(&p, 0);
-        int64_t stride[SD_ST_MAX_DIMS], s = 1;
-        for (int d = t->ndim - 1; d >= 0; d--) stride[d] = s, s *= t->shape[d];
-        pk_op(&p, '(');
-        for (int d = 0; d < t->ndim; d++) pk_int(&p, t->shape[d]);
-        pk_op(&p, 't');
-        pk_op(&p, '(');
-        for (int d = 0; d < t->ndim; d++) pk_int(&p, stride[d]);
-        pk_op(&p, 't');
-        pk_op(&p, 0x89);   /* NEWFALSE: requires_grad */
-        pk_global(&p, "collections", "OrderedDict");
-        pk_op(&p, ')');
-        pk_op(&p, 'R');
-        pk_op(&p, 't');
-        pk_op(&p, 'R');
+        rc = sd_torch_save_tensor(ts, t->name, t->dtype, t->ndim, t->shape, t->nbytes ? t->data : NULL);
     }
-    pk_op(&p, 'u');
-    pk_str(&p, "epoch");
-    pk_int(&p, epoch);
-    pk_str(&p, "global_step");
-    pk_int(&p, global_step);
-    pk_op(&p, 'u');
-    pk_op(&p, '.');
-    if (p.oom) {
-        free(p.b);
-        return sd_err(SD_ENOMEM, "out of memory");
-    }
-    sd_atomic_file af;
-    int rc = sd_atomic_open(&af, path);
-    if (rc) {
-        free(p.b);
-        return rc;
-    }
-    sd_zip_writer zw;
-    sd_zip_writer_init(&zw, af.fp, 0);
-    sd_zip_part part = { p.b, p.n };
-    rc = sd_zip_add(&zw, "archive/data.pkl", SD_ZIP_STORE, &part, 1);
-    char name[64];
-    for (size_t i = 0; i < n && !rc; i++) {
-        const sd_st_tensor *t = sd_safetensors_at(st, i);
-        snprintf(name, sizeof name, "archive/data/%zu", i);
-        sd_zip_part dp = { t->data, (size_t)t->nbytes };
-        rc = sd_zip_add(&zw, name, SD_ZIP_STORE, &dp, t->nbytes ? 1 : 0);
-    }
-    sd_zip_part bo = { "little", 6 }, ver = { "3\n", 2 };
-    if (!rc) rc = sd_zip_add(&zw, "archive/byteorder", SD_ZIP_STORE, &bo, 1);
-    if (!rc) rc = sd_zip_add(&zw, "archive/version", SD_ZIP_STORE, &ver, 1);
-    if (!rc) rc = sd_zip_writer_finish(&zw, NULL, NULL);
-    sd_zip_writer_free(&zw);
-    free(p.b);
-    if (rc) {
-        sd_atomic_abort(&af);
-        return sd_err_prefix(rc, "%s", path);
-    }
-    return sd_atomic_commit(&af);
+    if (!rc) rc = sd_torch_save_dict_end(ts);
+    if (!rc) rc = sd_torch_save_int(ts, "epoch", epoch);
+    if (!rc) rc = sd_torch_save_int(ts, "global_step", global_step);
+    if (rc) rc = sd_err_prefix(rc, "%s", path);
+    else rc = sd_torch_save_write(ts, path);
+    sd_torch_save_free(ts);
+    return rc;
 }

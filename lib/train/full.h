@@ -24,10 +24,10 @@
  *   .safetensors: the ModelSpec metadata of sai_model_spec.build_metadata(is_stable_diffusion_ckpt
  *   =True) and nothing else.
  *   .ckpt: torch.save({"state_dict": ..., "epoch": e, "global_step": s}) (zip format, pickle
- *   protocol 2), e and s added to the source checkpoint's own "epoch"/"global_step". Written via a
- *   temporary .safetensors next to it (the tensors are streamed from its mapping), then renamed;
- *   no Zip64: a .ckpt must stay under 4 GiB (fp32 SD1.x is 4.3 GB: use --save_precision fp16 or
- *   .safetensors). */
+ *   protocol 2; io/torch_save.h: the pickle torch 1.13 writes for that dict), e and s added to the
+ *   source checkpoint's own "epoch"/"global_step". Written via a temporary .safetensors next to
+ *   it (the tensors are written from its mapping), then renamed; files over 4 GiB (fp32 SD1.x is
+ *   4.3 GB) get Zip64 records (io/zip.h), which torch.load and our reader read. */
 #ifndef SD_TRAIN_FULL_H
 #define SD_TRAIN_FULL_H
 
@@ -132,14 +132,10 @@ typedef struct sd_full_save_opts {
  * it is a Diffusers folder: then the VAE must be loaded). Values must be host memory. */
 int sd_full_save(const char *path, sd_model *m, const sd_full_save_opts *o);
 
-/* Estimated bytes of the saved checkpoint (for the .ckpt 4 GiB limit check). */
-uint64_t sd_full_save_estimate(const sd_model *m, const sd_full_save_opts *o);
-
-/* ---- torch.save writer ------------------------------------------------------------------------ */
+/* ---- torch.save of a state dict ------------------------------------------------------------------ */
 
 /* Write the tensors of an open safetensors file as torch.save({"state_dict": {name: tensor, ...},
- * "epoch": epoch, "global_step": global_step}) (torch ≥ 1.6 zip format, pickle protocol 2) to
- * `path` atomically. */
+ * "epoch": epoch, "global_step": global_step}) to `path` atomically (io/torch_save.h). */
 int sd_torch_save_state_dict(const char *path, const sd_safetensors *st, int64_t epoch, int64_t global_step);
 
 #endif

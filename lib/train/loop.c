@@ -1748,15 +1748,6 @@ static int setup_full(run *R)
             "%.2f %s = %.2f %s", f->method == SD_METHOD_DB ? "DreamBooth" : "fine-tuning", (long long)mem.numel,
             f->te_train ? " and text encoder" : "", (double)mem.weights / u, un, (double)mem.grads / u, un,
             (double)mem.moments / u, un, (double)tot / u, un);
-    if (R->ffmt == SD_FULL_CKPT) {
-        sd_full_save_opts so;
-        full_save_opts(R, 0, 0, NULL, &so);
-        uint64_t est = sd_full_save_estimate(&R->model, &so);
-        if (est + ((uint64_t)64 << 20) >= ((uint64_t)4 << 30))
-            return sd_err(SD_EUNSUPPORTED, "a .ckpt of this model would be %.2f GiB; sd-train writes .ckpt files up to "
-                          "4 GiB (no Zip64): use --save_precision fp16 or --save_model_as safetensors",
-                          (double)est / gib);
-    }
     return SD_OK;
 }
 

@@ -11,7 +11,7 @@
 #include "base/log.h"
 #include "io/embedding.h"
 #include "io/ckpt.h"
-#include "io/zip.h"
+#include "io/torch_save.h"
 #include "tensor/device.h"
 #include "train/loop.h"
 
@@ -398,109 +398,6 @@ void sd_ti_sync_table(sd_ti *ti)
 
 /* ---- saving ------------------------------------------------------------------------------------ */
 
-typedef struct pk {
-    unsigned char *b;
-    size_t n, cap;
-    int err;
-} pk;
-
-static void pk_put(pk *p, const void *d, size_t n)
-{
-    if (p->err) return;
-    if (p->n + n > p->cap) {
-        size_t nc = (p->cap ? p->cap * 2 : 256) + n;
-        unsigned char *b = realloc(p->b, nc);
-        if (!b) {
-            p->err = 1;
-            return;
-        }
-        p->b = b;
-        p->cap = nc;
-    }
-    memcpy(p->b + p->n, d, n);
-    p->n += n;
-}
-
-static void pk_op(pk *p, unsigned char c) { pk_put(p, &c, 1); }
-
-static void pk_str(pk *p, const char *s)   /* BINUNICODE */
-{
-    uint32_t n = (uint32_t)strlen(s);
-    unsigned char h[5] = { 'X', (unsigned char)n, (unsigned char)(n >> 8), (unsigned char)(n >> 16),
-                           (unsigned char)(n >> 24) };
-    pk_put(p, h, 5);
-    pk_put(p, s, n);
-}
-
-static void pk_int(pk *p, int64_t v)   /* BININT1 / BININT2 / BININT (non-negative, < 2^31) */
-{
-    if (v < 256) {
-        unsigned char h[2] = { 'K', (unsigned char)v };
-        pk_put(p, h, 2);
-    } else if (v < 65536) {
-        unsigned char h[3] = { 'M', (unsigned char)v, (unsigned char)(v >> 8) };
-        pk_put(p, h, 3);
-    } else {
-        unsigned char h[5] = { 'J', (unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16),
-                               (unsigned char)(v >> 24) };
-        pk_put(p, h, 5);
-    }
-}
-
-static void pk_memo(pk *p, int *memo)   /* BINPUT */
-{
-    unsigned char h[2] = { 'q', (unsigned char)(*memo)++ };
-    pk_put(p, h, 2);
-}
-
-/* The pickle torch.save (protocol 2) writes for {"emb_params": tensor [N, D]} (torch 1.13 byte
- * for byte). */
-static int torch_pickle(pk *p, const char *storage_type, int64_t N, int64_t D)
-{
-    int m = 0;
-    pk_put(p, "\x80\x02}", 3);
-    pk_memo(p, &m);
-    pk_str(p, "emb_params");
-    pk_memo(p, &m);
-    pk_put(p, "ctorch._utils\n_rebuild_tensor_v2\n", 33);
-    pk_memo(p, &m);
-    pk_put(p, "((", 2);
-    pk_str(p, "storage");
-    pk_memo(p, &m);
-    char g[64];
-    int gl = snprintf(g, sizeof g, "ctorch\n%s\n", storage_type);
-    pk_put(p, g, (size_t)gl);
-    pk_memo(p, &m);
-    pk_str(p, "0");
-    pk_memo(p, &m);
-    pk_str(p, "cpu");
-    pk_memo(p, &m);
-    pk_int(p, N * D);
-    pk_op(p, 't');
-    pk_memo(p, &m);
-    pk_op(p, 'Q');
-    pk_int(p, 0);
-    pk_int(p, N);
-    pk_int(p, D);
-    pk_op(p, 0x86);
-    pk_memo(p, &m);
-    pk_int(p, D);
-    pk_int(p, 1);
-    pk_op(p, 0x86);
-    pk_memo(p, &m);
-    pk_op(p, 0x89);
-    pk_put(p, "ccollections\nOrderedDict\n", 25);
-    pk_memo(p, &m);
-    pk_put(p, ")R", 2);
-    pk_memo(p, &m);
-    pk_op(p, 't');
-    pk_memo(p, &m);
-    pk_op(p, 'R');
-    pk_memo(p, &m);
-    pk_put(p, "s.", 2);
-    return p->err ? sd_err(SD_ENOMEM, "out of memory") : SD_OK;
-}
-
 int sd_ti_save(const sd_ti *ti, const char *path, sd_st_dtype dtype, const char *const *meta_keys,
                const char *const *meta_vals, size_t nmeta)
 {
@@ -516,47 +413,16 @@ int sd_ti_save(const sd_ti *ti, const char *path, sd_st_dtype dtype, const char 
         sd_safetensors_writer_free(w);
         return rc;
     }
-    /* torch.save: a zip with <stem>/data.pkl, <stem>/data/0 (the storage), <stem>/version */
-    const char *st = dtype == SD_ST_F16 ? "HalfStorage" : dtype == SD_ST_BF16 ? "BFloat16Storage" : "FloatStorage";
+    /* torch.save({"emb_params": tensor [N, D]}) (io/torch_save.h: byte for byte torch 1.13's) */
     size_t es = sd_st_dtype_size(dtype), nb = (size_t)(N * D) * es;
     unsigned char *data = malloc(nb ? nb : 1);
     if (!data) return sd_err(SD_ENOMEM, "out of memory");
     int rc = sd_st_convert(SD_ST_F32, v, dtype, data, (size_t)(N * D));
-    pk p = { 0 };
-    if (!rc) rc = torch_pickle(&p, st, N, D);
-    const char *base = strrchr(path, '/');
-    base = base ? base + 1 : path;
-    char stem[256];
-    snprintf(stem, sizeof stem, "%s", base);
-    char *dot = strrchr(stem, '.');
-    if (dot && dot != stem) *dot = 0;
-    if (!stem[0]) snprintf(stem, sizeof stem, "archive");
-    sd_atomic_file af;
-    int opened = 0;
-    if (!rc) rc = sd_atomic_open(&af, path), opened = !rc;
-    if (!rc) {
-        sd_zip_writer zw;
-        sd_zip_writer_init(&zw, af.fp, 0);
-        char name[300];
-        snprintf(name, sizeof name, "%s/data.pkl", stem);
-        rc = sd_zip_add(&zw, name, SD_ZIP_STORE, &(sd_zip_part){ p.b, p.n }, 1);
-        snprintf(name, sizeof name, "%s/data/0", stem);
-        if (!rc) rc = sd_zip_add(&zw, name, SD_ZIP_STORE, &(sd_zip_part){ data, nb }, 1);
-        snprintf(name, sizeof name, "%s/version", stem);
-        if (!rc) rc = sd_zip_add(&zw, name, SD_ZIP_STORE, &(sd_zip_part){ "3\n", 2 }, 1);
-        if (!rc) rc = sd_zip_writer_finish(&zw, NULL, NULL);
-        sd_zip_writer_free(&zw);
-        if (rc) {
-            char msg[512];
-            snprintf(msg, sizeof msg, "%s", sd_errmsg());
-            rc = sd_err(rc, "%s: cannot write: %s", path, msg);
-        }
-    }
-    if (opened) {
-        if (!rc) rc = sd_atomic_commit(&af);
-        else sd_atomic_abort(&af);
-    }
-    free(p.b);
+    sd_torch_save *ts = NULL;
+    if (!rc) rc = sd_torch_save_new(&ts);
+    if (!rc) rc = sd_torch_save_tensor(ts, "emb_params", dtype, 2, (int64_t[]){ N, D }, data);
+    if (!rc) rc = sd_torch_save_write(ts, path);
+    sd_torch_save_free(ts);
     free(data);
     return rc;
 }
