@@ -14,6 +14,7 @@
 #include "io/latent.h"
 #include "io/safetensors.h"
 #include "test.h"
+#include "train_golden_run.h"
 #include "train/loop.h"
 #include "train/ti.h"
 
@@ -90,48 +91,13 @@ static void test_ti_train_golden(void)
     c.save_every_n_steps = 1;   /* emb after step 1 = the initial rows moved once */
     c.log_jsonl = logp;
     c.inject = inject;
-    for (int b = 0; b < B; b++) {
-        sd_latent_file lf;
-        memset(&lf, 0, sizeof lf);
-        lf.latents = lat + b * PER;
-        lf.c = 4;
-        lf.h = 8;
-        lf.w = 8;
-        lf.original_size[0] = lf.original_size[1] = 64;
-        lf.crop_ltrb[2] = lf.crop_ltrb[3] = 64;
-        char name[64], path[512], line[1024];
-        snprintf(name, sizeof name, "ti_golden_%d.npz", b);
-        snprintf(path, sizeof path, "%s", t_path(name));
-        T_EQ_INT(sd_latent_write(path, &lf, NULL), 0);
-        snprintf(line, sizeof line, "{\"latents\":\"%s\",\"caption\":\"%s\"}", path, caps[b]);
-        jv rec;
-        T_EQ_INT(sd_jsonl_parse_line(line, strlen(line), &rec), 0);
-        T_EQ_INT(sd_train_data_add_record(&d, &c, rec), 0);
-        jv_free(rec);
-    }
+    tgr_add_records(&d, &c, lat, caps, B, "ti_golden");
     int rc = sd_train_run(&c, &d);
     T_CHECKF(rc == 0, "%s", sd_errmsg());
     sd_train_data_free(&d);
     if (rc) return;
-    FILE *f = fopen(logp, "r");
-    T_CHECK(f != NULL);
-    char buf[4096];
-    int n = 0;
-    double worst_l = 0, worst_g = 0;
-    while (f && fgets(buf, sizeof buf, f) && n < STEPS) {
-        const char *pl = strstr(buf, "\"loss\":"), *pg = strstr(buf, "\"grad_norm\":");
-        T_CHECK(pl && pg);
-        if (!pl || !pg) break;
-        double l = strtod(pl + 7, NULL), g = strtod(pg + 12, NULL);
-        double el = fabs(l - loss[n]) / fabs(loss[n]), eg = fabs(g - gn[n]) / fabs(gn[n]);
-        if (el > worst_l) worst_l = el;
-        if (eg > worst_g) worst_g = eg;
-        T_CHECKF(el <= 1e-4, "step %d: loss %.9g, reference %.9g", n + 1, l, loss[n]);
-        T_CHECKF(eg <= 1e-4, "step %d: grad norm %.9g, reference %.9g", n + 1, g, gn[n]);
-        n++;
-    }
-    if (f) fclose(f);
-    T_EQ_INT(n, STEPS);
+    double worst_l, worst_g;
+    tgr_check_log(logp, loss, gn, STEPS, 1e-4, &worst_l, &worst_g);
     char out[600];
     snprintf(out, sizeof out, "%s/xqzj.safetensors", outdir);   /* output_name defaults to the token */
     sd_safetensors *a = NULL;

@@ -1,0 +1,69 @@
+/* Shared by the training golden tests (test_train_{lora,ti,full}_golden.c): the records of the
+ * golden batch as latent files, and the per-step losses and gradient norms of the run's JSON-lines
+ * log checked against the reference's. Uses test.h's T_* macros. */
+#ifndef SD_TESTS_TRAIN_GOLDEN_RUN_H
+#define SD_TESTS_TRAIN_GOLDEN_RUN_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/jsonl.h"
+#include "io/latent.h"
+#include "test.h"
+#include "train/loop.h"
+
+/* One record per caption: a [4, 8, 8] latent file (64 px image) t_path("<prefix>_<b>.npz") holding
+ * lat + b·256, with its caption. */
+static inline void tgr_add_records(sd_train_data *d, sd_train_config *c, float *lat, const char *const *caps, int n,
+                                   const char *prefix)
+{
+    for (int b = 0; b < n; b++) {
+        sd_latent_file lf;
+        memset(&lf, 0, sizeof lf);
+        lf.latents = lat + b * 4 * 8 * 8;
+        lf.c = 4;
+        lf.h = 8;
+        lf.w = 8;
+        lf.original_size[0] = lf.original_size[1] = 64;
+        lf.crop_ltrb[2] = lf.crop_ltrb[3] = 64;
+        char name[96], path[512], line[1024];
+        snprintf(name, sizeof name, "%s_%d.npz", prefix, b);
+        snprintf(path, sizeof path, "%s", t_path(name));
+        T_EQ_INT(sd_latent_write(path, &lf, NULL), 0);
+        snprintf(line, sizeof line, "{\"latents\":\"%s\",\"caption\":\"%s\"}", path, caps[b]);
+        jv rec;
+        T_EQ_INT(sd_jsonl_parse_line(line, strlen(line), &rec), 0);
+        T_EQ_INT(sd_train_data_add_record(d, c, rec), 0);
+        jv_free(rec);
+    }
+}
+
+/* The first `steps` lines of the JSON-lines log: "loss" and "grad_norm" within `tol` (relative) of
+ * the reference's; the worst errors go to *worst_l / *worst_g. */
+static inline void tgr_check_log(const char *logp, const float *loss, const float *gn, int steps, double tol,
+                                 double *worst_l, double *worst_g)
+{
+    FILE *f = fopen(logp, "r");
+    T_CHECK(f != NULL);
+    char buf[4096];
+    int n = 0;
+    *worst_l = *worst_g = 0;
+    while (f && fgets(buf, sizeof buf, f) && n < steps) {
+        const char *pl = strstr(buf, "\"loss\":"), *pg = strstr(buf, "\"grad_norm\":");
+        T_CHECK(pl && pg);
+        if (!pl || !pg) break;
+        double l = strtod(pl + 7, NULL), g = strtod(pg + 12, NULL);
+        double el = fabs(l - loss[n]) / fabs(loss[n]), eg = fabs(g - gn[n]) / fabs(gn[n]);
+        if (el > *worst_l) *worst_l = el;
+        if (eg > *worst_g) *worst_g = eg;
+        T_CHECKF(el <= tol, "step %d: loss %.9g, reference %.9g", n + 1, l, (double)loss[n]);
+        T_CHECKF(eg <= tol, "step %d: grad norm %.9g, reference %.9g", n + 1, g, (double)gn[n]);
+        n++;
+    }
+    if (f) fclose(f);
+    T_EQ_INT(n, steps);
+}
+
+#endif
