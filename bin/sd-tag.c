@@ -20,6 +20,7 @@
 #include "base/threads.h"
 #include "data/bucket_record.h"
 #include "data/images.h"
+#include "data/metadata.h"
 #include "data/wdtags.h"
 #include "io/cmdline.h"
 #include "io/image.h"
@@ -109,8 +110,9 @@ static const sd_opt table[] = {
     {.name = "model_dir", .type = SD_OPT_STRING, .dest = &a.model_dir, .group = G_X, .help = "refused: give --model"},
     {.name = "force_download", .type = SD_OPT_FLAG, .dest = &a.force_download, .flags = SD_OPTF_NO_NEGATE,
      .group = G_X, .help = "refused: no downloads"},
-    {.name = "output_path", .type = SD_OPT_STRING, .dest = &a.output_path, .group = G_X,
-     .help = "refused: the records on stdout carry the tags"},
+    {.name = "output_path", .type = SD_OPT_STRING, .dest = &a.output_path, .metavar = "FILE", .group = G_O,
+     .help = "instead of sidecars: FILE.jsonl (image_path, caption, image_size per line) or FILE.json "
+             "({path: {tags, image_size}}), as the reference writes them"},
     {.name = "use_quality_tags", .type = SD_OPT_FLAG, .dest = &a.use_quality_tags, .flags = SD_OPTF_NO_NEGATE,
      .group = G_X, .help = "refused: only for tag_mapping.json models"},
     {.name = "use_quality_tags_as_last_tag", .type = SD_OPT_FLAG, .dest = &a.use_quality_tags_as_last_tag,
@@ -132,6 +134,7 @@ typedef struct item {
     long line;
     char *image;
     float *input;      /* [3,S,S] */
+    int w, h;          /* the image's size (for --output_path) */
     char *err;
 } item;
 
@@ -139,6 +142,7 @@ static sd_tagger model;
 static sd_wdtags wt;
 static sd_ctx ctx;
 static long n_done, n_skipped;
+static jv results;    /* --output_path: {image path: {"tags", "image_size"}} in the reference's order */
 
 /* --frequency_tags: counts in order of first appearance */
 static struct { char **tag; long *count; int n, cap; } freq;
@@ -178,6 +182,8 @@ static void load_one(item *it)
         item_fail(it, sd_errmsg());
         return;
     }
+    it->w = rgb.w;
+    it->h = rgb.h;
     int rc = sd_tagger_prepare_image(&rgb, (int)model.size, a.preset, &sq);
     sd_image_free(&rgb);
     if (rc < 0) {
@@ -250,7 +256,7 @@ static int finish(item *it, const float *logits, const char *src)
         free(c.p);
         free(g.p);
     }
-    if (rc == SD_OK && a.sidecar) {
+    if (rc == SD_OK && (a.sidecar || a.output_path)) {   /* --output_path: read for --append_tags only */
         side = sd_img_sidecar_path(it->image, a.caption_extension);
         if (!side) rc = sd_err(SD_ENOMEM, "out of memory");
     }
@@ -270,7 +276,11 @@ static int finish(item *it, const float *logits, const char *src)
         }
         free(existing);
     }
-    if (rc == SD_OK && side) {
+    if (rc == SD_OK && a.output_path) {
+        jv e = jv_object_set(jv_object(), jv_string("tags"), jv_string(text));
+        e = jv_object_set(e, jv_string("image_size"), JV_ARRAY(jv_number(it->w), jv_number(it->h)));
+        results = jv_object_set(results, jv_string(it->image), e);
+    } else if (rc == SD_OK && side) {
         size_t L = strlen(text);
         char *line = malloc(L + 2);
         if (!line) {
@@ -302,6 +312,41 @@ static int finish(item *it, const float *logits, const char *src)
     free(side);
     free(p);
     return rc;
+}
+
+/* --output_path as the reference writes it: .jsonl = one json.dumps({"image_path", "caption",
+ * "image_size"}) per image (ASCII-escaped), else json.dump(results, indent=4, ensure_ascii=False) */
+static int write_results(const char *path)
+{
+    size_t L = strlen(path);
+    int jsonl = L >= 6 && !strcmp(path + L - 6, ".jsonl");
+    char *text = NULL;
+    size_t n = 0;
+    int rc = SD_OK;
+    if (!jsonl) {
+        rc = sd_json_dump_py_indent(results, 0, 4, &text, &n);
+    } else {
+        sd_strbuf b = {0};
+        sd_strbuf_add(&b, "", 0);
+        jv_object_foreach(results, k, e) {
+            jv line = jv_object_set(jv_object(), jv_string("image_path"), k);
+            line = jv_object_set(line, jv_string("caption"), jv_object_get(jv_copy(e), jv_string("tags")));
+            line = jv_object_set(line, jv_string("image_size"), jv_object_get(e, jv_string("image_size")));
+            char *one = NULL;
+            if (rc == SD_OK) rc = sd_json_dump_py_indent(line, 1, -1, &one, NULL);
+            jv_free(line);
+            if (one) {
+                sd_strbuf_puts(&b, one);
+                sd_strbuf_puts(&b, "\n");
+            }
+            free(one);
+        }
+        text = b.p;
+        n = b.n;
+    }
+    if (rc == SD_OK) rc = sd_write_file_atomic(path, text ? text : "", n);
+    free(text);
+    return rc < 0 ? sd_err_prefix(rc, "%s", path) : SD_OK;
 }
 
 /* decode the batch in parallel, run the model, write the records in order; 1 = fatal */
@@ -451,9 +496,6 @@ int main(int argc, char **argv)
     else if (a.repo_id || a.model_dir || a.force_download)
         usage = "--repo_id/--model_dir/--force_download: sd-tag downloads nothing; give --model with a folder "
                 "holding model.safetensors and selected_tags.csv";
-    else if (a.output_path)
-        usage = "--output_path is not supported: the records on stdout carry 'tags' (sd-merge-meta reads sidecars "
-                "and metadata)";
     else if (a.use_quality_tags || a.use_quality_tags_as_last_tag || sd_opts_is_set(&o, &a.meta_threshold) ||
              sd_opts_is_set(&o, &a.model_threshold) || sd_opts_is_set(&o, &a.copyright_threshold) ||
              sd_opts_is_set(&o, &a.artist_threshold))
@@ -495,6 +537,7 @@ int main(int argc, char **argv)
     }
     int nargs = o.npos ? o.npos : 1, fatal = 0;
     sd_progress prog;
+    results = jv_object();
     sd_progress_begin(&prog, "tagging", 0);
     for (int fi = 0; fi < nargs && !fatal; fi++) {
         const char *name = o.npos ? o.pos[fi] : "-";
@@ -580,6 +623,11 @@ int main(int argc, char **argv)
         if (!is_stdin) fclose(fp);
     }
     sd_progress_end(&prog);
+    if (!fatal && a.output_path && write_results(a.output_path) < 0) {
+        sd_error("%s", sd_errmsg());
+        fatal = 1;
+    }
+    jv_free(results);
     sd_info("%ld images tagged, %ld skipped", n_done, n_skipped);
     if (a.frequency_tags) {
         /* stable sort by count, descending (Python's sorted(..., reverse=True) keeps ties in order) */

@@ -223,7 +223,7 @@ int sd_meta_load(const char *path, sd_meta *m)
     return rc;
 }
 
-/* ---- Python json.dumps(indent=2) ---- */
+/* ---- Python json.dumps(indent=N) / json.dumps() ---- */
 
 typedef struct sbuf { char *p; size_t n, cap; int oom; } sbuf;
 
@@ -243,10 +243,12 @@ static void sb_put(sbuf *b, const char *s, size_t n)
     b->p[b->n] = 0;
 }
 static void sb_s(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-static void sb_indent(sbuf *b, int level)
+/* before an item or a closing bracket: newline + indentation, or nothing when compact (indent < 0) */
+static void sb_indent(sbuf *b, int level, int indent)
 {
+    if (indent < 0) return;
     sb_put(b, "\n", 1);
-    for (int i = 0; i < level; i++) sb_put(b, "  ", 2);
+    for (int i = 0; i < level * indent; i++) sb_put(b, " ", 1);
 }
 
 static void dump_string(sbuf *b, const char *s, size_t n, int ascii)
@@ -340,8 +342,9 @@ static void dump_number(sbuf *b, double x)
     sb_s(b, out);
 }
 
-static void dump_value(sbuf *b, jv v, int level, int ascii)
+static void dump_value(sbuf *b, jv v, int level, int ascii, int indent)
 {
+    const char *sep = indent < 0 ? ", " : ",";
     switch (jv_get_kind(v)) {
     case JV_KIND_NULL: sb_s(b, "null"); break;
     case JV_KIND_TRUE: sb_s(b, "true"); break;
@@ -355,13 +358,13 @@ static void dump_value(sbuf *b, jv v, int level, int ascii)
         if (!n) { sb_s(b, "[]"); break; }
         sb_s(b, "[");
         for (int i = 0; i < n; i++) {
-            sb_indent(b, level + 1);
+            sb_indent(b, level + 1, indent);
             jv x = jv_array_get(jv_copy(v), i);
-            dump_value(b, x, level + 1, ascii);
+            dump_value(b, x, level + 1, ascii, indent);
             jv_free(x);
-            if (i + 1 < n) sb_s(b, ",");
+            if (i + 1 < n) sb_s(b, sep);
         }
-        sb_indent(b, level);
+        sb_indent(b, level, indent);
         sb_s(b, "]");
         break;
     }
@@ -373,17 +376,17 @@ static void dump_value(sbuf *b, jv v, int level, int ascii)
         while (jv_object_iter_valid(v, it)) {
             jv k = jv_object_iter_key(v, it);
             jv x = jv_object_iter_value(v, it);
-            if (!first) sb_s(b, ",");
+            if (!first) sb_s(b, sep);
             first = 0;
-            sb_indent(b, level + 1);
+            sb_indent(b, level + 1, indent);
             dump_string(b, jv_string_value(k), (size_t)jv_string_length_bytes(jv_copy(k)), ascii);
             sb_s(b, ": ");
-            dump_value(b, x, level + 1, ascii);
+            dump_value(b, x, level + 1, ascii, indent);
             jv_free(k);
             jv_free(x);
             it = jv_object_iter_next(v, it);
         }
-        sb_indent(b, level);
+        sb_indent(b, level, indent);
         sb_s(b, "}");
         break;
     }
@@ -393,8 +396,13 @@ static void dump_value(sbuf *b, jv v, int level, int ascii)
 
 int sd_json_dump_py(jv v, int ensure_ascii, char **out, size_t *n)
 {
+    return sd_json_dump_py_indent(v, ensure_ascii, 2, out, n);
+}
+
+int sd_json_dump_py_indent(jv v, int ensure_ascii, int indent, char **out, size_t *n)
+{
     sbuf b = {0};
-    dump_value(&b, v, 0, ensure_ascii);
+    dump_value(&b, v, 0, ensure_ascii, indent);
     if (!b.p && !b.oom) sb_s(&b, "");
     if (b.oom) { free(b.p); *out = NULL; return sd_err(SD_ENOMEM, "out of memory"); }
     *out = b.p;

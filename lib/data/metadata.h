@@ -40,6 +40,9 @@ void sd_meta_free(sd_meta *m);
 /* Serialise `v` (borrowed) as Python's json.dumps(v, indent=2, ensure_ascii=...). *out is
  * malloc'd (NUL-terminated, *n bytes). */
 int sd_json_dump_py(jv v, int ensure_ascii, char **out, size_t *n);
+/* The same with json.dumps's indent=`indent` (≥ 0), or its default compact form for indent < 0
+ * (one line, ", " and ": " separators). */
+int sd_json_dump_py_indent(jv v, int ensure_ascii, int indent, char **out, size_t *n);
 
 /* Find the image of a metadata key (§4.6, HEAD and legacy rules together): an absolute key that
  * exists; `image_dir/key`; the key relative to the working directory; `image_dir/key.EXT` for

@@ -106,9 +106,27 @@ for l in 2:missing.png 3:trunc.png 4: 5:image 6:text.png; do
 done
 [ -n "$l" ] && ok tag_error_lines
 
+# ---- --output_path: the reference's .json / .jsonl instead of sidecars (checked against Python's json) ----
+mkdir -p op && cp img/a_97x61.png img/b_203x150_rgba.png op/ && cp op/a_97x61.png "op/é ü.png"
+"$SD" --model m --thresh 0 --output_path out.json op > /dev/null 2> op1.err
+"$SD" --model m --thresh 0 --output_path out.jsonl op > /dev/null 2> op2.err
+if [ -f out.json ] && [ -f out.jsonl ] && ! ls op/*.txt > /dev/null 2>&1 && python3 - out.json out.jsonl <<'PY'
+import json, sys
+j = open(sys.argv[1], encoding='utf-8').read()
+r = json.loads(j)
+assert j == json.dumps(r, ensure_ascii=False, indent=4), 'json layout'
+assert r['op/b_203x150_rgba.png']['image_size'] == [203, 150], r
+lines = open(sys.argv[2], encoding='utf-8').read().splitlines(keepends=True)
+assert len(lines) == len(r) == 3, (len(lines), len(r))
+for line, (k, v) in zip(lines, r.items()):
+    assert line == json.dumps({"image_path": k, "caption": v["tags"], "image_size": v["image_size"]}) + "\n", line
+assert '\\u00e9' in ''.join(lines) and 'é' in j
+PY
+then ok tag_output_path; else nok tag_output_path "$(tail -2 op1.err)"; fi
+
 # ---- fatal and usage errors -------------------------------------------------------------------
 "$SD" --thresh 0 img > /dev/null 2> e.err; [ $? = 2 ] && grep -q 'give --model' e.err && ok tag_usage_no_model || nok tag_usage_no_model
-for opt in --onnx '--repo_id x' '--output_path o.json' '--use_quality_tags' '--meta_threshold 0.5' '--device cuda'; do
+for opt in --onnx '--repo_id x' '--use_quality_tags' '--meta_threshold 0.5' '--device cuda'; do
   "$SD" --model m $opt img > /dev/null 2> e.err; rc=$?
   [ $rc = 2 ] && [ -s e.err ] || { nok tag_refused_options "$opt: exit $rc"; opt=; break; }
 done
