@@ -30,16 +30,7 @@
 static float g_noise[GSTEPS * B * PER];
 static float g_t[GSTEPS * B];
 
-static int inject(void *user, int64_t micro, const int64_t *idx, int nb, int64_t per, float *noise, int *t)
-{
-    (void)user;
-    if (micro >= STEPS || per != PER) return -1;
-    for (int b = 0; b < nb; b++) {
-        memcpy(noise + (size_t)b * PER, g_noise + ((size_t)micro * B + (size_t)idx[b]) * PER, PER * sizeof(float));
-        t[b] = (int)g_t[micro * B + idx[b]];
-    }
-    return 0;
-}
+static tgr_feed g_feed = { g_noise, g_t, STEPS, B, PER };
 
 static void test_full_train_golden(void)
 {
@@ -79,7 +70,8 @@ static void test_full_train_golden(void)
     c.output_dir = outdir;
     c.output_name = "g";
     c.log_jsonl = logp;
-    c.inject = inject;
+    c.inject = tgr_inject;
+    c.inject_user = &g_feed;
     tgr_add_records(&d, &c, lat, caps, B, "full_golden");
     int rc = sd_train_run(&c, &d);
     T_CHECKF(rc == 0, "%s", sd_errmsg());

@@ -28,16 +28,7 @@
 static float g_noise[STEPS * B * PER];
 static float g_t[STEPS * B];
 
-static int inject(void *user, int64_t micro, const int64_t *idx, int nb, int64_t per, float *noise, int *t)
-{
-    (void)user;
-    if (micro >= STEPS || per != PER) return -1;
-    for (int b = 0; b < nb; b++) {
-        memcpy(noise + (size_t)b * PER, g_noise + ((size_t)micro * B + (size_t)idx[b]) * PER, PER * sizeof(float));
-        t[b] = (int)g_t[micro * B + idx[b]];
-    }
-    return 0;
-}
+static tgr_feed g_feed = { g_noise, g_t, STEPS, B, PER };
 
 static double max_rel(const float *a, const float *b, size_t n)
 {
@@ -90,7 +81,8 @@ static void test_ti_train_golden(void)
     c.output_dir = outdir;
     c.save_every_n_steps = 1;   /* emb after step 1 = the initial rows moved once */
     c.log_jsonl = logp;
-    c.inject = inject;
+    c.inject = tgr_inject;
+    c.inject_user = &g_feed;
     tgr_add_records(&d, &c, lat, caps, B, "ti_golden");
     int rc = sd_train_run(&c, &d);
     T_CHECKF(rc == 0, "%s", sd_errmsg());

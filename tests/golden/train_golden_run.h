@@ -14,6 +14,25 @@
 #include "test.h"
 #include "train/loop.h"
 
+/* The reference's noise and timesteps, fed to sd-train through sd_train_config.inject (inject_user
+ * = a tgr_feed): sample idx[b] of micro step `micro` gets noise[(micro·batch + idx[b])·per ...]. */
+typedef struct tgr_feed {
+    const float *noise, *t;
+    int64_t steps, batch, per;
+} tgr_feed;
+
+static inline int tgr_inject(void *user, int64_t micro, const int64_t *idx, int nb, int64_t per, float *noise, int *t)
+{
+    const tgr_feed *f = user;
+    if (micro >= f->steps || per != f->per) return -1;
+    for (int b = 0; b < nb; b++) {
+        size_t k = (size_t)(micro * f->batch + idx[b]);
+        memcpy(noise + (size_t)b * (size_t)per, f->noise + k * (size_t)per, (size_t)per * sizeof(float));
+        t[b] = (int)f->t[k];
+    }
+    return 0;
+}
+
 /* One record per caption: a [4, 8, 8] latent file (64 px image) t_path("<prefix>_<b>.npz") holding
  * lat + b·256, with its caption. */
 static inline void tgr_add_records(sd_train_data *d, sd_train_config *c, float *lat, const char *const *caps, int n,
