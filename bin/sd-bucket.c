@@ -526,20 +526,13 @@ int main(int argc, char **argv)
     sd_progress_begin(&prog, a.write_images ? "resizing" : "bucketing", 0);
     for (int fi = 0; fi < nfiles && !fatal; fi++) {
         const char *name = o.npos ? o.pos[fi] : "-";
-        int is_stdin = !strcmp(name, "-");
-        FILE *fp = is_stdin ? stdin : fopen(name, "rb");
-        if (!fp) {
-            sd_error("%s: %s", name, strerror(errno));
-            fatal = 1;
-            break;
-        }
-        const char *src = is_stdin ? "stdin" : name;
-        sd_jsonl_reader *r = sd_jsonl_open(fp, src);
+        sd_jsonl_reader *r = sd_jsonl_open_path(name);
         if (!r) {
             fatal = 1;
             sd_fatal(1);
             break;
         }
+        const char *src = sd_jsonl_name(r);
         int eof = 0;
         while (!eof && !fatal) {
             int n = 0;
@@ -642,7 +635,6 @@ int main(int argc, char **argv)
             sd_progress_update(&prog, n);
         }
         sd_jsonl_close(r);
-        if (!is_stdin) fclose(fp);
     }
     sd_progress_end(&prog);
     if (a.write_images && st.done > 0 && sd_fileio_sync_all(a.write_images) < 0) {

@@ -788,7 +788,6 @@ int main(int argc, char **argv)
     sd_debug("%d threads, %d image producers, window %d", nthreads, nprod, window);
 
     int nfiles = o.npos ? o.npos : 1, fi = 0, eof = 0, fatal = 0;
-    FILE *fp = NULL;
     sd_jsonl_reader *rd = NULL;
     const char *src = NULL;
     int fhead = 0, nfifo = 0;
@@ -805,29 +804,20 @@ int main(int argc, char **argv)
                     break;
                 }
                 const char *name = o.npos ? o.pos[fi] : "-";
-                int is_stdin = !strcmp(name, "-");
-                fp = is_stdin ? stdin : fopen(name, "rb");
-                if (!fp) {
-                    sd_error("%s: %s", name, strerror(errno));
-                    fatal = 1;
-                    break;
-                }
-                src = is_stdin ? "stdin" : o.pos[fi];
-                rd = sd_jsonl_open(fp, src);
+                rd = sd_jsonl_open_path(name);
                 if (!rd) {
                     fatal = 1;
                     sd_fatal(1);
                     break;
                 }
+                src = strcmp(name, "-") ? name : "stdin";   /* outlives the reader: records in the window keep it */
             }
             jv rec;
             long line;
             int rc = sd_jsonl_next(rd, &rec, &line);
             if (rc == 0) {
                 sd_jsonl_close(rd);
-                if (fp != stdin) fclose(fp);
                 rd = NULL;
-                fp = NULL;
                 fi++;
                 continue;
             }
@@ -924,7 +914,6 @@ int main(int argc, char **argv)
     }
     if (rd) {
         sd_jsonl_close(rd);
-        if (fp != stdin) fclose(fp);
     }
     long left = nfifo;
     double dt = sd_now() - t_start;

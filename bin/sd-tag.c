@@ -565,19 +565,12 @@ int main(int argc, char **argv)
             sd_path_list_free(&l);
             continue;
         }
-        int is_stdin = !strcmp(name, "-");
-        FILE *fp = is_stdin ? stdin : fopen(name, "rb");
-        if (!fp) {
-            sd_error("%s: %s", name, strerror(errno));
-            fatal = 1;
-            break;
-        }
-        const char *src = is_stdin ? "stdin" : name;
-        sd_jsonl_reader *r = sd_jsonl_open(fp, src);
+        sd_jsonl_reader *r = sd_jsonl_open_path(name);
         if (!r) {
             fatal = sd_fatal(1);
             break;
         }
+        const char *src = sd_jsonl_name(r);
         for (;;) {
             jv rec;
             long line;
@@ -620,7 +613,6 @@ int main(int argc, char **argv)
             sd_progress_update(&prog, n);
         }
         sd_jsonl_close(r);
-        if (!is_stdin) fclose(fp);
     }
     sd_progress_end(&prog);
     if (!fatal && a.output_path && write_results(a.output_path) < 0) {

@@ -606,16 +606,14 @@ int main(int argc, char **argv)
     if (have_ds) {
         if (load_dataset(&o, &d, &bad) < 0) fatal = 1;
     } else {
-        int is_stdin = !strcmp(a.data, "-");
-        FILE *fp = is_stdin ? stdin : fopen(a.data, "rb");
-        if (!fp) {
-            sd_error("%s: %s", a.data, strerror(errno));
+        sd_jsonl_reader *r = sd_jsonl_open_path(a.data);
+        if (!r) {
+            sd_error("%s", sd_errmsg());
             free(snap_text);
             sd_opts_free(&o);
             return 1;
         }
-        const char *src = is_stdin ? "stdin" : a.data;
-        sd_jsonl_reader *r = sd_jsonl_open(fp, src);
+        const char *src = sd_jsonl_name(r);
         for (;;) {
             jv rec;
             long line = 0;
@@ -644,7 +642,6 @@ int main(int argc, char **argv)
             }
         }
         sd_jsonl_close(r);
-        if (!is_stdin) fclose(fp);
     }
     if (fatal || bad) {
         if (bad) sd_error("%d record%s could not be used; not training on a partial set", bad, bad == 1 ? "" : "s");

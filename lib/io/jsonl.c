@@ -452,6 +452,7 @@ struct sd_jsonl_reader {
     long nerrors;
     int fatal; /* sticky SD_EIO / SD_ENOMEM */
     int eof;
+    int owns_fp; /* opened by sd_jsonl_open_path: closed by sd_jsonl_close */
 };
 
 sd_jsonl_reader *sd_jsonl_open(FILE *fp, const char *name)
@@ -468,6 +469,20 @@ sd_jsonl_reader *sd_jsonl_open(FILE *fp, const char *name)
     return r;
 }
 
+sd_jsonl_reader *sd_jsonl_open_path(const char *path)
+{
+    if (!strcmp(path, "-")) return sd_jsonl_open(stdin, "stdin");
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        sd_err(errno == ENOENT ? SD_ENOTFOUND : SD_EIO, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    sd_jsonl_reader *r = sd_jsonl_open(fp, path);
+    if (!r) fclose(fp);
+    else r->owns_fp = 1;
+    return r;
+}
+
 void sd_jsonl_set_max_line(sd_jsonl_reader *r, size_t max_bytes) { r->max_line = max_bytes; }
 long sd_jsonl_errors(const sd_jsonl_reader *r) { return r->nerrors; }
 const char *sd_jsonl_name(const sd_jsonl_reader *r) { return r->name; }
@@ -475,6 +490,7 @@ const char *sd_jsonl_name(const sd_jsonl_reader *r) { return r->name; }
 void sd_jsonl_close(sd_jsonl_reader *r)
 {
     if (!r) return;
+    if (r->owns_fp) fclose(r->fp);
     free(r->line);
     free(r->name);
     free(r);

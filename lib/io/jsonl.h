@@ -39,6 +39,9 @@ typedef struct sd_jsonl_reader sd_jsonl_reader;
 /* A reader over `fp` (not closed by sd_jsonl_close); `name` ("stdin", a path) prefixes error
  * messages. NULL (with sd_errmsg set) only when out of memory. */
 sd_jsonl_reader *sd_jsonl_open(FILE *fp, const char *name);
+/* A reader over the file `path` ("-": stdin, named "stdin"), which sd_jsonl_close closes (never
+ * stdin). NULL with sd_errmsg "PATH: <strerror>" (SD_ENOTFOUND / SD_EIO) or out of memory. */
+sd_jsonl_reader *sd_jsonl_open_path(const char *path);
 /* Bound on the bytes of one line (without its '\n'); longer lines are per-record errors. */
 void sd_jsonl_set_max_line(sd_jsonl_reader *r, size_t max_bytes);
 /* Next record. Returns 1 with *rec an object (caller owns it) and *lineno its line (1-based);

@@ -5,6 +5,7 @@
 #include "test.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <float.h>
 #include <locale.h>
 #include <signal.h>
@@ -561,6 +562,37 @@ static void test_getters(void)
     jv_free(rec);
 }
 
+/* sd_jsonl_open_path: a file's reader owns it; a missing file is an error naming it */
+static void test_open_path(void)
+{
+    const char *p = t_path("open_path.jsonl");
+    FILE *f = fopen(p, "w");
+    T_CHECK(f != NULL);
+    if (!f) return;
+    fputs("{\"a\":1}\n{\"a\":2}\n", f);
+    fclose(f);
+    sd_jsonl_reader *r = sd_jsonl_open_path(p);
+    T_CHECK(r != NULL);
+    if (!r) return;
+    T_EQ_STR(sd_jsonl_name(r), p);
+    jv rec;
+    int n = 0;
+    while (sd_jsonl_next(r, &rec, NULL) == 1) {
+        n++;
+        jv_free(rec);
+    }
+    T_EQ_INT(n, 2);
+    sd_jsonl_close(r);   /* closes the file (ASan/valgrind would report the leak otherwise) */
+    const char *missing = t_path("no_such_records.jsonl");
+    T_CHECK(sd_jsonl_open_path(missing) == NULL);
+    T_CHECKF(strstr(sd_errmsg(), "no_such_records.jsonl: No such file") != NULL, "%s", sd_errmsg());
+    r = sd_jsonl_open_path("-");
+    T_CHECK(r != NULL);
+    if (r) T_EQ_STR(sd_jsonl_name(r), "stdin");
+    sd_jsonl_close(r);   /* never closes stdin */
+    T_CHECK(fileno(stdin) == 0 && fcntl(0, F_GETFD) != -1);
+}
+
 int main(void)
 {
     T_RUN(test_parse_valid);
@@ -575,5 +607,6 @@ int main(void)
     T_RUN(test_numbers);
     T_RUN(test_locale);
     T_RUN(test_getters);
+    T_RUN(test_open_path);
     T_DONE();
 }
