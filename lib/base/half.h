@@ -62,9 +62,16 @@ static inline uint16_t sd_f32_to_bf16(float f)
     return (uint16_t)(u >> 16);
 }
 
+/* x rounded to the nearest binary16 / bfloat16 value, as a float (f16: ±inf past 65504). */
+static inline float sd_round_f16(float x) { return sd_f16_to_f32(sd_f32_to_f16(x)); }
+static inline float sd_round_bf16(float x) { return sd_bf16_to_f32(sd_f32_to_bf16(x)); }
+
 void sd_f16_to_f32_n(const uint16_t *src, float *dst, size_t n);
 void sd_f32_to_f16_n(const float *src, uint16_t *dst, size_t n);
 void sd_bf16_to_f32_n(const uint16_t *src, float *dst, size_t n);
 void sd_f32_to_bf16_n(const float *src, uint16_t *dst, size_t n);
+/* x[i] = sd_round_bf16(x[i]) (bf16 != 0) or sd_round_f16(x[i]), split over the OpenMP team for
+ * large n (elementwise: the same bytes for any thread count). */
+void sd_round_half_n(float *x, size_t n, int bf16);
 
 #endif

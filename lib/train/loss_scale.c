@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "base/error.h"
+#include "base/half.h"
 
 void sd_loss_scaler_init(sd_loss_scaler *s, int enabled)
 {
@@ -127,7 +128,10 @@ void sd_loss_scaler_unscale_optim(const sd_loss_scaler *s, sd_optim *o, int *fou
     int bad = 0;
     for (size_t i = 0; i < o->nparams; i++) {
         sd_param *p = o->params[i].p;
-        bad |= sd_loss_scaler_unscale(s, (float *)p->grad.data, (size_t)sd_tensor_numel(&p->grad));
+        size_t n = (size_t)sd_tensor_numel(&p->grad);
+        bad |= sd_loss_scaler_unscale(s, (float *)p->grad.data, n);
+        /* f16/bf16 gradients (--full_fp16): the unscaled product is stored in their dtype */
+        if (s->enabled && o->half != SD_F32) sd_round_half_n((float *)p->grad.data, n, o->half == SD_BF16);
     }
     *found_inf = bad;
 }
@@ -166,6 +170,7 @@ int sd_loss_scaler_optim_step(sd_loss_scaler *s, sd_optim *o, double max_norm, c
     int found_inf = 0;
     *skipped = 0;
     if (event) *event = SD_LOSS_SCALE_KEPT;
+    sd_optim_round_grads(o);   /* --full_fp16 / --full_bf16: gradients of the parameters' dtype */
     if (s->enabled) sd_loss_scaler_unscale_optim(s, o, &found_inf);
     int rc = sd_optim_clip_grad_norm(o, max_norm, grad_norm);
     if (rc) return rc;

@@ -68,7 +68,8 @@ double sd_loss_scaler_factor(const sd_loss_scaler *s);
  * any thread count. A disabled scaler returns 0 and leaves g alone. */
 int sd_loss_scaler_unscale(const sd_loss_scaler *s, float *g, size_t n);
 
-/* The same over the gradient of every parameter of the optimizer; *found_inf gets the result. */
+/* The same over the gradient of every parameter of the optimizer; *found_inf gets the result.
+ * With half-precision parameters (sd_optim_set_half) the unscaled gradients are rounded to it. */
 void sd_loss_scaler_unscale_optim(const sd_loss_scaler *s, sd_optim *o, int *found_inf);
 
 /* Update the scale after an optimizer step (found_inf: the step was skipped). *event (may be NULL)
@@ -76,7 +77,8 @@ void sd_loss_scaler_unscale_optim(const sd_loss_scaler *s, sd_optim *o, int *fou
  * FLT_MIN. A disabled scaler is left alone. */
 int sd_loss_scaler_update(sd_loss_scaler *s, int found_inf, sd_loss_scale_event *event);
 
-/* One optimizer step in accelerate's order: unscale the optimizer's gradients (enabled scaler),
+/* One optimizer step in accelerate's order: half-precision gradients rounded
+ * (sd_optim_round_grads), unscale the optimizer's gradients (enabled scaler),
  * clip them (sd_optim_clip_grad_norm with max_norm; ≤ 0 only measures; *grad_norm, may be NULL,
  * gets the norm of the unscaled gradients: inf/NaN on a skipped step), the optimizer step with
  * the learning rates lr[g] (and sd_optim_step's per-parameter `skip`, may be NULL) unless a

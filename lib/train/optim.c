@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "base/error.h"
+#include "base/half.h"
 #include "train/optim_kinds.h"
 #include "train/pyfmt.h"
 
@@ -664,6 +665,32 @@ void sd_adamw_update_f32(float *restrict p, const float *restrict g, float *rest
     }
 }
 
+/* The reference's AdamW on f16/bf16 tensors (--full_fp16 / --full_bf16): torch 2.x's foreach path
+ * on CUDA (_multi_tensor_adamw), every operation computed in float with float scalars and rounded
+ * to the dtype (R); a*b + c fused, as the CUDA compiler emits it. */
+static void adamw_update_half(float *restrict p, const float *restrict g, float *restrict m, float *restrict v,
+                              size_t n, const sd_adamw_scalars *s, int bf16)
+{
+    const float decay = s->decay, w = s->omb1, b2 = s->beta2, o2 = s->omb2;
+    const float bc2s = s->bc2_sqrt, eps = s->eps, ns = s->neg_step;
+    const int small = w < 0.5f;   /* lerp's two forms */
+    const float omw = 1.0f - w;
+#define R(x) (bf16 ? sd_round_bf16(x) : sd_round_f16(x))
+    int par = n >= ((size_t)1 << 16) && !omp_in_parallel();
+    #pragma omp parallel for schedule(static) if (par)
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i], mi = m[i];
+        float pi = decay != 1.0f ? R(p[i] * decay) : p[i];                    /* _foreach_mul_(p, 1 - lr*wd) */
+        mi = small ? R(fmaf(w, gi - mi, mi)) : R(fmaf(-(gi - mi), omw, gi));   /* lerp_(m, g, 1-b1) */
+        float vi = R(fmaf(o2, gi * gi, R(v[i] * b2)));                         /* mul_(b2), addcmul_(g, g, 1-b2) */
+        float d = R(R(R(sqrtf(vi)) / bc2s) + eps);                             /* sqrt, div_(bc2_sqrt), add_(eps) */
+        p[i] = R(fmaf(ns, mi / d, pi));                                        /* addcdiv_(p, m, d, -step_size) */
+        m[i] = mi;
+        v[i] = vi;
+    }
+#undef R
+}
+
 static int adamw_step(sd_optim *o, const double *lr, const uint8_t *skip)
 {
     for (size_t i = 0; i < o->nparams; i++) {
@@ -675,8 +702,11 @@ static int adamw_step(sd_optim *o, const double *lr, const uint8_t *skip)
         sd_adamw_scalars s;
         sd_adamw_scalars_make(&s, sd_optim_glr(o, lr, op->group), G->weight_decay, o->cfg.beta1,
                               o->cfg.beta2, o->cfg.eps, op->step);
-        sd_adamw_update_f32((float *)op->p->value.data, (const float *)op->p->grad.data, op->m, op->v,
-                            (size_t)sd_tensor_numel(&op->p->value), &s);
+        float *p = (float *)op->p->value.data;
+        const float *g = (const float *)op->p->grad.data;
+        size_t n = (size_t)sd_tensor_numel(&op->p->value);
+        if (o->half == SD_F32) sd_adamw_update_f32(p, g, op->m, op->v, n, &s);
+        else adamw_update_half(p, g, op->m, op->v, n, &s, o->half == SD_BF16);
     }
     return SD_OK;
 }
@@ -707,40 +737,83 @@ int sd_optim_param_load_extra(sd_optim *o, size_t i, const sd_safetensors *f, co
     return o->st8 && i < o->nparams ? sd_adamw8bit_load(&o->st8[i], f, prefix) : SD_OK;
 }
 
+/* Half precision after a step of a kind computed in f32 (optim.h): the parameters, and the state
+ * tensors the reference keeps in the parameter's dtype. Rounding is idempotent, so untouched
+ * (skipped) parameters are rounded too. */
+static void round_after_step(sd_optim *o)
+{
+    int bf = o->half == SD_BF16;
+    int states = !(o->cfg.kind == SD_OPTIM_ADAFACTOR || sd_optim_is_bnb(o->cfg.kind));
+    for (size_t i = 0; i < o->nparams; i++) {
+        sd_optim_param *q = &o->params[i];
+        sd_round_half_n((float *)q->p->value.data, (size_t)sd_tensor_numel(&q->p->value), bf);
+        sd_optim_buf_info bi[SD_OPTIM_MAX_BUFS];
+        int nb = states ? sd_optim_param_bufs(o, i, bi) : 0;
+        for (int j = 0; j < nb; j++) sd_round_half_n(bi[j].data, bi[j].n, bf);
+    }
+}
+
 int sd_optim_step(sd_optim *o, const double *lr, const uint8_t *skip)
 {
+    int rc;
     switch (o->cfg.kind) {
-    case SD_OPTIM_ADAMW: return adamw_step(o, lr, skip);
-    case SD_OPTIM_LION: return sd_optim_step_lion(o, lr, skip);
-    case SD_OPTIM_SGD_NESTEROV: return sd_optim_step_sgd(o, lr, skip);
-    case SD_OPTIM_ADAFACTOR: return sd_optim_step_adafactor(o, lr, skip);
-    case SD_OPTIM_PRODIGY: return sd_optim_step_prodigy(o, lr, skip);
-    case SD_OPTIM_DADAPT_ADAM: return sd_optim_step_dadapt_adam(o, lr, skip);
-    case SD_OPTIM_DADAPT_ADAM_PREPRINT: return sd_optim_step_dadapt_preprint(o, lr, skip);
+    case SD_OPTIM_ADAMW: return adamw_step(o, lr, skip);   /* rounds per operation itself */
+    case SD_OPTIM_LION: rc = sd_optim_step_lion(o, lr, skip); break;
+    case SD_OPTIM_SGD_NESTEROV: rc = sd_optim_step_sgd(o, lr, skip); break;
+    case SD_OPTIM_ADAFACTOR: rc = sd_optim_step_adafactor(o, lr, skip); break;
+    case SD_OPTIM_PRODIGY: rc = sd_optim_step_prodigy(o, lr, skip); break;
+    case SD_OPTIM_DADAPT_ADAM: rc = sd_optim_step_dadapt_adam(o, lr, skip); break;
+    case SD_OPTIM_DADAPT_ADAM_PREPRINT: rc = sd_optim_step_dadapt_preprint(o, lr, skip); break;
     case SD_OPTIM_ADAMW8BIT:
     case SD_OPTIM_PAGED_ADAMW8BIT:
     case SD_OPTIM_PAGED_ADAMW:
-    case SD_OPTIM_PAGED_ADAMW32BIT: return adamw8bit_step(o, lr, skip);
+    case SD_OPTIM_PAGED_ADAMW32BIT: rc = adamw8bit_step(o, lr, skip); break;
     default: return sd_err(SD_EINVAL, "optimizer: bad kind %d", (int)o->cfg.kind);
+    }
+    if (!rc && o->half != SD_F32) round_after_step(o);
+    return rc;
+}
+
+int sd_optim_set_half(sd_optim *o, sd_dtype dt)
+{
+    if (dt != SD_F32 && dt != SD_F16 && dt != SD_BF16)
+        return sd_err(SD_EINVAL, "optimizer: parameters can be f32, f16 or bf16, not %s", sd_dtype_name(dt));
+    o->half = dt;
+    if (dt != SD_F32) round_after_step(o);
+    return SD_OK;
+}
+
+void sd_optim_round_grads(sd_optim *o)
+{
+    if (o->half == SD_F32) return;
+    for (size_t i = 0; i < o->nparams; i++) {
+        sd_param *p = o->params[i].p;
+        sd_round_half_n((float *)p->grad.data, (size_t)sd_tensor_numel(&p->grad), o->half == SD_BF16);
     }
 }
 
 /* ---- clipping ------------------------------------------------------------------------------ */
 
+/* A float rounded to the optimizer's parameter dtype (identity for f32). */
+static float round_to(const sd_optim *o, float x)
+{
+    return o->half == SD_BF16 ? sd_round_bf16(x) : o->half == SD_F16 ? sd_round_f16(x) : x;
+}
+
 double sd_optim_grad_norm(const sd_optim *o)
 {
-    /* torch: norm of the stacked per-tensor f32 norms; we accumulate in double (differences
-     * are below f32 rounding of the result). */
+    /* torch: norm of the stacked per-tensor norms, each a tensor of the gradients' dtype; we
+     * accumulate in double (differences are below f32 rounding of the result). */
     double total = 0;
     for (size_t i = 0; i < o->nparams; i++) {
         const float *g = (const float *)o->params[i].p->grad.data;
         size_t n = (size_t)sd_tensor_numel(&o->params[i].p->grad);
         double s = 0;
         for (size_t j = 0; j < n; j++) s += (double)g[j] * g[j];
-        float tn = (float)sqrt(s);
+        float tn = round_to(o, (float)sqrt(s));
         total += (double)tn * tn;
     }
-    return (double)(float)sqrt(total);
+    return (double)round_to(o, (float)sqrt(total));
 }
 
 int sd_optim_clip_grad_norm(sd_optim *o, double max_norm, double *total_norm)
@@ -748,12 +821,16 @@ int sd_optim_clip_grad_norm(sd_optim *o, double max_norm, double *total_norm)
     double norm = sd_optim_grad_norm(o);
     if (total_norm) *total_norm = norm;
     if (max_norm <= 0) return SD_OK;
-    float coef = (float)max_norm / ((float)norm + 1e-6f);
+    /* max_norm / (total_norm + 1e-6), clamped to 1, in the norm's dtype */
+    float coef = round_to(o, (float)max_norm / round_to(o, (float)norm + 1e-6f));
     if (coef > 1.0f) coef = 1.0f;
     for (size_t i = 0; i < o->nparams; i++) {
         float *g = (float *)o->params[i].p->grad.data;
         size_t n = (size_t)sd_tensor_numel(&o->params[i].p->grad);
-        for (size_t j = 0; j < n; j++) g[j] *= coef;
+        if (o->half == SD_F32)
+            for (size_t j = 0; j < n; j++) g[j] *= coef;
+        else
+            for (size_t j = 0; j < n; j++) g[j] = round_to(o, g[j] * coef);
     }
     return SD_OK;
 }

@@ -224,6 +224,7 @@ typedef struct sd_optim {
     sd_optim_dstate ds;
     float *scratch;         /* Adafactor: one update and one column factor (no allocation in a step) */
     sd_adamw8bit_state *st8;   /* AdamW8bit: one bitsandbytes state per parameter */
+    sd_dtype half;          /* SD_F32, or SD_F16 / SD_BF16 after sd_optim_set_half() */
 } sd_optim;
 
 /* One group description for sd_optim_init: `params` are trainable, allocated, f32, host. */
@@ -249,6 +250,27 @@ int64_t sd_optim_numel(const sd_optim *o);
  * (torch: grad is None); they are not touched and their step does not advance. May modify the
  * gradients (coupled weight decay of Prodigy/D-Adaptation adds wd·p to them, as the reference). */
 int sd_optim_step(sd_optim *o, const double *lr, const uint8_t *skip);
+
+/* --full_fp16 / --full_bf16 (the reference's network.to(weight_dtype), unet.to(...)): parameters,
+ * gradients and the state tensors PyTorch would create in the parameter's dtype hold f16 / bf16
+ * values (kept in the f32 buffers, so the numbers are those of half storage; the memory is not
+ * halved). sd_optim_set_half rounds every parameter now (SD_F32: off, nothing changes). Then:
+ *   sd_optim_round_grads   the gradients rounded (f16: ±inf past 65504, which the fp16 loss
+ *                          scaler then finds), once per optimizer step, before unscaling
+ *   unscaling (train/loss_scale.h) and clipping round their products, and the clipping's per-tensor
+ *   norms, total norm and coefficient, as torch computes them in the gradients' dtype
+ *   sd_optim_step: AdamW rounds after each tensor operation of the reference's AdamW on a GPU,
+ *     torch 2.x's foreach path (mul_(1-lr·wd) when wd ≠ 0, lerp_(m, g, 1-β1), mul_(β2),
+ *     addcmul_(g, g, 1-β2), sqrt, div_, add_(eps), addcdiv_: each computed in float with float
+ *     scalars, a·b+c fused, and rounded), which differs from the f32 path's op sequence (that of
+ *     torch 1.13's single-tensor AdamW, the same numbers up to f32 rounding);
+ *     Adafactor (transformers: f32 states, a float copy of p) and bitsandbytes (kernels in float,
+ *     f32/8-bit states) round only the parameter, as their references do;
+ *     Lion, SGDNesterov, Prodigy and D-Adaptation keep their states in the parameter's dtype in the
+ *     reference and round after every operation; here the step runs in f32 and the parameter and
+ *     each state tensor are rounded once at its end (the same numbers up to a half-precision ulp). */
+int sd_optim_set_half(sd_optim *o, sd_dtype dt);
+void sd_optim_round_grads(sd_optim *o);
 
 /* The LR the reference logs as lr/<group> after a step: Adafactor with relative_step logs the
  * optimizer's own (AdafactorSchedule); every other kind the scheduled `sched_lr`. */

@@ -1,9 +1,12 @@
 /* lib/train/optim: AdamW against torch.optim.AdamW (goldens from make_train_golden.py),
- * clip_grad_norm_, option parsing, unsupported optimizers; lib/train/pyfmt. */
+ * clip_grad_norm_, option parsing, unsupported optimizers; lib/train/pyfmt; --full_bf16 /
+ * --full_fp16 (half-precision parameters) against torch on bf16 tensors (make_optim_half_golden.py). */
 #include <math.h>
 #include <omp.h>
 
 #include "base/error.h"
+#include "base/half.h"
+#include "train/loss_scale.h"
 #include "train/optim.h"
 #include "train/pyfmt.h"
 #include "test.h"
@@ -318,6 +321,191 @@ static void test_threads_identical(void)
     free(g);
 }
 
+/* Bits of the values that differ from the golden (which are exact f16/bf16 values). */
+static size_t count_diff(const float *a, const double *b, size_t n, double *worst)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if ((float)b[i] != a[i]) {
+            k++;
+            double d = fabs((double)a[i] - b[i]) / fmax(fabs(b[i]), 1e-30);
+            if (d > *worst) *worst = d;
+        }
+    return k;
+}
+
+/* make_optim_half_golden.py: 5 AdamW steps on f16/bf16 parameters through the scaler's step
+ * (gradient rounding, unscale, clip, step), compared bit for bit. */
+static void run_half_case(const char *tag, sd_dtype dt, const char *const *args, int nargs, double clip,
+                          float scale)
+{
+    tg_file g = { 0 };
+    T_CHECK(tg_open(&g, "optim_half.txt") == 0);
+    if (!g.text) return;
+    static const int64_t shapes[4][4] = { { 5 }, { 3, 4 }, { 2, 2, 2, 2 }, { 3, 2 } };
+    static const int nd[4] = { 1, 2, 4, 2 };
+    static const double lrs[2] = { 1e-2, 5e-3 }, factors[5] = { 1.0, 0.9, 0.75, 0.5, 0.25 };
+    sd_params r;
+    sd_params_init(&r);
+    sd_param *ps[4];
+    char key[64];
+    for (int i = 0; i < 4; i++) {
+        snprintf(key, sizeof key, "p%d", i);
+        T_EQ_INT(sd_params_add(&r, tag, key, nd[i], shapes[i], SD_PARAM_TRAINABLE, &ps[i]), 0);
+    }
+    T_EQ_INT(sd_params_alloc(&r, SD_DEV_CPU), 0);
+    size_t n;
+    for (int i = 0; i < 4; i++) {
+        snprintf(key, sizeof key, "%s.p%d.init", tag, i);
+        double *v = tg_get(&g, key, &n);
+        T_CHECK(v && (int64_t)n == sd_tensor_numel(&ps[i]->value));
+        for (size_t j = 0; v && j < n; j++) ((float *)ps[i]->value.data)[j] = (float)v[j];
+        free(v);
+    }
+    sd_param *grp[2][2] = { { ps[0], ps[1] }, { ps[2], ps[3] } };
+    sd_optim_group_desc gd[2] = { { "unet", lrs[0], grp[0], 2 }, { "textencoder", lrs[1], grp[1], 2 } };
+    sd_optim_config cfg;
+    sd_optim_config_default(&cfg, SD_OPTIM_ADAMW);
+    T_EQ_INT(sd_optim_config_parse_args(&cfg, args, nargs), 0);
+    sd_optim o;
+    T_EQ_INT(sd_optim_init(&o, &cfg, gd, 2), 0);
+    T_EQ_INT(sd_optim_set_half(&o, dt), 0);   /* network.to(dtype) */
+    sd_loss_scaler ls;
+    sd_loss_scaler_init(&ls, scale != 1.0f);
+    ls.scale = scale;
+    size_t diffs = 0, total = 0;
+    double worst = 0;
+    for (int s = 0; s < 5; s++) {
+        for (int i = 0; i < 4; i++) {
+            snprintf(key, sizeof key, "%s.s%d.g%d", tag, s, i);
+            double *v = tg_get(&g, key, &n);
+            T_CHECK(v != NULL);
+            for (size_t j = 0; v && j < n; j++) ((float *)ps[i]->grad.data)[j] = (float)v[j];
+            free(v);
+        }
+        double lr[2] = { lrs[0] * factors[s], lrs[1] * factors[s] }, norm = 0;
+        int skipped = 1;
+        T_EQ_INT(sd_loss_scaler_optim_step(&ls, &o, clip, lr, NULL, &norm, &skipped, NULL), 0);
+        T_EQ_INT(skipped, 0);
+        snprintf(key, sizeof key, "%s.s%d.norm", tag, s);
+        double *v = tg_get(&g, key, &n);
+        if (v) { T_CHECKF(norm == v[0], "%s step %d norm %.9g vs %.9g", tag, s, norm, v[0]); free(v); }
+        for (int i = 0; i < 4; i++) {
+            snprintf(key, sizeof key, "%s.s%d.p%d", tag, s, i);
+            v = tg_get(&g, key, &n);
+            T_CHECK(v != NULL);
+            if (!v) continue;
+            diffs += count_diff((const float *)ps[i]->value.data, v, n, &worst);
+            total += n;
+            free(v);
+        }
+    }
+    for (int i = 0; i < 4; i++) {
+        snprintf(key, sizeof key, "%s.final.m%d", tag, i);
+        double *m = tg_get(&g, key, &n);
+        if (m) { diffs += count_diff(o.params[i].m, m, n, &worst); total += n; free(m); }
+        snprintf(key, sizeof key, "%s.final.v%d", tag, i);
+        double *v = tg_get(&g, key, &n);
+        if (v) { diffs += count_diff(o.params[i].v, v, n, &worst); total += n; free(v); }
+    }
+    T_CHECKF(diffs == 0, "%s: %zu of %zu values differ from torch's (worst relative %.3g)", tag, diffs, total, worst);
+    sd_optim_free(&o);
+    sd_params_free(&r);
+    tg_close(&g);
+}
+
+static void test_half_golden(void)
+{
+    run_half_case("bf16", SD_BF16, NULL, 0, 1.0, 1.0f);
+    const char *a[] = { "weight_decay=0.1", "betas=0.8,0.95" };
+    run_half_case("bf16wd", SD_BF16, a, 2, 0.0, 1.0f);
+    run_half_case("f16s", SD_F16, NULL, 0, 4.0, 1024.0f);
+}
+
+/* The other kinds keep every parameter and state value representable in the half dtype; f16
+ * gradients past 65504 become inf, which the loss scaler finds (the step skipped). */
+static void test_half_kinds(void)
+{
+    static const sd_optim_kind kinds[] = { SD_OPTIM_LION, SD_OPTIM_SGD_NESTEROV, SD_OPTIM_ADAFACTOR, SD_OPTIM_PRODIGY,
+                                           SD_OPTIM_DADAPT_ADAM, SD_OPTIM_ADAMW8BIT };
+    for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+        for (int bf = 0; bf < 2; bf++) {
+            sd_params r;
+            sd_params_init(&r);
+            sd_param *p;
+            T_EQ_INT(sd_params_add(&r, NULL, "w", 2, (int64_t[]){ 16, 24 }, SD_PARAM_TRAINABLE, &p), 0);
+            T_EQ_INT(sd_params_alloc(&r, SD_DEV_CPU), 0);
+            float *w = p->value.data, *gr = p->grad.data;
+            for (int i = 0; i < 384; i++) w[i] = sinf((float)i * 0.37f) * 0.3f;
+            /* steps large enough to move half-precision weights (a bf16 ulp at 0.2 is 1e-3) */
+            int dk = sd_optim_kind_has_d(kinds[k]);
+            sd_optim_group_desc gd = { "unet", dk ? 1.0 : 5e-2, &p, 1 };
+            sd_optim_config cfg;
+            sd_optim_config_default(&cfg, kinds[k]);
+            cfg.lr = gd.lr;
+            if (dk) cfg.d0 = 0.05;
+            sd_optim o;
+            T_EQ_INT(sd_optim_init(&o, &cfg, &gd, 1), 0);
+            T_EQ_INT(sd_optim_set_half(&o, bf ? SD_BF16 : SD_F16), 0);
+            int repr = 1, moved = 0;
+            for (int s = 0; s < 3; s++) {
+                for (int i = 0; i < 384; i++) gr[i] = cosf((float)(i * (s + 2)) * 0.11f) * 0.05f;
+                float before[384];
+                memcpy(before, w, sizeof before);
+                sd_loss_scaler ls;
+                sd_loss_scaler_init(&ls, 0);
+                double norm;
+                int skipped;
+                T_EQ_INT(sd_loss_scaler_optim_step(&ls, &o, 1.0, NULL, NULL, &norm, &skipped, NULL), 0);
+                moved |= memcmp(before, w, sizeof before) != 0;
+                float (*rd)(float) = bf ? sd_round_bf16 : sd_round_f16;
+                for (int i = 0; i < 384; i++) repr &= rd(w[i]) == w[i] && rd(gr[i]) == gr[i];
+                int states = !(kinds[k] == SD_OPTIM_ADAFACTOR || sd_optim_is_bnb(kinds[k]));
+                sd_optim_buf_info bi[SD_OPTIM_MAX_BUFS];
+                int nb = states ? sd_optim_param_bufs(&o, 0, bi) : 0;
+                for (int j = 0; j < nb; j++)
+                    for (size_t i = 0; i < bi[j].n; i++) repr &= rd(bi[j].data[i]) == bi[j].data[i];
+            }
+            T_CHECKF(repr && moved, "%s %s: representable %d, moved %d", sd_optim_kind_name(kinds[k]), bf ? "bf16" : "f16",
+                     repr, moved);
+            sd_optim_free(&o);
+            sd_params_free(&r);
+        }
+    }
+    /* f16 overflow: a scaled gradient past 65504 is inf in f16: step skipped, scale halved */
+    sd_params r;
+    sd_params_init(&r);
+    sd_param *p;
+    T_EQ_INT(sd_params_add(&r, NULL, "w", 1, (int64_t[]){ 4 }, SD_PARAM_TRAINABLE, &p), 0);
+    T_EQ_INT(sd_params_alloc(&r, SD_DEV_CPU), 0);
+    float *w = p->value.data, *gr = p->grad.data;
+    for (int i = 0; i < 4; i++) w[i] = 0.5f, gr[i] = 1.0f;
+    gr[2] = 70000.0f;   /* finite in f32, inf in f16 */
+    sd_optim_group_desc gd = { "unet", 1e-3, &p, 1 };
+    sd_optim_config cfg;
+    sd_optim_config_default(&cfg, SD_OPTIM_ADAMW);
+    sd_optim o;
+    T_EQ_INT(sd_optim_init(&o, &cfg, &gd, 1), 0);
+    T_EQ_INT(sd_optim_set_half(&o, SD_F16), 0);
+    T_EQ_INT(sd_optim_set_half(&o, SD_I32), SD_EINVAL);
+    sd_loss_scaler ls;
+    sd_loss_scaler_init(&ls, 1);
+    double norm;
+    int skipped = 0;
+    T_EQ_INT(sd_loss_scaler_optim_step(&ls, &o, 1.0, NULL, NULL, &norm, &skipped, NULL), 0);
+    T_EQ_INT(skipped, 1);
+    T_CHECK(w[0] == 0.5f && w[2] == 0.5f && ls.scale == 32768.0f);
+    /* the same gradient with f32 parameters is finite: not skipped */
+    sd_optim_free(&o);
+    T_EQ_INT(sd_optim_init(&o, &cfg, &gd, 1), 0);
+    for (int i = 0; i < 4; i++) gr[i] = 1.0f;
+    gr[2] = 70000.0f;
+    T_EQ_INT(sd_loss_scaler_optim_step(&ls, &o, 1.0, NULL, NULL, &norm, &skipped, NULL), 0);
+    T_EQ_INT(skipped, 0);
+    sd_optim_free(&o);
+    sd_params_free(&r);
+}
+
 int main(void)
 {
     T_RUN(test_adamw_golden_plain);
@@ -329,5 +517,7 @@ int main(void)
     T_RUN(test_pyfmt);
     T_RUN(test_steps_plan);
     T_RUN(test_threads_identical);
+    T_RUN(test_half_golden);
+    T_RUN(test_half_kinds);
     T_DONE();
 }
