@@ -69,6 +69,11 @@ static const sd_opt table[] = {
      .group = G_MODEL, .help = "75 (default), 150 or 225 tokens per caption"},
     {.name = "mixed_precision", .type = SD_OPT_STRING, .dest = &c.mixed_precision, .def = "no", .group = G_MODEL,
      .help = "no, fp16 or bf16: storage of the frozen weights (the arithmetic stays float32 on the CPU)"},
+    {.name = "full_fp16", .type = SD_OPT_FLAG, .dest = &c.full_fp16, .group = G_MODEL,
+     .help = "the trained weights, their gradients and AdamW's moments in float16 too (needs --mixed_precision "
+             "fp16)"},
+    {.name = "full_bf16", .type = SD_OPT_FLAG, .dest = &c.full_bf16, .group = G_MODEL,
+     .help = "the trained weights, their gradients and AdamW's moments in bfloat16 (needs --mixed_precision bf16)"},
     /* network */
     {.name = "method", .type = SD_OPT_STRING, .dest = &a.method, .def = "lora", .group = G_NET,
      .help = "lora (train_network.py), db or dreambooth (train_db.py: UNet + text encoder), ft or finetune "

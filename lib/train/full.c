@@ -210,8 +210,8 @@ static void part_dtypes(const sd_full_save_opts *o, sd_st_dtype dt[3])
         dt[0] = dt[1] = dt[2] = (sd_st_dtype)o->save_dtype;
         return;
     }
-    dt[0] = SD_ST_F32;
-    dt[1] = o->te_trained ? SD_ST_F32 : o->weight_dtype;
+    dt[0] = o->full_half ? o->weight_dtype : SD_ST_F32;
+    dt[1] = o->te_trained && !o->full_half ? SD_ST_F32 : o->weight_dtype;
     dt[2] = o->vae_f32 ? SD_ST_F32 : o->weight_dtype;
 }
 

@@ -123,6 +123,7 @@ typedef struct sd_full_save_opts {
     int save_dtype;           /* -1: as in memory; else SD_ST_F32 / SD_ST_F16 / SD_ST_BF16 */
     sd_st_dtype weight_dtype; /* --mixed_precision dtype of frozen parts (F32 / F16 / BF16) */
     int te_trained;           /* the text encoder was trained (saved f32 when save_dtype < 0) */
+    int full_half;            /* --full_fp16/--full_bf16: UNet and text encoder saved in weight_dtype when save_dtype < 0 */
     int vae_f32;              /* --no_half_vae: the VAE saved f32 when save_dtype < 0 */
     int64_t epoch, global_step;   /* the reference's epoch_no / global_step arguments */
     const sd_kv *meta;        /* safetensors metadata (ModelSpec); may be NULL */

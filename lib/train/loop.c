@@ -12,6 +12,7 @@
 
 #include "base/error.h"
 #include "base/fileio.h"
+#include "base/half.h"
 #include "base/log.h"
 #include "base/progress.h"
 #include "base/rng.h"
@@ -391,6 +392,12 @@ static int check_options(run *R)
     if (c->mixed_precision && strcmp(c->mixed_precision, "no") && strcmp(c->mixed_precision, "fp16") &&
         strcmp(c->mixed_precision, "bf16"))
         return sd_err(SD_EUSAGE, "--mixed_precision %s: choose no, fp16 or bf16", c->mixed_precision);
+    /* the reference's assertions (train_network.py, train_db.py, fine_tune.py) */
+    if (c->full_fp16 && c->full_bf16) return sd_err(SD_EUSAGE, "--full_fp16 and --full_bf16 exclude each other");
+    if (c->full_fp16 && !(c->mixed_precision && !strcmp(c->mixed_precision, "fp16")))
+        return sd_err(SD_EUSAGE, "full_fp16 requires mixed precision='fp16' (--mixed_precision fp16)");
+    if (c->full_bf16 && !(c->mixed_precision && !strcmp(c->mixed_precision, "bf16")))
+        return sd_err(SD_EUSAGE, "full_bf16 requires mixed precision='bf16' (--mixed_precision bf16)");
     if (c->max_token_length && c->max_token_length != 75 && c->max_token_length != 150 && c->max_token_length != 225)
         return sd_err(SD_EUSAGE, "--max_token_length must be 75, 150 or 225");
     if (c->train_unet_only && c->train_text_encoder_only)
@@ -778,7 +785,7 @@ static int build_metadata(run *R)
                                                      : sd_pyv_float(R->nargs.network_alpha);
     v[SD_SS_NETWORK_DROPOUT] = c->network_dropout > 0 ? sd_pyv_float(c->network_dropout) : sd_pyv_none();
     v[SD_SS_MIXED_PRECISION] = sd_pyv_str(c->mixed_precision ? c->mixed_precision : "no");
-    v[SD_SS_FULL_FP16] = sd_pyv_bool(0);
+    v[SD_SS_FULL_FP16] = sd_pyv_bool(c->full_fp16);
     int v2 = R->cfg.family == SD_FAMILY_SD2;
     int vp = R->cfg.parameterization == SD_PRED_V;
     v[SD_SS_V2] = sd_pyv_bool(v2);
@@ -930,6 +937,15 @@ static void modelspec_args(const run *R, sd_modelspec_args *a, double timestamp,
     a->implementation_version = "sd-train/" SD_VERSION;
 }
 
+/* The dtype of saved trained weights: --save_precision, else (the reference's save_dtype None) their
+ * own: f16 / bf16 with --full_fp16 / --full_bf16, float32 otherwise. */
+static sd_st_dtype save_st_dtype(const sd_train_config *c)
+{
+    if (c->save_precision)
+        return !strcmp(c->save_precision, "fp16") ? SD_ST_F16 : !strcmp(c->save_precision, "bf16") ? SD_ST_BF16 : SD_ST_F32;
+    return c->full_fp16 ? SD_ST_F16 : c->full_bf16 ? SD_ST_BF16 : SD_ST_F32;
+}
+
 static int save_lora(run *R, const char *path, int64_t steps, int64_t epoch1)
 {
     sd_train_config *c = R->c;
@@ -944,12 +960,8 @@ static int save_lora(run *R, const char *path, int64_t steps, int64_t epoch1)
     if (!rc) rc = sd_modelspec_metadata(&ma, &m);
     sd_lora_save_opts so;
     memset(&so, 0, sizeof so);
-    so.dtype = SD_ST_F32;
-    if (c->save_precision) {
-        so.precision_given = 1;
-        if (!strcmp(c->save_precision, "fp16")) so.dtype = SD_ST_F16;
-        else if (!strcmp(c->save_precision, "bf16")) so.dtype = SD_ST_BF16;
-    }
+    so.dtype = save_st_dtype(c);
+    so.precision_given = c->save_precision != NULL;
     so.alpha_int = !c->save_precision && c->network_alpha_is_int;
     so.meta = &m;
     char mh[65], lh[9];
@@ -971,10 +983,7 @@ static int save_ti(run *R, const char *path)
     modelspec_args(R, &ma, wall_now(), R->outname);
     ma.textual_inversion = 1;
     int rc = sd_modelspec_metadata(&ma, &m);
-    sd_st_dtype dt = SD_ST_F32;
-    if (c->save_precision && !strcmp(c->save_precision, "fp16")) dt = SD_ST_F16;
-    else if (c->save_precision && !strcmp(c->save_precision, "bf16")) dt = SD_ST_BF16;
-    if (!rc) rc = sd_ti_save(&R->ti, path, dt, (const char *const *)m.keys, (const char *const *)m.vals, m.n);
+    if (!rc) rc = sd_ti_save(&R->ti, path, save_st_dtype(c), (const char *const *)m.keys, (const char *const *)m.vals, m.n);
     sd_kv_free(&m);
     return rc;
 }
@@ -987,14 +996,12 @@ static int full_save_opts(run *R, int64_t epoch_no, int64_t steps, sd_kv *m, sd_
     sd_train_config *c = R->c;
     memset(so, 0, sizeof *so);
     so->format = R->ffmt;
-    so->save_dtype = -1;
-    if (c->save_precision)
-        so->save_dtype = !strcmp(c->save_precision, "fp16") ? SD_ST_F16 : !strcmp(c->save_precision, "bf16") ? SD_ST_BF16
-                                                                                                         : SD_ST_F32;
+    so->save_dtype = c->save_precision ? (int)save_st_dtype(c) : -1;
     so->weight_dtype = SD_ST_F32;
     if (c->mixed_precision && !strcmp(c->mixed_precision, "fp16")) so->weight_dtype = SD_ST_F16;
     else if (c->mixed_precision && !strcmp(c->mixed_precision, "bf16")) so->weight_dtype = SD_ST_BF16;
     so->te_trained = R->full.te_train;
+    so->full_half = c->full_fp16 || c->full_bf16;
     so->vae_f32 = c->no_half_vae;
     so->epoch = epoch_no < 0 ? 0 : epoch_no;
     so->global_step = steps;
@@ -1744,9 +1751,11 @@ static int setup_full(run *R)
     size_t tot = mem.weights + mem.grads + mem.moments;
     double u = tot >= (size_t)1 << 30 ? gib : 1024.0 * 1024;
     const char *un = tot >= (size_t)1 << 30 ? "GiB" : "MiB";
-    sd_info("%s: training %lld weights (UNet%s) in float32: weights %.2f %s + gradients %.2f %s + AdamW moments "
+    sd_info("%s: training %lld weights (UNet%s) in float32%s: weights %.2f %s + gradients %.2f %s + AdamW moments "
             "%.2f %s = %.2f %s", f->method == SD_METHOD_DB ? "DreamBooth" : "fine-tuning", (long long)mem.numel,
-            f->te_train ? " and text encoder" : "", (double)mem.weights / u, un, (double)mem.grads / u, un,
+            f->te_train ? " and text encoder" : "",
+            c->full_fp16 ? " buffers holding float16 values (--full_fp16)"
+            : c->full_bf16 ? " buffers holding bfloat16 values (--full_bf16)" : "", (double)mem.weights / u, un, (double)mem.grads / u, un,
             (double)mem.moments / u, un, (double)tot / u, un);
     return SD_OK;
 }
@@ -1999,6 +2008,20 @@ trained_set:;
         sd_train_state_out_free(&rs);
         sd_info("resumed from %s: step %lld, epoch %lld, batch %lld", c->resume, (long long)global_step,
                 (long long)start_epoch + 1, (long long)start_i);
+    }
+    /* --full_fp16 / --full_bf16: the reference's network.to(weight_dtype) (db/ft: unet and
+       text_encoder; ti: the text encoder with its token table) */
+    if (c->full_fp16 || c->full_bf16) {
+        sd_dtype hd = c->full_fp16 ? SD_F16 : SD_BF16;
+        rc = sd_optim_set_half(&R->opt, hd);
+        if (rc) goto out;
+        if (R->have_ti) sd_ti_round_table(&R->ti, hd);
+        if (c->full_fp16 && R->ocfg.kind == SD_OPTIM_ADAMW && sd_round_f16((float)R->ocfg.eps) == 0.0f)
+            sd_warn("--full_fp16: AdamW's eps %g is 0 in float16: an element whose exp_avg_sq underflows gets an inf "
+                    "weight and training stops (as in the reference); AdamW8bit, or a larger eps (--optimizer_args "
+                    "eps=1e-4), avoids it", R->ocfg.eps);
+        sd_info("%s: the trained weights, their gradients and the optimizer's states hold %s values", c->full_fp16 ?
+                "full_fp16" : "full_bf16", c->full_fp16 ? "float16" : "bfloat16");
     }
     /* output */
     R->outdir = strdup(c->output_dir ? c->output_dir : ".");

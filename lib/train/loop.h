@@ -61,6 +61,8 @@ typedef struct sd_train_config {
     int64_t stop_text_encoder_training;   /* db: -1 = TE not trained, N = stop at step N */
     int train_text_encoder;            /* ft: --train_text_encoder */
     int no_half_vae;                   /* --no_half_vae: a saved full checkpoint keeps the VAE float32 */
+    int full_fp16, full_bf16;          /* trained weights, gradients and optimizer states in f16 / bf16
+                                          (train/optim.h sd_optim_set_half) */
     int use_safetensors;               /* --use_safetensors */
     /* optimizer / schedule */
     const char *optimizer_type;

@@ -76,8 +76,7 @@ static int build_writer(const sd_lora_ref *mods, size_t n, const sd_lora_save_op
         if (rc) break;
         c->alpha_f[i] = l->alpha;
         if (o->precision_given || !o->alpha_int) {
-            rc = sd_safetensors_writer_add_f32(w, c->names[3 * i + 2], o->precision_given ? o->dtype : SD_ST_F32,
-                                               0, NULL, &c->alpha_f[i]);
+            rc = sd_safetensors_writer_add_f32(w, c->names[3 * i + 2], o->dtype, 0, NULL, &c->alpha_f[i]);
         } else {
             if (l->alpha != floorf(l->alpha)) {
                 rc = sd_err(SD_EINVAL, "LoRA save: %s: alpha %g is not an integer", mods[i].name, (double)l->alpha);

@@ -52,9 +52,10 @@ typedef struct sd_lora_ref {
 } sd_lora_ref;
 
 typedef struct sd_lora_save_opts {
-    sd_st_dtype dtype;        /* SD_ST_F32, SD_ST_F16 or SD_ST_BF16 */
-    int precision_given;      /* --save_precision given: alpha is stored in dtype too */
-    int alpha_int;            /* no --save_precision and the alpha came from an integer: I64 */
+    sd_st_dtype dtype;        /* SD_ST_F32, SD_ST_F16 or SD_ST_BF16: the weights, and a float alpha */
+    int precision_given;      /* --save_precision given: alpha is stored in dtype even when an integer */
+    int alpha_int;            /* no --save_precision and the alpha came from an integer: I64 (the reference's
+                                 int buffer, which Module.to(dtype) leaves alone) */
     const sd_kv *meta;        /* the metadata to write (ss_*, modelspec.*); NULL = none */
     int no_hashes;            /* 1: do not add sshs_* (a .ckpt/.pt-like use; default adds them) */
 } sd_lora_save_opts;

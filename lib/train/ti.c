@@ -8,6 +8,7 @@
 
 #include "base/error.h"
 #include "base/fileio.h"
+#include "base/half.h"
 #include "base/log.h"
 #include "io/embedding.h"
 #include "io/ckpt.h"
@@ -388,6 +389,11 @@ void sd_ti_finish_grad(sd_ti *ti)
     size_t n = ti->nslots * (size_t)ti->D;
     for (size_t i = 0; i < n; i++) s += (double)ti->rows[i] * ti->rows[i];
     ((float *)ti->rest->grad.data)[0] = (float)sqrt(s);
+}
+
+void sd_ti_round_table(sd_ti *ti, sd_dtype dt)
+{
+    sd_round_half_n((float *)ti->table.data, (size_t)sd_tensor_numel(&ti->table), dt == SD_BF16);
 }
 
 void sd_ti_sync_table(sd_ti *ti)

@@ -104,6 +104,8 @@ void sd_ti_zero_grad(sd_ti *ti);
 int sd_ti_accumulate(sd_ti *ti, const int32_t *ids, int64_t npos, const float *d_tok);
 /* Before the optimizer: rest_grad_norm's gradient = ‖old-row gradient‖₂. */
 void sd_ti_finish_grad(sd_ti *ti);
+/* Round the whole table (old and new rows) to f16 / bf16 values (--full_fp16 / --full_bf16). */
+void sd_ti_round_table(sd_ti *ti, sd_dtype dt);
 /* Copy the trained vectors into the table (after a step, a resume, the initialisation). */
 void sd_ti_sync_table(sd_ti *ti);
 
