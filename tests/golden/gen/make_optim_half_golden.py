@@ -32,6 +32,9 @@ factor:
             and rounded, as GradScaler's unscale with kohya's fp16 patch), max_norm 4.0; gradients
             kept away from 0: AdamW's eps (1e-8) is 0 in f16, so an element whose exp_avg_sq
             underflows (|g| below ~8e-3) gets an inf/NaN weight, in the reference as here.
+With --cuda-check (a GPU and torch 2.x, e.g. the device machine's python3) nothing is written: the
+real torch.optim.AdamW (foreach=True and fused=True) and clip_grad_norm_ run on CUDA f16/bf16
+parameters with the same inputs and each value is compared with this transcription.
 Lines: <tag>.p<i>.init, <tag>.s<k>.g<i> (the f32 gradient fed), <tag>.s<k>.norm, <tag>.s<k>.p<i>,
 <tag>.final.m<i>, <tag>.final.v<i>.
 """
@@ -138,11 +141,65 @@ def run(f, tag, seed, dtype, wd, betas, clip, scale):
         put(f, "%s.final.v%d" % (tag, i), v[i])
 
 
+CASES = [("bf16", 11, torch.bfloat16, 0.01, (0.9, 0.999), 1.0, 1.0),
+         ("bf16wd", 12, torch.bfloat16, 0.1, (0.8, 0.95), 0.0, 1.0),
+         ("f16s", 13, torch.float16, 0.01, (0.9, 0.999), 4.0, 1024.0)]
+
+
+def cuda_check():
+    """--cuda-check (on a machine with a GPU and torch 2.x): the real torch.optim.AdamW (foreach and
+    fused) and clip_grad_norm_ on CUDA f16/bf16 parameters against this transcription; prints, per
+    case and implementation, how many of the values written differ and by how many ulps at most."""
+    import io
+    ok = True
+    for impl in ("foreach", "fused"):
+        for tag, seed, dtype, wd, betas, clip, scale in CASES:
+            buf = io.StringIO()
+            run(buf, tag, seed, dtype, wd, betas, clip, scale)
+            want = {}
+            for line in buf.getvalue().splitlines():
+                name, n, *vals = line.split()
+                want[name] = [float.fromhex(v) for v in vals]
+            init, grads = inputs(seed)
+            if dtype == torch.float16:
+                grads = [[np.sign(g) * (np.abs(g) + f32(0.1 * GSCALE[k])) for g in gk] for k, gk in enumerate(grads)]
+            params = [torch.nn.Parameter(torch.from_numpy(t).to("cuda", dtype)) for t in init]
+            groups = [{"params": [p for p, gi in zip(params, GROUP_OF) if gi == k], "lr": LRS[k]} for k in range(2)]
+            opt = torch.optim.AdamW(groups, weight_decay=wd, betas=betas, **{impl: True})
+            diffs = total = worst = 0
+            for k in range(5):
+                for i, p in enumerate(params):
+                    fed = torch.from_numpy((grads[k][i] * f32(scale)).astype(np.float32)).cuda()
+                    g = fed.to(dtype)
+                    if scale != 1:
+                        g = (g.float() * torch.tensor(1.0 / scale, dtype=torch.float64).float()).to(dtype)
+                    p.grad = g
+                norm = torch.nn.utils.clip_grad_norm_(params, clip) if clip > 0 else None
+                for gi, grp in enumerate(opt.param_groups):
+                    grp["lr"] = LRS[gi] * FACTORS[k]
+                opt.step()
+                got = {"%s.s%d.p%d" % (tag, k, i): p.detach().float().cpu().flatten().tolist() for i, p in enumerate(params)}
+                if norm is not None:
+                    got["%s.s%d.norm" % (tag, k)] = [float(norm)]
+                for name, vals in got.items():
+                    for a, b in zip(vals, want[name]):
+                        total += 1
+                        if a != b:
+                            diffs += 1
+                            ulp = abs(a - b) / max(abs(b) * 2.0 ** (-7 if dtype == torch.bfloat16 else -10), 2.0 ** -24)
+                            worst = max(worst, ulp)
+            print("%s %s: %d of %d values differ from the transcription (worst %.2f ulp)" % (impl, tag, diffs, total, worst))
+            ok &= diffs == 0
+    return ok
+
+
 def main():
+    import sys
+    if "--cuda-check" in sys.argv:
+        sys.exit(0 if cuda_check() else 1)
     with open(os.path.join(OUT, "optim_half.txt"), "w") as f:
-        run(f, "bf16", 11, torch.bfloat16, 0.01, (0.9, 0.999), 1.0, 1.0)
-        run(f, "bf16wd", 12, torch.bfloat16, 0.1, (0.8, 0.95), 0.0, 1.0)
-        run(f, "f16s", 13, torch.float16, 0.01, (0.9, 0.999), 4.0, 1024.0)
+        for c in CASES:
+            run(f, *c)
 
 
 if __name__ == "__main__":
