@@ -13,7 +13,14 @@
 # needs no BLAS package: without OpenBLAS the CPU reference kernels use tests/parity/refblas
 # (plain loops).
 # Tests: tests/parity/test_cuda_basic (device API) and tests/parity/test_parity_ops (every op of
-# lib/tensor/ops.h, forward and backward, CPU vs CUDA, with per-op max differences).
+# lib/tensor/ops.h, forward and backward, CPU vs CUDA, with per-op max differences), then whole
+# sd-train runs on both devices (tests/parity/train_cli.sh: from the full build, or from a carried
+# bundle made here by tests/parity/make_bundle.sh when the GPU machine lacks the libraries), and
+# the reference's torch AdamW on CUDA f16/bf16 against the --full_bf16/--full_fp16 transcription.
+#
+# On the device tool (one call; the bundle is an ignored folder, so carry it):
+#   bash tests/parity/make_bundle.sh          (here, first)
+#   run: bash tests/parity/device_check.sh    carry: ["build/gpu-bundle.tar.xz"]
 # After the tests, bench/bench_cuda_unet (SD1.5 UNet forward and frozen-weight training step,
 # batch 1/4/16, one JSON line each) runs in either build; DEVICE_CHECK_NO_BENCH=1 skips it.
 # Expected time on an H100 with 16 cores: about 1-2 min build, under 1 min of tests and at most
@@ -142,6 +149,33 @@ fi
 say "SD_BUILD=$SD_BUILD TESTS_FILTER=parity tests/run"
 SD_BUILD=$SD_BUILD TESTS_FILTER=parity TESTS_VERBOSE=1 TESTS_JOBS=1 tests/run
 rc=$?
+
+# Whole sd-train runs, CPU vs CUDA (LoRA f32/bf16/fp16/full_bf16, db, ft full_fp16, resume): with
+# the full build, or else with a carried bundle (tests/parity/make_bundle.sh, made on a machine with
+# every library: binaries plus the shared libraries the GPU machine lacks).
+say "sd-train CPU vs CUDA (tests/parity/train_cli.sh)"
+BUNDLE=${DEVICE_CHECK_BUNDLE:-build/gpu-bundle}
+if [ $full = 0 ] && [ ! -x "$BUNDLE/bin/sd-train" ] && [ -f "$BUNDLE.tar.xz" ]; then
+  tar -xJf "$BUNDLE.tar.xz" -C "$(dirname "$BUNDLE")" || echo "could not unpack $BUNDLE.tar.xz"
+fi
+if [ $full = 1 ]; then
+  SD_BUILD=$SD_BUILD timeout 300 bash tests/parity/train_cli.sh || rc=1
+elif [ -x "$BUNDLE/bin/sd-train" ]; then
+  echo "using the bundle $BUNDLE ($(cat "$BUNDLE/ORIGIN" 2>/dev/null))"
+  LD_LIBRARY_PATH="$PWD/$BUNDLE/lib:$CUDA_HOME/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" SD_BUILD=$BUNDLE \
+    TINY_MODEL="$PWD/$BUNDLE/bin/tiny_model" timeout 300 bash tests/parity/train_cli.sh || rc=1
+else
+  echo "skipped: no full build here and no bundle at $BUNDLE[.tar.xz] (make one with tests/parity/make_bundle.sh and carry it)"
+fi
+
+# The reference's AdamW and clip_grad_norm_ on CUDA f16/bf16 (torch 2.x, when python3 has it)
+# against the transcription that --full_fp16/--full_bf16 follow bit for bit
+say "torch AdamW on CUDA f16/bf16 vs tests/golden/gen/make_optim_half_golden.py"
+if python3 -c 'import torch, numpy, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  timeout 120 python3 tests/golden/gen/make_optim_half_golden.py --cuda-check || echo "(differences above; exit $?)"
+else
+  echo "skipped: no python3 with torch, numpy and CUDA"
+fi
 
 # Optional, after the parity results: the SD1.5 UNet on the GPU (either build; the fallback
 # linked it above). Bounded to a few minutes; its failure does not change the exit status.
