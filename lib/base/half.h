@@ -6,7 +6,14 @@
 #include <stdint.h>
 #include <string.h>
 
-static inline float sd_f16_to_f32(uint16_t h)
+/* The scalar conversions also compile as CUDA device functions (lib/tensor/optim_elem.h). */
+#ifdef __CUDACC__
+#define SD_HALF_FN static inline __host__ __device__
+#else
+#define SD_HALF_FN static inline
+#endif
+
+SD_HALF_FN float sd_f16_to_f32(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
     if (exp == 0) {
@@ -23,7 +30,7 @@ static inline float sd_f16_to_f32(uint16_t h)
     return f;
 }
 
-static inline uint16_t sd_f32_to_f16(float f)
+SD_HALF_FN uint16_t sd_f32_to_f16(float f)
 {
     uint32_t u;
     memcpy(&u, &f, 4);
@@ -45,7 +52,7 @@ static inline uint16_t sd_f32_to_f16(float f)
     return (uint16_t)(sign | r);
 }
 
-static inline float sd_bf16_to_f32(uint16_t h)
+SD_HALF_FN float sd_bf16_to_f32(uint16_t h)
 {
     uint32_t u = (uint32_t)h << 16;
     float f;
@@ -53,7 +60,7 @@ static inline float sd_bf16_to_f32(uint16_t h)
     return f;
 }
 
-static inline uint16_t sd_f32_to_bf16(float f)
+SD_HALF_FN uint16_t sd_f32_to_bf16(float f)
 {
     uint32_t u;
     memcpy(&u, &f, 4);
@@ -63,8 +70,8 @@ static inline uint16_t sd_f32_to_bf16(float f)
 }
 
 /* x rounded to the nearest binary16 / bfloat16 value, as a float (f16: ±inf past 65504). */
-static inline float sd_round_f16(float x) { return sd_f16_to_f32(sd_f32_to_f16(x)); }
-static inline float sd_round_bf16(float x) { return sd_bf16_to_f32(sd_f32_to_bf16(x)); }
+SD_HALF_FN float sd_round_f16(float x) { return sd_f16_to_f32(sd_f32_to_f16(x)); }
+SD_HALF_FN float sd_round_bf16(float x) { return sd_bf16_to_f32(sd_f32_to_bf16(x)); }
 
 void sd_f16_to_f32_n(const uint16_t *src, float *dst, size_t n);
 void sd_f32_to_f16_n(const float *src, uint16_t *dst, size_t n);

@@ -41,6 +41,9 @@ int sd_cpu_embedding_bwd(sd_ctx *ctx, sd_tensor *dtable, const sd_tensor *dy, co
 int sd_cpu_timestep_embedding(sd_ctx *ctx, sd_tensor *y, const sd_tensor *t, int flip_sin_to_cos, float freq_shift, float max_period);
 int sd_cpu_loss(sd_ctx *ctx, sd_tensor *loss, sd_tensor *per_sample, const sd_tensor *pred, const sd_tensor *target, const sd_tensor *weight, const sd_tensor *c, sd_loss_kind kind);
 int sd_cpu_loss_bwd(sd_ctx *ctx, sd_tensor *dpred, const sd_tensor *pred, const sd_tensor *target, const sd_tensor *weight, const sd_tensor *c, sd_loss_kind kind, float dloss);
+int sd_cpu_adamw(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, sd_tensor *m, sd_tensor *v, const sd_adamw_scalars *s, sd_dtype half);
+int sd_cpu_sumsq(sd_ctx *ctx, const sd_tensor *x, double *out);
+int sd_cpu_scale_round(sd_ctx *ctx, sd_tensor *x, float s, sd_dtype round, int *nonfinite);
 
 /* CUDA backend (lib/tensor/cuda/ops_*.cu, built with CUDA=1): the same signatures. Work is queued on
  * the device stream and the functions return once it is queued (launch errors are reported;
@@ -83,6 +86,9 @@ int sd_cuda_embedding_bwd(sd_ctx *ctx, sd_tensor *dtable, const sd_tensor *dy, c
 int sd_cuda_timestep_embedding(sd_ctx *ctx, sd_tensor *y, const sd_tensor *t, int flip_sin_to_cos, float freq_shift, float max_period);
 int sd_cuda_loss(sd_ctx *ctx, sd_tensor *loss, sd_tensor *per_sample, const sd_tensor *pred, const sd_tensor *target, const sd_tensor *weight, const sd_tensor *c, sd_loss_kind kind);
 int sd_cuda_loss_bwd(sd_ctx *ctx, sd_tensor *dpred, const sd_tensor *pred, const sd_tensor *target, const sd_tensor *weight, const sd_tensor *c, sd_loss_kind kind, float dloss);
+int sd_cuda_adamw(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, sd_tensor *m, sd_tensor *v, const sd_adamw_scalars *s, sd_dtype half);
+int sd_cuda_sumsq(sd_ctx *ctx, const sd_tensor *x, double *out);
+int sd_cuda_scale_round(sd_ctx *ctx, sd_tensor *x, float s, sd_dtype round, int *nonfinite);
 #ifdef __cplusplus
 }
 #endif

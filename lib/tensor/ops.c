@@ -733,6 +733,43 @@ int sd_op_loss(sd_ctx *ctx, sd_tensor *loss, sd_tensor *per_sample, const sd_ten
     return BACKEND(loss, ctx, loss, per_sample, pred, target, weight, c, kind);
 }
 
+/* ---- optimizer --------------------------------------------------------------------------------- */
+
+static int half_mode(const char *op, sd_dtype d)
+{
+    if (d != SD_F32 && d != SD_F16 && d != SD_BF16)
+        return sd_err(SD_EINVAL, "%s: rounding dtype must be f32 (none), f16 or bf16, got %s", op, sd_dtype_name(d));
+    return SD_OK;
+}
+
+int sd_op_adamw(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, sd_tensor *m, sd_tensor *v,
+                const sd_adamw_scalars *s, sd_dtype half)
+{
+    if (!p || !g || !m || !v || !s) return sd_err(SD_EINVAL, "adamw: missing argument");
+    DEVS("adamw", p, g, m, v);
+    F32("adamw", "p", p); F32("adamw", "g", g); F32("adamw", "m", m); F32("adamw", "v", v);
+    SAME("adamw", "p", p, "g", g); SAME("adamw", "p", p, "m", m); SAME("adamw", "p", p, "v", v);
+    int rc = half_mode("adamw", half);
+    return rc ? rc : BACKEND(adamw, ctx, p, g, m, v, s, half);
+}
+
+int sd_op_sumsq(sd_ctx *ctx, const sd_tensor *x, double *out)
+{
+    if (!x || !out) return sd_err(SD_EINVAL, "sumsq: missing argument");
+    DEVS("sumsq", x);
+    F32("sumsq", "x", x);
+    return BACKEND(sumsq, ctx, x, out);
+}
+
+int sd_op_scale_round(sd_ctx *ctx, sd_tensor *x, float s, sd_dtype round, int *nonfinite)
+{
+    if (!x) return sd_err(SD_EINVAL, "scale_round: missing x");
+    DEVS("scale_round", x);
+    F32("scale_round", "x", x);
+    int rc = half_mode("scale_round", round);
+    return rc ? rc : BACKEND(scale_round, ctx, x, s, round, nonfinite);
+}
+
 int sd_op_loss_bwd(sd_ctx *ctx, sd_tensor *dpred, const sd_tensor *pred, const sd_tensor *target,
                    const sd_tensor *weight, const sd_tensor *c, sd_loss_kind kind, float dloss)
 {

@@ -26,6 +26,7 @@
 #ifndef SD_TENSOR_OPS_H
 #define SD_TENSOR_OPS_H
 
+#include "tensor/optim_elem.h"
 #include "tensor/tensor.h"
 
 /* ---- copies, fills, conversions ------------------------------------------------------------- */
@@ -188,5 +189,21 @@ int sd_op_loss(sd_ctx *ctx, sd_tensor *loss, sd_tensor *per_sample, const sd_ten
  * scale). The L1 gradient at d = 0 is 0 (torch sign). */
 int sd_op_loss_bwd(sd_ctx *ctx, sd_tensor *dpred, const sd_tensor *pred, const sd_tensor *target,
                    const sd_tensor *weight, const sd_tensor *c, sd_loss_kind kind, float dloss);
+
+/* ---- optimizer step on the device where the weights live (train/optim.h) ------------------------ */
+
+/* AdamW on one parameter, in place: p, g, m, v f32 of one shape. half = SD_F32: the float32
+ * update (sd_adamw_elem_f32); SD_F16 / SD_BF16: every operation rounded to that dtype
+ * (sd_adamw_elem_half, --full_fp16 / --full_bf16). CPU and CUDA give the same bits. */
+int sd_op_adamw(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, sd_tensor *m, sd_tensor *v,
+                const sd_adamw_scalars *s, sd_dtype half);
+/* *out = Σ x² (x f32), accumulated in double: on the CPU in element order, on CUDA in a fixed tree
+ * (the same for any run; it may differ from the CPU's sum in the last bits of the double).
+ * Synchronises. */
+int sd_op_sumsq(sd_ctx *ctx, const sd_tensor *x, double *out);
+/* x (f32) = round(x·s): the product skipped when s == 1; round SD_F32 = none, SD_F16 / SD_BF16 = to
+ * the nearest value of that dtype. *nonfinite (may be NULL) is set to 1 when an element of x was
+ * inf or NaN before (and left alone otherwise); given, the call synchronises. */
+int sd_op_scale_round(sd_ctx *ctx, sd_tensor *x, float s, sd_dtype round, int *nonfinite);
 
 #endif

@@ -10,6 +10,7 @@
 
 #include "base/error.h"
 #include "base/half.h"
+#include "tensor/ops.h"
 
 void sd_loss_scaler_init(sd_loss_scaler *s, int enabled)
 {
@@ -123,17 +124,26 @@ int sd_loss_scaler_unscale(const sd_loss_scaler *s, float *restrict g, size_t n)
     return bad != 0;
 }
 
-void sd_loss_scaler_unscale_optim(const sd_loss_scaler *s, sd_optim *o, int *found_inf)
+int sd_loss_scaler_unscale_optim(const sd_loss_scaler *s, sd_optim *o, int *found_inf)
 {
     int bad = 0;
+    /* torch: inv_scale = scale.double().reciprocal().float() */
+    const float inv = s->enabled ? (float)(1.0 / (double)s->scale) : 1.0f;
     for (size_t i = 0; i < o->nparams; i++) {
         sd_param *p = o->params[i].p;
+        if (o->ctx) {   /* sd_optim_place: on the parameters' device */
+            if (!s->enabled) continue;
+            int rc = sd_op_scale_round(o->ctx, &p->grad, inv, o->half, &bad);
+            if (rc) return rc;
+            continue;
+        }
         size_t n = (size_t)sd_tensor_numel(&p->grad);
         bad |= sd_loss_scaler_unscale(s, (float *)p->grad.data, n);
         /* f16/bf16 gradients (--full_fp16): the unscaled product is stored in their dtype */
         if (s->enabled && o->half != SD_F32) sd_round_half_n((float *)p->grad.data, n, o->half == SD_BF16);
     }
     *found_inf = bad;
+    return SD_OK;
 }
 
 int sd_loss_scaler_update(sd_loss_scaler *s, int found_inf, sd_loss_scale_event *event)
@@ -170,9 +180,9 @@ int sd_loss_scaler_optim_step(sd_loss_scaler *s, sd_optim *o, double max_norm, c
     int found_inf = 0;
     *skipped = 0;
     if (event) *event = SD_LOSS_SCALE_KEPT;
-    sd_optim_round_grads(o);   /* --full_fp16 / --full_bf16: gradients of the parameters' dtype */
-    if (s->enabled) sd_loss_scaler_unscale_optim(s, o, &found_inf);
-    int rc = sd_optim_clip_grad_norm(o, max_norm, grad_norm);
+    int rc = sd_optim_round_grads(o);   /* --full_fp16 / --full_bf16: gradients of the parameters' dtype */
+    if (!rc && s->enabled) rc = sd_loss_scaler_unscale_optim(s, o, &found_inf);
+    if (!rc) rc = sd_optim_clip_grad_norm(o, max_norm, grad_norm);
     if (rc) return rc;
     if (!found_inf) {
         rc = sd_optim_step(o, lr, skip);

@@ -70,7 +70,7 @@ int sd_loss_scaler_unscale(const sd_loss_scaler *s, float *g, size_t n);
 
 /* The same over the gradient of every parameter of the optimizer; *found_inf gets the result.
  * With half-precision parameters (sd_optim_set_half) the unscaled gradients are rounded to it. */
-void sd_loss_scaler_unscale_optim(const sd_loss_scaler *s, sd_optim *o, int *found_inf);
+int sd_loss_scaler_unscale_optim(const sd_loss_scaler *s, sd_optim *o, int *found_inf);
 
 /* Update the scale after an optimizer step (found_inf: the step was skipped). *event (may be NULL)
  * says what happened. SD_ERANGE (the scaler unchanged) when a backoff would take the scale below

@@ -10,6 +10,8 @@
 
 #include "base/error.h"
 #include "base/half.h"
+#include "tensor/device.h"
+#include "tensor/ops.h"
 #include "train/optim_kinds.h"
 #include "train/pyfmt.h"
 
@@ -611,7 +613,8 @@ void sd_optim_free(sd_optim *o)
     free(o->st8);
     free(o->groups);
     free(o->params);
-    free(o->state);
+    if (sd_optim_on_device(o)) sd_device_free(o->state);
+    else free(o->state);
     free(o->scratch);
     memset(o, 0, sizeof *o);
 }
@@ -646,49 +649,63 @@ void sd_adamw_scalars_make(sd_adamw_scalars *s, double lr, double wd, double bet
 void sd_adamw_update_f32(float *restrict p, const float *restrict g, float *restrict m,
                          float *restrict v, size_t n, const sd_adamw_scalars *s)
 {
-    const float decay = s->decay, b1 = s->beta1, o1 = s->omb1, b2 = s->beta2, o2 = s->omb2;
-    const float bc2s = s->bc2_sqrt, eps = s->eps, ns = s->neg_step;
-    /* elementwise: the same bytes for any thread count */
+    /* elementwise: the same bytes for any thread count (and as the CUDA kernel, optim_elem.h) */
     int par = n >= ((size_t)1 << 16) && !omp_in_parallel();
     #pragma omp parallel for schedule(static) if (par)
-    for (size_t i = 0; i < n; i++) {
-        float gi = g[i];
-        float pi = p[i] * decay;
-        /* ATen's CPU kernels run add(alpha) and addcmul as fused multiply-adds */
-        float mi = fmaf(o1, gi, m[i] * b1);
-        float vi = fmaf(o2 * gi, gi, v[i] * b2);
-        float denom = sqrtf(vi) / bc2s + eps;
-        pi = pi + ns * mi / denom;
-        p[i] = pi;
-        m[i] = mi;
-        v[i] = vi;
-    }
+    for (size_t i = 0; i < n; i++) sd_adamw_elem_f32(&p[i], g[i], &m[i], &v[i], s);
 }
 
-/* The reference's AdamW on f16/bf16 tensors (--full_fp16 / --full_bf16): torch 2.x's foreach path
- * on CUDA (_multi_tensor_adamw), every operation computed in float with float scalars and rounded
- * to the dtype (R); a*b + c fused, as the CUDA compiler emits it. */
+/* A state buffer of parameter p as a tensor of p's shape on the optimizer's device. */
+static sd_tensor state_view(const sd_optim *o, const sd_param *p, float *data)
+{
+    sd_tensor t = p->value;
+    t.data = data;
+    t.dtype = SD_F32;
+    t.device = (uint8_t)(o->ctx ? o->ctx->backend : SD_DEV_CPU);
+    return t;
+}
+
+int sd_optim_place(sd_optim *o, sd_ctx *ctx)
+{
+    if (ctx && o->cfg.kind != SD_OPTIM_ADAMW)
+        return sd_err(SD_EUNSUPPORTED, "optimizer %s runs on the host only", sd_optim_kind_name(o->cfg.kind));
+    int from = sd_optim_on_device(o), to = ctx && ctx->backend != SD_DEV_CPU;
+    if (from != to) {
+        size_t bytes = (o->state_floats ? o->state_floats : 1) * sizeof(float);
+        float *nb = NULL;
+        int rc;
+        if (to) {
+            rc = sd_device_alloc((void **)&nb, bytes);
+            if (!rc) rc = sd_device_copy_to_device(nb, o->state, bytes);
+            if (rc) { sd_device_free(nb); return rc; }
+            free(o->state);
+        } else {
+            nb = malloc(bytes);
+            if (!nb) return sd_err(SD_ENOMEM, "optimizer: out of memory for %zu state values", o->state_floats);
+            rc = sd_device_copy_to_host(nb, o->state, bytes);
+            if (rc) { free(nb); return rc; }
+            sd_device_free(o->state);
+        }
+        for (size_t i = 0; i < o->nparams; i++) {
+            sd_optim_param *q = &o->params[i];
+            for (int j = 0; j < SD_OPTIM_MAX_BUFS; j++)
+                if (q->buf[j]) q->buf[j] = nb + (q->buf[j] - o->state);
+            if (q->m) q->m = nb + (q->m - o->state);
+            if (q->v) q->v = nb + (q->v - o->state);
+        }
+        o->state = nb;
+    }
+    o->ctx = ctx;
+    return SD_OK;
+}
+
+/* --full_fp16 / --full_bf16: the reference's AdamW on f16/bf16 tensors (optim_elem.h). */
 static void adamw_update_half(float *restrict p, const float *restrict g, float *restrict m, float *restrict v,
                               size_t n, const sd_adamw_scalars *s, int bf16)
 {
-    const float decay = s->decay, w = s->omb1, b2 = s->beta2, o2 = s->omb2;
-    const float bc2s = s->bc2_sqrt, eps = s->eps, ns = s->neg_step;
-    const int small = w < 0.5f;   /* lerp's two forms */
-    const float omw = 1.0f - w;
-#define R(x) (bf16 ? sd_round_bf16(x) : sd_round_f16(x))
     int par = n >= ((size_t)1 << 16) && !omp_in_parallel();
     #pragma omp parallel for schedule(static) if (par)
-    for (size_t i = 0; i < n; i++) {
-        float gi = g[i], mi = m[i];
-        float pi = decay != 1.0f ? R(p[i] * decay) : p[i];                    /* _foreach_mul_(p, 1 - lr*wd) */
-        mi = small ? R(fmaf(w, gi - mi, mi)) : R(fmaf(-(gi - mi), omw, gi));   /* lerp_(m, g, 1-b1) */
-        float vi = R(fmaf(o2, gi * gi, R(v[i] * b2)));                         /* mul_(b2), addcmul_(g, g, 1-b2) */
-        float d = R(R(R(sqrtf(vi)) / bc2s) + eps);                             /* sqrt, div_(bc2_sqrt), add_(eps) */
-        p[i] = R(fmaf(ns, mi / d, pi));                                        /* addcdiv_(p, m, d, -step_size) */
-        m[i] = mi;
-        v[i] = vi;
-    }
-#undef R
+    for (size_t i = 0; i < n; i++) sd_adamw_elem_half(&p[i], g[i], &m[i], &v[i], s, bf16);
 }
 
 static int adamw_step(sd_optim *o, const double *lr, const uint8_t *skip)
@@ -702,6 +719,12 @@ static int adamw_step(sd_optim *o, const double *lr, const uint8_t *skip)
         sd_adamw_scalars s;
         sd_adamw_scalars_make(&s, sd_optim_glr(o, lr, op->group), G->weight_decay, o->cfg.beta1,
                               o->cfg.beta2, o->cfg.eps, op->step);
+        if (o->ctx) {
+            sd_tensor m = state_view(o, op->p, op->m), v = state_view(o, op->p, op->v);
+            int rc = sd_op_adamw(o->ctx, &op->p->value, &op->p->grad, &m, &v, &s, o->half);
+            if (rc) return rc;
+            continue;
+        }
         float *p = (float *)op->p->value.data;
         const float *g = (const float *)op->p->grad.data;
         size_t n = (size_t)sd_tensor_numel(&op->p->value);
@@ -740,17 +763,27 @@ int sd_optim_param_load_extra(sd_optim *o, size_t i, const sd_safetensors *f, co
 /* Half precision after a step of a kind computed in f32 (optim.h): the parameters, and the state
  * tensors the reference keeps in the parameter's dtype. Rounding is idempotent, so untouched
  * (skipped) parameters are rounded too. */
-static void round_after_step(sd_optim *o)
+static int round_after_step(sd_optim *o)
 {
     int bf = o->half == SD_BF16;
     int states = !(o->cfg.kind == SD_OPTIM_ADAFACTOR || sd_optim_is_bnb(o->cfg.kind));
     for (size_t i = 0; i < o->nparams; i++) {
         sd_optim_param *q = &o->params[i];
-        sd_round_half_n((float *)q->p->value.data, (size_t)sd_tensor_numel(&q->p->value), bf);
         sd_optim_buf_info bi[SD_OPTIM_MAX_BUFS];
         int nb = states ? sd_optim_param_bufs(o, i, bi) : 0;
+        if (o->ctx) {   /* AdamW: exp_avg and exp_avg_sq have the parameter's shape */
+            int rc = sd_op_scale_round(o->ctx, &q->p->value, 1.0f, o->half, NULL);
+            for (int j = 0; j < nb && !rc; j++) {
+                sd_tensor t = state_view(o, q->p, bi[j].data);
+                rc = sd_op_scale_round(o->ctx, &t, 1.0f, o->half, NULL);
+            }
+            if (rc) return rc;
+            continue;
+        }
+        sd_round_half_n((float *)q->p->value.data, (size_t)sd_tensor_numel(&q->p->value), bf);
         for (int j = 0; j < nb; j++) sd_round_half_n(bi[j].data, bi[j].n, bf);
     }
+    return SD_OK;
 }
 
 int sd_optim_step(sd_optim *o, const double *lr, const uint8_t *skip)
@@ -770,7 +803,7 @@ int sd_optim_step(sd_optim *o, const double *lr, const uint8_t *skip)
     case SD_OPTIM_PAGED_ADAMW32BIT: rc = adamw8bit_step(o, lr, skip); break;
     default: return sd_err(SD_EINVAL, "optimizer: bad kind %d", (int)o->cfg.kind);
     }
-    if (!rc && o->half != SD_F32) round_after_step(o);
+    if (!rc && o->half != SD_F32) rc = round_after_step(o);
     return rc;
 }
 
@@ -779,17 +812,22 @@ int sd_optim_set_half(sd_optim *o, sd_dtype dt)
     if (dt != SD_F32 && dt != SD_F16 && dt != SD_BF16)
         return sd_err(SD_EINVAL, "optimizer: parameters can be f32, f16 or bf16, not %s", sd_dtype_name(dt));
     o->half = dt;
-    if (dt != SD_F32) round_after_step(o);
-    return SD_OK;
+    return dt != SD_F32 ? round_after_step(o) : SD_OK;
 }
 
-void sd_optim_round_grads(sd_optim *o)
+int sd_optim_round_grads(sd_optim *o)
 {
-    if (o->half == SD_F32) return;
+    if (o->half == SD_F32) return SD_OK;
     for (size_t i = 0; i < o->nparams; i++) {
         sd_param *p = o->params[i].p;
-        sd_round_half_n((float *)p->grad.data, (size_t)sd_tensor_numel(&p->grad), o->half == SD_BF16);
+        if (o->ctx) {
+            int rc = sd_op_scale_round(o->ctx, &p->grad, 1.0f, o->half, NULL);
+            if (rc) return rc;
+        } else {
+            sd_round_half_n((float *)p->grad.data, (size_t)sd_tensor_numel(&p->grad), o->half == SD_BF16);
+        }
     }
+    return SD_OK;
 }
 
 /* ---- clipping ------------------------------------------------------------------------------ */
@@ -800,31 +838,48 @@ static float round_to(const sd_optim *o, float x)
     return o->half == SD_BF16 ? sd_round_bf16(x) : o->half == SD_F16 ? sd_round_f16(x) : x;
 }
 
-double sd_optim_grad_norm(const sd_optim *o)
+static int grad_norm(const sd_optim *o, double *out)
 {
     /* torch: norm of the stacked per-tensor norms, each a tensor of the gradients' dtype; we
      * accumulate in double (differences are below f32 rounding of the result). */
     double total = 0;
     for (size_t i = 0; i < o->nparams; i++) {
-        const float *g = (const float *)o->params[i].p->grad.data;
-        size_t n = (size_t)sd_tensor_numel(&o->params[i].p->grad);
+        const sd_tensor *gt = &o->params[i].p->grad;
         double s = 0;
-        for (size_t j = 0; j < n; j++) s += (double)g[j] * g[j];
+        if (o->ctx) {
+            int rc = sd_op_sumsq(o->ctx, gt, &s);
+            if (rc) return rc;
+        } else {
+            const float *g = (const float *)gt->data;
+            size_t n = (size_t)sd_tensor_numel(gt);
+            for (size_t j = 0; j < n; j++) s += (double)g[j] * g[j];
+        }
         float tn = round_to(o, (float)sqrt(s));
         total += (double)tn * tn;
     }
-    return (double)round_to(o, (float)sqrt(total));
+    *out = (double)round_to(o, (float)sqrt(total));
+    return SD_OK;
+}
+
+double sd_optim_grad_norm(const sd_optim *o)
+{
+    double norm;
+    return grad_norm(o, &norm) ? NAN : norm;
 }
 
 int sd_optim_clip_grad_norm(sd_optim *o, double max_norm, double *total_norm)
 {
-    double norm = sd_optim_grad_norm(o);
+    double norm;
+    int rc = grad_norm(o, &norm);
+    if (rc) return rc;
     if (total_norm) *total_norm = norm;
     if (max_norm <= 0) return SD_OK;
     /* max_norm / (total_norm + 1e-6), clamped to 1, in the norm's dtype */
     float coef = round_to(o, (float)max_norm / round_to(o, (float)norm + 1e-6f));
     if (coef > 1.0f) coef = 1.0f;
-    for (size_t i = 0; i < o->nparams; i++) {
+    for (size_t i = 0; i < o->nparams && o->ctx; i++)
+        if ((rc = sd_op_scale_round(o->ctx, &o->params[i].p->grad, coef, o->half, NULL))) return rc;
+    for (size_t i = 0; i < o->nparams && !o->ctx; i++) {
         float *g = (float *)o->params[i].p->grad.data;
         size_t n = (size_t)sd_tensor_numel(&o->params[i].p->grad);
         if (o->half == SD_F32)

@@ -84,6 +84,7 @@
 #include <stdint.h>
 
 #include "nn/params.h"
+#include "tensor/optim_elem.h"
 #include "train/optim8bit.h"
 
 typedef enum sd_optim_kind {
@@ -225,6 +226,7 @@ typedef struct sd_optim {
     float *scratch;         /* Adafactor: one update and one column factor (no allocation in a step) */
     sd_adamw8bit_state *st8;   /* AdamW8bit: one bitsandbytes state per parameter */
     sd_dtype half;          /* SD_F32, or SD_F16 / SD_BF16 after sd_optim_set_half() */
+    sd_ctx *ctx;            /* NULL: host loops; else sd_optim_place()'s context (the ops of tensor/ops.h) */
 } sd_optim;
 
 /* One group description for sd_optim_init: `params` are trainable, allocated, f32, host. */
@@ -270,7 +272,20 @@ int sd_optim_step(sd_optim *o, const double *lr, const uint8_t *skip);
  *     reference and round after every operation; here the step runs in f32 and the parameter and
  *     each state tensor are rounded once at its end (the same numbers up to a half-precision ulp). */
 int sd_optim_set_half(sd_optim *o, sd_dtype dt);
-void sd_optim_round_grads(sd_optim *o);
+int sd_optim_round_grads(sd_optim *o);
+
+/* Run the optimizer where its parameters live (AdamW only; SD_EUNSUPPORTED for the other kinds):
+ * ctx's device (CUDA: the state block moves to device memory; a CPU context keeps it on the host;
+ * NULL: back to the host loops, the state on the host). From then on the step, the gradient
+ * rounding, norm, clipping and the loss scaler's unscaling run through sd_op_adamw / sd_op_sumsq /
+ * sd_op_scale_round on that device, with the host loops' arithmetic (the same bits, but for the
+ * order of CUDA's sum of squares); parameters and gradients must be there when they run. The
+ * state save (train/state.h) reads host memory: place the optimizer back on the host (NULL) first. */
+int sd_optim_place(sd_optim *o, sd_ctx *ctx);
+static inline int sd_optim_on_device(const sd_optim *o)
+{
+    return o->ctx && o->ctx->backend != SD_DEV_CPU;
+}
 
 /* The LR the reference logs as lr/<group> after a step: Adafactor with relative_step logs the
  * optimizer's own (AdafactorSchedule); every other kind the scheduled `sched_lr`. */
@@ -299,16 +314,8 @@ int sd_optim_param_load_extra(sd_optim *o, size_t i, const sd_safetensors *f, co
  * numerator_weighted, k; DAdaptAdamPreprint: d, gsq_weighted, k); returns their count (≤ 6). */
 int sd_optim_scalars(sd_optim *o, const char *names[6], double *vals[6]);
 
-/* The per-step scalars of AdamW, computed in double and rounded once, as torch uses them. */
-typedef struct sd_adamw_scalars {
-    float decay;            /* 1 - lr·wd */
-    float beta1, omb1;      /* β1, 1-β1 */
-    float beta2, omb2;      /* β2, 1-β2 */
-    float bc2_sqrt;         /* sqrt(1 - β2^t) */
-    float eps;
-    float neg_step;         /* -lr / (1 - β1^t) */
-} sd_adamw_scalars;
-
+/* The per-step scalars of AdamW (sd_adamw_scalars, tensor/optim_elem.h), computed in double and
+ * rounded once, as torch uses them. */
 void sd_adamw_scalars_make(sd_adamw_scalars *s, double lr, double wd, double beta1, double beta2,
                            double eps, int64_t step);
 /* The flat update over n elements (the kernel a CUDA version replaces). */
@@ -319,11 +326,11 @@ void sd_adamw_update_f32(float *p, const float *g, float *m, float *v, size_t n,
 
 /* torch.nn.utils.clip_grad_norm_(params, max_norm): total = ‖(‖g_i‖₂)_i‖₂ over the trainable
  * parameters of the optimizer; coef = max_norm / (total + 1e-6), clamped to ≤ 1, and every
- * gradient is multiplied by coef (also when coef is 1, as torch does). max_norm ≤ 0 only measures.
+ * gradient is multiplied by coef (a coef of 1 changes nothing). max_norm ≤ 0 only measures.
  * *total_norm (may be NULL) gets the norm before clipping. A non-finite norm is not an error here
  * (torch's default); the caller checks it. */
 int sd_optim_clip_grad_norm(sd_optim *o, double max_norm, double *total_norm);
-/* The same norm without clipping. */
+/* The same norm without clipping (NAN, with a message, when a device op fails). */
 double sd_optim_grad_norm(const sd_optim *o);
 
 /* Gradient accumulation as accelerate does it (gradient_accumulation_steps = A): every micro

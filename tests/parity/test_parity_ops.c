@@ -639,6 +639,46 @@ static void test_losses(void)
     }
 }
 
+/* The optimizer ops: AdamW (f32 and the f16/bf16 rounding of --full_fp16/--full_bf16) is the same
+ * element code on both sides: bit-exact; the sum of squares (double, different orders) within
+ * 1e-12 relative; scale_round bit-exact with the same non-finite flag. */
+static void test_optim(void)
+{
+    static const sd_dtype modes[3] = { SD_F32, SD_BF16, SD_F16 };
+    char name[96];
+    for (int k = 0; k < 3; k++) {
+        pair *p = R(3, 70001), *g = R(3, 70001), *m = MK(SD_F32, 0.1f, 0.0f, 3, 70001), *v = MK(SD_F32, 0.01f, 0.02f, 3, 70001);
+        for (int step = 1; step <= 3; step++) {
+            sd_adamw_scalars sc = { .decay = 1.0f - 1e-4f, .beta1 = 0.9f, .omb1 = 0.1f, .beta2 = 0.999f, .omb2 = 0.001f,
+                                    .bc2_sqrt = sqrtf(1.0f - powf(0.999f, (float)step)), .eps = 1e-8f,
+                                    .neg_step = -1e-3f / (1.0f - powf(0.9f, (float)step)) };
+            BOTH(sd_op_adamw(&cpu, &p->h, &g->h, &m->h, &v->h, &sc, modes[k]),
+                 sd_op_adamw(&gpu, &p->d, &g->d, &m->d, &v->d, &sc, modes[k]));
+        }
+        snprintf(name, sizeof name, "adamw %s p", sd_dtype_name(modes[k])); cmp_exact(name, p);
+        snprintf(name, sizeof name, "adamw %s exp_avg", sd_dtype_name(modes[k])); cmp_exact(name, m);
+        snprintf(name, sizeof name, "adamw %s exp_avg_sq", sd_dtype_name(modes[k])); cmp_exact(name, v);
+        int fh = 0, fd = 0;
+        BOTH(sd_op_scale_round(&cpu, &g->h, 0.37f, modes[k], &fh), sd_op_scale_round(&gpu, &g->d, 0.37f, modes[k], &fd));
+        snprintf(name, sizeof name, "scale_round %s", sd_dtype_name(modes[k])); cmp_exact(name, g);
+        T_CHECK(fh == 0 && fd == 0);
+        pool_free();
+    }
+    pair *x = MK(SD_F32, 3.0f, 0.5f, 1000003);
+    double sh = 0, sdv = 0;
+    BOTH(sd_op_sumsq(&cpu, &x->h, &sh), sd_op_sumsq(&gpu, &x->d, &sdv));
+    printf("# %-34s cpu %.17g gpu %.17g rel %.3e\n", "sumsq", sh, sdv, fabs(sh - sdv) / sh);
+    T_CHECKF(fabs(sh - sdv) <= 1e-12 * sh, "sumsq %.17g vs %.17g", sh, sdv);
+    /* a non-finite element: flagged on both sides, the others scaled */
+    ((float *)x->h.data)[0] = INFINITY;
+    T_CHECK(sd_tensor_upload(&x->d, x->h.data, sd_tensor_nbytes(&x->h)) == SD_OK);
+    int fh = 0, fd = 0;
+    BOTH(sd_op_scale_round(&cpu, &x->h, 0.5f, SD_F32, &fh), sd_op_scale_round(&gpu, &x->d, 0.5f, SD_F32, &fd));
+    T_CHECKF(fh == 1 && fd == 1, "non-finite flag cpu %d gpu %d", fh, fd);
+    cmp_exact("scale_round with inf", x);
+    pool_free();
+}
+
 static const struct { const char *name; void (*fn)(void); } tests[] = {
     { "parity_fill_convert", test_fill_convert },
     { "parity_permute", test_permute },
@@ -652,6 +692,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     { "parity_upsample_concat", test_shapes },
     { "parity_embeddings", test_embeddings },
     { "parity_losses", test_losses },
+    { "parity_optimizer", test_optim },
 };
 
 int main(void)

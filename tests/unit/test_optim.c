@@ -337,7 +337,7 @@ static size_t count_diff(const float *a, const double *b, size_t n, double *wors
 /* make_optim_half_golden.py: 5 AdamW steps on f16/bf16 parameters through the scaler's step
  * (gradient rounding, unscale, clip, step), compared bit for bit. */
 static void run_half_case(const char *tag, sd_dtype dt, const char *const *args, int nargs, double clip,
-                          float scale)
+                          float scale, sd_ctx *ctx)
 {
     tg_file g = { 0 };
     T_CHECK(tg_open(&g, "optim_half.txt") == 0);
@@ -369,6 +369,7 @@ static void run_half_case(const char *tag, sd_dtype dt, const char *const *args,
     T_EQ_INT(sd_optim_config_parse_args(&cfg, args, nargs), 0);
     sd_optim o;
     T_EQ_INT(sd_optim_init(&o, &cfg, gd, 2), 0);
+    if (ctx) T_EQ_INT(sd_optim_place(&o, ctx), 0);   /* the ops of tensor/ops.h (CPU backend) */
     T_EQ_INT(sd_optim_set_half(&o, dt), 0);   /* network.to(dtype) */
     sd_loss_scaler ls;
     sd_loss_scaler_init(&ls, scale != 1.0f);
@@ -416,10 +417,71 @@ static void run_half_case(const char *tag, sd_dtype dt, const char *const *args,
 
 static void test_half_golden(void)
 {
-    run_half_case("bf16", SD_BF16, NULL, 0, 1.0, 1.0f);
+    sd_ctx cpu;
+    T_EQ_INT(sd_ctx_init(&cpu, SD_DEV_CPU, 0, 0), 0);
     const char *a[] = { "weight_decay=0.1", "betas=0.8,0.95" };
-    run_half_case("bf16wd", SD_BF16, a, 2, 0.0, 1.0f);
-    run_half_case("f16s", SD_F16, NULL, 0, 4.0, 1024.0f);
+    /* host loops, then the same through sd_optim_place's ops (what a GPU runs): the same bits */
+    for (int k = 0; k < 2; k++) {
+        sd_ctx *c = k ? &cpu : NULL;
+        run_half_case("bf16", SD_BF16, NULL, 0, 1.0, 1.0f, c);
+        run_half_case("bf16wd", SD_BF16, a, 2, 0.0, 1.0f, c);
+        run_half_case("f16s", SD_F16, NULL, 0, 4.0, 1024.0f, c);
+    }
+    sd_ctx_free(&cpu);
+}
+
+/* sd_optim_place: the f32 AdamW step, norm, clip and fp16 unscale through the ops equal the host
+ * loops bit for bit (3 steps with a loss scale); the state moves back to the host; other kinds refuse. */
+static void test_place(void)
+{
+    sd_ctx cpu;
+    T_EQ_INT(sd_ctx_init(&cpu, SD_DEV_CPU, 0, 0), 0);
+    float res[2][3][64];
+    double norms[2][3];
+    for (int k = 0; k < 2; k++) {
+        sd_params r;
+        sd_params_init(&r);
+        sd_param *p;
+        T_EQ_INT(sd_params_add(&r, NULL, "w", 2, (int64_t[]){ 8, 8 }, SD_PARAM_TRAINABLE, &p), 0);
+        T_EQ_INT(sd_params_alloc(&r, SD_DEV_CPU), 0);
+        float *w = p->value.data, *g = p->grad.data;
+        for (int i = 0; i < 64; i++) w[i] = sinf((float)i) * 0.5f;
+        sd_optim_group_desc gd = { "unet", 1e-2, &p, 1 };
+        sd_optim_config cfg;
+        sd_optim_config_default(&cfg, SD_OPTIM_ADAMW);
+        sd_optim o;
+        T_EQ_INT(sd_optim_init(&o, &cfg, &gd, 1), 0);
+        if (k) T_EQ_INT(sd_optim_place(&o, &cpu), 0);
+        sd_loss_scaler ls;
+        sd_loss_scaler_init(&ls, 1);
+        for (int s = 0; s < 3; s++) {
+            for (int i = 0; i < 64; i++) g[i] = cosf((float)(i * (s + 1))) * 65536.0f * (s == 1 ? 30.0f : 0.5f);
+            int skipped;
+            T_EQ_INT(sd_loss_scaler_optim_step(&ls, &o, 1.0, NULL, NULL, &norms[k][s], &skipped, NULL), 0);
+            memcpy(res[k][s], w, sizeof res[k][s]);
+        }
+        T_EQ_INT(sd_optim_place(&o, NULL), 0);
+        T_CHECK(o.ctx == NULL);
+        sd_optim_free(&o);
+        sd_params_free(&r);
+    }
+    T_CHECK(!memcmp(res[0], res[1], sizeof res[0]) && !memcmp(norms[0], norms[1], sizeof norms[0]));
+    T_CHECK(res[0][0][3] != res[0][2][3]);
+    /* other kinds run on the host only */
+    sd_params r;
+    sd_params_init(&r);
+    sd_param *p;
+    T_EQ_INT(sd_params_add(&r, NULL, "w", 1, (int64_t[]){ 4 }, SD_PARAM_TRAINABLE, &p), 0);
+    T_EQ_INT(sd_params_alloc(&r, SD_DEV_CPU), 0);
+    sd_optim_group_desc gd = { "unet", 1e-2, &p, 1 };
+    sd_optim_config cfg;
+    sd_optim_config_default(&cfg, SD_OPTIM_LION);
+    sd_optim o;
+    T_EQ_INT(sd_optim_init(&o, &cfg, &gd, 1), 0);
+    T_EQ_INT(sd_optim_place(&o, &cpu), SD_EUNSUPPORTED);
+    sd_optim_free(&o);
+    sd_params_free(&r);
+    sd_ctx_free(&cpu);
 }
 
 /* The other kinds keep every parameter and state value representable in the half dtype; f16
@@ -519,5 +581,6 @@ int main(void)
     T_RUN(test_threads_identical);
     T_RUN(test_half_golden);
     T_RUN(test_half_kinds);
+    T_RUN(test_place);
     T_DONE();
 }
