@@ -293,6 +293,7 @@ typedef struct run {
     sd_lora_groups groups;
     sd_ti ti;                 /* --method ti (train/ti.h): the new token rows instead of a network */
     int have_ti;
+    int dev_optim;            /* db/ft with AdamW on CUDA: the optimizer runs on the GPU (sd_optim_place) */
     float *dtok;              /* TI: host copy of the token-lookup gradient */
     sd_tensor t_dtok;
     sd_full full;             /* --method db/ft: the trained weights are the model's (train/full.h) */
@@ -1061,8 +1062,10 @@ static int save_state_dir(run *R, const char *dir, int64_t global_step, int64_t 
     s.loss_window_n = R->window_n;
     for (size_t i = 0; i < R->window_n; i++) s.loss_total += R->window[i];
     int rc = net_to(R, SD_DEV_CPU);
+    if (!rc && R->dev_optim) rc = sd_optim_place(&R->opt, NULL);   /* the state is read on the host */
     if (!rc) rc = sd_train_state_save(dir, &s);
     int rc2 = net_to(R, R->dev);
+    if (!rc2 && R->dev_optim) rc2 = sd_optim_place(&R->opt, &R->ctx);
     return rc ? rc : rc2;
 }
 
@@ -1247,6 +1250,7 @@ static int alloc_buffers(run *R)
         sd_params *regs[4] = { &R->model.unet_params, &R->model.te_params, &R->model.vae_params, &R->net.reg };
         size_t weights = 0;
         for (int i = 0; i < 4; i++) weights += regs[i]->value_bytes + regs[i]->grad_bytes;
+        if (R->dev_optim) weights += R->opt.state_floats * sizeof(float);   /* AdamW's moments */
         const double gib = 1024.0 * 1024 * 1024;
         char what[64], parts[192];
         snprintf(what, sizeof what, "--device cuda:%d: training", c->device_index);
@@ -1953,6 +1957,12 @@ trained_set:;
     rc = sd_lr_sched_init(&R->lrs, lk, &wu, R->max_steps, 1, c->lr_scheduler_num_cycles, c->lr_scheduler_power,
                           c->learning_rate);
     if (rc) goto out;
+    /* db/ft with AdamW on a GPU: the optimizer and its moments live there too (no weight or gradient
+       copies per step). SD_DEVICE_OPTIM=0 keeps them on the host (as for LoRA and the other kinds);
+       =1 also runs the optimizer through the device ops on the CPU (the same bytes: a check of that path) */
+    const char *dop = getenv("SD_DEVICE_OPTIM");
+    int want_dev = dop && *dop ? strcmp(dop, "0") != 0 : R->dev == SD_DEV_CUDA;
+    R->dev_optim = want_dev && R->is_full && R->ocfg.kind == SD_OPTIM_ADAMW;
     rc = alloc_buffers(R);
     if (!rc && R->have_ti) {
         int64_t npos = R->maxB * R->nchunks * 77, W = R->cfg.clip.width;
@@ -2072,6 +2082,11 @@ trained_set:;
         sd_device_info di;
         if (!sd_device_query(c->device_index, &di)) sd_info("training on %s (cuda:%d)", di.name, c->device_index);
     }
+    if (R->dev_optim) {
+        if ((rc = sd_optim_place(&R->opt, &R->ctx))) goto out;
+        sd_info("AdamW runs on the %s with its moments (%.2f GiB there)", R->dev == SD_DEV_CUDA ? "GPU" : "CPU through "
+                "the device ops", (double)R->opt.state_floats * sizeof(float) / (1024.0 * 1024 * 1024));
+    }
     rc = sd_train_sampling_attach(&R->smp, c, R->unet, R->clip, &R->model.vae, R->cfg.family, R->tok,
                                   R->cfg.parameterization == SD_PRED_V, &R->net.rt, R->seed, R->outdir,
                                   R->have_tb ? &R->tb : NULL);
@@ -2154,7 +2169,7 @@ trained_set:;
                 continue;
             }
             double gnorm = NAN;
-            rc = net_to(R, SD_DEV_CPU);   /* the optimizer runs on the host */
+            rc = R->dev_optim ? SD_OK : net_to(R, SD_DEV_CPU);   /* the optimizer runs on the host, or on the GPU */
             if (rc) break;
             /* unscale (fp16) once per optimizer step, clip, AdamW unless a gradient is inf/NaN, scale
                update; the LR scheduler advances only with the optimizer (accelerate's
@@ -2200,7 +2215,7 @@ trained_set:;
                                       c->scale_weight_norms, &keys_scaled, &mean_norm, &max_key_norm);
                 if (rc) break;
             }
-            rc = net_to(R, R->dev);
+            rc = R->dev_optim ? SD_OK : net_to(R, R->dev);
             if (rc) break;
             global_step++;
             double now = sd_now();

@@ -187,4 +187,22 @@ if [ -n "$st" ] && [ ! -f k/last.safetensors ]; then
     nok train_full_kill9_resume_same_bytes "$(tail -2 k1.err)"
 else nok train_full_kill9_resume_same_bytes "no state to resume from or the run finished before the kill: '$st'"; fi
 
+# ---- the optimizer through the device ops (what a GPU runs; SD_DEVICE_OPTIM=1 on the CPU): the same bytes --
+SD_DEVICE_OPTIM=1 D --output_dir o1 --max_train_steps 8 --save_every_n_steps 3 --save_state --stop_text_encoder_training 5 \
+  --learning_rate_te 5e-4 --gradient_accumulation_steps 1 2> o1.err
+grep -q 'AdamW runs on the CPU through the device ops' o1.err && cmp -s r1/last.safetensors o1/last.safetensors &&
+  ok train_full_device_optim_same_bytes ||
+  nok train_full_device_optim_same_bytes "$(tail -2 o1.err)"
+SD_DEVICE_OPTIM=1 D --output_dir o2 --max_train_steps 8 --stop_text_encoder_training 5 --learning_rate_te 5e-4 \
+  --resume o1/at-step00000003-state 2> o2.err
+cmp -s r1/last.safetensors o2/last.safetensors && ok train_full_device_optim_resume ||
+  nok train_full_device_optim_resume "$(tail -2 o2.err)"
+F --output_dir o3 --max_train_steps 3 --train_text_encoder --mixed_precision fp16 --full_fp16 --optimizer_args eps=1e-4 \
+  --max_grad_norm 0.5 2> /dev/null
+SD_DEVICE_OPTIM=1 F --output_dir o4 --max_train_steps 3 --train_text_encoder --mixed_precision fp16 --full_fp16 \
+  --optimizer_args eps=1e-4 --max_grad_norm 0.5 2> o4.err
+o3f=$(ls o3/*.safetensors 2> /dev/null | head -1); o4f=o4/${o3f#o3/}
+[ -n "$o3f" ] && cmp -s "$o3f" "$o4f" && ok train_full_device_optim_fp16_same_bytes ||
+  nok train_full_device_optim_fp16_same_bytes "$(tail -2 o4.err)"
+
 [ -n "${KEEP:-}" ] || rm -rf "$tmp"

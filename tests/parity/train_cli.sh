@@ -3,7 +3,8 @@
 # same command with --device cpu and --device cuda, and the saved files compared tensor by tensor
 # (max |cuda - cpu| / max |cpu| per tensor; the worst tensor is reported). Runs: LoRA in float32
 # (with and without --gradient_checkpointing, batch 2), --mixed_precision bf16, fp16 (loss scaler),
-# --full_bf16; DreamBooth in float32 and fine-tuning with --full_fp16 (UNet and text encoder
+# --full_bf16; DreamBooth in float32 (AdamW on the GPU, and with SD_DEVICE_OPTIM=0 on the host) and
+# fp16 (loss scaler, clipping on the GPU), fine-tuning with --full_fp16 (UNet and text encoder
 # trained); and a CUDA run resumed from its saved state against the uninterrupted CUDA run.
 # Tolerances: 1e-3 for float32 runs (sd-train(1): "within 1e-3 after 8 steps"), 5e-2 where the GPU
 # multiplies in bf16/fp16, 1e-4 for the resume.
@@ -92,6 +93,10 @@ run lora_bf16 5e-2 lora_ last.safetensors $L --mixed_precision bf16
 run lora_fp16 5e-2 lora_ last.safetensors $L --mixed_precision fp16
 run lora_full_bf16 5e-2 lora_ last.safetensors $L --mixed_precision bf16 --full_bf16 --learning_rate 1e-2
 run db_f32 1e-3 model. last.safetensors --method db --max_train_steps 2 --save_model_as safetensors
+SD_DEVICE_OPTIM=0 run db_f32_host_optim 1e-3 model. last.safetensors --method db --max_train_steps 2 \
+  --save_model_as safetensors
+run db_fp16 5e-2 model. last.safetensors --method db --max_train_steps 3 --save_model_as safetensors \
+  --mixed_precision fp16 --max_grad_norm 0.1
 run ft_full_fp16 5e-2 model. last.safetensors --method ft --train_text_encoder --max_train_steps 2 \
   --save_model_as safetensors --mixed_precision fp16 --full_fp16 --optimizer_args eps=1e-4
 # a CUDA run resumed from its own state ends where the uninterrupted CUDA run does
