@@ -1251,6 +1251,7 @@ static int alloc_buffers(run *R)
         size_t weights = 0;
         for (int i = 0; i < 4; i++) weights += regs[i]->value_bytes + regs[i]->grad_bytes;
         if (R->dev_optim) weights += R->opt.state_floats * sizeof(float);   /* AdamW's moments */
+        if (R->have_ti) weights += sd_tensor_nbytes(&R->ti.table);          /* the widened token table */
         const double gib = 1024.0 * 1024 * 1024;
         char what[64], parts[192];
         snprintf(what, sizeof what, "--device cuda:%d: training", c->device_index);
@@ -1987,7 +1988,10 @@ trained_set:;
             rc = sd_train_state_load(c->resume, R->have_ti ? &R->ti.reg : &R->net.reg, &R->opt, &rs);
         }
         if (rc) goto out;
-        if (R->have_ti) sd_ti_sync_table(&R->ti);
+        if (R->have_ti && (rc = sd_ti_sync_table(&R->ti))) {
+            sd_train_state_out_free(&rs);
+            goto out;
+        }
         if (rs.options_json && c->options_json) {
             rc = sd_train_state_check_options(c->resume, rs.options_json, c->options_json, resume_keys,
                                               sizeof resume_keys / sizeof *resume_keys);
@@ -2025,7 +2029,7 @@ trained_set:;
         sd_dtype hd = c->full_fp16 ? SD_F16 : SD_BF16;
         rc = sd_optim_set_half(&R->opt, hd);
         if (rc) goto out;
-        if (R->have_ti) sd_ti_round_table(&R->ti, hd);
+        if (R->have_ti && (rc = sd_ti_round_table(&R->ti, hd))) goto out;
         if (c->full_fp16 && R->ocfg.kind == SD_OPTIM_ADAMW && sd_round_f16((float)R->ocfg.eps) == 0.0f)
             sd_warn("--full_fp16: AdamW's eps %g is 0 in float16: an element whose exp_avg_sq underflows gets an inf "
                     "weight and training stops (as in the reference); AdamW8bit, or a larger eps (--optimizer_args "
@@ -2076,8 +2080,10 @@ trained_set:;
     }
     if (R->dev == SD_DEV_CUDA) {
         sd_params *regs[4] = { &R->model.unet_params, &R->model.te_params, &R->model.vae_params, &R->net.reg };
+        if (R->have_ti) sd_ti_uninstall(&R->ti);   /* the encoder's own table moves with its registry */
         for (int i = 0; i < 4 && !rc; i++)
             if (regs[i]->allocated) rc = sd_params_move(regs[i], SD_DEV_CUDA);
+        if (!rc && R->have_ti) rc = sd_ti_install(&R->ti, SD_DEV_CUDA);
         if (rc) goto out;
         sd_device_info di;
         if (!sd_device_query(c->device_index, &di)) sd_info("training on %s (cuda:%d)", di.name, c->device_index);
@@ -2206,7 +2212,7 @@ trained_set:;
             }
             /* the rate each group used (Adafactor with relative_step: its own) */
             for (int g = 0; g < R->groups.n; g++) lrs[g] = sd_optim_logged_lr(&R->opt, g, lrs[g]);
-            if (R->have_ti) sd_ti_sync_table(&R->ti);   /* the old rows never change */
+            if (R->have_ti && (rc = sd_ti_sync_table(&R->ti))) break;   /* the old rows never change */
             int keys_scaled = 0;
             double mean_norm = 0, max_key_norm = 0;
             if (c->scale_weight_norms > 0) {

@@ -67,9 +67,6 @@ int sd_ti_check_config(const struct sd_train_config *c)
     if (!isnan(c->validation_split) && c->validation_split > 0)
         return sd_err(SD_EUSAGE, "--validation_split: train_textual_inversion.py has no validation; not available for "
                       "--method ti");
-    if (c->device_index != SD_DEVICE_CPU)
-        return sd_err(SD_EUNSUPPORTED, "--method ti runs on the CPU only in this release (--device cuda is not "
-                      "supported for textual inversion yet)");
     return SD_OK;
 }
 
@@ -255,6 +252,7 @@ void sd_ti_free(sd_ti *ti)
         ti->clip->cfg.vocab_size = ti->saved_cfg_vocab;
     }
     sd_tensor_free(&ti->table);
+    sd_tensor_free(&ti->dtable);
     for (int k = 0; ti->strs && k < ti->n; k++) free(ti->strs[k]);
     free(ti->strs);
     free(ti->replace_to);
@@ -391,15 +389,39 @@ void sd_ti_finish_grad(sd_ti *ti)
     ((float *)ti->rest->grad.data)[0] = (float)sqrt(s);
 }
 
-void sd_ti_round_table(sd_ti *ti, sd_dtype dt)
+int sd_ti_round_table(sd_ti *ti, sd_dtype dt)
 {
     sd_round_half_n((float *)ti->table.data, (size_t)sd_tensor_numel(&ti->table), dt == SD_BF16);
+    return ti->dtable.data ? sd_tensor_upload(&ti->dtable, ti->table.data, sd_tensor_nbytes(&ti->table)) : SD_OK;
 }
 
-void sd_ti_sync_table(sd_ti *ti)
+int sd_ti_sync_table(sd_ti *ti)
 {
-    memcpy((float *)ti->table.data + (size_t)ti->V * (size_t)ti->D, ti->emb->value.data,
-           (size_t)(ti->n * ti->D) * sizeof(float));
+    size_t off = (size_t)ti->V * (size_t)ti->D * sizeof(float), nb = (size_t)(ti->n * ti->D) * sizeof(float);
+    memcpy((char *)ti->table.data + off, ti->emb->value.data, nb);
+    return ti->dtable.data ? sd_device_copy_to_device((char *)ti->dtable.data + off, ti->emb->value.data, nb) : SD_OK;
+}
+
+void sd_ti_uninstall(sd_ti *ti)
+{
+    if (ti->clip) ti->clip->tok.w->value = ti->saved;
+}
+
+int sd_ti_install(sd_ti *ti, sd_devkind dev)
+{
+    sd_tensor *tab = &ti->clip->tok.w->value;
+    ti->saved = *tab;
+    if (dev != SD_DEV_CUDA) {
+        *tab = ti->table;
+        return SD_OK;
+    }
+    if (!ti->dtable.data) {
+        int rc = sd_tensor_alloc_on(&ti->dtable, SD_DEV_CUDA, SD_F32, 2, ti->table.shape);
+        if (rc) return sd_err_prefix(rc, "textual inversion: the token table on the GPU");
+    }
+    int rc = sd_tensor_upload(&ti->dtable, ti->table.data, sd_tensor_nbytes(&ti->table));
+    if (!rc) *tab = ti->dtable;
+    return rc;
 }
 
 /* ---- saving ------------------------------------------------------------------------------------ */

@@ -55,7 +55,8 @@ typedef struct sd_ti {
     const char *const *templates;      /* NULL: captions */
     int ntemplates;
     sd_clip *clip;
-    sd_tensor table, saved;            /* the widened table (in the encoder) / the model's own */
+    sd_tensor table, saved;            /* the widened table (host; in the encoder on the CPU) / the model's own */
+    sd_tensor dtable;                  /* --device cuda: the widened table's GPU copy (in the encoder), or none */
     int64_t saved_vocab;
     int saved_cfg_vocab;
     sd_params reg;                     /* emb_params [N, D], rest_grad_norm [1] */
@@ -70,8 +71,8 @@ typedef struct sd_ti {
 
 /* Options of --method ti that the reference's train_textual_inversion.py does not have or that
  * this implementation does not support (LoRA options, weighted captions, caption dropout,
- * validation, --device cuda), --save_model_as other than pt/ckpt/safetensors: SD_EUSAGE /
- * SD_EUNSUPPORTED with a message. */
+ * validation), --save_model_as other than pt/ckpt/safetensors: SD_EUSAGE / SD_EUNSUPPORTED with a
+ * message. */
 struct sd_train_config;
 int sd_ti_check_config(const struct sd_train_config *c);
 
@@ -105,9 +106,17 @@ int sd_ti_accumulate(sd_ti *ti, const int32_t *ids, int64_t npos, const float *d
 /* Before the optimizer: rest_grad_norm's gradient = ‖old-row gradient‖₂. */
 void sd_ti_finish_grad(sd_ti *ti);
 /* Round the whole table (old and new rows) to f16 / bf16 values (--full_fp16 / --full_bf16). */
-void sd_ti_round_table(sd_ti *ti, sd_dtype dt);
-/* Copy the trained vectors into the table (after a step, a resume, the initialisation). */
-void sd_ti_sync_table(sd_ti *ti);
+int sd_ti_round_table(sd_ti *ti, sd_dtype dt);
+/* Copy the trained vectors into the table (after a step, a resume, the initialisation), and into its
+ * GPU copy when there is one. */
+int sd_ti_sync_table(sd_ti *ti);
+/* --device cuda. The text encoder's registry moves its parameters by their offsets in its own
+ * block, so the widened table (another allocation) must be out of the encoder while it moves:
+ * sd_ti_uninstall puts the model's own table back, sd_ti_install(ti, dev) afterwards puts the widened
+ * one in again: the host table (CPU), or a GPU copy of it (CUDA), which sd_ti_sync_table keeps
+ * up to date. */
+void sd_ti_uninstall(sd_ti *ti);
+int sd_ti_install(sd_ti *ti, sd_devkind dev);
 
 /* Save the vectors as the reference's save_weights does: {"emb_params": [N, D]} as safetensors
  * (path ends in .safetensors; meta: its __metadata__, may be NULL) or as torch.save writes it

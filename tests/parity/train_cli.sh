@@ -5,7 +5,8 @@
 # (with and without --gradient_checkpointing, batch 2), --mixed_precision bf16, fp16 (loss scaler),
 # --full_bf16; DreamBooth in float32 (AdamW on the GPU, and with SD_DEVICE_OPTIM=0 on the host) and
 # fp16 (loss scaler, clipping on the GPU), fine-tuning with --full_fp16 (UNet and text encoder
-# trained); and a CUDA run resumed from its saved state against the uninterrupted CUDA run.
+# trained); textual inversion in float32 and bf16; and a CUDA run resumed from its saved state
+# against the uninterrupted CUDA run.
 # Tolerances: 1e-3 for float32 runs (sd-train(1): "within 1e-3 after 8 steps"), 5e-2 where the GPU
 # multiplies in bf16/fp16, 1e-4 for the resume.
 #
@@ -99,6 +100,13 @@ run db_fp16 5e-2 model. last.safetensors --method db --max_train_steps 3 --save_
   --mixed_precision fp16 --max_grad_norm 0.1
 run ft_full_fp16 5e-2 model. last.safetensors --method ft --train_text_encoder --max_train_steps 2 \
   --save_model_as safetensors --mixed_precision fp16 --full_fp16 --optimizer_args eps=1e-4
+# textual inversion (the widened token table on the GPU, its new rows trained on the host)
+sed 's/"caption":"sks, /"caption":"zqtok, /' recs.jsonl > ti.jsonl
+T() { "$bin" --model tiny.safetensors --model_config "$cfg" --data ti.jsonl --seed 3 --method ti --token_string zqtok \
+  --learning_rate 5e-2 --save_model_as safetensors "$@"; }
+run ti_f32 1e-3 emb_params zqtok.safetensors --max_train_steps 6 --init_word cat
+run ti_bf16 5e-2 emb_params zqtok.safetensors --max_train_steps 6 --mixed_precision bf16 --num_vectors_per_token 2
+T() { "$bin" --model tiny.safetensors --model_config "$cfg" --data recs.jsonl --learning_rate 1e-3 --seed 3 "$@"; }
 # a CUDA run resumed from its own state ends where the uninterrupted CUDA run does
 T --device $gpu --output_dir gr $L --mixed_precision bf16 --save_every_n_steps 4 --save_state > /dev/null 2> gr.err
 T --device $gpu --output_dir gq $L --mixed_precision bf16 --resume gr/at-step00000004-state > /dev/null 2> gq.err
