@@ -50,6 +50,21 @@ static const unsigned SD_CU_THREADS = 256;
     kernel<<<sd_cuda_blocks(sd_n_, SD_CU_THREADS), SD_CU_THREADS, 0, sd_cuda_stream()>>>(__VA_ARGS__); \
     SD_CU_LAUNCH(#kernel); } } while (0)
 
+// Sum of v over the block (blockDim.x a power of two ≤ 256, sh 256 doubles of shared memory): a
+// fixed tree, so the same inputs give the same bits; every thread gets the sum.
+__device__ __forceinline__ double block_sum_d(double v, double *sh)
+{
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if ((int)threadIdx.x < s) sh[threadIdx.x] += sh[threadIdx.x + s];
+        __syncthreads();
+    }
+    double r = sh[0];
+    __syncthreads();
+    return r;
+}
+
 // Scratch from the context's device arena (stack discipline: callers reset to their mark).
 // NULL with an SD_ENOMEM message when the arena is exhausted.
 template <class T> static inline T *sd_cu_scratch(sd_ctx *ctx, size_t n, const char *what)

@@ -425,19 +425,6 @@ __device__ __forceinline__ float block_max(float v, float *sh)
     return r;
 }
 
-__device__ __forceinline__ double block_sum_d(double v, double *sh)
-{
-    sh[threadIdx.x] = v;
-    __syncthreads();
-    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if ((int)threadIdx.x < s) sh[threadIdx.x] += sh[threadIdx.x + s];
-        __syncthreads();
-    }
-    double r = sh[0];
-    __syncthreads();
-    return r;
-}
-
 __global__ void k_softmax(int64_t rows, int64_t n, float *y, const float *x)
 {
     __shared__ float shf[256];

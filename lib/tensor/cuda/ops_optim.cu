@@ -31,23 +31,12 @@ extern "C" int sd_cuda_adamw(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, sd_t
 
 static const unsigned SUMSQ_MAX_BLOCKS = 1024;
 
-__device__ __forceinline__ double sumsq_block(double acc, double *sh)
-{
-    sh[threadIdx.x] = acc;
-    __syncthreads();
-    for (int k = blockDim.x / 2; k > 0; k >>= 1) {
-        if ((int)threadIdx.x < k) sh[threadIdx.x] += sh[threadIdx.x + k];
-        __syncthreads();
-    }
-    return sh[0];
-}
-
 __global__ void k_sumsq_part(size_t n, const float *x, double *part)
 {
     __shared__ double sh[256];
     double acc = 0;
     SD_CU_LOOP(i, n) acc += (double)x[i] * (double)x[i];
-    double r = sumsq_block(acc, sh);
+    double r = block_sum_d(acc, sh);
     if (threadIdx.x == 0) part[blockIdx.x] = r;
 }
 
@@ -56,7 +45,7 @@ __global__ void k_sumsq_final(unsigned nb, const double *part, double *out)
     __shared__ double sh[256];
     double acc = 0;
     for (unsigned i = threadIdx.x; i < nb; i += blockDim.x) acc += part[i];
-    double r = sumsq_block(acc, sh);
+    double r = block_sum_d(acc, sh);
     if (threadIdx.x == 0) *out = r;
 }
 
