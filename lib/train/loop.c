@@ -293,7 +293,7 @@ typedef struct run {
     sd_lora_groups groups;
     sd_ti ti;                 /* --method ti (train/ti.h): the new token rows instead of a network */
     int have_ti;
-    int dev_optim;            /* db/ft with AdamW on CUDA: the optimizer runs on the GPU (sd_optim_place) */
+    int dev_optim;            /* AdamW on the training device (sd_optim_place): db/ft on CUDA, SD_DEVICE_OPTIM */
     float *dtok;              /* TI: host copy of the token-lookup gradient */
     sd_tensor t_dtok;
     sd_full full;             /* --method db/ft: the trained weights are the model's (train/full.h) */
@@ -1959,11 +1959,13 @@ trained_set:;
                           c->learning_rate);
     if (rc) goto out;
     /* db/ft with AdamW on a GPU: the optimizer and its moments live there too (no weight or gradient
-       copies per step). SD_DEVICE_OPTIM=0 keeps them on the host (as for LoRA and the other kinds);
-       =1 also runs the optimizer through the device ops on the CPU (the same bytes: a check of that path) */
+       copies per step). SD_DEVICE_OPTIM=0 keeps them on the host (as the other kinds); =1 does the
+       same for a LoRA network (without --scale_weight_norms, which runs on the host), and on the CPU
+       sends the step through the device ops (the same bytes: a check of that path) */
     const char *dop = getenv("SD_DEVICE_OPTIM");
-    int want_dev = dop && *dop ? strcmp(dop, "0") != 0 : R->dev == SD_DEV_CUDA;
-    R->dev_optim = want_dev && R->is_full && R->ocfg.kind == SD_OPTIM_ADAMW;
+    int want_dev = dop && *dop ? strcmp(dop, "0") != 0 : R->dev == SD_DEV_CUDA && R->is_full;
+    R->dev_optim = want_dev && R->ocfg.kind == SD_OPTIM_ADAMW && !R->have_ti &&
+                   (R->is_full || c->scale_weight_norms <= 0);
     rc = alloc_buffers(R);
     if (!rc && R->have_ti) {
         int64_t npos = R->maxB * R->nchunks * 77, W = R->cfg.clip.width;

@@ -4,7 +4,8 @@
 # an integer alpha stays I64, --save_precision float overrides), every saved value is a value of
 # that dtype and differs from the float32 run, ss_full_fp16 records --full_fp16; a resumed run ends
 # with the same bytes; fp16 with AdamW8bit trains; --method db saves UNet and text encoder in f16;
-# --method ti saves a bf16 embedding.
+# --method ti saves a bf16 embedding; the optimizer through the device ops (SD_DEVICE_OPTIM=1) gives
+# the same bytes, resumed too.
 set -u
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -94,6 +95,21 @@ T --output_dir r --max_train_steps 8 --mixed_precision bf16 --full_bf16 --save_e
 T --output_dir q --max_train_steps 8 --mixed_precision bf16 --full_bf16 --resume r/at-step00000004-state 2> q.err
 [ -f r/last.safetensors ] && cmp -s r/last.safetensors q/last.safetensors && ok train_half_lora_resume ||
   nok train_half_lora_resume "$(tail -2 q.err)"
+
+# the optimizer through the device ops (SD_DEVICE_OPTIM=1; what a GPU runs): the same bytes, full_bf16 and fp16 scaler
+SD_DEVICE_OPTIM=1 T --output_dir bfo --max_train_steps 4 --mixed_precision bf16 --full_bf16 --network_alpha 2 2> bfo.err
+grep -q 'AdamW runs on the CPU through the device ops' bfo.err && cmp -s bf/last.safetensors bfo/last.safetensors &&
+  ok train_half_lora_device_optim || nok train_half_lora_device_optim "$(tail -2 bfo.err)"
+SD_DEVICE_OPTIM=1 T --output_dir f32o --max_train_steps 4 --mixed_precision bf16 2> /dev/null
+cmp -s f32/last.safetensors f32o/last.safetensors && ok train_half_lora_f32_device_optim || nok train_half_lora_f32_device_optim
+SD_DEVICE_OPTIM=1 T --output_dir qo --max_train_steps 8 --mixed_precision bf16 --full_bf16 --resume r/at-step00000004-state \
+  2> qo.err
+cmp -s r/last.safetensors qo/last.safetensors && ok train_half_lora_device_optim_resume ||
+  nok train_half_lora_device_optim_resume "$(tail -2 qo.err)"
+SD_DEVICE_OPTIM=1 T --output_dir fpo --max_train_steps 4 --mixed_precision fp16 --full_fp16 --network_alpha 1 \
+  --optimizer_args eps=1e-4 2> fpo.err
+cmp -s fp/last.safetensors fpo/last.safetensors && ok train_half_lora_fp16_device_optim ||
+  nok train_half_lora_fp16_device_optim "$(tail -2 fpo.err)"
 
 # ---- db: UNet and text encoder saved in f16 --------------------------------------------------------------------
 B --method db --output_dir db --max_train_steps 2 --mixed_precision fp16 --full_fp16 --save_model_as safetensors \

@@ -89,6 +89,8 @@ fi
 
 L="--network_dim 4 --max_train_steps 8"
 run lora_f32 1e-3 lora_ last.safetensors $L
+SD_DEVICE_OPTIM=1 run lora_f32_device_optim 1e-3 lora_ last.safetensors $L
+SD_DEVICE_OPTIM=1 run lora_fp16_device_optim 5e-2 lora_ last.safetensors $L --mixed_precision fp16
 run lora_f32_ckpt_b2 1e-3 lora_ last.safetensors $L --gradient_checkpointing --train_batch_size 2
 run lora_bf16 5e-2 lora_ last.safetensors $L --mixed_precision bf16
 run lora_fp16 5e-2 lora_ last.safetensors $L --mixed_precision fp16
