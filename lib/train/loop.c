@@ -512,7 +512,7 @@ static int ensure_scratch(run *R, size_t want)
 /* The LoRA registry to the host (optimizer, saving) or back to the run's device. */
 static int net_to(run *R, sd_devkind dev)
 {
-    if (R->dev == SD_DEV_CPU) return SD_OK;
+    if (R->dev == SD_DEV_CPU || R->have_ti) return SD_OK;   /* TI: its two parameters stay on the host */
     if (!R->is_full) return sd_params_move(&R->net.reg, dev);
     const sd_params *regs[2];
     int n = sd_full_registries(&R->full, regs), rc = SD_OK;
