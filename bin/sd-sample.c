@@ -355,16 +355,9 @@ static int run(void)
     sd_model_release_source(&m);
     char vp[4096];
     if ((rc = sd_clip_vocab_path(vp, sizeof vp)) || (rc = sd_clip_tokenizer_load(vp, &tok))) goto out;
-    if (a.ti.n) {
-        if ((rc = sd_gen_ti_attach(&ti, &m.clip, a.ti.s, a.ti.n))) goto out;
-        for (int i = 0; i < ti.n; i++)
-            sd_info("%s: token '%s' = %d vector%s", a.ti.s[i], ti.tokens[i].token, ti.tokens[i].count,
-                    ti.tokens[i].count == 1 ? "" : "s");
-    }
     sd_gen_models gm = { .unet = &m.unet, .clip = &m.clip, .vae = &m.vae, .family = m.cfg.family, .tok = tok,
                          .clip_skip = a.clip_skip, .v_prediction = m.cfg.parameterization == SD_PRED_V,
-                         .vae_tiling = a.vae_tiling, .vae_tile = a.vae_tile_size,
-                         .tokens = ti.tokens, .ntokens = ti.n };
+                         .vae_tiling = a.vae_tiling, .vae_tile = a.vae_tile_size };
     /* scratch for the largest job */
     size_t need = 0;
     int bs = a.batch_size < a.images_per_prompt ? a.batch_size : a.images_per_prompt;
@@ -385,6 +378,7 @@ static int run(void)
         sd_params *regs[3] = { &m.unet_params, &m.te_params, &m.vae_params };
         size_t weights = 0;
         for (int c = 0; c < 3; c++) weights += regs[c]->value_bytes;
+        if (a.ti.n) weights += sd_tensor_nbytes(&m.clip.tok.w->value);   /* the widened token table's copy */
         const double gib = 1024.0 * 1024 * 1024;
         char what[96], parts[160];
         snprintf(what, sizeof what, "--device %s", a.device);
@@ -401,6 +395,15 @@ static int run(void)
         if (!rc) rc = sd_ctx_init(&ctx, SD_DEV_CUDA, sd_threads_get(), need + ((size_t)64 << 20));
         if (rc) goto out;
         sd_info("running on %s (cuda:%d)", di.name, a.dev_index);
+    }
+    /* embeddings: the widened token table where the encoder now is */
+    if (a.ti.n) {
+        if ((rc = sd_gen_ti_attach(&ti, &m.clip, a.ti.s, a.ti.n))) goto out;
+        for (int i = 0; i < ti.n; i++)
+            sd_info("%s: token '%s' = %d vector%s", a.ti.s[i], ti.tokens[i].token, ti.tokens[i].count,
+                    ti.tokens[i].count == 1 ? "" : "s");
+        gm.tokens = ti.tokens;
+        gm.ntokens = ti.n;
     }
     /* infotext pieces */
     char model_name[256], model_hash[16] = "";
@@ -587,9 +590,6 @@ int main(int argc, char **argv)
         rc = usage_error("--W %d --H %d: width and height must be multiples of 8", a.W, a.H);
     } else if (sd_device_parse(a.device, &a.dev_index)) {
         rc = usage_error("%s", sd_errmsg());
-    } else if (a.dev_index != SD_DEVICE_CPU && a.ti.n) {
-        rc = usage_error("--textual_inversion_embeddings with --device %s: not supported in this release "
-                         "(embeddings work with --device cpu)", a.device);
     } else {
         rc = SD_OK;
         for (int i = 0; i < a.network_module.n; i++)

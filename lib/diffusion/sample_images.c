@@ -259,8 +259,8 @@ int sd_gen_ti_attach(sd_gen_ti *ti, sd_clip *clip, const char *const *paths, int
     if (n <= 0) return SD_OK;
     sd_tensor *tab = &clip->tok.w->value;
     const int64_t V = tab->shape[0], D = tab->shape[1];
-    if (tab->dtype != SD_F32 || tab->device != SD_DEV_CPU || tab->ndim != 2)
-        return sd_err(SD_EUNSUPPORTED, "textual inversion: the token table must be host f32");
+    if (tab->dtype != SD_F32 || tab->ndim != 2)
+        return sd_err(SD_EUNSUPPORTED, "textual inversion: the token table must be f32");
     float **vecs = calloc((size_t)n, sizeof *vecs);
     ti->tokens = calloc((size_t)n, sizeof *ti->tokens);
     int rc = vecs && ti->tokens ? SD_OK : sd_err(SD_ENOMEM, "out of memory");
@@ -284,14 +284,27 @@ int sd_gen_ti_attach(sd_gen_ti *ti, sd_clip *clip, const char *const *paths, int
             total += cnt;
         }
     }
-    if (!rc) rc = sd_tensor_alloc(&ti->table, SD_F32, SD_DIMS(V + total, D));
+    /* the widened table is built on the host and lives where the model's table is (a GPU copy with
+       --device cuda: attach after the encoder's parameters moved) */
+    sd_tensor host = { 0 };
+    if (!rc) rc = sd_tensor_alloc(&host, SD_F32, SD_DIMS(V + total, D));
+    if (!rc) rc = sd_tensor_download(tab, host.data, sd_tensor_nbytes(tab));   /* the model's V rows */
     if (!rc) {
-        float *dst = ti->table.data;
-        memcpy(dst, tab->data, (size_t)(V * D) * sizeof(float));
+        float *dst = host.data;
         for (int i = 0; i < n; i++) {
             memcpy(dst + (size_t)ti->tokens[i].first_id * (size_t)D, vecs[i],
                    (size_t)ti->tokens[i].count * (size_t)D * sizeof(float));
         }
+        if (tab->device == SD_DEV_CPU) {
+            ti->table = host;
+            host.data = NULL;
+        } else {
+            rc = sd_tensor_alloc_on(&ti->table, (sd_devkind)tab->device, SD_F32, 2, host.shape);
+            if (!rc) rc = sd_tensor_upload(&ti->table, host.data, sd_tensor_nbytes(&host));
+        }
+    }
+    sd_tensor_free(&host);
+    if (!rc) {
         ti->clip = clip;
         ti->saved = *tab;
         ti->saved_vocab = clip->tok.vocab;

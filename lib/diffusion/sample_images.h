@@ -68,8 +68,9 @@ typedef struct sd_gen_ti {
     int saved_cfg_vocab;
 } sd_gen_ti;
 
-/* Load textual-inversion embeddings (safetensors) for an SD1/SD2 text encoder (host f32 token
- * table): kohya's format (tensor "emb_params" [n, width], as train_textual_inversion.py saves it)
+/* Load textual-inversion embeddings (safetensors) for an SD1/SD2 text encoder (f32 token table, on
+ * the host or a GPU: the widened table is put where the model's is; attach after moving the
+ * encoder's parameters, whose registry moves them by their offsets in its own block): kohya's format (tensor "emb_params" [n, width], as train_textual_inversion.py saves it)
  * or a file with a single tensor [width] or [n, width] (Diffusers learned_embeds). The token is
  * the file name without directory and extension (the reference's rule). SDXL files
  * ("clip_l"/"clip_g"), a width other than the encoder's, duplicate tokens and empty files are

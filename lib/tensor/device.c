@@ -1,5 +1,5 @@
 /* Device API (device.h): argument checks here, the work in lib/tensor/cuda/ when built with
- * CUDA=1, "built without CUDA support" errors otherwise. */
+ * CUDA=1, "built without CUDA support" errors otherwise (or host memory with SD_FAKE_CUDA=1). */
 #include "tensor/device.h"
 
 #include <ctype.h>
@@ -12,6 +12,12 @@
 
 #ifdef SD_CUDA
 #include "tensor/cuda/cuda.h"
+#else
+#include <cblas.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "base/half.h"
 #endif
 
 int sd_device_parse(const char *spec, int *index)
@@ -76,37 +82,119 @@ int sd_device_fit(int index, size_t need, const char *what, const char *parts, c
 
 #define NOCUDA() sd_err(SD_EUNSUPPORTED, "built without CUDA support (make CUDA=1)")
 
-int sd_device_built_with_cuda(void) { return 0; }
+/* SD_FAKE_CUDA=1 (a build without CUDA; for tests): one "CUDA" device whose memory is host memory
+ * and whose ops run the CPU kernels (ops.c dispatches to them in such a build), so every device code
+ * path of the tools (moves between host and device, uploads, downloads, device contexts and
+ * arenas, the memory check) runs on a machine without a GPU. The numbers are the CPU's:
+ * sd_device_set_gemm_math's tensor-core math is accepted and not emulated. */
+static int fake(void)
+{
+    const char *e = getenv("SD_FAKE_CUDA");
+    return e && *e && strcmp(e, "0") != 0;
+}
+static int fake_current = SD_DEVICE_CPU;
+static sd_gemm_math fake_math = SD_GEMM_FP32;
+
+int sd_device_built_with_cuda(void) { return fake(); }
 int sd_device_count(void)
 {
+    if (fake()) return 1;
     NOCUDA();
     return 0;
 }
-int sd_device_query(int index, sd_device_info *out) { return NOCUDA(); }
-int sd_device_init(int index) { return NOCUDA(); }
-int sd_device_current(void) { return SD_DEVICE_CPU; }
-void sd_device_shutdown(void) {}
-int sd_device_sync(void) { return NOCUDA(); }
-int sd_device_set_gemm_math(sd_gemm_math m) { return m == SD_GEMM_FP32 ? SD_OK : NOCUDA(); }
-sd_gemm_math sd_device_gemm_math(void) { return SD_GEMM_FP32; }
+int sd_device_query(int index, sd_device_info *out)
+{
+    if (!fake()) return NOCUDA();
+    if (!out) return sd_err(SD_EINVAL, "sd_device_query: out is NULL");
+    if (index != 0) return sd_err(SD_EINVAL, "CUDA: no device cuda:%d (1 device: cuda:0)", index);
+    memset(out, 0, sizeof *out);
+    snprintf(out->name, sizeof out->name, "fake CUDA device (host memory, SD_FAKE_CUDA)");
+    long pages = sysconf(_SC_PHYS_PAGES), avail = sysconf(_SC_AVPHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    out->total_bytes = pages > 0 && psz > 0 ? (size_t)pages * (size_t)psz : 0;
+    out->free_bytes = avail > 0 && psz > 0 ? (size_t)avail * (size_t)psz : 0;
+    out->sm_count = 1;
+    return SD_OK;
+}
+int sd_device_init(int index)
+{
+    if (!fake()) return NOCUDA();
+    if (index != 0) return sd_err(SD_EINVAL, "CUDA: no device cuda:%d (1 device: cuda:0)", index);
+    fake_current = 0;
+    return SD_OK;
+}
+int sd_device_current(void) { return fake() ? fake_current : SD_DEVICE_CPU; }
+void sd_device_shutdown(void) { fake_current = SD_DEVICE_CPU; }
+int sd_device_sync(void) { return fake() ? SD_OK : NOCUDA(); }
+int sd_device_set_gemm_math(sd_gemm_math m)
+{
+    if (m != SD_GEMM_FP32 && !fake()) return NOCUDA();
+    fake_math = m;
+    return SD_OK;
+}
+sd_gemm_math sd_device_gemm_math(void) { return fake_math; }
 int sd_device_alloc(void **d_ptr, size_t bytes)
 {
     if (d_ptr) *d_ptr = NULL;
-    return NOCUDA();
+    if (!fake()) return NOCUDA();
+    if (!d_ptr) return sd_err(SD_EINVAL, "sd_device_alloc: d_ptr is NULL");
+    if (posix_memalign(d_ptr, 256, bytes ? bytes : 1)) {
+        *d_ptr = NULL;
+        return sd_err(SD_ENOMEM, "fake CUDA: out of memory for %zu bytes", bytes);
+    }
+    return SD_OK;
 }
-void sd_device_free(void *d_ptr) {}
-int sd_device_copy_to_device(void *d_dst, const void *h_src, size_t bytes) { return NOCUDA(); }
-int sd_device_copy_to_host(void *h_dst, const void *d_src, size_t bytes) { return NOCUDA(); }
-int sd_device_copy_device(void *d_dst, const void *d_src, size_t bytes) { return NOCUDA(); }
-int sd_device_memset(void *d_dst, int byte, size_t bytes) { return NOCUDA(); }
-int sd_device_axpy_f32(size_t n, float a, const float *d_x, float *d_y) { return NOCUDA(); }
-int sd_device_bf16_to_f32(size_t n, const uint16_t *d_src, float *d_dst) { return NOCUDA(); }
-int sd_device_f32_to_bf16(size_t n, const float *d_src, uint16_t *d_dst) { return NOCUDA(); }
+void sd_device_free(void *d_ptr)
+{
+    if (fake()) free(d_ptr);
+}
+int sd_device_copy_to_device(void *d_dst, const void *h_src, size_t bytes)
+{
+    if (!fake()) return NOCUDA();
+    if (bytes) memmove(d_dst, h_src, bytes);
+    return SD_OK;
+}
+int sd_device_copy_to_host(void *h_dst, const void *d_src, size_t bytes)
+{
+    return sd_device_copy_to_device(h_dst, d_src, bytes);
+}
+int sd_device_copy_device(void *d_dst, const void *d_src, size_t bytes)
+{
+    return sd_device_copy_to_device(d_dst, d_src, bytes);
+}
+int sd_device_memset(void *d_dst, int byte, size_t bytes)
+{
+    if (!fake()) return NOCUDA();
+    if (bytes) memset(d_dst, byte, bytes);
+    return SD_OK;
+}
+int sd_device_axpy_f32(size_t n, float a, const float *d_x, float *d_y)
+{
+    if (!fake()) return NOCUDA();
+    if (n && (!d_x || !d_y)) return sd_err(SD_EINVAL, "sd_device_axpy_f32: NULL vector");
+    for (size_t i = 0; i < n; i++) d_y[i] += a * d_x[i];
+    return SD_OK;
+}
+int sd_device_bf16_to_f32(size_t n, const uint16_t *d_src, float *d_dst)
+{
+    if (!fake()) return NOCUDA();
+    sd_bf16_to_f32_n(d_src, d_dst, n);
+    return SD_OK;
+}
+int sd_device_f32_to_bf16(size_t n, const float *d_src, uint16_t *d_dst)
+{
+    if (!fake()) return NOCUDA();
+    sd_f32_to_bf16_n(d_src, d_dst, n);
+    return SD_OK;
+}
 int sd_device_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                     const float *d_a, int64_t lda, const float *d_b, int64_t ldb, float beta,
                     float *d_c, int64_t ldc)
 {
-    return NOCUDA();
+    if (!fake()) return NOCUDA();
+    if (m <= 0 || n <= 0) return SD_OK;
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, (int)m,
+                (int)n, (int)k, alpha, d_a, (int)lda, d_b, (int)ldb, beta, d_c, (int)ldc);
+    return SD_OK;
 }
 
 #else /* SD_CUDA */

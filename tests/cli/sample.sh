@@ -211,12 +211,17 @@ done
 "$ss" --model m.safetensors --prompt x --outdir u > /dev/null 2> u8.err; rc=$?; check sample_tiny_needs_config '[ $rc = 1 ] && grep -q "model_config" u8.err'
 # --device: syntax checked first (exit 2); cuda without a CUDA build or without a GPU is a clear fatal error
 "$ss" "${M[@]}" --prompt x --device gpu --outdir u > /dev/null 2> d1.err; rc=$?; check sample_device_bad_syntax '[ $rc = 2 ] && grep -q "gpu" d1.err'
-"$ss" "${M[@]}" --prompt x --device cuda --textual_inversion_embeddings m.safetensors --outdir u > /dev/null 2> d2.err; rc=$?
-check sample_device_cuda_ti_refused '[ $rc = 2 ] && grep -q "not supported" d2.err'
 "$ss" "${M[@]}" --prompt x --seed 1 --device cuda:0 --outdir dcu > /dev/null 2> d3.err; rc=$?
 if [ $rc = 0 ]; then   # a GPU: the image is close to the CPU's (same seed; not bit-identical)
   "$ss" "${M[@]}" --prompt x --seed 1 --outdir dcpu > /dev/null 2>&1
   check sample_device_cuda_close_to_cpu '[ "$("$helper" maxdiff dcu/im_000001.png dcpu/im_000001.png)" -le 8 ]'
+  # a textual-inversion token on the GPU is its vectors there too, and close to the CPU's image
+  "$ss" "${M[@]}" --prompt "a photo of a fluffycat" --seed 1 --device cuda --textual_inversion_embeddings fluffycat.safetensors \
+    --outdir dcuti > /dev/null 2> d4.err
+  "$ss" "${M[@]}" --prompt "a photo of a fluffy cat" --seed 1 --device cuda --outdir dcuti0 > /dev/null 2>&1
+  "$ss" "${M[@]}" --prompt "a photo of a fluffycat" --seed 1 --textual_inversion_embeddings fluffycat.safetensors \
+    --outdir dcputi > /dev/null 2>&1
+  check sample_device_cuda_ti '[ -f dcuti/im_000001.png ] && [ "$("$helper" maxdiff dcuti/im_000001.png dcuti0/im_000001.png)" = 0 ] && [ "$("$helper" maxdiff dcuti/im_000001.png dcputi/im_000001.png)" -le 8 ]'
 else
   check sample_device_cuda_unavailable '[ $rc = 1 ] && grep -Eq "CUDA support|CUDA: no device" d3.err'
 fi

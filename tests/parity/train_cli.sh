@@ -13,17 +13,20 @@
 #   bash tests/parity/train_cli.sh        (SD_BUILD=build dir with bin/sd-train and a CUDA=1 build)
 #
 # Without a CUDA device (or a build without CUDA) it prints "ok train_cli_parity # SKIP ...".
-# SD_PARITY_SELFTEST=1 runs the "cuda" side on the CPU too (checks this script: differences 0).
+# SD_PARITY_SELFTEST=1 runs the "cuda" side on the CPU too (checks this script: differences 0);
+# SD_FAKE_CUDA=1 in a build without CUDA runs it on the fake device of tensor/device.h (host memory,
+# CPU kernels: every device code path of sd-train, and differences 0).
 set -u
 cd "$(dirname "$0")/../.."
+tag=${SD_PARITY_TAG:-}   # inserted into every test name (two modes in one make check)
 root=$PWD
 build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/train_cli_parity
+tmp=${SD_TEST_TMP:-$(mktemp -d)}/train_cli_parity$tag
 rm -rf "$tmp"; mkdir -p "$tmp"
 bin="$root/$build/bin/sd-train"
 [ -x "$bin" ] || { echo "# $bin not built"; echo "not ok train_cli_parity_built"; exit 1; }
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
+ok() { echo "ok ${1/train_cli_parity/train_cli_parity$tag}"; }
+nok() { echo "not ok ${1/train_cli_parity/train_cli_parity$tag}"; [ -n "${2:-}" ] && echo "# $2"; }
 PY=$(command -v python3 || echo /usr/bin/python3)
 if [ -n "${TINY_MODEL:-}" ]; then cp "$TINY_MODEL" "$tmp/tiny_model"
 else examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok train_cli_parity_tiny_build; exit 1; }; fi
@@ -121,5 +124,5 @@ fi
 # selftest: the comparison does see a difference (the float32 and bf16-storage CPU runs differ)
 if [ -n "${SD_PARITY_SELFTEST:-}" ]; then
   r=$(cmp_st c_lora_f32/last.safetensors c_lora_bf16/last.safetensors lora_ 1e-6 2>&1) &&
-    nok train_cli_parity_selftest_detects "$r" || ok "train_cli_parity_selftest_detects # $r"
+    nok train_cli_parity_detects_difference "$r" || ok "train_cli_parity_detects_difference # $r"
 fi
