@@ -28,7 +28,7 @@ static struct {
     const char *dataset_config, *train_data_dir, *reg_data_dir, *in_json, *caption_extension;
     int dataset_repeats;
     int no_token_padding;
-    sd_opt_list network_args, optimizer_args, resolution;
+    sd_opt_list network_args, optimizer_args, resolution, lr_scheduler_args;
     int threads;
     int64_t max_train_steps;
     double token_warmup_step;
@@ -145,13 +145,28 @@ static const sd_opt table[] = {
     {.name = "max_grad_norm", .type = SD_OPT_DOUBLE, .dest = &c.max_grad_norm, .def = "1.0", SD_OPT_ATLEAST(0),
      .group = G_OPT, .help = "clip the global gradient norm; 0 = off"},
     {.name = "lr_scheduler", .type = SD_OPT_STRING, .dest = &c.lr_scheduler, .def = "constant", .group = G_OPT,
-     .help = "constant, constant_with_warmup, linear, cosine, cosine_with_restarts, polynomial (adafactor: automatic)"},
+     .help = "constant, constant_with_warmup, linear, cosine, cosine_with_restarts, polynomial, inverse_sqrt, "
+             "cosine_with_min_lr, warmup_stable_decay, piecewise_constant (adafactor: automatic)"},
+    {.name = "lr_scheduler_args", .type = SD_OPT_STRINGS, .dest = &a.lr_scheduler_args, .flags = SD_OPTF_NARGS,
+     .metavar = "K=V", .group = G_OPT,
+     .help = "the schedule function's keyword arguments (Python literals): 'step_rules=\"1:10,0.1:20,0.01\"' "
+             "(piecewise_constant), warmup_type=/decay_type='linear'|'cosine'|'1-sqrt' (warmup_stable_decay), "
+             "min_lr=LR (cosine_with_min_lr), num_cycles=X (cosine), lr_end=LR (polynomial)"},
     {.name = "lr_warmup_steps", .type = SD_OPT_STRING, .dest = &c.lr_warmup_steps, .def = "0", .group = G_OPT,
      .help = "warm-up steps: N, a fraction < 1 or N%"},
+    {.name = "lr_decay_steps", .type = SD_OPT_STRING, .dest = &c.lr_decay_steps, .metavar = "N", .group = G_OPT,
+     .help = "warmup_stable_decay: decay steps: N, a fraction < 1 or N% (default 0)"},
     {.name = "lr_scheduler_num_cycles", .type = SD_OPT_INT, .dest = &c.lr_scheduler_num_cycles, .def = "1",
-     SD_OPT_ATLEAST(1), .group = G_OPT, .help = "cosine_with_restarts cycles"},
+     SD_OPT_ATLEAST(1), .group = G_OPT,
+     .help = "cosine_with_restarts cycles; cosine_with_min_lr / warmup_stable_decay: num_cycles / 2 waves"},
     {.name = "lr_scheduler_power", .type = SD_OPT_DOUBLE, .dest = &c.lr_scheduler_power, .def = "1",
      .group = G_OPT, .help = "polynomial power"},
+    {.name = "lr_scheduler_timescale", .type = SD_OPT_INT64, .dest = &c.lr_scheduler_timescale, .group = G_OPT,
+     .help = "inverse_sqrt timescale (default: the warm-up steps, or 10000 without a warm-up)"},
+    {.name = "lr_scheduler_min_lr_ratio", .type = SD_OPT_DOUBLE, .dest = &c.lr_scheduler_min_lr_ratio,
+     .metavar = "R", .group = G_OPT,
+     .help = "cosine_with_min_lr (required, or min_lr= in --lr_scheduler_args) and warmup_stable_decay (default 0): "
+             "the minimum LR as a ratio of the initial one"},
     {.name = "gradient_accumulation_steps", .type = SD_OPT_INT, .dest = &c.gradient_accumulation_steps, .def = "1",
      SD_OPT_RANGE(1, 65536), .group = G_OPT, .help = "micro batches per optimizer step"},
     {.name = "gradient_checkpointing", .type = SD_OPT_FLAG, .dest = &c.gradient_checkpointing, .group = G_OPT,
@@ -550,6 +565,16 @@ int main(int argc, char **argv)
     c.network_alpha_is_int = sd_opts_source(&o, "network_alpha") != SD_SRC_CMDLINE && al == floor(al);
     c.network_args = &a.network_args;
     c.optimizer_args = &a.optimizer_args;
+    c.lr_scheduler_args = &a.lr_scheduler_args;
+    c.has_lr_scheduler_timescale = sd_opts_source(&o, "lr_scheduler_timescale") != SD_SRC_NONE;
+    if (sd_opts_source(&o, "lr_scheduler_min_lr_ratio") == SD_SRC_NONE) c.lr_scheduler_min_lr_ratio = NAN;
+    else if (isnan(c.lr_scheduler_min_lr_ratio)) {
+        fprintf(stderr, "sd-train: option '--lr_scheduler_min_lr_ratio': invalid number\nTry 'sd-train --help'.\n");
+        sd_opts_free(&o);
+        return 2;
+    }
+    c.lr_scheduler_num_cycles_given = sd_opts_source(&o, "lr_scheduler_num_cycles") > SD_SRC_DEFAULT;
+    c.lr_scheduler_power_given = sd_opts_source(&o, "lr_scheduler_power") > SD_SRC_DEFAULT;
     c.max_train_steps = a.max_train_steps;
     c.token_warmup_step_f = a.token_warmup_step;
     c.caption.separator = a.caption_separator;

@@ -60,6 +60,7 @@ void sd_train_config_default(sd_train_config *c)
     c->lr_warmup_steps = "0";
     c->lr_scheduler_num_cycles = 1;
     c->lr_scheduler_power = 1.0;
+    c->lr_scheduler_min_lr_ratio = NAN;
     c->gradient_accumulation_steps = 1;
     c->max_train_steps = 1600;
     c->seed = -1;
@@ -748,7 +749,7 @@ static int resolve_buckets(sd_train_data *d)
 static int lr_steps_value(const char *s, sd_pyv *out)
 {
     sd_lr_steps w;
-    int rc = sd_lr_steps_parse(s, "--lr_warmup_steps", &w);
+    int rc = sd_lr_steps_parse(s, "lr_warmup_steps", &w);
     if (rc) return rc;
     *out = w.is_fraction ? sd_pyv_float(w.fraction) : sd_pyv_int(w.steps);
     return SD_OK;
@@ -1657,7 +1658,9 @@ static void free_run(run *R)
 static const char *const resume_keys[] = {
     "network_dim", "network_alpha", "network_args", "network_train_unet_only", "network_train_text_encoder_only",
     "train_batch_size", "gradient_accumulation_steps", "lr_scheduler",
-    "lr_warmup_steps", "learning_rate", "unet_lr", "text_encoder_lr", "optimizer_type", "optimizer_args",
+    "lr_warmup_steps", "lr_decay_steps", "lr_scheduler_num_cycles", "lr_scheduler_power",   /* the schedule */
+    "lr_scheduler_timescale", "lr_scheduler_min_lr_ratio", "lr_scheduler_args",
+    "learning_rate", "unet_lr", "text_encoder_lr", "optimizer_type", "optimizer_args",
     "max_token_length", "clip_skip", "v_parameterization", "conv_dim",
     "validation_split", "validation_seed",   /* they choose the training images */
     "method", "token_string", "num_vectors_per_token", "use_object_template", "use_style_template",   /* TI */
@@ -1952,11 +1955,39 @@ trained_set:;
     sd_lr_kind lk;
     rc = sd_lr_kind_parse(R->sched_name, &lk);
     if (rc) goto out;
-    sd_lr_steps wu;
-    rc = sd_lr_steps_parse(c->lr_warmup_steps ? c->lr_warmup_steps : "0", "--lr_warmup_steps", &wu);
+    sd_lr_steps wu, dec;
+    rc = sd_lr_steps_parse(c->lr_warmup_steps ? c->lr_warmup_steps : "0", "lr_warmup_steps", &wu);
     if (rc) goto out;
-    rc = sd_lr_sched_init(&R->lrs, lk, &wu, R->max_steps, 1, c->lr_scheduler_num_cycles, c->lr_scheduler_power,
-                          c->learning_rate);
+    if (c->lr_decay_steps) {
+        rc = sd_lr_steps_parse(c->lr_decay_steps, "lr_decay_steps", &dec);
+        if (rc) goto out;
+    }
+    sd_lr_params lp;
+    sd_lr_params_default(&lp);
+    lp.warmup = &wu;
+    lp.decay = c->lr_decay_steps ? &dec : NULL;
+    lp.max_train_steps = R->max_steps;
+    lp.num_processes = 1;
+    lp.num_cycles = c->lr_scheduler_num_cycles;
+    lp.num_cycles_given = c->lr_scheduler_num_cycles_given;
+    lp.power = c->lr_scheduler_power;
+    lp.power_given = c->lr_scheduler_power_given;
+    lp.lr_init = c->learning_rate;
+    lp.has_timescale = c->has_lr_scheduler_timescale;
+    lp.timescale = c->lr_scheduler_timescale;
+    lp.has_min_lr_ratio = !isnan(c->lr_scheduler_min_lr_ratio);
+    lp.min_lr_ratio = c->lr_scheduler_min_lr_ratio;
+    if (c->lr_scheduler_args) {
+        lp.args = c->lr_scheduler_args->s;
+        lp.nargs = c->lr_scheduler_args->n;
+    }
+    char lwarn[2048];
+    rc = sd_lr_sched_init_params(&R->lrs, lk, &lp, lwarn, sizeof lwarn);
+    for (char *line = lwarn, *nl; !rc && *line; line = nl ? nl + 1 : line + strlen(line)) {
+        nl = strchr(line, '\n');
+        if (nl) *nl = 0;
+        sd_warn("%s", line);
+    }
     if (rc) goto out;
     /* db/ft with AdamW on a GPU: the optimizer and its moments live there too (no weight or gradient
        copies per step). SD_DEVICE_OPTIM=0 keeps them on the host (as the other kinds); =1 does the

@@ -74,6 +74,12 @@ typedef struct sd_train_config {
     const char *lr_warmup_steps;       /* int_or_float text */
     int lr_scheduler_num_cycles;
     double lr_scheduler_power;
+    int lr_scheduler_num_cycles_given, lr_scheduler_power_given;   /* set by the user: warn where unused */
+    const char *lr_decay_steps;        /* int_or_float text; NULL = not given (0) */
+    int has_lr_scheduler_timescale;    /* --lr_scheduler_timescale given (0: None) */
+    int64_t lr_scheduler_timescale;
+    double lr_scheduler_min_lr_ratio;  /* NaN = None */
+    const sd_opt_list *lr_scheduler_args;   /* "key=value" items */
     int gradient_accumulation_steps;
     int gradient_checkpointing;
     int64_t max_train_steps;
