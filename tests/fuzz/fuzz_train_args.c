@@ -1,8 +1,9 @@
 /* Fuzz the option-value parsers of lib/train: Python literals (--optimizer_args values), the
  * "key=value" lists of --optimizer_args and --network_args (block dims, LR-weight presets and
- * lists), --lr_warmup_steps and --lr_scheduler, --optimizer_type, and every optimizer's
+ * lists), --lr_warmup_steps and --lr_scheduler, --optimizer_type, every optimizer's
  * --optimizer_args (with the ss_optimizer string, the constructor checks and the reference's
- * warnings). Input: items separated by newlines. */
+ * warnings) and every scheduler's --lr_scheduler_args (with its factors over 24 steps). Input:
+ * items separated by newlines. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     sd_optim_kind kind;
     sd_optim_resolve(items[0], 0, 0, &kind);
+    /* every scheduler with the items as --lr_scheduler_args (step_rules, min_lr, warmup_type, ...) */
+    for (int k = SD_LR_CONSTANT; k <= SD_LR_PIECEWISE_CONSTANT; k++) {
+        sd_lr_params p;
+        sd_lr_params_default(&p);
+        sd_lr_steps w = { 0, (int64_t)(size & 7), 0 }, d = { 1, 0, (double)(size % 5) / 10 };
+        p.warmup = &w;
+        p.decay = &d;
+        p.max_train_steps = 20;
+        p.num_processes = 1;
+        p.lr_init = 1e-3;
+        p.has_min_lr_ratio = size & 1;
+        p.min_lr_ratio = 0.1;
+        p.args = items;
+        p.nargs = n;
+        sd_lr_sched s;
+        char warn[1024];
+        if (sd_lr_sched_init_params(&s, (sd_lr_kind)k, &p, warn, sizeof warn) == 0)
+            for (int64_t st = 0; st < 24; st++) (void)sd_lr_sched_factor(&s, st);
+    }
     free(buf);
     return 0;
 }
