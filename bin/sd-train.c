@@ -575,6 +575,7 @@ int main(int argc, char **argv)
     }
     c.lr_scheduler_num_cycles_given = sd_opts_source(&o, "lr_scheduler_num_cycles") > SD_SRC_DEFAULT;
     c.lr_scheduler_power_given = sd_opts_source(&o, "lr_scheduler_power") > SD_SRC_DEFAULT;
+    c.lr_warmup_steps_given = sd_opts_source(&o, "lr_warmup_steps") > SD_SRC_DEFAULT;
     c.max_train_steps = a.max_train_steps;
     c.token_warmup_step_f = a.token_warmup_step;
     c.caption.separator = a.caption_separator;

@@ -778,7 +778,10 @@ static int build_metadata(run *R)
     v[SD_SS_GRADIENT_CHECKPOINTING] = sd_pyv_bool(c->gradient_checkpointing);
     v[SD_SS_GRADIENT_ACCUMULATION_STEPS] = sd_pyv_int(c->gradient_accumulation_steps);
     v[SD_SS_MAX_TRAIN_STEPS] = sd_pyv_int(R->max_steps);
-    int rc = lr_steps_value(c->lr_warmup_steps ? c->lr_warmup_steps : "0", &v[SD_SS_LR_WARMUP_STEPS]);
+    /* absent: argparse's default, the int 0 (a given "0" is int_or_float's 0.0) */
+    int rc = SD_OK;
+    if (c->lr_warmup_steps_given && c->lr_warmup_steps) rc = lr_steps_value(c->lr_warmup_steps, &v[SD_SS_LR_WARMUP_STEPS]);
+    else v[SD_SS_LR_WARMUP_STEPS] = sd_pyv_int(0);
     if (rc) return rc;
     v[SD_SS_LR_SCHEDULER] = sd_pyv_str(R->sched_name);
     v[SD_SS_NETWORK_MODULE] = sd_pyv_str("networks.lora");

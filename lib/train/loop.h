@@ -75,6 +75,7 @@ typedef struct sd_train_config {
     int lr_scheduler_num_cycles;
     double lr_scheduler_power;
     int lr_scheduler_num_cycles_given, lr_scheduler_power_given;   /* set by the user: warn where unused */
+    int lr_warmup_steps_given;         /* ss_lr_warmup_steps: argparse's int 0 when not given */
     const char *lr_decay_steps;        /* int_or_float text; NULL = not given (0) */
     int has_lr_scheduler_timescale;    /* --lr_scheduler_timescale given (0: None) */
     int64_t lr_scheduler_timescale;

@@ -121,6 +121,12 @@ done
 [ "$(meta o_wsd/last.safetensors ss_lr_scheduler)" = warmup_stable_decay ] &&
   [ "$(meta o_piecewise/last.safetensors ss_lr_scheduler)" = piecewise_constant ] && ok train_lr_metadata ||
   nok train_lr_metadata "$(meta o_wsd/last.safetensors ss_lr_scheduler)"
+# ss_lr_warmup_steps as the reference writes it: argparse's int 0 when absent, int_or_float's value when given
+T --output_dir w0 --max_train_steps 1 2> /dev/null; T --output_dir w1 --max_train_steps 1 --lr_warmup_steps 0 2> /dev/null
+T --output_dir w2 --max_train_steps 2 --lr_scheduler linear --lr_warmup_steps 1 2> /dev/null
+[ "$(meta w0/last.safetensors ss_lr_warmup_steps)" = 0 ] && [ "$(meta w1/last.safetensors ss_lr_warmup_steps)" = 0.0 ] &&
+  [ "$(meta w2/last.safetensors ss_lr_warmup_steps)" = 1 ] && ok train_lr_meta_warmup_steps ||
+  nok train_lr_meta_warmup_steps "$(meta w0/last.safetensors ss_lr_warmup_steps) $(meta w1/last.safetensors ss_lr_warmup_steps) $(meta w2/last.safetensors ss_lr_warmup_steps)"
 
 # ---- resume: byte-identical final LoRA, the same rates after the resume ---------------------------------------------
 W=(--lr_scheduler warmup_stable_decay --lr_warmup_steps 2 --lr_decay_steps 4 --lr_scheduler_min_lr_ratio 0.1
