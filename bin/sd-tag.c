@@ -63,8 +63,8 @@ static const sd_opt table[] = {
              "smaller (tag_images_by_wd14_tagger.py); wd: PIL BICUBIC (SmilingWolf's scripts)"},
     {.name = "batch_size", .type = SD_OPT_INT, .dest = &a.batch_size, .def = "1", SD_OPT_RANGE(1, 256),
      .group = G_M, .help = "images per model run"},
-    {.name = "device", .type = SD_OPT_STRING, .dest = &a.device, .def = "cpu", .metavar = "cpu", .group = G_M,
-     .help = "only cpu in this release"},
+    {.name = "device", .type = SD_OPT_STRING, .dest = &a.device, .def = "cpu", .metavar = "cpu|cuda[:N]",
+     .group = G_M, .help = "where the model runs: the CPU, or CUDA GPU N (a build with CUDA=1)"},
     {.name = "max_data_loader_n_workers", .type = SD_OPT_INT, .dest = &a.workers, SD_OPT_RANGE(0, 1024),
      .group = G_M, .help = "accepted for scripts written for the reference; images are decoded by --threads threads"},
     {.name = "thresh", .type = SD_OPT_DOUBLE, .dest = &a.thresh, .def = "0.35", SD_OPT_ATLEAST(0), .group = G_T,
@@ -141,6 +141,7 @@ typedef struct item {
 static sd_tagger model;
 static sd_wdtags wt;
 static sd_ctx ctx;
+static int dev_index = SD_DEVICE_CPU;   /* --device */
 static long n_done, n_skipped;
 static jv results;    /* --output_path: {image path: {"tags", "image_size"}} in the reference's order */
 
@@ -369,7 +370,18 @@ static int run_batch(item *b, int n, const char *src)
         if (!rc) rc = sd_tensor_alloc(&y, SD_F32, 2, (int64_t[]){good, model.classes});
         for (int i = 0, k = 0; !rc && i < n; i++)
             if (!b[i].err) memcpy((float *)x.data + per * (size_t)k++, b[i].input, per * sizeof(float));
-        if (!rc) rc = sd_tagger_forward(&ctx, &model, &y, &x);
+        if (!rc && ctx.backend != SD_DEV_CPU) {   /* --device cuda: the batch goes up, the logits come back */
+            sd_tensor xd = {0}, yd = {0};
+            rc = sd_tensor_alloc_on(&xd, ctx.backend, SD_F32, 4, x.shape);
+            if (!rc) rc = sd_tensor_alloc_on(&yd, ctx.backend, SD_F32, 2, y.shape);
+            if (!rc) rc = sd_tensor_upload(&xd, x.data, sd_tensor_nbytes(&x));
+            if (!rc) rc = sd_tagger_forward(&ctx, &model, &yd, &xd);
+            if (!rc) rc = sd_tensor_download(&yd, y.data, sd_tensor_nbytes(&y));
+            sd_tensor_free(&xd);
+            sd_tensor_free(&yd);
+        } else if (!rc) {
+            rc = sd_tagger_forward(&ctx, &model, &y, &x);
+        }
         if (rc) {
             sd_error("%s", sd_errmsg());
             fatal = 1;
@@ -403,6 +415,35 @@ static int is_dir(const char *p)
 }
 
 /* model and tag list from --model / --tags_csv */
+/* The op context on --device with scratch for one --batch_size run of the loaded model (its
+ * activations, about 10 token×width and 2 token×MLP arrays per image, at least the 1 GiB default);
+ * on a GPU the weights move there first, after checking that they and the scratch fit. */
+static int open_context(void)
+{
+    const int64_t T = model.tokens, D = model.width;
+    size_t per = (size_t)(T * (10 * D + 2 * model.mlp + 2 * model.heads)) * sizeof(float) + ((size_t)4 << 20);
+    size_t scratch = (size_t)a.batch_size * per * 3 / 2;
+    if (scratch < SD_CTX_DEFAULT_SCRATCH) scratch = SD_CTX_DEFAULT_SCRATCH;
+    if (dev_index == SD_DEVICE_CPU) return sd_ctx_init(&ctx, SD_DEV_CPU, sd_threads_get(), scratch);
+    int rc = sd_device_init(dev_index);
+    sd_device_info di;
+    if (!rc) {
+        sd_params_totals tot;
+        sd_params_get_totals(&model.r, &tot);
+        const double gib = 1024.0 * 1024 * 1024;
+        char what[64], parts[160];
+        snprintf(what, sizeof what, "--device %s", a.device);
+        snprintf(parts, sizeof parts, "weights %.2f GiB, working memory %.2f GiB for --batch_size %d",
+                 (double)tot.value_bytes / gib, (double)scratch / gib, a.batch_size);
+        rc = sd_device_fit(dev_index, tot.value_bytes + scratch, what, parts,
+                           "lower --batch_size, or run with --device cpu", &di);
+    }
+    if (!rc) rc = sd_params_move(&model.r, SD_DEV_CUDA);
+    if (!rc) rc = sd_ctx_init(&ctx, SD_DEV_CUDA, sd_threads_get(), scratch);
+    if (!rc) sd_info("running on %s (cuda:%d)", di.name, dev_index);
+    return rc;
+}
+
 static int load_model(void)
 {
     struct stat s;
@@ -440,6 +481,7 @@ static int load_model(void)
     int rc = sd_safetensors_open(mpath, &st);
     if (!rc) rc = sd_tagger_open(&model, st, SD_DEV_CPU);
     sd_safetensors_close(st);
+    if (!rc) rc = open_context();
     sd_tag_table t = {0};
     if (!rc) rc = sd_tags_csv_load(cpath, &t);
     if (!rc && t.n != model.classes)
@@ -502,8 +544,8 @@ int main(int argc, char **argv)
         usage = "quality/meta/model/copyright/artist options apply to tag_mapping.json (cl_tagger) models, which "
                 "are not supported";
     else if (!a.model) usage = "give --model DIR (with model.safetensors and selected_tags.csv) or --model FILE";
-    else if (strcmp(a.device, "cpu")) {
-        snprintf(ubuf, sizeof ubuf, "--device %.100s: sd-tag runs on the CPU only in this release", a.device);
+    else if (sd_device_parse(a.device, &dev_index)) {
+        snprintf(ubuf, sizeof ubuf, "%.200s", sd_errmsg());
         usage = ubuf;
     }
     if (usage) {
@@ -520,11 +562,7 @@ int main(int argc, char **argv)
         sd_opts_free(&o);
         return sd_fatal(1);
     }
-    if (sd_ctx_init(&ctx, SD_DEV_CPU, sd_threads_get(), 0) < 0) {
-        sd_opts_free(&o);
-        return sd_fatal(1);
-    }
-    int lrc = load_model();
+    int lrc = load_model();   /* and the op context (open_context) */
     if (lrc < 0) early = lrc == SD_EINVAL ? sd_cmdline_usage_error(TOOL, "%s", sd_errmsg()) : sd_fatal(1);
     item *batch = early < 0 ? calloc((size_t)a.batch_size, sizeof *batch) : NULL;
     if (early < 0 && !batch) early = sd_fatal(1);
@@ -532,6 +570,7 @@ int main(int argc, char **argv)
         sd_wdtags_free(&wt);
         sd_tagger_free(&model);
         sd_ctx_free(&ctx);
+        if (dev_index != SD_DEVICE_CPU) sd_device_shutdown();
         sd_opts_free(&o);
         return early;
     }
@@ -645,6 +684,7 @@ int main(int argc, char **argv)
     sd_wdtags_free(&wt);
     sd_tagger_free(&model);
     sd_ctx_free(&ctx);
+    if (dev_index != SD_DEVICE_CPU) sd_device_shutdown();
     sd_opts_free(&o);
     if (fatal) return 1;
     return n_skipped ? SD_EXIT_PARTIAL : 0;

@@ -35,6 +35,17 @@ want='1girl, solo, long_hair, ^_^, tag, with comma, open_mouth, blue_eyes, >_<, 
 grep -qxF "{\"image\":\"img/a_97x61.png\",\"tags\":\"$want\"}" all.out && ok tag_record_all || nok tag_record_all "$(head -1 all.out)"
 ls img/.*tmp* 2>/dev/null | grep -q . && nok tag_no_temp_files || ok tag_no_temp_files
 
+# ---- --device: cuda without a CUDA build or a GPU is a clear fatal error; on a GPU (or the fake device of
+# SD_FAKE_CUDA) the same records as the CPU (every tag: thresh 0)
+"$SD" --model m --thresh 0 --no-sidecar --batch_size 3 --device cuda img > dcu.out 2> dcu.err; rc=$?
+if [ $rc = 0 ]; then
+  cmp -s all.out dcu.out && grep -q "running on" dcu.err && ok tag_device_cuda_same_records ||
+    nok tag_device_cuda_same_records "$(tail -2 dcu.err)"
+else
+  [ $rc = 1 ] && grep -Eq "CUDA support|CUDA: no device" dcu.err && ok tag_device_cuda_unavailable ||
+    nok tag_device_cuda_unavailable "exit $rc: $(tail -2 dcu.err)"
+fi
+
 # ---- thresholds -------------------------------------------------------------------------------
 "$SD" --model m --thresh 1.1 --no-sidecar img/../img > none.out 2>/dev/null
 grep -q '"tags":""' none.out && [ "$(grep -c '"tags":""' none.out)" = 4 ] && ok tag_thresh_none || nok tag_thresh_none "$(head -1 none.out)"
@@ -126,7 +137,7 @@ then ok tag_output_path; else nok tag_output_path "$(tail -2 op1.err)"; fi
 
 # ---- fatal and usage errors -------------------------------------------------------------------
 "$SD" --thresh 0 img > /dev/null 2> e.err; [ $? = 2 ] && grep -q 'give --model' e.err && ok tag_usage_no_model || nok tag_usage_no_model
-for opt in --onnx '--repo_id x' '--use_quality_tags' '--meta_threshold 0.5' '--device cuda'; do
+for opt in --onnx '--repo_id x' '--use_quality_tags' '--meta_threshold 0.5' '--device gpu'; do
   "$SD" --model m $opt img > /dev/null 2> e.err; rc=$?
   [ $rc = 2 ] && [ -s e.err ] || { nok tag_refused_options "$opt: exit $rc"; opt=; break; }
 done
