@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Make build/gpu-bundle for tests/parity/device_check.sh on a GPU machine that lacks the build's
 # libraries (libjq, stb, libwebp, libarchive, OpenBLAS, ...; the device machines have nvcc and the
-# CUDA libraries but no apt): sd-train and sd-sample from a `make CUDA=1` build, the tiny-model
-# generator (examples/tiny_model.c, from the CPU build), and every shared library they load except
-# glibc's, libgcc_s, libstdc++ and the CUDA toolkit's, plus ORIGIN (what it was built from). Binaries
+# CUDA libraries but no apt): sd-train, sd-sample, sd-encode-latents and sd-tag from a `make CUDA=1`
+# build, the tiny-model generator (examples/tiny_model.c, from the CPU build), and every shared
+# library they load except glibc's, libgcc_s, libstdc++ and the CUDA toolkit's, plus ORIGIN (what
+# it was built from). Binaries
 # are stripped; OUT.tar.xz (about 17 MB: OpenBLAS and ICU's data are 80 MB unpacked, over the device
 # tool's 64 MiB carry) is what travels; device_check.sh unpacks it.
 #   bash tests/parity/make_bundle.sh [OUT]     (default build/gpu-bundle; run on the build machine)
@@ -16,7 +17,7 @@ make -j"$jobs" CUDA=1 >/tmp/sd-bundle-build.log 2>&1 || { tail -20 /tmp/sd-bundl
 make -j"$jobs" >>/tmp/sd-bundle-build.log 2>&1 || { tail -20 /tmp/sd-bundle-build.log; exit 1; }
 rm -rf "$out"
 mkdir -p "$out/bin" "$out/lib"
-cp build/cuda/bin/sd-train build/cuda/bin/sd-sample "$out/bin/"
+cp build/cuda/bin/sd-train build/cuda/bin/sd-sample build/cuda/bin/sd-encode-latents build/cuda/bin/sd-tag "$out/bin/"
 examples/build_tiny.sh build "$out/bin/tiny_model"
 strip "$out"/bin/*
 for b in "$out"/bin/*; do
