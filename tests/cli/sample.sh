@@ -222,6 +222,10 @@ if [ $rc = 0 ]; then   # a GPU: the image is close to the CPU's (same seed; not 
   "$ss" "${M[@]}" --prompt "a photo of a fluffycat" --seed 1 --textual_inversion_embeddings fluffycat.safetensors \
     --outdir dcputi > /dev/null 2>&1
   check sample_device_cuda_ti '[ -f dcuti/im_000001.png ] && [ "$("$helper" maxdiff dcuti/im_000001.png dcuti0/im_000001.png)" = 0 ] && [ "$("$helper" maxdiff dcuti/im_000001.png dcputi/im_000001.png)" -le 8 ]'
+  if [ -n "${SD_FAKE_CUDA:-}" ]; then   # a 1 MiB fake device: stopped before sampling, with the numbers
+    SD_FAKE_CUDA_MIB=1 "$ss" "${M[@]}" --prompt x --seed 1 --device cuda --outdir dsm > /dev/null 2> dsm.err; rc=$?
+    check sample_device_cuda_fail_fast '[ $rc = 1 ] && grep -q "needs about .* GiB of GPU memory (weights" dsm.err && grep -q "lower --batch_size" dsm.err && [ ! -e dsm/im_000001.png ]'
+  fi
 else
   check sample_device_cuda_unavailable '[ $rc = 1 ] && grep -Eq "CUDA support|CUDA: no device" d3.err'
 fi

@@ -41,6 +41,11 @@ ls img/.*tmp* 2>/dev/null | grep -q . && nok tag_no_temp_files || ok tag_no_temp
 if [ $rc = 0 ]; then
   cmp -s all.out dcu.out && grep -q "running on" dcu.err && ok tag_device_cuda_same_records ||
     nok tag_device_cuda_same_records "$(tail -2 dcu.err)"
+  if [ -n "${SD_FAKE_CUDA:-}" ]; then   # a 1 MiB fake device: stopped before any image, with the numbers
+    SD_FAKE_CUDA_MIB=1 "$SD" --model m --thresh 0 --no-sidecar --device cuda img > dsm.out 2> dsm.err; rc=$?
+    [ $rc = 1 ] && grep -q 'needs about .* GiB of GPU memory (weights' dsm.err && grep -q 'lower --batch_size' dsm.err &&
+      [ ! -s dsm.out ] && ok tag_device_cuda_fail_fast || nok tag_device_cuda_fail_fast "rc $rc $(tail -1 dsm.err)"
+  fi
 else
   [ $rc = 1 ] && grep -Eq "CUDA support|CUDA: no device" dcu.err && ok tag_device_cuda_unavailable ||
     nok tag_device_cuda_unavailable "exit $rc: $(tail -2 dcu.err)"

@@ -365,6 +365,12 @@ if [ $rc = 0 ]; then
   if [ $rc = 0 ] && [ "$(grep -c '"loss":[-0-9].*"loss_scale":[0-9]' dfg.log)" = 8 ]; then ok train_device_cuda_fp16_scaler
   else nok train_device_cuda_fp16_scaler "rc $rc $(tail -2 dfg.err)"; fi
   echo "# GPU fp16 vs CPU: $(python3 lora_cmp.py dfc dfg 1 1); $(grep -c 'optimizer step skipped' dfg.err) steps skipped on the GPU"
+  if [ -n "${SD_FAKE_CUDA:-}" ]; then   # a 1 MiB fake device: the fail-fast check stops before training, with the numbers
+    SD_FAKE_CUDA_MIB=1 T --output_dir dsm --device cuda "${D[@]}" 2> dsm.err; rc=$?
+    [ $rc = 1 ] && grep -q 'needs about .* GiB of GPU memory (weights .*, 0.00 GiB free on fake CUDA' dsm.err &&
+      grep -q 'lower --train_batch_size' dsm.err && [ ! -e dsm/last.safetensors ] && ok train_device_cuda_fail_fast ||
+      nok train_device_cuda_fail_fast "rc $rc $(tail -1 dsm.err)"
+  fi
 else
   [ $rc = 1 ] && grep -Eq "CUDA support|CUDA: no device" dvg.err && ok train_device_cuda_unavailable ||
     nok train_device_cuda_unavailable "rc $rc $(tail -2 dvg.err)"
