@@ -835,7 +835,7 @@ int sd_optim_round_grads(sd_optim *o)
 /* A float rounded to the optimizer's parameter dtype (identity for f32). */
 static float round_to(const sd_optim *o, float x)
 {
-    return o->half == SD_BF16 ? sd_round_bf16(x) : o->half == SD_F16 ? sd_round_f16(x) : x;
+    return o->half == SD_F32 ? x : sd_el_round(x, o->half == SD_BF16);
 }
 
 static int grad_norm(const sd_optim *o, double *out)

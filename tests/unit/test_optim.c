@@ -7,6 +7,7 @@
 #include "base/error.h"
 #include "base/half.h"
 #include "train/loss_scale.h"
+#include "tensor/ops.h"
 #include "train/optim.h"
 #include "train/pyfmt.h"
 #include "test.h"
@@ -481,6 +482,21 @@ static void test_place(void)
     T_EQ_INT(sd_optim_place(&o, &cpu), SD_EUNSUPPORTED);
     sd_optim_free(&o);
     sd_params_free(&r);
+    /* the ops' argument checks */
+    float a4[4] = { 1, 2, 3, 4 }, b4[4] = { 0 }, c3[3] = { 0 }, d4[4] = { 0 };
+    sd_tensor ta = sd_tensor_wrap(a4, SD_F32, 1, (int64_t[]){ 4 }), tb = sd_tensor_wrap(b4, SD_F32, 1, (int64_t[]){ 4 });
+    sd_tensor tc = sd_tensor_wrap(c3, SD_F32, 1, (int64_t[]){ 3 }), td = sd_tensor_wrap(d4, SD_F32, 1, (int64_t[]){ 4 });
+    sd_adamw_scalars sc;
+    sd_adamw_scalars_make(&sc, 1e-3, 0.01, 0.9, 0.999, 1e-8, 1);
+    T_EQ_INT(sd_op_adamw(&cpu, &ta, &tb, &tc, &td, &sc, SD_F32), SD_EINVAL);    /* m of another shape */
+    T_EQ_INT(sd_op_adamw(&cpu, &ta, &tb, &td, &td, &sc, SD_I32), SD_EINVAL);    /* no such rounding */
+    T_EQ_INT(sd_op_adamw(&cpu, &ta, NULL, &td, &td, &sc, SD_F32), SD_EINVAL);
+    T_EQ_INT(sd_op_scale_round(&cpu, &ta, 2.0f, SD_I32, NULL), SD_EINVAL);
+    T_EQ_INT(sd_op_sumsq(&cpu, &ta, NULL), SD_EINVAL);
+    T_CHECK(a4[0] == 1 && a4[3] == 4);   /* untouched */
+    double ss = 0;
+    T_EQ_INT(sd_op_sumsq(&cpu, &ta, &ss), SD_OK);
+    T_CHECK(ss == 30.0);
     sd_ctx_free(&cpu);
 }
 
