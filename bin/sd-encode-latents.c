@@ -445,15 +445,22 @@ static int write_latent(item *it, const float *lat, const float *latf)
     return 0;
 }
 
-static int ensure_scratch(int64_t nb, int64_t H, int64_t W)
+/* GPU memory for a batch of nb images of W×H: the planned buffers, the batch in and out, the ops'
+ * lowering buffers (the fail-fast check at start and each batch's context use the same sum) */
+static size_t gpu_batch_bytes(int64_t nb, int64_t H, int64_t W)
 {
     size_t need = sd_vae_scratch_bytes(&r.m.vae, nb, H, W, 0);
+    size_t io = (size_t)nb * (size_t)(3 * H * W + 2 * g.channels * (H / g.factor) * (W / g.factor)) * sizeof(float);
+    return 2 * need + io + ((size_t)256 << 20);
+}
+
+static int ensure_scratch(int64_t nb, int64_t H, int64_t W)
+{
     size_t want;
     if (r.dev == SD_DEV_CUDA) {
-        /* real GPU memory: the planned buffers, the batch in and out, the ops' lowering buffers */
-        size_t io = (size_t)nb * (size_t)(3 * H * W + 2 * g.channels * (H / g.factor) * (W / g.factor)) * sizeof(float);
-        want = 2 * need + io + ((size_t)256 << 20);
+        want = gpu_batch_bytes(nb, H, W);
     } else {
+        size_t need = sd_vae_scratch_bytes(&r.m.vae, nb, H, W, 0);
         /* the ops' own lowering buffers come on top; the arena is reserved address space */
         want = 4 * need + ((size_t)1 << 30);
         if (want < ((size_t)8 << 30)) want = (size_t)8 << 30;
@@ -710,8 +717,27 @@ static int load_vae(void)
     rc = sd_latent_vae_hash(&r.m.vae_params, VAE_PREFIX, g.vae_sha);   /* on the host */
     if (rc >= 0) sd_debug("VAE hash %s (%.2f s)", g.vae_sha, sd_now() - t0);
     if (rc >= 0 && r.dev == SD_DEV_CUDA) {
+        /* fail fast: the weights and a --vae_batch_size batch at --resolution (every bucket of it
+         * has at most that area) must fit in what is free; records that bring larger plans or
+         * their own resolution are checked per batch */
+        const double gib = 1024.0 * 1024 * 1024;
+        size_t weights = r.m.vae_params.value_bytes, work = 0;
+        int64_t nb = (int64_t)a.batch * (a.flip ? 2 : 1);
+        char what[96], parts[256];
+        snprintf(what, sizeof what, "--device %s", a.device);
+        if (a.bk.resolution.n) {
+            int64_t rw = a.bk.resolution.i[0], rh = a.bk.resolution.n > 1 ? a.bk.resolution.i[1] : rw;
+            work = gpu_batch_bytes(nb, rh, rw);
+            snprintf(parts, sizeof parts, "VAE weights %.2f GiB, working memory %.2f GiB for %lld image%s of %lldx%lld",
+                     (double)weights / gib, (double)work / gib, (long long)nb, nb == 1 ? "" : "s", (long long)rw,
+                     (long long)rh);
+        } else {
+            snprintf(parts, sizeof parts, "VAE weights %.2f GiB; without --resolution each batch is checked as it comes",
+                     (double)weights / gib);
+        }
         sd_device_info di;
-        rc = sd_device_query(a.dev_index, &di);
+        rc = sd_device_fit(a.dev_index, weights + work, what, parts,
+                           "lower --vae_batch_size or --resolution, or run with --device cpu", &di);
         if (rc >= 0) rc = sd_params_move(&r.m.vae_params, SD_DEV_CUDA);
         if (rc >= 0) sd_info("VAE on %s (cuda:%d)", di.name, a.dev_index);
     }

@@ -91,6 +91,10 @@ if [ $rc = 3 ]; then
     echo "# GPU vs CPU $img: $out"
   done < devg.jsonl
   check encode_device_cuda_matches_cpu '[ $good = 1 ] && [ "$(wc -l < devg.jsonl)" = 3 ]'
+  if [ -n "${SD_FAKE_CUDA:-}" ]; then   # a 300 MiB fake device: stopped before encoding, with the numbers
+    SD_FAKE_CUDA_MIB=300 "$enc" "${common[@]}" --out dsm --device cuda < in.jsonl > dsm.jsonl 2> dsm.err; rc=$?
+    check encode_device_cuda_fail_fast '[ $rc = 1 ] && grep -q "needs about .* GiB of GPU memory (VAE weights .* working memory .* 64x64" dsm.err && grep -q "lower --vae_batch_size" dsm.err && [ ! -s dsm.jsonl ] && [ ! -e dsm ]'
+  fi
 else
   check encode_device_cuda_unavailable '[ $rc = 1 ] && grep -Eq "CUDA support|CUDA: no device" dev2.err'
 fi
