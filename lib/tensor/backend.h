@@ -20,6 +20,8 @@ int sd_cpu_linear_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db, 
 int sd_cpu_matmul(sd_ctx *ctx, sd_tensor *c, const sd_tensor *a, int trans_a, const sd_tensor *b, int trans_b, float alpha, float beta);
 int sd_cpu_conv2d(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b, sd_conv2d_geom g);
 int sd_cpu_conv2d_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db, const sd_tensor *dy, const sd_tensor *x, const sd_tensor *w, sd_conv2d_geom g);
+int sd_cpu_conv2d_dw(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b, sd_conv2d_geom g);
+int sd_cpu_conv2d_dw_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db, const sd_tensor *dy, const sd_tensor *x, const sd_tensor *w, sd_conv2d_geom g);
 int sd_cpu_group_norm(sd_ctx *ctx, sd_tensor *y, sd_tensor *mean, sd_tensor *rstd, const sd_tensor *x, const sd_tensor *gamma, const sd_tensor *beta, int groups, float eps, sd_act act);
 int sd_cpu_group_norm_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dgamma, sd_tensor *dbeta, const sd_tensor *dy, const sd_tensor *x, const sd_tensor *mean, const sd_tensor *rstd, const sd_tensor *gamma, const sd_tensor *beta, int groups, sd_act act);
 int sd_cpu_layer_norm(sd_ctx *ctx, sd_tensor *y, sd_tensor *mean, sd_tensor *rstd, const sd_tensor *x, const sd_tensor *gamma, const sd_tensor *beta, float eps);
@@ -65,6 +67,8 @@ int sd_cuda_linear_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db,
 int sd_cuda_matmul(sd_ctx *ctx, sd_tensor *c, const sd_tensor *a, int trans_a, const sd_tensor *b, int trans_b, float alpha, float beta);
 int sd_cuda_conv2d(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b, sd_conv2d_geom g);
 int sd_cuda_conv2d_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db, const sd_tensor *dy, const sd_tensor *x, const sd_tensor *w, sd_conv2d_geom g);
+int sd_cuda_conv2d_dw(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b, sd_conv2d_geom g);
+int sd_cuda_conv2d_dw_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db, const sd_tensor *dy, const sd_tensor *x, const sd_tensor *w, sd_conv2d_geom g);
 int sd_cuda_group_norm(sd_ctx *ctx, sd_tensor *y, sd_tensor *mean, sd_tensor *rstd, const sd_tensor *x, const sd_tensor *gamma, const sd_tensor *beta, int groups, float eps, sd_act act);
 int sd_cuda_group_norm_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dgamma, sd_tensor *dbeta, const sd_tensor *dy, const sd_tensor *x, const sd_tensor *mean, const sd_tensor *rstd, const sd_tensor *gamma, const sd_tensor *beta, int groups, sd_act act);
 int sd_cuda_layer_norm(sd_ctx *ctx, sd_tensor *y, sd_tensor *mean, sd_tensor *rstd, const sd_tensor *x, const sd_tensor *gamma, const sd_tensor *beta, float eps);

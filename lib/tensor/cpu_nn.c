@@ -3,6 +3,7 @@
  * ops.c. Weights in f16/bf16 are converted into scratch per call. */
 #include "tensor/kern_attn.h"
 #include "tensor/kern_conv.h"
+#include "tensor/kern_dwconv.h"
 #include "tensor/kern_linear.h"
 #include "tensor/kern_norm.h"
 

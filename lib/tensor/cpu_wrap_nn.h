@@ -4,7 +4,7 @@
  * thread. Included once per program by the float library (lib/tensor/cpu_nn.c) and by the double
  * gradient tests (tests/grad/test_nn_f64.h, with SD_KERN_F64), so both run this very code.
  *
- * The includer first includes tensor/kern_{attn,conv,linear,norm}.h and tensor/backend.h,
+ * The includer first includes tensor/kern_{attn,conv,dwconv,linear,norm}.h and tensor/backend.h,
  * defines FP(t) (the `real *` holding tensor t's numbers; NULL for a NULL tensor) and
  *   static const real *weight_real(sd_ctx *ctx, const sd_tensor *w, int *rc);
  * (a weight's numbers as `real`, possibly converted into ctx scratch; NULL with *rc set when it
@@ -95,6 +95,41 @@ static int conv2d_bwd_impl(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor 
     rc = KN(sd_k_conv2d_bwd)(ctx, &p, FP(dx), FP(dw), FP(db), FP(dy), FP(x), wf);
     sd_arena_reset(&ctx->scratch, mark);
     return rc;
+}
+
+static void conv_dw_plan(sd_k_dwconv *p, const sd_tensor *x, const sd_tensor *w, const sd_tensor *y, sd_conv2d_geom g)
+{
+    p->n = x->shape[0]; p->c = x->shape[1]; p->h = x->shape[2]; p->w = x->shape[3];
+    p->kh = w->shape[2]; p->kw = w->shape[3]; p->ho = y->shape[2]; p->wo = y->shape[3];
+    p->stride = g.stride; p->pt = g.pad_t; p->pl = g.pad_l;
+}
+
+static int conv2d_dw_impl(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
+                          sd_conv2d_geom g)
+{
+    size_t mark = sd_arena_mark(&ctx->scratch);
+    int rc;
+    const real *wf = weight_real(ctx, w, &rc);
+    if (!wf) return rc;
+    sd_k_dwconv p;
+    conv_dw_plan(&p, x, w, y, g);
+    KN(sd_k_conv2d_dw)(ctx, &p, FP(y), FP(x), wf, FP(b));
+    sd_arena_reset(&ctx->scratch, mark);
+    return SD_OK;
+}
+
+static int conv2d_dw_bwd_impl(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db, const sd_tensor *dy,
+                              const sd_tensor *x, const sd_tensor *w, sd_conv2d_geom g)
+{
+    size_t mark = sd_arena_mark(&ctx->scratch);
+    int rc = SD_OK;
+    const real *wf = dx ? weight_real(ctx, w, &rc) : NULL;
+    if (rc) return rc;
+    sd_k_dwconv p;
+    conv_dw_plan(&p, x, w, dy, g);
+    KN(sd_k_conv2d_dw_bwd)(ctx, &p, FP(dx), FP(dw), FP(db), FP(dy), FP(x), wf);
+    sd_arena_reset(&ctx->scratch, mark);
+    return SD_OK;
 }
 
 static void gn_dims(const sd_tensor *x, int64_t *n, int64_t *c, int64_t *s)
@@ -212,6 +247,18 @@ int sd_cpu_conv2d_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db, 
                       const sd_tensor *x, const sd_tensor *w, sd_conv2d_geom g)
 {
     SERIAL(conv2d_bwd_impl(ctx, dx, dw, db, dy, x, w, g));
+}
+
+int sd_cpu_conv2d_dw(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
+                     sd_conv2d_geom g)
+{
+    return conv2d_dw_impl(ctx, y, x, w, b, g);   /* no BLAS */
+}
+
+int sd_cpu_conv2d_dw_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db, const sd_tensor *dy,
+                         const sd_tensor *x, const sd_tensor *w, sd_conv2d_geom g)
+{
+    return conv2d_dw_bwd_impl(ctx, dx, dw, db, dy, x, w, g);
 }
 
 int sd_cpu_attention(sd_ctx *ctx, sd_tensor *o, sd_tensor *lse, const sd_tensor *q, const sd_tensor *k,

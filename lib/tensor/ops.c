@@ -346,6 +346,53 @@ int sd_op_conv2d_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db, c
     return BACKEND(conv2d_bwd, ctx, dx, dw, db, dy, x, w, g);
 }
 
+/* The depthwise conv's arguments: w [C,1,kh,kw] with C = x's channels, y [N,C,Ho,Wo]. */
+static int conv_dw_check(const char *op, const sd_tensor *y, const char *yname, const sd_tensor *x,
+                         const sd_tensor *w, sd_conv2d_geom g)
+{
+    if (!y || !x || !w) return sd_err(SD_EINVAL, "%s: missing argument", op);
+    F32(op, "x", x); F32(op, yname, y);
+    int rc = floaty(op, "w", w);
+    if (rc) return rc;
+    NDIM(op, "x", x, 4, 4); NDIM(op, "w", w, 4, 4); NDIM(op, yname, y, 4, 4);
+    if (g.stride < 1 || g.pad_t < 0 || g.pad_l < 0 || g.pad_b < 0 || g.pad_r < 0)
+        return sd_err(SD_EINVAL, "%s: bad stride/padding", op);
+    int64_t hp = x->shape[2] + g.pad_t + g.pad_b, wp = x->shape[3] + g.pad_l + g.pad_r;
+    if (w->shape[0] != x->shape[1] || w->shape[1] != 1 || hp < w->shape[2] || wp < w->shape[3] ||
+        w->shape[2] < 1 || w->shape[3] < 1) {
+        char a[160], b[160];
+        return sd_err(SD_EINVAL, "%s: weight %s is not a [C,1,kh,kw] depthwise filter fitting input %s", op,
+                      desc(w, a), desc(x, b));
+    }
+    int64_t ho = (hp - w->shape[2]) / g.stride + 1, wo = (wp - w->shape[3]) / g.stride + 1;
+    return shape_is(op, yname, y, SD_DIMS(x->shape[0], x->shape[1], ho, wo));
+}
+
+int sd_op_conv2d_dw(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
+                    sd_conv2d_geom g)
+{
+    DEVS("conv2d_dw", y, x, w, b);
+    int rc = conv_dw_check("conv2d_dw", y, "y", x, w, g);
+    if (rc) return rc;
+    F32("conv2d_dw", "b", b);
+    if (b) SHAPE("conv2d_dw", "b", b, w->shape[0]);
+    if (y->data == x->data && sd_tensor_numel(x) > 0) return sd_err(SD_EINVAL, "conv2d_dw: y must not alias x");
+    return BACKEND(conv2d_dw, ctx, y, x, w, b, g);
+}
+
+int sd_op_conv2d_dw_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db, const sd_tensor *dy,
+                        const sd_tensor *x, const sd_tensor *w, sd_conv2d_geom g)
+{
+    DEVS("conv2d_dw_bwd", dx, dw, db, dy, x, w);
+    int rc = conv_dw_check("conv2d_dw_bwd", dy, "dy", x, w, g);
+    if (rc) return rc;
+    F32("conv2d_dw_bwd", "dx", dx); F32("conv2d_dw_bwd", "dw", dw); F32("conv2d_dw_bwd", "db", db);
+    SAME("conv2d_dw_bwd", "dx", dx, "x", x);
+    SAME("conv2d_dw_bwd", "dw", dw, "w", w);
+    if (db) SHAPE("conv2d_dw_bwd", "db", db, w->shape[0]);
+    return BACKEND(conv2d_dw_bwd, ctx, dx, dw, db, dy, x, w, g);
+}
+
 /* ---- normalisation -------------------------------------------------------------------------- */
 
 static int gn_check(const char *op, const sd_tensor *x, const sd_tensor *mean, const sd_tensor *rstd,

@@ -87,6 +87,13 @@ int sd_op_conv2d(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor 
                  const sd_tensor *b, sd_conv2d_geom g);
 int sd_op_conv2d_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db,
                      const sd_tensor *dy, const sd_tensor *x, const sd_tensor *w, sd_conv2d_geom g);
+/* Depthwise convolution (torch Conv2d(C, C, k, groups=C): one kh×kw filter per channel, the ConvNeXt
+ * conv_dw): y [N,C,Ho,Wo] = conv(x [N,C,H,W], w [C,1,kh,kw]) + b[C] (b may be NULL), each output
+ * channel c from input channel c only; geometry as conv2d. Direct loops, no BLAS. */
+int sd_op_conv2d_dw(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor *w,
+                    const sd_tensor *b, sd_conv2d_geom g);
+int sd_op_conv2d_dw_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db,
+                        const sd_tensor *dy, const sd_tensor *x, const sd_tensor *w, sd_conv2d_geom g);
 
 /* ---- normalisation -------------------------------------------------------------------------- */
 

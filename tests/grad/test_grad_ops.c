@@ -13,6 +13,7 @@
 #define SD_KERN_MIN_BLOCK 2
 #include "tensor/kern_attn.h"
 #include "tensor/kern_conv.h"
+#include "tensor/kern_dwconv.h"
 #include "tensor/kern_elem.h"
 #include "tensor/kern_linear.h"
 #include "tensor/kern_norm.h"
@@ -200,6 +201,55 @@ static void test_conv2d(void)
     conv_case("wino_pad_2_0", 2, 2, 5, 6, 3, 3, 1, 2, 0, 0, 2, 1);
     conv_case("wino_tiny", 1, 1, 1, 2, 1, 3, 1, 1, 1, 1, 1, 1);
     g_ctx.conv_algo = SD_CONV_AUTO;
+}
+
+/* ---- depthwise conv2d ----------------------------------------------------------------------- */
+
+typedef struct { sd_k_dwconv p; double *x, *w, *b, *gx, *gw, *gb; } st_dw;
+static void dw_f(void *q, double *y) { st_dw *s = q; sd_k_conv2d_dw_f64(&g_ctx, &s->p, y, s->x, s->w, s->b); }
+static void dw_b(void *q, const double *dy) { st_dw *s = q; sd_k_conv2d_dw_bwd_f64(&g_ctx, &s->p, s->gx, s->gw, s->gb, dy, s->x, s->w); }
+
+/* The depthwise conv as the general kernel's reference with a block-diagonal weight. */
+static void naive_dw(const sd_k_dwconv *p, double *y, const double *x, const double *w, const double *b)
+{
+    int64_t kk = p->kh * p->kw;
+    double *full = zeros(p->c * p->c * kk);
+    for (int64_t c = 0; c < p->c; c++)
+        for (int64_t t = 0; t < kk; t++) full[(c * p->c + c) * kk + t] = w[c * kk + t];
+    sd_k_conv q;
+    sd_k_conv_plan(&q, p->n, p->c, p->h, p->w, p->c, p->kh, p->kw, p->ho, p->wo, p->stride, p->pt, p->pl);
+    naive_conv(&q, y, x, full, b);
+    free(full);
+}
+
+static void dw_case(const char *name, int64_t n, int64_t c, int64_t h, int64_t w, int64_t kh, int64_t kw,
+                    int stride, int pt, int pl, int pb, int pr, int bias)
+{
+    st_dw s;
+    s.p = (sd_k_dwconv){ n, c, h, w, kh, kw, (h + pt + pb - kh) / stride + 1, (w + pl + pr - kw) / stride + 1,
+                         stride, pt, pl };
+    int64_t nx = n * c * h * w, nw = c * kh * kw, ny = n * c * s.p.ho * s.p.wo;
+    s.x = rnd(nx, 1); s.w = rnd(nw, 1); s.b = bias ? rnd(c, 1) : NULL;
+    s.gx = zeros(nx); s.gw = zeros(nw); s.gb = bias ? zeros(c) : NULL;
+    tparam ps[] = { { s.x, s.gx, nx, "x" }, { s.w, s.gw, nw, "w" }, { s.b, s.gb, c, "b" } };
+    gradcheck(name, &s, dw_f, dw_b, ny, ps, bias ? 3 : 2, TOL);
+    double *y = zeros(ny), *yr = zeros(ny), e = 0;
+    dw_f(&s, y);
+    naive_dw(&s.p, yr, s.x, s.w, s.b);
+    for (int64_t i = 0; i < ny; i++) e = fmax(e, fabs(y[i] - yr[i]));
+    T_CHECKF(e < 1e-12, "%s forward vs naive: %g", name, e);
+    free(y); free(yr); free(s.x); free(s.w); free(s.b); free(s.gx); free(s.gw); free(s.gb);
+}
+
+static void test_conv2d_dw(void)
+{
+    dw_case("dw7x7_p3", 2, 3, 9, 8, 7, 7, 1, 3, 3, 3, 3, 1);           /* ConvNeXt conv_dw */
+    dw_case("dw7x7_p3_small", 1, 2, 3, 2, 7, 7, 1, 3, 3, 3, 3, 1);     /* image smaller than the filter */
+    dw_case("dw3x3_s2_p1", 2, 3, 7, 6, 3, 3, 2, 1, 1, 1, 1, 1);
+    dw_case("dw3x3_s2_asym", 1, 2, 8, 8, 3, 3, 2, 0, 0, 1, 1, 0);
+    dw_case("dw2x3_valid_s3", 1, 2, 8, 10, 2, 3, 3, 0, 0, 0, 0, 1);
+    dw_case("dw1x1", 2, 4, 3, 5, 1, 1, 1, 0, 0, 0, 0, 1);
+    dw_case("dw5x5_par", 2, 8, 24, 20, 5, 5, 1, 2, 2, 2, 2, 1);        /* over the parallel thresholds */
 }
 
 /* ---- normalisation -------------------------------------------------------------------------- */
@@ -588,6 +638,41 @@ static void test_float_smoke(void)
         for (int i = 0; i < 8; i++) sd_tensor_free(all[i]);
         free(x); free(w); free(b); free(dy); free(y); free(gx); free(gw); free(gb);
     }
+    /* depthwise conv 7×7 with backward, f32 and f16 weights */
+    for (int half = 0; half < 2; half++) {
+        sd_k_dwconv p = { 2, 6, 12, 11, 7, 7, 12, 11, 1, 3, 3 };
+        double *x = rnd(1584, 1), *w = rnd(294, 0.3), *b = rnd(6, 1), *dy = rnd(1584, 1);
+        double *y = zeros(1584), *gx = zeros(1584), *gw = zeros(294), *gb = zeros(6);
+        sd_tensor tx = ft(x, SD_DIMS(2, 6, 12, 11)), tw = ft(w, SD_DIMS(6, 1, 7, 7)), tb = ft(b, SD_DIMS(6));
+        if (half) {   /* the f16 weight's own values are the reference */
+            sd_tensor th = {0};
+            T_EQ_INT(sd_tensor_alloc(&th, SD_F16, 4, tw.shape), SD_OK);
+            T_EQ_INT(sd_op_convert(&fc, &th, &tw), SD_OK);
+            T_EQ_INT(sd_op_convert(&fc, &tw, &th), SD_OK);
+            for (int i = 0; i < 294; i++) w[i] = ((float *)tw.data)[i];
+            sd_tensor_free(&tw);
+            tw = th;
+        }
+        sd_k_conv2d_dw_f64(&g_ctx, &p, y, x, w, b);
+        sd_k_conv2d_dw_bwd_f64(&g_ctx, &p, gx, gw, gb, dy, x, w);
+        sd_tensor ty = ft(NULL, SD_DIMS(2, 6, 12, 11)), tdy = ft(dy, SD_DIMS(2, 6, 12, 11));
+        sd_tensor tgx = ft(NULL, SD_DIMS(2, 6, 12, 11)), tgw = ft(NULL, SD_DIMS(6, 1, 7, 7)), tgb = ft(NULL, SD_DIMS(6));
+        sd_conv2d_geom g = sd_conv2d_geom_make(1, 3);
+        T_EQ_INT(sd_op_conv2d_dw(&fc, &ty, &tx, &tw, &tb, g), SD_OK);
+        T_EQ_INT(sd_op_conv2d_dw_bwd(&fc, &tgx, half ? NULL : &tgw, &tgb, &tdy, &tx, &tw, g), SD_OK);
+        T_CHECKF(relerr(&ty, y) < 1e-5, "conv_dw f32 y %g (half %d)", relerr(&ty, y), half);
+        T_CHECKF(relerr(&tgx, gx) < 1e-5, "conv_dw f32 dx %g", relerr(&tgx, gx));
+        if (!half) T_CHECKF(relerr(&tgw, gw) < 1e-5, "conv_dw f32 dw %g", relerr(&tgw, gw));
+        T_CHECKF(relerr(&tgb, gb) < 1e-5, "conv_dw f32 db %g", relerr(&tgb, gb));
+        /* argument errors: a [C,C,k,k] weight, a wrong output shape, aliasing */
+        sd_tensor bad = ft(NULL, SD_DIMS(6, 6, 7, 7)), ybad = ft(NULL, SD_DIMS(2, 6, 6, 6));
+        T_EQ_INT(sd_op_conv2d_dw(&fc, &ty, &tx, &bad, &tb, g), SD_EINVAL);
+        T_EQ_INT(sd_op_conv2d_dw(&fc, &ybad, &tx, &tw, &tb, g), SD_EINVAL);
+        T_EQ_INT(sd_op_conv2d_dw(&fc, &tx, &tx, &tw, &tb, g), SD_EINVAL);
+        sd_tensor *all[] = { &tx, &tw, &tb, &ty, &tdy, &tgx, &tgw, &tgb, &bad, &ybad };
+        for (int i = 0; i < 10; i++) sd_tensor_free(all[i]);
+        free(x); free(w); free(b); free(dy); free(y); free(gx); free(gw); free(gb);
+    }
     /* attention with backward, on the AVX-512 micro-kernels (when present) and on sgemm */
     for (int path = 0; path < 2; path++) {
         sd_avx512_override(path == 0);
@@ -638,6 +723,7 @@ int main(void)
     T_RUN(test_linear);
     T_RUN(test_matmul);
     T_RUN(test_conv2d);
+    T_RUN(test_conv2d_dw);
     T_RUN(test_group_norm);
     T_RUN(test_layer_norm);
     T_RUN(test_activations);

@@ -15,6 +15,7 @@
 #define SD_KERN_F64
 #include "tensor/kern_attn.h"
 #include "tensor/kern_conv.h"
+#include "tensor/kern_dwconv.h"
 #include "tensor/kern_elem.h"
 #include "tensor/kern_linear.h"
 #include "tensor/kern_norm.h"
