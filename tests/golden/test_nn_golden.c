@@ -1,7 +1,8 @@
 /* lib/nn blocks against PyTorch (tests/golden/gen/make_nn_golden.py: the ldm ResBlock and
  * SpatialTransformer code, torch 1.13): weights loaded through sd_params_load_safetensors under
  * their checkpoint key names, then output, input gradients and every weight gradient compared
- * with max|Δ| <= 1e-4 · max|ref|; with and without gradient checkpointing. */
+ * with max|Δ| <= 1e-4 · max|ref|; with and without gradient checkpointing. The depthwise conv op
+ * (torch Conv2d with groups = channels) likewise. */
 #include "base/error.h"
 #include "nn/nn.h"
 #include "test.h"
@@ -126,6 +127,69 @@ static void test_resblock_golden(void) { check_block(0, 0); check_block(0, 1); }
 static void test_spatial_transformer_sd1_golden(void) { check_block(1, 0); check_block(1, 1); }
 static void test_spatial_transformer_sd2_golden(void) { check_block(2, 0); check_block(2, 1); }
 
+/* The depthwise conv op (sd_op_conv2d_dw) against torch Conv2d(C, C, k, groups=C): output, dx, dW, db,
+ * with the weight in f32, and the forward again with it in bf16 (the file's values rounded). */
+static void check_dw(const char *file, const char *prefix, int stride, int pad)
+{
+    sd_safetensors *st = NULL;
+    int rc = sd_safetensors_open(data_path(file), &st);
+    T_CHECKF(rc == SD_OK, "%s", sd_errmsg());
+    if (rc) return;
+    char kw[128], kb[128], gw[160], gb[160];
+    snprintf(kw, sizeof kw, "%sweight", prefix);
+    snprintf(kb, sizeof kb, "%sbias", prefix);
+    snprintf(gw, sizeof gw, "grad.%sweight", prefix);
+    snprintf(gb, sizeof gb, "grad.%sbias", prefix);
+    sd_tensor x = {0}, w = {0}, b = {0}, rr = {0}, gy = {0}, gdx = {0}, gdw = {0}, gdb = {0};
+    sd_tensor y = {0}, dx = {0}, dw = {0}, db = {0};
+    if (!rc) rc = golden(st, "golden.x", &x);
+    if (!rc) rc = golden(st, kw, &w);
+    if (!rc) rc = golden(st, kb, &b);
+    if (!rc) rc = golden(st, "golden.r", &rr);
+    if (!rc) rc = golden(st, "golden.y", &gy);
+    if (!rc) rc = golden(st, "golden.dx", &gdx);
+    if (!rc) rc = golden(st, gw, &gdw);
+    if (!rc) rc = golden(st, gb, &gdb);
+    if (!rc) rc = sd_tensor_alloc(&y, SD_F32, gy.ndim, gy.shape);
+    if (!rc) rc = sd_tensor_alloc(&dx, SD_F32, x.ndim, x.shape);
+    if (!rc) rc = sd_tensor_alloc(&dw, SD_F32, w.ndim, w.shape);
+    if (!rc) rc = sd_tensor_alloc(&db, SD_F32, b.ndim, b.shape);
+    sd_conv2d_geom g = sd_conv2d_geom_make(stride, pad);
+    if (!rc) rc = sd_op_conv2d_dw(&g_ctx, &y, &x, &w, &b, g);
+    if (!rc) rc = sd_op_conv2d_dw_bwd(&g_ctx, &dx, &dw, &db, &rr, &x, &w, g);
+    T_CHECKF(rc == SD_OK, "%s", sd_errmsg());
+    if (!rc) {
+        T_CHECK(close_to("conv_dw y", y.data, &gy));
+        T_CHECK(close_to("conv_dw dx", dx.data, &gdx));
+        T_CHECK(close_to("conv_dw dw", dw.data, &gdw));
+        T_CHECK(close_to("conv_dw db", db.data, &gdb));
+        /* bf16 weight: close to the f32 result within bf16's rounding */
+        sd_tensor wh = {0}, yh = {0};
+        rc = sd_tensor_alloc(&wh, SD_BF16, w.ndim, w.shape);
+        if (!rc) rc = sd_tensor_alloc(&yh, SD_F32, gy.ndim, gy.shape);
+        if (!rc) rc = sd_op_convert(&g_ctx, &wh, &w);
+        if (!rc) rc = sd_op_conv2d_dw(&g_ctx, &yh, &x, &wh, &b, g);
+        T_CHECKF(rc == SD_OK, "%s", sd_errmsg());
+        double e = 0, m = 0;
+        for (int64_t i = 0; !rc && i < sd_tensor_numel(&gy); i++) {
+            e = fmax(e, fabs((double)((float *)yh.data)[i] - ((float *)gy.data)[i]));
+            m = fmax(m, fabs(((float *)gy.data)[i]));
+        }
+        T_CHECKF(e <= 2e-2 * m, "conv_dw bf16 weight: max|diff| %g of %g", e, m);
+        sd_tensor_free(&wh);
+        sd_tensor_free(&yh);
+    }
+    sd_tensor *all[] = { &x, &w, &b, &rr, &gy, &gdx, &gdw, &gdb, &y, &dx, &dw, &db };
+    for (int i = 0; i < 12; i++) sd_tensor_free(all[i]);
+    sd_safetensors_close(st);
+}
+
+static void test_conv_dw_golden(void)
+{
+    check_dw("golden_conv_dw7.safetensors", "stages.0.blocks.0.conv_dw.", 1, 3);
+    check_dw("golden_conv_dw3_s2.safetensors", "dw.", 2, 1);
+}
+
 int main(void)
 {
     if (sd_ctx_init(&g_ctx, SD_DEV_CPU, 1, (size_t)64 << 20) || sd_arena_init(&g_act, SD_DEV_CPU, (size_t)16 << 20)) {
@@ -135,6 +199,7 @@ int main(void)
     T_RUN(test_resblock_golden);
     T_RUN(test_spatial_transformer_sd1_golden);
     T_RUN(test_spatial_transformer_sd2_golden);
+    T_RUN(test_conv_dw_golden);
     sd_arena_free(&g_act);
     sd_ctx_free(&g_ctx);
     T_DONE();

@@ -406,6 +406,53 @@ static void test_conv2d(void)
     pool_free();
 }
 
+/* Depthwise conv (w [C,1,kh,kw]): the ConvNeXt 7×7 pad 3, a strided one, f32/bf16/f16 weights; the
+ * backward's determinism on the device (fixed-tree dW/db). */
+static void dw_one(int n, int c, int h, int w, int k, sd_conv2d_geom g, sd_dtype wdt, const char *tag)
+{
+    char name[128];
+    int64_t ho = (h + g.pad_t + g.pad_b - k) / g.stride + 1, wo = (w + g.pad_l + g.pad_r - k) / g.stride + 1;
+    pair *x = R(n, c, h, w), *wt = MK(wdt, 0.3f, 0, c, 1, k, k), *b = R(c), *y = R(n, c, ho, wo);
+    BOTH(sd_op_conv2d_dw(&cpu, &y->h, &x->h, &wt->h, &b->h, g), sd_op_conv2d_dw(&gpu, &y->d, &x->d, &wt->d, &b->d, g));
+    snprintf(name, sizeof name, "conv2d_dw %s", tag);
+    cmp(name, y, TOL);
+    pair *dy = R(n, c, ho, wo), *dx = R(n, c, h, w), *db = R(c);
+    pair *dw = wdt == SD_F32 ? R(c, 1, k, k) : NULL;
+    BOTH(sd_op_conv2d_dw_bwd(&cpu, &dx->h, dw ? &dw->h : NULL, &db->h, &dy->h, &x->h, &wt->h, g),
+         sd_op_conv2d_dw_bwd(&gpu, &dx->d, dw ? &dw->d : NULL, &db->d, &dy->d, &x->d, &wt->d, g));
+    snprintf(name, sizeof name, "conv2d_dw_bwd dx %s", tag);
+    cmp(name, dx, TOL);
+    if (dw) {
+        snprintf(name, sizeof name, "conv2d_dw_bwd dw %s", tag);
+        cmp(name, dw, TOL);
+    }
+    snprintf(name, sizeof name, "conv2d_dw_bwd db %s", tag);
+    cmp(name, db, TOL);
+}
+
+static void test_conv2d_dw(void)
+{
+    dw_one(2, 16, 28, 28, 7, sd_conv2d_geom_make(1, 3), SD_F32, "7x7 p3");
+    dw_one(3, 5, 9, 10, 3, sd_conv2d_geom_make(2, 1), SD_F32, "3x3 s2 p1");
+    dw_one(1, 4, 3, 5, 7, sd_conv2d_geom_make(1, 3), SD_F32, "7x7 p3 on 3x5");
+    dw_one(2, 8, 14, 14, 7, sd_conv2d_geom_make(1, 3), SD_BF16, "7x7 (w bf16)");
+    dw_one(2, 8, 14, 14, 7, sd_conv2d_geom_make(1, 3), SD_F16, "7x7 (w f16)");
+    pool_free();
+    sd_conv2d_geom g = sd_conv2d_geom_make(1, 3);
+    pair *x = R(4, 32, 20, 20), *w = MK(SD_F32, 0.1f, 0, 32, 1, 7, 7), *dy = R(4, 32, 20, 20);
+    pair *dx = R(4, 32, 20, 20), *dw = R(32, 1, 7, 7), *db = R(32);
+    sd_op_fill(&gpu, &dx->d, 0); sd_op_fill(&gpu, &dw->d, 0); sd_op_fill(&gpu, &db->d, 0);
+    T_EQ_INT(sd_op_conv2d_dw_bwd(&gpu, &dx->d, &dw->d, &db->d, &dy->d, &x->d, &w->d, g), SD_OK);
+    unsigned char *b1 = dev_bytes(dx), *b2 = dev_bytes(dw), *b3 = dev_bytes(db);
+    sd_op_fill(&gpu, &dx->d, 0); sd_op_fill(&gpu, &dw->d, 0); sd_op_fill(&gpu, &db->d, 0);
+    T_EQ_INT(sd_op_conv2d_dw_bwd(&gpu, &dx->d, &dw->d, &db->d, &dy->d, &x->d, &w->d, g), SD_OK);
+    same_bytes("conv2d_dw_bwd dx", dx, b1);
+    same_bytes("conv2d_dw_bwd dw", dw, b2);
+    same_bytes("conv2d_dw_bwd db", db, b3);
+    free(b1); free(b2); free(b3);
+    pool_free();
+}
+
 static void test_norms(void)
 {
     char name[128];
@@ -686,6 +733,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     { "parity_activations_geglu_softmax", test_activations },
     { "parity_linear_matmul", test_linear_matmul },
     { "parity_conv2d", test_conv2d },
+    { "parity_conv2d_dw", test_conv2d_dw },
     { "parity_group_layer_norm", test_norms },
     { "parity_attention", test_attention },
     { "parity_attention_sd_size", test_attention_big },

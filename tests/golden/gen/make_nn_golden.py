@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""Golden outputs and gradients of one ldm ResBlock and two SpatialTransformers (SD1 conv proj,
-SD2 linear proj) for tests/golden/test_nn_golden.c. Run once by hand with Debian's
+"""Golden outputs and gradients of one ldm ResBlock, two SpatialTransformers (SD1 conv proj,
+SD2 linear proj) and two depthwise convolutions (Conv2d groups = channels) for tests/golden/test_nn_golden.c. Run once by hand with Debian's
 /usr/bin/python3 (python3-torch 1.13); the outputs are committed.
 
 The modules below are the CompVis/Stability ldm code (openaimodel.ResBlock, attention.py
@@ -230,6 +230,11 @@ def main():
     run("st_sd2", "model.diffusion_model.input_blocks.1.1.", st2,
         {"x": torch.rand(2, 32, 3, 4, generator=gen) * 2 - 1, "context": torch.rand(2, 5, 24, generator=gen) * 2 - 1}, gen)
 
+    # depthwise convolutions (torch groups = channels): the ConvNeXt conv_dw 7x7 pad 3, and 3x3 stride 2 pad 1
+    dw7 = nn.Conv2d(6, 6, 7, padding=3, groups=6)
+    run("conv_dw7", "stages.0.blocks.0.conv_dw.", dw7, {"x": torch.rand(2, 6, 9, 8, generator=gen) * 2 - 1}, gen)
+    dw3 = nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4)
+    run("conv_dw3_s2", "dw.", dw3, {"x": torch.rand(2, 4, 7, 6, generator=gen) * 2 - 1}, gen)
 
 if __name__ == "__main__":
     main()
