@@ -1,5 +1,6 @@
 /* WD tagger (SmilingWolf wd-*-tagger-v3, timm model.safetensors): the ViT architecture, its
- * image preprocessing, and detection of the architectures that are not implemented.
+ * image preprocessing, and detection of the architectures; the ConvNeXt (wd-convnext-tagger-v3)
+ * is in models/tagger_convnext.h, reached through the same sd_tagger_open/forward/free.
  *
  * Model (timm VisionTransformer as the v3 config builds it: vit_base_patch16_224 with img_size
  * 448, class_token False, global_pool "avg", fc_norm False, act_layer gelu_tanh):
@@ -14,10 +15,11 @@
  * Weights may be F32, F16 or BF16 (held as f32). Strict loading: a missing tensor, a wrong shape
  * or an unexpected tensor is an error naming the file and the key.
  *
- * Other architectures are recognised from their keys and refused with SD_EUNSUPPORTED
- * ("m.safetensors: ConvNeXt tagger (wd-convnext-tagger-v3) is not supported; only the ViT
- * tagger (wd-vit-tagger-v3) is"): ConvNeXt (stem.0.weight), SwinV2 (layers.0.blocks.0.attn.
- * logit_scale), EVA02 (blocks.0.attn.q_proj.weight), ViTs with a class/register token or fc_norm.
+ * ConvNeXt files (stem.0.weight or stages.0.blocks.0.conv_dw.weight) go to
+ * models/tagger_convnext.h. Other architectures are recognised from their keys and refused with
+ * SD_EUNSUPPORTED ("m.safetensors: SwinV2 tagger (wd-swinv2-tagger-v3) is not supported; only the
+ * ViT and ConvNeXt taggers are"): SwinV2 (layers.0.blocks.0.attn.logit_scale), EVA02
+ * (blocks.0.attn.q_proj.weight), ViTs with a class/register token or fc_norm.
  *
  * The forward uses only the op API, so it runs on the registry's device (CPU or CUDA). */
 #ifndef SD_MODELS_TAGGER_H
@@ -34,8 +36,12 @@ typedef struct sd_tagger_block {
     sd_linear qkv, proj, fc1, fc2;
 } sd_tagger_block;
 
+struct sd_tagger_convnext;
+
 typedef struct sd_tagger {
-    int64_t width, heads, depth, patch, size, grid, tokens, mlp, classes;
+    int arch;                          /* SD_TAGGER_ARCH_VIT or SD_TAGGER_ARCH_CONVNEXT */
+    struct sd_tagger_convnext *cnx;    /* the ConvNeXt (models/tagger_convnext.h), else NULL */
+    int64_t width, heads, depth, patch, size, grid, tokens, mlp, classes;   /* size, classes: both archs */
     sd_params r;
     sd_conv2d patch_embed;
     sd_param *pos;
@@ -48,7 +54,7 @@ enum sd_tagger_arch {
     SD_TAGGER_ARCH_UNKNOWN = 0,
     SD_TAGGER_ARCH_VIT,        /* implemented */
     SD_TAGGER_ARCH_VIT_CLS,    /* ViT with class/register tokens or fc_norm */
-    SD_TAGGER_ARCH_CONVNEXT,
+    SD_TAGGER_ARCH_CONVNEXT,   /* implemented (models/tagger_convnext.h) */
     SD_TAGGER_ARCH_SWINV2,
     SD_TAGGER_ARCH_EVA02,
 };

@@ -2,14 +2,16 @@
  * transcription of timm's VisionTransformer (wd-vit-tagger-v3 configuration) on a tiny model
  * under the real key names (logits within max|Δ| <= 1e-4 · max|ref|, from F16, F32 and BF16
  * copies of the file), and the preprocessing of test images byte for byte against PIL/OpenCV
- * (kohya and wd presets; full arrays at 64, SHA-256 at 448). Also: architecture refusal,
- * broken files, thread-count independence. */
+ * (kohya and wd presets; full arrays at 64, SHA-256 at 448). The ConvNeXt tagger likewise against
+ * tests/golden/gen/make_convnext_golden.py (timm ConvNeXt transcription, tiny model, F16/F32/BF16
+ * copies, act_layer gelu). Also: architecture refusal, broken files, thread-count independence. */
 #include <stdint.h>
 
 #include "base/error.h"
 #include "base/hash.h"
 #include "io/image.h"
 #include "models/tagger.h"
+#include "models/tagger_convnext.h"
 #include "test.h"
 
 static const char *data_path(const char *name)
@@ -140,7 +142,7 @@ static void tagger_vit_logits_f32_bf16_threads(void)
 static void tagger_refuses_other_archs(void)
 {
     static const struct { const char *key; int arch; const char *msg; } cases[] = {
-        {"stem.0.weight", SD_TAGGER_ARCH_CONVNEXT, "ConvNeXt"},
+        {"stem.0.weight", SD_TAGGER_ARCH_CONVNEXT, "stem.0.weight"},   /* ConvNeXt: a 1-d stem is ill-shaped */
         {"layers.0.blocks.0.attn.logit_scale", SD_TAGGER_ARCH_SWINV2, "SwinV2"},
         {"blocks.0.attn.q_proj.weight", SD_TAGGER_ARCH_EVA02, "EVA02"},
         {"cls_token", SD_TAGGER_ARCH_VIT_CLS, "class token"},
@@ -164,7 +166,8 @@ static void tagger_refuses_other_archs(void)
             T_EQ_INT(sd_tagger_detect(st), cases[i].arch);
             sd_tagger m;
             int rc = sd_tagger_open(&m, st, SD_DEV_CPU);
-            T_CHECK(rc == (cases[i].arch == SD_TAGGER_ARCH_UNKNOWN ? SD_EFORMAT : SD_EUNSUPPORTED));
+            T_CHECK(rc == (cases[i].arch == SD_TAGGER_ARCH_UNKNOWN || cases[i].arch == SD_TAGGER_ARCH_CONVNEXT
+                               ? SD_EFORMAT : SD_EUNSUPPORTED));
             T_CHECKF(strstr(sd_errmsg(), cases[i].msg) && strstr(sd_errmsg(), "x.safetensors"), "%s", sd_errmsg());
         }
         sd_safetensors_close(st);
@@ -302,6 +305,174 @@ static void tagger_input_tensor(void)
     sd_image_free(&im);
 }
 
+/* ---- ConvNeXt (tests/golden/gen/make_convnext_golden.py) ------------------------------------ */
+
+/* A copy of convnext_tiny.safetensors as `dt`, without tensor `drop`, with tensor `extra` added, with
+ * metadata img_size / act_layer (NULL: img_size "64", no act_layer); `reshape` gets one more element. */
+static int cnx_copy(const char *dst, sd_st_dtype dt, const char *drop, const char *extra, const char *reshape,
+                    const char *img_size, const char *act)
+{
+    sd_safetensors *st = NULL;
+    sd_safetensors_writer *w = NULL;
+    int rc = sd_safetensors_open(data_path("convnext_tiny.safetensors"), &st);
+    if (!rc) rc = sd_safetensors_writer_new(&w);
+    size_t n = st ? sd_safetensors_count(st) : 0;
+    float **bufs = calloc(n + 1, sizeof *bufs);
+    static float zeros[64];
+    for (size_t i = 0; !rc && i < n; i++) {
+        const sd_st_tensor *t = sd_safetensors_at(st, i);
+        if (drop && !strcmp(t->name, drop)) continue;
+        bufs[i] = calloc((size_t)t->numel + 1, sizeof(float));
+        rc = sd_safetensors_read(st, t, SD_ST_F32, bufs[i], (size_t)t->numel);
+        int64_t sh[8];
+        memcpy(sh, t->shape, sizeof(int64_t) * (size_t)t->ndim);
+        if (reshape && !strcmp(t->name, reshape)) sh[t->ndim - 1]++;
+        if (!rc) rc = sd_safetensors_writer_add_f32(w, t->name, dt, t->ndim, sh, bufs[i]);
+    }
+    if (!rc && extra) rc = sd_safetensors_writer_add_f32(w, extra, dt, 1, (int64_t[]){8}, zeros);
+    if (!rc) rc = sd_safetensors_writer_set_meta(w, "img_size", img_size ? img_size : "64");
+    if (!rc && act) rc = sd_safetensors_writer_set_meta(w, "act_layer", act);
+    if (!rc) rc = sd_safetensors_writer_write(w, dst);
+    for (size_t i = 0; i < n; i++) free(bufs[i]);
+    free(bufs);
+    sd_safetensors_writer_free(w);
+    sd_safetensors_close(st);
+    return rc;
+}
+
+/* ConvNeXt logits of golden.x against `key` of convnext_golden.safetensors: max|Δ|/max|ref|, -1 on error
+ * (message printed; *rc_out gets the open/forward status). */
+static double cnx_run(const char *path, const char *key, int threads, float *out, int *rc_out)
+{
+    sd_safetensors *st = NULL, *gs = NULL;
+    sd_tagger m;
+    sd_tensor x = {0}, ref = {0}, y = {0};
+    double worst = -1;
+    int rc = sd_safetensors_open(path, &st);
+    if (!rc) rc = sd_tagger_open(&m, st, SD_DEV_CPU);
+    if (rc_out) *rc_out = rc;
+    if (rc) {
+        printf("#   %s\n", sd_errmsg());
+        sd_safetensors_close(st);
+        return -1;
+    }
+    rc = sd_safetensors_open(data_path("convnext_golden.safetensors"), &gs);
+    if (!rc) rc = read_f32(gs, "golden.x", &x);
+    if (!rc) rc = read_f32(gs, key, &ref);
+    if (!rc) rc = sd_tensor_alloc(&y, SD_F32, 2, ref.shape);
+    sd_ctx_set_threads(&g_ctx, threads);
+    if (!rc) rc = sd_tagger_forward(&g_ctx, &m, &y, &x);
+    if (rc_out) *rc_out = rc;
+    if (rc) {
+        printf("#   %s\n", sd_errmsg());
+    } else {
+        const float *a = y.data, *r = ref.data;
+        double mx = 0, e = 0;
+        for (int64_t i = 0; i < sd_tensor_numel(&ref); i++) {
+            mx = fmax(mx, fabs(r[i]));
+            e = fmax(e, fabs((double)a[i] - r[i]));
+        }
+        worst = e / mx;
+        if (out) memcpy(out, a, sizeof(float) * (size_t)sd_tensor_numel(&ref));
+    }
+    sd_tensor_free(&x);
+    sd_tensor_free(&ref);
+    sd_tensor_free(&y);
+    sd_tagger_free(&m);
+    sd_safetensors_close(st);
+    sd_safetensors_close(gs);
+    return worst;
+}
+
+static void tagger_convnext_logits(void)
+{
+    sd_safetensors *st = NULL;
+    T_CHECK(sd_safetensors_open(data_path("convnext_tiny.safetensors"), &st) == 0);
+    if (st) {
+        T_EQ_INT(sd_tagger_detect(st), SD_TAGGER_ARCH_CONVNEXT);
+        sd_tagger m;
+        T_CHECKF(sd_tagger_open(&m, st, SD_DEV_CPU) == 0, "%s", sd_errmsg());
+        if (m.cnx) {
+            static const int64_t dims[4] = {8, 16, 16, 32}, depths[4] = {1, 1, 2, 1}, hs[4] = {16, 8, 4, 2};
+            T_EQ_INT(m.arch, SD_TAGGER_ARCH_CONVNEXT);
+            T_EQ_INT(m.size, 64);
+            T_EQ_INT(m.classes, 24);
+            T_EQ_INT(m.cnx->nstages, 4);
+            T_EQ_INT(m.cnx->patch, 4);
+            T_EQ_INT(m.cnx->act, SD_ACT_GELU_TANH);
+            for (int s = 0; s < 4; s++) {
+                T_EQ_INT(m.cnx->stages[s].dim, dims[s]);
+                T_EQ_INT(m.cnx->stages[s].depth, depths[s]);
+                T_EQ_INT(m.cnx->stages[s].h, hs[s]);
+                T_EQ_INT(m.cnx->stages[s].mlp, 4 * dims[s]);
+                T_EQ_INT(m.cnx->stages[s].kernel, 7);
+                T_EQ_INT(m.cnx->stages[s].has_down, s > 0);
+            }
+            T_EQ_INT(sd_params_count(&m.r), 65);
+            sd_tagger_free(&m);
+        }
+        sd_safetensors_close(st);
+    }
+    float a[48], b[48], c[48];
+    double w16 = cnx_run(data_path("convnext_tiny.safetensors"), "golden.logits", 2, a, NULL);
+    printf("#   f16 file: max|diff|/max|ref| = %.3g\n", w16);
+    T_CHECK(w16 >= 0 && w16 <= 1e-4);
+    double w1 = cnx_run(data_path("convnext_tiny.safetensors"), "golden.logits", 1, b, NULL);
+    T_CHECK(w1 >= 0 && memcmp(a, b, sizeof a) == 0);   /* 1 vs 2 threads: same bytes */
+    char p32[1024], pbf[1024], pge[1024];
+    snprintf(p32, sizeof p32, "%s", t_path("convnext_f32.safetensors"));
+    snprintf(pbf, sizeof pbf, "%s", t_path("convnext_bf16.safetensors"));
+    snprintf(pge, sizeof pge, "%s", t_path("convnext_gelu.safetensors"));
+    T_CHECK(cnx_copy(p32, SD_ST_F32, NULL, NULL, NULL, NULL, NULL) == 0);
+    T_CHECK(cnx_copy(pbf, SD_ST_BF16, NULL, NULL, NULL, NULL, NULL) == 0);
+    T_CHECK(cnx_copy(pge, SD_ST_F16, NULL, NULL, NULL, NULL, "gelu") == 0);
+    double w32 = cnx_run(p32, "golden.logits", 2, c, NULL);
+    printf("#   f32 copy: %.3g\n", w32);
+    T_CHECK(w32 >= 0 && memcmp(a, c, sizeof a) == 0);   /* the same values as the f16 file */
+    double wbf = cnx_run(pbf, "golden.logits", 2, NULL, NULL);
+    printf("#   bf16 copy (weights rounded again): %.3g\n", wbf);
+    T_CHECK(wbf >= 0 && wbf < 0.1);
+    double wge = cnx_run(pge, "golden.logits_gelu", 2, NULL, NULL);
+    double wgt = cnx_run(pge, "golden.logits", 2, NULL, NULL);
+    printf("#   act_layer gelu: %.3g (vs the gelu_tanh logits: %.3g)\n", wge, wgt);
+    T_CHECK(wge >= 0 && wge <= 1e-4 && wgt > 1e-4);
+}
+
+/* damaged ConvNeXt files: each an error naming the file and the key (or the metadata) */
+static void tagger_rejects_inconsistent_convnext(void)
+{
+    static const struct {
+        const char *drop, *extra, *reshape, *img, *act;
+        int rc;
+        const char *msg;
+    } cases[] = {
+        {"stages.2.blocks.1.mlp.fc2.bias", NULL, NULL, NULL, NULL, SD_EFORMAT, "stages.2.blocks.1.mlp.fc2.bias"},
+        {"head.fc.weight", NULL, NULL, NULL, NULL, SD_EFORMAT, "head.fc.weight"},
+        {"stages.1.downsample.1.weight", NULL, NULL, NULL, NULL, SD_EFORMAT, "without a downsample"},
+        {NULL, "stages.0.blocks.0.extra", NULL, NULL, NULL, SD_EFORMAT, "stages.0.blocks.0.extra"},
+        {NULL, NULL, "stages.3.blocks.0.gamma", NULL, NULL, SD_EFORMAT, "stages.3.blocks.0.gamma"},
+        {NULL, NULL, "stages.1.blocks.0.conv_dw.weight", NULL, NULL, SD_EFORMAT, "conv_dw.weight"},
+        {NULL, NULL, NULL, "sixty-four", NULL, SD_EFORMAT, "img_size"},
+        {NULL, NULL, NULL, "16", NULL, SD_EFORMAT, "too small"},
+        {NULL, NULL, NULL, NULL, "relu", SD_EUNSUPPORTED, "act_layer"},
+    };
+    char path[1024];
+    snprintf(path, sizeof path, "%s", t_path("convnext_bad.safetensors"));
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        T_CHECK(cnx_copy(path, SD_ST_F16, cases[i].drop, cases[i].extra, cases[i].reshape, cases[i].img,
+                         cases[i].act) == 0);
+        sd_safetensors *st = NULL;
+        T_CHECK(sd_safetensors_open(path, &st) == 0);
+        if (!st) continue;
+        sd_tagger m;
+        int rc = sd_tagger_open(&m, st, SD_DEV_CPU);
+        T_CHECKF(rc == cases[i].rc, "case %zu: rc %d: %s", i, rc, sd_errmsg());
+        T_CHECKF(strstr(sd_errmsg(), cases[i].msg) && strstr(sd_errmsg(), "convnext_bad.safetensors"),
+                 "case %zu: %s", i, sd_errmsg());
+        sd_safetensors_close(st);
+    }
+}
+
 int main(void)
 {
     if (sd_ctx_init(&g_ctx, SD_DEV_CPU, 2, 0)) {
@@ -312,6 +483,8 @@ int main(void)
     T_RUN(tagger_vit_logits_f32_bf16_threads);
     T_RUN(tagger_refuses_other_archs);
     T_RUN(tagger_rejects_inconsistent_vit);
+    T_RUN(tagger_convnext_logits);
+    T_RUN(tagger_rejects_inconsistent_convnext);
     T_RUN(tagger_preprocess_64_exact);
     T_RUN(tagger_preprocess_448_exact);
     T_RUN(tagger_input_tensor);
