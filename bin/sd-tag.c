@@ -1,4 +1,5 @@
-/* sd-tag: WD14-style tagger (SmilingWolf wd-vit-tagger-v3, timm safetensors) -> tags (sd-tag(1)).
+/* sd-tag: WD14-style tagger (SmilingWolf wd-vit-tagger-v3 / wd-convnext-tagger-v3, timm safetensors) -> tags
+ * (sd-tag(1)).
  *
  * Records (JSON lines with "image") or image folders in; each record gets "tags" and, unless
  * --no-sidecar, the image gets a <stem><caption_extension> sidecar as kohya-ss/sd-scripts'
@@ -27,6 +28,7 @@
 #include "io/jsonl.h"
 #include "io/tags_csv.h"
 #include "models/tagger.h"
+#include "models/tagger_convnext.h"
 #include "tensor/device.h"
 
 #define TOOL "sd-tag"
@@ -54,7 +56,7 @@ static struct {
 static const sd_opt table[] = {
     {.name = "model", .type = SD_OPT_STRING, .dest = &a.model, .metavar = "DIR|FILE", .group = G_M,
      .help = "a folder with model.safetensors and selected_tags.csv (a Hugging Face SmilingWolf/wd-vit-tagger-v3 "
-             "download), or the model.safetensors file itself"},
+             "or wd-convnext-tagger-v3 download), or the model.safetensors file itself"},
     {.name = "tags_csv", .type = SD_OPT_STRING, .dest = &a.tags_csv, .metavar = "FILE", .group = G_M,
      .help = "selected_tags.csv (default: the one beside the model file)"},
     {.name = "preprocess", .type = SD_OPT_ENUM, .dest = &a.preset, .def = "kohya", .choices = "kohya|wd",
@@ -416,12 +418,14 @@ static int is_dir(const char *p)
 
 /* model and tag list from --model / --tags_csv */
 /* The op context on --device with scratch for one --batch_size run of the loaded model (its
- * activations, about 10 token×width and 2 token×MLP arrays per image, at least the 1 GiB default);
- * on a GPU the weights move there first, after checking that they and the scratch fit. */
+ * activations: for the ViT about 10 token×width and 2 token×MLP arrays per image, for the ConvNeXt
+ * 4 arrays of the largest stage and its MLP hidden array; at least the 1 GiB default); on a GPU the
+ * weights move there first, after checking that they and the scratch fit. */
 static int open_context(void)
 {
     const int64_t T = model.tokens, D = model.width;
-    size_t per = (size_t)(T * (10 * D + 2 * model.mlp + 2 * model.heads)) * sizeof(float) + ((size_t)4 << 20);
+    size_t per = model.cnx ? sd_tagger_convnext_scratch_per_image(model.cnx) + ((size_t)4 << 20)
+                           : (size_t)(T * (10 * D + 2 * model.mlp + 2 * model.heads)) * sizeof(float) + ((size_t)4 << 20);
     size_t scratch = (size_t)a.batch_size * per * 3 / 2;
     if (scratch < SD_CTX_DEFAULT_SCRATCH) scratch = SD_CTX_DEFAULT_SCRATCH;
     if (dev_index == SD_DEVICE_CPU) return sd_ctx_init(&ctx, SD_DEV_CPU, sd_threads_get(), scratch);
@@ -502,10 +506,21 @@ static int load_model(void)
         };
         rc = sd_wdtags_init(&wt, &t, &wo);
     }
-    if (!rc)
+    if (!rc && model.cnx) {
+        const sd_tagger_convnext *c = model.cnx;
+        char dims[96] = "", depths[96] = "";
+        for (int i = 0; i < c->nstages; i++) {
+            snprintf(dims + strlen(dims), sizeof dims - strlen(dims), "%s%lld", i ? "/" : "", (long long)c->stages[i].dim);
+            snprintf(depths + strlen(depths), sizeof depths - strlen(depths), "%s%lld", i ? "/" : "",
+                     (long long)c->stages[i].depth);
+        }
+        sd_info("%s: ConvNeXt tagger, %lldx%lld input, widths %s, blocks %s, %lld tags", mpath, (long long)model.size,
+                (long long)model.size, dims, depths, (long long)model.classes);
+    } else if (!rc) {
         sd_info("%s: ViT tagger, %lldx%lld input, width %lld, %lld blocks, %lld heads, %lld tags", mpath,
                 (long long)model.size, (long long)model.size, (long long)model.width, (long long)model.depth,
                 (long long)model.heads, (long long)model.classes);
+    }
     sd_tag_table_free(&t);
     free(mpath);
     free(cpath);
@@ -520,7 +535,8 @@ int main(int argc, char **argv)
     o.flags = SD_OPTS_CONFIG;
     o.usage = "--model DIR|FILE [OPTIONS] [RECORDS.jsonl | IMAGE_DIR | IMAGE ...]";
     o.description =
-        "Tags images with a WD14-style tagger (SmilingWolf wd-vit-tagger-v3, model.safetensors + selected_tags.csv) "
+        "Tags images with a WD14-style tagger (SmilingWolf wd-vit-tagger-v3 or wd-convnext-tagger-v3, "
+        "model.safetensors + selected_tags.csv) "
         "as kohya-ss/sd-scripts' tag_images_by_wd14_tagger.py does. Reads records (JSON lines with 'image'; stdin "
         "when nothing is named), image folders or image files, writes each record with 'tags' added to stdout and a "
         "<stem>.txt sidecar beside each image.";

@@ -158,3 +158,58 @@ mkdir -p m4 && cp m/model.safetensors m4/ && printf 'tag_id,name,category\n1,"x,
 mkdir -p m5 && touch m5/model.onnx
 "$SD" --model m5 img > /dev/null 2> e.err; [ $? = 1 ] && grep -q 'ONNX' e.err && ok tag_onnx_dir || nok tag_onnx_dir "$(cat e.err)"
 "$SD" --help > h.out; [ $? = 0 ] && grep -q -- '--character_tags_first' h.out && ok tag_help || nok tag_help
+
+# ---- the ConvNeXt tagger (tests/data/tagger/convnext_tiny.safetensors, tests/golden/gen/make_convnext_golden.py:
+# the same 24 outputs): sidecars and records, batches and threads, --device cuda, damaged files ----------
+mkdir -p mc imgc
+cp "$root/tests/data/tagger/convnext_tiny.safetensors" mc/model.safetensors && cp tags.csv mc/selected_tags.csv
+for f in a_97x61 b_203x150_rgba c_640x480 d_50x33_la; do cp "$root/tests/data/tagger/$f.png" imgc/; done
+"$SD" --model mc --thresh 0 imgc > call.out 2> call.err; rc=$?
+[ $rc = 0 ] && grep -q 'ConvNeXt tagger, 64x64 input, widths 8/16/16/32, blocks 1/1/2/1, 24 tags' call.err &&
+  [ "$(wc -l < call.out)" = 4 ] && ok tag_convnext_exit || nok tag_convnext_exit "exit $rc: $(cat call.err)"
+[ "$(cat imgc/a_97x61.txt)" = "$want" ] && grep -qxF "{\"image\":\"imgc/a_97x61.png\",\"tags\":\"$want\"}" call.out &&
+  ok tag_convnext_sidecar_record || nok tag_convnext_sidecar_record "$(cat imgc/a_97x61.txt)"
+"$SD" --model mc --thresh 0.5 --no-sidecar --threads 1 imgc > cmid.out 2>/dev/null
+"$SD" --model mc/model.safetensors --tags_csv tags.csv --thresh 0.5 --no-sidecar --batch_size 3 --threads 2 imgc > cb3.out 2>/dev/null
+n_cmid=$(head -1 cmid.out | grep -o ', ' | wc -l)
+cmp -s cmid.out cb3.out && [ "$n_cmid" -gt 0 ] && [ "$n_cmid" -lt "$n_all" ] && ok tag_convnext_batch_threads_same ||
+  nok tag_convnext_batch_threads_same "$(head -1 cmid.out)"
+# the tags of a middle threshold are the model's own (a different model from the ViT: different tags)
+sed 's/imgc/img/' cmid.out | cmp -s - mid.out && nok tag_convnext_own_tags "the ViT's tags" || ok tag_convnext_own_tags
+"$SD" --model mc --thresh 0.5 --no-sidecar --batch_size 3 --device cuda imgc > cdcu.out 2> cdcu.err; rc=$?
+if [ $rc = 0 ]; then
+  cmp -s cmid.out cdcu.out && grep -q "running on" cdcu.err && ok tag_convnext_device_cuda_same_records ||
+    nok tag_convnext_device_cuda_same_records "$(tail -2 cdcu.err)"
+  if [ -n "${SD_FAKE_CUDA:-}" ]; then
+    SD_FAKE_CUDA_MIB=1 "$SD" --model mc --no-sidecar --device cuda imgc > cdsm.out 2> cdsm.err; rc=$?
+    [ $rc = 1 ] && grep -q 'needs about .* GiB of GPU memory (weights' cdsm.err && [ ! -s cdsm.out ] &&
+      ok tag_convnext_device_cuda_fail_fast || nok tag_convnext_device_cuda_fail_fast "rc $rc $(tail -1 cdsm.err)"
+  fi
+else
+  [ $rc = 1 ] && grep -Eq "CUDA support|CUDA: no device" cdcu.err && ok tag_convnext_device_cuda_unavailable ||
+    nok tag_convnext_device_cuda_unavailable "exit $rc: $(tail -2 cdcu.err)"
+fi
+# damaged: truncated, a tensor of the wrong shape and an unknown act_layer (rewritten by Python); nothing written
+mkdir -p mc2 mc3 mc4 && cp tags.csv mc2/selected_tags.csv && cp tags.csv mc3/selected_tags.csv && cp tags.csv mc4/selected_tags.csv
+head -c 3000 mc/model.safetensors > mc2/model.safetensors
+python3 - mc/model.safetensors mc3/model.safetensors mc4/model.safetensors <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read()
+n = struct.unpack('<Q', b[:8])[0]
+h = json.loads(b[8:8 + n])
+def write(path, hdr):
+    s = json.dumps(hdr).encode()
+    s += b' ' * ((8 - len(s) % 8) % 8)
+    open(path, 'wb').write(struct.pack('<Q', len(s)) + s + b[8 + n:])
+h3 = dict(h); h3['stages.3.blocks.0.gamma'] = dict(h['stages.3.blocks.0.gamma'], shape=[4, 8]); write(sys.argv[2], h3)
+h4 = dict(h); h4['__metadata__'] = dict(h['__metadata__'], act_layer='swish'); write(sys.argv[3], h4)
+PY
+rm -f imgc/*.txt
+"$SD" --model mc2 imgc > cbad.out 2> e2.err; r2=$?
+"$SD" --model mc3 imgc > cbad3.out 2> e3.err; r3=$?
+"$SD" --model mc4 imgc > cbad4.out 2> e4.err; r4=$?
+[ $r2 = 1 ] && grep -q 'mc2/model.safetensors' e2.err && [ $r3 = 1 ] &&
+  grep -q "mc3/model.safetensors: tensor 'stages.3.blocks.0.gamma': expected shape \[32\]" e3.err &&
+  [ $r4 = 1 ] && grep -q "mc4/model.safetensors: __metadata__ act_layer 'swish'" e4.err &&
+  [ ! -s cbad.out ] && [ ! -s cbad3.out ] && [ ! -s cbad4.out ] && ! ls imgc/*.txt > /dev/null 2>&1 &&
+  ok tag_convnext_damaged || nok tag_convnext_damaged "$r2 $r3 $r4: $(cat e2.err e3.err e4.err)"
