@@ -191,8 +191,16 @@ size_t sd_tagger_convnext_scratch_per_image(const sd_tagger_convnext *c)
 {
     int64_t act, hid, pix;
     maxima(c, &act, &hid, &pix);
-    /* x, y, t, u (4 stage tensors), the MLP hidden, LayerNorm mean/rstd, the pooled row */
-    return (size_t)(4 * act + hid + 2 * pix + 2 * c->stages[c->nstages - 1].dim) * sizeof(float) + 64 * 16;
+    /* the 4 stage tensors, the MLP hidden, LayerNorm mean/rstd, the pooled row, and the largest
+     * im2col matrix of the stem's and downsamples' convolutions (CUDA: one image's at least) */
+    int64_t col = 3 * c->patch * c->patch * c->stem_h * c->stem_h, prev = c->stem.cout;
+    for (int s = 0; s < c->nstages; s++) {
+        const sd_convnext_stage *g = &c->stages[s];
+        if (g->has_down && prev * g->down.kh * g->down.kw * g->h * g->h > col)
+            col = prev * g->down.kh * g->down.kw * g->h * g->h;
+        prev = g->dim;
+    }
+    return (size_t)(4 * act + hid + 2 * pix + 2 * prev + col) * sizeof(float) + 64 * 16;
 }
 
 static int tens(sd_ctx *ctx, sd_tensor *t, int ndim, const int64_t *shape)
