@@ -322,11 +322,12 @@ static int cnx_copy(const char *dst, sd_st_dtype dt, const char *drop, const cha
     for (size_t i = 0; !rc && i < n; i++) {
         const sd_st_tensor *t = sd_safetensors_at(st, i);
         if (drop && !strcmp(t->name, drop)) continue;
-        bufs[i] = calloc((size_t)t->numel + 1, sizeof(float));
-        rc = sd_safetensors_read(st, t, SD_ST_F32, bufs[i], (size_t)t->numel);
-        int64_t sh[8];
+        int64_t sh[8], numel = 1;
         memcpy(sh, t->shape, sizeof(int64_t) * (size_t)t->ndim);
         if (reshape && !strcmp(t->name, reshape)) sh[t->ndim - 1]++;
+        for (int d = 0; d < t->ndim; d++) numel *= sh[d];
+        bufs[i] = calloc((size_t)numel, sizeof(float));   /* the grown tensor's tail stays 0 */
+        rc = sd_safetensors_read(st, t, SD_ST_F32, bufs[i], (size_t)t->numel);
         if (!rc) rc = sd_safetensors_writer_add_f32(w, t->name, dt, t->ndim, sh, bufs[i]);
     }
     if (!rc && extra) rc = sd_safetensors_writer_add_f32(w, extra, dt, 1, (int64_t[]){8}, zeros);

@@ -116,6 +116,8 @@ extern "C" int sd_cuda_conv2d_dw_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, 
 {
     if (sd_tensor_numel(dy) == 0) return SD_OK;
     dw_geom g = dw_plan(x, w, dy, gg);
+    const int64_t taps = g.c * g.kh * g.kw;
+    if (dw && taps > INT32_MAX) return sd_err(SD_ERANGE, "CUDA conv2d_dw_bwd: %lld filter taps", (long long)taps);
     size_t mark = sd_arena_mark(&ctx->scratch);
     int rc = SD_OK;
     const float *wf = dx ? sd_cu_weight_f32(ctx, w, &rc) : NULL;
@@ -124,9 +126,7 @@ extern "C" int sd_cuda_conv2d_dw_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, 
         k_dw_db<<<(unsigned)g.c, 256, 0, sd_cuda_stream()>>>(g, FP(db), CFP(dy));
         SD_CU_LAUNCH("k_dw_db");
     }
-    if (dw && g.c * g.kh * g.kw > 0) {
-        int64_t taps = g.c * g.kh * g.kw;
-        if (taps > INT32_MAX) return sd_err(SD_ERANGE, "CUDA conv2d_dw_bwd: %lld filter taps", (long long)taps);
+    if (dw && taps > 0) {
         k_dw_dw<<<(unsigned)taps, 256, 0, sd_cuda_stream()>>>(g, FP(dw), CFP(dy), CFP(x));
         SD_CU_LAUNCH("k_dw_dw");
     }
