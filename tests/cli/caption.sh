@@ -123,6 +123,11 @@ chmod 755 ro
 if [ $rc = 0 ]; then
   cmp -s b3.out dcu.out && grep -q "running on" dcu.err && ok caption_device_cuda_same_records ||
     nok caption_device_cuda_same_records "$(tail -2 dcu.err)"
+  if [ -n "${SD_FAKE_CUDA:-}" ]; then   # a 1 MiB fake device: stopped before any image, with the numbers
+    SD_FAKE_CUDA_MIB=1 "$SD" --model m $L --no-sidecar --device cuda img > dsm.out 2> dsm.err; rc=$?
+    [ $rc = 1 ] && grep -q 'needs about .* GiB of GPU memory (weights' dsm.err && grep -q 'lower --batch_size' dsm.err &&
+      [ ! -s dsm.out ] && ok caption_device_cuda_fail_fast || nok caption_device_cuda_fail_fast "rc $rc $(tail -1 dsm.err)"
+  fi
 else
   [ $rc = 1 ] && grep -Eq "CUDA support|CUDA: no device" dcu.err && ok caption_device_cuda_unavailable ||
     nok caption_device_cuda_unavailable "exit $rc: $(tail -2 dcu.err)"
