@@ -142,7 +142,8 @@ static int beam_search(sd_ctx *ctx, sd_blip *m, sd_blip_state *s, const int32_t 
         }
         /* the best 2·B: partial selection then sort */
         int64_t total = (int64_t)B * V, keep = 2 * B < total ? 2 * B : total;
-        for (int64_t i = 0; i < keep; i++) {
+        if (keep > 16) qsort(cd, (size_t)total, sizeof *cd, cand_cmp);   /* many beams: sort all */
+        for (int64_t i = 0; keep <= 16 && i < keep; i++) {
             int64_t best = i;
             for (int64_t j = i + 1; j < total; j++)
                 if (cand_cmp(&cd[j], &cd[best]) < 0) best = j;

@@ -205,6 +205,7 @@ static void blip_forward_and_generate(void)
         T_CHECK(gen_matches(&m, &emb, n, "beam3", 3, 20));
         T_CHECK(gen_matches(&m, &emb, n, "beam3short", 3, 8));
     }
+    T_CHECK(gen_matches(&m, &emb, 0, "beam17", 17, 20));
     sd_tensor_free(&emb);
     sd_tensor_free(&emb1);
     sd_blip_free(&m);

@@ -24,7 +24,8 @@ sd-caption). Run once by hand with Debian's /usr/bin/python3 (python3-torch 1.13
    tokens) and golden.logits [9,202] (decoder logits of every position, image 0);
    golden.greedy.N, golden.beam3.N, golden.beam3short.N: the generated ids of image N (prompt
    included, final EOS excluded) for greedy (min 5, max 20), beam search with 3 beams (min 5,
-   max 20) and with 3 beams stopped by max_length 8 (min 5); the beam search is a transcription
+   max 20), with 3 beams stopped by max_length 8 (min 5), and (image 0 only) with 17 beams
+   (min 5, max 20); the beam search is a transcription
    of transformers 4.44's _beam_search + BeamSearchScorer (length_penalty 1.0, early_stopping
    False). golden.prep.K [3,32,32]: kohya's preprocessing (PIL convert("RGB"), Resize((32,32))
    BICUBIC, ToTensor, Normalize with the CLIP mean/std) of tests/data/tagger images.
@@ -473,6 +474,10 @@ def main():
             g["golden.greedy.%d" % n] = torch.tensor(gr, dtype=torch.float32)
             g["golden.beam3.%d" % n] = torch.tensor(b3, dtype=torch.float32)
             g["golden.beam3short.%d" % n] = torch.tensor(bs, dtype=torch.float32)
+            if n == 0:   # many beams (the C code sorts all candidates then)
+                b17 = beam_search(m.text_decoder, e, prompt, 17, 5, 20)
+                print("        beam17 %s" % b17)
+                g["golden.beam17.0"] = torch.tensor(b17, dtype=torch.float32)
         lines = []
         for k, stem in enumerate(["a_97x61", "b_203x150_rgba", "c_640x480"]):
             p = prep(os.path.join(IMGS, stem + ".png"))
