@@ -411,8 +411,7 @@ int main(int argc, char **argv)
     else if (sd_device_parse(a.device, &dev_index)) {
         snprintf(ubuf, sizeof ubuf, "%.200s", sd_errmsg());
         usage = ubuf;
-    } else if (!a.beam_search && sd_opts_is_set(&o, &a.num_beams) && a.num_beams > 1)
-        usage = "--num_beams applies to --beam_search (sampling makes one sequence per image)";
+    }
     if (usage) {
         sd_cmdline_usage_error(TOOL, "%s", usage);
         sd_opts_free(&o);
@@ -421,6 +420,9 @@ int main(int argc, char **argv)
     if (sd_opts_is_set(&o, &a.workers))
         sd_info("--max_data_loader_n_workers has no effect: images are decoded by the --threads threads");
     if (a.beam_search && sd_opts_is_set(&o, &a.top_p)) sd_info("--top_p has no effect with --beam_search");
+    if (!a.beam_search && sd_opts_is_set(&o, &a.num_beams) && a.num_beams > 1)
+        sd_info("--num_beams has no effect without --beam_search: sampling makes one caption per image, as in the "
+                "reference");
     gen = (sd_blip_gen){
         .beam_search = a.beam_search,
         .num_beams = a.beam_search ? a.num_beams : 1,

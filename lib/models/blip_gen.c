@@ -12,7 +12,8 @@
  *   reference's (the distribution is the same).
  * Greedy (beam search with one beam): the same processors without the warpers; argmax (first
  *   maximum).
- * Beam search (transformers 4.3x-4.4x BeamSearchScorer, length_penalty 1, early_stopping False):
+ * Beam search (transformers 4.44's _beam_search + BeamSearchScorer, with the prompt length taken off
+ *   the lengths as since 4.36; length_penalty 1, early_stopping False):
  *   scores = log_softmax(logits) -> min length -> + beam score (beam 0 starts at 0, the others at
  *   -1e9); the best 2·beams over all beams × vocabulary (descending, ties to the lower index);
  *   walking them in order, an EOS candidate within the first `beams` ranks finishes its beam

@@ -135,7 +135,7 @@ fi
 
 # ---- fatal and usage errors -------------------------------------------------------------------
 "$SD" img > /dev/null 2> e.err; [ $? = 2 ] && grep -q 'give --model' e.err && ok caption_usage_no_model || nok caption_usage_no_model
-for opt in '--device gpu' '--top_p 0' '--top_p 1.5' '--num_beams 0' '--batch_size 0' '--num_beams 3' '--bogus' '--max_length 75'; do
+for opt in '--device gpu' '--top_p 0' '--top_p 1.5' '--num_beams 0' '--batch_size 0' '--bogus' '--max_length 75'; do
   "$SD" --model m $opt img > /dev/null 2> e.err; rc=$?
   [ $rc = 2 ] && [ -s e.err ] || { nok caption_usage_errors "$opt: exit $rc"; opt=; break; }
 done
@@ -162,5 +162,8 @@ ls img/*.caption > before.lst
 ls img/*.caption | cmp -s - before.lst && ok caption_fatal_writes_nothing || nok caption_fatal_writes_nothing
 "$SD" --model m $L --max_data_loader_n_workers 2 --no-sidecar img/a_97x61.png > /dev/null 2> e.err
 [ $? = 0 ] && grep -q 'no effect' e.err && ok caption_workers_noted || nok caption_workers_noted
+"$SD" --model m $L --num_beams 3 --no-sidecar img/a_97x61.png > nb.out 2> e.err
+[ $? = 0 ] && grep -q 'num_beams has no effect' e.err && [ "$(head -1 nb.out)" = "$(grep a_97x61 s1.out)" ] && ok caption_num_beams_noted \
+  || nok caption_num_beams_noted
 "$SD" --help > h.out; [ $? = 0 ] && grep -q -- '--beam_search' h.out && grep -q -- '--caption_extension' h.out && ok caption_help \
   || nok caption_help
