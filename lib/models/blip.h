@@ -120,6 +120,11 @@ typedef struct sd_blip_gen {
 int sd_blip_generate(sd_ctx *ctx, sd_blip *m, sd_blip_state *s, const int32_t *prompt, int np, const sd_blip_gen *g,
                      const sd_rng *rng, int32_t **out, int *nout);
 
+/* The per-step score processing of sd_blip_generate on one row of logits, in place (removed
+ * tokens -inf): repetition penalty over seen[V] != 0 (may be NULL), EOS -inf while len <
+ * min_length, then for sampling (beam_search 0) temperature, top-k and top-p. */
+int sd_blip_process_logits(float *sc, int64_t V, const sd_blip_gen *g, const unsigned char *seen, int len);
+
 /* ---- preprocessing ---------------------------------------------------------------------------- */
 
 /* kohya / BlipImageProcessor: RGB (alpha dropped: sd_image_load(..., SD_ALPHA_DROP)) squashed to

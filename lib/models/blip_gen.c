@@ -222,8 +222,8 @@ static int pv_cmp_desc(const void *a, const void *b)
     return x->i < y->i ? -1 : x->i > y->i;
 }
 
-/* one token from the processed scores (in place) */
-static int32_t sample_token(float *sc, int64_t V, const sd_blip_gen *g, float u, pv *tmp)
+/* temperature, top-k, top-p on scores already through the processors (in place) */
+static void warp(float *sc, int64_t V, const sd_blip_gen *g, pv *tmp)
 {
     if (g->temperature != 1.0f)
         for (int64_t i = 0; i < V; i++) sc[i] /= g->temperature;
@@ -248,6 +248,32 @@ static int32_t sample_token(float *sc, int64_t V, const sd_blip_gen *g, float u,
             if (cum <= (float)(1.0 - g->top_p)) sc[tmp[i].i] = -INFINITY;
         }
     }
+}
+
+/* repetition penalty and min length (the processors) */
+static void process(float *sc, int64_t V, const sd_blip_gen *g, const unsigned char *seen, int len)
+{
+    if (g->repetition_penalty != 1.0f && seen)
+        for (int64_t i = 0; i < V; i++)
+            if (seen[i]) sc[i] = sc[i] < 0 ? sc[i] * g->repetition_penalty : sc[i] / g->repetition_penalty;
+    if (len < g->min_length) sc[g->eos] = -INFINITY;
+}
+
+int sd_blip_process_logits(float *sc, int64_t V, const sd_blip_gen *g, const unsigned char *seen, int len)
+{
+    if (g->eos < 0 || g->eos >= V) return sd_err(SD_EINVAL, "BLIP: EOS id out of range");
+    process(sc, V, g, seen, len);
+    if (g->beam_search) return SD_OK;
+    pv *tmp = malloc(sizeof(pv) * (size_t)V);
+    if (!tmp) return sd_err(SD_ENOMEM, "out of memory");
+    warp(sc, V, g, tmp);
+    free(tmp);
+    return SD_OK;
+}
+
+/* one token from warped scores: u in [0,1) against the cumulative probabilities in token order */
+static int32_t draw(const float *sc, int64_t V, float u)
+{
     float mx = -INFINITY;
     for (int64_t i = 0; i < V; i++) mx = sc[i] > mx ? sc[i] : mx;
     double sum = 0;
@@ -306,17 +332,15 @@ int sd_blip_generate(sd_ctx *ctx, sd_blip *m, sd_blip_state *s, const int32_t *p
     rc = sd_blip_decode(ctx, m, s, prompt, np, logits);
     while (!rc && len < g->max_length) {
         float *sc = logits;
-        if (g->repetition_penalty != 1.0f)
-            for (int64_t i = 0; i < V; i++)
-                if (seen[i]) sc[i] = sc[i] < 0 ? sc[i] * g->repetition_penalty : sc[i] / g->repetition_penalty;
-        if (len < g->min_length) sc[g->eos] = -INFINITY;
+        process(sc, V, g, seen, len);
         int32_t t;
         if (g->beam_search) {
             t = 0;
             for (int64_t i = 1; i < V; i++)
                 if (sc[i] > sc[t]) t = (int32_t)i;
         } else {
-            t = sample_token(sc, V, g, sd_rng_uniform_at(rng, (uint64_t)(len - np)), tmp);
+            warp(sc, V, g, tmp);
+            t = draw(sc, V, sd_rng_uniform_at(rng, (uint64_t)(len - np)));
         }
         if (t == g->eos) break;
         seq[len++] = t;

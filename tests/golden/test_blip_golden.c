@@ -4,7 +4,8 @@
  * shapes, image features and decoder logits (incremental, with the key/value cache) within
  * max|Δ| <= 1e-4 · max|ref|, greedy and 3-beam search ids equal to the reference's (HF
  * transformers 4.44 beam-search rules, finishing by EOS and by max_length), the same model
- * rewritten under BLIP's own key names, broken files, preprocessing (PIL BICUBIC squash + CLIP
+ * rewritten under BLIP's own key names, broken files, the sampling processors (repetition
+ * penalty, min length, top-k, top-p) on random logits, preprocessing (PIL BICUBIC squash + CLIP
  * normalisation) against torchvision, thread-count independence. */
 #include <stdint.h>
 
@@ -349,6 +350,49 @@ static void blip_rejects_broken(void)
     sd_safetensors_close(st);
 }
 
+/* the sampling processors on random logits against transformers' (PROC_CASES of the generator) */
+static void blip_sampling_processors(void)
+{
+    static const struct {
+        int tail[4], ntail, min_length, top_k;
+        double top_p;
+        float rep;
+    } cases[4] = {
+        { { 9, 9, 20 }, 3, 5, 50, 0.9, 1.1f },
+        { { 0 }, 0, 5, 50, 0.9, 1.1f },
+        { { 30, 31, 32, 33 }, 4, 5, 10, 1.0, 1.1f },
+        { { 40, 41 }, 2, 5, 50, 0.5, 1.3f },
+    };
+    sd_tensor in = { 0 }, want = { 0 };
+    T_CHECK(read_f32("golden.proc.in", &in) == 0 && read_f32("golden.proc.out", &want) == 0);
+    if (!in.data || !want.data) return;
+    const int64_t V = in.shape[1];
+    float *row = malloc(sizeof(float) * (size_t)V);
+    unsigned char *seen = calloc((size_t)V, 1);
+    for (int c = 0; c < 4; c++) {
+        memset(seen, 0, (size_t)V);
+        for (int i = 0; i < 4; i++) seen[PROMPT[i]] = 1;
+        for (int i = 0; i < cases[c].ntail; i++) seen[cases[c].tail[i]] = 1;
+        sd_blip_gen g = { .beam_search = 0, .num_beams = 1, .top_k = cases[c].top_k, .top_p = cases[c].top_p,
+                          .temperature = 1.0f, .repetition_penalty = cases[c].rep, .min_length = cases[c].min_length,
+                          .max_length = 20, .eos = 3 };
+        memcpy(row, (float *)in.data + c * V, sizeof(float) * (size_t)V);
+        T_CHECK(sd_blip_process_logits(row, V, &g, seen, 4 + cases[c].ntail) == 0);
+        const float *w = (float *)want.data + c * V;
+        int kept = 0, bad = 0;
+        for (int64_t i = 0; i < V; i++) {
+            kept += isfinite(w[i]);
+            if (isfinite(w[i]) != isfinite(row[i]) || (isfinite(w[i]) && fabsf(w[i] - row[i]) > 1e-6f * fabsf(w[i]))) bad++;
+        }
+        printf("#   case %d: %d tokens kept, %d differ\n", c, kept, bad);
+        T_CHECK(bad == 0 && kept > 0);
+    }
+    free(row);
+    free(seen);
+    sd_tensor_free(&in);
+    sd_tensor_free(&want);
+}
+
 static void blip_preprocess(void)
 {
     static const char *imgs[3] = { "a_97x61.png", "b_203x150_rgba.png", "c_640x480.png" };
@@ -381,6 +425,7 @@ int main(void)
     T_RUN(blip_forward_and_generate);
     T_RUN(blip_original_layout);
     T_RUN(blip_rejects_broken);
+    T_RUN(blip_sampling_processors);
     T_RUN(blip_preprocess);
     sd_safetensors_close(g_gold);
     sd_ctx_free(&g_ctx);

@@ -29,6 +29,8 @@ sd-caption). Run once by hand with Debian's /usr/bin/python3 (python3-torch 1.13
    of transformers 4.44's _beam_search + BeamSearchScorer (length_penalty 1.0, early_stopping
    False). golden.prep.K [3,32,32]: kohya's preprocessing (PIL convert("RGB"), Resize((32,32))
    BICUBIC, ToTensor, Normalize with the CLIP mean/std) of tests/data/tagger images.
+   golden.proc.in / golden.proc.out [4,202]: random logits and what transformers' sampling
+   processors and warpers (repetition penalty, min length, top-k, top-p) make of them (PROC_CASES).
 3. expected.txt: "<image stem>\t<greedy|beam3>\t<caption>" for those images through the whole
    pipeline (preprocessing, generation, decode with special tokens skipped and HF's
    clean_up_tokenization_spaces, the first len("a picture of ") characters cut) - what
@@ -418,6 +420,32 @@ def beam_search(dec, img, prompt, num_beams, min_len, max_len):
     return best.tolist()
 
 
+def hf_process(scores, input_ids, min_len, top_k, top_p, rep):
+    """transformers 4.44: RepetitionPenaltyLogitsProcessor, MinLengthLogitsProcessor, then the
+    TopKLogitsWarper and TopPLogitsWarper (temperature 1 is skipped), as generate(do_sample=True)."""
+    score = torch.gather(scores, 1, input_ids)
+    score = torch.where(score < 0, score * rep, score / rep)
+    scores = scores.scatter(1, input_ids, score)
+    if input_ids.shape[-1] < min_len:
+        scores[:, SEP] = -float("inf")
+    k = min(top_k, scores.size(-1))
+    remove = scores < torch.topk(scores, k)[0][..., -1, None]
+    scores = scores.masked_fill(remove, -float("inf"))
+    if top_p < 1.0:
+        sorted_logits, sorted_indices = torch.sort(scores, descending=False)
+        cumulative_probs = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        sorted_remove = cumulative_probs <= (1 - top_p)
+        sorted_remove[..., -1:] = 0
+        remove = sorted_remove.scatter(1, sorted_indices, sorted_remove)
+        scores = scores.masked_fill(remove, -float("inf"))
+    return scores
+
+
+# (sequence after the prompt, min_length, top_k, top_p, repetition penalty): also in test_blip_golden.c
+PROC_CASES = [([9, 9, 20], 5, 50, 0.9, 1.1), ([], 5, 50, 0.9, 1.1), ([30, 31, 32, 33], 5, 10, 1.0, 1.1),
+              ([40, 41], 5, 50, 0.5, 1.3)]
+
+
 def decode(toks, ids):
     special = {PAD, UNK, CLS, SEP, MASK, DEC, ENC}
     s = " ".join(toks[i] for i in ids if i not in special).replace(" ##", "").strip()
@@ -478,6 +506,13 @@ def main():
                 b17 = beam_search(m.text_decoder, e, prompt, 17, 5, 20)
                 print("        beam17 %s" % b17)
                 g["golden.beam17.0"] = torch.tensor(b17, dtype=torch.float32)
+        gen = torch.Generator().manual_seed(7)
+        pin = torch.randn(len(PROC_CASES), V, generator=gen) * 3
+        pout = torch.empty_like(pin)
+        for c, (tail, mn, k, p, rep) in enumerate(PROC_CASES):
+            pout[c] = hf_process(pin[c:c + 1].clone(), torch.tensor([prompt + tail]), mn, k, p, rep)[0]
+        g["golden.proc.in"] = pin
+        g["golden.proc.out"] = pout
         lines = []
         for k, stem in enumerate(["a_97x61", "b_203x150_rgba", "c_640x480"]):
             p = prep(os.path.join(IMGS, stem + ".png"))
