@@ -133,16 +133,9 @@ int sd_tagger_open(sd_tagger *m, const sd_safetensors *st, sd_devkind dev)
     m->blocks = calloc((size_t)(m->depth ? m->depth : 1), sizeof *m->blocks);
     if (!m->blocks) TRY(sd_err(SD_ENOMEM, "out of memory"));
     for (int i = 0; i < m->depth; i++) {
-        sd_tagger_block *b = &m->blocks[i];
         char p[64];
-#define K(s) (snprintf(p, sizeof p, "blocks.%d." s, i), p)
-        TRY(sd_layernorm_init(&b->norm1, &m->r, K("norm1"), D, 1e-6f));
-        TRY(sd_linear_init(&b->qkv, &m->r, K("attn.qkv"), D, 3 * D, SD_NN_BIAS));
-        TRY(sd_linear_init(&b->proj, &m->r, K("attn.proj"), D, D, SD_NN_BIAS));
-        TRY(sd_layernorm_init(&b->norm2, &m->r, K("norm2"), D, 1e-6f));
-        TRY(sd_linear_init(&b->fc1, &m->r, K("mlp.fc1"), D, m->mlp, SD_NN_BIAS));
-        TRY(sd_linear_init(&b->fc2, &m->r, K("mlp.fc2"), m->mlp, D, SD_NN_BIAS));
-#undef K
+        snprintf(p, sizeof p, "blocks.%d", i);
+        TRY(sd_vit_block_init(&m->blocks[i], &m->r, p, &sd_vit_names_timm, D, m->mlp, 1e-6f));
     }
     TRY(sd_layernorm_init(&m->norm, &m->r, "norm", D, 1e-6f));
     TRY(sd_linear_init(&m->head, &m->r, "head", D, m->classes, SD_NN_BIAS));
@@ -166,48 +159,20 @@ static int tens(sd_ctx *ctx, sd_tensor *t, int ndim, const int64_t *shape)
 int sd_tagger_forward(sd_ctx *ctx, sd_tagger *m, sd_tensor *logits, const sd_tensor *x)
 {
     if (m->cnx) return sd_tagger_convnext_forward(ctx, m->cnx, logits, x);
-    const int64_t S = m->size, D = m->width, T = m->tokens, g = m->grid, H = m->heads;
+    const int64_t S = m->size, D = m->width, T = m->tokens, H = m->heads;
     if (x->ndim != 4 || x->shape[1] != 3 || x->shape[2] != S || x->shape[3] != S || x->dtype != SD_F32)
         return sd_err(SD_EINVAL, "tagger: input must be f32 [N,3,%lld,%lld]", (long long)S, (long long)S);
     const int64_t N = x->shape[0];
     if (logits->ndim != 2 || logits->shape[0] != N || logits->shape[1] != m->classes || logits->dtype != SD_F32)
         return sd_err(SD_EINVAL, "tagger: logits must be f32 [%lld,%lld]", (long long)N, (long long)m->classes);
     size_t mark = sd_arena_mark(&ctx->scratch);
-    sd_tensor c, h, n, q, k, v, o, lse, f, ones, pooled, y3;
+    sd_tensor h, n, ones, pooled, y3;
     int rc;
-    TRY(tens(ctx, &c, 4, (int64_t[]){ N, D, g, g }));
-    TRY(sd_conv2d_forward(ctx, &m->patch_embed, NULL, &c, x));
-    TRY(tens(ctx, &h, 4, (int64_t[]){ N, g, g, D }));
-    TRY(sd_op_permute(ctx, &h, &c, (const int[]){ 0, 2, 3, 1 }));
-    TRY(sd_tensor_reshape(&h, 3, (int64_t[]){ N, T, D }, &h));
+    TRY(tens(ctx, &h, 3, (int64_t[]){ N, T, D }));
+    TRY(sd_vit_patch_embed(ctx, &m->patch_embed, &h, x));
     TRY(sd_op_add(ctx, &h, &h, &m->pos->value));
-    const int64_t sh[3] = { N, T, D };
-    TRY(tens(ctx, &n, 3, sh));
-    TRY(tens(ctx, &q, 3, sh));
-    TRY(tens(ctx, &k, 3, sh));
-    TRY(tens(ctx, &v, 3, sh));
-    TRY(tens(ctx, &o, 3, sh));
-    TRY(tens(ctx, &lse, 3, (int64_t[]){ N, H, T }));
-    TRY(tens(ctx, &f, 3, (int64_t[]){ N, T, m->mlp }));
-    sd_attn_args aa = { (int)H, 0.0f, 0 };
-    for (int i = 0; i < m->depth; i++) {
-        sd_tagger_block *b = &m->blocks[i];
-        sd_tensor w[3], bias[3], *out[3] = { &q, &k, &v };
-        TRY(sd_layernorm_forward(ctx, &b->norm1, NULL, &n, &h));
-        for (int j = 0; j < 3; j++) {
-            TRY(sd_tensor_narrow0(&b->qkv.w->value, j * D, D, &w[j]));
-            TRY(sd_tensor_narrow0(&b->qkv.b->value, j * D, D, &bias[j]));
-            TRY(sd_op_linear(ctx, out[j], &n, &w[j], &bias[j]));
-        }
-        TRY(sd_op_attention(ctx, &o, &lse, &q, &k, &v, aa));
-        TRY(sd_linear_forward(ctx, &b->proj, NULL, &q, &o));
-        TRY(sd_op_add(ctx, &h, &h, &q));
-        TRY(sd_layernorm_forward(ctx, &b->norm2, NULL, &n, &h));
-        TRY(sd_linear_forward(ctx, &b->fc1, NULL, &f, &n));
-        TRY(sd_op_act(ctx, SD_ACT_GELU_TANH, &f, &f));
-        TRY(sd_linear_forward(ctx, &b->fc2, NULL, &q, &f));
-        TRY(sd_op_add(ctx, &h, &h, &q));
-    }
+    TRY(tens(ctx, &n, 3, (int64_t[]){ N, T, D }));
+    TRY(sd_vit_blocks_forward(ctx, m->blocks, (int)m->depth, (int)H, m->mlp, SD_ACT_GELU_TANH, &h));
     TRY(sd_layernorm_forward(ctx, &m->norm, NULL, &n, &h));
     /* global average pool over the tokens: [1,T] · [N,T,D] / T */
     TRY(tens(ctx, &ones, 2, (int64_t[]){ 1, T }));

@@ -29,12 +29,10 @@
 
 #include "io/image.h"
 #include "io/safetensors.h"
+#include "models/vit.h"
 #include "nn/nn.h"
 
-typedef struct sd_tagger_block {
-    sd_layernorm norm1, norm2;
-    sd_linear qkv, proj, fc1, fc2;
-} sd_tagger_block;
+typedef sd_vit_block sd_tagger_block;
 
 struct sd_tagger_convnext;
 

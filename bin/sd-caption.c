@@ -1,0 +1,537 @@
+/* sd-caption: BLIP captioner (kohya-ss/sd-scripts finetune/make_captions.py) -> captions
+ * (sd-caption(1)).
+ *
+ * Records (JSON lines with "image") or image folders in; each record gets "caption" and, unless
+ * --no-sidecar, the image gets a <stem><caption_extension> sidecar holding the caption and a
+ * newline. Images of a batch are decoded and preprocessed in parallel, the image encoder runs on
+ * the batch, then each image's caption is generated (nucleus sampling by default, --beam_search
+ * for beam search / greedy) and the records are written in order. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "base/error.h"
+#include "base/fileio.h"
+#include "base/log.h"
+#include "base/opts.h"
+#include "base/progress.h"
+#include "base/rng.h"
+#include "base/threads.h"
+#include "data/bucket_record.h"
+#include "data/images.h"
+#include "io/cmdline.h"
+#include "io/image.h"
+#include "io/jsonl.h"
+#include "models/blip.h"
+#include "tensor/device.h"
+#include "text/bert_tokenizer.h"
+
+#define TOOL "sd-caption"
+#define PROMPT "a picture of "
+#define RNG_PURPOSE_CAPTION (SD_RNG_USER + 7)   /* sd-caption's sampling stream */
+
+static struct {
+    const char *model, *vocab, *device, *caption_extension;
+    int beam_search, num_beams, max_length, min_length, batch_size, workers, threads;
+    int sidecar, recursive, debug;
+    double top_p;
+    int64_t seed;
+} a = {.workers = -1};
+
+#define G_M "Model"
+#define G_G "Generation"
+#define G_O "Output"
+
+static const sd_opt table[] = {
+    {.name = "model", .alias = "caption_weights", .type = SD_OPT_STRING, .dest = &a.model, .metavar = "DIR|FILE",
+     .group = G_M,
+     .help = "a folder with model.safetensors and vocab.txt (a Hugging Face Salesforce/blip-image-captioning-large "
+             "or -base download), or a BLIP model .safetensors file (transformers' or BLIP's own key names)"},
+    {.name = "vocab", .type = SD_OPT_STRING, .dest = &a.vocab, .metavar = "FILE", .group = G_M,
+     .help = "bert-base-uncased vocab.txt (default: the one beside the model file)"},
+    {.name = "batch_size", .type = SD_OPT_INT, .dest = &a.batch_size, .def = "1", SD_OPT_RANGE(1, 256), .group = G_M,
+     .help = "images per image-encoder run"},
+    {.name = "device", .type = SD_OPT_STRING, .dest = &a.device, .def = "cpu", .metavar = "cpu|cuda[:N]",
+     .group = G_M, .help = "where the model runs: the CPU, or CUDA GPU N (a build with CUDA=1)"},
+    {.name = "max_data_loader_n_workers", .type = SD_OPT_INT, .dest = &a.workers, SD_OPT_RANGE(0, 1024),
+     .group = G_M, .help = "accepted for scripts written for the reference; images are decoded by --threads threads"},
+    {.name = "beam_search", .type = SD_OPT_FLAG, .dest = &a.beam_search, .def = "false", .group = G_G,
+     .help = "beam search with --num_beams beams (1 = greedy); otherwise nucleus sampling"},
+    {.name = "num_beams", .type = SD_OPT_INT, .dest = &a.num_beams, .def = "1", SD_OPT_RANGE(1, 64), .group = G_G,
+     .help = "beams of --beam_search"},
+    {.name = "top_p", .type = SD_OPT_DOUBLE, .dest = &a.top_p, .def = "0.9", .min = 0, .max = 1,
+     .bounds = SD_OPT_HAS_MIN | SD_OPT_MIN_EXCL | SD_OPT_HAS_MAX, .group = G_G,
+     .help = "nucleus sampling: keep the most likely tokens up to this probability (with top-k 50, repetition "
+             "penalty 1.1)"},
+    {.name = "max_length", .type = SD_OPT_INT, .dest = &a.max_length, .def = "75", SD_OPT_RANGE(1, 4096),
+     .group = G_G, .help = "at most this many tokens, the 4 of the prompt '[DEC] a picture of' included"},
+    {.name = "min_length", .type = SD_OPT_INT, .dest = &a.min_length, .def = "5", SD_OPT_RANGE(0, 4096),
+     .group = G_G, .help = "no end of caption before this many tokens (prompt included)"},
+    {.name = "seed", .type = SD_OPT_INT64, .dest = &a.seed, .def = "42", SD_OPT_ATLEAST(0), .group = G_G,
+     .help = "seed of the sampling; each image draws from its own stream (seed, position in the input)"},
+    {.name = "caption_extension", .alias = "caption_extention", .type = SD_OPT_STRING, .dest = &a.caption_extension,
+     .def = ".caption", .metavar = "EXT", .group = G_O, .help = "extension of the sidecar files"},
+    {.name = "sidecar", .type = SD_OPT_FLAG, .dest = &a.sidecar, .def = "true", .group = G_O,
+     .help = "write <stem><caption_extension> beside each image (--no-sidecar: records only)"},
+    {.name = "recursive", .type = SD_OPT_FLAG, .dest = &a.recursive, .def = "false", .group = G_O,
+     .help = "folder arguments: include subfolders"},
+    {.name = "debug", .type = SD_OPT_FLAG, .dest = &a.debug, .def = "false", .group = G_O,
+     .help = "print each image's caption to stderr"},
+    SD_OPT_THREADS(&a.threads),
+    SD_OPT_END};
+
+/* ---- state ----------------------------------------------------------------------------------- */
+
+typedef struct item {
+    jv rec;
+    long line;
+    uint64_t ordinal;  /* position in the whole input: the sampling stream */
+    char *image;
+    float *input;      /* [3,S,S] */
+    char *err;
+} item;
+
+static sd_blip model;
+static sd_blip_state state;
+static sd_bert_vocab *vocab;
+static sd_blip_gen gen;
+static int32_t prompt[64];
+static int nprompt;
+static sd_ctx ctx;
+static int dev_index = SD_DEVICE_CPU;
+static long n_done, n_skipped;
+static uint64_t n_seen;
+
+static void item_fail(item *it, const char *msg)
+{
+    if (!it->err) it->err = strdup(msg && *msg ? msg : "error");
+}
+
+/* worker thread: decode and preprocess */
+static void load_one(item *it)
+{
+    sd_image rgb;
+    if (sd_image_load(it->image, SD_ALPHA_DROP, &rgb, NULL) < 0) {
+        item_fail(it, sd_errmsg());
+        return;
+    }
+    size_t S = (size_t)model.size;
+    it->input = malloc(sizeof(float) * 3 * S * S);
+    if (!it->input) {
+        item_fail(it, "out of memory");
+    } else {
+        int rc = sd_blip_prepare_image(&rgb, (int)S, it->input);
+        if (rc < 0) {
+            sd_err_prefix(rc, "%s", it->image);
+            item_fail(it, sd_errmsg());
+        }
+    }
+    sd_image_free(&rgb);
+}
+
+/* kohya: decode(skip_special_tokens=True)[len(prompt):] - a cut in characters (code points) */
+static char *caption_text(const int32_t *ids, int n)
+{
+    char *s = NULL;
+    if (sd_bert_decode(vocab, ids, (size_t)n, &s) < 0) return NULL;
+    size_t cut = strlen(PROMPT), i = 0;
+    for (size_t chars = 0; s[i] && chars < cut; chars++) {
+        i++;
+        while (((unsigned char)s[i] & 0xC0) == 0x80) i++;
+    }
+    memmove(s, s + i, strlen(s + i) + 1);
+    return s;
+}
+
+/* main thread: caption of one image from its embedding, the sidecar, the record; 1 = fatal */
+static int finish(item *it, const sd_tensor *emb1, const char *src)
+{
+    int32_t *ids = NULL;
+    int nids = 0;
+    char *text = NULL, *side = NULL;
+    sd_rng rng = sd_rng_key((uint64_t)a.seed, 0, (uint32_t)it->ordinal, RNG_PURPOSE_CAPTION);
+    int rc = sd_blip_state_set_image(&ctx, &model, &state, emb1);
+    if (!rc) rc = sd_blip_generate(&ctx, &model, &state, prompt, nprompt, &gen, &rng, &ids, &nids);
+    if (rc) { /* a model failure is fatal (not the record's fault) */
+        sd_error("%s", sd_errmsg());
+        return 1;
+    }
+    text = caption_text(ids, nids);
+    free(ids);
+    if (!text) {
+        sd_error("%s", sd_errmsg());
+        return 1;
+    }
+    if (a.debug) sd_info("%s %s", it->image, text);
+    if (a.sidecar) {
+        side = sd_img_sidecar_path(it->image, a.caption_extension);
+        if (!side) {
+            rc = sd_err(SD_ENOMEM, "out of memory");
+        } else {
+            size_t L = strlen(text);
+            char *line = malloc(L + 2);
+            if (!line) {
+                rc = sd_err(SD_ENOMEM, "out of memory");
+            } else {
+                memcpy(line, text, L);
+                line[L] = '\n';
+                rc = sd_write_file_atomic(side, line, L + 1);
+                free(line);
+            }
+        }
+    }
+    int fatal = 0;
+    if (rc == SD_OK) {
+        jv rec = jv_object_set(it->rec, jv_string("caption"), jv_string(text));
+        it->rec = jv_invalid();
+        n_done++;
+        if (sd_jsonl_write(stdout, rec) < 0) {
+            sd_error("stdout: %s", sd_errmsg());
+            fatal = 1;
+        }
+    } else {
+        sd_record_error(src, it->line, "%s", sd_errmsg());
+        n_skipped++;
+    }
+    free(text);
+    free(side);
+    return fatal;
+}
+
+/* decode the batch in parallel, encode the images, caption them in order; 1 = fatal */
+static int run_batch(item *b, int n, const char *src)
+{
+    int nthreads = sd_threads_get();
+    int prev = sd_threads_blas_serial_begin();
+#pragma omp parallel for schedule(dynamic, 1) if (n > 1 && nthreads > 1)
+    for (int i = 0; i < n; i++)
+        if (!b[i].err) load_one(&b[i]);
+    sd_threads_blas_serial_end(prev);
+    int good = 0;
+    for (int i = 0; i < n; i++) good += !b[i].err;
+    const int64_t S = model.size;
+    const size_t per = 3 * (size_t)S * (size_t)S;
+    sd_tensor x = {0}, emb = {0};
+    int fatal = 0;
+    if (good) {
+        int rc = sd_tensor_alloc(&x, SD_F32, 4, (int64_t[]){good, 3, S, S});
+        for (int i = 0, k = 0; !rc && i < n; i++)
+            if (!b[i].err) memcpy((float *)x.data + per * (size_t)k++, b[i].input, per * sizeof(float));
+        if (!rc) rc = sd_tensor_alloc_on(&emb, ctx.backend, SD_F32, 3, (int64_t[]){good, model.vtokens, model.vwidth});
+        if (!rc && ctx.backend != SD_DEV_CPU) {   /* --device cuda: the batch goes up */
+            sd_tensor xd = {0};
+            rc = sd_tensor_alloc_on(&xd, ctx.backend, SD_F32, 4, x.shape);
+            if (!rc) rc = sd_tensor_upload(&xd, x.data, sd_tensor_nbytes(&x));
+            if (!rc) rc = sd_blip_encode_image(&ctx, &model, &emb, &xd);
+            sd_tensor_free(&xd);
+        } else if (!rc) {
+            rc = sd_blip_encode_image(&ctx, &model, &emb, &x);
+        }
+        if (rc) {
+            sd_error("%s", sd_errmsg());
+            fatal = 1;
+        }
+    }
+    for (int i = 0, k = 0; i < n; i++) {
+        item *it = &b[i];
+        if (!fatal) {
+            if (it->err) {
+                sd_record_error(src, it->line, "%s", it->err);
+                n_skipped++;
+            } else {
+                sd_tensor e1;
+                if (sd_tensor_narrow0(&emb, k++, 1, &e1) < 0 || finish(it, &e1, src)) fatal = 1;
+            }
+        }
+        jv_free(it->rec);
+        free(it->image);
+        free(it->input);
+        free(it->err);
+        memset(it, 0, sizeof *it);
+    }
+    sd_tensor_free(&x);
+    sd_tensor_free(&emb);
+    return fatal;
+}
+
+static int is_dir(const char *p)
+{
+    struct stat s;
+    return stat(p, &s) == 0 && S_ISDIR(s.st_mode);
+}
+
+/* The op context on --device, scratch for one --batch_size run of the image encoder (about 10
+ * token×width and 2 token×MLP arrays per image) plus the decoder's steps; on a GPU the weights
+ * and the decoder cache move there after a fit check. */
+static int open_context(void)
+{
+    const int64_t T = model.vtokens, D = model.vwidth;
+    size_t per = (size_t)(T * (12 * D + 2 * model.vmlp + 2 * model.vheads)) * sizeof(float) + ((size_t)4 << 20);
+    size_t beams = (size_t)(gen.beam_search ? gen.num_beams : 1);
+    size_t dec = beams * (size_t)(gen.max_length * (8 * model.twidth + model.tinter) + 2 * model.vocab) * sizeof(float) +
+                 ((size_t)16 << 20);
+    size_t scratch = (size_t)a.batch_size * per * 3 / 2 + dec;
+    if (scratch < SD_CTX_DEFAULT_SCRATCH) scratch = SD_CTX_DEFAULT_SCRATCH;
+    size_t cache = (size_t)model.tdepth * sizeof(float) *
+                   (4 * beams * (size_t)gen.max_length * (size_t)model.twidth + 2 * (size_t)(T * model.twidth));
+    int rc;
+    if (dev_index == SD_DEVICE_CPU) {
+        rc = sd_ctx_init(&ctx, SD_DEV_CPU, sd_threads_get(), scratch);
+    } else {
+        rc = sd_device_init(dev_index);
+        sd_device_info di;
+        if (!rc) {
+            sd_params_totals tot;
+            sd_params_get_totals(&model.r, &tot);
+            const double gib = 1024.0 * 1024 * 1024;
+            char what[64], parts[200];
+            snprintf(what, sizeof what, "--device %s", a.device);
+            snprintf(parts, sizeof parts, "weights %.2f GiB, working memory %.2f GiB for --batch_size %d",
+                     (double)tot.value_bytes / gib, (double)(scratch + cache) / gib, a.batch_size);
+            rc = sd_device_fit(dev_index, tot.value_bytes + scratch + cache, what, parts,
+                               "lower --batch_size, or run with --device cpu", &di);
+        }
+        if (!rc) rc = sd_params_move(&model.r, SD_DEV_CUDA);
+        if (!rc) rc = sd_ctx_init(&ctx, SD_DEV_CUDA, sd_threads_get(), scratch);
+        if (!rc) sd_info("running on %s (cuda:%d)", di.name, dev_index);
+    }
+    if (!rc) rc = sd_blip_state_init(&state, &model, (int)beams, gen.max_length, ctx.backend);
+    return rc;
+}
+
+/* model, vocabulary, prompt and context from the options; SD_EINVAL = usage error */
+static int load_model(void)
+{
+    struct stat s;
+    char *mpath = NULL, *vpath = NULL;
+    if (stat(a.model, &s) != 0) return sd_err(SD_ENOTFOUND, "%s: %s", a.model, strerror(errno));
+    if (S_ISDIR(s.st_mode)) {
+        mpath = malloc(strlen(a.model) + 32);
+        vpath = malloc(strlen(a.model) + 32);
+        if (!mpath || !vpath) return sd_err(SD_ENOMEM, "out of memory");
+        sprintf(mpath, "%s/model.safetensors", a.model);
+        sprintf(vpath, "%s/vocab.txt", a.model);
+        if (stat(mpath, &s) != 0) {
+            sprintf(vpath, "%s/pytorch_model.bin", a.model);
+            int bin = stat(vpath, &s) == 0;
+            free(vpath);
+            int rc = sd_err(SD_ENOTFOUND, "%s: no model.safetensors in this folder%s", a.model,
+                            bin ? " (pytorch_model.bin is not read: download model.safetensors)" : "");
+            free(mpath);
+            return rc;
+        }
+    } else {
+        size_t L = strlen(a.model);
+        if (L > 4 && (!strcmp(a.model + L - 4, ".pth") || !strcmp(a.model + L - 4, ".bin")))
+            return sd_err(SD_EUNSUPPORTED, "%s: PyTorch pickles are not read; convert the checkpoint to safetensors "
+                                           "(see sd-caption(1))", a.model);
+        mpath = strdup(a.model);
+        const char *sl = strrchr(a.model, '/');
+        size_t dl = sl ? (size_t)(sl - a.model) + 1 : 0;
+        vpath = malloc(dl + 32);
+        if (!mpath || !vpath) return sd_err(SD_ENOMEM, "out of memory");
+        memcpy(vpath, a.model, dl);
+        strcpy(vpath + dl, "vocab.txt");
+    }
+    if (a.vocab) {
+        free(vpath);
+        vpath = strdup(a.vocab);
+    }
+    sd_safetensors *st = NULL;
+    int rc = sd_safetensors_open(mpath, &st);
+    if (!rc) rc = sd_blip_open(&model, st, SD_DEV_CPU);
+    sd_safetensors_close(st);
+    if (!rc) rc = sd_bert_vocab_load(vpath, &vocab);
+    int32_t V = vocab ? sd_bert_vocab_size(vocab) : 0;
+    if (!rc && model.vocab != (int64_t)V + 2)
+        rc = sd_err(SD_EFORMAT, "%s has %d tokens but %s has a vocabulary of %lld (expected %d: the tokens, [DEC], "
+                                "[ENC])", vpath, V, mpath, (long long)model.vocab, V + 2);
+    if (!rc && (gen.eos = sd_bert_token_id(vocab, "[SEP]")) < 0) rc = sd_err(SD_EFORMAT, "%s has no [SEP]", vpath);
+    if (!rc) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        rc = sd_bert_encode(vocab, PROMPT, strlen(PROMPT), &ids, &n);
+        if (!rc && n + 1 > sizeof prompt / sizeof prompt[0]) rc = sd_err(SD_EFORMAT, "prompt too long");
+        if (!rc) {
+            prompt[0] = V;   /* [DEC], BLIP's BOS: the first added token */
+            memcpy(prompt + 1, ids, n * sizeof *ids);
+            nprompt = (int)n + 1;
+        }
+        free(ids);
+    }
+    if (!rc && a.max_length > model.positions)
+        rc = sd_err(SD_EINVAL, "--max_length %d is more than the model's %lld positions", a.max_length,
+                    (long long)model.positions);
+    if (!rc) rc = open_context();
+    if (!rc)
+        sd_info("%s: BLIP (%s keys), %lldx%lld input, vision %lld wide x %lld layers, text %lld wide x %lld layers, "
+                "vocabulary %lld", mpath, model.layout == SD_BLIP_LAYOUT_HF ? "transformers" : "BLIP",
+                (long long)model.size, (long long)model.size, (long long)model.vwidth, (long long)model.vdepth,
+                (long long)model.twidth, (long long)model.tdepth, (long long)model.vocab);
+    free(mpath);
+    free(vpath);
+    return rc;
+}
+
+static void cleanup(void)
+{
+    sd_blip_state_free(&state);
+    sd_blip_free(&model);
+    sd_bert_vocab_free(vocab);
+    sd_ctx_free(&ctx);
+    if (dev_index != SD_DEVICE_CPU) sd_device_shutdown();
+}
+
+int main(int argc, char **argv)
+{
+    sd_log_init(TOOL);
+    sd_opts o;
+    if (sd_opts_init(&o, TOOL, table) < 0) return sd_fatal(1);
+    o.flags = SD_OPTS_CONFIG;
+    o.usage = "--model DIR|FILE [OPTIONS] [RECORDS.jsonl | IMAGE_DIR | IMAGE ...]";
+    o.description =
+        "Captions images with BLIP (Salesforce blip-image-captioning-large/base, model.safetensors + vocab.txt) as "
+        "kohya-ss/sd-scripts' make_captions.py does. Reads records (JSON lines with 'image'; stdin when nothing is "
+        "named), image folders or image files, writes each record with 'caption' added to stdout and a "
+        "<stem>.caption sidecar beside each image.";
+    o.epilog = "Exit status: 0 all records done, 1 fatal error, 2 usage error, 3 some records skipped.\n"
+               "See sd-caption(1).";
+    int ex = sd_cmdline_main(&o, argc, argv);
+    if (ex >= 0) {
+        sd_opts_free(&o);
+        return ex;
+    }
+    const char *usage = NULL;
+    static char ubuf[256];
+    if (!a.model) usage = "give --model DIR (with model.safetensors and vocab.txt) or --model FILE";
+    else if (!strncmp(a.model, "http://", 7) || !strncmp(a.model, "https://", 8))
+        usage = "--model/--caption_weights: sd-caption downloads nothing; give a local folder or .safetensors file";
+    else if (sd_device_parse(a.device, &dev_index)) {
+        snprintf(ubuf, sizeof ubuf, "%.200s", sd_errmsg());
+        usage = ubuf;
+    }
+    if (usage) {
+        sd_cmdline_usage_error(TOOL, "%s", usage);
+        sd_opts_free(&o);
+        return SD_EXIT_USAGE;
+    }
+    if (sd_opts_is_set(&o, &a.workers))
+        sd_info("--max_data_loader_n_workers has no effect: images are decoded by the --threads threads");
+    if (a.beam_search && sd_opts_is_set(&o, &a.top_p)) sd_info("--top_p has no effect with --beam_search");
+    if (!a.beam_search && sd_opts_is_set(&o, &a.num_beams) && a.num_beams > 1)
+        sd_info("--num_beams has no effect without --beam_search: sampling makes one caption per image, as in the "
+                "reference");
+    gen = (sd_blip_gen){
+        .beam_search = a.beam_search,
+        .num_beams = a.beam_search ? a.num_beams : 1,
+        .top_k = 50,
+        .top_p = a.top_p,
+        .temperature = 1.0f,
+        .repetition_penalty = a.beam_search ? 1.0f : 1.1f,
+        .min_length = a.min_length,
+        .max_length = a.max_length,
+    };
+    int early = -1;
+    if (sd_threads_init(a.threads) < 0) {
+        sd_opts_free(&o);
+        return sd_fatal(1);
+    }
+    int lrc = load_model();
+    if (lrc < 0) early = lrc == SD_EINVAL ? sd_cmdline_usage_error(TOOL, "%s", sd_errmsg()) : sd_fatal(1);
+    item *batch = early < 0 ? calloc((size_t)a.batch_size, sizeof *batch) : NULL;
+    if (early < 0 && !batch) early = sd_fatal(1);
+    if (early >= 0) {
+        cleanup();
+        sd_opts_free(&o);
+        return early;
+    }
+    int nargs = o.npos ? o.npos : 1, fatal = 0;
+    sd_progress prog;
+    sd_progress_begin(&prog, "captioning", 0);
+    for (int fi = 0; fi < nargs && !fatal; fi++) {
+        const char *name = o.npos ? o.pos[fi] : "-";
+        int n = 0;
+        int dir = strcmp(name, "-") && is_dir(name);
+        if (dir || sd_img_is_image_name(name, SD_IMG_ANY_CASE)) {
+            sd_path_list l = {0};
+            if (!dir ? sd_path_list_add(&l, name) < 0 : sd_img_list(name, a.recursive ? SD_IMG_RECURSIVE : 0, &l) < 0) {
+                sd_error("%s", sd_errmsg());
+                fatal = 1;
+                break;
+            }
+            if (dir) sd_info("%s: found %zu images", name, l.n);
+            for (size_t i = 0; i < l.n && !fatal; i++) {
+                item *it = &batch[n++];
+                it->rec = JV_OBJECT(jv_string("image"), jv_string(l.paths[i]));
+                it->line = (long)i + 1;
+                it->ordinal = n_seen++;
+                it->image = strdup(l.paths[i]);
+                if (n == a.batch_size || i + 1 == l.n) {
+                    fatal = run_batch(batch, n, name);
+                    sd_progress_update(&prog, n);
+                    n = 0;
+                }
+            }
+            sd_path_list_free(&l);
+            continue;
+        }
+        sd_jsonl_reader *r = sd_jsonl_open_path(name);
+        if (!r) {
+            fatal = sd_fatal(1);
+            break;
+        }
+        const char *src = sd_jsonl_name(r);
+        for (;;) {
+            jv rec;
+            long line;
+            int rc = sd_jsonl_next(r, &rec, &line);
+            if (rc == 0) break;
+            if (rc == SD_EFORMAT || rc == SD_ERANGE) {
+                if (n) {
+                    fatal = run_batch(batch, n, src);
+                    sd_progress_update(&prog, n);
+                    n = 0;
+                }
+                const char *m = sd_errmsg();
+                char pre[64];
+                snprintf(pre, sizeof pre, ":%ld: ", line);
+                const char *q = strstr(m, pre);
+                sd_record_error(src, line, "%s", q ? q + strlen(pre) : m);
+                n_skipped++;
+                n_seen++;
+                if (fatal) break;
+                continue;
+            }
+            if (rc < 0) {
+                sd_error("%s", sd_errmsg());
+                fatal = 1;
+                break;
+            }
+            item *it = &batch[n++];
+            it->rec = rec;
+            it->line = line;
+            it->ordinal = n_seen++;
+            if (sd_bucket_record_image(rec, &it->image) < 0) item_fail(it, sd_errmsg());
+            if (n == a.batch_size) {
+                fatal = run_batch(batch, n, src);
+                sd_progress_update(&prog, n);
+                n = 0;
+                if (fatal) break;
+            }
+        }
+        if (n && !fatal) {
+            fatal = run_batch(batch, n, src);
+            sd_progress_update(&prog, n);
+        }
+        sd_jsonl_close(r);
+    }
+    sd_progress_end(&prog);
+    sd_info("%ld images captioned, %ld skipped", n_done, n_skipped);
+    free(batch);
+    cleanup();
+    sd_opts_free(&o);
+    if (fatal) return 1;
+    return n_skipped ? SD_EXIT_PARTIAL : 0;
+}
