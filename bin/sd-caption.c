@@ -16,10 +16,9 @@
 #include "base/fileio.h"
 #include "base/log.h"
 #include "base/opts.h"
-#include "base/progress.h"
 #include "base/rng.h"
 #include "base/threads.h"
-#include "data/bucket_record.h"
+#include "data/image_jobs.h"
 #include "data/images.h"
 #include "io/cmdline.h"
 #include "io/image.h"
@@ -84,14 +83,7 @@ static const sd_opt table[] = {
 
 /* ---- state ----------------------------------------------------------------------------------- */
 
-typedef struct item {
-    jv rec;
-    long line;
-    uint64_t ordinal;  /* position in the whole input: the sampling stream */
-    char *image;
-    float *input;      /* [3,S,S] */
-    char *err;
-} item;
+typedef sd_image_job item;   /* ordinal: the record's sampling stream */
 
 static sd_blip model;
 static sd_blip_state state;
@@ -102,30 +94,25 @@ static int nprompt;
 static sd_ctx ctx;
 static int dev_index = SD_DEVICE_CPU;
 static long n_done, n_skipped;
-static uint64_t n_seen;
-
-static void item_fail(item *it, const char *msg)
-{
-    if (!it->err) it->err = strdup(msg && *msg ? msg : "error");
-}
 
 /* worker thread: decode and preprocess */
-static void load_one(item *it)
+static void load_one(item *it, void *user)
 {
+    (void)user;
     sd_image rgb;
     if (sd_image_load(it->image, SD_ALPHA_DROP, &rgb, NULL) < 0) {
-        item_fail(it, sd_errmsg());
+        sd_image_job_fail(it, sd_errmsg());
         return;
     }
     size_t S = (size_t)model.size;
     it->input = malloc(sizeof(float) * 3 * S * S);
     if (!it->input) {
-        item_fail(it, "out of memory");
+        sd_image_job_fail(it, "out of memory");
     } else {
         int rc = sd_blip_prepare_image(&rgb, (int)S, it->input);
         if (rc < 0) {
             sd_err_prefix(rc, "%s", it->image);
-            item_fail(it, sd_errmsg());
+            sd_image_job_fail(it, sd_errmsg());
         }
     }
     sd_image_free(&rgb);
@@ -200,66 +187,37 @@ static int finish(item *it, const sd_tensor *emb1, const char *src)
     return fatal;
 }
 
-/* decode the batch in parallel, encode the images, caption them in order; 1 = fatal */
-static int run_batch(item *b, int n, const char *src)
+static sd_tensor emb;   /* the batch's image tokens [good, tokens, width] on --device */
+
+/* main thread: the image encoder on a batch (on --device cuda the batch goes up) */
+static int forward(const sd_tensor *x, void *user)
 {
-    int nthreads = sd_threads_get();
-    int prev = sd_threads_blas_serial_begin();
-#pragma omp parallel for schedule(dynamic, 1) if (n > 1 && nthreads > 1)
-    for (int i = 0; i < n; i++)
-        if (!b[i].err) load_one(&b[i]);
-    sd_threads_blas_serial_end(prev);
-    int good = 0;
-    for (int i = 0; i < n; i++) good += !b[i].err;
-    const int64_t S = model.size;
-    const size_t per = 3 * (size_t)S * (size_t)S;
-    sd_tensor x = {0}, emb = {0};
-    int fatal = 0;
-    if (good) {
-        int rc = sd_tensor_alloc(&x, SD_F32, 4, (int64_t[]){good, 3, S, S});
-        for (int i = 0, k = 0; !rc && i < n; i++)
-            if (!b[i].err) memcpy((float *)x.data + per * (size_t)k++, b[i].input, per * sizeof(float));
-        if (!rc) rc = sd_tensor_alloc_on(&emb, ctx.backend, SD_F32, 3, (int64_t[]){good, model.vtokens, model.vwidth});
-        if (!rc && ctx.backend != SD_DEV_CPU) {   /* --device cuda: the batch goes up */
-            sd_tensor xd = {0};
-            rc = sd_tensor_alloc_on(&xd, ctx.backend, SD_F32, 4, x.shape);
-            if (!rc) rc = sd_tensor_upload(&xd, x.data, sd_tensor_nbytes(&x));
-            if (!rc) rc = sd_blip_encode_image(&ctx, &model, &emb, &xd);
-            sd_tensor_free(&xd);
-        } else if (!rc) {
-            rc = sd_blip_encode_image(&ctx, &model, &emb, &x);
-        }
-        if (rc) {
-            sd_error("%s", sd_errmsg());
-            fatal = 1;
-        }
-    }
-    for (int i = 0, k = 0; i < n; i++) {
-        item *it = &b[i];
-        if (!fatal) {
-            if (it->err) {
-                sd_record_error(src, it->line, "%s", it->err);
-                n_skipped++;
-            } else {
-                sd_tensor e1;
-                if (sd_tensor_narrow0(&emb, k++, 1, &e1) < 0 || finish(it, &e1, src)) fatal = 1;
-            }
-        }
-        jv_free(it->rec);
-        free(it->image);
-        free(it->input);
-        free(it->err);
-        memset(it, 0, sizeof *it);
-    }
-    sd_tensor_free(&x);
+    (void)user;
     sd_tensor_free(&emb);
-    return fatal;
+    int rc = sd_tensor_alloc_on(&emb, ctx.backend, SD_F32, 3, (int64_t[]){ x->shape[0], model.vtokens, model.vwidth });
+    if (!rc && ctx.backend != SD_DEV_CPU) {
+        sd_tensor xd = {0};
+        rc = sd_tensor_alloc_on(&xd, ctx.backend, SD_F32, 4, x->shape);
+        if (!rc) rc = sd_tensor_upload(&xd, x->data, sd_tensor_nbytes(x));
+        if (!rc) rc = sd_blip_encode_image(&ctx, &model, &emb, &xd);
+        sd_tensor_free(&xd);
+    } else if (!rc) {
+        rc = sd_blip_encode_image(&ctx, &model, &emb, x);
+    }
+    if (rc) sd_error("%s", sd_errmsg());
+    return rc;
 }
 
-static int is_dir(const char *p)
+/* main thread: the caption of the k-th good image of the batch */
+static int finish_k(item *it, int k, const char *src, void *user)
 {
-    struct stat s;
-    return stat(p, &s) == 0 && S_ISDIR(s.st_mode);
+    (void)user;
+    sd_tensor e1;
+    if (sd_tensor_narrow0(&emb, k, 1, &e1) < 0) {
+        sd_error("%s", sd_errmsg());
+        return 1;
+    }
+    return finish(it, &e1, src);
 }
 
 /* The op context on --device, scratch for one --batch_size run of the image encoder (about 10
@@ -377,6 +335,7 @@ static int load_model(void)
 
 static void cleanup(void)
 {
+    sd_tensor_free(&emb);
     sd_blip_state_free(&state);
     sd_blip_free(&model);
     sd_bert_vocab_free(vocab);
@@ -440,96 +399,18 @@ int main(int argc, char **argv)
     }
     int lrc = load_model();
     if (lrc < 0) early = lrc == SD_EINVAL ? sd_cmdline_usage_error(TOOL, "%s", sd_errmsg()) : sd_fatal(1);
-    item *batch = early < 0 ? calloc((size_t)a.batch_size, sizeof *batch) : NULL;
-    if (early < 0 && !batch) early = sd_fatal(1);
     if (early >= 0) {
         cleanup();
         sd_opts_free(&o);
         return early;
     }
-    int nargs = o.npos ? o.npos : 1, fatal = 0;
-    sd_progress prog;
-    sd_progress_begin(&prog, "captioning", 0);
-    for (int fi = 0; fi < nargs && !fatal; fi++) {
-        const char *name = o.npos ? o.pos[fi] : "-";
-        int n = 0;
-        int dir = strcmp(name, "-") && is_dir(name);
-        if (dir || sd_img_is_image_name(name, SD_IMG_ANY_CASE)) {
-            sd_path_list l = {0};
-            if (!dir ? sd_path_list_add(&l, name) < 0 : sd_img_list(name, a.recursive ? SD_IMG_RECURSIVE : 0, &l) < 0) {
-                sd_error("%s", sd_errmsg());
-                fatal = 1;
-                break;
-            }
-            if (dir) sd_info("%s: found %zu images", name, l.n);
-            for (size_t i = 0; i < l.n && !fatal; i++) {
-                item *it = &batch[n++];
-                it->rec = JV_OBJECT(jv_string("image"), jv_string(l.paths[i]));
-                it->line = (long)i + 1;
-                it->ordinal = n_seen++;
-                it->image = strdup(l.paths[i]);
-                if (n == a.batch_size || i + 1 == l.n) {
-                    fatal = run_batch(batch, n, name);
-                    sd_progress_update(&prog, n);
-                    n = 0;
-                }
-            }
-            sd_path_list_free(&l);
-            continue;
-        }
-        sd_jsonl_reader *r = sd_jsonl_open_path(name);
-        if (!r) {
-            fatal = sd_fatal(1);
-            break;
-        }
-        const char *src = sd_jsonl_name(r);
-        for (;;) {
-            jv rec;
-            long line;
-            int rc = sd_jsonl_next(r, &rec, &line);
-            if (rc == 0) break;
-            if (rc == SD_EFORMAT || rc == SD_ERANGE) {
-                if (n) {
-                    fatal = run_batch(batch, n, src);
-                    sd_progress_update(&prog, n);
-                    n = 0;
-                }
-                const char *m = sd_errmsg();
-                char pre[64];
-                snprintf(pre, sizeof pre, ":%ld: ", line);
-                const char *q = strstr(m, pre);
-                sd_record_error(src, line, "%s", q ? q + strlen(pre) : m);
-                n_skipped++;
-                n_seen++;
-                if (fatal) break;
-                continue;
-            }
-            if (rc < 0) {
-                sd_error("%s", sd_errmsg());
-                fatal = 1;
-                break;
-            }
-            item *it = &batch[n++];
-            it->rec = rec;
-            it->line = line;
-            it->ordinal = n_seen++;
-            if (sd_bucket_record_image(rec, &it->image) < 0) item_fail(it, sd_errmsg());
-            if (n == a.batch_size) {
-                fatal = run_batch(batch, n, src);
-                sd_progress_update(&prog, n);
-                n = 0;
-                if (fatal) break;
-            }
-        }
-        if (n && !fatal) {
-            fatal = run_batch(batch, n, src);
-            sd_progress_update(&prog, n);
-        }
-        sd_jsonl_close(r);
-    }
-    sd_progress_end(&prog);
+    sd_image_jobs jobs = {
+        .batch = a.batch_size, .recursive = a.recursive, .size = model.size, .verb = "captioning",
+        .load = load_one, .forward = forward, .finish = finish_k,
+    };
+    int fatal = sd_image_jobs_run(&jobs, o.pos, o.npos);
+    n_skipped += jobs.skipped;
     sd_info("%ld images captioned, %ld skipped", n_done, n_skipped);
-    free(batch);
     cleanup();
     sd_opts_free(&o);
     if (fatal) return 1;

@@ -16,10 +16,9 @@
 #include "base/fileio.h"
 #include "base/log.h"
 #include "base/opts.h"
-#include "base/progress.h"
 #include "base/strbuf.h"
 #include "base/threads.h"
-#include "data/bucket_record.h"
+#include "data/image_jobs.h"
 #include "data/images.h"
 #include "data/metadata.h"
 #include "data/wdtags.h"
@@ -131,14 +130,7 @@ static const sd_opt table[] = {
 
 /* ---- state ----------------------------------------------------------------------------------- */
 
-typedef struct item {
-    jv rec;
-    long line;
-    char *image;
-    float *input;      /* [3,S,S] */
-    int w, h;          /* the image's size (for --output_path) */
-    char *err;
-} item;
+typedef sd_image_job item;   /* w, h: the image's size (for --output_path) */
 
 static sd_tagger model;
 static sd_wdtags wt;
@@ -172,17 +164,13 @@ static void freq_add(const char *t)
     freq.count[freq.n++] = 1;
 }
 
-static void item_fail(item *it, const char *msg)
-{
-    if (!it->err) it->err = strdup(msg && *msg ? msg : "error");
-}
-
 /* worker thread: decode and preprocess */
-static void load_one(item *it)
+static void load_one(item *it, void *user)
 {
+    (void)user;
     sd_image rgb, sq;
     if (sd_image_load(it->image, SD_ALPHA_WHITE, &rgb, NULL) < 0) {
-        item_fail(it, sd_errmsg());
+        sd_image_job_fail(it, sd_errmsg());
         return;
     }
     it->w = rgb.w;
@@ -191,12 +179,12 @@ static void load_one(item *it)
     sd_image_free(&rgb);
     if (rc < 0) {
         sd_err_prefix(rc, "%s", it->image);
-        item_fail(it, sd_errmsg());
+        sd_image_job_fail(it, sd_errmsg());
         return;
     }
     it->input = malloc(sizeof(float) * 3 * (size_t)sq.w * (size_t)sq.h);
     if (it->input) sd_tagger_image_to_input(&sq, it->input);
-    else item_fail(it, "out of memory");
+    else sd_image_job_fail(it, "out of memory");
     sd_image_free(&sq);
 }
 
@@ -353,67 +341,34 @@ static int write_results(const char *path)
 }
 
 /* decode the batch in parallel, run the model, write the records in order; 1 = fatal */
-static int run_batch(item *b, int n, const char *src)
+static sd_tensor logits;   /* the batch's [good, classes] on the host */
+
+/* main thread: the tagger on a batch (on --device cuda the batch goes up, the logits come back) */
+static int forward(const sd_tensor *x, void *user)
 {
-    int nthreads = sd_threads_get();
-    int prev = sd_threads_blas_serial_begin();
-#pragma omp parallel for schedule(dynamic, 1) if (n > 1 && nthreads > 1)
-    for (int i = 0; i < n; i++)
-        if (!b[i].err) load_one(&b[i]);
-    sd_threads_blas_serial_end(prev);
-    int good = 0;
-    for (int i = 0; i < n; i++) good += !b[i].err;
-    const int64_t S = model.size;
-    const size_t per = 3 * (size_t)S * (size_t)S;
-    sd_tensor x = {0}, y = {0};
-    int fatal = 0;
-    if (good) {
-        int rc = sd_tensor_alloc(&x, SD_F32, 4, (int64_t[]){good, 3, S, S});
-        if (!rc) rc = sd_tensor_alloc(&y, SD_F32, 2, (int64_t[]){good, model.classes});
-        for (int i = 0, k = 0; !rc && i < n; i++)
-            if (!b[i].err) memcpy((float *)x.data + per * (size_t)k++, b[i].input, per * sizeof(float));
-        if (!rc && ctx.backend != SD_DEV_CPU) {   /* --device cuda: the batch goes up, the logits come back */
-            sd_tensor xd = {0}, yd = {0};
-            rc = sd_tensor_alloc_on(&xd, ctx.backend, SD_F32, 4, x.shape);
-            if (!rc) rc = sd_tensor_alloc_on(&yd, ctx.backend, SD_F32, 2, y.shape);
-            if (!rc) rc = sd_tensor_upload(&xd, x.data, sd_tensor_nbytes(&x));
-            if (!rc) rc = sd_tagger_forward(&ctx, &model, &yd, &xd);
-            if (!rc) rc = sd_tensor_download(&yd, y.data, sd_tensor_nbytes(&y));
-            sd_tensor_free(&xd);
-            sd_tensor_free(&yd);
-        } else if (!rc) {
-            rc = sd_tagger_forward(&ctx, &model, &y, &x);
-        }
-        if (rc) {
-            sd_error("%s", sd_errmsg());
-            fatal = 1;
-        }
+    (void)user;
+    sd_tensor_free(&logits);
+    int rc = sd_tensor_alloc(&logits, SD_F32, 2, (int64_t[]){ x->shape[0], model.classes });
+    if (!rc && ctx.backend != SD_DEV_CPU) {
+        sd_tensor xd = {0}, yd = {0};
+        rc = sd_tensor_alloc_on(&xd, ctx.backend, SD_F32, 4, x->shape);
+        if (!rc) rc = sd_tensor_alloc_on(&yd, ctx.backend, SD_F32, 2, logits.shape);
+        if (!rc) rc = sd_tensor_upload(&xd, x->data, sd_tensor_nbytes(x));
+        if (!rc) rc = sd_tagger_forward(&ctx, &model, &yd, &xd);
+        if (!rc) rc = sd_tensor_download(&yd, logits.data, sd_tensor_nbytes(&logits));
+        sd_tensor_free(&xd);
+        sd_tensor_free(&yd);
+    } else if (!rc) {
+        rc = sd_tagger_forward(&ctx, &model, &logits, x);
     }
-    for (int i = 0, k = 0; i < n; i++) {
-        item *it = &b[i];
-        if (!fatal) {
-            if (it->err) {
-                sd_record_error(src, it->line, "%s", it->err);
-                n_skipped++;
-            } else if (finish(it, (const float *)y.data + (size_t)k++ * (size_t)model.classes, src) != SD_OK) {
-                fatal = 1;
-            }
-        }
-        jv_free(it->rec);
-        free(it->image);
-        free(it->input);
-        free(it->err);
-        memset(it, 0, sizeof *it);
-    }
-    sd_tensor_free(&x);
-    sd_tensor_free(&y);
-    return fatal;
+    if (rc) sd_error("%s", sd_errmsg());
+    return rc;
 }
 
-static int is_dir(const char *p)
+static int finish_k(item *it, int k, const char *src, void *user)
 {
-    struct stat s;
-    return stat(p, &s) == 0 && S_ISDIR(s.st_mode);
+    (void)user;
+    return finish(it, (const float *)logits.data + (size_t)k * (size_t)model.classes, src) != SD_OK;
 }
 
 /* model and tag list from --model / --tags_csv */
@@ -573,16 +528,13 @@ int main(int argc, char **argv)
     if (!sd_opts_is_set(&o, &a.character_threshold)) a.character_threshold = a.thresh;
     if (sd_opts_is_set(&o, &a.workers))
         sd_info("--max_data_loader_n_workers has no effect: images are decoded by the --threads threads");
-    int early = -1;
     if (sd_threads_init(a.threads) < 0) {
         sd_opts_free(&o);
         return sd_fatal(1);
     }
     int lrc = load_model();   /* and the op context (open_context) */
-    if (lrc < 0) early = lrc == SD_EINVAL ? sd_cmdline_usage_error(TOOL, "%s", sd_errmsg()) : sd_fatal(1);
-    item *batch = early < 0 ? calloc((size_t)a.batch_size, sizeof *batch) : NULL;
-    if (early < 0 && !batch) early = sd_fatal(1);
-    if (early >= 0) {
+    if (lrc < 0) {
+        int early = lrc == SD_EINVAL ? sd_cmdline_usage_error(TOOL, "%s", sd_errmsg()) : sd_fatal(1);
         sd_wdtags_free(&wt);
         sd_tagger_free(&model);
         sd_ctx_free(&ctx);
@@ -590,86 +542,14 @@ int main(int argc, char **argv)
         sd_opts_free(&o);
         return early;
     }
-    int nargs = o.npos ? o.npos : 1, fatal = 0;
-    sd_progress prog;
     results = jv_object();
-    sd_progress_begin(&prog, "tagging", 0);
-    for (int fi = 0; fi < nargs && !fatal; fi++) {
-        const char *name = o.npos ? o.pos[fi] : "-";
-        int n = 0;
-        int dir = strcmp(name, "-") && is_dir(name);
-        if (dir || sd_img_is_image_name(name, SD_IMG_ANY_CASE)) {
-            sd_path_list l = {0};
-            if (!dir ? sd_path_list_add(&l, name) < 0 : sd_img_list(name, a.recursive ? SD_IMG_RECURSIVE : 0, &l) < 0) {
-                sd_error("%s", sd_errmsg());
-                fatal = 1;
-                break;
-            }
-            if (dir) sd_info("%s: found %zu images", name, l.n);
-            for (size_t i = 0; i < l.n && !fatal; i++) {
-                item *it = &batch[n++];
-                it->rec = JV_OBJECT(jv_string("image"), jv_string(l.paths[i]));
-                it->line = (long)i + 1;
-                it->image = strdup(l.paths[i]);
-                if (n == a.batch_size || i + 1 == l.n) {
-                    fatal = run_batch(batch, n, name);
-                    sd_progress_update(&prog, n);
-                    n = 0;
-                }
-            }
-            sd_path_list_free(&l);
-            continue;
-        }
-        sd_jsonl_reader *r = sd_jsonl_open_path(name);
-        if (!r) {
-            fatal = sd_fatal(1);
-            break;
-        }
-        const char *src = sd_jsonl_name(r);
-        for (;;) {
-            jv rec;
-            long line;
-            int rc = sd_jsonl_next(r, &rec, &line);
-            if (rc == 0) break;
-            if (rc == SD_EFORMAT || rc == SD_ERANGE) {
-                /* bad line: report it now (earlier records of the batch go first) */
-                if (n) {
-                    fatal = run_batch(batch, n, src);
-                    sd_progress_update(&prog, n);
-                    n = 0;
-                }
-                const char *m = sd_errmsg();
-                char pre[64];
-                snprintf(pre, sizeof pre, ":%ld: ", line);
-                const char *q = strstr(m, pre);
-                sd_record_error(src, line, "%s", q ? q + strlen(pre) : m);
-                n_skipped++;
-                if (fatal) break;
-                continue;
-            }
-            if (rc < 0) {
-                sd_error("%s", sd_errmsg());
-                fatal = 1;
-                break;
-            }
-            item *it = &batch[n++];
-            it->rec = rec;
-            it->line = line;
-            if (sd_bucket_record_image(rec, &it->image) < 0) item_fail(it, sd_errmsg());
-            if (n == a.batch_size) {
-                fatal = run_batch(batch, n, src);
-                sd_progress_update(&prog, n);
-                n = 0;
-                if (fatal) break;
-            }
-        }
-        if (n && !fatal) {
-            fatal = run_batch(batch, n, src);
-            sd_progress_update(&prog, n);
-        }
-        sd_jsonl_close(r);
-    }
-    sd_progress_end(&prog);
+    sd_image_jobs jobs = {
+        .batch = a.batch_size, .recursive = a.recursive, .size = model.size, .verb = "tagging",
+        .load = load_one, .forward = forward, .finish = finish_k,
+    };
+    int fatal = sd_image_jobs_run(&jobs, o.pos, o.npos);
+    n_skipped += jobs.skipped;
+    sd_tensor_free(&logits);
     if (!fatal && a.output_path && write_results(a.output_path) < 0) {
         sd_error("%s", sd_errmsg());
         fatal = 1;
@@ -696,7 +576,6 @@ int main(int argc, char **argv)
     for (int i = 0; i < freq.n; i++) free(freq.tag[i]);
     free(freq.tag);
     free(freq.count);
-    free(batch);
     sd_wdtags_free(&wt);
     sd_tagger_free(&model);
     sd_ctx_free(&ctx);

@@ -1076,6 +1076,26 @@ int sd_safetensors_check_shape(const sd_safetensors *st, const char *name, int n
     return sd_err(SD_EFORMAT, "%s: tensor '%s': expected shape %s, got %s", st->path, disp(name).s, want, got);
 }
 
+int sd_safetensors_get_dims(const sd_safetensors *st, const char *name, int ndim, const char *what,
+                            const sd_st_tensor **t)
+{
+    const sd_st_tensor *x = sd_safetensors_find(st, name);
+    if (!x)
+        return sd_err(SD_EFORMAT, "%s: no tensor '%s'%s%s%s", st->path, disp(name).s, what ? " (not a " : "",
+                      what ? what : "", what ? ")" : "");
+    if (x->ndim != ndim) {
+        char b[200];
+        sd_st_shape_str(x->ndim, x->shape, b, sizeof b);
+        return sd_err(SD_EFORMAT, "%s: tensor '%s' has shape %s, expected %d dimensions", st->path, disp(name).s, b,
+                      ndim);
+    }
+    for (int i = 0; i < ndim; i++)
+        if (x->shape[i] < 1 || x->shape[i] > (1 << 24))
+            return sd_err(SD_EFORMAT, "%s: tensor '%s': dimension %d is out of range", st->path, disp(name).s, i);
+    *t = x;
+    return SD_OK;
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Writer */
 

@@ -128,6 +128,11 @@ int sd_safetensors_read_bf16(const sd_safetensors *st, const char *name, uint16_
  * "path: tensor 'x': expected shape [320,4,3,3], got [320,4,1,1]" otherwise. */
 int sd_safetensors_check_shape(const sd_safetensors *st, const char *name, int ndim,
                                const int64_t *shape);
+/* Tensor `name` with `ndim` dimensions of 1..2^24 each (sizes a model takes from a file): SD_EFORMAT
+ * "path: no tensor 'x' (not a <what>)" when absent (no parenthesis when what is NULL), "path: tensor
+ * 'x' has shape [..], expected N dimensions", "path: tensor 'x': dimension i is out of range". */
+int sd_safetensors_get_dims(const sd_safetensors *st, const char *name, int ndim, const char *what,
+                            const sd_st_tensor **t);
 /* Format "[320,4,3,3]" into buf (always NUL-terminated, truncated if needed). */
 void sd_st_shape_str(int ndim, const int64_t *shape, char *buf, size_t size);
 

@@ -19,20 +19,7 @@ int sd_blip_detect(const sd_safetensors *st)
 
 static int shape_of(const sd_safetensors *st, const char *name, int ndim, const sd_st_tensor **t)
 {
-    const sd_st_tensor *x = sd_safetensors_find(st, name);
-    if (!x) return sd_err(SD_EFORMAT, "%s: no tensor '%s'", sd_safetensors_path(st), name);
-    if (x->ndim != ndim) {
-        char b[96];
-        sd_st_shape_str(x->ndim, x->shape, b, sizeof b);
-        return sd_err(SD_EFORMAT, "%s: tensor '%s' has shape %s, expected %d dimensions", sd_safetensors_path(st),
-                      name, b, ndim);
-    }
-    for (int i = 0; i < ndim; i++)
-        if (x->shape[i] < 1 || x->shape[i] > (1 << 24))
-            return sd_err(SD_EFORMAT, "%s: tensor '%s': dimension %d is out of range", sd_safetensors_path(st),
-                          name, i);
-    *t = x;
-    return SD_OK;
+    return sd_safetensors_get_dims(st, name, ndim, NULL, t);
 }
 
 static int heads_of(const sd_safetensors *st, const char *key, int64_t width, int64_t *heads)

@@ -13,20 +13,7 @@ static int has(const sd_safetensors *st, const char *k) { return sd_safetensors_
 
 static int shape_of(const sd_safetensors *st, const char *name, int ndim, const sd_st_tensor **t)
 {
-    const sd_st_tensor *x = sd_safetensors_find(st, name);
-    if (!x) return sd_err(SD_EFORMAT, "%s: no tensor '%s' (not a timm ConvNeXt tagger)", sd_safetensors_path(st), name);
-    if (x->ndim != ndim) {
-        char b[96];
-        sd_st_shape_str(x->ndim, x->shape, b, sizeof b);
-        return sd_err(SD_EFORMAT, "%s: tensor '%s' has shape %s, expected %d dimensions", sd_safetensors_path(st),
-                      name, b, ndim);
-    }
-    for (int i = 0; i < ndim; i++)
-        if (x->shape[i] < 1 || x->shape[i] > (1 << 24))
-            return sd_err(SD_EFORMAT, "%s: tensor '%s': dimension %d is out of range", sd_safetensors_path(st),
-                          name, i);
-    *t = x;
-    return SD_OK;
+    return sd_safetensors_get_dims(st, name, ndim, "timm ConvNeXt tagger", t);
 }
 
 static int meta_int(const sd_safetensors *st, const char *key, long lo, long hi, long def, long *out)
