@@ -42,7 +42,10 @@
 #define SD_FA_DYNAMIC_SMEM(name) extern __shared__ __align__(128) unsigned char name[]
 #endif
 
+// (Internal linkage: the emulated build of tests/emu links libsd, which in a CUDA build holds this
+// header's compiled kernels under the same names.)
 namespace sd_fa {
+namespace {
 
 namespace wmma = nvcuda::wmma;
 
@@ -318,6 +321,7 @@ __global__ void __launch_bounds__(fa_cfg<DP>::Q_NT)
     }
 }
 
+}  // namespace
 }  // namespace sd_fa
 
 #endif
