@@ -23,13 +23,17 @@
  *     for 64-128 threads). The Programming Guide's preconditions are checked and abort: pointers
  *     256-bit aligned, ldm a multiple of 8 elements for 16-bit types and of 4 for float, a fragment
  *     used before it was filled.
- *   - emu_launch(grid, block, smem_bytes, kernel, args...) runs the blocks in order.
+ *   - emu_launch(grid, block, smem_bytes, kernel, args...) runs the blocks in order (the same
+ *     blockDim.x·y·z threads run every block, block barriers between blocks).
  * Only one launch at a time per process. */
 #ifndef SD_TESTS_CUDA_EMU_H
 #define SD_TESTS_CUDA_EMU_H
 
 #include <pthread.h>
+#include <linux/futex.h>
 #include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,8 +72,10 @@ extern thread_local dim3 blockDim, gridDim;
 
 /* ---- the running block ---- */
 
-/* A barrier of n threads: spin briefly, then yield (the test machines have 2 CPUs for 64–128
- * threads; futex-based pthread barriers spend most of the time waking threads). */
+/* A barrier of n threads: spin briefly, then sleep on a futex of the generation counter (the test
+ * machines have 2 CPUs for 64-128 threads: pthread barriers and yield loops spent most of the time
+ * in the kernel). */
+static_assert(sizeof(std::atomic<unsigned>) == sizeof(unsigned), "futex word");
 struct emu_barrier {
     std::atomic<unsigned> count{ 0 }, gen{ 0 };
     unsigned n = 0;
@@ -79,10 +85,11 @@ struct emu_barrier {
         if (count.fetch_add(1, std::memory_order_acq_rel) + 1 == n) {
             count.store(0, std::memory_order_relaxed);
             gen.fetch_add(1, std::memory_order_release);
+            syscall(SYS_futex, (unsigned *)&gen, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
             return;
         }
         for (int spin = 0; gen.load(std::memory_order_acquire) == g; spin++)
-            if (spin > 32) sched_yield();
+            if (spin > 64) syscall(SYS_futex, (unsigned *)&gen, FUTEX_WAIT_PRIVATE, g, NULL, NULL, 0);
     }
 };
 
@@ -276,20 +283,30 @@ static inline void mma_sync(fragment<accumulator, 16, 16, 16, float> &d, const f
 
 struct emu_thread_arg {
     unsigned tid;
-    uint3 bidx;
     dim3 bdim, gdim;
     const std::function<void()> *body;
 };
 
+/* One thread of the block, for every block of the grid in turn: the threads persist from block
+ * to block (creating 64-128 threads per block costs more than the blocks' work); two block
+ * barriers separate the blocks, the dynamic shared memory is refilled with garbage in between. */
 static inline void *emu_thread_main(void *p)
 {
     emu_thread_arg *a = (emu_thread_arg *)p;
     emu_tid = a->tid;
     threadIdx = uint3(a->tid % a->bdim.x, a->tid / a->bdim.x % a->bdim.y, a->tid / (a->bdim.x * a->bdim.y));
-    blockIdx = a->bidx;
     blockDim = a->bdim;
     gridDim = a->gdim;
-    (*a->body)();
+    for (unsigned bz = 0; bz < a->gdim.z; bz++)
+        for (unsigned by = 0; by < a->gdim.y; by++)
+            for (unsigned bx = 0; bx < a->gdim.x; bx++) {
+                blockIdx = uint3(bx, by, bz);
+                if (a->tid == 0 && emu_cur->dyn_smem)
+                    memset(emu_cur->dyn_smem, 0xa5, emu_cur->dyn_bytes);  /* garbage, as on a GPU (not 0) */
+                emu_cur->bar.wait();  /* the previous block is done everywhere, the memory is refilled */
+                (*a->body)();
+                emu_cur->bar.wait();
+            }
     return NULL;
 }
 
@@ -299,6 +316,7 @@ static inline void emu_launch(dim3 grid, dim3 block, size_t smem_bytes, void (*k
 {
     unsigned nt = block.x * block.y * block.z;
     if (nt == 0 || nt > 1024) emu_die("launch: bad block size");
+    if (!grid.x || !grid.y || !grid.z) return;
     emu_block b;
     b.nthreads = nt;
     b.nwarps = (nt + 31) / 32;
@@ -319,16 +337,11 @@ static inline void emu_launch(dim3 grid, dim3 block, size_t smem_bytes, void (*k
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, (size_t)1 << 20);
-    for (unsigned bz = 0; bz < grid.z; bz++)
-        for (unsigned by = 0; by < grid.y; by++)
-            for (unsigned bx = 0; bx < grid.x; bx++) {
-                if (b.dyn_smem) memset(b.dyn_smem, 0xa5, smem_bytes);  /* garbage, as on a GPU (not 0) */
-                for (unsigned t = 0; t < nt; t++) {
-                    ta[t] = emu_thread_arg{ t, uint3(bx, by, bz), block, grid, &body };
-                    if (pthread_create(&th[t], &attr, emu_thread_main, &ta[t])) emu_die("pthread_create failed");
-                }
-                for (unsigned t = 0; t < nt; t++) pthread_join(th[t], NULL);
-            }
+    for (unsigned t = 0; t < nt; t++) {
+        ta[t] = emu_thread_arg{ t, block, grid, &body };
+        if (pthread_create(&th[t], &attr, emu_thread_main, &ta[t])) emu_die("pthread_create failed");
+    }
+    for (unsigned t = 0; t < nt; t++) pthread_join(th[t], NULL);
     pthread_attr_destroy(&attr);
     emu_cur = NULL;
     delete[] th;
