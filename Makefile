@@ -10,12 +10,15 @@
 #   make install PREFIX=/usr/local [DESTDIR=…]
 #
 # Every .c under lib/<layer>/ goes into libsd, every bin/sd-*.c becomes a tool, every
-# tests/{unit,grad,golden,parity}/*.c becomes a test program; nothing needs listing here.
+# tests/{unit,grad,golden,parity}/*.c becomes a test program, and every tests/emu/*.cpp one built
+# with $(CXX) (g++: the CUDA kernels compiled as C++ against tests/emu/cuda_emu.h, run on the CPU);
+# nothing needs listing here.
 
 BUILD    ?= build
 SAN      ?= 0
 CUDA     ?= 0
 CC       ?= cc
+CXX      ?= g++
 PREFIX   ?= /usr/local
 DESTDIR  ?=
 CUDA_HOME ?= /usr/local/cuda
@@ -45,9 +48,14 @@ LDFLAGS  ?=
 ALL_LDFLAGS := -fopenmp $(LDFLAGS)
 LIBS     := $(PKG_LIBS) -lpthread
 
+# C++ (tests/emu only): the same warnings (-Wvla is C's), the CUDA emulation runs blocks as pthreads
+ALL_CXXFLAGS := -std=c++17 -D_GNU_SOURCE $(filter-out -Wvla,$(WARN)) -fopenmp -pthread -Ilib -Itests \
+                $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
+
 ifeq ($(SAN),1)
   SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
   ALL_CFLAGS += $(SANFLAGS)
+  ALL_CXXFLAGS += $(SANFLAGS)
   ALL_LDFLAGS += $(SANFLAGS)
 endif
 
@@ -65,6 +73,8 @@ BIN_SRC  := $(sort $(wildcard bin/sd-*.c))
 BINS     := $(BIN_SRC:bin/%.c=$(BUILD)/bin/%)
 TEST_SRC := $(sort $(wildcard tests/unit/*.c tests/grad/*.c tests/golden/*.c tests/parity/*.c))
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+EMU_SRC  := $(sort $(wildcard tests/emu/*.cpp))
+EMU_TESTS := $(EMU_SRC:tests/%.cpp=$(BUILD)/tests/%)
 BENCH_SRC := $(sort $(wildcard bench/*.c))
 BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
@@ -104,11 +114,15 @@ $(BUILD)/tests/%: tests/%.c tests/test.h $(LIBSD)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Itests $< -o $@ $(ALL_LDFLAGS) $(LIBSD) $(LIBS)
 
+$(BUILD)/tests/emu/%: tests/emu/%.cpp tests/test.h $(LIBSD)
+	@mkdir -p $(@D)
+	$(CXX) $(ALL_CXXFLAGS) $< -o $@ $(ALL_LDFLAGS) -pthread $(LIBSD) $(LIBS)
+
 $(BUILD)/bench/%: bench/%.c $(LIBSD)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(ALL_LDFLAGS) $(LIBSD) $(LIBS)
 
-tests: all $(TESTS)
+tests: all $(TESTS) $(EMU_TESTS)
 
 check: tests
 	SD_BUILD=$(BUILD) tests/run

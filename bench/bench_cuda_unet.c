@@ -8,7 +8,8 @@
  * (CUBLAS_COMPUTE_32F, no TF32); BENCH_WEIGHTS=bf16 or f16 stores the frozen weights in half
  * precision (converted to f32 per use, as the ops do). SD_CUDA_MATH=tf32|bf16|fp16 runs every
  * matrix product on the tensor cores with those operands (fp32 accumulation; norms, softmax and
- * element-wise ops stay fp32); the "math" field says which.
+ * element-wise ops stay fp32); the "math" field says which. SD_CUDA_ATTN=flash with bf16/fp16 runs
+ * the fused attention kernels (lib/tensor/cuda/flash_attn.cuh); the "attn" field says which.
  *
  * One JSON object per line:
  *   {"name":"cuda_unet_sd15_fwd","batch":B,"seconds":…,"min_seconds":…,"samples_per_s":…,
@@ -36,6 +37,15 @@
 #include "tensor/device.h"
 
 static int g_runs = 3;
+
+/* the "attn" field: "flash" when SD_CUDA_ATTN=flash takes effect (bf16/fp16 math; ops_attn.cu
+ * falls back per call for geometry the fused kernels do not cover), else "cublas" */
+static const char *attn_mode(void)
+{
+    const char *e = getenv("SD_CUDA_ATTN");
+    sd_gemm_math m = sd_device_gemm_math();
+    return e && !strcmp(e, "flash") && (m == SD_GEMM_BF16 || m == SD_GEMM_FP16) ? "flash" : "cublas";
+}
 static const char *g_filter;
 static sd_ctx g_ctx;
 static char g_dev[300];
@@ -165,10 +175,10 @@ static void timed(const char *name, int64_t batch, int (*fn)(state *), state *s,
     double med = runs & 1 ? t[runs / 2] : 0.5 * (t[runs / 2 - 1] + t[runs / 2]);
     printf("{\"name\":\"%s\",\"batch\":%lld,\"seconds\":%.4f,\"min_seconds\":%.4f,\"samples_per_s\":%.2f,"
            "\"tflops\":%.2f,\"params_mib\":%.0f,\"activations_mib\":%.0f,\"scratch_peak_mib\":%.0f,"
-           "\"gpu_used_mib\":%.0f,\"runs\":%d,\"math\":\"%s\",\"device\":\"%s\"}\n",
+           "\"gpu_used_mib\":%.0f,\"runs\":%d,\"math\":\"%s\",\"attn\":\"%s\",\"device\":\"%s\"}\n",
            name, (long long)batch, med, t[0], (double)batch / med, flops / med * 1e-12, params_mib, act_mib,
            (double)g_ctx.scratch.peak / 1048576.0, used_mib(), runs,
-           (const char *[]){ "fp32", "tf32", "bf16", "fp16" }[sd_device_gemm_math()], json_esc(g_dev));
+           (const char *[]){ "fp32", "tf32", "bf16", "fp16" }[sd_device_gemm_math()], attn_mode(), json_esc(g_dev));
     fflush(stdout);
 }
 

@@ -22,9 +22,11 @@
 #   bash tests/parity/make_bundle.sh          (here, first)
 #   run: bash tests/parity/device_check.sh    carry: ["build/gpu-bundle.tar.xz"]
 # After the tests, bench/bench_cuda_unet (SD1.5 UNet forward and frozen-weight training step,
-# batch 1/4/16, one JSON line each) runs in either build; DEVICE_CHECK_NO_BENCH=1 skips it.
+# batch 1/4/16, one JSON line each) runs in either build; DEVICE_CHECK_NO_BENCH=1 skips it; then
+# the training step at batch 16 with SD_CUDA_MATH=bf16, attention through cuBLAS and with SD_CUDA_ATTN=flash (the fused
+# kernels; at most 100 s each; DEVICE_CHECK_NO_FLASH_BENCH=1 skips these two).
 # Expected time on an H100 with 16 cores: about 1-2 min build, under 1 min of tests and at most
-# 4 min of UNet benchmark. DEVICE_CHECK_BUILD=DIR builds there instead of build/gpu.
+# 4 min (+ 2 × 100 s bf16) of UNet benchmark. DEVICE_CHECK_BUILD=DIR builds there instead of build/gpu.
 set -u
 cd "$(dirname "$0")/../.."
 B=${DEVICE_CHECK_BUILD:-build/gpu}
@@ -189,6 +191,18 @@ if [ -z "${DEVICE_CHECK_NO_BENCH:-}" ]; then
     BENCH_RUNS=${BENCH_RUNS:-2} timeout 240 "$SD_BUILD/bench/bench_cuda_unet"
     brc=$?
     [ $brc = 0 ] || echo "bench_cuda_unet: exit $brc$([ $brc = 124 ] && echo ' (timed out after 240 s)')"
+    # bf16 tensor-core products at batch 16 (the training case): attention through cuBLAS, then the
+    # fused kernels of SD_CUDA_ATTN=flash (each run bounded; DEVICE_CHECK_NO_FLASH_BENCH=1 skips both)
+    if [ -z "${DEVICE_CHECK_NO_FLASH_BENCH:-}" ]; then
+      for attn in cublas flash; do
+        say "bench_cuda_unet batch 16, SD_CUDA_MATH=bf16, attention $attn"
+        if [ $attn = flash ]; then export SD_CUDA_ATTN=flash; else unset SD_CUDA_ATTN; fi
+        SD_CUDA_MATH=bf16 BENCH_BATCHES=16 BENCH_RUNS=2 BENCH_FILTER=sd15_step timeout 100 "$SD_BUILD/bench/bench_cuda_unet"
+        brc=$?
+        [ $brc = 0 ] || echo "bench_cuda_unet ($attn): exit $brc$([ $brc = 124 ] && echo ' (timed out after 100 s)')"
+      done
+      unset SD_CUDA_ATTN
+    fi
   else
     echo "bench_cuda_unet did not build:"; grep -E 'error|undefined' /tmp/sd-bench-build.log | head -10
     tail -5 /tmp/sd-bench-build.log

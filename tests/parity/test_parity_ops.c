@@ -10,7 +10,8 @@
  * upsample, concat, embedding). Backward ops accumulate into gradients that start from the same
  * random values on both sides. Also: the CUDA results are the same bytes on a second run
  * (determinism), attention and conv2d with a tiny scratch arena (several query / image chunks),
- * and an SD-sized attention (T = 4096, 8 heads) forward and backward.
+ * and an SD-sized attention (T = 4096, 8 heads) forward and backward; and the fused attention of
+ * SD_CUDA_ATTN=flash with the bf16/fp16 GEMM math (its own tolerance, see test_attention_flash).
  *
  * Without a CUDA device (or in a build without CUDA) every test prints "ok NAME # SKIP no CUDA
  * device". Runs in a few seconds on an H100 (most of it the CPU reference).
@@ -601,6 +602,108 @@ static void test_attention_big(void)
     attn_one(&big, 0, "", 1);
 }
 
+/* SD_CUDA_ATTN=flash with the bf16 / fp16 GEMM math: the fused kernels of
+ * lib/tensor/cuda/flash_attn.cuh (so far verified only in the CPU emulation of tests/emu). The
+ * inputs are rounded to the 16-bit type on both sides, so the CPU's fp32 attention sees the
+ * kernels' operands and what remains is P and dS held in 16 bits inside the kernels: rel ≤ 1e-2
+ * (bf16) / 2e-3 (fp16) for o and the gradients (emulation: at most 1.7e-3 / 2.1e-4 for o and
+ * 4.7e-3 / 4e-4 for the gradients). The fused result must differ from the cuBLAS path's bytes (so
+ * the fused kernels ran), and be the same bytes on a second run. dk ≠ dv falls back to the cuBLAS
+ * path with the same math (same tolerance, no difference check). */
+static float round_to(sd_dtype dt, float x) { return dt == SD_BF16 ? sd_round_bf16(x) : sd_round_f16(x); }
+
+static void round_pair(pair *p, sd_dtype dt)
+{
+    float *h = p->h.data;
+    for (int64_t i = 0; i < sd_tensor_numel(&p->h); i++) h[i] = round_to(dt, h[i]);
+    T_EQ_INT(sd_tensor_upload(&p->d, p->h.data, sd_tensor_nbytes(&p->h)), SD_OK);
+}
+
+static void attn_flash_one(const attn_case *ac, sd_dtype dt, double tol, int fused)
+{
+    char name[160];
+    const char *tn = dt == SD_BF16 ? "bf16" : "fp16";
+    sd_attn_args a = { ac->h, ac->scale, ac->causal };
+    pair *q = MK(SD_F32, 1.5f, 0, ac->b, ac->tq, ac->h * ac->dk), *k = MK(SD_F32, 1.5f, 0, ac->b, ac->tk, ac->h * ac->dk);
+    pair *v = R(ac->b, ac->tk, ac->h * ac->dv), *dout = R(ac->b, ac->tq, ac->h * ac->dv);
+    round_pair(q, dt), round_pair(k, dt), round_pair(v, dt), round_pair(dout, dt);
+    pair *o = R(ac->b, ac->tq, ac->h * ac->dv), *lse = R(ac->b, ac->h, ac->tq);
+    pair *dq = R(ac->b, ac->tq, ac->h * ac->dk), *dk = R(ac->b, ac->tk, ac->h * ac->dk), *dv = R(ac->b, ac->tk, ac->h * ac->dv);
+    unsigned char *g0[3] = { dev_bytes(dq), dev_bytes(dk), dev_bytes(dv) };
+    pair *grads[3] = { dq, dk, dv };
+    /* the cuBLAS path with the same math, for the difference check */
+    unsetenv("SD_CUDA_ATTN");
+    T_EQ_INT(sd_op_attention(&gpu, &o->d, &lse->d, &q->d, &k->d, &v->d, a), SD_OK);
+    T_EQ_INT(sd_op_attention_bwd(&gpu, &dq->d, &dk->d, &dv->d, &dout->d, &q->d, &k->d, &v->d, &o->d, &lse->d, a), SD_OK);
+    T_EQ_INT(dsync(), SD_OK);
+    unsigned char *cub[4] = { dev_bytes(o), dev_bytes(dq), dev_bytes(dk), dev_bytes(dv) };
+    for (int i = 0; i < 3; i++) T_EQ_INT(sd_tensor_upload(&grads[i]->d, g0[i], sd_tensor_nbytes(&grads[i]->d)), SD_OK);
+    setenv("SD_CUDA_ATTN", "flash", 1);
+    BOTH(sd_op_attention(&cpu, &o->h, &lse->h, &q->h, &k->h, &v->h, a), sd_op_attention(&gpu, &o->d, &lse->d, &q->d, &k->d, &v->d, a));
+    snprintf(name, sizeof name, "flash %s o %s", tn, ac->name); cmp(name, o, tol);
+    snprintf(name, sizeof name, "flash %s lse %s", tn, ac->name); cmp(name, lse, tol);
+    BOTH(sd_op_attention_bwd(&cpu, &dq->h, &dk->h, &dv->h, &dout->h, &q->h, &k->h, &v->h, &o->h, &lse->h, a),
+         sd_op_attention_bwd(&gpu, &dq->d, &dk->d, &dv->d, &dout->d, &q->d, &k->d, &v->d, &o->d, &lse->d, a));
+    const char *gn[3] = { "dq", "dk", "dv" };
+    for (int i = 0; i < 3; i++) { snprintf(name, sizeof name, "flash %s %s %s", tn, gn[i], ac->name); cmp(name, grads[i], tol); }
+    if (fused) {
+        unsigned char *now = dev_bytes(o);
+        int differs = memcmp(now, cub[0], sd_tensor_nbytes(&o->d)) != 0;
+        free(now);
+        for (int i = 0; i < 3; i++) {
+            now = dev_bytes(grads[i]);
+            differs &= memcmp(now, cub[1 + i], sd_tensor_nbytes(&grads[i]->d)) != 0;
+            free(now);
+        }
+        printf("# %-34s %s\n", "flash vs cuBLAS path", differs ? "different bytes (the fused kernels ran)" : "SAME bytes  <-- FAIL");
+        T_CHECKF(differs, "flash %s %s: the results are the cuBLAS path's bytes: the fused kernels did not run", tn, ac->name);
+        /* again from the same starting gradients: the same bytes */
+        unsigned char *r[3] = { dev_bytes(dq), dev_bytes(dk), dev_bytes(dv) };
+        for (int i = 0; i < 3; i++) T_EQ_INT(sd_tensor_upload(&grads[i]->d, g0[i], sd_tensor_nbytes(&grads[i]->d)), SD_OK);
+        T_EQ_INT(sd_op_attention_bwd(&gpu, &dq->d, &dk->d, &dv->d, &dout->d, &q->d, &k->d, &v->d, &o->d, &lse->d, a), SD_OK);
+        T_EQ_INT(dsync(), SD_OK);
+        for (int i = 0; i < 3; i++) {
+            snprintf(name, sizeof name, "flash %s %s %s", tn, gn[i], ac->name);
+            same_bytes(name, grads[i], r[i]);
+            free(r[i]);
+        }
+        /* only dk (dq and dv NULL) */
+        BOTH(sd_op_attention_bwd(&cpu, NULL, &dk->h, NULL, &dout->h, &q->h, &k->h, &v->h, &o->h, &lse->h, a),
+             sd_op_attention_bwd(&gpu, NULL, &dk->d, NULL, &dout->d, &q->d, &k->d, &v->d, &o->d, &lse->d, a));
+        snprintf(name, sizeof name, "flash %s dk only %s", tn, ac->name); cmp(name, dk, tol);
+    }
+    unsetenv("SD_CUDA_ATTN");
+    for (int i = 0; i < 4; i++) free(cub[i]);
+    for (int i = 0; i < 3; i++) free(g0[i]);
+    pool_free();
+}
+
+static void test_attention_flash(void)
+{
+    if (g_selftest) {
+        printf("# (self-test: no tensor-core GEMM math on the CPU; nothing to compare)\n");
+        return;
+    }
+    attn_case cs[] = {
+        { "self T=130 h=2 d=40", 2, 130, 130, 2, 40, 40, 0, 0 },
+        { "cross Tq=130 Tk=77 h=3 d=80", 2, 130, 77, 3, 80, 80, 0, 0 },
+        { "causal T=77 h=2 d=64", 2, 77, 77, 2, 64, 64, 1, 0 },
+        { "causal Tq=37 Tk=77 d=160 scale=0.1", 2, 37, 77, 2, 160, 160, 1, 0.1f },
+        { "T=4096 h=8 d=40 (SD1.5 64x64)", 1, 4096, 4096, 8, 40, 40, 0, 0 },
+        { "dk=16 dv=8 (cuBLAS fallback)", 2, 70, 77, 2, 16, 8, 0, 0 },
+    };
+    static const struct { sd_gemm_math m; sd_dtype dt; double tol; } ms[2] = {
+        { SD_GEMM_BF16, SD_BF16, 1e-2 }, { SD_GEMM_FP16, SD_F16, 2e-3 } };
+    for (int mi = 0; mi < 2; mi++) {
+        T_EQ_INT(sd_device_set_gemm_math(ms[mi].m), SD_OK);
+        for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+            if (mi == 1 && i == 4) continue;  /* the big case once */
+            attn_flash_one(&cs[i], ms[mi].dt, ms[mi].tol, cs[i].dk == cs[i].dv);
+        }
+    }
+    T_EQ_INT(sd_device_set_gemm_math(SD_GEMM_FP32), SD_OK);
+}
+
 static void test_shapes(void)
 {
     pair *x = R(2, 3, 5, 6), *y = R(2, 3, 10, 12), *dx = R(2, 3, 5, 6);
@@ -737,6 +840,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     { "parity_group_layer_norm", test_norms },
     { "parity_attention", test_attention },
     { "parity_attention_sd_size", test_attention_big },
+    { "parity_attention_flash", test_attention_flash },
     { "parity_upsample_concat", test_shapes },
     { "parity_embeddings", test_embeddings },
     { "parity_losses", test_losses },

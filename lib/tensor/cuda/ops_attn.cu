@@ -9,10 +9,18 @@
 // never exists. Backward per block: recompute P = exp(S − lse), dV += Pᵀ·dO, dP = dO·Vᵀ,
 // dS = P∘(dP − Δ) with Δ = rowsum(dO∘O), dQ += s·dS·K, dK += s·dSᵀ·Q. Blocks run in order on
 // one stream, so dK/dV accumulate deterministically. Products through sd_cu_gemm (its GEMM math).
+//
+// With the bf16 or fp16 GEMM math and SD_CUDA_ATTN=flash in the environment (opt-in: these kernels
+// have been verified only in the CPU emulation of tests/emu so far), the fused kernels of
+// flash_attn.cuh run instead (no score matrix in memory at all); geometry they do not cover
+// (dk ≠ dv, head dim > 160, too much shared memory for the device, grid limits) keeps this path.
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "tensor/cuda/common.cuh"
+#include "tensor/cuda/flash_attn.cuh"
 
 #define FP(t) ((t) ? (float *)(t)->data : (float *)NULL)
 #define CFP(t) ((t) ? (const float *)(t)->data : (const float *)NULL)
@@ -131,11 +139,156 @@ static int64_t attn_chunk(sd_ctx *ctx, const attn_geom &g, int bufs, int extra_p
     return nq;
 }
 
+// ---- the fused kernels (flash_attn.cuh) ------------------------------------------------------
+
+// The 16-bit type of the fused kernels for the current GEMM math: 1 bf16, 2 fp16, 0 not used.
+static int flash_kind(void)
+{
+    if (sd_cuda_gemm_math != SD_GEMM_BF16 && sd_cuda_gemm_math != SD_GEMM_FP16) return 0;
+    const char *e = getenv("SD_CUDA_ATTN");
+    if (!e || strcmp(e, "flash") != 0) return 0;
+    return sd_cuda_gemm_math == SD_GEMM_BF16 ? 1 : 2;
+}
+
+// Head dim padded for the kernels' instantiations; 0 when none covers it.
+static int flash_dp(int64_t d)
+{
+    static const int dps[] = { 32, 48, 64, 80, 128, 160 };
+    for (int i = 0; i < (int)(sizeof dps / sizeof dps[0]); i++)
+        if (d <= dps[i]) return dps[i];
+    return 0;
+}
+
+// Shared memory a block may have on the current device (opt-in maximum).
+static size_t flash_smem_max(void)
+{
+    static int cached_dev = -1;
+    static size_t cached = 0;
+    int dev = 0, v = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return 0;
+    if (dev != cached_dev) {
+        if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
+            (void)cudaGetLastError();
+            return 0;
+        }
+        cached = (size_t)v;
+        cached_dev = dev;
+    }
+    return cached;
+}
+
+static int flash_geom_ok(const attn_geom &g)
+{
+    return g.dk == g.dv && g.dk >= 1 && flash_dp(g.dk) && g.tk >= 1 && g.h <= 65535 && g.b <= 65535 &&
+           g.tq <= INT32_MAX / 2 && g.tk <= INT32_MAX / 2 && g.h * g.dk <= INT32_MAX;
+}
+
+// Dynamic shared memory above 48 KiB must be allowed per kernel.
+template <class K> static int flash_allow(K kernel, size_t bytes)
+{
+    SD_CU(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    return SD_OK;
+}
+
+template <class T, int DP>
+static int flash_fwd_t(const attn_geom &g, float *o, float *lse, const float *q, const float *k, const float *v)
+{
+    typedef sd_fa::fa_cfg<DP> C;
+    int rc = flash_allow(sd_fa::fa_fwd<T, DP>, C::F_BYTES);
+    if (rc) return rc;
+    dim3 grid((unsigned)((g.tq + C::F_BQ - 1) / C::F_BQ), (unsigned)g.h, (unsigned)g.b);
+    sd_fa::fa_fwd<T, DP><<<grid, C::F_NT, C::F_BYTES, sd_cuda_stream()>>>(q, k, v, o, lse, (int)g.h, (int)g.tq,
+                                                                          (int)g.tk, (int)g.dk, g.scale, g.causal);
+    SD_CU_LAUNCH("flash attention forward");
+    return SD_OK;
+}
+
+template <class T, int DP>
+static int flash_bwd_t(const attn_geom &g, float *dq, float *dk, float *dv, const float *dout, const float *q,
+                       const float *k, const float *v, const float *lse, const float *delta)
+{
+    typedef sd_fa::fa_cfg<DP> C;
+    int rc;
+    if (dk || dv) {
+        if ((rc = flash_allow(sd_fa::fa_bwd_dkdv<T, DP>, C::B_BYTES))) return rc;
+        dim3 grid((unsigned)((g.tk + C::B_BK - 1) / C::B_BK), (unsigned)g.h, (unsigned)g.b);
+        sd_fa::fa_bwd_dkdv<T, DP><<<grid, C::B_NT, C::B_BYTES, sd_cuda_stream()>>>(
+            q, k, v, dout, lse, delta, dk, dv, (int)g.h, (int)g.tq, (int)g.tk, (int)g.dk, g.scale, g.causal);
+        SD_CU_LAUNCH("flash attention backward dK/dV");
+    }
+    if (dq) {
+        if ((rc = flash_allow(sd_fa::fa_bwd_dq<T, DP>, C::Q_BYTES))) return rc;
+        dim3 grid((unsigned)((g.tq + C::Q_BQ - 1) / C::Q_BQ), (unsigned)g.h, (unsigned)g.b);
+        sd_fa::fa_bwd_dq<T, DP><<<grid, C::Q_NT, C::Q_BYTES, sd_cuda_stream()>>>(
+            q, k, v, dout, lse, delta, dq, (int)g.h, (int)g.tq, (int)g.tk, (int)g.dk, g.scale, g.causal);
+        SD_CU_LAUNCH("flash attention backward dQ");
+    }
+    return SD_OK;
+}
+
+// Shared memory the three kernels need for (T, DP), the largest.
+template <int DP> static size_t flash_smem_need(int fwd)
+{
+    typedef sd_fa::fa_cfg<DP> C;
+    if (fwd) return C::F_BYTES;
+    return C::B_BYTES > C::Q_BYTES ? C::B_BYTES : C::Q_BYTES;
+}
+
+#define FLASH_DISPATCH(DPV, CALL)                                        \
+    switch (DPV) {                                                       \
+    case 32: { const int DP = 32; CALL; } break;                         \
+    case 48: { const int DP = 48; CALL; } break;                         \
+    case 64: { const int DP = 64; CALL; } break;                         \
+    case 80: { const int DP = 80; CALL; } break;                         \
+    case 128: { const int DP = 128; CALL; } break;                       \
+    default: { const int DP = 160; CALL; } break;                        \
+    }
+
+// 1 when the fused kernels take this call (kind: flash_kind()).
+static int flash_usable(const attn_geom &g, int kind, int fwd)
+{
+    if (!kind || !flash_geom_ok(g)) return 0;
+    size_t need = 0;
+    FLASH_DISPATCH(flash_dp(g.dk), need = flash_smem_need<DP>(fwd));
+    return need <= flash_smem_max();
+}
+
+static int flash_forward(const attn_geom &g, int kind, float *o, float *lse, const float *q, const float *k,
+                         const float *v)
+{
+    int rc = SD_OK;
+    if (kind == 1) FLASH_DISPATCH(flash_dp(g.dk), rc = (flash_fwd_t<__nv_bfloat16, DP>(g, o, lse, q, k, v)))
+    else FLASH_DISPATCH(flash_dp(g.dk), rc = (flash_fwd_t<__half, DP>(g, o, lse, q, k, v)))
+    return rc;
+}
+
+static int flash_backward(sd_ctx *ctx, const attn_geom &g, int kind, float *dq, float *dk, float *dv,
+                          const float *dout, const float *q, const float *k, const float *v, const float *o,
+                          const float *lse)
+{
+    size_t mark = sd_arena_mark(&ctx->scratch);
+    size_t nrows = (size_t)(g.b * g.h * g.tq);
+    float *delta = sd_cu_scratch<float>(ctx, nrows, "flash attention_bwd");
+    if (!delta) return SD_ENOMEM;
+    sd_fa::fa_bwd_delta<<<sd_cuda_blocks(nrows, SD_CU_THREADS), SD_CU_THREADS, 0, sd_cuda_stream()>>>(
+        dout, o, delta, g.b, (int)g.h, (int)g.tq, (int)g.dk);
+    cudaError_t e = cudaGetLastError();
+    int rc = e != cudaSuccess ? sd_cuda_fail(e, "launching flash attention delta") : SD_OK;
+    if (!rc) {
+        if (kind == 1) FLASH_DISPATCH(flash_dp(g.dk), rc = (flash_bwd_t<__nv_bfloat16, DP>(g, dq, dk, dv, dout, q, k, v, lse, delta)))
+        else FLASH_DISPATCH(flash_dp(g.dk), rc = (flash_bwd_t<__half, DP>(g, dq, dk, dv, dout, q, k, v, lse, delta)))
+    }
+    sd_arena_reset(&ctx->scratch, mark);
+    return rc;
+}
+
 extern "C" int sd_cuda_attention(sd_ctx *ctx, sd_tensor *o, sd_tensor *lse, const sd_tensor *q, const sd_tensor *k,
                                  const sd_tensor *v, sd_attn_args a)
 {
     attn_geom g = attn_plan(q, k, v, a);
     if (!g.b || !g.tq) return SD_OK;
+    int kind = flash_kind();
+    if (flash_usable(g, kind, 1)) return flash_forward(g, kind, FP(o), FP(lse), CFP(q), CFP(k), CFP(v));
     int64_t ldq = g.h * g.dk, ldv = g.h * g.dv;
     int64_t nqb = attn_chunk(ctx, g, 1, 0);
     if (nqb < 1)
@@ -174,6 +327,10 @@ extern "C" int sd_cuda_attention_bwd(sd_ctx *ctx, sd_tensor *dq, sd_tensor *dk, 
 {
     attn_geom g = attn_plan(q, k, v, a);
     if (!g.b || !g.tq || (!dq && !dk && !dv)) return SD_OK;
+    int kind = flash_kind();
+    if (flash_usable(g, kind, 0) && sd_cu_scratch_free(ctx) >= (size_t)(g.b * g.h * g.tq) * sizeof(float) + 256)
+        return flash_backward(ctx, g, kind, FP(dq), FP(dk), FP(dv), CFP(dout), CFP(q), CFP(k), CFP(v), CFP(o),
+                              CFP(lse));
     int64_t ldq = g.h * g.dk, ldv = g.h * g.dv;
     int64_t nqb = attn_chunk(ctx, g, 2, 1);
     if (nqb < 1)
