@@ -71,6 +71,12 @@ void sd_tagger_free(sd_tagger *m)
     memset(m, 0, sizeof *m);
 }
 
+int sd_tagger_move(sd_tagger *m, sd_devkind dev)
+{
+    if (m->eva) return sd_tagger_eva02_move(m->eva, &m->r, dev);
+    return sd_params_move(&m->r, dev);
+}
+
 int sd_tagger_open(sd_tagger *m, const sd_safetensors *st, sd_devkind dev)
 {
     memset(m, 0, sizeof *m);

@@ -177,10 +177,35 @@ void sd_tagger_eva02_rope_table(int64_t grid, int64_t head_dim, int64_t ref_h, i
         }
 }
 
+/* The RoPE table on `dev` (replacing the one held). */
+static int rope_upload(sd_tagger_eva02 *e, sd_devkind dev)
+{
+    const int64_t T = e->grid * e->grid, d = e->width / e->heads;
+    float *tab = malloc((size_t)(T * 2 * d) * sizeof(float));
+    if (!tab) return sd_err(SD_ENOMEM, "out of memory");
+    sd_tagger_eva02_rope_table(e->grid, d, e->ref_h, e->ref_w, tab);
+    sd_tensor t;
+    int rc = sd_tensor_alloc_on(&t, dev, SD_F32, 2, (int64_t[]){ T, 2 * d });
+    if (!rc) rc = sd_tensor_upload(&t, tab, (size_t)(T * 2 * d) * sizeof(float));
+    free(tab);
+    if (rc) {
+        sd_tensor_free(&t);
+        return rc;
+    }
+    sd_tensor_free(&e->rope);
+    e->rope = t;
+    return SD_OK;
+}
+
+int sd_tagger_eva02_move(sd_tagger_eva02 *e, sd_params *r, sd_devkind dev)
+{
+    int rc = sd_params_move(r, dev);
+    return rc ? rc : rope_upload(e, dev);
+}
+
 int sd_tagger_eva02_open(sd_tagger *m, const sd_safetensors *st, sd_devkind dev)
 {
     int rc;
-    float *tab = NULL;
     m->arch = SD_TAGGER_ARCH_EVA02;
     m->eva = calloc(1, sizeof *m->eva);
     if (!m->eva) TRY(sd_err(SD_ENOMEM, "out of memory"));
@@ -191,15 +216,9 @@ int sd_tagger_eva02_open(sd_tagger *m, const sd_safetensors *st, sd_devkind dev)
     TRY(sd_params_set_trainable(&m->r, "", 0) < 0 ? SD_ESTATE : SD_OK);
     TRY(sd_params_alloc(&m->r, SD_DEV_CPU));
     TRY(sd_params_load_safetensors(&m->r, st, NULL, 0, 0, NULL));
-    if (dev != SD_DEV_CPU) TRY(sd_params_move(&m->r, dev));
-    const int64_t T = e->grid * e->grid, d = e->width / e->heads;
-    tab = malloc((size_t)(T * 2 * d) * sizeof(float));
-    if (!tab) TRY(sd_err(SD_ENOMEM, "out of memory"));
-    sd_tagger_eva02_rope_table(e->grid, d, e->ref_h, e->ref_w, tab);
-    TRY(sd_tensor_alloc_on(&e->rope, dev, SD_F32, 2, (int64_t[]){ T, 2 * d }));
-    TRY(sd_tensor_upload(&e->rope, tab, (size_t)(T * 2 * d) * sizeof(float)));
+    TRY(rope_upload(e, SD_DEV_CPU));
+    if (dev != SD_DEV_CPU) TRY(sd_tagger_eva02_move(e, &m->r, dev));
 out:
-    free(tab);
     if (rc) sd_tagger_free(m);
     return rc;
 }

@@ -66,6 +66,9 @@ int sd_tagger_eva02_forward(sd_ctx *ctx, sd_tagger_eva02 *e, sd_tensor *logits, 
 struct sd_tagger;
 int sd_tagger_eva02_open(struct sd_tagger *m, const sd_safetensors *st, sd_devkind dev);
 
+/* Move the parameters (registry `r`) and the RoPE table to `dev`. */
+int sd_tagger_eva02_move(sd_tagger_eva02 *e, sd_params *r, sd_devkind dev);
+
 /* Bytes of ctx scratch one image of a forward needs (activations; the caller adds slack). */
 size_t sd_tagger_eva02_scratch_per_image(const sd_tagger_eva02 *e);
 
