@@ -161,14 +161,13 @@ void sd_tagger_eva02_rope_table(int64_t grid, int64_t head_dim, int64_t ref_h, i
     /* timm: bands = 1/(10000 ** (arange(nb)/nb)); t = arange(G)/G*R; angle = t·band (all float32);
      * per token (r, c): [r-angles, c-angles] each band twice (repeat_interleave 2), sin then cos. */
     const int64_t nb = head_dim / 4, d = head_dim;
-    float band[4096];
-    for (int64_t j = 0; j < nb && j < 4096; j++) band[j] = 1.0f / powf(10000.0f, (float)j / (float)nb);
     for (int64_t r = 0; r < grid; r++)
         for (int64_t c = 0; c < grid; c++) {
             float *row = tab + (r * grid + c) * 2 * d;
             float tr = (float)r / (float)grid * (float)ref_h, tc = (float)c / (float)grid * (float)ref_w;
             for (int64_t j = 0; j < nb; j++) {
-                float ar = tr * band[j], ac = tc * band[j];
+                float band = 1.0f / powf(10000.0f, (float)j / (float)nb);
+                float ar = tr * band, ac = tc * band;
                 row[2 * j] = row[2 * j + 1] = sinf(ar);
                 row[2 * nb + 2 * j] = row[2 * nb + 2 * j + 1] = sinf(ac);
                 row[d + 2 * j] = row[d + 2 * j + 1] = cosf(ar);
