@@ -1,4 +1,4 @@
-/* sd-tag: WD14-style tagger (SmilingWolf wd-vit-tagger-v3 / wd-convnext-tagger-v3, timm safetensors) -> tags
+/* sd-tag: WD14-style tagger (SmilingWolf wd-vit-tagger-v3 / wd-convnext-tagger-v3 / wd-eva02-large-tagger-v3, timm safetensors) -> tags
  * (sd-tag(1)).
  *
  * Records (JSON lines with "image") or image folders in; each record gets "tags" and, unless
@@ -28,6 +28,7 @@
 #include "io/tags_csv.h"
 #include "models/tagger.h"
 #include "models/tagger_convnext.h"
+#include "models/tagger_eva02.h"
 #include "tensor/device.h"
 
 #define TOOL "sd-tag"
@@ -54,8 +55,8 @@ static struct {
 
 static const sd_opt table[] = {
     {.name = "model", .type = SD_OPT_STRING, .dest = &a.model, .metavar = "DIR|FILE", .group = G_M,
-     .help = "a folder with model.safetensors and selected_tags.csv (a Hugging Face SmilingWolf/wd-vit-tagger-v3 "
-             "or wd-convnext-tagger-v3 download), or the model.safetensors file itself"},
+     .help = "a folder with model.safetensors and selected_tags.csv (a Hugging Face SmilingWolf/wd-vit-tagger-v3, "
+             "wd-convnext-tagger-v3 or wd-eva02-large-tagger-v3 download), or the model.safetensors file itself"},
     {.name = "tags_csv", .type = SD_OPT_STRING, .dest = &a.tags_csv, .metavar = "FILE", .group = G_M,
      .help = "selected_tags.csv (default: the one beside the model file)"},
     {.name = "preprocess", .type = SD_OPT_ENUM, .dest = &a.preset, .def = "kohya", .choices = "kohya|wd",
@@ -374,13 +375,15 @@ static int finish_k(item *it, int k, const char *src, void *user)
 /* model and tag list from --model / --tags_csv */
 /* The op context on --device with scratch for one --batch_size run of the loaded model (its
  * activations: for the ViT about 10 token×width and 2 token×MLP arrays per image, for the ConvNeXt
- * 4 arrays of the largest stage and its MLP hidden array; at least the 1 GiB default); on a GPU the
+ * 4 arrays of the largest stage and its MLP hidden array, for the EVA02 8 token×width and 3
+ * token×MLP arrays; at least the 1 GiB default); on a GPU the
  * weights move there first, after checking that they and the scratch fit. */
 static int open_context(void)
 {
     const int64_t T = model.tokens, D = model.width;
-    size_t per = model.cnx ? sd_tagger_convnext_scratch_per_image(model.cnx) + ((size_t)4 << 20)
-                           : (size_t)(T * (10 * D + 2 * model.mlp + 2 * model.heads)) * sizeof(float) + ((size_t)4 << 20);
+    size_t per = model.cnx   ? sd_tagger_convnext_scratch_per_image(model.cnx) + ((size_t)4 << 20)
+                 : model.eva ? sd_tagger_eva02_scratch_per_image(model.eva) + ((size_t)4 << 20)
+                             : (size_t)(T * (10 * D + 2 * model.mlp + 2 * model.heads)) * sizeof(float) + ((size_t)4 << 20);
     size_t scratch = (size_t)a.batch_size * per * 3 / 2;
     if (scratch < SD_CTX_DEFAULT_SCRATCH) scratch = SD_CTX_DEFAULT_SCRATCH;
     if (dev_index == SD_DEVICE_CPU) return sd_ctx_init(&ctx, SD_DEV_CPU, sd_threads_get(), scratch);
@@ -397,7 +400,7 @@ static int open_context(void)
         rc = sd_device_fit(dev_index, tot.value_bytes + scratch, what, parts,
                            "lower --batch_size, or run with --device cpu", &di);
     }
-    if (!rc) rc = sd_params_move(&model.r, SD_DEV_CUDA);
+    if (!rc) rc = sd_tagger_move(&model, SD_DEV_CUDA);
     if (!rc) rc = sd_ctx_init(&ctx, SD_DEV_CUDA, sd_threads_get(), scratch);
     if (!rc) sd_info("running on %s (cuda:%d)", di.name, dev_index);
     return rc;
@@ -471,6 +474,12 @@ static int load_model(void)
         }
         sd_info("%s: ConvNeXt tagger, %lldx%lld input, widths %s, blocks %s, %lld tags", mpath, (long long)model.size,
                 (long long)model.size, dims, depths, (long long)model.classes);
+    } else if (!rc && model.eva) {
+        const sd_tagger_eva02 *e = model.eva;
+        sd_info("%s: EVA02 tagger, %lldx%lld input, width %lld, %lld blocks, %lld heads, MLP %lld, RoPE reference "
+                "%lldx%lld, %lld tags", mpath, (long long)model.size, (long long)model.size, (long long)e->width,
+                (long long)e->depth, (long long)e->heads, (long long)e->mlp, (long long)e->ref_h, (long long)e->ref_w,
+                (long long)model.classes);
     } else if (!rc) {
         sd_info("%s: ViT tagger, %lldx%lld input, width %lld, %lld blocks, %lld heads, %lld tags", mpath,
                 (long long)model.size, (long long)model.size, (long long)model.width, (long long)model.depth,
@@ -490,7 +499,7 @@ int main(int argc, char **argv)
     o.flags = SD_OPTS_CONFIG;
     o.usage = "--model DIR|FILE [OPTIONS] [RECORDS.jsonl | IMAGE_DIR | IMAGE ...]";
     o.description =
-        "Tags images with a WD14-style tagger (SmilingWolf wd-vit-tagger-v3 or wd-convnext-tagger-v3, "
+        "Tags images with a WD14-style tagger (SmilingWolf wd-vit-tagger-v3, wd-convnext-tagger-v3 or wd-eva02-large-tagger-v3, "
         "model.safetensors + selected_tags.csv) "
         "as kohya-ss/sd-scripts' tag_images_by_wd14_tagger.py does. Reads records (JSON lines with 'image'; stdin "
         "when nothing is named), image folders or image files, writes each record with 'tags' added to stdout and a "

@@ -95,6 +95,21 @@ int sd_cpu_geglu_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const sd_t
     return SD_OK;
 }
 
+int sd_cpu_rope(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor *table)
+{
+    int64_t d = table->shape[1] / 2;
+    KN(sd_k_rope)(ctx, FP(y), FP(x), FP(table), x->shape[0], x->shape[1], x->shape[2], d, x->shape[1] - table->shape[0]);
+    return SD_OK;
+}
+
+int sd_cpu_rope_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const sd_tensor *table)
+{
+    int64_t d = table->shape[1] / 2;
+    KN(sd_k_rope_bwd)(ctx, FP(dx), FP(dy), FP(table), dy->shape[0], dy->shape[1], dy->shape[2], d,
+                      dy->shape[1] - table->shape[0]);
+    return SD_OK;
+}
+
 int sd_cpu_softmax(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x)
 {
     int64_t n = x->shape[x->ndim - 1];

@@ -125,6 +125,61 @@ SD_KFN void KN(sd_k_geglu_bwd)(sd_ctx *ctx, real *dx, const real *dy, const real
         KN(sd_k_geglu_bwd_row)(dx + r * 2 * d, dx + r * 2 * d + d, dy + r * d, x + r * 2 * d, x + r * 2 * d + d, d);
 }
 
+/* ---- rotary position embedding (timm apply_rot_embed_cat: interleaved pairs) ---------------- */
+
+/* x, y [b, t, c] (c = heads·d), tab [t - skip, 2d] = [sin | cos] per token: tokens < skip are
+ * copied; token j ≥ skip, every head, pair (2i, 2i+1), with s = tab row j - skip:
+ *   y[2i] = x[2i]·cos[2i] − x[2i+1]·sin[2i],  y[2i+1] = x[2i+1]·cos[2i+1] + x[2i]·sin[2i+1]. */
+SD_KVEC void KN(sd_k_rope_row)(real *y, const real *x, const real *tab, int64_t c, int64_t d)
+{
+    const real *sn = tab, *cs = tab + d;
+    for (int64_t h0 = 0; h0 < c; h0 += d)
+        for (int64_t i = 0; i < d; i += 2) {
+            real a = x[h0 + i], b = x[h0 + i + 1];
+            y[h0 + i] = a * cs[i] - b * sn[i];
+            y[h0 + i + 1] = b * cs[i + 1] + a * sn[i + 1];
+        }
+}
+
+SD_KFN void KN(sd_k_rope)(sd_ctx *ctx, real *y, const real *x, const real *tab, int64_t b, int64_t t, int64_t c,
+                          int64_t d, int64_t skip)
+{
+    int64_t rows = b * t;
+#pragma omp parallel for num_threads(ctx->threads) schedule(static) if (rows * c > SD_K_CHUNK)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t j = r % t;
+        if (j < skip) {
+            if (y != x) memmove(y + r * c, x + r * c, (size_t)c * sizeof(real));
+        } else {
+            KN(sd_k_rope_row)(y + r * c, x + r * c, tab + (j - skip) * 2 * d, c, d);
+        }
+    }
+}
+
+/* dx += the transposed rotation of dy (tokens < skip: dx += dy). */
+SD_KFN void KN(sd_k_rope_bwd)(sd_ctx *ctx, real *dx, const real *dy, const real *tab, int64_t b, int64_t t,
+                              int64_t c, int64_t d, int64_t skip)
+{
+    int64_t rows = b * t;
+#pragma omp parallel for num_threads(ctx->threads) schedule(static) if (rows * c > SD_K_CHUNK)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t j = r % t;
+        real *g = dx + r * c;
+        const real *e = dy + r * c;
+        if (j < skip) {
+            for (int64_t i = 0; i < c; i++) g[i] += e[i];
+            continue;
+        }
+        const real *sn = tab + (j - skip) * 2 * d, *cs = sn + d;
+        for (int64_t h0 = 0; h0 < c; h0 += d)
+            for (int64_t i = 0; i < d; i += 2) {
+                real u = e[h0 + i], v = e[h0 + i + 1];
+                g[h0 + i] += u * cs[i] + v * sn[i + 1];
+                g[h0 + i + 1] += v * cs[i + 1] - u * sn[i];
+            }
+    }
+}
+
 /* ---- softmax over rows ---------------------------------------------------------------------- */
 
 SD_KVEC void KN(sd_k_softmax_row)(real *yr, const real *xr, int64_t n)

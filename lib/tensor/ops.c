@@ -539,6 +539,37 @@ int sd_op_geglu_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const sd_te
     return BACKEND(geglu_bwd, ctx, dx, dy, x);
 }
 
+static int rope_check(const char *op, const sd_tensor *y, const char *yname, const sd_tensor *x,
+                      const char *xname, const sd_tensor *table)
+{
+    if (!y || !x || !table) return sd_err(SD_EINVAL, "%s: missing argument", op);
+    F32(op, yname, y); F32(op, xname, x); F32(op, "table", table);
+    NDIM(op, xname, x, 3, 3);
+    NDIM(op, "table", table, 2, 2);
+    SAME(op, yname, y, xname, x);
+    int64_t t = x->shape[1], c = x->shape[2], tp = table->shape[0], d2 = table->shape[1];
+    if (tp > t || d2 < 2 || d2 % 4 || c % (d2 / 2)) {
+        char a[160], b[160];
+        return sd_err(SD_EINVAL, "%s: table %s must be [T-P, 2d] for %s %s [B,T,H*d] with d even", op,
+                      desc(table, a), xname, desc(x, b));
+    }
+    return SD_OK;
+}
+
+int sd_op_rope(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor *table)
+{
+    DEVS("rope", y, x, table);
+    int rc = rope_check("rope", y, "y", x, "x", table);
+    return rc ? rc : BACKEND(rope, ctx, y, x, table);
+}
+
+int sd_op_rope_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const sd_tensor *table)
+{
+    DEVS("rope_bwd", dx, dy, table);
+    int rc = rope_check("rope_bwd", dx, "dx", dy, "dy", table);
+    return rc ? rc : BACKEND(rope_bwd, ctx, dx, dy, table);
+}
+
 int sd_op_softmax(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x)
 {
     DEVS("softmax", y, x);

@@ -131,6 +131,14 @@ int sd_op_act_bwd(sd_ctx *ctx, sd_act act, sd_tensor *dx, const sd_tensor *dy, c
 /* GEGLU (diffusers): x [..., 2D] = [h, g] along the last axis; y [..., D] = h · gelu(g) (exact). */
 int sd_op_geglu(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x);
 int sd_op_geglu_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const sd_tensor *x);
+/* Rotary position embedding (timm apply_rot_embed_cat, interleaved pairs; EVA02): x, y [B,T,H·d]
+ * (the q or k linear output as is), table [T−P, 2d] = [sin | cos] of each of the last T−P tokens
+ * (timm's RotaryEmbeddingCat.pos_embed); the first P tokens (class/prefix tokens) are copied.
+ * Every head's pair (2i, 2i+1) of token P+j: y[2i] = x[2i]·cos[2i] − x[2i+1]·sin[2i],
+ * y[2i+1] = x[2i+1]·cos[2i+1] + x[2i]·sin[2i+1] (= x·cos + rot(x)·sin). d even; y may alias x.
+ * The backward accumulates the transposed rotation of dy into dx (no table gradient). */
+int sd_op_rope(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor *table);
+int sd_op_rope_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const sd_tensor *table);
 /* Softmax over the last axis; the backward uses the forward's output y. */
 int sd_op_softmax(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x);
 int sd_op_softmax_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const sd_tensor *y);

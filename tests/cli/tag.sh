@@ -213,3 +213,61 @@ rm -f imgc/*.txt
   [ $r4 = 1 ] && grep -q "mc4/model.safetensors: __metadata__ act_layer 'swish'" e4.err &&
   [ ! -s cbad.out ] && [ ! -s cbad3.out ] && [ ! -s cbad4.out ] && ! ls imgc/*.txt > /dev/null 2>&1 &&
   ok tag_convnext_damaged || nok tag_convnext_damaged "$r2 $r3 $r4: $(cat e2.err e3.err e4.err)"
+
+# ---- the EVA02 tagger (tests/data/tagger/eva02_tiny.safetensors, tests/golden/gen/make_eva02_golden.py:
+# 20 outputs, 32x32 input): sidecars and records, batches and threads, --device cuda, damaged files ------
+mkdir -p me imge
+cp "$root/tests/data/tagger/eva02_tiny.safetensors" me/model.safetensors && head -n 21 tags.csv > me/selected_tags.csv
+for f in a_97x61 b_203x150_rgba c_640x480 d_50x33_la e_33x517; do cp "$root/tests/data/tagger/$f.png" imge/; done
+want20='1girl, solo, long_hair, ^_^, tag, with comma, open_mouth, blue_eyes, >_<, simple_background, 1boy, smile, white_shirt, ahoge, bow, hatsune_miku, kafuu_chino_(gochuumon_wa_usagi_desu_ka?)'
+"$SD" --model me --thresh 0 imge > eall.out 2> eall.err; rc=$?
+[ $rc = 0 ] && grep -q 'EVA02 tagger, 32x32 input, width 32, 2 blocks, 2 heads, MLP 85, RoPE reference 3x3, 20 tags' eall.err &&
+  [ "$(wc -l < eall.out)" = 5 ] && ok tag_eva02_exit || nok tag_eva02_exit "exit $rc: $(cat eall.err)"
+[ "$(cat imge/a_97x61.txt)" = "$want20" ] && grep -qxF "{\"image\":\"imge/a_97x61.png\",\"tags\":\"$want20\"}" eall.out &&
+  ok tag_eva02_sidecar_record || nok tag_eva02_sidecar_record "$(cat imge/a_97x61.txt)"
+"$SD" --model me --thresh 0.5 --no-sidecar --threads 1 imge > emid.out 2>/dev/null
+"$SD" --model me/model.safetensors --tags_csv me/selected_tags.csv --thresh 0.5 --no-sidecar --batch_size 3 --threads 2 imge > eb3.out 2>/dev/null
+"$SD" --model me --thresh 0.5 --no-sidecar --batch_size 5 --threads 2 --preprocess wd imge > ewd.out 2>/dev/null
+n_emid=$(head -1 emid.out | grep -o ', ' | wc -l); n_eall=$(head -1 eall.out | grep -o ', ' | wc -l)
+cmp -s emid.out eb3.out && [ "$n_emid" -gt 0 ] && [ "$n_emid" -lt "$n_eall" ] && [ "$(wc -l < ewd.out)" = 5 ] &&
+  ok tag_eva02_batch_threads_same || nok tag_eva02_batch_threads_same "$(head -1 emid.out)"
+"$SD" --model me --thresh 0.5 --no-sidecar --batch_size 3 --device cuda imge > edcu.out 2> edcu.err; rc=$?
+if [ $rc = 0 ]; then
+  cmp -s emid.out edcu.out && grep -q "running on" edcu.err && ok tag_eva02_device_cuda_same_records ||
+    nok tag_eva02_device_cuda_same_records "$(tail -2 edcu.err)"
+  if [ -n "${SD_FAKE_CUDA:-}" ]; then
+    SD_FAKE_CUDA_MIB=1 "$SD" --model me --no-sidecar --device cuda imge > edsm.out 2> edsm.err; rc=$?
+    [ $rc = 1 ] && grep -q 'needs about .* GiB of GPU memory (weights' edsm.err && [ ! -s edsm.out ] &&
+      ok tag_eva02_device_cuda_fail_fast || nok tag_eva02_device_cuda_fail_fast "rc $rc $(tail -1 edsm.err)"
+  fi
+else
+  [ $rc = 1 ] && grep -Eq "CUDA support|CUDA: no device" edcu.err && ok tag_eva02_device_cuda_unavailable ||
+    nok tag_eva02_device_cuda_unavailable "exit $rc: $(tail -2 edcu.err)"
+fi
+# damaged: truncated, a tensor of the wrong shape, a bad ref_feat_shape, a fused qkv (rewritten by Python); nothing written
+for d in me2 me3 me4 me5; do mkdir -p $d && cp me/selected_tags.csv $d/; done
+head -c 3000 me/model.safetensors > me2/model.safetensors
+python3 - me/model.safetensors me3/model.safetensors me4/model.safetensors me5/model.safetensors <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read()
+n = struct.unpack('<Q', b[:8])[0]
+h = json.loads(b[8:8 + n])
+def write(path, hdr):
+    s = json.dumps(hdr).encode()
+    s += b' ' * ((8 - len(s) % 8) % 8)
+    open(path, 'wb').write(struct.pack('<Q', len(s)) + s + b[8 + n:])
+h3 = dict(h); h3['blocks.1.mlp.norm.weight'] = dict(h['blocks.1.mlp.norm.weight'], shape=[5, 17]); write(sys.argv[2], h3)
+h4 = dict(h); h4['__metadata__'] = dict(h['__metadata__'], ref_feat_shape='3x3'); write(sys.argv[3], h4)
+h5 = dict(h); h5['blocks.0.attn.qkv.weight'] = h5.pop('blocks.0.attn.k_proj.weight'); write(sys.argv[4], h5)
+PY
+rm -f imge/*.txt
+"$SD" --model me2 imge > ebad2.out 2> ee2.err; r2=$?
+"$SD" --model me3 imge > ebad3.out 2> ee3.err; r3=$?
+"$SD" --model me4 imge > ebad4.out 2> ee4.err; r4=$?
+"$SD" --model me5 imge > ebad5.out 2> ee5.err; r5=$?
+[ $r2 = 1 ] && grep -q 'me2/model.safetensors' ee2.err && [ $r3 = 1 ] &&
+  grep -q "me3/model.safetensors: tensor 'blocks.1.mlp.norm.weight': expected shape \[85\]" ee3.err &&
+  [ $r4 = 1 ] && grep -q "me4/model.safetensors: __metadata__ ref_feat_shape '3x3'" ee4.err &&
+  [ $r5 = 1 ] && grep -q "me5/model.safetensors: an EVA02 with a fused attn.qkv is not supported" ee5.err &&
+  [ ! -s ebad2.out ] && [ ! -s ebad3.out ] && [ ! -s ebad4.out ] && [ ! -s ebad5.out ] && ! ls imge/*.txt > /dev/null 2>&1 &&
+  ok tag_eva02_damaged || nok tag_eva02_damaged "$r2 $r3 $r4 $r5: $(cat ee2.err ee3.err ee4.err ee5.err)"

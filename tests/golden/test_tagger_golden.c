@@ -4,7 +4,9 @@
  * copies of the file), and the preprocessing of test images byte for byte against PIL/OpenCV
  * (kohya and wd presets; full arrays at 64, SHA-256 at 448). The ConvNeXt tagger likewise against
  * tests/golden/gen/make_convnext_golden.py (timm ConvNeXt transcription, tiny model, F16/F32/BF16
- * copies, act_layer gelu). Also: architecture refusal, broken files, thread-count independence. */
+ * copies, act_layer gelu), and the EVA02 tagger against tests/golden/gen/make_eva02_golden.py (timm
+ * Eva transcription: RoPE table, F16/F32/BF16 copies, ref_feat_shape from the metadata or the
+ * grid). Also: architecture refusal, broken files, thread-count independence. */
 #include <stdint.h>
 
 #include "base/error.h"
@@ -12,6 +14,7 @@
 #include "io/image.h"
 #include "models/tagger.h"
 #include "models/tagger_convnext.h"
+#include "models/tagger_eva02.h"
 #include "test.h"
 
 static const char *data_path(const char *name)
@@ -144,7 +147,7 @@ static void tagger_refuses_other_archs(void)
     static const struct { const char *key; int arch; const char *msg; } cases[] = {
         {"stem.0.weight", SD_TAGGER_ARCH_CONVNEXT, "stem.0.weight"},   /* ConvNeXt: a 1-d stem is ill-shaped */
         {"layers.0.blocks.0.attn.logit_scale", SD_TAGGER_ARCH_SWINV2, "SwinV2"},
-        {"blocks.0.attn.q_proj.weight", SD_TAGGER_ARCH_EVA02, "EVA02"},
+        {"blocks.0.attn.q_proj.weight", SD_TAGGER_ARCH_EVA02, "EVA02"},   /* EVA02: no patch_embed */
         {"cls_token", SD_TAGGER_ARCH_VIT_CLS, "class token"},
         {"something.else", SD_TAGGER_ARCH_UNKNOWN, "not a WD tagger"},
     };
@@ -166,7 +169,8 @@ static void tagger_refuses_other_archs(void)
             T_EQ_INT(sd_tagger_detect(st), cases[i].arch);
             sd_tagger m;
             int rc = sd_tagger_open(&m, st, SD_DEV_CPU);
-            T_CHECK(rc == (cases[i].arch == SD_TAGGER_ARCH_UNKNOWN || cases[i].arch == SD_TAGGER_ARCH_CONVNEXT
+            T_CHECK(rc == (cases[i].arch == SD_TAGGER_ARCH_UNKNOWN || cases[i].arch == SD_TAGGER_ARCH_CONVNEXT ||
+                                   cases[i].arch == SD_TAGGER_ARCH_EVA02
                                ? SD_EFORMAT : SD_EUNSUPPORTED));
             T_CHECKF(strstr(sd_errmsg(), cases[i].msg) && strstr(sd_errmsg(), "x.safetensors"), "%s", sd_errmsg());
         }
@@ -474,6 +478,196 @@ static void tagger_rejects_inconsistent_convnext(void)
     }
 }
 
+/* ---- EVA02 (tests/golden/gen/make_eva02_golden.py) ---------------------------------------- */
+
+/* A copy of eva02_tiny.safetensors as `dt`, without tensor `drop`, with tensor `extra` added,
+ * `reshape` one element longer, metadata num_heads "2" and ref_feat_shape `ref` ("3,3" for NULL,
+ * none for ""; `heads` likewise). */
+static int eva_copy(const char *dst, sd_st_dtype dt, const char *drop, const char *extra, const char *reshape,
+                    const char *ref, const char *heads)
+{
+    sd_safetensors *st = NULL;
+    sd_safetensors_writer *w = NULL;
+    int rc = sd_safetensors_open(data_path("eva02_tiny.safetensors"), &st);
+    if (!rc) rc = sd_safetensors_writer_new(&w);
+    size_t n = st ? sd_safetensors_count(st) : 0;
+    float **bufs = calloc(n + 1, sizeof *bufs);
+    static float zeros[32];
+    for (size_t i = 0; !rc && i < n; i++) {
+        const sd_st_tensor *t = sd_safetensors_at(st, i);
+        if (drop && !strcmp(t->name, drop)) continue;
+        int64_t sh[8], numel = 1;
+        memcpy(sh, t->shape, sizeof(int64_t) * (size_t)t->ndim);
+        if (reshape && !strcmp(t->name, reshape)) sh[t->ndim - 1]++;
+        for (int d = 0; d < t->ndim; d++) numel *= sh[d];
+        bufs[i] = calloc((size_t)numel, sizeof(float));
+        rc = sd_safetensors_read(st, t, SD_ST_F32, bufs[i], (size_t)t->numel);
+        if (!rc) rc = sd_safetensors_writer_add_f32(w, t->name, dt, t->ndim, sh, bufs[i]);
+    }
+    if (!rc && extra) rc = sd_safetensors_writer_add_f32(w, extra, dt, 1, (int64_t[]){32}, zeros);
+    if (!rc && !(heads && !*heads)) rc = sd_safetensors_writer_set_meta(w, "num_heads", heads ? heads : "2");
+    if (!rc && !(ref && !*ref)) rc = sd_safetensors_writer_set_meta(w, "ref_feat_shape", ref ? ref : "3,3");
+    if (!rc) rc = sd_safetensors_writer_write(w, dst);
+    for (size_t i = 0; i < n; i++) free(bufs[i]);
+    free(bufs);
+    sd_safetensors_writer_free(w);
+    sd_safetensors_close(st);
+    return rc;
+}
+
+/* EVA02 logits of golden.x against `key` of eva02_golden.safetensors: max|Δ|/max|ref|, -1 on error. */
+static double eva_run(const char *path, const char *key, int threads, float *out)
+{
+    sd_safetensors *st = NULL, *gs = NULL;
+    sd_tagger m;
+    sd_tensor x = {0}, ref = {0}, y = {0};
+    double worst = -1;
+    int rc = sd_safetensors_open(path, &st);
+    if (!rc) rc = sd_tagger_open(&m, st, SD_DEV_CPU);
+    if (rc) {
+        printf("#   %s\n", sd_errmsg());
+        sd_safetensors_close(st);
+        return -1;
+    }
+    rc = sd_safetensors_open(data_path("eva02_golden.safetensors"), &gs);
+    if (!rc) rc = read_f32(gs, "golden.x", &x);
+    if (!rc) rc = read_f32(gs, key, &ref);
+    if (!rc) rc = sd_tensor_alloc(&y, SD_F32, 2, ref.shape);
+    sd_ctx_set_threads(&g_ctx, threads);
+    if (!rc) rc = sd_tagger_forward(&g_ctx, &m, &y, &x);
+    if (rc) {
+        printf("#   %s\n", sd_errmsg());
+    } else {
+        const float *a = y.data, *r = ref.data;
+        double mx = 0, e = 0;
+        for (int64_t i = 0; i < sd_tensor_numel(&ref); i++) {
+            mx = fmax(mx, fabs(r[i]));
+            e = fmax(e, fabs((double)a[i] - r[i]));
+        }
+        worst = e / mx;
+        if (out) memcpy(out, a, sizeof(float) * (size_t)sd_tensor_numel(&ref));
+    }
+    sd_tensor_free(&x);
+    sd_tensor_free(&ref);
+    sd_tensor_free(&y);
+    sd_tagger_free(&m);
+    sd_safetensors_close(st);
+    sd_safetensors_close(gs);
+    return worst;
+}
+
+static void tagger_eva02_logits(void)
+{
+    sd_safetensors *st = NULL, *gs = NULL;
+    T_CHECK(sd_safetensors_open(data_path("eva02_tiny.safetensors"), &st) == 0);
+    if (st) {
+        T_EQ_INT(sd_tagger_detect(st), SD_TAGGER_ARCH_EVA02);
+        sd_tagger m;
+        T_CHECKF(sd_tagger_open(&m, st, SD_DEV_CPU) == 0, "%s", sd_errmsg());
+        if (m.eva) {
+            const sd_tagger_eva02 *e = m.eva;
+            T_EQ_INT(m.arch, SD_TAGGER_ARCH_EVA02);
+            T_EQ_INT(m.size, 32);
+            T_EQ_INT(m.classes, 20);
+            T_EQ_INT(e->width, 32);
+            T_EQ_INT(e->heads, 2);
+            T_EQ_INT(e->depth, 2);
+            T_EQ_INT(e->patch, 8);
+            T_EQ_INT(e->grid, 4);
+            T_EQ_INT(e->tokens, 17);
+            T_EQ_INT(e->mlp, 85);
+            T_EQ_INT(e->ref_h, 3);
+            T_EQ_INT(e->ref_w, 3);
+            T_CHECK(e->blocks[0].gamma1 == NULL && e->blocks[1].gamma2 == NULL);
+            T_EQ_INT(sd_params_count(&m.r), 46);
+            /* the RoPE table is timm's (float32 math; sinf/cosf vs torch: an ulp or two) */
+            sd_tensor ref = {0};
+            T_CHECK(sd_safetensors_open(data_path("eva02_golden.safetensors"), &gs) == 0);
+            T_CHECK(gs && read_f32(gs, "golden.rope", &ref) == 0);
+            if (ref.data) {
+                T_EQ_INT(ref.shape[0], 16);
+                T_EQ_INT(ref.shape[1], 32);
+                const float *a = e->rope.data, *r = ref.data;
+                double d = 0;
+                for (int64_t i = 0; i < 16 * 32; i++) d = fmax(d, fabs((double)a[i] - r[i]));
+                printf("#   RoPE table: max|diff| %.3g\n", d);
+                T_CHECK(d < 1e-6);
+            }
+            sd_tensor_free(&ref);
+            sd_safetensors_close(gs);
+            sd_tagger_free(&m);
+        }
+        sd_safetensors_close(st);
+    }
+    float a[40], b[40], c[40];
+    double w16 = eva_run(data_path("eva02_tiny.safetensors"), "golden.logits", 2, a);
+    printf("#   f16 file: max|diff|/max|ref| = %.3g\n", w16);
+    T_CHECK(w16 >= 0 && w16 <= 1e-4);
+    double w1 = eva_run(data_path("eva02_tiny.safetensors"), "golden.logits", 1, b);
+    T_CHECK(w1 >= 0 && memcmp(a, b, sizeof a) == 0);   /* 1 vs 2 threads: same bytes */
+    char p32[1024], pbf[1024], pr4[1024];
+    snprintf(p32, sizeof p32, "%s", t_path("eva02_f32.safetensors"));
+    snprintf(pbf, sizeof pbf, "%s", t_path("eva02_bf16.safetensors"));
+    snprintf(pr4, sizeof pr4, "%s", t_path("eva02_ref4.safetensors"));
+    T_CHECK(eva_copy(p32, SD_ST_F32, NULL, NULL, NULL, NULL, NULL) == 0);
+    T_CHECK(eva_copy(pbf, SD_ST_BF16, NULL, NULL, NULL, NULL, NULL) == 0);
+    double w32 = eva_run(p32, "golden.logits", 2, c);
+    printf("#   f32 copy: %.3g\n", w32);
+    T_CHECK(w32 >= 0 && memcmp(a, c, sizeof a) == 0);   /* the same values as the f16 file */
+    double wbf = eva_run(pbf, "golden.logits", 2, NULL);
+    printf("#   bf16 copy (weights rounded again): %.3g\n", wbf);
+    T_CHECK(wbf >= 0 && wbf < 0.1);
+    /* without ref_feat_shape the grid itself (4x4) is the reference, as for the real tagger */
+    T_CHECK(eva_copy(pr4, SD_ST_F16, NULL, NULL, NULL, "", NULL) == 0);
+    double w4 = eva_run(pr4, "golden.logits_ref4", 2, NULL), w3 = eva_run(pr4, "golden.logits", 2, NULL);
+    printf("#   no ref_feat_shape (= grid 4x4): %.3g (vs the 3x3 logits: %.3g)\n", w4, w3);
+    T_CHECK(w4 >= 0 && w4 <= 1e-4 && w3 > 1e-3);
+    T_CHECK(eva_copy(pr4, SD_ST_F16, NULL, NULL, NULL, "[4, 4]", NULL) == 0);
+    w4 = eva_run(pr4, "golden.logits_ref4", 2, NULL);
+    T_CHECK(w4 >= 0 && w4 <= 1e-4);
+}
+
+/* damaged EVA02 files: each an error naming the file and the key (or the metadata) */
+static void tagger_rejects_inconsistent_eva02(void)
+{
+    static const struct {
+        const char *drop, *extra, *reshape, *ref, *heads;
+        int rc;
+        const char *msg;
+    } cases[] = {
+        {"blocks.1.mlp.norm.bias", NULL, NULL, NULL, NULL, SD_EFORMAT, "blocks.1.mlp.norm.bias"},
+        {"blocks.0.attn.v_proj.bias", NULL, NULL, NULL, NULL, SD_EFORMAT, "blocks.0.attn.v_proj.bias"},
+        {"cls_token", NULL, NULL, NULL, NULL, SD_EFORMAT, "cls_token"},
+        {"fc_norm.weight", NULL, NULL, NULL, NULL, SD_EFORMAT, "fc_norm.weight"},
+        {NULL, "blocks.0.attn.k_proj.bias", NULL, NULL, NULL, SD_EFORMAT, "blocks.0.attn.k_proj.bias"},
+        {NULL, "norm.weight", NULL, NULL, NULL, SD_EFORMAT, "norm.weight"},
+        {NULL, "blocks.0.attn.qkv.weight", NULL, NULL, NULL, SD_EUNSUPPORTED, "fused attn.qkv"},
+        {NULL, NULL, "pos_embed", NULL, NULL, SD_EFORMAT, "pos_embed"},
+        {NULL, NULL, "blocks.1.mlp.fc1_x.weight", NULL, NULL, SD_EFORMAT, "blocks.1.mlp.fc1_x.weight"},
+        {NULL, NULL, "head.bias", NULL, NULL, SD_EFORMAT, "head.bias"},
+        {NULL, NULL, NULL, "three", NULL, SD_EFORMAT, "ref_feat_shape"},
+        {NULL, NULL, NULL, "3,3,3", NULL, SD_EFORMAT, "ref_feat_shape"},
+        {NULL, NULL, NULL, NULL, "3", SD_EFORMAT, "num_heads"},
+        {NULL, NULL, NULL, NULL, "16", SD_EFORMAT, "multiple of 4"},
+        {NULL, NULL, NULL, NULL, "", SD_EFORMAT, "num_heads"},
+    };
+    char path[1024];
+    snprintf(path, sizeof path, "%s", t_path("eva02_bad.safetensors"));
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        T_CHECK(eva_copy(path, SD_ST_F16, cases[i].drop, cases[i].extra, cases[i].reshape, cases[i].ref,
+                         cases[i].heads) == 0);
+        sd_safetensors *st = NULL;
+        T_CHECK(sd_safetensors_open(path, &st) == 0);
+        if (!st) continue;
+        sd_tagger m;
+        int rc = sd_tagger_open(&m, st, SD_DEV_CPU);
+        T_CHECKF(rc == cases[i].rc, "case %zu: rc %d: %s", i, rc, sd_errmsg());
+        T_CHECKF(strstr(sd_errmsg(), cases[i].msg) && strstr(sd_errmsg(), "eva02_bad.safetensors"),
+                 "case %zu: %s", i, sd_errmsg());
+        sd_safetensors_close(st);
+    }
+}
+
 int main(void)
 {
     if (sd_ctx_init(&g_ctx, SD_DEV_CPU, 2, 0)) {
@@ -486,6 +680,8 @@ int main(void)
     T_RUN(tagger_rejects_inconsistent_vit);
     T_RUN(tagger_convnext_logits);
     T_RUN(tagger_rejects_inconsistent_convnext);
+    T_RUN(tagger_eva02_logits);
+    T_RUN(tagger_rejects_inconsistent_eva02);
     T_RUN(tagger_preprocess_64_exact);
     T_RUN(tagger_preprocess_448_exact);
     T_RUN(tagger_input_tensor);

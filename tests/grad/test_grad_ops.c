@@ -363,6 +363,83 @@ static void test_activations(void)
     free(m.x); free(m.gx);
 }
 
+/* ---- rotary position embedding ---------------------------------------------------------------- */
+
+typedef struct { double *x, *gx, *tab; int64_t b, t, c, d, skip; } st_rope;
+static void rope_f(void *p, double *y) { st_rope *s = p; sd_k_rope_f64(&g_ctx, y, s->x, s->tab, s->b, s->t, s->c, s->d, s->skip); }
+static void rope_b(void *p, const double *dy)
+{
+    st_rope *s = p;
+    sd_k_rope_bwd_f64(&g_ctx, s->gx, dy, s->tab, s->b, s->t, s->c, s->d, s->skip);
+}
+
+/* timm's formula x·cos + rot(x)·sin with rot(x)[2i] = −x[2i+1], rot(x)[2i+1] = x[2i]; an arbitrary
+ * table (sin/cos not paired) so every index of the kernel is exercised. */
+static void test_rope(void)
+{
+    for (int skip = 0; skip <= 2; skip += 2) {
+        st_rope s = { .b = 2, .t = 5, .c = 12, .d = 4, .skip = skip };
+        int64_t n = s.b * s.t * s.c, tp = s.t - skip;
+        s.x = rnd(n, 2); s.gx = zeros(n); s.tab = rnd(tp * 2 * s.d, 1);
+        tparam ps[] = { { s.x, s.gx, n, "x" } };
+        gradcheck(skip ? "rope_skip2" : "rope", &s, rope_f, rope_b, n, ps, 1, TOL);
+        double *y = zeros(n), e = 0;
+        rope_f(&s, y);
+        for (int64_t r = 0; r < s.b * s.t; r++) {
+            int64_t j = r % s.t;
+            for (int64_t k = 0; k < s.c; k++) {
+                const double *x = s.x + r * s.c;
+                double ref = x[k];
+                if (j >= skip) {
+                    int64_t i = k % s.d;
+                    const double *sn = s.tab + (j - skip) * 2 * s.d, *cs = sn + s.d;
+                    double rot = i % 2 ? x[k - 1] : -x[k + 1];
+                    ref = x[k] * cs[i] + rot * sn[i];
+                }
+                e = fmax(e, fabs(ref - y[r * s.c + k]));
+            }
+        }
+        T_CHECKF(e < 1e-14, "rope forward %g", e);
+        /* f32 op = the double kernel; in place too */
+        sd_ctx fc;
+        T_EQ_INT(sd_ctx_init(&fc, SD_DEV_CPU, 2, 1 << 20), SD_OK);
+        sd_tensor tx, ty, tt, tdx;
+        float *p;
+        T_EQ_INT(sd_tensor_alloc(&tx, SD_F32, SD_DIMS(2, 5, 12)), SD_OK);
+        T_EQ_INT(sd_tensor_alloc(&ty, SD_F32, SD_DIMS(2, 5, 12)), SD_OK);
+        T_EQ_INT(sd_tensor_alloc(&tdx, SD_F32, SD_DIMS(2, 5, 12)), SD_OK);
+        T_EQ_INT(sd_tensor_alloc(&tt, SD_F32, SD_DIMS(tp, 8)), SD_OK);
+        p = tx.data; for (int64_t i = 0; i < n; i++) p[i] = (float)s.x[i];
+        p = tt.data; for (int64_t i = 0; i < tp * 8; i++) p[i] = (float)s.tab[i];
+        T_EQ_INT(sd_op_rope(&fc, &ty, &tx, &tt), SD_OK);
+        p = ty.data; e = 0;
+        for (int64_t i = 0; i < n; i++) e = fmax(e, fabs(p[i] - y[i]));
+        T_CHECKF(e < 1e-5, "rope f32 %g", e);
+        T_EQ_INT(sd_op_rope(&fc, &tx, &tx, &tt), SD_OK);
+        T_CHECK(memcmp(tx.data, ty.data, (size_t)n * 4) == 0);
+        double *gd = zeros(n);
+        sd_k_rope_bwd_f64(&g_ctx, gd, s.x, s.tab, s.b, s.t, s.c, s.d, skip);   /* dy = x */
+        p = tx.data; for (int64_t i = 0; i < n; i++) p[i] = (float)s.x[i];
+        T_EQ_INT(sd_op_fill(&fc, &tdx, 0.0f), SD_OK);
+        T_EQ_INT(sd_op_rope_bwd(&fc, &tdx, &tx, &tt), SD_OK);
+        p = tdx.data; e = 0;
+        for (int64_t i = 0; i < n; i++) e = fmax(e, fabs(p[i] - gd[i]));
+        T_CHECKF(e < 1e-5, "rope_bwd f32 %g", e);
+        /* argument errors: odd head width, table longer than the sequence */
+        sd_tensor bad;
+        T_EQ_INT(sd_tensor_alloc(&bad, SD_F32, SD_DIMS(tp, 6)), SD_OK);
+        T_EQ_INT(sd_op_rope(&fc, &ty, &tx, &bad), SD_EINVAL);
+        sd_tensor_free(&bad);
+        T_EQ_INT(sd_tensor_alloc(&bad, SD_F32, SD_DIMS(6, 8)), SD_OK);
+        T_EQ_INT(sd_op_rope(&fc, &ty, &tx, &bad), SD_EINVAL);
+        sd_tensor_free(&bad);
+        sd_tensor *all[] = { &tx, &ty, &tt, &tdx };
+        for (int i = 0; i < 4; i++) sd_tensor_free(all[i]);
+        sd_ctx_free(&fc);
+        free(s.x); free(s.gx); free(s.tab); free(y); free(gd);
+    }
+}
+
 /* ---- attention ------------------------------------------------------------------------------ */
 
 typedef struct { sd_k_attn a; double *q, *k, *v, *gq, *gk, *gv, *o, *lse; } st_at;
@@ -727,6 +804,7 @@ int main(void)
     T_RUN(test_group_norm);
     T_RUN(test_layer_norm);
     T_RUN(test_activations);
+    T_RUN(test_rope);
     T_RUN(test_attention);
     T_RUN(test_shape_ops);
     T_RUN(test_broadcast);

@@ -275,6 +275,15 @@ static void test_activations(void)
     pair *l = MK(SD_F32, 5.0f, 0, 3, 1000), *ly = R(3, 1000);
     BOTH(sd_op_softmax(&cpu, &ly->h, &l->h), sd_op_softmax(&gpu, &ly->d, &l->d));
     cmp("softmax (rows of 1000)", ly, TOL);
+    /* RoPE (EVA02): [2, 1+196, 4 heads of 64] with one class token; table [196, 128]; in place too */
+    pair *rx = MK(SD_F32, 2.0f, 0, 2, 197, 256), *rt = MK(SD_F32, 1.0f, 0, 196, 128), *ry = R(2, 197, 256);
+    pair *rdy = R(2, 197, 256), *rdx = R(2, 197, 256);
+    BOTH(sd_op_rope(&cpu, &ry->h, &rx->h, &rt->h), sd_op_rope(&gpu, &ry->d, &rx->d, &rt->d));
+    cmp("rope", ry, TOL);
+    BOTH(sd_op_rope_bwd(&cpu, &rdx->h, &rdy->h, &rt->h), sd_op_rope_bwd(&gpu, &rdx->d, &rdy->d, &rt->d));
+    cmp("rope_bwd", rdx, TOL);
+    BOTH(sd_op_rope(&cpu, &rx->h, &rx->h, &rt->h), sd_op_rope(&gpu, &rx->d, &rx->d, &rt->d));
+    cmp("rope in place", rx, TOL);
     pool_free();
 }
 
@@ -833,7 +842,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     { "parity_fill_convert", test_fill_convert },
     { "parity_permute", test_permute },
     { "parity_add_mul_sum_to_axpby", test_binary },
-    { "parity_activations_geglu_softmax", test_activations },
+    { "parity_activations_geglu_softmax_rope", test_activations },
     { "parity_linear_matmul", test_linear_matmul },
     { "parity_conv2d", test_conv2d },
     { "parity_conv2d_dw", test_conv2d_dw },

@@ -410,6 +410,58 @@ extern "C" int sd_cuda_geglu_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy
     return SD_OK;
 }
 
+// ---- rotary position embedding (one thread per pair; see sd_op_rope) --------------------------
+
+__global__ void k_rope(size_t n, int64_t t, int64_t c, int64_t d, int64_t skip, float *y, const float *x,
+                       const float *tab)
+{
+    SD_CU_LOOP(p, n) {
+        int64_t e = 2 * (int64_t)p, r = e / c, j = r % t, i = (e % c) % d;
+        float a = x[e], b = x[e + 1];
+        if (j < skip) {
+            y[e] = a;
+            y[e + 1] = b;
+        } else {
+            const float *sn = tab + (j - skip) * 2 * d, *cs = sn + d;
+            y[e] = a * cs[i] - b * sn[i];
+            y[e + 1] = b * cs[i + 1] + a * sn[i + 1];
+        }
+    }
+}
+
+__global__ void k_rope_bwd(size_t n, int64_t t, int64_t c, int64_t d, int64_t skip, float *dx, const float *dy,
+                           const float *tab)
+{
+    SD_CU_LOOP(p, n) {
+        int64_t e = 2 * (int64_t)p, r = e / c, j = r % t, i = (e % c) % d;
+        float u = dy[e], v = dy[e + 1];
+        if (j < skip) {
+            dx[e] += u;
+            dx[e + 1] += v;
+        } else {
+            const float *sn = tab + (j - skip) * 2 * d, *cs = sn + d;
+            dx[e] += u * cs[i] + v * sn[i + 1];
+            dx[e + 1] += v * cs[i + 1] - u * sn[i];
+        }
+    }
+}
+
+extern "C" int sd_cuda_rope(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor *table)
+{
+    int64_t n = sd_tensor_numel(x) / 2, d = table->shape[1] / 2;
+    SD_CU_GRID(k_rope, n, (size_t)n, x->shape[1], x->shape[2], d, x->shape[1] - table->shape[0], FP(y), CFP(x),
+               CFP(table));
+    return SD_OK;
+}
+
+extern "C" int sd_cuda_rope_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const sd_tensor *table)
+{
+    int64_t n = sd_tensor_numel(dy) / 2, d = table->shape[1] / 2;
+    SD_CU_GRID(k_rope_bwd, n, (size_t)n, dy->shape[1], dy->shape[2], d, dy->shape[1] - table->shape[0], FP(dx),
+               CFP(dy), CFP(table));
+    return SD_OK;
+}
+
 // ---- softmax over rows (one block of 256 threads per row) ---------------------------------------
 
 __device__ __forceinline__ float block_max(float v, float *sh)
