@@ -37,10 +37,12 @@ typedef struct sd_tagger_block {
 } sd_tagger_block;
 
 struct sd_tagger_convnext;
+struct sd_tagger_swinv2;
 
 typedef struct sd_tagger {
     int arch;                          /* SD_TAGGER_ARCH_VIT or SD_TAGGER_ARCH_CONVNEXT */
     struct sd_tagger_convnext *cnx;    /* the ConvNeXt (models/tagger_convnext.h), else NULL */
+    struct sd_tagger_swinv2 *swin;     /* the SwinV2 (models/tagger_swinv2.h), else NULL */
     int64_t width, heads, depth, patch, size, grid, tokens, mlp, classes;   /* size, classes: both archs */
     sd_params r;
     sd_conv2d patch_embed;
@@ -55,7 +57,7 @@ enum sd_tagger_arch {
     SD_TAGGER_ARCH_VIT,        /* implemented */
     SD_TAGGER_ARCH_VIT_CLS,    /* ViT with class/register tokens or fc_norm */
     SD_TAGGER_ARCH_CONVNEXT,   /* implemented (models/tagger_convnext.h) */
-    SD_TAGGER_ARCH_SWINV2,
+    SD_TAGGER_ARCH_SWINV2,     /* implemented (models/tagger_swinv2.h) */
     SD_TAGGER_ARCH_EVA02,
 };
 
