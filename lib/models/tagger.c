@@ -71,6 +71,13 @@ void sd_tagger_free(sd_tagger *m)
     memset(m, 0, sizeof *m);
 }
 
+int sd_tagger_move(sd_tagger *m, sd_devkind dev)
+{
+    int rc = sd_params_move(&m->r, dev);
+    if (!rc && m->swin) rc = sd_tagger_swinv2_move(m->swin, dev);
+    return rc;
+}
+
 int sd_tagger_open(sd_tagger *m, const sd_safetensors *st, sd_devkind dev)
 {
     memset(m, 0, sizeof *m);

@@ -70,6 +70,9 @@ const char *sd_tagger_arch_name(int arch);
  * or missing tensors. */
 int sd_tagger_open(sd_tagger *m, const sd_safetensors *st, sd_devkind dev);
 void sd_tagger_free(sd_tagger *m);
+/* Move an open model to `dev`: the parameters and any constants an architecture derived from them
+ * (the SwinV2's position biases and masks). */
+int sd_tagger_move(sd_tagger *m, sd_devkind dev);
 
 /* logits [N, classes] (f32) = model(x [N, 3, size, size] f32), all on the model's device. */
 int sd_tagger_forward(sd_ctx *ctx, sd_tagger *m, sd_tensor *logits, const sd_tensor *x);

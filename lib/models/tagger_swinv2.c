@@ -371,6 +371,17 @@ int sd_tagger_swinv2_upload(sd_tagger_swinv2 *c, sd_devkind dev)
     return SD_OK;
 }
 
+int sd_tagger_swinv2_move(sd_tagger_swinv2 *c, sd_devkind dev)
+{
+    if (!c->derived.data || c->derived.device == dev) return SD_OK;
+    c->host = malloc(sd_tensor_nbytes(&c->derived));
+    if (!c->host) return sd_err(SD_ENOMEM, "out of memory");
+    int rc = sd_tensor_download(&c->derived, c->host, sd_tensor_nbytes(&c->derived));
+    if (rc) return rc;
+    sd_tensor_free(&c->derived);
+    return sd_tagger_swinv2_upload(c, dev);
+}
+
 int sd_tagger_swinv2_open(sd_tagger *m, const sd_safetensors *st, sd_devkind dev)
 {
     int rc;

@@ -83,6 +83,8 @@ typedef struct sd_tagger_swinv2 {
 int sd_tagger_swinv2_build(sd_tagger_swinv2 *c, sd_params *r, const sd_safetensors *st);
 /* Put the derived constants on `dev` (and free the host copy). */
 int sd_tagger_swinv2_upload(sd_tagger_swinv2 *c, sd_devkind dev);
+/* Move the derived constants to `dev` (sd_tagger_move: the parameters move with the registry). */
+int sd_tagger_swinv2_move(sd_tagger_swinv2 *c, sd_devkind dev);
 void sd_tagger_swinv2_free(sd_tagger_swinv2 *c);
 
 /* logits [N, classes] (f32) = model(x [N, 3, size, size] f32), all on the parameters' device. */
