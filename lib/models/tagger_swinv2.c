@@ -80,13 +80,17 @@ void sd_tagger_swinv2_free(sd_tagger_swinv2 *c)
 
 /* bias [heads, T, T] = 16·sigmoid(cpb_mlp(table))[relative position index] (timm WindowAttention
  * with pretrained_window_size 0). The table follows torch's float32 steps; the MLP sums in double. */
-static void cpb_bias(float *bias, int ws, int64_t heads, int64_t hid, const float *w0, const float *b0,
+static int cpb_bias(float *bias, int ws, int64_t heads, int64_t hid, const float *w0, const float *b0,
                      const float *w2)
 {
     const int L = 2 * ws - 1;
     double *tab = malloc((size_t)L * L * heads * sizeof *tab);
     double *hv = malloc((size_t)hid * sizeof *hv);
-    if (!tab || !hv) { free(tab); free(hv); return; }   /* checked by the caller's allocation below */
+    if (!tab || !hv) {
+        free(tab);
+        free(hv);
+        return sd_err(SD_ENOMEM, "out of memory");
+    }
     for (int a = 0; a < L; a++)
         for (int b = 0; b < L; b++) {
             float u[2] = { (float)(a - (ws - 1)), (float)(b - (ws - 1)) };
@@ -113,6 +117,7 @@ static void cpb_bias(float *bias, int ws, int64_t heads, int64_t hid, const floa
         }
     free(tab);
     free(hv);
+    return SD_OK;
 }
 
 /* mask [nW, T, T] of a shifted stage (timm get_attn_mask): regions of the rolled map, −100 between
@@ -318,7 +323,7 @@ int sd_tagger_swinv2_build(sd_tagger_swinv2 *c, sd_params *r, const sd_safetenso
                 const float mx = (float)log(1.0 / 0.01);   /* torch.clamp(max=math.log(1/0.01)) in f32 */
                 scale[k] = expf(ls[k] < mx ? ls[k] : mx);
             }
-            cpb_bias(bias, g->ws, g->heads, hid, w0, b0, w2);
+            rc = cpb_bias(bias, g->ws, g->heads, hid, w0, b0, w2);
         }
         free(w0);
         if (rc) goto out;
