@@ -26,6 +26,10 @@
  * the depths from the blocks.B keys, the MLP width from mlp.fc1, the classes from head.fc. Not in
  * the file: the input size (__metadata__ "img_size", else 448), the target window ("window_size",
  * else 14: the v3 config's) and the MLP activation ("act_layer": "gelu_tanh" (default) or "gelu").
+ * (timm takes act_layer for SwinV2 from 1.0.3 on, a change by the tagger's author for the v3
+ * models; timm 0.9.16 swallows the config's act_layer in **kwargs and runs nn.GELU, the exact form.
+ * Otherwise 0.9.16 and 1.0 agree for the v3 geometry: 1.0 only adds padding of maps that the
+ * window does not divide, which this refuses as 0.9 does.)
  * The tables, relative position index and masks are computed (timm keeps them as non-persistent
  * buffers; if a file has them they are checked for shape and ignored), and so are the per-block
  * constants: qkv bias, exp(clamped logit_scale) and the 16·sigmoid position bias [heads,T,T]
