@@ -1,6 +1,7 @@
 /* WD tagger (SmilingWolf wd-*-tagger-v3, timm model.safetensors): the ViT architecture, its
  * image preprocessing, and detection of the architectures; the ConvNeXt (wd-convnext-tagger-v3)
- * is in models/tagger_convnext.h, reached through the same sd_tagger_open/forward/free.
+ * is in models/tagger_convnext.h and the SwinV2 (wd-swinv2-tagger-v3) in models/tagger_swinv2.h,
+ * reached through the same sd_tagger_open/forward/free (and sd_tagger_move).
  *
  * Model (timm VisionTransformer as the v3 config builds it: vit_base_patch16_224 with img_size
  * 448, class_token False, global_pool "avg", fc_norm False, act_layer gelu_tanh):
@@ -16,10 +17,11 @@
  * or an unexpected tensor is an error naming the file and the key.
  *
  * ConvNeXt files (stem.0.weight or stages.0.blocks.0.conv_dw.weight) go to
- * models/tagger_convnext.h. Other architectures are recognised from their keys and refused with
- * SD_EUNSUPPORTED ("m.safetensors: SwinV2 tagger (wd-swinv2-tagger-v3) is not supported; only the
- * ViT and ConvNeXt taggers are"): SwinV2 (layers.0.blocks.0.attn.logit_scale), EVA02
- * (blocks.0.attn.q_proj.weight), ViTs with a class/register token or fc_norm.
+ * models/tagger_convnext.h, SwinV2 files (layers.0.blocks.0.attn.logit_scale) to
+ * models/tagger_swinv2.h. Other architectures are recognised from their keys and refused with
+ * SD_EUNSUPPORTED ("m.safetensors: EVA02 tagger (wd-eva02-large-tagger-v3) is not supported; only
+ * the ViT, ConvNeXt and SwinV2 taggers are"): EVA02 (blocks.0.attn.q_proj.weight), ViTs with a
+ * class/register token or fc_norm.
  *
  * The forward uses only the op API, so it runs on the registry's device (CPU or CUDA). */
 #ifndef SD_MODELS_TAGGER_H
