@@ -10,7 +10,10 @@ layout of timm >= 0.9 where the downsample sits at the start of stages 1..; timm
 with output_fmt NHWC, Mlp, ClassifierHead avg) for the wd-swinv2-tagger-v3 configuration
 (swinv2_base_window8_256 with img_size 448, window_size 14, act_layer gelu_tanh): module names
 equal timm's, so the state_dict keys are the real ones (buffers non-persistent, as in timm).
-Every LayerNorm is torch's default (eps 1e-5).
+Every LayerNorm is torch's default (eps 1e-5). The layout is that of timm v0.9.16 (read from its
+tag) and of 1.0; 1.0 adds padding of maps the window does not divide (refused by the C model, as
+0.9.16 fails there) and, from 1.0.3, the act_layer argument: 0.9.16 swallows the v3 config's
+act_layer "gelu_tanh" and runs the exact GELU (golden.logits_gelu covers that form).
 Tiny sizes: patch 4, embed dims 8/16/32, depths 2/2/2, heads 2/2/4, window 8, input 64, cpb MLP
 hidden 512, 20 classes: stage 0 is 16x16 tokens in 2x2 windows of 8x8 with the odd block shifted
 by 4 (the attention mask), stage 1 is 8x8 = the window (no shift), stage 2 is 4x4 < the window
