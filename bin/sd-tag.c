@@ -1,4 +1,5 @@
-/* sd-tag: WD14-style tagger (SmilingWolf wd-vit-tagger-v3 / wd-convnext-tagger-v3 / wd-eva02-large-tagger-v3, timm safetensors) -> tags
+/* sd-tag: WD14-style tagger (SmilingWolf wd-vit-tagger-v3 / wd-convnext-tagger-v3 / wd-swinv2-tagger-v3 /
+ * wd-eva02-large-tagger-v3, timm safetensors) -> tags
  * (sd-tag(1)).
  *
  * Records (JSON lines with "image") or image folders in; each record gets "tags" and, unless
@@ -29,6 +30,7 @@
 #include "models/tagger.h"
 #include "models/tagger_convnext.h"
 #include "models/tagger_eva02.h"
+#include "models/tagger_swinv2.h"
 #include "tensor/device.h"
 
 #define TOOL "sd-tag"
@@ -56,7 +58,8 @@ static struct {
 static const sd_opt table[] = {
     {.name = "model", .type = SD_OPT_STRING, .dest = &a.model, .metavar = "DIR|FILE", .group = G_M,
      .help = "a folder with model.safetensors and selected_tags.csv (a Hugging Face SmilingWolf/wd-vit-tagger-v3, "
-             "wd-convnext-tagger-v3 or wd-eva02-large-tagger-v3 download), or the model.safetensors file itself"},
+             "wd-convnext-tagger-v3, wd-swinv2-tagger-v3 or wd-eva02-large-tagger-v3 download), or the model.safetensors "
+             "file itself"},
     {.name = "tags_csv", .type = SD_OPT_STRING, .dest = &a.tags_csv, .metavar = "FILE", .group = G_M,
      .help = "selected_tags.csv (default: the one beside the model file)"},
     {.name = "preprocess", .type = SD_OPT_ENUM, .dest = &a.preset, .def = "kohya", .choices = "kohya|wd",
@@ -375,15 +378,17 @@ static int finish_k(item *it, int k, const char *src, void *user)
 /* model and tag list from --model / --tags_csv */
 /* The op context on --device with scratch for one --batch_size run of the loaded model (its
  * activations: for the ViT about 10 token×width and 2 token×MLP arrays per image, for the ConvNeXt
- * 4 arrays of the largest stage and its MLP hidden array, for the EVA02 8 token×width and 3
+ * 4 arrays of the largest stage and its MLP hidden array, for the SwinV2 4 stage arrays, the qkv /
+ * MLP hidden buffer and the largest stage's attention scores, for the EVA02 8 token×width and 3
  * token×MLP arrays; at least the 1 GiB default); on a GPU the
  * weights move there first, after checking that they and the scratch fit. */
 static int open_context(void)
 {
     const int64_t T = model.tokens, D = model.width;
-    size_t per = model.cnx   ? sd_tagger_convnext_scratch_per_image(model.cnx) + ((size_t)4 << 20)
-                 : model.eva ? sd_tagger_eva02_scratch_per_image(model.eva) + ((size_t)4 << 20)
-                             : (size_t)(T * (10 * D + 2 * model.mlp + 2 * model.heads)) * sizeof(float) + ((size_t)4 << 20);
+    size_t per = model.cnx    ? sd_tagger_convnext_scratch_per_image(model.cnx) + ((size_t)4 << 20)
+                 : model.swin ? sd_tagger_swinv2_scratch_per_image(model.swin) + ((size_t)4 << 20)
+                 : model.eva  ? sd_tagger_eva02_scratch_per_image(model.eva) + ((size_t)4 << 20)
+                              : (size_t)(T * (10 * D + 2 * model.mlp + 2 * model.heads)) * sizeof(float) + ((size_t)4 << 20);
     size_t scratch = (size_t)a.batch_size * per * 3 / 2;
     if (scratch < SD_CTX_DEFAULT_SCRATCH) scratch = SD_CTX_DEFAULT_SCRATCH;
     if (dev_index == SD_DEVICE_CPU) return sd_ctx_init(&ctx, SD_DEV_CPU, sd_threads_get(), scratch);
@@ -392,6 +397,7 @@ static int open_context(void)
     if (!rc) {
         sd_params_totals tot;
         sd_params_get_totals(&model.r, &tot);
+        if (model.swin) tot.value_bytes += (size_t)model.swin->nderived * sizeof(float);   /* its position biases */
         const double gib = 1024.0 * 1024 * 1024;
         char what[64], parts[160];
         snprintf(what, sizeof what, "--device %s", a.device);
@@ -480,6 +486,19 @@ static int load_model(void)
                 "%lldx%lld, %lld tags", mpath, (long long)model.size, (long long)model.size, (long long)e->width,
                 (long long)e->depth, (long long)e->heads, (long long)e->mlp, (long long)e->ref_h, (long long)e->ref_w,
                 (long long)model.classes);
+    } else if (!rc && model.swin) {
+        const sd_tagger_swinv2 *c = model.swin;
+        char dims[96] = "", depths[96] = "", heads[96] = "";
+        for (int i = 0; i < c->nstages; i++) {
+            snprintf(dims + strlen(dims), sizeof dims - strlen(dims), "%s%lld", i ? "/" : "", (long long)c->stages[i].dim);
+            snprintf(depths + strlen(depths), sizeof depths - strlen(depths), "%s%lld", i ? "/" : "",
+                     (long long)c->stages[i].depth);
+            snprintf(heads + strlen(heads), sizeof heads - strlen(heads), "%s%lld", i ? "/" : "",
+                     (long long)c->stages[i].heads);
+        }
+        sd_info("%s: SwinV2 tagger, %lldx%lld input, window %lld, widths %s, blocks %s, heads %s, %lld tags", mpath,
+                (long long)model.size, (long long)model.size, (long long)c->window, dims, depths, heads,
+                (long long)model.classes);
     } else if (!rc) {
         sd_info("%s: ViT tagger, %lldx%lld input, width %lld, %lld blocks, %lld heads, %lld tags", mpath,
                 (long long)model.size, (long long)model.size, (long long)model.width, (long long)model.depth,
@@ -499,7 +518,8 @@ int main(int argc, char **argv)
     o.flags = SD_OPTS_CONFIG;
     o.usage = "--model DIR|FILE [OPTIONS] [RECORDS.jsonl | IMAGE_DIR | IMAGE ...]";
     o.description =
-        "Tags images with a WD14-style tagger (SmilingWolf wd-vit-tagger-v3, wd-convnext-tagger-v3 or wd-eva02-large-tagger-v3, "
+        "Tags images with a WD14-style tagger (SmilingWolf wd-vit-tagger-v3, wd-convnext-tagger-v3, "
+        "wd-swinv2-tagger-v3 or wd-eva02-large-tagger-v3, "
         "model.safetensors + selected_tags.csv) "
         "as kohya-ss/sd-scripts' tag_images_by_wd14_tagger.py does. Reads records (JSON lines with 'image'; stdin "
         "when nothing is named), image folders or image files, writes each record with 'tags' added to stdout and a "

@@ -8,6 +8,7 @@
 #include "models/tagger.h"
 #include "models/tagger_convnext.h"
 #include "models/tagger_eva02.h"
+#include "models/tagger_swinv2.h"
 
 #define TRY(x) do { rc = (x); if (rc) goto out; } while (0)
 
@@ -53,6 +54,8 @@ void sd_tagger_free(sd_tagger *m)
     free(m->cnx);
     if (m->eva) sd_tagger_eva02_free(m->eva);
     free(m->eva);
+    if (m->swin) sd_tagger_swinv2_free(m->swin);
+    free(m->swin);
     free(m->blocks);
     sd_params_free(&m->r);
     memset(m, 0, sizeof *m);
@@ -61,7 +64,9 @@ void sd_tagger_free(sd_tagger *m)
 int sd_tagger_move(sd_tagger *m, sd_devkind dev)
 {
     if (m->eva) return sd_tagger_eva02_move(m->eva, &m->r, dev);
-    return sd_params_move(&m->r, dev);
+    int rc = sd_params_move(&m->r, dev);
+    if (!rc && m->swin) rc = sd_tagger_swinv2_move(m->swin, dev);
+    return rc;
 }
 
 int sd_tagger_open(sd_tagger *m, const sd_safetensors *st, sd_devkind dev)
@@ -72,13 +77,15 @@ int sd_tagger_open(sd_tagger *m, const sd_safetensors *st, sd_devkind dev)
     int arch = sd_tagger_detect(st);
     if (arch == SD_TAGGER_ARCH_CONVNEXT) return sd_tagger_convnext_open(m, st, dev);
     if (arch == SD_TAGGER_ARCH_EVA02) return sd_tagger_eva02_open(m, st, dev);
+    if (arch == SD_TAGGER_ARCH_SWINV2) return sd_tagger_swinv2_open(m, st, dev);
     m->arch = arch;
     if (arch != SD_TAGGER_ARCH_VIT) {
         if (arch == SD_TAGGER_ARCH_UNKNOWN)
             return sd_err(SD_EFORMAT, "%s: not a WD tagger model (no patch_embed.proj.weight / "
                                       "blocks.0.attn.qkv.weight)", path);
-        return sd_err(SD_EUNSUPPORTED, "%s: %s is not supported; only the ViT, ConvNeXt and EVA02 "
-                      "taggers (wd-vit-tagger-v3, wd-convnext-tagger-v3, wd-eva02-large-tagger-v3) are", path, sd_tagger_arch_name(arch));
+        return sd_err(SD_EUNSUPPORTED, "%s: %s is not supported; only the ViT, ConvNeXt, SwinV2 and EVA02 taggers "
+                      "(wd-vit-tagger-v3, wd-convnext-tagger-v3, wd-swinv2-tagger-v3, wd-eva02-large-tagger-v3) are",
+                      path, sd_tagger_arch_name(arch));
     }
     const sd_st_tensor *pw, *pe, *hw, *f1;
     int rc;
@@ -156,6 +163,7 @@ static int tens(sd_ctx *ctx, sd_tensor *t, int ndim, const int64_t *shape)
 int sd_tagger_forward(sd_ctx *ctx, sd_tagger *m, sd_tensor *logits, const sd_tensor *x)
 {
     if (m->cnx) return sd_tagger_convnext_forward(ctx, m->cnx, logits, x);
+    if (m->swin) return sd_tagger_swinv2_forward(ctx, m->swin, logits, x);
     if (m->eva) return sd_tagger_eva02_forward(ctx, m->eva, logits, x);
     const int64_t S = m->size, D = m->width, T = m->tokens, H = m->heads;
     if (x->ndim != 4 || x->shape[1] != 3 || x->shape[2] != S || x->shape[3] != S || x->dtype != SD_F32)

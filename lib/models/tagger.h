@@ -1,7 +1,8 @@
 /* WD tagger (SmilingWolf wd-*-tagger-v3, timm model.safetensors): the ViT architecture, its
  * image preprocessing, and detection of the architectures; the ConvNeXt (wd-convnext-tagger-v3)
- * is in models/tagger_convnext.h and the EVA02 (wd-eva02-large-tagger-v3) in
- * models/tagger_eva02.h, reached through the same sd_tagger_open/forward/free.
+ * is in models/tagger_convnext.h, the SwinV2 (wd-swinv2-tagger-v3) in models/tagger_swinv2.h and the
+ * EVA02 (wd-eva02-large-tagger-v3) in models/tagger_eva02.h, reached through the same
+ * sd_tagger_open/forward/free (and sd_tagger_move, which carries their computed tables).
  *
  * Model (timm VisionTransformer as the v3 config builds it: vit_base_patch16_224 with img_size
  * 448, class_token False, global_pool "avg", fc_norm False, act_layer gelu_tanh):
@@ -17,11 +18,12 @@
  * or an unexpected tensor is an error naming the file and the key.
  *
  * ConvNeXt files (stem.0.weight or stages.0.blocks.0.conv_dw.weight) go to
- * models/tagger_convnext.h, EVA02 files (blocks.0.attn.q_proj.weight or blocks.0.mlp.fc1_g.weight)
+ * models/tagger_convnext.h, SwinV2 files (layers.0.blocks.0.attn.logit_scale) to
+ * models/tagger_swinv2.h, EVA02 files (blocks.0.attn.q_proj.weight or blocks.0.mlp.fc1_g.weight)
  * to models/tagger_eva02.h. Other architectures are recognised from their keys and refused with
- * SD_EUNSUPPORTED ("m.safetensors: SwinV2 tagger (wd-swinv2-tagger-v3) is not supported; only the
- * ViT, ConvNeXt and EVA02 taggers are"): SwinV2 (layers.0.blocks.0.attn.logit_scale), ViTs with a
- * class/register token or fc_norm.
+ * SD_EUNSUPPORTED ("m.safetensors: ViT with a class token, register tokens or fc_norm is not supported;
+ * only the ViT, ConvNeXt, SwinV2 and EVA02 taggers are"): ViTs with a class/register token or
+ * fc_norm.
  *
  * The forward uses only the op API, so it runs on the registry's device (CPU or CUDA). */
 #ifndef SD_MODELS_TAGGER_H
@@ -38,11 +40,13 @@ typedef sd_vit_block sd_tagger_block;
 
 struct sd_tagger_convnext;
 struct sd_tagger_eva02;
+struct sd_tagger_swinv2;
 
 typedef struct sd_tagger {
     int arch;                          /* SD_TAGGER_ARCH_VIT or SD_TAGGER_ARCH_CONVNEXT */
     struct sd_tagger_convnext *cnx;    /* the ConvNeXt (models/tagger_convnext.h), else NULL */
     struct sd_tagger_eva02 *eva;       /* the EVA02 (models/tagger_eva02.h), else NULL */
+    struct sd_tagger_swinv2 *swin;     /* the SwinV2 (models/tagger_swinv2.h), else NULL */
     int64_t width, heads, depth, patch, size, grid, tokens, mlp, classes;   /* size, classes: both archs */
     sd_params r;
     sd_conv2d patch_embed;
@@ -57,7 +61,7 @@ enum sd_tagger_arch {
     SD_TAGGER_ARCH_VIT,        /* implemented */
     SD_TAGGER_ARCH_VIT_CLS,    /* ViT with class/register tokens or fc_norm */
     SD_TAGGER_ARCH_CONVNEXT,   /* implemented (models/tagger_convnext.h) */
-    SD_TAGGER_ARCH_SWINV2,
+    SD_TAGGER_ARCH_SWINV2,     /* implemented (models/tagger_swinv2.h) */
     SD_TAGGER_ARCH_EVA02,      /* implemented (models/tagger_eva02.h) */
 };
 
@@ -70,7 +74,8 @@ const char *sd_tagger_arch_name(int arch);
  * or missing tensors. */
 int sd_tagger_open(sd_tagger *m, const sd_safetensors *st, sd_devkind dev);
 void sd_tagger_free(sd_tagger *m);
-/* Move an open model to `dev` (its parameters and any computed tables, e.g. the EVA02's RoPE). */
+/* Move an open model to `dev`: the parameters and any constants an architecture derived from them
+ * (the SwinV2's position biases and masks, the EVA02's RoPE table). */
 int sd_tagger_move(sd_tagger *m, sd_devkind dev);
 
 /* logits [N, classes] (f32) = model(x [N, 3, size, size] f32), all on the model's device. */

@@ -34,6 +34,10 @@ int sd_cpu_rope(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor *
 int sd_cpu_rope_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const sd_tensor *table);
 int sd_cpu_softmax(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x);
 int sd_cpu_softmax_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const sd_tensor *y);
+int sd_cpu_l2_normalize(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, float eps);
+int sd_cpu_l2_normalize_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const sd_tensor *x, float eps);
+/* to_win: x → win (partition), else win → x (merge); acc: += instead of = */
+int sd_cpu_window(sd_ctx *ctx, sd_tensor *win, sd_tensor *x, int ws, int shift, int to_win, int acc);
 int sd_cpu_attention(sd_ctx *ctx, sd_tensor *o, sd_tensor *lse, const sd_tensor *q, const sd_tensor *k, const sd_tensor *v, sd_attn_args a);
 int sd_cpu_attention_bwd(sd_ctx *ctx, sd_tensor *dq, sd_tensor *dk, sd_tensor *dv, const sd_tensor *dout, const sd_tensor *q, const sd_tensor *k, const sd_tensor *v, const sd_tensor *o, const sd_tensor *lse, sd_attn_args a);
 int sd_cpu_upsample_nearest(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x);
@@ -83,6 +87,10 @@ int sd_cuda_rope(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor 
 int sd_cuda_rope_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const sd_tensor *table);
 int sd_cuda_softmax(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x);
 int sd_cuda_softmax_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const sd_tensor *y);
+int sd_cuda_l2_normalize(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, float eps);
+int sd_cuda_l2_normalize_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const sd_tensor *x, float eps);
+/* to_win: x → win (partition), else win → x (merge); acc: += instead of = */
+int sd_cuda_window(sd_ctx *ctx, sd_tensor *win, sd_tensor *x, int ws, int shift, int to_win, int acc);
 int sd_cuda_attention(sd_ctx *ctx, sd_tensor *o, sd_tensor *lse, const sd_tensor *q, const sd_tensor *k, const sd_tensor *v, sd_attn_args a);
 int sd_cuda_attention_bwd(sd_ctx *ctx, sd_tensor *dq, sd_tensor *dk, sd_tensor *dv, const sd_tensor *dout, const sd_tensor *q, const sd_tensor *k, const sd_tensor *v, const sd_tensor *o, const sd_tensor *lse, sd_attn_args a);
 int sd_cuda_upsample_nearest(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x);

@@ -124,6 +124,26 @@ int sd_cpu_softmax_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const sd
     return SD_OK;
 }
 
+int sd_cpu_l2_normalize(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, float eps)
+{
+    int64_t n = x->shape[x->ndim - 1];
+    KN(sd_k_l2norm)(ctx, FP(y), FP(x), n ? sd_tensor_numel(x) / n : 0, n, (real)eps);
+    return SD_OK;
+}
+
+int sd_cpu_l2_normalize_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const sd_tensor *x, float eps)
+{
+    int64_t n = x->shape[x->ndim - 1];
+    KN(sd_k_l2norm_bwd)(ctx, FP(dx), FP(dy), FP(x), n ? sd_tensor_numel(x) / n : 0, n, (real)eps);
+    return SD_OK;
+}
+
+int sd_cpu_window(sd_ctx *ctx, sd_tensor *win, sd_tensor *x, int ws, int shift, int to_win, int acc)
+{
+    KN(sd_k_window)(ctx, FP(win), FP(x), x->shape[0], x->shape[1], x->shape[2], x->shape[3], ws, shift, to_win, acc);
+    return SD_OK;
+}
+
 int sd_cpu_upsample_nearest(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x)
 {
     KN(sd_k_upsample)(ctx, FP(y), FP(x), x->shape[0] * x->shape[1], x->shape[2], x->shape[3],

@@ -213,6 +213,64 @@ SD_KFN void KN(sd_k_softmax_bwd)(sd_ctx *ctx, real *dx, const real *dy, const re
     }
 }
 
+/* ---- L2 normalisation of rows (F.normalize): y = x / max(‖x‖, eps) ------------------------------ */
+
+SD_KFN void KN(sd_k_l2norm)(sd_ctx *ctx, real *y, const real *x, int64_t rows, int64_t n, real eps)
+{
+#pragma omp parallel for num_threads(ctx->threads) schedule(static) if (rows * n > SD_K_CHUNK)
+    for (int64_t r = 0; r < rows; r++) {
+        const real *xr = x + r * n;
+        real *yr = y + r * n;
+        real s = 0;
+        for (int64_t i = 0; i < n; i++) s += xr[i] * xr[i];
+        real nrm = R_SQRT(s);
+        real inv = 1 / (nrm > eps ? nrm : eps);
+        for (int64_t i = 0; i < n; i++) yr[i] = xr[i] * inv;
+    }
+}
+
+SD_KFN void KN(sd_k_l2norm_bwd)(sd_ctx *ctx, real *dx, const real *dy, const real *x, int64_t rows, int64_t n, real eps)
+{
+#pragma omp parallel for num_threads(ctx->threads) schedule(static) if (rows * n > SD_K_CHUNK)
+    for (int64_t r = 0; r < rows; r++) {
+        const real *xr = x + r * n, *dyr = dy + r * n;
+        real *dxr = dx + r * n;
+        real s = 0;
+        for (int64_t i = 0; i < n; i++) s += xr[i] * xr[i];
+        real nrm = R_SQRT(s);
+        if (nrm > eps) {
+            real inv = 1 / nrm, dot = 0;
+            for (int64_t i = 0; i < n; i++) dot += xr[i] * dyr[i];
+            dot *= inv * inv;   /* (y·dy)/‖x‖ with y = x/‖x‖ */
+            for (int64_t i = 0; i < n; i++) dxr[i] += (dyr[i] - xr[i] * dot) * inv;
+        } else {
+            for (int64_t i = 0; i < n; i++) dxr[i] += dyr[i] / eps;
+        }
+    }
+}
+
+/* ---- Swin window partition / merge with a cyclic shift (see sd_op_window_partition) ------------ */
+
+SD_KFN void KN(sd_k_window)(sd_ctx *ctx, real *win, real *x, int64_t B, int64_t H, int64_t W, int64_t C, int ws,
+                            int shift, int to_win, int acc)
+{
+    const int64_t nh = H / ws, nw = W / ws, rows = B * H * W;   /* one row = C channels of a token */
+#pragma omp parallel for num_threads(ctx->threads) schedule(static) if (rows * C > SD_K_CHUNK)
+    for (int64_t t = 0; t < rows; t++) {
+        /* t indexes the windows' tokens: [b, wi, wj, i, j] */
+        int64_t j = t % ws, i = (t / ws) % ws, wj = (t / ((int64_t)ws * ws)) % nw;
+        int64_t wi = (t / ((int64_t)ws * ws * nw)) % nh, b = t / ((int64_t)ws * ws * nw * nh);
+        int64_t h = (wi * ws + i + shift) % H, w = (wj * ws + j + shift) % W;
+        real *wr = win + t * C, *xr = x + ((b * H + h) * W + w) * C;
+        real *dst = to_win ? wr : xr;
+        const real *src = to_win ? xr : wr;
+        if (acc)
+            for (int64_t c = 0; c < C; c++) dst[c] += src[c];
+        else
+            for (int64_t c = 0; c < C; c++) dst[c] = src[c];
+    }
+}
+
 /* ---- nearest upsample by integer factor f: x [nc, h, w] → y [nc, f·h, f·w] ----------------- */
 
 SD_KFN void KN(sd_k_upsample)(sd_ctx *ctx, real *y, const real *x, int64_t nc, int64_t h, int64_t w, int f)

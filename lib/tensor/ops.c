@@ -591,6 +591,74 @@ int sd_op_softmax_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const sd_
     return BACKEND(softmax_bwd, ctx, dx, dy, y);
 }
 
+int sd_op_l2_normalize(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, float eps)
+{
+    DEVS("l2_normalize", y, x);
+    if (!y || !x) return sd_err(SD_EINVAL, "l2_normalize: missing argument");
+    F32("l2_normalize", "y", y); F32("l2_normalize", "x", x);
+    NDIM("l2_normalize", "x", x, 1, SD_MAX_DIMS);
+    SAME("l2_normalize", "y", y, "x", x);
+    if (!(eps > 0.0f)) return sd_err(SD_EINVAL, "l2_normalize: eps must be > 0");
+    return BACKEND(l2_normalize, ctx, y, x, eps);
+}
+
+int sd_op_l2_normalize_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const sd_tensor *x, float eps)
+{
+    DEVS("l2_normalize_bwd", dx, dy, x);
+    if (!dx || !dy || !x) return sd_err(SD_EINVAL, "l2_normalize_bwd: missing argument");
+    F32("l2_normalize_bwd", "dx", dx); F32("l2_normalize_bwd", "dy", dy); F32("l2_normalize_bwd", "x", x);
+    NDIM("l2_normalize_bwd", "x", x, 1, SD_MAX_DIMS);
+    SAME("l2_normalize_bwd", "dx", dx, "x", x);
+    SAME("l2_normalize_bwd", "dy", dy, "x", x);
+    if (!(eps > 0.0f)) return sd_err(SD_EINVAL, "l2_normalize_bwd: eps must be > 0");
+    return BACKEND(l2_normalize_bwd, ctx, dx, dy, x, eps);
+}
+
+/* win [B·(H/ws)·(W/ws), ws·ws, C] against x [B,H,W,C]. */
+static int window_check(sd_ctx *ctx, const char *op, const sd_tensor *win, const sd_tensor *x, int ws, int shift)
+{
+    DEVS(op, win, x);
+    if (!win || !x) return sd_err(SD_EINVAL, "%s: missing argument", op);
+    F32(op, "windows", win); F32(op, "x", x);
+    if (x->ndim != 4) return sd_err(SD_EINVAL, "%s: x must be [B,H,W,C]", op);
+    const int64_t B = x->shape[0], H = x->shape[1], W = x->shape[2], C = x->shape[3];
+    if (ws < 1 || H % ws || W % ws)
+        return sd_err(SD_EINVAL, "%s: window %d does not divide %lldx%lld", op, ws, (long long)H, (long long)W);
+    if (shift < 0 || shift >= ws) return sd_err(SD_EINVAL, "%s: shift %d outside [0,%d)", op, shift, ws);
+    const int64_t sh[3] = { B * (H / ws) * (W / ws), (int64_t)ws * ws, C };
+    if (win->ndim != 3 || win->shape[0] != sh[0] || win->shape[1] != sh[1] || win->shape[2] != sh[2]) {
+        char a[160];
+        return sd_err(SD_EINVAL, "%s: windows %s, expected [%lld,%lld,%lld]", op, desc(win, a), (long long)sh[0],
+                      (long long)sh[1], (long long)sh[2]);
+    }
+    if (win->data == x->data && sd_tensor_numel(x) > 0) return sd_err(SD_EINVAL, "%s: windows must not alias x", op);
+    return SD_OK;
+}
+
+int sd_op_window_partition(sd_ctx *ctx, sd_tensor *win, const sd_tensor *x, int ws, int shift)
+{
+    int rc = window_check(ctx, "window_partition", win, x, ws, shift);
+    return rc ? rc : BACKEND(window, ctx, win, (sd_tensor *)x, ws, shift, 1, 0);
+}
+
+int sd_op_window_partition_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dwin, int ws, int shift)
+{
+    int rc = window_check(ctx, "window_partition_bwd", dwin, dx, ws, shift);
+    return rc ? rc : BACKEND(window, ctx, (sd_tensor *)dwin, dx, ws, shift, 0, 1);
+}
+
+int sd_op_window_merge(sd_ctx *ctx, sd_tensor *x, const sd_tensor *win, int ws, int shift)
+{
+    int rc = window_check(ctx, "window_merge", win, x, ws, shift);
+    return rc ? rc : BACKEND(window, ctx, (sd_tensor *)win, x, ws, shift, 0, 0);
+}
+
+int sd_op_window_merge_bwd(sd_ctx *ctx, sd_tensor *dwin, const sd_tensor *dx, int ws, int shift)
+{
+    int rc = window_check(ctx, "window_merge_bwd", dwin, dx, ws, shift);
+    return rc ? rc : BACKEND(window, ctx, dwin, (sd_tensor *)dx, ws, shift, 1, 1);
+}
+
 /* ---- attention ------------------------------------------------------------------------------ */
 
 static int attn_check(const char *op, const sd_tensor *o, const char *oname, const sd_tensor *lse,

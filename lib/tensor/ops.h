@@ -142,6 +142,11 @@ int sd_op_rope_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const sd_ten
 /* Softmax over the last axis; the backward uses the forward's output y. */
 int sd_op_softmax(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x);
 int sd_op_softmax_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const sd_tensor *y);
+/* L2 normalisation over the last axis (torch F.normalize(x, dim=-1, eps)): y = x / max(‖x‖₂, eps)
+ * per row (the SwinV2 cosine attention's q and k; y may alias x). The backward recomputes the
+ * norm from x: dx += (dy − y·(y·dy)) / ‖x‖ where ‖x‖ > eps, else dy / eps. */
+int sd_op_l2_normalize(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, float eps);
+int sd_op_l2_normalize_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const sd_tensor *x, float eps);
 
 /* ---- attention ------------------------------------------------------------------------------ */
 
@@ -170,6 +175,20 @@ int sd_op_upsample_nearest_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy);
 /* y = cat(xs[0..n), axis) (torch.cat); backward splits dy and accumulates (NULL dxs[i] skipped). */
 int sd_op_concat(sd_ctx *ctx, sd_tensor *y, const sd_tensor *const *xs, int n, int axis);
 int sd_op_concat_bwd(sd_ctx *ctx, sd_tensor *const *dxs, int n, const sd_tensor *dy, int axis);
+/* Swin window partition with a cyclic shift: x [B,H,W,C] (channels last) → win [B·(H/ws)·(W/ws),
+ * ws·ws, C], windows in row-major order, tokens row-major inside a window:
+ *   win[b, wi, wj, i, j, c] = x[b, (wi·ws + i + shift) mod H, (wj·ws + j + shift) mod W, c]
+ * i.e. timm's window_partition(torch.roll(x, (−shift, −shift), (1, 2)), ws); shift = 0 is the
+ * plain partition. ws must divide H and W; 0 ≤ shift < ws. window_merge is the inverse (timm's
+ * window_reverse followed by the roll back by +shift). Both are permutations; each one's
+ * backward is the other applied with accumulation (the _bwd calls: dx += merge(dwin),
+ * dwin += partition(dx)). f32 only; out and in must not alias.
+ * (A dedicated gather rather than pad/roll/permute ops: the roll alone would take two
+ * narrow-and-concat copies per axis; this is one pass over the tensor in each direction.) */
+int sd_op_window_partition(sd_ctx *ctx, sd_tensor *win, const sd_tensor *x, int ws, int shift);
+int sd_op_window_partition_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dwin, int ws, int shift);
+int sd_op_window_merge(sd_ctx *ctx, sd_tensor *x, const sd_tensor *win, int ws, int shift);
+int sd_op_window_merge_bwd(sd_ctx *ctx, sd_tensor *dwin, const sd_tensor *dx, int ws, int shift);
 
 /* ---- embeddings ----------------------------------------------------------------------------- */
 

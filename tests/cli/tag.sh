@@ -271,3 +271,63 @@ rm -f imge/*.txt
   [ $r5 = 1 ] && grep -q "me5/model.safetensors: an EVA02 with a fused attn.qkv is not supported" ee5.err &&
   [ ! -s ebad2.out ] && [ ! -s ebad3.out ] && [ ! -s ebad4.out ] && [ ! -s ebad5.out ] && ! ls imge/*.txt > /dev/null 2>&1 &&
   ok tag_eva02_damaged || nok tag_eva02_damaged "$r2 $r3 $r4 $r5: $(cat ee2.err ee3.err ee4.err ee5.err)"
+
+# ---- the SwinV2 tagger (tests/data/tagger/swinv2_tiny.safetensors, tests/golden/gen/make_swinv2_golden.py:
+# 20 outputs, 64x64 input, window 8): sidecars and records, batches and threads, --device cuda, damaged files --
+mkdir -p ms imgs
+cp "$root/tests/data/tagger/swinv2_tiny.safetensors" ms/model.safetensors && head -n 21 tags.csv > ms/selected_tags.csv
+for f in a_97x61 b_203x150_rgba c_640x480 d_50x33_la; do cp "$root/tests/data/tagger/$f.png" imgs/; done
+want_s='1girl, solo, long_hair, ^_^, tag, with comma, open_mouth, blue_eyes, >_<, simple_background, 1boy, smile, white_shirt, ahoge, bow, hatsune_miku, kafuu_chino_(gochuumon_wa_usagi_desu_ka?)'
+"$SD" --model ms --thresh 0 imgs > sall.out 2> sall.err; rc=$?
+[ $rc = 0 ] && grep -q 'SwinV2 tagger, 64x64 input, window 8, widths 8/16/32, blocks 2/2/2, heads 2/2/4, 20 tags' sall.err &&
+  [ "$(wc -l < sall.out)" = 4 ] && ok tag_swinv2_exit || nok tag_swinv2_exit "exit $rc: $(cat sall.err)"
+[ "$(cat imgs/a_97x61.txt)" = "$want_s" ] && grep -qxF "{\"image\":\"imgs/a_97x61.png\",\"tags\":\"$want_s\"}" sall.out &&
+  ok tag_swinv2_sidecar_record || nok tag_swinv2_sidecar_record "$(cat imgs/a_97x61.txt)"
+"$SD" --model ms --thresh 0.5 --no-sidecar --threads 1 imgs > smid.out 2>/dev/null
+"$SD" --model ms/model.safetensors --tags_csv ms/selected_tags.csv --thresh 0.5 --no-sidecar --batch_size 3 --threads 2 imgs > sb3.out 2>/dev/null
+n_smid=$(head -1 smid.out | grep -o ', ' | wc -l); n_sall=$(head -1 sall.out | grep -o ', ' | wc -l)
+cmp -s smid.out sb3.out && [ "$n_smid" -gt 0 ] && [ "$n_smid" -lt "$n_sall" ] && ok tag_swinv2_batch_threads_same ||
+  nok tag_swinv2_batch_threads_same "$(head -1 smid.out)"
+"$SD" --model ms --thresh 0.5 --no-sidecar --batch_size 3 --device cuda imgs > sdcu.out 2> sdcu.err; rc=$?
+if [ $rc = 0 ]; then
+  cmp -s smid.out sdcu.out && grep -q "running on" sdcu.err && ok tag_swinv2_device_cuda_same_records ||
+    nok tag_swinv2_device_cuda_same_records "$(tail -2 sdcu.err)"
+  if [ -n "${SD_FAKE_CUDA:-}" ]; then
+    SD_FAKE_CUDA_MIB=1 "$SD" --model ms --no-sidecar --device cuda imgs > sdsm.out 2> sdsm.err; rc=$?
+    [ $rc = 1 ] && grep -q 'needs about .* GiB of GPU memory (weights' sdsm.err && [ ! -s sdsm.out ] &&
+      ok tag_swinv2_device_cuda_fail_fast || nok tag_swinv2_device_cuda_fail_fast "rc $rc $(tail -1 sdsm.err)"
+  fi
+else
+  [ $rc = 1 ] && grep -Eq "CUDA support|CUDA: no device" sdcu.err && ok tag_swinv2_device_cuda_unavailable ||
+    nok tag_swinv2_device_cuda_unavailable "exit $rc: $(tail -2 sdcu.err)"
+fi
+# damaged: truncated, a tensor of the wrong shape, an extra tensor and a window that does not divide the map
+mkdir -p ms2 ms3 ms4 ms5
+for d in ms2 ms3 ms4 ms5; do cp ms/selected_tags.csv $d/; done
+head -c 3000 ms/model.safetensors > ms2/model.safetensors
+python3 - ms/model.safetensors ms3/model.safetensors ms4/model.safetensors ms5/model.safetensors <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read()
+n = struct.unpack('<Q', b[:8])[0]
+h = json.loads(b[8:8 + n])
+def write(path, hdr, tail=b''):
+    s = json.dumps(hdr).encode()
+    s += b' ' * ((8 - len(s) % 8) % 8)
+    open(path, 'wb').write(struct.pack('<Q', len(s)) + s + b[8 + n:] + tail)
+end = len(b) - 8 - n
+h3 = dict(h); h3['layers.1.blocks.0.attn.logit_scale'] = dict(h['layers.1.blocks.0.attn.logit_scale'], shape=[1, 1, 2]); write(sys.argv[2], h3)
+h4 = dict(h); h4['layers.0.blocks.0.attn.extra'] = {'dtype': 'F16', 'shape': [4], 'data_offsets': [end, end + 8]}
+write(sys.argv[3], h4, b'\0' * 8)
+h5 = dict(h); h5['__metadata__'] = dict(h['__metadata__'], window_size='6'); write(sys.argv[4], h5)
+PY
+rm -f imgs/*.txt
+"$SD" --model ms2 imgs > sbad.out 2> se2.err; r2=$?
+"$SD" --model ms3 imgs > sbad3.out 2> se3.err; r3=$?
+"$SD" --model ms4 imgs > sbad4.out 2> se4.err; r4=$?
+"$SD" --model ms5 imgs > sbad5.out 2> se5.err; r5=$?
+[ $r2 = 1 ] && grep -q 'ms2/model.safetensors' se2.err && [ $r3 = 1 ] &&
+  grep -q "ms3/model.safetensors: layers.1.blocks.0.attn.logit_scale must be \[heads,1,1\]" se3.err &&
+  [ $r4 = 1 ] && grep -q "ms4/model.safetensors: unexpected tensor 'layers.0.blocks.0.attn.extra'" se4.err &&
+  [ $r5 = 1 ] && grep -q "ms5/model.safetensors: stage 0: the 16x16 map is not a whole number of 6x6 windows" se5.err &&
+  [ ! -s sbad.out ] && [ ! -s sbad3.out ] && [ ! -s sbad4.out ] && [ ! -s sbad5.out ] && ! ls imgs/*.txt > /dev/null 2>&1 &&
+  ok tag_swinv2_damaged || nok tag_swinv2_damaged "$r2 $r3 $r4 $r5: $(cat se2.err se3.err se4.err se5.err)"

@@ -146,7 +146,7 @@ static void tagger_refuses_other_archs(void)
 {
     static const struct { const char *key; int arch; const char *msg; } cases[] = {
         {"stem.0.weight", SD_TAGGER_ARCH_CONVNEXT, "stem.0.weight"},   /* ConvNeXt: a 1-d stem is ill-shaped */
-        {"layers.0.blocks.0.attn.logit_scale", SD_TAGGER_ARCH_SWINV2, "SwinV2"},
+        {"layers.0.blocks.0.attn.logit_scale", SD_TAGGER_ARCH_SWINV2, "not a timm SwinV2"},   /* SwinV2: no patch_embed */
         {"blocks.0.attn.q_proj.weight", SD_TAGGER_ARCH_EVA02, "EVA02"},   /* EVA02: no patch_embed */
         {"cls_token", SD_TAGGER_ARCH_VIT_CLS, "class token"},
         {"something.else", SD_TAGGER_ARCH_UNKNOWN, "not a WD tagger"},
@@ -170,7 +170,7 @@ static void tagger_refuses_other_archs(void)
             sd_tagger m;
             int rc = sd_tagger_open(&m, st, SD_DEV_CPU);
             T_CHECK(rc == (cases[i].arch == SD_TAGGER_ARCH_UNKNOWN || cases[i].arch == SD_TAGGER_ARCH_CONVNEXT ||
-                                   cases[i].arch == SD_TAGGER_ARCH_EVA02
+                           cases[i].arch == SD_TAGGER_ARCH_EVA02 || cases[i].arch == SD_TAGGER_ARCH_SWINV2
                                ? SD_EFORMAT : SD_EUNSUPPORTED));
             T_CHECKF(strstr(sd_errmsg(), cases[i].msg) && strstr(sd_errmsg(), "x.safetensors"), "%s", sd_errmsg());
         }

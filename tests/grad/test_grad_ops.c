@@ -794,6 +794,103 @@ static void test_float_smoke(void)
     sd_ctx_free(&fc);
 }
 
+/* ---- SwinV2 ops: L2 normalisation of rows, window partition / merge with a cyclic shift -------- */
+
+typedef struct { double *x, *gx; int64_t n, d; double eps; } st_l2;
+static void l2_f(void *p, double *y) { st_l2 *s = p; sd_k_l2norm_f64(&g_ctx, y, s->x, s->n, s->d, s->eps); }
+static void l2_b(void *p, const double *dy) { st_l2 *s = p; sd_k_l2norm_bwd_f64(&g_ctx, s->gx, dy, s->x, s->n, s->d, s->eps); }
+
+typedef struct { double *x, *gx; int64_t B, H, W, C; int ws, shift; } st_win;
+static void win_f(void *p, double *y) { st_win *s = p; sd_k_window_f64(&g_ctx, y, s->x, s->B, s->H, s->W, s->C, s->ws, s->shift, 1, 0); }
+static void win_b(void *p, const double *dy)
+{
+    st_win *s = p;
+    sd_k_window_f64(&g_ctx, (double *)dy, s->gx, s->B, s->H, s->W, s->C, s->ws, s->shift, 0, 1);
+}
+static void mrg_f(void *p, double *y) { st_win *s = p; sd_k_window_f64(&g_ctx, s->x, y, s->B, s->H, s->W, s->C, s->ws, s->shift, 0, 0); }
+static void mrg_b(void *p, const double *dy)
+{
+    st_win *s = p;
+    sd_k_window_f64(&g_ctx, s->gx, (double *)dy, s->B, s->H, s->W, s->C, s->ws, s->shift, 1, 1);
+}
+
+static void test_swin_ops(void)
+{
+    /* l2_normalize: rows of 6, eps tiny (the norm branch) and eps large (every row below it) */
+    for (int big = 0; big < 2; big++) {
+        st_l2 s = { .n = 5, .d = 6, .eps = big ? 50.0 : 1e-12 };
+        s.x = rnd(30, 2); s.gx = zeros(30);
+        tparam ps[] = { { s.x, s.gx, 30, "x" } };
+        gradcheck(big ? "l2_normalize (eps branch)" : "l2_normalize", &s, l2_f, l2_b, 30, ps, 1, TOL);
+        double y[30], e = 0;
+        l2_f(&s, y);
+        for (int r = 0; r < 5; r++) {
+            double nrm = 0;
+            for (int i = 0; i < 6; i++) nrm += s.x[r * 6 + i] * s.x[r * 6 + i];
+            nrm = fmax(sqrt(nrm), s.eps);
+            for (int i = 0; i < 6; i++) e = fmax(e, fabs(y[r * 6 + i] - s.x[r * 6 + i] / nrm));
+        }
+        T_CHECKF(e < 1e-15, "l2_normalize forward %g", e);
+        free(s.x); free(s.gx);
+    }
+    /* window partition / merge: 2 images of 4x6x3, windows of 2, shift 1 (and 0) */
+    for (int shift = 0; shift < 2; shift++) {
+        st_win w = { .B = 2, .H = 4, .W = 6, .C = 3, .ws = 2, .shift = shift };
+        const int64_t n = 2 * 4 * 6 * 3;
+        w.x = rnd(n, 1); w.gx = zeros(n);
+        tparam pw[] = { { w.x, w.gx, n, "x" } };
+        gradcheck(shift ? "window_partition (shift 1)" : "window_partition", &w, win_f, win_b, n, pw, 1, TOL);
+        gradcheck(shift ? "window_merge (shift 1)" : "window_merge", &w, mrg_f, mrg_b, n, pw, 1, TOL);
+        /* the reference: roll by -shift, then windows [b, wi, wj, i, j, c] */
+        double *y = zeros(n), *back = zeros(n);
+        win_f(&w, y);
+        int bad = 0;
+        for (int64_t b = 0; b < 2; b++)
+            for (int64_t wi = 0; wi < 2; wi++)
+                for (int64_t wj = 0; wj < 3; wj++)
+                    for (int64_t i = 0; i < 2; i++)
+                        for (int64_t j = 0; j < 2; j++)
+                            for (int64_t c = 0; c < 3; c++) {
+                                int64_t h = (wi * 2 + i + shift) % 4, x = (wj * 2 + j + shift) % 6;
+                                int64_t t = ((((b * 2 + wi) * 3 + wj) * 2 + i) * 2 + j) * 3 + c;
+                                bad += y[t] != w.x[((b * 4 + h) * 6 + x) * 3 + c];
+                            }
+        T_CHECKF(!bad, "window_partition forward: %d elements differ", bad);
+        sd_k_window_f64(&g_ctx, y, back, 2, 4, 6, 3, 2, shift, 0, 0);   /* merge(partition(x)) = x */
+        T_CHECK(!memcmp(back, w.x, sizeof(double) * (size_t)n));
+        free(y); free(back); free(w.x); free(w.gx);
+    }
+    /* the f32 ops: results as the double kernels, argument errors */
+    sd_ctx fc;
+    T_EQ_INT(sd_ctx_init(&fc, SD_DEV_CPU, 2, 1 << 20), SD_OK);
+    double *x = rnd(2 * 4 * 6 * 3, 1), *y = zeros(144), *g = zeros(144);
+    sd_k_window_f64(&g_ctx, y, x, 2, 4, 6, 3, 2, 1, 1, 0);
+    sd_k_l2norm_f64(&g_ctx, g, x, 48, 3, 1e-12);
+    sd_tensor tx = ft(x, SD_DIMS(2, 4, 6, 3)), tw = ft(NULL, SD_DIMS(12, 4, 3)), tb = ft(NULL, SD_DIMS(2, 4, 6, 3));
+    sd_tensor tn = ft(NULL, SD_DIMS(2, 4, 6, 3));
+    T_EQ_INT(sd_op_window_partition(&fc, &tw, &tx, 2, 1), SD_OK);
+    T_CHECK(relerr(&tw, y) < 1e-7);   /* a permutation: the values rounded to float */
+    T_EQ_INT(sd_op_window_merge(&fc, &tb, &tw, 2, 1), SD_OK);
+    T_CHECK(relerr(&tb, x) < 1e-7);
+    T_EQ_INT(sd_op_window_partition_bwd(&fc, &tb, &tw, 2, 1), SD_OK);   /* tb = x + x */
+    T_CHECK(((float *)tb.data)[5] == 2 * (float)x[5]);
+    T_EQ_INT(sd_op_window_merge_bwd(&fc, &tw, &tx, 2, 1), SD_OK);
+    T_CHECK(((float *)tw.data)[7] == 2 * (float)y[7]);
+    T_EQ_INT(sd_op_l2_normalize(&fc, &tn, &tx, 1e-12f), SD_OK);
+    T_CHECKF(relerr(&tn, g) < 1e-6, "l2_normalize f32 %g", relerr(&tn, g));
+    T_EQ_INT(sd_op_l2_normalize(&fc, &tx, &tx, 1e-12f), SD_OK);   /* in place */
+    T_CHECK(relerr(&tx, g) < 1e-6);
+    T_EQ_INT(sd_op_l2_normalize(&fc, &tn, &tx, 0.0f), SD_EINVAL);
+    T_EQ_INT(sd_op_window_partition(&fc, &tw, &tx, 2, 2), SD_EINVAL);   /* shift >= ws */
+    T_EQ_INT(sd_op_window_partition(&fc, &tw, &tx, 4, 0), SD_EINVAL);   /* 4 does not divide 6 */
+    T_EQ_INT(sd_op_window_partition(&fc, &tb, &tx, 2, 0), SD_EINVAL);   /* windows of the wrong shape */
+    T_EQ_INT(sd_op_window_merge(&fc, &tx, &tx, 2, 0), SD_EINVAL);
+    sd_tensor *all[] = { &tx, &tw, &tb, &tn };
+    for (int i = 0; i < 4; i++) sd_tensor_free(all[i]);
+    free(x); free(y); free(g);
+    sd_ctx_free(&fc);
+}
+
 int main(void)
 {
     if (sd_ctx_init(&g_ctx, SD_DEV_CPU, 2, 64 << 20)) { printf("not ok ctx_init: %s\n", sd_errmsg()); return 1; }
@@ -807,6 +904,7 @@ int main(void)
     T_RUN(test_rope);
     T_RUN(test_attention);
     T_RUN(test_shape_ops);
+    T_RUN(test_swin_ops);
     T_RUN(test_broadcast);
     T_RUN(test_embedding);
     T_RUN(test_losses);

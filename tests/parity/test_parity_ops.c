@@ -838,6 +838,35 @@ static void test_optim(void)
     pool_free();
 }
 
+/* SwinV2 ops: L2 normalisation of rows (the q/k of the cosine attention, rows of 32 and of 7 with
+ * a large eps), window partition / merge with a shift (exact: a permutation), their backwards. */
+static void test_swin(void)
+{
+    pair *x = MK(SD_F32, 3.0f, 0, 2, 4, 50, 32), *y = R(2, 4, 50, 32), *dy = R(2, 4, 50, 32), *dx = R(2, 4, 50, 32);
+    BOTH(sd_op_l2_normalize(&cpu, &y->h, &x->h, 1e-12f), sd_op_l2_normalize(&gpu, &y->d, &x->d, 1e-12f));
+    cmp("l2_normalize", y, TOL);
+    BOTH(sd_op_l2_normalize_bwd(&cpu, &dx->h, &dy->h, &x->h, 1e-12f),
+         sd_op_l2_normalize_bwd(&gpu, &dx->d, &dy->d, &x->d, 1e-12f));
+    cmp("l2_normalize_bwd", dx, TOL);
+    pair *s = MK(SD_F32, 0.3f, 0, 9, 7), *sy = R(9, 7), *sdy = R(9, 7), *sdx = R(9, 7);
+    BOTH(sd_op_l2_normalize(&cpu, &sy->h, &s->h, 1.0f), sd_op_l2_normalize(&gpu, &sy->d, &s->d, 1.0f));
+    cmp("l2_normalize (eps branch)", sy, TOL);
+    BOTH(sd_op_l2_normalize_bwd(&cpu, &sdx->h, &sdy->h, &s->h, 1.0f),
+         sd_op_l2_normalize_bwd(&gpu, &sdx->d, &sdy->d, &s->d, 1.0f));
+    cmp("l2_normalize_bwd (eps branch)", sdx, TOL);
+    /* 2 maps of 28x28x16 in 4x4 windows of 7, shift 3 */
+    pair *m = R(2, 28, 28, 16), *w = R(32, 49, 16), *mb = R(2, 28, 28, 16), *gw = R(32, 49, 16), *gm = R(2, 28, 28, 16);
+    BOTH(sd_op_window_partition(&cpu, &w->h, &m->h, 7, 3), sd_op_window_partition(&gpu, &w->d, &m->d, 7, 3));
+    cmp_exact("window_partition", w);
+    BOTH(sd_op_window_merge(&cpu, &mb->h, &w->h, 7, 3), sd_op_window_merge(&gpu, &mb->d, &w->d, 7, 3));
+    cmp_exact("window_merge", mb);
+    BOTH(sd_op_window_partition_bwd(&cpu, &gm->h, &gw->h, 7, 3), sd_op_window_partition_bwd(&gpu, &gm->d, &gw->d, 7, 3));
+    cmp_exact("window_partition_bwd", gm);
+    BOTH(sd_op_window_merge_bwd(&cpu, &gw->h, &gm->h, 7, 0), sd_op_window_merge_bwd(&gpu, &gw->d, &gm->d, 7, 0));
+    cmp_exact("window_merge_bwd", gw);
+    pool_free();
+}
+
 static const struct { const char *name; void (*fn)(void); } tests[] = {
     { "parity_fill_convert", test_fill_convert },
     { "parity_permute", test_permute },
@@ -851,6 +880,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     { "parity_attention_sd_size", test_attention_big },
     { "parity_attention_flash", test_attention_flash },
     { "parity_upsample_concat", test_shapes },
+    { "parity_swin_l2_normalize_windows", test_swin },
     { "parity_embeddings", test_embeddings },
     { "parity_losses", test_losses },
     { "parity_optimizer", test_optim },

@@ -528,6 +528,78 @@ extern "C" int sd_cuda_softmax_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *
     return SD_OK;
 }
 
+// ---- L2 normalisation of rows (one thread per row: the rows are short, the head width) -----------
+
+__global__ void k_l2norm(int64_t rows, int64_t n, float eps, float *y, const float *x)
+{
+    SD_CU_LOOP(r, rows) {
+        const float *xr = x + r * n;
+        float *yr = y + r * n;
+        float s = 0;
+        for (int64_t i = 0; i < n; i++) s += xr[i] * xr[i];
+        float nrm = sqrtf(s), inv = 1.0f / (nrm > eps ? nrm : eps);
+        for (int64_t i = 0; i < n; i++) yr[i] = xr[i] * inv;
+    }
+}
+
+__global__ void k_l2norm_bwd(int64_t rows, int64_t n, float eps, float *dx, const float *dy, const float *x)
+{
+    SD_CU_LOOP(r, rows) {
+        const float *xr = x + r * n, *dyr = dy + r * n;
+        float *dxr = dx + r * n;
+        float s = 0;
+        for (int64_t i = 0; i < n; i++) s += xr[i] * xr[i];
+        float nrm = sqrtf(s);
+        if (nrm > eps) {
+            float inv = 1.0f / nrm, dot = 0;
+            for (int64_t i = 0; i < n; i++) dot += xr[i] * dyr[i];
+            dot *= inv * inv;
+            for (int64_t i = 0; i < n; i++) dxr[i] += (dyr[i] - xr[i] * dot) * inv;
+        } else {
+            for (int64_t i = 0; i < n; i++) dxr[i] += dyr[i] / eps;
+        }
+    }
+}
+
+extern "C" int sd_cuda_l2_normalize(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, float eps)
+{
+    int64_t n = x->shape[x->ndim - 1], rows = n ? sd_tensor_numel(x) / n : 0;
+    SD_CU_GRID(k_l2norm, rows, rows, n, eps, FP(y), CFP(x));
+    return SD_OK;
+}
+
+extern "C" int sd_cuda_l2_normalize_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *dy, const sd_tensor *x, float eps)
+{
+    int64_t n = x->shape[x->ndim - 1], rows = n ? sd_tensor_numel(x) / n : 0;
+    SD_CU_GRID(k_l2norm_bwd, rows, rows, n, eps, FP(dx), CFP(dy), CFP(x));
+    return SD_OK;
+}
+
+// ---- Swin window partition / merge with a cyclic shift (one thread per element; a permutation) ----
+
+__global__ void k_window(size_t total, int64_t H, int64_t W, int64_t C, int ws, int shift, int to_win, int acc,
+                         float *win, float *x)
+{
+    const int64_t nh = H / ws, nw = W / ws;
+    SD_CU_LOOP(e, total) {
+        int64_t c = (int64_t)(e % (size_t)C), t = (int64_t)(e / (size_t)C);
+        int64_t j = t % ws, i = (t / ws) % ws, wj = (t / ((int64_t)ws * ws)) % nw;
+        int64_t wi = (t / ((int64_t)ws * ws * nw)) % nh, b = t / ((int64_t)ws * ws * nw * nh);
+        int64_t h = (wi * ws + i + shift) % H, w = (wj * ws + j + shift) % W;
+        float *wp = win + t * C + c, *xp = x + ((b * H + h) * W + w) * C + c;
+        float *dst = to_win ? wp : xp;
+        float v = to_win ? *xp : *wp;
+        *dst = acc ? *dst + v : v;
+    }
+}
+
+extern "C" int sd_cuda_window(sd_ctx *ctx, sd_tensor *win, sd_tensor *x, int ws, int shift, int to_win, int acc)
+{
+    int64_t n = sd_tensor_numel(x);
+    SD_CU_GRID(k_window, n, (size_t)n, x->shape[1], x->shape[2], x->shape[3], ws, shift, to_win, acc, FP(win), FP(x));
+    return SD_OK;
+}
+
 // ---- nearest upsample by an integer factor f: x [nc, h, w] → y [nc, f·h, f·w] -------------------
 
 __global__ void k_upsample(size_t n, float *y, const float *x, int64_t h, int64_t w, int f)
