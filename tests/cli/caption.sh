@@ -167,3 +167,69 @@ ls img/*.caption | cmp -s - before.lst && ok caption_fatal_writes_nothing || nok
   || nok caption_num_beams_noted
 "$SD" --help > h.out; [ $? = 0 ] && grep -q -- '--beam_search' h.out && grep -q -- '--caption_extension' h.out && ok caption_help \
   || nok caption_help
+
+# ---- GIT (tests/data/git, tests/golden/gen/make_git_golden.py): the family from the key names ----
+gwant() { grep -P "^$1\t$2\t$3\t" "$root/tests/data/git/expected.txt" | cut -f4; }
+mkdir -p gm gimg && cp "$root/tests/data/git/git_tiny.safetensors" gm/model.safetensors && cp "$root/tests/data/git/vocab.txt" gm/
+G5="a_97x61 b_203x150_rgba c_640x480 d_50x33_la e_33x517"
+for f in $G5; do cp "$root/tests/data/tagger/$f.png" gimg/; done
+"$SD" --model_id gm gimg > git.out 2> git.err; rc=$?
+good=1
+for f in $G5; do
+  w=$(gwant $f 50 0)
+  [ -n "$w" ] && [ "$(cat gimg/$f.caption)" = "$w" ] || { good=0; echo "# $f: '$(cat gimg/$f.caption 2>/dev/null)' != '$w'"; }
+  [ "$(tail -c 1 gimg/$f.caption | od -An -c | tr -d ' ')" = '\n' ] || good=0
+  grep -qxF "{\"image\":\"gimg/$f.png\",\"caption\":\"$w\"}" git.out || good=0
+done
+[ $rc = 0 ] && [ $good = 1 ] && [ "$(wc -l < git.out)" = 5 ] && ok caption_git_matches_reference \
+  || nok caption_git_matches_reference "exit $rc: $(tail -1 git.err)"
+grep -q 'model.safetensors: GIT, 32x32 input' git.err && ok caption_git_model_line || nok caption_git_model_line "$(head -1 git.err)"
+# --max_length 10 with and without --remove_words, the records of the reference pipeline
+for rw in 0 1; do
+  opt=; [ $rw = 1 ] && opt=--remove_words
+  "$SD" --model gm --max_length 10 $opt --no-sidecar gimg > gml$rw.out 2>/dev/null; rc=$?
+  good=1
+  for f in $G5; do grep -qxF "{\"image\":\"gimg/$f.png\",\"caption\":\"$(gwant $f 10 $rw)\"}" gml$rw.out || good=0; done
+  [ $rc = 0 ] && [ $good = 1 ] && ok caption_git_max_length_remove_words_$rw || nok caption_git_max_length_remove_words_$rw
+done
+# batches and threads change nothing
+"$SD" --model gm --no-sidecar --batch_size 3 --threads 1 gimg > gb1.out 2>/dev/null
+"$SD" --model gm/model.safetensors --no-sidecar --batch_size 2 --threads 2 gimg > gb2.out 2>/dev/null
+cmp -s git.out gb1.out && cmp -s git.out gb2.out && ok caption_git_batch_threads_same || nok caption_git_batch_threads_same
+# records: keys kept, caption replaced; a bad record is skipped (exit 3)
+printf '{"image":"gimg/c_640x480.png","k":1,"caption":"old"}\n{"image":"missing.png"}\n' | "$SD" --model gm --no-sidecar > grec.out 2> grec.err; rc=$?
+[ $rc = 3 ] && [ "$(cat grec.out)" = "{\"image\":\"gimg/c_640x480.png\",\"k\":1,\"caption\":\"$(gwant c_640x480 50 0)\"}" ] &&
+  grep -q 'error (at stdin:2): missing.png' grec.err && ok caption_git_records || nok caption_git_records "exit $rc $(cat grec.err)"
+# --device cuda: the CPU's records (SD_FAKE_CUDA=1 runs the CUDA path on the CPU emulation)
+"$SD" --model gm --no-sidecar --device cuda gimg > gcu.out 2> gcu.err; rc=$?
+if [ $rc = 0 ]; then
+  cmp -s git.out gcu.out && ok caption_git_device_cuda_same_records || nok caption_git_device_cuda_same_records "$(tail -2 gcu.err)"
+else
+  [ $rc = 1 ] && grep -Eq "CUDA support|CUDA: no device" gcu.err && ok caption_git_device_cuda_unavailable ||
+    nok caption_git_device_cuda_unavailable "exit $rc: $(tail -2 gcu.err)"
+fi
+# the other family's options are usage errors
+for opt in --beam_search '--num_beams 3' '--top_p 0.5' '--min_length 3' '--seed 1'; do
+  "$SD" --model gm $opt --no-sidecar gimg > /dev/null 2> e.err; rc=$?
+  [ $rc = 2 ] && grep -q 'is a BLIP option' e.err || { nok caption_git_refuses_blip_options "$opt: exit $rc $(cat e.err)"; opt=; break; }
+done
+[ -n "$opt" ] && ok caption_git_refuses_blip_options
+"$SD" --model m $L --remove_words --no-sidecar img > /dev/null 2> e.err; rc=$?
+[ $rc = 2 ] && grep -q 'remove_words is a GIT option' e.err && ok caption_blip_refuses_remove_words || nok caption_blip_refuses_remove_words "exit $rc"
+"$SD" --model gm --model_id gm gimg > /dev/null 2> e.err; [ $? = 2 ] && grep -q 'not both' e.err && ok caption_git_model_and_model_id \
+  || nok caption_git_model_and_model_id
+"$SD" --model_id microsoft/git-large-textcaps gimg > /dev/null 2> e.err; [ $? = 2 ] && grep -q 'downloads nothing' e.err \
+  && ok caption_git_repo_id_refused || nok caption_git_repo_id_refused "$(cat e.err)"
+"$SD" --model_id https://huggingface.co/microsoft/git-large-textcaps gimg > /dev/null 2> e.err; [ $? = 2 ] \
+  && grep -q 'downloads nothing' e.err && ok caption_git_url_refused || nok caption_git_url_refused
+"$SD" --model gm --max_length 65 gimg > /dev/null 2> e.err; [ $? = 2 ] && grep -q '64 positions' e.err \
+  && ok caption_git_max_length_positions || nok caption_git_max_length_positions "$(cat e.err)"
+# damaged files: fatal, nothing written
+ls gimg/*.caption > gbefore.lst
+mkdir -p gm2 && head -c 20000 gm/model.safetensors > gm2/model.safetensors && cp gm/vocab.txt gm2/
+"$SD" --model gm2 gimg > /dev/null 2> e.err; [ $? = 1 ] && grep -q 'gm2/model.safetensors' e.err && ok caption_git_truncated_model \
+  || nok caption_git_truncated_model "$(cat e.err)"
+mkdir -p gm3 && cp gm/model.safetensors gm3/ && head -n 150 gm/vocab.txt > gm3/vocab.txt
+"$SD" --model gm3 gimg > /dev/null 2> e.err; [ $? = 1 ] && grep -q '150 tokens but' e.err && ok caption_git_vocab_mismatch \
+  || nok caption_git_vocab_mismatch "$(cat e.err)"
+ls gimg/*.caption | cmp -s - gbefore.lst && ok caption_git_fatal_writes_nothing || nok caption_git_fatal_writes_nothing
