@@ -449,8 +449,9 @@ int main(int argc, char **argv)
     o.flags = SD_OPTS_CONFIG;
     o.usage = "--model DIR|FILE [OPTIONS] [RECORDS.jsonl | IMAGE_DIR | IMAGE ...]";
     o.description =
-        "Captions images with BLIP (Salesforce blip-image-captioning-large/base, model.safetensors + vocab.txt) as "
-        "kohya-ss/sd-scripts' make_captions.py does. Reads records (JSON lines with 'image'; stdin when nothing is "
+        "Captions images with BLIP (Salesforce blip-image-captioning-large/base) as kohya-ss/sd-scripts' "
+        "make_captions.py does, or with GIT (microsoft/git-large-textcaps and other GIT models) as its "
+        "make_captions_by_git.py does; the family comes from the weights (model.safetensors + vocab.txt). Reads records (JSON lines with 'image'; stdin when nothing is "
         "named), image folders or image files, writes each record with 'caption' added to stdout and a "
         "<stem>.caption sidecar beside each image.";
     o.epilog = "Exit status: 0 all records done, 1 fatal error, 2 usage error, 3 some records skipped.\n"
