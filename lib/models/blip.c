@@ -22,25 +22,6 @@ static int shape_of(const sd_safetensors *st, const char *name, int ndim, const 
     return sd_safetensors_get_dims(st, name, ndim, NULL, t);
 }
 
-static int heads_of(const sd_safetensors *st, const char *key, int64_t width, int64_t *heads)
-{
-    const char *path = sd_safetensors_path(st), *h = sd_safetensors_meta_get(st, key);
-    if (h) {
-        char *end;
-        long v = strtol(h, &end, 10);
-        if (*end || v < 1 || v > width || width % v)
-            return sd_err(SD_EFORMAT, "%s: __metadata__ %s '%s' does not divide the width %lld", path, key, h,
-                          (long long)width);
-        *heads = v;
-        return SD_OK;
-    }
-    if (width % 64)
-        return sd_err(SD_EFORMAT, "%s: width %lld is not a multiple of 64 (heads of 64) and the file has no %s in "
-                                  "__metadata__", path, (long long)width, key);
-    *heads = width / 64;
-    return SD_OK;
-}
-
 void sd_blip_free(sd_blip *m)
 {
     free(m->vblocks);
@@ -147,7 +128,7 @@ int sd_blip_open(sd_blip *m, const sd_safetensors *st, sd_devkind dev)
         snprintf(p, sizeof p, "%s.%s.weight", key, names->qkv);
         if (!has(st, p)) break;
     }
-    TRY(heads_of(st, "vision_heads", m->vwidth, &m->vheads));
+    TRY(sd_vit_heads(st, "vision_heads", m->vwidth, &m->vheads));
 
     TRY(shape_of(st, TD "bert.embeddings.word_embeddings.weight", 2, &twe));
     TRY(shape_of(st, TD "bert.embeddings.position_embeddings.weight", 2, &tpe));
@@ -160,7 +141,7 @@ int sd_blip_open(sd_blip *m, const sd_safetensors *st, sd_devkind dev)
         snprintf(key, sizeof key, TD "bert.encoder.layer.%d.attention.self.query.weight", (int)m->tdepth);
         if (!has(st, key)) break;
     }
-    TRY(heads_of(st, "text_heads", m->twidth, &m->theads));
+    TRY(sd_vit_heads(st, "text_heads", m->twidth, &m->theads));
 
     /* ---- parameters ---- */
     const int64_t Dv = m->vwidth, Dt = m->twidth;

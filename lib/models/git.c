@@ -7,6 +7,7 @@
 #include "base/error.h"
 #include "io/resample.h"
 #include "models/git.h"
+#include "models/vit.h"
 
 #define TRY(x) do { rc = (x); if (rc) goto out; } while (0)
 
@@ -16,25 +17,6 @@
 static int has(const sd_safetensors *st, const char *k) { return sd_safetensors_find(st, k) != NULL; }
 
 int sd_git_detect(const sd_safetensors *st) { return has(st, VM "embeddings.class_embedding"); }
-
-static int heads_of(const sd_safetensors *st, const char *key, int64_t width, int64_t *heads)
-{
-    const char *path = sd_safetensors_path(st), *h = sd_safetensors_meta_get(st, key);
-    if (h) {
-        char *end;
-        long v = strtol(h, &end, 10);
-        if (*end || v < 1 || v > width || width % v)
-            return sd_err(SD_EFORMAT, "%s: __metadata__ %s '%s' does not divide the width %lld", path, key, h,
-                          (long long)width);
-        *heads = v;
-        return SD_OK;
-    }
-    if (width % 64)
-        return sd_err(SD_EFORMAT, "%s: width %lld is not a multiple of 64 (heads of 64) and the file has no %s in "
-                                  "__metadata__", path, (long long)width, key);
-    *heads = width / 64;
-    return SD_OK;
-}
 
 void sd_git_free(sd_git *m)
 {
@@ -112,7 +94,7 @@ int sd_git_open(sd_git *m, const sd_safetensors *st, sd_devkind dev)
         snprintf(p, sizeof p, VM "encoder.layers.%d.self_attn.q_proj.weight", (int)m->vdepth);
         if (!has(st, p)) break;
     }
-    TRY(heads_of(st, "vision_heads", m->vwidth, &m->vheads));
+    TRY(sd_vit_heads(st, "vision_heads", m->vwidth, &m->vheads));
     TRY(sd_safetensors_get_dims(st, "git.embeddings.word_embeddings.weight", 2, NULL, &twe));
     TRY(sd_safetensors_get_dims(st, "git.embeddings.position_embeddings.weight", 2, NULL, &tpe));
     TRY(sd_safetensors_get_dims(st, TXT "0.intermediate.dense.weight", 2, NULL, &ti));
@@ -124,7 +106,7 @@ int sd_git_open(sd_git *m, const sd_safetensors *st, sd_devkind dev)
         snprintf(p, sizeof p, TXT "%d.attention.self.query.weight", (int)m->tdepth);
         if (!has(st, p)) break;
     }
-    TRY(heads_of(st, "text_heads", m->twidth, &m->theads));
+    TRY(sd_vit_heads(st, "text_heads", m->twidth, &m->theads));
     const int64_t Dv = m->vwidth, Dt = m->twidth;
     TRY(sd_params_add(&m->r, NULL, VM "embeddings.class_embedding", 1, tc->shape, 0, &m->cls));
     TRY(sd_params_add(&m->r, NULL, VM "embeddings.position_embedding.weight", 2, tp->shape, 0, &m->pos));

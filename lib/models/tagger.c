@@ -116,20 +116,7 @@ int sd_tagger_open(sd_tagger *m, const sd_safetensors *st, sd_devkind dev)
         snprintf(key, sizeof key, "blocks.%d.norm1.weight", (int)m->depth);
         if (!has(st, key)) break;
     }
-    const char *nh = sd_safetensors_meta_get(st, "num_heads");
-    if (nh) {
-        char *end;
-        long v = strtol(nh, &end, 10);
-        if (*end || v < 1 || v > m->width || m->width % v)
-            TRY(sd_err(SD_EFORMAT, "%s: __metadata__ num_heads '%s' does not divide the width %lld", path, nh,
-                       (long long)m->width));
-        m->heads = v;
-    } else {
-        if (m->width % 64)
-            TRY(sd_err(SD_EFORMAT, "%s: width %lld is not a multiple of 64 (heads of 64) and the file has no "
-                                   "num_heads in __metadata__", path, (long long)m->width));
-        m->heads = m->width / 64;
-    }
+    TRY(sd_vit_heads(st, "num_heads", m->width, &m->heads));
     const int64_t D = m->width;
     TRY(sd_conv2d_init(&m->patch_embed, &m->r, "patch_embed.proj", 3, D, (int)m->patch, (int)m->patch,
                        sd_conv2d_geom_make((int)m->patch, 0), SD_NN_BIAS));

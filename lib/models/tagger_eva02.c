@@ -7,6 +7,7 @@
 #include "base/error.h"
 #include "models/tagger.h"
 #include "models/tagger_eva02.h"
+#include "models/vit.h"
 
 #define TRY(x) do { rc = (x); if (rc) goto out; } while (0)
 
@@ -90,20 +91,7 @@ int sd_tagger_eva02_build(sd_tagger_eva02 *e, sd_params *r, const sd_safetensors
         snprintf(key, sizeof key, "blocks.%d.norm1.weight", (int)e->depth);
         if (!has(st, key)) break;
     }
-    const char *nh = sd_safetensors_meta_get(st, "num_heads");
-    if (nh) {
-        char *end;
-        long v = strtol(nh, &end, 10);
-        if (end == nh || *end || v < 1 || v > e->width || e->width % v)
-            TRY(sd_err(SD_EFORMAT, "%s: __metadata__ num_heads '%s' does not divide the width %lld", path, nh,
-                       (long long)e->width));
-        e->heads = v;
-    } else {
-        if (e->width % 64)
-            TRY(sd_err(SD_EFORMAT, "%s: width %lld is not a multiple of 64 (heads of 64) and the file has no "
-                                   "num_heads in __metadata__", path, (long long)e->width));
-        e->heads = e->width / 64;
-    }
+    TRY(sd_vit_heads(st, "num_heads", e->width, &e->heads));
     if ((e->width / e->heads) % 4)
         TRY(sd_err(SD_EFORMAT, "%s: head width %lld is not a multiple of 4 (2-D RoPE)", path,
                    (long long)(e->width / e->heads)));

@@ -1,5 +1,6 @@
 /* Vision-transformer pieces shared by the tagger and BLIP (see vit.h). */
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "base/error.h"
 #include "models/vit.h"
@@ -88,4 +89,23 @@ int sd_vit_blocks_forward(sd_ctx *ctx, sd_vit_block *blocks, int depth, int head
 out:
     sd_arena_reset(&ctx->scratch, mark);
     return rc;
+}
+
+int sd_vit_heads(const sd_safetensors *st, const char *key, int64_t width, int64_t *heads)
+{
+    const char *path = sd_safetensors_path(st), *h = sd_safetensors_meta_get(st, key);
+    if (h) {
+        char *end;
+        long v = strtol(h, &end, 10);
+        if (end == h || *end || v < 1 || v > width || width % v)
+            return sd_err(SD_EFORMAT, "%s: __metadata__ %s '%s' does not divide the width %lld", path, key, h,
+                          (long long)width);
+        *heads = v;
+        return SD_OK;
+    }
+    if (width % 64)
+        return sd_err(SD_EFORMAT, "%s: width %lld is not a multiple of 64 (heads of 64) and the file has no %s in "
+                                  "__metadata__", path, (long long)width, key);
+    *heads = width / 64;
+    return SD_OK;
 }

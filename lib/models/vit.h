@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 
+#include "io/safetensors.h"
 #include "nn/nn.h"
 
 typedef struct sd_vit_block {
@@ -24,6 +25,11 @@ typedef struct sd_vit_names {
 extern const sd_vit_names sd_vit_names_timm;   /* norm1 attn.qkv attn.proj norm2 mlp.fc1 mlp.fc2 (timm, BLIP) */
 extern const sd_vit_names sd_vit_names_hf;     /* layer_norm1 self_attn.qkv self_attn.projection layer_norm2
                                                   mlp.fc1 mlp.fc2 (transformers' BLIP vision model) */
+
+/* Head count of a transformer of `width` (not stored in the weights): the file's __metadata__ `key`
+ * (e.g. "num_heads", tiny test models) when present, which must divide the width, else width / 64
+ * (the 64-wide heads of every released ViT/BERT this project reads). SD_EFORMAT naming the file. */
+int sd_vit_heads(const sd_safetensors *st, const char *key, int64_t width, int64_t *heads);
 
 /* Register one block's parameters under `prefix` (e.g. "blocks.3"). */
 int sd_vit_block_init(sd_vit_block *b, sd_params *r, const char *prefix, const sd_vit_names *nm, int64_t width,
