@@ -50,7 +50,21 @@ static const struct {
     [SD_OPTIM_PAGED_ADAMW32BIT] = { "PagedAdamW32bit", "bitsandbytes.optim.adamw.PagedAdamW32bit",
                                     "betas, eps, weight_decay, amsgrad, optim_bits, args, min_8bit_size, "
                                     "percentile_clipping, block_wise" },
+    [SD_OPTIM_LION8BIT] = { "Lion8bit", "bitsandbytes.optim.lion.Lion8bit",
+                            "betas, weight_decay, args, min_8bit_size, percentile_clipping, block_wise, is_paged" },
+    [SD_OPTIM_PAGED_LION8BIT] = { "PagedLion8bit", "bitsandbytes.optim.lion.PagedLion8bit",
+                                  "betas, weight_decay, args, min_8bit_size, percentile_clipping, block_wise" },
+    [SD_OPTIM_SGD_NESTEROV8BIT] = { "SGDNesterov8bit", "bitsandbytes.optim.sgd.SGD8bit",
+                                    "momentum, dampening, weight_decay, nesterov, args, min_8bit_size, "
+                                    "percentile_clipping, block_wise" },
 };
+
+/* The class name bitsandbytes' messages use ("Lion8bit", "SGD8bit"). */
+static const char *bnb_cls(sd_optim_kind k)
+{
+    const char *q = strrchr(sd_optim_class_name(k), '.');
+    return q ? q + 1 : sd_optim_kind_name(k);
+}
 
 const char *sd_optim_kind_name(sd_optim_kind k)
 {
@@ -113,6 +127,14 @@ void sd_optim_config_default(sd_optim_config *c, sd_optim_kind kind)
         c->lr = c->b8.lr;
         c->weight_decay = c->b8.weight_decay;
         break;
+    case SD_OPTIM_LION8BIT:
+    case SD_OPTIM_PAGED_LION8BIT:
+    case SD_OPTIM_SGD_NESTEROV8BIT:
+        sd_bnb1_config_default(&c->b8, kind == SD_OPTIM_SGD_NESTEROV8BIT);
+        c->lr = c->b8.lr;
+        c->beta1 = c->b8.beta1, c->beta2 = c->b8.beta2, c->eps = 0.0, c->weight_decay = 0.0;
+        if (kind == SD_OPTIM_SGD_NESTEROV8BIT) c->momentum = c->b8.beta1;
+        break;
     default:                    /* D-Adaptation */
         c->lr = 1.0;
         break;
@@ -139,6 +161,8 @@ int sd_optim_resolve(const char *type, int use_8bit_adam, int use_lion, sd_optim
         { "DAdaptation", SD_OPTIM_DADAPT_ADAM_PREPRINT }, { "DAdaptAdamPreprint", SD_OPTIM_DADAPT_ADAM_PREPRINT },
         { "AdamW8bit", SD_OPTIM_ADAMW8BIT }, { "PagedAdamW8bit", SD_OPTIM_PAGED_ADAMW8BIT },
         { "PagedAdamW", SD_OPTIM_PAGED_ADAMW }, { "PagedAdamW32bit", SD_OPTIM_PAGED_ADAMW32BIT },
+        { "Lion8bit", SD_OPTIM_LION8BIT }, { "PagedLion8bit", SD_OPTIM_PAGED_LION8BIT },
+        { "SGDNesterov8bit", SD_OPTIM_SGD_NESTEROV8BIT },
     };
     for (size_t i = 0; i < sizeof impl / sizeof *impl; i++)
         if (!strcasecmp(type, impl[i].name)) {
@@ -146,15 +170,14 @@ int sd_optim_resolve(const char *type, int use_8bit_adam, int use_lion, sd_optim
             return SD_OK;
         }
     static const char *const known[] = {
-        "Lion8bit", "PagedLion8bit",
-        "SGDNesterov8bit", "DAdaptAdaGrad", "DAdaptAdan", "DAdaptAdanIP", "DAdaptLion", "DAdaptSGD",
+        "DAdaptAdaGrad", "DAdaptAdan", "DAdaptAdanIP", "DAdaptLion", "DAdaptSGD",
         "RAdamScheduleFree", "AdamWScheduleFree", "SGDScheduleFree",
     };
     const char *name = type;
     for (size_t i = 0; i < sizeof known / sizeof *known; i++)
         if (!strcasecmp(type, known[i])) name = known[i];
     return sd_err(SD_EUNSUPPORTED, "optimizer %s is not implemented yet (AdamW, AdamW8bit, PagedAdamW8bit, PagedAdamW, "
-                  "PagedAdamW32bit, Lion, SGDNesterov, Adafactor, Prodigy, DAdaptation, DAdaptAdamPreprint and "
+                  "PagedAdamW32bit, Lion, Lion8bit, PagedLion8bit, SGDNesterov, SGDNesterov8bit, Adafactor, Prodigy, DAdaptation, DAdaptAdamPreprint and "
                   "DAdaptAdam are)", name);
 }
 
@@ -207,6 +230,14 @@ static int apply_arg(sd_optim_config *c, const char *item, const char *key, cons
     const char *kn = sd_optim_kind_name(k);
     double x = 0;
     int rc, t = truth(v);
+    if (sd_optim_is_bnb1(k)) {   /* Lion8bit / PagedLion8bit / SGD8bit: bnb's constructors */
+        int sgd = k == SD_OPTIM_SGD_NESTEROV8BIT;
+        rc = sd_bnb1_config_set(&c->b8, bnb_cls(k), sd_optim_class_name(k), sgd, k == SD_OPTIM_LION8BIT, key, v);
+        if (rc) return sd_err_prefix(rc, "--optimizer_args %s", item);
+        c->beta1 = c->b8.beta1, c->beta2 = c->b8.beta2, c->weight_decay = c->b8.weight_decay;
+        if (sgd) c->momentum = c->b8.beta1, c->dampening = c->b8.beta2;
+        return SD_OK;
+    }
     if (sd_optim_is_bnb(k)) {   /* bitsandbytes' constructor, with its messages */
         if (k != SD_OPTIM_ADAMW8BIT && !strcmp(key, "is_paged"))   /* the Paged classes fix it */
             return sd_err(SD_EUSAGE, "--optimizer_args %s: %s.__init__() got an unexpected keyword argument '%s'",
@@ -349,6 +380,14 @@ int sd_optim_config_check(const sd_optim_config *c)
         int rc = sd_adamw8bit_config_check(&b8);
         return rc ? sd_err_prefix(rc, "--optimizer_type %s", sd_optim_kind_name(c->kind)) : SD_OK;
     }
+    case SD_OPTIM_LION8BIT:
+    case SD_OPTIM_PAGED_LION8BIT:
+    case SD_OPTIM_SGD_NESTEROV8BIT: {
+        sd_adamw8bit_config b8 = c->b8;
+        b8.lr = c->lr;
+        int rc = sd_bnb1_config_check(&b8, bnb_cls(c->kind), c->kind == SD_OPTIM_SGD_NESTEROV8BIT);
+        return rc ? sd_err_prefix(rc, "--optimizer_type %s", sd_optim_kind_name(c->kind)) : SD_OK;
+    }
     default:
         if (c->lr < 0) return sd_err(SD_EUSAGE, "AdamW: Invalid learning rate: %s", sd_py_float(c->lr, b, sizeof b));
         break;
@@ -367,7 +406,8 @@ int sd_optim_describe(const sd_optim_config *c, char *out, size_t n)
 {
     /* kohya adds its own kwargs after the user's: SGDNesterov momentum, Adafactor relative_step */
     const char *extra = NULL;
-    if (c->kind == SD_OPTIM_SGD_NESTEROV && find_arg(c, "momentum") < 0) extra = "momentum=0.9";
+    if ((c->kind == SD_OPTIM_SGD_NESTEROV || c->kind == SD_OPTIM_SGD_NESTEROV8BIT) && find_arg(c, "momentum") < 0)
+        extra = "momentum=0.9";
     if (c->kind == SD_OPTIM_ADAFACTOR && find_arg(c, "relative_step") < 0) extra = "relative_step=True";
     size_t k = (size_t)snprintf(out, n, "%s", sd_optim_class_name(c->kind));
     for (int i = 0; i < c->nargs && k < n; i++)
@@ -401,6 +441,8 @@ void sd_optim_reference_warnings(const sd_optim_config *c, double learning_rate,
     } else if (c->kind == SD_OPTIM_ADAFACTOR && c->relative_step) {
         if (learning_rate != 0.0) ADD("learning rate is used as initial_lr\n");
         if (ngroups > 0) ADD("unet_lr and text_encoder_lr are ignored\n");
+    } else if (c->kind == SD_OPTIM_SGD_NESTEROV8BIT && find_arg(c, "momentum") < 0) {
+        ADD("8-bit SGD with Nesterov must be with momentum, set momentum to 0.9\n");
     } else if (c->kind == SD_OPTIM_ADAFACTOR) {
         if (max_grad_norm != 0.0)
             ADD("because max_grad_norm is set, clip_grad_norm is enabled. consider set to 0\n");
@@ -454,6 +496,9 @@ static int bufs_of(const sd_optim_config *c, const sd_tensor *t, sd_optim_buf_in
     case SD_OPTIM_PAGED_ADAMW8BIT:
     case SD_OPTIM_PAGED_ADAMW:
     case SD_OPTIM_PAGED_ADAMW32BIT:
+    case SD_OPTIM_LION8BIT:
+    case SD_OPTIM_PAGED_LION8BIT:
+    case SD_OPTIM_SGD_NESTEROV8BIT:
         break;
     case SD_OPTIM_PRODIGY: {
         if (c->beta1 > 0) FULL("exp_avg");
@@ -580,7 +625,9 @@ int sd_optim_init(sd_optim *o, const sd_optim_config *cfg, const sd_optim_group_
         o->st8 = calloc(o->nparams ? o->nparams : 1, sizeof *o->st8);
         if (!o->st8) { sd_optim_free(o); return sd_err(SD_ENOMEM, "optimizer: out of memory"); }
         for (size_t i = 0; i < o->nparams; i++) {
-            int rc = sd_adamw8bit_state_init(&o->st8[i], sd_tensor_numel(&o->params[i].p->value), min8);
+            int64_t n = sd_tensor_numel(&o->params[i].p->value);
+            int rc = sd_optim_is_bnb1(cfg->kind) ? sd_bnb1_state_init(&o->st8[i], n, min8)
+                                                 : sd_adamw8bit_state_init(&o->st8[i], n, min8);
             if (rc) { sd_optim_free(o); return rc; }
         }
     }
@@ -750,6 +797,24 @@ static int adamw8bit_step(sd_optim *o, const double *lr, const uint8_t *skip)
     return SD_OK;
 }
 
+/* Lion8bit / PagedLion8bit / SGDNesterov8bit: bnb's Optimizer1State, per parameter. */
+static int bnb1_step(sd_optim *o, const double *lr, const uint8_t *skip)
+{
+    const sd_adamw8bit_config *b = &o->cfg.b8;
+    sd_bnb1_optimizer opt = o->cfg.kind == SD_OPTIM_SGD_NESTEROV8BIT ? SD_BNB1_MOMENTUM : SD_BNB1_LION;
+    for (size_t i = 0; i < o->nparams; i++) {
+        if (skip && skip[i]) continue;
+        sd_optim_param *op = &o->params[i];
+        op->step++;
+        op->initialized = 1;
+        int rc = sd_bnb1_step(&o->st8[i], opt, (float *)op->p->value.data, (const float *)op->p->grad.data,
+                              sd_optim_glr(o, lr, op->group), b->beta1, b->beta2, o->groups[op->group].weight_decay,
+                              op->step);
+        if (rc) return rc;
+    }
+    return SD_OK;
+}
+
 int sd_optim_param_save_extra(sd_optim *o, size_t i, sd_safetensors_writer *w, const char *prefix)
 {
     return o->st8 && i < o->nparams ? sd_adamw8bit_save(&o->st8[i], w, prefix) : SD_OK;
@@ -801,6 +866,9 @@ int sd_optim_step(sd_optim *o, const double *lr, const uint8_t *skip)
     case SD_OPTIM_PAGED_ADAMW8BIT:
     case SD_OPTIM_PAGED_ADAMW:
     case SD_OPTIM_PAGED_ADAMW32BIT: rc = adamw8bit_step(o, lr, skip); break;
+    case SD_OPTIM_LION8BIT:
+    case SD_OPTIM_PAGED_LION8BIT:
+    case SD_OPTIM_SGD_NESTEROV8BIT: rc = bnb1_step(o, lr, skip); break;
     default: return sd_err(SD_EINVAL, "optimizer: bad kind %d", (int)o->cfg.kind);
     }
     if (!rc && o->half != SD_F32) rc = round_after_step(o);

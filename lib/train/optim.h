@@ -56,9 +56,15 @@
  *   constructor's arguments and messages); the state keeps bnb's state1/state2/absmax1/absmax2.
  *   PagedAdamW8bit is the same arithmetic; PagedAdamW and PagedAdamW32bit (optim_bits 32) keep f32
  *   states on every tensor. Paging only moves GPU state to host memory under pressure.
+ * Lion8bit, PagedLion8bit: bitsandbytes.optim.lion.Lion8bit / PagedLion8bit (bnb 0.49.2, the
+ *   1-state kernels of train/optim8bit.h: betas (0.9, 0.99), weight_decay 0; the 8-bit path
+ *   decays p by (1 - lr·wd) before the sign update, the 32-bit path (tensors below min_8bit_size)
+ *   adds wd·p to the gradient, as bnb's kernels do); state1/absmax1 in the resume state.
+ * SGDNesterov8bit: bitsandbytes.optim.sgd.SGD8bit(momentum=0.9 unless given, nesterov=True) as
+ *   kohya builds it; bnb's kernels have no Nesterov step (nesterov is accepted and ignored), so
+ *   this is heavy-ball momentum: s = g (first step) or s·μ + g (g += wd·p), p -= lr·s.
  *
- * Other --optimizer_type names of the reference (Lion8bit, PagedLion8bit,
- * SGDNesterov8bit, DAdaptAdaGrad/Adan/AdanIP/Lion/SGD, *ScheduleFree, torch.optim.X,
+ * Other --optimizer_type names of the reference (DAdaptAdaGrad/Adan/AdanIP/Lion/SGD, *ScheduleFree, torch.optim.X,
  * pkg.mod.Class) are recognised and refused with SD_EUNSUPPORTED "optimizer X is not implemented
  * yet (...)". Parameters must be f32 host memory (the step runs on the host).
  *
@@ -99,6 +105,9 @@ typedef enum sd_optim_kind {
     SD_OPTIM_PAGED_ADAMW8BIT,        /* bitsandbytes PagedAdamW8bit: AdamW8bit's arithmetic */
     SD_OPTIM_PAGED_ADAMW,            /* bitsandbytes PagedAdamW (optim_bits 32): the 32-bit path on every tensor */
     SD_OPTIM_PAGED_ADAMW32BIT,       /* bitsandbytes PagedAdamW32bit: the same */
+    SD_OPTIM_LION8BIT,               /* bitsandbytes Lion8bit (train/optim8bit.h, one state) */
+    SD_OPTIM_PAGED_LION8BIT,         /* bitsandbytes PagedLion8bit: Lion8bit's arithmetic */
+    SD_OPTIM_SGD_NESTEROV8BIT,       /* bitsandbytes SGD8bit (momentum; bnb ignores nesterov) */
     SD_OPTIM_NKINDS
 } sd_optim_kind;
 
@@ -107,7 +116,13 @@ typedef enum sd_optim_kind {
 static inline int sd_optim_is_bnb(sd_optim_kind k)
 {
     return k == SD_OPTIM_ADAMW8BIT || k == SD_OPTIM_PAGED_ADAMW8BIT || k == SD_OPTIM_PAGED_ADAMW ||
-           k == SD_OPTIM_PAGED_ADAMW32BIT;
+           k == SD_OPTIM_PAGED_ADAMW32BIT || k == SD_OPTIM_LION8BIT || k == SD_OPTIM_PAGED_LION8BIT ||
+           k == SD_OPTIM_SGD_NESTEROV8BIT;
+}
+/* bitsandbytes' 1-state kinds (Optimizer1State: state1/absmax1 only). */
+static inline int sd_optim_is_bnb1(sd_optim_kind k)
+{
+    return k == SD_OPTIM_LION8BIT || k == SD_OPTIM_PAGED_LION8BIT || k == SD_OPTIM_SGD_NESTEROV8BIT;
 }
 
 /* The kind's name as --optimizer_type spells it ("AdamW", "Lion", "SGDNesterov", "Adafactor",
