@@ -809,7 +809,7 @@ static int bnb1_step(sd_optim *o, const double *lr, const uint8_t *skip)
         op->initialized = 1;
         int rc = sd_bnb1_step(&o->st8[i], opt, (float *)op->p->value.data, (const float *)op->p->grad.data,
                               sd_optim_glr(o, lr, op->group), b->beta1, b->beta2, o->groups[op->group].weight_decay,
-                              op->step);
+                              op->step, o->half == SD_F16 ? 1 : o->half == SD_BF16 ? 2 : 0);
         if (rc) return rc;
     }
     return SD_OK;
@@ -879,6 +879,13 @@ int sd_optim_set_half(sd_optim *o, sd_dtype dt)
 {
     if (dt != SD_F32 && dt != SD_F16 && dt != SD_BF16)
         return sd_err(SD_EINVAL, "optimizer: parameters can be f32, f16 or bf16, not %s", sd_dtype_name(dt));
+    if (dt == SD_BF16 && o->cfg.kind == SD_OPTIM_SGD_NESTEROV8BIT)
+        for (size_t i = 0; i < o->nparams; i++)
+            if (o->st8[i].mode == SD_BNB_STATE_F32)   /* the reference's error at its first step */
+                return sd_err(SD_EUSAGE, "--optimizer_type SGDNesterov8bit with bfloat16 weights: bitsandbytes has no "
+                              "bfloat16 32-bit momentum kernel for '%s' (%lld elements < min_8bit_size): \"Gradient+"
+                              "optimizer bit data type combination not supported: grad torch.bfloat16, optimizer "
+                              "torch.float32\"", o->params[i].p->key, (long long)o->st8[i].numel);
     o->half = dt;
     return dt != SD_F32 ? round_after_step(o) : SD_OK;
 }

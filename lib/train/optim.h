@@ -282,7 +282,9 @@ int sd_optim_step(sd_optim *o, const double *lr, const uint8_t *skip);
  *     scalars, a·b+c fused, and rounded), which differs from the f32 path's op sequence (that of
  *     torch 1.13's single-tensor AdamW, the same numbers up to f32 rounding);
  *     Adafactor (transformers: f32 states, a float copy of p) and bitsandbytes (kernels in float,
- *     f32/8-bit states) round only the parameter, as their references do;
+ *     f32/8-bit states) round only the parameter, as their references do (Lion8bit / SGD8bit also
+ *     the other values their kernels store in the parameter's dtype: sd_bnb1_step's `half`);
+ *     SGDNesterov8bit with SD_BF16 and a tensor below min_8bit_size is bnb's ValueError (SD_EUSAGE);
  *     Lion, SGDNesterov, Prodigy and D-Adaptation keep their states in the parameter's dtype in the
  *     reference and round after every operation; here the step runs in f32 and the parameter and
  *     each state tensor are rounded once at its end (the same numbers up to a half-precision ulp). */

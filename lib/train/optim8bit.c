@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "base/half.h"
 #include "train/pyfmt.h"
 
 /* ---- quantisation maps --------------------------------------------------------------------- */
@@ -598,7 +599,14 @@ int sd_adamw8bit_load(sd_adamw8bit_state *st, const sd_safetensors *f, const cha
 typedef struct bnb1_scalars {
     float beta1, beta2, omb1, omb2, lr, wd, decay;
     int first;   /* step == 1 */
+    int half;    /* the kernel's T: 0 float, 1 half, 2 bfloat16 */
 } bnb1_scalars;
+
+/* A store into a T variable of the kernel. */
+static inline float tround(const bnb1_scalars *s, float x)
+{
+    return s->half == 0 ? x : s->half == 1 ? sd_round_f16(x) : sd_round_bf16(x);
+}
 
 static inline float sgnf(float x) { return (float)((0.0f < x) - (x < 0.0f)); }
 
@@ -611,7 +619,7 @@ static void step32_1_range(const bnb1_scalars *s, sd_bnb1_optimizer opt, float *
         float gi = g[i], pi = p[i], si = st[i];
         if (decay) {
             float t = pi * s->wd;
-            gi = gi + t;
+            gi = tround(s, gi + t);   /* g_vals[j] is a T */
         }
         if (opt == SD_BNB1_LION) {
             float a = si * s->beta1, b = s->omb1 * gi;
@@ -628,7 +636,7 @@ static void step32_1_range(const bnb1_scalars *s, sd_bnb1_optimizer opt, float *
             float u = -s->lr * si;
             pi = pi + u;
         }
-        p[i] = pi;
+        p[i] = tround(s, pi);
         st[i] = si;
     }
 }
@@ -646,7 +654,7 @@ static void step8_1_block(const bnb1_scalars *s, sd_bnb1_optimizer opt, const fl
         float gj = j < valid ? g[j] : 0.0f, pj = j < valid ? p[j] : 0.0f;
         uint8_t k1 = j < valid ? c1s[j] : 128;
         if (decay) {
-            if (opt == SD_BNB1_LION) pj = pj * s->decay;
+            if (opt == SD_BNB1_LION) pj = tround(s, pj * s->decay);   /* p_vals[j] is a T */
             else {
                 float t = pj * s->wd;
                 gj = gj + t;
@@ -655,7 +663,7 @@ static void step8_1_block(const bnb1_scalars *s, sd_bnb1_optimizer opt, const fl
         float sj = q1[k1] * am1;
         if (opt == SD_BNB1_LION) {
             float a = sj * s->beta1, b = s->omb1 * gj;
-            uv[j] = s->lr * sgnf(a + b);
+            uv[j] = tround(s, s->lr * sgnf(a + b));   /* kept in g_vals[j], a T */
             float c = sj * s->beta2, d = s->omb2 * gj;
             sj = c + d;
         } else {
@@ -671,10 +679,10 @@ static void step8_1_block(const bnb1_scalars *s, sd_bnb1_optimizer opt, const fl
     }
     absmax1[blk] = nmax1;
     for (int j = 0; j < valid; j++) {
-        if (opt == SD_BNB1_LION) p[j] = pv[j] - uv[j];
+        if (opt == SD_BNB1_LION) p[j] = tround(s, pv[j] - uv[j]);
         else {
             float u = s->lr * sv[j];
-            p[j] = pv[j] - u;
+            p[j] = tround(s, pv[j] - u);
         }
     }
     for (int j = 0; j < valid; j++) {
@@ -688,8 +696,11 @@ static void step8_1_block(const bnb1_scalars *s, sd_bnb1_optimizer opt, const fl
 }
 
 int sd_bnb1_step(sd_adamw8bit_state *st, sd_bnb1_optimizer opt, float *p, const float *g, double lr,
-                 double beta1, double beta2, double weight_decay, int64_t step)
+                 double beta1, double beta2, double weight_decay, int64_t step, int half)
 {
+    if (half == 2 && opt == SD_BNB1_MOMENTUM && st->mode == SD_BNB_STATE_F32)
+        return sd_err(SD_EUSAGE, "Gradient+optimizer bit data type combination not supported: grad torch.bfloat16, "
+                      "optimizer torch.float32 (bitsandbytes' 32-bit momentum kernel has no bfloat16 version)");
     if (!st->mem || st->nstates != 1) return sd_err(SD_ESTATE, "bitsandbytes 1-state step on a wrong state");
     if (opt != SD_BNB1_LION && opt != SD_BNB1_MOMENTUM) return sd_err(SD_EINVAL, "bitsandbytes: bad optimizer %d", (int)opt);
     if (step < 1 || step > INT32_MAX)
@@ -704,6 +715,7 @@ int sd_bnb1_step(sd_adamw8bit_state *st, sd_bnb1_optimizer opt, float *p, const 
     float lw = s.lr * s.wd;
     s.decay = 1.0f - lw;
     s.first = step == 1;
+    s.half = half == 1 || half == 2 ? half : 0;
     const int64_t n = st->numel;
     if (st->mode == SD_BNB_STATE_F32) {
         const int64_t chunk = 16384;

@@ -228,9 +228,13 @@ typedef enum sd_bnb1_optimizer {
 
 /* Zeroed one-state storage (state1, absmax1) for a tensor of `numel` elements. */
 int sd_bnb1_state_init(sd_adamw8bit_state *st, int64_t numel, int64_t min_8bit_size);
-/* One step (step ≥ 1 after bnb's increment). */
+/* One step (step ≥ 1 after bnb's increment). half: the parameters' dtype, the kernels' T (0 f32,
+ * 1 f16, 2 bf16; p and g then hold values of that dtype): the values the kernel stores in T
+ * variables are rounded to it, as there: the parameter (after Lion's 8-bit decay and at the end),
+ * Lion's lr·sgn(..) on the 8-bit path and the decayed gradient g + p·wd on the 32-bit path.
+ * bf16 with momentum on a 32-bit-state tensor is bnb's ValueError (no such kernel): SD_EUSAGE. */
 int sd_bnb1_step(sd_adamw8bit_state *st, sd_bnb1_optimizer opt, float *p, const float *g, double lr,
-                 double beta1, double beta2, double weight_decay, int64_t step);
+                 double beta1, double beta2, double weight_decay, int64_t step, int half);
 
 /* The constructors' keyword arguments (kohya calls Class(params, lr=..., **optimizer_args)):
  *   Lion8bit:       betas=(0.9, 0.99), weight_decay=0, args, min_8bit_size, percentile_clipping,

@@ -166,6 +166,14 @@ T --output_dir o_e --optimizer_type Lion8bit --optimizer_args eps=1e-8 2> e9.err
 T --output_dir o_e --optimizer_type SGDNesterov8bit --optimizer_args nesterov=True 2> e10.err; rc=$?
 [ $rc = 2 ] && grep -q "got multiple values for keyword argument 'nesterov'" e10.err &&
   ok train_optim_sgd8bit_nesterov_arg || nok train_optim_sgd8bit_nesterov_arg "rc $rc $(cat e10.err)"
+# --full_fp16 with Lion8bit trains (the kernels' half stores); --full_bf16 with SGDNesterov8bit on tensors below
+# min_8bit_size is bitsandbytes' ValueError (no bfloat16 32-bit momentum kernel)
+T --output_dir o_l8h --max_train_steps 3 --optimizer_type Lion8bit --mixed_precision fp16 --full_fp16 \
+  --optimizer_args min_8bit_size=16 weight_decay=0.1 2> o_l8h.err && [ -f o_l8h/last.safetensors ] &&
+  ok train_optim_lion8bit_full_fp16 || nok train_optim_lion8bit_full_fp16 "$(tail -2 o_l8h.err)"
+T --output_dir o_e --max_train_steps 3 --optimizer_type SGDNesterov8bit --mixed_precision bf16 --full_bf16 2> e11.err; rc=$?
+[ $rc = 2 ] && grep -q "Gradient+optimizer bit data type combination not supported" e11.err &&
+  ok train_optim_sgd8bit_bf16_refused || nok train_optim_sgd8bit_bf16_refused "rc $rc $(cat e11.err)"
 T --output_dir o_e --optimizer_type DAdaptLion 2> e6.err; rc=$?
 [ $rc = 1 ] && grep -q 'optimizer DAdaptLion is not implemented yet' e6.err && ok train_optim_refused ||
   nok train_optim_refused "rc $rc $(cat e6.err)"

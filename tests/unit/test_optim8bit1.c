@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "base/half.h"
 #include "io/safetensors.h"
 #include "test.h"
 #include "train/optim8bit.h"
@@ -56,19 +57,24 @@ typedef struct gcase {
     int64_t min8;
     double lrscale, beta1, beta2, wd;
     int span, special;
+    int half;   /* 0 f32, 1 f16, 2 bf16 parameters and gradients */
 } gcase;
 
-#define NCASES 9
+#define NCASES 13
 static const gcase CASES[NCASES] = {
-    { "la", SD_BNB1_LION, 1000, 4096, 0.1, 0.9, 0.99, 0.0, 8, 0 },
-    { "lb", SD_BNB1_LION, 4196, 4096, 0.1, 0.9, 0.99, 1e-2, 6, 0 },
-    { "lc", SD_BNB1_LION, 4096, 4096, 0.1, 0.95, 0.98, 0.0, 12, 1 },
-    { "ld", SD_BNB1_LION, 600, 512, 1.0, 0.8, 0.95, 0.1, 4, 0 },
-    { "le", SD_BNB1_LION, 700, 4096, 0.1, 0.9, 0.99, 0.5, 4, 0 },
-    { "ma", SD_BNB1_MOMENTUM, 1000, 4096, 10.0, 0.9, 0.0, 0.0, 8, 0 },
-    { "mb", SD_BNB1_MOMENTUM, 4196, 4096, 10.0, 0.9, 0.0, 1e-2, 6, 0 },
-    { "mc", SD_BNB1_MOMENTUM, 4096, 4096, 10.0, 0.8, 0.0, 0.0, 12, 1 },
-    { "md", SD_BNB1_MOMENTUM, 600, 512, 10.0, 0.5, 0.0, 0.1, 4, 0 },
+    { "la", SD_BNB1_LION, 1000, 4096, 0.1, 0.9, 0.99, 0.0, 8, 0, 0 },
+    { "lb", SD_BNB1_LION, 4196, 4096, 0.1, 0.9, 0.99, 1e-2, 6, 0, 0 },
+    { "lc", SD_BNB1_LION, 4096, 4096, 0.1, 0.95, 0.98, 0.0, 12, 1, 0 },
+    { "ld", SD_BNB1_LION, 600, 512, 1.0, 0.8, 0.95, 0.1, 4, 0, 0 },
+    { "le", SD_BNB1_LION, 700, 4096, 0.1, 0.9, 0.99, 0.5, 4, 0, 0 },
+    { "ma", SD_BNB1_MOMENTUM, 1000, 4096, 10.0, 0.9, 0.0, 0.0, 8, 0, 0 },
+    { "mb", SD_BNB1_MOMENTUM, 4196, 4096, 10.0, 0.9, 0.0, 1e-2, 6, 0, 0 },
+    { "mc", SD_BNB1_MOMENTUM, 4096, 4096, 10.0, 0.8, 0.0, 0.0, 12, 1, 0 },
+    { "md", SD_BNB1_MOMENTUM, 600, 512, 10.0, 0.5, 0.0, 0.1, 4, 0, 0 },
+    { "hl8", SD_BNB1_LION, 1000, 512, 1.0, 0.9, 0.99, 0.1, 4, 0, 1 },
+    { "hl32", SD_BNB1_LION, 700, 4096, 1.0, 0.9, 0.99, 0.1, 4, 0, 2 },
+    { "hm8", SD_BNB1_MOMENTUM, 1000, 512, 10.0, 0.9, 0.0, 0.1, 4, 0, 2 },
+    { "hm32", SD_BNB1_MOMENTUM, 700, 4096, 10.0, 0.9, 0.0, 0.1, 4, 0, 1 },
 };
 
 static void specials(int step, float *g)
@@ -102,12 +108,15 @@ static void run_golden_case(const sd_safetensors *st, int ci, int nthreads)
     T_CHECK(s.v32 == NULL && s.v8 == NULL && s.absmax2 == NULL);
     uint32_t seed = 31u + (uint32_t)ci;
     gen_params(seed, p, n);
+    if (c->half) sd_round_half_n(p, (size_t)n, c->half == 2);
     omp_set_num_threads(nthreads);
     char name[64];
     for (int step = 1; step <= 6; step++) {
         gen_grads(seed, step, c->span, g, n);
         if (c->special) specials(step, g);
-        T_CHECK(sd_bnb1_step(&s, c->opt, p, g, LRS[step - 1] * c->lrscale, c->beta1, c->beta2, c->wd, step) == SD_OK);
+        if (c->half) sd_round_half_n(g, (size_t)n, c->half == 2);
+        T_CHECK(sd_bnb1_step(&s, c->opt, p, g, LRS[step - 1] * c->lrscale, c->beta1, c->beta2, c->wd, step,
+                             c->half) == SD_OK);
         if (step == 1 && (!strcmp(c->name, "ld") || !strcmp(c->name, "md"))) {
             snprintf(name, sizeof name, "%s.p1", c->name);
             if (read_golden(st, name, SD_ST_F32, want, (size_t)n) == 0) {
@@ -150,8 +159,8 @@ static void run_golden_case(const sd_safetensors *st, int ci, int nthreads)
             T_CHECKF(bad == 0, "case %s: %d state1 values differ", c->name, bad);
         }
     }
-    printf("# case %s (%s, %d elements, %s, %d threads): worst parameter rel. error %.3g, %d not bitwise equal\n",
-           c->name, c->opt == SD_BNB1_LION ? "lion" : "momentum", n, s.mode == SD_BNB_STATE_U8 ? "8-bit" : "32-bit",
+    printf("# case %s (%s%s, %d elements, %s, %d threads): worst parameter rel. error %.3g, %d not bitwise equal\n",
+           c->name, c->opt == SD_BNB1_LION ? "lion" : "momentum", c->half == 1 ? " f16" : c->half == 2 ? " bf16" : "", n, s.mode == SD_BNB_STATE_U8 ? "8-bit" : "32-bit",
            nthreads, worst, nbits);
     sd_adamw8bit_state_free(&s);
     free(p), free(g), free(want);
@@ -179,13 +188,13 @@ static void test_lion_facts(void)
     sd_adamw8bit_state s;
     T_CHECK(sd_bnb1_state_init(&s, 4, 0) == SD_OK);
     T_EQ_INT(s.mode, SD_BNB_STATE_F32);
-    T_CHECK(sd_bnb1_step(&s, SD_BNB1_LION, p, g, 0.125, 0.9, 0.99, 0.0, 1) == SD_OK);
+    T_CHECK(sd_bnb1_step(&s, SD_BNB1_LION, p, g, 0.125, 0.9, 0.99, 0.0, 1, 0) == SD_OK);
     T_CHECK(p[0] == 0.875f && p[1] == -1.125f && p[2] == 0.625f && p[3] == 0.25f);
     /* coupled decay on the 32-bit path: g = 0 + p·wd > 0 for p > 0 */
     float q[1] = { 1.0f }, z[1] = { 0.0f };
     sd_adamw8bit_state t;
     T_CHECK(sd_bnb1_state_init(&t, 1, 0) == SD_OK);
-    T_CHECK(sd_bnb1_step(&t, SD_BNB1_LION, q, z, 0.125, 0.9, 0.99, 0.5, 1) == SD_OK);
+    T_CHECK(sd_bnb1_step(&t, SD_BNB1_LION, q, z, 0.125, 0.9, 0.99, 0.5, 1, 0) == SD_OK);
     T_CHECK(q[0] == 0.875f);
     T_CHECK(t.m32[0] == (1.0f - 0.99f) * 0.5f);
     sd_adamw8bit_state_free(&s);
@@ -193,11 +202,15 @@ static void test_lion_facts(void)
     /* the wrong state kinds are refused */
     sd_adamw8bit_state a;
     T_CHECK(sd_adamw8bit_state_init(&a, 8, 0) == SD_OK);
-    T_EQ_INT(sd_bnb1_step(&a, SD_BNB1_LION, p, g, 0.1, 0.9, 0.99, 0, 1), SD_ESTATE);
+    T_EQ_INT(sd_bnb1_step(&a, SD_BNB1_LION, p, g, 0.1, 0.9, 0.99, 0, 1, 0), SD_ESTATE);
     sd_adamw8bit_state_free(&a);
     T_CHECK(sd_bnb1_state_init(&a, 4, 0) == SD_OK);
     T_EQ_INT(sd_adamw8bit_step(&a, p, g, 0.1, 0.9, 0.99, 1e-8, 0, 1), SD_ESTATE);
-    T_EQ_INT(sd_bnb1_step(&a, SD_BNB1_LION, p, g, 0.1, 0.9, 0.99, 0, 0), SD_ERANGE);
+    T_EQ_INT(sd_bnb1_step(&a, SD_BNB1_LION, p, g, 0.1, 0.9, 0.99, 0, 0, 0), SD_ERANGE);
+    /* bnb has no bfloat16 32-bit momentum kernel */
+    T_EQ_INT(sd_bnb1_step(&a, SD_BNB1_MOMENTUM, p, g, 0.1, 0.9, 0, 0, 1, 2), SD_EUSAGE);
+    T_CHECK(strstr(sd_errmsg(), "Gradient+optimizer bit data type combination not supported") != NULL);
+    T_EQ_INT(sd_bnb1_step(&a, SD_BNB1_MOMENTUM, p, g, 0.1, 0.9, 0, 0, 1, 1), SD_OK);
     sd_adamw8bit_state_free(&a);
 }
 
@@ -214,7 +227,7 @@ static void test_roundtrip(void)
             gen_params(3, p, n);
             for (int step = 1; step <= 3; step++) {
                 gen_grads(3, step, 6, g, n);
-                T_CHECK(sd_bnb1_step(&a, opt, p, g, 1e-3, 0.9, 0.99, 1e-2, step) == SD_OK);
+                T_CHECK(sd_bnb1_step(&a, opt, p, g, 1e-3, 0.9, 0.99, 1e-2, step, 0) == SD_OK);
             }
             sd_safetensors_writer *w = NULL;
             T_CHECK(sd_safetensors_writer_new(&w) == SD_OK);
@@ -234,8 +247,8 @@ static void test_roundtrip(void)
             memcpy(p2, p, (size_t)n * 4);
             for (int step = 4; step <= 5; step++) {
                 gen_grads(3, step, 6, g, n);
-                T_CHECK(sd_bnb1_step(&a, opt, p, g, 1e-3, 0.9, 0.99, 1e-2, step) == SD_OK);
-                T_CHECK(sd_bnb1_step(&b, opt, p2, g, 1e-3, 0.9, 0.99, 1e-2, step) == SD_OK);
+                T_CHECK(sd_bnb1_step(&a, opt, p, g, 1e-3, 0.9, 0.99, 1e-2, step, 0) == SD_OK);
+                T_CHECK(sd_bnb1_step(&b, opt, p2, g, 1e-3, 0.9, 0.99, 1e-2, step, 0) == SD_OK);
             }
             T_CHECK(!memcmp(p, p2, (size_t)n * 4));
             T_CHECK(!memcmp(a.mem, b.mem, sd_adamw8bit_state_bytes(&a)));
@@ -268,7 +281,7 @@ static void test_threads(void)
                 for (int step = 1; step <= 2; step++) {
                     gen_grads(11, step, 6, g, n);
                     T_CHECK(sd_bnb1_step(&s[t], o ? SD_BNB1_MOMENTUM : SD_BNB1_LION, p[t], g, 1e-3, 0.9, 0.99, 1e-2,
-                                         step) == SD_OK);
+                                         step, 0) == SD_OK);
                 }
             }
             omp_set_num_threads(1);

@@ -746,7 +746,7 @@ static void test_bnb1_dispatch(void)
                 if (skip[oi]) continue;
                 steps[i]++;
                 T_EQ_INT(sd_bnb1_step(&st[i], sgd ? SD_BNB1_MOMENTUM : SD_BNB1_LION, ref[i], ps[i]->grad.data,
-                                      lr[oi], cfg.b8.beta1, cfg.b8.beta2, cfg.weight_decay, steps[i]), 0);
+                                      lr[oi], cfg.b8.beta1, cfg.b8.beta2, cfg.weight_decay, steps[i], 0), 0);
             }
         }
         for (int i = 0; i < 2; i++) {

@@ -33,6 +33,7 @@ import importlib.util
 import os
 
 import numpy as np
+import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 _spec = importlib.util.spec_from_file_location("g8", os.path.join(HERE, "make_optim8bit_golden.py"))
@@ -48,7 +49,19 @@ def sgn(x):
     return ((F(0.0) < x).astype(np.int32) - (x < F(0.0)).astype(np.int32)).astype(F)
 
 
+def rnd(half, x):
+    """A store into the kernel's T (half: None float, "f16", "bf16"), round to nearest even."""
+    x = np.asarray(x, dtype=F)
+    if half is None:
+        return x
+    if half == "f16":
+        return x.astype(np.float16).astype(F)
+    return torch.from_numpy(x.copy()).to(torch.bfloat16).to(torch.float32).numpy()
+
+
 class S:
+    half = None
+
     def __init__(self, lr, beta1, beta2, wd, step):
         self.beta1, self.beta2 = g8.c_float(beta1), g8.c_float(beta2)
         self.lr, self.wd = g8.c_float(lr), g8.c_float(wd)
@@ -61,16 +74,16 @@ class S:
 def step32(opt, s, p, g, st):
     g = g.copy()
     if s.wd > F(0.0):
-        g = g + p * s.wd
+        g = rnd(s.half, g + p * s.wd)          # g_vals[j] is a T
     if opt == "lion":
-        p[:] = p - F(1.0) * (s.lr * sgn(st * s.beta1 + s.omb1 * g))
+        p[:] = rnd(s.half, p - F(1.0) * (s.lr * sgn(st * s.beta1 + s.omb1 * g)))
         st[:] = st * s.beta2 + s.omb2 * g
     else:
         if s.first:
             st[:] = g
         else:
             st[:] = st * s.beta1 + g
-        p[:] = p + F(1.0) * ((-s.lr) * st)
+        p[:] = rnd(s.half, p + F(1.0) * ((-s.lr) * st))
 
 
 def step8(opt, s, p, g, c1s, absmax1):
@@ -87,12 +100,12 @@ def step8(opt, s, p, g, c1s, absmax1):
         k1[:valid] = c1s[i:i + valid]
         if s.wd > F(0.0):
             if opt == "lion":
-                pb = pb * s.decay
+                pb = rnd(s.half, pb * s.decay)     # p_vals[j] is a T
             else:
                 gb = gb + pb * s.wd
         sv = QMAP1[k1] * absmax1[b]
         if opt == "lion":
-            u = s.lr * sgn(sv * s.beta1 + s.omb1 * gb)
+            u = rnd(s.half, s.lr * sgn(sv * s.beta1 + s.omb1 * gb))   # kept in g_vals[j], a T
             sv = sv * s.beta2 + s.omb2 * gb
         else:
             sv = gb.copy() if s.first else sv * s.beta1 + gb
@@ -100,9 +113,9 @@ def step8(opt, s, p, g, c1s, absmax1):
         nmax = np.fmax.reduce(np.concatenate([[F(-np.finfo(F).max)], np.abs(sv)]).astype(F))
         absmax1[b] = nmax
         if opt == "lion":
-            newp = pb - u
+            newp = rnd(s.half, pb - u)
         else:
-            newp = pb - s.lr * sv
+            newp = rnd(s.half, pb - s.lr * sv)
         p[i:i + valid] = newp[:valid]
         sv = sv[:valid]
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -125,6 +138,11 @@ CASES = [
     ("mb", "momentum", 4196, 4096, 10.0, 0.9, 0.0, 1e-2, 6, False),
     ("mc", "momentum", 4096, 4096, 10.0, 0.8, 0.0, 0.0, 12, True),
     ("md", "momentum", 600, 512, 10.0, 0.5, 0.0, 0.1, 4, False),
+    # --full_fp16 / --full_bf16: parameters and gradients of the half dtype (the kernels' T)
+    ("hl8", "lion", 1000, 512, 1.0, 0.9, 0.99, 0.1, 4, "f16"),
+    ("hl32", "lion", 700, 4096, 1.0, 0.9, 0.99, 0.1, 4, "bf16"),
+    ("hm8", "momentum", 1000, 512, 10.0, 0.9, 0.0, 0.1, 4, "bf16"),
+    ("hm32", "momentum", 700, 4096, 10.0, 0.9, 0.0, 0.1, 4, "f16"),
 ]
 
 
@@ -138,7 +156,10 @@ def specials(n, step, g):
 
 
 def run_case(seed, name, opt, n, min8, lrs, b1, b2, wd, span, special):
+    half = special if isinstance(special, str) else None
+    special = special is True
     p, _ = g8.inputs(seed, n, 0, span)
+    p = rnd(half, p).copy()
     eight = n >= min8
     if eight:
         c1s = np.zeros(n, dtype=np.uint8)
@@ -150,7 +171,9 @@ def run_case(seed, name, opt, n, min8, lrs, b1, b2, wd, span, special):
         _, g = g8.inputs(seed, n, step, span)
         if special:
             specials(n, step, g)
+        g = rnd(half, g).copy()
         s = S(lrs[step - 1], b1, b2, wd, step)
+        s.half = half
         if eight:
             step8(opt, s, p, g, c1s, am1)
         else:
