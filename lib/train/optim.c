@@ -57,6 +57,12 @@ static const struct {
     [SD_OPTIM_SGD_NESTEROV8BIT] = { "SGDNesterov8bit", "bitsandbytes.optim.sgd.SGD8bit",
                                     "momentum, dampening, weight_decay, nesterov, args, min_8bit_size, "
                                     "percentile_clipping, block_wise" },
+    [SD_OPTIM_ADAMW_SF] = { "AdamWScheduleFree", "schedulefree.adamw_schedulefree.AdamWScheduleFree",
+                            "betas, eps, weight_decay, warmup_steps, r, weight_lr_power, foreach" },
+    [SD_OPTIM_RADAM_SF] = { "RAdamScheduleFree", "schedulefree.radam_schedulefree.RAdamScheduleFree",
+                            "betas, eps, weight_decay, r, weight_lr_power, foreach, silent_sgd_phase" },
+    [SD_OPTIM_SGD_SF] = { "SGDScheduleFree", "schedulefree.sgd_schedulefree.SGDScheduleFree",
+                          "momentum, weight_decay, warmup_steps, r, weight_lr_power, foreach" },
 };
 
 /* The class name bitsandbytes' messages use ("Lion8bit", "SGD8bit"). */
@@ -135,6 +141,17 @@ void sd_optim_config_default(sd_optim_config *c, sd_optim_kind kind)
         c->beta1 = c->b8.beta1, c->beta2 = c->b8.beta2, c->eps = 0.0, c->weight_decay = 0.0;
         if (kind == SD_OPTIM_SGD_NESTEROV8BIT) c->momentum = c->b8.beta1;
         break;
+    case SD_OPTIM_ADAMW_SF:
+    case SD_OPTIM_RADAM_SF:
+    case SD_OPTIM_SGD_SF:         /* schedulefree 1.4's constructors */
+        c->lr = kind == SD_OPTIM_SGD_SF ? 1.0 : 0.0025;
+        c->momentum = 0.9;
+        c->weight_decay = 0.0;
+        c->warmup_steps = 0;
+        c->sf_r = 0.0;
+        c->weight_lr_power = 2.0;
+        c->silent_sgd_phase = 1;
+        break;
     default:                    /* D-Adaptation */
         c->lr = 1.0;
         break;
@@ -162,7 +179,8 @@ int sd_optim_resolve(const char *type, int use_8bit_adam, int use_lion, sd_optim
         { "AdamW8bit", SD_OPTIM_ADAMW8BIT }, { "PagedAdamW8bit", SD_OPTIM_PAGED_ADAMW8BIT },
         { "PagedAdamW", SD_OPTIM_PAGED_ADAMW }, { "PagedAdamW32bit", SD_OPTIM_PAGED_ADAMW32BIT },
         { "Lion8bit", SD_OPTIM_LION8BIT }, { "PagedLion8bit", SD_OPTIM_PAGED_LION8BIT },
-        { "SGDNesterov8bit", SD_OPTIM_SGD_NESTEROV8BIT },
+        { "SGDNesterov8bit", SD_OPTIM_SGD_NESTEROV8BIT }, { "AdamWScheduleFree", SD_OPTIM_ADAMW_SF },
+        { "RAdamScheduleFree", SD_OPTIM_RADAM_SF }, { "SGDScheduleFree", SD_OPTIM_SGD_SF },
     };
     for (size_t i = 0; i < sizeof impl / sizeof *impl; i++)
         if (!strcasecmp(type, impl[i].name)) {
@@ -171,13 +189,12 @@ int sd_optim_resolve(const char *type, int use_8bit_adam, int use_lion, sd_optim
         }
     static const char *const known[] = {
         "DAdaptAdaGrad", "DAdaptAdan", "DAdaptAdanIP", "DAdaptLion", "DAdaptSGD",
-        "RAdamScheduleFree", "AdamWScheduleFree", "SGDScheduleFree",
     };
     const char *name = type;
     for (size_t i = 0; i < sizeof known / sizeof *known; i++)
         if (!strcasecmp(type, known[i])) name = known[i];
     return sd_err(SD_EUNSUPPORTED, "optimizer %s is not implemented yet (AdamW, AdamW8bit, PagedAdamW8bit, PagedAdamW, "
-                  "PagedAdamW32bit, Lion, Lion8bit, PagedLion8bit, SGDNesterov, SGDNesterov8bit, Adafactor, Prodigy, DAdaptation, DAdaptAdamPreprint and "
+                  "PagedAdamW32bit, Lion, Lion8bit, PagedLion8bit, SGDNesterov, SGDNesterov8bit, AdamWScheduleFree, RAdamScheduleFree, SGDScheduleFree, Adafactor, Prodigy, DAdaptation, DAdaptAdamPreprint and "
                   "DAdaptAdam are)", name);
 }
 
@@ -264,7 +281,7 @@ static int apply_arg(sd_optim_config *c, const char *item, const char *key, cons
         if ((rc = want_pair(item, v, "eps", &c->eps, &c->eps2))) return rc;
     } else if (!strcmp(key, "eps")) {
         if ((rc = want_num(item, v, &x))) return rc;
-        if (k == SD_OPTIM_ADAMW ? x < 0 : x <= 0)
+        if (k == SD_OPTIM_ADAMW || sd_optim_is_schedulefree(k) ? x < 0 : x <= 0)
             return sd_err(SD_EUSAGE, "--optimizer_args %s: Invalid epsilon value: %g", item, x);
         c->eps = x;
     } else if (!strcmp(key, "weight_decay")) {
@@ -293,6 +310,11 @@ static int apply_arg(sd_optim_config *c, const char *item, const char *key, cons
             if (!(x > 0)) return sd_err(SD_EUSAGE, "--optimizer_args %s: Invalid d0 value: %g", item, x);
             c->d0 = x;
         }
+    } else if (!strcmp(key, "warmup_steps") || !strcmp(key, "r") || !strcmp(key, "weight_lr_power")) {
+        if ((rc = want_num(item, v, &x))) return rc;   /* schedulefree: no checks of its own */
+        if (key[0] == 'w' && key[1] == 'a') c->warmup_steps = x;
+        else if (key[0] == 'r') c->sf_r = x;
+        else c->weight_lr_power = x;
     } else if (!strcmp(key, "slice_p") || !strcmp(key, "log_every")) {
         if (v->kind != SD_PY_INT) return sd_err(SD_EUSAGE, "--optimizer_args %s: expected an integer", item);
         if (key[0] == 's') {
@@ -310,6 +332,7 @@ static int apply_arg(sd_optim_config *c, const char *item, const char *key, cons
         else if (!strcmp(key, "decouple")) c->decouple = t;
         else if (!strcmp(key, "use_bias_correction")) c->use_bias_correction = t;
         else if (!strcmp(key, "safeguard_warmup")) c->safeguard_warmup = t;
+        else if (!strcmp(key, "silent_sgd_phase")) c->silent_sgd_phase = t;
         /* foreach, fused, capturable, differentiable, use_triton: how it is computed, not what */
     }
     return SD_OK;
@@ -380,6 +403,21 @@ int sd_optim_config_check(const sd_optim_config *c)
         int rc = sd_adamw8bit_config_check(&b8);
         return rc ? sd_err_prefix(rc, "--optimizer_type %s", sd_optim_kind_name(c->kind)) : SD_OK;
     }
+    case SD_OPTIM_SGD_SF:   /* SGDScheduleFree.__init__'s checks */
+        if (c->lr < 0) return sd_err(SD_EUSAGE, "SGDScheduleFree: Invalid learning rate: %s", sd_py_float(c->lr, b, sizeof b));
+        if (c->weight_decay < 0)
+            return sd_err(SD_EUSAGE, "SGDScheduleFree: Invalid weight_decay value: %s",
+                          sd_py_float(c->weight_decay, b, sizeof b));
+        if (c->momentum <= 0 || c->momentum >= 1)
+            return sd_err(SD_EUSAGE, "SGDScheduleFree: Momentum must be between 0 and 1 exclusive: %s",
+                          sd_py_float(c->momentum, b, sizeof b));
+        break;
+    case SD_OPTIM_ADAMW_SF:
+    case SD_OPTIM_RADAM_SF:   /* no checks in the constructor; eval() divides by beta1 */
+        if (c->beta1 == 0)
+            return sd_err(SD_EUSAGE, "%s: betas[0] = 0: optimizer.eval() divides by it (ZeroDivisionError: float "
+                          "division by zero)", sd_optim_kind_name(c->kind));
+        break;
     case SD_OPTIM_LION8BIT:
     case SD_OPTIM_PAGED_LION8BIT:
     case SD_OPTIM_SGD_NESTEROV8BIT: {
@@ -500,6 +538,14 @@ static int bufs_of(const sd_optim_config *c, const sd_tensor *t, sd_optim_buf_in
     case SD_OPTIM_PAGED_LION8BIT:
     case SD_OPTIM_SGD_NESTEROV8BIT:
         break;
+    case SD_OPTIM_ADAMW_SF:
+    case SD_OPTIM_RADAM_SF:
+        FULL("z");
+        FULL("exp_avg_sq");
+        break;
+    case SD_OPTIM_SGD_SF:
+        FULL("z");
+        break;
     case SD_OPTIM_PRODIGY: {
         if (c->beta1 > 0) FULL("exp_avg");
         FULL("exp_avg_sq");
@@ -545,6 +591,11 @@ int sd_optim_scalars(sd_optim *o, const char *names[6], double *vals[6])
         break;
     case SD_OPTIM_DADAPT_ADAM_PREPRINT:
         S(d), S(gsq_weighted), S(k);
+        break;
+    case SD_OPTIM_ADAMW_SF:
+    case SD_OPTIM_RADAM_SF:
+    case SD_OPTIM_SGD_SF:
+        S(k), S(sf_train);
         break;
     default:
         break;
@@ -651,6 +702,9 @@ int sd_optim_init(sd_optim *o, const sd_optim_config *cfg, const sd_optim_group_
         }
     }
     o->ds.d = o->ds.d_max = o->ds.d_hat = cfg->d0;
+    /* kohya's get_optimizer calls optimizer.train() on the new optimizer (no state: nothing moves) */
+    o->ds.sf_train = sd_optim_is_schedulefree(cfg->kind) ? 1 : 0;
+    for (int g = 0; g < o->ngroups; g++) o->groups[g].sf_weight_sum = 0.0, o->groups[g].sf_lr_max = -1.0;
     return SD_OK;
 }
 
@@ -869,6 +923,9 @@ int sd_optim_step(sd_optim *o, const double *lr, const uint8_t *skip)
     case SD_OPTIM_LION8BIT:
     case SD_OPTIM_PAGED_LION8BIT:
     case SD_OPTIM_SGD_NESTEROV8BIT: rc = bnb1_step(o, lr, skip); break;
+    case SD_OPTIM_ADAMW_SF:
+    case SD_OPTIM_RADAM_SF:
+    case SD_OPTIM_SGD_SF: rc = sd_optim_step_schedulefree(o, lr, skip); break;
     default: return sd_err(SD_EINVAL, "optimizer: bad kind %d", (int)o->cfg.kind);
     }
     if (!rc && o->half != SD_F32) rc = round_after_step(o);

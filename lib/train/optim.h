@@ -64,7 +64,19 @@
  *   kohya builds it; bnb's kernels have no Nesterov step (nesterov is accepted and ignored), so
  *   this is heavy-ball momentum: s = g (first step) or s·μ + g (g += wd·p), p -= lr·s.
  *
- * Other --optimizer_type names of the reference (DAdaptAdaGrad/Adan/AdanIP/Lion/SGD, *ScheduleFree, torch.optim.X,
+ * AdamWScheduleFree, RAdamScheduleFree, SGDScheduleFree: schedulefree 1.4 (kohya's pin; commit
+ *   49f34e0), the foreach path (torch >= 1.13): per group, k steps so far, lr the group LR
+ *   (kohya's dummy scheduler keeps it constant) times AdamW/SGD's warm-up (k+1)/warmup_steps
+ *   (RAdam: times the rectification, 0 in its silent SGD phase), lr_max = max(lr, lr_max),
+ *   weight = (k+1)^r·lr_max^weight_lr_power, weight_sum += weight, c = weight/weight_sum (0 for 0/0);
+ *   per parameter (z = p and v = 0 at its first gradient):
+ *     AdamW/RAdam: v = v·β2 + (1-β2)·g·g;  g = g / (sqrt(v / (1-β2^(k+1))) + eps) (RAdam only while
+ *                  rho_t > 4);  SGD: nothing
+ *     g += wd·y (wd ≠ 0);  y = lerp(y, z, c);  y += lr·(β1·(1-c) - 1)·g;  z -= lr·g
+ *   (SGD: momentum for β1). The parameters hold y in train mode and x = lerp(y, z, 1-1/β1) in eval
+ *   mode (sd_optim_sf_eval/train); the state keeps z and exp_avg_sq, k and the mode.
+ *
+ * Other --optimizer_type names of the reference (DAdaptAdaGrad/Adan/AdanIP/Lion/SGD, torch.optim.X,
  * pkg.mod.Class) are recognised and refused with SD_EUNSUPPORTED "optimizer X is not implemented
  * yet (...)". Parameters must be f32 host memory (the step runs on the host).
  *
@@ -108,6 +120,9 @@ typedef enum sd_optim_kind {
     SD_OPTIM_LION8BIT,               /* bitsandbytes Lion8bit (train/optim8bit.h, one state) */
     SD_OPTIM_PAGED_LION8BIT,         /* bitsandbytes PagedLion8bit: Lion8bit's arithmetic */
     SD_OPTIM_SGD_NESTEROV8BIT,       /* bitsandbytes SGD8bit (momentum; bnb ignores nesterov) */
+    SD_OPTIM_ADAMW_SF,               /* schedulefree.AdamWScheduleFree */
+    SD_OPTIM_RADAM_SF,               /* schedulefree.RAdamScheduleFree */
+    SD_OPTIM_SGD_SF,                 /* schedulefree.SGDScheduleFree */
     SD_OPTIM_NKINDS
 } sd_optim_kind;
 
@@ -123,6 +138,12 @@ static inline int sd_optim_is_bnb(sd_optim_kind k)
 static inline int sd_optim_is_bnb1(sd_optim_kind k)
 {
     return k == SD_OPTIM_LION8BIT || k == SD_OPTIM_PAGED_LION8BIT || k == SD_OPTIM_SGD_NESTEROV8BIT;
+}
+
+/* The ScheduleFree kinds: train()/eval() swap the parameters between y and x (sd_optim_sf_*). */
+static inline int sd_optim_is_schedulefree(sd_optim_kind k)
+{
+    return k == SD_OPTIM_ADAMW_SF || k == SD_OPTIM_RADAM_SF || k == SD_OPTIM_SGD_SF;
 }
 
 /* The kind's name as --optimizer_type spells it ("AdamW", "Lion", "SGDNesterov", "Adafactor",
@@ -149,6 +170,8 @@ typedef struct sd_optim_config {
     double d0, d_coef, growth_rate;  /* Prodigy, D-Adaptation */
     int decouple, use_bias_correction, safeguard_warmup;
     int64_t slice_p;
+    double warmup_steps, sf_r, weight_lr_power;   /* ScheduleFree */
+    int silent_sgd_phase;                         /* RAdamScheduleFree */
     sd_adamw8bit_config b8;          /* AdamW8bit: bitsandbytes' constructor arguments */
     /* --optimizer_args as given: key and Python str() of the value, in order */
     int nargs;
@@ -209,6 +232,7 @@ typedef struct sd_optim_group {
     double weight_decay;
     size_t first, count;    /* parameters [first, first+count) of sd_optim.params */
     double used_lr;         /* Adafactor: α of the group's first parameter in the last step (NAN before) */
+    double sf_weight_sum, sf_lr_max;   /* ScheduleFree: group['weight_sum'], group['lr_max'] */
 } sd_optim_group;
 
 #define SD_OPTIM_MAX_BUFS 4
@@ -225,7 +249,8 @@ typedef struct sd_optim_param {
 /* Prodigy / D-Adaptation globals (the reference keeps equal copies in every param group). */
 typedef struct sd_optim_dstate {
     double d, d_max, d_numerator, d_hat, numerator_weighted, gsq_weighted;
-    double k;               /* steps taken (an integer) */
+    double k;               /* steps taken (an integer; ScheduleFree: group['k'], equal in every group) */
+    double sf_train;        /* ScheduleFree: 1 in train mode (y), 0 in eval mode (x) */
 } sd_optim_dstate;
 
 typedef struct sd_optim {
@@ -338,6 +363,18 @@ void sd_adamw_scalars_make(sd_adamw_scalars *s, double lr, double wd, double bet
 /* The flat update over n elements (the kernel a CUDA version replaces). */
 void sd_adamw_update_f32(float *p, const float *g, float *m, float *v, size_t n,
                          const sd_adamw_scalars *s);
+
+/* ScheduleFree's optimizer.eval() / optimizer.train() (schedulefree 1.4): in every group, when the
+ * mode changes, each parameter with state (z) becomes lerp(p, z, 1 - 1/β1) (eval: y -> x) or
+ * lerp(p, z, 1 - β1) (train: x -> y) (SGDScheduleFree: momentum for β1); no-ops for other kinds
+ * or when already in that mode. sd_optim_step refuses a ScheduleFree step in eval mode (the
+ * reference's "Optimizer was not in train mode when step is called."). */
+int sd_optim_sf_eval(sd_optim *o);
+int sd_optim_sf_train(sd_optim *o);
+/* After the state of a resumed run is loaded: ScheduleFree's per-group weight_sum and lr_max are
+ * recomputed from k and the group LRs (the constant LRs of kohya's dummy scheduler), as the
+ * reference's saved param_groups hold them. Nothing for the other kinds. */
+void sd_optim_after_load(sd_optim *o);
 
 /* ---- gradient norm, clipping and accumulation ---------------------------------------------- */
 

@@ -67,6 +67,22 @@ check_run lion8bit "bitsandbytes.optim.lion.Lion8bit(min_8bit_size=16,weight_dec
 check_run pagedlion8bit "bitsandbytes.optim.lion.PagedLion8bit" --optimizer_type PagedLion8bit
 check_run sgd8bit "bitsandbytes.optim.sgd.SGD8bit(min_8bit_size=16,momentum=0.9)" --optimizer_type SGDNesterov8bit \
   --learning_rate 1e-2 --optimizer_args min_8bit_size=16
+check_run adamwsf "schedulefree.adamw_schedulefree.AdamWScheduleFree(warmup_steps=2,weight_decay=0.01)" \
+  --optimizer_type AdamWScheduleFree --optimizer_args warmup_steps=2 weight_decay=0.01
+check_run radamsf "schedulefree.radam_schedulefree.RAdamScheduleFree" --optimizer_type radamschedulefree
+check_run sgdsf "schedulefree.sgd_schedulefree.SGDScheduleFree(momentum=0.8)" --optimizer_type SGDScheduleFree \
+  --learning_rate 0.1 --optimizer_args momentum=0.8
+# ScheduleFree: kohya's dummy scheduler ignores --lr_scheduler and its warm-up (no error; the same bytes)
+T --output_dir o_sfsched --max_train_steps 4 --optimizer_type AdamWScheduleFree --optimizer_args warmup_steps=2 \
+  weight_decay=0.01 --lr_scheduler constant --lr_warmup_steps 3 2> o_sfsched.err &&
+  python3 - o_adamwsf/last.safetensors o_sfsched/last.safetensors <<'PY' && ok train_optim_sf_dummy_scheduler ||
+import json, struct, sys
+def t(p):
+    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n]); h.pop('__metadata__', None)
+    return h, b[8 + n:]
+sys.exit(0 if t(sys.argv[1]) == t(sys.argv[2]) else 1)
+PY
+  nok train_optim_sf_dummy_scheduler "$(tail -2 o_sfsched.err)"
 grep -q '8-bit SGD with Nesterov must be with momentum, set momentum to 0.9' o_sgd8bit.err &&
   ok train_optim_sgd8bit_warning || nok train_optim_sgd8bit_warning "$(cat o_sgd8bit.err)"
 
@@ -97,7 +113,7 @@ cmp -s o_adamw8bit/last.safetensors o_adamw8bit_args/last.safetensors && nok tra
   ok train_optim_adamw8bit_8bit_path   # min_8bit_size=16: 8-bit states, other numbers
 
 # ---- threads: same bytes ------------------------------------------------------------------------------------
-for o in Prodigy Adafactor AdamW8bit Lion8bit SGDNesterov8bit; do
+for o in Prodigy Adafactor AdamW8bit Lion8bit SGDNesterov8bit AdamWScheduleFree; do
   a=(); case $o in *8bit) a=(--optimizer_args min_8bit_size=16);; esac
   T --output_dir "t1_$o" --max_train_steps 4 --optimizer_type $o --learning_rate 1 --threads 1 "${a[@]}" 2> /dev/null
   T --output_dir "t2_$o" --max_train_steps 4 --optimizer_type $o --learning_rate 1 --threads 2 "${a[@]}" 2> /dev/null
@@ -123,7 +139,21 @@ check_resume dadaptadam --optimizer_type DAdaptAdam --learning_rate 1 --optimize
 check_resume adamw8bit --optimizer_type AdamW8bit --optimizer_args min_8bit_size=16   # 8-bit blockwise states
 check_resume lion8bit --optimizer_type Lion8bit --optimizer_args min_8bit_size=16 weight_decay=0.1
 check_resume pagedlion8bit --optimizer_type PagedLion8bit   # 32-bit states (small tensors)
+check_resume adamwsf --optimizer_type AdamWScheduleFree --optimizer_args weight_decay=0.01 warmup_steps=3
+check_resume radamsf --optimizer_type RAdamScheduleFree --learning_rate 1e-2
+check_resume sgdsf --optimizer_type SGDScheduleFree --learning_rate 0.1 --optimizer_args weight_decay=0.01
 check_resume sgd8bit --optimizer_type SGDNesterov8bit --learning_rate 1e-2 --optimizer_args min_8bit_size=16 weight_decay=0.01
+# ScheduleFree: saved in eval mode, as kohya saves: the state's weights are the step's LoRA (x), mode eval
+python3 - r_adamwsf/at-step00000004-state r_adamwsf/at-step00000004.safetensors <<'PY' &&
+import json, struct, sys
+def t(p):
+    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n]); h.pop('__metadata__', None)
+    return {k: b[8 + n + v['data_offsets'][0]:8 + n + v['data_offsets'][1]] for k, v in h.items()}
+w, l, o = t(sys.argv[1] + '/weights.safetensors'), t(sys.argv[2]), t(sys.argv[1] + '/optimizer.safetensors')
+ok = w and all(l.get(k) == v for k, v in w.items()) and struct.unpack('<d', o['optimizer.sf_train'])[0] == 0.0
+sys.exit(0 if ok else 1)
+PY
+  ok train_optim_sf_saved_eval_mode || nok train_optim_sf_saved_eval_mode
 # a state of another optimizer is refused with one line
 T --output_dir q_x --max_train_steps 10 --resume r_prodigy/at-step00000004-state 2> e1.err; rc=$?
 [ $rc = 1 ] && grep -q "its optimizer state is Prodigy's, this run uses AdamW" e1.err && [ "$(wc -l < e1.err)" -le 3 ] &&
