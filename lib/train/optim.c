@@ -57,6 +57,8 @@ static const struct {
     [SD_OPTIM_SGD_NESTEROV8BIT] = { "SGDNesterov8bit", "bitsandbytes.optim.sgd.SGD8bit",
                                     "momentum, dampening, weight_decay, nesterov, args, min_8bit_size, "
                                     "percentile_clipping, block_wise" },
+    [SD_OPTIM_DADAPT_SGD] = { "DAdaptSGD", "dadaptation.dadapt_sgd.DAdaptSGD",
+                              "momentum, weight_decay, log_every, d0, growth_rate, fsdp_in_use" },
     [SD_OPTIM_ADAMW_SF] = { "AdamWScheduleFree", "schedulefree.adamw_schedulefree.AdamWScheduleFree",
                             "betas, eps, weight_decay, warmup_steps, r, weight_lr_power, foreach" },
     [SD_OPTIM_RADAM_SF] = { "RAdamScheduleFree", "schedulefree.radam_schedulefree.RAdamScheduleFree",
@@ -181,6 +183,7 @@ int sd_optim_resolve(const char *type, int use_8bit_adam, int use_lion, sd_optim
         { "Lion8bit", SD_OPTIM_LION8BIT }, { "PagedLion8bit", SD_OPTIM_PAGED_LION8BIT },
         { "SGDNesterov8bit", SD_OPTIM_SGD_NESTEROV8BIT }, { "AdamWScheduleFree", SD_OPTIM_ADAMW_SF },
         { "RAdamScheduleFree", SD_OPTIM_RADAM_SF }, { "SGDScheduleFree", SD_OPTIM_SGD_SF },
+        { "DAdaptSGD", SD_OPTIM_DADAPT_SGD },
     };
     for (size_t i = 0; i < sizeof impl / sizeof *impl; i++)
         if (!strcasecmp(type, impl[i].name)) {
@@ -188,14 +191,15 @@ int sd_optim_resolve(const char *type, int use_8bit_adam, int use_lion, sd_optim
             return SD_OK;
         }
     static const char *const known[] = {
-        "DAdaptAdaGrad", "DAdaptAdan", "DAdaptAdanIP", "DAdaptLion", "DAdaptSGD",
+        "DAdaptAdaGrad", "DAdaptAdan", "DAdaptAdanIP", "DAdaptLion",
     };
     const char *name = type;
     for (size_t i = 0; i < sizeof known / sizeof *known; i++)
         if (!strcasecmp(type, known[i])) name = known[i];
     return sd_err(SD_EUNSUPPORTED, "optimizer %s is not implemented yet (AdamW, AdamW8bit, PagedAdamW8bit, PagedAdamW, "
-                  "PagedAdamW32bit, Lion, Lion8bit, PagedLion8bit, SGDNesterov, SGDNesterov8bit, AdamWScheduleFree, RAdamScheduleFree, SGDScheduleFree, Adafactor, Prodigy, DAdaptation, DAdaptAdamPreprint and "
-                  "DAdaptAdam are)", name);
+                  "PagedAdamW32bit, Lion, Lion8bit, PagedLion8bit, SGDNesterov, SGDNesterov8bit, AdamWScheduleFree, "
+                  "RAdamScheduleFree, SGDScheduleFree, Adafactor, Prodigy, DAdaptation, DAdaptAdamPreprint, "
+                  "DAdaptAdam and DAdaptSGD are)", name);
 }
 
 /* ---- --optimizer_args ---------------------------------------------------------------------------- */
@@ -390,6 +394,7 @@ int sd_optim_config_check(const sd_optim_config *c)
     case SD_OPTIM_PRODIGY:
     case SD_OPTIM_DADAPT_ADAM:
     case SD_OPTIM_DADAPT_ADAM_PREPRINT:
+    case SD_OPTIM_DADAPT_SGD:
         if (!(c->lr > 0))
             return sd_err(SD_EUSAGE, "%s: Invalid learning rate: %s", sd_optim_kind_name(c->kind),
                           sd_py_float(c->lr, b, sizeof b));
@@ -546,6 +551,11 @@ static int bufs_of(const sd_optim_config *c, const sd_tensor *t, sd_optim_buf_in
     case SD_OPTIM_SGD_SF:
         FULL("z");
         break;
+    case SD_OPTIM_DADAPT_SGD:
+        FULL("z");
+        FULL("s");
+        FULL("x0");
+        break;
     case SD_OPTIM_PRODIGY: {
         if (c->beta1 > 0) FULL("exp_avg");
         FULL("exp_avg_sq");
@@ -596,6 +606,9 @@ int sd_optim_scalars(sd_optim *o, const char *names[6], double *vals[6])
     case SD_OPTIM_RADAM_SF:
     case SD_OPTIM_SGD_SF:
         S(k), S(sf_train);
+        break;
+    case SD_OPTIM_DADAPT_SGD:
+        S(d), S(numerator_weighted), S(k), S(g0_norm);
         break;
     default:
         break;
@@ -926,6 +939,7 @@ int sd_optim_step(sd_optim *o, const double *lr, const uint8_t *skip)
     case SD_OPTIM_ADAMW_SF:
     case SD_OPTIM_RADAM_SF:
     case SD_OPTIM_SGD_SF: rc = sd_optim_step_schedulefree(o, lr, skip); break;
+    case SD_OPTIM_DADAPT_SGD: rc = sd_optim_step_dadapt_sgd(o, lr, skip); break;
     default: return sd_err(SD_EINVAL, "optimizer: bad kind %d", (int)o->cfg.kind);
     }
     if (!rc && o->half != SD_F32) rc = round_after_step(o);

@@ -50,6 +50,11 @@
  *   dadaptation.experimental.DAdaptAdamPreprint (no bias correction), as kohya maps them. Their
  *   d-estimates follow the sources (numerator_weighted / gsq_weighted, sk_l1) the same way.
  *   D-Adaptation and Prodigy log lr/d*lr/<group> = d × the group LR.
+ * DAdaptSGD: dadaptation 3.2 (dadaptation.dadapt_sgd.DAdaptSGD; momentum 0, weight_decay 0, d0
+ *   1e-6, growth_rate inf): g0_norm = ‖g‖ of the first step (k = 0, LR > 0 groups, before the
+ *   decay), dlr = d·lr/g0_norm; per parameter (z = x0 = p, s = 0 at its first gradient):
+ *   g += wd·p; num += dlr·⟨g, s⟩; s += dlr·g; then d̂ = 2·num/‖s‖, d = max(d, min(d̂, d·growth_rate))
+ *   (lr > 0; nothing moves when ‖s‖ = 0), z = x0 - s, p = p·(1-ck) + ck·z with ck = 1 - momentum.
  *
  * AdamW8bit (also --use_8bit_adam): bitsandbytes.optim.AdamW8bit as train/optim8bit.h implements
  *   it (bnb 0.49.2 kernels: f32 states below min_8bit_size elements, 8-bit blockwise above; its
@@ -123,6 +128,7 @@ typedef enum sd_optim_kind {
     SD_OPTIM_ADAMW_SF,               /* schedulefree.AdamWScheduleFree */
     SD_OPTIM_RADAM_SF,               /* schedulefree.RAdamScheduleFree */
     SD_OPTIM_SGD_SF,                 /* schedulefree.SGDScheduleFree */
+    SD_OPTIM_DADAPT_SGD,             /* dadaptation.DAdaptSGD */
     SD_OPTIM_NKINDS
 } sd_optim_kind;
 
@@ -208,7 +214,8 @@ static inline int sd_optim_adafactor_schedule(const sd_optim_config *c)
 /* Prodigy and the D-Adaptation family: a global d, logged as lr/d*lr/<group>. */
 static inline int sd_optim_kind_has_d(sd_optim_kind k)
 {
-    return k == SD_OPTIM_PRODIGY || k == SD_OPTIM_DADAPT_ADAM || k == SD_OPTIM_DADAPT_ADAM_PREPRINT;
+    return k == SD_OPTIM_PRODIGY || k == SD_OPTIM_DADAPT_ADAM || k == SD_OPTIM_DADAPT_ADAM_PREPRINT ||
+           k == SD_OPTIM_DADAPT_SGD;
 }
 
 /* The reference's ss_optimizer value: module.Class + "(k=v,k=v)" when args were given (kohya's
@@ -251,6 +258,7 @@ typedef struct sd_optim_dstate {
     double d, d_max, d_numerator, d_hat, numerator_weighted, gsq_weighted;
     double k;               /* steps taken (an integer; ScheduleFree: group['k'], equal in every group) */
     double sf_train;        /* ScheduleFree: 1 in train mode (y), 0 in eval mode (x) */
+    double g0_norm;         /* DAdaptSGD: the first step's gradient norm */
 } sd_optim_dstate;
 
 typedef struct sd_optim {

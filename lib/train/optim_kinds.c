@@ -566,3 +566,88 @@ void sd_optim_after_load(sd_optim *o)
         for (double k = 0; k < o->ds.k; k++) sf_group_scalars(&o->cfg, G, G->lr, k, &s);
     }
 }
+
+/* ---- DAdaptSGD (dadaptation 3.2, dadaptation/dadapt_sgd.py) ---------------------------------------- */
+
+int sd_optim_step_dadapt_sgd(sd_optim *o, const double *lr, const uint8_t *skip)
+{
+    const sd_optim_config *c = &o->cfg;
+    sd_optim_dstate *ds = &o->ds;
+    double lmax;
+    if (!o->nparams) return SD_OK;
+    const double decay = o->ngroups ? o->groups[0].weight_decay : 0.0;   /* param_groups[0]['weight_decay'] */
+    const double ck = 1 - c->momentum, k = ds->k, d = ds->d;
+    if (k == 0) {   /* g0_norm from the raw gradients (grad.add(p, alpha=decay) is not in place) */
+        double gsq = 0;
+        for (size_t i = 0; i < o->nparams; i++) {
+            if (skip && skip[i]) continue;
+            sd_optim_param *q = &o->params[i];
+            if (!(sd_optim_glr(o, lr, q->group) > 0.0)) continue;
+            const float *g = pgrad(q);
+            size_t n = pnumel(q);
+            double s = 0;
+            for (size_t j = 0; j < n; j++) s += (double)g[j] * (double)g[j];
+            gsq += (double)(float)s;
+        }
+        ds->g0_norm = sqrt(gsq);
+    }
+    int rc = common_lr(o, lr, &lmax);
+    if (rc) return rc;
+    if (ds->g0_norm == 0)
+        return sd_err(SD_ERANGE, "DAdaptSGD: float division by zero (the first step's gradients are all zero: g0_norm = 0)");
+    const double dlr = d * lmax / ds->g0_norm;
+    double delta = 0, sksq = 0;
+    const float dlrf = (float)dlr;
+    for (size_t i = 0; i < o->nparams; i++) {
+        if (skip && skip[i]) continue;
+        sd_optim_param *q = &o->params[i];
+        float *restrict z = q->buf[0], *restrict s = q->buf[1], *restrict x0 = q->buf[2];
+        float *restrict g = pgrad(q);
+        const float *restrict p = pval(q);
+        const size_t n = pnumel(q);
+        if (!q->initialized) {
+            memcpy(z, p, n * sizeof(float));
+            memset(s, 0, n * sizeof(float));
+            memcpy(x0, p, n * sizeof(float));
+            q->initialized = 1;
+        }
+        if (decay != 0) coupled_decay(q, decay);
+        if (sd_optim_glr(o, lr, q->group) > 0.0) {
+            double dot = 0;
+            for (size_t j = 0; j < n; j++) dot += (double)g[j] * (double)s[j];
+            delta += dlr * (double)(float)dot;
+            #pragma omp parallel for schedule(static) if (PAR(n))
+            for (size_t j = 0; j < n; j++) s[j] = fmaf(dlrf, g[j], s[j]);
+            double ss = 0;
+            for (size_t j = 0; j < n; j++) ss += (double)s[j] * (double)s[j];
+            sksq += (double)(float)ss;
+        }
+    }
+    const double gnw = ds->numerator_weighted + delta;
+    double dn = d;
+    if (lmax > 0.0) {
+        if (sksq == 0) return sd_err(SD_ERANGE, "DAdaptSGD: float division by zero (all gradients are zero: ‖s‖ = 0)");
+        ds->d_hat = 2 * gnw / sqrt(sksq);
+        dn = py_max(d, py_min(ds->d_hat, d * c->growth_rate));
+    }
+    if (sksq == 0) return SD_OK;   /* the reference returns before storing d, numerator_weighted, k */
+    ds->numerator_weighted = gnw;
+    ds->d = dn;
+    const float omck = (float)(1 - ck), ckf = (float)ck;
+    for (size_t i = 0; i < o->nparams; i++) {
+        if (skip && skip[i]) continue;
+        sd_optim_param *q = &o->params[i];
+        float *restrict z = q->buf[0];
+        const float *restrict s = q->buf[1], *restrict x0 = q->buf[2];
+        float *restrict p = pval(q);
+        const size_t n = pnumel(q);
+        q->step++;
+        #pragma omp parallel for schedule(static) if (PAR(n))
+        for (size_t j = 0; j < n; j++) {
+            z[j] = x0[j] - s[j];
+            p[j] = fmaf(ckf, z[j], p[j] * omck);   /* p.mul_(1-ck).add_(z, alpha=ck) */
+        }
+    }
+    ds->k = k + 1;
+    return SD_OK;
+}

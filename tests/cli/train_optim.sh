@@ -57,6 +57,8 @@ check_run dadaptation "dadaptation.experimental.dadapt_adam_preprint.DAdaptAdamP
   --optimizer_type DAdaptation --learning_rate 1 --optimizer_args decouple=True weight_decay=0.01
 check_run dadaptadam "dadaptation.dadapt_adam.DAdaptAdam" --optimizer_type DAdaptAdam --learning_rate 1
 check_run adamw8bit "bitsandbytes.optim.adamw.AdamW8bit" --optimizer_type AdamW8bit
+check_run dadaptsgd "dadaptation.dadapt_sgd.DAdaptSGD(momentum=0.9)" --optimizer_type DAdaptSGD --learning_rate 1 \
+  --optimizer_args momentum=0.9
 check_run adamw8bit_args "bitsandbytes.optim.adamw.AdamW8bit(min_8bit_size=16)" \
   --optimizer_type AdamW8bit --optimizer_args min_8bit_size=16
 check_run paged8 "bitsandbytes.optim.adamw.PagedAdamW8bit(min_8bit_size=16)" \
@@ -135,6 +137,7 @@ check_resume adafactor_manual --optimizer_type Adafactor --optimizer_args relati
 check_resume lion --optimizer_type Lion --optimizer_args weight_decay=0.1 decoupled_weight_decay=True
 check_resume sgd --optimizer_type SGDNesterov --learning_rate 1e-2
 check_resume dadaptation --optimizer_type DAdaptation --learning_rate 1
+check_resume dadaptsgd --optimizer_type DAdaptSGD --learning_rate 1 --optimizer_args weight_decay=0.01
 check_resume dadaptadam --optimizer_type DAdaptAdam --learning_rate 1 --optimizer_args use_bias_correction=True
 check_resume adamw8bit --optimizer_type AdamW8bit --optimizer_args min_8bit_size=16   # 8-bit blockwise states
 check_resume lion8bit --optimizer_type Lion8bit --optimizer_args min_8bit_size=16 weight_decay=0.1
