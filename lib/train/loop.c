@@ -429,7 +429,7 @@ static int check_options(run *R)
         char b[40];
         snprintf(R->sched_buf, sizeof R->sched_buf, "adafactor:%s", sd_py_float(c->learning_rate, b, sizeof b));
         R->sched_name = R->sched_buf;
-    } else if (!strncmp(c->lr_scheduler, "adafactor", 9)) {
+    } else if (!strncmp(c->lr_scheduler, "adafactor", 9) && !sd_optim_is_schedulefree(R->ocfg.kind)) {
         return sd_err(SD_EUSAGE, "--lr_scheduler %s: adafactor scheduler must be used with Adafactor optimizer "
                       "(--optimizer_type Adafactor with relative_step=True)", c->lr_scheduler);
     }
@@ -518,6 +518,18 @@ static int net_to(run *R, sd_devkind dev)
     const sd_params *regs[2];
     int n = sd_full_registries(&R->full, regs), rc = SD_OK;
     for (int i = 0; i < n && !rc; i++) rc = sd_params_move((sd_params *)regs[i], dev);
+    return rc;
+}
+
+/* kohya's optimizer_eval_fn / optimizer_train_fn around sampling, saving and validation
+ * (train_network.py only: train_db, fine_tune and train_textual_inversion never call them, so their
+ * ScheduleFree optimizer stays in train mode). The swap runs on the host copy of the network. */
+static int sf_mode(run *R, int train)
+{
+    if (R->is_full || R->have_ti || !sd_optim_is_schedulefree(R->ocfg.kind)) return SD_OK;
+    int rc = R->dev_optim ? SD_OK : net_to(R, SD_DEV_CPU);
+    if (!rc) rc = train ? sd_optim_sf_train(&R->opt) : sd_optim_sf_eval(&R->opt);
+    if (!rc && !R->dev_optim) rc = net_to(R, R->dev);
     return rc;
 }
 
@@ -1693,6 +1705,9 @@ static int ti_setup(run *R)
        the table's size, and its 256-element blocks never mix old and new rows when V·D is a
        multiple of 256 (every SD text encoder: 49408·768, 49408·1024). */
     sd_optim_kind k = R->ocfg.kind;
+    if (sd_optim_is_schedulefree(k))
+        return sd_err(SD_EUNSUPPORTED, "--method ti: --optimizer_type %s is not implemented for textual inversion yet; "
+                      "use AdamW, AdamW8bit, Lion or SGDNesterov", sd_optim_kind_name(k));
     if (!(k == SD_OPTIM_ADAMW || k == SD_OPTIM_LION || k == SD_OPTIM_SGD_NESTEROV || sd_optim_is_bnb(k)))
         return sd_err(SD_EUNSUPPORTED, "--method ti: --optimizer_type %s is not supported for textual inversion (its "
                       "statistics span the reference's whole token table); use AdamW, AdamW8bit, Lion or SGDNesterov",
@@ -1956,19 +1971,23 @@ trained_set:;
             (long long)R->plan.num_train_images, (long long)R->plan.num_reg_images, (long long)R->plan.nbatches,
             (long long)R->num_epochs, (long long)R->max_steps);
     sd_lr_kind lk;
-    rc = sd_lr_kind_parse(R->sched_name, &lk);
+    /* ScheduleFree: kohya's get_scheduler_fix returns its dummy scheduler before looking at any
+       scheduler option (the group LRs stay constant; --lr_scheduler, its warm-up and arguments are
+       not used and not checked) */
+    const int sf = sd_optim_is_schedulefree(R->ocfg.kind);
+    rc = sd_lr_kind_parse(sf ? "constant" : R->sched_name, &lk);
     if (rc) goto out;
     sd_lr_steps wu, dec;
-    rc = sd_lr_steps_parse(c->lr_warmup_steps ? c->lr_warmup_steps : "0", "lr_warmup_steps", &wu);
+    rc = sd_lr_steps_parse(c->lr_warmup_steps && !sf ? c->lr_warmup_steps : "0", "lr_warmup_steps", &wu);
     if (rc) goto out;
-    if (c->lr_decay_steps) {
+    if (c->lr_decay_steps && !sf) {
         rc = sd_lr_steps_parse(c->lr_decay_steps, "lr_decay_steps", &dec);
         if (rc) goto out;
     }
     sd_lr_params lp;
     sd_lr_params_default(&lp);
     lp.warmup = &wu;
-    lp.decay = c->lr_decay_steps ? &dec : NULL;
+    lp.decay = c->lr_decay_steps && !sf ? &dec : NULL;
     lp.max_train_steps = R->max_steps;
     lp.num_processes = 1;
     lp.num_cycles = c->lr_scheduler_num_cycles;
@@ -1980,7 +1999,7 @@ trained_set:;
     lp.timescale = c->lr_scheduler_timescale;
     lp.has_min_lr_ratio = !isnan(c->lr_scheduler_min_lr_ratio);
     lp.min_lr_ratio = c->lr_scheduler_min_lr_ratio;
-    if (c->lr_scheduler_args) {
+    if (c->lr_scheduler_args && !sf) {
         lp.args = c->lr_scheduler_args->s;
         lp.nargs = c->lr_scheduler_args->n;
     }
@@ -2139,9 +2158,15 @@ trained_set:;
     }
     /* the reference's "at first" call (samples with --sample_at_first, and on a resumed run with
        --sample_every_n_epochs); a stop during it ends the run after the next step */
+    /* ScheduleFree: eval() around it, then train() (a resumed state written in eval mode becomes y
+       again here, as in the reference; a state this program wrote in train mode, at a stop signal
+       or a non-finite loss, is resumed as it is) */
+    const int sf_swaps = R->opt.ds.sf_train == 0 || global_step == 0;
+    if (sf_swaps && (rc = sf_mode(R, 0))) goto out;
     rc = sd_train_sampling_maybe(&R->smp, &R->ctx, 0, global_step);
     if (rc == SD_EINTR) rc = SD_OK;
     if (rc) goto out;
+    if (sf_swaps && (rc = sf_mode(R, 1))) goto out;
     /* ---- the loop ---- */
     double *lrs = calloc((size_t)R->groups.n, sizeof *lrs);
     const char **lrn = calloc((size_t)R->groups.n, sizeof *lrn);
@@ -2302,6 +2327,7 @@ trained_set:;
             }
             int64_t next_epoch = i + 1 == nb ? epoch + 1 : epoch, next_i = i + 1 == nb ? 0 : i + 1;
             done = global_step >= R->max_steps;
+            if ((rc = sf_mode(R, 0))) break;   /* ScheduleFree: x for sampling and saving */
             rc = sd_train_sampling_maybe(&R->smp, &R->ctx, SD_SAMPLE_NO_EPOCH, global_step);
             if (rc == SD_EINTR) rc = SD_OK;   /* the stop below writes the state */
             if (rc) break;
@@ -2309,9 +2335,12 @@ trained_set:;
                 rc = save_checkpoint(R, SD_SAVE_STEP, global_step, global_step, epoch + 1, next_epoch, next_i, c->save_state);
                 if (rc) break;
             }
+            if ((rc = sf_mode(R, 1))) break;
             /* validation every N steps (§6.14); not when a stop is pending */
             if (sd_val_due_step(&R->vr, global_step) && !(c->stop && *c->stop)) {
+                if ((rc = sf_mode(R, 0))) break;
                 rc = run_validation(R, 0, epoch, global_step, avr);
+                if (!rc) rc = sf_mode(R, 1);
                 if (rc) break;
                 sd_progress_postfix(&pb, "avr_loss=%.3g%s", avr, R->vpost);
                 sd_progress_update(&pb, 0);
@@ -2339,7 +2368,9 @@ trained_set:;
         if (rc) break;
         /* validation at the epoch end (every epoch, or every N-th), before its loss/epoch_average */
         if (sd_val_due_epoch(&R->vr, epoch) && !(c->stop && *c->stop)) {
+            if ((rc = sf_mode(R, 0))) break;
             rc = run_validation(R, 1, epoch, global_step, window_mean(R));
+            if (!rc) rc = sf_mode(R, 1);
             if (rc) break;
         }
         if (R->have_tb && R->is_full && R->window_n)
@@ -2347,6 +2378,7 @@ trained_set:;
         else if (R->have_tb && R->epoch_loss_n)   /* TI: loss_total / len(train_dataloader) */
             sd_tb_scalar(&R->tb, R->have_ti ? "loss/epoch" : "loss/epoch_average", (float)(R->epoch_loss_sum / (double)R->epoch_loss_n), epoch + 1,
                          sd_wall_time());
+        if ((rc = sf_mode(R, 0))) break;   /* ScheduleFree: x for the epoch's save and samples */
         if (!done && c->save_every_n_epochs > 0 && sd_should_save_epoch(epoch + 1, c->save_every_n_epochs, R->num_epochs)) {
             rc = save_checkpoint(R, SD_SAVE_EPOCH, epoch + 1, global_step, epoch + 1, epoch + 1, 0, c->save_state);
             if (rc) break;
@@ -2354,6 +2386,7 @@ trained_set:;
         rc = sd_train_sampling_maybe(&R->smp, &R->ctx, (int)epoch + 1, global_step);
         if (rc == SD_EINTR) rc = SD_OK;
         if (rc) break;
+        if ((rc = sf_mode(R, 1))) break;
     }
     sd_progress_end(&pb);
     free(lrs);
@@ -2361,6 +2394,8 @@ trained_set:;
     if (rc) goto out;
     {
         int64_t last_epoch = (global_step + R->steps_per_epoch - 1) / R->steps_per_epoch;
+        rc = sf_mode(R, 0);   /* ScheduleFree: the last weights saved are x */
+        if (rc) goto out;
         rc = save_checkpoint(R, SD_SAVE_LAST, 0, global_step, last_epoch, last_epoch, 0,
                              c->save_state || c->save_state_on_train_end);
         if (rc) goto out;

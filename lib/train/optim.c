@@ -50,7 +50,29 @@ static const struct {
     [SD_OPTIM_PAGED_ADAMW32BIT] = { "PagedAdamW32bit", "bitsandbytes.optim.adamw.PagedAdamW32bit",
                                     "betas, eps, weight_decay, amsgrad, optim_bits, args, min_8bit_size, "
                                     "percentile_clipping, block_wise" },
+    [SD_OPTIM_LION8BIT] = { "Lion8bit", "bitsandbytes.optim.lion.Lion8bit",
+                            "betas, weight_decay, args, min_8bit_size, percentile_clipping, block_wise, is_paged" },
+    [SD_OPTIM_PAGED_LION8BIT] = { "PagedLion8bit", "bitsandbytes.optim.lion.PagedLion8bit",
+                                  "betas, weight_decay, args, min_8bit_size, percentile_clipping, block_wise" },
+    [SD_OPTIM_SGD_NESTEROV8BIT] = { "SGDNesterov8bit", "bitsandbytes.optim.sgd.SGD8bit",
+                                    "momentum, dampening, weight_decay, nesterov, args, min_8bit_size, "
+                                    "percentile_clipping, block_wise" },
+    [SD_OPTIM_DADAPT_SGD] = { "DAdaptSGD", "dadaptation.dadapt_sgd.DAdaptSGD",
+                              "momentum, weight_decay, log_every, d0, growth_rate, fsdp_in_use" },
+    [SD_OPTIM_ADAMW_SF] = { "AdamWScheduleFree", "schedulefree.adamw_schedulefree.AdamWScheduleFree",
+                            "betas, eps, weight_decay, warmup_steps, r, weight_lr_power, foreach" },
+    [SD_OPTIM_RADAM_SF] = { "RAdamScheduleFree", "schedulefree.radam_schedulefree.RAdamScheduleFree",
+                            "betas, eps, weight_decay, r, weight_lr_power, foreach, silent_sgd_phase" },
+    [SD_OPTIM_SGD_SF] = { "SGDScheduleFree", "schedulefree.sgd_schedulefree.SGDScheduleFree",
+                          "momentum, weight_decay, warmup_steps, r, weight_lr_power, foreach" },
 };
+
+/* The class name bitsandbytes' messages use ("Lion8bit", "SGD8bit"). */
+static const char *bnb_cls(sd_optim_kind k)
+{
+    const char *q = strrchr(sd_optim_class_name(k), '.');
+    return q ? q + 1 : sd_optim_kind_name(k);
+}
 
 const char *sd_optim_kind_name(sd_optim_kind k)
 {
@@ -113,6 +135,25 @@ void sd_optim_config_default(sd_optim_config *c, sd_optim_kind kind)
         c->lr = c->b8.lr;
         c->weight_decay = c->b8.weight_decay;
         break;
+    case SD_OPTIM_LION8BIT:
+    case SD_OPTIM_PAGED_LION8BIT:
+    case SD_OPTIM_SGD_NESTEROV8BIT:
+        sd_bnb1_config_default(&c->b8, kind == SD_OPTIM_SGD_NESTEROV8BIT);
+        c->lr = c->b8.lr;
+        c->beta1 = c->b8.beta1, c->beta2 = c->b8.beta2, c->eps = 0.0, c->weight_decay = 0.0;
+        if (kind == SD_OPTIM_SGD_NESTEROV8BIT) c->momentum = c->b8.beta1;
+        break;
+    case SD_OPTIM_ADAMW_SF:
+    case SD_OPTIM_RADAM_SF:
+    case SD_OPTIM_SGD_SF:         /* schedulefree 1.4's constructors */
+        c->lr = kind == SD_OPTIM_SGD_SF ? 1.0 : 0.0025;
+        c->momentum = 0.9;
+        c->weight_decay = 0.0;
+        c->warmup_steps = 0;
+        c->sf_r = 0.0;
+        c->weight_lr_power = 2.0;
+        c->silent_sgd_phase = 1;
+        break;
     default:                    /* D-Adaptation */
         c->lr = 1.0;
         break;
@@ -139,6 +180,10 @@ int sd_optim_resolve(const char *type, int use_8bit_adam, int use_lion, sd_optim
         { "DAdaptation", SD_OPTIM_DADAPT_ADAM_PREPRINT }, { "DAdaptAdamPreprint", SD_OPTIM_DADAPT_ADAM_PREPRINT },
         { "AdamW8bit", SD_OPTIM_ADAMW8BIT }, { "PagedAdamW8bit", SD_OPTIM_PAGED_ADAMW8BIT },
         { "PagedAdamW", SD_OPTIM_PAGED_ADAMW }, { "PagedAdamW32bit", SD_OPTIM_PAGED_ADAMW32BIT },
+        { "Lion8bit", SD_OPTIM_LION8BIT }, { "PagedLion8bit", SD_OPTIM_PAGED_LION8BIT },
+        { "SGDNesterov8bit", SD_OPTIM_SGD_NESTEROV8BIT }, { "AdamWScheduleFree", SD_OPTIM_ADAMW_SF },
+        { "RAdamScheduleFree", SD_OPTIM_RADAM_SF }, { "SGDScheduleFree", SD_OPTIM_SGD_SF },
+        { "DAdaptSGD", SD_OPTIM_DADAPT_SGD },
     };
     for (size_t i = 0; i < sizeof impl / sizeof *impl; i++)
         if (!strcasecmp(type, impl[i].name)) {
@@ -146,16 +191,15 @@ int sd_optim_resolve(const char *type, int use_8bit_adam, int use_lion, sd_optim
             return SD_OK;
         }
     static const char *const known[] = {
-        "Lion8bit", "PagedLion8bit",
-        "SGDNesterov8bit", "DAdaptAdaGrad", "DAdaptAdan", "DAdaptAdanIP", "DAdaptLion", "DAdaptSGD",
-        "RAdamScheduleFree", "AdamWScheduleFree", "SGDScheduleFree",
+        "DAdaptAdaGrad", "DAdaptAdan", "DAdaptAdanIP", "DAdaptLion",
     };
     const char *name = type;
     for (size_t i = 0; i < sizeof known / sizeof *known; i++)
         if (!strcasecmp(type, known[i])) name = known[i];
     return sd_err(SD_EUNSUPPORTED, "optimizer %s is not implemented yet (AdamW, AdamW8bit, PagedAdamW8bit, PagedAdamW, "
-                  "PagedAdamW32bit, Lion, SGDNesterov, Adafactor, Prodigy, DAdaptation, DAdaptAdamPreprint and "
-                  "DAdaptAdam are)", name);
+                  "PagedAdamW32bit, Lion, Lion8bit, PagedLion8bit, SGDNesterov, SGDNesterov8bit, AdamWScheduleFree, "
+                  "RAdamScheduleFree, SGDScheduleFree, Adafactor, Prodigy, DAdaptation, DAdaptAdamPreprint, "
+                  "DAdaptAdam and DAdaptSGD are)", name);
 }
 
 /* ---- --optimizer_args ---------------------------------------------------------------------------- */
@@ -207,6 +251,14 @@ static int apply_arg(sd_optim_config *c, const char *item, const char *key, cons
     const char *kn = sd_optim_kind_name(k);
     double x = 0;
     int rc, t = truth(v);
+    if (sd_optim_is_bnb1(k)) {   /* Lion8bit / PagedLion8bit / SGD8bit: bnb's constructors */
+        int sgd = k == SD_OPTIM_SGD_NESTEROV8BIT;
+        rc = sd_bnb1_config_set(&c->b8, bnb_cls(k), sd_optim_class_name(k), sgd, k == SD_OPTIM_LION8BIT, key, v);
+        if (rc) return sd_err_prefix(rc, "--optimizer_args %s", item);
+        c->beta1 = c->b8.beta1, c->beta2 = c->b8.beta2, c->weight_decay = c->b8.weight_decay;
+        if (sgd) c->momentum = c->b8.beta1, c->dampening = c->b8.beta2;
+        return SD_OK;
+    }
     if (sd_optim_is_bnb(k)) {   /* bitsandbytes' constructor, with its messages */
         if (k != SD_OPTIM_ADAMW8BIT && !strcmp(key, "is_paged"))   /* the Paged classes fix it */
             return sd_err(SD_EUSAGE, "--optimizer_args %s: %s.__init__() got an unexpected keyword argument '%s'",
@@ -233,7 +285,7 @@ static int apply_arg(sd_optim_config *c, const char *item, const char *key, cons
         if ((rc = want_pair(item, v, "eps", &c->eps, &c->eps2))) return rc;
     } else if (!strcmp(key, "eps")) {
         if ((rc = want_num(item, v, &x))) return rc;
-        if (k == SD_OPTIM_ADAMW ? x < 0 : x <= 0)
+        if (k == SD_OPTIM_ADAMW || sd_optim_is_schedulefree(k) ? x < 0 : x <= 0)
             return sd_err(SD_EUSAGE, "--optimizer_args %s: Invalid epsilon value: %g", item, x);
         c->eps = x;
     } else if (!strcmp(key, "weight_decay")) {
@@ -262,6 +314,11 @@ static int apply_arg(sd_optim_config *c, const char *item, const char *key, cons
             if (!(x > 0)) return sd_err(SD_EUSAGE, "--optimizer_args %s: Invalid d0 value: %g", item, x);
             c->d0 = x;
         }
+    } else if (!strcmp(key, "warmup_steps") || !strcmp(key, "r") || !strcmp(key, "weight_lr_power")) {
+        if ((rc = want_num(item, v, &x))) return rc;   /* schedulefree: no checks of its own */
+        if (key[0] == 'w' && key[1] == 'a') c->warmup_steps = x;
+        else if (key[0] == 'r') c->sf_r = x;
+        else c->weight_lr_power = x;
     } else if (!strcmp(key, "slice_p") || !strcmp(key, "log_every")) {
         if (v->kind != SD_PY_INT) return sd_err(SD_EUSAGE, "--optimizer_args %s: expected an integer", item);
         if (key[0] == 's') {
@@ -279,6 +336,7 @@ static int apply_arg(sd_optim_config *c, const char *item, const char *key, cons
         else if (!strcmp(key, "decouple")) c->decouple = t;
         else if (!strcmp(key, "use_bias_correction")) c->use_bias_correction = t;
         else if (!strcmp(key, "safeguard_warmup")) c->safeguard_warmup = t;
+        else if (!strcmp(key, "silent_sgd_phase")) c->silent_sgd_phase = t;
         /* foreach, fused, capturable, differentiable, use_triton: how it is computed, not what */
     }
     return SD_OK;
@@ -336,6 +394,7 @@ int sd_optim_config_check(const sd_optim_config *c)
     case SD_OPTIM_PRODIGY:
     case SD_OPTIM_DADAPT_ADAM:
     case SD_OPTIM_DADAPT_ADAM_PREPRINT:
+    case SD_OPTIM_DADAPT_SGD:
         if (!(c->lr > 0))
             return sd_err(SD_EUSAGE, "%s: Invalid learning rate: %s", sd_optim_kind_name(c->kind),
                           sd_py_float(c->lr, b, sizeof b));
@@ -347,6 +406,29 @@ int sd_optim_config_check(const sd_optim_config *c)
         sd_adamw8bit_config b8 = c->b8;
         b8.lr = c->lr;
         int rc = sd_adamw8bit_config_check(&b8);
+        return rc ? sd_err_prefix(rc, "--optimizer_type %s", sd_optim_kind_name(c->kind)) : SD_OK;
+    }
+    case SD_OPTIM_SGD_SF:   /* SGDScheduleFree.__init__'s checks */
+        if (c->lr < 0) return sd_err(SD_EUSAGE, "SGDScheduleFree: Invalid learning rate: %s", sd_py_float(c->lr, b, sizeof b));
+        if (c->weight_decay < 0)
+            return sd_err(SD_EUSAGE, "SGDScheduleFree: Invalid weight_decay value: %s",
+                          sd_py_float(c->weight_decay, b, sizeof b));
+        if (c->momentum <= 0 || c->momentum >= 1)
+            return sd_err(SD_EUSAGE, "SGDScheduleFree: Momentum must be between 0 and 1 exclusive: %s",
+                          sd_py_float(c->momentum, b, sizeof b));
+        break;
+    case SD_OPTIM_ADAMW_SF:
+    case SD_OPTIM_RADAM_SF:   /* no checks in the constructor; eval() divides by beta1 */
+        if (c->beta1 == 0)
+            return sd_err(SD_EUSAGE, "%s: betas[0] = 0: optimizer.eval() divides by it (ZeroDivisionError: float "
+                          "division by zero)", sd_optim_kind_name(c->kind));
+        break;
+    case SD_OPTIM_LION8BIT:
+    case SD_OPTIM_PAGED_LION8BIT:
+    case SD_OPTIM_SGD_NESTEROV8BIT: {
+        sd_adamw8bit_config b8 = c->b8;
+        b8.lr = c->lr;
+        int rc = sd_bnb1_config_check(&b8, bnb_cls(c->kind), c->kind == SD_OPTIM_SGD_NESTEROV8BIT);
         return rc ? sd_err_prefix(rc, "--optimizer_type %s", sd_optim_kind_name(c->kind)) : SD_OK;
     }
     default:
@@ -367,7 +449,8 @@ int sd_optim_describe(const sd_optim_config *c, char *out, size_t n)
 {
     /* kohya adds its own kwargs after the user's: SGDNesterov momentum, Adafactor relative_step */
     const char *extra = NULL;
-    if (c->kind == SD_OPTIM_SGD_NESTEROV && find_arg(c, "momentum") < 0) extra = "momentum=0.9";
+    if ((c->kind == SD_OPTIM_SGD_NESTEROV || c->kind == SD_OPTIM_SGD_NESTEROV8BIT) && find_arg(c, "momentum") < 0)
+        extra = "momentum=0.9";
     if (c->kind == SD_OPTIM_ADAFACTOR && find_arg(c, "relative_step") < 0) extra = "relative_step=True";
     size_t k = (size_t)snprintf(out, n, "%s", sd_optim_class_name(c->kind));
     for (int i = 0; i < c->nargs && k < n; i++)
@@ -401,6 +484,8 @@ void sd_optim_reference_warnings(const sd_optim_config *c, double learning_rate,
     } else if (c->kind == SD_OPTIM_ADAFACTOR && c->relative_step) {
         if (learning_rate != 0.0) ADD("learning rate is used as initial_lr\n");
         if (ngroups > 0) ADD("unet_lr and text_encoder_lr are ignored\n");
+    } else if (c->kind == SD_OPTIM_SGD_NESTEROV8BIT && find_arg(c, "momentum") < 0) {
+        ADD("8-bit SGD with Nesterov must be with momentum, set momentum to 0.9\n");
     } else if (c->kind == SD_OPTIM_ADAFACTOR) {
         if (max_grad_norm != 0.0)
             ADD("because max_grad_norm is set, clip_grad_norm is enabled. consider set to 0\n");
@@ -454,6 +539,22 @@ static int bufs_of(const sd_optim_config *c, const sd_tensor *t, sd_optim_buf_in
     case SD_OPTIM_PAGED_ADAMW8BIT:
     case SD_OPTIM_PAGED_ADAMW:
     case SD_OPTIM_PAGED_ADAMW32BIT:
+    case SD_OPTIM_LION8BIT:
+    case SD_OPTIM_PAGED_LION8BIT:
+    case SD_OPTIM_SGD_NESTEROV8BIT:
+        break;
+    case SD_OPTIM_ADAMW_SF:
+    case SD_OPTIM_RADAM_SF:
+        FULL("z");
+        FULL("exp_avg_sq");
+        break;
+    case SD_OPTIM_SGD_SF:
+        FULL("z");
+        break;
+    case SD_OPTIM_DADAPT_SGD:
+        FULL("z");
+        FULL("s");
+        FULL("x0");
         break;
     case SD_OPTIM_PRODIGY: {
         if (c->beta1 > 0) FULL("exp_avg");
@@ -500,6 +601,14 @@ int sd_optim_scalars(sd_optim *o, const char *names[6], double *vals[6])
         break;
     case SD_OPTIM_DADAPT_ADAM_PREPRINT:
         S(d), S(gsq_weighted), S(k);
+        break;
+    case SD_OPTIM_ADAMW_SF:
+    case SD_OPTIM_RADAM_SF:
+    case SD_OPTIM_SGD_SF:
+        S(k), S(sf_train);
+        break;
+    case SD_OPTIM_DADAPT_SGD:
+        S(d), S(numerator_weighted), S(k), S(g0_norm);
         break;
     default:
         break;
@@ -580,7 +689,9 @@ int sd_optim_init(sd_optim *o, const sd_optim_config *cfg, const sd_optim_group_
         o->st8 = calloc(o->nparams ? o->nparams : 1, sizeof *o->st8);
         if (!o->st8) { sd_optim_free(o); return sd_err(SD_ENOMEM, "optimizer: out of memory"); }
         for (size_t i = 0; i < o->nparams; i++) {
-            int rc = sd_adamw8bit_state_init(&o->st8[i], sd_tensor_numel(&o->params[i].p->value), min8);
+            int64_t n = sd_tensor_numel(&o->params[i].p->value);
+            int rc = sd_optim_is_bnb1(cfg->kind) ? sd_bnb1_state_init(&o->st8[i], n, min8)
+                                                 : sd_adamw8bit_state_init(&o->st8[i], n, min8);
             if (rc) { sd_optim_free(o); return rc; }
         }
     }
@@ -604,6 +715,9 @@ int sd_optim_init(sd_optim *o, const sd_optim_config *cfg, const sd_optim_group_
         }
     }
     o->ds.d = o->ds.d_max = o->ds.d_hat = cfg->d0;
+    /* kohya's get_optimizer calls optimizer.train() on the new optimizer (no state: nothing moves) */
+    o->ds.sf_train = sd_optim_is_schedulefree(cfg->kind) ? 1 : 0;
+    for (int g = 0; g < o->ngroups; g++) o->groups[g].sf_weight_sum = 0.0, o->groups[g].sf_lr_max = -1.0;
     return SD_OK;
 }
 
@@ -750,6 +864,24 @@ static int adamw8bit_step(sd_optim *o, const double *lr, const uint8_t *skip)
     return SD_OK;
 }
 
+/* Lion8bit / PagedLion8bit / SGDNesterov8bit: bnb's Optimizer1State, per parameter. */
+static int bnb1_step(sd_optim *o, const double *lr, const uint8_t *skip)
+{
+    const sd_adamw8bit_config *b = &o->cfg.b8;
+    sd_bnb1_optimizer opt = o->cfg.kind == SD_OPTIM_SGD_NESTEROV8BIT ? SD_BNB1_MOMENTUM : SD_BNB1_LION;
+    for (size_t i = 0; i < o->nparams; i++) {
+        if (skip && skip[i]) continue;
+        sd_optim_param *op = &o->params[i];
+        op->step++;
+        op->initialized = 1;
+        int rc = sd_bnb1_step(&o->st8[i], opt, (float *)op->p->value.data, (const float *)op->p->grad.data,
+                              sd_optim_glr(o, lr, op->group), b->beta1, b->beta2, o->groups[op->group].weight_decay,
+                              op->step, o->half == SD_F16 ? 1 : o->half == SD_BF16 ? 2 : 0);
+        if (rc) return rc;
+    }
+    return SD_OK;
+}
+
 int sd_optim_param_save_extra(sd_optim *o, size_t i, sd_safetensors_writer *w, const char *prefix)
 {
     return o->st8 && i < o->nparams ? sd_adamw8bit_save(&o->st8[i], w, prefix) : SD_OK;
@@ -801,6 +933,13 @@ int sd_optim_step(sd_optim *o, const double *lr, const uint8_t *skip)
     case SD_OPTIM_PAGED_ADAMW8BIT:
     case SD_OPTIM_PAGED_ADAMW:
     case SD_OPTIM_PAGED_ADAMW32BIT: rc = adamw8bit_step(o, lr, skip); break;
+    case SD_OPTIM_LION8BIT:
+    case SD_OPTIM_PAGED_LION8BIT:
+    case SD_OPTIM_SGD_NESTEROV8BIT: rc = bnb1_step(o, lr, skip); break;
+    case SD_OPTIM_ADAMW_SF:
+    case SD_OPTIM_RADAM_SF:
+    case SD_OPTIM_SGD_SF: rc = sd_optim_step_schedulefree(o, lr, skip); break;
+    case SD_OPTIM_DADAPT_SGD: rc = sd_optim_step_dadapt_sgd(o, lr, skip); break;
     default: return sd_err(SD_EINVAL, "optimizer: bad kind %d", (int)o->cfg.kind);
     }
     if (!rc && o->half != SD_F32) rc = round_after_step(o);
@@ -811,6 +950,13 @@ int sd_optim_set_half(sd_optim *o, sd_dtype dt)
 {
     if (dt != SD_F32 && dt != SD_F16 && dt != SD_BF16)
         return sd_err(SD_EINVAL, "optimizer: parameters can be f32, f16 or bf16, not %s", sd_dtype_name(dt));
+    if (dt == SD_BF16 && o->cfg.kind == SD_OPTIM_SGD_NESTEROV8BIT)
+        for (size_t i = 0; i < o->nparams; i++)
+            if (o->st8[i].mode == SD_BNB_STATE_F32)   /* the reference's error at its first step */
+                return sd_err(SD_EUSAGE, "--optimizer_type SGDNesterov8bit with bfloat16 weights: bitsandbytes has no "
+                              "bfloat16 32-bit momentum kernel for '%s' (%lld elements < min_8bit_size): \"Gradient+"
+                              "optimizer bit data type combination not supported: grad torch.bfloat16, optimizer "
+                              "torch.float32\"", o->params[i].p->key, (long long)o->st8[i].numel);
     o->half = dt;
     return dt != SD_F32 ? round_after_step(o) : SD_OK;
 }

@@ -50,15 +50,38 @@
  *   dadaptation.experimental.DAdaptAdamPreprint (no bias correction), as kohya maps them. Their
  *   d-estimates follow the sources (numerator_weighted / gsq_weighted, sk_l1) the same way.
  *   D-Adaptation and Prodigy log lr/d*lr/<group> = d × the group LR.
+ * DAdaptSGD: dadaptation 3.2 (dadaptation.dadapt_sgd.DAdaptSGD; momentum 0, weight_decay 0, d0
+ *   1e-6, growth_rate inf): g0_norm = ‖g‖ of the first step (k = 0, LR > 0 groups, before the
+ *   decay), dlr = d·lr/g0_norm; per parameter (z = x0 = p, s = 0 at its first gradient):
+ *   g += wd·p; num += dlr·⟨g, s⟩; s += dlr·g; then d̂ = 2·num/‖s‖, d = max(d, min(d̂, d·growth_rate))
+ *   (lr > 0; nothing moves when ‖s‖ = 0), z = x0 - s, p = p·(1-ck) + ck·z with ck = 1 - momentum.
  *
  * AdamW8bit (also --use_8bit_adam): bitsandbytes.optim.AdamW8bit as train/optim8bit.h implements
  *   it (bnb 0.49.2 kernels: f32 states below min_8bit_size elements, 8-bit blockwise above; its
  *   constructor's arguments and messages); the state keeps bnb's state1/state2/absmax1/absmax2.
  *   PagedAdamW8bit is the same arithmetic; PagedAdamW and PagedAdamW32bit (optim_bits 32) keep f32
  *   states on every tensor. Paging only moves GPU state to host memory under pressure.
+ * Lion8bit, PagedLion8bit: bitsandbytes.optim.lion.Lion8bit / PagedLion8bit (bnb 0.49.2, the
+ *   1-state kernels of train/optim8bit.h: betas (0.9, 0.99), weight_decay 0; the 8-bit path
+ *   decays p by (1 - lr·wd) before the sign update, the 32-bit path (tensors below min_8bit_size)
+ *   adds wd·p to the gradient, as bnb's kernels do); state1/absmax1 in the resume state.
+ * SGDNesterov8bit: bitsandbytes.optim.sgd.SGD8bit(momentum=0.9 unless given, nesterov=True) as
+ *   kohya builds it; bnb's kernels have no Nesterov step (nesterov is accepted and ignored), so
+ *   this is heavy-ball momentum: s = g (first step) or s·μ + g (g += wd·p), p -= lr·s.
  *
- * Other --optimizer_type names of the reference (Lion8bit, PagedLion8bit,
- * SGDNesterov8bit, DAdaptAdaGrad/Adan/AdanIP/Lion/SGD, *ScheduleFree, torch.optim.X,
+ * AdamWScheduleFree, RAdamScheduleFree, SGDScheduleFree: schedulefree 1.4 (kohya's pin; commit
+ *   49f34e0), the foreach path (torch >= 1.13): per group, k steps so far, lr the group LR
+ *   (kohya's dummy scheduler keeps it constant) times AdamW/SGD's warm-up (k+1)/warmup_steps
+ *   (RAdam: times the rectification, 0 in its silent SGD phase), lr_max = max(lr, lr_max),
+ *   weight = (k+1)^r·lr_max^weight_lr_power, weight_sum += weight, c = weight/weight_sum (0 for 0/0);
+ *   per parameter (z = p and v = 0 at its first gradient):
+ *     AdamW/RAdam: v = v·β2 + (1-β2)·g·g;  g = g / (sqrt(v / (1-β2^(k+1))) + eps) (RAdam only while
+ *                  rho_t > 4);  SGD: nothing
+ *     g += wd·y (wd ≠ 0);  y = lerp(y, z, c);  y += lr·(β1·(1-c) - 1)·g;  z -= lr·g
+ *   (SGD: momentum for β1). The parameters hold y in train mode and x = lerp(y, z, 1-1/β1) in eval
+ *   mode (sd_optim_sf_eval/train); the state keeps z and exp_avg_sq, k and the mode.
+ *
+ * Other --optimizer_type names of the reference (DAdaptAdaGrad/Adan/AdanIP/Lion/SGD, torch.optim.X,
  * pkg.mod.Class) are recognised and refused with SD_EUNSUPPORTED "optimizer X is not implemented
  * yet (...)". Parameters must be f32 host memory (the step runs on the host).
  *
@@ -99,6 +122,13 @@ typedef enum sd_optim_kind {
     SD_OPTIM_PAGED_ADAMW8BIT,        /* bitsandbytes PagedAdamW8bit: AdamW8bit's arithmetic */
     SD_OPTIM_PAGED_ADAMW,            /* bitsandbytes PagedAdamW (optim_bits 32): the 32-bit path on every tensor */
     SD_OPTIM_PAGED_ADAMW32BIT,       /* bitsandbytes PagedAdamW32bit: the same */
+    SD_OPTIM_LION8BIT,               /* bitsandbytes Lion8bit (train/optim8bit.h, one state) */
+    SD_OPTIM_PAGED_LION8BIT,         /* bitsandbytes PagedLion8bit: Lion8bit's arithmetic */
+    SD_OPTIM_SGD_NESTEROV8BIT,       /* bitsandbytes SGD8bit (momentum; bnb ignores nesterov) */
+    SD_OPTIM_ADAMW_SF,               /* schedulefree.AdamWScheduleFree */
+    SD_OPTIM_RADAM_SF,               /* schedulefree.RAdamScheduleFree */
+    SD_OPTIM_SGD_SF,                 /* schedulefree.SGDScheduleFree */
+    SD_OPTIM_DADAPT_SGD,             /* dadaptation.DAdaptSGD */
     SD_OPTIM_NKINDS
 } sd_optim_kind;
 
@@ -107,7 +137,19 @@ typedef enum sd_optim_kind {
 static inline int sd_optim_is_bnb(sd_optim_kind k)
 {
     return k == SD_OPTIM_ADAMW8BIT || k == SD_OPTIM_PAGED_ADAMW8BIT || k == SD_OPTIM_PAGED_ADAMW ||
-           k == SD_OPTIM_PAGED_ADAMW32BIT;
+           k == SD_OPTIM_PAGED_ADAMW32BIT || k == SD_OPTIM_LION8BIT || k == SD_OPTIM_PAGED_LION8BIT ||
+           k == SD_OPTIM_SGD_NESTEROV8BIT;
+}
+/* bitsandbytes' 1-state kinds (Optimizer1State: state1/absmax1 only). */
+static inline int sd_optim_is_bnb1(sd_optim_kind k)
+{
+    return k == SD_OPTIM_LION8BIT || k == SD_OPTIM_PAGED_LION8BIT || k == SD_OPTIM_SGD_NESTEROV8BIT;
+}
+
+/* The ScheduleFree kinds: train()/eval() swap the parameters between y and x (sd_optim_sf_*). */
+static inline int sd_optim_is_schedulefree(sd_optim_kind k)
+{
+    return k == SD_OPTIM_ADAMW_SF || k == SD_OPTIM_RADAM_SF || k == SD_OPTIM_SGD_SF;
 }
 
 /* The kind's name as --optimizer_type spells it ("AdamW", "Lion", "SGDNesterov", "Adafactor",
@@ -134,6 +176,8 @@ typedef struct sd_optim_config {
     double d0, d_coef, growth_rate;  /* Prodigy, D-Adaptation */
     int decouple, use_bias_correction, safeguard_warmup;
     int64_t slice_p;
+    double warmup_steps, sf_r, weight_lr_power;   /* ScheduleFree */
+    int silent_sgd_phase;                         /* RAdamScheduleFree */
     sd_adamw8bit_config b8;          /* AdamW8bit: bitsandbytes' constructor arguments */
     /* --optimizer_args as given: key and Python str() of the value, in order */
     int nargs;
@@ -170,7 +214,8 @@ static inline int sd_optim_adafactor_schedule(const sd_optim_config *c)
 /* Prodigy and the D-Adaptation family: a global d, logged as lr/d*lr/<group>. */
 static inline int sd_optim_kind_has_d(sd_optim_kind k)
 {
-    return k == SD_OPTIM_PRODIGY || k == SD_OPTIM_DADAPT_ADAM || k == SD_OPTIM_DADAPT_ADAM_PREPRINT;
+    return k == SD_OPTIM_PRODIGY || k == SD_OPTIM_DADAPT_ADAM || k == SD_OPTIM_DADAPT_ADAM_PREPRINT ||
+           k == SD_OPTIM_DADAPT_SGD;
 }
 
 /* The reference's ss_optimizer value: module.Class + "(k=v,k=v)" when args were given (kohya's
@@ -194,6 +239,7 @@ typedef struct sd_optim_group {
     double weight_decay;
     size_t first, count;    /* parameters [first, first+count) of sd_optim.params */
     double used_lr;         /* Adafactor: α of the group's first parameter in the last step (NAN before) */
+    double sf_weight_sum, sf_lr_max;   /* ScheduleFree: group['weight_sum'], group['lr_max'] */
 } sd_optim_group;
 
 #define SD_OPTIM_MAX_BUFS 4
@@ -210,7 +256,9 @@ typedef struct sd_optim_param {
 /* Prodigy / D-Adaptation globals (the reference keeps equal copies in every param group). */
 typedef struct sd_optim_dstate {
     double d, d_max, d_numerator, d_hat, numerator_weighted, gsq_weighted;
-    double k;               /* steps taken (an integer) */
+    double k;               /* steps taken (an integer; ScheduleFree: group['k'], equal in every group) */
+    double sf_train;        /* ScheduleFree: 1 in train mode (y), 0 in eval mode (x) */
+    double g0_norm;         /* DAdaptSGD: the first step's gradient norm */
 } sd_optim_dstate;
 
 typedef struct sd_optim {
@@ -267,7 +315,9 @@ int sd_optim_step(sd_optim *o, const double *lr, const uint8_t *skip);
  *     scalars, a·b+c fused, and rounded), which differs from the f32 path's op sequence (that of
  *     torch 1.13's single-tensor AdamW, the same numbers up to f32 rounding);
  *     Adafactor (transformers: f32 states, a float copy of p) and bitsandbytes (kernels in float,
- *     f32/8-bit states) round only the parameter, as their references do;
+ *     f32/8-bit states) round only the parameter, as their references do (Lion8bit / SGD8bit also
+ *     the other values their kernels store in the parameter's dtype: sd_bnb1_step's `half`);
+ *     SGDNesterov8bit with SD_BF16 and a tensor below min_8bit_size is bnb's ValueError (SD_EUSAGE);
  *     Lion, SGDNesterov, Prodigy and D-Adaptation keep their states in the parameter's dtype in the
  *     reference and round after every operation; here the step runs in f32 and the parameter and
  *     each state tensor are rounded once at its end (the same numbers up to a half-precision ulp). */
@@ -321,6 +371,18 @@ void sd_adamw_scalars_make(sd_adamw_scalars *s, double lr, double wd, double bet
 /* The flat update over n elements (the kernel a CUDA version replaces). */
 void sd_adamw_update_f32(float *p, const float *g, float *m, float *v, size_t n,
                          const sd_adamw_scalars *s);
+
+/* ScheduleFree's optimizer.eval() / optimizer.train() (schedulefree 1.4): in every group, when the
+ * mode changes, each parameter with state (z) becomes lerp(p, z, 1 - 1/β1) (eval: y -> x) or
+ * lerp(p, z, 1 - β1) (train: x -> y) (SGDScheduleFree: momentum for β1); no-ops for other kinds
+ * or when already in that mode. sd_optim_step refuses a ScheduleFree step in eval mode (the
+ * reference's "Optimizer was not in train mode when step is called."). */
+int sd_optim_sf_eval(sd_optim *o);
+int sd_optim_sf_train(sd_optim *o);
+/* After the state of a resumed run is loaded: ScheduleFree's per-group weight_sum and lr_max are
+ * recomputed from k and the group LRs (the constant LRs of kohya's dummy scheduler), as the
+ * reference's saved param_groups hold them. Nothing for the other kinds. */
+void sd_optim_after_load(sd_optim *o);
 
 /* ---- gradient norm, clipping and accumulation ---------------------------------------------- */
 

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "base/half.h"
 #include "train/pyfmt.h"
 
 /* ---- quantisation maps --------------------------------------------------------------------- */
@@ -285,7 +286,7 @@ sd_bnb_state_mode sd_adamw8bit_mode_for(int64_t numel, int64_t min_8bit_size)
     return numel < min_8bit_size ? SD_BNB_STATE_F32 : SD_BNB_STATE_U8;
 }
 
-int sd_adamw8bit_state_init(sd_adamw8bit_state *st, int64_t numel, int64_t min_8bit_size)
+static int state_init(sd_adamw8bit_state *st, int64_t numel, int64_t min_8bit_size, int nstates)
 {
     memset(st, 0, sizeof *st);
     if (numel <= 0) return sd_err(SD_EINVAL, "AdamW8bit: tensor of %lld elements", (long long)numel);
@@ -293,13 +294,14 @@ int sd_adamw8bit_state_init(sd_adamw8bit_state *st, int64_t numel, int64_t min_8
         return sd_err(SD_ERANGE, "AdamW8bit: tensor of %lld elements (bitsandbytes' kernels take an int32 count)",
                       (long long)numel);
     st->numel = numel;
+    st->nstates = nstates;
     st->mode = sd_adamw8bit_mode_for(numel, min_8bit_size);
-    size_t n = (size_t)numel, bytes;
+    size_t n = (size_t)numel, bytes, ns = (size_t)nstates;
     if (st->mode == SD_BNB_STATE_F32) {
-        bytes = 2 * n * sizeof(float);
+        bytes = ns * n * sizeof(float);
     } else {
         st->nblocks = (numel + SD_BNB_BLOCKSIZE - 1) / SD_BNB_BLOCKSIZE;
-        bytes = 2 * (size_t)st->nblocks * sizeof(float) + 2 * n;
+        bytes = ns * (size_t)st->nblocks * sizeof(float) + ns * n;
     }
     st->mem = calloc(1, bytes);
     if (!st->mem) {
@@ -308,15 +310,25 @@ int sd_adamw8bit_state_init(sd_adamw8bit_state *st, int64_t numel, int64_t min_8
     }
     if (st->mode == SD_BNB_STATE_F32) {
         st->m32 = (float *)st->mem;
-        st->v32 = st->m32 + n;
+        st->v32 = nstates == 2 ? st->m32 + n : NULL;
     } else {
         st->absmax1 = (float *)st->mem;
-        st->absmax2 = st->absmax1 + st->nblocks;
-        st->m8 = (uint8_t *)(st->absmax2 + st->nblocks);
-        st->v8 = st->m8 + n;
+        st->absmax2 = nstates == 2 ? st->absmax1 + st->nblocks : NULL;
+        st->m8 = (uint8_t *)(st->absmax1 + ns * (size_t)st->nblocks);
+        st->v8 = nstates == 2 ? st->m8 + n : NULL;
         (void)sd_bnb_qmap_signed(); /* build the maps outside any parallel region */
     }
     return SD_OK;
+}
+
+int sd_adamw8bit_state_init(sd_adamw8bit_state *st, int64_t numel, int64_t min_8bit_size)
+{
+    return state_init(st, numel, min_8bit_size, 2);
+}
+
+int sd_bnb1_state_init(sd_adamw8bit_state *st, int64_t numel, int64_t min_8bit_size)
+{
+    return state_init(st, numel, min_8bit_size, 1);
 }
 
 void sd_adamw8bit_state_free(sd_adamw8bit_state *st)
@@ -328,9 +340,9 @@ void sd_adamw8bit_state_free(sd_adamw8bit_state *st)
 
 size_t sd_adamw8bit_state_bytes(const sd_adamw8bit_state *st)
 {
-    size_t n = (size_t)st->numel;
+    size_t n = (size_t)st->numel, ns = (size_t)st->nstates;
     if (!st->mem) return 0;
-    return st->mode == SD_BNB_STATE_F32 ? 2 * n * sizeof(float) : 2 * n + 2 * (size_t)st->nblocks * sizeof(float);
+    return st->mode == SD_BNB_STATE_F32 ? ns * n * sizeof(float) : ns * n + ns * (size_t)st->nblocks * sizeof(float);
 }
 
 /* ---- the step -------------------------------------------------------------------------------- */
@@ -446,7 +458,7 @@ static void step8_block(const bnb_scalars *s, const float *q1, const float *q2, 
 int sd_adamw8bit_step(sd_adamw8bit_state *st, float *p, const float *g, double lr, double beta1,
                       double beta2, double eps, double weight_decay, int64_t step)
 {
-    if (!st->mem) return sd_err(SD_ESTATE, "AdamW8bit: step on an uninitialised state");
+    if (!st->mem || st->nstates != 2) return sd_err(SD_ESTATE, "AdamW8bit: step on an uninitialised state");
     if (step < 1 || step > INT32_MAX)
         return sd_err(SD_ERANGE, "AdamW8bit: step %lld out of range 1..2^31-1", (long long)step);
     bnb_scalars s;
@@ -476,6 +488,7 @@ int sd_adamw8bit_step(sd_adamw8bit_state *st, float *p, const float *g, double l
 void sd_adamw8bit_moments(const sd_adamw8bit_state *st, float *m, float *v)
 {
     size_t n = (size_t)st->numel;
+    if (st->nstates != 2) v = NULL;
     if (st->mode == SD_BNB_STATE_F32) {
         if (m) memcpy(m, st->m32, n * sizeof(float));
         if (v) memcpy(v, st->v32, n * sizeof(float));
@@ -493,6 +506,15 @@ void sd_adamw8bit_moments(const sd_adamw8bit_state *st, float *m, float *v)
 
 int sd_adamw8bit_arrays(sd_adamw8bit_state *st, sd_bnb_state_array out[SD_BNB_MAX_ARRAYS])
 {
+    if (st->nstates == 1) {
+        if (st->mode == SD_BNB_STATE_F32) {
+            out[0] = (sd_bnb_state_array){ "state1", SD_ST_F32, st->numel, st->m32 };
+            return 1;
+        }
+        out[0] = (sd_bnb_state_array){ "state1", SD_ST_U8, st->numel, st->m8 };
+        out[1] = (sd_bnb_state_array){ "absmax1", SD_ST_F32, st->nblocks, st->absmax1 };
+        return 2;
+    }
     if (st->mode == SD_BNB_STATE_F32) {
         out[0] = (sd_bnb_state_array){ "state1", SD_ST_F32, st->numel, st->m32 };
         out[1] = (sd_bnb_state_array){ "state2", SD_ST_F32, st->numel, st->v32 };
@@ -549,10 +571,10 @@ int sd_adamw8bit_load(sd_adamw8bit_state *st, const sd_safetensors *f, const cha
             break;
         }
         if (t->dtype != a[i].dtype) {
-            if (i < 2 && st->mode == SD_BNB_STATE_U8 && t->dtype == SD_ST_F32)
+            if (!strncmp(a[i].name, "state", 5) && st->mode == SD_BNB_STATE_U8 && t->dtype == SD_ST_F32)
                 rc = sd_err(SD_EFORMAT, "%s: '%s' holds 32-bit optimizer state but the tensor (%lld elements) "
                             "uses 8-bit states", fname, prefix, (long long)st->numel);
-            else if (i < 2 && st->mode == SD_BNB_STATE_F32 && t->dtype == SD_ST_U8)
+            else if (!strncmp(a[i].name, "state", 5) && st->mode == SD_BNB_STATE_F32 && t->dtype == SD_ST_U8)
                 rc = sd_err(SD_EFORMAT, "%s: '%s' holds 8-bit optimizer state but the tensor (%lld elements) "
                             "uses 32-bit states", fname, prefix, (long long)st->numel);
             else
@@ -570,4 +592,242 @@ int sd_adamw8bit_load(sd_adamw8bit_state *st, const sd_safetensors *f, const cha
     }
     if (rc < 0) memset(st->mem, 0, sd_adamw8bit_state_bytes(st));
     return rc;
+}
+
+/* ---- the 1-state optimizers (Lion8bit, PagedLion8bit, SGD8bit) -------------------------------- */
+
+typedef struct bnb1_scalars {
+    float beta1, beta2, omb1, omb2, lr, wd, decay;
+    int first;   /* step == 1 */
+    int half;    /* the kernel's T: 0 float, 1 half, 2 bfloat16 */
+} bnb1_scalars;
+
+/* A store into a T variable of the kernel. */
+static inline float tround(const bnb1_scalars *s, float x)
+{
+    return s->half == 0 ? x : s->half == 1 ? sd_round_f16(x) : sd_round_bf16(x);
+}
+
+static inline float sgnf(float x) { return (float)((0.0f < x) - (x < 0.0f)); }
+
+/* kOptimizer32bit1State<float, LION|MOMENTUM> over [i0, i1) (gnorm_scale and update_scale 1). */
+static void step32_1_range(const bnb1_scalars *s, sd_bnb1_optimizer opt, float *p, const float *g, float *st,
+                           size_t i0, size_t i1)
+{
+    const int decay = s->wd > 0.0f;
+    for (size_t i = i0; i < i1; i++) {
+        float gi = g[i], pi = p[i], si = st[i];
+        if (decay) {
+            float t = pi * s->wd;
+            gi = tround(s, gi + t);   /* g_vals[j] is a T */
+        }
+        if (opt == SD_BNB1_LION) {
+            float a = si * s->beta1, b = s->omb1 * gi;
+            float u = s->lr * sgnf(a + b);
+            pi = pi - u;
+            float c = si * s->beta2, d = s->omb2 * gi;
+            si = c + d;
+        } else {
+            if (s->first) si = gi;
+            else {
+                float a = si * s->beta1;
+                si = a + gi;
+            }
+            float u = -s->lr * si;
+            pi = pi + u;
+        }
+        p[i] = tround(s, pi);
+        st[i] = si;
+    }
+}
+
+/* kOptimizerStatic8bit1StateBlockwise<float, LION|MOMENTUM, 256, 1> for one block. */
+static void step8_1_block(const bnb1_scalars *s, sd_bnb1_optimizer opt, const float *q1, float *p, const float *g,
+                          uint8_t *c1s, float *absmax1, int64_t blk, int valid)
+{
+    float sv[SD_BNB_BLOCKSIZE], pv[SD_BNB_BLOCKSIZE], uv[SD_BNB_BLOCKSIZE];
+    const float am1 = absmax1[blk];
+    const int decay = s->wd > 0.0f;
+    float nmax1 = -FLT_MAX;
+    for (int j = 0; j < SD_BNB_BLOCKSIZE; j++) {
+        /* past the end: cub's defaults g = 0, p = 0, code 128 */
+        float gj = j < valid ? g[j] : 0.0f, pj = j < valid ? p[j] : 0.0f;
+        uint8_t k1 = j < valid ? c1s[j] : 128;
+        if (decay) {
+            if (opt == SD_BNB1_LION) pj = tround(s, pj * s->decay);   /* p_vals[j] is a T */
+            else {
+                float t = pj * s->wd;
+                gj = gj + t;
+            }
+        }
+        float sj = q1[k1] * am1;
+        if (opt == SD_BNB1_LION) {
+            float a = sj * s->beta1, b = s->omb1 * gj;
+            uv[j] = tround(s, s->lr * sgnf(a + b));   /* kept in g_vals[j], a T */
+            float c = sj * s->beta2, d = s->omb2 * gj;
+            sj = c + d;
+        } else {
+            if (s->first) sj = gj;
+            else {
+                float a = sj * s->beta1;
+                sj = a + gj;
+            }
+        }
+        sv[j] = sj;
+        pv[j] = pj;
+        nmax1 = fmaxf(nmax1, fabsf(sj));
+    }
+    absmax1[blk] = nmax1;
+    for (int j = 0; j < valid; j++) {
+        if (opt == SD_BNB1_LION) p[j] = tround(s, pv[j] - uv[j]);
+        else {
+            float u = s->lr * sv[j];
+            p[j] = tround(s, pv[j] - u);
+        }
+    }
+    for (int j = 0; j < valid; j++) {
+        uint8_t k1 = sd_bnb_quantize(q1, 1, sv[j] / nmax1);
+        if (signbit(q1[k1]) != signbit(sv[j])) {
+            if (sv[j] > 0.0f) k1 = (uint8_t)(k1 + 1);
+            else k1 = (uint8_t)(k1 - 1);
+        }
+        c1s[j] = k1;
+    }
+}
+
+int sd_bnb1_step(sd_adamw8bit_state *st, sd_bnb1_optimizer opt, float *p, const float *g, double lr,
+                 double beta1, double beta2, double weight_decay, int64_t step, int half)
+{
+    if (half == 2 && opt == SD_BNB1_MOMENTUM && st->mode == SD_BNB_STATE_F32)
+        return sd_err(SD_EUSAGE, "Gradient+optimizer bit data type combination not supported: grad torch.bfloat16, "
+                      "optimizer torch.float32 (bitsandbytes' 32-bit momentum kernel has no bfloat16 version)");
+    if (!st->mem || st->nstates != 1) return sd_err(SD_ESTATE, "bitsandbytes 1-state step on a wrong state");
+    if (opt != SD_BNB1_LION && opt != SD_BNB1_MOMENTUM) return sd_err(SD_EINVAL, "bitsandbytes: bad optimizer %d", (int)opt);
+    if (step < 1 || step > INT32_MAX)
+        return sd_err(SD_ERANGE, "bitsandbytes: step %lld out of range 1..2^31-1", (long long)step);
+    bnb1_scalars s;
+    s.beta1 = (float)beta1;
+    s.beta2 = (float)beta2;
+    s.lr = (float)lr;
+    s.wd = (float)weight_decay;
+    s.omb1 = 1.0f - s.beta1;
+    s.omb2 = 1.0f - s.beta2;
+    float lw = s.lr * s.wd;
+    s.decay = 1.0f - lw;
+    s.first = step == 1;
+    s.half = half == 1 || half == 2 ? half : 0;
+    const int64_t n = st->numel;
+    if (st->mode == SD_BNB_STATE_F32) {
+        const int64_t chunk = 16384;
+        const int64_t nchunks = (n + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+        for (int64_t c = 0; c < nchunks; c++) {
+            size_t i0 = (size_t)(c * chunk), i1 = (size_t)(c * chunk + chunk < n ? c * chunk + chunk : n);
+            step32_1_range(&s, opt, p, g, st->m32, i0, i1);
+        }
+        return SD_OK;
+    }
+    const float *q1 = sd_bnb_qmap_signed();
+    const int64_t nb = st->nblocks;
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t i = b * SD_BNB_BLOCKSIZE;
+        int valid = (int)(n - i >= SD_BNB_BLOCKSIZE ? SD_BNB_BLOCKSIZE : n - i);
+        step8_1_block(&s, opt, q1, p + i, g + i, st->m8 + i, st->absmax1, b, valid);
+    }
+    return SD_OK;
+}
+
+void sd_bnb1_config_default(sd_adamw8bit_config *c, int sgd)
+{
+    sd_adamw8bit_config_default(c);
+    c->eps = 0.0;
+    c->weight_decay = 0.0;
+    if (sgd) {
+        c->lr = 1e-3;          /* SGD8bit's lr is required; kohya always passes it */
+        c->beta1 = 0.9;        /* momentum: kohya's default for SGDNesterov8bit */
+        c->beta2 = 0.0;        /* dampening */
+    } else {
+        c->lr = 1e-4;
+        c->beta1 = 0.9;
+        c->beta2 = 0.99;
+    }
+}
+
+static int bnb1_known(int sgd, int has_is_paged, const char *key)
+{
+    static const char *const lion[] = { "betas", "weight_decay", "args", "min_8bit_size", "percentile_clipping",
+                                        "block_wise", NULL };
+    static const char *const sgdk[] = { "momentum", "dampening", "weight_decay", "nesterov", "args", "min_8bit_size",
+                                        "percentile_clipping", "block_wise", NULL };
+    const char *const *k = sgd ? sgdk : lion;
+    for (int i = 0; k[i]; i++)
+        if (!strcmp(key, k[i])) return 1;
+    return !sgd && has_is_paged && !strcmp(key, "is_paged");
+}
+
+int sd_bnb1_config_set(sd_adamw8bit_config *c, const char *cls, const char *qualname, int sgd, int has_is_paged,
+                       const char *key, const struct sd_py_value *v)
+{
+    if (!strcmp(key, "lr") || (sgd && !strcmp(key, "nesterov")))
+        return sd_err(SD_EUSAGE, "%s() got multiple values for keyword argument '%s'", qualname, key);
+    if (!strcmp(key, "params"))
+        return sd_err(SD_EUSAGE, "%s.__init__() got multiple values for argument 'params'", cls);
+    if (!bnb1_known(sgd, has_is_paged, key))
+        return sd_err(SD_EUSAGE, "%s.__init__() got an unexpected keyword argument '%s'", cls, key);
+    if (!strcmp(key, "betas")) {
+        if (v->kind != SD_PY_TUPLE && v->kind != SD_PY_LIST)
+            return sd_err(SD_EUSAGE, "%s: betas must be a tuple of 2 numbers, got %s", cls, v->repr);
+        for (int i = 0; i < v->nitems; i++)
+            if (v->item_kind[i] != SD_PY_INT && v->item_kind[i] != SD_PY_FLOAT && v->item_kind[i] != SD_PY_BOOL)
+                return sd_err(SD_EUSAGE, "%s: betas must be numbers, got %s", cls, v->repr);
+        if (v->nitems < 2)
+            return sd_err(SD_EUSAGE, "%s: betas must have 2 values, got %s (tuple index out of range)", cls, v->repr);
+        for (int i = 0; i < v->nitems; i++)
+            if (!(v->items[i] >= 0.0 && v->items[i] < 1.0)) {
+                char f[40];
+                return sd_err(SD_EUSAGE, "Invalid beta parameter at index %d: %s", i,
+                              sd_py_float(v->items[i], f, sizeof f));
+            }
+        c->beta1 = v->items[0];
+        c->beta2 = v->items[1];
+        return SD_OK;
+    }
+    if (!strcmp(key, "args")) {
+        if (v->kind != SD_PY_NONE)
+            return sd_err(SD_EUNSUPPORTED, "%s: args=%s is not supported (only None)", cls, v->repr);
+        return SD_OK;
+    }
+    if (!strcmp(key, "block_wise")) { c->block_wise = py_truthy(v); return SD_OK; }
+    if (!strcmp(key, "is_paged")) { c->is_paged = py_truthy(v); return SD_OK; }
+    if (!py_is_number(v)) return sd_err(SD_EUSAGE, "%s: %s must be a number, got %s", cls, key, v->repr);
+    double x = v->kind == SD_PY_FLOAT ? v->f : (double)v->i;
+    if (!strcmp(key, "momentum")) c->beta1 = x;
+    else if (!strcmp(key, "dampening")) c->beta2 = x;
+    else if (!strcmp(key, "weight_decay")) c->weight_decay = x;
+    else if (!strcmp(key, "percentile_clipping")) c->percentile_clipping = x >= 100.0 ? 100 : (int)floor(x);
+    else if (!strcmp(key, "min_8bit_size")) {
+        double m = ceil(x);
+        c->min_8bit_size = m > 9.0e18 ? INT64_MAX : (m < 0 ? 0 : (int64_t)m);
+    }
+    return SD_OK;
+}
+
+int sd_bnb1_config_check(const sd_adamw8bit_config *c, const char *cls, int sgd)
+{
+    char f[40];
+    if (sgd && c->beta1 == 0.0) return sd_err(SD_EUSAGE, "SGD without momentum is not supported!");
+    if (!(0.0 <= c->lr)) return sd_err(SD_EUSAGE, "Invalid learning rate: %s", sd_py_float(c->lr, f, sizeof f));
+    if (!(0.0 <= c->beta1 && c->beta1 < 1.0))
+        return sd_err(SD_EUSAGE, "Invalid beta parameter at index 0: %s", sd_py_float(c->beta1, f, sizeof f));
+    if (!(0.0 <= c->beta2 && c->beta2 < 1.0))
+        return sd_err(SD_EUSAGE, "Invalid beta parameter at index 1: %s", sd_py_float(c->beta2, f, sizeof f));
+    if (!(0.0 <= c->weight_decay))
+        return sd_err(SD_EUSAGE, "Invalid weight_decay value: %s", sd_py_float(c->weight_decay, f, sizeof f));
+    if (c->percentile_clipping < 100)
+        return sd_err(SD_EUNSUPPORTED, "%s: percentile_clipping=%d is not supported (only 100, off)", cls,
+                      c->percentile_clipping);
+    if (!c->block_wise)
+        return sd_err(SD_EUNSUPPORTED, "%s: block_wise=False (one absmax per tensor) is not supported", cls);
+    return SD_OK;
 }

@@ -144,11 +144,12 @@ typedef enum sd_bnb_state_mode {
 
 typedef struct sd_adamw8bit_state {
     int64_t numel;
+    int nstates;             /* 2 (Adam: state1 + state2) or 1 (Lion8bit / SGD8bit: state1 only) */
     sd_bnb_state_mode mode;
     int64_t nblocks;         /* ceil(numel / 256) in U8 mode, 0 in F32 mode */
-    float *m32, *v32;        /* F32: state1, state2 (numel each) */
-    uint8_t *m8, *v8;        /* U8: state1, state2 codes (numel each) */
-    float *absmax1, *absmax2;/* U8: nblocks each */
+    float *m32, *v32;        /* F32: state1, state2 (numel each; v32 NULL with one state) */
+    uint8_t *m8, *v8;        /* U8: state1, state2 codes (numel each; v8 NULL with one state) */
+    float *absmax1, *absmax2;/* U8: nblocks each (absmax2 NULL with one state) */
     void *mem;               /* one allocation holding all of the above */
 } sd_adamw8bit_state;
 
@@ -183,7 +184,8 @@ typedef struct sd_bnb_state_array {
 } sd_bnb_state_array;
 
 #define SD_BNB_MAX_ARRAYS 4
-/* Fill out[] and return how many arrays (2 in F32 mode, 4 in U8 mode). */
+/* Fill out[] and return how many arrays (2 in F32 mode, 4 in U8 mode; with one state 1 and 2:
+ * "state1" and, in U8 mode, "absmax1"). */
 int sd_adamw8bit_arrays(sd_adamw8bit_state *st, sd_bnb_state_array out[SD_BNB_MAX_ARRAYS]);
 
 /* Add the arrays to a safetensors writer as "<prefix>.<name>" (the data is referenced, not
@@ -196,5 +198,58 @@ int sd_adamw8bit_save(sd_adamw8bit_state *st, sd_safetensors_writer *w, const ch
  * shape with that product is accepted). Values are taken as they are (a diverged run's inf/NaN
  * included), so save + load is byte-exact. On error the state is left zeroed. */
 int sd_adamw8bit_load(sd_adamw8bit_state *st, const sd_safetensors *f, const char *prefix);
+
+
+/* ---- the 1-state optimizers: Lion8bit, PagedLion8bit, SGD8bit ------------------------------ */
+
+/* bitsandbytes.optim.Lion8bit / PagedLion8bit ("lion") and SGD8bit ("momentum"; kohya's
+ * SGDNesterov8bit), Optimizer1State with optim_bits 8 (bnb 0.49.2, the same sources as above;
+ * csrc/ops.cu BLOCKSIZE_1STATE 256, NUM_1STATE 1; kernels.cu kOptimizer32bit1State<float, OPT>
+ * and kOptimizerStatic8bit1StateBlockwise<float, OPT, 256, 1>). One state, state1 (f32 below
+ * min_8bit_size, else signed 8-bit codes with one absmax1 per 256-element block, the signed
+ * dynamic map). Scalars rounded to float; lion passes betas = (β1, β2), momentum (μ, dampening)
+ * where dampening is never used; eps is 0.0 and unused. Per element, f32, the kernels' order:
+ *   32-bit path (the kernel adds the weight decay to the gradient for every 1-state optimizer,
+ *   Lion included):  if wd > 0: g = g + p·wd
+ *     lion:      p = p - lr·sgn(s·β1 + (1-β1)·g);  s = s·β2 + (1-β2)·g
+ *     momentum:  s = step == 1 ? g : s·β1 + g;     p = p + (-lr·s)
+ *   8-bit blockwise path (s = qmap[c]·absmax1[b] dequantised; no NaN/inf masking, skip_zeros off):
+ *     lion:      if wd > 0: p = p·(1 - lr·wd)   (decoupled, before the update)
+ *                u = lr·sgn(s·β1 + (1-β1)·g);  s = s·β2 + (1-β2)·g;  p = p - u
+ *     momentum:  if wd > 0: g = g + p·wd;  s = step == 1 ? g : s·β1 + g;  p = p - lr·s
+ *     absmax1[b] = max |s| over the 256 lanes (past the end: g = 0, p = 0, code 128), then
+ *     the codes by quantize_2D with the sign fix, as for AdamW8bit's state1.
+ *   sgn(x) = (0 < x) - (x < 0) (0 for ±0 and NaN). SGD8bit has no Nesterov step: bnb accepts
+ *   nesterov and ignores it (kohya's SGDNesterov8bit is plain heavy-ball momentum). */
+typedef enum sd_bnb1_optimizer {
+    SD_BNB1_LION = 1,
+    SD_BNB1_MOMENTUM = 2,
+} sd_bnb1_optimizer;
+
+/* Zeroed one-state storage (state1, absmax1) for a tensor of `numel` elements. */
+int sd_bnb1_state_init(sd_adamw8bit_state *st, int64_t numel, int64_t min_8bit_size);
+/* One step (step ≥ 1 after bnb's increment). half: the parameters' dtype, the kernels' T (0 f32,
+ * 1 f16, 2 bf16; p and g then hold values of that dtype): the values the kernel stores in T
+ * variables are rounded to it, as there: the parameter (after Lion's 8-bit decay and at the end),
+ * Lion's lr·sgn(..) on the 8-bit path and the decayed gradient g + p·wd on the 32-bit path.
+ * bf16 with momentum on a 32-bit-state tensor is bnb's ValueError (no such kernel): SD_EUSAGE. */
+int sd_bnb1_step(sd_adamw8bit_state *st, sd_bnb1_optimizer opt, float *p, const float *g, double lr,
+                 double beta1, double beta2, double weight_decay, int64_t step, int half);
+
+/* The constructors' keyword arguments (kohya calls Class(params, lr=..., **optimizer_args)):
+ *   Lion8bit:       betas=(0.9, 0.99), weight_decay=0, args, min_8bit_size, percentile_clipping,
+ *                   block_wise, is_paged          (PagedLion8bit: the same without is_paged)
+ *   SGD8bit:        momentum=0 (kohya: 0.9), dampening=0, weight_decay=0, nesterov, args,
+ *                   min_8bit_size, percentile_clipping, block_wise
+ * For SGD8bit, beta1 holds momentum and beta2 dampening (bnb's betas). `cls` is the class name
+ * for messages ("Lion8bit"), `qualname` bnb's module.Class. nesterov is kohya's own keyword:
+ * giving it is "got multiple values for keyword argument 'nesterov'". */
+void sd_bnb1_config_default(sd_adamw8bit_config *c, int sgd);
+int sd_bnb1_config_set(sd_adamw8bit_config *c, const char *cls, const char *qualname, int sgd, int has_is_paged,
+                       const char *key, const struct sd_py_value *v);
+/* SGD8bit: "SGD without momentum is not supported!" (momentum == 0); then Optimizer1State's
+ * checks: "Invalid learning rate: …", "Invalid beta parameter at index i: …", "Invalid
+ * weight_decay value: …"; percentile_clipping < 100 / block_wise=False are SD_EUNSUPPORTED. */
+int sd_bnb1_config_check(const sd_adamw8bit_config *c, const char *cls, int sgd);
 
 #endif

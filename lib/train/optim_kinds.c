@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "base/half.h"
 
 #define PAR(n) ((n) >= ((size_t)1 << 16) && !omp_in_parallel())
 
@@ -426,5 +427,227 @@ int sd_optim_step_dadapt_preprint(sd_optim *o, const double *lr, const uint8_t *
                       wd != 0 && c->decouple && sd_optim_glr(o, lr, q->group) > 0);
     }
     ds->k += 1;
+    return SD_OK;
+}
+
+/* ---- ScheduleFree (schedulefree 1.4: AdamWScheduleFree, RAdamScheduleFree, SGDScheduleFree) -------- */
+
+/* torch's lerp_ with a scalar weight (ATen's CPU kernel: |w| < 0.5 ? self + w·(end - self) :
+ * end + (w - 1)·(end - self), each a fused multiply-add). */
+static inline float sf_lerp(float self, float end, float w)
+{
+    float d = end - self;
+    return fabsf(w) < 0.5f ? fmaf(w, d, self) : fmaf(w - 1.0f, d, end);
+}
+
+static double sf_beta1(const sd_optim_config *c)
+{
+    return c->kind == SD_OPTIM_SGD_SF ? c->momentum : c->beta1;
+}
+
+typedef struct sf_scalars {
+    double lr, ckp1, bc2;
+    int normalize;   /* AdamW: always; RAdam: rho_t > 4; SGD: never */
+} sf_scalars;
+
+/* One group's scalar bookkeeping of step() for step k + 1 (updates lr_max and weight_sum). */
+static void sf_group_scalars(const sd_optim_config *c, sd_optim_group *G, double glr, double k, sf_scalars *s)
+{
+    const double step = k + 1;
+    double l;
+    s->bc2 = 1.0;
+    s->normalize = 0;
+    if (c->kind == SD_OPTIM_RADAM_SF) {
+        double b2t = pow(c->beta2, step);
+        s->bc2 = 1 - b2t;
+        double rho_inf = 2 / (1 - c->beta2) - 1;
+        double rho_t = rho_inf - 2 * step * b2t / s->bc2;
+        double rect = rho_t > 4.0 ? pow((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t), 0.5)
+                                  : (double)!c->silent_sgd_phase;
+        s->normalize = rho_t > 4.0;
+        l = glr * rect;
+    } else {
+        double sched = k < c->warmup_steps ? step / c->warmup_steps : 1.0;
+        if (c->kind == SD_OPTIM_ADAMW_SF) s->bc2 = 1 - pow(c->beta2, step), s->normalize = 1;
+        l = glr * sched;
+    }
+    G->sf_lr_max = py_max(l, G->sf_lr_max);
+    double weight = pow(step, c->sf_r) * pow(G->sf_lr_max, c->weight_lr_power);
+    G->sf_weight_sum = G->sf_weight_sum + weight;
+    s->ckp1 = G->sf_weight_sum != 0 ? weight / G->sf_weight_sum : 0;   /* ZeroDivisionError -> 0 */
+    s->lr = l;
+}
+
+int sd_optim_step_schedulefree(sd_optim *o, const double *lr, const uint8_t *skip)
+{
+    const sd_optim_config *c = &o->cfg;
+    if (!o->ds.sf_train)
+        return sd_err(SD_ESTATE, "%s: Optimizer was not in train mode when step is called. Please insert .train() "
+                      "and .eval() calls on the optimizer.", sd_optim_kind_name(c->kind));
+    const double beta1 = sf_beta1(c), k = o->ds.k;
+    const int sgd = c->kind == SD_OPTIM_SGD_SF;
+    const float b2 = (float)c->beta2, o2 = (float)(1 - c->beta2), eps = (float)c->eps;
+    for (int gi = 0; gi < o->ngroups; gi++) {
+        sd_optim_group *G = &o->groups[gi];
+        sf_scalars s;
+        sf_group_scalars(c, G, sd_optim_glr(o, lr, gi), k, &s);
+        const double wd = G->weight_decay;
+        const float bc2 = (float)s.bc2, ck = (float)s.ckp1, wdf = (float)wd;
+        const float ylr = (float)(s.lr * (beta1 * (1 - s.ckp1) - 1)), nlr = (float)(-s.lr);
+        const int norm = s.normalize, decay = wd != 0;
+        for (size_t i = G->first; i < G->first + G->count; i++) {
+            if (skip && skip[i]) continue;
+            sd_optim_param *q = &o->params[i];
+            float *restrict y = pval(q), *restrict g = pgrad(q), *restrict z = q->buf[0];
+            float *restrict v = sgd ? NULL : q->buf[1];
+            size_t n = pnumel(q);
+            if (!q->initialized) {   /* state['z'] = clone(p), state['exp_avg_sq'] = zeros */
+                memcpy(z, y, n * sizeof(float));
+                if (v) memset(v, 0, n * sizeof(float));
+                q->initialized = 1;
+            }
+            q->step++;
+            #pragma omp parallel for schedule(static) if (PAR(n))
+            for (size_t j = 0; j < n; j++) {
+                float gj = g[j];
+                if (!sgd) {
+                    float vj = fmaf(o2, gj * gj, v[j] * b2);   /* mul_(beta2); addcmul_(g, g, 1-beta2) */
+                    v[j] = vj;
+                    if (norm) {
+                        float den = sqrtf(vj / bc2) + eps;
+                        gj = gj / den;
+                    }
+                }
+                if (decay) gj = fmaf(wdf, y[j], gj);
+                float yj = sf_lerp(y[j], z[j], ck);
+                y[j] = fmaf(ylr, gj, yj);
+                z[j] = fmaf(nlr, gj, z[j]);
+                g[j] = gj;   /* the reference divides and decays p.grad in place */
+            }
+        }
+    }
+    o->ds.k = k + 1;
+    return SD_OK;
+}
+
+static int sf_swap(sd_optim *o, int to_train)
+{
+    if (!sd_optim_is_schedulefree(o->cfg.kind) || (o->ds.sf_train != 0) == (to_train != 0)) return SD_OK;
+    const double b1 = sf_beta1(&o->cfg);
+    const float w = (float)(to_train ? 1 - b1 : 1 - 1 / b1);
+    const int half = o->half != SD_F32, bf = o->half == SD_BF16;
+    for (size_t i = 0; i < o->nparams; i++) {
+        sd_optim_param *q = &o->params[i];
+        if (!q->initialized) continue;   /* no 'z' in its state */
+        float *restrict p = pval(q);
+        const float *restrict z = q->buf[0];
+        size_t n = pnumel(q);
+        #pragma omp parallel for schedule(static) if (PAR(n))
+        for (size_t j = 0; j < n; j++) {
+            float x = sf_lerp(p[j], z[j], w);
+            p[j] = half ? (bf ? sd_round_bf16(x) : sd_round_f16(x)) : x;
+        }
+    }
+    o->ds.sf_train = to_train ? 1 : 0;
+    return SD_OK;
+}
+
+int sd_optim_sf_eval(sd_optim *o) { return sf_swap(o, 0); }
+int sd_optim_sf_train(sd_optim *o) { return sf_swap(o, 1); }
+
+void sd_optim_after_load(sd_optim *o)
+{
+    if (!sd_optim_is_schedulefree(o->cfg.kind)) return;
+    for (int gi = 0; gi < o->ngroups; gi++) {
+        sd_optim_group *G = &o->groups[gi];
+        G->sf_weight_sum = 0.0;
+        G->sf_lr_max = -1.0;
+        sf_scalars s;
+        for (double k = 0; k < o->ds.k; k++) sf_group_scalars(&o->cfg, G, G->lr, k, &s);
+    }
+}
+
+/* ---- DAdaptSGD (dadaptation 3.2, dadaptation/dadapt_sgd.py) ---------------------------------------- */
+
+int sd_optim_step_dadapt_sgd(sd_optim *o, const double *lr, const uint8_t *skip)
+{
+    const sd_optim_config *c = &o->cfg;
+    sd_optim_dstate *ds = &o->ds;
+    double lmax;
+    if (!o->nparams) return SD_OK;
+    const double decay = o->ngroups ? o->groups[0].weight_decay : 0.0;   /* param_groups[0]['weight_decay'] */
+    const double ck = 1 - c->momentum, k = ds->k, d = ds->d;
+    if (k == 0) {   /* g0_norm from the raw gradients (grad.add(p, alpha=decay) is not in place) */
+        double gsq = 0;
+        for (size_t i = 0; i < o->nparams; i++) {
+            if (skip && skip[i]) continue;
+            sd_optim_param *q = &o->params[i];
+            if (!(sd_optim_glr(o, lr, q->group) > 0.0)) continue;
+            const float *g = pgrad(q);
+            size_t n = pnumel(q);
+            double s = 0;
+            for (size_t j = 0; j < n; j++) s += (double)g[j] * (double)g[j];
+            gsq += (double)(float)s;
+        }
+        ds->g0_norm = sqrt(gsq);
+    }
+    int rc = common_lr(o, lr, &lmax);
+    if (rc) return rc;
+    if (ds->g0_norm == 0)
+        return sd_err(SD_ERANGE, "DAdaptSGD: float division by zero (the first step's gradients are all zero: g0_norm = 0)");
+    const double dlr = d * lmax / ds->g0_norm;
+    double delta = 0, sksq = 0;
+    const float dlrf = (float)dlr;
+    for (size_t i = 0; i < o->nparams; i++) {
+        if (skip && skip[i]) continue;
+        sd_optim_param *q = &o->params[i];
+        float *restrict z = q->buf[0], *restrict s = q->buf[1], *restrict x0 = q->buf[2];
+        float *restrict g = pgrad(q);
+        const float *restrict p = pval(q);
+        const size_t n = pnumel(q);
+        if (!q->initialized) {
+            memcpy(z, p, n * sizeof(float));
+            memset(s, 0, n * sizeof(float));
+            memcpy(x0, p, n * sizeof(float));
+            q->initialized = 1;
+        }
+        if (decay != 0) coupled_decay(q, decay);
+        if (sd_optim_glr(o, lr, q->group) > 0.0) {
+            double dot = 0;
+            for (size_t j = 0; j < n; j++) dot += (double)g[j] * (double)s[j];
+            delta += dlr * (double)(float)dot;
+            #pragma omp parallel for schedule(static) if (PAR(n))
+            for (size_t j = 0; j < n; j++) s[j] = fmaf(dlrf, g[j], s[j]);
+            double ss = 0;
+            for (size_t j = 0; j < n; j++) ss += (double)s[j] * (double)s[j];
+            sksq += (double)(float)ss;
+        }
+    }
+    const double gnw = ds->numerator_weighted + delta;
+    double dn = d;
+    if (lmax > 0.0) {
+        if (sksq == 0) return sd_err(SD_ERANGE, "DAdaptSGD: float division by zero (all gradients are zero: ‖s‖ = 0)");
+        ds->d_hat = 2 * gnw / sqrt(sksq);
+        dn = py_max(d, py_min(ds->d_hat, d * c->growth_rate));
+    }
+    if (sksq == 0) return SD_OK;   /* the reference returns before storing d, numerator_weighted, k */
+    ds->numerator_weighted = gnw;
+    ds->d = dn;
+    const float omck = (float)(1 - ck), ckf = (float)ck;
+    for (size_t i = 0; i < o->nparams; i++) {
+        if (skip && skip[i]) continue;
+        sd_optim_param *q = &o->params[i];
+        float *restrict z = q->buf[0];
+        const float *restrict s = q->buf[1], *restrict x0 = q->buf[2];
+        float *restrict p = pval(q);
+        const size_t n = pnumel(q);
+        q->step++;
+        #pragma omp parallel for schedule(static) if (PAR(n))
+        for (size_t j = 0; j < n; j++) {
+            z[j] = x0[j] - s[j];
+            p[j] = fmaf(ckf, z[j], p[j] * omck);   /* p.mul_(1-ck).add_(z, alpha=ck) */
+        }
+    }
+    ds->k = k + 1;
     return SD_OK;
 }

@@ -18,6 +18,8 @@ int sd_optim_step_sgd(sd_optim *o, const double *lr, const uint8_t *skip);
 int sd_optim_step_adafactor(sd_optim *o, const double *lr, const uint8_t *skip);
 int sd_optim_step_prodigy(sd_optim *o, const double *lr, const uint8_t *skip);
 int sd_optim_step_dadapt_adam(sd_optim *o, const double *lr, const uint8_t *skip);
+int sd_optim_step_dadapt_sgd(sd_optim *o, const double *lr, const uint8_t *skip);
+int sd_optim_step_schedulefree(sd_optim *o, const double *lr, const uint8_t *skip);
 int sd_optim_step_dadapt_preprint(sd_optim *o, const double *lr, const uint8_t *skip);
 
 #endif

@@ -583,6 +583,7 @@ int sd_train_state_load2(const char *dir, sd_params *net, sd_params *net2, sd_op
             snprintf(key, sizeof key, "optimizer.%s", snames[k]);
             rc = sd_safetensors_read(os, sd_safetensors_find(os, key), SD_ST_F64, svals[k], 1);
         }
+        if (!rc) sd_optim_after_load(opt);   /* ScheduleFree: the groups' weight_sum / lr_max */
     }
     if (!rc) {
         const sd_st_tensor *lw = sd_safetensors_find(os, "loss_window"), *lt = sd_safetensors_find(os, "loss_total");

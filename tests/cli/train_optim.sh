@@ -4,7 +4,7 @@
 # adafactor scheduler and None learning rates; Prodigy logs lr/d*lr/<group>; --use_lion_optimizer is
 # Lion and --use_8bit_adam AdamW8bit; the same bytes with --threads 1 and 2; a run resumed from a
 # saved state (Prodigy, Adafactor with and without relative_step, Lion, SGDNesterov, DAdaptation,
-# DAdaptAdam, AdamW8bit with 8-bit states) or after SIGTERM
+# DAdaptAdam, AdamW8bit with 8-bit states, Lion8bit, PagedLion8bit, SGDNesterov8bit) or after SIGTERM
 # (Prodigy) ends with the same bytes as an uninterrupted one; a state of another optimizer is
 # refused; --optimizer_args and scheduler errors.
 set -u
@@ -57,11 +57,36 @@ check_run dadaptation "dadaptation.experimental.dadapt_adam_preprint.DAdaptAdamP
   --optimizer_type DAdaptation --learning_rate 1 --optimizer_args decouple=True weight_decay=0.01
 check_run dadaptadam "dadaptation.dadapt_adam.DAdaptAdam" --optimizer_type DAdaptAdam --learning_rate 1
 check_run adamw8bit "bitsandbytes.optim.adamw.AdamW8bit" --optimizer_type AdamW8bit
+check_run dadaptsgd "dadaptation.dadapt_sgd.DAdaptSGD(momentum=0.9)" --optimizer_type DAdaptSGD --learning_rate 1 \
+  --optimizer_args momentum=0.9
 check_run adamw8bit_args "bitsandbytes.optim.adamw.AdamW8bit(min_8bit_size=16)" \
   --optimizer_type AdamW8bit --optimizer_args min_8bit_size=16
 check_run paged8 "bitsandbytes.optim.adamw.PagedAdamW8bit(min_8bit_size=16)" \
   --optimizer_type PagedAdamW8bit --optimizer_args min_8bit_size=16
 check_run paged32 "bitsandbytes.optim.adamw.PagedAdamW32bit" --optimizer_type PagedAdamW32bit
+check_run lion8bit "bitsandbytes.optim.lion.Lion8bit(min_8bit_size=16,weight_decay=0.1)" --optimizer_type lion8bit \
+  --optimizer_args min_8bit_size=16 weight_decay=0.1
+check_run pagedlion8bit "bitsandbytes.optim.lion.PagedLion8bit" --optimizer_type PagedLion8bit
+check_run sgd8bit "bitsandbytes.optim.sgd.SGD8bit(min_8bit_size=16,momentum=0.9)" --optimizer_type SGDNesterov8bit \
+  --learning_rate 1e-2 --optimizer_args min_8bit_size=16
+check_run adamwsf "schedulefree.adamw_schedulefree.AdamWScheduleFree(warmup_steps=2,weight_decay=0.01)" \
+  --optimizer_type AdamWScheduleFree --optimizer_args warmup_steps=2 weight_decay=0.01
+check_run radamsf "schedulefree.radam_schedulefree.RAdamScheduleFree" --optimizer_type radamschedulefree
+check_run sgdsf "schedulefree.sgd_schedulefree.SGDScheduleFree(momentum=0.8)" --optimizer_type SGDScheduleFree \
+  --learning_rate 0.1 --optimizer_args momentum=0.8
+# ScheduleFree: kohya's dummy scheduler ignores --lr_scheduler and its warm-up (no error; the same bytes)
+T --output_dir o_sfsched --max_train_steps 4 --optimizer_type AdamWScheduleFree --optimizer_args warmup_steps=2 \
+  weight_decay=0.01 --lr_scheduler constant --lr_warmup_steps 3 2> o_sfsched.err &&
+  python3 - o_adamwsf/last.safetensors o_sfsched/last.safetensors <<'PY' && ok train_optim_sf_dummy_scheduler ||
+import json, struct, sys
+def t(p):
+    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n]); h.pop('__metadata__', None)
+    return h, b[8 + n:]
+sys.exit(0 if t(sys.argv[1]) == t(sys.argv[2]) else 1)
+PY
+  nok train_optim_sf_dummy_scheduler "$(tail -2 o_sfsched.err)"
+grep -q '8-bit SGD with Nesterov must be with momentum, set momentum to 0.9' o_sgd8bit.err &&
+  ok train_optim_sgd8bit_warning || nok train_optim_sgd8bit_warning "$(cat o_sgd8bit.err)"
 
 # Adafactor's relative_step: the scheduler and the learning rates as kohya records them; its own LRs logged
 [ "$(meta o_adafactor/last.safetensors ss_lr_scheduler)" = "adafactor:0.001" ] &&
@@ -90,9 +115,10 @@ cmp -s o_adamw8bit/last.safetensors o_adamw8bit_args/last.safetensors && nok tra
   ok train_optim_adamw8bit_8bit_path   # min_8bit_size=16: 8-bit states, other numbers
 
 # ---- threads: same bytes ------------------------------------------------------------------------------------
-for o in Prodigy Adafactor AdamW8bit; do
-  T --output_dir "t1_$o" --max_train_steps 4 --optimizer_type $o --learning_rate 1 --threads 1 2> /dev/null
-  T --output_dir "t2_$o" --max_train_steps 4 --optimizer_type $o --learning_rate 1 --threads 2 2> /dev/null
+for o in Prodigy Adafactor AdamW8bit Lion8bit SGDNesterov8bit AdamWScheduleFree; do
+  a=(); case $o in *8bit) a=(--optimizer_args min_8bit_size=16);; esac
+  T --output_dir "t1_$o" --max_train_steps 4 --optimizer_type $o --learning_rate 1 --threads 1 "${a[@]}" 2> /dev/null
+  T --output_dir "t2_$o" --max_train_steps 4 --optimizer_type $o --learning_rate 1 --threads 2 "${a[@]}" 2> /dev/null
   cmp -s "t1_$o/last.safetensors" "t2_$o/last.safetensors" && ok "train_optim_threads_$o" || nok "train_optim_threads_$o"
 done
 
@@ -111,8 +137,26 @@ check_resume adafactor_manual --optimizer_type Adafactor --optimizer_args relati
 check_resume lion --optimizer_type Lion --optimizer_args weight_decay=0.1 decoupled_weight_decay=True
 check_resume sgd --optimizer_type SGDNesterov --learning_rate 1e-2
 check_resume dadaptation --optimizer_type DAdaptation --learning_rate 1
+check_resume dadaptsgd --optimizer_type DAdaptSGD --learning_rate 1 --optimizer_args weight_decay=0.01
 check_resume dadaptadam --optimizer_type DAdaptAdam --learning_rate 1 --optimizer_args use_bias_correction=True
 check_resume adamw8bit --optimizer_type AdamW8bit --optimizer_args min_8bit_size=16   # 8-bit blockwise states
+check_resume lion8bit --optimizer_type Lion8bit --optimizer_args min_8bit_size=16 weight_decay=0.1
+check_resume pagedlion8bit --optimizer_type PagedLion8bit   # 32-bit states (small tensors)
+check_resume adamwsf --optimizer_type AdamWScheduleFree --optimizer_args weight_decay=0.01 warmup_steps=3
+check_resume radamsf --optimizer_type RAdamScheduleFree --learning_rate 1e-2
+check_resume sgdsf --optimizer_type SGDScheduleFree --learning_rate 0.1 --optimizer_args weight_decay=0.01
+check_resume sgd8bit --optimizer_type SGDNesterov8bit --learning_rate 1e-2 --optimizer_args min_8bit_size=16 weight_decay=0.01
+# ScheduleFree: saved in eval mode, as kohya saves: the state's weights are the step's LoRA (x), mode eval
+python3 - r_adamwsf/at-step00000004-state r_adamwsf/at-step00000004.safetensors <<'PY' &&
+import json, struct, sys
+def t(p):
+    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n]); h.pop('__metadata__', None)
+    return {k: b[8 + n + v['data_offsets'][0]:8 + n + v['data_offsets'][1]] for k, v in h.items()}
+w, l, o = t(sys.argv[1] + '/weights.safetensors'), t(sys.argv[2]), t(sys.argv[1] + '/optimizer.safetensors')
+ok = w and all(l.get(k) == v for k, v in w.items()) and struct.unpack('<d', o['optimizer.sf_train'])[0] == 0.0
+sys.exit(0 if ok else 1)
+PY
+  ok train_optim_sf_saved_eval_mode || nok train_optim_sf_saved_eval_mode
 # a state of another optimizer is refused with one line
 T --output_dir q_x --max_train_steps 10 --resume r_prodigy/at-step00000004-state 2> e1.err; rc=$?
 [ $rc = 1 ] && grep -q "its optimizer state is Prodigy's, this run uses AdamW" e1.err && [ "$(wc -l < e1.err)" -le 3 ] &&
@@ -149,8 +193,22 @@ T --output_dir o_e --optimizer_type Adafactor --lr_warmup_steps 2 2> e5.err; rc=
 T --output_dir o_e --optimizer_type AdamW8bit --optimizer_args momentum=0.9 2> e8.err; rc=$?
 [ $rc = 2 ] && grep -q "AdamW8bit.__init__() got an unexpected keyword argument 'momentum'" e8.err &&
   ok train_optim_adamw8bit_unknown_arg || nok train_optim_adamw8bit_unknown_arg "rc $rc $(cat e8.err)"
-T --output_dir o_e --optimizer_type Lion8bit 2> e6.err; rc=$?
-[ $rc = 1 ] && grep -q 'optimizer Lion8bit is not implemented yet' e6.err && ok train_optim_refused ||
+T --output_dir o_e --optimizer_type Lion8bit --optimizer_args eps=1e-8 2> e9.err; rc=$?
+[ $rc = 2 ] && grep -q "Lion8bit.__init__() got an unexpected keyword argument 'eps'" e9.err &&
+  ok train_optim_lion8bit_unknown_arg || nok train_optim_lion8bit_unknown_arg "rc $rc $(cat e9.err)"
+T --output_dir o_e --optimizer_type SGDNesterov8bit --optimizer_args nesterov=True 2> e10.err; rc=$?
+[ $rc = 2 ] && grep -q "got multiple values for keyword argument 'nesterov'" e10.err &&
+  ok train_optim_sgd8bit_nesterov_arg || nok train_optim_sgd8bit_nesterov_arg "rc $rc $(cat e10.err)"
+# --full_fp16 with Lion8bit trains (the kernels' half stores); --full_bf16 with SGDNesterov8bit on tensors below
+# min_8bit_size is bitsandbytes' ValueError (no bfloat16 32-bit momentum kernel)
+T --output_dir o_l8h --max_train_steps 3 --optimizer_type Lion8bit --mixed_precision fp16 --full_fp16 \
+  --optimizer_args min_8bit_size=16 weight_decay=0.1 2> o_l8h.err && [ -f o_l8h/last.safetensors ] &&
+  ok train_optim_lion8bit_full_fp16 || nok train_optim_lion8bit_full_fp16 "$(tail -2 o_l8h.err)"
+T --output_dir o_e --max_train_steps 3 --optimizer_type SGDNesterov8bit --mixed_precision bf16 --full_bf16 2> e11.err; rc=$?
+[ $rc = 2 ] && grep -q "Gradient+optimizer bit data type combination not supported" e11.err &&
+  ok train_optim_sgd8bit_bf16_refused || nok train_optim_sgd8bit_bf16_refused "rc $rc $(cat e11.err)"
+T --output_dir o_e --optimizer_type DAdaptLion 2> e6.err; rc=$?
+[ $rc = 1 ] && grep -q 'optimizer DAdaptLion is not implemented yet' e6.err && ok train_optim_refused ||
   nok train_optim_refused "rc $rc $(cat e6.err)"
 T --output_dir o_e --optimizer_type DAdaptAdam --learning_rate 0 2> e7.err; rc=$?
 [ $rc = 2 ] && grep -q 'Invalid learning rate' e7.err && ok train_optim_invalid_lr || nok train_optim_invalid_lr "rc $rc $(cat e7.err)"

@@ -19,6 +19,7 @@ same torch operations and the same order, of the reference source kohya-ss/sd-sc
   Prodigy             prodigyopt 1.1.2, prodigyopt/prodigy.py
                       (github.com/konstmish/prodigy @ 3efb213ee8af5a6bf76f28726398433a847b38e9)
   DAdaptAdam          dadaptation 3.2, dadaptation/dadapt_adam.py
+  DAdaptSGD           dadaptation 3.2, dadaptation/dadapt_sgd.py
   DAdaptAdamPreprint  dadaptation 3.2, dadaptation/experimental/dadapt_adam_preprint.py (kohya's
                       "DAdaptation") (github.com/facebookresearch/dadaptation
                       @ c984980213a989ff7cac1e3d68c19a2257bcd571)
@@ -445,6 +446,96 @@ class DAdaptAdamPreprint(torch.optim.Optimizer):
             group["k"] = k + 1
 
 
+class DAdaptSGD(torch.optim.Optimizer):
+    """dadaptation 3.2 dadaptation/dadapt_sgd.py (@ c984980), step() without logging and FSDP."""
+
+    def __init__(self, params, lr=1.0, momentum=0.0, weight_decay=0, log_every=0, d0=1e-6,
+                 growth_rate=float('inf'), fsdp_in_use=False):
+        if not 0.0 < d0:
+            raise ValueError("Invalid d0 value: {}".format(d0))
+        if not 0.0 < lr:
+            raise ValueError("Invalid learning rate: {}".format(lr))
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, k=0, log_every=log_every,
+                        numerator_weighted=0.0, d=d0, growth_rate=growth_rate, fsdp_in_use=fsdp_in_use)
+        super().__init__(params, defaults)
+
+    def step(self, closure=None):
+        loss = None
+        group = self.param_groups[0]
+        lr = max(group['lr'] for group in self.param_groups)
+        decay = group['weight_decay']
+        momentum = group['momentum']
+        ck = 1 - momentum
+        k = group['k']
+        numerator_weighted = group['numerator_weighted']
+        growth_rate = group['growth_rate']
+        d = group['d']
+        group = self.param_groups[0]
+        sk_sq = 0.0
+        delta_numerator_weighted = 0.0
+        if k == 0:
+            g_sq = 0.0
+            for group in self.param_groups:
+                group_lr = group['lr']
+                for p in group['params']:
+                    if p.grad is None:
+                        continue
+                    grad = p.grad.data
+                    if decay != 0:
+                        grad.add(p.data, alpha=decay)
+                    state = self.state[p]
+                    if group_lr > 0.0:
+                        g_sq += (grad * grad).sum().item()
+            global_gsq = g_sq
+            group['g0_norm'] = g0_norm = math.sqrt(global_gsq)
+        g0_norm = group['g0_norm']
+        dlr = d*lr/g0_norm
+        for group in self.param_groups:
+            group_lr = group['lr']
+            if group_lr not in [lr, 0.0]:
+                raise RuntimeError("Setting different lr values in different parameter groups is only supported for values of 0")
+            for p in group['params']:
+                if p.grad is None:
+                    continue
+                grad = p.grad.data
+                state = self.state[p]
+                if 'z' not in state:
+                    z = state['z'] = torch.clone(p.data).detach()
+                    s = state['s'] = torch.zeros_like(p.data).detach()
+                    x0 = state['x0'] = torch.clone(p.data).detach()
+                if decay != 0:
+                    grad.add_(p.data, alpha=decay)
+                s = state['s']
+                if group_lr > 0.0:
+                    delta_numerator_weighted += dlr * torch.dot(grad.flatten(), s.flatten()).item()
+                    s.data.add_(grad, alpha=dlr)
+                    sk_sq += (s * s).sum().item()
+        d_hat = d
+        global_sk_sq = sk_sq
+        global_numerator_weighted = numerator_weighted + delta_numerator_weighted
+        if lr > 0.0:
+            d_hat = 2*global_numerator_weighted/math.sqrt(global_sk_sq)
+            d = max(d, min(d_hat, d*growth_rate))
+        if global_sk_sq == 0:
+            return loss
+        for group in self.param_groups:
+            group['numerator_weighted'] = global_numerator_weighted
+            group['d'] = d
+            group['g0_norm'] = g0_norm
+            for p in group['params']:
+                if p.grad is None:
+                    continue
+                grad = p.grad.data
+                state = self.state[p]
+                s = state['s']
+                x0 = state['x0']
+                z = state['z']
+                z.data.copy_(x0 - s)
+                p.data.mul_(1-ck).add_(z, alpha=ck)
+            group['k'] = k + 1
+        return loss
+
+
 # ---- cases ----------------------------------------------------------------------------------------------
 def run_case(f, tag, make, lrs, factors, set_lr=True, log_d=False, log_lr=False):
     g = torch.Generator().manual_seed(4321 + sum(map(ord, tag)))
@@ -537,6 +628,11 @@ def main():
                  log_d=True)
         run_case(f, "dadapt_pre_args", lambda gr: DAdaptAdamPreprint(gr, lr=1.0, weight_decay=0.01, betas=(0.8, 0.99),
                                                                      eps=1e-6, growth_rate=2.0),
+                 [1.0, 0.0], F5, log_d=True)
+        run_case(f, "dadapt_sgd", lambda gr: DAdaptSGD(gr, lr=1.0), [1.0, 1.0], [1.0, 0.5, 1.0, 0.0, 1.0],
+                 log_d=True)
+        run_case(f, "dadapt_sgd_args", lambda gr: DAdaptSGD(gr, lr=1.0, momentum=0.9, weight_decay=0.01,
+                                                            growth_rate=1.5, d0=1e-5),
                  [1.0, 0.0], F5, log_d=True)
 
 
