@@ -3,7 +3,8 @@
  * semantics (threads, barriers, shared memory, 16-bit types, wmma) are tests/emu/cuda_emu.h.
  * "Device" memory is host memory from malloc, tracked (copies and cuBLAS operands must lie inside
  * an allocation), filled with 0xff bytes (NaN) when allocated, within a budget of
- * SD_EMU_CUDA_MIB MiB (default 81559, an H100's 80 GB). Streams run in order, synchronously. */
+ * SD_EMU_CUDA_MIB MiB (default 81559, an H100's 80 GB). Streams run in order, synchronously.
+ * SD_EMU_TRACE=1 prints every kernel launch (name, grid, block, dynamic shared memory) on stderr. */
 #ifndef SD_TESTS_EMU_CUDA_RUNTIME_H
 #define SD_TESTS_EMU_CUDA_RUNTIME_H
 
@@ -90,6 +91,10 @@ template <class... KArgs> struct emu_launch_obj {
             emu_set_error(c == 1 ? cudaErrorInvalidConfiguration : cudaErrorInvalidValue);
             return;
         }
+        static const bool trace = getenv("SD_EMU_TRACE") && *getenv("SD_EMU_TRACE");
+        if (trace)
+            fprintf(stderr, "cuda_emu: launch %s grid (%u,%u,%u) block (%u,%u,%u) smem %zu\n", name, grid.x, grid.y,
+                    grid.z, block.x, block.y, block.z, smem);
         void (*k)(KArgs...) = kernel;
         /* every thread gets its own copy of the arguments, converted to the parameter types */
         emu_run(grid, block, smem, nosync, name, [&]() { k(args...); });
