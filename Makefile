@@ -95,7 +95,7 @@ BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 LIBSD    := $(BUILD)/libsd.a
 
-.PHONY: all config check tests emu bench fuzz deps install clean demo
+.PHONY: all config check tests emu emu-bin bench fuzz deps install clean demo
 .DEFAULT_GOAL := all
 
 all: config $(LIBSD) $(BINS)
@@ -153,7 +153,13 @@ $(EMU_BUILD)/tests/%: tests/%.c tests/test.h $(EMU_LIBSD)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -DSD_CUDA -DSD_CUDA_EMU -Itests $< -o $@ $(ALL_LDFLAGS) $(EMU_LIBSD) $(LIBS) -lstdc++
 
+$(EMU_BUILD)/bin/%: bin/%.c $(EMU_LIBSD)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -DSD_CUDA -DSD_CUDA_EMU $< -o $@ $(ALL_LDFLAGS) $(EMU_LIBSD) $(LIBS) -lstdc++
+
+# the parity programs; `make emu-bin` also the tools (for tests/parity/train_cli.sh with SD_BUILD=build/emu)
 emu: $(EMU_PARITY)
+emu-bin: emu $(BIN_SRC:bin/%.c=$(EMU_BUILD)/bin/%)
 
 $(BUILD)/bench/%: bench/%.c $(LIBSD)
 	@mkdir -p $(@D)

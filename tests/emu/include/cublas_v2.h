@@ -1,7 +1,8 @@
 /* Emulated CUDA build (tests/emu): the subset of cuBLAS that lib/tensor/cuda/ uses. The products
  * are a reference GEMM (tests/emu/lib/cuda_emu_runtime.cpp): operands converted to float, rounded
  * as the compute type says (TF32: 10-bit mantissa, round to nearest, ties away; FAST_16BF/16F: to
- * bf16/f16, nearest even), then OpenBLAS sgemm (float accumulation). */
+ * bf16/f16, nearest even), then OpenBLAS sgemm (float accumulation). SD_EMU_GEMM_EXACT=1: no
+ * rounding (for diagnosis: which part of a difference the compute type's rounding explains). */
 #ifndef SD_TESTS_EMU_CUBLAS_V2_H
 #define SD_TESTS_EMU_CUBLAS_V2_H
 
