@@ -4,8 +4,9 @@
  *   - __global__ / __device__ / __host__ / __forceinline__ / __launch_bounds__ vanish; __shared__
  *     becomes `static`: blocks run one at a time, so a function-static is the block's shared
  *     memory. Dynamic shared memory (SD_FA_DYNAMIC_SMEM) is a buffer of exactly the launch's size.
- *   - threadIdx/blockIdx/blockDim/gridDim are thread_local; every block is run by
- *     blockDim.x·y·z real pthreads. __syncthreads() is a barrier of the block's threads,
+ *   - threadIdx/blockIdx/blockDim/gridDim are thread_local; every CUDA thread of a block is a fiber
+ *     (own stack, hand-written x86-64 context switch, ucontext elsewhere) on one OS thread, blocks
+ *     spread over the OpenMP threads; __shared__ is `static thread_local`. __syncthreads() is a barrier of the block's threads,
  *     __syncwarp() one of the warp (32 consecutive threads), __shfl_xor_sync() goes through a slot
  *     array of the warp between two warp barriers.
  *   - __nv_bfloat16 / __half: 16-bit storage with round-to-nearest-even conversions (fp16 with
@@ -23,8 +24,9 @@
  *     for 64-128 threads). The Programming Guide's preconditions are checked and abort: pointers
  *     256-bit aligned, ldm a multiple of 8 elements for 16-bit types and of 4 for float, a fragment
  *     used before it was filled.
- *   - emu_launch(grid, block, smem_bytes, kernel, args...) runs the blocks in order (the same
- *     blockDim.x·y·z threads run every block, block barriers between blocks).
+ *   - emu_launch(grid, block, smem_bytes, kernel, args...) runs the grid (tests); the emulated
+ *     CUDA build launches through tests/emu/include/cuda_runtime.h (SD_CU_KERNEL), with
+ *     cudaGetLastError semantics for bad configurations.
  * Only one launch at a time per process. */
 #ifndef SD_TESTS_CUDA_EMU_H
 #define SD_TESTS_CUDA_EMU_H
@@ -95,8 +97,8 @@ struct emu_block {
     size_t dyn_bytes;
     const char *kernel;       /* for messages */
 };
-extern thread_local emu_block *emu_cur;
-extern thread_local unsigned emu_tid;  /* linear thread index in the block */
+extern __thread emu_block *emu_cur;  /* __thread: no TLS wrapper call across translation units */
+extern __thread unsigned emu_tid;  /* linear thread index in the block */
 
 struct emu_fiber {
     void *sp;
@@ -565,8 +567,8 @@ static inline void emu_launch(dim3 grid, dim3 block, size_t smem_bytes, void (*k
 #define CUDA_EMU_DEFINE_GLOBALS                                  \
     thread_local uint3 threadIdx, blockIdx;                      \
     thread_local dim3 blockDim, gridDim;                         \
-    thread_local unsigned emu_tid;                               \
-    thread_local emu_block *emu_cur;                             \
+    __thread unsigned emu_tid;                                   \
+    __thread emu_block *emu_cur;                                 \
     CUDA_EMU_DEFINE_ENGINE
 
 #endif
