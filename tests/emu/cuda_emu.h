@@ -2,8 +2,8 @@
  * compiles the kernel header as plain C++ and tests/emu/ runs its kernels on the CPU.
  *
  *   - __global__ / __device__ / __host__ / __forceinline__ / __launch_bounds__ vanish; __shared__
- *     becomes `static`: blocks run one at a time, so a function-static is the block's shared
- *     memory. Dynamic shared memory (SD_FA_DYNAMIC_SMEM) is a buffer of exactly the launch's size.
+ *     becomes `static thread_local`: an OS thread runs one block at a time, so a function-static
+ *     is the block's shared memory. Dynamic shared memory (SD_FA_DYNAMIC_SMEM) is a buffer of exactly the launch's size.
  *   - threadIdx/blockIdx/blockDim/gridDim are thread_local; every CUDA thread of a block is a fiber
  *     (own stack, hand-written x86-64 context switch, ucontext elsewhere) on one OS thread, blocks
  *     spread over the OpenMP threads; __shared__ is `static thread_local`. __syncthreads() is a barrier of the block's threads,
