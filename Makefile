@@ -75,12 +75,27 @@ TEST_SRC := $(sort $(wildcard tests/unit/*.c tests/grad/*.c tests/golden/*.c tes
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 EMU_SRC  := $(sort $(wildcard tests/emu/*.cpp))
 EMU_TESTS := $(EMU_SRC:tests/%.cpp=$(BUILD)/tests/%)
+# The emulated CUDA build (CUDA=0 only): lib/tensor/cuda/*.cu compiled as C++ by $(CXX) against
+# tests/emu/include (runtime, cuBLAS and device semantics on the CPU, see tests/emu/cuda_emu.h),
+# the C files that depend on SD_CUDA recompiled with it, everything else shared with $(BUILD);
+# the parity programs linked against it run in make check (build/emu/tests/parity/).
+EMU_BUILD := $(BUILD)/emu
+EMU_C_SRC := $(sort $(shell grep -l SD_CUDA $(LIB_SRC)))
+EMU_OBJ  := $(filter-out $(EMU_C_SRC:%.c=$(BUILD)/obj/%.o),$(LIB_SRC:%.c=$(BUILD)/obj/%.o)) \
+            $(EMU_C_SRC:%.c=$(EMU_BUILD)/obj/%.o) $(patsubst %.cu,$(EMU_BUILD)/obj/%.cu.o,$(wildcard lib/tensor/cuda/*.cu)) \
+            $(EMU_BUILD)/obj/tests/emu/lib/cuda_emu_runtime.o
+EMU_LIBSD := $(EMU_BUILD)/libsd.a
+EMU_PARITY := $(patsubst tests/%.c,$(EMU_BUILD)/tests/%,$(sort $(wildcard tests/parity/*.c)))
+EMU_CXXFLAGS := $(ALL_CXXFLAGS) -DSD_CUDA -DSD_CUDA_EMU -Itests/emu/include
+ifeq ($(CUDA),1)
+  EMU_PARITY :=
+endif
 BENCH_SRC := $(sort $(wildcard bench/*.c))
 BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 LIBSD    := $(BUILD)/libsd.a
 
-.PHONY: all config check tests bench fuzz deps install clean demo
+.PHONY: all config check tests emu emu-bin bench fuzz deps install clean demo
 .DEFAULT_GOAL := all
 
 all: config $(LIBSD) $(BINS)
@@ -118,11 +133,39 @@ $(BUILD)/tests/emu/%: tests/emu/%.cpp tests/test.h $(LIBSD)
 	@mkdir -p $(@D)
 	$(CXX) $(ALL_CXXFLAGS) $< -o $@ $(ALL_LDFLAGS) -pthread $(LIBSD) $(LIBS)
 
+$(EMU_LIBSD): $(EMU_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(EMU_BUILD)/obj/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -DSD_CUDA -DSD_CUDA_EMU -c $< -o $@
+
+$(EMU_BUILD)/obj/%.cu.o: %.cu
+	@mkdir -p $(@D)
+	$(CXX) $(EMU_CXXFLAGS) -x c++ -c $< -o $@
+
+$(EMU_BUILD)/obj/%.o: %.cpp
+	@mkdir -p $(@D)
+	$(CXX) $(EMU_CXXFLAGS) -c $< -o $@
+
+$(EMU_BUILD)/tests/%: tests/%.c tests/test.h $(EMU_LIBSD)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -DSD_CUDA -DSD_CUDA_EMU -Itests $< -o $@ $(ALL_LDFLAGS) $(EMU_LIBSD) $(LIBS) -lstdc++
+
+$(EMU_BUILD)/bin/%: bin/%.c $(EMU_LIBSD)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -DSD_CUDA -DSD_CUDA_EMU $< -o $@ $(ALL_LDFLAGS) $(EMU_LIBSD) $(LIBS) -lstdc++
+
+# the parity programs; `make emu-bin` also the tools (for tests/parity/train_cli.sh with SD_BUILD=build/emu)
+emu: $(EMU_PARITY)
+emu-bin: emu $(BIN_SRC:bin/%.c=$(EMU_BUILD)/bin/%)
+
 $(BUILD)/bench/%: bench/%.c $(LIBSD)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(ALL_LDFLAGS) $(LIBSD) $(LIBS)
 
-tests: all $(TESTS) $(EMU_TESTS)
+tests: all $(TESTS) $(EMU_TESTS) $(EMU_PARITY)
 
 check: tests
 	SD_BUILD=$(BUILD) tests/run

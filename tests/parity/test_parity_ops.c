@@ -607,7 +607,11 @@ static void test_attention(void)
 /* SD1.5 at 512 px, the first block: T = 4096 tokens, 8 heads of 40 (memory stays bounded). */
 static void test_attention_big(void)
 {
+#ifdef SD_CUDA_EMU /* the emulated build (tests/emu): the same code paths, a size the CPU runs in seconds */
+    attn_case big = { "T=1024 h=2 d=40 (emulated build: smaller than SD's 4096)", 1, 1024, 1024, 2, 40, 40, 0, 0 };
+#else
     attn_case big = { "T=4096 h=8 d=40", 1, 4096, 4096, 8, 40, 40, 0, 0 };
+#endif
     attn_one(&big, 0, "", 1);
 }
 
@@ -657,14 +661,24 @@ static void attn_flash_one(const attn_case *ac, sd_dtype dt, double tol, int fus
     for (int i = 0; i < 3; i++) { snprintf(name, sizeof name, "flash %s %s %s", tn, gn[i], ac->name); cmp(name, grads[i], tol); }
     if (fused) {
         unsigned char *now = dev_bytes(o);
-        int differs = memcmp(now, cub[0], sd_tensor_nbytes(&o->d)) != 0;
+        int d[4];
+        d[0] = memcmp(now, cub[0], sd_tensor_nbytes(&o->d)) != 0;
         free(now);
         for (int i = 0; i < 3; i++) {
             now = dev_bytes(grads[i]);
-            differs &= memcmp(now, cub[1 + i], sd_tensor_nbytes(&grads[i]->d)) != 0;
+            d[1 + i] = memcmp(now, cub[1 + i], sd_tensor_nbytes(&grads[i]->d)) != 0;
             free(now);
         }
-        printf("# %-34s %s\n", "flash vs cuBLAS path", differs ? "different bytes (the fused kernels ran)" : "SAME bytes  <-- FAIL");
+#ifdef SD_CUDA_EMU
+        /* Emulated build: dv = Pᵀ·dO sums products of 16-bit values, exact in fp32, in k order in both the
+         * emulated wmma and the reference GEMM, and P rounded to 16 bits hides the small differences of S:
+         * dv may be the same bytes on both paths. o, dq and dk must still differ. */
+        d[3] = 1;
+#endif
+        int differs = d[0] && d[1] && d[2] && d[3];
+        printf("# %-34s %s (o %s, dq %s, dk %s, dv %s)\n", "flash vs cuBLAS path",
+               differs ? "different bytes (the fused kernels ran)" : "SAME bytes  <-- FAIL", d[0] ? "differs" : "same",
+               d[1] ? "differs" : "same", d[2] ? "differs" : "same", d[3] ? "differs" : "same");
         T_CHECKF(differs, "flash %s %s: the results are the cuBLAS path's bytes: the fused kernels did not run", tn, ac->name);
         /* again from the same starting gradients: the same bytes */
         unsigned char *r[3] = { dev_bytes(dq), dev_bytes(dk), dev_bytes(dv) };
@@ -698,7 +712,11 @@ static void test_attention_flash(void)
         { "cross Tq=130 Tk=77 h=3 d=80", 2, 130, 77, 3, 80, 80, 0, 0 },
         { "causal T=77 h=2 d=64", 2, 77, 77, 2, 64, 64, 1, 0 },
         { "causal Tq=37 Tk=77 d=160 scale=0.1", 2, 37, 77, 2, 160, 160, 1, 0.1f },
+#ifdef SD_CUDA_EMU
+        { "T=512 h=2 d=40 (emulated build: smaller than SD1.5's 4096)", 1, 512, 512, 2, 40, 40, 0, 0 },
+#else
         { "T=4096 h=8 d=40 (SD1.5 64x64)", 1, 4096, 4096, 8, 40, 40, 0, 0 },
+#endif
         { "dk=16 dv=8 (cuBLAS fallback)", 2, 70, 77, 2, 16, 8, 0, 0 },
     };
     static const struct { sd_gemm_math m; sd_dtype dt; double tol; } ms[2] = {
@@ -913,8 +931,10 @@ int main(void)
         return 1;
     }
     printf("# tolerance: rel = max|gpu - cpu| / max|cpu| <= %g (f32; f16/bf16 weights are converted exactly)\n", TOL);
+    const char *only = getenv("SD_PARITY_ONLY");  /* run only the tests whose name contains this */
     for (int i = 0; i < nt; i++) {
         struct timespec t0, t1;
+        if (only && *only && !strstr(tests[i].name, only)) continue;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         t_cur_fail = 0;
         tests[i].fn();

@@ -45,9 +45,22 @@ static const unsigned SD_CU_THREADS = 256;
 #define SD_CU_LOOP(i, n) for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (size_t)(n); \
                               i += (size_t)gridDim.x * blockDim.x)
 
-// Launch a grid-stride kernel over n elements on the stream (nothing for n = 0).
+// Kernel launch: SD_CU_KERNEL(grid, block, smem, stream, kernel)(args...) is
+// kernel<<<grid, block, smem, stream>>>(args...); the emulated build (tests/emu/include, g++, no
+// chevrons) runs it on the CPU. SD_CU_KERNEL_NOSYNC: the same for a kernel that never synchronises
+// its block (no __syncthreads/__syncwarp/shuffles), which the emulator may run as plain calls.
+#ifdef SD_CUDA_EMU
+#define SD_CU_KERNEL(grid, block, smem, stream, ...) emu_launcher((grid), (block), (smem), (stream), false, &__VA_ARGS__)
+#define SD_CU_KERNEL_NOSYNC(grid, block, smem, stream, ...) emu_launcher((grid), (block), (smem), (stream), true, &__VA_ARGS__)
+#else
+#define SD_CU_KERNEL(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#define SD_CU_KERNEL_NOSYNC(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#endif
+
+// Launch a grid-stride kernel over n elements on the stream (nothing for n = 0). The kernel must
+// not synchronise its block.
 #define SD_CU_GRID(kernel, n, ...) do { size_t sd_n_ = (size_t)(n); if (sd_n_) { \
-    kernel<<<sd_cuda_blocks(sd_n_, SD_CU_THREADS), SD_CU_THREADS, 0, sd_cuda_stream()>>>(__VA_ARGS__); \
+    SD_CU_KERNEL_NOSYNC(sd_cuda_blocks(sd_n_, SD_CU_THREADS), SD_CU_THREADS, 0, sd_cuda_stream(), kernel)(__VA_ARGS__); \
     SD_CU_LAUNCH(#kernel); } } while (0)
 
 // Sum of v over the block (blockDim.x a power of two ≤ 256, sh 256 doubles of shared memory): a

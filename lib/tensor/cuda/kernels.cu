@@ -39,7 +39,7 @@ extern "C" int sd_cuda_axpy_f32(size_t n, float a, const float *d_x, float *d_y)
 {
     int rc = sd_cuda_ready();
     if (rc) return rc;
-    axpy_f32_kernel<<<sd_cuda_blocks(n, THREADS), THREADS, 0, sd_cuda_stream()>>>(n, a, d_x, d_y);
+    SD_CU_KERNEL(sd_cuda_blocks(n, THREADS), THREADS, 0, sd_cuda_stream(), axpy_f32_kernel)(n, a, d_x, d_y);
     SD_CU_LAUNCH("axpy_f32");
     return SD_OK;
 }
@@ -48,7 +48,7 @@ extern "C" int sd_cuda_bf16_to_f32(size_t n, const uint16_t *d_src, float *d_dst
 {
     int rc = sd_cuda_ready();
     if (rc) return rc;
-    bf16_to_f32_kernel<<<sd_cuda_blocks(n, THREADS), THREADS, 0, sd_cuda_stream()>>>(n, d_src, d_dst);
+    SD_CU_KERNEL(sd_cuda_blocks(n, THREADS), THREADS, 0, sd_cuda_stream(), bf16_to_f32_kernel)(n, d_src, d_dst);
     SD_CU_LAUNCH("bf16_to_f32");
     return SD_OK;
 }
@@ -57,7 +57,7 @@ extern "C" int sd_cuda_f32_to_bf16(size_t n, const float *d_src, uint16_t *d_dst
 {
     int rc = sd_cuda_ready();
     if (rc) return rc;
-    f32_to_bf16_kernel<<<sd_cuda_blocks(n, THREADS), THREADS, 0, sd_cuda_stream()>>>(n, d_src, d_dst);
+    SD_CU_KERNEL(sd_cuda_blocks(n, THREADS), THREADS, 0, sd_cuda_stream(), f32_to_bf16_kernel)(n, d_src, d_dst);
     SD_CU_LAUNCH("f32_to_bf16");
     return SD_OK;
 }

@@ -197,7 +197,7 @@ static int flash_fwd_t(const attn_geom &g, float *o, float *lse, const float *q,
     int rc = flash_allow(sd_fa::fa_fwd<T, DP>, C::F_BYTES);
     if (rc) return rc;
     dim3 grid((unsigned)((g.tq + C::F_BQ - 1) / C::F_BQ), (unsigned)g.h, (unsigned)g.b);
-    sd_fa::fa_fwd<T, DP><<<grid, C::F_NT, C::F_BYTES, sd_cuda_stream()>>>(q, k, v, o, lse, (int)g.h, (int)g.tq,
+    SD_CU_KERNEL(grid, C::F_NT, C::F_BYTES, sd_cuda_stream(), sd_fa::fa_fwd<T, DP>)(q, k, v, o, lse, (int)g.h, (int)g.tq,
                                                                           (int)g.tk, (int)g.dk, g.scale, g.causal);
     SD_CU_LAUNCH("flash attention forward");
     return SD_OK;
@@ -212,14 +212,14 @@ static int flash_bwd_t(const attn_geom &g, float *dq, float *dk, float *dv, cons
     if (dk || dv) {
         if ((rc = flash_allow(sd_fa::fa_bwd_dkdv<T, DP>, C::B_BYTES))) return rc;
         dim3 grid((unsigned)((g.tk + C::B_BK - 1) / C::B_BK), (unsigned)g.h, (unsigned)g.b);
-        sd_fa::fa_bwd_dkdv<T, DP><<<grid, C::B_NT, C::B_BYTES, sd_cuda_stream()>>>(
+        SD_CU_KERNEL(grid, C::B_NT, C::B_BYTES, sd_cuda_stream(), sd_fa::fa_bwd_dkdv<T, DP>)(
             q, k, v, dout, lse, delta, dk, dv, (int)g.h, (int)g.tq, (int)g.tk, (int)g.dk, g.scale, g.causal);
         SD_CU_LAUNCH("flash attention backward dK/dV");
     }
     if (dq) {
         if ((rc = flash_allow(sd_fa::fa_bwd_dq<T, DP>, C::Q_BYTES))) return rc;
         dim3 grid((unsigned)((g.tq + C::Q_BQ - 1) / C::Q_BQ), (unsigned)g.h, (unsigned)g.b);
-        sd_fa::fa_bwd_dq<T, DP><<<grid, C::Q_NT, C::Q_BYTES, sd_cuda_stream()>>>(
+        SD_CU_KERNEL(grid, C::Q_NT, C::Q_BYTES, sd_cuda_stream(), sd_fa::fa_bwd_dq<T, DP>)(
             q, k, v, dout, lse, delta, dq, (int)g.h, (int)g.tq, (int)g.tk, (int)g.dk, g.scale, g.causal);
         SD_CU_LAUNCH("flash attention backward dQ");
     }
@@ -270,7 +270,7 @@ static int flash_backward(sd_ctx *ctx, const attn_geom &g, int kind, float *dq, 
     size_t nrows = (size_t)(g.b * g.h * g.tq);
     float *delta = sd_cu_scratch<float>(ctx, nrows, "flash attention_bwd");
     if (!delta) return SD_ENOMEM;
-    sd_fa::fa_bwd_delta<<<sd_cuda_blocks(nrows, SD_CU_THREADS), SD_CU_THREADS, 0, sd_cuda_stream()>>>(
+    SD_CU_KERNEL(sd_cuda_blocks(nrows, SD_CU_THREADS), SD_CU_THREADS, 0, sd_cuda_stream(), sd_fa::fa_bwd_delta)(
         dout, o, delta, g.b, (int)g.h, (int)g.tq, (int)g.dk);
     cudaError_t e = cudaGetLastError();
     int rc = e != cudaSuccess ? sd_cuda_fail(e, "launching flash attention delta") : SD_OK;
@@ -308,7 +308,7 @@ extern "C" int sd_cuda_attention(sd_ctx *ctx, sd_tensor *o, sd_tensor *lse, cons
                             nq * g.tk, g.h);
             if (rc) break;
             int64_t nrows = g.h * nq;
-            k_attn_softmax<<<(unsigned)(nrows > 65535 * 16 ? 65535 * 16 : nrows), 256, 0, sd_cuda_stream()>>>(
+            SD_CU_KERNEL((unsigned)(nrows > 65535 * 16 ? 65535 * 16 : nrows), 256, 0, sd_cuda_stream(), k_attn_softmax)(
                 nrows, nq, g.tk, s, FP(lse), bb * g.h * g.tq, g.tq, i0, g.causal);
             cudaError_t e = cudaGetLastError();
             if (e != cudaSuccess) { rc = sd_cuda_fail(e, "launching attention softmax"); break; }
@@ -354,7 +354,7 @@ extern "C" int sd_cuda_attention_bwd(sd_ctx *ctx, sd_tensor *dq, sd_tensor *dk, 
             rc = sd_cu_gemm(0, 1, nq, g.tk, g.dk, g.scale, qb + i0 * ldq, ldq, g.dk, kb, ldq, g.dk, 0.0f, p, g.tk,
                             nq * g.tk, g.h);
             if (rc) break;
-            k_attn_probs<<<sd_cuda_blocks(ns, SD_CU_THREADS), SD_CU_THREADS, 0, sd_cuda_stream()>>>(
+            SD_CU_KERNEL(sd_cuda_blocks(ns, SD_CU_THREADS), SD_CU_THREADS, 0, sd_cuda_stream(), k_attn_probs)(
                 ns, nq, g.tk, p, CFP(lse), bb * g.h * g.tq, g.tq, i0, g.causal);
             cudaError_t e = cudaGetLastError();
             if (e != cudaSuccess) { rc = sd_cuda_fail(e, "launching attention probs"); break; }
@@ -370,11 +370,11 @@ extern "C" int sd_cuda_attention_bwd(sd_ctx *ctx, sd_tensor *dq, sd_tensor *dk, 
                             nq * g.tk, g.h);
             if (rc) break;
             size_t nd = (size_t)(g.h * nq);
-            k_attn_delta<<<sd_cuda_blocks(nd, SD_CU_THREADS), SD_CU_THREADS, 0, sd_cuda_stream()>>>(
+            SD_CU_KERNEL(sd_cuda_blocks(nd, SD_CU_THREADS), SD_CU_THREADS, 0, sd_cuda_stream(), k_attn_delta)(
                 nd, nq, g.dv, ldv, delta, dob + i0 * ldv, obb + i0 * ldv);
             e = cudaGetLastError();
             if (e != cudaSuccess) { rc = sd_cuda_fail(e, "launching attention delta"); break; }
-            k_attn_ds<<<sd_cuda_blocks(ns, SD_CU_THREADS), SD_CU_THREADS, 0, sd_cuda_stream()>>>(ns, g.tk, dp, p, delta);
+            SD_CU_KERNEL(sd_cuda_blocks(ns, SD_CU_THREADS), SD_CU_THREADS, 0, sd_cuda_stream(), k_attn_ds)(ns, g.tk, dp, p, delta);
             e = cudaGetLastError();
             if (e != cudaSuccess) { rc = sd_cuda_fail(e, "launching attention dS"); break; }
             // dQ_h [nq, dk] += scale · dS_h · K_h

@@ -123,11 +123,11 @@ extern "C" int sd_cuda_conv2d_dw_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, 
     const float *wf = dx ? sd_cu_weight_f32(ctx, w, &rc) : NULL;
     if (rc) return rc;
     if (db && g.c > 0) {
-        k_dw_db<<<(unsigned)g.c, 256, 0, sd_cuda_stream()>>>(g, FP(db), CFP(dy));
+        SD_CU_KERNEL((unsigned)g.c, 256, 0, sd_cuda_stream(), k_dw_db)(g, FP(db), CFP(dy));
         SD_CU_LAUNCH("k_dw_db");
     }
     if (dw && taps > 0) {
-        k_dw_dw<<<(unsigned)taps, 256, 0, sd_cuda_stream()>>>(g, FP(dw), CFP(dy), CFP(x));
+        SD_CU_KERNEL((unsigned)taps, 256, 0, sd_cuda_stream(), k_dw_dw)(g, FP(dw), CFP(dy), CFP(x));
         SD_CU_LAUNCH("k_dw_dw");
     }
     if (dx) SD_CU_GRID(k_dw_dx, sd_tensor_numel(dx), g, FP(dx), CFP(dy), wf);

@@ -85,7 +85,7 @@ const float *sd_cu_weight_f32(sd_ctx *ctx, const sd_tensor *w, int *rc)
         return NULL;
     }
     if (n) {
-        k_convert<<<sd_cuda_blocks((size_t)n, SD_CU_THREADS), SD_CU_THREADS, 0, sd_cuda_stream()>>>(
+        SD_CU_KERNEL(sd_cuda_blocks((size_t)n, SD_CU_THREADS), SD_CU_THREADS, 0, sd_cuda_stream(), k_convert)(
             (size_t)n, p, (int)SD_F32, w->data, (int)w->dtype);
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) {
@@ -276,7 +276,7 @@ int sd_cu_sum_to(sd_ctx *ctx, float *y, int ynd, const int64_t *ysh, float alpha
     if (s == 0) return SD_OK;  // x empty: nothing to add
     if (nred >= 64) {
         unsigned blocks = ne > 65535 * 16 ? 65535u * 16u : (unsigned)ne;
-        k_sum_to_block<<<blocks, 256, 0, sd_cuda_stream()>>>(ne, nred, y, alpha, x, w, g);
+        SD_CU_KERNEL(blocks, 256, 0, sd_cuda_stream(), k_sum_to_block)(ne, nred, y, alpha, x, w, g);
         SD_CU_LAUNCH("sum_to");
     } else {
         SD_CU_GRID(k_sum_to_thread, ne, ne, nred, y, alpha, x, w, g);
@@ -514,7 +514,7 @@ extern "C" int sd_cuda_softmax(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x)
 {
     int64_t n = x->shape[x->ndim - 1], rows = n ? sd_tensor_numel(x) / n : 0;
     if (!rows) return SD_OK;
-    k_softmax<<<row_blocks(rows), 256, 0, sd_cuda_stream()>>>(rows, n, FP(y), CFP(x));
+    SD_CU_KERNEL(row_blocks(rows), 256, 0, sd_cuda_stream(), k_softmax)(rows, n, FP(y), CFP(x));
     SD_CU_LAUNCH("softmax");
     return SD_OK;
 }
@@ -523,7 +523,7 @@ extern "C" int sd_cuda_softmax_bwd(sd_ctx *ctx, sd_tensor *dx, const sd_tensor *
 {
     int64_t n = y->shape[y->ndim - 1], rows = n ? sd_tensor_numel(y) / n : 0;
     if (!rows) return SD_OK;
-    k_softmax_bwd<<<row_blocks(rows), 256, 0, sd_cuda_stream()>>>(rows, n, FP(dx), CFP(dy), CFP(y));
+    SD_CU_KERNEL(row_blocks(rows), 256, 0, sd_cuda_stream(), k_softmax_bwd)(rows, n, FP(dx), CFP(dy), CFP(y));
     SD_CU_LAUNCH("softmax_bwd");
     return SD_OK;
 }
@@ -812,11 +812,11 @@ extern "C" int sd_cuda_loss(sd_ctx *ctx, sd_tensor *loss, sd_tensor *per_sample,
     double *mean = sd_cu_scratch<double>(ctx, (size_t)(n ? n : 1), "loss");
     if (!mean) return SD_ENOMEM;
     if (n) {
-        k_loss_sample<<<row_blocks(n), 256, 0, sd_cuda_stream()>>>(n, m, mean, CFP(pred), CFP(target), CFP(c),
+        SD_CU_KERNEL(row_blocks(n), 256, 0, sd_cuda_stream(), k_loss_sample)(n, m, mean, CFP(pred), CFP(target), CFP(c),
                                                                   (int)kind);
         SD_CU_LAUNCH("loss");
     }
-    k_loss_total<<<1, 1, 0, sd_cuda_stream()>>>(n, mean, FP(per_sample), CFP(weight), FP(loss));
+    SD_CU_KERNEL(1, 1, 0, sd_cuda_stream(), k_loss_total)(n, mean, FP(per_sample), CFP(weight), FP(loss));
     cudaError_t e = cudaGetLastError();
     sd_arena_reset(&ctx->scratch, mark);
     if (e != cudaSuccess) return sd_cuda_fail(e, "launching loss_total");

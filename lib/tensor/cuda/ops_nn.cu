@@ -104,7 +104,7 @@ extern "C" int sd_cuda_linear(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, con
     if (b) {
         int64_t n = r * out;
         if (n) {
-            k_bias_rows<<<sd_cuda_blocks((size_t)n, SD_CU_THREADS), SD_CU_THREADS, 0, sd_cuda_stream()>>>(
+            SD_CU_KERNEL(sd_cuda_blocks((size_t)n, SD_CU_THREADS), SD_CU_THREADS, 0, sd_cuda_stream(), k_bias_rows)(
                 (size_t)n, out, FP(y), CFP(b));
             cudaError_t e = cudaGetLastError();
             if (e != cudaSuccess) { sd_arena_reset(&ctx->scratch, mark); return sd_cuda_fail(e, "launching bias"); }
@@ -206,9 +206,9 @@ static int launch_im2col(size_t total, const conv_geom &g, int64_t n0, float *co
     // the input index reaches cnt·cin·h·w (more than total for a strided 1×1 conv)
     size_t xmax = total / (size_t)(g.kh * g.kw * g.ho * g.wo) * (size_t)(g.h * g.w);
     if (total < (size_t)INT32_MAX && xmax < (size_t)INT32_MAX)
-        k_im2col<int><<<blocks, SD_CU_THREADS, 0, sd_cuda_stream()>>>(total, g, n0, col, x);
+        SD_CU_KERNEL(blocks, SD_CU_THREADS, 0, sd_cuda_stream(), k_im2col<int>)(total, g, n0, col, x);
     else
-        k_im2col<int64_t><<<blocks, SD_CU_THREADS, 0, sd_cuda_stream()>>>(total, g, n0, col, x);
+        SD_CU_KERNEL(blocks, SD_CU_THREADS, 0, sd_cuda_stream(), k_im2col<int64_t>)(total, g, n0, col, x);
     SD_CU_LAUNCH("im2col");
     return SD_OK;
 }
@@ -220,9 +220,9 @@ static int launch_col2im(size_t total, const conv_geom &g, int64_t n0, float *dx
     // the column index reaches cnt·K·P: int only when that fits too
     size_t colmax = total / (size_t)(g.h * g.w) * (size_t)(g.kh * g.kw) * (size_t)(g.ho * g.wo);
     if (total < (size_t)INT32_MAX && colmax < (size_t)INT32_MAX)
-        k_col2im<int><<<blocks, SD_CU_THREADS, 0, sd_cuda_stream()>>>(total, g, n0, dx, dcol);
+        SD_CU_KERNEL(blocks, SD_CU_THREADS, 0, sd_cuda_stream(), k_col2im<int>)(total, g, n0, dx, dcol);
     else
-        k_col2im<int64_t><<<blocks, SD_CU_THREADS, 0, sd_cuda_stream()>>>(total, g, n0, dx, dcol);
+        SD_CU_KERNEL(blocks, SD_CU_THREADS, 0, sd_cuda_stream(), k_col2im<int64_t>)(total, g, n0, dx, dcol);
     SD_CU_LAUNCH("col2im");
     return SD_OK;
 }
@@ -423,7 +423,7 @@ extern "C" int sd_cuda_group_norm(sd_ctx *ctx, sd_tensor *y, sd_tensor *mean, sd
     for (int i = 2; i < x->ndim; i++) s *= x->shape[i];
     int64_t ngrp = n * groups;
     if (!ngrp || !c || !s) return SD_OK;
-    k_group_norm<<<(unsigned)(ngrp > 65535 * 16 ? 65535 * 16 : ngrp), 256, 0, sd_cuda_stream()>>>(
+    SD_CU_KERNEL((unsigned)(ngrp > 65535 * 16 ? 65535 * 16 : ngrp), 256, 0, sd_cuda_stream(), k_group_norm)(
         ngrp, groups, c / groups, s, eps, act == SD_ACT_SILU, FP(y), FP(mean), FP(rstd), CFP(x), CFP(gamma),
         CFP(beta));
     SD_CU_LAUNCH("group_norm");
@@ -496,7 +496,7 @@ extern "C" int sd_cuda_group_norm_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dga
     if (!part) return SD_ENOMEM;
     int rc = SD_OK;
     do {
-        k_group_norm_bwd<<<(unsigned)(ngrp > 65535 * 16 ? 65535 * 16 : ngrp), 256, 0, sd_cuda_stream()>>>(
+        SD_CU_KERNEL((unsigned)(ngrp > 65535 * 16 ? 65535 * 16 : ngrp), 256, 0, sd_cuda_stream(), k_group_norm_bwd)(
             ngrp, groups, c, c / groups, s, act == SD_ACT_SILU, FP(dx), part, n, CFP(dy), CFP(x), CFP(mean),
             CFP(rstd), CFP(gamma), CFP(beta));
         SD_CU_LAUNCH("group_norm_bwd");
@@ -532,7 +532,7 @@ extern "C" int sd_cuda_layer_norm(sd_ctx *ctx, sd_tensor *y, sd_tensor *mean, sd
 {
     int64_t c = x->shape[x->ndim - 1], rows = c ? sd_tensor_numel(x) / c : 0;
     if (!rows) return SD_OK;
-    k_layer_norm<<<(unsigned)(rows > 65535 * 16 ? 65535 * 16 : rows), 256, 0, sd_cuda_stream()>>>(
+    SD_CU_KERNEL((unsigned)(rows > 65535 * 16 ? 65535 * 16 : rows), 256, 0, sd_cuda_stream(), k_layer_norm)(
         rows, c, eps, FP(y), FP(mean), FP(rstd), CFP(x), CFP(gamma), CFP(beta));
     SD_CU_LAUNCH("layer_norm");
     return SD_OK;
@@ -597,7 +597,7 @@ extern "C" int sd_cuda_layer_norm_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dga
     int64_t c = x->shape[x->ndim - 1], rows = c ? sd_tensor_numel(x) / c : 0;
     if (!rows) return SD_OK;
     if (dx) {
-        k_layer_norm_bwd_dx<<<(unsigned)(rows > 65535 * 16 ? 65535 * 16 : rows), 256, 0, sd_cuda_stream()>>>(
+        SD_CU_KERNEL((unsigned)(rows > 65535 * 16 ? 65535 * 16 : rows), 256, 0, sd_cuda_stream(), k_layer_norm_bwd_dx)(
             rows, c, FP(dx), CFP(dy), CFP(x), CFP(mean), CFP(rstd), CFP(gamma));
         SD_CU_LAUNCH("layer_norm_bwd");
     }

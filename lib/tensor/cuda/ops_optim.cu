@@ -60,9 +60,9 @@ extern "C" int sd_cuda_sumsq(sd_ctx *ctx, const sd_tensor *x, double *out)
     double *part = sd_cu_scratch<double>(ctx, (size_t)nb + 1, "sumsq");
     if (!part) return SD_ENOMEM;
     cudaStream_t st = sd_cuda_stream();
-    k_sumsq_part<<<nb, SD_CU_THREADS, 0, st>>>(n, CFP(x), part);
+    SD_CU_KERNEL(nb, SD_CU_THREADS, 0, st, k_sumsq_part)(n, CFP(x), part);
     SD_CU_LAUNCH("k_sumsq_part");
-    k_sumsq_final<<<1, SD_CU_THREADS, 0, st>>>(nb, part, part + nb);
+    SD_CU_KERNEL(1, SD_CU_THREADS, 0, st, k_sumsq_final)(nb, part, part + nb);
     SD_CU_LAUNCH("k_sumsq_final");
     SD_CU(cudaMemcpyAsync(out, part + nb, sizeof(double), cudaMemcpyDeviceToHost, st));
     SD_CU(cudaStreamSynchronize(st));
