@@ -61,6 +61,31 @@ void sd_tagger_free(sd_tagger *m)
     memset(m, 0, sizeof *m);
 }
 
+int sd_tagger_meta_int(const sd_safetensors *st, const char *key, long lo, long hi, long def, long *out)
+{
+    const char *s = sd_safetensors_meta_get(st, key);
+    *out = def;
+    if (!s) return SD_OK;
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end || v < lo || v > hi)
+        return sd_err(SD_EFORMAT, "%s: __metadata__ %s '%s' is not an integer in [%ld, %ld]", sd_safetensors_path(st),
+                      key, s, lo, hi);
+    *out = v;
+    return SD_OK;
+}
+
+int sd_tagger_meta_act(const sd_safetensors *st, sd_act *act)
+{
+    const char *a = sd_safetensors_meta_get(st, "act_layer");
+    if (!a || !strcmp(a, "gelu_tanh")) *act = SD_ACT_GELU_TANH;
+    else if (!strcmp(a, "gelu")) *act = SD_ACT_GELU;
+    else
+        return sd_err(SD_EUNSUPPORTED, "%s: __metadata__ act_layer '%s' is not supported (gelu_tanh, gelu)",
+                      sd_safetensors_path(st), a);
+    return SD_OK;
+}
+
 int sd_tagger_move(sd_tagger *m, sd_devkind dev)
 {
     if (m->eva) return sd_tagger_eva02_move(m->eva, &m->r, dev);

@@ -74,6 +74,12 @@ const char *sd_tagger_arch_name(int arch);
  * or missing tensors. */
 int sd_tagger_open(sd_tagger *m, const sd_safetensors *st, sd_devkind dev);
 void sd_tagger_free(sd_tagger *m);
+/* For the architectures' loaders (not stored in the weights): the file's __metadata__ integer `key`
+ * in [lo, hi], else `def`; and its act_layer (gelu_tanh, the v3 configurations', when absent, or
+ * gelu). SD_EFORMAT / SD_EUNSUPPORTED naming the file. */
+int sd_tagger_meta_int(const sd_safetensors *st, const char *key, long lo, long hi, long def, long *out);
+int sd_tagger_meta_act(const sd_safetensors *st, sd_act *act);
+
 /* Move an open model to `dev`: the parameters and any constants an architecture derived from them
  * (the SwinV2's position biases and masks, the EVA02's RoPE table). */
 int sd_tagger_move(sd_tagger *m, sd_devkind dev);

@@ -16,20 +16,6 @@ static int shape_of(const sd_safetensors *st, const char *name, int ndim, const 
     return sd_safetensors_get_dims(st, name, ndim, "timm ConvNeXt tagger", t);
 }
 
-static int meta_int(const sd_safetensors *st, const char *key, long lo, long hi, long def, long *out)
-{
-    const char *s = sd_safetensors_meta_get(st, key);
-    *out = def;
-    if (!s) return SD_OK;
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end || v < lo || v > hi)
-        return sd_err(SD_EFORMAT, "%s: __metadata__ %s '%s' is not an integer in [%ld, %ld]", sd_safetensors_path(st),
-                      key, s, lo, hi);
-    *out = v;
-    return SD_OK;
-}
-
 void sd_tagger_convnext_free(sd_tagger_convnext *c)
 {
     for (int s = 0; s < SD_CONVNEXT_MAX_STAGES; s++) free(c->stages[s].blocks);
@@ -49,12 +35,9 @@ int sd_tagger_convnext_build(sd_tagger_convnext *c, sd_params *r, const sd_safet
     c->patch = t->shape[2];
     if (t->shape[1] != 3 || t->shape[3] != c->patch)
         TRY(sd_err(SD_EFORMAT, "%s: stem.0.weight must be [C,3,P,P]", path));
-    TRY(meta_int(st, "img_size", 1, 8192, 448, &v));
+    TRY(sd_tagger_meta_int(st, "img_size", 1, 8192, 448, &v));
     c->size = v;
-    const char *act = sd_safetensors_meta_get(st, "act_layer");
-    if (!act || !strcmp(act, "gelu_tanh")) c->act = SD_ACT_GELU_TANH;
-    else if (!strcmp(act, "gelu")) c->act = SD_ACT_GELU;
-    else TRY(sd_err(SD_EUNSUPPORTED, "%s: __metadata__ act_layer '%s' is not supported (gelu_tanh, gelu)", path, act));
+    TRY(sd_tagger_meta_act(st, &c->act));
     if (c->size < c->patch)
         TRY(sd_err(SD_EFORMAT, "%s: input size %lld is smaller than the stem's patch %lld", path, (long long)c->size,
                    (long long)c->patch));
