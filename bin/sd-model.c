@@ -495,7 +495,8 @@ static jv float_jv(float f)
 static jv config_jv(const sd_model_config *c)
 {
     jv r = jv_object();
-    r = jv_object_set(r, jv_string("family"), jv_string(c->family == SD_FAMILY_SD2 ? "sd2" : "sd1"));
+    r = jv_object_set(r, jv_string("family"), jv_string(c->family == SD_FAMILY_SDXL ? "sdxl"
+                                                         : c->family == SD_FAMILY_SD2 ? "sd2" : "sd1"));
     r = jv_object_set(r, jv_string("parameterization"), jv_string(c->parameterization == SD_PRED_V ? "v" : "eps"));
     const sd_unet_config *u = &c->unet;
     jv uj = jv_object();
@@ -508,7 +509,9 @@ static jv config_jv(const sd_model_config *c)
     uj = jv_object_set(uj, jv_string("num_heads"), jv_number(u->num_heads));
     uj = jv_object_set(uj, jv_string("num_head_channels"), jv_number(u->num_head_channels));
     uj = jv_object_set(uj, jv_string("context_dim"), jv_number(u->context_dim));
-    uj = jv_object_set(uj, jv_string("transformer_depth"), jv_number(u->transformer_depth));
+    uj = jv_object_set(uj, jv_string("transformer_depth"), int_list(u->transformer_depth, u->n_levels));
+    uj = jv_object_set(uj, jv_string("transformer_depth_middle"), jv_number(u->transformer_depth_middle));
+    if (u->adm_in_channels) uj = jv_object_set(uj, jv_string("adm_in_channels"), jv_number(u->adm_in_channels));
     uj = jv_object_set(uj, jv_string("use_linear_in_transformer"), jv_bool(u->use_linear_in_transformer));
     r = jv_object_set(r, jv_string("unet"), uj);
     const sd_vae_config *v = &c->vae;
@@ -523,14 +526,18 @@ static jv config_jv(const sd_model_config *c)
     vj = jv_object_set(vj, jv_string("resolution"), jv_number(v->resolution));
     vj = jv_object_set(vj, jv_string("scale_factor"), float_jv(v->scale_factor));
     r = jv_object_set(r, jv_string("vae"), vj);
-    const sd_clip_config *k = &c->clip;
-    jv kj = jv_object();
-    kj = jv_object_set(kj, jv_string("width"), jv_number(k->width));
-    kj = jv_object_set(kj, jv_string("layers"), jv_number(k->layers));
-    kj = jv_object_set(kj, jv_string("heads"), jv_number(k->heads));
-    kj = jv_object_set(kj, jv_string("max_len"), jv_number(k->max_len));
-    kj = jv_object_set(kj, jv_string("vocab_size"), jv_number(k->vocab_size));
-    r = jv_object_set(r, jv_string("clip"), kj);
+    for (int t = 0; t < 2; t++) {
+        const sd_clip_config *k = t ? &c->clip2 : &c->clip;
+        if (!k->width) continue;
+        jv kj = jv_object();
+        kj = jv_object_set(kj, jv_string("width"), jv_number(k->width));
+        kj = jv_object_set(kj, jv_string("layers"), jv_number(k->layers));
+        kj = jv_object_set(kj, jv_string("heads"), jv_number(k->heads));
+        kj = jv_object_set(kj, jv_string("max_len"), jv_number(k->max_len));
+        kj = jv_object_set(kj, jv_string("vocab_size"), jv_number(k->vocab_size));
+        if (k->projection_dim) kj = jv_object_set(kj, jv_string("projection_dim"), jv_number(k->projection_dim));
+        r = jv_object_set(r, jv_string(t ? "clip2" : "clip"), kj);
+    }
     return r;
 }
 

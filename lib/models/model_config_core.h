@@ -12,8 +12,9 @@ typedef enum sd_family {
     SD_FAMILY_UNKNOWN = 0,
     SD_FAMILY_SD1,      /* SD 1.x: CLIP ViT-L/14, 8 heads, conv proj, context 768 */
     SD_FAMILY_SD2,      /* SD 2.x: OpenCLIP ViT-H/14, head dim 64, linear proj, context 1024 */
+    SD_FAMILY_SDXL,     /* SDXL base: CLIP ViT-L/14 + OpenCLIP ViT-bigG/14 (context 2048, pooled
+                           vector), transformer depth per level, label_emb (adm 2816) */
     /* recognised, not supported */
-    SD_FAMILY_SDXL,
     SD_FAMILY_SDXL_REFINER,
     SD_FAMILY_SD3,
     SD_FAMILY_FLUX,
@@ -45,8 +46,16 @@ typedef struct sd_unet_config {
     int num_heads;                             /* -1: use num_head_channels */
     int num_head_channels;                     /* -1: use num_heads */
     int context_dim;
-    int transformer_depth;
+    int transformer_depth[SD_CFG_MAX_LEVELS];  /* per level (SGM's list; a number in a config file
+                                                  sets every level); levels without attention
+                                                  ignore theirs (SDXL: [0, 2, 10]) */
+    int transformer_depth_middle;              /* middle block (SGM default: the last level's) */
     int use_linear_in_transformer;
+    int adm_in_channels;                       /* > 0: label_emb (ldm num_classes "sequential"):
+                                                  linear adm → 4·mc, SiLU, linear 4·mc → 4·mc added
+                                                  to the time embedding; the UNet takes a vector
+                                                  y [N, adm_in_channels] (SDXL: 2816 = pooled 1280
+                                                  + 6 × 256 size embeddings). 0: none */
 } sd_unet_config;
 
 typedef struct sd_vae_config {
@@ -66,6 +75,7 @@ typedef struct sd_vae_config {
 
 typedef struct sd_clip_config {
     int width, layers, heads, max_len, vocab_size;
+    int projection_dim;                        /* text_projection width (SDXL TE2: 1280); 0 = none */
 } sd_clip_config;
 
 typedef struct sd_model_config {
@@ -73,12 +83,18 @@ typedef struct sd_model_config {
     sd_prediction parameterization;
     sd_unet_config unet;
     sd_vae_config vae;
-    sd_clip_config clip;
+    sd_clip_config clip;                       /* SD1/SD2: the text encoder; SDXL: TE1 (CLIP ViT-L) */
+    sd_clip_config clip2;                      /* SDXL: TE2 (OpenCLIP ViT-bigG, with projection);
+                                                  width 0 for SD1/SD2 */
 } sd_model_config;
 
-/* The built-in preset of SD_FAMILY_SD1 or SD_FAMILY_SD2 (parameterization eps: the v models are
- * told apart by the user's flag or config, as the reference does). SD_EUNSUPPORTED otherwise. */
+/* The built-in preset of SD_FAMILY_SD1, SD_FAMILY_SD2 or SD_FAMILY_SDXL (parameterization eps: the
+ * v models are told apart by the user's flag or config, as the reference does). SD_EUNSUPPORTED
+ * otherwise. */
 int sd_model_config_preset(sd_family f, sd_model_config *cfg);
+
+/* The UNet's own checks (levels, channels divisible by 32, heads, depths, attention levels). */
+int sd_unet_config_validate(const sd_unet_config *u);
 
 /* Consistency checks (channel counts divisible by 32 for the GroupNorms, heads dividing the
  * widths, ranges). Messages name the key. */
@@ -91,5 +107,8 @@ void sd_unet_config_heads(const sd_unet_config *u, int ch, int *heads, int *dim_
 
 /* 1 when level `level` (downsample factor 2^level) has attention. */
 int sd_unet_config_level_has_attn(const sd_unet_config *u, int level);
+
+/* SDXL's size conditioning: 6 numbers (orig h, w, crop top, left, target h, w) × 256. */
+#define SD_SDXL_SIZE_EMB_DIM 1536
 
 #endif

@@ -62,7 +62,14 @@ static int get_list(jv val, const char *name, const char *key, long lo, long hi,
     return SD_OK;
 }
 
-static int apply_unet(sd_unet_config *u, jv obj, const char *name, int *nrb_scalar, int *nrb_n, int nrb[])
+/* Per-level lists given in the file, resolved once channel_mult is known. */
+typedef struct level_lists {
+    int nrb_n, nrb[SD_CFG_MAX_LEVELS];      /* num_res_blocks: 0 = not given, -1 = one number */
+    int td_n, td[SD_CFG_MAX_LEVELS];        /* transformer_depth: the same */
+    int td_middle_set;
+} level_lists;
+
+static int apply_unet(sd_unet_config *u, jv obj, const char *name, level_lists *L)
 {
     int rc = SD_OK;
     jv_object_foreach(obj, k, val) {
@@ -75,15 +82,17 @@ static int apply_unet(sd_unet_config *u, jv obj, const char *name, int *nrb_scal
             else if (!strcmp(key, "out_channels")) rc = get_int(val, name, full, 1, 1 << 12, &u->out_channels);
             else if (!strcmp(key, "channel_mult"))
                 rc = get_list(val, name, full, 1, 64, 0, 0, u->channel_mult, &u->n_levels);
-            else if (!strcmp(key, "num_res_blocks")) {
-                rc = get_list(val, name, full, 1, 64, 0, 1, nrb, nrb_n);
-                *nrb_scalar = *nrb_n < 0;
-            } else if (!strcmp(key, "attention_resolutions"))
+            else if (!strcmp(key, "num_res_blocks")) rc = get_list(val, name, full, 1, 64, 0, 1, L->nrb, &L->nrb_n);
+            else if (!strcmp(key, "attention_resolutions"))
                 rc = get_list(val, name, full, 1, 1 << 20, 1, 0, u->attention_resolutions, &u->n_attn);
             else if (!strcmp(key, "num_heads")) rc = get_int(val, name, full, -1, 1 << 12, &u->num_heads);
             else if (!strcmp(key, "num_head_channels")) rc = get_int(val, name, full, -1, 1 << 16, &u->num_head_channels);
             else if (!strcmp(key, "context_dim")) rc = get_int(val, name, full, 1, 1 << 16, &u->context_dim);
-            else if (!strcmp(key, "transformer_depth")) rc = get_int(val, name, full, 1, 64, &u->transformer_depth);
+            else if (!strcmp(key, "transformer_depth")) rc = get_list(val, name, full, 0, 64, 0, 1, L->td, &L->td_n);
+            else if (!strcmp(key, "transformer_depth_middle")) {
+                rc = get_int(val, name, full, 1, 64, &u->transformer_depth_middle);
+                L->td_middle_set = 1;
+            } else if (!strcmp(key, "adm_in_channels")) rc = get_int(val, name, full, 0, 1 << 16, &u->adm_in_channels);
             else if (!strcmp(key, "use_linear_in_transformer")) rc = get_bool(val, name, full, &u->use_linear_in_transformer);
             else rc = sd_err(SD_EFORMAT, "%s: unknown key '%s'", name, full);
         }
@@ -125,19 +134,20 @@ static int apply_vae(sd_vae_config *v, jv obj, const char *name)
     return rc;
 }
 
-static int apply_clip(sd_clip_config *c, jv obj, const char *name)
+static int apply_clip(sd_clip_config *c, jv obj, const char *name, const char *section)
 {
     int rc = SD_OK;
     jv_object_foreach(obj, k, val) {
         const char *key = jv_string_value(k);
         char full[128];
-        snprintf(full, sizeof full, "clip.%s", key);
+        snprintf(full, sizeof full, "%s.%s", section, key);
         if (!rc) {
             if (!strcmp(key, "width")) rc = get_int(val, name, full, 1, 1 << 16, &c->width);
             else if (!strcmp(key, "layers")) rc = get_int(val, name, full, 1, 256, &c->layers);
             else if (!strcmp(key, "heads")) rc = get_int(val, name, full, 1, 1 << 10, &c->heads);
             else if (!strcmp(key, "max_len")) rc = get_int(val, name, full, 2, 1 << 16, &c->max_len);
             else if (!strcmp(key, "vocab_size")) rc = get_int(val, name, full, 1, 1 << 24, &c->vocab_size);
+            else if (!strcmp(key, "projection_dim")) rc = get_int(val, name, full, 0, 1 << 16, &c->projection_dim);
             else rc = sd_err(SD_EFORMAT, "%s: unknown key '%s'", name, full);
         }
         jv_free(k);
@@ -153,7 +163,25 @@ static int parse_family(jv val, const char *name, sd_family *f)
     const char *s = jv_string_value(val);
     if (!strcasecmp(s, "sd1") || !strcasecmp(s, "sd1.x") || !strcasecmp(s, "v1")) *f = SD_FAMILY_SD1;
     else if (!strcasecmp(s, "sd2") || !strcasecmp(s, "sd2.x") || !strcasecmp(s, "v2")) *f = SD_FAMILY_SD2;
-    else return sd_err(SD_EFORMAT, "%s: family: '%s' is not one of sd1, sd2", name, s);
+    else if (!strcasecmp(s, "sdxl")) *f = SD_FAMILY_SDXL;
+    else return sd_err(SD_EFORMAT, "%s: family: '%s' is not one of sd1, sd2, sdxl", name, s);
+    return SD_OK;
+}
+
+/* A per-level list of the file (n entries, -1: one number for every level, 0: not given) onto
+ * the preset's `dst`; levels added by a longer channel_mult inherit the last preset value. */
+static int resolve_levels(int *dst, int n, const int *vals, int n_levels, const char *name, const char *key)
+{
+    if (n < 0) {
+        for (int i = 0; i < SD_CFG_MAX_LEVELS; i++) dst[i] = vals[0];
+    } else if (n > 0) {
+        if (n != n_levels)
+            return sd_err(SD_EFORMAT, "%s: unet.%s: %d entries for %d levels of channel_mult", name, key, n, n_levels);
+        for (int i = 0; i < n; i++) dst[i] = vals[i];
+    } else {
+        for (int i = 1; i < SD_CFG_MAX_LEVELS; i++)
+            if (dst[i] <= 0) dst[i] = dst[i - 1];
+    }
     return SD_OK;
 }
 
@@ -173,7 +201,7 @@ int sd_model_config_apply(sd_model_config *cfg, jv v, const char *name)
     } else {
         jv_free(fam);
     }
-    int nrb_scalar = 0, nrb_n = 0, nrb[SD_CFG_MAX_LEVELS] = { 0 };
+    level_lists L = { 0 };
     rc = SD_OK;
     jv_object_foreach(v, k, val) {
         const char *key = jv_string_value(k);
@@ -185,12 +213,13 @@ int sd_model_config_apply(sd_model_config *cfg, jv v, const char *name)
                 if (s && !strcmp(s, "eps")) cfg->parameterization = SD_PRED_EPS;
                 else if (s && !strcmp(s, "v")) cfg->parameterization = SD_PRED_V;
                 else rc = sd_err(SD_EFORMAT, "%s: parameterization: expected \"eps\" or \"v\"", name);
-            } else if (!strcmp(key, "unet") || !strcmp(key, "vae") || !strcmp(key, "clip")) {
+            } else if (!strcmp(key, "unet") || !strcmp(key, "vae") || !strcmp(key, "clip") || !strcmp(key, "clip2")) {
                 if (jv_get_kind(val) != JV_KIND_OBJECT)
                     rc = sd_err(SD_EFORMAT, "%s: %s: expected a table/object, got %s", name, key, sd_jv_kind_name(val));
-                else if (key[0] == 'u') rc = apply_unet(&cfg->unet, val, name, &nrb_scalar, &nrb_n, nrb);
+                else if (key[0] == 'u') rc = apply_unet(&cfg->unet, val, name, &L);
                 else if (key[0] == 'v') rc = apply_vae(&cfg->vae, val, name);
-                else rc = apply_clip(&cfg->clip, val, name);
+                else if (!strcmp(key, "clip")) rc = apply_clip(&cfg->clip, val, name, "clip");
+                else rc = apply_clip(&cfg->clip2, val, name, "clip2");
             } else {
                 rc = sd_err(SD_EFORMAT, "%s: unknown key '%s'", name, key);
             }
@@ -200,18 +229,10 @@ int sd_model_config_apply(sd_model_config *cfg, jv v, const char *name)
     }
     if (rc) return rc;
     sd_unet_config *u = &cfg->unet;
-    if (nrb_scalar) {
-        for (int i = 0; i < SD_CFG_MAX_LEVELS; i++) u->num_res_blocks[i] = nrb[0];
-    } else if (nrb_n > 0) {
-        if (nrb_n != u->n_levels)
-            return sd_err(SD_EFORMAT, "%s: unet.num_res_blocks: %d entries for %d levels of channel_mult",
-                          name, nrb_n, u->n_levels);
-        for (int i = 0; i < nrb_n; i++) u->num_res_blocks[i] = nrb[i];
-    } else {
-        /* levels added by a longer channel_mult inherit the last preset count */
-        for (int i = 1; i < SD_CFG_MAX_LEVELS; i++)
-            if (u->num_res_blocks[i] <= 0) u->num_res_blocks[i] = u->num_res_blocks[i - 1];
-    }
+    if ((rc = resolve_levels(u->num_res_blocks, L.nrb_n, L.nrb, u->n_levels, name, "num_res_blocks"))) return rc;
+    if ((rc = resolve_levels(u->transformer_depth, L.td_n, L.td, u->n_levels, name, "transformer_depth"))) return rc;
+    /* SGM: transformer_depth_middle defaults to the last level's depth */
+    if (L.td_n && !L.td_middle_set) u->transformer_depth_middle = u->transformer_depth[u->n_levels - 1];
     return SD_OK;
 }
 

@@ -117,7 +117,7 @@ static int new_res(sd_unet *u, sd_resblock **slot, const char *ldm, const char *
     return rc;
 }
 
-static int new_st(sd_unet *u, sd_unet_block *b, const char *ldm, const char *diff, int64_t ch)
+static int new_st(sd_unet *u, sd_unet_block *b, const char *ldm, const char *diff, int64_t ch, int depth)
 {
     char key[160];
     int heads, dh;
@@ -125,7 +125,7 @@ static int new_st(sd_unet *u, sd_unet_block *b, const char *ldm, const char *dif
     b->st = calloc(1, sizeof *b->st);
     if (!b->st) return sd_err(SD_ENOMEM, "unet: out of memory");
     snprintf(key, sizeof key, "%s%s", u->prefix, ldm);
-    int rc = sd_spatial_transformer_init(b->st, u->params, key, ch, heads, dh, u->cfg.transformer_depth,
+    int rc = sd_spatial_transformer_init(b->st, u->params, key, ch, heads, dh, depth,
                                          u->cfg.context_dim, u->cfg.use_linear_in_transformer);
     char a[128], d[128];
     snprintf(a, sizeof a, "%s.", ldm);
@@ -143,10 +143,7 @@ static void add_sub(sd_unet_block *b, int kind)
 int sd_unet_init(sd_unet *u, sd_params *r, const char *prefix, const sd_unet_config *cfg)
 {
     memset(u, 0, sizeof *u);
-    sd_model_config mc;
-    sd_model_config_preset(SD_FAMILY_SD1, &mc);
-    mc.unet = *cfg;
-    int rc = sd_model_config_validate(&mc);
+    int rc = sd_unet_config_validate(cfg);
     if (rc) return rc;
     u->cfg = *cfg;
     u->params = r;
@@ -210,7 +207,7 @@ int sd_unet_init(sd_unet *u, sd_params *r, const char *prefix, const sd_unet_con
             if (sd_unet_config_level_has_attn(c, l)) {
                 snprintf(ldm, sizeof ldm, "input_blocks.%d.1", k);
                 snprintf(diff, sizeof diff, "down_blocks.%d.attentions.%d", l, j);
-                TRY(new_st(u, b, ldm, diff, ch));
+                TRY(new_st(u, b, ldm, diff, ch, c->transformer_depth[l]));
                 add_sub(b, SUB_ST);
             }
             b->cout = ch;
@@ -240,7 +237,7 @@ int sd_unet_init(sd_unet *u, sd_params *r, const char *prefix, const sd_unet_con
     b->cin = b->cout = ch;
     TRY(new_res(u, &b->res, "middle_block.0", "mid_block.resnets.0", ch, ch));
     add_sub(b, SUB_RES);
-    TRY(new_st(u, b, "middle_block.1", "mid_block.attentions.0", ch));
+    TRY(new_st(u, b, "middle_block.1", "mid_block.attentions.0", ch, c->transformer_depth_middle));
     add_sub(b, SUB_ST);
     TRY(new_res(u, &b->res2, "middle_block.2", "mid_block.resnets.1", ch, ch));
     add_sub(b, SUB_RES2);
@@ -263,7 +260,7 @@ int sd_unet_init(sd_unet *u, sd_params *r, const char *prefix, const sd_unet_con
             if (has_attn) {
                 snprintf(ldm, sizeof ldm, "output_blocks.%d.1", ob);
                 snprintf(diff, sizeof diff, "up_blocks.%d.attentions.%d", up_i, j);
-                TRY(new_st(u, b, ldm, diff, ch));
+                TRY(new_st(u, b, ldm, diff, ch, c->transformer_depth[l]));
                 add_sub(b, SUB_ST);
             }
             if (l && j == c->num_res_blocks[l]) {

@@ -44,7 +44,8 @@ static void test_kohya_names(void)
     c->num_heads = 2;
     c->num_head_channels = -1;
     c->context_dim = 48;
-    c->transformer_depth = 1;
+    for (int i = 0; i < 3; i++) c->transformer_depth[i] = 1;
+    c->transformer_depth_middle = 1;
     c->use_linear_in_transformer = 0;
     sd_params reg;
     sd_params_init(&reg);

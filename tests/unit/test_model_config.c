@@ -40,8 +40,24 @@ static void test_presets(void)
     T_EQ_INT(h, 10);
     T_EQ_INT(d, 64);
     T_EQ_INT(sd_model_config_validate(&c), SD_OK);
-    T_EQ_INT(sd_model_config_preset(SD_FAMILY_SDXL, &c), SD_EUNSUPPORTED);
-    T_CHECK(strstr(sd_errmsg(), "SDXL") != NULL);
+    T_EQ_INT(sd_model_config_preset(SD_FAMILY_SDXL, &c), SD_OK);   /* sgm sd_xl_base.yaml */
+    T_EQ_INT(c.unet.n_levels, 3);
+    T_EQ_INT(c.unet.transformer_depth[0], 0);
+    T_EQ_INT(c.unet.transformer_depth[2], 10);
+    T_EQ_INT(c.unet.transformer_depth_middle, 10);
+    T_EQ_INT(c.unet.context_dim, 2048);
+    T_EQ_INT(c.unet.adm_in_channels, 2816);
+    T_EQ_INT(sd_unet_config_level_has_attn(&c.unet, 0), 0);
+    T_EQ_INT(sd_unet_config_level_has_attn(&c.unet, 2), 1);
+    T_EQ_INT(c.clip2.width, 1280);
+    T_EQ_INT(c.clip2.projection_dim, 1280);
+    T_NEAR(c.vae.scale_factor, 0.13025, 1e-7);
+    T_EQ_INT(sd_model_config_validate(&c), SD_OK);
+    c.unet.adm_in_channels = 2048;
+    T_EQ_INT(sd_model_config_validate(&c), SD_EFORMAT);
+    T_CHECK(strstr(sd_errmsg(), "adm_in_channels") != NULL);
+    T_EQ_INT(sd_model_config_preset(SD_FAMILY_SDXL_REFINER, &c), SD_EUNSUPPORTED);
+    T_CHECK(strstr(sd_errmsg(), "SDXL refiner") != NULL);
     T_EQ_STR(sd_family_name(SD_FAMILY_FLUX), "FLUX");
     T_EQ_STR(sd_family_name((sd_family)99), "unknown");
 }
@@ -74,7 +90,9 @@ static void test_load_toml_json(void)
     T_EQ_INT(c.unet.n_attn, 2);
     T_EQ_INT(c.unet.num_head_channels, 32);
     T_EQ_INT(c.unet.use_linear_in_transformer, 1);   /* from the sd2 preset */
-    T_EQ_INT(c.unet.transformer_depth, 2);
+    T_EQ_INT(c.unet.transformer_depth[0], 2);
+    T_EQ_INT(c.unet.transformer_depth[2], 2);
+    T_EQ_INT(c.unet.transformer_depth_middle, 2);
     T_EQ_INT(c.vae.n_mult, 2);
     T_EQ_INT(c.vae.n_attn, 0);
     T_NEAR(c.vae.scale_factor, 0.5, 0);
@@ -93,6 +111,28 @@ static void test_load_toml_json(void)
     T_EQ_INT(sd_model_config_load(p, &c), SD_OK);
     T_EQ_INT(c.unet.model_channels, 64);
     T_EQ_INT(c.unet.n_levels, 1);
+}
+
+static void test_load_sdxl(void)
+{
+    sd_model_config c;
+    const char *p = write_text("x.toml",
+                               "family = \"sdxl\"\n[unet]\nmodel_channels = 32\nchannel_mult = [1, 2]\n"
+                               "attention_resolutions = [2]\nnum_head_channels = 16\ntransformer_depth = [0, 2]\n"
+                               "context_dim = 80\nadm_in_channels = 1552\n"
+                               "[clip]\nwidth = 32\nlayers = 2\nheads = 2\n"
+                               "[clip2]\nwidth = 48\nlayers = 3\nheads = 3\nprojection_dim = 16\n");
+    T_EQ_INT(sd_model_config_load(p, &c), SD_OK);
+    T_EQ_INT(c.family, SD_FAMILY_SDXL);
+    T_EQ_INT(c.unet.transformer_depth[1], 2);
+    T_EQ_INT(c.unet.transformer_depth_middle, 2);   /* SGM: the last level's */
+    T_EQ_INT(c.clip2.layers, 3);
+    p = write_text("y.toml", "[clip2]\nwidth = 48\n");
+    T_EQ_INT(sd_model_config_load(p, &c), SD_EFORMAT);
+    T_CHECK(strstr(sd_errmsg(), "only SDXL") != NULL);
+    p = write_text("z.toml", "family = \"sdxl\"\n[unet]\ntransformer_depth = [1, 2]\n");
+    T_EQ_INT(sd_model_config_load(p, &c), SD_EFORMAT);
+    T_CHECK(strstr(sd_errmsg(), "transformer_depth") != NULL);
 }
 
 static void expect_error(const char *text, int code, const char *needle)
@@ -121,7 +161,7 @@ static void test_config_errors(void)
     expect_error("[unet]\nattention_resolutions = [3]\n", SD_EFORMAT, "attention_resolutions: 3");
     expect_error("[unet]\nattention_resolutions = [16]\n", SD_EFORMAT, "attention_resolutions: 16");
     expect_error("[unet]\nuse_linear_in_transformer = 1\n", SD_EFORMAT, "expected true or false");
-    expect_error("family = \"sdxl\"\n", SD_EFORMAT, "family: 'sdxl'");
+    expect_error("family = \"sdxl3\"\n", SD_EFORMAT, "family: 'sdxl3'");
     expect_error("parameterization = \"x0\"\n", SD_EFORMAT, "parameterization");
     expect_error("[vae]\nscale_factor = -1\n", SD_EFORMAT, "vae.scale_factor");
     expect_error("[clip]\nwidth = 100\nheads = 12\n", SD_EFORMAT, "clip");
@@ -336,6 +376,7 @@ int main(void)
 {
     T_RUN(test_presets);
     T_RUN(test_load_toml_json);
+    T_RUN(test_load_sdxl);
     T_RUN(test_config_errors);
     T_RUN(test_detect_small);
     T_RUN(test_detect_full_layouts);

@@ -127,7 +127,7 @@ static int make_sd2(const char *dir, const char *cfg_out)
         rc = sd_write_file_atomic(p, cj[i], strlen(cj[i]));
     }
     /* a random SD2 text encoder of width 48 under the Hugging Face names */
-    sd_clip_config cc = { 48, 3, 4, 77, 49408 };
+    sd_clip_config cc = { 48, 3, 4, 77, 49408, 0 };
     sd_params r;
     sd_clip m;
     sd_params_init(&r);

@@ -480,7 +480,7 @@ static int mkdiffusers(const char *dir)
 static int mkclip(const char *fam, const char *out)
 {
     int sd2 = !strcmp(fam, "sd2");
-    sd_clip_config cfg = { 32, sd2 ? 3 : 2, 2, 77, 49408 };
+    sd_clip_config cfg = { 32, sd2 ? 3 : 2, 2, 77, 49408, 0 };
     sd_params r;
     sd_clip m;
     sd_params_init(&r);
