@@ -59,6 +59,14 @@ static const struct {
                                     "percentile_clipping, block_wise" },
     [SD_OPTIM_DADAPT_SGD] = { "DAdaptSGD", "dadaptation.dadapt_sgd.DAdaptSGD",
                               "momentum, weight_decay, log_every, d0, growth_rate, fsdp_in_use" },
+    [SD_OPTIM_DADAPT_ADAGRAD] = { "DAdaptAdaGrad", "dadaptation.dadapt_adagrad.DAdaptAdaGrad",
+                                  "momentum, log_every, weight_decay, eps, d0, growth_rate" },
+    [SD_OPTIM_DADAPT_ADAN] = { "DAdaptAdan", "dadaptation.dadapt_adan.DAdaptAdan",
+                               "betas, eps, weight_decay, no_prox, log_every, d0, growth_rate" },
+    [SD_OPTIM_DADAPT_ADAN_IP] = { "DAdaptAdanIP", "dadaptation.experimental.dadapt_adan_ip.DAdaptAdanIP",
+                                  "betas, eps, weight_decay, no_prox, log_every, d0, growth_rate" },
+    [SD_OPTIM_DADAPT_LION] = { "DAdaptLion", "dadaptation.dadapt_lion.DAdaptLion",
+                               "betas, weight_decay, log_every, d0, fsdp_in_use" },
     [SD_OPTIM_ADAMW_SF] = { "AdamWScheduleFree", "schedulefree.adamw_schedulefree.AdamWScheduleFree",
                             "betas, eps, weight_decay, warmup_steps, r, weight_lr_power, foreach" },
     [SD_OPTIM_RADAM_SF] = { "RAdamScheduleFree", "schedulefree.radam_schedulefree.RAdamScheduleFree",
@@ -154,6 +162,20 @@ void sd_optim_config_default(sd_optim_config *c, sd_optim_kind kind)
         c->weight_lr_power = 2.0;
         c->silent_sgd_phase = 1;
         break;
+    case SD_OPTIM_DADAPT_ADAGRAD:   /* dadaptation 3.2's constructors */
+        c->lr = 1.0;
+        c->eps = 1e-6;
+        break;
+    case SD_OPTIM_DADAPT_ADAN:
+    case SD_OPTIM_DADAPT_ADAN_IP:
+        c->lr = 1.0;
+        c->beta1 = 0.98, c->beta2 = 0.92, c->beta3 = 0.99;
+        c->weight_decay = 0.02;
+        break;
+    case SD_OPTIM_DADAPT_LION:
+        c->lr = 1.0;
+        c->beta2 = 0.99;
+        break;
     default:                    /* D-Adaptation */
         c->lr = 1.0;
         break;
@@ -183,23 +205,19 @@ int sd_optim_resolve(const char *type, int use_8bit_adam, int use_lion, sd_optim
         { "Lion8bit", SD_OPTIM_LION8BIT }, { "PagedLion8bit", SD_OPTIM_PAGED_LION8BIT },
         { "SGDNesterov8bit", SD_OPTIM_SGD_NESTEROV8BIT }, { "AdamWScheduleFree", SD_OPTIM_ADAMW_SF },
         { "RAdamScheduleFree", SD_OPTIM_RADAM_SF }, { "SGDScheduleFree", SD_OPTIM_SGD_SF },
-        { "DAdaptSGD", SD_OPTIM_DADAPT_SGD },
+        { "DAdaptSGD", SD_OPTIM_DADAPT_SGD }, { "DAdaptAdaGrad", SD_OPTIM_DADAPT_ADAGRAD },
+        { "DAdaptAdan", SD_OPTIM_DADAPT_ADAN }, { "DAdaptAdanIP", SD_OPTIM_DADAPT_ADAN_IP },
+        { "DAdaptLion", SD_OPTIM_DADAPT_LION },
     };
     for (size_t i = 0; i < sizeof impl / sizeof *impl; i++)
         if (!strcasecmp(type, impl[i].name)) {
             *kind = impl[i].k;
             return SD_OK;
         }
-    static const char *const known[] = {
-        "DAdaptAdaGrad", "DAdaptAdan", "DAdaptAdanIP", "DAdaptLion",
-    };
-    const char *name = type;
-    for (size_t i = 0; i < sizeof known / sizeof *known; i++)
-        if (!strcasecmp(type, known[i])) name = known[i];
     return sd_err(SD_EUNSUPPORTED, "optimizer %s is not implemented yet (AdamW, AdamW8bit, PagedAdamW8bit, PagedAdamW, "
                   "PagedAdamW32bit, Lion, Lion8bit, PagedLion8bit, SGDNesterov, SGDNesterov8bit, AdamWScheduleFree, "
                   "RAdamScheduleFree, SGDScheduleFree, Adafactor, Prodigy, DAdaptation, DAdaptAdamPreprint, "
-                  "DAdaptAdam and DAdaptSGD are)", name);
+                  "DAdaptAdam, DAdaptAdaGrad, DAdaptAdan, DAdaptAdanIP, DAdaptLion and DAdaptSGD are)", type);
 }
 
 /* ---- --optimizer_args ---------------------------------------------------------------------------- */
@@ -274,7 +292,17 @@ static int apply_arg(sd_optim_config *c, const char *item, const char *key, cons
     if (!has_word(kinds[k].args, key))
         return sd_err(SD_EUSAGE, "--optimizer_args %s: %s has no argument '%s' (it takes %s)", item, kn, key,
                       kinds[k].args);
-    if (!strcmp(key, "betas")) {
+    if (!strcmp(key, "betas") && (k == SD_OPTIM_DADAPT_ADAN || k == SD_OPTIM_DADAPT_ADAN_IP)) {
+        /* betas[0..2]; the reference indexes the value, so a longer sequence passes too */
+        if ((v->kind != SD_PY_TUPLE && v->kind != SD_PY_LIST) || v->nitems < 3 || v->item_kind[0] == SD_PY_NONE ||
+            v->item_kind[1] == SD_PY_NONE || v->item_kind[2] == SD_PY_NONE)
+            return sd_err(SD_EUSAGE, "--optimizer_args %s: betas must be three numbers", item);
+        for (int b = 0; b < 3; b++)
+            if (!(v->items[b] >= 0 && v->items[b] < 1))
+                return sd_err(SD_EUSAGE, "--optimizer_args %s: Invalid beta parameter at index %d: %g", item, b,
+                              v->items[b]);
+        c->beta1 = v->items[0], c->beta2 = v->items[1], c->beta3 = v->items[2];
+    } else if (!strcmp(key, "betas")) {
         if ((rc = want_pair(item, v, "betas", &c->beta1, &c->beta2))) return rc;
         int ok = k == SD_OPTIM_LION ? c->beta1 >= 0 && c->beta1 <= 1 && c->beta2 >= 0 && c->beta2 <= 1
                                     : c->beta1 >= 0 && c->beta1 < 1 && c->beta2 >= 0 && c->beta2 < 1;
@@ -303,6 +331,8 @@ static int apply_arg(sd_optim_config *c, const char *item, const char *key, cons
                !strcmp(key, "growth_rate")) {
         if ((rc = want_num(item, v, &x))) return rc;
         if (!strcmp(key, "momentum")) {
+            if (x < 0 && k == SD_OPTIM_DADAPT_ADAGRAD)
+                return sd_err(SD_EUSAGE, "--optimizer_args %s: Momentum %g must be non-negative", item, x);
             if (x < 0) return sd_err(SD_EUSAGE, "--optimizer_args %s: Invalid momentum value: %g", item, x);
             c->momentum = x;
         } else if (!strcmp(key, "dampening")) c->dampening = x;
@@ -311,7 +341,9 @@ static int apply_arg(sd_optim_config *c, const char *item, const char *key, cons
         else if (!strcmp(key, "d_coef")) c->d_coef = x;
         else if (!strcmp(key, "growth_rate")) c->growth_rate = x;
         else {
-            if (!(x > 0)) return sd_err(SD_EUSAGE, "--optimizer_args %s: Invalid d0 value: %g", item, x);
+            /* DAdaptLion's constructor has no check of d0 */
+            if (!(x > 0) && k != SD_OPTIM_DADAPT_LION)
+                return sd_err(SD_EUSAGE, "--optimizer_args %s: Invalid d0 value: %g", item, x);
             c->d0 = x;
         }
     } else if (!strcmp(key, "warmup_steps") || !strcmp(key, "r") || !strcmp(key, "weight_lr_power")) {
@@ -337,6 +369,7 @@ static int apply_arg(sd_optim_config *c, const char *item, const char *key, cons
         else if (!strcmp(key, "use_bias_correction")) c->use_bias_correction = t;
         else if (!strcmp(key, "safeguard_warmup")) c->safeguard_warmup = t;
         else if (!strcmp(key, "silent_sgd_phase")) c->silent_sgd_phase = t;
+        else if (!strcmp(key, "no_prox")) c->no_prox = t;
         /* foreach, fused, capturable, differentiable, use_triton: how it is computed, not what */
     }
     return SD_OK;
@@ -395,9 +428,19 @@ int sd_optim_config_check(const sd_optim_config *c)
     case SD_OPTIM_DADAPT_ADAM:
     case SD_OPTIM_DADAPT_ADAM_PREPRINT:
     case SD_OPTIM_DADAPT_SGD:
+    case SD_OPTIM_DADAPT_ADAN:
+    case SD_OPTIM_DADAPT_ADAN_IP:
         if (!(c->lr > 0))
             return sd_err(SD_EUSAGE, "%s: Invalid learning rate: %s", sd_optim_kind_name(c->kind),
                           sd_py_float(c->lr, b, sizeof b));
+        break;
+    case SD_OPTIM_DADAPT_ADAGRAD:
+        if (!(c->lr > 0))
+            return sd_err(SD_EUSAGE, "DAdaptAdaGrad: Learning rate %s must be positive", sd_py_float(c->lr, b, sizeof b));
+        break;
+    case SD_OPTIM_DADAPT_LION:   /* 0.0 <= lr */
+        if (!(c->lr >= 0))
+            return sd_err(SD_EUSAGE, "DAdaptLion: Invalid learning rate: %s", sd_py_float(c->lr, b, sizeof b));
         break;
     case SD_OPTIM_ADAMW8BIT:
     case SD_OPTIM_PAGED_ADAMW8BIT:
@@ -556,6 +599,23 @@ static int bufs_of(const sd_optim_config *c, const sd_tensor *t, sd_optim_buf_in
         FULL("s");
         FULL("x0");
         break;
+    case SD_OPTIM_DADAPT_ADAGRAD:
+        FULL("alphak");
+        FULL("sk");
+        FULL("x0");
+        break;
+    case SD_OPTIM_DADAPT_ADAN:
+    case SD_OPTIM_DADAPT_ADAN_IP:   /* AdanIP: 'exp_avg_diff' holds v and 'exp_avg_sq' the δ average */
+        FULL("s");
+        FULL("exp_avg");
+        FULL("exp_avg_diff");
+        FULL("exp_avg_sq");
+        FULL("pre_grad");
+        break;
+    case SD_OPTIM_DADAPT_LION:
+        FULL("exp_avg");
+        FULL("s");
+        break;
     case SD_OPTIM_PRODIGY: {
         if (c->beta1 > 0) FULL("exp_avg");
         FULL("exp_avg_sq");
@@ -610,6 +670,18 @@ int sd_optim_scalars(sd_optim *o, const char *names[6], double *vals[6])
     case SD_OPTIM_DADAPT_SGD:
         S(d), S(numerator_weighted), S(k), S(g0_norm);
         break;
+    case SD_OPTIM_DADAPT_ADAGRAD:
+        S(d), S(gsq_weighted), S(sksq_weighted), S(skl1), S(k);
+        break;
+    case SD_OPTIM_DADAPT_ADAN:
+        S(d), S(gsq_weighted), S(k);
+        break;
+    case SD_OPTIM_DADAPT_ADAN_IP:
+        S(d), S(numerator_weighted), S(k), S(d_tensor);
+        break;
+    case SD_OPTIM_DADAPT_LION:
+        S(d), S(numerator_weighted), S(k);
+        break;
     default:
         break;
     }
@@ -623,7 +695,7 @@ int sd_optim_init(sd_optim *o, const sd_optim_config *cfg, const sd_optim_group_
     memset(o, 0, sizeof *o);
     o->cfg = *cfg;
     if ((unsigned)cfg->kind >= SD_OPTIM_NKINDS) return sd_err(SD_EINVAL, "optimizer: bad kind %d", (int)cfg->kind);
-    if (sd_optim_kind_has_d(cfg->kind)) {
+    if (sd_optim_kind_has_d(cfg->kind) && !sd_optim_kind_first_lr(cfg->kind)) {
         double mx = 0;
         for (int g = 0; g < ngroups; g++) mx = fmax(mx, groups[g].lr);
         for (int g = 0; g < ngroups; g++)
@@ -940,6 +1012,10 @@ int sd_optim_step(sd_optim *o, const double *lr, const uint8_t *skip)
     case SD_OPTIM_RADAM_SF:
     case SD_OPTIM_SGD_SF: rc = sd_optim_step_schedulefree(o, lr, skip); break;
     case SD_OPTIM_DADAPT_SGD: rc = sd_optim_step_dadapt_sgd(o, lr, skip); break;
+    case SD_OPTIM_DADAPT_ADAGRAD: rc = sd_optim_step_dadapt_adagrad(o, lr, skip); break;
+    case SD_OPTIM_DADAPT_ADAN:
+    case SD_OPTIM_DADAPT_ADAN_IP: rc = sd_optim_step_dadapt_adan(o, lr, skip); break;
+    case SD_OPTIM_DADAPT_LION: rc = sd_optim_step_dadapt_lion(o, lr, skip); break;
     default: return sd_err(SD_EINVAL, "optimizer: bad kind %d", (int)o->cfg.kind);
     }
     if (!rc && o->half != SD_F32) rc = round_after_step(o);

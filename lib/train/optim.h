@@ -81,7 +81,33 @@
  *   (SGD: momentum for β1). The parameters hold y in train mode and x = lerp(y, z, 1-1/β1) in eval
  *   mode (sd_optim_sf_eval/train); the state keeps z and exp_avg_sq, k and the mode.
  *
- * Other --optimizer_type names of the reference (DAdaptAdaGrad/Adan/AdanIP/Lion/SGD, torch.optim.X,
+ * DAdaptAdaGrad: dadaptation 3.2 dadapt_adagrad.py (momentum 0, weight_decay 0, eps 1e-6, d0 1e-6,
+ *   growth_rate inf; lr = group 0's, the others ignored): per parameter (alphak = 1e-6, sk = 0,
+ *   x0 = p at its first gradient): g += wd·p; alphak += g·g; g_sq += Σ g²/(sqrt(alphak)+eps);
+ *   sk += dlr·g; sksq_weighted and skl1 follow Σ sk²/(sqrt(alphak)+eps) and Σ|sk| by differences;
+ *   skl1 = 0: stop; gsq_weighted += dlr²·g_sq; d̂ = (sksq_weighted - gsq_weighted)/skl1,
+ *   d = max(d, min(d̂, d·growth_rate)) (lr > 0); z = x0 - sk/(sqrt(alphak)+eps), p = z (momentum 0)
+ *   or p·(1-ck) + ck·z.
+ * DAdaptAdan: dadaptation 3.2 dadapt_adan.py (betas (0.98, 0.92, 0.99), eps 1e-8, weight_decay 0.02,
+ *   no_prox False, d0 1e-6, growth_rate inf; lr = group 0's): per parameter (pre_grad = g at step 0):
+ *   δ = g - pre_grad, u = g + β2·δ; m = m·β1 + dlr(1-β1)·g; n = n·β2 + dlr(1-β2)·δ;
+ *   v = v·β3 + (1-β3)·u²; den = sqrt(v) + eps; g_sq += Σ g²/den; s = s·β3 + dlr(1-β3)·g;
+ *   sksq += Σ s²/den; sk_l1 += Σ|s|; gsq_weighted = β3·gsq_weighted + dlr²(1-β3)·g_sq; sk_l1 = 0: stop;
+ *   d̂ = (sksq/(1-β3) - gsq_weighted)/sk_l1, d = max(d, min(d̂, d·growth_rate)) (lr > 0);
+ *   p -= (m + β2·n)/den then p /= 1 + dlr·wd (no_prox: p *= 1 - dlr·wd first); pre_grad = g.
+ * DAdaptAdanIP: dadaptation 3.2 experimental/dadapt_adan_ip.py, DAdaptAdan's state and update with
+ *   num += dlr·⟨g, s/den⟩ before the moments move (den from the old v), numerator_weighted =
+ *   β3·nw + (1-β3)·num, d̂ = 2(β3/(1-β3))·nw/sk_l1. The reference swaps two state names (its v lives
+ *   under 'exp_avg_diff', its n under 'exp_avg_sq'), kept here; its num, nw and d̂ are f32 tensors
+ *   (torch.dot without .item()), and so is d once d̂ wins, which this follows.
+ * DAdaptLion: dadaptation 3.2 dadapt_lion.py (betas (0.9, 0.99), weight_decay 0, d0 1e-6; lr = max
+ *   group LR, others must equal it or be 0): per parameter p *= 1 - dlr·wd;
+ *   u = sign(m·β1 + (1-β1)·g); p -= dlr·u; m = m·β2 + (1-β2)·dlr·g; num += dlr·⟨u, s⟩;
+ *   s = s·sqrt(β2) + (1-sqrt(β2))·dlr·u; sk_l1 += Σ|s|; sk_l1 = 0: stop (p has moved);
+ *   nw = sqrt(β2)·nw + (1-sqrt(β2))·num; d̂ = nw/((1-sqrt(β2))·sk_l1), d = max(d, d̂) (lr > 0).
+ *   Every group moves with that dlr, LR-0 groups included (the reference does).
+ *
+ * Other --optimizer_type names of the reference (torch.optim.X,
  * pkg.mod.Class) are recognised and refused with SD_EUNSUPPORTED "optimizer X is not implemented
  * yet (...)". Parameters must be f32 host memory (the step runs on the host).
  *
@@ -129,6 +155,10 @@ typedef enum sd_optim_kind {
     SD_OPTIM_RADAM_SF,               /* schedulefree.RAdamScheduleFree */
     SD_OPTIM_SGD_SF,                 /* schedulefree.SGDScheduleFree */
     SD_OPTIM_DADAPT_SGD,             /* dadaptation.DAdaptSGD */
+    SD_OPTIM_DADAPT_ADAGRAD,         /* dadaptation.DAdaptAdaGrad */
+    SD_OPTIM_DADAPT_ADAN,            /* dadaptation.DAdaptAdan */
+    SD_OPTIM_DADAPT_ADAN_IP,         /* dadaptation.experimental.DAdaptAdanIP */
+    SD_OPTIM_DADAPT_LION,            /* dadaptation.DAdaptLion */
     SD_OPTIM_NKINDS
 } sd_optim_kind;
 
@@ -175,6 +205,7 @@ typedef struct sd_optim_config {
     double beta3;                    /* Prodigy: NAN = None (sqrt(beta2)) */
     double d0, d_coef, growth_rate;  /* Prodigy, D-Adaptation */
     int decouple, use_bias_correction, safeguard_warmup;
+    int no_prox;                     /* DAdaptAdan / DAdaptAdanIP (beta3 is their third beta) */
     int64_t slice_p;
     double warmup_steps, sf_r, weight_lr_power;   /* ScheduleFree */
     int silent_sgd_phase;                         /* RAdamScheduleFree */
@@ -215,7 +246,16 @@ static inline int sd_optim_adafactor_schedule(const sd_optim_config *c)
 static inline int sd_optim_kind_has_d(sd_optim_kind k)
 {
     return k == SD_OPTIM_PRODIGY || k == SD_OPTIM_DADAPT_ADAM || k == SD_OPTIM_DADAPT_ADAM_PREPRINT ||
-           k == SD_OPTIM_DADAPT_SGD;
+           k == SD_OPTIM_DADAPT_SGD || k == SD_OPTIM_DADAPT_ADAGRAD || k == SD_OPTIM_DADAPT_ADAN ||
+           k == SD_OPTIM_DADAPT_ADAN_IP || k == SD_OPTIM_DADAPT_LION;
+}
+
+/* The D-Adaptation kinds whose step() takes param_groups[0]['lr'] for every group and never checks
+ * the others (DAdaptAdaGrad, DAdaptAdan, DAdaptAdanIP): different group LRs are not an error there
+ * (kohya warns that only the first takes effect), and every group moves with the first one's d·lr. */
+static inline int sd_optim_kind_first_lr(sd_optim_kind k)
+{
+    return k == SD_OPTIM_DADAPT_ADAGRAD || k == SD_OPTIM_DADAPT_ADAN || k == SD_OPTIM_DADAPT_ADAN_IP;
 }
 
 /* The reference's ss_optimizer value: module.Class + "(k=v,k=v)" when args were given (kohya's
@@ -242,7 +282,7 @@ typedef struct sd_optim_group {
     double sf_weight_sum, sf_lr_max;   /* ScheduleFree: group['weight_sum'], group['lr_max'] */
 } sd_optim_group;
 
-#define SD_OPTIM_MAX_BUFS 4
+#define SD_OPTIM_MAX_BUFS 5
 
 typedef struct sd_optim_param {
     sd_param *p;
@@ -259,6 +299,8 @@ typedef struct sd_optim_dstate {
     double k;               /* steps taken (an integer; ScheduleFree: group['k'], equal in every group) */
     double sf_train;        /* ScheduleFree: 1 in train mode (y), 0 in eval mode (x) */
     double g0_norm;         /* DAdaptSGD: the first step's gradient norm */
+    double sksq_weighted, skl1;   /* DAdaptAdaGrad */
+    double d_tensor;        /* DAdaptAdanIP: 1 once d is a 0-dim f32 tensor (d̂ won), so d·lr is f32 arithmetic */
 } sd_optim_dstate;
 
 typedef struct sd_optim {
@@ -287,7 +329,8 @@ typedef struct sd_optim_group_desc {
 
 /* Build the optimizer over the groups (each parameter in at most one group; the group's weight
  * decay is cfg->weight_decay). State starts at zero, steps at 0. Prodigy and D-Adaptation refuse
- * groups with different non-zero LRs (the reference's RuntimeError at the first step). */
+ * groups with different non-zero LRs (the reference's RuntimeError at the first step), but for
+ * DAdaptAdaGrad/Adan/AdanIP, which only read the first group's (sd_optim_kind_first_lr). */
 int sd_optim_init(sd_optim *o, const sd_optim_config *cfg, const sd_optim_group_desc *groups,
                   int ngroups);
 void sd_optim_free(sd_optim *o);

@@ -1,6 +1,7 @@
-/* Lion, SGDNesterov, Adafactor, Prodigy, DAdaptAdam and DAdaptAdamPreprint steps (see optim.h for
- * the formulas and the reference versions). Each follows its reference's operation order: Python
- * scalars in double rounded once to float, add(alpha) as fmaf, addcdiv as p + (value·t1)/t2,
+/* Lion, SGDNesterov, Adafactor, Prodigy, ScheduleFree and D-Adaptation (DAdaptAdam,
+ * DAdaptAdamPreprint, DAdaptSGD, DAdaptAdaGrad, DAdaptAdan, DAdaptAdanIP, DAdaptLion) steps (see
+ * optim.h for the formulas and the reference versions). Each follows its reference's operation
+ * order: Python scalars in double rounded once to float, add(alpha) as fmaf, addcdiv as p + (value·t1)/t2,
  * rsqrt as 1/sqrtf. Reductions the reference turns into Python floats (.item()) or f32 tensors
  * (norms, means) are summed serially in double and rounded to f32 (within an ulp of torch's order,
  * and deterministic). Elementwise loops over large tensors are split over the OpenMP team. */
@@ -649,5 +650,256 @@ int sd_optim_step_dadapt_sgd(sd_optim *o, const double *lr, const uint8_t *skip)
         }
     }
     ds->k = k + 1;
+    return SD_OK;
+}
+
+/* ---- DAdaptAdaGrad (dadaptation 3.2, dadaptation/dadapt_adagrad.py) ------------------------------- */
+
+/* (sk·sk).div(sqrt(alphak) + eps).sum().item() and sk.abs().sum().item() */
+static void adagrad_sums(const float *sk, const float *a, size_t n, float eps, double *sq, double *l1)
+{
+    double s = 0, t = 0;
+    for (size_t j = 0; j < n; j++) {
+        s += (double)((sk[j] * sk[j]) / (sqrtf(a[j]) + eps));
+        t += fabs((double)sk[j]);
+    }
+    *sq = (double)(float)s;
+    *l1 = (double)(float)t;
+}
+
+int sd_optim_step_dadapt_adagrad(sd_optim *o, const double *lr, const uint8_t *skip)
+{
+    const sd_optim_config *c = &o->cfg;
+    sd_optim_dstate *ds = &o->ds;
+    if (!o->nparams || !o->ngroups) return SD_OK;
+    const double l = sd_optim_glr(o, lr, 0);   /* param_groups[0]['lr']: the others are not read */
+    const double ck = 1 - c->momentum, d = ds->d, dlr = d * l;
+    const float eps = (float)c->eps, dlrf = (float)dlr;
+    double g_sq = 0, sksq_change = 0, skl1_change = 0;
+    for (size_t i = 0; i < o->nparams; i++) {
+        if (skip && skip[i]) continue;
+        sd_optim_param *q = &o->params[i];
+        const double wd = o->groups[q->group].weight_decay;
+        float *restrict a = q->buf[0], *restrict sk = q->buf[1], *restrict x0 = q->buf[2];
+        float *restrict g = pgrad(q);
+        const float *restrict p = pval(q);
+        const size_t n = pnumel(q);
+        if (!q->initialized) {   /* alphak = full(1e-6), sk = 0, x0 = clone(p) */
+            for (size_t j = 0; j < n; j++) a[j] = 1e-6f;
+            memset(sk, 0, n * sizeof(float));
+            memcpy(x0, p, n * sizeof(float));
+            q->initialized = 1;
+        }
+        if (wd != 0) coupled_decay(q, wd);
+        double old_sq, old_l1, new_sq, new_l1;
+        adagrad_sums(sk, a, n, eps, &old_sq, &old_l1);
+        double gs = 0;
+        for (size_t j = 0; j < n; j++) {
+            float gg = g[j] * g[j];
+            a[j] = a[j] + gg;
+            gs += (double)(gg / (sqrtf(a[j]) + eps));
+        }
+        g_sq += (double)(float)gs;
+        #pragma omp parallel for schedule(static) if (PAR(n))
+        for (size_t j = 0; j < n; j++) sk[j] = fmaf(dlrf, g[j], sk[j]);
+        adagrad_sums(sk, a, n, eps, &new_sq, &new_l1);
+        sksq_change += new_sq - old_sq;
+        skl1_change += new_l1 - old_l1;
+    }
+    const double sksq = ds->sksq_weighted + sksq_change, skl1 = ds->skl1 + skl1_change;
+    if (skl1 == 0) return SD_OK;   /* no progress: the reference returns before storing anything */
+    const double gsqw = ds->gsq_weighted + dlr * dlr * g_sq;
+    double dn = d;
+    if (l > 0.0) {
+        ds->d_hat = (sksq - gsqw) / skl1;
+        dn = py_max(d, py_min(ds->d_hat, d * c->growth_rate));
+    }
+    ds->gsq_weighted = gsqw;
+    ds->skl1 = skl1;
+    ds->sksq_weighted = sksq;
+    ds->d = dn;
+    const float omck = (float)(1 - ck), ckf = (float)ck;
+    const int mom = c->momentum != 0;
+    for (size_t i = 0; i < o->nparams; i++) {
+        if (skip && skip[i]) continue;
+        sd_optim_param *q = &o->params[i];
+        const float *restrict a = q->buf[0], *restrict sk = q->buf[1], *restrict x0 = q->buf[2];
+        float *restrict p = pval(q);
+        const size_t n = pnumel(q);
+        q->step++;
+        #pragma omp parallel for schedule(static) if (PAR(n))
+        for (size_t j = 0; j < n; j++) {
+            float z = x0[j] - sk[j] / (sqrtf(a[j]) + eps);
+            p[j] = mom ? fmaf(ckf, z, p[j] * omck) : z;   /* p.mul_(1-ck).add_(z, alpha=ck) or copy_(z) */
+        }
+    }
+    ds->k += 1;
+    return SD_OK;
+}
+
+/* ---- DAdaptAdan / DAdaptAdanIP (dadaptation 3.2, dadapt_adan.py, experimental/dadapt_adan_ip.py) ---- */
+
+/* AdanIP keeps numerator_weighted, d̂ and (once d̂ wins) d as 0-dim f32 tensors: a Python float op
+ * with one is f32 arithmetic with the float rounded to f32 (tmul/tadd), comparisons in f32. */
+static inline double tmul(double a, double b) { return (double)((float)a * (float)b); }
+static inline double tadd(double a, double b) { return (double)((float)a + (float)b); }
+
+int sd_optim_step_dadapt_adan(sd_optim *o, const double *lr, const uint8_t *skip)
+{
+    const sd_optim_config *c = &o->cfg;
+    sd_optim_dstate *ds = &o->ds;
+    if (!o->nparams || !o->ngroups) return SD_OK;
+    const int ip = c->kind == SD_OPTIM_DADAPT_ADAN_IP, dt = ip && ds->d_tensor != 0;
+    const double l = sd_optim_glr(o, lr, 0);   /* param_groups[0]['lr'] */
+    const double b1 = c->beta1, b2 = c->beta2, b3 = c->beta3, d = ds->d;
+    const double dlr = dt ? tmul(d, l) : d * l;
+    /* alpha=dlr*(1-β): f32 products once d is a tensor */
+    const float a1 = (float)(dt ? tmul(dlr, 1 - b1) : dlr * (1 - b1));
+    const float a2 = (float)(dt ? tmul(dlr, 1 - b2) : dlr * (1 - b2));
+    const float a3 = (float)(dt ? tmul(dlr, 1 - b3) : dlr * (1 - b3));
+    const float b1f = (float)b1, b2f = (float)b2, b3f = (float)b3, o3 = (float)(1 - b3), eps = (float)c->eps;
+    const float dlrf = (float)dlr;
+    double g_sq = 0, sksq = 0, sk_l1 = 0;
+    float num = 0;   /* AdanIP: numerator_acum, an f32 tensor */
+    int num_tensor = 0;
+    for (size_t i = 0; i < o->nparams; i++) {
+        if (skip && skip[i]) continue;
+        sd_optim_param *q = &o->params[i];
+        float *restrict s = q->buf[0], *restrict m = q->buf[1], *restrict pre = q->buf[4];
+        /* Adan: n = 'exp_avg_diff', v = 'exp_avg_sq'; AdanIP unpacks them the other way round */
+        float *restrict nd = q->buf[ip ? 3 : 2], *restrict v = q->buf[ip ? 2 : 3];
+        const float *restrict g = pgrad(q);
+        const size_t n = pnumel(q);
+        q->initialized = 1;
+        if (q->step == 0) memcpy(pre, g, n * sizeof(float));   /* state['pre_grad'] = grad.clone() */
+        if (ip) {   /* dlr * torch.dot(grad, s.div(denom)) with the old v */
+            double dot = 0;
+            for (size_t j = 0; j < n; j++) dot += (double)g[j] * (double)(s[j] / (sqrtf(v[j]) + eps));
+            num = num_tensor ? num + dlrf * (float)dot : 0.0f + dlrf * (float)dot;
+            num_tensor = 1;
+        }
+        double gs = 0, ss = 0, sl = 0;
+        for (size_t j = 0; j < n; j++) {
+            const float gd = g[j] - pre[j], u = g[j] + b2f * gd;
+            m[j] = fmaf(a1, g[j], m[j] * b1f);
+            nd[j] = fmaf(a2, gd, nd[j] * b2f);
+            v[j] = fmaf(o3, u * u, v[j] * b3f);
+            s[j] = fmaf(a3, g[j], s[j] * b3f);
+            if (!ip) {
+                const float den = sqrtf(v[j]) + eps;
+                gs += (double)((g[j] * g[j]) / den);
+                ss += (double)((s[j] * s[j]) / den);
+            }
+            sl += fabs((double)s[j]);
+        }
+        g_sq += (double)(float)gs;
+        sksq += (double)(float)ss;
+        sk_l1 += (double)(float)sl;
+    }
+    double dhat = d, dn = d;
+    int dn_tensor = dt;
+    if (ip) {
+        /* beta3*nw + (1-beta3)*acum: an f32 tensor (acum is one as soon as a parameter had a gradient) */
+        const double acc = num_tensor ? tmul(1 - b3, num) : (1 - b3) * 0.0;
+        const double nw = num_tensor ? tadd(tmul(b3, ds->numerator_weighted), acc) : b3 * ds->numerator_weighted + acc;
+        if (sk_l1 == 0) return SD_OK;
+        if (l > 0.0) {
+            /* 2*(beta3/(1-beta3))*nw/sk_l1 (f32); d = max(d, min(d_hat, d*growth_rate)) */
+            dhat = (double)((float)tmul(2 * (b3 / (1 - b3)), nw) / (float)sk_l1);
+            const double cap = dt ? tmul(d, c->growth_rate) : d * c->growth_rate;
+            double y = dhat;
+            int y_tensor = 1;
+            if ((float)cap < (float)dhat) y = cap, y_tensor = dt;
+            const int f32cmp = y_tensor || dt;
+            if (f32cmp ? (float)y > (float)d : y > d) dn = y, dn_tensor = y_tensor;
+        }
+        ds->numerator_weighted = nw;
+    } else {
+        const double gsqw = b3 * ds->gsq_weighted + g_sq * (dlr * dlr) * (1 - b3);
+        if (sk_l1 == 0) return SD_OK;
+        if (l > 0.0) {
+            dhat = (sksq / (1 - b3) - gsqw) / sk_l1;
+            dn = py_max(d, py_min(dhat, d * c->growth_rate));
+        }
+        ds->gsq_weighted = gsqw;
+    }
+    ds->d_hat = dhat;
+    ds->d = dn;
+    if (ip) ds->d_tensor = dn_tensor;
+    for (size_t i = 0; i < o->nparams; i++) {
+        if (skip && skip[i]) continue;
+        sd_optim_param *q = &o->params[i];
+        const double wd = o->groups[q->group].weight_decay;
+        const float *restrict m = q->buf[1], *restrict nd = q->buf[ip ? 3 : 2], *restrict v = q->buf[ip ? 2 : 3];
+        const float *restrict g = pgrad(q);
+        float *restrict p = pval(q), *restrict pre = q->buf[4];
+        const size_t n = pnumel(q);
+        q->step++;
+        const double dw = dt ? tmul(dlr, wd) : dlr * wd;
+        const float mulf = (float)(dt ? (double)(1.0f - (float)dw) : 1 - dw);   /* no_prox: 1 - dlr*decay */
+        const float divf = (float)(dt ? (double)(1.0f + (float)dw) : 1 + dw);   /* else: 1 + dlr*decay */
+        const int np = c->no_prox;
+        #pragma omp parallel for schedule(static) if (PAR(n))
+        for (size_t j = 0; j < n; j++) {
+            const float upd = (m[j] + b2f * nd[j]) / (sqrtf(v[j]) + eps);
+            float pj = p[j];
+            if (np) pj = pj * mulf - upd;
+            else pj = (pj - upd) / divf;
+            p[j] = pj;
+            pre[j] = g[j];
+        }
+    }
+    ds->k += 1;
+    return SD_OK;
+}
+
+/* ---- DAdaptLion (dadaptation 3.2, dadaptation/dadapt_lion.py) ------------------------------------- */
+
+int sd_optim_step_dadapt_lion(sd_optim *o, const double *lr, const uint8_t *skip)
+{
+    const sd_optim_config *c = &o->cfg;
+    sd_optim_dstate *ds = &o->ds;
+    double lmax;
+    if (!o->nparams) return SD_OK;
+    int rc = common_lr(o, lr, &lmax);
+    if (rc) return rc;
+    const double d = ds->d, dlr = d * lmax, b1 = c->beta1, b2 = c->beta2, sb2 = pow(b2, 0.5);
+    const float b1f = (float)b1, o1 = (float)(1 - b1), b2f = (float)b2, ma = (float)((1 - b2) * dlr);
+    const float sbf = (float)sb2, sa = (float)((1 - sb2) * dlr), ndlr = (float)(-dlr);
+    double num = 0, sk_l1 = 0;
+    for (size_t i = 0; i < o->nparams; i++) {
+        if (skip && skip[i]) continue;
+        sd_optim_param *q = &o->params[i];
+        const double wd = o->groups[q->group].weight_decay;
+        float *restrict p = pval(q), *restrict m = q->buf[0], *restrict s = q->buf[1];
+        const float *restrict g = pgrad(q);
+        const size_t n = pnumel(q);
+        const float decay = (float)(1 - dlr * wd);
+        q->initialized = 1;
+        q->step++;
+        double dot = 0, sl = 0;
+        for (size_t j = 0; j < n; j++) {
+            float pj = p[j] * decay;                               /* p.data.mul_(1-dlr*wd) */
+            const float x = fmaf(o1, g[j], m[j] * b1f);
+            const float u = (float)((x > 0) - (x < 0));          /* .sign_() */
+            p[j] = fmaf(ndlr, u, pj);                              /* p.add_(update, alpha=-dlr) */
+            m[j] = fmaf(ma, g[j], m[j] * b2f);
+            dot += (double)u * (double)s[j];
+            s[j] = fmaf(sa, u, s[j] * sbf);
+            sl += fabs((double)s[j]);
+        }
+        num += dlr * (double)(float)dot;
+        sk_l1 += (double)(float)sl;
+    }
+    if (sk_l1 == 0) return SD_OK;   /* the parameters have moved; d, numerator_weighted and k stay */
+    const double gnw = sb2 * ds->numerator_weighted + (1 - sb2) * num;
+    double dn = d;
+    if (lmax > 0.0) {
+        ds->d_hat = gnw / ((1 - sb2) * sk_l1);
+        dn = py_max(d, ds->d_hat);
+    }
+    ds->numerator_weighted = gnw;
+    ds->d = dn;
+    ds->k += 1;
     return SD_OK;
 }

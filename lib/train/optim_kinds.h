@@ -19,6 +19,9 @@ int sd_optim_step_adafactor(sd_optim *o, const double *lr, const uint8_t *skip);
 int sd_optim_step_prodigy(sd_optim *o, const double *lr, const uint8_t *skip);
 int sd_optim_step_dadapt_adam(sd_optim *o, const double *lr, const uint8_t *skip);
 int sd_optim_step_dadapt_sgd(sd_optim *o, const double *lr, const uint8_t *skip);
+int sd_optim_step_dadapt_adagrad(sd_optim *o, const double *lr, const uint8_t *skip);
+int sd_optim_step_dadapt_adan(sd_optim *o, const double *lr, const uint8_t *skip);
+int sd_optim_step_dadapt_lion(sd_optim *o, const double *lr, const uint8_t *skip);
 int sd_optim_step_schedulefree(sd_optim *o, const double *lr, const uint8_t *skip);
 int sd_optim_step_dadapt_preprint(sd_optim *o, const double *lr, const uint8_t *skip);
 

@@ -4,9 +4,10 @@
 # adafactor scheduler and None learning rates; Prodigy logs lr/d*lr/<group>; --use_lion_optimizer is
 # Lion and --use_8bit_adam AdamW8bit; the same bytes with --threads 1 and 2; a run resumed from a
 # saved state (Prodigy, Adafactor with and without relative_step, Lion, SGDNesterov, DAdaptation,
-# DAdaptAdam, AdamW8bit with 8-bit states, Lion8bit, PagedLion8bit, SGDNesterov8bit) or after SIGTERM
-# (Prodigy) ends with the same bytes as an uninterrupted one; a state of another optimizer is
-# refused; --optimizer_args and scheduler errors.
+# DAdaptAdam, DAdaptSGD, DAdaptAdaGrad, DAdaptAdan, DAdaptAdanIP, DAdaptLion, AdamW8bit with 8-bit
+# states, Lion8bit, PagedLion8bit, SGDNesterov8bit) or after SIGTERM (Prodigy) ends with the same
+# bytes as an uninterrupted one; a state of another optimizer is refused; --optimizer_args and
+# scheduler errors.
 set -u
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -59,6 +60,13 @@ check_run dadaptadam "dadaptation.dadapt_adam.DAdaptAdam" --optimizer_type DAdap
 check_run adamw8bit "bitsandbytes.optim.adamw.AdamW8bit" --optimizer_type AdamW8bit
 check_run dadaptsgd "dadaptation.dadapt_sgd.DAdaptSGD(momentum=0.9)" --optimizer_type DAdaptSGD --learning_rate 1 \
   --optimizer_args momentum=0.9
+check_run dadaptadagrad "dadaptation.dadapt_adagrad.DAdaptAdaGrad(momentum=0.5,weight_decay=0.01)" \
+  --optimizer_type DAdaptAdaGrad --learning_rate 1 --optimizer_args momentum=0.5 weight_decay=0.01
+check_run dadaptadan "dadaptation.dadapt_adan.DAdaptAdan" --optimizer_type DAdaptAdan --learning_rate 1
+check_run dadaptadanip "dadaptation.experimental.dadapt_adan_ip.DAdaptAdanIP(no_prox=True,betas=(0.9, 0.9, 0.99))" \
+  --optimizer_type DAdaptAdanIP --learning_rate 1 --optimizer_args no_prox=True "betas=0.9,0.9,0.99"
+check_run dadaptlion "dadaptation.dadapt_lion.DAdaptLion(weight_decay=0.1)" --optimizer_type DAdaptLion \
+  --learning_rate 1 --optimizer_args weight_decay=0.1 --logging_dir dllogs
 check_run adamw8bit_args "bitsandbytes.optim.adamw.AdamW8bit(min_8bit_size=16)" \
   --optimizer_type AdamW8bit --optimizer_args min_8bit_size=16
 check_run paged8 "bitsandbytes.optim.adamw.PagedAdamW8bit(min_8bit_size=16)" \
@@ -101,6 +109,9 @@ sys.exit(0 if len(l) == 2 and all(v != 0.001 and 1e-5 < v < 0.1 for v in l) else
 # Prodigy: lr/d*lr/<group> in the TensorBoard log
 strings plogs/*/network_train/events.out.tfevents.* 2> /dev/null | grep -q 'lr/d\*lr/unet' &&
   ok train_optim_prodigy_dlr_tag || nok train_optim_prodigy_dlr_tag
+# DAdaptLion: lr/d*lr/<group> too
+strings dllogs/*/network_train/events.out.tfevents.* 2> /dev/null | grep -q 'lr/d\*lr/unet' &&
+  ok train_optim_dadaptlion_dlr_tag || nok train_optim_dadaptlion_dlr_tag
 # --use_lion_optimizer is Lion
 T --output_dir o_uselion --max_train_steps 4 --use_lion_optimizer 2> /dev/null
 cmp -s o_lion/last.safetensors o_uselion/last.safetensors && ok train_optim_use_lion || nok train_optim_use_lion
@@ -138,6 +149,10 @@ check_resume lion --optimizer_type Lion --optimizer_args weight_decay=0.1 decoup
 check_resume sgd --optimizer_type SGDNesterov --learning_rate 1e-2
 check_resume dadaptation --optimizer_type DAdaptation --learning_rate 1
 check_resume dadaptsgd --optimizer_type DAdaptSGD --learning_rate 1 --optimizer_args weight_decay=0.01
+check_resume dadaptadagrad --optimizer_type DAdaptAdaGrad --learning_rate 1 --optimizer_args momentum=0.9
+check_resume dadaptadan --optimizer_type DAdaptAdan --learning_rate 1 --lr_scheduler linear --lr_warmup_steps 2
+check_resume dadaptadanip --optimizer_type DAdaptAdanIP --learning_rate 1 --optimizer_args no_prox=True
+check_resume dadaptlion --optimizer_type DAdaptLion --learning_rate 1 --optimizer_args weight_decay=0.1
 check_resume dadaptadam --optimizer_type DAdaptAdam --learning_rate 1 --optimizer_args use_bias_correction=True
 check_resume adamw8bit --optimizer_type AdamW8bit --optimizer_args min_8bit_size=16   # 8-bit blockwise states
 check_resume lion8bit --optimizer_type Lion8bit --optimizer_args min_8bit_size=16 weight_decay=0.1
@@ -207,8 +222,8 @@ T --output_dir o_l8h --max_train_steps 3 --optimizer_type Lion8bit --mixed_preci
 T --output_dir o_e --max_train_steps 3 --optimizer_type SGDNesterov8bit --mixed_precision bf16 --full_bf16 2> e11.err; rc=$?
 [ $rc = 2 ] && grep -q "Gradient+optimizer bit data type combination not supported" e11.err &&
   ok train_optim_sgd8bit_bf16_refused || nok train_optim_sgd8bit_bf16_refused "rc $rc $(cat e11.err)"
-T --output_dir o_e --optimizer_type DAdaptLion 2> e6.err; rc=$?
-[ $rc = 1 ] && grep -q 'optimizer DAdaptLion is not implemented yet' e6.err && ok train_optim_refused ||
+T --output_dir o_e --optimizer_type torch.optim.RMSprop 2> e6.err; rc=$?
+[ $rc = 1 ] && grep -q 'optimizer torch.optim.RMSprop is not implemented yet' e6.err && ok train_optim_refused ||
   nok train_optim_refused "rc $rc $(cat e6.err)"
 T --output_dir o_e --optimizer_type DAdaptAdam --learning_rate 0 2> e7.err; rc=$?
 [ $rc = 2 ] && grep -q 'Invalid learning rate' e7.err && ok train_optim_invalid_lr || nok train_optim_invalid_lr "rc $rc $(cat e7.err)"

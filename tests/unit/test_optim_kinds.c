@@ -1,4 +1,5 @@
-/* lib/train/optim: Lion, SGDNesterov, Adafactor, Prodigy, DAdaptAdam and DAdaptAdamPreprint against
+/* lib/train/optim: Lion, SGDNesterov, Adafactor, Prodigy and the D-Adaptation kinds (DAdaptAdam,
+ * DAdaptAdamPreprint, DAdaptSGD, DAdaptAdaGrad, DAdaptAdan, DAdaptAdanIP, DAdaptLion) against
  * transcriptions of their reference step() in PyTorch (tests/data/train/optim.txt from
  * tests/golden/gen/make_optim_golden.py): five steps over four tensors (1-D, 2-D, 4-D and an
  * all-zero one) in two groups, per-step LR factors, a zero gradient and a skipped parameter, each
@@ -70,6 +71,18 @@ static const kcase cases[] = {
     { "dadapt_sgd", SD_OPTIM_DADAPT_SGD, { NULL }, 1.0, { 1.0, 1.0 }, { 1.0, 0.5, 1.0, 0.0, 1.0 }, 1, 0 },
     { "dadapt_sgd_args", SD_OPTIM_DADAPT_SGD, { "momentum=0.9", "weight_decay=0.01", "growth_rate=1.5", "d0=1e-5" },
       1.0, { 1.0, 0.0 }, F5, 1, 0 },
+    { "dadapt_adagrad", SD_OPTIM_DADAPT_ADAGRAD, { NULL }, 1.0, { 1.0, 1.0 }, FW, 1, 0 },
+    { "dadapt_adagrad_args", SD_OPTIM_DADAPT_ADAGRAD, { "momentum=0.5", "weight_decay=0.01", "eps=1e-5",
+      "growth_rate=1.5", "d0=1e-5" }, 1.0, { 1.0, 0.5 }, F5, 1, 0 },
+    { "dadapt_adan", SD_OPTIM_DADAPT_ADAN, { NULL }, 1.0, { 1.0, 1.0 }, FW, 1, 0 },
+    { "dadapt_adan_args", SD_OPTIM_DADAPT_ADAN, { "no_prox=True", "weight_decay=0.1", "betas=(0.9, 0.9, 0.999)",
+      "eps=1e-6", "growth_rate=2.0", "d0=1e-5" }, 1.0, { 1.0, 0.0 }, F5, 1, 0 },
+    { "dadapt_adan_ip", SD_OPTIM_DADAPT_ADAN_IP, { NULL }, 1.0, { 1.0, 1.0 }, FW, 1, 0 },
+    { "dadapt_adan_ip_args", SD_OPTIM_DADAPT_ADAN_IP, { "no_prox=True", "weight_decay=0.0", "betas=(0.95, 0.9, 0.98)",
+      "growth_rate=1.2", "d0=1e-5" }, 1.0, { 1.0, 0.5 }, F5, 1, 0 },
+    { "dadapt_lion", SD_OPTIM_DADAPT_LION, { NULL }, 1.0, { 1.0, 1.0 }, FW, 1, 0 },
+    { "dadapt_lion_args", SD_OPTIM_DADAPT_LION, { "weight_decay=0.1", "betas=(0.8, 0.95)", "d0=1e-5" }, 1.0,
+      { 1.0, 0.0 }, F5, 1, 0 },
 };
 
 static double g_worst[SD_OPTIM_NKINDS];
@@ -244,6 +257,86 @@ static void test_golden_dadapt_sgd(void)
     sd_params_free(&r);
 }
 
+/* DAdaptAdaGrad, DAdaptAdan, DAdaptAdanIP, DAdaptLion (dadaptation 3.2): goldens, constructor checks,
+   the first-group LR of AdaGrad/Adan (different group LRs are no error there; Lion's RuntimeError) */
+static void describe_is(sd_optim_kind k, const char *const *args, int n, const char *want);
+
+static void test_golden_dadapt_more(void)
+{
+    for (int i = 18; i < 26; i++) run_case(&cases[i]);
+    for (int k = SD_OPTIM_DADAPT_ADAGRAD; k <= SD_OPTIM_DADAPT_LION; k++)
+        printf("# %s vs its reference transcription: worst relative difference %.3g\n", sd_optim_kind_name(k),
+               g_worst[k]);
+    static const struct { sd_optim_kind k; const char *arg; double lr; int rc; const char *msg; } bad[] = {
+        { SD_OPTIM_DADAPT_ADAGRAD, NULL, 0.0, SD_EUSAGE, "DAdaptAdaGrad: Learning rate 0.0 must be positive" },
+        { SD_OPTIM_DADAPT_ADAGRAD, "momentum=-0.1", 1.0, SD_EUSAGE, "Momentum -0.1 must be non-negative" },
+        { SD_OPTIM_DADAPT_ADAGRAD, "eps=0", 1.0, SD_EUSAGE, "Invalid epsilon value" },
+        { SD_OPTIM_DADAPT_ADAGRAD, "betas=(0.9, 0.99)", 1.0, SD_EUSAGE, "has no argument 'betas'" },
+        { SD_OPTIM_DADAPT_ADAN, "betas=(0.9, 0.99)", 1.0, SD_EUSAGE, "betas must be three numbers" },
+        { SD_OPTIM_DADAPT_ADAN, "betas=(0.9, 1.0, 0.9)", 1.0, SD_EUSAGE, "Invalid beta parameter at index 1: 1" },
+        { SD_OPTIM_DADAPT_ADAN_IP, "d0=0", 1.0, SD_EUSAGE, "Invalid d0 value" },
+        { SD_OPTIM_DADAPT_ADAN_IP, NULL, -1.0, SD_EUSAGE, "DAdaptAdanIP: Invalid learning rate: -1.0" },
+        { SD_OPTIM_DADAPT_ADAN, "momentum=0.9", 1.0, SD_EUSAGE, "has no argument 'momentum'" },
+        { SD_OPTIM_DADAPT_LION, "fsdp_in_use=True", 1.0, SD_EUNSUPPORTED, "not implemented" },
+        { SD_OPTIM_DADAPT_LION, "betas=(0.9, 1.0)", 1.0, SD_EUSAGE, "invalid beta parameter" },
+        { SD_OPTIM_DADAPT_LION, "growth_rate=2", 1.0, SD_EUSAGE, "has no argument 'growth_rate'" },
+        { SD_OPTIM_DADAPT_LION, NULL, -0.5, SD_EUSAGE, "DAdaptLion: Invalid learning rate" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        sd_optim_config c;
+        sd_optim_config_default(&c, bad[i].k);
+        const char *a[1] = { bad[i].arg };
+        int rc = sd_optim_config_parse_args(&c, a, bad[i].arg ? 1 : 0);
+        c.lr = bad[i].lr;
+        if (!rc) rc = sd_optim_config_check(&c);
+        T_EQ_INT(rc, bad[i].rc);
+        T_CHECKF(strstr(sd_errmsg(), bad[i].msg) != NULL, "%s: %s", bad[i].msg, sd_errmsg());
+    }
+    sd_optim_config c;
+    sd_optim_config_default(&c, SD_OPTIM_DADAPT_LION);   /* no d0 check, lr 0 allowed */
+    const char *z[2] = { "d0=0", "log_every=5" };
+    T_EQ_INT(sd_optim_config_parse_args(&c, z, 2), 0);
+    c.lr = 0.0;
+    T_EQ_INT(sd_optim_config_check(&c), 0);
+    sd_optim_config_default(&c, SD_OPTIM_DADAPT_ADAN);
+    T_CHECK(c.weight_decay == 0.02 && c.beta1 == 0.98 && c.beta2 == 0.92 && c.beta3 == 0.99 && c.eps == 1e-8 && !c.no_prox);
+    sd_optim_config_default(&c, SD_OPTIM_DADAPT_ADAGRAD);
+    T_CHECK(c.weight_decay == 0 && c.eps == 1e-6 && c.momentum == 0 && c.d0 == 1e-6 && isinf(c.growth_rate));
+    sd_optim_config_default(&c, SD_OPTIM_DADAPT_LION);
+    T_CHECK(c.weight_decay == 0 && c.beta1 == 0.9 && c.beta2 == 0.99);
+    const char *ad[1] = { "no_prox=True" };
+    describe_is(SD_OPTIM_DADAPT_ADAN_IP, ad, 1, "dadaptation.experimental.dadapt_adan_ip.DAdaptAdanIP(no_prox=True)");
+    describe_is(SD_OPTIM_DADAPT_ADAGRAD, NULL, 0, "dadaptation.dadapt_adagrad.DAdaptAdaGrad");
+    describe_is(SD_OPTIM_DADAPT_ADAN, NULL, 0, "dadaptation.dadapt_adan.DAdaptAdan");
+    describe_is(SD_OPTIM_DADAPT_LION, NULL, 0, "dadaptation.dadapt_lion.DAdaptLion");
+    /* group LRs: AdaGrad/Adan take the first group's and never fail; Lion's RuntimeError */
+    sd_params r;
+    sd_param *p1, *p2;
+    sd_params_init(&r);
+    T_EQ_INT(sd_params_add(&r, NULL, "a", SD_DIMS(4), SD_PARAM_TRAINABLE, &p1), 0);
+    T_EQ_INT(sd_params_add(&r, NULL, "b", SD_DIMS(3), SD_PARAM_TRAINABLE, &p2), 0);
+    T_EQ_INT(sd_params_alloc(&r, SD_DEV_CPU), 0);
+    sd_param *g1[1] = { p1 }, *g2[1] = { p2 };
+    sd_optim_group_desc gd[2] = { { "unet", 1.0, g1, 1 }, { "textencoder", 0.5, g2, 1 } };
+    for (int k = SD_OPTIM_DADAPT_ADAGRAD; k <= SD_OPTIM_DADAPT_LION; k++) {
+        sd_optim_config_default(&c, (sd_optim_kind)k);
+        sd_optim o;
+        int rc = sd_optim_init(&o, &c, gd, 2);
+        if (k == SD_OPTIM_DADAPT_LION) {
+            T_EQ_INT(rc, SD_EUSAGE);
+            T_CHECK(strstr(sd_errmsg(), "Setting different lr values") != NULL);
+            continue;
+        }
+        T_EQ_INT(rc, 0);
+        for (int j = 0; j < 4; j++) ((float *)p1->grad.data)[j] = 0.5f;
+        for (int j = 0; j < 3; j++) ((float *)p2->grad.data)[j] = -0.25f;
+        T_EQ_INT(sd_optim_step(&o, NULL, NULL), 0);
+        T_CHECK(o.params[1].step == 1);   /* the second group moves with the first one's d·lr */
+        sd_optim_free(&o);
+    }
+    sd_params_free(&r);
+}
+
 static void test_names(void)
 {
     sd_optim_kind k = SD_OPTIM_ADAMW;
@@ -269,8 +362,17 @@ static void test_names(void)
     T_EQ_INT(k, SD_OPTIM_PAGED_LION8BIT);
     T_EQ_INT(sd_optim_resolve("sgdnesterov8bit", 0, 0, &k), 0);
     T_EQ_INT(k, SD_OPTIM_SGD_NESTEROV8BIT);
-    T_EQ_INT(sd_optim_resolve("DAdaptLion", 0, 0, &k), SD_EUNSUPPORTED);
-    T_CHECK(strstr(sd_errmsg(), "optimizer DAdaptLion is not implemented yet") == sd_errmsg());
+    T_EQ_INT(sd_optim_resolve("torch.optim.RMSprop", 0, 0, &k), SD_EUNSUPPORTED);
+    T_CHECK(strstr(sd_errmsg(), "optimizer torch.optim.RMSprop is not implemented yet") == sd_errmsg());
+    static const struct { const char *n; sd_optim_kind k; } da[] = {
+        { "DAdaptAdaGrad", SD_OPTIM_DADAPT_ADAGRAD }, { "dadaptadan", SD_OPTIM_DADAPT_ADAN },
+        { "DAdaptAdanIP", SD_OPTIM_DADAPT_ADAN_IP }, { "DADAPTLION", SD_OPTIM_DADAPT_LION },
+    };
+    for (size_t i = 0; i < sizeof da / sizeof *da; i++) {
+        T_EQ_INT(sd_optim_resolve(da[i].n, 0, 0, &k), 0);
+        T_EQ_INT(k, da[i].k);
+        T_CHECK(sd_optim_kind_has_d(k));
+    }
     T_EQ_INT(sd_optim_resolve("torch.optim.SGD", 0, 0, &k), SD_EUNSUPPORTED);
     T_EQ_INT(sd_optim_resolve("Lion", 0, 1, &k), SD_EUSAGE);
     T_EQ_STR(sd_optim_kind_name(SD_OPTIM_DADAPT_ADAM_PREPRINT), "DAdaptAdamPreprint");
@@ -531,6 +633,9 @@ static void test_state_resume(void)
     static const char *const bargs[] = { "min_8bit_size=16", "betas=(0.9, 0.99)" };
     static const char *const largs[] = { "min_8bit_size=16", "weight_decay=0.1" };
     static const char *const gargs[] = { "min_8bit_size=16", "weight_decay=0.01", "momentum=0.8" };
+    static const char *const agargs[] = { "momentum=0.9", "weight_decay=0.01" };
+    static const char *const anargs[] = { "no_prox=True", "growth_rate=1.1" };
+    static const char *const lnargs[] = { "weight_decay=0.1" };
     static const struct { sd_optim_kind k; const char *const *a; int n; } runs[] = {
         { SD_OPTIM_LION, NULL, 0 }, { SD_OPTIM_SGD_NESTEROV, NULL, 0 }, { SD_OPTIM_ADAFACTOR, aargs, 2 },
         { SD_OPTIM_ADAFACTOR, fargs, 1 }, { SD_OPTIM_PRODIGY, NULL, 0 }, { SD_OPTIM_PRODIGY, pargs, 3 },
@@ -538,6 +643,8 @@ static void test_state_resume(void)
         { SD_OPTIM_ADAMW8BIT, bargs, 2 }, { SD_OPTIM_ADAMW8BIT, NULL, 0 },
         { SD_OPTIM_LION8BIT, largs, 2 }, { SD_OPTIM_PAGED_LION8BIT, NULL, 0 }, { SD_OPTIM_SGD_NESTEROV8BIT, gargs, 3 },
         { SD_OPTIM_SGD_NESTEROV8BIT, NULL, 0 }, { SD_OPTIM_DADAPT_SGD, NULL, 0 },
+        { SD_OPTIM_DADAPT_ADAGRAD, agargs, 2 }, { SD_OPTIM_DADAPT_ADAN, NULL, 0 }, { SD_OPTIM_DADAPT_ADAN_IP, NULL, 0 },
+        { SD_OPTIM_DADAPT_ADAN_IP, anargs, 2 }, { SD_OPTIM_DADAPT_LION, lnargs, 1 },
     };
     const char *dir = t_path("optim_kinds_state");
     for (size_t c = 0; c < sizeof runs / sizeof *runs; c++) {
@@ -851,6 +958,7 @@ int main(void)
     T_RUN(test_golden_dadapt_adam);
     T_RUN(test_golden_dadapt_preprint);
     T_RUN(test_golden_dadapt_sgd);
+    T_RUN(test_golden_dadapt_more);
     T_RUN(test_names);
     T_RUN(test_describe);
     T_RUN(test_args_errors);

@@ -20,6 +20,10 @@ same torch operations and the same order, of the reference source kohya-ss/sd-sc
                       (github.com/konstmish/prodigy @ 3efb213ee8af5a6bf76f28726398433a847b38e9)
   DAdaptAdam          dadaptation 3.2, dadaptation/dadapt_adam.py
   DAdaptSGD           dadaptation 3.2, dadaptation/dadapt_sgd.py
+  DAdaptAdaGrad       dadaptation 3.2, dadaptation/dadapt_adagrad.py (dense gradients)
+  DAdaptAdan          dadaptation 3.2, dadaptation/dadapt_adan.py
+  DAdaptLion          dadaptation 3.2, dadaptation/dadapt_lion.py
+  DAdaptAdanIP        dadaptation 3.2, dadaptation/experimental/dadapt_adan_ip.py
   DAdaptAdamPreprint  dadaptation 3.2, dadaptation/experimental/dadapt_adam_preprint.py (kohya's
                       "DAdaptation") (github.com/facebookresearch/dadaptation
                       @ c984980213a989ff7cac1e3d68c19a2257bcd571)
@@ -536,10 +540,223 @@ class DAdaptSGD(torch.optim.Optimizer):
         return loss
 
 
+class DAdaptAdaGrad(torch.optim.Optimizer):
+    """dadaptation 3.2 dadapt_adagrad.py (@ c984980), step() for dense gradients, without logging."""
+
+    def __init__(self, params, lr=1.0, momentum=0, log_every=0, weight_decay=0.0, eps=1e-6, d0=1e-6,
+                 growth_rate=float('inf')):
+        defaults = dict(lr=lr, momentum=momentum, eps=eps, weight_decay=weight_decay, gsq_weighted=0.0,
+                        log_every=log_every, d=d0, growth_rate=growth_rate, k=0, sksq_weighted=0.0, skl1=0.0)
+        super().__init__(params, defaults)
+
+    def step(self):
+        group = self.param_groups[0]
+        lr = group["lr"]
+        momentum = group["momentum"]
+        ck = 1 - momentum
+        growth_rate = group["growth_rate"]
+        gsq_weighted, sksq_weighted, skl1, d = group["gsq_weighted"], group["sksq_weighted"], group["skl1"], group["d"]
+        dlr = d * lr
+        g_sq = sksq_change = skl1_change = 0.0
+        for group in self.param_groups:
+            eps, decay = group["eps"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad.data
+                st = self.state[p]
+                if "alphak" not in st:
+                    st["alphak"] = torch.full_like(p.data, fill_value=1e-6).detach()
+                    st["sk"] = torch.zeros_like(p.data).detach()
+                    st["x0"] = torch.clone(p.data).detach()
+                sk, alphak = st["sk"], st["alphak"]
+                if decay != 0:
+                    grad.add_(p.data, alpha=decay)
+                old_sq = (sk * sk).div(torch.sqrt(alphak) + eps).sum().item()
+                old_l1 = sk.abs().sum().item()
+                alphak.data.add_(grad * grad)
+                g_sq += (grad * grad).div(torch.sqrt(alphak) + eps).sum().item()
+                sk.data.add_(grad, alpha=dlr)
+                sksq_change += (sk * sk).div(torch.sqrt(alphak) + eps).sum().item() - old_sq
+                skl1_change += sk.abs().sum().item() - old_l1
+        sksq_weighted = sksq_weighted + sksq_change
+        skl1 = skl1 + skl1_change
+        if skl1 == 0:
+            return
+        gsq_weighted = gsq_weighted + dlr * dlr * g_sq
+        if lr > 0.0:
+            d_hat = (sksq_weighted - gsq_weighted) / skl1
+            d = max(d, min(d_hat, d * growth_rate))
+        for group in self.param_groups:
+            group["gsq_weighted"], group["skl1"], group["sksq_weighted"], group["d"] = gsq_weighted, skl1, sksq_weighted, d
+            eps = group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                z = st["x0"] - st["sk"].div(torch.sqrt(st["alphak"]) + eps)
+                if momentum != 0:
+                    p.data.mul_(1 - ck).add_(z, alpha=ck)
+                else:
+                    p.data.copy_(z)
+            group["k"] = group["k"] + 1
+
+
+class DAdaptAdan(torch.optim.Optimizer):
+    """dadaptation 3.2 dadapt_adan.py (ip=False) and experimental/dadapt_adan_ip.py (ip=True) (@ c984980),
+    step() without logging. AdanIP's own unpacking swaps two state names (exp_avg_sq <-> exp_avg_diff);
+    its numerator is a tensor (torch.dot without .item()), kept as such."""
+
+    def __init__(self, params, lr=1.0, betas=(0.98, 0.92, 0.99), eps=1e-8, weight_decay=0.02, no_prox=False,
+                 log_every=0, d0=1e-6, growth_rate=float('inf'), ip=False):
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, no_prox=no_prox, d=d0, k=0,
+                        gsq_weighted=0.0, numerator_weighted=0.0, log_every=log_every, growth_rate=growth_rate)
+        self.ip = ip
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self):
+        ip = self.ip
+        g_sq = sksq_weighted = sk_l1 = 0.0
+        group = self.param_groups[0]
+        gsq_weighted, numerator_weighted = group["gsq_weighted"], group["numerator_weighted"]
+        d = group["d"]
+        lr = group["lr"]
+        dlr = d * lr
+        no_prox, growth_rate = group["no_prox"], group["growth_rate"]
+        beta1, beta2, beta3 = group["betas"]
+        numerator_acum = 0.0
+        for group in self.param_groups:
+            eps = group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad.data
+                st = self.state[p]
+                if "step" not in st:
+                    st["step"] = 0
+                    st["s"] = torch.zeros_like(p.data).detach()
+                    st["exp_avg"] = torch.zeros_like(p.data).detach()
+                    st["exp_avg_diff"] = torch.zeros_like(p.data).detach()
+                    st["exp_avg_sq"] = torch.zeros_like(p.data).detach()
+                if st["step"] == 0:
+                    st["pre_grad"] = grad.clone()
+                if ip:
+                    exp_avg, exp_avg_sq, exp_avg_diff = st["exp_avg"], st["exp_avg_diff"], st["exp_avg_sq"]
+                else:
+                    exp_avg, exp_avg_diff, exp_avg_sq = st["exp_avg"], st["exp_avg_diff"], st["exp_avg_sq"]
+                grad_diff = grad - st["pre_grad"]
+                grad_grad = grad * grad
+                update = grad + beta2 * grad_diff
+                update_update = update * update
+                s = st["s"]
+                if ip:
+                    denom = exp_avg_sq.sqrt().add_(eps)
+                    numerator_acum += dlr * torch.dot(grad.flatten(), s.div(denom).flatten())
+                exp_avg.mul_(beta1).add_(grad, alpha=dlr * (1. - beta1))
+                exp_avg_diff.mul_(beta2).add_(grad_diff, alpha=dlr * (1. - beta2))
+                exp_avg_sq.mul_(beta3).add_(update_update, alpha=1. - beta3)
+                if not ip:
+                    denom = exp_avg_sq.sqrt().add_(eps)
+                    g_sq += grad_grad.div_(denom).sum().item()
+                s.mul_(beta3).add_(grad, alpha=dlr * (1. - beta3))
+                if not ip:
+                    sksq_weighted += (s * s).div_(denom).sum().item()
+                sk_l1 += s.abs().sum().item()
+        if ip:
+            numerator_weighted = beta3 * numerator_weighted + (1 - beta3) * numerator_acum
+        else:
+            gsq_weighted = beta3 * gsq_weighted + g_sq * (dlr ** 2) * (1 - beta3)
+        if sk_l1 == 0:
+            return
+        if lr > 0.0:
+            if ip:
+                d_hat = 2 * (beta3 / (1 - beta3)) * numerator_weighted / sk_l1
+            else:
+                d_hat = (sksq_weighted / (1 - beta3) - gsq_weighted) / sk_l1
+            d = max(d, min(d_hat, d * growth_rate))
+        for group in self.param_groups:
+            group["gsq_weighted"], group["numerator_weighted"], group["d"] = gsq_weighted, numerator_weighted, d
+            decay, eps = group["weight_decay"], group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad.data
+                st = self.state[p]
+                if ip:
+                    exp_avg, exp_avg_sq, exp_avg_diff = st["exp_avg"], st["exp_avg_diff"], st["exp_avg_sq"]
+                else:
+                    exp_avg, exp_avg_diff, exp_avg_sq = st["exp_avg"], st["exp_avg_diff"], st["exp_avg_sq"]
+                st["step"] += 1
+                denom = exp_avg_sq.sqrt().add_(eps)
+                update = (exp_avg + beta2 * exp_avg_diff).div_(denom)
+                if no_prox:
+                    p.data.mul_(1 - dlr * decay)
+                    p.add_(update, alpha=-1)
+                else:
+                    p.add_(update, alpha=-1)
+                    p.data.div_(1 + dlr * decay)
+                st["pre_grad"].copy_(grad)
+            group["k"] = group["k"] + 1
+
+
+class DAdaptLion(torch.optim.Optimizer):
+    """dadaptation 3.2 dadapt_lion.py (@ c984980), step() without logging and FSDP."""
+
+    def __init__(self, params, lr=1.0, betas=(0.9, 0.99), weight_decay=0.0, log_every=0, d0=1e-6):
+        defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay, d=d0, k=0, log_every=log_every,
+                        numerator_weighted=0.0)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self):
+        group = self.param_groups[0]
+        numerator_weighted, d = group["numerator_weighted"], group["d"]
+        lr = max(group["lr"] for group in self.param_groups)
+        dlr = d * lr
+        beta1, beta2 = group["betas"]
+        sqrt_beta2 = beta2 ** 0.5
+        numerator_acum = sk_l1 = 0.0
+        for group in self.param_groups:
+            wd = group["weight_decay"]
+            if group["lr"] not in [lr, 0.0]:
+                raise RuntimeError("Setting different lr values in different parameter groups is only supported "
+                                   "for values of 0")
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                st = self.state[p]
+                if "exp_avg" not in st:
+                    st["exp_avg"] = torch.zeros_like(p).detach()
+                    st["s"] = torch.zeros_like(p).detach()
+                exp_avg, s = st["exp_avg"], st["s"]
+                p.data.mul_(1 - dlr * wd)
+                update = exp_avg.clone().mul_(beta1).add_(grad, alpha=(1 - beta1)).sign_()
+                p.data.add_(update, alpha=-dlr)
+                exp_avg.mul_(beta2).add_(grad, alpha=(1 - beta2) * dlr)
+                numerator_acum += dlr * torch.dot(update.flatten(), s.flatten()).item()
+                s.mul_(sqrt_beta2).add_(update, alpha=(1 - sqrt_beta2) * dlr)
+                sk_l1 += s.abs().sum().item()
+        if sk_l1 == 0:
+            return
+        global_numerator_weighted = sqrt_beta2 * numerator_weighted + (1 - sqrt_beta2) * numerator_acum
+        if lr > 0.0:
+            d_hat = global_numerator_weighted / ((1 - sqrt_beta2) * sk_l1)
+            d = max(d, d_hat)
+        for group in self.param_groups:
+            group["numerator_weighted"] = global_numerator_weighted
+            group["d"] = d
+            group["k"] = group["k"] + 1
+
+
 # ---- cases ----------------------------------------------------------------------------------------------
-def run_case(f, tag, make, lrs, factors, set_lr=True, log_d=False, log_lr=False):
+def run_case(f, tag, make, lrs, factors, set_lr=True, log_d=False, log_lr=False, drift=False):
+    """drift: each gradient is a fixed random direction plus 0.1 x the noise, so that D-Adaptation's
+    numerator grows and d moves within five steps (the other cases' gradients are pure noise)."""
     g = torch.Generator().manual_seed(4321 + sum(map(ord, tag)))
     params = [torch.nn.Parameter(torch.randn(*s, generator=g)) for s in SHAPES]
+    base = [torch.randn(*s, generator=g) for s in SHAPES] if drift else None
     with torch.no_grad():
         params[3].zero_()
     groups = []
@@ -554,6 +771,8 @@ def run_case(f, tag, make, lrs, factors, set_lr=True, log_d=False, log_lr=False)
     for step in range(len(factors)):
         for i, p in enumerate(params):
             gr = torch.randn(*p.shape, generator=g) * (0.5 + step)
+            if drift:
+                gr = base[i] + gr * 0.1
             if (step, i) == ZERO:
                 gr = gr * 0
             put(f, "%s.s%d.g%d" % (tag, step, i), gr.flatten().tolist())
@@ -635,6 +854,30 @@ def main():
                                                             growth_rate=1.5, d0=1e-5),
                  [1.0, 0.0], F5, log_d=True)
 
+        # DAdaptAdaGrad: group 0's lr only (the second group's LR is never read); momentum averaging
+        run_case(f, "dadapt_adagrad", lambda gr: DAdaptAdaGrad(gr, lr=1.0), [1.0, 1.0], [0.0, 0.5, 1.0, 1.0, 1.0],
+                 log_d=True, drift=True)
+        run_case(f, "dadapt_adagrad_args", lambda gr: DAdaptAdaGrad(gr, lr=1.0, momentum=0.5, weight_decay=0.01,
+                                                                    eps=1e-5, growth_rate=1.5, d0=1e-5),
+                 [1.0, 0.5], F5, log_d=True, drift=True)
+        # DAdaptAdan: kohya passes no weight_decay, so the constructor's 0.02 applies (prox form)
+        run_case(f, "dadapt_adan", lambda gr: DAdaptAdan(gr, lr=1.0), [1.0, 1.0], [0.0, 0.5, 1.0, 1.0, 1.0],
+                 log_d=True, drift=True)
+        run_case(f, "dadapt_adan_args", lambda gr: DAdaptAdan(gr, lr=1.0, no_prox=True, weight_decay=0.1,
+                                                              betas=(0.9, 0.9, 0.999), eps=1e-6, growth_rate=2.0,
+                                                              d0=1e-5),
+                 [1.0, 0.0], F5, log_d=True, drift=True)
+        run_case(f, "dadapt_adan_ip", lambda gr: DAdaptAdan(gr, lr=1.0, ip=True), [1.0, 1.0],
+                 [0.0, 0.5, 1.0, 1.0, 1.0], log_d=True, drift=True)
+        run_case(f, "dadapt_adan_ip_args", lambda gr: DAdaptAdan(gr, lr=1.0, ip=True, no_prox=True, weight_decay=0.0,
+                                                                 betas=(0.95, 0.9, 0.98), growth_rate=1.2, d0=1e-5),
+                 [1.0, 0.5], F5, log_d=True, drift=True)
+        # DAdaptLion: decoupled decay by d*lr; a group with LR 0 still moves (the reference's dlr is global)
+        run_case(f, "dadapt_lion", lambda gr: DAdaptLion(gr, lr=1.0), [1.0, 1.0], [0.0, 0.5, 1.0, 1.0, 1.0],
+                 log_d=True, drift=True)
+        run_case(f, "dadapt_lion_args", lambda gr: DAdaptLion(gr, lr=1.0, weight_decay=0.1, betas=(0.8, 0.95),
+                                                              d0=1e-5),
+                 [1.0, 0.0], F5, log_d=True, drift=True)
 
 if __name__ == "__main__":
     main()
