@@ -400,7 +400,7 @@ static int denoise(void *user, const float *x, int64_t batch, double t, float *o
     if (!rc) rc = stage(d->ctx, &ct, c, SD_F32, SD_DIMS(batch, d->S, d->C));
     if (!rc) rc = stage(d->ctx, &yt, d->ctx->backend == SD_DEV_CPU ? out : NULL, SD_F32,
                         SD_DIMS(batch, d->u->cfg.out_channels, d->h, d->w));
-    if (!rc) rc = sd_unet_forward(d->ctx, d->u, NULL, &yt, &xt, &tt, &ct);
+    if (!rc) rc = sd_unet_forward(d->ctx, d->u, NULL, &yt, &xt, &tt, &ct, NULL);
     if (!rc) rc = unstage(d->ctx, &yt, out);
     sd_arena_reset(&d->ctx->scratch, mark);
     if (!rc && d->on_call && d->on_call(d->call_user)) rc = sd_err(SD_EINTR, "interrupted");
