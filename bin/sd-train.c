@@ -56,7 +56,7 @@ static void on_signal(int sig)
 static const sd_opt table[] = {
     /* model */
     {.name = "pretrained_model_name_or_path", .alias = "model", .type = SD_OPT_STRING, .dest = &c.model,
-     .metavar = "FILE", .group = G_MODEL, .help = "the base model: an SD1.x/SD2.x .safetensors checkpoint"},
+     .metavar = "FILE", .group = G_MODEL, .help = "the base model: an SD1.x/SD2.x/SDXL checkpoint"},
     {.name = "model_config", .type = SD_OPT_STRING, .dest = &c.model_config, .metavar = "FILE", .group = G_MODEL,
      .help = "model hyper-parameters (JSON/TOML) for models that are not a standard SD1/SD2 shape"},
     {.name = "v2", .type = SD_OPT_FLAG, .dest = &c.v2, .group = G_MODEL,

@@ -1,4 +1,6 @@
-/* The training loop of sd-train (reference-behaviour.md §6.5–§6.12, §7): LoRA on SD1.x/SD2.x.
+/* The training loop of sd-train (reference-behaviour.md §6.5–§6.12, §7): LoRA on SD1.x/SD2.x and
+ * SDXL (sdxl_train_network.py: two text encoders, context cat(TE1 layer 11, TE2 penultimate), the
+ * UNet's vector cat(TE2 pooled, size embedding), --cache_text_encoder_outputs[_to_disk] §4.8).
  *
  *   sd_train_config c;  sd_train_config_default(&c);   ... options ...
  *   sd_train_data d;    sd_train_data_add_record(&d, rec, ...) per JSON record (or from a dataset config)
