@@ -168,4 +168,43 @@ T --output_dir e7 --v2 2> e7.err; rc=$?
 [ $rc = 2 ] && grep -q 'v2 cannot be enabled' e7.err && ok train_sdxl_v2_refused || nok train_sdxl_v2_refused "rc $rc $(cat e7.err)"
 T --output_dir e8 --max_train_steps 1 --clip_skip 2 2> e8.err && grep -q 'clip_skip will be unexpected' e8.err &&
   ok train_sdxl_clip_skip_warns || nok train_sdxl_clip_skip_warns "$(tail -2 e8.err)"
+# ---- --device cuda (a GPU, or SD_FAKE_CUDA=1 in a build without CUDA): the LoRA after 6 steps (both text
+# encoders and the UNet, weighted long captions, validation) and the losses match the CPU run within fp32
+# drift; cached text-encoder outputs on the device; the fail-fast memory check (fake device) ---------------
+cat > lora_cmp.py <<'PY'
+import json, struct, sys
+def load(p):
+    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n]); o = {}
+    for k, v in h.items():
+        if k == '__metadata__' or v['dtype'] != 'F32': continue
+        s, e = v['data_offsets']; o[k] = struct.unpack('<%df' % ((e - s) // 4), b[8 + n + s:8 + n + e])
+    return o
+a, g = load(sys.argv[1] + '/last.safetensors'), load(sys.argv[2] + '/last.safetensors')
+tol = float(sys.argv[3])
+worst = max(max(abs(x - y) for x, y in zip(a[k], g[k])) / max(1e-12, max(abs(x) for x in a[k])) for k in a)
+la = [json.loads(l)['loss'] for l in open(sys.argv[1] + '.log')]; lg = [json.loads(l)['loss'] for l in open(sys.argv[2] + '.log')]
+dl = max(abs(x - y) / abs(x) for x, y in zip(la, lg))
+print('%d tensors, worst max|diff|/max|cpu| %.3g; %d losses, worst relative diff %.3g' % (len(a), worst, len(la), dl))
+sys.exit(0 if set(a) == set(g) and len(la) == len(lg) > 0 and worst < tol and dl < tol else 1)
+PY
+D=(--data recw.jsonl --weighted_captions --max_token_length 150 --max_train_steps 6 --train_batch_size 2
+   --validation_split 0.34 --validate_every_n_steps 3 --network_dropout 0.1 --gradient_checkpointing)
+T --output_dir dvg --log_jsonl dvg.log --device cuda "${D[@]}" 2> dvg.err; rc=$?
+if [ $rc = 0 ]; then
+  T --output_dir dvc --log_jsonl dvc.log "${D[@]}" 2> /dev/null
+  cmpres=$(python3 lora_cmp.py dvc dvg 1e-3) && ok train_sdxl_device_cuda_matches_cpu || nok train_sdxl_device_cuda_matches_cpu "$cmpres"
+  echo "# SDXL GPU vs CPU: $cmpres"
+  T --output_dir dtg --log_jsonl dtg.log --device cuda "${U[@]}" --cache_text_encoder_outputs 2> dtg.err
+  cp c0.log c0d.log 2> /dev/null; mkdir -p c0d; cp c0/last.safetensors c0d/ 2> /dev/null
+  cmpres=$(python3 lora_cmp.py c0d dtg 1e-3) && ok train_sdxl_device_cuda_te_cache_matches_cpu ||
+    nok train_sdxl_device_cuda_te_cache_matches_cpu "$cmpres $(tail -1 dtg.err)"
+  if [ -n "${SD_FAKE_CUDA:-}" ]; then
+    SD_FAKE_CUDA_MIB=1 T --output_dir dsm --device cuda "${D[@]}" 2> dsm.err; rc=$?
+    [ $rc = 1 ] && grep -q 'needs about .* GiB of GPU memory (weights .*, 0.00 GiB free on fake CUDA' dsm.err &&
+      [ ! -e dsm/last.safetensors ] && ok train_sdxl_device_cuda_fail_fast || nok train_sdxl_device_cuda_fail_fast "rc $rc $(tail -1 dsm.err)"
+  fi
+else
+  [ $rc = 1 ] && grep -Eq "CUDA support|CUDA: no device" dvg.err && ok train_sdxl_device_cuda_unavailable ||
+    nok train_sdxl_device_cuda_unavailable "rc $rc $(tail -2 dvg.err)"
+fi
 exit 0
