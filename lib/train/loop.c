@@ -327,7 +327,7 @@ typedef struct run {
     double *factor;
     int *tsteps;
     int32_t *ids;
-    float *tokw;
+    float *tokw;              /* --weighted_captions: per context position weight [maxB][seqlen] */
     /* SDXL (family SD_FAMILY_SDXL): the second text encoder, its ids (pad 0), the UNet's vector input */
     int sdxl;
     sd_clip *clip2;
@@ -337,7 +337,7 @@ typedef struct run {
     int te_cached;            /* --cache_text_encoder_outputs: the samples hold TE1/TE2 outputs */
     int64_t W1, W2, P, ADM;   /* TE1 / TE2 widths, pooled width, UNet vector width */
     sd_tensor vec_view;       /* the batch's view of t_vec */
-    sd_tensor t_ids2, t_hs1, t_hs2, t_work1, t_work2, t_pool, t_semb, t_vec, t_dvec, t_dpool, t_dhs1, t_dhs2;              /* --weighted_captions: per context position weight [maxB][seqlen] */
+    sd_tensor t_ids2, t_hs1, t_hs2, t_work1, t_work2, t_pool, t_semb, t_vec, t_dvec, t_dpool, t_dhs1, t_dhs2;
     int warned_trunc;
     sd_tensor t_x, t_t, t_ctx, t_y, t_dy, t_ids, t_hidden, t_dctx;   /* on `dev` */
     sd_devkind dev;           /* where the networks run (--device) */
@@ -1544,8 +1544,8 @@ static void size_cond(int *o, int known, int orig_w, int orig_h, const double lt
     o[5] = tw;
 }
 
-/* Scaled latents of one batch of d into R->x0 (SDXL: the size conditioning into R->sizes); flips drawn from (seed, micro, b, SD_RNG_AUGMENT)
- * for flip_aug samples unless noflip (validation). */
+/* Scaled latents of one batch of d into R->x0 (SDXL: the size conditioning into R->sizes); flips
+ * drawn from (seed, micro, b, SD_RNG_AUGMENT) for flip_aug samples unless noflip (validation). */
 static int load_latents(run *R, const sd_train_data *d, const int64_t *idx, int B, int64_t micro, int h, int w,
                         int noflip)
 {
