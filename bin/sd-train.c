@@ -56,7 +56,7 @@ static void on_signal(int sig)
 static const sd_opt table[] = {
     /* model */
     {.name = "pretrained_model_name_or_path", .alias = "model", .type = SD_OPT_STRING, .dest = &c.model,
-     .metavar = "FILE", .group = G_MODEL, .help = "the base model: an SD1.x/SD2.x .safetensors checkpoint"},
+     .metavar = "FILE", .group = G_MODEL, .help = "the base model: an SD1.x/SD2.x/SDXL checkpoint"},
     {.name = "model_config", .type = SD_OPT_STRING, .dest = &c.model_config, .metavar = "FILE", .group = G_MODEL,
      .help = "model hyper-parameters (JSON/TOML) for models that are not a standard SD1/SD2 shape"},
     {.name = "v2", .type = SD_OPT_FLAG, .dest = &c.v2, .group = G_MODEL,
@@ -212,6 +212,10 @@ static const sd_opt table[] = {
      .help = "encode images without a latent file once, in memory"},
     {.name = "cache_latents_to_disk", .type = SD_OPT_FLAG, .dest = &c.cache_latents_to_disk, .group = G_DATA,
      .help = "as --cache_latents, reusing/writing <image stem>_<W>x<H>_sd.npz beside each image"},
+    {.name = "cache_text_encoder_outputs", .type = SD_OPT_FLAG, .dest = &c.cache_text_encoder_outputs, .group = G_DATA,
+     .help = "SDXL: run the text encoders once per image, in memory (needs --network_train_unet_only)"},
+    {.name = "cache_text_encoder_outputs_to_disk", .type = SD_OPT_FLAG, .dest = &c.cache_text_encoder_outputs_to_disk,
+     .group = G_DATA, .help = "as --cache_text_encoder_outputs, reusing/writing <image stem>_te_outputs.npz"},
     {.name = "prior_loss_weight", .type = SD_OPT_DOUBLE, .dest = &c.prior_loss_weight, .def = "1.0",
      SD_OPT_ATLEAST(0), .group = G_DATA, .help = "loss weight of regularisation images"},
     {.name = "flip_aug", .type = SD_OPT_FLAG, .dest = &c.flip_aug, .group = G_DATA,
@@ -493,7 +497,8 @@ int main(int argc, char **argv)
                                              "network_args", "network_weights", "dim_from_weights",
                                              "network_train_unet_only", "network_train_text_encoder_only", "unet_lr",
                                              "text_encoder_lr", "scale_weight_norms", "no_metadata",
-                                             "training_comment" };
+                                             "training_comment", "cache_text_encoder_outputs",
+                                             "cache_text_encoder_outputs_to_disk" };
     static const char *const full_only[] = { "learning_rate_te", "use_safetensors", "stop_text_encoder_training",
                                              "train_text_encoder", "no_token_padding" };
     for (size_t i = 0; i < sizeof lora_only / sizeof *lora_only && method != SD_METHOD_LORA; i++) {
@@ -531,6 +536,7 @@ int main(int argc, char **argv)
         usage = 1;
     }
     if (c.cache_latents_to_disk) c.cache_latents = 1; /* implies --cache_latents, as in the reference */
+    if (c.cache_text_encoder_outputs_to_disk) c.cache_text_encoder_outputs = 1;
     int have_ds = a.dataset_config || a.train_data_dir || a.reg_data_dir || a.in_json;
     if (have_ds && a.data) {
         sd_error("--data and --dataset_config/--train_data_dir/--in_json exclude each other");

@@ -26,6 +26,8 @@
 #include "models/clip.h"
 #include "models/detect.h"
 #include "models/sd_model.h"
+#include "models/sdxl.h"
+#include "io/te_cache.h"
 #include "models/unet.h"
 #include "tensor/device.h"
 #include "text/clip_tokenizer.h"
@@ -97,6 +99,9 @@ void sd_train_data_free(sd_train_data *d)
         free(d->s[i].tags);
         free(d->s[i].mem);
         free(d->s[i].mem_flip);
+        free(d->s[i].te_hs1);
+        free(d->s[i].te_hs2);
+        free(d->s[i].te_pool);
     }
     free(d->s);
     for (size_t i = 0; i < d->nstrs; i++) free(d->strs[i]);
@@ -323,6 +328,16 @@ typedef struct run {
     int *tsteps;
     int32_t *ids;
     float *tokw;              /* --weighted_captions: per context position weight [maxB][seqlen] */
+    /* SDXL (family SD_FAMILY_SDXL): the second text encoder, its ids (pad 0), the UNet's vector input */
+    int sdxl;
+    sd_clip *clip2;
+    int32_t *ids2;
+    int *sizes;               /* [maxB][6]: orig_h, orig_w, crop_top, crop_left, target_h, target_w */
+    float *semb;              /* [maxB][1536]: their size embedding (host) */
+    int te_cached;            /* --cache_text_encoder_outputs: the samples hold TE1/TE2 outputs */
+    int64_t W1, W2, P, ADM;   /* TE1 / TE2 widths, pooled width, UNet vector width */
+    sd_tensor vec_view;       /* the batch's view of t_vec */
+    sd_tensor t_ids2, t_hs1, t_hs2, t_work1, t_work2, t_pool, t_semb, t_vec, t_dvec, t_dpool, t_dhs1, t_dhs2;
     int warned_trunc;
     sd_tensor t_x, t_t, t_ctx, t_y, t_dy, t_ids, t_hidden, t_dctx;   /* on `dev` */
     sd_devkind dev;           /* where the networks run (--device) */
@@ -471,7 +486,22 @@ static int load_models(run *R)
     if (R->model.warning[0]) sd_warn("%s", R->model.warning);
     R->cfg = R->model.cfg;
     if (c->v_parameterization) R->cfg.parameterization = SD_PRED_V;
-    if (R->cfg.clip.width != R->cfg.unet.context_dim)
+    R->sdxl = R->cfg.family == SD_FAMILY_SDXL;
+    if (R->sdxl) {
+        /* context = cat(TE1 layer 11, TE2 penultimate); vector = cat(TE2 pooled, size embedding) */
+        R->W1 = R->cfg.clip.width;
+        R->W2 = R->cfg.clip2.width;
+        R->P = R->cfg.clip2.projection_dim;
+        R->ADM = R->cfg.unet.adm_in_channels;
+        if (!R->model.have_clip2)
+            return sd_err(SD_EFORMAT, "%s: the SDXL model has no second text encoder", c->model);
+        if (R->W1 + R->W2 != R->cfg.unet.context_dim)
+            return sd_err(SD_EFORMAT, "%s: text encoder widths %lld + %lld differ from the UNet's context_dim %d", c->model,
+                          (long long)R->W1, (long long)R->W2, R->cfg.unet.context_dim);
+        if (R->P <= 0 || R->P + SD_SDXL_SIZE_EMB_DIM != R->ADM)
+            return sd_err(SD_EFORMAT, "%s: pooled width %lld + %d size embedding differs from the UNet's "
+                          "adm_in_channels %lld", c->model, (long long)R->P, SD_SDXL_SIZE_EMB_DIM, (long long)R->ADM);
+    } else if (R->cfg.clip.width != R->cfg.unet.context_dim)
         return sd_err(SD_EFORMAT, "%s: text encoder width %d differs from the UNet's context_dim %d", c->model,
                       R->cfg.clip.width, R->cfg.unet.context_dim);
     sd_params_set_trainable(&R->model.unet_params, "", 0);
@@ -488,11 +518,70 @@ static int load_models(run *R)
     if (!R->is_full) sd_model_release_source(&R->model);   /* a full save copies the rest of the source */
     R->unet = &R->model.unet;
     R->clip = &R->model.clip;
+    R->clip2 = R->sdxl ? &R->model.clip2 : NULL;
     if (c->gradient_checkpointing) sd_unet_set_checkpoint(R->unet, NULL, 1);
     R->scale_factor = R->cfg.vae.scale_factor > 0 ? R->cfg.vae.scale_factor : 0.18215;
     R->pad = R->cfg.family == SD_FAMILY_SD2 ? SD_CLIP_PAD_SD2 : SD_CLIP_PAD_SD1;
     rc = sd_clip_tokenizer_load(NULL, &R->tok);
     if (rc) return rc;
+    return SD_OK;
+}
+
+/* The caption options of a sample that make its text-encoder input vary between steps (the
+ * reference's is_text_encoder_output_cacheable, and caption_dropout_every_n_epochs): NULL if none. */
+static const char *caption_random(const sd_train_sample *s)
+{
+    if (s->cap.shuffle) return "shuffle_caption";
+    if (s->cap.dropout_rate > 0) return "caption_dropout_rate";
+    if (s->cap.dropout_every_n_epochs > 0) return "caption_dropout_every_n_epochs";
+    if (s->cap.tag_dropout_rate > 0) return "caption_tag_dropout_rate";
+    if (s->token_warmup_step_f > 0) return "token_warmup_step";
+    if (s->cap.enable_wildcard) return "enable_wildcard";
+    return NULL;
+}
+
+/* Options that depend on the model's family, checked once it is open: SDXL (sdxl_train_network.py's
+ * verify_sdxl_training_args and its assertions), and the SDXL-only options refused for SD1/SD2. */
+static int check_family(run *R)
+{
+    sd_train_config *c = R->c;
+    if (!R->sdxl) {
+        if (c->cache_text_encoder_outputs)
+            return sd_err(SD_EUSAGE, "--cache_text_encoder_outputs%s: only for SDXL models (the reference's "
+                          "train_network.py has no text-encoder output cache for SD1.x/SD2.x)",
+                          c->cache_text_encoder_outputs_to_disk ? "_to_disk" : "");
+        return SD_OK;
+    }
+    if (c->method == SD_METHOD_DB || c->method == SD_METHOD_FT || c->ti.on)
+        return sd_err(SD_EUNSUPPORTED, "SDXL --method %s is not implemented yet (--method lora is)",
+                      c->ti.on ? "ti" : c->method == SD_METHOD_DB ? "db" : "ft");
+    if (c->v2) return sd_err(SD_EUSAGE, "v2 cannot be enabled in SDXL training (--v2 with the SDXL model %s)", c->model);
+    if (c->clip_skip > 0) sd_warn("clip_skip will be unexpected: SDXL training does not use --clip_skip");
+    /* verify_bucket_reso_steps: SDXL scripts assert a multiple of 32 */
+    if (c->bucket_reso_steps % 32)
+        return sd_err(SD_EUSAGE, "--bucket_reso_steps %d: SDXL needs a multiple of 32", c->bucket_reso_steps);
+    for (int k = 0; k < 2; k++) {
+        const sd_train_data *d = k ? &R->val : R->d;
+        for (size_t i = 0; i < d->n; i++)
+            if (d->s[i].has_bcfg && d->s[i].bcfg.steps % 32)
+                return sd_err(SD_EUSAGE, "bucket_reso_steps %d (%s): SDXL needs a multiple of 32", d->s[i].bcfg.steps,
+                              d->s[i].image ? d->s[i].image : "a record");
+    }
+    if (c->cache_text_encoder_outputs) {
+        if (!c->train_unet_only)
+            return sd_err(SD_EUSAGE, "network for Text Encoder cannot be trained with caching Text Encoder outputs "
+                          "(--cache_text_encoder_outputs needs --network_train_unet_only)");
+        for (int k = 0; k < 2; k++) {
+            const sd_train_data *d = k ? &R->val : R->d;
+            for (size_t i = 0; i < d->n; i++) {
+                const char *why = caption_random(&d->s[i]);
+                if (why)
+                    return sd_err(SD_EUSAGE, "when caching Text Encoder output, either caption_dropout_rate, "
+                                  "shuffle_caption, token_warmup_step or caption_tag_dropout_rate cannot be used (%s is "
+                                  "set)", why);
+            }
+        }
+    }
     return SD_OK;
 }
 
@@ -642,6 +731,10 @@ static int encode_all(run *R, sd_train_data *d, uint32_t sbase)
             s->bucket_w = s->plan.bucket_w;
             s->bucket_h = s->plan.bucket_h;
         }
+        s->has_size = 1;
+        s->orig_w = s->plan.image_w;
+        s->orig_h = s->plan.image_h;
+        memcpy(s->crop_ltrb, s->plan.crop_ltrb, sizeof s->crop_ltrb);
         if (im.w != s->plan.image_w || im.h != s->plan.image_h) {
             rc = sd_err(SD_EFORMAT, "%s: the image is %dx%d, its record says %dx%d", s->image, im.w, im.h,
                         s->plan.image_w, s->plan.image_h);
@@ -806,7 +899,8 @@ static int build_metadata(run *R)
     int v2 = R->cfg.family == SD_FAMILY_SD2;
     int vp = R->cfg.parameterization == SD_PRED_V;
     v[SD_SS_V2] = sd_pyv_bool(v2);
-    v[SD_SS_BASE_MODEL_VERSION] = sd_pyv_str(v2 ? (vp ? "sd_v2_v" : "sd_v2") : (vp ? "sd_v1_v" : "sd_v1"));
+    v[SD_SS_BASE_MODEL_VERSION] = sd_pyv_str(R->sdxl ? "sdxl_base_v1-0"   /* sdxl_model_util.MODEL_VERSION_SDXL_BASE_V1_0 */
+                                             : v2 ? (vp ? "sd_v2_v" : "sd_v2") : (vp ? "sd_v1_v" : "sd_v1"));
     v[SD_SS_CLIP_SKIP] = c->clip_skip > 0 ? sd_pyv_int(c->clip_skip) : sd_pyv_none();
     v[SD_SS_MAX_TOKEN_LENGTH] = c->max_token_length > 0 ? sd_pyv_int(c->max_token_length) : sd_pyv_none();
     v[SD_SS_CACHE_LATENTS] = sd_pyv_bool(1);
@@ -938,6 +1032,7 @@ static void modelspec_args(const run *R, sd_modelspec_args *a, double timestamp,
     const sd_train_config *c = R->c;
     memset(a, 0, sizeof *a);
     a->v2 = R->cfg.family == SD_FAMILY_SD2;
+    a->sdxl = R->sdxl;
     a->v_parameterization = R->cfg.parameterization == SD_PRED_V;
     a->timestamp = timestamp;
     a->title = c->metadata_title ? c->metadata_title : title;
@@ -1155,7 +1250,7 @@ static sd_tensor dview(const sd_tensor *t, int nd, const int64_t *shape)
  * caption weights (--weighted_captions), through the host copy `stage`. */
 static int weight_rows(run *R, sd_tensor *t, int B)
 {
-    int64_t W = R->cfg.clip.width;
+    int64_t W = t->shape[2];
     size_t nb = sd_tensor_nbytes(t);
     int rc = sd_tensor_download(t, R->stage, nb);
     if (rc) return rc;
@@ -1166,6 +1261,18 @@ static int weight_rows(run *R, sd_tensor *t, int B)
                 for (int64_t k = 0; k < W; k++) R->stage[((size_t)b * R->seqlen + p) * W + k] *= wgt;
         }
     return sd_tensor_upload(t, R->stage, nb);
+}
+
+/* The text encoders' activation plan for a batch of B prompts (SDXL: both encoders, TE2 with its
+ * pooled output). */
+static sd_nn_plan text_plan(run *R, int64_t B)
+{
+    if (!R->sdxl) return sd_clip_plan(R->clip, B * R->nchunks, 77, R->c->clip_skip);
+    sd_nn_plan a = sd_clip_plan_sdxl(R->clip, B, R->nchunks, 77, 0);
+    sd_nn_plan b = sd_clip_plan_sdxl(R->clip2, B, R->nchunks, 77, 1);
+    a.saved += b.saved;
+    if (b.scratch > a.scratch) a.scratch = b.scratch;
+    return a;
 }
 
 static int alloc_buffers(run *R)
@@ -1216,16 +1323,42 @@ static int alloc_buffers(run *R)
     if (!R->x0 || !R->noise || !R->noisy || !R->target || !R->work || !R->ipn || !R->grad || !R->lossv || !R->hc ||
         !R->lweight || !R->factor || !R->tsteps || !R->ids || !R->tokw)
         return sd_err(SD_ENOMEM, "out of memory");
-    int64_t W = R->cfg.clip.width;
+    int64_t W = R->cfg.unet.context_dim;
     R->pred = calloc(tot, sizeof(float));
     R->tf = calloc((size_t)R->maxB, sizeof(float));
     R->stage = calloc((size_t)(R->maxB * R->seqlen * W), sizeof(float));
     if (!R->pred || !R->tf || !R->stage) return sd_err(SD_ENOMEM, "out of memory");
+    if (R->sdxl) {
+        R->ids2 = calloc((size_t)(R->maxB * R->nchunks * 77), sizeof(int32_t));
+        R->sizes = calloc((size_t)(R->maxB * 6), sizeof(int));
+        R->semb = calloc((size_t)(R->maxB * SD_SDXL_SIZE_EMB_DIM), sizeof(float));
+        if (!R->ids2 || !R->sizes || !R->semb) return sd_err(SD_ENOMEM, "out of memory");
+    }
     /* the networks' inputs and outputs live on the device; the host arrays above are copied in and
        out (on the CPU the copies are memmoves: the same code path either way) */
     int rc = sd_tensor_alloc_on(&R->t_ctx, R->dev, SD_F32, 3, (int64_t[]){ R->maxB, R->seqlen, W });
     if (!rc) rc = sd_tensor_alloc_on(&R->t_dctx, R->dev, SD_F32, 3, (int64_t[]){ R->maxB, R->seqlen, W });
-    if (!rc && R->nchunks > 1) rc = sd_tensor_alloc_on(&R->t_hidden, R->dev, SD_F32, 3, (int64_t[]){ R->maxB * R->nchunks, 77, W });
+    if (!rc && R->nchunks > 1 && !R->sdxl)
+        rc = sd_tensor_alloc_on(&R->t_hidden, R->dev, SD_F32, 3, (int64_t[]){ R->maxB * R->nchunks, 77, W });
+    if (!rc && R->sdxl) {   /* the two encoders' outputs, the vector input and their gradients */
+        int64_t mb = R->maxB, T = R->seqlen;
+        rc = sd_tensor_alloc_on(&R->t_ids2, R->dev, SD_I32, 1, (int64_t[]){ mb * R->nchunks * 77 });
+        if (!rc) rc = sd_tensor_alloc_on(&R->t_hs1, R->dev, SD_F32, 3, (int64_t[]){ mb, T, R->W1 });
+        if (!rc) rc = sd_tensor_alloc_on(&R->t_hs2, R->dev, SD_F32, 3, (int64_t[]){ mb, T, R->W2 });
+        if (!rc) rc = sd_tensor_alloc_on(&R->t_pool, R->dev, SD_F32, 2, (int64_t[]){ mb, R->P });
+        if (!rc) rc = sd_tensor_alloc_on(&R->t_semb, R->dev, SD_F32, 2, (int64_t[]){ mb, SD_SDXL_SIZE_EMB_DIM });
+        if (!rc) rc = sd_tensor_alloc_on(&R->t_vec, R->dev, SD_F32, 2, (int64_t[]){ mb, R->ADM });
+        if (!rc && R->te_train) {
+            rc = sd_tensor_alloc_on(&R->t_dvec, R->dev, SD_F32, 2, (int64_t[]){ mb, R->ADM });
+            if (!rc) rc = sd_tensor_alloc_on(&R->t_dpool, R->dev, SD_F32, 2, (int64_t[]){ mb, R->P });
+            if (!rc) rc = sd_tensor_alloc_on(&R->t_dhs1, R->dev, SD_F32, 3, (int64_t[]){ mb, T, R->W1 });
+            if (!rc) rc = sd_tensor_alloc_on(&R->t_dhs2, R->dev, SD_F32, 3, (int64_t[]){ mb, T, R->W2 });
+        }
+        if (!rc && R->nchunks > 1) {
+            rc = sd_tensor_alloc_on(&R->t_work1, R->dev, SD_F32, 3, (int64_t[]){ mb * R->nchunks, 77, R->W1 });
+            if (!rc) rc = sd_tensor_alloc_on(&R->t_work2, R->dev, SD_F32, 3, (int64_t[]){ mb * R->nchunks, 77, R->W2 });
+        }
+    }
     if (!rc) rc = sd_tensor_alloc_on(&R->t_y, R->dev, SD_F32, 1, (int64_t[]){ R->maxB * R->maxper });
     if (!rc) rc = sd_tensor_alloc_on(&R->t_x, R->dev, SD_F32, 1, (int64_t[]){ R->maxB * R->maxper });
     if (!rc) rc = sd_tensor_alloc_on(&R->t_dy, R->dev, SD_F32, 1, (int64_t[]){ R->maxB * R->maxper });
@@ -1243,7 +1376,7 @@ static int alloc_buffers(run *R)
         if (p.scratch > scratch) scratch = p.scratch;
     }
     if (R->te_train) {
-        sd_nn_plan p = sd_clip_plan(R->clip, R->maxB * R->nchunks, 77, c->clip_skip);
+        sd_nn_plan p = text_plan(R, R->maxB);
         saved += p.saved;
         if (p.scratch > scratch) scratch = p.scratch;
     }
@@ -1255,9 +1388,13 @@ static int alloc_buffers(run *R)
             sd_nn_plan p = sd_unet_plan(R->unet, B, b->h / 8, b->w / 8, R->seqlen);
             if (p.scratch + p.saved > vneed) vneed = p.scratch + p.saved;
         }
-        sd_nn_plan p = sd_clip_plan(R->clip, R->maxB * R->nchunks, 77, c->clip_skip);
+        sd_nn_plan p = text_plan(R, R->maxB);
         if (p.scratch + p.saved > vneed) vneed = p.scratch + p.saved;
         R->net.rt.training = 1;
+    }
+    if (R->te_cached) {   /* the caching pass: the encoders in inference, one sample at a time */
+        sd_nn_plan p = text_plan(R, 1);
+        if (p.scratch + p.saved > vneed) vneed = p.scratch + p.saved;
     }
     size_t want = scratch * 2 + ((size_t)1 << 30);
     if (vneed && 2 * vneed + ((size_t)1 << 30) > want) want = 2 * vneed + ((size_t)1 << 30);
@@ -1268,6 +1405,12 @@ static int alloc_buffers(run *R)
         for (int i = 0; i < 4; i++) weights += regs[i]->value_bytes + regs[i]->grad_bytes;
         if (R->dev_optim) weights += R->opt.state_floats * sizeof(float);   /* AdamW's moments */
         if (R->have_ti) weights += sd_tensor_nbytes(&R->ti.table);          /* the widened token table */
+        /* the step's device buffers: inputs, outputs, contexts, SDXL's second encoder's and vector's */
+        const sd_tensor *bufs[] = { &R->t_ctx, &R->t_dctx, &R->t_hidden, &R->t_y, &R->t_x, &R->t_dy, &R->t_t, &R->t_ids,
+                                    &R->t_ids2, &R->t_hs1, &R->t_hs2, &R->t_work1, &R->t_work2, &R->t_pool, &R->t_semb,
+                                    &R->t_vec, &R->t_dvec, &R->t_dpool, &R->t_dhs1, &R->t_dhs2 };
+        for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+            if (bufs[i]->data) weights += sd_tensor_nbytes(bufs[i]);
         const double gib = 1024.0 * 1024 * 1024;
         char what[64], parts[192];
         snprintf(what, sizeof what, "--device cuda:%d: training", c->device_index);
@@ -1316,6 +1459,9 @@ static int weighted_ids(run *R, const char *text, int b)
     if (!rc) {
         int nch = 0, t2 = 0;
         rc = sd_clip_frame_ids(toks, n, R->c->max_token_length, R->pad, R->ids + (size_t)b * R->nchunks * 77, &nch, &t2);
+        if (!rc && R->sdxl)
+            rc = sd_clip_frame_ids(toks, n, R->c->max_token_length, SD_CLIP_PAD_SD2,
+                                   R->ids2 + (size_t)b * R->nchunks * 77, &nch, &t2);
         float *tw = R->tokw + (size_t)b * R->seqlen;
         for (int p = 0; p < R->seqlen; p++) tw[p] = 1.0f;
         for (size_t k = 0; k < n && (int)k + 1 < R->seqlen; k++) tw[k + 1] = w[k];
@@ -1365,6 +1511,10 @@ static int encode_captions(run *R, const sd_train_data *d, const int64_t *idx, i
         if (!R->c->weighted_captions) {
             rc = sd_clip_tokenizer_frame(R->tok, text, strlen(text), R->c->max_token_length, R->pad,
                                          R->ids + (size_t)b * R->nchunks * 77, &nch);
+            /* SDXL TE2: the same tokens framed with its pad id 0 (§3.2) */
+            if (!rc && R->sdxl)
+                rc = sd_clip_tokenizer_frame(R->tok, text, strlen(text), R->c->max_token_length, SD_CLIP_PAD_SD2,
+                                             R->ids2 + (size_t)b * R->nchunks * 77, &nch);
             free(text);
             if (rc) return rc;
             continue;
@@ -1376,8 +1526,26 @@ static int encode_captions(run *R, const sd_train_data *d, const int64_t *idx, i
     return SD_OK;
 }
 
-/* Scaled latents of one batch of d into R->x0; flips drawn from (seed, micro, b, SD_RNG_AUGMENT)
- * for flip_aug samples unless noflip (validation). */
+/* SDXL size conditioning of one sample (§3.3, kohya's dataset __getitem__): original size (H, W),
+ * crop (top, left) with a flipped sample's left = target_w − right, target (H, W) = the bucket,
+ * each truncated to an int as Python's int() does. Unknown sizes: the bucket, no crop. */
+static void size_cond(int *o, int known, int orig_w, int orig_h, const double ltrb[4], int flipped, int tw, int th)
+{
+    if (!known) {
+        o[0] = th, o[1] = tw, o[2] = 0, o[3] = 0, o[4] = th, o[5] = tw;
+        return;
+    }
+    double left = flipped ? (double)tw - ltrb[2] : ltrb[0];
+    o[0] = orig_h;
+    o[1] = orig_w;
+    o[2] = (int)ltrb[1];
+    o[3] = (int)left;
+    o[4] = th;
+    o[5] = tw;
+}
+
+/* Scaled latents of one batch of d into R->x0 (SDXL: the size conditioning into R->sizes); flips
+ * drawn from (seed, micro, b, SD_RNG_AUGMENT) for flip_aug samples unless noflip (validation). */
 static int load_latents(run *R, const sd_train_data *d, const int64_t *idx, int B, int64_t micro, int h, int w,
                         int noflip)
 {
@@ -1394,6 +1562,8 @@ static int load_latents(run *R, const sd_train_data *d, const int64_t *idx, int 
             }
             float *dst = R->x0 + (size_t)b * per;
             for (int64_t i = 0; i < per; i++) dst[i] = src[i] * sf;
+            if (R->sizes) size_cond(R->sizes + 6 * b, s->has_size, s->orig_w, s->orig_h, s->crop_ltrb, src == s->mem_flip,
+                                    w * 8, h * 8);
             continue;
         }
         sd_latent_file lf;
@@ -1417,20 +1587,110 @@ static int load_latents(run *R, const sd_train_data *d, const int64_t *idx, int 
         }
         float *dst = R->x0 + (size_t)b * per;
         for (int64_t i = 0; i < per; i++) dst[i] = src[i] * sf;
+        if (R->sizes) {
+            double ltrb[4] = { (double)lf.crop_ltrb[0], (double)lf.crop_ltrb[1], (double)lf.crop_ltrb[2],
+                               (double)lf.crop_ltrb[3] };
+            int known = lf.original_size[0] > 0 && lf.original_size[1] > 0;
+            size_cond(R->sizes + 6 * b, known, (int)lf.original_size[0], (int)lf.original_size[1], ltrb,
+                      src == lf.latents_flipped, w * 8, h * 8);
+        }
         sd_latent_free(&lf);
     }
     return SD_OK;
 }
 
-/* The text encoder over the token ids of a batch of B (R->ids, R->tokw) into *ctxt (R->t_ctx):
- * [B, seqlen, width], --weighted_captions weights applied. save: the arena (training) or NULL. */
-static int text_forward(run *R, int B, sd_arena *save, sd_tensor *ctxt)
+/* SDXL: the UNet's vector input *vecp [B, P + 1536] = cat(pooled (R->t_pool), the size embedding of
+ * R->sizes). */
+static int sdxl_vector(run *R, int B, sd_tensor *vecp)
+{
+    for (int b = 0; b < B; b++) {
+        const int *z = R->sizes + 6 * b;
+        sd_sdxl_size_embedding(R->semb + (size_t)b * SD_SDXL_SIZE_EMB_DIM, z[0], z[1], z[2], z[3], z[4], z[5]);
+    }
+    sd_tensor se = dview(&R->t_semb, 2, (int64_t[]){ B, SD_SDXL_SIZE_EMB_DIM });
+    sd_tensor pool = dview(&R->t_pool, 2, (int64_t[]){ B, R->P });
+    *vecp = dview(&R->t_vec, 2, (int64_t[]){ B, R->ADM });
+    int rc = sd_tensor_upload(&se, R->semb, (size_t)B * SD_SDXL_SIZE_EMB_DIM * sizeof(float));
+    if (!rc) rc = sd_sdxl_vector(&R->ctx, vecp, &pool, &se);
+    return rc;
+}
+
+/* SDXL encoders (§3.3): TE1 layer 11 (ids R->ids) into t_hs1, TE2 penultimate and pooled (ids
+ * R->ids2) into t_hs2 / t_pool; the context cat(hs1, hs2) into *ctxt. */
+static int text_forward_sdxl(run *R, int B, sd_arena *save, sd_tensor *ctxt)
+{
+    int64_t nid = (int64_t)B * R->nchunks * 77;
+    sd_tensor ids1 = dview(&R->t_ids, 1, &nid), ids2 = dview(&R->t_ids2, 1, &nid);
+    int rc = sd_tensor_upload(&ids1, R->ids, (size_t)nid * sizeof(int32_t));
+    if (!rc) rc = sd_tensor_upload(&ids2, R->ids2, (size_t)nid * sizeof(int32_t));
+    if (rc) return rc;
+    sd_tensor hs1 = dview(&R->t_hs1, 3, (int64_t[]){ B, R->seqlen, R->W1 });
+    sd_tensor hs2 = dview(&R->t_hs2, 3, (int64_t[]){ B, R->seqlen, R->W2 });
+    sd_tensor pool = dview(&R->t_pool, 2, (int64_t[]){ B, R->P });
+    if (R->nchunks == 1) {
+        ids1 = dview(&R->t_ids, 2, (int64_t[]){ B, 77 });
+        ids2 = dview(&R->t_ids2, 2, (int64_t[]){ B, 77 });
+        rc = sd_clip_forward_sdxl(&R->ctx, R->clip, save, &hs1, NULL, &ids1);
+        if (!rc) rc = sd_clip_forward_sdxl(&R->ctx, R->clip2, save, &hs2, &pool, &ids2);
+    } else {
+        int64_t rows = (int64_t)B * R->nchunks;
+        ids1 = dview(&R->t_ids, 3, (int64_t[]){ B, R->nchunks, 77 });
+        ids2 = dview(&R->t_ids2, 3, (int64_t[]){ B, R->nchunks, 77 });
+        sd_tensor w1 = dview(&R->t_work1, 3, (int64_t[]){ rows, 77, R->W1 });
+        sd_tensor w2 = dview(&R->t_work2, 3, (int64_t[]){ rows, 77, R->W2 });
+        rc = sd_clip_forward_sdxl_chunks(&R->ctx, R->clip, save, &hs1, NULL, &w1, &ids1);
+        if (!rc) rc = sd_clip_forward_sdxl_chunks(&R->ctx, R->clip2, save, &hs2, &pool, &w2, &ids2);
+    }
+    if (rc) return rc;
+    const sd_tensor *xs[2] = { &hs1, &hs2 };
+    return sd_op_concat(&R->ctx, ctxt, xs, 2, 2);
+}
+
+/* --cache_text_encoder_outputs: the context and pooled output of a batch from the samples' cached
+ * arrays (weights of --weighted_captions already applied). */
+static int text_from_cache(run *R, const sd_train_data *d, const int64_t *idx, int B, sd_tensor *ctxt)
+{
+    int64_t Wc = R->W1 + R->W2, T = R->seqlen;
+    for (int b = 0; b < B; b++) {
+        const sd_train_sample *s = &d->s[idx[b]];
+        for (int64_t p = 0; p < T; p++) {
+            float *row = R->stage + ((size_t)b * T + p) * Wc;
+            memcpy(row, s->te_hs1 + p * R->W1, (size_t)R->W1 * sizeof(float));
+            memcpy(row + R->W1, s->te_hs2 + p * R->W2, (size_t)R->W2 * sizeof(float));
+        }
+    }
+    int rc = sd_tensor_upload(ctxt, R->stage, (size_t)B * T * Wc * sizeof(float));
+    if (rc) return rc;
+    for (int b = 0; b < B; b++)
+        memcpy(R->stage + (size_t)b * R->P, d->s[idx[b]].te_pool, (size_t)R->P * sizeof(float));
+    sd_tensor pool = dview(&R->t_pool, 2, (int64_t[]){ B, R->P });
+    return sd_tensor_upload(&pool, R->stage, (size_t)B * R->P * sizeof(float));
+}
+
+/* The text encoder(s) over the token ids of a batch of B (R->ids, R->tokw; SDXL also R->ids2) into
+ * *ctxt (R->t_ctx): [B, seqlen, context width], --weighted_captions weights applied; SDXL: the
+ * UNet's vector into *vecp (R->t_vec; the size conditioning from R->sizes), else *vecp is NULL.
+ * d/idx: the batch's samples (for cached text-encoder outputs). save: the arena (training) or NULL. */
+static int text_forward(run *R, const sd_train_data *d, const int64_t *idx, int B, sd_arena *save, sd_tensor *ctxt,
+                        const sd_tensor **vecp)
 {
     sd_train_config *c = R->c;
-    int64_t W = R->cfg.clip.width;
+    int64_t W = R->cfg.unet.context_dim;
     sd_tensor ids;
     int rc;
     *ctxt = dview(&R->t_ctx, 3, (int64_t[]){ B, R->seqlen, W });
+    *vecp = NULL;
+    if (R->sdxl) {
+        if (R->te_cached) {
+            rc = text_from_cache(R, d, idx, B, ctxt);
+        } else {
+            rc = text_forward_sdxl(R, B, save, ctxt);
+            if (!rc && c->weighted_captions) rc = weight_rows(R, ctxt, B);
+        }
+        if (!rc) rc = sdxl_vector(R, B, &R->vec_view);
+        if (!rc) *vecp = &R->vec_view;
+        return rc;
+    }
     int64_t nid = (int64_t)B * R->nchunks * 77;
     ids = dview(&R->t_ids, 1, &nid);
     rc = sd_tensor_upload(&ids, R->ids, (size_t)nid * sizeof(int32_t));
@@ -1462,6 +1722,95 @@ static int unet_inputs(run *R, int B, int64_t C, int h, int w, sd_tensor *x, sd_
     return rc;
 }
 
+/* --cache_text_encoder_outputs (§4.8): TE1's and TE2's outputs for every sample of d, once, before
+ * training (captions are deterministic: check_family refused the random options), weighted
+ * captions' weights applied. With --cache_text_encoder_outputs_to_disk each sample's
+ * <image path without extension>_te_outputs.npz (the latent file's path for a record without an
+ * image) is used when it holds the three arrays with this run's shapes, and written otherwise. */
+static int cache_te_outputs(run *R, sd_train_data *d, const char *what)
+{
+    size_t todo = 0;
+    for (size_t i = 0; i < d->n; i++) todo += !d->s[i].te_hs1;
+    if (!todo) return SD_OK;
+    int disk = R->c->cache_text_encoder_outputs_to_disk;
+    int64_t T = R->seqlen, Wc = R->W1 + R->W2;
+    sd_progress pb;
+    sd_progress_begin(&pb, "caching text encoder outputs", (int64_t)todo);
+    long reused = 0, written = 0;
+    int rc = SD_OK;
+    for (size_t i = 0; i < d->n && !rc; i++) {
+        sd_train_sample *s = &d->s[i];
+        if (s->te_hs1) continue;
+        char path[8192];
+        if (disk) {
+            const char *src = s->image ? s->image : s->latents;
+            rc = sd_te_cache_name(path, sizeof path, src);
+            if (rc < 0) break;
+            rc = SD_OK;
+            sd_te_cache tc;
+            memset(&tc, 0, sizeof tc);
+            int r = sd_te_cache_read(path, &tc);
+            if (r == SD_OK && tc.tokens == T && tc.w1 == R->W1 && tc.w2 == R->W2 && tc.pool == R->P) {
+                s->te_hs1 = tc.hidden1;
+                s->te_hs2 = tc.hidden2;
+                s->te_pool = tc.pool2;
+                reused++;
+                sd_progress_update(&pb, 1);
+                continue;
+            }
+            if (r == SD_OK) {
+                sd_debug("%s: shapes [%lld, %lld] [%lld, %lld] [%lld] differ from this run's: encoding again", path,
+                         (long long)tc.tokens, (long long)tc.w1, (long long)tc.tokens, (long long)tc.w2,
+                         (long long)tc.pool);
+                sd_te_cache_free(&tc);
+            } else if (r != SD_ENOTFOUND && r != SD_EFORMAT) {
+                rc = r;
+                break;
+            } else {
+                sd_debug("%s: %s: encoding", path, r == SD_ENOTFOUND ? "no cache file" : sd_errmsg());
+            }
+        }
+        int64_t one = (int64_t)i;
+        rc = encode_captions(R, d, &one, 1, R->seed, 0, 1, 0, 1);
+        if (rc) break;
+        sd_tensor ctxt = dview(&R->t_ctx, 3, (int64_t[]){ 1, T, Wc });
+        size_t mark = sd_arena_mark(&R->ctx.scratch);
+        rc = text_forward_sdxl(R, 1, NULL, &ctxt);
+        if (!rc && R->c->weighted_captions) rc = weight_rows(R, &ctxt, 1);
+        sd_arena_reset(&R->ctx.scratch, mark);
+        if (rc) break;
+        s->te_hs1 = malloc((size_t)(T * R->W1) * sizeof(float));
+        s->te_hs2 = malloc((size_t)(T * R->W2) * sizeof(float));
+        s->te_pool = malloc((size_t)R->P * sizeof(float));
+        if (!s->te_hs1 || !s->te_hs2 || !s->te_pool) {
+            rc = sd_err(SD_ENOMEM, "out of memory caching text encoder outputs");
+            break;
+        }
+        rc = sd_tensor_download(&ctxt, R->stage, (size_t)(T * Wc) * sizeof(float));
+        if (rc) break;
+        for (int64_t p = 0; p < T; p++) {
+            memcpy(s->te_hs1 + p * R->W1, R->stage + p * Wc, (size_t)R->W1 * sizeof(float));
+            memcpy(s->te_hs2 + p * R->W2, R->stage + p * Wc + R->W1, (size_t)R->W2 * sizeof(float));
+        }
+        sd_tensor pool = dview(&R->t_pool, 2, (int64_t[]){ 1, R->P });
+        rc = sd_tensor_download(&pool, s->te_pool, (size_t)R->P * sizeof(float));
+        if (!rc && disk) {
+            sd_te_cache tc = { .tokens = T, .w1 = R->W1, .w2 = R->W2, .pool = R->P, .hidden1 = s->te_hs1,
+                               .hidden2 = s->te_hs2, .pool2 = s->te_pool };
+            rc = sd_te_cache_write(path, &tc);
+            if (rc) sd_err_prefix(rc, "%s", path);
+            else written++;
+        }
+        sd_progress_update(&pb, 1);
+    }
+    sd_progress_end(&pb);
+    if (!rc) {
+        if (disk) sd_info("text encoder outputs of the %s: %ld files reused, %ld written", what, reused, written);
+        else sd_info("text encoder outputs of the %s cached in memory (%zu)", what, todo);
+    }
+    return rc;
+}
+
 /* One micro batch: forward, loss, backward (gradients accumulate). *loss_out = batch loss. */
 static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int B, int64_t micro, int64_t epoch1,
                       int64_t gstep, double *loss_out)
@@ -1473,15 +1822,16 @@ static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int
     uint32_t step = (uint32_t)micro;
     int rc = load_latents(R, R->d, idx, B, micro, h, w, 0);
     if (rc) return rc;
-    rc = encode_captions(R, R->d, idx, B, R->seed, (uint32_t)micro, epoch1, gstep, 0);
+    if (!R->te_cached) rc = encode_captions(R, R->d, idx, B, R->seed, (uint32_t)micro, epoch1, gstep, 0);
     if (rc) return rc;
     R->net.rt.step = step;
     R->net.rt.training = 1;
     sd_arena_reset(&R->act, 0);
-    /* text encoder */
+    /* text encoder(s) */
     sd_tensor ctxt;
-    int64_t W = R->cfg.clip.width;
-    rc = text_forward(R, B, R->te_train ? &R->act : NULL, &ctxt);
+    const sd_tensor *vec = NULL;
+    int64_t W = R->cfg.unet.context_dim;
+    rc = text_forward(R, R->d, idx, B, R->te_train ? &R->act : NULL, &ctxt, &vec);
     if (rc) return rc;
     /* noise, timesteps, noisy latents, target */
     if (c->inject) {
@@ -1495,7 +1845,7 @@ static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int
     /* UNet (inputs copied to the device, the prediction back for the loss) */
     sd_tensor x, tt, y;
     rc = unet_inputs(R, B, C, h, w, &x, &tt, &y);
-    if (!rc) rc = sd_unet_forward(&R->ctx, R->unet, &R->act, &y, &x, &tt, &ctxt, NULL);
+    if (!rc) rc = sd_unet_forward(&R->ctx, R->unet, &R->act, &y, &x, &tt, &ctxt, vec);
     if (!rc) rc = sd_tensor_download(&y, R->pred, (size_t)(B * per) * sizeof(float));
     if (rc) return rc;
     for (int b = 0; b < B; b++) R->lweight[b] = R->d->s[idx[b]].is_reg ? (float)c->prior_loss_weight : 1.0f;
@@ -1510,12 +1860,36 @@ static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int
     rc = sd_tensor_upload(&dy, R->grad, (size_t)(B * per) * sizeof(float));
     if (rc) return rc;
     sd_tensor dctx = dview(&R->t_dctx, 3, (int64_t[]){ B, R->seqlen, W });
+    sd_tensor dvec = R->sdxl ? dview(&R->t_dvec, 2, (int64_t[]){ B, R->ADM }) : dctx;
     if (R->te_train) {
         rc = sd_op_fill(&R->ctx, &dctx, 0.0f);
+        if (!rc && R->sdxl) rc = sd_op_fill(&R->ctx, &dvec, 0.0f);
         if (rc) return rc;
     }
-    rc = sd_unet_backward(&R->ctx, R->unet, NULL, R->te_train ? &dctx : NULL, NULL, &dy);
+    rc = sd_unet_backward(&R->ctx, R->unet, NULL, R->te_train ? &dctx : NULL, R->te_train && R->sdxl ? &dvec : NULL, &dy);
     if (rc) return rc;
+    if (R->te_train && R->sdxl) {
+        /* SDXL: the context's gradient split between the encoders, the vector's pooled part to TE2 */
+        if (c->weighted_captions && (rc = weight_rows(R, &dctx, B))) return rc;
+        sd_tensor dh1 = dview(&R->t_dhs1, 3, (int64_t[]){ B, R->seqlen, R->W1 });
+        sd_tensor dh2 = dview(&R->t_dhs2, 3, (int64_t[]){ B, R->seqlen, R->W2 });
+        sd_tensor dp = dview(&R->t_dpool, 2, (int64_t[]){ B, R->P });
+        rc = sd_op_fill(&R->ctx, &dh1, 0.0f);
+        if (!rc) rc = sd_op_fill(&R->ctx, &dh2, 0.0f);
+        if (!rc) rc = sd_op_fill(&R->ctx, &dp, 0.0f);
+        sd_tensor *dxs[2] = { &dh1, &dh2 };
+        if (!rc) rc = sd_op_concat_bwd(&R->ctx, dxs, 2, &dctx, 2);
+        if (!rc) rc = sd_sdxl_vector_backward(&R->ctx, &dp, &dvec);
+        /* the reverse of the forward's order: TE2, then TE1 */
+        if (R->nchunks == 1) {
+            if (!rc) rc = sd_clip_backward_sdxl(&R->ctx, R->clip2, NULL, &dh2, &dp);
+            if (!rc) rc = sd_clip_backward_sdxl(&R->ctx, R->clip, NULL, &dh1, NULL);
+        } else {
+            if (!rc) rc = sd_clip_backward_sdxl_chunks(&R->ctx, R->clip2, NULL, &dh2, &dp);
+            if (!rc) rc = sd_clip_backward_sdxl_chunks(&R->ctx, R->clip, NULL, &dh1, NULL);
+        }
+        return rc;
+    }
     if (R->te_train) {
         if (c->weighted_captions && (rc = weight_rows(R, &dctx, B))) return rc;
         int64_t npos = (int64_t)B * R->nchunks * 77;
@@ -1547,11 +1921,12 @@ static int val_batch(void *user, const sd_batch_bucket *bk, const int64_t *idx, 
     int64_t per = C * h * w;
     uint32_t base = 0x80000000u + vb * (uint32_t)nt;
     int rc = load_latents(R, &R->val, idx, B, 0, h, w, 1);
-    if (!rc) rc = encode_captions(R, &R->val, idx, B, R->vseed, base, 1, 0, 1);
+    if (!rc && !R->te_cached) rc = encode_captions(R, &R->val, idx, B, R->vseed, base, 1, 0, 1);
     if (rc) return rc;
     size_t mark = sd_arena_mark(&R->ctx.scratch);
     sd_tensor ctxt;
-    rc = text_forward(R, B, NULL, &ctxt);
+    const sd_tensor *vec = NULL;
+    rc = text_forward(R, &R->val, idx, B, NULL, &ctxt, &vec);
     for (int b = 0; b < B; b++) R->lweight[b] = R->val.s[idx[b]].is_reg ? (float)R->c->prior_loss_weight : 1.0f;
     for (int k = 0; k < nt && !rc; k++) {
         R->vobj.tlo = R->vobj.thi = t[k];
@@ -1562,7 +1937,7 @@ static int val_batch(void *user, const sd_batch_bucket *bk, const int64_t *idx, 
         rc = unet_inputs(R, B, C, h, w, &x, &tt, &y);
         if (rc) break;
         size_t m2 = sd_arena_mark(&R->ctx.scratch);
-        rc = sd_unet_forward(&R->ctx, R->unet, NULL, &y, &x, &tt, &ctxt, NULL);
+        rc = sd_unet_forward(&R->ctx, R->unet, NULL, &y, &x, &tt, &ctxt, vec);
         sd_arena_reset(&R->ctx.scratch, m2);
         if (!rc) rc = sd_tensor_download(&y, R->pred, (size_t)(B * per) * sizeof(float));
         if (rc) break;
@@ -1653,6 +2028,10 @@ static void free_run(run *R)
     sd_tensor_free(&R->t_x);
     sd_tensor_free(&R->t_dy);
     sd_tensor_free(&R->t_ids);
+    sd_tensor *sx[] = { &R->t_ids2, &R->t_hs1, &R->t_hs2, &R->t_work1, &R->t_work2, &R->t_pool, &R->t_semb, &R->t_vec,
+                        &R->t_dvec, &R->t_dpool, &R->t_dhs1, &R->t_dhs2 };
+    for (size_t i = 0; i < sizeof sx / sizeof *sx; i++) sd_tensor_free(sx[i]);
+    free(R->ids2), free(R->sizes), free(R->semb);
     free(R->pred), free(R->tf), free(R->stage);
     sd_arena_free(&R->act);
     sd_train_sampling_free(&R->smp);
@@ -1840,7 +2219,9 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
     if (rc) goto out;
     R->vseed = c->has_validation_seed ? (uint64_t)c->validation_seed : R->seed;
     rc = load_models(R);
+    if (!rc) rc = check_family(R);
     if (rc) goto out;
+    R->te_cached = R->sdxl && c->cache_text_encoder_outputs;
     if (R->is_full && (rc = sd_full_format_choose(c->save_model_as, c->use_safetensors, R->model.format, &R->ffmt)))
         goto out;
     rc = encode_all(R, d, 0);
@@ -1879,7 +2260,7 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
     }
     int ndim = c->network_dim > 0 ? c->network_dim : 4;
     double nalpha = isnan(c->network_alpha) ? 1.0 : c->network_alpha;
-    rc = sd_lora_net_args_parse(&R->nargs, 0, ndim, nalpha, c->network_args ? c->network_args->s : NULL,
+    rc = sd_lora_net_args_parse(&R->nargs, R->sdxl, ndim, nalpha, c->network_args ? c->network_args->s : NULL,
                                 c->network_args ? c->network_args->n : 0);
     if (rc) goto out;
     for (int i = 0; i < R->nargs.nunknown; i++) sd_warn("--network_args %s: not used by networks.lora", R->nargs.unknown[i]);
@@ -1905,6 +2286,8 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
     no.network_dropout = c->network_dropout;
     no.from_file = c->dim_from_weights ? &finfo : NULL;
     no.seed = R->seed;
+    no.sdxl = R->sdxl;
+    no.te2 = R->clip2;
     rc = sd_lora_network_build(&R->net, &R->ctx, R->unet, R->clip, &no);
     sd_lora_file_info_free(&finfo);
     if (rc) {
@@ -2142,6 +2525,11 @@ trained_set:;
         if (rc) goto out;
         sd_device_info di;
         if (!sd_device_query(c->device_index, &di)) sd_info("training on %s (cuda:%d)", di.name, c->device_index);
+    }
+    if (R->te_cached) {
+        rc = cache_te_outputs(R, d, "training images");
+        if (!rc) rc = cache_te_outputs(R, &R->val, "validation images");
+        if (rc) goto out;
     }
     if (R->dev_optim) {
         if ((rc = sd_optim_place(&R->opt, &R->ctx))) goto out;

@@ -1,4 +1,6 @@
-/* The training loop of sd-train (reference-behaviour.md §6.5–§6.12, §7): LoRA on SD1.x/SD2.x.
+/* The training loop of sd-train (reference-behaviour.md §6.5–§6.12, §7): LoRA on SD1.x/SD2.x and
+ * SDXL (sdxl_train_network.py: two text encoders, context cat(TE1 layer 11, TE2 penultimate), the
+ * UNet's vector cat(TE2 pooled, size embedding), --cache_text_encoder_outputs[_to_disk] §4.8).
  *
  *   sd_train_config c;  sd_train_config_default(&c);   ... options ...
  *   sd_train_data d;    sd_train_data_add_record(&d, rec, ...) per JSON record (or from a dataset config)
@@ -90,6 +92,9 @@ typedef struct sd_train_config {
     /* data */
     int train_batch_size;
     int cache_latents, cache_latents_to_disk;
+    /* SDXL (§4.8): TE1/TE2 outputs computed once per sample (in memory, or reused/written as
+       <image stem>_te_outputs.npz); needs --network_train_unet_only and deterministic captions */
+    int cache_text_encoder_outputs, cache_text_encoder_outputs_to_disk;
     /* bucketing of records without a plan (encoded on the fly with --cache_latents) */
     int enable_bucket, min_bucket_reso, max_bucket_reso, bucket_reso_steps, bucket_no_upscale;
     double prior_loss_weight;
@@ -168,6 +173,14 @@ typedef struct sd_train_sample {
     int has_caption_opts;
     sd_caption_opts cap;      /* per-record caption options (strings owned by the data) */
     double token_warmup_step_f;
+    /* SDXL size conditioning (§3.3): the source image's size and the recorded crop (from the latent
+       file, or the bucket plan of --cache_latents); has_size 0: the bucket size, no crop */
+    int has_size;
+    int orig_w, orig_h;
+    double crop_ltrb[4];
+    /* --cache_text_encoder_outputs: [seqlen, 768] TE1 layer 11, [seqlen, 1280] TE2 penultimate, [1280]
+       pooled (owned; NULL until cached) */
+    float *te_hs1, *te_hs2, *te_pool;
     /* --cache_latents: the bucket settings or plan of the record, and the latents once encoded */
     int has_plan, has_bcfg;
     sd_bucket_plan plan;

@@ -21,6 +21,7 @@ typedef struct cands {
     cand *v;
     size_t n, cap;
     const sd_lora_network_opts *o;
+    const char *te_prefix;    /* "lora_te", SDXL "lora_te1" / "lora_te2" */
     int err;
 } cands;
 
@@ -42,7 +43,7 @@ static int te_cb(void *user, const char *name, sd_linear *l)
     cands *c = user;
     cand x;
     memset(&x, 0, sizeof x);
-    int rc = sd_lora_kohya_name("lora_te", name, x.name, sizeof x.name);
+    int rc = sd_lora_kohya_name(c->te_prefix, name, x.name, sizeof x.name);
     if (rc) return rc;
     if (!sd_lora_net_plan(c->o->args, x.name, SD_LORA_TARGET_TE, 0, c->o->from_file, &x.dim, &x.alpha)) return 0;
     x.is_te = 1;
@@ -61,9 +62,16 @@ int sd_lora_network_build(sd_lora_network *net, sd_ctx *ctx, sd_unet *u, sd_clip
     net->rt.seed = o->seed;
     cands c = { .o = o };
     int rc = SD_OK;
-    /* text encoder first (the reference's module order: text encoder, then UNet) */
+    /* text encoder(s) first (the reference's module order: text encoder(s), then UNet) */
     if (te && o->with_te) {
+        c.te_prefix = o->sdxl ? "lora_te1" : "lora_te";
         rc = sd_clip_each_linear(te, te_cb, &c);
+        if (rc < 0) goto fail;
+        rc = SD_OK;
+    }
+    if (o->sdxl && o->te2 && o->with_te) {
+        c.te_prefix = "lora_te2";
+        rc = sd_clip_each_linear(o->te2, te_cb, &c);
         if (rc < 0) goto fail;
         rc = SD_OK;
     }
@@ -77,7 +85,8 @@ int sd_lora_network_build(sd_lora_network *net, sd_ctx *ctx, sd_unet *u, sd_clip
             else continue;
             cand x;
             memset(&x, 0, sizeof x);
-            rc = sd_lora_kohya_name("lora_unet", L->diffusers, x.name, sizeof x.name);
+            /* SD1/SD2: Diffusers names; SDXL: kohya's sdxl_original_unet keeps the ldm names */
+            rc = sd_lora_kohya_name("lora_unet", o->sdxl ? L->key : L->diffusers, x.name, sizeof x.name);
             if (rc) goto fail;
             int k3 = L->kh > 1 || L->kw > 1;
             if (!sd_lora_net_plan(o->args, x.name, tg, k3, o->from_file, &x.dim, &x.alpha)) continue;

@@ -1,6 +1,6 @@
 /* A kohya LoRA network attached to the models (reference-behaviour.md §7.1–§7.3, §7.8): walks the
- * UNet's layers (Diffusers names → lora_unet_*) and the text encoder's attention/MLP linears
- * (→ lora_te_*), asks train/lora_net.h's rules which get a module with which rank/alpha, creates
+ * UNet's layers (SD1/SD2: Diffusers names, SDXL: ldm names → lora_unet_*) and the text encoder's
+ * attention/MLP linears (→ lora_te_*; SDXL: lora_te1_* for CLIP-L, lora_te2_* for bigG), asks train/lora_net.h's rules which get a module with which rank/alpha, creates
  * the sd_lora modules in a registry of their own (keys "<lora_name>.lora_down.weight" /
  * ".lora_up.weight", f32, trainable), initialises them as kohya does (or loads --network_weights)
  * and hooks them into the layers. */
@@ -35,6 +35,8 @@ typedef struct sd_lora_network_opts {
     double network_dropout;             /* neuron dropout (0 = none) */
     const sd_lora_file_info *from_file; /* --dim_from_weights: exactly the file's modules */
     uint64_t seed;                      /* initialisation and dropout streams */
+    int sdxl;                           /* SDXL: UNet names from the ldm keys, lora_te1_* / lora_te2_* */
+    sd_clip *te2;                       /* SDXL: the second text encoder (NULL otherwise) */
 } sd_lora_network_opts;
 
 /* Build, allocate, initialise and attach. te may be NULL. */
