@@ -46,7 +46,8 @@ static struct {
     double scale;
     int64_t seed;
     const char *sampler;
-    int batch_size, images_per_prompt, clip_skip;
+    int batch_size, images_per_prompt, clip_skip, max_token_length;
+    int orig_w, orig_h, orig_w_neg, orig_h_neg, crop_top, crop_left;
     const char *outdir;
     int sequential_file_name, no_metadata;
     int vae_tiling, vae_tile_size;
@@ -86,10 +87,11 @@ static const sd_opt table[] = {
      .help = "prompt file (.txt, .toml or .json) as the reference's --sample_prompts reads it"},
     {.name = "negative_prompt", .type = SD_OPT_STRING, .dest = &a.negative_prompt, .metavar = "TEXT",
      .group = "Prompts", .help = "negative prompt for entries without --n"},
-    {.name = "width", .type = SD_OPT_INT, .dest = &a.W, .def = "512", SD_OPT_RANGE(8, 16384), .group = "Generation",
-     .help = "image width for entries without --w (multiple of 8; also --W as the reference spells it)"},
-    {.name = "height", .type = SD_OPT_INT, .dest = &a.H, .def = "512", SD_OPT_RANGE(8, 16384), .group = "Generation",
-     .help = "image height for entries without --h (multiple of 8; also --H)"},
+    {.name = "width", .type = SD_OPT_INT, .dest = &a.W, SD_OPT_RANGE(8, 16384), .group = "Generation",
+     .help = "image width for entries without --w (multiple of 8; also --W as the reference spells it; default "
+             "512, SDXL 1024)"},
+    {.name = "height", .type = SD_OPT_INT, .dest = &a.H, SD_OPT_RANGE(8, 16384), .group = "Generation",
+     .help = "image height for entries without --h (multiple of 8; also --H; default 512, SDXL 1024)"},
     {.name = "steps", .type = SD_OPT_INT, .dest = &a.steps, .def = "30", SD_OPT_RANGE(1, 1000), .group = "Generation",
      .help = "sampling steps for entries without --s"},
     {.name = "scale", .type = SD_OPT_DOUBLE, .dest = &a.scale, .def = "7.5", SD_OPT_RANGE(0, 100),
@@ -106,6 +108,22 @@ static const sd_opt table[] = {
      .group = "Generation", .help = "images per prompt"},
     {.name = "clip_skip", .type = SD_OPT_INT, .dest = &a.clip_skip, .def = "1", SD_OPT_RANGE(1, 64),
      .group = "Generation", .help = "use the output of the k-th last text-encoder layer (1 = last)"},
+    {.name = "max_token_length", .type = SD_OPT_INT, .dest = &a.max_token_length, .metavar = "N",
+     .group = "Generation",
+     .help = "SDXL: tokens per prompt, 75 (default), 150 or 225 (2 or 3 chunks for every prompt, as sd-train's "
+             "--max_token_length; SD1/SD2 prompts always take up to 3 chunks as needed)"},
+    {.name = "original_width", .type = SD_OPT_INT, .dest = &a.orig_w, SD_OPT_RANGE(1, 1000000), .group = "SDXL",
+     .help = "original width in the SDXL size conditioning (default: the image width)"},
+    {.name = "original_height", .type = SD_OPT_INT, .dest = &a.orig_h, SD_OPT_RANGE(1, 1000000), .group = "SDXL",
+     .help = "original height in the SDXL size conditioning (default: the image height)"},
+    {.name = "original_width_negative", .type = SD_OPT_INT, .dest = &a.orig_w_neg, SD_OPT_RANGE(1, 1000000),
+     .group = "SDXL", .help = "original width for the negative prompt (default: --original_width)"},
+    {.name = "original_height_negative", .type = SD_OPT_INT, .dest = &a.orig_h_neg, SD_OPT_RANGE(1, 1000000),
+     .group = "SDXL", .help = "original height for the negative prompt (default: --original_height)"},
+    {.name = "crop_top", .type = SD_OPT_INT, .dest = &a.crop_top, .def = "0", SD_OPT_RANGE(0, 1000000),
+     .group = "SDXL", .help = "crop top in the SDXL size conditioning"},
+    {.name = "crop_left", .type = SD_OPT_INT, .dest = &a.crop_left, .def = "0", SD_OPT_RANGE(0, 1000000),
+     .group = "SDXL", .help = "crop left in the SDXL size conditioning"},
     {.name = "vae_tiling", .type = SD_OPT_FLAG, .dest = &a.vae_tiling, .group = "Generation",
      .help = "decode in tiles (default: only above 512 pixels a side for SD; --no-vae_tiling never)"},
     {.name = "vae_tile_size", .type = SD_OPT_INT, .dest = &a.vae_tile_size, .def = "64", SD_OPT_RANGE(8, 4096),
@@ -210,6 +228,116 @@ static int merge_lora(sd_ctx *ctx, sd_model *m, const char *path, double mul)
     return rc;
 }
 
+/* ---- SDXL LoRA: merged by name ------------------------------------------------------------------
+ * kohya's SDXL LoRA names: "lora_unet_" + the ldm/SGM UNet name, "lora_te1_" + the CLIP ViT-L HF
+ * name, "lora_te2_" + the bigG HF name, '.' → '_' (networks/lora.py; reference-behaviour.md §7.2).
+ * Each module is merged straight into the f32 weight it names: W += mul · alpha/rank · up·down
+ * (linear, 1×1 and k×k convs: up [out, r(,1,1)], down [r, in(,kh,kw)]), which is what the forward
+ * hooks compute (W x + mul · alpha/rank · up(down(x))). */
+
+/* registry key "PREFIX<name>.weight" → "<name>" with '.' → '_' (buf) when it has the prefix */
+static int underscored(const char *key, const char *prefix, char *buf, size_t n)
+{
+    size_t pl = strlen(prefix), kl = strlen(key);
+    if (strncmp(key, prefix, pl) || kl < pl + 7 || strcmp(key + kl - 7, ".weight")) return 0;
+    size_t l = kl - pl - 7;
+    if (l + 1 > n) return 0;
+    for (size_t i = 0; i < l; i++) buf[i] = key[pl + i] == '.' ? '_' : key[pl + i];
+    buf[l] = 0;
+    return 1;
+}
+
+static sd_param *sdxl_lora_target(sd_model *m, const char *name)
+{
+    static const struct { const char *lora, *key; int te; } map[] = {
+        { "lora_unet_", "model.diffusion_model.", 0 },
+        { "lora_te1_", "conditioner.embedders.0.transformer.", 1 },
+        { "lora_te2_", "conditioner.embedders.1.model.", 1 },
+    };
+    char buf[512];
+    for (size_t k = 0; k < sizeof map / sizeof map[0]; k++) {
+        size_t ll = strlen(map[k].lora);
+        if (strncmp(name, map[k].lora, ll)) continue;
+        sd_params *r = map[k].te ? &m->te_params : &m->unet_params;
+        for (size_t i = 0; i < sd_params_count(r); i++) {
+            sd_param *p = sd_params_at(r, i);
+            if (underscored(p->key, map[k].key, buf, sizeof buf) && !strcmp(buf, name + ll)) return p;
+        }
+        return NULL;
+    }
+    return NULL;
+}
+
+static int merge_lora_sdxl(sd_model *m, const char *path, double mul)
+{
+    sd_safetensors *st = NULL;
+    sd_lora_file_info info = { 0 };
+    float *down = NULL, *up = NULL;
+    size_t n_te = 0, n_unet = 0;
+    int rc = sd_safetensors_open(path, &st);
+    if (!rc) rc = sd_lora_file_scan(st, &info);
+    if (!rc && info.n == 0) rc = sd_err(SD_EFORMAT, "%s: no LoRA modules (lora_down/lora_up) in this file", path);
+    for (size_t i = 0; i < info.n && !rc; i++) {
+        const sd_lora_file_module *fm = &info.mods[i];
+        sd_param *w = sdxl_lora_target(m, fm->name);
+        if (!w) {
+            rc = sd_err(SD_EFORMAT,
+                        "%s: module '%s' names no layer of this SDXL model (expected lora_unet_<ldm name>, "
+                        "lora_te1_/lora_te2_<text encoder name>)", path, fm->name);
+            break;
+        }
+        if (w->value.dtype != SD_F32 || w->value.device != SD_DEV_CPU) {
+            rc = sd_err(SD_EUNSUPPORTED, "%s: cannot merge into %s weights stored as non-f32", path, w->key);
+            break;
+        }
+        const sd_tensor *t = &w->value;
+        int64_t out = t->shape[0], in = t->ndim > 1 ? t->shape[1] : 0;
+        int64_t kk = t->ndim == 4 ? t->shape[2] * t->shape[3] : 1;
+        if ((t->ndim != 2 && t->ndim != 4) || fm->out != out || fm->in != in ||
+            (t->ndim == 4 ? (fm->kh * fm->kw != kk) : fm->kh * fm->kw != 1)) {
+            rc = sd_err(SD_EFORMAT, "%s: module '%s' does not fit %s (shape mismatch)", path, fm->name, w->key);
+            break;
+        }
+        const int64_t r = fm->rank, dn = r * in * kk;
+        down = malloc((size_t)dn * sizeof *down);
+        up = malloc((size_t)(out * r) * sizeof *up);
+        if (!down || !up) {
+            rc = sd_err(SD_ENOMEM, "out of memory");
+            break;
+        }
+        char key[600];
+        snprintf(key, sizeof key, "%s.lora_down.weight", fm->name);
+        rc = sd_safetensors_read_f32(st, key, down, (size_t)dn);
+        snprintf(key, sizeof key, "%s.lora_up.weight", fm->name);
+        if (!rc) rc = sd_safetensors_read_f32(st, key, up, (size_t)(out * r));
+        if (rc) break;
+        const float sc = (float)mul * (fm->has_alpha ? fm->alpha : (float)r) / (float)r;
+        float *W = t->data;
+        const int64_t row = in * kk;
+        for (int64_t o = 0; o < out; o++) {
+            float *wo = W + o * row;
+            for (int64_t q = 0; q < r; q++) {
+                const float u = up[o * r + q] * sc;
+                const float *d = down + q * row;
+                for (int64_t j = 0; j < row; j++) wo[j] += u * d[j];
+            }
+        }
+        if (!strncmp(fm->name, "lora_unet_", 10)) n_unet++;
+        else n_te++;
+        free(down);
+        free(up);
+        down = up = NULL;
+    }
+    if (!rc) sd_info("%s: merged %zu modules (%zu text encoder, %zu UNet) with multiplier %g", path, info.n, n_te,
+                     n_unet, mul);
+    if (rc && !strstr(sd_errmsg(), path)) sd_err_prefix(rc, "%s", path);
+    free(down);
+    free(up);
+    sd_lora_file_info_free(&info);
+    sd_safetensors_close(st);
+    return rc;
+}
+
 /* ---- the job list ---------------------------------------------------------------------------- */
 
 static volatile sig_atomic_t g_signal;
@@ -307,8 +435,9 @@ static int run(void)
     /* command-line values for the entries that keep the reference's defaults */
     for (size_t i = 0; i < pl.n; i++) {
         sd_sample_prompt *p = &pl.items[i];
-        if (p->width == 512) p->width = a.W;
-        if (p->height == 512) p->height = a.H;
+        /* 0: the model's default, decided once it is open */
+        if (!p->has_width) p->width = a.W;
+        if (!p->has_height) p->height = a.H;
         if (p->steps == 30) p->steps = a.steps;
         if (p->scale == 7.5) p->scale = a.scale;
         if (!p->negative_prompt && a.negative_prompt) {
@@ -331,6 +460,30 @@ static int run(void)
                          .v_param = a.v_param ? 1 : -1 };
     if ((rc = sd_model_open(&m, a.model, &mo))) goto out;
     if (m.warning[0]) sd_warn("%s", m.warning);
+    const int sdxl = m.cfg.family == SD_FAMILY_SDXL;
+    /* gen_img.py's default size: 1024 for SDXL, 512 otherwise */
+    for (size_t i = 0; i < pl.n; i++) {
+        if (!pl.items[i].width) pl.items[i].width = sdxl ? 1024 : 512;
+        if (!pl.items[i].height) pl.items[i].height = sdxl ? 1024 : 512;
+    }
+    if (sdxl) {
+        if (!m.have_clip2) {
+            rc = sd_err(SD_EFORMAT, "%s: SDXL model without its second text encoder", a.model);
+            goto out;
+        }
+        if (a.ti.n) {
+            rc = sd_err(SD_EUNSUPPORTED, "%s: textual-inversion embeddings are not supported with SDXL models yet "
+                        "(clip_l/clip_g files)", a.ti.s[0]);
+            goto out;
+        }
+        if (a.clip_skip > 1) sd_warn("--clip_skip %d is ignored for SDXL models (as in the reference)", a.clip_skip);
+    } else {
+        if (a.max_token_length && a.max_token_length != 75)
+            sd_warn("--max_token_length is for SDXL models: SD1/SD2 prompts take up to 225 tokens in as many chunks "
+                    "as they need");
+        if (a.orig_w || a.orig_h || a.orig_w_neg || a.orig_h_neg || a.crop_top || a.crop_left)
+            sd_warn("--original_*/--crop_* are SDXL size conditioning: ignored for this model");
+    }
     int64_t factor = m.vae.factor << (m.cfg.unet.n_levels - 1);
     for (size_t i = 0; i < pl.n; i++) {
         char w[512];
@@ -355,8 +508,10 @@ static int run(void)
     sd_model_release_source(&m);
     char vp[4096];
     if ((rc = sd_clip_vocab_path(vp, sizeof vp)) || (rc = sd_clip_tokenizer_load(vp, &tok))) goto out;
-    sd_gen_models gm = { .unet = &m.unet, .clip = &m.clip, .vae = &m.vae, .family = m.cfg.family, .tok = tok,
-                         .clip_skip = a.clip_skip, .v_prediction = m.cfg.parameterization == SD_PRED_V,
+    sd_gen_models gm = { .unet = &m.unet, .clip = &m.clip, .clip2 = sdxl ? &m.clip2 : NULL, .vae = &m.vae,
+                         .family = m.cfg.family, .tok = tok, .clip_skip = sdxl ? 0 : a.clip_skip,
+                         .max_token_length = sdxl ? a.max_token_length : 0,
+                         .v_prediction = m.cfg.parameterization == SD_PRED_V,
                          .vae_tiling = a.vae_tiling, .vae_tile = a.vae_tile_size };
     /* scratch for the largest job */
     size_t need = 0;
@@ -370,7 +525,7 @@ static int run(void)
     if ((rc = sd_ctx_init(&ctx, SD_DEV_CPU, sd_threads_get(), dev == SD_DEV_CPU ? need : 0))) goto out;
     for (int i = 0; i < a.network_weights.n && !rc; i++) {
         double mul = i < a.network_mul.n ? a.network_mul.d[i] : 1.0;
-        rc = merge_lora(&ctx, &m, a.network_weights.s[i], mul);
+        rc = sdxl ? merge_lora_sdxl(&m, a.network_weights.s[i], mul) : merge_lora(&ctx, &m, a.network_weights.s[i], mul);
     }
     if (rc) goto out;
     if (dev == SD_DEV_CUDA) {
@@ -473,7 +628,9 @@ static int run(void)
             memset(ims, 0, sizeof ims);
             sd_gen_params gp = { .prompt = p->prompt, .negative_prompt = p->negative_prompt, .width = p->width,
                                  .height = p->height, .steps = p->steps, .scale = p->scale, .sampler = kind,
-                                 .batch = B, .seeds = seeds };
+                                 .batch = B, .seeds = seeds, .orig_w = a.orig_w, .orig_h = a.orig_h,
+                                 .orig_w_neg = a.orig_w_neg, .orig_h_neg = a.orig_h_neg, .crop_top = a.crop_top,
+                                 .crop_left = a.crop_left };
             rc = sd_txt2img(&ctx, &gm, &gp, ims);
             if (rc) {
                 char w[512];
@@ -500,7 +657,7 @@ static int run(void)
                                        .sampler = sd_sampler_a1111_name(kind), .scale = p->scale, .seed = seeds[b],
                                        .width = p->width, .height = p->height,
                                        .model_hash = model_hash[0] ? model_hash : NULL, .model = model_name,
-                                       .clip_skip = a.clip_skip, .lora_hashes = lora_hashes, .ti_hashes = ti_hashes,
+                                       .clip_skip = gm.clip_skip, .lora_hashes = lora_hashes, .ti_hashes = ti_hashes,
                                        .version = "sd-sample " SD_VERSION };
                     info = sd_infotext_format(&it);
                     if (!info) rc = sd_err(SD_ENOMEM, "out of memory");
@@ -586,6 +743,9 @@ int main(int argc, char **argv)
     else if (a.network_mul.n > a.network_weights.n) {
         rc = usage_error("%d --network_mul values for %d --network_weights files", a.network_mul.n,
                          a.network_weights.n);
+    } else if (a.max_token_length && a.max_token_length != 75 && a.max_token_length != 150 &&
+               a.max_token_length != 225) {
+        rc = usage_error("--max_token_length %d: 75, 150 or 225", a.max_token_length);
     } else if (a.W % 8 || a.H % 8) {
         rc = usage_error("--W %d --H %d: width and height must be multiples of 8", a.W, a.H);
     } else if (sd_device_parse(a.device, &a.dev_index)) {
