@@ -133,7 +133,7 @@ typedef struct state {
     sd_arena act;
 } state;
 
-static int run_fwd(state *s) { return sd_unet_forward(&g_ctx, s->u, NULL, &s->y, &s->x, &s->t, &s->c); }
+static int run_fwd(state *s) { return sd_unet_forward(&g_ctx, s->u, NULL, &s->y, &s->x, &s->t, &s->c, NULL); }
 
 static int run_step(state *s);
 /* full fine-tune step: every weight trainable, gradients zeroed, forward, backward into all */
@@ -146,9 +146,9 @@ static int run_full_step(state *s)
 static int run_step(state *s)
 {
     sd_arena_reset(&s->act, 0);
-    int rc = sd_unet_forward(&g_ctx, s->u, &s->act, &s->y, &s->x, &s->t, &s->c);
+    int rc = sd_unet_forward(&g_ctx, s->u, &s->act, &s->y, &s->x, &s->t, &s->c, NULL);
     if (!rc) rc = sd_op_fill(&g_ctx, &s->dx, 0.0f);
-    if (!rc) rc = sd_unet_backward(&g_ctx, s->u, &s->dx, NULL, &s->dy);
+    if (!rc) rc = sd_unet_backward(&g_ctx, s->u, &s->dx, NULL, NULL, &s->dy);
     return rc;
 }
 

@@ -80,14 +80,14 @@ typedef struct bench_state {
     sd_arena act;
 } bench_state;
 
-static void run_fwd(bench_state *s) { CHECK(sd_unet_forward(&g_ctx, s->u, NULL, &s->y, &s->x, &s->t, &s->c)); }
+static void run_fwd(bench_state *s) { CHECK(sd_unet_forward(&g_ctx, s->u, NULL, &s->y, &s->x, &s->t, &s->c, NULL)); }
 
 static void run_step(bench_state *s)
 {
     sd_arena_reset(&s->act, 0);
-    CHECK(sd_unet_forward(&g_ctx, s->u, &s->act, &s->y, &s->x, &s->t, &s->c));
+    CHECK(sd_unet_forward(&g_ctx, s->u, &s->act, &s->y, &s->x, &s->t, &s->c, NULL));
     CHECK(sd_op_fill(&g_ctx, &s->dx, 0.0f));
-    CHECK(sd_unet_backward(&g_ctx, s->u, &s->dx, NULL, &s->dy));
+    CHECK(sd_unet_backward(&g_ctx, s->u, &s->dx, NULL, NULL, &s->dy));
 }
 
 static void run_full_step(bench_state *s)

@@ -412,7 +412,7 @@ static int run_unet(void)
     if ((rc = sd_tensor_alloc(&y, SD_F32, SD_DIMS(B, u->out_channels, x.shape[2], x.shape[3])))) goto out;
     sd_nn_plan p = sd_unet_plan(&m.unet, B, x.shape[2], x.shape[3], c.shape[1]);
     if ((rc = ctx_open(&ctx, p.scratch + p.saved))) goto out;
-    rc = sd_unet_forward(&ctx, &m.unet, NULL, &y, &x, &tb, &c);
+    rc = sd_unet_forward(&ctx, &m.unet, NULL, &y, &x, &tb, &c, NULL);
     if (!rc) rc = write_npy(a.output, &y);
 out:
     sd_tensor_free(&x);

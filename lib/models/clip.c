@@ -34,16 +34,18 @@ static void key_join(char *buf, size_t n, const char *prefix, const char *rest)
 int sd_clip_init(sd_clip *m, sd_params *r, const char *prefix, const sd_clip_config *cfg, sd_family family)
 {
     memset(m, 0, sizeof *m);
-    if (family != SD_FAMILY_SD1 && family != SD_FAMILY_SD2)
+    if (family != SD_FAMILY_SD1 && family != SD_FAMILY_SD2 && family != SD_FAMILY_SDXL)
         return sd_err(SD_EUNSUPPORTED, "text encoder: family %s is not supported", sd_family_name(family));
     int n_run = family == SD_FAMILY_SD2 ? cfg->layers - 1 : cfg->layers;
+    int sdxl_proj = family == SD_FAMILY_SDXL ? cfg->projection_dim : 0;
     if (cfg->width < 1 || cfg->heads < 1 || cfg->width % cfg->heads || n_run < 1 || cfg->max_len < 1 ||
-        cfg->vocab_size < 1)
+        cfg->vocab_size < 1 || (family == SD_FAMILY_SDXL && (n_run < 2 || sdxl_proj < 0)))
         return sd_err(SD_EINVAL, "text encoder: width %d, %d heads, %d layers, max_len %d, vocab %d do not fit",
                       cfg->width, cfg->heads, cfg->layers, cfg->max_len, cfg->vocab_size);
     m->cfg = *cfg;
     m->family = family;
     m->n_run = n_run;
+    m->eos_id = cfg->vocab_size - 1;
     m->prefix = strdup(prefix ? prefix : "");
     m->layers = calloc((size_t)n_run, sizeof *m->layers);
     if (!m->prefix || !m->layers) {
@@ -57,7 +59,8 @@ int sd_clip_init(sd_clip *m, sd_params *r, const char *prefix, const sd_clip_con
     CLIP_TRY(sd_embedding_init(&m->tok, r, key, "weight", cfg->vocab_size, W));
     key_join(key, sizeof key, m->prefix, "text_model.embeddings.position_embedding");
     CLIP_TRY(sd_embedding_init(&m->pos, r, key, "weight", cfg->max_len, W));
-    sd_ff_kind ff = family == SD_FAMILY_SD1 ? SD_FF_CLIP_QUICK_GELU : SD_FF_CLIP_GELU;
+    sd_ff_kind ff = family == SD_FAMILY_SD1 || (family == SD_FAMILY_SDXL && !sdxl_proj) ? SD_FF_CLIP_QUICK_GELU
+                                                                                     : SD_FF_CLIP_GELU;
     for (int i = 0; i < n_run; i++) {
         sd_clip_layer *L = &m->layers[i];
         snprintf(rest, sizeof rest, "text_model.encoder.layers.%d.layer_norm1", i);
@@ -76,6 +79,10 @@ int sd_clip_init(sd_clip *m, sd_params *r, const char *prefix, const sd_clip_con
     }
     key_join(key, sizeof key, m->prefix, "text_model.final_layer_norm");
     CLIP_TRY(sd_layernorm_init(&m->final_ln, r, key, W, 1e-5f));
+    if (sdxl_proj > 0) {
+        key_join(key, sizeof key, m->prefix, "text_projection");
+        CLIP_TRY(sd_linear_init(&m->proj, r, key, W, sdxl_proj, 0));
+    }
 out:
     if (rc) {
         sd_clip_free(m);
@@ -160,6 +167,7 @@ int sd_clip_forward(sd_ctx *ctx, sd_clip *m, sd_arena *save, sd_tensor *y, const
                       (long long)W);
     m->ran = 0;
     m->chunks = 0;
+    m->sdxl = 0;
     size_t mark = sd_arena_mark(&ctx->scratch);
     sd_arena *A = save ? save : &ctx->scratch;
     sd_tensor emb, pos, cur, other;
@@ -191,6 +199,7 @@ out:
 int sd_clip_backward(sd_ctx *ctx, sd_clip *m, sd_tensor *d_tokens, const sd_tensor *dy)
 {
     if (!m->ran) return sd_err(SD_ESTATE, "text encoder: backward without a training forward");
+    if (m->sdxl) return sd_err(SD_ESTATE, "text encoder: the last training forward was an SDXL one");
     const sd_tensor *e = &m->emb;
     if (!sd_tensor_same_shape(dy, e)) return sd_err(SD_EINVAL, "text encoder: gradient shape differs from the output");
     if (d_tokens && !sd_tensor_same_shape(d_tokens, e))
@@ -330,6 +339,246 @@ out:
     return rc;
 }
 
+/* ---- SDXL ---------------------------------------------------------------------------------------- */
+
+enum { SDXL_MAX_T = 1024, SDXL_IDX_CHUNK = 256 };
+
+/* idx[j] = (j·stride)·T + first EOS position of row j·stride of ids [R, T] (0 when none), for
+ * j < idx->shape[0]. The ids are downloaded a row at a time. */
+static int eos_rows(const sd_clip *m, sd_tensor *idx, const sd_tensor *ids, int64_t stride)
+{
+    const int64_t T = ids->shape[1], n = idx->shape[0];
+    int32_t row[SDXL_MAX_T], out[SDXL_IDX_CHUNK];
+    int rc = SD_OK;
+    for (int64_t j0 = 0; j0 < n && !rc; j0 += SDXL_IDX_CHUNK) {
+        int64_t cnt = n - j0 < SDXL_IDX_CHUNK ? n - j0 : SDXL_IDX_CHUNK;
+        for (int64_t j = 0; j < cnt && !rc; j++) {
+            sd_tensor rv;
+            int64_t r = (j0 + j) * stride;
+            rc = sd_tensor_index0(ids, r, &rv);
+            if (!rc) rc = sd_tensor_download(&rv, row, (size_t)T * sizeof(int32_t));
+            int64_t pos = 0;
+            for (int64_t t = 0; t < T && !rc; t++)
+                if (row[t] == m->eos_id) {
+                    pos = t;
+                    break;
+                }
+            out[j] = (int32_t)(r * T + pos);
+        }
+        sd_tensor part;
+        if (!rc) rc = sd_tensor_narrow0(idx, j0, cnt, &part);
+        if (!rc) rc = sd_tensor_upload(&part, out, (size_t)cnt * sizeof(int32_t));
+    }
+    return rc;
+}
+
+/* Rows R = ids->shape[0]; hidden [R,T,W]; pooled [R/stride, P] from rows 0, stride, 2·stride... */
+static int sdxl_forward(sd_ctx *ctx, sd_clip *m, sd_arena *save, sd_tensor *hidden, sd_tensor *pooled,
+                        const sd_tensor *ids, int64_t stride)
+{
+    if (m->family != SD_FAMILY_SDXL) return sd_err(SD_EINVAL, "text encoder: not an SDXL text encoder");
+    if (ids->ndim != 2 || ids->dtype != SD_I32 || ids->shape[1] < 1 || ids->shape[1] > m->cfg.max_len ||
+        ids->shape[1] > SDXL_MAX_T)
+        return sd_err(SD_EINVAL, "text encoder: token ids must be i32 [B, T] with 1 <= T <= %d", m->cfg.max_len);
+    const int64_t R = ids->shape[0], T = ids->shape[1], W = m->cfg.width, P = m->cfg.projection_dim;
+    const int64_t shape[3] = { R, T, W };
+    if (hidden->ndim != 3 || hidden->shape[0] != R || hidden->shape[1] != T || hidden->shape[2] != W ||
+        hidden->dtype != SD_F32)
+        return sd_err(SD_EINVAL, "text encoder: hidden output must be f32 [%lld, %lld, %lld]", (long long)R,
+                      (long long)T, (long long)W);
+    if (pooled && !m->proj.w) return sd_err(SD_EINVAL, "text encoder: no text_projection (TE1) for a pooled output");
+    const int64_t Bp = R / stride;
+    if (pooled && (pooled->ndim != 2 || pooled->shape[0] != Bp || pooled->shape[1] != P || pooled->dtype != SD_F32))
+        return sd_err(SD_EINVAL, "text encoder: pooled output must be f32 [%lld, %lld]", (long long)Bp, (long long)P);
+    const int hid = m->n_run - 1, nl = pooled ? m->n_run : hid;
+    m->ran = 0;
+    m->chunks = 0;
+    m->sdxl = 0;
+    size_t mark = sd_arena_mark(&ctx->scratch);
+    sd_arena *A = save ? save : &ctx->scratch;
+    sd_tensor emb, pos, cur, other, idx, sel;
+    int rc;
+    CLIP_TRY(f32_tensor(A, &emb, 3, shape));
+    CLIP_TRY(sd_embedding_forward(ctx, &m->tok, save, &emb, ids));
+    CLIP_TRY(sd_tensor_narrow0(&m->pos.w->value, 0, T, &pos));
+    CLIP_TRY(sd_op_add(ctx, &emb, &emb, &pos));
+    if (!save) CLIP_TRY(f32_tensor(A, &other, 3, shape));
+    cur = emb;
+    for (int i = 0; i < nl; i++) {
+        sd_tensor o;
+        if (save) CLIP_TRY(f32_tensor(A, &o, 3, shape));
+        else o = other;
+        CLIP_TRY(layer_forward(ctx, &m->layers[i], save, &o, &cur));
+        other = cur;
+        cur = o;
+        if (i == hid - 1) CLIP_TRY(sd_op_axpby(ctx, hidden, 1.0f, &cur, 0.0f));
+    }
+    if (pooled) {
+        /* final LN of the last layer (scratch: only the gathered rows are kept), EOS rows, projection */
+        size_t m2 = sd_arena_mark(&ctx->scratch);
+        sd_tensor last, flat;
+        CLIP_TRY(sd_arena_tensor(A, &idx, SD_I32, 1, (const int64_t[]){ Bp }));
+        CLIP_TRY(f32_tensor(A, &sel, 2, (const int64_t[]){ Bp, W }));
+        CLIP_TRY(eos_rows(m, &idx, ids, stride));
+        CLIP_TRY(f32_tensor(&ctx->scratch, &last, 3, shape));
+        CLIP_TRY(sd_layernorm_forward(ctx, &m->final_ln, save, &last, &cur));
+        CLIP_TRY(sd_tensor_reshape(&last, 2, (const int64_t[]){ R * T, W }, &flat));
+        CLIP_TRY(sd_op_embedding(ctx, &sel, &flat, &idx));
+        if (save) sd_arena_reset(&ctx->scratch, m2);
+        CLIP_TRY(sd_linear_forward(ctx, &m->proj, save, pooled, &sel));
+    }
+    if (save) {
+        m->ran = nl;
+        m->hid_layers = hid;
+        m->pooled_ran = pooled != NULL;
+        m->pool_idx = pooled ? idx : (sd_tensor){ 0 };
+        m->ids = *ids;
+        m->emb = emb;
+        m->sdxl = 1;
+    }
+out:
+    if (!save) sd_arena_reset(&ctx->scratch, mark);
+    return rc ? sd_err_prefix(rc, "text encoder") : SD_OK;
+}
+
+/* dh [R,T,W] = dL/dhidden rows (may be NULL: zero). */
+static int sdxl_backward(sd_ctx *ctx, sd_clip *m, sd_tensor *d_tokens, const sd_tensor *dh, const sd_tensor *dpooled)
+{
+    if (!m->ran || !m->sdxl) return sd_err(SD_ESTATE, "text encoder: SDXL backward without an SDXL training forward");
+    const sd_tensor *e = &m->emb;
+    if (dh && !sd_tensor_same_shape(dh, e))
+        return sd_err(SD_EINVAL, "text encoder: hidden gradient shape differs from the output");
+    if (d_tokens && !sd_tensor_same_shape(d_tokens, e))
+        return sd_err(SD_EINVAL, "text encoder: d_tokens shape differs from the output");
+    const int64_t R = e->shape[0], T = e->shape[1], W = e->shape[2];
+    const int use_pool = dpooled && m->pooled_ran;
+    if (dpooled && !m->pooled_ran) return sd_err(SD_EINVAL, "text encoder: pooled gradient without a pooled output");
+    if (use_pool && (dpooled->ndim != 2 || dpooled->shape[0] != m->pool_idx.shape[0] ||
+                     dpooled->shape[1] != m->cfg.projection_dim))
+        return sd_err(SD_EINVAL, "text encoder: pooled gradient shape differs from the output");
+    size_t mark = sd_arena_mark(&ctx->scratch);
+    sd_tensor g[2];
+    int rc;
+    CLIP_TRY(f32_zeros(ctx, &ctx->scratch, &g[0], 3, e->shape));
+    CLIP_TRY(f32_tensor(&ctx->scratch, &g[1], 3, e->shape));
+    int start = m->hid_layers - 1;
+    if (use_pool) {
+        size_t m2 = sd_arena_mark(&ctx->scratch);
+        sd_tensor dsel, dlast, flat;
+        CLIP_TRY(f32_zeros(ctx, &ctx->scratch, &dsel, 2, (const int64_t[]){ dpooled->shape[0], W }));
+        CLIP_TRY(sd_linear_backward(ctx, &m->proj, &dsel, dpooled));
+        CLIP_TRY(f32_zeros(ctx, &ctx->scratch, &dlast, 3, e->shape));
+        CLIP_TRY(sd_tensor_reshape(&dlast, 2, (const int64_t[]){ R * T, W }, &flat));
+        CLIP_TRY(sd_op_embedding_bwd(ctx, &flat, &dsel, &m->pool_idx));
+        CLIP_TRY(sd_layernorm_backward(ctx, &m->final_ln, &g[0], &dlast));
+        sd_arena_reset(&ctx->scratch, m2);
+        start = m->ran - 1;
+    }
+    int cur = 0;
+    for (int i = start; i >= 0; i--) {
+        if (i == m->hid_layers - 1 && dh) CLIP_TRY(sd_op_add(ctx, &g[cur], &g[cur], dh));
+        CLIP_TRY(sd_op_fill(ctx, &g[cur ^ 1], 0.0f));
+        CLIP_TRY(layer_backward(ctx, &m->layers[i], &g[cur ^ 1], &g[cur]));
+        cur ^= 1;
+    }
+    CLIP_TRY(sd_embedding_backward(ctx, &m->tok, &g[cur]));
+    if (m->pos.w->grad.data) {
+        sd_tensor pg;
+        CLIP_TRY(sd_tensor_narrow0(&m->pos.w->grad, 0, T, &pg));
+        CLIP_TRY(sd_op_sum_to(ctx, &pg, 1.0f, &g[cur]));
+    }
+    if (d_tokens) CLIP_TRY(sd_op_add(ctx, d_tokens, d_tokens, &g[cur]));
+out:
+    sd_arena_reset(&ctx->scratch, mark);
+    return rc ? sd_err_prefix(rc, "text encoder") : SD_OK;
+}
+
+int sd_clip_forward_sdxl(sd_ctx *ctx, sd_clip *m, sd_arena *save, sd_tensor *hidden, sd_tensor *pooled,
+                         const sd_tensor *ids)
+{
+    return sdxl_forward(ctx, m, save, hidden, pooled, ids, 1);
+}
+
+int sd_clip_backward_sdxl(sd_ctx *ctx, sd_clip *m, sd_tensor *d_tokens, const sd_tensor *dhidden,
+                          const sd_tensor *dpooled)
+{
+    if (m->sdxl && m->chunks) return sd_err(SD_ESTATE, "text encoder: the last forward was chunked");
+    return sdxl_backward(ctx, m, d_tokens, dhidden, dpooled);
+}
+
+int sd_clip_forward_sdxl_chunks(sd_ctx *ctx, sd_clip *m, sd_arena *save, sd_tensor *hidden, sd_tensor *pooled,
+                                sd_tensor *work, const sd_tensor *ids)
+{
+    if (ids->ndim != 3 || ids->dtype != SD_I32 || ids->shape[1] < 1 || ids->shape[2] < 3)
+        return sd_err(SD_EINVAL, "text encoder: chunked token ids must be i32 [B, n, %d]", m->cfg.max_len);
+    const int64_t B = ids->shape[0], n = ids->shape[1], T = ids->shape[2], W = m->cfg.width;
+    if (work->ndim != 3 || work->shape[0] != B * n || work->shape[1] != T || work->shape[2] != W ||
+        hidden->ndim != 3 || hidden->shape[0] != B || hidden->shape[1] != n * (T - 2) + 2 || hidden->shape[2] != W)
+        return sd_err(SD_EINVAL, "text encoder: chunked output must be [%lld, %lld, %lld] (work [%lld, %lld, %lld])",
+                      (long long)B, (long long)(n * (T - 2) + 2), (long long)W, (long long)(B * n), (long long)T,
+                      (long long)W);
+    sd_tensor flat;
+    int rc = sd_tensor_reshape(ids, 2, (const int64_t[]){ B * n, T }, &flat);
+    if (!rc) rc = sdxl_forward(ctx, m, save, work, pooled, &flat, n);
+    if (!rc) rc = chunk_rows(ctx, hidden, work, B, n, 1);
+    if (!rc && save) m->chunks = n;
+    return rc;
+}
+
+int sd_clip_backward_sdxl_chunks(sd_ctx *ctx, sd_clip *m, sd_tensor *d_tokens, const sd_tensor *dhidden,
+                                 const sd_tensor *dpooled)
+{
+    if (!m->ran || !m->sdxl || m->chunks < 1)
+        return sd_err(SD_ESTATE, "text encoder: chunked SDXL backward without a chunked SDXL forward");
+    const int64_t n = m->chunks, BN = m->emb.shape[0], B = BN / n, T = m->emb.shape[1], W = m->emb.shape[2];
+    if (dhidden && (dhidden->ndim != 3 || dhidden->shape[0] != B || dhidden->shape[1] != n * (T - 2) + 2 ||
+                    dhidden->shape[2] != W))
+        return sd_err(SD_EINVAL, "text encoder: chunked gradient shape differs from the output");
+    size_t mark = sd_arena_mark(&ctx->scratch);
+    sd_tensor dh;
+    int rc;
+    CLIP_TRY(f32_zeros(ctx, &ctx->scratch, &dh, 3, m->emb.shape));
+    if (dhidden) CLIP_TRY(chunk_rows(ctx, (sd_tensor *)dhidden, &dh, B, n, 0));
+    CLIP_TRY(sdxl_backward(ctx, m, d_tokens, &dh, dpooled));
+out:
+    sd_arena_reset(&ctx->scratch, mark);
+    return rc;
+}
+
+sd_nn_plan sd_clip_plan_sdxl(const sd_clip *m, int64_t B, int64_t n, int64_t T, int pooled)
+{
+    sd_nn_plan p = { 0, 0 };
+    if (m->family != SD_FAMILY_SDXL || n < 1) return p;
+    pooled = pooled && m->proj.w;
+    const int nl = pooled ? m->n_run : m->n_run - 1;
+    const int64_t R = B * n, W = m->cfg.width, xs[3] = { R, T, W }, ss[2] = { B, W };
+    const size_t act = f32_bytes(R * T * W);
+    size_t child = 0, layer_saved = 0;
+    const sd_clip_layer *L = &m->layers[0];
+    sd_nn_plan l1 = sd_layernorm_plan(&L->ln1, 3, xs), l2 = sd_layernorm_plan(&L->ln2, 3, xs);
+    for (int i = 0; i < nl; i++) {
+        const sd_clip_layer *Li = &m->layers[i];
+        sd_nn_plan a = sd_attention_plan(&Li->attn, xs, NULL), f = sd_ff_plan(&Li->mlp, 3, xs);
+        layer_saved += 4 * act + l1.saved + l2.saved + a.saved + f.saved;
+        child = zmax(child, zmax(a.scratch, f.scratch));
+    }
+    child = zmax(child, zmax(l1.scratch, l2.scratch));
+    size_t pool_saved = 0, pool_scratch = 0;
+    if (pooled) {
+        sd_nn_plan fl = sd_layernorm_plan(&m->final_ln, 3, xs), pr = sd_linear_plan(&m->proj, 2, ss);
+        const size_t sel = f32_bytes(B * W), idx = ((size_t)B * sizeof(int32_t) + 63) & ~(size_t)63;
+        pool_saved = idx + sel + fl.saved + pr.saved;
+        /* forward: the LN output (+ its statistics at inference); backward: dsel + dlast */
+        pool_scratch = act + fl.saved + fl.scratch + sel + idx + pr.scratch;
+    }
+    p.saved = act + layer_saved + pool_saved;
+    size_t per_layer = nl ? layer_saved / (size_t)nl : 0;
+    /* inference: emb + ping-pong + a layer's saved set (+ the pooled branch); backward: two
+     * gradients + dh + dn + the children's, or the two gradients + dsel + dlast (+ the LN's) */
+    p.scratch = zmax(2 * act + per_layer + child, 4 * act + child) + pool_scratch;
+    return p;
+}
+
 /* ---- loading ----------------------------------------------------------------------------------- */
 
 static int has_prefix(const sd_safetensors *st, const char *prefix)
@@ -356,11 +605,10 @@ static int check_unexpected(const sd_safetensors *st, const sd_load_report *rep)
     return SD_OK;
 }
 
-/* Rows [part·W, (part+1)·W) of the packed OpenCLIP in_proj tensor into parameter p. */
-static int load_split(sd_param *p, const float *src, int64_t part)
+/* f32 values into parameter p (converted to its storage dtype). */
+static int upload_f32(sd_param *p, const float *from)
 {
     int64_t n = sd_tensor_numel(&p->value);
-    const float *from = src + part * n;
     size_t nb = sd_tensor_nbytes(&p->value);
     if (p->value.dtype == SD_F32) return sd_tensor_upload(&p->value, from, nb);
     void *tmp = malloc(nb);
@@ -372,18 +620,24 @@ static int load_split(sd_param *p, const float *src, int64_t part)
     return rc;
 }
 
+/* Rows [part·W, (part+1)·W) of the packed OpenCLIP in_proj tensor into parameter p. */
+static int load_split(sd_param *p, const float *src, int64_t part)
+{
+    return upload_f32(p, src + part * sd_tensor_numel(&p->value));
+}
+
 static const char *const openclip_layer_names[] = {
     "ln_1.weight", "ln_1.bias", "ln_2.weight", "ln_2.bias", "attn.in_proj_weight", "attn.in_proj_bias",
     "attn.out_proj.weight", "attn.out_proj.bias", "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight",
     "mlp.c_proj.bias",
 };
 
-/* Every cond_stage_model.model.* tensor must be one OpenCLIP knows, in a resblock the config has. */
-static int check_openclip_names(const sd_clip *m, const sd_safetensors *st)
+/* Every `pre`* tensor must be one OpenCLIP knows, in a resblock the config has. */
+static int check_openclip_names(const sd_clip *m, const sd_safetensors *st, const char *pre)
 {
     static const char *top[] = { "token_embedding.weight", "positional_embedding", "ln_final.weight",
                                  "ln_final.bias", "text_projection", "logit_scale" };
-    const char *pre = "cond_stage_model.model.", *rb = "transformer.resblocks.";
+    const char *rb = "transformer.resblocks.";
     size_t np = strlen(pre), nrb = strlen(rb);
     for (size_t i = 0; i < sd_safetensors_count(st); i++) {
         const char *name = sd_safetensors_at(st, i)->name;
@@ -405,28 +659,30 @@ static int check_openclip_names(const sd_clip *m, const sd_safetensors *st)
     return SD_OK;
 }
 
-static int load_sd2(sd_clip *m, sd_params *r, const sd_safetensors *st)
+/* OpenCLIP names under `pre` (SD2: cond_stage_model.model., SDXL TE2: conditioner.embedders.1.model.):
+ * the n_run layers of the model (SD2: all but the stored last one), + text_projection for TE2. */
+static int load_openclip(sd_clip *m, sd_params *r, const sd_safetensors *st, const char *pre)
 {
     const char *path = sd_safetensors_path(st);
-    int rc = check_openclip_names(m, st);
+    int rc = check_openclip_names(m, st, pre);
     if (rc) return rc;
-    char last[128];
-    snprintf(last, sizeof last, "cond_stage_model.model.transformer.resblocks.%d.ln_1.weight", m->cfg.layers - 1);
+    char last[256];
+    snprintf(last, sizeof last, "%stransformer.resblocks.%d.ln_1.weight", pre, m->cfg.layers - 1);
     if (!sd_safetensors_find(st, last))
         return sd_err(SD_EFORMAT, "%s: no '%s': the OpenCLIP text encoder has fewer than the %d layers of the config",
                       path, last, m->cfg.layers);
     size_t nmap = 3 + 5 * (size_t)m->n_run;
     sd_key_map *map = calloc(nmap, sizeof *map);
-    char (*keys)[2][160] = calloc(nmap, sizeof *keys);
+    char (*keys)[2][256] = calloc(nmap, sizeof *keys);
     float *buf = NULL;
     if (!map || !keys) {
         rc = sd_err(SD_ENOMEM, "out of memory");
         goto out;
     }
     static const char *const fixed[3][2] = {
-        { "text_model.embeddings.token_embedding.", "cond_stage_model.model.token_embedding." },
-        { "text_model.embeddings.position_embedding.weight", "cond_stage_model.model.positional_embedding" },
-        { "text_model.final_layer_norm.", "cond_stage_model.model.ln_final." },
+        { "text_model.embeddings.token_embedding.", "token_embedding." },
+        { "text_model.embeddings.position_embedding.weight", "positional_embedding" },
+        { "text_model.final_layer_norm.", "ln_final." },
     };
     static const char *const sub[5][2] = {
         { "layer_norm1.", "ln_1." }, { "layer_norm2.", "ln_2." }, { "mlp.fc1.", "mlp.c_fc." },
@@ -435,14 +691,14 @@ static int load_sd2(sd_clip *m, sd_params *r, const sd_safetensors *st)
     size_t k = 0;
     for (int i = 0; i < 3; i++, k++) {
         key_join(keys[k][0], sizeof keys[k][0], m->prefix, fixed[i][0]);
-        snprintf(keys[k][1], sizeof keys[k][1], "%s", fixed[i][1]);
+        snprintf(keys[k][1], sizeof keys[k][1], "%s%s", pre, fixed[i][1]);
     }
     for (int l = 0; l < m->n_run; l++)
         for (int j = 0; j < 5; j++, k++) {
             char rest[128];
             snprintf(rest, sizeof rest, "text_model.encoder.layers.%d.%s", l, sub[j][0]);
             key_join(keys[k][0], sizeof keys[k][0], m->prefix, rest);
-            snprintf(keys[k][1], sizeof keys[k][1], "cond_stage_model.model.transformer.resblocks.%d.%s", l, sub[j][1]);
+            snprintf(keys[k][1], sizeof keys[k][1], "%stransformer.resblocks.%d.%s", pre, l, sub[j][1]);
         }
     for (k = 0; k < nmap; k++) {
         map[k].ours = keys[k][0];
@@ -453,8 +709,9 @@ static int load_sd2(sd_clip *m, sd_params *r, const sd_safetensors *st)
     sd_load_report_free(&rep);
     if (rc) goto out;
     /* packed q;k;v */
-    const int64_t W = m->cfg.width;
-    buf = malloc((size_t)(3 * W * W) * sizeof(float));
+    const int64_t W = m->cfg.width, P = m->proj.w ? m->cfg.projection_dim : 0;
+    size_t nbuf = (size_t)(3 * W * W) > (size_t)(W * P) ? (size_t)(3 * W * W) : (size_t)(W * P);
+    buf = malloc(nbuf * sizeof(float));
     if (!buf) {
         rc = sd_err(SD_ENOMEM, "out of memory");
         goto out;
@@ -462,9 +719,8 @@ static int load_sd2(sd_clip *m, sd_params *r, const sd_safetensors *st)
     for (int l = 0; l < m->n_run && !rc; l++) {
         sd_attention *a = &m->layers[l].attn;
         for (int wb = 0; wb < 2 && !rc; wb++) {
-            char name[160];
-            snprintf(name, sizeof name, "cond_stage_model.model.transformer.resblocks.%d.attn.in_proj_%s", l,
-                     wb ? "bias" : "weight");
+            char name[256];
+            snprintf(name, sizeof name, "%stransformer.resblocks.%d.attn.in_proj_%s", pre, l, wb ? "bias" : "weight");
             const int64_t shape[2] = { 3 * W, W };
             rc = sd_safetensors_check_shape(st, name, wb ? 1 : 2, shape);
             if (rc) break;
@@ -477,6 +733,22 @@ static int load_sd2(sd_clip *m, sd_params *r, const sd_safetensors *st)
             }
         }
     }
+    if (!rc && P > 0) {
+        /* text_projection [W, P], used as x·P: our weight [P, W] is its transpose */
+        char name[256];
+        snprintf(name, sizeof name, "%stext_projection", pre);
+        rc = sd_safetensors_check_shape(st, name, 2, (const int64_t[]){ W, P });
+        float *t = rc ? NULL : malloc((size_t)(W * P) * sizeof(float));
+        if (!rc && !t) rc = sd_err(SD_ENOMEM, "out of memory");
+        if (!rc) rc = sd_safetensors_read_f32(st, name, buf, (size_t)(W * P));
+        if (!rc) {
+            for (int64_t i = 0; i < W; i++)
+                for (int64_t j = 0; j < P; j++) t[j * W + i] = buf[i * P + j];
+            rc = upload_f32(m->proj.w, t);
+        }
+        free(t);
+        if (rc) rc = sd_err_prefix(rc, "%s: %s", path, name);
+    }
 out:
     free(buf);
     free(keys);
@@ -484,36 +756,111 @@ out:
     return rc;
 }
 
-int sd_clip_load(sd_clip *m, sd_params *r, const sd_safetensors *st, sd_layout layout)
+/* The family's tower is stored in OpenCLIP names in a single file. */
+static int openclip_style(const sd_clip *m)
+{
+    return m->family == SD_FAMILY_SD2 || (m->family == SD_FAMILY_SDXL && m->proj.w);
+}
+
+static const char *default_ldm_prefix(const sd_clip *m)
+{
+    if (m->family == SD_FAMILY_SDXL) return m->proj.w ? "conditioner.embedders.1.model." : "conditioner.embedders.0.transformer.";
+    return m->family == SD_FAMILY_SD2 ? "cond_stage_model.model." : "cond_stage_model.transformer.";
+}
+
+int sd_clip_load_prefix(sd_clip *m, sd_params *r, const sd_safetensors *st, sd_layout layout, const char *file_prefix)
 {
     const char *path = sd_safetensors_path(st);
-    int sd2_file = 0;
-    if (layout == SD_LAYOUT_NONE) {
-        if (has_prefix(st, "cond_stage_model.model.")) layout = SD_LAYOUT_LDM, sd2_file = 1;
-        else if (has_prefix(st, "cond_stage_model.transformer.")) layout = SD_LAYOUT_LDM;
-        else if (has_prefix(st, "text_model.")) layout = SD_LAYOUT_DIFFUSERS;
-        else return sd_err(SD_EFORMAT, "%s: no text encoder tensors (cond_stage_model.* or text_model.*)", path);
-        if (layout == SD_LAYOUT_LDM && sd2_file != (m->family == SD_FAMILY_SD2))
-            return sd_err(SD_EFORMAT, "%s: holds %s text encoder, the model is %s", path,
-                          sd2_file ? "an OpenCLIP (SD2)" : "a CLIP ViT-L (SD1)", sd_family_name(m->family));
-    } else if (layout != SD_LAYOUT_LDM && layout != SD_LAYOUT_DIFFUSERS) {
+    if (layout != SD_LAYOUT_LDM && layout != SD_LAYOUT_DIFFUSERS)
         return sd_err(SD_EINVAL, "%s: no such text encoder layout", path);
-    }
-    if (layout == SD_LAYOUT_LDM && m->family == SD_FAMILY_SD2) return load_sd2(m, r, st);
-    char ours[256];
-    const char *file;
+    if (!file_prefix) file_prefix = "";
+    if (layout == SD_LAYOUT_LDM && openclip_style(m)) return load_openclip(m, r, st, file_prefix);
+    char ours[256], file[256], ours_p[256], file_p[256];
     key_join(ours, sizeof ours, m->prefix, "text_model.");
-    if (layout == SD_LAYOUT_LDM)
-        file = sd_safetensors_find(st, "cond_stage_model.transformer.text_model.final_layer_norm.weight")
-                   ? "cond_stage_model.transformer.text_model."
-                   : "cond_stage_model.transformer.";
-    else
-        file = "text_model.";
-    sd_key_map map = { ours, file };
+    snprintf(file, sizeof file, "%stext_model.", file_prefix);
+    if (layout == SD_LAYOUT_LDM) {
+        char probe[300];
+        snprintf(probe, sizeof probe, "%stext_model.final_layer_norm.weight", file_prefix);
+        if (!sd_safetensors_find(st, probe)) snprintf(file, sizeof file, "%s", file_prefix);
+    }
+    sd_key_map map[2] = { { ours, file }, { ours_p, file_p } };
+    size_t nmap = 1;
+    if (m->proj.w) {   /* Diffusers TE2: text_projection.weight as is */
+        key_join(ours_p, sizeof ours_p, m->prefix, "text_projection.");
+        snprintf(file_p, sizeof file_p, "%stext_projection.", file_prefix);
+        nmap = 2;
+    }
     sd_load_report rep;
-    int rc = sd_params_load_safetensors(r, st, &map, 1, SD_LOAD_MAPPED_ONLY | SD_LOAD_ALLOW_UNEXPECTED, &rep);
+    int rc = sd_params_load_safetensors(r, st, map, nmap, SD_LOAD_MAPPED_ONLY | SD_LOAD_ALLOW_UNEXPECTED, &rep);
     if (!rc) rc = check_unexpected(st, &rep);
     if (!rc && rep.loaded == 0) rc = sd_err(SD_EFORMAT, "%s: no text encoder tensors under %s", path, file);
     sd_load_report_free(&rep);
     return rc;
+}
+
+int sd_clip_load(sd_clip *m, sd_params *r, const sd_safetensors *st, sd_layout layout)
+{
+    const char *path = sd_safetensors_path(st);
+    if (layout == SD_LAYOUT_NONE) {
+        if (m->family == SD_FAMILY_SDXL) {
+            if (has_prefix(st, default_ldm_prefix(m))) layout = SD_LAYOUT_LDM;
+            else if (has_prefix(st, "text_model.")) layout = SD_LAYOUT_DIFFUSERS;
+            else return sd_err(SD_EFORMAT, "%s: no SDXL text encoder tensors (%s* or text_model.*)", path,
+                               default_ldm_prefix(m));
+        } else {
+            int sd2_file = 0;
+            if (has_prefix(st, "cond_stage_model.model.")) layout = SD_LAYOUT_LDM, sd2_file = 1;
+            else if (has_prefix(st, "cond_stage_model.transformer.")) layout = SD_LAYOUT_LDM;
+            else if (has_prefix(st, "text_model.")) layout = SD_LAYOUT_DIFFUSERS;
+            else return sd_err(SD_EFORMAT, "%s: no text encoder tensors (cond_stage_model.* or text_model.*)", path);
+            if (layout == SD_LAYOUT_LDM && sd2_file != (m->family == SD_FAMILY_SD2))
+                return sd_err(SD_EFORMAT, "%s: holds %s text encoder, the model is %s", path,
+                              sd2_file ? "an OpenCLIP (SD2)" : "a CLIP ViT-L (SD1)", sd_family_name(m->family));
+        }
+    } else if (layout != SD_LAYOUT_LDM && layout != SD_LAYOUT_DIFFUSERS) {
+        return sd_err(SD_EINVAL, "%s: no such text encoder layout", path);
+    }
+    return sd_clip_load_prefix(m, r, st, layout, layout == SD_LAYOUT_LDM ? default_ldm_prefix(m) : "");
+}
+
+/* ---- OpenCLIP names for writing ------------------------------------------------------------------ */
+
+int sd_clip_openclip_name(const char *hf_key, const char *file_prefix, char *out, size_t n, int *how)
+{
+    static const char TM[] = "text_model.";
+    char buf[512];
+    int layer = -1, used = 0;
+    *how = SD_CLIP_OC_COPY;
+    const char *k = hf_key + (strncmp(hf_key, TM, sizeof TM - 1) ? 0 : sizeof TM - 1);
+    if (!strcmp(hf_key, "text_projection.weight")) {
+        snprintf(buf, sizeof buf, "text_projection");
+        *how = SD_CLIP_OC_TRANSPOSE;
+    } else if (k == hf_key) {
+        return sd_err(SD_ENOTFOUND, "%s: no OpenCLIP name", hf_key);
+    } else if (!strcmp(k, "embeddings.token_embedding.weight")) {
+        snprintf(buf, sizeof buf, "token_embedding.weight");
+    } else if (!strcmp(k, "embeddings.position_embedding.weight")) {
+        snprintf(buf, sizeof buf, "positional_embedding");
+    } else if (!strncmp(k, "final_layer_norm.", 17)) {
+        snprintf(buf, sizeof buf, "ln_final.%s", k + 17);
+    } else if (sscanf(k, "encoder.layers.%d.%n", &layer, &used) == 1 && used > 0 && layer >= 0) {
+        const char *r = k + used;
+        static const struct { const char *hf, *oc; int how; } map[] = {
+            { "layer_norm1.", "ln_1.", 0 }, { "layer_norm2.", "ln_2.", 0 },
+            { "self_attn.out_proj.", "attn.out_proj.", 0 }, { "mlp.fc1.", "mlp.c_fc.", 0 },
+            { "mlp.fc2.", "mlp.c_proj.", 0 }, { "self_attn.q_proj.", "attn.in_proj_", 1 },
+            { "self_attn.k_proj.", "attn.in_proj_", 1 }, { "self_attn.v_proj.", "attn.in_proj_", 1 },
+        };
+        size_t i;
+        for (i = 0; i < sizeof map / sizeof *map; i++)
+            if (!strncmp(r, map[i].hf, strlen(map[i].hf))) break;
+        if (i == sizeof map / sizeof *map) return sd_err(SD_ENOTFOUND, "%s: no OpenCLIP name", hf_key);
+        snprintf(buf, sizeof buf, "transformer.resblocks.%d.%s%s", layer, map[i].oc, r + strlen(map[i].hf));
+        *how = map[i].how ? SD_CLIP_OC_QKV : SD_CLIP_OC_COPY;
+    } else {
+        return sd_err(SD_ENOTFOUND, "%s: no OpenCLIP name", hf_key);
+    }
+    if ((size_t)snprintf(out, n, "%s%s", file_prefix ? file_prefix : "", buf) >= n)
+        return sd_err(SD_ERANGE, "name too long");
+    return SD_OK;
 }

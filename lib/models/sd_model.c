@@ -921,33 +921,8 @@ int sd_model_te_file_name(const sd_model *m, const char *key, char *out, size_t 
         return SD_OK;
     }
     if (!starts(key, TE_PREFIX)) return sd_err(SD_ENOTFOUND, "%s: no OpenCLIP name", key);
-    const char *k = key + strlen(TE_PREFIX);
-    char buf[512];
-    int layer = -1, used = 0;
-    if (!strcmp(k, "embeddings.token_embedding.weight")) {
-        snprintf(buf, sizeof buf, "token_embedding.weight");
-    } else if (!strcmp(k, "embeddings.position_embedding.weight")) {
-        snprintf(buf, sizeof buf, "positional_embedding");
-    } else if (starts(k, "final_layer_norm.")) {
-        snprintf(buf, sizeof buf, "ln_final.%s", k + strlen("final_layer_norm."));
-    } else if (sscanf(k, "encoder.layers.%d.%n", &layer, &used) == 1 && used > 0) {
-        const char *r = k + used;
-        static const struct { const char *hf, *oc; } map[] = {
-            { "layer_norm1.", "ln_1." }, { "layer_norm2.", "ln_2." },
-            { "self_attn.out_proj.", "attn.out_proj." }, { "mlp.fc1.", "mlp.c_fc." }, { "mlp.fc2.", "mlp.c_proj." },
-            { "self_attn.q_proj.", "attn.in_proj_" }, { "self_attn.k_proj.", "attn.in_proj_" },
-            { "self_attn.v_proj.", "attn.in_proj_" },
-        };
-        size_t i;
-        for (i = 0; i < sizeof map / sizeof *map; i++)
-            if (starts(r, map[i].hf)) break;
-        if (i == sizeof map / sizeof *map) return sd_err(SD_ENOTFOUND, "%s: no OpenCLIP name", key);
-        snprintf(buf, sizeof buf, "transformer.resblocks.%d.%s%s", layer, map[i].oc, r + strlen(map[i].hf));
-    } else {
-        return sd_err(SD_ENOTFOUND, "%s: no OpenCLIP name", key);
-    }
-    if ((size_t)snprintf(out, n, "cond_stage_model.model.%s", buf) >= n) return sd_err(SD_ERANGE, "name too long");
-    return SD_OK;
+    int how;
+    return sd_clip_openclip_name(key + strlen("cond_stage_model.transformer."), "cond_stage_model.model.", out, n, &how);
 }
 
 /* A tensor written from up to three registry values (concatenated along axis 0), converted. */
@@ -1068,6 +1043,74 @@ static int is_vae_attn_matrix(const char *key, const sd_tensor *v)
     return 0;
 }
 
+/* The OpenCLIP single-file tensors of a text encoder (SD2's, SDXL's TE2) from its registry `te`
+ * (keys reg_prefix + HF names) under file_prefix (sd_clip_openclip_name): q/k/v values
+ * concatenated into attn.in_proj_*, text_projection.weight transposed into text_projection
+ * (a host copy kept in the pool). dup_from ≥ 0: resblock dup_from's tensors are written once
+ * more as resblock dup_to (SD2's dropped last layer, kohya make_dummy_weights). */
+static int add_openclip_te(sd_safetensors_writer *w, write_pool *pool, const sd_params *te, const char *reg_prefix,
+                           const char *file_prefix, int dup_from, int dup_to, sd_st_dtype dtype)
+{
+    int rc = SD_OK;
+    size_t np = strlen(reg_prefix);
+    for (size_t i = 0; i < sd_params_count(te) && !rc; i++) {
+        const sd_param *p = sd_params_at(te, i);
+        const char *k = p->key;
+        if (strstr(k, ".self_attn.k_proj.") || strstr(k, ".self_attn.v_proj.")) continue;
+        if (strncmp(k, reg_prefix, np)) return sd_err(SD_ENOTFOUND, "%s: not a text-encoder key", k);
+        char name[512];
+        int how;
+        if ((rc = sd_clip_openclip_name(k + np, file_prefix, name, sizeof name, &how))) break;
+        const sd_tensor *ts[3] = { &p->value, NULL, NULL };
+        int nt = 1;
+        int64_t shape[SD_MAX_DIMS];
+        memcpy(shape, p->value.shape, sizeof shape);
+        if (how == SD_CLIP_OC_TRANSPOSE) {
+            /* [P, W] → [W, P] on the host */
+            const sd_tensor *t = &p->value;
+            int64_t P = t->shape[0], W = t->shape[1];
+            size_t n = (size_t)(P * W), isz = sd_st_dtype_size(st_dtype_of((sd_dtype)t->dtype));
+            void *raw = pool_buf(pool, n * isz);
+            float *f = pool_buf(pool, n * sizeof(float)), *tr = pool_buf(pool, n * sizeof(float));
+            if (!raw || !f || !tr) return sd_err(SD_ENOMEM, "out of memory");
+            rc = sd_tensor_download(t, raw, n * isz);
+            if (!rc) rc = sd_st_convert(st_dtype_of((sd_dtype)t->dtype), raw, SD_ST_F32, f, n);
+            if (rc) break;
+            for (int64_t a = 0; a < P; a++)
+                for (int64_t b = 0; b < W; b++) tr[b * P + a] = f[a * W + b];
+            rc = sd_safetensors_writer_add_f32(w, name, dtype, 2, (const int64_t[]){ W, P }, tr);
+            continue;
+        }
+        if (how == SD_CLIP_OC_QKV) {
+            char kk[512];
+            const char *which[2] = { "k_proj", "v_proj" };
+            for (int j = 0; j < 2 && !rc; j++) {
+                snprintf(kk, sizeof kk, "%s", k);
+                memcpy(strstr(kk, "q_proj"), which[j], 6);
+                const sd_param *o = sd_params_find(te, kk);
+                if (!o) rc = sd_err(SD_ESTATE, "%s: missing", kk);
+                else ts[nt++] = &o->value;
+            }
+            shape[0] *= 3;
+        }
+        if (rc) break;
+        rc = add_one(w, pool, name, p->value.ndim, shape, ts, nt, dtype);
+        /* the dropped last layer, copied from the last one run */
+        int layer = -1;
+        if (!rc && dup_from >= 0 && sscanf(k + np, "text_model.encoder.layers.%d.", &layer) == 1 && layer == dup_from) {
+            char from[32], to[32], dn[512];
+            snprintf(from, sizeof from, ".resblocks.%d.", dup_from);
+            snprintf(to, sizeof to, ".resblocks.%d.", dup_to);
+            char *at = strstr(name, from);
+            if (at) {
+                snprintf(dn, sizeof dn, "%.*s%s%s", (int)(at - name), name, to, at + strlen(from));
+                rc = add_one(w, pool, dn, p->value.ndim, shape, ts, nt, dtype);
+            }
+        }
+    }
+    return rc;
+}
+
 int sd_model_add_to_writer(sd_model *m, unsigned parts, sd_safetensors_writer *w, sd_st_dtype dtype)
 {
     if (!m->loaded) return sd_err(SD_ESTATE, "sd_model_add_to_writer: model not loaded");
@@ -1115,44 +1158,8 @@ int sd_model_add_to_writer(sd_model *m, unsigned parts, sd_safetensors_writer *w
     }
     /* SD2: OpenCLIP names (kohya convert_text_encoder_state_dict_to_sd_v2, make_dummy_weights) */
     int last_run = m->clip.n_run - 1, dummy = m->cfg.clip.layers - 1;
-    for (size_t i = 0; i < sd_params_count(te) && !rc; i++) {
-        const sd_param *p = sd_params_at(te, i);
-        const char *k = p->key;
-        if (strstr(k, ".self_attn.k_proj.") || strstr(k, ".self_attn.v_proj.")) continue;
-        char name[512];
-        if ((rc = sd_model_te_file_name(m, k, name, sizeof name))) break;
-        const sd_tensor *ts[3] = { &p->value, NULL, NULL };
-        int nt = 1;
-        int64_t shape[SD_MAX_DIMS];
-        memcpy(shape, p->value.shape, sizeof shape);
-        if (strstr(k, ".self_attn.q_proj.")) {
-            char kk[512];
-            const char *which[2] = { "k_proj", "v_proj" };
-            for (int j = 0; j < 2 && !rc; j++) {
-                snprintf(kk, sizeof kk, "%s", k);
-                memcpy(strstr(kk, "q_proj"), which[j], 6);
-                const sd_param *o = sd_params_find(te, kk);
-                if (!o) rc = sd_err(SD_ESTATE, "%s: missing", kk);
-                else ts[nt++] = &o->value;
-            }
-            shape[0] *= 3;
-        }
-        if (rc) break;
-        rc = add_one(w, pool, name, p->value.ndim, shape, ts, nt, dtype);
-        /* the dropped last layer, copied from the last one run */
-        int layer = -1;
-        if (!rc && dummy > last_run && sscanf(k + strlen(TE_PREFIX), "encoder.layers.%d.", &layer) == 1 &&
-            layer == last_run) {
-            char from[32], to[32], dn[512];
-            snprintf(from, sizeof from, ".resblocks.%d.", last_run);
-            snprintf(to, sizeof to, ".resblocks.%d.", dummy);
-            char *at = strstr(name, from);
-            if (at) {
-                snprintf(dn, sizeof dn, "%.*s%s%s", (int)(at - name), name, to, at + strlen(from));
-                rc = add_one(w, pool, dn, p->value.ndim, shape, ts, nt, dtype);
-            }
-        }
-    }
+    rc = add_openclip_te(w, pool, te, "cond_stage_model.transformer.", "cond_stage_model.model.",
+                         dummy > last_run ? last_run : -1, dummy, dtype);
     if (!rc) {
         int64_t wd = m->cfg.clip.width;
         float *ones = pool_buf(pool, (size_t)(wd * wd) * sizeof(float));

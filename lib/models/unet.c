@@ -1,4 +1,4 @@
-/* ldm UNetModel (SD1.x / SD2.x), forward and backward over lib/nn blocks (see unet.h). */
+/* ldm/sgm UNetModel (SD1.x / SD2.x / SDXL base), forward and backward over lib/nn blocks (see unet.h). */
 #include "models/unet.h"
 
 #include <stdio.h>
@@ -177,6 +177,17 @@ int sd_unet_init(sd_unet *u, sd_params *r, const char *prefix, const sd_unet_con
     TRY(add_map(u, "time_embed.2.", "time_embedding.linear_2."));
     TRY(add_layer(u, SD_UNET_ROLE_OTHER, &u->time1, NULL, 0));
     TRY(add_layer(u, SD_UNET_ROLE_OTHER, &u->time2, NULL, 0));
+    if (c->adm_in_channels > 0) {
+        /* label_emb (sgm num_classes "sequential"): Sequential(Sequential(linear, SiLU, linear)) */
+        snprintf(key, sizeof key, "%slabel_emb.0.0", u->prefix);
+        TRY(sd_linear_init(&u->label1, r, key, c->adm_in_channels, ted, SD_NN_BIAS));
+        snprintf(key, sizeof key, "%slabel_emb.0.2", u->prefix);
+        TRY(sd_linear_init(&u->label2, r, key, ted, ted, SD_NN_BIAS));
+        TRY(add_map(u, "label_emb.0.0.", "add_embedding.linear_1."));
+        TRY(add_map(u, "label_emb.0.2.", "add_embedding.linear_2."));
+        TRY(add_layer(u, SD_UNET_ROLE_OTHER, &u->label1, NULL, 0));
+        TRY(add_layer(u, SD_UNET_ROLE_OTHER, &u->label2, NULL, 0));
+    }
     /* input blocks */
     int chans[1 + SD_CFG_MAX_LEVELS * 65], nch = 0, k = 0;
     sd_unet_block *b = &u->blocks[k];
@@ -410,6 +421,13 @@ sd_nn_plan sd_unet_plan(const sd_unet *u, int64_t n, int64_t h, int64_t w, int64
     size_t own = abytes(n * mch) + 3 * abytes(n * ted);   /* temb, e1, e1a, emb */
     size_t saved = own + t1.saved + t2.saved;   /* own: the UNet's own tensors (kept in inference too) */
     size_t child = zmax(t1.scratch, t2.scratch);
+    if (c->adm_in_channels > 0) {
+        sd_nn_plan l1 = sd_linear_plan(&u->label1, 2, (int64_t[]){ n, c->adm_in_channels }),
+                   l2 = sd_linear_plan(&u->label2, 2, (int64_t[]){ n, ted });
+        own += 3 * abytes(n * ted);   /* l1, l1a, label_emb output */
+        saved += 3 * abytes(n * ted) + l1.saved + l2.saved;
+        child = zmax(child, zmax(l1.scratch, l2.scratch));
+    }
     int64_t outs[64 * SD_CFG_MAX_LEVELS + 8][4];
     int64_t cur[4] = { n, c->in_channels, h, w };
     size_t skip_sum = 0, gmax = 0, cmax = 0, bwd_block = 0;
@@ -471,7 +489,7 @@ static int tensor_n(sd_arena *a, sd_tensor *t, int nd, const int64_t *s)
 }
 
 int sd_unet_forward(sd_ctx *ctx, sd_unet *u, sd_arena *save, sd_tensor *y, const sd_tensor *x,
-                    const sd_tensor *t, const sd_tensor *context)
+                    const sd_tensor *t, const sd_tensor *context, const sd_tensor *vec)
 {
     const sd_unet_config *c = &u->cfg;
     int64_t mch = c->model_channels, ted = 4 * mch, mult = (int64_t)1 << (c->n_levels - 1);
@@ -488,10 +506,17 @@ int sd_unet_forward(sd_ctx *ctx, sd_unet *u, sd_arena *save, sd_tensor *y, const
     if (y->ndim != 4 || y->shape[0] != N || y->shape[1] != c->out_channels || y->shape[2] != H || y->shape[3] != W)
         return sd_err(SD_EINVAL, "unet: output must be [%lld, %d, %lld, %lld]", (long long)N, c->out_channels,
                       (long long)H, (long long)W);
+    if (c->adm_in_channels > 0 && !vec)
+        return sd_err(SD_EINVAL, "unet: this UNet has label_emb: the vector input [%lld, %d] is required",
+                      (long long)N, c->adm_in_channels);
+    if (c->adm_in_channels <= 0 && vec)
+        return sd_err(SD_EINVAL, "unet: this UNet has no label_emb: no vector input is taken");
+    if (vec && (vec->ndim != 2 || vec->shape[0] != N || vec->shape[1] != c->adm_in_channels || vec->dtype != SD_F32))
+        return sd_err(SD_EINVAL, "unet: the vector input must be f32 [%lld, %d]", (long long)N, c->adm_in_channels);
     size_t mark = sd_arena_mark(&ctx->scratch);
     sd_arena *A = save ? save : &ctx->scratch;
     u->trained = 0;
-    sd_tensor temb, e1, e1a, emb, o;
+    sd_tensor temb, e1, e1a, emb, o, l1 = { 0 }, l1a = { 0 }, l2 = { 0 };
     int rc;
     TRY(tensor_n(A, &temb, 2, (int64_t[]){ N, mch }));
     TRY(tensor_n(A, &e1, 2, (int64_t[]){ N, ted }));
@@ -501,6 +526,15 @@ int sd_unet_forward(sd_ctx *ctx, sd_unet *u, sd_arena *save, sd_tensor *y, const
     TRY(sd_linear_forward(ctx, &u->time1, save, &e1, &temb));
     TRY(sd_op_act(ctx, SD_ACT_SILU, &e1a, &e1));
     TRY(sd_linear_forward(ctx, &u->time2, save, &emb, &e1a));
+    if (vec) {
+        TRY(tensor_n(A, &l1, 2, (int64_t[]){ N, ted }));
+        TRY(tensor_n(A, &l1a, 2, (int64_t[]){ N, ted }));
+        TRY(tensor_n(A, &l2, 2, (int64_t[]){ N, ted }));
+        TRY(sd_linear_forward(ctx, &u->label1, save, &l1, vec));
+        TRY(sd_op_act(ctx, SD_ACT_SILU, &l1a, &l1));
+        TRY(sd_linear_forward(ctx, &u->label2, save, &l2, &l1a));
+        TRY(sd_op_add(ctx, &emb, &emb, &l2));
+    }
     const sd_tensor *h = x;
     for (int i = 0; i < u->nblocks; i++) {
         sd_unet_block *b = &u->blocks[i];
@@ -531,6 +565,10 @@ int sd_unet_forward(sd_ctx *ctx, sd_unet *u, sd_arena *save, sd_tensor *y, const
     if (save) {
         u->x = *x;
         u->context = *context;
+        if (vec) u->vec = *vec;
+        else memset(&u->vec, 0, sizeof u->vec);
+        u->l1 = l1;
+        u->l1a = l1a;
         u->temb = temb;
         u->e1 = e1;
         u->e1a = e1a;
@@ -588,18 +626,24 @@ static int has_grad(const sd_linear *l)
     return (l->w && l->w->grad.data) || (l->b && l->b->grad.data);
 }
 
-int sd_unet_backward(sd_ctx *ctx, sd_unet *u, sd_tensor *dx, sd_tensor *dcontext, const sd_tensor *dy)
+int sd_unet_backward(sd_ctx *ctx, sd_unet *u, sd_tensor *dx, sd_tensor *dcontext, sd_tensor *dvec,
+                     const sd_tensor *dy)
 {
     if (!u->trained) return sd_err(SD_ESTATE, "unet: backward without a training forward");
     u->trained = 0;
     if (dx && !sd_tensor_same_shape(dx, &u->x)) return sd_err(SD_EINVAL, "unet: dx must have the shape of x");
     if (dcontext && !sd_tensor_same_shape(dcontext, &u->context))
         return sd_err(SD_EINVAL, "unet: dcontext must have the shape of the context");
+    if (dvec && (!u->vec.data || !sd_tensor_same_shape(dvec, &u->vec)))
+        return sd_err(SD_EINVAL, u->vec.data ? "unet: dvec must have the shape of the vector input"
+                                              : "unet: dvec without a vector input");
     if (!dy || dy->ndim != 4 || dy->shape[0] != u->x.shape[0] || dy->shape[1] != u->cfg.out_channels ||
         dy->shape[2] != u->x.shape[2] || dy->shape[3] != u->x.shape[3])
         return sd_err(SD_EINVAL, "unet: dy must have the shape of the output");
     size_t mark = sd_arena_mark(&ctx->scratch);
-    int need_emb = has_grad(&u->time1) || has_grad(&u->time2);
+    int time_grad = has_grad(&u->time1) || has_grad(&u->time2);
+    int label = u->vec.data && (dvec || has_grad(&u->label1) || has_grad(&u->label2));
+    int need_emb = time_grad || label;
     sd_tensor demb, dout, G[2], dcat;
     int rc;
     sd_tensor *pdemb = NULL;
@@ -652,7 +696,8 @@ int sd_unet_backward(sd_ctx *ctx, sd_unet *u, sd_tensor *dx, sd_tensor *dcontext
     for (int i = u->n_in - 1; i >= 1; i--)
         TRY(block_backward(ctx, &u->blocks[i], &u->dhs[i - 1], &u->dhs[i], pdemb, dcontext));
     TRY(block_backward(ctx, &u->blocks[0], dx, &u->dhs[0], pdemb, dcontext));
-    if (need_emb) {
+    if (time_grad) {
+        size_t m2 = sd_arena_mark(&ctx->scratch);
         sd_tensor de1a, de1;
         TRY(tensor_n(&ctx->scratch, &de1a, 2, u->emb.shape));
         TRY(zeros(ctx, &de1a));
@@ -661,6 +706,18 @@ int sd_unet_backward(sd_ctx *ctx, sd_unet *u, sd_tensor *dx, sd_tensor *dcontext
         TRY(zeros(ctx, &de1));
         TRY(sd_op_act_bwd(ctx, SD_ACT_SILU, &de1, &de1a, &u->e1));
         TRY(sd_linear_backward(ctx, &u->time1, NULL, &de1));
+        sd_arena_reset(&ctx->scratch, m2);
+    }
+    if (label) {
+        /* emb = time_embed(...) + label_emb(vec): the same d emb flows into both */
+        sd_tensor dl1a, dl1;
+        TRY(tensor_n(&ctx->scratch, &dl1a, 2, u->emb.shape));
+        TRY(zeros(ctx, &dl1a));
+        TRY(sd_linear_backward(ctx, &u->label2, &dl1a, &demb));
+        TRY(tensor_n(&ctx->scratch, &dl1, 2, u->emb.shape));
+        TRY(zeros(ctx, &dl1));
+        TRY(sd_op_act_bwd(ctx, SD_ACT_SILU, &dl1, &dl1a, &u->l1));
+        TRY(sd_linear_backward(ctx, &u->label1, dvec, &dl1));
     }
 out:
     sd_arena_reset(&ctx->scratch, mark);
@@ -773,6 +830,8 @@ static double unet_flops(const sd_unet *u, int64_t h, int64_t w, int64_t s, int 
 {
     const sd_unet_config *c = &u->cfg;
     double f = 2.0 * (double)(c->model_channels * 4 * c->model_channels) * (1 + 4);
+    if (c->adm_in_channels > 0)   /* label_emb: adm → 4·mc, 4·mc → 4·mc */
+        f += 2.0 * (double)(4 * c->model_channels) * (double)(c->adm_in_channels + 4 * c->model_channels);
     double hh = (double)h, ww = (double)w;
     for (int i = 0; i < u->nblocks; i++) {
         const sd_unet_block *b = &u->blocks[i];

@@ -1,30 +1,49 @@
-/* The SD1.x / SD2.x UNet (ldm openaimodel.UNetModel with SpatialTransformers), config-driven,
- * with explicit forward and backward.
+/* The SD1.x / SD2.x / SDXL-base UNet (ldm/sgm openaimodel.UNetModel with SpatialTransformers),
+ * config-driven, with explicit forward and backward.
  *
- * Structure and checkpoint names (below the prefix, "model.diffusion_model." in single files):
+ * Structure and checkpoint names (below the prefix, "model.diffusion_model." in single files;
+ * Diffusers names in brackets):
  *   time_embed.0 / .2               linear mc → 4·mc, SiLU, linear 4·mc → 4·mc (on the sinusoidal
  *                                   timestep embedding, [cos, sin], max period 10000)
- *   input_blocks.0.0                conv_in 3×3 (in_channels → mc)
- *   input_blocks.k.{0,1}            per level, num_res_blocks × [ResBlock, SpatialTransformer if the
- *                                   level is in attention_resolutions]; input_blocks.k.0.op is the
- *                                   stride-2 Downsample between levels
- *   middle_block.{0,1,2}            ResBlock, SpatialTransformer, ResBlock
+ *                                   [time_embedding.linear_1 / linear_2]
+ *   label_emb.0.0 / .0.2            only when adm_in_channels > 0 (SDXL: 2816): linear adm → 4·mc,
+ *                                   SiLU, linear 4·mc → 4·mc on the vector input `vec`, added to
+ *                                   the time embedding before any ResBlock uses it (sgm: emb =
+ *                                   time_embed(t_emb) + label_emb(y)) [add_embedding.linear_1 / _2]
+ *   input_blocks.0.0                conv_in 3×3 (in_channels → mc) [conv_in]
+ *   input_blocks.k.{0,1}            per level, num_res_blocks × [ResBlock, SpatialTransformer with
+ *                                   transformer_depth[level] blocks if the level is in
+ *                                   attention_resolutions]; input_blocks.k.0.op is the stride-2
+ *                                   Downsample between levels [down_blocks.L.resnets.j,
+ *                                   .attentions.j, .downsamplers.0.conv]
+ *   middle_block.{0,1,2}            ResBlock, SpatialTransformer (transformer_depth_middle blocks),
+ *                                   ResBlock [mid_block.resnets.0, .attentions.0, .resnets.1]
  *   output_blocks.k.{0,1,2}         per level (deepest first), num_res_blocks+1 × [ResBlock on
  *                                   cat(h, skip), SpatialTransformer if attention, Upsample
  *                                   ("conv") at the end of every level but the last]
+ *                                   [up_blocks.(L-1-level).resnets.j, .attentions.j, .upsamplers.0.conv]
  *   out.0 / out.2                   GroupNorm(32)+SiLU, conv 3×3 (mc → out_channels)
- * SD1: heads = num_heads, proj_in/proj_out stored as 1×1 convs; SD2: head width num_head_channels,
- * linear proj_in/proj_out (use_linear_in_transformer). Both run as the same linear math.
+ *                                   [conv_norm_out, conv_out]
+ * Inside a SpatialTransformer the names are the same in both namings: norm, proj_in,
+ * transformer_blocks.i.{norm1,attn1,norm2,attn2,norm3,ff}, proj_out.
+ * SD1: heads = num_heads, proj_in/proj_out stored as 1×1 convs; SD2 and SDXL: head width
+ * num_head_channels, linear proj_in/proj_out (use_linear_in_transformer). Both run as the same
+ * linear math. SDXL base: levels 320/640/1280, no attention at level 0 (Diffusers DownBlock2D /
+ * UpBlock2D: down_blocks.0 and up_blocks.2 have resnets only), depth 2 at level 1, 10 at level 2
+ * and in the middle, context 2048, label_emb 2816 → 1280. SDXL single files use exactly these ldm
+ * names (kohya's sdxl_original_unet keeps them, so its LoRA names are "lora_unet_" + the ldm name
+ * with '.' → '_': "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q").
  *
  * Training step (no allocation inside):
  *   sd_nn_plan p = sd_unet_plan(&u, N, H, W, S);     once per latent/context shape
  *   sd_nn_arena_init(&act, SD_DEV_CPU, p.saved);      once (reuse for smaller shapes)
- *   sd_unet_forward(ctx, &u, &act, &eps, &x, &t, &c);
+ *   sd_unet_forward(ctx, &u, &act, &eps, &x, &t, &c, vec_or_NULL);
  *   ... loss, d eps ...
- *   sd_unet_backward(ctx, &u, &dx_or_NULL, &dc_or_NULL, &deps);
+ *   sd_unet_backward(ctx, &u, &dx_or_NULL, &dc_or_NULL, &dvec_or_NULL, &deps);
  *   sd_arena_reset(&act, 0);
- * Backward ACCUMULATES into dx, dcontext and the gradients of the trainable parameters (frozen
- * ones get none; see nn/params.h). ctx->scratch must hold p.scratch plus the ops' own scratch. */
+ * Backward ACCUMULATES into dx, dcontext, dvec and the gradients of the trainable parameters
+ * (frozen ones get none; see nn/params.h). ctx->scratch must hold p.scratch plus the ops' own
+ * scratch. */
 #ifndef SD_MODELS_UNET_H
 #define SD_MODELS_UNET_H
 
@@ -40,14 +59,16 @@ typedef enum sd_unet_role {
     SD_UNET_ROLE_RESBLOCK = 2,     /* ResBlock (ResnetBlock2D): in_layers.2, out_layers.3 (3×3),
                                       emb_layers.1 (linear), skip_connection (1×1). LoRA with conv_dim. */
     SD_UNET_ROLE_SAMPLER = 3,      /* Downsample op / Upsample conv (3×3). LoRA with conv_dim. */
-    SD_UNET_ROLE_OTHER = 4,        /* time_embed.*, input_blocks.0.0, out.2: never LoRA targets */
+    SD_UNET_ROLE_OTHER = 4,        /* time_embed.*, label_emb.*, input_blocks.0.0, out.2: never LoRA
+                                      targets */
 } sd_unet_role;
 
 /* One linear or conv layer, for attaching LoRA modules (sd_linear_set_lora/sd_conv2d_set_lora). */
 typedef struct sd_unet_layer {
     const char *key;         /* ldm name below the UNet prefix, without ".weight":
                                 "input_blocks.1.1.transformer_blocks.0.attn1.to_q" */
-    const char *diffusers;   /* the same layer's Diffusers name (kohya's SD1/SD2 LoRA names):
+    const char *diffusers;   /* the same layer's Diffusers name (kohya's SD1/SD2 LoRA names; its
+                                SDXL LoRA names come from `key`):
                                 "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q" */
     sd_unet_role role;
     sd_linear *linear;       /* exactly one of linear / conv is set */
@@ -85,6 +106,7 @@ typedef struct sd_unet {
     sd_params *params;
     char *prefix;                   /* registry key prefix with its trailing '.', or "" */
     sd_linear time1, time2;
+    sd_linear label1, label2;       /* label_emb.0.0 / .0.2 when cfg.adm_in_channels > 0 */
     sd_groupnorm out_norm;
     sd_conv2d out_conv;
     sd_unet_block *blocks;          /* n_in input blocks, the middle block, n_out output blocks */
@@ -97,6 +119,7 @@ typedef struct sd_unet {
     /* state of the last training forward */
     int trained;                    /* a training forward happened and no backward since */
     sd_tensor x, temb, e1, e1a, emb, context, o;
+    sd_tensor vec, l1, l1a;         /* label_emb input, first linear's output, after SiLU */
     sd_tensor *dhs;                 /* backward: gradients of the input blocks' outputs (n_in) */
 } sd_unet;
 
@@ -110,20 +133,23 @@ void sd_unet_free(sd_unet *u);
  * changed, SD_ENOTFOUND for an unknown block name. Gradients are bit-identical either way. */
 int sd_unet_set_checkpoint(sd_unet *u, const char *block, int on);
 
-/* Activation-arena bytes of a training forward for x [N, in_channels, H, W] and context
- * [N, S, context_dim] (exact: arena use after the forward), and the layer-level scratch the
+/* Activation-arena bytes of a training forward for x [N, in_channels, H, W], context
+ * [N, S, context_dim] (and vec [N, adm_in_channels] when the config has one) (exact: arena use after the forward), and the layer-level scratch the
  * forward/backward/inference take from ctx->scratch at most (an upper bound, not counting the
  * ops' own temporaries). H and W must be multiples of 2^(levels-1). */
 sd_nn_plan sd_unet_plan(const sd_unet *u, int64_t n, int64_t h, int64_t w, int64_t s);
 
-/* y [N,out_channels,H,W] = UNet(x [N,in_channels,H,W], t [N] (f32 timesteps), context [N,S,C]).
+/* y [N,out_channels,H,W] = UNet(x [N,in_channels,H,W], t [N] (f32 timesteps), context [N,S,C],
+ * vec [N, adm_in_channels] (f32; required when cfg.adm_in_channels > 0, NULL otherwise: SDXL's
+ * pooled text embedding + size embeddings)).
  * save = the activation arena (training) or NULL (inference: temporaries from ctx->scratch).
- * In training, x, t and context must stay alive and unchanged until the backward. */
+ * In training, x, t, context and vec must stay alive and unchanged until the backward. */
 int sd_unet_forward(sd_ctx *ctx, sd_unet *u, sd_arena *save, sd_tensor *y, const sd_tensor *x,
-                    const sd_tensor *t, const sd_tensor *context);
-/* dx [N,in,H,W] and dcontext [N,S,C] (either may be NULL) and the trainable parameters' grads
- * += the gradient of dy (the gradient of the output). */
-int sd_unet_backward(sd_ctx *ctx, sd_unet *u, sd_tensor *dx, sd_tensor *dcontext, const sd_tensor *dy);
+                    const sd_tensor *t, const sd_tensor *context, const sd_tensor *vec);
+/* dx [N,in,H,W], dcontext [N,S,C] and dvec [N,adm] (any may be NULL; dvec only with a vec) and
+ * the trainable parameters' grads += the gradient of dy (the gradient of the output). */
+int sd_unet_backward(sd_ctx *ctx, sd_unet *u, sd_tensor *dx, sd_tensor *dcontext, sd_tensor *dvec,
+                     const sd_tensor *dy);
 
 /* ---- LoRA hook points ------------------------------------------------------------------------ */
 

@@ -1495,7 +1495,7 @@ static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int
     /* UNet (inputs copied to the device, the prediction back for the loss) */
     sd_tensor x, tt, y;
     rc = unet_inputs(R, B, C, h, w, &x, &tt, &y);
-    if (!rc) rc = sd_unet_forward(&R->ctx, R->unet, &R->act, &y, &x, &tt, &ctxt);
+    if (!rc) rc = sd_unet_forward(&R->ctx, R->unet, &R->act, &y, &x, &tt, &ctxt, NULL);
     if (!rc) rc = sd_tensor_download(&y, R->pred, (size_t)(B * per) * sizeof(float));
     if (rc) return rc;
     for (int b = 0; b < B; b++) R->lweight[b] = R->d->s[idx[b]].is_reg ? (float)c->prior_loss_weight : 1.0f;
@@ -1514,7 +1514,7 @@ static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int
         rc = sd_op_fill(&R->ctx, &dctx, 0.0f);
         if (rc) return rc;
     }
-    rc = sd_unet_backward(&R->ctx, R->unet, NULL, R->te_train ? &dctx : NULL, &dy);
+    rc = sd_unet_backward(&R->ctx, R->unet, NULL, R->te_train ? &dctx : NULL, NULL, &dy);
     if (rc) return rc;
     if (R->te_train) {
         if (c->weighted_captions && (rc = weight_rows(R, &dctx, B))) return rc;
@@ -1562,7 +1562,7 @@ static int val_batch(void *user, const sd_batch_bucket *bk, const int64_t *idx, 
         rc = unet_inputs(R, B, C, h, w, &x, &tt, &y);
         if (rc) break;
         size_t m2 = sd_arena_mark(&R->ctx.scratch);
-        rc = sd_unet_forward(&R->ctx, R->unet, NULL, &y, &x, &tt, &ctxt);
+        rc = sd_unet_forward(&R->ctx, R->unet, NULL, &y, &x, &tt, &ctxt, NULL);
         sd_arena_reset(&R->ctx.scratch, m2);
         if (!rc) rc = sd_tensor_download(&y, R->pred, (size_t)(B * per) * sizeof(float));
         if (rc) break;

@@ -47,7 +47,7 @@ static int close_to(const char *what, const float *a, const sd_tensor *ref)
 
 static sd_clip_config tiny(int layers, int heads)
 {
-    sd_clip_config c = { 32, layers, heads, 77, 1000 };
+    sd_clip_config c = { 32, layers, heads, 77, 1000, 0 };
     return c;
 }
 

@@ -214,7 +214,7 @@ static void test_lora_merge_golden(void)
     sd_tensor tt2 = sd_tensor_wrap(t, SD_F32, 1, (int64_t[]){ B });
     sd_tensor tg = sd_tensor_wrap(ctxg, SD_F32, 3, (int64_t[]){ B, S, WD });
     sd_tensor ty = sd_tensor_wrap(yc, SD_F32, 4, (int64_t[]){ B, 4, 8, 8 });
-    T_EQ_INT(sd_unet_forward(&ctx, &m.unet, NULL, &ty, &tx, &tt2, &tg), 0);
+    T_EQ_INT(sd_unet_forward(&ctx, &m.unet, NULL, &ty, &tx, &tt2, &tg, NULL), 0);
     double ey = max_rel(yc, yg, B * PER);
     T_CHECKF(ey <= 1e-4, "UNet with the merged LoRA: relative error %.3g", ey);
     printf("# merged LoRA: text encoder %.3g, UNet %.3g relative\n", ec, ey);

@@ -3,7 +3,11 @@
  * f16 weights; a Diffusers-named file), output and gradients (input, context, parameters) within
  * max|Δ| ≤ 1e-4·max|ref|; exact activation plans; inference = training forward; gradient
  * checkpointing and frozen (half-stored) weights give the same gradients; ldm ↔ Diffusers names
- * equal kohya's table for every key; LoRA hook points match the reference's module counts. */
+ * equal kohya's table for every key; LoRA hook points match the reference's module counts.
+ * SDXL (make_unet_sdxl_golden.py): a tiny SDXL-shaped UNet (per-level transformer depth, no
+ * attention on level 0, label_emb on a vector input) whose weights come from a formula both sides
+ * evaluate: output, dx, dcontext, dvec and parameter gradients, both loaders (ldm / Diffusers names
+ * of the generator's table), misuse of the vector input; the real SDXL base's hook points. */
 #include "base/error.h"
 #include "io/safetensors.h"
 #include "models/model_config.h"
@@ -139,9 +143,9 @@ static int step(model *m, run *r, const sd_safetensors *st, int *plan_exact)
     if ((rc = sd_nn_arena_init(&act, SD_DEV_CPU, p.saved))) return rc;
     if (m->reg.grad_bytes) sd_params_zero_grad(&g_ctx, &m->reg);
     size_t s0 = g_ctx.scratch.used;
-    rc = sd_unet_forward(&g_ctx, &m->u, &act, &r->y, &r->x, &r->t, &r->c);
+    rc = sd_unet_forward(&g_ctx, &m->u, &act, &r->y, &r->x, &r->t, &r->c, NULL);
     if (!rc && plan_exact) *plan_exact = act.used == p.saved;
-    if (!rc) rc = sd_unet_backward(&g_ctx, &m->u, &r->dx, &r->dc, &r->dy);
+    if (!rc) rc = sd_unet_backward(&g_ctx, &m->u, &r->dx, &r->dc, NULL, &r->dy);
     if (!rc && g_ctx.scratch.used != s0) rc = sd_err(SD_ESTATE, "scratch not released");
     sd_arena_free(&act);
     if (!rc && m->reg.grad_bytes) {
@@ -209,7 +213,7 @@ static void check_golden_file(const char *path, const char *name, const char *cf
     /* inference forward = training forward, bit for bit */
     CK(sd_tensor_alloc(&yi, SD_F32, 4, r.y.shape));
     g_ctx.scratch.peak = 0;
-    CK(sd_unet_forward(&g_ctx, &m.u, NULL, &yi, &r.x, &r.t, &r.c));
+    CK(sd_unet_forward(&g_ctx, &m.u, NULL, &yi, &r.x, &r.t, &r.c, NULL));
     T_CHECK(!memcmp(yi.data, r.y.data, sd_tensor_nbytes(&yi)));
     T_EQ_INT(g_ctx.scratch.used, 0);
     {
@@ -218,7 +222,7 @@ static void check_golden_file(const char *path, const char *name, const char *cf
                g_ctx.scratch.peak, p.scratch);
     }
     /* backward without a training forward is refused */
-    T_EQ_INT(sd_unet_backward(&g_ctx, &m.u, NULL, NULL, &r.dy), SD_ESTATE);
+    T_EQ_INT(sd_unet_backward(&g_ctx, &m.u, NULL, NULL, NULL, &r.dy), SD_ESTATE);
     /* gradient checkpointing: identical gradients */
     T_CHECK(sd_unet_set_checkpoint(&m.u, NULL, 1) == m.u.nblocks);
     sd_nn_plan pc = sd_unet_plan(&m.u, r.x.shape[0], r.x.shape[2], r.x.shape[3], r.c.shape[1]);
@@ -261,8 +265,8 @@ static void check_golden_file(const char *path, const char *name, const char *cf
         sd_arena act;
         CK(sd_nn_arena_init(&act, SD_DEV_CPU, p.saved));
         sd_op_fill(&g_ctx, &rf.dc, 0.0f);
-        rc1 = sd_unet_forward(&g_ctx, &f.u, &act, &rf.y, &r.x, &r.t, &r.c);
-        int rc2 = rc1 ? rc1 : sd_unet_backward(&g_ctx, &f.u, NULL, &rf.dc, &r.dy);
+        rc1 = sd_unet_forward(&g_ctx, &f.u, &act, &rf.y, &r.x, &r.t, &r.c, NULL);
+        int rc2 = rc1 ? rc1 : sd_unet_backward(&g_ctx, &f.u, NULL, &rf.dc, NULL, &r.dy);
         sd_arena_free(&act);
         CK(rc2);
         T_CHECK(!memcmp(rf.dc.data, r.dc.data, sd_tensor_nbytes(&r.dc)));
@@ -479,7 +483,7 @@ static void test_lora_attach(void)
     T_CHECK(exact);
     T_CHECK(memcmp(rl.y.data, r.y.data, sd_tensor_nbytes(&r.y)) != 0);
     CK(sd_tensor_alloc(&yi, SD_F32, 4, r.y.shape));
-    CK(sd_unet_forward(&g_ctx, &m.u, NULL, &yi, &rl.x, &rl.t, &rl.c));
+    CK(sd_unet_forward(&g_ctx, &m.u, NULL, &yi, &rl.x, &rl.t, &rl.c, NULL));
     T_CHECK(!memcmp(yi.data, rl.y.data, sd_tensor_nbytes(&yi)));
 done:
     for (size_t i = 0; i < nl && mods; i++) {
@@ -507,21 +511,21 @@ static void test_unet_misuse(void)
     CK(sd_tensor_alloc(&y, SD_F32, 4, (int64_t[]){ 1, 4, 6, 8 }));
     CK(sd_tensor_alloc(&t, SD_F32, 1, (int64_t[]){ 1 }));
     CK(sd_tensor_alloc(&c, SD_F32, 3, (int64_t[]){ 1, 3, 48 }));
-    T_EQ_INT(sd_unet_forward(&g_ctx, &m.u, NULL, &y, &x, &t, &c), SD_OK);
+    T_EQ_INT(sd_unet_forward(&g_ctx, &m.u, NULL, &y, &x, &t, &c, NULL), SD_OK);
     sd_tensor bad = c;
     bad.shape[2] = 47;
-    T_EQ_INT(sd_unet_forward(&g_ctx, &m.u, NULL, &y, &x, &t, &bad), SD_EINVAL);
+    T_EQ_INT(sd_unet_forward(&g_ctx, &m.u, NULL, &y, &x, &t, &bad, NULL), SD_EINVAL);
     bad = x;
     bad.shape[2] = 7;
-    T_EQ_INT(sd_unet_forward(&g_ctx, &m.u, NULL, &y, &bad, &t, &c), SD_EINVAL);
+    T_EQ_INT(sd_unet_forward(&g_ctx, &m.u, NULL, &y, &bad, &t, &c, NULL), SD_EINVAL);
     T_CHECK(strstr(sd_errmsg(), "multiple") != NULL);
     bad = x;
     bad.shape[1] = 3;
-    T_EQ_INT(sd_unet_forward(&g_ctx, &m.u, NULL, &y, &bad, &t, &c), SD_EINVAL);
+    T_EQ_INT(sd_unet_forward(&g_ctx, &m.u, NULL, &y, &bad, &t, &c, NULL), SD_EINVAL);
     /* a too small activation arena is an error, not a crash */
     sd_arena small;
     CK(sd_nn_arena_init(&small, SD_DEV_CPU, 4096));
-    T_EQ_INT(sd_unet_forward(&g_ctx, &m.u, &small, &y, &x, &t, &c), SD_ENOMEM);
+    T_EQ_INT(sd_unet_forward(&g_ctx, &m.u, &small, &y, &x, &t, &c, NULL), SD_ENOMEM);
     sd_arena_free(&small);
     T_EQ_INT(g_ctx.scratch.used, 0);
 done:
@@ -530,6 +534,394 @@ done:
     sd_tensor_free(&t);
     sd_tensor_free(&c);
     if (m.ok) model_close(&m);
+}
+
+/* ---- SDXL ------------------------------------------------------------------------------------ */
+
+/* The tiny SDXL-shaped UNet of tests/golden/gen/make_unet_sdxl_golden.py: the SDXL preset with
+ * model_channels 32, channel_mult [1, 2, 2], transformer_depth [0, 1, 2], middle 3, head width 16,
+ * context 80, adm 40 (attention on levels 1 and 2, linear proj, num_res_blocks 2 as in SDXL). */
+static void sdxl_tiny_cfg(sd_unet_config *u)
+{
+    sd_model_config mc;
+    sd_model_config_preset(SD_FAMILY_SDXL, &mc);
+    *u = mc.unet;
+    u->model_channels = 32;
+    u->n_levels = 3;
+    static const int mult[3] = { 1, 2, 2 }, depth[3] = { 0, 1, 2 };
+    for (int l = 0; l < 3; l++) {
+        u->channel_mult[l] = mult[l];
+        u->num_res_blocks[l] = 2;
+        u->transformer_depth[l] = depth[l];
+    }
+    u->transformer_depth_middle = 3;
+    u->num_heads = -1;
+    u->num_head_channels = 16;
+    u->context_dim = 80;
+    u->adm_in_channels = 40;
+}
+
+/* The generator's weight formula (sdxl_weight there), bit for bit. */
+static uint32_t sdxl_mix(uint32_t x)
+{
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    return x;
+}
+
+static void sdxl_fill(sd_params *reg, const char *prefix)
+{
+    size_t pl = strlen(prefix);
+    for (size_t k = 0; k < sd_params_count(reg); k++) {
+        sd_param *p = sd_params_at(reg, k);
+        const char *name = p->key + pl;
+        uint32_t seed = 0x811c9dc5u;
+        for (const unsigned char *c = (const unsigned char *)name; *c; c++) seed = (seed ^ *c) * 0x01000193u;
+        size_t nl = strlen(name);
+        int norm = nl > 7 && !strcmp(name + nl - 7, ".weight") &&
+                   (strstr(name, "norm") || strstr(name, ".in_layers.0.") || strstr(name, ".out_layers.0.") ||
+                    !strcmp(name, "out.0.weight"));
+        int64_t n = sd_tensor_numel(&p->value);
+        double scale = p->value.ndim >= 2 ? sqrt(3.0 / (double)(n / p->value.shape[0])) : 0;
+        float *v = p->value.data;
+        for (int64_t i = 0; i < n; i++) {
+            uint32_t x = sdxl_mix(seed + (uint32_t)i * 0x9e3779b9u);
+            double r = 2.0 * ((double)(x >> 8) / 16777216.0) - 1.0;
+            v[i] = (float)(p->value.ndim >= 2 ? r * scale : norm ? 1.0 + 0.2 * r : 0.1 * r);
+        }
+    }
+}
+
+typedef struct xl_model {
+    sd_params reg;
+    sd_unet u;
+    int ok;
+} xl_model;
+
+static int xl_open(xl_model *m, int trainable)
+{
+    memset(m, 0, sizeof *m);
+    sd_unet_config cfg;
+    sdxl_tiny_cfg(&cfg);
+    sd_params_init(&m->reg);
+    int rc = sd_unet_init(&m->u, &m->reg, "model.diffusion_model", &cfg);
+    if (rc) {
+        sd_params_free(&m->reg);
+        return rc;
+    }
+    m->ok = 1;
+    if (!trainable) {
+        sd_params_set_trainable(&m->reg, "", 0);
+        sd_params_set_frozen_dtype(&m->reg, SD_F32);
+    }
+    return sd_params_alloc(&m->reg, SD_DEV_CPU);
+}
+
+static void xl_close(xl_model *m)
+{
+    if (!m->ok) return;
+    sd_unet_free(&m->u);
+    sd_params_free(&m->reg);
+    m->ok = 0;
+}
+
+typedef struct xl_run {
+    sd_tensor y, dx, dc, dv;
+    float *grads;
+} xl_run;
+
+static void xl_run_free(xl_run *r)
+{
+    sd_tensor_free(&r->y);
+    sd_tensor_free(&r->dx);
+    sd_tensor_free(&r->dc);
+    sd_tensor_free(&r->dv);
+    free(r->grads);
+    memset(r, 0, sizeof *r);
+}
+
+/* One training step with the golden inputs; dx/dc/dv as asked (NULL when 0). */
+static int xl_step(xl_model *m, xl_run *r, const sd_tensor *in, int want_dx, int want_dc, int want_dv, int *exact)
+{
+    const sd_tensor *x = &in[0], *t = &in[1], *c = &in[2], *v = &in[3], *dy = &in[4];
+    xl_run_free(r);
+    int rc;
+    if ((rc = sd_tensor_alloc(&r->y, SD_F32, 4, dy->shape)) || (rc = sd_tensor_alloc(&r->dx, SD_F32, 4, x->shape)) ||
+        (rc = sd_tensor_alloc(&r->dc, SD_F32, 3, c->shape)) || (rc = sd_tensor_alloc(&r->dv, SD_F32, 2, v->shape)))
+        return rc;
+    sd_op_fill(&g_ctx, &r->dx, 0.0f);
+    sd_op_fill(&g_ctx, &r->dc, 0.0f);
+    sd_op_fill(&g_ctx, &r->dv, 0.0f);
+    sd_nn_plan p = sd_unet_plan(&m->u, x->shape[0], x->shape[2], x->shape[3], c->shape[1]);
+    sd_arena act;
+    if ((rc = sd_nn_arena_init(&act, SD_DEV_CPU, p.saved))) return rc;
+    if (m->reg.grad_bytes) sd_params_zero_grad(&g_ctx, &m->reg);
+    size_t s0 = g_ctx.scratch.used;
+    rc = sd_unet_forward(&g_ctx, &m->u, &act, &r->y, x, t, c, v);
+    if (!rc && exact) *exact = act.used == p.saved;
+    if (!rc)
+        rc = sd_unet_backward(&g_ctx, &m->u, want_dx ? &r->dx : NULL, want_dc ? &r->dc : NULL,
+                              want_dv ? &r->dv : NULL, dy);
+    if (!rc && g_ctx.scratch.used != s0) rc = sd_err(SD_ESTATE, "scratch not released");
+    sd_arena_free(&act);
+    if (!rc && m->reg.grad_bytes) {
+        r->grads = malloc(m->reg.grad_bytes);
+        memcpy(r->grads, m->reg.grad_mem, m->reg.grad_bytes);
+    }
+    return rc;
+}
+
+static int same(const sd_tensor *a, const sd_tensor *b)
+{
+    return !memcmp(a->data, b->data, sd_tensor_nbytes(a));
+}
+
+/* Forward, dx, dcontext, dvec and parameter gradients (label_emb included) against PyTorch; the
+ * weights through both loaders (ldm single-file names, Diffusers names from the generator's table);
+ * exact plan; inference = training; checkpointing, a frozen UNet and dvec alone give the same bits. */
+static void test_sdxl_tiny_golden(void)
+{
+    sd_safetensors *st = NULL, *f1 = NULL, *f2 = NULL;
+    sd_safetensors_writer *w1 = NULL, *w2 = NULL;
+    xl_model a = { 0 }, b = { 0 }, c = { 0 }, fz = { 0 };
+    xl_run r = { 0 }, r2 = { 0 }, rf = { 0 };
+    sd_tensor in[5] = { { 0 } }, ref = { 0 }, yi = { 0 };
+    FILE *fp = NULL;
+    CK(sd_safetensors_open(data_path("sdxl_tiny.safetensors"), &st));
+    static const char *const inputs[5] = { "golden.x", "golden.t", "golden.context", "golden.vec", "golden.dy" };
+    for (int i = 0; i < 5; i++) CK(golden(st, inputs[i], &in[i]));
+    CK(xl_open(&a, 1));
+    sdxl_fill(&a.reg, "model.diffusion_model.");
+    /* the C formula = the generator's */
+    static const char *const wref[2] = { "label_emb.0.2.bias", "out.2.weight" };
+    for (int i = 0; i < 2; i++) {
+        char gname[128], key[160];
+        snprintf(gname, sizeof gname, "golden.w.%s", wref[i]);
+        snprintf(key, sizeof key, "model.diffusion_model.%s", wref[i]);
+        CK(golden(st, gname, &ref));
+        sd_param *p = sd_params_find(&a.reg, key);
+        T_CHECKF(p && sd_tensor_numel(&p->value) == sd_tensor_numel(&ref) && same(&ref, &p->value),
+                 "weight formula differs on %s", wref[i]);
+        sd_tensor_free(&ref);
+    }
+    /* ldm single-file and Diffusers files of the same weights (Diffusers names: the generator's) */
+    fp = fopen(data_path("sdxl_tiny_names.txt"), "r");
+    T_CHECK(fp != NULL);
+    if (!fp) goto done;
+    CK(sd_safetensors_writer_new(&w1));
+    CK(sd_safetensors_writer_new(&w2));
+    char ln[256], dn[256], out[256], full[300];
+    size_t nnames = 0;
+    while (fscanf(fp, "%255s %255s", ln, dn) == 2) {
+        nnames++;
+        T_CHECKF(!sd_unet_name_to_diffusers(&a.u, ln, out, sizeof out) && !strcmp(out, dn), "%s -> %s, want %s", ln,
+                 out, dn);
+        T_CHECKF(!sd_unet_name_from_diffusers(&a.u, dn, out, sizeof out) && !strcmp(out, ln), "%s -> %s, want %s", dn,
+                 out, ln);
+        snprintf(full, sizeof full, "model.diffusion_model.%s", ln);
+        sd_param *p = sd_params_find(&a.reg, full);
+        T_CHECKF(p != NULL, "%s not registered", full);
+        if (!p) continue;
+        CK(sd_safetensors_writer_add(w1, full, SD_ST_F32, p->value.ndim, p->value.shape, p->value.data));
+        CK(sd_safetensors_writer_add(w2, dn, SD_ST_F32, p->value.ndim, p->value.shape, p->value.data));
+    }
+    T_EQ_INT(nnames, sd_params_count(&a.reg));
+    const char *p1 = t_path("sdxl_tiny_ldm.safetensors"), *p2 = t_path("sdxl_tiny_diffusers.safetensors");
+    CK(sd_safetensors_writer_write(w1, p1));
+    CK(sd_safetensors_writer_write(w2, p2));
+    CK(sd_safetensors_open(p1, &f1));
+    CK(sd_safetensors_open(p2, &f2));
+    CK(xl_open(&b, 1));
+    CK(xl_open(&c, 1));
+    sd_load_report rep;
+    CK(sd_unet_load(&b.u, f1, SD_UNET_NAMES_LDM, "model.diffusion_model.", 0, &rep));
+    T_EQ_INT(rep.loaded, sd_params_count(&b.reg));
+    sd_load_report_free(&rep);
+    CK(sd_unet_load(&c.u, f2, SD_UNET_NAMES_DIFFUSERS, NULL, 0, &rep));
+    T_EQ_INT(rep.loaded, sd_params_count(&c.reg));
+    T_EQ_INT(rep.unexpected, 0);
+    sd_load_report_free(&rep);
+    T_CHECK(!memcmp(a.reg.value_mem, b.reg.value_mem, a.reg.value_bytes));
+    T_CHECK(!memcmp(a.reg.value_mem, c.reg.value_mem, a.reg.value_bytes));
+    /* training step against PyTorch */
+    int exact = 0;
+    CK(xl_step(&c, &r, in, 1, 1, 1, &exact));
+    T_CHECK(exact);
+    static const char *const outs[4] = { "golden.y", "golden.dx", "golden.dcontext", "golden.dvec" };
+    sd_tensor *mine[4] = { &r.y, &r.dx, &r.dc, &r.dv };
+    for (int i = 0; i < 4; i++) {
+        CK(golden(st, outs[i], &ref));
+        T_EQ_INT(sd_tensor_numel(&ref), sd_tensor_numel(mine[i]));
+        double d = rel_diff(mine[i]->data, ref.data, sd_tensor_numel(&ref));
+        printf("# sdxl_tiny: %s max rel diff %.3g\n", outs[i] + 7, d);
+        T_CHECKF(d <= 2e-5, "sdxl %s %.3g", outs[i], d);
+        sd_tensor_free(&ref);
+    }
+    double worst = 0;
+    int ngrads = 0;
+    for (size_t i = 0; i < sd_safetensors_count(st); i++) {
+        const sd_st_tensor *g = sd_safetensors_at(st, i);
+        if (strncmp(g->name, "golden.grad.", 12)) continue;
+        snprintf(full, sizeof full, "model.diffusion_model.%s", g->name + 12);
+        sd_param *p = sd_params_find(&c.reg, full);
+        T_CHECKF(p != NULL, "no parameter %s", full);
+        if (!p) continue;
+        CK(golden(st, g->name, &ref));
+        T_EQ_INT(sd_tensor_numel(&ref), sd_tensor_numel(&p->grad));
+        double d = rel_diff(p->grad.data, ref.data, sd_tensor_numel(&ref));
+        T_CHECKF(d <= 2e-5, "sdxl grad %s %.3g", full, d);
+        if (d > worst) worst = d;
+        ngrads++;
+        sd_tensor_free(&ref);
+    }
+    printf("# sdxl_tiny: %d parameter gradients, max rel diff %.3g\n", ngrads, worst);
+    T_CHECK(ngrads >= 12);
+    /* the ldm-loaded copy gives the same bits */
+    CK(xl_step(&b, &r2, in, 1, 1, 1, NULL));
+    T_CHECK(same(&r2.y, &r.y) && same(&r2.dx, &r.dx) && same(&r2.dc, &r.dc) && same(&r2.dv, &r.dv));
+    /* inference = training forward */
+    CK(sd_tensor_alloc(&yi, SD_F32, 4, r.y.shape));
+    CK(sd_unet_forward(&g_ctx, &c.u, NULL, &yi, &in[0], &in[1], &in[2], &in[3]));
+    T_CHECK(same(&yi, &r.y));
+    T_EQ_INT(g_ctx.scratch.used, 0);
+    /* gradient checkpointing: identical gradients, dvec included */
+    sd_unet_set_checkpoint(&c.u, NULL, 1);
+    exact = 0;
+    CK(xl_step(&c, &r2, in, 1, 1, 1, &exact));
+    sd_unet_set_checkpoint(&c.u, NULL, 0);
+    T_CHECK(exact);
+    T_CHECK(same(&r2.y, &r.y) && same(&r2.dx, &r.dx) && same(&r2.dc, &r.dc) && same(&r2.dv, &r.dv));
+    T_CHECK(!memcmp(r2.grads, r.grads, c.reg.grad_bytes));
+    /* a frozen UNet: dvec alone (text encoder 2 training through the pooled vector) and dcontext */
+    CK(xl_open(&fz, 0));
+    CK(sd_unet_load(&fz.u, f1, SD_UNET_NAMES_LDM, "model.diffusion_model.", 0, NULL));
+    T_EQ_INT(fz.reg.grad_bytes, 0);
+    CK(xl_step(&fz, &rf, in, 0, 0, 1, &exact));
+    T_CHECK(exact);
+    T_CHECK(same(&rf.y, &r.y) && same(&rf.dv, &r.dv));
+    CK(xl_step(&fz, &rf, in, 0, 1, 0, NULL));
+    T_CHECK(same(&rf.dc, &r.dc));
+    /* misuse: the vector is required, and its gradient needs it */
+    T_EQ_INT(sd_unet_forward(&g_ctx, &c.u, NULL, &yi, &in[0], &in[1], &in[2], NULL), SD_EINVAL);
+    T_CHECK(strstr(sd_errmsg(), "vector") != NULL);
+    {
+        sd_tensor bad = in[3];
+        bad.shape[1] = 39;
+        T_EQ_INT(sd_unet_forward(&g_ctx, &c.u, NULL, &yi, &in[0], &in[1], &in[2], &bad), SD_EINVAL);
+    }
+    T_EQ_INT(g_ctx.scratch.used, 0);
+done:
+    if (fp) fclose(fp);
+    for (int i = 0; i < 5; i++) sd_tensor_free(&in[i]);
+    sd_tensor_free(&ref);
+    sd_tensor_free(&yi);
+    xl_run_free(&r);
+    xl_run_free(&r2);
+    xl_run_free(&rf);
+    xl_close(&a);
+    xl_close(&b);
+    xl_close(&c);
+    xl_close(&fz);
+    sd_safetensors_writer_free(w1);
+    sd_safetensors_writer_free(w2);
+    sd_safetensors_close(st);
+    sd_safetensors_close(f1);
+    sd_safetensors_close(f2);
+}
+
+/* A vector given to a UNet without label_emb, or dvec without a vector, is refused. */
+static void test_sdxl_vec_misuse(void)
+{
+    model m = { 0 };
+    sd_tensor x = { 0 }, y = { 0 }, t = { 0 }, c = { 0 }, v = { 0 }, dy = { 0 };
+    sd_arena act = { 0 };
+    CK(model_open(&m, sd2_cfg(), 1, SD_F32));
+    CK(sd_tensor_alloc(&x, SD_F32, 4, (int64_t[]){ 1, 4, 8, 8 }));
+    CK(sd_tensor_alloc(&y, SD_F32, 4, (int64_t[]){ 1, 4, 8, 8 }));
+    CK(sd_tensor_alloc(&dy, SD_F32, 4, (int64_t[]){ 1, 4, 8, 8 }));
+    CK(sd_tensor_alloc(&t, SD_F32, 1, (int64_t[]){ 1 }));
+    CK(sd_tensor_alloc(&c, SD_F32, 3, (int64_t[]){ 1, 3, 48 }));
+    CK(sd_tensor_alloc(&v, SD_F32, 2, (int64_t[]){ 1, 16 }));
+    T_EQ_INT(sd_unet_forward(&g_ctx, &m.u, NULL, &y, &x, &t, &c, &v), SD_EINVAL);
+    T_CHECK(strstr(sd_errmsg(), "label_emb") != NULL);
+    sd_nn_plan p = sd_unet_plan(&m.u, 1, 8, 8, 3);
+    CK(sd_nn_arena_init(&act, SD_DEV_CPU, p.saved));
+    CK(sd_unet_forward(&g_ctx, &m.u, &act, &y, &x, &t, &c, NULL));
+    T_EQ_INT(sd_unet_backward(&g_ctx, &m.u, NULL, NULL, &v, &dy), SD_EINVAL);
+    T_EQ_INT(g_ctx.scratch.used, 0);
+done:
+    sd_arena_free(&act);
+    sd_tensor_free(&x);
+    sd_tensor_free(&y);
+    sd_tensor_free(&dy);
+    sd_tensor_free(&t);
+    sd_tensor_free(&c);
+    sd_tensor_free(&v);
+    if (m.ok) model_close(&m);
+}
+
+/* LoRA hook points of the real SDXL base UNet (registration only): kohya's module counts (722
+ * transformer linears; 788 with the ResBlock/sampler convs of conv_dim), roles, ldm keys (kohya's
+ * SDXL LoRA names) and Diffusers names, parameter count. */
+static void test_sdxl_layers(void)
+{
+    sd_model_config cfg;
+    sd_params reg;
+    sd_unet u;
+    sd_model_config_preset(SD_FAMILY_SDXL, &cfg);
+    sd_params_init(&reg);
+    if (sd_unet_init(&u, &reg, "model.diffusion_model", &cfg.unet)) {
+        printf("# %s\n", sd_errmsg());
+        T_CHECK(0);
+        sd_params_free(&reg);
+        return;
+    }
+    size_t tr = 0, conv = 0, other = 0, c1 = 0;
+    for (size_t i = 0; i < sd_unet_layer_count(&u); i++) {
+        const sd_unet_layer *l = sd_unet_layer_at(&u, i);
+        if (l->role == SD_UNET_ROLE_TRANSFORMER) tr++;
+        else if (l->role == SD_UNET_ROLE_OTHER) other++;
+        else conv++;
+        c1 += l->conv1x1;
+    }
+    T_EQ_INT(tr, 722);
+    T_EQ_INT(tr + conv, 788);
+    T_EQ_INT(other, 6);   /* time_embed.0/2, label_emb.0.0/0.2, conv_in, conv_out */
+    T_EQ_INT(c1, 0);
+    const sd_unet_layer *l = sd_unet_layer_find(&u, "input_blocks.4.1.transformer_blocks.0.attn1.to_q");
+    T_CHECK(l && l->role == SD_UNET_ROLE_TRANSFORMER && l->in == 640 &&
+            !strcmp(l->diffusers, "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"));
+    l = sd_unet_layer_find(&u, "input_blocks.8.1.transformer_blocks.9.attn2.to_k");
+    T_CHECK(l && l->in == 2048 && l->out == 1280 &&
+            !strcmp(l->diffusers, "down_blocks.2.attentions.1.transformer_blocks.9.attn2.to_k"));
+    l = sd_unet_layer_find(&u, "middle_block.1.transformer_blocks.9.ff.net.2");
+    T_CHECK(l && !strcmp(l->diffusers, "mid_block.attentions.0.transformer_blocks.9.ff.net.2"));
+    T_CHECK(sd_unet_layer_find(&u, "middle_block.1.transformer_blocks.10.ff.net.2") == NULL);
+    T_CHECK(sd_unet_layer_find(&u, "input_blocks.1.1.proj_in") == NULL);   /* no attention at level 0 */
+    l = sd_unet_layer_find(&u, "output_blocks.2.2.conv");
+    T_CHECK(l && l->role == SD_UNET_ROLE_SAMPLER && !strcmp(l->diffusers, "up_blocks.0.upsamplers.0.conv"));
+    l = sd_unet_layer_find(&u, "output_blocks.5.2.conv");
+    T_CHECK(l && !strcmp(l->diffusers, "up_blocks.1.upsamplers.0.conv"));
+    l = sd_unet_layer_find(&u, "output_blocks.8.0.skip_connection");
+    T_CHECK(l && l->role == SD_UNET_ROLE_RESBLOCK && !strcmp(l->diffusers, "up_blocks.2.resnets.2.conv_shortcut"));
+    l = sd_unet_layer_find(&u, "output_blocks.3.1.transformer_blocks.1.attn1.to_out.0");
+    T_CHECK(l && !strcmp(l->diffusers, "up_blocks.1.attentions.0.transformer_blocks.1.attn1.to_out.0"));
+    l = sd_unet_layer_find(&u, "label_emb.0.0");
+    T_CHECK(l && l->role == SD_UNET_ROLE_OTHER && l->in == 2816 && l->out == 1280 &&
+            !strcmp(l->diffusers, "add_embedding.linear_1"));
+    l = sd_unet_layer_find(&u, "label_emb.0.2");
+    T_CHECK(l && !strcmp(l->diffusers, "add_embedding.linear_2"));
+    sd_params_totals tot;
+    sd_params_get_totals(&reg, &tot);
+    printf("# SDXL UNet: %lld parameters in %zu tensors, %.4g GFLOP per 128x128 forward\n", (long long)tot.numel,
+           tot.count, sd_unet_forward_flops(&u, 128, 128, 77) * 1e-9);
+    T_EQ_INT(tot.numel, 2567463684LL);
+    T_CHECK(sd_unet_weight_flops(&u, 128, 128, 77) < sd_unet_forward_flops(&u, 128, 128, 77));
+    sd_unet_free(&u);
+    sd_params_free(&reg);
 }
 
 int main(void)
@@ -547,6 +939,9 @@ int main(void)
     T_RUN(test_lora_layers);
     T_RUN(test_lora_attach);
     T_RUN(test_unet_misuse);
+    T_RUN(test_sdxl_tiny_golden);
+    T_RUN(test_sdxl_vec_misuse);
+    T_RUN(test_sdxl_layers);
     sd_ctx_free(&g_ctx);
     T_DONE();
 }

@@ -5,6 +5,8 @@
  * of L = Σ r·y, with a tight tolerance; the checker itself is shown to catch a wrong gradient. */
 #include "test_nn_f64.h"
 
+#include "models/model_config_core.h"
+#include "models/unet.h"
 #include "nn/nn.h"
 #include "test.h"
 
@@ -60,7 +62,10 @@ static void alloc_params(sd_params *r)
 
 /* ---- the unit under test -------------------------------------------------------------------- */
 
-enum { K_LINEAR, K_CONV, K_GN, K_LN, K_ATTN, K_FF, K_RES, K_TBLOCK, K_ST, K_DOWN, K_UP, K_EMB };
+enum { K_LINEAR, K_CONV, K_GN, K_LN, K_ATTN, K_FF, K_RES, K_TBLOCK, K_ST, K_DOWN, K_UP, K_EMB, K_UNET };
+
+/* K_UNET: in[0] = the vector input (label_emb), in[1] = the context; latent and timesteps fixed */
+static sd_tensor g_unet_x, g_unet_t;
 
 typedef struct unit {
     int kind;
@@ -89,6 +94,7 @@ static int u_forward(unit *u, sd_arena *save)
     case K_DOWN: return sd_downsample_forward(&g_ctx, u->layer, save, &u->out, x);
     case K_UP: return sd_upsample_forward(&g_ctx, u->layer, save, &u->out, x);
     case K_EMB: return sd_embedding_forward(&g_ctx, u->layer, save, &u->out, x);
+    case K_UNET: return sd_unet_forward(&g_ctx, u->layer, save, &u->out, &g_unet_x, &g_unet_t, c, x);
     }
     return SD_EINVAL;
 }
@@ -109,6 +115,7 @@ static int u_backward(unit *u, const sd_tensor *dy)
     case K_DOWN: return sd_downsample_backward(&g_ctx, u->layer, dx, dy);
     case K_UP: return sd_upsample_backward(&g_ctx, u->layer, dx, dy);
     case K_EMB: return sd_embedding_backward(&g_ctx, u->layer, dy);
+    case K_UNET: return sd_unet_backward(&g_ctx, u->layer, NULL, dc, dx, dy);
     }
     return SD_EINVAL;
 }
@@ -509,6 +516,48 @@ static void test_embedding(void)
     reset_all(&r, NULL);
 }
 
+/* A tiny SDXL-shaped UNet (no attention on level 0, label_emb): d vec (through label_emb and every
+ * ResBlock's emb_layers), d context and the label_emb weights; the rest of the UNet frozen. */
+static void test_unet_label_emb(void)
+{
+    sd_params r;
+    sd_params_init(&r);
+    sd_model_config mc;
+    sd_model_config_preset(SD_FAMILY_SDXL, &mc);
+    sd_unet_config c = mc.unet;
+    c.model_channels = 32;
+    c.n_levels = 2;
+    c.channel_mult[0] = 1;
+    c.channel_mult[1] = 2;
+    c.num_res_blocks[0] = c.num_res_blocks[1] = 1;
+    c.n_attn = 1;
+    c.attention_resolutions[0] = 2;
+    c.transformer_depth[0] = 0;
+    c.transformer_depth[1] = 1;
+    c.transformer_depth_middle = 1;
+    c.num_heads = -1;
+    c.num_head_channels = 32;
+    c.context_dim = 6;
+    c.adm_in_channels = 5;
+    sd_unet un;
+    T_CHECK(sd_unet_init(&un, &r, NULL, &c) == SD_OK);
+    sd_params_set_trainable(&r, "", 0);
+    T_EQ_INT(sd_params_set_trainable(&r, "label_emb.", 1), 4);
+    alloc_params(&r);
+    int64_t xs[4] = { 2, 4, 2, 2 }, vs[2] = { 2, 5 }, cs[3] = { 2, 3, 6 };
+    g_unet_x = tt(4, xs);
+    fill(&g_unet_x, 1.0, 0);
+    g_unet_t = tt(1, (int64_t[]){ 2 });
+    D(&g_unet_t)[0] = 999;
+    D(&g_unet_t)[1] = 17;
+    unit u = { .kind = K_UNET, .layer = &un, .regs = { &r }, .nregs = 1 };
+    unit_io(&u, 2, vs, cs, 3, 4, xs);
+    u.plan = sd_unet_plan(&un, 2, 2, 2, 3);
+    run_unit(&u);
+    sd_unet_free(&un);
+    reset_all(&r, NULL);
+}
+
 int main(void)
 {
     if (sd_ctx_init(&g_ctx, SD_DEV_CPU, 1, (size_t)64 << 20) || sd_arena_init(&g_act, SD_DEV_CPU, (size_t)16 << 20) ||
@@ -530,6 +579,7 @@ int main(void)
     T_RUN(test_spatial_transformer);
     T_RUN(test_sampling);
     T_RUN(test_embedding);
+    T_RUN(test_unet_label_emb);
     printf("# max relative error %.3g (tolerance %.0e)\n", g_maxerr, TOL);
     sd_arena_free(&g_act);
     sd_arena_free(&g_data);
