@@ -256,7 +256,7 @@ int sd_gen_sdxl_chunks(const sd_gen_models *m, int *chunks)
 int sd_gen_sdxl_prompt_rows(const sd_gen_models *m, const char *text, int32_t *ids1, int32_t *ids2, float *weights,
                             int *truncated)
 {
-    int k;
+    int k = 1;
     int rc = sd_gen_sdxl_chunks(m, &k);
     if (rc) return rc;
     wtoks *t = malloc(sizeof *t);
@@ -314,7 +314,7 @@ int sd_gen_sdxl_encode_prompt(sd_ctx *ctx, const sd_gen_models *m, const char *t
     *ctx_out = NULL;
     if (!m->clip2 || m->clip2->cfg.projection_dim <= 0)
         return sd_err(SD_EINVAL, "SDXL prompt: the second text encoder (with a projection) is missing");
-    int k;
+    int k = 1;
     int rc = sd_gen_sdxl_chunks(m, &k);
     if (rc) return rc;
     const int64_t S = (int64_t)CHUNK * k + 2, C1 = m->clip->cfg.width, C2 = m->clip2->cfg.width;
@@ -456,7 +456,7 @@ static int check_params(const sd_gen_models *m, const sd_gen_params *p)
     if (!m->unet || !m->clip || !m->vae || !m->tok) return sd_err(SD_EINVAL, "txt2img: a model part is missing");
     if (m->family == SD_FAMILY_SDXL) {
         if (!m->clip2) return sd_err(SD_EINVAL, "txt2img: SDXL model without its second text encoder");
-        int k;
+        int k = 1;
         int rc = sd_gen_sdxl_chunks(m, &k);
         if (rc) return rc;
         if (p->orig_w < 0 || p->orig_h < 0 || p->orig_w_neg < 0 || p->orig_h_neg < 0 || p->crop_top < 0 ||
