@@ -53,7 +53,7 @@
 static struct {
     const char *model, *vae, *model_config, *out;
     int v2, v_param;
-    int kohya_names, compress, latent_mode, dtype, batch, flip, alpha, skip_existing;
+    int kohya_names, sdxl, compress, latent_mode, dtype, batch, flip, alpha, skip_existing;
     int64_t seed;
     sd_bucket_opts bk;
     const char *interpolation;
@@ -69,6 +69,9 @@ static const sd_opt table[] = {
     {.name = "kohya_names", .type = SD_OPT_FLAG, .dest = &a.kohya_names, .def = "false", .group = "Output",
      .help = "write <image stem>_<WWWW>x<HHHH>_sd.npz beside each image (kohya's cache name; implies "
              "--compress store unless given)"},
+    {.name = "sdxl", .type = SD_OPT_FLAG, .dest = &a.sdxl, .def = "false", .group = "Output",
+     .help = "with --kohya_names: the _sdxl.npz suffix (read by kohya's SDXL scripts, train_db.py and "
+             "fine_tune.py); default: _sdxl.npz for an SDXL model, _sd.npz otherwise; --no-sdxl forces _sd"},
     {.name = "compress", .type = SD_OPT_ENUM, .dest = &a.compress, .def = "zstd", .choices = "zstd|store",
      .group = "Output", .help = "zip members: zstd (sd-latent(5)) or store (plain .npz any numpy loads)"},
     {.name = "latent_dtype", .type = SD_OPT_ENUM, .dest = &a.dtype, .def = "float32", .choices = "float32|float16",
@@ -156,6 +159,7 @@ static struct {
 static struct {
     char vae_sha[65];
     int channels, factor;
+    int sdxl_names;            /* --kohya_names suffix _sdxl.npz */
     float lut[256];
 } g;
 
@@ -268,7 +272,7 @@ static void work(item *it)
     k->seed = (uint64_t)a.seed;
     k->half = a.dtype == 1;
     char path[8192];
-    int rc = a.kohya_names ? sd_latent_kohya_name(path, sizeof path, it->image, p->image_w, p->image_h, 0)
+    int rc = a.kohya_names ? sd_latent_kohya_name(path, sizeof path, it->image, p->image_w, p->image_h, g.sdxl_names)
                            : sd_latent_key_path(path, sizeof path, a.out, k);
     if (rc < 0 || !(it->path = strdup(path))) {
         item_fail(it, rc < 0 ? sd_errmsg() : "out of memory");
@@ -769,6 +773,7 @@ int main(int argc, char **argv)
     if (!a.model && !a.vae) usage = "give --model or --vae";
     else if (!a.out && !a.kohya_names) usage = "give --out DIR or --kohya_names";
     else if (a.out && a.kohya_names) usage = "--out and --kohya_names exclude each other";
+    else if (!a.kohya_names && sd_opts_is_set(&o, &a.sdxl)) usage = "--sdxl names kohya cache files: give --kohya_names";
     if (!usage && a.interpolation && sd_bucket_interp_from_name(a.interpolation, &global_filter) < 0)
         usage = sd_errmsg();
     if (!usage && sd_device_parse(a.device, &a.dev_index) < 0) usage = sd_errmsg();
@@ -787,6 +792,7 @@ int main(int argc, char **argv)
     r.dev = a.dev_index == SD_DEVICE_CPU ? SD_DEV_CPU : SD_DEV_CUDA;
     if (r.dev == SD_DEV_CUDA && sd_device_init(a.dev_index) < 0) return sd_fatal(1);
     if (load_vae() < 0) return sd_fatal(1);
+    g.sdxl_names = sd_opts_is_set(&o, &a.sdxl) ? a.sdxl : r.m.cfg.family == SD_FAMILY_SDXL;
     if (a.out && sd_mkdirs(a.out) < 0) return sd_fatal(1);
 
     struct sigaction sa;

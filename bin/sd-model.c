@@ -201,6 +201,11 @@ static int run_clip(void)
     sd_clip_tokenizer *tok = NULL;
     int rc = open_model(&m, SD_MODEL_TE);
     if (rc) goto out;
+    if (m.cfg.family == SD_FAMILY_SDXL) {
+        rc = sd_err(SD_EUNSUPPORTED, "%s: run clip: SDXL's two text encoders are not implemented in sd-model run yet",
+                    a.model);
+        goto out;
+    }
     int64_t vocab = m.cfg.clip.vocab_size, maxlen = m.cfg.clip.max_len;
     const char *src = a.tokens;
     if (a.tokens) {
@@ -384,6 +389,9 @@ static int run_unet(void)
     memset(&ctx, 0, sizeof ctx);
     sd_tensor x = { 0 }, t = { 0 }, tb = { 0 }, c = { 0 }, y = { 0 };
     int rc = open_model(&m, SD_MODEL_UNET);
+    if (!rc && m.cfg.family == SD_FAMILY_SDXL)
+        rc = sd_err(SD_EUNSUPPORTED, "%s: run unet: the SDXL UNet (its pooled-text and size vector) is not implemented in "
+                    "sd-model run yet", a.model);
     if (rc) goto out;
     if ((rc = read_f32(a.input, &x)) || (rc = read_f32(a.timesteps, &t)) || (rc = read_f32(a.context, &c))) goto out;
     const sd_unet_config *u = &m.cfg.unet;

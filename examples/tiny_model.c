@@ -2,11 +2,14 @@
  * examples/build_tiny.sh against libsd):
  *
  *   tiny_model model OUT.safetensors CONFIG [SEED [VAE_OUT]]
- *                                                   a single-file SD1-layout checkpoint (UNet,
- *                                                   CLIP text encoder, VAE) with the shapes of the
+ *                                                   a single-file checkpoint (UNet, text
+ *                                                   encoder(s), VAE) with the shapes of the
  *                                                   --model_config CONFIG and random weights
- *                                                   (Philox, deterministic), stored as F16; with
- *                                                   VAE_OUT also the VAE alone (bare ldm names)
+ *                                                   (Philox, deterministic), stored as F16; SD1/SD2
+ *                                                   configs get the SD1 layout, SDXL ones the sgm
+ *                                                   layout (conditioner.embedders.0.transformer. +
+ *                                                   .1.model. in OpenCLIP names); with VAE_OUT also
+ *                                                   the VAE alone (bare ldm names)
  *   tiny_model images DIR N [W H]                    N small PNG images (coloured shapes) with
  *                                                   .caption sidecars, for the demo pipeline
  *   tiny_model latents DIR N C H W [NAN_I]           N latent files DIR/lat<i>.npz ([C,H,W] normal
@@ -29,6 +32,8 @@
 #include "models/unet.h"
 #include "models/vae.h"
 
+#define TE2 "conditioner.embedders.1.model"
+
 static int die(const char *what)
 {
     fprintf(stderr, "tiny_model: %s: %s\n", what, sd_errmsg());
@@ -42,10 +47,14 @@ static int make_model(const char *out, const char *cfgpath, uint64_t seed, const
     sd_params r;
     sd_params_init(&r);
     sd_unet u;
-    sd_clip te;
+    sd_clip te, te2;
     sd_vae v;
+    int xl = cfg.family == SD_FAMILY_SDXL;
     if (sd_unet_init(&u, &r, "model.diffusion_model", &cfg.unet)) return die("unet");
-    if (sd_clip_init(&te, &r, "cond_stage_model.transformer", &cfg.clip, cfg.family)) return die("clip");
+    if (sd_clip_init(&te, &r, xl ? "conditioner.embedders.0.transformer" : "cond_stage_model.transformer", &cfg.clip,
+                     cfg.family))
+        return die("clip");
+    if (xl && sd_clip_init(&te2, &r, TE2, &cfg.clip2, cfg.family)) return die("clip2");
     if (sd_vae_init(&v, &r, "first_stage_model", &cfg.vae)) return die("vae");
     sd_params_set_trainable(&r, "", 0);
     if (sd_params_alloc(&r, SD_DEV_CPU)) return die("alloc");
@@ -73,6 +82,52 @@ static int make_model(const char *out, const char *cfgpath, uint64_t seed, const
             sd_rng_fill_normal(&g, 0, d, (size_t)n);
             for (int64_t j = 0; j < n; j++) d[j] *= s;
         }
+    }
+    float **keep = calloc(sd_params_count(&r) + 1, sizeof *keep);   /* joined/transposed copies until written */
+    size_t nkeep = 0;
+    if (!keep) return die("out of memory");
+    /* second pass: write (SDXL's TE2 under its OpenCLIP names, q/k/v joined, text_projection
+       transposed, as sd_model's writer does) */
+    for (size_t i = 0; i < sd_params_count(&r); i++) {
+        sd_param *p = sd_params_at(&r, i);
+        const float *d = p->value.data;
+        const char *k = p->key;
+        if (xl && !strncmp(k, TE2 ".", sizeof TE2)) {
+            char name[512];
+            int how;
+            if (sd_clip_openclip_name(k + sizeof TE2, TE2 ".", name, sizeof name, &how)) return die(k);
+            int64_t sh[2] = { p->value.shape[0], p->value.ndim > 1 ? p->value.shape[1] : 1 };
+            int64_t n = sd_tensor_numel(&p->value);
+            if (how == SD_CLIP_OC_QKV) {
+                if (!strstr(k, "q_proj")) continue;   /* written with q */
+                float *cat = malloc((size_t)n * 3 * sizeof(float));
+                if (!cat) return die("out of memory");
+                for (int j = 0; j < 3; j++) {
+                    char kk[512];
+                    snprintf(kk, sizeof kk, "%s", k);
+                    memcpy(strstr(kk, "q_proj"), j == 0 ? "q_proj" : j == 1 ? "k_proj" : "v_proj", 6);
+                    const sd_param *o = sd_params_find(&r, kk);
+                    if (!o) return die(kk);
+                    memcpy(cat + j * n, o->value.data, (size_t)n * sizeof(float));
+                }
+                sh[0] *= 3;
+                keep[nkeep++] = cat;
+                if (sd_safetensors_writer_add_f32(w, name, SD_ST_F16, p->value.ndim, sh, cat)) return die(name);
+                continue;
+            }
+            if (how == SD_CLIP_OC_TRANSPOSE) {
+                float *t = malloc((size_t)n * sizeof(float));
+                if (!t) return die("out of memory");
+                for (int64_t a = 0; a < sh[0]; a++)
+                    for (int64_t b = 0; b < sh[1]; b++) t[b * sh[0] + a] = d[a * sh[1] + b];
+                keep[nkeep++] = t;
+                if (sd_safetensors_writer_add_f32(w, name, SD_ST_F16, 2, (const int64_t[]){ sh[1], sh[0] }, t))
+                    return die(name);
+                continue;
+            }
+            if (sd_safetensors_writer_add_f32(w, name, SD_ST_F16, p->value.ndim, p->value.shape, d)) return die(name);
+            continue;
+        }
         if (sd_safetensors_writer_add_f32(w, k, SD_ST_F16, p->value.ndim, p->value.shape, d)) return die(k);
         if (!strncmp(k, "first_stage_model.", 18) &&
             sd_safetensors_writer_add_f32(wv, k + 18, SD_ST_F16, p->value.ndim, p->value.shape, d))
@@ -80,10 +135,13 @@ static int make_model(const char *out, const char *cfgpath, uint64_t seed, const
     }
     if (sd_safetensors_writer_write(w, out)) return die(out);
     if (vae_out && sd_safetensors_writer_write(wv, vae_out)) return die(vae_out);
+    for (size_t i = 0; i < nkeep; i++) free(keep[i]);
+    free(keep);
     sd_safetensors_writer_free(w);
     sd_safetensors_writer_free(wv);
     sd_unet_free(&u);
     sd_clip_free(&te);
+    if (xl) sd_clip_free(&te2);
     sd_vae_free(&v);
     sd_params_free(&r);
     return 0;

@@ -42,19 +42,24 @@ static sd_family other_family(const sd_safetensors *st)
     if (has_part(st, "clip_txt_mapper.") || has_part(st, "effnet_mapper.")) return SD_FAMILY_CASCADE;
     if (has_part(st, ".time_stack.") || has_part(st, ".time_mixer.")) return SD_FAMILY_SVD;
     if (has_prefix(st, "low_scale_model.")) return SD_FAMILY_SD1_UPSCALER;
-    if (has_prefix(st, "conditioner.embedders.1.model.") || has_prefix(st, "add_embedding.linear_1.")) return SD_FAMILY_SDXL;
+    /* the SDXL refiner: OpenCLIP bigG alone as embedder 0, adm conditioning with context 1280 */
     if (has_prefix(st, "conditioner.embedders.0.model.")) return SD_FAMILY_SDXL_REFINER;
-    if (find(st, "model.diffusion_model.label_emb.0.0.weight") || find(st, "label_emb.0.0.weight")) {
-        /* adm conditioning: SDXL (context 2048) or its refiner (1280) */
-        const sd_st_tensor *k = find(st, "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight");
-        return k && k->ndim == 2 && k->shape[1] == 1280 ? SD_FAMILY_SDXL_REFINER : SD_FAMILY_SDXL;
+    static const char *const k4[] = { "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight",
+                                      "input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight",
+                                      "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight" };
+    if (find(st, "model.diffusion_model.label_emb.0.0.weight") || find(st, "label_emb.0.0.weight") ||
+        find(st, "add_embedding.linear_1.weight")) {
+        for (int i = 0; i < 3; i++) {
+            const sd_st_tensor *k = find(st, k4[i]);
+            if (k && k->ndim == 2 && k->shape[1] == 1280) return SD_FAMILY_SDXL_REFINER;
+        }
     }
     return SD_FAMILY_UNKNOWN;
 }
 
 static sd_family family_of_width(int64_t c)
 {
-    return c == 768 ? SD_FAMILY_SD1 : c == 1024 ? SD_FAMILY_SD2 : SD_FAMILY_UNKNOWN;
+    return c == 768 ? SD_FAMILY_SD1 : c == 1024 ? SD_FAMILY_SD2 : c == 2048 ? SD_FAMILY_SDXL : SD_FAMILY_UNKNOWN;
 }
 
 /* Compare every tensor of the preset UNet (registration only, no memory) with the file. */
@@ -104,36 +109,42 @@ static int matches_preset(const sd_safetensors *st, const sd_detect_info *in)
 int sd_detect_model(const sd_safetensors *st, sd_detect_info *info)
 {
     memset(info, 0, sizeof *info);
-    info->unet_prefix = info->vae_prefix = info->te_prefix = "";
+    info->unet_prefix = info->vae_prefix = info->te_prefix = info->te2_prefix = "";
     const char *path = sd_safetensors_path(st);
     sd_family other = other_family(st);
     if (other != SD_FAMILY_UNKNOWN) {
         info->family = other;
         snprintf(info->description, sizeof info->description, "%s model", sd_family_name(other));
-        return sd_err(SD_EUNSUPPORTED, "%s: %s model: not supported (supported: SD1.x, SD2.x)", path,
+        return sd_err(SD_EUNSUPPORTED, "%s: %s model: not supported (supported: SD1.x, SD2.x, SDXL)", path,
                       sd_family_name(other));
     }
-    /* UNet */
-    static const char *const k_attn = "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight";
-    static const char *const k_attn_d = "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight";
+    /* UNet: the first cross-attention (level 0 for SD1/SD2, level 1 for SDXL, which has none on level 0) */
+    static const char *const k_attn[2] = { "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight",
+                                           "input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight" };
+    static const char *const k_attn_d[2] = { "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight",
+                                             "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight" };
     char name[256];
     const sd_st_tensor *ka = NULL, *cin = NULL;
-    snprintf(name, sizeof name, "model.diffusion_model.%s", k_attn);
-    if ((ka = find(st, name))) {
-        info->unet = SD_LAYOUT_LDM;
-        info->unet_prefix = "model.diffusion_model.";
-        cin = find(st, "model.diffusion_model.input_blocks.0.0.weight");
-    } else if ((ka = find(st, k_attn))) {
-        info->unet = SD_LAYOUT_LDM_BARE;
-        cin = find(st, "input_blocks.0.0.weight");
-    } else if ((ka = find(st, k_attn_d))) {
-        info->unet = SD_LAYOUT_DIFFUSERS;
-        cin = find(st, "conv_in.weight");
-    } else if (has_prefix(st, "model.diffusion_model.") || find(st, "conv_in.weight") ||
-               find(st, "input_blocks.0.0.weight")) {
+    for (int i = 0; i < 2 && !ka; i++) {
+        snprintf(name, sizeof name, "model.diffusion_model.%s", k_attn[i]);
+        if ((ka = find(st, name))) {
+            info->unet = SD_LAYOUT_LDM;
+            info->unet_prefix = "model.diffusion_model.";
+            cin = find(st, "model.diffusion_model.input_blocks.0.0.weight");
+        } else if ((ka = find(st, k_attn[i]))) {
+            info->unet = SD_LAYOUT_LDM_BARE;
+            cin = find(st, "input_blocks.0.0.weight");
+        } else if ((ka = find(st, k_attn_d[i]))) {
+            info->unet = SD_LAYOUT_DIFFUSERS;
+            cin = find(st, "conv_in.weight");
+        }
+    }
+    if (!ka && (has_prefix(st, "model.diffusion_model.") || find(st, "conv_in.weight") ||
+                find(st, "input_blocks.0.0.weight"))) {
         info->family = SD_FAMILY_UNKNOWN;
         snprintf(info->description, sizeof info->description, "unrecognised UNet");
-        return sd_err(SD_EUNSUPPORTED, "%s: a UNet without SD1/SD2 cross-attention layers: not a supported model", path);
+        return sd_err(SD_EUNSUPPORTED, "%s: a UNet without SD1/SD2/SDXL cross-attention layers: not a supported model",
+                      path);
     }
     /* VAE */
     if (find(st, "first_stage_model.encoder.conv_in.weight")) {
@@ -152,10 +163,28 @@ int sd_detect_model(const sd_safetensors *st, sd_detect_info *info)
         info->text_encoder = SD_LAYOUT_LDM;
         info->te_prefix = "cond_stage_model.model.";
         te_family = SD_FAMILY_SD2;
+    } else if (has_prefix(st, "conditioner.embedders.")) {
+        /* SDXL: both text encoders (a file may hold either) */
+        if (has_prefix(st, "conditioner.embedders.0.transformer.")) {
+            info->text_encoder = SD_LAYOUT_LDM;
+            info->te_prefix = "conditioner.embedders.0.transformer.";
+        }
+        if (has_prefix(st, "conditioner.embedders.1.model.")) {
+            info->text_encoder2 = SD_LAYOUT_LDM;
+            info->te2_prefix = "conditioner.embedders.1.model.";
+        }
+        te_family = SD_FAMILY_SDXL;
     } else if (find(st, "text_model.embeddings.token_embedding.weight")) {
-        info->text_encoder = SD_LAYOUT_DIFFUSERS;
         const sd_st_tensor *e = find(st, "text_model.embeddings.token_embedding.weight");
-        te_family = e->ndim == 2 ? family_of_width(e->shape[1]) : SD_FAMILY_UNKNOWN;
+        if (find(st, "text_projection.weight")) {
+            /* CLIPTextModelWithProjection: SDXL's Diffusers text_encoder_2 */
+            info->text_encoder2 = SD_LAYOUT_DIFFUSERS;
+            te_family = SD_FAMILY_SDXL;
+        } else {
+            /* SD1 and SDXL's text_encoder are the same CLIP ViT-L: the UNet (or the folder) decides */
+            info->text_encoder = SD_LAYOUT_DIFFUSERS;
+            te_family = e->ndim == 2 ? family_of_width(e->shape[1]) : SD_FAMILY_UNKNOWN;
+        }
     }
     if (ka) {
         if (ka->ndim != 2) return sd_err(SD_EFORMAT, "%s: tensor '%s' is not a matrix", path, ka->name);
@@ -164,16 +193,19 @@ int sd_detect_model(const sd_safetensors *st, sd_detect_info *info)
         if (info->family == SD_FAMILY_UNKNOWN) {
             snprintf(info->description, sizeof info->description, "UNet with cross-attention width %lld",
                      (long long)ka->shape[1]);
-            return sd_err(SD_EUNSUPPORTED, "%s: UNet cross-attention width %lld is neither SD1.x (768) nor SD2.x "
-                          "(1024): not a supported model", path, (long long)ka->shape[1]);
+            return sd_err(SD_EUNSUPPORTED, "%s: UNet cross-attention width %lld is not that of SD1.x (768), SD2.x "
+                          "(1024) or SDXL (2048): not a supported model", path, (long long)ka->shape[1]);
         }
+        /* a Diffusers CLIP ViT-L next to an SDXL UNet is SDXL's TE1 */
+        if (info->family == SD_FAMILY_SDXL && te_family == SD_FAMILY_SD1 && info->text_encoder == SD_LAYOUT_DIFFUSERS)
+            te_family = SD_FAMILY_SDXL;
         if (te_family != SD_FAMILY_UNKNOWN && te_family != info->family)
             return sd_err(SD_EFORMAT, "%s: the UNet is %s but the text encoder is %s", path,
                           sd_family_name(info->family), sd_family_name(te_family));
     } else {
         info->family = te_family != SD_FAMILY_UNKNOWN ? te_family : info->vae ? SD_FAMILY_SD1 : SD_FAMILY_UNKNOWN;
     }
-    if (!info->unet && !info->vae && !info->text_encoder) {
+    if (!info->unet && !info->vae && !info->text_encoder && !info->text_encoder2) {
         snprintf(info->description, sizeof info->description, "no SD model tensors");
         return sd_err(SD_EFORMAT, "%s: no UNet, VAE or text encoder tensors of an SD model found", path);
     }
@@ -186,11 +218,12 @@ int sd_detect_model(const sd_safetensors *st, sd_detect_info *info)
         info->unet_matches_preset = matches_preset(st, info);
     }
     static const char *const lay[] = { "", "", " (bare)", " (Diffusers)" };
-    snprintf(info->description, sizeof info->description, "%s %s%s%s%s%s%s%s", sd_family_name(info->family),
+    snprintf(info->description, sizeof info->description, "%s %s%s%s%s%s%s%s%s%s", sd_family_name(info->family),
              info->unet && info->vae && info->text_encoder ? "single-file checkpoint:" : "component file:",
              info->unet ? " UNet" : "", info->unet ? lay[info->unet] : "", info->vae ? " VAE" : "",
              info->vae ? lay[info->vae] : "", info->text_encoder ? " text-encoder" : "",
-             info->text_encoder ? lay[info->text_encoder] : "");
+             info->text_encoder ? lay[info->text_encoder] : "", info->text_encoder2 ? " text-encoder-2" : "",
+             info->text_encoder2 ? lay[info->text_encoder2] : "");
     return SD_OK;
 }
 
@@ -200,7 +233,7 @@ int sd_detect_config(const sd_detect_info *info, const sd_model_config *user, in
     if (user) {
         *out = *user;
     } else {
-        if (info->family != SD_FAMILY_SD1 && info->family != SD_FAMILY_SD2)
+        if (info->family != SD_FAMILY_SD1 && info->family != SD_FAMILY_SD2 && info->family != SD_FAMILY_SDXL)
             return sd_err(SD_EUNSUPPORTED, "%s: not a supported model", sd_family_name(info->family));
         if (info->unet && !info->unet_matches_preset)
             return sd_err(SD_EUNSUPPORTED, "UNet shapes are not those of %s: describe the model with --model_config",

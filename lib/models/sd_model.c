@@ -1,4 +1,4 @@
-/* Whole SD1.x / SD2.x models from single files, ckpt files and Diffusers folders (sd_model.h). */
+/* Whole SD1.x / SD2.x / SDXL models from single files, ckpt files and Diffusers folders (sd_model.h). */
 #include "models/sd_model.h"
 
 #include <errno.h>
@@ -200,12 +200,14 @@ unsigned sd_model_tensor_component(const sd_detect_info *fi, const char *n)
 {
     if (starts(n, "model.diffusion_model.")) return SD_MODEL_UNET;
     if (starts(n, "first_stage_model.")) return starts(n, "first_stage_model.loss.") ? 0 : SD_MODEL_VAE;
-    if (starts(n, "cond_stage_model.")) return SD_MODEL_TE;
+    if (starts(n, "cond_stage_model.") || starts(n, "conditioner.embedders.")) return SD_MODEL_TE;
     if ((fi->unet == SD_LAYOUT_LDM_BARE && unet_bare_name(n)) ||
         (fi->unet == SD_LAYOUT_DIFFUSERS && unet_diffusers_name(n)))
         return SD_MODEL_UNET;
     if ((fi->vae == SD_LAYOUT_LDM_BARE || fi->vae == SD_LAYOUT_DIFFUSERS) && vae_bare_name(n)) return SD_MODEL_VAE;
-    if (fi->text_encoder == SD_LAYOUT_DIFFUSERS && starts(n, "text_model.")) return SD_MODEL_TE;
+    if ((fi->text_encoder == SD_LAYOUT_DIFFUSERS || fi->text_encoder2 == SD_LAYOUT_DIFFUSERS) &&
+        (starts(n, "text_model.") || !strcmp(n, "text_projection.weight")))
+        return SD_MODEL_TE;
     return 0;
 }
 
@@ -213,8 +215,8 @@ unsigned sd_model_tensor_component(const sd_detect_info *fi, const char *n)
  * e.g. a UNet without attention on its first level): used only with --model_config. */
 static void guess_layouts(const sd_safetensors *st, sd_detect_info *in)
 {
-    in->unet = in->vae = in->text_encoder = SD_LAYOUT_NONE;
-    in->unet_prefix = in->vae_prefix = in->te_prefix = "";
+    in->unet = in->vae = in->text_encoder = in->text_encoder2 = SD_LAYOUT_NONE;
+    in->unet_prefix = in->vae_prefix = in->te_prefix = in->te2_prefix = "";
     for (size_t i = 0; i < sd_safetensors_count(st); i++) {
         const char *n = sd_safetensors_at(st, i)->name;
         if (starts(n, "model.diffusion_model.")) {
@@ -239,9 +241,19 @@ static void guess_layouts(const sd_safetensors *st, sd_detect_info *in)
         } else if (starts(n, "cond_stage_model.model.")) {
             in->text_encoder = SD_LAYOUT_LDM;
             in->te_prefix = "cond_stage_model.model.";
-        } else if (!in->text_encoder && starts(n, "text_model.")) {
+        } else if (starts(n, "conditioner.embedders.0.transformer.")) {
+            in->text_encoder = SD_LAYOUT_LDM;
+            in->te_prefix = "conditioner.embedders.0.transformer.";
+        } else if (starts(n, "conditioner.embedders.1.model.")) {
+            in->text_encoder2 = SD_LAYOUT_LDM;
+            in->te2_prefix = "conditioner.embedders.1.model.";
+        } else if (!in->text_encoder && !in->text_encoder2 && starts(n, "text_model.")) {
             in->text_encoder = SD_LAYOUT_DIFFUSERS;
         }
+    }
+    if (in->text_encoder == SD_LAYOUT_DIFFUSERS && sd_safetensors_find(st, "text_projection.weight")) {
+        in->text_encoder = SD_LAYOUT_NONE;   /* CLIPTextModelWithProjection: SDXL's text_encoder_2 */
+        in->text_encoder2 = SD_LAYOUT_DIFFUSERS;
     }
 }
 
@@ -321,32 +333,51 @@ static int channels(jv boc, const char *file, int *base, jv *mult)
     return SD_OK;
 }
 
-/* The model config of a Diffusers folder from its unet/, text_encoder/ and vae/ config.json files
- * (Diffusers names mapped to the ldm ones), on the preset of the family they show. *found = 0
- * when the folder has none of them. */
+/* The clip / clip2 section of a Diffusers text encoder's config.json (HF CLIPTextConfig names). */
+static jv te_config_jv(jv t, int extra_layer)
+{
+    jv o = jv_object();
+    o = jcopy(o, t, "hidden_size", "width");
+    o = jcopy(o, t, "num_attention_heads", "heads");
+    o = jcopy(o, t, "max_position_embeddings", "max_len");
+    o = jcopy(o, t, "vocab_size", "vocab_size");
+    o = jcopy(o, t, "projection_dim", "projection_dim");
+    int nl;
+    if (jint(jget(t, "num_hidden_layers"), &nl)) o = jv_object_set(o, jv_string("layers"), jv_number(nl + extra_layer));
+    return o;
+}
+
+/* The model config of a Diffusers folder from its unet/, text_encoder/, text_encoder_2/ (SDXL) and
+ * vae/ config.json files (Diffusers names mapped to the ldm ones), on the preset of the family they
+ * show. *found = 0 when the folder has none of them. */
 static int diffusers_config(const char *dir, int v2, sd_model_config *cfg, int *found)
 {
-    jv u, t, v;
+    jv u, t, t2 = jv_invalid(), v;
     *found = 0;
     int rc = read_json_obj(dir, "unet", &u);
     if (!rc) rc = read_json_obj(dir, "text_encoder", &t);
     else t = jv_invalid();
+    if (!rc) rc = read_json_obj(dir, "text_encoder_2", &t2);
     if (!rc) rc = read_json_obj(dir, "vae", &v);
     else v = jv_invalid();
     if (rc) goto out;
-    *found = jv_is_valid(u) || jv_is_valid(t) || jv_is_valid(v);
+    *found = jv_is_valid(u) || jv_is_valid(t) || jv_is_valid(t2) || jv_is_valid(v);
     if (!*found) goto out;
     char name[4096];
     snprintf(name, sizeof name, "%s (Diffusers config.json)", dir);
-    /* family: cross-attention width, else the text encoder's activation, else --v2 */
+    /* family: a second text encoder or a text_time addition embedding is SDXL; else the
+     * cross-attention width, else the text encoder's activation, else --v2 */
     sd_family fam = v2 ? SD_FAMILY_SD2 : SD_FAMILY_SD1;
     int cad = 0;
-    jv act = jget(t, "hidden_act");
-    if (jint(jget(u, "cross_attention_dim"), &cad) && (cad == 768 || cad == 1024)) fam = cad == 768 ? SD_FAMILY_SD1 : SD_FAMILY_SD2;
+    jv act = jget(t, "hidden_act"), aet = jget(u, "addition_embed_type");
+    if (jv_is_valid(t2) || (jv_get_kind(aet) == JV_KIND_STRING && !strcmp(jv_string_value(aet), "text_time")))
+        fam = SD_FAMILY_SDXL;
+    else if (jint(jget(u, "cross_attention_dim"), &cad) && (cad == 768 || cad == 1024)) fam = cad == 768 ? SD_FAMILY_SD1 : SD_FAMILY_SD2;
     else if (jv_get_kind(act) == JV_KIND_STRING) fam = strcmp(jv_string_value(act), "quick_gelu") ? SD_FAMILY_SD2 : SD_FAMILY_SD1;
     jv_free(act);
+    jv_free(aet);
     jv r = jv_object();
-    r = jv_object_set(r, jv_string("family"), jv_string(fam == SD_FAMILY_SD2 ? "sd2" : "sd1"));
+    r = jv_object_set(r, jv_string("family"), jv_string(fam == SD_FAMILY_SDXL ? "sdxl" : fam == SD_FAMILY_SD2 ? "sd2" : "sd1"));
     if (jv_is_valid(u)) {
         jv o = jv_object(), mult;
         int base;
@@ -360,6 +391,7 @@ static int diffusers_config(const char *dir, int v2, sd_model_config *cfg, int *
         o = jcopy(o, u, "in_channels", "in_channels");
         o = jcopy(o, u, "out_channels", "out_channels");
         o = jcopy(o, u, "transformer_layers_per_block", "transformer_depth");
+        o = jcopy(o, u, "projection_class_embeddings_input_dim", "adm_in_channels");
         jv types = jget(u, "down_block_types"), attn = jv_array();
         int nt = jv_get_kind(types) == JV_KIND_ARRAY ? jv_array_length(jv_copy(types)) : -1;
         for (int i = 0; i < nt; i++) {
@@ -406,18 +438,14 @@ static int diffusers_config(const char *dir, int v2, sd_model_config *cfg, int *
         jv_free(h);
         r = jv_object_set(r, jv_string("unet"), o);
     }
+    /* SD2's Diffusers text encoder stores the layers that run; the config counts one more. SDXL's
+     * text encoders store all their layers (and text_encoder's projection_dim is unused) */
     if (jv_is_valid(t)) {
-        jv o = jv_object();
-        o = jcopy(o, t, "hidden_size", "width");
-        o = jcopy(o, t, "num_attention_heads", "heads");
-        o = jcopy(o, t, "max_position_embeddings", "max_len");
-        o = jcopy(o, t, "vocab_size", "vocab_size");
-        int nl;
-        /* SD2's Diffusers text encoder stores the layers that run; the config counts one more */
-        if (jint(jget(t, "num_hidden_layers"), &nl))
-            o = jv_object_set(o, jv_string("layers"), jv_number(fam == SD_FAMILY_SD2 ? nl + 1 : nl));
+        jv o = te_config_jv(t, fam == SD_FAMILY_SD2);
+        o = jv_object_delete(o, jv_string("projection_dim"));
         r = jv_object_set(r, jv_string("clip"), o);
     }
+    if (jv_is_valid(t2)) r = jv_object_set(r, jv_string("clip2"), te_config_jv(t2, 0));
     if (jv_is_valid(v)) {
         jv o = jv_object(), mult;
         int base;
@@ -442,6 +470,7 @@ static int diffusers_config(const char *dir, int v2, sd_model_config *cfg, int *
 out:
     jv_free(u);
     jv_free(t);
+    jv_free(t2);
     jv_free(v);
     return rc;
 }
@@ -452,6 +481,13 @@ static int is_dir(const char *p)
 {
     struct stat sb;
     return !stat(p, &sb) && S_ISDIR(sb.st_mode);
+}
+
+static int is_dir_sub(const char *dir, const char *sub)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s", dir, sub);
+    return is_dir(p);
 }
 
 static int is_file(const char *p)
@@ -568,16 +604,21 @@ int sd_model_open(sd_model *m, const char *path, const sd_model_opts *opts)
     if (is_dir(path)) {
         m->format = SD_MODEL_FMT_DIFFUSERS;
         if (!have_config && (rc = diffusers_config(path, o.v2, &dcfg, &have_dcfg))) return rc;
-        static const char *const sub[3] = { "unet", "text_encoder", "vae" };
-        static const char *const stem[3] = { "diffusion_pytorch_model", "model", "diffusion_pytorch_model" };
+        /* component folders: name, weight file stem, part */
+        static const struct { const char *sub, *stem; unsigned part; } comp[4] = {
+            { "unet", "diffusion_pytorch_model", SD_MODEL_UNET },
+            { "text_encoder", "model", SD_MODEL_TE },
+            { "text_encoder_2", "model", SD_MODEL_TE },
+            { "vae", "diffusion_pytorch_model", SD_MODEL_VAE },
+        };
         int any = 0;
         sd_detect_info merged;
         memset(&merged, 0, sizeof merged);
-        merged.unet_prefix = merged.vae_prefix = merged.te_prefix = "";
-        for (int c = 0; c < 3 && !rc; c++) {
+        merged.unet_prefix = merged.vae_prefix = merged.te_prefix = merged.te2_prefix = "";
+        for (int c = 0; c < 4 && !rc; c++) {
             char dir[4096];
-            snprintf(dir, sizeof dir, "%s/%s", path, sub[c]);
-            char *w = is_dir(dir) ? diffusers_weights(dir, stem[c]) : NULL;
+            snprintf(dir, sizeof dir, "%s/%s", path, comp[c].sub);
+            char *w = is_dir(dir) ? diffusers_weights(dir, comp[c].stem) : NULL;
             if (!w) continue;
             sd_model_file *f;
             rc = add_file(m, w, &f);
@@ -586,13 +627,14 @@ int sd_model_open(sd_model *m, const char *path, const sd_model_opts *opts)
             sd_detect_info in;
             int k;
             if ((rc = detect_file(f, have_config || have_dcfg, &in, &k))) break;
-            sd_layout lay = c == 0 ? in.unet : c == 1 ? in.text_encoder : in.vae;
+            sd_layout lay = c == 0 ? in.unet : c == 1 ? in.text_encoder : c == 2 ? in.text_encoder2 : in.vae;
             if (!lay) {
-                rc = sd_err(SD_EFORMAT, "%s: no %s tensors in this file", f->path, part_name(1u << c));
+                rc = sd_err(SD_EFORMAT, "%s: no %s tensors in this file", f->path,
+                            c == 2 ? "text encoder 2 (CLIPTextModelWithProjection)" : part_name(comp[c].part));
                 break;
             }
             any = 1;
-            f->role = 1u << c;
+            f->role = comp[c].part;
             if (c == 0) {
                 m->unet_src = f;
                 m->unet_layout = lay;
@@ -602,14 +644,17 @@ int sd_model_open(sd_model *m, const char *path, const sd_model_opts *opts)
                 merged.unet_matches_preset = in.unet_matches_preset;
                 if (k) merged.family = in.family;
                 known |= k;
-            } else if (c == 1) {
-                m->te_src = f;
-                m->te_layout = lay;
-                merged.text_encoder = lay;
-                if (k && !merged.family) merged.family = in.family, known = 1;
-                else if (k && in.family != merged.family)
+            } else if (c == 1 || c == 2) {
+                if (c == 1) m->te_src = f, m->te_layout = lay, merged.text_encoder = lay;
+                else m->te2_src = f, m->te2_layout = lay, merged.text_encoder2 = lay;
+                sd_family tf = in.family;
+                /* SD1 and SDXL's text_encoder are the same CLIP ViT-L: the UNet or text_encoder_2 decides */
+                if (c == 1 && tf == SD_FAMILY_SD1 && (merged.family == SD_FAMILY_SDXL || is_dir_sub(path, "text_encoder_2")))
+                    tf = SD_FAMILY_SDXL;
+                if (k && !merged.family) merged.family = tf, known = 1;
+                else if (k && tf != merged.family)
                     rc = sd_err(SD_EFORMAT, "%s: the UNet is %s but the text encoder is %s", path,
-                                sd_family_name(merged.family), sd_family_name(in.family));
+                                sd_family_name(merged.family), sd_family_name(tf));
             } else {
                 m->vae_src = f;
                 m->vae_layout = lay;
@@ -619,13 +664,14 @@ int sd_model_open(sd_model *m, const char *path, const sd_model_opts *opts)
         }
         if (!rc && !any)
             rc = sd_err(SD_EFORMAT, "%s: not a Diffusers model folder (no unet/, text_encoder/ or vae/ weights)", path);
-        if (!rc && !merged.family && !merged.unet && !merged.text_encoder) merged.family = SD_FAMILY_SD1;   /* a VAE alone */
+        if (!rc && !merged.family && !merged.unet && !merged.text_encoder && !merged.text_encoder2)
+            merged.family = SD_FAMILY_SD1;   /* a VAE alone */
         if (!rc) {
             sd_model_config_preset(merged.family ? merged.family : SD_FAMILY_SD1, &merged.cfg);
             if (merged.in_channels) merged.cfg.unet.in_channels = merged.in_channels;
-            snprintf(merged.description, sizeof merged.description, "%s Diffusers folder:%s%s%s",
+            snprintf(merged.description, sizeof merged.description, "%s Diffusers folder:%s%s%s%s",
                      sd_family_name(merged.family), merged.unet ? " UNet" : "", merged.text_encoder ? " text-encoder" : "",
-                     merged.vae ? " VAE" : "");
+                     merged.text_encoder2 ? " text-encoder-2" : "", merged.vae ? " VAE" : "");
             m->info = merged;
         }
     } else {
@@ -640,12 +686,14 @@ int sd_model_open(sd_model *m, const char *path, const sd_model_opts *opts)
                       (m->info.vae ? SD_MODEL_VAE : 0);
             if (m->info.unet) m->unet_src = f, m->unet_layout = m->info.unet;
             if (m->info.text_encoder) m->te_src = f, m->te_layout = m->info.text_encoder;
+            if (m->info.text_encoder2) m->te2_src = f, m->te2_layout = m->info.text_encoder2;
+            if (m->info.text_encoder2) f->role |= SD_MODEL_TE;
             if (m->info.vae) m->vae_src = f, m->vae_layout = m->info.vae;
         }
     }
     if (rc) return rc;
     if (m->unet_src) m->present |= SD_MODEL_UNET;
-    if (m->te_src) m->present |= SD_MODEL_TE;
+    if (m->te_src || m->te2_src) m->present |= SD_MODEL_TE;
     if (m->vae_src) m->present |= SD_MODEL_VAE;
     if (o.vae && ((o.parts & SD_MODEL_VAE) || o.inspect)) {
         if ((rc = open_vae_replacement(m, o.vae, have_config))) return rc;
@@ -672,26 +720,27 @@ int sd_model_open(sd_model *m, const char *path, const sd_model_opts *opts)
         } else if (o.v2 && in.family == SD_FAMILY_SD1) {
             snprintf(m->warning, sizeof m->warning, "%s: --v2 ignored: the weights are SD1.x", path);
         }
-        if (in.family != SD_FAMILY_SD1 && in.family != SD_FAMILY_SD2)
-            return sd_err(SD_EUNSUPPORTED, "%s: the shapes are not those of SD1.x or SD2.x: describe the model with "
-                          "--model_config", path);
+        if (in.family != SD_FAMILY_SD1 && in.family != SD_FAMILY_SD2 && in.family != SD_FAMILY_SDXL)
+            return sd_err(SD_EUNSUPPORTED, "%s: the shapes are not those of SD1.x, SD2.x or SDXL: describe the model "
+                          "with --model_config", path);
         rc = sd_detect_config(&in, NULL, o.v_param, &m->cfg);
         if (rc) return sd_err_prefix(rc, "%s", path);
     }
     int described = have_config || (have_dcfg && !(known && (!m->info.unet || m->info.unet_matches_preset)));
     if (have_config) m->family_from = "model_config";
     else if (described) m->family_from = "diffusers_config";
-    else if (m->info.unet || m->info.text_encoder) m->family_from = "weights";
+    else if (m->info.unet || m->info.text_encoder || m->info.text_encoder2) m->family_from = "weights";
     else m->family_from = o.v2 ? "--v2" : "default";
-    m->detected = known && (m->info.unet || m->info.text_encoder);
+    m->detected = known && (m->info.unet || m->info.text_encoder || m->info.text_encoder2);
     if (!known && described) {
         /* the detector could not place the shapes: describe what the names show */
         const sd_detect_info *di = &m->info;
-        snprintf(m->info.description, sizeof m->info.description, "%s %s:%s%s%s%s (shapes from %s)",
+        snprintf(m->info.description, sizeof m->info.description, "%s %s:%s%s%s%s%s (shapes from %s)",
                  sd_family_name(m->cfg.family),
                  m->format == SD_MODEL_FMT_DIFFUSERS ? "Diffusers folder"
                  : di->unet && di->vae && di->text_encoder ? "single-file checkpoint" : "component file",
-                 di->unet ? " UNet" : "", di->text_encoder ? " text-encoder" : "", di->vae ? " VAE" : "",
+                 di->unet ? " UNet" : "", di->text_encoder ? " text-encoder" : "",
+                 di->text_encoder2 ? " text-encoder-2" : "", di->vae ? " VAE" : "",
                  di->unet == SD_LAYOUT_DIFFUSERS || di->vae == SD_LAYOUT_DIFFUSERS || di->text_encoder == SD_LAYOUT_DIFFUSERS
                      ? " (Diffusers names)" : "",
                  have_config ? "--model_config" : "config.json");
@@ -717,10 +766,29 @@ int sd_model_open(sd_model *m, const char *path, const sd_model_opts *opts)
     if (want & SD_MODEL_UNET)
         if ((rc = sd_unet_init(&m->unet, &m->unet_params, "model.diffusion_model", &m->cfg.unet))) goto fail;
     m->parts |= want & SD_MODEL_UNET;
-    if (want & SD_MODEL_TE)
+    if ((want & SD_MODEL_TE) && m->cfg.family == SD_FAMILY_SDXL) {
+        /* both text encoders, each from its own source */
+        if (!m->te_src || !m->te2_src) {
+            rc = sd_err(SD_ENOTFOUND, "no SDXL text encoder %d in this model", m->te_src ? 2 : 1);
+            goto fail;
+        }
+        if ((rc = sd_clip_init(&m->clip, &m->te_params, "conditioner.embedders.0.transformer", &m->cfg.clip,
+                               SD_FAMILY_SDXL)))
+            goto fail;
+        m->parts |= SD_MODEL_TE;
+        if ((rc = sd_clip_init(&m->clip2, &m->te_params, "conditioner.embedders.1.model", &m->cfg.clip2,
+                               SD_FAMILY_SDXL)))
+            goto fail;
+        m->have_clip2 = 1;
+    } else if (want & SD_MODEL_TE) {
+        if (!m->te_src) {
+            rc = sd_err(SD_ENOTFOUND, "no text encoder in this model");
+            goto fail;
+        }
         if ((rc = sd_clip_init(&m->clip, &m->te_params, "cond_stage_model.transformer", &m->cfg.clip, m->cfg.family)))
             goto fail;
-    m->parts |= want & SD_MODEL_TE;
+        m->parts |= SD_MODEL_TE;
+    }
     if (want & SD_MODEL_VAE)
         if ((rc = sd_vae_init(&m->vae, &m->vae_params, "first_stage_model", &m->cfg.vae))) goto fail;
     m->parts |= want & SD_MODEL_VAE;
@@ -769,7 +837,15 @@ int sd_model_load(sd_model *m, sd_devkind device)
     }
     if (m->parts & SD_MODEL_TE) {
         if ((rc = sd_params_alloc(&m->te_params, device))) return rc;
-        if ((rc = sd_clip_load(&m->clip, &m->te_params, m->te_src->st, m->te_layout))) return rc;
+        if (m->have_clip2) {
+            if ((rc = sd_clip_load_prefix(&m->clip, &m->te_params, m->te_src->st, m->te_layout, m->te_src->info.te_prefix)))
+                return rc;
+            if ((rc = sd_clip_load_prefix(&m->clip2, &m->te_params, m->te2_src->st, m->te2_layout,
+                                          m->te2_src->info.te2_prefix)))
+                return rc;
+        } else if ((rc = sd_clip_load(&m->clip, &m->te_params, m->te_src->st, m->te_layout))) {
+            return rc;
+        }
     }
     if (m->parts & SD_MODEL_VAE) {
         if ((rc = sd_params_alloc(&m->vae_params, device))) return rc;
@@ -783,13 +859,14 @@ void sd_model_release_source(sd_model *m)
 {
     for (int i = 0; i < m->nfiles; i++) sd_model_file_close(&m->files[i]);
     m->nfiles = 0;
-    m->unet_src = m->te_src = m->vae_src = NULL;
+    m->unet_src = m->te_src = m->te2_src = m->vae_src = NULL;
 }
 
 void sd_model_close(sd_model *m)
 {
     if (m->parts & SD_MODEL_UNET) sd_unet_free(&m->unet);
     if (m->parts & SD_MODEL_TE) sd_clip_free(&m->clip);
+    if (m->have_clip2) sd_clip_free(&m->clip2);
     if (m->parts & SD_MODEL_VAE) sd_vae_free(&m->vae);
     sd_params_free(&m->unet_params);
     sd_params_free(&m->te_params);
@@ -912,9 +989,19 @@ int sd_model_file_hashes(const char *path, const sd_safetensors *st, sd_model_ha
 /* ---- writing ---------------------------------------------------------------------------------- */
 
 static const char TE_PREFIX[] = "cond_stage_model.transformer.text_model.";
+#define SDXL_TE1_PREFIX "conditioner.embedders.0.transformer."
+#define SDXL_TE2_PREFIX "conditioner.embedders.1.model."
 
 int sd_model_te_file_name(const sd_model *m, const char *key, char *out, size_t n)
 {
+    if (m->cfg.family == SD_FAMILY_SDXL) {
+        int how;
+        if (starts(key, SDXL_TE2_PREFIX))
+            return sd_clip_openclip_name(key + strlen(SDXL_TE2_PREFIX), SDXL_TE2_PREFIX, out, n, &how);
+        if (!starts(key, SDXL_TE1_PREFIX)) return sd_err(SD_ENOTFOUND, "%s: not a text-encoder key", key);
+        if ((size_t)snprintf(out, n, "%s", key) >= n) return sd_err(SD_ERANGE, "name too long");
+        return SD_OK;
+    }
     if (!starts(key, "cond_stage_model.transformer.")) return sd_err(SD_ENOTFOUND, "%s: not a text-encoder key", key);
     if (m->cfg.family != SD_FAMILY_SD2) {
         if ((size_t)snprintf(out, n, "%s", key) >= n) return sd_err(SD_ERANGE, "name too long");
@@ -1047,7 +1134,8 @@ static int is_vae_attn_matrix(const char *key, const sd_tensor *v)
  * (keys reg_prefix + HF names) under file_prefix (sd_clip_openclip_name): q/k/v values
  * concatenated into attn.in_proj_*, text_projection.weight transposed into text_projection
  * (a host copy kept in the pool). dup_from ≥ 0: resblock dup_from's tensors are written once
- * more as resblock dup_to (SD2's dropped last layer, kohya make_dummy_weights). */
+ * more as resblock dup_to (SD2's dropped last layer, kohya make_dummy_weights). Keys outside
+ * reg_prefix (SDXL's TE1, in the same registry) are left to the caller. */
 static int add_openclip_te(sd_safetensors_writer *w, write_pool *pool, const sd_params *te, const char *reg_prefix,
                            const char *file_prefix, int dup_from, int dup_to, sd_st_dtype dtype)
 {
@@ -1057,7 +1145,7 @@ static int add_openclip_te(sd_safetensors_writer *w, write_pool *pool, const sd_
         const sd_param *p = sd_params_at(te, i);
         const char *k = p->key;
         if (strstr(k, ".self_attn.k_proj.") || strstr(k, ".self_attn.v_proj.")) continue;
-        if (strncmp(k, reg_prefix, np)) return sd_err(SD_ENOTFOUND, "%s: not a text-encoder key", k);
+        if (strncmp(k, reg_prefix, np)) continue;
         char name[512];
         int how;
         if ((rc = sd_clip_openclip_name(k + np, file_prefix, name, sizeof name, &how))) break;
@@ -1149,11 +1237,16 @@ int sd_model_add_to_writer(sd_model *m, unsigned parts, sd_safetensors_writer *w
     if (rc || !(parts & SD_MODEL_TE)) return rc;
     sd_params *te = &m->te_params;
     if (m->cfg.family != SD_FAMILY_SD2) {
+        /* SD1, SDXL's TE1: the registry keys are the file's */
         for (size_t i = 0; i < sd_params_count(te) && !rc; i++) {
             const sd_param *p = sd_params_at(te, i);
             const sd_tensor *t = &p->value;
+            if (m->cfg.family == SD_FAMILY_SDXL && !starts(p->key, SDXL_TE1_PREFIX)) continue;
             rc = add_one(w, pool, p->key, t->ndim, t->shape, &t, 1, dtype);
         }
+        /* SDXL's TE2 in OpenCLIP names; its logit_scale (unused) comes with the source's other keys */
+        if (!rc && m->cfg.family == SD_FAMILY_SDXL)
+            rc = add_openclip_te(w, pool, te, SDXL_TE2_PREFIX, SDXL_TE2_PREFIX, -1, 0, dtype);
         return rc;
     }
     /* SD2: OpenCLIP names (kohya convert_text_encoder_state_dict_to_sd_v2, make_dummy_weights) */

@@ -1,5 +1,5 @@
-/* A whole SD1.x / SD2.x model (UNet, text encoder, VAE) from the files users have, for every tool
- * that loads one (sd-model, sd-encode-latents, sd-train, sd-sample).
+/* A whole SD1.x / SD2.x / SDXL model (UNet, text encoder(s), VAE) from the files users have, for
+ * every tool that loads one (sd-model, sd-encode-latents, sd-train, sd-sample).
  *
  * Sources (spec §9.1, §9.4):
  *   - a single-file checkpoint: .safetensors (memory-mapped), or a legacy torch `.ckpt`/`.pt`/`.bin`
@@ -7,14 +7,15 @@
  *     decided from the first bytes, not the extension. A ckpt is converted once into a temporary
  *     safetensors image (an unlinked file under $TMPDIR, mapped), so every loader sees one API;
  *     its top-level scalars (global_step, epoch) become metadata entries.
- *   - a Diffusers folder: unet/, text_encoder/, vae/ with diffusion_pytorch_model[.fp16].safetensors
+ *   - a Diffusers folder: unet/, text_encoder/, (SDXL) text_encoder_2/, vae/ with
+ *     diffusion_pytorch_model[.fp16].safetensors
  *     / model[.fp16].safetensors (or the .bin variants, read with the ckpt reader); a missing
  *     component folder means the component is absent.
  *   - `vae` (--vae): a VAE replacement: a full checkpoint (its first_stage_model.* is used), an ldm
  *     VAE-only file, a Diffusers VAE file (.safetensors or .bin) or a Diffusers VAE folder.
  *
- * Model family and configuration: models/detect.h recognises real SD1.x / SD2.x files (no --v2
- * needed) and refuses SDXL, SD3, FLUX, ... naming the family. `config` (--model_config) describes
+ * Model family and configuration: models/detect.h recognises real SD1.x / SD2.x / SDXL files (no
+ * --v2 needed) and refuses the SDXL refiner, SD3, FLUX, ... naming the family. `config` (--model_config) describes
  * any other shape (tiny test models, custom widths); with `v2` set and no "family" key in the file
  * the config starts from the SD2.x preset. When the weights show the family and `v2` contradicts
  * them, the weights win (sd_model.warning says so).
@@ -34,7 +35,9 @@
  * Registry keys (what sd_param.key holds): UNet "model.diffusion_model." + ldm names, VAE
  * "first_stage_model." + ldm names, text encoder "cond_stage_model.transformer." + the Hugging Face
  * CLIPTextModel names (the SD1 single-file names; for SD2 sd_model_te_file_name() gives the
- * OpenCLIP single-file name).
+ * OpenCLIP single-file name); SDXL: TE1 "conditioner.embedders.0.transformer." + HF names (the
+ * single-file names), TE2 "conditioner.embedders.1.model." + HF CLIPTextModelWithProjection names
+ * (sd_model_te_file_name() gives the OpenCLIP single-file name).
  *
  * Errors are one line naming the file: "m.safetensors: tensor 'x': expected shape [..], got [..]",
  * "m.safetensors: SDXL model: not supported (supported: SD1.x, SD2.x)", "m.ckpt: refusing to load:
@@ -127,14 +130,19 @@ typedef struct sd_model {
     unsigned parts;                /* SD_MODEL_* built */
     /* where each component comes from (borrowed from files[]) and its layout there */
     const sd_model_file *unet_src, *te_src, *vae_src;
-    sd_layout unet_layout, te_layout, vae_layout;
-    sd_model_file files[4];        /* model file / Diffusers unet, text_encoder, vae, --vae file */
+    const sd_model_file *te2_src;  /* SDXL TE2 (the model file, or Diffusers text_encoder_2/) */
+    sd_layout unet_layout, te_layout, vae_layout, te2_layout;
+    sd_model_file files[5];        /* model file / Diffusers unet, text_encoder, text_encoder_2, vae;
+                                      --vae file */
     int nfiles;
     char warning[256];             /* a note for the tool to print ("" = none) */
     /* the networks */
     sd_params unet_params, te_params, vae_params;
     sd_unet unet;
-    sd_clip clip;
+    sd_clip clip;                  /* SD1/SD2 text encoder; SDXL TE1 (CLIP ViT-L) */
+    sd_clip clip2;                 /* SDXL TE2 (OpenCLIP ViT-bigG, with text_projection); both SDXL
+                                      text encoders are part SD_MODEL_TE and register in te_params */
+    int have_clip2;                /* clip2 is built (SDXL with SD_MODEL_TE) */
     sd_vae vae;
     int loaded;
     void *write_pools;             /* internal: what sd_model_add_to_writer() handed the writer */
@@ -191,7 +199,10 @@ int sd_model_te_file_name(const sd_model *m, const char *key, char *out, size_t 
  * checkpoint: UNet model.diffusion_model.*, VAE first_stage_model.*, SD1 text encoder
  * cond_stage_model.transformer.text_model.*, SD2 text encoder cond_stage_model.model.* with q/k/v
  * merged into in_proj and the dropped last layer, text_projection (ones) and logit_scale (1, I64)
- * synthesised as kohya's convert_text_encoder_state_dict_to_sd_v2(make_dummy_weights=True).
+ * synthesised as kohya's convert_text_encoder_state_dict_to_sd_v2(make_dummy_weights=True);
+ * SDXL: TE1 conditioner.embedders.0.transformer.text_model.*, TE2 conditioner.embedders.1.model.*
+ * (OpenCLIP names, q/k/v merged, text_projection transposed; logit_scale is not a parameter and
+ * comes with the source's other keys where the caller copies them).
  * Floating tensors are stored as `dtype` (F32/F16/BF16). The model must stay open until the
  * writer has written. */
 int sd_model_add_to_writer(sd_model *m, unsigned parts, sd_safetensors_writer *w, sd_st_dtype dtype);

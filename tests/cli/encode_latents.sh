@@ -134,6 +134,13 @@ else
   echo "ok encode_kohya_store_loads_in_numpy # SKIP no /usr/bin/python3 with numpy"
 fi
 
+# --sdxl: kohya's _sdxl.npz suffix (the default for an SDXL model); only with --kohya_names
+"$enc" "${kargs[@]}" --sdxl < good.jsonl > kx.jsonl 2> kx.err
+check encode_kohya_sdxl_suffix '[ -s img/a_0100x0070_sdxl.npz ] && grep -q "\"latents\":\"img/a_0100x0070_sdxl.npz\"" kx.jsonl && cmp -s img/a_0100x0070_sd.npz img/a_0100x0070_sdxl.npz'
+rm -f img/*_sdxl.npz
+"$enc" "${common[@]}" --out lx --sdxl < good.jsonl > /dev/null 2> kx2.err; rc=$?
+check encode_sdxl_needs_kohya_names '[ $rc = 2 ] && grep -q "kohya_names" kx2.err'
+
 # ---- reuse and rebuild -------------------------------------------------------------------------------
 sum_a() { sha256sum img/a_0100x0070_sd.npz | cut -c1-64; }
 s0=$(sum_a); t0=$(stat -c %Y.%N img/a_0100x0070_sd.npz)

@@ -139,7 +139,7 @@ mkst() {  # mkst FILE JSON-HEADER DATA-BYTES(printf escapes)
   printf '%s' "$h" >>"$1"
   printf "$3" >>"$1"
 }
-mkst "$T/sdxl.safetensors" '{"conditioner.embedders.1.model.ln_final.weight":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"model.diffusion_model.label_emb.0.0.weight":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}' '\0\0\0\0\0\0\0\0'
+mkst "$T/refiner.safetensors" '{"conditioner.embedders.0.model.ln_final.weight":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"model.diffusion_model.label_emb.0.0.weight":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}' '\0\0\0\0\0\0\0\0'
 # header lengths whose low bytes look like a pickle (0x80) or a zip ("PK"): still safetensors
 mkstlen() {  # mkstlen FILE LEN: one 1-element tensor, header padded to exactly LEN bytes
   local h='{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
@@ -151,10 +151,34 @@ mkstlen "$T/len80.safetensors" 128
 mkstlen "$T/lenpk.safetensors" 19280
 expect_fail info_header_0x80 1 'len80.safetensors: no UNet, VAE or text encoder' "$B" info "$T/len80.safetensors"
 expect_fail info_header_pk 1 'lenpk.safetensors: no UNet, VAE or text encoder' "$B" info "$T/lenpk.safetensors"
-expect_fail info_sdxl_refused 1 'sdxl.safetensors: SDXL model: not supported' "$B" info "$T/sdxl.safetensors"
+expect_fail info_sdxl_refiner_refused 1 'refiner.safetensors: SDXL refiner model: not supported' "$B" info "$T/refiner.safetensors"
 mkst "$T/flux.safetensors" '{"double_blocks.0.img_attn.qkv.weight":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}' '\0\0\0\0'
 expect_fail info_flux_refused 1 'FLUX' "$B" info "$T/flux.safetensors"
-expect_fail run_sdxl_refused 1 'SDXL' "$B" run clip --model "$T/sdxl.safetensors" --tokens x.npy -o "$T/x.npy"
+expect_fail run_sdxl_refiner_refused 1 'SDXL refiner' "$B" run clip --model "$T/refiner.safetensors" --tokens x.npy -o "$T/x.npy"
+
+# ---- SDXL: a tiny single-file checkpoint (examples/tiny_model.c, sgm names, TE2 in OpenCLIP names) ----
+XC=examples/tiny_sdxl.toml
+if examples/build_tiny.sh "${SD_BUILD:-build}" "$T/tiny_model" 2>"$T/err" && "$T/tiny_model" model "$T/xl.safetensors" $XC 5 >/dev/null 2>>"$T/err"; then
+  "$B" info "$T/xl.safetensors" --model_config $XC --no_hashes >"$T/info" 2>"$T/err" &&
+    grep -q '^model  *SDXL single-file checkpoint: UNet text-encoder text-encoder-2 VAE' "$T/info" &&
+    grep -q '^family  *SDXL (from --model_config)' "$T/info" && ok info_sdxl || nok info_sdxl "$T/info"
+  "$B" info "$T/xl.safetensors" --model_config $XC --no_hashes --json >"$T/info.json" 2>"$T/err" &&
+    python3 - "$T/info.json" <<'PY' && ok info_sdxl_json || nok info_sdxl_json "$T/info.json"
+import json, sys
+j = json.load(open(sys.argv[1]))
+c = j["config"]
+assert c["family"] == "sdxl", c["family"]
+assert c["unet"]["transformer_depth"] == [0, 2] and c["unet"]["adm_in_channels"] == 1552, c["unet"]
+assert c["clip2"]["projection_dim"] == 16 and c["clip2"]["layers"] == 3, c["clip2"]
+PY
+  # load + write back: TE2's q/k/v split and joined again, text_projection transposed twice
+  check convert_sdxl "$B" convert "$T/xl.safetensors" -o "$T/xlc.safetensors" --model_config $XC
+  check convert_sdxl_same "$H" same "$T/xl.safetensors" "$T/xlc.safetensors" ""
+  check convert_sdxl_same_back "$H" same "$T/xlc.safetensors" "$T/xl.safetensors" ""
+  expect_fail run_clip_sdxl_not_yet 1 'not implemented in sd-model run yet' "$B" run clip --model "$T/xl.safetensors" --model_config $XC --prompt x -o "$T/x.npy"
+else
+  nok sdxl_tiny_model "$T/err"
+fi
 
 # ---- run: golden outputs ----------------------------------------------------------------------
 cmpg() {  # cmpg NAME OUT.npy GOLDENFILE TENSOR [ignored flat indices]

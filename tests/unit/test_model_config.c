@@ -293,10 +293,7 @@ static void test_detect_small(void)
 
     /* unsupported families are named */
     static const struct { tdesc t; sd_family f; const char *name; } other[] = {
-        { T2("conditioner.embedders.1.model.token_embedding.weight", 49408, 1280), SD_FAMILY_SDXL, "SDXL" },
         { T2("conditioner.embedders.0.model.token_embedding.weight", 49408, 1280), SD_FAMILY_SDXL_REFINER, "SDXL refiner" },
-        { T2("add_embedding.linear_1.weight", 1280, 2816), SD_FAMILY_SDXL, "SDXL" },
-        { T2("model.diffusion_model.label_emb.0.0.weight", 1280, 2816), SD_FAMILY_SDXL, "SDXL" },
         { T2("double_blocks.0.img_attn.qkv.weight", 9216, 3072), SD_FAMILY_FLUX, "FLUX" },
         { T2("model.diffusion_model.double_blocks.0.img_attn.qkv.weight", 9216, 3072), SD_FAMILY_FLUX, "FLUX" },
         { T2("model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", 4608, 1536), SD_FAMILY_SD3, "SD3" },
@@ -310,6 +307,36 @@ static void test_detect_small(void)
         T_CHECKF(strstr(sd_errmsg(), other[i].name) && strstr(sd_errmsg(), "not supported"), "%s", sd_errmsg());
         T_CHECK(strstr(sd_errmsg(), "o.safetensors") != NULL);
     }
+    /* the refiner: label_emb with context 1280 */
+    const tdesc refiner[] = { T2("model.diffusion_model.label_emb.0.0.weight", 1536, 2560),
+                              T2("model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight", 768, 1280) };
+    T_EQ_INT(detect("r.safetensors", refiner, 2, &d), SD_EUNSUPPORTED);
+    T_EQ_INT(d.family, SD_FAMILY_SDXL_REFINER);
+    /* SDXL components: the first cross-attention is on level 1, context 2048 */
+    const tdesc xl_unet[] = { T2("model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight", 640, 2048),
+                              T2("model.diffusion_model.label_emb.0.0.weight", 1280, 2816) };
+    T_EQ_INT(detect("x.safetensors", xl_unet, 2, &d), SD_OK);
+    T_EQ_INT(d.family, SD_FAMILY_SDXL);
+    T_EQ_INT(d.unet, SD_LAYOUT_LDM);
+    T_EQ_INT(d.context_dim, 2048);
+    const tdesc xl_unet_d[] = { T2("down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight", 640, 2048),
+                                T2("add_embedding.linear_1.weight", 1280, 2816) };
+    T_EQ_INT(detect("xd.safetensors", xl_unet_d, 2, &d), SD_OK);
+    T_EQ_INT(d.unet, SD_LAYOUT_DIFFUSERS);
+    T_EQ_INT(d.family, SD_FAMILY_SDXL);
+    const tdesc xl_te[] = { T2("conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight", 49408, 768),
+                            T2("conditioner.embedders.1.model.token_embedding.weight", 49408, 1280) };
+    T_EQ_INT(detect("xt.safetensors", xl_te, 2, &d), SD_OK);
+    T_EQ_INT(d.family, SD_FAMILY_SDXL);
+    T_EQ_INT(d.text_encoder, SD_LAYOUT_LDM);
+    T_EQ_INT(d.text_encoder2, SD_LAYOUT_LDM);
+    T_EQ_STR(d.te2_prefix, "conditioner.embedders.1.model.");
+    const tdesc xl_te2d[] = { T2("text_model.embeddings.token_embedding.weight", 49408, 1280),
+                              T2("text_projection.weight", 1280, 1280) };
+    T_EQ_INT(detect("xt2.safetensors", xl_te2d, 2, &d), SD_OK);
+    T_EQ_INT(d.family, SD_FAMILY_SDXL);
+    T_EQ_INT(d.text_encoder, SD_LAYOUT_NONE);
+    T_EQ_INT(d.text_encoder2, SD_LAYOUT_DIFFUSERS);
     const tdesc w512[] = { T2("model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight", 320, 512) };
     T_EQ_INT(detect("w.safetensors", w512, 1, &d), SD_EUNSUPPORTED);
     T_CHECK(strstr(sd_errmsg(), "512") != NULL);
@@ -325,7 +352,7 @@ static void test_detect_small(void)
     T_EQ_INT(detect("u.safetensors", unk, 1, &d), SD_EUNSUPPORTED);
 }
 
-/* Full-size SD1/SD2 UNet layouts (names and shapes of every tensor, ldm and Diffusers naming) are
+/* Full-size SD1/SD2/SDXL UNet layouts (names and shapes of every tensor, ldm and Diffusers naming) are
  * recognised as matching the preset; one wrong shape or an extra block is not. */
 static void check_full(sd_family fam, int diffusers, int spoil)
 {
@@ -370,6 +397,11 @@ static void test_detect_full_layouts(void)
     check_full(SD_FAMILY_SD2, 1, 0);
     check_full(SD_FAMILY_SD1, 0, 1);
     check_full(SD_FAMILY_SD2, 0, 2);
+    check_full(SD_FAMILY_SDXL, 0, 0);
+    check_full(SD_FAMILY_SDXL, 1, 0);
+    check_full(SD_FAMILY_SDXL, 0, 1);
+    check_full(SD_FAMILY_SDXL, 0, 2);
+    check_full(SD_FAMILY_SDXL, 1, 1);
 }
 
 int main(void)

@@ -646,20 +646,21 @@ static void test_missing_component(void)
     sd_model_close(&m);
 }
 
-static void test_sdxl_refused(void)
+static void test_sdxl_refiner_refused(void)
 {
     sd_safetensors_writer *w;
     float z[4] = { 0 };
     const char *p = t_path("sdxl_stub.safetensors");
     sd_model m;
     CK(sd_safetensors_writer_new(&w));
-    sd_safetensors_writer_add(w, "conditioner.embedders.1.model.ln_final.weight", SD_ST_F32, 1, (int64_t[]){ 4 }, z);
+    /* the SDXL refiner (OpenCLIP bigG as embedder 0) */
+    sd_safetensors_writer_add(w, "conditioner.embedders.0.model.ln_final.weight", SD_ST_F32, 1, (int64_t[]){ 4 }, z);
     sd_safetensors_writer_add(w, "model.diffusion_model.label_emb.0.0.weight", SD_ST_F32, 2, (int64_t[]){ 2, 2 }, z);
     CK(sd_safetensors_writer_write(w, p));
     sd_safetensors_writer_free(w);
     sd_model_opts o = { .v_param = -1, .inspect = 1 };
     T_EQ_INT(sd_model_open(&m, p, &o), SD_EUNSUPPORTED);
-    T_CHECKF(strstr(sd_errmsg(), "SDXL") != NULL, "%s", sd_errmsg());
+    T_CHECKF(strstr(sd_errmsg(), "SDXL refiner") != NULL, "%s", sd_errmsg());
     sd_model_close(&m);
     /* a --model_config does not make it loadable */
     o.config = cfg_file("sd1.toml", SD1_CFG);
@@ -863,7 +864,7 @@ int main(int argc, char **argv)
     T_RUN(test_single_file);
     T_RUN(test_inference_setup);
     T_RUN(test_missing_component);
-    T_RUN(test_sdxl_refused);
+    T_RUN(test_sdxl_refiner_refused);
     T_RUN(test_hashes);
     T_RUN(test_writer_roundtrip);
     T_RUN(test_sd2_text_encoder);
