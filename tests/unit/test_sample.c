@@ -20,6 +20,9 @@
  *   maxdiff A.png B.png                       print the largest pixel difference (-1: sizes differ)
  *   make-sdxl-lora MODEL CFG OUT SEED [bad]   a kohya-named SDXL LoRA (lora_unet_ ldm names, lora_te1_, lora_te2_)
  *                                             for the tiny SDXL model; "bad": one module names no layer
+ *   sdxl-train-round MODEL CFG PROMPTS OUTDIR MTL  one samples-during-training round (train/loop_sample.c) at
+ *                                             step 2 (--sample_every_n_steps 2, --max_token_length MTL);
+ *                                             prints the number of images
  *   sdxl-golden MODEL CFG GOLDEN              the SDXL conditioning (ids, weights, context, vector) and one
  *                                             guided UNet call on the tiny SDXL checkpoint against
  *                                             tests/golden/gen/make_sample_sdxl_golden.py; prints ok/not ok */
@@ -37,6 +40,7 @@
 #include "models/sdxl.h"
 #include "tensor/device.h"
 #include "train/lora_file.h"
+#include "train/loop_sample.h"
 #include "train/lora_network.h"
 #include "test.h"
 
@@ -521,6 +525,43 @@ static int make_sdxl_lora(const char *model, const char *cfg, const char *out, u
     if (!rc) rc = sd_safetensors_writer_write(w, out);
     sd_safetensors_writer_free(w);
     for (int i = 0; i < nb; i++) free(bufs[i]);
+    sd_model_close(&m);
+    return rc;
+}
+
+/* One samples-during-training round (train/loop_sample.c) on an SDXL model, at step 2 with
+ * --sample_every_n_steps 2 and --max_token_length MTL: as sd-train would call it. */
+static int sdxl_train_round(const char *model, const char *cfg, const char *prompts, const char *outdir, int mtl)
+{
+    sd_model m;
+    memset(&m, 0, sizeof m);
+    sd_train_config c;
+    sd_train_config_default(&c);
+    c.model = model;
+    c.sample_prompts = prompts;
+    c.sample_every_n_steps = 2;
+    c.output_name = "s";
+    c.max_token_length = mtl;
+    sd_train_sampling smp;
+    memset(&smp, 0, sizeof smp);
+    sd_clip_tokenizer *tok = NULL;
+    sd_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    char vp[4096];
+    int rc = sd_train_sampling_init(&smp, &c);
+    if (!rc) rc = open_tiny(&m, model, cfg);
+    if (!rc) rc = sd_clip_vocab_path(vp, sizeof vp);
+    if (!rc) rc = sd_clip_tokenizer_load(vp, &tok);
+    if (!rc) rc = sd_ctx_init(&ctx, SD_DEV_CPU, 1, (size_t)1 << 20);
+    if (!rc)
+        rc = sd_train_sampling_attach(&smp, &c, &m.unet, &m.clip, m.have_clip2 ? &m.clip2 : NULL, &m.vae, m.cfg.family,
+                                      tok, 0, NULL, 3, outdir, NULL);
+    if (!rc) rc = sd_train_sampling_maybe(&smp, &ctx, SD_SAMPLE_NO_EPOCH, 1);   /* not due */
+    if (!rc) rc = sd_train_sampling_maybe(&smp, &ctx, SD_SAMPLE_NO_EPOCH, 2);
+    if (!rc) printf("%lld\n", (long long)smp.images);
+    sd_train_sampling_free(&smp);
+    if (ctx.threads) sd_ctx_free(&ctx);
+    sd_clip_tokenizer_free(tok);
     sd_model_close(&m);
     return rc;
 }
@@ -1045,6 +1086,8 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[1], "make-ti") && argc == 6) rc = make_ti(argv[2], argv[3], argv[4], argv[5]);
         else if (!strcmp(argv[1], "make-sdxl-lora") && (argc == 6 || argc == 7))
             rc = make_sdxl_lora(argv[2], argv[3], argv[4], strtoull(argv[5], NULL, 10), argc == 7);
+        else if (!strcmp(argv[1], "sdxl-train-round") && argc == 7)
+            rc = sdxl_train_round(argv[2], argv[3], argv[4], argv[5], atoi(argv[6]));
         else if (!strcmp(argv[1], "sdxl-golden") && argc == 5) return sdxl_golden(argv[2], argv[3], argv[4]) ? 1 : 0;
         else if (!strcmp(argv[1], "gen-hooked") && argc == 8)
             rc = gen_hooked(argv[2], argv[3], argv[4], (float)atof(argv[5]), strtoull(argv[6], NULL, 10), argv[7]);
