@@ -17,6 +17,7 @@
 #include "io/safetensors.h"
 #include "models/sdxl.h"
 #include "text/caption.h"
+#include "train/lora_file.h"
 
 #define CHUNK 75
 #define ROW 77
@@ -350,6 +351,117 @@ void sd_gen_sdxl_vector(float *vec, const float *pooled, int64_t P, int orig_h, 
 {
     memcpy(vec, pooled, (size_t)P * sizeof *vec);
     sd_sdxl_size_embedding(vec + P, orig_h, orig_w, crop_top, crop_left, target_h, target_w);
+}
+
+/* ---- SDXL LoRA files merged by name (see sample_images.h) --------------------------------------------
+ * kohya's SDXL LoRA names: "lora_unet_" + the ldm/SGM UNet name, "lora_te1_" + the CLIP ViT-L HF
+ * name, "lora_te2_" + the bigG HF name, '.' → '_' (networks/lora.py; reference-behaviour.md §7.2).
+ * Each module is merged straight into the f32 weight it names: W += mul · alpha/rank · up·down
+ * (linear, 1×1 and k×k convs: up [out, r(,1,1)], down [r, in(,kh,kw)]), which is what the forward
+ * hooks compute (W x + mul · alpha/rank · up(down(x))). */
+
+/* registry key "PREFIX<name>.weight" → "<name>" with '.' → '_' (buf) when it has the prefix */
+static int underscored(const char *key, const char *prefix, char *buf, size_t n)
+{
+    size_t pl = strlen(prefix), kl = strlen(key);
+    if (strncmp(key, prefix, pl) || kl < pl + 7 || strcmp(key + kl - 7, ".weight")) return 0;
+    size_t l = kl - pl - 7;
+    if (l + 1 > n) return 0;
+    for (size_t i = 0; i < l; i++) buf[i] = key[pl + i] == '.' ? '_' : key[pl + i];
+    buf[l] = 0;
+    return 1;
+}
+
+static sd_param *sdxl_lora_target(sd_params *unet, sd_params *te, const char *name)
+{
+    static const struct { const char *lora, *key; int te; } map[] = {
+        { "lora_unet_", "model.diffusion_model.", 0 },
+        { "lora_te1_", "conditioner.embedders.0.transformer.", 1 },
+        { "lora_te2_", "conditioner.embedders.1.model.", 1 },
+    };
+    char buf[512];
+    for (size_t k = 0; k < sizeof map / sizeof map[0]; k++) {
+        size_t ll = strlen(map[k].lora);
+        if (strncmp(name, map[k].lora, ll)) continue;
+        sd_params *r = map[k].te ? te : unet;
+        for (size_t i = 0; i < sd_params_count(r); i++) {
+            sd_param *p = sd_params_at(r, i);
+            if (underscored(p->key, map[k].key, buf, sizeof buf) && !strcmp(buf, name + ll)) return p;
+        }
+        return NULL;
+    }
+    return NULL;
+}
+
+int sd_gen_lora_merge_sdxl(sd_params *unet, sd_params *te, const char *path, double mul, size_t *n_te_out,
+                           size_t *n_unet_out)
+{
+    sd_safetensors *st = NULL;
+    sd_lora_file_info info = { 0 };
+    float *down = NULL, *up = NULL;
+    size_t n_te = 0, n_unet = 0;
+    int rc = sd_safetensors_open(path, &st);
+    if (!rc) rc = sd_lora_file_scan(st, &info);
+    if (!rc && info.n == 0) rc = sd_err(SD_EFORMAT, "%s: no LoRA modules (lora_down/lora_up) in this file", path);
+    for (size_t i = 0; i < info.n && !rc; i++) {
+        const sd_lora_file_module *fm = &info.mods[i];
+        sd_param *w = sdxl_lora_target(unet, te, fm->name);
+        if (!w) {
+            rc = sd_err(SD_EFORMAT,
+                        "%s: module '%s' names no layer of this SDXL model (expected lora_unet_<ldm name>, "
+                        "lora_te1_/lora_te2_<text encoder name>)", path, fm->name);
+            break;
+        }
+        if (w->value.dtype != SD_F32 || w->value.device != SD_DEV_CPU) {
+            rc = sd_err(SD_EUNSUPPORTED, "%s: cannot merge into %s weights stored as non-f32", path, w->key);
+            break;
+        }
+        const sd_tensor *t = &w->value;
+        int64_t out = t->shape[0], in = t->ndim > 1 ? t->shape[1] : 0;
+        int64_t kk = t->ndim == 4 ? t->shape[2] * t->shape[3] : 1;
+        if ((t->ndim != 2 && t->ndim != 4) || fm->out != out || fm->in != in ||
+            (t->ndim == 4 ? (fm->kh * fm->kw != kk) : fm->kh * fm->kw != 1)) {
+            rc = sd_err(SD_EFORMAT, "%s: module '%s' does not fit %s (shape mismatch)", path, fm->name, w->key);
+            break;
+        }
+        const int64_t r = fm->rank, dn = r * in * kk;
+        down = malloc((size_t)dn * sizeof *down);
+        up = malloc((size_t)(out * r) * sizeof *up);
+        if (!down || !up) {
+            rc = sd_err(SD_ENOMEM, "out of memory");
+            break;
+        }
+        char key[600];
+        snprintf(key, sizeof key, "%s.lora_down.weight", fm->name);
+        rc = sd_safetensors_read_f32(st, key, down, (size_t)dn);
+        snprintf(key, sizeof key, "%s.lora_up.weight", fm->name);
+        if (!rc) rc = sd_safetensors_read_f32(st, key, up, (size_t)(out * r));
+        if (rc) break;
+        const float sc = (float)mul * (fm->has_alpha ? fm->alpha : (float)r) / (float)r;
+        float *W = t->data;
+        const int64_t row = in * kk;
+        for (int64_t o = 0; o < out; o++) {
+            float *wo = W + o * row;
+            for (int64_t q = 0; q < r; q++) {
+                const float u = up[o * r + q] * sc;
+                const float *d = down + q * row;
+                for (int64_t j = 0; j < row; j++) wo[j] += u * d[j];
+            }
+        }
+        if (!strncmp(fm->name, "lora_unet_", 10)) n_unet++;
+        else n_te++;
+        free(down);
+        free(up);
+        down = up = NULL;
+    }
+    if (n_te_out) *n_te_out = n_te;
+    if (n_unet_out) *n_unet_out = n_unet;
+    if (rc && !strstr(sd_errmsg(), path)) sd_err_prefix(rc, "%s", path);
+    free(down);
+    free(up);
+    sd_lora_file_info_free(&info);
+    sd_safetensors_close(st);
+    return rc;
 }
 
 /* ---- textual inversion ------------------------------------------------------------------------- */

@@ -170,6 +170,15 @@ int sd_gen_sdxl_encode_prompt(sd_ctx *ctx, const sd_gen_models *m, const char *t
 void sd_gen_sdxl_vector(float *vec, const float *pooled, int64_t P, int orig_h, int orig_w, int crop_top,
                         int crop_left, int target_h, int target_w);
 
+/* A kohya LoRA file in kohya's SDXL naming merged into the f32 host weights of an SDXL model's
+ * registries (models/sd_model.h keys): "lora_unet_" + the ldm UNet name, "lora_te1_" + TE1's and
+ * "lora_te2_" + TE2's Hugging Face names, '.' → '_' (networks/lora.py); each module adds
+ * mul · alpha/rank · up·down to the weight it names (linear, 1×1 and k×k convs), what the forward
+ * hooks compute. A module naming no layer, a shape mismatch or a non-f32 weight is an error naming
+ * the file and module. *n_te / *n_unet (may be NULL) count the merged modules. */
+int sd_gen_lora_merge_sdxl(sd_params *unet, sd_params *te, const char *path, double mul, size_t *n_te,
+                           size_t *n_unet);
+
 /* ---- A1111 "parameters" text ---------------------------------------------------------------- */
 
 typedef struct sd_infotext {

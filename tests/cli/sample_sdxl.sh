@@ -31,7 +31,8 @@ txt() { "$helper" text "$1" parameters; }
 M=(--model x.safetensors --model_config "$cfg" --W 64 --H 48 --steps 3 --sequential_file_name --seed 7)
 
 # ---- the conditioning and one UNet call against PyTorch ---------------------------------------------
-"$helper" sdxl-golden x.safetensors "$cfg" "$root/tests/data/sample/sdxl_golden.safetensors"
+"$helper" sdxl-golden x.safetensors "$cfg" "$root/tests/data/sample/sdxl_golden.safetensors" \
+  "$root/tests/data/sample/sdxl_lora.safetensors"
 
 # ---- generation, determinism, threads ---------------------------------------------------------------
 "$ss" "${M[@]}" --prompt "a (red:1.2) cat" --negative_prompt blurry --sampler euler_a --outdir a --threads 1 > a.out 2> a.err

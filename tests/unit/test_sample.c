@@ -23,9 +23,10 @@
  *   sdxl-train-round MODEL CFG PROMPTS OUTDIR MTL  one samples-during-training round (train/loop_sample.c) at
  *                                             step 2 (--sample_every_n_steps 2, --max_token_length MTL);
  *                                             prints the number of images
- *   sdxl-golden MODEL CFG GOLDEN              the SDXL conditioning (ids, weights, context, vector) and one
- *                                             guided UNet call on the tiny SDXL checkpoint against
- *                                             tests/golden/gen/make_sample_sdxl_golden.py; prints ok/not ok */
+ *   sdxl-golden MODEL CFG GOLDEN LORA         the SDXL conditioning (ids, weights, context, vector) and one
+ *                                             guided UNet call on the tiny SDXL checkpoint, also with the
+ *                                             LoRA file merged, against tests/golden/gen/
+ *                                             make_sample_sdxl_golden.py; prints ok/not ok */
 #include <math.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -308,7 +309,7 @@ static void sdxl_report(int okv, const char *name, const char *what)
 }
 
 /* prints ok/not ok lines; returns the number of failures */
-static int sdxl_golden(const char *model, const char *cfg, const char *golden)
+static int sdxl_golden(const char *model, const char *cfg, const char *golden, const char *lora)
 {
     sd_model m;
     memset(&m, 0, sizeof m);
@@ -341,26 +342,39 @@ static int sdxl_golden(const char *model, const char *cfg, const char *golden)
             goto out;
         }
     }
-    const char *cases[2] = { "a", "b" };
-    const int mtl[2] = { 0, 225 };
-    for (int ci = 0; ci < 2; ci++) {
+    /* a: 75 tokens; b: 225 (3 chunks); l: a with the LoRA file merged (multiplier 0.7) */
+    const char *cases[3] = { "a", "b", "l" };
+    const int mtl[3] = { 0, 225, 0 };
+    for (int ci = 0; ci < 3; ci++) {
         const char *c = cases[ci];
+        if (ci == 2) {
+            size_t nte = 0, nun = 0;
+            rc = sd_gen_lora_merge_sdxl(&m.unet_params, &m.te_params, lora, 0.7, &nte, &nun);
+            int okv = !rc && nte == 2 && nun == 4;
+            snprintf(msg, sizeof msg, "%zu text encoder, %zu UNet modules%s%s", nte, nun, rc ? ": " : "",
+                     rc ? sd_errmsg() : "");
+            sdxl_report(okv, "sdxl_golden_lora_merged", msg);
+            if (!okv) {
+                fails++;
+                break;
+            }
+        }
         sd_gen_models g = { .unet = &m.unet, .clip = &m.clip, .clip2 = &m.clip2, .vae = &m.vae,
                             .family = SD_FAMILY_SDXL, .tok = tok, .max_token_length = mtl[ci], .vae_tiling = -1 };
-        const char *prompt = ci == 0 ? "a (red:1.3) cat on a [mat]" : NULL;
+        const char *prompt = ci != 1 ? "a (red:1.3) cat on a [mat]" : NULL;
         char longp[2048] = "";
         if (ci == 1) {
             for (int i = 1; i <= 40; i++) snprintf(longp + strlen(longp), sizeof longp - strlen(longp), "word%d, ", i);
             strcat(longp, "(end:0.8)");
             prompt = longp;
         }
-        const char *neg = ci == 0 ? "blurry, (ugly:1.2)" : "lowres";
+        const char *neg = ci != 1 ? "blurry, (ugly:1.2)" : "lowres";
         int k = 0;
         sd_gen_sdxl_chunks(&g, &k);
         const int64_t S = 75 * k + 2, C = m.clip.cfg.width + m.clip2.cfg.width, P = m.clip2.cfg.projection_dim;
         const int64_t V = P + SD_SDXL_SIZE_EMB_DIM;
         /* ids and weights */
-        for (int neg_i = 0; neg_i < 2; neg_i++) {
+        for (int neg_i = 0; neg_i < 2 && ci < 2; neg_i++) {
             int32_t i1[3 * 77], i2[3 * 77];
             float w[227];
             char nm[64];
@@ -392,7 +406,7 @@ static int sdxl_golden(const char *model, const char *cfg, const char *golden)
         const float *gctx = gget(st, nm, &nctx);
         snprintf(nm, sizeof nm, "%s.vec", c);
         const float *gvec = gget(st, nm, &nvec);
-        snprintf(nm, sizeof nm, "%s.x", c);
+        snprintf(nm, sizeof nm, "%s.x", ci == 2 ? "a" : c);
         const float *gx = gget(st, nm, &nx);
         snprintf(nm, sizeof nm, "%s.eps", c);
         const float *geps = gget(st, nm, &neps);
@@ -1088,7 +1102,8 @@ int main(int argc, char **argv)
             rc = make_sdxl_lora(argv[2], argv[3], argv[4], strtoull(argv[5], NULL, 10), argc == 7);
         else if (!strcmp(argv[1], "sdxl-train-round") && argc == 7)
             rc = sdxl_train_round(argv[2], argv[3], argv[4], argv[5], atoi(argv[6]));
-        else if (!strcmp(argv[1], "sdxl-golden") && argc == 5) return sdxl_golden(argv[2], argv[3], argv[4]) ? 1 : 0;
+        else if (!strcmp(argv[1], "sdxl-golden") && argc == 6)
+            return sdxl_golden(argv[2], argv[3], argv[4], argv[5]) ? 1 : 0;
         else if (!strcmp(argv[1], "gen-hooked") && argc == 8)
             rc = gen_hooked(argv[2], argv[3], argv[4], (float)atof(argv[5]), strtoull(argv[6], NULL, 10), argv[7]);
         else if (!strcmp(argv[1], "initial-noise") && argc == 7) {

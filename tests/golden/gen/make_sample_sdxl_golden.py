@@ -27,7 +27,9 @@ make_unet_sdxl_golden.py, loaded from the checkpoint. Float32 throughout.
 Writes tests/data/sample/sdxl_golden.safetensors: for case c in {a (75 tokens), b (225 tokens, a
 prompt longer than 75)}: c.ids1, c.ids2, c.nids1, c.nids2 (as f32), c.w, c.nw (per-position
 weights), c.context [2, S, 64] (uncond first), c.vec [2, 1552], c.x [1, 4, 16, 16], c.eps [1, 4, 16, 16]
-(t = 501, scale 7.5, image 128x128); check.* = a few weights of the checkpoint (the C test
+(t = 501, scale 7.5, image 128x128); l.context, l.vec, l.eps: case a with
+tests/data/sample/sdxl_lora.safetensors (kohya names lora_unet_/lora_te1_/lora_te2_, rank 2, alpha
+1.5, written here too) attached as kohya's forward hooks with multiplier 0.7; check.* = a few weights of the checkpoint (the C test
 stops with "regenerate" when examples/tiny_model writes other weights).
 """
 import json
@@ -112,6 +114,47 @@ def encode(te1, te2, ids1, ids2, w, n):
     return torch.cat([h1, h2], dim=-1), pool
 
 
+LORA_OUT = os.path.join(HERE, "..", "..", "data", "sample", "sdxl_lora.safetensors")
+LORA_MUL = 0.7
+# (network, module path in the PyTorch model, kohya name); rank 2, alpha 1.5
+LORA_MODULES = [
+    ("unet", "input_blocks.3.1.transformer_blocks.0.attn2.to_k", "lora_unet_input_blocks_3_1_transformer_blocks_0_attn2_to_k"),
+    ("unet", "input_blocks.3.1.transformer_blocks.1.attn1.to_out.0",
+     "lora_unet_input_blocks_3_1_transformer_blocks_1_attn1_to_out_0"),
+    ("unet", "middle_block.1.proj_in", "lora_unet_middle_block_1_proj_in"),
+    ("unet", "middle_block.0.in_layers.2", "lora_unet_middle_block_0_in_layers_2"),
+    ("te1", "text_model.encoder.layers.0.self_attn.q_proj", "lora_te1_text_model_encoder_layers_0_self_attn_q_proj"),
+    ("te2", "text_model.encoder.layers.1.mlp.fc1", "lora_te2_text_model_encoder_layers_1_mlp_fc1"),
+]
+
+
+def attach_lora(nets, gen):
+    """kohya networks/lora.py LoRAModule as forward hooks: org(x) + up(down(x)) * multiplier * alpha / rank
+    (conv hosts: down = Conv2d(in, r, k, stride, padding), up = Conv2d(r, out, 1)). Returns the file's tensors."""
+    r, alpha = 2, 1.5
+    out = {}
+    for net, path, name in LORA_MODULES:
+        mod = nets[net].get_submodule(path)
+        if isinstance(mod, torch.nn.Linear):
+            down = torch.randn((r, mod.in_features), generator=gen) * 0.5
+            up = torch.randn((mod.out_features, r), generator=gen) * 0.5
+        else:
+            down = torch.randn((r, mod.in_channels) + tuple(mod.kernel_size), generator=gen) * 0.2
+            up = torch.randn((mod.out_channels, r, 1, 1), generator=gen) * 0.5
+        out[name + ".lora_down.weight"] = down
+        out[name + ".lora_up.weight"] = up
+        out[name + ".alpha"] = torch.tensor(alpha)
+        org, sc = mod.forward, LORA_MUL * alpha / r
+
+        def fwd(x, org=org, mod=mod, down=down, up=up, sc=sc):
+            if isinstance(mod, torch.nn.Linear):
+                return org(x) + torch.nn.functional.linear(torch.nn.functional.linear(x, down), up) * sc
+            h = torch.nn.functional.conv2d(x, down, stride=mod.stride, padding=mod.padding)
+            return org(x) + torch.nn.functional.conv2d(h, up) * sc
+        mod.forward = fwd
+    return out
+
+
 def main():
     sd = load_st(sys.argv[1])
     te1, te2, unet = models(sd)
@@ -143,6 +186,21 @@ def main():
                 c + ".w": w, c + ".nw": nw, c + ".context": context, c + ".vec": vec, c + ".x": x, c + ".eps": eps,
             })
             print(c, "S", context.shape[1], "tokens", sum(1 for i in ids1 if i < BOS), "eps", float(eps.abs().max()))
+        # case l: case a with the LoRA file attached (multiplier LORA_MUL)
+        lora = attach_lora({"unet": unet, "te1": te1, "te2": te2}, torch.Generator().manual_seed(9))
+        mtl, p, neg = CASES["a"]
+        ids1, ids2, w = rows(tok, p, mtl)
+        nids1, nids2, nw = rows(tok, neg, mtl)
+        ctx_c, pool_c = encode(te1, te2, ids1, ids2, w, 1)
+        ctx_u, pool_u = encode(te1, te2, nids1, nids2, nw, 1)
+        context = torch.cat([ctx_u, ctx_c])
+        vec = torch.cat([torch.cat([pool_u, size], dim=1), torch.cat([pool_c, size], dim=1)])
+        x = out["a.x"]
+        y = unet(torch.cat([x, x]), torch.tensor([T, T]), context, vec)
+        eps = y[0:1] + SCALE * (y[1:2] - y[0:1])
+        out.update({"l.context": context, "l.vec": vec, "l.eps": eps})
+        print("l eps", float(eps.abs().max()), "vs a", float((eps - out["a.eps"]).abs().max()))
+    print(LORA_OUT, write_safetensors(LORA_OUT, lora), "bytes")
     print(OUT, write_safetensors(OUT, out), "bytes")
 
 
