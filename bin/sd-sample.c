@@ -1,9 +1,9 @@
-/* sd-sample: text-to-image from an SD1.x/SD2.x checkpoint with LoRA networks (sd-sample(1)).
+/* sd-sample: text-to-image from an SD1.x/SD2.x/SDXL checkpoint with LoRA networks (sd-sample(1)).
  *
  *   sd-sample --model M [--vae V] [--network_weights L.safetensors ... --network_mul X ...]
  *             (--prompt TEXT | --from_file FILE) [--negative_prompt T] [--W N --H N --steps N
  *             --scale X --seed N --sampler NAME --batch_size N --images_per_prompt N --clip_skip N]
- *             --outdir DIR
+ *             [--max_token_length N --original_width N ... (SDXL)] --outdir DIR
  *
  * The generation itself is lib/diffusion/sample_images.c (shared with sd-train's samples); this
  * file parses options, loads the model and the networks, plans seeds and names, and writes. */
@@ -419,8 +419,8 @@ static int run(void)
             size_t nte = 0, nun = 0;
             rc = sd_gen_lora_merge_sdxl(&m.unet_params, &m.te_params, a.network_weights.s[i], mul, &nte, &nun);
             if (!rc)
-                sd_info("%s: merged %zu modules (%zu text encoder, %zu UNet) with multiplier %g", a.network_weights.s[i],
-                        nte + nun, nte, nun, mul);
+                sd_info("%s: merged %zu modules (%zu text encoder, %zu UNet) with multiplier %g",
+                        a.network_weights.s[i], nte + nun, nte, nun, mul);
         } else {
             rc = merge_lora(&ctx, &m, a.network_weights.s[i], mul);
         }
@@ -602,8 +602,9 @@ int main(int argc, char **argv)
     o.flags = SD_OPTS_CONFIG | SD_OPTS_NO_POSITIONAL;
     o.usage = "--model MODEL (--prompt TEXT | --from_file FILE) --outdir DIR [OPTIONS]";
     o.description =
-        "Text-to-image with an SD1.x/SD2.x checkpoint and any number of kohya LoRA networks, as the reference's "
-        "sample images are made (its prompt-file syntax, samplers and prompt weighting). One PNG per image, with "
+        "Text-to-image with an SD1.x/SD2.x/SDXL checkpoint and any number of kohya LoRA networks, as the "
+        "reference's sample images are made (its prompt-file syntax, samplers and prompt weighting; SDXL: its SDXL "
+        "pipeline). One PNG per image, with "
         "the prompt and settings in an A1111-style \"parameters\" text chunk. The paths written go to stdout.";
     o.epilog = "Exit status: 0 success, 1 fatal error (model, network or prompt file), 2 usage error.\n"
                "See sd-sample(1).";

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "base/log.h"
 #include "base/strbuf.h"
 #include "base/fileio.h"
 #include "base/rng.h"
@@ -321,8 +322,12 @@ int sd_gen_sdxl_encode_prompt(sd_ctx *ctx, const sd_gen_models *m, const char *t
     const int64_t S = (int64_t)CHUNK * k + 2, C1 = m->clip->cfg.width, C2 = m->clip2->cfg.width;
     int32_t ids1[MAX_MULT * ROW], ids2[MAX_MULT * ROW];
     float wrow[MAX_TOKENS + 2];
-    rc = sd_gen_sdxl_prompt_rows(m, text, ids1, ids2, wrow, NULL);
+    int truncated = 0;
+    rc = sd_gen_sdxl_prompt_rows(m, text, ids1, ids2, wrow, &truncated);
     if (rc) return rc;
+    if (truncated)
+        sd_warn("prompt truncated to %d tokens (--max_token_length %d): \"%.40s%s\"", CHUNK * k, CHUNK * k, text,
+                strlen(text) > 40 ? "..." : "");
     float *h1 = malloc((size_t)(S * C1) * sizeof *h1), *h2 = malloc((size_t)(S * C2) * sizeof *h2);
     float *y = malloc((size_t)(S * (C1 + C2)) * sizeof *y);
     if (!h1 || !h2 || !y) rc = sd_err(SD_ENOMEM, "out of memory");
@@ -714,8 +719,8 @@ int sd_txt2img(sd_ctx *ctx, const sd_gen_models *m, const sd_gen_params *p, sd_i
                       "adm_in_channels is %d", (long long)V, (long long)P, SD_SDXL_SIZE_EMB_DIM,
                       m->unet->cfg.adm_in_channels);
     if (!sdxl && m->unet->cfg.adm_in_channels > 0)
-        return sd_err(SD_EINVAL, "txt2img: the UNet takes a vector input (adm_in_channels %d) but the model is not SDXL",
-                      m->unet->cfg.adm_in_channels);
+        return sd_err(SD_EINVAL, "txt2img: the UNet takes a vector input (adm_in_channels %d) but the model is "
+                      "not SDXL", m->unet->cfg.adm_in_channels);
     if (m->vae->cfg.embed_dim != cin)
         return sd_err(SD_EINVAL, "txt2img: the VAE's %d latent channels differ from the UNet's %lld",
                       m->vae->cfg.embed_dim, (long long)cin);

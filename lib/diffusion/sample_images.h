@@ -1,4 +1,5 @@
-/* Text-to-image with a loaded SD1.x/SD2.x/SDXL model (SDXL: see "SDXL conditioning" below), the way the reference's sample images are made
+/* Text-to-image with a loaded SD1.x/SD2.x/SDXL model (SDXL: see "SDXL conditioning" below), the way
+ * the reference's sample images are made
  * (kohya-ss sd-scripts train_util.sample_images_common / sample_image_inference driving
  * library/lpw_stable_diffusion.py), plus the reference's sample triggers and file names
  * (reference-behaviour.md §6.13), for sd-sample and for sd-train's samples during training.
