@@ -83,6 +83,19 @@ check sample_sdxl_ti_refused '[ $rc = 1 ] && [ "$(wc -l < e2.err)" = 1 ] && grep
 "$ss" "${M[@]}" --prompt "a cat" --max_token_length 100 --outdir e3 > /dev/null 2> e3.err; rc=$?
 check sample_sdxl_max_token_length_usage '[ $rc = 2 ] && grep -q "75, 150 or 225" e3.err'
 
+# ---- --device cuda (a GPU, or SD_FAKE_CUDA=1 in a build without CUDA): close to the CPU's image -------
+"$ss" "${M[@]}" --prompt "a (red:1.2) cat" --negative_prompt blurry --network_weights l.safetensors --max_token_length 150 \
+  --device cuda --outdir gcu > /dev/null 2> gcu.err; rc=$?
+if [ $rc = 0 ]; then
+  "$ss" "${M[@]}" --prompt "a (red:1.2) cat" --negative_prompt blurry --network_weights l.safetensors --max_token_length 150 \
+    --outdir gcpu > /dev/null 2>&1
+  d=$("$helper" maxdiff gcu/im_000001.png gcpu/im_000001.png)
+  echo "# --device cuda vs cpu: max pixel difference $d"
+  check sample_sdxl_device_cuda_close_to_cpu '[ "$d" -ge 0 ] && [ "$d" -le 8 ]'
+else
+  check sample_sdxl_device_cuda_unavailable '[ $rc = 1 ] && grep -Eq "CUDA support|CUDA: no device" gcu.err'
+fi
+
 # ---- default size 1024 for SDXL (one step, no guidance) ----------------------------------------------
 "$ss" --model x.safetensors --model_config "$cfg" --prompt "a cat" --steps 1 --scale 1 --seed 1 --sequential_file_name \
   --outdir d > /dev/null 2> d.err
