@@ -1,4 +1,4 @@
-/* sd-model: inspect, convert and run SD1.x / SD2.x checkpoints (sd-model(1)).
+/* sd-model: inspect, convert and run SD1.x / SD2.x / SDXL checkpoints (sd-model(1)).
  *
  *   sd-model info MODEL [--json]
  *   sd-model convert MODEL -o OUT.safetensors [--save_precision float|fp16|bf16]
@@ -36,11 +36,11 @@ static struct {
     const char *model, *vae, *model_config;
     int v2, v_param;
     const char *output, *input;
-    const char *tokens;
+    const char *tokens, *tokens2, *pooled_output;
     sd_opt_list prompt;
     int max_token_length;
     int clip_skip;
-    const char *timesteps, *context;
+    const char *timesteps, *context, *vector;
     int save_precision;
     int tile, tile_overlap;
     int json, no_hashes;
@@ -54,17 +54,24 @@ static const sd_opt table[] = {
     {.name = "input", .short_name = 'i', .type = SD_OPT_STRING, .dest = &a.input, .metavar = "FILE.npy",
      .group = "Files", .help = "run vae-encode/vae-decode/unet: the input array"},
     {.name = "tokens", .type = SD_OPT_STRING, .dest = &a.tokens, .metavar = "FILE.npy", .group = "Text encoder",
-     .help = "run clip: token ids [B,77] (or [B,n,77] long-prompt chunks), integer dtype"},
+     .help = "run clip: token ids [B,77] (or [B,n,77] long-prompt chunks), integer dtype (SDXL: TE1's ids)"},
+    {.name = "tokens2", .type = SD_OPT_STRING, .dest = &a.tokens2, .metavar = "FILE.npy", .group = "Text encoder",
+     .help = "run clip, SDXL with --tokens: TE2's token ids, the shape of --tokens (required there)"},
+    {.name = "pooled_output", .type = SD_OPT_STRING, .dest = &a.pooled_output, .metavar = "FILE.npy",
+     .group = "Text encoder", .help = "run clip, SDXL: also write TE2's pooled output [B,projection_dim]"},
     {.name = "prompt", .type = SD_OPT_STRINGS, .dest = &a.prompt, .metavar = "TEXT", .flags = SD_OPTF_APPEND,
      .group = "Text encoder", .help = "run clip: tokenize TEXT with the CLIP tokenizer (repeat for a batch)"},
     {.name = "max_token_length", .type = SD_OPT_INT, .dest = &a.max_token_length, .def = "75",
      SD_OPT_RANGE(75, 225), .group = "Text encoder", .help = "--prompt: 75, 150 or 225 tokens (2 or 3 chunks)"},
-    {.name = "clip_skip", .type = SD_OPT_INT, .dest = &a.clip_skip, .def = "1", SD_OPT_RANGE(0, 64),
-     .group = "Text encoder", .help = "use the output of the k-th last layer (1 = last)"},
+    {.name = "clip_skip", .type = SD_OPT_INT, .dest = &a.clip_skip, SD_OPT_RANGE(0, 64), .metavar = "K",
+     .group = "Text encoder", .help = "use the output of the k-th last layer (default 1 = last; SDXL: ignored)"},
     {.name = "timesteps", .type = SD_OPT_STRING, .dest = &a.timesteps, .metavar = "FILE.npy", .group = "UNet",
      .help = "run unet: timesteps [B] (or one value for the whole batch)"},
     {.name = "context", .type = SD_OPT_STRING, .dest = &a.context, .metavar = "FILE.npy", .group = "UNet",
      .help = "run unet: text conditioning [B,S,C]"},
+    {.name = "vector", .type = SD_OPT_STRING, .dest = &a.vector, .metavar = "FILE.npy", .group = "UNet",
+     .help = "run unet, SDXL (required there): the vector input [B,adm_in_channels] (pooled text + size "
+             "embedding)"},
     {.name = "tile", .type = SD_OPT_INT, .dest = &a.tile, .def = "0", SD_OPT_RANGE(0, 1 << 20), .metavar = "N",
      .group = "VAE", .help = "run vae-encode/vae-decode in N x N tiles (image pixels for encode, latent pixels for "
                              "decode; 0 = whole images) to bound memory"},
@@ -188,114 +195,196 @@ static int ctx_open(sd_ctx *ctx, size_t need)
 
 /* ---- run clip --------------------------------------------------------------------------------- */
 
+/* Token ids from an integer .npy: [T] (one row), [B,T] or [B,n,77] → i32 ids (allocated). */
+static int read_ids(const char *path, int64_t vocab, sd_tensor *ids)
+{
+    sd_npy_array arr;
+    int rc = npy_read(path, &arr);
+    if (rc) return rc;
+    if (arr.dtype == SD_NPY_F4 || arr.dtype == SD_NPY_F2 || arr.dtype == SD_NPY_F8) {
+        sd_npy_array_free(&arr);
+        return sd_err(SD_EFORMAT, "%s: token ids must be integers, not %s", path, sd_npy_dtype_name(arr.dtype));
+    }
+    int64_t sh[3] = { 1, 1, 1 };
+    int nd = arr.ndim;
+    if (nd == 1) sh[0] = 1, sh[1] = arr.shape[0], nd = 2;
+    else if (nd == 2 || nd == 3) memcpy(sh, arr.shape, (size_t)nd * sizeof *sh);
+    else {
+        sd_npy_array_free(&arr);
+        return sd_err(SD_EFORMAT, "%s: %d dimensions, expected [B,T] or [B,n,77]", path, arr.ndim);
+    }
+    sd_tensor f;
+    rc = npy_to_f32(path, &arr, &f);
+    sd_npy_array_free(&arr);
+    if (rc) return rc;
+    if ((rc = sd_tensor_alloc(ids, SD_I32, nd, sh))) {
+        sd_tensor_free(&f);
+        return rc;
+    }
+    int32_t *ip = ids->data;
+    const float *fp = f.data;
+    for (int64_t i = 0; i < sd_tensor_numel(ids); i++) {
+        if (!(fp[i] >= 0 && fp[i] < (float)vocab)) {
+            rc = sd_err(SD_EFORMAT, "%s: token id %.0f at index %" PRId64 " is outside the vocabulary [0, %" PRId64 ")",
+                        path, fp[i], i, vocab);
+            break;
+        }
+        ip[i] = (int32_t)fp[i];
+    }
+    sd_tensor_free(&f);
+    if (rc) sd_tensor_free(ids);
+    return rc;
+}
+
+/* The prompts framed by the tokenizer with pad id `pad` (§3.2): ids [B,77] or [B,n,77] (allocated). */
+static int prompt_ids(sd_clip_tokenizer *tok, int32_t pad, int64_t vocab, sd_tensor *ids)
+{
+    int B = a.prompt.n, nch = 1, rc = SD_OK;
+    int32_t *buf = malloc((size_t)B * SD_CLIP_MAX_CHUNKS * 77 * sizeof *buf);
+    if (!buf) return sd_err(SD_ENOMEM, "out of memory");
+    for (int b = 0; b < B && !rc; b++) {
+        int32_t tmp[SD_CLIP_MAX_CHUNKS * 77];
+        rc = sd_clip_tokenizer_frame(tok, a.prompt.s[b], strlen(a.prompt.s[b]), a.max_token_length, pad, tmp, &nch);
+        if (!rc) memcpy(buf + (size_t)b * nch * 77, tmp, (size_t)nch * 77 * sizeof *tmp);
+    }
+    for (int64_t i = 0; !rc && i < (int64_t)B * nch * 77; i++)
+        if (buf[i] >= vocab)
+            rc = sd_err(SD_EFORMAT, "%s: the CLIP tokenizer's id %d does not fit the model's vocabulary of %" PRId64
+                        " (a test model?): give --tokens instead", a.model, buf[i], vocab);
+    if (!rc) rc = nch == 1 ? sd_tensor_alloc(ids, SD_I32, 2, (int64_t[]){ B, 77 })
+                           : sd_tensor_alloc(ids, SD_I32, 3, (int64_t[]){ B, nch, 77 });
+    if (!rc) memcpy(ids->data, buf, (size_t)B * nch * 77 * sizeof *buf);
+    free(buf);
+    return rc;
+}
+
+/* ids [B,T] with T ≤ the model's positions, or [B,n,77] */
+static int check_ids(const char *src, const sd_tensor *ids, int64_t maxlen)
+{
+    int64_t T = ids->shape[ids->ndim - 1];
+    if (T < 1 || T > maxlen)
+        return sd_err(SD_EFORMAT, "%s: %" PRId64 " tokens per row, the model takes at most %" PRId64, src, T, maxlen);
+    if (ids->ndim == 3 && T != 77)
+        return sd_err(SD_EFORMAT, "%s: long-prompt chunks must be rows of 77 ids, not %" PRId64, src, T);
+    return SD_OK;
+}
+
+/* SDXL: context [B,T,W1+W2] = cat(TE1 hidden_states[-2], TE2 hidden_states[-2]) on the last axis,
+ * pooled [B,P] from TE2 (kohya SdxlTextEncodingStrategy; clip_skip is not used). */
+static int run_clip_sdxl(sd_model *m, sd_ctx *ctx, const sd_tensor *ids1, const sd_tensor *ids2)
+{
+    int64_t B = ids1->shape[0], n = ids1->ndim == 3 ? ids1->shape[1] : 1, T = ids1->shape[ids1->ndim - 1];
+    int64_t W1 = m->cfg.clip.width, W2 = m->cfg.clip2.width, P = m->cfg.clip2.projection_dim;
+    int64_t S = ids1->ndim == 3 ? n * 75 + 2 : T;
+    int want_pooled = a.pooled_output != NULL;
+    sd_tensor h1 = { 0 }, h2 = { 0 }, w1 = { 0 }, w2 = { 0 }, pooled = { 0 }, y = { 0 };
+    sd_nn_plan p1 = sd_clip_plan_sdxl(&m->clip, B, n, T, 0), p2 = sd_clip_plan_sdxl(&m->clip2, B, n, T, want_pooled);
+    size_t need = p1.scratch + p1.saved > p2.scratch + p2.saved ? p1.scratch + p1.saved : p2.scratch + p2.saved;
+    int rc = ctx_open(ctx, need);
+    if (!rc) rc = sd_tensor_alloc(&h1, SD_F32, SD_DIMS(B, S, W1));
+    if (!rc) rc = sd_tensor_alloc(&h2, SD_F32, SD_DIMS(B, S, W2));
+    if (!rc && want_pooled) rc = sd_tensor_alloc(&pooled, SD_F32, SD_DIMS(B, P));
+    if (!rc && ids1->ndim == 3) {
+        if (!(rc = sd_tensor_alloc(&w1, SD_F32, SD_DIMS(B * n, 77, W1))) &&
+            !(rc = sd_tensor_alloc(&w2, SD_F32, SD_DIMS(B * n, 77, W2))) &&
+            !(rc = sd_clip_forward_sdxl_chunks(ctx, &m->clip, NULL, &h1, NULL, &w1, ids1)))
+            rc = sd_clip_forward_sdxl_chunks(ctx, &m->clip2, NULL, &h2, want_pooled ? &pooled : NULL, &w2, ids2);
+    } else if (!rc) {
+        if (!(rc = sd_clip_forward_sdxl(ctx, &m->clip, NULL, &h1, NULL, ids1)))
+            rc = sd_clip_forward_sdxl(ctx, &m->clip2, NULL, &h2, want_pooled ? &pooled : NULL, ids2);
+    }
+    if (!rc) rc = sd_tensor_alloc(&y, SD_F32, SD_DIMS(B, S, W1 + W2));
+    if (!rc) {
+        float *yd = y.data;
+        const float *a1 = h1.data, *a2 = h2.data;
+        for (int64_t r = 0; r < B * S; r++) {
+            memcpy(yd + r * (W1 + W2), a1 + r * W1, (size_t)W1 * sizeof *yd);
+            memcpy(yd + r * (W1 + W2) + W1, a2 + r * W2, (size_t)W2 * sizeof *yd);
+        }
+        rc = write_npy(a.output, &y);
+    }
+    if (!rc && want_pooled) rc = write_npy(a.pooled_output, &pooled);
+    sd_tensor_free(&h1);
+    sd_tensor_free(&h2);
+    sd_tensor_free(&w1);
+    sd_tensor_free(&w2);
+    sd_tensor_free(&pooled);
+    sd_tensor_free(&y);
+    return rc;
+}
+
 static int run_clip(void)
 {
     if (!a.tokens == !a.prompt.n) return usage_error("run clip: give exactly one of --tokens FILE.npy and --prompt TEXT");
+    if (a.tokens2 && !a.tokens) return usage_error("run clip: --tokens2 goes with --tokens (not with --prompt)");
     if (a.prompt.n && a.max_token_length != 75 && a.max_token_length != 150 && a.max_token_length != 225)
         return usage_error("option '--max_token_length': %d is not 75, 150 or 225", a.max_token_length);
     sd_model m;
     sd_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
-    sd_tensor ids = { 0 }, y = { 0 }, hidden = { 0 };
-    int32_t *idbuf = NULL;
+    sd_tensor ids = { 0 }, ids2 = { 0 }, y = { 0 }, hidden = { 0 };
     sd_clip_tokenizer *tok = NULL;
     int rc = open_model(&m, SD_MODEL_TE);
     if (rc) goto out;
-    if (m.cfg.family == SD_FAMILY_SDXL) {
-        rc = sd_err(SD_EUNSUPPORTED, "%s: run clip: SDXL's two text encoders are not implemented in sd-model run yet",
-                    a.model);
+    int sdxl = m.cfg.family == SD_FAMILY_SDXL;
+    if (!sdxl && (a.tokens2 || a.pooled_output)) {
+        const char *fam = sd_family_name(m.cfg.family);
+        sd_model_close(&m);
+        return usage_error("run clip: %s: only SDXL models have a second text encoder (%s is %s)",
+                           a.tokens2 ? "--tokens2" : "--pooled_output", a.model, fam);
+    }
+    if (sdxl && a.tokens && !a.tokens2) {
+        rc = sd_err(SD_EINVAL, "%s: SDXL has two text encoders: --tokens FILE.npy is TE1's ids, give TE2's with "
+                    "--tokens2 FILE.npy", a.model);
         goto out;
     }
+    if (sdxl && a.clip_skip >= 0) sd_warn("--clip_skip is ignored for SDXL (hidden_states[-2] of both text encoders)");
     int64_t vocab = m.cfg.clip.vocab_size, maxlen = m.cfg.clip.max_len;
-    const char *src = a.tokens;
+    const char *src = a.tokens, *src2 = a.tokens2;
     if (a.tokens) {
-        sd_npy_array arr;
-        if ((rc = npy_read(a.tokens, &arr))) goto out;
-        if (arr.dtype == SD_NPY_F4 || arr.dtype == SD_NPY_F2 || arr.dtype == SD_NPY_F8) {
-            sd_npy_array_free(&arr);
-            rc = sd_err(SD_EFORMAT, "%s: token ids must be integers, not %s", a.tokens, sd_npy_dtype_name(arr.dtype));
-            goto out;
-        }
-        int64_t sh[3] = { 1, 1, 1 };
-        int nd = arr.ndim;
-        if (nd == 1) sh[0] = 1, sh[1] = arr.shape[0], nd = 2;
-        else if (nd == 2 || nd == 3) memcpy(sh, arr.shape, (size_t)nd * sizeof *sh);
-        else {
-            sd_npy_array_free(&arr);
-            rc = sd_err(SD_EFORMAT, "%s: %d dimensions, expected [B,T] or [B,n,77]", a.tokens, arr.ndim);
-            goto out;
-        }
-        sd_tensor f;
-        rc = npy_to_f32(a.tokens, &arr, &f);
-        sd_npy_array_free(&arr);
-        if (rc) goto out;
-        if ((rc = sd_tensor_alloc(&ids, SD_I32, nd, sh))) {
-            sd_tensor_free(&f);
-            goto out;
-        }
-        int32_t *ip = ids.data;
-        const float *fp = f.data;
-        for (int64_t i = 0; i < sd_tensor_numel(&ids); i++) {
-            if (!(fp[i] >= 0 && fp[i] < (float)vocab)) {
-                rc = sd_err(SD_EFORMAT, "%s: token id %.0f at index %" PRId64 " is outside the vocabulary [0, %" PRId64 ")",
-                            a.tokens, fp[i], i, vocab);
-                break;
-            }
-            ip[i] = (int32_t)fp[i];
-        }
-        sd_tensor_free(&f);
-        if (rc) goto out;
+        if ((rc = read_ids(a.tokens, vocab, &ids))) goto out;
+        if (sdxl && (rc = read_ids(a.tokens2, m.cfg.clip2.vocab_size, &ids2))) goto out;
     } else {
         char vp[4096];
         if ((rc = sd_clip_vocab_path(vp, sizeof vp)) || (rc = sd_clip_tokenizer_load(vp, &tok))) goto out;
         int32_t pad = m.cfg.family == SD_FAMILY_SD2 ? SD_CLIP_PAD_SD2 : SD_CLIP_PAD_SD1;
-        int B = a.prompt.n, nch = 1;
-        idbuf = malloc((size_t)B * SD_CLIP_MAX_CHUNKS * 77 * sizeof *idbuf);
-        if (!idbuf) { rc = sd_err(SD_ENOMEM, "out of memory"); goto out; }
-        for (int b = 0; b < B && !rc; b++) {
-            int32_t tmp[SD_CLIP_MAX_CHUNKS * 77];
-            rc = sd_clip_tokenizer_frame(tok, a.prompt.s[b], strlen(a.prompt.s[b]), a.max_token_length, pad, tmp, &nch);
-            if (!rc) memcpy(idbuf + (size_t)b * nch * 77, tmp, (size_t)nch * 77 * sizeof *tmp);
+        if ((rc = prompt_ids(tok, pad, vocab, &ids))) goto out;
+        /* SDXL TE2: the bigG tokenizer, the same vocabulary with pad id 0 (§3.2) */
+        if (sdxl && (rc = prompt_ids(tok, SD_CLIP_PAD_SD2, m.cfg.clip2.vocab_size, &ids2))) goto out;
+        src = src2 = "--prompt";
+    }
+    if ((rc = check_ids(src, &ids, maxlen))) goto out;
+    if (sdxl) {
+        if ((rc = check_ids(src2, &ids2, m.cfg.clip2.max_len))) goto out;
+        if (ids.ndim != ids2.ndim || memcmp(ids.shape, ids2.shape, (size_t)ids.ndim * sizeof *ids.shape)) {
+            char d1[128], d2[128];
+            rc = sd_err(SD_EFORMAT, "%s: shape %s, expected the shape of --tokens %s", src2,
+                        sd_tensor_describe(&ids2, d2, sizeof d2), sd_tensor_describe(&ids, d1, sizeof d1));
+            goto out;
         }
-        if (rc) goto out;
-        for (int64_t i = 0; i < (int64_t)B * nch * 77; i++)
-            if (idbuf[i] >= vocab) {
-                rc = sd_err(SD_EFORMAT, "%s: the CLIP tokenizer's id %d does not fit the model's vocabulary of %" PRId64
-                            " (a test model?): give --tokens instead", a.model, idbuf[i], vocab);
-                goto out;
-            }
-        int64_t sh[3] = { B, nch, 77 };
-        if (nch == 1) ids = sd_tensor_wrap(idbuf, SD_I32, 2, (int64_t[]){ B, 77 });
-        else ids = sd_tensor_wrap(idbuf, SD_I32, 3, sh);
-        src = "--prompt";
+        rc = run_clip_sdxl(&m, &ctx, &ids, &ids2);
+        goto out;
     }
+    int clip_skip = a.clip_skip < 0 ? 1 : a.clip_skip;
     int64_t T = ids.shape[ids.ndim - 1], B = ids.shape[0], W = m.cfg.clip.width;
-    if (T < 1 || T > maxlen) {
-        rc = sd_err(SD_EFORMAT, "%s: %" PRId64 " tokens per row, the model takes at most %" PRId64, src, T, maxlen);
-        goto out;
-    }
-    if (ids.ndim == 3 && T != 77) {
-        rc = sd_err(SD_EFORMAT, "%s: long-prompt chunks must be rows of 77 ids, not %" PRId64, src, T);
-        goto out;
-    }
     int nl;
-    if ((rc = sd_clip_layers_for_skip(&m.clip, a.clip_skip, &nl))) goto out;
-    sd_nn_plan p = sd_clip_plan(&m.clip, ids.ndim == 3 ? B * ids.shape[1] : B, T, a.clip_skip);
+    if ((rc = sd_clip_layers_for_skip(&m.clip, clip_skip, &nl))) goto out;
+    sd_nn_plan p = sd_clip_plan(&m.clip, ids.ndim == 3 ? B * ids.shape[1] : B, T, clip_skip);
     if ((rc = ctx_open(&ctx, p.scratch + p.saved))) goto out;
     if (ids.ndim == 2) {
         if ((rc = sd_tensor_alloc(&y, SD_F32, SD_DIMS(B, T, W)))) goto out;
-        rc = sd_clip_forward(&ctx, &m.clip, NULL, &y, &ids, a.clip_skip);
+        rc = sd_clip_forward(&ctx, &m.clip, NULL, &y, &ids, clip_skip);
     } else {
         int64_t n = ids.shape[1];
         if ((rc = sd_tensor_alloc(&y, SD_F32, SD_DIMS(B, n * 75 + 2, W))) ||
             (rc = sd_tensor_alloc(&hidden, SD_F32, SD_DIMS(B * n, 77, W))))
             goto out;
-        rc = sd_clip_forward_chunks(&ctx, &m.clip, NULL, &y, &hidden, &ids, a.clip_skip);
+        rc = sd_clip_forward_chunks(&ctx, &m.clip, NULL, &y, &hidden, &ids, clip_skip);
     }
     if (!rc) rc = write_npy(a.output, &y);
 out:
-    if (a.tokens) sd_tensor_free(&ids);
-    free(idbuf);
+    sd_tensor_free(&ids);
+    sd_tensor_free(&ids2);
     sd_clip_tokenizer_free(tok);
     sd_tensor_free(&y);
     sd_tensor_free(&hidden);
@@ -387,14 +476,22 @@ static int run_unet(void)
     sd_model m;
     sd_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
-    sd_tensor x = { 0 }, t = { 0 }, tb = { 0 }, c = { 0 }, y = { 0 };
+    sd_tensor x = { 0 }, t = { 0 }, tb = { 0 }, c = { 0 }, y = { 0 }, v = { 0 };
     int rc = open_model(&m, SD_MODEL_UNET);
-    if (!rc && m.cfg.family == SD_FAMILY_SDXL)
-        rc = sd_err(SD_EUNSUPPORTED, "%s: run unet: the SDXL UNet (its pooled-text and size vector) is not implemented in "
-                    "sd-model run yet", a.model);
     if (rc) goto out;
-    if ((rc = read_f32(a.input, &x)) || (rc = read_f32(a.timesteps, &t)) || (rc = read_f32(a.context, &c))) goto out;
     const sd_unet_config *u = &m.cfg.unet;
+    if (a.vector && !u->adm_in_channels) {
+        const char *fam = sd_family_name(m.cfg.family);
+        sd_model_close(&m);
+        return usage_error("run unet: --vector: only SDXL UNets take a vector input (%s is %s)", a.model, fam);
+    }
+    if (!a.vector && u->adm_in_channels) {
+        rc = sd_err(SD_EINVAL, "%s: the SDXL UNet needs --vector FILE.npy [B,%d] (pooled text + size embedding)", a.model,
+                    u->adm_in_channels);
+        goto out;
+    }
+    if ((rc = read_f32(a.input, &x)) || (rc = read_f32(a.timesteps, &t)) || (rc = read_f32(a.context, &c))) goto out;
+    if (a.vector && (rc = read_f32(a.vector, &v))) goto out;
     int64_t mult = (int64_t)1 << (u->n_levels - 1);
     char want[160];
     snprintf(want, sizeof want, "[B,%d,H,W] with H and W multiples of %" PRId64, u->in_channels, mult);
@@ -409,6 +506,11 @@ static int run_unet(void)
         rc = shape_error(a.context, &c, want);
         goto out;
     }
+    if (a.vector && (v.ndim != 2 || v.shape[0] != B || v.shape[1] != u->adm_in_channels)) {
+        snprintf(want, sizeof want, "[%" PRId64 ",%d]", B, u->adm_in_channels);
+        rc = shape_error(a.vector, &v, want);
+        goto out;
+    }
     int64_t nt = sd_tensor_numel(&t);
     if (nt != 1 && !(t.ndim == 1 && nt == B)) {
         snprintf(want, sizeof want, "[%" PRId64 "] or one value", B);
@@ -420,13 +522,14 @@ static int run_unet(void)
     if ((rc = sd_tensor_alloc(&y, SD_F32, SD_DIMS(B, u->out_channels, x.shape[2], x.shape[3])))) goto out;
     sd_nn_plan p = sd_unet_plan(&m.unet, B, x.shape[2], x.shape[3], c.shape[1]);
     if ((rc = ctx_open(&ctx, p.scratch + p.saved))) goto out;
-    rc = sd_unet_forward(&ctx, &m.unet, NULL, &y, &x, &tb, &c, NULL);
+    rc = sd_unet_forward(&ctx, &m.unet, NULL, &y, &x, &tb, &c, a.vector ? &v : NULL);
     if (!rc) rc = write_npy(a.output, &y);
 out:
     sd_tensor_free(&x);
     sd_tensor_free(&t);
     sd_tensor_free(&tb);
     sd_tensor_free(&c);
+    sd_tensor_free(&v);
     sd_tensor_free(&y);
     if (ctx.threads) sd_ctx_free(&ctx);
     sd_model_close(&m);
@@ -877,13 +980,14 @@ int main(int argc, char **argv)
     sd_log_init(PROG);
     a.save_precision = -1;
     a.tile_overlap = -1;
+    a.clip_skip = -1;
     sd_opts o;
     if (sd_opts_init(&o, PROG, table) < 0) return sd_fatal(1);
     o.flags = SD_OPTS_CONFIG;
     o.usage = "info MODEL... | convert MODEL -o OUT.safetensors | run clip|vae-encode|vae-decode|unet --model MODEL "
               "[OPTIONS] -o OUT.npy";
     o.description =
-        "Inspects, converts and runs SD1.x/SD2.x checkpoints (single-file .safetensors, legacy .ckpt, Diffusers "
+        "Inspects, converts and runs SD1.x/SD2.x/SDXL checkpoints (single-file .safetensors, legacy .ckpt, Diffusers "
         "folders).\n"
         "  info      family, layout, parameters per component, dtypes, metadata, A1111 and sshs_* hashes\n"
         "  convert   ckpt / Diffusers folder / safetensors -> one safetensors file with ldm names\n"

@@ -393,14 +393,22 @@ static int diffusers_config(const char *dir, int v2, sd_model_config *cfg, int *
         o = jcopy(o, u, "transformer_layers_per_block", "transformer_depth");
         o = jcopy(o, u, "projection_class_embeddings_input_dim", "adm_in_channels");
         jv types = jget(u, "down_block_types"), attn = jv_array();
+        jv tlpb = jget(u, "transformer_layers_per_block"), depth = jv_array();
         int nt = jv_get_kind(types) == JV_KIND_ARRAY ? jv_array_length(jv_copy(types)) : -1;
+        int per_level = jv_get_kind(tlpb) == JV_KIND_ARRAY && jv_array_length(jv_copy(tlpb)) == nt;
         for (int i = 0; i < nt; i++) {
             jv ty = jv_array_get(jv_copy(types), i);
-            if (jv_get_kind(ty) == JV_KIND_STRING && strstr(jv_string_value(ty), "CrossAttn"))
-                attn = jv_array_append(attn, jv_number(1 << i));
+            int ca = jv_get_kind(ty) == JV_KIND_STRING && strstr(jv_string_value(ty), "CrossAttn");
+            if (ca) attn = jv_array_append(attn, jv_number(1 << i));
+            /* Diffusers lists a depth for every level (SDXL [1, 2, 10]); the plain DownBlock2D
+             * levels have no transformer: ldm's transformer_depth is 0 there ([0, 2, 10]) */
+            if (per_level) depth = jv_array_append(depth, ca ? jv_array_get(jv_copy(tlpb), i) : jv_number(0));
             jv_free(ty);
         }
         jv_free(types);
+        jv_free(tlpb);
+        if (per_level) o = jv_object_set(o, jv_string("transformer_depth"), depth);
+        else jv_free(depth);
         if (nt >= 0) o = jv_object_set(o, jv_string("attention_resolutions"), attn);
         else jv_free(attn);
         /* heads: Diffusers' attention_head_dim is the number of heads (an int, or one per level);

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# sd-model end to end on tiny SD1/SD2 checkpoints built from the golden files of
+# sd-model end to end on tiny SD1/SD2/SDXL checkpoints built from the golden files of
 # tests/data/golden/ (by tests/unit/test_sd_model's helper mode): info (text, JSON, hashes),
 # convert (ckpt, SD .ckpt, Diffusers folder, --vae, --save_precision) with round-trip checks,
 # run clip / vae-encode / vae-decode / unet against the golden outputs (max|Δ| ≤ 1e-4·max|ref|),
+# SDXL: run clip (both text encoders, pooled) against the PyTorch goldens, run unet --vector, a tiny
+# SDXL Diffusers folder,
 # bad input (exit 1, one line) and usage errors (exit 2).
 set -u
 cd "${SD_ROOT:-.}"
@@ -175,7 +177,6 @@ PY
   check convert_sdxl "$B" convert "$T/xl.safetensors" -o "$T/xlc.safetensors" --model_config $XC
   check convert_sdxl_same "$H" same "$T/xl.safetensors" "$T/xlc.safetensors" ""
   check convert_sdxl_same_back "$H" same "$T/xlc.safetensors" "$T/xl.safetensors" ""
-  expect_fail run_clip_sdxl_not_yet 1 'not implemented in sd-model run yet' "$B" run clip --model "$T/xl.safetensors" --model_config $XC --prompt x -o "$T/x.npy"
 else
   nok sdxl_tiny_model "$T/err"
 fi
@@ -253,6 +254,91 @@ done
   "$B" run clip --model "$T/clipv1.safetensors" --model_config "$T/clipv1.toml" --prompt "a photo of a cat" -o "$T/p1.npy" 2>>"$T/err" &&
   [ "$(tail -c 9856 "$T/pb.npy" | od -An -tx1 | md5sum)" = "$(tail -c 9856 "$T/p1.npy" | od -An -tx1 | md5sum)" ] &&
   ok run_clip_prompt_batch || nok run_clip_prompt_batch "$T/err"
+
+# ---- SDXL run: both text encoders, the UNet's vector input, a Diffusers folder ----------------
+# --tokens/--tokens2 on the PyTorch goldens of make_sdxl_clip_golden.py (its TE-only file,
+# described by a config): context = cat(h1, h2), pooled, and the long-prompt chunks
+GX=$G/sdxl/golden_sdxl_clip.safetensors
+printf 'family = "sdxl"\n[unet]\ncontext_dim = 24\nadm_in_channels = 1548\n[clip]\nwidth = 8\nlayers = 3\nheads = 2\nvocab_size = 64\n[clip2]\nwidth = 16\nlayers = 3\nheads = 2\nvocab_size = 64\nprojection_dim = 12\n' >"$T/gxl.toml"
+for v in ids1 ids2 long_ids1 long_ids2; do "$H" golden $GX golden.$v "$T/gx_$v.npy" || echo "not ok golden_sdxl_inputs"; done
+GXC="--model $GX --model_config $T/gxl.toml"
+"$B" run clip $GXC --tokens "$T/gx_ids1.npy" --tokens2 "$T/gx_ids2.npy" -o "$T/gxc.npy" --pooled_output "$T/gxp.npy" 2>"$T/err" || nok run_clip_sdxl_golden "$T/err"
+if "$H" cmpcat "$T/gxc.npy" $GX golden.h1 golden.h2 >"$T/cmp" 2>&1 && "$H" cmp "$T/gxp.npy" $GX golden.pool >>"$T/cmp" 2>&1; then
+  ok run_clip_sdxl_golden; else nok run_clip_sdxl_golden "$T/cmp"; fi
+"$B" run clip $GXC --tokens "$T/gx_long_ids1.npy" --tokens2 "$T/gx_long_ids2.npy" -o "$T/gxlc.npy" --pooled_output "$T/gxlp.npy" 2>"$T/err" || nok run_clip_sdxl_golden_long "$T/err"
+if "$H" cmpcat "$T/gxlc.npy" $GX golden.long_h1 golden.long_h2 >"$T/cmp" 2>&1 && "$H" cmp "$T/gxlp.npy" $GX golden.long_pool >>"$T/cmp" 2>&1; then
+  ok run_clip_sdxl_golden_long; else nok run_clip_sdxl_golden_long "$T/cmp"; fi
+# without --pooled_output: the same context (TE2 then skips its last layer)
+"$B" run clip $GXC --tokens "$T/gx_ids1.npy" --tokens2 "$T/gx_ids2.npy" -o "$T/gxc2.npy" 2>"$T/err" && cmp -s "$T/gxc.npy" "$T/gxc2.npy" &&
+  ok run_clip_sdxl_no_pooled || nok run_clip_sdxl_no_pooled "$T/err"
+expect_fail run_clip_sdxl_tokens2_missing 1 'golden_sdxl_clip.safetensors: SDXL has two text encoders: .*--tokens2' "$B" run clip $GXC --tokens "$T/gx_ids1.npy" -o "$T/x.npy"
+expect_fail run_clip_sdxl_tokens2_shape 1 'gx_long_ids2.npy: shape .*expected the shape of --tokens' "$B" run clip $GXC --tokens "$T/gx_ids1.npy" --tokens2 "$T/gx_long_ids2.npy" -o "$T/x.npy"
+expect_fail run_clip_sdxl_tokens2_prompt 2 '--tokens2 goes with --tokens' "$B" run clip $GXC --prompt a --tokens2 "$T/gx_ids2.npy" -o "$T/x.npy"
+expect_fail usage_pooled_output_sd1 2 '--pooled_output: only SDXL' "$B" run clip --model "$T/sd1.safetensors" $S1 --tokens "$T/ids.npy" --pooled_output "$T/x2.npy" -o "$T/x.npy"
+expect_fail usage_tokens2_sd1 2 '--tokens2: only SDXL' "$B" run clip --model "$T/sd1.safetensors" $S1 --tokens "$T/ids.npy" --tokens2 "$T/ids.npy" -o "$T/x.npy"
+expect_fail usage_vector_sd1 2 '--vector: only SDXL' "$B" run unet --model "$T/sd1.safetensors" $S1 -i "$T/ux.npy" --timesteps "$T/ut.npy" --context "$T/uc.npy" --vector "$T/ut.npy" -o "$T/x.npy"
+
+shape_is() { head -c 128 "$1" | grep -q "'shape': ($2)"; }
+if [ -s "$T/xl.safetensors" ]; then
+  XLM="--model $T/xl.safetensors --model_config $XC"
+  # --prompt: TE1 framed with pad 49407, TE2 with pad 0 (the tokenizer rows of framed.tsv)
+  "$H" ids "$T/p150sd2.npy" $(framed 150 0) || echo "not ok prompt_inputs_sdxl"
+  "$B" run clip $XLM --prompt "a photo of a cat" -o "$T/xc.npy" --pooled_output "$T/xp.npy" 2>"$T/err" &&
+    shape_is "$T/xc.npy" '1, 77, 64' && shape_is "$T/xp.npy" '1, 16' && ok run_clip_sdxl_shapes || nok run_clip_sdxl_shapes "$T/err"
+  "$B" run clip $XLM --tokens "$T/p75.npy" --tokens2 "$T/p75sd2.npy" -o "$T/xct.npy" --pooled_output "$T/xpt.npy" 2>"$T/err" &&
+    cmp -s "$T/xc.npy" "$T/xct.npy" && cmp -s "$T/xp.npy" "$T/xpt.npy" && ok run_clip_sdxl_prompt_tokens || nok run_clip_sdxl_prompt_tokens "$T/err"
+  "$B" run clip $XLM --prompt "a photo of a cat" --max_token_length 150 -o "$T/xcl.npy" --pooled_output "$T/xpl.npy" 2>"$T/err" &&
+  "$B" run clip $XLM --tokens "$T/p150.npy" --tokens2 "$T/p150sd2.npy" -o "$T/xclt.npy" --pooled_output "$T/xplt.npy" 2>>"$T/err" &&
+    shape_is "$T/xcl.npy" '1, 152, 64' && cmp -s "$T/xcl.npy" "$T/xclt.npy" && cmp -s "$T/xpl.npy" "$T/xplt.npy" &&
+    ok run_clip_sdxl_prompt_long || nok run_clip_sdxl_prompt_long "$T/err"
+  # the first 32 channels are TE1's alone: TE2's ids (pad 49407 instead of 0) change only the rest
+  "$B" run clip $XLM --tokens "$T/p75.npy" --tokens2 "$T/p75.npy" -o "$T/xcs.npy" 2>"$T/err" &&
+    "$H" slice "$T/xc.npy" "$T/a1.npy" 0 32 && "$H" slice "$T/xcs.npy" "$T/b1.npy" 0 32 &&
+    "$H" slice "$T/xc.npy" "$T/a2.npy" 32 64 && "$H" slice "$T/xcs.npy" "$T/b2.npy" 32 64 &&
+    cmp -s "$T/a1.npy" "$T/b1.npy" && ! cmp -s "$T/a2.npy" "$T/b2.npy" && ok run_clip_sdxl_te1_part || nok run_clip_sdxl_te1_part "$T/err"
+  # a batch of two prompts: rows equal to the single prompt's; --clip_skip warned about and ignored
+  "$B" run clip $XLM --prompt "a photo of a cat" --prompt "a photo of a cat" -o "$T/xcb.npy" --pooled_output "$T/xpb.npy" --clip_skip 2 2>"$T/err" &&
+    [ "$(grep -c 'clip_skip is ignored for SDXL' "$T/err")" = 1 ] && shape_is "$T/xcb.npy" '2, 77, 64' &&
+    [ "$(tail -c 19712 "$T/xcb.npy" | md5sum)" = "$(tail -c 19712 "$T/xc.npy" | md5sum)" ] &&
+    [ "$(tail -c 64 "$T/xpb.npy" | md5sum)" = "$(tail -c 64 "$T/xp.npy" | md5sum)" ] &&
+    ok run_clip_sdxl_batch || nok run_clip_sdxl_batch "$T/err"
+  # UNet with the vector input, against PyTorch (tests/golden/gen/make_sdxl_run_golden.py: the sgm
+  # UNet transcription on this very checkpoint, which tiny_model writes deterministically)
+  GU=$G/sdxl/golden_sdxl_tiny_unet.safetensors
+  "$H" golden $GU golden.x "$T/xx.npy" && "$H" golden $GU golden.t "$T/xt.npy" && "$H" golden $GU golden.vec "$T/xv.npy" &&
+  "$H" golden $GU golden.context "$T/xctx.npy" && "$H" arr "$T/xv2.npy" 1 1.3 2 1552 && "$H" arr "$T/xv3.npy" 1 0.2 2 100 ||
+    echo "not ok unet_inputs_sdxl"
+  XU="-i $T/xx.npy --timesteps $T/xt.npy --context $T/xctx.npy"
+  "$B" run unet $XLM $XU --vector "$T/xv.npy" -o "$T/xe.npy" 2>"$T/err" && shape_is "$T/xe.npy" '2, 4, 16, 16' ||
+    nok run_unet_sdxl "$T/err"
+  cmpg run_unet_sdxl "$T/xe.npy" $GU golden.y
+  "$B" run unet $XLM $XU --vector "$T/xv2.npy" -o "$T/xe2.npy" --threads 1 2>"$T/err" && ! cmp -s "$T/xe.npy" "$T/xe2.npy" &&
+    "$B" run unet $XLM $XU --vector "$T/xv.npy" -o "$T/xe1.npy" --threads 1 2>>"$T/err" && cmp -s "$T/xe.npy" "$T/xe1.npy" &&
+    ok run_unet_sdxl_vector_used || nok run_unet_sdxl_vector_used "$T/err"
+  expect_fail run_unet_sdxl_no_vector 1 'xl.safetensors: the SDXL UNet needs --vector FILE.npy \[B,1552\]' "$B" run unet $XLM $XU -o "$T/x.npy"
+  expect_fail run_unet_sdxl_vector_shape 1 'xv3.npy: shape .*expected \[2,1552\]' "$B" run unet $XLM $XU --vector "$T/xv3.npy" -o "$T/x.npy"
+  # a Diffusers folder made from the single file (unet/, text_encoder/, text_encoder_2/ with
+  # config.json files; no vae/): opened from its config.json files, every parameter equal, the
+  # same outputs, converted back to the single-file tensors
+  if "$H" mkdiffusersxl "$T/xl.safetensors" $XC "$T/xld" 2>"$T/err" && "$H" samemodel "$T/xl.safetensors" $XC "$T/xld" "" >"$T/out" 2>>"$T/err"; then
+    ok sdxl_diffusers_same_parameters; else nok sdxl_diffusers_same_parameters "$T/err"; fi
+  "$B" info "$T/xld" --no_hashes >"$T/info" 2>"$T/err" && grep -q '^family  *SDXL (from the Diffusers config.json files)' "$T/info" &&
+    grep -q '^format  *diffusers' "$T/info" && ok info_sdxl_diffusers || nok info_sdxl_diffusers "$T/info"
+  # the config.json files map onto the single file's config (transformer_layers_per_block [1, 2] of
+  # a DownBlock2D + CrossAttnDownBlock2D UNet is ldm's transformer_depth [0, 2])
+  "$B" info "$T/xld" --no_hashes --json >"$T/i1.json" 2>"$T/err" && "$B" info $XLM --no_hashes --json >"$T/i2.json" 2>>"$T/err" &&
+    grep -o '"unet":{"in_channels[^}]*}' "$T/i1.json" >"$T/u1" && grep -o '"unet":{"in_channels[^}]*}' "$T/i2.json" >"$T/u2" && cmp -s "$T/u1" "$T/u2" &&
+    grep -q '"transformer_depth":\[0,2\]' "$T/u1" && ok info_sdxl_diffusers_config || { cat "$T/u1" "$T/u2" >>"$T/err"; nok info_sdxl_diffusers_config "$T/err"; }
+  "$B" run clip --model "$T/xld" --prompt "a photo of a cat" -o "$T/dxc.npy" --pooled_output "$T/dxp.npy" 2>"$T/err" &&
+    cmp -s "$T/xc.npy" "$T/dxc.npy" && cmp -s "$T/xp.npy" "$T/dxp.npy" && ok run_clip_sdxl_diffusers || nok run_clip_sdxl_diffusers "$T/err"
+  "$B" run unet --model "$T/xld" $XU --vector "$T/xv.npy" -o "$T/dxe.npy" 2>"$T/err" && cmp -s "$T/xe.npy" "$T/dxe.npy" &&
+    ok run_unet_sdxl_diffusers || nok run_unet_sdxl_diffusers "$T/err"
+  "$B" convert "$T/xld" -o "$T/xldc.safetensors" 2>"$T/err" &&
+    "$H" same "$T/xl.safetensors" "$T/xldc.safetensors" model.diffusion_model. >/dev/null 2>>"$T/err" &&
+    "$H" same "$T/xl.safetensors" "$T/xldc.safetensors" conditioner. >/dev/null 2>>"$T/err" &&
+    "$H" same "$T/xldc.safetensors" "$T/xl.safetensors" "" >/dev/null 2>>"$T/err" &&
+    ok convert_sdxl_diffusers || nok convert_sdxl_diffusers "$T/err"
+fi
 
 # ---- convert ----------------------------------------------------------------------------------
 check convert_ckpt "$B" convert tests/data/ckpt/basic.ckpt -o "$T/basic.safetensors"

@@ -15,7 +15,17 @@
  *   mkclip sd1|sd2 OUT.safetensors              a text encoder with the real vocabulary (49408 tokens),
  *                                               width 32, 2 heads, 2 layers run, random weights
  *                                               (sd1: single-file names; sd2: Diffusers names)
- *   ids OUT.npy ID...                           int64 ids as [1,77] or [1,n,77] */
+ *   ids OUT.npy ID...                           int64 ids as [1,77] or [1,n,77]
+ *   cmpcat OUT.npy FILE A B                     cmp against cat(A, B) on the last axis
+ *   slice IN.npy OUT.npy LO HI                  OUT = IN[..., LO:HI]
+ *   arr OUT.npy SCALE PHASE D...                f32 [D...] = SCALE·sin(0.37·i + PHASE)
+ *   mkdiffusersxl SINGLE CFG DIR                an SDXL Diffusers folder (unet/ text_encoder/
+ *                                               text_encoder_2/, config.json files) from a tiny SDXL
+ *                                               single file described by CFG
+ *   samemodel A CFG_A B CFG_B                   UNet + text encoders of A and B (CFG "" = none):
+ *                                               the same parameters, bitwise */
+#include <inttypes.h>
+#include <math.h>
 #include <stdint.h>
 #include <sys/stat.h>
 
@@ -522,6 +532,199 @@ static int mkids(const char *out, char **v, int n)
     return rc;
 }
 
+/* ---- SDXL helpers ------------------------------------------------------------------------------ */
+
+/* npy vs cat(golden A, golden B) on the last axis, max|Δ| ≤ 1e-4·max|ref| */
+static int cmd_cmpcat(const char *npy, const char *file, const char *na, const char *nb)
+{
+    sd_npy_array a;
+    float *ra = NULL, *rb = NULL, *ref = NULL;
+    int64_t n1 = 0, n2 = 0, s1[SD_ST_MAX_DIMS], s2[SD_ST_MAX_DIMS];
+    int d1 = 0, d2 = 0;
+    int rc = read_npy_f32(npy, &a);
+    if (rc) return rc;
+    if (!(rc = golden_f32(file, na, &ra, &n1, &d1, s1))) rc = golden_f32(file, nb, &rb, &n2, &d2, s2);
+    if (!rc && (d1 != d2 || d1 < 1 || memcmp(s1, s2, (size_t)(d1 - 1) * sizeof *s1)))
+        rc = sd_err(SD_EFORMAT, "%s and %s: shapes do not concatenate", na, nb);
+    int64_t w1 = rc ? 1 : s1[d1 - 1], w2 = rc ? 1 : s2[d1 - 1], rows = rc ? 0 : n1 / w1;
+    if (!rc && ((int64_t)a.count != n1 + n2 || a.ndim != d1 || memcmp(a.shape, s1, (size_t)(d1 - 1) * sizeof *s1) ||
+                a.shape[d1 - 1] != w1 + w2))
+        rc = sd_err(SD_EFORMAT, "%s: shape differs from cat(%s, %s)", npy, na, nb);
+    if (!rc) {
+        ref = malloc((size_t)(n1 + n2) * sizeof *ref);
+        for (int64_t r = 0; r < rows; r++) {
+            memcpy(ref + r * (w1 + w2), ra + r * w1, (size_t)w1 * sizeof *ref);
+            memcpy(ref + r * (w1 + w2) + w1, rb + r * w2, (size_t)w2 * sizeof *ref);
+        }
+        double d = rel_diff(a.data, ref, n1 + n2, NULL);
+        printf("%s vs cat(%s, %s): max rel diff %.3g\n", npy, na, nb, d);
+        if (!(d <= 1e-4)) rc = sd_err(SD_ERANGE, "%s: max rel diff %.3g > 1e-4", npy, d);
+    }
+    free(ra);
+    free(rb);
+    free(ref);
+    sd_npy_array_free(&a);
+    return rc;
+}
+
+/* OUT.npy: f32 array of shape D... with v[i] = scale·sin(0.37·i + phase) */
+static int cmd_arr(const char *out, double scale, double phase, char **dims, int nd)
+{
+    int64_t sh[8], n = 1;
+    if (nd < 1 || nd > 8) return sd_err(SD_EINVAL, "arr: 1 to 8 dimensions");
+    for (int i = 0; i < nd; i++) n *= sh[i] = atoll(dims[i]);
+    float *v = malloc((size_t)n * sizeof *v);
+    for (int64_t i = 0; i < n; i++) v[i] = (float)(scale * sin(0.37 * (double)i + phase));
+    void *enc = NULL;
+    size_t len = 0;
+    int rc = sd_npy_encode(SD_NPY_F4, nd, sh, v, &enc, &len);
+    if (!rc) rc = sd_write_file_atomic(out, enc, len);
+    free(enc);
+    free(v);
+    return rc;
+}
+
+/* OUT.npy = IN.npy[..., LO:HI] (f32) */
+static int cmd_slice(const char *in, const char *out, int64_t lo, int64_t hi)
+{
+    sd_npy_array a;
+    int rc = read_npy_f32(in, &a);
+    if (rc) return rc;
+    int64_t w = a.shape[a.ndim - 1], rows = w ? (int64_t)a.count / w : 0;
+    if (!(lo >= 0 && lo < hi && hi <= w)) rc = sd_err(SD_EINVAL, "slice %" PRId64 ":%" PRId64 " of %" PRId64, lo, hi, w);
+    float *v = rc ? NULL : malloc((size_t)(rows * (hi - lo)) * sizeof *v);
+    for (int64_t r = 0; !rc && r < rows; r++)
+        memcpy(v + r * (hi - lo), (const float *)a.data + r * w + lo, (size_t)(hi - lo) * sizeof *v);
+    int64_t sh[8];
+    memcpy(sh, a.shape, (size_t)a.ndim * sizeof *sh);
+    sh[a.ndim - 1] = hi - lo;
+    void *enc = NULL;
+    size_t len = 0;
+    if (!rc) rc = sd_npy_encode(SD_NPY_F4, a.ndim, sh, v, &enc, &len);
+    if (!rc) rc = sd_write_file_atomic(out, enc, len);
+    free(enc);
+    free(v);
+    sd_npy_array_free(&a);
+    return rc;
+}
+
+/* An SDXL Diffusers folder (unet/, text_encoder/, text_encoder_2/ with Diffusers / HF names and
+ * config.json files as Diffusers and transformers write them) from the tiny SDXL single file of
+ * examples/tiny_sdxl.toml. No vae/: lib/models/vae.h has no public ldm → Diffusers name map. */
+static int mkdiffusersxl(const char *single, const char *cfg, const char *dir)
+{
+    static const char *const sub[3] = { "unet", "text_encoder", "text_encoder_2" };
+    static const char *const cj[3] = {
+        "{\"_class_name\": \"UNet2DConditionModel\", \"_diffusers_version\": \"0.19.0.dev0\", \"act_fn\": \"silu\",\n"
+        " \"addition_embed_type\": \"text_time\", \"addition_embed_type_num_heads\": 64, \"addition_time_embed_dim\": 256,\n"
+        " \"attention_head_dim\": [2, 4], \"block_out_channels\": [32, 64], \"center_input_sample\": false,\n"
+        " \"class_embed_type\": null, \"class_embeddings_concat\": false, \"conv_in_kernel\": 3, \"conv_out_kernel\": 3,\n"
+        " \"cross_attention_dim\": 64, \"cross_attention_norm\": null,\n"
+        " \"down_block_types\": [\"DownBlock2D\", \"CrossAttnDownBlock2D\"], \"downsample_padding\": 1,\n"
+        " \"dual_cross_attention\": false, \"encoder_hid_dim\": null, \"encoder_hid_dim_type\": null,\n"
+        " \"flip_sin_to_cos\": true, \"freq_shift\": 0, \"in_channels\": 4, \"layers_per_block\": 1,\n"
+        " \"mid_block_only_cross_attention\": null, \"mid_block_scale_factor\": 1, \"mid_block_type\": \"UNetMidBlock2DCrossAttn\",\n"
+        " \"norm_eps\": 1e-05, \"norm_num_groups\": 32, \"num_attention_heads\": null, \"num_class_embeds\": null,\n"
+        " \"only_cross_attention\": false, \"out_channels\": 4, \"projection_class_embeddings_input_dim\": 1552,\n"
+        " \"resnet_out_scale_factor\": 1.0, \"resnet_skip_time_act\": false, \"resnet_time_scale_shift\": \"default\",\n"
+        " \"sample_size\": 128, \"time_cond_proj_dim\": null, \"time_embedding_act_fn\": null, \"time_embedding_dim\": null,\n"
+        " \"time_embedding_type\": \"positional\", \"timestep_post_act\": null, \"transformer_layers_per_block\": [1, 2],\n"
+        " \"up_block_types\": [\"CrossAttnUpBlock2D\", \"UpBlock2D\"], \"upcast_attention\": null, \"use_linear_projection\": true}\n",
+        "{\"architectures\": [\"CLIPTextModel\"], \"attention_dropout\": 0.0, \"bos_token_id\": 0, \"dropout\": 0.0,\n"
+        " \"eos_token_id\": 2, \"hidden_act\": \"quick_gelu\", \"hidden_size\": 32, \"initializer_factor\": 1.0,\n"
+        " \"initializer_range\": 0.02, \"intermediate_size\": 128, \"layer_norm_eps\": 1e-05,\n"
+        " \"max_position_embeddings\": 77, \"model_type\": \"clip_text_model\", \"num_attention_heads\": 2,\n"
+        " \"num_hidden_layers\": 2, \"pad_token_id\": 1, \"projection_dim\": 768, \"torch_dtype\": \"float16\",\n"
+        " \"transformers_version\": \"4.32.0.dev0\", \"vocab_size\": 49408}\n",
+        "{\"architectures\": [\"CLIPTextModelWithProjection\"], \"attention_dropout\": 0.0, \"bos_token_id\": 0,\n"
+        " \"dropout\": 0.0, \"eos_token_id\": 2, \"hidden_act\": \"gelu\", \"hidden_size\": 32, \"initializer_factor\": 1.0,\n"
+        " \"initializer_range\": 0.02, \"intermediate_size\": 128, \"layer_norm_eps\": 1e-05,\n"
+        " \"max_position_embeddings\": 77, \"model_type\": \"clip_text_model\", \"num_attention_heads\": 2,\n"
+        " \"num_hidden_layers\": 3, \"pad_token_id\": 1, \"projection_dim\": 16, \"torch_dtype\": \"float16\",\n"
+        " \"transformers_version\": \"4.32.0.dev0\", \"vocab_size\": 49408}\n",
+    };
+    static const char *const te_prefix[2] = { "conditioner.embedders.0.transformer.", "conditioner.embedders.1.model." };
+    char p[1024];
+    int rc = SD_OK;
+    for (int i = 0; i < 3 && !rc; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, sub[i]);
+        if (!(rc = sd_mkdirs(p))) {
+            snprintf(p, sizeof p, "%s/%s/config.json", dir, sub[i]);
+            rc = sd_write_file_atomic(p, cj[i], strlen(cj[i]));
+        }
+    }
+    if (rc) return rc;
+    sd_model m;
+    sd_model_opts o = { .parts = SD_MODEL_UNET | SD_MODEL_TE, .config = cfg, .v_param = -1 };
+    if ((rc = sd_model_open(&m, single, &o)) || (rc = sd_model_load(&m, SD_DEV_CPU))) {
+        sd_model_close(&m);
+        return rc;
+    }
+    sd_safetensors_writer *w[3] = { NULL, NULL, NULL };
+    for (int i = 0; i < 3 && !rc; i++) rc = sd_safetensors_writer_new(&w[i]);
+    const char *up = "model.diffusion_model.";
+    for (size_t i = 0; !rc && i < sd_params_count(&m.unet_params); i++) {
+        const sd_param *q = sd_params_at(&m.unet_params, i);
+        char dn[512];
+        if (strncmp(q->key, up, strlen(up))) rc = sd_err(SD_EINVAL, "UNet key %s", q->key);
+        if (!rc) rc = sd_unet_name_to_diffusers(&m.unet, q->key + strlen(up), dn, sizeof dn);
+        if (!rc) rc = sd_safetensors_writer_add_f32(w[0], dn, SD_ST_F32, q->value.ndim, q->value.shape, q->value.data);
+    }
+    for (size_t i = 0; !rc && i < sd_params_count(&m.te_params); i++) {
+        const sd_param *q = sd_params_at(&m.te_params, i);
+        int k = !strncmp(q->key, te_prefix[0], strlen(te_prefix[0])) ? 0
+              : !strncmp(q->key, te_prefix[1], strlen(te_prefix[1])) ? 1 : -1;
+        if (k < 0) rc = sd_err(SD_EINVAL, "text encoder key %s", q->key);
+        else rc = sd_safetensors_writer_add_f32(w[1 + k], q->key + strlen(te_prefix[k]), SD_ST_F32, q->value.ndim,
+                                                q->value.shape, q->value.data);
+    }
+    static const char *const file[3] = { "unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors",
+                                         "text_encoder_2/model.safetensors" };
+    for (int i = 0; i < 3 && !rc; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, file[i]);
+        rc = sd_safetensors_writer_write(w[i], p);
+    }
+    for (int i = 0; i < 3; i++) sd_safetensors_writer_free(w[i]);
+    sd_model_close(&m);
+    return rc;
+}
+
+/* Both models opened (UNet + text encoders; B without --model_config when CFG_B is "") and every
+ * registered parameter compared: the same keys, shapes and f32 values. */
+static int cmd_samemodel(const char *pa, const char *cfg_a, const char *pb, const char *cfg_b)
+{
+    sd_model A, B;
+    memset(&A, 0, sizeof A);
+    memset(&B, 0, sizeof B);
+    sd_model_opts oa = { .parts = SD_MODEL_UNET | SD_MODEL_TE, .config = *cfg_a ? cfg_a : NULL, .v_param = -1 };
+    sd_model_opts ob = { .parts = SD_MODEL_UNET | SD_MODEL_TE, .config = *cfg_b ? cfg_b : NULL, .v_param = -1 };
+    int rc = sd_model_open(&A, pa, &oa);
+    if (!rc) rc = sd_model_open(&B, pb, &ob);
+    if (!rc) rc = sd_model_load(&A, SD_DEV_CPU);
+    if (!rc) rc = sd_model_load(&B, SD_DEV_CPU);
+    size_t count = 0;
+    const sd_params *ra[2] = { &A.unet_params, &A.te_params }, *rb[2] = { &B.unet_params, &B.te_params };
+    for (int c = 0; c < 2 && !rc; c++) {
+        if (sd_params_count(ra[c]) != sd_params_count(rb[c]))
+            rc = sd_err(SD_EFORMAT, "%zu vs %zu parameters", sd_params_count(ra[c]), sd_params_count(rb[c]));
+        for (size_t i = 0; !rc && i < sd_params_count(ra[c]); i++) {
+            const sd_param *p = sd_params_at(ra[c], i), *q = sd_params_at(rb[c], i);
+            if (strcmp(p->key, q->key)) rc = sd_err(SD_EFORMAT, "parameter %zu: %s vs %s", i, p->key, q->key);
+            else if (p->value.dtype != SD_F32 || q->value.dtype != SD_F32 || p->value.ndim != q->value.ndim ||
+                     memcmp(p->value.shape, q->value.shape, (size_t)p->value.ndim * sizeof *p->value.shape) ||
+                     memcmp(p->value.data, q->value.data, (size_t)sd_tensor_numel(&p->value) * 4))
+                rc = sd_err(SD_EFORMAT, "%s differs", p->key);
+            count++;
+        }
+    }
+    if (!rc && (A.cfg.family != B.cfg.family || !B.have_clip2))
+        rc = sd_err(SD_EFORMAT, "family %d vs %d, clip2 %d", A.cfg.family, B.cfg.family, B.have_clip2);
+    if (!rc) printf("%zu parameters equal\n", count);
+    sd_model_close(&A);
+    sd_model_close(&B);
+    return rc;
+}
+
 /* ---- unit tests ------------------------------------------------------------------------------- */
 
 static const char *cfg_file(const char *name, const char *text)
@@ -857,6 +1060,11 @@ int main(int argc, char **argv)
         else if (!strcmp(c, "mkdiffusers") && argc == 3) rc = mkdiffusers(argv[2]);
         else if (!strcmp(c, "mkclip") && argc == 4) rc = mkclip(argv[2], argv[3]);
         else if (!strcmp(c, "ids") && argc >= 4) rc = mkids(argv[2], argv + 3, argc - 3);
+        else if (!strcmp(c, "cmpcat") && argc == 6) rc = cmd_cmpcat(argv[2], argv[3], argv[4], argv[5]);
+        else if (!strcmp(c, "slice") && argc == 6) rc = cmd_slice(argv[2], argv[3], atoll(argv[4]), atoll(argv[5]));
+        else if (!strcmp(c, "arr") && argc >= 6) rc = cmd_arr(argv[2], atof(argv[3]), atof(argv[4]), argv + 5, argc - 5);
+        else if (!strcmp(c, "mkdiffusersxl") && argc == 5) rc = mkdiffusersxl(argv[2], argv[3], argv[4]);
+        else if (!strcmp(c, "samemodel") && argc == 6) rc = cmd_samemodel(argv[2], argv[3], argv[4], argv[5]);
         else sd_err(SD_EINVAL, "usage: see the comment at the top of tests/unit/test_sd_model.c");
         if (rc) fprintf(stderr, "test_sd_model %s: %s\n", c, sd_errmsg());
         return rc ? 1 : 0;
