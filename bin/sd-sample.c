@@ -125,7 +125,7 @@ static const sd_opt table[] = {
     {.name = "crop_left", .type = SD_OPT_INT, .dest = &a.crop_left, .def = "0", SD_OPT_RANGE(0, 1000000),
      .group = "SDXL", .help = "crop left in the SDXL size conditioning"},
     {.name = "vae_tiling", .type = SD_OPT_FLAG, .dest = &a.vae_tiling, .group = "Generation",
-     .help = "decode in tiles (default: only above 512 pixels a side for SD; --no-vae_tiling never)"},
+     .help = "decode in tiles (default: only above 512 pixels a side for SD, 1024 for SDXL; --no-vae_tiling never)"},
     {.name = "vae_tile_size", .type = SD_OPT_INT, .dest = &a.vae_tile_size, .def = "64", SD_OPT_RANGE(8, 4096),
      .group = "Generation", .help = "VAE tile side in latent pixels (x8 in image pixels for SD)"},
     {.name = "outdir", .short_name = 'o', .type = SD_OPT_STRING, .dest = &a.outdir, .metavar = "DIR",

@@ -563,6 +563,13 @@ void sd_gen_ti_detach(sd_gen_ti *ti)
 
 /* ---- txt2img --------------------------------------------------------------------------------- */
 
+/* latent side above which the decode is tiled by default: SD_GEN_VAE_TILE_AUTO (512 pixels), twice
+   that for SDXL (its default 1024x1024 decodes whole, as the reference does) */
+static int64_t tile_auto(const sd_gen_models *m)
+{
+    return m->family == SD_FAMILY_SDXL ? 2 * SD_GEN_VAE_TILE_AUTO : SD_GEN_VAE_TILE_AUTO;
+}
+
 static int64_t total_factor(const sd_gen_models *m)
 {
     return m->vae->factor << (m->unet->cfg.n_levels - 1);
@@ -614,7 +621,8 @@ size_t sd_txt2img_scratch_bytes(const sd_gen_models *m, const sd_gen_params *p)
         pc.scratch += (size_t)(2 * MAX_MULT * ROW * cw) * sizeof(float) + 4096;
     }
     int tile = m->vae_tile > 0 ? m->vae_tile : SD_GEN_VAE_TILE;
-    int tiled = m->vae_tiling == 1 || (m->vae_tiling < 0 && (h > SD_GEN_VAE_TILE_AUTO || w > SD_GEN_VAE_TILE_AUTO));
+    const int64_t lim = tile_auto(m);
+    int tiled = m->vae_tiling == 1 || (m->vae_tiling < 0 && (h > lim || w > lim));
     int64_t vh = tiled && tile < h ? tile : h, vw = tiled && tile < w ? tile : w;
     size_t pv = sd_vae_scratch_bytes(m->vae, 1, vh, vw, 1);
     size_t mx = pu.scratch + pu.saved;
@@ -666,7 +674,8 @@ static int decode_one(sd_ctx *ctx, const sd_gen_models *m, float *z, int64_t h, 
     float *y = malloc((size_t)(3 * H * W) * sizeof *y);
     if (!y) return sd_err(SD_ENOMEM, "out of memory");
     int tile = m->vae_tile > 0 ? m->vae_tile : SD_GEN_VAE_TILE;
-    int tiled = m->vae_tiling == 1 || (m->vae_tiling < 0 && (h > SD_GEN_VAE_TILE_AUTO || w > SD_GEN_VAE_TILE_AUTO));
+    const int64_t lim = tile_auto(m);
+    int tiled = m->vae_tiling == 1 || (m->vae_tiling < 0 && (h > lim || w > lim));
     int ov = SD_GEN_VAE_OVERLAP < tile / 2 ? SD_GEN_VAE_OVERLAP : tile / 4;
     /* the tiled decode stages through host memory itself and bounds device memory by a tile (a
        tile covering the latents is the untiled decode) */

@@ -41,7 +41,8 @@
 #include "text/clip_tokenizer.h"
 
 /* VAE tiling: decode through sd_vae_decode_tiled() when a latent side exceeds this (512 pixels
- * for SD), in tiles of SD_GEN_VAE_TILE latent pixels overlapping by SD_GEN_VAE_OVERLAP. */
+ * for SD; twice that, 1024 pixels, for SDXL), in tiles of SD_GEN_VAE_TILE latent pixels overlapping
+ * by SD_GEN_VAE_OVERLAP. */
 #define SD_GEN_VAE_TILE_AUTO 64
 #define SD_GEN_VAE_TILE 64
 #define SD_GEN_VAE_OVERLAP 16
@@ -91,7 +92,8 @@ typedef struct sd_gen_models {
     int clip_skip;             /* 0/1: last layer; k: k-th last (+ final LayerNorm); SDXL: ignored */
     int max_token_length;      /* SDXL only: 0 (= 75), 150 or 225 (the chunks of every prompt) */
     int v_prediction;          /* the model predicts v (--v_parameterization) */
-    int vae_tiling;            /* -1: auto (above SD_GEN_VAE_TILE_AUTO), 0: never, 1: always */
+    int vae_tiling;            /* -1: auto (above SD_GEN_VAE_TILE_AUTO, SDXL twice that), 0: never,
+                                  1: always */
     int vae_tile;              /* 0: SD_GEN_VAE_TILE; else the tile side in latent pixels */
     const sd_gen_token *tokens;/* textual-inversion tokens (NULL: none) */
     int ntokens;
