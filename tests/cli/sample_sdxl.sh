@@ -96,6 +96,13 @@ else
   check sample_sdxl_device_cuda_unavailable '[ $rc = 1 ] && grep -Eq "CUDA support|CUDA: no device" gcu.err'
 fi
 
+# ---- --help lists the SDXL options --------------------------------------------------------------------
+"$ss" --help > help.txt 2>&1
+hgood=1
+for o in max_token_length original_width original_height original_width_negative original_height_negative crop_top \
+  crop_left; do grep -q -- "--$o" help.txt || { hgood=0; echo "# --help lacks --$o"; }; done
+check sample_sdxl_help_lists_options '[ $hgood = 1 ]'
+
 # ---- default size 1024 for SDXL (one step, no guidance) ----------------------------------------------
 "$ss" --model x.safetensors --model_config "$cfg" --prompt "a cat" --steps 1 --scale 1 --seed 1 --sequential_file_name \
   --outdir d > /dev/null 2> d.err
