@@ -216,6 +216,8 @@ char *sd_infotext_format(const sd_infotext *t);
  *   sd_gen_models gm = { .unet = &m.unet, .clip = &m.clip, .vae = &m.vae, .family = m.cfg.family,
  *                        .tok = tok, .clip_skip = clip_skip, .v_prediction = v_parameterization,
  *                        .vae_tiling = -1 };
+ *                        (SDXL: .clip2 = &m.clip2, .max_token_length = --max_token_length, clip_skip 0;
+ *                        train/loop_sample.c does this)
  *   sd_sample_run_opts so = { .output_dir = output_dir, .output_name = output_name,
  *                             .sampler = (sd_sampler_parse_reference(sample_sampler, &k), k),
  *                             .seed_base = seed, .write_parameters = 1, .on_image = tensorboard_cb };
