@@ -1,9 +1,9 @@
-/* sd-sample: text-to-image from an SD1.x/SD2.x checkpoint with LoRA networks (sd-sample(1)).
+/* sd-sample: text-to-image from an SD1.x/SD2.x/SDXL checkpoint with LoRA networks (sd-sample(1)).
  *
  *   sd-sample --model M [--vae V] [--network_weights L.safetensors ... --network_mul X ...]
  *             (--prompt TEXT | --from_file FILE) [--negative_prompt T] [--W N --H N --steps N
  *             --scale X --seed N --sampler NAME --batch_size N --images_per_prompt N --clip_skip N]
- *             --outdir DIR
+ *             [--max_token_length N --original_width N ... (SDXL)] --outdir DIR
  *
  * The generation itself is lib/diffusion/sample_images.c (shared with sd-train's samples); this
  * file parses options, loads the model and the networks, plans seeds and names, and writes. */
@@ -46,7 +46,8 @@ static struct {
     double scale;
     int64_t seed;
     const char *sampler;
-    int batch_size, images_per_prompt, clip_skip;
+    int batch_size, images_per_prompt, clip_skip, max_token_length;
+    int orig_w, orig_h, orig_w_neg, orig_h_neg, crop_top, crop_left;
     const char *outdir;
     int sequential_file_name, no_metadata;
     int vae_tiling, vae_tile_size;
@@ -86,10 +87,11 @@ static const sd_opt table[] = {
      .help = "prompt file (.txt, .toml or .json) as the reference's --sample_prompts reads it"},
     {.name = "negative_prompt", .type = SD_OPT_STRING, .dest = &a.negative_prompt, .metavar = "TEXT",
      .group = "Prompts", .help = "negative prompt for entries without --n"},
-    {.name = "width", .type = SD_OPT_INT, .dest = &a.W, .def = "512", SD_OPT_RANGE(8, 16384), .group = "Generation",
-     .help = "image width for entries without --w (multiple of 8; also --W as the reference spells it)"},
-    {.name = "height", .type = SD_OPT_INT, .dest = &a.H, .def = "512", SD_OPT_RANGE(8, 16384), .group = "Generation",
-     .help = "image height for entries without --h (multiple of 8; also --H)"},
+    {.name = "width", .type = SD_OPT_INT, .dest = &a.W, SD_OPT_RANGE(8, 16384), .group = "Generation",
+     .help = "image width for entries without --w (multiple of 8; also --W as the reference spells it; default "
+             "512, SDXL 1024)"},
+    {.name = "height", .type = SD_OPT_INT, .dest = &a.H, SD_OPT_RANGE(8, 16384), .group = "Generation",
+     .help = "image height for entries without --h (multiple of 8; also --H; default 512, SDXL 1024)"},
     {.name = "steps", .type = SD_OPT_INT, .dest = &a.steps, .def = "30", SD_OPT_RANGE(1, 1000), .group = "Generation",
      .help = "sampling steps for entries without --s"},
     {.name = "scale", .type = SD_OPT_DOUBLE, .dest = &a.scale, .def = "7.5", SD_OPT_RANGE(0, 100),
@@ -106,8 +108,24 @@ static const sd_opt table[] = {
      .group = "Generation", .help = "images per prompt"},
     {.name = "clip_skip", .type = SD_OPT_INT, .dest = &a.clip_skip, .def = "1", SD_OPT_RANGE(1, 64),
      .group = "Generation", .help = "use the output of the k-th last text-encoder layer (1 = last)"},
+    {.name = "max_token_length", .type = SD_OPT_INT, .dest = &a.max_token_length, .metavar = "N",
+     .group = "Generation",
+     .help = "SDXL: tokens per prompt, 75 (default), 150 or 225 (2 or 3 chunks for every prompt, as sd-train's "
+             "--max_token_length; SD1/SD2 prompts always take up to 3 chunks as needed)"},
+    {.name = "original_width", .type = SD_OPT_INT, .dest = &a.orig_w, SD_OPT_RANGE(1, 1000000), .group = "SDXL",
+     .help = "original width in the SDXL size conditioning (default: the image width)"},
+    {.name = "original_height", .type = SD_OPT_INT, .dest = &a.orig_h, SD_OPT_RANGE(1, 1000000), .group = "SDXL",
+     .help = "original height in the SDXL size conditioning (default: the image height)"},
+    {.name = "original_width_negative", .type = SD_OPT_INT, .dest = &a.orig_w_neg, SD_OPT_RANGE(1, 1000000),
+     .group = "SDXL", .help = "original width for the negative prompt (default: --original_width)"},
+    {.name = "original_height_negative", .type = SD_OPT_INT, .dest = &a.orig_h_neg, SD_OPT_RANGE(1, 1000000),
+     .group = "SDXL", .help = "original height for the negative prompt (default: --original_height)"},
+    {.name = "crop_top", .type = SD_OPT_INT, .dest = &a.crop_top, .def = "0", SD_OPT_RANGE(0, 1000000),
+     .group = "SDXL", .help = "crop top in the SDXL size conditioning"},
+    {.name = "crop_left", .type = SD_OPT_INT, .dest = &a.crop_left, .def = "0", SD_OPT_RANGE(0, 1000000),
+     .group = "SDXL", .help = "crop left in the SDXL size conditioning"},
     {.name = "vae_tiling", .type = SD_OPT_FLAG, .dest = &a.vae_tiling, .group = "Generation",
-     .help = "decode in tiles (default: only above 512 pixels a side for SD; --no-vae_tiling never)"},
+     .help = "decode in tiles (default: only above 512 pixels a side for SD, 1024 for SDXL; --no-vae_tiling never)"},
     {.name = "vae_tile_size", .type = SD_OPT_INT, .dest = &a.vae_tile_size, .def = "64", SD_OPT_RANGE(8, 4096),
      .group = "Generation", .help = "VAE tile side in latent pixels (x8 in image pixels for SD)"},
     {.name = "outdir", .short_name = 'o', .type = SD_OPT_STRING, .dest = &a.outdir, .metavar = "DIR",
@@ -307,8 +325,9 @@ static int run(void)
     /* command-line values for the entries that keep the reference's defaults */
     for (size_t i = 0; i < pl.n; i++) {
         sd_sample_prompt *p = &pl.items[i];
-        if (p->width == 512) p->width = a.W;
-        if (p->height == 512) p->height = a.H;
+        /* 0: the model's default, decided once it is open */
+        if (!p->has_width) p->width = a.W;
+        if (!p->has_height) p->height = a.H;
         if (p->steps == 30) p->steps = a.steps;
         if (p->scale == 7.5) p->scale = a.scale;
         if (!p->negative_prompt && a.negative_prompt) {
@@ -331,6 +350,30 @@ static int run(void)
                          .v_param = a.v_param ? 1 : -1 };
     if ((rc = sd_model_open(&m, a.model, &mo))) goto out;
     if (m.warning[0]) sd_warn("%s", m.warning);
+    const int sdxl = m.cfg.family == SD_FAMILY_SDXL;
+    /* gen_img.py's default size: 1024 for SDXL, 512 otherwise */
+    for (size_t i = 0; i < pl.n; i++) {
+        if (!pl.items[i].width) pl.items[i].width = sdxl ? 1024 : 512;
+        if (!pl.items[i].height) pl.items[i].height = sdxl ? 1024 : 512;
+    }
+    if (sdxl) {
+        if (!m.have_clip2) {
+            rc = sd_err(SD_EFORMAT, "%s: SDXL model without its second text encoder", a.model);
+            goto out;
+        }
+        if (a.ti.n) {
+            rc = sd_err(SD_EUNSUPPORTED, "%s: textual-inversion embeddings are not supported with SDXL models yet "
+                        "(clip_l/clip_g files)", a.ti.s[0]);
+            goto out;
+        }
+        if (a.clip_skip > 1) sd_warn("--clip_skip %d is ignored for SDXL models (as in the reference)", a.clip_skip);
+    } else {
+        if (a.max_token_length && a.max_token_length != 75)
+            sd_warn("--max_token_length is for SDXL models: SD1/SD2 prompts take up to 225 tokens in as many chunks "
+                    "as they need");
+        if (a.orig_w || a.orig_h || a.orig_w_neg || a.orig_h_neg || a.crop_top || a.crop_left)
+            sd_warn("--original_*/--crop_* are SDXL size conditioning: ignored for this model");
+    }
     int64_t factor = m.vae.factor << (m.cfg.unet.n_levels - 1);
     for (size_t i = 0; i < pl.n; i++) {
         char w[512];
@@ -355,8 +398,10 @@ static int run(void)
     sd_model_release_source(&m);
     char vp[4096];
     if ((rc = sd_clip_vocab_path(vp, sizeof vp)) || (rc = sd_clip_tokenizer_load(vp, &tok))) goto out;
-    sd_gen_models gm = { .unet = &m.unet, .clip = &m.clip, .vae = &m.vae, .family = m.cfg.family, .tok = tok,
-                         .clip_skip = a.clip_skip, .v_prediction = m.cfg.parameterization == SD_PRED_V,
+    sd_gen_models gm = { .unet = &m.unet, .clip = &m.clip, .clip2 = sdxl ? &m.clip2 : NULL, .vae = &m.vae,
+                         .family = m.cfg.family, .tok = tok, .clip_skip = sdxl ? 0 : a.clip_skip,
+                         .max_token_length = sdxl ? a.max_token_length : 0,
+                         .v_prediction = m.cfg.parameterization == SD_PRED_V,
                          .vae_tiling = a.vae_tiling, .vae_tile = a.vae_tile_size };
     /* scratch for the largest job */
     size_t need = 0;
@@ -370,7 +415,15 @@ static int run(void)
     if ((rc = sd_ctx_init(&ctx, SD_DEV_CPU, sd_threads_get(), dev == SD_DEV_CPU ? need : 0))) goto out;
     for (int i = 0; i < a.network_weights.n && !rc; i++) {
         double mul = i < a.network_mul.n ? a.network_mul.d[i] : 1.0;
-        rc = merge_lora(&ctx, &m, a.network_weights.s[i], mul);
+        if (sdxl) {
+            size_t nte = 0, nun = 0;
+            rc = sd_gen_lora_merge_sdxl(&m.unet_params, &m.te_params, a.network_weights.s[i], mul, &nte, &nun);
+            if (!rc)
+                sd_info("%s: merged %zu modules (%zu text encoder, %zu UNet) with multiplier %g",
+                        a.network_weights.s[i], nte + nun, nte, nun, mul);
+        } else {
+            rc = merge_lora(&ctx, &m, a.network_weights.s[i], mul);
+        }
     }
     if (rc) goto out;
     if (dev == SD_DEV_CUDA) {
@@ -473,7 +526,9 @@ static int run(void)
             memset(ims, 0, sizeof ims);
             sd_gen_params gp = { .prompt = p->prompt, .negative_prompt = p->negative_prompt, .width = p->width,
                                  .height = p->height, .steps = p->steps, .scale = p->scale, .sampler = kind,
-                                 .batch = B, .seeds = seeds };
+                                 .batch = B, .seeds = seeds, .orig_w = a.orig_w, .orig_h = a.orig_h,
+                                 .orig_w_neg = a.orig_w_neg, .orig_h_neg = a.orig_h_neg, .crop_top = a.crop_top,
+                                 .crop_left = a.crop_left };
             rc = sd_txt2img(&ctx, &gm, &gp, ims);
             if (rc) {
                 char w[512];
@@ -500,7 +555,7 @@ static int run(void)
                                        .sampler = sd_sampler_a1111_name(kind), .scale = p->scale, .seed = seeds[b],
                                        .width = p->width, .height = p->height,
                                        .model_hash = model_hash[0] ? model_hash : NULL, .model = model_name,
-                                       .clip_skip = a.clip_skip, .lora_hashes = lora_hashes, .ti_hashes = ti_hashes,
+                                       .clip_skip = gm.clip_skip, .lora_hashes = lora_hashes, .ti_hashes = ti_hashes,
                                        .version = "sd-sample " SD_VERSION };
                     info = sd_infotext_format(&it);
                     if (!info) rc = sd_err(SD_ENOMEM, "out of memory");
@@ -547,8 +602,9 @@ int main(int argc, char **argv)
     o.flags = SD_OPTS_CONFIG | SD_OPTS_NO_POSITIONAL;
     o.usage = "--model MODEL (--prompt TEXT | --from_file FILE) --outdir DIR [OPTIONS]";
     o.description =
-        "Text-to-image with an SD1.x/SD2.x checkpoint and any number of kohya LoRA networks, as the reference's "
-        "sample images are made (its prompt-file syntax, samplers and prompt weighting). One PNG per image, with "
+        "Text-to-image with an SD1.x/SD2.x/SDXL checkpoint and any number of kohya LoRA networks, as the "
+        "reference's sample images are made (its prompt-file syntax, samplers and prompt weighting; SDXL: its SDXL "
+        "pipeline). One PNG per image, with "
         "the prompt and settings in an A1111-style \"parameters\" text chunk. The paths written go to stdout.";
     o.epilog = "Exit status: 0 success, 1 fatal error (model, network or prompt file), 2 usage error.\n"
                "See sd-sample(1).";
@@ -586,6 +642,9 @@ int main(int argc, char **argv)
     else if (a.network_mul.n > a.network_weights.n) {
         rc = usage_error("%d --network_mul values for %d --network_weights files", a.network_mul.n,
                          a.network_weights.n);
+    } else if (a.max_token_length && a.max_token_length != 75 && a.max_token_length != 150 &&
+               a.max_token_length != 225) {
+        rc = usage_error("--max_token_length %d: 75, 150 or 225", a.max_token_length);
     } else if (a.W % 8 || a.H % 8) {
         rc = usage_error("--W %d --H %d: width and height must be multiples of 8", a.W, a.H);
     } else if (sd_device_parse(a.device, &a.dev_index)) {

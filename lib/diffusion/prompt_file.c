@@ -223,8 +223,8 @@ static int parse_option(const char *pc, size_t n, const char *where, sd_sample_p
         if (!parse_uint(v, vn, 1u << 30, &u))
             return sd_err(SD_EFORMAT, "%s: --%s '%s' is not a whole number", where, known[opt], show(sb, v, vn));
         if (check_size(where, opt == 0 ? "width" : "height", u)) return SD_EFORMAT;
-        if (opt == 0) p->width = (int)u;
-        else p->height = (int)u;
+        if (opt == 0) p->width = (int)u, p->has_width = 1;
+        else p->height = (int)u, p->has_height = 1;
         return SD_OK;
     case 2:
         if (!parse_uint(v, vn, UINT64_MAX, &u))
@@ -399,7 +399,10 @@ static int parse_obj(jv o, const char *where, sd_sample_prompt *p)
         } else if (idx == 2 || idx == 3) {
             rc = get_int(v, where, key, 0, 16384, &d);
             if (!rc && check_size(where, key, (uint64_t)d)) rc = SD_EFORMAT;
-            if (!rc) *(idx == 2 ? &p->width : &p->height) = (int)d;
+            if (!rc) {
+                *(idx == 2 ? &p->width : &p->height) = (int)d;
+                *(idx == 2 ? &p->has_width : &p->has_height) = 1;
+            }
         } else if (idx == 4) {
             rc = get_int(v, where, key, 0, 9007199254740992.0, &d);
             if (!rc) p->has_seed = 1, p->seed = (uint64_t)d;

@@ -45,6 +45,7 @@ typedef struct sd_sample_prompt {
     char *prompt;           /* never NULL */
     char *negative_prompt;  /* NULL: none (the pipeline then conditions on "") */
     int width, height;      /* default 512 */
+    int has_width, has_height; /* given by the entry (--w/--h, width/height keys) */
     int has_seed;
     uint64_t seed;
     int steps;              /* default 30 */

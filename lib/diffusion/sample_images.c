@@ -9,13 +9,16 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "base/log.h"
 #include "base/strbuf.h"
 #include "base/fileio.h"
 #include "base/rng.h"
 #include "io/png_text.h"
 #include "io/embedding.h"
 #include "io/safetensors.h"
+#include "models/sdxl.h"
 #include "text/caption.h"
+#include "train/lora_file.h"
 
 #define CHUNK 75
 #define ROW 77
@@ -240,6 +243,232 @@ int sd_gen_encode_prompt(sd_ctx *ctx, const sd_gen_models *m, const char *text, 
     return SD_OK;
 }
 
+/* ---- SDXL conditioning ------------------------------------------------------------------------- */
+
+int sd_gen_sdxl_chunks(const sd_gen_models *m, int *chunks)
+{
+    switch (m->max_token_length) {
+    case 0: case 75: *chunks = 1; return SD_OK;
+    case 150: *chunks = 2; return SD_OK;
+    case 225: *chunks = 3; return SD_OK;
+    default: return sd_err(SD_EINVAL, "max_token_length %d: 75, 150 or 225", m->max_token_length);
+    }
+}
+
+int sd_gen_sdxl_prompt_rows(const sd_gen_models *m, const char *text, int32_t *ids1, int32_t *ids2, float *weights,
+                            int *truncated)
+{
+    int k = 1;
+    int rc = sd_gen_sdxl_chunks(m, &k);
+    if (rc) return rc;
+    wtoks *t = malloc(sizeof *t);
+    if (!t) return sd_err(SD_ENOMEM, "out of memory");
+    rc = prompt_tokens(m, text, t);
+    int n1 = 0, n2 = 0, tr = 0;
+    const int mtl = CHUNK * k;
+    /* TE1: CLIP ViT-L's tokenizer pads with EOS (the v1 chunk rule); TE2: the bigG tokenizer with
+       its pad id forced to 0 (the v2 rule) */
+    if (!rc) rc = sd_clip_frame_ids(t->ids, (size_t)t->n, mtl, SD_CLIP_PAD_SD1, ids1, &n1, &tr);
+    if (!rc) rc = sd_clip_frame_ids(t->ids, (size_t)t->n, mtl, SD_CLIP_PAD_SD2, ids2, &n2, NULL);
+    if (!rc && (n1 != k || n2 != k)) rc = sd_err(SD_ESTATE, "SDXL prompt: %d/%d chunks framed for %d", n1, n2, k);
+    if (!rc) {
+        const int S = mtl + 2, nt = t->n < mtl ? t->n : mtl;
+        for (int p = 0; p < S; p++) weights[p] = p >= 1 && p - 1 < nt ? t->w[p - 1] : 1.0f;
+        if (truncated) *truncated = t->truncated || tr;
+    }
+    free(t);
+    return rc;
+}
+
+/* one encoder's hidden states [S, C] (reassembled chunks) and, for TE2, the pooled output [P] */
+static int sdxl_encode_one(sd_ctx *ctx, sd_clip *clip, const int32_t *ids, int k, float *hidden, float *pooled)
+{
+    const int64_t C = clip->cfg.width, S = (int64_t)CHUNK * k + 2, vocab = clip->cfg.vocab_size;
+    for (int i = 0; i < k * ROW; i++)
+        if (ids[i] < 0 || ids[i] >= vocab)
+            return sd_err(SD_EINVAL, "token id %d does not fit the text encoder's vocabulary of %lld", ids[i],
+                          (long long)vocab);
+    size_t mark = sd_arena_mark(&ctx->scratch);
+    sd_tensor ti, th, tp, tw;
+    int rc = SD_OK;
+    if (k == 1) {
+        rc = stage(ctx, &ti, ids, SD_I32, SD_DIMS(1, ROW));
+        if (!rc) rc = stage(ctx, &th, hidden, SD_F32, SD_DIMS(1, ROW, C));
+    } else {
+        rc = stage(ctx, &ti, ids, SD_I32, SD_DIMS(1, k, ROW));
+        if (!rc) rc = stage(ctx, &th, hidden, SD_F32, SD_DIMS(1, S, C));
+        if (!rc) rc = sd_arena_tensor(&ctx->scratch, &tw, SD_F32, SD_DIMS((int64_t)k, ROW, C));
+    }
+    if (!rc && pooled) rc = stage(ctx, &tp, pooled, SD_F32, SD_DIMS(1, clip->cfg.projection_dim));
+    if (!rc) {
+        if (k == 1) rc = sd_clip_forward_sdxl(ctx, clip, NULL, &th, pooled ? &tp : NULL, &ti);
+        else rc = sd_clip_forward_sdxl_chunks(ctx, clip, NULL, &th, pooled ? &tp : NULL, &tw, &ti);
+    }
+    if (!rc) rc = unstage(ctx, &th, hidden);
+    if (!rc && pooled) rc = unstage(ctx, &tp, pooled);
+    sd_arena_reset(&ctx->scratch, mark);
+    return rc;
+}
+
+int sd_gen_sdxl_encode_prompt(sd_ctx *ctx, const sd_gen_models *m, const char *text, float **ctx_out,
+                              int64_t *S_out, float *pooled)
+{
+    *ctx_out = NULL;
+    if (!m->clip2 || m->clip2->cfg.projection_dim <= 0)
+        return sd_err(SD_EINVAL, "SDXL prompt: the second text encoder (with a projection) is missing");
+    int k = 1;
+    int rc = sd_gen_sdxl_chunks(m, &k);
+    if (rc) return rc;
+    const int64_t S = (int64_t)CHUNK * k + 2, C1 = m->clip->cfg.width, C2 = m->clip2->cfg.width;
+    int32_t ids1[MAX_MULT * ROW], ids2[MAX_MULT * ROW];
+    float wrow[MAX_TOKENS + 2];
+    int truncated = 0;
+    rc = sd_gen_sdxl_prompt_rows(m, text, ids1, ids2, wrow, &truncated);
+    if (rc) return rc;
+    if (truncated)
+        sd_warn("prompt truncated to %d tokens (--max_token_length %d): \"%.40s%s\"", CHUNK * k, CHUNK * k, text,
+                strlen(text) > 40 ? "..." : "");
+    float *h1 = malloc((size_t)(S * C1) * sizeof *h1), *h2 = malloc((size_t)(S * C2) * sizeof *h2);
+    float *y = malloc((size_t)(S * (C1 + C2)) * sizeof *y);
+    if (!h1 || !h2 || !y) rc = sd_err(SD_ENOMEM, "out of memory");
+    if (!rc) rc = sdxl_encode_one(ctx, m->clip, ids1, k, h1, NULL);
+    if (!rc) rc = sdxl_encode_one(ctx, m->clip2, ids2, k, h2, pooled);
+    if (!rc) {
+        /* weights on both hidden states (1 at BOS/EOS), no renormalisation; then cat on channels */
+        for (int64_t p = 0; p < S; p++) {
+            float *o = y + p * (C1 + C2);
+            const float w = wrow[p];
+            for (int64_t c = 0; c < C1; c++) o[c] = h1[p * C1 + c] * w;
+            for (int64_t c = 0; c < C2; c++) o[C1 + c] = h2[p * C2 + c] * w;
+        }
+        *ctx_out = y;
+        *S_out = S;
+        y = NULL;
+    }
+    free(h1);
+    free(h2);
+    free(y);
+    return rc;
+}
+
+void sd_gen_sdxl_vector(float *vec, const float *pooled, int64_t P, int orig_h, int orig_w, int crop_top,
+                        int crop_left, int target_h, int target_w)
+{
+    memcpy(vec, pooled, (size_t)P * sizeof *vec);
+    sd_sdxl_size_embedding(vec + P, orig_h, orig_w, crop_top, crop_left, target_h, target_w);
+}
+
+/* ---- SDXL LoRA files merged by name (see sample_images.h) --------------------------------------------
+ * kohya's SDXL LoRA names: "lora_unet_" + the ldm/SGM UNet name, "lora_te1_" + the CLIP ViT-L HF
+ * name, "lora_te2_" + the bigG HF name, '.' → '_' (networks/lora.py; reference-behaviour.md §7.2).
+ * Each module is merged straight into the f32 weight it names: W += mul · alpha/rank · up·down
+ * (linear, 1×1 and k×k convs: up [out, r(,1,1)], down [r, in(,kh,kw)]), which is what the forward
+ * hooks compute (W x + mul · alpha/rank · up(down(x))). */
+
+/* registry key "PREFIX<name>.weight" → "<name>" with '.' → '_' (buf) when it has the prefix */
+static int underscored(const char *key, const char *prefix, char *buf, size_t n)
+{
+    size_t pl = strlen(prefix), kl = strlen(key);
+    if (strncmp(key, prefix, pl) || kl < pl + 7 || strcmp(key + kl - 7, ".weight")) return 0;
+    size_t l = kl - pl - 7;
+    if (l + 1 > n) return 0;
+    for (size_t i = 0; i < l; i++) buf[i] = key[pl + i] == '.' ? '_' : key[pl + i];
+    buf[l] = 0;
+    return 1;
+}
+
+static sd_param *sdxl_lora_target(sd_params *unet, sd_params *te, const char *name)
+{
+    static const struct { const char *lora, *key; int te; } map[] = {
+        { "lora_unet_", "model.diffusion_model.", 0 },
+        { "lora_te1_", "conditioner.embedders.0.transformer.", 1 },
+        { "lora_te2_", "conditioner.embedders.1.model.", 1 },
+    };
+    char buf[512];
+    for (size_t k = 0; k < sizeof map / sizeof map[0]; k++) {
+        size_t ll = strlen(map[k].lora);
+        if (strncmp(name, map[k].lora, ll)) continue;
+        sd_params *r = map[k].te ? te : unet;
+        for (size_t i = 0; i < sd_params_count(r); i++) {
+            sd_param *p = sd_params_at(r, i);
+            if (underscored(p->key, map[k].key, buf, sizeof buf) && !strcmp(buf, name + ll)) return p;
+        }
+        return NULL;
+    }
+    return NULL;
+}
+
+int sd_gen_lora_merge_sdxl(sd_params *unet, sd_params *te, const char *path, double mul, size_t *n_te_out,
+                           size_t *n_unet_out)
+{
+    sd_safetensors *st = NULL;
+    sd_lora_file_info info = { 0 };
+    float *down = NULL, *up = NULL;
+    size_t n_te = 0, n_unet = 0;
+    int rc = sd_safetensors_open(path, &st);
+    if (!rc) rc = sd_lora_file_scan(st, &info);
+    if (!rc && info.n == 0) rc = sd_err(SD_EFORMAT, "%s: no LoRA modules (lora_down/lora_up) in this file", path);
+    for (size_t i = 0; i < info.n && !rc; i++) {
+        const sd_lora_file_module *fm = &info.mods[i];
+        sd_param *w = sdxl_lora_target(unet, te, fm->name);
+        if (!w) {
+            rc = sd_err(SD_EFORMAT,
+                        "%s: module '%s' names no layer of this SDXL model (expected lora_unet_<ldm name>, "
+                        "lora_te1_/lora_te2_<text encoder name>)", path, fm->name);
+            break;
+        }
+        if (w->value.dtype != SD_F32 || w->value.device != SD_DEV_CPU) {
+            rc = sd_err(SD_EUNSUPPORTED, "%s: cannot merge into %s weights stored as non-f32", path, w->key);
+            break;
+        }
+        const sd_tensor *t = &w->value;
+        int64_t out = t->shape[0], in = t->ndim > 1 ? t->shape[1] : 0;
+        int64_t kk = t->ndim == 4 ? t->shape[2] * t->shape[3] : 1;
+        if ((t->ndim != 2 && t->ndim != 4) || fm->out != out || fm->in != in ||
+            (t->ndim == 4 ? (fm->kh * fm->kw != kk) : fm->kh * fm->kw != 1)) {
+            rc = sd_err(SD_EFORMAT, "%s: module '%s' does not fit %s (shape mismatch)", path, fm->name, w->key);
+            break;
+        }
+        const int64_t r = fm->rank, dn = r * in * kk;
+        down = malloc((size_t)dn * sizeof *down);
+        up = malloc((size_t)(out * r) * sizeof *up);
+        if (!down || !up) {
+            rc = sd_err(SD_ENOMEM, "out of memory");
+            break;
+        }
+        char key[600];
+        snprintf(key, sizeof key, "%s.lora_down.weight", fm->name);
+        rc = sd_safetensors_read_f32(st, key, down, (size_t)dn);
+        snprintf(key, sizeof key, "%s.lora_up.weight", fm->name);
+        if (!rc) rc = sd_safetensors_read_f32(st, key, up, (size_t)(out * r));
+        if (rc) break;
+        const float sc = (float)mul * (fm->has_alpha ? fm->alpha : (float)r) / (float)r;
+        float *W = t->data;
+        const int64_t row = in * kk;
+        for (int64_t o = 0; o < out; o++) {
+            float *wo = W + o * row;
+            for (int64_t q = 0; q < r; q++) {
+                const float u = up[o * r + q] * sc;
+                const float *d = down + q * row;
+                for (int64_t j = 0; j < row; j++) wo[j] += u * d[j];
+            }
+        }
+        if (!strncmp(fm->name, "lora_unet_", 10)) n_unet++;
+        else n_te++;
+        free(down);
+        free(up);
+        down = up = NULL;
+    }
+    if (n_te_out) *n_te_out = n_te;
+    if (n_unet_out) *n_unet_out = n_unet;
+    if (rc && !strstr(sd_errmsg(), path)) sd_err_prefix(rc, "%s", path);
+    free(down);
+    free(up);
+    sd_lora_file_info_free(&info);
+    sd_safetensors_close(st);
+    return rc;
+}
+
 /* ---- textual inversion ------------------------------------------------------------------------- */
 
 static void stem_of(const char *path, char *buf, size_t n)
@@ -334,6 +563,13 @@ void sd_gen_ti_detach(sd_gen_ti *ti)
 
 /* ---- txt2img --------------------------------------------------------------------------------- */
 
+/* latent side above which the decode is tiled by default: SD_GEN_VAE_TILE_AUTO (512 pixels), twice
+   that for SDXL (its default 1024x1024 decodes whole, as the reference does) */
+static int64_t tile_auto(const sd_gen_models *m)
+{
+    return m->family == SD_FAMILY_SDXL ? 2 * SD_GEN_VAE_TILE_AUTO : SD_GEN_VAE_TILE_AUTO;
+}
+
 static int64_t total_factor(const sd_gen_models *m)
 {
     return m->vae->factor << (m->unet->cfg.n_levels - 1);
@@ -342,6 +578,17 @@ static int64_t total_factor(const sd_gen_models *m)
 static int check_params(const sd_gen_models *m, const sd_gen_params *p)
 {
     if (!m->unet || !m->clip || !m->vae || !m->tok) return sd_err(SD_EINVAL, "txt2img: a model part is missing");
+    if (m->family == SD_FAMILY_SDXL) {
+        if (!m->clip2) return sd_err(SD_EINVAL, "txt2img: SDXL model without its second text encoder");
+        int k = 1;
+        int rc = sd_gen_sdxl_chunks(m, &k);
+        if (rc) return rc;
+        if (p->orig_w < 0 || p->orig_h < 0 || p->orig_w_neg < 0 || p->orig_h_neg < 0 || p->crop_top < 0 ||
+            p->crop_left < 0)
+            return sd_err(SD_EINVAL, "txt2img: negative SDXL size conditioning");
+    } else if (m->clip2) {
+        return sd_err(SD_EINVAL, "txt2img: a second text encoder is only used by SDXL models");
+    }
     if (!p->prompt) return sd_err(SD_EINVAL, "txt2img: no prompt");
     if (p->batch < 1 || p->batch > 4096) return sd_err(SD_EINVAL, "txt2img: batch %d out of range", p->batch);
     if (p->steps < 1 || p->steps > SD_DDPM_MAX_STEPS)
@@ -365,8 +612,17 @@ size_t sd_txt2img_scratch_bytes(const sd_gen_models *m, const sd_gen_params *p)
     int64_t S = ROW * MAX_MULT;
     sd_nn_plan pu = sd_unet_plan(m->unet, 2 * (int64_t)p->batch, h, w, S);
     sd_nn_plan pc = sd_clip_plan(m->clip, MAX_MULT, ROW, m->clip_skip);
+    if (m->clip2) {
+        /* SDXL: each encoder alone, plus the chunk rows they run as */
+        pc = sd_clip_plan_sdxl(m->clip, 1, MAX_MULT, ROW, 0);
+        sd_nn_plan p2 = sd_clip_plan_sdxl(m->clip2, 1, MAX_MULT, ROW, 1);
+        if (p2.scratch + p2.saved > pc.scratch + pc.saved) pc = p2;
+        int64_t cw = m->clip->cfg.width > m->clip2->cfg.width ? m->clip->cfg.width : m->clip2->cfg.width;
+        pc.scratch += (size_t)(2 * MAX_MULT * ROW * cw) * sizeof(float) + 4096;
+    }
     int tile = m->vae_tile > 0 ? m->vae_tile : SD_GEN_VAE_TILE;
-    int tiled = m->vae_tiling == 1 || (m->vae_tiling < 0 && (h > SD_GEN_VAE_TILE_AUTO || w > SD_GEN_VAE_TILE_AUTO));
+    const int64_t lim = tile_auto(m);
+    int tiled = m->vae_tiling == 1 || (m->vae_tiling < 0 && (h > lim || w > lim));
     int64_t vh = tiled && tile < h ? tile : h, vw = tiled && tile < w ? tile : w;
     size_t pv = sd_vae_scratch_bytes(m->vae, 1, vh, vw, 1);
     size_t mx = pu.scratch + pu.saved;
@@ -379,7 +635,8 @@ typedef struct denoise_user {
     sd_ctx *ctx;
     sd_unet *u;
     const float *context;   /* [2B or B, S, C]: uncond first when guided */
-    int64_t B, S, C, cin, h, w;
+    const float *vec;       /* SDXL: [2B or B, V] in the same order; NULL otherwise */
+    int64_t B, S, C, V, cin, h, w;
     int guided;
     float *tbuf;            /* [2B] */
     int (*on_call)(void *user);
@@ -394,13 +651,14 @@ static int denoise(void *user, const float *x, int64_t batch, double t, float *o
         return sd_err(SD_ESTATE, "txt2img: model called with batch %lld", (long long)batch);
     for (int64_t i = 0; i < batch; i++) d->tbuf[i] = (float)t;
     size_t mark = sd_arena_mark(&d->ctx->scratch);
-    sd_tensor xt, tt, ct, yt;
+    sd_tensor xt, tt, ct, yt, vt;
     int rc = stage(d->ctx, &xt, x, SD_F32, SD_DIMS(batch, d->cin, d->h, d->w));
     if (!rc) rc = stage(d->ctx, &tt, d->tbuf, SD_F32, SD_DIMS(batch));
     if (!rc) rc = stage(d->ctx, &ct, c, SD_F32, SD_DIMS(batch, d->S, d->C));
+    if (!rc && d->vec) rc = stage(d->ctx, &vt, d->vec, SD_F32, SD_DIMS(batch, d->V));
     if (!rc) rc = stage(d->ctx, &yt, d->ctx->backend == SD_DEV_CPU ? out : NULL, SD_F32,
                         SD_DIMS(batch, d->u->cfg.out_channels, d->h, d->w));
-    if (!rc) rc = sd_unet_forward(d->ctx, d->u, NULL, &yt, &xt, &tt, &ct, NULL);
+    if (!rc) rc = sd_unet_forward(d->ctx, d->u, NULL, &yt, &xt, &tt, &ct, d->vec ? &vt : NULL);
     if (!rc) rc = unstage(d->ctx, &yt, out);
     sd_arena_reset(&d->ctx->scratch, mark);
     if (!rc && d->on_call && d->on_call(d->call_user)) rc = sd_err(SD_EINTR, "interrupted");
@@ -416,7 +674,8 @@ static int decode_one(sd_ctx *ctx, const sd_gen_models *m, float *z, int64_t h, 
     float *y = malloc((size_t)(3 * H * W) * sizeof *y);
     if (!y) return sd_err(SD_ENOMEM, "out of memory");
     int tile = m->vae_tile > 0 ? m->vae_tile : SD_GEN_VAE_TILE;
-    int tiled = m->vae_tiling == 1 || (m->vae_tiling < 0 && (h > SD_GEN_VAE_TILE_AUTO || w > SD_GEN_VAE_TILE_AUTO));
+    const int64_t lim = tile_auto(m);
+    int tiled = m->vae_tiling == 1 || (m->vae_tiling < 0 && (h > lim || w > lim));
     int ov = SD_GEN_VAE_OVERLAP < tile / 2 ? SD_GEN_VAE_OVERLAP : tile / 4;
     /* the tiled decode stages through host memory itself and bounds device memory by a tile (a
        tile covering the latents is the untiled decode) */
@@ -457,32 +716,56 @@ int sd_txt2img(sd_ctx *ctx, const sd_gen_models *m, const sd_gen_params *p, sd_i
     for (int b = 0; b < p->batch; b++) memset(&out[b], 0, sizeof out[b]);
     const int B = p->batch, guided = p->scale > 1.0;
     const int64_t f = m->vae->factor, h = p->height / f, w = p->width / f;
-    const int64_t cin = m->unet->cfg.in_channels, per = cin * h * w, C = m->clip->cfg.width;
+    const int sdxl = m->family == SD_FAMILY_SDXL;
+    const int64_t cin = m->unet->cfg.in_channels, per = cin * h * w;
+    const int64_t C = m->clip->cfg.width + (sdxl ? m->clip2->cfg.width : 0);
+    const int64_t P = sdxl ? m->clip2->cfg.projection_dim : 0, V = sdxl ? P + SD_SDXL_SIZE_EMB_DIM : 0;
     if (m->unet->cfg.context_dim != C)
-        return sd_err(SD_EINVAL, "txt2img: the text encoder's width %lld differs from the UNet's context_dim %d",
-                      (long long)C, m->unet->cfg.context_dim);
+        return sd_err(SD_EINVAL, "txt2img: the text encoder%s width %lld differs from the UNet's context_dim %d",
+                      sdxl ? "s' summed" : "'s", (long long)C, m->unet->cfg.context_dim);
+    if (sdxl && m->unet->cfg.adm_in_channels != V)
+        return sd_err(SD_EINVAL, "txt2img: the SDXL vector is %lld wide (pooled %lld + %d size embedding), the UNet's "
+                      "adm_in_channels is %d", (long long)V, (long long)P, SD_SDXL_SIZE_EMB_DIM,
+                      m->unet->cfg.adm_in_channels);
+    if (!sdxl && m->unet->cfg.adm_in_channels > 0)
+        return sd_err(SD_EINVAL, "txt2img: the UNet takes a vector input (adm_in_channels %d) but the model is "
+                      "not SDXL", m->unet->cfg.adm_in_channels);
     if (m->vae->cfg.embed_dim != cin)
         return sd_err(SD_EINVAL, "txt2img: the VAE's %d latent channels differ from the UNet's %lld",
                       m->vae->cfg.embed_dim, (long long)cin);
     /* text conditioning */
-    int kp = 1, kn = 1;
     float *cond = NULL, *uncond = NULL, *context = NULL, *lat = NULL, *tbuf = NULL;
+    float *pools = NULL, *vecs = NULL;   /* SDXL: pooled [2, P] (cond, uncond), vectors [2B or B, V] */
     sd_sampler s;
     memset(&s, 0, sizeof s);
     const char *neg = p->negative_prompt ? p->negative_prompt : "";
-    rc = sd_gen_prompt_chunks(m, p->prompt, &kp);
-    if (!rc && guided) rc = sd_gen_prompt_chunks(m, neg, &kn);
-    if (rc) return rc;
-    int k = kp > kn ? kp : kn;
-    const int64_t S = (int64_t)ROW * k;
-    rc = sd_gen_encode_prompt(ctx, m, p->prompt, k, &cond);
-    if (!rc && guided) rc = sd_gen_encode_prompt(ctx, m, neg, k, &uncond);
-    if (rc) goto out;
+    int64_t S = 0;
+    if (sdxl) {
+        /* every prompt has the chunks of max_token_length */
+        int64_t Sn = 0;
+        pools = malloc(2 * (size_t)P * sizeof *pools);
+        if (!pools) return sd_err(SD_ENOMEM, "out of memory");
+        rc = sd_gen_sdxl_encode_prompt(ctx, m, p->prompt, &cond, &S, pools);
+        if (!rc && guided) rc = sd_gen_sdxl_encode_prompt(ctx, m, neg, &uncond, &Sn, pools + P);
+        if (rc) goto out;
+    } else {
+        int kp = 1, kn = 1;
+        rc = sd_gen_prompt_chunks(m, p->prompt, &kp);
+        if (!rc && guided) rc = sd_gen_prompt_chunks(m, neg, &kn);
+        if (rc) return rc;
+        int k = kp > kn ? kp : kn;
+        S = (int64_t)ROW * k;
+        rc = sd_gen_encode_prompt(ctx, m, p->prompt, k, &cond);
+        if (!rc && guided) rc = sd_gen_encode_prompt(ctx, m, neg, k, &uncond);
+        if (rc) goto out;
+    }
     const size_t cs = (size_t)(S * C);
-    context = malloc((size_t)(guided ? 2 : 1) * (size_t)B * cs * sizeof *context);
+    const size_t nb = (size_t)(guided ? 2 : 1) * (size_t)B;
+    context = malloc(nb * cs * sizeof *context);
     lat = malloc((size_t)B * (size_t)per * sizeof *lat);
     tbuf = malloc(2 * (size_t)B * sizeof *tbuf);
-    if (!context || !lat || !tbuf) {
+    if (sdxl) vecs = malloc(nb * (size_t)V * sizeof *vecs);
+    if (!context || !lat || !tbuf || (sdxl && !vecs)) {
         rc = sd_err(SD_ENOMEM, "out of memory");
         goto out;
     }
@@ -494,6 +777,23 @@ int sd_txt2img(sd_ctx *ctx, const sd_gen_models *m, const sd_gen_params *p, sd_i
             memcpy(context + (size_t)b * cs, cond, cs * sizeof *context);
         }
     }
+    if (sdxl) {
+        /* original = target = the image size and crop (0, 0) unless given (the sample pipeline has
+           no options for them; sd-sample takes gen_img.py's) */
+        const int oh = p->orig_h ? p->orig_h : p->height, ow = p->orig_w ? p->orig_w : p->width;
+        const int ohn = p->orig_h_neg ? p->orig_h_neg : oh, own = p->orig_w_neg ? p->orig_w_neg : ow;
+        for (int b = 0; b < B; b++) {
+            if (guided) {
+                sd_gen_sdxl_vector(vecs + (size_t)b * (size_t)V, pools + P, P, ohn, own, p->crop_top, p->crop_left,
+                                   p->height, p->width);
+                sd_gen_sdxl_vector(vecs + ((size_t)B + (size_t)b) * (size_t)V, pools, P, oh, ow, p->crop_top,
+                                   p->crop_left, p->height, p->width);
+            } else {
+                sd_gen_sdxl_vector(vecs + (size_t)b * (size_t)V, pools, P, oh, ow, p->crop_top, p->crop_left,
+                                   p->height, p->width);
+            }
+        }
+    }
     /* sampling */
     sd_sampler_config sc;
     sd_sampler_config_default(&sc);
@@ -502,7 +802,8 @@ int sd_txt2img(sd_ctx *ctx, const sd_gen_models *m, const sd_gen_params *p, sd_i
     if (rc) goto out;
     rc = sd_sampler_initial_noise(B, per, p->seeds, lat);
     if (rc) goto out;
-    denoise_user du = { .ctx = ctx, .u = m->unet, .context = context, .B = B, .S = S, .C = C, .cin = cin,
+    denoise_user du = { .ctx = ctx, .u = m->unet, .context = context, .vec = vecs, .B = B, .S = S, .C = C, .V = V,
+                        .cin = cin,
                         .h = h, .w = w, .guided = guided, .tbuf = tbuf, .on_call = m->on_call,
                         .call_user = m->call_user };
     rc = sd_sampler_run(&s, B, per, p->seeds, p->scale, denoise, &du, lat);
@@ -523,6 +824,8 @@ out:
     free(context);
     free(lat);
     free(tbuf);
+    free(pools);
+    free(vecs);
     return rc;
 }
 

@@ -1,4 +1,5 @@
-/* Text-to-image with a loaded SD1.x/SD2.x model, the way the reference's sample images are made
+/* Text-to-image with a loaded SD1.x/SD2.x/SDXL model (SDXL: see "SDXL conditioning" below), the way
+ * the reference's sample images are made
  * (kohya-ss sd-scripts train_util.sample_images_common / sample_image_inference driving
  * library/lpw_stable_diffusion.py), plus the reference's sample triggers and file names
  * (reference-behaviour.md §6.13), for sd-sample and for sd-train's samples during training.
@@ -40,7 +41,8 @@
 #include "text/clip_tokenizer.h"
 
 /* VAE tiling: decode through sd_vae_decode_tiled() when a latent side exceeds this (512 pixels
- * for SD), in tiles of SD_GEN_VAE_TILE latent pixels overlapping by SD_GEN_VAE_OVERLAP. */
+ * for SD; twice that, 1024 pixels, for SDXL), in tiles of SD_GEN_VAE_TILE latent pixels overlapping
+ * by SD_GEN_VAE_OVERLAP. */
 #define SD_GEN_VAE_TILE_AUTO 64
 #define SD_GEN_VAE_TILE 64
 #define SD_GEN_VAE_OVERLAP 16
@@ -81,13 +83,17 @@ void sd_gen_ti_detach(sd_gen_ti *ti);
 /* The networks (borrowed; loaded on the ctx's device) and how to run them. */
 typedef struct sd_gen_models {
     sd_unet *unet;
-    sd_clip *clip;
+    sd_clip *clip;             /* SD1/SD2 text encoder; SDXL: TE1 (CLIP ViT-L) */
+    sd_clip *clip2;            /* SDXL: TE2 (OpenCLIP bigG with text_projection); NULL otherwise */
     sd_vae *vae;
-    sd_family family;          /* SD_FAMILY_SD1 or SD_FAMILY_SD2 (pad token, v2 chunk rule) */
+    sd_family family;          /* SD_FAMILY_SD1, SD_FAMILY_SD2 (pad token, v2 chunk rule) or
+                                  SD_FAMILY_SDXL (needs clip2 and a UNet with adm_in_channels) */
     sd_clip_tokenizer *tok;
-    int clip_skip;             /* 0/1: last layer; k: k-th last (+ final LayerNorm) */
+    int clip_skip;             /* 0/1: last layer; k: k-th last (+ final LayerNorm); SDXL: ignored */
+    int max_token_length;      /* SDXL only: 0 (= 75), 150 or 225 (the chunks of every prompt) */
     int v_prediction;          /* the model predicts v (--v_parameterization) */
-    int vae_tiling;            /* -1: auto (above SD_GEN_VAE_TILE_AUTO), 0: never, 1: always */
+    int vae_tiling;            /* -1: auto (above SD_GEN_VAE_TILE_AUTO, SDXL twice that), 0: never,
+                                  1: always */
     int vae_tile;              /* 0: SD_GEN_VAE_TILE; else the tile side in latent pixels */
     const sd_gen_token *tokens;/* textual-inversion tokens (NULL: none) */
     int ntokens;
@@ -107,6 +113,10 @@ typedef struct sd_gen_params {
     sd_sampler_kind sampler;
     int batch;                     /* ≥ 1 */
     const uint64_t *seeds;         /* [batch] */
+    /* SDXL size conditioning (ignored otherwise; 0 = the default): original size (default: the
+       image's height/width), the negative prompt's original size (default: the original size),
+       crop top-left (default 0, 0). The target size is always the image's. */
+    int orig_w, orig_h, orig_w_neg, orig_h_neg, crop_top, crop_left;
 } sd_gen_params;
 
 /* Bytes of ctx->scratch a call needs at most (UNet at 2·batch, text encoder, VAE decode). */
@@ -129,6 +139,48 @@ int sd_gen_prompt_chunks(const sd_gen_models *m, const char *text, int *chunks);
 int sd_gen_prompt_rows(const sd_gen_models *m, const char *text, int chunks, int32_t *ids, float *weights,
                        int *truncated);
 int sd_gen_encode_prompt(sd_ctx *ctx, const sd_gen_models *m, const char *text, int chunks, float **ctx_out);
+
+/* ---- SDXL conditioning ---------------------------------------------------------------------------
+ * As the reference's SDXL sample pipeline computes it (sdxl_lpw_stable_diffusion.py at HEAD:
+ * SdxlTokenizeStrategy.tokenize_with_weights + SdxlTextEncodingStrategy.encode_tokens_with_weights):
+ *   1. the prompt is parsed for attention weights like SD1/SD2 (step 1 above), each piece
+ *      tokenized alone and the ids concatenated, truncated to max_token_length (75 when 0);
+ *   2. n = max_token_length / 75 chunks (1, 2 or 3) for EVERY prompt, whatever its length (the
+ *      trainer's --max_token_length; not the SD1 pipeline's "as many as the longest prompt"):
+ *      BOS + ids + EOS + pad to 75n+2, cut as text/clip_tokenizer.h sd_clip_frame_ids() does,
+ *      TE1 with pad = EOS (49407), TE2 with pad = 0 (the v2 chunk rule);
+ *   3. TE1 and TE2 hidden states (the penultimate layer, no final LayerNorm), chunks reassembled to
+ *      75n+2 positions; TE2's pooled output (final LayerNorm at the first EOS, text projection) of
+ *      the FIRST chunk;
+ *   4. positions 75j+1 .. 75j+75 of both hidden states multiplied by chunk j's token weights, with
+ *      NO mean renormalisation (unlike the SD1/SD2 pipeline), the pooled vector unweighted;
+ *   5. context = cat(hs1, hs2) on the channel axis [75n+2, C1+C2]; the UNet vector = cat(pooled,
+ *      size embedding of (orig_h, orig_w, crop_top, crop_left, target_h, target_w)).
+ * The negative prompt ("" when none) is encoded the same way, its pooled vector conditions the
+ * unconditional branch. clip_skip is ignored for SDXL (the reference warns). */
+
+/* Chunks of every SDXL prompt for m->max_token_length (1, 2 or 3; SD_EINVAL otherwise). */
+int sd_gen_sdxl_chunks(const sd_gen_models *m, int *chunks);
+/* Steps 1-2: ids1/ids2 [n·77] for TE1/TE2 and the per-position weights [75n+2] of the reassembled
+ * hidden states (1 at BOS and at the last position). *truncated (may be NULL) as above. */
+int sd_gen_sdxl_prompt_rows(const sd_gen_models *m, const char *text, int32_t *ids1, int32_t *ids2, float *weights,
+                            int *truncated);
+/* Steps 1-5 for one prompt: *ctx_out malloc'd [75n+2, C1+C2] f32 (*S_out = 75n+2), pooled [P]
+ * (P = clip2's projection_dim). */
+int sd_gen_sdxl_encode_prompt(sd_ctx *ctx, const sd_gen_models *m, const char *text, float **ctx_out,
+                              int64_t *S_out, float *pooled);
+/* The UNet vector [P + 1536] = cat(pooled [P], size embedding of the six numbers). */
+void sd_gen_sdxl_vector(float *vec, const float *pooled, int64_t P, int orig_h, int orig_w, int crop_top,
+                        int crop_left, int target_h, int target_w);
+
+/* A kohya LoRA file in kohya's SDXL naming merged into the f32 host weights of an SDXL model's
+ * registries (models/sd_model.h keys): "lora_unet_" + the ldm UNet name, "lora_te1_" + TE1's and
+ * "lora_te2_" + TE2's Hugging Face names, '.' → '_' (networks/lora.py); each module adds
+ * mul · alpha/rank · up·down to the weight it names (linear, 1×1 and k×k convs), what the forward
+ * hooks compute. A module naming no layer, a shape mismatch or a non-f32 weight is an error naming
+ * the file and module. *n_te / *n_unet (may be NULL) count the merged modules. */
+int sd_gen_lora_merge_sdxl(sd_params *unet, sd_params *te, const char *path, double mul, size_t *n_te,
+                           size_t *n_unet);
 
 /* ---- A1111 "parameters" text ---------------------------------------------------------------- */
 
@@ -164,6 +216,8 @@ char *sd_infotext_format(const sd_infotext *t);
  *   sd_gen_models gm = { .unet = &m.unet, .clip = &m.clip, .vae = &m.vae, .family = m.cfg.family,
  *                        .tok = tok, .clip_skip = clip_skip, .v_prediction = v_parameterization,
  *                        .vae_tiling = -1 };
+ *                        (SDXL: .clip2 = &m.clip2, .max_token_length = --max_token_length, clip_skip 0;
+ *                        train/loop_sample.c does this)
  *   sd_sample_run_opts so = { .output_dir = output_dir, .output_name = output_name,
  *                             .sampler = (sd_sampler_parse_reference(sample_sampler, &k), k),
  *                             .seed_base = seed, .write_parameters = 1, .on_image = tensorboard_cb };

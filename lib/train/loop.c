@@ -2536,7 +2536,8 @@ trained_set:;
         sd_info("AdamW runs on the %s with its moments (%.2f GiB there)", R->dev == SD_DEV_CUDA ? "GPU" : "CPU through "
                 "the device ops", (double)R->opt.state_floats * sizeof(float) / (1024.0 * 1024 * 1024));
     }
-    rc = sd_train_sampling_attach(&R->smp, c, R->unet, R->clip, &R->model.vae, R->cfg.family, R->tok,
+    rc = sd_train_sampling_attach(&R->smp, c, R->unet, R->clip, R->model.have_clip2 ? &R->model.clip2 : NULL,
+                                  &R->model.vae, R->cfg.family, R->tok,
                                   R->cfg.parameterization == SD_PRED_V, &R->net.rt, R->seed, R->outdir,
                                   R->have_tb ? &R->tb : NULL);
     if (rc) goto out;

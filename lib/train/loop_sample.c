@@ -79,7 +79,7 @@ static int on_image(void *user, const sd_sample_prompt *p, int index, const sd_i
 }
 
 int sd_train_sampling_attach(sd_train_sampling *s, const sd_train_config *c, sd_unet *unet, sd_clip *clip,
-                             sd_vae *vae, sd_family family, sd_clip_tokenizer *tok, int v_prediction,
+                             sd_clip *clip2, sd_vae *vae, sd_family family, sd_clip_tokenizer *tok, int v_prediction,
                              sd_lora_rt *rt, uint64_t seed, const char *output_dir, sd_tb_writer *tb)
 {
     if (!s->on) return SD_OK;
@@ -104,9 +104,14 @@ int sd_train_sampling_attach(sd_train_sampling *s, const sd_train_config *c, sd_
     const char *dot = strrchr(base, '.');
     s->model_name = strndup(base, dot && dot != base ? (size_t)(dot - base) : strlen(base));
     if (!s->model_name) return sd_err(SD_ENOMEM, "out of memory");
-    s->gm = (sd_gen_models){ .unet = unet, .clip = clip, .vae = vae, .family = family, .tok = tok,
-                             .clip_skip = c->clip_skip, .v_prediction = v_prediction, .vae_tiling = -1,
-                             .on_call = on_call, .call_user = s };
+    const int sdxl = family == SD_FAMILY_SDXL;
+    if (sdxl && !clip2) return sd_err(SD_EINVAL, "sample images: the SDXL model's second text encoder is missing");
+    /* SDXL: the trainer's --max_token_length decides the chunks of every sample prompt, clip_skip is
+       ignored (sdxl_lpw_stable_diffusion.py through the SDXL tokenize/encoding strategies) */
+    s->gm = (sd_gen_models){ .unet = unet, .clip = clip, .clip2 = sdxl ? clip2 : NULL, .vae = vae, .family = family,
+                             .tok = tok, .clip_skip = sdxl ? 0 : c->clip_skip,
+                             .max_token_length = sdxl ? c->max_token_length : 0, .v_prediction = v_prediction,
+                             .vae_tiling = -1, .on_call = on_call, .call_user = s };
     s->so = (sd_sample_run_opts){ .output_dir = output_dir, .output_name = c->output_name, .sampler = s->sampler,
                                   .seed_base = seed, .write_parameters = 1, .model_name = s->model_name,
                                   .on_image = on_image, .user = s };

@@ -49,9 +49,10 @@ int sd_train_sampling_init(sd_train_sampling *s, const sd_train_config *c);
 
 /* After the models and the LoRA network exist: check every prompt against the model (size a
  * multiple of its total downsampling, sampler/steps combinations), and wire the models. `tb` may
- * be NULL. The pointers are borrowed for the life of s. */
+ * be NULL. clip2: SDXL's second text encoder (NULL for SD1/SD2). The pointers are borrowed for the
+ * life of s. */
 int sd_train_sampling_attach(sd_train_sampling *s, const sd_train_config *c, sd_unet *unet, sd_clip *clip,
-                             sd_vae *vae, sd_family family, sd_clip_tokenizer *tok, int v_prediction,
+                             sd_clip *clip2, sd_vae *vae, sd_family family, sd_clip_tokenizer *tok, int v_prediction,
                              sd_lora_rt *rt, uint64_t seed, const char *output_dir, sd_tb_writer *tb);
 
 /* One of the reference's calls: (0, global_step) before training, (SD_SAMPLE_NO_EPOCH,

@@ -17,7 +17,16 @@
  *   initial-noise S1,S2,.. C H W OUT.bin     x_T of the seeds (raw f32), for tests/golden/gen/make_sample_e2e_golden.py
  *   text FILE.png KEY                         print the text chunk KEY (exit 1 if absent)
  *   size FILE.png                             print "W H C"
- *   maxdiff A.png B.png                       print the largest pixel difference (-1: sizes differ) */
+ *   maxdiff A.png B.png                       print the largest pixel difference (-1: sizes differ)
+ *   make-sdxl-lora MODEL CFG OUT SEED [bad]   a kohya-named SDXL LoRA (lora_unet_ ldm names, lora_te1_, lora_te2_)
+ *                                             for the tiny SDXL model; "bad": one module names no layer
+ *   sdxl-train-round MODEL CFG PROMPTS OUTDIR MTL  one samples-during-training round (train/loop_sample.c) at
+ *                                             step 2 (--sample_every_n_steps 2, --max_token_length MTL);
+ *                                             prints the number of images
+ *   sdxl-golden MODEL CFG GOLDEN LORA         the SDXL conditioning (ids, weights, context, vector) and one
+ *                                             guided UNet call on the tiny SDXL checkpoint, also with the
+ *                                             LoRA file merged, against tests/golden/gen/
+ *                                             make_sample_sdxl_golden.py; prints ok/not ok */
 #include <math.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -29,8 +38,10 @@
 #include "io/png_text.h"
 #include "io/safetensors.h"
 #include "models/sd_model.h"
+#include "models/sdxl.h"
 #include "tensor/device.h"
 #include "train/lora_file.h"
+#include "train/loop_sample.h"
 #include "train/lora_network.h"
 #include "test.h"
 
@@ -267,6 +278,304 @@ static int gen_hooked(const char *model, const char *cfg, const char *lora, floa
     sd_lora_file_info_free(&info);
     sd_safetensors_close(st);
     if (ctx.threads) sd_ctx_free(&ctx);
+    sd_model_close(&m);
+    return rc;
+}
+
+/* ---- SDXL: conditioning and one guided UNet call against make_sample_sdxl_golden.py ---------------- */
+
+static const float *gget(const sd_safetensors *st, const char *name, int64_t *n)
+{
+    const sd_st_tensor *t = sd_safetensors_find(st, name);
+    if (!t || t->dtype != SD_ST_F32) return NULL;
+    *n = (int64_t)(t->nbytes / sizeof(float));
+    return t->data;
+}
+
+static double maxrel(const float *a, const float *b, int64_t n)
+{
+    double mx = 0, ma = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (d > mx) mx = d;
+        if (fabs((double)b[i]) > ma) ma = fabs((double)b[i]);
+    }
+    return mx / (ma > 0 ? ma : 1);
+}
+
+static void sdxl_report(int okv, const char *name, const char *what)
+{
+    printf("%s %s%s%s\n", okv ? "ok" : "not ok", name, what ? " # " : "", what ? what : "");
+}
+
+/* prints ok/not ok lines; returns the number of failures */
+static int sdxl_golden(const char *model, const char *cfg, const char *golden, const char *lora)
+{
+    sd_model m;
+    memset(&m, 0, sizeof m);
+    sd_safetensors *st = NULL;
+    sd_clip_tokenizer *tok = NULL;
+    sd_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    int fails = 0;
+    char vp[4096], msg[256];
+    int rc = open_tiny(&m, model, cfg);
+    if (!rc) rc = sd_safetensors_open(golden, &st);
+    if (!rc) rc = sd_clip_vocab_path(vp, sizeof vp);
+    if (!rc) rc = sd_clip_tokenizer_load(vp, &tok);
+    if (!rc) rc = sd_ctx_init(&ctx, SD_DEV_CPU, 1, (size_t)1 << 30);
+    if (rc) {
+        printf("not ok sdxl_golden_setup # %s\n", sd_errmsg());
+        goto out;
+    }
+    /* the golden was computed on examples/tiny_model's weights at the time */
+    {
+        int64_t n;
+        const float *c1 = gget(st, "check.unet_out", &n);
+        sd_param *pp = sd_params_find(&m.unet_params, "model.diffusion_model.out.2.bias");
+        int same = c1 && pp && n == pp->value.shape[0] && !memcmp(c1, pp->value.data, (size_t)n * sizeof(float));
+        sdxl_report(same, "sdxl_golden_same_tiny_model",
+                    same ? NULL : "examples/tiny_model writes other weights now: regenerate with "
+                                  "tests/golden/gen/make_sample_sdxl_golden.py");
+        if (!same) {
+            fails++;
+            goto out;
+        }
+    }
+    /* a: 75 tokens; b: 225 (3 chunks); l: a with the LoRA file merged (multiplier 0.7) */
+    const char *cases[3] = { "a", "b", "l" };
+    const int mtl[3] = { 0, 225, 0 };
+    for (int ci = 0; ci < 3; ci++) {
+        const char *c = cases[ci];
+        if (ci == 2) {
+            size_t nte = 0, nun = 0;
+            rc = sd_gen_lora_merge_sdxl(&m.unet_params, &m.te_params, lora, 0.7, &nte, &nun);
+            int okv = !rc && nte == 2 && nun == 4;
+            snprintf(msg, sizeof msg, "%zu text encoder, %zu UNet modules%s%s", nte, nun, rc ? ": " : "",
+                     rc ? sd_errmsg() : "");
+            sdxl_report(okv, "sdxl_golden_lora_merged", msg);
+            if (!okv) {
+                fails++;
+                break;
+            }
+        }
+        sd_gen_models g = { .unet = &m.unet, .clip = &m.clip, .clip2 = &m.clip2, .vae = &m.vae,
+                            .family = SD_FAMILY_SDXL, .tok = tok, .max_token_length = mtl[ci], .vae_tiling = -1 };
+        const char *prompt = ci != 1 ? "a (red:1.3) cat on a [mat]" : NULL;
+        char longp[2048] = "";
+        if (ci == 1) {
+            for (int i = 1; i <= 40; i++) snprintf(longp + strlen(longp), sizeof longp - strlen(longp), "word%d, ", i);
+            strcat(longp, "(end:0.8)");
+            prompt = longp;
+        }
+        const char *neg = ci != 1 ? "blurry, (ugly:1.2)" : "lowres";
+        int k = 0;
+        sd_gen_sdxl_chunks(&g, &k);
+        const int64_t S = 75 * k + 2, C = m.clip.cfg.width + m.clip2.cfg.width, P = m.clip2.cfg.projection_dim;
+        const int64_t V = P + SD_SDXL_SIZE_EMB_DIM;
+        /* ids and weights */
+        for (int neg_i = 0; neg_i < 2 && ci < 2; neg_i++) {
+            int32_t i1[3 * 77], i2[3 * 77];
+            float w[227];
+            char nm[64];
+            rc = sd_gen_sdxl_prompt_rows(&g, neg_i ? neg : prompt, i1, i2, w, NULL);
+            int64_t n1, n2, nw;
+            snprintf(nm, sizeof nm, "%s.%sids1", c, neg_i ? "n" : "");
+            const float *g1 = gget(st, nm, &n1);
+            snprintf(nm, sizeof nm, "%s.%sids2", c, neg_i ? "n" : "");
+            const float *g2 = gget(st, nm, &n2);
+            snprintf(nm, sizeof nm, "%s.%sw", c, neg_i ? "n" : "");
+            const float *gw = gget(st, nm, &nw);
+            int okv = !rc && g1 && g2 && gw && n1 == k * 77 && n2 == k * 77 && nw == S;
+            for (int64_t i = 0; okv && i < k * 77; i++) okv = i1[i] == (int32_t)g1[i] && i2[i] == (int32_t)g2[i];
+            for (int64_t i = 0; okv && i < S; i++) okv = w[i] == gw[i];
+            snprintf(nm, sizeof nm, "sdxl_golden_%s_%srows", c, neg_i ? "negative_" : "");
+            sdxl_report(okv, nm, NULL);
+            fails += !okv;
+        }
+        /* context and vector */
+        float *cc = NULL, *cu = NULL, *pools = malloc(2 * (size_t)P * sizeof *pools);
+        float *ctx2 = malloc((size_t)(2 * S * C) * sizeof *ctx2), *vec2 = malloc((size_t)(2 * V) * sizeof *vec2);
+        int64_t Sc = 0, Su = 0;
+        rc = pools && ctx2 && vec2 ? SD_OK : SD_ENOMEM;
+        if (!rc) rc = sd_gen_sdxl_encode_prompt(&ctx, &g, prompt, &cc, &Sc, pools);
+        if (!rc) rc = sd_gen_sdxl_encode_prompt(&ctx, &g, neg, &cu, &Su, pools + P);
+        int64_t nctx = 0, nvec = 0, nx = 0, neps = 0;
+        char nm[64];
+        snprintf(nm, sizeof nm, "%s.context", c);
+        const float *gctx = gget(st, nm, &nctx);
+        snprintf(nm, sizeof nm, "%s.vec", c);
+        const float *gvec = gget(st, nm, &nvec);
+        snprintf(nm, sizeof nm, "%s.x", ci == 2 ? "a" : c);
+        const float *gx = gget(st, nm, &nx);
+        snprintf(nm, sizeof nm, "%s.eps", c);
+        const float *geps = gget(st, nm, &neps);
+        if (!rc && (Sc != S || Su != S || !gctx || nctx != 2 * S * C || !gvec || nvec != 2 * V || !gx || !geps))
+            rc = sd_err(SD_EFORMAT, "golden shapes");
+        double rctx = 1, rvec = 1, reps = 1;
+        if (!rc) {
+            memcpy(ctx2, cu, (size_t)(S * C) * sizeof *ctx2);
+            memcpy(ctx2 + S * C, cc, (size_t)(S * C) * sizeof *ctx2);
+            sd_gen_sdxl_vector(vec2, pools + P, P, 128, 128, 0, 0, 128, 128);
+            sd_gen_sdxl_vector(vec2 + V, pools, P, 128, 128, 0, 0, 128, 128);
+            rctx = maxrel(ctx2, gctx, 2 * S * C);
+            rvec = maxrel(vec2, gvec, 2 * V);
+            /* one guided UNet call as the sampler makes it */
+            int64_t per = nx;
+            float *x2 = malloc((size_t)(2 * per) * sizeof *x2), *y2 = malloc((size_t)(2 * per) * sizeof *y2);
+            float tt[2] = { 501.0f, 501.0f };
+            if (!x2 || !y2) rc = SD_ENOMEM;
+            if (!rc) {
+                memcpy(x2, gx, (size_t)per * sizeof *x2);
+                memcpy(x2 + per, gx, (size_t)per * sizeof *x2);
+                sd_tensor xt = sd_tensor_wrap(x2, SD_F32, SD_DIMS(2, 4, 16, 16));
+                sd_tensor yt = sd_tensor_wrap(y2, SD_F32, SD_DIMS(2, 4, 16, 16));
+                sd_tensor tv = sd_tensor_wrap(tt, SD_F32, SD_DIMS(2));
+                sd_tensor ct = sd_tensor_wrap(ctx2, SD_F32, SD_DIMS(2, S, C));
+                sd_tensor vt = sd_tensor_wrap(vec2, SD_F32, SD_DIMS(2, V));
+                rc = sd_unet_forward(&ctx, &m.unet, NULL, &yt, &xt, &tv, &ct, &vt);
+            }
+            if (!rc) {
+                for (int64_t i = 0; i < per; i++) y2[i] = y2[i] + 7.5f * (y2[per + i] - y2[i]);
+                reps = maxrel(y2, geps, per);
+            }
+            free(x2);
+            free(y2);
+        }
+        if (rc) printf("# %s: %s\n", c, sd_errmsg());
+        snprintf(msg, sizeof msg, "max relative difference %.3g", rctx);
+        snprintf(nm, sizeof nm, "sdxl_golden_%s_context", c);
+        sdxl_report(!rc && rctx < 1e-5, nm, msg);
+        snprintf(msg, sizeof msg, "max relative difference %.3g", rvec);
+        snprintf(nm, sizeof nm, "sdxl_golden_%s_vector", c);
+        sdxl_report(!rc && rvec < 1e-5, nm, msg);
+        snprintf(msg, sizeof msg, "max relative difference %.3g", reps);
+        snprintf(nm, sizeof nm, "sdxl_golden_%s_guided_unet", c);
+        sdxl_report(!rc && reps < 1e-4, nm, msg);
+        fails += !(!rc && rctx < 1e-5) + !(!rc && rvec < 1e-5) + !(!rc && reps < 1e-4);
+        free(cc);
+        free(cu);
+        free(pools);
+        free(ctx2);
+        free(vec2);
+        rc = SD_OK;
+    }
+out:
+    if (ctx.threads) sd_ctx_free(&ctx);
+    sd_clip_tokenizer_free(tok);
+    sd_safetensors_close(st);
+    sd_model_close(&m);
+    return fails;
+}
+
+/* A kohya-named SDXL LoRA for the tiny SDXL model: rank 2, alpha 1, random down/up (seeded), on a UNet
+ * attention linear, a UNet 3×3 conv, a TE1 and a TE2 linear. With "bad" a module naming no layer. */
+static int make_sdxl_lora(const char *model, const char *cfg, const char *out, uint64_t seed, int bad)
+{
+    sd_model m;
+    memset(&m, 0, sizeof m);
+    int rc = open_tiny(&m, model, cfg);
+    if (rc) return rc;
+    static const struct { const char *prefix, *suffix, *lora; int te; } pick[] = {
+        { "model.diffusion_model.", ".attn2.to_k.weight", "lora_unet_", 0 },
+        { "model.diffusion_model.", ".in_layers.2.weight", "lora_unet_", 0 },
+        { "conditioner.embedders.0.transformer.", ".self_attn.q_proj.weight", "lora_te1_", 1 },
+        { "conditioner.embedders.1.model.", ".mlp.fc1.weight", "lora_te2_", 1 },
+    };
+    sd_safetensors_writer *w = NULL;
+    rc = sd_safetensors_writer_new(&w);
+    float *bufs[8] = { 0 };
+    int nb = 0;
+    static float alpha = 1.0f;
+    for (size_t k = 0; k < 4 && !rc; k++) {
+        sd_params *r = pick[k].te ? &m.te_params : &m.unet_params;
+        sd_param *p = NULL;
+        for (size_t i = 0; i < sd_params_count(r) && !p; i++) {
+            sd_param *q = sd_params_at(r, i);
+            size_t kl = strlen(q->key), sl = strlen(pick[k].suffix);
+            if (!strncmp(q->key, pick[k].prefix, strlen(pick[k].prefix)) && kl > sl &&
+                !strcmp(q->key + kl - sl, pick[k].suffix))
+                p = q;
+        }
+        if (!p) {
+            rc = sd_err(SD_ENOTFOUND, "no parameter *%s", pick[k].suffix);
+            break;
+        }
+        char name[512], key[600];
+        const char *base = p->key + strlen(pick[k].prefix);
+        size_t l = strlen(base) - 7;
+        snprintf(name, sizeof name, "%s", pick[k].lora);
+        size_t o = strlen(name);
+        for (size_t i = 0; i < l && o + 1 < sizeof name; i++) name[o++] = base[i] == '.' ? '_' : base[i];
+        name[o] = 0;
+        if (bad && k == 3) snprintf(name, sizeof name, "lora_te2_text_model_encoder_layers_99_mlp_fc1");
+        const sd_tensor *t = &p->value;
+        int64_t out_c = t->shape[0], in_c = t->shape[1], kh = t->ndim == 4 ? t->shape[2] : 1,
+                kw = t->ndim == 4 ? t->shape[3] : 1;
+        float *d = malloc((size_t)(2 * in_c * kh * kw) * sizeof *d), *u = malloc((size_t)(out_c * 2) * sizeof *u);
+        bufs[nb++] = d;
+        bufs[nb++] = u;
+        if (!d || !u) {
+            rc = SD_ENOMEM;
+            break;
+        }
+        sd_rng g = sd_rng_key(seed, 2, (uint32_t)k, SD_RNG_INIT);
+        rc = sd_rng_fill_normal(&g, 0, d, (size_t)(2 * in_c * kh * kw));
+        if (!rc) rc = sd_rng_fill_normal(&g, (uint64_t)1 << 32, u, (size_t)(out_c * 2));
+        for (int64_t i = 0; i < out_c * 2; i++) u[i] *= 0.2f;
+        snprintf(key, sizeof key, "%s.lora_down.weight", name);
+        if (!rc) {
+            if (t->ndim == 4) rc = sd_safetensors_writer_add(w, key, SD_ST_F32, 4, (int64_t[]){ 2, in_c, kh, kw }, d);
+            else rc = sd_safetensors_writer_add(w, key, SD_ST_F32, 2, (int64_t[]){ 2, in_c }, d);
+        }
+        snprintf(key, sizeof key, "%s.lora_up.weight", name);
+        if (!rc) {
+            if (t->ndim == 4) rc = sd_safetensors_writer_add(w, key, SD_ST_F32, 4, (int64_t[]){ out_c, 2, 1, 1 }, u);
+            else rc = sd_safetensors_writer_add(w, key, SD_ST_F32, 2, (int64_t[]){ out_c, 2 }, u);
+        }
+        snprintf(key, sizeof key, "%s.alpha", name);
+        if (!rc) rc = sd_safetensors_writer_add(w, key, SD_ST_F32, 0, NULL, &alpha);
+    }
+    if (!rc) rc = sd_safetensors_writer_write(w, out);
+    sd_safetensors_writer_free(w);
+    for (int i = 0; i < nb; i++) free(bufs[i]);
+    sd_model_close(&m);
+    return rc;
+}
+
+/* One samples-during-training round (train/loop_sample.c) on an SDXL model, at step 2 with
+ * --sample_every_n_steps 2 and --max_token_length MTL: as sd-train would call it. */
+static int sdxl_train_round(const char *model, const char *cfg, const char *prompts, const char *outdir, int mtl)
+{
+    sd_model m;
+    memset(&m, 0, sizeof m);
+    sd_train_config c;
+    sd_train_config_default(&c);
+    c.model = model;
+    c.sample_prompts = prompts;
+    c.sample_every_n_steps = 2;
+    c.output_name = "s";
+    c.max_token_length = mtl;
+    sd_train_sampling smp;
+    memset(&smp, 0, sizeof smp);
+    sd_clip_tokenizer *tok = NULL;
+    sd_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    char vp[4096];
+    int rc = sd_train_sampling_init(&smp, &c);
+    if (!rc) rc = open_tiny(&m, model, cfg);
+    if (!rc) rc = sd_clip_vocab_path(vp, sizeof vp);
+    if (!rc) rc = sd_clip_tokenizer_load(vp, &tok);
+    if (!rc) rc = sd_ctx_init(&ctx, SD_DEV_CPU, 1, (size_t)1 << 20);
+    if (!rc)
+        rc = sd_train_sampling_attach(&smp, &c, &m.unet, &m.clip, m.have_clip2 ? &m.clip2 : NULL, &m.vae, m.cfg.family,
+                                      tok, 0, NULL, 3, outdir, NULL);
+    if (!rc) rc = sd_train_sampling_maybe(&smp, &ctx, SD_SAMPLE_NO_EPOCH, 1);   /* not due */
+    if (!rc) rc = sd_train_sampling_maybe(&smp, &ctx, SD_SAMPLE_NO_EPOCH, 2);
+    if (!rc) printf("%lld\n", (long long)smp.images);
+    sd_train_sampling_free(&smp);
+    if (ctx.threads) sd_ctx_free(&ctx);
+    sd_clip_tokenizer_free(tok);
     sd_model_close(&m);
     return rc;
 }
@@ -789,6 +1098,12 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[1], "make-lora") && argc == 6)
             rc = make_lora(argv[2], argv[3], argv[4], strtoull(argv[5], NULL, 10));
         else if (!strcmp(argv[1], "make-ti") && argc == 6) rc = make_ti(argv[2], argv[3], argv[4], argv[5]);
+        else if (!strcmp(argv[1], "make-sdxl-lora") && (argc == 6 || argc == 7))
+            rc = make_sdxl_lora(argv[2], argv[3], argv[4], strtoull(argv[5], NULL, 10), argc == 7);
+        else if (!strcmp(argv[1], "sdxl-train-round") && argc == 7)
+            rc = sdxl_train_round(argv[2], argv[3], argv[4], argv[5], atoi(argv[6]));
+        else if (!strcmp(argv[1], "sdxl-golden") && argc == 6)
+            return sdxl_golden(argv[2], argv[3], argv[4], argv[5]) ? 1 : 0;
         else if (!strcmp(argv[1], "gen-hooked") && argc == 8)
             rc = gen_hooked(argv[2], argv[3], argv[4], (float)atof(argv[5]), strtoull(argv[6], NULL, 10), argv[7]);
         else if (!strcmp(argv[1], "initial-noise") && argc == 7) {
