@@ -169,6 +169,25 @@ __global__ void k_im2col(size_t total, conv_geom g, int64_t n0, float *col, cons
     }
 }
 
+// The same with one block row per (image, column row kk): blockIdx.z = image, blockIdx.y = kk,
+// threads over the output pixels. The channel and kernel offsets are uniform per block, so a thread
+// does one division instead of six (the element-wise kernel above is bound by its integer divisions
+// on a GPU: 1.2 ms per SD 320-channel 3×3 conv at batch 16, 64×64, on an H200).
+__global__ void k_im2col_rows(conv_geom g, int64_t n0, float *col, const float *x)
+{
+    const int p = (int)(g.ho * g.wo), wo = (int)g.wo, kh = (int)g.kh, kw = (int)g.kw;
+    const int pp = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    if (pp >= p) return;
+    const int kk = (int)blockIdx.y, img = (int)blockIdx.z;
+    const int c = kk / (kh * kw), ki = (kk / kw) % kh, kj = kk % kw;
+    const int oh = pp / wo, ow = pp - oh * wo;
+    const int ih = oh * (int)g.stride - (int)g.pt + ki, iw = ow * (int)g.stride - (int)g.pl + kj;
+    float v = 0;
+    if (ih >= 0 && ih < (int)g.h && iw >= 0 && iw < (int)g.w)
+        v = x[(((size_t)(n0 + img) * (size_t)g.cin + (size_t)c) * (size_t)g.h + (size_t)ih) * (size_t)g.w + (size_t)iw];
+    col[((size_t)img * (size_t)gridDim.y + (size_t)kk) * (size_t)p + (size_t)pp] = v;
+}
+
 // dx[n0 + img] += col2im(dcol[img]): every input pixel gathers the columns it fed (no atomics).
 template <typename I>
 __global__ void k_col2im(size_t total, conv_geom g, int64_t n0, float *dx, const float *dcol)
@@ -202,6 +221,13 @@ __global__ void k_col2im(size_t total, conv_geom g, int64_t n0, float *dx, const
 static int launch_im2col(size_t total, const conv_geom &g, int64_t n0, float *col, const float *x)
 {
     if (!total) return SD_OK;
+    int64_t p = g.ho * g.wo, K = g.cin * g.kh * g.kw, nb = (int64_t)(total / (size_t)(p * K));
+    if (p < INT32_MAX && K <= 65535 && nb <= 65535 && (int64_t)total == nb * p * K) {
+        dim3 grid((unsigned)((p + SD_CU_THREADS - 1) / SD_CU_THREADS), (unsigned)K, (unsigned)nb);
+        SD_CU_KERNEL(grid, SD_CU_THREADS, 0, sd_cuda_stream(), k_im2col_rows)(g, n0, col, x);
+        SD_CU_LAUNCH("im2col");
+        return SD_OK;
+    }
     unsigned blocks = sd_cuda_blocks(total, SD_CU_THREADS);
     // the input index reaches cnt·cin·h·w (more than total for a strided 1×1 conv)
     size_t xmax = total / (size_t)(g.kh * g.kw * g.ho * g.wo) * (size_t)(g.h * g.w);
