@@ -21,7 +21,8 @@
  * total − free device memory while the batch's buffers are allocated.
  *   BENCH_BATCHES (default "1,4,16"), BENCH_RUNS, BENCH_FILTER (substring of names),
  *   BENCH_SCRATCH_MIB (op scratch beyond the layers' planned scratch, default 2048),
- *   BENCH_WEIGHTS (f32|bf16|f16).
+ *   BENCH_WEIGHTS (f32|bf16|f16), BENCH_MODEL (sd15, or sdxl: the SDXL base UNet at 128×128 latents with
+ *   its pooled-text and size vector; names cuda_unet_sdxl_*).
  * Without a CUDA device it prints {"name":"cuda_unet","skipped":"…"} and exits 0.
  * bench/torch_cuda_unet.py runs the same network and work in PyTorch on the same GPU (fp32 with
  * TF32 off, fp32 + SDPA, bf16 autocast + SDPA) for the ratios. */
@@ -129,11 +130,17 @@ static int dev_tensor(sd_tensor *t, int nd, const int64_t *sh)
 typedef struct state {
     sd_unet *u;
     sd_params *reg;
-    sd_tensor x, t, c, y, dy, dx;
+    sd_tensor x, t, c, y, dy, dx, v;
     sd_arena act;
 } state;
 
-static int run_fwd(state *s) { return sd_unet_forward(&g_ctx, s->u, NULL, &s->y, &s->x, &s->t, &s->c, NULL); }
+/* BENCH_MODEL: sd15 (default; 64×64 latents) or sdxl (the SDXL base UNet at 128×128 latents, 1024 px,
+ * with its pooled-text and size vector) */
+static const char *g_model = "sd15";
+
+static const sd_tensor *vec_of(const state *s) { return s->v.data ? &s->v : NULL; }
+
+static int run_fwd(state *s) { return sd_unet_forward(&g_ctx, s->u, NULL, &s->y, &s->x, &s->t, &s->c, vec_of(s)); }
 
 static int run_step(state *s);
 /* full fine-tune step: every weight trainable, gradients zeroed, forward, backward into all */
@@ -146,7 +153,7 @@ static int run_full_step(state *s)
 static int run_step(state *s)
 {
     sd_arena_reset(&s->act, 0);
-    int rc = sd_unet_forward(&g_ctx, s->u, &s->act, &s->y, &s->x, &s->t, &s->c, NULL);
+    int rc = sd_unet_forward(&g_ctx, s->u, &s->act, &s->y, &s->x, &s->t, &s->c, vec_of(s));
     if (!rc) rc = sd_op_fill(&g_ctx, &s->dx, 0.0f);
     if (!rc) rc = sd_unet_backward(&g_ctx, s->u, &s->dx, NULL, NULL, &s->dy);
     return rc;
@@ -186,10 +193,10 @@ static void timed(const char *name, int64_t batch, int (*fn)(state *), state *s,
 static void bench_batch(sd_unet *u, sd_params *reg, int64_t b, double params_mib, int full)
 {
     const sd_unet_config *cfg = &u->cfg;
-    int64_t hw = 64, seq = 77;
+    int64_t hw = cfg->adm_in_channels ? 128 : 64, seq = 77;
     char n_fwd[64], n_step[64];
-    snprintf(n_fwd, sizeof n_fwd, "cuda_unet_sd15_fwd");
-    snprintf(n_step, sizeof n_step, full ? "cuda_unet_sd15_full_step" : "cuda_unet_sd15_step");
+    snprintf(n_fwd, sizeof n_fwd, "cuda_unet_%s_fwd", g_model);
+    snprintf(n_step, sizeof n_step, full ? "cuda_unet_%s_full_step" : "cuda_unet_%s_step", g_model);
     int want_f = !full && (!g_filter || strstr(n_fwd, g_filter)), want_s = !g_filter || strstr(n_step, g_filter);
     if (!want_f && !want_s) return;
     state s = { .u = u, .reg = reg };
@@ -203,11 +210,13 @@ static void bench_batch(sd_unet *u, sd_params *reg, int64_t b, double params_mib
     if (!rc) rc = fill(&s.dy, 1e-3f, 0, 12);
     if (!rc) rc = fill(&s.c, 1.0f, 0, 13);
     if (!rc) rc = fill(&s.t, 400.0f, 500.0f, 14);
+    if (!rc && cfg->adm_in_channels) rc = dev_tensor(&s.v, SD_DIMS(b, cfg->adm_in_channels));
+    if (!rc && cfg->adm_in_channels) rc = fill(&s.v, 1.0f, 0, 15);
     sd_nn_plan p = sd_unet_plan(u, b, hw, hw, seq);
     if (!rc && want_s) rc = sd_nn_arena_init(&s.act, SD_DEV_CUDA, p.saved);
     if (rc) {
-        printf("{\"name\":\"cuda_unet_sd15\",\"batch\":%lld,\"error\":\"%s\",\"activations_mib\":%.0f}\n", (long long)b,
-               json_esc(sd_errmsg()), (double)p.saved / 1048576.0);
+        printf("{\"name\":\"cuda_unet_%s\",\"batch\":%lld,\"error\":\"%s\",\"activations_mib\":%.0f}\n", g_model,
+               (long long)b, json_esc(sd_errmsg()), (double)p.saved / 1048576.0);
     } else {
         double f = sd_unet_forward_flops(u, hw, hw, seq) * (double)b;
         if (want_f) timed(n_fwd, b, run_fwd, &s, f, params_mib, 0);
@@ -216,7 +225,7 @@ static void bench_batch(sd_unet *u, sd_params *reg, int64_t b, double params_mib
         if (want_s) timed(n_step, b, full ? run_full_step : run_step, &s, f, params_mib, (double)p.saved / 1048576.0);
     }
     sd_arena_free(&s.act);
-    sd_tensor *ts[] = { &s.x, &s.y, &s.dy, &s.dx, &s.t, &s.c };
+    sd_tensor *ts[] = { &s.x, &s.y, &s.dy, &s.dx, &s.t, &s.c, &s.v };
     for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) sd_tensor_free(ts[i]);
 }
 
@@ -235,7 +244,8 @@ static void bench_mode(const sd_unet_config *ucfg, const char *batches, int full
     snprintf(plan_buf, sizeof plan_buf, "%s", buf);
     for (char *tok = strtok(plan_buf, ","); tok; tok = strtok(NULL, ",")) {
         int64_t b = atoll(tok);
-        sd_nn_plan p = b > 0 ? sd_unet_plan(&u, b, 64, 64, 77) : (sd_nn_plan){ 0, 0 };
+        int64_t hw = ucfg->adm_in_channels ? 128 : 64;
+        sd_nn_plan p = b > 0 ? sd_unet_plan(&u, b, hw, hw, 77) : (sd_nn_plan){ 0, 0 };
         if (p.scratch > layer_scratch) layer_scratch = p.scratch;
     }
     const char *e = getenv("BENCH_SCRATCH_MIB");
@@ -279,15 +289,22 @@ int main(void)
     sd_device_info info;
     if (sd_device_query(0, &info) == SD_OK) snprintf(g_dev, sizeof g_dev, "%s", info.name);
     sd_model_config m;
-    sd_model_config_preset(SD_FAMILY_SD1, &m);
+    e = getenv("BENCH_MODEL");
+    if (e && !strcmp(e, "sdxl")) g_model = "sdxl";
+    else if (e && *e && strcmp(e, "sd15")) {
+        fprintf(stderr, "bench_cuda_unet: BENCH_MODEL must be sd15 or sdxl\n");
+        return 2;
+    }
+    sd_model_config_preset(strcmp(g_model, "sdxl") ? SD_FAMILY_SD1 : SD_FAMILY_SDXL, &m);
     e = getenv("BENCH_BATCHES");
     char batches[128];
     snprintf(batches, sizeof batches, "%s", e && *e ? e : "1,4,16");
     for (int full = 0; full < 2; full++) {
-        char want_name[64];
-        snprintf(want_name, sizeof want_name, full ? "cuda_unet_sd15_full_step" : "cuda_unet_sd15_step");
+        char want_name[64], fwd_name[64];
+        snprintf(want_name, sizeof want_name, full ? "cuda_unet_%s_full_step" : "cuda_unet_%s_step", g_model);
+        snprintf(fwd_name, sizeof fwd_name, "cuda_unet_%s_fwd", g_model);
         if (full && g_filter && !strstr(want_name, g_filter)) continue;
-        if (!full && g_filter && !strstr("cuda_unet_sd15_fwd", g_filter) && !strstr(want_name, g_filter)) continue;
+        if (!full && g_filter && !strstr(fwd_name, g_filter) && !strstr(want_name, g_filter)) continue;
         bench_mode(&m.unet, batches, full);
     }
     sd_device_shutdown();
