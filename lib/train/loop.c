@@ -2394,12 +2394,12 @@ trained_set:;
         sd_warn("%s", line);
     }
     if (rc) goto out;
-    /* db/ft with AdamW on a GPU: the optimizer and its moments live there too (no weight or gradient
-       copies per step). SD_DEVICE_OPTIM=0 keeps them on the host (as the other kinds); =1 does the
-       same for a LoRA network (without --scale_weight_norms, which runs on the host), and on the CPU
-       sends the step through the device ops (the same bytes: a check of that path) */
+    /* AdamW on a GPU: the optimizer and its moments live there too (no weight or gradient copies per
+       step), for the whole model and for a LoRA network (without --scale_weight_norms, which runs on
+       the host). SD_DEVICE_OPTIM=0 keeps them on the host (as the other kinds); =1 on the CPU sends
+       the step through the device ops (the same bytes: a check of that path) */
     const char *dop = getenv("SD_DEVICE_OPTIM");
-    int want_dev = dop && *dop ? strcmp(dop, "0") != 0 : R->dev == SD_DEV_CUDA && R->is_full;
+    int want_dev = dop && *dop ? strcmp(dop, "0") != 0 : R->dev == SD_DEV_CUDA;
     R->dev_optim = want_dev && R->ocfg.kind == SD_OPTIM_ADAMW && !R->have_ti &&
                    (R->is_full || c->scale_weight_norms <= 0);
     rc = alloc_buffers(R);

@@ -7,8 +7,10 @@
 # fp16 (loss scaler, clipping on the GPU), fine-tuning with --full_fp16 (UNet and text encoder
 # trained); textual inversion in float32 and bf16; and a CUDA run resumed from its saved state
 # against the uninterrupted CUDA run.
-# Tolerances: 1e-3 for float32 runs (sd-train(1): "within 1e-3 after 8 steps"), 5e-2 where the GPU
-# multiplies in bf16/fp16, 1e-4 for the resume.
+# Tolerances: 1e-3 for float32 LoRA and textual-inversion runs (sd-train(1): "within 1e-3 after 8
+# steps"), 3e-3 for DreamBooth in float32, a relative L2 difference of 0.1 per tensor where the GPU
+# multiplies in bf16/fp16 (5e-2 max-relative for textual inversion in bf16), 1e-4 for the resume
+# (measured values below).
 #
 #   bash tests/parity/train_cli.sh        (SD_BUILD=build dir with bin/sd-train and a CUDA=1 build)
 #
@@ -38,7 +40,8 @@ export SOURCE_DATE_EPOCH=1700000000
 gpu=cuda
 [ -n "${SD_PARITY_SELFTEST:-}" ] && gpu=cpu
 T() { "$bin" --model tiny.safetensors --model_config "$cfg" --data recs.jsonl --learning_rate 1e-3 --seed 3 "$@"; }
-# cmp_st A B PREFIX TOL: worst per-tensor max|b-a|/max|a| over the tensors under PREFIX; exit 0 within TOL
+# cmp_st A B PREFIX TOL [l2]: worst per-tensor max|b-a|/max|a| over the tensors under PREFIX; with l2
+# the worst per-tensor ‖b−a‖₂/‖a‖₂ instead (the max metric is then printed too); exit 0 within TOL
 cmp_st() { "$PY" - "$@" <<'PY'
 import json, struct, sys
 def load(p):
@@ -52,7 +55,8 @@ def vals(d, v):
     return list(struct.unpack('<%d%s' % (len(raw) // struct.calcsize(f), f), raw))
 (da, ha), (db, hb) = load(sys.argv[1]), load(sys.argv[2])
 pre, tol = sys.argv[3], float(sys.argv[4])
-worst, where, n = 0.0, '-', 0
+l2 = len(sys.argv) > 5 and sys.argv[5] == 'l2'
+worst, where, n, wmax = 0.0, '-', 0, 0.0
 for k, v in ha.items():
     if k == '__metadata__' or not k.startswith(pre): continue
     if k not in hb or hb[k]['shape'] != v['shape']:
@@ -61,13 +65,20 @@ for k, v in ha.items():
     ref = max(abs(x) for x in a) or 1.0
     d = max(abs(x - y) for x, y in zip(a, b)) / ref
     if d != d: d = float('inf')
+    wmax = max(wmax, d)
+    if l2:
+        na = sum(x * x for x in a) ** 0.5 or 1.0
+        d = sum((x - y) ** 2 for x, y in zip(a, b)) ** 0.5 / na
+        if d != d: d = float('inf')
     n += 1
     if d > worst: worst, where = d, k
-print('%d tensors, worst %.3g (%s)' % (n, worst, where))
+print('%d tensors, worst %s%.3g (%s)%s' % (n, 'rel-L2 ' if l2 else '', worst, where,
+                                          ', worst max-rel %.3g' % wmax if l2 else ''))
 sys.exit(0 if n and worst <= tol else 1)
 PY
 }
 # run NAME TOL PREFIX FILE args...: the same training on both devices, then the comparison
+# (metric=l2 in the environment: the relative L2 metric of cmp_st)
 run() {
   local name=$1 tol=$2 pre=$3 file=$4; shift 4
   if ! T --device cpu --output_dir "c_$name" "$@" > /dev/null 2> "c_$name.err"; then
@@ -77,17 +88,18 @@ run() {
     nok "train_cli_parity_$name" "$gpu run failed: $(tail -2 "g_$name.err")"; return
   fi
   local r
-  if r=$(cmp_st "c_$name/$file" "g_$name/$file" "$pre" "$tol" 2>&1); then ok "train_cli_parity_$name # $r"
-  elif [ -n "${known:-}" ]; then echo "not ok train_cli_parity_$name # TODO $r (tolerance $tol): $known"
+  if r=$(cmp_st "c_$name/$file" "g_$name/$file" "$pre" "$tol" ${metric:-} 2>&1); then ok "train_cli_parity_$name # $r"
   else nok "train_cli_parity_$name" "$r (tolerance $tol)"; fi
 }
-# Differences measured on the emulated CUDA build (tests/emu, make emu-bin), reported as TODO
-# rather than failures until a GPU run settles the tolerances: the 16-bit runs differ from the
-# CPU's float32 by 0.07-0.53 after their AdamW steps, entirely from the operands' rounding to
-# bf16/fp16 (2e-4..5e-4 with SD_EMU_GEMM_EXACT=1), which a GPU does too; DreamBooth in float32
-# by 1.8e-3 on one emb_layers bias (summation order through AdamW's first, sign-like steps).
-K16="16-bit GEMM operands (emulated CUDA: 0.07-0.53, 2e-4..5e-4 with exact products)"
-KDB="emulated CUDA: 1.8e-3 on an emb_layers bias (summation order, AdamW's first steps)"
+# Tolerances settled on an H200 (2026-11-27; tests/parity/device_check.sh). The 16-bit runs differ
+# from the CPU's float32 after their AdamW steps because the GPU rounds the GEMM operands to
+# bf16/fp16 (the emulated build shows 2e-4..5e-4 with exact products, so the kernels are right):
+# single elements by up to 0.2 of their tensor's largest value (AdamW's first, sign-like steps turn
+# small gradient differences into whole updates), so these runs are checked by the relative L2
+# difference of each tensor instead: worst 0.027-0.047 for LoRA, 0.052 for DreamBooth fp16 (a bias),
+# 0.0038 for fine-tuning with --full_fp16; tolerance 0.1 (a wrong kernel gives O(1)). DreamBooth in
+# float32: 1.44e-3 on one emb_layers bias (1.8e-3 emulated), summation order through the same first
+# steps; tolerance 3e-3.
 
 # no CUDA here: say so and stop
 if [ $gpu = cuda ]; then
@@ -101,17 +113,17 @@ fi
 L="--network_dim 4 --max_train_steps 8"
 run lora_f32 1e-3 lora_ last.safetensors $L
 SD_DEVICE_OPTIM=1 run lora_f32_device_optim 1e-3 lora_ last.safetensors $L
-known=$K16 SD_DEVICE_OPTIM=1 run lora_fp16_device_optim 5e-2 lora_ last.safetensors $L --mixed_precision fp16
+metric=l2 SD_DEVICE_OPTIM=1 run lora_fp16_device_optim 1e-1 lora_ last.safetensors $L --mixed_precision fp16
 run lora_f32_ckpt_b2 1e-3 lora_ last.safetensors $L --gradient_checkpointing --train_batch_size 2
-known=$K16 run lora_bf16 5e-2 lora_ last.safetensors $L --mixed_precision bf16
-known=$K16 run lora_fp16 5e-2 lora_ last.safetensors $L --mixed_precision fp16
-known=$K16 run lora_full_bf16 5e-2 lora_ last.safetensors $L --mixed_precision bf16 --full_bf16 --learning_rate 1e-2
-known=$KDB run db_f32 1e-3 model. last.safetensors --method db --max_train_steps 2 --save_model_as safetensors
-known=$KDB SD_DEVICE_OPTIM=0 run db_f32_host_optim 1e-3 model. last.safetensors --method db --max_train_steps 2 \
+metric=l2 run lora_bf16 1e-1 lora_ last.safetensors $L --mixed_precision bf16
+metric=l2 run lora_fp16 1e-1 lora_ last.safetensors $L --mixed_precision fp16
+metric=l2 run lora_full_bf16 1e-1 lora_ last.safetensors $L --mixed_precision bf16 --full_bf16 --learning_rate 1e-2
+run db_f32 3e-3 model. last.safetensors --method db --max_train_steps 2 --save_model_as safetensors
+SD_DEVICE_OPTIM=0 run db_f32_host_optim 3e-3 model. last.safetensors --method db --max_train_steps 2 \
   --save_model_as safetensors
-known=$K16 run db_fp16 5e-2 model. last.safetensors --method db --max_train_steps 3 --save_model_as safetensors \
+metric=l2 run db_fp16 1e-1 model. last.safetensors --method db --max_train_steps 3 --save_model_as safetensors \
   --mixed_precision fp16 --max_grad_norm 0.1
-known=$K16 run ft_full_fp16 5e-2 model. last.safetensors --method ft --train_text_encoder --max_train_steps 2 \
+metric=l2 run ft_full_fp16 1e-1 model. last.safetensors --method ft --train_text_encoder --max_train_steps 2 \
   --save_model_as safetensors --mixed_precision fp16 --full_fp16 --optimizer_args eps=1e-4
 # textual inversion (the widened token table on the GPU, its new rows trained on the host)
 sed 's/"caption":"sks, /"caption":"zqtok, /' recs.jsonl > ti.jsonl
