@@ -303,19 +303,29 @@ static int chunk_rows(sd_ctx *ctx, sd_tensor *y, sd_tensor *hidden, int64_t B, i
     return rc;
 }
 
-int sd_clip_forward_chunks(sd_ctx *ctx, sd_clip *m, sd_arena *save, sd_tensor *y, sd_tensor *hidden,
-                           const sd_tensor *ids, int clip_skip)
+/* The shapes of a chunked forward: ids i32 [B, n, T], out [B, n·(T−2)+2, W], rows [B·n, T, W]. */
+static int check_chunks(const sd_clip *m, const sd_tensor *ids, const sd_tensor *out, const sd_tensor *rows,
+                        const char *rows_name)
 {
     if (ids->ndim != 3 || ids->dtype != SD_I32 || ids->shape[1] < 1 || ids->shape[2] < 3)
         return sd_err(SD_EINVAL, "text encoder: chunked token ids must be i32 [B, n, %d]", m->cfg.max_len);
     const int64_t B = ids->shape[0], n = ids->shape[1], T = ids->shape[2], W = m->cfg.width;
-    if (hidden->ndim != 3 || hidden->shape[0] != B * n || hidden->shape[1] != T || hidden->shape[2] != W ||
-        y->ndim != 3 || y->shape[0] != B || y->shape[1] != n * (T - 2) + 2 || y->shape[2] != W)
-        return sd_err(SD_EINVAL, "text encoder: chunked output must be [%lld, %lld, %lld] (hidden [%lld, %lld, %lld])",
-                      (long long)B, (long long)(n * (T - 2) + 2), (long long)W, (long long)(B * n), (long long)T,
-                      (long long)W);
+    if (rows->ndim != 3 || rows->shape[0] != B * n || rows->shape[1] != T || rows->shape[2] != W ||
+        out->ndim != 3 || out->shape[0] != B || out->shape[1] != n * (T - 2) + 2 || out->shape[2] != W)
+        return sd_err(SD_EINVAL, "text encoder: chunked output must be [%lld, %lld, %lld] (%s [%lld, %lld, %lld])",
+                      (long long)B, (long long)(n * (T - 2) + 2), (long long)W, rows_name, (long long)(B * n),
+                      (long long)T, (long long)W);
+    return SD_OK;
+}
+
+int sd_clip_forward_chunks(sd_ctx *ctx, sd_clip *m, sd_arena *save, sd_tensor *y, sd_tensor *hidden,
+                           const sd_tensor *ids, int clip_skip)
+{
+    int rc = check_chunks(m, ids, y, hidden, "hidden");
+    if (rc) return rc;
+    const int64_t B = ids->shape[0], n = ids->shape[1], T = ids->shape[2];
     sd_tensor flat;
-    int rc = sd_tensor_reshape(ids, 2, (const int64_t[]){ B * n, T }, &flat);
+    rc = sd_tensor_reshape(ids, 2, (const int64_t[]){ B * n, T }, &flat);
     if (!rc) rc = sd_clip_forward(ctx, m, save, hidden, &flat, clip_skip);
     if (!rc) rc = chunk_rows(ctx, y, hidden, B, n, 1);
     if (!rc && save) m->chunks = n;
@@ -509,16 +519,11 @@ int sd_clip_backward_sdxl(sd_ctx *ctx, sd_clip *m, sd_tensor *d_tokens, const sd
 int sd_clip_forward_sdxl_chunks(sd_ctx *ctx, sd_clip *m, sd_arena *save, sd_tensor *hidden, sd_tensor *pooled,
                                 sd_tensor *work, const sd_tensor *ids)
 {
-    if (ids->ndim != 3 || ids->dtype != SD_I32 || ids->shape[1] < 1 || ids->shape[2] < 3)
-        return sd_err(SD_EINVAL, "text encoder: chunked token ids must be i32 [B, n, %d]", m->cfg.max_len);
-    const int64_t B = ids->shape[0], n = ids->shape[1], T = ids->shape[2], W = m->cfg.width;
-    if (work->ndim != 3 || work->shape[0] != B * n || work->shape[1] != T || work->shape[2] != W ||
-        hidden->ndim != 3 || hidden->shape[0] != B || hidden->shape[1] != n * (T - 2) + 2 || hidden->shape[2] != W)
-        return sd_err(SD_EINVAL, "text encoder: chunked output must be [%lld, %lld, %lld] (work [%lld, %lld, %lld])",
-                      (long long)B, (long long)(n * (T - 2) + 2), (long long)W, (long long)(B * n), (long long)T,
-                      (long long)W);
+    int rc = check_chunks(m, ids, hidden, work, "work");
+    if (rc) return rc;
+    const int64_t B = ids->shape[0], n = ids->shape[1], T = ids->shape[2];
     sd_tensor flat;
-    int rc = sd_tensor_reshape(ids, 2, (const int64_t[]){ B * n, T }, &flat);
+    rc = sd_tensor_reshape(ids, 2, (const int64_t[]){ B * n, T }, &flat);
     if (!rc) rc = sdxl_forward(ctx, m, save, work, pooled, &flat, n);
     if (!rc) rc = chunk_rows(ctx, hidden, work, B, n, 1);
     if (!rc && save) m->chunks = n;
