@@ -260,6 +260,7 @@ static void test_errors(void)
     rig_train(&a, 2);
     char dir[600], p[700];
     snprintf(dir, sizeof dir, "%s", t_path("bad-state"));
+    sd_remove_tree(dir);   /* left by an earlier run in the same SD_TEST_TMP */
     sd_train_state_out o;
     /* not there */
     T_EQ_INT(rig_make(&b, 4), 0);
