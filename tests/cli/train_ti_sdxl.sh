@@ -6,7 +6,7 @@
 # (TE1 through the context, TE2 through the context and the pooled vector), --weights continues
 # from an SDXL file and refuses an SD1/SD2 one, samples during training; a resumed run gives the same
 # bytes; sd-sample loads the embedding with the SDXL model (the image changes, deterministically) and
-# refuses the other family's files with one line naming the file.
+# refuses the other family's files with one line naming the file; long captions; --device cuda as on the CPU.
 set -u
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -115,3 +115,32 @@ S --model xl.safetensors --model_config "$xcfg" --prompt "a zqtok cat" --outdir 
 S --model sd1.safetensors --model_config "$scfg" --prompt "a zqtok cat" --outdir x2 --textual_inversion_embeddings o1/zqtok.safetensors > /dev/null 2> x2.err; rc=$?
 [ $rc != 0 ] && [ "$(grep -c . x2.err)" = 1 ] && grep -q 'o1/zqtok.safetensors: an SDXL embedding' x2.err &&
   ok sample_ti_sd1_sdxl_refused || nok sample_ti_sd1_sdxl_refused "rc $rc $(cat x2.err)"
+
+# ---- long captions (--max_token_length 150: both encoders chunked, the pooled vector of chunk 0); --device cuda
+# (a GPU, or SD_FAKE_CUDA=1 in a build without CUDA): both widened tables on the device, the embedding as on the CPU
+# (within fp32 drift: relative 1e-3 per tensor) ----------------------------------------------------------------
+L=(--max_train_steps 4 --num_vectors_per_token 2 --init_word "red square" --save_model_as safetensors --max_token_length 150)
+T --output_dir lc "${L[@]}" 2> lc.err && [ -f lc/zqtok.safetensors ] && ok train_ti_sdxl_long_captions ||
+  nok train_ti_sdxl_long_captions "$(tail -2 lc.err)"
+T --output_dir lg --device cuda "${L[@]}" 2> lg.err; rc=$?
+if [ $rc = 0 ]; then
+  r=$(python3 - lc/zqtok.safetensors lg/zqtok.safetensors <<'PY'
+import json, struct, sys
+def load(p):
+    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n]); out = {}
+    for k, t in h.items():
+        if k != '__metadata__':
+            s, e = t['data_offsets']; out[k] = struct.unpack('<%df' % ((e - s) // 4), b[8 + n + s:8 + n + e])
+    return out
+a, g = load(sys.argv[1]), load(sys.argv[2]); worst = 0
+for k in ('clip_l', 'clip_g'):
+    m = max(abs(x) for x in a[k]); d = max(abs(x - y) for x, y in zip(a[k], g[k])); worst = max(worst, d / m)
+print('%.3g' % worst); sys.exit(0 if worst <= 1e-3 else 1)
+PY
+) && ok train_ti_sdxl_device_cuda_matches_cpu || nok train_ti_sdxl_device_cuda_matches_cpu "$r"
+  echo "# SDXL TI GPU vs CPU: relative $r"
+else
+  [ $rc = 1 ] && grep -Eq "CUDA support|CUDA: no device" lg.err && ok train_ti_sdxl_device_cuda_unavailable ||
+    nok train_ti_sdxl_device_cuda_unavailable "rc $rc $(tail -2 lg.err)"
+fi
+exit 0
