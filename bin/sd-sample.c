@@ -79,8 +79,8 @@ static const sd_opt table[] = {
      .help = "accepted for the reference's command lines: only networks.lora"},
     {.name = "textual_inversion_embeddings", .type = SD_OPT_STRINGS, .dest = &a.ti, .metavar = "FILE",
      .flags = SD_OPTF_NARGS | SD_OPTF_APPEND, .group = "Networks",
-     .help = "textual-inversion embeddings (.safetensors, kohya emb_params or Diffusers); the token is the file "
-             "name without extension"},
+     .help = "textual-inversion embeddings (.safetensors/.pt: kohya emb_params or Diffusers; SDXL models: "
+             "clip_l/clip_g); the token is the file name without extension"},
     {.name = "prompt", .type = SD_OPT_STRING, .dest = &a.prompt, .metavar = "TEXT", .group = "Prompts",
      .help = "one prompt; may carry the prompt file's options (\"a cat --n blurry --w 768 --d 5\")"},
     {.name = "from_file", .type = SD_OPT_STRING, .dest = &a.from_file, .metavar = "FILE", .group = "Prompts",
@@ -287,8 +287,9 @@ static int run(void)
     memset(&ctx, 0, sizeof ctx);
     sd_clip_tokenizer *tok = NULL;
     char *lora_hashes = NULL, *ti_hashes = NULL;
-    sd_gen_ti ti;
+    sd_gen_ti ti, ti2;
     memset(&ti, 0, sizeof ti);
+    memset(&ti2, 0, sizeof ti2);
     int rc;
     sd_sampler_kind defk;
     if ((rc = sd_sampler_parse(a.sampler, &defk))) return usage_error("option '--sampler': %s", sd_errmsg());
@@ -359,11 +360,6 @@ static int run(void)
     if (sdxl) {
         if (!m.have_clip2) {
             rc = sd_err(SD_EFORMAT, "%s: SDXL model without its second text encoder", a.model);
-            goto out;
-        }
-        if (a.ti.n) {
-            rc = sd_err(SD_EUNSUPPORTED, "%s: textual-inversion embeddings are not supported with SDXL models yet "
-                        "(clip_l/clip_g files)", a.ti.s[0]);
             goto out;
         }
         if (a.clip_skip > 1) sd_warn("--clip_skip %d is ignored for SDXL models (as in the reference)", a.clip_skip);
@@ -451,7 +447,9 @@ static int run(void)
     }
     /* embeddings: the widened token table where the encoder now is */
     if (a.ti.n) {
-        if ((rc = sd_gen_ti_attach(&ti, &m.clip, a.ti.s, a.ti.n))) goto out;
+        rc = sdxl ? sd_gen_ti_attach_sdxl(&ti, &ti2, &m.clip, &m.clip2, a.ti.s, a.ti.n)
+                  : sd_gen_ti_attach(&ti, &m.clip, a.ti.s, a.ti.n);
+        if (rc) goto out;
         for (int i = 0; i < ti.n; i++)
             sd_info("%s: token '%s' = %d vector%s", a.ti.s[i], ti.tokens[i].token, ti.tokens[i].count,
                     ti.tokens[i].count == 1 ? "" : "s");
@@ -582,6 +580,7 @@ static int run(void)
 out:
     free(lora_hashes);
     free(ti_hashes);
+    sd_gen_ti_detach(&ti2);
     sd_gen_ti_detach(&ti);
     sd_clip_tokenizer_free(tok);
     if (ctx.threads) sd_ctx_free(&ctx);

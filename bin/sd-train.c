@@ -86,7 +86,7 @@ static const sd_opt table[] = {
     {.name = "init_word", .type = SD_OPT_STRING, .dest = &c.ti.init_word, .group = G_TI,
      .help = "initialise the vectors from this word's token embeddings"},
     {.name = "weights", .type = SD_OPT_STRING, .dest = &c.ti.weights, .metavar = "FILE", .group = G_TI,
-     .help = "start from this embedding (.safetensors emb_params, or an A1111/kohya .pt)"},
+     .help = "start from this embedding (.safetensors emb_params, or an A1111/kohya .pt; SDXL: clip_l/clip_g)"},
     {.name = "use_object_template", .type = SD_OPT_FLAG, .dest = &c.ti.use_object_template, .group = G_TI,
      .help = "ignore captions: \"a photo of a {}\" ... (27 templates)"},
     {.name = "use_style_template", .type = SD_OPT_FLAG, .dest = &c.ti.use_style_template, .group = G_TI,

@@ -482,47 +482,21 @@ static void stem_of(const char *path, char *buf, size_t n)
     buf[l] = 0;
 }
 
-int sd_gen_ti_attach(sd_gen_ti *ti, sd_clip *clip, const char *const *paths, int n)
+/* The widened table of `clip` with the vectors vecs[i] (counts from tokens[i]) at the tokens' ids,
+ * put where the model's table is; the encoder switched to it (restored by sd_gen_ti_detach). */
+static int ti_build(sd_gen_ti *ti, sd_clip *clip, const sd_gen_token *tokens, float *const *vecs, int n, int64_t total)
 {
-    memset(ti, 0, sizeof *ti);
-    if (n <= 0) return SD_OK;
     sd_tensor *tab = &clip->tok.w->value;
     const int64_t V = tab->shape[0], D = tab->shape[1];
-    if (tab->dtype != SD_F32 || tab->ndim != 2)
-        return sd_err(SD_EUNSUPPORTED, "textual inversion: the token table must be f32");
-    float **vecs = calloc((size_t)n, sizeof *vecs);
-    ti->tokens = calloc((size_t)n, sizeof *ti->tokens);
-    int rc = vecs && ti->tokens ? SD_OK : sd_err(SD_ENOMEM, "out of memory");
-    int64_t total = 0;
-    for (int i = 0; i < n && !rc; i++) {
-        int64_t cnt = 0;
-        rc = sd_embedding_read(paths[i], D, &vecs[i], &cnt);
-        if (rc) break;
-        char stem[256];
-        stem_of(paths[i], stem, sizeof stem);
-        if (!rc && !stem[0]) rc = sd_err(SD_EINVAL, "%s: empty token name", paths[i]);
-        for (int j = 0; j < i && !rc; j++)
-            if (!strcmp(ti->tokens[j].token, stem))
-                rc = sd_err(SD_EINVAL, "%s: token '%s' is already taken by %s", paths[i], stem, paths[j]);
-        if (!rc) {
-            ti->tokens[i].token = strdup(stem);
-            ti->tokens[i].first_id = (int32_t)(V + total);
-            ti->tokens[i].count = (int)cnt;
-            if (!ti->tokens[i].token) rc = sd_err(SD_ENOMEM, "out of memory");
-            ti->n = i + 1;
-            total += cnt;
-        }
-    }
     /* the widened table is built on the host and lives where the model's table is (a GPU copy with
        --device cuda: attach after the encoder's parameters moved) */
     sd_tensor host = { 0 };
-    if (!rc) rc = sd_tensor_alloc(&host, SD_F32, SD_DIMS(V + total, D));
+    int rc = sd_tensor_alloc(&host, SD_F32, SD_DIMS(V + total, D));
     if (!rc) rc = sd_tensor_download(tab, host.data, sd_tensor_nbytes(tab));   /* the model's V rows */
     if (!rc) {
         float *dst = host.data;
         for (int i = 0; i < n; i++) {
-            memcpy(dst + (size_t)ti->tokens[i].first_id * (size_t)D, vecs[i],
-                   (size_t)ti->tokens[i].count * (size_t)D * sizeof(float));
+            memcpy(dst + (size_t)tokens[i].first_id * (size_t)D, vecs[i], (size_t)tokens[i].count * (size_t)D * sizeof(float));
         }
         if (tab->device == SD_DEV_CPU) {
             ti->table = host;
@@ -542,10 +516,68 @@ int sd_gen_ti_attach(sd_gen_ti *ti, sd_clip *clip, const char *const *paths, int
         clip->tok.vocab = V + total;
         clip->cfg.vocab_size = (int)(V + total);
     }
-    for (int i = 0; vecs && i < n; i++) free(vecs[i]);
-    free(vecs);
-    if (rc) sd_gen_ti_detach(ti);
     return rc;
+}
+
+/* Both forms: clip2 NULL reads SD1/SD2 files (emb_params) for clip; else SDXL files (clip_l for
+ * clip, clip_g for clip2 into ti2). */
+static int ti_attach(sd_gen_ti *ti, sd_gen_ti *ti2, sd_clip *clip, sd_clip *clip2, const char *const *paths, int n)
+{
+    memset(ti, 0, sizeof *ti);
+    if (ti2) memset(ti2, 0, sizeof *ti2);
+    if (n <= 0) return SD_OK;
+    sd_tensor *tab = &clip->tok.w->value, *tab2 = clip2 ? &clip2->tok.w->value : NULL;
+    const int64_t V = tab->shape[0], D = tab->shape[1], D2 = tab2 ? tab2->shape[1] : 0;
+    if (tab->dtype != SD_F32 || tab->ndim != 2 || (tab2 && (tab2->dtype != SD_F32 || tab2->ndim != 2)))
+        return sd_err(SD_EUNSUPPORTED, "textual inversion: the token table must be f32");
+    if (tab2 && tab2->shape[0] != V)
+        return sd_err(SD_EUNSUPPORTED, "textual inversion: the SDXL text encoders have %lld and %lld token rows",
+                      (long long)V, (long long)tab2->shape[0]);
+    float **vecs = calloc((size_t)n, sizeof *vecs), **vecs2 = calloc((size_t)n, sizeof *vecs2);
+    ti->tokens = calloc((size_t)n, sizeof *ti->tokens);
+    int rc = vecs && vecs2 && ti->tokens ? SD_OK : sd_err(SD_ENOMEM, "out of memory");
+    int64_t total = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        int64_t cnt = 0;
+        rc = clip2 ? sd_embedding_read_sdxl(paths[i], D, D2, &vecs[i], &vecs2[i], &cnt)
+                   : sd_embedding_read(paths[i], D, &vecs[i], &cnt);
+        if (rc) break;
+        char stem[256];
+        stem_of(paths[i], stem, sizeof stem);
+        if (!rc && !stem[0]) rc = sd_err(SD_EINVAL, "%s: empty token name", paths[i]);
+        for (int j = 0; j < i && !rc; j++)
+            if (!strcmp(ti->tokens[j].token, stem))
+                rc = sd_err(SD_EINVAL, "%s: token '%s' is already taken by %s", paths[i], stem, paths[j]);
+        if (!rc) {
+            ti->tokens[i].token = strdup(stem);
+            ti->tokens[i].first_id = (int32_t)(V + total);
+            ti->tokens[i].count = (int)cnt;
+            if (!ti->tokens[i].token) rc = sd_err(SD_ENOMEM, "out of memory");
+            ti->n = i + 1;
+            total += cnt;
+        }
+    }
+    if (!rc) rc = ti_build(ti, clip, ti->tokens, vecs, n, total);
+    if (!rc && clip2) rc = ti_build(ti2, clip2, ti->tokens, vecs2, n, total);
+    for (int i = 0; vecs && i < n; i++) free(vecs[i]);
+    for (int i = 0; vecs2 && i < n; i++) free(vecs2[i]);
+    free(vecs);
+    free(vecs2);
+    if (rc) {
+        if (ti2) sd_gen_ti_detach(ti2);
+        sd_gen_ti_detach(ti);
+    }
+    return rc;
+}
+
+int sd_gen_ti_attach(sd_gen_ti *ti, sd_clip *clip, const char *const *paths, int n)
+{
+    return ti_attach(ti, NULL, clip, NULL, paths, n);
+}
+
+int sd_gen_ti_attach_sdxl(sd_gen_ti *ti, sd_gen_ti *ti2, sd_clip *clip, sd_clip *clip2, const char *const *paths, int n)
+{
+    return ti_attach(ti, ti2, clip, clip2, paths, n);
 }
 
 void sd_gen_ti_detach(sd_gen_ti *ti)

@@ -70,14 +70,19 @@ typedef struct sd_gen_ti {
     int saved_cfg_vocab;
 } sd_gen_ti;
 
-/* Load textual-inversion embeddings (safetensors) for an SD1/SD2 text encoder (f32 token table, on
+/* Load textual-inversion embeddings (safetensors, .pt/.ckpt) for an SD1/SD2 text encoder (f32 token table, on
  * the host or a GPU: the widened table is put where the model's is; attach after moving the
  * encoder's parameters, whose registry moves them by their offsets in its own block): kohya's format (tensor "emb_params" [n, width], as train_textual_inversion.py saves it)
  * or a file with a single tensor [width] or [n, width] (Diffusers learned_embeds). The token is
  * the file name without directory and extension (the reference's rule). SDXL files
- * ("clip_l"/"clip_g"), a width other than the encoder's, duplicate tokens and empty files are
+ * ("clip_l"/"clip_g": sd_gen_ti_attach_sdxl), a width other than the encoder's, duplicate tokens and empty files are
  * errors naming the file. */
 int sd_gen_ti_attach(sd_gen_ti *ti, sd_clip *clip, const char *const *paths, int n);
+/* SDXL: kohya's sdxl_train_textual_inversion.py files ({"clip_l": [n, 768], "clip_g": [n, 1280]},
+ * .safetensors or torch.save .pt/.ckpt): clip_l widens TE1's table (ti: the tokens), clip_g TE2's
+ * (ti2, the same ids); an SD1/SD2 file (emb_params) is an SD_EUNSUPPORTED error naming it. Both
+ * are restored by sd_gen_ti_detach(ti2), sd_gen_ti_detach(ti). */
+int sd_gen_ti_attach_sdxl(sd_gen_ti *ti, sd_gen_ti *ti2, sd_clip *clip, sd_clip *clip2, const char *const *paths, int n);
 void sd_gen_ti_detach(sd_gen_ti *ti);
 
 /* The networks (borrowed; loaded on the ctx's device) and how to run them. */

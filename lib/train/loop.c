@@ -299,6 +299,10 @@ typedef struct run {
     sd_lora_groups groups;
     sd_ti ti;                 /* --method ti (train/ti.h): the new token rows instead of a network */
     int have_ti;
+    sd_ti ti2;                /* SDXL --method ti: TE2's new rows (ti: TE1's) */
+    int have_ti2;
+    float *dtok2;             /* SDXL TI: host copy of TE2's token-lookup gradient */
+    sd_tensor t_dtok2;
     int dev_optim;            /* AdamW on the training device (sd_optim_place): db/ft on CUDA, SD_DEVICE_OPTIM */
     float *dtok;              /* TI: host copy of the token-lookup gradient */
     sd_tensor t_dtok;
@@ -552,9 +556,9 @@ static int check_family(run *R)
                           c->cache_text_encoder_outputs_to_disk ? "_to_disk" : "");
         return SD_OK;
     }
-    if (c->method == SD_METHOD_DB || c->method == SD_METHOD_FT || c->ti.on)
-        return sd_err(SD_EUNSUPPORTED, "SDXL --method %s is not implemented yet (--method lora is)",
-                      c->ti.on ? "ti" : c->method == SD_METHOD_DB ? "db" : "ft");
+    if (!c->ti.on && (c->method == SD_METHOD_DB || c->method == SD_METHOD_FT))
+        return sd_err(SD_EUNSUPPORTED, "SDXL --method %s is not implemented yet (--method lora and ti are)",
+                      c->method == SD_METHOD_DB ? "db" : "ft");
     if (c->v2) return sd_err(SD_EUSAGE, "v2 cannot be enabled in SDXL training (--v2 with the SDXL model %s)", c->model);
     if (c->clip_skip > 0) sd_warn("clip_skip will be unexpected: SDXL training does not use --clip_skip");
     /* verify_bucket_reso_steps: SDXL scripts assert a multiple of 32 */
@@ -1095,7 +1099,11 @@ static int save_ti(run *R, const char *path)
     modelspec_args(R, &ma, wall_now(), R->outname);
     ma.textual_inversion = 1;
     int rc = sd_modelspec_metadata(&ma, &m);
-    if (!rc) rc = sd_ti_save(&R->ti, path, save_st_dtype(c), (const char *const *)m.keys, (const char *const *)m.vals, m.n);
+    if (!rc && R->have_ti2)   /* SDXL: {"clip_l", "clip_g"} (sdxl_train_textual_inversion.py) */
+        rc = sd_ti_save_sdxl(&R->ti, &R->ti2, path, save_st_dtype(c), (const char *const *)m.keys,
+                             (const char *const *)m.vals, m.n);
+    else if (!rc)
+        rc = sd_ti_save(&R->ti, path, save_st_dtype(c), (const char *const *)m.keys, (const char *const *)m.vals, m.n);
     sd_kv_free(&m);
     return rc;
 }
@@ -1161,6 +1169,7 @@ static int save_state_dir(run *R, const char *dir, int64_t global_step, int64_t 
     s.prog.seed = R->seed;
     s.scaler = R->scaler.enabled ? &R->scaler : NULL;
     s.net = R->have_ti ? &R->ti.reg : &R->net.reg;
+    if (R->have_ti2) s.net2 = &R->ti2.reg;   /* SDXL TI: TE2's rows */
     if (R->is_full) {
         const sd_params *regs[2] = { NULL, NULL };
         sd_full_registries(&R->full, regs);
@@ -1405,6 +1414,7 @@ static int alloc_buffers(run *R)
         for (int i = 0; i < 4; i++) weights += regs[i]->value_bytes + regs[i]->grad_bytes;
         if (R->dev_optim) weights += R->opt.state_floats * sizeof(float);   /* AdamW's moments */
         if (R->have_ti) weights += sd_tensor_nbytes(&R->ti.table);          /* the widened token table */
+        if (R->have_ti2) weights += sd_tensor_nbytes(&R->ti2.table);
         /* the step's device buffers: inputs, outputs, contexts, SDXL's second encoder's and vector's */
         const sd_tensor *bufs[] = { &R->t_ctx, &R->t_dctx, &R->t_hidden, &R->t_y, &R->t_x, &R->t_dy, &R->t_t, &R->t_ids,
                                     &R->t_ids2, &R->t_hs1, &R->t_hs2, &R->t_work1, &R->t_work2, &R->t_pool, &R->t_semb,
@@ -1504,6 +1514,10 @@ static int encode_captions(run *R, const sd_train_data *d, const int64_t *idx, i
             free(text);
             if (!rc) rc = sd_ti_frame(&R->ti, R->tok, t2, R->c->max_token_length, R->pad,
                                       R->ids + (size_t)b * R->nchunks * 77, &nch, NULL);
+            /* SDXL TE2: the same ids (both tables have the rows) framed with its pad id 0 */
+            if (!rc && R->sdxl)
+                rc = sd_ti_frame(&R->ti, R->tok, t2, R->c->max_token_length, SD_CLIP_PAD_SD2,
+                                 R->ids2 + (size_t)b * R->nchunks * 77, &nch, NULL);
             free(t2);
             if (rc) return rc;
             continue;
@@ -1880,13 +1894,26 @@ static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int
         sd_tensor *dxs[2] = { &dh1, &dh2 };
         if (!rc) rc = sd_op_concat_bwd(&R->ctx, dxs, 2, &dctx, 2);
         if (!rc) rc = sd_sdxl_vector_backward(&R->ctx, &dp, &dvec);
-        /* the reverse of the forward's order: TE2, then TE1 */
+        /* the reverse of the forward's order: TE2, then TE1 (TI: with the token lookups' gradients) */
+        int64_t rows = (int64_t)B * R->nchunks;
+        sd_tensor dt1 = R->have_ti ? dview(&R->t_dtok, 3, (int64_t[]){ rows, 77, R->W1 }) : dh1;
+        sd_tensor dt2 = R->have_ti ? dview(&R->t_dtok2, 3, (int64_t[]){ rows, 77, R->W2 }) : dh2;
+        if (!rc && R->have_ti) rc = sd_op_fill(&R->ctx, &dt1, 0.0f);
+        if (!rc && R->have_ti) rc = sd_op_fill(&R->ctx, &dt2, 0.0f);
+        sd_tensor *pt1 = R->have_ti ? &dt1 : NULL, *pt2 = R->have_ti ? &dt2 : NULL;
         if (R->nchunks == 1) {
-            if (!rc) rc = sd_clip_backward_sdxl(&R->ctx, R->clip2, NULL, &dh2, &dp);
-            if (!rc) rc = sd_clip_backward_sdxl(&R->ctx, R->clip, NULL, &dh1, NULL);
+            if (!rc) rc = sd_clip_backward_sdxl(&R->ctx, R->clip2, pt2, &dh2, &dp);
+            if (!rc) rc = sd_clip_backward_sdxl(&R->ctx, R->clip, pt1, &dh1, NULL);
         } else {
-            if (!rc) rc = sd_clip_backward_sdxl_chunks(&R->ctx, R->clip2, NULL, &dh2, &dp);
-            if (!rc) rc = sd_clip_backward_sdxl_chunks(&R->ctx, R->clip, NULL, &dh1, NULL);
+            if (!rc) rc = sd_clip_backward_sdxl_chunks(&R->ctx, R->clip2, pt2, &dh2, &dp);
+            if (!rc) rc = sd_clip_backward_sdxl_chunks(&R->ctx, R->clip, pt1, &dh1, NULL);
+        }
+        if (!rc && R->have_ti) {   /* the gradients of the token lookups, scattered per token id */
+            int64_t npos = rows * 77;
+            rc = sd_tensor_download(&dt1, R->dtok, (size_t)(npos * R->W1) * sizeof(float));
+            if (!rc) rc = sd_ti_accumulate(&R->ti, R->ids, npos, R->dtok);
+            if (!rc) rc = sd_tensor_download(&dt2, R->dtok2, (size_t)(npos * R->W2) * sizeof(float));
+            if (!rc) rc = sd_ti_accumulate(&R->ti2, R->ids2, npos, R->dtok2);
         }
         return rc;
     }
@@ -2012,9 +2039,12 @@ static void free_run(run *R)
     sd_lora_groups_free(&R->groups);
     sd_full_free(&R->full);
     if (R->have_net) sd_lora_network_free(&R->net);
+    if (R->have_ti2) sd_ti_free(&R->ti2);
     if (R->have_ti) sd_ti_free(&R->ti);
     free(R->dtok);
     sd_tensor_free(&R->t_dtok);
+    free(R->dtok2);
+    sd_tensor_free(&R->t_dtok2);
     if (R->have_model) sd_model_close(&R->model);
     sd_clip_tokenizer_free(R->tok);
     sd_batch_plan_free(&R->plan);
@@ -2070,12 +2100,21 @@ static int ti_setup(run *R)
         if (R->d->s[i].cap.dropout_rate > 0 || R->d->s[i].cap.dropout_every_n_epochs > 0)
             return sd_err(SD_EUSAGE, "--method ti: caption dropout (caption_dropout_rate / "
                           "caption_dropout_every_n_epochs) is not available for textual inversion");
-    int rc = sd_ti_init(&R->ti, &R->c->ti, R->clip, R->tok);
+    /* SDXL (sdxl_train_textual_inversion.py): the tokens in both encoders, initialised per encoder */
+    int rc = sd_ti_init_part(&R->ti, &R->c->ti, R->clip, R->tok, R->sdxl ? 0 : -1);
     if (rc) {
         sd_ti_free(&R->ti);
         return rc;
     }
     R->have_ti = 1;
+    if (R->sdxl) {
+        rc = sd_ti_init_part(&R->ti2, &R->c->ti, R->clip2, R->tok, 1);
+        if (rc) {
+            sd_ti_free(&R->ti2);
+            return rc;
+        }
+        R->have_ti2 = 1;
+    }
     R->te_train = 1;
     /* The reference's parameter is the whole token table (its old rows restored after every step).
        Element-wise optimizers give the new rows the same numbers when only they are parameters;
@@ -2102,7 +2141,7 @@ static int ti_setup(run *R)
     sd_lora_groups *g = &R->groups;
     g->desc = calloc(1, sizeof *g->desc);
     g->names = calloc(1, sizeof *g->names);
-    g->params = calloc(2, sizeof *g->params);
+    g->params = calloc(4, sizeof *g->params);
     if (!g->desc || !g->names || !g->params) return sd_err(SD_ENOMEM, "out of memory");
     g->n = 1;
     snprintf(g->names[0], sizeof g->names[0], "textual_inversion");
@@ -2112,6 +2151,11 @@ static int ti_setup(run *R)
     g->desc[0].lr = R->c->learning_rate;
     g->desc[0].params = g->params;
     g->desc[0].count = 2;
+    if (R->have_ti2) {   /* the reference's one group of both encoders' tables */
+        g->params[2] = R->ti2.emb;
+        g->params[3] = R->ti2.rest;
+        g->desc[0].count = 4;
+    }
     return SD_OK;
 }
 
@@ -2408,6 +2452,12 @@ trained_set:;
         R->dtok = malloc((size_t)(npos * W) * sizeof(float));
         rc = R->dtok ? sd_tensor_alloc_on(&R->t_dtok, R->dev, SD_F32, 3, (int64_t[]){ R->maxB * R->nchunks, 77, W })
                      : sd_err(SD_ENOMEM, "out of memory");
+        if (!rc && R->have_ti2) {
+            R->dtok2 = malloc((size_t)(npos * R->W2) * sizeof(float));
+            rc = R->dtok2 ? sd_tensor_alloc_on(&R->t_dtok2, R->dev, SD_F32, 3,
+                                               (int64_t[]){ R->maxB * R->nchunks, 77, R->W2 })
+                          : sd_err(SD_ENOMEM, "out of memory");
+        }
     }
     if (rc) goto out;
     R->window = calloc((size_t)R->plan.nbatches, sizeof *R->window);
@@ -2423,10 +2473,11 @@ trained_set:;
             sd_full_registries(&R->full, regs);
             rc = sd_train_state_load2(c->resume, (sd_params *)regs[0], (sd_params *)regs[1], &R->opt, &rs);
         } else {
-            rc = sd_train_state_load(c->resume, R->have_ti ? &R->ti.reg : &R->net.reg, &R->opt, &rs);
+            rc = R->have_ti2 ? sd_train_state_load2(c->resume, &R->ti.reg, &R->ti2.reg, &R->opt, &rs)
+                 : sd_train_state_load(c->resume, R->have_ti ? &R->ti.reg : &R->net.reg, &R->opt, &rs);
         }
         if (rc) goto out;
-        if (R->have_ti && (rc = sd_ti_sync_table(&R->ti))) {
+        if ((R->have_ti && (rc = sd_ti_sync_table(&R->ti))) || (R->have_ti2 && (rc = sd_ti_sync_table(&R->ti2)))) {
             sd_train_state_out_free(&rs);
             goto out;
         }
@@ -2468,6 +2519,7 @@ trained_set:;
         rc = sd_optim_set_half(&R->opt, hd);
         if (rc) goto out;
         if (R->have_ti && (rc = sd_ti_round_table(&R->ti, hd))) goto out;
+        if (R->have_ti2 && (rc = sd_ti_round_table(&R->ti2, hd))) goto out;
         if (c->full_fp16 && R->ocfg.kind == SD_OPTIM_ADAMW && sd_round_f16((float)R->ocfg.eps) == 0.0f)
             sd_warn("--full_fp16: AdamW's eps %g is 0 in float16: an element whose exp_avg_sq underflows gets an inf "
                     "weight and training stops (as in the reference); AdamW8bit, or a larger eps (--optimizer_args "
@@ -2519,9 +2571,11 @@ trained_set:;
     if (R->dev == SD_DEV_CUDA) {
         sd_params *regs[4] = { &R->model.unet_params, &R->model.te_params, &R->model.vae_params, &R->net.reg };
         if (R->have_ti) sd_ti_uninstall(&R->ti);   /* the encoder's own table moves with its registry */
+        if (R->have_ti2) sd_ti_uninstall(&R->ti2);
         for (int i = 0; i < 4 && !rc; i++)
             if (regs[i]->allocated) rc = sd_params_move(regs[i], SD_DEV_CUDA);
         if (!rc && R->have_ti) rc = sd_ti_install(&R->ti, SD_DEV_CUDA);
+        if (!rc && R->have_ti2) rc = sd_ti_install(&R->ti2, SD_DEV_CUDA);
         if (rc) goto out;
         sd_device_info di;
         if (!sd_device_query(c->device_index, &di)) sd_info("training on %s (cuda:%d)", di.name, c->device_index);
@@ -2588,6 +2642,7 @@ trained_set:;
             }
             if (i % A == 0 || i == i0) {
                 if (R->have_ti) sd_ti_zero_grad(&R->ti);
+                if (R->have_ti2) sd_ti_zero_grad(&R->ti2);
                 if (R->is_full) sd_full_zero_grad(&R->ctx, &R->full);
                 else sd_params_zero_grad(&R->ctx, &R->net.reg);
                 win_epoch = epoch;
@@ -2633,6 +2688,7 @@ trained_set:;
             double f = sd_lr_sched_factor(&R->lrs, R->sched_step);
             for (int g = 0; g < R->groups.n; g++) lrs[g] = R->groups.desc[g].lr * f;
             if (R->have_ti) sd_ti_finish_grad(&R->ti);
+            if (R->have_ti2) sd_ti_finish_grad(&R->ti2);
             float used_scale = R->scaler.scale;
             int found_inf = 0;
             sd_loss_scale_event ev = SD_LOSS_SCALE_KEPT;
@@ -2663,6 +2719,7 @@ trained_set:;
             /* the rate each group used (Adafactor with relative_step: its own) */
             for (int g = 0; g < R->groups.n; g++) lrs[g] = sd_optim_logged_lr(&R->opt, g, lrs[g]);
             if (R->have_ti && (rc = sd_ti_sync_table(&R->ti))) break;   /* the old rows never change */
+            if (R->have_ti2 && (rc = sd_ti_sync_table(&R->ti2))) break;
             int keys_scaled = 0;
             double mean_norm = 0, max_key_norm = 0;
             if (c->scale_weight_norms > 0) {

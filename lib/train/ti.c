@@ -133,6 +133,11 @@ static int ends_with(const char *s, const char *suf)
 
 int sd_ti_init(sd_ti *ti, const sd_ti_opts *o, sd_clip *clip, sd_clip_tokenizer *tok)
 {
+    return sd_ti_init_part(ti, o, clip, tok, -1);
+}
+
+int sd_ti_init_part(sd_ti *ti, const sd_ti_opts *o, sd_clip *clip, sd_clip_tokenizer *tok, int part)
+{
     memset(ti, 0, sizeof *ti);
     sd_params_init(&ti->reg);
     if (!o->token_string || !*o->token_string)
@@ -148,6 +153,7 @@ int sd_ti_init(sd_ti *ti, const sd_ti_opts *o, sd_clip *clip, sd_clip_tokenizer 
     ti->V = V;
     ti->D = D;
     ti->n = N;
+    ti->part = part;
     ti->first_id = (int32_t)V;
     int rc = SD_OK;
     ti->strs = calloc((size_t)N, sizeof *ti->strs);
@@ -192,7 +198,7 @@ int sd_ti_init(sd_ti *ti, const sd_ti_opts *o, sd_clip *clip, sd_clip_tokenizer 
         }
         if (m > 1 && m != (size_t)N)
             sd_warn("token length for init words is not same to num_vectors_per_token, init words is repeated or "
-                    "truncated: tokenizer 1, length %zu", m);
+                    "truncated: tokenizer %d, length %zu", part > 0 ? 2 : 1, m);
         for (int k = 0; k < N; k++)
             memcpy(nw + (size_t)k * D, dst + (size_t)ids[(size_t)k % m] * (size_t)D, (size_t)D * sizeof(float));
         free(ids);
@@ -206,7 +212,8 @@ int sd_ti_init(sd_ti *ti, const sd_ti_opts *o, sd_clip *clip, sd_clip_tokenizer 
     if (o->weights) {
         float *vecs = NULL;
         int64_t cnt = 0;
-        rc = sd_embedding_read(o->weights, D, &vecs, &cnt);
+        rc = part < 0 ? sd_embedding_read(o->weights, D, &vecs, &cnt)
+                      : sd_embedding_read_key(o->weights, part ? "clip_g" : "clip_l", D, &vecs, &cnt);
         if (rc) return rc;
         if (cnt != N) {
             free(vecs);
@@ -218,8 +225,10 @@ int sd_ti_init(sd_ti *ti, const sd_ti_opts *o, sd_clip *clip, sd_clip_tokenizer 
         sd_info("weights loaded: %s", o->weights);
     }
     /* parameters */
-    rc = sd_params_add(&ti->reg, NULL, "emb_params", 2, (int64_t[]){ N, D }, SD_PARAM_TRAINABLE, &ti->emb);
-    if (!rc) rc = sd_params_add(&ti->reg, NULL, "rest_grad_norm", 1, (int64_t[]){ 1 }, SD_PARAM_TRAINABLE, &ti->rest);
+    static const char *const pname[3][2] = { { "emb_params", "rest_grad_norm" }, { "clip_l", "rest_grad_norm_l" },
+                                             { "clip_g", "rest_grad_norm_g" } };
+    rc = sd_params_add(&ti->reg, NULL, pname[part + 1][0], 2, (int64_t[]){ N, D }, SD_PARAM_TRAINABLE, &ti->emb);
+    if (!rc) rc = sd_params_add(&ti->reg, NULL, pname[part + 1][1], 1, (int64_t[]){ 1 }, SD_PARAM_TRAINABLE, &ti->rest);
     if (!rc) rc = sd_params_alloc(&ti->reg, SD_DEV_CPU);
     if (rc) return rc;
     memcpy(ti->emb->value.data, nw, (size_t)(N * D) * sizeof(float));
@@ -238,7 +247,8 @@ int sd_ti_init(sd_ti *ti, const sd_ti_opts *o, sd_clip *clip, sd_clip_tokenizer 
     ti->slot_of = malloc((size_t)V * sizeof *ti->slot_of);
     if (!ti->slot_of) return sd_err(SD_ENOMEM, "out of memory");
     for (int64_t i = 0; i < V; i++) ti->slot_of[i] = -1;
-    sd_info("tokens are added: %s = ids %d..%d (%d vectors of %lld)%s%s", ti->replace_to, (int)ti->first_id,
+    sd_info("tokens are added%s: %s = ids %d..%d (%d vectors of %lld)%s%s",
+            part < 0 ? "" : part ? " to text encoder 2" : " to text encoder 1", ti->replace_to, (int)ti->first_id,
             (int)(ti->first_id + N - 1), N, (long long)D, o->init_word ? ", init word " : "",
             o->init_word ? o->init_word : "");
     return SD_OK;
@@ -426,31 +436,50 @@ int sd_ti_install(sd_ti *ti, sd_devkind dev)
 
 /* ---- saving ------------------------------------------------------------------------------------ */
 
-int sd_ti_save(const sd_ti *ti, const char *path, sd_st_dtype dtype, const char *const *meta_keys,
-               const char *const *meta_vals, size_t nmeta)
+/* {names[i]: tis[i]'s vectors} as safetensors or torch.save. */
+static int save_parts(const sd_ti *const *tis, const char *const *names, int n, const char *path, sd_st_dtype dtype,
+                      const char *const *meta_keys, const char *const *meta_vals, size_t nmeta)
 {
-    const int64_t N = ti->n, D = ti->D;
-    const float *v = ti->emb->value.data;
     if (ends_with(path, ".safetensors")) {
         sd_safetensors_writer *w = NULL;
         int rc = sd_safetensors_writer_new(&w);
         if (rc) return rc;
         for (size_t i = 0; i < nmeta && !rc; i++) rc = sd_safetensors_writer_set_meta(w, meta_keys[i], meta_vals[i]);
-        if (!rc) rc = sd_safetensors_writer_add_f32(w, "emb_params", dtype, 2, (int64_t[]){ N, D }, v);
+        for (int i = 0; i < n && !rc; i++)
+            rc = sd_safetensors_writer_add_f32(w, names[i], dtype, 2, (int64_t[]){ tis[i]->n, tis[i]->D },
+                                               tis[i]->emb->value.data);
         if (!rc) rc = sd_safetensors_writer_write(w, path);
         sd_safetensors_writer_free(w);
         return rc;
     }
-    /* torch.save({"emb_params": tensor [N, D]}) (io/torch_save.h: byte for byte torch 1.13's) */
-    size_t es = sd_st_dtype_size(dtype), nb = (size_t)(N * D) * es;
-    unsigned char *data = malloc(nb ? nb : 1);
-    if (!data) return sd_err(SD_ENOMEM, "out of memory");
-    int rc = sd_st_convert(SD_ST_F32, v, dtype, data, (size_t)(N * D));
+    /* torch.save({name: tensor [N, D], ...}) (io/torch_save.h: byte for byte torch 1.13's) */
+    size_t es = sd_st_dtype_size(dtype);
+    unsigned char *data[2] = { NULL, NULL };
     sd_torch_save *ts = NULL;
-    if (!rc) rc = sd_torch_save_new(&ts);
-    if (!rc) rc = sd_torch_save_tensor(ts, "emb_params", dtype, 2, (int64_t[]){ N, D }, data);
+    int rc = sd_torch_save_new(&ts);
+    for (int i = 0; i < n && !rc; i++) {
+        size_t cnt = (size_t)(tis[i]->n * tis[i]->D), nb = cnt * es;
+        data[i] = malloc(nb ? nb : 1);
+        if (!data[i]) rc = sd_err(SD_ENOMEM, "out of memory");
+        if (!rc) rc = sd_st_convert(SD_ST_F32, tis[i]->emb->value.data, dtype, data[i], cnt);
+        if (!rc) rc = sd_torch_save_tensor(ts, names[i], dtype, 2, (int64_t[]){ tis[i]->n, tis[i]->D }, data[i]);
+    }
     if (!rc) rc = sd_torch_save_write(ts, path);
     sd_torch_save_free(ts);
-    free(data);
+    for (int i = 0; i < n; i++) free(data[i]);
     return rc;
+}
+
+int sd_ti_save(const sd_ti *ti, const char *path, sd_st_dtype dtype, const char *const *meta_keys,
+               const char *const *meta_vals, size_t nmeta)
+{
+    const sd_ti *tis[1] = { ti };
+    return save_parts(tis, (const char *const[]){ "emb_params" }, 1, path, dtype, meta_keys, meta_vals, nmeta);
+}
+
+int sd_ti_save_sdxl(const sd_ti *ti1, const sd_ti *ti2, const char *path, sd_st_dtype dtype,
+                    const char *const *meta_keys, const char *const *meta_vals, size_t nmeta)
+{
+    const sd_ti *tis[2] = { ti1, ti2 };
+    return save_parts(tis, (const char *const[]){ "clip_l", "clip_g" }, 2, path, dtype, meta_keys, meta_vals, nmeta);
 }

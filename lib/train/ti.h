@@ -48,6 +48,7 @@ typedef struct sd_ti_opts {
 
 typedef struct sd_ti {
     int n;                             /* vectors */
+    int part;                          /* -1: SD1/SD2; SDXL: 0 TE1 (clip_l), 1 TE2 (clip_g) */
     char **strs;                       /* "T", "T1", ... */
     char *replace_to;                  /* "T T1 ... T(N-1)" */
     int64_t V, D;                      /* old vocabulary size, width */
@@ -87,6 +88,12 @@ int sd_ti_in_vocab(const sd_clip_tokenizer *tok, const char *s);
  * dtype), initialise the new rows, load --weights, and register the parameters (allocated on the
  * host). SD_EINVAL with the reference's messages for bad options. */
 int sd_ti_init(sd_ti *ti, const sd_ti_opts *o, sd_clip *clip, sd_clip_tokenizer *tok);
+/* SDXL (sdxl_train_textual_inversion.py): one sd_ti per text encoder, part 0 (TE1, "clip_l") and 1
+ * (TE2, "clip_g"), with the same tokens and ids (both tokenizers share the vocabulary); --init_word
+ * rows per encoder from its own table; --weights reads the file's clip_l / clip_g; the parameters
+ * are named "clip_l"/"rest_grad_norm_l" and "clip_g"/"rest_grad_norm_g" (a state directory holds
+ * both). part -1 is sd_ti_init. */
+int sd_ti_init_part(sd_ti *ti, const sd_ti_opts *o, sd_clip *clip, sd_clip_tokenizer *tok, int part);
 void sd_ti_free(sd_ti *ti);
 
 
@@ -123,5 +130,8 @@ int sd_ti_install(sd_ti *ti, sd_devkind dev);
  * (any other extension: .pt/.ckpt, A1111-loadable). dtype: SD_ST_F32, F16 or BF16. */
 int sd_ti_save(const sd_ti *ti, const char *path, sd_st_dtype dtype, const char *const *meta_keys,
                const char *const *meta_vals, size_t nmeta);
+/* SDXL: {"clip_l": ti1's [N, 768], "clip_g": ti2's [N, 1280]} (the reference's SDXL save_weights). */
+int sd_ti_save_sdxl(const sd_ti *ti1, const sd_ti *ti2, const char *path, sd_st_dtype dtype,
+                    const char *const *meta_keys, const char *const *meta_vals, size_t nmeta);
 
 #endif

@@ -77,10 +77,13 @@ check sample_sdxl_lora_bad_name '[ $rc = 1 ] && [ "$(wc -l < lb.err)" = 1 ] && g
 "$ss" "${M[@]}" --prompt "a cat --w 72" --outdir e1 > /dev/null 2> e1.err; rc=$?
 echo "# size: $(cat e1.err)"
 check sample_sdxl_size_error '[ $rc = 1 ] && [ "$(wc -l < e1.err)" = 1 ] && grep -q "multiples of 16" e1.err'
-"$helper" make-ti x.safetensors emb.safetensors emb_params "a cat" 2> /dev/null
+# an SD1/SD2 embedding (emb_params) with the SDXL model: refused, one line naming the file (SDXL
+# embeddings, clip_l/clip_g: tests/cli/train_ti_sdxl.sh)
+./tiny_model model sd1.safetensors "$root/examples/tiny_model.toml" > /dev/null &&
+  "$helper" make-ti sd1.safetensors emb.safetensors emb_params "a cat" 2> /dev/null
 "$ss" "${M[@]}" --prompt "a cat" --textual_inversion_embeddings emb.safetensors --outdir e2 > /dev/null 2> e2.err; rc=$?
 echo "# ti: $(cat e2.err)"
-check sample_sdxl_ti_refused '[ $rc = 1 ] && [ "$(wc -l < e2.err)" = 1 ] && grep -q "not supported with SDXL" e2.err'
+check sample_sdxl_ti_sd1_refused '[ $rc = 1 ] && [ "$(wc -l < e2.err)" = 1 ] && grep -q "emb.safetensors: not an SDXL embedding" e2.err'
 "$ss" "${M[@]}" --prompt "a cat" --max_token_length 100 --outdir e3 > /dev/null 2> e3.err; rc=$?
 check sample_sdxl_max_token_length_usage '[ $rc = 2 ] && grep -q "75, 150 or 225" e3.err'
 

@@ -160,10 +160,6 @@ for m in db ft; do
   [ $rc = 1 ] && grep -q "SDXL --method $m is not implemented yet" e5.err && ok train_sdxl_method_${m}_refused ||
     nok train_sdxl_method_${m}_refused "rc $rc $(cat e5.err)"
 done
-"$bin" --method ti --model xl.safetensors --model_config "$root/examples/tiny_sdxl.toml" --data recs.jsonl \
-  --token_string sks --init_word cat --max_train_steps 1 --output_dir e6 2> e6.err; rc=$?
-[ $rc = 1 ] && grep -q "SDXL --method ti is not implemented yet" e6.err && ok train_sdxl_method_ti_refused ||
-  nok train_sdxl_method_ti_refused "rc $rc $(cat e6.err)"
 T --output_dir e7 --v2 2> e7.err; rc=$?
 [ $rc = 2 ] && grep -q 'v2 cannot be enabled' e7.err && ok train_sdxl_v2_refused || nok train_sdxl_v2_refused "rc $rc $(cat e7.err)"
 T --output_dir e8 --max_train_steps 1 --clip_skip 2 2> e8.err && grep -q 'clip_skip will be unexpected' e8.err &&

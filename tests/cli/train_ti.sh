@@ -5,7 +5,7 @@
 # embedding loads in sd-sample --textual_inversion_embeddings and changes the image of a prompt
 # with the token; N > 1 vectors; --init_word rows; templates; --weights continues from .pt and
 # .safetensors; step names; sampling during training with the token; the refusals ("tokenizer has
-# same word", LoRA options, weighted captions, caption dropout, bad --save_model_as, SDXL/--device);
+# same word", LoRA options, weighted captions, caption dropout, bad --save_model_as, --device; SDXL: train_ti_sdxl.sh);
 # kill -9 then --resume gives a byte-identical embedding.
 set -u
 cd "$(dirname "$0")/../.."
