@@ -124,6 +124,18 @@ int sd_full_mark(sd_full *f, sd_model *m)
         if (rc >= 0) rc = sd_params_set_trainable(f->te, "conditioner.embedders.0.", f->te1_train);
         if (rc >= 0) rc = sd_params_set_trainable(f->te, "conditioner.embedders.1.", f->te2_train);
         if (rc < 0) return rc;
+        /* TE1's output is hidden_states[11] (12 layers; else the penultimate layer's), so its last
+           layer and final_layer_norm get no gradient: torch's AdamW skips them (grad None), so they
+           do not train here either, kept float32 as the reference's trained text_encoder1 is */
+        char last[160];
+        snprintf(last, sizeof last, "conditioner.embedders.0.transformer.text_model.encoder.layers.%d.",
+                 m->cfg.clip.layers - 1);
+        for (size_t i = 0; f->te1_train && i < sd_params_count(f->te); i++) {
+            sd_param *p = sd_params_at(f->te, i);
+            if (!strncmp(p->key, last, strlen(last)) ||
+                !strncmp(p->key, "conditioner.embedders.0.transformer.text_model.final_layer_norm.", 64))
+                p->flags &= ~(unsigned)(SD_PARAM_TRAINABLE | SD_PARAM_HALF_OK);
+        }
         for (size_t i = 0; f->has_block_lr && i < sd_params_count(f->unet); i++)
             if (sd_full_sdxl_block(sd_params_at(f->unet, i)->key) < 0)
                 return sd_err(SD_EFORMAT, "--block_lr: unexpected parameter name: %s", sd_params_at(f->unet, i)->key);
