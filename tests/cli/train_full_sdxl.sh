@@ -84,9 +84,9 @@ cmp -s keys0.txt keys1.txt && ok train_full_sdxl_source_keys || nok train_full_s
 [ "$(st_cmp xl.safetensors f1/last.safetensors $VAE)" = same ] && ok train_full_sdxl_trained ||
   nok train_full_sdxl_trained
 # TE1's output is its penultimate layer's: the last layer and final_layer_norm get no gradient and stay
-[ "$(st_cmp xl.safetensors f1/last.safetensors ${TE1}text_model.encoder.layers.1.)" = same ] &&
-[ "$(st_cmp xl.safetensors f1/last.safetensors ${TE1}text_model.final_layer_norm.)" = same ] &&
-[ "$(st_cmp xl.safetensors f1/last.safetensors ${TE1}text_model.encoder.layers.0.)" = diff ] &&
+[ "$(st_cmp xl.safetensors f1/last.safetensors ${TE1}transformer.text_model.encoder.layers.1.)" = same ] &&
+[ "$(st_cmp xl.safetensors f1/last.safetensors ${TE1}transformer.text_model.final_layer_norm.)" = same ] &&
+[ "$(st_cmp xl.safetensors f1/last.safetensors ${TE1}transformer.text_model.encoder.layers.0.)" = diff ] &&
   ok train_full_sdxl_te1_unused_layer_kept || nok train_full_sdxl_te1_unused_layer_kept
 grep -q 'train unet: True, text_encoder1: True, text_encoder2: True' f1.err && ok train_full_sdxl_message ||
   nok train_full_sdxl_message "$(grep 'train unet' f1.err)"
