@@ -47,6 +47,7 @@ void sd_full_init(sd_full *f, sd_train_method m, int stop_te_given, int64_t stop
 void sd_full_free(sd_full *f)
 {
     free(f->skip);
+    free(f->zero_lr);
     memset(f, 0, sizeof *f);
 }
 
@@ -234,6 +235,24 @@ int sd_full_groups_sdxl(const sd_full *f, double learning_rate, sd_lora_groups *
     return SD_OK;
 }
 
+int sd_full_norm_extra(sd_full *f, sd_optim *o)
+{
+    free(f->zero_lr);
+    f->zero_lr = NULL;
+    f->nzero_lr = 0;
+    if (!f->sdxl || !f->has_block_lr || !f->unet_train) return SD_OK;
+    f->zero_lr = calloc(sd_params_count(f->unet) + 1, sizeof *f->zero_lr);
+    if (!f->zero_lr) return sd_err(SD_ENOMEM, "out of memory");
+    for (size_t i = 0; i < sd_params_count(f->unet); i++) {
+        sd_param *p = sd_params_at(f->unet, i);
+        int b = sd_full_sdxl_block(p->key);
+        if ((p->flags & SD_PARAM_TRAINABLE) && b >= 0 && f->block_lr[b] == 0) f->zero_lr[f->nzero_lr++] = p;
+    }
+    o->norm_extra = f->zero_lr;
+    o->nnorm_extra = f->nzero_lr;
+    return SD_OK;
+}
+
 int sd_full_bind(sd_full *f, const sd_optim *o)
 {
     free(f->skip);
@@ -246,6 +265,22 @@ int sd_full_bind(sd_full *f, const sd_optim *o)
 
 int sd_full_zero_grad(sd_ctx *ctx, sd_full *f)
 {
+    if (f->nzero_lr && f->zeroed_once) {
+        /* optimizer.zero_grad(set_to_none=True) resets only the optimizer's parameters: the
+           gradients of --block_lr blocks at 0 keep accumulating (scaled by every clipping) */
+        int rc = SD_OK;
+        for (size_t i = 0, k = 0; i < sd_params_count(f->unet) && !rc; i++) {
+            sd_param *p = sd_params_at(f->unet, i);
+            if (k < f->nzero_lr && f->zero_lr[k] == p) {
+                k++;
+                continue;
+            }
+            if (p->flags & SD_PARAM_TRAINABLE) rc = sd_op_fill(ctx, &p->grad, 0.0f);
+        }
+        if (!rc && f->te_train) rc = sd_params_zero_grad(ctx, f->te);
+        return rc;
+    }
+    f->zeroed_once = 1;
     int rc = sd_params_zero_grad(ctx, f->unet);
     if (!rc && f->te_train) rc = sd_params_zero_grad(ctx, f->te);
     return rc;

@@ -69,6 +69,10 @@ typedef struct sd_full {
     int has_block_lr;
     double block_lr[SD_FULL_SDXL_BLOCKS];
     double lr_te1, lr_te2;   /* the groups' LRs (--learning_rate_te1/te2, else --learning_rate) */
+    sd_param **zero_lr;      /* UNet weights of --block_lr blocks at 0 (trained, not optimized), in
+                                registry order */
+    size_t nzero_lr;
+    int zeroed_once;         /* sd_full_zero_grad ran (the first call zeroes every gradient) */
 } sd_full;
 
 /* Decide what trains. stop_te_given / stop_te: --stop_text_encoder_training (db);
@@ -96,6 +100,9 @@ int sd_full_groups(const sd_full *f, double learning_rate, double learning_rate_
  * "block<i>" per block whose LR is not 0 (the others are not optimized and keep their weights),
  * then "text_encoder1" (lr_te1), "text_encoder2" (lr_te2) for the trained encoders. */
 int sd_full_groups_sdxl(const sd_full *f, double learning_rate, sd_lora_groups *g);
+/* SDXL, after sd_optim_init: the UNet weights of --block_lr blocks at 0 into o's norm_extra (their
+ * gradients count in the clipping norm, as the reference clips over every UNet parameter). */
+int sd_full_norm_extra(sd_full *f, sd_optim *o);
 /* After sd_optim_init: which optimizer parameters belong to the text encoder. */
 int sd_full_bind(sd_full *f, const sd_optim *o);
 
@@ -105,7 +112,9 @@ static inline int sd_full_te_active(const sd_full *f, int64_t global_step)
     return f->te_train && global_step < f->te_stop;
 }
 
-/* Zero the gradients of every trained weight. */
+/* Zero the gradients of every trained weight; after the first call not those of SDXL --block_lr
+ * blocks at 0, which torch leaves to accumulate (they are in no optimizer group): they start at 0
+ * in every process, as the reference's (a resumed run included). */
 int sd_full_zero_grad(sd_ctx *ctx, sd_full *f);
 
 /* The registries holding trained weights (UNet, then the text encoder when trained); returns

@@ -2175,6 +2175,7 @@ static int setup_full_sdxl(run *R)
     if (rc) return rc;
     R->have_opt = 1;
     rc = sd_full_bind(f, &R->opt);
+    if (!rc) rc = sd_full_norm_extra(f, &R->opt);
     if (rc) return rc;
     R->te_train = f->te_train;
     sd_full_memory mem;

@@ -93,7 +93,7 @@ grep -q 'train unet: True, text_encoder1: True, text_encoder2: True' f1.err && o
 ls logs/*/finetuning/events.out.tfevents.* > /dev/null 2>&1 && ok train_full_sdxl_tracker || nok train_full_sdxl_tracker
 
 # ---- the UNet only; one encoder; --block_lr ------------------------------------------------------------------
-F --output_dir f2 --max_train_steps 3 2> f2.err
+F --output_dir f2 --max_train_steps 3 --log_jsonl f2.log 2> f2.err
 [ "$(st_cmp xl.safetensors f2/last.safetensors $UN)" = diff ] &&
 [ "$(st_cmp xl.safetensors f2/last.safetensors conditioner.)" = same ] && ok train_full_sdxl_unet_only ||
   nok train_full_sdxl_unet_only "$(tail -2 f2.err)"
@@ -119,6 +119,12 @@ F --output_dir b1 --max_train_steps 3 --block_lr $B --logging_dir blogs 2> b1.er
 [ "$(st_cmp xl.safetensors b1/last.safetensors ${UN}middle_block.0.)" = diff ] &&
 [ "$(st_cmp xl.safetensors b1/last.safetensors ${UN}output_blocks.2.)" = diff ] && ok train_full_sdxl_block_lr ||
   nok train_full_sdxl_block_lr "$(tail -2 b1.err)"
+# a block at 0 is not optimized, but its gradients count in the clipping norm (torch's clip_grad_norm_ over
+# every UNet parameter): the first step's norm is the UNet-only run's
+B0=0,1e-3,1e-3,1e-3,1e-3,1e-3,1e-3,1e-3,1e-3,1e-3,1e-3,1e-3,1e-3,1e-3,1e-3,1e-3,1e-3,1e-3,1e-3,1e-3,1e-3,1e-3,1e-3
+F --output_dir b2 --max_train_steps 1 --block_lr $B0 --log_jsonl b2.log 2> b2.err
+n1=$(head -1 f2.log | grep -o '"grad_norm":[^,]*'); n2=$(head -1 b2.log | grep -o '"grad_norm":[^,]*')
+[ -n "$n1" ] && [ "$n1" = "$n2" ] && ok train_full_sdxl_block_lr_zero_in_norm || nok train_full_sdxl_block_lr_zero_in_norm "$n1 / $n2"
 python3 "$root/tests/cli/tb_scalars.py" "blogs/*/finetuning/events.out.tfevents.*" | cut -d' ' -f1 | sort -u > b1.tags
 grep -qx 'lr/block1' b1.tags && grep -qx 'lr/block21' b1.tags && ! grep -qx 'lr/block0\|lr/block22\|lr/unet' b1.tags &&
   ok train_full_sdxl_block_lr_names || nok train_full_sdxl_block_lr_names "$(tr '\n' ' ' < b1.tags)"

@@ -1,6 +1,6 @@
 /* A 2-step SDXL full run of sd-train's loop (--method ft on SDXL through sd_train_run: sdxl_train.py
  * with --train_text_encoder, --learning_rate_te1 / --learning_rate_te2 as their own optimizer groups,
- * --block_lr (one group per UNet block), the context and pooled-vector gradients into both text
+ * --block_lr (one group per UNet block; two blocks at 0: not optimized, in the clipping norm), the context and pooled-vector gradients into both text
  * encoders, clipping, AdamW) against the PyTorch transcription of
  * tests/golden/gen/make_full_sdxl_train_golden.py, on the tiny model and inputs of the SDXL LoRA
  * golden (tests/data/train_lora_sdxl: weights from the generator's formula, latents, sizes, noise
@@ -234,12 +234,12 @@ static void test_full_sdxl_train_golden(void)
         return;
     }
     static const char *const caps[B] = { "a photo of a cat", "red square, sky" };
-    /* block i at 1e-3 · (1 + 0.05 i), as the generator's BLOCK_LR */
+    /* block i at 1e-3 · (1 + 0.05 i), blocks 0 and 11 at 0, as the generator's BLOCK_LR */
     static char block_lr[23 * 32];
     block_lr[0] = 0;
     for (int i = 0; i < 23; i++)
         snprintf(block_lr + strlen(block_lr), sizeof block_lr - strlen(block_lr), "%s%.17g", i ? "," : "",
-                 1e-3 * (1 + 0.05 * i));
+                 i == 0 || i == 11 ? 0.0 : 1e-3 * (1 + 0.05 * i));
     sd_train_data d;
     sd_train_data_init(&d);
     sd_train_config c;
