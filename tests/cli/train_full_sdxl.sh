@@ -134,6 +134,19 @@ F --output_dir c1 --max_train_steps 3 --cache_text_encoder_outputs 2> c1.err
 cmp -s f2/last.safetensors c1/last.safetensors && ok train_full_sdxl_cache_te_same_bytes ||
   nok train_full_sdxl_cache_te_same_bytes "$(tail -2 c1.err)"
 
+# ---- --device cuda (the fake device of a build without CUDA, or a GPU): the same numbers as the CPU's ------
+if grep -aq 'fake CUDA device' "$bin" || [ -n "${SD_TEST_CUDA:-}" ]; then
+  G=(--max_train_steps 3 --train_text_encoder --learning_rate_te1 5e-4 --block_lr $B --log_jsonl)
+  F --output_dir gc "${G[@]}" gc.log 2> /dev/null
+  if SD_FAKE_CUDA=1 F --output_dir gg --device cuda "${G[@]}" gg.log 2> gg.err; then
+    lc=$(grep -o '"loss":[^,]*\|"grad_norm":[^,]*' gc.log | tr '\n' ' '); lg=$(grep -o '"loss":[^,]*\|"grad_norm":[^,]*' gg.log | tr '\n' ' ')
+    if grep -q 'fake CUDA' gg.err; then
+      [ "$lc" = "$lg" ] && [ "$(st_cmp gc/last.safetensors gg/last.safetensors '')" = same ] && ok train_full_sdxl_device_cuda_same ||
+        nok train_full_sdxl_device_cuda_same "$lc / $lg"
+    else echo "ok train_full_sdxl_device_cuda_same # SKIP a real GPU: compared by tests/cli/train.sh's tolerances only"; fi
+  else nok train_full_sdxl_device_cuda_same "$(tail -2 gg.err)"; fi
+fi
+
 # ---- db: the same trainer -----------------------------------------------------------------------------------
 D --output_dir d1 --max_train_steps 3 --train_text_encoder 2> d1.err
 cmp -s f1/last.safetensors d1/last.safetensors && ok train_full_sdxl_db_same_trainer ||
