@@ -79,7 +79,8 @@ static const sd_opt table[] = {
     {.name = "method", .type = SD_OPT_STRING, .dest = &a.method, .def = "lora", .group = G_NET,
      .help = "lora (train_network.py), db or dreambooth (train_db.py: UNet + text encoder), ft or finetune "
              "(fine_tune.py: UNet, + text encoder with --train_text_encoder), ti or textual_inversion "
-             "(train_textual_inversion.py)"},
+             "(train_textual_inversion.py); on SDXL db and ft are sdxl_train.py (UNet, + both text encoders with "
+             "--train_text_encoder)"},
     {.name = "token_string", .type = SD_OPT_STRING, .dest = &c.ti.token_string, .group = G_TI,
      .help = "the new word (must not be in the vocabulary; default output name)"},
     {.name = "num_vectors_per_token", .type = SD_OPT_INT, .dest = &c.ti.num_vectors_per_token, .def = "1",
@@ -468,7 +469,8 @@ int main(int argc, char **argv)
     o.usage = "--method lora|db|ft --model MODEL --data RECORDS.jsonl [OPTIONS]";
     o.description = "Trains a LoRA network (kohya-ss/sd-scripts networks.lora) on SD1.x/SD2.x from records with "
                     "cached latents, and saves it as a kohya LoRA file that A1111 and ComfyUI load; or, with --method "
-                    "db / ft, trains the whole model (train_db.py / fine_tune.py) and saves full checkpoints.";
+                    "db / ft, trains the whole model (train_db.py / fine_tune.py; SDXL: sdxl_train.py) and saves full "
+                    "checkpoints.";
     o.epilog = "Exit status: 0 done, 1 fatal error, 2 usage error, 130/143 interrupted (a resumable state "
                "was written).\nSee sd-train(1).";
     int ex = sd_cmdline_main(&o, argc, argv);
