@@ -7,6 +7,11 @@
  *       first micro batch after optimizer step N it runs without gradients, gets none, and AdamW
  *       leaves its weights and moments alone (torch skips parameters whose grad is None).
  *   ft: every UNet weight; the text encoder only with --train_text_encoder.
+ *   SDXL, db and ft alike (sdxl_train.py, which takes DreamBooth and fine-tuning datasets;
+ *       sd_full_init_sdxl): the UNet when --learning_rate != 0; with --train_text_encoder TE1 / TE2
+ *       when --learning_rate_te1 / te2 (default --learning_rate) != 0, TE1's last layer and
+ *       final_layer_norm excepted (no gradient reaches them); groups "unet" or "block<i>"
+ *       (--block_lr, blocks at 0 left out), "text_encoder1", "text_encoder2" (sd_full_groups_sdxl).
  * Optimizer groups, as the reference builds them: one group "unet" holding every trained weight
  * when --learning_rate_te is None (or the text encoder is not trained), else "unet" (LR
  * --learning_rate) and "text_encoder1" (LR --learning_rate_te). TensorBoard logs them as lr/unet
