@@ -28,6 +28,7 @@ static struct {
     const char *dataset_config, *train_data_dir, *reg_data_dir, *in_json, *caption_extension;
     int dataset_repeats;
     int no_token_padding;
+    int fused_optimizer_groups, fused_backward_pass;
     sd_opt_list network_args, optimizer_args, resolution, lr_scheduler_args;
     int threads;
     int64_t max_train_steps;
@@ -78,7 +79,8 @@ static const sd_opt table[] = {
     {.name = "method", .type = SD_OPT_STRING, .dest = &a.method, .def = "lora", .group = G_NET,
      .help = "lora (train_network.py), db or dreambooth (train_db.py: UNet + text encoder), ft or finetune "
              "(fine_tune.py: UNet, + text encoder with --train_text_encoder), ti or textual_inversion "
-             "(train_textual_inversion.py)"},
+             "(train_textual_inversion.py); on SDXL db and ft are sdxl_train.py (UNet, + both text encoders with "
+             "--train_text_encoder)"},
     {.name = "token_string", .type = SD_OPT_STRING, .dest = &c.ti.token_string, .group = G_TI,
      .help = "the new word (must not be in the vocabulary; default output name)"},
     {.name = "num_vectors_per_token", .type = SD_OPT_INT, .dest = &c.ti.num_vectors_per_token, .def = "1",
@@ -126,7 +128,18 @@ static const sd_opt table[] = {
     {.name = "no_half_vae", .type = SD_OPT_FLAG, .dest = &c.no_half_vae, .group = G_NET,
      .help = "keep the VAE in float32 (it always computes in float32 here; db/ft then save it as float32)"},
     {.name = "train_text_encoder", .type = SD_OPT_FLAG, .dest = &c.train_text_encoder, .group = G_NET,
-     .help = "ft: train the text encoder too"},
+     .help = "ft (SDXL: db and ft): train the text encoder(s) too"},
+    {.name = "learning_rate_te1", .type = SD_OPT_DOUBLE, .dest = &c.learning_rate_te1, SD_OPT_ATLEAST(0), .group = G_NET,
+     .help = "SDXL db/ft: learning rate of text encoder 1 (default --learning_rate; 0: not trained)"},
+    {.name = "learning_rate_te2", .type = SD_OPT_DOUBLE, .dest = &c.learning_rate_te2, SD_OPT_ATLEAST(0), .group = G_NET,
+     .help = "SDXL db/ft: learning rate of text encoder 2 (default --learning_rate; 0: not trained)"},
+    {.name = "block_lr", .type = SD_OPT_STRING, .dest = &c.block_lr, .metavar = "LR,...", .group = G_NET,
+     .help = "SDXL db/ft: 23 UNet learning rates (time/label embedding, input_blocks 0-8, middle_block 0-2, "
+             "output_blocks 0-8, out); 0 leaves a block unchanged"},
+    {.name = "fused_optimizer_groups", .type = SD_OPT_INT, .dest = &a.fused_optimizer_groups, .group = G_NET,
+     .help = "SDXL db/ft: refused (not implemented)"},
+    {.name = "fused_backward_pass", .type = SD_OPT_FLAG, .dest = &a.fused_backward_pass, .group = G_NET,
+     .help = "SDXL db/ft: refused (not implemented)"},
     {.name = "use_safetensors", .type = SD_OPT_FLAG, .dest = &c.use_safetensors, .group = G_NET,
      .help = "db/ft: save .safetensors where the format would be ckpt"},
     {.name = "no_token_padding", .type = SD_OPT_FLAG, .dest = &a.no_token_padding, .group = G_NET,
@@ -456,7 +469,8 @@ int main(int argc, char **argv)
     o.usage = "--method lora|db|ft --model MODEL --data RECORDS.jsonl [OPTIONS]";
     o.description = "Trains a LoRA network (kohya-ss/sd-scripts networks.lora) on SD1.x/SD2.x from records with "
                     "cached latents, and saves it as a kohya LoRA file that A1111 and ComfyUI load; or, with --method "
-                    "db / ft, trains the whole model (train_db.py / fine_tune.py) and saves full checkpoints.";
+                    "db / ft, trains the whole model (train_db.py / fine_tune.py; SDXL: sdxl_train.py) and saves full "
+                    "checkpoints.";
     o.epilog = "Exit status: 0 done, 1 fatal error, 2 usage error, 130/143 interrupted (a resumable state "
                "was written).\nSee sd-train(1).";
     int ex = sd_cmdline_main(&o, argc, argv);
@@ -497,10 +511,23 @@ int main(int argc, char **argv)
                                              "network_args", "network_weights", "dim_from_weights",
                                              "network_train_unet_only", "network_train_text_encoder_only", "unet_lr",
                                              "text_encoder_lr", "scale_weight_norms", "no_metadata",
-                                             "training_comment", "cache_text_encoder_outputs",
-                                             "cache_text_encoder_outputs_to_disk" };
+                                             "training_comment" };
+    /* the SDXL caches: LoRA and (SDXL) db/ft, not TI */
+    static const char *const ti_refused[] = { "cache_text_encoder_outputs", "cache_text_encoder_outputs_to_disk" };
+    for (size_t i = 0; i < sizeof ti_refused / sizeof *ti_refused && method == SD_METHOD_TI; i++)
+        if (sd_opts_source(&o, ti_refused[i]) == SD_SRC_CMDLINE || sd_opts_source(&o, ti_refused[i]) == SD_SRC_CONFIG) {
+            sd_error("--%s is a LoRA option: not used by --method %s", ti_refused[i], a.method);
+            usage = 1;
+        }
+    for (int i = 0; i < 2; i++)
+        if (sd_opts_source(&o, i ? "fused_backward_pass" : "fused_optimizer_groups") > SD_SRC_DEFAULT) {
+            sd_error("--%s is not implemented (sdxl_train.py's memory-saving optimizer steps; train without it)",
+                     i ? "fused_backward_pass" : "fused_optimizer_groups");
+            usage = 1;
+        }
     static const char *const full_only[] = { "learning_rate_te", "use_safetensors", "stop_text_encoder_training",
-                                             "train_text_encoder", "no_token_padding" };
+                                             "train_text_encoder", "no_token_padding", "learning_rate_te1",
+                                             "learning_rate_te2", "block_lr" };
     for (size_t i = 0; i < sizeof lora_only / sizeof *lora_only && method != SD_METHOD_LORA; i++) {
         int src = sd_opts_source(&o, lora_only[i]);
         if (src == SD_SRC_CMDLINE || src == SD_SRC_CONFIG) {
@@ -512,7 +539,8 @@ int main(int argc, char **argv)
         int src = sd_opts_source(&o, full_only[i]);
         if (src != SD_SRC_CMDLINE && src != SD_SRC_CONFIG) continue;
         const char *name = full_only[i];
-        int ok = method == SD_METHOD_DB ? strcmp(name, "train_text_encoder") != 0
+        /* db with --train_text_encoder: SDXL's (sdxl_train.py); refused for SD1/SD2 once the model is open */
+        int ok = method == SD_METHOD_DB ? 1
                : method == SD_METHOD_FT ? strcmp(name, "stop_text_encoder_training") && strcmp(name, "no_token_padding")
                                         : 0;
         if (!ok) {
@@ -530,6 +558,8 @@ int main(int argc, char **argv)
         if (src != SD_SRC_CMDLINE && src != SD_SRC_CONFIG) c.save_model_as = NULL;
         c.has_stop_text_encoder_training = sd_opts_source(&o, "stop_text_encoder_training") != SD_SRC_NONE;
         if (sd_opts_source(&o, "learning_rate_te") == SD_SRC_NONE) c.learning_rate_te = NAN;
+        if (sd_opts_source(&o, "learning_rate_te1") == SD_SRC_NONE) c.learning_rate_te1 = NAN;
+        if (sd_opts_source(&o, "learning_rate_te2") == SD_SRC_NONE) c.learning_rate_te2 = NAN;
     }
     if (a.log_with && strcmp(a.log_with, "tensorboard")) {
         sd_error("--log_with %s is not supported (tensorboard is)", a.log_with);

@@ -47,13 +47,101 @@ void sd_full_init(sd_full *f, sd_train_method m, int stop_te_given, int64_t stop
 void sd_full_free(sd_full *f)
 {
     free(f->skip);
+    free(f->zero_lr);
     memset(f, 0, sizeof *f);
+}
+
+int sd_full_init_sdxl(sd_full *f, sd_train_method m, int train_text_encoder, double learning_rate, double lr_te1,
+                      double lr_te2, const char *block_lr)
+{
+    memset(f, 0, sizeof *f);
+    f->method = m;
+    f->te_stop = SD_TE_STOP_NONE;
+    f->sdxl = 1;
+    f->unet_train = learning_rate != 0;   /* train_unet = args.learning_rate != 0 */
+    /* lr_te = args.learning_rate_te1 if not None else args.learning_rate; 0 means not train */
+    f->lr_te1 = isnan(lr_te1) ? learning_rate : lr_te1;
+    f->lr_te2 = isnan(lr_te2) ? learning_rate : lr_te2;
+    if (train_text_encoder) {
+        f->te1_train = f->lr_te1 != 0;
+        f->te2_train = f->lr_te2 != 0;
+    }
+    f->te_train = f->te1_train || f->te2_train;
+    if (block_lr) {
+        const char *s = block_lr;
+        int n = 0;
+        for (;;) {
+            char *end;
+            errno = 0;
+            double v = strtod(s, &end);
+            if (end == s || errno || !isfinite(v) || v < 0 || (*end && *end != ','))
+                return sd_err(SD_EUSAGE, "--block_lr %s: expected %d comma-separated learning rates", block_lr,
+                              SD_FULL_SDXL_BLOCKS);
+            if (n < SD_FULL_SDXL_BLOCKS) f->block_lr[n] = v;
+            n++;
+            if (!*end) break;
+            s = end + 1;
+        }
+        if (n != SD_FULL_SDXL_BLOCKS)
+            return sd_err(SD_EUSAGE, "block_lr must have %d values (--block_lr has %d)", SD_FULL_SDXL_BLOCKS, n);
+        f->has_block_lr = 1;
+    }
+    if (!f->unet_train && !f->te_train)
+        return sd_err(SD_EUSAGE, "nothing to train: --learning_rate is 0 and no text encoder trains "
+                      "(--train_text_encoder with a non-zero --learning_rate_te1/--learning_rate_te2)");
+    return SD_OK;
+}
+
+int sd_full_sdxl_block(const char *key)
+{
+    static const char pre[] = "model.diffusion_model.";
+    if (strncmp(key, pre, sizeof pre - 1)) return -1;
+    const char *n = key + sizeof pre - 1;
+    static const struct { const char *name; int base; } tab[] = {
+        { "input_blocks.", 1 }, { "middle_block.", 10 }, { "output_blocks.", 13 } };
+    if (!strncmp(n, "time_embed.", 11) || !strncmp(n, "label_emb.", 10)) return 0;
+    if (!strncmp(n, "out.", 4)) return 22;
+    for (int i = 0; i < 3; i++) {
+        size_t l = strlen(tab[i].name);
+        if (strncmp(n, tab[i].name, l)) continue;
+        char *end;
+        long b = strtol(n + l, &end, 10);
+        if (end == n + l || *end != '.' || b < 0) return -1;
+        int k = tab[i].base + (int)b;
+        int lim = i == 0 ? 10 : i == 1 ? 13 : 22;
+        return k < lim ? k : -1;
+    }
+    return -1;
 }
 
 int sd_full_mark(sd_full *f, sd_model *m)
 {
     f->unet = &m->unet_params;
     f->te = &m->te_params;
+    if (f->sdxl) {
+        /* unet.requires_grad_(train_unet); text_encoder1/2.requires_grad_(train_text_encoder1/2) */
+        int rc = sd_params_set_trainable(f->unet, "", f->unet_train);
+        if (rc >= 0) rc = sd_params_set_trainable(f->te, "", 0);
+        if (rc >= 0) rc = sd_params_set_trainable(f->te, "conditioner.embedders.0.", f->te1_train);
+        if (rc >= 0) rc = sd_params_set_trainable(f->te, "conditioner.embedders.1.", f->te2_train);
+        if (rc < 0) return rc;
+        /* TE1's output is hidden_states[11] (12 layers; else the penultimate layer's), so its last
+           layer and final_layer_norm get no gradient: torch's AdamW skips them (grad None), so they
+           do not train here either, kept float32 as the reference's trained text_encoder1 is */
+        char last[160];
+        snprintf(last, sizeof last, "conditioner.embedders.0.transformer.text_model.encoder.layers.%d.",
+                 m->cfg.clip.layers - 1);
+        for (size_t i = 0; f->te1_train && i < sd_params_count(f->te); i++) {
+            sd_param *p = sd_params_at(f->te, i);
+            if (!strncmp(p->key, last, strlen(last)) ||
+                !strncmp(p->key, "conditioner.embedders.0.transformer.text_model.final_layer_norm.", 64))
+                p->flags &= ~(unsigned)(SD_PARAM_TRAINABLE | SD_PARAM_HALF_OK);
+        }
+        for (size_t i = 0; f->has_block_lr && i < sd_params_count(f->unet); i++)
+            if (sd_full_sdxl_block(sd_params_at(f->unet, i)->key) < 0)
+                return sd_err(SD_EFORMAT, "--block_lr: unexpected parameter name: %s", sd_params_at(f->unet, i)->key);
+        return SD_OK;
+    }
     int rc = sd_params_set_trainable(f->unet, "", 1);
     if (rc >= 0) rc = sd_params_set_trainable(f->te, "", f->te_train);
     return rc < 0 ? rc : SD_OK;
@@ -101,6 +189,70 @@ int sd_full_groups(const sd_full *f, double learning_rate, double learning_rate_
     return SD_OK;
 }
 
+int sd_full_groups_sdxl(const sd_full *f, double learning_rate, sd_lora_groups *g)
+{
+    memset(g, 0, sizeof *g);
+    size_t nu = f->unet_train ? collect(f->unet, NULL) : 0, nt = collect(f->te, NULL);
+    int maxg = SD_FULL_SDXL_BLOCKS + 2;
+    g->params = calloc(nu + nt + 1, sizeof *g->params);
+    g->desc = calloc((size_t)maxg, sizeof *g->desc);
+    g->names = calloc((size_t)maxg, sizeof *g->names);
+    if (!g->params || !g->desc || !g->names) {
+        sd_lora_groups_free(g);
+        return sd_err(SD_ENOMEM, "out of memory");
+    }
+    size_t k = 0;
+    if (f->unet_train) {
+        for (int b = 0; b < (f->has_block_lr ? SD_FULL_SDXL_BLOCKS : 1); b++) {
+            if (f->has_block_lr && f->block_lr[b] == 0) continue;   /* 0: not optimized */
+            size_t k0 = k;
+            for (size_t i = 0; i < sd_params_count(f->unet); i++) {
+                sd_param *p = sd_params_at(f->unet, i);
+                if (!(p->flags & SD_PARAM_TRAINABLE)) continue;
+                if (f->has_block_lr && sd_full_sdxl_block(p->key) != b) continue;
+                g->params[k++] = p;
+            }
+            if (f->has_block_lr) snprintf(g->names[g->n], sizeof g->names[0], "block%d", b);
+            else snprintf(g->names[g->n], sizeof g->names[0], "unet");
+            g->desc[g->n] = (sd_optim_group_desc){ .name = g->names[g->n], .lr = f->has_block_lr ? f->block_lr[b]
+                                                   : learning_rate, .params = g->params + k0, .count = k - k0 };
+            g->n++;
+        }
+    }
+    for (int e = 0; e < 2; e++) {
+        if (!(e ? f->te2_train : f->te1_train)) continue;
+        const char *pre = e ? "conditioner.embedders.1." : "conditioner.embedders.0.";
+        size_t k0 = k;
+        for (size_t i = 0; i < sd_params_count(f->te); i++) {
+            sd_param *p = sd_params_at(f->te, i);
+            if ((p->flags & SD_PARAM_TRAINABLE) && !strncmp(p->key, pre, strlen(pre))) g->params[k++] = p;
+        }
+        snprintf(g->names[g->n], sizeof g->names[0], "text_encoder%d", e + 1);
+        g->desc[g->n] = (sd_optim_group_desc){ .name = g->names[g->n], .lr = e ? f->lr_te2 : f->lr_te1,
+                                               .params = g->params + k0, .count = k - k0 };
+        g->n++;
+    }
+    return SD_OK;
+}
+
+int sd_full_norm_extra(sd_full *f, sd_optim *o)
+{
+    free(f->zero_lr);
+    f->zero_lr = NULL;
+    f->nzero_lr = 0;
+    if (!f->sdxl || !f->has_block_lr || !f->unet_train) return SD_OK;
+    f->zero_lr = calloc(sd_params_count(f->unet) + 1, sizeof *f->zero_lr);
+    if (!f->zero_lr) return sd_err(SD_ENOMEM, "out of memory");
+    for (size_t i = 0; i < sd_params_count(f->unet); i++) {
+        sd_param *p = sd_params_at(f->unet, i);
+        int b = sd_full_sdxl_block(p->key);
+        if ((p->flags & SD_PARAM_TRAINABLE) && b >= 0 && f->block_lr[b] == 0) f->zero_lr[f->nzero_lr++] = p;
+    }
+    o->norm_extra = f->zero_lr;
+    o->nnorm_extra = f->nzero_lr;
+    return SD_OK;
+}
+
 int sd_full_bind(sd_full *f, const sd_optim *o)
 {
     free(f->skip);
@@ -113,6 +265,22 @@ int sd_full_bind(sd_full *f, const sd_optim *o)
 
 int sd_full_zero_grad(sd_ctx *ctx, sd_full *f)
 {
+    if (f->nzero_lr && f->zeroed_once) {
+        /* optimizer.zero_grad(set_to_none=True) resets only the optimizer's parameters: the
+           gradients of --block_lr blocks at 0 keep accumulating (scaled by every clipping) */
+        int rc = SD_OK;
+        for (size_t i = 0, k = 0; i < sd_params_count(f->unet) && !rc; i++) {
+            sd_param *p = sd_params_at(f->unet, i);
+            if (k < f->nzero_lr && f->zero_lr[k] == p) {
+                k++;
+                continue;
+            }
+            if (p->flags & SD_PARAM_TRAINABLE) rc = sd_op_fill(ctx, &p->grad, 0.0f);
+        }
+        if (!rc && f->te_train) rc = sd_params_zero_grad(ctx, f->te);
+        return rc;
+    }
+    f->zeroed_once = 1;
     int rc = sd_params_zero_grad(ctx, f->unet);
     if (!rc && f->te_train) rc = sd_params_zero_grad(ctx, f->te);
     return rc;

@@ -7,6 +7,11 @@
  *       first micro batch after optimizer step N it runs without gradients, gets none, and AdamW
  *       leaves its weights and moments alone (torch skips parameters whose grad is None).
  *   ft: every UNet weight; the text encoder only with --train_text_encoder.
+ *   SDXL, db and ft alike (sdxl_train.py, which takes DreamBooth and fine-tuning datasets;
+ *       sd_full_init_sdxl): the UNet when --learning_rate != 0; with --train_text_encoder TE1 / TE2
+ *       when --learning_rate_te1 / te2 (default --learning_rate) != 0, TE1's last layer and
+ *       final_layer_norm excepted (no gradient reaches them); groups "unet" or "block<i>"
+ *       (--block_lr, blocks at 0 left out), "text_encoder1", "text_encoder2" (sd_full_groups_sdxl).
  * Optimizer groups, as the reference builds them: one group "unet" holding every trained weight
  * when --learning_rate_te is None (or the text encoder is not trained), else "unet" (LR
  * --learning_rate) and "text_encoder1" (LR --learning_rate_te). TensorBoard logs them as lr/unet
@@ -55,6 +60,7 @@ int sd_train_method_parse(const char *s, sd_train_method *m);
 const char *sd_train_method_name(sd_train_method m);   /* "lora", "db", "ft", "ti" */
 
 #define SD_TE_STOP_NONE INT64_MAX
+#define SD_FULL_SDXL_BLOCKS 23   /* sdxl_train_util.UNET_NUM_BLOCKS_FOR_BLOCK_LR */
 
 typedef struct sd_full {
     sd_train_method method;
@@ -63,6 +69,15 @@ typedef struct sd_full {
     sd_params *unet, *te;    /* the model's registries (borrowed) */
     uint8_t *skip;           /* per optimizer parameter: 1 for text-encoder weights */
     size_t nskip;
+    /* SDXL (sdxl_train.py; sd_full_init_sdxl): what trains of UNet, TE1, TE2, the --block_lr LRs */
+    int sdxl, unet_train, te1_train, te2_train;
+    int has_block_lr;
+    double block_lr[SD_FULL_SDXL_BLOCKS];
+    double lr_te1, lr_te2;   /* the groups' LRs (--learning_rate_te1/te2, else --learning_rate) */
+    sd_param **zero_lr;      /* UNet weights of --block_lr blocks at 0 (trained, not optimized), in
+                                registry order */
+    size_t nzero_lr;
+    int zeroed_once;         /* sd_full_zero_grad ran (the first call zeroes every gradient) */
 } sd_full;
 
 /* Decide what trains. stop_te_given / stop_te: --stop_text_encoder_training (db);
@@ -70,12 +85,29 @@ typedef struct sd_full {
 void sd_full_init(sd_full *f, sd_train_method m, int stop_te_given, int64_t stop_te, int train_text_encoder);
 void sd_full_free(sd_full *f);
 
+/* SDXL, both methods (sdxl_train.py takes DreamBooth and fine-tuning datasets): the UNet trains when
+ * learning_rate != 0; with train_text_encoder TE1 trains when its LR (lr_te1, NAN = learning_rate)
+ * is not 0, TE2 likewise; block_lr: NULL or the --block_lr string (23 comma-separated LRs, SD_EUSAGE
+ * otherwise). SD_EUSAGE when nothing would train. */
+int sd_full_init_sdxl(sd_full *f, sd_train_method m, int train_text_encoder, double learning_rate, double lr_te1,
+                      double lr_te2, const char *block_lr);
+/* --block_lr group of a UNet key (model.diffusion_model.<name>): 0 time_embed/label_emb, 1 + i
+ * input_blocks.i, 10 + i middle_block.i, 13 + i output_blocks.i, 22 out; -1 for anything else. */
+int sd_full_sdxl_block(const char *key);
+
 /* Before sd_model_load: mark the UNet (and the trained text encoder) trainable. */
 int sd_full_mark(sd_full *f, sd_model *m);
 
 /* After loading: the optimizer groups (learning_rate_te NAN = None), in the form the LoRA path
  * uses (freed with sd_lora_groups_free). */
 int sd_full_groups(const sd_full *f, double learning_rate, double learning_rate_te, sd_lora_groups *g);
+/* SDXL (sdxl_train.py): the UNet's group "unet" at learning_rate, or with --block_lr one group
+ * "block<i>" per block whose LR is not 0 (the others are not optimized and keep their weights),
+ * then "text_encoder1" (lr_te1), "text_encoder2" (lr_te2) for the trained encoders. */
+int sd_full_groups_sdxl(const sd_full *f, double learning_rate, sd_lora_groups *g);
+/* SDXL, after sd_optim_init: the UNet weights of --block_lr blocks at 0 into o's norm_extra (their
+ * gradients count in the clipping norm, as the reference clips over every UNet parameter). */
+int sd_full_norm_extra(sd_full *f, sd_optim *o);
 /* After sd_optim_init: which optimizer parameters belong to the text encoder. */
 int sd_full_bind(sd_full *f, const sd_optim *o);
 
@@ -85,7 +117,9 @@ static inline int sd_full_te_active(const sd_full *f, int64_t global_step)
     return f->te_train && global_step < f->te_stop;
 }
 
-/* Zero the gradients of every trained weight. */
+/* Zero the gradients of every trained weight; after the first call not those of SDXL --block_lr
+ * blocks at 0, which torch leaves to accumulate (they are in no optimizer group): they start at 0
+ * in every process, as the reference's (a resumed run included). */
 int sd_full_zero_grad(sd_ctx *ctx, sd_full *f);
 
 /* The registries holding trained weights (UNet, then the text encoder when trained); returns

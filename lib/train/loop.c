@@ -57,6 +57,8 @@ void sd_train_config_default(sd_train_config *c)
     c->text_encoder_lr = NAN;
     c->learning_rate = 2e-6;
     c->learning_rate_te = NAN;
+    c->learning_rate_te1 = NAN;
+    c->learning_rate_te2 = NAN;
     c->max_grad_norm = 1.0;
     c->lr_scheduler = "constant";
     c->lr_warmup_steps = "0";
@@ -378,6 +380,35 @@ static double wall_now(void)
     return sd_wall_time();
 }
 
+/* --method db/ft once the family is known: SD1/SD2 keep train_db.py / fine_tune.py (set up in
+ * sd_train_run); SDXL runs sdxl_train.py for both methods (it takes DreamBooth and fine-tuning
+ * datasets): the UNet, and with --train_text_encoder TE1/TE2 at --learning_rate_te1/te2, the
+ * --block_lr groups. The options of one family only are refused with the other. */
+static int full_family(run *R)
+{
+    sd_train_config *c = R->c;
+    if (!R->sdxl) {
+        if (!isnan(c->learning_rate_te1) || !isnan(c->learning_rate_te2) || c->block_lr)
+            return sd_err(SD_EUSAGE, "--%s: only for SDXL models (sdxl_train.py)", c->block_lr ? "block_lr"
+                          : !isnan(c->learning_rate_te1) ? "learning_rate_te1" : "learning_rate_te2");
+        if (c->method == SD_METHOD_DB && c->train_text_encoder)
+            return sd_err(SD_EUSAGE, "--train_text_encoder is an option of --method ft: not used by --method db "
+                          "(SD1/SD2 train_db.py trains the text encoder unless --stop_text_encoder_training -1)");
+        return SD_OK;
+    }
+    if (c->has_stop_text_encoder_training)
+        return sd_err(SD_EUSAGE, "--stop_text_encoder_training: not an option of sdxl_train.py (SDXL --method %s "
+                      "trains the text encoders with --train_text_encoder)", sd_train_method_name(c->method));
+    if (!isnan(c->learning_rate_te))
+        return sd_err(SD_EUSAGE, "--learning_rate_te: not an option of sdxl_train.py (SDXL: --learning_rate_te1 "
+                      "and --learning_rate_te2)");
+    if (c->cache_text_encoder_outputs && c->train_text_encoder)
+        return sd_err(SD_EUSAGE, "cache_text_encoder_outputs is not supported when training text encoder "
+                      "(--cache_text_encoder_outputs with --train_text_encoder)");
+    return sd_full_init_sdxl(&R->full, (sd_train_method)c->method, c->train_text_encoder, c->learning_rate,
+                             c->learning_rate_te1, c->learning_rate_te2, c->block_lr);
+}
+
 /* The seed of a state directory (state.json "seed"), if it can be read. */
 static void peek_state_seed(const char *dir, uint64_t *seed)
 {
@@ -516,6 +547,7 @@ static int load_models(run *R)
     sd_params_set_frozen_dtype(&R->model.unet_params, fd);
     sd_params_set_frozen_dtype(&R->model.te_params, fd);
     if (mo.parts & SD_MODEL_VAE) sd_params_set_trainable(&R->model.vae_params, "", 0);
+    if (R->is_full && (rc = full_family(R))) return rc;
     if (R->is_full && (rc = sd_full_mark(&R->full, &R->model))) return rc;
     rc = sd_model_load(&R->model, SD_DEV_CPU);
     if (rc) return rc;
@@ -556,9 +588,6 @@ static int check_family(run *R)
                           c->cache_text_encoder_outputs_to_disk ? "_to_disk" : "");
         return SD_OK;
     }
-    if (!c->ti.on && (c->method == SD_METHOD_DB || c->method == SD_METHOD_FT))
-        return sd_err(SD_EUNSUPPORTED, "SDXL --method %s is not implemented yet (--method lora and ti are)",
-                      c->method == SD_METHOD_DB ? "db" : "ft");
     if (c->v2) return sd_err(SD_EUSAGE, "v2 cannot be enabled in SDXL training (--v2 with the SDXL model %s)", c->model);
     if (c->clip_skip > 0) sd_warn("clip_skip will be unexpected: SDXL training does not use --clip_skip");
     /* verify_bucket_reso_steps: SDXL scripts assert a multiple of 32 */
@@ -572,7 +601,7 @@ static int check_family(run *R)
                               d->s[i].image ? d->s[i].image : "a record");
     }
     if (c->cache_text_encoder_outputs) {
-        if (!c->train_unet_only)
+        if (!R->is_full && !c->train_unet_only)   /* db/ft: full_family */
             return sd_err(SD_EUSAGE, "network for Text Encoder cannot be trained with caching Text Encoder outputs "
                           "(--cache_text_encoder_outputs needs --network_train_unet_only)");
         for (int k = 0; k < 2; k++) {
@@ -1894,7 +1923,9 @@ static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int
         sd_tensor *dxs[2] = { &dh1, &dh2 };
         if (!rc) rc = sd_op_concat_bwd(&R->ctx, dxs, 2, &dctx, 2);
         if (!rc) rc = sd_sdxl_vector_backward(&R->ctx, &dp, &dvec);
-        /* the reverse of the forward's order: TE2, then TE1 (TI: with the token lookups' gradients) */
+        /* the reverse of the forward's order: TE2, then TE1 (TI: with the token lookups' gradients);
+           db/ft: an encoder that does not train (sdxl_train.py's learning_rate_te1/te2 of 0) is skipped */
+        int bw1 = !R->is_full || R->full.te1_train, bw2 = !R->is_full || R->full.te2_train;
         int64_t rows = (int64_t)B * R->nchunks;
         sd_tensor dt1 = R->have_ti ? dview(&R->t_dtok, 3, (int64_t[]){ rows, 77, R->W1 }) : dh1;
         sd_tensor dt2 = R->have_ti ? dview(&R->t_dtok2, 3, (int64_t[]){ rows, 77, R->W2 }) : dh2;
@@ -1902,11 +1933,11 @@ static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int
         if (!rc && R->have_ti) rc = sd_op_fill(&R->ctx, &dt2, 0.0f);
         sd_tensor *pt1 = R->have_ti ? &dt1 : NULL, *pt2 = R->have_ti ? &dt2 : NULL;
         if (R->nchunks == 1) {
-            if (!rc) rc = sd_clip_backward_sdxl(&R->ctx, R->clip2, pt2, &dh2, &dp);
-            if (!rc) rc = sd_clip_backward_sdxl(&R->ctx, R->clip, pt1, &dh1, NULL);
+            if (!rc && bw2) rc = sd_clip_backward_sdxl(&R->ctx, R->clip2, pt2, &dh2, &dp);
+            if (!rc && bw1) rc = sd_clip_backward_sdxl(&R->ctx, R->clip, pt1, &dh1, NULL);
         } else {
-            if (!rc) rc = sd_clip_backward_sdxl_chunks(&R->ctx, R->clip2, pt2, &dh2, &dp);
-            if (!rc) rc = sd_clip_backward_sdxl_chunks(&R->ctx, R->clip, pt1, &dh1, NULL);
+            if (!rc && bw2) rc = sd_clip_backward_sdxl_chunks(&R->ctx, R->clip2, pt2, &dh2, &dp);
+            if (!rc && bw1) rc = sd_clip_backward_sdxl_chunks(&R->ctx, R->clip, pt1, &dh1, NULL);
         }
         if (!rc && R->have_ti) {   /* the gradients of the token lookups, scattered per token id */
             int64_t npos = rows * 77;
@@ -2089,6 +2120,7 @@ static const char *const resume_keys[] = {
     "validation_split", "validation_seed",   /* they choose the training images */
     "method", "token_string", "num_vectors_per_token", "use_object_template", "use_style_template",   /* TI */
     "learning_rate_te", "stop_text_encoder_training", "train_text_encoder",   /* full models */
+    "learning_rate_te1", "learning_rate_te2", "block_lr",   /* SDXL full models */
 };
 
 /* --method ti: tokens, the widened table, the one optimizer group (the new rows at
@@ -2173,6 +2205,32 @@ static void optimizer_warnings(run *R)
     }
 }
 
+/* SDXL --method db/ft (sdxl_train.py): its groups and messages. */
+static int setup_full_sdxl(run *R)
+{
+    sd_train_config *c = R->c;
+    sd_full *f = &R->full;
+    if (f->te_train) sd_info("enable text encoder training");
+    int rc = sd_full_groups_sdxl(f, c->learning_rate, &R->groups);
+    if (!rc) optimizer_warnings(R);
+    if (!rc) rc = sd_optim_init(&R->opt, &R->ocfg, R->groups.desc, R->groups.n);
+    if (rc) return rc;
+    R->have_opt = 1;
+    rc = sd_full_bind(f, &R->opt);
+    if (!rc) rc = sd_full_norm_extra(f, &R->opt);
+    if (rc) return rc;
+    R->te_train = f->te_train;
+    sd_full_memory mem;
+    sd_full_memory_of(f, &mem);
+    size_t nopt = 0;
+    for (int g = 0; g < R->groups.n; g++) nopt += R->groups.desc[g].count;
+    sd_info("train unet: %s, text_encoder1: %s, text_encoder2: %s", f->unet_train ? "True" : "False",
+            f->te1_train ? "True" : "False", f->te2_train ? "True" : "False");
+    sd_info("number of optimizer groups: %d (%zu weight tensors)", R->groups.n, nopt);
+    sd_info("number of trainable parameters: %lld", (long long)mem.numel);
+    return SD_OK;
+}
+
 /* --method db/ft: the optimizer over the model's own weights (train/full.h), the messages the
  * reference prints, the memory a full fine-tune holds, and the .ckpt size limit checked before
  * training rather than at the first save. */
@@ -2180,6 +2238,7 @@ static int setup_full(run *R)
 {
     sd_train_config *c = R->c;
     sd_full *f = &R->full;
+    if (f->sdxl) return setup_full_sdxl(R);
     if (f->method == SD_METHOD_DB && c->gradient_accumulation_steps > 1)
         sd_warn("gradient_accumulation_steps is %d. accelerate does not support gradient_accumulation_steps when "
                 "training multiple models (U-Net and Text Encoder), so something might be wrong",
@@ -2553,7 +2612,7 @@ trained_set:;
         if (rc) goto out;
         size_t L = strlen(dir);
         const char *tracker = R->have_ti ? "textual_inversion"
-                              : R->full.method == SD_METHOD_DB ? "dreambooth"
+                              : R->full.method == SD_METHOD_DB && !R->full.sdxl ? "dreambooth"   /* sdxl_train.py: finetuning */
                               : R->full.method == SD_METHOD_FT ? "finetuning" : "network_train";
         snprintf(dir + L, sizeof dir - L, "/%s", c->log_tracker_name ? c->log_tracker_name : tracker);
         rc = sd_tb_open(&R->tb, dir, R->started_at);

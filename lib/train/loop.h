@@ -61,7 +61,9 @@ typedef struct sd_train_config {
     double learning_rate_te;           /* NAN = None (the UNet's) */
     int has_stop_text_encoder_training;
     int64_t stop_text_encoder_training;   /* db: -1 = TE not trained, N = stop at step N */
-    int train_text_encoder;            /* ft: --train_text_encoder */
+    int train_text_encoder;            /* ft (SDXL: db and ft): --train_text_encoder */
+    double learning_rate_te1, learning_rate_te2;   /* SDXL db/ft: NAN = None (--learning_rate) */
+    const char *block_lr;              /* SDXL db/ft: --block_lr, 23 comma-separated LRs; NULL = None */
     int no_half_vae;                   /* --no_half_vae: a saved full checkpoint keeps the VAE float32 */
     int full_fp16, full_bf16;          /* trained weights, gradients and optimizer states in f16 / bf16
                                           (train/optim.h sd_optim_set_half) */

@@ -1079,6 +1079,20 @@ static int grad_norm(const sd_optim *o, double *out)
         float tn = round_to(o, (float)sqrt(s));
         total += (double)tn * tn;
     }
+    for (size_t i = 0; i < o->nnorm_extra; i++) {
+        const sd_tensor *gt = &o->norm_extra[i]->grad;
+        double s = 0;
+        if (o->ctx) {
+            int rc = sd_op_sumsq(o->ctx, gt, &s);
+            if (rc) return rc;
+        } else {
+            const float *g = (const float *)gt->data;
+            size_t n = (size_t)sd_tensor_numel(gt);
+            for (size_t j = 0; j < n; j++) s += (double)g[j] * g[j];
+        }
+        float tn = (float)sqrt(s);
+        total += (double)tn * tn;
+    }
     *out = (double)round_to(o, (float)sqrt(total));
     return SD_OK;
 }
@@ -1108,6 +1122,14 @@ int sd_optim_clip_grad_norm(sd_optim *o, double max_norm, double *total_norm)
             for (size_t j = 0; j < n; j++) g[j] *= coef;
         else
             for (size_t j = 0; j < n; j++) g[j] = round_to(o, g[j] * coef);
+    }
+    /* clip_grad_norm_ scales every gradient it measured */
+    for (size_t i = 0; i < o->nnorm_extra && o->ctx; i++)
+        if ((rc = sd_op_scale_round(o->ctx, &o->norm_extra[i]->grad, coef, SD_F32, NULL))) return rc;
+    for (size_t i = 0; i < o->nnorm_extra && !o->ctx; i++) {
+        float *g = (float *)o->norm_extra[i]->grad.data;
+        size_t n = (size_t)sd_tensor_numel(&o->norm_extra[i]->grad);
+        for (size_t j = 0; j < n; j++) g[j] *= coef;
     }
     return SD_OK;
 }

@@ -317,6 +317,11 @@ typedef struct sd_optim {
     sd_adamw8bit_state *st8;   /* AdamW8bit: one bitsandbytes state per parameter */
     sd_dtype half;          /* SD_F32, or SD_F16 / SD_BF16 after sd_optim_set_half() */
     sd_ctx *ctx;            /* NULL: host loops; else sd_optim_place()'s context (the ops of tensor/ops.h) */
+    /* weights outside the optimizer whose gradients count in the clipping norm as they are and are
+       scaled by its coefficient (SDXL --block_lr blocks at 0: torch's clip_grad_norm_ over the
+       trained models' parameters); borrowed, on the parameters' device; none by default */
+    sd_param *const *norm_extra;
+    size_t nnorm_extra;
 } sd_optim;
 
 /* One group description for sd_optim_init: `params` are trainable, allocated, f32, host. */

@@ -154,12 +154,7 @@ T --output_dir e3 --cache_text_encoder_outputs --network_train_unet_only --shuff
 "$bin" --method lora --model sd1.safetensors --model_config "$root/examples/tiny_model.toml" --data recs.jsonl \
   --network_train_unet_only --cache_text_encoder_outputs --output_dir e4 2> e4.err; rc=$?
 [ $rc = 2 ] && grep -q 'only for SDXL' e4.err && ok train_sdxl_cache_sd1_refused || nok train_sdxl_cache_sd1_refused "rc $rc $(cat e4.err)"
-for m in db ft; do
-  "$bin" --method $m --model xl.safetensors --model_config "$root/examples/tiny_sdxl.toml" --data recs.jsonl \
-    --max_train_steps 1 --output_dir e5 2> e5.err; rc=$?
-  [ $rc = 1 ] && grep -q "SDXL --method $m is not implemented yet" e5.err && ok train_sdxl_method_${m}_refused ||
-    nok train_sdxl_method_${m}_refused "rc $rc $(cat e5.err)"
-done
+# (--method db / ft on SDXL: tests/cli/train_full_sdxl.sh; --method ti: tests/cli/train_ti_sdxl.sh)
 T --output_dir e7 --v2 2> e7.err; rc=$?
 [ $rc = 2 ] && grep -q 'v2 cannot be enabled' e7.err && ok train_sdxl_v2_refused || nok train_sdxl_v2_refused "rc $rc $(cat e7.err)"
 T --output_dir e8 --max_train_steps 1 --clip_skip 2 2> e8.err && grep -q 'clip_skip will be unexpected' e8.err &&

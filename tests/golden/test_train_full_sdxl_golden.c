@@ -1,0 +1,306 @@
+/* A 2-step SDXL full run of sd-train's loop (--method ft on SDXL through sd_train_run: sdxl_train.py
+ * with --train_text_encoder, --learning_rate_te1 / --learning_rate_te2 as their own optimizer groups,
+ * --block_lr (one group per UNet block; two blocks at 0: not optimized, in the clipping norm), the context and pooled-vector gradients into both text
+ * encoders, clipping, AdamW) against the PyTorch transcription of
+ * tests/golden/gen/make_full_sdxl_train_golden.py, on the tiny model and inputs of the SDXL LoRA
+ * golden (tests/data/train_lora_sdxl: weights from the generator's formula, latents, sizes, noise
+ * and timesteps): losses and gradient norms within 1e-4 relative, and every final weight of the
+ * saved checkpoint (read back through sd_model: UNet, TE1, TE2 from its OpenCLIP names; the first
+ * 512 elements) within max(2e-4, 3 × the reference's own float32 spread) of max|w|. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "io/jsonl.h"
+#include "io/latent.h"
+#include "io/safetensors.h"
+#include "models/clip.h"
+#include "models/model_config.h"
+#include "models/sd_model.h"
+#include "models/unet.h"
+#include "test.h"
+#include "train_golden_run.h"
+#include "train/full.h"
+#include "train/loop.h"
+
+#define DIR "tests/data/train_lora_sdxl/"
+#define FDIR "tests/data/train_full_sdxl/"
+#define STEPS 2
+#define GSTEPS 3
+#define B 2
+#define PER (4 * 8 * 8)
+
+static float g_noise[GSTEPS * B * PER];
+static float g_t[GSTEPS * B];
+static tgr_feed g_feed = { g_noise, g_t, STEPS, B, PER };
+
+/* make_unet_sdxl_golden.py sdxl_weight(name, shape) */
+static uint32_t mix32(uint32_t x)
+{
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    return x;
+}
+
+static void formula(const char *name, sd_tensor *t)
+{
+    uint32_t seed = 0x811c9dc5u;
+    for (const unsigned char *c = (const unsigned char *)name; *c; c++) seed = (seed ^ *c) * 0x01000193u;
+    size_t nl = strlen(name);
+    int norm = nl > 7 && !strcmp(name + nl - 7, ".weight") &&
+               (strstr(name, "norm") || strstr(name, ".in_layers.0.") || strstr(name, ".out_layers.0.") ||
+                !strcmp(name, "out.0.weight"));
+    int64_t n = sd_tensor_numel(t);
+    double scale = t->ndim >= 2 ? sqrt(3.0 / (double)(n / t->shape[0])) : 0;
+    float *v = t->data;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t x = mix32(seed + (uint32_t)i * 0x9e3779b9u);
+        double r = 2.0 * ((double)(x >> 8) / 16777216.0) - 1.0;
+        v[i] = (float)(t->ndim >= 2 ? r * scale : norm ? 1.0 + 0.2 * r : 0.1 * r);
+    }
+}
+
+static const char PU[] = "model.diffusion_model.", P1[] = "conditioner.embedders.0.transformer.",
+                  P2[] = "conditioner.embedders.1.model.";
+
+/* The formula's key of a registry parameter: the ldm UNet name, "te1." / "te2." + the HF name. */
+static void formula_key(const char *key, char *out, size_t n)
+{
+    if (!strncmp(key, PU, sizeof PU - 1)) snprintf(out, n, "%s", key + sizeof PU - 1);
+    else if (!strncmp(key, P1, sizeof P1 - 1)) snprintf(out, n, "te1.%s", key + sizeof P1 - 1);
+    else snprintf(out, n, "te2.%s", key + sizeof P2 - 1);
+}
+
+static int write_model(const char *path)
+{
+    sd_model_config cfg;
+    int rc = sd_model_config_load(DIR "tiny.toml", &cfg);
+    if (rc) return rc;
+    sd_params r;
+    sd_params_init(&r);
+    sd_unet u;
+    sd_clip c1, c2;
+    memset(&u, 0, sizeof u);
+    memset(&c1, 0, sizeof c1);
+    memset(&c2, 0, sizeof c2);
+    rc = sd_unet_init(&u, &r, "model.diffusion_model", &cfg.unet);
+    if (!rc) rc = sd_clip_init(&c1, &r, "conditioner.embedders.0.transformer", &cfg.clip, SD_FAMILY_SDXL);
+    if (!rc) rc = sd_clip_init(&c2, &r, "conditioner.embedders.1.model", &cfg.clip2, SD_FAMILY_SDXL);
+    if (!rc) sd_params_set_trainable(&r, "", 0);
+    if (!rc) rc = sd_params_alloc(&r, SD_DEV_CPU);
+    sd_safetensors_writer *w = NULL;
+    size_t np = sd_params_count(&r);
+    float **tmp = calloc(np, sizeof *tmp);
+    if (!rc && !tmp) rc = sd_err(SD_ENOMEM, "out of memory");
+    if (!rc) rc = sd_safetensors_writer_new(&w);
+    for (size_t k = 0; k < np && !rc; k++) {
+        sd_param *p = sd_params_at(&r, k);
+        char fk[300];
+        formula_key(p->key, fk, sizeof fk);
+        formula(fk, &p->value);
+    }
+    for (size_t k = 0; k < np && !rc; k++) {
+        sd_param *p = sd_params_at(&r, k);
+        if (strncmp(p->key, P2, sizeof P2 - 1)) {
+            rc = sd_safetensors_writer_add(w, p->key, SD_ST_F32, p->value.ndim, p->value.shape, p->value.data);
+            continue;
+        }
+        const char *hf = p->key + sizeof P2 - 1;
+        char name[300];
+        int how = 0;
+        rc = sd_clip_openclip_name(hf, P2, name, sizeof name, &how);
+        if (rc) break;
+        if (how == SD_CLIP_OC_COPY) {
+            rc = sd_safetensors_writer_add(w, name, SD_ST_F32, p->value.ndim, p->value.shape, p->value.data);
+        } else if (how == SD_CLIP_OC_TRANSPOSE) {
+            int64_t R = p->value.shape[0], C = p->value.shape[1];
+            tmp[k] = malloc((size_t)(R * C) * sizeof(float));
+            if (!tmp[k]) break;
+            const float *s = p->value.data;
+            for (int64_t i = 0; i < R; i++)
+                for (int64_t j = 0; j < C; j++) tmp[k][j * R + i] = s[i * C + j];
+            rc = sd_safetensors_writer_add(w, name, SD_ST_F32, 2, (int64_t[]){ C, R }, tmp[k]);
+        } else if (strstr(hf, ".q_proj.")) {   /* in_proj: q; k; v rows */
+            char kk[300], kv[300];
+            const char *q = strstr(p->key, ".q_proj.");
+            snprintf(kk, sizeof kk, "%.*s.k_proj.%s", (int)(q - p->key), p->key, q + 8);
+            snprintf(kv, sizeof kv, "%.*s.v_proj.%s", (int)(q - p->key), p->key, q + 8);
+            sd_param *pk = sd_params_find(&r, kk), *pv = sd_params_find(&r, kv);
+            if (!pk || !pv) {
+                rc = sd_err(SD_ENOTFOUND, "%s: no k/v", p->key);
+                break;
+            }
+            int64_t n = sd_tensor_numel(&p->value);
+            tmp[k] = malloc((size_t)(3 * n) * sizeof(float));
+            if (!tmp[k]) break;
+            memcpy(tmp[k], p->value.data, (size_t)n * sizeof(float));
+            memcpy(tmp[k] + n, pk->value.data, (size_t)n * sizeof(float));
+            memcpy(tmp[k] + 2 * n, pv->value.data, (size_t)n * sizeof(float));
+            int64_t shape[2] = { 3 * p->value.shape[0], p->value.ndim > 1 ? p->value.shape[1] : 0 };
+            rc = sd_safetensors_writer_add(w, name, SD_ST_F32, p->value.ndim, shape, tmp[k]);
+        }
+    }
+    if (!rc) rc = sd_safetensors_writer_write(w, path);
+    if (w) sd_safetensors_writer_free(w);
+    for (size_t k = 0; tmp && k < np; k++) free(tmp[k]);
+    free(tmp);
+    sd_clip_free(&c2);
+    sd_clip_free(&c1);
+    sd_unet_free(&u);
+    sd_params_free(&r);
+    return rc;
+}
+
+
+/* every trained tensor of the saved checkpoint against the reference's first 512 elements */
+static void check_weights(const char *path, sd_safetensors *gf)
+{
+    sd_model m;
+    memset(&m, 0, sizeof m);
+    sd_model_opts mo;
+    memset(&mo, 0, sizeof mo);
+    mo.parts = SD_MODEL_UNET | SD_MODEL_TE;
+    mo.config = DIR "tiny.toml";
+    mo.v_param = -1;
+    int rc = sd_model_open(&m, path, &mo);
+    if (!rc) rc = sd_params_set_frozen_dtype(&m.unet_params, SD_F32);
+    if (!rc) rc = sd_params_set_frozen_dtype(&m.te_params, SD_F32);
+    if (!rc) rc = sd_model_load(&m, SD_DEV_CPU);
+    T_CHECKF(rc == 0, "%s: %s", path, sd_errmsg());
+    if (rc) {
+        sd_model_close(&m);
+        return;
+    }
+    int ncmp = 0, within = 0;
+    double worst = 0;
+    static float x[1 << 20], y[512];
+    sd_params *regs[2] = { &m.unet_params, &m.te_params };
+    for (int r = 0; r < 2; r++)
+        for (size_t i = 0; i < sd_params_count(regs[r]); i++) {
+            sd_param *p = sd_params_at(regs[r], i);
+            char fk[300], mk[320];
+            formula_key(p->key, fk, sizeof fk);
+            const sd_st_tensor *t = sd_safetensors_find(gf, fk);
+            T_CHECKF(t != NULL, "%s (%s) not in the golden file", fk, p->key);
+            int64_t n = sd_tensor_numel(&p->value);
+            T_CHECKF(p->value.dtype == SD_F32, "%s: not float32", p->key);
+            if (!t || n > (int64_t)(sizeof x / sizeof *x) || p->value.dtype != SD_F32) continue;
+            memcpy(x, p->value.data, (size_t)n * sizeof(float));
+            float mx = 0, spread = 1;
+            snprintf(mk, sizeof mk, "max.%s", fk);
+            T_EQ_INT(sd_safetensors_read_f32(gf, mk, &mx, 1), 0);
+            snprintf(mk, sizeof mk, "spread.%s", fk);
+            T_EQ_INT(sd_safetensors_read_f32(gf, mk, &spread, 1), 0);
+            T_EQ_INT(sd_safetensors_read_f32(gf, fk, y, (size_t)t->numel), 0);
+            double md = 0;
+            for (int64_t k = 0; k < t->numel && k < n; k++) md = fmax(md, fabs((double)x[k] - y[k]));
+            double e = mx > 0 ? md / mx : md, tol = fmax(2e-4, 3.0 * spread);
+            worst = fmax(worst, e);
+            within += e <= 1e-4;
+            T_CHECKF(e <= tol, "%s: relative error %.3g (allowed %.3g)", fk, e, tol);
+            ncmp++;
+        }
+    printf("# %d final weight tensors compared, %d within 1e-4 relative, worst %.3g\n", ncmp, within, worst);
+    T_CHECK(ncmp > 250);
+    sd_model_close(&m);
+}
+
+static void test_full_sdxl_train_golden(void)
+{
+    sd_safetensors *gm = NULL, *gf = NULL;
+    if (sd_safetensors_open(DIR "golden.safetensors", &gm) || sd_safetensors_open(FDIR "full.safetensors", &gf)) {
+        T_CHECKF(0, "%s", sd_errmsg());
+        sd_safetensors_close(gm);
+        return;
+    }
+    float lat[B * PER], loss[STEPS], gn[STEPS], sizes[B * 6];
+    T_EQ_INT(sd_safetensors_read_f32(gm, "golden.latents", lat, B * PER), 0);
+    T_EQ_INT(sd_safetensors_read_f32(gm, "golden.sizes", sizes, B * 6), 0);
+    T_EQ_INT(sd_safetensors_read_f32(gm, "golden.noise", g_noise, GSTEPS * B * PER), 0);
+    T_EQ_INT(sd_safetensors_read_f32(gm, "golden.t", g_t, GSTEPS * B), 0);
+    T_EQ_INT(sd_safetensors_read_f32(gf, "golden.loss", loss, STEPS), 0);
+    T_EQ_INT(sd_safetensors_read_f32(gf, "golden.grad_norm", gn, STEPS), 0);
+    sd_safetensors_close(gm);
+    char model[512];
+    snprintf(model, sizeof model, "%s", t_path("sdxl_full_golden_model.safetensors"));
+    int rc = write_model(model);
+    T_CHECKF(rc == 0, "writing the model: %s", sd_errmsg());
+    if (rc) {
+        sd_safetensors_close(gf);
+        return;
+    }
+    static const char *const caps[B] = { "a photo of a cat", "red square, sky" };
+    /* block i at 1e-3 · (1 + 0.05 i), blocks 0 and 11 at 0, as the generator's BLOCK_LR */
+    static char block_lr[23 * 32];
+    block_lr[0] = 0;
+    for (int i = 0; i < 23; i++)
+        snprintf(block_lr + strlen(block_lr), sizeof block_lr - strlen(block_lr), "%s%.17g", i ? "," : "",
+                 i == 0 || i == 11 ? 0.0 : 1e-3 * (1 + 0.05 * i));
+    sd_train_data d;
+    sd_train_data_init(&d);
+    sd_train_config c;
+    sd_train_config_default(&c);
+    c.model = model;
+    c.model_config = DIR "tiny.toml";
+    c.method = SD_METHOD_FT;
+    c.save_model_as = NULL;
+    c.learning_rate = 1e-3;
+    c.train_text_encoder = 1;
+    c.learning_rate_te1 = 5e-4;
+    c.learning_rate_te2 = 2e-4;
+    c.block_lr = block_lr;
+    c.max_train_steps = STEPS;
+    c.train_batch_size = B;
+    c.seed = 1;
+    c.threads = 1;
+    char outdir[512], logp[512];
+    snprintf(outdir, sizeof outdir, "%s", t_path("full_sdxl_golden_out"));
+    snprintf(logp, sizeof logp, "%s", t_path("full_sdxl_golden_log.jsonl"));
+    c.output_dir = outdir;
+    c.output_name = "g";
+    c.log_jsonl = logp;
+    c.inject = tgr_inject;
+    c.inject_user = &g_feed;
+    for (int b = 0; b < B; b++) {
+        sd_latent_file lf;
+        memset(&lf, 0, sizeof lf);
+        lf.latents = lat + b * PER;
+        lf.c = 4;
+        lf.h = 8;
+        lf.w = 8;
+        lf.original_size[0] = (int64_t)sizes[b * 6];
+        lf.original_size[1] = (int64_t)sizes[b * 6 + 1];
+        for (int k = 0; k < 4; k++) lf.crop_ltrb[k] = (int64_t)sizes[b * 6 + 2 + k];
+        char name[96], path[512], line[1024];
+        snprintf(name, sizeof name, "sdxl_full_golden_%d.npz", b);
+        snprintf(path, sizeof path, "%s", t_path(name));
+        T_EQ_INT(sd_latent_write(path, &lf, NULL), 0);
+        snprintf(line, sizeof line, "{\"latents\":\"%s\",\"caption\":\"%s\"}", path, caps[b]);
+        jv rec;
+        T_EQ_INT(sd_jsonl_parse_line(line, strlen(line), &rec), 0);
+        T_EQ_INT(sd_train_data_add_record(&d, &c, rec), 0);
+        jv_free(rec);
+    }
+    rc = sd_train_run(&c, &d);
+    T_CHECKF(rc == 0, "%s", sd_errmsg());
+    sd_train_data_free(&d);
+    if (!rc) {
+        double worst_l, worst_g;
+        tgr_check_log(logp, loss, gn, STEPS, 1e-4, &worst_l, &worst_g);
+        printf("# worst relative error: loss %.3g, grad norm %.3g\n", worst_l, worst_g);
+        char out[600];
+        snprintf(out, sizeof out, "%s/g.safetensors", outdir);
+        check_weights(out, gf);
+    }
+    sd_safetensors_close(gf);
+}
+
+int main(void)
+{
+    T_RUN(test_full_sdxl_train_golden);
+    T_DONE();
+}
