@@ -13,6 +13,7 @@
 #include "models/model_config.h"
 #include "models/unet.h"
 #include "test.h"
+#include "sdxl_tiny_model.h"
 
 static sd_ctx g_ctx;
 
@@ -561,37 +562,13 @@ static void sdxl_tiny_cfg(sd_unet_config *u)
     u->adm_in_channels = 40;
 }
 
-/* The generator's weight formula (sdxl_weight there), bit for bit. */
-static uint32_t sdxl_mix(uint32_t x)
-{
-    x ^= x >> 16;
-    x *= 0x7feb352du;
-    x ^= x >> 15;
-    x *= 0x846ca68bu;
-    x ^= x >> 16;
-    return x;
-}
-
+/* The generator's weight formula (sdxl_weight there, sdxl_tiny_model.h's formula), bit for bit. */
 static void sdxl_fill(sd_params *reg, const char *prefix)
 {
     size_t pl = strlen(prefix);
     for (size_t k = 0; k < sd_params_count(reg); k++) {
         sd_param *p = sd_params_at(reg, k);
-        const char *name = p->key + pl;
-        uint32_t seed = 0x811c9dc5u;
-        for (const unsigned char *c = (const unsigned char *)name; *c; c++) seed = (seed ^ *c) * 0x01000193u;
-        size_t nl = strlen(name);
-        int norm = nl > 7 && !strcmp(name + nl - 7, ".weight") &&
-                   (strstr(name, "norm") || strstr(name, ".in_layers.0.") || strstr(name, ".out_layers.0.") ||
-                    !strcmp(name, "out.0.weight"));
-        int64_t n = sd_tensor_numel(&p->value);
-        double scale = p->value.ndim >= 2 ? sqrt(3.0 / (double)(n / p->value.shape[0])) : 0;
-        float *v = p->value.data;
-        for (int64_t i = 0; i < n; i++) {
-            uint32_t x = sdxl_mix(seed + (uint32_t)i * 0x9e3779b9u);
-            double r = 2.0 * ((double)(x >> 8) / 16777216.0) - 1.0;
-            v[i] = (float)(p->value.ndim >= 2 ? r * scale : norm ? 1.0 + 0.2 * r : 0.1 * r);
-        }
+        formula(p->key + pl, &p->value);
     }
 }
 
