@@ -196,6 +196,22 @@ out:
     return rc ? sd_err_prefix(rc, "text encoder") : SD_OK;
 }
 
+/* The embeddings' part of a backward: g = dL/d(token + position embedding) [R, T, W] into the
+ * token table's gradient, the position table's (when it trains) and d_tokens (may be NULL). */
+static int embed_backward(sd_ctx *ctx, sd_clip *m, const sd_tensor *g, int64_t T, sd_tensor *d_tokens)
+{
+    int rc;
+    CLIP_TRY(sd_embedding_backward(ctx, &m->tok, g));
+    if (m->pos.w->grad.data) {
+        sd_tensor pg;
+        CLIP_TRY(sd_tensor_narrow0(&m->pos.w->grad, 0, T, &pg));
+        CLIP_TRY(sd_op_sum_to(ctx, &pg, 1.0f, g));
+    }
+    if (d_tokens) CLIP_TRY(sd_op_add(ctx, d_tokens, d_tokens, g));
+out:
+    return rc;
+}
+
 int sd_clip_backward(sd_ctx *ctx, sd_clip *m, sd_tensor *d_tokens, const sd_tensor *dy)
 {
     if (!m->ran) return sd_err(SD_ESTATE, "text encoder: backward without a training forward");
@@ -216,13 +232,7 @@ int sd_clip_backward(sd_ctx *ctx, sd_clip *m, sd_tensor *d_tokens, const sd_tens
         CLIP_TRY(layer_backward(ctx, &m->layers[i], &g[cur ^ 1], &g[cur]));
         cur ^= 1;
     }
-    CLIP_TRY(sd_embedding_backward(ctx, &m->tok, &g[cur]));
-    if (m->pos.w->grad.data) {
-        sd_tensor pg;
-        CLIP_TRY(sd_tensor_narrow0(&m->pos.w->grad, 0, e->shape[1], &pg));
-        CLIP_TRY(sd_op_sum_to(ctx, &pg, 1.0f, &g[cur]));
-    }
-    if (d_tokens) CLIP_TRY(sd_op_add(ctx, d_tokens, d_tokens, &g[cur]));
+    CLIP_TRY(embed_backward(ctx, m, &g[cur], e->shape[1], d_tokens));
 out:
     sd_arena_reset(&ctx->scratch, mark);
     return rc ? sd_err_prefix(rc, "text encoder") : SD_OK;
@@ -491,13 +501,7 @@ static int sdxl_backward(sd_ctx *ctx, sd_clip *m, sd_tensor *d_tokens, const sd_
         CLIP_TRY(layer_backward(ctx, &m->layers[i], &g[cur ^ 1], &g[cur]));
         cur ^= 1;
     }
-    CLIP_TRY(sd_embedding_backward(ctx, &m->tok, &g[cur]));
-    if (m->pos.w->grad.data) {
-        sd_tensor pg;
-        CLIP_TRY(sd_tensor_narrow0(&m->pos.w->grad, 0, T, &pg));
-        CLIP_TRY(sd_op_sum_to(ctx, &pg, 1.0f, &g[cur]));
-    }
-    if (d_tokens) CLIP_TRY(sd_op_add(ctx, d_tokens, d_tokens, &g[cur]));
+    CLIP_TRY(embed_backward(ctx, m, &g[cur], T, d_tokens));
 out:
     sd_arena_reset(&ctx->scratch, mark);
     return rc ? sd_err_prefix(rc, "text encoder") : SD_OK;
