@@ -4,6 +4,7 @@
 #include "base/fileio.h"
 #include "base/half.h"
 #include "io/npy.h"
+#include "io/npz.h"
 #include "io/zip.h"
 
 #include <archive.h>
@@ -179,72 +180,6 @@ void sd_latent_free(sd_latent_file *lf)
     memset(lf, 0, sizeof *lf);
 }
 
-/* libarchive's message as one line (some of its messages end with a newline). */
-static const char *archive_msg(struct archive *a, char *buf, size_t cap)
-{
-    const char *m = archive_error_string(a);
-    if (!m) return "cannot read the zip archive";
-    if (!strcmp(m, "Unrecognized archive format"))
-        return "not a zip archive, or truncated (no end of central directory record)";
-    snprintf(buf, cap, "%s", m);
-    size_t n = strlen(buf);
-    for (size_t i = 0; i < n; i++)
-        if (buf[i] == '\n' || buf[i] == '\r' || buf[i] == '\t') buf[i] = ' ';
-    while (n && buf[n - 1] == ' ') buf[--n] = 0;
-    return buf;
-}
-
-/* Read the current entry's data into a malloc'd buffer (NUL-terminated), at most `max` bytes. */
-static int read_member(struct archive *a, struct archive_entry *e, const char *mname, size_t max,
-                       unsigned char **out, size_t *outn)
-{
-    int64_t declared = archive_entry_size_is_set(e) ? (int64_t)archive_entry_size(e) : -1;
-    if (declared > 0 && (uint64_t)declared > max)
-        return sd_err(SD_ERANGE, "member %s declares %lld bytes, more than the limit of %zu", mname,
-                      (long long)declared, max);
-    /* Start small and grow: a declared size is only a hint (it may lie), and cap never
-     * exceeds max + 1, so reading max + 1 bytes is how an oversized member is detected. */
-    size_t cap = declared >= 0 && (uint64_t)declared < ((size_t)1 << 20) ? (size_t)declared + 1 : (size_t)1 << 20;
-    if (cap > max + 1) cap = max + 1;
-    size_t len = 0;
-    unsigned char *buf = malloc(cap + 1);
-    if (!buf) return sd_err(SD_ENOMEM, "out of memory reading member %s", mname);
-    for (;;) {
-        if (len == cap) {
-            if (cap > max) {
-                free(buf);
-                return sd_err(SD_ERANGE, "member %s is larger than the limit of %zu bytes", mname, max);
-            }
-            size_t nc = cap > SIZE_MAX / 4 ? SIZE_MAX / 2 : cap * 2;
-            if (nc > max + 1) nc = max + 1;
-            unsigned char *nb = realloc(buf, nc + 1);
-            if (!nb) {
-                free(buf);
-                return sd_err(SD_ENOMEM, "out of memory reading member %s", mname);
-            }
-            buf = nb;
-            cap = nc;
-        }
-        la_ssize_t r = archive_read_data(a, buf + len, cap - len);
-        if (r < 0) {
-            char mb[512];
-            int rc = sd_err(SD_EFORMAT, "member %s: %s", mname, archive_msg(a, mb, sizeof mb));
-            free(buf);
-            return rc;
-        }
-        if (r == 0) break;
-        len += (size_t)r;
-    }
-    if (declared >= 0 && (uint64_t)declared != len) {
-        free(buf);
-        return sd_err(SD_EFORMAT, "member %s: %zu bytes of data, header says %lld", mname, len, (long long)declared);
-    }
-    buf[len] = 0;
-    *out = buf;
-    *outn = len;
-    return SD_OK;
-}
-
 static int shape_str(const sd_npy_array *x, char *buf, size_t cap)
 {
     size_t k = (size_t)snprintf(buf, cap, "(");
@@ -252,30 +187,6 @@ static int shape_str(const sd_npy_array *x, char *buf, size_t cap)
         k += (size_t)snprintf(buf + k, cap - k, i ? ", %lld" : "%lld", (long long)x->shape[i]);
     if (k < cap) snprintf(buf + k, cap - k, x->ndim == 1 ? ",)" : ")");
     return 0;
-}
-
-/* Float member (f4 or f2) → malloc'd float array (takes over or frees x->data). */
-static int to_f32(sd_npy_array *x, const char *mname, float **out)
-{
-    if (x->dtype == SD_NPY_F4) {
-        *out = x->data;
-        x->data = NULL;
-    } else if (x->dtype == SD_NPY_F2) {
-        float *f = malloc(x->count ? x->count * sizeof *f : 1);
-        if (!f) return sd_err(SD_ENOMEM, "out of memory converting %s", mname);
-        sd_f16_to_f32_n(x->data, f, x->count);
-        *out = f;
-    } else {
-        return sd_err(SD_EFORMAT, "member %s has dtype %s, expected float32 or float16", mname,
-                      sd_npy_dtype_name(x->dtype));
-    }
-    for (size_t i = 0; i < x->count; i++)
-        if (!isfinite((*out)[i])) {
-            free(*out);
-            *out = NULL;
-            return sd_err(SD_EFORMAT, "member %s holds a non-finite value at index %zu", mname, i);
-        }
-    return SD_OK;
 }
 
 static int to_i64(const sd_npy_array *x, const char *mname, size_t want, int64_t *out)
@@ -317,7 +228,7 @@ static int take_required(sd_npy_array *m, sd_latent_file *lf)
     lf->h = (int)L->shape[1];
     lf->w = (int)L->shape[2];
     lf->half = L->dtype == SD_NPY_F2;
-    if ((rc = to_f32(L, "latents.npy", &lf->latents))) return rc;
+    if ((rc = sd_npy_take_f32(L, "latents.npy", &lf->latents))) return rc;
     if ((rc = to_i64(&m[M_ORIG], "original_size.npy", 2, lf->original_size))) return rc;
     return to_i64(&m[M_CROP], "crop_ltrb.npy", 4, lf->crop_ltrb);
 }
@@ -335,7 +246,7 @@ static int read_archive(struct archive *a, const char *name, size_t max, sd_late
         if (r == ARCHIVE_EOF) break;
         if (r < ARCHIVE_OK) {  /* also ARCHIVE_WARN: be strict */
             char mb[512];
-            rc = sd_err(SD_EFORMAT, "%s", archive_msg(a, mb, sizeof mb));
+            rc = sd_err(SD_EFORMAT, "%s", sd_npz_archive_msg(a, mb, sizeof mb));
             goto out;
         }
         const char *pn = archive_entry_pathname(e);
@@ -354,7 +265,7 @@ static int read_archive(struct archive *a, const char *name, size_t max, sd_late
         have[k] = 1;
         unsigned char *buf = NULL;
         size_t n = 0;
-        rc = read_member(a, e, member_names[k], k == M_META ? SD_LATENT_MAX_META : max, &buf, &n);
+        rc = sd_npz_read_member(a, e, member_names[k], k == M_META ? SD_LATENT_MAX_META : max, &buf, &n);
         if (rc) goto out;
         if (k == M_META) {
             meta = buf;
@@ -392,7 +303,7 @@ static int read_archive(struct archive *a, const char *name, size_t max, sd_late
                         sh, lf->c, lf->h, lf->w);
             goto out;
         }
-        if ((rc = to_f32(F, "latents_flipped.npy", &lf->latents_flipped))) goto out;
+        if ((rc = sd_npy_take_f32(F, "latents_flipped.npy", &lf->latents_flipped))) goto out;
     }
     if (have[M_MASK]) {
         sd_npy_array *A = &m[M_MASK];
@@ -405,7 +316,7 @@ static int read_archive(struct archive *a, const char *name, size_t max, sd_late
         }
         lf->mask_h = lf->h * 8;
         lf->mask_w = lf->w * 8;
-        if ((rc = to_f32(A, "alpha_mask.npy", &lf->alpha_mask))) goto out;
+        if ((rc = sd_npy_take_f32(A, "alpha_mask.npy", &lf->alpha_mask))) goto out;
     }
     if (meta) {
         lf->meta_json = (char *)meta;
@@ -421,32 +332,16 @@ out:
     return rc;
 }
 
-static struct archive *new_reader(void)
-{
-    struct archive *a = archive_read_new();
-    if (!a) return NULL;
-    /* The seekable reader only: it reads the central directory, so a truncated file or a
-     * missing end record is an error (the streaming reader would accept a file cut short
-     * after the last member's data). Both our sources (files, memory) can seek. */
-    archive_read_support_format_zip_seekable(a);
-    return a;
-}
-
 int sd_latent_read_memory(const void *buf, size_t n, const char *name, const sd_latent_read_opts *opts,
                           sd_latent_file *lf)
 {
     if (!name) name = "<memory>";
     memset(lf, 0, sizeof *lf);
     size_t max = opts && opts->max_member ? opts->max_member : SD_LATENT_MAX_MEMBER;
-    struct archive *a = new_reader();
-    if (!a) return sd_err(SD_ENOMEM, "%s: out of memory", name);
-    int rc;
-    if (archive_read_open_memory(a, buf, n) != ARCHIVE_OK) {
-        char mb[512];
-        rc = sd_err(SD_EFORMAT, "%s: %s", name, archive_msg(a, mb, sizeof mb));
-    } else {
-        rc = read_archive(a, name, max, lf);
-    }
+    struct archive *a;
+    int rc = sd_npz_open_memory(buf, n, name, &a);
+    if (rc) return rc;
+    rc = read_archive(a, name, max, lf);
     archive_read_free(a);
     return rc;
 }
@@ -455,18 +350,10 @@ int sd_latent_read(const char *path, const sd_latent_read_opts *opts, sd_latent_
 {
     memset(lf, 0, sizeof *lf);
     size_t max = opts && opts->max_member ? opts->max_member : SD_LATENT_MAX_MEMBER;
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return sd_err(errno == ENOENT ? SD_ENOTFOUND : SD_EIO, "%s: %s", path, strerror(errno));
-    fclose(fp);
-    struct archive *a = new_reader();
-    if (!a) return sd_err(SD_ENOMEM, "%s: out of memory", path);
-    int rc;
-    if (archive_read_open_filename(a, path, 65536) != ARCHIVE_OK) {
-        char mb[512];
-        rc = sd_err(SD_EFORMAT, "%s: %s", path, archive_msg(a, mb, sizeof mb));
-    } else {
-        rc = read_archive(a, path, max, lf);
-    }
+    struct archive *a;
+    int rc = sd_npz_open_file(path, &a);
+    if (rc) return rc;
+    rc = read_archive(a, path, max, lf);
     archive_read_free(a);
     return rc;
 }

@@ -1,7 +1,4 @@
 /* kohya SDXL text-encoder output cache files (see te_cache.h). */
-#include <archive.h>
-#include <archive_entry.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +7,7 @@
 #include "base/fileio.h"
 #include "base/half.h"
 #include "io/npy.h"
+#include "io/npz.h"
 #include "io/te_cache.h"
 #include "io/zip.h"
 
@@ -42,59 +40,6 @@ void sd_te_cache_free(sd_te_cache *c)
     memset(c, 0, sizeof *c);
 }
 
-/* The current member's data, malloc'd. */
-static int read_member(struct archive *a, const char *mname, unsigned char **out, size_t *outn)
-{
-    size_t cap = 1 << 16, len = 0;
-    unsigned char *buf = malloc(cap);
-    if (!buf) return sd_err(SD_ENOMEM, "out of memory reading member %s", mname);
-    for (;;) {
-        if (len == cap) {
-            if (cap >= TE_MAX_MEMBER) {
-                free(buf);
-                return sd_err(SD_ERANGE, "member %s is larger than %zu bytes", mname, TE_MAX_MEMBER);
-            }
-            unsigned char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                return sd_err(SD_ENOMEM, "out of memory reading member %s", mname);
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        la_ssize_t r = archive_read_data(a, buf + len, cap - len);
-        if (r < 0) {
-            const char *msg = archive_error_string(a);
-            int rc = sd_err(SD_EFORMAT, "member %s: %s", mname, msg ? msg : "read error");
-            free(buf);
-            return rc;
-        }
-        if (r == 0) break;
-        len += (size_t)r;
-    }
-    *out = buf;
-    *outn = len;
-    return SD_OK;
-}
-
-/* Float member → malloc'd float array. */
-static int take_float(sd_npy_array *x, const char *mname, float **out)
-{
-    if (x->dtype == SD_NPY_F4) {
-        *out = x->data;
-        x->data = NULL;
-        return SD_OK;
-    }
-    if (x->dtype != SD_NPY_F2)
-        return sd_err(SD_EFORMAT, "member %s has dtype %s, expected float32 or float16", mname,
-                      sd_npy_dtype_name(x->dtype));
-    float *f = malloc((x->count ? x->count : 1) * sizeof(float));
-    if (!f) return sd_err(SD_ENOMEM, "out of memory");
-    sd_f16_to_f32_n(x->data, f, x->count);
-    *out = f;
-    return SD_OK;
-}
-
 static int read_archive(struct archive *a, const char *name, sd_te_cache *c)
 {
     sd_npy_array m[M_N];
@@ -106,8 +51,8 @@ static int read_archive(struct archive *a, const char *name, sd_te_cache *c)
         int r = archive_read_next_header(a, &e);
         if (r == ARCHIVE_EOF) break;
         if (r < ARCHIVE_OK) {
-            const char *msg = archive_error_string(a);
-            rc = sd_err(SD_EFORMAT, "%s", msg ? msg : "bad archive");
+            char mb[512];
+            rc = sd_err(SD_EFORMAT, "%s", sd_npz_archive_msg(a, mb, sizeof mb));
             goto out;
         }
         const char *pn = archive_entry_pathname(e);
@@ -122,7 +67,7 @@ static int read_archive(struct archive *a, const char *name, sd_te_cache *c)
         have[k] = 1;
         unsigned char *buf = NULL;
         size_t n = 0;
-        if ((rc = read_member(a, member_names[k], &buf, &n))) goto out;
+        if ((rc = sd_npz_read_member(a, e, member_names[k], TE_MAX_MEMBER, &buf, &n))) goto out;
         rc = sd_npy_load(buf, n, &m[k]);
         free(buf);
         if (rc) {
@@ -144,9 +89,9 @@ static int read_archive(struct archive *a, const char *name, sd_te_cache *c)
     c->w1 = m[M_H1].shape[1];
     c->w2 = m[M_H2].shape[1];
     c->pool = m[M_POOL].shape[0];
-    if ((rc = take_float(&m[M_H1], member_names[M_H1], &c->hidden1))) goto out;
-    if ((rc = take_float(&m[M_H2], member_names[M_H2], &c->hidden2))) goto out;
-    rc = take_float(&m[M_POOL], member_names[M_POOL], &c->pool2);
+    if ((rc = sd_npy_take_f32(&m[M_H1], member_names[M_H1], &c->hidden1))) goto out;
+    if ((rc = sd_npy_take_f32(&m[M_H2], member_names[M_H2], &c->hidden2))) goto out;
+    rc = sd_npy_take_f32(&m[M_POOL], member_names[M_POOL], &c->pool2);
 out:
     for (int i = 0; i < M_N; i++) sd_npy_array_free(&m[i]);
     if (rc) {
@@ -160,16 +105,10 @@ int sd_te_cache_read_memory(const void *buf, size_t n, const char *name, sd_te_c
 {
     if (!name) name = "<memory>";
     memset(c, 0, sizeof *c);
-    struct archive *a = archive_read_new();
-    if (!a) return sd_err(SD_ENOMEM, "%s: out of memory", name);
-    archive_read_support_format_zip_seekable(a);
-    int rc;
-    if (archive_read_open_memory(a, buf, n) != ARCHIVE_OK) {
-        const char *msg = archive_error_string(a);
-        rc = sd_err(SD_EFORMAT, "%s: %s", name, msg ? msg : "not a zip archive");
-    } else {
-        rc = read_archive(a, name, c);
-    }
+    struct archive *a;
+    int rc = sd_npz_open_memory(buf, n, name, &a);
+    if (rc) return rc;
+    rc = read_archive(a, name, c);
     archive_read_free(a);
     return rc;
 }
@@ -177,19 +116,10 @@ int sd_te_cache_read_memory(const void *buf, size_t n, const char *name, sd_te_c
 int sd_te_cache_read(const char *path, sd_te_cache *c)
 {
     memset(c, 0, sizeof *c);
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return sd_err(errno == ENOENT ? SD_ENOTFOUND : SD_EIO, "%s: %s", path, strerror(errno));
-    fclose(fp);
-    struct archive *a = archive_read_new();
-    if (!a) return sd_err(SD_ENOMEM, "%s: out of memory", path);
-    archive_read_support_format_zip_seekable(a);
-    int rc;
-    if (archive_read_open_filename(a, path, 65536) != ARCHIVE_OK) {
-        const char *msg = archive_error_string(a);
-        rc = sd_err(SD_EFORMAT, "%s: %s", path, msg ? msg : "not a zip archive");
-    } else {
-        rc = read_archive(a, path, c);
-    }
+    struct archive *a;
+    int rc = sd_npz_open_file(path, &a);
+    if (rc) return rc;
+    rc = read_archive(a, path, c);
     archive_read_free(a);
     return rc;
 }
