@@ -150,3 +150,21 @@ if [ -x "$tr" ] && ./tiny_model latents "$tmp" 4 4 8 8 > recs.jsonl 2> /dev/null
 else
   ok "train_sample_sdxl_image # SKIP no sd-train or tiny latents"
 fi
+# a LoRA sd-train wrote (every attention, ResBlock and sampler module: conv_dim) merged with its UNet modules in SGM
+# and in Diffusers names: the same pixels (the PNGs differ only in the infotext's "Lora hashes": the renamed file
+# orders its tensors' data differently, so its addnet hash differs)
+if [ -x "$tr" ] && [ -s recs.jsonl ] &&
+  SOURCE_DATE_EPOCH=1700000000 "$tr" --method lora --model x.safetensors --model_config "$cfg" --data recs.jsonl \
+    --learning_rate 1e-2 --seed 3 --network_dim 4 --network_args conv_dim=2 --threads 1 --output_dir tc --output_name c \
+    --max_train_steps 2 > /dev/null 2> tc.err; then
+  mkdir -p tcd && "$helper" sdxl-lora-diffusers x.safetensors "$cfg" tc/c.safetensors tcd/c.safetensors > tcd.txt 2>&1
+  "$ss" "${L[@]}" --network_weights tc/c.safetensors --outdir c1 > /dev/null 2> c1.err
+  "$ss" "${L[@]}" --network_weights tcd/c.safetensors --outdir c2 > /dev/null 2> c2.err
+  n=$(wc -l < tcd.txt)
+  echo "# trained LoRA: $n UNet modules renamed; $(grep merged c2.err)"
+  check sample_sdxl_trained_lora_diffusers_names_same_pixels '[ "$n" -gt 20 ] && grep -q "_upsamplers_0_conv$" tcd.txt &&
+    [ -e c1/im_000001.png ] && [ "$("$helper" maxdiff c1/im_000001.png c2/im_000001.png)" = 0 ] && grep -q "merged .*, $n UNet)" c2.err &&
+    [ "$("$helper" maxdiff l0/im_000001.png c1/im_000001.png)" -gt 0 ]'
+else
+  ok "sample_sdxl_trained_lora_diffusers_names_same_pixels # SKIP no sd-train or tiny latents"
+fi
