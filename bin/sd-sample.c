@@ -413,7 +413,8 @@ static int run(void)
         double mul = i < a.network_mul.n ? a.network_mul.d[i] : 1.0;
         if (sdxl) {
             size_t nte = 0, nun = 0;
-            rc = sd_gen_lora_merge_sdxl(&m.unet_params, &m.te_params, a.network_weights.s[i], mul, &nte, &nun);
+            rc = sd_gen_lora_merge_sdxl(&m.unet, &m.unet_params, &m.te_params, a.network_weights.s[i], mul, &nte,
+                                        &nun);
             if (!rc)
                 sd_info("%s: merged %zu modules (%zu text encoder, %zu UNet) with multiplier %g",
                         a.network_weights.s[i], nte + nun, nte, nun, mul);

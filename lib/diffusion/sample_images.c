@@ -19,6 +19,7 @@
 #include "models/sdxl.h"
 #include "text/caption.h"
 #include "train/lora_file.h"
+#include "train/lora_network.h"
 
 #define CHUNK 75
 #define ROW 77
@@ -398,14 +399,17 @@ static sd_param *sdxl_lora_target(sd_params *unet, sd_params *te, const char *na
     return NULL;
 }
 
-int sd_gen_lora_merge_sdxl(sd_params *unet, sd_params *te, const char *path, double mul, size_t *n_te_out,
-                           size_t *n_unet_out)
+int sd_gen_lora_merge_sdxl(const sd_unet *um, sd_params *unet, sd_params *te, const char *path, double mul,
+                           size_t *n_te_out, size_t *n_unet_out)
 {
     sd_safetensors *st = NULL;
     sd_lora_file_info info = { 0 };
     float *down = NULL, *up = NULL;
     size_t n_te = 0, n_unet = 0;
     int rc = sd_safetensors_open(path, &st);
+    size_t n_diff = 0;
+    if (!rc && um) rc = sd_lora_file_sdxl_to_sgm(st, um, &n_diff);
+    if (!rc && n_diff) sd_info("%s: %zu UNet modules with Diffusers names, read as their SGM names", path, n_diff);
     if (!rc) rc = sd_lora_file_scan(st, &info);
     if (!rc && info.n == 0) rc = sd_err(SD_EFORMAT, "%s: no LoRA modules (lora_down/lora_up) in this file", path);
     for (size_t i = 0; i < info.n && !rc; i++) {
@@ -413,8 +417,8 @@ int sd_gen_lora_merge_sdxl(sd_params *unet, sd_params *te, const char *path, dou
         sd_param *w = sdxl_lora_target(unet, te, fm->name);
         if (!w) {
             rc = sd_err(SD_EFORMAT,
-                        "%s: module '%s' names no layer of this SDXL model (expected lora_unet_<ldm name>, "
-                        "lora_te1_/lora_te2_<text encoder name>)", path, fm->name);
+                        "%s: module '%s' names no layer of this SDXL model (expected lora_unet_<SGM or Diffusers "
+                        "name>, lora_te1_/lora_te2_<text encoder name>)", path, fm->name);
             break;
         }
         if (w->value.dtype != SD_F32 || w->value.device != SD_DEV_CPU) {

@@ -182,10 +182,12 @@ void sd_gen_sdxl_vector(float *vec, const float *pooled, int64_t P, int orig_h, 
  * registries (models/sd_model.h keys): "lora_unet_" + the ldm UNet name, "lora_te1_" + TE1's and
  * "lora_te2_" + TE2's Hugging Face names, '.' → '_' (networks/lora.py); each module adds
  * mul · alpha/rank · up·down to the weight it names (linear, 1×1 and k×k convs), what the forward
- * hooks compute. A module naming no layer, a shape mismatch or a non-f32 weight is an error naming
+ * hooks compute. With the UNet `um` (may be NULL: SGM names only), UNet modules may also carry their
+ * Diffusers names (lora_unet_down_blocks_1_attentions_0_…; sd_lora_file_sdxl_to_sgm), as files of
+ * Diffusers-based trainers do; a file naming one layer both ways is an error naming both. A module naming no layer, a shape mismatch or a non-f32 weight is an error naming
  * the file and module. *n_te / *n_unet (may be NULL) count the merged modules. */
-int sd_gen_lora_merge_sdxl(sd_params *unet, sd_params *te, const char *path, double mul, size_t *n_te,
-                           size_t *n_unet);
+int sd_gen_lora_merge_sdxl(const sd_unet *um, sd_params *unet, sd_params *te, const char *path, double mul,
+                           size_t *n_te, size_t *n_unet);
 
 /* ---- A1111 "parameters" text ---------------------------------------------------------------- */
 

@@ -1003,6 +1003,55 @@ const sd_st_tensor *sd_safetensors_find(const sd_safetensors *st, const char *na
     return NULL;
 }
 
+static int rename_cmp(const void *a, const void *b)
+{
+    const char *const *x = a, *const *y = b;
+    int c = strcmp(x[0], y[0]);
+    return c ? c : strcmp(x[1], y[1]);
+}
+
+int sd_safetensors_rename(sd_safetensors *st, const char *const *names)
+{
+    size_t total = 1;
+    for (size_t i = 0; i < st->n; i++) total += strlen(names[i] ? names[i] : st->t[i].name) + 1;
+    char *arena = malloc(total);
+    const char **pairs = malloc((st->n ? st->n : 1) * 2 * sizeof *pairs);   /* {new, old} */
+    if (!arena || !pairs) {
+        free(arena);
+        free(pairs);
+        return sd_err(SD_ENOMEM, "%s: out of memory", st->path);
+    }
+    size_t o = 0;
+    for (size_t i = 0; i < st->n; i++) {
+        const char *nm = names[i] ? names[i] : st->t[i].name;
+        size_t l = strlen(nm) + 1;
+        memcpy(arena + o, nm, l);
+        pairs[2 * i] = arena + o;
+        pairs[2 * i + 1] = st->t[i].name;
+        o += l;
+    }
+    qsort(pairs, st->n, 2 * sizeof *pairs, rename_cmp);
+    for (size_t i = 1; i < st->n; i++) {
+        if (!strcmp(pairs[2 * i], pairs[2 * i - 2])) {
+            int rc = sd_err(SD_EFORMAT, "%s: tensors '%s' and '%s' both stand for '%s'", st->path,
+                            disp(pairs[2 * i - 1]).s, disp(pairs[2 * i + 1]).s, disp(pairs[2 * i]).s);
+            free(arena);
+            free(pairs);
+            return rc;
+        }
+    }
+    free(pairs);
+    o = 0;
+    for (size_t i = 0; i < st->n; i++) {
+        st->t[i].name = arena + o;
+        o += strlen(arena + o) + 1;
+    }
+    free(st->names);
+    st->names = arena;
+    qsort(st->by_name, st->n, sizeof *st->by_name, tensor_name_cmp);
+    return SD_OK;
+}
+
 int sd_safetensors_get(const sd_safetensors *st, const char *name, const sd_st_tensor **t)
 {
     *t = sd_safetensors_find(st, name);

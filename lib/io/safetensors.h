@@ -109,6 +109,11 @@ const sd_st_tensor *sd_safetensors_at(const sd_safetensors *st, size_t i);
 const sd_st_tensor *sd_safetensors_find(const sd_safetensors *st, const char *name);
 /* The same, but SD_ENOTFOUND with "path: no tensor 'name'" when absent. */
 int sd_safetensors_get(const sd_safetensors *st, const char *name, const sd_st_tensor **t);
+/* Rename tensors in the handle (not the file): names[i] (NULL: keep) becomes the name of file-order
+ * tensor i (sd_safetensors_at). Two tensors ending up with one name is SD_EFORMAT naming both
+ * original names; the handle is then unchanged. Earlier sd_st_tensor pointers stay valid (their
+ * names change). */
+int sd_safetensors_rename(sd_safetensors *st, const char *const *names);
 
 /* __metadata__, sorted by key. meta_get returns NULL if the key is absent. */
 size_t sd_safetensors_meta_count(const sd_safetensors *st);

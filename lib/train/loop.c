@@ -2373,6 +2373,16 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
     if (c->network_weights) {
         rc = sd_safetensors_open(c->network_weights, &wst);
         if (rc) goto out;
+        if (R->sdxl && R->unet) {
+            /* Diffusers-named SDXL UNet modules are read as their SGM names (spec §7.2) */
+            size_t nd = 0;
+            rc = sd_lora_file_sdxl_to_sgm(wst, R->unet, &nd);
+            if (rc) {
+                sd_safetensors_close(wst);
+                goto out;
+            }
+            if (nd) sd_info("%s: %zu UNet modules with Diffusers names, read as their SGM names", c->network_weights, nd);
+        }
         if (c->dim_from_weights) {
             rc = sd_lora_file_scan(wst, &finfo);
             if (rc) {

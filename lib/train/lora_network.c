@@ -186,3 +186,87 @@ void sd_lora_network_free(sd_lora_network *net)
     sd_params_free(&net->reg);
     memset(net, 0, sizeof *net);
 }
+
+/* ---- SDXL UNet module names: SGM ↔ Diffusers -------------------------------------------------------- */
+
+int sd_lora_sdxl_unet_name(const sd_unet *u, const char *name, int to_sgm, char *out, size_t n)
+{
+    char a[512];
+    for (size_t i = 0; i < sd_unet_layer_count(u); i++) {
+        const sd_unet_layer *L = sd_unet_layer_at(u, i);
+        if (!L->diffusers || !L->key) continue;
+        if (sd_lora_kohya_name("lora_unet", to_sgm ? L->diffusers : L->key, a, sizeof a)) continue;
+        if (strcmp(a, name)) continue;
+        int rc = sd_lora_kohya_name("lora_unet", to_sgm ? L->key : L->diffusers, out, n);
+        return rc ? rc : 1;
+    }
+    return 0;
+}
+
+typedef struct name_pair {
+    char diff[256], sgm[256];
+} name_pair;
+
+static int pair_cmp(const void *a, const void *b)
+{
+    return strcmp(((const name_pair *)a)->diff, ((const name_pair *)b)->diff);
+}
+
+int sd_lora_file_sdxl_to_sgm(sd_safetensors *st, const sd_unet *u, size_t *n_modules)
+{
+    if (n_modules) *n_modules = 0;
+    const size_t nt = sd_safetensors_count(st), nl = sd_unet_layer_count(u);
+    int any = 0;
+    for (size_t i = 0; i < nt && !any; i++) any = !strncmp(sd_safetensors_at(st, i)->name, "lora_unet_", 10);
+    if (!any) return SD_OK;
+    name_pair *tab = calloc(nl ? nl : 1, sizeof *tab);
+    const char **names = calloc(nt ? nt : 1, sizeof *names);
+    char **owned = calloc(nt ? nt : 1, sizeof *owned);
+    int rc = tab && names && owned ? SD_OK : sd_err(SD_ENOMEM, "out of memory");
+    size_t m = 0, renamed = 0;
+    for (size_t i = 0; i < nl && !rc; i++) {
+        const sd_unet_layer *L = sd_unet_layer_at(u, i);
+        if (!L->diffusers || !L->key) continue;
+        if (sd_lora_kohya_name("lora_unet", L->diffusers, tab[m].diff, sizeof tab[m].diff) ||
+            sd_lora_kohya_name("lora_unet", L->key, tab[m].sgm, sizeof tab[m].sgm))
+            continue;
+        m++;
+    }
+    if (!rc) qsort(tab, m, sizeof *tab, pair_cmp);
+    for (size_t i = 0; i < nt && !rc; i++) {
+        const char *tn = sd_safetensors_at(st, i)->name;
+        if (strncmp(tn, "lora_unet_", 10)) continue;
+        const char *dot = strchr(tn, '.');
+        size_t ml = dot ? (size_t)(dot - tn) : strlen(tn);
+        name_pair key;
+        if (ml >= sizeof key.diff) continue;
+        memcpy(key.diff, tn, ml);
+        key.diff[ml] = 0;
+        const name_pair *p = bsearch(&key, tab, m, sizeof *tab, pair_cmp);
+        if (!p) continue;
+        const char *suffix = tn + ml;
+        size_t l = strlen(p->sgm) + strlen(suffix) + 1;
+        if (!(owned[i] = malloc(l))) {
+            rc = sd_err(SD_ENOMEM, "out of memory");
+            break;
+        }
+        snprintf(owned[i], l, "%s%s", p->sgm, suffix);
+        if (sd_safetensors_find(st, owned[i])) {
+            rc = sd_err(SD_EFORMAT,
+                        "%s: modules '%s' (Diffusers name) and '%s' (SGM name) are the same SDXL UNet layer",
+                        sd_safetensors_path(st), p->diff, p->sgm);
+            break;
+        }
+        names[i] = owned[i];
+        if (!strcmp(suffix, ".lora_down.weight")) renamed++;
+    }
+    int had = 0;
+    for (size_t i = 0; !rc && i < nt; i++) had |= names[i] != NULL;
+    if (!rc && had) rc = sd_safetensors_rename(st, names);
+    if (!rc && n_modules) *n_modules = renamed;
+    for (size_t i = 0; owned && i < nt; i++) free(owned[i]);
+    free(owned);
+    free(names);
+    free(tab);
+    return rc;
+}

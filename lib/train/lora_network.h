@@ -39,6 +39,20 @@ typedef struct sd_lora_network_opts {
     sd_clip *te2;                       /* SDXL: the second text encoder (NULL otherwise) */
 } sd_lora_network_opts;
 
+/* SDXL UNet module names: kohya names SDXL UNet modules by the SGM/ldm layer names
+ * ("lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q"), Diffusers-based trainers by the
+ * Diffusers ones ("lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"). Map one
+ * module name of u's layers from one naming to the other (to_sgm = 1: Diffusers → SGM, 0: SGM →
+ * Diffusers). Returns 1 with the other name in out, 0 when `name` is none of u's layers in the
+ * source naming, SD_ERANGE (< 0) when out is too small. */
+int sd_lora_sdxl_unet_name(const sd_unet *u, const char *name, int to_sgm, char *out, size_t n);
+
+/* In an open SDXL LoRA file's handle (not the file), rename every tensor of a Diffusers-named UNet
+ * module to its SGM name, as the reference does when it builds an SDXL network from a file
+ * (spec §7.2), so that the rest reads kohya's names only. A file naming one layer both ways is
+ * SD_EFORMAT naming both modules. *n_modules (may be NULL) counts the renamed modules. */
+int sd_lora_file_sdxl_to_sgm(sd_safetensors *st, const sd_unet *u, size_t *n_modules);
+
 /* Build, allocate, initialise and attach. te may be NULL. */
 int sd_lora_network_build(sd_lora_network *net, sd_ctx *ctx, sd_unet *u, sd_clip *te,
                           const sd_lora_network_opts *o);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # sd-sample and sd-train's samples on the tiny SDXL checkpoint of examples/tiny_model (VAE factor 8,
 # UNet of 2 levels: sizes are multiples of 16): PNG bytes identical for the same seed and for
-# --threads 1 and 2, the negative prompt and a kohya-named SDXL LoRA (lora_unet_/lora_te1_/lora_te2_)
+# --threads 1 and 2, the negative prompt and a kohya-named SDXL LoRA (lora_unet_/lora_te1_/lora_te2_; its UNet
+# modules also in Diffusers names)
 # change the image (multiplier 0 does not), --max_token_length and the size conditioning options,
 # the default size 1024, one-line errors; the conditioning (token rows, weights, context, vector)
 # and one guided UNet call against a plain-PyTorch computation (tests/golden/gen/
@@ -72,6 +73,19 @@ check sample_sdxl_lora_mul_0_is_base '[ "$("$helper" maxdiff l0/im_000001.png l2
 "$ss" "${L[@]}" --network_weights bad.safetensors --outdir lb > /dev/null 2> lb.err; rc=$?
 echo "# bad LoRA: $(cat lb.err)"
 check sample_sdxl_lora_bad_name '[ $rc = 1 ] && [ "$(wc -l < lb.err)" = 1 ] && grep -q "bad.safetensors: module .lora_te2_text_model_encoder_layers_99_mlp_fc1. names no layer" lb.err && [ ! -e lb/im_000001.png ]'
+# the same file with its UNet modules in Diffusers names (lora_unet_down_blocks_…, as Diffusers-based trainers
+# write them; stored as dn/l.safetensors: the infotext names the file's stem): the same image bytes; a file
+# naming one layer both ways is refused naming both modules
+mkdir -p dn && "$helper" sdxl-lora-diffusers x.safetensors "$cfg" l.safetensors dn/l.safetensors > ld.txt 2> ld.err &&
+  "$helper" sdxl-lora-diffusers x.safetensors "$cfg" l.safetensors lm.safetensors mixed > /dev/null 2>> ld.err ||
+  nok sample_sdxl_make_diffusers_lora "$(cat ld.err)"
+"$ss" "${L[@]}" --network_weights dn/l.safetensors --network_mul 0.8 --outdir l3 > /dev/null 2> l3.err
+check sample_sdxl_lora_diffusers_names_same_bytes '[ "$(wc -l < ld.txt)" = 2 ] && grep -q "^lora_unet_input_blocks_[0-9_]*1_transformer_blocks_0_attn2_to_k lora_unet_down_blocks_[0-9]*_attentions_" ld.txt && grep -q "^lora_unet_[a-z_0-9]*in_layers_2 lora_unet_[a-z_0-9]*resnets_[0-9]*_conv1$" ld.txt && cmp -s l1/im_000001.png l3/im_000001.png && grep -q "dn/l.safetensors: merged 4 modules (2 text encoder, 2 UNet) with multiplier 0.8" l3.err && grep -q "dn/l.safetensors: 2 UNet modules with Diffusers names" l3.err'
+[ -e l3/im_000001.png ] && ! cmp -s l1/im_000001.png l3/im_000001.png && echo "# $(cat ld.txt) $(tail -2 l3.err)"
+"$ss" "${L[@]}" --network_weights lm.safetensors --outdir lm > /dev/null 2> lm.err; rc=$?
+echo "# mixed names: $(cat lm.err)"
+m1=$(head -1 ld.txt | cut -d' ' -f1); m2=$(head -1 ld.txt | cut -d' ' -f2)
+check sample_sdxl_lora_mixed_names_refused '[ $rc = 1 ] && [ "$(wc -l < lm.err)" = 1 ] && grep -q "lm.safetensors: .*$m2.* and .*$m1.* are the same SDXL UNet layer" lm.err && [ ! -e lm/im_000001.png ]'
 
 # ---- errors -----------------------------------------------------------------------------------------
 "$ss" "${M[@]}" --prompt "a cat --w 72" --outdir e1 > /dev/null 2> e1.err; rc=$?
@@ -135,4 +149,22 @@ if [ -x "$tr" ] && ./tiny_model latents "$tmp" 4 4 8 8 > recs.jsonl 2> /dev/null
   fi
 else
   ok "train_sample_sdxl_image # SKIP no sd-train or tiny latents"
+fi
+# a LoRA sd-train wrote (every attention, ResBlock and sampler module: conv_dim) merged with its UNet modules in SGM
+# and in Diffusers names: the same pixels (the PNGs differ only in the infotext's "Lora hashes": the renamed file
+# orders its tensors' data differently, so its addnet hash differs)
+if [ -x "$tr" ] && [ -s recs.jsonl ] &&
+  SOURCE_DATE_EPOCH=1700000000 "$tr" --method lora --model x.safetensors --model_config "$cfg" --data recs.jsonl \
+    --learning_rate 1e-2 --seed 3 --network_dim 4 --network_args conv_dim=2 --threads 1 --output_dir tc --output_name c \
+    --max_train_steps 2 > /dev/null 2> tc.err; then
+  mkdir -p tcd && "$helper" sdxl-lora-diffusers x.safetensors "$cfg" tc/c.safetensors tcd/c.safetensors > tcd.txt 2>&1
+  "$ss" "${L[@]}" --network_weights tc/c.safetensors --outdir c1 > /dev/null 2> c1.err
+  "$ss" "${L[@]}" --network_weights tcd/c.safetensors --outdir c2 > /dev/null 2> c2.err
+  n=$(wc -l < tcd.txt)
+  echo "# trained LoRA: $n UNet modules renamed; $(grep merged c2.err)"
+  check sample_sdxl_trained_lora_diffusers_names_same_pixels '[ "$n" -gt 20 ] && grep -q "_upsamplers_0_conv$" tcd.txt &&
+    [ -e c1/im_000001.png ] && [ "$("$helper" maxdiff c1/im_000001.png c2/im_000001.png)" = 0 ] && grep -q "merged .*, $n UNet)" c2.err &&
+    [ "$("$helper" maxdiff l0/im_000001.png c1/im_000001.png)" -gt 0 ]'
+else
+  ok "sample_sdxl_trained_lora_diffusers_names_same_pixels # SKIP no sd-train or tiny latents"
 fi

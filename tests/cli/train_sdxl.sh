@@ -5,7 +5,8 @@
 # gives the same losses and bytes as without the cache; --cache_text_encoder_outputs_to_disk writes
 # <stem>_te_outputs.npz files (hidden_state1, hidden_state2, pool2) and reuses them; resume from a
 # saved state is byte-identical; long captions, weighted captions, validation, text-encoder-only
-# training and --network_weights run; the usage errors of the reference's SDXL assertions.
+# training and --network_weights run (its UNet modules in SGM or Diffusers names: the same start); the usage errors
+# of the reference's SDXL assertions.
 set -u
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -143,6 +144,34 @@ grep -q '^lora_unet_output_blocks_1_0_in_layers_2.lora_down.weight F32 \[2, [0-9
   grep -q '^lora_unet_output_blocks_1_2_conv.lora_down.weight F32 \[2, 64, 3, 3\]' k6.txt &&
   ! grep -q '^lora_unet_input_blocks_1_' k6.txt && grep -q '^lora_unet_input_blocks_3_1_proj_in' k6.txt &&
   ok train_sdxl_conv_and_blocks || nok train_sdxl_conv_and_blocks "$(tail -2 m6.err)"
+# --network_weights / --dim_from_weights with the UNet modules in Diffusers names (lora_unet_down_blocks_…, as
+# Diffusers-based trainers write them; renamed by tests/unit/test_sample's helper): the same starting point, so the
+# same bytes after a step, as with kohya's SGM names; a file naming one layer both ways is refused naming both
+helper="$root/$build/tests/unit/test_sample"
+if [ -x "$helper" ]; then
+  T --output_dir m7 --max_train_steps 2 --network_args conv_dim=2 2> m7.err
+  mkdir -p dn && "$helper" sdxl-lora-diffusers xl.safetensors "$root/examples/tiny_sdxl.toml" m7/last.safetensors \
+    dn/last.safetensors > dn.txt 2> dn.err && "$helper" sdxl-lora-diffusers xl.safetensors \
+    "$root/examples/tiny_sdxl.toml" m7/last.safetensors mixed.safetensors mixed > /dev/null 2>> dn.err || echo "# $(cat dn.err)"
+  nd=$(wc -l < dn.txt); nall=$(keys m7/last.safetensors | grep -c 'lora_down')
+  echo "# $nd of $nall modules renamed, e.g. $(grep '_conv ' dn.txt | head -1)"
+  for v in "" "--dim_from_weights"; do
+    W=(--max_train_steps 1 --network_args conv_dim=2 $v)
+    T --output_dir w1 "${W[@]}" --network_weights m7/last.safetensors 2> w1.err
+    T --output_dir w2 "${W[@]}" --network_weights dn/last.safetensors 2> w2.err
+    [ "$nd" -gt 20 ] && grep -q 'output_blocks_1_2_conv lora_unet_up_blocks_0_upsamplers_0_conv$' dn.txt &&
+      grep -q "loaded $nall LoRA modules" w1.err && grep -q "loaded $nall LoRA modules" w2.err &&
+      grep -q "dn/last.safetensors: $nd UNet modules with Diffusers names" w2.err &&
+      cmp -s w1/last.safetensors w2/last.safetensors && ok "train_sdxl_network_weights_diffusers_names${v:+_dim_from_weights}" ||
+      nok "train_sdxl_network_weights_diffusers_names${v:+_dim_from_weights}" "$(grep -i 'loaded\|error' w1.err w2.err)"
+  done
+  T --output_dir w3 --max_train_steps 1 --network_weights mixed.safetensors 2> w3.err; rc=$?
+  m1=$(head -1 dn.txt | cut -d' ' -f1); m2=$(head -1 dn.txt | cut -d' ' -f2)
+  [ $rc = 1 ] && grep -q "mixed.safetensors: modules '$m2' (Diffusers name) and '$m1' (SGM name) are the same SDXL UNet layer" w3.err &&
+    ok train_sdxl_network_weights_mixed_names_refused || nok train_sdxl_network_weights_mixed_names_refused "rc $rc $(tail -1 w3.err)"
+else
+  ok "train_sdxl_network_weights_diffusers_names # SKIP $helper not built"
+fi
 
 # ---- usage errors ---------------------------------------------------------------------------------------------------
 T --output_dir e1 --bucket_reso_steps 48 2> e1.err; rc=$?

@@ -600,6 +600,45 @@ static void test_many_tensors_lookup(void)
     free(buf);
 }
 
+/* sd_safetensors_rename: new names found, old ones gone, data unchanged; a clash names both originals and
+ * leaves the handle as it was */
+static void test_rename(void)
+{
+    sd_safetensors_writer *w;
+    sd_safetensors_writer_new(&w);
+    static const float v[3] = { 1, 2, 3 };
+    T_EQ_INT(sd_safetensors_writer_add(w, "a.x", SD_ST_F32, 1, (int64_t[]){1}, &v[0]), SD_OK);
+    T_EQ_INT(sd_safetensors_writer_add(w, "b.x", SD_ST_F32, 1, (int64_t[]){1}, &v[1]), SD_OK);
+    T_EQ_INT(sd_safetensors_writer_add(w, "c.x", SD_ST_F32, 1, (int64_t[]){1}, &v[2]), SD_OK);
+    void *buf;
+    size_t n;
+    T_EQ_INT(sd_safetensors_writer_write_mem(w, &buf, &n), SD_OK);
+    sd_safetensors_writer_free(w);
+    sd_safetensors *st;
+    T_EQ_INT(sd_safetensors_open_mem(buf, n, "ren", &st), SD_OK);
+    if (!st) return;
+    const char *names[3] = { NULL, NULL, NULL };
+    for (size_t i = 0; i < 3; i++) {
+        const char *nm = sd_safetensors_at(st, i)->name;
+        if (!strcmp(nm, "a.x")) names[i] = "z.x";
+        if (!strcmp(nm, "c.x")) names[i] = "b.x";   /* clashes with b.x */
+    }
+    T_EQ_INT(sd_safetensors_rename(st, names), SD_EFORMAT);
+    T_CHECK(strstr(sd_errmsg(), "'b.x'") && strstr(sd_errmsg(), "'c.x'"));
+    T_CHECK(sd_safetensors_find(st, "c.x") && sd_safetensors_find(st, "a.x") && !sd_safetensors_find(st, "z.x"));
+    for (size_t i = 0; i < 3; i++)
+        if (names[i] && !strcmp(names[i], "b.x")) names[i] = "0.x";
+    T_EQ_INT(sd_safetensors_rename(st, names), SD_OK);
+    float f[3] = { 0, 0, 0 };
+    T_EQ_INT(sd_safetensors_read_f32(st, "z.x", &f[0], 1), SD_OK);
+    T_EQ_INT(sd_safetensors_read_f32(st, "b.x", &f[1], 1), SD_OK);
+    T_EQ_INT(sd_safetensors_read_f32(st, "0.x", &f[2], 1), SD_OK);
+    T_CHECK(f[0] == 1 && f[1] == 2 && f[2] == 3);
+    T_CHECK(!sd_safetensors_find(st, "a.x") && !sd_safetensors_find(st, "c.x"));
+    sd_safetensors_close(st);
+    free(buf);
+}
+
 static int failing_fn(void *ctx, const char *name, sd_st_sink *sink)
 {
     return sd_err(SD_EDEVICE, "device copy of '%s' failed", name);
@@ -1026,6 +1065,7 @@ int main(void)
     T_RUN(test_reference_vectors);
     T_RUN(test_roundtrip_all_dtypes);
     T_RUN(test_many_tensors_lookup);
+    T_RUN(test_rename);
     T_RUN(test_writer_errors);
     T_RUN(test_unaligned_and_odd_layout);
     T_RUN(test_malformed_table);

@@ -20,6 +20,9 @@
  *   maxdiff A.png B.png                       print the largest pixel difference (-1: sizes differ)
  *   make-sdxl-lora MODEL CFG OUT SEED [bad]   a kohya-named SDXL LoRA (lora_unet_ ldm names, lora_te1_, lora_te2_)
  *                                             for the tiny SDXL model; "bad": one module names no layer
+ *   sdxl-lora-diffusers MODEL CFG IN OUT [mixed]  IN with its UNet modules renamed to their Diffusers names
+ *                                             (prints "sgm diffusers" per module); "mixed": one module also
+ *                                             kept under its SGM name
  *   sdxl-train-round MODEL CFG PROMPTS OUTDIR MTL  one samples-during-training round (train/loop_sample.c) at
  *                                             step 2 (--sample_every_n_steps 2, --max_token_length MTL);
  *                                             prints the number of images
@@ -349,7 +352,7 @@ static int sdxl_golden(const char *model, const char *cfg, const char *golden, c
         const char *c = cases[ci];
         if (ci == 2) {
             size_t nte = 0, nun = 0;
-            rc = sd_gen_lora_merge_sdxl(&m.unet_params, &m.te_params, lora, 0.7, &nte, &nun);
+            rc = sd_gen_lora_merge_sdxl(&m.unet, &m.unet_params, &m.te_params, lora, 0.7, &nte, &nun);
             int okv = !rc && nte == 2 && nun == 4;
             snprintf(msg, sizeof msg, "%zu text encoder, %zu UNet modules%s%s", nte, nun, rc ? ": " : "",
                      rc ? sd_errmsg() : "");
@@ -539,6 +542,59 @@ static int make_sdxl_lora(const char *model, const char *cfg, const char *out, u
     if (!rc) rc = sd_safetensors_writer_write(w, out);
     sd_safetensors_writer_free(w);
     for (int i = 0; i < nb; i++) free(bufs[i]);
+    sd_model_close(&m);
+    return rc;
+}
+
+/* IN with its SGM-named UNet modules (lora_unet_input_blocks_…) renamed to their Diffusers names
+ * (lora_unet_down_blocks_…) by sd_lora_sdxl_unet_name, other tensors and the metadata as they are;
+ * "mixed": the first renamed module is also kept under its SGM name. Prints the renamed modules. */
+static int sdxl_lora_diffusers(const char *model, const char *cfg, const char *in, const char *out, int mixed)
+{
+    sd_model m;
+    memset(&m, 0, sizeof m);
+    int rc = open_tiny(&m, model, cfg);
+    if (rc) return rc;
+    sd_safetensors *st = NULL;
+    sd_safetensors_writer *w = NULL;
+    rc = sd_safetensors_open(in, &st);
+    if (!rc) rc = sd_safetensors_writer_new(&w);
+    size_t n = st ? sd_safetensors_count(st) : 0, nmod = 0;
+    char (*names)[512] = calloc(n ? n : 1, sizeof *names);
+    char first[512] = "";
+    if (!rc && !names) rc = SD_ENOMEM;
+    for (size_t i = 0; i < n && !rc; i++) {
+        const sd_st_tensor *t = sd_safetensors_at(st, i);
+        snprintf(names[i], sizeof names[i], "%s", t->name);
+        const char *dot = strchr(t->name, '.');
+        if (!strncmp(t->name, "lora_unet_", 10) && dot) {
+            char mod[512], dn[512];
+            snprintf(mod, sizeof mod, "%.*s", (int)(dot - t->name), t->name);
+            int k = sd_lora_sdxl_unet_name(&m.unet, mod, 0, dn, sizeof dn);
+            if (k < 0) rc = k;
+            if (k == 1) {
+                snprintf(names[i], sizeof names[i], "%s%s", dn, dot);
+                if (!first[0]) snprintf(first, sizeof first, "%s", mod);
+                if (!strcmp(dot, ".lora_down.weight")) {
+                    printf("%s %s\n", mod, dn);
+                    nmod++;
+                }
+                if (mixed && !strcmp(mod, first))
+                    rc = sd_safetensors_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data);
+            }
+        }
+        if (!rc) rc = sd_safetensors_writer_add(w, names[i], t->dtype, t->ndim, t->shape, t->data);
+    }
+    for (size_t i = 0; i < (st ? sd_safetensors_meta_count(st) : 0) && !rc; i++) {
+        const char *k, *v;
+        sd_safetensors_meta_at(st, i, &k, &v);
+        rc = sd_safetensors_writer_set_meta(w, k, v);
+    }
+    if (!rc && !nmod) rc = sd_err(SD_ENOTFOUND, "%s: no SGM-named UNet module", in);
+    if (!rc) rc = sd_safetensors_writer_write(w, out);
+    sd_safetensors_writer_free(w);
+    free(names);
+    sd_safetensors_close(st);
     sd_model_close(&m);
     return rc;
 }
@@ -1100,6 +1156,8 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[1], "make-ti") && argc == 6) rc = make_ti(argv[2], argv[3], argv[4], argv[5]);
         else if (!strcmp(argv[1], "make-sdxl-lora") && (argc == 6 || argc == 7))
             rc = make_sdxl_lora(argv[2], argv[3], argv[4], strtoull(argv[5], NULL, 10), argc == 7);
+        else if (!strcmp(argv[1], "sdxl-lora-diffusers") && (argc == 6 || argc == 7))
+            rc = sdxl_lora_diffusers(argv[2], argv[3], argv[4], argv[5], argc == 7);
         else if (!strcmp(argv[1], "sdxl-train-round") && argc == 7)
             rc = sdxl_train_round(argv[2], argv[3], argv[4], argv[5], atoi(argv[6]));
         else if (!strcmp(argv[1], "sdxl-golden") && argc == 6)
