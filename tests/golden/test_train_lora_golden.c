@@ -33,27 +33,6 @@ static float g_t[STEPS * B];
 
 static tgr_feed g_feed = { g_noise, g_t, STEPS, B, PER };
 
-static double tensor_rel_err(const sd_safetensors *a, const sd_safetensors *b, const char *name)
-{
-    const sd_st_tensor *ta = sd_safetensors_find(a, name), *tb = sd_safetensors_find(b, name);
-    if (!ta || !tb || ta->numel != tb->numel) return INFINITY;
-    float *x = malloc((size_t)ta->numel * sizeof *x), *y = malloc((size_t)tb->numel * sizeof *y);
-    double md = 0, mm = 0;
-    if (x && y && !sd_safetensors_read(a, ta, SD_ST_F32, x, (size_t)ta->numel) &&
-        !sd_safetensors_read(b, tb, SD_ST_F32, y, (size_t)tb->numel)) {
-        for (int64_t i = 0; i < ta->numel; i++) {
-            double d = fabs((double)x[i] - y[i]);
-            if (d > md) md = d;
-            if (fabs(y[i]) > mm) mm = fabs(y[i]);
-        }
-    } else {
-        md = INFINITY;
-    }
-    free(x);
-    free(y);
-    return mm > 0 ? md / mm : md;
-}
-
 static void test_lora_train_golden(void)
 {
     sd_safetensors *gm = NULL;
@@ -120,7 +99,7 @@ static void test_lora_train_golden(void)
     for (size_t i = 0; i < sd_safetensors_count(b); i++) {
         const sd_st_tensor *t = sd_safetensors_at(b, i);
         T_CHECKF(sd_safetensors_find(a, t->name) != NULL, "missing %s", t->name);
-        double e = tensor_rel_err(a, b, t->name);
+        double e = tgr_tensor_rel_err(a, b, t->name);
         if (e > worst) worst = e;
         size_t L = strlen(t->name);
         if (L > 6 && !strcmp(t->name + L - 6, ".alpha")) {

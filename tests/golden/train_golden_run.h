@@ -11,6 +11,7 @@
 
 #include "io/jsonl.h"
 #include "io/latent.h"
+#include "io/safetensors.h"
 #include "test.h"
 #include "train/loop.h"
 
@@ -83,6 +84,28 @@ static inline void tgr_check_log(const char *logp, const float *loss, const floa
     }
     if (f) fclose(f);
     T_EQ_INT(n, steps);
+}
+
+/* max |a − b| / max |b| of tensor `name` in two files (INFINITY when missing or of other sizes). */
+static inline double tgr_tensor_rel_err(const sd_safetensors *a, const sd_safetensors *b, const char *name)
+{
+    const sd_st_tensor *ta = sd_safetensors_find(a, name), *tb = sd_safetensors_find(b, name);
+    if (!ta || !tb || ta->numel != tb->numel) return INFINITY;
+    float *x = malloc((size_t)ta->numel * sizeof *x), *y = malloc((size_t)tb->numel * sizeof *y);
+    double md = 0, mm = 0;
+    if (x && y && !sd_safetensors_read(a, ta, SD_ST_F32, x, (size_t)ta->numel) &&
+        !sd_safetensors_read(b, tb, SD_ST_F32, y, (size_t)tb->numel)) {
+        for (int64_t i = 0; i < ta->numel; i++) {
+            double d = fabs((double)x[i] - y[i]);
+            if (d > md) md = d;
+            if (fabs(y[i]) > mm) mm = fabs(y[i]);
+        }
+    } else {
+        md = INFINITY;
+    }
+    free(x);
+    free(y);
+    return mm > 0 ? md / mm : md;
 }
 
 #endif
