@@ -15,72 +15,21 @@
 #include "models/tagger.h"
 #include "models/tagger_convnext.h"
 #include "models/tagger_eva02.h"
+#include "tagger_golden.h"
 #include "test.h"
-
-static const char *data_path(const char *name)
-{
-    static char buf[1024];
-    const char *root = getenv("SD_ROOT");
-    snprintf(buf, sizeof buf, "%s/tests/data/tagger/%s", root && *root ? root : ".", name);
-    return buf;
-}
 
 static sd_ctx g_ctx;
 
-static int read_f32(const sd_safetensors *st, const char *name, sd_tensor *t)
-{
-    const sd_st_tensor *g = sd_safetensors_find(st, name);
-    if (!g) return sd_err(SD_ENOTFOUND, "golden file has no '%s'", name);
-    int rc = sd_tensor_alloc(t, SD_F32, g->ndim, g->shape);
-    if (!rc) rc = sd_safetensors_read(st, g, SD_ST_F32, t->data, (size_t)g->numel);
-    return rc;
-}
-
-/* logits of golden.x with the model at `path`; returns max|Δ|/max|ref| or -1 on error */
+/* ViT logits of golden.x against tagger_golden.safetensors: max|Δ|/max|ref|, -1 on error */
 static double run_model(const char *path, int threads, float *out)
 {
-    sd_safetensors *st = NULL, *gs = NULL;
-    sd_tagger m;
-    sd_tensor x = {0}, ref = {0}, y = {0};
-    double worst = -1;
-    int rc = sd_safetensors_open(path, &st);
-    if (!rc) rc = sd_tagger_open(&m, st, SD_DEV_CPU);
-    if (rc) {
-        printf("#   %s\n", sd_errmsg());
-        sd_safetensors_close(st);
-        return -1;
-    }
-    rc = sd_safetensors_open(data_path("tagger_golden.safetensors"), &gs);
-    if (!rc) rc = read_f32(gs, "golden.x", &x);
-    if (!rc) rc = read_f32(gs, "golden.logits", &ref);
-    if (!rc) rc = sd_tensor_alloc(&y, SD_F32, 2, ref.shape);
-    sd_ctx_set_threads(&g_ctx, threads);
-    if (!rc) rc = sd_tagger_forward(&g_ctx, &m, &y, &x);
-    if (rc) {
-        printf("#   %s\n", sd_errmsg());
-    } else {
-        const float *a = y.data, *r = ref.data;
-        double mx = 0, e = 0;
-        for (int64_t i = 0; i < sd_tensor_numel(&ref); i++) {
-            mx = fmax(mx, fabs(r[i]));
-            e = fmax(e, fabs((double)a[i] - r[i]));
-        }
-        worst = e / mx;
-        if (out) memcpy(out, a, sizeof(float) * (size_t)sd_tensor_numel(&ref));
-    }
-    sd_tensor_free(&x);
-    sd_tensor_free(&ref);
-    sd_tensor_free(&y);
-    sd_tagger_free(&m);
-    sd_safetensors_close(st);
-    sd_safetensors_close(gs);
-    return worst;
+    return tag_run(&g_ctx, path, tag_data_path("tagger_golden.safetensors"), "golden.logits", threads, out, 48, NULL);
 }
 
 static void tagger_vit_logits_f16(void)
 {
     sd_safetensors *st = NULL;
-    T_CHECK(sd_safetensors_open(data_path("tagger_tiny.safetensors"), &st) == 0);
+    T_CHECK(sd_safetensors_open(tag_data_path("tagger_tiny.safetensors"), &st) == 0);
     if (st) {
         T_EQ_INT(sd_tagger_detect(st), SD_TAGGER_ARCH_VIT);
         sd_tagger m;
@@ -96,7 +45,7 @@ static void tagger_vit_logits_f16(void)
         sd_tagger_free(&m);
         sd_safetensors_close(st);
     }
-    double w = run_model(data_path("tagger_tiny.safetensors"), 2, NULL);
+    double w = run_model(tag_data_path("tagger_tiny.safetensors"), 2, NULL);
     printf("#   f16 file: max|diff|/max|ref| = %.3g\n", w);
     T_CHECK(w >= 0 && w <= 1e-4);
 }
@@ -104,25 +53,7 @@ static void tagger_vit_logits_f16(void)
 /* the same weights rewritten as F32 and BF16 */
 static int rewrite(const char *dst, sd_st_dtype dt)
 {
-    sd_safetensors *st = NULL;
-    sd_safetensors_writer *w = NULL;
-    int rc = sd_safetensors_open(data_path("tagger_tiny.safetensors"), &st);
-    if (!rc) rc = sd_safetensors_writer_new(&w);
-    size_t n = st ? sd_safetensors_count(st) : 0;
-    float **bufs = calloc(n + 1, sizeof *bufs);
-    for (size_t i = 0; !rc && i < n; i++) {
-        const sd_st_tensor *t = sd_safetensors_at(st, i);
-        bufs[i] = malloc(sizeof(float) * (size_t)t->numel);
-        rc = sd_safetensors_read(st, t, SD_ST_F32, bufs[i], (size_t)t->numel);
-        if (!rc) rc = sd_safetensors_writer_add_f32(w, t->name, dt, t->ndim, t->shape, bufs[i]);
-    }
-    if (!rc) rc = sd_safetensors_writer_set_meta(w, "num_heads", "4");
-    if (!rc) rc = sd_safetensors_writer_write(w, dst);
-    for (size_t i = 0; i < n; i++) free(bufs[i]);
-    free(bufs);
-    sd_safetensors_writer_free(w);
-    sd_safetensors_close(st);
-    return rc;
+    return tag_copy(tag_data_path("tagger_tiny.safetensors"), dst, dt, &(tag_copy_spec){.meta = {{"num_heads", "4"}}});
 }
 
 static void tagger_vit_logits_f32_bf16_threads(void)
@@ -134,7 +65,7 @@ static void tagger_vit_logits_f32_bf16_threads(void)
     T_CHECK(rewrite(pbf, SD_ST_BF16) == 0);
     float a[48], b[48], c[48];
     double w32 = run_model(p32, 1, a);
-    double w16 = run_model(data_path("tagger_tiny.safetensors"), 2, b);
+    double w16 = run_model(tag_data_path("tagger_tiny.safetensors"), 2, b);
     T_CHECK(w32 >= 0 && w32 <= 1e-4);
     T_CHECK(w16 >= 0 && memcmp(a, b, sizeof a) == 0);   /* same values, 1 vs 2 threads: same bytes */
     double wbf = run_model(pbf, 2, c);
@@ -184,7 +115,7 @@ static void tagger_refuses_other_archs(void)
 static void tagger_rejects_inconsistent_vit(void)
 {
     sd_safetensors *src = NULL;
-    T_CHECK(sd_safetensors_open(data_path("tagger_tiny.safetensors"), &src) == 0);
+    T_CHECK(sd_safetensors_open(tag_data_path("tagger_tiny.safetensors"), &src) == 0);
     if (!src) return;
     static const char *drop[] = {"head.weight", "blocks.1.mlp.fc2.bias", "pos_embed"};
     for (int k = 0; k < 3; k++) {
@@ -214,7 +145,7 @@ static void tagger_rejects_inconsistent_vit(void)
         sd_safetensors_writer_free(w);
     }
     /* truncated file */
-    FILE *f = fopen(data_path("tagger_tiny.safetensors"), "rb");
+    FILE *f = fopen(tag_data_path("tagger_tiny.safetensors"), "rb");
     char *b = malloc(4000);
     size_t n = f ? fread(b, 1, 4000, f) : 0;
     if (f) fclose(f);
@@ -232,7 +163,7 @@ static int prep(const char *img, int preset, int size, sd_image *out)
     char p[256];
     snprintf(p, sizeof p, "%s.png", img);
     sd_image rgb;
-    int rc = sd_image_load(data_path(p), SD_ALPHA_WHITE, &rgb, NULL);
+    int rc = sd_image_load(tag_data_path(p), SD_ALPHA_WHITE, &rgb, NULL);
     if (rc) return rc;
     rc = sd_tagger_prepare_image(&rgb, size, preset, out);
     sd_image_free(&rgb);
@@ -248,7 +179,7 @@ static int prep(const char *img, int preset, int size, sd_image *out)
 static void tagger_preprocess_64_exact(void)
 {
     sd_safetensors *st = NULL;
-    T_CHECK(sd_safetensors_open(data_path("tagger_prep64.safetensors"), &st) == 0);
+    T_CHECK(sd_safetensors_open(tag_data_path("tagger_prep64.safetensors"), &st) == 0);
     if (!st) return;
     for (size_t i = 0; i < sizeof images / sizeof images[0]; i++)
         for (int preset = 0; preset < 2; preset++) {
@@ -273,7 +204,7 @@ static void tagger_preprocess_64_exact(void)
 
 static void tagger_preprocess_448_exact(void)
 {
-    FILE *f = fopen(data_path("prep448.txt"), "r");
+    FILE *f = fopen(tag_data_path("prep448.txt"), "r");
     T_CHECK(f != NULL);
     if (!f) return;
     char img[64], preset[16], hex[65];
@@ -316,83 +247,22 @@ static void tagger_input_tensor(void)
 static int cnx_copy(const char *dst, sd_st_dtype dt, const char *drop, const char *extra, const char *reshape,
                     const char *img_size, const char *act)
 {
-    sd_safetensors *st = NULL;
-    sd_safetensors_writer *w = NULL;
-    int rc = sd_safetensors_open(data_path("convnext_tiny.safetensors"), &st);
-    if (!rc) rc = sd_safetensors_writer_new(&w);
-    size_t n = st ? sd_safetensors_count(st) : 0;
-    float **bufs = calloc(n + 1, sizeof *bufs);
-    static float zeros[64];
-    for (size_t i = 0; !rc && i < n; i++) {
-        const sd_st_tensor *t = sd_safetensors_at(st, i);
-        if (drop && !strcmp(t->name, drop)) continue;
-        int64_t sh[8], numel = 1;
-        memcpy(sh, t->shape, sizeof(int64_t) * (size_t)t->ndim);
-        if (reshape && !strcmp(t->name, reshape)) sh[t->ndim - 1]++;
-        for (int d = 0; d < t->ndim; d++) numel *= sh[d];
-        bufs[i] = calloc((size_t)numel, sizeof(float));   /* the grown tensor's tail stays 0 */
-        rc = sd_safetensors_read(st, t, SD_ST_F32, bufs[i], (size_t)t->numel);
-        if (!rc) rc = sd_safetensors_writer_add_f32(w, t->name, dt, t->ndim, sh, bufs[i]);
-    }
-    if (!rc && extra) rc = sd_safetensors_writer_add_f32(w, extra, dt, 1, (int64_t[]){8}, zeros);
-    if (!rc) rc = sd_safetensors_writer_set_meta(w, "img_size", img_size ? img_size : "64");
-    if (!rc && act) rc = sd_safetensors_writer_set_meta(w, "act_layer", act);
-    if (!rc) rc = sd_safetensors_writer_write(w, dst);
-    for (size_t i = 0; i < n; i++) free(bufs[i]);
-    free(bufs);
-    sd_safetensors_writer_free(w);
-    sd_safetensors_close(st);
-    return rc;
+    tag_copy_spec c = {.drop = drop, .extra = extra, .extra_nd = 1, .extra_shape = {8}, .reshape = reshape,
+                      .meta = {{"img_size", img_size ? img_size : "64"}, {"act_layer", act}}};
+    return tag_copy(tag_data_path("convnext_tiny.safetensors"), dst, dt, &c);
 }
 
 /* ConvNeXt logits of golden.x against `key` of convnext_golden.safetensors: max|Δ|/max|ref|, -1 on error
  * (message printed; *rc_out gets the open/forward status). */
 static double cnx_run(const char *path, const char *key, int threads, float *out, int *rc_out)
 {
-    sd_safetensors *st = NULL, *gs = NULL;
-    sd_tagger m;
-    sd_tensor x = {0}, ref = {0}, y = {0};
-    double worst = -1;
-    int rc = sd_safetensors_open(path, &st);
-    if (!rc) rc = sd_tagger_open(&m, st, SD_DEV_CPU);
-    if (rc_out) *rc_out = rc;
-    if (rc) {
-        printf("#   %s\n", sd_errmsg());
-        sd_safetensors_close(st);
-        return -1;
-    }
-    rc = sd_safetensors_open(data_path("convnext_golden.safetensors"), &gs);
-    if (!rc) rc = read_f32(gs, "golden.x", &x);
-    if (!rc) rc = read_f32(gs, key, &ref);
-    if (!rc) rc = sd_tensor_alloc(&y, SD_F32, 2, ref.shape);
-    sd_ctx_set_threads(&g_ctx, threads);
-    if (!rc) rc = sd_tagger_forward(&g_ctx, &m, &y, &x);
-    if (rc_out) *rc_out = rc;
-    if (rc) {
-        printf("#   %s\n", sd_errmsg());
-    } else {
-        const float *a = y.data, *r = ref.data;
-        double mx = 0, e = 0;
-        for (int64_t i = 0; i < sd_tensor_numel(&ref); i++) {
-            mx = fmax(mx, fabs(r[i]));
-            e = fmax(e, fabs((double)a[i] - r[i]));
-        }
-        worst = e / mx;
-        if (out) memcpy(out, a, sizeof(float) * (size_t)sd_tensor_numel(&ref));
-    }
-    sd_tensor_free(&x);
-    sd_tensor_free(&ref);
-    sd_tensor_free(&y);
-    sd_tagger_free(&m);
-    sd_safetensors_close(st);
-    sd_safetensors_close(gs);
-    return worst;
+    return tag_run(&g_ctx, path, tag_data_path("convnext_golden.safetensors"), key, threads, out, 48, rc_out);
 }
 
 static void tagger_convnext_logits(void)
 {
     sd_safetensors *st = NULL;
-    T_CHECK(sd_safetensors_open(data_path("convnext_tiny.safetensors"), &st) == 0);
+    T_CHECK(sd_safetensors_open(tag_data_path("convnext_tiny.safetensors"), &st) == 0);
     if (st) {
         T_EQ_INT(sd_tagger_detect(st), SD_TAGGER_ARCH_CONVNEXT);
         sd_tagger m;
@@ -419,10 +289,10 @@ static void tagger_convnext_logits(void)
         sd_safetensors_close(st);
     }
     float a[48], b[48], c[48];
-    double w16 = cnx_run(data_path("convnext_tiny.safetensors"), "golden.logits", 2, a, NULL);
+    double w16 = cnx_run(tag_data_path("convnext_tiny.safetensors"), "golden.logits", 2, a, NULL);
     printf("#   f16 file: max|diff|/max|ref| = %.3g\n", w16);
     T_CHECK(w16 >= 0 && w16 <= 1e-4);
-    double w1 = cnx_run(data_path("convnext_tiny.safetensors"), "golden.logits", 1, b, NULL);
+    double w1 = cnx_run(tag_data_path("convnext_tiny.safetensors"), "golden.logits", 1, b, NULL);
     T_CHECK(w1 >= 0 && memcmp(a, b, sizeof a) == 0);   /* 1 vs 2 threads: same bytes */
     char p32[1024], pbf[1024], pge[1024];
     snprintf(p32, sizeof p32, "%s", t_path("convnext_f32.safetensors"));
@@ -466,15 +336,7 @@ static void tagger_rejects_inconsistent_convnext(void)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         T_CHECK(cnx_copy(path, SD_ST_F16, cases[i].drop, cases[i].extra, cases[i].reshape, cases[i].img,
                          cases[i].act) == 0);
-        sd_safetensors *st = NULL;
-        T_CHECK(sd_safetensors_open(path, &st) == 0);
-        if (!st) continue;
-        sd_tagger m;
-        int rc = sd_tagger_open(&m, st, SD_DEV_CPU);
-        T_CHECKF(rc == cases[i].rc, "case %zu: rc %d: %s", i, rc, sd_errmsg());
-        T_CHECKF(strstr(sd_errmsg(), cases[i].msg) && strstr(sd_errmsg(), "convnext_bad.safetensors"),
-                 "case %zu: %s", i, sd_errmsg());
-        sd_safetensors_close(st);
+        tag_check_refused(path, "convnext_bad.safetensors", i, cases[i].rc, cases[i].msg);
     }
 }
 
@@ -486,80 +348,22 @@ static void tagger_rejects_inconsistent_convnext(void)
 static int eva_copy(const char *dst, sd_st_dtype dt, const char *drop, const char *extra, const char *reshape,
                     const char *ref, const char *heads)
 {
-    sd_safetensors *st = NULL;
-    sd_safetensors_writer *w = NULL;
-    int rc = sd_safetensors_open(data_path("eva02_tiny.safetensors"), &st);
-    if (!rc) rc = sd_safetensors_writer_new(&w);
-    size_t n = st ? sd_safetensors_count(st) : 0;
-    float **bufs = calloc(n + 1, sizeof *bufs);
-    static float zeros[32];
-    for (size_t i = 0; !rc && i < n; i++) {
-        const sd_st_tensor *t = sd_safetensors_at(st, i);
-        if (drop && !strcmp(t->name, drop)) continue;
-        int64_t sh[8], numel = 1;
-        memcpy(sh, t->shape, sizeof(int64_t) * (size_t)t->ndim);
-        if (reshape && !strcmp(t->name, reshape)) sh[t->ndim - 1]++;
-        for (int d = 0; d < t->ndim; d++) numel *= sh[d];
-        bufs[i] = calloc((size_t)numel, sizeof(float));
-        rc = sd_safetensors_read(st, t, SD_ST_F32, bufs[i], (size_t)t->numel);
-        if (!rc) rc = sd_safetensors_writer_add_f32(w, t->name, dt, t->ndim, sh, bufs[i]);
-    }
-    if (!rc && extra) rc = sd_safetensors_writer_add_f32(w, extra, dt, 1, (int64_t[]){32}, zeros);
-    if (!rc && !(heads && !*heads)) rc = sd_safetensors_writer_set_meta(w, "num_heads", heads ? heads : "2");
-    if (!rc && !(ref && !*ref)) rc = sd_safetensors_writer_set_meta(w, "ref_feat_shape", ref ? ref : "3,3");
-    if (!rc) rc = sd_safetensors_writer_write(w, dst);
-    for (size_t i = 0; i < n; i++) free(bufs[i]);
-    free(bufs);
-    sd_safetensors_writer_free(w);
-    sd_safetensors_close(st);
-    return rc;
+    tag_copy_spec c = {.drop = drop, .extra = extra, .extra_nd = 1, .extra_shape = {32}, .reshape = reshape,
+                      .meta = {{"num_heads", heads && !*heads ? NULL : heads ? heads : "2"},
+                               {"ref_feat_shape", ref && !*ref ? NULL : ref ? ref : "3,3"}}};
+    return tag_copy(tag_data_path("eva02_tiny.safetensors"), dst, dt, &c);
 }
 
 /* EVA02 logits of golden.x against `key` of eva02_golden.safetensors: max|Δ|/max|ref|, -1 on error. */
 static double eva_run(const char *path, const char *key, int threads, float *out)
 {
-    sd_safetensors *st = NULL, *gs = NULL;
-    sd_tagger m;
-    sd_tensor x = {0}, ref = {0}, y = {0};
-    double worst = -1;
-    int rc = sd_safetensors_open(path, &st);
-    if (!rc) rc = sd_tagger_open(&m, st, SD_DEV_CPU);
-    if (rc) {
-        printf("#   %s\n", sd_errmsg());
-        sd_safetensors_close(st);
-        return -1;
-    }
-    rc = sd_safetensors_open(data_path("eva02_golden.safetensors"), &gs);
-    if (!rc) rc = read_f32(gs, "golden.x", &x);
-    if (!rc) rc = read_f32(gs, key, &ref);
-    if (!rc) rc = sd_tensor_alloc(&y, SD_F32, 2, ref.shape);
-    sd_ctx_set_threads(&g_ctx, threads);
-    if (!rc) rc = sd_tagger_forward(&g_ctx, &m, &y, &x);
-    if (rc) {
-        printf("#   %s\n", sd_errmsg());
-    } else {
-        const float *a = y.data, *r = ref.data;
-        double mx = 0, e = 0;
-        for (int64_t i = 0; i < sd_tensor_numel(&ref); i++) {
-            mx = fmax(mx, fabs(r[i]));
-            e = fmax(e, fabs((double)a[i] - r[i]));
-        }
-        worst = e / mx;
-        if (out) memcpy(out, a, sizeof(float) * (size_t)sd_tensor_numel(&ref));
-    }
-    sd_tensor_free(&x);
-    sd_tensor_free(&ref);
-    sd_tensor_free(&y);
-    sd_tagger_free(&m);
-    sd_safetensors_close(st);
-    sd_safetensors_close(gs);
-    return worst;
+    return tag_run(&g_ctx, path, tag_data_path("eva02_golden.safetensors"), key, threads, out, 40, NULL);
 }
 
 static void tagger_eva02_logits(void)
 {
     sd_safetensors *st = NULL, *gs = NULL;
-    T_CHECK(sd_safetensors_open(data_path("eva02_tiny.safetensors"), &st) == 0);
+    T_CHECK(sd_safetensors_open(tag_data_path("eva02_tiny.safetensors"), &st) == 0);
     if (st) {
         T_EQ_INT(sd_tagger_detect(st), SD_TAGGER_ARCH_EVA02);
         sd_tagger m;
@@ -582,8 +386,8 @@ static void tagger_eva02_logits(void)
             T_EQ_INT(sd_params_count(&m.r), 46);
             /* the RoPE table is timm's (float32 math; sinf/cosf vs torch: an ulp or two) */
             sd_tensor ref = {0};
-            T_CHECK(sd_safetensors_open(data_path("eva02_golden.safetensors"), &gs) == 0);
-            T_CHECK(gs && read_f32(gs, "golden.rope", &ref) == 0);
+            T_CHECK(sd_safetensors_open(tag_data_path("eva02_golden.safetensors"), &gs) == 0);
+            T_CHECK(gs && tag_read_f32(gs, "golden.rope", &ref) == 0);
             if (ref.data) {
                 T_EQ_INT(ref.shape[0], 16);
                 T_EQ_INT(ref.shape[1], 32);
@@ -600,10 +404,10 @@ static void tagger_eva02_logits(void)
         sd_safetensors_close(st);
     }
     float a[40], b[40], c[40];
-    double w16 = eva_run(data_path("eva02_tiny.safetensors"), "golden.logits", 2, a);
+    double w16 = eva_run(tag_data_path("eva02_tiny.safetensors"), "golden.logits", 2, a);
     printf("#   f16 file: max|diff|/max|ref| = %.3g\n", w16);
     T_CHECK(w16 >= 0 && w16 <= 1e-4);
-    double w1 = eva_run(data_path("eva02_tiny.safetensors"), "golden.logits", 1, b);
+    double w1 = eva_run(tag_data_path("eva02_tiny.safetensors"), "golden.logits", 1, b);
     T_CHECK(w1 >= 0 && memcmp(a, b, sizeof a) == 0);   /* 1 vs 2 threads: same bytes */
     char p32[1024], pbf[1024], pr4[1024];
     snprintf(p32, sizeof p32, "%s", t_path("eva02_f32.safetensors"));
@@ -656,15 +460,7 @@ static void tagger_rejects_inconsistent_eva02(void)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         T_CHECK(eva_copy(path, SD_ST_F16, cases[i].drop, cases[i].extra, cases[i].reshape, cases[i].ref,
                          cases[i].heads) == 0);
-        sd_safetensors *st = NULL;
-        T_CHECK(sd_safetensors_open(path, &st) == 0);
-        if (!st) continue;
-        sd_tagger m;
-        int rc = sd_tagger_open(&m, st, SD_DEV_CPU);
-        T_CHECKF(rc == cases[i].rc, "case %zu: rc %d: %s", i, rc, sd_errmsg());
-        T_CHECKF(strstr(sd_errmsg(), cases[i].msg) && strstr(sd_errmsg(), "eva02_bad.safetensors"),
-                 "case %zu: %s", i, sd_errmsg());
-        sd_safetensors_close(st);
+        tag_check_refused(path, "eva02_bad.safetensors", i, cases[i].rc, cases[i].msg);
     }
 }
 

@@ -14,26 +14,10 @@
 #include "base/error.h"
 #include "models/tagger.h"
 #include "models/tagger_swinv2.h"
+#include "tagger_golden.h"
 #include "test.h"
 
-static const char *data_path(const char *name)
-{
-    static char buf[1024];
-    const char *root = getenv("SD_ROOT");
-    snprintf(buf, sizeof buf, "%s/tests/data/tagger/%s", root && *root ? root : ".", name);
-    return buf;
-}
-
 static sd_ctx g_ctx;
-
-static int read_f32(const sd_safetensors *st, const char *name, sd_tensor *t)
-{
-    const sd_st_tensor *g = sd_safetensors_find(st, name);
-    if (!g) return sd_err(SD_ENOTFOUND, "golden file has no '%s'", name);
-    int rc = sd_tensor_alloc(t, SD_F32, g->ndim, g->shape);
-    if (!rc) rc = sd_safetensors_read(st, g, SD_ST_F32, t->data, (size_t)g->numel);
-    return rc;
-}
 
 typedef struct copy_spec {
     const char *drop, *extra;          /* extra: added with shape extra_shape (ndim extra_nd) */
@@ -46,87 +30,23 @@ typedef struct copy_spec {
 /* A copy of swinv2_tiny.safetensors as `dt`, changed as `c` says. */
 static int sw_copy(const char *dst, sd_st_dtype dt, const copy_spec *c)
 {
-    sd_safetensors *st = NULL;
-    sd_safetensors_writer *w = NULL;
-    int rc = sd_safetensors_open(data_path("swinv2_tiny.safetensors"), &st);
-    if (!rc) rc = sd_safetensors_writer_new(&w);
-    size_t n = st ? sd_safetensors_count(st) : 0;
-    float **bufs = calloc(n + 1, sizeof *bufs);
-    float *zeros = NULL;
-    for (size_t i = 0; !rc && i < n; i++) {
-        const sd_st_tensor *t = sd_safetensors_at(st, i);
-        if (c->drop && !strcmp(t->name, c->drop)) continue;
-        int64_t sh[8], numel = 1;
-        memcpy(sh, t->shape, sizeof(int64_t) * (size_t)t->ndim);
-        if (c->reshape && !strcmp(t->name, c->reshape)) sh[t->ndim - 1]++;
-        for (int d = 0; d < t->ndim; d++) numel *= sh[d];
-        bufs[i] = calloc((size_t)numel, sizeof(float));
-        rc = sd_safetensors_read(st, t, SD_ST_F32, bufs[i], (size_t)t->numel);
-        if (!rc) rc = sd_safetensors_writer_add_f32(w, t->name, dt, t->ndim, sh, bufs[i]);
-    }
-    if (!rc && c->extra) {
-        int64_t ne = 1;
-        for (int d = 0; d < c->extra_nd; d++) ne *= c->extra_shape[d];
-        zeros = calloc((size_t)ne, sizeof(float));
-        rc = sd_safetensors_writer_add_f32(w, c->extra, dt, c->extra_nd, c->extra_shape, zeros);
-    }
-    if (!rc) rc = sd_safetensors_writer_set_meta(w, "img_size", c->img ? c->img : "64");
-    if (!rc) rc = sd_safetensors_writer_set_meta(w, "window_size", c->window ? c->window : "8");
-    if (!rc && c->act) rc = sd_safetensors_writer_set_meta(w, "act_layer", c->act);
-    if (!rc) rc = sd_safetensors_writer_write(w, dst);
-    for (size_t i = 0; i < n; i++) free(bufs[i]);
-    free(bufs);
-    free(zeros);
-    sd_safetensors_writer_free(w);
-    sd_safetensors_close(st);
-    return rc;
+    tag_copy_spec t = {.drop = c->drop, .extra = c->extra, .extra_nd = c->extra_nd, .reshape = c->reshape,
+                      .meta = {{"img_size", c->img ? c->img : "64"}, {"window_size", c->window ? c->window : "8"},
+                               {"act_layer", c->act}}};
+    memcpy(t.extra_shape, c->extra_shape, sizeof t.extra_shape);
+    return tag_copy(tag_data_path("swinv2_tiny.safetensors"), dst, dt, &t);
 }
 
 /* Logits of golden.x (of `golden`) against its `key`: max|Δ|/max|ref|, -1 on error. */
 static double sw_run(const char *path, const char *golden, const char *key, int threads, float *out, size_t nout)
 {
-    sd_safetensors *st = NULL, *gs = NULL;
-    sd_tagger m;
-    sd_tensor x = {0}, ref = {0}, y = {0};
-    double worst = -1;
-    int rc = sd_safetensors_open(path, &st);
-    if (!rc) rc = sd_tagger_open(&m, st, SD_DEV_CPU);
-    if (rc) {
-        printf("#   %s\n", sd_errmsg());
-        sd_safetensors_close(st);
-        return -1;
-    }
-    rc = sd_safetensors_open(golden, &gs);
-    if (!rc) rc = read_f32(gs, "golden.x", &x);
-    if (!rc) rc = read_f32(gs, key, &ref);
-    if (!rc) rc = sd_tensor_alloc(&y, SD_F32, 2, ref.shape);
-    sd_ctx_set_threads(&g_ctx, threads);
-    if (!rc) rc = sd_tagger_forward(&g_ctx, &m, &y, &x);
-    if (rc) {
-        printf("#   %s\n", sd_errmsg());
-    } else {
-        const float *a = y.data, *r = ref.data;
-        double mx = 0, e = 0;
-        for (int64_t i = 0; i < sd_tensor_numel(&ref); i++) {
-            mx = fmax(mx, fabs(r[i]));
-            e = fmax(e, fabs((double)a[i] - r[i]));
-        }
-        worst = e / mx;
-        if (out && (size_t)sd_tensor_numel(&ref) <= nout) memcpy(out, a, sizeof(float) * (size_t)sd_tensor_numel(&ref));
-    }
-    sd_tensor_free(&x);
-    sd_tensor_free(&ref);
-    sd_tensor_free(&y);
-    sd_tagger_free(&m);
-    sd_safetensors_close(st);
-    sd_safetensors_close(gs);
-    return worst;
+    return tag_run(&g_ctx, path, golden, key, threads, out, nout, NULL);
 }
 
 static void swinv2_geometry(void)
 {
     sd_safetensors *st = NULL;
-    T_CHECK(sd_safetensors_open(data_path("swinv2_tiny.safetensors"), &st) == 0);
+    T_CHECK(sd_safetensors_open(tag_data_path("swinv2_tiny.safetensors"), &st) == 0);
     if (!st) return;
     T_EQ_INT(sd_tagger_detect(st), SD_TAGGER_ARCH_SWINV2);
     sd_tagger m;
@@ -162,14 +82,14 @@ static void swinv2_geometry(void)
 
 static void swinv2_logits(void)
 {
-    const char *gold = data_path("swinv2_golden.safetensors");
+    const char *gold = tag_data_path("swinv2_golden.safetensors");
     char golden[1024];
     snprintf(golden, sizeof golden, "%s", gold);
     float a[40], b[40], c[40];
-    double w16 = sw_run(data_path("swinv2_tiny.safetensors"), golden, "golden.logits", 2, a, 40);
+    double w16 = sw_run(tag_data_path("swinv2_tiny.safetensors"), golden, "golden.logits", 2, a, 40);
     printf("#   f16 file: max|diff|/max|ref| = %.3g\n", w16);
     T_CHECK(w16 >= 0 && w16 <= 1e-4);
-    double w1 = sw_run(data_path("swinv2_tiny.safetensors"), golden, "golden.logits", 1, b, 40);
+    double w1 = sw_run(tag_data_path("swinv2_tiny.safetensors"), golden, "golden.logits", 1, b, 40);
     T_CHECK(w1 >= 0 && memcmp(a, b, sizeof a) == 0);   /* 1 vs 2 threads: same bytes */
     char p32[1024], pbf[1024], pge[1024];
     snprintf(p32, sizeof p32, "%s", t_path("swinv2_f32.safetensors"));
@@ -237,16 +157,7 @@ static void swinv2_rejects_damaged(void)
     snprintf(path, sizeof path, "%s", t_path("swinv2_bad.safetensors"));
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         T_CHECK(sw_copy(path, SD_ST_F16, &cases[i].c) == 0);
-        sd_safetensors *st = NULL;
-        T_CHECK(sd_safetensors_open(path, &st) == 0);
-        if (!st) continue;
-        sd_tagger m;
-        int rc = sd_tagger_open(&m, st, SD_DEV_CPU);
-        T_CHECKF(rc == cases[i].rc, "case %zu: rc %d: %s", i, rc, sd_errmsg());
-        T_CHECKF(strstr(sd_errmsg(), cases[i].msg) && strstr(sd_errmsg(), "swinv2_bad.safetensors"),
-                 "case %zu: %s", i, sd_errmsg());
-        if (!rc) sd_tagger_free(&m);
-        sd_safetensors_close(st);
+        tag_check_refused(path, "swinv2_bad.safetensors", i, cases[i].rc, cases[i].msg);
     }
 }
 
