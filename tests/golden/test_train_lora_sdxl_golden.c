@@ -124,42 +124,7 @@ static void test_lora_sdxl_train_golden(void)
     printf("# worst relative error: loss %.3g, grad norm %.3g\n", worst_l, worst_g);
     char out[600];
     snprintf(out, sizeof out, "%s/g.safetensors", outdir);
-    sd_safetensors *a = NULL, *b = NULL, *sp = NULL;
-    T_EQ_INT(sd_safetensors_open(out, &a), 0);
-    T_EQ_INT(sd_safetensors_open(DIR "lora_final.safetensors", &b), 0);
-    T_EQ_INT(sd_safetensors_open(DIR "spread.safetensors", &sp), 0);
-    if (!a || !b || !sp) {
-        sd_safetensors_close(a);
-        sd_safetensors_close(b);
-        sd_safetensors_close(sp);
-        return;
-    }
-    T_EQ_INT(sd_safetensors_count(a), sd_safetensors_count(b));
-    int within = 0, nten = 0;
-    double worst = 0;
-    for (size_t i = 0; i < sd_safetensors_count(b); i++) {
-        const sd_st_tensor *t = sd_safetensors_at(b, i);
-        T_CHECKF(sd_safetensors_find(a, t->name) != NULL, "missing %s", t->name);
-        double e = tgr_tensor_rel_err(a, b, t->name);
-        if (e > worst) worst = e;
-        size_t L = strlen(t->name);
-        if (L > 6 && !strcmp(t->name + L - 6, ".alpha")) {
-            T_CHECKF(e == 0, "%s differs", t->name);
-            continue;
-        }
-        char sk[512];
-        float spread = 1;
-        snprintf(sk, sizeof sk, "spread.%s", t->name);
-        T_EQ_INT(sd_safetensors_read_f32(sp, sk, &spread, 1), 0);
-        double tol = 3 * spread > 1e-4 ? 3 * spread : 1e-4;
-        nten++;
-        within += e <= 1e-4;
-        T_CHECKF(e <= tol, "%s: relative error %.3g (allowed %.3g)", t->name, e, tol);
-    }
-    printf("# final LoRA weights: %d of %d tensors within 1e-4 relative, worst %.3g\n", within, nten, worst);
-    sd_safetensors_close(a);
-    sd_safetensors_close(b);
-    sd_safetensors_close(sp);
+    tgr_check_lora_final(out, DIR "lora_final.safetensors", DIR "spread.safetensors");
 }
 
 int main(void)

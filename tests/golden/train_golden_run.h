@@ -1,6 +1,7 @@
 /* Shared by the training golden tests (test_train_{lora,ti,full}_golden.c): the records of the
- * golden batch as latent files, and the per-step losses and gradient norms of the run's JSON-lines
- * log checked against the reference's. Uses test.h's T_* macros. */
+ * golden batch as latent files, the per-step losses and gradient norms of the run's JSON-lines
+ * log checked against the reference's, tensors compared between two files, and a trained LoRA file
+ * checked against the reference's. Uses test.h's T_* macros. */
 #ifndef SD_TESTS_TRAIN_GOLDEN_RUN_H
 #define SD_TESTS_TRAIN_GOLDEN_RUN_H
 
@@ -106,6 +107,49 @@ static inline double tgr_tensor_rel_err(const sd_safetensors *a, const sd_safete
     free(x);
     free(y);
     return mm > 0 ? md / mm : md;
+}
+
+/* The trained LoRA file `out` against the reference's `ref`: the same key set, every .alpha equal,
+ * every other tensor within max(3·spread, 1e-4) relative, its spread read from "spread.<name>" of
+ * `spread`. Prints how many tensors lie within 1e-4 and the worst error. */
+static inline void tgr_check_lora_final(const char *out, const char *ref, const char *spread_path)
+{
+    sd_safetensors *a = NULL, *b = NULL, *sp = NULL;
+    T_EQ_INT(sd_safetensors_open(out, &a), 0);
+    T_EQ_INT(sd_safetensors_open(ref, &b), 0);
+    T_EQ_INT(sd_safetensors_open(spread_path, &sp), 0);
+    if (!a || !b || !sp) {
+        sd_safetensors_close(a);
+        sd_safetensors_close(b);
+        sd_safetensors_close(sp);
+        return;
+    }
+    T_EQ_INT(sd_safetensors_count(a), sd_safetensors_count(b));
+    int within = 0, nten = 0;
+    double worst = 0;
+    for (size_t i = 0; i < sd_safetensors_count(b); i++) {
+        const sd_st_tensor *t = sd_safetensors_at(b, i);
+        T_CHECKF(sd_safetensors_find(a, t->name) != NULL, "missing %s", t->name);
+        double e = tgr_tensor_rel_err(a, b, t->name);
+        if (e > worst) worst = e;
+        size_t L = strlen(t->name);
+        if (L > 6 && !strcmp(t->name + L - 6, ".alpha")) {
+            T_CHECKF(e == 0, "%s differs", t->name);
+            continue;
+        }
+        char sk[512];
+        float spread = 1;
+        snprintf(sk, sizeof sk, "spread.%s", t->name);
+        T_EQ_INT(sd_safetensors_read_f32(sp, sk, &spread, 1), 0);
+        double tol = 3 * spread > 1e-4 ? 3 * spread : 1e-4;
+        nten++;
+        within += e <= 1e-4;
+        T_CHECKF(e <= tol, "%s: relative error %.3g (allowed %.3g)", t->name, e, tol);
+    }
+    printf("# final LoRA weights: %d of %d tensors within 1e-4 relative, worst %.3g\n", within, nten, worst);
+    sd_safetensors_close(a);
+    sd_safetensors_close(b);
+    sd_safetensors_close(sp);
 }
 
 #endif
