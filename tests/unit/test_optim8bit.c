@@ -11,43 +11,12 @@
 
 #include "base/error.h"
 #include "io/safetensors.h"
+#include "optim8bit_inputs.h"
 #include "test.h"
 #include "train/optim8bit.h"
 #include "train/pyfmt.h"
 
 #define GOLDEN "tests/data/optim8bit/adamw8bit.safetensors"
-
-/* ---- the generator's deterministic inputs ---------------------------------------------------- */
-
-static uint32_t mix32(uint32_t x)
-{
-    x ^= x >> 16;
-    x *= 0x7FEB352Du;
-    x ^= x >> 15;
-    x *= 0x846CA68Bu;
-    x ^= x >> 16;
-    return x;
-}
-
-static float hval(uint32_t seed, uint32_t i, int lo_exp, int span)
-{
-    uint32_t h = mix32(seed * 0x9E3779B1u + i);
-    int mant = (int)(h & 0xFFFF) - 32768;
-    int e = 15 + lo_exp + (span > 0 ? (int)((h >> 16) % (uint32_t)span) : 0);
-    return ldexpf((float)mant, -e);
-}
-
-static void gen_params(uint32_t seed, float *p, int n)
-{
-    for (int i = 0; i < n; i++) p[i] = hval(seed, (uint32_t)i, 0, 0);
-}
-
-static void gen_grads(uint32_t seed, int step, int span, float *g, int n)
-{
-    for (int i = 0; i < n; i++) g[i] = hval(seed + 1000u * (uint32_t)step, (uint32_t)i, 3, span);
-}
-
-static const double LRS[6] = { 1e-3, 9e-4, 7.5e-4, 5e-4, 2.5e-4, 1e-4 };
 
 typedef struct gcase {
     const char *name;
@@ -218,14 +187,14 @@ static void run_golden_case(const sd_safetensors *st, int ci, int nthreads)
     T_CHECK(sd_adamw8bit_state_init(&s, n, c->min8) == SD_OK);
     T_EQ_INT(s.mode, n >= c->min8 ? SD_BNB_STATE_U8 : SD_BNB_STATE_F32);
     uint32_t seed = 17u + (uint32_t)ci;
-    gen_params(seed, p, n);
+    o8_gen_params(seed, p, n);
     omp_set_num_threads(nthreads);
     char name[64];
     double worst = 0;
     for (int step = 1; step <= 6; step++) {
-        gen_grads(seed, step, c->span, g, n);
+        o8_gen_grads(seed, step, c->span, g, n);
         if (c->special) specials(c->name, n, step, g);
-        T_CHECK(sd_adamw8bit_step(&s, p, g, LRS[step - 1] * c->lrscale, c->beta1, c->beta2, c->eps, c->wd,
+        T_CHECK(sd_adamw8bit_step(&s, p, g, O8_LRS[step - 1] * c->lrscale, c->beta1, c->beta2, c->eps, c->wd,
                                   step) == SD_OK);
         if (step == 1 && !strcmp(c->name, "d")) {
             snprintf(name, sizeof name, "%s.p1", c->name);
@@ -316,9 +285,9 @@ static void test_special_values(void)
     float *m = malloc(n * sizeof(float)), *v = malloc(n * sizeof(float));
     sd_adamw8bit_state s;
     T_CHECK(sd_adamw8bit_state_init(&s, n, 0) == SD_OK);
-    gen_params(5, p, n);
+    o8_gen_params(5, p, n);
     for (int step = 1; step <= 2; step++) {
-        gen_grads(5, step, 6, g, n);
+        o8_gen_grads(5, step, 6, g, n);
         for (int i = 256; i < 512; i++) g[i] = 0.0f;
         if (step == 2) g[7] = NAN, g[8] = INFINITY, g[9] = -INFINITY;
         memcpy(p0, p, n * sizeof(float));
@@ -349,7 +318,7 @@ static void test_zero_grad(void)
         sd_adamw8bit_state s;
         T_CHECK(sd_adamw8bit_state_init(&s, n, 0) == SD_OK);
         T_EQ_INT(s.mode, mode ? SD_BNB_STATE_U8 : SD_BNB_STATE_F32);
-        gen_params(9, p, n);
+        o8_gen_params(9, p, n);
         memcpy(p0, p, (size_t)n * sizeof(float));
         T_CHECK(sd_adamw8bit_step(&s, p, g, 1e-2, 0.9, 0.999, 1e-8, 0.0, 1) == SD_OK);
         int same = 1;
@@ -411,9 +380,9 @@ static void test_roundtrip(void)
         float *p2 = malloc((size_t)n * sizeof(float));
         sd_adamw8bit_state a, b;
         T_CHECK(sd_adamw8bit_state_init(&a, n, 0) == SD_OK);
-        gen_params(3, p, n);
+        o8_gen_params(3, p, n);
         for (int step = 1; step <= 3; step++) {
-            gen_grads(3, step, 6, g, n);
+            o8_gen_grads(3, step, 6, g, n);
             T_CHECK(sd_adamw8bit_step(&a, p, g, 1e-3, 0.9, 0.999, 1e-8, 1e-2, step) == SD_OK);
         }
         sd_safetensors_writer *w = NULL;
@@ -431,7 +400,7 @@ static void test_roundtrip(void)
         T_CHECK(!memcmp(a.mem, b.mem, sd_adamw8bit_state_bytes(&a)));
         memcpy(p2, p, (size_t)n * sizeof(float));
         for (int step = 4; step <= 5; step++) {
-            gen_grads(3, step, 6, g, n);
+            o8_gen_grads(3, step, 6, g, n);
             T_CHECK(sd_adamw8bit_step(&a, p, g, 1e-3, 0.9, 0.999, 1e-8, 1e-2, step) == SD_OK);
             T_CHECK(sd_adamw8bit_step(&b, p2, g, 1e-3, 0.9, 0.999, 1e-8, 1e-2, step) == SD_OK);
         }
@@ -473,11 +442,11 @@ static void test_threads(void)
         sd_adamw8bit_state s[2];
         for (int t = 0; t < 2; t++) {
             p[t] = malloc((size_t)n * sizeof(float));
-            gen_params(11, p[t], n);
+            o8_gen_params(11, p[t], n);
             T_CHECK(sd_adamw8bit_state_init(&s[t], n, mode ? 0 : INT64_MAX) == SD_OK);
             omp_set_num_threads(t + 1);
             for (int step = 1; step <= 2; step++) {
-                gen_grads(11, step, 6, g, n);
+                o8_gen_grads(11, step, 6, g, n);
                 T_CHECK(sd_adamw8bit_step(&s[t], p[t], g, 1e-3, 0.9, 0.999, 1e-8, 1e-2, step) == SD_OK);
             }
         }

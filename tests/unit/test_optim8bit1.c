@@ -13,42 +13,12 @@
 #include "base/error.h"
 #include "base/half.h"
 #include "io/safetensors.h"
+#include "optim8bit_inputs.h"
 #include "test.h"
 #include "train/optim8bit.h"
 #include "train/pyfmt.h"
 
 #define GOLDEN "tests/data/optim8bit/bnb1state.safetensors"
-
-/* the generator's deterministic inputs (make_optim8bit_golden.py's hash) */
-static uint32_t mix32(uint32_t x)
-{
-    x ^= x >> 16;
-    x *= 0x7FEB352Du;
-    x ^= x >> 15;
-    x *= 0x846CA68Bu;
-    x ^= x >> 16;
-    return x;
-}
-
-static float hval(uint32_t seed, uint32_t i, int lo_exp, int span)
-{
-    uint32_t h = mix32(seed * 0x9E3779B1u + i);
-    int mant = (int)(h & 0xFFFF) - 32768;
-    int e = 15 + lo_exp + (span > 0 ? (int)((h >> 16) % (uint32_t)span) : 0);
-    return ldexpf((float)mant, -e);
-}
-
-static void gen_params(uint32_t seed, float *p, int n)
-{
-    for (int i = 0; i < n; i++) p[i] = hval(seed, (uint32_t)i, 0, 0);
-}
-
-static void gen_grads(uint32_t seed, int step, int span, float *g, int n)
-{
-    for (int i = 0; i < n; i++) g[i] = hval(seed + 1000u * (uint32_t)step, (uint32_t)i, 3, span);
-}
-
-static const double LRS[6] = { 1e-3, 9e-4, 7.5e-4, 5e-4, 2.5e-4, 1e-4 };
 
 typedef struct gcase {
     const char *name;
@@ -107,15 +77,15 @@ static void run_golden_case(const sd_safetensors *st, int ci, int nthreads)
     T_EQ_INT(s.nstates, 1);
     T_CHECK(s.v32 == NULL && s.v8 == NULL && s.absmax2 == NULL);
     uint32_t seed = 31u + (uint32_t)ci;
-    gen_params(seed, p, n);
+    o8_gen_params(seed, p, n);
     if (c->half) sd_round_half_n(p, (size_t)n, c->half == 2);
     omp_set_num_threads(nthreads);
     char name[64];
     for (int step = 1; step <= 6; step++) {
-        gen_grads(seed, step, c->span, g, n);
+        o8_gen_grads(seed, step, c->span, g, n);
         if (c->special) specials(step, g);
         if (c->half) sd_round_half_n(g, (size_t)n, c->half == 2);
-        T_CHECK(sd_bnb1_step(&s, c->opt, p, g, LRS[step - 1] * c->lrscale, c->beta1, c->beta2, c->wd, step,
+        T_CHECK(sd_bnb1_step(&s, c->opt, p, g, O8_LRS[step - 1] * c->lrscale, c->beta1, c->beta2, c->wd, step,
                              c->half) == SD_OK);
         if (step == 1 && (!strcmp(c->name, "ld") || !strcmp(c->name, "md"))) {
             snprintf(name, sizeof name, "%s.p1", c->name);
@@ -224,9 +194,9 @@ static void test_roundtrip(void)
             float *p = malloc((size_t)n * 4), *g = malloc((size_t)n * 4), *p2 = malloc((size_t)n * 4);
             sd_adamw8bit_state a, b;
             T_CHECK(sd_bnb1_state_init(&a, n, 0) == SD_OK);
-            gen_params(3, p, n);
+            o8_gen_params(3, p, n);
             for (int step = 1; step <= 3; step++) {
-                gen_grads(3, step, 6, g, n);
+                o8_gen_grads(3, step, 6, g, n);
                 T_CHECK(sd_bnb1_step(&a, opt, p, g, 1e-3, 0.9, 0.99, 1e-2, step, 0) == SD_OK);
             }
             sd_safetensors_writer *w = NULL;
@@ -246,7 +216,7 @@ static void test_roundtrip(void)
             T_CHECK(!memcmp(a.mem, b.mem, sd_adamw8bit_state_bytes(&a)));
             memcpy(p2, p, (size_t)n * 4);
             for (int step = 4; step <= 5; step++) {
-                gen_grads(3, step, 6, g, n);
+                o8_gen_grads(3, step, 6, g, n);
                 T_CHECK(sd_bnb1_step(&a, opt, p, g, 1e-3, 0.9, 0.99, 1e-2, step, 0) == SD_OK);
                 T_CHECK(sd_bnb1_step(&b, opt, p2, g, 1e-3, 0.9, 0.99, 1e-2, step, 0) == SD_OK);
             }
@@ -275,11 +245,11 @@ static void test_threads(void)
             sd_adamw8bit_state s[2];
             for (int t = 0; t < 2; t++) {
                 p[t] = malloc((size_t)n * 4);
-                gen_params(11, p[t], n);
+                o8_gen_params(11, p[t], n);
                 T_CHECK(sd_bnb1_state_init(&s[t], n, mode ? 0 : INT64_MAX) == SD_OK);
                 omp_set_num_threads(t + 1);
                 for (int step = 1; step <= 2; step++) {
-                    gen_grads(11, step, 6, g, n);
+                    o8_gen_grads(11, step, 6, g, n);
                     T_CHECK(sd_bnb1_step(&s[t], o ? SD_BNB1_MOMENTUM : SD_BNB1_LION, p[t], g, 1e-3, 0.9, 0.99, 1e-2,
                                          step, 0) == SD_OK);
                 }
