@@ -11,7 +11,7 @@
 
 #include "base/error.h"
 #include "io/safetensors.h"
-#include "optim8bit_inputs.h"
+#include "optim8bit_golden.h"
 #include "test.h"
 #include "train/optim8bit.h"
 #include "train/pyfmt.h"
@@ -47,18 +47,6 @@ static void specials(const char *name, int n, int step, float *g)
     if (step == 2) g[100] = NAN;
     if (step == 4) g[101] = INFINITY, g[102] = -INFINITY;
 }
-
-static int read_golden(const sd_safetensors *st, const char *name, sd_st_dtype dt, void *dst, size_t n)
-{
-    const sd_st_tensor *t = sd_safetensors_find(st, name);
-    if (!t || t->dtype != dt || (size_t)t->numel != n) {
-        printf("#   golden tensor %s missing or malformed\n", name);
-        return -1;
-    }
-    return sd_safetensors_read(st, t, dt, dst, n);
-}
-
-static int bits_eq(float a, float b) { return memcmp(&a, &b, sizeof a) == 0; }
 
 static int64_t ulp_diff(float a, float b)
 {
@@ -119,10 +107,10 @@ static void test_qmap_construction(void)
         return;
     }
     float gs[256], gu[256], ts[256], tu[256];
-    T_CHECK(read_golden(st, "qmap_signed", SD_ST_F32, gs, 256) == 0);
-    T_CHECK(read_golden(st, "qmap_unsigned", SD_ST_F32, gu, 256) == 0);
-    T_CHECK(read_golden(st, "qmap_signed_torch", SD_ST_F32, ts, 256) == 0);
-    T_CHECK(read_golden(st, "qmap_unsigned_torch", SD_ST_F32, tu, 256) == 0);
+    T_CHECK(o8_read_golden(st, "qmap_signed", SD_ST_F32, gs, 256) == 0);
+    T_CHECK(o8_read_golden(st, "qmap_unsigned", SD_ST_F32, gu, 256) == 0);
+    T_CHECK(o8_read_golden(st, "qmap_signed_torch", SD_ST_F32, ts, 256) == 0);
+    T_CHECK(o8_read_golden(st, "qmap_unsigned_torch", SD_ST_F32, tu, 256) == 0);
     T_CHECK(!memcmp(s, gs, sizeof gs));
     T_CHECK(!memcmp(u, gu, sizeof gu));
     int nd = 0;
@@ -189,70 +177,28 @@ static void run_golden_case(const sd_safetensors *st, int ci, int nthreads)
     uint32_t seed = 17u + (uint32_t)ci;
     o8_gen_params(seed, p, n);
     omp_set_num_threads(nthreads);
-    char name[64];
     double worst = 0;
     for (int step = 1; step <= 6; step++) {
         o8_gen_grads(seed, step, c->span, g, n);
         if (c->special) specials(c->name, n, step, g);
         T_CHECK(sd_adamw8bit_step(&s, p, g, O8_LRS[step - 1] * c->lrscale, c->beta1, c->beta2, c->eps, c->wd,
                                   step) == SD_OK);
-        if (step == 1 && !strcmp(c->name, "d")) {
-            snprintf(name, sizeof name, "%s.p1", c->name);
-            if (read_golden(st, name, SD_ST_F32, want, (size_t)n) == 0) {
-                int same = 1;
-                for (int i = 0; i < n; i++) same &= bits_eq(p[i], want[i]);
-                T_CHECKF(same, "case %s step 1 parameters differ", c->name);
-            }
-        }
+        if (step == 1 && !strcmp(c->name, "d")) o8_check_p1(st, c->name, p, want, n);
     }
     omp_set_num_threads(1);
 
     /* parameters: within 1e-6 relative (bitwise expected: the same IEEE operations in order) */
-    snprintf(name, sizeof name, "%s.p", c->name);
     int nbits = 0;
-    if (read_golden(st, name, SD_ST_F32, want, (size_t)n) == 0) {
-        for (int i = 0; i < n; i++) {
-            double d = fabs((double)p[i] - want[i]) / fmax(fabs((double)want[i]), 1e-30);
-            if (d > worst) worst = d;
-            nbits += !bits_eq(p[i], want[i]);
-        }
+    if (o8_param_err(st, c->name, p, want, n, &worst, &nbits) == 0)
         T_CHECKF(worst <= 1e-6, "case %s: worst relative parameter error %g", c->name, worst);
-    }
     if (s.mode == SD_BNB_STATE_U8) {
-        uint8_t *q = malloc((size_t)n);
-        float am[32];
-        snprintf(name, sizeof name, "%s.state1", c->name);
-        if (read_golden(st, name, SD_ST_U8, q, (size_t)n) == 0) {
-            int bad = 0;
-            for (int i = 0; i < n; i++) bad += q[i] != s.m8[i];
-            T_CHECKF(bad == 0, "case %s: %d state1 bytes differ", c->name, bad);
-        }
-        snprintf(name, sizeof name, "%s.state2", c->name);
-        if (read_golden(st, name, SD_ST_U8, q, (size_t)n) == 0) {
-            int bad = 0;
-            for (int i = 0; i < n; i++) bad += q[i] != s.v8[i];
-            T_CHECKF(bad == 0, "case %s: %d state2 bytes differ", c->name, bad);
-        }
-        snprintf(name, sizeof name, "%s.absmax1", c->name);
-        if (read_golden(st, name, SD_ST_F32, am, (size_t)s.nblocks) == 0)
-            for (int b = 0; b < s.nblocks; b++) T_CHECKF(bits_eq(am[b], s.absmax1[b]), "%s absmax1[%d]", c->name, b);
-        snprintf(name, sizeof name, "%s.absmax2", c->name);
-        if (read_golden(st, name, SD_ST_F32, am, (size_t)s.nblocks) == 0)
-            for (int b = 0; b < s.nblocks; b++) T_CHECKF(bits_eq(am[b], s.absmax2[b]), "%s absmax2[%d]", c->name, b);
-        free(q);
+        o8_check_u8(st, c->name, "state1", s.m8, n);
+        o8_check_u8(st, c->name, "state2", s.v8, n);
+        o8_check_absmax(st, c->name, "absmax1", s.absmax1, s.nblocks);
+        o8_check_absmax(st, c->name, "absmax2", s.absmax2, s.nblocks);
     } else {
-        snprintf(name, sizeof name, "%s.state1", c->name);
-        if (read_golden(st, name, SD_ST_F32, want, (size_t)n) == 0) {
-            int bad = 0;
-            for (int i = 0; i < n; i++) bad += !bits_eq(want[i], s.m32[i]);
-            T_CHECKF(bad == 0, "case %s: %d state1 values differ", c->name, bad);
-        }
-        snprintf(name, sizeof name, "%s.state2", c->name);
-        if (read_golden(st, name, SD_ST_F32, want, (size_t)n) == 0) {
-            int bad = 0;
-            for (int i = 0; i < n; i++) bad += !bits_eq(want[i], s.v32[i]);
-            T_CHECKF(bad == 0, "case %s: %d state2 values differ", c->name, bad);
-        }
+        o8_check_f32(st, c->name, "state1", s.m32, want, n);
+        o8_check_f32(st, c->name, "state2", s.v32, want, n);
     }
     printf("# case %s (%d elements, %s, %d threads): worst parameter rel. error %.3g, %d not bitwise equal\n",
            c->name, n, s.mode == SD_BNB_STATE_U8 ? "8-bit" : "32-bit", nthreads, worst, nbits);
@@ -295,14 +241,14 @@ static void test_special_values(void)
     }
     T_CHECK(s.absmax1[1] == 0.0f && s.absmax2[1] == 0.0f);
     int ok = 1;
-    for (int i = 256; i < 512; i++) ok &= s.m8[i] == 255 && s.v8[i] == 0 && bits_eq(p[i], p0[i]);
+    for (int i = 256; i < 512; i++) ok &= s.m8[i] == 255 && s.v8[i] == 0 && o8_bits_eq(p[i], p0[i]);
     T_CHECK(ok);
     sd_adamw8bit_moments(&s, m, v);
     for (int i = 7; i <= 9; i++) {
-        T_CHECK(bits_eq(p[i], p0[i]));
+        T_CHECK(o8_bits_eq(p[i], p0[i]));
         T_CHECK(m[i] == 0.0f && v[i] == 0.0f);
     }
-    T_CHECK(!bits_eq(p[10], p0[10]));
+    T_CHECK(!o8_bits_eq(p[10], p0[10]));
     sd_adamw8bit_state_free(&s);
     free(p), free(g), free(p0), free(m), free(v);
 }
@@ -322,12 +268,12 @@ static void test_zero_grad(void)
         memcpy(p0, p, (size_t)n * sizeof(float));
         T_CHECK(sd_adamw8bit_step(&s, p, g, 1e-2, 0.9, 0.999, 1e-8, 0.0, 1) == SD_OK);
         int same = 1;
-        for (int i = 0; i < n; i++) same &= bits_eq(p[i], p0[i]);
+        for (int i = 0; i < n; i++) same &= o8_bits_eq(p[i], p0[i]);
         T_CHECK(same);
         T_CHECK(sd_adamw8bit_step(&s, p, g, 1e-2, 0.9, 0.999, 1e-8, 0.5, 2) == SD_OK);
         float decay = 1.0f - (float)1e-2 * 0.5f;
         same = 1;
-        for (int i = 0; i < n; i++) same &= bits_eq(p[i], p0[i] * decay);
+        for (int i = 0; i < n; i++) same &= o8_bits_eq(p[i], p0[i] * decay);
         T_CHECK(same);
         sd_adamw8bit_moments(&s, m, v);
         int zero = 1;

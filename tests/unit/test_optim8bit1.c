@@ -13,7 +13,7 @@
 #include "base/error.h"
 #include "base/half.h"
 #include "io/safetensors.h"
-#include "optim8bit_inputs.h"
+#include "optim8bit_golden.h"
 #include "test.h"
 #include "train/optim8bit.h"
 #include "train/pyfmt.h"
@@ -55,18 +55,6 @@ static void specials(int step, float *g)
     if (step == 1) g[103] = -0.0f;
 }
 
-static int read_golden(const sd_safetensors *st, const char *name, sd_st_dtype dt, void *dst, size_t n)
-{
-    const sd_st_tensor *t = sd_safetensors_find(st, name);
-    if (!t || t->dtype != dt || (size_t)t->numel != n) {
-        printf("#   golden tensor %s missing or malformed\n", name);
-        return -1;
-    }
-    return sd_safetensors_read(st, t, dt, dst, n);
-}
-
-static int bits_eq(float a, float b) { return memcmp(&a, &b, sizeof a) == 0; }
-
 static void run_golden_case(const sd_safetensors *st, int ci, int nthreads)
 {
     const gcase *c = &CASES[ci];
@@ -80,54 +68,24 @@ static void run_golden_case(const sd_safetensors *st, int ci, int nthreads)
     o8_gen_params(seed, p, n);
     if (c->half) sd_round_half_n(p, (size_t)n, c->half == 2);
     omp_set_num_threads(nthreads);
-    char name[64];
     for (int step = 1; step <= 6; step++) {
         o8_gen_grads(seed, step, c->span, g, n);
         if (c->special) specials(step, g);
         if (c->half) sd_round_half_n(g, (size_t)n, c->half == 2);
         T_CHECK(sd_bnb1_step(&s, c->opt, p, g, O8_LRS[step - 1] * c->lrscale, c->beta1, c->beta2, c->wd, step,
                              c->half) == SD_OK);
-        if (step == 1 && (!strcmp(c->name, "ld") || !strcmp(c->name, "md"))) {
-            snprintf(name, sizeof name, "%s.p1", c->name);
-            if (read_golden(st, name, SD_ST_F32, want, (size_t)n) == 0) {
-                int same = 1;
-                for (int i = 0; i < n; i++) same &= bits_eq(p[i], want[i]);
-                T_CHECKF(same, "case %s step 1 parameters differ", c->name);
-            }
-        }
+        if (step == 1 && (!strcmp(c->name, "ld") || !strcmp(c->name, "md"))) o8_check_p1(st, c->name, p, want, n);
     }
     omp_set_num_threads(1);
     double worst = 0;
     int nbits = 0;
-    snprintf(name, sizeof name, "%s.p", c->name);
-    if (read_golden(st, name, SD_ST_F32, want, (size_t)n) == 0) {
-        for (int i = 0; i < n; i++) {
-            double d = fabs((double)p[i] - want[i]) / fmax(fabs((double)want[i]), 1e-30);
-            if (d > worst) worst = d;
-            nbits += !bits_eq(p[i], want[i]);
-        }
+    if (o8_param_err(st, c->name, p, want, n, &worst, &nbits) == 0)
         T_CHECKF(nbits == 0, "case %s: %d parameters not bitwise equal (worst rel. %g)", c->name, nbits, worst);
-    }
     if (s.mode == SD_BNB_STATE_U8) {
-        uint8_t *q = malloc((size_t)n);
-        float am[32];
-        snprintf(name, sizeof name, "%s.state1", c->name);
-        if (read_golden(st, name, SD_ST_U8, q, (size_t)n) == 0) {
-            int bad = 0;
-            for (int i = 0; i < n; i++) bad += q[i] != s.m8[i];
-            T_CHECKF(bad == 0, "case %s: %d state1 bytes differ", c->name, bad);
-        }
-        snprintf(name, sizeof name, "%s.absmax1", c->name);
-        if (read_golden(st, name, SD_ST_F32, am, (size_t)s.nblocks) == 0)
-            for (int b = 0; b < s.nblocks; b++) T_CHECKF(bits_eq(am[b], s.absmax1[b]), "%s absmax1[%d]", c->name, b);
-        free(q);
+        o8_check_u8(st, c->name, "state1", s.m8, n);
+        o8_check_absmax(st, c->name, "absmax1", s.absmax1, s.nblocks);
     } else {
-        snprintf(name, sizeof name, "%s.state1", c->name);
-        if (read_golden(st, name, SD_ST_F32, want, (size_t)n) == 0) {
-            int bad = 0;
-            for (int i = 0; i < n; i++) bad += !bits_eq(want[i], s.m32[i]);
-            T_CHECKF(bad == 0, "case %s: %d state1 values differ", c->name, bad);
-        }
+        o8_check_f32(st, c->name, "state1", s.m32, want, n);
     }
     printf("# case %s (%s%s, %d elements, %s, %d threads): worst parameter rel. error %.3g, %d not bitwise equal\n",
            c->name, c->opt == SD_BNB1_LION ? "lion" : "momentum", c->half == 1 ? " f16" : c->half == 2 ? " bf16" : "", n, s.mode == SD_BNB_STATE_U8 ? "8-bit" : "32-bit",
