@@ -86,6 +86,29 @@ int sd_tagger_meta_act(const sd_safetensors *st, sd_act *act)
     return SD_OK;
 }
 
+int sd_tagger_patch_dims(const sd_safetensors *st, const sd_st_tensor *t, int64_t *dim, int64_t *patch)
+{
+    *dim = t->shape[0];
+    *patch = t->shape[2];
+    if (t->shape[1] != 3 || t->shape[3] != *patch)
+        return sd_err(SD_EFORMAT, "%s: %s must be [D,3,P,P]", sd_safetensors_path(st), t->name);
+    return SD_OK;
+}
+
+int sd_tagger_count_stages(const sd_safetensors *st, const char *prefix, const char *key, const char *arch, int max,
+                           int64_t *n)
+{
+    char k[160];
+    for (*n = 0; *n <= max; (*n)++) {
+        snprintf(k, sizeof k, "%s.%d.%s", prefix, (int)*n, key);
+        if (!has(st, k)) break;
+    }
+    if (*n < 1 || *n > max)
+        return sd_err(SD_EFORMAT, "%s: %s (%s.S.%s for S = 0..%d)", sd_safetensors_path(st),
+                      *n ? "too many stages" : arch, prefix, key, max - 1);
+    return SD_OK;
+}
+
 int sd_tagger_move(sd_tagger *m, sd_devkind dev)
 {
     if (m->eva) return sd_tagger_eva02_move(m->eva, &m->r, dev);
@@ -118,10 +141,7 @@ int sd_tagger_open(sd_tagger *m, const sd_safetensors *st, sd_devkind dev)
     TRY(shape_of(st, "pos_embed", 3, &pe));
     TRY(shape_of(st, "head.weight", 2, &hw));
     TRY(shape_of(st, "blocks.0.mlp.fc1.weight", 2, &f1));
-    m->width = pw->shape[0];
-    m->patch = pw->shape[2];
-    if (pw->shape[1] != 3 || pw->shape[3] != m->patch)
-        TRY(sd_err(SD_EFORMAT, "%s: patch_embed.proj.weight must be [D,3,P,P]", path));
+    TRY(sd_tagger_patch_dims(st, pw, &m->width, &m->patch));
     m->tokens = pe->shape[1];
     int64_t g = 1;
     while (g * g < m->tokens) g++;

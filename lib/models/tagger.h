@@ -79,6 +79,12 @@ void sd_tagger_free(sd_tagger *m);
  * gelu). SD_EFORMAT / SD_EUNSUPPORTED naming the file. */
 int sd_tagger_meta_int(const sd_safetensors *st, const char *key, long lo, long hi, long def, long *out);
 int sd_tagger_meta_act(const sd_safetensors *st, sd_act *act);
+/* For the loaders too: a patchify stem's weight `t` (of `st`) must be [D,3,P,P]: *dim = D, *patch = P.
+ * And the number of stages, "<prefix>.S.<key>" present for S = 0, 1, …: *n, from 1 to max
+ * (`arch` names the model when there is none). SD_EFORMAT naming the file. */
+int sd_tagger_patch_dims(const sd_safetensors *st, const sd_st_tensor *t, int64_t *dim, int64_t *patch);
+int sd_tagger_count_stages(const sd_safetensors *st, const char *prefix, const char *key, const char *arch, int max,
+                           int64_t *n);
 
 /* Move an open model to `dev`: the parameters and any constants an architecture derived from them
  * (the SwinV2's position biases and masks, the EVA02's RoPE table). */

@@ -30,11 +30,9 @@ int sd_tagger_convnext_build(sd_tagger_convnext *c, sd_params *r, const sd_safet
     char key[160], p[128];
     int rc;
     long v;
+    int64_t d0;
     TRY(shape_of(st, "stem.0.weight", 4, &t));
-    const int64_t d0 = t->shape[0];
-    c->patch = t->shape[2];
-    if (t->shape[1] != 3 || t->shape[3] != c->patch)
-        TRY(sd_err(SD_EFORMAT, "%s: stem.0.weight must be [C,3,P,P]", path));
+    TRY(sd_tagger_patch_dims(st, t, &d0, &c->patch));
     TRY(sd_tagger_meta_int(st, "img_size", 1, 8192, 448, &v));
     c->size = v;
     TRY(sd_tagger_meta_act(st, &c->act));
@@ -42,13 +40,8 @@ int sd_tagger_convnext_build(sd_tagger_convnext *c, sd_params *r, const sd_safet
         TRY(sd_err(SD_EFORMAT, "%s: input size %lld is smaller than the stem's patch %lld", path, (long long)c->size,
                    (long long)c->patch));
     c->stem_h = c->size / c->patch;
-    for (c->nstages = 0; c->nstages <= SD_CONVNEXT_MAX_STAGES; c->nstages++) {
-        snprintf(key, sizeof key, "stages.%d.blocks.0.conv_dw.weight", (int)c->nstages);
-        if (!has(st, key)) break;
-    }
-    if (c->nstages < 1 || c->nstages > SD_CONVNEXT_MAX_STAGES)
-        TRY(sd_err(SD_EFORMAT, "%s: %s (stages.S.blocks.0.conv_dw.weight for S = 0..%d)", path,
-                   c->nstages ? "too many stages" : "no ConvNeXt stages", SD_CONVNEXT_MAX_STAGES - 1));
+    TRY(sd_tagger_count_stages(st, "stages", "blocks.0.conv_dw.weight", "no ConvNeXt stages", SD_CONVNEXT_MAX_STAGES,
+                               &c->nstages));
     TRY(sd_conv2d_init(&c->stem, r, "stem.0", 3, d0, (int)c->patch, (int)c->patch,
                        sd_conv2d_geom_make((int)c->patch, 0), SD_NN_BIAS));
     TRY(sd_layernorm_init(&c->stem_norm, r, "stem.1", d0, 1e-6f));

@@ -69,10 +69,7 @@ int sd_tagger_eva02_build(sd_tagger_eva02 *e, sd_params *r, const sd_safetensors
     TRY(shape_of(st, "pos_embed", 3, &pe));
     TRY(shape_of(st, "head.weight", 2, &hw));
     TRY(shape_of(st, "blocks.0.mlp.fc1_g.weight", 2, &f1));
-    e->width = pw->shape[0];
-    e->patch = pw->shape[2];
-    if (pw->shape[1] != 3 || pw->shape[3] != e->patch)
-        TRY(sd_err(SD_EFORMAT, "%s: patch_embed.proj.weight must be [D,3,P,P]", path));
+    TRY(sd_tagger_patch_dims(st, pw, &e->width, &e->patch));
     e->tokens = pe->shape[1];
     int64_t g = 1;
     while (g * g < e->tokens - 1) g++;

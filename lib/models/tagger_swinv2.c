@@ -150,11 +150,9 @@ int sd_tagger_swinv2_build(sd_tagger_swinv2 *c, sd_params *r, const sd_safetenso
     char key[160], p[128];
     int rc;
     long v;
+    int64_t d0;
     TRY(shape_of(st, "patch_embed.proj.weight", 4, &t));
-    const int64_t d0 = t->shape[0];
-    c->patch = t->shape[2];
-    if (t->shape[1] != 3 || t->shape[3] != c->patch)
-        TRY(sd_err(SD_EFORMAT, "%s: patch_embed.proj.weight must be [C,3,P,P]", path));
+    TRY(sd_tagger_patch_dims(st, t, &d0, &c->patch));
     TRY(sd_tagger_meta_int(st, "img_size", 1, 8192, 448, &v));
     c->size = v;
     TRY(sd_tagger_meta_int(st, "window_size", 1, 256, 14, &v));
@@ -164,13 +162,8 @@ int sd_tagger_swinv2_build(sd_tagger_swinv2 *c, sd_params *r, const sd_safetenso
         TRY(sd_err(SD_EFORMAT, "%s: input size %lld is not a multiple of the patch %lld", path, (long long)c->size,
                    (long long)c->patch));
     c->grid = c->size / c->patch;
-    for (c->nstages = 0; c->nstages <= SD_SWINV2_MAX_STAGES; c->nstages++) {
-        snprintf(key, sizeof key, "layers.%d.blocks.0.norm1.weight", (int)c->nstages);
-        if (!has(st, key)) break;
-    }
-    if (c->nstages < 1 || c->nstages > SD_SWINV2_MAX_STAGES)
-        TRY(sd_err(SD_EFORMAT, "%s: %s (layers.S.blocks.0.norm1.weight for S = 0..%d)", path,
-                   c->nstages ? "too many stages" : "no SwinV2 stages", SD_SWINV2_MAX_STAGES - 1));
+    TRY(sd_tagger_count_stages(st, "layers", "blocks.0.norm1.weight", "no SwinV2 stages", SD_SWINV2_MAX_STAGES,
+                               &c->nstages));
     TRY(sd_conv2d_init(&c->patch_embed, r, "patch_embed.proj", 3, d0, (int)c->patch, (int)c->patch,
                        sd_conv2d_geom_make((int)c->patch, 0), SD_NN_BIAS));
     TRY(sd_layernorm_init(&c->patch_norm, r, "patch_embed.norm", d0, LN_EPS));
