@@ -63,6 +63,66 @@ def put(f, name, values):
 
 
 # ---- transcriptions ---------------------------------------------------------------------------------
+# Pieces Prodigy and the D-Adaptation Adam variants write alike.
+def check_group_lr(group_lr, lr):
+    if group_lr not in [lr, 0.0]:
+        raise RuntimeError("Setting different lr values in different parameter groups is only supported "
+                           "for values of 0")
+
+
+def coupled_grads(opt, group, decouple):
+    """(p, grad, state) of each parameter of `group` that has a gradient, in order; the weight decay is
+    added to grad first unless it is decoupled."""
+    decay = group["weight_decay"]
+    for p in group["params"]:
+        if p.grad is None:
+            continue
+        grad = p.grad.data
+        if decay != 0 and not decouple:
+            grad.add_(p.data, alpha=decay)
+        yield p, grad, opt.state[p]
+
+
+def bias_corrected_dlr(group, d, lr):
+    """d·lr, times Adam's bias correction when the group's use_bias_correction is set"""
+    beta1, beta2 = group["betas"]
+    k = group["k"]
+    if group["use_bias_correction"]:
+        bias_correction = ((1 - beta2 ** (k + 1)) ** 0.5) / (1 - beta1 ** (k + 1))
+    else:
+        bias_correction = 1
+    return d * lr * bias_correction
+
+
+def init_adam_state(state, p):
+    """DAdaptAdam's and DAdaptAdamPreprint's state at a parameter's first step"""
+    if "step" not in state:
+        state["step"] = 0
+        state["s"] = torch.zeros_like(p.data).detach()
+        state["exp_avg"] = torch.zeros_like(p.data).detach()
+        state["exp_avg_sq"] = torch.zeros_like(p.data).detach()
+
+
+def adam_apply(opt, group, dlr, decouple, decay_if_lr):
+    """DAdaptAdam's and DAdaptAdamPreprint's update of `group`: the decoupled weight decay (Preprint:
+    decay_if_lr, only where the group's lr > 0), then p -= exp_avg / (sqrt(exp_avg_sq) + eps)"""
+    group_lr = group["lr"]
+    decay = group["weight_decay"]
+    k = group["k"]
+    eps = group["eps"]
+    for p in group["params"]:
+        if p.grad is None:
+            continue
+        state = opt.state[p]
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        state["step"] += 1
+        denom = exp_avg_sq.sqrt().add_(eps)
+        if decay != 0 and decouple and (group_lr > 0 or not decay_if_lr):
+            p.data.add_(p.data, alpha=-decay * dlr)
+        p.data.addcdiv_(exp_avg, denom, value=-1)
+    group["k"] = k + 1
+
+
 class Lion(torch.optim.Optimizer):
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, use_triton=False,
                  decoupled_weight_decay=False):
@@ -191,42 +251,27 @@ class Prodigy(torch.optim.Optimizer):
     def step(self):
         d_denom = 0.0
         group = self.param_groups[0]
-        use_bias_correction = group["use_bias_correction"]
         beta1, beta2 = group["betas"]
         beta3 = group["beta3"]
         if beta3 is None:
             beta3 = math.sqrt(beta2)
-        k = group["k"]
         d = group["d"]
         d_max = group["d_max"]
         d_coef = group["d_coef"]
         lr = max(group["lr"] for group in self.param_groups)
-        if use_bias_correction:
-            bias_correction = ((1 - beta2 ** (k + 1)) ** 0.5) / (1 - beta1 ** (k + 1))
-        else:
-            bias_correction = 1
-        dlr = d * lr * bias_correction
+        dlr = bias_corrected_dlr(group, d, lr)
         growth_rate = group["growth_rate"]
         decouple = group["decouple"]
         d_numerator = group["d_numerator"]
         d_numerator *= beta3
         delta_numerator = 0.0
         for group in self.param_groups:
-            decay = group["weight_decay"]
             group_lr = group["lr"]
             d0 = group["d0"]
             safeguard_warmup = group["safeguard_warmup"]
             slice_p = group["slice_p"]
-            if group_lr not in [lr, 0.0]:
-                raise RuntimeError("Setting different lr values in different parameter groups is only "
-                                   "supported for values of 0")
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad.data
-                if decay != 0 and not decouple:
-                    grad.add_(p.data, alpha=decay)
-                state = self.state[p]
+            check_group_lr(group_lr, lr)
+            for p, grad, state in coupled_grads(self, group, decouple):
                 if "step" not in state:
                     state["step"] = 0
                     state["s"] = torch.zeros_like(p.data.flatten()[::slice_p]).detach()
@@ -302,41 +347,22 @@ class DAdaptAdam(torch.optim.Optimizer):
     def step(self):
         sk_l1 = 0.0
         group = self.param_groups[0]
-        use_bias_correction = group["use_bias_correction"]
         numerator_weighted = group["numerator_weighted"]
         beta1, beta2 = group["betas"]
-        k = group["k"]
         d = group["d"]
         lr = max(group["lr"] for group in self.param_groups)
-        if use_bias_correction:
-            bias_correction = ((1 - beta2 ** (k + 1)) ** 0.5) / (1 - beta1 ** (k + 1))
-        else:
-            bias_correction = 1
-        dlr = d * lr * bias_correction
+        dlr = bias_corrected_dlr(group, d, lr)
         growth_rate = group["growth_rate"]
         decouple = group["decouple"]
         sqrt_beta2 = beta2 ** (0.5)
         numerator_acum = 0.0
         for group in self.param_groups:
-            decay = group["weight_decay"]
             eps = group["eps"]
             group_lr = group["lr"]
             r = group["layer_scale"]
-            if group_lr not in [lr, 0.0]:
-                raise RuntimeError("Setting different lr values in different parameter groups is only supported "
-                                   "for values of 0.")
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad.data
-                if decay != 0 and not decouple:
-                    grad.add_(p.data, alpha=decay)
-                state = self.state[p]
-                if "step" not in state:
-                    state["step"] = 0
-                    state["s"] = torch.zeros_like(p.data).detach()
-                    state["exp_avg"] = torch.zeros_like(p.data).detach()
-                    state["exp_avg_sq"] = torch.zeros_like(p.data).detach()
+            check_group_lr(group_lr, lr)
+            for p, grad, state in coupled_grads(self, group, decouple):
+                init_adam_state(state, p)
                 exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
                 s = state["s"]
                 if group_lr > 0.0:
@@ -357,20 +383,7 @@ class DAdaptAdam(torch.optim.Optimizer):
         for group in self.param_groups:
             group["numerator_weighted"] = global_numerator_weighted
             group["d"] = d
-            decay = group["weight_decay"]
-            k = group["k"]
-            eps = group["eps"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                state["step"] += 1
-                denom = exp_avg_sq.sqrt().add_(eps)
-                if decay != 0 and decouple:
-                    p.data.add_(p.data, alpha=-decay * dlr)
-                p.data.addcdiv_(exp_avg, denom, value=-1)
-            group["k"] = k + 1
+            adam_apply(self, group, dlr, decouple, False)
 
 
 class DAdaptAdamPreprint(torch.optim.Optimizer):
@@ -395,23 +408,10 @@ class DAdaptAdamPreprint(torch.optim.Optimizer):
         beta1, beta2 = group["betas"]
         for group in self.param_groups:
             group_lr = group["lr"]
-            decay = group["weight_decay"]
             eps = group["eps"]
-            if group_lr not in [lr, 0.0]:
-                raise RuntimeError("Setting different lr values in different parameter groups is only supported "
-                                   "for values of 0")
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad.data
-                if decay != 0 and not decouple:
-                    grad.add_(p.data, alpha=decay)
-                state = self.state[p]
-                if "step" not in state:
-                    state["step"] = 0
-                    state["s"] = torch.zeros_like(p.data).detach()
-                    state["exp_avg"] = torch.zeros_like(p.data).detach()
-                    state["exp_avg_sq"] = torch.zeros_like(p.data).detach()
+            check_group_lr(group_lr, lr)
+            for p, grad, state in coupled_grads(self, group, decouple):
+                init_adam_state(state, p)
                 exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
                 grad_grad = grad * grad.conj()
                 if group_lr > 0:
@@ -433,21 +433,7 @@ class DAdaptAdamPreprint(torch.optim.Optimizer):
         for group in self.param_groups:
             group["gsq_weighted"] = gsq_weighted
             group["d"] = d
-            group_lr = group["lr"]
-            decay = group["weight_decay"]
-            k = group["k"]
-            eps = group["eps"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                state["step"] += 1
-                denom = exp_avg_sq.sqrt().add_(eps)
-                if decay != 0 and decouple and group_lr > 0:
-                    p.data.add_(p.data, alpha=-decay * dlr)
-                p.data.addcdiv_(exp_avg, denom, value=-1)
-            group["k"] = k + 1
+            adam_apply(self, group, dlr, decouple, True)
 
 
 class DAdaptSGD(torch.optim.Optimizer):
@@ -496,8 +482,7 @@ class DAdaptSGD(torch.optim.Optimizer):
         dlr = d*lr/g0_norm
         for group in self.param_groups:
             group_lr = group['lr']
-            if group_lr not in [lr, 0.0]:
-                raise RuntimeError("Setting different lr values in different parameter groups is only supported for values of 0")
+            check_group_lr(group_lr, lr)
             for p in group['params']:
                 if p.grad is None:
                     continue
@@ -719,9 +704,7 @@ class DAdaptLion(torch.optim.Optimizer):
         numerator_acum = sk_l1 = 0.0
         for group in self.param_groups:
             wd = group["weight_decay"]
-            if group["lr"] not in [lr, 0.0]:
-                raise RuntimeError("Setting different lr values in different parameter groups is only supported "
-                                   "for values of 0")
+            check_group_lr(group["lr"], lr)
             for p in group["params"]:
                 if p.grad is None:
                     continue
