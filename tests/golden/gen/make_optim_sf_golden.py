@@ -2,8 +2,9 @@
 
 The classes below are schedulefree 1.4's (kohya's requirements.txt pins schedulefree==1.4;
 facebookresearch/schedule_free commit 49f34e0, 2024-12-02: schedulefree/adamw_schedulefree.py,
-radam_schedulefree.py, sgd_schedulefree.py), copied without their docstrings; the package is not
-installed here, torch is. They run on the CPU in float32 with the default foreach=True path.
+radam_schedulefree.py, sgd_schedulefree.py), copied without their docstrings, with what the three
+write alike (eval()/train(), the warmup, the averaging weight, the state of a first step) in
+ScheduleFree and the sf_* functions once; the package is not installed here, torch is. They run on the CPU in float32 with the default foreach=True path.
 kohya (train_network.py) calls optimizer.train() once at construction and eval() ... train()
 around every optimizer step's sampling/saving window: each case does the same after every step
 and records the eval-mode weights x, then the train-mode y, z and exp_avg_sq at the end.
@@ -28,7 +29,75 @@ if not hasattr(torch, "_foreach_lerp_"):   # torch < 2.0 (this machine's 1.13): 
     torch._foreach_lerp_ = _foreach_lerp_
 
 
-class AdamWScheduleFree(torch.optim.Optimizer):
+class ScheduleFree(torch.optim.Optimizer):
+    """eval() and train() of all three: y <-> x by lerp with z, beta(group) being beta1 (AdamW, RAdam)
+    or momentum (SGD)"""
+
+    @staticmethod
+    def beta(group):
+        return group['betas'][0]
+
+    @torch.no_grad()
+    def eval(self):
+        for group in self.param_groups:
+            train_mode = group['train_mode']
+            beta = self.beta(group)
+            if train_mode:
+                for p in group['params']:
+                    state = self.state[p]
+                    if 'z' in state:
+                        p.lerp_(end=state['z'].to(p.device), weight=1-1/beta)
+                group['train_mode'] = False
+
+    @torch.no_grad()
+    def train(self):
+        for group in self.param_groups:
+            train_mode = group['train_mode']
+            beta = self.beta(group)
+            if not train_mode:
+                for p in group['params']:
+                    state = self.state[p]
+                    if 'z' in state:
+                        p.lerp_(end=state['z'].to(p.device), weight=1-beta)
+                group['train_mode'] = True
+
+    def check_train_mode(self):
+        if not self.param_groups[0]['train_mode']:
+            raise Exception("Optimizer was not in train mode when step is called. ")
+
+
+def sf_warmup(group, k):
+    """AdamW's and SGD's linear warmup factor of step k+1"""
+    warmup_steps = group['warmup_steps']
+    if k < warmup_steps:
+        return (k+1) / warmup_steps
+    return 1.0
+
+
+def sf_ckp1(group, k, lr):
+    """the averaging weight of step k+1 at this lr (group's scheduled_lr, lr_max and weight_sum updated)"""
+    group['scheduled_lr'] = lr
+    lr_max = group['lr_max'] = max(lr, group['lr_max'])
+    weight = ((k+1)**group['r']) * (lr_max**group['weight_lr_power'])
+    weight_sum = group['weight_sum'] = group['weight_sum'] + weight
+    try:
+        return weight/weight_sum
+    except ZeroDivisionError:
+        return 0
+
+
+def sf_active(opt, group, exp_avg_sq):
+    """the group's parameters with a gradient, their state started (z = p, and exp_avg_sq = 0 if asked)"""
+    active_p = [p for p in group['params'] if p.grad is not None]
+    for p in active_p:
+        if 'z' not in opt.state[p]:
+            opt.state[p]['z'] = torch.clone(p, memory_format=torch.preserve_format)
+            if exp_avg_sq:
+                opt.state[p]['exp_avg_sq'] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    return active_p
+
+
+class AdamWScheduleFree(ScheduleFree):
     def __init__(self, params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, warmup_steps=0, r=0.0,
                  weight_lr_power=2.0, foreach=hasattr(torch, "_foreach_mul_")):
         defaults = dict(lr=lr, betas=betas, eps=eps, r=r, k=0, warmup_steps=warmup_steps, train_mode=False,
@@ -37,61 +106,19 @@ class AdamWScheduleFree(torch.optim.Optimizer):
         super().__init__(params, defaults)
 
     @torch.no_grad()
-    def eval(self):
-        for group in self.param_groups:
-            train_mode = group['train_mode']
-            beta1, _ = group['betas']
-            if train_mode:
-                for p in group['params']:
-                    state = self.state[p]
-                    if 'z' in state:
-                        p.lerp_(end=state['z'].to(p.device), weight=1-1/beta1)
-                group['train_mode'] = False
-
-    @torch.no_grad()
-    def train(self):
-        for group in self.param_groups:
-            train_mode = group['train_mode']
-            beta1, _ = group['betas']
-            if not train_mode:
-                for p in group['params']:
-                    state = self.state[p]
-                    if 'z' in state:
-                        p.lerp_(end=state['z'].to(p.device), weight=1-beta1)
-                group['train_mode'] = True
-
-    @torch.no_grad()
     def step(self, closure=None):
-        if not self.param_groups[0]['train_mode']:
-            raise Exception("Optimizer was not in train mode when step is called. ")
+        self.check_train_mode()
         loss = None
         for group in self.param_groups:
             eps = group['eps']
             beta1, beta2 = group['betas']
             decay = group['weight_decay']
             k = group['k']
-            r = group['r']
-            warmup_steps = group['warmup_steps']
-            weight_lr_power = group['weight_lr_power']
-            if k < warmup_steps:
-                sched = (k+1) / warmup_steps
-            else:
-                sched = 1.0
+            sched = sf_warmup(group, k)
             bias_correction2 = 1 - beta2 ** (k+1)
             lr = group['lr']*sched
-            group['scheduled_lr'] = lr
-            lr_max = group['lr_max'] = max(lr, group['lr_max'])
-            weight = ((k+1)**r) * (lr_max**weight_lr_power)
-            weight_sum = group['weight_sum'] = group['weight_sum'] + weight
-            try:
-                ckp1 = weight/weight_sum
-            except ZeroDivisionError:
-                ckp1 = 0
-            active_p = [p for p in group['params'] if p.grad is not None]
-            for p in active_p:
-                if 'z' not in self.state[p]:
-                    self.state[p]['z'] = torch.clone(p, memory_format=torch.preserve_format)
-                    self.state[p]['exp_avg_sq'] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            ckp1 = sf_ckp1(group, k, lr)
+            active_p = sf_active(self, group, True)
             if group['foreach'] and len(active_p) > 0:
                 y, grad, exp_avg_sq, z = zip(*[(p, p.grad, self.state[p]['exp_avg_sq'], self.state[p]['z'])
                                                for p in active_p])
@@ -110,7 +137,7 @@ class AdamWScheduleFree(torch.optim.Optimizer):
         return loss
 
 
-class RAdamScheduleFree(AdamWScheduleFree):   # eval()/train() are the same code
+class RAdamScheduleFree(AdamWScheduleFree):
     def __init__(self, params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, r=0.0,
                  weight_lr_power=2.0, foreach=hasattr(torch, "_foreach_mul_"), silent_sgd_phase=True):
         defaults = dict(lr=lr, betas=betas, eps=eps, r=r, k=0, train_mode=False, weight_sum=0.0, lr_max=-1.0,
@@ -120,8 +147,7 @@ class RAdamScheduleFree(AdamWScheduleFree):   # eval()/train() are the same code
 
     @torch.no_grad()
     def step(self, closure=None):
-        if not self.param_groups[0]["train_mode"]:
-            raise Exception("Optimizer was not in train mode when step is called. ")
+        self.check_train_mode()
         loss = None
         for group in self.param_groups:
             eps = group["eps"]
@@ -130,8 +156,6 @@ class RAdamScheduleFree(AdamWScheduleFree):   # eval()/train() are the same code
             silent_sgd_phase = group["silent_sgd_phase"]
             k = group["k"]
             step = k + 1
-            r = group['r']
-            weight_lr_power = group['weight_lr_power']
             beta2_t = beta2**step
             bias_correction2 = 1 - beta2_t
             rho_inf = 2 / (1 - beta2) - 1
@@ -142,20 +166,9 @@ class RAdamScheduleFree(AdamWScheduleFree):   # eval()/train() are the same code
                 else float(not silent_sgd_phase)
             )
             lr = group["lr"] * rect
-            group["scheduled_lr"] = lr
-            lr_max = group["lr_max"] = max(lr, group["lr_max"])
-            weight = (step**r) * (lr_max**weight_lr_power)
-            weight_sum = group["weight_sum"] = group["weight_sum"] + weight
-            try:
-                ckp1 = weight / weight_sum
-            except ZeroDivisionError:
-                ckp1 = 0
+            ckp1 = sf_ckp1(group, k, lr)
             adaptive_y_lr = lr * (beta1 * (1 - ckp1) - 1)
-            active_p = [p for p in group["params"] if p.grad is not None]
-            for p in active_p:
-                if "z" not in self.state[p]:
-                    self.state[p]["z"] = torch.clone(p, memory_format=torch.preserve_format)
-                    self.state[p]["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            active_p = sf_active(self, group, True)
             if group["foreach"] and len(active_p) > 0:
                 y, grad, exp_avg_sq, z = zip(
                     *[(p, p.grad, self.state[p]["exp_avg_sq"], self.state[p]["z"]) for p in active_p]
@@ -176,7 +189,7 @@ class RAdamScheduleFree(AdamWScheduleFree):   # eval()/train() are the same code
         return loss
 
 
-class SGDScheduleFree(torch.optim.Optimizer):
+class SGDScheduleFree(ScheduleFree):
     def __init__(self, params, lr=1.0, momentum=0.9, weight_decay=0, warmup_steps=0, r=0.0, weight_lr_power=2,
                  foreach=hasattr(torch, "_foreach_mul_")):
         if lr < 0.0:
@@ -190,60 +203,22 @@ class SGDScheduleFree(torch.optim.Optimizer):
                         weight_decay=weight_decay, foreach=foreach)
         super().__init__(params, defaults)
 
-    @torch.no_grad()
-    def eval(self):
-        for group in self.param_groups:
-            train_mode = group['train_mode']
-            momentum = group['momentum']
-            if train_mode:
-                for p in group['params']:
-                    state = self.state[p]
-                    if 'z' in state:
-                        p.lerp_(end=state['z'].to(p.device), weight=1-1/momentum)
-                group['train_mode'] = False
-
-    @torch.no_grad()
-    def train(self):
-        for group in self.param_groups:
-            train_mode = group['train_mode']
-            momentum = group['momentum']
-            if not train_mode:
-                for p in group['params']:
-                    state = self.state[p]
-                    if 'z' in state:
-                        p.lerp_(end=state['z'].to(p.device), weight=1-momentum)
-                group['train_mode'] = True
+    @staticmethod
+    def beta(group):
+        return group['momentum']
 
     @torch.no_grad()
     def step(self, closure=None):
-        if not self.param_groups[0]['train_mode']:
-            raise Exception("Optimizer was not in train mode when step is called. ")
+        self.check_train_mode()
         loss = None
         for group in self.param_groups:
             momentum = group['momentum']
-            lr = group['lr']
             weight_decay = group['weight_decay']
             k = group['k']
-            warmup_steps = group['warmup_steps']
-            if k < warmup_steps:
-                sched = (k+1) / warmup_steps
-            else:
-                sched = 1.0
+            sched = sf_warmup(group, k)
             lr = group['lr']*sched
-            group['scheduled_lr'] = lr
-            weight_lr_power = group['weight_lr_power']
-            r = group['r']
-            lr_max = group['lr_max'] = max(lr, group['lr_max'])
-            weight = ((k+1)**r) * (lr_max**weight_lr_power)
-            weight_sum = group['weight_sum'] = group['weight_sum'] + weight
-            try:
-                ckp1 = weight/weight_sum
-            except ZeroDivisionError:
-                ckp1 = 0
-            active_p = [p for p in group['params'] if p.grad is not None]
-            for p in active_p:
-                if 'z' not in self.state[p]:
-                    self.state[p]['z'] = torch.clone(p, memory_format=torch.preserve_format)
+            ckp1 = sf_ckp1(group, k, lr)
+            active_p = sf_active(self, group, False)
             if group['foreach'] and len(active_p) > 0:
                 y, grad, z = zip(*[(p, p.grad, self.state[p]['z']) for p in active_p])
                 if weight_decay != 0:
