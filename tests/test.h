@@ -7,6 +7,8 @@
 #define SD_TEST_H
 
 #include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +49,32 @@ static inline const char *t_path(const char *name)
     static int i;
     char *b = bufs[i++ & 7];
     snprintf(b, 512, "%s/%s", t_tmpdir(), name);
+    return b;
+}
+/* A 32-bit integer hash (lowbias32, as the generators' deterministic inputs use it). */
+static inline uint32_t t_mix32(uint32_t x)
+{
+    x ^= x >> 16;
+    x *= 0x7FEB352Du;
+    x ^= x >> 15;
+    x *= 0x846CA68Bu;
+    x ^= x >> 16;
+    return x;
+}
+
+/* "$SD_ROOT/" (tests/run sets it; "./" without) followed by the printf-formatted rest: a repository
+ * file; returns a static buffer (one of 8 rotating). */
+static inline __attribute__((format(printf, 1, 2))) const char *t_root_pathf(const char *fmt, ...)
+{
+    static char bufs[8][1024];
+    static int i;
+    char *b = bufs[i++ & 7];
+    const char *root = getenv("SD_ROOT");
+    int n = snprintf(b, 1024, "%s/", root && *root ? root : ".");
+    va_list ap;
+    va_start(ap, fmt);
+    if (n > 0 && n < 1024) vsnprintf(b + n, 1024 - (size_t)n, fmt, ap);
+    va_end(ap);
     return b;
 }
 static inline int t_write_file(const char *path, const void *data, size_t n)

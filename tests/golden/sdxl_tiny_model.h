@@ -17,20 +17,11 @@
 #include "models/model_config.h"
 #include "models/unet.h"
 #include "nn/params.h"
+#include "test.h"
 
 #define SDXL_TINY_DIR "tests/data/train_lora_sdxl/"
 
 /* make_unet_sdxl_golden.py sdxl_weight(name, shape) */
-static inline uint32_t mix32(uint32_t x)
-{
-    x ^= x >> 16;
-    x *= 0x7feb352du;
-    x ^= x >> 15;
-    x *= 0x846ca68bu;
-    x ^= x >> 16;
-    return x;
-}
-
 static inline void formula(const char *name, sd_tensor *t)
 {
     uint32_t seed = 0x811c9dc5u;
@@ -43,7 +34,7 @@ static inline void formula(const char *name, sd_tensor *t)
     double scale = t->ndim >= 2 ? sqrt(3.0 / (double)(n / t->shape[0])) : 0;
     float *v = t->data;
     for (int64_t i = 0; i < n; i++) {
-        uint32_t x = mix32(seed + (uint32_t)i * 0x9e3779b9u);
+        uint32_t x = t_mix32(seed + (uint32_t)i * 0x9e3779b9u);
         double r = 2.0 * ((double)(x >> 8) / 16777216.0) - 1.0;
         v[i] = (float)(t->ndim >= 2 ? r * scale : norm ? 1.0 + 0.2 * r : 0.1 * r);
     }

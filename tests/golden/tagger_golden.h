@@ -14,17 +14,13 @@
 #include "base/error.h"
 #include "io/safetensors.h"
 #include "models/tagger.h"
+#include "st_rewrite.h"
 #include "test.h"
 
 /* $SD_ROOT/tests/data/tagger/NAME; a static buffer, one of 8 rotating. */
 static inline const char *tag_data_path(const char *name)
 {
-    static char bufs[8][1024];
-    static int i;
-    char *b = bufs[i++ & 7];
-    const char *root = getenv("SD_ROOT");
-    snprintf(b, 1024, "%s/tests/data/tagger/%s", root && *root ? root : ".", name);
-    return b;
+    return t_root_pathf("tests/data/tagger/%s", name);
 }
 
 static inline int tag_read_f32(const sd_safetensors *st, const char *name, sd_tensor *t)
@@ -49,39 +45,29 @@ typedef struct tag_copy_spec {
 /* A copy of `src` at `dst`, every tensor as `dt`, changed as `c` says. */
 static inline int tag_copy(const char *src, const char *dst, sd_st_dtype dt, const tag_copy_spec *c)
 {
-    sd_safetensors *st = NULL;
-    sd_safetensors_writer *w = NULL;
-    int rc = sd_safetensors_open(src, &st);
-    if (!rc) rc = sd_safetensors_writer_new(&w);
-    size_t n = st ? sd_safetensors_count(st) : 0;
-    float **bufs = calloc(n + 1, sizeof *bufs);
-    float *zeros = NULL;
-    for (size_t i = 0; !rc && i < n; i++) {
-        const sd_st_tensor *t = sd_safetensors_at(st, i);
+    st_rewrite r;
+    int rc = st_rewrite_begin(&r, src);
+    for (size_t i = 0; !rc && i < r.n; i++) {
+        const sd_st_tensor *t = sd_safetensors_at(r.src, i);
         if (c->drop && !strcmp(t->name, c->drop)) continue;
         int64_t sh[8], numel = 1;
         memcpy(sh, t->shape, sizeof(int64_t) * (size_t)t->ndim);
         if (c->reshape && !strcmp(t->name, c->reshape)) sh[t->ndim - 1]++;
         for (int d = 0; d < t->ndim; d++) numel *= sh[d];
-        bufs[i] = calloc((size_t)numel, sizeof(float));
-        rc = sd_safetensors_read(st, t, SD_ST_F32, bufs[i], (size_t)t->numel);
-        if (!rc) rc = sd_safetensors_writer_add_f32(w, t->name, dt, t->ndim, sh, bufs[i]);
+        float *v;
+        rc = st_rewrite_read(&r, t, numel, &v);
+        if (!rc) rc = sd_safetensors_writer_add_f32(r.w, t->name, dt, t->ndim, sh, v);
     }
     if (!rc && c->extra) {
         int64_t ne = 1;
         for (int d = 0; d < c->extra_nd; d++) ne *= c->extra_shape[d];
-        zeros = calloc((size_t)ne, sizeof(float));
-        rc = sd_safetensors_writer_add_f32(w, c->extra, dt, c->extra_nd, c->extra_shape, zeros);
+        float *zeros = st_rewrite_buf(&r, ne);
+        rc = zeros ? sd_safetensors_writer_add_f32(r.w, c->extra, dt, c->extra_nd, c->extra_shape, zeros)
+                   : sd_err(SD_ENOMEM, "out of memory");
     }
     for (int k = 0; !rc && k < 4; k++)
-        if (c->meta[k][0] && c->meta[k][1]) rc = sd_safetensors_writer_set_meta(w, c->meta[k][0], c->meta[k][1]);
-    if (!rc) rc = sd_safetensors_writer_write(w, dst);
-    for (size_t i = 0; i < n; i++) free(bufs[i]);
-    free(bufs);
-    free(zeros);
-    sd_safetensors_writer_free(w);
-    sd_safetensors_close(st);
-    return rc;
+        if (c->meta[k][0] && c->meta[k][1]) rc = sd_safetensors_writer_set_meta(r.w, c->meta[k][0], c->meta[k][1]);
+    return st_rewrite_end(&r, rc, dst);
 }
 
 /* Logits of golden.x of `golden` by the model at `path` (`threads` threads) against the golden's

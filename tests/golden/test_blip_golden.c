@@ -12,16 +12,12 @@
 #include "base/error.h"
 #include "io/image.h"
 #include "models/blip.h"
+#include "st_rewrite.h"
 #include "test.h"
 
 static const char *data_path(const char *dir, const char *name)
 {
-    static char bufs[4][1024];
-    static int i;
-    char *b = bufs[i++ & 3];
-    const char *root = getenv("SD_ROOT");
-    snprintf(b, 1024, "%s/tests/data/%s/%s", root && *root ? root : ".", dir, name);
-    return b;
+    return t_root_pathf("tests/data/%s/%s", dir, name);
 }
 #define BLIP_FILE data_path("blip", "blip_tiny_hf.safetensors")
 
@@ -243,38 +239,30 @@ static const char *blip_name(const char *k, char *buf, size_t n)
  * tensor; 2 a wrong shape; 3 an unexpected tensor; 4 HF names without the metadata */
 static int rewrite(const char *dst, int mode)
 {
-    sd_safetensors *st = NULL;
-    sd_safetensors_writer *w = NULL;
-    int rc = sd_safetensors_open(BLIP_FILE, &st);
-    if (!rc) rc = sd_safetensors_writer_new(&w);
-    size_t n = st ? sd_safetensors_count(st) : 0;
-    float **bufs = calloc(n + 2, sizeof *bufs);
+    st_rewrite r;
+    int rc = st_rewrite_begin(&r, BLIP_FILE);
     char name[256];
-    for (size_t i = 0; !rc && i < n; i++) {
-        const sd_st_tensor *t = sd_safetensors_at(st, i);
+    for (size_t i = 0; !rc && i < r.n; i++) {
+        const sd_st_tensor *t = sd_safetensors_at(r.src, i);
         if (t->dtype == SD_ST_I64) continue;
-        bufs[i] = malloc(sizeof(float) * (size_t)t->numel);
-        rc = sd_safetensors_read(st, t, SD_ST_F32, bufs[i], (size_t)t->numel);
+        float *v;
+        rc = st_rewrite_read(&r, t, t->numel, &v);
         const char *nm = mode == 0 ? blip_name(t->name, name, sizeof name) : t->name;
         if (mode == 1 && !strcmp(nm, "text_decoder.bert.encoder.layer.1.crossattention.self.key.bias")) continue;
         int64_t shape[4];
         memcpy(shape, t->shape, sizeof(int64_t) * (size_t)t->ndim);
         if (mode == 2 && !strcmp(nm, "text_decoder.bert.encoder.layer.0.output.dense.weight")) shape[0] = 32;
-        if (!rc) rc = sd_safetensors_writer_add_f32(w, nm, SD_ST_F32, t->ndim, shape, bufs[i]);
+        if (!rc) rc = sd_safetensors_writer_add_f32(r.w, nm, SD_ST_F32, t->ndim, shape, v);
         if (!rc && mode == 0 && !strcmp(nm, "text_decoder.bert.embeddings.word_embeddings.weight"))
-            rc = sd_safetensors_writer_add_f32(w, "text_decoder.cls.predictions.decoder.weight", SD_ST_F32, t->ndim,
-                                               t->shape, bufs[i]);
+            rc = sd_safetensors_writer_add_f32(r.w, "text_decoder.cls.predictions.decoder.weight", SD_ST_F32, t->ndim,
+                                               t->shape, v);
         if (!rc && mode == 3 && !strcmp(nm, "vision_model.post_layernorm.bias"))
-            rc = sd_safetensors_writer_add_f32(w, "vision_model.encoder.layers.7.extra", SD_ST_F32, t->ndim, t->shape,
-                                               bufs[i]);
+            rc = sd_safetensors_writer_add_f32(r.w, "vision_model.encoder.layers.7.extra", SD_ST_F32, t->ndim,
+                                               t->shape, v);
     }
-    if (!rc && mode != 4) rc = sd_safetensors_writer_set_meta(w, "vision_heads", "4");
-    if (!rc && mode != 4) rc = sd_safetensors_writer_set_meta(w, "text_heads", "4");
-    if (!rc) rc = sd_safetensors_writer_write(w, dst);
-    for (size_t i = 0; i < n; i++) free(bufs[i]);
-    free(bufs);
-    sd_safetensors_writer_free(w);
-    sd_safetensors_close(st);
+    if (!rc && mode != 4) rc = sd_safetensors_writer_set_meta(r.w, "vision_heads", "4");
+    if (!rc && mode != 4) rc = sd_safetensors_writer_set_meta(r.w, "text_heads", "4");
+    rc = st_rewrite_end(&r, rc, dst);
     if (rc) printf("#   %s\n", sd_errmsg());
     return rc;
 }

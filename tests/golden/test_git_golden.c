@@ -14,12 +14,7 @@
 
 static const char *data_path(const char *dir, const char *name)
 {
-    static char bufs[4][1024];
-    static int i;
-    char *b = bufs[i++ & 3];
-    const char *root = getenv("SD_ROOT");
-    snprintf(b, 1024, "%s/tests/data/%s/%s", root && *root ? root : ".", dir, name);
-    return b;
+    return t_root_pathf("tests/data/%s/%s", dir, name);
 }
 
 static sd_ctx g_ctx;

@@ -12,10 +12,7 @@ static sd_arena g_act;
 
 static const char *data_path(const char *name)
 {
-    static char buf[1024];
-    const char *root = getenv("SD_ROOT");
-    snprintf(buf, sizeof buf, "%s/tests/data/nn/%s", root && *root ? root : ".", name);
-    return buf;
+    return t_root_pathf("tests/data/nn/%s", name);
 }
 
 /* Golden tensor `name` into a fresh host tensor of the file's shape. */

@@ -16,10 +16,7 @@ static double g_worst;
 
 static const char *data_path(const char *name)
 {
-    static char buf[1024];
-    const char *root = getenv("SD_ROOT");
-    snprintf(buf, sizeof buf, "%s/tests/data/golden/sdxl/%s", root && *root ? root : ".", name);
-    return buf;
+    return t_root_pathf("tests/data/golden/sdxl/%s", name);
 }
 
 static int golden(const sd_safetensors *st, const char *name, sd_tensor *t, sd_dtype dt)

@@ -19,12 +19,7 @@ static sd_ctx g_ctx;
 
 static const char *data_path(const char *name)
 {
-    static char buf[4][1024];
-    static int i;
-    char *b = buf[i++ & 3];
-    const char *root = getenv("SD_ROOT");
-    snprintf(b, 1024, "%s/tests/data/golden/unet/%s", root && *root ? root : ".", name);
-    return b;
+    return t_root_pathf("tests/data/golden/unet/%s", name);
 }
 
 #define CK(x) do { int rc_ = (x); if (rc_) { printf("#   %s:%d: %s: %s\n", __FILE__, __LINE__, #x, sd_errmsg()); \

@@ -11,12 +11,7 @@ static double g_worst;
 
 static const char *data_path(const char *name)
 {
-    static char buf[8][1024];
-    static int i;
-    char *b = buf[i++ & 7];
-    const char *root = getenv("SD_ROOT");
-    snprintf(b, 1024, "%s/tests/data/golden/vae/%s", root && *root ? root : ".", name);
-    return b;
+    return t_root_pathf("tests/data/golden/vae/%s", name);
 }
 
 static int golden(const sd_safetensors *st, const char *name, sd_tensor *t)

@@ -14,20 +14,10 @@
 #include "io/safetensors.h"
 #include "test.h"
 
-static inline uint32_t o8_mix32(uint32_t x)
-{
-    x ^= x >> 16;
-    x *= 0x7FEB352Du;
-    x ^= x >> 15;
-    x *= 0x846CA68Bu;
-    x ^= x >> 16;
-    return x;
-}
-
 /* a 16-bit mantissa scaled by 2^-(15 + lo_exp + h % span) */
 static inline float o8_hval(uint32_t seed, uint32_t i, int lo_exp, int span)
 {
-    uint32_t h = o8_mix32(seed * 0x9E3779B1u + i);
+    uint32_t h = t_mix32(seed * 0x9E3779B1u + i);
     int mant = (int)(h & 0xFFFF) - 32768;
     int e = 15 + lo_exp + (span > 0 ? (int)((h >> 16) % (uint32_t)span) : 0);
     return ldexpf((float)mant, -e);

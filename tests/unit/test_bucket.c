@@ -14,10 +14,7 @@
 
 static const char *data_path(const char *rel)
 {
-    static char buf[1024];
-    const char *root = getenv("SD_ROOT");
-    snprintf(buf, sizeof buf, "%s/%s", root && *root ? root : ".", rel);
-    return buf;
+    return t_root_pathf("%s", rel);
 }
 
 static int same_double(double a, double b) { return memcmp(&a, &b, sizeof a) == 0 || (a == 0 && b == 0); }

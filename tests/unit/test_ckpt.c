@@ -10,12 +10,7 @@
 
 static const char *data_path(const char *name)
 {
-    static char bufs[4][1024];
-    static int k;
-    char *b = bufs[k++ & 3];
-    const char *root = getenv("SD_ROOT");
-    snprintf(b, 1024, "%s/tests/data/ckpt/%s", root && *root ? root : ".", name);
-    return b;
+    return t_root_pathf("tests/data/ckpt/%s", name);
 }
 
 static unsigned char *slurp(const char *path, size_t *n)

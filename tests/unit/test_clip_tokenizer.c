@@ -23,10 +23,7 @@ static int ncases;
 
 static const char *data_path(const char *name)
 {
-    static char buf[1024];
-    const char *root = getenv("SD_ROOT");
-    snprintf(buf, sizeof buf, "%s/tests/data/clip_tokenizer/%s", root && *root ? root : ".", name);
-    return buf;
+    return t_root_pathf("tests/data/clip_tokenizer/%s", name);
 }
 
 static int hexval(int c)

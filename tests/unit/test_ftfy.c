@@ -10,10 +10,7 @@
 
 static const char *data_path(const char *name)
 {
-    static char buf[1024];
-    const char *root = getenv("SD_ROOT");
-    snprintf(buf, sizeof buf, "%s/tests/data/ftfy/%s", root && *root ? root : ".", name);
-    return buf;
+    return t_root_pathf("tests/data/ftfy/%s", name);
 }
 
 static int hexval(int c)

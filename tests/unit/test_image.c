@@ -19,14 +19,9 @@
 
 static double now(void);
 
-static char *data_path(const char *name)
+static const char *data_path(const char *name)
 {
-    static char buf[4][1024];
-    static int i;
-    char *b = buf[i++ & 3];
-    const char *root = getenv("SD_ROOT");
-    snprintf(b, 1024, "%s/tests/data/image/%s", root && *root ? root : ".", name);
-    return b;
+    return t_root_pathf("tests/data/image/%s", name);
 }
 
 static uint8_t *read_all(const char *path, size_t *n)

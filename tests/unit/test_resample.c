@@ -34,12 +34,9 @@ static void make_src(sd_image *im, int w, int h, int c)
                 im->px[((size_t)y * w + x) * c + ch] = (uint8_t)src_pixel(x, y, ch, c);
 }
 
-static char *data_path(const char *name)
+static const char *data_path(const char *name)
 {
-    static char buf[1024];
-    const char *root = getenv("SD_ROOT");
-    snprintf(buf, sizeof buf, "%s/tests/data/resample/%s", root && *root ? root : ".", name);
-    return buf;
+    return t_root_pathf("tests/data/resample/%s", name);
 }
 
 static void test_golden(void)

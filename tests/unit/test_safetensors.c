@@ -11,10 +11,7 @@
 
 static const char *data_path(const char *name)
 {
-    static char buf[1024];
-    const char *root = getenv("SD_ROOT");
-    snprintf(buf, sizeof buf, "%s/tests/data/safetensors/%s", root && *root ? root : ".", name);
-    return buf;
+    return t_root_pathf("tests/data/safetensors/%s", name);
 }
 
 static uint32_t f2u(float f)

@@ -50,12 +50,7 @@
 
 static const char *root_path(const char *rel)
 {
-    static char buf[8][1024];
-    static int i;
-    char *b = buf[i++ & 7];
-    const char *root = getenv("SD_ROOT");
-    snprintf(b, 1024, "%s/%s", root && *root ? root : ".", rel);
-    return b;
+    return t_root_pathf("%s", rel);
 }
 
 #define G_UNET1 "tests/data/golden/unet/sd1_tiny.safetensors"

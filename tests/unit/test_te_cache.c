@@ -9,10 +9,7 @@
 
 static const char *data_path(const char *name)
 {
-    static char buf[1024];
-    const char *root = getenv("SD_ROOT");
-    snprintf(buf, sizeof buf, "%s/tests/data/te_cache/%s", root && *root ? root : ".", name);
-    return buf;
+    return t_root_pathf("tests/data/te_cache/%s", name);
 }
 
 static float fx(size_t k) { return (float)((double)((long)(k % 97) - 48) / 16.0); }

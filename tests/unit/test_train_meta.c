@@ -12,10 +12,7 @@
 
 static const char *data_path(const char *rel)
 {
-    static char buf[1024];
-    const char *root = getenv("SD_ROOT");
-    snprintf(buf, sizeof buf, "%s/%s", root && *root ? root : ".", rel);
-    return buf;
+    return t_root_pathf("%s", rel);
 }
 
 /* the value of `key` in the golden file (malloc'd) */
