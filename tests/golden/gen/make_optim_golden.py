@@ -94,6 +94,16 @@ def bias_corrected_dlr(group, d, lr):
     return d * lr * bias_correction
 
 
+def stepped(opt, group):
+    """(p, state) of each parameter of `group` that has a gradient, its state's step counted"""
+    for p in group["params"]:
+        if p.grad is None:
+            continue
+        state = opt.state[p]
+        state["step"] += 1
+        yield p, state
+
+
 def init_adam_state(state, p):
     """DAdaptAdam's and DAdaptAdamPreprint's state at a parameter's first step"""
     if "step" not in state:
@@ -110,12 +120,8 @@ def adam_apply(opt, group, dlr, decouple, decay_if_lr):
     decay = group["weight_decay"]
     k = group["k"]
     eps = group["eps"]
-    for p in group["params"]:
-        if p.grad is None:
-            continue
-        state = opt.state[p]
+    for p, state in stepped(opt, group):
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        state["step"] += 1
         denom = exp_avg_sq.sqrt().add_(eps)
         if decay != 0 and decouple and (group_lr > 0 or not decay_if_lr):
             p.data.add_(p.data, alpha=-decay * dlr)
@@ -317,13 +323,9 @@ class Prodigy(torch.optim.Optimizer):
             decay = group["weight_decay"]
             k = group["k"]
             eps = group["eps"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
+            for p, state in stepped(self, group):
                 grad = p.grad.data
-                state = self.state[p]
                 exp_avg_sq = state["exp_avg_sq"]
-                state["step"] += 1
                 denom = exp_avg_sq.sqrt().add_(d * eps)
                 if decay != 0 and decouple:
                     p.data.add_(p.data, alpha=-decay * dlr)
