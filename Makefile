@@ -63,7 +63,7 @@ CU_SRC :=
 ifeq ($(CUDA),1)
   CU_SRC := $(wildcard lib/tensor/cuda/*.cu)
   ALL_CFLAGS += -DSD_CUDA -I$(CUDA_HOME)/include
-  LIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
+  LIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++ -ldl
   NVCCFLAGS := -O2 -MMD -MP -std=c++17 $(CUDA_ARCH) -Ilib -DSD_CUDA -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-fPIC
 endif
 
@@ -83,7 +83,7 @@ EMU_BUILD := $(BUILD)/emu
 EMU_C_SRC := $(sort $(shell grep -l SD_CUDA $(LIB_SRC)))
 EMU_OBJ  := $(filter-out $(EMU_C_SRC:%.c=$(BUILD)/obj/%.o),$(LIB_SRC:%.c=$(BUILD)/obj/%.o)) \
             $(EMU_C_SRC:%.c=$(EMU_BUILD)/obj/%.o) $(patsubst %.cu,$(EMU_BUILD)/obj/%.cu.o,$(wildcard lib/tensor/cuda/*.cu)) \
-            $(EMU_BUILD)/obj/tests/emu/lib/cuda_emu_runtime.o
+            $(EMU_BUILD)/obj/tests/emu/lib/cuda_emu_runtime.o $(EMU_BUILD)/obj/tests/emu/lib/cudnn_emu.o
 EMU_LIBSD := $(EMU_BUILD)/libsd.a
 EMU_PARITY := $(patsubst tests/%.c,$(EMU_BUILD)/tests/%,$(sort $(wildcard tests/parity/*.c)))
 EMU_CXXFLAGS := $(ALL_CXXFLAGS) -DSD_CUDA -DSD_CUDA_EMU -Itests/emu/include

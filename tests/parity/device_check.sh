@@ -24,9 +24,12 @@
 # After the tests, bench/bench_cuda_unet (SD1.5 UNet forward and frozen-weight training step,
 # batch 1/4/16, one JSON line each) runs in either build; DEVICE_CHECK_NO_BENCH=1 skips it; then
 # the training step at batch 16 with SD_CUDA_MATH=bf16, attention through cuBLAS and with SD_CUDA_ATTN=flash (the fused
-# kernels; at most 100 s each; DEVICE_CHECK_NO_FLASH_BENCH=1 skips these two).
+# kernels; at most 100 s each; DEVICE_CHECK_NO_FLASH_BENCH=1 skips these two), and with
+# SD_CUDA_CONV=cudnn (cuDNN convolutions; DEVICE_CHECK_NO_CUDNN_BENCH=1 skips it). After the parity
+# tests, test_parity_ops and test_parity_train run again with SD_CUDA_CONV=cudnn (cuDNN is loaded
+# at run time from libcudnn.so.9 when the machine has it; otherwise they check the fallback).
 # Expected time on an H100 with 16 cores: about 1-2 min build, under 1 min of tests and at most
-# 4 min (+ 2 × 100 s bf16) of UNet benchmark. DEVICE_CHECK_BUILD=DIR builds there instead of build/gpu.
+# 4 min (+ 3 × 100 s bf16) of UNet benchmark. DEVICE_CHECK_BUILD=DIR builds there instead of build/gpu.
 set -u
 cd "$(dirname "$0")/../.."
 B=${DEVICE_CHECK_BUILD:-build/gpu}
@@ -136,7 +139,7 @@ else
   done
   rm -f "$SD_BUILD/libsd.a" && ar rcs "$SD_BUILD/libsd.a" "${objs[@]}"
   LINK=(-Wl,--gc-sections "$SD_BUILD/libsd.a" -fopenmp -L"$CUDA_HOME/lib64" -Wl,-rpath,"$CUDA_HOME/lib64"
-        -lcublasLt -lcublas -lcudart -lstdc++ $BLAS_LIB -lm -lpthread)
+        -lcublasLt -lcublas -lcudart -lstdc++ $BLAS_LIB -lm -lpthread -ldl)
   for t in tests/parity/*.c; do
     out=$SD_BUILD/tests/parity/$(basename "$t" .c)
     cc $CF -Itests "$t" -o "$out" "${LINK[@]}" 2>>/tmp/sd-min.log || echo "  could not link $t without the full build"
@@ -151,6 +154,22 @@ fi
 say "SD_BUILD=$SD_BUILD TESTS_FILTER=parity tests/run"
 SD_BUILD=$SD_BUILD TESTS_FILTER=parity TESTS_VERBOSE=1 TESTS_JOBS=1 tests/run
 rc=$?
+
+# The same parity programs with the opt-in cuDNN convolutions (SD_CUDA_CONV=cudnn, libcudnn.so.9 loaded
+# at run time; without it every convolution falls back to im2col and test_parity_ops says so)
+say "parity with SD_CUDA_CONV=cudnn"
+echo "libcudnn.so.9: $(ls "$CUDA_HOME"/lib64/libcudnn.so.9 2>/dev/null || true) $(ldconfig -p 2>/dev/null | grep -o '/[^ ]*libcudnn.so.9$' | head -1)"
+for t in test_parity_ops test_parity_train; do
+  if [ -x "$SD_BUILD/tests/parity/$t" ]; then
+    SD_CUDA_CONV=cudnn timeout 300 "$SD_BUILD/tests/parity/$t" >/tmp/sd-cudnn-$t.log 2>&1
+    trc=$?
+    grep -E '^(not )?ok|FAIL|cuDNN|warning|largest' /tmp/sd-cudnn-$t.log | head -60
+    echo "$t with SD_CUDA_CONV=cudnn: exit $trc (full log /tmp/sd-cudnn-$t.log)"
+    [ $trc = 0 ] || rc=1
+  else
+    echo "$t: not built"
+  fi
+done
 
 # Whole sd-train runs, CPU vs CUDA (LoRA f32/bf16/fp16/full_bf16, db, ft full_fp16, resume): with
 # the full build, or else with a carried bundle (tests/parity/make_bundle.sh, made on a machine with
@@ -202,6 +221,15 @@ if [ -z "${DEVICE_CHECK_NO_BENCH:-}" ]; then
         [ $brc = 0 ] || echo "bench_cuda_unet ($attn): exit $brc$([ $brc = 124 ] && echo ' (timed out after 100 s)')"
       done
       unset SD_CUDA_ATTN
+    fi
+    # the same bf16 step with the cuDNN convolutions (compare with "attention cublas" above;
+    # DEVICE_CHECK_NO_CUDNN_BENCH=1 skips it)
+    if [ -z "${DEVICE_CHECK_NO_CUDNN_BENCH:-}" ]; then
+      say "bench_cuda_unet batch 16, SD_CUDA_MATH=bf16, SD_CUDA_CONV=cudnn"
+      SD_CUDA_CONV=cudnn SD_CUDA_MATH=bf16 BENCH_BATCHES=16 BENCH_RUNS=2 BENCH_FILTER=sd15_step timeout 100 \
+        "$SD_BUILD/bench/bench_cuda_unet"
+      brc=$?
+      [ $brc = 0 ] || echo "bench_cuda_unet (cudnn): exit $brc$([ $brc = 124 ] && echo ' (timed out after 100 s)')"
     fi
   else
     echo "bench_cuda_unet did not build:"; grep -E 'error|undefined' /tmp/sd-bench-build.log | head -10

@@ -7,6 +7,9 @@
 # it was built from). Binaries
 # are stripped; OUT.tar.xz (about 17 MB: OpenBLAS and ICU's data are 80 MB unpacked, over the device
 # tool's 64 MiB carry) is what travels; device_check.sh unpacks it.
+# cuDNN (SD_CUDA_CONV=cudnn) is not linked but loaded with dlopen, so ldd does not list it and it is
+# not carried (about 400 MB): the binaries find libcudnn.so.9 in CUDA_HOME/lib64 (their rpath, and
+# device_check.sh's LD_LIBRARY_PATH) when the GPU machine has it, and fall back to im2col otherwise.
 #   bash tests/parity/make_bundle.sh [OUT]     (default build/gpu-bundle; run on the build machine)
 #   then on the device tool: carry ["build/gpu-bundle.tar.xz"], run bash tests/parity/device_check.sh
 set -eu

@@ -27,6 +27,9 @@
 #include "tensor/device.h"
 #include "tensor/ops.h"
 #include "test.h"
+#ifdef SD_CUDA
+#include "tensor/cuda/cuda.h"
+#endif
 
 #define TOL 1e-5
 
@@ -345,6 +348,9 @@ typedef struct conv_case {
     sd_conv2d_geom g;
 } conv_case;
 
+/* The tolerance of conv_one's comparisons (TOL; the cuDNN TF32 runs raise it). */
+static double g_conv_tol = TOL;
+
 /* tiny: 3 images and a scratch arena that holds the backward's two im2col buffers of one image
  * only (forward: 2 images per chunk, backward: 1), so the chunk loops run several times. */
 static void conv_one(const conv_case *cc, sd_dtype wdt, int tiny, const char *tag, int bias)
@@ -364,19 +370,19 @@ static void conv_one(const conv_case *cc, sd_dtype wdt, int tiny, const char *ta
     BOTH(sd_op_conv2d(&cpu, &y->h, &x->h, &w->h, bias ? &b->h : NULL, g),
          sd_op_conv2d(gctx, &y->d, &x->d, &w->d, bias ? &b->d : NULL, g));
     snprintf(name, sizeof name, "conv2d %s%s", cc->name, tag);
-    cmp(name, y, TOL);
+    cmp(name, y, g_conv_tol);
     pair *dy = R(n, cc->cout, ho, wo), *dx = R(n, cc->cin, cc->h, cc->w), *db = R(cc->cout);
     pair *dw = wdt == SD_F32 ? R(cc->cout, cc->cin, cc->kh, cc->kw) : NULL;
     BOTH(sd_op_conv2d_bwd(&cpu, &dx->h, dw ? &dw->h : NULL, &db->h, &dy->h, &x->h, &w->h, g),
          sd_op_conv2d_bwd(gctx, &dx->d, dw ? &dw->d : NULL, &db->d, &dy->d, &x->d, &w->d, g));
     snprintf(name, sizeof name, "conv2d_bwd dx %s%s", cc->name, tag);
-    cmp(name, dx, TOL);
+    cmp(name, dx, g_conv_tol);
     if (dw) {
         snprintf(name, sizeof name, "conv2d_bwd dw %s%s", cc->name, tag);
-        cmp(name, dw, TOL);
+        cmp(name, dw, g_conv_tol);
     }
     snprintf(name, sizeof name, "conv2d_bwd db %s%s", cc->name, tag);
-    cmp(name, db, TOL);
+    cmp(name, db, g_conv_tol);
     if (tiny) sd_ctx_free(&small);
 }
 
@@ -414,6 +420,178 @@ static void test_conv2d(void)
     same_bytes("conv2d_bwd db", db, b3);
     free(b1); free(b2); free(b3);
     pool_free();
+}
+
+/* SD_CUDA_CONV=cudnn (lib/tensor/cuda/conv_cudnn.cu): the conv2d cases through cuDNN against the CPU,
+ * with SD_CUDA_MATH fp32 (CUDNN_FMA_MATH: TOL) and tf32 (CUDNN_TENSOR_OP_MATH: the TF32 tolerance of
+ * test_cuda_basic, 2e-3), forward with and without bias, backward dx only / dw only / both from
+ * random starting gradients (+=), a tiny scratch arena (the algorithm without workspace), bf16
+ * weights, the backward's determinism; the counters prove that cuDNN ran each part, and asymmetric
+ * padding falls back to im2col (same results). In the emulated build (tests/emu/lib/cudnn_emu.cpp)
+ * also: SD_EMU_CUDNN=missing / unsupported / nondet, and wsonly with a tiny scratch arena, fall back
+ * with the same results, and a cuDNN execution failure is SD_EDEVICE with cuDNN's error string. On
+ * a GPU without libcudnn.so.9 the cases run through the fallback and the counter checks are
+ * skipped (said so). */
+#ifdef SD_CUDA
+static sd_cuda_conv_stats g_cst;
+static void cst_snap(void) { sd_cuda_conv_stats_get(&g_cst); }
+/* the counters moved by exactly (fwd, bwd_data, bwd_filter, fallback) since cst_snap() */
+static void cst_expect(const char *name, long f, long bd, long bf, long fb)
+{
+    sd_cuda_conv_stats now;
+    sd_cuda_conv_stats_get(&now);
+    long df = now.fwd - g_cst.fwd, dd = now.bwd_data - g_cst.bwd_data, dw = now.bwd_filter - g_cst.bwd_filter,
+         dfb = now.fallback - g_cst.fallback;
+    int ok = df == f && dd == bd && dw == bf && dfb == fb;
+    printf("# %-34s cuDNN fwd %ld, bwd data %ld, bwd filter %ld, fallbacks %ld%s\n", name, df, dd, dw, dfb,
+           ok ? "" : "  <-- FAIL");
+    T_CHECKF(ok, "%s: cuDNN calls fwd %ld bwd_data %ld bwd_filter %ld fallback %ld, expected %ld %ld %ld %ld", name, df,
+             dd, dw, dfb, f, bd, bf, fb);
+}
+
+/* backward with dx only, dw only, both (db NULL), from random starting values */
+static void conv_parts(const conv_case *cc, const char *tag, int check_counts)
+{
+    char name[160];
+    sd_conv2d_geom g = cc->g;
+    int64_t ho = (cc->h + g.pad_t + g.pad_b - cc->kh) / g.stride + 1, wo = (cc->w + g.pad_l + g.pad_r - cc->kw) / g.stride + 1;
+    pair *x = R(2, cc->cin, cc->h, cc->w), *w = MK(SD_F32, 0.3f, 0, cc->cout, cc->cin, cc->kh, cc->kw);
+    pair *dy = R(2, cc->cout, ho, wo);
+    static const char *const pn[4] = { "", "dx only", "dw only", "dx+dw" };
+    for (int parts = 1; parts <= 3; parts++) {
+        pair *dx = R(2, cc->cin, cc->h, cc->w), *dw = R(cc->cout, cc->cin, cc->kh, cc->kw);
+        cst_snap();
+        BOTH(sd_op_conv2d_bwd(&cpu, parts & 1 ? &dx->h : NULL, parts & 2 ? &dw->h : NULL, NULL, &dy->h, &x->h, &w->h, g),
+             sd_op_conv2d_bwd(&gpu, parts & 1 ? &dx->d : NULL, parts & 2 ? &dw->d : NULL, NULL, &dy->d, &x->d, &w->d, g));
+        if (parts & 1) { snprintf(name, sizeof name, "cudnn bwd %s dx %s%s", pn[parts], cc->name, tag); cmp(name, dx, g_conv_tol); }
+        if (parts & 2) { snprintf(name, sizeof name, "cudnn bwd %s dw %s%s", pn[parts], cc->name, tag); cmp(name, dw, g_conv_tol); }
+        snprintf(name, sizeof name, "cudnn bwd %s %s", pn[parts], cc->name);
+        if (check_counts) cst_expect(name, 0, parts & 1, (parts & 2) >> 1, 0);
+    }
+}
+
+#ifdef SD_CUDA_EMU
+/* one 3x3 case with SD_EMU_CUDNN=knob: falls back (counted), same results as the CPU; tiny: in a
+ * scratch arena too small for the workspace of every algorithm offered */
+static void emu_knob(const char *knob, int reset, int tiny)
+{
+    char tag[64];
+    conv_case c = { "3x3 s1 p1", 8, 12, 9, 10, 3, 3, { 1, 1, 1, 1, 1 } };
+    setenv("SD_EMU_CUDNN", knob, 1);
+    if (reset) sd_cuda_conv_reset();
+    snprintf(tag, sizeof tag, " (SD_EMU_CUDNN=%s%s)", knob, tiny ? ", tiny scratch" : "");
+    cst_snap();
+    conv_one(&c, SD_F32, tiny, tag, !tiny);
+    snprintf(tag, sizeof tag, "SD_EMU_CUDNN=%s", knob);
+    cst_expect(tag, 0, 0, 0, 2);
+    unsetenv("SD_EMU_CUDNN");
+    if (reset) sd_cuda_conv_reset();
+    pool_free();
+}
+#endif
+#endif
+
+static void test_conv2d_cudnn(void)
+{
+#ifndef SD_CUDA
+    printf("# (no CUDA backend in this build)\n");
+#else
+    if (g_selftest) {
+        printf("# (self-test: no cuDNN on the CPU side; nothing to compare)\n");
+        return;
+    }
+    char *old = getenv("SD_CUDA_CONV") ? strdup(getenv("SD_CUDA_CONV")) : NULL;
+    setenv("SD_CUDA_CONV", "cudnn", 1);
+    sd_cuda_conv_reset();
+    conv_case cs[] = {
+        { "1x1", 16, 8, 7, 9, 1, 1, { 1, 0, 0, 0, 0 } },
+        { "3x3 s1 p1", 8, 12, 9, 10, 3, 3, { 1, 1, 1, 1, 1 } },
+        { "3x3 s2 p1 (SD downsample)", 8, 6, 9, 10, 3, 3, { 2, 1, 1, 1, 1 } },
+        { "4x4 s2 p0", 3, 4, 10, 10, 4, 4, { 2, 0, 0, 0, 0 } },
+    };
+    /* a first call loads the library (or finds that it cannot) */
+    {
+        pair *x = R(1, 4, 5, 5), *w = R(4, 4, 3, 3), *y = R(1, 4, 5, 5);
+        T_EQ_INT(sd_op_conv2d(&gpu, &y->d, &x->d, &w->d, NULL, sd_conv2d_geom_make(1, 1)), SD_OK);
+        pool_free();
+    }
+    sd_cuda_conv_stats st;
+    sd_cuda_conv_stats_get(&st);
+    int have = st.loaded == 1;
+    printf("# cuDNN %s\n", have ? "loaded: the counters must show it ran" : "NOT loaded: every case falls back to im2col");
+#ifdef SD_CUDA_EMU
+    T_CHECKF(have, "the emulated cuDNN did not load");
+#endif
+    static const struct { sd_gemm_math m; const char *name; double tol; } ms[2] = {
+        { SD_GEMM_FP32, "", TOL }, { SD_GEMM_TF32, " tf32", 2e-3 } };
+    char tag[64];
+    for (int mi = 0; mi < 2; mi++) {
+        T_EQ_INT(sd_device_set_gemm_math(ms[mi].m), SD_OK);
+        g_conv_tol = ms[mi].tol;
+        for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+            for (int v = 0; v < 3; v++) {  /* bias / no bias / tiny scratch without bias */
+                snprintf(tag, sizeof tag, " cudnn%s%s", ms[mi].name, v == 0 ? "" : v == 1 ? " (no bias)" : " (tiny scratch)");
+                cst_snap();
+                conv_one(&cs[i], SD_F32, v == 2, tag, v == 0);
+                char cn[128];
+                snprintf(cn, sizeof cn, "%s%s", cs[i].name, tag);
+                if (have) cst_expect(cn, 1, 1, 1, 0);
+            }
+            snprintf(tag, sizeof tag, " cudnn%s", ms[mi].name);
+            conv_parts(&cs[i], tag, have);
+            pool_free();
+        }
+        snprintf(tag, sizeof tag, " cudnn%s (w bf16)", ms[mi].name);
+        cst_snap();
+        conv_one(&cs[1], SD_BF16, 0, tag, 1);
+        if (have) cst_expect("3x3 s1 p1 (w bf16)", 1, 1, 0, 0);
+        pool_free();
+    }
+    T_EQ_INT(sd_device_set_gemm_math(SD_GEMM_FP32), SD_OK);
+    g_conv_tol = TOL;
+    /* asymmetric padding (the VAE's downsample): not expressible in cuDNN, falls back */
+    conv_case asym = { "3x3 s2 pad 0,1,0,1", 6, 8, 8, 8, 3, 3, { 2, 0, 0, 1, 1 } };
+    cst_snap();
+    conv_one(&asym, SD_F32, 0, " cudnn (falls back)", 1);
+    cst_expect("asymmetric padding", 0, 0, 0, 2);
+    pool_free();
+    /* determinism of the backward through cuDNN */
+    {
+        pair *x = R(4, 32, 16, 16), *w = MK(SD_F32, 0.1f, 0, 32, 32, 3, 3), *dy = R(4, 32, 16, 16);
+        pair *dx = R(4, 32, 16, 16), *dw = R(32, 32, 3, 3);
+        sd_conv2d_geom g = sd_conv2d_geom_make(1, 1);
+        sd_op_fill(&gpu, &dx->d, 0); sd_op_fill(&gpu, &dw->d, 0);
+        T_EQ_INT(sd_op_conv2d_bwd(&gpu, &dx->d, &dw->d, NULL, &dy->d, &x->d, &w->d, g), SD_OK);
+        unsigned char *b1 = dev_bytes(dx), *b2 = dev_bytes(dw);
+        sd_op_fill(&gpu, &dx->d, 0); sd_op_fill(&gpu, &dw->d, 0);
+        T_EQ_INT(sd_op_conv2d_bwd(&gpu, &dx->d, &dw->d, NULL, &dy->d, &x->d, &w->d, g), SD_OK);
+        same_bytes("cudnn conv2d_bwd dx", dx, b1);
+        same_bytes("cudnn conv2d_bwd dw", dw, b2);
+        free(b1); free(b2);
+        pool_free();
+    }
+#ifdef SD_CUDA_EMU
+    emu_knob("unsupported", 0, 0);
+    emu_knob("nondet", 1, 0);
+    emu_knob("missing", 1, 0);
+    emu_knob("wsonly", 1, 1);
+    /* an execution failure is an error, not a fallback */
+    {
+        pair *x = R(2, 4, 5, 5), *w = R(4, 4, 3, 3), *y = R(2, 4, 5, 5);
+        setenv("SD_EMU_CUDNN", "fail", 1);
+        int rc = sd_op_conv2d(&gpu, &y->d, &x->d, &w->d, NULL, sd_conv2d_geom_make(1, 1));
+        unsetenv("SD_EMU_CUDNN");
+        printf("# cuDNN execution failure: %s\n", sd_errmsg());
+        T_EQ_INT(rc, SD_EDEVICE);
+        T_CHECKF(strstr(sd_errmsg(), "cuDNN") && strstr(sd_errmsg(), "CUDNN_STATUS_EXECUTION_FAILED"), "%s", sd_errmsg());
+        pool_free();
+    }
+#endif
+    if (old) setenv("SD_CUDA_CONV", old, 1);
+    else unsetenv("SD_CUDA_CONV");
+    free(old);
+    sd_cuda_conv_reset();
+#endif
 }
 
 /* Depthwise conv (w [C,1,kh,kw]): the ConvNeXt 7×7 pad 3, a strided one, f32/bf16/f16 weights; the
@@ -892,6 +1070,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     { "parity_activations_geglu_softmax_rope", test_activations },
     { "parity_linear_matmul", test_linear_matmul },
     { "parity_conv2d", test_conv2d },
+    { "parity_conv2d_cudnn", test_conv2d_cudnn },
     { "parity_conv2d_dw", test_conv2d_dw },
     { "parity_group_layer_norm", test_norms },
     { "parity_attention", test_attention },

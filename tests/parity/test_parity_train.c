@@ -15,7 +15,9 @@
  * gradients; after the last step the same for the weights. Checked: loss and gradients within
  * 1e-4 (a chain of ~40 fp32 ops whose products reduce in different orders); the weights are
  * reported (see the note at the check). Without a CUDA device: "ok NAME # SKIP no CUDA device".
- * SD_PARITY_SELFTEST=1 runs both sides on the CPU (a check of this program without a GPU). */
+ * SD_PARITY_SELFTEST=1 runs both sides on the CPU (a check of this program without a GPU). The
+ * emulated build (tests/emu) runs it a second time with SD_CUDA_CONV=cudnn (its emulated cuDNN)
+ * unless SD_CUDA_CONV is set. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -26,6 +28,9 @@
 #include "nn/nn.h"
 #include "tensor/device.h"
 #include "test.h"
+#ifdef SD_CUDA_EMU
+#include "tensor/cuda/cuda.h"
+#endif
 #include "train/optim.h"
 
 #define NLORA 5
@@ -249,6 +254,25 @@ static void test_lora_training_3_steps(void)
     release(&cpu);
 }
 
+#ifdef SD_CUDA_EMU
+/* The emulated build: the same run with the cuDNN convolutions (SD_CUDA_CONV=cudnn against the
+ * emulated cuDNN of tests/emu/lib/cudnn_emu.cpp); the counters show that cuDNN ran forward, dx and dw. */
+static void test_lora_training_3_steps_cudnn(void)
+{
+    setenv("SD_CUDA_CONV", "cudnn", 1);
+    sd_cuda_conv_reset();
+    test_lora_training_3_steps();
+    sd_cuda_conv_stats st;
+    sd_cuda_conv_stats_get(&st);
+    printf("# cuDNN: loaded %d, forward %ld, backward data %ld, backward filter %ld, fallbacks %ld\n", st.loaded, st.fwd,
+           st.bwd_data, st.bwd_filter, st.fallback);
+    T_CHECKF(st.loaded == 1 && st.fwd > 0 && st.bwd_data > 0 && st.bwd_filter > 0 && st.fallback == 0,
+             "the convolutions did not run through cuDNN");
+    unsetenv("SD_CUDA_CONV");
+    sd_cuda_conv_reset();
+}
+#endif
+
 int main(void)
 {
     const char *why = NULL;
@@ -270,6 +294,9 @@ int main(void)
         return 0;
     }
     T_RUN(test_lora_training_3_steps);
+#ifdef SD_CUDA_EMU
+    if (!getenv("SD_CUDA_CONV")) T_RUN(test_lora_training_3_steps_cudnn);
+#endif
     sd_device_shutdown();
     T_DONE();
 }

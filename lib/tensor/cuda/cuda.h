@@ -38,6 +38,18 @@ int sd_cuda_f32_to_bf16(size_t n, const float *d_src, uint16_t *d_dst);
 int sd_cuda_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *d_a,
                   int lda, const float *d_b, int ldb, float beta, float *d_c, int ldc);
 
+/* SD_CUDA_CONV=cudnn (conv_cudnn.cu), for tests: cuDNN calls made (forward, backward data,
+ * backward filter), conv2d calls (or their dx/dw parts) that fell back to im2col, and whether cuDNN
+ * was loaded (1), could not be (-1) or was not tried (0), since the last reset. */
+typedef struct sd_cuda_conv_stats {
+    long fwd, bwd_data, bwd_filter, fallback;
+    int loaded;
+} sd_cuda_conv_stats;
+void sd_cuda_conv_stats_get(sd_cuda_conv_stats *s);
+/* Forget the cached SD_CUDA_CONV, the library, the handle, cached plans, the counters and which
+ * warnings were given (the next convolution reads the environment again). */
+void sd_cuda_conv_reset(void);
+
 #ifdef __cplusplus
 }
 #endif

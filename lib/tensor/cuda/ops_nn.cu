@@ -282,6 +282,10 @@ static int64_t conv_chunk(sd_ctx *ctx, const conv_geom &g, int bufs)
 extern "C" int sd_cuda_conv2d(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
                               sd_conv2d_geom gg)
 {
+    if (sd_cu_conv_cudnn_wanted()) {  // SD_CUDA_CONV=cudnn (conv_cudnn.cu)
+        int crc = sd_cu_conv2d_cudnn(ctx, y, x, w, b, gg);
+        if (crc != SD_CU_FALLBACK) return crc;
+    }
     conv_geom g = conv_plan(x, w, y, gg);
     int64_t K = g.cin * g.kh * g.kw, P = g.ho * g.wo;
     if (sd_tensor_numel(y) == 0) return SD_OK;
@@ -318,6 +322,10 @@ extern "C" int sd_cuda_conv2d(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, con
 extern "C" int sd_cuda_conv2d_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_tensor *db, const sd_tensor *dy,
                                   const sd_tensor *x, const sd_tensor *w, sd_conv2d_geom gg)
 {
+    if (sd_cu_conv_cudnn_wanted()) {  // SD_CUDA_CONV=cudnn: clears dx / dw when cuDNN computed them
+        int crc = sd_cu_conv2d_bwd_cudnn(ctx, &dx, &dw, dy, x, w, gg);
+        if (crc) return crc;
+    }
     conv_geom g = conv_plan(x, w, dy, gg);
     int64_t K = g.cin * g.kh * g.kw, P = g.ho * g.wo;
     if (sd_tensor_numel(dy) == 0) return SD_OK;

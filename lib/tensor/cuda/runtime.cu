@@ -124,6 +124,7 @@ extern "C" void sd_cuda_shutdown(void)
 {
     if (g_dev == SD_DEVICE_CPU) return;
     cudaStreamSynchronize(g_stream);
+    sd_cu_conv_cudnn_release();
     cublasDestroy(g_blas);
     cudaStreamDestroy(g_stream);
     cudaGetLastError();

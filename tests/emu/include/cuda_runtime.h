@@ -61,6 +61,8 @@ void emu_set_error(cudaError_t e);
 size_t emu_func_smem_max(const void *fn);
 void emu_func_set_smem_max(const void *fn, size_t v);
 int emu_stream_ok(cudaStream_t s);
+/* Is [p, p + n) inside one device allocation? (the emulated cuDNN's operand checks) */
+int emu_on_device(const void *p, size_t n);
 
 template <class... KArgs>
 static inline cudaError_t cudaFuncSetAttribute(void (*fn)(KArgs...), cudaFuncAttribute attr, int value)

@@ -66,6 +66,7 @@ static bool on_device(const void *p, size_t n)
     --it;
     return a >= it->first && a - it->first <= it->second && n <= it->second - (a - it->first);
 }
+int emu_on_device(const void *p, size_t n) { return on_device(p, n); }
 static bool any_device(const void *p)
 {
     std::lock_guard<std::mutex> l(g_mu);
