@@ -1,4 +1,5 @@
-/* The training loop (see loop.h). */
+/* The training loop (see loop.h; its text path is loop_text.c, the state they share
+ * loop_internal.h). */
 #include "train/loop.h"
 
 #include <errno.h>
@@ -36,6 +37,7 @@
 #include "train/lora_file.h"
 #include "train/lora_net.h"
 #include "train/lora_network.h"
+#include "train/loop_internal.h"
 #include "train/loop_sample.h"
 #include "train/loss_scale.h"
 #include "train/lr_sched.h"
@@ -281,97 +283,6 @@ oom:
 }
 
 /* ---- the run -------------------------------------------------------------------------------------- */
-
-typedef struct run {
-    sd_train_config *c;
-    sd_train_data *d;
-    sd_ctx ctx;
-    sd_model model;
-    int have_model;
-    size_t scratch_cap;
-    sd_model_config cfg;
-    sd_unet *unet;
-    sd_clip *clip;
-    sd_clip_tokenizer *tok;
-    int32_t pad;
-    sd_tobj obj;
-    sd_lora_net_args nargs;
-    sd_lora_network net;
-    int have_net;
-    sd_lora_groups groups;
-    sd_ti ti;                 /* --method ti (train/ti.h): the new token rows instead of a network */
-    int have_ti;
-    sd_ti ti2;                /* SDXL --method ti: TE2's new rows (ti: TE1's) */
-    int have_ti2;
-    float *dtok2;             /* SDXL TI: host copy of TE2's token-lookup gradient */
-    sd_tensor t_dtok2;
-    int dev_optim;            /* AdamW on the training device (sd_optim_place): db/ft on CUDA, SD_DEVICE_OPTIM */
-    float *dtok;              /* TI: host copy of the token-lookup gradient */
-    sd_tensor t_dtok;
-    sd_full full;             /* --method db/ft: the trained weights are the model's (train/full.h) */
-    int is_full;
-    sd_full_format ffmt;
-    sd_optim opt;
-    int have_opt;
-    sd_optim_config ocfg;
-    const char *sched_name;   /* --lr_scheduler, or "adafactor:<lr>" with Adafactor's relative_step */
-    char sched_buf[64];
-    sd_lr_sched lrs;
-    int64_t sched_step;       /* the LR scheduler's position: optimizer steps taken (not skipped) */
-    sd_loss_scaler scaler;    /* --mixed_precision fp16: dynamic loss scaling (train/loss_scale.h) */
-    int64_t scale_skips;      /* optimizer steps the scaler skipped in this process */
-    sd_batch_plan plan;
-    uint64_t seed;
-    int64_t max_steps, num_epochs, steps_per_epoch;
-    int te_train, unet_train;
-    int nchunks, seqlen;
-    double scale_factor;
-    /* buffers (sized for the largest batch) */
-    int64_t maxB, maxper;
-    float *x0, *noise, *noisy, *target, *work, *ipn, *grad, *lossv;
-    float *hc, *lweight;
-    double *factor;
-    int *tsteps;
-    int32_t *ids;
-    float *tokw;              /* --weighted_captions: per context position weight [maxB][seqlen] */
-    /* SDXL (family SD_FAMILY_SDXL): the second text encoder, its ids (pad 0), the UNet's vector input */
-    int sdxl;
-    sd_clip *clip2;
-    int32_t *ids2;
-    int *sizes;               /* [maxB][6]: orig_h, orig_w, crop_top, crop_left, target_h, target_w */
-    float *semb;              /* [maxB][1536]: their size embedding (host) */
-    int te_cached;            /* --cache_text_encoder_outputs: the samples hold TE1/TE2 outputs */
-    int64_t W1, W2, P, ADM;   /* TE1 / TE2 widths, pooled width, UNet vector width */
-    sd_tensor vec_view;       /* the batch's view of t_vec */
-    sd_tensor t_ids2, t_hs1, t_hs2, t_work1, t_work2, t_pool, t_semb, t_vec, t_dvec, t_dpool, t_dhs1, t_dhs2;
-    int warned_trunc;
-    sd_tensor t_x, t_t, t_ctx, t_y, t_dy, t_ids, t_hidden, t_dctx;   /* on `dev` */
-    sd_devkind dev;           /* where the networks run (--device) */
-    sd_ctx hctx;              /* CPU context for host-side work while ctx is a GPU's */
-    float *pred, *tf, *stage; /* host copies: UNet output, timesteps, a context for caption weights */
-    sd_arena act;
-    sd_train_sampling smp;    /* sample images during training */
-    /* validation (train/validation.h) */
-    sd_train_data val;        /* the validation samples (moved out of d) */
-    sd_val_runner vr;
-    sd_tobj vobj;             /* the objective with the timestep range of one validation timestep */
-    uint64_t vseed;           /* key of the validation passes' streams */
-    char vpost[64];           /* progress-bar postfix of the last pass */
-    /* logging */
-    sd_tb_writer tb;
-    int have_tb;
-    FILE *jl;
-    double *window;
-    size_t window_n;
-    double epoch_loss_sum;
-    int64_t epoch_loss_n;
-    sd_ss_facts facts;
-    sd_kv meta;
-    double started_at;
-    char *outdir;
-    const char *outname;
-    const char *ext;
-} run;
 
 static double wall_now(void)
 {
@@ -1274,45 +1185,6 @@ static int save_checkpoint(run *R, sd_save_kind kind, int64_t no, int64_t global
     return SD_OK;
 }
 
-/* The first elements of a device buffer t viewed with another shape (t is contiguous and at least
- * that large). */
-static sd_tensor dview(const sd_tensor *t, int nd, const int64_t *shape)
-{
-    sd_tensor v = sd_tensor_wrap(t->data, (sd_dtype)t->dtype, nd, shape);
-    v.device = t->device;
-    v.device_index = t->device_index;
-    return v;
-}
-
-/* Multiply rows of a [B, seqlen, W] context (or its gradient) on the device by the per-position
- * caption weights (--weighted_captions), through the host copy `stage`. */
-static int weight_rows(run *R, sd_tensor *t, int B)
-{
-    int64_t W = t->shape[2];
-    size_t nb = sd_tensor_nbytes(t);
-    int rc = sd_tensor_download(t, R->stage, nb);
-    if (rc) return rc;
-    for (int b = 0; b < B; b++)
-        for (int p = 0; p < R->seqlen; p++) {
-            float wgt = R->tokw[(size_t)b * R->seqlen + p];
-            if (wgt != 1.0f)
-                for (int64_t k = 0; k < W; k++) R->stage[((size_t)b * R->seqlen + p) * W + k] *= wgt;
-        }
-    return sd_tensor_upload(t, R->stage, nb);
-}
-
-/* The text encoders' activation plan for a batch of B prompts (SDXL: both encoders, TE2 with its
- * pooled output). */
-static sd_nn_plan text_plan(run *R, int64_t B)
-{
-    if (!R->sdxl) return sd_clip_plan(R->clip, B * R->nchunks, 77, R->c->clip_skip);
-    sd_nn_plan a = sd_clip_plan_sdxl(R->clip, B, R->nchunks, 77, 0);
-    sd_nn_plan b = sd_clip_plan_sdxl(R->clip2, B, R->nchunks, 77, 1);
-    a.saved += b.saved;
-    if (b.scratch > a.scratch) a.scratch = b.scratch;
-    return a;
-}
-
 static int alloc_buffers(run *R)
 {
     sd_train_config *c = R->c;
@@ -1414,7 +1286,7 @@ static int alloc_buffers(run *R)
         if (p.scratch > scratch) scratch = p.scratch;
     }
     if (R->te_train) {
-        sd_nn_plan p = text_plan(R, R->maxB);
+        sd_nn_plan p = loop_text_plan(R, R->maxB);
         saved += p.saved;
         if (p.scratch > scratch) scratch = p.scratch;
     }
@@ -1426,12 +1298,12 @@ static int alloc_buffers(run *R)
             sd_nn_plan p = sd_unet_plan(R->unet, B, b->h / 8, b->w / 8, R->seqlen);
             if (p.scratch + p.saved > vneed) vneed = p.scratch + p.saved;
         }
-        sd_nn_plan p = text_plan(R, R->maxB);
+        sd_nn_plan p = loop_text_plan(R, R->maxB);
         if (p.scratch + p.saved > vneed) vneed = p.scratch + p.saved;
         R->net.rt.training = 1;
     }
     if (R->te_cached) {   /* the caching pass: the encoders in inference, one sample at a time */
-        sd_nn_plan p = text_plan(R, 1);
+        sd_nn_plan p = loop_text_plan(R, 1);
         if (p.scratch + p.saved > vneed) vneed = p.scratch + p.saved;
     }
     size_t want = scratch * 2 + ((size_t)1 << 30);
@@ -1463,110 +1335,6 @@ static int alloc_buffers(run *R)
     rc = sd_nn_arena_init(&R->act, R->dev, saved + 4096);
     if (rc) return rc;
     return ensure_scratch(R, want);
-}
-
-/* --weighted_captions (§3.4): each weighted run tokenised on its own, weights per token, framed and
- * chunked like the plain ids; the weight of context position p (1 .. n·75) is that of token p − 1,
- * 1 at BOS/EOS/padding. */
-static int weighted_ids(run *R, const char *text, int b)
-{
-    sd_weighted_piece *pc = NULL;
-    int np = 0;
-    int rc = sd_weighted_parse(text, &pc, &np);
-    if (rc) return rc;
-    int L = R->nchunks * 75;
-    int32_t *toks = malloc((size_t)(L + 1) * sizeof *toks);
-    float *w = malloc((size_t)(L + 1) * sizeof *w);
-    size_t n = 0;
-    int trunc = 0;
-    if (!toks || !w) rc = sd_err(SD_ENOMEM, "out of memory");
-    for (int i = 0; i < np && !rc; i++) {
-        int32_t *ids = NULL;
-        size_t m = 0;
-        rc = sd_clip_tokenizer_encode(R->tok, pc[i].text, strlen(pc[i].text), 0, &ids, &m);
-        for (size_t k = 0; k < m && !rc; k++) {
-            if (n < (size_t)L) {
-                toks[n] = ids[k];
-                w[n++] = pc[i].weight;
-            } else {
-                trunc = 1;
-            }
-        }
-        free(ids);
-    }
-    sd_weighted_free(pc, np);
-    if (!rc) {
-        int nch = 0, t2 = 0;
-        rc = sd_clip_frame_ids(toks, n, R->c->max_token_length, R->pad, R->ids + (size_t)b * R->nchunks * 77, &nch, &t2);
-        if (!rc && R->sdxl)
-            rc = sd_clip_frame_ids(toks, n, R->c->max_token_length, SD_CLIP_PAD_SD2,
-                                   R->ids2 + (size_t)b * R->nchunks * 77, &nch, &t2);
-        float *tw = R->tokw + (size_t)b * R->seqlen;
-        for (int p = 0; p < R->seqlen; p++) tw[p] = 1.0f;
-        for (size_t k = 0; k < n && (int)k + 1 < R->seqlen; k++) tw[k + 1] = w[k];
-    }
-    if (trunc && !R->warned_trunc) {
-        sd_warn("Prompt was truncated. Try to shorten the prompt or increase max_embeddings_multiples");
-        R->warned_trunc = 1;
-    }
-    free(toks);
-    free(w);
-    return rc;
-}
-
-/* Token ids of the processed captions of one batch of d (random choices from the streams
- * (seed, step, b, SD_RNG_CAPTION)). plain (validation): no shuffle, caption or tag dropout, token
- * warm-up. */
-static int encode_captions(run *R, const sd_train_data *d, const int64_t *idx, int B, uint64_t seed, uint32_t step,
-                           int64_t epoch1, int64_t gstep, int plain)
-{
-    for (int b = 0; b < B; b++) {
-        const sd_train_sample *s = &d->s[idx[b]];
-        sd_rng rng = sd_rng_key(seed, step, (uint32_t)b, SD_RNG_CAPTION);
-        sd_caption_opts o = s->cap;
-        double tw = s->token_warmup_step_f;
-        o.token_warmup_step = tw <= 0 ? 0 : tw < 1 ? (int64_t)(tw * (double)R->max_steps) : (int64_t)tw;
-        if (plain) {
-            o.shuffle = 0;
-            o.dropout_rate = 0;
-            o.dropout_every_n_epochs = 0;
-            o.tag_dropout_rate = 0;
-            o.token_warmup_step = 0;
-        }
-        char *text = NULL;
-        int rc = sd_caption_process(&o, s->caption, epoch1, gstep, &rng, &text);
-        if (rc) return rc;
-        int nch = 0;
-        if (R->have_ti) {   /* templates / token expansion, the new tokens' ids */
-            char *t2 = NULL;
-            rc = sd_ti_caption(&R->ti, text, &rng, &t2);
-            free(text);
-            if (!rc) rc = sd_ti_frame(&R->ti, R->tok, t2, R->c->max_token_length, R->pad,
-                                      R->ids + (size_t)b * R->nchunks * 77, &nch, NULL);
-            /* SDXL TE2: the same ids (both tables have the rows) framed with its pad id 0 */
-            if (!rc && R->sdxl)
-                rc = sd_ti_frame(&R->ti, R->tok, t2, R->c->max_token_length, SD_CLIP_PAD_SD2,
-                                 R->ids2 + (size_t)b * R->nchunks * 77, &nch, NULL);
-            free(t2);
-            if (rc) return rc;
-            continue;
-        }
-        if (!R->c->weighted_captions) {
-            rc = sd_clip_tokenizer_frame(R->tok, text, strlen(text), R->c->max_token_length, R->pad,
-                                         R->ids + (size_t)b * R->nchunks * 77, &nch);
-            /* SDXL TE2: the same tokens framed with its pad id 0 (§3.2) */
-            if (!rc && R->sdxl)
-                rc = sd_clip_tokenizer_frame(R->tok, text, strlen(text), R->c->max_token_length, SD_CLIP_PAD_SD2,
-                                             R->ids2 + (size_t)b * R->nchunks * 77, &nch);
-            free(text);
-            if (rc) return rc;
-            continue;
-        }
-        rc = weighted_ids(R, text, b);
-        free(text);
-        if (rc) return rc;
-    }
-    return SD_OK;
 }
 
 /* SDXL size conditioning of one sample (§3.3, kohya's dataset __getitem__): original size (H, W),
@@ -1642,115 +1410,6 @@ static int load_latents(run *R, const sd_train_data *d, const int64_t *idx, int 
     return SD_OK;
 }
 
-/* SDXL: the UNet's vector input *vecp [B, P + 1536] = cat(pooled (R->t_pool), the size embedding of
- * R->sizes). */
-static int sdxl_vector(run *R, int B, sd_tensor *vecp)
-{
-    for (int b = 0; b < B; b++) {
-        const int *z = R->sizes + 6 * b;
-        sd_sdxl_size_embedding(R->semb + (size_t)b * SD_SDXL_SIZE_EMB_DIM, z[0], z[1], z[2], z[3], z[4], z[5]);
-    }
-    sd_tensor se = dview(&R->t_semb, 2, (int64_t[]){ B, SD_SDXL_SIZE_EMB_DIM });
-    sd_tensor pool = dview(&R->t_pool, 2, (int64_t[]){ B, R->P });
-    *vecp = dview(&R->t_vec, 2, (int64_t[]){ B, R->ADM });
-    int rc = sd_tensor_upload(&se, R->semb, (size_t)B * SD_SDXL_SIZE_EMB_DIM * sizeof(float));
-    if (!rc) rc = sd_sdxl_vector(&R->ctx, vecp, &pool, &se);
-    return rc;
-}
-
-/* SDXL encoders (§3.3): TE1 layer 11 (ids R->ids) into t_hs1, TE2 penultimate and pooled (ids
- * R->ids2) into t_hs2 / t_pool; the context cat(hs1, hs2) into *ctxt. */
-static int text_forward_sdxl(run *R, int B, sd_arena *save, sd_tensor *ctxt)
-{
-    int64_t nid = (int64_t)B * R->nchunks * 77;
-    sd_tensor ids1 = dview(&R->t_ids, 1, &nid), ids2 = dview(&R->t_ids2, 1, &nid);
-    int rc = sd_tensor_upload(&ids1, R->ids, (size_t)nid * sizeof(int32_t));
-    if (!rc) rc = sd_tensor_upload(&ids2, R->ids2, (size_t)nid * sizeof(int32_t));
-    if (rc) return rc;
-    sd_tensor hs1 = dview(&R->t_hs1, 3, (int64_t[]){ B, R->seqlen, R->W1 });
-    sd_tensor hs2 = dview(&R->t_hs2, 3, (int64_t[]){ B, R->seqlen, R->W2 });
-    sd_tensor pool = dview(&R->t_pool, 2, (int64_t[]){ B, R->P });
-    if (R->nchunks == 1) {
-        ids1 = dview(&R->t_ids, 2, (int64_t[]){ B, 77 });
-        ids2 = dview(&R->t_ids2, 2, (int64_t[]){ B, 77 });
-        rc = sd_clip_forward_sdxl(&R->ctx, R->clip, save, &hs1, NULL, &ids1);
-        if (!rc) rc = sd_clip_forward_sdxl(&R->ctx, R->clip2, save, &hs2, &pool, &ids2);
-    } else {
-        int64_t rows = (int64_t)B * R->nchunks;
-        ids1 = dview(&R->t_ids, 3, (int64_t[]){ B, R->nchunks, 77 });
-        ids2 = dview(&R->t_ids2, 3, (int64_t[]){ B, R->nchunks, 77 });
-        sd_tensor w1 = dview(&R->t_work1, 3, (int64_t[]){ rows, 77, R->W1 });
-        sd_tensor w2 = dview(&R->t_work2, 3, (int64_t[]){ rows, 77, R->W2 });
-        rc = sd_clip_forward_sdxl_chunks(&R->ctx, R->clip, save, &hs1, NULL, &w1, &ids1);
-        if (!rc) rc = sd_clip_forward_sdxl_chunks(&R->ctx, R->clip2, save, &hs2, &pool, &w2, &ids2);
-    }
-    if (rc) return rc;
-    const sd_tensor *xs[2] = { &hs1, &hs2 };
-    return sd_op_concat(&R->ctx, ctxt, xs, 2, 2);
-}
-
-/* --cache_text_encoder_outputs: the context and pooled output of a batch from the samples' cached
- * arrays (weights of --weighted_captions already applied). */
-static int text_from_cache(run *R, const sd_train_data *d, const int64_t *idx, int B, sd_tensor *ctxt)
-{
-    int64_t Wc = R->W1 + R->W2, T = R->seqlen;
-    for (int b = 0; b < B; b++) {
-        const sd_train_sample *s = &d->s[idx[b]];
-        for (int64_t p = 0; p < T; p++) {
-            float *row = R->stage + ((size_t)b * T + p) * Wc;
-            memcpy(row, s->te_hs1 + p * R->W1, (size_t)R->W1 * sizeof(float));
-            memcpy(row + R->W1, s->te_hs2 + p * R->W2, (size_t)R->W2 * sizeof(float));
-        }
-    }
-    int rc = sd_tensor_upload(ctxt, R->stage, (size_t)B * T * Wc * sizeof(float));
-    if (rc) return rc;
-    for (int b = 0; b < B; b++)
-        memcpy(R->stage + (size_t)b * R->P, d->s[idx[b]].te_pool, (size_t)R->P * sizeof(float));
-    sd_tensor pool = dview(&R->t_pool, 2, (int64_t[]){ B, R->P });
-    return sd_tensor_upload(&pool, R->stage, (size_t)B * R->P * sizeof(float));
-}
-
-/* The text encoder(s) over the token ids of a batch of B (R->ids, R->tokw; SDXL also R->ids2) into
- * *ctxt (R->t_ctx): [B, seqlen, context width], --weighted_captions weights applied; SDXL: the
- * UNet's vector into *vecp (R->t_vec; the size conditioning from R->sizes), else *vecp is NULL.
- * d/idx: the batch's samples (for cached text-encoder outputs). save: the arena (training) or NULL. */
-static int text_forward(run *R, const sd_train_data *d, const int64_t *idx, int B, sd_arena *save, sd_tensor *ctxt,
-                        const sd_tensor **vecp)
-{
-    sd_train_config *c = R->c;
-    int64_t W = R->cfg.unet.context_dim;
-    sd_tensor ids;
-    int rc;
-    *ctxt = dview(&R->t_ctx, 3, (int64_t[]){ B, R->seqlen, W });
-    *vecp = NULL;
-    if (R->sdxl) {
-        if (R->te_cached) {
-            rc = text_from_cache(R, d, idx, B, ctxt);
-        } else {
-            rc = text_forward_sdxl(R, B, save, ctxt);
-            if (!rc && c->weighted_captions) rc = weight_rows(R, ctxt, B);
-        }
-        if (!rc) rc = sdxl_vector(R, B, &R->vec_view);
-        if (!rc) *vecp = &R->vec_view;
-        return rc;
-    }
-    int64_t nid = (int64_t)B * R->nchunks * 77;
-    ids = dview(&R->t_ids, 1, &nid);
-    rc = sd_tensor_upload(&ids, R->ids, (size_t)nid * sizeof(int32_t));
-    if (rc) return rc;
-    if (R->nchunks == 1) {
-        ids = dview(&R->t_ids, 2, (int64_t[]){ B, 77 });
-        rc = sd_clip_forward(&R->ctx, R->clip, save, ctxt, &ids, c->clip_skip);
-    } else {
-        ids = dview(&R->t_ids, 3, (int64_t[]){ B, R->nchunks, 77 });
-        sd_tensor hid = dview(&R->t_hidden, 3, (int64_t[]){ (int64_t)B * R->nchunks, 77, W });
-        rc = sd_clip_forward_chunks(&R->ctx, R->clip, save, ctxt, &hid, &ids, c->clip_skip);
-    }
-    if (rc) return rc;
-    if (c->weighted_captions) return weight_rows(R, ctxt, B);
-    return SD_OK;
-}
-
 /* The UNet's inputs on the device: the noisy latents (R->noisy) and the timesteps (R->tsteps);
  * y: the output buffer. */
 static int unet_inputs(run *R, int B, int64_t C, int h, int w, sd_tensor *x, sd_tensor *tt, sd_tensor *y)
@@ -1765,95 +1424,6 @@ static int unet_inputs(run *R, int B, int64_t C, int h, int w, sd_tensor *x, sd_
     return rc;
 }
 
-/* --cache_text_encoder_outputs (§4.8): TE1's and TE2's outputs for every sample of d, once, before
- * training (captions are deterministic: check_family refused the random options), weighted
- * captions' weights applied. With --cache_text_encoder_outputs_to_disk each sample's
- * <image path without extension>_te_outputs.npz (the latent file's path for a record without an
- * image) is used when it holds the three arrays with this run's shapes, and written otherwise. */
-static int cache_te_outputs(run *R, sd_train_data *d, const char *what)
-{
-    size_t todo = 0;
-    for (size_t i = 0; i < d->n; i++) todo += !d->s[i].te_hs1;
-    if (!todo) return SD_OK;
-    int disk = R->c->cache_text_encoder_outputs_to_disk;
-    int64_t T = R->seqlen, Wc = R->W1 + R->W2;
-    sd_progress pb;
-    sd_progress_begin(&pb, "caching text encoder outputs", (int64_t)todo);
-    long reused = 0, written = 0;
-    int rc = SD_OK;
-    for (size_t i = 0; i < d->n && !rc; i++) {
-        sd_train_sample *s = &d->s[i];
-        if (s->te_hs1) continue;
-        char path[8192];
-        if (disk) {
-            const char *src = s->image ? s->image : s->latents;
-            rc = sd_te_cache_name(path, sizeof path, src);
-            if (rc < 0) break;
-            rc = SD_OK;
-            sd_te_cache tc;
-            memset(&tc, 0, sizeof tc);
-            int r = sd_te_cache_read(path, &tc);
-            if (r == SD_OK && tc.tokens == T && tc.w1 == R->W1 && tc.w2 == R->W2 && tc.pool == R->P) {
-                s->te_hs1 = tc.hidden1;
-                s->te_hs2 = tc.hidden2;
-                s->te_pool = tc.pool2;
-                reused++;
-                sd_progress_update(&pb, 1);
-                continue;
-            }
-            if (r == SD_OK) {
-                sd_debug("%s: shapes [%lld, %lld] [%lld, %lld] [%lld] differ from this run's: encoding again", path,
-                         (long long)tc.tokens, (long long)tc.w1, (long long)tc.tokens, (long long)tc.w2,
-                         (long long)tc.pool);
-                sd_te_cache_free(&tc);
-            } else if (r != SD_ENOTFOUND && r != SD_EFORMAT) {
-                rc = r;
-                break;
-            } else {
-                sd_debug("%s: %s: encoding", path, r == SD_ENOTFOUND ? "no cache file" : sd_errmsg());
-            }
-        }
-        int64_t one = (int64_t)i;
-        rc = encode_captions(R, d, &one, 1, R->seed, 0, 1, 0, 1);
-        if (rc) break;
-        sd_tensor ctxt = dview(&R->t_ctx, 3, (int64_t[]){ 1, T, Wc });
-        size_t mark = sd_arena_mark(&R->ctx.scratch);
-        rc = text_forward_sdxl(R, 1, NULL, &ctxt);
-        if (!rc && R->c->weighted_captions) rc = weight_rows(R, &ctxt, 1);
-        sd_arena_reset(&R->ctx.scratch, mark);
-        if (rc) break;
-        s->te_hs1 = malloc((size_t)(T * R->W1) * sizeof(float));
-        s->te_hs2 = malloc((size_t)(T * R->W2) * sizeof(float));
-        s->te_pool = malloc((size_t)R->P * sizeof(float));
-        if (!s->te_hs1 || !s->te_hs2 || !s->te_pool) {
-            rc = sd_err(SD_ENOMEM, "out of memory caching text encoder outputs");
-            break;
-        }
-        rc = sd_tensor_download(&ctxt, R->stage, (size_t)(T * Wc) * sizeof(float));
-        if (rc) break;
-        for (int64_t p = 0; p < T; p++) {
-            memcpy(s->te_hs1 + p * R->W1, R->stage + p * Wc, (size_t)R->W1 * sizeof(float));
-            memcpy(s->te_hs2 + p * R->W2, R->stage + p * Wc + R->W1, (size_t)R->W2 * sizeof(float));
-        }
-        sd_tensor pool = dview(&R->t_pool, 2, (int64_t[]){ 1, R->P });
-        rc = sd_tensor_download(&pool, s->te_pool, (size_t)R->P * sizeof(float));
-        if (!rc && disk) {
-            sd_te_cache tc = { .tokens = T, .w1 = R->W1, .w2 = R->W2, .pool = R->P, .hidden1 = s->te_hs1,
-                               .hidden2 = s->te_hs2, .pool2 = s->te_pool };
-            rc = sd_te_cache_write(path, &tc);
-            if (rc) sd_err_prefix(rc, "%s", path);
-            else written++;
-        }
-        sd_progress_update(&pb, 1);
-    }
-    sd_progress_end(&pb);
-    if (!rc) {
-        if (disk) sd_info("text encoder outputs of the %s: %ld files reused, %ld written", what, reused, written);
-        else sd_info("text encoder outputs of the %s cached in memory (%zu)", what, todo);
-    }
-    return rc;
-}
-
 /* One micro batch: forward, loss, backward (gradients accumulate). *loss_out = batch loss. */
 static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int B, int64_t micro, int64_t epoch1,
                       int64_t gstep, double *loss_out)
@@ -1865,7 +1435,7 @@ static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int
     uint32_t step = (uint32_t)micro;
     int rc = load_latents(R, R->d, idx, B, micro, h, w, 0);
     if (rc) return rc;
-    if (!R->te_cached) rc = encode_captions(R, R->d, idx, B, R->seed, (uint32_t)micro, epoch1, gstep, 0);
+    if (!R->te_cached) rc = loop_encode_captions(R, R->d, idx, B, R->seed, (uint32_t)micro, epoch1, gstep, 0);
     if (rc) return rc;
     R->net.rt.step = step;
     R->net.rt.training = 1;
@@ -1874,7 +1444,7 @@ static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int
     sd_tensor ctxt;
     const sd_tensor *vec = NULL;
     int64_t W = R->cfg.unet.context_dim;
-    rc = text_forward(R, R->d, idx, B, R->te_train ? &R->act : NULL, &ctxt, &vec);
+    rc = loop_text_forward(R, R->d, idx, B, R->te_train ? &R->act : NULL, &ctxt, &vec);
     if (rc) return rc;
     /* noise, timesteps, noisy latents, target */
     if (c->inject) {
@@ -1911,58 +1481,7 @@ static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int
     }
     rc = sd_unet_backward(&R->ctx, R->unet, NULL, R->te_train ? &dctx : NULL, R->te_train && R->sdxl ? &dvec : NULL, &dy);
     if (rc) return rc;
-    if (R->te_train && R->sdxl) {
-        /* SDXL: the context's gradient split between the encoders, the vector's pooled part to TE2 */
-        if (c->weighted_captions && (rc = weight_rows(R, &dctx, B))) return rc;
-        sd_tensor dh1 = dview(&R->t_dhs1, 3, (int64_t[]){ B, R->seqlen, R->W1 });
-        sd_tensor dh2 = dview(&R->t_dhs2, 3, (int64_t[]){ B, R->seqlen, R->W2 });
-        sd_tensor dp = dview(&R->t_dpool, 2, (int64_t[]){ B, R->P });
-        rc = sd_op_fill(&R->ctx, &dh1, 0.0f);
-        if (!rc) rc = sd_op_fill(&R->ctx, &dh2, 0.0f);
-        if (!rc) rc = sd_op_fill(&R->ctx, &dp, 0.0f);
-        sd_tensor *dxs[2] = { &dh1, &dh2 };
-        if (!rc) rc = sd_op_concat_bwd(&R->ctx, dxs, 2, &dctx, 2);
-        if (!rc) rc = sd_sdxl_vector_backward(&R->ctx, &dp, &dvec);
-        /* the reverse of the forward's order: TE2, then TE1 (TI: with the token lookups' gradients);
-           db/ft: an encoder that does not train (sdxl_train.py's learning_rate_te1/te2 of 0) is skipped */
-        int bw1 = !R->is_full || R->full.te1_train, bw2 = !R->is_full || R->full.te2_train;
-        int64_t rows = (int64_t)B * R->nchunks;
-        sd_tensor dt1 = R->have_ti ? dview(&R->t_dtok, 3, (int64_t[]){ rows, 77, R->W1 }) : dh1;
-        sd_tensor dt2 = R->have_ti ? dview(&R->t_dtok2, 3, (int64_t[]){ rows, 77, R->W2 }) : dh2;
-        if (!rc && R->have_ti) rc = sd_op_fill(&R->ctx, &dt1, 0.0f);
-        if (!rc && R->have_ti) rc = sd_op_fill(&R->ctx, &dt2, 0.0f);
-        sd_tensor *pt1 = R->have_ti ? &dt1 : NULL, *pt2 = R->have_ti ? &dt2 : NULL;
-        if (R->nchunks == 1) {
-            if (!rc && bw2) rc = sd_clip_backward_sdxl(&R->ctx, R->clip2, pt2, &dh2, &dp);
-            if (!rc && bw1) rc = sd_clip_backward_sdxl(&R->ctx, R->clip, pt1, &dh1, NULL);
-        } else {
-            if (!rc && bw2) rc = sd_clip_backward_sdxl_chunks(&R->ctx, R->clip2, pt2, &dh2, &dp);
-            if (!rc && bw1) rc = sd_clip_backward_sdxl_chunks(&R->ctx, R->clip, pt1, &dh1, NULL);
-        }
-        if (!rc && R->have_ti) {   /* the gradients of the token lookups, scattered per token id */
-            int64_t npos = rows * 77;
-            rc = sd_tensor_download(&dt1, R->dtok, (size_t)(npos * R->W1) * sizeof(float));
-            if (!rc) rc = sd_ti_accumulate(&R->ti, R->ids, npos, R->dtok);
-            if (!rc) rc = sd_tensor_download(&dt2, R->dtok2, (size_t)(npos * R->W2) * sizeof(float));
-            if (!rc) rc = sd_ti_accumulate(&R->ti2, R->ids2, npos, R->dtok2);
-        }
-        return rc;
-    }
-    if (R->te_train) {
-        if (c->weighted_captions && (rc = weight_rows(R, &dctx, B))) return rc;
-        int64_t npos = (int64_t)B * R->nchunks * 77;
-        sd_tensor dtok = dview(&R->t_dtok, 3, (int64_t[]){ (int64_t)B * R->nchunks, 77, W });
-        if (R->have_ti && (rc = sd_op_fill(&R->ctx, &dtok, 0.0f))) return rc;
-        if (R->nchunks == 1) rc = sd_clip_backward(&R->ctx, R->clip, R->have_ti ? &dtok : NULL, &dctx);
-        else rc = sd_clip_backward_chunks(&R->ctx, R->clip, R->have_ti ? &dtok : NULL, &dctx);
-        if (rc) return rc;
-        if (R->have_ti) {   /* the gradient of the token lookup, scattered per token id */
-            rc = sd_tensor_download(&dtok, R->dtok, (size_t)(npos * W) * sizeof(float));
-            if (!rc) rc = sd_ti_accumulate(&R->ti, R->ids, npos, R->dtok);
-            if (rc) return rc;
-        }
-    }
-    return SD_OK;
+    return loop_text_backward(R, B, dctx, dvec);
 }
 
 /* One validation batch (train/validation.h sd_val_batch_fn): forward only, at each fixed timestep.
@@ -1979,12 +1498,12 @@ static int val_batch(void *user, const sd_batch_bucket *bk, const int64_t *idx, 
     int64_t per = C * h * w;
     uint32_t base = 0x80000000u + vb * (uint32_t)nt;
     int rc = load_latents(R, &R->val, idx, B, 0, h, w, 1);
-    if (!rc && !R->te_cached) rc = encode_captions(R, &R->val, idx, B, R->vseed, base, 1, 0, 1);
+    if (!rc && !R->te_cached) rc = loop_encode_captions(R, &R->val, idx, B, R->vseed, base, 1, 0, 1);
     if (rc) return rc;
     size_t mark = sd_arena_mark(&R->ctx.scratch);
     sd_tensor ctxt;
     const sd_tensor *vec = NULL;
-    rc = text_forward(R, &R->val, idx, B, NULL, &ctxt, &vec);
+    rc = loop_text_forward(R, &R->val, idx, B, NULL, &ctxt, &vec);
     for (int b = 0; b < B; b++) R->lweight[b] = R->val.s[idx[b]].is_reg ? (float)R->c->prior_loss_weight : 1.0f;
     for (int k = 0; k < nt && !rc; k++) {
         R->vobj.tlo = R->vobj.thi = t[k];
@@ -2650,8 +2169,8 @@ trained_set:;
         if (!sd_device_query(c->device_index, &di)) sd_info("training on %s (cuda:%d)", di.name, c->device_index);
     }
     if (R->te_cached) {
-        rc = cache_te_outputs(R, d, "training images");
-        if (!rc) rc = cache_te_outputs(R, &R->val, "validation images");
+        rc = loop_cache_te_outputs(R, d, "training images");
+        if (!rc) rc = loop_cache_te_outputs(R, &R->val, "validation images");
         if (rc) goto out;
     }
     if (R->dev_optim) {
