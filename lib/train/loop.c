@@ -1,5 +1,6 @@
-/* The training loop (see loop.h; its text path is loop_text.c, the state they share
- * loop_internal.h). */
+/* The training loop (see loop.h): sd_train_run. Its text path, latents, saving and records are in
+ * loop_text.c, loop_latents.c, loop_save.c and loop_data.c; the state they share in
+ * loop_internal.h. */
 #include "train/loop.h"
 
 #include <errno.h>
@@ -16,19 +17,12 @@
 #include "base/half.h"
 #include "base/log.h"
 #include "base/progress.h"
-#include "base/rng.h"
-#include "base/hash.h"
-#include "data/bucket_record.h"
-#include "data/latent_cache.h"
-#include "io/image.h"
 #include "io/jsonl.h"
-#include "io/latent.h"
 #include "io/safetensors.h"
 #include "models/clip.h"
 #include "models/detect.h"
 #include "models/sd_model.h"
 #include "models/sdxl.h"
-#include "io/te_cache.h"
 #include "models/unet.h"
 #include "tensor/device.h"
 #include "text/clip_tokenizer.h"
@@ -49,247 +43,7 @@
 #include "train/tboard.h"
 #include "train/validation.h"
 
-void sd_train_config_default(sd_train_config *c)
-{
-    memset(c, 0, sizeof *c);
-    c->device_index = SD_DEVICE_CPU;
-    c->network_alpha = NAN;
-    c->network_alpha_is_int = 1;
-    c->unet_lr = NAN;
-    c->text_encoder_lr = NAN;
-    c->learning_rate = 2e-6;
-    c->learning_rate_te = NAN;
-    c->learning_rate_te1 = NAN;
-    c->learning_rate_te2 = NAN;
-    c->max_grad_norm = 1.0;
-    c->lr_scheduler = "constant";
-    c->lr_warmup_steps = "0";
-    c->lr_scheduler_num_cycles = 1;
-    c->lr_scheduler_power = 1.0;
-    c->lr_scheduler_min_lr_ratio = NAN;
-    c->gradient_accumulation_steps = 1;
-    c->max_train_steps = 1600;
-    c->seed = -1;
-    c->mixed_precision = "no";
-    c->train_batch_size = 1;
-    c->prior_loss_weight = 1.0;
-    sd_caption_opts_default(&c->caption);
-    c->multires_noise_discount = 0.3;
-    c->min_timestep = -1;
-    c->max_timestep = -1;
-    c->loss_type = "l2";
-    c->huber_schedule = "snr";
-    c->huber_c = 0.1;
-    c->huber_scale = 1.0;
-    c->save_model_as = "safetensors";
-    c->min_bucket_reso = 256;
-    c->max_bucket_reso = 1024;
-    c->bucket_reso_steps = 64;
-    c->validation_split = NAN;
-    c->max_validation_steps = -1;
-    c->ti.num_vectors_per_token = 1;
-}
-
-/* ---- data ---------------------------------------------------------------------------------------- */
-
-void sd_train_data_init(sd_train_data *d) { memset(d, 0, sizeof *d); }
-
-void sd_train_data_free(sd_train_data *d)
-{
-    for (size_t i = 0; i < d->n; i++) {
-        free(d->s[i].latents);
-        free(d->s[i].image);
-        free(d->s[i].caption);
-        free(d->s[i].tags);
-        free(d->s[i].mem);
-        free(d->s[i].mem_flip);
-        free(d->s[i].te_hs1);
-        free(d->s[i].te_hs2);
-        free(d->s[i].te_pool);
-    }
-    free(d->s);
-    for (size_t i = 0; i < d->nstrs; i++) free(d->strs[i]);
-    free(d->strs);
-    if (d->has_config) jv_free(d->config);
-    memset(d, 0, sizeof *d);
-}
-
-static const char *keep_str(sd_train_data *d, const char *s)
-{
-    if (!s) return NULL;
-    if (d->nstrs == d->capstrs) {
-        size_t cap = d->capstrs ? d->capstrs * 2 : 64;
-        char **q = realloc(d->strs, cap * sizeof *q);
-        if (!q) return NULL;
-        d->strs = q;
-        d->capstrs = cap;
-    }
-    char *c = strdup(s);
-    if (!c) return NULL;
-    d->strs[d->nstrs++] = c;
-    return c;
-}
-
-#define GET(fn, key, dst)                                    \
-    do {                                                     \
-        int r_ = fn(rec, key, dst);                          \
-        if (r_ < 0) return r_;                               \
-    } while (0)
-
-int sd_train_data_add_record(sd_train_data *d, const sd_train_config *c, jv rec)
-{
-    sd_train_sample s;
-    memset(&s, 0, sizeof s);
-    const char *lat = NULL, *img = NULL, *cap = NULL, *tags = NULL, *method = NULL;
-    GET(sd_jsonl_get_str, "latents", &lat);
-    GET(sd_jsonl_get_str, "image", &img);
-    GET(sd_jsonl_get_str, "caption", &cap);
-    GET(sd_jsonl_get_str, "tags", &tags);
-    GET(sd_jsonl_get_str, "method", &method);
-    long long v;
-    double dv;
-    int b;
-    s.dataset = 0;
-    if (sd_jsonl_get_int(rec, "dataset", &v) == 1) {
-        if (v < 0 || v > 100000) return sd_err(SD_EFORMAT, "key 'dataset': %lld is out of range", v);
-        s.dataset = (int)v;
-    }
-    s.subset = -1;
-    if (sd_jsonl_get_int(rec, "subset", &v) == 1 && v >= 0 && v <= 100000) s.subset = (int)v;
-    s.num_repeats = 1;
-    int r = sd_jsonl_get_int(rec, "num_repeats", &v);
-    if (r < 0) return r;
-    if (r == 1) {
-        if (v < 1 || v > 1000000) return sd_err(SD_EFORMAT, "key 'num_repeats': %lld is out of range", v);
-        s.num_repeats = (int)v;
-    }
-    s.batch_size = c->train_batch_size;
-    r = sd_jsonl_get_int(rec, "batch_size", &v);
-    if (r < 0) return r;
-    if (r == 1) {
-        if (v < 1 || v > 4096) return sd_err(SD_EFORMAT, "key 'batch_size': %lld is out of range", v);
-        s.batch_size = (int)v;
-    }
-    r = sd_jsonl_get_bool(rec, "is_reg", &b);
-    if (r < 0) return r;
-    s.is_reg = r == 1 && b;
-    s.method_ft = method && !strcmp(method, "fine_tuning");
-    s.validation_split = NAN;
-    r = sd_jsonl_get_num(rec, "validation_split", &dv);
-    if (r < 0) return r;
-    if (r == 1) s.validation_split = dv;
-    r = sd_jsonl_get_int(rec, "validation_seed", &v);
-    if (r < 0) return r;
-    if (r == 1) {
-        s.has_validation_seed = 1;
-        s.validation_seed = (int64_t)v;
-    }
-    s.flip_aug = c->flip_aug;
-    r = sd_jsonl_get_bool(rec, "flip_aug", &b);
-    if (r < 0) return r;
-    if (r == 1) s.flip_aug = b;
-    int bk[2];
-    r = sd_jsonl_get_size2(rec, "bucket", bk);
-    if (r < 0) return r;
-    if (r == 1) {
-        s.bucket_w = bk[0];
-        s.bucket_h = bk[1];
-    }
-    if (!lat && !img) return sd_err(SD_EFORMAT, "record has neither 'latents' nor 'image'");
-    if (!lat && !c->cache_latents)
-        return sd_err(SD_EFORMAT, "record has no 'latents' (run sd-encode-latents first, or use --cache_latents)");
-    if (!lat) {
-        r = sd_bucket_record_plan(rec, &s.plan);
-        if (r < 0) return r;
-        s.has_plan = r == 1;
-        if (s.has_plan) {
-            s.bucket_w = s.plan.bucket_w;
-            s.bucket_h = s.plan.bucket_h;
-        } else {
-            sd_bucket_cfg def = { .res_w = c->reso_w, .res_h = c->reso_h, .enable_bucket = c->enable_bucket,
-                                  .min_reso = c->min_bucket_reso, .max_reso = c->max_bucket_reso,
-                                  .steps = c->bucket_reso_steps, .no_upscale = c->bucket_no_upscale };
-            r = sd_bucket_record_cfg(rec, &def, c->reso_w > 0, &s.bcfg);
-            if (r < 0) return r;
-            if (r == 0) return sd_err(SD_EFORMAT, "no resolution for '%s': give --resolution", img);
-            s.has_bcfg = 1;
-        }
-    }
-    /* caption options of the record's subset override the command line */
-    s.cap = c->caption;
-    s.token_warmup_step_f = c->token_warmup_step_f;
-    const char *sv;
-    if ((r = sd_jsonl_get_bool(rec, "shuffle_caption", &b)) < 0) return r;
-    if (r == 1) s.cap.shuffle = b;
-    if ((r = sd_jsonl_get_bool(rec, "enable_wildcard", &b)) < 0) return r;
-    if (r == 1) s.cap.enable_wildcard = b;
-    if ((r = sd_jsonl_get_int(rec, "keep_tokens", &v)) < 0) return r;
-    if (r == 1) s.cap.keep_tokens = (int)v;
-    if ((r = sd_jsonl_get_int(rec, "caption_dropout_every_n_epochs", &v)) < 0) return r;
-    if (r == 1) s.cap.dropout_every_n_epochs = (int)v;
-    if ((r = sd_jsonl_get_int(rec, "token_warmup_min", &v)) < 0) return r;
-    if (r == 1) s.cap.token_warmup_min = (int)v;
-    if ((r = sd_jsonl_get_num(rec, "caption_dropout_rate", &dv)) < 0) return r;
-    if (r == 1) s.cap.dropout_rate = dv;
-    if ((r = sd_jsonl_get_num(rec, "caption_tag_dropout_rate", &dv)) < 0) return r;
-    if (r == 1) s.cap.tag_dropout_rate = dv;
-    if ((r = sd_jsonl_get_num(rec, "token_warmup_step", &dv)) < 0) return r;
-    if (r == 1) s.token_warmup_step_f = dv;
-    static const char *const skeys[] = { "caption_prefix", "caption_suffix", "keep_tokens_separator",
-                                         "caption_separator", "secondary_separator" };
-    for (int k = 0; k < 5; k++) {
-        if ((r = sd_jsonl_get_str(rec, skeys[k], &sv)) < 0) return r;
-        if (r != 1) continue;
-        const char *kept = keep_str(d, sv);
-        if (!kept) return sd_err(SD_ENOMEM, "out of memory");
-        if (k == 0) s.cap.prefix = kept;
-        else if (k == 1) s.cap.suffix = kept;
-        else if (k == 2) s.cap.keep_tokens_separator = kept;
-        else if (k == 3) s.cap.separator = kept;
-        else s.cap.secondary_separator = kept;
-    }
-    /* the stored caption (§4.6: fine-tuning joins caption and tags with the separator) */
-    const char *sep = s.cap.separator && *s.cap.separator ? s.cap.separator : ",";
-    size_t n1 = cap ? strlen(cap) : 0, n2 = tags ? strlen(tags) : 0;
-    s.caption = malloc(n1 + n2 + strlen(sep) + 1);
-    if (!s.caption) return sd_err(SD_ENOMEM, "out of memory");
-    s.caption[0] = 0;
-    if (cap) strcat(s.caption, cap);
-    if (tags && *tags && (!method || strcmp(method, "dreambooth"))) {
-        if (n1) strcat(s.caption, sep);
-        strcat(s.caption, tags);
-    }
-    (void)method;
-    s.latents = lat ? strdup(lat) : NULL;
-    s.image = img ? strdup(img) : NULL;
-    s.tags = tags ? strdup(tags) : NULL;
-    if ((lat && !s.latents) || (img && !s.image) || (tags && !s.tags)) goto oom;
-    if (d->n == d->cap) {
-        size_t ncap = d->cap ? d->cap * 2 : 64;
-        sd_train_sample *q = realloc(d->s, ncap * sizeof *q);
-        if (!q) goto oom;
-        d->s = q;
-        d->cap = ncap;
-    }
-    d->s[d->n++] = s;
-    if (s.dataset + 1 > d->ndatasets) d->ndatasets = s.dataset + 1;
-    return SD_OK;
-oom:
-    free(s.caption);
-    free(s.latents);
-    free(s.image);
-    free(s.tags);
-    return sd_err(SD_ENOMEM, "out of memory");
-}
-
 /* ---- the run -------------------------------------------------------------------------------------- */
-
-static double wall_now(void)
-{
-    const char *e = getenv("SOURCE_DATE_EPOCH");
-    if (e && *e) return strtod(e, NULL);
-    return sd_wall_time();
-}
 
 /* --method db/ft once the family is known: SD1/SD2 keep train_db.py / fine_tune.py (set up in
  * sd_train_run); SDXL runs sdxl_train.py for both methods (it takes DreamBooth and fine-tuning
@@ -529,7 +283,7 @@ static int check_family(run *R)
     return SD_OK;
 }
 
-static int ensure_scratch(run *R, size_t want)
+int loop_ensure_scratch(run *R, size_t want)
 {
     if (want <= R->scratch_cap) return SD_OK;
     sd_ctx_free(&R->ctx);
@@ -542,9 +296,8 @@ static int ensure_scratch(run *R, size_t want)
     return SD_OK;
 }
 
-/* --cache_latents_to_disk: load `path` (already checked against `k`) into the sample's memory. */
 /* The LoRA registry to the host (optimizer, saving) or back to the run's device. */
-static int net_to(run *R, sd_devkind dev)
+int loop_net_to(run *R, sd_devkind dev)
 {
     if (R->dev == SD_DEV_CPU || R->have_ti) return SD_OK;   /* TI: its two parameters stay on the host */
     if (!R->is_full) return sd_params_move(&R->net.reg, dev);
@@ -560,629 +313,10 @@ static int net_to(run *R, sd_devkind dev)
 static int sf_mode(run *R, int train)
 {
     if (R->is_full || R->have_ti || !sd_optim_is_schedulefree(R->ocfg.kind)) return SD_OK;
-    int rc = R->dev_optim ? SD_OK : net_to(R, SD_DEV_CPU);
+    int rc = R->dev_optim ? SD_OK : loop_net_to(R, SD_DEV_CPU);
     if (!rc) rc = train ? sd_optim_sf_train(&R->opt) : sd_optim_sf_eval(&R->opt);
-    if (!rc && !R->dev_optim) rc = net_to(R, R->dev);
+    if (!rc && !R->dev_optim) rc = loop_net_to(R, R->dev);
     return rc;
-}
-
-static int load_disk_cache(sd_train_sample *s, const char *path, int64_t n)
-{
-    sd_latent_file lf;
-    int rc = sd_latent_read(path, NULL, &lf);
-    if (rc) return rc;
-    if ((int64_t)lf.c * lf.h * lf.w != n || (s->flip_aug && !lf.latents_flipped)) {
-        sd_latent_free(&lf);
-        return sd_err(SD_EFORMAT, "%s: unexpected latent shape", path);
-    }
-    s->mem = malloc((size_t)n * sizeof(float));
-    if (s->flip_aug) s->mem_flip = malloc((size_t)n * sizeof(float));
-    if (!s->mem || (s->flip_aug && !s->mem_flip)) {
-        sd_latent_free(&lf);
-        return sd_err(SD_ENOMEM, "out of memory caching latents");
-    }
-    memcpy(s->mem, lf.latents, (size_t)n * sizeof(float));
-    if (s->flip_aug) memcpy(s->mem_flip, lf.latents_flipped, (size_t)n * sizeof(float));
-    sd_latent_free(&lf);
-    return SD_OK;
-}
-
-/* --cache_latents_to_disk: write the sample's latents to `path` (atomically, npz STORE form) with
- * the sd_meta.json of `k`, the file sd-encode-latents --kohya_names would write. */
-static int write_disk_cache(const sd_train_sample *s, const char *path, const sd_latent_key *k, int64_t E)
-{
-    sd_latent_file lf;
-    memset(&lf, 0, sizeof lf);
-    lf.latents = s->mem;
-    lf.latents_flipped = s->flip_aug ? s->mem_flip : NULL;
-    lf.c = (int)E;
-    lf.h = s->plan.bucket_h / 8;
-    lf.w = s->plan.bucket_w / 8;
-    lf.original_size[0] = s->plan.image_w;
-    lf.original_size[1] = s->plan.image_h;
-    for (int i = 0; i < 4; i++) lf.crop_ltrb[i] = (int64_t)s->plan.crop_ltrb[i]; /* Python int(): truncation */
-    sd_latent_write_opts wo = { .compress = SD_LATENT_STORE };
-    int rc = sd_latent_key_meta(k, "sd-train", SD_VERSION, &lf.meta_json);
-    if (rc >= 0) rc = sd_latent_write(path, &lf, &wo);
-    free(lf.meta_json);
-    return rc < 0 ? rc : SD_OK;
-}
-
-/* --cache_latents: encode every record without a latent file once, in memory (the reference's
- * cache_latents): image → bucket plan → resize and centre trim → [-1, 1] → VAE → posterior sample
- * (Philox stream (seed, 0, 2·i + flipped, SD_RNG_LATENT)).
- * --cache_latents_to_disk: the same per image, but first the kohya-named file beside the image
- * (<stem>_<WWWW>x<HHHH>_sd.npz) is reused when its sd_meta.json matches the inputs (the rules of
- * data/latent_cache.h, as sd-encode-latents --kohya_names --skip_existing); otherwise the image is
- * encoded with the noise stream of its cache key (sd_latent_noise_ids, as sd-encode-latents) and
- * the file written. The samples of `d` are numbered from sbase (the validation set has its own
- * posterior-sample streams). */
-static int encode_all(run *R, sd_train_data *d, uint32_t sbase)
-{
-    size_t todo = 0;
-    for (size_t i = 0; i < d->n; i++) todo += !d->s[i].latents && !d->s[i].mem;
-    if (!todo) return SD_OK;
-    sd_vae *v = &R->model.vae;
-    if (v->factor != 8) return sd_err(SD_EUNSUPPORTED, "%s: the VAE downsamples by %lld; sd-train needs 8", R->c->model,
-                                      (long long)v->factor);
-    int64_t E = R->cfg.vae.embed_dim;
-    if (E != R->cfg.unet.in_channels)
-        return sd_err(SD_EFORMAT, "%s: VAE latents have %lld channels, the UNet takes %d", R->c->model, (long long)E,
-                      R->cfg.unet.in_channels);
-    int disk = R->c->cache_latents_to_disk;
-    char vae_sha[65] = { 0 };
-    if (disk) {
-        int hrc = sd_latent_vae_hash(&R->model.vae_params, "first_stage_model", vae_sha);
-        if (hrc < 0) return hrc;
-    }
-    sd_progress pb;
-    sd_progress_begin(&pb, "caching latents", (int64_t)todo);
-    int rc = SD_OK;
-    long reused = 0, written = 0;
-    float *x = NULL, *mom = NULL, *noise = NULL;
-    for (size_t i = 0; i < d->n && !rc; i++) {
-        sd_train_sample *s = &d->s[i];
-        if (s->latents || s->mem) continue;
-        sd_image im = { 0 }, out = { 0 };
-        sd_latent_key key;
-        memset(&key, 0, sizeof key);
-        char path[8192];
-        if (disk) {
-            char *buf = NULL;
-            size_t nb = 0;
-            rc = sd_read_file(s->image, (size_t)1 << 31, &buf, &nb);
-            if (rc < 0) break;
-            uint8_t dg[32];
-            sd_sha256(buf, nb, dg);
-            sd_hex(dg, 32, key.source_sha256);
-            rc = sd_image_decode(buf, nb, s->image, 0, &im, NULL);
-            free(buf);
-        } else {
-            rc = sd_image_load(s->image, 0, &im, NULL);
-        }
-        if (rc) break;
-        if (!s->has_plan) {
-            sd_bucket_set set;
-            rc = sd_bucket_set_init(&set, &s->bcfg);
-            if (!rc) rc = sd_bucket_select(&set, im.w, im.h, &s->plan);
-            sd_bucket_set_free(&set);
-            if (rc) {
-                sd_err_prefix(rc, "%s", s->image);
-                sd_image_free(&im);
-                break;
-            }
-            s->has_plan = 1;
-            s->bucket_w = s->plan.bucket_w;
-            s->bucket_h = s->plan.bucket_h;
-        }
-        s->has_size = 1;
-        s->orig_w = s->plan.image_w;
-        s->orig_h = s->plan.image_h;
-        memcpy(s->crop_ltrb, s->plan.crop_ltrb, sizeof s->crop_ltrb);
-        if (im.w != s->plan.image_w || im.h != s->plan.image_h) {
-            rc = sd_err(SD_EFORMAT, "%s: the image is %dx%d, its record says %dx%d", s->image, im.w, im.h,
-                        s->plan.image_w, s->plan.image_h);
-            sd_image_free(&im);
-            break;
-        }
-        if (disk) {
-            if (s->plan.bucket_w % 8 || s->plan.bucket_h % 8) {
-                rc = sd_err(SD_EINVAL, "%s: bucket %dx%d is not a multiple of the VAE's factor 8", s->image,
-                            s->plan.bucket_w, s->plan.bucket_h);
-                sd_image_free(&im);
-                break;
-            }
-            memcpy(key.vae_sha256, vae_sha, sizeof key.vae_sha256);
-            key.bucket_w = s->plan.bucket_w;
-            key.bucket_h = s->plan.bucket_h;
-            key.resized_w = s->plan.resized_w;
-            key.resized_h = s->plan.resized_h;
-            memcpy(key.crop_ltrb, s->plan.crop_ltrb, sizeof key.crop_ltrb);
-            key.filter = -1;
-            key.flip = s->flip_aug != 0;
-            key.alpha_mask = 0;
-            key.mean = 0;
-            key.seed = R->seed;
-            key.half = 0;
-            rc = sd_latent_kohya_name(path, sizeof path, s->image, s->plan.image_w, s->plan.image_h, 0);
-            if (rc < 0) {
-                sd_image_free(&im);
-                break;
-            }
-            rc = SD_OK;
-            char why[512] = "";
-            if (sd_latent_cache_check_file(path, &key, (int)E, 8, why, sizeof why)) {
-                sd_image_free(&im);
-                rc = load_disk_cache(s, path, E * (s->plan.bucket_h / 8) * (s->plan.bucket_w / 8));
-                if (rc) break;
-                reused++;
-                sd_progress_update(&pb, 1);
-                continue;
-            }
-            sd_debug("%s: encoding (%s)", path, why[0] ? why : "no cache file");
-        }
-        rc = sd_bucket_apply(&im, &s->plan, -1, 0, &out);
-        sd_image_free(&im);
-        if (rc) {
-            sd_err_prefix(rc, "%s", s->image);
-            break;
-        }
-        int64_t H = out.h, W = out.w, h = H / 8, w = W / 8, n = E * h * w;
-        float *nx = realloc(x, (size_t)(3 * H * W) * sizeof *x), *nm = NULL, *nn = NULL;
-        if (nx) x = nx;
-        if (nx) nm = realloc(mom, (size_t)(2 * n) * sizeof *mom);
-        if (nm) mom = nm;
-        if (nm) nn = realloc(noise, (size_t)n * sizeof *noise);
-        if (nn) noise = nn;
-        s->mem = malloc((size_t)n * sizeof(float));
-        if (s->flip_aug) s->mem_flip = malloc((size_t)n * sizeof(float));
-        if (!nx || !nm || !nn || !s->mem || (s->flip_aug && !s->mem_flip)) {
-            sd_image_free(&out);
-            rc = sd_err(SD_ENOMEM, "out of memory caching latents");
-            break;
-        }
-        rc = ensure_scratch(R, 4 * sd_vae_scratch_bytes(v, 1, H, W, 0) + ((size_t)1 << 30));
-        for (int k = 0; k < (s->flip_aug ? 2 : 1) && !rc; k++) {
-            for (int64_t yy = 0; yy < H; yy++)
-                for (int64_t xx = 0; xx < W; xx++) {
-                    int64_t sx = k ? W - 1 - xx : xx;
-                    const uint8_t *px = out.px + ((size_t)yy * out.w + (size_t)sx) * (size_t)out.c;
-                    for (int ch = 0; ch < 3; ch++)
-                        x[((size_t)ch * H + yy) * W + xx] = ((float)px[out.c >= 3 ? ch : 0] / 255.0f - 0.5f) / 0.5f;
-                }
-            sd_tensor xt = sd_tensor_wrap(x, SD_F32, 4, (int64_t[]){ 1, 3, H, W });
-            sd_tensor mt = sd_tensor_wrap(mom, SD_F32, 4, (int64_t[]){ 1, 2 * E, h, w });
-            sd_tensor zt = sd_tensor_wrap(k ? s->mem_flip : s->mem, SD_F32, 4, (int64_t[]){ 1, E, h, w });
-            sd_tensor nt = sd_tensor_wrap(noise, SD_F32, 4, (int64_t[]){ 1, E, h, w });
-            rc = sd_vae_encode(&R->ctx, v, &mt, &xt);
-            if (!rc) {
-                uint32_t step = 0, sample = sbase + (uint32_t)(2 * i + (size_t)k);
-                if (disk) sd_latent_noise_ids(&key, k, &step, &sample);
-                rc = sd_vae_noise(noise, (size_t)n, R->seed, step, sample);
-            }
-            if (!rc) rc = sd_vae_latent(&R->ctx, &zt, &mt, &nt);
-        }
-        sd_image_free(&out);
-        if (!rc && disk) {
-            rc = write_disk_cache(s, path, &key, E);
-            if (rc) sd_err_prefix(rc, "%s", path);
-            else written++;
-        }
-        sd_progress_update(&pb, 1);
-    }
-    sd_progress_end(&pb);
-    if (disk && !rc) sd_info("latent caches beside the images: %ld reused, %ld written", reused, written);
-    free(x);
-    free(mom);
-    free(noise);
-    return rc;
-}
-
-/* Read the latents of every sample once to learn its bucket when the record had none. */
-static int resolve_buckets(sd_train_data *d)
-{
-    for (size_t i = 0; i < d->n; i++) {
-        sd_train_sample *s = &d->s[i];
-        if ((s->bucket_w > 0 && s->bucket_h > 0) || s->mem) continue;
-        if (!s->latents) return sd_err(SD_EFORMAT, "%s: no bucket and no latents", s->image ? s->image : "record");
-        sd_latent_file lf;
-        int rc = sd_latent_read(s->latents, NULL, &lf);
-        if (rc) return rc;
-        s->bucket_w = lf.w * 8;
-        s->bucket_h = lf.h * 8;
-        sd_latent_free(&lf);
-    }
-    return SD_OK;
-}
-
-static int lr_steps_value(const char *s, sd_pyv *out)
-{
-    sd_lr_steps w;
-    int rc = sd_lr_steps_parse(s, "lr_warmup_steps", &w);
-    if (rc) return rc;
-    *out = w.is_fraction ? sd_pyv_float(w.fraction) : sd_pyv_int(w.steps);
-    return SD_OK;
-}
-
-static int build_metadata(run *R)
-{
-    sd_train_config *c = R->c;
-    sd_ss_facts *f = &R->facts;
-    sd_ss_facts_init(f);
-    sd_pyv *v = f->v;
-    sd_rng sr = sd_rng_key(R->seed, 0, 0, SD_RNG_USER);
-    v[SD_SS_SESSION_ID] = sd_pyv_int((int64_t)sd_rng_u32_at(&sr, 0));
-    v[SD_SS_TRAINING_STARTED_AT] = sd_pyv_float(R->started_at);
-    v[SD_SS_OUTPUT_NAME] = sd_pyv_str(c->output_name);
-    /* Adafactor's relative_step: kohya sets args.learning_rate, unet_lr and text_encoder_lr to None */
-    int lr_none = sd_optim_adafactor_schedule(&R->ocfg);
-    v[SD_SS_LEARNING_RATE] = lr_none ? sd_pyv_none() : sd_pyv_float(c->learning_rate);
-    v[SD_SS_TEXT_ENCODER_LR] = lr_none || isnan(c->text_encoder_lr) ? sd_pyv_none() : sd_pyv_float(c->text_encoder_lr);
-    v[SD_SS_UNET_LR] = lr_none || isnan(c->unet_lr) ? sd_pyv_none() : sd_pyv_float(c->unet_lr);
-    v[SD_SS_NUM_TRAIN_IMAGES] = sd_pyv_int(R->plan.num_train_images);
-    v[SD_SS_NUM_VALIDATION_IMAGES] = sd_pyv_int(R->vr.have_plan ? R->vr.plan.num_train_images : 0);
-    v[SD_SS_NUM_REG_IMAGES] = sd_pyv_int(R->plan.num_reg_unbalanced);
-    v[SD_SS_NUM_BATCHES_PER_EPOCH] = sd_pyv_int(R->plan.nbatches);
-    v[SD_SS_NUM_EPOCHS] = sd_pyv_int(R->num_epochs);
-    v[SD_SS_GRADIENT_CHECKPOINTING] = sd_pyv_bool(c->gradient_checkpointing);
-    v[SD_SS_GRADIENT_ACCUMULATION_STEPS] = sd_pyv_int(c->gradient_accumulation_steps);
-    v[SD_SS_MAX_TRAIN_STEPS] = sd_pyv_int(R->max_steps);
-    /* absent: argparse's default, the int 0 (a given "0" is int_or_float's 0.0) */
-    int rc = SD_OK;
-    if (c->lr_warmup_steps_given && c->lr_warmup_steps) rc = lr_steps_value(c->lr_warmup_steps, &v[SD_SS_LR_WARMUP_STEPS]);
-    else v[SD_SS_LR_WARMUP_STEPS] = sd_pyv_int(0);
-    if (rc) return rc;
-    v[SD_SS_LR_SCHEDULER] = sd_pyv_str(R->sched_name);
-    v[SD_SS_NETWORK_MODULE] = sd_pyv_str("networks.lora");
-    v[SD_SS_NETWORK_DIM] = sd_pyv_int(R->nargs.network_dim);
-    v[SD_SS_NETWORK_ALPHA] = c->network_alpha_is_int ? sd_pyv_int((int64_t)R->nargs.network_alpha)
-                                                     : sd_pyv_float(R->nargs.network_alpha);
-    v[SD_SS_NETWORK_DROPOUT] = c->network_dropout > 0 ? sd_pyv_float(c->network_dropout) : sd_pyv_none();
-    v[SD_SS_MIXED_PRECISION] = sd_pyv_str(c->mixed_precision ? c->mixed_precision : "no");
-    v[SD_SS_FULL_FP16] = sd_pyv_bool(c->full_fp16);
-    int v2 = R->cfg.family == SD_FAMILY_SD2;
-    int vp = R->cfg.parameterization == SD_PRED_V;
-    v[SD_SS_V2] = sd_pyv_bool(v2);
-    v[SD_SS_BASE_MODEL_VERSION] = sd_pyv_str(R->sdxl ? "sdxl_base_v1-0"   /* sdxl_model_util.MODEL_VERSION_SDXL_BASE_V1_0 */
-                                             : v2 ? (vp ? "sd_v2_v" : "sd_v2") : (vp ? "sd_v1_v" : "sd_v1"));
-    v[SD_SS_CLIP_SKIP] = c->clip_skip > 0 ? sd_pyv_int(c->clip_skip) : sd_pyv_none();
-    v[SD_SS_MAX_TOKEN_LENGTH] = c->max_token_length > 0 ? sd_pyv_int(c->max_token_length) : sd_pyv_none();
-    v[SD_SS_CACHE_LATENTS] = sd_pyv_bool(1);
-    v[SD_SS_SEED] = sd_pyv_int((int64_t)R->seed);
-    v[SD_SS_LOWRAM] = sd_pyv_bool(0);
-    v[SD_SS_NOISE_OFFSET] = c->noise_offset != 0 ? sd_pyv_float(c->noise_offset) : sd_pyv_none();
-    v[SD_SS_MULTIRES_NOISE_ITERATIONS] = c->multires_noise_iterations > 0 ? sd_pyv_int(c->multires_noise_iterations) : sd_pyv_none();
-    v[SD_SS_MULTIRES_NOISE_DISCOUNT] = sd_pyv_float(c->multires_noise_discount);
-    v[SD_SS_ADAPTIVE_NOISE_SCALE] = c->adaptive_noise_scale != 0 ? sd_pyv_float(c->adaptive_noise_scale) : sd_pyv_none();
-    v[SD_SS_ZERO_TERMINAL_SNR] = sd_pyv_bool(c->zero_terminal_snr);
-    v[SD_SS_TRAINING_COMMENT] = sd_pyv_str(c->training_comment);
-    v[SD_SS_SD_SCRIPTS_COMMIT_HASH] = sd_pyv_str("(unknown)");
-    static char optdesc[1024];
-    sd_optim_describe(&R->ocfg, optdesc, sizeof optdesc);
-    v[SD_SS_OPTIMIZER] = sd_pyv_str(optdesc);
-    v[SD_SS_MAX_GRAD_NORM] = sd_pyv_float(c->max_grad_norm);
-    v[SD_SS_CAPTION_DROPOUT_RATE] = sd_pyv_float(c->caption.dropout_rate);
-    v[SD_SS_CAPTION_DROPOUT_EVERY_N_EPOCHS] = sd_pyv_int(c->caption.dropout_every_n_epochs);
-    v[SD_SS_CAPTION_TAG_DROPOUT_RATE] = sd_pyv_float(c->caption.tag_dropout_rate);
-    v[SD_SS_FACE_CROP_AUG_RANGE] = sd_pyv_none();
-    v[SD_SS_PRIOR_LOSS_WEIGHT] = sd_pyv_float(c->prior_loss_weight);
-    v[SD_SS_MIN_SNR_GAMMA] = c->min_snr_gamma > 0 ? sd_pyv_float(c->min_snr_gamma) : sd_pyv_none();
-    v[SD_SS_SCALE_WEIGHT_NORMS] = c->scale_weight_norms > 0 ? sd_pyv_float(c->scale_weight_norms) : sd_pyv_none();
-    v[SD_SS_IP_NOISE_GAMMA] = c->ip_noise_gamma > 0 ? sd_pyv_float(c->ip_noise_gamma) : sd_pyv_none();
-    v[SD_SS_DEBIASED_ESTIMATION] = sd_pyv_bool(c->debiased_estimation_loss);
-    v[SD_SS_NOISE_OFFSET_RANDOM_STRENGTH] = sd_pyv_bool(c->noise_offset_random_strength);
-    v[SD_SS_IP_NOISE_GAMMA_RANDOM_STRENGTH] = sd_pyv_bool(c->ip_noise_gamma_random_strength);
-    v[SD_SS_LOSS_TYPE] = sd_pyv_str(c->loss_type);
-    v[SD_SS_HUBER_SCHEDULE] = sd_pyv_str(c->huber_schedule);
-    v[SD_SS_HUBER_SCALE] = sd_pyv_float(c->huber_scale);
-    v[SD_SS_HUBER_C] = sd_pyv_float(c->huber_c);
-    v[SD_SS_FP8_BASE] = sd_pyv_bool(0);
-    v[SD_SS_FP8_BASE_UNET] = sd_pyv_bool(0);
-    /* the command line's values, as the reference's args */
-    v[SD_SS_VALIDATION_SEED] = c->has_validation_seed ? sd_pyv_int(c->validation_seed) : sd_pyv_none();
-    v[SD_SS_VALIDATION_SPLIT] = sd_pyv_float(isnan(c->validation_split) ? 0.0 : c->validation_split);
-    v[SD_SS_MAX_VALIDATION_STEPS] = c->max_validation_steps >= 0 ? sd_pyv_int(c->max_validation_steps) : sd_pyv_none();
-    v[SD_SS_VALIDATE_EVERY_N_EPOCHS] = c->validate_every_n_epochs > 0 ? sd_pyv_int(c->validate_every_n_epochs) : sd_pyv_none();
-    v[SD_SS_VALIDATE_EVERY_N_STEPS] = c->validate_every_n_steps > 0 ? sd_pyv_int(c->validate_every_n_steps) : sd_pyv_none();
-    /* the legacy (no --dataset_config) block */
-    int bs = R->d->n ? R->d->s[0].batch_size : c->train_batch_size;
-    v[SD_SS_BATCH_SIZE_PER_DEVICE] = sd_pyv_int(bs);
-    v[SD_SS_TOTAL_BATCH_SIZE] = sd_pyv_int((int64_t)bs * c->gradient_accumulation_steps);
-    static char reso[64];
-    int rw = c->reso_w, rh = c->reso_h;
-    if (rw <= 0 && R->plan.nbuckets) rw = R->plan.b[0].w, rh = R->plan.b[0].h;
-    snprintf(reso, sizeof reso, "(%d, %d)", rw, rh);
-    v[SD_SS_RESOLUTION] = sd_pyv_str(reso);
-    v[SD_SS_COLOR_AUG] = sd_pyv_bool(0);
-    v[SD_SS_FLIP_AUG] = sd_pyv_bool(c->flip_aug);
-    v[SD_SS_RANDOM_CROP] = sd_pyv_bool(0);
-    v[SD_SS_SHUFFLE_CAPTION] = sd_pyv_bool(c->caption.shuffle);
-    v[SD_SS_ENABLE_BUCKET] = sd_pyv_bool(R->plan.nbuckets > 1);
-    v[SD_SS_BUCKET_NO_UPSCALE] = sd_pyv_bool(0);
-    v[SD_SS_MIN_BUCKET_RESO] = sd_pyv_int(256);
-    v[SD_SS_MAX_BUCKET_RESO] = sd_pyv_int(1024);
-    v[SD_SS_KEEP_TOKENS] = sd_pyv_int(c->caption.keep_tokens);
-    static char *dd, *rd, *tf;
-    free(dd), free(rd), free(tf);
-    dd = rd = tf = NULL;
-    char *all = NULL;
-    rc = sd_train_data_dirs_json(R->d, 0, &dd, NULL);
-    if (!rc) rc = sd_train_data_dirs_json(R->d, 1, &rd, NULL);
-    if (!rc) rc = sd_train_data_dirs_json(R->d, -1, &all, &tf);
-    free(all);
-    if (rc) return rc;
-    v[SD_SS_DATASET_DIRS] = sd_pyv_str(dd);
-    v[SD_SS_REG_DATASET_DIRS] = sd_pyv_str(rd);
-    v[SD_SS_TAG_FREQUENCY] = sd_pyv_str(tf);
-    static char binfo[8192];
-    {
-        size_t L = 0;
-        L += (size_t)snprintf(binfo + L, sizeof binfo - L, "{\"buckets\": {");
-        for (int i = 0; i < R->plan.nbuckets && L < sizeof binfo - 128; i++)
-            L += (size_t)snprintf(binfo + L, sizeof binfo - L, "%s\"%d\": {\"resolution\": [%d, %d], \"count\": %lld}",
-                                  i ? ", " : "", i, R->plan.b[i].w, R->plan.b[i].h, (long long)R->plan.b[i].n);
-        snprintf(binfo + L, sizeof binfo - L, "}, \"mean_img_ar_error\": 0.0}");
-    }
-    v[SD_SS_BUCKET_INFO] = sd_pyv_str(binfo);
-    static char *nargs_json;
-    free(nargs_json);
-    nargs_json = NULL;
-    if (c->network_args && c->network_args->n) {
-        int n = c->network_args->n;
-        char **ks = calloc((size_t)n, sizeof *ks);
-        const char **vs = calloc((size_t)n, sizeof *vs);
-        if (!ks || !vs) {
-            free(ks), free(vs);
-            return sd_err(SD_ENOMEM, "out of memory");
-        }
-        for (int i = 0; i < n; i++) {
-            const char *it = c->network_args->s[i], *eq = strchr(it, '=');
-            size_t L = eq ? (size_t)(eq - it) : strlen(it);
-            ks[i] = strndup(it, L);
-            vs[i] = eq ? eq + 1 : "";
-        }
-        rc = sd_py_json_str_dict((const char *const *)ks, vs, (size_t)n, &nargs_json);
-        for (int i = 0; i < n; i++) free(ks[i]);
-        free(ks);
-        free(vs);
-        if (rc) return rc;
-        v[SD_SS_NETWORK_ARGS] = sd_pyv_str(nargs_json);
-    }
-    /* --dataset_config: ss_datasets, ss_tag_frequency, ss_dataset_dirs instead of the legacy block */
-    static char *cfg_ds, *cfg_tf, *cfg_dirs;
-    free(cfg_ds), free(cfg_tf), free(cfg_dirs);
-    cfg_ds = cfg_tf = cfg_dirs = NULL;
-    if (R->d->use_dataset_config && R->d->has_config) {
-        rc = sd_train_datasets_meta(R->d, &R->plan, &cfg_ds, &cfg_tf, &cfg_dirs);
-        if (rc) return rc;
-        f->use_dataset_config = 1;
-        v[SD_SS_DATASETS] = sd_pyv_str(cfg_ds);
-        v[SD_SS_TAG_FREQUENCY_CFG] = sd_pyv_str(cfg_tf);
-        v[SD_SS_DATASET_DIRS_CFG] = sd_pyv_str(cfg_dirs);
-    }
-    const char *base = strrchr(c->model, '/');
-    v[SD_SS_SD_MODEL_NAME] = sd_pyv_str(base ? base + 1 : c->model);
-    sd_kv_init(&R->meta);
-    rc = sd_ss_metadata(f, c->no_metadata, &R->meta);
-    if (rc) return rc;
-    return SD_OK;
-}
-
-/* The ModelSpec arguments every saved file shares (sai_model_spec.build_metadata's inputs):
- * family, prediction, time, title (--metadata_title, else `title`), resolution, the metadata_*
- * options, the timestep range and clip_skip. The caller sets the kind (lora / textual_inversion). */
-static void modelspec_args(const run *R, sd_modelspec_args *a, double timestamp, const char *title)
-{
-    const sd_train_config *c = R->c;
-    memset(a, 0, sizeof *a);
-    a->v2 = R->cfg.family == SD_FAMILY_SD2;
-    a->sdxl = R->sdxl;
-    a->v_parameterization = R->cfg.parameterization == SD_PRED_V;
-    a->timestamp = timestamp;
-    a->title = c->metadata_title ? c->metadata_title : title;
-    a->reso_w = c->reso_w;
-    a->reso_h = c->reso_h;
-    a->author = c->metadata_author;
-    a->description = c->metadata_description;
-    a->license = c->metadata_license;
-    a->tags = c->metadata_tags;
-    a->has_timesteps = c->min_timestep >= 0 || c->max_timestep >= 0;
-    a->min_timestep = c->min_timestep >= 0 ? c->min_timestep : 0;
-    a->max_timestep = c->max_timestep >= 0 ? c->max_timestep : 1000;
-    a->clip_skip = c->clip_skip > 0 ? c->clip_skip : -1;
-    a->implementation_version = "sd-train/" SD_VERSION;
-}
-
-/* The dtype of saved trained weights: --save_precision, else (the reference's save_dtype None) their
- * own: f16 / bf16 with --full_fp16 / --full_bf16, float32 otherwise. */
-static sd_st_dtype save_st_dtype(const sd_train_config *c)
-{
-    if (c->save_precision)
-        return !strcmp(c->save_precision, "fp16") ? SD_ST_F16 : !strcmp(c->save_precision, "bf16") ? SD_ST_BF16 : SD_ST_F32;
-    return c->full_fp16 ? SD_ST_F16 : c->full_bf16 ? SD_ST_BF16 : SD_ST_F32;
-}
-
-static int save_lora(run *R, const char *path, int64_t steps, int64_t epoch1)
-{
-    sd_train_config *c = R->c;
-    sd_kv m;
-    sd_kv_init(&m);
-    int rc = sd_kv_copy(&m, &R->meta);
-    double now = wall_now();
-    if (!rc) rc = sd_ss_metadata_at_save(&m, now, steps, epoch1, c->no_metadata);
-    sd_modelspec_args ma;
-    modelspec_args(R, &ma, now, c->output_name);
-    ma.lora = 1;
-    if (!rc) rc = sd_modelspec_metadata(&ma, &m);
-    sd_lora_save_opts so;
-    memset(&so, 0, sizeof so);
-    so.dtype = save_st_dtype(c);
-    so.precision_given = c->save_precision != NULL;
-    so.alpha_int = !c->save_precision && c->network_alpha_is_int;
-    so.meta = &m;
-    char mh[65], lh[9];
-    if (!rc) rc = net_to(R, SD_DEV_CPU);
-    if (!rc) rc = sd_lora_file_save(path, R->net.refs, R->net.n, &so, mh, lh);
-    int rc2 = net_to(R, R->dev);
-    sd_kv_free(&m);
-    return rc ? rc : rc2;
-}
-
-/* --method ti: the embedding as the reference's save_weights writes it (ModelSpec metadata only,
- * in .safetensors files). */
-static int save_ti(run *R, const char *path)
-{
-    sd_train_config *c = R->c;
-    sd_kv m;
-    sd_kv_init(&m);
-    sd_modelspec_args ma;
-    modelspec_args(R, &ma, wall_now(), R->outname);
-    ma.textual_inversion = 1;
-    int rc = sd_modelspec_metadata(&ma, &m);
-    if (!rc && R->have_ti2)   /* SDXL: {"clip_l", "clip_g"} (sdxl_train_textual_inversion.py) */
-        rc = sd_ti_save_sdxl(&R->ti, &R->ti2, path, save_st_dtype(c), (const char *const *)m.keys,
-                             (const char *const *)m.vals, m.n);
-    else if (!rc)
-        rc = sd_ti_save(&R->ti, path, save_st_dtype(c), (const char *const *)m.keys, (const char *const *)m.vals, m.n);
-    sd_kv_free(&m);
-    return rc;
-}
-
-/* A full checkpoint (train/full.h): the reference's save_stable_diffusion_checkpoint with the
- * ModelSpec of get_sai_model_spec(is_stable_diffusion_ckpt=True). epoch_no: the reference's
- * epoch argument (epoch saves: the 1-based epoch; step saves and the final save: the 0-based one). */
-static int full_save_opts(run *R, int64_t epoch_no, int64_t steps, sd_kv *m, sd_full_save_opts *so)
-{
-    sd_train_config *c = R->c;
-    memset(so, 0, sizeof *so);
-    so->format = R->ffmt;
-    so->save_dtype = c->save_precision ? (int)save_st_dtype(c) : -1;
-    so->weight_dtype = SD_ST_F32;
-    if (c->mixed_precision && !strcmp(c->mixed_precision, "fp16")) so->weight_dtype = SD_ST_F16;
-    else if (c->mixed_precision && !strcmp(c->mixed_precision, "bf16")) so->weight_dtype = SD_ST_BF16;
-    so->te_trained = R->full.te_train;
-    so->full_half = c->full_fp16 || c->full_bf16;
-    so->vae_f32 = c->no_half_vae;
-    so->epoch = epoch_no < 0 ? 0 : epoch_no;
-    so->global_step = steps;
-    so->meta = m;
-    if (!m) return SD_OK;
-    sd_modelspec_args ma;
-    modelspec_args(R, &ma, wall_now(), c->output_name);
-    return sd_modelspec_metadata(&ma, m);
-}
-
-static int save_full(run *R, const char *path, int64_t steps, int64_t epoch_no)
-{
-    sd_kv m;
-    sd_kv_init(&m);
-    sd_full_save_opts so;
-    int rc = full_save_opts(R, epoch_no, steps, &m, &so);
-    /* the writer reads host memory */
-    sd_params *regs[3] = { &R->model.unet_params, &R->model.te_params, &R->model.vae_params };
-    for (int i = 0; i < 3 && !rc && R->dev != SD_DEV_CPU; i++)
-        if (regs[i]->allocated) rc = sd_params_move(regs[i], SD_DEV_CPU);
-    if (!rc) rc = sd_full_save(path, &R->model, &so);
-    int rc2 = SD_OK;
-    for (int i = 0; i < 3 && !rc2 && R->dev != SD_DEV_CPU; i++)
-        if (regs[i]->allocated) rc2 = sd_params_move(regs[i], R->dev);
-    sd_kv_free(&m);
-    return rc ? rc : rc2;
-}
-
-static char *join_path(const char *dir, const char *name)
-{
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
-static int save_state_dir(run *R, const char *dir, int64_t global_step, int64_t epoch, int64_t step_in_epoch)
-{
-    sd_train_state_in s;
-    memset(&s, 0, sizeof s);
-    s.prog.global_step = global_step;
-    s.prog.epoch = epoch;
-    s.prog.step_in_epoch = step_in_epoch;
-    s.prog.sched_step = R->sched_step;
-    s.prog.seed = R->seed;
-    s.scaler = R->scaler.enabled ? &R->scaler : NULL;
-    s.net = R->have_ti ? &R->ti.reg : &R->net.reg;
-    if (R->have_ti2) s.net2 = &R->ti2.reg;   /* SDXL TI: TE2's rows */
-    if (R->is_full) {
-        const sd_params *regs[2] = { NULL, NULL };
-        sd_full_registries(&R->full, regs);
-        s.net = regs[0];
-        s.net2 = regs[1];
-    }
-    s.opt = R->have_opt ? &R->opt : NULL;
-    s.options_json = R->c->options_json;
-    s.loss_window = R->window;
-    s.loss_window_n = R->window_n;
-    for (size_t i = 0; i < R->window_n; i++) s.loss_total += R->window[i];
-    int rc = net_to(R, SD_DEV_CPU);
-    if (!rc && R->dev_optim) rc = sd_optim_place(&R->opt, NULL);   /* the state is read on the host */
-    if (!rc) rc = sd_train_state_save(dir, &s);
-    int rc2 = net_to(R, R->dev);
-    if (!rc2 && R->dev_optim) rc2 = sd_optim_place(&R->opt, &R->ctx);
-    return rc ? rc : rc2;
-}
-
-/* Saves at a sync point: checkpoint and state names, retention. */
-static int save_checkpoint(run *R, sd_save_kind kind, int64_t no, int64_t global_step, int64_t epoch1,
-                           int64_t cur_epoch, int64_t cur_step_in_epoch, int with_state)
-{
-    sd_train_config *c = R->c;
-    char name[512];
-    int rc = sd_save_name(name, sizeof name, kind, R->outname, no, R->ext);
-    if (rc) return rc;
-    char *path = join_path(R->outdir, name);
-    if (!path) return sd_err(SD_ENOMEM, "out of memory");
-    rc = R->have_ti ? save_ti(R, path)
-         : R->is_full ? save_full(R, path, global_step, kind == SD_SAVE_EPOCH ? epoch1 : epoch1 - 1)
-                      : save_lora(R, path, global_step, epoch1);
-    if (!rc && kind != SD_SAVE_LAST) sd_info("saved %s", path);
-    free(path);
-    if (rc) return rc;
-    if (with_state) {
-        rc = sd_save_name(name, sizeof name, kind, R->outname, no, NULL);
-        if (rc) return rc;
-        char *sdir = join_path(R->outdir, name);
-        if (!sdir) return sd_err(SD_ENOMEM, "out of memory");
-        rc = save_state_dir(R, sdir, global_step, cur_epoch, cur_step_in_epoch);
-        if (!rc) sd_info("saved state %s", sdir);
-        free(sdir);
-        if (rc) return rc;
-    }
-    /* retention */
-    int64_t rm = -1, rms = -1;
-    if (kind == SD_SAVE_EPOCH) {
-        rm = sd_remove_epoch_no(no, c->save_every_n_epochs, c->save_last_n_epochs, 0);
-        rms = sd_remove_epoch_no(no, c->save_every_n_epochs,
-                                 c->save_last_n_epochs_state > 0 ? c->save_last_n_epochs_state : c->save_last_n_epochs, 1);
-    } else if (kind == SD_SAVE_STEP) {
-        rm = sd_remove_step_no(no, c->save_every_n_steps, c->save_last_n_steps, 0);
-        rms = sd_remove_step_no(no, c->save_every_n_steps,
-                                c->save_last_n_steps_state > 0 ? c->save_last_n_steps_state : c->save_last_n_steps, 1);
-    }
-    if (rm >= 0 && !(kind == SD_SAVE_EPOCH && rm == 0)) {
-        sd_save_name(name, sizeof name, kind, R->outname, rm, R->ext);
-        char *p = join_path(R->outdir, name);
-        if (p) {
-            if (unlink(p) == 0) sd_info("removed %s", p);
-            free(p);
-        }
-    }
-    if (with_state && rms >= 0 && !(kind == SD_SAVE_EPOCH && rms == 0)) {
-        sd_save_name(name, sizeof name, kind, R->outname, rms, NULL);
-        char *p = join_path(R->outdir, name);
-        if (p) {
-            sd_remove_tree(p);
-            free(p);
-        }
-    }
-    return SD_OK;
 }
 
 static int alloc_buffers(run *R)
@@ -1334,80 +468,7 @@ static int alloc_buffers(run *R)
     }
     rc = sd_nn_arena_init(&R->act, R->dev, saved + 4096);
     if (rc) return rc;
-    return ensure_scratch(R, want);
-}
-
-/* SDXL size conditioning of one sample (§3.3, kohya's dataset __getitem__): original size (H, W),
- * crop (top, left) with a flipped sample's left = target_w − right, target (H, W) = the bucket,
- * each truncated to an int as Python's int() does. Unknown sizes: the bucket, no crop. */
-static void size_cond(int *o, int known, int orig_w, int orig_h, const double ltrb[4], int flipped, int tw, int th)
-{
-    if (!known) {
-        o[0] = th, o[1] = tw, o[2] = 0, o[3] = 0, o[4] = th, o[5] = tw;
-        return;
-    }
-    double left = flipped ? (double)tw - ltrb[2] : ltrb[0];
-    o[0] = orig_h;
-    o[1] = orig_w;
-    o[2] = (int)ltrb[1];
-    o[3] = (int)left;
-    o[4] = th;
-    o[5] = tw;
-}
-
-/* Scaled latents of one batch of d into R->x0 (SDXL: the size conditioning into R->sizes); flips
- * drawn from (seed, micro, b, SD_RNG_AUGMENT) for flip_aug samples unless noflip (validation). */
-static int load_latents(run *R, const sd_train_data *d, const int64_t *idx, int B, int64_t micro, int h, int w,
-                        int noflip)
-{
-    int64_t C = R->cfg.unet.in_channels;
-    int64_t per = C * h * w;
-    for (int b = 0; b < B; b++) {
-        const sd_train_sample *s = &d->s[idx[b]];
-        float sf = (float)R->scale_factor;
-        if (s->mem) {
-            const float *src = s->mem;
-            if (s->flip_aug && !noflip) {
-                sd_rng r = sd_rng_key(R->seed, (uint32_t)micro, (uint32_t)b, SD_RNG_AUGMENT);
-                if (sd_rng_uniform_at(&r, 0) < 0.5f) src = s->mem_flip;
-            }
-            float *dst = R->x0 + (size_t)b * per;
-            for (int64_t i = 0; i < per; i++) dst[i] = src[i] * sf;
-            if (R->sizes) size_cond(R->sizes + 6 * b, s->has_size, s->orig_w, s->orig_h, s->crop_ltrb, src == s->mem_flip,
-                                    w * 8, h * 8);
-            continue;
-        }
-        sd_latent_file lf;
-        int rc = sd_latent_read(s->latents, NULL, &lf);
-        if (rc) return rc;
-        if (lf.c != C || lf.h != h || lf.w != w) {
-            sd_latent_free(&lf);
-            return sd_err(SD_EFORMAT, "%s: latents are [%d,%d,%d], the bucket needs [%lld,%d,%d]", s->latents, lf.c,
-                          lf.h, lf.w, (long long)C, h, w);
-        }
-        const float *src = lf.latents;
-        if (s->flip_aug && !noflip) {
-            sd_rng r = sd_rng_key(R->seed, (uint32_t)micro, (uint32_t)b, SD_RNG_AUGMENT);
-            if (sd_rng_uniform_at(&r, 0) < 0.5f) {
-                if (!lf.latents_flipped) {
-                    sd_latent_free(&lf);
-                    return sd_err(SD_EFORMAT, "%s: flip_aug needs latents_flipped (encode with flip)", s->latents);
-                }
-                src = lf.latents_flipped;
-            }
-        }
-        float *dst = R->x0 + (size_t)b * per;
-        for (int64_t i = 0; i < per; i++) dst[i] = src[i] * sf;
-        if (R->sizes) {
-            double ltrb[4] = { (double)lf.crop_ltrb[0], (double)lf.crop_ltrb[1], (double)lf.crop_ltrb[2],
-                               (double)lf.crop_ltrb[3] };
-            int known = lf.original_size[0] > 0 && lf.original_size[1] > 0;
-            size_cond(R->sizes + 6 * b, known, (int)lf.original_size[0], (int)lf.original_size[1], ltrb,
-                      src == lf.latents_flipped, w * 8, h * 8);
-        }
-        sd_latent_free(&lf);
-    }
-    return SD_OK;
+    return loop_ensure_scratch(R, want);
 }
 
 /* The UNet's inputs on the device: the noisy latents (R->noisy) and the timesteps (R->tsteps);
@@ -1433,7 +494,7 @@ static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int
     int64_t C = R->cfg.unet.in_channels;
     int64_t per = C * h * w;
     uint32_t step = (uint32_t)micro;
-    int rc = load_latents(R, R->d, idx, B, micro, h, w, 0);
+    int rc = loop_load_latents(R, R->d, idx, B, micro, h, w, 0);
     if (rc) return rc;
     if (!R->te_cached) rc = loop_encode_captions(R, R->d, idx, B, R->seed, (uint32_t)micro, epoch1, gstep, 0);
     if (rc) return rc;
@@ -1497,7 +558,7 @@ static int val_batch(void *user, const sd_batch_bucket *bk, const int64_t *idx, 
     int64_t C = R->cfg.unet.in_channels;
     int64_t per = C * h * w;
     uint32_t base = 0x80000000u + vb * (uint32_t)nt;
-    int rc = load_latents(R, &R->val, idx, B, 0, h, w, 1);
+    int rc = loop_load_latents(R, &R->val, idx, B, 0, h, w, 1);
     if (!rc && !R->te_cached) rc = loop_encode_captions(R, &R->val, idx, B, R->vseed, base, 1, 0, 1);
     if (rc) return rc;
     size_t mark = sd_arena_mark(&R->ctx.scratch);
@@ -1558,21 +619,6 @@ static int run_validation(run *R, int is_epoch, int64_t epoch, int64_t global_st
         }
     }
     return SD_OK;
-}
-
-/* After a failure in the step after global_step: write the last good state (the weights as they
- * are, the cursor at the first micro batch of the failed step) as a step state, and say where in
- * `tail` ("the last good state is in DIR" or that it could not be written). */
-static void write_last_good_state(run *R, int64_t global_step, int64_t epoch, int64_t step_in_epoch, char *tail,
-                                  size_t n)
-{
-    char name[512];
-    sd_save_name(name, sizeof name, SD_SAVE_STEP, R->outname, global_step, NULL);
-    char *sdir = join_path(R->outdir, name);
-    int src = sdir ? save_state_dir(R, sdir, global_step, epoch, step_in_epoch) : SD_ENOMEM;
-    if (src) snprintf(tail, n, "the last good state could not be written");
-    else snprintf(tail, n, "the last good state is in %s", sdir);
-    free(sdir);
 }
 
 static double window_mean(const run *R)
@@ -1846,11 +892,11 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
     R->te_cached = R->sdxl && c->cache_text_encoder_outputs;
     if (R->is_full && (rc = sd_full_format_choose(c->save_model_as, c->use_safetensors, R->model.format, &R->ffmt)))
         goto out;
-    rc = encode_all(R, d, 0);
-    if (!rc && R->val.n) rc = encode_all(R, &R->val, 0x80000000u);
+    rc = loop_encode_all(R, d, 0);
+    if (!rc && R->val.n) rc = loop_encode_all(R, &R->val, 0x80000000u);
     if (rc) goto out;
-    rc = resolve_buckets(d);
-    if (!rc) rc = resolve_buckets(&R->val);
+    rc = loop_resolve_buckets(d);
+    if (!rc) rc = loop_resolve_buckets(&R->val);
     if (rc) goto out;
     /* schedule and objective */
     if (c->zero_terminal_snr && !c->v_parameterization)
@@ -2131,8 +1177,8 @@ trained_set:;
                  : c->save_model_as && !strcmp(c->save_model_as, "ckpt")      ? ".ckpt"
                                                                                : ".pt";
     }
-    R->started_at = wall_now();
-    rc = R->have_ti || R->is_full ? SD_OK : build_metadata(R);
+    R->started_at = loop_wall_now();
+    rc = R->have_ti || R->is_full ? SD_OK : loop_build_metadata(R);
     if (rc) goto out;
     /* logs */
     if (c->logging_dir) {
@@ -2248,7 +1294,7 @@ trained_set:;
             if (rc) break;
             if (!isfinite(loss)) {
                 char tail[4200];
-                write_last_good_state(R, global_step, win_epoch, win_i, tail, sizeof tail);
+                loop_write_last_good_state(R, global_step, win_epoch, win_i, tail, sizeof tail);
                 rc = sd_err(SD_ERANGE, "loss is %s at step %lld (epoch %lld, batch %lld): stopped; %s",
                             isnan(loss) ? "nan" : "inf", (long long)global_step + 1, (long long)epoch + 1,
                             (long long)i, tail);
@@ -2268,7 +1314,7 @@ trained_set:;
                 continue;
             }
             double gnorm = NAN;
-            rc = R->dev_optim ? SD_OK : net_to(R, SD_DEV_CPU);   /* the optimizer runs on the host, or on the GPU */
+            rc = R->dev_optim ? SD_OK : loop_net_to(R, SD_DEV_CPU);   /* the optimizer runs on the host, or on the GPU */
             if (rc) break;
             /* unscale (fp16) once per optimizer step, clip, AdamW unless a gradient is inf/NaN, scale
                update; the LR scheduler advances only with the optimizer (accelerate's
@@ -2289,7 +1335,7 @@ trained_set:;
                 if (rc) {
                     char msg[512], tail[4200];
                     snprintf(msg, sizeof msg, "%s", sd_errmsg());
-                    write_last_good_state(R, global_step, win_epoch, win_i, tail, sizeof tail);
+                    loop_write_last_good_state(R, global_step, win_epoch, win_i, tail, sizeof tail);
                     rc = sd_err(SD_ERANGE, "--mixed_precision fp16: step %lld (epoch %lld): %s (the network overflows "
                                 "fp16 at any scale; try --mixed_precision bf16 or no): stopped; %s",
                                 (long long)global_step + 1, (long long)epoch + 1, msg, tail);
@@ -2316,7 +1362,7 @@ trained_set:;
                                       c->scale_weight_norms, &keys_scaled, &mean_norm, &max_key_norm);
                 if (rc) break;
             }
-            rc = R->dev_optim ? SD_OK : net_to(R, R->dev);
+            rc = R->dev_optim ? SD_OK : loop_net_to(R, R->dev);
             if (rc) break;
             global_step++;
             double now = sd_now();
@@ -2366,7 +1412,7 @@ trained_set:;
             if (rc == SD_EINTR) rc = SD_OK;   /* the stop below writes the state */
             if (rc) break;
             if (c->save_every_n_steps > 0 && sd_should_save_step(global_step, c->save_every_n_steps) && !done) {
-                rc = save_checkpoint(R, SD_SAVE_STEP, global_step, global_step, epoch + 1, next_epoch, next_i, c->save_state);
+                rc = loop_save_checkpoint(R, SD_SAVE_STEP, global_step, global_step, epoch + 1, next_epoch, next_i, c->save_state);
                 if (rc) break;
             }
             if ((rc = sf_mode(R, 1))) break;
@@ -2382,12 +1428,12 @@ trained_set:;
             if (c->stop && *c->stop) {
                 char name[512];
                 sd_save_name(name, sizeof name, SD_SAVE_STEP, R->outname, global_step, NULL);
-                char *sdir = join_path(R->outdir, name);
+                char *sdir = loop_join_path(R->outdir, name);
                 if (!sdir) {
                     rc = sd_err(SD_ENOMEM, "out of memory");
                     break;
                 }
-                rc = save_state_dir(R, sdir, global_step, next_epoch, next_i);
+                rc = loop_save_state_dir(R, sdir, global_step, next_epoch, next_i);
                 if (rc) {
                     free(sdir);
                     break;
@@ -2414,7 +1460,7 @@ trained_set:;
                          sd_wall_time());
         if ((rc = sf_mode(R, 0))) break;   /* ScheduleFree: x for the epoch's save and samples */
         if (!done && c->save_every_n_epochs > 0 && sd_should_save_epoch(epoch + 1, c->save_every_n_epochs, R->num_epochs)) {
-            rc = save_checkpoint(R, SD_SAVE_EPOCH, epoch + 1, global_step, epoch + 1, epoch + 1, 0, c->save_state);
+            rc = loop_save_checkpoint(R, SD_SAVE_EPOCH, epoch + 1, global_step, epoch + 1, epoch + 1, 0, c->save_state);
             if (rc) break;
         }
         rc = sd_train_sampling_maybe(&R->smp, &R->ctx, (int)epoch + 1, global_step);
@@ -2430,7 +1476,7 @@ trained_set:;
         int64_t last_epoch = (global_step + R->steps_per_epoch - 1) / R->steps_per_epoch;
         rc = sf_mode(R, 0);   /* ScheduleFree: the last weights saved are x */
         if (rc) goto out;
-        rc = save_checkpoint(R, SD_SAVE_LAST, 0, global_step, last_epoch, last_epoch, 0,
+        rc = loop_save_checkpoint(R, SD_SAVE_LAST, 0, global_step, last_epoch, last_epoch, 0,
                              c->save_state || c->save_state_on_train_end);
         if (rc) goto out;
         char name[512];

@@ -1,13 +1,17 @@
 /* Internal to the sources of the training loop (lib/train/loop*.c), not part of libsd's API: the
  * state of one sd_train_run (`run`) and the functions one of these sources calls in another.
  *
- *   loop.c        sd_train_run: options, models, the trained parameters per method, buffers, the
- *                 micro step and the optimizer step, the epoch loop, validation passes, resume
- *   loop_text.c   the text path: captions → token ids → text encoder(s) → the UNet's context (SDXL:
- *                 and its vector), its backward when a text encoder trains, SDXL's cached
- *                 text-encoder outputs
- *   loop_meta.c   the data-derived ss_* metadata (public: loop.h)
- *   loop_sample.c sample images during training (public: loop_sample.h) */
+ *   loop.c          sd_train_run: options, models, the trained parameters per method, buffers,
+ *                   the micro step and the optimizer step, the epoch loop, validation, resume
+ *   loop_text.c     the text path: captions → token ids → text encoder(s) → the UNet's context
+ *                   (SDXL: and its vector), its backward when a text encoder trains, SDXL's
+ *                   cached text-encoder outputs
+ *   loop_latents.c  --cache_latents[_to_disk], the records' buckets, a batch's latents (SDXL: and
+ *                   its size conditioning)
+ *   loop_save.c     the run's metadata, saved weights, state directories and their retention
+ *   loop_data.c     the options' defaults and the training records (public: loop.h)
+ *   loop_meta.c     the data-derived ss_* metadata (public: loop.h)
+ *   loop_sample.c   sample images during training (public: loop_sample.h) */
 #ifndef SD_TRAIN_LOOP_INTERNAL_H
 #define SD_TRAIN_LOOP_INTERNAL_H
 
@@ -31,6 +35,7 @@
 #include "train/meta.h"
 #include "train/objective_step.h"
 #include "train/optim.h"
+#include "train/state.h"
 #include "train/tboard.h"
 #include "train/ti.h"
 #include "train/validation.h"
@@ -146,5 +151,28 @@ int loop_text_forward(run *R, const sd_train_data *d, const int64_t *idx, int B,
                       const sd_tensor **vecp);
 int loop_text_backward(run *R, int B, sd_tensor dctx, sd_tensor dvec);
 int loop_cache_te_outputs(run *R, sd_train_data *d, const char *what);
+
+/* ---- loop.c ------------------------------------------------------------------------------------- */
+
+int loop_ensure_scratch(run *R, size_t want);
+int loop_net_to(run *R, sd_devkind dev);
+
+/* ---- loop_latents.c ----------------------------------------------------------------------------- */
+
+int loop_encode_all(run *R, sd_train_data *d, uint32_t sbase);
+int loop_resolve_buckets(sd_train_data *d);
+int loop_load_latents(run *R, const sd_train_data *d, const int64_t *idx, int B, int64_t micro, int h, int w,
+                      int noflip);
+
+/* ---- loop_save.c -------------------------------------------------------------------------------- */
+
+double loop_wall_now(void);
+int loop_build_metadata(run *R);
+char *loop_join_path(const char *dir, const char *name);
+int loop_save_state_dir(run *R, const char *dir, int64_t global_step, int64_t epoch, int64_t step_in_epoch);
+int loop_save_checkpoint(run *R, sd_save_kind kind, int64_t no, int64_t global_step, int64_t epoch1,
+                         int64_t cur_epoch, int64_t cur_step_in_epoch, int with_state);
+void loop_write_last_good_state(run *R, int64_t global_step, int64_t epoch, int64_t step_in_epoch, char *tail,
+                                size_t n);
 
 #endif
