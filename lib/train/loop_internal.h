@@ -1,8 +1,9 @@
 /* Internal to the sources of the training loop (lib/train/loop*.c), not part of libsd's API: the
  * state of one sd_train_run (`run`) and the functions one of these sources calls in another.
  *
- *   loop.c          sd_train_run: options, models, the trained parameters per method, buffers,
- *                   the micro step and the optimizer step, the epoch loop, validation, resume
+ *   loop.c          sd_train_run: the order of the setup, buffers, the micro step and the
+ *                   optimizer step, the epoch loop, validation, resume
+ *   loop_setup.c    options, the model, the trained parameters and optimizer groups per method
  *   loop_text.c     the text path: captions → token ids → text encoder(s) → the UNet's context
  *                   (SDXL: and its vector), its backward when a text encoder trains, SDXL's
  *                   cached text-encoder outputs
@@ -141,6 +142,16 @@ static inline sd_tensor dview(const sd_tensor *t, int nd, const int64_t *shape)
     return v;
 }
 
+
+/* ---- loop_setup.c ------------------------------------------------------------------------------- */
+
+int loop_check_options(run *R);
+int loop_load_models(run *R);
+int loop_check_family(run *R);
+int loop_ti_setup(run *R);
+int loop_setup_full(run *R);
+int loop_setup_lora(run *R);
+void loop_optimizer_warnings(run *R);
 
 /* ---- loop_text.c -------------------------------------------------------------------------------- */
 

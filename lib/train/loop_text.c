@@ -258,7 +258,7 @@ int loop_text_forward(run *R, const sd_train_data *d, const int64_t *idx, int B,
 }
 
 /* --cache_text_encoder_outputs (§4.8): TE1's and TE2's outputs for every sample of d, once, before
- * training (captions are deterministic: check_family refused the random options), weighted
+ * training (captions are deterministic: loop_check_family refused the random options), weighted
  * captions' weights applied. With --cache_text_encoder_outputs_to_disk each sample's
  * <image path without extension>_te_outputs.npz (the latent file's path for a record without an
  * image) is used when it holds the three arrays with this run's shapes, and written otherwise. */
