@@ -1,4 +1,6 @@
-/* The training loop (see loop.h). */
+/* The training loop (see loop.h): sd_train_run. Its setup, text path, latents, saving and records
+ * are in loop_setup.c, loop_text.c, loop_latents.c, loop_save.c and loop_data.c; the state they
+ * share in loop_internal.h. */
 #include "train/loop.h"
 
 #include <errno.h>
@@ -6,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -15,399 +16,30 @@
 #include "base/half.h"
 #include "base/log.h"
 #include "base/progress.h"
-#include "base/rng.h"
-#include "base/hash.h"
-#include "data/bucket_record.h"
-#include "data/latent_cache.h"
-#include "io/image.h"
 #include "io/jsonl.h"
-#include "io/latent.h"
-#include "io/safetensors.h"
 #include "models/clip.h"
 #include "models/detect.h"
 #include "models/sd_model.h"
 #include "models/sdxl.h"
-#include "io/te_cache.h"
 #include "models/unet.h"
 #include "tensor/device.h"
 #include "text/clip_tokenizer.h"
 #include "train/batch.h"
 #include "train/full.h"
-#include "train/lora_file.h"
 #include "train/lora_net.h"
 #include "train/lora_network.h"
+#include "train/loop_internal.h"
 #include "train/loop_sample.h"
 #include "train/loss_scale.h"
 #include "train/lr_sched.h"
 #include "train/objective_step.h"
 #include "train/meta.h"
 #include "train/optim.h"
-#include "train/pyfmt.h"
 #include "train/state.h"
 #include "train/tboard.h"
 #include "train/validation.h"
 
-void sd_train_config_default(sd_train_config *c)
-{
-    memset(c, 0, sizeof *c);
-    c->device_index = SD_DEVICE_CPU;
-    c->network_alpha = NAN;
-    c->network_alpha_is_int = 1;
-    c->unet_lr = NAN;
-    c->text_encoder_lr = NAN;
-    c->learning_rate = 2e-6;
-    c->learning_rate_te = NAN;
-    c->learning_rate_te1 = NAN;
-    c->learning_rate_te2 = NAN;
-    c->max_grad_norm = 1.0;
-    c->lr_scheduler = "constant";
-    c->lr_warmup_steps = "0";
-    c->lr_scheduler_num_cycles = 1;
-    c->lr_scheduler_power = 1.0;
-    c->lr_scheduler_min_lr_ratio = NAN;
-    c->gradient_accumulation_steps = 1;
-    c->max_train_steps = 1600;
-    c->seed = -1;
-    c->mixed_precision = "no";
-    c->train_batch_size = 1;
-    c->prior_loss_weight = 1.0;
-    sd_caption_opts_default(&c->caption);
-    c->multires_noise_discount = 0.3;
-    c->min_timestep = -1;
-    c->max_timestep = -1;
-    c->loss_type = "l2";
-    c->huber_schedule = "snr";
-    c->huber_c = 0.1;
-    c->huber_scale = 1.0;
-    c->save_model_as = "safetensors";
-    c->min_bucket_reso = 256;
-    c->max_bucket_reso = 1024;
-    c->bucket_reso_steps = 64;
-    c->validation_split = NAN;
-    c->max_validation_steps = -1;
-    c->ti.num_vectors_per_token = 1;
-}
-
-/* ---- data ---------------------------------------------------------------------------------------- */
-
-void sd_train_data_init(sd_train_data *d) { memset(d, 0, sizeof *d); }
-
-void sd_train_data_free(sd_train_data *d)
-{
-    for (size_t i = 0; i < d->n; i++) {
-        free(d->s[i].latents);
-        free(d->s[i].image);
-        free(d->s[i].caption);
-        free(d->s[i].tags);
-        free(d->s[i].mem);
-        free(d->s[i].mem_flip);
-        free(d->s[i].te_hs1);
-        free(d->s[i].te_hs2);
-        free(d->s[i].te_pool);
-    }
-    free(d->s);
-    for (size_t i = 0; i < d->nstrs; i++) free(d->strs[i]);
-    free(d->strs);
-    if (d->has_config) jv_free(d->config);
-    memset(d, 0, sizeof *d);
-}
-
-static const char *keep_str(sd_train_data *d, const char *s)
-{
-    if (!s) return NULL;
-    if (d->nstrs == d->capstrs) {
-        size_t cap = d->capstrs ? d->capstrs * 2 : 64;
-        char **q = realloc(d->strs, cap * sizeof *q);
-        if (!q) return NULL;
-        d->strs = q;
-        d->capstrs = cap;
-    }
-    char *c = strdup(s);
-    if (!c) return NULL;
-    d->strs[d->nstrs++] = c;
-    return c;
-}
-
-#define GET(fn, key, dst)                                    \
-    do {                                                     \
-        int r_ = fn(rec, key, dst);                          \
-        if (r_ < 0) return r_;                               \
-    } while (0)
-
-int sd_train_data_add_record(sd_train_data *d, const sd_train_config *c, jv rec)
-{
-    sd_train_sample s;
-    memset(&s, 0, sizeof s);
-    const char *lat = NULL, *img = NULL, *cap = NULL, *tags = NULL, *method = NULL;
-    GET(sd_jsonl_get_str, "latents", &lat);
-    GET(sd_jsonl_get_str, "image", &img);
-    GET(sd_jsonl_get_str, "caption", &cap);
-    GET(sd_jsonl_get_str, "tags", &tags);
-    GET(sd_jsonl_get_str, "method", &method);
-    long long v;
-    double dv;
-    int b;
-    s.dataset = 0;
-    if (sd_jsonl_get_int(rec, "dataset", &v) == 1) {
-        if (v < 0 || v > 100000) return sd_err(SD_EFORMAT, "key 'dataset': %lld is out of range", v);
-        s.dataset = (int)v;
-    }
-    s.subset = -1;
-    if (sd_jsonl_get_int(rec, "subset", &v) == 1 && v >= 0 && v <= 100000) s.subset = (int)v;
-    s.num_repeats = 1;
-    int r = sd_jsonl_get_int(rec, "num_repeats", &v);
-    if (r < 0) return r;
-    if (r == 1) {
-        if (v < 1 || v > 1000000) return sd_err(SD_EFORMAT, "key 'num_repeats': %lld is out of range", v);
-        s.num_repeats = (int)v;
-    }
-    s.batch_size = c->train_batch_size;
-    r = sd_jsonl_get_int(rec, "batch_size", &v);
-    if (r < 0) return r;
-    if (r == 1) {
-        if (v < 1 || v > 4096) return sd_err(SD_EFORMAT, "key 'batch_size': %lld is out of range", v);
-        s.batch_size = (int)v;
-    }
-    r = sd_jsonl_get_bool(rec, "is_reg", &b);
-    if (r < 0) return r;
-    s.is_reg = r == 1 && b;
-    s.method_ft = method && !strcmp(method, "fine_tuning");
-    s.validation_split = NAN;
-    r = sd_jsonl_get_num(rec, "validation_split", &dv);
-    if (r < 0) return r;
-    if (r == 1) s.validation_split = dv;
-    r = sd_jsonl_get_int(rec, "validation_seed", &v);
-    if (r < 0) return r;
-    if (r == 1) {
-        s.has_validation_seed = 1;
-        s.validation_seed = (int64_t)v;
-    }
-    s.flip_aug = c->flip_aug;
-    r = sd_jsonl_get_bool(rec, "flip_aug", &b);
-    if (r < 0) return r;
-    if (r == 1) s.flip_aug = b;
-    int bk[2];
-    r = sd_jsonl_get_size2(rec, "bucket", bk);
-    if (r < 0) return r;
-    if (r == 1) {
-        s.bucket_w = bk[0];
-        s.bucket_h = bk[1];
-    }
-    if (!lat && !img) return sd_err(SD_EFORMAT, "record has neither 'latents' nor 'image'");
-    if (!lat && !c->cache_latents)
-        return sd_err(SD_EFORMAT, "record has no 'latents' (run sd-encode-latents first, or use --cache_latents)");
-    if (!lat) {
-        r = sd_bucket_record_plan(rec, &s.plan);
-        if (r < 0) return r;
-        s.has_plan = r == 1;
-        if (s.has_plan) {
-            s.bucket_w = s.plan.bucket_w;
-            s.bucket_h = s.plan.bucket_h;
-        } else {
-            sd_bucket_cfg def = { .res_w = c->reso_w, .res_h = c->reso_h, .enable_bucket = c->enable_bucket,
-                                  .min_reso = c->min_bucket_reso, .max_reso = c->max_bucket_reso,
-                                  .steps = c->bucket_reso_steps, .no_upscale = c->bucket_no_upscale };
-            r = sd_bucket_record_cfg(rec, &def, c->reso_w > 0, &s.bcfg);
-            if (r < 0) return r;
-            if (r == 0) return sd_err(SD_EFORMAT, "no resolution for '%s': give --resolution", img);
-            s.has_bcfg = 1;
-        }
-    }
-    /* caption options of the record's subset override the command line */
-    s.cap = c->caption;
-    s.token_warmup_step_f = c->token_warmup_step_f;
-    const char *sv;
-    if ((r = sd_jsonl_get_bool(rec, "shuffle_caption", &b)) < 0) return r;
-    if (r == 1) s.cap.shuffle = b;
-    if ((r = sd_jsonl_get_bool(rec, "enable_wildcard", &b)) < 0) return r;
-    if (r == 1) s.cap.enable_wildcard = b;
-    if ((r = sd_jsonl_get_int(rec, "keep_tokens", &v)) < 0) return r;
-    if (r == 1) s.cap.keep_tokens = (int)v;
-    if ((r = sd_jsonl_get_int(rec, "caption_dropout_every_n_epochs", &v)) < 0) return r;
-    if (r == 1) s.cap.dropout_every_n_epochs = (int)v;
-    if ((r = sd_jsonl_get_int(rec, "token_warmup_min", &v)) < 0) return r;
-    if (r == 1) s.cap.token_warmup_min = (int)v;
-    if ((r = sd_jsonl_get_num(rec, "caption_dropout_rate", &dv)) < 0) return r;
-    if (r == 1) s.cap.dropout_rate = dv;
-    if ((r = sd_jsonl_get_num(rec, "caption_tag_dropout_rate", &dv)) < 0) return r;
-    if (r == 1) s.cap.tag_dropout_rate = dv;
-    if ((r = sd_jsonl_get_num(rec, "token_warmup_step", &dv)) < 0) return r;
-    if (r == 1) s.token_warmup_step_f = dv;
-    static const char *const skeys[] = { "caption_prefix", "caption_suffix", "keep_tokens_separator",
-                                         "caption_separator", "secondary_separator" };
-    for (int k = 0; k < 5; k++) {
-        if ((r = sd_jsonl_get_str(rec, skeys[k], &sv)) < 0) return r;
-        if (r != 1) continue;
-        const char *kept = keep_str(d, sv);
-        if (!kept) return sd_err(SD_ENOMEM, "out of memory");
-        if (k == 0) s.cap.prefix = kept;
-        else if (k == 1) s.cap.suffix = kept;
-        else if (k == 2) s.cap.keep_tokens_separator = kept;
-        else if (k == 3) s.cap.separator = kept;
-        else s.cap.secondary_separator = kept;
-    }
-    /* the stored caption (§4.6: fine-tuning joins caption and tags with the separator) */
-    const char *sep = s.cap.separator && *s.cap.separator ? s.cap.separator : ",";
-    size_t n1 = cap ? strlen(cap) : 0, n2 = tags ? strlen(tags) : 0;
-    s.caption = malloc(n1 + n2 + strlen(sep) + 1);
-    if (!s.caption) return sd_err(SD_ENOMEM, "out of memory");
-    s.caption[0] = 0;
-    if (cap) strcat(s.caption, cap);
-    if (tags && *tags && (!method || strcmp(method, "dreambooth"))) {
-        if (n1) strcat(s.caption, sep);
-        strcat(s.caption, tags);
-    }
-    (void)method;
-    s.latents = lat ? strdup(lat) : NULL;
-    s.image = img ? strdup(img) : NULL;
-    s.tags = tags ? strdup(tags) : NULL;
-    if ((lat && !s.latents) || (img && !s.image) || (tags && !s.tags)) goto oom;
-    if (d->n == d->cap) {
-        size_t ncap = d->cap ? d->cap * 2 : 64;
-        sd_train_sample *q = realloc(d->s, ncap * sizeof *q);
-        if (!q) goto oom;
-        d->s = q;
-        d->cap = ncap;
-    }
-    d->s[d->n++] = s;
-    if (s.dataset + 1 > d->ndatasets) d->ndatasets = s.dataset + 1;
-    return SD_OK;
-oom:
-    free(s.caption);
-    free(s.latents);
-    free(s.image);
-    free(s.tags);
-    return sd_err(SD_ENOMEM, "out of memory");
-}
-
 /* ---- the run -------------------------------------------------------------------------------------- */
-
-typedef struct run {
-    sd_train_config *c;
-    sd_train_data *d;
-    sd_ctx ctx;
-    sd_model model;
-    int have_model;
-    size_t scratch_cap;
-    sd_model_config cfg;
-    sd_unet *unet;
-    sd_clip *clip;
-    sd_clip_tokenizer *tok;
-    int32_t pad;
-    sd_tobj obj;
-    sd_lora_net_args nargs;
-    sd_lora_network net;
-    int have_net;
-    sd_lora_groups groups;
-    sd_ti ti;                 /* --method ti (train/ti.h): the new token rows instead of a network */
-    int have_ti;
-    sd_ti ti2;                /* SDXL --method ti: TE2's new rows (ti: TE1's) */
-    int have_ti2;
-    float *dtok2;             /* SDXL TI: host copy of TE2's token-lookup gradient */
-    sd_tensor t_dtok2;
-    int dev_optim;            /* AdamW on the training device (sd_optim_place): db/ft on CUDA, SD_DEVICE_OPTIM */
-    float *dtok;              /* TI: host copy of the token-lookup gradient */
-    sd_tensor t_dtok;
-    sd_full full;             /* --method db/ft: the trained weights are the model's (train/full.h) */
-    int is_full;
-    sd_full_format ffmt;
-    sd_optim opt;
-    int have_opt;
-    sd_optim_config ocfg;
-    const char *sched_name;   /* --lr_scheduler, or "adafactor:<lr>" with Adafactor's relative_step */
-    char sched_buf[64];
-    sd_lr_sched lrs;
-    int64_t sched_step;       /* the LR scheduler's position: optimizer steps taken (not skipped) */
-    sd_loss_scaler scaler;    /* --mixed_precision fp16: dynamic loss scaling (train/loss_scale.h) */
-    int64_t scale_skips;      /* optimizer steps the scaler skipped in this process */
-    sd_batch_plan plan;
-    uint64_t seed;
-    int64_t max_steps, num_epochs, steps_per_epoch;
-    int te_train, unet_train;
-    int nchunks, seqlen;
-    double scale_factor;
-    /* buffers (sized for the largest batch) */
-    int64_t maxB, maxper;
-    float *x0, *noise, *noisy, *target, *work, *ipn, *grad, *lossv;
-    float *hc, *lweight;
-    double *factor;
-    int *tsteps;
-    int32_t *ids;
-    float *tokw;              /* --weighted_captions: per context position weight [maxB][seqlen] */
-    /* SDXL (family SD_FAMILY_SDXL): the second text encoder, its ids (pad 0), the UNet's vector input */
-    int sdxl;
-    sd_clip *clip2;
-    int32_t *ids2;
-    int *sizes;               /* [maxB][6]: orig_h, orig_w, crop_top, crop_left, target_h, target_w */
-    float *semb;              /* [maxB][1536]: their size embedding (host) */
-    int te_cached;            /* --cache_text_encoder_outputs: the samples hold TE1/TE2 outputs */
-    int64_t W1, W2, P, ADM;   /* TE1 / TE2 widths, pooled width, UNet vector width */
-    sd_tensor vec_view;       /* the batch's view of t_vec */
-    sd_tensor t_ids2, t_hs1, t_hs2, t_work1, t_work2, t_pool, t_semb, t_vec, t_dvec, t_dpool, t_dhs1, t_dhs2;
-    int warned_trunc;
-    sd_tensor t_x, t_t, t_ctx, t_y, t_dy, t_ids, t_hidden, t_dctx;   /* on `dev` */
-    sd_devkind dev;           /* where the networks run (--device) */
-    sd_ctx hctx;              /* CPU context for host-side work while ctx is a GPU's */
-    float *pred, *tf, *stage; /* host copies: UNet output, timesteps, a context for caption weights */
-    sd_arena act;
-    sd_train_sampling smp;    /* sample images during training */
-    /* validation (train/validation.h) */
-    sd_train_data val;        /* the validation samples (moved out of d) */
-    sd_val_runner vr;
-    sd_tobj vobj;             /* the objective with the timestep range of one validation timestep */
-    uint64_t vseed;           /* key of the validation passes' streams */
-    char vpost[64];           /* progress-bar postfix of the last pass */
-    /* logging */
-    sd_tb_writer tb;
-    int have_tb;
-    FILE *jl;
-    double *window;
-    size_t window_n;
-    double epoch_loss_sum;
-    int64_t epoch_loss_n;
-    sd_ss_facts facts;
-    sd_kv meta;
-    double started_at;
-    char *outdir;
-    const char *outname;
-    const char *ext;
-} run;
-
-static double wall_now(void)
-{
-    const char *e = getenv("SOURCE_DATE_EPOCH");
-    if (e && *e) return strtod(e, NULL);
-    return sd_wall_time();
-}
-
-/* --method db/ft once the family is known: SD1/SD2 keep train_db.py / fine_tune.py (set up in
- * sd_train_run); SDXL runs sdxl_train.py for both methods (it takes DreamBooth and fine-tuning
- * datasets): the UNet, and with --train_text_encoder TE1/TE2 at --learning_rate_te1/te2, the
- * --block_lr groups. The options of one family only are refused with the other. */
-static int full_family(run *R)
-{
-    sd_train_config *c = R->c;
-    if (!R->sdxl) {
-        if (!isnan(c->learning_rate_te1) || !isnan(c->learning_rate_te2) || c->block_lr)
-            return sd_err(SD_EUSAGE, "--%s: only for SDXL models (sdxl_train.py)", c->block_lr ? "block_lr"
-                          : !isnan(c->learning_rate_te1) ? "learning_rate_te1" : "learning_rate_te2");
-        if (c->method == SD_METHOD_DB && c->train_text_encoder)
-            return sd_err(SD_EUSAGE, "--train_text_encoder is an option of --method ft: not used by --method db "
-                          "(SD1/SD2 train_db.py trains the text encoder unless --stop_text_encoder_training -1)");
-        return SD_OK;
-    }
-    if (c->has_stop_text_encoder_training)
-        return sd_err(SD_EUSAGE, "--stop_text_encoder_training: not an option of sdxl_train.py (SDXL --method %s "
-                      "trains the text encoders with --train_text_encoder)", sd_train_method_name(c->method));
-    if (!isnan(c->learning_rate_te))
-        return sd_err(SD_EUSAGE, "--learning_rate_te: not an option of sdxl_train.py (SDXL: --learning_rate_te1 "
-                      "and --learning_rate_te2)");
-    if (c->cache_text_encoder_outputs && c->train_text_encoder)
-        return sd_err(SD_EUSAGE, "cache_text_encoder_outputs is not supported when training text encoder "
-                      "(--cache_text_encoder_outputs with --train_text_encoder)");
-    return sd_full_init_sdxl(&R->full, (sd_train_method)c->method, c->train_text_encoder, c->learning_rate,
-                             c->learning_rate_te1, c->learning_rate_te2, c->block_lr);
-}
 
 /* The seed of a state directory (state.json "seed"), if it can be read. */
 static void peek_state_seed(const char *dir, uint64_t *seed)
@@ -429,196 +61,7 @@ static void peek_state_seed(const char *dir, uint64_t *seed)
     free(path);
 }
 
-static int check_options(run *R)
-{
-    sd_train_config *c = R->c;
-    if (!c->model) return sd_err(SD_EUSAGE, "--pretrained_model_name_or_path (--model) is required");
-    if (c->network_module && strcmp(c->network_module, "networks.lora"))
-        return sd_err(SD_EUNSUPPORTED, "--network_module %s is not supported (networks.lora is)", c->network_module);
-    if (c->ti.on) {
-        int trc = sd_ti_check_config(c);
-        if (trc) return trc;
-    } else if (!R->is_full && c->save_model_as && strcmp(c->save_model_as, "safetensors")) {
-        return sd_err(SD_EUNSUPPORTED, "--save_model_as %s is not supported (safetensors is)", c->save_model_as);
-    }
-    if (c->mixed_precision && strcmp(c->mixed_precision, "no") && strcmp(c->mixed_precision, "fp16") &&
-        strcmp(c->mixed_precision, "bf16"))
-        return sd_err(SD_EUSAGE, "--mixed_precision %s: choose no, fp16 or bf16", c->mixed_precision);
-    /* the reference's assertions (train_network.py, train_db.py, fine_tune.py) */
-    if (c->full_fp16 && c->full_bf16) return sd_err(SD_EUSAGE, "--full_fp16 and --full_bf16 exclude each other");
-    if (c->full_fp16 && !(c->mixed_precision && !strcmp(c->mixed_precision, "fp16")))
-        return sd_err(SD_EUSAGE, "full_fp16 requires mixed precision='fp16' (--mixed_precision fp16)");
-    if (c->full_bf16 && !(c->mixed_precision && !strcmp(c->mixed_precision, "bf16")))
-        return sd_err(SD_EUSAGE, "full_bf16 requires mixed precision='bf16' (--mixed_precision bf16)");
-    if (c->max_token_length && c->max_token_length != 75 && c->max_token_length != 150 && c->max_token_length != 225)
-        return sd_err(SD_EUSAGE, "--max_token_length must be 75, 150 or 225");
-    if (c->train_unet_only && c->train_text_encoder_only)
-        return sd_err(SD_EUSAGE, "--network_train_unet_only and --network_train_text_encoder_only exclude each other");
-    if (c->scale_v_pred_loss_like_noise_pred && !c->v_parameterization)
-        return sd_err(SD_EUSAGE, "--scale_v_pred_loss_like_noise_pred requires --v_parameterization");
-    if (c->v_pred_like_loss > 0 && c->v_parameterization)
-        return sd_err(SD_EUSAGE, "--v_pred_like_loss cannot be used with --v_parameterization");
-    if (c->adaptive_noise_scale != 0 && c->noise_offset == 0)
-        return sd_err(SD_EUSAGE, "--adaptive_noise_scale requires --noise_offset");
-    sd_optim_kind k;
-    int rc = sd_optim_resolve(c->optimizer_type, c->use_8bit_adam, c->use_lion_optimizer, &k);
-    if (rc) return rc;
-    sd_optim_config_default(&R->ocfg, k);
-    if (c->optimizer_args && c->optimizer_args->n) {
-        rc = sd_optim_config_parse_args(&R->ocfg, c->optimizer_args->s, c->optimizer_args->n);
-        if (rc) return rc;
-    }
-    /* the constructor's lr is --learning_rate; Adafactor's relative_step gets None and the scheduler
-     * "adafactor:<learning_rate>" whatever --lr_scheduler says (kohya's get_optimizer) */
-    int adaf = sd_optim_adafactor_schedule(&R->ocfg);
-    R->ocfg.lr = adaf ? NAN : c->learning_rate;
-    rc = sd_optim_config_check(&R->ocfg);
-    if (rc) return rc;
-    R->sched_name = c->lr_scheduler;
-    if (adaf) {
-        char b[40];
-        snprintf(R->sched_buf, sizeof R->sched_buf, "adafactor:%s", sd_py_float(c->learning_rate, b, sizeof b));
-        R->sched_name = R->sched_buf;
-    } else if (!strncmp(c->lr_scheduler, "adafactor", 9) && !sd_optim_is_schedulefree(R->ocfg.kind)) {
-        return sd_err(SD_EUSAGE, "--lr_scheduler %s: adafactor scheduler must be used with Adafactor optimizer "
-                      "(--optimizer_type Adafactor with relative_step=True)", c->lr_scheduler);
-    }
-    if (c->resume) {
-        struct stat sb;
-        if (stat(c->resume, &sb) || !S_ISDIR(sb.st_mode))
-            return sd_err(SD_ENOTFOUND, "--resume %s: not a state directory", c->resume);
-    }
-    /* fp16: accelerate's GradScaler (defaults, or GradScalerKwargs from SD_GRAD_SCALER) */
-    int fp16 = c->mixed_precision && !strcmp(c->mixed_precision, "fp16");
-    sd_loss_scaler_init(&R->scaler, fp16);
-    const char *gs = getenv("SD_GRAD_SCALER");
-    if (gs && *gs) {
-        if (!fp16) sd_warn("SD_GRAD_SCALER is ignored: there is a loss scaler only with --mixed_precision fp16");
-        else if ((rc = sd_loss_scaler_configure(&R->scaler, gs))) return sd_err_prefix(rc, "SD_GRAD_SCALER");
-    }
-    return sd_train_sampling_init(&R->smp, c);
-}
-
-static int load_models(run *R)
-{
-    sd_train_config *c = R->c;
-    sd_model_opts mo;
-    memset(&mo, 0, sizeof mo);
-    mo.parts = SD_MODEL_UNET | SD_MODEL_TE;
-    for (size_t i = 0; i < R->d->n; i++)
-        if (!R->d->s[i].latents) mo.parts |= SD_MODEL_VAE;
-    for (size_t i = 0; i < R->val.n; i++)
-        if (!R->val.s[i].latents) mo.parts |= SD_MODEL_VAE;
-    if (R->smp.on) mo.parts |= SD_MODEL_VAE;
-    if (R->is_full && c->vae) mo.parts |= SD_MODEL_VAE;   /* the replacement VAE goes into the saved model */
-    mo.vae = c->vae;
-    mo.config = c->model_config;
-    mo.v2 = c->v2;
-    mo.v_param = c->v_parameterization ? 1 : -1;
-    int rc = sd_model_open(&R->model, c->model, &mo);
-    if (rc) return rc;
-    R->have_model = 1;
-    if (R->model.warning[0]) sd_warn("%s", R->model.warning);
-    R->cfg = R->model.cfg;
-    if (c->v_parameterization) R->cfg.parameterization = SD_PRED_V;
-    R->sdxl = R->cfg.family == SD_FAMILY_SDXL;
-    if (R->sdxl) {
-        /* context = cat(TE1 layer 11, TE2 penultimate); vector = cat(TE2 pooled, size embedding) */
-        R->W1 = R->cfg.clip.width;
-        R->W2 = R->cfg.clip2.width;
-        R->P = R->cfg.clip2.projection_dim;
-        R->ADM = R->cfg.unet.adm_in_channels;
-        if (!R->model.have_clip2)
-            return sd_err(SD_EFORMAT, "%s: the SDXL model has no second text encoder", c->model);
-        if (R->W1 + R->W2 != R->cfg.unet.context_dim)
-            return sd_err(SD_EFORMAT, "%s: text encoder widths %lld + %lld differ from the UNet's context_dim %d", c->model,
-                          (long long)R->W1, (long long)R->W2, R->cfg.unet.context_dim);
-        if (R->P <= 0 || R->P + SD_SDXL_SIZE_EMB_DIM != R->ADM)
-            return sd_err(SD_EFORMAT, "%s: pooled width %lld + %d size embedding differs from the UNet's "
-                          "adm_in_channels %lld", c->model, (long long)R->P, SD_SDXL_SIZE_EMB_DIM, (long long)R->ADM);
-    } else if (R->cfg.clip.width != R->cfg.unet.context_dim)
-        return sd_err(SD_EFORMAT, "%s: text encoder width %d differs from the UNet's context_dim %d", c->model,
-                      R->cfg.clip.width, R->cfg.unet.context_dim);
-    sd_params_set_trainable(&R->model.unet_params, "", 0);
-    sd_params_set_trainable(&R->model.te_params, "", 0);
-    sd_dtype fd = SD_F32;
-    if (c->mixed_precision && !strcmp(c->mixed_precision, "fp16")) fd = SD_F16;
-    else if (c->mixed_precision && !strcmp(c->mixed_precision, "bf16")) fd = SD_BF16;
-    sd_params_set_frozen_dtype(&R->model.unet_params, fd);
-    sd_params_set_frozen_dtype(&R->model.te_params, fd);
-    if (mo.parts & SD_MODEL_VAE) sd_params_set_trainable(&R->model.vae_params, "", 0);
-    if (R->is_full && (rc = full_family(R))) return rc;
-    if (R->is_full && (rc = sd_full_mark(&R->full, &R->model))) return rc;
-    rc = sd_model_load(&R->model, SD_DEV_CPU);
-    if (rc) return rc;
-    if (!R->is_full) sd_model_release_source(&R->model);   /* a full save copies the rest of the source */
-    R->unet = &R->model.unet;
-    R->clip = &R->model.clip;
-    R->clip2 = R->sdxl ? &R->model.clip2 : NULL;
-    if (c->gradient_checkpointing) sd_unet_set_checkpoint(R->unet, NULL, 1);
-    R->scale_factor = R->cfg.vae.scale_factor > 0 ? R->cfg.vae.scale_factor : 0.18215;
-    R->pad = R->cfg.family == SD_FAMILY_SD2 ? SD_CLIP_PAD_SD2 : SD_CLIP_PAD_SD1;
-    rc = sd_clip_tokenizer_load(NULL, &R->tok);
-    if (rc) return rc;
-    return SD_OK;
-}
-
-/* The caption options of a sample that make its text-encoder input vary between steps (the
- * reference's is_text_encoder_output_cacheable, and caption_dropout_every_n_epochs): NULL if none. */
-static const char *caption_random(const sd_train_sample *s)
-{
-    if (s->cap.shuffle) return "shuffle_caption";
-    if (s->cap.dropout_rate > 0) return "caption_dropout_rate";
-    if (s->cap.dropout_every_n_epochs > 0) return "caption_dropout_every_n_epochs";
-    if (s->cap.tag_dropout_rate > 0) return "caption_tag_dropout_rate";
-    if (s->token_warmup_step_f > 0) return "token_warmup_step";
-    if (s->cap.enable_wildcard) return "enable_wildcard";
-    return NULL;
-}
-
-/* Options that depend on the model's family, checked once it is open: SDXL (sdxl_train_network.py's
- * verify_sdxl_training_args and its assertions), and the SDXL-only options refused for SD1/SD2. */
-static int check_family(run *R)
-{
-    sd_train_config *c = R->c;
-    if (!R->sdxl) {
-        if (c->cache_text_encoder_outputs)
-            return sd_err(SD_EUSAGE, "--cache_text_encoder_outputs%s: only for SDXL models (the reference's "
-                          "train_network.py has no text-encoder output cache for SD1.x/SD2.x)",
-                          c->cache_text_encoder_outputs_to_disk ? "_to_disk" : "");
-        return SD_OK;
-    }
-    if (c->v2) return sd_err(SD_EUSAGE, "v2 cannot be enabled in SDXL training (--v2 with the SDXL model %s)", c->model);
-    if (c->clip_skip > 0) sd_warn("clip_skip will be unexpected: SDXL training does not use --clip_skip");
-    /* verify_bucket_reso_steps: SDXL scripts assert a multiple of 32 */
-    if (c->bucket_reso_steps % 32)
-        return sd_err(SD_EUSAGE, "--bucket_reso_steps %d: SDXL needs a multiple of 32", c->bucket_reso_steps);
-    for (int k = 0; k < 2; k++) {
-        const sd_train_data *d = k ? &R->val : R->d;
-        for (size_t i = 0; i < d->n; i++)
-            if (d->s[i].has_bcfg && d->s[i].bcfg.steps % 32)
-                return sd_err(SD_EUSAGE, "bucket_reso_steps %d (%s): SDXL needs a multiple of 32", d->s[i].bcfg.steps,
-                              d->s[i].image ? d->s[i].image : "a record");
-    }
-    if (c->cache_text_encoder_outputs) {
-        if (!R->is_full && !c->train_unet_only)   /* db/ft: full_family */
-            return sd_err(SD_EUSAGE, "network for Text Encoder cannot be trained with caching Text Encoder outputs "
-                          "(--cache_text_encoder_outputs needs --network_train_unet_only)");
-        for (int k = 0; k < 2; k++) {
-            const sd_train_data *d = k ? &R->val : R->d;
-            for (size_t i = 0; i < d->n; i++) {
-                const char *why = caption_random(&d->s[i]);
-                if (why)
-                    return sd_err(SD_EUSAGE, "when caching Text Encoder output, either caption_dropout_rate, "
-                                  "shuffle_caption, token_warmup_step or caption_tag_dropout_rate cannot be used (%s is "
-                                  "set)", why);
-            }
-        }
-    }
-    return SD_OK;
-}
-
-static int ensure_scratch(run *R, size_t want)
+int loop_ensure_scratch(run *R, size_t want)
 {
     if (want <= R->scratch_cap) return SD_OK;
     sd_ctx_free(&R->ctx);
@@ -631,9 +74,8 @@ static int ensure_scratch(run *R, size_t want)
     return SD_OK;
 }
 
-/* --cache_latents_to_disk: load `path` (already checked against `k`) into the sample's memory. */
 /* The LoRA registry to the host (optimizer, saving) or back to the run's device. */
-static int net_to(run *R, sd_devkind dev)
+int loop_net_to(run *R, sd_devkind dev)
 {
     if (R->dev == SD_DEV_CPU || R->have_ti) return SD_OK;   /* TI: its two parameters stay on the host */
     if (!R->is_full) return sd_params_move(&R->net.reg, dev);
@@ -649,668 +91,10 @@ static int net_to(run *R, sd_devkind dev)
 static int sf_mode(run *R, int train)
 {
     if (R->is_full || R->have_ti || !sd_optim_is_schedulefree(R->ocfg.kind)) return SD_OK;
-    int rc = R->dev_optim ? SD_OK : net_to(R, SD_DEV_CPU);
+    int rc = R->dev_optim ? SD_OK : loop_net_to(R, SD_DEV_CPU);
     if (!rc) rc = train ? sd_optim_sf_train(&R->opt) : sd_optim_sf_eval(&R->opt);
-    if (!rc && !R->dev_optim) rc = net_to(R, R->dev);
+    if (!rc && !R->dev_optim) rc = loop_net_to(R, R->dev);
     return rc;
-}
-
-static int load_disk_cache(sd_train_sample *s, const char *path, int64_t n)
-{
-    sd_latent_file lf;
-    int rc = sd_latent_read(path, NULL, &lf);
-    if (rc) return rc;
-    if ((int64_t)lf.c * lf.h * lf.w != n || (s->flip_aug && !lf.latents_flipped)) {
-        sd_latent_free(&lf);
-        return sd_err(SD_EFORMAT, "%s: unexpected latent shape", path);
-    }
-    s->mem = malloc((size_t)n * sizeof(float));
-    if (s->flip_aug) s->mem_flip = malloc((size_t)n * sizeof(float));
-    if (!s->mem || (s->flip_aug && !s->mem_flip)) {
-        sd_latent_free(&lf);
-        return sd_err(SD_ENOMEM, "out of memory caching latents");
-    }
-    memcpy(s->mem, lf.latents, (size_t)n * sizeof(float));
-    if (s->flip_aug) memcpy(s->mem_flip, lf.latents_flipped, (size_t)n * sizeof(float));
-    sd_latent_free(&lf);
-    return SD_OK;
-}
-
-/* --cache_latents_to_disk: write the sample's latents to `path` (atomically, npz STORE form) with
- * the sd_meta.json of `k`, the file sd-encode-latents --kohya_names would write. */
-static int write_disk_cache(const sd_train_sample *s, const char *path, const sd_latent_key *k, int64_t E)
-{
-    sd_latent_file lf;
-    memset(&lf, 0, sizeof lf);
-    lf.latents = s->mem;
-    lf.latents_flipped = s->flip_aug ? s->mem_flip : NULL;
-    lf.c = (int)E;
-    lf.h = s->plan.bucket_h / 8;
-    lf.w = s->plan.bucket_w / 8;
-    lf.original_size[0] = s->plan.image_w;
-    lf.original_size[1] = s->plan.image_h;
-    for (int i = 0; i < 4; i++) lf.crop_ltrb[i] = (int64_t)s->plan.crop_ltrb[i]; /* Python int(): truncation */
-    sd_latent_write_opts wo = { .compress = SD_LATENT_STORE };
-    int rc = sd_latent_key_meta(k, "sd-train", SD_VERSION, &lf.meta_json);
-    if (rc >= 0) rc = sd_latent_write(path, &lf, &wo);
-    free(lf.meta_json);
-    return rc < 0 ? rc : SD_OK;
-}
-
-/* --cache_latents: encode every record without a latent file once, in memory (the reference's
- * cache_latents): image → bucket plan → resize and centre trim → [-1, 1] → VAE → posterior sample
- * (Philox stream (seed, 0, 2·i + flipped, SD_RNG_LATENT)).
- * --cache_latents_to_disk: the same per image, but first the kohya-named file beside the image
- * (<stem>_<WWWW>x<HHHH>_sd.npz) is reused when its sd_meta.json matches the inputs (the rules of
- * data/latent_cache.h, as sd-encode-latents --kohya_names --skip_existing); otherwise the image is
- * encoded with the noise stream of its cache key (sd_latent_noise_ids, as sd-encode-latents) and
- * the file written. The samples of `d` are numbered from sbase (the validation set has its own
- * posterior-sample streams). */
-static int encode_all(run *R, sd_train_data *d, uint32_t sbase)
-{
-    size_t todo = 0;
-    for (size_t i = 0; i < d->n; i++) todo += !d->s[i].latents && !d->s[i].mem;
-    if (!todo) return SD_OK;
-    sd_vae *v = &R->model.vae;
-    if (v->factor != 8) return sd_err(SD_EUNSUPPORTED, "%s: the VAE downsamples by %lld; sd-train needs 8", R->c->model,
-                                      (long long)v->factor);
-    int64_t E = R->cfg.vae.embed_dim;
-    if (E != R->cfg.unet.in_channels)
-        return sd_err(SD_EFORMAT, "%s: VAE latents have %lld channels, the UNet takes %d", R->c->model, (long long)E,
-                      R->cfg.unet.in_channels);
-    int disk = R->c->cache_latents_to_disk;
-    char vae_sha[65] = { 0 };
-    if (disk) {
-        int hrc = sd_latent_vae_hash(&R->model.vae_params, "first_stage_model", vae_sha);
-        if (hrc < 0) return hrc;
-    }
-    sd_progress pb;
-    sd_progress_begin(&pb, "caching latents", (int64_t)todo);
-    int rc = SD_OK;
-    long reused = 0, written = 0;
-    float *x = NULL, *mom = NULL, *noise = NULL;
-    for (size_t i = 0; i < d->n && !rc; i++) {
-        sd_train_sample *s = &d->s[i];
-        if (s->latents || s->mem) continue;
-        sd_image im = { 0 }, out = { 0 };
-        sd_latent_key key;
-        memset(&key, 0, sizeof key);
-        char path[8192];
-        if (disk) {
-            char *buf = NULL;
-            size_t nb = 0;
-            rc = sd_read_file(s->image, (size_t)1 << 31, &buf, &nb);
-            if (rc < 0) break;
-            uint8_t dg[32];
-            sd_sha256(buf, nb, dg);
-            sd_hex(dg, 32, key.source_sha256);
-            rc = sd_image_decode(buf, nb, s->image, 0, &im, NULL);
-            free(buf);
-        } else {
-            rc = sd_image_load(s->image, 0, &im, NULL);
-        }
-        if (rc) break;
-        if (!s->has_plan) {
-            sd_bucket_set set;
-            rc = sd_bucket_set_init(&set, &s->bcfg);
-            if (!rc) rc = sd_bucket_select(&set, im.w, im.h, &s->plan);
-            sd_bucket_set_free(&set);
-            if (rc) {
-                sd_err_prefix(rc, "%s", s->image);
-                sd_image_free(&im);
-                break;
-            }
-            s->has_plan = 1;
-            s->bucket_w = s->plan.bucket_w;
-            s->bucket_h = s->plan.bucket_h;
-        }
-        s->has_size = 1;
-        s->orig_w = s->plan.image_w;
-        s->orig_h = s->plan.image_h;
-        memcpy(s->crop_ltrb, s->plan.crop_ltrb, sizeof s->crop_ltrb);
-        if (im.w != s->plan.image_w || im.h != s->plan.image_h) {
-            rc = sd_err(SD_EFORMAT, "%s: the image is %dx%d, its record says %dx%d", s->image, im.w, im.h,
-                        s->plan.image_w, s->plan.image_h);
-            sd_image_free(&im);
-            break;
-        }
-        if (disk) {
-            if (s->plan.bucket_w % 8 || s->plan.bucket_h % 8) {
-                rc = sd_err(SD_EINVAL, "%s: bucket %dx%d is not a multiple of the VAE's factor 8", s->image,
-                            s->plan.bucket_w, s->plan.bucket_h);
-                sd_image_free(&im);
-                break;
-            }
-            memcpy(key.vae_sha256, vae_sha, sizeof key.vae_sha256);
-            key.bucket_w = s->plan.bucket_w;
-            key.bucket_h = s->plan.bucket_h;
-            key.resized_w = s->plan.resized_w;
-            key.resized_h = s->plan.resized_h;
-            memcpy(key.crop_ltrb, s->plan.crop_ltrb, sizeof key.crop_ltrb);
-            key.filter = -1;
-            key.flip = s->flip_aug != 0;
-            key.alpha_mask = 0;
-            key.mean = 0;
-            key.seed = R->seed;
-            key.half = 0;
-            rc = sd_latent_kohya_name(path, sizeof path, s->image, s->plan.image_w, s->plan.image_h, 0);
-            if (rc < 0) {
-                sd_image_free(&im);
-                break;
-            }
-            rc = SD_OK;
-            char why[512] = "";
-            if (sd_latent_cache_check_file(path, &key, (int)E, 8, why, sizeof why)) {
-                sd_image_free(&im);
-                rc = load_disk_cache(s, path, E * (s->plan.bucket_h / 8) * (s->plan.bucket_w / 8));
-                if (rc) break;
-                reused++;
-                sd_progress_update(&pb, 1);
-                continue;
-            }
-            sd_debug("%s: encoding (%s)", path, why[0] ? why : "no cache file");
-        }
-        rc = sd_bucket_apply(&im, &s->plan, -1, 0, &out);
-        sd_image_free(&im);
-        if (rc) {
-            sd_err_prefix(rc, "%s", s->image);
-            break;
-        }
-        int64_t H = out.h, W = out.w, h = H / 8, w = W / 8, n = E * h * w;
-        float *nx = realloc(x, (size_t)(3 * H * W) * sizeof *x), *nm = NULL, *nn = NULL;
-        if (nx) x = nx;
-        if (nx) nm = realloc(mom, (size_t)(2 * n) * sizeof *mom);
-        if (nm) mom = nm;
-        if (nm) nn = realloc(noise, (size_t)n * sizeof *noise);
-        if (nn) noise = nn;
-        s->mem = malloc((size_t)n * sizeof(float));
-        if (s->flip_aug) s->mem_flip = malloc((size_t)n * sizeof(float));
-        if (!nx || !nm || !nn || !s->mem || (s->flip_aug && !s->mem_flip)) {
-            sd_image_free(&out);
-            rc = sd_err(SD_ENOMEM, "out of memory caching latents");
-            break;
-        }
-        rc = ensure_scratch(R, 4 * sd_vae_scratch_bytes(v, 1, H, W, 0) + ((size_t)1 << 30));
-        for (int k = 0; k < (s->flip_aug ? 2 : 1) && !rc; k++) {
-            for (int64_t yy = 0; yy < H; yy++)
-                for (int64_t xx = 0; xx < W; xx++) {
-                    int64_t sx = k ? W - 1 - xx : xx;
-                    const uint8_t *px = out.px + ((size_t)yy * out.w + (size_t)sx) * (size_t)out.c;
-                    for (int ch = 0; ch < 3; ch++)
-                        x[((size_t)ch * H + yy) * W + xx] = ((float)px[out.c >= 3 ? ch : 0] / 255.0f - 0.5f) / 0.5f;
-                }
-            sd_tensor xt = sd_tensor_wrap(x, SD_F32, 4, (int64_t[]){ 1, 3, H, W });
-            sd_tensor mt = sd_tensor_wrap(mom, SD_F32, 4, (int64_t[]){ 1, 2 * E, h, w });
-            sd_tensor zt = sd_tensor_wrap(k ? s->mem_flip : s->mem, SD_F32, 4, (int64_t[]){ 1, E, h, w });
-            sd_tensor nt = sd_tensor_wrap(noise, SD_F32, 4, (int64_t[]){ 1, E, h, w });
-            rc = sd_vae_encode(&R->ctx, v, &mt, &xt);
-            if (!rc) {
-                uint32_t step = 0, sample = sbase + (uint32_t)(2 * i + (size_t)k);
-                if (disk) sd_latent_noise_ids(&key, k, &step, &sample);
-                rc = sd_vae_noise(noise, (size_t)n, R->seed, step, sample);
-            }
-            if (!rc) rc = sd_vae_latent(&R->ctx, &zt, &mt, &nt);
-        }
-        sd_image_free(&out);
-        if (!rc && disk) {
-            rc = write_disk_cache(s, path, &key, E);
-            if (rc) sd_err_prefix(rc, "%s", path);
-            else written++;
-        }
-        sd_progress_update(&pb, 1);
-    }
-    sd_progress_end(&pb);
-    if (disk && !rc) sd_info("latent caches beside the images: %ld reused, %ld written", reused, written);
-    free(x);
-    free(mom);
-    free(noise);
-    return rc;
-}
-
-/* Read the latents of every sample once to learn its bucket when the record had none. */
-static int resolve_buckets(sd_train_data *d)
-{
-    for (size_t i = 0; i < d->n; i++) {
-        sd_train_sample *s = &d->s[i];
-        if ((s->bucket_w > 0 && s->bucket_h > 0) || s->mem) continue;
-        if (!s->latents) return sd_err(SD_EFORMAT, "%s: no bucket and no latents", s->image ? s->image : "record");
-        sd_latent_file lf;
-        int rc = sd_latent_read(s->latents, NULL, &lf);
-        if (rc) return rc;
-        s->bucket_w = lf.w * 8;
-        s->bucket_h = lf.h * 8;
-        sd_latent_free(&lf);
-    }
-    return SD_OK;
-}
-
-static int lr_steps_value(const char *s, sd_pyv *out)
-{
-    sd_lr_steps w;
-    int rc = sd_lr_steps_parse(s, "lr_warmup_steps", &w);
-    if (rc) return rc;
-    *out = w.is_fraction ? sd_pyv_float(w.fraction) : sd_pyv_int(w.steps);
-    return SD_OK;
-}
-
-static int build_metadata(run *R)
-{
-    sd_train_config *c = R->c;
-    sd_ss_facts *f = &R->facts;
-    sd_ss_facts_init(f);
-    sd_pyv *v = f->v;
-    sd_rng sr = sd_rng_key(R->seed, 0, 0, SD_RNG_USER);
-    v[SD_SS_SESSION_ID] = sd_pyv_int((int64_t)sd_rng_u32_at(&sr, 0));
-    v[SD_SS_TRAINING_STARTED_AT] = sd_pyv_float(R->started_at);
-    v[SD_SS_OUTPUT_NAME] = sd_pyv_str(c->output_name);
-    /* Adafactor's relative_step: kohya sets args.learning_rate, unet_lr and text_encoder_lr to None */
-    int lr_none = sd_optim_adafactor_schedule(&R->ocfg);
-    v[SD_SS_LEARNING_RATE] = lr_none ? sd_pyv_none() : sd_pyv_float(c->learning_rate);
-    v[SD_SS_TEXT_ENCODER_LR] = lr_none || isnan(c->text_encoder_lr) ? sd_pyv_none() : sd_pyv_float(c->text_encoder_lr);
-    v[SD_SS_UNET_LR] = lr_none || isnan(c->unet_lr) ? sd_pyv_none() : sd_pyv_float(c->unet_lr);
-    v[SD_SS_NUM_TRAIN_IMAGES] = sd_pyv_int(R->plan.num_train_images);
-    v[SD_SS_NUM_VALIDATION_IMAGES] = sd_pyv_int(R->vr.have_plan ? R->vr.plan.num_train_images : 0);
-    v[SD_SS_NUM_REG_IMAGES] = sd_pyv_int(R->plan.num_reg_unbalanced);
-    v[SD_SS_NUM_BATCHES_PER_EPOCH] = sd_pyv_int(R->plan.nbatches);
-    v[SD_SS_NUM_EPOCHS] = sd_pyv_int(R->num_epochs);
-    v[SD_SS_GRADIENT_CHECKPOINTING] = sd_pyv_bool(c->gradient_checkpointing);
-    v[SD_SS_GRADIENT_ACCUMULATION_STEPS] = sd_pyv_int(c->gradient_accumulation_steps);
-    v[SD_SS_MAX_TRAIN_STEPS] = sd_pyv_int(R->max_steps);
-    /* absent: argparse's default, the int 0 (a given "0" is int_or_float's 0.0) */
-    int rc = SD_OK;
-    if (c->lr_warmup_steps_given && c->lr_warmup_steps) rc = lr_steps_value(c->lr_warmup_steps, &v[SD_SS_LR_WARMUP_STEPS]);
-    else v[SD_SS_LR_WARMUP_STEPS] = sd_pyv_int(0);
-    if (rc) return rc;
-    v[SD_SS_LR_SCHEDULER] = sd_pyv_str(R->sched_name);
-    v[SD_SS_NETWORK_MODULE] = sd_pyv_str("networks.lora");
-    v[SD_SS_NETWORK_DIM] = sd_pyv_int(R->nargs.network_dim);
-    v[SD_SS_NETWORK_ALPHA] = c->network_alpha_is_int ? sd_pyv_int((int64_t)R->nargs.network_alpha)
-                                                     : sd_pyv_float(R->nargs.network_alpha);
-    v[SD_SS_NETWORK_DROPOUT] = c->network_dropout > 0 ? sd_pyv_float(c->network_dropout) : sd_pyv_none();
-    v[SD_SS_MIXED_PRECISION] = sd_pyv_str(c->mixed_precision ? c->mixed_precision : "no");
-    v[SD_SS_FULL_FP16] = sd_pyv_bool(c->full_fp16);
-    int v2 = R->cfg.family == SD_FAMILY_SD2;
-    int vp = R->cfg.parameterization == SD_PRED_V;
-    v[SD_SS_V2] = sd_pyv_bool(v2);
-    v[SD_SS_BASE_MODEL_VERSION] = sd_pyv_str(R->sdxl ? "sdxl_base_v1-0"   /* sdxl_model_util.MODEL_VERSION_SDXL_BASE_V1_0 */
-                                             : v2 ? (vp ? "sd_v2_v" : "sd_v2") : (vp ? "sd_v1_v" : "sd_v1"));
-    v[SD_SS_CLIP_SKIP] = c->clip_skip > 0 ? sd_pyv_int(c->clip_skip) : sd_pyv_none();
-    v[SD_SS_MAX_TOKEN_LENGTH] = c->max_token_length > 0 ? sd_pyv_int(c->max_token_length) : sd_pyv_none();
-    v[SD_SS_CACHE_LATENTS] = sd_pyv_bool(1);
-    v[SD_SS_SEED] = sd_pyv_int((int64_t)R->seed);
-    v[SD_SS_LOWRAM] = sd_pyv_bool(0);
-    v[SD_SS_NOISE_OFFSET] = c->noise_offset != 0 ? sd_pyv_float(c->noise_offset) : sd_pyv_none();
-    v[SD_SS_MULTIRES_NOISE_ITERATIONS] = c->multires_noise_iterations > 0 ? sd_pyv_int(c->multires_noise_iterations) : sd_pyv_none();
-    v[SD_SS_MULTIRES_NOISE_DISCOUNT] = sd_pyv_float(c->multires_noise_discount);
-    v[SD_SS_ADAPTIVE_NOISE_SCALE] = c->adaptive_noise_scale != 0 ? sd_pyv_float(c->adaptive_noise_scale) : sd_pyv_none();
-    v[SD_SS_ZERO_TERMINAL_SNR] = sd_pyv_bool(c->zero_terminal_snr);
-    v[SD_SS_TRAINING_COMMENT] = sd_pyv_str(c->training_comment);
-    v[SD_SS_SD_SCRIPTS_COMMIT_HASH] = sd_pyv_str("(unknown)");
-    static char optdesc[1024];
-    sd_optim_describe(&R->ocfg, optdesc, sizeof optdesc);
-    v[SD_SS_OPTIMIZER] = sd_pyv_str(optdesc);
-    v[SD_SS_MAX_GRAD_NORM] = sd_pyv_float(c->max_grad_norm);
-    v[SD_SS_CAPTION_DROPOUT_RATE] = sd_pyv_float(c->caption.dropout_rate);
-    v[SD_SS_CAPTION_DROPOUT_EVERY_N_EPOCHS] = sd_pyv_int(c->caption.dropout_every_n_epochs);
-    v[SD_SS_CAPTION_TAG_DROPOUT_RATE] = sd_pyv_float(c->caption.tag_dropout_rate);
-    v[SD_SS_FACE_CROP_AUG_RANGE] = sd_pyv_none();
-    v[SD_SS_PRIOR_LOSS_WEIGHT] = sd_pyv_float(c->prior_loss_weight);
-    v[SD_SS_MIN_SNR_GAMMA] = c->min_snr_gamma > 0 ? sd_pyv_float(c->min_snr_gamma) : sd_pyv_none();
-    v[SD_SS_SCALE_WEIGHT_NORMS] = c->scale_weight_norms > 0 ? sd_pyv_float(c->scale_weight_norms) : sd_pyv_none();
-    v[SD_SS_IP_NOISE_GAMMA] = c->ip_noise_gamma > 0 ? sd_pyv_float(c->ip_noise_gamma) : sd_pyv_none();
-    v[SD_SS_DEBIASED_ESTIMATION] = sd_pyv_bool(c->debiased_estimation_loss);
-    v[SD_SS_NOISE_OFFSET_RANDOM_STRENGTH] = sd_pyv_bool(c->noise_offset_random_strength);
-    v[SD_SS_IP_NOISE_GAMMA_RANDOM_STRENGTH] = sd_pyv_bool(c->ip_noise_gamma_random_strength);
-    v[SD_SS_LOSS_TYPE] = sd_pyv_str(c->loss_type);
-    v[SD_SS_HUBER_SCHEDULE] = sd_pyv_str(c->huber_schedule);
-    v[SD_SS_HUBER_SCALE] = sd_pyv_float(c->huber_scale);
-    v[SD_SS_HUBER_C] = sd_pyv_float(c->huber_c);
-    v[SD_SS_FP8_BASE] = sd_pyv_bool(0);
-    v[SD_SS_FP8_BASE_UNET] = sd_pyv_bool(0);
-    /* the command line's values, as the reference's args */
-    v[SD_SS_VALIDATION_SEED] = c->has_validation_seed ? sd_pyv_int(c->validation_seed) : sd_pyv_none();
-    v[SD_SS_VALIDATION_SPLIT] = sd_pyv_float(isnan(c->validation_split) ? 0.0 : c->validation_split);
-    v[SD_SS_MAX_VALIDATION_STEPS] = c->max_validation_steps >= 0 ? sd_pyv_int(c->max_validation_steps) : sd_pyv_none();
-    v[SD_SS_VALIDATE_EVERY_N_EPOCHS] = c->validate_every_n_epochs > 0 ? sd_pyv_int(c->validate_every_n_epochs) : sd_pyv_none();
-    v[SD_SS_VALIDATE_EVERY_N_STEPS] = c->validate_every_n_steps > 0 ? sd_pyv_int(c->validate_every_n_steps) : sd_pyv_none();
-    /* the legacy (no --dataset_config) block */
-    int bs = R->d->n ? R->d->s[0].batch_size : c->train_batch_size;
-    v[SD_SS_BATCH_SIZE_PER_DEVICE] = sd_pyv_int(bs);
-    v[SD_SS_TOTAL_BATCH_SIZE] = sd_pyv_int((int64_t)bs * c->gradient_accumulation_steps);
-    static char reso[64];
-    int rw = c->reso_w, rh = c->reso_h;
-    if (rw <= 0 && R->plan.nbuckets) rw = R->plan.b[0].w, rh = R->plan.b[0].h;
-    snprintf(reso, sizeof reso, "(%d, %d)", rw, rh);
-    v[SD_SS_RESOLUTION] = sd_pyv_str(reso);
-    v[SD_SS_COLOR_AUG] = sd_pyv_bool(0);
-    v[SD_SS_FLIP_AUG] = sd_pyv_bool(c->flip_aug);
-    v[SD_SS_RANDOM_CROP] = sd_pyv_bool(0);
-    v[SD_SS_SHUFFLE_CAPTION] = sd_pyv_bool(c->caption.shuffle);
-    v[SD_SS_ENABLE_BUCKET] = sd_pyv_bool(R->plan.nbuckets > 1);
-    v[SD_SS_BUCKET_NO_UPSCALE] = sd_pyv_bool(0);
-    v[SD_SS_MIN_BUCKET_RESO] = sd_pyv_int(256);
-    v[SD_SS_MAX_BUCKET_RESO] = sd_pyv_int(1024);
-    v[SD_SS_KEEP_TOKENS] = sd_pyv_int(c->caption.keep_tokens);
-    static char *dd, *rd, *tf;
-    free(dd), free(rd), free(tf);
-    dd = rd = tf = NULL;
-    char *all = NULL;
-    rc = sd_train_data_dirs_json(R->d, 0, &dd, NULL);
-    if (!rc) rc = sd_train_data_dirs_json(R->d, 1, &rd, NULL);
-    if (!rc) rc = sd_train_data_dirs_json(R->d, -1, &all, &tf);
-    free(all);
-    if (rc) return rc;
-    v[SD_SS_DATASET_DIRS] = sd_pyv_str(dd);
-    v[SD_SS_REG_DATASET_DIRS] = sd_pyv_str(rd);
-    v[SD_SS_TAG_FREQUENCY] = sd_pyv_str(tf);
-    static char binfo[8192];
-    {
-        size_t L = 0;
-        L += (size_t)snprintf(binfo + L, sizeof binfo - L, "{\"buckets\": {");
-        for (int i = 0; i < R->plan.nbuckets && L < sizeof binfo - 128; i++)
-            L += (size_t)snprintf(binfo + L, sizeof binfo - L, "%s\"%d\": {\"resolution\": [%d, %d], \"count\": %lld}",
-                                  i ? ", " : "", i, R->plan.b[i].w, R->plan.b[i].h, (long long)R->plan.b[i].n);
-        snprintf(binfo + L, sizeof binfo - L, "}, \"mean_img_ar_error\": 0.0}");
-    }
-    v[SD_SS_BUCKET_INFO] = sd_pyv_str(binfo);
-    static char *nargs_json;
-    free(nargs_json);
-    nargs_json = NULL;
-    if (c->network_args && c->network_args->n) {
-        int n = c->network_args->n;
-        char **ks = calloc((size_t)n, sizeof *ks);
-        const char **vs = calloc((size_t)n, sizeof *vs);
-        if (!ks || !vs) {
-            free(ks), free(vs);
-            return sd_err(SD_ENOMEM, "out of memory");
-        }
-        for (int i = 0; i < n; i++) {
-            const char *it = c->network_args->s[i], *eq = strchr(it, '=');
-            size_t L = eq ? (size_t)(eq - it) : strlen(it);
-            ks[i] = strndup(it, L);
-            vs[i] = eq ? eq + 1 : "";
-        }
-        rc = sd_py_json_str_dict((const char *const *)ks, vs, (size_t)n, &nargs_json);
-        for (int i = 0; i < n; i++) free(ks[i]);
-        free(ks);
-        free(vs);
-        if (rc) return rc;
-        v[SD_SS_NETWORK_ARGS] = sd_pyv_str(nargs_json);
-    }
-    /* --dataset_config: ss_datasets, ss_tag_frequency, ss_dataset_dirs instead of the legacy block */
-    static char *cfg_ds, *cfg_tf, *cfg_dirs;
-    free(cfg_ds), free(cfg_tf), free(cfg_dirs);
-    cfg_ds = cfg_tf = cfg_dirs = NULL;
-    if (R->d->use_dataset_config && R->d->has_config) {
-        rc = sd_train_datasets_meta(R->d, &R->plan, &cfg_ds, &cfg_tf, &cfg_dirs);
-        if (rc) return rc;
-        f->use_dataset_config = 1;
-        v[SD_SS_DATASETS] = sd_pyv_str(cfg_ds);
-        v[SD_SS_TAG_FREQUENCY_CFG] = sd_pyv_str(cfg_tf);
-        v[SD_SS_DATASET_DIRS_CFG] = sd_pyv_str(cfg_dirs);
-    }
-    const char *base = strrchr(c->model, '/');
-    v[SD_SS_SD_MODEL_NAME] = sd_pyv_str(base ? base + 1 : c->model);
-    sd_kv_init(&R->meta);
-    rc = sd_ss_metadata(f, c->no_metadata, &R->meta);
-    if (rc) return rc;
-    return SD_OK;
-}
-
-/* The ModelSpec arguments every saved file shares (sai_model_spec.build_metadata's inputs):
- * family, prediction, time, title (--metadata_title, else `title`), resolution, the metadata_*
- * options, the timestep range and clip_skip. The caller sets the kind (lora / textual_inversion). */
-static void modelspec_args(const run *R, sd_modelspec_args *a, double timestamp, const char *title)
-{
-    const sd_train_config *c = R->c;
-    memset(a, 0, sizeof *a);
-    a->v2 = R->cfg.family == SD_FAMILY_SD2;
-    a->sdxl = R->sdxl;
-    a->v_parameterization = R->cfg.parameterization == SD_PRED_V;
-    a->timestamp = timestamp;
-    a->title = c->metadata_title ? c->metadata_title : title;
-    a->reso_w = c->reso_w;
-    a->reso_h = c->reso_h;
-    a->author = c->metadata_author;
-    a->description = c->metadata_description;
-    a->license = c->metadata_license;
-    a->tags = c->metadata_tags;
-    a->has_timesteps = c->min_timestep >= 0 || c->max_timestep >= 0;
-    a->min_timestep = c->min_timestep >= 0 ? c->min_timestep : 0;
-    a->max_timestep = c->max_timestep >= 0 ? c->max_timestep : 1000;
-    a->clip_skip = c->clip_skip > 0 ? c->clip_skip : -1;
-    a->implementation_version = "sd-train/" SD_VERSION;
-}
-
-/* The dtype of saved trained weights: --save_precision, else (the reference's save_dtype None) their
- * own: f16 / bf16 with --full_fp16 / --full_bf16, float32 otherwise. */
-static sd_st_dtype save_st_dtype(const sd_train_config *c)
-{
-    if (c->save_precision)
-        return !strcmp(c->save_precision, "fp16") ? SD_ST_F16 : !strcmp(c->save_precision, "bf16") ? SD_ST_BF16 : SD_ST_F32;
-    return c->full_fp16 ? SD_ST_F16 : c->full_bf16 ? SD_ST_BF16 : SD_ST_F32;
-}
-
-static int save_lora(run *R, const char *path, int64_t steps, int64_t epoch1)
-{
-    sd_train_config *c = R->c;
-    sd_kv m;
-    sd_kv_init(&m);
-    int rc = sd_kv_copy(&m, &R->meta);
-    double now = wall_now();
-    if (!rc) rc = sd_ss_metadata_at_save(&m, now, steps, epoch1, c->no_metadata);
-    sd_modelspec_args ma;
-    modelspec_args(R, &ma, now, c->output_name);
-    ma.lora = 1;
-    if (!rc) rc = sd_modelspec_metadata(&ma, &m);
-    sd_lora_save_opts so;
-    memset(&so, 0, sizeof so);
-    so.dtype = save_st_dtype(c);
-    so.precision_given = c->save_precision != NULL;
-    so.alpha_int = !c->save_precision && c->network_alpha_is_int;
-    so.meta = &m;
-    char mh[65], lh[9];
-    if (!rc) rc = net_to(R, SD_DEV_CPU);
-    if (!rc) rc = sd_lora_file_save(path, R->net.refs, R->net.n, &so, mh, lh);
-    int rc2 = net_to(R, R->dev);
-    sd_kv_free(&m);
-    return rc ? rc : rc2;
-}
-
-/* --method ti: the embedding as the reference's save_weights writes it (ModelSpec metadata only,
- * in .safetensors files). */
-static int save_ti(run *R, const char *path)
-{
-    sd_train_config *c = R->c;
-    sd_kv m;
-    sd_kv_init(&m);
-    sd_modelspec_args ma;
-    modelspec_args(R, &ma, wall_now(), R->outname);
-    ma.textual_inversion = 1;
-    int rc = sd_modelspec_metadata(&ma, &m);
-    if (!rc && R->have_ti2)   /* SDXL: {"clip_l", "clip_g"} (sdxl_train_textual_inversion.py) */
-        rc = sd_ti_save_sdxl(&R->ti, &R->ti2, path, save_st_dtype(c), (const char *const *)m.keys,
-                             (const char *const *)m.vals, m.n);
-    else if (!rc)
-        rc = sd_ti_save(&R->ti, path, save_st_dtype(c), (const char *const *)m.keys, (const char *const *)m.vals, m.n);
-    sd_kv_free(&m);
-    return rc;
-}
-
-/* A full checkpoint (train/full.h): the reference's save_stable_diffusion_checkpoint with the
- * ModelSpec of get_sai_model_spec(is_stable_diffusion_ckpt=True). epoch_no: the reference's
- * epoch argument (epoch saves: the 1-based epoch; step saves and the final save: the 0-based one). */
-static int full_save_opts(run *R, int64_t epoch_no, int64_t steps, sd_kv *m, sd_full_save_opts *so)
-{
-    sd_train_config *c = R->c;
-    memset(so, 0, sizeof *so);
-    so->format = R->ffmt;
-    so->save_dtype = c->save_precision ? (int)save_st_dtype(c) : -1;
-    so->weight_dtype = SD_ST_F32;
-    if (c->mixed_precision && !strcmp(c->mixed_precision, "fp16")) so->weight_dtype = SD_ST_F16;
-    else if (c->mixed_precision && !strcmp(c->mixed_precision, "bf16")) so->weight_dtype = SD_ST_BF16;
-    so->te_trained = R->full.te_train;
-    so->full_half = c->full_fp16 || c->full_bf16;
-    so->vae_f32 = c->no_half_vae;
-    so->epoch = epoch_no < 0 ? 0 : epoch_no;
-    so->global_step = steps;
-    so->meta = m;
-    if (!m) return SD_OK;
-    sd_modelspec_args ma;
-    modelspec_args(R, &ma, wall_now(), c->output_name);
-    return sd_modelspec_metadata(&ma, m);
-}
-
-static int save_full(run *R, const char *path, int64_t steps, int64_t epoch_no)
-{
-    sd_kv m;
-    sd_kv_init(&m);
-    sd_full_save_opts so;
-    int rc = full_save_opts(R, epoch_no, steps, &m, &so);
-    /* the writer reads host memory */
-    sd_params *regs[3] = { &R->model.unet_params, &R->model.te_params, &R->model.vae_params };
-    for (int i = 0; i < 3 && !rc && R->dev != SD_DEV_CPU; i++)
-        if (regs[i]->allocated) rc = sd_params_move(regs[i], SD_DEV_CPU);
-    if (!rc) rc = sd_full_save(path, &R->model, &so);
-    int rc2 = SD_OK;
-    for (int i = 0; i < 3 && !rc2 && R->dev != SD_DEV_CPU; i++)
-        if (regs[i]->allocated) rc2 = sd_params_move(regs[i], R->dev);
-    sd_kv_free(&m);
-    return rc ? rc : rc2;
-}
-
-static char *join_path(const char *dir, const char *name)
-{
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
-static int save_state_dir(run *R, const char *dir, int64_t global_step, int64_t epoch, int64_t step_in_epoch)
-{
-    sd_train_state_in s;
-    memset(&s, 0, sizeof s);
-    s.prog.global_step = global_step;
-    s.prog.epoch = epoch;
-    s.prog.step_in_epoch = step_in_epoch;
-    s.prog.sched_step = R->sched_step;
-    s.prog.seed = R->seed;
-    s.scaler = R->scaler.enabled ? &R->scaler : NULL;
-    s.net = R->have_ti ? &R->ti.reg : &R->net.reg;
-    if (R->have_ti2) s.net2 = &R->ti2.reg;   /* SDXL TI: TE2's rows */
-    if (R->is_full) {
-        const sd_params *regs[2] = { NULL, NULL };
-        sd_full_registries(&R->full, regs);
-        s.net = regs[0];
-        s.net2 = regs[1];
-    }
-    s.opt = R->have_opt ? &R->opt : NULL;
-    s.options_json = R->c->options_json;
-    s.loss_window = R->window;
-    s.loss_window_n = R->window_n;
-    for (size_t i = 0; i < R->window_n; i++) s.loss_total += R->window[i];
-    int rc = net_to(R, SD_DEV_CPU);
-    if (!rc && R->dev_optim) rc = sd_optim_place(&R->opt, NULL);   /* the state is read on the host */
-    if (!rc) rc = sd_train_state_save(dir, &s);
-    int rc2 = net_to(R, R->dev);
-    if (!rc2 && R->dev_optim) rc2 = sd_optim_place(&R->opt, &R->ctx);
-    return rc ? rc : rc2;
-}
-
-/* Saves at a sync point: checkpoint and state names, retention. */
-static int save_checkpoint(run *R, sd_save_kind kind, int64_t no, int64_t global_step, int64_t epoch1,
-                           int64_t cur_epoch, int64_t cur_step_in_epoch, int with_state)
-{
-    sd_train_config *c = R->c;
-    char name[512];
-    int rc = sd_save_name(name, sizeof name, kind, R->outname, no, R->ext);
-    if (rc) return rc;
-    char *path = join_path(R->outdir, name);
-    if (!path) return sd_err(SD_ENOMEM, "out of memory");
-    rc = R->have_ti ? save_ti(R, path)
-         : R->is_full ? save_full(R, path, global_step, kind == SD_SAVE_EPOCH ? epoch1 : epoch1 - 1)
-                      : save_lora(R, path, global_step, epoch1);
-    if (!rc && kind != SD_SAVE_LAST) sd_info("saved %s", path);
-    free(path);
-    if (rc) return rc;
-    if (with_state) {
-        rc = sd_save_name(name, sizeof name, kind, R->outname, no, NULL);
-        if (rc) return rc;
-        char *sdir = join_path(R->outdir, name);
-        if (!sdir) return sd_err(SD_ENOMEM, "out of memory");
-        rc = save_state_dir(R, sdir, global_step, cur_epoch, cur_step_in_epoch);
-        if (!rc) sd_info("saved state %s", sdir);
-        free(sdir);
-        if (rc) return rc;
-    }
-    /* retention */
-    int64_t rm = -1, rms = -1;
-    if (kind == SD_SAVE_EPOCH) {
-        rm = sd_remove_epoch_no(no, c->save_every_n_epochs, c->save_last_n_epochs, 0);
-        rms = sd_remove_epoch_no(no, c->save_every_n_epochs,
-                                 c->save_last_n_epochs_state > 0 ? c->save_last_n_epochs_state : c->save_last_n_epochs, 1);
-    } else if (kind == SD_SAVE_STEP) {
-        rm = sd_remove_step_no(no, c->save_every_n_steps, c->save_last_n_steps, 0);
-        rms = sd_remove_step_no(no, c->save_every_n_steps,
-                                c->save_last_n_steps_state > 0 ? c->save_last_n_steps_state : c->save_last_n_steps, 1);
-    }
-    if (rm >= 0 && !(kind == SD_SAVE_EPOCH && rm == 0)) {
-        sd_save_name(name, sizeof name, kind, R->outname, rm, R->ext);
-        char *p = join_path(R->outdir, name);
-        if (p) {
-            if (unlink(p) == 0) sd_info("removed %s", p);
-            free(p);
-        }
-    }
-    if (with_state && rms >= 0 && !(kind == SD_SAVE_EPOCH && rms == 0)) {
-        sd_save_name(name, sizeof name, kind, R->outname, rms, NULL);
-        char *p = join_path(R->outdir, name);
-        if (p) {
-            sd_remove_tree(p);
-            free(p);
-        }
-    }
-    return SD_OK;
-}
-
-/* The first elements of a device buffer t viewed with another shape (t is contiguous and at least
- * that large). */
-static sd_tensor dview(const sd_tensor *t, int nd, const int64_t *shape)
-{
-    sd_tensor v = sd_tensor_wrap(t->data, (sd_dtype)t->dtype, nd, shape);
-    v.device = t->device;
-    v.device_index = t->device_index;
-    return v;
-}
-
-/* Multiply rows of a [B, seqlen, W] context (or its gradient) on the device by the per-position
- * caption weights (--weighted_captions), through the host copy `stage`. */
-static int weight_rows(run *R, sd_tensor *t, int B)
-{
-    int64_t W = t->shape[2];
-    size_t nb = sd_tensor_nbytes(t);
-    int rc = sd_tensor_download(t, R->stage, nb);
-    if (rc) return rc;
-    for (int b = 0; b < B; b++)
-        for (int p = 0; p < R->seqlen; p++) {
-            float wgt = R->tokw[(size_t)b * R->seqlen + p];
-            if (wgt != 1.0f)
-                for (int64_t k = 0; k < W; k++) R->stage[((size_t)b * R->seqlen + p) * W + k] *= wgt;
-        }
-    return sd_tensor_upload(t, R->stage, nb);
-}
-
-/* The text encoders' activation plan for a batch of B prompts (SDXL: both encoders, TE2 with its
- * pooled output). */
-static sd_nn_plan text_plan(run *R, int64_t B)
-{
-    if (!R->sdxl) return sd_clip_plan(R->clip, B * R->nchunks, 77, R->c->clip_skip);
-    sd_nn_plan a = sd_clip_plan_sdxl(R->clip, B, R->nchunks, 77, 0);
-    sd_nn_plan b = sd_clip_plan_sdxl(R->clip2, B, R->nchunks, 77, 1);
-    a.saved += b.saved;
-    if (b.scratch > a.scratch) a.scratch = b.scratch;
-    return a;
 }
 
 static int alloc_buffers(run *R)
@@ -1414,7 +198,7 @@ static int alloc_buffers(run *R)
         if (p.scratch > scratch) scratch = p.scratch;
     }
     if (R->te_train) {
-        sd_nn_plan p = text_plan(R, R->maxB);
+        sd_nn_plan p = loop_text_plan(R, R->maxB);
         saved += p.saved;
         if (p.scratch > scratch) scratch = p.scratch;
     }
@@ -1426,12 +210,12 @@ static int alloc_buffers(run *R)
             sd_nn_plan p = sd_unet_plan(R->unet, B, b->h / 8, b->w / 8, R->seqlen);
             if (p.scratch + p.saved > vneed) vneed = p.scratch + p.saved;
         }
-        sd_nn_plan p = text_plan(R, R->maxB);
+        sd_nn_plan p = loop_text_plan(R, R->maxB);
         if (p.scratch + p.saved > vneed) vneed = p.scratch + p.saved;
         R->net.rt.training = 1;
     }
     if (R->te_cached) {   /* the caching pass: the encoders in inference, one sample at a time */
-        sd_nn_plan p = text_plan(R, 1);
+        sd_nn_plan p = loop_text_plan(R, 1);
         if (p.scratch + p.saved > vneed) vneed = p.scratch + p.saved;
     }
     size_t want = scratch * 2 + ((size_t)1 << 30);
@@ -1462,293 +246,7 @@ static int alloc_buffers(run *R)
     }
     rc = sd_nn_arena_init(&R->act, R->dev, saved + 4096);
     if (rc) return rc;
-    return ensure_scratch(R, want);
-}
-
-/* --weighted_captions (§3.4): each weighted run tokenised on its own, weights per token, framed and
- * chunked like the plain ids; the weight of context position p (1 .. n·75) is that of token p − 1,
- * 1 at BOS/EOS/padding. */
-static int weighted_ids(run *R, const char *text, int b)
-{
-    sd_weighted_piece *pc = NULL;
-    int np = 0;
-    int rc = sd_weighted_parse(text, &pc, &np);
-    if (rc) return rc;
-    int L = R->nchunks * 75;
-    int32_t *toks = malloc((size_t)(L + 1) * sizeof *toks);
-    float *w = malloc((size_t)(L + 1) * sizeof *w);
-    size_t n = 0;
-    int trunc = 0;
-    if (!toks || !w) rc = sd_err(SD_ENOMEM, "out of memory");
-    for (int i = 0; i < np && !rc; i++) {
-        int32_t *ids = NULL;
-        size_t m = 0;
-        rc = sd_clip_tokenizer_encode(R->tok, pc[i].text, strlen(pc[i].text), 0, &ids, &m);
-        for (size_t k = 0; k < m && !rc; k++) {
-            if (n < (size_t)L) {
-                toks[n] = ids[k];
-                w[n++] = pc[i].weight;
-            } else {
-                trunc = 1;
-            }
-        }
-        free(ids);
-    }
-    sd_weighted_free(pc, np);
-    if (!rc) {
-        int nch = 0, t2 = 0;
-        rc = sd_clip_frame_ids(toks, n, R->c->max_token_length, R->pad, R->ids + (size_t)b * R->nchunks * 77, &nch, &t2);
-        if (!rc && R->sdxl)
-            rc = sd_clip_frame_ids(toks, n, R->c->max_token_length, SD_CLIP_PAD_SD2,
-                                   R->ids2 + (size_t)b * R->nchunks * 77, &nch, &t2);
-        float *tw = R->tokw + (size_t)b * R->seqlen;
-        for (int p = 0; p < R->seqlen; p++) tw[p] = 1.0f;
-        for (size_t k = 0; k < n && (int)k + 1 < R->seqlen; k++) tw[k + 1] = w[k];
-    }
-    if (trunc && !R->warned_trunc) {
-        sd_warn("Prompt was truncated. Try to shorten the prompt or increase max_embeddings_multiples");
-        R->warned_trunc = 1;
-    }
-    free(toks);
-    free(w);
-    return rc;
-}
-
-/* Token ids of the processed captions of one batch of d (random choices from the streams
- * (seed, step, b, SD_RNG_CAPTION)). plain (validation): no shuffle, caption or tag dropout, token
- * warm-up. */
-static int encode_captions(run *R, const sd_train_data *d, const int64_t *idx, int B, uint64_t seed, uint32_t step,
-                           int64_t epoch1, int64_t gstep, int plain)
-{
-    for (int b = 0; b < B; b++) {
-        const sd_train_sample *s = &d->s[idx[b]];
-        sd_rng rng = sd_rng_key(seed, step, (uint32_t)b, SD_RNG_CAPTION);
-        sd_caption_opts o = s->cap;
-        double tw = s->token_warmup_step_f;
-        o.token_warmup_step = tw <= 0 ? 0 : tw < 1 ? (int64_t)(tw * (double)R->max_steps) : (int64_t)tw;
-        if (plain) {
-            o.shuffle = 0;
-            o.dropout_rate = 0;
-            o.dropout_every_n_epochs = 0;
-            o.tag_dropout_rate = 0;
-            o.token_warmup_step = 0;
-        }
-        char *text = NULL;
-        int rc = sd_caption_process(&o, s->caption, epoch1, gstep, &rng, &text);
-        if (rc) return rc;
-        int nch = 0;
-        if (R->have_ti) {   /* templates / token expansion, the new tokens' ids */
-            char *t2 = NULL;
-            rc = sd_ti_caption(&R->ti, text, &rng, &t2);
-            free(text);
-            if (!rc) rc = sd_ti_frame(&R->ti, R->tok, t2, R->c->max_token_length, R->pad,
-                                      R->ids + (size_t)b * R->nchunks * 77, &nch, NULL);
-            /* SDXL TE2: the same ids (both tables have the rows) framed with its pad id 0 */
-            if (!rc && R->sdxl)
-                rc = sd_ti_frame(&R->ti, R->tok, t2, R->c->max_token_length, SD_CLIP_PAD_SD2,
-                                 R->ids2 + (size_t)b * R->nchunks * 77, &nch, NULL);
-            free(t2);
-            if (rc) return rc;
-            continue;
-        }
-        if (!R->c->weighted_captions) {
-            rc = sd_clip_tokenizer_frame(R->tok, text, strlen(text), R->c->max_token_length, R->pad,
-                                         R->ids + (size_t)b * R->nchunks * 77, &nch);
-            /* SDXL TE2: the same tokens framed with its pad id 0 (§3.2) */
-            if (!rc && R->sdxl)
-                rc = sd_clip_tokenizer_frame(R->tok, text, strlen(text), R->c->max_token_length, SD_CLIP_PAD_SD2,
-                                             R->ids2 + (size_t)b * R->nchunks * 77, &nch);
-            free(text);
-            if (rc) return rc;
-            continue;
-        }
-        rc = weighted_ids(R, text, b);
-        free(text);
-        if (rc) return rc;
-    }
-    return SD_OK;
-}
-
-/* SDXL size conditioning of one sample (§3.3, kohya's dataset __getitem__): original size (H, W),
- * crop (top, left) with a flipped sample's left = target_w − right, target (H, W) = the bucket,
- * each truncated to an int as Python's int() does. Unknown sizes: the bucket, no crop. */
-static void size_cond(int *o, int known, int orig_w, int orig_h, const double ltrb[4], int flipped, int tw, int th)
-{
-    if (!known) {
-        o[0] = th, o[1] = tw, o[2] = 0, o[3] = 0, o[4] = th, o[5] = tw;
-        return;
-    }
-    double left = flipped ? (double)tw - ltrb[2] : ltrb[0];
-    o[0] = orig_h;
-    o[1] = orig_w;
-    o[2] = (int)ltrb[1];
-    o[3] = (int)left;
-    o[4] = th;
-    o[5] = tw;
-}
-
-/* Scaled latents of one batch of d into R->x0 (SDXL: the size conditioning into R->sizes); flips
- * drawn from (seed, micro, b, SD_RNG_AUGMENT) for flip_aug samples unless noflip (validation). */
-static int load_latents(run *R, const sd_train_data *d, const int64_t *idx, int B, int64_t micro, int h, int w,
-                        int noflip)
-{
-    int64_t C = R->cfg.unet.in_channels;
-    int64_t per = C * h * w;
-    for (int b = 0; b < B; b++) {
-        const sd_train_sample *s = &d->s[idx[b]];
-        float sf = (float)R->scale_factor;
-        if (s->mem) {
-            const float *src = s->mem;
-            if (s->flip_aug && !noflip) {
-                sd_rng r = sd_rng_key(R->seed, (uint32_t)micro, (uint32_t)b, SD_RNG_AUGMENT);
-                if (sd_rng_uniform_at(&r, 0) < 0.5f) src = s->mem_flip;
-            }
-            float *dst = R->x0 + (size_t)b * per;
-            for (int64_t i = 0; i < per; i++) dst[i] = src[i] * sf;
-            if (R->sizes) size_cond(R->sizes + 6 * b, s->has_size, s->orig_w, s->orig_h, s->crop_ltrb, src == s->mem_flip,
-                                    w * 8, h * 8);
-            continue;
-        }
-        sd_latent_file lf;
-        int rc = sd_latent_read(s->latents, NULL, &lf);
-        if (rc) return rc;
-        if (lf.c != C || lf.h != h || lf.w != w) {
-            sd_latent_free(&lf);
-            return sd_err(SD_EFORMAT, "%s: latents are [%d,%d,%d], the bucket needs [%lld,%d,%d]", s->latents, lf.c,
-                          lf.h, lf.w, (long long)C, h, w);
-        }
-        const float *src = lf.latents;
-        if (s->flip_aug && !noflip) {
-            sd_rng r = sd_rng_key(R->seed, (uint32_t)micro, (uint32_t)b, SD_RNG_AUGMENT);
-            if (sd_rng_uniform_at(&r, 0) < 0.5f) {
-                if (!lf.latents_flipped) {
-                    sd_latent_free(&lf);
-                    return sd_err(SD_EFORMAT, "%s: flip_aug needs latents_flipped (encode with flip)", s->latents);
-                }
-                src = lf.latents_flipped;
-            }
-        }
-        float *dst = R->x0 + (size_t)b * per;
-        for (int64_t i = 0; i < per; i++) dst[i] = src[i] * sf;
-        if (R->sizes) {
-            double ltrb[4] = { (double)lf.crop_ltrb[0], (double)lf.crop_ltrb[1], (double)lf.crop_ltrb[2],
-                               (double)lf.crop_ltrb[3] };
-            int known = lf.original_size[0] > 0 && lf.original_size[1] > 0;
-            size_cond(R->sizes + 6 * b, known, (int)lf.original_size[0], (int)lf.original_size[1], ltrb,
-                      src == lf.latents_flipped, w * 8, h * 8);
-        }
-        sd_latent_free(&lf);
-    }
-    return SD_OK;
-}
-
-/* SDXL: the UNet's vector input *vecp [B, P + 1536] = cat(pooled (R->t_pool), the size embedding of
- * R->sizes). */
-static int sdxl_vector(run *R, int B, sd_tensor *vecp)
-{
-    for (int b = 0; b < B; b++) {
-        const int *z = R->sizes + 6 * b;
-        sd_sdxl_size_embedding(R->semb + (size_t)b * SD_SDXL_SIZE_EMB_DIM, z[0], z[1], z[2], z[3], z[4], z[5]);
-    }
-    sd_tensor se = dview(&R->t_semb, 2, (int64_t[]){ B, SD_SDXL_SIZE_EMB_DIM });
-    sd_tensor pool = dview(&R->t_pool, 2, (int64_t[]){ B, R->P });
-    *vecp = dview(&R->t_vec, 2, (int64_t[]){ B, R->ADM });
-    int rc = sd_tensor_upload(&se, R->semb, (size_t)B * SD_SDXL_SIZE_EMB_DIM * sizeof(float));
-    if (!rc) rc = sd_sdxl_vector(&R->ctx, vecp, &pool, &se);
-    return rc;
-}
-
-/* SDXL encoders (§3.3): TE1 layer 11 (ids R->ids) into t_hs1, TE2 penultimate and pooled (ids
- * R->ids2) into t_hs2 / t_pool; the context cat(hs1, hs2) into *ctxt. */
-static int text_forward_sdxl(run *R, int B, sd_arena *save, sd_tensor *ctxt)
-{
-    int64_t nid = (int64_t)B * R->nchunks * 77;
-    sd_tensor ids1 = dview(&R->t_ids, 1, &nid), ids2 = dview(&R->t_ids2, 1, &nid);
-    int rc = sd_tensor_upload(&ids1, R->ids, (size_t)nid * sizeof(int32_t));
-    if (!rc) rc = sd_tensor_upload(&ids2, R->ids2, (size_t)nid * sizeof(int32_t));
-    if (rc) return rc;
-    sd_tensor hs1 = dview(&R->t_hs1, 3, (int64_t[]){ B, R->seqlen, R->W1 });
-    sd_tensor hs2 = dview(&R->t_hs2, 3, (int64_t[]){ B, R->seqlen, R->W2 });
-    sd_tensor pool = dview(&R->t_pool, 2, (int64_t[]){ B, R->P });
-    if (R->nchunks == 1) {
-        ids1 = dview(&R->t_ids, 2, (int64_t[]){ B, 77 });
-        ids2 = dview(&R->t_ids2, 2, (int64_t[]){ B, 77 });
-        rc = sd_clip_forward_sdxl(&R->ctx, R->clip, save, &hs1, NULL, &ids1);
-        if (!rc) rc = sd_clip_forward_sdxl(&R->ctx, R->clip2, save, &hs2, &pool, &ids2);
-    } else {
-        int64_t rows = (int64_t)B * R->nchunks;
-        ids1 = dview(&R->t_ids, 3, (int64_t[]){ B, R->nchunks, 77 });
-        ids2 = dview(&R->t_ids2, 3, (int64_t[]){ B, R->nchunks, 77 });
-        sd_tensor w1 = dview(&R->t_work1, 3, (int64_t[]){ rows, 77, R->W1 });
-        sd_tensor w2 = dview(&R->t_work2, 3, (int64_t[]){ rows, 77, R->W2 });
-        rc = sd_clip_forward_sdxl_chunks(&R->ctx, R->clip, save, &hs1, NULL, &w1, &ids1);
-        if (!rc) rc = sd_clip_forward_sdxl_chunks(&R->ctx, R->clip2, save, &hs2, &pool, &w2, &ids2);
-    }
-    if (rc) return rc;
-    const sd_tensor *xs[2] = { &hs1, &hs2 };
-    return sd_op_concat(&R->ctx, ctxt, xs, 2, 2);
-}
-
-/* --cache_text_encoder_outputs: the context and pooled output of a batch from the samples' cached
- * arrays (weights of --weighted_captions already applied). */
-static int text_from_cache(run *R, const sd_train_data *d, const int64_t *idx, int B, sd_tensor *ctxt)
-{
-    int64_t Wc = R->W1 + R->W2, T = R->seqlen;
-    for (int b = 0; b < B; b++) {
-        const sd_train_sample *s = &d->s[idx[b]];
-        for (int64_t p = 0; p < T; p++) {
-            float *row = R->stage + ((size_t)b * T + p) * Wc;
-            memcpy(row, s->te_hs1 + p * R->W1, (size_t)R->W1 * sizeof(float));
-            memcpy(row + R->W1, s->te_hs2 + p * R->W2, (size_t)R->W2 * sizeof(float));
-        }
-    }
-    int rc = sd_tensor_upload(ctxt, R->stage, (size_t)B * T * Wc * sizeof(float));
-    if (rc) return rc;
-    for (int b = 0; b < B; b++)
-        memcpy(R->stage + (size_t)b * R->P, d->s[idx[b]].te_pool, (size_t)R->P * sizeof(float));
-    sd_tensor pool = dview(&R->t_pool, 2, (int64_t[]){ B, R->P });
-    return sd_tensor_upload(&pool, R->stage, (size_t)B * R->P * sizeof(float));
-}
-
-/* The text encoder(s) over the token ids of a batch of B (R->ids, R->tokw; SDXL also R->ids2) into
- * *ctxt (R->t_ctx): [B, seqlen, context width], --weighted_captions weights applied; SDXL: the
- * UNet's vector into *vecp (R->t_vec; the size conditioning from R->sizes), else *vecp is NULL.
- * d/idx: the batch's samples (for cached text-encoder outputs). save: the arena (training) or NULL. */
-static int text_forward(run *R, const sd_train_data *d, const int64_t *idx, int B, sd_arena *save, sd_tensor *ctxt,
-                        const sd_tensor **vecp)
-{
-    sd_train_config *c = R->c;
-    int64_t W = R->cfg.unet.context_dim;
-    sd_tensor ids;
-    int rc;
-    *ctxt = dview(&R->t_ctx, 3, (int64_t[]){ B, R->seqlen, W });
-    *vecp = NULL;
-    if (R->sdxl) {
-        if (R->te_cached) {
-            rc = text_from_cache(R, d, idx, B, ctxt);
-        } else {
-            rc = text_forward_sdxl(R, B, save, ctxt);
-            if (!rc && c->weighted_captions) rc = weight_rows(R, ctxt, B);
-        }
-        if (!rc) rc = sdxl_vector(R, B, &R->vec_view);
-        if (!rc) *vecp = &R->vec_view;
-        return rc;
-    }
-    int64_t nid = (int64_t)B * R->nchunks * 77;
-    ids = dview(&R->t_ids, 1, &nid);
-    rc = sd_tensor_upload(&ids, R->ids, (size_t)nid * sizeof(int32_t));
-    if (rc) return rc;
-    if (R->nchunks == 1) {
-        ids = dview(&R->t_ids, 2, (int64_t[]){ B, 77 });
-        rc = sd_clip_forward(&R->ctx, R->clip, save, ctxt, &ids, c->clip_skip);
-    } else {
-        ids = dview(&R->t_ids, 3, (int64_t[]){ B, R->nchunks, 77 });
-        sd_tensor hid = dview(&R->t_hidden, 3, (int64_t[]){ (int64_t)B * R->nchunks, 77, W });
-        rc = sd_clip_forward_chunks(&R->ctx, R->clip, save, ctxt, &hid, &ids, c->clip_skip);
-    }
-    if (rc) return rc;
-    if (c->weighted_captions) return weight_rows(R, ctxt, B);
-    return SD_OK;
+    return loop_ensure_scratch(R, want);
 }
 
 /* The UNet's inputs on the device: the noisy latents (R->noisy) and the timesteps (R->tsteps);
@@ -1765,95 +263,6 @@ static int unet_inputs(run *R, int B, int64_t C, int h, int w, sd_tensor *x, sd_
     return rc;
 }
 
-/* --cache_text_encoder_outputs (§4.8): TE1's and TE2's outputs for every sample of d, once, before
- * training (captions are deterministic: check_family refused the random options), weighted
- * captions' weights applied. With --cache_text_encoder_outputs_to_disk each sample's
- * <image path without extension>_te_outputs.npz (the latent file's path for a record without an
- * image) is used when it holds the three arrays with this run's shapes, and written otherwise. */
-static int cache_te_outputs(run *R, sd_train_data *d, const char *what)
-{
-    size_t todo = 0;
-    for (size_t i = 0; i < d->n; i++) todo += !d->s[i].te_hs1;
-    if (!todo) return SD_OK;
-    int disk = R->c->cache_text_encoder_outputs_to_disk;
-    int64_t T = R->seqlen, Wc = R->W1 + R->W2;
-    sd_progress pb;
-    sd_progress_begin(&pb, "caching text encoder outputs", (int64_t)todo);
-    long reused = 0, written = 0;
-    int rc = SD_OK;
-    for (size_t i = 0; i < d->n && !rc; i++) {
-        sd_train_sample *s = &d->s[i];
-        if (s->te_hs1) continue;
-        char path[8192];
-        if (disk) {
-            const char *src = s->image ? s->image : s->latents;
-            rc = sd_te_cache_name(path, sizeof path, src);
-            if (rc < 0) break;
-            rc = SD_OK;
-            sd_te_cache tc;
-            memset(&tc, 0, sizeof tc);
-            int r = sd_te_cache_read(path, &tc);
-            if (r == SD_OK && tc.tokens == T && tc.w1 == R->W1 && tc.w2 == R->W2 && tc.pool == R->P) {
-                s->te_hs1 = tc.hidden1;
-                s->te_hs2 = tc.hidden2;
-                s->te_pool = tc.pool2;
-                reused++;
-                sd_progress_update(&pb, 1);
-                continue;
-            }
-            if (r == SD_OK) {
-                sd_debug("%s: shapes [%lld, %lld] [%lld, %lld] [%lld] differ from this run's: encoding again", path,
-                         (long long)tc.tokens, (long long)tc.w1, (long long)tc.tokens, (long long)tc.w2,
-                         (long long)tc.pool);
-                sd_te_cache_free(&tc);
-            } else if (r != SD_ENOTFOUND && r != SD_EFORMAT) {
-                rc = r;
-                break;
-            } else {
-                sd_debug("%s: %s: encoding", path, r == SD_ENOTFOUND ? "no cache file" : sd_errmsg());
-            }
-        }
-        int64_t one = (int64_t)i;
-        rc = encode_captions(R, d, &one, 1, R->seed, 0, 1, 0, 1);
-        if (rc) break;
-        sd_tensor ctxt = dview(&R->t_ctx, 3, (int64_t[]){ 1, T, Wc });
-        size_t mark = sd_arena_mark(&R->ctx.scratch);
-        rc = text_forward_sdxl(R, 1, NULL, &ctxt);
-        if (!rc && R->c->weighted_captions) rc = weight_rows(R, &ctxt, 1);
-        sd_arena_reset(&R->ctx.scratch, mark);
-        if (rc) break;
-        s->te_hs1 = malloc((size_t)(T * R->W1) * sizeof(float));
-        s->te_hs2 = malloc((size_t)(T * R->W2) * sizeof(float));
-        s->te_pool = malloc((size_t)R->P * sizeof(float));
-        if (!s->te_hs1 || !s->te_hs2 || !s->te_pool) {
-            rc = sd_err(SD_ENOMEM, "out of memory caching text encoder outputs");
-            break;
-        }
-        rc = sd_tensor_download(&ctxt, R->stage, (size_t)(T * Wc) * sizeof(float));
-        if (rc) break;
-        for (int64_t p = 0; p < T; p++) {
-            memcpy(s->te_hs1 + p * R->W1, R->stage + p * Wc, (size_t)R->W1 * sizeof(float));
-            memcpy(s->te_hs2 + p * R->W2, R->stage + p * Wc + R->W1, (size_t)R->W2 * sizeof(float));
-        }
-        sd_tensor pool = dview(&R->t_pool, 2, (int64_t[]){ 1, R->P });
-        rc = sd_tensor_download(&pool, s->te_pool, (size_t)R->P * sizeof(float));
-        if (!rc && disk) {
-            sd_te_cache tc = { .tokens = T, .w1 = R->W1, .w2 = R->W2, .pool = R->P, .hidden1 = s->te_hs1,
-                               .hidden2 = s->te_hs2, .pool2 = s->te_pool };
-            rc = sd_te_cache_write(path, &tc);
-            if (rc) sd_err_prefix(rc, "%s", path);
-            else written++;
-        }
-        sd_progress_update(&pb, 1);
-    }
-    sd_progress_end(&pb);
-    if (!rc) {
-        if (disk) sd_info("text encoder outputs of the %s: %ld files reused, %ld written", what, reused, written);
-        else sd_info("text encoder outputs of the %s cached in memory (%zu)", what, todo);
-    }
-    return rc;
-}
-
 /* One micro batch: forward, loss, backward (gradients accumulate). *loss_out = batch loss. */
 static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int B, int64_t micro, int64_t epoch1,
                       int64_t gstep, double *loss_out)
@@ -1863,9 +272,9 @@ static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int
     int64_t C = R->cfg.unet.in_channels;
     int64_t per = C * h * w;
     uint32_t step = (uint32_t)micro;
-    int rc = load_latents(R, R->d, idx, B, micro, h, w, 0);
+    int rc = loop_load_latents(R, R->d, idx, B, micro, h, w, 0);
     if (rc) return rc;
-    if (!R->te_cached) rc = encode_captions(R, R->d, idx, B, R->seed, (uint32_t)micro, epoch1, gstep, 0);
+    if (!R->te_cached) rc = loop_encode_captions(R, R->d, idx, B, R->seed, (uint32_t)micro, epoch1, gstep, 0);
     if (rc) return rc;
     R->net.rt.step = step;
     R->net.rt.training = 1;
@@ -1874,7 +283,7 @@ static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int
     sd_tensor ctxt;
     const sd_tensor *vec = NULL;
     int64_t W = R->cfg.unet.context_dim;
-    rc = text_forward(R, R->d, idx, B, R->te_train ? &R->act : NULL, &ctxt, &vec);
+    rc = loop_text_forward(R, R->d, idx, B, R->te_train ? &R->act : NULL, &ctxt, &vec);
     if (rc) return rc;
     /* noise, timesteps, noisy latents, target */
     if (c->inject) {
@@ -1911,58 +320,7 @@ static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int
     }
     rc = sd_unet_backward(&R->ctx, R->unet, NULL, R->te_train ? &dctx : NULL, R->te_train && R->sdxl ? &dvec : NULL, &dy);
     if (rc) return rc;
-    if (R->te_train && R->sdxl) {
-        /* SDXL: the context's gradient split between the encoders, the vector's pooled part to TE2 */
-        if (c->weighted_captions && (rc = weight_rows(R, &dctx, B))) return rc;
-        sd_tensor dh1 = dview(&R->t_dhs1, 3, (int64_t[]){ B, R->seqlen, R->W1 });
-        sd_tensor dh2 = dview(&R->t_dhs2, 3, (int64_t[]){ B, R->seqlen, R->W2 });
-        sd_tensor dp = dview(&R->t_dpool, 2, (int64_t[]){ B, R->P });
-        rc = sd_op_fill(&R->ctx, &dh1, 0.0f);
-        if (!rc) rc = sd_op_fill(&R->ctx, &dh2, 0.0f);
-        if (!rc) rc = sd_op_fill(&R->ctx, &dp, 0.0f);
-        sd_tensor *dxs[2] = { &dh1, &dh2 };
-        if (!rc) rc = sd_op_concat_bwd(&R->ctx, dxs, 2, &dctx, 2);
-        if (!rc) rc = sd_sdxl_vector_backward(&R->ctx, &dp, &dvec);
-        /* the reverse of the forward's order: TE2, then TE1 (TI: with the token lookups' gradients);
-           db/ft: an encoder that does not train (sdxl_train.py's learning_rate_te1/te2 of 0) is skipped */
-        int bw1 = !R->is_full || R->full.te1_train, bw2 = !R->is_full || R->full.te2_train;
-        int64_t rows = (int64_t)B * R->nchunks;
-        sd_tensor dt1 = R->have_ti ? dview(&R->t_dtok, 3, (int64_t[]){ rows, 77, R->W1 }) : dh1;
-        sd_tensor dt2 = R->have_ti ? dview(&R->t_dtok2, 3, (int64_t[]){ rows, 77, R->W2 }) : dh2;
-        if (!rc && R->have_ti) rc = sd_op_fill(&R->ctx, &dt1, 0.0f);
-        if (!rc && R->have_ti) rc = sd_op_fill(&R->ctx, &dt2, 0.0f);
-        sd_tensor *pt1 = R->have_ti ? &dt1 : NULL, *pt2 = R->have_ti ? &dt2 : NULL;
-        if (R->nchunks == 1) {
-            if (!rc && bw2) rc = sd_clip_backward_sdxl(&R->ctx, R->clip2, pt2, &dh2, &dp);
-            if (!rc && bw1) rc = sd_clip_backward_sdxl(&R->ctx, R->clip, pt1, &dh1, NULL);
-        } else {
-            if (!rc && bw2) rc = sd_clip_backward_sdxl_chunks(&R->ctx, R->clip2, pt2, &dh2, &dp);
-            if (!rc && bw1) rc = sd_clip_backward_sdxl_chunks(&R->ctx, R->clip, pt1, &dh1, NULL);
-        }
-        if (!rc && R->have_ti) {   /* the gradients of the token lookups, scattered per token id */
-            int64_t npos = rows * 77;
-            rc = sd_tensor_download(&dt1, R->dtok, (size_t)(npos * R->W1) * sizeof(float));
-            if (!rc) rc = sd_ti_accumulate(&R->ti, R->ids, npos, R->dtok);
-            if (!rc) rc = sd_tensor_download(&dt2, R->dtok2, (size_t)(npos * R->W2) * sizeof(float));
-            if (!rc) rc = sd_ti_accumulate(&R->ti2, R->ids2, npos, R->dtok2);
-        }
-        return rc;
-    }
-    if (R->te_train) {
-        if (c->weighted_captions && (rc = weight_rows(R, &dctx, B))) return rc;
-        int64_t npos = (int64_t)B * R->nchunks * 77;
-        sd_tensor dtok = dview(&R->t_dtok, 3, (int64_t[]){ (int64_t)B * R->nchunks, 77, W });
-        if (R->have_ti && (rc = sd_op_fill(&R->ctx, &dtok, 0.0f))) return rc;
-        if (R->nchunks == 1) rc = sd_clip_backward(&R->ctx, R->clip, R->have_ti ? &dtok : NULL, &dctx);
-        else rc = sd_clip_backward_chunks(&R->ctx, R->clip, R->have_ti ? &dtok : NULL, &dctx);
-        if (rc) return rc;
-        if (R->have_ti) {   /* the gradient of the token lookup, scattered per token id */
-            rc = sd_tensor_download(&dtok, R->dtok, (size_t)(npos * W) * sizeof(float));
-            if (!rc) rc = sd_ti_accumulate(&R->ti, R->ids, npos, R->dtok);
-            if (rc) return rc;
-        }
-    }
-    return SD_OK;
+    return loop_text_backward(R, B, dctx, dvec);
 }
 
 /* One validation batch (train/validation.h sd_val_batch_fn): forward only, at each fixed timestep.
@@ -1978,13 +336,13 @@ static int val_batch(void *user, const sd_batch_bucket *bk, const int64_t *idx, 
     int64_t C = R->cfg.unet.in_channels;
     int64_t per = C * h * w;
     uint32_t base = 0x80000000u + vb * (uint32_t)nt;
-    int rc = load_latents(R, &R->val, idx, B, 0, h, w, 1);
-    if (!rc && !R->te_cached) rc = encode_captions(R, &R->val, idx, B, R->vseed, base, 1, 0, 1);
+    int rc = loop_load_latents(R, &R->val, idx, B, 0, h, w, 1);
+    if (!rc && !R->te_cached) rc = loop_encode_captions(R, &R->val, idx, B, R->vseed, base, 1, 0, 1);
     if (rc) return rc;
     size_t mark = sd_arena_mark(&R->ctx.scratch);
     sd_tensor ctxt;
     const sd_tensor *vec = NULL;
-    rc = text_forward(R, &R->val, idx, B, NULL, &ctxt, &vec);
+    rc = loop_text_forward(R, &R->val, idx, B, NULL, &ctxt, &vec);
     for (int b = 0; b < B; b++) R->lweight[b] = R->val.s[idx[b]].is_reg ? (float)R->c->prior_loss_weight : 1.0f;
     for (int k = 0; k < nt && !rc; k++) {
         R->vobj.tlo = R->vobj.thi = t[k];
@@ -2039,21 +397,6 @@ static int run_validation(run *R, int is_epoch, int64_t epoch, int64_t global_st
         }
     }
     return SD_OK;
-}
-
-/* After a failure in the step after global_step: write the last good state (the weights as they
- * are, the cursor at the first micro batch of the failed step) as a step state, and say where in
- * `tail` ("the last good state is in DIR" or that it could not be written). */
-static void write_last_good_state(run *R, int64_t global_step, int64_t epoch, int64_t step_in_epoch, char *tail,
-                                  size_t n)
-{
-    char name[512];
-    sd_save_name(name, sizeof name, SD_SAVE_STEP, R->outname, global_step, NULL);
-    char *sdir = join_path(R->outdir, name);
-    int src = sdir ? save_state_dir(R, sdir, global_step, epoch, step_in_epoch) : SD_ENOMEM;
-    if (src) snprintf(tail, n, "the last good state could not be written");
-    else snprintf(tail, n, "the last good state is in %s", sdir);
-    free(sdir);
 }
 
 static double window_mean(const run *R)
@@ -2123,151 +466,6 @@ static const char *const resume_keys[] = {
     "learning_rate_te1", "learning_rate_te2", "block_lr",   /* SDXL full models */
 };
 
-/* --method ti: tokens, the widened table, the one optimizer group (the new rows at
- * --learning_rate, and the one-element rest_grad_norm of ti.h). The model's sample records must
- * not ask for caption dropout (the reference's TI has none). */
-static int ti_setup(run *R)
-{
-    for (size_t i = 0; i < R->d->n; i++)
-        if (R->d->s[i].cap.dropout_rate > 0 || R->d->s[i].cap.dropout_every_n_epochs > 0)
-            return sd_err(SD_EUSAGE, "--method ti: caption dropout (caption_dropout_rate / "
-                          "caption_dropout_every_n_epochs) is not available for textual inversion");
-    /* SDXL (sdxl_train_textual_inversion.py): the tokens in both encoders, initialised per encoder */
-    int rc = sd_ti_init_part(&R->ti, &R->c->ti, R->clip, R->tok, R->sdxl ? 0 : -1);
-    if (rc) {
-        sd_ti_free(&R->ti);
-        return rc;
-    }
-    R->have_ti = 1;
-    if (R->sdxl) {
-        rc = sd_ti_init_part(&R->ti2, &R->c->ti, R->clip2, R->tok, 1);
-        if (rc) {
-            sd_ti_free(&R->ti2);
-            return rc;
-        }
-        R->have_ti2 = 1;
-    }
-    R->te_train = 1;
-    /* The reference's parameter is the whole token table (its old rows restored after every step).
-       Element-wise optimizers give the new rows the same numbers when only they are parameters;
-       optimizers whose statistics span the table (Adafactor's factored moments, the d estimates of
-       Prodigy / D-Adaptation) would not, so they are refused. bitsandbytes picks 8-bit states by
-       the table's size, and its 256-element blocks never mix old and new rows when V·D is a
-       multiple of 256 (every SD text encoder: 49408·768, 49408·1024). */
-    sd_optim_kind k = R->ocfg.kind;
-    if (sd_optim_is_schedulefree(k))
-        return sd_err(SD_EUNSUPPORTED, "--method ti: --optimizer_type %s is not implemented for textual inversion yet; "
-                      "use AdamW, AdamW8bit, Lion or SGDNesterov", sd_optim_kind_name(k));
-    if (!(k == SD_OPTIM_ADAMW || k == SD_OPTIM_LION || k == SD_OPTIM_SGD_NESTEROV || sd_optim_is_bnb(k)))
-        return sd_err(SD_EUNSUPPORTED, "--method ti: --optimizer_type %s is not supported for textual inversion (its "
-                      "statistics span the reference's whole token table); use AdamW, AdamW8bit, Lion or SGDNesterov",
-                      sd_optim_kind_name(k));
-    if (sd_optim_is_bnb(k)) {
-        int64_t table = (R->ti.V + R->ti.n) * R->ti.D;
-        if ((R->ti.V * R->ti.D) % 256)
-            return sd_err(SD_EUNSUPPORTED, "--method ti: %s needs a token table whose old rows fill whole "
-                          "256-element blocks (vocabulary × width a multiple of 256)", sd_optim_kind_name(k));
-        int64_t min8 = R->ocfg.b8.min_8bit_size > 0 ? R->ocfg.b8.min_8bit_size : 4096;
-        if (table >= min8) R->ocfg.b8.min_8bit_size = 1;   /* the table's mode for the new rows */
-    }
-    sd_lora_groups *g = &R->groups;
-    g->desc = calloc(1, sizeof *g->desc);
-    g->names = calloc(1, sizeof *g->names);
-    g->params = calloc(4, sizeof *g->params);
-    if (!g->desc || !g->names || !g->params) return sd_err(SD_ENOMEM, "out of memory");
-    g->n = 1;
-    snprintf(g->names[0], sizeof g->names[0], "textual_inversion");
-    g->params[0] = R->ti.emb;
-    g->params[1] = R->ti.rest;
-    g->desc[0].name = g->names[0];
-    g->desc[0].lr = R->c->learning_rate;
-    g->desc[0].params = g->params;
-    g->desc[0].count = 2;
-    if (R->have_ti2) {   /* the reference's one group of both encoders' tables */
-        g->params[2] = R->ti2.emb;
-        g->params[3] = R->ti2.rest;
-        g->desc[0].count = 4;
-    }
-    return SD_OK;
-}
-
-/* kohya's warnings about the optimizer settings (one sd_warn per line). */
-static void optimizer_warnings(run *R)
-{
-    const sd_train_config *c = R->c;
-    char warn[1024];
-    sd_optim_reference_warnings(&R->ocfg, c->learning_rate, R->groups.desc, R->groups.n, c->lr_scheduler,
-                                c->max_grad_norm, warn, sizeof warn);
-    for (char *line = warn, *nl; *line; line = nl ? nl + 1 : line + strlen(line)) {
-        nl = strchr(line, '\n');
-        if (nl) *nl = 0;
-        sd_warn("%s", line);
-    }
-}
-
-/* SDXL --method db/ft (sdxl_train.py): its groups and messages. */
-static int setup_full_sdxl(run *R)
-{
-    sd_train_config *c = R->c;
-    sd_full *f = &R->full;
-    if (f->te_train) sd_info("enable text encoder training");
-    int rc = sd_full_groups_sdxl(f, c->learning_rate, &R->groups);
-    if (!rc) optimizer_warnings(R);
-    if (!rc) rc = sd_optim_init(&R->opt, &R->ocfg, R->groups.desc, R->groups.n);
-    if (rc) return rc;
-    R->have_opt = 1;
-    rc = sd_full_bind(f, &R->opt);
-    if (!rc) rc = sd_full_norm_extra(f, &R->opt);
-    if (rc) return rc;
-    R->te_train = f->te_train;
-    sd_full_memory mem;
-    sd_full_memory_of(f, &mem);
-    size_t nopt = 0;
-    for (int g = 0; g < R->groups.n; g++) nopt += R->groups.desc[g].count;
-    sd_info("train unet: %s, text_encoder1: %s, text_encoder2: %s", f->unet_train ? "True" : "False",
-            f->te1_train ? "True" : "False", f->te2_train ? "True" : "False");
-    sd_info("number of optimizer groups: %d (%zu weight tensors)", R->groups.n, nopt);
-    sd_info("number of trainable parameters: %lld", (long long)mem.numel);
-    return SD_OK;
-}
-
-/* --method db/ft: the optimizer over the model's own weights (train/full.h), the messages the
- * reference prints, the memory a full fine-tune holds, and the .ckpt size limit checked before
- * training rather than at the first save. */
-static int setup_full(run *R)
-{
-    sd_train_config *c = R->c;
-    sd_full *f = &R->full;
-    if (f->sdxl) return setup_full_sdxl(R);
-    if (f->method == SD_METHOD_DB && c->gradient_accumulation_steps > 1)
-        sd_warn("gradient_accumulation_steps is %d. accelerate does not support gradient_accumulation_steps when "
-                "training multiple models (U-Net and Text Encoder), so something might be wrong",
-                c->gradient_accumulation_steps);
-    if (f->method == SD_METHOD_DB && !f->te_train) sd_info("Text Encoder is not trained.");
-    if (f->method == SD_METHOD_FT && f->te_train) sd_info("enable text encoder training");
-    int rc = sd_full_groups(f, c->learning_rate, c->learning_rate_te, &R->groups);
-    if (!rc) optimizer_warnings(R);
-    if (!rc) rc = sd_optim_init(&R->opt, &R->ocfg, R->groups.desc, R->groups.n);
-    if (rc) return rc;
-    R->have_opt = 1;
-    rc = sd_full_bind(f, &R->opt);
-    if (rc) return rc;
-    R->te_train = f->te_train;
-    sd_full_memory mem;
-    sd_full_memory_of(f, &mem);
-    const double gib = 1024.0 * 1024 * 1024;
-    size_t tot = mem.weights + mem.grads + mem.moments;
-    double u = tot >= (size_t)1 << 30 ? gib : 1024.0 * 1024;
-    const char *un = tot >= (size_t)1 << 30 ? "GiB" : "MiB";
-    sd_info("%s: training %lld weights (UNet%s) in float32%s: weights %.2f %s + gradients %.2f %s + AdamW moments "
-            "%.2f %s = %.2f %s", f->method == SD_METHOD_DB ? "DreamBooth" : "fine-tuning", (long long)mem.numel,
-            f->te_train ? " and text encoder" : "",
-            c->full_fp16 ? " buffers holding float16 values (--full_fp16)"
-            : c->full_bf16 ? " buffers holding bfloat16 values (--full_bf16)" : "", (double)mem.weights / u, un, (double)mem.grads / u, un,
-            (double)mem.moments / u, un, (double)tot / u, un);
-    return SD_OK;
-}
-
 int sd_train_run(sd_train_config *c, sd_train_data *d)
 {
     run R0, *R = &R0;
@@ -2293,7 +491,7 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
     if (R->is_full)
         sd_full_init(&R->full, (sd_train_method)c->method, c->has_stop_text_encoder_training,
                      c->stop_text_encoder_training, c->train_text_encoder);
-    rc = check_options(R);
+    rc = loop_check_options(R);
     if (rc) goto out;
     /* seed: --seed, the resumed state's, or a random one */
     sd_train_state_out rs;
@@ -2321,17 +519,17 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
     rc = sd_train_split_validation(d, &R->val, &vo);
     if (rc) goto out;
     R->vseed = c->has_validation_seed ? (uint64_t)c->validation_seed : R->seed;
-    rc = load_models(R);
-    if (!rc) rc = check_family(R);
+    rc = loop_load_models(R);
+    if (!rc) rc = loop_check_family(R);
     if (rc) goto out;
     R->te_cached = R->sdxl && c->cache_text_encoder_outputs;
     if (R->is_full && (rc = sd_full_format_choose(c->save_model_as, c->use_safetensors, R->model.format, &R->ffmt)))
         goto out;
-    rc = encode_all(R, d, 0);
-    if (!rc && R->val.n) rc = encode_all(R, &R->val, 0x80000000u);
+    rc = loop_encode_all(R, d, 0);
+    if (!rc && R->val.n) rc = loop_encode_all(R, &R->val, 0x80000000u);
     if (rc) goto out;
-    rc = resolve_buckets(d);
-    if (!rc) rc = resolve_buckets(&R->val);
+    rc = loop_resolve_buckets(d);
+    if (!rc) rc = loop_resolve_buckets(&R->val);
     if (rc) goto out;
     /* schedule and objective */
     if (c->zero_terminal_snr && !c->v_parameterization)
@@ -2351,81 +549,20 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
     if (rc) goto out;
     R->vobj = R->obj;
     if (c->ti.on) {   /* textual inversion: the new token rows are the only parameters */
-        rc = ti_setup(R);
+        rc = loop_ti_setup(R);
         if (rc) goto out;
         goto params_ready;
     }
     /* network (LoRA), or the model's own weights (--method db/ft) */
     if (R->is_full) {
-        rc = setup_full(R);
+        rc = loop_setup_full(R);
         if (rc) goto out;
         goto trained_set;
     }
-    int ndim = c->network_dim > 0 ? c->network_dim : 4;
-    double nalpha = isnan(c->network_alpha) ? 1.0 : c->network_alpha;
-    rc = sd_lora_net_args_parse(&R->nargs, R->sdxl, ndim, nalpha, c->network_args ? c->network_args->s : NULL,
-                                c->network_args ? c->network_args->n : 0);
+    rc = loop_setup_lora(R);
     if (rc) goto out;
-    for (int i = 0; i < R->nargs.nunknown; i++) sd_warn("--network_args %s: not used by networks.lora", R->nargs.unknown[i]);
-    sd_safetensors *wst = NULL;
-    sd_lora_file_info finfo;
-    memset(&finfo, 0, sizeof finfo);
-    if (c->network_weights) {
-        rc = sd_safetensors_open(c->network_weights, &wst);
-        if (rc) goto out;
-        if (R->sdxl && R->unet) {
-            /* Diffusers-named SDXL UNet modules are read as their SGM names (spec §7.2) */
-            size_t nd = 0;
-            rc = sd_lora_file_sdxl_to_sgm(wst, R->unet, &nd);
-            if (rc) {
-                sd_safetensors_close(wst);
-                goto out;
-            }
-            if (nd) sd_info("%s: %zu UNet modules with Diffusers names, read as their SGM names", c->network_weights, nd);
-        }
-        if (c->dim_from_weights) {
-            rc = sd_lora_file_scan(wst, &finfo);
-            if (rc) {
-                sd_safetensors_close(wst);
-                goto out;
-            }
-        }
-    }
-    sd_lora_network_opts no;
-    memset(&no, 0, sizeof no);
-    no.args = &R->nargs;
-    no.with_unet = !c->train_text_encoder_only;
-    no.with_te = !c->train_unet_only;
-    no.network_dropout = c->network_dropout;
-    no.from_file = c->dim_from_weights ? &finfo : NULL;
-    no.seed = R->seed;
-    no.sdxl = R->sdxl;
-    no.te2 = R->clip2;
-    rc = sd_lora_network_build(&R->net, &R->ctx, R->unet, R->clip, &no);
-    sd_lora_file_info_free(&finfo);
-    if (rc) {
-        sd_safetensors_close(wst);
-        goto out;
-    }
-    R->have_net = 1;
-    if (wst) {
-        size_t loaded = 0;
-        rc = sd_lora_file_load(wst, R->net.refs, R->net.n, SD_LORA_LOAD_ALLOW_MISSING | SD_LORA_LOAD_ALLOW_UNEXPECTED,
-                               &loaded);
-        sd_safetensors_close(wst);
-        if (rc) goto out;
-        sd_info("loaded %zu LoRA modules from %s", loaded, c->network_weights);
-    }
-    sd_info("LoRA: %zu text-encoder modules, %zu UNet modules (dim %d, alpha %g)", R->net.n_te, R->net.n_unet, ndim, nalpha);
-    rc = sd_lora_param_groups(&R->nargs, R->net.refs, R->net.is_te, R->net.n, c->text_encoder_lr, c->unet_lr,
-                              c->learning_rate, &R->groups);
-    if (rc) goto out;
-    if (!R->groups.n) {
-        rc = sd_err(SD_EINVAL, "every parameter group has learning rate 0: nothing to train");
-        goto out;
-    }
 params_ready:
-    optimizer_warnings(R);
+    loop_optimizer_warnings(R);
     rc = sd_optim_init(&R->opt, &R->ocfg, R->groups.desc, R->groups.n);
     if (rc) goto out;
     R->have_opt = 1;
@@ -2612,8 +749,8 @@ trained_set:;
                  : c->save_model_as && !strcmp(c->save_model_as, "ckpt")      ? ".ckpt"
                                                                                : ".pt";
     }
-    R->started_at = wall_now();
-    rc = R->have_ti || R->is_full ? SD_OK : build_metadata(R);
+    R->started_at = loop_wall_now();
+    rc = R->have_ti || R->is_full ? SD_OK : loop_build_metadata(R);
     if (rc) goto out;
     /* logs */
     if (c->logging_dir) {
@@ -2650,8 +787,8 @@ trained_set:;
         if (!sd_device_query(c->device_index, &di)) sd_info("training on %s (cuda:%d)", di.name, c->device_index);
     }
     if (R->te_cached) {
-        rc = cache_te_outputs(R, d, "training images");
-        if (!rc) rc = cache_te_outputs(R, &R->val, "validation images");
+        rc = loop_cache_te_outputs(R, d, "training images");
+        if (!rc) rc = loop_cache_te_outputs(R, &R->val, "validation images");
         if (rc) goto out;
     }
     if (R->dev_optim) {
@@ -2729,7 +866,7 @@ trained_set:;
             if (rc) break;
             if (!isfinite(loss)) {
                 char tail[4200];
-                write_last_good_state(R, global_step, win_epoch, win_i, tail, sizeof tail);
+                loop_write_last_good_state(R, global_step, win_epoch, win_i, tail, sizeof tail);
                 rc = sd_err(SD_ERANGE, "loss is %s at step %lld (epoch %lld, batch %lld): stopped; %s",
                             isnan(loss) ? "nan" : "inf", (long long)global_step + 1, (long long)epoch + 1,
                             (long long)i, tail);
@@ -2749,7 +886,7 @@ trained_set:;
                 continue;
             }
             double gnorm = NAN;
-            rc = R->dev_optim ? SD_OK : net_to(R, SD_DEV_CPU);   /* the optimizer runs on the host, or on the GPU */
+            rc = R->dev_optim ? SD_OK : loop_net_to(R, SD_DEV_CPU);   /* the optimizer runs on the host, or on the GPU */
             if (rc) break;
             /* unscale (fp16) once per optimizer step, clip, AdamW unless a gradient is inf/NaN, scale
                update; the LR scheduler advances only with the optimizer (accelerate's
@@ -2770,7 +907,7 @@ trained_set:;
                 if (rc) {
                     char msg[512], tail[4200];
                     snprintf(msg, sizeof msg, "%s", sd_errmsg());
-                    write_last_good_state(R, global_step, win_epoch, win_i, tail, sizeof tail);
+                    loop_write_last_good_state(R, global_step, win_epoch, win_i, tail, sizeof tail);
                     rc = sd_err(SD_ERANGE, "--mixed_precision fp16: step %lld (epoch %lld): %s (the network overflows "
                                 "fp16 at any scale; try --mixed_precision bf16 or no): stopped; %s",
                                 (long long)global_step + 1, (long long)epoch + 1, msg, tail);
@@ -2797,7 +934,7 @@ trained_set:;
                                       c->scale_weight_norms, &keys_scaled, &mean_norm, &max_key_norm);
                 if (rc) break;
             }
-            rc = R->dev_optim ? SD_OK : net_to(R, R->dev);
+            rc = R->dev_optim ? SD_OK : loop_net_to(R, R->dev);
             if (rc) break;
             global_step++;
             double now = sd_now();
@@ -2847,7 +984,7 @@ trained_set:;
             if (rc == SD_EINTR) rc = SD_OK;   /* the stop below writes the state */
             if (rc) break;
             if (c->save_every_n_steps > 0 && sd_should_save_step(global_step, c->save_every_n_steps) && !done) {
-                rc = save_checkpoint(R, SD_SAVE_STEP, global_step, global_step, epoch + 1, next_epoch, next_i, c->save_state);
+                rc = loop_save_checkpoint(R, SD_SAVE_STEP, global_step, global_step, epoch + 1, next_epoch, next_i, c->save_state);
                 if (rc) break;
             }
             if ((rc = sf_mode(R, 1))) break;
@@ -2863,12 +1000,12 @@ trained_set:;
             if (c->stop && *c->stop) {
                 char name[512];
                 sd_save_name(name, sizeof name, SD_SAVE_STEP, R->outname, global_step, NULL);
-                char *sdir = join_path(R->outdir, name);
+                char *sdir = loop_join_path(R->outdir, name);
                 if (!sdir) {
                     rc = sd_err(SD_ENOMEM, "out of memory");
                     break;
                 }
-                rc = save_state_dir(R, sdir, global_step, next_epoch, next_i);
+                rc = loop_save_state_dir(R, sdir, global_step, next_epoch, next_i);
                 if (rc) {
                     free(sdir);
                     break;
@@ -2895,7 +1032,7 @@ trained_set:;
                          sd_wall_time());
         if ((rc = sf_mode(R, 0))) break;   /* ScheduleFree: x for the epoch's save and samples */
         if (!done && c->save_every_n_epochs > 0 && sd_should_save_epoch(epoch + 1, c->save_every_n_epochs, R->num_epochs)) {
-            rc = save_checkpoint(R, SD_SAVE_EPOCH, epoch + 1, global_step, epoch + 1, epoch + 1, 0, c->save_state);
+            rc = loop_save_checkpoint(R, SD_SAVE_EPOCH, epoch + 1, global_step, epoch + 1, epoch + 1, 0, c->save_state);
             if (rc) break;
         }
         rc = sd_train_sampling_maybe(&R->smp, &R->ctx, (int)epoch + 1, global_step);
@@ -2911,7 +1048,7 @@ trained_set:;
         int64_t last_epoch = (global_step + R->steps_per_epoch - 1) / R->steps_per_epoch;
         rc = sf_mode(R, 0);   /* ScheduleFree: the last weights saved are x */
         if (rc) goto out;
-        rc = save_checkpoint(R, SD_SAVE_LAST, 0, global_step, last_epoch, last_epoch, 0,
+        rc = loop_save_checkpoint(R, SD_SAVE_LAST, 0, global_step, last_epoch, last_epoch, 0,
                              c->save_state || c->save_state_on_train_end);
         if (rc) goto out;
         char name[512];

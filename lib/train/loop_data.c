@@ -1,0 +1,246 @@
+/* The inputs of sd_train_run (see loop.h): the options' defaults (sd_train_config_default) and the
+ * training records, one JSON record each (sd_train_data_add_record: latents or image, caption and
+ * tags, repeats, bucket and the subset's caption options). */
+#include "train/loop.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "data/bucket_record.h"
+#include "io/jsonl.h"
+#include "tensor/device.h"
+
+void sd_train_config_default(sd_train_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->device_index = SD_DEVICE_CPU;
+    c->network_alpha = NAN;
+    c->network_alpha_is_int = 1;
+    c->unet_lr = NAN;
+    c->text_encoder_lr = NAN;
+    c->learning_rate = 2e-6;
+    c->learning_rate_te = NAN;
+    c->learning_rate_te1 = NAN;
+    c->learning_rate_te2 = NAN;
+    c->max_grad_norm = 1.0;
+    c->lr_scheduler = "constant";
+    c->lr_warmup_steps = "0";
+    c->lr_scheduler_num_cycles = 1;
+    c->lr_scheduler_power = 1.0;
+    c->lr_scheduler_min_lr_ratio = NAN;
+    c->gradient_accumulation_steps = 1;
+    c->max_train_steps = 1600;
+    c->seed = -1;
+    c->mixed_precision = "no";
+    c->train_batch_size = 1;
+    c->prior_loss_weight = 1.0;
+    sd_caption_opts_default(&c->caption);
+    c->multires_noise_discount = 0.3;
+    c->min_timestep = -1;
+    c->max_timestep = -1;
+    c->loss_type = "l2";
+    c->huber_schedule = "snr";
+    c->huber_c = 0.1;
+    c->huber_scale = 1.0;
+    c->save_model_as = "safetensors";
+    c->min_bucket_reso = 256;
+    c->max_bucket_reso = 1024;
+    c->bucket_reso_steps = 64;
+    c->validation_split = NAN;
+    c->max_validation_steps = -1;
+    c->ti.num_vectors_per_token = 1;
+}
+
+/* ---- data ---------------------------------------------------------------------------------------- */
+
+void sd_train_data_init(sd_train_data *d) { memset(d, 0, sizeof *d); }
+
+void sd_train_data_free(sd_train_data *d)
+{
+    for (size_t i = 0; i < d->n; i++) {
+        free(d->s[i].latents);
+        free(d->s[i].image);
+        free(d->s[i].caption);
+        free(d->s[i].tags);
+        free(d->s[i].mem);
+        free(d->s[i].mem_flip);
+        free(d->s[i].te_hs1);
+        free(d->s[i].te_hs2);
+        free(d->s[i].te_pool);
+    }
+    free(d->s);
+    for (size_t i = 0; i < d->nstrs; i++) free(d->strs[i]);
+    free(d->strs);
+    if (d->has_config) jv_free(d->config);
+    memset(d, 0, sizeof *d);
+}
+
+static const char *keep_str(sd_train_data *d, const char *s)
+{
+    if (!s) return NULL;
+    if (d->nstrs == d->capstrs) {
+        size_t cap = d->capstrs ? d->capstrs * 2 : 64;
+        char **q = realloc(d->strs, cap * sizeof *q);
+        if (!q) return NULL;
+        d->strs = q;
+        d->capstrs = cap;
+    }
+    char *c = strdup(s);
+    if (!c) return NULL;
+    d->strs[d->nstrs++] = c;
+    return c;
+}
+
+#define GET(fn, key, dst)                                    \
+    do {                                                     \
+        int r_ = fn(rec, key, dst);                          \
+        if (r_ < 0) return r_;                               \
+    } while (0)
+
+int sd_train_data_add_record(sd_train_data *d, const sd_train_config *c, jv rec)
+{
+    sd_train_sample s;
+    memset(&s, 0, sizeof s);
+    const char *lat = NULL, *img = NULL, *cap = NULL, *tags = NULL, *method = NULL;
+    GET(sd_jsonl_get_str, "latents", &lat);
+    GET(sd_jsonl_get_str, "image", &img);
+    GET(sd_jsonl_get_str, "caption", &cap);
+    GET(sd_jsonl_get_str, "tags", &tags);
+    GET(sd_jsonl_get_str, "method", &method);
+    long long v;
+    double dv;
+    int b;
+    s.dataset = 0;
+    if (sd_jsonl_get_int(rec, "dataset", &v) == 1) {
+        if (v < 0 || v > 100000) return sd_err(SD_EFORMAT, "key 'dataset': %lld is out of range", v);
+        s.dataset = (int)v;
+    }
+    s.subset = -1;
+    if (sd_jsonl_get_int(rec, "subset", &v) == 1 && v >= 0 && v <= 100000) s.subset = (int)v;
+    s.num_repeats = 1;
+    int r = sd_jsonl_get_int(rec, "num_repeats", &v);
+    if (r < 0) return r;
+    if (r == 1) {
+        if (v < 1 || v > 1000000) return sd_err(SD_EFORMAT, "key 'num_repeats': %lld is out of range", v);
+        s.num_repeats = (int)v;
+    }
+    s.batch_size = c->train_batch_size;
+    r = sd_jsonl_get_int(rec, "batch_size", &v);
+    if (r < 0) return r;
+    if (r == 1) {
+        if (v < 1 || v > 4096) return sd_err(SD_EFORMAT, "key 'batch_size': %lld is out of range", v);
+        s.batch_size = (int)v;
+    }
+    r = sd_jsonl_get_bool(rec, "is_reg", &b);
+    if (r < 0) return r;
+    s.is_reg = r == 1 && b;
+    s.method_ft = method && !strcmp(method, "fine_tuning");
+    s.validation_split = NAN;
+    r = sd_jsonl_get_num(rec, "validation_split", &dv);
+    if (r < 0) return r;
+    if (r == 1) s.validation_split = dv;
+    r = sd_jsonl_get_int(rec, "validation_seed", &v);
+    if (r < 0) return r;
+    if (r == 1) {
+        s.has_validation_seed = 1;
+        s.validation_seed = (int64_t)v;
+    }
+    s.flip_aug = c->flip_aug;
+    r = sd_jsonl_get_bool(rec, "flip_aug", &b);
+    if (r < 0) return r;
+    if (r == 1) s.flip_aug = b;
+    int bk[2];
+    r = sd_jsonl_get_size2(rec, "bucket", bk);
+    if (r < 0) return r;
+    if (r == 1) {
+        s.bucket_w = bk[0];
+        s.bucket_h = bk[1];
+    }
+    if (!lat && !img) return sd_err(SD_EFORMAT, "record has neither 'latents' nor 'image'");
+    if (!lat && !c->cache_latents)
+        return sd_err(SD_EFORMAT, "record has no 'latents' (run sd-encode-latents first, or use --cache_latents)");
+    if (!lat) {
+        r = sd_bucket_record_plan(rec, &s.plan);
+        if (r < 0) return r;
+        s.has_plan = r == 1;
+        if (s.has_plan) {
+            s.bucket_w = s.plan.bucket_w;
+            s.bucket_h = s.plan.bucket_h;
+        } else {
+            sd_bucket_cfg def = { .res_w = c->reso_w, .res_h = c->reso_h, .enable_bucket = c->enable_bucket,
+                                  .min_reso = c->min_bucket_reso, .max_reso = c->max_bucket_reso,
+                                  .steps = c->bucket_reso_steps, .no_upscale = c->bucket_no_upscale };
+            r = sd_bucket_record_cfg(rec, &def, c->reso_w > 0, &s.bcfg);
+            if (r < 0) return r;
+            if (r == 0) return sd_err(SD_EFORMAT, "no resolution for '%s': give --resolution", img);
+            s.has_bcfg = 1;
+        }
+    }
+    /* caption options of the record's subset override the command line */
+    s.cap = c->caption;
+    s.token_warmup_step_f = c->token_warmup_step_f;
+    const char *sv;
+    if ((r = sd_jsonl_get_bool(rec, "shuffle_caption", &b)) < 0) return r;
+    if (r == 1) s.cap.shuffle = b;
+    if ((r = sd_jsonl_get_bool(rec, "enable_wildcard", &b)) < 0) return r;
+    if (r == 1) s.cap.enable_wildcard = b;
+    if ((r = sd_jsonl_get_int(rec, "keep_tokens", &v)) < 0) return r;
+    if (r == 1) s.cap.keep_tokens = (int)v;
+    if ((r = sd_jsonl_get_int(rec, "caption_dropout_every_n_epochs", &v)) < 0) return r;
+    if (r == 1) s.cap.dropout_every_n_epochs = (int)v;
+    if ((r = sd_jsonl_get_int(rec, "token_warmup_min", &v)) < 0) return r;
+    if (r == 1) s.cap.token_warmup_min = (int)v;
+    if ((r = sd_jsonl_get_num(rec, "caption_dropout_rate", &dv)) < 0) return r;
+    if (r == 1) s.cap.dropout_rate = dv;
+    if ((r = sd_jsonl_get_num(rec, "caption_tag_dropout_rate", &dv)) < 0) return r;
+    if (r == 1) s.cap.tag_dropout_rate = dv;
+    if ((r = sd_jsonl_get_num(rec, "token_warmup_step", &dv)) < 0) return r;
+    if (r == 1) s.token_warmup_step_f = dv;
+    static const char *const skeys[] = { "caption_prefix", "caption_suffix", "keep_tokens_separator",
+                                         "caption_separator", "secondary_separator" };
+    for (int k = 0; k < 5; k++) {
+        if ((r = sd_jsonl_get_str(rec, skeys[k], &sv)) < 0) return r;
+        if (r != 1) continue;
+        const char *kept = keep_str(d, sv);
+        if (!kept) return sd_err(SD_ENOMEM, "out of memory");
+        if (k == 0) s.cap.prefix = kept;
+        else if (k == 1) s.cap.suffix = kept;
+        else if (k == 2) s.cap.keep_tokens_separator = kept;
+        else if (k == 3) s.cap.separator = kept;
+        else s.cap.secondary_separator = kept;
+    }
+    /* the stored caption (§4.6: fine-tuning joins caption and tags with the separator) */
+    const char *sep = s.cap.separator && *s.cap.separator ? s.cap.separator : ",";
+    size_t n1 = cap ? strlen(cap) : 0, n2 = tags ? strlen(tags) : 0;
+    s.caption = malloc(n1 + n2 + strlen(sep) + 1);
+    if (!s.caption) return sd_err(SD_ENOMEM, "out of memory");
+    s.caption[0] = 0;
+    if (cap) strcat(s.caption, cap);
+    if (tags && *tags && (!method || strcmp(method, "dreambooth"))) {
+        if (n1) strcat(s.caption, sep);
+        strcat(s.caption, tags);
+    }
+    (void)method;
+    s.latents = lat ? strdup(lat) : NULL;
+    s.image = img ? strdup(img) : NULL;
+    s.tags = tags ? strdup(tags) : NULL;
+    if ((lat && !s.latents) || (img && !s.image) || (tags && !s.tags)) goto oom;
+    if (d->n == d->cap) {
+        size_t ncap = d->cap ? d->cap * 2 : 64;
+        sd_train_sample *q = realloc(d->s, ncap * sizeof *q);
+        if (!q) goto oom;
+        d->s = q;
+        d->cap = ncap;
+    }
+    d->s[d->n++] = s;
+    if (s.dataset + 1 > d->ndatasets) d->ndatasets = s.dataset + 1;
+    return SD_OK;
+oom:
+    free(s.caption);
+    free(s.latents);
+    free(s.image);
+    free(s.tags);
+    return sd_err(SD_ENOMEM, "out of memory");
+}

@@ -1,0 +1,320 @@
+/* The latents of the training loop (see loop_internal.h): --cache_latents (records with an image
+ * and no latent file encoded once with the VAE; --cache_latents_to_disk: kohya-named files beside
+ * the images, reused when they match), the buckets of records without one, and a batch's scaled
+ * latents (flip_aug) with SDXL's size conditioning. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "base/fileio.h"
+#include "base/hash.h"
+#include "base/log.h"
+#include "base/progress.h"
+#include "base/rng.h"
+#include "data/latent_cache.h"
+#include "io/image.h"
+#include "io/latent.h"
+#include "train/loop_internal.h"
+
+/* --cache_latents_to_disk: load `path` (already checked against `k`) into the sample's memory. */
+static int load_disk_cache(sd_train_sample *s, const char *path, int64_t n)
+{
+    sd_latent_file lf;
+    int rc = sd_latent_read(path, NULL, &lf);
+    if (rc) return rc;
+    if ((int64_t)lf.c * lf.h * lf.w != n || (s->flip_aug && !lf.latents_flipped)) {
+        sd_latent_free(&lf);
+        return sd_err(SD_EFORMAT, "%s: unexpected latent shape", path);
+    }
+    s->mem = malloc((size_t)n * sizeof(float));
+    if (s->flip_aug) s->mem_flip = malloc((size_t)n * sizeof(float));
+    if (!s->mem || (s->flip_aug && !s->mem_flip)) {
+        sd_latent_free(&lf);
+        return sd_err(SD_ENOMEM, "out of memory caching latents");
+    }
+    memcpy(s->mem, lf.latents, (size_t)n * sizeof(float));
+    if (s->flip_aug) memcpy(s->mem_flip, lf.latents_flipped, (size_t)n * sizeof(float));
+    sd_latent_free(&lf);
+    return SD_OK;
+}
+
+/* --cache_latents_to_disk: write the sample's latents to `path` (atomically, npz STORE form) with
+ * the sd_meta.json of `k`, the file sd-encode-latents --kohya_names would write. */
+static int write_disk_cache(const sd_train_sample *s, const char *path, const sd_latent_key *k, int64_t E)
+{
+    sd_latent_file lf;
+    memset(&lf, 0, sizeof lf);
+    lf.latents = s->mem;
+    lf.latents_flipped = s->flip_aug ? s->mem_flip : NULL;
+    lf.c = (int)E;
+    lf.h = s->plan.bucket_h / 8;
+    lf.w = s->plan.bucket_w / 8;
+    lf.original_size[0] = s->plan.image_w;
+    lf.original_size[1] = s->plan.image_h;
+    for (int i = 0; i < 4; i++) lf.crop_ltrb[i] = (int64_t)s->plan.crop_ltrb[i]; /* Python int(): truncation */
+    sd_latent_write_opts wo = { .compress = SD_LATENT_STORE };
+    int rc = sd_latent_key_meta(k, "sd-train", SD_VERSION, &lf.meta_json);
+    if (rc >= 0) rc = sd_latent_write(path, &lf, &wo);
+    free(lf.meta_json);
+    return rc < 0 ? rc : SD_OK;
+}
+
+/* --cache_latents: encode every record without a latent file once, in memory (the reference's
+ * cache_latents): image → bucket plan → resize and centre trim → [-1, 1] → VAE → posterior sample
+ * (Philox stream (seed, 0, 2·i + flipped, SD_RNG_LATENT)).
+ * --cache_latents_to_disk: the same per image, but first the kohya-named file beside the image
+ * (<stem>_<WWWW>x<HHHH>_sd.npz) is reused when its sd_meta.json matches the inputs (the rules of
+ * data/latent_cache.h, as sd-encode-latents --kohya_names --skip_existing); otherwise the image is
+ * encoded with the noise stream of its cache key (sd_latent_noise_ids, as sd-encode-latents) and
+ * the file written. The samples of `d` are numbered from sbase (the validation set has its own
+ * posterior-sample streams). */
+int loop_encode_all(run *R, sd_train_data *d, uint32_t sbase)
+{
+    size_t todo = 0;
+    for (size_t i = 0; i < d->n; i++) todo += !d->s[i].latents && !d->s[i].mem;
+    if (!todo) return SD_OK;
+    sd_vae *v = &R->model.vae;
+    if (v->factor != 8) return sd_err(SD_EUNSUPPORTED, "%s: the VAE downsamples by %lld; sd-train needs 8", R->c->model,
+                                      (long long)v->factor);
+    int64_t E = R->cfg.vae.embed_dim;
+    if (E != R->cfg.unet.in_channels)
+        return sd_err(SD_EFORMAT, "%s: VAE latents have %lld channels, the UNet takes %d", R->c->model, (long long)E,
+                      R->cfg.unet.in_channels);
+    int disk = R->c->cache_latents_to_disk;
+    char vae_sha[65] = { 0 };
+    if (disk) {
+        int hrc = sd_latent_vae_hash(&R->model.vae_params, "first_stage_model", vae_sha);
+        if (hrc < 0) return hrc;
+    }
+    sd_progress pb;
+    sd_progress_begin(&pb, "caching latents", (int64_t)todo);
+    int rc = SD_OK;
+    long reused = 0, written = 0;
+    float *x = NULL, *mom = NULL, *noise = NULL;
+    for (size_t i = 0; i < d->n && !rc; i++) {
+        sd_train_sample *s = &d->s[i];
+        if (s->latents || s->mem) continue;
+        sd_image im = { 0 }, out = { 0 };
+        sd_latent_key key;
+        memset(&key, 0, sizeof key);
+        char path[8192];
+        if (disk) {
+            char *buf = NULL;
+            size_t nb = 0;
+            rc = sd_read_file(s->image, (size_t)1 << 31, &buf, &nb);
+            if (rc < 0) break;
+            uint8_t dg[32];
+            sd_sha256(buf, nb, dg);
+            sd_hex(dg, 32, key.source_sha256);
+            rc = sd_image_decode(buf, nb, s->image, 0, &im, NULL);
+            free(buf);
+        } else {
+            rc = sd_image_load(s->image, 0, &im, NULL);
+        }
+        if (rc) break;
+        if (!s->has_plan) {
+            sd_bucket_set set;
+            rc = sd_bucket_set_init(&set, &s->bcfg);
+            if (!rc) rc = sd_bucket_select(&set, im.w, im.h, &s->plan);
+            sd_bucket_set_free(&set);
+            if (rc) {
+                sd_err_prefix(rc, "%s", s->image);
+                sd_image_free(&im);
+                break;
+            }
+            s->has_plan = 1;
+            s->bucket_w = s->plan.bucket_w;
+            s->bucket_h = s->plan.bucket_h;
+        }
+        s->has_size = 1;
+        s->orig_w = s->plan.image_w;
+        s->orig_h = s->plan.image_h;
+        memcpy(s->crop_ltrb, s->plan.crop_ltrb, sizeof s->crop_ltrb);
+        if (im.w != s->plan.image_w || im.h != s->plan.image_h) {
+            rc = sd_err(SD_EFORMAT, "%s: the image is %dx%d, its record says %dx%d", s->image, im.w, im.h,
+                        s->plan.image_w, s->plan.image_h);
+            sd_image_free(&im);
+            break;
+        }
+        if (disk) {
+            if (s->plan.bucket_w % 8 || s->plan.bucket_h % 8) {
+                rc = sd_err(SD_EINVAL, "%s: bucket %dx%d is not a multiple of the VAE's factor 8", s->image,
+                            s->plan.bucket_w, s->plan.bucket_h);
+                sd_image_free(&im);
+                break;
+            }
+            memcpy(key.vae_sha256, vae_sha, sizeof key.vae_sha256);
+            key.bucket_w = s->plan.bucket_w;
+            key.bucket_h = s->plan.bucket_h;
+            key.resized_w = s->plan.resized_w;
+            key.resized_h = s->plan.resized_h;
+            memcpy(key.crop_ltrb, s->plan.crop_ltrb, sizeof key.crop_ltrb);
+            key.filter = -1;
+            key.flip = s->flip_aug != 0;
+            key.alpha_mask = 0;
+            key.mean = 0;
+            key.seed = R->seed;
+            key.half = 0;
+            rc = sd_latent_kohya_name(path, sizeof path, s->image, s->plan.image_w, s->plan.image_h, 0);
+            if (rc < 0) {
+                sd_image_free(&im);
+                break;
+            }
+            rc = SD_OK;
+            char why[512] = "";
+            if (sd_latent_cache_check_file(path, &key, (int)E, 8, why, sizeof why)) {
+                sd_image_free(&im);
+                rc = load_disk_cache(s, path, E * (s->plan.bucket_h / 8) * (s->plan.bucket_w / 8));
+                if (rc) break;
+                reused++;
+                sd_progress_update(&pb, 1);
+                continue;
+            }
+            sd_debug("%s: encoding (%s)", path, why[0] ? why : "no cache file");
+        }
+        rc = sd_bucket_apply(&im, &s->plan, -1, 0, &out);
+        sd_image_free(&im);
+        if (rc) {
+            sd_err_prefix(rc, "%s", s->image);
+            break;
+        }
+        int64_t H = out.h, W = out.w, h = H / 8, w = W / 8, n = E * h * w;
+        float *nx = realloc(x, (size_t)(3 * H * W) * sizeof *x), *nm = NULL, *nn = NULL;
+        if (nx) x = nx;
+        if (nx) nm = realloc(mom, (size_t)(2 * n) * sizeof *mom);
+        if (nm) mom = nm;
+        if (nm) nn = realloc(noise, (size_t)n * sizeof *noise);
+        if (nn) noise = nn;
+        s->mem = malloc((size_t)n * sizeof(float));
+        if (s->flip_aug) s->mem_flip = malloc((size_t)n * sizeof(float));
+        if (!nx || !nm || !nn || !s->mem || (s->flip_aug && !s->mem_flip)) {
+            sd_image_free(&out);
+            rc = sd_err(SD_ENOMEM, "out of memory caching latents");
+            break;
+        }
+        rc = loop_ensure_scratch(R, 4 * sd_vae_scratch_bytes(v, 1, H, W, 0) + ((size_t)1 << 30));
+        for (int k = 0; k < (s->flip_aug ? 2 : 1) && !rc; k++) {
+            for (int64_t yy = 0; yy < H; yy++)
+                for (int64_t xx = 0; xx < W; xx++) {
+                    int64_t sx = k ? W - 1 - xx : xx;
+                    const uint8_t *px = out.px + ((size_t)yy * out.w + (size_t)sx) * (size_t)out.c;
+                    for (int ch = 0; ch < 3; ch++)
+                        x[((size_t)ch * H + yy) * W + xx] = ((float)px[out.c >= 3 ? ch : 0] / 255.0f - 0.5f) / 0.5f;
+                }
+            sd_tensor xt = sd_tensor_wrap(x, SD_F32, 4, (int64_t[]){ 1, 3, H, W });
+            sd_tensor mt = sd_tensor_wrap(mom, SD_F32, 4, (int64_t[]){ 1, 2 * E, h, w });
+            sd_tensor zt = sd_tensor_wrap(k ? s->mem_flip : s->mem, SD_F32, 4, (int64_t[]){ 1, E, h, w });
+            sd_tensor nt = sd_tensor_wrap(noise, SD_F32, 4, (int64_t[]){ 1, E, h, w });
+            rc = sd_vae_encode(&R->ctx, v, &mt, &xt);
+            if (!rc) {
+                uint32_t step = 0, sample = sbase + (uint32_t)(2 * i + (size_t)k);
+                if (disk) sd_latent_noise_ids(&key, k, &step, &sample);
+                rc = sd_vae_noise(noise, (size_t)n, R->seed, step, sample);
+            }
+            if (!rc) rc = sd_vae_latent(&R->ctx, &zt, &mt, &nt);
+        }
+        sd_image_free(&out);
+        if (!rc && disk) {
+            rc = write_disk_cache(s, path, &key, E);
+            if (rc) sd_err_prefix(rc, "%s", path);
+            else written++;
+        }
+        sd_progress_update(&pb, 1);
+    }
+    sd_progress_end(&pb);
+    if (disk && !rc) sd_info("latent caches beside the images: %ld reused, %ld written", reused, written);
+    free(x);
+    free(mom);
+    free(noise);
+    return rc;
+}
+
+/* Read the latents of every sample once to learn its bucket when the record had none. */
+int loop_resolve_buckets(sd_train_data *d)
+{
+    for (size_t i = 0; i < d->n; i++) {
+        sd_train_sample *s = &d->s[i];
+        if ((s->bucket_w > 0 && s->bucket_h > 0) || s->mem) continue;
+        if (!s->latents) return sd_err(SD_EFORMAT, "%s: no bucket and no latents", s->image ? s->image : "record");
+        sd_latent_file lf;
+        int rc = sd_latent_read(s->latents, NULL, &lf);
+        if (rc) return rc;
+        s->bucket_w = lf.w * 8;
+        s->bucket_h = lf.h * 8;
+        sd_latent_free(&lf);
+    }
+    return SD_OK;
+}
+
+/* SDXL size conditioning of one sample (§3.3, kohya's dataset __getitem__): original size (H, W),
+ * crop (top, left) with a flipped sample's left = target_w − right, target (H, W) = the bucket,
+ * each truncated to an int as Python's int() does. Unknown sizes: the bucket, no crop. */
+static void size_cond(int *o, int known, int orig_w, int orig_h, const double ltrb[4], int flipped, int tw, int th)
+{
+    if (!known) {
+        o[0] = th, o[1] = tw, o[2] = 0, o[3] = 0, o[4] = th, o[5] = tw;
+        return;
+    }
+    double left = flipped ? (double)tw - ltrb[2] : ltrb[0];
+    o[0] = orig_h;
+    o[1] = orig_w;
+    o[2] = (int)ltrb[1];
+    o[3] = (int)left;
+    o[4] = th;
+    o[5] = tw;
+}
+
+/* Scaled latents of one batch of d into R->x0 (SDXL: the size conditioning into R->sizes); flips
+ * drawn from (seed, micro, b, SD_RNG_AUGMENT) for flip_aug samples unless noflip (validation). */
+int loop_load_latents(run *R, const sd_train_data *d, const int64_t *idx, int B, int64_t micro, int h, int w,
+                        int noflip)
+{
+    int64_t C = R->cfg.unet.in_channels;
+    int64_t per = C * h * w;
+    for (int b = 0; b < B; b++) {
+        const sd_train_sample *s = &d->s[idx[b]];
+        float sf = (float)R->scale_factor;
+        if (s->mem) {
+            const float *src = s->mem;
+            if (s->flip_aug && !noflip) {
+                sd_rng r = sd_rng_key(R->seed, (uint32_t)micro, (uint32_t)b, SD_RNG_AUGMENT);
+                if (sd_rng_uniform_at(&r, 0) < 0.5f) src = s->mem_flip;
+            }
+            float *dst = R->x0 + (size_t)b * per;
+            for (int64_t i = 0; i < per; i++) dst[i] = src[i] * sf;
+            if (R->sizes) size_cond(R->sizes + 6 * b, s->has_size, s->orig_w, s->orig_h, s->crop_ltrb, src == s->mem_flip,
+                                    w * 8, h * 8);
+            continue;
+        }
+        sd_latent_file lf;
+        int rc = sd_latent_read(s->latents, NULL, &lf);
+        if (rc) return rc;
+        if (lf.c != C || lf.h != h || lf.w != w) {
+            sd_latent_free(&lf);
+            return sd_err(SD_EFORMAT, "%s: latents are [%d,%d,%d], the bucket needs [%lld,%d,%d]", s->latents, lf.c,
+                          lf.h, lf.w, (long long)C, h, w);
+        }
+        const float *src = lf.latents;
+        if (s->flip_aug && !noflip) {
+            sd_rng r = sd_rng_key(R->seed, (uint32_t)micro, (uint32_t)b, SD_RNG_AUGMENT);
+            if (sd_rng_uniform_at(&r, 0) < 0.5f) {
+                if (!lf.latents_flipped) {
+                    sd_latent_free(&lf);
+                    return sd_err(SD_EFORMAT, "%s: flip_aug needs latents_flipped (encode with flip)", s->latents);
+                }
+                src = lf.latents_flipped;
+            }
+        }
+        float *dst = R->x0 + (size_t)b * per;
+        for (int64_t i = 0; i < per; i++) dst[i] = src[i] * sf;
+        if (R->sizes) {
+            double ltrb[4] = { (double)lf.crop_ltrb[0], (double)lf.crop_ltrb[1], (double)lf.crop_ltrb[2],
+                               (double)lf.crop_ltrb[3] };
+            int known = lf.original_size[0] > 0 && lf.original_size[1] > 0;
+            size_cond(R->sizes + 6 * b, known, (int)lf.original_size[0], (int)lf.original_size[1], ltrb,
+                      src == lf.latents_flipped, w * 8, h * 8);
+        }
+        sd_latent_free(&lf);
+    }
+    return SD_OK;
+}
