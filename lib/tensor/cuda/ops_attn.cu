@@ -304,7 +304,7 @@ extern "C" int sd_cuda_attention(sd_ctx *ctx, sd_tensor *o, sd_tensor *lse, cons
         for (int64_t i0 = 0; !rc && i0 < g.tq; i0 += nqb) {
             int64_t nq = g.tq - i0 < nqb ? g.tq - i0 : nqb;
             // S_h [nq, tk] = scale · Q_h · K_hᵀ
-            rc = sd_cu_gemm(0, 1, nq, g.tk, g.dk, g.scale, qb + i0 * ldq, ldq, g.dk, kb, ldq, g.dk, 0.0f, s, g.tk,
+            rc = sd_cu_gemm_x(ctx, 0, 1, nq, g.tk, g.dk, g.scale, qb + i0 * ldq, ldq, g.dk, kb, ldq, g.dk, 0.0f, s, g.tk,
                             nq * g.tk, g.h);
             if (rc) break;
             int64_t nrows = g.h * nq;
@@ -313,7 +313,7 @@ extern "C" int sd_cuda_attention(sd_ctx *ctx, sd_tensor *o, sd_tensor *lse, cons
             cudaError_t e = cudaGetLastError();
             if (e != cudaSuccess) { rc = sd_cuda_fail(e, "launching attention softmax"); break; }
             // O_h [nq, dv] = P_h · V_h
-            rc = sd_cu_gemm(0, 0, nq, g.dv, g.tk, 1.0f, s, g.tk, nq * g.tk, vb, ldv, g.dv, 0.0f, ob + i0 * ldv, ldv,
+            rc = sd_cu_gemm_x(ctx, 0, 0, nq, g.dv, g.tk, 1.0f, s, g.tk, nq * g.tk, vb, ldv, g.dv, 0.0f, ob + i0 * ldv, ldv,
                             g.dv, g.h);
         }
     }
@@ -351,7 +351,7 @@ extern "C" int sd_cuda_attention_bwd(sd_ctx *ctx, sd_tensor *dq, sd_tensor *dk, 
         for (int64_t i0 = 0; !rc && i0 < g.tq; i0 += nqb) {
             int64_t nq = g.tq - i0 < nqb ? g.tq - i0 : nqb;
             size_t ns = (size_t)(g.h * nq * g.tk);
-            rc = sd_cu_gemm(0, 1, nq, g.tk, g.dk, g.scale, qb + i0 * ldq, ldq, g.dk, kb, ldq, g.dk, 0.0f, p, g.tk,
+            rc = sd_cu_gemm_x(ctx, 0, 1, nq, g.tk, g.dk, g.scale, qb + i0 * ldq, ldq, g.dk, kb, ldq, g.dk, 0.0f, p, g.tk,
                             nq * g.tk, g.h);
             if (rc) break;
             SD_CU_KERNEL(sd_cuda_blocks(ns, SD_CU_THREADS), SD_CU_THREADS, 0, sd_cuda_stream(), k_attn_probs)(
@@ -360,13 +360,13 @@ extern "C" int sd_cuda_attention_bwd(sd_ctx *ctx, sd_tensor *dq, sd_tensor *dk, 
             if (e != cudaSuccess) { rc = sd_cuda_fail(e, "launching attention probs"); break; }
             // dV_h [tk, dv] += P_hᵀ · dO_h
             if (dvb) {
-                rc = sd_cu_gemm(1, 0, g.tk, g.dv, nq, 1.0f, p, g.tk, nq * g.tk, dob + i0 * ldv, ldv, g.dv, 1.0f, dvb, ldv,
+                rc = sd_cu_gemm_x(ctx, 1, 0, g.tk, g.dv, nq, 1.0f, p, g.tk, nq * g.tk, dob + i0 * ldv, ldv, g.dv, 1.0f, dvb, ldv,
                                 g.dv, g.h);
                 if (rc) break;
             }
             if (!dqb && !dkb) continue;
             // dP_h [nq, tk] = dO_h · V_hᵀ
-            rc = sd_cu_gemm(0, 1, nq, g.tk, g.dv, 1.0f, dob + i0 * ldv, ldv, g.dv, vb, ldv, g.dv, 0.0f, dp, g.tk,
+            rc = sd_cu_gemm_x(ctx, 0, 1, nq, g.tk, g.dv, 1.0f, dob + i0 * ldv, ldv, g.dv, vb, ldv, g.dv, 0.0f, dp, g.tk,
                             nq * g.tk, g.h);
             if (rc) break;
             size_t nd = (size_t)(g.h * nq);
@@ -379,13 +379,13 @@ extern "C" int sd_cuda_attention_bwd(sd_ctx *ctx, sd_tensor *dq, sd_tensor *dk, 
             if (e != cudaSuccess) { rc = sd_cuda_fail(e, "launching attention dS"); break; }
             // dQ_h [nq, dk] += scale · dS_h · K_h
             if (dqb) {
-                rc = sd_cu_gemm(0, 0, nq, g.dk, g.tk, g.scale, dp, g.tk, nq * g.tk, kb, ldq, g.dk, 1.0f, dqb + i0 * ldq,
+                rc = sd_cu_gemm_x(ctx, 0, 0, nq, g.dk, g.tk, g.scale, dp, g.tk, nq * g.tk, kb, ldq, g.dk, 1.0f, dqb + i0 * ldq,
                                 ldq, g.dk, g.h);
                 if (rc) break;
             }
             // dK_h [tk, dk] += scale · dS_hᵀ · Q_h
             if (dkb)
-                rc = sd_cu_gemm(1, 0, g.tk, g.dk, nq, g.scale, dp, g.tk, nq * g.tk, qb + i0 * ldq, ldq, g.dk, 1.0f, dkb,
+                rc = sd_cu_gemm_x(ctx, 1, 0, g.tk, g.dk, nq, g.scale, dp, g.tk, nq * g.tk, qb + i0 * ldq, ldq, g.dk, 1.0f, dkb,
                                 ldq, g.dk, g.h);
         }
     }
