@@ -745,7 +745,7 @@ static void test_attention_flash(void)
  * used directly under bf16), forward and backward; matmul with every transpose combination,
  * batched and with a shared (stride 0) b, alpha/beta, K = 70 (16-bit rows padded to 72); conv2d
  * 3×3 pad 1, 3×3 stride 2, 1×1, a bf16 weight, several image chunks (tiny scratch), forward and
- * backward. */
+ * backward; attention (see g16_attn). */
 #define TOL16 2e-6
 
 /* f32 pair whose host data are p's values rounded to dt (its device side is not used) */
@@ -848,6 +848,44 @@ static void g16_conv(sd_dtype mt, const char *mn, const conv_case *cc, sd_dtype 
     if (tiny) sd_ctx_free(&small);
 }
 
+/* Attention (the cuBLAS path, not SD_CUDA_ATTN=flash) under the 16-bit math: q, k, v, dO rounded on
+ * both sides; P and dS are rounded inside (as with the fused kernels), so the flash tolerances
+ * apply (1e-2 bf16, 2e-3 fp16). Every product must take 16-bit operands, with the normal scratch and
+ * with a scratch of a few query rows (several chunks, the 16-bit copies' room kept). */
+static void g16_attn(sd_dtype mt, const char *mn, const attn_case *ac, int tiny, double tol)
+{
+    char name[160];
+    sd_ctx small, *gctx = &gpu;
+    if (tiny) {
+        size_t dmax = (size_t)(ac->dk > ac->dv ? ac->dk : ac->dv) + 8;
+        size_t row = (size_t)(2 * ac->h * ac->tk + ac->h) * 4 + (size_t)ac->h * ((size_t)ac->tk + dmax) * 2 + 128;
+        size_t fixed = (size_t)ac->tk * (size_t)ac->h * dmax * 2 + 256;
+        if (dev_ctx(&small, fixed + 4 * row + 1024)) { T_CHECKF(0, "small context: %s", sd_errmsg()); return; }
+        gctx = &small;
+    }
+    unsetenv("SD_CUDA_ATTN");
+    sd_attn_args a = { ac->h, ac->scale, ac->causal };
+    pair *q = MK(SD_F32, 1.5f, 0, ac->b, ac->tq, ac->h * ac->dk), *k = MK(SD_F32, 1.5f, 0, ac->b, ac->tk, ac->h * ac->dk);
+    pair *v = R(ac->b, ac->tk, ac->h * ac->dv), *dout = R(ac->b, ac->tq, ac->h * ac->dv);
+    round_pair(q, mt), round_pair(k, mt), round_pair(v, mt), round_pair(dout, mt);
+    pair *o = R(ac->b, ac->tq, ac->h * ac->dv), *lse = R(ac->b, ac->h, ac->tq);
+    pair *dq = R(ac->b, ac->tq, ac->h * ac->dk), *dk = R(ac->b, ac->tk, ac->h * ac->dk), *dv = R(ac->b, ac->tk, ac->h * ac->dv);
+    path_mark();
+    BOTH(sd_op_attention(&cpu, &o->h, &lse->h, &q->h, &k->h, &v->h, a),
+         sd_op_attention(gctx, &o->d, &lse->d, &q->d, &k->d, &v->d, a));
+    const char *tg = tiny ? " (tiny scratch)" : "";
+    snprintf(name, sizeof name, "%s attention o %s%s", mn, ac->name, tg); cmp(name, o, tol);
+    snprintf(name, sizeof name, "%s attention lse %s%s", mn, ac->name, tg); cmp(name, lse, tol);
+    BOTH(sd_op_attention_bwd(&cpu, &dq->h, &dk->h, &dv->h, &dout->h, &q->h, &k->h, &v->h, &o->h, &lse->h, a),
+         sd_op_attention_bwd(gctx, &dq->d, &dk->d, &dv->d, &dout->d, &q->d, &k->d, &v->d, &o->d, &lse->d, a));
+    snprintf(name, sizeof name, "%s attention dq %s%s", mn, ac->name, tg); cmp(name, dq, tol);
+    snprintf(name, sizeof name, "%s attention dk %s%s", mn, ac->name, tg); cmp(name, dk, tol);
+    snprintf(name, sizeof name, "%s attention dv %s%s", mn, ac->name, tg); cmp(name, dv, tol);
+    snprintf(name, sizeof name, "%s attention %s%s", mn, ac->name, tg);
+    path_check(name, 1);
+    if (tiny) sd_ctx_free(&small);
+}
+
 static void test_gemm16(void)
 {
     if (g_selftest) {
@@ -905,6 +943,16 @@ static void test_gemm16(void)
         g16_conv(mt, mn, &cs[0], SD_F16, 0);
         g16_conv(mt, mn, &cs[2], SD_BF16, 0);
         pool_free();
+        attn_case ac[] = {
+            { "cross Tq=130 Tk=77 h=3 d=80", 2, 130, 77, 3, 80, 80, 0, 0 },
+            { "causal T=70 h=2 d=68", 2, 70, 70, 2, 68, 68, 1, 0 },
+            { "dk=16 dv=8", 2, 70, 77, 2, 16, 8, 0, 0 },
+        };
+        for (size_t i = 0; i < sizeof ac / sizeof ac[0]; i++)
+            for (int tiny = 0; tiny < 2; tiny++) {
+                g16_attn(mt, mn, &ac[i], tiny, mi == 0 ? 1e-2 : 2e-3);
+                pool_free();
+            }
     }
     T_EQ_INT(sd_device_set_gemm_math(SD_GEMM_FP32), SD_OK);
 }
