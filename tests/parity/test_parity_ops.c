@@ -11,7 +11,9 @@
  * random values on both sides. Also: the CUDA results are the same bytes on a second run
  * (determinism), attention and conv2d with a tiny scratch arena (several query / image chunks),
  * and an SD-sized attention (T = 4096, 8 heads) forward and backward; and the fused attention of
- * SD_CUDA_ATTN=flash with the bf16/fp16 GEMM math (its own tolerance, see test_attention_flash).
+ * SD_CUDA_ATTN=flash with the bf16/fp16 GEMM math (its own tolerance, see test_attention_flash);
+ * and the 16-bit operands of the bf16/fp16 GEMM math against a CPU reference on rounded operands
+ * (see test_gemm16).
  *
  * Without a CUDA device (or in a build without CUDA) every test prints "ok NAME # SKIP no CUDA
  * device". Runs in a few seconds on an H100 (most of it the CPU reference).

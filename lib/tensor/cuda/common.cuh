@@ -1,4 +1,6 @@
-// Internal to lib/tensor/cuda/: error checking and the shared stream / cuBLAS handle.
+// Internal to lib/tensor/cuda/: error checking, the shared stream / cuBLAS handle, launch helpers,
+// scratch, and the matrix products with typed operands (gemm.cu: 16-bit operands under the bf16 /
+// fp16 GEMM math).
 #ifndef SD_TENSOR_CUDA_COMMON_CUH
 #define SD_TENSOR_CUDA_COMMON_CUH
 
