@@ -764,7 +764,9 @@ static pair *rounded_copy(const pair *p, sd_dtype dt)
     return r;
 }
 
+#ifdef SD_CUDA
 static unsigned long long g16_c16, g16_c32;
+#endif
 static void path_mark(void)
 {
 #ifdef SD_CUDA

@@ -117,8 +117,9 @@ cublasComputeType_t sd_cu_compute_type(void);
 // Element type of a GEMM operand.
 enum sd_cu_elt { SD_CU_F32 = 0, SD_CU_BF16 = 1, SD_CU_F16 = 2 };
 
-// A GEMM operand: data p of type t; f32: the same values in fp32 when known (the fp32 source of a
-// converted copy, or p itself), else NULL (a weight stored in 16 bits).
+// A GEMM operand: data p of type t; f32: the same values in fp32 with the same layout (element
+// offsets, leading dimension and stride) when known (the fp32 source of a converted copy, or p
+// itself), else NULL (a weight stored in 16 bits, an im2col matrix written in 16 bits).
 struct sd_cu_op {
     const void *p;
     sd_cu_elt t;
