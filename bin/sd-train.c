@@ -30,6 +30,7 @@ static struct {
     int no_token_padding;
     int fused_optimizer_groups, fused_backward_pass;
     sd_opt_list network_args, optimizer_args, resolution, lr_scheduler_args;
+    sd_opt_list base_weights, base_weights_multiplier;
     int threads;
     int64_t max_train_steps;
     double token_warmup_step;
@@ -109,6 +110,11 @@ static const sd_opt table[] = {
      .help = "start from these LoRA weights"},
     {.name = "dim_from_weights", .type = SD_OPT_FLAG, .dest = &c.dim_from_weights, .group = G_NET,
      .help = "take the modules, ranks and alphas from --network_weights"},
+    {.name = "base_weights", .type = SD_OPT_STRINGS, .dest = &a.base_weights, .flags = SD_OPTF_NARGS,
+     .metavar = "FILE", .group = G_NET, .help = "LoRA files merged into the model before training"},
+    {.name = "base_weights_multiplier", .type = SD_OPT_DOUBLES, .dest = &a.base_weights_multiplier,
+     .flags = SD_OPTF_NARGS, .metavar = "M", .group = G_NET,
+     .help = "the multiplier of each --base_weights file (default 1.0 each)"},
     {.name = "network_train_unet_only", .type = SD_OPT_FLAG, .dest = &c.train_unet_only, .group = G_NET,
      .help = "no text-encoder modules"},
     {.name = "network_train_text_encoder_only", .type = SD_OPT_FLAG, .dest = &c.train_text_encoder_only,
@@ -511,7 +517,7 @@ int main(int argc, char **argv)
                                              "network_args", "network_weights", "dim_from_weights",
                                              "network_train_unet_only", "network_train_text_encoder_only", "unet_lr",
                                              "text_encoder_lr", "scale_weight_norms", "no_metadata",
-                                             "training_comment" };
+                                             "training_comment", "base_weights", "base_weights_multiplier" };
     /* the SDXL caches: LoRA and (SDXL) db/ft, not TI */
     static const char *const ti_refused[] = { "cache_text_encoder_outputs", "cache_text_encoder_outputs_to_disk" };
     for (size_t i = 0; i < sizeof ti_refused / sizeof *ti_refused && method == SD_METHOD_TI; i++)
@@ -592,6 +598,18 @@ int main(int argc, char **argv)
         sd_error("option '--network_alpha': invalid number '%s'", a.network_alpha);
         usage = 1;
     }
+    /* the reference takes 1.0 for files without a multiplier and ignores extra multipliers: refused here */
+    if (a.base_weights_multiplier.n > a.base_weights.n) {
+        sd_error("--base_weights_multiplier: %d value%s for %d --base_weights file%s", a.base_weights_multiplier.n,
+                 a.base_weights_multiplier.n == 1 ? "" : "s", a.base_weights.n, a.base_weights.n == 1 ? "" : "s");
+        usage = 1;
+    }
+    for (int i = 0; i < a.base_weights_multiplier.n; i++)
+        if (!isfinite(a.base_weights_multiplier.d[i])) {
+            sd_error("option '--base_weights_multiplier': invalid number %g", a.base_weights_multiplier.d[i]);
+            usage = 1;
+            break;
+        }
     if (usage) {
         fprintf(stderr, "Try 'sd-train --help'.\n");
         sd_opts_free(&o);
@@ -600,6 +618,8 @@ int main(int argc, char **argv)
     c.network_alpha = al;
     c.network_alpha_is_int = sd_opts_source(&o, "network_alpha") != SD_SRC_CMDLINE && al == floor(al);
     c.network_args = &a.network_args;
+    c.base_weights = &a.base_weights;
+    c.base_weights_multiplier = &a.base_weights_multiplier;
     c.optimizer_args = &a.optimizer_args;
     c.lr_scheduler_args = &a.lr_scheduler_args;
     c.has_lr_scheduler_timescale = sd_opts_source(&o, "lr_scheduler_timescale") != SD_SRC_NONE;

@@ -53,6 +53,8 @@ typedef struct sd_train_config {
     const sd_opt_list *network_args;
     const char *network_weights;
     int dim_from_weights;
+    const sd_opt_list *base_weights;   /* LoRA files merged into the model before the network is built */
+    const sd_opt_list *base_weights_multiplier;   /* one per file at most; missing ones 1.0 */
     int train_unet_only, train_text_encoder_only;
     double unet_lr, text_encoder_lr;   /* NAN = None */
     double scale_weight_norms;         /* 0 = None */
