@@ -189,6 +189,7 @@ typedef struct sd_train_sample {
     int has_plan, has_bcfg;
     sd_bucket_plan plan;
     sd_bucket_cfg bcfg;
+    int resize_filter;        /* the record's resize_interpolation, sd_resample_filter + 1 (0: automatic) */
     float *mem, *mem_flip;    /* [4, bucket_h/8, bucket_w/8] (owned) */
     /* validation split (train/validation.h): the record's method and dataset keys */
     int method_ft;            /* method "fine_tuning" (not split: validated on a copy) */
