@@ -443,9 +443,8 @@ static const sd_opt table[] = {
 /* kohya options that have no effect here (one info line) or change the training in the reference and are
  * not implemented (refused, exit 2): given when set on the command line or in --config_file to anything but
  * false, 0, "" or an empty list. In a --config_file the names also match keys sd-train does not know
- * (o.unknown): masked_loss, alpha_mask and conditioning_data_dir (--masked_loss, being implemented apart),
- * base_weights and base_weights_multiplier (likewise) are refused from there until they are real options;
- * once they are, they are no longer unknown keys and their entries here are simply not reached. */
+ * (o.unknown): masked_loss, alpha_mask and conditioning_data_dir are refused from there until they are real
+ * options (an entry here applies to a known option too: remove it when the option becomes real). */
 static const struct kohya_opt {
     const char *name;
     int refused;
@@ -484,8 +483,6 @@ static const struct kohya_opt {
     { "masked_loss", 1, "masking the loss with the images' alpha or with conditioning images" },
     { "alpha_mask", 1, "the images' alpha as a loss mask" },
     { "conditioning_data_dir", 1, "conditioning images as loss masks (--masked_loss)" },
-    { "base_weights", 1, "networks merged into the model before training" },
-    { "base_weights_multiplier", 1, "networks merged into the model before training" },
 };
 
 /* A kohya value counts as given unless false, null, 0, "" or empty (consumes v). */

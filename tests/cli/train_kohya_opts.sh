@@ -90,10 +90,10 @@ T --data recs.jsonl --output_dir c1 --config_file c1.toml 2> c1.err; rc=$?
   ! grep -q fp8_base c1.err && grep -q 'not used by sd-train: wandb_run_name$' c1.err && [ ! -e c1 ] &&
   ok train_kohya_config_refused || nok train_kohya_config_refused "rc $rc $(cat c1.err)"
 cat > c2.toml <<'TOML'
-base_weights = ["other.safetensors"]
+conditioning_data_dir = "masks"
 TOML
 T --data recs.jsonl --output_dir c2 --config_file c2.toml 2> c2.err; rc=$?
-[ $rc = 2 ] && grep -q 'c2.toml: base_weights: not implemented' c2.err && ok train_kohya_config_unknown_training_key ||
+[ $rc = 2 ] && grep -q 'c2.toml: conditioning_data_dir: not implemented' c2.err && ok train_kohya_config_unknown_training_key ||
   nok train_kohya_config_unknown_training_key "rc $rc $(cat c2.err)"
 cat > c3.toml <<'TOML'
 masked_loss = false
