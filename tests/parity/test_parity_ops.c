@@ -1093,6 +1093,10 @@ static void test_gemm16(void)
             g16_linear(mt, mn, SD_F32, &small, 0, " (scratch 1 KiB: fallback)");
             sd_ctx_free(&small);
         }
+        /* SD_CUDA_GEMM16=0 (sd(7)): the fp32 operands with the FAST compute type on purpose */
+        setenv("SD_CUDA_GEMM16", "0", 1);
+        g16_linear(mt, mn, SD_BF16, &gpu, 0, " (SD_CUDA_GEMM16=0)");
+        unsetenv("SD_CUDA_GEMM16");
         pool_free();
         path_mark();
         for (int ta = 0; ta < 2; ta++)

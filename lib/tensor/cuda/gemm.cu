@@ -1,5 +1,8 @@
 // Matrix products through cuBLAS: the typed-operand GEMM of the op kernels (sd_cu_gemm_x; 16-bit
 // operands under the bf16 / fp16 GEMM math) and the C entry point sd_cuda_sgemm.
+#include <stdlib.h>
+#include <string.h>
+
 #include "tensor/cuda/common.cuh"
 
 extern "C" {
@@ -78,8 +81,18 @@ int sd_cu_convert_elts(void *dst, sd_cu_elt dt, const void *src, sd_cu_elt st, s
     return cvt(dst, dt, src, st, 1, 1, (int64_t)n, (int64_t)n, 0, (int64_t)n);
 }
 
+// SD_CUDA_GEMM16=0 (a diagnostic for measuring what the 16-bit operands gain; read at each product,
+// a few hundred per training step): the bf16 / fp16 math keeps fp32 operands with the
+// FAST_16BF/16F compute type, as before 2026-11-27.
+static int gemm16_off(void)
+{
+    const char *e = getenv("SD_CUDA_GEMM16");
+    return e && !strcmp(e, "0");
+}
+
 sd_cu_elt sd_cu_math_elt(void)
 {
+    if (gemm16_off()) return SD_CU_F32;
     return sd_cuda_gemm_math == SD_GEMM_BF16 ? SD_CU_BF16 : sd_cuda_gemm_math == SD_GEMM_FP16 ? SD_CU_F16 : SD_CU_F32;
 }
 
