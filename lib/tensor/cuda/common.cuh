@@ -59,22 +59,6 @@ static const unsigned SD_CU_THREADS = 256;
 #else
 #define SD_CU_KERNEL(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
 #define SD_CU_KERNEL_NOSYNC(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
-// ---- SD_CUDA_CONV=cudnn (conv_cudnn.cu) ---------------------------------------------------------
-
-// Returned by sd_cu_conv2d_cudnn when the im2col path must do the call (warned once per reason).
-#define SD_CU_FALLBACK 1
-// SD_CUDA_CONV=cudnn in the environment (read once).
-extern "C" int sd_cu_conv_cudnn_wanted(void);
-// sd_cuda_conv2d through cuDNN: SD_OK, an error, or SD_CU_FALLBACK (y may hold the bias then).
-extern "C" int sd_cu_conv2d_cudnn(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, const sd_tensor *w,
-                                  const sd_tensor *b, sd_conv2d_geom gg);
-// dx += / dw += through cuDNN; sets *dx / *dw to NULL for the parts it computed (the rest, and db,
-// is the im2col path's). SD_OK or an error.
-extern "C" int sd_cu_conv2d_bwd_cudnn(sd_ctx *ctx, sd_tensor **dx, sd_tensor **dw, const sd_tensor *dy,
-                                      const sd_tensor *x, const sd_tensor *w, sd_conv2d_geom gg);
-// Destroy the cuDNN handle and cached descriptors (sd_cuda_shutdown).
-void sd_cu_conv_cudnn_release(void);
-
 #endif
 
 // Launch a grid-stride kernel over n elements on the stream (nothing for n = 0). The kernel must
