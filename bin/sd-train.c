@@ -233,6 +233,10 @@ static const sd_opt table[] = {
      SD_OPT_ATLEAST(0), .group = G_DATA, .help = "loss weight of regularisation images"},
     {.name = "flip_aug", .type = SD_OPT_FLAG, .dest = &c.flip_aug, .group = G_DATA,
      .help = "use the flipped latents with probability 0.5"},
+    {.name = "masked_loss", .type = SD_OPT_FLAG, .dest = &c.masked_loss, .group = G_DATA,
+     .help = "weight the loss by each sample's mask (alpha masks; see sd-train(1))"},
+    {.name = "alpha_mask", .type = SD_OPT_FLAG, .dest = &c.alpha_mask, .group = G_DATA,
+     .help = "every record's alpha_mask default: the image's alpha/255 as loss mask"},
     {.name = "weighted_captions", .type = SD_OPT_FLAG, .dest = &c.weighted_captions, .group = G_DATA,
      .help = "(word:1.2) caption weights on the text-encoder output"},
     {.name = "shuffle_caption", .type = SD_OPT_FLAG, .dest = &c.caption.shuffle, .group = G_DATA,
@@ -387,7 +391,7 @@ static int ds_record(void *ctx, jv rec, const char *src, long line)
     ds_ctx *x = ctx;
     int rc = sd_train_data_add_record(x->d, &c, rec);
     jv_free(rec);
-    if (rc == SD_ENOMEM) return rc;
+    if (rc == SD_ENOMEM || rc == SD_EUNSUPPORTED) return rc;
     if (rc < 0) {
         sd_record_error(src, line, "%s", sd_errmsg());
         x->bad++;
@@ -425,7 +429,7 @@ static int load_dataset(sd_opts *o, sd_train_data *d, int *bad)
                                          "caption_dropout_rate", "caption_dropout_every_n_epochs",
                                          "caption_tag_dropout_rate", "enable_wildcard", "secondary_separator",
                                          "token_warmup_min", "token_warmup_step", "validation_split",
-                                         "validation_seed" };
+                                         "validation_seed", "alpha_mask" };
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
         int src = sd_opts_source(o, names[i]);
         if (src != SD_SRC_CMDLINE && src != SD_SRC_CONFIG) continue;
@@ -437,9 +441,10 @@ static int load_dataset(sd_opts *o, sd_train_data *d, int *bad)
     if (a.dataset_config) {
         if (a.train_data_dir || a.reg_data_dir || a.in_json)
             sd_warn("--dataset_config is given: --train_data_dir, --reg_data_dir and --in_json are ignored");
-        rc = sd_dataset_config_load(a.dataset_config, cli, 0, &cfg);
+        rc = sd_dataset_config_load(a.dataset_config, cli, c.masked_loss ? SD_DC_CONTROLNET_OK : 0, &cfg);
     } else {
-        rc = sd_dataset_config_folders(a.train_data_dir, a.reg_data_dir, a.in_json, cli, 0, &cfg);
+        rc = sd_dataset_config_folders(a.train_data_dir, a.reg_data_dir, a.in_json, cli,
+                                       c.masked_loss ? SD_DC_CONTROLNET_OK : 0, &cfg);
     }
     jv_free(cli);
     if (rc < 0) {
@@ -698,7 +703,7 @@ int main(int argc, char **argv)
             }
             rc = sd_train_data_add_record(&d, &c, rec);
             jv_free(rec);
-            if (rc == SD_ENOMEM) {
+            if (rc == SD_ENOMEM || rc == SD_EUNSUPPORTED) {
                 fatal = 1;
                 sd_error("%s", sd_errmsg());
                 break;
