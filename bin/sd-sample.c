@@ -33,6 +33,7 @@
 #include "tensor/device.h"
 #include "text/clip_tokenizer.h"
 #include "train/lora_file.h"
+#include "train/lora_merge.h"
 #include "train/lora_network.h"
 
 #define PROG "sd-sample"
@@ -187,44 +188,6 @@ static int addnet_hash(const char *path, char out[13])
         for (int i = 0; i < 6; i++) snprintf(out + 2 * i, 3, "%02x", d[i]);
     }
     fclose(f);
-    return rc;
-}
-
-/* ---- LoRA: build from the file's modules, load, merge into the weights, detach --------------- */
-
-static int merge_lora(sd_ctx *ctx, sd_model *m, const char *path, double mul)
-{
-    sd_safetensors *st = NULL;
-    sd_lora_file_info info = { 0 };
-    sd_lora_network net;
-    memset(&net, 0, sizeof net);
-    int rc = sd_safetensors_open(path, &st);
-    if (!rc) rc = sd_lora_file_scan(st, &info);
-    if (!rc && info.n == 0) rc = sd_err(SD_EFORMAT, "%s: no LoRA modules (lora_down/lora_up) in this file", path);
-    sd_lora_net_args na;
-    if (!rc) rc = sd_lora_net_args_parse(&na, 0, 0, NAN, NULL, 0);
-    if (!rc) {
-        sd_lora_network_opts no = { .args = &na, .with_unet = 1, .with_te = 1, .from_file = &info };
-        rc = sd_lora_network_build(&net, ctx, &m->unet, &m->clip, &no);
-    }
-    if (!rc) {
-        size_t loaded = 0;
-        rc = sd_lora_file_load(st, net.refs, net.n, 0, &loaded);
-    }
-    for (size_t i = 0; i < net.n && !rc; i++) {
-        sd_param *w = net.host_lin[i] ? net.host_lin[i]->w : net.host_conv[i]->w;
-        if (w->value.dtype != SD_F32) {
-            rc = sd_err(SD_EUNSUPPORTED, "%s: cannot merge into %s weights stored as non-f32", path, w->key);
-            break;
-        }
-        rc = sd_lora_merge(ctx, &net.mods[i], &w->value, (float)mul);
-    }
-    if (!rc) sd_info("%s: merged %zu modules (%zu text encoder, %zu UNet) with multiplier %g", path, net.n, net.n_te,
-                     net.n_unet, mul);
-    if (rc && !strstr(sd_errmsg(), path)) sd_err_prefix(rc, "%s", path);
-    sd_lora_network_free(&net);
-    sd_lora_file_info_free(&info);
-    sd_safetensors_close(st);
     return rc;
 }
 
@@ -411,16 +374,11 @@ static int run(void)
     if ((rc = sd_ctx_init(&ctx, SD_DEV_CPU, sd_threads_get(), dev == SD_DEV_CPU ? need : 0))) goto out;
     for (int i = 0; i < a.network_weights.n && !rc; i++) {
         double mul = i < a.network_mul.n ? a.network_mul.d[i] : 1.0;
-        if (sdxl) {
-            size_t nte = 0, nun = 0;
-            rc = sd_gen_lora_merge_sdxl(&m.unet, &m.unet_params, &m.te_params, a.network_weights.s[i], mul, &nte,
-                                        &nun);
-            if (!rc)
-                sd_info("%s: merged %zu modules (%zu text encoder, %zu UNet) with multiplier %g",
-                        a.network_weights.s[i], nte + nun, nte, nun, mul);
-        } else {
-            rc = merge_lora(&ctx, &m, a.network_weights.s[i], mul);
-        }
+        size_t nte = 0, nun = 0;
+        rc = sd_lora_merge_file(&ctx, &m, a.network_weights.s[i], mul, &nte, &nun);
+        if (!rc)
+            sd_info("%s: merged %zu modules (%zu text encoder, %zu UNet) with multiplier %g", a.network_weights.s[i],
+                    nte + nun, nte, nun, mul);
     }
     if (rc) goto out;
     if (dev == SD_DEV_CUDA) {

@@ -2,6 +2,7 @@
  * networks.lora), DreamBooth (train_db.py) and fine-tuning (fine_tune.py) of the whole model.
  * Options as the reference names them; the work is lib/train/loop.c and lib/train/full.c. */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -30,9 +31,21 @@ static struct {
     int no_token_padding;
     int fused_optimizer_groups, fused_backward_pass;
     sd_opt_list network_args, optimizer_args, resolution, lr_scheduler_args;
+    sd_opt_list base_weights, base_weights_multiplier;
     int threads;
     int64_t max_train_steps;
     double token_warmup_step;
+    int console_log_level;
+    const char *console_log_file;
+    /* kohya options without effect here, or refused (kohya[] below): their values are consumed here */
+    int xformers, sdpa, mem_eff_attn, diffusers_xformers, torch_compile, persistent_data_loader_workers, lowram,
+        highvram, skip_cache_check, console_log_simple, cpu_offload_checkpointing, disable_mmap_load_safetensors;
+    int max_data_loader_n_workers, vae_batch_size;
+    const char *dynamo_backend;
+    int color_aug, random_crop, fp8_base, fp8_base_unet, debug_dataset, skip_until_initial_step, save_n_epoch_ratio,
+        initial_epoch;
+    int64_t initial_step;
+    const char *lr_scheduler_type, *face_crop_aug_range, *dataset_class;
 } a;
 
 static volatile sig_atomic_t g_stop;
@@ -53,6 +66,9 @@ static void on_signal(int sig)
 #define G_SAMPLE "Sample images during training"
 #define G_VAL "Validation"
 #define G_LOG "Logging"
+#define G_KOHYA "kohya options accepted without effect here (each prints why; sd-train(1))"
+#define KOHYA_NOOP(n, t, d, h) { .name = n, .type = t, .dest = d, .group = G_KOHYA, .help = h }
+#define KOHYA_REFUSED(n, t, d) { .name = n, .type = t, .dest = d, .flags = SD_OPTF_HIDDEN, .help = "refused" }
 
 static const sd_opt table[] = {
     /* model */
@@ -109,6 +125,11 @@ static const sd_opt table[] = {
      .help = "start from these LoRA weights"},
     {.name = "dim_from_weights", .type = SD_OPT_FLAG, .dest = &c.dim_from_weights, .group = G_NET,
      .help = "take the modules, ranks and alphas from --network_weights"},
+    {.name = "base_weights", .type = SD_OPT_STRINGS, .dest = &a.base_weights, .flags = SD_OPTF_NARGS,
+     .metavar = "FILE", .group = G_NET, .help = "LoRA files merged into the model before training"},
+    {.name = "base_weights_multiplier", .type = SD_OPT_DOUBLES, .dest = &a.base_weights_multiplier,
+     .flags = SD_OPTF_NARGS, .metavar = "M", .group = G_NET,
+     .help = "the multiplier of each --base_weights file (default 1.0 each)"},
     {.name = "network_train_unet_only", .type = SD_OPT_FLAG, .dest = &c.train_unet_only, .group = G_NET,
      .help = "no text-encoder modules"},
     {.name = "network_train_text_encoder_only", .type = SD_OPT_FLAG, .dest = &c.train_text_encoder_only,
@@ -377,9 +398,173 @@ static const sd_opt table[] = {
      .group = G_MODEL,
      .help = "where the networks run: the CPU, or CUDA GPU N (a build with CUDA=1); the optimizer, data and "
              "saving stay on the host"},
+    {.name = "console_log_level", .type = SD_OPT_ENUM, .dest = &a.console_log_level, .def = "INFO",
+     .choices = "DEBUG|INFO|WARNING|ERROR|CRITICAL", .group = G_LOG,
+     .help = "messages shown: DEBUG, INFO, WARNING, ERROR or CRITICAL (= ERROR); given, it wins over SD_LOG"},
+    {.name = "console_log_file", .type = SD_OPT_STRING, .dest = &a.console_log_file, .metavar = "FILE", .group = G_LOG,
+     .help = "write the messages (stderr) to FILE instead, truncating it"},
     SD_OPT_THREADS(&a.threads),
+    /* kohya options: accepted without effect, or refused (kohya[] below says why) */
+    KOHYA_NOOP("xformers", SD_OPT_FLAG, &a.xformers, "attention is always memory-efficient here"),
+    KOHYA_NOOP("sdpa", SD_OPT_FLAG, &a.sdpa, "attention is always memory-efficient here"),
+    KOHYA_NOOP("mem_eff_attn", SD_OPT_FLAG, &a.mem_eff_attn, "attention is always memory-efficient here"),
+    KOHYA_NOOP("diffusers_xformers", SD_OPT_FLAG, &a.diffusers_xformers, "attention is always memory-efficient here"),
+    KOHYA_NOOP("torch_compile", SD_OPT_FLAG, &a.torch_compile, "no PyTorch to compile"),
+    KOHYA_NOOP("dynamo_backend", SD_OPT_STRING, &a.dynamo_backend, "no PyTorch to compile"),
+    KOHYA_NOOP("max_data_loader_n_workers", SD_OPT_INT, &a.max_data_loader_n_workers,
+               "no data-loader processes: batches come from memory"),
+    KOHYA_NOOP("persistent_data_loader_workers", SD_OPT_FLAG, &a.persistent_data_loader_workers,
+               "no data-loader processes: batches come from memory"),
+    KOHYA_NOOP("lowram", SD_OPT_FLAG, &a.lowram, "one way of loading the model here"),
+    KOHYA_NOOP("highvram", SD_OPT_FLAG, &a.highvram, "no device cache to empty"),
+    KOHYA_NOOP("disable_mmap_load_safetensors", SD_OPT_FLAG, &a.disable_mmap_load_safetensors,
+               "one way of loading the model"),
+    KOHYA_NOOP("cpu_offload_checkpointing", SD_OPT_FLAG, &a.cpu_offload_checkpointing, "no activation offloading"),
+    KOHYA_NOOP("vae_batch_size", SD_OPT_INT, &a.vae_batch_size,
+               "--cache_latents encodes one image at a time; the latents are the same"),
+    KOHYA_NOOP("skip_cache_check", SD_OPT_FLAG, &a.skip_cache_check, "latent files are always checked"),
+    KOHYA_NOOP("console_log_simple", SD_OPT_FLAG, &a.console_log_simple, "messages are always plain"),
+    KOHYA_REFUSED("lr_scheduler_type", SD_OPT_STRING, &a.lr_scheduler_type),
+    KOHYA_REFUSED("color_aug", SD_OPT_FLAG, &a.color_aug),
+    KOHYA_REFUSED("random_crop", SD_OPT_FLAG, &a.random_crop),
+    KOHYA_REFUSED("face_crop_aug_range", SD_OPT_STRING, &a.face_crop_aug_range),
+    KOHYA_REFUSED("fp8_base", SD_OPT_FLAG, &a.fp8_base),
+    KOHYA_REFUSED("fp8_base_unet", SD_OPT_FLAG, &a.fp8_base_unet),
+    KOHYA_REFUSED("save_n_epoch_ratio", SD_OPT_INT, &a.save_n_epoch_ratio),
+    KOHYA_REFUSED("debug_dataset", SD_OPT_FLAG, &a.debug_dataset),
+    KOHYA_REFUSED("dataset_class", SD_OPT_STRING, &a.dataset_class),
+    KOHYA_REFUSED("skip_until_initial_step", SD_OPT_FLAG, &a.skip_until_initial_step),
+    KOHYA_REFUSED("initial_epoch", SD_OPT_INT, &a.initial_epoch),
+    KOHYA_REFUSED("initial_step", SD_OPT_INT64, &a.initial_step),
     SD_OPT_END};
 
+#define NOT_CACHED(k) "sd-train trains from cached latents, and the reference cannot cache them with " k \
+                      " (it augments the images at every step)"
+#define FACE_CROP "face-crop augmentation works on the images at every step (the reference applies it only " \
+                  "without latent caching), and sd-train trains from cached latents"
+#define ATTN "attention here is always memory-efficient (chunked, exact softmax); nothing to switch"
+#define LOADER "records and latents are read in this process, batches come from memory; there are no data-loader workers"
+/* kohya options that have no effect here (one info line) or change the training in the reference and are
+ * not implemented (refused, exit 2): given when set on the command line or in --config_file to anything but
+ * false, 0, "" or an empty list. In a --config_file the names also match keys sd-train does not know
+ * (o.unknown): masked_loss, alpha_mask and conditioning_data_dir are refused from there until they are real
+ * options (an entry here applies to a known option too: remove it when the option becomes real). */
+static const struct kohya_opt {
+    const char *name;
+    int refused;
+    const char *why;
+} kohya[] = {
+    { "xformers", 0, ATTN },
+    { "sdpa", 0, ATTN },
+    { "mem_eff_attn", 0, ATTN },
+    { "diffusers_xformers", 0, ATTN },
+    { "torch_compile", 0, "there is no PyTorch model to compile" },
+    { "dynamo_backend", 0, "there is no PyTorch model to compile" },
+    { "max_data_loader_n_workers", 0, LOADER },
+    { "persistent_data_loader_workers", 0, LOADER },
+    { "lowram", 0, "there is no separate low-memory way of loading the model here; nothing to switch" },
+    { "highvram", 0, "it only stops the reference emptying the CUDA cache while caching latents, which sd-train does "
+                     "not do; nothing to switch" },
+    { "disable_mmap_load_safetensors", 0, "the model is loaded one way here; nothing to switch" },
+    { "cpu_offload_checkpointing", 0, "activations are not offloaded; --gradient_checkpointing recomputes them" },
+    { "vae_batch_size", 0, "--cache_latents encodes one image at a time, and a latent does not depend on the batch "
+                           "(sd-encode-latents --vae_batch_size batches)" },
+    { "skip_cache_check", 0, "--cache_latents_to_disk reuses a latent file only when its sd_meta.json matches the "
+                             "inputs; that check is not skipped" },
+    { "console_log_simple", 0, "messages are always plain lines ('sd-train: message')" },
+    { "lr_scheduler_type", 1, "custom scheduler classes are Python; use --lr_scheduler" },
+    { "color_aug", 1, NOT_CACHED("color_aug") },
+    { "random_crop", 1, NOT_CACHED("random_crop") },
+    { "face_crop_aug_range", 1, FACE_CROP },
+    { "fp8_base", 1, "float8 base weights; use --mixed_precision fp16 or bf16" },
+    { "fp8_base_unet", 1, "float8 base weights; use --mixed_precision fp16 or bf16" },
+    { "save_n_epoch_ratio", 1, "use --save_every_n_epochs" },
+    { "debug_dataset", 1, "it shows the samples instead of training" },
+    { "dataset_class", 1, "custom dataset classes are Python" },
+    { "skip_until_initial_step", 1, "starting at a later step (use --resume with a saved state)" },
+    { "initial_epoch", 1, "starting at a later epoch (use --resume with a saved state)" },
+    { "initial_step", 1, "starting at a later step (use --resume with a saved state)" },
+    { "masked_loss", 1, "masking the loss with the images' alpha or with conditioning images" },
+    { "alpha_mask", 1, "the images' alpha as a loss mask" },
+    { "conditioning_data_dir", 1, "conditioning images as loss masks (--masked_loss)" },
+};
+
+/* A kohya value counts as given unless false, null, 0, "" or empty (consumes v). */
+static int given(jv v)
+{
+    int k = jv_get_kind(v), t = k == JV_KIND_TRUE;
+    if (k == JV_KIND_NUMBER) t = jv_number_value(v) != 0;
+    if (k == JV_KIND_STRING) t = jv_string_length_bytes(jv_copy(v)) > 0;
+    if (k == JV_KIND_ARRAY) t = jv_array_length(jv_copy(v)) > 0;
+    if (k == JV_KIND_OBJECT) t = jv_object_length(jv_copy(v)) > 0;
+    jv_free(v);
+    return t;
+}
+
+/* The option's value if the command line or the config file set it, else null; or the value of a config key
+ * sd-train does not know (names compared with '-' as '_'). *cfg = 1: it came from the config file. */
+static jv opt_given_value(const sd_opts *o, const char *name, int *cfg)
+{
+    int src = sd_opts_source(o, name);
+    *cfg = src == SD_SRC_CONFIG;
+    if (src == SD_SRC_CMDLINE || src == SD_SRC_CONFIG)
+        for (int i = 0; i < sd_opts_count(o); i++)
+            if (!strcmp(sd_opts_at(o, i)->name, name)) return sd_opts_value_jv(o, i);
+    for (int i = 0; i < o->nunknown; i++) {
+        const char *k = o->unknown[i], *n = name;
+        while (*k && (*k == *n || (*k == '-' && *n == '_'))) k++, n++;
+        if (!*k && !*n) {
+            *cfg = 1;
+            return jv_copy(o->unknown_value[i]);
+        }
+    }
+    return jv_null();
+}
+
+static int kohya_known(const char *key)
+{
+    for (size_t i = 0; i < sizeof kohya / sizeof *kohya; i++) {
+        const char *k = key, *n = kohya[i].name;
+        while (*k && (*k == *n || (*k == '-' && *n == '_'))) k++, n++;
+        if (!*k && !*n) return 1;
+    }
+    return 0;
+}
+
+/* Subset / record keys whose augmentation or use sd-train does not implement (exit 2): a subset of a
+ * --dataset_config, or a record of --data (sd-merge-meta passes them through). ss_datasets keeps recording
+ * color_aug / random_crop: a run with either true does not get that far. alpha_mask: the reference masks
+ * the loss with the alpha whether or not --masked_loss is given; refused here unless --masked_loss or
+ * --alpha_mask is (the options that wire masks in; until they exist, always). */
+static int refused_key(const sd_opts *o, jv obj, char *msg, size_t cap)
+{
+    static const struct { const char *key, *why; } keys[] = {
+        { "color_aug", NOT_CACHED("color_aug") },
+        { "random_crop", NOT_CACHED("random_crop") },
+        { "face_crop_aug_range", FACE_CROP },
+        { "custom_attributes", "per-subset attributes for the reference's Python training code" },
+        { "alpha_mask", "the images' alpha as a loss mask (the reference masks the loss with it)" },
+    };
+    if (jv_get_kind(obj) != JV_KIND_OBJECT) return 0;
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+        jv v = jv_object_get(jv_copy(obj), jv_string(keys[i].key));
+        if (!jv_is_valid(v) || !given(jv_copy(v))) {
+            jv_free(v);
+            continue;
+        }
+        int u;   /* a known option only: an unknown config key is refused anyway */
+        if (!strcmp(keys[i].key, "alpha_mask") && ((given(opt_given_value(o, "masked_loss", &u)) && sd_opts_find(o, "masked_loss")) ||
+                       (given(opt_given_value(o, "alpha_mask", &u)) && sd_opts_find(o, "alpha_mask")))) {
+            jv_free(v);
+            continue;
+        }
+        jv d = jv_dump_string(v, 0);
+        snprintf(msg, cap, "%s = %s: not implemented: %s", keys[i].key, jv_string_value(d), keys[i].why);
+        jv_free(d);
+        return 1;
+    }
+    return 0;
+}
 
 typedef struct ds_ctx {
     sd_train_data *d;
@@ -413,7 +598,7 @@ static void ds_warning(void *ctx, const char *msg)
 }
 
 /* Records of --dataset_config / the folder convention / --in_json (data/dataset_records.h). */
-static int load_dataset(sd_opts *o, sd_train_data *d, int *bad)
+static int load_dataset(sd_opts *o, sd_train_data *d, int *bad, int *refused)
 {
     jv cli = jv_object();
     if (a.resolution.n)
@@ -453,6 +638,18 @@ static int load_dataset(sd_opts *o, sd_train_data *d, int *bad)
         return rc;
     }
     for (int i = 0; i < cfg.nwarnings; i++) sd_warn("%s", cfg.warnings[i]);
+    char msg[512];
+    for (int i = 0; i < cfg.ndatasets; i++)
+        for (int j = 0; j < cfg.datasets[i].nsubsets; j++) {
+            const sd_dc_subset *s = &cfg.datasets[i].subsets[j];
+            if (!refused_key(o, s->params, msg, sizeof msg)) continue;
+            int di = cfg.datasets[i].index;
+            if (s->line > 0) sd_error("%s:%d: datasets[%d].subsets[%d]: %s", cfg.name, s->line, di, s->index, msg);
+            else sd_error("%s: datasets[%d].subsets[%d]: %s", cfg.name, di, s->index, msg);
+            sd_dataset_config_free(&cfg);
+            *refused = 1;
+            return SD_EUSAGE;
+        }
     ds_ctx x = { d, 0 };
     sd_dataset_sink sink = { .ctx = &x, .record = ds_record, .error = ds_error, .warning = ds_warning };
     rc = sd_dataset_records(&cfg, &sink);
@@ -483,16 +680,47 @@ int main(int argc, char **argv)
         sd_opts_free(&o);
         return ex;
     }
-    if (o.nunknown) {
-        char list[512] = "";
-        for (int i = 0; i < o.nunknown && strlen(list) < 400; i++) {
-            if (i) strcat(list, ", ");
-            strncat(list, o.unknown[i], 100);
+    if (sd_opts_source(&o, "console_log_level") == SD_SRC_CMDLINE || sd_opts_source(&o, "console_log_level") == SD_SRC_CONFIG) {
+        static const int lv[] = { SD_LOG_DEBUG, SD_LOG_INFO, SD_LOG_WARN, SD_LOG_ERROR, SD_LOG_ERROR };
+        sd_log_set_level(lv[a.console_log_level]);
+    }
+    if (a.console_log_file && *a.console_log_file) {   /* the reference's logging.FileHandler(mode="w") */
+        int fd = open(a.console_log_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            sd_error("cannot open %s: %s", a.console_log_file, strerror(errno));
+            sd_opts_free(&o);
+            return 1;
         }
-        sd_warn("%s: %d key%s not used by sd-train: %s%s", o.config_file, o.nunknown, o.nunknown == 1 ? "" : "s",
-                list, strlen(list) >= 400 ? ", ..." : "");
+        fflush(stderr);
+        if (dup2(fd, 2) < 0) {
+            sd_error("cannot write the messages to %s: %s", a.console_log_file, strerror(errno));
+            sd_opts_free(&o);
+            return 1;
+        }
+        close(fd);
     }
     int usage = 0;
+    /* kohya options (kohya[] above): one line each when given */
+    for (size_t i = 0; i < sizeof kohya / sizeof *kohya; i++) {
+        int cfg;
+        if (!given(opt_given_value(&o, kohya[i].name, &cfg))) continue;
+        sd_log(kohya[i].refused ? SD_LOG_ERROR : SD_LOG_INFO, "%s%s%s: %s: %s", cfg ? o.config_file : "--",
+               cfg ? ": " : "", kohya[i].name, kohya[i].refused ? "not implemented" : "no effect", kohya[i].why);
+        usage |= kohya[i].refused;
+    }
+    int nunused = 0;
+    char list[512] = "";
+    for (int i = 0; i < o.nunknown; i++) {
+        if (kohya_known(o.unknown[i])) continue;
+        if (strlen(list) < 400) {
+            if (nunused) strcat(list, ", ");
+            strncat(list, o.unknown[i], 100);
+        }
+        nunused++;
+    }
+    if (nunused)
+        sd_warn("%s: %d key%s not used by sd-train: %s%s", o.config_file, nunused, nunused == 1 ? "" : "s", list,
+                strlen(list) >= 400 ? ", ..." : "");
     sd_train_method method = SD_METHOD_LORA;
     if (sd_train_method_parse(a.method, &method) < 0) {
         sd_error("%s", sd_errmsg());
@@ -516,7 +744,7 @@ int main(int argc, char **argv)
                                              "network_args", "network_weights", "dim_from_weights",
                                              "network_train_unet_only", "network_train_text_encoder_only", "unet_lr",
                                              "text_encoder_lr", "scale_weight_norms", "no_metadata",
-                                             "training_comment" };
+                                             "training_comment", "base_weights", "base_weights_multiplier" };
     /* the SDXL caches: LoRA and (SDXL) db/ft, not TI */
     static const char *const ti_refused[] = { "cache_text_encoder_outputs", "cache_text_encoder_outputs_to_disk" };
     for (size_t i = 0; i < sizeof ti_refused / sizeof *ti_refused && method == SD_METHOD_TI; i++)
@@ -597,6 +825,18 @@ int main(int argc, char **argv)
         sd_error("option '--network_alpha': invalid number '%s'", a.network_alpha);
         usage = 1;
     }
+    /* the reference takes 1.0 for files without a multiplier and ignores extra multipliers: refused here */
+    if (a.base_weights_multiplier.n > a.base_weights.n) {
+        sd_error("--base_weights_multiplier: %d value%s for %d --base_weights file%s", a.base_weights_multiplier.n,
+                 a.base_weights_multiplier.n == 1 ? "" : "s", a.base_weights.n, a.base_weights.n == 1 ? "" : "s");
+        usage = 1;
+    }
+    for (int i = 0; i < a.base_weights_multiplier.n; i++)
+        if (!isfinite(a.base_weights_multiplier.d[i])) {
+            sd_error("option '--base_weights_multiplier': invalid number %g", a.base_weights_multiplier.d[i]);
+            usage = 1;
+            break;
+        }
     if (usage) {
         fprintf(stderr, "Try 'sd-train --help'.\n");
         sd_opts_free(&o);
@@ -605,6 +845,8 @@ int main(int argc, char **argv)
     c.network_alpha = al;
     c.network_alpha_is_int = sd_opts_source(&o, "network_alpha") != SD_SRC_CMDLINE && al == floor(al);
     c.network_args = &a.network_args;
+    c.base_weights = &a.base_weights;
+    c.base_weights_multiplier = &a.base_weights_multiplier;
     c.optimizer_args = &a.optimizer_args;
     c.lr_scheduler_args = &a.lr_scheduler_args;
     c.has_lr_scheduler_timescale = sd_opts_source(&o, "lr_scheduler_timescale") != SD_SRC_NONE;
@@ -674,9 +916,9 @@ int main(int argc, char **argv)
     /* records */
     sd_train_data d;
     sd_train_data_init(&d);
-    int bad = 0, fatal = 0;
+    int bad = 0, fatal = 0, refused = 0;
     if (have_ds) {
-        if (load_dataset(&o, &d, &bad) < 0) fatal = 1;
+        if (load_dataset(&o, &d, &bad, &refused) < 0) fatal = 1;
     } else {
         sd_jsonl_reader *r = sd_jsonl_open_path(a.data);
         if (!r) {
@@ -701,6 +943,13 @@ int main(int argc, char **argv)
                 fatal = 1;
                 break;
             }
+            char msg[512];
+            if (refused_key(&o, rec, msg, sizeof msg)) {
+                sd_error("%s:%ld: %s", src, line, msg);
+                jv_free(rec);
+                fatal = refused = 1;
+                break;
+            }
             rc = sd_train_data_add_record(&d, &c, rec);
             jv_free(rec);
             if (rc == SD_ENOMEM || rc == SD_EUNSUPPORTED) {
@@ -716,11 +965,11 @@ int main(int argc, char **argv)
         sd_jsonl_close(r);
     }
     if (fatal || bad) {
-        if (bad) sd_error("%d record%s could not be used; not training on a partial set", bad, bad == 1 ? "" : "s");
+        if (bad && !refused) sd_error("%d record%s could not be used; not training on a partial set", bad, bad == 1 ? "" : "s");
         sd_train_data_free(&d);
         free(snap_text);
         sd_opts_free(&o);
-        return 1;
+        return refused ? 2 : 1;
     }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

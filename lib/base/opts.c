@@ -536,8 +536,12 @@ void sd_opts_free(sd_opts *o)
     free(o->all);
     free(o->src);
     free(o->pos);
-    for (int i = 0; i < o->nunknown; i++) free(o->unknown[i]);
+    for (int i = 0; i < o->nunknown; i++) {
+        free(o->unknown[i]);
+        jv_free(o->unknown_value[i]);
+    }
     free(o->unknown);
+    free(o->unknown_value);
     memset(o, 0, sizeof *o);
 }
 
@@ -841,12 +845,16 @@ int sd_opts_set_jv(sd_opts *o, const char *name, jv value, int source)
     return rc ? sd_err_prefix(rc, "%s", name) : SD_OK;
 }
 
-static int add_unknown(sd_opts *o, const char *key)
+static int add_unknown(sd_opts *o, const char *key, jv value)
 {
     char **u = realloc(o->unknown, (size_t)(o->nunknown + 1) * sizeof *u);
     if (!u) return sd_err(SD_ENOMEM, "out of memory");
     o->unknown = u;
+    jv *uv = realloc(o->unknown_value, (size_t)(o->nunknown + 1) * sizeof *uv);
+    if (!uv) return sd_err(SD_ENOMEM, "out of memory");
+    o->unknown_value = uv;
     if (!(u[o->nunknown] = strdup(key))) return sd_err(SD_ENOMEM, "out of memory");
+    uv[o->nunknown] = jv_copy(value);
     o->nunknown++;
     return SD_OK;
 }
@@ -866,7 +874,7 @@ static int apply_obj(sd_opts *o, jv obj, const char *name, int depth)
                     rc = sd_err(SD_EUSAGE, "%s: %s: not allowed in a config file", name, ks);
                 } else if (idx < 0 || !active(o, idx)) {
                     if (o->flags & SD_OPTS_LENIENT) {
-                        rc = add_unknown(o, ks);
+                        rc = add_unknown(o, ks, value);
                     } else {
                         sd_opts_set_jv(o, ks, value, SD_SRC_CONFIG);   /* builds the message */
                         rc = sd_err_prefix(SD_EUSAGE, "%s", name);

@@ -61,7 +61,8 @@
  * string in command-line syntax ("512,768"); null (JSON) is skipped. Unknown keys are an ERROR
  * ("FILE: unknown key 'x' (did you mean 'y'?)") because a misspelt key silently doing nothing is
  * the commonest config bug; a tool that reads configs written for other programs sets
- * SD_OPTS_LENIENT, and unknown keys are then collected in o->unknown (the tool may warn).
+ * SD_OPTS_LENIENT, and unknown keys are then collected in o->unknown with their values in
+ * o->unknown_value (the tool may warn, or refuse some).
  * Options with SD_OPTF_NO_CONFIG and the built-ins config_file/output_config/help/version may not
  * appear in a config file.
  *
@@ -169,6 +170,7 @@ typedef struct sd_opts {
     int output_config;        /* --output_config given */
     int nunknown;             /* SD_OPTS_LENIENT: unknown config keys (owned) */
     char **unknown;
+    jv *unknown_value;        /* their values (owned; unknown_value[i] belongs to unknown[i]) */
     /* private */
     const sd_opt *table;
     int n;                    /* table entries + built-ins */

@@ -12,6 +12,7 @@
 #include "base/log.h"
 #include "base/strbuf.h"
 #include "base/fileio.h"
+#include "base/half.h"
 #include "base/rng.h"
 #include "io/png_text.h"
 #include "io/embedding.h"
@@ -421,8 +422,9 @@ int sd_gen_lora_merge_sdxl(const sd_unet *um, sd_params *unet, sd_params *te, co
                         "name>, lora_te1_/lora_te2_<text encoder name>)", path, fm->name);
             break;
         }
-        if (w->value.dtype != SD_F32 || w->value.device != SD_DEV_CPU) {
-            rc = sd_err(SD_EUNSUPPORTED, "%s: cannot merge into %s weights stored as non-f32", path, w->key);
+        if ((w->value.dtype != SD_F32 && w->value.dtype != SD_F16 && w->value.dtype != SD_BF16) ||
+            w->value.device != SD_DEV_CPU) {
+            rc = sd_err(SD_EUNSUPPORTED, "%s: cannot merge into %s weights of this dtype or device", path, w->key);
             break;
         }
         const sd_tensor *t = &w->value;
@@ -447,7 +449,17 @@ int sd_gen_lora_merge_sdxl(const sd_unet *um, sd_params *unet, sd_params *te, co
         if (!rc) rc = sd_safetensors_read_f32(st, key, up, (size_t)(out * r));
         if (rc) break;
         const float sc = (float)mul * (fm->has_alpha ? fm->alpha : (float)r) / (float)r;
+        const size_t nw = (size_t)(out * in * kk);
         float *W = t->data;
+        if (t->dtype != SD_F32) {   /* f16/bf16 storage: merged in f32, stored back rounded */
+            W = malloc(nw * sizeof *W);
+            if (!W) {
+                rc = sd_err(SD_ENOMEM, "out of memory");
+                break;
+            }
+            if (t->dtype == SD_F16) sd_f16_to_f32_n(t->data, W, nw);
+            else sd_bf16_to_f32_n(t->data, W, nw);
+        }
         const int64_t row = in * kk;
         for (int64_t o = 0; o < out; o++) {
             float *wo = W + o * row;
@@ -456,6 +468,11 @@ int sd_gen_lora_merge_sdxl(const sd_unet *um, sd_params *unet, sd_params *te, co
                 const float *d = down + q * row;
                 for (int64_t j = 0; j < row; j++) wo[j] += u * d[j];
             }
+        }
+        if (W != t->data) {
+            if (t->dtype == SD_F16) sd_f32_to_f16_n(W, t->data, nw);
+            else sd_f32_to_bf16_n(W, t->data, nw);
+            free(W);
         }
         if (!strncmp(fm->name, "lora_unet_", 10)) n_unet++;
         else n_te++;

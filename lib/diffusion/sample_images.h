@@ -184,8 +184,8 @@ void sd_gen_sdxl_vector(float *vec, const float *pooled, int64_t P, int orig_h, 
  * mul · alpha/rank · up·down to the weight it names (linear, 1×1 and k×k convs), what the forward
  * hooks compute. With the UNet `um` (may be NULL: SGM names only), UNet modules may also carry their
  * Diffusers names (lora_unet_down_blocks_1_attentions_0_…; sd_lora_file_sdxl_to_sgm), as files of
- * Diffusers-based trainers do; a file naming one layer both ways is an error naming both. A module naming no layer, a shape mismatch or a non-f32 weight is an error naming
- * the file and module. *n_te / *n_unet (may be NULL) count the merged modules. */
+ * Diffusers-based trainers do; a file naming one layer both ways is an error naming both. Host weights stored f16/bf16 are merged in f32 and stored back
+ * rounded. A module naming no layer or a shape mismatch is an error naming the file and module. *n_te / *n_unet (may be NULL) count the merged modules. */
 int sd_gen_lora_merge_sdxl(const sd_unet *um, sd_params *unet, sd_params *te, const char *path, double mul,
                            size_t *n_te, size_t *n_unet);
 

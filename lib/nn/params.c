@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "base/half.h"
 #include "tensor/device.h"
 #include "tensor/ops.h"
 
@@ -215,6 +216,42 @@ int sd_params_alloc(sd_params *r, sd_devkind device)
     r->grad_bytes = gb;
     r->device = (uint8_t)device;
     r->allocated = 1;
+    return SD_OK;
+}
+
+int sd_params_convert_frozen(sd_params *r, sd_dtype dt)
+{
+    if (!r->allocated || r->device != SD_DEV_CPU || r->frozen_dtype != SD_F32)
+        return sd_err(SD_ESTATE, "parameter registry: convert needs f32 values on the host");
+    if (dt == SD_F32) return SD_OK;
+    if (dt != SD_F16 && dt != SD_BF16) return sd_err(SD_EINVAL, "parameter registry: storage dtype must be f16 or bf16");
+    r->frozen_dtype = dt;
+    size_t vb = 0;
+    for (size_t i = 0; i < r->n; i++) {
+        sd_tensor v = r->items[i]->value;
+        v.dtype = (uint8_t)storage_dtype(r, r->items[i]);
+        vb += ALIGN64(sd_tensor_nbytes(&v));
+    }
+    uint8_t *vm = aligned_alloc(64, vb ? vb : 64);
+    if (!vm) {
+        r->frozen_dtype = SD_F32;
+        return sd_err(SD_ENOMEM, "parameters: out of memory (%zu bytes)", vb);
+    }
+    size_t vo = 0;
+    for (size_t i = 0; i < r->n; i++) {
+        sd_param *p = r->items[i];
+        sd_dtype to = storage_dtype(r, p);
+        size_t n = (size_t)sd_tensor_numel(&p->value);
+        if (to == SD_F16) sd_f32_to_f16_n(p->value.data, (uint16_t *)(vm + vo), n);
+        else if (to == SD_BF16) sd_f32_to_bf16_n(p->value.data, (uint16_t *)(vm + vo), n);
+        else memcpy(vm + vo, p->value.data, n * sizeof(float));
+        p->value.data = vm + vo;
+        p->value.dtype = (uint8_t)to;
+        vo += ALIGN64(sd_tensor_nbytes(&p->value));
+    }
+    free(r->value_mem);
+    r->value_mem = vm;
+    r->value_bytes = vb;
     return SD_OK;
 }
 

@@ -75,6 +75,11 @@ int sd_params_set_trainable(sd_params *r, const char *prefix, int trainable);
 /* Before alloc: storage dtype of frozen SD_PARAM_HALF_OK parameters (SD_F32 default). */
 int sd_params_set_frozen_dtype(sd_params *r, sd_dtype dt);
 
+/* After loading, on the host: store the frozen SD_PARAM_HALF_OK values of a registry allocated with
+ * frozen dtype f32 in `dt` instead (f16/bf16, round to nearest even as loading does; new memory,
+ * the old freed; sd_param pointers stay valid). For weights edited in f32 after loading (LoRA
+ * files merged into a model before training). SD_ESTATE unless allocated on the CPU with f32. */
+int sd_params_convert_frozen(sd_params *r, sd_dtype dt);
 /* Allocate values (zeroed) and gradients of trainable parameters on `device` (CPU or CUDA). */
 int sd_params_alloc(sd_params *r, sd_devkind device);
 /* Move the allocated values and gradients to `device` (CPU <-> CUDA): one block copy each, the

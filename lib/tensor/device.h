@@ -84,8 +84,11 @@ void sd_device_shutdown(void);
  *   SD_GEMM_TF32  operands rounded to TF32 on the tensor cores, fp32 accumulation
  *   SD_GEMM_BF16  operands rounded to bf16 on the tensor cores, fp32 accumulation and output
  *   SD_GEMM_FP16  the same with fp16 operands
- * (cuBLAS's COMPUTE_32F_FAST_TF32 / _FAST_16BF / _FAST_16F: tensors stay fp32 in memory; only the
- * products' inputs are rounded.) Process-wide; may be set before or after sd_device_init().
+ * (Tensors stay fp32 in memory; only the products' inputs are rounded. TF32: cuBLAS's
+ * COMPUTE_32F_FAST_TF32 on the fp32 operands. BF16 / FP16: 16-bit operands with COMPUTE_32F, the
+ * fp32 ones rounded to nearest even into scratch per product, weights stored in the 16-bit type
+ * used directly; COMPUTE_32F_FAST_16BF / _16F on the fp32 operands where the scratch is short.)
+ * Process-wide; may be set before or after sd_device_init().
  * SD_EUNSUPPORTED without CUDA for anything but SD_GEMM_FP32. */
 typedef enum { SD_GEMM_FP32 = 0, SD_GEMM_TF32, SD_GEMM_BF16, SD_GEMM_FP16 } sd_gemm_math;
 int sd_device_set_gemm_math(sd_gemm_math m);

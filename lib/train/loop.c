@@ -467,6 +467,7 @@ static const char *const resume_keys[] = {
     "method", "token_string", "num_vectors_per_token", "use_object_template", "use_style_template",   /* TI */
     "learning_rate_te", "stop_text_encoder_training", "train_text_encoder",   /* full models */
     "learning_rate_te1", "learning_rate_te2", "block_lr",   /* SDXL full models */
+    "base_weights", "base_weights_multiplier",   /* the model every step trains on */
 };
 
 int sd_train_run(sd_train_config *c, sd_train_data *d)

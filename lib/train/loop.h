@@ -53,6 +53,8 @@ typedef struct sd_train_config {
     const sd_opt_list *network_args;
     const char *network_weights;
     int dim_from_weights;
+    const sd_opt_list *base_weights;   /* LoRA files merged into the model before the network is built */
+    const sd_opt_list *base_weights_multiplier;   /* one per file at most; missing ones 1.0 */
     int train_unet_only, train_text_encoder_only;
     double unet_lr, text_encoder_lr;   /* NAN = None */
     double scale_weight_norms;         /* 0 = None */
@@ -189,6 +191,7 @@ typedef struct sd_train_sample {
     int has_plan, has_bcfg;
     sd_bucket_plan plan;
     sd_bucket_cfg bcfg;
+    int resize_filter;        /* the record's resize_interpolation, sd_resample_filter + 1 (0: automatic) */
     float *mem, *mem_flip;    /* [4, bucket_h/8, bucket_w/8] (owned) */
     /* alpha mask (§1.11): alpha 1 when the record asks for one (alpha_mask / --alpha_mask: the latent
        file must hold an alpha_mask member; --cache_latents keeps the image's alpha/255 here) */

@@ -172,6 +172,9 @@ int sd_train_data_add_record(sd_train_data *d, const sd_train_config *c, jv rec)
     if (!lat && !c->cache_latents)
         return sd_err(SD_EFORMAT, "record has no 'latents' (run sd-encode-latents first, or use --cache_latents)");
     if (!lat) {
+        int filter = -1;
+        if ((r = sd_bucket_record_filter(rec, &filter)) < 0) return r;
+        s.resize_filter = filter + 1;
         r = sd_bucket_record_plan(rec, &s.plan);
         if (r < 0) return r;
         s.has_plan = r == 1;

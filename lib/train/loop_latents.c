@@ -69,7 +69,8 @@ static int write_disk_cache(const sd_train_sample *s, const char *path, const sd
 }
 
 /* --cache_latents: encode every record without a latent file once, in memory (the reference's
- * cache_latents): image → bucket plan → resize and centre trim → [-1, 1] → VAE → posterior sample
+ * cache_latents): image → bucket plan → resize (the record's resize_interpolation, else the reference's
+ * automatic filter) and centre trim → [-1, 1] → VAE → posterior sample
  * (Philox stream (seed, 0, 2·i + flipped, SD_RNG_LATENT)).
  * --cache_latents_to_disk: the same per image, but first the kohya-named file beside the image
  * (<stem>_<WWWW>x<HHHH>_sd.npz) is reused when its sd_meta.json matches the inputs (the rules of
@@ -158,7 +159,7 @@ int loop_encode_all(run *R, sd_train_data *d, uint32_t sbase)
             key.resized_w = s->plan.resized_w;
             key.resized_h = s->plan.resized_h;
             memcpy(key.crop_ltrb, s->plan.crop_ltrb, sizeof key.crop_ltrb);
-            key.filter = -1;
+            key.filter = s->resize_filter - 1;
             key.flip = s->flip_aug != 0;
             key.alpha_mask = s->alpha != 0;
             key.mean = 0;
@@ -181,7 +182,7 @@ int loop_encode_all(run *R, sd_train_data *d, uint32_t sbase)
             }
             sd_debug("%s: encoding (%s)", path, why[0] ? why : "no cache file");
         }
-        rc = sd_bucket_apply(&im, &s->plan, -1, 0, &out);
+        rc = sd_bucket_apply(&im, &s->plan, s->resize_filter - 1, 0, &out);
         sd_image_free(&im);
         if (rc) {
             sd_err_prefix(rc, "%s", s->image);

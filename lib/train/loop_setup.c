@@ -13,6 +13,7 @@
 #include "io/safetensors.h"
 #include "models/sdxl.h"
 #include "train/lora_file.h"
+#include "train/lora_merge.h"
 #include "train/loop_internal.h"
 #include "train/pyfmt.h"
 
@@ -115,6 +116,21 @@ static int full_family(run *R)
                              c->learning_rate_te1, c->learning_rate_te2, c->block_lr);
 }
 
+/* the storage dtype of the frozen weights: the training dtype of --mixed_precision */
+static sd_dtype frozen_dtype(const sd_train_config *c)
+{
+    if (c->mixed_precision && !strcmp(c->mixed_precision, "fp16")) return SD_F16;
+    if (c->mixed_precision && !strcmp(c->mixed_precision, "bf16")) return SD_BF16;
+    return SD_F32;
+}
+
+static int base_weights_unet_f32(const run *R)
+{
+    const sd_train_config *c = R->c;
+    return c->method == SD_METHOD_LORA && !c->ti.on && c->base_weights && c->base_weights->n &&
+           !(R->sdxl && (c->full_fp16 || c->full_bf16));
+}
+
 int loop_load_models(run *R)
 {
     sd_train_config *c = R->c;
@@ -157,10 +173,10 @@ int loop_load_models(run *R)
                       R->cfg.clip.width, R->cfg.unet.context_dim);
     sd_params_set_trainable(&R->model.unet_params, "", 0);
     sd_params_set_trainable(&R->model.te_params, "", 0);
-    sd_dtype fd = SD_F32;
-    if (c->mixed_precision && !strcmp(c->mixed_precision, "fp16")) fd = SD_F16;
-    else if (c->mixed_precision && !strcmp(c->mixed_precision, "bf16")) fd = SD_BF16;
-    sd_params_set_frozen_dtype(&R->model.unet_params, fd);
+    sd_dtype fd = frozen_dtype(c);
+    /* --base_weights: the UNet stays f32 until merged (merge_base_weights), as the reference's is
+       (SDXL with --full_fp16/--full_bf16 loads it in the training dtype: merged there, as the TE) */
+    sd_params_set_frozen_dtype(&R->model.unet_params, base_weights_unet_f32(R) ? SD_F32 : fd);
     sd_params_set_frozen_dtype(&R->model.te_params, fd);
     if (mo.parts & SD_MODEL_VAE) sd_params_set_trainable(&R->model.vae_params, "", 0);
     if (R->is_full && (rc = full_family(R))) return rc;
@@ -379,12 +395,40 @@ int loop_setup_full(run *R)
     return SD_OK;
 }
 
+/* --base_weights (train_network.py): each file merged into the UNet and text-encoder weights with its
+ * multiplier (1.0 where none is given) before the network is created; the text encoders in their
+ * storage dtype (the reference's are already in the training dtype), the UNet in f32, then stored
+ * in the training dtype. */
+static int merge_base_weights(run *R)
+{
+    const sd_train_config *c = R->c;
+    if (!c->base_weights || !c->base_weights->n) return SD_OK;
+    int rc = SD_OK;
+    for (int i = 0; i < c->base_weights->n && !rc; i++) {
+        const char *f = c->base_weights->s[i];
+        double mul = c->base_weights_multiplier && i < c->base_weights_multiplier->n ? c->base_weights_multiplier->d[i]
+                                                                                    : 1.0;
+        size_t nte = 0, nun = 0;
+        rc = sd_lora_merge_file(&R->ctx, &R->model, f, mul, &nte, &nun);
+        if (!rc) sd_info("merging module: %s with multiplier %g: %zu text-encoder and %zu UNet modules", f, mul, nte, nun);
+    }
+    if (!rc && base_weights_unet_f32(R)) rc = sd_params_convert_frozen(&R->model.unet_params, frozen_dtype(c));
+    if (!rc) {
+        char list[1024] = "";
+        for (int i = 0; i < c->base_weights->n && strlen(list) < 900; i++)
+            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", c->base_weights->s[i]);
+        sd_info("all weights merged: %s", list);
+    }
+    return rc;
+}
+
 /* --method lora: the network (networks.lora with --network_args; --network_weights, read with
  * SDXL's Diffusers names as SGM names, and --dim_from_weights) and its parameter groups. */
 int loop_setup_lora(run *R)
 {
     sd_train_config *c = R->c;
-    int rc;
+    int rc = merge_base_weights(R);
+    if (rc) return rc;
     int ndim = c->network_dim > 0 ? c->network_dim : 4;
     double nalpha = isnan(c->network_alpha) ? 1.0 : c->network_alpha;
     rc = sd_lora_net_args_parse(&R->nargs, R->sdxl, ndim, nalpha, c->network_args ? c->network_args->s : NULL,

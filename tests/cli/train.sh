@@ -303,7 +303,8 @@ T --output_dir x6 --max_train_steps 2 --v_parameterization --zero_terminal_snr -
 T --output_dir x7 --max_train_steps 3 --learning_rate 0.05 --scale_weight_norms 0.01 --logging_dir x7logs 2> x7.err
 [ -f x7/last.safetensors ] && [ "$(meta x7/last.safetensors ss_scale_weight_norms)" = 0.01 ] && ok train_scale_weight_norms ||
   nok train_scale_weight_norms "$(tail -2 x7.err)"
-# ---- --config_file as the reference reads it (sections flattened; unknown keys warned; TOML int alpha → I64)
+# ---- --config_file as the reference reads it (sections flattened; unknown keys warned, kohya's no-op keys said so;
+# TOML int alpha → I64)
 cat > cfg.toml <<'TOML'
 [model_arguments]
 pretrained_model_name_or_path = "tiny.safetensors"
@@ -314,12 +315,13 @@ network_alpha = 4
 [training_arguments]
 max_train_steps = 2
 xformers = true
+wandb_run_name = "x"
 TOML
 "$bin" --config_file cfg.toml --model_config "$root/examples/tiny_model.toml" --data recs.jsonl --output_dir cf --threads 1 2> cf.err
 a=$(python3 -c "
 import json,struct;b=open('cf/last.safetensors','rb').read();n=struct.unpack('<Q',b[:8])[0];h=json.loads(b[8:8+n])
 print(h['__metadata__']['ss_network_dim'], h['lora_te_text_model_encoder_layers_0_mlp_fc1.alpha']['dtype'])" 2>&1)
-[ "$a" = "8 I64" ] && grep -q 'not used by sd-train: xformers' cf.err && ok train_config_file || nok train_config_file "$a $(cat cf.err)"
+[ "$a" = "8 I64" ] && grep -q 'not used by sd-train: wandb_run_name$' cf.err && grep -q 'cfg.toml: xformers: no effect' cf.err && ok train_config_file || nok train_config_file "$a $(cat cf.err)"
 
 # ---- --device: syntax errors exit 2; cuda without a CUDA build or a GPU is a clear fatal error; on a
 # GPU the LoRA after 8 steps (text encoder and UNet modules, dropout, weighted captions, validation) and

@@ -221,6 +221,12 @@ if [ -z "${DEVICE_CHECK_NO_BENCH:-}" ]; then
         [ $brc = 0 ] || echo "bench_cuda_unet ($attn): exit $brc$([ $brc = 124 ] && echo ' (timed out after 100 s)')"
       done
       unset SD_CUDA_ATTN
+      # the bf16 step as before the 16-bit operands (fp32 operands, FAST_16BF compute type): their gain
+      say "bench_cuda_unet batch 16, SD_CUDA_MATH=bf16, SD_CUDA_GEMM16=0 (fp32 operands)"
+      SD_CUDA_GEMM16=0 SD_CUDA_MATH=bf16 BENCH_BATCHES=16 BENCH_RUNS=2 BENCH_FILTER=sd15_step timeout 100 \
+        "$SD_BUILD/bench/bench_cuda_unet"
+      brc=$?
+      [ $brc = 0 ] || echo "bench_cuda_unet (gemm16 off): exit $brc$([ $brc = 124 ] && echo ' (timed out after 100 s)')"
     fi
     # the same bf16 step with the cuDNN convolutions (compare with "attention cublas" above;
     # DEVICE_CHECK_NO_CUDNN_BENCH=1 skips it)

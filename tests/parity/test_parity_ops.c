@@ -11,7 +11,9 @@
  * random values on both sides. Also: the CUDA results are the same bytes on a second run
  * (determinism), attention and conv2d with a tiny scratch arena (several query / image chunks),
  * and an SD-sized attention (T = 4096, 8 heads) forward and backward; and the fused attention of
- * SD_CUDA_ATTN=flash with the bf16/fp16 GEMM math (its own tolerance, see test_attention_flash).
+ * SD_CUDA_ATTN=flash with the bf16/fp16 GEMM math (its own tolerance, see test_attention_flash);
+ * and the 16-bit operands of the bf16/fp16 GEMM math against a CPU reference on rounded operands
+ * (see test_gemm16).
  *
  * Without a CUDA device (or in a build without CUDA) every test prints "ok NAME # SKIP no CUDA
  * device". Runs in a few seconds on an H100 (most of it the CPU reference).
@@ -28,7 +30,7 @@
 #include "tensor/ops.h"
 #include "test.h"
 #ifdef SD_CUDA
-#include "tensor/cuda/cuda.h"
+#include "tensor/cuda/cuda.h" /* the conv path counters; sd_cuda_gemm_count16 / count32: which operands the products took */
 #endif
 
 #define TOL 1e-5
@@ -909,6 +911,235 @@ static void test_attention_flash(void)
     T_EQ_INT(sd_device_set_gemm_math(SD_GEMM_FP32), SD_OK);
 }
 
+/* The bf16 / fp16 GEMM math takes real 16-bit operands (activations rounded to nearest even per
+ * product, weights stored in the math's type used as they are, the im2col matrix written in 16
+ * bits) with fp32 accumulation. The reference: the CPU op (fp32) on the operands rounded to the
+ * math's type, so the only difference left is the summation order: rel ≤ 2e-6. Biases and the bias
+ * gradient stay fp32 (the reference gets the unrounded values there). Also checks which path the
+ * products took (sd_cuda_gemm_count16/32): 16-bit operands with the normal scratch; with a scratch
+ * too small for the converted copies, fp32 operands with the FAST_16BF/16F compute type (the same
+ * rounding, so the same tolerance). Cases: linear with f32, bf16 and f16 weights (a bf16 weight is
+ * used directly under bf16), forward and backward; matmul with every transpose combination,
+ * batched and with a shared (stride 0) b, alpha/beta, K = 70 (16-bit rows padded to 72); conv2d
+ * 3×3 pad 1, 3×3 stride 2, 1×1, a bf16 weight, several image chunks (tiny scratch), forward and
+ * backward; attention (see g16_attn). */
+#define TOL16 2e-6
+
+/* f32 pair whose host data are p's values rounded to dt (its device side is not used) */
+static pair *rounded_copy(const pair *p, sd_dtype dt)
+{
+    pair *r = mk(SD_F32, p->h.ndim, p->h.shape, 1, 0);
+    float *o = r->h.data;
+    for (int64_t i = 0; i < sd_tensor_numel(&p->h); i++) {
+        float v = p->h.dtype == SD_F32 ? ((const float *)p->h.data)[i]
+                : p->h.dtype == SD_BF16 ? sd_bf16_to_f32(((const uint16_t *)p->h.data)[i])
+                : sd_f16_to_f32(((const uint16_t *)p->h.data)[i]);
+        o[i] = round_to(dt, v);
+    }
+    return r;
+}
+
+#ifdef SD_CUDA
+static unsigned long long g16_c16, g16_c32;
+#endif
+static void path_mark(void)
+{
+#ifdef SD_CUDA
+    g16_c16 = sd_cuda_gemm_count16, g16_c32 = sd_cuda_gemm_count32;
+#endif
+}
+
+/* The products since path_mark(): all with 16-bit operands (want16) or all with fp32 ones. */
+static void path_check(const char *name, int want16)
+{
+#ifdef SD_CUDA
+    unsigned long long d16 = sd_cuda_gemm_count16 - g16_c16, d32 = sd_cuda_gemm_count32 - g16_c32;
+    int ok = want16 ? d16 > 0 && d32 == 0 : d32 > 0 && d16 == 0;
+    printf("# %-34s %llu products with 16-bit operands, %llu with fp32 (want %s)%s\n", name, d16, d32,
+           want16 ? "16-bit" : "the fp32 fallback", ok ? "" : "  <-- FAIL");
+    T_CHECKF(ok, "%s: %llu 16-bit / %llu fp32 products, want %s", name, d16, d32, want16 ? "16-bit" : "fp32");
+#else
+    (void)name, (void)want16;
+#endif
+}
+
+static void g16_linear(sd_dtype mt, const char *mn, sd_dtype wdt, sd_ctx *gctx, int want16, const char *tag)
+{
+    char name[128];
+    const char *wn = wdt == SD_F32 ? "f32" : wdt == SD_BF16 ? "bf16" : "f16";
+    pair *x = R(2, 37, 96), *w = MK(wdt, 0.2f, 0, 80, 96), *b = R(80), *y = R(2, 37, 80);
+    pair *xr = rounded_copy(x, mt), *wr = rounded_copy(w, mt);
+    path_mark();
+    BOTH(sd_op_linear(&cpu, &y->h, &xr->h, &wr->h, &b->h), sd_op_linear(gctx, &y->d, &x->d, &w->d, &b->d));
+    snprintf(name, sizeof name, "%s linear w %s%s", mn, wn, tag);
+    cmp(name, y, TOL16);
+    pair *dy = R(2, 37, 80), *dyr = rounded_copy(dy, mt), *dx = R(2, 37, 96), *db = R(80);
+    pair *dw = wdt == SD_F32 ? R(80, 96) : NULL;
+    BOTH(sd_op_linear_bwd(&cpu, &dx->h, dw ? &dw->h : NULL, NULL, &dyr->h, &xr->h, &wr->h),
+         sd_op_linear_bwd(gctx, &dx->d, dw ? &dw->d : NULL, &db->d, &dy->d, &x->d, &w->d));
+    T_EQ_INT(sd_op_linear_bwd(&cpu, NULL, NULL, &db->h, &dy->h, &x->h, &w->h), SD_OK);
+    snprintf(name, sizeof name, "%s linear_bwd dx w %s%s", mn, wn, tag);
+    cmp(name, dx, TOL16);
+    if (dw) {
+        snprintf(name, sizeof name, "%s linear_bwd dw%s", mn, tag);
+        cmp(name, dw, TOL16);
+    }
+    snprintf(name, sizeof name, "%s linear_bwd db w %s%s", mn, wn, tag);
+    cmp(name, db, TOL16);
+    snprintf(name, sizeof name, "%s linear w %s%s", mn, wn, tag);
+    path_check(name, want16);
+}
+
+static void g16_conv(sd_dtype mt, const char *mn, const conv_case *cc, sd_dtype wdt, int tiny)
+{
+    char name[160];
+    const char *wn = wdt == SD_F32 ? "f32" : wdt == SD_BF16 ? "bf16" : "f16";
+    int n = tiny ? 3 : 2;
+    sd_conv2d_geom g = cc->g;
+    int64_t ho = (cc->h + g.pad_t + g.pad_b - cc->kh) / g.stride + 1, wo = (cc->w + g.pad_l + g.pad_r - cc->kw) / g.stride + 1;
+    sd_ctx small, *gctx = &gpu;
+    if (tiny) {
+        size_t kp = (size_t)(cc->cin * cc->kh * cc->kw) * (size_t)(ho * wo) * 4;
+        if (dev_ctx(&small, 2 * kp + 512)) { T_CHECKF(0, "small context: %s", sd_errmsg()); return; }
+        gctx = &small;
+    }
+    pair *x = R(n, cc->cin, cc->h, cc->w), *w = MK(wdt, 0.3f, 0, cc->cout, cc->cin, cc->kh, cc->kw), *b = R(cc->cout);
+    pair *xr = rounded_copy(x, mt), *wr = rounded_copy(w, mt), *y = R(n, cc->cout, ho, wo);
+    path_mark();
+    BOTH(sd_op_conv2d(&cpu, &y->h, &xr->h, &wr->h, &b->h, g), sd_op_conv2d(gctx, &y->d, &x->d, &w->d, &b->d, g));
+    snprintf(name, sizeof name, "%s conv2d %s w %s%s", mn, cc->name, wn, tiny ? " (tiny scratch)" : "");
+    cmp(name, y, TOL16);
+    pair *dy = R(n, cc->cout, ho, wo), *dyr = rounded_copy(dy, mt), *dx = R(n, cc->cin, cc->h, cc->w), *db = R(cc->cout);
+    pair *dw = wdt == SD_F32 ? R(cc->cout, cc->cin, cc->kh, cc->kw) : NULL;
+    BOTH(sd_op_conv2d_bwd(&cpu, &dx->h, dw ? &dw->h : NULL, NULL, &dyr->h, &xr->h, &wr->h, g),
+         sd_op_conv2d_bwd(gctx, &dx->d, dw ? &dw->d : NULL, &db->d, &dy->d, &x->d, &w->d, g));
+    T_EQ_INT(sd_op_conv2d_bwd(&cpu, NULL, NULL, &db->h, &dy->h, &x->h, &w->h, g), SD_OK);
+    snprintf(name, sizeof name, "%s conv2d_bwd dx %s w %s%s", mn, cc->name, wn, tiny ? " (tiny)" : "");
+    cmp(name, dx, TOL16);
+    if (dw) {
+        snprintf(name, sizeof name, "%s conv2d_bwd dw %s%s", mn, cc->name, tiny ? " (tiny)" : "");
+        cmp(name, dw, TOL16);
+    }
+    snprintf(name, sizeof name, "%s conv2d_bwd db %s w %s", mn, cc->name, wn);
+    cmp(name, db, TOL16);
+    snprintf(name, sizeof name, "%s conv2d %s w %s%s", mn, cc->name, wn, tiny ? " (tiny)" : "");
+    path_check(name, 1);
+    if (tiny) sd_ctx_free(&small);
+}
+
+/* Attention (the cuBLAS path, not SD_CUDA_ATTN=flash) under the 16-bit math: q, k, v, dO rounded on
+ * both sides; P and dS are rounded inside (as with the fused kernels), so the flash tolerances
+ * apply (1e-2 bf16, 2e-3 fp16). Every product must take 16-bit operands, with the normal scratch and
+ * with a scratch of a few query rows (several chunks, the 16-bit copies' room kept). */
+static void g16_attn(sd_dtype mt, const char *mn, const attn_case *ac, int tiny, double tol)
+{
+    char name[160];
+    sd_ctx small, *gctx = &gpu;
+    if (tiny) {
+        size_t dmax = (size_t)(ac->dk > ac->dv ? ac->dk : ac->dv) + 8;
+        size_t row = (size_t)(2 * ac->h * ac->tk + ac->h) * 4 + (size_t)ac->h * ((size_t)ac->tk + dmax) * 2 + 128;
+        size_t fixed = (size_t)ac->tk * (size_t)ac->h * dmax * 2 + 256;
+        if (dev_ctx(&small, fixed + 4 * row + 1024)) { T_CHECKF(0, "small context: %s", sd_errmsg()); return; }
+        gctx = &small;
+    }
+    unsetenv("SD_CUDA_ATTN");
+    sd_attn_args a = { ac->h, ac->scale, ac->causal };
+    pair *q = MK(SD_F32, 1.5f, 0, ac->b, ac->tq, ac->h * ac->dk), *k = MK(SD_F32, 1.5f, 0, ac->b, ac->tk, ac->h * ac->dk);
+    pair *v = R(ac->b, ac->tk, ac->h * ac->dv), *dout = R(ac->b, ac->tq, ac->h * ac->dv);
+    round_pair(q, mt), round_pair(k, mt), round_pair(v, mt), round_pair(dout, mt);
+    pair *o = R(ac->b, ac->tq, ac->h * ac->dv), *lse = R(ac->b, ac->h, ac->tq);
+    pair *dq = R(ac->b, ac->tq, ac->h * ac->dk), *dk = R(ac->b, ac->tk, ac->h * ac->dk), *dv = R(ac->b, ac->tk, ac->h * ac->dv);
+    path_mark();
+    BOTH(sd_op_attention(&cpu, &o->h, &lse->h, &q->h, &k->h, &v->h, a),
+         sd_op_attention(gctx, &o->d, &lse->d, &q->d, &k->d, &v->d, a));
+    const char *tg = tiny ? " (tiny scratch)" : "";
+    snprintf(name, sizeof name, "%s attention o %s%s", mn, ac->name, tg); cmp(name, o, tol);
+    snprintf(name, sizeof name, "%s attention lse %s%s", mn, ac->name, tg); cmp(name, lse, tol);
+    BOTH(sd_op_attention_bwd(&cpu, &dq->h, &dk->h, &dv->h, &dout->h, &q->h, &k->h, &v->h, &o->h, &lse->h, a),
+         sd_op_attention_bwd(gctx, &dq->d, &dk->d, &dv->d, &dout->d, &q->d, &k->d, &v->d, &o->d, &lse->d, a));
+    snprintf(name, sizeof name, "%s attention dq %s%s", mn, ac->name, tg); cmp(name, dq, tol);
+    snprintf(name, sizeof name, "%s attention dk %s%s", mn, ac->name, tg); cmp(name, dk, tol);
+    snprintf(name, sizeof name, "%s attention dv %s%s", mn, ac->name, tg); cmp(name, dv, tol);
+    snprintf(name, sizeof name, "%s attention %s%s", mn, ac->name, tg);
+    path_check(name, 1);
+    if (tiny) sd_ctx_free(&small);
+}
+
+static void test_gemm16(void)
+{
+    if (g_selftest) {
+        printf("# (self-test: no tensor-core GEMM math on the CPU; nothing to compare)\n");
+        return;
+    }
+    static const struct { sd_gemm_math m; sd_dtype dt; const char *n; } ms[2] = {
+        { SD_GEMM_BF16, SD_BF16, "bf16" }, { SD_GEMM_FP16, SD_F16, "fp16" } };
+    conv_case cs[] = {
+        { "3x3 s1 p1", 8, 12, 9, 10, 3, 3, { 1, 1, 1, 1, 1 } },
+        { "3x3 s2 p1", 8, 6, 9, 10, 3, 3, { 2, 1, 1, 1, 1 } },
+        { "1x1", 16, 8, 7, 9, 1, 1, { 1, 0, 0, 0, 0 } },
+    };
+    char name[128];
+    for (int mi = 0; mi < 2; mi++) {
+        sd_dtype mt = ms[mi].dt;
+        const char *mn = ms[mi].n;
+        T_EQ_INT(sd_device_set_gemm_math(ms[mi].m), SD_OK);
+        g16_linear(mt, mn, SD_F32, &gpu, 1, "");
+        g16_linear(mt, mn, SD_BF16, &gpu, 1, "");
+        g16_linear(mt, mn, SD_F16, &gpu, 1, "");
+        /* a scratch too small for any converted copy: the fp32 operands with the FAST compute type */
+        sd_ctx small;
+        if (dev_ctx(&small, 1024)) T_CHECKF(0, "small context: %s", sd_errmsg());
+        else {
+            g16_linear(mt, mn, SD_F32, &small, 0, " (scratch 1 KiB: fallback)");
+            sd_ctx_free(&small);
+        }
+        /* SD_CUDA_GEMM16=0 (sd(7)): the fp32 operands with the FAST compute type on purpose */
+        setenv("SD_CUDA_GEMM16", "0", 1);
+        g16_linear(mt, mn, SD_BF16, &gpu, 0, " (SD_CUDA_GEMM16=0)");
+        unsetenv("SD_CUDA_GEMM16");
+        pool_free();
+        path_mark();
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) {
+                int64_t M = 33, N = 45, K = 70;
+                pair *a = ta ? R(3, K, M) : R(3, M, K), *bb = tb ? R(3, N, K) : R(3, K, N), *c = R(3, M, N);
+                pair *ar = rounded_copy(a, mt), *br = rounded_copy(bb, mt);
+                BOTH(sd_op_matmul(&cpu, &c->h, &ar->h, ta, &br->h, tb, 0.7f, 0.5f),
+                     sd_op_matmul(&gpu, &c->d, &a->d, ta, &bb->d, tb, 0.7f, 0.5f));
+                snprintf(name, sizeof name, "%s matmul ta=%d tb=%d batched", mn, ta, tb);
+                cmp(name, c, TOL16);
+                pair *b2 = tb ? R(N, K) : R(K, N), *b2r = rounded_copy(b2, mt);
+                BOTH(sd_op_matmul(&cpu, &c->h, &ar->h, ta, &b2r->h, tb, 1.0f, 0.0f),
+                     sd_op_matmul(&gpu, &c->d, &a->d, ta, &b2->d, tb, 1.0f, 0.0f));
+                snprintf(name, sizeof name, "%s matmul ta=%d tb=%d shared b", mn, ta, tb);
+                cmp(name, c, TOL16);
+            }
+        snprintf(name, sizeof name, "%s matmul", mn);
+        path_check(name, 1);
+        pool_free();
+        for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+            g16_conv(mt, mn, &cs[i], SD_F32, 0);
+            g16_conv(mt, mn, &cs[i], SD_F32, 1);
+            pool_free();
+        }
+        g16_conv(mt, mn, &cs[0], SD_BF16, 0);
+        g16_conv(mt, mn, &cs[0], SD_F16, 0);
+        g16_conv(mt, mn, &cs[2], SD_BF16, 0);
+        pool_free();
+        attn_case ac[] = {
+            { "cross Tq=130 Tk=77 h=3 d=80", 2, 130, 77, 3, 80, 80, 0, 0 },
+            { "causal T=70 h=2 d=68", 2, 70, 70, 2, 68, 68, 1, 0 },
+            { "dk=16 dv=8", 2, 70, 77, 2, 16, 8, 0, 0 },
+        };
+        for (size_t i = 0; i < sizeof ac / sizeof ac[0]; i++)
+            for (int tiny = 0; tiny < 2; tiny++) {
+                g16_attn(mt, mn, &ac[i], tiny, mi == 0 ? 1e-2 : 2e-3);
+                pool_free();
+            }
+    }
+    T_EQ_INT(sd_device_set_gemm_math(SD_GEMM_FP32), SD_OK);
+}
+
 static void test_shapes(void)
 {
     pair *x = R(2, 3, 5, 6), *y = R(2, 3, 10, 12), *dx = R(2, 3, 5, 6);
@@ -1081,6 +1312,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     { "parity_embeddings", test_embeddings },
     { "parity_losses", test_losses },
     { "parity_optimizer", test_optim },
+    { "parity_gemm_16bit_operands", test_gemm16 },  /* last: the random inputs of the others stay */
 };
 
 int main(void)

@@ -1,7 +1,8 @@
 /* Parameter registry: registration, lookup, trainable/frozen dtypes, allocation, zero_grad,
  * totals, the load hook, and strict safetensors loading (missing/unexpected keys, shapes,
- * dtypes, key maps, 1×1 squeeze, half storage). */
+ * dtypes, key maps, 1×1 squeeze, half storage), f32 weights stored in half precision after loading. */
 #include "base/error.h"
+#include "base/half.h"
 #include "nn/params.h"
 #include "tensor/ops.h"
 #include "tensor/device.h"
@@ -250,6 +251,37 @@ static void test_move(void)
     sd_device_shutdown();
 }
 
+/* f32 values edited after loading, then stored f16/bf16: frozen half-OK weights rounded to nearest
+ * even as loading does, trainable and other parameters kept f32, the layout and pointers valid */
+static void test_convert_frozen(void)
+{
+    sd_params r;
+    sd_params_init(&r);
+    sd_param *w, *b, *t;
+    T_CHECK(sd_params_add(&r, "l", "weight", 2, (int64_t[]){ 3, 5 }, SD_PARAM_HALF_OK, &w) == SD_OK);
+    T_CHECK(sd_params_add(&r, "l", "bias", 1, (int64_t[]){ 3 }, 0, &b) == SD_OK);
+    T_CHECK(sd_params_add(&r, "m", "weight", 2, (int64_t[]){ 2, 2 }, SD_PARAM_HALF_OK | SD_PARAM_TRAINABLE, &t) == SD_OK);
+    T_EQ_INT(sd_params_convert_frozen(&r, SD_BF16), SD_ESTATE);   /* not allocated */
+    T_EQ_INT(sd_params_alloc(&r, SD_DEV_CPU), SD_OK);
+    float *wv = w->value.data, *bv = b->value.data;
+    for (int i = 0; i < 15; i++) wv[i] = 1.0f + (float)i / 3.0f;
+    for (int i = 0; i < 3; i++) bv[i] = 0.1f * (float)i;
+    ((float *)t->value.data)[0] = 0.3f;
+    T_EQ_INT(sd_params_convert_frozen(&r, SD_F16), SD_OK);
+    T_CHECK(w->value.dtype == SD_F16 && b->value.dtype == SD_F32 && t->value.dtype == SD_F32);
+    T_CHECK(t->grad.data != NULL && ((float *)t->value.data)[0] == 0.3f);
+    int same = 1;
+    for (int i = 0; i < 15; i++) same &= ((uint16_t *)w->value.data)[i] == sd_f32_to_f16(1.0f + (float)i / 3.0f);
+    for (int i = 0; i < 3; i++) same &= ((float *)b->value.data)[i] == 0.1f * (float)i;
+    T_CHECK(same);
+    T_EQ_INT(sd_params_convert_frozen(&r, SD_BF16), SD_ESTATE);   /* already converted */
+    sd_params_totals tt;
+    sd_params_get_totals(&r, &tt);
+    T_CHECK(tt.value_bytes == r.value_bytes);
+    T_EQ_INT(sd_params_move(&r, SD_DEV_CPU), SD_OK);
+    sd_params_free(&r);
+}
+
 int main(void)
 {
     if (sd_ctx_init(&g_ctx, SD_DEV_CPU, 1, (size_t)16 << 20)) return 1;
@@ -257,6 +289,7 @@ int main(void)
     T_RUN(test_load_hook);
     T_RUN(test_load_safetensors);
     T_RUN(test_move);
+    T_RUN(test_convert_frozen);
     sd_ctx_free(&g_ctx);
     T_DONE();
 }

@@ -546,6 +546,8 @@ static void test_config_values(void)
     if (o.nunknown == 2) {
         T_EQ_STR(o.unknown[0], "foo");
         T_EQ_STR(o.unknown[1], "bar");
+        T_EQ_INT(jv_get_kind(o.unknown_value[0]), JV_KIND_NUMBER);   /* with their values */
+        T_CHECK(jv_get_kind(o.unknown_value[1]) == JV_KIND_ARRAY && jv_array_length(jv_copy(o.unknown_value[1])) == 1);
     }
     T_EQ_INT(a.seed, 3);
     /* sd_opts_set / sd_opts_set_jv directly */

@@ -1,8 +1,12 @@
-// Internal to lib/tensor/cuda/: error checking and the shared stream / cuBLAS handle.
+// Internal to lib/tensor/cuda/: error checking, the shared stream / cuBLAS handle, launch helpers,
+// scratch, and the matrix products with typed operands (gemm.cu: 16-bit operands under the bf16 /
+// fp16 GEMM math).
 #ifndef SD_TENSOR_CUDA_COMMON_CUH
 #define SD_TENSOR_CUDA_COMMON_CUH
 
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 extern "C" {
@@ -116,17 +120,85 @@ static inline size_t sd_cu_scratch_free(const sd_ctx *ctx)
 // cuBLAS compute type of the current GEMM math (device.h sd_device_set_gemm_math; runtime.cu).
 cublasComputeType_t sd_cu_compute_type(void);
 
-// Row-major strided-batched product, fp32 in/out, compute as sd_cu_compute_type() says (by default
-// CUBLAS_COMPUTE_32F, no TF32):
+// ---- matrix products (gemm.cu) ----------------------------------------------------------------
+//
+// Under the bf16 / fp16 GEMM math (sd_cuda_gemm_math 2 / 3) the products take real 16-bit operands:
+// fp32 operands are rounded to the math's 16-bit type (nearest even) into scratch, operands already
+// in that type (weights stored in it, im2col columns written in it) are used as they are, and
+// cuBLAS runs with 16-bit A/B, fp32 C and CUBLAS_COMPUTE_32F. When the scratch cannot hold a
+// converted copy the product falls back to fp32 operands with the FAST_16BF/16F compute type (the
+// same rounding of the operands, only slower). Under math fp32 / TF32 the fp32 operands go to
+// cuBLAS unchanged, as before.
+
+// Element type of a GEMM operand.
+enum sd_cu_elt { SD_CU_F32 = 0, SD_CU_BF16 = 1, SD_CU_F16 = 2 };
+
+// A GEMM operand: data p of type t; f32: the same values in fp32 with the same layout (element
+// offsets, leading dimension and stride) when known (the fp32 source of a converted copy, or p
+// itself), else NULL (a weight stored in 16 bits, an im2col matrix written in 16 bits).
+struct sd_cu_op {
+    const void *p;
+    sd_cu_elt t;
+    const float *f32;
+};
+
+static inline sd_cu_op sd_cu_f32op(const float *p)
+{
+    sd_cu_op o = { p, SD_CU_F32, p };
+    return o;
+}
+static inline size_t sd_cu_elt_size(sd_cu_elt t) { return t == SD_CU_F32 ? 4 : 2; }
+// The operand off elements further on (both views).
+static inline sd_cu_op sd_cu_op_at(sd_cu_op o, int64_t off)
+{
+    o.p = (const char *)o.p + off * (int64_t)sd_cu_elt_size(o.t);
+    if (o.f32) o.f32 += off;
+    return o;
+}
+
+// The operand type of the current GEMM math: SD_CU_BF16 (bf16), SD_CU_F16 (fp16), else SD_CU_F32.
+sd_cu_elt sd_cu_math_elt(void);
+
+// Row-major strided-batched product, C fp32:
 //   C_i[m×n] = alpha·op(A_i)·op(B_i) + beta·C_i,  X_i = X + i·sX  (sX = 0: shared)
-// op(A) is m×k (A stored k×m with ld lda when ta), op(B) is k×n (B stored n×k when tb).
-// Implemented as the column-major product Cᵀ = op(B)ᵀ·op(A)ᵀ (B first, same flags).
+// op(A) is m×k (A stored k×m with ld lda when ta), op(B) is k×n (B stored n×k when tb); strides and
+// leading dimensions count elements of the operand's own type. Operands not in sd_cu_math_elt()'s
+// type are converted into ctx's scratch (only the elements read: each batch entry's rows packed;
+// one copy for a shared operand); ctx NULL: no conversion (the fp32 fallback). The scratch is back
+// at its mark on return. Implemented as the column-major product Cᵀ = op(B)ᵀ·op(A)ᵀ.
+int sd_cu_gemm_x(sd_ctx *ctx, int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, sd_cu_op a,
+                 int64_t lda, int64_t sa, sd_cu_op b, int64_t ldb, int64_t sb, float beta, float *c, int64_t ldc,
+                 int64_t sc, int64_t batch);
+
+// The same with fp32 operands.
+static inline int sd_cu_gemm_x(sd_ctx *ctx, int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
+                               const float *a, int64_t lda, int64_t sa, const float *b, int64_t ldb, int64_t sb,
+                               float beta, float *c, int64_t ldc, int64_t sc, int64_t batch)
+{
+    return sd_cu_gemm_x(ctx, ta, tb, m, n, k, alpha, sd_cu_f32op(a), lda, sa, sd_cu_f32op(b), ldb, sb, beta, c, ldc, sc,
+                        batch);
+}
+
+// The same with fp32 operands and no scratch: under the bf16 / fp16 math the FAST_16BF/16F compute
+// type on the fp32 operands (kept for callers without a context).
 int sd_cu_gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                int64_t sa, const float *b, int64_t ldb, int64_t sb, float beta, float *c, int64_t ldc,
                int64_t sc, int64_t batch);
 
+// n contiguous fp32 values as an operand of the current math: under bf16 / fp16 a rounded copy in
+// scratch (f32 = x), else, or when the scratch is short (no error then), x itself.
+sd_cu_op sd_cu_to_math(sd_ctx *ctx, const float *x, size_t n);
+
+// Convert n contiguous values of type st to dt (nearest even) on the stream.
+int sd_cu_convert_elts(void *dst, sd_cu_elt dt, const void *src, sd_cu_elt st, size_t n);
+
 // f32 view of a linear/conv weight: the data itself, or a converted copy (f16/bf16) in scratch.
 const float *sd_cu_weight_f32(sd_ctx *ctx, const sd_tensor *w, int *rc);
+
+// A linear/conv weight as a GEMM operand of the current math: under bf16 / fp16 the weight itself
+// when stored in the math's type, else a copy converted to it in scratch (once per op); under
+// fp32 / TF32, or when the scratch cannot hold that copy, sd_cu_weight_f32(). p NULL on error (*rc).
+sd_cu_op sd_cu_weight_op(sd_ctx *ctx, const sd_tensor *w, int *rc);
 
 // y[e] += alpha·Σ x·w over the axes where y (shape ysh, ynd) is broadcast against x (xnd, xsh);
 // w may be NULL (= 1) and has x's shape. Deterministic (fixed reduction order, no atomics).

@@ -22,6 +22,9 @@ void sd_cuda_shutdown(void);
 int sd_cuda_sync(void);
 /* sd_gemm_math of the matrix products (device.h); read by every cuBLAS call */
 extern int sd_cuda_gemm_math;
+/* cuBLAS products run so far with 16-bit operands (the bf16 / fp16 math) and with fp32 operands
+ * (every other product, the fallback of the 16-bit math included); for tests and diagnosis */
+extern unsigned long long sd_cuda_gemm_count16, sd_cuda_gemm_count32;
 
 int sd_cuda_alloc(void **d_ptr, size_t bytes);
 void sd_cuda_free(void *d_ptr);

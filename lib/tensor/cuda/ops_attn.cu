@@ -8,7 +8,9 @@
 // fits in the free scratch (capped at 64 Mi floats per buffer), so the whole B×H×Tq×Tk matrix
 // never exists. Backward per block: recompute P = exp(S − lse), dV += Pᵀ·dO, dP = dO·Vᵀ,
 // dS = P∘(dP − Δ) with Δ = rowsum(dO∘O), dQ += s·dS·K, dK += s·dSᵀ·Q. Blocks run in order on
-// one stream, so dK/dV accumulate deterministically. Products through sd_cu_gemm (its GEMM math).
+// one stream, so dK/dV accumulate deterministically. Products through sd_cu_gemm_x (its GEMM math:
+// under bf16 / fp16 with 16-bit operands, the softmax writing P directly in 16 bits; the chunk
+// leaves scratch room for the operands' 16-bit copies).
 //
 // With the bf16 or fp16 GEMM math and SD_CUDA_ATTN=flash in the environment (opt-in: these kernels
 // have been verified only in the CPU emulation of tests/emu so far), the fused kernels of
@@ -73,9 +75,16 @@ __device__ __forceinline__ float bsumf(float v, float *sh)
     return r;
 }
 
-// s [h, nq, tk] (scaled scores) → normalised probabilities in place; lse[(bb·H + h)·Tq + i0 + r].
-// Masked entries (causal: key j > query i0 + r) become 0. One block (256 threads) per row.
-__global__ void k_attn_softmax(int64_t nrows, int64_t nq, int64_t tk, float *s, float *lse, int64_t lse_base,
+// s [h, nq, tk] (scaled scores) → normalised probabilities, in place (T float) or into p (T the
+// 16-bit operand type of the bf16 / fp16 GEMM math, rounded to nearest even: the operand of
+// O = P·V); lse[(bb·H + h)·Tq + i0 + r]. Masked entries (causal: key j > query i0 + r) become 0.
+// One block (256 threads) per row.
+__device__ __forceinline__ void p_store(float *p, float v) { *p = v; }
+__device__ __forceinline__ void p_store(__nv_bfloat16 *p, float v) { *p = __float2bfloat16(v); }
+__device__ __forceinline__ void p_store(__half *p, float v) { *p = __float2half(v); }
+
+template <typename T>
+__global__ void k_attn_softmax(int64_t nrows, int64_t nq, int64_t tk, float *s, T *p, float *lse, int64_t lse_base,
                                int64_t tq, int64_t i0, int causal)
 {
     __shared__ float sh[256];
@@ -90,7 +99,8 @@ __global__ void k_attn_softmax(int64_t nrows, int64_t nq, int64_t tk, float *s, 
         for (int64_t j = threadIdx.x; j < lim; j += blockDim.x) sum += expf(sr[j] - m);
         sum = bsumf(sum, sh);
         float inv = 1.0f / sum;
-        for (int64_t j = threadIdx.x; j < tk; j += blockDim.x) sr[j] = j < lim ? expf(sr[j] - m) * inv : 0.0f;
+        T *pr = p + row * tk;
+        for (int64_t j = threadIdx.x; j < tk; j += blockDim.x) p_store(pr + j, j < lim ? expf(sr[j] - m) * inv : 0.0f);
         if (threadIdx.x == 0) lse[lse_base + hh * tq + i0 + r] = m + logf(sum);
     }
 }
@@ -125,12 +135,15 @@ __global__ void k_attn_ds(size_t n, int64_t tk, float *dp, const float *p, const
     SD_CU_LOOP(i, n) dp[i] = p[i] * (dp[i] - delta[(int64_t)i / tk]);
 }
 
-// Query rows per block: `bufs` score buffers of H·nq·Tk floats in the free scratch.
-static int64_t attn_chunk(sd_ctx *ctx, const attn_geom &g, int bufs, int extra_per_row)
+// Query rows per block: `bufs` score buffers of H·nq·Tk floats in the free scratch, plus
+// row_bytes per query row and fixed bytes (the 16-bit operand copies of the bf16 / fp16 math).
+static int64_t attn_chunk(sd_ctx *ctx, const attn_geom &g, int bufs, int extra_per_row, size_t row_bytes = 0,
+                          size_t fixed = 0)
 {
     size_t fr = sd_cu_scratch_free(ctx);
-    size_t row = (size_t)g.h * (size_t)g.tk * sizeof(float) * (size_t)bufs + (size_t)g.h * sizeof(float) * extra_per_row;
-    size_t avail = fr > 256 ? fr - 256 : 0;  // alignment slack
+    size_t row = (size_t)g.h * (size_t)g.tk * sizeof(float) * (size_t)bufs + (size_t)g.h * sizeof(float) * extra_per_row +
+                 row_bytes;
+    size_t avail = fr > 256 + fixed ? fr - 256 - fixed : 0;  // alignment slack
     int64_t nq = row ? (int64_t)(avail / row) : g.tq;
     int64_t cap = ATTN_MAX_BUF / (g.h * g.tk > 0 ? g.h * g.tk : 1);
     if (cap < 1) cap = 1;
@@ -290,13 +303,25 @@ extern "C" int sd_cuda_attention(sd_ctx *ctx, sd_tensor *o, sd_tensor *lse, cons
     int kind = flash_kind();
     if (flash_usable(g, kind, 1)) return flash_forward(g, kind, FP(o), FP(lse), CFP(q), CFP(k), CFP(v));
     int64_t ldq = g.h * g.dk, ldv = g.h * g.dv;
-    int64_t nqb = attn_chunk(ctx, g, 1, 0);
+    // Under the bf16 / fp16 math the softmax writes P in 16 bits (a second buffer), and the scratch
+    // keeps room for the 16-bit copies of a Q block and of K or V (the products convert them).
+    sd_cu_elt e = sd_cu_math_elt();
+    int64_t nqb = 0;
+    if (e != SD_CU_F32) {
+        size_t dmax = (size_t)(g.dk > g.dv ? g.dk : g.dv) + 8;  // + the rows' alignment padding
+        nqb = attn_chunk(ctx, g, 1, 0, (size_t)g.h * ((size_t)g.tk + dmax) * 2 + 128,
+                         (size_t)g.tk * (size_t)g.h * dmax * 2 + 256);
+        if (nqb < 1) e = SD_CU_F32;  // not even one row so: the fp32 layout (its products fall back)
+    }
+    if (e == SD_CU_F32) nqb = attn_chunk(ctx, g, 1, 0);
     if (nqb < 1)
         return sd_err(SD_ENOMEM, "CUDA attention: op scratch arena too small for one row of scores (%zu bytes, %zu free)",
                       (size_t)(g.h * g.tk) * sizeof(float), sd_cu_scratch_free(ctx));
     size_t mark = sd_arena_mark(&ctx->scratch);
     float *s = sd_cu_scratch<float>(ctx, (size_t)(g.h * nqb * g.tk), "attention");
-    if (!s) return SD_ENOMEM;
+    void *p16 = s && e != SD_CU_F32 ? sd_cu_scratch<uint16_t>(ctx, (size_t)(g.h * nqb * g.tk), "attention") : NULL;
+    if (!s || (e != SD_CU_F32 && !p16)) { sd_arena_reset(&ctx->scratch, mark); return SD_ENOMEM; }
+    sd_cu_op pop = { e == SD_CU_F32 ? (const void *)s : p16, e, e == SD_CU_F32 ? s : NULL };
     int rc = SD_OK;
     for (int64_t bb = 0; !rc && bb < g.b; bb++) {
         const float *qb = CFP(q) + bb * g.tq * ldq, *kb = CFP(k) + bb * g.tk * ldq, *vb = CFP(v) + bb * g.tk * ldv;
@@ -304,17 +329,25 @@ extern "C" int sd_cuda_attention(sd_ctx *ctx, sd_tensor *o, sd_tensor *lse, cons
         for (int64_t i0 = 0; !rc && i0 < g.tq; i0 += nqb) {
             int64_t nq = g.tq - i0 < nqb ? g.tq - i0 : nqb;
             // S_h [nq, tk] = scale · Q_h · K_hᵀ
-            rc = sd_cu_gemm(0, 1, nq, g.tk, g.dk, g.scale, qb + i0 * ldq, ldq, g.dk, kb, ldq, g.dk, 0.0f, s, g.tk,
+            rc = sd_cu_gemm_x(ctx, 0, 1, nq, g.tk, g.dk, g.scale, qb + i0 * ldq, ldq, g.dk, kb, ldq, g.dk, 0.0f, s, g.tk,
                             nq * g.tk, g.h);
             if (rc) break;
             int64_t nrows = g.h * nq;
-            SD_CU_KERNEL((unsigned)(nrows > 65535 * 16 ? 65535 * 16 : nrows), 256, 0, sd_cuda_stream(), k_attn_softmax)(
-                nrows, nq, g.tk, s, FP(lse), bb * g.h * g.tq, g.tq, i0, g.causal);
-            cudaError_t e = cudaGetLastError();
-            if (e != cudaSuccess) { rc = sd_cuda_fail(e, "launching attention softmax"); break; }
+            unsigned nbl = (unsigned)(nrows > 65535 * 16 ? 65535 * 16 : nrows);
+            if (e == SD_CU_BF16)
+                SD_CU_KERNEL(nbl, 256, 0, sd_cuda_stream(), k_attn_softmax<__nv_bfloat16>)(
+                    nrows, nq, g.tk, s, (__nv_bfloat16 *)p16, FP(lse), bb * g.h * g.tq, g.tq, i0, g.causal);
+            else if (e == SD_CU_F16)
+                SD_CU_KERNEL(nbl, 256, 0, sd_cuda_stream(), k_attn_softmax<__half>)(
+                    nrows, nq, g.tk, s, (__half *)p16, FP(lse), bb * g.h * g.tq, g.tq, i0, g.causal);
+            else
+                SD_CU_KERNEL(nbl, 256, 0, sd_cuda_stream(), k_attn_softmax<float>)(
+                    nrows, nq, g.tk, s, s, FP(lse), bb * g.h * g.tq, g.tq, i0, g.causal);
+            cudaError_t err = cudaGetLastError();
+            if (err != cudaSuccess) { rc = sd_cuda_fail(err, "launching attention softmax"); break; }
             // O_h [nq, dv] = P_h · V_h
-            rc = sd_cu_gemm(0, 0, nq, g.dv, g.tk, 1.0f, s, g.tk, nq * g.tk, vb, ldv, g.dv, 0.0f, ob + i0 * ldv, ldv,
-                            g.dv, g.h);
+            rc = sd_cu_gemm_x(ctx, 0, 0, nq, g.dv, g.tk, 1.0f, pop, g.tk, nq * g.tk, sd_cu_f32op(vb), ldv, g.dv, 0.0f,
+                              ob + i0 * ldv, ldv, g.dv, g.h);
         }
     }
     sd_arena_reset(&ctx->scratch, mark);
@@ -332,7 +365,15 @@ extern "C" int sd_cuda_attention_bwd(sd_ctx *ctx, sd_tensor *dq, sd_tensor *dk, 
         return flash_backward(ctx, g, kind, FP(dq), FP(dk), FP(dv), CFP(dout), CFP(q), CFP(k), CFP(v), CFP(o),
                               CFP(lse));
     int64_t ldq = g.h * g.dk, ldv = g.h * g.dv;
-    int64_t nqb = attn_chunk(ctx, g, 2, 1);
+    // Under the bf16 / fp16 math the scratch keeps room for the products' 16-bit copies: P or dS,
+    // a block of Q or dO, and K or V.
+    int64_t nqb = 0;
+    if (sd_cu_math_elt() != SD_CU_F32) {
+        size_t dmax = (size_t)(g.dk > g.dv ? g.dk : g.dv) + 8;
+        nqb = attn_chunk(ctx, g, 2, 1, (size_t)g.h * ((size_t)g.tk + dmax) * 2 + 128,
+                         (size_t)g.tk * (size_t)g.h * dmax * 2 + 256);
+    }
+    if (nqb < 1) nqb = attn_chunk(ctx, g, 2, 1);  // (the products fall back to fp32 operands)
     if (nqb < 1)
         return sd_err(SD_ENOMEM, "CUDA attention_bwd: op scratch arena too small for one row of scores (%zu bytes, %zu free)",
                       (size_t)(2 * g.h * g.tk) * sizeof(float), sd_cu_scratch_free(ctx));
@@ -351,7 +392,7 @@ extern "C" int sd_cuda_attention_bwd(sd_ctx *ctx, sd_tensor *dq, sd_tensor *dk, 
         for (int64_t i0 = 0; !rc && i0 < g.tq; i0 += nqb) {
             int64_t nq = g.tq - i0 < nqb ? g.tq - i0 : nqb;
             size_t ns = (size_t)(g.h * nq * g.tk);
-            rc = sd_cu_gemm(0, 1, nq, g.tk, g.dk, g.scale, qb + i0 * ldq, ldq, g.dk, kb, ldq, g.dk, 0.0f, p, g.tk,
+            rc = sd_cu_gemm_x(ctx, 0, 1, nq, g.tk, g.dk, g.scale, qb + i0 * ldq, ldq, g.dk, kb, ldq, g.dk, 0.0f, p, g.tk,
                             nq * g.tk, g.h);
             if (rc) break;
             SD_CU_KERNEL(sd_cuda_blocks(ns, SD_CU_THREADS), SD_CU_THREADS, 0, sd_cuda_stream(), k_attn_probs)(
@@ -360,13 +401,13 @@ extern "C" int sd_cuda_attention_bwd(sd_ctx *ctx, sd_tensor *dq, sd_tensor *dk, 
             if (e != cudaSuccess) { rc = sd_cuda_fail(e, "launching attention probs"); break; }
             // dV_h [tk, dv] += P_hᵀ · dO_h
             if (dvb) {
-                rc = sd_cu_gemm(1, 0, g.tk, g.dv, nq, 1.0f, p, g.tk, nq * g.tk, dob + i0 * ldv, ldv, g.dv, 1.0f, dvb, ldv,
+                rc = sd_cu_gemm_x(ctx, 1, 0, g.tk, g.dv, nq, 1.0f, p, g.tk, nq * g.tk, dob + i0 * ldv, ldv, g.dv, 1.0f, dvb, ldv,
                                 g.dv, g.h);
                 if (rc) break;
             }
             if (!dqb && !dkb) continue;
             // dP_h [nq, tk] = dO_h · V_hᵀ
-            rc = sd_cu_gemm(0, 1, nq, g.tk, g.dv, 1.0f, dob + i0 * ldv, ldv, g.dv, vb, ldv, g.dv, 0.0f, dp, g.tk,
+            rc = sd_cu_gemm_x(ctx, 0, 1, nq, g.tk, g.dv, 1.0f, dob + i0 * ldv, ldv, g.dv, vb, ldv, g.dv, 0.0f, dp, g.tk,
                             nq * g.tk, g.h);
             if (rc) break;
             size_t nd = (size_t)(g.h * nq);
@@ -379,13 +420,13 @@ extern "C" int sd_cuda_attention_bwd(sd_ctx *ctx, sd_tensor *dq, sd_tensor *dk, 
             if (e != cudaSuccess) { rc = sd_cuda_fail(e, "launching attention dS"); break; }
             // dQ_h [nq, dk] += scale · dS_h · K_h
             if (dqb) {
-                rc = sd_cu_gemm(0, 0, nq, g.dk, g.tk, g.scale, dp, g.tk, nq * g.tk, kb, ldq, g.dk, 1.0f, dqb + i0 * ldq,
+                rc = sd_cu_gemm_x(ctx, 0, 0, nq, g.dk, g.tk, g.scale, dp, g.tk, nq * g.tk, kb, ldq, g.dk, 1.0f, dqb + i0 * ldq,
                                 ldq, g.dk, g.h);
                 if (rc) break;
             }
             // dK_h [tk, dk] += scale · dS_hᵀ · Q_h
             if (dkb)
-                rc = sd_cu_gemm(1, 0, g.tk, g.dk, nq, g.scale, dp, g.tk, nq * g.tk, qb + i0 * ldq, ldq, g.dk, 1.0f, dkb,
+                rc = sd_cu_gemm_x(ctx, 1, 0, g.tk, g.dk, nq, g.scale, dp, g.tk, nq * g.tk, qb + i0 * ldq, ldq, g.dk, 1.0f, dkb,
                                 ldq, g.dk, g.h);
         }
     }

@@ -96,6 +96,32 @@ const float *sd_cu_weight_f32(sd_ctx *ctx, const sd_tensor *w, int *rc)
     return p;
 }
 
+sd_cu_op sd_cu_weight_op(sd_ctx *ctx, const sd_tensor *w, int *rc)
+{
+    *rc = SD_OK;
+    sd_cu_elt e = sd_cu_math_elt();
+    sd_cu_elt wt = w->dtype == SD_BF16 ? SD_CU_BF16 : w->dtype == SD_F16 ? SD_CU_F16 : SD_CU_F32;
+    const float *wf32 = wt == SD_CU_F32 ? (const float *)w->data : NULL;
+    if (e != SD_CU_F32) {
+        sd_cu_op o = { w->data, e, wf32 };
+        if (wt == e) return o;  // stored in the math's type: used as it is
+        size_t n = (size_t)sd_tensor_numel(w);
+        if (sd_cu_scratch_free(ctx) >= n * 2) {
+            void *p = sd_cu_scratch<uint16_t>(ctx, n, "weight conversion");
+            if (p) {
+                *rc = sd_cu_convert_elts(p, e, w->data, wt, n);
+                if (*rc) o.p = NULL;
+                else o.p = p;
+                return o;
+            }
+        }
+        // no room for the 16-bit copy: the fp32 view (the GEMM then falls back to fp32 operands)
+    }
+    const float *f = sd_cu_weight_f32(ctx, w, rc);
+    sd_cu_op o = { f, SD_CU_F32, f };
+    return o;
+}
+
 // ---- permute --------------------------------------------------------------------------------------
 
 struct perm_geom {

@@ -1,7 +1,11 @@
 // CUDA backend: linear, matmul, conv2d (im2col + cuBLAS), group norm (+ fused SiLU), layer norm.
-// Arguments were validated by ops.c. Matrix products run in fp32 through cuBLAS with
-// CUBLAS_COMPUTE_32F (no TF32) unless sd_device_set_gemm_math() chose TF32/bf16/fp16 tensor-core
-// products; f16/bf16 weights are converted to f32 in scratch per call.
+// Arguments were validated by ops.c. Matrix products (sd_cu_gemm_x, gemm.cu) run in fp32 through
+// cuBLAS with CUBLAS_COMPUTE_32F (no TF32) unless sd_device_set_gemm_math() chose TF32 or bf16/fp16
+// tensor-core products. Under math fp32 / TF32 f16/bf16 weights are converted to f32 in scratch per
+// call. Under bf16 / fp16 the products take 16-bit operands: activations and gradients converted
+// per product (dy once per op), weights stored in the math's type used directly (others converted
+// once per op), the im2col matrix written in 16 bits; with too little scratch, the fp32 operands
+// with the FAST_16BF/16F compute type (same rounding).
 // Reductions (biases, norms' statistics and parameter gradients) use fixed partitions and fixed
 // orders: no atomics, the same bytes on every run.
 #include <math.h>
@@ -11,33 +15,6 @@
 
 #define FP(t) ((t) ? (float *)(t)->data : (float *)NULL)
 #define CFP(t) ((t) ? (const float *)(t)->data : (const float *)NULL)
-
-// ---- strided-batched gemm ---------------------------------------------------------------------------
-
-int sd_cu_gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
-               int64_t sa, const float *b, int64_t ldb, int64_t sb, float beta, float *c, int64_t ldc,
-               int64_t sc, int64_t batch)
-{
-    if (m <= 0 || n <= 0 || batch <= 0) return SD_OK;
-    if (m > INT32_MAX || n > INT32_MAX || k > INT32_MAX || batch > INT32_MAX || lda > INT32_MAX ||
-        ldb > INT32_MAX || ldc > INT32_MAX)
-        return sd_err(SD_ERANGE, "CUDA gemm: dimension over 2^31 (m %lld, n %lld, k %lld, batch %lld)", (long long)m,
-                      (long long)n, (long long)k, (long long)batch);
-    cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
-    cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-    // leading dimensions must be ≥ 1 even for empty operands
-    int ilda = lda < 1 ? 1 : (int)lda, ildb = ldb < 1 ? 1 : (int)ldb, ildc = ldc < 1 ? 1 : (int)ldc;
-    if (batch == 1) {
-        SD_CUBLAS(cublasGemmEx(sd_cuda_blas(), opb, opa, (int)n, (int)m, (int)k, &alpha, b, CUDA_R_32F, ildb, a,
-                               CUDA_R_32F, ilda, &beta, c, CUDA_R_32F, ildc, sd_cu_compute_type(), CUBLAS_GEMM_DEFAULT));
-    } else {
-        SD_CUBLAS(cublasGemmStridedBatchedEx(sd_cuda_blas(), opb, opa, (int)n, (int)m, (int)k, &alpha, b, CUDA_R_32F,
-                                             ildb, (long long)sb, a, CUDA_R_32F, ilda, (long long)sa, &beta, c,
-                                             CUDA_R_32F, ildc, (long long)sc, (int)batch, sd_cu_compute_type(),
-                                             CUBLAS_GEMM_DEFAULT));
-    }
-    return SD_OK;
-}
 
 // ---- column sums: y[j] += Σ_r x[r·cols + j] -----------------------------------------------------
 
@@ -98,8 +75,8 @@ extern "C" int sd_cuda_linear(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, con
 {
     size_t mark = sd_arena_mark(&ctx->scratch);
     int rc;
-    const float *wf = sd_cu_weight_f32(ctx, w, &rc);
-    if (!wf) return rc;
+    sd_cu_op wo = sd_cu_weight_op(ctx, w, &rc);
+    if (!wo.p) { sd_arena_reset(&ctx->scratch, mark); return rc; }
     int64_t in = w->shape[1], out = w->shape[0], r = in ? sd_tensor_numel(x) / in : sd_tensor_numel(y) / (out ? out : 1);
     if (b) {
         int64_t n = r * out;
@@ -110,7 +87,8 @@ extern "C" int sd_cuda_linear(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, con
             if (e != cudaSuccess) { sd_arena_reset(&ctx->scratch, mark); return sd_cuda_fail(e, "launching bias"); }
         }
     }
-    rc = sd_cu_gemm(0, 1, r, out, in, 1.0f, CFP(x), in, 0, wf, in, 0, b ? 1.0f : 0.0f, FP(y), out, 0, 1);
+    rc = sd_cu_gemm_x(ctx, 0, 1, r, out, in, 1.0f, sd_cu_f32op(CFP(x)), in, 0, wo, in, 0, b ? 1.0f : 0.0f, FP(y),
+                      out, 0, 1);
     sd_arena_reset(&ctx->scratch, mark);
     return rc;
 }
@@ -120,11 +98,17 @@ extern "C" int sd_cuda_linear_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_
 {
     size_t mark = sd_arena_mark(&ctx->scratch);
     int rc = SD_OK;
-    const float *wf = dx ? sd_cu_weight_f32(ctx, w, &rc) : NULL;
-    if (rc) return rc;
+    sd_cu_op wo = sd_cu_f32op(NULL);
+    if (dx) {
+        wo = sd_cu_weight_op(ctx, w, &rc);
+        if (!wo.p) { sd_arena_reset(&ctx->scratch, mark); return rc; }
+    }
     int64_t in = w->shape[1], out = w->shape[0], r = out ? sd_tensor_numel(dy) / out : 0;
-    if (dx) rc = sd_cu_gemm(0, 0, r, in, out, 1.0f, CFP(dy), out, 0, wf, in, 0, 1.0f, FP(dx), in, 0, 1);
-    if (!rc && dw) rc = sd_cu_gemm(1, 0, out, in, r, 1.0f, CFP(dy), out, 0, CFP(x), in, 0, 1.0f, FP(dw), in, 0, 1);
+    // dy in the math's operand type once for both products
+    sd_cu_op dyo = dx || dw ? sd_cu_to_math(ctx, CFP(dy), (size_t)(r * out)) : sd_cu_f32op(CFP(dy));
+    if (dx) rc = sd_cu_gemm_x(ctx, 0, 0, r, in, out, 1.0f, dyo, out, 0, wo, in, 0, 1.0f, FP(dx), in, 0, 1);
+    if (!rc && dw)
+        rc = sd_cu_gemm_x(ctx, 1, 0, out, in, r, 1.0f, dyo, out, 0, sd_cu_f32op(CFP(x)), in, 0, 1.0f, FP(dw), in, 0, 1);
     if (!rc && db) rc = colsum(ctx, FP(db), CFP(dy), r, out);
     sd_arena_reset(&ctx->scratch, mark);
     return rc;
@@ -138,8 +122,8 @@ extern "C" int sd_cuda_matmul(sd_ctx *ctx, sd_tensor *c, const sd_tensor *a, int
     int64_t batch = (m > 0 && n > 0) ? sd_tensor_numel(c) / (m * n) : 0;
     int64_t sa = a->ndim > 2 ? m * k : 0, sb = b->ndim > 2 ? k * n : 0;
     int64_t lda = trans_a ? m : k, ldb = trans_b ? k : n;
-    return sd_cu_gemm(trans_a, trans_b, m, n, k, alpha, CFP(a), lda, sa, CFP(b), ldb, sb, beta, FP(c), n, m * n,
-                      batch);
+    return sd_cu_gemm_x(ctx, trans_a, trans_b, m, n, k, alpha, sd_cu_f32op(CFP(a)), lda, sa, sd_cu_f32op(CFP(b)), ldb,
+                        sb, beta, FP(c), n, m * n, batch);
 }
 
 // ---- conv2d: im2col + gemm ---------------------------------------------------------------------
@@ -150,9 +134,15 @@ struct conv_geom {
 };
 
 // col [nb, cin·kh·kw, ho·wo] of images n0 .. n0+nb-1 (zero padding). I: the index type (int
-// when every index fits, which makes the divisions much cheaper; int64_t otherwise).
-template <typename I>
-__global__ void k_im2col(size_t total, conv_geom g, int64_t n0, float *col, const float *x)
+// when every index fits, which makes the divisions much cheaper; int64_t otherwise). T: the
+// column matrix's element type (float, or the 16-bit operand type of the bf16 / fp16 GEMM math:
+// rounded to nearest even here, so the product reads it with no conversion pass).
+__device__ __forceinline__ void col_store(float *p, float v) { *p = v; }
+__device__ __forceinline__ void col_store(__nv_bfloat16 *p, float v) { *p = __float2bfloat16(v); }
+__device__ __forceinline__ void col_store(__half *p, float v) { *p = __float2half(v); }
+
+template <typename I, typename T>
+__global__ void k_im2col(size_t total, conv_geom g, int64_t n0, T *col, const float *x)
 {
     const I p = (I)(g.ho * g.wo), K = (I)(g.cin * g.kh * g.kw), kh = (I)g.kh, kw = (I)g.kw, wo = (I)g.wo;
     const I h = (I)g.h, w = (I)g.w, cin = (I)g.cin, st = (I)g.stride, pt = (I)g.pt, pl = (I)g.pl;
@@ -165,7 +155,7 @@ __global__ void k_im2col(size_t total, conv_geom g, int64_t n0, float *col, cons
         I ih = oh * st - pt + ki, iw = ow * st - pl + kj;
         float v = 0;
         if (ih >= 0 && ih < h && iw >= 0 && iw < w) v = xb[((img * cin + c) * h + ih) * w + iw];
-        col[i] = v;
+        col_store(col + i, v);
     }
 }
 
@@ -173,7 +163,8 @@ __global__ void k_im2col(size_t total, conv_geom g, int64_t n0, float *col, cons
 // threads over the output pixels. The channel and kernel offsets are uniform per block, so a thread
 // does one division instead of six (the element-wise kernel above is bound by its integer divisions
 // on a GPU: 1.2 ms per SD 320-channel 3×3 conv at batch 16, 64×64, on an H200).
-__global__ void k_im2col_rows(conv_geom g, int64_t n0, float *col, const float *x)
+template <typename T>
+__global__ void k_im2col_rows(conv_geom g, int64_t n0, T *col, const float *x)
 {
     const int p = (int)(g.ho * g.wo), wo = (int)g.wo, kh = (int)g.kh, kw = (int)g.kw;
     const int pp = (int)(blockIdx.x * blockDim.x + threadIdx.x);
@@ -185,7 +176,7 @@ __global__ void k_im2col_rows(conv_geom g, int64_t n0, float *col, const float *
     float v = 0;
     if (ih >= 0 && ih < (int)g.h && iw >= 0 && iw < (int)g.w)
         v = x[(((size_t)(n0 + img) * (size_t)g.cin + (size_t)c) * (size_t)g.h + (size_t)ih) * (size_t)g.w + (size_t)iw];
-    col[((size_t)img * (size_t)gridDim.y + (size_t)kk) * (size_t)p + (size_t)pp] = v;
+    col_store(col + ((size_t)img * (size_t)gridDim.y + (size_t)kk) * (size_t)p + (size_t)pp, v);
 }
 
 // dx[n0 + img] += col2im(dcol[img]): every input pixel gathers the columns it fed (no atomics).
@@ -218,13 +209,14 @@ __global__ void k_col2im(size_t total, conv_geom g, int64_t n0, float *dx, const
 }
 
 // Launch im2col / col2im over `total` elements with int indices when they fit.
-static int launch_im2col(size_t total, const conv_geom &g, int64_t n0, float *col, const float *x)
+template <typename T>
+static int launch_im2col_t(size_t total, const conv_geom &g, int64_t n0, T *col, const float *x)
 {
     if (!total) return SD_OK;
     int64_t p = g.ho * g.wo, K = g.cin * g.kh * g.kw, nb = (int64_t)(total / (size_t)(p * K));
     if (p < INT32_MAX && K <= 65535 && nb <= 65535 && (int64_t)total == nb * p * K) {
         dim3 grid((unsigned)((p + SD_CU_THREADS - 1) / SD_CU_THREADS), (unsigned)K, (unsigned)nb);
-        SD_CU_KERNEL(grid, SD_CU_THREADS, 0, sd_cuda_stream(), k_im2col_rows)(g, n0, col, x);
+        SD_CU_KERNEL(grid, SD_CU_THREADS, 0, sd_cuda_stream(), k_im2col_rows<T>)(g, n0, col, x);
         SD_CU_LAUNCH("im2col");
         return SD_OK;
     }
@@ -232,11 +224,28 @@ static int launch_im2col(size_t total, const conv_geom &g, int64_t n0, float *co
     // the input index reaches cnt·cin·h·w (more than total for a strided 1×1 conv)
     size_t xmax = total / (size_t)(g.kh * g.kw * g.ho * g.wo) * (size_t)(g.h * g.w);
     if (total < (size_t)INT32_MAX && xmax < (size_t)INT32_MAX)
-        SD_CU_KERNEL(blocks, SD_CU_THREADS, 0, sd_cuda_stream(), k_im2col<int>)(total, g, n0, col, x);
+        SD_CU_KERNEL(blocks, SD_CU_THREADS, 0, sd_cuda_stream(), k_im2col<int, T>)(total, g, n0, col, x);
     else
-        SD_CU_KERNEL(blocks, SD_CU_THREADS, 0, sd_cuda_stream(), k_im2col<int64_t>)(total, g, n0, col, x);
+        SD_CU_KERNEL(blocks, SD_CU_THREADS, 0, sd_cuda_stream(), k_im2col<int64_t, T>)(total, g, n0, col, x);
     SD_CU_LAUNCH("im2col");
     return SD_OK;
+}
+
+// The column matrix in element type ct.
+static int launch_im2col(size_t total, const conv_geom &g, int64_t n0, void *col, sd_cu_elt ct, const float *x)
+{
+    switch (ct) {
+    case SD_CU_BF16: return launch_im2col_t(total, g, n0, (__nv_bfloat16 *)col, x);
+    case SD_CU_F16: return launch_im2col_t(total, g, n0, (__half *)col, x);
+    default: return launch_im2col_t(total, g, n0, (float *)col, x);
+    }
+}
+
+// The column matrix of type ct at element offset off as a GEMM operand.
+static sd_cu_op col_op(void *col, sd_cu_elt ct, int64_t off)
+{
+    sd_cu_op o = { col, ct, ct == SD_CU_F32 ? (const float *)col : NULL };
+    return sd_cu_op_at(o, off);
 }
 
 static int launch_col2im(size_t total, const conv_geom &g, int64_t n0, float *dx, const float *dcol)
@@ -269,10 +278,11 @@ static int conv_is_pointwise(const conv_geom &g)
     return g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pt == 0 && g.pl == 0 && g.ho == g.h && g.wo == g.w;
 }
 
-// Images per chunk so that `bufs` column buffers of K·P floats fit in the free scratch.
-static int64_t conv_chunk(sd_ctx *ctx, const conv_geom &g, int bufs)
+// Images per chunk so that `bufs` buffers taking per_img bytes per image together fit in the free
+// scratch.
+static int64_t conv_chunk(sd_ctx *ctx, const conv_geom &g, size_t per_img, int bufs)
 {
-    size_t per = (size_t)(g.cin * g.kh * g.kw) * (size_t)(g.ho * g.wo) * sizeof(float) * (size_t)bufs + 64 * (size_t)bufs;
+    size_t per = per_img + 64 * (size_t)bufs;
     size_t fr = sd_cu_scratch_free(ctx);
     int64_t nb = per ? (int64_t)(fr / per) : g.n;
     if (nb > g.n) nb = g.n;
@@ -291,27 +301,31 @@ extern "C" int sd_cuda_conv2d(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x, con
     if (sd_tensor_numel(y) == 0) return SD_OK;
     size_t mark = sd_arena_mark(&ctx->scratch);
     int rc;
-    const float *wf = sd_cu_weight_f32(ctx, w, &rc);
-    if (!wf) return rc;
+    sd_cu_op wo = sd_cu_weight_op(ctx, w, &rc);
+    if (!wo.p) { sd_arena_reset(&ctx->scratch, mark); return rc; }
     if (b) SD_CU_GRID(k_bias_chan, sd_tensor_numel(y), (size_t)sd_tensor_numel(y), g.cout, P, FP(y), CFP(b));
     float beta = b ? 1.0f : 0.0f;
     if (conv_is_pointwise(g)) {
-        rc = sd_cu_gemm(0, 0, g.cout, P, K, 1.0f, wf, K, 0, CFP(x), P, g.cin * P, beta, FP(y), P, g.cout * P, g.n);
+        rc = sd_cu_gemm_x(ctx, 0, 0, g.cout, P, K, 1.0f, wo, K, 0, sd_cu_f32op(CFP(x)), P, g.cin * P, beta, FP(y), P,
+                          g.cout * P, g.n);
     } else {
-        int64_t nb = conv_chunk(ctx, g, 1);
+        // the column matrix in the weight operand's type: 16 bits under the bf16 / fp16 math
+        sd_cu_elt ct = wo.t;
+        size_t es = sd_cu_elt_size(ct);
+        int64_t nb = conv_chunk(ctx, g, (size_t)(K * P) * es, 1);
         if (nb < 1) {
             rc = sd_err(SD_ENOMEM, "CUDA conv2d: op scratch arena too small for one image's im2col (%zu bytes, %zu free)",
-                        (size_t)(K * P) * sizeof(float), sd_cu_scratch_free(ctx));
+                        (size_t)(K * P) * es, sd_cu_scratch_free(ctx));
         } else {
-            float *col = sd_cu_scratch<float>(ctx, (size_t)(nb * K * P), "conv2d");
+            void *col = sd_cu_scratch<char>(ctx, (size_t)(nb * K * P) * es, "conv2d");
             rc = col ? SD_OK : SD_ENOMEM;
             for (int64_t n0 = 0; !rc && n0 < g.n; n0 += nb) {
                 int64_t cnt = g.n - n0 < nb ? g.n - n0 : nb;
                 size_t tot = (size_t)(cnt * K * P);
-                rc = launch_im2col(tot, g, n0, col, CFP(x));
+                rc = launch_im2col(tot, g, n0, col, ct, CFP(x));
                 if (rc) break;
-                rc = sd_cu_gemm(0, 0, g.cout, P, K, 1.0f, wf, K, 0, col, P, K * P, beta, FP(y) + n0 * g.cout * P, P,
-                                g.cout * P, cnt);
+                rc = sd_cu_gemm_x(ctx, 0, 0, g.cout, P, K, 1.0f, wo, K, 0, col_op(col, ct, 0), P, K * P, beta,
+                                  FP(y) + n0 * g.cout * P, P, g.cout * P, cnt);
             }
         }
     }
@@ -331,8 +345,11 @@ extern "C" int sd_cuda_conv2d_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_
     if (sd_tensor_numel(dy) == 0) return SD_OK;
     size_t mark = sd_arena_mark(&ctx->scratch);
     int rc = SD_OK;
-    const float *wf = dx ? sd_cu_weight_f32(ctx, w, &rc) : NULL;
-    if (rc) return rc;
+    sd_cu_op wo = sd_cu_f32op(NULL);
+    if (dx) {
+        wo = sd_cu_weight_op(ctx, w, &rc);
+        if (!wo.p) { sd_arena_reset(&ctx->scratch, mark); return rc; }
+    }
     if (db) {
         // dy [n, cout, p] summed to [1, cout, 1]
         int64_t ysh[3] = { 1, g.cout, 1 }, xsh[3] = { g.n, g.cout, P };
@@ -340,36 +357,60 @@ extern "C" int sd_cuda_conv2d_bwd(sd_ctx *ctx, sd_tensor *dx, sd_tensor *dw, sd_
     }
     if (!rc && (dx || dw)) {
         if (conv_is_pointwise(g)) {
+            // dy in the math's operand type once for both products
+            sd_cu_op dyo = sd_cu_to_math(ctx, CFP(dy), (size_t)(g.n * g.cout * P));
             // dW += dY_n · X_nᵀ per image, in image order; dX_n += Wᵀ · dY_n
             for (int64_t i = 0; !rc && dw && i < g.n; i++)
-                rc = sd_cu_gemm(0, 1, g.cout, K, P, 1.0f, CFP(dy) + i * g.cout * P, P, 0, CFP(x) + i * K * P, P, 0,
-                                1.0f, FP(dw), K, 0, 1);
+                rc = sd_cu_gemm_x(ctx, 0, 1, g.cout, K, P, 1.0f, sd_cu_op_at(dyo, i * g.cout * P), P, 0,
+                                  sd_cu_f32op(CFP(x) + i * K * P), P, 0, 1.0f, FP(dw), K, 0, 1);
             if (!rc && dx)
-                rc = sd_cu_gemm(1, 0, K, P, g.cout, 1.0f, wf, K, 0, CFP(dy), P, g.cout * P, 1.0f, FP(dx), P, K * P,
-                                g.n);
+                rc = sd_cu_gemm_x(ctx, 1, 0, K, P, g.cout, 1.0f, wo, K, 0, dyo, P, g.cout * P, 1.0f, FP(dx), P, K * P,
+                                  g.n);
         } else {
+            // Under the bf16 / fp16 math (and a weight operand in its type): the column matrix in
+            // 16 bits, and each chunk of dy converted once for both products.
+            sd_cu_elt e = sd_cu_math_elt();
+            int m16 = e != SD_CU_F32 && (!dx || wo.t == e);
+            int64_t nb = 0;
+            for (;;) {
+                size_t es = m16 ? 2 : 4;
+                size_t per = (dw ? (size_t)(K * P) * es : 0) + (dx ? (size_t)(K * P) * 4 : 0) +
+                             (m16 ? (size_t)(g.cout * P) * 2 : 0);
+                nb = conv_chunk(ctx, g, per, (dw ? 1 : 0) + (dx ? 1 : 0) + m16);
+                if (nb >= 1 || !m16) break;
+                m16 = 0;  // not even one image in 16 bits: the fp32 layout (its products fall back)
+            }
+            sd_cu_elt ct = m16 ? e : SD_CU_F32;
+            size_t es = sd_cu_elt_size(ct);
             int bufs = (dw ? 1 : 0) + (dx ? 1 : 0);
-            int64_t nb = conv_chunk(ctx, g, bufs);
             if (nb < 1) {
                 rc = sd_err(SD_ENOMEM, "CUDA conv2d_bwd: op scratch arena too small for one image's im2col "
                             "(%zu bytes, %zu free)", (size_t)(K * P) * sizeof(float) * bufs, sd_cu_scratch_free(ctx));
             } else {
-                float *col = dw ? sd_cu_scratch<float>(ctx, (size_t)(nb * K * P), "conv2d_bwd") : NULL;
+                void *col = dw ? sd_cu_scratch<char>(ctx, (size_t)(nb * K * P) * es, "conv2d_bwd") : NULL;
                 float *dcol = dx ? sd_cu_scratch<float>(ctx, (size_t)(nb * K * P), "conv2d_bwd") : NULL;
-                if ((dw && !col) || (dx && !dcol)) rc = SD_ENOMEM;
+                void *dy16 = m16 ? sd_cu_scratch<uint16_t>(ctx, (size_t)(nb * g.cout * P), "conv2d_bwd") : NULL;
+                if ((dw && !col) || (dx && !dcol) || (m16 && !dy16)) rc = SD_ENOMEM;
                 for (int64_t n0 = 0; !rc && n0 < g.n; n0 += nb) {
                     int64_t cnt = g.n - n0 < nb ? g.n - n0 : nb;
                     size_t tot = (size_t)(cnt * K * P);
+                    sd_cu_op dyc = sd_cu_f32op(CFP(dy) + n0 * g.cout * P);
+                    if (m16) {
+                        rc = sd_cu_convert_elts(dy16, e, dyc.p, SD_CU_F32, (size_t)(cnt * g.cout * P));
+                        if (rc) break;
+                        dyc.p = dy16;
+                        dyc.t = e;
+                    }
                     if (dw) {
-                        rc = launch_im2col(tot, g, n0, col, CFP(x));
+                        rc = launch_im2col(tot, g, n0, col, ct, CFP(x));
                         if (rc) break;
                         for (int64_t i = 0; !rc && i < cnt; i++)
-                            rc = sd_cu_gemm(0, 1, g.cout, K, P, 1.0f, CFP(dy) + (n0 + i) * g.cout * P, P, 0,
-                                            col + i * K * P, P, 0, 1.0f, FP(dw), K, 0, 1);
+                            rc = sd_cu_gemm_x(ctx, 0, 1, g.cout, K, P, 1.0f, sd_cu_op_at(dyc, i * g.cout * P), P, 0,
+                                              col_op(col, ct, i * K * P), P, 0, 1.0f, FP(dw), K, 0, 1);
                     }
                     if (!rc && dx) {
-                        rc = sd_cu_gemm(1, 0, K, P, g.cout, 1.0f, wf, K, 0, CFP(dy) + n0 * g.cout * P, P, g.cout * P,
-                                        0.0f, dcol, P, K * P, cnt);
+                        rc = sd_cu_gemm_x(ctx, 1, 0, K, P, g.cout, 1.0f, wo, K, 0, dyc, P, g.cout * P, 0.0f, dcol, P,
+                                          K * P, cnt);
                         if (rc) break;
                         size_t nx = (size_t)(cnt * g.cin * g.h * g.w);
                         rc = launch_col2im(nx, g, n0, FP(dx), dcol);

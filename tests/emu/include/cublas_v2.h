@@ -1,8 +1,11 @@
 /* Emulated CUDA build (tests/emu): the subset of cuBLAS that lib/tensor/cuda/ uses. The products
  * are a reference GEMM (tests/emu/lib/cuda_emu_runtime.cpp): operands converted to float, rounded
  * as the compute type says (TF32: 10-bit mantissa, round to nearest, ties away; FAST_16BF/16F: to
- * bf16/f16, nearest even), then OpenBLAS sgemm (float accumulation). SD_EMU_GEMM_EXACT=1: no
- * rounding (for diagnosis: which part of a difference the compute type's rounding explains). */
+ * bf16/f16, nearest even), then OpenBLAS sgemm (float accumulation). bf16/f16 A and B (one type,
+ * CUBLAS_COMPUTE_32F) are read as their exact float values. Combinations cuBLAS does not support
+ * (A and B of different types, 16-bit A/B with a FAST compute type, C not fp32) are refused with
+ * CUBLAS_STATUS_NOT_SUPPORTED. SD_EMU_GEMM_EXACT=1: no rounding of fp32 operands (for diagnosis:
+ * which part of a difference the compute type's rounding explains). */
 #ifndef SD_TESTS_EMU_CUBLAS_V2_H
 #define SD_TESTS_EMU_CUBLAS_V2_H
 

@@ -359,6 +359,12 @@ static cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperati
     if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
     if (m < 0 || n < 0 || k < 0 || ta == CUBLAS_OP_C || tb == CUBLAS_OP_C) return CUBLAS_STATUS_INVALID_VALUE;
     if (ct != CUDA_R_32F || comp == CUBLAS_COMPUTE_16F) return CUBLAS_STATUS_NOT_SUPPORTED;
+    /* cuBLAS's combinations with an fp32 C: A and B of one type; the FAST compute types take fp32
+     * A/B only; 16-bit A/B (bf16 or fp16) with CUBLAS_COMPUTE_32F (no rounding here: the
+     * operands already are 16-bit values, accumulated in float) */
+    if (at != bt) return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (at != CUDA_R_32F && comp != CUBLAS_COMPUTE_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (at != CUDA_R_32F && at != CUDA_R_16BF && at != CUDA_R_16F) return CUBLAS_STATUS_NOT_SUPPORTED;
     if (ldc < (m > 1 ? m : 1)) return CUBLAS_STATUS_INVALID_VALUE;
     if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
     if (!on_device(c, ((size_t)(n - 1) * ldc + m) * 4)) return CUBLAS_STATUS_INVALID_VALUE;
