@@ -447,8 +447,9 @@ static const sd_opt table[] = {
 /* kohya options that have no effect here (one info line) or change the training in the reference and are
  * not implemented (refused, exit 2): given when set on the command line or in --config_file to anything but
  * false, 0, "" or an empty list. In a --config_file the names also match keys sd-train does not know
- * (o.unknown): masked_loss, alpha_mask and conditioning_data_dir are refused from there until they are real
- * options (an entry here applies to a known option too: remove it when the option becomes real). */
+ * (o.unknown): conditioning_data_dir (a subset key of the reference's, conditioning-image masks, not
+ * implemented) is refused from there. An entry here applies to a known option too: remove it when the
+ * option becomes real. */
 static const struct kohya_opt {
     const char *name;
     int refused;
@@ -484,8 +485,6 @@ static const struct kohya_opt {
     { "skip_until_initial_step", 1, "starting at a later step (use --resume with a saved state)" },
     { "initial_epoch", 1, "starting at a later epoch (use --resume with a saved state)" },
     { "initial_step", 1, "starting at a later step (use --resume with a saved state)" },
-    { "masked_loss", 1, "masking the loss with the images' alpha or with conditioning images" },
-    { "alpha_mask", 1, "the images' alpha as a loss mask" },
     { "conditioning_data_dir", 1, "conditioning images as loss masks (--masked_loss)" },
 };
 
@@ -533,9 +532,8 @@ static int kohya_known(const char *key)
 
 /* Subset / record keys whose augmentation or use sd-train does not implement (exit 2): a subset of a
  * --dataset_config, or a record of --data (sd-merge-meta passes them through). ss_datasets keeps recording
- * color_aug / random_crop: a run with either true does not get that far. alpha_mask: the reference masks
- * the loss with the alpha whether or not --masked_loss is given; refused here unless --masked_loss or
- * --alpha_mask is (the options that wire masks in; until they exist, always). */
+ * color_aug / random_crop: a run with either true does not get that far. (alpha_mask is implemented:
+ * --masked_loss / --alpha_mask, the records' alpha_mask key.) */
 static int refused_key(const sd_opts *o, jv obj, char *msg, size_t cap)
 {
     static const struct { const char *key, *why; } keys[] = {
@@ -543,18 +541,11 @@ static int refused_key(const sd_opts *o, jv obj, char *msg, size_t cap)
         { "random_crop", NOT_CACHED("random_crop") },
         { "face_crop_aug_range", FACE_CROP },
         { "custom_attributes", "per-subset attributes for the reference's Python training code" },
-        { "alpha_mask", "the images' alpha as a loss mask (the reference masks the loss with it)" },
     };
     if (jv_get_kind(obj) != JV_KIND_OBJECT) return 0;
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
         jv v = jv_object_get(jv_copy(obj), jv_string(keys[i].key));
         if (!jv_is_valid(v) || !given(jv_copy(v))) {
-            jv_free(v);
-            continue;
-        }
-        int u;   /* a known option only: an unknown config key is refused anyway */
-        if (!strcmp(keys[i].key, "alpha_mask") && ((given(opt_given_value(o, "masked_loss", &u)) && sd_opts_find(o, "masked_loss")) ||
-                       (given(opt_given_value(o, "alpha_mask", &u)) && sd_opts_find(o, "alpha_mask")))) {
             jv_free(v);
             continue;
         }
