@@ -254,6 +254,10 @@ static const sd_opt table[] = {
      SD_OPT_ATLEAST(0), .group = G_DATA, .help = "loss weight of regularisation images"},
     {.name = "flip_aug", .type = SD_OPT_FLAG, .dest = &c.flip_aug, .group = G_DATA,
      .help = "use the flipped latents with probability 0.5"},
+    {.name = "masked_loss", .type = SD_OPT_FLAG, .dest = &c.masked_loss, .group = G_DATA,
+     .help = "weight the loss by each sample's mask (alpha masks; see sd-train(1))"},
+    {.name = "alpha_mask", .type = SD_OPT_FLAG, .dest = &c.alpha_mask, .group = G_DATA,
+     .help = "every record's alpha_mask default: the image's alpha/255 as loss mask"},
     {.name = "weighted_captions", .type = SD_OPT_FLAG, .dest = &c.weighted_captions, .group = G_DATA,
      .help = "(word:1.2) caption weights on the text-encoder output"},
     {.name = "shuffle_caption", .type = SD_OPT_FLAG, .dest = &c.caption.shuffle, .group = G_DATA,
@@ -443,8 +447,9 @@ static const sd_opt table[] = {
 /* kohya options that have no effect here (one info line) or change the training in the reference and are
  * not implemented (refused, exit 2): given when set on the command line or in --config_file to anything but
  * false, 0, "" or an empty list. In a --config_file the names also match keys sd-train does not know
- * (o.unknown): masked_loss, alpha_mask and conditioning_data_dir are refused from there until they are real
- * options (an entry here applies to a known option too: remove it when the option becomes real). */
+ * (o.unknown): conditioning_data_dir (a subset key of the reference's, conditioning-image masks, not
+ * implemented) is refused from there. An entry here applies to a known option too: remove it when the
+ * option becomes real. */
 static const struct kohya_opt {
     const char *name;
     int refused;
@@ -480,8 +485,6 @@ static const struct kohya_opt {
     { "skip_until_initial_step", 1, "starting at a later step (use --resume with a saved state)" },
     { "initial_epoch", 1, "starting at a later epoch (use --resume with a saved state)" },
     { "initial_step", 1, "starting at a later step (use --resume with a saved state)" },
-    { "masked_loss", 1, "masking the loss with the images' alpha or with conditioning images" },
-    { "alpha_mask", 1, "the images' alpha as a loss mask" },
     { "conditioning_data_dir", 1, "conditioning images as loss masks (--masked_loss)" },
 };
 
@@ -529,9 +532,8 @@ static int kohya_known(const char *key)
 
 /* Subset / record keys whose augmentation or use sd-train does not implement (exit 2): a subset of a
  * --dataset_config, or a record of --data (sd-merge-meta passes them through). ss_datasets keeps recording
- * color_aug / random_crop: a run with either true does not get that far. alpha_mask: the reference masks
- * the loss with the alpha whether or not --masked_loss is given; refused here unless --masked_loss or
- * --alpha_mask is (the options that wire masks in; until they exist, always). */
+ * color_aug / random_crop: a run with either true does not get that far. (alpha_mask is implemented:
+ * --masked_loss / --alpha_mask, the records' alpha_mask key.) */
 static int refused_key(const sd_opts *o, jv obj, char *msg, size_t cap)
 {
     static const struct { const char *key, *why; } keys[] = {
@@ -539,18 +541,11 @@ static int refused_key(const sd_opts *o, jv obj, char *msg, size_t cap)
         { "random_crop", NOT_CACHED("random_crop") },
         { "face_crop_aug_range", FACE_CROP },
         { "custom_attributes", "per-subset attributes for the reference's Python training code" },
-        { "alpha_mask", "the images' alpha as a loss mask (the reference masks the loss with it)" },
     };
     if (jv_get_kind(obj) != JV_KIND_OBJECT) return 0;
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
         jv v = jv_object_get(jv_copy(obj), jv_string(keys[i].key));
         if (!jv_is_valid(v) || !given(jv_copy(v))) {
-            jv_free(v);
-            continue;
-        }
-        int u;   /* a known option only: an unknown config key is refused anyway */
-        if (!strcmp(keys[i].key, "alpha_mask") && ((given(opt_given_value(o, "masked_loss", &u)) && sd_opts_find(o, "masked_loss")) ||
-                       (given(opt_given_value(o, "alpha_mask", &u)) && sd_opts_find(o, "alpha_mask")))) {
             jv_free(v);
             continue;
         }
@@ -572,7 +567,7 @@ static int ds_record(void *ctx, jv rec, const char *src, long line)
     ds_ctx *x = ctx;
     int rc = sd_train_data_add_record(x->d, &c, rec);
     jv_free(rec);
-    if (rc == SD_ENOMEM) return rc;
+    if (rc == SD_ENOMEM || rc == SD_EUNSUPPORTED) return rc;
     if (rc < 0) {
         sd_record_error(src, line, "%s", sd_errmsg());
         x->bad++;
@@ -610,7 +605,7 @@ static int load_dataset(sd_opts *o, sd_train_data *d, int *bad, int *refused)
                                          "caption_dropout_rate", "caption_dropout_every_n_epochs",
                                          "caption_tag_dropout_rate", "enable_wildcard", "secondary_separator",
                                          "token_warmup_min", "token_warmup_step", "validation_split",
-                                         "validation_seed" };
+                                         "validation_seed", "alpha_mask" };
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
         int src = sd_opts_source(o, names[i]);
         if (src != SD_SRC_CMDLINE && src != SD_SRC_CONFIG) continue;
@@ -622,9 +617,10 @@ static int load_dataset(sd_opts *o, sd_train_data *d, int *bad, int *refused)
     if (a.dataset_config) {
         if (a.train_data_dir || a.reg_data_dir || a.in_json)
             sd_warn("--dataset_config is given: --train_data_dir, --reg_data_dir and --in_json are ignored");
-        rc = sd_dataset_config_load(a.dataset_config, cli, 0, &cfg);
+        rc = sd_dataset_config_load(a.dataset_config, cli, c.masked_loss ? SD_DC_CONTROLNET_OK : 0, &cfg);
     } else {
-        rc = sd_dataset_config_folders(a.train_data_dir, a.reg_data_dir, a.in_json, cli, 0, &cfg);
+        rc = sd_dataset_config_folders(a.train_data_dir, a.reg_data_dir, a.in_json, cli,
+                                       c.masked_loss ? SD_DC_CONTROLNET_OK : 0, &cfg);
     }
     jv_free(cli);
     if (rc < 0) {
@@ -947,7 +943,7 @@ int main(int argc, char **argv)
             }
             rc = sd_train_data_add_record(&d, &c, rec);
             jv_free(rec);
-            if (rc == SD_ENOMEM) {
+            if (rc == SD_ENOMEM || rc == SD_EUNSUPPORTED) {
                 fatal = 1;
                 sd_error("%s", sd_errmsg());
                 break;

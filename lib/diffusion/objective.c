@@ -284,6 +284,20 @@ void sd_loss_per_sample(const float *pred, const float *target, int64_t batch, i
     }
 }
 
+void sd_mask_area_resize(const float *in, int H, int W, int flip, float *out, int h, int w)
+{
+    for (int i = 0; i < h; i++) {
+        int y0 = (int)(((int64_t)i * H) / h), y1 = (int)(((int64_t)(i + 1) * H + h - 1) / h);
+        for (int j = 0; j < w; j++) {
+            int x0 = (int)(((int64_t)j * W) / w), x1 = (int)(((int64_t)(j + 1) * W + w - 1) / w);
+            float sum = 0.0f;
+            for (int y = y0; y < y1; y++)
+                for (int x = x0; x < x1; x++) sum += in[(size_t)y * W + (size_t)(flip ? W - 1 - x : x)];
+            out[(size_t)i * w + j] = sum / (float)(y1 - y0) / (float)(x1 - x0);
+        }
+    }
+}
+
 void sd_loss_apply_weights(const sd_ddpm *s, const sd_loss_weighting *w, const int *t,
                            const float *loss_weights, int64_t batch, float *loss)
 {

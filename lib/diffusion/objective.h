@@ -120,6 +120,15 @@ float sd_huber_c(const sd_ddpm *s, sd_huber_schedule sch, double huber_c, double
 void sd_loss_per_sample(const float *pred, const float *target, int64_t batch, int64_t per,
                         sd_loss_kind type, const float *c, const float *mask, float *loss);
 
+/* Masked loss (kohya custom_train_functions.apply_masked_loss): a mask plane [H][W] (alpha/255, or
+ * the conditioning image's R/255) resized to the latent's h×w as F.interpolate(mode="area") does,
+ * i.e. adaptive_avg_pool2d: out[i][j] = (Σ in[y][x] over y ∈ [⌊iH/h⌋, ⌈(i+1)H/h⌉),
+ * x ∈ [⌊jW/w⌋, ⌈(j+1)W/w⌉), summed in float32 row by row) / kh / kw. flip: the plane is read
+ * mirrored (x → W−1−x) first, as the reference flips the full-size mask before resizing. The
+ * result multiplies the element loss of every channel (sd_loss_per_sample's mask) before the
+ * mean: no renormalisation by the mask's area. */
+void sd_mask_area_resize(const float *in, int H, int W, int flip, float *out, int h, int w);
+
 /* Per-sample re-weighting, applied in the reference's order to loss[b] (in place):
  *   × loss_weights[b] (if not NULL), then
  *   min_snr_gamma γ > 0:  × min(s,γ)/s  (ε)   or × min(s,γ)/(s+1)  (v)

@@ -146,6 +146,7 @@ static int alloc_buffers(run *R)
         !R->lweight || !R->factor || !R->tsteps || !R->ids || !R->tokw)
         return sd_err(SD_ENOMEM, "out of memory");
     int64_t W = R->cfg.unet.context_dim;
+    if (R->use_masks && !(R->mask = calloc(tot, sizeof(float)))) return sd_err(SD_ENOMEM, "out of memory");
     R->pred = calloc(tot, sizeof(float));
     R->tf = calloc((size_t)R->maxB, sizeof(float));
     R->stage = calloc((size_t)(R->maxB * R->seqlen * W), sizeof(float));
@@ -303,7 +304,8 @@ static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int
     for (int b = 0; b < B; b++) R->lweight[b] = R->d->s[idx[b]].is_reg ? (float)c->prior_loss_weight : 1.0f;
     /* the gradient seed: 1/A of gradient accumulation, then the fp16 loss scale (accelerate's
        backward: scaler.scale(loss / A)); the loss itself stays unscaled */
-    double L = sd_tobj_loss(&R->obj, R->pred, R->target, B, per, R->tsteps, R->lweight, R->hc, R->factor, R->lossv,
+    const float *mask = R->mask_on ? R->mask : NULL;
+    double L = sd_tobj_loss(&R->obj, R->pred, R->target, B, per, R->tsteps, R->lweight, mask, R->hc, R->factor, R->lossv,
                             sd_accum_loss_scale(c->gradient_accumulation_steps) * sd_loss_scaler_factor(&R->scaler),
                             R->grad);
     *loss_out = L;
@@ -358,8 +360,8 @@ static int val_batch(void *user, const sd_batch_bucket *bk, const int64_t *idx, 
         if (!rc) rc = sd_tensor_download(&y, R->pred, (size_t)(B * per) * sizeof(float));
         if (rc) break;
         /* the loss as the training step computes it (its gradient output goes to scratch) */
-        losses[k] = sd_tobj_loss(&R->vobj, R->pred, R->target, B, per, R->tsteps, R->lweight, R->hc, R->factor,
-                                 R->lossv, 1.0, R->grad);
+        losses[k] = sd_tobj_loss(&R->vobj, R->pred, R->target, B, per, R->tsteps, R->lweight,
+                                 R->mask_on ? R->mask : NULL, R->hc, R->factor, R->lossv, 1.0, R->grad);
     }
     sd_arena_reset(&R->ctx.scratch, mark);
     return rc;
@@ -423,6 +425,7 @@ static void free_run(run *R)
     sd_clip_tokenizer_free(R->tok);
     sd_batch_plan_free(&R->plan);
     free(R->x0), free(R->noise), free(R->noisy), free(R->target), free(R->work), free(R->ipn), free(R->grad);
+    free(R->mask);
     free(R->lossv), free(R->hc), free(R->lweight), free(R->factor), free(R->tsteps), free(R->ids), free(R->tokw);
     sd_tensor_free(&R->t_ctx);
     sd_tensor_free(&R->t_dctx);
@@ -524,6 +527,15 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
     if (!rc) rc = loop_check_family(R);
     if (rc) goto out;
     R->te_cached = R->sdxl && c->cache_text_encoder_outputs;
+    /* masked loss (§1.11): train_network.py, train_db.py, the TI scripts and sdxl_train.py apply the
+       masks a batch has (--masked_loss or not); fine_tune.py (SD1/SD2 ft) has neither option and
+       never applies them. Without any mask a batch's loss is the unmasked one. */
+    R->use_masks = !(c->method == SD_METHOD_FT && !R->sdxl);
+    if (!R->use_masks && (c->masked_loss || c->alpha_mask)) {
+        rc = sd_err(SD_EUSAGE, "--masked_loss/--alpha_mask: fine_tune.py (--method ft on SD1.x/SD2.x) has no masked "
+                    "loss; use --method db, or an SDXL model");
+        goto out;
+    }
     if (R->is_full && (rc = sd_full_format_choose(c->save_model_as, c->use_safetensors, R->model.format, &R->ffmt)))
         goto out;
     rc = loop_encode_all(R, d, 0);

@@ -106,6 +106,8 @@ typedef struct sd_train_config {
     sd_caption_opts caption;           /* command-line caption options (records may override) */
     double token_warmup_step_f;        /* < 1: fraction of max_train_steps */
     int flip_aug;
+    int masked_loss;                   /* --masked_loss: weight the loss by the samples' masks (§1.11) */
+    int alpha_mask;                    /* --alpha_mask: every record's default alpha_mask (a record's key wins) */
     /* objective */
     double noise_offset;               /* 0 = None */
     int noise_offset_random_strength;
@@ -191,6 +193,11 @@ typedef struct sd_train_sample {
     sd_bucket_cfg bcfg;
     int resize_filter;        /* the record's resize_interpolation, sd_resample_filter + 1 (0: automatic) */
     float *mem, *mem_flip;    /* [4, bucket_h/8, bucket_w/8] (owned) */
+    /* alpha mask (§1.11): alpha 1 when the record asks for one (alpha_mask / --alpha_mask: the latent
+       file must hold an alpha_mask member; --cache_latents keeps the image's alpha/255 here) */
+    int alpha;
+    float *mask_mem;          /* [mask_h, mask_w] at bucket pixels (owned; --cache_latents) */
+    int mask_w, mask_h;
     /* validation split (train/validation.h): the record's method and dataset keys */
     int method_ft;            /* method "fine_tuning" (not split: validated on a copy) */
     double validation_split;  /* NAN: the record has none */

@@ -66,6 +66,7 @@ void sd_train_data_free(sd_train_data *d)
         free(d->s[i].tags);
         free(d->s[i].mem);
         free(d->s[i].mem_flip);
+        free(d->s[i].mask_mem);
         free(d->s[i].te_hs1);
         free(d->s[i].te_hs2);
         free(d->s[i].te_pool);
@@ -151,6 +152,15 @@ int sd_train_data_add_record(sd_train_data *d, const sd_train_config *c, jv rec)
     r = sd_jsonl_get_bool(rec, "flip_aug", &b);
     if (r < 0) return r;
     if (r == 1) s.flip_aug = b;
+    s.alpha = c->alpha_mask;
+    r = sd_jsonl_get_bool(rec, "alpha_mask", &b);
+    if (r < 0) return r;
+    if (r == 1) s.alpha = b;
+    const char *cond = NULL;
+    GET(sd_jsonl_get_str, "conditioning_image", &cond);
+    if (cond)   /* refused, never ignored: the record's loss would go unmasked */
+        return sd_err(SD_EUNSUPPORTED, "conditioning_image %s: masks from conditioning images (conditioning_data_dir) "
+                      "are not supported; use alpha masks (alpha_mask, sd-encode-latents --alpha_mask)", cond);
     int bk[2];
     r = sd_jsonl_get_size2(rec, "bucket", bk);
     if (r < 0) return r;

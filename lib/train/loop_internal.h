@@ -93,6 +93,11 @@ typedef struct run {
     int *tsteps;
     int32_t *ids;
     float *tokw;              /* --weighted_captions: per context position weight [maxB][seqlen] */
+    /* masked loss (§1.11): masks applied (--masked_loss, or any sample with an alpha mask; never
+       for SD1/SD2 --method ft: fine_tune.py has none); the batch's mask [maxB][maxper] (each
+       sample's area-resized plane repeated over the channels) and whether it holds one */
+    int use_masks, mask_on;
+    float *mask;
     /* SDXL (family SD_FAMILY_SDXL): the second text encoder, its ids (pad 0), the UNet's vector input */
     int sdxl;
     sd_clip *clip2;

@@ -34,6 +34,12 @@ static int load_disk_cache(sd_train_sample *s, const char *path, int64_t n)
     }
     memcpy(s->mem, lf.latents, (size_t)n * sizeof(float));
     if (s->flip_aug) memcpy(s->mem_flip, lf.latents_flipped, (size_t)n * sizeof(float));
+    if (s->alpha && lf.alpha_mask) {   /* present and at bucket size (the cache check) */
+        s->mask_mem = lf.alpha_mask;
+        s->mask_w = lf.mask_w;
+        s->mask_h = lf.mask_h;
+        lf.alpha_mask = NULL;
+    }
     sd_latent_free(&lf);
     return SD_OK;
 }
@@ -46,6 +52,9 @@ static int write_disk_cache(const sd_train_sample *s, const char *path, const sd
     memset(&lf, 0, sizeof lf);
     lf.latents = s->mem;
     lf.latents_flipped = s->flip_aug ? s->mem_flip : NULL;
+    lf.alpha_mask = s->alpha ? s->mask_mem : NULL;
+    lf.mask_w = s->mask_w;
+    lf.mask_h = s->mask_h;
     lf.c = (int)E;
     lf.h = s->plan.bucket_h / 8;
     lf.w = s->plan.bucket_w / 8;
@@ -107,10 +116,10 @@ int loop_encode_all(run *R, sd_train_data *d, uint32_t sbase)
             uint8_t dg[32];
             sd_sha256(buf, nb, dg);
             sd_hex(dg, 32, key.source_sha256);
-            rc = sd_image_decode(buf, nb, s->image, 0, &im, NULL);
+            rc = sd_image_decode(buf, nb, s->image, s->alpha ? SD_ALPHA_KEEP : SD_ALPHA_DROP, &im, NULL);
             free(buf);
         } else {
-            rc = sd_image_load(s->image, 0, &im, NULL);
+            rc = sd_image_load(s->image, s->alpha ? SD_ALPHA_KEEP : SD_ALPHA_DROP, &im, NULL);
         }
         if (rc) break;
         if (!s->has_plan) {
@@ -152,7 +161,7 @@ int loop_encode_all(run *R, sd_train_data *d, uint32_t sbase)
             memcpy(key.crop_ltrb, s->plan.crop_ltrb, sizeof key.crop_ltrb);
             key.filter = s->resize_filter - 1;
             key.flip = s->flip_aug != 0;
-            key.alpha_mask = 0;
+            key.alpha_mask = s->alpha != 0;
             key.mean = 0;
             key.seed = R->seed;
             key.half = 0;
@@ -188,10 +197,16 @@ int loop_encode_all(run *R, sd_train_data *d, uint32_t sbase)
         if (nn) noise = nn;
         s->mem = malloc((size_t)n * sizeof(float));
         if (s->flip_aug) s->mem_flip = malloc((size_t)n * sizeof(float));
-        if (!nx || !nm || !nn || !s->mem || (s->flip_aug && !s->mem_flip)) {
+        if (s->alpha) s->mask_mem = malloc((size_t)(H * W) * sizeof(float));
+        if (!nx || !nm || !nn || !s->mem || (s->flip_aug && !s->mem_flip) || (s->alpha && !s->mask_mem)) {
             sd_image_free(&out);
             rc = sd_err(SD_ENOMEM, "out of memory caching latents");
             break;
+        }
+        if (s->alpha) {   /* alpha/255 of the resized and trimmed RGBA image (unflipped), as sd-encode-latents */
+            s->mask_w = (int)W;
+            s->mask_h = (int)H;
+            for (int64_t p = 0; p < H * W; p++) s->mask_mem[p] = (float)out.px[(size_t)p * (size_t)out.c + 3] / 255.0f;
         }
         rc = loop_ensure_scratch(R, 4 * sd_vae_scratch_bytes(v, 1, H, W, 0) + ((size_t)1 << 30));
         for (int k = 0; k < (s->flip_aug ? 2 : 1) && !rc; k++) {
@@ -230,11 +245,22 @@ int loop_encode_all(run *R, sd_train_data *d, uint32_t sbase)
     return rc;
 }
 
-/* Read the latents of every sample once to learn its bucket when the record had none. */
+/* Read the latents of every sample once to learn its bucket when the record had none; a sample
+ * asking for an alpha mask must have one in its file (checked before training starts). */
 int loop_resolve_buckets(sd_train_data *d)
 {
     for (size_t i = 0; i < d->n; i++) {
         sd_train_sample *s = &d->s[i];
+        if (s->alpha && s->latents && !s->mem) {
+            sd_latent_file lf;
+            int rc = sd_latent_read(s->latents, NULL, &lf);
+            if (rc) return rc;
+            int has = lf.alpha_mask != NULL;
+            sd_latent_free(&lf);
+            if (!has)
+                return sd_err(SD_EFORMAT, "%s: alpha_mask is requested but the file has no alpha_mask member (encode "
+                              "with sd-encode-latents --alpha_mask)", s->latents);
+        }
         if ((s->bucket_w > 0 && s->bucket_h > 0) || s->mem) continue;
         if (!s->latents) return sd_err(SD_EFORMAT, "%s: no bucket and no latents", s->image ? s->image : "record");
         sd_latent_file lf;
@@ -265,6 +291,22 @@ static void size_cond(int *o, int known, int orig_w, int orig_h, const double lt
     o[5] = tw;
 }
 
+/* Sample b's slot of the batch mask (§1.11): its plane (or none: ones, as the reference's
+ * collate fills masks of samples without one) mirrored when the latents are the flipped ones,
+ * area-resized to h×w and repeated over the C channels; R->mask_on once any sample has one. */
+static void batch_mask(run *R, int b, int64_t per, int h, int w, const float *plane, int ph, int pw, int flipped)
+{
+    float *m = R->mask + (size_t)b * (size_t)per;
+    int64_t hw = (int64_t)h * w;
+    if (!plane || ph <= 0 || pw <= 0) {
+        for (int64_t i = 0; i < per; i++) m[i] = 1.0f;
+        return;
+    }
+    sd_mask_area_resize(plane, ph, pw, flipped, m, h, w);
+    for (int64_t i = hw; i < per; i++) m[i] = m[i % hw];
+    R->mask_on = 1;
+}
+
 /* Scaled latents of one batch of d into R->x0 (SDXL: the size conditioning into R->sizes); flips
  * drawn from (seed, micro, b, SD_RNG_AUGMENT) for flip_aug samples unless noflip (validation). */
 int loop_load_latents(run *R, const sd_train_data *d, const int64_t *idx, int B, int64_t micro, int h, int w,
@@ -272,6 +314,7 @@ int loop_load_latents(run *R, const sd_train_data *d, const int64_t *idx, int B,
 {
     int64_t C = R->cfg.unet.in_channels;
     int64_t per = C * h * w;
+    R->mask_on = 0;
     for (int b = 0; b < B; b++) {
         const sd_train_sample *s = &d->s[idx[b]];
         float sf = (float)R->scale_factor;
@@ -285,6 +328,7 @@ int loop_load_latents(run *R, const sd_train_data *d, const int64_t *idx, int B,
             for (int64_t i = 0; i < per; i++) dst[i] = src[i] * sf;
             if (R->sizes) size_cond(R->sizes + 6 * b, s->has_size, s->orig_w, s->orig_h, s->crop_ltrb, src == s->mem_flip,
                                     w * 8, h * 8);
+            if (R->use_masks) batch_mask(R, b, per, h, w, s->mask_mem, s->mask_h, s->mask_w, src == s->mem_flip);
             continue;
         }
         sd_latent_file lf;
@@ -294,6 +338,11 @@ int loop_load_latents(run *R, const sd_train_data *d, const int64_t *idx, int B,
             sd_latent_free(&lf);
             return sd_err(SD_EFORMAT, "%s: latents are [%d,%d,%d], the bucket needs [%lld,%d,%d]", s->latents, lf.c,
                           lf.h, lf.w, (long long)C, h, w);
+        }
+        if (s->alpha && !lf.alpha_mask) {
+            sd_latent_free(&lf);
+            return sd_err(SD_EFORMAT, "%s: alpha_mask is requested but the file has no alpha_mask member (encode with "
+                          "sd-encode-latents --alpha_mask)", s->latents);
         }
         const float *src = lf.latents;
         if (s->flip_aug && !noflip) {
@@ -315,6 +364,8 @@ int loop_load_latents(run *R, const sd_train_data *d, const int64_t *idx, int B,
             size_cond(R->sizes + 6 * b, known, (int)lf.original_size[0], (int)lf.original_size[1], ltrb,
                       src == lf.latents_flipped, w * 8, h * 8);
         }
+        /* the file's alpha_mask is used whenever present (the reference's load_latents_from_disk) */
+        if (R->use_masks) batch_mask(R, b, per, h, w, lf.alpha_mask, lf.mask_h, lf.mask_w, src == lf.latents_flipped);
         sd_latent_free(&lf);
     }
     return SD_OK;

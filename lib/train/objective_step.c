@@ -74,20 +74,21 @@ int sd_tobj_inputs_given(const sd_tobj *o, int64_t B, int64_t per, const float *
 }
 
 double sd_tobj_loss(const sd_tobj *o, const float *pred, const float *target, int64_t B, int64_t per, const int *t,
-                    const float *lweight, float *hc, double *factor, float *lossv, double grad_scale, float *grad)
+                    const float *lweight, const float *mask, float *hc, double *factor, float *lossv,
+                    double grad_scale, float *grad)
 {
     sd_loss_weighting w = { .v_prediction = o->v_prediction, .min_snr_gamma = o->min_snr_gamma,
                             .scale_v_pred_loss_like_noise_pred = o->scale_v_pred_loss_like_noise_pred,
                             .v_pred_like_loss = o->v_pred_like_loss, .debiased_estimation = o->debiased_estimation };
     for (int64_t b = 0; b < B; b++)
         hc[b] = sd_huber_c(&o->sched, o->huber_schedule, o->huber_c, o->huber_scale, t[b]);
-    sd_loss_per_sample(pred, target, B, per, o->loss_type, hc, NULL, lossv);
+    sd_loss_per_sample(pred, target, B, per, o->loss_type, hc, mask, lossv);
     sd_loss_apply_weights(&o->sched, &w, t, lweight, B, lossv);
     double L = 0;
     for (int64_t b = 0; b < B; b++) L += lossv[b];
     L /= (double)B;
     if (!isfinite(L)) return L;
     for (int64_t b = 0; b < B; b++) factor[b] = sd_loss_weight_factor(&o->sched, &w, t[b], lweight[b]) * grad_scale;
-    sd_loss_grad(pred, target, B, per, o->loss_type, hc, NULL, factor, grad);
+    sd_loss_grad(pred, target, B, per, o->loss_type, hc, mask, factor, grad);
     return L;
 }

@@ -57,8 +57,11 @@ int sd_tobj_inputs_given(const sd_tobj *o, int64_t B, int64_t per, const float *
 
 /* Per-sample losses (weights applied) into lossv[B], their mean as the return value, and the
  * gradient w.r.t. pred × grad_scale into grad (not computed when the loss is not finite).
- * lweight: per-sample loss weights (prior_loss_weight); hc, factor: B scratch. */
+ * lweight: per-sample loss weights (prior_loss_weight); hc, factor: B scratch. mask: NULL, or
+ * [B][per] multiplying the element loss before the mean (masked loss; all ones gives the same
+ * bytes as NULL). */
 double sd_tobj_loss(const sd_tobj *o, const float *pred, const float *target, int64_t B, int64_t per, const int *t,
-                    const float *lweight, float *hc, double *factor, float *lossv, double grad_scale, float *grad);
+                    const float *lweight, const float *mask, float *hc, double *factor, float *lossv,
+                    double grad_scale, float *grad);
 
 #endif

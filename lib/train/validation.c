@@ -153,6 +153,7 @@ static void free_sample(sd_train_sample *s)
     free(s->tags);
     free(s->mem);
     free(s->mem_flip);
+    free(s->mask_mem);
     memset(s, 0, sizeof *s);
 }
 
@@ -166,7 +167,7 @@ static int copy_sample(const sd_train_sample *s, sd_train_sample *out)
     out->image = s->image ? strdup(s->image) : NULL;
     out->caption = s->caption ? strdup(s->caption) : NULL;
     out->tags = s->tags ? strdup(s->tags) : NULL;
-    out->mem = out->mem_flip = NULL;
+    out->mem = out->mem_flip = out->mask_mem = NULL;
     if ((s->latents && !out->latents) || (s->image && !out->image) || (s->caption && !out->caption) ||
         (s->tags && !out->tags)) {
         free_sample(out);
