@@ -42,8 +42,7 @@ static struct {
         highvram, skip_cache_check, console_log_simple, cpu_offload_checkpointing, disable_mmap_load_safetensors;
     int max_data_loader_n_workers, vae_batch_size;
     const char *dynamo_backend;
-    int color_aug, random_crop, fp8_base, fp8_base_unet, debug_dataset, skip_until_initial_step, save_n_epoch_ratio,
-        initial_epoch;
+    int color_aug, random_crop, fp8_base, fp8_base_unet, debug_dataset, skip_until_initial_step, initial_epoch;
     int64_t initial_step;
     const char *lr_scheduler_type, *face_crop_aug_range, *dataset_class;
 } a;
@@ -333,6 +332,8 @@ static const sd_opt table[] = {
              "(default), ckpt or safetensors"},
     {.name = "save_every_n_epochs", .type = SD_OPT_INT, .dest = &c.save_every_n_epochs, SD_OPT_ATLEAST(0),
      .group = G_OUT, .help = "save every N epochs"},
+    {.name = "save_n_epoch_ratio", .type = SD_OPT_INT, .dest = &c.save_n_epoch_ratio, .metavar = "N", .group = G_OUT,
+     .help = "save every max(1, floor(epochs / N)) epochs (overrides --save_every_n_epochs; <= 0: off)"},
     {.name = "save_every_n_steps", .type = SD_OPT_INT, .dest = &c.save_every_n_steps, SD_OPT_ATLEAST(0),
      .group = G_OUT, .help = "save every N steps"},
     {.name = "save_last_n_epochs", .type = SD_OPT_INT, .dest = &c.save_last_n_epochs, SD_OPT_ATLEAST(0),
@@ -360,6 +361,18 @@ static const sd_opt table[] = {
     {.name = "metadata_license", .type = SD_OPT_STRING, .dest = &c.metadata_license, .group = G_OUT,
      .help = "modelspec.license"},
     {.name = "metadata_tags", .type = SD_OPT_STRING, .dest = &c.metadata_tags, .group = G_OUT, .help = "modelspec.tags"},
+    {.name = "metadata_usage_hint", .type = SD_OPT_STRING, .dest = &c.metadata_usage_hint, .group = G_OUT,
+     .help = "modelspec.usage_hint"},
+    {.name = "metadata_thumbnail", .type = SD_OPT_STRING, .dest = &c.metadata_thumbnail, .metavar = "URL|FILE",
+     .group = G_OUT, .help = "modelspec.thumbnail: a data: URL as given, or a file embedded as data:<mime>;base64,..."},
+    {.name = "metadata_merged_from", .type = SD_OPT_STRING, .dest = &c.metadata_merged_from, .group = G_OUT,
+     .help = "modelspec.merged_from"},
+    {.name = "metadata_trigger_phrase", .type = SD_OPT_STRING, .dest = &c.metadata_trigger_phrase, .group = G_OUT,
+     .help = "modelspec.trigger_phrase"},
+    {.name = "metadata_preprocessor", .type = SD_OPT_STRING, .dest = &c.metadata_preprocessor, .group = G_OUT,
+     .help = "modelspec.preprocessor"},
+    {.name = "metadata_is_negative_embedding", .type = SD_OPT_STRING, .dest = &c.metadata_is_negative_embedding,
+     .group = G_OUT, .help = "modelspec.is_negative_embedding (the string as given)"},
     /* sample images */
     {.name = "sample_prompts", .type = SD_OPT_STRING, .dest = &c.sample_prompts, .metavar = "FILE", .group = G_SAMPLE,
      .help = "prompts (.txt lines with --n --w --h --d --s --l --ss, .toml or .json); images go to OUTPUT_DIR/sample/"},
@@ -430,7 +443,6 @@ static const sd_opt table[] = {
     KOHYA_REFUSED("face_crop_aug_range", SD_OPT_STRING, &a.face_crop_aug_range),
     KOHYA_REFUSED("fp8_base", SD_OPT_FLAG, &a.fp8_base),
     KOHYA_REFUSED("fp8_base_unet", SD_OPT_FLAG, &a.fp8_base_unet),
-    KOHYA_REFUSED("save_n_epoch_ratio", SD_OPT_INT, &a.save_n_epoch_ratio),
     KOHYA_REFUSED("debug_dataset", SD_OPT_FLAG, &a.debug_dataset),
     KOHYA_REFUSED("dataset_class", SD_OPT_STRING, &a.dataset_class),
     KOHYA_REFUSED("skip_until_initial_step", SD_OPT_FLAG, &a.skip_until_initial_step),
@@ -479,7 +491,6 @@ static const struct kohya_opt {
     { "face_crop_aug_range", 1, FACE_CROP },
     { "fp8_base", 1, "float8 base weights; use --mixed_precision fp16 or bf16" },
     { "fp8_base_unet", 1, "float8 base weights; use --mixed_precision fp16 or bf16" },
-    { "save_n_epoch_ratio", 1, "use --save_every_n_epochs" },
     { "debug_dataset", 1, "it shows the samples instead of training" },
     { "dataset_class", 1, "custom dataset classes are Python" },
     { "skip_until_initial_step", 1, "starting at a later step (use --resume with a saved state)" },
@@ -969,6 +980,10 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     c.stop = &g_stop;
+    if (c.metadata_thumbnail && *c.metadata_thumbnail && strncmp(c.metadata_thumbnail, "data:", 5) &&
+        access(c.metadata_thumbnail, R_OK))   /* the reference warns and leaves modelspec.thumbnail out */
+        sd_warn("--metadata_thumbnail %s: %s: the saved files carry no modelspec.thumbnail", c.metadata_thumbnail,
+                strerror(errno));
     int rc = sd_train_run(&c, &d);
     int exit_code = 0;
     if (rc == SD_EINTR) {

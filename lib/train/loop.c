@@ -611,6 +611,10 @@ trained_set:;
     R->steps_per_epoch = sd_accum_steps_per_epoch(R->plan.nbatches, A);
     R->max_steps = c->max_train_epochs > 0 ? (int64_t)c->max_train_epochs * R->steps_per_epoch : c->max_train_steps;
     R->num_epochs = (R->max_steps + R->steps_per_epoch - 1) / R->steps_per_epoch;
+    if (c->save_n_epoch_ratio > 0) {   /* the reference: math.floor(num_train_epochs / ratio) or 1, overriding */
+        c->save_every_n_epochs = (int)(R->num_epochs / c->save_n_epoch_ratio > 0 ? R->num_epochs / c->save_n_epoch_ratio : 1);
+        sd_info("--save_n_epoch_ratio %d: saving every %d epochs", c->save_n_epoch_ratio, c->save_every_n_epochs);
+    }
     if (R->plan.num_reg_unbalanced > R->plan.num_train_images)
         sd_warn("some of reg images are not used / 正則化画像の数が多いので、一部使用されない正則化画像があります");
     sd_info("images with repeats: %lld, reg images: %lld, batches per epoch: %lld, epochs: %lld, steps: %lld",

@@ -129,12 +129,15 @@ typedef struct sd_train_config {
     const char *save_precision;        /* NULL, "float", "fp16", "bf16" */
     const char *save_model_as;         /* LoRA: "safetensors"; db/ft: NULL = the source's format, ckpt, safetensors */
     int save_every_n_epochs, save_every_n_steps;
+    int save_n_epoch_ratio;            /* > 0: save_every_n_epochs = max(1, floor(epochs / N)) (the reference's) */
     int save_last_n_epochs, save_last_n_steps, save_last_n_epochs_state, save_last_n_steps_state;
     int save_state, save_state_on_train_end;
     const char *resume;
     int no_metadata;
     const char *training_comment;
     const char *metadata_title, *metadata_author, *metadata_description, *metadata_license, *metadata_tags;
+    const char *metadata_usage_hint, *metadata_thumbnail, *metadata_merged_from, *metadata_trigger_phrase,
+        *metadata_preprocessor, *metadata_is_negative_embedding;   /* modelspec.* extras; NULL = not given */
     int reso_w, reso_h;                /* --resolution (metadata only when records carry buckets) */
     /* sample images during training (§6.13; train/loop_sample.h) */
     const char *sample_prompts;        /* prompt file (.txt/.toml/.json) */

@@ -213,6 +213,12 @@ static void modelspec_args(const run *R, sd_modelspec_args *a, double timestamp,
     a->description = c->metadata_description;
     a->license = c->metadata_license;
     a->tags = c->metadata_tags;
+    a->usage_hint = c->metadata_usage_hint;
+    a->thumbnail = c->metadata_thumbnail;
+    a->merged_from = c->metadata_merged_from;
+    a->trigger_phrase = c->metadata_trigger_phrase;
+    a->preprocessor = c->metadata_preprocessor;
+    a->is_negative_embedding = c->metadata_is_negative_embedding;
     a->has_timesteps = c->min_timestep >= 0 || c->max_timestep >= 0;
     a->min_timestep = c->min_timestep >= 0 ? c->min_timestep : 0;
     a->max_timestep = c->max_timestep >= 0 ? c->max_timestep : 1000;

@@ -242,8 +242,8 @@ int sd_modelspec_metadata(const sd_modelspec_args *a, sd_kv *out)
     if (!rc && a->is_negative_embedding) rc = sd_kv_set(out, "modelspec.is_negative_embedding", a->is_negative_embedding);
     if (!rc && a->merged_from) rc = sd_kv_set(out, "modelspec.merged_from", a->merged_from);
     if (!rc && a->preprocessor) rc = sd_kv_set(out, "modelspec.preprocessor", a->preprocessor);
-    if (!rc && a->thumbnail && *a->thumbnail) {
-        if (!strncmp(a->thumbnail, "data:", 5)) {
+    if (!rc && a->thumbnail) {   /* "" stays "" (the reference converts only a true value) */
+        if (!*a->thumbnail || !strncmp(a->thumbnail, "data:", 5)) {
             rc = sd_kv_set(out, "modelspec.thumbnail", a->thumbnail);
         } else {
             char *u = data_url(a->thumbnail);

@@ -70,7 +70,7 @@ refuse color_aug --color_aug
 refuse random_crop --random_crop
 refuse face_crop_aug_range --face_crop_aug_range 2.0,4.0
 refuse fp8_base --fp8_base
-refuse save_n_epoch_ratio --save_n_epoch_ratio 3
+refuse debug_dataset --debug_dataset
 refuse initial_step --initial_step 10
 T --data recs.jsonl --output_dir r_off --no-color_aug --no-fp8_base 2> r_off.err; rc=$?
 [ $rc = 0 ] && ! grep -q 'color_aug\|fp8' r_off.err && ok train_kohya_refused_off_passes || nok train_kohya_refused_off_passes "rc $rc $(cat r_off.err)"

@@ -511,6 +511,11 @@ static void test_modelspec(void)
     T_EQ_STR(sd_kv_get(&m, "modelspec.prediction_type"), "v");
     T_EQ_STR(sd_kv_get(&m, "modelspec.thumbnail"), "data:image/png;base64,YWJjZA==");
     sd_kv_free(&m);
+    a.thumbnail = "";   /* not converted: written as given */
+    sd_kv_init(&m);
+    T_EQ_INT(sd_modelspec_metadata(&a, &m), 0);
+    T_EQ_STR(sd_kv_get(&m, "modelspec.thumbnail"), "");
+    sd_kv_free(&m);
 }
 
 static void test_py_json(void)
