@@ -3,6 +3,7 @@
  *   sd-model info MODEL [--json]
  *   sd-model convert MODEL -o OUT.safetensors [--save_precision float|fp16|bf16]
  *   sd-model run clip|vae-encode|vae-decode|unet --model MODEL ... -o OUT.npy
+ *   sd-model merge --sd_model MODEL --models A.safetensors... --ratios R... --save_to OUT.safetensors
  *
  * The loading logic lives in lib/models/sd_model.c (shared with the other tools); this file only
  * parses options, moves .npy arrays in and out and prints. */
@@ -27,6 +28,7 @@
 #include "models/sd_model.h"
 #include "tensor/tensor.h"
 #include "text/clip_tokenizer.h"
+#include "train/lora_merge.h"
 
 #define PROG "sd-model"
 
@@ -42,6 +44,9 @@ static struct {
     int clip_skip;
     const char *timesteps, *context, *vector;
     int save_precision;
+    const char *sd_model, *save_to;
+    sd_opt_list models, ratios;
+    int precision, no_metadata, concat, shuffle;
     int tile, tile_overlap;
     int json, no_hashes;
     int threads;
@@ -78,7 +83,25 @@ static const sd_opt table[] = {
     {.name = "tile_overlap", .type = SD_OPT_INT, .dest = &a.tile_overlap, .metavar = "N", SD_OPT_RANGE(0, 1 << 20),
      .group = "VAE", .help = "overlap of neighbouring tiles, blended with linear ramps (default: tile/4)"},
     {.name = "save_precision", .type = SD_OPT_ENUM, .dest = &a.save_precision, .choices = "float|fp16|bf16",
-     .group = "Convert", .help = "convert: store floating tensors as f32, f16 or bf16 (default: as in the source)"},
+     .group = "Convert", .help = "convert, merge: store floating tensors as f32, f16 or bf16 (default convert: as in "
+                                 "the source; merge: --precision)"},
+    {.name = "sd_model", .type = SD_OPT_STRING, .dest = &a.sd_model, .metavar = "MODEL", .group = "Merge",
+     .help = "merge: the checkpoint the LoRA files are merged into (merge_lora.py's name; same as --model)"},
+    {.name = "models", .type = SD_OPT_STRINGS, .dest = &a.models, .metavar = "LORA", .flags = SD_OPTF_NARGS,
+     .group = "Merge", .help = "merge: LoRA files (.safetensors) to merge, in order"},
+    {.name = "ratios", .type = SD_OPT_DOUBLES, .dest = &a.ratios, .metavar = "R", .flags = SD_OPTF_NARGS,
+     .group = "Merge", .help = "merge: one multiplier per --models file (W += R * alpha/rank * up.down)"},
+    {.name = "save_to", .type = SD_OPT_STRING, .dest = &a.save_to, .metavar = "OUT.safetensors", .group = "Merge",
+     .help = "merge: the merged checkpoint (same as --output)"},
+    {.name = "precision", .type = SD_OPT_ENUM, .dest = &a.precision, .choices = "float|fp16|bf16", .def = "float",
+     .group = "Merge", .help = "merge: the UNet and text-encoder weights are rounded to this dtype before and "
+                               "after each file's merge (the merge itself is computed in f32)"},
+    {.name = "no_metadata", .type = SD_OPT_FLAG, .dest = &a.no_metadata, .def = "false", .group = "Merge",
+     .help = "merge: do not add the sd_merge_* metadata keys (the source's metadata is kept)"},
+    {.name = "concat", .type = SD_OPT_FLAG, .dest = &a.concat, .def = "false", .group = "Merge",
+     .flags = SD_OPTF_HIDDEN, .help = "merge_lora.py LoRA-into-LoRA option: not used with a model (ignored)"},
+    {.name = "shuffle", .type = SD_OPT_FLAG, .dest = &a.shuffle, .def = "false", .group = "Merge",
+     .flags = SD_OPTF_HIDDEN, .help = "merge_lora.py LoRA-into-LoRA option: not used with a model (ignored)"},
     {.name = "json", .type = SD_OPT_FLAG, .dest = &a.json, .def = "false", .group = "Output",
      .help = "info: one JSON object on stdout"},
     {.name = "no_hashes", .type = SD_OPT_FLAG, .dest = &a.no_hashes, .def = "false", .group = "Output",
@@ -973,6 +996,104 @@ out:
     return rc ? fatal(rc) : 0;
 }
 
+/* ---- merge (networks/merge_lora.py, sdxl_merge_lora.py with --sd_model) ------------------------- */
+
+/* Round the f32 weights of a registry to f16/bf16 values (--precision: the reference merges into
+ * weights cast to that dtype). */
+static void round_params(sd_params *r, int prec)
+{
+    enum { CHUNK = 16384 };
+    static uint16_t buf[CHUNK];
+    for (size_t i = 0; i < r->n; i++) {
+        sd_tensor *t = &r->items[i]->value;
+        if (t->dtype != SD_F32 || !t->data) continue;
+        float *f = t->data;
+        size_t n = (size_t)sd_tensor_numel(t);
+        for (size_t j = 0; j < n; j += CHUNK) {
+            size_t k = n - j < CHUNK ? n - j : CHUNK;
+            if (prec == 1) {
+                sd_f32_to_f16_n(f + j, buf, k);
+                sd_f16_to_f32_n(buf, f + j, k);
+            } else {
+                sd_f32_to_bf16_n(f + j, buf, k);
+                sd_bf16_to_f32_n(buf, f + j, k);
+            }
+        }
+    }
+}
+
+static int merge(const char *src, const char *out)
+{
+    static const sd_st_dtype prec[3] = { SD_ST_F32, SD_ST_F16, SD_ST_BF16 };
+    sd_model m;
+    memset(&m, 0, sizeof m);
+    sd_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    int have_ctx = 0;
+    sd_safetensors_writer *w = NULL;
+    conv_src *cs = NULL;
+    char *names = NULL, *ratios = NULL;
+    struct stat sb;
+    int folder = !stat(src, &sb) && S_ISDIR(sb.st_mode);
+    /* the components that go through the loaders: UNet and text encoder(s) (merged), the VAE
+     * where it is replaced or the source is a Diffusers folder; the rest of a single file is
+     * copied as it is */
+    unsigned via = folder ? SD_MODEL_ALL : SD_MODEL_UNET | SD_MODEL_TE | (a.vae ? SD_MODEL_VAE : 0);
+    if (a.save_precision < 0) a.save_precision = a.precision;   /* the reference: save dtype = merge dtype */
+    sd_model_opts o = model_opts(via);
+    int rc = sd_safetensors_writer_new(&w);
+    /* every file readable before the (large) model is loaded */
+    for (int i = 0; i < a.models.n && !rc; i++) {
+        sd_safetensors *st = NULL;
+        rc = sd_safetensors_open(a.models.s[i], &st);
+        if (rc && !strstr(sd_errmsg(), a.models.s[i])) sd_err_prefix(rc, "%s", a.models.s[i]);
+        sd_safetensors_close(st);
+    }
+    if (!rc) rc = sd_model_open(&m, src, &o);
+    if (!rc && m.warning[0]) sd_warn("%s", m.warning);
+    if (!rc) rc = sd_model_load(&m, SD_DEV_CPU);
+    if (!rc && !(rc = sd_ctx_init(&ctx, SD_DEV_CPU, sd_threads_get(), 0))) have_ctx = 1;
+    if (!rc && a.precision > 0) {
+        round_params(&m.unet_params, a.precision);
+        round_params(&m.te_params, a.precision);
+    }
+    size_t nl = 1, nr = 1;
+    for (int i = 0; i < a.models.n; i++) nl += strlen(base_name(a.models.s[i])) + 2, nr += 32;
+    if (!rc && (!(names = calloc(nl, 1)) || !(ratios = calloc(nr, 1)))) rc = sd_err(SD_ENOMEM, "out of memory");
+    for (int i = 0; i < a.models.n && !rc; i++) {
+        size_t nte = 0, nun = 0;
+        double r = a.ratios.d[i];
+        rc = sd_lora_merge_file(&ctx, &m, a.models.s[i], r, &nte, &nun);
+        if (rc) break;
+        if (a.precision > 0) {
+            round_params(&m.unet_params, a.precision);
+            round_params(&m.te_params, a.precision);
+        }
+        sd_info("%s: merged %zu modules (%zu text encoder, %zu UNet) with ratio %g", a.models.s[i], nte + nun, nte,
+                nun, r);
+        snprintf(names + strlen(names), nl - strlen(names), "%s%s", i ? ", " : "", base_name(a.models.s[i]));
+        snprintf(ratios + strlen(ratios), nr - strlen(ratios), "%s%.9g", i ? ", " : "", r);
+    }
+    if (rc) goto out;
+    if ((rc = sd_model_add_to_writer(&m, via, w, prec[a.save_precision]))) goto out;
+    if (!folder && (rc = copy_file_tensors(w, &m.files[0], via, &cs))) goto out;
+    if (!a.no_metadata) {
+        rc = sd_safetensors_writer_set_meta(w, "sd_merge_base", base_name(src));
+        if (!rc) rc = sd_safetensors_writer_set_meta(w, "sd_merge_models", names);
+        if (!rc) rc = sd_safetensors_writer_set_meta(w, "sd_merge_ratios", ratios);
+    }
+    if (!rc) rc = sd_safetensors_writer_write(w, out);
+    if (!rc) sd_info("saved %s", out);
+out:
+    sd_safetensors_writer_free(w);
+    free(cs);
+    free(names);
+    free(ratios);
+    if (have_ctx) sd_ctx_free(&ctx);
+    sd_model_close(&m);
+    return rc ? fatal(rc) : 0;
+}
+
 /* ---- main ------------------------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -985,13 +1106,15 @@ int main(int argc, char **argv)
     if (sd_opts_init(&o, PROG, table) < 0) return sd_fatal(1);
     o.flags = SD_OPTS_CONFIG;
     o.usage = "info MODEL... | convert MODEL -o OUT.safetensors | run clip|vae-encode|vae-decode|unet --model MODEL "
-              "[OPTIONS] -o OUT.npy";
+              "[OPTIONS] -o OUT.npy | merge --sd_model MODEL --models LORA... --ratios R... --save_to OUT.safetensors";
     o.description =
         "Inspects, converts and runs SD1.x/SD2.x/SDXL checkpoints (single-file .safetensors, legacy .ckpt, Diffusers "
         "folders).\n"
         "  info      family, layout, parameters per component, dtypes, metadata, A1111 and sshs_* hashes\n"
         "  convert   ckpt / Diffusers folder / safetensors -> one safetensors file with ldm names\n"
-        "  run       one component on .npy arrays: clip (--tokens or --prompt), vae-encode, vae-decode, unet";
+        "  run       one component on .npy arrays: clip (--tokens or --prompt), vae-encode, vae-decode, unet\n"
+        "  merge     LoRA files merged into the UNet and text encoder(s) of a checkpoint (merge_lora.py, "
+        "sdxl_merge_lora.py)";
     o.epilog = "Exit status: 0 success, 1 fatal error, 2 usage error.\nSee sd-model(1).";
     int ex = sd_cmdline_main(&o, argc, argv);
     if (ex >= 0) {
@@ -1000,7 +1123,7 @@ int main(int argc, char **argv)
     }
     int rc = 0;
     if (o.npos < 1) {
-        rc = usage_error("missing subcommand (info, convert or run)");
+        rc = usage_error("missing subcommand (info, convert, run or merge)");
         goto done;
     }
     const char *cmd = o.pos[0];
@@ -1051,8 +1174,30 @@ int main(int argc, char **argv)
         else if (!strcmp(comp, "vae-decode")) rc = run_vae(1);
         else if (!strcmp(comp, "unet")) rc = run_unet();
         else rc = usage_error("run: unknown component '%s' (clip, vae-encode, vae-decode or unet)", comp);
+    } else if (!strcmp(cmd, "merge")) {
+        const char *src = a.sd_model ? a.sd_model : a.model, *out = a.save_to ? a.save_to : a.output;
+        size_t ol = out ? strlen(out) : 0;
+        struct stat sb;
+        if (o.npos > 1) rc = usage_error("merge: unexpected argument '%s' (name the files with --sd_model, --models, "
+                                         "--save_to)", o.pos[1]);
+        else if (!src && a.models.n)
+            rc = usage_error("merge: merging LoRA files into one LoRA (merge_lora.py without --sd_model) is not "
+                             "supported; give the checkpoint with --sd_model");
+        else if (!src) rc = usage_error("merge: --sd_model MODEL is required");
+        else if (!a.models.n) rc = usage_error("merge: --models: name at least one LoRA file");
+        else if (a.ratios.n != a.models.n)
+            rc = usage_error("merge: --ratios: %d values for %d --models file%s", a.ratios.n, a.models.n,
+                             a.models.n == 1 ? "" : "s");
+        else if (!out) rc = usage_error("merge: --save_to OUT.safetensors is required");
+        else if (ol < 12 || strcmp(out + ol - 12, ".safetensors"))
+            rc = usage_error("merge: --save_to %s: only .safetensors output is written (not .ckpt)", out);
+        else if (!stat(out, &sb) && S_ISDIR(sb.st_mode))
+            rc = usage_error("merge: --save_to %s is a directory", out);
+        if (rc) goto done;
+        if (a.concat || a.shuffle) sd_warn("merge: --concat/--shuffle only apply to merging LoRA files into one LoRA; ignored");
+        rc = merge(src, out);
     } else {
-        rc = usage_error("unknown subcommand '%s' (info, convert or run)", cmd);
+        rc = usage_error("unknown subcommand '%s' (info, convert, run or merge)", cmd);
     }
 done:
     sd_opts_free(&o);
