@@ -355,18 +355,30 @@ static double g_conv_tol = TOL;
 
 /* tiny: 3 images and a scratch arena that holds the backward's two im2col buffers of one image
  * only (forward: 2 images per chunk, backward: 1), so the chunk loops run several times. */
+/* The output size of cc; tiny: *small becomes a context whose scratch holds two fp32 im2col
+ * buffers of one image only (returned), else the shared GPU context. NULL: no small context. */
+static sd_ctx *conv_setup(const conv_case *cc, int tiny, sd_ctx *small, int64_t *ho, int64_t *wo)
+{
+    sd_conv2d_geom g = cc->g;
+    *ho = (cc->h + g.pad_t + g.pad_b - cc->kh) / g.stride + 1;
+    *wo = (cc->w + g.pad_l + g.pad_r - cc->kw) / g.stride + 1;
+    if (!tiny) return &gpu;
+    size_t kp = (size_t)(cc->cin * cc->kh * cc->kw) * (size_t)(*ho * *wo) * 4;
+    if (dev_ctx(small, 2 * kp + 512)) {
+        T_CHECKF(0, "small context: %s", sd_errmsg());
+        return NULL;
+    }
+    return small;
+}
+
 static void conv_one(const conv_case *cc, sd_dtype wdt, int tiny, const char *tag, int bias)
 {
     char name[128];
     int n = tiny ? 3 : 2;
     sd_conv2d_geom g = cc->g;
-    int64_t ho = (cc->h + g.pad_t + g.pad_b - cc->kh) / g.stride + 1, wo = (cc->w + g.pad_l + g.pad_r - cc->kw) / g.stride + 1;
-    sd_ctx small, *gctx = &gpu;
-    if (tiny) {
-        size_t kp = (size_t)(cc->cin * cc->kh * cc->kw) * (size_t)(ho * wo) * 4;
-        if (dev_ctx(&small, 2 * kp + 512)) { T_CHECKF(0, "small context: %s", sd_errmsg()); return; }
-        gctx = &small;
-    }
+    int64_t ho, wo;
+    sd_ctx small, *gctx = conv_setup(cc, tiny, &small, &ho, &wo);
+    if (!gctx) return;
     pair *x = R(n, cc->cin, cc->h, cc->w), *w = MK(wdt, 0.3f, 0, cc->cout, cc->cin, cc->kh, cc->kw), *b = R(cc->cout);
     pair *y = R(n, cc->cout, ho, wo);
     BOTH(sd_op_conv2d(&cpu, &y->h, &x->h, &w->h, bias ? &b->h : NULL, g),
@@ -456,7 +468,8 @@ static void conv_parts(const conv_case *cc, const char *tag, int check_counts)
 {
     char name[160];
     sd_conv2d_geom g = cc->g;
-    int64_t ho = (cc->h + g.pad_t + g.pad_b - cc->kh) / g.stride + 1, wo = (cc->w + g.pad_l + g.pad_r - cc->kw) / g.stride + 1;
+    int64_t ho, wo;
+    conv_setup(cc, 0, NULL, &ho, &wo);
     pair *x = R(2, cc->cin, cc->h, cc->w), *w = MK(SD_F32, 0.3f, 0, cc->cout, cc->cin, cc->kh, cc->kw);
     pair *dy = R(2, cc->cout, ho, wo);
     static const char *const pn[4] = { "", "dx only", "dw only", "dx+dw" };
@@ -996,13 +1009,9 @@ static void g16_conv(sd_dtype mt, const char *mn, const conv_case *cc, sd_dtype 
     const char *wn = wdt == SD_F32 ? "f32" : wdt == SD_BF16 ? "bf16" : "f16";
     int n = tiny ? 3 : 2;
     sd_conv2d_geom g = cc->g;
-    int64_t ho = (cc->h + g.pad_t + g.pad_b - cc->kh) / g.stride + 1, wo = (cc->w + g.pad_l + g.pad_r - cc->kw) / g.stride + 1;
-    sd_ctx small, *gctx = &gpu;
-    if (tiny) {
-        size_t kp = (size_t)(cc->cin * cc->kh * cc->kw) * (size_t)(ho * wo) * 4;
-        if (dev_ctx(&small, 2 * kp + 512)) { T_CHECKF(0, "small context: %s", sd_errmsg()); return; }
-        gctx = &small;
-    }
+    int64_t ho, wo;
+    sd_ctx small, *gctx = conv_setup(cc, tiny, &small, &ho, &wo);
+    if (!gctx) return;
     pair *x = R(n, cc->cin, cc->h, cc->w), *w = MK(wdt, 0.3f, 0, cc->cout, cc->cin, cc->kh, cc->kw), *b = R(cc->cout);
     pair *xr = rounded_copy(x, mt), *wr = rounded_copy(w, mt), *y = R(n, cc->cout, ho, wo);
     path_mark();
