@@ -1605,6 +1605,10 @@ int main(int argc, char **argv)
         else if (a.dynamic_method < 0 && !isnan(a.dynamic_param))
             rc = usage_error("resize: --dynamic_param goes with --dynamic_method");
         if (rc) goto done;
+        if (sd_opts_source(&o, "device") == SD_SRC_CMDLINE || sd_opts_source(&o, "device") == SD_SRC_CONFIG)
+            sd_info("--device: no effect: the resize runs on the CPU");
+        if (sd_opts_source(&o, "svd_lowrank_niter") == SD_SRC_CMDLINE)
+            sd_info("--svd_lowrank_niter: no effect: the SVD here is always exact");
         rc = resize_lora(src, out, a.new_rank, a.new_conv_rank > 0 ? a.new_conv_rank : a.new_rank);
     } else {
         rc = usage_error("unknown subcommand '%s' (info, convert, run, merge or resize)", cmd);

@@ -133,6 +133,10 @@ fail resize_dynamic_no_param 2 'needs a non-zero --dynamic_param' --model a/A.sa
 fail resize_bad_method 2 'dynamic_method' --model a/A.safetensors --save_to e.safetensors --dynamic_method svd \
   --dynamic_param 1
 fail resize_bad_rank 2 'new_rank' --model a/A.safetensors --save_to e.safetensors --new_rank 0
+# resize_lora.py's --device / --svd_lowrank_niter: accepted, each with a line saying it does nothing here
+R --model a/A.safetensors --save_to dev.safetensors --new_rank 4 --device cuda --svd_lowrank_niter 3 2> dev.err; rc=$?
+[ $rc = 0 ] && [ -f dev.safetensors ] && grep -q -- '--device: no effect' dev.err &&
+  grep -q -- '--svd_lowrank_niter: no effect' dev.err && ok resize_noop_options || nok resize_noop_options "rc $rc $(cat dev.err)"
 "$B" --help > help.out 2>&1 && grep -q 'resize' help.out && grep -q -- '--new_rank' help.out &&
   grep -q -- '--dynamic_method' help.out && ok resize_help || nok resize_help
 exit 0
