@@ -4,6 +4,7 @@
  *   sd-model convert MODEL -o OUT.safetensors [--save_precision float|fp16|bf16]
  *   sd-model run clip|vae-encode|vae-decode|unet --model MODEL ... -o OUT.npy
  *   sd-model merge --sd_model MODEL --models A.safetensors... --ratios R... --save_to OUT.safetensors
+ *   sd-model resize --model LORA.safetensors --save_to OUT.safetensors --new_rank N [--dynamic_method M ...]
  *
  * The loading logic lives in lib/models/sd_model.c (shared with the other tools); this file only
  * parses options, moves .npy arrays in and out and prints. */
@@ -28,6 +29,7 @@
 #include "models/sd_model.h"
 #include "tensor/tensor.h"
 #include "text/clip_tokenizer.h"
+#include "train/lora_file.h"
 #include "train/lora_merge.h"
 
 #define PROG "sd-model"
@@ -49,6 +51,9 @@ static struct {
     int precision, no_metadata, concat, shuffle;
     int tile, tile_overlap;
     int json, no_hashes;
+    int new_rank, new_conv_rank, dynamic_method, verbose, svd_lowrank_niter;
+    double dynamic_param;
+    const char *device;
     int threads;
 } a;
 
@@ -102,6 +107,22 @@ static const sd_opt table[] = {
      .flags = SD_OPTF_HIDDEN, .help = "merge_lora.py LoRA-into-LoRA option: not used with a model (ignored)"},
     {.name = "shuffle", .type = SD_OPT_FLAG, .dest = &a.shuffle, .def = "false", .group = "Merge",
      .flags = SD_OPTF_HIDDEN, .help = "merge_lora.py LoRA-into-LoRA option: not used with a model (ignored)"},
+    {.name = "new_rank", .type = SD_OPT_INT, .dest = &a.new_rank, .def = "4", SD_OPT_RANGE(1, 1 << 20), .metavar = "N",
+     .group = "Resize", .help = "resize: rank of the output LoRA (with --dynamic_method: the largest rank)"},
+    {.name = "new_conv_rank", .type = SD_OPT_INT, .dest = &a.new_conv_rank, SD_OPT_RANGE(1, 1 << 20), .metavar = "N",
+     .group = "Resize", .help = "resize: rank of the Conv2d (4-d) modules (default: --new_rank)"},
+    {.name = "dynamic_method", .type = SD_OPT_ENUM, .dest = &a.dynamic_method, .choices = "sv_ratio|sv_fro|sv_cumulative",
+     .group = "Resize", .help = "resize: pick each module's rank from its singular values (capped by --new_rank)"},
+    {.name = "dynamic_param", .type = SD_OPT_DOUBLE, .dest = &a.dynamic_param, .metavar = "X", .group = "Resize",
+     .help = "resize: the --dynamic_method target (sv_ratio: max/min singular value ratio; sv_fro, sv_cumulative: "
+             "the fraction retained)"},
+    {.name = "verbose", .type = SD_OPT_FLAG, .dest = &a.verbose, .def = "false", .group = "Resize",
+     .help = "resize: one line per module on stdout (sum(S) and Frobenius retained, max(S) ratio)"},
+    {.name = "device", .type = SD_OPT_STRING, .dest = &a.device, .metavar = "DEV", .group = "Resize",
+     .flags = SD_OPTF_HIDDEN, .help = "resize_lora.py option: the resize runs on the CPU (ignored)"},
+    {.name = "svd_lowrank_niter", .type = SD_OPT_INT, .dest = &a.svd_lowrank_niter, .def = "2", SD_OPT_RANGE(0, 1000),
+     .group = "Resize", .flags = SD_OPTF_HIDDEN,
+     .help = "resize_lora.py option: the SVD here is always exact (ignored)"},
     {.name = "json", .type = SD_OPT_FLAG, .dest = &a.json, .def = "false", .group = "Output",
      .help = "info: one JSON object on stdout"},
     {.name = "no_hashes", .type = SD_OPT_FLAG, .dest = &a.no_hashes, .def = "false", .group = "Output",
@@ -1094,6 +1115,371 @@ out:
     return rc ? fatal(rc) : 0;
 }
 
+/* ---- resize (networks/resize_lora.py) --------------------------------------------------------- */
+
+/* The SVD of W = up.down (up [o,r], down [r,i]) from the factors: down^T = Q R (Householder,
+ * k = min(i,r) columns), B = up.R^T [o,k], one-sided Jacobi on B's columns (B.V = U.S), so
+ * W = (U.S).(Q.V)^T exactly; S sorted descending. On return b holds U.S [o,k] (column j = the
+ * j-th singular value's column), v holds (Q.V)^T [k,i], s the k singular values. Double
+ * throughout. */
+static int lowrank_svd(const float *up, const float *down, int64_t o, int64_t r, int64_t i, double **bp,
+                       double **vp, double *s, int64_t *kp)
+{
+    int64_t k = i < r ? i : r;
+    double *qa = malloc(sizeof(double) * (size_t)(i * r)), *b = calloc((size_t)(o * k), sizeof(double));
+    double *v = calloc((size_t)(k * k), sizeof(double)), *q = calloc((size_t)(i * k), sizeof(double));
+    double *hv = malloc(sizeof(double) * (size_t)(i * k)), *tmp = malloc(sizeof(double) * (size_t)(k > 0 ? k : 1));
+    int64_t *ord = malloc(sizeof(int64_t) * (size_t)(k > 0 ? k : 1));
+    double *bs = NULL, *vs = NULL;
+    if (!qa || !b || !v || !q || !hv || !tmp || !ord) goto oom;
+    /* A = down^T [i,r] */
+    for (int64_t x = 0; x < i; x++)
+        for (int64_t c = 0; c < r; c++) qa[x * r + c] = down[c * i + x];
+    /* Householder: for column j, reflector on rows j..i-1 stored in hv[.., j] */
+    for (int64_t j = 0; j < k; j++) {
+        double nrm = 0;
+        for (int64_t x = j; x < i; x++) nrm += qa[x * r + j] * qa[x * r + j];
+        nrm = sqrt(nrm);
+        for (int64_t x = 0; x < i; x++) hv[x * k + j] = 0;
+        if (nrm == 0) continue;
+        double alpha = qa[j * r + j] > 0 ? -nrm : nrm;
+        for (int64_t x = j; x < i; x++) hv[x * k + j] = qa[x * r + j];
+        hv[j * k + j] -= alpha;
+        double vn = 0;
+        for (int64_t x = j; x < i; x++) vn += hv[x * k + j] * hv[x * k + j];
+        if (vn == 0) continue;
+        for (int64_t c = j; c < r; c++) {
+            double d = 0;
+            for (int64_t x = j; x < i; x++) d += hv[x * k + j] * qa[x * r + c];
+            d = 2 * d / vn;
+            for (int64_t x = j; x < i; x++) qa[x * r + c] -= d * hv[x * k + j];
+        }
+        for (int64_t x = j; x < i; x++) hv[x * k + j] /= sqrt(vn / 2);   /* now H = I - v v^T */
+    }
+    /* Q = H0 .. H(k-1) applied to the first k columns of the identity */
+    for (int64_t j = 0; j < k; j++) q[j * k + j] = 1;
+    for (int64_t j = k - 1; j >= 0; j--)
+        for (int64_t c = 0; c < k; c++) {
+            double d = 0;
+            for (int64_t x = j; x < i; x++) d += hv[x * k + j] * q[x * k + c];
+            for (int64_t x = j; x < i; x++) q[x * k + c] -= d * hv[x * k + j];
+        }
+    /* B = up . R^T, R = upper k x r of a */
+    for (int64_t y = 0; y < o; y++)
+        for (int64_t j = 0; j < k; j++) {
+            double d = 0;
+            for (int64_t c = j; c < r; c++) d += (double)up[y * r + c] * qa[j * r + c];
+            b[y * k + j] = d;
+        }
+    for (int64_t j = 0; j < k; j++) v[j * k + j] = 1;
+    /* one-sided Jacobi (Hestenes) */
+    for (int sweep = 0; sweep < 60; sweep++) {
+        int rotated = 0;
+        for (int64_t p = 0; p < k - 1; p++)
+            for (int64_t c = p + 1; c < k; c++) {
+                double al = 0, be = 0, ga = 0;
+                for (int64_t y = 0; y < o; y++) {
+                    double u1 = b[y * k + p], u2 = b[y * k + c];
+                    al += u1 * u1, be += u2 * u2, ga += u1 * u2;
+                }
+                if (ga == 0 || fabs(ga) <= 1e-15 * sqrt(al * be)) continue;
+                rotated = 1;
+                double zeta = (be - al) / (2 * ga);
+                double t = (zeta >= 0 ? 1.0 : -1.0) / (fabs(zeta) + sqrt(1 + zeta * zeta));
+                double cs = 1 / sqrt(1 + t * t), sn = cs * t;
+                for (int64_t y = 0; y < o; y++) {
+                    double u1 = b[y * k + p], u2 = b[y * k + c];
+                    b[y * k + p] = cs * u1 - sn * u2, b[y * k + c] = sn * u1 + cs * u2;
+                }
+                for (int64_t y = 0; y < k; y++) {
+                    double u1 = v[y * k + p], u2 = v[y * k + c];
+                    v[y * k + p] = cs * u1 - sn * u2, v[y * k + c] = sn * u1 + cs * u2;
+                }
+            }
+        if (!rotated) break;
+    }
+    for (int64_t j = 0; j < k; j++) {
+        double d = 0;
+        for (int64_t y = 0; y < o; y++) d += b[y * k + j] * b[y * k + j];
+        tmp[j] = sqrt(d);
+        ord[j] = j;
+    }
+    for (int64_t j = 1; j < k; j++)   /* insertion sort, descending */
+        for (int64_t x = j; x > 0 && tmp[ord[x]] > tmp[ord[x - 1]]; x--) {
+            int64_t t = ord[x];
+            ord[x] = ord[x - 1], ord[x - 1] = t;
+        }
+    bs = malloc(sizeof(double) * (size_t)(o * k));
+    vs = calloc((size_t)(k * i), sizeof(double));
+    if (!bs || !vs) goto oom;
+    for (int64_t j = 0; j < k; j++) {
+        int64_t c = ord[j];
+        s[j] = tmp[c];
+        for (int64_t y = 0; y < o; y++) bs[y * k + j] = b[y * k + c];
+        for (int64_t x = 0; x < i; x++) {   /* row j of (Q V)^T */
+            double d = 0;
+            for (int64_t z = 0; z < k; z++) d += q[x * k + z] * v[z * k + c];
+            vs[j * i + x] = d;
+        }
+    }
+    free(qa), free(b), free(v), free(q), free(hv), free(tmp), free(ord);
+    *bp = bs, *vp = vs, *kp = k;
+    return 0;
+oom:
+    free(qa), free(b), free(v), free(q), free(hv), free(tmp), free(ord), free(bs), free(vs);
+    return sd_err(SD_ENOMEM, "out of memory");
+}
+
+/* resize_lora.py rank_resize: the new rank from the L = min(o,i) singular values of W (those past
+ * the factors' k are 0). Returns the rank (index + 1), before the cap. */
+static int64_t dynamic_rank(const double *s, int64_t k, int64_t L, int method, double param)
+{
+    int64_t idx = 0;
+    if (method == 0) {   /* sv_ratio: count(S > S0/param) - 1 */
+        double min_sv = s[0] / param;
+        int64_t n = 0;
+        for (int64_t j = 0; j < k; j++) n += s[j] > min_sv;
+        if (0 > min_sv) n += L - k;
+        idx = n - 1;
+    } else {   /* sv_fro (1): cumsum(S^2)/sum vs param^2; sv_cumulative (2): cumsum(S)/sum vs param */
+        double tot = 0, cum = 0, target = method == 1 ? param * param : param;
+        for (int64_t j = 0; j < k; j++) tot += method == 1 ? s[j] * s[j] : s[j];
+        idx = L;   /* searchsorted (left): the number of cumulative values < target */
+        for (int64_t j = 0; j < L; j++) {
+            if (j < k) cum += method == 1 ? s[j] * s[j] : s[j];
+            if (cum / tot >= target) { idx = j; break; }
+        }
+    }
+    if (idx > L - 1) idx = L - 1;
+    if (idx < 0) idx = 0;
+    return idx + 1;
+}
+
+/* Python's str(float) for the values written to metadata: the shortest round-trip form, ".0" for
+ * integral values. */
+static void py_float_str(double d, char *buf, size_t n)
+{
+    for (int p = 1; p <= 17; p++) {
+        snprintf(buf, n, "%.*g", p, d);
+        if (strtod(buf, NULL) == d) break;
+    }
+    if (!strpbrk(buf, ".eni")) snprintf(buf + strlen(buf), n - strlen(buf), ".0");
+}
+
+typedef struct rs_buf {
+    float *f;
+    struct rs_buf *next;
+} rs_buf;
+
+static float *rs_keep(rs_buf **list, size_t n)
+{
+    rs_buf *b = calloc(1, sizeof *b);
+    if (!b) return NULL;
+    if (!(b->f = malloc(sizeof(float) * (n ? n : 1)))) {
+        free(b);
+        return NULL;
+    }
+    b->next = *list;
+    *list = b;
+    return b->f;
+}
+
+static int resize_lora(const char *src, const char *out, int new_rank, int new_conv_rank)
+{
+    static const sd_st_dtype prec[3] = { SD_ST_F32, SD_ST_F16, SD_ST_BF16 };
+    static const char *const methods[3] = { "sv_ratio", "sv_fro", "sv_cumulative" };
+    sd_st_dtype sdt = prec[a.save_precision < 0 ? 0 : a.save_precision];
+    sd_safetensors *st = NULL, *mem = NULL;
+    sd_safetensors_writer *w = NULL;
+    rs_buf *bufs = NULL;
+    void *membuf = NULL;
+    size_t memn = 0;
+    char *comment = NULL;
+    int64_t max_old = 0, nmods = 0;
+    double last_alpha = 0, fro_sum = 0, fro_sq = 0;
+    int64_t nfro = 0;
+    int rc = sd_safetensors_open(src, &st);
+    if (rc) {
+        if (!strstr(sd_errmsg(), src)) sd_err_prefix(rc, "%s", src);
+        goto out;
+    }
+    if ((rc = sd_safetensors_writer_new(&w))) goto out;
+    if (a.dynamic_method >= 0)
+        sd_info("dynamically determining new alphas and dims based off %s: %g, max rank is %d",
+                methods[a.dynamic_method], a.dynamic_param, new_rank);
+    size_t nt = sd_safetensors_count(st);
+    for (size_t ti = 0; ti < nt && !rc; ti++) {
+        const sd_st_tensor *t = sd_safetensors_at(st, ti);
+        const char *nm = t->name;
+        size_t nl = strlen(nm);
+        static const char SUF_D[] = ".lora_down.weight", SUF_U[] = ".lora_up.weight";
+        char base[1024], upn[1100], aln[1100];
+        int is_mod = 0;
+        if (nl > sizeof SUF_D - 1 && !strcmp(nm + nl - (sizeof SUF_D - 1), SUF_D) && nl - (sizeof SUF_D - 1) < sizeof base) {
+            memcpy(base, nm, nl - (sizeof SUF_D - 1));
+            base[nl - (sizeof SUF_D - 1)] = 0;
+            snprintf(upn, sizeof upn, "%s%s", base, SUF_U);
+            snprintf(aln, sizeof aln, "%s.alpha", base);
+            is_mod = sd_safetensors_find(st, upn) != NULL;
+        }
+        if (is_mod) {
+            const sd_st_tensor *tu = sd_safetensors_find(st, upn), *ta = sd_safetensors_find(st, aln);
+            int conv = t->ndim == 4;
+            int64_t r = t->ndim >= 1 ? t->shape[0] : 0, o = tu->ndim >= 1 ? tu->shape[0] : 0;
+            int64_t i = r ? t->numel / r : 0;
+            if (!(t->ndim == 2 || t->ndim == 4) || tu->ndim != t->ndim || r < 1 || o < 1 || i < 1 ||
+                tu->shape[1] != r || (conv && (tu->shape[2] != 1 || tu->shape[3] != 1)) || (ta && ta->numel != 1)) {
+                char s1[64], s2[64];
+                sd_st_shape_str(t->ndim, t->shape, s1, sizeof s1);
+                sd_st_shape_str(tu->ndim, tu->shape, s2, sizeof s2);
+                rc = sd_err(SD_EFORMAT, "%s: %s: lora_down %s and lora_up %s are not a LoRA pair (down [r,in] or "
+                            "[r,in,k,k], up [out,r] or [out,r,1,1]; alpha one value)", src, base, s1, s2);
+                break;
+            }
+            if (r > max_old) max_old = r;
+            float *down = malloc(sizeof(float) * (size_t)(r * i)), *up = malloc(sizeof(float) * (size_t)(o * r));
+            float alpha = 0;
+            if (!down || !up) rc = sd_err(SD_ENOMEM, "out of memory");
+            if (!rc) rc = sd_safetensors_read(st, t, SD_ST_F32, down, (size_t)(r * i));
+            if (!rc) rc = sd_safetensors_read(st, tu, SD_ST_F32, up, (size_t)(o * r));
+            if (!rc && ta) rc = sd_safetensors_read(st, ta, SD_ST_F32, &alpha, 1);
+            double *bm = NULL, *vm = NULL, *s = NULL;
+            int64_t k = 0, L = o < i ? o : i;
+            if (!rc && !(s = calloc((size_t)(r + 1), sizeof(double)))) rc = sd_err(SD_ENOMEM, "out of memory");
+            if (!rc) rc = lowrank_svd(up, down, o, r, i, &bm, &vm, s, &k);
+            free(down), free(up);
+            if (rc) {
+                free(s);
+                break;
+            }
+            int64_t cap = conv ? new_conv_rank : new_rank, nr = cap;
+            if (a.dynamic_method >= 0) nr = dynamic_rank(s, k, L, a.dynamic_method, a.dynamic_param);
+            if (s[0] <= 1e-6) nr = 1;   /* MIN_SV: a zero matrix gets rank 1 */
+            else if (nr > cap) nr = cap;
+            /* the reference's scale = alpha/old_rank (a float32 tensor, or 1.0 without alpha);
+             * new_alpha = float(scale * new_rank) */
+            double new_alpha = ta ? (double)((alpha / (float)r) * (float)nr) : (double)nr;
+            float *nu = rs_keep(&bufs, (size_t)(o * nr)), *nd = rs_keep(&bufs, (size_t)(nr * i)),
+                  *na = rs_keep(&bufs, 1);
+            if (!nu || !nd || !na) rc = sd_err(SD_ENOMEM, "out of memory");
+            double ssum = 0, srank = 0, sfro = 0, sredfro = 0;
+            for (int64_t j = 0; j < k; j++) {
+                ssum += s[j], sfro += s[j] * s[j];
+                if (j < nr) srank += s[j], sredfro += s[j] * s[j];
+            }
+            if (!rc) {
+                for (int64_t y = 0; y < o; y++)
+                    for (int64_t j = 0; j < nr; j++) nu[y * nr + j] = j < k ? (float)bm[y * k + j] : 0.0f;
+                for (int64_t j = 0; j < nr; j++)
+                    for (int64_t x = 0; x < i; x++) nd[j * i + x] = j < k ? (float)vm[j * i + x] : 0.0f;
+                *na = (float)new_alpha;
+                int64_t sd_[4] = { nr, t->ndim == 4 ? t->shape[1] : i, t->ndim == 4 ? t->shape[2] : 0,
+                                   t->ndim == 4 ? t->shape[3] : 0 };
+                int64_t su[4] = { o, nr, 1, 1 };
+                rc = sd_safetensors_writer_add_f32(w, nm, sdt, t->ndim, sd_, nd);
+                if (!rc) rc = sd_safetensors_writer_add_f32(w, upn, sdt, tu->ndim, su, nu);
+                if (!rc) rc = sd_safetensors_writer_add_f32(w, aln, sdt, 0, su, na);
+            }
+            if (!rc && a.verbose) {
+                double fro = sfro > 0 ? sqrt(sredfro / sfro) : NAN;
+                double srat = nr - 1 < k ? s[0] / s[nr - 1] : INFINITY;
+                if (!isnan(fro)) fro_sum += fro, fro_sq += fro * fro, nfro++;
+                char dyn[96] = "", al[40];
+                py_float_str(new_alpha, al, sizeof al);
+                if (a.dynamic_method >= 0) snprintf(dyn, sizeof dyn, ", dynamic | dim: %" PRId64 ", alpha: %s", nr, al);
+                printf("%-75s | sum(S) retained: %.1f%%, fro retained: %.1f%%, max(S) ratio: %.1f%s\n", base,
+                       100 * srank / ssum, 100 * fro, srat, dyn);
+            }
+            free(bm), free(vm), free(s);
+            last_alpha = new_alpha;
+            nmods++;
+            continue;
+        }
+        /* lora_up / alpha of a module: written with their lora_down */
+        if (nl > sizeof SUF_U - 1 && !strcmp(nm + nl - (sizeof SUF_U - 1), SUF_U) && nl - (sizeof SUF_U - 1) < sizeof base) {
+            char dn[1100];
+            snprintf(dn, sizeof dn, "%.*s%s", (int)(nl - (sizeof SUF_U - 1)), nm, SUF_D);
+            if (sd_safetensors_find(st, dn)) continue;
+        }
+        if (nl > 6 && !strcmp(nm + nl - 6, ".alpha") && nl - 6 < sizeof base) {
+            char dn[1100];
+            snprintf(dn, sizeof dn, "%.*s%s", (int)(nl - 6), nm, SUF_D);
+            snprintf(upn, sizeof upn, "%.*s%s", (int)(nl - 6), nm, SUF_U);
+            if (sd_safetensors_find(st, dn) && sd_safetensors_find(st, upn)) continue;
+        }
+        /* everything else in the save dtype: the reference loads every tensor as float32 (integer
+         * ones included) and stores every floating tensor in save_dtype */
+        float *f = rs_keep(&bufs, (size_t)t->numel);
+        if (!f) rc = sd_err(SD_ENOMEM, "out of memory");
+        if (!rc) rc = sd_safetensors_read(st, t, SD_ST_F32, f, (size_t)t->numel);
+        if (!rc) rc = sd_safetensors_writer_add_f32(w, nm, sdt, t->ndim, t->shape, f);
+    }
+    if (rc) goto out;
+    if (!nmods) {
+        rc = sd_err(SD_EFORMAT, "%s: no LoRA modules (<name>.lora_down.weight with <name>.lora_up.weight)", src);
+        goto out;
+    }
+    if (a.verbose && nfro) {
+        double m = fro_sum / (double)nfro, var = fro_sq / (double)nfro - m * m;
+        printf("Average Frobenius norm retention: %.2f%% | std: %0.3f\n", 100 * m, sqrt(var > 0 ? var : 0));
+    }
+    /* metadata: the source's, in order, with the reference's updates */
+    const char *oc = sd_safetensors_meta_get(st, "ss_training_comment");
+    size_t cl = (oc ? strlen(oc) : 0) + 256;
+    if (!(comment = malloc(cl))) {
+        rc = sd_err(SD_ENOMEM, "out of memory");
+        goto out;
+    }
+    char dimbuf[32], albuf[40];
+    if (a.dynamic_method < 0) {
+        char conv[48] = "";
+        if (new_rank != new_conv_rank) snprintf(conv, sizeof conv, " (conv: %d)", new_conv_rank);
+        snprintf(comment, cl, "dimension is resized from %" PRId64 " to %d%s; %s", max_old, new_rank, conv, oc ? oc : "");
+        snprintf(dimbuf, sizeof dimbuf, "%d", new_rank);
+        py_float_str(last_alpha, albuf, sizeof albuf);
+    } else {
+        char pb[40];
+        py_float_str(a.dynamic_param, pb, sizeof pb);
+        snprintf(comment, cl, "Dynamic resize with %s: %s from %" PRId64 "; %s", methods[a.dynamic_method], pb,
+                 max_old, oc ? oc : "");
+        snprintf(dimbuf, sizeof dimbuf, "Dynamic");
+        snprintf(albuf, sizeof albuf, "Dynamic");
+    }
+    size_t nm_ = sd_safetensors_meta_count(st);
+    for (size_t j = 0; j < nm_ && !rc; j++) {
+        const char *key, *val;
+        sd_safetensors_meta_at(st, j, &key, &val);
+        if (!strcmp(key, "ss_training_comment")) val = comment;
+        else if (!strcmp(key, "ss_network_dim")) val = dimbuf;
+        else if (!strcmp(key, "ss_network_alpha")) val = albuf;
+        rc = sd_safetensors_writer_set_meta(w, key, val);
+    }
+    if (!rc) rc = sd_safetensors_writer_set_meta(w, "ss_training_comment", comment);
+    if (!rc) rc = sd_safetensors_writer_set_meta(w, "ss_network_dim", dimbuf);
+    if (!rc) rc = sd_safetensors_writer_set_meta(w, "ss_network_alpha", albuf);
+    char mh[65], lh[9];
+    if (!rc) rc = sd_safetensors_writer_write_mem(w, &membuf, &memn);
+    if (!rc) rc = sd_safetensors_open_mem(membuf, memn, out, &mem);
+    if (!rc) rc = sd_lora_file_hashes_of(mem, mh, lh);
+    if (!rc) rc = sd_safetensors_writer_set_meta(w, "sshs_model_hash", mh);
+    if (!rc) rc = sd_safetensors_writer_set_meta(w, "sshs_legacy_hash", lh);
+    if (!rc) rc = sd_safetensors_writer_write(w, out);
+    if (!rc) sd_info("resized %" PRId64 " modules from rank %" PRId64 "; saved %s", nmods, max_old, out);
+out:
+    sd_safetensors_close(mem);
+    free(membuf);
+    free(comment);
+    sd_safetensors_writer_free(w);
+    sd_safetensors_close(st);
+    while (bufs) {
+        rs_buf *n = bufs->next;
+        free(bufs->f);
+        free(bufs);
+        bufs = n;
+    }
+    return rc ? fatal(rc) : 0;
+}
+
 /* ---- main ------------------------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -1102,11 +1488,14 @@ int main(int argc, char **argv)
     a.save_precision = -1;
     a.tile_overlap = -1;
     a.clip_skip = -1;
+    a.new_conv_rank = -1;
+    a.dynamic_method = -1;
+    a.dynamic_param = NAN;
     sd_opts o;
     if (sd_opts_init(&o, PROG, table) < 0) return sd_fatal(1);
     o.flags = SD_OPTS_CONFIG;
     o.usage = "info MODEL... | convert MODEL -o OUT.safetensors | run clip|vae-encode|vae-decode|unet --model MODEL "
-              "[OPTIONS] -o OUT.npy | merge --sd_model MODEL --models LORA... --ratios R... --save_to OUT.safetensors";
+              "[OPTIONS] -o OUT.npy | merge --sd_model MODEL --models LORA... --ratios R... --save_to OUT.safetensors | resize --model LORA --save_to OUT.safetensors --new_rank N";
     o.description =
         "Inspects, converts and runs SD1.x/SD2.x/SDXL checkpoints (single-file .safetensors, legacy .ckpt, Diffusers "
         "folders).\n"
@@ -1114,7 +1503,8 @@ int main(int argc, char **argv)
         "  convert   ckpt / Diffusers folder / safetensors -> one safetensors file with ldm names\n"
         "  run       one component on .npy arrays: clip (--tokens or --prompt), vae-encode, vae-decode, unet\n"
         "  merge     LoRA files merged into the UNet and text encoder(s) of a checkpoint (merge_lora.py, "
-        "sdxl_merge_lora.py)";
+        "sdxl_merge_lora.py)\n"
+        "  resize    a LoRA file reduced to a lower rank by SVD (resize_lora.py)";
     o.epilog = "Exit status: 0 success, 1 fatal error, 2 usage error.\nSee sd-model(1).";
     int ex = sd_cmdline_main(&o, argc, argv);
     if (ex >= 0) {
@@ -1123,7 +1513,7 @@ int main(int argc, char **argv)
     }
     int rc = 0;
     if (o.npos < 1) {
-        rc = usage_error("missing subcommand (info, convert, run or merge)");
+        rc = usage_error("missing subcommand (info, convert, run, merge or resize)");
         goto done;
     }
     const char *cmd = o.pos[0];
@@ -1196,8 +1586,32 @@ int main(int argc, char **argv)
         if (rc) goto done;
         if (a.concat || a.shuffle) sd_warn("merge: --concat/--shuffle only apply to merging LoRA files into one LoRA; ignored");
         rc = merge(src, out);
+    } else if (!strcmp(cmd, "resize")) {
+        const char *src = a.model, *out = a.save_to ? a.save_to : a.output;
+        size_t ol = out ? strlen(out) : 0;
+        struct stat sb;
+        if (!src && o.npos > 1) src = o.pos[1];
+        if (o.npos > (a.model ? 1 : 2))
+            rc = usage_error("resize: unexpected argument '%s' (name the files with --model and --save_to)",
+                             o.pos[a.model ? 1 : 2]);
+        else if (!src) rc = usage_error("resize: --model LORA.safetensors is required");
+        else if (!out) rc = usage_error("resize: --save_to OUT.safetensors is required");
+        else if (ol < 12 || strcmp(out + ol - 12, ".safetensors"))
+            rc = usage_error("resize: --save_to %s: only .safetensors output is written (not .ckpt/.pt)", out);
+        else if (!stat(out, &sb) && S_ISDIR(sb.st_mode)) rc = usage_error("resize: --save_to %s is a directory", out);
+        else if (a.dynamic_method >= 0 && (isnan(a.dynamic_param) || a.dynamic_param == 0))
+            rc = usage_error("resize: --dynamic_method %s needs a non-zero --dynamic_param",
+                             a.dynamic_method == 0 ? "sv_ratio" : a.dynamic_method == 1 ? "sv_fro" : "sv_cumulative");
+        else if (a.dynamic_method < 0 && !isnan(a.dynamic_param))
+            rc = usage_error("resize: --dynamic_param goes with --dynamic_method");
+        if (rc) goto done;
+        if (sd_opts_source(&o, "device") == SD_SRC_CMDLINE || sd_opts_source(&o, "device") == SD_SRC_CONFIG)
+            sd_info("--device: no effect: the resize runs on the CPU");
+        if (sd_opts_source(&o, "svd_lowrank_niter") == SD_SRC_CMDLINE)
+            sd_info("--svd_lowrank_niter: no effect: the SVD here is always exact");
+        rc = resize_lora(src, out, a.new_rank, a.new_conv_rank > 0 ? a.new_conv_rank : a.new_rank);
     } else {
-        rc = usage_error("unknown subcommand '%s' (info, convert, run or merge)", cmd);
+        rc = usage_error("unknown subcommand '%s' (info, convert, run, merge or resize)", cmd);
     }
 done:
     sd_opts_free(&o);
