@@ -32,6 +32,7 @@ static struct {
     int fused_optimizer_groups, fused_backward_pass;
     sd_opt_list network_args, optimizer_args, resolution, lr_scheduler_args;
     sd_opt_list base_weights, base_weights_multiplier;
+    sd_opt_list text_encoder_lr;
     int threads;
     int64_t max_train_steps;
     double token_warmup_step;
@@ -135,8 +136,10 @@ static const sd_opt table[] = {
      .group = G_NET, .help = "no UNet modules"},
     {.name = "unet_lr", .type = SD_OPT_DOUBLE, .dest = &c.unet_lr, SD_OPT_ATLEAST(0), .group = G_NET,
      .help = "learning rate of the UNet modules (default --learning_rate)"},
-    {.name = "text_encoder_lr", .type = SD_OPT_DOUBLE, .dest = &c.text_encoder_lr, SD_OPT_ATLEAST(0), .group = G_NET,
-     .help = "learning rate of the text-encoder modules (default --learning_rate; 0 freezes them)"},
+    {.name = "text_encoder_lr", .type = SD_OPT_DOUBLES, .dest = &a.text_encoder_lr, SD_OPT_ATLEAST(0),
+     .flags = SD_OPTF_NARGS, .metavar = "LR", .group = G_NET,
+     .help = "learning rate of the text-encoder modules (default --learning_rate; 0 freezes them); a list as in "
+             "the reference, of which LoRA uses the first value (SDXL: both text encoders)"},
     {.name = "scale_weight_norms", .type = SD_OPT_DOUBLE, .dest = &c.scale_weight_norms, SD_OPT_ATLEAST(0),
      .group = G_NET, .help = "max-norm regularisation: scale modules whose ‖ΔW‖ exceeds this after every step"},
     /* full-weight training (db / ft) */
@@ -839,6 +842,12 @@ int main(int argc, char **argv)
             usage = 1;
             break;
         }
+    for (int i = 0; i < a.text_encoder_lr.n; i++)
+        if (!isfinite(a.text_encoder_lr.d[i])) {
+            sd_error("option '--text_encoder_lr': invalid number %g", a.text_encoder_lr.d[i]);
+            usage = 1;
+            break;
+        }
     if (usage) {
         fprintf(stderr, "Try 'sd-train --help'.\n");
         sd_opts_free(&o);
@@ -867,7 +876,12 @@ int main(int argc, char **argv)
     c.caption.keep_tokens_separator = a.keep_tokens_separator;
     if (sd_opts_source(&o, "seed") == SD_SRC_NONE) c.seed = -1;
     if (sd_opts_source(&o, "unet_lr") == SD_SRC_NONE) c.unet_lr = NAN;
-    if (sd_opts_source(&o, "text_encoder_lr") == SD_SRC_NONE) c.text_encoder_lr = NAN;
+    /* --text_encoder_lr is a list (nargs="*") in the reference; train_network.py passes networks.lora
+       the first value, None for an empty list, and writes that value as ss_text_encoder_lr */
+    c.text_encoder_lr = a.text_encoder_lr.n > 0 ? a.text_encoder_lr.d[0] : NAN;
+    if (a.text_encoder_lr.n > 1)
+        sd_warn("--text_encoder_lr: %d values given; LoRA uses the first (%g) for every text encoder, as the "
+                "reference's networks.lora", a.text_encoder_lr.n, a.text_encoder_lr.d[0]);
     if (sd_opts_source(&o, "validation_split") == SD_SRC_NONE) c.validation_split = NAN;
     else if (!isfinite(c.validation_split)) {
         fprintf(stderr, "sd-train: option '--validation_split': invalid number\nTry 'sd-train --help'.\n");

@@ -619,6 +619,16 @@ int sd_train_state_load2(const char *dir, sd_params *net, sd_params *net2, sd_op
     return rc;
 }
 
+/* The value an option takes effect with. --text_encoder_lr is a list of which LoRA uses the first
+ * value (none: unset); states written before it was a list record a number. */
+static jv effective(const char *key, jv v)
+{
+    if (strcmp(key, "text_encoder_lr") || !jv_is_valid(v) || jv_get_kind(v) != JV_KIND_ARRAY) return v;
+    jv r = jv_array_length(jv_copy(v)) > 0 ? jv_array_get(jv_copy(v), 0) : jv_null();
+    jv_free(v);
+    return r;
+}
+
 int sd_train_state_check_options(const char *dir, const char *saved_json, const char *current_json,
                                  const char *const *keys, size_t nkeys)
 {
@@ -628,7 +638,7 @@ int sd_train_state_check_options(const char *dir, const char *saved_json, const 
     rc = sd_json_parse(current_json ? current_json : "{}", current_json ? strlen(current_json) : 2, &b);
     if (rc) { jv_free(a); return sd_err_prefix(SD_EINVAL, "options"); }
     for (size_t i = 0; i < nkeys && !rc; i++) {
-        jv x = get(a, keys[i]), y = get(b, keys[i]);
+        jv x = effective(keys[i], get(a, keys[i])), y = effective(keys[i], get(b, keys[i]));
         int xa = jv_is_valid(x) ? jv_get_kind(x) != JV_KIND_NULL : 0;
         int ya = jv_is_valid(y) ? jv_get_kind(y) != JV_KIND_NULL : 0;
         int same = (!xa && !ya) || (xa && ya && jv_equal(jv_copy(x), jv_copy(y)));
