@@ -16,6 +16,7 @@ B="$root/$build/bin/sd-model" TR="$root/$build/bin/sd-train" SS="$root/$build/bi
 helper="$root/$build/tests/unit/test_sample"
 ok() { echo "ok $1"; }
 nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
+. "$root/tests/cli/expect_fail.bash"
 for x in "$B" "$TR" "$SS"; do [ -x "$x" ] || { echo "# $x not built"; nok merge_built; exit 1; }; done
 if [ -n "${TINY_MODEL:-}" ]; then cp "$TINY_MODEL" "$tmp/tiny_model"
 else examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok merge_tiny_build; exit 1; }; fi
@@ -173,15 +174,7 @@ else echo "ok merge_sdxl_sample_equals_network_weights # SKIP $helper not built"
 
 # ---- bad input: one line, exit 1 (fatal) or 2 (usage), no output file ---------------------------------------
 # fail NAME CODE PATTERN ARGS... (merge on the SD1 model, output e.safetensors)
-fail() {
-  local name=$1 code=$2 pat=$3; shift 3
-  rm -f e.safetensors
-  M "$@" > e.out 2> e.err; local rc=$?
-  local lines; lines=$(grep -vc '^Try ' e.err)
-  if [ "$rc" = "$code" ] && [ "$lines" = 1 ] && grep -q -- "$pat" e.err && [ ! -e e.safetensors ] &&
-     [ -z "$(ls -a | grep '^\.e\.safetensors\|^e\.safetensors.')" ]; then ok "$name"
-  else nok "$name" "rc $rc (want $code), $lines lines: $(head -2 e.err)"; fi
-}
+fail() { expect_fail M "$@"; }
 head -c 100 a/A.safetensors > bad.safetensors
 fail merge_missing_lora 1 'nosuch.safetensors' --sd_model tiny.safetensors --models a/A.safetensors nosuch.safetensors \
   --ratios 1 1 --save_to e.safetensors

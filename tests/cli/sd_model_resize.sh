@@ -16,6 +16,7 @@ B="$root/$build/bin/sd-model" TR="$root/$build/bin/sd-train" SS="$root/$build/bi
 PY=/usr/bin/python3
 ok() { echo "ok $1"; }
 nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
+. "$root/tests/cli/expect_fail.bash"
 for x in "$B" "$TR" "$SS"; do [ -x "$x" ] || { echo "# $x not built"; nok resize_built; exit 1; }; done
 if [ -n "${TINY_MODEL:-}" ]; then cp "$TINY_MODEL" "$tmp/tiny_model"
 else examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok resize_tiny_build; exit 1; }; fi
@@ -112,15 +113,7 @@ S --model tiny.safetensors --model_config "$C1" --network_weights r4.safetensors
   [ -n "$(ls s1)" ] && ok resize_sample || nok resize_sample "$(tail -1 s.out)"
 
 # fail NAME CODE PATTERN ARGS... (output e.safetensors)
-fail() {
-  local name=$1 code=$2 pat=$3; shift 3
-  rm -f e.safetensors
-  R "$@" > e.out 2> e.err; local rc=$?
-  local lines; lines=$(grep -vc '^Try ' e.err)
-  if [ "$rc" = "$code" ] && [ "$lines" = 1 ] && grep -q -- "$pat" e.err && [ ! -e e.safetensors ] &&
-     [ -z "$(ls -a | grep '^\.e\.safetensors\|^e\.safetensors.')" ]; then ok "$name"
-  else nok "$name" "rc $rc (want $code), $lines lines: $(head -2 e.err)"; fi
-}
+fail() { expect_fail R "$@"; }
 head -c 100 a/A.safetensors > bad.safetensors
 fail resize_missing 1 'nosuch.safetensors' --model nosuch.safetensors --save_to e.safetensors
 fail resize_corrupt 1 'bad.safetensors' --model bad.safetensors --save_to e.safetensors

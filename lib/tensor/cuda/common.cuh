@@ -163,12 +163,6 @@ static inline int sd_cu_gemm_x(sd_ctx *ctx, int ta, int tb, int64_t m, int64_t n
                         batch);
 }
 
-// The same with fp32 operands and no scratch: under the bf16 / fp16 math the FAST_16BF/16F compute
-// type on the fp32 operands (kept for callers without a context).
-int sd_cu_gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
-               int64_t sa, const float *b, int64_t ldb, int64_t sb, float beta, float *c, int64_t ldc,
-               int64_t sc, int64_t batch);
-
 // n contiguous fp32 values as an operand of the current math: under bf16 / fp16 a rounded copy in
 // scratch (f32 = x), else, or when the scratch is short (no error then), x itself.
 sd_cu_op sd_cu_to_math(sd_ctx *ctx, const float *x, size_t n);

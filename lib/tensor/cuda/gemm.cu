@@ -240,14 +240,6 @@ int sd_cu_gemm_x(sd_ctx *ctx, int ta, int tb, int64_t m, int64_t n, int64_t k, f
     return rc;
 }
 
-int sd_cu_gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
-               int64_t sa, const float *b, int64_t ldb, int64_t sb, float beta, float *c, int64_t ldc,
-               int64_t sc, int64_t batch)
-{
-    return sd_cu_gemm_x(NULL, ta, tb, m, n, k, alpha, sd_cu_f32op(a), lda, sa, sd_cu_f32op(b), ldb, sb, beta, c, ldc,
-                        sc, batch);
-}
-
 // ---- the C entry point ---------------------------------------------------------------------------
 
 // Row-major C = alpha·op(A)·op(B) + beta·C. cuBLAS is column-major: a row-major matrix with row
