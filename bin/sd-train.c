@@ -43,7 +43,7 @@ static struct {
         highvram, skip_cache_check, console_log_simple, cpu_offload_checkpointing, disable_mmap_load_safetensors;
     int max_data_loader_n_workers, vae_batch_size;
     const char *dynamo_backend;
-    int color_aug, random_crop, fp8_base, fp8_base_unet, debug_dataset, skip_until_initial_step, initial_epoch;
+    int fp8_base, fp8_base_unet, debug_dataset, skip_until_initial_step, initial_epoch;
     int64_t initial_step;
     const char *lr_scheduler_type, *face_crop_aug_range, *dataset_class;
 } a;
@@ -215,9 +215,9 @@ static const sd_opt table[] = {
      .help = "random seed (default: random; a resumed run keeps its seed)"},
     /* data */
     {.name = "data", .type = SD_OPT_STRING, .dest = &a.data, .metavar = "FILE|-", .group = G_DATA,
-     .help = "training records (JSON lines from sd-encode-latents; - = stdin)"},
+     .help = "training records (JSON lines: 'latents' from sd-encode-latents, or 'image'; - = stdin)"},
     {.name = "dataset_config", .type = SD_OPT_STRING, .dest = &a.dataset_config, .metavar = "FILE", .group = G_DATA,
-     .help = "kohya dataset config (TOML/JSON); images are encoded with --cache_latents"},
+     .help = "kohya dataset config (TOML/JSON); images are encoded at every step, or once with --cache_latents"},
     {.name = "train_data_dir", .type = SD_OPT_STRING, .dest = &a.train_data_dir, .metavar = "DIR", .group = G_DATA,
      .help = "<repeats>_<class tokens> folders (with --in_json: the images of the metadata)"},
     {.name = "reg_data_dir", .type = SD_OPT_STRING, .dest = &a.reg_data_dir, .metavar = "DIR", .group = G_DATA,
@@ -229,7 +229,7 @@ static const sd_opt table[] = {
     {.name = "dataset_repeats", .type = SD_OPT_INT, .dest = &a.dataset_repeats, SD_OPT_ATLEAST(1), .group = G_DATA,
      .help = "repeats of fine-tuning images"},
     {.name = "vae", .type = SD_OPT_STRING, .dest = &c.vae, .metavar = "FILE", .group = G_DATA,
-     .help = "VAE for --cache_latents instead of the model's"},
+     .help = "VAE for encoding images instead of the model's"},
     {.name = "enable_bucket", .type = SD_OPT_FLAG, .dest = &c.enable_bucket, .group = G_DATA,
      .help = "aspect-ratio buckets for images encoded here"},
     {.name = "min_bucket_reso", .type = SD_OPT_INT, .dest = &c.min_bucket_reso, .def = "256", SD_OPT_RANGE(0, 65536),
@@ -245,7 +245,7 @@ static const sd_opt table[] = {
     {.name = "resolution", .type = SD_OPT_INTS, .dest = &a.resolution, .nmin = 1, .nmax = 2, SD_OPT_RANGE(64, 65536),
      .group = G_DATA, .help = "W[,H]: recorded in the metadata (buckets come from the records)"},
     {.name = "cache_latents", .type = SD_OPT_FLAG, .dest = &c.cache_latents, .group = G_DATA,
-     .help = "encode images without a latent file once, in memory"},
+     .help = "encode images without a latent file once, in memory (default: at every step)"},
     {.name = "cache_latents_to_disk", .type = SD_OPT_FLAG, .dest = &c.cache_latents_to_disk, .group = G_DATA,
      .help = "as --cache_latents, reusing/writing <image stem>_<W>x<H>_sd.npz beside each image"},
     {.name = "cache_text_encoder_outputs", .type = SD_OPT_FLAG, .dest = &c.cache_text_encoder_outputs, .group = G_DATA,
@@ -255,7 +255,11 @@ static const sd_opt table[] = {
     {.name = "prior_loss_weight", .type = SD_OPT_DOUBLE, .dest = &c.prior_loss_weight, .def = "1.0",
      SD_OPT_ATLEAST(0), .group = G_DATA, .help = "loss weight of regularisation images"},
     {.name = "flip_aug", .type = SD_OPT_FLAG, .dest = &c.flip_aug, .group = G_DATA,
-     .help = "use the flipped latents with probability 0.5"},
+     .help = "use the flipped latents (or image) with probability 0.5"},
+    {.name = "color_aug", .type = SD_OPT_FLAG, .dest = &c.color_aug, .group = G_DATA,
+     .help = "images encoded at every step: random hue shift or gamma (p = 0.33)"},
+    {.name = "random_crop", .type = SD_OPT_FLAG, .dest = &c.random_crop, .group = G_DATA,
+     .help = "images encoded at every step: random trim offset into the bucket instead of the centre"},
     {.name = "masked_loss", .type = SD_OPT_FLAG, .dest = &c.masked_loss, .group = G_DATA,
      .help = "weight the loss by each sample's mask (alpha masks; see sd-train(1))"},
     {.name = "alpha_mask", .type = SD_OPT_FLAG, .dest = &c.alpha_mask, .group = G_DATA,
@@ -441,8 +445,6 @@ static const sd_opt table[] = {
     KOHYA_NOOP("skip_cache_check", SD_OPT_FLAG, &a.skip_cache_check, "latent files are always checked"),
     KOHYA_NOOP("console_log_simple", SD_OPT_FLAG, &a.console_log_simple, "messages are always plain"),
     KOHYA_REFUSED("lr_scheduler_type", SD_OPT_STRING, &a.lr_scheduler_type),
-    KOHYA_REFUSED("color_aug", SD_OPT_FLAG, &a.color_aug),
-    KOHYA_REFUSED("random_crop", SD_OPT_FLAG, &a.random_crop),
     KOHYA_REFUSED("face_crop_aug_range", SD_OPT_STRING, &a.face_crop_aug_range),
     KOHYA_REFUSED("fp8_base", SD_OPT_FLAG, &a.fp8_base),
     KOHYA_REFUSED("fp8_base_unet", SD_OPT_FLAG, &a.fp8_base_unet),
@@ -453,10 +455,9 @@ static const sd_opt table[] = {
     KOHYA_REFUSED("initial_step", SD_OPT_INT64, &a.initial_step),
     SD_OPT_END};
 
-#define NOT_CACHED(k) "sd-train trains from cached latents, and the reference cannot cache them with " k \
-                      " (it augments the images at every step)"
-#define FACE_CROP "face-crop augmentation works on the images at every step (the reference applies it only " \
-                  "without latent caching), and sd-train trains from cached latents"
+#define CACHE_AUG "when caching latents, either color_aug or random_crop cannot be used"
+#define FACE_CROP "face-crop augmentation (bucketing disabled, files named <name>_<cx>_<cy>_<w>_<h>) is not " \
+                  "implemented; use random_crop or crop the images beforehand"
 #define ATTN "attention here is always memory-efficient (chunked, exact softmax); nothing to switch"
 #define LOADER "records and latents are read in this process, batches come from memory; there are no data-loader workers"
 /* kohya options that have no effect here (one info line) or change the training in the reference and are
@@ -489,8 +490,6 @@ static const struct kohya_opt {
                              "inputs; that check is not skipped" },
     { "console_log_simple", 0, "messages are always plain lines ('sd-train: message')" },
     { "lr_scheduler_type", 1, "custom scheduler classes are Python; use --lr_scheduler" },
-    { "color_aug", 1, NOT_CACHED("color_aug") },
-    { "random_crop", 1, NOT_CACHED("random_crop") },
     { "face_crop_aug_range", 1, FACE_CROP },
     { "fp8_base", 1, "float8 base weights; use --mixed_precision fp16 or bf16" },
     { "fp8_base_unet", 1, "float8 base weights; use --mixed_precision fp16 or bf16" },
@@ -544,27 +543,40 @@ static int kohya_known(const char *key)
     return 0;
 }
 
-/* Subset / record keys whose augmentation or use sd-train does not implement (exit 2): a subset of a
- * --dataset_config, or a record of --data (sd-merge-meta passes them through). ss_datasets keeps recording
- * color_aug / random_crop: a run with either true does not get that far. (alpha_mask is implemented:
+/* Subset / record keys sd-train refuses (exit 2): a subset of a --dataset_config, or a record of --data
+ * (sd-merge-meta passes them through). color_aug / random_crop: with --cache_latents[_to_disk] (the
+ * reference's assertion), or on a record with a 'latents' file (fixed latents cannot be augmented);
+ * face_crop_aug_range and custom_attributes: not implemented. (alpha_mask is implemented:
  * --masked_loss / --alpha_mask, the records' alpha_mask key.) */
 static int refused_key(const sd_opts *o, jv obj, char *msg, size_t cap)
 {
+    (void)o;
     static const struct { const char *key, *why; } keys[] = {
-        { "color_aug", NOT_CACHED("color_aug") },
-        { "random_crop", NOT_CACHED("random_crop") },
+        { "color_aug", NULL },
+        { "random_crop", NULL },
         { "face_crop_aug_range", FACE_CROP },
         { "custom_attributes", "per-subset attributes for the reference's Python training code" },
     };
     if (jv_get_kind(obj) != JV_KIND_OBJECT) return 0;
+    jv lat = jv_object_get(jv_copy(obj), jv_string("latents"));
+    int has_lat = jv_get_kind(lat) == JV_KIND_STRING;
+    jv_free(lat);
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
         jv v = jv_object_get(jv_copy(obj), jv_string(keys[i].key));
         if (!jv_is_valid(v) || !given(jv_copy(v))) {
             jv_free(v);
             continue;
         }
+        if (!keys[i].why && !c.cache_latents && !has_lat) {
+            jv_free(v);
+            continue;
+        }
         jv d = jv_dump_string(v, 0);
-        snprintf(msg, cap, "%s = %s: not implemented: %s", keys[i].key, jv_string_value(d), keys[i].why);
+        if (keys[i].why) snprintf(msg, cap, "%s = %s: not implemented: %s", keys[i].key, jv_string_value(d), keys[i].why);
+        else if (c.cache_latents) snprintf(msg, cap, "%s = %s: %s", keys[i].key, jv_string_value(d), CACHE_AUG);
+        else snprintf(msg, cap, "%s = %s: the record has a 'latents' file, which is fixed: the augmentation needs the "
+                      "image encoded at every step (a record without 'latents', no --cache_latents)", keys[i].key,
+                      jv_string_value(d));
         jv_free(d);
         return 1;
     }
@@ -573,7 +585,7 @@ static int refused_key(const sd_opts *o, jv obj, char *msg, size_t cap)
 
 typedef struct ds_ctx {
     sd_train_data *d;
-    int bad;
+    int bad, refused;
 } ds_ctx;
 
 static int ds_record(void *ctx, jv rec, const char *src, long line)
@@ -582,6 +594,11 @@ static int ds_record(void *ctx, jv rec, const char *src, long line)
     int rc = sd_train_data_add_record(x->d, &c, rec);
     jv_free(rec);
     if (rc == SD_ENOMEM || rc == SD_EUNSUPPORTED) return rc;
+    if (rc == SD_EUSAGE) {   /* an augmentation the record's latents cannot have: refused (exit 2) */
+        sd_record_error(src, line, "%s", sd_errmsg());
+        x->refused = 1;
+        return rc;
+    }
     if (rc < 0) {
         sd_record_error(src, line, "%s", sd_errmsg());
         x->bad++;
@@ -615,7 +632,7 @@ static int load_dataset(sd_opts *o, sd_train_data *d, int *bad, int *refused)
     if (a.caption_extension) cli = jv_object_set(cli, jv_string("caption_extension"), jv_string(a.caption_extension));
     static const char *const names[] = { "enable_bucket", "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps",
                                          "bucket_no_upscale", "shuffle_caption", "keep_tokens", "keep_tokens_separator",
-                                         "caption_separator", "caption_prefix", "caption_suffix", "flip_aug",
+                                         "caption_separator", "caption_prefix", "caption_suffix", "flip_aug", "color_aug", "random_crop",
                                          "caption_dropout_rate", "caption_dropout_every_n_epochs",
                                          "caption_tag_dropout_rate", "enable_wildcard", "secondary_separator",
                                          "token_warmup_min", "token_warmup_step", "validation_split",
@@ -655,12 +672,16 @@ static int load_dataset(sd_opts *o, sd_train_data *d, int *bad, int *refused)
             *refused = 1;
             return SD_EUSAGE;
         }
-    ds_ctx x = { d, 0 };
+    ds_ctx x = { d, 0, 0 };
     sd_dataset_sink sink = { .ctx = &x, .record = ds_record, .error = ds_error, .warning = ds_warning };
     rc = sd_dataset_records(&cfg, &sink);
     if (rc >= 0) rc = sd_train_data_set_config(d, &cfg, a.dataset_config != NULL);
     sd_dataset_config_free(&cfg);
     *bad += x.bad;
+    if (x.refused) {
+        *refused = 1;
+        return SD_EUSAGE;
+    }
     if (rc < 0) sd_error("%s", sd_errmsg());
     return rc;
 }
@@ -675,7 +696,7 @@ int main(int argc, char **argv)
     o.flags = SD_OPTS_CONFIG | SD_OPTS_LENIENT | SD_OPTS_NO_POSITIONAL;
     o.usage = "--method lora|db|ft --model MODEL --data RECORDS.jsonl [OPTIONS]";
     o.description = "Trains a LoRA network (kohya-ss/sd-scripts networks.lora) on SD1.x/SD2.x from records with "
-                    "cached latents, and saves it as a kohya LoRA file that A1111 and ComfyUI load; or, with --method "
+                    "latent files or images, and saves it as a kohya LoRA file that A1111 and ComfyUI load; or, with --method "
                     "db / ft, trains the whole model (train_db.py / fine_tune.py; SDXL: sdxl_train.py) and saves full "
                     "checkpoints.";
     o.epilog = "Exit status: 0 done, 1 fatal error, 2 usage error, 130/143 interrupted (a resumable state "
@@ -810,9 +831,8 @@ int main(int argc, char **argv)
         sd_error("--data and --dataset_config/--train_data_dir/--in_json exclude each other");
         usage = 1;
     }
-    if (have_ds && !c.cache_latents) {
-        sd_error("images from --dataset_config/--train_data_dir/--in_json need --cache_latents (or encode them with "
-                 "sd-encode-latents and pass the records with --data)");
+    if (c.cache_latents && (c.color_aug || c.random_crop)) {   /* train_network.py's assertion */
+        sd_error("--%s: %s", c.color_aug ? "color_aug" : "random_crop", CACHE_AUG);
         usage = 1;
     }
     if (!a.data && !have_ds) {
@@ -968,9 +988,11 @@ int main(int argc, char **argv)
             }
             rc = sd_train_data_add_record(&d, &c, rec);
             jv_free(rec);
-            if (rc == SD_ENOMEM || rc == SD_EUNSUPPORTED) {
+            if (rc == SD_ENOMEM || rc == SD_EUNSUPPORTED || rc == SD_EUSAGE) {
                 fatal = 1;
-                sd_error("%s", sd_errmsg());
+                refused |= rc == SD_EUSAGE;
+                if (rc == SD_EUSAGE) sd_error("%s:%ld: %s", src, line, sd_errmsg());
+                else sd_error("%s", sd_errmsg());
                 break;
             }
             if (rc < 0) {

@@ -426,6 +426,7 @@ static void free_run(run *R)
     sd_batch_plan_free(&R->plan);
     free(R->x0), free(R->noise), free(R->noisy), free(R->target), free(R->work), free(R->ipn), free(R->grad);
     free(R->mask);
+    free(R->enc_x), free(R->enc_mom), free(R->enc_noise), free(R->enc_z), free(R->enc_mask);
     free(R->lossv), free(R->hc), free(R->lweight), free(R->factor), free(R->tsteps), free(R->ids), free(R->tokw);
     sd_tensor_free(&R->t_ctx);
     sd_tensor_free(&R->t_dctx);
@@ -538,7 +539,11 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
     }
     if (R->is_full && (rc = sd_full_format_choose(c->save_model_as, c->use_safetensors, R->model.format, &R->ffmt)))
         goto out;
-    rc = loop_encode_all(R, d, 0);
+    /* without --cache_latents the training images are encoded at every step; the validation ones,
+       unaugmented and the same at every pass, once */
+    for (size_t i = 0; i < R->val.n; i++) R->val.s[i].live = 0;
+    rc = loop_plan_live(R, d);
+    if (!rc) rc = loop_encode_all(R, d, 0);
     if (!rc && R->val.n) rc = loop_encode_all(R, &R->val, 0x80000000u);
     if (rc) goto out;
     rc = loop_resolve_buckets(d);

@@ -106,6 +106,7 @@ typedef struct sd_train_config {
     sd_caption_opts caption;           /* command-line caption options (records may override) */
     double token_warmup_step_f;        /* < 1: fraction of max_train_steps */
     int flip_aug;
+    int color_aug, random_crop;        /* --color_aug / --random_crop: records' defaults (uncached images only) */
     int masked_loss;                   /* --masked_loss: weight the loss by the samples' masks (§1.11) */
     int alpha_mask;                    /* --alpha_mask: every record's default alpha_mask (a record's key wins) */
     /* objective */
@@ -179,6 +180,8 @@ typedef struct sd_train_sample {
     int dataset, subset, is_reg, num_repeats, batch_size;   /* subset: the record's `subset` (-1: none) */
     int bucket_w, bucket_h;   /* pixels; from `bucket`, or the latent shape × 8 */
     int flip_aug;
+    int color_aug, random_crop;   /* augment the image at every step (data/augment.h; live samples only) */
+    int live;                 /* no latent file and no --cache_latents: the image is encoded at every step */
     int has_caption_opts;
     sd_caption_opts cap;      /* per-record caption options (strings owned by the data) */
     double token_warmup_step_f;
@@ -223,8 +226,10 @@ void sd_train_data_init(sd_train_data *d);
 void sd_train_data_free(sd_train_data *d);
 /* Add one record (borrowed): keys latents, image, caption, tags, method, dataset, is_reg,
  * num_repeats, batch_size, bucket, flip_aug and the subset caption keys (shuffle_caption,
- * keep_tokens, ...) which override the command line. A record without `latents` needs `image`
- * and --cache_latents. SD_EFORMAT (message without position) for a bad record. */
+ * keep_tokens, ...) which override the command line, color_aug and random_crop. A record without
+ * `latents` needs `image` (encoded once with --cache_latents, else at every step); color_aug /
+ * random_crop need such a record and no --cache_latents. SD_EFORMAT (message without position) for
+ * a bad record, SD_EUSAGE for an augmentation the latents cannot have. */
 int sd_train_data_add_record(sd_train_data *d, const sd_train_config *c, jv rec);
 
 /* ss_dataset_dirs (reg = 0) / ss_reg_dataset_dirs (reg = 1) as Python json.dumps writes them:

@@ -168,9 +168,20 @@ int sd_train_data_add_record(sd_train_data *d, const sd_train_config *c, jv rec)
         s.bucket_w = bk[0];
         s.bucket_h = bk[1];
     }
+    s.color_aug = c->color_aug;
+    if ((r = sd_jsonl_get_bool(rec, "color_aug", &b)) < 0) return r;
+    if (r == 1) s.color_aug = b;
+    s.random_crop = c->random_crop;
+    if ((r = sd_jsonl_get_bool(rec, "random_crop", &b)) < 0) return r;
+    if (r == 1) s.random_crop = b;
     if (!lat && !img) return sd_err(SD_EFORMAT, "record has neither 'latents' nor 'image'");
-    if (!lat && !c->cache_latents)
-        return sd_err(SD_EFORMAT, "record has no 'latents' (run sd-encode-latents first, or use --cache_latents)");
+    if ((s.color_aug || s.random_crop) && lat)
+        return sd_err(SD_EUSAGE, "%s: the record has a 'latents' file, which is fixed: %s needs the image encoded at "
+                      "every step (a record without 'latents', no --cache_latents)", lat,
+                      s.color_aug ? "color_aug" : "random_crop");
+    if ((s.color_aug || s.random_crop) && (c->cache_latents || c->cache_latents_to_disk))
+        return sd_err(SD_EUSAGE, "when caching latents, either color_aug or random_crop cannot be used");
+    s.live = !lat && !c->cache_latents && !c->cache_latents_to_disk;
     if (!lat) {
         int filter = -1;
         if ((r = sd_bucket_record_filter(rec, &filter)) < 0) return r;

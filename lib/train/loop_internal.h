@@ -7,8 +7,9 @@
  *   loop_text.c     the text path: captions → token ids → text encoder(s) → the UNet's context
  *                   (SDXL: and its vector), its backward when a text encoder trains, SDXL's
  *                   cached text-encoder outputs
- *   loop_latents.c  --cache_latents[_to_disk], the records' buckets, a batch's latents (SDXL: and
- *                   its size conditioning)
+ *   loop_latents.c  --cache_latents[_to_disk], images encoded at every step (no cache: crop, flip,
+ *                   color_aug), the records' buckets, a batch's latents (SDXL: and its size
+ *                   conditioning)
  *   loop_save.c     the run's metadata, saved weights, state directories and their retention
  *   loop_data.c     the options' defaults and the training records (public: loop.h)
  *   loop_meta.c     the data-derived ss_* metadata (public: loop.h)
@@ -98,6 +99,11 @@ typedef struct run {
        sample's area-resized plane repeated over the channels) and whether it holds one */
     int use_masks, mask_on;
     float *mask;
+    /* the VAE encoder's host buffers (loop_latents.c; grown as needed): the [-1, 1] image, the
+       moments, the posterior noise, one sample's latents, one sample's mask plane (live samples) */
+    float *enc_x, *enc_mom, *enc_noise, *enc_z, *enc_mask;
+    size_t enc_x_n, enc_lat_n, enc_mask_n;
+    int live_info;            /* the info line of images encoded at every step was written */
     /* SDXL (family SD_FAMILY_SDXL): the second text encoder, its ids (pad 0), the UNet's vector input */
     int sdxl;
     sd_clip *clip2;
@@ -176,6 +182,7 @@ int loop_net_to(run *R, sd_devkind dev);
 /* ---- loop_latents.c ----------------------------------------------------------------------------- */
 
 int loop_encode_all(run *R, sd_train_data *d, uint32_t sbase);
+int loop_plan_live(run *R, sd_train_data *d);
 int loop_resolve_buckets(sd_train_data *d);
 int loop_load_latents(run *R, const sd_train_data *d, const int64_t *idx, int B, int64_t micro, int h, int w,
                       int noflip);

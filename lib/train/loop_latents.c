@@ -1,7 +1,9 @@
 /* The latents of the training loop (see loop_internal.h): --cache_latents (records with an image
  * and no latent file encoded once with the VAE; --cache_latents_to_disk: kohya-named files beside
- * the images, reused when they match), the buckets of records without one, and a batch's scaled
- * latents (flip_aug) with SDXL's size conditioning. */
+ * the images, reused when they match); without it such images are encoded at every step, the
+ * reference's default (load, resize, centre or random_crop trim, color_aug, flip, VAE, a fresh
+ * posterior sample); the buckets of records without one, and a batch's scaled latents (flip_aug)
+ * with SDXL's size conditioning. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,6 +13,7 @@
 #include "base/log.h"
 #include "base/progress.h"
 #include "base/rng.h"
+#include "data/augment.h"
 #include "data/latent_cache.h"
 #include "io/image.h"
 #include "io/latent.h"
@@ -68,6 +71,181 @@ static int write_disk_cache(const sd_train_sample *s, const char *path, const sd
     return rc < 0 ? rc : SD_OK;
 }
 
+/* Grow the encoder's host buffers for an H×W image with E-channel latents. */
+static int enc_bufs(run *R, int64_t H, int64_t W, int64_t E)
+{
+    size_t nx = (size_t)(3 * H * W), nl = (size_t)(E * (H / 8) * (W / 8)), nm = (size_t)(H * W);
+    if (nx > R->enc_x_n) {
+        float *p = realloc(R->enc_x, nx * sizeof *p);
+        if (!p) return sd_err(SD_ENOMEM, "out of memory encoding latents");
+        R->enc_x = p, R->enc_x_n = nx;
+    }
+    if (nl > R->enc_lat_n) {
+        float *m = realloc(R->enc_mom, 2 * nl * sizeof *m);
+        if (m) R->enc_mom = m;
+        float *n = m ? realloc(R->enc_noise, nl * sizeof *n) : NULL;
+        if (n) R->enc_noise = n;
+        float *z = n ? realloc(R->enc_z, nl * sizeof *z) : NULL;
+        if (z) R->enc_z = z;
+        if (!z) return sd_err(SD_ENOMEM, "out of memory encoding latents");
+        R->enc_lat_n = nl;
+    }
+    if (nm > R->enc_mask_n) {
+        float *p = realloc(R->enc_mask, nm * sizeof *p);
+        if (!p) return sd_err(SD_ENOMEM, "out of memory encoding latents");
+        R->enc_mask = p, R->enc_mask_n = nm;
+    }
+    return SD_OK;
+}
+
+/* The VAE encoding of a bucket-sized image `out` (mirrored when flip; RGB of its first three
+ * channels): [-1, 1] → encoder (on the training device) → posterior sample with the noise of
+ * (seed, step, sample, SD_RNG_LATENT) into z [E, H/8, W/8] (unscaled). */
+static int encode_px(run *R, const sd_image *out, int flip, uint32_t step, uint32_t sample, float *z)
+{
+    int64_t E = R->cfg.vae.embed_dim, H = out->h, W = out->w, h = H / 8, w = W / 8, n = E * h * w;
+    int rc = enc_bufs(R, H, W, E);
+    if (!rc) rc = loop_ensure_scratch(R, 4 * sd_vae_scratch_bytes(&R->model.vae, 1, H, W, 0) + ((size_t)1 << 30));
+    if (rc) return rc;
+    float *x = R->enc_x;
+    for (int64_t yy = 0; yy < H; yy++)
+        for (int64_t xx = 0; xx < W; xx++) {
+            int64_t sx = flip ? W - 1 - xx : xx;
+            const uint8_t *px = out->px + ((size_t)yy * (size_t)out->w + (size_t)sx) * (size_t)out->c;
+            for (int ch = 0; ch < 3; ch++)
+                x[((size_t)ch * (size_t)H + (size_t)yy) * (size_t)W + (size_t)xx] =
+                    ((float)px[out->c >= 3 ? ch : 0] / 255.0f - 0.5f) / 0.5f;
+        }
+    sd_tensor xt = sd_tensor_wrap(x, SD_F32, 4, (int64_t[]){ 1, 3, H, W });
+    sd_tensor mt = sd_tensor_wrap(R->enc_mom, SD_F32, 4, (int64_t[]){ 1, 2 * E, h, w });
+    sd_tensor zt = sd_tensor_wrap(z, SD_F32, 4, (int64_t[]){ 1, E, h, w });
+    sd_tensor nt = sd_tensor_wrap(R->enc_noise, SD_F32, 4, (int64_t[]){ 1, E, h, w });
+    rc = sd_vae_encode(&R->ctx, &R->model.vae, &mt, &xt);
+    if (!rc) rc = sd_vae_noise(R->enc_noise, (size_t)n, R->seed, step, sample);
+    if (!rc) rc = sd_vae_latent(&R->ctx, &zt, &mt, &nt);
+    return rc;
+}
+
+/* The VAE's checks: factor 8, latents with the UNet's channels. */
+static int vae_check(run *R)
+{
+    sd_vae *v = &R->model.vae;
+    if (v->factor != 8) return sd_err(SD_EUNSUPPORTED, "%s: the VAE downsamples by %lld; sd-train needs 8", R->c->model,
+                                      (long long)v->factor);
+    if (R->cfg.vae.embed_dim != R->cfg.unet.in_channels)
+        return sd_err(SD_EFORMAT, "%s: VAE latents have %lld channels, the UNet takes %d", R->c->model,
+                      (long long)R->cfg.vae.embed_dim, R->cfg.unet.in_channels);
+    return SD_OK;
+}
+
+/* The bucket plan of a sample whose image is w×h: the record's, else selected from its bucket
+ * settings; and its SDXL size conditioning. */
+static int sample_plan(sd_train_sample *s, int w, int h)
+{
+    int rc = SD_OK;
+    if (!s->has_plan) {
+        sd_bucket_set set;
+        rc = sd_bucket_set_init(&set, &s->bcfg);
+        if (!rc) rc = sd_bucket_select(&set, w, h, &s->plan);
+        sd_bucket_set_free(&set);
+        if (rc) {
+            sd_err_prefix(rc, "%s", s->image);
+            return rc;
+        }
+        s->has_plan = 1;
+        s->bucket_w = s->plan.bucket_w;
+        s->bucket_h = s->plan.bucket_h;
+    }
+    s->has_size = 1;
+    s->orig_w = s->plan.image_w;
+    s->orig_h = s->plan.image_h;
+    memcpy(s->crop_ltrb, s->plan.crop_ltrb, sizeof s->crop_ltrb);
+    if (w != s->plan.image_w || h != s->plan.image_h)
+        return sd_err(SD_EFORMAT, "%s: the image is %dx%d, its record says %dx%d", s->image, w, h, s->plan.image_w,
+                      s->plan.image_h);
+    return SD_OK;
+}
+
+/* Without --cache_latents: the plan of every sample whose image is encoded at every step (its
+ * size read from the file's header). Bucketing disabled (enable_bucket false: one W×H bucket): as
+ * the reference's uncached path, the image is not resized: it must be W×H, or larger with
+ * random_crop (a random W×H window; original size = the bucket, crop 0). */
+int loop_plan_live(run *R, sd_train_data *d)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < d->n; i++) n += d->s[i].live;
+    if (!n) return SD_OK;
+    int rc = vae_check(R);
+    if (rc) return rc;
+    for (size_t i = 0; i < d->n; i++) {
+        sd_train_sample *s = &d->s[i];
+        if (!s->live) continue;
+        int w = 0, h = 0, fmt = 0;
+        if ((rc = sd_image_probe(s->image, &w, &h, &fmt)) < 0) return rc;
+        if ((rc = sample_plan(s, w, h))) return rc;
+        if (s->has_bcfg && !s->bcfg.enable_bucket) {
+            int bw = s->plan.bucket_w, bh = s->plan.bucket_h;
+            if (w < bw || h < bh)
+                return sd_err(SD_EFORMAT, "%s: image size is small (%dx%d, the resolution is %dx%d; bucketing is "
+                              "disabled and images encoded at every step are not resized, as the reference's)",
+                              s->image, w, h, bw, bh);
+            if ((w > bw || h > bh) && !s->random_crop)
+                return sd_err(SD_EFORMAT, "%s: image too large (%dx%d), but cropping and bucketing are disabled: "
+                              "use random_crop or enable_bucket", s->image, w, h);
+            s->plan.resized_w = w, s->plan.resized_h = h;
+            s->plan.trim_x = (w - bw) / 2, s->plan.trim_y = (h - bh) / 2;
+            s->orig_w = bw, s->orig_h = bh;
+            for (int k = 0; k < 4; k++) s->crop_ltrb[k] = 0;
+        }
+        if (s->plan.bucket_w % 8 || s->plan.bucket_h % 8)
+            return sd_err(SD_EINVAL, "%s: bucket %dx%d is not a multiple of the VAE's factor 8", s->image,
+                          s->plan.bucket_w, s->plan.bucket_h);
+    }
+    sd_info("%zu image%s encoded at every step (no --cache_latents, the reference's default): each step loads, "
+            "crops and encodes them with the VAE; --cache_latents is faster when no random augmentation "
+            "(color_aug, random_crop) is used", n, n == 1 ? " is" : "s are");
+    return SD_OK;
+}
+
+/* One live sample into R->enc_z (unscaled) and, with an alpha mask, R->enc_mask (unflipped, at bucket
+ * size): load, resize, trim (centre, or random_crop's offsets), color_aug, then flip and encode,
+ * every draw from (seed, micro, b, SD_RNG_AUGMENT) (data/augment.h), the posterior noise from
+ * (seed, micro, b, SD_RNG_LATENT). */
+static int live_encode(run *R, const sd_train_sample *s, uint32_t micro, uint32_t b, int flip)
+{
+    sd_image im = { 0 }, out = { 0 };
+    int rc = sd_image_load(s->image, s->alpha ? SD_ALPHA_KEEP : SD_ALPHA_DROP, &im, NULL);
+    if (rc) return rc;
+    if (im.w != s->plan.image_w || im.h != s->plan.image_h) {
+        sd_image_free(&im);
+        return sd_err(SD_EFORMAT, "%s: the image is %dx%d now, it was %dx%d", s->image, im.w, im.h, s->plan.image_w,
+                      s->plan.image_h);
+    }
+    sd_rng r = sd_rng_key(R->seed, micro, b, SD_RNG_AUGMENT);
+    sd_bucket_plan p = s->plan;
+    if (s->random_crop) {
+        p.trim_x = sd_aug_crop_offset(&r, SD_AUG_CROP_X, p.resized_w - p.bucket_w);
+        p.trim_y = sd_aug_crop_offset(&r, SD_AUG_CROP_Y, p.resized_h - p.bucket_h);
+    }
+    rc = sd_bucket_apply(&im, &p, s->resize_filter - 1, 0, &out);
+    sd_image_free(&im);
+    if (rc) {
+        sd_err_prefix(rc, "%s", s->image);
+        return rc;
+    }
+    if (s->color_aug) {
+        double val;
+        sd_aug_color(out.px, (int64_t)out.w * out.h, out.c, &r, &val);
+    }
+    int64_t H = out.h, W = out.w;
+    rc = enc_bufs(R, H, W, R->cfg.vae.embed_dim);
+    if (!rc && s->alpha)
+        for (int64_t q = 0; q < H * W; q++) R->enc_mask[q] = (float)out.px[(size_t)q * (size_t)out.c + 3] / 255.0f;
+    if (!rc) rc = encode_px(R, &out, flip, micro, b, R->enc_z);
+    sd_image_free(&out);
+    return rc;
+}
+
 /* --cache_latents: encode every record without a latent file once, in memory (the reference's
  * cache_latents): image → bucket plan → resize (the record's resize_interpolation, else the reference's
  * automatic filter) and centre trim → [-1, 1] → VAE → posterior sample
@@ -81,15 +259,11 @@ static int write_disk_cache(const sd_train_sample *s, const char *path, const sd
 int loop_encode_all(run *R, sd_train_data *d, uint32_t sbase)
 {
     size_t todo = 0;
-    for (size_t i = 0; i < d->n; i++) todo += !d->s[i].latents && !d->s[i].mem;
+    for (size_t i = 0; i < d->n; i++) todo += !d->s[i].latents && !d->s[i].mem && !d->s[i].live;
     if (!todo) return SD_OK;
-    sd_vae *v = &R->model.vae;
-    if (v->factor != 8) return sd_err(SD_EUNSUPPORTED, "%s: the VAE downsamples by %lld; sd-train needs 8", R->c->model,
-                                      (long long)v->factor);
+    int rc = vae_check(R);
+    if (rc) return rc;
     int64_t E = R->cfg.vae.embed_dim;
-    if (E != R->cfg.unet.in_channels)
-        return sd_err(SD_EFORMAT, "%s: VAE latents have %lld channels, the UNet takes %d", R->c->model, (long long)E,
-                      R->cfg.unet.in_channels);
     int disk = R->c->cache_latents_to_disk;
     char vae_sha[65] = { 0 };
     if (disk) {
@@ -98,12 +272,10 @@ int loop_encode_all(run *R, sd_train_data *d, uint32_t sbase)
     }
     sd_progress pb;
     sd_progress_begin(&pb, "caching latents", (int64_t)todo);
-    int rc = SD_OK;
     long reused = 0, written = 0;
-    float *x = NULL, *mom = NULL, *noise = NULL;
     for (size_t i = 0; i < d->n && !rc; i++) {
         sd_train_sample *s = &d->s[i];
-        if (s->latents || s->mem) continue;
+        if (s->latents || s->mem || s->live) continue;
         sd_image im = { 0 }, out = { 0 };
         sd_latent_key key;
         memset(&key, 0, sizeof key);
@@ -122,27 +294,8 @@ int loop_encode_all(run *R, sd_train_data *d, uint32_t sbase)
             rc = sd_image_load(s->image, s->alpha ? SD_ALPHA_KEEP : SD_ALPHA_DROP, &im, NULL);
         }
         if (rc) break;
-        if (!s->has_plan) {
-            sd_bucket_set set;
-            rc = sd_bucket_set_init(&set, &s->bcfg);
-            if (!rc) rc = sd_bucket_select(&set, im.w, im.h, &s->plan);
-            sd_bucket_set_free(&set);
-            if (rc) {
-                sd_err_prefix(rc, "%s", s->image);
-                sd_image_free(&im);
-                break;
-            }
-            s->has_plan = 1;
-            s->bucket_w = s->plan.bucket_w;
-            s->bucket_h = s->plan.bucket_h;
-        }
-        s->has_size = 1;
-        s->orig_w = s->plan.image_w;
-        s->orig_h = s->plan.image_h;
-        memcpy(s->crop_ltrb, s->plan.crop_ltrb, sizeof s->crop_ltrb);
-        if (im.w != s->plan.image_w || im.h != s->plan.image_h) {
-            rc = sd_err(SD_EFORMAT, "%s: the image is %dx%d, its record says %dx%d", s->image, im.w, im.h,
-                        s->plan.image_w, s->plan.image_h);
+        rc = sample_plan(s, im.w, im.h);
+        if (rc) {
             sd_image_free(&im);
             break;
         }
@@ -188,17 +341,11 @@ int loop_encode_all(run *R, sd_train_data *d, uint32_t sbase)
             sd_err_prefix(rc, "%s", s->image);
             break;
         }
-        int64_t H = out.h, W = out.w, h = H / 8, w = W / 8, n = E * h * w;
-        float *nx = realloc(x, (size_t)(3 * H * W) * sizeof *x), *nm = NULL, *nn = NULL;
-        if (nx) x = nx;
-        if (nx) nm = realloc(mom, (size_t)(2 * n) * sizeof *mom);
-        if (nm) mom = nm;
-        if (nm) nn = realloc(noise, (size_t)n * sizeof *noise);
-        if (nn) noise = nn;
+        int64_t H = out.h, W = out.w, n = E * (H / 8) * (W / 8);
         s->mem = malloc((size_t)n * sizeof(float));
         if (s->flip_aug) s->mem_flip = malloc((size_t)n * sizeof(float));
         if (s->alpha) s->mask_mem = malloc((size_t)(H * W) * sizeof(float));
-        if (!nx || !nm || !nn || !s->mem || (s->flip_aug && !s->mem_flip) || (s->alpha && !s->mask_mem)) {
+        if (!s->mem || (s->flip_aug && !s->mem_flip) || (s->alpha && !s->mask_mem)) {
             sd_image_free(&out);
             rc = sd_err(SD_ENOMEM, "out of memory caching latents");
             break;
@@ -208,26 +355,10 @@ int loop_encode_all(run *R, sd_train_data *d, uint32_t sbase)
             s->mask_h = (int)H;
             for (int64_t p = 0; p < H * W; p++) s->mask_mem[p] = (float)out.px[(size_t)p * (size_t)out.c + 3] / 255.0f;
         }
-        rc = loop_ensure_scratch(R, 4 * sd_vae_scratch_bytes(v, 1, H, W, 0) + ((size_t)1 << 30));
         for (int k = 0; k < (s->flip_aug ? 2 : 1) && !rc; k++) {
-            for (int64_t yy = 0; yy < H; yy++)
-                for (int64_t xx = 0; xx < W; xx++) {
-                    int64_t sx = k ? W - 1 - xx : xx;
-                    const uint8_t *px = out.px + ((size_t)yy * out.w + (size_t)sx) * (size_t)out.c;
-                    for (int ch = 0; ch < 3; ch++)
-                        x[((size_t)ch * H + yy) * W + xx] = ((float)px[out.c >= 3 ? ch : 0] / 255.0f - 0.5f) / 0.5f;
-                }
-            sd_tensor xt = sd_tensor_wrap(x, SD_F32, 4, (int64_t[]){ 1, 3, H, W });
-            sd_tensor mt = sd_tensor_wrap(mom, SD_F32, 4, (int64_t[]){ 1, 2 * E, h, w });
-            sd_tensor zt = sd_tensor_wrap(k ? s->mem_flip : s->mem, SD_F32, 4, (int64_t[]){ 1, E, h, w });
-            sd_tensor nt = sd_tensor_wrap(noise, SD_F32, 4, (int64_t[]){ 1, E, h, w });
-            rc = sd_vae_encode(&R->ctx, v, &mt, &xt);
-            if (!rc) {
-                uint32_t step = 0, sample = sbase + (uint32_t)(2 * i + (size_t)k);
-                if (disk) sd_latent_noise_ids(&key, k, &step, &sample);
-                rc = sd_vae_noise(noise, (size_t)n, R->seed, step, sample);
-            }
-            if (!rc) rc = sd_vae_latent(&R->ctx, &zt, &mt, &nt);
+            uint32_t step = 0, sample = sbase + (uint32_t)(2 * i + (size_t)k);
+            if (disk) sd_latent_noise_ids(&key, k, &step, &sample);
+            rc = encode_px(R, &out, k, step, sample, k ? s->mem_flip : s->mem);
         }
         sd_image_free(&out);
         if (!rc && disk) {
@@ -239,9 +370,6 @@ int loop_encode_all(run *R, sd_train_data *d, uint32_t sbase)
     }
     sd_progress_end(&pb);
     if (disk && !rc) sd_info("latent caches beside the images: %ld reused, %ld written", reused, written);
-    free(x);
-    free(mom);
-    free(noise);
     return rc;
 }
 
@@ -318,11 +446,28 @@ int loop_load_latents(run *R, const sd_train_data *d, const int64_t *idx, int B,
     for (int b = 0; b < B; b++) {
         const sd_train_sample *s = &d->s[idx[b]];
         float sf = (float)R->scale_factor;
+        if (s->live) {   /* encoded now; validation samples are cached once instead (loop.c) */
+            int flip = 0;
+            if (s->flip_aug && !noflip) {
+                sd_rng r = sd_rng_key(R->seed, (uint32_t)micro, (uint32_t)b, SD_RNG_AUGMENT);
+                flip = sd_rng_uniform_at(&r, SD_AUG_FLIP) < 0.5f;
+            }
+            if (s->bucket_w != w * 8 || s->bucket_h != h * 8)
+                return sd_err(SD_EINVAL, "%s: bucket %dx%d, the batch's is %dx%d", s->image, s->bucket_w, s->bucket_h,
+                              w * 8, h * 8);
+            int rc = live_encode(R, s, (uint32_t)micro, (uint32_t)b, flip);
+            if (rc) return rc;
+            float *dst = R->x0 + (size_t)b * per;
+            for (int64_t i = 0; i < per; i++) dst[i] = R->enc_z[i] * sf;
+            if (R->sizes) size_cond(R->sizes + 6 * b, s->has_size, s->orig_w, s->orig_h, s->crop_ltrb, flip, w * 8, h * 8);
+            if (R->use_masks) batch_mask(R, b, per, h, w, s->alpha ? R->enc_mask : NULL, h * 8, w * 8, flip);
+            continue;
+        }
         if (s->mem) {
             const float *src = s->mem;
             if (s->flip_aug && !noflip) {
                 sd_rng r = sd_rng_key(R->seed, (uint32_t)micro, (uint32_t)b, SD_RNG_AUGMENT);
-                if (sd_rng_uniform_at(&r, 0) < 0.5f) src = s->mem_flip;
+                if (sd_rng_uniform_at(&r, SD_AUG_FLIP) < 0.5f) src = s->mem_flip;
             }
             float *dst = R->x0 + (size_t)b * per;
             for (int64_t i = 0; i < per; i++) dst[i] = src[i] * sf;

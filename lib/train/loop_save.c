@@ -74,7 +74,10 @@ int loop_build_metadata(run *R)
                                              : v2 ? (vp ? "sd_v2_v" : "sd_v2") : (vp ? "sd_v1_v" : "sd_v1"));
     v[SD_SS_CLIP_SKIP] = c->clip_skip > 0 ? sd_pyv_int(c->clip_skip) : sd_pyv_none();
     v[SD_SS_MAX_TOKEN_LENGTH] = c->max_token_length > 0 ? sd_pyv_int(c->max_token_length) : sd_pyv_none();
-    v[SD_SS_CACHE_LATENTS] = sd_pyv_bool(1);
+    /* the reference's bool(args.cache_latents): latent files count as cached; images encoded at every step not */
+    int any_live = 0;
+    for (size_t i = 0; i < R->d->n; i++) any_live |= R->d->s[i].live;
+    v[SD_SS_CACHE_LATENTS] = sd_pyv_bool(!any_live);
     v[SD_SS_SEED] = sd_pyv_int((int64_t)R->seed);
     v[SD_SS_LOWRAM] = sd_pyv_bool(0);
     v[SD_SS_NOISE_OFFSET] = c->noise_offset != 0 ? sd_pyv_float(c->noise_offset) : sd_pyv_none();
@@ -120,9 +123,9 @@ int loop_build_metadata(run *R)
     if (rw <= 0 && R->plan.nbuckets) rw = R->plan.b[0].w, rh = R->plan.b[0].h;
     snprintf(reso, sizeof reso, "(%d, %d)", rw, rh);
     v[SD_SS_RESOLUTION] = sd_pyv_str(reso);
-    v[SD_SS_COLOR_AUG] = sd_pyv_bool(0);
+    v[SD_SS_COLOR_AUG] = sd_pyv_bool(c->color_aug);
     v[SD_SS_FLIP_AUG] = sd_pyv_bool(c->flip_aug);
-    v[SD_SS_RANDOM_CROP] = sd_pyv_bool(0);
+    v[SD_SS_RANDOM_CROP] = sd_pyv_bool(c->random_crop);
     v[SD_SS_SHUFFLE_CAPTION] = sd_pyv_bool(c->caption.shuffle);
     v[SD_SS_ENABLE_BUCKET] = sd_pyv_bool(R->plan.nbuckets > 1);
     v[SD_SS_BUCKET_NO_UPSCALE] = sd_pyv_bool(0);

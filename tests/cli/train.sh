@@ -237,8 +237,9 @@ else nok train_folders_reg_balance "rc $rc $(tail -3 f1.err)"; fi
 [ "$(meta f1/last.safetensors ss_reg_dataset_dirs)" = '{"1_dog": {"n_repeats": 1, "img_count": 4}}' ] &&
 meta f1/last.safetensors ss_tag_frequency | grep -q '^{"3_sks": {"sks": 3, "red square": 1, .*}, "1_dog": {"sks": 4, ' &&
   ok train_folders_metadata || nok train_folders_metadata "$(meta f1/last.safetensors ss_tag_frequency)"
-D --train_data_dir img --max_train_steps 2 --output_dir f2 2> f2.err; rc=$?
-[ $rc = 2 ] && grep -q 'need --cache_latents' f2.err && ok train_folders_need_cache || nok train_folders_need_cache "rc $rc"
+D --train_data_dir img --resolution 64 --max_train_steps 2 --output_dir f2 2> f2.err; rc=$?
+[ $rc = 0 ] && grep -q 'encoded at every step' f2.err && [ "$(meta f2/last.safetensors ss_cache_latents)" = False ] &&
+  ok train_folders_without_cache || nok train_folders_without_cache "rc $rc $(tail -3 f2.err)"
 cat > ds.toml <<'TOML'
 [general]
 resolution = 64

@@ -3,8 +3,8 @@
 # the no-op options run and each prints its line; --console_log_level/--console_log_file work; the
 # refused options, on the command line and in a --config_file (also keys sd-train does not know, like
 # conditioning_data_dir), exit 2 naming the option, while false values pass; dataset subsets and records with
-# color_aug / random_crop / face_crop_aug_range / custom_attributes are refused (exit 2,
-# naming the file and the key); a dataset's resize_interpolation now reaches --cache_latents' resize.
+# face_crop_aug_range / custom_attributes are refused (exit 2, naming the file and the key), color_aug /
+# random_crop with --cache_latents (the reference's assertion) or on records with a latent file; a dataset's resize_interpolation now reaches --cache_latents' resize.
 set -u
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -66,8 +66,12 @@ refuse() {  # name, then the option's arguments
     [ ! -e "r_$name" ] && ok "train_kohya_refused_$name" || nok "train_kohya_refused_$name" "rc $rc $(cat "r_$name.err")"
 }
 refuse lr_scheduler_type --lr_scheduler_type mylib.MyScheduler
-refuse color_aug --color_aug
-refuse random_crop --random_crop
+# color_aug / random_crop are options now: on records with latent files they are refused (file:line, exit 2)
+for o in color_aug random_crop; do
+  T --data recs.jsonl --output_dir "r_$o" --$o 2> "r_$o.err"; rc=$?
+  [ $rc = 2 ] && grep -q "^sd-train: recs.jsonl:1: .*: the record has a 'latents' file, which is fixed: $o needs" "r_$o.err" &&
+    [ ! -e "r_$o" ] && ok "train_kohya_latents_refuse_$o" || nok "train_kohya_latents_refuse_$o" "rc $rc $(cat "r_$o.err")"
+done
 refuse face_crop_aug_range --face_crop_aug_range 2.0,4.0
 refuse fp8_base --fp8_base
 refuse debug_dataset --debug_dataset
@@ -79,13 +83,13 @@ T --data recs.jsonl --output_dir r_off --no-color_aug --no-fp8_base 2> r_off.err
 cat > c1.toml <<'TOML'
 [training_arguments]
 xformers = true
-color_aug = true
+debug_dataset = true
 conditioning_data_dir = "masks"
 fp8_base = false
 wandb_run_name = "x"
 TOML
 T --data recs.jsonl --output_dir c1 --config_file c1.toml 2> c1.err; rc=$?
-[ $rc = 2 ] && grep -q '^sd-train: c1.toml: color_aug: not implemented: ' c1.err &&
+[ $rc = 2 ] && grep -q '^sd-train: c1.toml: debug_dataset: not implemented: ' c1.err &&
   grep -q '^sd-train: c1.toml: conditioning_data_dir: not implemented: ' c1.err && grep -q 'c1.toml: xformers: no effect' c1.err &&
   ! grep -q fp8_base c1.err && grep -q 'not used by sd-train: wandb_run_name$' c1.err && [ ! -e c1 ] &&
   ok train_kohya_config_refused || nok train_kohya_config_refused "rc $rc $(cat c1.err)"
@@ -121,14 +125,14 @@ dsrefuse() {  # test name, expected message part, [general] lines, subset lines
   [ $rc = 2 ] && grep -q "^sd-train: $1.toml:[0-9]*: datasets\[0\].subsets\[0\]: $2" "$1.err" && [ ! -e "$1" ] &&
     ok "train_kohya_$1" || nok "train_kohya_$1" "rc $rc $(cat "$1.err")"
 }
-dsrefuse dataset_random_crop 'random_crop = true: not implemented: sd-train trains from cached latents' '' 'random_crop = true'
-dsrefuse dataset_color_aug_general 'color_aug = true: not implemented' 'color_aug = true' ''
+dsrefuse dataset_random_crop 'random_crop = true: when caching latents, either color_aug or random_crop cannot be used' '' 'random_crop = true'
+dsrefuse dataset_color_aug_general 'color_aug = true: when caching latents' 'color_aug = true' ''
 dsrefuse dataset_face_crop 'face_crop_aug_range = \[2,4\]: not implemented' '' 'face_crop_aug_range = [2.0, 4.0]'
 dsrefuse dataset_custom_attributes 'custom_attributes = {"diff_output_preservation":true}: not implemented' '' \
   'custom_attributes = { diff_output_preservation = true }'
 awk 'NR == 2 { sub(/}$/, ",\"color_aug\":true}") } { print }' recs.jsonl > r_aug.jsonl
 T --data r_aug.jsonl --output_dir rr 2> rr.err; rc=$?
-[ $rc = 2 ] && grep -q '^sd-train: r_aug.jsonl:2: color_aug = true: not implemented' rr.err && [ ! -e rr ] &&
+[ $rc = 2 ] && grep -q "^sd-train: r_aug.jsonl:2: color_aug = true: the record has a 'latents' file" rr.err && [ ! -e rr ] &&
   ok train_kohya_record_refused || nok train_kohya_record_refused "rc $rc $(cat rr.err)"
 awk '{ sub(/}$/, ",\"color_aug\":false,\"random_crop\":false,\"custom_attributes\":{},\"face_crop_aug_range\":null}") } { print }' \
   recs.jsonl > r_off.jsonl
