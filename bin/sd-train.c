@@ -45,7 +45,7 @@ static struct {
     const char *dynamo_backend;
     int fp8_base, fp8_base_unet, debug_dataset, skip_until_initial_step, initial_epoch;
     int64_t initial_step;
-    const char *lr_scheduler_type, *face_crop_aug_range, *dataset_class;
+    const char *lr_scheduler_type, *face_crop_aug_range, *dataset_class;   /* face_crop_aug_range: "low,high" */
 } a;
 
 static volatile sig_atomic_t g_stop;
@@ -260,6 +260,8 @@ static const sd_opt table[] = {
      .help = "images encoded at every step: random hue shift or gamma (p = 0.33)"},
     {.name = "random_crop", .type = SD_OPT_FLAG, .dest = &c.random_crop, .group = G_DATA,
      .help = "images encoded at every step: random trim offset into the bucket instead of the centre"},
+    {.name = "face_crop_aug_range", .type = SD_OPT_STRING, .dest = &a.face_crop_aug_range, .metavar = "LOW,HIGH",
+     .group = G_DATA, .help = "bucketing disabled, images named *_CX_CY_W_H: scale and crop around the face"},
     {.name = "masked_loss", .type = SD_OPT_FLAG, .dest = &c.masked_loss, .group = G_DATA,
      .help = "weight the loss by each sample's mask (alpha masks; see sd-train(1))"},
     {.name = "alpha_mask", .type = SD_OPT_FLAG, .dest = &c.alpha_mask, .group = G_DATA,
@@ -445,7 +447,6 @@ static const sd_opt table[] = {
     KOHYA_NOOP("skip_cache_check", SD_OPT_FLAG, &a.skip_cache_check, "latent files are always checked"),
     KOHYA_NOOP("console_log_simple", SD_OPT_FLAG, &a.console_log_simple, "messages are always plain"),
     KOHYA_REFUSED("lr_scheduler_type", SD_OPT_STRING, &a.lr_scheduler_type),
-    KOHYA_REFUSED("face_crop_aug_range", SD_OPT_STRING, &a.face_crop_aug_range),
     KOHYA_REFUSED("fp8_base", SD_OPT_FLAG, &a.fp8_base),
     KOHYA_REFUSED("fp8_base_unet", SD_OPT_FLAG, &a.fp8_base_unet),
     KOHYA_REFUSED("debug_dataset", SD_OPT_FLAG, &a.debug_dataset),
@@ -456,8 +457,6 @@ static const sd_opt table[] = {
     SD_OPT_END};
 
 #define CACHE_AUG "when caching latents, either color_aug or random_crop cannot be used"
-#define FACE_CROP "face-crop augmentation (bucketing disabled, files named <name>_<cx>_<cy>_<w>_<h>) is not " \
-                  "implemented; use random_crop or crop the images beforehand"
 #define ATTN "attention here is always memory-efficient (chunked, exact softmax); nothing to switch"
 #define LOADER "records and latents are read in this process, batches come from memory; there are no data-loader workers"
 /* kohya options that have no effect here (one info line) or change the training in the reference and are
@@ -490,7 +489,6 @@ static const struct kohya_opt {
                              "inputs; that check is not skipped" },
     { "console_log_simple", 0, "messages are always plain lines ('sd-train: message')" },
     { "lr_scheduler_type", 1, "custom scheduler classes are Python; use --lr_scheduler" },
-    { "face_crop_aug_range", 1, FACE_CROP },
     { "fp8_base", 1, "float8 base weights; use --mixed_precision fp16 or bf16" },
     { "fp8_base_unet", 1, "float8 base weights; use --mixed_precision fp16 or bf16" },
     { "debug_dataset", 1, "it shows the samples instead of training" },
@@ -545,8 +543,8 @@ static int kohya_known(const char *key)
 
 /* Subset / record keys sd-train refuses (exit 2): a subset of a --dataset_config, or a record of --data
  * (sd-merge-meta passes them through). color_aug / random_crop: with --cache_latents[_to_disk] (the
- * reference's assertion), or on a record with a 'latents' file (fixed latents cannot be augmented);
- * face_crop_aug_range and custom_attributes: not implemented. (alpha_mask is implemented:
+ * reference's assertion; face_crop_aug_range, which the reference ignores there, too), or on a record
+ * with a 'latents' file (fixed latents cannot be augmented); custom_attributes: not implemented. (alpha_mask is implemented:
  * --masked_loss / --alpha_mask, the records' alpha_mask key.) */
 static int refused_key(const sd_opts *o, jv obj, char *msg, size_t cap)
 {
@@ -554,7 +552,7 @@ static int refused_key(const sd_opts *o, jv obj, char *msg, size_t cap)
     static const struct { const char *key, *why; } keys[] = {
         { "color_aug", NULL },
         { "random_crop", NULL },
-        { "face_crop_aug_range", FACE_CROP },
+        { "face_crop_aug_range", NULL },
         { "custom_attributes", "per-subset attributes for the reference's Python training code" },
     };
     if (jv_get_kind(obj) != JV_KIND_OBJECT) return 0;
@@ -573,6 +571,9 @@ static int refused_key(const sd_opts *o, jv obj, char *msg, size_t cap)
         }
         jv d = jv_dump_string(v, 0);
         if (keys[i].why) snprintf(msg, cap, "%s = %s: not implemented: %s", keys[i].key, jv_string_value(d), keys[i].why);
+        else if (c.cache_latents && i == 2)
+            snprintf(msg, cap, "%s = %s: the face crop applies to images encoded at every step; with --cache_latents the "
+                     "reference ignores it (refused here rather than ignored)", keys[i].key, jv_string_value(d));
         else if (c.cache_latents) snprintf(msg, cap, "%s = %s: %s", keys[i].key, jv_string_value(d), CACHE_AUG);
         else snprintf(msg, cap, "%s = %s: the record has a 'latents' file, which is fixed: the augmentation needs the "
                       "image encoded at every step (a record without 'latents', no --cache_latents)", keys[i].key,
@@ -630,6 +631,9 @@ static int load_dataset(sd_opts *o, sd_train_data *d, int *bad, int *refused)
     if (sd_opts_is_set(o, &c.train_batch_size)) cli = jv_object_set(cli, jv_string("batch_size"), jv_number(c.train_batch_size));
     if (a.dataset_repeats > 0) cli = jv_object_set(cli, jv_string("num_repeats"), jv_number(a.dataset_repeats));
     if (a.caption_extension) cli = jv_object_set(cli, jv_string("caption_extension"), jv_string(a.caption_extension));
+    if (c.has_face_crop)
+        cli = jv_object_set(cli, jv_string("face_crop_aug_range"),
+                            JV_ARRAY(jv_number(c.face_crop[0]), jv_number(c.face_crop[1])));
     static const char *const names[] = { "enable_bucket", "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps",
                                          "bucket_no_upscale", "shuffle_caption", "keep_tokens", "keep_tokens_separator",
                                          "caption_separator", "caption_prefix", "caption_suffix", "flip_aug", "color_aug", "random_crop",
@@ -830,6 +834,22 @@ int main(int argc, char **argv)
     if (have_ds && a.data) {
         sd_error("--data and --dataset_config/--train_data_dir/--in_json exclude each other");
         usage = 1;
+    }
+    if (a.face_crop_aug_range && *a.face_crop_aug_range) {   /* the reference's "low,high", low <= high */
+        char *e1 = NULL, *e2 = NULL;
+        double lo = strtod(a.face_crop_aug_range, &e1), hi = e1 && *e1 == ',' ? strtod(e1 + 1, &e2) : NAN;
+        if (!e2 || *e2 || !isfinite(lo) || !isfinite(hi) || !(lo <= hi) || !(lo > 0)) {
+            sd_error("--face_crop_aug_range %s: face_crop_aug_range must be two floats 'low,high' with 0 < low <= high",
+                     a.face_crop_aug_range);
+            usage = 1;
+        } else {
+            c.has_face_crop = 1, c.face_crop[0] = lo, c.face_crop[1] = hi;
+            if (c.cache_latents) {
+                sd_error("--face_crop_aug_range: the face crop applies to images encoded at every step; with "
+                         "--cache_latents the reference ignores it (refused here rather than ignored)");
+                usage = 1;
+            }
+        }
     }
     if (c.cache_latents && (c.color_aug || c.random_crop)) {   /* train_network.py's assertion */
         sd_error("--%s: %s", c.color_aug ? "color_aug" : "random_crop", CACHE_AUG);

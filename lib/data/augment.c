@@ -1,7 +1,12 @@
 /* Image augmentations of the uncached training path (data/augment.h). */
 #include "data/augment.h"
 
+#include <errno.h>
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
 
 /* OpenCV's RGB2HSV_b tables (hsv_shift 12, hue range 180): saturate_cast<int> rounds to nearest. */
 enum { HSV_SHIFT = 12 };
@@ -101,4 +106,106 @@ int64_t sd_aug_crop_offset(const sd_rng *r, int which, int64_t trim)
 {
     if (trim <= 0) return 0;
     return (int64_t)sd_rng_below_at(r, (uint64_t)which, (uint64_t)trim + 1);
+}
+
+/* Python's a // b for ints (b > 0) */
+static int64_t floordiv(int64_t a, int64_t b)
+{
+    int64_t q = a / b;
+    return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+
+int sd_aug_face_info(const char *path, int *cx, int *cy, int *fw, int *fh)
+{
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    /* os.path.splitext: the last '.' that is not part of the name's leading dots */
+    size_t n = strlen(base), lead = 0;
+    while (lead < n && base[lead] == '.') lead++;
+    const char *dot = strrchr(base + lead, '.');
+    if (dot) n = (size_t)(dot - base);
+    int nf = 1;
+    for (size_t i = 0; i < n; i++) nf += base[i] == '_';
+    if (nf < 5) return 0;
+    long v[4];
+    size_t end = n;
+    for (int k = 3; k >= 0; k--) {
+        size_t start = end;
+        while (start > 0 && base[start - 1] != '_') start--;
+        char buf[32];
+        size_t len = end - start;
+        const char *p = base + start;
+        while (len && (*p == ' ' || *p == '\t')) p++, len--;   /* int() strips whitespace */
+        while (len && (p[len - 1] == ' ' || p[len - 1] == '\t')) len--;
+        if (!len || len >= sizeof buf)
+            return sd_err(SD_EFORMAT, "%s: face_crop_aug_range: '%.*s' in the name is not an integer", path,
+                          (int)(end - start), base + start);
+        memcpy(buf, p, len);
+        buf[len] = 0;
+        char *e;
+        errno = 0;
+        v[k] = strtol(buf, &e, 10);
+        if (*e || errno || buf[0] == ' ' || v[k] > 1000000000L || v[k] < -1000000000L)
+            return sd_err(SD_EFORMAT, "%s: face_crop_aug_range: '%s' in the name is not an integer", path, buf);
+        end = start - 1;
+    }
+    *cx = (int)v[0], *cy = (int)v[1], *fw = (int)v[2], *fh = (int)v[3];
+    return 1;
+}
+
+static double st_uniform(void *ctx, double lo, double hi)
+{
+    sd_aug_stream *st = ctx;
+    return lo + (hi - lo) * (double)sd_rng_uniform_at(&st->r, SD_AUG_FACE_SCALE);
+}
+
+static int64_t st_randint(void *ctx, int64_t lo, int64_t hi)
+{
+    sd_aug_stream *st = ctx;
+    uint64_t k = st->next++;
+    return hi < lo ? lo : lo + (int64_t)sd_rng_below_at(&st->r, k, (uint64_t)(hi - lo) + 1);
+}
+
+sd_aug_draws sd_aug_stream_draws(sd_aug_stream *st, const sd_rng *r)
+{
+    st->r = *r;
+    st->next = SD_AUG_FACE_INTS;
+    sd_aug_draws d = { st_uniform, st_randint, st };
+    return d;
+}
+
+int sd_aug_face_crop(int img_w, int img_h, int W, int H, int cx, int cy, int fw, int fh, double lo, double hi,
+                     int random_crop, const sd_aug_draws *dr, int64_t *resized_w, int64_t *resized_h, int64_t *x,
+                     int64_t *y)
+{
+    *resized_w = img_w, *resized_h = img_h, *x = 0, *y = 0;
+    if (img_h == H && img_w == W) return SD_OK;
+    int64_t face = fw > fh ? fw : fh, size = H < W ? H : W;
+    double min_scale = fmax((double)H / img_h, (double)W / img_w);
+    min_scale = fmin(1.0, fmax(min_scale, (double)size / ((double)face * hi)));
+    double max_scale = fmin(1.0, fmax(min_scale, (double)size / ((double)face * lo)));
+    double scale = min_scale >= max_scale ? min_scale : dr->uniform(dr->ctx, min_scale, max_scale);
+    int64_t nh = (int64_t)(img_h * scale + 0.5), nw = (int64_t)(img_w * scale + 0.5);
+    if (nh < H || nw < W)
+        return sd_err(SD_EINVAL, "face crop: the %dx%d image scaled by %g is %lldx%lld, smaller than %dx%d", img_w, img_h,
+                      scale, (long long)nw, (long long)nh, W, H);
+    int64_t fcx = (int64_t)(cx * scale + 0.5), fcy = (int64_t)(cy * scale + 0.5);
+    *resized_w = nw, *resized_h = nh;
+    for (int axis = 0; axis < 2; axis++) {
+        int64_t target = axis ? W : H, len = axis ? nw : nh, fp = axis ? fcx : fcy;
+        int64_t p1 = fp - floordiv(target, 2);
+        if (random_crop) {
+            int64_t range = len - fp > fp ? len - fp : fp;
+            int64_t a = dr->randint(dr->ctx, 0, range);
+            int64_t b = dr->randint(dr->ctx, 0, range);
+            p1 = p1 + (a + b) - range;
+        } else if (lo != hi && face > floordiv(size, 10) && face >= 40) {
+            p1 = p1 + dr->randint(dr->ctx, floordiv(-face, 20), floordiv(face, 20));
+        }
+        if (p1 > len - target) p1 = len - target;
+        if (p1 < 0) p1 = 0;
+        if (axis) *x = p1;
+        else *y = p1;
+    }
+    return SD_OK;
 }

@@ -9,6 +9,8 @@
  *   8            color_aug: applied when uniform <= 0.33
  *   9            color_aug: hue shift when uniform > 0.5, else gamma
  *   10           color_aug: the hue shift / gamma value
+ *   11           face_crop_aug_range: the scale
+ *   from 12      face_crop_aug_range: its integer draws in order (sd_rng_below_at pairs 6, 7, ...)
  * so one draw never depends on whether another augmentation is on. */
 #ifndef SD_DATA_AUGMENT_H
 #define SD_DATA_AUGMENT_H
@@ -19,7 +21,7 @@
 
 /* Stream indices (above). */
 enum { SD_AUG_FLIP = 0, SD_AUG_CROP_X = 1, SD_AUG_CROP_Y = 2, SD_AUG_COLOR_GATE = 8, SD_AUG_COLOR_KIND = 9,
-       SD_AUG_COLOR_VALUE = 10 };
+       SD_AUG_COLOR_VALUE = 10, SD_AUG_FACE_SCALE = 11, SD_AUG_FACE_INTS = 6 };
 
 /* The hue transform of color_aug: OpenCV's cvtColor(img, COLOR_BGR2HSV) on the data as stored
  * (RGB read as BGR, as the reference does), hue h → int((h + s') mod 180) with s' = shift, or
@@ -39,5 +41,41 @@ int sd_aug_color(uint8_t *px, int64_t npx, int channels, const sd_rng *r, double
 /* random_crop's trim offset: an integer uniform in [0, trim] (Python's random.randint(0, trim)),
  * drawn from stream value pair `which` (SD_AUG_CROP_X / SD_AUG_CROP_Y). trim <= 0 gives 0. */
 int64_t sd_aug_crop_offset(const sd_rng *r, int which, int64_t trim);
+
+/* face_crop_aug_range (the reference's crop_target, bucketing disabled): the face centre and size
+ * from a file named <anything>_<cx>_<cy>_<w>_<h>.<ext> (the last four '_' fields of the name
+ * without extension). 1 with the values, 0 when the name has fewer than five fields, SD_EFORMAT
+ * when one of the four is not an integer (the reference's int() fails). */
+int sd_aug_face_info(const char *path, int *cx, int *cy, int *fw, int *fh);
+
+/* The random draws of sd_aug_face_crop: uniform(lo, hi) as random.uniform, randint(lo, hi) as
+ * random.randint (both ends included). */
+typedef struct sd_aug_draws {
+    double (*uniform)(void *ctx, double lo, double hi);
+    int64_t (*randint)(void *ctx, int64_t lo, int64_t hi);
+    void *ctx;
+} sd_aug_draws;
+
+/* The Philox draws (scale at SD_AUG_FACE_SCALE, integers from pair SD_AUG_FACE_INTS on); `st`
+ * holds the stream and the cursor. */
+typedef struct sd_aug_stream {
+    sd_rng r;
+    uint64_t next;
+} sd_aug_stream;
+sd_aug_draws sd_aug_stream_draws(sd_aug_stream *st, const sd_rng *r);
+
+/* crop_target for an img_w×img_h image, target W×H, face (cx, cy, fw×fh), range [lo, hi]:
+ * unchanged when the image is W×H; else size = min(H, W), face = max(fw, fh),
+ * min_scale = min(1, max(max(H/img_h, W/img_w), size/(face·hi))),
+ * max_scale = min(1, max(min_scale, size/(face·lo))), scale uniform between (min if not less),
+ * resized to (int(img_w·scale + 0.5), int(img_h·scale + 0.5)) with the face centre scaled alike;
+ * per axis (y, then x) the window starts at face_p − target // 2, jittered by
+ * randint(0, r) + randint(0, r) − r (r = max(len − face_p, face_p)) with random_crop, else, when
+ * lo != hi, face > size // 10 and face >= 40, by randint(−face // 20, face // 20) (floor
+ * divisions), then clamped to [0, len − target]. Out: the resized size and the window's offsets.
+ * SD_EINVAL when the resized image would be smaller than the target (the reference's assertion). */
+int sd_aug_face_crop(int img_w, int img_h, int W, int H, int cx, int cy, int fw, int fh, double lo, double hi,
+                     int random_crop, const sd_aug_draws *dr, int64_t *resized_w, int64_t *resized_h, int64_t *x,
+                     int64_t *y);
 
 #endif

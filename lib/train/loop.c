@@ -221,6 +221,13 @@ static int alloc_buffers(run *R)
     }
     size_t want = scratch * 2 + ((size_t)1 << 30);
     if (vneed && 2 * vneed + ((size_t)1 << 30) > want) want = 2 * vneed + ((size_t)1 << 30);
+    /* images encoded at every step: the encoder's pass (loop_latents.c) fits without regrowing mid-run */
+    for (size_t i = 0; i < R->d->n; i++) {
+        const sd_train_sample *s = &R->d->s[i];
+        if (!s->live) continue;
+        size_t v = 4 * sd_vae_scratch_bytes(&R->model.vae, 1, s->bucket_h, s->bucket_w, 0) + ((size_t)1 << 30);
+        if (v > want) want = v;
+    }
     if (R->dev == SD_DEV_CUDA) {
         /* fail fast: weights, the activation arena and the op scratch must fit in free GPU memory */
         sd_params *regs[4] = { &R->model.unet_params, &R->model.te_params, &R->model.vae_params, &R->net.reg };

@@ -107,6 +107,8 @@ typedef struct sd_train_config {
     double token_warmup_step_f;        /* < 1: fraction of max_train_steps */
     int flip_aug;
     int color_aug, random_crop;        /* --color_aug / --random_crop: records' defaults (uncached images only) */
+    int has_face_crop;                 /* --face_crop_aug_range given: face_crop[0..1] = low, high */
+    double face_crop[2];
     int masked_loss;                   /* --masked_loss: weight the loss by the samples' masks (§1.11) */
     int alpha_mask;                    /* --alpha_mask: every record's default alpha_mask (a record's key wins) */
     /* objective */
@@ -182,6 +184,10 @@ typedef struct sd_train_sample {
     int flip_aug;
     int color_aug, random_crop;   /* augment the image at every step (data/augment.h; live samples only) */
     int live;                 /* no latent file and no --cache_latents: the image is encoded at every step */
+    int has_face_range;       /* face_crop_aug_range (record or --face_crop_aug_range): [face_lo, face_hi] */
+    double face_lo, face_hi;
+    int face;                 /* live, bucketing disabled, a face in the file name: crop around it each step */
+    int face_cx, face_cy, face_w, face_h;
     int has_caption_opts;
     sd_caption_opts cap;      /* per-record caption options (strings owned by the data) */
     double token_warmup_step_f;

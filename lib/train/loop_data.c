@@ -174,7 +174,37 @@ int sd_train_data_add_record(sd_train_data *d, const sd_train_config *c, jv rec)
     s.random_crop = c->random_crop;
     if ((r = sd_jsonl_get_bool(rec, "random_crop", &b)) < 0) return r;
     if (r == 1) s.random_crop = b;
+    s.has_face_range = c->has_face_crop;
+    s.face_lo = c->face_crop[0], s.face_hi = c->face_crop[1];
+    {
+        jv fv = jv_object_get(jv_copy(rec), jv_string("face_crop_aug_range"));
+        int k = jv_get_kind(fv);
+        if (k == JV_KIND_ARRAY) {
+            jv a0 = jv_array_get(jv_copy(fv), 0), a1 = jv_array_get(jv_copy(fv), 1);
+            int ok = jv_array_length(jv_copy(fv)) == 2 && jv_get_kind(a0) == JV_KIND_NUMBER &&
+                     jv_get_kind(a1) == JV_KIND_NUMBER;
+            if (ok) s.face_lo = jv_number_value(a0), s.face_hi = jv_number_value(a1);
+            jv_free(a0), jv_free(a1);
+            if (!ok || !(s.face_lo > 0) || !(s.face_hi >= s.face_lo) || !isfinite(s.face_hi)) {
+                jv_free(fv);
+                return sd_err(SD_EFORMAT, "key 'face_crop_aug_range': expected [low, high] with 0 < low <= high");
+            }
+            s.has_face_range = 1;
+        } else if (k == JV_KIND_NULL) {
+            s.has_face_range = 0;
+        } else if (k != JV_KIND_INVALID) {
+            jv_free(fv);
+            return sd_err(SD_EFORMAT, "key 'face_crop_aug_range': expected [low, high]");
+        }
+        jv_free(fv);
+    }
     if (!lat && !img) return sd_err(SD_EFORMAT, "record has neither 'latents' nor 'image'");
+    if (s.has_face_range && lat)
+        return sd_err(SD_EUSAGE, "%s: the record has a 'latents' file, which is fixed: face_crop_aug_range needs the "
+                      "image encoded at every step (a record without 'latents', no --cache_latents)", lat);
+    if (s.has_face_range && (c->cache_latents || c->cache_latents_to_disk))
+        return sd_err(SD_EUSAGE, "face_crop_aug_range crops images encoded at every step; with --cache_latents the "
+                      "reference ignores it (refused here rather than ignored)");
     if ((s.color_aug || s.random_crop) && lat)
         return sd_err(SD_EUSAGE, "%s: the record has a 'latents' file, which is fixed: %s needs the image encoded at "
                       "every step (a record without 'latents', no --cache_latents)", lat,

@@ -169,7 +169,9 @@ static int sample_plan(sd_train_sample *s, int w, int h)
 /* Without --cache_latents: the plan of every sample whose image is encoded at every step (its
  * size read from the file's header). Bucketing disabled (enable_bucket false: one W×H bucket): as
  * the reference's uncached path, the image is not resized: it must be W×H, or larger with
- * random_crop (a random W×H window; original size = the bucket, crop 0). */
+ * random_crop (a random W×H window; original size = the bucket, crop 0); with face_crop_aug_range
+ * and a face in the file name (data/augment.h) it is scaled and cropped around the face instead.
+ * With bucketing the reference ignores face_crop_aug_range: one warning says so. */
 int loop_plan_live(run *R, sd_train_data *d)
 {
     size_t n = 0;
@@ -177,13 +179,42 @@ int loop_plan_live(run *R, sd_train_data *d)
     if (!n) return SD_OK;
     int rc = vae_check(R);
     if (rc) return rc;
+    size_t nface = 0, nface_ignored = 0;
     for (size_t i = 0; i < d->n; i++) {
         sd_train_sample *s = &d->s[i];
         if (!s->live) continue;
         int w = 0, h = 0, fmt = 0;
         if ((rc = sd_image_probe(s->image, &w, &h, &fmt)) < 0) return rc;
         if ((rc = sample_plan(s, w, h))) return rc;
-        if (s->has_bcfg && !s->bcfg.enable_bucket) {
+        int nobucket = s->has_bcfg && !s->bcfg.enable_bucket;
+        s->face = 0;
+        if (s->has_face_range) {
+            int cx, cy, fw, fh, fr = sd_aug_face_info(s->image, &cx, &cy, &fw, &fh);
+            if (fr < 0) return fr;
+            if (fr == 1 && cx > 0 && !nobucket) nface_ignored++;
+            if (fr == 1 && cx > 0 && nobucket) {
+                if (fw <= 0 && fh <= 0)
+                    return sd_err(SD_EFORMAT, "%s: face_crop_aug_range: the face size in the name is %dx%d", s->image,
+                                  fw, fh);
+                s->face = 1, s->face_cx = cx, s->face_cy = cy, s->face_w = fw, s->face_h = fh;
+                /* the smallest scale decides whether the image can cover the resolution */
+                sd_rng r = sd_rng_key(R->seed, 0xffffffffu, (uint32_t)i, SD_RNG_AUGMENT);
+                sd_aug_stream st;
+                sd_aug_draws dr = sd_aug_stream_draws(&st, &r);
+                int64_t a, b, c2, d2;
+                rc = sd_aug_face_crop(w, h, s->plan.bucket_w, s->plan.bucket_h, cx, cy, fw, fh, s->face_lo, s->face_hi,
+                                      s->random_crop, &dr, &a, &b, &c2, &d2);
+                if (rc) {
+                    sd_err_prefix(rc, "%s", s->image);
+                    return rc;
+                }
+                nface++;
+            }
+        }
+        if (nobucket && s->face) {
+            s->orig_w = s->plan.bucket_w, s->orig_h = s->plan.bucket_h;
+            for (int k = 0; k < 4; k++) s->crop_ltrb[k] = 0;
+        } else if (nobucket) {
             int bw = s->plan.bucket_w, bh = s->plan.bucket_h;
             if (w < bw || h < bh)
                 return sd_err(SD_EFORMAT, "%s: image size is small (%dx%d, the resolution is %dx%d; bucketing is "
@@ -204,6 +235,10 @@ int loop_plan_live(run *R, sd_train_data *d)
     sd_info("%zu image%s encoded at every step (no --cache_latents, the reference's default): each step loads, "
             "crops and encodes them with the VAE; --cache_latents is faster when no random augmentation "
             "(color_aug, random_crop) is used", n, n == 1 ? " is" : "s are");
+    if (nface) sd_info("face_crop_aug_range: %zu image%s cropped around the face in the name", nface, nface == 1 ? "" : "s");
+    if (nface_ignored)
+        sd_warn("face_crop_aug_range has no effect on %zu image%s with bucketing enabled (the reference applies it "
+                "only with enable_bucket false)", nface_ignored, nface_ignored == 1 ? "" : "s");
     return SD_OK;
 }
 
@@ -223,7 +258,18 @@ static int live_encode(run *R, const sd_train_sample *s, uint32_t micro, uint32_
     }
     sd_rng r = sd_rng_key(R->seed, micro, b, SD_RNG_AUGMENT);
     sd_bucket_plan p = s->plan;
-    if (s->random_crop) {
+    if (s->face) {   /* crop_target: random scale, a window around the face (random_crop: wider jitter) */
+        sd_aug_stream st;
+        sd_aug_draws dr = sd_aug_stream_draws(&st, &r);
+        rc = sd_aug_face_crop(im.w, im.h, p.bucket_w, p.bucket_h, s->face_cx, s->face_cy, s->face_w, s->face_h,
+                              s->face_lo, s->face_hi, s->random_crop, &dr, &p.resized_w, &p.resized_h, &p.trim_x,
+                              &p.trim_y);
+        if (rc) {
+            sd_image_free(&im);
+            sd_err_prefix(rc, "%s", s->image);
+            return rc;
+        }
+    } else if (s->random_crop) {
         p.trim_x = sd_aug_crop_offset(&r, SD_AUG_CROP_X, p.resized_w - p.bucket_w);
         p.trim_y = sd_aug_crop_offset(&r, SD_AUG_CROP_Y, p.resized_h - p.bucket_h);
     }

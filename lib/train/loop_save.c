@@ -13,6 +13,7 @@
 #include "io/safetensors.h"
 #include "train/lora_file.h"
 #include "train/loop_internal.h"
+#include "train/pyfmt.h"
 #include "train/state.h"
 
 double loop_wall_now(void)
@@ -94,7 +95,13 @@ int loop_build_metadata(run *R)
     v[SD_SS_CAPTION_DROPOUT_RATE] = sd_pyv_float(c->caption.dropout_rate);
     v[SD_SS_CAPTION_DROPOUT_EVERY_N_EPOCHS] = sd_pyv_int(c->caption.dropout_every_n_epochs);
     v[SD_SS_CAPTION_TAG_DROPOUT_RATE] = sd_pyv_float(c->caption.tag_dropout_rate);
-    v[SD_SS_FACE_CROP_AUG_RANGE] = sd_pyv_none();
+    static char face[80];   /* str() of the reference's parsed tuple */
+    if (c->has_face_crop) {
+        char f0[32], f1[32];
+        snprintf(face, sizeof face, "(%s, %s)", sd_py_float(c->face_crop[0], f0, sizeof f0),
+                 sd_py_float(c->face_crop[1], f1, sizeof f1));
+    }
+    v[SD_SS_FACE_CROP_AUG_RANGE] = c->has_face_crop ? sd_pyv_str(face) : sd_pyv_none();
     v[SD_SS_PRIOR_LOSS_WEIGHT] = sd_pyv_float(c->prior_loss_weight);
     v[SD_SS_MIN_SNR_GAMMA] = c->min_snr_gamma > 0 ? sd_pyv_float(c->min_snr_gamma) : sd_pyv_none();
     v[SD_SS_SCALE_WEIGHT_NORMS] = c->scale_weight_norms > 0 ? sd_pyv_float(c->scale_weight_norms) : sd_pyv_none();

@@ -3,8 +3,8 @@
 # the no-op options run and each prints its line; --console_log_level/--console_log_file work; the
 # refused options, on the command line and in a --config_file (also keys sd-train does not know, like
 # conditioning_data_dir), exit 2 naming the option, while false values pass; dataset subsets and records with
-# face_crop_aug_range / custom_attributes are refused (exit 2, naming the file and the key), color_aug /
-# random_crop with --cache_latents (the reference's assertion) or on records with a latent file; a dataset's resize_interpolation now reaches --cache_latents' resize.
+# custom_attributes is refused (exit 2, naming the file and the key), color_aug / random_crop /
+# face_crop_aug_range with --cache_latents (the reference's assertion) or on records with a latent file; a dataset's resize_interpolation now reaches --cache_latents' resize.
 set -u
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -67,12 +67,12 @@ refuse() {  # name, then the option's arguments
 }
 refuse lr_scheduler_type --lr_scheduler_type mylib.MyScheduler
 # color_aug / random_crop are options now: on records with latent files they are refused (file:line, exit 2)
-for o in color_aug random_crop; do
-  T --data recs.jsonl --output_dir "r_$o" --$o 2> "r_$o.err"; rc=$?
+for o in color_aug random_crop face_crop_aug_range; do
+  v=; [ $o = face_crop_aug_range ] && v=2.0,4.0
+  T --data recs.jsonl --output_dir "r_$o" --$o $v 2> "r_$o.err"; rc=$?
   [ $rc = 2 ] && grep -q "^sd-train: recs.jsonl:1: .*: the record has a 'latents' file, which is fixed: $o needs" "r_$o.err" &&
     [ ! -e "r_$o" ] && ok "train_kohya_latents_refuse_$o" || nok "train_kohya_latents_refuse_$o" "rc $rc $(cat "r_$o.err")"
 done
-refuse face_crop_aug_range --face_crop_aug_range 2.0,4.0
 refuse fp8_base --fp8_base
 refuse debug_dataset --debug_dataset
 refuse initial_step --initial_step 10
@@ -127,7 +127,7 @@ dsrefuse() {  # test name, expected message part, [general] lines, subset lines
 }
 dsrefuse dataset_random_crop 'random_crop = true: when caching latents, either color_aug or random_crop cannot be used' '' 'random_crop = true'
 dsrefuse dataset_color_aug_general 'color_aug = true: when caching latents' 'color_aug = true' ''
-dsrefuse dataset_face_crop 'face_crop_aug_range = \[2,4\]: not implemented' '' 'face_crop_aug_range = [2.0, 4.0]'
+dsrefuse dataset_face_crop 'face_crop_aug_range = \[2,4\]: the face crop applies to images encoded at every step' '' 'face_crop_aug_range = [2.0, 4.0]'
 dsrefuse dataset_custom_attributes 'custom_attributes = {"diff_output_preservation":true}: not implemented' '' \
   'custom_attributes = { diff_output_preservation = true }'
 awk 'NR == 2 { sub(/}$/, ",\"color_aug\":true}") } { print }' recs.jsonl > r_aug.jsonl

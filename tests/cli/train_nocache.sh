@@ -8,7 +8,10 @@
 # as they are (larger ones need random_crop, as the reference); alpha masks are cropped and flipped
 # with the image (a flipped RGBA image trains exactly as its mirror image); refusals: --cache_latents
 # with color_aug / random_crop (the reference's assertion, exit 2), a record with a latent file and
-# random_crop (file:line, exit 2), face_crop_aug_range (not implemented, exit 2).
+# random_crop (file:line, exit 2), face_crop_aug_range with --cache_latents or a malformed range (exit 2).
+# face_crop_aug_range: bucketing disabled, files named *_CX_CY_W_H: cropped around the face (images larger
+# than the resolution train without random_crop), reproducible and resumable, ss_face_crop_aug_range set;
+# with bucketing a warning says it has no effect (as the reference ignores it).
 set -u
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -155,6 +158,34 @@ awk 'NR == 2 { sub(/}$/, ",\"random_crop\":true}") } { print }' lat.jsonl > lat_
 D --data lat_rc.jsonl --max_train_steps 1 --output_dir x3 2> x3.err; rc=$?
 [ $rc = 2 ] && grep -q "^sd-train: lat_rc.jsonl:2: random_crop = true: the record has a 'latents' file, which is fixed" x3.err &&
   [ ! -e x3 ] && ok train_nocache_refuse_latents_random_crop || nok train_nocache_refuse_latents_random_crop "rc $rc $(cat x3.err)"
-D --train_data_dir img --max_train_steps 1 --output_dir x4 --face_crop_aug_range 2.0,4.0 2> x4.err; rc=$?
-[ $rc = 2 ] && grep -q 'face_crop_aug_range: not implemented' x4.err && ok train_nocache_refuse_face_crop ||
-  nok train_nocache_refuse_face_crop "rc $rc $(cat x4.err)"
+D --train_data_dir img --max_train_steps 1 --output_dir x4 --face_crop_aug_range 2.0,4.0 --cache_latents 2> x4.err; rc=$?
+[ $rc = 2 ] && grep -q '^sd-train: --face_crop_aug_range: the face crop applies to images encoded at every step' x4.err &&
+  [ ! -e x4 ] && ok train_nocache_refuse_face_crop_cached || nok train_nocache_refuse_face_crop_cached "rc $rc $(cat x4.err)"
+D --train_data_dir img --max_train_steps 1 --output_dir x5 --face_crop_aug_range 4,2 2> x5.err; rc=$?
+[ $rc = 2 ] && grep -q 'face_crop_aug_range must be two floats' x5.err && ok train_nocache_refuse_face_crop_range ||
+  nok train_nocache_refuse_face_crop_range "rc $rc $(cat x5.err)"
+
+# ---- face_crop_aug_range ------------------------------------------------------------------------------------------------
+mkdir -p face/2_sks
+for i in 0 1 2; do
+  mv big/2_sks/img00$i.png "face/2_sks/p${i}_4${i}_36_60_60.png" && cp big/2_sks/img00$i.caption "face/2_sks/p${i}_4${i}_36_60_60.caption"
+done
+F() { D --train_data_dir face --max_train_steps 6 --face_crop_aug_range 1.0,2.0 "$@"; }
+F --output_dir fc0 2> fc0.err; rc=$?
+F --output_dir fc1 2> /dev/null
+F --output_dir fc2 --random_crop 2> /dev/null; rc2=$?
+[ $rc = 0 ] && [ $rc2 = 0 ] && grep -q 'face_crop_aug_range: 3 images cropped around the face' fc0.err &&
+  cmp -s fc0/last.safetensors fc1/last.safetensors && ! same fc0/last.safetensors fc2/last.safetensors &&
+  [ "$(meta fc0/last.safetensors ss_face_crop_aug_range)" = '(1.0, 2.0)' ] && ok train_nocache_face_crop ||
+  nok train_nocache_face_crop "rc $rc/$rc2 $(tail -3 fc0.err) $(meta fc0/last.safetensors ss_face_crop_aug_range)"
+D --train_data_dir face --max_train_steps 2 --output_dir fc3 2> fc3.err; rc=$?
+[ $rc = 1 ] && grep -q 'image too large' fc3.err && ok train_nocache_face_crop_needed || nok train_nocache_face_crop_needed "rc $rc"
+F --output_dir fr0 --max_train_steps 8 --save_every_n_steps 4 --save_state 2> /dev/null
+st=$(ls -d fr0/*step00000004-state 2> /dev/null | head -1)
+if [ -n "$st" ]; then
+  F --output_dir fr1 --max_train_steps 8 --resume "$st" 2> /dev/null
+  cmp -s fr0/last.safetensors fr1/last.safetensors && ok train_nocache_face_crop_resume || nok train_nocache_face_crop_resume
+else nok train_nocache_face_crop_resume "no state"; fi
+F --output_dir fb --enable_bucket --min_bucket_reso 64 --max_bucket_reso 128 2> fb.err; rc=$?
+[ $rc = 0 ] && grep -q 'face_crop_aug_range has no effect on 3 images with bucketing enabled' fb.err &&
+  ok train_nocache_face_crop_bucket_warns || nok train_nocache_face_crop_bucket_warns "rc $rc $(cat fb.err)"

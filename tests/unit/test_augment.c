@@ -1,13 +1,17 @@
 /* lib/data/augment: color_aug's hue shift and gamma against OpenCV / numpy run as the reference runs
  * them (tests/data/augment/golden.txt from tests/golden/gen/make_augment_golden.py), alpha left
- * alone, the color_aug draw (probability 0.33, half hue half gamma, the value ranges), and
- * random_crop's offsets (in [0, trim], every value reached, uniform enough, keyed by the stream). */
+ * alone, the color_aug draw (probability 0.33, half hue half gamma, the value ranges),
+ * random_crop's offsets (in [0, trim], every value reached, uniform enough, keyed by the stream),
+ * face_crop_aug_range's geometry against a transcription of the reference's crop_target replayed
+ * with its recorded random draws (tests/data/augment/face_golden.txt from
+ * tests/golden/gen/make_face_crop_golden.py), the face fields of file names, and the Philox draws. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/error.h"
 #include "base/rng.h"
 #include "data/augment.h"
 #include "test.h"
@@ -148,10 +152,129 @@ static void test_crop_offsets(void)
     T_CHECK(big >= 0 && big <= 100000);
 }
 
+/* Replays the recorded draws of one golden case, checking each call's range. */
+typedef struct replay {
+    char kind[64];
+    double lo[64], hi[64], val[64];
+    int n, at, bad;
+} replay;
+
+static double rp_uniform(void *ctx, double lo, double hi)
+{
+    replay *r = ctx;
+    if (r->at >= r->n || r->kind[r->at] != 'u' || r->lo[r->at] != lo || r->hi[r->at] != hi) {
+        r->bad = 1;
+        return lo;
+    }
+    return r->val[r->at++];
+}
+
+static int64_t rp_randint(void *ctx, int64_t lo, int64_t hi)
+{
+    replay *r = ctx;
+    if (r->at >= r->n || r->kind[r->at] != 'i' || r->lo[r->at] != (double)lo || r->hi[r->at] != (double)hi) {
+        r->bad = 1;
+        return lo;
+    }
+    return (int64_t)r->val[r->at++];
+}
+
+static void test_face_golden(void)
+{
+    FILE *f = fopen(t_root_pathf("tests/data/augment/face_golden.txt"), "r");
+    T_CHECK(f != NULL);
+    if (!f) return;
+    char line[4096];
+    int ncase = 0, nassert = 0, ndraws = 0;
+    while (fgets(line, sizeof line, f)) {
+        int iw, ih, W, H, cx, cy, fw, fh, rc;
+        double lo, hi;
+        T_CHECK(sscanf(line, "%d %d %d %d %d %d %d %d %lf %lf %d", &iw, &ih, &W, &H, &cx, &cy, &fw, &fh, &lo, &hi, &rc) == 11);
+        char *d = strchr(line, ';'), *res = d ? strchr(d + 1, ';') : NULL;
+        T_CHECK(d && res);
+        if (!d || !res) break;
+        *res++ = 0;
+        replay rp;
+        memset(&rp, 0, sizeof rp);
+        for (char *tok = strtok(d + 1, ","); tok; tok = strtok(NULL, ",")) {
+            char k;
+            if (sscanf(tok, " %c %lf %lf %lf", &k, &rp.lo[rp.n], &rp.hi[rp.n], &rp.val[rp.n]) != 4) continue;
+            rp.kind[rp.n++] = k;
+        }
+        ndraws += rp.n;
+        sd_aug_draws dr = { rp_uniform, rp_randint, &rp };
+        int64_t nw, nh, x, y;
+        int r = sd_aug_face_crop(iw, ih, W, H, cx, cy, fw, fh, lo, hi, rc, &dr, &nw, &nh, &x, &y);
+        long long e[4];
+        if (strstr(res, "assert")) {
+            nassert++;
+            T_CHECKF(r == SD_EINVAL, "case %d: expected the assertion", ncase);
+        } else {
+            T_CHECK(sscanf(res, "%lld %lld %lld %lld", &e[0], &e[1], &e[2], &e[3]) == 4);
+            T_CHECKF(r == SD_OK && nw == e[0] && nh == e[1] && x == e[2] && y == e[3],
+                     "case %d: got %lld %lld %lld %lld, reference %lld %lld %lld %lld", ncase, (long long)nw,
+                     (long long)nh, (long long)x, (long long)y, e[0], e[1], e[2], e[3]);
+            T_CHECKF(x >= 0 && y >= 0 && x + W <= nw && y + H <= nh, "case %d: window outside", ncase);
+        }
+        T_CHECKF(!rp.bad && rp.at == rp.n, "case %d: draws differ (%d of %d used)", ncase, rp.at, rp.n);
+        ncase++;
+    }
+    fclose(f);
+    T_EQ_INT(ncase, 305);
+    T_CHECK(nassert > 0 && ndraws > 100);
+    printf("# face crop: %d cases (%d assertions, %d random draws) as the reference's crop_target\n", ncase, nassert,
+           ndraws);
+}
+
+static void test_face_info(void)
+{
+    int cx, cy, fw, fh;
+    T_EQ_INT(sd_aug_face_info("dir/a_b/photo_120_80_40_44.png", &cx, &cy, &fw, &fh), 1);
+    T_CHECK(cx == 120 && cy == 80 && fw == 40 && fh == 44);
+    T_EQ_INT(sd_aug_face_info("x_1_2_3_4", &cx, &cy, &fw, &fh), 1);
+    T_CHECK(cx == 1 && fh == 4);
+    T_EQ_INT(sd_aug_face_info("dir_1_2_3_4/img.png", &cx, &cy, &fw, &fh), 0);   /* the directory does not count */
+    T_EQ_INT(sd_aug_face_info("a_1_2_3.png", &cx, &cy, &fw, &fh), 0);
+    T_EQ_INT(sd_aug_face_info("a_1_b_3_4.png", &cx, &cy, &fw, &fh), SD_EFORMAT);
+    T_EQ_INT(sd_aug_face_info("a__1_3_4.jpg", &cx, &cy, &fw, &fh), SD_EFORMAT);
+    T_EQ_INT(sd_aug_face_info("a_1_2_3_4.tar.webp", &cx, &cy, &fw, &fh), SD_EFORMAT);   /* "4.tar" */
+    T_EQ_INT(sd_aug_face_info("a_-5_1_3_4.webp", &cx, &cy, &fw, &fh), 1);
+    T_EQ_INT(cx, -5);
+}
+
+/* The Philox draws: the scale in [min, max), integers in range and reproducible. */
+static void test_face_stream(void)
+{
+    int64_t first[4] = { 0 };
+    for (int k = 0; k < 200; k++) {
+        sd_rng r = sd_rng_key(9, (uint32_t)k, 1, SD_RNG_AUGMENT);
+        int64_t out[2][4];
+        for (int rep = 0; rep < 2; rep++) {
+            sd_aug_stream st;
+            sd_aug_draws dr = sd_aug_stream_draws(&st, &r);
+            T_EQ_INT(sd_aug_face_crop(1600, 1200, 512, 512, 800, 500, 200, 220, 1.5, 4.0, k & 1, &dr, &out[rep][0],
+                                      &out[rep][1], &out[rep][2], &out[rep][3]), SD_OK);
+        }
+        T_CHECK(memcmp(out[0], out[1], sizeof out[0]) == 0);
+        T_CHECK(out[0][0] >= 512 && out[0][1] >= 512 && out[0][0] <= 1600 && out[0][2] + 512 <= out[0][0] &&
+                out[0][3] + 512 <= out[0][1] && out[0][2] >= 0 && out[0][3] >= 0);
+        if (k == 0) memcpy(first, out[0], sizeof first);
+    }
+    sd_rng r = sd_rng_key(9, 1, 1, SD_RNG_AUGMENT);
+    sd_aug_stream st;
+    sd_aug_draws dr = sd_aug_stream_draws(&st, &r);
+    int64_t o[4];
+    T_EQ_INT(sd_aug_face_crop(1600, 1200, 512, 512, 800, 500, 200, 220, 1.5, 4.0, 0, &dr, &o[0], &o[1], &o[2], &o[3]), SD_OK);
+    T_CHECK(memcmp(o, first, sizeof o) != 0);   /* another step, another scale */
+}
+
 int main(void)
 {
     T_RUN(test_golden);
     T_RUN(test_color_draw);
     T_RUN(test_crop_offsets);
+    T_RUN(test_face_golden);
+    T_RUN(test_face_info);
+    T_RUN(test_face_stream);
     T_DONE();
 }
