@@ -1538,9 +1538,7 @@ static int extract_lora(const char *org_path, const char *tuned_path, const char
     sd_kv_init(&meta);
     sd_model_opts o = model_opts(SD_MODEL_UNET | SD_MODEL_TE);
     int rc = sd_model_open(&org, org_path, &o);
-    if (!rc && org.warning[0]) sd_warn("%s", org.warning);
     if (!rc) rc = sd_model_open(&tuned, tuned_path, &o);
-    if (!rc && tuned.warning[0]) sd_warn("%s", tuned.warning);
     if (rc) goto out;
     sd_family fo = file_family(&org), ft = file_family(&tuned);
     if (fo != ft || org.cfg.family != tuned.cfg.family) {
@@ -1554,6 +1552,9 @@ static int extract_lora(const char *org_path, const char *tuned_path, const char
                     a.sdxl ? "SDXL" : "SD2.x", a.sdxl ? "--sdxl" : "--v2");
         goto out;
     }
+    /* (after the checks: a "--v2 ignored" note would precede their error) */
+    if (org.warning[0]) sd_warn("%s", org.warning);
+    if (tuned.warning[0]) sd_warn("%s", tuned.warning);
     /* the weights in their stored dtype (the same numbers, as the reference's float32 models hold them) */
     if ((rc = sd_model_set_inference(&org)) || (rc = sd_model_load(&org, SD_DEV_CPU))) goto out;
     sd_model_release_source(&org);
