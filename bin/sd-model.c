@@ -5,16 +5,19 @@
  *   sd-model run clip|vae-encode|vae-decode|unet --model MODEL ... -o OUT.npy
  *   sd-model merge --sd_model MODEL --models A.safetensors... --ratios R... --save_to OUT.safetensors
  *   sd-model resize --model LORA.safetensors --save_to OUT.safetensors --new_rank N [--dynamic_method M ...]
+ *   sd-model extract --model_org A --model_tuned B --save_to OUT.safetensors [--dim N --conv_dim N ...]
  *
  * The loading logic lives in lib/models/sd_model.c (shared with the other tools); this file only
  * parses options, moves .npy arrays in and out and prints. */
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "base/error.h"
 #include "base/fileio.h"
@@ -29,8 +32,10 @@
 #include "models/sd_model.h"
 #include "tensor/tensor.h"
 #include "text/clip_tokenizer.h"
+#include "train/lora_extract.h"
 #include "train/lora_file.h"
 #include "train/lora_merge.h"
+#include "train/meta.h"
 
 #define PROG "sd-model"
 
@@ -54,6 +59,9 @@ static struct {
     int new_rank, new_conv_rank, dynamic_method, verbose, svd_lowrank_niter;
     double dynamic_param;
     const char *device;
+    const char *model_org, *model_tuned, *load_original_model_to, *load_tuned_model_to;
+    int dim, conv_dim, sdxl, load_precision;
+    double clamp_quantile, min_diff;
     int threads;
 } a;
 
@@ -88,8 +96,8 @@ static const sd_opt table[] = {
     {.name = "tile_overlap", .type = SD_OPT_INT, .dest = &a.tile_overlap, .metavar = "N", SD_OPT_RANGE(0, 1 << 20),
      .group = "VAE", .help = "overlap of neighbouring tiles, blended with linear ramps (default: tile/4)"},
     {.name = "save_precision", .type = SD_OPT_ENUM, .dest = &a.save_precision, .choices = "float|fp16|bf16",
-     .group = "Convert", .help = "convert, merge: store floating tensors as f32, f16 or bf16 (default convert: as in "
-                                 "the source; merge: --precision)"},
+     .group = "Convert", .help = "convert, merge, extract: store floating tensors as f32, f16 or bf16 (default convert: "
+                                 "as in the source; merge: --precision; extract: f32)"},
     {.name = "sd_model", .type = SD_OPT_STRING, .dest = &a.sd_model, .metavar = "MODEL", .group = "Merge",
      .help = "merge: the checkpoint the LoRA files are merged into (merge_lora.py's name; same as --model)"},
     {.name = "models", .type = SD_OPT_STRINGS, .dest = &a.models, .metavar = "LORA", .flags = SD_OPTF_NARGS,
@@ -97,12 +105,13 @@ static const sd_opt table[] = {
     {.name = "ratios", .type = SD_OPT_DOUBLES, .dest = &a.ratios, .metavar = "R", .flags = SD_OPTF_NARGS,
      .group = "Merge", .help = "merge: one multiplier per --models file (W += R * alpha/rank * up.down)"},
     {.name = "save_to", .type = SD_OPT_STRING, .dest = &a.save_to, .metavar = "OUT.safetensors", .group = "Merge",
-     .help = "merge: the merged checkpoint (same as --output)"},
+     .help = "merge, resize, extract: the output file (same as --output)"},
     {.name = "precision", .type = SD_OPT_ENUM, .dest = &a.precision, .choices = "float|fp16|bf16", .def = "float",
      .group = "Merge", .help = "merge: the UNet and text-encoder weights are rounded to this dtype before and "
                                "after each file's merge (the merge itself is computed in f32)"},
     {.name = "no_metadata", .type = SD_OPT_FLAG, .dest = &a.no_metadata, .def = "false", .group = "Merge",
-     .help = "merge: do not add the sd_merge_* metadata keys (the source's metadata is kept)"},
+     .help = "merge: do not add the sd_merge_* metadata keys (the source's metadata is kept); extract: "
+             "no modelspec.* keys (the minimum ss_* keys stay)"},
     {.name = "concat", .type = SD_OPT_FLAG, .dest = &a.concat, .def = "false", .group = "Merge",
      .flags = SD_OPTF_HIDDEN, .help = "merge_lora.py LoRA-into-LoRA option: not used with a model (ignored)"},
     {.name = "shuffle", .type = SD_OPT_FLAG, .dest = &a.shuffle, .def = "false", .group = "Merge",
@@ -119,10 +128,32 @@ static const sd_opt table[] = {
     {.name = "verbose", .type = SD_OPT_FLAG, .dest = &a.verbose, .def = "false", .group = "Resize",
      .help = "resize: one line per module on stdout (sum(S) and Frobenius retained, max(S) ratio)"},
     {.name = "device", .type = SD_OPT_STRING, .dest = &a.device, .metavar = "DEV", .group = "Resize",
-     .flags = SD_OPTF_HIDDEN, .help = "resize_lora.py option: the resize runs on the CPU (ignored)"},
+     .flags = SD_OPTF_HIDDEN, .help = "resize_lora.py / extract_lora_from_models.py option: runs on the CPU here "
+                                 "(no effect)"},
     {.name = "svd_lowrank_niter", .type = SD_OPT_INT, .dest = &a.svd_lowrank_niter, .def = "2", SD_OPT_RANGE(0, 1000),
      .group = "Resize", .flags = SD_OPTF_HIDDEN,
      .help = "resize_lora.py option: the SVD here is always exact (ignored)"},
+    {.name = "model_org", .type = SD_OPT_STRING, .dest = &a.model_org, .metavar = "MODEL", .group = "Extract",
+     .help = "extract: the original checkpoint (.safetensors, .ckpt or Diffusers folder)"},
+    {.name = "model_tuned", .type = SD_OPT_STRING, .dest = &a.model_tuned, .metavar = "MODEL", .group = "Extract",
+     .help = "extract: the tuned checkpoint; the LoRA is the difference original -> tuned"},
+    {.name = "dim", .type = SD_OPT_INT, .dest = &a.dim, .def = "4", SD_OPT_RANGE(1, 1 << 20), .metavar = "N",
+     .group = "Extract", .help = "extract: rank of the LoRA (capped per module by its in/out width); alpha = rank"},
+    {.name = "conv_dim", .type = SD_OPT_INT, .dest = &a.conv_dim, SD_OPT_RANGE(1, 1 << 20), .metavar = "N",
+     .group = "Extract", .help = "extract: rank of the Conv2d 3x3 modules (default: none extracted)"},
+    {.name = "sdxl", .type = SD_OPT_FLAG, .dest = &a.sdxl, .def = "false", .group = "Extract",
+     .help = "extract: the models are SDXL (checked against the weights; the family is detected anyway)"},
+    {.name = "load_precision", .type = SD_OPT_ENUM, .dest = &a.load_precision, .choices = "float|fp16|bf16",
+     .group = "Extract", .help = "extract: round both models' weights and their difference to this dtype before "
+                                 "the (float32) SVD, as the reference's cast models do (default: as stored)"},
+    {.name = "clamp_quantile", .type = SD_OPT_DOUBLE, .dest = &a.clamp_quantile, .def = "0.99", SD_OPT_UNIT,
+     .metavar = "Q", .group = "Extract", .help = "extract: clamp up and down to +-(the Q quantile of their values)"},
+    {.name = "min_diff", .type = SD_OPT_DOUBLE, .dest = &a.min_diff, .def = "0.01", .metavar = "X", .group = "Extract",
+     .help = "extract: the text encoder is extracted only if some weight differs by more than X"},
+    {.name = "load_original_model_to", .type = SD_OPT_STRING, .dest = &a.load_original_model_to, .metavar = "DEV",
+     .group = "Extract", .flags = SD_OPTF_HIDDEN, .help = "extract_lora_from_models.py option: no effect here"},
+    {.name = "load_tuned_model_to", .type = SD_OPT_STRING, .dest = &a.load_tuned_model_to, .metavar = "DEV",
+     .group = "Extract", .flags = SD_OPTF_HIDDEN, .help = "extract_lora_from_models.py option: no effect here"},
     {.name = "json", .type = SD_OPT_FLAG, .dest = &a.json, .def = "false", .group = "Output",
      .help = "info: one JSON object on stdout"},
     {.name = "no_hashes", .type = SD_OPT_FLAG, .dest = &a.no_hashes, .def = "false", .group = "Output",
@@ -1480,6 +1511,136 @@ out:
     return rc ? fatal(rc) : 0;
 }
 
+/* ---- extract (networks/extract_lora_from_models.py) ------------------------------------------- */
+
+/* The family a file's weights show: the detector's, or (shapes only a --model_config describes)
+ * SDXL when it has a second text encoder, else the configuration's. */
+static sd_family file_family(const sd_model *m)
+{
+    if (m->detected) return m->info.family;
+    return m->info.text_encoder2 != SD_LAYOUT_NONE ? SD_FAMILY_SDXL : m->cfg.family;
+}
+
+static int extract_lora(const char *org_path, const char *tuned_path, const char *out)
+{
+    static const sd_st_dtype prec[3] = { SD_ST_F32, SD_ST_F16, SD_ST_BF16 };
+    sd_model org, tuned;
+    memset(&org, 0, sizeof org);
+    memset(&tuned, 0, sizeof tuned);
+    sd_lora_extraction x;
+    memset(&x, 0, sizeof x);
+    sd_safetensors_writer *w = NULL;
+    sd_safetensors *mem = NULL;
+    void *membuf = NULL;
+    size_t memn = 0;
+    float *alphas = NULL;
+    sd_kv meta;
+    sd_kv_init(&meta);
+    sd_model_opts o = model_opts(SD_MODEL_UNET | SD_MODEL_TE);
+    int rc = sd_model_open(&org, org_path, &o);
+    if (!rc) rc = sd_model_open(&tuned, tuned_path, &o);
+    if (rc) goto out;
+    sd_family fo = file_family(&org), ft = file_family(&tuned);
+    if (fo != ft || org.cfg.family != tuned.cfg.family) {
+        rc = sd_err(SD_EFORMAT, "%s is %s, %s is %s: the models must be of the same family", org_path,
+                    sd_family_name(fo), tuned_path, sd_family_name(ft));
+        goto out;
+    }
+    sd_family fam = org.cfg.family;
+    if ((a.sdxl && fam != SD_FAMILY_SDXL) || (a.v2 && fam != SD_FAMILY_SD2)) {
+        rc = sd_err(SD_EFORMAT, "%s: the model is %s, not %s (%s)", org_path, sd_family_name(fam),
+                    a.sdxl ? "SDXL" : "SD2.x", a.sdxl ? "--sdxl" : "--v2");
+        goto out;
+    }
+    /* (after the checks: a "--v2 ignored" note would precede their error) */
+    if (org.warning[0]) sd_warn("%s", org.warning);
+    if (tuned.warning[0]) sd_warn("%s", tuned.warning);
+    /* the weights in their stored dtype (the same numbers, as the reference's float32 models hold them) */
+    if ((rc = sd_model_set_inference(&org)) || (rc = sd_model_load(&org, SD_DEV_CPU))) goto out;
+    sd_model_release_source(&org);
+    if ((rc = sd_model_set_inference(&tuned)) || (rc = sd_model_load(&tuned, SD_DEV_CPU))) goto out;
+    sd_model_release_source(&tuned);
+    sd_lora_extract_opts eo = { .dim = a.dim, .conv_dim = a.conv_dim > 0 ? a.conv_dim : 0,
+                                .clamp_quantile = a.clamp_quantile, .min_diff = a.min_diff,
+                                .load_prec = a.load_precision > 0 ? a.load_precision : 0 };
+    if ((rc = sd_lora_extract(&org, &tuned, &eo, &x))) goto out;
+    if (x.te_candidates && x.te_different)
+        sd_info("text encoder is different: max |diff| %g > --min_diff %g", x.te_max_diff, a.min_diff);
+    else if (x.te_candidates)
+        sd_warn("text encoder is the same (max |diff| %g <= --min_diff %g): extracting the UNet only", x.te_max_diff,
+                a.min_diff);
+    /* the file: weights in --save_precision (default float32), alpha = rank in the same dtype */
+    sd_st_dtype sdt = a.save_precision >= 0 ? prec[a.save_precision] : SD_ST_F32;
+    if ((rc = sd_safetensors_writer_new(&w))) goto out;
+    if (!(alphas = calloc(x.n + 1, sizeof *alphas))) {
+        rc = sd_err(SD_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < x.n && !rc; i++) {
+        const sd_lora_extracted *e = &x.mods[i];
+        char nm[300];
+        alphas[i] = (float)e->rank;
+        snprintf(nm, sizeof nm, "%s.lora_down.weight", e->name);
+        rc = sd_safetensors_writer_add_f32(w, nm, sdt, e->ndim, e->down_shape, e->down);
+        snprintf(nm, sizeof nm, "%s.lora_up.weight", e->name);
+        if (!rc) rc = sd_safetensors_writer_add_f32(w, nm, sdt, e->ndim, e->up_shape, e->up);
+        snprintf(nm, sizeof nm, "%s.alpha", e->name);
+        if (!rc) rc = sd_safetensors_writer_add_f32(w, nm, sdt, 0, NULL, &alphas[i]);
+    }
+    if (rc) goto out;
+    /* metadata in the reference's order: the minimum ss_* keys, modelspec.*, then the sshs_* hashes */
+    int v2 = fam == SD_FAMILY_SD2, sdxl = fam == SD_FAMILY_SDXL;
+    int vparam = a.v_param ? 1 : v2;     /* --v_parameterization defaults to --v2 */
+    char args_json[96] = "{}";
+    if (a.conv_dim > 0)
+        snprintf(args_json, sizeof args_json, "{\"conv_dim\": \"%d\", \"conv_alpha\": \"%d.0\"}", a.conv_dim, a.conv_dim);
+    rc = sd_kv_set(&meta, "ss_v2", v2 ? "True" : "False");
+    if (!rc) rc = sd_kv_setf(&meta, "ss_base_model_version", "%s", sdxl ? "sdxl_base_v1-0" : v2 ? (vparam ? "sd_v2_v" : "sd_v2")
+                                                                                       : (vparam ? "sd_v1_v" : "sd_v1"));
+    if (!rc) rc = sd_kv_set(&meta, "ss_network_module", "networks.lora");
+    if (!rc) rc = sd_kv_setf(&meta, "ss_network_dim", "%d", a.dim);
+    if (!rc) rc = sd_kv_setf(&meta, "ss_network_alpha", "%d.0", a.dim);
+    if (!rc) rc = sd_kv_set(&meta, "ss_network_args", args_json);
+    if (!rc && !a.no_metadata) {
+        char title[512];
+        const char *bn = base_name(out), *dot = strrchr(bn, '.');
+        snprintf(title, sizeof title, "%.*s", (int)(dot && dot != bn ? dot - bn : (ptrdiff_t)strlen(bn)), bn);
+        const char *e = getenv("SOURCE_DATE_EPOCH");
+        sd_modelspec_args ms;
+        memset(&ms, 0, sizeof ms);
+        ms.v2 = v2;
+        ms.v_parameterization = vparam;
+        ms.sdxl = sdxl;
+        ms.lora = 1;
+        ms.timestamp = e && *e ? strtod(e, NULL) : (double)time(NULL);
+        ms.title = title;
+        ms.clip_skip = -1;
+        ms.implementation_version = PROG "/" SD_VERSION;
+        rc = sd_modelspec_metadata(&ms, &meta);
+    }
+    for (size_t i = 0; i < meta.n && !rc; i++) rc = sd_safetensors_writer_set_meta(w, meta.keys[i], meta.vals[i]);
+    char mh[65], lh[9];
+    if (!rc) rc = sd_safetensors_writer_write_mem(w, &membuf, &memn);
+    if (!rc) rc = sd_safetensors_open_mem(membuf, memn, out, &mem);
+    if (!rc) rc = sd_lora_file_hashes_of(mem, mh, lh);
+    if (!rc) rc = sd_safetensors_writer_set_meta(w, "sshs_model_hash", mh);
+    if (!rc) rc = sd_safetensors_writer_set_meta(w, "sshs_legacy_hash", lh);
+    if (!rc) rc = sd_safetensors_writer_write(w, out);
+    if (!rc)
+        sd_info("extracted %zu modules (%zu text encoder, %zu UNet) at rank %d%s; saved %s", x.n, x.n_te, x.n - x.n_te,
+                a.dim, a.conv_dim > 0 ? " (3x3 convs: --conv_dim)" : "", out);
+out:
+    sd_kv_free(&meta);
+    sd_safetensors_close(mem);
+    free(membuf);
+    free(alphas);
+    sd_safetensors_writer_free(w);
+    sd_lora_extraction_free(&x);
+    sd_model_close(&tuned);
+    sd_model_close(&org);
+    return rc ? fatal(rc) : 0;
+}
+
 /* ---- main ------------------------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -1491,11 +1652,13 @@ int main(int argc, char **argv)
     a.new_conv_rank = -1;
     a.dynamic_method = -1;
     a.dynamic_param = NAN;
+    a.conv_dim = -1;
+    a.load_precision = -1;
     sd_opts o;
     if (sd_opts_init(&o, PROG, table) < 0) return sd_fatal(1);
     o.flags = SD_OPTS_CONFIG;
     o.usage = "info MODEL... | convert MODEL -o OUT.safetensors | run clip|vae-encode|vae-decode|unet --model MODEL "
-              "[OPTIONS] -o OUT.npy | merge --sd_model MODEL --models LORA... --ratios R... --save_to OUT.safetensors | resize --model LORA --save_to OUT.safetensors --new_rank N";
+              "[OPTIONS] -o OUT.npy | merge --sd_model MODEL --models LORA... --ratios R... --save_to OUT.safetensors | resize --model LORA --save_to OUT.safetensors --new_rank N | extract --model_org MODEL --model_tuned MODEL --save_to OUT.safetensors [--dim N]";
     o.description =
         "Inspects, converts and runs SD1.x/SD2.x/SDXL checkpoints (single-file .safetensors, legacy .ckpt, Diffusers "
         "folders).\n"
@@ -1504,7 +1667,8 @@ int main(int argc, char **argv)
         "  run       one component on .npy arrays: clip (--tokens or --prompt), vae-encode, vae-decode, unet\n"
         "  merge     LoRA files merged into the UNet and text encoder(s) of a checkpoint (merge_lora.py, "
         "sdxl_merge_lora.py)\n"
-        "  resize    a LoRA file reduced to a lower rank by SVD (resize_lora.py)";
+        "  resize    a LoRA file reduced to a lower rank by SVD (resize_lora.py)\n"
+        "  extract   a LoRA approximating tuned - original by SVD (extract_lora_from_models.py)";
     o.epilog = "Exit status: 0 success, 1 fatal error, 2 usage error.\nSee sd-model(1).";
     int ex = sd_cmdline_main(&o, argc, argv);
     if (ex >= 0) {
@@ -1513,7 +1677,7 @@ int main(int argc, char **argv)
     }
     int rc = 0;
     if (o.npos < 1) {
-        rc = usage_error("missing subcommand (info, convert, run, merge or resize)");
+        rc = usage_error("missing subcommand (info, convert, run, merge, resize or extract)");
         goto done;
     }
     const char *cmd = o.pos[0];
@@ -1610,8 +1774,28 @@ int main(int argc, char **argv)
         if (sd_opts_source(&o, "svd_lowrank_niter") == SD_SRC_CMDLINE)
             sd_info("--svd_lowrank_niter: no effect: the SVD here is always exact");
         rc = resize_lora(src, out, a.new_rank, a.new_conv_rank > 0 ? a.new_conv_rank : a.new_rank);
+    } else if (!strcmp(cmd, "extract")) {
+        const char *out = a.save_to ? a.save_to : a.output;
+        size_t ol = out ? strlen(out) : 0;
+        struct stat sb;
+        if (o.npos > 1) rc = usage_error("extract: unexpected argument '%s' (name the files with --model_org, "
+                                         "--model_tuned and --save_to)", o.pos[1]);
+        else if (!a.model_org) rc = usage_error("extract: --model_org MODEL is required");
+        else if (!a.model_tuned) rc = usage_error("extract: --model_tuned MODEL is required");
+        else if (!out) rc = usage_error("extract: --save_to OUT.safetensors is required");
+        else if (ol < 12 || strcmp(out + ol - 12, ".safetensors"))
+            rc = usage_error("extract: --save_to %s: only .safetensors output is written (not .ckpt/.pt)", out);
+        else if (!stat(out, &sb) && S_ISDIR(sb.st_mode)) rc = usage_error("extract: --save_to %s is a directory", out);
+        else if (a.v2 && a.sdxl) rc = usage_error("extract: --v2 and --sdxl cannot be given together");
+        else if (a.model) rc = usage_error("extract: name the models with --model_org and --model_tuned (not --model)");
+        if (rc) goto done;
+        static const char *const noop[] = { "device", "load_original_model_to", "load_tuned_model_to" };
+        for (int i = 0; i < 3; i++)
+            if (sd_opts_source(&o, noop[i]) == SD_SRC_CMDLINE || sd_opts_source(&o, noop[i]) == SD_SRC_CONFIG)
+                sd_info("--%s: no effect: the models are loaded and the SVD runs on the CPU", noop[i]);
+        rc = extract_lora(a.model_org, a.model_tuned, out);
     } else {
-        rc = usage_error("unknown subcommand '%s' (info, convert, run, merge or resize)", cmd);
+        rc = usage_error("unknown subcommand '%s' (info, convert, run, merge, resize or extract)", cmd);
     }
 done:
     sd_opts_free(&o);

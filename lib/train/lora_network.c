@@ -6,16 +6,7 @@
 
 #include "base/error.h"
 
-typedef struct cand {
-    char name[256];
-    int is_te;
-    sd_linear *lin;
-    sd_conv2d *conv;
-    int64_t in, out;
-    int kh, kw, conv1x1, conv_host;
-    int dim;
-    double alpha;
-} cand;
+typedef sd_lora_candidate cand;
 
 typedef struct cands {
     cand *v;
@@ -54,25 +45,24 @@ static int te_cb(void *user, const char *name, sd_linear *l)
     return push(c, &x);
 }
 
-int sd_lora_network_build(sd_lora_network *net, sd_ctx *ctx, sd_unet *u, sd_clip *te,
-                          const sd_lora_network_opts *o)
+int sd_lora_network_candidates(sd_unet *u, sd_clip *te, const sd_lora_network_opts *o, sd_lora_candidate **v,
+                               size_t *n, size_t *n_te)
 {
-    memset(net, 0, sizeof *net);
-    sd_params_init(&net->reg);
-    net->rt.seed = o->seed;
+    *v = NULL;
+    *n = *n_te = 0;
     cands c = { .o = o };
     int rc = SD_OK;
     /* text encoder(s) first (the reference's module order: text encoder(s), then UNet) */
     if (te && o->with_te) {
         c.te_prefix = o->sdxl ? "lora_te1" : "lora_te";
         rc = sd_clip_each_linear(te, te_cb, &c);
-        if (rc < 0) goto fail;
+        if (rc < 0) goto fail_walk;
         rc = SD_OK;
     }
     if (o->sdxl && o->te2 && o->with_te) {
         c.te_prefix = "lora_te2";
         rc = sd_clip_each_linear(o->te2, te_cb, &c);
-        if (rc < 0) goto fail;
+        if (rc < 0) goto fail_walk;
         rc = SD_OK;
     }
     size_t nte = c.n;
@@ -87,7 +77,7 @@ int sd_lora_network_build(sd_lora_network *net, sd_ctx *ctx, sd_unet *u, sd_clip
             memset(&x, 0, sizeof x);
             /* SD1/SD2: Diffusers names; SDXL: kohya's sdxl_original_unet keeps the ldm names */
             rc = sd_lora_kohya_name("lora_unet", o->sdxl ? L->key : L->diffusers, x.name, sizeof x.name);
-            if (rc) goto fail;
+            if (rc) goto fail_walk;
             int k3 = L->kh > 1 || L->kw > 1;
             if (!sd_lora_net_plan(o->args, x.name, tg, k3, o->from_file, &x.dim, &x.alpha)) continue;
             x.lin = L->linear;
@@ -99,8 +89,30 @@ int sd_lora_network_build(sd_lora_network *net, sd_ctx *ctx, sd_unet *u, sd_clip
             x.conv1x1 = L->conv1x1;
             x.conv_host = L->conv != NULL;
             rc = push(&c, &x);
-            if (rc) goto fail;
+            if (rc) goto fail_walk;
         }
+    }
+    *v = c.v;
+    *n = c.n;
+    *n_te = nte;
+    return SD_OK;
+fail_walk:
+    free(c.v);
+    return rc;
+}
+
+int sd_lora_network_build(sd_lora_network *net, sd_ctx *ctx, sd_unet *u, sd_clip *te,
+                          const sd_lora_network_opts *o)
+{
+    memset(net, 0, sizeof *net);
+    sd_params_init(&net->reg);
+    net->rt.seed = o->seed;
+    cands c = { .o = o };
+    size_t nte = 0;
+    int rc = sd_lora_network_candidates(u, te, o, &c.v, &c.n, &nte);
+    if (rc) {
+        sd_lora_network_free(net);
+        return rc;
     }
     if (!c.n) {
         rc = sd_err(SD_EINVAL, "the LoRA network has no modules (nothing to train: check --network_args, "

@@ -53,6 +53,24 @@ int sd_lora_sdxl_unet_name(const sd_unet *u, const char *name, int to_sgm, char 
  * SD_EFORMAT naming both modules. *n_modules (may be NULL) counts the renamed modules. */
 int sd_lora_file_sdxl_to_sgm(sd_safetensors *st, const sd_unet *u, size_t *n_modules);
 
+/* One layer the network puts a module on, with its kohya name and the rank/alpha the rules give. */
+typedef struct sd_lora_candidate {
+    char name[256];
+    int is_te;
+    sd_linear *lin;           /* the host layer: one of the two */
+    sd_conv2d *conv;
+    int64_t in, out;
+    int kh, kw, conv1x1, conv_host;
+    int dim;
+    double alpha;
+} sd_lora_candidate;
+
+/* The layers sd_lora_network_build() would put modules on, in the reference's order (text
+ * encoder(s), then UNet), without creating any (sd-model extract walks them on two models).
+ * *v is malloc'd (NULL when *n = 0); *n_te counts the text-encoder ones, which come first. */
+int sd_lora_network_candidates(sd_unet *u, sd_clip *te, const sd_lora_network_opts *o, sd_lora_candidate **v,
+                               size_t *n, size_t *n_te);
+
 /* Build, allocate, initialise and attach. te may be NULL. */
 int sd_lora_network_build(sd_lora_network *net, sd_ctx *ctx, sd_unet *u, sd_clip *te,
                           const sd_lora_network_opts *o);
