@@ -129,7 +129,7 @@ if [ -x "$PY" ]; then
   cat >"$T/keys.py" <<'EOF'
 import json, sys
 d, kind = sys.argv[1], sys.argv[2]
-j = lambda p: json.load(open(d + "/" + p))
+j = lambda p: json.load(open(d + "/" + p, encoding="utf-8"))
 mi = j("model_index.json")
 sdxl = kind == "sdxl"
 assert mi["_class_name"] == ("StableDiffusionXLPipeline" if sdxl else "StableDiffusionPipeline"), mi
@@ -181,8 +181,10 @@ for tk, pad in [("tokenizer", "!" if kind == "sd2" else "<|endoftext|>")] + ([("
     sm = j(tk + "/special_tokens_map.json")
     assert sm["pad_token"] == pad and sm["bos_token"]["content"] == "<|startoftext|>"
 # the formatting of json.dumps(indent=2, sort_keys=True)
-for p in ["model_index.json", "unet/config.json", "vae/config.json", "scheduler/scheduler_config.json"]:
-    assert open(d + "/" + p).read() == json.dumps(j(p), indent=2, sort_keys=True) + "\n", p
+for p in ["model_index.json", "unet/config.json", "vae/config.json", "scheduler/scheduler_config.json",
+          "text_encoder/config.json", "tokenizer/vocab.json", "tokenizer/tokenizer_config.json",
+          "tokenizer/special_tokens_map.json"]:
+    assert open(d + "/" + p, encoding="utf-8").read() == json.dumps(j(p), indent=2, sort_keys=True, ensure_ascii=False) + "\n", p
 EOF
   for k in sd1 sd2 sdxl; do
     [ -d "$T/$k.d" ] || continue
