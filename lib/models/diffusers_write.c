@@ -263,7 +263,7 @@ static int unet_config(const sd_model_config *mc, jv *out)
         o = set(o, "transformer_layers_per_block", jv_number(d0 > 0 ? d0 : 1));
     }
     o = set(o, "up_block_types", up);
-    o = set(o, "upcast_attention", mc->family == SD_FAMILY_SD2 ? jv_true() : sdxl ? jv_null() : jv_false());
+    o = set(o, "upcast_attention", jv_bool(mc->family == SD_FAMILY_SD2 && mc->parameterization == SD_PRED_V));
     o = set(o, "use_linear_projection", jv_bool(u->use_linear_in_transformer));
     *out = o;
     return SD_OK;
