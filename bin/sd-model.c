@@ -29,6 +29,7 @@
 #include "io/jsonl.h"
 #include "io/npy.h"
 #include "io/safetensors.h"
+#include "models/diffusers_write.h"
 #include "models/sd_model.h"
 #include "tensor/tensor.h"
 #include "text/clip_tokenizer.h"
@@ -50,7 +51,7 @@ static struct {
     int max_token_length;
     int clip_skip;
     const char *timesteps, *context, *vector;
-    int save_precision;
+    int save_precision, to;
     const char *sd_model, *save_to;
     sd_opt_list models, ratios;
     int precision, no_metadata, concat, shuffle;
@@ -98,6 +99,9 @@ static const sd_opt table[] = {
     {.name = "save_precision", .type = SD_OPT_ENUM, .dest = &a.save_precision, .choices = "float|fp16|bf16",
      .group = "Convert", .help = "convert, merge, extract: store floating tensors as f32, f16 or bf16 (default convert: "
                                  "as in the source; merge: --precision; extract: f32)"},
+    {.name = "to", .type = SD_OPT_ENUM, .dest = &a.to, .choices = "safetensors|diffusers", .def = "safetensors",
+     .group = "Convert", .help = "convert: one .safetensors file with ldm names, or a Diffusers folder (OUT is the "
+                                 "folder; its weights are .safetensors)"},
     {.name = "sd_model", .type = SD_OPT_STRING, .dest = &a.sd_model, .metavar = "MODEL", .group = "Merge",
      .help = "merge: the checkpoint the LoRA files are merged into (merge_lora.py's name; same as --model)"},
     {.name = "models", .type = SD_OPT_STRINGS, .dest = &a.models, .metavar = "LORA", .flags = SD_OPTF_NARGS,
@@ -978,9 +982,56 @@ static int copy_file_tensors(sd_safetensors_writer *w, const sd_model_file *f, u
     return rc;
 }
 
-static int convert(const char *src, const char *out)
+/* Each component is stored in the commonest floating dtype of its source file unless
+ * --save_precision says otherwise. */
+static void component_dtypes(const sd_model *m, sd_st_dtype dt[3])
 {
     static const sd_st_dtype prec[3] = { SD_ST_F32, SD_ST_F16, SD_ST_BF16 };
+    const sd_model_file *srcf[3] = { m->unet_src, m->te_src, m->vae_src };
+    for (int c = 0; c < 3; c++) {
+        dt[c] = SD_ST_F32;
+        if (a.save_precision >= 0) {
+            dt[c] = prec[a.save_precision];
+            continue;
+        }
+        if (!srcf[c]) continue;
+        size_t cnt[SD_ST_NDTYPES] = { 0 };
+        for (size_t k = 0; k < sd_safetensors_count(srcf[c]->st); k++) {
+            const sd_st_tensor *t = sd_safetensors_at(srcf[c]->st, k);
+            if (sd_model_tensor_component(&srcf[c]->info, t->name) != (1u << c)) continue;
+            if (t->dtype == SD_ST_F32 || t->dtype == SD_ST_F16 || t->dtype == SD_ST_BF16) cnt[t->dtype]++;
+        }
+        dt[c] = cnt[SD_ST_F16] > cnt[dt[c]] ? SD_ST_F16 : dt[c];
+        dt[c] = cnt[SD_ST_BF16] > cnt[dt[c]] ? SD_ST_BF16 : dt[c];
+    }
+}
+
+/* The whole model (through the loaders: --vae and --model_config apply) as a Diffusers folder. */
+static int convert_diffusers(const char *src, const char *out)
+{
+    sd_model m;
+    memset(&m, 0, sizeof m);
+    sd_model_opts o = model_opts(SD_MODEL_ALL);
+    o.inspect = 1;
+    sd_diffusers_write_opts wo;
+    memset(&wo, 0, sizeof wo);
+    wo.tokenizer = sd_clip_tokenizer_write_hf;
+    int rc = sd_model_open(&m, src, &o);
+    if (rc) goto out;
+    if (m.warning[0]) sd_warn("%s", m.warning);
+    component_dtypes(&m, wo.dtype);
+    sd_model_close(&m);
+    o = model_opts(SD_MODEL_ALL);
+    if ((rc = sd_model_open(&m, src, &o)) || (rc = sd_model_set_inference(&m)) || (rc = sd_model_load(&m, SD_DEV_CPU)))
+        goto out;
+    rc = sd_model_write_diffusers(&m, out, &wo);
+out:
+    sd_model_close(&m);
+    return rc ? fatal(rc) : 0;
+}
+
+static int convert(const char *src, const char *out)
+{
     sd_model m;
     memset(&m, 0, sizeof m);
     sd_model_file f;
@@ -1008,25 +1059,8 @@ static int convert(const char *src, const char *out)
         if (m.warning[0]) sd_warn("%s", m.warning);
         format = sd_model_format_name(m.format);
         unsigned via = folder ? m.present : SD_MODEL_VAE;
-        /* each component is stored in the commonest floating dtype of its source file unless
-         * --save_precision says otherwise */
-        sd_st_dtype dt[3] = { SD_ST_F32, SD_ST_F32, SD_ST_F32 };
-        const sd_model_file *srcf[3] = { m.unet_src, m.te_src, m.vae_src };
-        for (int c = 0; c < 3; c++) {
-            if (a.save_precision >= 0) {
-                dt[c] = prec[a.save_precision];
-                continue;
-            }
-            if (!srcf[c]) continue;
-            size_t cnt[SD_ST_NDTYPES] = { 0 };
-            for (size_t k = 0; k < sd_safetensors_count(srcf[c]->st); k++) {
-                const sd_st_tensor *t = sd_safetensors_at(srcf[c]->st, k);
-                if (sd_model_tensor_component(&srcf[c]->info, t->name) != (1u << c)) continue;
-                if (t->dtype == SD_ST_F32 || t->dtype == SD_ST_F16 || t->dtype == SD_ST_BF16) cnt[t->dtype]++;
-            }
-            dt[c] = cnt[SD_ST_F16] > cnt[dt[c]] ? SD_ST_F16 : dt[c];
-            dt[c] = cnt[SD_ST_BF16] > cnt[dt[c]] ? SD_ST_BF16 : dt[c];
-        }
+        sd_st_dtype dt[3];
+        component_dtypes(&m, dt);
         sd_model_close(&m);
         sd_model_opts lo = model_opts(via);
         if ((rc = sd_model_open(&m, src, &lo)) || (rc = sd_model_set_inference(&m)) || (rc = sd_model_load(&m, SD_DEV_CPU)))
@@ -1657,13 +1691,14 @@ int main(int argc, char **argv)
     sd_opts o;
     if (sd_opts_init(&o, PROG, table) < 0) return sd_fatal(1);
     o.flags = SD_OPTS_CONFIG;
-    o.usage = "info MODEL... | convert MODEL -o OUT.safetensors | run clip|vae-encode|vae-decode|unet --model MODEL "
+    o.usage = "info MODEL... | convert MODEL -o OUT.safetensors|OUTDIR [--to diffusers] | run clip|vae-encode|vae-decode|unet --model MODEL "
               "[OPTIONS] -o OUT.npy | merge --sd_model MODEL --models LORA... --ratios R... --save_to OUT.safetensors | resize --model LORA --save_to OUT.safetensors --new_rank N | extract --model_org MODEL --model_tuned MODEL --save_to OUT.safetensors [--dim N]";
     o.description =
         "Inspects, converts and runs SD1.x/SD2.x/SDXL checkpoints (single-file .safetensors, legacy .ckpt, Diffusers "
         "folders).\n"
         "  info      family, layout, parameters per component, dtypes, metadata, A1111 and sshs_* hashes\n"
-        "  convert   ckpt / Diffusers folder / safetensors -> one safetensors file with ldm names\n"
+        "  convert   ckpt / Diffusers folder / safetensors -> one safetensors file with ldm names, or (--to diffusers) "
+        "a Diffusers folder\n"
         "  run       one component on .npy arrays: clip (--tokens or --prompt), vae-encode, vae-decode, unet\n"
         "  merge     LoRA files merged into the UNet and text encoder(s) of a checkpoint (merge_lora.py, "
         "sdxl_merge_lora.py)\n"
@@ -1703,8 +1738,13 @@ int main(int argc, char **argv)
             goto done;
         }
         struct stat sb;
+        if (a.to == 1) {
+            rc = convert_diffusers(src, out);
+            goto done;
+        }
         if (!stat(out, &sb) && S_ISDIR(sb.st_mode)) {
-            rc = usage_error("convert: %s is a directory (the output is one .safetensors file)", out);
+            rc = usage_error("convert: %s is a directory (the output is one .safetensors file; --to diffusers "
+                             "writes a folder)", out);
             goto done;
         }
         rc = convert(src, out);

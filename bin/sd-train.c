@@ -337,8 +337,9 @@ static const sd_opt table[] = {
     {.name = "save_precision", .type = SD_OPT_STRING, .dest = &c.save_precision, .metavar = "{float,fp16,bf16}",
      .group = G_OUT, .help = "dtype of the saved LoRA (default: as trained, float32)"},
     {.name = "save_model_as", .type = SD_OPT_STRING, .dest = &c.save_model_as, .def = "safetensors", .group = G_OUT,
-     .help = "lora: safetensors; db/ft: ckpt or safetensors (default: the format of the model); ti: pt "
-             "(default), ckpt or safetensors"},
+     .help = "lora: safetensors; db/ft: ckpt, safetensors, diffusers or diffusers_safetensors (a Diffusers "
+             "folder, .safetensors weights; default: the format of the model); ti: pt (default), ckpt or "
+             "safetensors"},
     {.name = "save_every_n_epochs", .type = SD_OPT_INT, .dest = &c.save_every_n_epochs, SD_OPT_ATLEAST(0),
      .group = G_OUT, .help = "save every N epochs"},
     {.name = "save_n_epoch_ratio", .type = SD_OPT_INT, .dest = &c.save_n_epoch_ratio, .metavar = "N", .group = G_OUT,

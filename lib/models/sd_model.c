@@ -1274,3 +1274,19 @@ int sd_model_add_to_writer(sd_model *m, unsigned parts, sd_safetensors_writer *w
     }
     return rc;
 }
+
+int sd_model_writer_add(sd_model *m, sd_safetensors_writer *w, const char *name, const sd_tensor *t, int ndim,
+                        const int64_t *shape, sd_st_dtype dtype)
+{
+    pool_node *node = calloc(1, sizeof *node);
+    if (!node) return sd_err(SD_ENOMEM, "out of memory");
+    node->pool.cap = 1;
+    node->pool.src = calloc(1, sizeof *node->pool.src);
+    if (!node->pool.src) {
+        free(node);
+        return sd_err(SD_ENOMEM, "out of memory");
+    }
+    node->next = m->write_pools;
+    m->write_pools = node;
+    return add_one(w, &node->pool, name, ndim, shape ? shape : t->shape, &t, 1, dtype);
+}

@@ -207,4 +207,10 @@ int sd_model_te_file_name(const sd_model *m, const char *key, char *out, size_t 
  * writer has written. */
 int sd_model_add_to_writer(sd_model *m, unsigned parts, sd_safetensors_writer *w, sd_st_dtype dtype);
 
+/* Add one tensor `t` (any device; its dtype converted to `dtype` while writing) to `w` as `name`
+ * with the shape `shape` (NULL: t's; the same number of elements). The model must stay open until
+ * the writer has written. */
+int sd_model_writer_add(sd_model *m, sd_safetensors_writer *w, const char *name, const sd_tensor *t, int ndim,
+                        const int64_t *shape, sd_st_dtype dtype);
+
 #endif

@@ -613,6 +613,29 @@ static int diffusers_map(const sd_vae *v, keymap *k, int old_names)
     return rc;
 }
 
+int sd_vae_name_to_diffusers(const sd_vae *v, const char *key, char *out, size_t n)
+{
+    keymap k = { NULL, 0, 0 };
+    int rc = diffusers_map(v, &k, 0);
+    size_t best = 0, blen = 0;
+    int found = 0;
+    for (size_t i = 0; i < k.n && !rc; i++) {
+        size_t l = strlen(k.s[i][0]);
+        if (!strncmp(key, k.s[i][0], l) && (!found || l > blen)) {
+            best = i;
+            blen = l;
+            found = 1;
+        }
+    }
+    if (!rc && !found) rc = sd_err(SD_ENOTFOUND, "%s: not a VAE parameter", key);
+    if (!rc) {
+        int w = snprintf(out, n, "%s%s", k.s[best][1], key + blen);
+        if (w < 0 || (size_t)w >= n) rc = sd_err(SD_ERANGE, "%s: name too long", key);
+    }
+    free(k.s);
+    return rc;
+}
+
 int sd_vae_load(sd_vae *v, sd_params *r, const sd_safetensors *st, sd_layout layout)
 {
     const char *path = sd_safetensors_path(st);

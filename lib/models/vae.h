@@ -95,6 +95,12 @@ void sd_vae_free(sd_vae *v);
  * naming the tensor. For --vae files use SD_LAYOUT_NONE. */
 int sd_vae_load(sd_vae *v, sd_params *r, const sd_safetensors *st, sd_layout layout);
 
+/* The Diffusers AutoencoderKL name of registry key `key` (the VAE's prefix + ldm name, e.g.
+ * "first_stage_model.decoder.up.3.block.0.nin_shortcut.weight" →
+ * "decoder.up_blocks.0.resnets.0.conv_shortcut.weight"; attention: group_norm/to_q/to_k/to_v/
+ * to_out.0, the names diffusers ≥ 0.14 writes). SD_ENOTFOUND for a key outside the VAE. */
+int sd_vae_name_to_diffusers(const sd_vae *v, const char *key, char *out, size_t n);
+
 /* moments [B, 2·embed_dim, H/f, W/f] = quant_conv(encoder(x [B, in_channels, H, W])) (x in [-1,1]).
  * H and W must be multiples of f. */
 int sd_vae_encode(sd_ctx *ctx, sd_vae *v, sd_tensor *moments, const sd_tensor *x);

@@ -9,7 +9,9 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "base/fileio.h"
 #include "base/share.h"
+#include "base/strbuf.h"
 #include "text/ftfy.h"
 #include "text/unicode_tables.h"
 
@@ -717,4 +719,145 @@ int sd_clip_tokenizer_decode(const sd_clip_tokenizer *t, const int32_t *ids, siz
     free(cp);
     *text = s;
     return SD_OK;
+}
+
+/* ---- Hugging Face tokenizer files (Diffusers tokenizer/ folders) -------------------------------- */
+
+static const sd_clip_tokenizer *sort_tok;
+
+static int cmp_vocab(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    uint32_t lx = sort_tok->len[x], ly = sort_tok->len[y];
+    int c = memcmp(sort_tok->pool + sort_tok->off[x], sort_tok->pool + sort_tok->off[y], lx < ly ? lx : ly);
+    if (c) return c;
+    if (lx != ly) return lx < ly ? -1 : 1;
+    return x < y ? -1 : x > y;
+}
+
+/* JSON string body as Python's json.dumps(ensure_ascii=False) writes it */
+static void json_str(sd_strbuf *b, const char *s, size_t n)
+{
+    sd_strbuf_add(b, "\"", 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char e[8];
+        if (c == '"' || c == '\\') { e[0] = '\\'; e[1] = (char)c; sd_strbuf_add(b, e, 2); }
+        else if (c == '\n') sd_strbuf_puts(b, "\\n");
+        else if (c == '\t') sd_strbuf_puts(b, "\\t");
+        else if (c == '\r') sd_strbuf_puts(b, "\\r");
+        else if (c < 0x20) { snprintf(e, sizeof e, "\\u%04x", c); sd_strbuf_puts(b, e); }
+        else sd_strbuf_add(b, (const char *)&s[i], 1);
+    }
+    sd_strbuf_add(b, "\"", 1);
+}
+
+static int write_buf(const char *dir, const char *name, sd_strbuf *b)
+{
+    if (b->oom) { free(b->p); return sd_err(SD_ENOMEM, "out of memory"); }
+    size_t L = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(L);
+    if (!p) { free(b->p); return sd_err(SD_ENOMEM, "out of memory"); }
+    snprintf(p, L, "%s/%s", dir, name);
+    int rc = sd_write_file_atomic(p, b->p ? b->p : "", b->n);
+    free(p);
+    free(b->p);
+    memset(b, 0, sizeof *b);
+    return rc;
+}
+
+static const char *const added_token =
+    "{\n    \"content\": \"%s\",\n    \"lstrip\": false,\n    \"normalized\": %s,\n    \"rstrip\": false,\n"
+    "    \"single_word\": false%s\n  }";
+
+int sd_clip_tokenizer_write_hf(const char *vocab_path, const char *dir, int32_t pad)
+{
+    if (pad != SD_CLIP_PAD_SD1 && pad != SD_CLIP_PAD_SD2)
+        return sd_err(SD_EINVAL, "sd_clip_tokenizer_write_hf: pad must be %d or %d", SD_CLIP_PAD_SD1, SD_CLIP_PAD_SD2);
+    char pbuf[4096];
+    if (!vocab_path) {
+        int rc = sd_clip_vocab_path(pbuf, sizeof pbuf);
+        if (rc) return rc;
+        vocab_path = pbuf;
+    }
+    sd_clip_tokenizer *t = NULL;
+    int rc = sd_clip_tokenizer_load(vocab_path, &t);
+    if (rc) return rc;
+    char *data = NULL;
+    size_t n = 0;
+    int32_t *ids = malloc(SD_CLIP_VOCAB_SIZE * sizeof *ids);
+    sd_strbuf b = { 0 };
+    if (!ids) { rc = sd_err(SD_ENOMEM, "out of memory"); goto out; }
+    /* vocab.json: json.dumps(encoder, indent=2, sort_keys=True, ensure_ascii=False) + "\n"; a string
+       that occurs twice keeps its last id (dict(zip(vocab, range(len(vocab))))) */
+    for (int32_t i = 0; i < SD_CLIP_VOCAB_SIZE; i++) ids[i] = i;
+    sort_tok = t;
+    qsort(ids, SD_CLIP_VOCAB_SIZE, sizeof *ids, cmp_vocab);
+    sd_strbuf_puts(&b, "{");
+    int first = 1;
+    for (int32_t k = 0; k < SD_CLIP_VOCAB_SIZE; k++) {
+        int32_t id = ids[k];
+        if (k + 1 < SD_CLIP_VOCAB_SIZE && t->len[id] == t->len[ids[k + 1]] &&
+            !memcmp(t->pool + t->off[id], t->pool + t->off[ids[k + 1]], t->len[id]))
+            continue;   /* the later id of the same string wins */
+        sd_strbuf_puts(&b, first ? "\n  " : ",\n  ");
+        first = 0;
+        json_str(&b, t->pool + t->off[id], t->len[id]);
+        char num[24];
+        snprintf(num, sizeof num, ": %d", (int)id);
+        sd_strbuf_puts(&b, num);
+    }
+    sd_strbuf_puts(&b, "\n}\n");
+    if ((rc = write_buf(dir, "vocab.json", &b))) goto out;
+    /* merges.txt: "#version: 0.2" then the merges in rank order (lines 1..48894 of the file) */
+    if ((rc = read_vocab_file(vocab_path, &data, &n))) goto out;
+    sd_strbuf_puts(&b, "#version: 0.2\n");
+    char *p = memchr(data, '\n', n), *end = data + n;
+    p = p ? p + 1 : end;
+    for (int i = 0; i < SD_CLIP_NMERGES && p < end; i++) {
+        char *e = memchr(p, '\n', (size_t)(end - p));
+        if (!e) e = end;
+        size_t l = (size_t)(e - p);
+        while (l && (p[l - 1] == '\r' || p[l - 1] == ' ')) l--;
+        sd_strbuf_add(&b, p, l);
+        sd_strbuf_add(&b, "\n", 1);
+        p = e + 1;
+    }
+    if ((rc = write_buf(dir, "merges.txt", &b))) goto out;
+    const char *pads = pad == SD_CLIP_PAD_SD1 ? "<|endoftext|>" : "!";
+    char tok[3][512];
+    snprintf(tok[0], sizeof tok[0], added_token, "<|startoftext|>", "true", "");
+    snprintf(tok[1], sizeof tok[1], added_token, "<|endoftext|>", "true", "");
+    /* special_tokens_map.json (transformers' save_pretrained layout) */
+    sd_strbuf_puts(&b, "{\n  \"bos_token\": ");
+    sd_strbuf_puts(&b, tok[0]);
+    sd_strbuf_puts(&b, ",\n  \"eos_token\": ");
+    sd_strbuf_puts(&b, tok[1]);
+    sd_strbuf_puts(&b, ",\n  \"pad_token\": \"");
+    sd_strbuf_puts(&b, pads);
+    sd_strbuf_puts(&b, "\",\n  \"unk_token\": ");
+    sd_strbuf_puts(&b, tok[1]);
+    sd_strbuf_puts(&b, "\n}\n");
+    if ((rc = write_buf(dir, "special_tokens_map.json", &b))) goto out;
+    /* tokenizer_config.json */
+    snprintf(tok[0], sizeof tok[0], added_token, "<|startoftext|>", "true", ",\n    \"special\": true");
+    snprintf(tok[1], sizeof tok[1], added_token, "<|endoftext|>", "false", ",\n    \"special\": true");
+    for (char *q = tok[0]; *q; q++) if (*q == '\n') { memmove(q + 3, q + 1, strlen(q + 1) + 1); q[1] = q[2] = ' '; q += 2; }
+    for (char *q = tok[1]; *q; q++) if (*q == '\n') { memmove(q + 3, q + 1, strlen(q + 1) + 1); q[1] = q[2] = ' '; q += 2; }
+    sd_strbuf_puts(&b, "{\n  \"add_prefix_space\": false,\n  \"added_tokens_decoder\": {\n    \"49406\": ");
+    sd_strbuf_puts(&b, tok[0]);
+    sd_strbuf_puts(&b, ",\n    \"49407\": ");
+    sd_strbuf_puts(&b, tok[1]);
+    sd_strbuf_puts(&b, "\n  },\n  \"bos_token\": \"<|startoftext|>\",\n  \"clean_up_tokenization_spaces\": true,\n"
+                       "  \"do_lower_case\": true,\n  \"eos_token\": \"<|endoftext|>\",\n  \"errors\": \"replace\",\n"
+                       "  \"model_max_length\": 77,\n  \"pad_token\": \"");
+    sd_strbuf_puts(&b, pads);
+    sd_strbuf_puts(&b, "\",\n  \"tokenizer_class\": \"CLIPTokenizer\",\n  \"unk_token\": \"<|endoftext|>\"\n}\n");
+    rc = write_buf(dir, "tokenizer_config.json", &b);
+out:
+    free(b.p);
+    free(data);
+    free(ids);
+    sd_clip_tokenizer_free(t);
+    return rc;
 }

@@ -88,4 +88,13 @@ int sd_clip_tokenizer_decode(const sd_clip_tokenizer *tok, const int32_t *ids, s
 /* Steps 0-2 alone (fix_text + whitespace_clean + lower) into a malloc'd UTF-8 string. */
 int sd_clip_normalize(const char *text, size_t len, char **out);
 
+/* Write the Hugging Face CLIPTokenizer files of this vocabulary into the existing folder `dir`, as
+ * transformers' save_pretrained writes them (a Diffusers tokenizer/ folder): vocab.json
+ * (json.dumps(indent=2, sort_keys=True, ensure_ascii=False): 49,408 entries), merges.txt
+ * ("#version: 0.2" + the 48,894 merges), special_tokens_map.json and tokenizer_config.json
+ * (CLIPTokenizer, model_max_length 77, pad_token "<|endoftext|>" for pad SD_CLIP_PAD_SD1 or "!"
+ * for SD_CLIP_PAD_SD2: SD2's tokenizer and SDXL's tokenizer_2). vocab_path NULL =
+ * sd_clip_vocab_path(). Each file is written atomically. */
+int sd_clip_tokenizer_write_hf(const char *vocab_path, const char *dir, int32_t pad);
+
 #endif

@@ -8,11 +8,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/error.h"
 #include "base/fileio.h"
 #include "io/torch_save.h"
+#include "models/diffusers_write.h"
+#include "text/clip_tokenizer.h"
 
 int sd_train_method_parse(const char *s, sd_train_method *m)
 {
@@ -320,24 +323,32 @@ void sd_full_memory_of(const sd_full *f, sd_full_memory *mem)
 int sd_full_format_choose(const char *save_model_as, int use_safetensors, sd_model_format source, sd_full_format *out)
 {
     if (!save_model_as) {
-        if (source == SD_MODEL_FMT_DIFFUSERS)
-            return sd_err(SD_EUNSUPPORTED, "the model is a Diffusers folder, so the reference would save a Diffusers "
-                          "folder, which sd-train does not write: give --save_model_as safetensors (or ckpt)");
-        *out = source == SD_MODEL_FMT_CKPT && !use_safetensors ? SD_FULL_CKPT : SD_FULL_SAFETENSORS;
+        *out = source == SD_MODEL_FMT_DIFFUSERS                ? SD_FULL_DIFFUSERS
+               : source == SD_MODEL_FMT_CKPT && !use_safetensors ? SD_FULL_CKPT
+                                                                 : SD_FULL_SAFETENSORS;
         return SD_OK;
     }
     if (!strcmp(save_model_as, "safetensors")) *out = SD_FULL_SAFETENSORS;
     else if (!strcmp(save_model_as, "ckpt")) *out = use_safetensors ? SD_FULL_SAFETENSORS : SD_FULL_CKPT;
     else if (!strcmp(save_model_as, "diffusers") || !strcmp(save_model_as, "diffusers_safetensors"))
-        return sd_err(SD_EUNSUPPORTED, "--save_model_as %s: sd-train does not write Diffusers folders (use "
-                      "safetensors or ckpt)", save_model_as);
+        *out = SD_FULL_DIFFUSERS;
     else
         return sd_err(SD_EUSAGE, "--save_model_as %s: choose ckpt, safetensors, diffusers or diffusers_safetensors",
                       save_model_as);
     return SD_OK;
 }
 
-const char *sd_full_format_ext(sd_full_format f) { return f == SD_FULL_CKPT ? ".ckpt" : ".safetensors"; }
+int sd_full_saves_diffusers(const char *save_model_as, const char *model)
+{
+    if (save_model_as) return !strcmp(save_model_as, "diffusers") || !strcmp(save_model_as, "diffusers_safetensors");
+    struct stat sb;
+    return model && !stat(model, &sb) && S_ISDIR(sb.st_mode);
+}
+
+const char *sd_full_format_ext(sd_full_format f)
+{
+    return f == SD_FULL_CKPT ? ".ckpt" : f == SD_FULL_DIFFUSERS ? "" : ".safetensors";
+}
 
 /* ---- saving ------------------------------------------------------------------------------------- */
 
@@ -429,6 +440,15 @@ static int build_writer(sd_model *m, const sd_full_save_opts *o, sd_safetensors_
 
 int sd_full_save(const char *path, sd_model *m, const sd_full_save_opts *o)
 {
+    if (o->format == SD_FULL_DIFFUSERS) {
+        sd_full_save_opts dopt = *o;
+        if (m->cfg.family != SD_FAMILY_SDXL) dopt.save_dtype = -1;
+        sd_diffusers_write_opts wo;
+        memset(&wo, 0, sizeof wo);
+        part_dtypes(&dopt, wo.dtype);
+        wo.tokenizer = sd_clip_tokenizer_write_hf;
+        return sd_model_write_diffusers(m, path, &wo);
+    }
     sd_safetensors_writer *w = NULL;
     conv_src *cs = NULL;
     int rc = sd_safetensors_writer_new(&w);

@@ -142,15 +142,19 @@ void sd_full_memory_of(const sd_full *f, sd_full_memory *mem);
 
 /* ---- saving --------------------------------------------------------------------------------- */
 
-typedef enum sd_full_format { SD_FULL_SAFETENSORS = 0, SD_FULL_CKPT } sd_full_format;
+typedef enum sd_full_format { SD_FULL_SAFETENSORS = 0, SD_FULL_CKPT, SD_FULL_DIFFUSERS } sd_full_format;
 
 /* The output format (§6.3 train_db/fine_tune): --save_model_as NULL = the source's format
- * (safetensors / ckpt; a Diffusers source would save Diffusers: refused), "ckpt", "safetensors"
- * ("diffusers", "diffusers_safetensors": refused; anything else: SD_EUSAGE); --use_safetensors
- * turns ckpt into safetensors, as the reference's use_safetensors does. */
+ * (safetensors / ckpt; a Diffusers folder saves a Diffusers folder), "ckpt", "safetensors",
+ * "diffusers", "diffusers_safetensors" (both a Diffusers folder with .safetensors weights: the
+ * reference writes torch .bin for "diffusers" without --use_safetensors); anything else:
+ * SD_EUSAGE. --use_safetensors turns ckpt into safetensors, as the reference's use_safetensors does. */
 int sd_full_format_choose(const char *save_model_as, int use_safetensors, sd_model_format source,
                           sd_full_format *out);
-const char *sd_full_format_ext(sd_full_format f);   /* ".safetensors" / ".ckpt" */
+/* Whether the run saves Diffusers folders (decided before the model is opened: a Diffusers save
+ * needs the VAE loaded): --save_model_as diffusers*, or none and `model` is a folder. */
+int sd_full_saves_diffusers(const char *save_model_as, const char *model);
+const char *sd_full_format_ext(sd_full_format f);   /* ".safetensors" / ".ckpt" / "" (a folder) */
 
 typedef struct sd_full_save_opts {
     sd_full_format format;
@@ -164,7 +168,10 @@ typedef struct sd_full_save_opts {
 } sd_full_save_opts;
 
 /* Write the checkpoint `path` atomically from the model (loaded, its source file still open unless
- * it is a Diffusers folder: then the VAE must be loaded). Values must be host memory. */
+ * it is a Diffusers folder: then the VAE must be loaded). Values must be host memory.
+ * SD_FULL_DIFFUSERS: the folder `path` (models/diffusers_write.h; the whole model must be loaded);
+ * dtypes as the reference's save_diffusers_checkpoint: SD1/SD2 the in-memory dtypes (kohya passes
+ * no save_dtype there, so --save_precision does not apply), SDXL save_dtype when given. */
 int sd_full_save(const char *path, sd_model *m, const sd_full_save_opts *o);
 
 /* ---- torch.save of a state dict ------------------------------------------------------------------ */

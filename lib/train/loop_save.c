@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/error.h"
@@ -413,7 +414,12 @@ int loop_save_checkpoint(run *R, sd_save_kind kind, int64_t no, int64_t global_s
         sd_save_name(name, sizeof name, kind, R->outname, rm, R->ext);
         char *p = loop_join_path(R->outdir, name);
         if (p) {
-            if (unlink(p) == 0) sd_info("removed %s", p);
+            struct stat sb;
+            if (R->is_full && R->ffmt == SD_FULL_DIFFUSERS) {   /* a folder (the reference's shutil.rmtree) */
+                if (!lstat(p, &sb) && S_ISDIR(sb.st_mode) && !sd_remove_tree(p)) sd_info("removed %s", p);
+            } else if (unlink(p) == 0) {
+                sd_info("removed %s", p);
+            }
             free(p);
         }
     }

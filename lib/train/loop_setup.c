@@ -26,6 +26,10 @@ int loop_check_options(run *R)
     if (c->ti.on) {
         int trc = sd_ti_check_config(c);
         if (trc) return trc;
+    } else if (!R->is_full && c->save_model_as && !strncmp(c->save_model_as, "diffusers", 9)) {
+        /* train_network.py's --save_model_as choices are ckpt, pt, safetensors */
+        return sd_err(SD_EUSAGE, "--save_model_as %s: a LoRA network is saved as safetensors (Diffusers folders are "
+                      "for --method db/ft)", c->save_model_as);
     } else if (!R->is_full && c->save_model_as && strcmp(c->save_model_as, "safetensors")) {
         return sd_err(SD_EUNSUPPORTED, "--save_model_as %s is not supported (safetensors is)", c->save_model_as);
     }
@@ -143,6 +147,7 @@ int loop_load_models(run *R)
         if (!R->val.s[i].latents) mo.parts |= SD_MODEL_VAE;
     if (R->smp.on) mo.parts |= SD_MODEL_VAE;
     if (R->is_full && c->vae) mo.parts |= SD_MODEL_VAE;   /* the replacement VAE goes into the saved model */
+    if (R->is_full && sd_full_saves_diffusers(c->save_model_as, c->model)) mo.parts |= SD_MODEL_VAE;   /* vae/ */
     mo.vae = c->vae;
     mo.config = c->model_config;
     mo.v2 = c->v2;

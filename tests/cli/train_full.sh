@@ -149,6 +149,52 @@ PY
   [ "$(st_cmp v1/last.safetensors v2/last.safetensors $VAE)" = same ] && ok train_full_no_half_vae ||
   nok train_full_no_half_vae "$(vd v1/last.safetensors) / $(vd v2/last.safetensors)"
 
+# ---- Diffusers folders: every save (step saves, the final one) is a folder named as the reference names
+# them; its tensors equal the safetensors save of the same run; the retention removes old folders; the
+# state is written beside as before; a Diffusers source saves Diffusers by default --------------------------
+D --output_dir ds --max_train_steps 4 --save_every_n_steps 1 --stop_text_encoder_training 2 2> ds.err
+D --output_dir df --max_train_steps 4 --save_every_n_steps 1 --save_last_n_steps 1 --stop_text_encoder_training 2 \
+  --save_model_as diffusers --save_state 2> df.err; rc=$?
+ls df | LC_ALL=C sort | tr '\n' ' ' > df.ls
+[ $rc = 0 ] && [ "$(cat df.ls)" = "at-step00000002 at-step00000002-state at-step00000003 at-step00000003-state last last-state " ] &&
+  [ -f df/last/model_index.json ] && [ -f df/last/unet/diffusion_pytorch_model.safetensors ] &&
+  [ -f df/at-step00000003/vae/diffusion_pytorch_model.safetensors ] && ok train_full_diffusers_names ||
+  nok train_full_diffusers_names "rc $rc: $(cat df.ls) $(tail -2 df.err)"
+grep -q 'removed .*df/at-step00000001$' df.err && ok train_full_diffusers_retention || nok train_full_diffusers_retention
+ls -a df | grep -q '\.tmp\.\|\.old\.' && nok train_full_diffusers_no_temp || ok train_full_diffusers_no_temp
+for s in at-step00000002 last; do
+  "$root/$build/bin/sd-model" convert "df/$s" -o "df_$s.safetensors" > /dev/null 2>> df.err
+  sf=ds/$s.safetensors; [ $s = last ] || sf=ds/$s.safetensors
+  for p in $UN $TE $VAE; do [ "$(st_cmp "$sf" "df_$s.safetensors" $p)" = same ] || echo "$s $p"; done
+done > df.cmp
+[ ! -s df.cmp ] && [ -s df_last.safetensors ] && ok train_full_diffusers_equals_safetensors ||
+  nok train_full_diffusers_equals_safetensors "$(cat df.cmp) $(tail -2 df.err)"
+"$root/$build/bin/sd-model" info df/last --no_hashes > dinfo.txt 2>&1 && grep -q '^format  *diffusers' dinfo.txt &&
+  grep -q '(from the Diffusers config.json files)' dinfo.txt && ok train_full_diffusers_loads ||
+  nok train_full_diffusers_loads "$(head -3 dinfo.txt)"
+# SD1/SD2: the reference's save_diffusers_checkpoint takes no save_dtype: --save_precision does not apply
+# (the trained UNet stays float32)
+D --output_dir dp --max_train_steps 1 --save_model_as diffusers --save_precision fp16 2> dp.err
+python3 - dp/last/unet/diffusion_pytorch_model.safetensors <<'PY' > dp.dt
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+print(' '.join(sorted({v['dtype'] for k, v in h.items() if k != '__metadata__'})))
+PY
+[ "$(cat dp.dt)" = F32 ] && ok train_full_diffusers_no_save_precision || nok train_full_diffusers_no_save_precision "$(cat dp.dt) $(tail -2 dp.err)"
+# fine-tuning, diffusers_safetensors, an output name
+F --output_dir fd --max_train_steps 2 --save_model_as diffusers_safetensors --output_name ftd 2> fd.err
+[ -f fd/ftd/text_encoder/model.safetensors ] && [ -f fd/ftd/tokenizer/vocab.json ] && ok train_full_ft_diffusers ||
+  nok train_full_ft_diffusers "$(ls fd) $(tail -2 fd.err)"
+# a Diffusers source: the default output is a Diffusers folder (no --model_config: its config.json files)
+"$bin" --method db --model df/last --data recs.jsonl --learning_rate 1e-3 --seed 3 --threads 1 --output_dir dd \
+  --max_train_steps 1 2> dd.err
+[ -f dd/last/model_index.json ] && ok train_full_diffusers_source_default || nok train_full_diffusers_source_default "$(ls dd) $(tail -2 dd.err)"
+# the final folder exists as a file: one error line, exit 1
+mkdir -p dx && : > dx/last
+D --output_dir dx --max_train_steps 1 --save_model_as diffusers 2> dx.err; rc=$?
+[ $rc = 1 ] && grep -q 'dx/last: exists and is not a folder' dx.err && [ "$(grep -c 'not a folder' dx.err)" = 1 ] &&
+  ok train_full_diffusers_target_is_file || nok train_full_diffusers_target_is_file "rc $rc $(tail -2 dx.err)"
+
 # ---- refusals ----------------------------------------------------------------------------------------------
 D --output_dir e --network_dim 8 2> e1.err; rc=$?
 [ $rc = 2 ] && grep -q 'network_dim is a LoRA option' e1.err && ok train_full_refuses_lora_option ||
@@ -159,8 +205,9 @@ D --output_dir e --network_dim 8 2> e1.err; rc=$?
 D --output_dir e --train_text_encoder 2> e3.err; rc=$?
 [ $rc = 2 ] && grep -q 'train_text_encoder is an option of --method ft' e3.err && ok train_full_db_refuses_ft_option ||
   nok train_full_db_refuses_ft_option "rc $rc"
-D --output_dir e --save_model_as diffusers 2> e4.err; rc=$?
-[ $rc = 1 ] && grep -q 'does not write Diffusers' e4.err && ok train_full_diffusers_refused || nok train_full_diffusers_refused "rc $rc"
+"$bin" --method lora --model tiny.safetensors --model_config "$cfg" --data recs.jsonl --save_model_as diffusers 2> e4.err; rc=$?
+[ $rc = 2 ] && grep -q 'save_model_as diffusers: a LoRA network is saved as safetensors' e4.err &&
+  ok train_full_lora_diffusers_refused || nok train_full_lora_diffusers_refused "rc $rc $(cat e4.err)"
 "$bin" --method full --model tiny.safetensors --data recs.jsonl 2> e5.err; rc=$?
 [ $rc = 2 ] && grep -q 'choose lora, db' e5.err && ok train_full_bad_method || nok train_full_bad_method "rc $rc"
 

@@ -163,6 +163,26 @@ F --output_dir r3 --max_train_steps 6 --train_text_encoder --learning_rate_te2 1
   --resume r1/at-step00000003-state 2> r3.err; rc=$?
 [ $rc = 1 ] && grep -q 'cannot resume' r3.err && ok train_full_sdxl_resume_mismatch || nok train_full_sdxl_resume_mismatch "rc $rc"
 
+# ---- Diffusers folders (sdxl_model_util.save_diffusers_checkpoint): the same tensors as the single-file
+# save of the same run, --save_precision applied (SDXL passes save_dtype), TE2 with its projection ----------
+F --output_dir xs --max_train_steps 2 --train_text_encoder --save_precision fp16 2> xs.err
+F --output_dir xd --max_train_steps 2 --train_text_encoder --save_precision fp16 --save_model_as diffusers 2> xd.err; rc=$?
+[ $rc = 0 ] && [ -f xd/last/text_encoder_2/model.safetensors ] && [ -f xd/last/tokenizer_2/merges.txt ] &&
+  grep -q '"StableDiffusionXLPipeline"' xd/last/model_index.json &&
+  grep -q '"EulerDiscreteScheduler"' xd/last/scheduler/scheduler_config.json && ok train_full_sdxl_diffusers_layout ||
+  nok train_full_sdxl_diffusers_layout "rc $rc $(ls xd) $(tail -2 xd.err)"
+"$root/$build/bin/sd-model" convert xd/last -o xdc.safetensors > /dev/null 2> xdc.err
+for p in $UN $TE1 $TE2 $VAE; do [ "$(st_cmp xs/last.safetensors xdc.safetensors $p)" = same ] || echo "$p"; done > xd.cmp
+[ -s xdc.safetensors ] && [ ! -s xd.cmp ] && ok train_full_sdxl_diffusers_same || nok train_full_sdxl_diffusers_same "$(cat xd.cmp xdc.err)"
+python3 - xd/last/unet/diffusion_pytorch_model.safetensors xd/last/text_encoder_2/model.safetensors <<'PY' > xd.dt
+import json, struct, sys
+for p in sys.argv[1:]:
+    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+    print(' '.join(sorted({v['dtype'] for k, v in h.items() if k != '__metadata__'})), 'text_projection.weight' in h)
+PY
+[ "$(cat xd.dt | tr '\n' ' ')" = "F16 False F16 True " ] && ok train_full_sdxl_diffusers_precision ||
+  nok train_full_sdxl_diffusers_precision "$(cat xd.dt)"
+
 # ---- refusals ------------------------------------------------------------------------------------------------
 F --output_dir e --block_lr 1,2,3 2> e1.err; rc=$?
 [ $rc = 2 ] && grep -q 'block_lr must have 23 values' e1.err && ok train_full_sdxl_block_lr_count ||

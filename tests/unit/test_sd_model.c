@@ -35,7 +35,9 @@
 #include "io/npy.h"
 #include "io/safetensors.h"
 #include "io/zip.h"
+#include "models/diffusers_write.h"
 #include "models/sd_model.h"
+#include "train/full.h"
 #include "train/lora_file.h"
 #include "test.h"
 
@@ -1039,6 +1041,92 @@ done:
     sd_model_close(&m);
 }
 
+static int no_tokenizer(const char *vocab, const char *dir, int32_t pad)
+{
+    (void)vocab;
+    char p[4096];
+    snprintf(p, sizeof p, "%s/pad.txt", dir);
+    return sd_write_file_atomic(p, pad ? "49407" : "0", pad ? 5 : 1);
+}
+
+/* models/diffusers_write.h: a loaded model written as a Diffusers folder and opened again (its
+ * config.json files alone) has every parameter bitwise equal; the VAE names; the output rules */
+static void test_diffusers_write(void)
+{
+    sd_model m, r;
+    memset(&m, 0, sizeof m);
+    memset(&r, 0, sizeof r);
+    const char *src = t_path("sd2_diffusers_w");
+    const char *cfg = cfg_file("sd2.toml", SD2_CFG);
+    const char *out = t_path("sd2_written");
+    sd_model_opts o = { .config = cfg, .v_param = 1 };
+    CK(mkdiffusers(src));
+    CK(sd_model_open(&m, src, &o));
+    CK(sd_model_load(&m, SD_DEV_CPU));
+    sd_diffusers_write_opts wo = { .dtype = { SD_ST_F32, SD_ST_F32, SD_ST_F32 }, .tokenizer = no_tokenizer };
+    CK(sd_model_write_diffusers(&m, out, &wo));
+    char buf[4096], *text = NULL;
+    size_t n;
+    snprintf(buf, sizeof buf, "%s/tokenizer/pad.txt", out);
+    CK(sd_read_file(buf, 0, &text, &n));
+    T_EQ_STR(text, "0");   /* SD2 pads with "!" */
+    free(text);
+    snprintf(buf, sizeof buf, "%s/scheduler/scheduler_config.json", out);
+    CK(sd_read_file(buf, 0, &text, &n));
+    T_CHECKF(strstr(text, "\"prediction_type\": \"v_prediction\"") != NULL, "%s", text);
+    free(text);
+    sd_model_opts o2 = { .v_param = 1 };
+    CK(sd_model_open(&r, out, &o2));
+    T_EQ_STR(r.family_from, "diffusers_config");
+    CK(sd_model_load(&r, SD_DEV_CPU));
+    sd_params *a[3] = { &m.unet_params, &m.te_params, &m.vae_params }, *b[3] = { &r.unet_params, &r.te_params, &r.vae_params };
+    for (int k = 0; k < 3; k++) {
+        T_EQ_INT(sd_params_count(a[k]), sd_params_count(b[k]));
+        for (size_t i = 0; i < sd_params_count(a[k]); i++) {
+            const sd_param *p = sd_params_at(a[k], i), *q = sd_params_find(b[k], p->key);
+            T_CHECKF(q && p->value.dtype == q->value.dtype &&
+                     !memcmp(p->value.data, q->value.data, sd_tensor_nbytes(&p->value)), "%s", p->key);
+        }
+    }
+    /* VAE names (diffusers >= 0.14 attention names) */
+    char name[256];
+    CK(sd_vae_name_to_diffusers(&m.vae, "first_stage_model.decoder.up.1.block.0.nin_shortcut.weight", name, sizeof name));
+    T_EQ_STR(name, "decoder.up_blocks.0.resnets.0.conv_shortcut.weight");
+    CK(sd_vae_name_to_diffusers(&m.vae, "first_stage_model.encoder.mid.attn_1.proj_out.bias", name, sizeof name));
+    T_EQ_STR(name, "encoder.mid_block.attentions.0.to_out.0.bias");
+    CK(sd_vae_name_to_diffusers(&m.vae, "first_stage_model.post_quant_conv.weight", name, sizeof name));
+    T_EQ_STR(name, "post_quant_conv.weight");
+    T_CHECK(sd_vae_name_to_diffusers(&m.vae, "model.diffusion_model.out.2.weight", name, sizeof name) == SD_ENOTFOUND);
+    /* rewriting replaces the folder whole; a file in the way is refused and left alone */
+    snprintf(buf, sizeof buf, "%s/stray", out);
+    CK(sd_write_file_atomic(buf, "x", 1));
+    CK(sd_model_write_diffusers(&m, out, &wo));
+    struct stat sb;
+    T_CHECK(stat(buf, &sb) != 0);
+    const char *file = t_path("diffusers_is_file");
+    CK(sd_write_file_atomic(file, "x", 1));
+    T_CHECK(sd_model_write_diffusers(&m, file, &wo) == SD_EIO);
+    T_CHECKF(strstr(sd_errmsg(), "exists and is not a folder") != NULL, "%s", sd_errmsg());
+    T_CHECK(stat(file, &sb) == 0 && S_ISREG(sb.st_mode));
+    /* the trainer's formats */
+    sd_full_format f;
+    CK(sd_full_format_choose("diffusers", 0, SD_MODEL_FMT_SAFETENSORS, &f));
+    T_EQ_INT(f, SD_FULL_DIFFUSERS);
+    CK(sd_full_format_choose("diffusers_safetensors", 0, SD_MODEL_FMT_CKPT, &f));
+    T_EQ_INT(f, SD_FULL_DIFFUSERS);
+    CK(sd_full_format_choose(NULL, 0, SD_MODEL_FMT_DIFFUSERS, &f));
+    T_EQ_INT(f, SD_FULL_DIFFUSERS);
+    T_EQ_STR(sd_full_format_ext(f), "");
+    CK(sd_full_format_choose(NULL, 1, SD_MODEL_FMT_CKPT, &f));
+    T_EQ_INT(f, SD_FULL_SAFETENSORS);
+    T_CHECK(sd_full_format_choose("bin", 0, SD_MODEL_FMT_CKPT, &f) == SD_EUSAGE);
+    T_CHECK(sd_full_saves_diffusers(NULL, src) && !sd_full_saves_diffusers(NULL, file) &&
+            sd_full_saves_diffusers("diffusers", file) && !sd_full_saves_diffusers("safetensors", src));
+done:
+    sd_model_close(&m);
+    sd_model_close(&r);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1) {
@@ -1073,5 +1161,6 @@ int main(int argc, char **argv)
     T_RUN(test_sd2_text_encoder);
     T_RUN(test_ckpt_source);
     T_RUN(test_diffusers_folder);
+    T_RUN(test_diffusers_write);
     T_DONE();
 }
