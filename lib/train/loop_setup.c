@@ -159,6 +159,9 @@ int loop_load_models(run *R)
     R->cfg = R->model.cfg;
     if (c->v_parameterization) R->cfg.parameterization = SD_PRED_V;
     R->sdxl = R->cfg.family == SD_FAMILY_SDXL;
+    if (R->is_full && !R->sdxl && c->save_precision && sd_full_saves_diffusers(c->save_model_as, c->model))
+        sd_warn("--save_precision %s has no effect on SD1/SD2 Diffusers folders: they keep the training dtypes, as the "
+                "reference's save_diffusers_checkpoint (save as safetensors to convert)", c->save_precision);
     if (R->sdxl) {
         /* context = cat(TE1 layer 11, TE2 penultimate); vector = cat(TE2 pooled, size embedding) */
         R->W1 = R->cfg.clip.width;
