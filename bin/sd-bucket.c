@@ -58,8 +58,9 @@ static const sd_opt table[] = {
      .group = "Buckets", .help = "never enlarge: a bucket per image shape, within the area budget"},
     {.name = "interpolation", .alias = "resize_interpolation", .type = SD_OPT_STRING,
      .dest = &a.interpolation, .metavar = "NAME", .group = "Images",
-     .help = "force one filter for --write-images: lanczos, area or box (default: OpenCV "
-             "INTER_AREA when shrinking, PIL LANCZOS otherwise)"},
+     .help = "force one filter for --write-images: lanczos, box (PIL), nearest, bilinear, linear, "
+             "bicubic, cubic, area (OpenCV) (default: OpenCV INTER_AREA when shrinking, PIL "
+             "LANCZOS otherwise)"},
     {.name = "write_images", .type = SD_OPT_STRING, .dest = &a.write_images, .metavar = "DIR",
      .group = "Images",
      .help = "resize and crop every image into its bucket and write it under DIR (the source "

@@ -105,8 +105,9 @@ static const sd_opt table[] = {
      .group = "Buckets (records without a plan)", .help = "never enlarge"},
     {.name = "resize_interpolation", .alias = "interpolation", .type = SD_OPT_STRING, .dest = &a.interpolation,
      .metavar = "NAME", .group = "Images",
-     .help = "force one filter: lanczos, area or box (default: OpenCV INTER_AREA when shrinking, PIL LANCZOS "
-             "otherwise); a record's resize_interpolation wins"},
+     .help = "force one filter: lanczos, box (PIL), nearest, bilinear, linear, bicubic, cubic, area (OpenCV) "
+             "(default: OpenCV INTER_AREA when shrinking, PIL LANCZOS otherwise); a record's "
+             "resize_interpolation wins"},
     {.name = "device", .type = SD_OPT_STRING, .dest = &a.device, .def = "cpu", .metavar = "cpu|cuda[:N]",
      .group = "Latents",
      .help = "where the VAE runs: the CPU, or CUDA GPU N (a build with CUDA=1); images are decoded and "

@@ -322,28 +322,25 @@ double sd_bucket_mean(const double *v, size_t n)
 
 int sd_bucket_interp_from_name(const char *name, int *filter)
 {
+    /* library/utils.py: lanczos and box go to PIL, the rest to cv2.resize
+     * (get_cv2_interpolation: nearest -> INTER_NEAREST_EXACT) */
+    static const struct {
+        const char *name;
+        int filter;
+    } tab[] = {{"lanczos", SD_RESAMPLE_LANCZOS},   {"box", SD_RESAMPLE_BOX},
+               {"area", SD_RESAMPLE_AREA},         {"nearest", SD_RESAMPLE_CV_NEAREST},
+               {"bilinear", SD_RESAMPLE_CV_LINEAR}, {"linear", SD_RESAMPLE_CV_LINEAR},
+               {"bicubic", SD_RESAMPLE_CV_CUBIC},   {"cubic", SD_RESAMPLE_CV_CUBIC}};
     if (!name) return sd_err(SD_EINVAL, "interpolation: no name");
-    if (!strcmp(name, "lanczos")) {
-        *filter = SD_RESAMPLE_LANCZOS;
-        return SD_OK;
-    }
-    if (!strcmp(name, "box")) {
-        *filter = SD_RESAMPLE_BOX;
-        return SD_OK;
-    }
-    if (!strcmp(name, "area")) {
-        *filter = SD_RESAMPLE_AREA;
-        return SD_OK;
-    }
-    if (!strcmp(name, "nearest") || !strcmp(name, "bilinear") || !strcmp(name, "linear") ||
-        !strcmp(name, "bicubic") || !strcmp(name, "cubic"))
-        return sd_err(SD_EUNSUPPORTED,
-                      "interpolation '%s' (the reference uses OpenCV's INTER_%s) is not supported; "
-                      "use lanczos, area or box",
-                      name, !strcmp(name, "nearest") ? "NEAREST_EXACT"
-                            : (name[0] == 'b' && name[2] == 'l') || !strcmp(name, "linear") ? "LINEAR"
-                                                                                             : "CUBIC");
-    return sd_err(SD_EINVAL, "unknown interpolation '%s' (choose from lanczos, area, box)", name);
+    for (size_t i = 0; i < sizeof tab / sizeof *tab; i++)
+        if (!strcmp(name, tab[i].name)) {
+            *filter = tab[i].filter;
+            return SD_OK;
+        }
+    return sd_err(SD_EINVAL,
+                  "unknown interpolation '%s' (choose from lanczos, nearest, bilinear, linear, "
+                  "bicubic, cubic, area, box)",
+                  name);
 }
 
 int sd_bucket_apply(const sd_image *src, const sd_bucket_plan *p, int filter, uint64_t max_pixels,
@@ -366,11 +363,6 @@ int sd_bucket_apply(const sd_image *src, const sd_bucket_plan *p, int filter, ui
         if (filter < 0) {
             rc = sd_resample_auto(src, rw, rh, &tmp);
         } else {
-            if (filter == SD_RESAMPLE_AREA && (rw > src->w || rh > src->h))
-                return sd_err(SD_EUNSUPPORTED,
-                              "interpolation 'area' cannot enlarge %dx%d to %dx%d (OpenCV's "
-                              "enlarging INTER_AREA is not implemented); use lanczos",
-                              src->w, src->h, rw, rh);
             rc = sd_resample(src, rw, rh, filter, &tmp);
         }
         if (rc < 0) return rc;

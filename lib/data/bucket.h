@@ -78,16 +78,16 @@ void sd_bucket_crop_ltrb(int bucket_w, int bucket_h, int image_w, int image_h, d
 /* numpy.mean(v[0..n)) bit for bit (pairwise summation as numpy's add.reduce does); 0 for n = 0. */
 double sd_bucket_mean(const double *v, size_t n);
 
-/* Interpolation names of the reference's resize_interpolation: "lanczos" and "box" (PIL),
- * "area" (OpenCV INTER_AREA). The reference's OpenCV "nearest", "bilinear"/"linear",
- * "bicubic"/"cubic" are not implemented: SD_EUNSUPPORTED with a message saying so; other names
- * SD_EINVAL. On success *filter is an sd_resample_filter (io/resample.h). */
+/* Interpolation names of the reference's resize_interpolation (library/utils.py): "lanczos" and
+ * "box" (PIL LANCZOS, BOX), "nearest" (OpenCV INTER_NEAREST_EXACT), "bilinear"/"linear"
+ * (INTER_LINEAR), "bicubic"/"cubic" (INTER_CUBIC), "area" (INTER_AREA); other names SD_EINVAL.
+ * On success *filter is an sd_resample_filter (io/resample.h). */
 int sd_bucket_interp_from_name(const char *name, int *filter);
 
 /* Resize `src` (its size must be the plan's image size) to the plan's resized size and trim the
  * centre to the bucket, as trim_and_resize_if_required does without random_crop. filter < 0: the
  * reference's default (OpenCV INTER_AREA when neither side grows, else PIL LANCZOS); otherwise
- * that filter for both directions (SD_RESAMPLE_AREA cannot enlarge: SD_EUNSUPPORTED). The result
+ * that filter for both directions (as the reference: INTER_AREA enlarging is OpenCV's). The result
  * is bucket_w × bucket_h with src's channel count. `max_pixels` bounds the intermediate resized
  * image (0 = sd_image_max_pixels()). */
 int sd_bucket_apply(const sd_image *src, const sd_bucket_plan *p, int filter, uint64_t max_pixels,

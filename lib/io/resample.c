@@ -1,5 +1,6 @@
-/* PIL-exact (Pillow 9.4 Resample.c) and OpenCV-exact (4.6 INTER_AREA, shrinking) resampling of
- * 8-bit images. Written from the formulas documented in resample.h; the order of floating-point
+/* PIL-exact (Pillow 9.4 Resample.c) and OpenCV-exact (4.6 INTER_AREA, INTER_LINEAR, INTER_CUBIC,
+ * INTER_NEAREST_EXACT) resampling of 8-bit images. Written from the formulas documented in
+ * resample.h; the order of floating-point
  * operations below is the order those libraries use, which is what makes the bytes identical.
  *
  * Speed: every path has a portable scalar version (the plain transcription of the libraries'
@@ -8,7 +9,9 @@
  * the same order per output value (float paths) or exact integer sums (PIL paths, where the order
  * does not matter), so all levels give identical bytes; tests/unit/test_resample.c checks that
  * against the scalar transcription on many sizes. No FMA is ever enabled (a fused multiply-add
- * rounds once where OpenCV rounds twice). */
+ * rounds once where OpenCV rounds twice). The OpenCV LINEAR, CUBIC and NEAREST_EXACT paths are
+ * portable C only (integer passes; CUBIC's float vertical step is written one IEEE operation at a
+ * time) and run the same at every level. */
 #include "io/resample.h"
 
 #include "base/error.h"
@@ -1043,12 +1046,12 @@ static int area_generic(const sd_image *src, int dw, int dh, double sx, double s
     return rc == SD_OK ? SD_OK : sd_err(SD_ENOMEM, "resample: out of memory");
 }
 
+static int cv_generic(const sd_image *src, int dw, int dh, int ksize, int area_mode, sd_image *out);
+
 static int area_resample(const sd_image *src, int dw, int dh, sd_image *out)
 {
-    if (dw > src->w || dh > src->h)
-        return sd_err(SD_EUNSUPPORTED,
-                      "resample: INTER_AREA enlarging (%dx%d -> %dx%d) is not supported; use "
-                      "lanczos", src->w, src->h, dw, dh);
+    /* OpenCV's INTER_AREA enlarging (either axis) is its bilinear with area-mode weights */
+    if (dw > src->w || dh > src->h) return cv_generic(src, dw, dh, 2, 1, out);
     double inv_x = (double)dw / src->w, inv_y = (double)dh / src->h;
     double sx = 1. / inv_x, sy = 1. / inv_y;
     int isx = (int)lrint(sx), isy = (int)lrint(sy);
@@ -1062,6 +1065,236 @@ static int area_resample(const sd_image *src, int dw, int dh, sd_image *out)
     return rc;
 }
 
+/* ================================================================ OpenCV NEAREST_EXACT, LINEAR, CUBIC */
+
+/* resizeNN_bitexact as in OpenCV 4.6: per axis ifx = ((src << 16) + dst / 2) / dst,
+ * ifx0 = ifx / 2 - 1, source index min((ifx * x + ifx0) >> 16, src - 1), in int as OpenCV
+ * computes it (sizes whose products would overflow OpenCV's int are refused). Later OpenCV
+ * releases subtract src % 2 instead of 1; 4.6 is the reference's. */
+static int cv_nearest_exact(const sd_image *src, int dw, int dh, sd_image *out)
+{
+    const int sw = src->w, sh = src->h, c = src->c;
+    const int64_t ifx = (((int64_t)sw << 16) + dw / 2) / dw, ifx0 = ifx / 2 - 1;
+    const int64_t ify = (((int64_t)sh << 16) + dh / 2) / dh, ify0 = ify / 2 - 1;
+    if (((int64_t)sw << 16) + dw / 2 > INT32_MAX || ((int64_t)sh << 16) + dh / 2 > INT32_MAX ||
+        ifx * (dw - 1) + ifx0 > INT32_MAX || ify * (dh - 1) + ify0 > INT32_MAX)
+        return sd_err(SD_EUNSUPPORTED,
+                      "resample: nearest %dx%d -> %dx%d overflows OpenCV's 32-bit index arithmetic",
+                      sw, sh, dw, dh);
+    int *xo = malloc((size_t)dw * sizeof *xo);
+    if (!xo) return sd_err(SD_ENOMEM, "resample: out of memory");
+    int rc = sd_image_alloc(out, dw, dh, c);
+    if (rc) {
+        free(xo);
+        return rc;
+    }
+    for (int x = 0; x < dw; x++) {
+        int sx = (int)((ifx * x + ifx0) >> 16);
+        xo[x] = sx < sw - 1 ? sx : sw - 1;
+    }
+#pragma omp parallel for schedule(static) if ((long)dw * dh > 65536)
+    for (int y = 0; y < dh; y++) {
+        int sy = (int)((ify * y + ify0) >> 16);
+        if (sy > sh - 1) sy = sh - 1;
+        const uint8_t *s = src->px + (size_t)sy * (size_t)sw * (size_t)c;
+        uint8_t *d = out->px + (size_t)y * (size_t)dw * (size_t)c;
+        for (int x = 0; x < dw; x++) memcpy(d + (size_t)x * (size_t)c, s + (size_t)xo[x] * (size_t)c, (size_t)c);
+    }
+    free(xo);
+    return SD_OK;
+}
+
+/* interpolateCubic (A = -0.75), in float as OpenCV. */
+static void cv_cubic_coeffs(float x, float *k)
+{
+    const float A = -0.75f;
+    k[0] = ((A * (x + 1) - 5 * A) * (x + 1) + 8 * A) * (x + 1) - 4 * A;
+    k[1] = ((A + 2) * x - (A + 3)) * x * x + 1;
+    k[2] = ((A + 2) * (1 - x) - (A + 3)) * (1 - x) * (1 - x) + 1;
+    k[3] = 1.f - k[0] - k[1] - k[2];
+}
+
+/* saturate_cast<short>(v * INTER_RESIZE_COEF_SCALE): cvRound (half to even), clamped. */
+static int16_t cv_coef(float v)
+{
+    float f = v * 2048.f;
+#if RS_X86
+    int r = _mm_cvtss_si32(_mm_set_ss(f));
+#else
+    long r = lrintf(f);
+#endif
+    return (int16_t)(r < -32768 ? -32768 : r > 32767 ? 32767 : r);
+}
+
+/* The coefficient table of one axis (cv::hal::resize's loops over dx and dy): per output index
+ * the source index and ksize fixed-point weights. `is_x`: the x loop also clamps a linear tap
+ * that falls outside (weight 0 at the edge pixel); the y loop does not (its rows are clipped). */
+static void cv_axis(int ssize, int dsize, int ksize, int area_mode, int is_x, int *ofs, int16_t *coef)
+{
+    const double inv = (double)dsize / ssize, scale = 1. / inv;
+    for (int d = 0; d < dsize; d++) {
+        float f;
+        int s;
+        if (!area_mode) {
+            f = (float)((d + 0.5) * scale - 0.5);
+            s = (int)floorf(f);
+            f -= (float)s;
+        } else {
+            s = (int)floor(d * scale);
+            f = (float)((d + 1) - (s + 1) * inv);
+            f = f <= 0 ? 0.f : f - floorf(f);
+        }
+        if (is_x && ksize == 2) {
+            if (s < 0) f = 0, s = 0;
+            if (s >= ssize - 1) f = 0, s = ssize - 1;
+        }
+        float cb[4];
+        if (ksize == 4) {
+            cv_cubic_coeffs(f, cb);
+        } else {
+            cb[0] = 1.f - f;
+            cb[1] = f;
+        }
+        for (int k = 0; k < ksize; k++) coef[(size_t)d * (size_t)ksize + (size_t)k] = cv_coef(cb[k]);
+        ofs[d] = s;
+    }
+}
+
+/* Horizontal pass of one source row (HResizeLinear / HResizeCubic, int sums): taps
+ * s - ksize/2 + 1 + j clamped to the row (OpenCV's border replication at both ends). */
+static void cv_hrow(const uint8_t *S, int sw, int c, const int *xo, const int16_t *xa, int ksize,
+                    int dw, int32_t *D)
+{
+    const int k2 = ksize / 2 - 1;
+    for (int dx = 0; dx < dw; dx++) {
+        const int16_t *a = xa + (size_t)dx * (size_t)ksize;
+        int idx[4];
+        for (int j = 0; j < ksize; j++) {
+            int t = xo[dx] - k2 + j;
+            idx[j] = (t < 0 ? 0 : t > sw - 1 ? sw - 1 : t) * c;
+        }
+        for (int ch = 0; ch < c; ch++) {
+            int32_t v = 0;
+            for (int j = 0; j < ksize; j++) v += (int32_t)S[idx[j] + ch] * a[j];
+            D[(size_t)dx * (size_t)c + (size_t)ch] = v;
+        }
+    }
+}
+
+static inline uint8_t clampu8(int v) { return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v); }
+
+/* VResizeLinear<uchar, int, short, ...> (OpenCV's specialisation for 8 bits, and its SIMD
+ * VResizeLinearVec_32s8u, which computes the same): each value >> 4, times the weight, >> 16,
+ * summed, (sum + 2) >> 2. The weights are >= 0 and sum to 2048, so nothing saturates. */
+static void cv_vrow_linear(const int32_t *S0, const int32_t *S1, const int16_t *b, int width,
+                           uint8_t *d)
+{
+    const int b0 = b[0], b1 = b[1];
+    for (int x = 0; x < width; x++)
+        d[x] = clampu8(((((S0[x] >> 4) * b0) >> 16) + (((S1[x] >> 4) * b1) >> 16) + 2) >> 2);
+}
+
+/* VResizeCubic with OpenCV's SIMD head (VResizeCubicVec_32s8u: float, weights * 2^-22,
+ * S0*b0 + (S1*b1 + (S2*b2 + S3*b3)) with each product and sum rounded, round half to even) over
+ * the first width - width % 8 elements; the rest the scalar (sum + 2^21) >> 22. */
+static void cv_vrow_cubic(const int32_t *const *S, const int16_t *b, int width, uint8_t *d)
+{
+    const int n = width - width % 8;
+    const float sc = 1.f / (2048 * 2048);
+    const float f0 = b[0] * sc, f1 = b[1] * sc, f2 = b[2] * sc, f3 = b[3] * sc;
+    for (int x = 0; x < n; x++) {
+        float t = (float)S[3][x] * f3;
+        t = (float)S[2][x] * f2 + t;
+        t = (float)S[1][x] * f1 + t;
+        t = (float)S[0][x] * f0 + t;
+        volatile float tv = t; /* one rounding per operation, never contracted */
+#if RS_X86
+        int r = _mm_cvtss_si32(_mm_set_ss(tv));
+#else
+        long r = lrintf(tv);
+#endif
+        d[x] = (uint8_t)(r < 0 ? 0 : r > 255 ? 255 : r);
+    }
+    for (int x = n; x < width; x++) {
+        int64_t v = (int64_t)S[0][x] * b[0] + (int64_t)S[1][x] * b[1] + (int64_t)S[2][x] * b[2] +
+                    (int64_t)S[3][x] * b[3];
+        d[x] = clampu8((int)((v + (1 << 21)) >> 22));
+    }
+}
+
+/* resizeGeneric_ for 8-bit images: INTER_LINEAR (ksize 2), INTER_CUBIC (ksize 4), and INTER_AREA
+ * enlarging (ksize 2 with the area-mode weights). Per output row the needed source rows are run
+ * through the horizontal pass (each kept in slot sy % ksize for the next rows), then the
+ * vertical pass. */
+static int cv_generic(const sd_image *src, int dw, int dh, int ksize, int area_mode, sd_image *out)
+{
+    const int sw = src->w, sh = src->h, c = src->c, width = dw * c;
+    int *xo = malloc((size_t)dw * sizeof *xo), *yo = malloc((size_t)dh * sizeof *yo);
+    int16_t *xa = malloc((size_t)dw * (size_t)ksize * sizeof *xa);
+    int16_t *ya = malloc((size_t)dh * (size_t)ksize * sizeof *ya);
+    int rc = SD_OK;
+    if (!xo || !yo || !xa || !ya) rc = sd_err(SD_ENOMEM, "resample: out of memory");
+    if (!rc) rc = sd_image_alloc(out, dw, dh, c);
+    if (rc) {
+        free(xo), free(yo), free(xa), free(ya);
+        return rc;
+    }
+    cv_axis(sw, dw, ksize, area_mode, 1, xo, xa);
+    cv_axis(sh, dh, ksize, area_mode, 0, yo, ya);
+#pragma omp parallel if ((long)dw * dh > 16384)
+    {
+        int32_t *buf = malloc((size_t)ksize * (size_t)width * sizeof *buf);
+        int tag[4] = {-1, -1, -1, -1};
+        if (!buf) {
+#pragma omp atomic write
+            rc = SD_ENOMEM;
+        }
+        int y0, y1;
+        rs_band(dh, &y0, &y1);
+        for (int dy = y0; dy < y1 && buf; dy++) {
+            const int32_t *rows[4];
+            for (int k = 0; k < ksize; k++) {
+                int sy = yo[dy] - ksize / 2 + 1 + k;
+                sy = sy < 0 ? 0 : sy > sh - 1 ? sh - 1 : sy;
+                int slot = sy % ksize;
+                int32_t *r = buf + (size_t)slot * (size_t)width;
+                if (tag[slot] != sy) {
+                    cv_hrow(src->px + (size_t)sy * (size_t)sw * (size_t)c, sw, c, xo, xa, ksize, dw, r);
+                    tag[slot] = sy;
+                }
+                rows[k] = r;
+            }
+            uint8_t *d = out->px + (size_t)dy * (size_t)width;
+            const int16_t *b = ya + (size_t)dy * (size_t)ksize;
+            if (ksize == 2) cv_vrow_linear(rows[0], rows[1], b, width, d);
+            else cv_vrow_cubic(rows, b, width, d);
+        }
+        free(buf);
+    }
+    free(xo), free(yo), free(xa), free(ya);
+    if (rc) {
+        sd_image_free(out);
+        return sd_err(SD_ENOMEM, "resample: out of memory");
+    }
+    return SD_OK;
+}
+
+/* cv::hal::resize's choice for INTER_LINEAR: an exact 2x shrink on both axes is INTER_AREA's
+ * integer path ((sum + 2) >> 2); otherwise the generic bilinear. */
+static int cv_linear(const sd_image *src, int dw, int dh, sd_image *out)
+{
+    double sx = 1. / ((double)dw / src->w), sy = 1. / ((double)dh / src->h);
+    int isx = (int)lrint(sx), isy = (int)lrint(sy);
+    if (fabs(sx - isx) < DBL_EPSILON && fabs(sy - isy) < DBL_EPSILON && isx == 2 && isy == 2) {
+        int rc = sd_image_alloc(out, dw, dh, src->c);
+        if (rc) return rc;
+        rc = area_fast(src, dw, dh, 2, 2, out);
+        if (rc) sd_image_free(out);
+        return rc;
+    }
+    return cv_generic(src, dw, dh, 2, 0, out);
+}
+
 /* ================================================================ API */
 
 int sd_resample(const sd_image *src, int w, int h, int filter, sd_image *out)
@@ -1069,10 +1302,13 @@ int sd_resample(const sd_image *src, int w, int h, int filter, sd_image *out)
     memset(out, 0, sizeof *out);
     int rc = check_src(src, w, h, "resample");
     if (rc) return rc;
-    if (filter < SD_RESAMPLE_BOX || filter > SD_RESAMPLE_AREA)
+    if (filter < SD_RESAMPLE_BOX || filter > SD_RESAMPLE_CV_CUBIC)
         return sd_err(SD_EINVAL, "resample: unknown filter %d", filter);
     if (w == src->w && h == src->h) return copy_image(src, out);
     if (filter == SD_RESAMPLE_AREA) return area_resample(src, w, h, out);
+    if (filter == SD_RESAMPLE_CV_NEAREST) return cv_nearest_exact(src, w, h, out);
+    if (filter == SD_RESAMPLE_CV_LINEAR) return cv_linear(src, w, h, out);
+    if (filter == SD_RESAMPLE_CV_CUBIC) return cv_generic(src, w, h, 4, 0, out);
     const float box[4] = {0, 0, (float)src->w, (float)src->h};
     return pil_resample(src, box, w, h, filter, out);
 }
@@ -1099,17 +1335,19 @@ int sd_resample_auto(const sd_image *src, int w, int h, sd_image *out)
     return sd_resample(src, w, h, area ? SD_RESAMPLE_AREA : SD_RESAMPLE_LANCZOS, out);
 }
 
-static const char *const NAMES[] = {"box", "bilinear", "hamming", "bicubic", "lanczos", "area"};
+static const char *const NAMES[] = {"box",     "bilinear",         "hamming",   "bicubic",
+                                    "lanczos", "area",             "cv_nearest_exact",
+                                    "cv_linear", "cv_cubic"};
 
 int sd_resample_filter_from_name(const char *name)
 {
     if (!name) return -1;
-    for (int i = 0; i <= SD_RESAMPLE_AREA; i++)
+    for (int i = 0; i <= SD_RESAMPLE_CV_CUBIC; i++)
         if (!strcasecmp(name, NAMES[i])) return i;
     return -1;
 }
 
 const char *sd_resample_filter_name(int filter)
 {
-    return filter >= 0 && filter <= SD_RESAMPLE_AREA ? NAMES[filter] : "unknown";
+    return filter >= 0 && filter <= SD_RESAMPLE_CV_CUBIC ? NAMES[filter] : "unknown";
 }

@@ -13,14 +13,34 @@
  *   Identical bytes to PIL.
  *
  * OpenCV AREA (OpenCV 4.6 imgproc/src/resize.cpp, `cv2.resize(img, (w, h), interpolation=
- *   cv2.INTER_AREA)`), shrinking only (both target dimensions <= the source; enlarging with
- *   INTER_AREA is OpenCV's bilinear emulation and returns SD_EUNSUPPORTED here, the reference
- *   uses AREA only when shrinking). scale = 1 / (dst/src) in double. When both scales are
+ *   cv2.INTER_AREA)`). Shrinking (both target dimensions <= the source): scale = 1 / (dst/src)
+ *   in double. When both scales are
  *   integers: box average in int, for 2x2 (sum + 2) >> 2, otherwise round-half-even of
  *   sum * (1.f/area) in float. Otherwise the area-coverage tables (weights in float) with
  *   float accumulation per row and across rows, round-half-even to uint8. Channels are
  *   independent (no premultiplication), as in OpenCV. Identical bytes to OpenCV (built
- *   without IPP, as Debian's python3-opencv is).
+ *   without IPP, as Debian's python3-opencv is). Enlarging either side: OpenCV's bilinear with
+ *   area-mode weights (sx = floor(dx * scale), fx = (dx + 1) - (sx + 1) / scale, 0 when <= 0,
+ *   else its fractional part), through the LINEAR machinery below.
+ *
+ * OpenCV LINEAR, CUBIC (cv::hal::resize + resizeGeneric_ on 8 bits): per axis
+ *   f = (float)((d + 0.5) * scale - 0.5), s = floor(f), f -= s; LINEAR weights (1 - f, f), the x
+ *   axis clamping s < 0 and s >= src - 1 to the edge pixel with f = 0; CUBIC weights
+ *   interpolateCubic(f) (A = -0.75, float); each weight saturate_cast<short>(w * 2048) (round half
+ *   to even). Horizontal pass in int (taps clamped to the row: border replicate), vertical pass:
+ *   LINEAR ((S0 >> 4) * b0 >> 16) + ((S1 >> 4) * b1 >> 16) + 2 >> 2 (OpenCV's 8-bit
+ *   specialisation, all elements); CUBIC over the first width - width % 8 elements of a row
+ *   (OpenCV's SSE2 loop) float S0*b0' + (S1*b1' + (S2*b2' + S3*b3')) with b' = b * 2^-22, round
+ *   half to even, the rest (sum + 2^21) >> 22; rows clipped to the image. LINEAR with an exact
+ *   2x shrink of both axes is AREA's integer path, as in OpenCV.
+ *
+ * OpenCV NEAREST_EXACT (resizeNN_bitexact, OpenCV 4.6): per axis ifx = ((src << 16) + dst / 2) /
+ *   dst, source index min((ifx * d + ifx / 2 - 1) >> 16, src - 1). Sizes for which OpenCV's int
+ *   arithmetic would overflow return SD_EUNSUPPORTED.
+ *
+ * The OpenCV paths are checked byte for byte against cv2.resize of Debian 12's python3-opencv
+ * (tests/unit/test_cv2_resize.c, test_resample.c); the reference (sd-scripts resize_image) hands
+ * its RGB or RGBA array to cv2.resize unchanged, so channels are independent.
  *
  * Images are sd_image (interleaved uint8, c = 1, 3 or 4). Rows are processed in parallel with
  * OpenMP (each output row by exactly one thread); every output byte depends only on its inputs,
@@ -40,14 +60,17 @@ enum sd_resample_filter {
     SD_RESAMPLE_HAMMING,
     SD_RESAMPLE_BICUBIC,
     SD_RESAMPLE_LANCZOS,
-    SD_RESAMPLE_AREA, /* OpenCV INTER_AREA, shrinking only */
+    SD_RESAMPLE_AREA,       /* OpenCV INTER_AREA */
+    SD_RESAMPLE_CV_NEAREST, /* OpenCV INTER_NEAREST_EXACT */
+    SD_RESAMPLE_CV_LINEAR,  /* OpenCV INTER_LINEAR */
+    SD_RESAMPLE_CV_CUBIC,   /* OpenCV INTER_CUBIC */
 };
 
 /* Resize src to w×h into a newly allocated *out (same channel count). Same-size requests copy. */
 int sd_resample(const sd_image *src, int w, int h, int filter, sd_image *out);
 
 /* PIL's resize with a source box (x0, y0, x1, y1) in source pixels (floats, as PIL takes them):
- * `im.resize((w, h), filter, box=(x0, y0, x1, y1))`. Not for SD_RESAMPLE_AREA. */
+ * `im.resize((w, h), filter, box=(x0, y0, x1, y1))`. PIL filters only (SD_EINVAL for OpenCV's). */
 int sd_resample_box(const sd_image *src, const float box[4], int w, int h, int filter,
                     sd_image *out);
 
@@ -55,9 +78,10 @@ int sd_resample_box(const sd_image *src, const float box[4], int w, int h, int f
  * resize_interpolation): AREA when w <= src->w and h <= src->h, else LANCZOS. */
 int sd_resample_auto(const sd_image *src, int w, int h, sd_image *out);
 
-/* Filter from its name: "box", "bilinear", "hamming", "bicubic", "lanczos" (the PIL filters)
- * or "area" (OpenCV); -1 when unknown. And the name of a filter. (The reference's
- * --resize_interpolation "linear"/"cubic"/"nearest" mean OpenCV filters not provided here.) */
+/* Filter from its name: "box", "bilinear", "hamming", "bicubic", "lanczos" (the PIL filters),
+ * "area", "cv_nearest_exact", "cv_linear", "cv_cubic" (OpenCV); -1 when unknown. And the name
+ * of a filter. (The reference's resize_interpolation names map through
+ * sd_bucket_interp_from_name, data/bucket.h: there "bilinear"/"bicubic" are OpenCV's.) */
 int sd_resample_filter_from_name(const char *name);
 const char *sd_resample_filter_name(int filter);
 

@@ -147,9 +147,13 @@ rc=$?
   && ok bucket_files_named || { nok bucket_files_named "exit $rc"; sed 's/^/#   /' f.err; }
 
 # ---- usage errors ------------------------------------------------------------------------------
-"$SD" --resolution 512 --interpolation bicubic < /dev/null > /dev/null 2> u.err
+"$SD" --resolution 512 --interpolation hamming < /dev/null > /dev/null 2> u.err
 rc=$?
-[ $rc = 2 ] && grep -q 'INTER_CUBIC.*not supported' u.err && ok bucket_usage_interp || nok bucket_usage_interp "exit $rc"
+[ $rc = 2 ] && grep -q "unknown interpolation 'hamming' (choose from lanczos, nearest, bilinear" u.err && ok bucket_usage_interp || nok bucket_usage_interp "exit $rc"
+for f in nearest bilinear linear bicubic cubic area box lanczos; do
+  "$SD" --resolution 512 --interpolation $f < /dev/null > /dev/null 2> u.err || { echo "# $f: $(cat u.err)"; echo bad; }
+done > ui.txt
+grep -q '^bad' ui.txt && { nok bucket_usage_interp_names; cat ui.txt; } || ok bucket_usage_interp_names
 "$SD" --resolution 0 < /dev/null > /dev/null 2>&1
 [ $? = 2 ] && ok bucket_usage_resolution || nok bucket_usage_resolution
 "$SD" --bucket-reso-steps 64 --min_bucket_reso 256 --help > h.out 2>&1

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # sd-bucket --write-images: output files have the bucket's size, the records point at them and
 # keep source_image, --threads 1 and 2 give identical files and records, the pixels equal the
-# reference's trim_and_resize_if_required (PIL LANCZOS / OpenCV INTER_AREA, run with
+# reference's trim_and_resize_if_required (PIL LANCZOS / OpenCV INTER_AREA by default, and each
+# forced OpenCV filter: nearest, linear, cubic, area; run with
 # /usr/bin/python3 when it has PIL, numpy and cv2), and decode failures, name collisions and
 # overwriting the source are per-record errors.
 set -u
@@ -62,15 +63,30 @@ grep -e p1200x800 -e rgba -e p97x131 in.jsonl > small.jsonl
 grep -e p300x400 -e p97x131 in.jsonl > small2.jsonl
 "$SD" --resolution 256 --min_bucket_reso 128 --write-images outa --interpolation area < small2.jsonl > ra.jsonl 2> ea.txt
 rc=$?
-[ $rc = 3 ] && grep -q "p97x131.png: interpolation 'area' cannot enlarge" ea.txt && grep -q p300x400 ra.jsonl && ok bucket_images_area_no_enlarge \
-  || { nok bucket_images_area_no_enlarge "exit $rc"; sed 's/^/#   /' ea.txt; }
+[ $rc = 0 ] && [ "$(wc -l < ra.jsonl)" = 2 ] && [ -f outa/src/a/p97x131.png ] && ok bucket_images_area_enlarges \
+  || { nok bucket_images_area_enlarges "exit $rc"; sed 's/^/#   /' ea.txt; }
 
-# a record's resize_interpolation wins over --interpolation; unsupported names fail that record
-printf '%s\n' '{"image":"src/a/p97x131.png","resize_interpolation":"lanczos"}' '{"image":"src/a/p97x131.png","resize_interpolation":"cubic"}' \
+# every OpenCV filter of the reference, forced, on all the images (pixels checked below)
+for f in nearest linear cubic area; do
+  "$SD" --resolution 512 --write-images "o_$f" --interpolation $f < in.jsonl > "r_$f.jsonl" 2> "e_$f.txt"
+  rc=$?
+  [ $rc = 0 ] && [ "$(wc -l < "r_$f.jsonl")" = 13 ] && ok "bucket_images_interp_$f" \
+    || { nok "bucket_images_interp_$f" "exit $rc"; sed 's/^/#   /' "e_$f.txt"; }
+done
+if cmp -s o_linear/src/a/p1200x800.png o_cubic/src/a/p1200x800.png || cmp -s o_nearest/src/a/p97x131.png o_area/src/a/p97x131.png \
+   || cmp -s o_area/src/a/p97x131.png out1/src/a/p97x131.png; then nok bucket_images_interp_differ; else ok bucket_images_interp_differ; fi
+
+# a record's resize_interpolation wins over --interpolation; an unknown name fails that record
+printf '%s\n' '{"image":"src/a/p97x131.png","resize_interpolation":"lanczos"}' '{"image":"src/a/p97x131.png","resize_interpolation":"lanczos4"}' \
   | "$SD" --resolution 256 --min_bucket_reso 128 --write-images outi --interpolation area > ri.jsonl 2> ei.txt
 rc=$?
-[ $rc = 3 ] && [ "$(wc -l < ri.jsonl)" = 1 ] && grep -q "error (at stdin:2): key 'resize_interpolation': interpolation 'cubic' (the reference uses OpenCV's INTER_CUBIC) is not supported" ei.txt \
+[ $rc = 3 ] && [ "$(wc -l < ri.jsonl)" = 1 ] && grep -q "error (at stdin:2): key 'resize_interpolation': unknown interpolation 'lanczos4'" ei.txt \
   && ok bucket_images_record_interpolation || { nok bucket_images_record_interpolation "exit $rc"; sed 's/^/#   /' ei.txt; }
+printf '%s\n' '{"image":"src/a/p1200x800.png","resize_interpolation":"bicubic"}' \
+  | "$SD" --resolution 512 --write-images outk --interpolation nearest > rk.jsonl 2> ek.txt
+rc=$?
+[ $rc = 0 ] && cmp -s outk/src/a/p1200x800.png o_cubic/src/a/p1200x800.png && ok bucket_images_record_interpolation_wins \
+  || { nok bucket_images_record_interpolation_wins "exit $rc"; sed 's/^/#   /' ek.txt; }
 
 # per-record errors in the write stage
 head -c 400 src/a/p1200x800.png > trunc.png     # header intact, pixels cut
@@ -99,22 +115,29 @@ grep -q '^sd-bucket: error (at stdin:6): ./same.png: --write-images would overwr
 # pixels against the reference's own code path (PIL + OpenCV), PNG sources decode identically
 py=/usr/bin/python3
 if [ -x "$py" ]; then
-  out=$("$py" - r1.jsonl <<'EOF' 2>&1
+  out=$("$py" - r1.jsonl:auto r_nearest.jsonl:nearest r_linear.jsonl:linear r_cubic.jsonl:cubic r_area.jsonl:area <<'EOF' 2>&1
 import json, sys
 try:
     import numpy as np, cv2
     from PIL import Image
 except ImportError:
     sys.exit(77)
-# trim_and_resize_if_required / resize_image of kohya-ss/sd-scripts, transcribed
-def resize_image(image, w, h, rw, rh):
-    if w >= rw and h >= rh:
-        return cv2.resize(image, (rw, rh), interpolation=cv2.INTER_AREA)
+# trim_and_resize_if_required / resize_image of kohya-ss/sd-scripts (library/utils.py), transcribed
+CV = {"nearest": cv2.INTER_NEAREST_EXACT, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC,
+      "area": cv2.INTER_AREA}
+def resize_image(image, w, h, rw, rh, interp):
+    if interp == "auto":
+        interp = "area" if w >= rw and h >= rh else "lanczos"
+    if interp in CV:
+        return cv2.resize(image, (rw, rh), interpolation=CV[interp])
     mode = "RGBA" if image.shape[2] == 4 else "RGB"
     return np.array(Image.fromarray(image, mode).resize((rw, rh), resample=Image.LANCZOS))
 n = 0
-for line in open(sys.argv[1]):
-    r = json.loads(line)
+recs = []
+for arg in sys.argv[1:]:
+    path, interp = arg.split(":")
+    recs += [(json.loads(line), interp) for line in open(path)]
+for r, interp in recs:
     im = Image.open(r["source_image"])
     im = im.convert("RGBA" if r.get("alpha_mask") else "RGB")
     a = np.array(im)
@@ -122,7 +145,7 @@ for line in open(sys.argv[1]):
     rw, rh = r["resized"]
     bw, bh = r["bucket"]
     if (w, h) != (rw, rh):
-        a = resize_image(a, w, h, rw, rh)
+        a = resize_image(a, w, h, rw, rh, interp)
     if a.shape[1] > bw:
         p = (a.shape[1] - bw) // 2
         a = a[:, p:p + bw]

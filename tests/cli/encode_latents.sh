@@ -44,6 +44,21 @@ lat_a=$(head -1 out.jsonl | sed 's/.*"latents":"\([^"]*\)".*/\1/')
 check encode_file_written '[ -s "$lat_a" ] && "$helper" --check-file "$lat_a"'
 check encode_no_temp_left '[ -z "$(find lat -name ".*tmp*")" ]'
 
+# ---- the reference's OpenCV filters, forced (nearest, linear, cubic, area) -------------------------
+for f in area nearest linear cubic; do
+  "$enc" "${common[@]}" --out "i_$f" --latent_mode mean --resize_interpolation $f < in.jsonl > "i_$f.jsonl" 2> "i_$f.err"
+  echo $? > "i_$f.rc"
+done
+check encode_interp_opencv_accepted '( for f in area nearest linear cubic; do [ "$(cat i_$f.rc)" = 3 ] && [ "$(wc -l < i_$f.jsonl)" = 3 ] || exit 1; done )'
+ia() { head -1 "i_$1.jsonl" | sed 's/.*"latents":"\([^"]*\)".*/\1/'; }
+check encode_interp_filters_differ '! cmp -s "$(ia area)" "$(ia nearest)" && ! cmp -s "$(ia area)" "$(ia linear)" && ! cmp -s "$(ia linear)" "$(ia cubic)"'
+printf '%s\n' '{"image":"img/a.png","resize_interpolation":"bicubic"}' \
+  | "$enc" "${common[@]}" --out i_rec --latent_mode mean --resize_interpolation nearest > i_rec.jsonl 2>/dev/null
+check encode_interp_record_wins 'cmp -s "$(sed "s/.*\"latents\":\"\([^\"]*\)\".*/\1/" i_rec.jsonl)" "$(ia cubic)"'
+"$enc" "${common[@]}" --out i_bad --resize_interpolation lanczos4 < in.jsonl > /dev/null 2> i_bad.err
+rc=$?
+check encode_interp_unknown_usage '[ $rc = 2 ] && grep -q "unknown interpolation .lanczos4." i_bad.err'
+
 # ---- mean mode = the library's encode of the same pixels -------------------------------------------
 "$enc" "${common[@]}" --out mean --latent_mode mean --flip_aug < in.jsonl > mean.jsonl 2>/dev/null
 good=1

@@ -139,13 +139,15 @@ awk '{ sub(/}$/, ",\"color_aug\":false,\"random_crop\":false,\"custom_attributes
 T --data r_off.jsonl --output_dir rr2 2> rr2.err; rc=$?
 [ $rc = 0 ] && ok train_kohya_record_false_passes || nok train_kohya_record_false_passes "rc $rc $(cat rr2.err)"
 
-# ---- resize_interpolation reaches --cache_latents (80x72 images shrink to 64: "area" is the automatic choice) ----
+# ---- resize_interpolation reaches --cache_latents (80x72 images shrink to 64: "area" is the automatic choice;
+# OpenCV's "cubic" is accepted and gives other latents) ----
 tensors() { python3 -c "
 import hashlib,struct,sys;b=open(sys.argv[1],'rb').read();n=struct.unpack('<Q',b[:8])[0];print(hashlib.sha256(b[8+n:]).hexdigest())" "$1"; }
-for f in area lanczos; do
+for f in area lanczos cubic; do
   ds "d_$f.toml" "resize_interpolation = \"$f\"" ''
   D "d_$f.toml" "d_$f" 2> "d_$f.err" || nok "train_kohya_resize_$f" "$(tail -2 "d_$f.err")"
 done
 a0=$(tensors d_ok/last.safetensors); a1=$(tensors d_area/last.safetensors); a2=$(tensors d_lanczos/last.safetensors)
-[ -n "$a0" ] && [ "$a0" = "$a1" ] && [ "$a0" != "$a2" ] && ok train_kohya_resize_interpolation ||
-  nok train_kohya_resize_interpolation "auto $a0 area $a1 lanczos $a2"
+a3=$(tensors d_cubic/last.safetensors)
+[ -n "$a0" ] && [ "$a0" = "$a1" ] && [ "$a0" != "$a2" ] && [ -n "$a3" ] && [ "$a3" != "$a0" ] && [ "$a3" != "$a2" ] &&
+  ok train_kohya_resize_interpolation || nok train_kohya_resize_interpolation "auto $a0 area $a1 lanczos $a2 cubic $a3"

@@ -257,11 +257,12 @@ static void test_config_errors(void)
     T_EQ_INT(sd_bucket_interp_from_name("area", &f), SD_OK);
     T_EQ_INT(f, SD_RESAMPLE_AREA);
     T_EQ_INT(sd_bucket_interp_from_name("box", &f), SD_OK);
-    T_EQ_INT(sd_bucket_interp_from_name("bilinear", &f), SD_EUNSUPPORTED);
-    T_CHECK(strstr(sd_errmsg(), "INTER_LINEAR") != NULL);
-    T_EQ_INT(sd_bucket_interp_from_name("cubic", &f), SD_EUNSUPPORTED);
-    T_CHECK(strstr(sd_errmsg(), "INTER_CUBIC") != NULL);
-    T_EQ_INT(sd_bucket_interp_from_name("nearest", &f), SD_EUNSUPPORTED);
+    T_EQ_INT(sd_bucket_interp_from_name("bilinear", &f), SD_OK);
+    T_EQ_INT(f, SD_RESAMPLE_CV_LINEAR);
+    T_EQ_INT(sd_bucket_interp_from_name("cubic", &f), SD_OK);
+    T_EQ_INT(f, SD_RESAMPLE_CV_CUBIC);
+    T_EQ_INT(sd_bucket_interp_from_name("nearest", &f), SD_OK);
+    T_EQ_INT(f, SD_RESAMPLE_CV_NEAREST);
     T_EQ_INT(sd_bucket_interp_from_name("hamming", &f), SD_EINVAL);
 }
 
@@ -307,7 +308,7 @@ static void test_apply(void)
     /* pixel limit */
     T_EQ_INT(sd_bucket_apply(&src, &p, -1, 1000, &out), SD_ERANGE);
     sd_image_free(&src);
-    /* enlarge: LANCZOS by default; AREA refused */
+    /* enlarge: LANCZOS by default */
     T_EQ_INT(sd_image_alloc(&src, 300, 400, 4), SD_OK);
     fill(&src);
     T_EQ_INT(sd_bucket_select(&s, 300, 400, &p), SD_OK);
@@ -321,7 +322,17 @@ static void test_apply(void)
     sd_image_free(&out);
     sd_image_free(&ref);
     sd_image_free(&crop);
-    T_EQ_INT(sd_bucket_apply(&src, &p, SD_RESAMPLE_AREA, 0, &out), SD_EUNSUPPORTED);
+    /* forced AREA and CUBIC enlarge too (OpenCV), RGBA channels independent */
+    const int forced[2] = {SD_RESAMPLE_AREA, SD_RESAMPLE_CV_CUBIC};
+    for (int i = 0; i < 2; i++) {
+        T_EQ_INT(sd_bucket_apply(&src, &p, forced[i], 0, &out), SD_OK);
+        T_EQ_INT(sd_resample(&src, 448, 597, forced[i], &ref), SD_OK);
+        T_EQ_INT(sd_image_crop(&ref, 0, 10, 448, 576, &crop), SD_OK);
+        T_CHECK(memcmp(out.px, crop.px, (size_t)448 * 576 * 4) == 0);
+        sd_image_free(&out);
+        sd_image_free(&ref);
+        sd_image_free(&crop);
+    }
     sd_image_free(&src);
     /* exact bucket size: a copy */
     T_EQ_INT(sd_image_alloc(&src, 512, 512, 3), SD_OK);

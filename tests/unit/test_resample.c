@@ -305,9 +305,9 @@ static void test_errors(void)
 {
     sd_image src, out;
     make_src(&src, 20, 10, 3);
-    T_EQ_INT(sd_resample(&src, 21, 10, SD_RESAMPLE_AREA, &out), SD_EUNSUPPORTED);
-    T_CHECK(strstr(sd_errmsg(), "INTER_AREA") != NULL);
-    T_CHECK(out.px == NULL);
+    /* INTER_AREA enlarging is OpenCV's area-weighted bilinear (bytes: test_cv2_resize.c) */
+    T_EQ_INT(sd_resample(&src, 21, 10, SD_RESAMPLE_AREA, &out), SD_OK);
+    sd_image_free(&out);
     T_EQ_INT(sd_resample(&src, 0, 10, SD_RESAMPLE_LANCZOS, &out), SD_EINVAL);
     T_EQ_INT(sd_resample(&src, 10, -1, SD_RESAMPLE_LANCZOS, &out), SD_EINVAL);
     T_EQ_INT(sd_resample(&src, 10, 10, 99, &out), SD_EINVAL);
