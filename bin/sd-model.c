@@ -6,6 +6,7 @@
  *   sd-model merge --sd_model MODEL --models A.safetensors... --ratios R... --save_to OUT.safetensors
  *   sd-model merge --models A.safetensors... --ratios R... --save_to OUT.safetensors [--concat] [--shuffle]
  *   sd-model svd-merge --models A.safetensors... --ratios R... --save_to OUT.safetensors --new_rank N
+ *   sd-model merge-models --models A.safetensors B.safetensors... [--ratios R...] --output OUT.safetensors
  *   sd-model resize --model LORA.safetensors --save_to OUT.safetensors --new_rank N [--dynamic_method M ...]
  *   sd-model extract --model_org A --model_tuned B --save_to OUT.safetensors [--dim N --conv_dim N ...]
  *
@@ -32,6 +33,7 @@
 #include "io/jsonl.h"
 #include "io/npy.h"
 #include "io/safetensors.h"
+#include "models/ckpt_merge.h"
 #include "models/diffusers_write.h"
 #include "models/sd_model.h"
 #include "tensor/tensor.h"
@@ -60,6 +62,7 @@ static struct {
     sd_opt_list models, ratios;
     int precision, no_metadata, concat, shuffle;
     int64_t seed;
+    int unet_only, show_skipped, saving_precision;
     int tile, tile_overlap;
     int json, no_hashes;
     int new_rank, new_conv_rank, dynamic_method, verbose, svd_lowrank_niter;
@@ -74,7 +77,7 @@ static struct {
 static const sd_opt table[] = {
     SD_MODEL_OPT_ENTRIES(&a.model, &a.vae, &a.model_config, &a.v2, &a.v_param),
     {.name = "output", .short_name = 'o', .type = SD_OPT_STRING, .dest = &a.output, .metavar = "FILE",
-     .group = "Files", .help = "output file (.safetensors for convert, .npy for run)"},
+     .group = "Files", .help = "output file (.safetensors for convert and merge-models, .npy for run)"},
     {.name = "input", .short_name = 'i', .type = SD_OPT_STRING, .dest = &a.input, .metavar = "FILE.npy",
      .group = "Files", .help = "run vae-encode/vae-decode/unet: the input array"},
     {.name = "tokens", .type = SD_OPT_STRING, .dest = &a.tokens, .metavar = "FILE.npy", .group = "Text encoder",
@@ -102,8 +105,9 @@ static const sd_opt table[] = {
     {.name = "tile_overlap", .type = SD_OPT_INT, .dest = &a.tile_overlap, .metavar = "N", SD_OPT_RANGE(0, 1 << 20),
      .group = "VAE", .help = "overlap of neighbouring tiles, blended with linear ramps (default: tile/4)"},
     {.name = "save_precision", .type = SD_OPT_ENUM, .dest = &a.save_precision, .choices = "float|fp16|bf16",
-     .group = "Convert", .help = "convert, merge, extract: store floating tensors as f32, f16 or bf16 (default convert: "
-                                 "as in the source; merge: --precision; extract: f32)"},
+     .group = "Convert", .help = "convert, merge, svd-merge, merge-models, extract: store floating tensors as f32, f16 or "
+                                 "bf16 (default convert: as in the source; merge, svd-merge: --precision; merge-models, "
+                                 "extract: f32)"},
     {.name = "to", .type = SD_OPT_ENUM, .dest = &a.to, .choices = "safetensors|diffusers", .def = "safetensors",
      .group = "Convert", .help = "convert: one .safetensors file with ldm names, or a Diffusers folder (OUT is the "
                                  "folder; its weights are .safetensors)"},
@@ -131,6 +135,13 @@ static const sd_opt table[] = {
      .help = "merge without --sd_model: permute each module's rank axis at random (the product is unchanged)"},
     {.name = "seed", .type = SD_OPT_INT64, .dest = &a.seed, SD_OPT_RANGE(0, 9007199254740992.0), .metavar = "N",
      .group = "Merge", .help = "merge --shuffle: the permutations' seed (default: a random one, printed)"},
+    {.name = "unet_only", .type = SD_OPT_FLAG, .dest = &a.unet_only, .def = "false", .group = "Merge models",
+     .help = "merge-models: average the UNet only; the VAE and text encoder(s) are the first model's"},
+    {.name = "saving_precision", .type = SD_OPT_ENUM, .dest = &a.saving_precision, .choices = "float|fp16|bf16",
+     .group = "Merge models", .help = "merge-models: the dtype of every output tensor (merge_models.py's name; "
+                                      "default float; --save_precision is the same)"},
+    {.name = "show_skipped", .type = SD_OPT_FLAG, .dest = &a.show_skipped, .def = "false", .group = "Merge models",
+     .help = "merge-models: one line per key of a later model that the first model lacks (skipped)"},
     {.name = "new_rank", .type = SD_OPT_INT, .dest = &a.new_rank, .def = "4", SD_OPT_RANGE(1, 1 << 20), .metavar = "N",
      .group = "Resize", .help = "resize, svd-merge: rank of the output LoRA (resize --dynamic_method: the largest "
                                 "rank)"},
@@ -1727,6 +1738,34 @@ static int combine_loras(int svd, const char *out, int seed_given)
     return 0;
 }
 
+/* ---- merge-models (tools/merge_models.py) ------------------------------------------------------ */
+
+static void merge_note(void *ctx, int kind, const char *key, const char *model, double ratio)
+{
+    (void)ctx;
+    if (kind == SD_CKPT_NOTE_SKIPPED) {
+        if (a.show_skipped) sd_info("%s: skip: %s (not in the first model)", model, key);
+    } else {
+        sd_warn("%s: key %s missing: the first model's value takes its ratio %g", model, key, ratio);
+    }
+}
+
+static int merge_models(const char *out)
+{
+    sd_ckpt_merge_opts mo;
+    memset(&mo, 0, sizeof mo);
+    mo.precision = a.precision;
+    mo.save_precision = a.saving_precision >= 0 ? a.saving_precision : a.save_precision >= 0 ? a.save_precision : 0;
+    mo.unet_only = a.unet_only;
+    mo.note = merge_note;
+    sd_ckpt_merge_result res;
+    int rc = sd_ckpt_merge((const char *const *)a.models.s, a.ratios.n ? a.ratios.d : NULL, a.models.n, out, &mo, &res);
+    if (rc) return fatal(rc);
+    sd_info("merged %d models: %zu tensors (%zu from every model, %zu taking the first model's value%s); saved %s",
+            a.models.n, res.n_keys, res.n_averaged, res.n_first_only, a.unet_only ? ", --unet_only" : "", out);
+    return 0;
+}
+
 /* ---- main ------------------------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -1741,11 +1780,12 @@ int main(int argc, char **argv)
     a.conv_dim = -1;
     a.load_precision = -1;
     a.seed = -1;
+    a.saving_precision = -1;
     sd_opts o;
     if (sd_opts_init(&o, PROG, table) < 0) return sd_fatal(1);
     o.flags = SD_OPTS_CONFIG;
     o.usage = "info MODEL... | convert MODEL -o OUT.safetensors|OUTDIR [--to diffusers] | run clip|vae-encode|vae-decode|unet --model MODEL "
-              "[OPTIONS] -o OUT.npy | merge [--sd_model MODEL] --models LORA... --ratios R... --save_to OUT.safetensors [--concat] | svd-merge --models LORA... --ratios R... --save_to OUT.safetensors --new_rank N | resize --model LORA --save_to OUT.safetensors --new_rank N | extract --model_org MODEL --model_tuned MODEL --save_to OUT.safetensors [--dim N]";
+              "[OPTIONS] -o OUT.npy | merge [--sd_model MODEL] --models LORA... --ratios R... --save_to OUT.safetensors [--concat] | svd-merge --models LORA... --ratios R... --save_to OUT.safetensors --new_rank N | merge-models --models MODEL... [--ratios R...] -o OUT.safetensors | resize --model LORA --save_to OUT.safetensors --new_rank N | extract --model_org MODEL --model_tuned MODEL --save_to OUT.safetensors [--dim N]";
     o.description =
         "Inspects, converts and runs SD1.x/SD2.x/SDXL checkpoints (single-file .safetensors, legacy .ckpt, Diffusers "
         "folders).\n"
@@ -1756,6 +1796,7 @@ int main(int argc, char **argv)
         "  merge     LoRA files merged into the UNet and text encoder(s) of a checkpoint (merge_lora.py, "
         "sdxl_merge_lora.py); without --sd_model: LoRA files merged into one LoRA (--concat: ranks concatenated)\n"
         "  svd-merge LoRA files merged into one LoRA of --new_rank by SVD of the summed products (svd_merge_lora.py)\n"
+        "  merge-models  checkpoints averaged key by key with --ratios (tools/merge_models.py)\n"
         "  resize    a LoRA file reduced to a lower rank by SVD (resize_lora.py)\n"
         "  extract   a LoRA approximating tuned - original by SVD (extract_lora_from_models.py)";
     o.epilog = "Exit status: 0 success, 1 fatal error, 2 usage error.\nSee sd-model(1).";
@@ -1766,7 +1807,7 @@ int main(int argc, char **argv)
     }
     int rc = 0;
     if (o.npos < 1) {
-        rc = usage_error("missing subcommand (info, convert, run, merge, svd-merge, resize or extract)");
+        rc = usage_error("missing subcommand (info, convert, run, merge, svd-merge, merge-models, resize or extract)");
         goto done;
     }
     const char *cmd = o.pos[0];
@@ -1868,6 +1909,41 @@ int main(int argc, char **argv)
         if (sd_opts_source(&o, "device") == SD_SRC_CMDLINE || sd_opts_source(&o, "device") == SD_SRC_CONFIG)
             sd_info("--device: no effect: the merge and the SVD run on the CPU");
         rc = combine_loras(1, out, 0);
+    } else if (!strcmp(cmd, "merge-models") || !strcmp(cmd, "merge_models")) {
+        const char *out0 = a.output ? a.output : a.save_to;
+        char *out = NULL;
+        struct stat sb;
+        if (o.npos > 1) rc = usage_error("merge-models: unexpected argument '%s' (name the files with --models and "
+                                         "--output)", o.pos[1]);
+        else if (a.model || a.sd_model) rc = usage_error("merge-models: name the models with --models");
+        else if (a.models.n < 1) rc = usage_error("merge-models: --models: name the models to merge");
+        else if (a.ratios.n && a.ratios.n != a.models.n)
+            rc = usage_error("merge-models: --ratios: %d values for %d --models file%s", a.ratios.n, a.models.n,
+                             a.models.n == 1 ? "" : "s");
+        else if (!out0) rc = usage_error("merge-models: --output OUT.safetensors is required");
+        else if (a.saving_precision >= 0 && a.save_precision >= 0 && a.saving_precision != a.save_precision)
+            rc = usage_error("merge-models: --saving_precision and --save_precision disagree");
+        if (rc) goto done;
+        for (int i = 0; i < a.models.n; i++) {
+            size_t l = strlen(a.models.s[i]);
+            if (l < 11 || strcmp(a.models.s[i] + l - 11, "safetensors")) {
+                rc = fatal(sd_err(SD_EFORMAT, "%s: not a .safetensors file (merge-models reads safetensors only, as "
+                                  "merge_models.py does)", a.models.s[i]));
+                goto done;
+            }
+        }
+        /* the reference appends .safetensors to an output without it */
+        size_t ol = strlen(out0);
+        if (!(out = malloc(ol + 13))) {
+            rc = fatal(sd_err(SD_ENOMEM, "out of memory"));
+            goto done;
+        }
+        snprintf(out, ol + 13, "%s%s", out0, ol >= 12 && !strcmp(out0 + ol - 12, ".safetensors") ? "" : ".safetensors");
+        if (!stat(out, &sb) && S_ISDIR(sb.st_mode)) rc = usage_error("merge-models: --output %s is a directory", out);
+        if (!rc && (sd_opts_source(&o, "device") == SD_SRC_CMDLINE || sd_opts_source(&o, "device") == SD_SRC_CONFIG))
+            sd_info("--device: no effect: the models are merged on the CPU");
+        if (!rc) rc = merge_models(out);
+        free(out);
     } else if (!strcmp(cmd, "resize")) {
         const char *src = a.model, *out = a.save_to ? a.save_to : a.output;
         size_t ol = out ? strlen(out) : 0;
@@ -1913,7 +1989,8 @@ int main(int argc, char **argv)
                 sd_info("--%s: no effect: the models are loaded and the SVD runs on the CPU", noop[i]);
         rc = extract_lora(a.model_org, a.model_tuned, out);
     } else {
-        rc = usage_error("unknown subcommand '%s' (info, convert, run, merge, svd-merge, resize or extract)", cmd);
+        rc = usage_error("unknown subcommand '%s' (info, convert, run, merge, svd-merge, merge-models, resize or "
+                         "extract)", cmd);
     }
 done:
     sd_opts_free(&o);

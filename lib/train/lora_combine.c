@@ -406,8 +406,14 @@ int sd_lora_combine(const char *const *paths, const double *ratios, int n, const
         snprintf(alphas, sizeof alphas, "%d", o->new_rank);
     } else {
         /* set(base_dims.values()) / set(base_alphas.values()): one value → its str(), else "Dynamic";
-         * the kept element is the first inserted: the first module (in key order) of the first file */
+         * the kept element is the first inserted: the first module (in key order) of the first file
+         * that has an alpha (modules without one are added after them), else its first module */
         const sd_lora_file_module *f0 = &srcs[0].info.mods[0];
+        for (size_t j = 0; j < srcs[0].info.n; j++)   /* modules with an alpha key are inserted first */
+            if (srcs[0].info.mods[j].has_alpha) {
+                f0 = &srcs[0].info.mods[j];
+                break;
+            }
         int same_d = 1, same_a = 1;
         for (size_t mi = 0; mi < nu; mi++) {
             const sd_lora_file_module *m0 = NULL;

@@ -16,6 +16,8 @@
 #     them, ss_network_args, sshs_model_hash = SHA-256 of the data, modelspec title / merged_from /
 #     architecture), --save_precision / --precision dtypes, --threads 1 and 2 give the same bytes;
 #   - bad input: one line, exit 1 or 2, no file.
+# And sd-model merge-models (tools/merge_models.py): the weighted key-by-key average of small checkpoints against
+# numpy (old text-encoder names, missing and extra keys, --unet_only, precisions).
 set -u
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -181,7 +183,8 @@ $PY gen.py A.safetensors 1 4 2 sd --meta ss_base_model_version=sd_v1 &&
   { nok lora_merge_gen; exit 1; }
 M() { "$B" merge --threads 1 "$@"; }
 V() { "$B" svd-merge --threads 1 "$@"; }
-chk() { local name=$1; shift; $PY check.py "$@" > c.out 2>&1 && ok "$name" || nok "$name" "$(tail -1 c.out)"; }
+chk() { local name=$1; shift; local py=check.py; case ${1:-} in *.py) py=$1; shift;; esac
+  $PY "$py" "$@" > c.out 2>&1 && ok "$name" || nok "$name" "$(tail -1 c.out)"; }
 
 # plain merge: a module only in A (te q_proj), one only in B (mid_block proj_out), different alphas
 M --models A.safetensors B.safetensors --ratios 0.7 -0.5 --save_to m.safetensors 2> m.err ||
@@ -288,6 +291,94 @@ fv lora_svd_merge_concat 2 'merge options' --models A.safetensors --ratios 1 --c
 fv lora_svd_merge_no_save_to 2 'save_to OUT.safetensors is required' --models A.safetensors --ratios 1
 fv lora_svd_merge_bad_rank 2 'new_rank' --models A.safetensors --ratios 1 --new_rank 0 --save_to e.safetensors
 fv lora_svd_merge_sd_model 2 'no --sd_model' --sd_model A.safetensors --models A.safetensors --ratios 1 --save_to e.safetensors
+# ---- merge-models (tools/merge_models.py): checkpoints averaged key by key ----------------------------------
+# genm.py OUT SEED [--oldte] [--drop KEY] [--shape KEY] [--extra]: a small checkpoint (UNet F32/F16 keys, VAE,
+# text encoder with an int64 position_ids; --oldte: the old text-encoder names without "text_model.")
+cat > genm.py <<'PY'
+import json, struct, sys
+import numpy as np
+out, seed = sys.argv[1], int(sys.argv[2]); rest = sys.argv[3:]
+rng = np.random.default_rng(seed)
+keys = {'model.diffusion_model.input_blocks.0.0.weight': ((4, 3, 3, 3), 'F32'),
+        'model.diffusion_model.out.2.bias': ((4,), 'F16'),
+        'model.diffusion_model.time_embed.0.weight': ((8, 4), 'F32'),
+        'first_stage_model.decoder.conv_in.weight': ((4, 2, 1, 1), 'F32'),
+        'cond_stage_model.transformer.text_model.encoder.layers.0.mlp.fc1.weight': ((6, 4), 'F32'),
+        'cond_stage_model.transformer.text_model.embeddings.position_ids': ((1, 5), 'I64')}
+if '--oldte' in rest: keys = {k.replace('transformer.text_model.', 'transformer.'): v for k, v in keys.items()}
+if '--extra' in rest: keys['model.diffusion_model.extra.weight'] = ((3,), 'F32')
+i = 0
+while i < len(rest):
+    if rest[i] == '--drop': keys.pop(rest[i + 1]); i += 2
+    elif rest[i] == '--shape': keys[rest[i + 1]] = ((5,), keys[rest[i + 1]][1]); i += 2
+    else: i += 1
+hdr, blob = {}, b''
+for k in sorted(keys):
+    shp, dt = keys[k]
+    if dt == 'I64': a = np.arange(int(np.prod(shp))).reshape(shp).astype(np.int64)
+    else: a = rng.standard_normal(shp).astype({'F32': np.float32, 'F16': np.float16}[dt])
+    b = a.tobytes(); hdr[k] = {'dtype': dt, 'shape': list(shp), 'data_offsets': [len(blob), len(blob) + len(b)]}; blob += b
+h = json.dumps(hdr).encode(); h += b' ' * (-len(h) % 8)
+open(out, 'wb').write(struct.pack('<Q', len(h)) + h + blob)
+PY
+# mcheck.py OUT DTYPE UNET_ONLY FILE RATIO...: out[k] = sum r_i v_i over the models holding k (renamed) + (sum of
+# the missing ones' ratios) * v_0 (UNET_ONLY 1: non-UNet keys = v_0), stored as DTYPE
+cat > mcheck.py <<'PY'
+import json, struct, sys
+import numpy as np
+out, dtype, unet_only = sys.argv[1], sys.argv[2], sys.argv[3] == '1'
+files, ratios = sys.argv[4::2], [float(x) for x in sys.argv[5::2]]
+def load(p):
+    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n]); d = b[8 + n:]
+    h.pop('__metadata__', None); r = {}
+    for k, t in h.items():
+        a, z = t['data_offsets']; raw = d[a:z]
+        if t['dtype'] == 'BF16': v = (np.frombuffer(raw, np.uint16).astype(np.uint32) << 16).view(np.float32)
+        else: v = np.frombuffer(raw, {'F32': np.float32, 'F16': np.float16, 'I64': np.int64}[t['dtype']])
+        r[k.replace('cond_stage_model.transformer.encoder.', 'cond_stage_model.transformer.text_model.encoder.')
+           .replace('cond_stage_model.transformer.embeddings.', 'cond_stage_model.transformer.text_model.embeddings.')] = \
+            (v.astype(np.float64).reshape(t['shape']), t['dtype'])
+    return r
+o = load(out); ms = [load(f) for f in files]
+if set(o) != set(ms[0]): sys.exit('keys %s' % sorted(set(o) ^ set(ms[0])))
+worst = 0
+for k, (v, dt) in o.items():
+    if dt != dtype: sys.exit('%s: dtype %s' % (k, dt))
+    first = ms[0][k][0]
+    if unet_only and any(s in k for s in ('first_stage_model', 'cond_stage_model', 'conditioner.')): want = first
+    else: want = sum(r * (m[k][0] if k in m else first) for m, r in zip(ms, ratios))
+    worst = max(worst, np.abs(v - want).max() / (np.abs(want).max() + 1e-12))
+print(len(o), worst)
+tol = float(__import__('os').environ.get('TOL', '1e-6'))
+if worst > tol: sys.exit('relative error %g > %g' % (worst, tol))
+PY
+$PY genm.py M1.safetensors 1 && $PY genm.py M2.safetensors 2 --oldte &&
+  $PY genm.py M3.safetensors 3 --drop model.diffusion_model.time_embed.0.weight --extra &&
+  $PY genm.py M4.safetensors 4 --shape model.diffusion_model.out.2.bias || nok merge_models_gen
+MM() { "$B" merge-models --threads 1 "$@"; }
+# three models, old text-encoder names in one, a key missing in one (its ratio goes to the first model's value),
+# a key only in a later model (skipped, --show_skipped says so); the output name gains .safetensors
+MM --models M1.safetensors M2.safetensors M3.safetensors --ratios 0.5 0.3 0.2 -o mm --show_skipped 2> mm.err &&
+  chk merge_models_average mcheck.py mm.safetensors F32 0 M1.safetensors 0.5 M2.safetensors 0.3 M3.safetensors 0.2 &&
+  grep -q 'skip: model.diffusion_model.extra.weight' mm.err && grep -q 'time_embed.0.weight missing' mm.err &&
+  ok merge_models_messages || nok merge_models_messages "$(tail -1 mm.err)"
+# default ratios 1/n; --unet_only; --precision fp16 with --saving_precision bf16; merge_models spelling
+"$B" merge_models --models M1.safetensors M3.safetensors --output mu.safetensors --unet_only --precision fp16 \
+  --saving_precision bf16 2> mu.err &&
+  TOL=8e-3 chk merge_models_unet_only_bf16 mcheck.py mu.safetensors BF16 1 M1.safetensors 0.5 M3.safetensors 0.5 ||
+  nok merge_models_unet_only_bf16 "$(tail -1 mu.err)"
+MM --models M1.safetensors M3.safetensors -o md.safetensors --save_precision fp16 2> md.err &&
+  TOL=1e-3 chk merge_models_default_ratios mcheck.py md.safetensors F16 0 M1.safetensors 0.5 M3.safetensors 0.5 ||
+  nok merge_models_default_ratios "$(tail -1 md.err)"
+fmm() { expect_fail MM "$@"; }
+fmm merge_models_shape 1 "M4.safetensors: tensor 'model.diffusion_model.out.2.bias' has shape \[5\]" \
+  --models M1.safetensors M4.safetensors -o e.safetensors
+fmm merge_models_ratios 2 '1 values for 2 --models' --models M1.safetensors M3.safetensors --ratios 1 -o e.safetensors
+fmm merge_models_not_safetensors 1 'x.ckpt: not a .safetensors file' --models M1.safetensors x.ckpt -o e.safetensors
+fmm merge_models_missing 1 'nosuch.safetensors' --models M1.safetensors nosuch.safetensors -o e.safetensors
+fmm merge_models_no_output 2 'output OUT.safetensors is required' --models M1.safetensors M3.safetensors
+fmm merge_models_precisions 2 'disagree' --models M1.safetensors -o e.safetensors --saving_precision fp16 --save_precision bf16
 "$B" --help > help.out 2>&1 && grep -q 'svd-merge' help.out && grep -q -- '--concat' help.out &&
-  grep -q -- '--shuffle' help.out && grep -q -- '--seed' help.out && ok lora_merge_help || nok lora_merge_help
+  grep -q -- '--shuffle' help.out && grep -q -- '--seed' help.out && grep -q 'merge-models' help.out &&
+  grep -q -- '--unet_only' help.out && ok lora_merge_help || nok lora_merge_help
 exit 0
