@@ -4,6 +4,9 @@
  *   sd-model convert MODEL -o OUT.safetensors [--save_precision float|fp16|bf16]
  *   sd-model run clip|vae-encode|vae-decode|unet --model MODEL ... -o OUT.npy
  *   sd-model merge --sd_model MODEL --models A.safetensors... --ratios R... --save_to OUT.safetensors
+ *   sd-model merge --models A.safetensors... --ratios R... --save_to OUT.safetensors [--concat] [--shuffle]
+ *   sd-model svd-merge --models A.safetensors... --ratios R... --save_to OUT.safetensors --new_rank N
+ *   sd-model merge-models --models A.safetensors B.safetensors... [--ratios R...] --output OUT.safetensors
  *   sd-model resize --model LORA.safetensors --save_to OUT.safetensors --new_rank N [--dynamic_method M ...]
  *   sd-model extract --model_org A --model_tuned B --save_to OUT.safetensors [--dim N --conv_dim N ...]
  *
@@ -16,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -29,10 +33,12 @@
 #include "io/jsonl.h"
 #include "io/npy.h"
 #include "io/safetensors.h"
+#include "models/ckpt_merge.h"
 #include "models/diffusers_write.h"
 #include "models/sd_model.h"
 #include "tensor/tensor.h"
 #include "text/clip_tokenizer.h"
+#include "train/lora_combine.h"
 #include "train/lora_extract.h"
 #include "train/lora_file.h"
 #include "train/lora_merge.h"
@@ -55,6 +61,8 @@ static struct {
     const char *sd_model, *save_to;
     sd_opt_list models, ratios;
     int precision, no_metadata, concat, shuffle;
+    int64_t seed;
+    int unet_only, show_skipped, saving_precision;
     int tile, tile_overlap;
     int json, no_hashes;
     int new_rank, new_conv_rank, dynamic_method, verbose, svd_lowrank_niter;
@@ -69,7 +77,7 @@ static struct {
 static const sd_opt table[] = {
     SD_MODEL_OPT_ENTRIES(&a.model, &a.vae, &a.model_config, &a.v2, &a.v_param),
     {.name = "output", .short_name = 'o', .type = SD_OPT_STRING, .dest = &a.output, .metavar = "FILE",
-     .group = "Files", .help = "output file (.safetensors for convert, .npy for run)"},
+     .group = "Files", .help = "output file (.safetensors for convert and merge-models, .npy for run)"},
     {.name = "input", .short_name = 'i', .type = SD_OPT_STRING, .dest = &a.input, .metavar = "FILE.npy",
      .group = "Files", .help = "run vae-encode/vae-decode/unet: the input array"},
     {.name = "tokens", .type = SD_OPT_STRING, .dest = &a.tokens, .metavar = "FILE.npy", .group = "Text encoder",
@@ -97,33 +105,49 @@ static const sd_opt table[] = {
     {.name = "tile_overlap", .type = SD_OPT_INT, .dest = &a.tile_overlap, .metavar = "N", SD_OPT_RANGE(0, 1 << 20),
      .group = "VAE", .help = "overlap of neighbouring tiles, blended with linear ramps (default: tile/4)"},
     {.name = "save_precision", .type = SD_OPT_ENUM, .dest = &a.save_precision, .choices = "float|fp16|bf16",
-     .group = "Convert", .help = "convert, merge, extract: store floating tensors as f32, f16 or bf16 (default convert: "
-                                 "as in the source; merge: --precision; extract: f32)"},
+     .group = "Convert", .help = "convert, merge, svd-merge, merge-models, extract: store floating tensors as f32, f16 or "
+                                 "bf16 (default convert: as in the source; merge, svd-merge: --precision; merge-models, "
+                                 "extract: f32)"},
     {.name = "to", .type = SD_OPT_ENUM, .dest = &a.to, .choices = "safetensors|diffusers", .def = "safetensors",
      .group = "Convert", .help = "convert: one .safetensors file with ldm names, or a Diffusers folder (OUT is the "
                                  "folder; its weights are .safetensors)"},
     {.name = "sd_model", .type = SD_OPT_STRING, .dest = &a.sd_model, .metavar = "MODEL", .group = "Merge",
-     .help = "merge: the checkpoint the LoRA files are merged into (merge_lora.py's name; same as --model)"},
+     .help = "merge: the checkpoint the LoRA files are merged into (merge_lora.py's name; same as --model); "
+             "without it the LoRA files are merged into one LoRA file"},
     {.name = "models", .type = SD_OPT_STRINGS, .dest = &a.models, .metavar = "LORA", .flags = SD_OPTF_NARGS,
-     .group = "Merge", .help = "merge: LoRA files (.safetensors) to merge, in order"},
+     .group = "Merge", .help = "merge, svd-merge: LoRA files (.safetensors) to merge, in order"},
     {.name = "ratios", .type = SD_OPT_DOUBLES, .dest = &a.ratios, .metavar = "R", .flags = SD_OPTF_NARGS,
-     .group = "Merge", .help = "merge: one multiplier per --models file (W += R * alpha/rank * up.down)"},
+     .group = "Merge", .help = "merge, svd-merge: one multiplier per --models file (into a model: W += R * alpha/rank "
+                               "* up.down; LoRA into LoRA: see sd-model(1))"},
     {.name = "save_to", .type = SD_OPT_STRING, .dest = &a.save_to, .metavar = "OUT.safetensors", .group = "Merge",
-     .help = "merge, resize, extract: the output file (same as --output)"},
+     .help = "merge, svd-merge, resize, extract: the output file (same as --output)"},
     {.name = "precision", .type = SD_OPT_ENUM, .dest = &a.precision, .choices = "float|fp16|bf16", .def = "float",
      .group = "Merge", .help = "merge: the UNet and text-encoder weights are rounded to this dtype before and "
-                               "after each file's merge (the merge itself is computed in f32)"},
+                               "after each file's merge (the merge itself is computed in f32); LoRA into LoRA, "
+                               "svd-merge: the files' weights and each step of the merge are rounded to it"},
     {.name = "no_metadata", .type = SD_OPT_FLAG, .dest = &a.no_metadata, .def = "false", .group = "Merge",
-     .help = "merge: do not add the sd_merge_* metadata keys (the source's metadata is kept); extract: "
-             "no modelspec.* keys (the minimum ss_* keys stay)"},
+     .help = "merge: do not add the sd_merge_* metadata keys (the source's metadata is kept); LoRA into LoRA, "
+             "svd-merge, extract: no modelspec.* keys (the minimum ss_* keys stay)"},
     {.name = "concat", .type = SD_OPT_FLAG, .dest = &a.concat, .def = "false", .group = "Merge",
-     .flags = SD_OPTF_HIDDEN, .help = "merge_lora.py LoRA-into-LoRA option: not used with a model (ignored)"},
+     .help = "merge without --sd_model: concatenate the files' ranks instead of adding the factors (the output "
+             "rank is the sum of the input ranks)"},
     {.name = "shuffle", .type = SD_OPT_FLAG, .dest = &a.shuffle, .def = "false", .group = "Merge",
-     .flags = SD_OPTF_HIDDEN, .help = "merge_lora.py LoRA-into-LoRA option: not used with a model (ignored)"},
+     .help = "merge without --sd_model: permute each module's rank axis at random (the product is unchanged)"},
+    {.name = "seed", .type = SD_OPT_INT64, .dest = &a.seed, SD_OPT_RANGE(0, 9007199254740992.0), .metavar = "N",
+     .group = "Merge", .help = "merge --shuffle: the permutations' seed (default: a random one, printed)"},
+    {.name = "unet_only", .type = SD_OPT_FLAG, .dest = &a.unet_only, .def = "false", .group = "Merge models",
+     .help = "merge-models: average the UNet only; the VAE and text encoder(s) are the first model's"},
+    {.name = "saving_precision", .type = SD_OPT_ENUM, .dest = &a.saving_precision, .choices = "float|fp16|bf16",
+     .group = "Merge models", .help = "merge-models: the dtype of every output tensor (merge_models.py's name; "
+                                      "default float; --save_precision is the same)"},
+    {.name = "show_skipped", .type = SD_OPT_FLAG, .dest = &a.show_skipped, .def = "false", .group = "Merge models",
+     .help = "merge-models: one line per key of a later model that the first model lacks (skipped)"},
     {.name = "new_rank", .type = SD_OPT_INT, .dest = &a.new_rank, .def = "4", SD_OPT_RANGE(1, 1 << 20), .metavar = "N",
-     .group = "Resize", .help = "resize: rank of the output LoRA (with --dynamic_method: the largest rank)"},
+     .group = "Resize", .help = "resize, svd-merge: rank of the output LoRA (resize --dynamic_method: the largest "
+                                "rank)"},
     {.name = "new_conv_rank", .type = SD_OPT_INT, .dest = &a.new_conv_rank, SD_OPT_RANGE(1, 1 << 20), .metavar = "N",
-     .group = "Resize", .help = "resize: rank of the Conv2d (4-d) modules (default: --new_rank)"},
+     .group = "Resize", .help = "resize: rank of the Conv2d (4-d) modules; svd-merge: of the 3x3 conv modules "
+                                "(default: --new_rank)"},
     {.name = "dynamic_method", .type = SD_OPT_ENUM, .dest = &a.dynamic_method, .choices = "sv_ratio|sv_fro|sv_cumulative",
      .group = "Resize", .help = "resize: pick each module's rank from its singular values (capped by --new_rank)"},
     {.name = "dynamic_param", .type = SD_OPT_DOUBLE, .dest = &a.dynamic_param, .metavar = "X", .group = "Resize",
@@ -132,8 +156,8 @@ static const sd_opt table[] = {
     {.name = "verbose", .type = SD_OPT_FLAG, .dest = &a.verbose, .def = "false", .group = "Resize",
      .help = "resize: one line per module on stdout (sum(S) and Frobenius retained, max(S) ratio)"},
     {.name = "device", .type = SD_OPT_STRING, .dest = &a.device, .metavar = "DEV", .group = "Resize",
-     .flags = SD_OPTF_HIDDEN, .help = "resize_lora.py / extract_lora_from_models.py option: runs on the CPU here "
-                                 "(no effect)"},
+     .flags = SD_OPTF_HIDDEN, .help = "resize_lora.py / svd_merge_lora.py / extract_lora_from_models.py option: "
+                                 "runs on the CPU here (no effect)"},
     {.name = "svd_lowrank_niter", .type = SD_OPT_INT, .dest = &a.svd_lowrank_niter, .def = "2", SD_OPT_RANGE(0, 1000),
      .group = "Resize", .flags = SD_OPTF_HIDDEN,
      .help = "resize_lora.py option: the SVD here is always exact (ignored)"},
@@ -1675,6 +1699,73 @@ out:
     return rc ? fatal(rc) : 0;
 }
 
+/* ---- LoRA into LoRA (merge_lora.py / sdxl_merge_lora.py without --sd_model, svd_merge_lora.py) ---- */
+
+static int combine_loras(int svd, const char *out, int seed_given)
+{
+    sd_lora_combine_opts co;
+    memset(&co, 0, sizeof co);
+    co.mode = svd ? SD_LORA_COMBINE_SVD : a.concat ? SD_LORA_COMBINE_CONCAT : SD_LORA_COMBINE_SUM;
+    co.precision = a.precision;
+    co.save_precision = a.save_precision;
+    co.shuffle = a.shuffle;
+    co.new_rank = a.new_rank;
+    co.new_conv_rank = a.new_conv_rank > 0 ? a.new_conv_rank : a.new_rank;
+    co.no_metadata = a.no_metadata;
+    const char *e = getenv("SOURCE_DATE_EPOCH");
+    co.timestamp = e && *e ? strtod(e, NULL) : (double)time(NULL);
+    co.implementation_version = PROG "/" SD_VERSION;
+    if (a.shuffle) {
+        if (seed_given) co.seed = (uint64_t)a.seed;
+        else {
+            uint32_t r = 0;
+            if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) r = (uint32_t)time(NULL);
+            co.seed = r;
+            sd_info("--shuffle: seed %" PRIu64 " (give --seed to repeat)", co.seed);
+        }
+    }
+    sd_lora_combine_result res;
+    int rc = sd_lora_combine((const char *const *)a.models.s, a.ratios.d, a.models.n, out, &co, &res);
+    if (rc) return fatal(rc);
+    if (res.v2_warning)
+        sd_warn("cannot determine whether the LoRA is for v-prediction: its modelspec metadata says v-prediction "
+                "(ss_v2 is True)");
+    char nr[64] = "";
+    if (svd) snprintf(nr, sizeof nr, " (--new_rank %d, --new_conv_rank %d)", co.new_rank, co.new_conv_rank);
+    sd_info("%s %d file%s: %zu modules (%zu text encoder, %zu UNet), %s, rank up to %d%s; saved %s",
+            svd ? "svd-merged" : a.concat ? "concatenated" : "merged", a.models.n, a.models.n == 1 ? "" : "s",
+            res.n_modules, res.n_te, res.n_modules - res.n_te, res.sdxl ? "SDXL" : "SD1/SD2", res.max_rank, nr, out);
+    return 0;
+}
+
+/* ---- merge-models (tools/merge_models.py) ------------------------------------------------------ */
+
+static void merge_note(void *ctx, int kind, const char *key, const char *model, double ratio)
+{
+    (void)ctx;
+    if (kind == SD_CKPT_NOTE_SKIPPED) {
+        if (a.show_skipped) sd_info("%s: skip: %s (not in the first model)", model, key);
+    } else {
+        sd_warn("%s: key %s missing: the first model's value takes its ratio %g", model, key, ratio);
+    }
+}
+
+static int merge_models(const char *out)
+{
+    sd_ckpt_merge_opts mo;
+    memset(&mo, 0, sizeof mo);
+    mo.precision = a.precision;
+    mo.save_precision = a.saving_precision >= 0 ? a.saving_precision : a.save_precision >= 0 ? a.save_precision : 0;
+    mo.unet_only = a.unet_only;
+    mo.note = merge_note;
+    sd_ckpt_merge_result res;
+    int rc = sd_ckpt_merge((const char *const *)a.models.s, a.ratios.n ? a.ratios.d : NULL, a.models.n, out, &mo, &res);
+    if (rc) return fatal(rc);
+    sd_info("merged %d models: %zu tensors (%zu from every model, %zu taking the first model's value%s); saved %s",
+            a.models.n, res.n_keys, res.n_averaged, res.n_first_only, a.unet_only ? ", --unet_only" : "", out);
+    return 0;
+}
+
 /* ---- main ------------------------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -1688,11 +1779,13 @@ int main(int argc, char **argv)
     a.dynamic_param = NAN;
     a.conv_dim = -1;
     a.load_precision = -1;
+    a.seed = -1;
+    a.saving_precision = -1;
     sd_opts o;
     if (sd_opts_init(&o, PROG, table) < 0) return sd_fatal(1);
     o.flags = SD_OPTS_CONFIG;
     o.usage = "info MODEL... | convert MODEL -o OUT.safetensors|OUTDIR [--to diffusers] | run clip|vae-encode|vae-decode|unet --model MODEL "
-              "[OPTIONS] -o OUT.npy | merge --sd_model MODEL --models LORA... --ratios R... --save_to OUT.safetensors | resize --model LORA --save_to OUT.safetensors --new_rank N | extract --model_org MODEL --model_tuned MODEL --save_to OUT.safetensors [--dim N]";
+              "[OPTIONS] -o OUT.npy | merge [--sd_model MODEL] --models LORA... --ratios R... --save_to OUT.safetensors [--concat] | svd-merge --models LORA... --ratios R... --save_to OUT.safetensors --new_rank N | merge-models --models MODEL... [--ratios R...] -o OUT.safetensors | resize --model LORA --save_to OUT.safetensors --new_rank N | extract --model_org MODEL --model_tuned MODEL --save_to OUT.safetensors [--dim N]";
     o.description =
         "Inspects, converts and runs SD1.x/SD2.x/SDXL checkpoints (single-file .safetensors, legacy .ckpt, Diffusers "
         "folders).\n"
@@ -1701,7 +1794,9 @@ int main(int argc, char **argv)
         "a Diffusers folder\n"
         "  run       one component on .npy arrays: clip (--tokens or --prompt), vae-encode, vae-decode, unet\n"
         "  merge     LoRA files merged into the UNet and text encoder(s) of a checkpoint (merge_lora.py, "
-        "sdxl_merge_lora.py)\n"
+        "sdxl_merge_lora.py); without --sd_model: LoRA files merged into one LoRA (--concat: ranks concatenated)\n"
+        "  svd-merge LoRA files merged into one LoRA of --new_rank by SVD of the summed products (svd_merge_lora.py)\n"
+        "  merge-models  checkpoints averaged key by key with --ratios (tools/merge_models.py)\n"
         "  resize    a LoRA file reduced to a lower rank by SVD (resize_lora.py)\n"
         "  extract   a LoRA approximating tuned - original by SVD (extract_lora_from_models.py)";
     o.epilog = "Exit status: 0 success, 1 fatal error, 2 usage error.\nSee sd-model(1).";
@@ -1712,7 +1807,7 @@ int main(int argc, char **argv)
     }
     int rc = 0;
     if (o.npos < 1) {
-        rc = usage_error("missing subcommand (info, convert, run, merge, resize or extract)");
+        rc = usage_error("missing subcommand (info, convert, run, merge, svd-merge, merge-models, resize or extract)");
         goto done;
     }
     const char *cmd = o.pos[0];
@@ -1774,10 +1869,6 @@ int main(int argc, char **argv)
         struct stat sb;
         if (o.npos > 1) rc = usage_error("merge: unexpected argument '%s' (name the files with --sd_model, --models, "
                                          "--save_to)", o.pos[1]);
-        else if (!src && a.models.n)
-            rc = usage_error("merge: merging LoRA files into one LoRA (merge_lora.py without --sd_model) is not "
-                             "supported; give the checkpoint with --sd_model");
-        else if (!src) rc = usage_error("merge: --sd_model MODEL is required");
         else if (!a.models.n) rc = usage_error("merge: --models: name at least one LoRA file");
         else if (a.ratios.n != a.models.n)
             rc = usage_error("merge: --ratios: %d values for %d --models file%s", a.ratios.n, a.models.n,
@@ -1787,9 +1878,72 @@ int main(int argc, char **argv)
             rc = usage_error("merge: --save_to %s: only .safetensors output is written (not .ckpt)", out);
         else if (!stat(out, &sb) && S_ISDIR(sb.st_mode))
             rc = usage_error("merge: --save_to %s is a directory", out);
+        else if (a.seed >= 0 && !a.shuffle)
+            rc = usage_error("merge: --seed goes with --shuffle");
         if (rc) goto done;
+        if (!src) {
+            rc = combine_loras(0, out, a.seed >= 0);
+            goto done;
+        }
         if (a.concat || a.shuffle) sd_warn("merge: --concat/--shuffle only apply to merging LoRA files into one LoRA; ignored");
         rc = merge(src, out);
+    } else if (!strcmp(cmd, "svd-merge") || !strcmp(cmd, "svd_merge")) {
+        const char *out = a.save_to ? a.save_to : a.output;
+        size_t ol = out ? strlen(out) : 0;
+        struct stat sb;
+        if (o.npos > 1) rc = usage_error("svd-merge: unexpected argument '%s' (name the files with --models and "
+                                         "--save_to)", o.pos[1]);
+        else if (a.sd_model || a.model)
+            rc = usage_error("svd-merge: merges LoRA files into one LoRA (no --sd_model; use merge for that)");
+        else if (!a.models.n) rc = usage_error("svd-merge: --models: name at least one LoRA file");
+        else if (a.ratios.n != a.models.n)
+            rc = usage_error("svd-merge: --ratios: %d values for %d --models file%s", a.ratios.n, a.models.n,
+                             a.models.n == 1 ? "" : "s");
+        else if (!out) rc = usage_error("svd-merge: --save_to OUT.safetensors is required");
+        else if (ol < 12 || strcmp(out + ol - 12, ".safetensors"))
+            rc = usage_error("svd-merge: --save_to %s: only .safetensors output is written (not .ckpt/.pt)", out);
+        else if (!stat(out, &sb) && S_ISDIR(sb.st_mode)) rc = usage_error("svd-merge: --save_to %s is a directory", out);
+        else if (a.concat || a.shuffle || a.seed >= 0)
+            rc = usage_error("svd-merge: --concat, --shuffle and --seed are merge options");
+        if (rc) goto done;
+        if (sd_opts_source(&o, "device") == SD_SRC_CMDLINE || sd_opts_source(&o, "device") == SD_SRC_CONFIG)
+            sd_info("--device: no effect: the merge and the SVD run on the CPU");
+        rc = combine_loras(1, out, 0);
+    } else if (!strcmp(cmd, "merge-models") || !strcmp(cmd, "merge_models")) {
+        const char *out0 = a.output ? a.output : a.save_to;
+        char *out = NULL;
+        struct stat sb;
+        if (o.npos > 1) rc = usage_error("merge-models: unexpected argument '%s' (name the files with --models and "
+                                         "--output)", o.pos[1]);
+        else if (a.model || a.sd_model) rc = usage_error("merge-models: name the models with --models");
+        else if (a.models.n < 1) rc = usage_error("merge-models: --models: name the models to merge");
+        else if (a.ratios.n && a.ratios.n != a.models.n)
+            rc = usage_error("merge-models: --ratios: %d values for %d --models file%s", a.ratios.n, a.models.n,
+                             a.models.n == 1 ? "" : "s");
+        else if (!out0) rc = usage_error("merge-models: --output OUT.safetensors is required");
+        else if (a.saving_precision >= 0 && a.save_precision >= 0 && a.saving_precision != a.save_precision)
+            rc = usage_error("merge-models: --saving_precision and --save_precision disagree");
+        if (rc) goto done;
+        for (int i = 0; i < a.models.n; i++) {
+            size_t l = strlen(a.models.s[i]);
+            if (l < 11 || strcmp(a.models.s[i] + l - 11, "safetensors")) {
+                rc = fatal(sd_err(SD_EFORMAT, "%s: not a .safetensors file (merge-models reads safetensors only, as "
+                                  "merge_models.py does)", a.models.s[i]));
+                goto done;
+            }
+        }
+        /* the reference appends .safetensors to an output without it */
+        size_t ol = strlen(out0);
+        if (!(out = malloc(ol + 13))) {
+            rc = fatal(sd_err(SD_ENOMEM, "out of memory"));
+            goto done;
+        }
+        snprintf(out, ol + 13, "%s%s", out0, ol >= 12 && !strcmp(out0 + ol - 12, ".safetensors") ? "" : ".safetensors");
+        if (!stat(out, &sb) && S_ISDIR(sb.st_mode)) rc = usage_error("merge-models: --output %s is a directory", out);
+        if (!rc && (sd_opts_source(&o, "device") == SD_SRC_CMDLINE || sd_opts_source(&o, "device") == SD_SRC_CONFIG))
+            sd_info("--device: no effect: the models are merged on the CPU");
+        if (!rc) rc = merge_models(out);
+        free(out);
     } else if (!strcmp(cmd, "resize")) {
         const char *src = a.model, *out = a.save_to ? a.save_to : a.output;
         size_t ol = out ? strlen(out) : 0;
@@ -1835,7 +1989,8 @@ int main(int argc, char **argv)
                 sd_info("--%s: no effect: the models are loaded and the SVD runs on the CPU", noop[i]);
         rc = extract_lora(a.model_org, a.model_tuned, out);
     } else {
-        rc = usage_error("unknown subcommand '%s' (info, convert, run, merge, resize or extract)", cmd);
+        rc = usage_error("unknown subcommand '%s' (info, convert, run, merge, svd-merge, merge-models, resize or "
+                         "extract)", cmd);
     }
 done:
     sd_opts_free(&o);

@@ -42,19 +42,22 @@ int sd_lora_svd_factor(float *mat, int64_t m, int64_t n, int rank, double clamp_
     if (m > 0x7fffffff || n > 0x7fffffff || m * n > 0x7fffffff)
         return sd_err(SD_EUNSUPPORTED, "SVD: a %lld x %lld matrix is too large for 32-bit LAPACK", (long long)m,
                       (long long)n);
-    /* mat row-major [m, n] is column-major A^T [n, m]: A^T = U' S V'^T gives A = V' S U'^T, so the
-     * column-major U' [n, k] is Vh row-major [k, n] and V'^T [k, m] (ldvt k) is U row-major [m, k] */
-    int M = (int)n, N = (int)m, K = (int)k, lwork = -1, info = 0;
+    /* torch.linalg.svd hands LAPACK the matrix itself in column-major order (not the row-major
+     * buffer read as A^T, whose singular vectors can come out with other signs: the clamp below
+     * depends on them), so transpose into a column-major copy; U [m, k] (ldu m), Vh [k, n] (ldvt k) */
+    int M = (int)m, N = (int)n, K = (int)k, lwork = -1, info = 0;
     float *s = malloc(sizeof(float) * (size_t)k), *vh = malloc(sizeof(float) * (size_t)(k * n));
-    float *u = malloc(sizeof(float) * (size_t)(m * k)), wq = 0;
+    float *u = malloc(sizeof(float) * (size_t)(m * k)), wq = 0, *cm = malloc(sizeof(float) * (size_t)(m * n));
     int *iwork = malloc(sizeof(int) * (size_t)(8 * k));
     float *work = NULL, *dist = NULL;
     int rc = SD_OK;
-    if (!s || !vh || !u || !iwork) {
+    if (!s || !vh || !u || !iwork || !cm) {
         rc = sd_err(SD_ENOMEM, "out of memory");
         goto out;
     }
-    sgesdd_("S", &M, &N, mat, &M, s, vh, &M, u, &K, &wq, &lwork, iwork, &info, 1);
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) cm[j * m + i] = mat[i * n + j];
+    sgesdd_("S", &M, &N, cm, &M, s, u, &M, vh, &K, &wq, &lwork, iwork, &info, 1);
     if (info) {
         rc = sd_err(SD_EFORMAT, "SVD: LAPACK sgesdd workspace query failed (info %d)", info);
         goto out;
@@ -64,14 +67,15 @@ int sd_lora_svd_factor(float *mat, int64_t m, int64_t n, int rank, double clamp_
         rc = sd_err(SD_ENOMEM, "out of memory");
         goto out;
     }
-    sgesdd_("S", &M, &N, mat, &M, s, vh, &M, u, &K, work, &lwork, iwork, &info, 1);
+    sgesdd_("S", &M, &N, cm, &M, s, u, &M, vh, &K, work, &lwork, iwork, &info, 1);
     if (info) {
         rc = sd_err(SD_EFORMAT, "SVD: LAPACK sgesdd %s (info %d)", info > 0 ? "did not converge" : "failed", info);
         goto out;
     }
     for (int64_t i = 0; i < m; i++)
-        for (int j = 0; j < rank; j++) up[i * rank + j] = u[i * k + j] * s[j];
-    memcpy(down, vh, sizeof(float) * (size_t)(rank * n));
+        for (int j = 0; j < rank; j++) up[i * rank + j] = u[(int64_t)j * m + i] * s[j];
+    for (int j = 0; j < rank; j++)
+        for (int64_t x = 0; x < n; x++) down[(int64_t)j * n + x] = vh[x * k + j];
     /* hi = quantile(cat(U.flatten(), Vh.flatten()), q); clamp both to [-hi, hi] */
     size_t nu = (size_t)(m * rank), nd = (size_t)(rank * n);
     if (!(dist = malloc(sizeof(float) * (nu + nd)))) {
@@ -85,6 +89,7 @@ int sd_lora_svd_factor(float *mat, int64_t m, int64_t n, int rank, double clamp_
     for (size_t i = 0; i < nu; i++) up[i] = fminf(fmaxf(up[i], lo), hi);
     for (size_t i = 0; i < nd; i++) down[i] = fminf(fmaxf(down[i], lo), hi);
 out:
+    free(cm);
     free(s);
     free(vh);
     free(u);

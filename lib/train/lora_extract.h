@@ -63,8 +63,10 @@ void sd_lora_extraction_free(sd_lora_extraction *x);
 /* torch.quantile(v, q) (linear interpolation) of n finite values; sorts v in place. */
 float sd_quantile_f32(float *v, size_t n, float q);
 
-/* The factorisation of one matrix mat [m, n] (row-major, overwritten): up [m, rank] = U·S,
- * down [rank, n] = Vh, clamped as above (rank ≤ min(m, n)). SD_EFORMAT when sgesdd fails. */
+/* The factorisation of one matrix mat [m, n] (row-major, left unchanged): up [m, rank] = U·S,
+ * down [rank, n] = Vh, clamped as above (rank ≤ min(m, n)). LAPACK gets the matrix in the
+ * column-major layout torch.linalg.svd hands it, so the singular vectors' signs (which the clamp
+ * depends on) are those torch gets from the same LAPACK. SD_EFORMAT when sgesdd fails. */
 int sd_lora_svd_factor(float *mat, int64_t m, int64_t n, int rank, double clamp_quantile, float *up, float *down);
 
 #endif

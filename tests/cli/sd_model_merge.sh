@@ -132,6 +132,18 @@ r=$(python3 sumcheck.py m0.safetensors m1.safetensors mb.safetensors mab.safeten
 python3 -c "import sys; e, n = sys.argv[1:3]; sys.exit(not (float(e) < 1e-6 and int(n) > 10))" $r 2> /dev/null &&
   [ "$(grep -c 'merged 127 modules\|merged 96 modules' mab.err)" = 2 ] && ok merge_two_files_sum || nok merge_two_files_sum "$r $(cat mab.err)"
 
+# LoRA into LoRA (no --sd_model, tests/cli/sd_model_lora_merge.sh checks the factors): A and C (the same
+# ranks and alphas) concatenated at ratios 1 1 apply (A + C)/2 (alpha over the summed rank), so merged into
+# the model at ratio 2 they give the model merged with A and C
+T --model tiny.safetensors --model_config "$C1" --seed 5 --output_name C --network_args conv_dim=2 conv_alpha=1 2> c.err
+"$B" merge --models a/A.safetensors a/C.safetensors --ratios 1 1 --concat --save_to ac.safetensors 2> ac.err
+M --sd_model tiny.safetensors --models ac.safetensors --ratios 2 --save_to mac.safetensors 2> /dev/null
+M --sd_model tiny.safetensors --models a/A.safetensors --ratios 1 --save_to ma1.safetensors 2> /dev/null
+M --sd_model tiny.safetensors --models a/C.safetensors --ratios 1 --save_to mc1.safetensors 2> /dev/null
+r=$(python3 sumcheck.py m0.safetensors ma1.safetensors mc1.safetensors mac.safetensors 2>&1)
+python3 -c "import sys; e, n = sys.argv[1:3]; sys.exit(not (float(e) < 1e-6 and int(n) > 10))" $r 2> /dev/null &&
+  ok merge_lora_concat_into_model || nok merge_lora_concat_into_model "$r $(tail -1 c.err ac.err)"
+
 # --precision fp16: saved as fp16 by default, weights = the merge rounded to fp16
 M --sd_model tiny.safetensors --models a/A.safetensors --ratios 0.7 --save_to p16.safetensors --precision fp16 2> p16.err
 python3 -c "import json,struct,sys
@@ -185,8 +197,6 @@ fail merge_missing_model 1 'nosuch_model' --sd_model nosuch_model.safetensors --
 fail merge_ratio_count 2 'ratios: 1 values for 2 --models files' --sd_model tiny.safetensors --models a/A.safetensors a/B.safetensors \
   --ratios 1 --save_to e.safetensors
 fail merge_no_ratios 2 'ratios: 0 values for 1 --models file$' --sd_model tiny.safetensors --models a/A.safetensors --save_to e.safetensors
-fail merge_lora_into_lora 2 'without --sd_model) is not supported' --models a/A.safetensors a/B.safetensors --ratios 1 1 \
-  --save_to e.safetensors
 fail merge_no_models 2 'name at least one LoRA file' --sd_model tiny.safetensors --save_to e.safetensors
 fail merge_no_save_to 2 'save_to OUT.safetensors is required' --sd_model tiny.safetensors --models a/A.safetensors --ratios 1
 fail merge_ckpt_output 2 'only .safetensors output' --sd_model tiny.safetensors --models a/A.safetensors --ratios 1 --save_to e.ckpt
