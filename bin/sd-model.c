@@ -1112,23 +1112,9 @@ out:
  * weights cast to that dtype). */
 static void round_params(sd_params *r, int prec)
 {
-    enum { CHUNK = 16384 };
-    static uint16_t buf[CHUNK];
     for (size_t i = 0; i < r->n; i++) {
         sd_tensor *t = &r->items[i]->value;
-        if (t->dtype != SD_F32 || !t->data) continue;
-        float *f = t->data;
-        size_t n = (size_t)sd_tensor_numel(t);
-        for (size_t j = 0; j < n; j += CHUNK) {
-            size_t k = n - j < CHUNK ? n - j : CHUNK;
-            if (prec == 1) {
-                sd_f32_to_f16_n(f + j, buf, k);
-                sd_f16_to_f32_n(buf, f + j, k);
-            } else {
-                sd_f32_to_bf16_n(f + j, buf, k);
-                sd_bf16_to_f32_n(buf, f + j, k);
-            }
-        }
+        if (t->dtype == SD_F32 && t->data) sd_round_half_n(t->data, (size_t)sd_tensor_numel(t), prec == 2);
     }
 }
 
@@ -1378,11 +1364,9 @@ static int resize_lora(const char *src, const char *out, int new_rank, int new_c
     static const sd_st_dtype prec[3] = { SD_ST_F32, SD_ST_F16, SD_ST_BF16 };
     static const char *const methods[3] = { "sv_ratio", "sv_fro", "sv_cumulative" };
     sd_st_dtype sdt = prec[a.save_precision < 0 ? 0 : a.save_precision];
-    sd_safetensors *st = NULL, *mem = NULL;
+    sd_safetensors *st = NULL;
     sd_safetensors_writer *w = NULL;
     rs_buf *bufs = NULL;
-    void *membuf = NULL;
-    size_t memn = 0;
     char *comment = NULL;
     int64_t max_old = 0, nmods = 0;
     double last_alpha = 0, fro_sum = 0, fro_sq = 0;
@@ -1546,17 +1530,10 @@ static int resize_lora(const char *src, const char *out, int new_rank, int new_c
     if (!rc) rc = sd_safetensors_writer_set_meta(w, "ss_training_comment", comment);
     if (!rc) rc = sd_safetensors_writer_set_meta(w, "ss_network_dim", dimbuf);
     if (!rc) rc = sd_safetensors_writer_set_meta(w, "ss_network_alpha", albuf);
-    char mh[65], lh[9];
-    if (!rc) rc = sd_safetensors_writer_write_mem(w, &membuf, &memn);
-    if (!rc) rc = sd_safetensors_open_mem(membuf, memn, out, &mem);
-    if (!rc) rc = sd_lora_file_hashes_of(mem, mh, lh);
-    if (!rc) rc = sd_safetensors_writer_set_meta(w, "sshs_model_hash", mh);
-    if (!rc) rc = sd_safetensors_writer_set_meta(w, "sshs_legacy_hash", lh);
+    if (!rc) rc = sd_lora_writer_add_hashes(w, out);
     if (!rc) rc = sd_safetensors_writer_write(w, out);
     if (!rc) sd_info("resized %" PRId64 " modules from rank %" PRId64 "; saved %s", nmods, max_old, out);
 out:
-    sd_safetensors_close(mem);
-    free(membuf);
     free(comment);
     sd_safetensors_writer_free(w);
     sd_safetensors_close(st);
@@ -1588,9 +1565,6 @@ static int extract_lora(const char *org_path, const char *tuned_path, const char
     sd_lora_extraction x;
     memset(&x, 0, sizeof x);
     sd_safetensors_writer *w = NULL;
-    sd_safetensors *mem = NULL;
-    void *membuf = NULL;
-    size_t memn = 0;
     float *alphas = NULL;
     sd_kv meta;
     sd_kv_init(&meta);
@@ -1677,20 +1651,13 @@ static int extract_lora(const char *org_path, const char *tuned_path, const char
         rc = sd_modelspec_metadata(&ms, &meta);
     }
     for (size_t i = 0; i < meta.n && !rc; i++) rc = sd_safetensors_writer_set_meta(w, meta.keys[i], meta.vals[i]);
-    char mh[65], lh[9];
-    if (!rc) rc = sd_safetensors_writer_write_mem(w, &membuf, &memn);
-    if (!rc) rc = sd_safetensors_open_mem(membuf, memn, out, &mem);
-    if (!rc) rc = sd_lora_file_hashes_of(mem, mh, lh);
-    if (!rc) rc = sd_safetensors_writer_set_meta(w, "sshs_model_hash", mh);
-    if (!rc) rc = sd_safetensors_writer_set_meta(w, "sshs_legacy_hash", lh);
+    if (!rc) rc = sd_lora_writer_add_hashes(w, out);
     if (!rc) rc = sd_safetensors_writer_write(w, out);
     if (!rc)
         sd_info("extracted %zu modules (%zu text encoder, %zu UNet) at rank %d%s; saved %s", x.n, x.n_te, x.n - x.n_te,
                 a.dim, a.conv_dim > 0 ? " (3x3 convs: --conv_dim)" : "", out);
 out:
     sd_kv_free(&meta);
-    sd_safetensors_close(mem);
-    free(membuf);
     free(alphas);
     sd_safetensors_writer_free(w);
     sd_lora_extraction_free(&x);

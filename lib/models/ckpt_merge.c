@@ -76,18 +76,7 @@ static const named *find_named(const model *m, const char *name)
 
 static void round_n(float *x, size_t n, int p)
 {
-    if (p != 1 && p != 2) return;
-    uint16_t b[4096];
-    for (size_t i = 0; i < n; i += 4096) {
-        size_t k = n - i < 4096 ? n - i : 4096;
-        if (p == 1) {
-            sd_f32_to_f16_n(x + i, b, k);
-            sd_f16_to_f32_n(b, x + i, k);
-        } else {
-            sd_f32_to_bf16_n(x + i, b, k);
-            sd_bf16_to_f32_n(b, x + i, k);
-        }
-    }
+    if (p == 1 || p == 2) sd_round_half_n(x, n, p == 2);
 }
 
 static int write_job(void *ctx, const char *name, sd_st_sink *sink)

@@ -40,18 +40,7 @@ typedef struct outmod {
 /* Round n values to f16 (p 1) or bf16 (p 2) in place; p 0: nothing. */
 static void round_n(float *x, size_t n, int p)
 {
-    if (p != 1 && p != 2) return;
-    uint16_t b[4096];
-    for (size_t i = 0; i < n; i += 4096) {
-        size_t k = n - i < 4096 ? n - i : 4096;
-        if (p == 1) {
-            sd_f32_to_f16_n(x + i, b, k);
-            sd_f16_to_f32_n(b, x + i, k);
-        } else {
-            sd_f32_to_bf16_n(x + i, b, k);
-            sd_bf16_to_f32_n(b, x + i, k);
-        }
-    }
+    if (p == 1 || p == 2) sd_round_half_n(x, n, p == 2);
 }
 
 static float round1(float v, int p)
@@ -303,9 +292,6 @@ int sd_lora_combine(const char *const *paths, const double *ratios, int n, const
     int *idx = calloc((size_t)n, sizeof *idx);
     size_t nn = 0, nu = 0;
     sd_safetensors_writer *w = NULL;
-    sd_safetensors *mem = NULL;
-    void *membuf = NULL;
-    size_t memn = 0;
     sd_kv meta;
     sd_kv_init(&meta);
     char *merged_from = NULL;
@@ -447,12 +433,7 @@ int sd_lora_combine(const char *const *paths, const double *ratios, int n, const
         rc = sd_kv_setf(&meta, "ss_network_args", "{\"conv_dim\": %d, \"conv_alpha\": %d}", o->new_conv_rank,
                         o->new_conv_rank);
     for (size_t i = 0; i < meta.n && !rc; i++) rc = sd_safetensors_writer_set_meta(w, meta.keys[i], meta.vals[i]);
-    char mh[65], lh[9];
-    if (!rc) rc = sd_safetensors_writer_write_mem(w, &membuf, &memn);
-    if (!rc) rc = sd_safetensors_open_mem(membuf, memn, out, &mem);
-    if (!rc) rc = sd_lora_file_hashes_of(mem, mh, lh);
-    if (!rc) rc = sd_safetensors_writer_set_meta(w, "sshs_model_hash", mh);
-    if (!rc) rc = sd_safetensors_writer_set_meta(w, "sshs_legacy_hash", lh);
+    if (!rc) rc = sd_lora_writer_add_hashes(w, out);
     if (rc) goto out;
     if (!o->no_metadata) {
         size_t ml = 1;
@@ -505,8 +486,6 @@ int sd_lora_combine(const char *const *paths, const double *ratios, int n, const
 out:
     sd_kv_free(&meta);
     free(merged_from);
-    sd_safetensors_close(mem);
-    free(membuf);
     sd_safetensors_writer_free(w);
     if (oms)
         for (size_t i = 0; i < nu; i++) free(oms[i].up), free(oms[i].down);

@@ -125,18 +125,7 @@ static int read_weight(const sd_lora_candidate *c, const char *model, float *dst
 /* Round n values to fp16 (prec 1) or bf16 (prec 2) in place. */
 static void round_prec(float *v, size_t n, int prec)
 {
-    enum { CHUNK = 4096 };
-    uint16_t buf[CHUNK];
-    for (size_t i = 0; i < n; i += CHUNK) {
-        size_t k = n - i < CHUNK ? n - i : CHUNK;
-        if (prec == 1) {
-            sd_f32_to_f16_n(v + i, buf, k);
-            sd_f16_to_f32_n(buf, v + i, k);
-        } else {
-            sd_f32_to_bf16_n(v + i, buf, k);
-            sd_bf16_to_f32_n(buf, v + i, k);
-        }
-    }
+    if (prec == 1 || prec == 2) sd_round_half_n(v, n, prec == 2);
 }
 
 /* diff = tuned - org for candidate pair (a, b); *maxabs = max |diff|. */

@@ -232,6 +232,22 @@ int sd_lora_file_hashes_of(const sd_safetensors *st, char model_hash[65], char l
     return rc;
 }
 
+int sd_lora_writer_add_hashes(sd_safetensors_writer *w, const char *name)
+{
+    void *buf = NULL;
+    char mh[65], lh[9];
+    size_t nb = 0;
+    sd_safetensors *mem = NULL;
+    int rc = sd_safetensors_writer_write_mem(w, &buf, &nb);
+    if (!rc) rc = sd_safetensors_open_mem(buf, nb, name, &mem);
+    if (!rc) rc = sd_lora_file_hashes_of(mem, mh, lh);
+    if (!rc) rc = sd_safetensors_writer_set_meta(w, "sshs_model_hash", mh);
+    if (!rc) rc = sd_safetensors_writer_set_meta(w, "sshs_legacy_hash", lh);
+    sd_safetensors_close(mem);
+    free(buf);
+    return rc;
+}
+
 /* ---- reading ---------------------------------------------------------------------------------- */
 
 static int cmp_mod(const void *a, const void *b)

@@ -71,6 +71,9 @@ int sd_lora_file_hashes(const sd_lora_ref *mods, size_t n, const sd_lora_save_op
 /* The same over an existing file's tensors and metadata, as the reference would compute them when
  * saving that state dict and metadata again (used by tests and tools). */
 int sd_lora_file_hashes_of(const sd_safetensors *st, char model_hash[65], char legacy_hash[9]);
+/* Add sshs_model_hash / sshs_legacy_hash to a writer holding a finished LoRA file (tensors and
+ * metadata): the hashes of the file it would write now (`name` for error messages). */
+int sd_lora_writer_add_hashes(sd_safetensors_writer *w, const char *name);
 
 /* A module found in a file. */
 typedef struct sd_lora_file_module {
