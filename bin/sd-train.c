@@ -360,6 +360,14 @@ static const sd_opt table[] = {
      .help = "write a resumable state at the end"},
     {.name = "resume", .type = SD_OPT_STRING, .dest = &c.resume, .metavar = "DIR", .group = G_OUT,
      .help = "continue from a state directory (everything restored)"},
+    {.name = "initial_step", .type = SD_OPT_INT64, .dest = &a.initial_step, SD_OPT_ATLEAST(0), .metavar = "N",
+     .group = G_OUT, .help = "start at optimizer step N, counted over all epochs (LoRA; the lr schedule does not "
+                             "move: it is --resume's, else from 0; overrides --initial_epoch and --resume's step)"},
+    {.name = "initial_epoch", .type = SD_OPT_INT, .dest = &a.initial_epoch, SD_OPT_ATLEAST(1), .metavar = "N",
+     .group = G_OUT, .help = "start at epoch N (1 = the first): step (N-1) x steps per epoch (LoRA)"},
+    {.name = "skip_until_initial_step", .type = SD_OPT_FLAG, .dest = &a.skip_until_initial_step, .group = G_OUT,
+     .help = "with --initial_step/--initial_epoch: skip the batches before that step and count steps from it "
+             "(without it only the first epoch changes and steps count from 0)"},
     {.name = "no_metadata", .type = SD_OPT_FLAG, .dest = &c.no_metadata, .group = G_OUT,
      .help = "only the minimum ss_* metadata"},
     {.name = "training_comment", .type = SD_OPT_STRING, .dest = &c.training_comment, .group = G_OUT,
@@ -452,9 +460,6 @@ static const sd_opt table[] = {
     KOHYA_REFUSED("fp8_base_unet", SD_OPT_FLAG, &a.fp8_base_unet),
     KOHYA_REFUSED("debug_dataset", SD_OPT_FLAG, &a.debug_dataset),
     KOHYA_REFUSED("dataset_class", SD_OPT_STRING, &a.dataset_class),
-    KOHYA_REFUSED("skip_until_initial_step", SD_OPT_FLAG, &a.skip_until_initial_step),
-    KOHYA_REFUSED("initial_epoch", SD_OPT_INT, &a.initial_epoch),
-    KOHYA_REFUSED("initial_step", SD_OPT_INT64, &a.initial_step),
     SD_OPT_END};
 
 #define CACHE_AUG "when caching latents, either color_aug or random_crop cannot be used"
@@ -494,9 +499,6 @@ static const struct kohya_opt {
     { "fp8_base_unet", 1, "float8 base weights; use --mixed_precision fp16 or bf16" },
     { "debug_dataset", 1, "it shows the samples instead of training" },
     { "dataset_class", 1, "custom dataset classes are Python" },
-    { "skip_until_initial_step", 1, "starting at a later step (use --resume with a saved state)" },
-    { "initial_epoch", 1, "starting at a later epoch (use --resume with a saved state)" },
-    { "initial_step", 1, "starting at a later step (use --resume with a saved state)" },
     { "conditioning_data_dir", 1, "conditioning images as loss masks (--masked_loss)" },
 };
 
@@ -775,7 +777,8 @@ int main(int argc, char **argv)
                                              "network_args", "network_weights", "dim_from_weights",
                                              "network_train_unet_only", "network_train_text_encoder_only", "unet_lr",
                                              "text_encoder_lr", "scale_weight_norms", "no_metadata",
-                                             "training_comment", "base_weights", "base_weights_multiplier" };
+                                             "training_comment", "base_weights", "base_weights_multiplier",
+                                             "initial_step", "initial_epoch", "skip_until_initial_step" };
     /* the SDXL caches: LoRA and (SDXL) db/ft, not TI */
     static const char *const ti_refused[] = { "cache_text_encoder_outputs", "cache_text_encoder_outputs_to_disk" };
     for (size_t i = 0; i < sizeof ti_refused / sizeof *ti_refused && method == SD_METHOD_TI; i++)
@@ -912,6 +915,10 @@ int main(int argc, char **argv)
     c.lr_scheduler_power_given = sd_opts_source(&o, "lr_scheduler_power") > SD_SRC_DEFAULT;
     c.lr_warmup_steps_given = sd_opts_source(&o, "lr_warmup_steps") > SD_SRC_DEFAULT;
     c.max_train_steps = a.max_train_steps;
+    /* train_network.py: --initial_step wins over --initial_epoch */
+    if (sd_opts_source(&o, "initial_step") > SD_SRC_DEFAULT) c.initial_mode = 1, c.initial_step = a.initial_step;
+    else if (sd_opts_source(&o, "initial_epoch") > SD_SRC_DEFAULT) c.initial_mode = 2, c.initial_step = a.initial_epoch;
+    c.skip_until_initial_step = a.skip_until_initial_step;
     c.token_warmup_step_f = a.token_warmup_step;
     c.caption.separator = a.caption_separator;
     c.caption.keep_tokens_separator = a.keep_tokens_separator;

@@ -747,6 +747,38 @@ trained_set:;
         sd_info("resumed from %s: step %lld, epoch %lld, batch %lld", c->resume, (long long)global_step,
                 (long long)start_epoch + 1, (long long)start_i);
     }
+    /* --initial_step / --initial_epoch (train_network.py): they replace the resumed state's step; the lr
+       schedule is not moved (it is the state's with --resume, else it starts at 0). Without
+       --skip_until_initial_step only the first epoch changes (the step counts from 0); with it the batches
+       before the step are skipped and the step count starts there. */
+    if (c->initial_mode) {
+        int64_t K = c->initial_mode == 1 ? c->initial_step : (c->initial_step - 1) * R->steps_per_epoch;
+        if (K < 0) K = 0;
+        if (c->resume) sd_warn("steps from the state are ignored because --initial_%s is given",
+                               c->initial_mode == 1 ? "step" : "epoch");
+        global_step = 0, start_epoch = 0, start_i = 0;
+        if (K > 0 && R->max_steps <= K) {
+            rc = sd_err(SD_EUSAGE, "max_train_steps should be greater than initial step: %lld vs %lld",
+                        (long long)R->max_steps, (long long)K);
+            goto out;
+        }
+        if (K > 0) {
+            /* the reference: epoch_to_start = initial_step // steps per epoch */
+            start_epoch = K / R->steps_per_epoch;
+            if (c->skip_until_initial_step) {
+                if (!c->resume)
+                    sd_info("initial_step is given without --resume: the lr scheduler starts from the beginning");
+                sd_info("skipping %lld steps", (long long)K);
+                /* the batch after K optimizer steps (the reference skips K * accumulation batches and sets
+                   its step counter to what is left of them in the starting epoch; here the step is K) */
+                start_i = (K % R->steps_per_epoch) * A;
+                global_step = K;
+            }
+            R->window_n = 0;
+            sd_info("starting at epoch %lld, batch %lld, step %lld", (long long)start_epoch + 1, (long long)start_i,
+                    (long long)global_step);
+        }
+    }
     /* --full_fp16 / --full_bf16: the reference's network.to(weight_dtype) (db/ft: unet and
        text_encoder; ti: the text encoder with its token table) */
     if (c->full_fp16 || c->full_bf16) {

@@ -136,6 +136,11 @@ typedef struct sd_train_config {
     int save_last_n_epochs, save_last_n_steps, save_last_n_epochs_state, save_last_n_steps_state;
     int save_state, save_state_on_train_end;
     const char *resume;
+    /* train_network.py's --initial_step / --initial_epoch / --skip_until_initial_step (LoRA only):
+       initial_mode 0 none, 1 initial_step = the optimizer step, 2 initial_step = the epoch (1 = first) */
+    int initial_mode;
+    int64_t initial_step;
+    int skip_until_initial_step;
     int no_metadata;
     const char *training_comment;
     const char *metadata_title, *metadata_author, *metadata_description, *metadata_license, *metadata_tags;

@@ -75,7 +75,7 @@ for o in color_aug random_crop face_crop_aug_range; do
 done
 refuse fp8_base --fp8_base
 refuse debug_dataset --debug_dataset
-refuse initial_step --initial_step 10
+refuse dataset_class --dataset_class x
 T --data recs.jsonl --output_dir r_off --no-color_aug --no-fp8_base 2> r_off.err; rc=$?
 [ $rc = 0 ] && ! grep -q 'color_aug\|fp8' r_off.err && ok train_kohya_refused_off_passes || nok train_kohya_refused_off_passes "rc $rc $(cat r_off.err)"
 
