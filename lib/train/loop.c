@@ -873,7 +873,9 @@ trained_set:;
        or a non-finite loss, is resumed as it is) */
     const int sf_swaps = R->opt.ds.sf_train == 0 || global_step == 0;
     if (sf_swaps && (rc = sf_mode(R, 0))) goto out;
-    rc = sd_train_sampling_maybe(&R->smp, &R->ctx, 0, global_step);
+    /* with --initial_step / --initial_epoch the reference samples "at first" at step 0 (only with
+       --sample_at_first), before its step count moves */
+    rc = sd_train_sampling_maybe(&R->smp, &R->ctx, 0, c->initial_mode ? 0 : global_step);
     if (rc == SD_EINTR) rc = SD_OK;
     if (rc) goto out;
     if (sf_swaps && (rc = sf_mode(R, 1))) goto out;

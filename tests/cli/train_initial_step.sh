@@ -5,7 +5,8 @@
 # for bit the straight run's steps K+1..; the lr schedule starts from its beginning (no --resume);
 # --initial_epoch N --skip_until_initial_step is --initial_step (N-1) x steps per epoch; without
 # --skip_until_initial_step the run starts at that epoch with the step count from 0; with --resume
-# the state's step is replaced; the reference's assertion and the LoRA-only options are usage errors.
+# the state's step is replaced; the reference's assertion and the LoRA-only options are usage errors;
+# samples "at first" (--sample_at_first) are those of step 0.
 set -u
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -84,3 +85,10 @@ T --learning_rate 1e-30 --output_dir x3 --initial_step -1 2> x3.err; rc=$?
 [ $rc = 2 ] && grep -q 'initial_step' x3.err && [ ! -e x3 ] && ok train_initial_step_range || nok train_initial_step_range "rc $rc $(cat x3.err)"
 T --method db --learning_rate 1e-30 --output_dir x4 --initial_step 1 2> x4.err; rc=$?
 [ $rc = 2 ] && grep -q -- '--initial_step is a LoRA option' x4.err && [ ! -e x4 ] && ok train_initial_lora_only || nok train_initial_lora_only "rc $rc $(cat x4.err)"
+
+# samples "at first" are those of step 0 (the reference samples before its step count moves)
+printf 'a red square --w 64 --h 64 --s 2 --d 7\n' > p.txt
+T --learning_rate 1e-30 --output_dir sa --max_train_steps 5 --initial_step 3 --skip_until_initial_step --sample_prompts p.txt \
+  --sample_at_first 2> sa.err; rc=$?
+[ $rc = 0 ] && grep -q 'generating sample images at epoch 0, step 0: 1 prompt' sa.err && [ "$(ls sa/sample | wc -l)" = 1 ] &&
+  ok train_initial_sample_at_first || nok train_initial_sample_at_first "rc $rc $(ls sa/sample) $(grep -i sampl sa.err)"
