@@ -360,6 +360,9 @@ static const sd_opt table[] = {
      .help = "write a resumable state at the end"},
     {.name = "resume", .type = SD_OPT_STRING, .dest = &c.resume, .metavar = "DIR", .group = G_OUT,
      .help = "continue from a state directory (everything restored)"},
+    {.name = "debug_dataset", .type = SD_OPT_FLAG, .dest = &a.debug_dataset, .group = G_DATA,
+     .help = "print each batch's samples (key, sizes, loss weight, processed caption, crop, flip) in training "
+             "order and exit without training (no image windows)"},
     {.name = "initial_step", .type = SD_OPT_INT64, .dest = &a.initial_step, SD_OPT_ATLEAST(0), .metavar = "N",
      .group = G_OUT, .help = "start at optimizer step N, counted over all epochs (LoRA; the lr schedule does not "
                              "move: it is --resume's, else from 0; overrides --initial_epoch and --resume's step)"},
@@ -458,7 +461,6 @@ static const sd_opt table[] = {
     KOHYA_REFUSED("lr_scheduler_type", SD_OPT_STRING, &a.lr_scheduler_type),
     KOHYA_REFUSED("fp8_base", SD_OPT_FLAG, &a.fp8_base),
     KOHYA_REFUSED("fp8_base_unet", SD_OPT_FLAG, &a.fp8_base_unet),
-    KOHYA_REFUSED("debug_dataset", SD_OPT_FLAG, &a.debug_dataset),
     KOHYA_REFUSED("dataset_class", SD_OPT_STRING, &a.dataset_class),
     SD_OPT_END};
 
@@ -497,7 +499,6 @@ static const struct kohya_opt {
     { "lr_scheduler_type", 1, "custom scheduler classes are Python; use --lr_scheduler" },
     { "fp8_base", 1, "float8 base weights; use --mixed_precision fp16 or bf16" },
     { "fp8_base_unet", 1, "float8 base weights; use --mixed_precision fp16 or bf16" },
-    { "debug_dataset", 1, "it shows the samples instead of training" },
     { "dataset_class", 1, "custom dataset classes are Python" },
     { "conditioning_data_dir", 1, "conditioning images as loss masks (--masked_loss)" },
 };
@@ -919,6 +920,7 @@ int main(int argc, char **argv)
     if (sd_opts_source(&o, "initial_step") > SD_SRC_DEFAULT) c.initial_mode = 1, c.initial_step = a.initial_step;
     else if (sd_opts_source(&o, "initial_epoch") > SD_SRC_DEFAULT) c.initial_mode = 2, c.initial_step = a.initial_epoch;
     c.skip_until_initial_step = a.skip_until_initial_step;
+    c.debug_dataset = a.debug_dataset;
     c.token_warmup_step_f = a.token_warmup_step;
     c.caption.separator = a.caption_separator;
     c.caption.keep_tokens_separator = a.keep_tokens_separator;

@@ -33,6 +33,8 @@
 #include "train/loss_scale.h"
 #include "train/lr_sched.h"
 #include "train/objective_step.h"
+#include "train/pyfmt.h"
+#include "data/augment.h"
 #include "train/meta.h"
 #include "train/optim.h"
 #include "train/state.h"
@@ -478,6 +480,81 @@ static const char *const resume_keys[] = {
     "base_weights", "base_weights_multiplier",   /* the model every step trains on */
 };
 
+/* --debug_dataset: the reference's train_util.debug_dataset as text on stdout, for the batches in the
+ * order training takes them (the epoch's shuffled plan, the same caption and flip draws as micro_step);
+ * no window is opened. It stops as the reference on Linux, where no key is read: after the ninth batch
+ * when the batch holds latents (files, or --cache_latents), else (where the reference never stops) at
+ * the run's last step. */
+static int debug_dataset(run *R)
+{
+    sd_train_config *c = R->c;
+    const sd_train_data *d = R->d;
+    int64_t nb = R->plan.nbatches;
+    int A = c->gradient_accumulation_steps > 0 ? c->gradient_accumulation_steps : 1;
+    sd_info("debug_dataset: printing the batches' samples; no window is opened and no key is read");
+    printf("Total dataset length (steps): %lld\n", (long long)nb);
+    int rc = SD_OK, stop = 0;
+    for (int64_t epoch = 0; epoch < R->num_epochs && !stop && !rc; epoch++) {
+        rc = sd_batch_plan_epoch(&R->plan, epoch);
+        if (rc) break;
+        printf("\nepoch: %lld\n", (long long)epoch + 1);
+        for (int64_t i = 0; i < nb && !rc; i++) {
+            int64_t gstep = epoch * R->steps_per_epoch + i / A;
+            if (gstep >= R->max_steps) {
+                stop = 1;
+                break;
+            }
+            const sd_batch_bucket *bk;
+            const int64_t *idx;
+            int B;
+            rc = sd_batch_get(&R->plan, i, &bk, &idx, &B);
+            if (rc) break;
+            int64_t micro = epoch * nb + i;
+            printf("steps: %lld (%lld/%lld)\n", (long long)(micro + 1), (long long)i + 1, (long long)nb);
+            int latents = 1;
+            for (int b = 0; b < B; b++) latents &= !d->s[idx[b]].live;
+            if (latents)
+                printf("sample has latents from npz file: torch.Size([%d, %lld, %d, %d])\n", B,
+                       (long long)R->cfg.unet.in_channels, bk->h / 8, bk->w / 8);
+            for (int b = 0; b < B && !rc; b++) {
+                const sd_train_sample *s = &d->s[idx[b]];
+                sd_rng rng = sd_rng_key(R->seed, (uint32_t)micro, (uint32_t)b, SD_RNG_CAPTION);
+                sd_caption_opts o = s->cap;
+                double tw = s->token_warmup_step_f;
+                o.token_warmup_step = tw <= 0 ? 0 : tw < 1 ? (int64_t)(tw * (double)R->max_steps) : (int64_t)tw;
+                char *text = NULL;
+                rc = sd_caption_process(&o, s->caption, epoch + 1, gstep, &rng, &text);
+                if (!rc && R->have_ti) {
+                    char *t2 = NULL;
+                    rc = sd_ti_caption(&R->ti, text, &rng, &t2);
+                    free(text);
+                    text = t2;
+                }
+                if (rc) break;
+                int flip = 0;
+                if (s->flip_aug) {
+                    sd_rng r = sd_rng_key(R->seed, (uint32_t)micro, (uint32_t)b, SD_RNG_AUGMENT);
+                    flip = sd_rng_uniform_at(&r, SD_AUG_FLIP) < 0.5f;
+                }
+                int ow = s->has_size ? s->orig_w : bk->w, oh = s->has_size ? s->orig_h : bk->h;
+                int ct = s->has_size ? (int)s->crop_ltrb[1] : 0, cl = s->has_size ? (int)s->crop_ltrb[0] : 0;
+                char lw[40];
+                sd_py_float(s->is_reg ? c->prior_loss_weight : 1.0, lw, sizeof lw);
+                printf("%s, size: (%d, %d), loss weight: %s, caption: \"%s\", original size: (%d, %d), crop top left: "
+                       "(%d, %d), target size: (%d, %d), flipped: %s\n", s->image ? s->image : s->latents, ow, oh, lw,
+                       text ? text : "", oh, ow, ct, cl, bk->h, bk->w, sd_py_bool(flip));
+                if (s->live) printf("image size: torch.Size([3, %d, %d])\n", bk->h, bk->w);
+                free(text);
+            }
+            if (latents && i >= 8) stop = 1;
+            if (stop) break;
+        }
+    }
+    fflush(stdout);
+    if (!rc && ferror(stdout)) rc = sd_err(SD_EIO, "stdout: write error");
+    return rc;
+}
+
 int sd_train_run(sd_train_config *c, sd_train_data *d)
 {
     run R0, *R = &R0;
@@ -698,6 +775,10 @@ trained_set:;
     R->window = calloc((size_t)R->plan.nbatches, sizeof *R->window);
     if (!R->window) {
         rc = sd_err(SD_ENOMEM, "out of memory");
+        goto out;
+    }
+    if (c->debug_dataset) {
+        rc = debug_dataset(R);
         goto out;
     }
     /* resume */

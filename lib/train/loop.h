@@ -141,6 +141,7 @@ typedef struct sd_train_config {
     int initial_mode;
     int64_t initial_step;
     int skip_until_initial_step;
+    int debug_dataset;                 /* print the batches' samples (train_util.debug_dataset), do not train */
     int no_metadata;
     const char *training_comment;
     const char *metadata_title, *metadata_author, *metadata_description, *metadata_license, *metadata_tags;

@@ -92,3 +92,39 @@ T --learning_rate 1e-30 --output_dir sa --max_train_steps 5 --initial_step 3 --s
   --sample_at_first 2> sa.err; rc=$?
 [ $rc = 0 ] && grep -q 'generating sample images at epoch 0, step 0: 1 prompt' sa.err && [ "$(ls sa/sample | wc -l)" = 1 ] &&
   ok train_initial_sample_at_first || nok train_initial_sample_at_first "rc $rc $(ls sa/sample) $(grep -i sampl sa.err)"
+
+# --debug_dataset: the batches in training order as text, nothing trained or written; exit 0
+D() { T --output_dir dd --debug_dataset --shuffle_caption --keep_tokens 1 "$@"; }
+D --flip_aug > d1.txt 2> d1.err; rc=$?
+D --flip_aug > d2.txt 2> /dev/null
+D --seed 4 --flip_aug > d3.txt 2> /dev/null
+D > d4.txt 2> /dev/null
+python3 - d1.txt recs.jsonl <<'PY' > dchk.txt 2>&1
+import json, re, sys
+lines = open(sys.argv[1]).read().split("\n")
+recs = {json.loads(l)["latents"]: json.loads(l)["caption"] for l in open(sys.argv[2])}
+assert lines[0] == "Total dataset length (steps): 6", lines[0]
+steps = [l for l in lines if l.startswith("steps: ")]
+assert steps == ["steps: %d (%d/6)" % (s, (s - 1) % 6 + 1) for s in range(1, 11)], steps   # --max_train_steps 10
+assert [l for l in lines if l.startswith("epoch: ")] == ["epoch: 1", "epoch: 2"]
+pat = re.compile(r'^(\S+), size: \(64, 64\), loss weight: 1\.0, caption: "([^"]*)", original size: \(64, 64\), '
+                 r'crop top left: \(0, 0\), target size: \(64, 64\), flipped: (True|False)$')
+smp = [pat.match(l) for l in lines if ", size: " in l]
+assert len(smp) == 10 and all(smp), lines
+keys = [m.group(1) for m in smp]
+assert sorted(keys[:6]) == sorted(recs), keys          # an epoch visits every record once
+for m in smp:
+    want = [t.strip() for t in recs[m.group(1)].split(",")]
+    got = [t.strip() for t in m.group(2).split(",")]
+    assert got[0] == want[0] and sorted(got) == sorted(want), (got, want)   # keep_tokens 1, shuffled rest
+assert any(m.group(2) != recs[m.group(1)] for m in smp), "no caption shuffled"
+assert {m.group(3) for m in smp} == {"True", "False"}, "flips"
+print("# debug_dataset order", " ".join(k[-10:-4] for k in keys))
+PY
+dk=$?
+cat dchk.txt
+[ $rc = 0 ] && [ $dk = 0 ] && [ ! -e dd ] && grep -q 'no window is opened' d1.err && ok train_debug_dataset_lines ||
+  nok train_debug_dataset_lines "rc $rc $(cat d1.err | tail -3)"
+[ -s d1.txt ] && cmp -s d1.txt d2.txt && ! cmp -s d1.txt d3.txt && ok train_debug_dataset_seeded || nok train_debug_dataset_seeded
+[ "$(grep -c 'flipped: True' d4.txt)" = 0 ] && [ "$(grep -c 'flipped: False' d4.txt)" = 10 ] &&
+  ok train_debug_dataset_no_flip || nok train_debug_dataset_no_flip "$(grep -c flipped d4.txt)"

@@ -74,7 +74,6 @@ for o in color_aug random_crop face_crop_aug_range; do
     [ ! -e "r_$o" ] && ok "train_kohya_latents_refuse_$o" || nok "train_kohya_latents_refuse_$o" "rc $rc $(cat "r_$o.err")"
 done
 refuse fp8_base --fp8_base
-refuse debug_dataset --debug_dataset
 refuse dataset_class --dataset_class x
 T --data recs.jsonl --output_dir r_off --no-color_aug --no-fp8_base 2> r_off.err; rc=$?
 [ $rc = 0 ] && ! grep -q 'color_aug\|fp8' r_off.err && ok train_kohya_refused_off_passes || nok train_kohya_refused_off_passes "rc $rc $(cat r_off.err)"
@@ -83,13 +82,13 @@ T --data recs.jsonl --output_dir r_off --no-color_aug --no-fp8_base 2> r_off.err
 cat > c1.toml <<'TOML'
 [training_arguments]
 xformers = true
-debug_dataset = true
+dataset_class = "x"
 conditioning_data_dir = "masks"
 fp8_base = false
 wandb_run_name = "x"
 TOML
 T --data recs.jsonl --output_dir c1 --config_file c1.toml 2> c1.err; rc=$?
-[ $rc = 2 ] && grep -q '^sd-train: c1.toml: debug_dataset: not implemented: ' c1.err &&
+[ $rc = 2 ] && grep -q '^sd-train: c1.toml: dataset_class: not implemented: ' c1.err &&
   grep -q '^sd-train: c1.toml: conditioning_data_dir: not implemented: ' c1.err && grep -q 'c1.toml: xformers: no effect' c1.err &&
   ! grep -q fp8_base c1.err && grep -q 'not used by sd-train: wandb_run_name$' c1.err && [ ! -e c1 ] &&
   ok train_kohya_config_refused || nok train_kohya_config_refused "rc $rc $(cat c1.err)"
