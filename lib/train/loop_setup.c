@@ -284,19 +284,27 @@ int loop_ti_setup(run *R)
     }
     R->te_train = 1;
     /* The reference's parameter is the whole token table (its old rows restored after every step).
-       Element-wise optimizers give the new rows the same numbers when only they are parameters;
-       optimizers whose statistics span the table (Adafactor's factored moments, the d estimates of
-       Prodigy / D-Adaptation) would not, so they are refused. bitsandbytes picks 8-bit states by
+       Element-wise optimizers give the new rows the same numbers when only they are parameters (the
+       fast path: emb_params [N, D] and rest_grad_norm). Optimizers whose statistics span the table
+       (Adafactor's factored moments and RMS, the d estimates of Prodigy / D-Adaptation) get the
+       whole table as their parameter (ti.h: sd_ti_set_full). bitsandbytes picks 8-bit states by
        the table's size, and its 256-element blocks never mix old and new rows when V·D is a
        multiple of 256 (every SD text encoder: 49408·768, 49408·1024). */
     sd_optim_kind k = R->ocfg.kind;
     if (sd_optim_is_schedulefree(k))
         return sd_err(SD_EUNSUPPORTED, "--method ti: --optimizer_type %s is not implemented for textual inversion yet; "
-                      "use AdamW, AdamW8bit, Lion or SGDNesterov", sd_optim_kind_name(k));
-    if (!(k == SD_OPTIM_ADAMW || k == SD_OPTIM_LION || k == SD_OPTIM_SGD_NESTEROV || sd_optim_is_bnb(k)))
-        return sd_err(SD_EUNSUPPORTED, "--method ti: --optimizer_type %s is not supported for textual inversion (its "
-                      "statistics span the reference's whole token table); use AdamW, AdamW8bit, Lion or SGDNesterov",
-                      sd_optim_kind_name(k));
+                      "use AdamW, AdamW8bit, Lion, SGDNesterov, Adafactor, Prodigy or DAdapt*", sd_optim_kind_name(k));
+    int full = k == SD_OPTIM_ADAFACTOR || k == SD_OPTIM_PRODIGY || k == SD_OPTIM_DADAPT_ADAM ||
+               k == SD_OPTIM_DADAPT_ADAM_PREPRINT || k == SD_OPTIM_DADAPT_SGD || k == SD_OPTIM_DADAPT_ADAGRAD ||
+               k == SD_OPTIM_DADAPT_ADAN || k == SD_OPTIM_DADAPT_ADAN_IP || k == SD_OPTIM_DADAPT_LION;
+    if (!full && !(k == SD_OPTIM_ADAMW || k == SD_OPTIM_LION || k == SD_OPTIM_SGD_NESTEROV || sd_optim_is_bnb(k)))
+        return sd_err(SD_EUNSUPPORTED, "--method ti: --optimizer_type %s is not supported for textual inversion; use "
+                      "AdamW, AdamW8bit, Lion, SGDNesterov, Adafactor, Prodigy or DAdapt*", sd_optim_kind_name(k));
+    if (full) {
+        rc = sd_ti_set_full(&R->ti);
+        if (!rc && R->have_ti2) rc = sd_ti_set_full(&R->ti2);
+        if (rc) return rc;
+    }
     if (sd_optim_is_bnb(k)) {
         int64_t table = (R->ti.V + R->ti.n) * R->ti.D;
         if ((R->ti.V * R->ti.D) % 256)
@@ -313,16 +321,17 @@ int loop_ti_setup(run *R)
     g->n = 1;
     snprintf(g->names[0], sizeof g->names[0], "textual_inversion");
     g->params[0] = R->ti.emb;
-    g->params[1] = R->ti.rest;
     g->desc[0].name = g->names[0];
     g->desc[0].lr = R->c->learning_rate;
     g->desc[0].params = g->params;
-    g->desc[0].count = 2;
-    if (R->have_ti2) {   /* the reference's one group of both encoders' tables */
-        g->params[2] = R->ti2.emb;
-        g->params[3] = R->ti2.rest;
-        g->desc[0].count = 4;
+    int np = 0;   /* the reference's one group (SDXL: both encoders' tables) */
+    g->params[np++] = R->ti.emb;
+    if (R->ti.rest) g->params[np++] = R->ti.rest;
+    if (R->have_ti2) {
+        g->params[np++] = R->ti2.emb;
+        if (R->ti2.rest) g->params[np++] = R->ti2.rest;
     }
+    g->desc[0].count = np;
     return SD_OK;
 }
 

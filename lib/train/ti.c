@@ -254,6 +254,27 @@ int sd_ti_init_part(sd_ti *ti, const sd_ti_opts *o, sd_clip *clip, sd_clip_token
     return SD_OK;
 }
 
+int sd_ti_set_full(sd_ti *ti)
+{
+    const char *name = ti->emb->key;
+    char keep[128];
+    snprintf(keep, sizeof keep, "%s", name);
+    sd_params_free(&ti->reg);
+    sd_params_init(&ti->reg);
+    ti->rest = NULL;
+    int rc = sd_params_add(&ti->reg, NULL, keep, 2, (int64_t[]){ ti->V + ti->n, ti->D }, SD_PARAM_TRAINABLE, &ti->emb);
+    if (!rc) rc = sd_params_alloc(&ti->reg, SD_DEV_CPU);
+    if (rc) return sd_err_prefix(rc, "textual inversion: the whole token table as the parameter");
+    memcpy(ti->emb->value.data, ti->table.data, sd_tensor_nbytes(&ti->table));
+    ti->full = 1;
+    return SD_OK;
+}
+
+const float *sd_ti_vectors(const sd_ti *ti)
+{
+    return (const float *)ti->emb->value.data + (ti->full ? (size_t)ti->V * (size_t)ti->D : 0);
+}
+
 void sd_ti_free(sd_ti *ti)
 {
     if (ti->clip) {
@@ -349,6 +370,10 @@ int sd_ti_frame(const sd_ti *ti, sd_clip_tokenizer *tok, const char *text, int m
 
 void sd_ti_zero_grad(sd_ti *ti)
 {
+    if (ti->full) {
+        memset(ti->emb->grad.data, 0, sd_tensor_nbytes(&ti->emb->grad));
+        return;
+    }
     memset(ti->emb->grad.data, 0, (size_t)(ti->n * ti->D) * sizeof(float));
     ((float *)ti->rest->grad.data)[0] = 0;
     for (size_t i = 0; i < ti->nslots; i++) ti->slot_of[ti->touched[i]] = -1;
@@ -363,7 +388,11 @@ int sd_ti_accumulate(sd_ti *ti, const int32_t *ids, int64_t npos, const float *d
         int32_t id = ids[p];
         const float *g = d_tok + (size_t)p * (size_t)D;
         float *dst;
-        if (id >= ti->first_id && id < ti->first_id + ti->n) {
+        if (ti->full) {
+            if (id < 0 || id >= ti->first_id + ti->n)
+                return sd_err(SD_EINVAL, "textual inversion: token id %d out of range", (int)id);
+            dst = ge + (size_t)id * (size_t)D;
+        } else if (id >= ti->first_id && id < ti->first_id + ti->n) {
             dst = ge + (size_t)(id - ti->first_id) * (size_t)D;
         } else if (id >= 0 && id < ti->V) {
             if (ti->slot_of[id] < 0) {
@@ -393,6 +422,7 @@ int sd_ti_accumulate(sd_ti *ti, const int32_t *ids, int64_t npos, const float *d
 
 void sd_ti_finish_grad(sd_ti *ti)
 {
+    if (ti->full) return;   /* the clipping norm runs over the whole table's gradient itself */
     double s = 0;
     size_t n = ti->nslots * (size_t)ti->D;
     for (size_t i = 0; i < n; i++) s += (double)ti->rows[i] * ti->rows[i];
@@ -402,14 +432,17 @@ void sd_ti_finish_grad(sd_ti *ti)
 int sd_ti_round_table(sd_ti *ti, sd_dtype dt)
 {
     sd_round_half_n((float *)ti->table.data, (size_t)sd_tensor_numel(&ti->table), dt == SD_BF16);
+    if (ti->full) memcpy(ti->emb->value.data, ti->table.data, sd_tensor_nbytes(&ti->table));
     return ti->dtable.data ? sd_tensor_upload(&ti->dtable, ti->table.data, sd_tensor_nbytes(&ti->table)) : SD_OK;
 }
 
 int sd_ti_sync_table(sd_ti *ti)
 {
     size_t off = (size_t)ti->V * (size_t)ti->D * sizeof(float), nb = (size_t)(ti->n * ti->D) * sizeof(float);
-    memcpy((char *)ti->table.data + off, ti->emb->value.data, nb);
-    return ti->dtable.data ? sd_device_copy_to_device((char *)ti->dtable.data + off, ti->emb->value.data, nb) : SD_OK;
+    const float *vec = sd_ti_vectors(ti);
+    if (ti->full) memcpy(ti->emb->value.data, ti->table.data, off);   /* the old rows restored */
+    memcpy((char *)ti->table.data + off, vec, nb);
+    return ti->dtable.data ? sd_device_copy_to_device((char *)ti->dtable.data + off, vec, nb) : SD_OK;
 }
 
 void sd_ti_uninstall(sd_ti *ti)
@@ -447,7 +480,7 @@ static int save_parts(const sd_ti *const *tis, const char *const *names, int n, 
         for (size_t i = 0; i < nmeta && !rc; i++) rc = sd_safetensors_writer_set_meta(w, meta_keys[i], meta_vals[i]);
         for (int i = 0; i < n && !rc; i++)
             rc = sd_safetensors_writer_add_f32(w, names[i], dtype, 2, (int64_t[]){ tis[i]->n, tis[i]->D },
-                                               tis[i]->emb->value.data);
+                                               sd_ti_vectors(tis[i]));
         if (!rc) rc = sd_safetensors_writer_write(w, path);
         sd_safetensors_writer_free(w);
         return rc;
@@ -461,7 +494,7 @@ static int save_parts(const sd_ti *const *tis, const char *const *names, int n, 
         size_t cnt = (size_t)(tis[i]->n * tis[i]->D), nb = cnt * es;
         data[i] = malloc(nb ? nb : 1);
         if (!data[i]) rc = sd_err(SD_ENOMEM, "out of memory");
-        if (!rc) rc = sd_st_convert(SD_ST_F32, tis[i]->emb->value.data, dtype, data[i], cnt);
+        if (!rc) rc = sd_st_convert(SD_ST_F32, sd_ti_vectors(tis[i]), dtype, data[i], cnt);
         if (!rc) rc = sd_torch_save_tensor(ts, names[i], dtype, 2, (int64_t[]){ tis[i]->n, tis[i]->D }, data[i]);
     }
     if (!rc) rc = sd_torch_save_write(ts, path);

@@ -24,7 +24,13 @@
  * the WHOLE table's gradient, so the gradient of the old rows the batch touched (per token id, summed
  * over positions and accumulated micro batches) enters the norm through a one-element parameter
  * "rest_grad_norm" holding ‖old-row gradient‖₂: sqrt(‖g_new‖² + rest²) is the reference's norm,
- * and the loss scaler (fp16) unscales and inf-checks it like every gradient. */
+ * and the loss scaler (fp16) unscales and inf-checks it like every gradient.
+ *
+ * Optimizers whose statistics span the parameter (Adafactor's factored moments and RMS, Prodigy's
+ * and D-Adaptation's d estimates) need the reference's parameter itself: sd_ti_set_full makes the
+ * one parameter the whole widened table [V+N, D] (same name), its gradient every row the batch's
+ * captions used (zero elsewhere), and sd_ti_sync_table restores its old rows from the table after
+ * each step (the reference's orig_embeds_params[index_no_updates]). */
 #ifndef SD_TRAIN_TI_H
 #define SD_TRAIN_TI_H
 
@@ -60,8 +66,9 @@ typedef struct sd_ti {
     sd_tensor dtable;                  /* --device cuda: the widened table's GPU copy (in the encoder), or none */
     int64_t saved_vocab;
     int saved_cfg_vocab;
-    sd_params reg;                     /* emb_params [N, D], rest_grad_norm [1] */
-    sd_param *emb, *rest;
+    sd_params reg;                     /* emb_params [N, D], rest_grad_norm [1]; full: emb_params [V+N, D] */
+    sd_param *emb, *rest;              /* full: rest NULL */
+    int full;                          /* sd_ti_set_full: the parameter is the whole table */
     sd_gen_token gtok;                 /* T -> its N ids, for sample prompts */
     /* gradient of the old rows of the current optimizer step, per token id */
     int32_t *slot_of;                  /* [V]: slot or -1 */
@@ -95,6 +102,10 @@ int sd_ti_init(sd_ti *ti, const sd_ti_opts *o, sd_clip *clip, sd_clip_tokenizer 
  * both). part -1 is sd_ti_init. */
 int sd_ti_init_part(sd_ti *ti, const sd_ti_opts *o, sd_clip *clip, sd_clip_tokenizer *tok, int part);
 void sd_ti_free(sd_ti *ti);
+/* Make the parameter the whole table (see above); after sd_ti_init_part, before the optimizer. */
+int sd_ti_set_full(sd_ti *ti);
+/* The trained vectors [N, D] (the new rows of the parameter). */
+const float *sd_ti_vectors(const sd_ti *ti);
 
 
 /* The caption after the TI replacement: template (drawn from rng) or T -> "T T1 ..". malloc'd. */

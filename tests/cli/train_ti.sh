@@ -5,8 +5,9 @@
 # embedding loads in sd-sample --textual_inversion_embeddings and changes the image of a prompt
 # with the token; N > 1 vectors; --init_word rows; templates; --weights continues from .pt and
 # .safetensors; step names; sampling during training with the token; the refusals ("tokenizer has
-# same word", LoRA options, weighted captions, caption dropout, bad --save_model_as, --device; SDXL: train_ti_sdxl.sh);
-# kill -9 then --resume gives a byte-identical embedding.
+# same word", LoRA options, weighted captions, caption dropout, bad --save_model_as, --device,
+# ScheduleFree; SDXL: train_ti_sdxl.sh); Adafactor / Prodigy / DAdaptAdam on the whole table (old rows
+# kept, --resume byte-identical); kill -9 then --resume gives a byte-identical embedding.
 set -u
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -144,11 +145,36 @@ T --output_dir r --max_train_steps 1 --save_model_as diffusers 2> r6.err; rc=$?
 "$bin" --method lora --model tiny.safetensors --data recs.jsonl --token_string zqtok 2> r8.err; rc=$?
 [ $rc = 2 ] && grep -q 'token_string is an option of --method ti' r8.err && ok train_ti_option_needs_ti ||
   nok train_ti_option_needs_ti "rc $rc $(cat r8.err)"
-# optimizers: element-wise ones give the reference's numbers for the new rows; those whose statistics
-# span the reference's whole token table are refused; bitsandbytes takes the table's 8-bit mode
-T --output_dir r --max_train_steps 1 --optimizer_type Prodigy --learning_rate 1 2> r9.err; rc=$?
-[ $rc = 1 ] && grep -q 'optimizer_type Prodigy is not supported for textual inversion' r9.err && ok train_ti_prodigy_refused ||
-  nok train_ti_prodigy_refused "rc $rc $(cat r9.err)"
+# optimizers: element-wise ones give the reference's numbers for the new rows (only they are
+# parameters); Adafactor / Prodigy / D-Adaptation take the whole table [49409, 32] as their parameter,
+# its old rows restored after every step; ScheduleFree is refused; bitsandbytes takes the table's 8-bit mode
+T --output_dir r --max_train_steps 1 --optimizer_type AdamWScheduleFree 2> r9.err; rc=$?
+[ $rc = 1 ] && grep -q 'optimizer_type AdamWScheduleFree is not implemented for textual inversion' r9.err &&
+  ok train_ti_schedulefree_refused || nok train_ti_schedulefree_refused "rc $rc $(cat r9.err)"
+for opt in Adafactor Prodigy DAdaptAdam; do
+  lr=5e-2; [ $opt = Adafactor ] || lr=1
+  if T --output_dir f$opt --max_train_steps 3 --optimizer_type $opt --learning_rate $lr --save_model_as safetensors \
+       --save_state --save_every_n_steps 1 2> f$opt.err; then ok train_ti_${opt}_runs
+  else nok train_ti_${opt}_runs "$(tail -2 f$opt.err)"; fi
+  # the state's parameter is the whole table; its old rows are the model's, its new row moved from the init
+  if python3 - tiny.safetensors f$opt/zqtok-state/weights.safetensors f$opt/zqtok-step00000001-state/weights.safetensors <<'PY'
+import json, struct, sys
+def rd(p, key):
+    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n]); t = h[key]
+    s, e = t['data_offsets']; d = b[8 + n + s:8 + n + e]; f = 'e' if t['dtype'] == 'F16' else 'f'
+    return t['shape'], struct.unpack('<%d%s' % (len(d) // struct.calcsize(f), f), d)
+_, m = rd(sys.argv[1], 'cond_stage_model.transformer.text_model.embeddings.token_embedding.weight')
+shape, t = rd(sys.argv[2], 'emb_params')
+_, t1 = rd(sys.argv[3], 'emb_params')
+ok = shape == [49409, 32] and t[:len(m)] == m and t1[:len(m)] == m and t[len(m):] != t1[len(m):]
+sys.exit(0 if ok else print(shape, t[:2], m[:2]) or 1)
+PY
+  then ok train_ti_${opt}_whole_table_old_rows_kept; else nok train_ti_${opt}_whole_table_old_rows_kept; fi
+  T --output_dir g$opt --max_train_steps 3 --optimizer_type $opt --learning_rate $lr --save_model_as safetensors \
+    --resume f$opt/zqtok-step00000001-state 2> g$opt.err
+  [ -f f$opt/zqtok.safetensors ] && cmp -s f$opt/zqtok.safetensors g$opt/zqtok.safetensors &&
+    ok train_ti_${opt}_resume_same_bytes || nok train_ti_${opt}_resume_same_bytes "$(tail -2 g$opt.err)"
+done
 if T --output_dir o8 --max_train_steps 2 --optimizer_type AdamW8bit --save_model_as safetensors --save_state 2> o8.err &&
    python3 - o8/zqtok-state/optimizer.safetensors <<'PY'
 import json, struct, sys

@@ -4,7 +4,8 @@
  * the new rows) against tests/golden/gen/make_ti_train_golden.py (kohya's
  * train_textual_inversion.py transcribed in PyTorch float64, the whole table trained and the old
  * rows restored after every step), with noise and timesteps fed from the golden file: losses,
- * gradient norms (before clipping) and the final embedding within 1e-4 relative. */
+ * gradient norms (before clipping) and the final embedding within 1e-4 relative; Adafactor,
+ * Prodigy and DAdaptAdam on the whole table likewise. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,7 @@
 
 #define DIR "tests/data/train_lora/"
 #define GOLD "tests/data/train_ti/golden.safetensors"
+#define OGOLD "tests/data/train_ti/optim_golden.safetensors"
 #define STEPS 6
 #define B 2
 #define PER (4 * 8 * 8)
@@ -113,6 +115,91 @@ static void test_ti_train_golden(void)
     sd_safetensors_close(a);
 }
 
+/* The optimizers whose statistics span the reference's parameter, the whole token table [49410, 16]
+ * (Adafactor: the table's RMS in its relative step / update scale; Prodigy, DAdaptAdam: their
+ * sums), against tests/golden/gen/make_ti_optim_golden.py: 3 steps each. */
+#define OSTEPS 3
+static void optim_case(const char *tag, const char *type, const char **args, int nargs, double lr)
+{
+    sd_safetensors *gm = NULL;
+    float lat[B * PER], loss[OSTEPS], gn[OSTEPS], e1[2 * WD];
+    char key[64];
+    T_EQ_INT(sd_safetensors_open(GOLD, &gm), 0);
+    if (!gm) return;
+    T_EQ_INT(sd_safetensors_read_f32(gm, "latents", lat, B * PER), 0);
+    T_EQ_INT(sd_safetensors_read_f32(gm, "noise", g_noise, STEPS * B * PER), 0);
+    T_EQ_INT(sd_safetensors_read_f32(gm, "t", g_t, STEPS * B), 0);
+    sd_safetensors_close(gm);
+    gm = NULL;
+    T_EQ_INT(sd_safetensors_open(OGOLD, &gm), 0);
+    if (!gm) return;
+    snprintf(key, sizeof key, "%s.loss", tag);
+    T_EQ_INT(sd_safetensors_read_f32(gm, key, loss, OSTEPS), 0);
+    snprintf(key, sizeof key, "%s.grad_norm", tag);
+    T_EQ_INT(sd_safetensors_read_f32(gm, key, gn, OSTEPS), 0);
+    snprintf(key, sizeof key, "%s.emb_final", tag);
+    T_EQ_INT(sd_safetensors_read_f32(gm, key, e1, 2 * WD), 0);
+    sd_safetensors_close(gm);
+    static const char *const caps[B] = { "a photo of xqzj", "xqzj, red square" };
+    sd_train_data d;
+    sd_train_data_init(&d);
+    sd_train_config c;
+    sd_train_config_default(&c);
+    c.model = DIR "model.safetensors";
+    c.model_config = DIR "tiny.toml";
+    c.ti.on = 1;
+    c.ti.token_string = "xqzj";
+    c.ti.num_vectors_per_token = 2;
+    c.ti.init_word = "red square";
+    c.save_model_as = "safetensors";
+    c.learning_rate = lr;
+    c.max_grad_norm = 0.05;
+    c.max_train_steps = OSTEPS;
+    c.train_batch_size = B;
+    c.seed = 1;
+    c.threads = 1;
+    c.optimizer_type = type;
+    sd_opt_list ol = { nargs, args, NULL, NULL };
+    c.optimizer_args = &ol;
+    char outdir[512], logp[512];
+    snprintf(key, sizeof key, "ti_golden_%s", tag);
+    snprintf(outdir, sizeof outdir, "%s", t_path(key));
+    snprintf(key, sizeof key, "ti_golden_%s.jsonl", tag);
+    snprintf(logp, sizeof logp, "%s", t_path(key));
+    c.output_dir = outdir;
+    c.log_jsonl = logp;
+    c.inject = tgr_inject;
+    c.inject_user = &g_feed;
+    tgr_add_records(&d, &c, lat, caps, B, key);
+    int rc = sd_train_run(&c, &d);
+    T_CHECKF(rc == 0, "%s: %s", tag, sd_errmsg());
+    sd_train_data_free(&d);
+    if (rc) return;
+    double worst_l, worst_g;
+    tgr_check_log(logp, loss, gn, OSTEPS, 1e-4, &worst_l, &worst_g);
+    char out[600];
+    snprintf(out, sizeof out, "%s/xqzj.safetensors", outdir);
+    sd_safetensors *a = NULL;
+    T_EQ_INT(sd_safetensors_open(out, &a), 0);
+    if (!a) return;
+    float got[2 * WD];
+    T_EQ_INT(sd_safetensors_read_f32(a, "emb_params", got, 2 * WD), 0);
+    sd_safetensors_close(a);
+    double e = max_rel(got, e1, 2 * WD);
+    T_CHECKF(e <= 1e-4, "%s: final embedding: relative error %.3g", tag, e);
+    printf("# %s: worst relative error: loss %.3g, grad norm %.3g, embedding %.3g\n", tag, worst_l, worst_g, e);
+}
+
+static void test_ti_optim_golden(void)
+{
+    optim_case("adafactor", "Adafactor", NULL, 0, 1e-2);
+    const char *lr_args[] = { "relative_step=False" };
+    optim_case("adafactor_lr", "Adafactor", lr_args, 1, 3e-2);
+    const char *d_args[] = { "d0=1e-3" };
+    optim_case("prodigy", "Prodigy", d_args, 1, 5.0);
+    optim_case("dadapt", "DAdaptAdam", d_args, 1, 5.0);
+}
+
 /* torch.save layout of a .pt embedding read back by our pickle reader; "same word" detection. */
 static void test_ti_pt_roundtrip(void)
 {
@@ -130,6 +217,7 @@ static void test_ti_pt_roundtrip(void)
 int main(void)
 {
     T_RUN(test_ti_train_golden);
+    T_RUN(test_ti_optim_golden);
     T_RUN(test_ti_pt_roundtrip);
     T_DONE();
 }
