@@ -5,7 +5,7 @@
 # textual-inversion ModelSpec), --init_word rows per encoder's own table, both encoders' rows train
 # (TE1 through the context, TE2 through the context and the pooled vector), --weights continues
 # from an SDXL file and refuses an SD1/SD2 one, samples during training; a resumed run gives the same
-# bytes; sd-sample loads the embedding with the SDXL model (the image changes, deterministically) and
+# bytes (Adafactor too, on both encoders' whole tables, their old rows kept); sd-sample loads the embedding with the SDXL model (the image changes, deterministically) and
 # refuses the other family's files with one line naming the file; long captions; --device cuda as on the CPU.
 set -u
 cd "$(dirname "$0")/../.."
@@ -96,6 +96,29 @@ T --output_dir r0 --max_train_steps 4 --num_vectors_per_token 2 --save_every_n_s
 T --output_dir r1 --max_train_steps 4 --num_vectors_per_token 2 --resume r0/zqtok-step00000002-state 2> r1.err
 [ -f r0/zqtok.pt ] && cmp -s r0/zqtok.pt r1/zqtok.pt && ok train_ti_sdxl_resume_same_bytes ||
   nok train_ti_sdxl_resume_same_bytes "$(ls r0; tail -2 r1.err)"
+
+# Adafactor: both encoders' whole tables are the parameter (one group); their old rows stay the model's
+T --output_dir a0 --max_train_steps 3 --optimizer_type Adafactor --save_model_as safetensors --save_every_n_steps 1 \
+  --save_state 2> a0.err
+T --output_dir a1 --max_train_steps 3 --optimizer_type Adafactor --save_model_as safetensors \
+  --resume a0/zqtok-step00000001-state 2> a1.err
+[ -f a0/zqtok.safetensors ] && cmp -s a0/zqtok.safetensors a1/zqtok.safetensors && ok train_ti_sdxl_adafactor_resume_same_bytes ||
+  nok train_ti_sdxl_adafactor_resume_same_bytes "$(tail -2 a0.err; tail -2 a1.err)"
+if python3 - xl.safetensors a0/zqtok-state/weights.safetensors a0/zqtok.safetensors <<'PY'
+import json, struct, sys
+def rd(p, key):
+    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n]); t = h[key]
+    s, e = t['data_offsets']; d = b[8 + n + s:8 + n + e]; f = 'e' if t['dtype'] == 'F16' else 'f'
+    return t['shape'], struct.unpack('<%d%s' % (len(d) // struct.calcsize(f), f), d)
+tabs = {'clip_l': 'conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight',
+        'clip_g': 'conditioner.embedders.1.model.token_embedding.weight'}
+for name, key in tabs.items():
+    ms, m = rd(sys.argv[1], key)
+    shape, t = rd(sys.argv[2], name)
+    _, v = rd(sys.argv[3], name)
+    assert shape == [ms[0] + 1, ms[1]] and t[:len(m)] == m and t[len(m):] == v, (name, shape, ms)
+PY
+then ok train_ti_sdxl_adafactor_whole_tables; else nok train_ti_sdxl_adafactor_whole_tables; fi
 
 # ---- sd-sample: the SDXL embedding changes the image, deterministically; the other family refused -------------
 S() { "$ss" --W 64 --H 64 --steps 3 --seed 7 --sampler euler --sequential_file_name --threads 1 "$@"; }
