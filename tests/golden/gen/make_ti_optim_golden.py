@@ -3,13 +3,14 @@
 Debian's /usr/bin/python3, torch 1.13; output committed as tests/data/train_ti/optim_golden.safetensors).
 
 The textual-inversion run of make_ti_train_golden.py (same tiny model, tokens, captions, noise and
-timesteps: its first STEPS steps) with the optimizers whose statistics span the reference's
+timesteps, STEPS = its 6 steps) with the optimizers whose statistics span the reference's
 parameter, the WHOLE token table [49410, 16] (train_textual_inversion.py: the optimizer gets
 text_encoder.get_input_embeddings().parameters(), the rows < 49408 are restored after every step):
   adafactor     transformers Adafactor(lr=None, relative_step=True) (kohya's default; RMS of the table)
   adafactor_lr  Adafactor(lr=3e-2, relative_step=False) (scale_parameter: lr x RMS of the table)
-  prodigy       prodigyopt Prodigy(lr=5.0, d0=1e-3) (d from sums over the table)
-  dadapt        dadaptation DAdaptAdam(lr=5.0, d0=1e-3)
+  prodigy       prodigyopt Prodigy(lr=1.0, d0=1e-4, d_coef=10) (d from sums over the table: it
+                grows at steps 5 and 6)
+  dadapt        dadaptation DAdaptAdam(lr=1.0, d0=1e-3) (d grows at steps 4 and 6)
 The optimizers are make_optim_golden.py's transcriptions. Per case: <case>.loss [STEPS],
 <case>.grad_norm [STEPS] (before clipping), <case>.emb_final [2, 16].
 """
@@ -26,12 +27,12 @@ import make_lora_train_golden as LG  # noqa: E402
 import make_optim_golden as OG  # noqa: E402
 import make_ti_train_golden as TG  # noqa: E402
 
-STEPS = 3
+STEPS = 6
 CASES = [
     ("adafactor", lambda p: OG.Adafactor(p, lr=None, relative_step=True)),
     ("adafactor_lr", lambda p: OG.Adafactor(p, lr=3e-2, relative_step=False)),
-    ("prodigy", lambda p: OG.Prodigy(p, lr=5.0, d0=1e-3)),
-    ("dadapt", lambda p: OG.DAdaptAdam(p, lr=5.0, d0=1e-3)),
+    ("prodigy", lambda p: OG.Prodigy(p, lr=1.0, d0=1e-4, d_coef=10.0)),
+    ("dadapt", lambda p: OG.DAdaptAdam(p, lr=1.0, d0=1e-3)),
 ]
 
 
@@ -84,6 +85,8 @@ def run(sd, make):
             table[:V] = orig[:V]
         losses.append(loss.item())
         norms.append(gn.item())
+        if "d" in opt.param_groups[0]:
+            print("  step", s + 1, "d", opt.param_groups[0]["d"])
     return losses, norms, table.data[V:].clone(), orig[V:].clone()
 
 
