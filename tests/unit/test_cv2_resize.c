@@ -20,7 +20,7 @@ static int src_pixel(int x, int y, int ch, int c)
         return a < 0 ? 0 : a > 255 ? 255 : a;
     }
     int base = x * 5 + y * 3 + ch * 40;
-    int noise = (x * x * 7 + y * y * 11 + x * y * 3 + ch * 29) % 61;
+    int noise = (int)(((int64_t)x * x * 7 + (int64_t)y * y * 11 + (int64_t)x * y * 3 + ch * 29) % 61);   /* Python ints */
     return (base + noise * 3) % 256;
 }
 
