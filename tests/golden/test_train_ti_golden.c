@@ -43,6 +43,26 @@ static double max_rel(const float *a, const float *b, size_t n)
     return mm > 0 ? md / mm : md;
 }
 
+/* The golden runs' configuration: the tiny model, the token "xqzj" (2 vectors from "red square"),
+ * batch B, seed 1, one thread. */
+static void ti_golden_config(sd_train_config *c, double lr, int64_t steps)
+{
+    sd_train_config_default(c);
+    c->model = DIR "model.safetensors";
+    c->model_config = DIR "tiny.toml";
+    c->ti.on = 1;
+    c->ti.token_string = "xqzj";
+    c->ti.num_vectors_per_token = 2;
+    c->ti.init_word = "red square";
+    c->save_model_as = "safetensors";
+    c->learning_rate = lr;
+    c->max_grad_norm = 0.05;
+    c->max_train_steps = steps;
+    c->train_batch_size = B;
+    c->seed = 1;
+    c->threads = 1;
+}
+
 static void test_ti_train_golden(void)
 {
     sd_safetensors *gm = NULL;
@@ -63,20 +83,7 @@ static void test_ti_train_golden(void)
     sd_train_data d;
     sd_train_data_init(&d);
     sd_train_config c;
-    sd_train_config_default(&c);
-    c.model = DIR "model.safetensors";
-    c.model_config = DIR "tiny.toml";
-    c.ti.on = 1;
-    c.ti.token_string = "xqzj";
-    c.ti.num_vectors_per_token = 2;
-    c.ti.init_word = "red square";
-    c.save_model_as = "safetensors";
-    c.learning_rate = 1e-2;
-    c.max_grad_norm = 0.05;
-    c.max_train_steps = STEPS;
-    c.train_batch_size = B;
-    c.seed = 1;
-    c.threads = 1;
+    ti_golden_config(&c, 1e-2, STEPS);
     char outdir[512], logp[512];
     snprintf(outdir, sizeof outdir, "%s", t_path("ti_golden_out"));
     snprintf(logp, sizeof logp, "%s", t_path("ti_golden_log.jsonl"));
@@ -144,20 +151,7 @@ static void optim_case(const char *tag, const char *type, const char **args, int
     sd_train_data d;
     sd_train_data_init(&d);
     sd_train_config c;
-    sd_train_config_default(&c);
-    c.model = DIR "model.safetensors";
-    c.model_config = DIR "tiny.toml";
-    c.ti.on = 1;
-    c.ti.token_string = "xqzj";
-    c.ti.num_vectors_per_token = 2;
-    c.ti.init_word = "red square";
-    c.save_model_as = "safetensors";
-    c.learning_rate = lr;
-    c.max_grad_norm = 0.05;
-    c.max_train_steps = OSTEPS;
-    c.train_batch_size = B;
-    c.seed = 1;
-    c.threads = 1;
+    ti_golden_config(&c, lr, OSTEPS);
     c.optimizer_type = type;
     sd_opt_list ol = { nargs, args, NULL, NULL };
     c.optimizer_args = &ol;
