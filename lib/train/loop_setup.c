@@ -291,15 +291,14 @@ int loop_ti_setup(run *R)
        the table's size, and its 256-element blocks never mix old and new rows when V·D is a
        multiple of 256 (every SD text encoder: 49408·768, 49408·1024). */
     sd_optim_kind k = R->ocfg.kind;
-    if (sd_optim_is_schedulefree(k))
-        return sd_err(SD_EUNSUPPORTED, "--method ti: --optimizer_type %s is not implemented for textual inversion yet; "
-                      "use AdamW, AdamW8bit, Lion, SGDNesterov, Adafactor, Prodigy or DAdapt*", sd_optim_kind_name(k));
     int full = k == SD_OPTIM_ADAFACTOR || k == SD_OPTIM_PRODIGY || k == SD_OPTIM_DADAPT_ADAM ||
                k == SD_OPTIM_DADAPT_ADAM_PREPRINT || k == SD_OPTIM_DADAPT_SGD || k == SD_OPTIM_DADAPT_ADAGRAD ||
                k == SD_OPTIM_DADAPT_ADAN || k == SD_OPTIM_DADAPT_ADAN_IP || k == SD_OPTIM_DADAPT_LION;
-    if (!full && !(k == SD_OPTIM_ADAMW || k == SD_OPTIM_LION || k == SD_OPTIM_SGD_NESTEROV || sd_optim_is_bnb(k)))
+    if (!full && !(k == SD_OPTIM_ADAMW || k == SD_OPTIM_LION || k == SD_OPTIM_SGD_NESTEROV || sd_optim_is_bnb(k) ||
+                   sd_optim_is_schedulefree(k)))
         return sd_err(SD_EUNSUPPORTED, "--method ti: --optimizer_type %s is not supported for textual inversion; use "
-                      "AdamW, AdamW8bit, Lion, SGDNesterov, Adafactor, Prodigy or DAdapt*", sd_optim_kind_name(k));
+                      "AdamW, AdamW8bit, Lion, SGDNesterov, Adafactor, Prodigy, DAdapt* or *ScheduleFree",
+                      sd_optim_kind_name(k));
     if (full) {
         rc = sd_ti_set_full(&R->ti);
         if (!rc && R->have_ti2) rc = sd_ti_set_full(&R->ti2);

@@ -124,7 +124,8 @@ static void test_ti_train_golden(void)
 
 /* The optimizers whose statistics span the reference's parameter, the whole token table [49410, 16]
  * (Adafactor: the table's RMS in its relative step / update scale; Prodigy, DAdaptAdam: their
- * sums: their d grows within the 6 steps), against tests/golden/gen/make_ti_optim_golden.py. */
+ * sums: their d grows within the 6 steps), and the ScheduleFree ones on the new rows (train-mode
+ * weights y), against tests/golden/gen/make_ti_optim_golden.py. */
 #define OSTEPS 6
 static void optim_case(const char *tag, const char *type, const char **args, int nargs, double lr)
 {
@@ -193,6 +194,9 @@ static void test_ti_optim_golden(void)
     optim_case("prodigy", "Prodigy", p_args, 2, 1.0);
     const char *d_args[] = { "d0=1e-3" };
     optim_case("dadapt", "DAdaptAdam", d_args, 1, 1.0);
+    const char *sf_args[] = { "warmup_steps=2", "weight_decay=1e-2" };
+    optim_case("adamw_sf", "AdamWScheduleFree", sf_args, 2, 2e-2);
+    optim_case("radam_sf", "RAdamScheduleFree", sf_args + 1, 1, 2e-2);
 }
 
 /* torch.save layout of a .pt embedding read back by our pickle reader; "same word" detection. */

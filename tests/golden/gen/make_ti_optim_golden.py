@@ -11,7 +11,12 @@ text_encoder.get_input_embeddings().parameters(), the rows < 49408 are restored 
   prodigy       prodigyopt Prodigy(lr=1.0, d0=1e-4, d_coef=10) (d from sums over the table: it
                 grows at steps 5 and 6)
   dadapt        dadaptation DAdaptAdam(lr=1.0, d0=1e-3) (d grows at steps 4 and 6)
-The optimizers are make_optim_golden.py's transcriptions. Per case: <case>.loss [STEPS],
+and, element-wise but with per-group averaging weights, the ScheduleFree optimizers (weights y of
+train mode: train_textual_inversion.py never calls eval(); train() is called once at construction,
+without which schedulefree 1.4 refuses the first step):
+  adamw_sf      AdamWScheduleFree(lr=2e-2, warmup_steps=2, weight_decay=1e-2)
+  radam_sf      RAdamScheduleFree(lr=2e-2, weight_decay=1e-2)
+The optimizers are make_optim_golden.py's and make_optim_sf_golden.py's transcriptions. Per case: <case>.loss [STEPS],
 <case>.grad_norm [STEPS] (before clipping), <case>.emb_final [2, 16].
 """
 import os
@@ -26,6 +31,7 @@ import make_unet_golden as UG  # noqa: E402
 import make_lora_train_golden as LG  # noqa: E402
 import make_optim_golden as OG  # noqa: E402
 import make_ti_train_golden as TG  # noqa: E402
+import make_optim_sf_golden as SF  # noqa: E402
 
 STEPS = 6
 CASES = [
@@ -33,7 +39,14 @@ CASES = [
     ("adafactor_lr", lambda p: OG.Adafactor(p, lr=3e-2, relative_step=False)),
     ("prodigy", lambda p: OG.Prodigy(p, lr=1.0, d0=1e-4, d_coef=10.0)),
     ("dadapt", lambda p: OG.DAdaptAdam(p, lr=1.0, d0=1e-3)),
+    ("adamw_sf", lambda p: train_mode(SF.AdamWScheduleFree(p, lr=2e-2, warmup_steps=2, weight_decay=1e-2))),
+    ("radam_sf", lambda p: train_mode(SF.RAdamScheduleFree(p, lr=2e-2, weight_decay=1e-2))),
 ]
+
+
+def train_mode(opt):
+    opt.train()
+    return opt
 
 
 def run(sd, make):
