@@ -88,8 +88,9 @@ int loop_net_to(run *R, sd_devkind dev)
 }
 
 /* kohya's optimizer_eval_fn / optimizer_train_fn around sampling, saving and validation
- * (train_network.py only: train_db, fine_tune and train_textual_inversion never call them, so their
- * ScheduleFree optimizer stays in train mode). The swap runs on the host copy of the network. */
+ * (train_network.py only: train_db, fine_tune and train_textual_inversion call neither — nor the
+ * initial train(), so schedulefree 1.4 refuses their first step; here their optimizer is in train mode
+ * from the start and stays there). The swap runs on the host copy of the network. */
 static int sf_mode(run *R, int train)
 {
     if (R->is_full || R->have_ti || !sd_optim_is_schedulefree(R->ocfg.kind)) return SD_OK;
