@@ -217,8 +217,15 @@ static int db_subset(const sd_dataset_sink *K, const sd_dataset_config *cfg, con
     if (nocap)
         warnf(K, "%s: %ld image(s) have neither a caption file (%s) nor class_tokens; their caption is empty: %s%s",
                 dir, nocap, ext ? ext : ".caption", nocap_list, nocap > 5 ? ", ..." : "");
-    for (size_t i = 0; cdir && i < cl.n; i++)
-        if (!cused[i]) fail(K, cl.paths[i], 0, "conditioning image without a training image in %s", dir);
+    for (size_t i = 0; cdir && i < cl.n; i++) {
+        /* paired when its stem is a paired one (a.png beside the used a.jpg: the reference compares
+           paths without their extension) */
+        char *st = cused[i] ? NULL : sd_img_stem(cl.paths[i]);
+        size_t ci;
+        int used = cused[i] || (st && sd_strmap_get(&cm, st, &ci) && cused[ci]);
+        free(st);
+        if (!used) fail(K, cl.paths[i], 0, "conditioning image without a training image in %s", dir);
+    }
     if (jv_is_valid(new_cache) && cache_ok && rc == SD_OK) {
         char *text = NULL;
         size_t n = 0;
