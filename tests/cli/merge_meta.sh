@@ -229,6 +229,12 @@ printf '[[datasets]]\n[[datasets.subsets]]\nimage_dir = "cn/img"\nconditioning_d
 "$M" --dataset_config cn.toml > /dev/null 2>cn1.err; rc1=$?
 "$M" --dataset_config cn.toml --masked_loss > cn.jsonl 2>cn2.err; rc2=$?
 check controlnet_subsets "[ $rc1 = 1 ] && grep -q 'need --masked_loss' cn1.err && [ $rc2 = 3 ] && [ \"\$(jq -c '[.image, .conditioning_image, .method]' cn.jsonl)\" = '[\"cn/img/a.png\",\"cn/cond/a.png\",\"controlnet\"]' ] && grep -q 'no conditioning image named b' cn2.err && grep -q 'cn/cond/c.png): conditioning image without a training image' cn2.err"
+# two conditioning images with one stem: the first in sorted order pairs, the other is not "without a training image"
+# (the reference compares paths without extension); conditioning_image keeps the directory as given, as image does
+mkdir -p cn/cond2; png cn/cond2/a.png 8 8; png cn/cond2/a.jpg 8 8; png cn/cond2/b.png 8 8
+printf '[[datasets]]\n[[datasets.subsets]]\nimage_dir = "cn/img"\nconditioning_data_dir = "cn/cond2"\n' > cn2.toml
+"$M" --dataset_config cn2.toml --masked_loss > cn2.jsonl 2>cn3.err; rc3=$?
+check controlnet_same_stem "[ $rc3 = 0 ] && ! grep -q 'without a training image' cn3.err && [ \"\$(jq -r .conditioning_image cn2.jsonl | tr '\n' ' ')\" = 'cn/cond2/a.jpg cn/cond2/b.png ' ]"
 # --config_file of a training run: the keys sd-merge-meta does not know are ignored with a warning
 printf 'learning_rate = 1e-4\nresolution = "640"\nflip_aug = true\n' > args.toml
 "$M" --config_file args.toml --dataset_config db1.toml > cf.jsonl 2>cf.err; rc=$?
