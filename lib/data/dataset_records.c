@@ -202,6 +202,9 @@ static int db_subset(const sd_dataset_sink *K, const sd_dataset_config *cfg, con
             size_t ci;
             if (st && sd_strmap_get(&cm, st, &ci)) {
                 rec = jv_object_set(rec, jv_string("conditioning_image"), jv_string(cl.paths[ci]));
+                /* the reference resizes conditioning images with the dataset's resize_interpolation */
+                const char *ri = pstr(d->params, "resize_interpolation");
+                if (ri) rec = jv_object_set(rec, jv_string("conditioning_resize_interpolation"), jv_string(ri));
                 cused[ci] = 1;
                 free(st);
             } else {

@@ -219,8 +219,9 @@ typedef struct sd_train_sample {
     /* conditioning-image mask (§1.11, a ControlNet subset's `conditioning_image`, --masked_loss):
        the image, loaded at every step (as the reference's __getitem__) and resized to the bucket;
        cond_bucket: the record's enable_bucket (its size must equal the original image's, which is
-       cond_ow × cond_oh, set before training); cond_filter: the record's resize_interpolation,
-       sd_resample_filter + 1 (0: the reference's automatic choice) */
+       cond_ow × cond_oh, set before training); cond_filter: the record's
+       conditioning_resize_interpolation (its dataset's resize_interpolation), sd_resample_filter + 1
+       (0: none, the reference's automatic choice) */
     char *cond;
     int cond_bucket, cond_filter;
     int cond_ow, cond_oh;

@@ -218,8 +218,12 @@ int sd_train_data_add_record(sd_train_data *d, const sd_train_config *c, jv rec)
         s.cond_bucket = c->enable_bucket;
         if ((r = sd_jsonl_get_bool(rec, "enable_bucket", &b)) < 0) return r;
         if (r == 1) s.cond_bucket = b;
+        /* the ControlNetDataset's own resize_interpolation (the dataset's, not the subset's) */
+        const char *rn = NULL;
+        if ((r = sd_jsonl_get_str(rec, "conditioning_resize_interpolation", &rn)) < 0) return r;
         int filter = -1;
-        if ((r = sd_bucket_record_filter(rec, &filter)) < 0) return r;
+        if (r == 1 && (r = sd_bucket_interp_from_name(rn, &filter)) < 0)
+            return sd_err_prefix(r, "key 'conditioning_resize_interpolation'");
         s.cond_filter = filter + 1;
     }
     if ((s.color_aug || s.random_crop) && lat)

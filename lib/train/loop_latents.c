@@ -496,7 +496,9 @@ int loop_cond_setup(run *R, sd_train_data *d)
  * to the bucket (the whole image: the reference's centre crop to the target size that follows
  * removes nothing); without bucketing it is resized only when it is not tw×th (resize_image with
  * width and height swapped, which changes only the automatic filter choice). The filter: the
- * record's resize_interpolation, else OpenCV INTER_AREA when neither side grows, else PIL LANCZOS.
+ * record's conditioning_resize_interpolation (the dataset's resize_interpolation: the reference's
+ * ControlNetDataset resizes with its own, not the subset's), else OpenCV INTER_AREA when neither
+ * side grows, else PIL LANCZOS.
  * Then the red byte → sd_mask_cond_value. */
 static int cond_plane(run *R, const sd_train_sample *s, int tw, int th)
 {

@@ -7,7 +7,8 @@
 # flip_aug, --cache_latents, latent files from sd-encode-latents, and 128x128 images resized to the 64x64
 # bucket); a 2:1 image with a mask on its left quarter trains with a mask (the reference squeezes the whole
 # conditioning image into the bucket; a centre crop would leave nothing); alpha_mask together with a
-# conditioning image: the conditioning image wins (warned); ss_datasets of a ControlNet dataset as
+# conditioning image: the conditioning image wins (warned); the dataset's resize_interpolation (not the
+# subset's) resizes the conditioning image; ss_datasets of a ControlNet dataset as
 # train_network.py writes it; sd-bucket and sd-encode-latents pass conditioning_image through;
 # refusals: a conditioning image of another size (exit 1, naming it, before training), random_crop (exit 2),
 # records with conditioning_image without --masked_loss (exit 2).
@@ -125,6 +126,16 @@ T --dataset_config wq.toml --masked_loss --output_dir r_wq --log_jsonl r_wq/log.
 q=$(losses r_wq/log.jsonl | cut -d' ' -f1); w=$(losses r_ww/log.jsonl | cut -d' ' -f1)
 [ $rc = 0 ] && awk -v q="$q" -v w="$w" 'BEGIN { exit !(q > 0 && q < w / 2) }' && ok train_cond_mask_squeezed ||
   nok train_cond_mask_squeezed "rc $rc first losses '$q' '$w' $(tail -2 r_wq.err)"
+
+# ---- the conditioning image is resized with the dataset's resize_interpolation (ControlNetDataset's own),
+# not the subset's: sd-merge-meta writes it as conditioning_resize_interpolation
+{ head_toml 'resize_interpolation = "lanczos"'; printf 'image_dir = "imgbig_half"\nconditioning_data_dir = "condbig_half"\n'; } > ril.toml
+{ head_toml; printf 'image_dir = "imgbig_half"\nconditioning_data_dir = "condbig_half"\nresize_interpolation = "lanczos"\n'; } > ris.toml
+k1=$("$B/sd-merge-meta" --dataset_config ril.toml --masked_loss 2> /dev/null | jq -c '[.resize_interpolation, .conditioning_resize_interpolation]' | sort -u)
+k2=$("$B/sd-merge-meta" --dataset_config ris.toml --masked_loss 2> /dev/null | jq -c '[.resize_interpolation, .conditioning_resize_interpolation]' | sort -u)
+T --dataset_config ril.toml --masked_loss --output_dir r_ril 2> r_ril.err && T --dataset_config ris.toml --masked_loss --output_dir r_ris 2> r_ris.err; rc=$?
+[ $rc = 0 ] && [ "$k1" = '["lanczos","lanczos"]' ] && [ "$k2" = '["lanczos",null]' ] && ! same r_ril/last.safetensors r_ris/last.safetensors &&
+  ok train_cond_mask_dataset_interpolation || nok train_cond_mask_dataset_interpolation "rc $rc '$k1' '$k2' $(tail -n 2 r_ris.err)"
 
 # ---- alpha_mask and a conditioning image: the conditioning image is the mask -----------------------------------
 cn alpha_black cond_half "" both.toml
