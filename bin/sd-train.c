@@ -263,7 +263,7 @@ static const sd_opt table[] = {
     {.name = "face_crop_aug_range", .type = SD_OPT_STRING, .dest = &a.face_crop_aug_range, .metavar = "LOW,HIGH",
      .group = G_DATA, .help = "bucketing disabled, images named *_CX_CY_W_H: scale and crop around the face"},
     {.name = "masked_loss", .type = SD_OPT_FLAG, .dest = &c.masked_loss, .group = G_DATA,
-     .help = "weight the loss by each sample's mask (alpha masks; see sd-train(1))"},
+     .help = "weight the loss by each sample's mask (alpha masks; conditioning images of ControlNet subsets; see sd-train(1))"},
     {.name = "alpha_mask", .type = SD_OPT_FLAG, .dest = &c.alpha_mask, .group = G_DATA,
      .help = "every record's alpha_mask default: the image's alpha/255 as loss mask"},
     {.name = "weighted_captions", .type = SD_OPT_FLAG, .dest = &c.weighted_captions, .group = G_DATA,
