@@ -76,6 +76,14 @@ T --dataset_config plain.toml --output_dir r_plain --log_jsonl r_plain/log.jsonl
 T --dataset_config black.toml --masked_loss --output_dir r_black --log_jsonl r_black/log.jsonl 2> r_black.err; rc=$?
 lb=$(losses r_black/log.jsonl)
 [ $rc = 0 ] && [ "$lb" = "0.0 0.0 0.0 " ] && ok train_cond_mask_black_zero_loss || nok train_cond_mask_black_zero_loss "rc $rc losses '$lb' $(tail -2 r_black.err)"
+# the other methods the reference masks with: train_db.py, the TI scripts (SDXL: sdxl_train*.py)
+M() { "$B/sd-train" --model tinyv.safetensors --model_config "$root/examples/tiny_model.toml" --seed 3 --threads 1 \
+  --max_train_steps 2 --dataset_config black.toml --masked_loss "$@"; }
+M --method db --learning_rate 1e-3 --output_dir r_bdb --log_jsonl r_bdb/log.jsonl 2> r_bdb.err &&
+  M --method ti --token_string zqtok --init_word sks --use_object_template --learning_rate 1e-2 --output_dir r_bti \
+    --log_jsonl r_bti/log.jsonl 2> r_bti.err; rc=$?
+lb=$(losses r_bdb/log.jsonl; losses r_bti/log.jsonl)
+[ $rc = 0 ] && [ "$lb" = "0.0 0.0 0.0 0.0 " ] && ok train_cond_mask_black_db_ti || nok train_cond_mask_black_db_ti "rc $rc losses '$lb' $(tail -n 2 r_bti.err)"
 T --dataset_config half.toml --masked_loss --output_dir r_half --log_jsonl r_half/log.jsonl 2> r_half.err &&
   T --dataset_config ahalf.toml --masked_loss --output_dir r_ahalf --log_jsonl r_ahalf/log.jsonl 2> r_ahalf.err; rc=$?
 l1=$(losses r_half/log.jsonl); l2=$(losses r_ahalf/log.jsonl); l0=$(losses r_plain/log.jsonl)
