@@ -544,6 +544,7 @@ static int debug_dataset(run *R)
                        "(%d, %d), target size: (%d, %d), flipped: %s\n", s->image ? s->image : s->latents, ow, oh, lw,
                        text ? text : "", oh, ow, ct, cl, bk->h, bk->w, sd_py_bool(flip));
                 if (s->live) printf("image size: torch.Size([3, %d, %d])\n", bk->h, bk->w);
+                if (s->live && s->cond) printf("conditioning image size: torch.Size([3, %d, %d])\n", bk->h, bk->w);
                 free(text);
             }
             if (latents && i >= 8) stop = 1;

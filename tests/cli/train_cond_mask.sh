@@ -91,6 +91,10 @@ l1=$(losses r_half/log.jsonl); l2=$(losses r_ahalf/log.jsonl); l0=$(losses r_pla
   ! same r_half/last.safetensors r_plain/last.safetensors && ok train_cond_mask_half_is_alpha ||
   nok train_cond_mask_half_is_alpha "rc $rc losses '$l1' / '$l2' / '$l0' $(tail -2 r_half.err)"
 
+T --dataset_config half.toml --masked_loss --output_dir r_dbg --debug_dataset > dbg.out 2> dbg.err; rc=$?
+[ $rc = 0 ] && [ "$(grep -c '^conditioning image size: torch.Size(\[3, 64, 64\])$' dbg.out)" = 3 ] && ok train_cond_mask_debug_dataset ||
+  nok train_cond_mask_debug_dataset "rc $rc $(head -8 dbg.out)"
+
 # ---- flip_aug: the mask is mirrored with the sample -----------------------------------------------------
 cn img_half cond_half "flip_aug = true" fhalf.toml; db alpha_half "flip_aug = true" "alpha_mask = true" fahalf.toml
 T --dataset_config fhalf.toml --masked_loss --output_dir r_fhalf 2> r_fhalf.err &&
