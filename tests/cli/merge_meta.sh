@@ -232,9 +232,12 @@ check controlnet_subsets "[ $rc1 = 1 ] && grep -q 'need --masked_loss' cn1.err &
 # two conditioning images with one stem: the first in sorted order pairs, the other is not "without a training image"
 # (the reference compares paths without extension); conditioning_image keeps the directory as given, as image does
 mkdir -p cn/cond2; png cn/cond2/a.png 8 8; png cn/cond2/a.jpg 8 8; png cn/cond2/b.png 8 8
-printf '[[datasets]]\n[[datasets.subsets]]\nimage_dir = "cn/img"\nconditioning_data_dir = "cn/cond2"\n' > cn2.toml
+printf '[[datasets]]\nresize_interpolation = "area"\n[[datasets.subsets]]\nimage_dir = "cn/img"\nconditioning_data_dir = "cn/cond2"\nresize_interpolation = "box"\n' > cn2.toml
 "$M" --dataset_config cn2.toml --masked_loss > cn2.jsonl 2>cn3.err; rc3=$?
 check controlnet_same_stem "[ $rc3 = 0 ] && ! grep -q 'without a training image' cn3.err && [ \"\$(jq -r .conditioning_image cn2.jsonl | tr '\n' ' ')\" = 'cn/cond2/a.jpg cn/cond2/b.png ' ]"
+# the dataset's resize_interpolation for the conditioning image (the subset's is the image's); not in kohya-json
+"$M" --dataset_config cn2.toml --masked_loss --format kohya-json > cn2.kohya 2>/dev/null
+check controlnet_resize_interpolation "[ \"\$(jq -c '[.resize_interpolation, .conditioning_resize_interpolation]' cn2.jsonl | sort -u)\" = '[\"box\",\"area\"]' ] && [ \"\$(jq -c '[.[] | keys[]] | unique' cn2.kohya)\" = '[\"caption\"]' ]"
 # --config_file of a training run: the keys sd-merge-meta does not know are ignored with a warning
 printf 'learning_rate = 1e-4\nresolution = "640"\nflip_aug = true\n' > args.toml
 "$M" --config_file args.toml --dataset_config db1.toml > cf.jsonl 2>cf.err; rc=$?
