@@ -256,7 +256,8 @@ static int write_kohya(jv rec, const char *src, long line)
         jv k = jv_object_iter_key(rec, it);
         const char *ks = jv_string_value(k);
         if (strcmp(ks, "image") && strcmp(ks, "dataset") && strcmp(ks, "subset") && strcmp(ks, "method") &&
-            strcmp(ks, "conditioning_image") && !sd_dc_is_param(ks))
+            strcmp(ks, "conditioning_image") && strcmp(ks, "conditioning_resize_interpolation") &&
+            !sd_dc_is_param(ks))
             entry = jv_object_set(entry, jv_copy(k), jv_object_iter_value(rec, it));
         jv_free(k);
         it = jv_object_iter_next(rec, it);

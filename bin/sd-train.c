@@ -263,7 +263,7 @@ static const sd_opt table[] = {
     {.name = "face_crop_aug_range", .type = SD_OPT_STRING, .dest = &a.face_crop_aug_range, .metavar = "LOW,HIGH",
      .group = G_DATA, .help = "bucketing disabled, images named *_CX_CY_W_H: scale and crop around the face"},
     {.name = "masked_loss", .type = SD_OPT_FLAG, .dest = &c.masked_loss, .group = G_DATA,
-     .help = "weight the loss by each sample's mask (alpha masks; see sd-train(1))"},
+     .help = "weight the loss by each sample's mask (alpha masks; conditioning images of ControlNet subsets; see sd-train(1))"},
     {.name = "alpha_mask", .type = SD_OPT_FLAG, .dest = &c.alpha_mask, .group = G_DATA,
      .help = "every record's alpha_mask default: the image's alpha/255 as loss mask"},
     {.name = "weighted_captions", .type = SD_OPT_FLAG, .dest = &c.weighted_captions, .group = G_DATA,
@@ -470,9 +470,9 @@ static const sd_opt table[] = {
 /* kohya options that have no effect here (one info line) or change the training in the reference and are
  * not implemented (refused, exit 2): given when set on the command line or in --config_file to anything but
  * false, 0, "" or an empty list. In a --config_file the names also match keys sd-train does not know
- * (o.unknown): conditioning_data_dir (a subset key of the reference's, conditioning-image masks, not
- * implemented) is refused from there. An entry here applies to a known option too: remove it when the
- * option becomes real. */
+ * (o.unknown): conditioning_data_dir (the reference's train_network.py option that nothing reads: the masks
+ * come from the dataset config's subset key) is said to have no effect from there. An entry here applies to a
+ * known option too: remove it when the option becomes real. */
 static const struct kohya_opt {
     const char *name;
     int refused;
@@ -500,7 +500,9 @@ static const struct kohya_opt {
     { "fp8_base", 1, "float8 base weights; use --mixed_precision fp16 or bf16" },
     { "fp8_base_unet", 1, "float8 base weights; use --mixed_precision fp16 or bf16" },
     { "dataset_class", 1, "custom dataset classes are Python" },
-    { "conditioning_data_dir", 1, "conditioning images as loss masks (--masked_loss)" },
+    { "conditioning_data_dir", 0, "train_network.py parses it and never reads it (only the ControlNet training "
+                                  "scripts do); conditioning-image masks come from a --dataset_config subset's "
+                                  "conditioning_data_dir, with --masked_loss" },
 };
 
 /* A kohya value counts as given unless false, null, 0, "" or empty (consumes v). */

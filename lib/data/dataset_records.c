@@ -69,6 +69,16 @@ static int pbool(jv params, const char *k)
     return b;
 }
 
+/* The key the reference pairs conditioning images by: the absolute path without extension
+ * (os.path.abspath; here realpath of the directory, which also resolves symbolic links) + stem. */
+static char *cond_key(const char *dir, const char *stem)
+{
+    char *real = realpath(dir, NULL), *k = NULL;
+    if (asprintf(&k, "%s/%s", real ? real : dir, stem) < 0) k = NULL;
+    free(real);
+    return k;
+}
+
 /* conditioning images of a ControlNet subset, by stem */
 static int cond_map_(const char *dir, sd_path_list *l, sd_strmap *m)
 {
@@ -82,7 +92,8 @@ static int cond_map_(const char *dir, sd_path_list *l, sd_strmap *m)
     return rc;
 }
 
-static int db_subset(const sd_dataset_sink *K, const sd_dataset_config *cfg, const sd_dc_dataset *d, const sd_dc_subset *s)
+static int db_subset(const sd_dataset_sink *K, const sd_dataset_config *cfg, const sd_dc_dataset *d, const sd_dc_subset *s,
+                     sd_strmap *paired)
 {
     const char *dir = pstr(s->params, "image_dir");
     const char *ext = pstr(s->params, "caption_extension");
@@ -134,7 +145,6 @@ static int db_subset(const sd_dataset_sink *K, const sd_dataset_config *cfg, con
     }
     sd_path_list cl = {0};
     sd_strmap cm = {0};
-    unsigned char *cused = NULL;
     const char *cdir = d->method == SD_DC_CONTROLNET ? pstr(s->params, "conditioning_data_dir") : NULL;
     if (cdir) {
         if (cond_map_(cdir, &cl, &cm) < 0) {
@@ -143,7 +153,6 @@ static int db_subset(const sd_dataset_sink *K, const sd_dataset_config *cfg, con
             free(cache_path);
             return SD_OK;
         }
-        cused = calloc(cl.n + 1, 1);
     }
     jv new_cache = cache && !jv_is_valid(cache_meta) ? jv_object() : jv_invalid();
     int cache_ok = 1, rc = SD_OK;
@@ -201,8 +210,19 @@ static int db_subset(const sd_dataset_sink *K, const sd_dataset_config *cfg, con
             char *st = sd_img_stem(img);
             size_t ci;
             if (st && sd_strmap_get(&cm, st, &ci)) {
+                char *pk = cond_key(cdir, st);
+                if (!pk || sd_strmap_put(paired, pk, 1) < 0) {
+                    free(pk);
+                    free(st);
+                    jv_free(rec);
+                    rc = sd_err(SD_ENOMEM, "out of memory");
+                    break;
+                }
+                free(pk);
                 rec = jv_object_set(rec, jv_string("conditioning_image"), jv_string(cl.paths[ci]));
-                cused[ci] = 1;
+                /* the reference resizes conditioning images with the dataset's resize_interpolation */
+                const char *ri = pstr(d->params, "resize_interpolation");
+                if (ri) rec = jv_object_set(rec, jv_string("conditioning_resize_interpolation"), jv_string(ri));
                 free(st);
             } else {
                 fail(K, img, 0, "no conditioning image named %s.* in %s", st ? st : "?", cdir);
@@ -217,8 +237,6 @@ static int db_subset(const sd_dataset_sink *K, const sd_dataset_config *cfg, con
     if (nocap)
         warnf(K, "%s: %ld image(s) have neither a caption file (%s) nor class_tokens; their caption is empty: %s%s",
                 dir, nocap, ext ? ext : ".caption", nocap_list, nocap > 5 ? ", ..." : "");
-    for (size_t i = 0; cdir && i < cl.n; i++)
-        if (!cused[i]) fail(K, cl.paths[i], 0, "conditioning image without a training image in %s", dir);
     if (jv_is_valid(new_cache) && cache_ok && rc == SD_OK) {
         char *text = NULL;
         size_t n = 0;
@@ -230,7 +248,6 @@ static int db_subset(const sd_dataset_sink *K, const sd_dataset_config *cfg, con
     jv_free(new_cache);
     jv_free(cache_meta);
     free(cache_path);
-    free(cused);
     sd_path_list_free(&cl);
     sd_strmap_free(&cm);
     sd_path_list_free(&l);
@@ -270,14 +287,52 @@ static int ft_subset(const sd_dataset_sink *K, const sd_dc_dataset *d, const sd_
     return rc;
 }
 
+/* A ControlNet dataset's conditioning images without a training image, once all its subsets are
+ * listed: as the reference, over the whole dataset (a conditioning image is paired when any image
+ * of the dataset took its absolute path without extension: a.png beside the used a.jpg is paired,
+ * and subsets sharing a conditioning_data_dir pair each other's images); each reported once. */
+static int cn_extra(const sd_dataset_sink *K, const sd_dc_dataset *d, const sd_strmap *paired)
+{
+    sd_strmap seen = {0};
+    int rc = SD_OK;
+    for (int j = 0; j < d->nsubsets && rc == SD_OK; j++) {
+        const char *cdir = pstr(d->subsets[j].params, "conditioning_data_dir");
+        const char *idir = pstr(d->subsets[j].params, "image_dir");
+        if (!cdir) continue;
+        sd_path_list cl = {0};
+        if (sd_img_list(cdir, 0, &cl) < 0) {   /* reported with the subset */
+            sd_path_list_free(&cl);
+            continue;
+        }
+        for (size_t i = 0; i < cl.n && rc == SD_OK; i++) {
+            char *st = sd_img_stem(cl.paths[i]);
+            char *k = st ? cond_key(cdir, st) : NULL;
+            char *full = k ? realpath(cl.paths[i], NULL) : NULL;
+            if (k && !full) full = strdup(cl.paths[i]);
+            if (!full) rc = sd_err(SD_ENOMEM, "out of memory");
+            else if (!sd_strmap_get(paired, k, NULL) && !sd_strmap_get(&seen, full, NULL)) {
+                if (sd_strmap_put(&seen, full, 1) < 0) rc = sd_err(SD_ENOMEM, "out of memory");
+                else fail(K, cl.paths[i], 0, "conditioning image without a training image in %s", idir ? idir : "?");
+            }
+            free(st), free(k), free(full);
+        }
+        sd_path_list_free(&cl);
+    }
+    sd_strmap_free(&seen);
+    return rc;
+}
+
 int sd_dataset_records(const sd_dataset_config *cfg, const sd_dataset_sink *sink)
 {
     int rc = SD_OK;
     for (int i = 0; i < cfg->ndatasets && rc == SD_OK; i++) {
         const sd_dc_dataset *d = &cfg->datasets[i];
+        sd_strmap paired = {0};
         for (int j = 0; j < d->nsubsets && rc == SD_OK; j++)
             rc = d->method == SD_DC_FINETUNE ? ft_subset(sink, d, &d->subsets[j])
-                                             : db_subset(sink, cfg, d, &d->subsets[j]);
+                                             : db_subset(sink, cfg, d, &d->subsets[j], &paired);
+        if (rc == SD_OK && d->method == SD_DC_CONTROLNET) rc = cn_extra(sink, d, &paired);
+        sd_strmap_free(&paired);
     }
     return rc;
 }

@@ -9,8 +9,10 @@
  *   class_tokens, else "" (one warning per subset); with cache_info, image_dir/
  *   metadata_cache.json is read instead when it exists, and written (captions and header-probed
  *   sizes) when it does not; ControlNet: `conditioning_image`, the image of the same stem in
- *   conditioning_data_dir (an image without one and a conditioning image without a training
- *   image are errors).
+ *   conditioning_data_dir (the first in sorted order), and `conditioning_resize_interpolation`,
+ *   the dataset's resize_interpolation when set (an image without a conditioning image fails its
+ *   record; a conditioning image that no image of the dataset paired with, compared by absolute
+ *   path without extension, is an error after the dataset's records).
  *   Fine-tuning subsets: each entry of metadata_file (JSON or JSONL), its image resolved with
  *   sd_meta_find_image(key, image_dir), the entry's keys copied after `image`.
  *

@@ -298,6 +298,16 @@ void sd_mask_area_resize(const float *in, int H, int W, int flip, float *out, in
     }
 }
 
+float sd_mask_cond_value(uint8_t r)
+{
+    float x = (float)r / 255.0f;   /* one rounding per torch operation, one statement each (no contraction) */
+    x = x - 0.5f;
+    x = x / 0.5f;
+    x = x / 2.0f;
+    x = x + 0.5f;
+    return x;
+}
+
 void sd_loss_apply_weights(const sd_ddpm *s, const sd_loss_weighting *w, const int *t,
                            const float *loss_weights, int64_t batch, float *loss)
 {

@@ -129,6 +129,12 @@ void sd_loss_per_sample(const float *pred, const float *target, int64_t batch, i
  * mean: no renormalisation by the mask's area. */
 void sd_mask_area_resize(const float *in, int H, int W, int flip, float *out, int h, int w);
 
+/* The mask value of a conditioning image's red byte r (§1.11; a ControlNet dataset's
+ * conditioning_images through apply_masked_loss): torchvision ToTensor (r/255), Normalize(0.5, 0.5)
+ * ((x − 0.5)/0.5), then x/2 + 0.5, each step in float32 as torch computes it. Not r/255 for 63 of
+ * the 256 values (0 and 255 give exactly 0 and 1). */
+float sd_mask_cond_value(uint8_t r);
+
 /* Per-sample re-weighting, applied in the reference's order to loss[b] (in place):
  *   × loss_weights[b] (if not NULL), then
  *   min_snr_gamma γ > 0:  × min(s,γ)/s  (ε)   or × min(s,γ)/(s+1)  (v)

@@ -436,7 +436,7 @@ static void free_run(run *R)
     sd_batch_plan_free(&R->plan);
     free(R->x0), free(R->noise), free(R->noisy), free(R->target), free(R->work), free(R->ipn), free(R->grad);
     free(R->mask);
-    free(R->enc_x), free(R->enc_mom), free(R->enc_noise), free(R->enc_z), free(R->enc_mask);
+    free(R->enc_x), free(R->enc_mom), free(R->enc_noise), free(R->enc_z), free(R->enc_mask), free(R->cond_mask);
     free(R->lossv), free(R->hc), free(R->lweight), free(R->factor), free(R->tsteps), free(R->ids), free(R->tokw);
     sd_tensor_free(&R->t_ctx);
     sd_tensor_free(&R->t_dctx);
@@ -545,6 +545,7 @@ static int debug_dataset(run *R)
                        "(%d, %d), target size: (%d, %d), flipped: %s\n", s->image ? s->image : s->latents, ow, oh, lw,
                        text ? text : "", oh, ow, ct, cl, bk->h, bk->w, sd_py_bool(flip));
                 if (s->live) printf("image size: torch.Size([3, %d, %d])\n", bk->h, bk->w);
+                if (s->live && s->cond) printf("conditioning image size: torch.Size([3, %d, %d])\n", bk->h, bk->w);
                 free(text);
             }
             if (latents && i >= 8) stop = 1;
@@ -633,6 +634,8 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
     if (rc) goto out;
     rc = loop_resolve_buckets(d);
     if (!rc) rc = loop_resolve_buckets(&R->val);
+    if (!rc) rc = loop_cond_setup(R, d);
+    if (!rc) rc = loop_cond_setup(R, &R->val);
     if (rc) goto out;
     /* schedule and objective */
     if (c->zero_terminal_snr && !c->v_parameterization)

@@ -216,6 +216,15 @@ typedef struct sd_train_sample {
     int alpha;
     float *mask_mem;          /* [mask_h, mask_w] at bucket pixels (owned; --cache_latents) */
     int mask_w, mask_h;
+    /* conditioning-image mask (§1.11, a ControlNet subset's `conditioning_image`, --masked_loss):
+       the image, loaded at every step (as the reference's __getitem__) and resized to the bucket;
+       cond_bucket: the record's enable_bucket (its size must equal the original image's, which is
+       cond_ow × cond_oh, set before training); cond_filter: the record's
+       conditioning_resize_interpolation (its dataset's resize_interpolation), sd_resample_filter + 1
+       (0: none, the reference's automatic choice) */
+    char *cond;
+    int cond_bucket, cond_filter;
+    int cond_ow, cond_oh;
     /* validation split (train/validation.h): the record's method and dataset keys */
     int method_ft;            /* method "fine_tuning" (not split: validated on a copy) */
     double validation_split;  /* NAN: the record has none */
@@ -229,6 +238,7 @@ typedef struct sd_train_data {
     char **strs;              /* owned strings of the caption options */
     size_t nstrs, capstrs;
     int ndatasets;
+    size_t cond_alpha_off;    /* records with a conditioning_image whose alpha_mask was turned off (warned) */
     int use_dataset_config;   /* --dataset_config: ss_datasets etc. instead of the legacy keys */
     int has_config;
     jv config;                /* sd_train_data_set_config: [{"method", "params", "subsets": [params]}] */
@@ -240,8 +250,10 @@ void sd_train_data_free(sd_train_data *d);
  * num_repeats, batch_size, bucket, flip_aug and the subset caption keys (shuffle_caption,
  * keep_tokens, ...) which override the command line, color_aug and random_crop. A record without
  * `latents` needs `image` (encoded once with --cache_latents, else at every step); color_aug /
- * random_crop need such a record and no --cache_latents. SD_EFORMAT (message without position) for
- * a bad record, SD_EUSAGE for an augmentation the latents cannot have. */
+ * random_crop need such a record and no --cache_latents. `conditioning_image` (a ControlNet
+ * subset's mask image) needs --masked_loss and no random_crop. SD_EFORMAT (message without
+ * position) for a bad record, SD_EUSAGE for an augmentation the latents cannot have and those
+ * conditioning-image refusals. */
 int sd_train_data_add_record(sd_train_data *d, const sd_train_config *c, jv rec);
 
 /* ss_dataset_dirs (reg = 0) / ss_reg_dataset_dirs (reg = 1) as Python json.dumps writes them:

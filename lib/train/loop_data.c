@@ -67,6 +67,7 @@ void sd_train_data_free(sd_train_data *d)
         free(d->s[i].mem);
         free(d->s[i].mem_flip);
         free(d->s[i].mask_mem);
+        free(d->s[i].cond);
         free(d->s[i].te_hs1);
         free(d->s[i].te_hs2);
         free(d->s[i].te_pool);
@@ -158,9 +159,6 @@ int sd_train_data_add_record(sd_train_data *d, const sd_train_config *c, jv rec)
     if (r == 1) s.alpha = b;
     const char *cond = NULL;
     GET(sd_jsonl_get_str, "conditioning_image", &cond);
-    if (cond)   /* refused, never ignored: the record's loss would go unmasked */
-        return sd_err(SD_EUNSUPPORTED, "conditioning_image %s: masks from conditioning images (conditioning_data_dir) "
-                      "are not supported; use alpha masks (alpha_mask, sd-encode-latents --alpha_mask)", cond);
     int bk[2];
     r = sd_jsonl_get_size2(rec, "bucket", bk);
     if (r < 0) return r;
@@ -205,6 +203,29 @@ int sd_train_data_add_record(sd_train_data *d, const sd_train_config *c, jv rec)
     if (s.has_face_range && (c->cache_latents || c->cache_latents_to_disk))
         return sd_err(SD_EUSAGE, "face_crop_aug_range crops images encoded at every step; with --cache_latents the "
                       "reference ignores it (refused here rather than ignored)");
+    /* a ControlNet subset's conditioning image (§1.11): the loss mask; the reference's dataset config
+       accepts conditioning_data_dir only with --masked_loss, and its ControlNetDataset asserts
+       random_crop off */
+    if (cond && !c->masked_loss)
+        return sd_err(SD_EUSAGE, "conditioning_image %s: conditioning images are loss masks and need --masked_loss (the "
+                      "reference accepts conditioning_data_dir only with it)", cond);
+    if (cond && s.random_crop)
+        return sd_err(SD_EUSAGE, "conditioning_image %s: random_crop is not supported with conditioning images (the "
+                      "reference's ControlNetDataset)", cond);
+    if (cond) {
+        /* the reference's ControlNetDataset builds its DreamBooth subsets with alpha_mask False */
+        if (s.alpha) s.alpha = 0, d->cond_alpha_off++;
+        s.cond_bucket = c->enable_bucket;
+        if ((r = sd_jsonl_get_bool(rec, "enable_bucket", &b)) < 0) return r;
+        if (r == 1) s.cond_bucket = b;
+        /* the ControlNetDataset's own resize_interpolation (the dataset's, not the subset's) */
+        const char *rn = NULL;
+        if ((r = sd_jsonl_get_str(rec, "conditioning_resize_interpolation", &rn)) < 0) return r;
+        int filter = -1;
+        if (r == 1 && (r = sd_bucket_interp_from_name(rn, &filter)) < 0)
+            return sd_err_prefix(r, "key 'conditioning_resize_interpolation'");
+        s.cond_filter = filter + 1;
+    }
     if ((s.color_aug || s.random_crop) && lat)
         return sd_err(SD_EUSAGE, "%s: the record has a 'latents' file, which is fixed: %s needs the image encoded at "
                       "every step (a record without 'latents', no --cache_latents)", lat,
@@ -280,7 +301,8 @@ int sd_train_data_add_record(sd_train_data *d, const sd_train_config *c, jv rec)
     s.latents = lat ? strdup(lat) : NULL;
     s.image = img ? strdup(img) : NULL;
     s.tags = tags ? strdup(tags) : NULL;
-    if ((lat && !s.latents) || (img && !s.image) || (tags && !s.tags)) goto oom;
+    s.cond = cond ? strdup(cond) : NULL;
+    if ((lat && !s.latents) || (img && !s.image) || (tags && !s.tags) || (cond && !s.cond)) goto oom;
     if (d->n == d->cap) {
         size_t ncap = d->cap ? d->cap * 2 : 64;
         sd_train_sample *q = realloc(d->s, ncap * sizeof *q);
@@ -292,6 +314,7 @@ int sd_train_data_add_record(sd_train_data *d, const sd_train_config *c, jv rec)
     if (s.dataset + 1 > d->ndatasets) d->ndatasets = s.dataset + 1;
     return SD_OK;
 oom:
+    free(s.cond);
     free(s.caption);
     free(s.latents);
     free(s.image);

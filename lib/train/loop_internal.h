@@ -103,6 +103,8 @@ typedef struct run {
        moments, the posterior noise, one sample's latents, one sample's mask plane (live samples) */
     float *enc_x, *enc_mom, *enc_noise, *enc_z, *enc_mask;
     size_t enc_x_n, enc_lat_n, enc_mask_n;
+    float *cond_mask;         /* one sample's conditioning-image mask plane at bucket pixels (grown as needed) */
+    size_t cond_mask_n;
     int live_info;            /* the info line of images encoded at every step was written */
     /* SDXL (family SD_FAMILY_SDXL): the second text encoder, its ids (pad 0), the UNet's vector input */
     int sdxl;
@@ -184,6 +186,7 @@ int loop_net_to(run *R, sd_devkind dev);
 int loop_encode_all(run *R, sd_train_data *d, uint32_t sbase);
 int loop_plan_live(run *R, sd_train_data *d);
 int loop_resolve_buckets(sd_train_data *d);
+int loop_cond_setup(run *R, sd_train_data *d);
 int loop_load_latents(run *R, const sd_train_data *d, const int64_t *idx, int B, int64_t micro, int h, int w,
                       int noflip);
 

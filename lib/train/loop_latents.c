@@ -17,6 +17,7 @@
 #include "data/latent_cache.h"
 #include "io/image.h"
 #include "io/latent.h"
+#include "io/resample.h"
 #include "train/loop_internal.h"
 
 /* --cache_latents_to_disk: load `path` (already checked against `k`) into the sample's memory. */
@@ -447,6 +448,95 @@ int loop_resolve_buckets(sd_train_data *d)
     return SD_OK;
 }
 
+/* ---- conditioning-image masks (§1.11; the reference's ControlNetDataset, --masked_loss) -------- */
+
+/* Before training: the original image size each sample's conditioning image is checked against
+ * (with bucketing: the plan's image size for images, a latent file's original_size) and that
+ * check on the conditioning image's header, so a wrong size fails before the first step; one
+ * info line, and a warning when records asked for alpha masks too. */
+int loop_cond_setup(run *R, sd_train_data *d)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < d->n; i++) {
+        sd_train_sample *s = &d->s[i];
+        if (!s->cond) continue;
+        n++;
+        int ow = 0, oh = 0, cw = 0, ch = 0, rc;
+        if (s->latents && !s->mem) {
+            sd_latent_file lf;
+            if ((rc = sd_latent_read(s->latents, NULL, &lf))) return rc;
+            ow = (int)lf.original_size[0], oh = (int)lf.original_size[1];
+            sd_latent_free(&lf);
+            if ((ow <= 0 || oh <= 0) && s->image && (rc = sd_image_probe(s->image, &ow, &oh, NULL)) < 0) return rc;
+            if (s->cond_bucket && (ow <= 0 || oh <= 0))
+                return sd_err(SD_EFORMAT, "%s: the latent file has no original_size and the record no image: the size "
+                              "of its conditioning image %s cannot be checked", s->latents, s->cond);
+        } else {
+            ow = s->plan.image_w, oh = s->plan.image_h;
+        }
+        s->cond_ow = ow, s->cond_oh = oh;
+        if ((rc = sd_image_probe(s->cond, &cw, &ch, NULL)) < 0) return rc;
+        if (s->cond_bucket && (cw != ow || ch != oh))
+            return sd_err(SD_EFORMAT, "%s: the conditioning image is %dx%d, its training image %s is %dx%d (the sizes "
+                          "must match)", s->cond, cw, ch, s->image ? s->image : s->latents, ow, oh);
+    }
+    if (n && d == R->d)
+        sd_info("masked loss: %zu image%s with a conditioning image (its red channel is the mask; loaded at every step)",
+                n, n == 1 ? "" : "s");
+    if (d->cond_alpha_off)
+        sd_warn("alpha_mask has no effect on %zu record%s with a conditioning_image: the conditioning image is the mask "
+                "(the reference's ControlNet datasets load no alpha channel)", d->cond_alpha_off,
+                d->cond_alpha_off == 1 ? "" : "s");
+    return SD_OK;
+}
+
+/* Sample s's conditioning-image mask at the batch's tw×th bucket into R->cond_mask (unflipped), as
+ * ControlNetDataset.__getitem__ computes it at every step: the image loaded as RGB; with bucketing
+ * its size must be the original image's and resize_image(cond, W0, H0, tw, th) takes it straight
+ * to the bucket (the whole image: the reference's centre crop to the target size that follows
+ * removes nothing); without bucketing it is resized only when it is not tw×th (resize_image with
+ * width and height swapped, which changes only the automatic filter choice). The filter: the
+ * record's conditioning_resize_interpolation (the dataset's resize_interpolation: the reference's
+ * ControlNetDataset resizes with its own, not the subset's), else OpenCV INTER_AREA when neither
+ * side grows, else PIL LANCZOS.
+ * Then the red byte → sd_mask_cond_value. */
+static int cond_plane(run *R, const sd_train_sample *s, int tw, int th)
+{
+    sd_image im = { 0 }, out = { 0 };
+    int rc = sd_image_load(s->cond, SD_ALPHA_DROP, &im, NULL);
+    if (rc) return rc;
+    int aw = im.w, ah = im.h;   /* the sizes resize_image's automatic choice compares with tw, th */
+    if (s->cond_bucket && (im.w != s->cond_ow || im.h != s->cond_oh)) {
+        rc = sd_err(SD_EFORMAT, "%s: the conditioning image is %dx%d, its training image %s is %dx%d (the sizes must "
+                    "match)", s->cond, im.w, im.h, s->image ? s->image : s->latents, s->cond_ow, s->cond_oh);
+        sd_image_free(&im);
+        return rc;
+    }
+    if (!s->cond_bucket) aw = im.h, ah = im.w;
+    const sd_image *src = &im;
+    if (s->cond_bucket || im.w != tw || im.h != th) {
+        int f = s->cond_filter - 1;
+        if (f < 0) f = aw >= tw && ah >= th ? SD_RESAMPLE_AREA : SD_RESAMPLE_LANCZOS;
+        rc = sd_resample(&im, tw, th, f, &out);
+        if (rc) {
+            sd_image_free(&im);
+            sd_err_prefix(rc, "%s", s->cond);
+            return rc;
+        }
+        src = &out;
+    }
+    size_t np = (size_t)tw * (size_t)th;
+    if (np > R->cond_mask_n) {
+        float *p = realloc(R->cond_mask, np * sizeof *p);
+        if (!p) rc = sd_err(SD_ENOMEM, "out of memory loading conditioning images");
+        else R->cond_mask = p, R->cond_mask_n = np;
+    }
+    for (size_t q = 0; !rc && q < np; q++) R->cond_mask[q] = sd_mask_cond_value(src->px[q * (size_t)src->c]);
+    sd_image_free(&out);
+    sd_image_free(&im);
+    return rc;
+}
+
 /* SDXL size conditioning of one sample (§3.3, kohya's dataset __getitem__): original size (H, W),
  * crop (top, left) with a flipped sample's left = target_w − right, target (H, W) = the bucket,
  * each truncated to an int as Python's int() does. Unknown sizes: the bucket, no crop. */
@@ -481,6 +571,21 @@ static void batch_mask(run *R, int b, int64_t per, int h, int w, const float *pl
     R->mask_on = 1;
 }
 
+/* Sample b's slot of the batch mask: its conditioning image's (which replaces any alpha mask, as
+ * apply_masked_loss prefers conditioning_images), else `plane` (its alpha mask or none). */
+static int sample_mask(run *R, const sd_train_sample *s, int b, int64_t per, int h, int w, const float *plane, int ph,
+                       int pw, int flipped)
+{
+    if (!R->use_masks) return SD_OK;
+    if (s->cond) {
+        int rc = cond_plane(R, s, w * 8, h * 8);
+        if (rc) return rc;
+        plane = R->cond_mask, ph = h * 8, pw = w * 8;
+    }
+    batch_mask(R, b, per, h, w, plane, ph, pw, flipped);
+    return SD_OK;
+}
+
 /* Scaled latents of one batch of d into R->x0 (SDXL: the size conditioning into R->sizes); flips
  * drawn from (seed, micro, b, SD_RNG_AUGMENT) for flip_aug samples unless noflip (validation). */
 int loop_load_latents(run *R, const sd_train_data *d, const int64_t *idx, int B, int64_t micro, int h, int w,
@@ -506,7 +611,7 @@ int loop_load_latents(run *R, const sd_train_data *d, const int64_t *idx, int B,
             float *dst = R->x0 + (size_t)b * per;
             for (int64_t i = 0; i < per; i++) dst[i] = R->enc_z[i] * sf;
             if (R->sizes) size_cond(R->sizes + 6 * b, s->has_size, s->orig_w, s->orig_h, s->crop_ltrb, flip, w * 8, h * 8);
-            if (R->use_masks) batch_mask(R, b, per, h, w, s->alpha ? R->enc_mask : NULL, h * 8, w * 8, flip);
+            if ((rc = sample_mask(R, s, b, per, h, w, s->alpha ? R->enc_mask : NULL, h * 8, w * 8, flip))) return rc;
             continue;
         }
         if (s->mem) {
@@ -519,7 +624,8 @@ int loop_load_latents(run *R, const sd_train_data *d, const int64_t *idx, int B,
             for (int64_t i = 0; i < per; i++) dst[i] = src[i] * sf;
             if (R->sizes) size_cond(R->sizes + 6 * b, s->has_size, s->orig_w, s->orig_h, s->crop_ltrb, src == s->mem_flip,
                                     w * 8, h * 8);
-            if (R->use_masks) batch_mask(R, b, per, h, w, s->mask_mem, s->mask_h, s->mask_w, src == s->mem_flip);
+            int rc = sample_mask(R, s, b, per, h, w, s->mask_mem, s->mask_h, s->mask_w, src == s->mem_flip);
+            if (rc) return rc;
             continue;
         }
         sd_latent_file lf;
@@ -556,8 +662,9 @@ int loop_load_latents(run *R, const sd_train_data *d, const int64_t *idx, int B,
                       src == lf.latents_flipped, w * 8, h * 8);
         }
         /* the file's alpha_mask is used whenever present (the reference's load_latents_from_disk) */
-        if (R->use_masks) batch_mask(R, b, per, h, w, lf.alpha_mask, lf.mask_h, lf.mask_w, src == lf.latents_flipped);
+        rc = sample_mask(R, s, b, per, h, w, lf.alpha_mask, lf.mask_h, lf.mask_w, src == lf.latents_flipped);
         sd_latent_free(&lf);
+        if (rc) return rc;
     }
     return SD_OK;
 }

@@ -320,8 +320,15 @@ int sd_ss_datasets_json(const sd_ss_dataset_meta *ds, int n, char **datasets, ch
         snprintf(num, sizeof num, "[%d, %d]", D->width, D->height);
         sd_strbuf_add(&bd, num, strlen(num));
         jb_kbool(&bd, "enable_bucket", D->enable_bucket);
-        jb_kint(&bd, 0, "min_bucket_reso", D->min_bucket_reso);
-        jb_kint(&bd, 0, "max_bucket_reso", D->max_bucket_reso);
+        if (D->controlnet) {
+            jb_key(&bd, 0, "min_bucket_reso");
+            sd_strbuf_add(&bd, "null", 4);
+            jb_key(&bd, 0, "max_bucket_reso");
+            sd_strbuf_add(&bd, "null", 4);
+        } else {
+            jb_kint(&bd, 0, "min_bucket_reso", D->min_bucket_reso);
+            jb_kint(&bd, 0, "max_bucket_reso", D->max_bucket_reso);
+        }
         jb_key(&bd, 0, "tag_frequency");
         sd_strbuf_add(&bd, "{", 1);
         for (size_t i = 0; i < ntf; i++) {
@@ -575,9 +582,14 @@ int sd_train_datasets_meta(const sd_train_data *d, const sd_batch_plan *plan, ch
         jv dp = pget(o, "params");
         jv_free(dp);   /* o holds it */
         sd_ss_dataset_meta *D = &ds[di];
-        D->is_dreambooth = method != SD_DC_FINETUNE;
+        /* train_network.py writes a ControlNetDataset (not a DreamBoothDataset) from its own fields:
+           enable_bucket False, min/max_bucket_reso and bucket_info None, tag_frequency {}, subsets []
+           (its subsets, buckets and captions live in its DreamBooth delegate); the image counts and
+           the resolution are real */
+        D->controlnet = method == SD_DC_CONTROLNET;
+        D->is_dreambooth = method != SD_DC_FINETUNE && !D->controlnet;
         D->batch_size = pint(dp, "batch_size", 1);
-        D->enable_bucket = pbool(dp, "enable_bucket");
+        D->enable_bucket = pbool(dp, "enable_bucket") && !D->controlnet;
         D->min_bucket_reso = pint(dp, "min_bucket_reso", 256);
         D->max_bucket_reso = pint(dp, "max_bucket_reso", 1024);
         D->resize_interpolation = pstr(dp, "resize_interpolation");
@@ -608,6 +620,10 @@ int sd_train_datasets_meta(const sd_train_data *d, const sd_batch_plan *plan, ch
             for (size_t i = 0; i < d->n; i++)
                 if (d->s[i].dataset == dix && d->s[i].subset == six) cnt++;
             if (!cnt) continue;
+            if (D->controlnet) {
+                D->num_train_images += cnt * pint(sp, "num_repeats", 1);
+                continue;
+            }
             sd_ss_subset_meta *m = &S[D->nsubsets++];
             m->img_count = cnt;
             m->num_repeats = pint(sp, "num_repeats", 1);

@@ -125,6 +125,10 @@ typedef struct sd_ss_caption_src {
 
 typedef struct sd_ss_dataset_meta {
     int is_dreambooth;
+    int controlnet;                      /* a ControlNet (conditioning-image) dataset: the reference's
+                                            ControlNetDataset keeps its subsets, buckets and tags in a
+                                            delegate, so min/max_bucket_reso are null (and the caller
+                                            gives enable_bucket 0, no captions, subsets, bucket_info) */
     int64_t batch_size, num_train_images, num_reg_images;
     int width, height, enable_bucket;
     int64_t min_bucket_reso, max_bucket_reso;

@@ -154,6 +154,7 @@ static void free_sample(sd_train_sample *s)
     free(s->mem);
     free(s->mem_flip);
     free(s->mask_mem);
+    free(s->cond);
     memset(s, 0, sizeof *s);
 }
 
@@ -167,9 +168,10 @@ static int copy_sample(const sd_train_sample *s, sd_train_sample *out)
     out->image = s->image ? strdup(s->image) : NULL;
     out->caption = s->caption ? strdup(s->caption) : NULL;
     out->tags = s->tags ? strdup(s->tags) : NULL;
+    out->cond = s->cond ? strdup(s->cond) : NULL;
     out->mem = out->mem_flip = out->mask_mem = NULL;
     if ((s->latents && !out->latents) || (s->image && !out->image) || (s->caption && !out->caption) ||
-        (s->tags && !out->tags)) {
+        (s->tags && !out->tags) || (s->cond && !out->cond)) {
         free_sample(out);
         return sd_err(SD_ENOMEM, "out of memory");
     }

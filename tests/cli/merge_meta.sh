@@ -229,6 +229,20 @@ printf '[[datasets]]\n[[datasets.subsets]]\nimage_dir = "cn/img"\nconditioning_d
 "$M" --dataset_config cn.toml > /dev/null 2>cn1.err; rc1=$?
 "$M" --dataset_config cn.toml --masked_loss > cn.jsonl 2>cn2.err; rc2=$?
 check controlnet_subsets "[ $rc1 = 1 ] && grep -q 'need --masked_loss' cn1.err && [ $rc2 = 3 ] && [ \"\$(jq -c '[.image, .conditioning_image, .method]' cn.jsonl)\" = '[\"cn/img/a.png\",\"cn/cond/a.png\",\"controlnet\"]' ] && grep -q 'no conditioning image named b' cn2.err && grep -q 'cn/cond/c.png): conditioning image without a training image' cn2.err"
+# two conditioning images with one stem: the first in sorted order pairs, the other is not "without a training image"
+# (the reference compares paths without extension); conditioning_image keeps the directory as given, as image does
+mkdir -p cn/cond2; png cn/cond2/a.png 8 8; png cn/cond2/a.jpg 8 8; png cn/cond2/b.png 8 8
+printf '[[datasets]]\nresize_interpolation = "area"\n[[datasets.subsets]]\nimage_dir = "cn/img"\nconditioning_data_dir = "cn/cond2"\nresize_interpolation = "box"\n' > cn2.toml
+"$M" --dataset_config cn2.toml --masked_loss > cn2.jsonl 2>cn3.err; rc3=$?
+check controlnet_same_stem "[ $rc3 = 0 ] && ! grep -q 'without a training image' cn3.err && [ \"\$(jq -r .conditioning_image cn2.jsonl | tr '\n' ' ')\" = 'cn/cond2/a.jpg cn/cond2/b.png ' ]"
+# pairing spans the dataset, as the reference's: two subsets share a conditioning_data_dir; an extra image is named once
+mkdir -p cn/img2 cn/cond3; png cn/img2/c.png 8 8; for x in a b c d; do png cn/cond3/$x.png 8 8; done
+printf '[[datasets]]\n[[datasets.subsets]]\nimage_dir = "cn/img"\nconditioning_data_dir = "cn/cond3"\n[[datasets.subsets]]\nimage_dir = "cn/img2"\nconditioning_data_dir = "./cn/cond3"\n' > cn3.toml
+"$M" --dataset_config cn3.toml --masked_loss > cn3.jsonl 2>cn4.err; rc4=$?
+check controlnet_shared_dir "[ $rc4 = 3 ] && [ \"\$(jq -r .conditioning_image cn3.jsonl | tr '\n' ' ')\" = 'cn/cond3/a.png cn/cond3/b.png ./cn/cond3/c.png ' ] && [ \"\$(grep -c 'without a training image' cn4.err)\" = 1 ] && grep -q 'cn/cond3/d.png): conditioning image without a training image' cn4.err"
+# the dataset's resize_interpolation for the conditioning image (the subset's is the image's); not in kohya-json
+"$M" --dataset_config cn2.toml --masked_loss --format kohya-json > cn2.kohya 2>/dev/null
+check controlnet_resize_interpolation "[ \"\$(jq -c '[.resize_interpolation, .conditioning_resize_interpolation]' cn2.jsonl | sort -u)\" = '[\"box\",\"area\"]' ] && [ \"\$(jq -c '[.[] | keys[]] | unique' cn2.kohya)\" = '[\"caption\"]' ]"
 # --config_file of a training run: the keys sd-merge-meta does not know are ignored with a warning
 printf 'learning_rate = 1e-4\nresolution = "640"\nflip_aug = true\n' > args.toml
 "$M" --config_file args.toml --dataset_config db1.toml > cf.jsonl 2>cf.err; rc=$?

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # sd-train and kohya's options that do nothing here or are not implemented (sd-train(1) "kohya options"):
 # the no-op options run and each prints its line; --console_log_level/--console_log_file work; the
-# refused options, on the command line and in a --config_file (also keys sd-train does not know, like
-# conditioning_data_dir), exit 2 naming the option, while false values pass; dataset subsets and records with
+# refused options, on the command line and in a --config_file (also keys sd-train does not know), exit 2
+# naming the option (conditioning_data_dir there: no effect, as train_network.py), while false values pass; dataset subsets and records with
 # custom_attributes is refused (exit 2, naming the file and the key), color_aug / random_crop /
 # face_crop_aug_range with --cache_latents (the reference's assertion) or on records with a latent file; a dataset's resize_interpolation now reaches --cache_latents' resize.
 set -u
@@ -89,7 +89,7 @@ wandb_run_name = "x"
 TOML
 T --data recs.jsonl --output_dir c1 --config_file c1.toml 2> c1.err; rc=$?
 [ $rc = 2 ] && grep -q '^sd-train: c1.toml: dataset_class: not implemented: ' c1.err &&
-  grep -q '^sd-train: c1.toml: conditioning_data_dir: not implemented: ' c1.err && grep -q 'c1.toml: xformers: no effect' c1.err &&
+  grep -q '^sd-train: c1.toml: conditioning_data_dir: no effect: train_network.py parses it and never reads it' c1.err && grep -q 'c1.toml: xformers: no effect' c1.err &&
   ! grep -q fp8_base c1.err && grep -q 'not used by sd-train: wandb_run_name$' c1.err && [ ! -e c1 ] &&
   ok train_kohya_config_refused || nok train_kohya_config_refused "rc $rc $(cat c1.err)"
 cat > c2.toml <<'TOML'

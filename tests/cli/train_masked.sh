@@ -4,8 +4,8 @@
 # --alpha_mask alone applies the masks as --masked_loss does (the reference applies any alpha mask a
 # batch has); opaque images (alpha 255: all-ones masks) give exactly the unmasked bytes; --cache_latents
 # and --cache_latents_to_disk keep the mask (the npz gets alpha_mask, reused with the same bytes);
-# refusals: a record asking for an alpha mask its latent file lacks, conditioning images, fine_tune.py
-# (SD1 --method ft) which has no masked loss.
+# refusals: a record asking for an alpha mask its latent file lacks, fine_tune.py (SD1 --method ft) which
+# has no masked loss. (Masks from conditioning images: train_cond_mask.sh.)
 set -u
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -122,15 +122,6 @@ fi
 T --data n.jsonl --output_dir rx1 --alpha_mask 2> rx1.err; rc=$?
 [ $rc = 1 ] && grep -q 'no alpha_mask member' rx1.err && ok train_masked_missing_member_refused ||
   nok train_masked_missing_member_refused "rc $rc $(tail -2 rx1.err)"
-sed 's/"caption":"sks"/"caption":"sks","conditioning_image":"cond\/a.png"/' n.jsonl > cn.jsonl
-T --data cn.jsonl --output_dir rx2 --masked_loss 2> rx2.err; rc=$?
-[ $rc = 1 ] && grep -q 'conditioning images (conditioning_data_dir) are not supported' rx2.err && [ ! -e rx2/last.safetensors ] &&
-  ok train_masked_conditioning_refused || nok train_masked_conditioning_refused "rc $rc $(tail -2 rx2.err)"
-mkdir -p cond && cp img/2_sks/*.png cond/
-printf '[[datasets]]\nresolution = 64\n[[datasets.subsets]]\nimage_dir = "img/2_sks"\nconditioning_data_dir = "cond"\n' > cn.toml
-T --dataset_config cn.toml --cache_latents --output_dir rx3 --masked_loss 2> rx3.err; rc=$?
-[ $rc = 1 ] && grep -q 'conditioning images (conditioning_data_dir) are not supported' rx3.err &&
-  ok train_masked_conditioning_dir_refused || nok train_masked_conditioning_dir_refused "rc $rc $(tail -2 rx3.err)"
 "$B/sd-train" --method ft --model tinyv.safetensors --model_config "$root/examples/tiny_model.toml" --data a.jsonl \
   --output_dir rx4 --max_train_steps 1 --masked_loss --threads 1 2> rx4.err; rc=$?
 [ $rc = 2 ] && grep -q 'fine_tune.py' rx4.err && ok train_masked_ft_refused || nok train_masked_ft_refused "rc $rc $(tail -2 rx4.err)"

@@ -2,7 +2,8 @@
  * (F.interpolate mode="area", flipped samples) and the trainer's sd_tobj_loss with a mask, against
  * PyTorch (tests/data/diffusion/masked_loss.json from tests/golden/gen/make_masked_loss_golden.py):
  * the resized masks, per-sample losses, batch loss and gradient w.r.t. the prediction; plus the
- * gradient against central differences of the loss and all-ones masks giving the unmasked bytes. */
+ * gradient against central differences of the loss and all-ones masks giving the unmasked bytes;
+ * the conditioning-image mask value of every red byte (sd_mask_cond_value) bit for bit. */
 #include "test.h"
 
 #include <string.h>
@@ -124,6 +125,22 @@ static void test_area(void)
     T_CHECK(!memcmp(back, in, sizeof in));
 }
 
+/* a conditioning image's red byte → mask value, every byte against torch's ToTensor/Normalize/
+ * apply_masked_loss chain (golden cond_mask), bit for bit; 63 of them are not r/255 */
+static void test_cond_values(void)
+{
+    int n = 0, differ = 0;
+    double *v = g_arr(G, "cond_mask", &n);
+    T_CHECK(n == 256);
+    for (int r = 0; r < 256 && r < n; r++) {
+        float m = sd_mask_cond_value((uint8_t)r), want = (float)v[r];
+        T_CHECKF(!memcmp(&m, &want, sizeof m), "r %d: %.9g, torch %.9g", r, m, want);
+        differ += m != (float)r / 255.0f;
+    }
+    T_CHECKF(differ == 63, "%d values differ from r/255", differ);
+    free(v);
+}
+
 int main(void)
 {
     G = g_load("masked_loss.json");
@@ -133,6 +150,7 @@ int main(void)
     }
     T_RUN(test_area);
     T_RUN(test_golden);
+    T_RUN(test_cond_values);
     jv_free(G);
     T_DONE();
 }

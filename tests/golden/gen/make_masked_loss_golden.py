@@ -17,7 +17,8 @@ Our transcription of kohya-ss/sd-scripts @ 48d368fa:
 
 Cases: mask 11×13 → latent 3×5 (non-integer area bins), mask 24×40 → 3×5 (the 8×8 blocks of a
 real bucket); sample 1 flipped, sample 2 without a mask (ones); loss types l2 and huber (constant
-schedule, c = 0.1). Writes tests/data/diffusion/masked_loss.json.
+schedule, c = 0.1). And cond_mask: the mask value of each red byte 0..255 of a conditioning image.
+Writes tests/data/diffusion/masked_loss.json.
 """
 import json
 import os
@@ -77,9 +78,26 @@ def case(rng, mh, mw, loss_type):
     }
 
 
+def cond_mask_values():
+    """The mask of a conditioning image (ControlNetDataset.__getitem__ + apply_masked_loss): the
+    image through IMAGE_TRANSFORMS (torchvision ToTensor: uint8 → float32 .div(255); Normalize([0.5],
+    [0.5]): .sub_(mean).div_(std) with [C,1,1] tensors), then channel R, mask / 2 + 0.5, for every
+    byte value (torchvision is not installed: its two steps transcribed)."""
+    img = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)
+    t = torch.from_numpy(img).permute(2, 0, 1).contiguous().to(dtype=torch.float32).div(255)
+    mean = torch.as_tensor([0.5], dtype=torch.float32).view(-1, 1, 1)
+    std = torch.as_tensor([0.5], dtype=torch.float32).view(-1, 1, 1)
+    t = t.sub_(mean).div_(std)
+    cond = torch.stack([t]).to(memory_format=torch.contiguous_format).float()
+    m = cond.to(dtype=torch.float32)[:, 0].unsqueeze(1)
+    m = m / 2 + 0.5
+    return f32(m.numpy())
+
+
 def main():
     rng = np.random.default_rng(20261127)
-    out = {"cases": [case(rng, 11, 13, "l2"), case(rng, 24, 40, "l2"), case(rng, 11, 13, "huber")]}
+    out = {"cases": [case(rng, 11, 13, "l2"), case(rng, 24, 40, "l2"), case(rng, 11, 13, "huber")],
+           "cond_mask": cond_mask_values()}
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "data", "diffusion")
     path = os.path.join(root, "masked_loss.json")
     with open(path, "w") as f:
