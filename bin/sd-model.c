@@ -1766,7 +1766,7 @@ int main(int argc, char **argv)
     if (sd_opts_init(&o, PROG, table) < 0) return sd_fatal(1);
     o.flags = SD_OPTS_CONFIG;
     o.usage = "info MODEL... | convert MODEL -o OUT.safetensors|OUTDIR [--to diffusers] | run clip|vae-encode|vae-decode|unet --model MODEL "
-              "[OPTIONS] -o OUT.npy | merge [--sd_model MODEL] --models LORA... --ratios R... --save_to OUT.safetensors [--concat] | svd-merge --models LORA... --ratios R... --save_to OUT.safetensors --new_rank N | merge-models --models MODEL... [--ratios R...] -o OUT.safetensors | resize --model LORA --save_to OUT.safetensors --new_rank N | extract --model_org MODEL --model_tuned MODEL --save_to OUT.safetensors [--dim N]";
+              "[OPTIONS] -o OUT.npy | merge [--sd_model MODEL] --models LORA... --ratios R... --save_to OUT.safetensors [--concat] | svd-merge --models LORA... --ratios R... --save_to OUT.safetensors --new_rank N [--lbws LIST...] | merge-models --models MODEL... [--ratios R...] -o OUT.safetensors | resize --model LORA --save_to OUT.safetensors --new_rank N | extract --model_org MODEL --model_tuned MODEL --save_to OUT.safetensors [--dim N]";
     o.description =
         "Inspects, converts and runs SD1.x/SD2.x/SDXL checkpoints (single-file .safetensors, legacy .ckpt, Diffusers "
         "folders).\n"
