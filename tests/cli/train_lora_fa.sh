@@ -5,8 +5,10 @@
 # from, lora_up moves; the down statistics match the std; the file has LoRA's keys and
 # ss_network_module networks.lora_fa; the optimizer state holds lora_up only; one SGD step from the same
 # weights gives plain LoRA's lora_up bit for bit (the same loss and the same up gradient, max_grad_norm 0)
-# while plain LoRA moves lora_down; a resumed run ends with the bytes of a straight one; refusals (LoRA+,
-# SDXL block arguments, a mid_lr_weight list, resuming under the other network module, exit 2).
+# while plain LoRA moves lora_down; a resumed run ends with the bytes of a straight one (also under another
+# --seed: the state's seed draws lora_down again); refusals (LoRA+, SDXL block arguments, a mid_lr_weight list,
+# resuming under the other network module or with --scale_weight_norms); sd-sample takes the file and the
+# module name.
 set -u
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -155,4 +157,15 @@ refuse1 train_lora_fa_other_module networks.dylora_x F --output_dir x --max_trai
   --learning_rate 1e-2 --seed 3 --network_dim 4 --threads 1 --network_module networks.lora_fa --output_dir xl \
   --max_train_steps 2 2> xl.err && [ "$($PY lf.py meta xl/last.safetensors ss_network_module)" = networks.lora_fa ] &&
   ok train_lora_fa_sdxl || nok train_lora_fa_sdxl "$(tail -2 xl.err)"
+
+# ---- sd-sample loads the file as a LoRA; --network_module networks.lora_fa is accepted -----------------------
+S=("$root/$build/bin/sd-sample" --model tiny.safetensors --model_config "$root/examples/tiny_model.toml" --W 16 --H 16
+   --steps 2 --sequential_file_name --threads 1 --prompt "a cat" --seed 9)
+"${S[@]}" --network_weights a/last.safetensors --network_module networks.lora_fa --outdir sa > /dev/null 2> sa.err &&
+  "${S[@]}" --network_weights a/last.safetensors --outdir sb > /dev/null 2>> sa.err &&
+  "${S[@]}" --outdir sc > /dev/null 2>> sa.err && cmp -s sa/im_000001.png sb/im_000001.png &&
+  ! cmp -s sa/im_000001.png sc/im_000001.png && ok train_lora_fa_sample || nok train_lora_fa_sample "$(tail -2 sa.err)"
+"${S[@]}" --network_weights a/last.safetensors --network_module networks.oft_x --outdir sd > /dev/null 2> sd.err; rc=$?
+[ $rc -eq 2 ] && grep -q networks.lora_fa sd.err && ok train_lora_fa_sample_other_module ||
+  nok train_lora_fa_sample_other_module "rc $rc: $(tail -1 sd.err)"
 exit 0
