@@ -133,11 +133,17 @@ $PY lf.py same lora_down g1/last.safetensors a/last.safetensors &&
   nok train_lora_fa_sgd_down "LoRA-FA moved lora_down or LoRA did not"
 l1=$(loss1 g1.jsonl); l2=$(loss1 g2.jsonl)
 [ -n "$l1" ] && [ "$l1" = "$l2" ] && ok train_lora_fa_same_loss || nok train_lora_fa_same_loss "loss '$l1' vs '$l2'"
+# the logged rates: lora_fa.py gives no descriptions, so train_network.py names two groups "unet" (the dict keeps the
+# last) and more groups "group1", "group2", ...
+lr1=$(sed -n '1s/.*"lr":{\([^}]*\)}.*/\1/p' g1.jsonl)
+[ "$lr1" = '"unet":0.05' ] && ok train_lora_fa_lr_names || nok train_lora_fa_lr_names "lr {$lr1}"
 
 # ---- kept network_args: block dims (SD1), conv_dim, dropouts --------------------------------------------------
 F --output_dir k --max_train_steps 2 --network_args conv_dim=2 "down_lr_weight=1,1,1,0,0,0,0,0,0,0,0,0" \
-  rank_dropout=0.1 module_dropout=0.1 --network_dropout 0.1 2> k.err && ok train_lora_fa_args ||
+  rank_dropout=0.1 module_dropout=0.1 --network_dropout 0.1 --log_jsonl k.jsonl 2> k.err && ok train_lora_fa_args ||
   nok train_lora_fa_args "$(tail -2 k.err)"
+lrk=$(sed -n '1s/.*"lr":{\([^}]*\)}.*/\1/p' k.jsonl)
+case "$lrk" in '"group1":'*'"group2":'*) ok train_lora_fa_lr_group_names;; *) nok train_lora_fa_lr_group_names "lr {$lrk}";; esac
 
 # ---- refusals -------------------------------------------------------------------------------------------------
 refuse() { local name=$1 pat=$2; shift 2; "$@" > /dev/null 2> ref.err; local rc=$?
