@@ -59,7 +59,7 @@ static struct {
     const char *timesteps, *context, *vector;
     int save_precision, to;
     const char *sd_model, *save_to;
-    sd_opt_list models, ratios;
+    sd_opt_list models, ratios, lbws;
     int precision, no_metadata, concat, shuffle;
     int64_t seed;
     int unet_only, show_skipped, saving_precision;
@@ -119,6 +119,9 @@ static const sd_opt table[] = {
     {.name = "ratios", .type = SD_OPT_DOUBLES, .dest = &a.ratios, .metavar = "R", .flags = SD_OPTF_NARGS,
      .group = "Merge", .help = "merge, svd-merge: one multiplier per --models file (into a model: W += R * alpha/rank "
                                "* up.down; LoRA into LoRA: see sd-model(1))"},
+    {.name = "lbws", .type = SD_OPT_STRINGS, .dest = &a.lbws, .metavar = "LIST", .flags = SD_OPTF_NARGS,
+     .group = "Merge", .help = "svd-merge, merge of SDXL LoRA files: layer block weights, one JSON list per --models file "
+                               "(\"[1,0,...]\": 12 or 20 values SDXL, 17 or 26 SD1/SD2; see sd-model(1))"},
     {.name = "save_to", .type = SD_OPT_STRING, .dest = &a.save_to, .metavar = "OUT.safetensors", .group = "Merge",
      .help = "merge, svd-merge, resize, extract: the output file (same as --output)"},
     {.name = "precision", .type = SD_OPT_ENUM, .dest = &a.precision, .choices = "float|fp16|bf16", .def = "float",
@@ -1137,7 +1140,10 @@ static int merge(const char *src, const char *out)
     unsigned via = folder ? SD_MODEL_ALL : SD_MODEL_UNET | SD_MODEL_TE | (a.vae ? SD_MODEL_VAE : 0);
     if (a.save_precision < 0) a.save_precision = a.precision;   /* the reference: save dtype = merge dtype */
     sd_model_opts o = model_opts(via);
-    int rc = sd_safetensors_writer_new(&w);
+    sd_lora_lbws lbws;
+    int rc = sd_lora_lbws_parse(&lbws, (const char *const *)a.lbws.s, a.lbws.n);
+    if (rc) return usage_error("%s", sd_errmsg());
+    rc = sd_safetensors_writer_new(&w);
     /* every file readable before the (large) model is loaded */
     for (int i = 0; i < a.models.n && !rc; i++) {
         sd_safetensors *st = NULL;
@@ -1159,7 +1165,7 @@ static int merge(const char *src, const char *out)
     for (int i = 0; i < a.models.n && !rc; i++) {
         size_t nte = 0, nun = 0;
         double r = a.ratios.d[i];
-        rc = sd_lora_merge_file(&ctx, &m, a.models.s[i], r, &nte, &nun);
+        rc = sd_lora_merge_file_lbw(&ctx, &m, a.models.s[i], r, &lbws, i, &nte, &nun);
         if (rc) break;
         if (a.precision > 0) {
             round_params(&m.unet_params, a.precision);
@@ -1185,8 +1191,10 @@ out:
     free(cs);
     free(names);
     free(ratios);
+    sd_lora_lbws_free(&lbws);
     if (have_ctx) sd_ctx_free(&ctx);
     sd_model_close(&m);
+    if (rc == SD_EUSAGE) return usage_error("%s", sd_errmsg());
     return rc ? fatal(rc) : 0;
 }
 
@@ -1691,8 +1699,14 @@ static int combine_loras(int svd, const char *out, int seed_given)
             sd_info("--shuffle: seed %" PRIu64 " (give --seed to repeat)", co.seed);
         }
     }
+    sd_lora_lbws lbws;
+    int rc = sd_lora_lbws_parse(&lbws, (const char *const *)a.lbws.s, a.lbws.n);
+    if (rc) return usage_error("%s", sd_errmsg());
+    co.lbws = &lbws;
     sd_lora_combine_result res;
-    int rc = sd_lora_combine((const char *const *)a.models.s, a.ratios.d, a.models.n, out, &co, &res);
+    rc = sd_lora_combine((const char *const *)a.models.s, a.ratios.d, a.models.n, out, &co, &res);
+    sd_lora_lbws_free(&lbws);
+    if (rc == SD_EUSAGE) return usage_error("%s", sd_errmsg());
     if (rc) return fatal(rc);
     if (res.v2_warning)
         sd_warn("cannot determine whether the LoRA is for v-prediction: its modelspec metadata says v-prediction "
@@ -1752,7 +1766,7 @@ int main(int argc, char **argv)
     if (sd_opts_init(&o, PROG, table) < 0) return sd_fatal(1);
     o.flags = SD_OPTS_CONFIG;
     o.usage = "info MODEL... | convert MODEL -o OUT.safetensors|OUTDIR [--to diffusers] | run clip|vae-encode|vae-decode|unet --model MODEL "
-              "[OPTIONS] -o OUT.npy | merge [--sd_model MODEL] --models LORA... --ratios R... --save_to OUT.safetensors [--concat] | svd-merge --models LORA... --ratios R... --save_to OUT.safetensors --new_rank N | merge-models --models MODEL... [--ratios R...] -o OUT.safetensors | resize --model LORA --save_to OUT.safetensors --new_rank N | extract --model_org MODEL --model_tuned MODEL --save_to OUT.safetensors [--dim N]";
+              "[OPTIONS] -o OUT.npy | merge [--sd_model MODEL] --models LORA... --ratios R... --save_to OUT.safetensors [--concat] | svd-merge --models LORA... --ratios R... --save_to OUT.safetensors --new_rank N [--lbws LIST...] | merge-models --models MODEL... [--ratios R...] -o OUT.safetensors | resize --model LORA --save_to OUT.safetensors --new_rank N | extract --model_org MODEL --model_tuned MODEL --save_to OUT.safetensors [--dim N]";
     o.description =
         "Inspects, converts and runs SD1.x/SD2.x/SDXL checkpoints (single-file .safetensors, legacy .ckpt, Diffusers "
         "folders).\n"
@@ -1847,6 +1861,9 @@ int main(int argc, char **argv)
             rc = usage_error("merge: --save_to %s is a directory", out);
         else if (a.seed >= 0 && !a.shuffle)
             rc = usage_error("merge: --seed goes with --shuffle");
+        else if (a.lbws.n && a.lbws.n != a.models.n)
+            rc = usage_error("merge: --lbws: %d lists for %d --models file%s", a.lbws.n, a.models.n,
+                             a.models.n == 1 ? "" : "s");
         if (rc) goto done;
         if (!src) {
             rc = combine_loras(0, out, a.seed >= 0);
@@ -1872,6 +1889,9 @@ int main(int argc, char **argv)
         else if (!stat(out, &sb) && S_ISDIR(sb.st_mode)) rc = usage_error("svd-merge: --save_to %s is a directory", out);
         else if (a.concat || a.shuffle || a.seed >= 0)
             rc = usage_error("svd-merge: --concat, --shuffle and --seed are merge options");
+        else if (a.lbws.n && a.lbws.n != a.models.n)
+            rc = usage_error("svd-merge: --lbws: %d lists for %d --models file%s", a.lbws.n, a.models.n,
+                             a.models.n == 1 ? "" : "s");
         if (rc) goto done;
         if (sd_opts_source(&o, "device") == SD_SRC_CMDLINE || sd_opts_source(&o, "device") == SD_SRC_CONFIG)
             sd_info("--device: no effect: the merge and the SVD run on the CPU");

@@ -77,7 +77,7 @@ static const sd_opt table[] = {
      .help = "multiplier per --network_weights file, in order (missing ones: 1.0)"},
     {.name = "network_module", .type = SD_OPT_STRINGS, .dest = &a.network_module, .metavar = "MODULE",
      .flags = SD_OPTF_NARGS | SD_OPTF_APPEND, .group = "Networks",
-     .help = "accepted for the reference's command lines: only networks.lora"},
+     .help = "accepted for the reference's command lines: networks.lora or networks.lora_fa (same files)"},
     {.name = "textual_inversion_embeddings", .type = SD_OPT_STRINGS, .dest = &a.ti, .metavar = "FILE",
      .flags = SD_OPTF_NARGS | SD_OPTF_APPEND, .group = "Networks",
      .help = "textual-inversion embeddings (.safetensors/.pt: kohya emb_params or Diffusers; SDXL models: "
@@ -610,8 +610,8 @@ int main(int argc, char **argv)
     } else {
         rc = SD_OK;
         for (int i = 0; i < a.network_module.n; i++)
-            if (strcmp(a.network_module.s[i], "networks.lora")) {
-                rc = usage_error("option '--network_module': %s is not supported (only networks.lora)",
+            if (strcmp(a.network_module.s[i], "networks.lora") && strcmp(a.network_module.s[i], "networks.lora_fa")) {
+                rc = usage_error("option '--network_module': %s is not supported (networks.lora, networks.lora_fa)",
                                  a.network_module.s[i]);
                 break;
             }

@@ -110,7 +110,7 @@ static const sd_opt table[] = {
     {.name = "use_style_template", .type = SD_OPT_FLAG, .dest = &c.ti.use_style_template, .group = G_TI,
      .help = "ignore captions: \"a painting in the style of {}\" ... (19 templates)"},
     {.name = "network_module", .type = SD_OPT_STRING, .dest = &c.network_module, .group = G_NET,
-     .help = "networks.lora (the only one supported)"},
+     .help = "networks.lora (default) or networks.lora_fa (LoRA-FA: lora_down frozen, only lora_up trains)"},
     {.name = "network_dim", .type = SD_OPT_INT, .dest = &c.network_dim, SD_OPT_RANGE(0, 4096), .group = G_NET,
      .help = "LoRA rank (default 4)"},
     {.name = "network_alpha", .type = SD_OPT_STRING, .dest = &a.network_alpha, .def = "1", .group = G_NET,
@@ -705,7 +705,7 @@ int main(int argc, char **argv)
     if (sd_opts_init(&o, "sd-train", table) < 0) return sd_fatal(1);
     o.flags = SD_OPTS_CONFIG | SD_OPTS_LENIENT | SD_OPTS_NO_POSITIONAL;
     o.usage = "--method lora|db|ft --model MODEL --data RECORDS.jsonl [OPTIONS]";
-    o.description = "Trains a LoRA network (kohya-ss/sd-scripts networks.lora) on SD1.x/SD2.x from records with "
+    o.description = "Trains a LoRA network (kohya-ss/sd-scripts networks.lora, or LoRA-FA: networks.lora_fa) on SD1.x/SD2.x from records with "
                     "latent files or images, and saves it as a kohya LoRA file that A1111 and ComfyUI load; or, with --method "
                     "db / ft, trains the whole model (train_db.py / fine_tune.py; SDXL: sdxl_train.py) and saves full "
                     "checkpoints.";

@@ -403,6 +403,13 @@ static sd_param *sdxl_lora_target(sd_params *unet, sd_params *te, const char *na
 int sd_gen_lora_merge_sdxl(const sd_unet *um, sd_params *unet, sd_params *te, const char *path, double mul,
                            size_t *n_te_out, size_t *n_unet_out)
 {
+    return sd_gen_lora_merge_sdxl_weighted(um, unet, te, path, mul, NULL, NULL, n_te_out, n_unet_out);
+}
+
+int sd_gen_lora_merge_sdxl_weighted(const sd_unet *um, sd_params *unet, sd_params *te, const char *path, double mul,
+                                    double (*weight)(void *user, const char *name), void *user, size_t *n_te_out,
+                                    size_t *n_unet_out)
+{
     sd_safetensors *st = NULL;
     sd_lora_file_info info = { 0 };
     float *down = NULL, *up = NULL;
@@ -448,7 +455,8 @@ int sd_gen_lora_merge_sdxl(const sd_unet *um, sd_params *unet, sd_params *te, co
         snprintf(key, sizeof key, "%s.lora_up.weight", fm->name);
         if (!rc) rc = sd_safetensors_read_f32(st, key, up, (size_t)(out * r));
         if (rc) break;
-        const float sc = (float)mul * (fm->has_alpha ? fm->alpha : (float)r) / (float)r;
+        float sc = (float)mul * (fm->has_alpha ? fm->alpha : (float)r) / (float)r;
+        if (weight) sc *= (float)weight(user, fm->name);
         const size_t nw = (size_t)(out * in * kk);
         float *W = t->data;
         if (t->dtype != SD_F32) {   /* f16/bf16 storage: merged in f32, stored back rounded */

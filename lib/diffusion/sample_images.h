@@ -188,6 +188,11 @@ void sd_gen_sdxl_vector(float *vec, const float *pooled, int64_t P, int orig_h, 
  * rounded. A module naming no layer or a shape mismatch is an error naming the file and module. *n_te / *n_unet (may be NULL) count the merged modules. */
 int sd_gen_lora_merge_sdxl(const sd_unet *um, sd_params *unet, sd_params *te, const char *path, double mul,
                            size_t *n_te, size_t *n_unet);
+/* The same with a per-module factor: module `name` (its SGM name) adds mul · weight(user, name) ·
+ * alpha/rank · up·down (sdxl_merge_lora.py --lbws). weight NULL: 1. */
+int sd_gen_lora_merge_sdxl_weighted(const sd_unet *um, sd_params *unet, sd_params *te, const char *path, double mul,
+                                    double (*weight)(void *user, const char *name), void *user, size_t *n_te,
+                                    size_t *n_unet);
 
 /* ---- A1111 "parameters" text ---------------------------------------------------------------- */
 

@@ -64,6 +64,29 @@ int sd_lora_init_weights(sd_ctx *ctx, sd_lora *l, uint64_t seed)
     return rc;
 }
 
+int sd_lora_init_down_fa(sd_lora *l, uint64_t seed)
+{
+    if (!l->down->value.data) return sd_err(SD_ESTATE, "LoRA init: registry not allocated");
+    if (l->down->value.dtype != SD_F32) return sd_err(SD_EINVAL, "LoRA init: weights must be f32");
+    int64_t n = sd_tensor_numel(&l->down->value);
+    float *h = malloc((size_t)n * sizeof *h);
+    if (!h) return sd_err(SD_ENOMEM, "LoRA init: out of memory");
+    sd_rng r = sd_rng_key(seed, 0, l->id, SD_RNG_INIT);
+    int rc = sd_rng_fill_normal(&r, 0, h, (size_t)n);
+    double sd = sqrt(2.0 / (double)(l->in + l->rank));
+    for (int64_t i = 0; i < n && !rc; i++) h[i] = (float)(h[i] * sd);
+    if (!rc) rc = sd_tensor_upload(&l->down->value, h, (size_t)n * sizeof *h);
+    free(h);
+    return rc;
+}
+
+int sd_lora_init_weights_fa(sd_ctx *ctx, sd_lora *l, uint64_t seed)
+{
+    if (l->up->value.dtype != SD_F32) return sd_err(SD_EINVAL, "LoRA init: weights must be f32");
+    int rc = sd_lora_init_down_fa(l, seed);
+    return rc ? rc : sd_op_fill(ctx, &l->up->value, 0.0f);
+}
+
 int sd_lora_merge(sd_ctx *ctx, const sd_lora *l, sd_tensor *w, float multiplier)
 {
     int64_t k = l->in * l->kh * l->kw;

@@ -63,6 +63,13 @@ void sd_lora_free(sd_lora *l);
 /* kohya's initialisation on the host: down ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) from the stream
  * (seed, 0, id, SD_RNG_INIT), up = 0. The registry must be allocated. */
 int sd_lora_init_weights(sd_ctx *ctx, sd_lora *l, uint64_t seed);
+/* LoRA-FA's initialisation (kohya networks/lora_fa.py, after the paper): down ~ N(0, std²) with
+ * std = sqrt(2 / (in_dim + rank)) (in_dim: the host's input features or channels, not times the
+ * kernel) from the normal draws of the same stream (seed, 0, id, SD_RNG_INIT), up = 0. The values
+ * are Philox draws, not torch.nn.init.normal_'s. */
+int sd_lora_init_weights_fa(sd_ctx *ctx, sd_lora *l, uint64_t seed);
+/* The lora_down half of it alone (up untouched). */
+int sd_lora_init_down_fa(sd_lora *l, uint64_t seed);
 
 /* W += multiplier · scale · ΔW, with ΔW[o, i·kh·kw] = Σ_r up[o, r] · down[r, i·kh·kw] (linear,
  * 1×1 and k×k convs alike, as kohya's merge). `w` is the host's f32 weight ([out, in] or

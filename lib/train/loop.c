@@ -468,7 +468,7 @@ static void free_run(run *R)
 /* Options a resumed run must share with its state (the step budget may grow: --max_train_steps and
  * --max_train_epochs may change, as in the reference). */
 static const char *const resume_keys[] = {
-    "network_dim", "network_alpha", "network_args", "network_train_unet_only", "network_train_text_encoder_only",
+    "network_module", "network_dim", "network_alpha", "network_args", "network_train_unet_only", "network_train_text_encoder_only",
     "train_batch_size", "gradient_accumulation_steps", "lr_scheduler",
     "lr_warmup_steps", "lr_decay_steps", "lr_scheduler_num_cycles", "lr_scheduler_power",   /* the schedule */
     "lr_scheduler_timescale", "lr_scheduler_min_lr_ratio", "lr_scheduler_args",
@@ -675,6 +675,7 @@ params_ready:
     /* the text encoder trains when one of its modules is in a group */
     for (int g = 0; g < R->groups.n; g++)
         if (!strncmp(R->groups.names[g], "textencoder", 11)) R->te_train = 1;
+    if (R->groups.te_named_apart) R->te_train = 1;
 trained_set:;
     /* batches, steps, epochs (§6.8) */
     sd_batch_item *items = calloc(d->n, sizeof *items);
@@ -788,6 +789,11 @@ trained_set:;
     /* resume */
     int64_t global_step = 0, start_epoch = 0, start_i = 0;
     if (c->resume) {
+        if (R->lora_fa && c->scale_weight_norms > 0) {
+            /* max-norm scaling edits the frozen lora_down, which the state does not hold */
+            rc = sd_err(SD_EUSAGE, "--resume with networks.lora_fa and --scale_weight_norms is not supported");
+            goto out;
+        }
         if (R->is_full) {
             const sd_params *regs[2] = { NULL, NULL };
             sd_full_registries(&R->full, regs);
@@ -815,6 +821,18 @@ trained_set:;
             R->seed = rs.prog.seed;
             R->plan.seed = R->seed;
             R->net.rt.seed = R->seed;
+            /* LoRA-FA: the frozen lora_down is not in the state; it is the initialisation from the
+               state's seed (or --network_weights, which then must meet the same seed) */
+            if (R->lora_fa && R->have_net) {
+                if (c->network_weights)
+                    rc = sd_err(SD_EUSAGE, "cannot resume from %s with networks.lora_fa and --network_weights under "
+                                "another seed: give --seed %llu", c->resume, (unsigned long long)rs.prog.seed);
+                else rc = sd_lora_network_reinit_fa_down(&R->net, &R->ctx, R->seed);
+                if (rc) {
+                    sd_train_state_out_free(&rs);
+                    goto out;
+                }
+            }
         }
         global_step = rs.prog.global_step;
         R->sched_step = rs.prog.sched_step;
@@ -1107,6 +1125,11 @@ trained_set:;
                 double fnext = sd_lr_sched_factor(&R->lrs, R->sched_step);
                 for (int g = 0; g < R->groups.n; g++) {
                     char tag[96];
+                    /* the reference logs a dict: of two groups with one name (LoRA-FA's "unet"), the last */
+                    int later = 0;
+                    for (int h = g + 1; h < R->groups.n && !R->have_ti; h++)
+                        later |= !strcmp(R->groups.names[h], R->groups.names[g]);
+                    if (later) continue;
                     if (R->have_ti) snprintf(tag, sizeof tag, "lr");
                     else snprintf(tag, sizeof tag, "lr/%s", R->groups.names[g]);
                     double lnext = sd_optim_logged_lr(&R->opt, g, R->groups.desc[g].lr * fnext);

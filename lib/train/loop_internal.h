@@ -58,6 +58,7 @@ typedef struct run {
     sd_lora_net_args nargs;
     sd_lora_network net;
     int have_net;
+    int lora_fa;                   /* networks.lora_fa: lora_down frozen (not in the resumable state) */
     sd_lora_groups groups;
     sd_ti ti;                 /* --method ti (train/ti.h): the new token rows instead of a network */
     int have_ti;

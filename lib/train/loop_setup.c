@@ -21,8 +21,9 @@ int loop_check_options(run *R)
 {
     sd_train_config *c = R->c;
     if (!c->model) return sd_err(SD_EUSAGE, "--pretrained_model_name_or_path (--model) is required");
-    if (c->network_module && strcmp(c->network_module, "networks.lora"))
-        return sd_err(SD_EUNSUPPORTED, "--network_module %s is not supported (networks.lora is)", c->network_module);
+    if (c->network_module && strcmp(c->network_module, "networks.lora") && strcmp(c->network_module, "networks.lora_fa"))
+        return sd_err(SD_EUNSUPPORTED, "--network_module %s is not supported (networks.lora, networks.lora_fa are)",
+                      c->network_module);
     if (c->ti.on) {
         int trc = sd_ti_check_config(c);
         if (trc) return trc;
@@ -447,10 +448,15 @@ int loop_setup_lora(run *R)
     if (rc) return rc;
     int ndim = c->network_dim > 0 ? c->network_dim : 4;
     double nalpha = isnan(c->network_alpha) ? 1.0 : c->network_alpha;
+    const int fa = c->network_module && !strcmp(c->network_module, "networks.lora_fa");
+    if (fa && (rc = sd_lora_fa_check_args(R->sdxl, c->network_args ? (const char *const *)c->network_args->s : NULL,
+                                          c->network_args ? c->network_args->n : 0)))
+        return rc;
     rc = sd_lora_net_args_parse(&R->nargs, R->sdxl, ndim, nalpha, c->network_args ? c->network_args->s : NULL,
                                 c->network_args ? c->network_args->n : 0);
     if (rc) return rc;
-    for (int i = 0; i < R->nargs.nunknown; i++) sd_warn("--network_args %s: not used by networks.lora", R->nargs.unknown[i]);
+    for (int i = 0; i < R->nargs.nunknown; i++)
+        sd_warn("--network_args %s: not used by %s", R->nargs.unknown[i], fa ? "networks.lora_fa" : "networks.lora");
     sd_safetensors *wst = NULL;
     sd_lora_file_info finfo;
     memset(&finfo, 0, sizeof finfo);
@@ -485,6 +491,8 @@ int loop_setup_lora(run *R)
     no.seed = R->seed;
     no.sdxl = R->sdxl;
     no.te2 = R->clip2;
+    no.fa = fa;
+    R->lora_fa = fa;
     rc = sd_lora_network_build(&R->net, &R->ctx, R->unet, R->clip, &no);
     sd_lora_file_info_free(&finfo);
     if (rc) {
@@ -500,9 +508,12 @@ int loop_setup_lora(run *R)
         if (rc) return rc;
         sd_info("loaded %zu LoRA modules from %s", loaded, c->network_weights);
     }
-    sd_info("LoRA: %zu text-encoder modules, %zu UNet modules (dim %d, alpha %g)", R->net.n_te, R->net.n_unet, ndim, nalpha);
-    rc = sd_lora_param_groups(&R->nargs, R->net.refs, R->net.is_te, R->net.n, c->text_encoder_lr, c->unet_lr,
-                              c->learning_rate, &R->groups);
+    sd_info("%s: %zu text-encoder modules, %zu UNet modules (dim %d, alpha %g)", fa ? "LoRA-FA" : "LoRA", R->net.n_te,
+            R->net.n_unet, ndim, nalpha);
+    rc = fa ? sd_lora_param_groups_fa(&R->nargs, R->net.refs, R->net.is_te, R->net.n, c->text_encoder_lr, c->unet_lr,
+                                      c->learning_rate, c->train_unet_only, &R->groups)
+            : sd_lora_param_groups(&R->nargs, R->net.refs, R->net.is_te, R->net.n, c->text_encoder_lr, c->unet_lr,
+                                   c->learning_rate, &R->groups);
     if (rc) return rc;
     if (!R->groups.n) {
         rc = sd_err(SD_EINVAL, "every parameter group has learning rate 0: nothing to train");

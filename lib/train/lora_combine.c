@@ -139,7 +139,9 @@ static int combine_factors(src *srcs, const int *idx, int nh, const char *name, 
             break;
         }
         double scale = sqrt(q) * s->ratio;
-        float sd_ = (float)scale, su = (float)fabs(scale);
+        /* sdxl_merge_lora.py: scale *= lbw after abs() for lora_up */
+        double lw = sd_lora_lbw_weight(o->lbws, idx[j], name, 1);
+        float sd_ = (float)(scale * lw), su = (float)(fabs(scale) * lw);
         int r = m->rank;
         if ((rc = read_factors(s, m, p, u, d))) break;
         size_t nd = (size_t)(r * k);
@@ -222,6 +224,12 @@ static int combine_svd(src *srcs, const int *idx, int nh, const char *name, cons
                     0.0f, t, (int)k);
         float ratio = (float)s->ratio;
         float scale = m->has_alpha ? round1(round1(m->alpha, p) / (float)m->rank, p) : 1.0f;
+        if (o->lbws && o->lbws->n) {
+            /* scale *= lbw_weights[index]: a merge-dtype tensor times a Python number (alpha given), or
+               the Python float 1.0 times it */
+            double lw = sd_lora_lbw_weight(o->lbws, idx[j], name, o->lbws->sdxl_names);
+            scale = m->has_alpha ? round1(scale * (float)lw, p) : (float)lw;   /* torch: the scalar as float */
+        }
         size_t n = (size_t)(out * k);
         round_n(t, n, p);
         for (size_t i = 0; i < n; i++) w[i] = round1(w[i] + round1(round1(t[i] * ratio, p) * scale, p), p);
@@ -334,6 +342,11 @@ int sd_lora_combine(const char *const *paths, const double *ratios, int n, const
                         fam_sdxl ? "SDXL" : "SD1/SD2");
         }
     }
+    if (!rc && o->lbws && o->lbws->n && o->lbws->n != n)
+        rc = sd_err(SD_EUSAGE, "--lbws: %d lists for %d LoRA files (one per file)", o->lbws->n, n);
+    if (!rc && o->lbws && o->lbws->n && o->mode != SD_LORA_COMBINE_SVD && fam_sdxl <= 0)
+        rc = sd_err(SD_EUSAGE, "--lbws: merging SD1/SD2 LoRA files (merge_lora.py) has no layer block weights; "
+                    "svd-merge and SDXL files (sdxl_merge_lora.py) have");
     if (rc) goto out;
     int sdxl = fam_sdxl > 0;
     /* the union of module names, sorted */

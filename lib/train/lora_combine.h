@@ -44,6 +44,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "train/lora_lbw.h"
+
 enum { SD_LORA_COMBINE_SUM = 0, SD_LORA_COMBINE_CONCAT, SD_LORA_COMBINE_SVD };
 
 typedef struct sd_lora_combine_opts {
@@ -56,6 +58,11 @@ typedef struct sd_lora_combine_opts {
     int no_metadata;          /* no modelspec.* keys */
     double timestamp;         /* modelspec.date */
     const char *implementation_version;
+    const sd_lora_lbws *lbws;  /* --lbws (NULL or n = 0: none; else one list per file): file i's module m
+                                  gets weight w = sd_lora_lbw_weight(lbws, i, m, is_sdxl). SVD: ratio·(up·down)
+                                  ·(alpha/rank·w), the names read as SDXL ones for 12/20-value lists
+                                  (svd_merge_lora.py); SUM/CONCAT (sdxl_merge_lora.py, SDXL files only):
+                                  down scaled by scale_i·w, up by |scale_i|·w, SDXL names */
 } sd_lora_combine_opts;
 
 typedef struct sd_lora_combine_result {
@@ -68,7 +75,8 @@ typedef struct sd_lora_combine_result {
 /* Combine n files (ratios[i] for paths[i]) into `out`. Errors name the file: SD_ENOTFOUND/SD_EIO
  * (open), SD_EFORMAT (not a LoRA file, no modules, rank or shape mismatch, mixed families, alpha
  * making sqrt(alpha/base_alpha) undefined, LAPACK failure), SD_EUNSUPPORTED (other network types),
- * SD_ENOMEM. */
+ * SD_ENOMEM; SD_EUSAGE: --lbws with SUM/CONCAT of SD1/SD2 files (merge_lora.py has no --lbws), or a
+ * list count other than n. */
 int sd_lora_combine(const char *const *paths, const double *ratios, int n, const char *out,
                     const sd_lora_combine_opts *o, sd_lora_combine_result *res);
 

@@ -73,3 +73,30 @@ int sd_lora_merge_file(sd_ctx *ctx, sd_model *m, const char *path, double mul, s
     if (n_unet) *n_unet = rc ? 0 : un;
     return rc;
 }
+
+typedef struct lbw_user {
+    const sd_lora_lbws *l;
+    int index;
+} lbw_user;
+
+static double lbw_cb(void *user, const char *name)
+{
+    const lbw_user *u = user;
+    return sd_lora_lbw_weight(u->l, u->index, name, 1);   /* sdxl_merge_lora.py: get_lbw_block_index(key, True) */
+}
+
+int sd_lora_merge_file_lbw(sd_ctx *ctx, sd_model *m, const char *path, double mul, const sd_lora_lbws *lbws,
+                           int index, size_t *n_te, size_t *n_unet)
+{
+    if (!lbws || !lbws->n) return sd_lora_merge_file(ctx, m, path, mul, n_te, n_unet);
+    if (m->cfg.family != SD_FAMILY_SDXL)
+        return sd_err(SD_EUSAGE, "--lbws: merging into an SD1/SD2 model (merge_lora.py) has no layer block weights; "
+                      "SDXL models (sdxl_merge_lora.py) and svd-merge have");
+    lbw_user u = { lbws, index };
+    size_t te = 0, un = 0;
+    int rc = sd_gen_lora_merge_sdxl_weighted(&m->unet, &m->unet_params, &m->te_params, path, mul, lbw_cb, &u, &te, &un);
+    if (rc && !strstr(sd_errmsg(), path)) sd_err_prefix(rc, "%s", path);
+    if (n_te) *n_te = rc ? 0 : te;
+    if (n_unet) *n_unet = rc ? 0 : un;
+    return rc;
+}

@@ -16,12 +16,18 @@
 #include <stddef.h>
 
 #include "models/sd_model.h"
+#include "train/lora_lbw.h"
 #include "tensor/ops.h"
 
 /* Errors name the file: cannot open/parse (SD_ENOTFOUND/SD_EIO/SD_EFORMAT), "no LoRA modules"
  * (SD_EFORMAT), a module naming no layer or not fitting it (SD_EFORMAT). *n_te / *n_unet (may
  * be NULL) count the merged modules. */
 int sd_lora_merge_file(sd_ctx *ctx, sd_model *m, const char *path, double mul, size_t *n_te, size_t *n_unet);
+/* sdxl_merge_lora.py --lbws: the same for an SDXL model with list `index` of `lbws` (train/lora_lbw.h,
+ * SDXL block names) multiplying each module's scale; SD_EUSAGE for an SD1/SD2 model (merge_lora.py
+ * has no --lbws). */
+int sd_lora_merge_file_lbw(sd_ctx *ctx, sd_model *m, const char *path, double mul, const sd_lora_lbws *lbws,
+                           int index, size_t *n_te, size_t *n_unet);
 
 /* sd_lora_merge (nn/lora_hook.h) into a weight of any storage dtype on the host (see above). */
 int sd_lora_merge_stored(sd_ctx *ctx, const sd_lora *l, sd_tensor *w, float mul);

@@ -420,6 +420,83 @@ int sd_lora_param_groups(const sd_lora_net_args *a, const sd_lora_ref *mods, con
     return SD_OK;
 }
 
+int sd_lora_param_groups_fa(const sd_lora_net_args *a, const sd_lora_ref *mods, const int *is_te, size_t n,
+                            double text_encoder_lr, double unet_lr, double default_lr, int unet_only,
+                            sd_lora_groups *g)
+{
+    memset(g, 0, sizeof *g);
+    size_t maxg = SD_LORA_MAX_BLOCKS + 4;
+    g->desc = calloc(maxg, sizeof *g->desc);
+    g->names = calloc(maxg, sizeof *g->names);
+    g->params = calloc(n + 1, sizeof *g->params);
+    if (!g->desc || !g->names || !g->params) {
+        sd_lora_groups_free(g);
+        return sd_err(SD_ENOMEM, "out of memory");
+    }
+    size_t used = 0;
+    /* pass 0: text encoder(s); pass 1: UNet (one group per block in order of first appearance with
+       block LR weights, else one) */
+    for (int pass = 0; pass < 2; pass++) {
+        int blocks = pass == 1 && a->has_lr_weight;
+        int seen[SD_LORA_MAX_BLOCKS + 2] = { 0 };
+        for (size_t i = 0; i < n; i++) {
+            if ((is_te[i] != 0) != (pass == 0)) continue;
+            int bi = blocks ? sd_lora_block_index(mods[i].name, a->is_sdxl) : 0;
+            int slot = bi < 0 || bi >= a->nblocks ? SD_LORA_MAX_BLOCKS + 1 : bi;
+            if (blocks && seen[slot]) continue;
+            seen[slot] = 1;
+            double lr = pass == 0 ? (isnan(text_encoder_lr) ? default_lr : text_encoder_lr)
+                                  : (isnan(unet_lr) ? default_lr : unet_lr);
+            /* get_lr_weight: 1.0 outside the blocks */
+            if (blocks && bi >= 0 && bi < a->nblocks) lr *= a->lr_weight[bi];
+            size_t first = used;
+            for (size_t j = i; j < n; j++) {
+                if ((is_te[j] != 0) != (pass == 0)) continue;
+                if (blocks && sd_lora_block_index(mods[j].name, a->is_sdxl) != bi) continue;
+                g->params[used++] = mods[j].lora->up;
+                if (!blocks) i = j;   /* one group: all modules taken */
+            }
+            if (blocks && lr == 0) { used = first; continue; }   /* block groups at LR 0 are dropped */
+            int k = g->n++;
+            if (pass == 0) g->te_named_apart = 1;
+            g->desc[k].lr = lr;
+            g->desc[k].params = g->params + first;
+            g->desc[k].count = used - first;
+        }
+    }
+    for (int k = 0; k < g->n; k++) {
+        /* train_network.py's names for a network without lr_descriptions */
+        int idx = k + (unet_only ? 0 : 1);
+        if (g->n > 2) snprintf(g->names[k], 64, "group%d", idx);
+        else snprintf(g->names[k], 64, "unet");
+        g->desc[k].name = g->names[k];
+    }
+    return SD_OK;
+}
+
+int sd_lora_fa_check_args(int is_sdxl, const char *const *items, int n)
+{
+    static const char *const plus[] = { "loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio" };
+    static const char *const blk[] = { "block_dims", "block_alphas", "conv_block_dims", "conv_block_alphas",
+                                       "down_lr_weight", "mid_lr_weight", "up_lr_weight" };
+    for (int i = 0; i < n; i++) {
+        char key[64];
+        const char *val;
+        int rc = sd_py_split_kv(items[i], key, sizeof key, &val);
+        if (rc) return sd_err_prefix(rc, "--network_args");
+        for (size_t j = 0; j < sizeof plus / sizeof *plus; j++)
+            if (!strcmp(key, plus[j]))
+                return sd_err(SD_EUSAGE, "--network_args %s: networks.lora_fa has no LoRA+ (networks.lora has)", key);
+        for (size_t j = 0; is_sdxl && j < sizeof blk / sizeof *blk; j++)
+            if (!strcmp(key, blk[j]))
+                return sd_err(SD_EUSAGE, "--network_args %s: networks.lora_fa has no SDXL block indices "
+                              "(its get_block_index knows SD1/SD2 names only)", key);
+        if (!strcmp(key, "mid_lr_weight") && strchr(val, ','))
+            return sd_err(SD_EUSAGE, "--network_args mid_lr_weight=%s: networks.lora_fa takes one number", val);
+    }
+    return SD_OK;
+}
+
 /* ---- max norm -------------------------------------------------------------------------------- */
 
 int sd_lora_max_norm(sd_ctx *ctx, const sd_lora_ref *mods, size_t n, double max_norm, int *keys_scaled,

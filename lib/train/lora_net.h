@@ -78,6 +78,8 @@ typedef struct sd_lora_groups {
     sd_optim_group_desc *desc;       /* n entries; names point into `names` */
     char (*names)[64];               /* "textencoder", "textencoder plus", "unet", "unet_block3 plus" */
     sd_param **params;               /* storage the descs point into */
+    int te_named_apart;              /* text-encoder modules are in a group not named "textencoder*"
+                                        (LoRA-FA's names) */
 } sd_lora_groups;
 
 /* Build the groups as LoRANetwork.prepare_optimizer_params does: text-encoder modules first
@@ -89,6 +91,23 @@ typedef struct sd_lora_groups {
 int sd_lora_param_groups(const sd_lora_net_args *a, const sd_lora_ref *mods, const int *is_te, size_t n,
                          double text_encoder_lr, double unet_lr, double default_lr, sd_lora_groups *g);
 void sd_lora_groups_free(sd_lora_groups *g);
+
+/* The groups of LoRA-FA (networks/lora_fa.py prepare_optimizer_params): the lora_up weights only
+ * (lora_down is frozen); the text-encoder group at text_encoder_lr (NAN: default_lr) and the UNet
+ * group at unet_lr (NAN: default_lr) are kept even at LR 0, block groups (block LR weights, SD1/SD2
+ * block indices) are dropped at LR 0; no LoRA+. It returns no LR descriptions, so train_network.py
+ * names the logged rates itself: group i is "unet" when there are at most two groups, else
+ * "group<i+1>" ("group<i>" with --network_train_unet_only). */
+int sd_lora_param_groups_fa(const sd_lora_net_args *a, const sd_lora_ref *mods, const int *is_te, size_t n,
+                            double text_encoder_lr, double unet_lr, double default_lr, int unet_only,
+                            sd_lora_groups *g);
+
+/* --network_args that networks/lora_fa.py lacks, refused (SD_EUSAGE naming the key) rather
+ * than ignored as its **kwargs would: loraplus_lr_ratio / loraplus_unet_lr_ratio /
+ * loraplus_text_encoder_lr_ratio (no LoRA+), on SDXL block_dims / block_alphas / conv_block_dims /
+ * conv_block_alphas / down_lr_weight / mid_lr_weight / up_lr_weight (its block indices know the
+ * SD1/SD2 names only), and a mid_lr_weight list (it takes one number). */
+int sd_lora_fa_check_args(int is_sdxl, const char *const *items, int n);
 
 /* ---- max-norm regularisation (§7.7, --scale_weight_norms) ---------------------------------------- */
 

@@ -154,11 +154,13 @@ int sd_lora_network_build(sd_lora_network *net, sd_ctx *ctx, sd_unet *u, sd_clip
         net->is_te[i] = x->is_te;
         net->refs[i].name = net->names[i];
         net->refs[i].lora = l;
+        if (o->fa) l->down->flags &= ~(unsigned)SD_PARAM_TRAINABLE;   /* LoRA-FA: only lora_up trains */
     }
     rc = sd_params_alloc(&net->reg, SD_DEV_CPU);
     if (rc) goto fail;
     for (size_t i = 0; i < c.n; i++) {
-        rc = sd_lora_init_weights(ctx, &net->mods[i], o->seed);
+        rc = o->fa ? sd_lora_init_weights_fa(ctx, &net->mods[i], o->seed)
+                   : sd_lora_init_weights(ctx, &net->mods[i], o->seed);
         if (rc) goto fail;
     }
     for (size_t i = 0; i < c.n; i++) {
@@ -178,6 +180,16 @@ fail:
     free(c.v);
     sd_lora_network_free(net);
     return rc ? rc : sd_err(SD_ENOMEM, "out of memory");
+}
+
+int sd_lora_network_reinit_fa_down(sd_lora_network *net, sd_ctx *ctx, uint64_t seed)
+{
+    net->rt.seed = seed;
+    for (size_t i = 0; i < net->n; i++) {
+        int rc = sd_lora_init_down_fa(&net->mods[i], seed);
+        if (rc) return rc;
+    }
+    return SD_OK;
 }
 
 void sd_lora_network_free(sd_lora_network *net)

@@ -37,6 +37,8 @@ typedef struct sd_lora_network_opts {
     uint64_t seed;                      /* initialisation and dropout streams */
     int sdxl;                           /* SDXL: UNet names from the ldm keys, lora_te1_* / lora_te2_* */
     sd_clip *te2;                       /* SDXL: the second text encoder (NULL otherwise) */
+    int fa;                             /* LoRA-FA (networks.lora_fa): lora_down normal-initialised
+                                           and frozen (no gradient, no optimizer state) */
 } sd_lora_network_opts;
 
 /* SDXL UNet module names: kohya names SDXL UNet modules by the SGM/ldm layer names
@@ -74,6 +76,8 @@ int sd_lora_network_candidates(sd_unet *u, sd_clip *te, const sd_lora_network_op
 /* Build, allocate, initialise and attach. te may be NULL. */
 int sd_lora_network_build(sd_lora_network *net, sd_ctx *ctx, sd_unet *u, sd_clip *te,
                           const sd_lora_network_opts *o);
+/* LoRA-FA: draw every module's lora_down again from `seed` (its initialisation; lora_up kept). */
+int sd_lora_network_reinit_fa_down(sd_lora_network *net, sd_ctx *ctx, uint64_t seed);
 /* Detach from the layers and free. */
 void sd_lora_network_free(sd_lora_network *net);
 

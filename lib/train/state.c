@@ -623,6 +623,12 @@ int sd_train_state_load2(const char *dir, sd_params *net, sd_params *net2, sd_op
  * value (none: unset); states written before it was a list record a number. */
 static jv effective(const char *key, jv v)
 {
+    /* --network_module networks.lora is the default */
+    if (!strcmp(key, "network_module") && jv_is_valid(v) && jv_get_kind(v) == JV_KIND_STRING &&
+        !strcmp(jv_string_value(v), "networks.lora")) {
+        jv_free(v);
+        return jv_null();
+    }
     if (strcmp(key, "text_encoder_lr") || !jv_is_valid(v) || jv_get_kind(v) != JV_KIND_ARRAY) return v;
     jv r = jv_array_length(jv_copy(v)) > 0 ? jv_array_get(jv_copy(v), 0) : jv_null();
     jv_free(v);

@@ -350,9 +350,17 @@ int sd_trainlog_write(FILE *fp, const sd_trainlog_rec *r)
     fputs(",\"avr_loss\":", fp);
     json_num(fp, r->avr_loss);
     fputs(",\"lr\":{", fp);
-    for (int i = 0; i < r->ngroups; i++) {
-        if (i) fputc(',', fp);
-        json_str(fp, r->lr_names && r->lr_names[i] ? r->lr_names[i] : "");
+    for (int i = 0, first = 1; i < r->ngroups; i++) {
+        const char *nm = r->lr_names && r->lr_names[i] ? r->lr_names[i] : "";
+        /* an object has one value per name: of groups with one name (LoRA-FA's "unet"), the last, as the
+           reference's logs dict keeps it */
+        int later = 0;
+        for (int j = i + 1; j < r->ngroups && !later; j++)
+            later = !strcmp(nm, r->lr_names && r->lr_names[j] ? r->lr_names[j] : "");
+        if (later) continue;
+        if (!first) fputc(',', fp);
+        first = 0;
+        json_str(fp, nm);
         fputc(':', fp);
         json_num(fp, r->lrs[i]);
     }

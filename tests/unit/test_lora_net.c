@@ -5,6 +5,7 @@
 
 #include "base/error.h"
 #include "test.h"
+#include "train/lora_lbw.h"
 #include "train/lora_net.h"
 #include "train_golden.h"
 
@@ -228,6 +229,132 @@ static void test_groups(void)
     sd_params_free(&g.reg);
 }
 
+/* LoRA-FA (networks/lora_fa.py prepare_optimizer_params): lora_up only; TE and UNet groups kept at LR 0,
+ * block groups at LR 0 dropped; names as train_network.py gives a network without lr_descriptions */
+static void test_groups_fa(void)
+{
+    gnet g;
+    sd_params_init(&g.reg);
+    for (int i = 0; i < 6; i++) {
+        T_EQ_INT(sd_lora_init(&g.l[i], &g.reg, gnames[i], i ? 4 : 6, i ? 3 : 5, 2, 1, 0, 1, 1, sd_conv2d_geom_make(1, 0), 0), 0);
+        g.ref[i].name = gnames[i];
+        g.ref[i].lora = &g.l[i];
+        g.is_te[i] = i == 0;
+    }
+    T_EQ_INT(sd_params_alloc(&g.reg, SD_DEV_CPU), 0);
+    sd_lora_net_args a;
+    sd_lora_groups G;
+    T_EQ_INT(sd_lora_net_args_parse(&a, 0, 2, 1, NULL, 0), 0);
+    /* plain: [TE ups] at default, [UNet ups] at unet_lr; two groups → both named "unet" */
+    T_EQ_INT(sd_lora_param_groups_fa(&a, g.ref, g.is_te, 6, NAN, 2e-4, 1e-4, 0, &G), 0);
+    T_EQ_INT(G.n, 2);
+    T_EQ_INT((int)G.desc[0].count, 1);
+    T_EQ_INT((int)G.desc[1].count, 5);
+    T_CHECK(G.desc[0].params[0] == g.l[0].up);
+    for (int j = 0; j < 5; j++) T_CHECK(G.desc[1].params[j] == g.l[j + 1].up);
+    T_NEAR(G.desc[0].lr, 1e-4, 0);
+    T_NEAR(G.desc[1].lr, 2e-4, 0);
+    T_EQ_STR(G.desc[0].name, "unet");
+    T_EQ_STR(G.desc[1].name, "unet");
+    T_EQ_INT(G.te_named_apart, 1);
+    sd_lora_groups_free(&G);
+    /* text_encoder_lr 0: the group stays (lr 0) */
+    T_EQ_INT(sd_lora_param_groups_fa(&a, g.ref, g.is_te, 6, 0.0, 0.0, 1e-4, 0, &G), 0);
+    T_EQ_INT(G.n, 2);
+    T_NEAR(G.desc[0].lr, 0.0, 0);
+    T_NEAR(G.desc[1].lr, 0.0, 0);
+    sd_lora_groups_free(&G);
+    /* block LR weights: one group per block in order of first appearance, LR 0 blocks dropped. The reference's
+       block index picks the weight (lora.py's lr_weight[idx] = lora_fa.py's down_lr_weight[idx] for idx < 12,
+       so the first down value belongs to no module): down_blocks_0_attentions_0 (block 1: 0.5),
+       up_blocks_3_attentions_2 (block 24: up[11] = 3), down_blocks_0_attentions_1 (block 2: 0, dropped),
+       mid (12: 1), down_blocks_1_attentions_0 (block 4: 0.25) */
+    const char *bl[] = { "down_lr_weight=7,0.5,0,1,0.25,1,1,1,1,1,1,1", "up_lr_weight=1,1,1,1,1,1,1,1,1,1,1,3" };
+    T_EQ_INT(sd_lora_net_args_parse(&a, 0, 2, 1, bl, 2), 0);
+    T_EQ_INT(sd_lora_param_groups_fa(&a, g.ref, g.is_te, 6, NAN, 1e-3, 1e-4, 0, &G), 0);
+    T_EQ_INT(G.n, 5);
+    static const double lr[5] = { 1e-4, 5e-4, 3e-3, 1e-3, 2.5e-4 };
+    static const int who[5] = { 0, 1, 2, 4, 5 };
+    for (int k = 0; k < 5 && k < G.n; k++) {
+        char nm[16];
+        snprintf(nm, sizeof nm, "group%d", k + 1);
+        T_EQ_STR(G.desc[k].name, nm);
+        T_CHECKF(fabs(G.desc[k].lr - lr[k]) <= 1e-15 * lr[k], "group %d lr %.17g", k, G.desc[k].lr);
+        T_EQ_INT((int)G.desc[k].count, 1);
+        T_CHECK(G.desc[k].params[0] == g.l[who[k]].up);
+    }
+    sd_lora_groups_free(&G);
+    /* --network_train_unet_only naming: from group0 */
+    T_EQ_INT(sd_lora_param_groups_fa(&a, g.ref + 1, g.is_te + 1, 5, NAN, 1e-3, 1e-4, 1, &G), 0);
+    T_EQ_INT(G.n, 4);
+    T_EQ_STR(G.desc[0].name, "group0");
+    T_EQ_INT(G.te_named_apart, 0);
+    sd_lora_groups_free(&G);
+    /* refusals */
+    const char *r1[] = { "loraplus_lr_ratio=4" }, *r2[] = { "block_dims=1,2" }, *r3[] = { "mid_lr_weight=1,2" };
+    T_EQ_INT(sd_lora_fa_check_args(0, r1, 1), SD_EUSAGE);
+    T_EQ_INT(sd_lora_fa_check_args(1, r2, 1), SD_EUSAGE);
+    T_EQ_INT(sd_lora_fa_check_args(0, r2, 1), 0);
+    T_EQ_INT(sd_lora_fa_check_args(0, r3, 1), SD_EUSAGE);
+    for (int i = 0; i < 6; i++) sd_lora_free(&g.l[i]);
+    sd_params_free(&g.reg);
+}
+
+/* svd_merge_lora.py get_lbw_block_index / format_lbws (hand-worked from the reference's code) */
+static void test_lbw(void)
+{
+    static const struct { const char *name; int sdxl, idx; } c[] = {
+        { "lora_te_text_model_encoder_layers_0_mlp_fc1", 0, 0 },
+        { "lora_te2_text_model_encoder_layers_3_self_attn_q_proj", 1, 0 },
+        { "lora_unet_down_blocks_0_resnets_0_conv1", 0, 2 },
+        { "lora_unet_down_blocks_2_attentions_1_proj_in", 0, 9 },
+        { "lora_unet_down_blocks_2_downsamplers_0_conv", 0, 10 },
+        { "lora_unet_down_blocks_3_resnets_1_conv2", 0, 12 },
+        { "lora_unet_mid_block_attentions_0_proj_out", 0, 13 },
+        { "lora_unet_up_blocks_0_resnets_2_conv1", 0, 16 },
+        { "lora_unet_up_blocks_0_upsamplers_0_conv", 0, 16 },
+        { "lora_unet_up_blocks_3_attentions_2_proj_out", 0, 25 },
+        { "lora_unet_up_blocks_1_downsamplers_0_conv", 0, -1 },
+        { "lora_unet_input_blocks_4_1_proj_in", 0, -1 },
+        { "lora_unet_input_blocks_4_1_proj_in", 1, 5 },
+        { "lora_unet_input_blocks_10_0_op", 1, 11 },
+        { "lora_unet_middle_block_1_proj_in", 1, 13 },
+        { "lora_unet_output_blocks_8_0_skip_connection", 1, 22 },
+        { "lora_unet_time_embed_0", 1, 1 },
+        { "lora_unet_out_2", 1, 23 },
+        { "lora_unet_down_blocks_0_resnets_0_conv1", 1, -1 },
+    };
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++)
+        T_CHECKF(sd_lora_lbw_block_index(c[i].name, c[i].sdxl) == c[i].idx, "%s sdxl %d: %d vs %d", c[i].name, c[i].sdxl,
+                 sd_lora_lbw_block_index(c[i].name, c[i].sdxl), c[i].idx);
+    sd_lora_lbws l;
+    const char *s17[] = { "[2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18]" };
+    T_EQ_INT(sd_lora_lbws_parse(&l, s17, 1), 0);
+    T_EQ_INT(l.sdxl_names, 0);
+    T_NEAR(sd_lora_lbw_weight(&l, 0, "lora_te_text_model_encoder_layers_0_mlp_fc1", 0), 2, 0);       /* BASE */
+    T_NEAR(sd_lora_lbw_weight(&l, 0, "lora_unet_down_blocks_0_resnets_0_conv1", 0), 3, 0);           /* IN01 */
+    T_NEAR(sd_lora_lbw_weight(&l, 0, "lora_unet_down_blocks_0_downsamplers_0_conv", 0), 1, 0);       /* IN03: not in 17 */
+    T_NEAR(sd_lora_lbw_weight(&l, 0, "lora_unet_mid_block_attentions_0_proj_out", 0), 9, 0);         /* MID */
+    T_NEAR(sd_lora_lbw_weight(&l, 0, "lora_unet_up_blocks_1_attentions_0_proj_out", 0), 10, 0);      /* OUT03 */
+    sd_lora_lbws_free(&l);
+    const char *s12[] = { "[true,false,1,1,1,1,1,1,1,1,1,1.5]", "[1,1,1,1,1,1,1,1,1,1,1,1]" };
+    T_EQ_INT(sd_lora_lbws_parse(&l, s12, 2), 0);
+    T_EQ_INT(l.sdxl_names, 1);
+    T_NEAR(sd_lora_lbw_weight(&l, 0, "lora_te1_text_model_encoder_layers_0_mlp_fc1", 1), 1, 0);
+    T_NEAR(sd_lora_lbw_weight(&l, 0, "lora_unet_input_blocks_4_1_proj_in", 1), 0, 0);                /* IN04 */
+    T_NEAR(sd_lora_lbw_weight(&l, 0, "lora_unet_input_blocks_5_1_proj_in", 1), 1, 0);                /* IN05 */
+    T_NEAR(sd_lora_lbw_weight(&l, 0, "lora_unet_input_blocks_3_0_op", 1), 1, 0);                     /* IN02: not in 12 */
+    T_NEAR(sd_lora_lbw_weight(&l, 0, "lora_unet_output_blocks_5_1_proj_in", 1), 1.5, 0);             /* OUT05 */
+    T_NEAR(sd_lora_lbw_weight(&l, 1, "lora_unet_output_blocks_5_1_proj_in", 1), 1, 0);
+    sd_lora_lbws_free(&l);
+    const char *bad[][2] = { { "[1,2]", NULL }, { "[1,1,1,1,1,1,1,1,1,1,1,\"x\"]", NULL }, { "1", NULL },
+                             { "[1,1,1,1,1,1,1,1,1,1,1,1]", "[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]" }, { "[1,", NULL } };
+    for (int i = 0; i < 5; i++) {
+        T_EQ_INT(sd_lora_lbws_parse(&l, bad[i], bad[i][1] ? 2 : 1), SD_EUSAGE);
+        T_CHECK(l.w == NULL);
+    }
+}
+
 /* ---- max norm ------------------------------------------------------------------------------------ */
 
 static void fill(const char *tag, const char *name, sd_param *p)
@@ -311,6 +438,8 @@ int main(void)
     T_RUN(test_block_index);
     T_RUN(test_args);
     T_RUN(test_groups);
+    T_RUN(test_groups_fa);
+    T_RUN(test_lbw);
     T_RUN(test_max_norm);
     tg_close(&g);
     T_DONE();
