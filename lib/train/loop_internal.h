@@ -18,6 +18,8 @@
 #define SD_TRAIN_LOOP_INTERNAL_H
 
 #include <stdint.h>
+
+#include "train/dylora.h"
 #include <stdio.h>
 
 #include "models/clip.h"
@@ -58,6 +60,8 @@ typedef struct run {
     sd_lora_net_args nargs;
     sd_lora_network net;
     int have_net;
+    sd_dylora dy;             /* --network_module networks.dylora: the rows the optimizer sees */
+    int have_dy;
     sd_lora_groups groups;
     sd_ti ti;                 /* --method ti (train/ti.h): the new token rows instead of a network */
     int have_ti;

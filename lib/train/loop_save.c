@@ -62,7 +62,7 @@ int loop_build_metadata(run *R)
     else v[SD_SS_LR_WARMUP_STEPS] = sd_pyv_int(0);
     if (rc) return rc;
     v[SD_SS_LR_SCHEDULER] = sd_pyv_str(R->sched_name);
-    v[SD_SS_NETWORK_MODULE] = sd_pyv_str("networks.lora");
+    v[SD_SS_NETWORK_MODULE] = sd_pyv_str(c->network_module ? c->network_module : "networks.lora");
     v[SD_SS_NETWORK_DIM] = sd_pyv_int(R->nargs.network_dim);
     v[SD_SS_NETWORK_ALPHA] = c->network_alpha_is_int ? sd_pyv_int((int64_t)R->nargs.network_alpha)
                                                      : sd_pyv_float(R->nargs.network_alpha);
