@@ -125,21 +125,17 @@ int sd_lora_dy_draw(const sd_lora *l)
 
 /* DyLoRA: the trained rows of this call and the factor sqrt(rank / (tr + unit)); the row mask
  * saved in a (allocated whether training or not, so the arena use matches the plan). */
-static int dy_prepare(sd_lora *l, sd_arena *a, float *f)
+static int dy_prepare(sd_ctx *ctx, sd_lora *l, sd_arena *a, float *f)
 {
     int tr = training(l) ? sd_lora_dy_draw(l) : l->rank - l->dy_unit;
     l->dy_tr = tr;
     *f = (float)((double)*f * sqrt((double)l->rank / (double)(tr + l->dy_unit)));
+    sd_tensor win;
     int rc = nn_tensor(a, &l->dy_rows, 1, (int64_t[]){ l->rank });
-    if (rc) return rc;
-    if ((size_t)l->rank > l->host_mask_cap) {
-        free(l->host_mask);
-        l->host_mask = malloc((size_t)l->rank * sizeof(float));
-        l->host_mask_cap = l->host_mask ? (size_t)l->rank : 0;
-        if (!l->host_mask) return sd_err(SD_ENOMEM, "LoRA mask: out of memory");
-    }
-    for (int j = 0; j < l->rank; j++) l->host_mask[j] = j >= tr && j < tr + l->dy_unit ? 1.0f : 0.0f;
-    return sd_tensor_upload(&l->dy_rows, l->host_mask, (size_t)l->rank * sizeof(float));
+    if (!rc) rc = sd_op_fill(ctx, &l->dy_rows, 0.0f);
+    if (!rc) rc = sd_tensor_narrow0(&l->dy_rows, tr, l->dy_unit, &win);
+    if (!rc) rc = sd_op_fill(ctx, &win, 1.0f);
+    return rc;
 }
 
 static int make_mask(sd_ctx *ctx, sd_lora *l, sd_arena *a, const sd_tensor *z, int kind, float f)
@@ -205,7 +201,7 @@ int sd_lora_forward(sd_ctx *ctx, sd_lora *l, sd_arena *save, sd_tensor *y, const
     size_t mark = sd_arena_mark(&ctx->scratch);
     sd_arena *A = save ? save : &ctx->scratch;
     /* saved tensors first (fixed order, always allocated so the arena use matches the plan) */
-    int rc = l->dy_unit > 0 ? dy_prepare(l, A, &f) : SD_OK;
+    int rc = l->dy_unit > 0 ? dy_prepare(ctx, l, A, &f) : SD_OK;
     l->factor = f;
     if (!rc) rc = nn_tensor(A, &l->zf, nd, zs);
     if (!rc && kind) rc = make_mask(ctx, l, A, &l->zf, kind, f);
