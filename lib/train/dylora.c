@@ -44,7 +44,7 @@ int sd_dylora_args_parse(sd_lora_net_args *a, int *unit, int network_dim, double
                                                "block_lr_zero_threshold", "rank_dropout", "module_dropout", "dropout" };
     for (size_t k = 0; k < sizeof unsupported / sizeof *unsupported; k++)
         if (arg_value(items, n, unsupported[k]))
-            return sd_err(SD_EUNSUPPORTED, "--network_args %s: not supported by networks.dylora (dylora.py has no %s)",
+            return sd_err(SD_EUSAGE, "--network_args %s: not supported by networks.dylora (dylora.py has no %s)",
                           unsupported[k], unsupported[k]);
     /* conv_dim, conv_alpha and the LoRA+ ratios as networks.lora reads them */
     int rc = sd_lora_net_args_parse(a, 0, network_dim, network_alpha, items, n);
@@ -61,7 +61,7 @@ int sd_dylora_args_parse(sd_lora_net_args *a, int *unit, int network_dim, double
                       "networks.dylora", a->conv_dim, a->network_dim);
     const char *ca = arg_value(items, n, "conv_alpha");
     if (ca && a->conv_dim > 0 && a->conv_alpha != a->network_alpha)
-        return sd_err(SD_EUNSUPPORTED, "--network_args conv_alpha=%s: networks.dylora gives the 3x3 conv modules "
+        return sd_err(SD_EUSAGE, "--network_args conv_alpha=%s: networks.dylora gives the 3x3 conv modules "
                       "network_alpha (%g), not conv_alpha: leave conv_alpha out or set it to network_alpha", ca,
                       a->network_alpha);
     a->conv_alpha = a->network_alpha;

@@ -29,7 +29,7 @@
  * network_alpha: refused unless equal to it), loraplus_lr_ratio / loraplus_unet_lr_ratio /
  * loraplus_text_encoder_lr_ratio. networks.lora's block_dims, block_alphas, conv_block_dims,
  * conv_block_alphas, down/mid/up_lr_weight, block_lr_zero_threshold, rank_dropout,
- * module_dropout and dropout are SD_EUNSUPPORTED (dylora.py does not implement them). `a` is
+ * module_dropout and dropout are SD_EUSAGE (dylora.py does not implement them). `a` is
  * filled for sd_lora_net_plan (conv_alpha = network_alpha); keys neither module knows are in
  * a->unknown. */
 int sd_dylora_args_parse(sd_lora_net_args *a, int *unit, int network_dim, double network_alpha,

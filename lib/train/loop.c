@@ -470,7 +470,7 @@ static void free_run(run *R)
 /* Options a resumed run must share with its state (the step budget may grow: --max_train_steps and
  * --max_train_epochs may change, as in the reference). */
 static const char *const resume_keys[] = {
-    "network_dim", "network_alpha", "network_args", "network_train_unet_only", "network_train_text_encoder_only",
+    "network_module", "network_dim", "network_alpha", "network_args", "network_train_unet_only", "network_train_text_encoder_only",
     "train_batch_size", "gradient_accumulation_steps", "lr_scheduler",
     "lr_warmup_steps", "lr_decay_steps", "lr_scheduler_num_cycles", "lr_scheduler_power",   /* the schedule */
     "lr_scheduler_timescale", "lr_scheduler_min_lr_ratio", "lr_scheduler_args",

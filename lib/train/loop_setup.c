@@ -445,15 +445,15 @@ static int dylora_check(run *R)
 {
     sd_train_config *c = R->c;
     if (R->sdxl)
-        return sd_err(SD_EUNSUPPORTED, "--network_module networks.dylora: SDXL is not supported (dylora.py names the "
+        return sd_err(SD_EUSAGE, "--network_module networks.dylora: SDXL is not supported (dylora.py names the "
                       "modules of both SDXL text encoders lora_te_*, so they collide)");
     if (c->network_dropout > 0)
-        return sd_err(SD_EUNSUPPORTED, "--network_dropout: not supported by networks.dylora (dylora.py has no dropout)");
+        return sd_err(SD_EUSAGE, "--network_dropout: not supported by networks.dylora (dylora.py has no dropout)");
     if (c->scale_weight_norms > 0)
-        return sd_err(SD_EUNSUPPORTED, "--scale_weight_norms: not supported by networks.dylora (DyLoRANetwork has no "
+        return sd_err(SD_EUSAGE, "--scale_weight_norms: not supported by networks.dylora (DyLoRANetwork has no "
                       "apply_max_norm_regularization)");
     if (c->dim_from_weights)
-        return sd_err(SD_EUNSUPPORTED, "--dim_from_weights: not supported with networks.dylora (dylora.py's "
+        return sd_err(SD_EUSAGE, "--dim_from_weights: not supported with networks.dylora (dylora.py's "
                       "create_network_from_weights drops the unit)");
     return SD_OK;
 }

@@ -208,12 +208,12 @@ static void test_args(void)
     T_EQ_INT(sd_dylora_args_parse(&a, &unit, 8, 4.0, bad_int, 1), SD_EUSAGE);
     T_EQ_INT(sd_dylora_args_parse(&a, &unit, 8, 4.0, bad_conv, 1), SD_EUSAGE);
     const char *ca[] = { "conv_dim=8", "conv_alpha=1" }, *ca_same[] = { "conv_dim=8", "conv_alpha=4" };
-    T_EQ_INT(sd_dylora_args_parse(&a, &unit, 8, 4.0, ca, 2), SD_EUNSUPPORTED);
+    T_EQ_INT(sd_dylora_args_parse(&a, &unit, 8, 4.0, ca, 2), SD_EUSAGE);
     T_EQ_INT(sd_dylora_args_parse(&a, &unit, 8, 4.0, ca_same, 2), 0);
     const char *unsup[][1] = { { "rank_dropout=0.1" }, { "module_dropout=0.1" }, { "block_dims=" }, { "down_lr_weight=1" },
                                { "dropout=0.1" } };
     for (size_t i = 0; i < sizeof unsup / sizeof *unsup; i++) {
-        T_EQ_INT(sd_dylora_args_parse(&a, &unit, 8, 4.0, unsup[i], 1), SD_EUNSUPPORTED);
+        T_EQ_INT(sd_dylora_args_parse(&a, &unit, 8, 4.0, unsup[i], 1), SD_EUSAGE);
         T_CHECK(strstr(sd_errmsg(), "networks.dylora") != NULL);
     }
 }
