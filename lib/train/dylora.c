@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "io/safetensors.h"
+#include "train/lora_file.h"
 #include "train/pyfmt.h"
 
 /* the last value of `key` among the items (a dict: last wins), NULL when absent */
@@ -251,4 +253,100 @@ int sd_dylora_param_groups(const sd_dylora *d, const sd_lora_net_args *a, const 
     if (net->n_te) assemble(d, net, 1, isnan(text_encoder_lr) ? default_lr : text_encoder_lr, te_ratio, "textencoder", g, &used);
     if (net->n_unet) assemble(d, net, 0, isnan(unet_lr) ? default_lr : unet_lr, un_ratio, "unet", g, &used);
     return SD_OK;
+}
+
+/* ---- extract_lora_from_dylora.py ------------------------------------------------------------------ */
+
+static int split_one(const sd_safetensors *st, const char *out, int rank, int64_t max_rank, uint8_t **bufs)
+{
+    sd_safetensors_writer *w = NULL;
+    int rc = sd_safetensors_writer_new(&w);
+    const size_t nt = sd_safetensors_count(st);
+    for (size_t i = 0; i < nt && !rc; i++) {
+        const sd_st_tensor *t = sd_safetensors_at(st, i);
+        int64_t shape[SD_ST_MAX_DIMS];
+        memcpy(shape, t->shape, sizeof shape);
+        const size_t es = sd_st_dtype_size(t->dtype);
+        const void *data = t->data;
+        if (strstr(t->name, "lora_down") && t->ndim >= 1 && shape[0] > rank) {
+            shape[0] = rank;   /* value[:rank]: a prefix */
+        } else if (strstr(t->name, "lora_up") && t->ndim >= 2 && shape[1] > rank) {
+            /* value[:, :rank].contiguous() */
+            int64_t inner = 1;
+            for (int d = 2; d < t->ndim; d++) inner *= shape[d];
+            const size_t src_row = (size_t)(shape[1] * inner) * es, dst_row = (size_t)(rank * inner) * es;
+            uint8_t *b = malloc(dst_row * (size_t)shape[0] + 1);
+            if (!b) {
+                rc = sd_err(SD_ENOMEM, "out of memory");
+                break;
+            }
+            for (int64_t o = 0; o < shape[0]; o++) memcpy(b + (size_t)o * dst_row, (const uint8_t *)t->data + (size_t)o * src_row, dst_row);
+            bufs[i] = b;
+            data = b;
+            shape[1] = rank;
+        }
+        rc = sd_safetensors_writer_add(w, t->name, t->dtype, t->ndim, shape, data);
+    }
+    const char *oc = sd_safetensors_meta_get(st, "ss_training_comment");
+    size_t cl = (oc ? strlen(oc) : 0) + 96;
+    char *comment = rc ? NULL : malloc(cl);
+    if (!rc && !comment) rc = sd_err(SD_ENOMEM, "out of memory");
+    char dim[24];
+    snprintf(dim, sizeof dim, "%d", rank);
+    if (!rc) snprintf(comment, cl, "split from DyLoRA, rank %lld to %d; %s", (long long)max_rank, rank, oc ? oc : "");
+    const size_t nm = sd_safetensors_meta_count(st);
+    for (size_t j = 0; j < nm && !rc; j++) {
+        const char *key, *val;
+        sd_safetensors_meta_at(st, j, &key, &val);
+        if (!strcmp(key, "ss_training_comment")) val = comment;
+        else if (!strcmp(key, "ss_network_dim")) val = dim;
+        rc = sd_safetensors_writer_set_meta(w, key, val);
+    }
+    if (!rc) rc = sd_safetensors_writer_set_meta(w, "ss_training_comment", comment);
+    if (!rc) rc = sd_safetensors_writer_set_meta(w, "ss_network_dim", dim);
+    if (!rc) rc = sd_lora_writer_add_hashes(w, out);
+    if (!rc) rc = sd_safetensors_writer_write(w, out);
+    free(comment);
+    sd_safetensors_writer_free(w);
+    for (size_t i = 0; i < nt; i++) free(bufs[i]), bufs[i] = NULL;
+    return rc;
+}
+
+int sd_dylora_split(const char *src, const char *save_to, int unit, int *nfiles)
+{
+    if (nfiles) *nfiles = 0;
+    if (unit < 1) return sd_err(SD_EUSAGE, "unit %d: must be >= 1", unit);
+    sd_safetensors *st = NULL;
+    int rc = sd_safetensors_open(src, &st);
+    if (rc) return rc;
+    int64_t max_rank = 0;
+    const size_t nt = sd_safetensors_count(st);
+    for (size_t i = 0; i < nt; i++) {
+        const sd_st_tensor *t = sd_safetensors_at(st, i);
+        if (strstr(t->name, "lora_down") && t->ndim >= 1 && t->shape[0] > max_rank) max_rank = t->shape[0];
+    }
+    if (!max_rank) {
+        sd_safetensors_close(st);
+        return sd_err(SD_EFORMAT, "%s: no lora_down tensors (not a LoRA file)", src);
+    }
+    /* splitext: the extension is the last dot of the last path component (not a leading one) */
+    const char *slash = strrchr(save_to, '/'), *bn = slash ? slash + 1 : save_to;
+    while (*bn == '.') bn++;
+    const char *dot = strrchr(bn, '.');
+    size_t stem = dot ? (size_t)(dot - save_to) : strlen(save_to);
+    const char *ext = dot ? dot : "";
+    uint8_t **bufs = calloc(nt + 1, sizeof *bufs);
+    char *out = malloc(strlen(save_to) + 32);
+    if (!bufs || !out) rc = sd_err(SD_ENOMEM, "out of memory");
+    int n = 0;
+    for (int64_t rank = unit; rank < max_rank && !rc; rank += unit) {
+        snprintf(out, strlen(save_to) + 32, "%.*s-%04d%s", (int)stem, save_to, (int)rank, ext);
+        rc = split_one(st, out, (int)rank, max_rank, bufs);
+        if (!rc) n++;
+    }
+    if (nfiles) *nfiles = n;
+    free(out);
+    free(bufs);
+    sd_safetensors_close(st);
+    return rc;
 }

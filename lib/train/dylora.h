@@ -66,4 +66,13 @@ int sd_dylora_from_rows(const sd_dylora *d, sd_lora_network *net);
 const uint8_t *sd_dylora_skip_mask(sd_dylora *d, const sd_optim *o);
 void sd_dylora_clear_touched(sd_dylora *d);
 
+/* networks/extract_lora_from_dylora.py: from the DyLoRA (or any LoRA) file `src`, one file per
+ * rank unit, 2·unit, … below the largest lora_down rank R: <save_to without its extension>-<rank
+ * as %04d><extension>, where every tensor whose name contains "lora_down" keeps its first `rank`
+ * rows, every "lora_up" its first `rank` columns (both whole when smaller), and every other tensor
+ * (alpha …) is copied, all in their own dtype. Metadata: the source's with ss_training_comment
+ * "split from DyLoRA, rank R to <rank>; <old comment>" and ss_network_dim "<rank>", and the
+ * sshs_* hashes of that file. *nfiles (may be NULL) counts the files written; 0 when R <= unit. */
+int sd_dylora_split(const char *src, const char *save_to, int unit, int *nfiles);
+
 #endif
