@@ -3,7 +3,7 @@
 # file has networks.lora's keys and shapes (a plain LoRA file) with ss_network_module
 # networks.dylora and ss_network_args; the rows trained differ from networks.lora's result; --threads
 # 1 and 2 and --gradient_checkpointing give the same bytes (the rank draws are Philox, the same in the
-# recompute); a resumed run gives the bytes of the straight one; --network_weights loads every row
+# recompute); a resumed run gives the bytes of the straight one (with gradient accumulation too); --network_weights loads every row
 # (UNet modules at LR 0 come out as loaded); Adafactor and a ScheduleFree optimizer run on the rows;
 # what dylora.py does not implement is refused with exit 2 and one line.
 set -u
@@ -93,6 +93,14 @@ assert 'lora_te_text_model_encoder_layers_0_mlp_fc1.lora_A.3.exp_avg' in h and '
   [ $rc -ne 0 ] && grep -q 'network_args' r3.err && ok train_dylora_resume_other_unit ||
     nok train_dylora_resume_other_unit "rc $rc: $(tail -1 r3.err)"
 else nok train_dylora_resume "no state $st"; fi
+
+# gradient accumulation: the rows of both micro batches train; resumed from step 1 the same bytes
+D --output_dir ga1 --network_args unit=2 --gradient_accumulation_steps 2 --max_train_steps 2 --save_state \
+  --save_every_n_steps 1 2> ga1.err
+D --output_dir ga2 --network_args unit=2 --gradient_accumulation_steps 2 --max_train_steps 2 \
+  --resume ga1/at-step00000001-state 2> ga2.err
+[ -f ga1/last.safetensors ] && cmp -s ga1/last.safetensors ga2/last.safetensors && ok train_dylora_accum_resume ||
+  nok train_dylora_accum_resume "$(tail -1 ga1.err) / $(tail -1 ga2.err)"
 
 # ---- --network_weights: every row loaded (UNet at LR 0: not trained, written back as read) ----------------------
 D --output_dir w1 --network_args unit=2 conv_dim=4 --network_weights d1/last.safetensors --unet_lr 0 2> w1.err

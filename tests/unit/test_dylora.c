@@ -92,8 +92,22 @@ static void test_golden_steps(void)
     sd_lora_net_args a;
     memset(&a, 0, sizeof a);
     sd_lora_groups grp;
+    /* LoRA+: the lora_B rows of every module in the " plus" group at lr × ratio; without it each
+       module's A rows then its B rows (named_parameters order) */
+    a.loraplus_lr_ratio = 4;
+    T_EQ_INT(sd_dylora_param_groups(&dy, &a, &net, NAN, NAN, 1e-2, &grp), 0);
+    T_EQ_INT(grp.n, 2);
+    if (grp.n == 2) {
+        T_CHECK(!strcmp(grp.desc[1].name, "unet plus") && fabs(grp.desc[1].lr - 4e-2) < 1e-12);
+        T_EQ_INT((int)grp.desc[0].count, 8);
+        T_CHECK(!strcmp(grp.desc[0].params[4]->key, "conv.lora_A.0"));
+        T_CHECK(!strcmp(grp.desc[1].params[3]->key, "lin.lora_B.3") && !strcmp(grp.desc[1].params[4]->key, "conv.lora_B.0"));
+    }
+    sd_lora_groups_free(&grp);
+    a.loraplus_lr_ratio = 0;
     T_EQ_INT(sd_dylora_param_groups(&dy, &a, &net, NAN, NAN, 1e-2, &grp), 0);
     T_EQ_INT(grp.n, 1);
+    T_CHECK(!strcmp(grp.desc[0].params[4]->key, "lin.lora_B.0") && !strcmp(grp.desc[0].params[8]->key, "conv.lora_A.0"));
     sd_optim_config cfg;
     sd_optim_config_default(&cfg, SD_OPTIM_ADAMW);
     cfg.lr = 1e-2;
