@@ -9,6 +9,7 @@
  *   sd-model merge-models --models A.safetensors B.safetensors... [--ratios R...] --output OUT.safetensors
  *   sd-model resize --model LORA.safetensors --save_to OUT.safetensors --new_rank N [--dynamic_method M ...]
  *   sd-model extract --model_org A --model_tuned B --save_to OUT.safetensors [--dim N --conv_dim N ...]
+ *   sd-model extract-dylora --model DYLORA.safetensors --save_to OUT.safetensors --unit N
  *
  * The loading logic lives in lib/models/sd_model.c (shared with the other tools); this file only
  * parses options, moves .npy arrays in and out and prints. */
@@ -38,6 +39,7 @@
 #include "models/sd_model.h"
 #include "tensor/tensor.h"
 #include "text/clip_tokenizer.h"
+#include "train/dylora.h"
 #include "train/lora_combine.h"
 #include "train/lora_extract.h"
 #include "train/lora_file.h"
@@ -72,6 +74,7 @@ static struct {
     int dim, conv_dim, sdxl, load_precision;
     double clamp_quantile, min_diff;
     int threads;
+    int unit;
 } a;
 
 static const sd_opt table[] = {
@@ -164,6 +167,9 @@ static const sd_opt table[] = {
     {.name = "svd_lowrank_niter", .type = SD_OPT_INT, .dest = &a.svd_lowrank_niter, .def = "2", SD_OPT_RANGE(0, 1000),
      .group = "Resize", .flags = SD_OPTF_HIDDEN,
      .help = "resize_lora.py option: the SVD here is always exact (ignored)"},
+    {.name = "unit", .type = SD_OPT_INT, .dest = &a.unit, SD_OPT_RANGE(1, 1 << 20), .metavar = "N",
+     .group = "Extract DyLoRA", .help = "extract-dylora: the rank step (required): one file per rank N, 2N, ... below "
+                                        "the file's largest rank"},
     {.name = "model_org", .type = SD_OPT_STRING, .dest = &a.model_org, .metavar = "MODEL", .group = "Extract",
      .help = "extract: the original checkpoint (.safetensors, .ckpt or Diffusers folder)"},
     {.name = "model_tuned", .type = SD_OPT_STRING, .dest = &a.model_tuned, .metavar = "MODEL", .group = "Extract",
@@ -1762,11 +1768,12 @@ int main(int argc, char **argv)
     a.load_precision = -1;
     a.seed = -1;
     a.saving_precision = -1;
+    a.unit = -1;
     sd_opts o;
     if (sd_opts_init(&o, PROG, table) < 0) return sd_fatal(1);
     o.flags = SD_OPTS_CONFIG;
     o.usage = "info MODEL... | convert MODEL -o OUT.safetensors|OUTDIR [--to diffusers] | run clip|vae-encode|vae-decode|unet --model MODEL "
-              "[OPTIONS] -o OUT.npy | merge [--sd_model MODEL] --models LORA... --ratios R... --save_to OUT.safetensors [--concat] | svd-merge --models LORA... --ratios R... --save_to OUT.safetensors --new_rank N [--lbws LIST...] | merge-models --models MODEL... [--ratios R...] -o OUT.safetensors | resize --model LORA --save_to OUT.safetensors --new_rank N | extract --model_org MODEL --model_tuned MODEL --save_to OUT.safetensors [--dim N]";
+              "[OPTIONS] -o OUT.npy | merge [--sd_model MODEL] --models LORA... --ratios R... --save_to OUT.safetensors [--concat] | svd-merge --models LORA... --ratios R... --save_to OUT.safetensors --new_rank N [--lbws LIST...] | merge-models --models MODEL... [--ratios R...] -o OUT.safetensors | resize --model LORA --save_to OUT.safetensors --new_rank N | extract --model_org MODEL --model_tuned MODEL --save_to OUT.safetensors [--dim N] | extract-dylora --model DYLORA --save_to OUT.safetensors --unit N";
     o.description =
         "Inspects, converts and runs SD1.x/SD2.x/SDXL checkpoints (single-file .safetensors, legacy .ckpt, Diffusers "
         "folders).\n"
@@ -1779,7 +1786,8 @@ int main(int argc, char **argv)
         "  svd-merge LoRA files merged into one LoRA of --new_rank by SVD of the summed products (svd_merge_lora.py)\n"
         "  merge-models  checkpoints averaged key by key with --ratios (tools/merge_models.py)\n"
         "  resize    a LoRA file reduced to a lower rank by SVD (resize_lora.py)\n"
-        "  extract   a LoRA approximating tuned - original by SVD (extract_lora_from_models.py)";
+        "  extract   a LoRA approximating tuned - original by SVD (extract_lora_from_models.py)\n"
+        "  extract-dylora  a DyLoRA file cut into LoRA files of rank unit, 2*unit, ... (extract_lora_from_dylora.py)";
     o.epilog = "Exit status: 0 success, 1 fatal error, 2 usage error.\nSee sd-model(1).";
     int ex = sd_cmdline_main(&o, argc, argv);
     if (ex >= 0) {
@@ -1788,7 +1796,7 @@ int main(int argc, char **argv)
     }
     int rc = 0;
     if (o.npos < 1) {
-        rc = usage_error("missing subcommand (info, convert, run, merge, svd-merge, merge-models, resize or extract)");
+        rc = usage_error("missing subcommand (info, convert, run, merge, svd-merge, merge-models, resize, extract or extract-dylora)");
         goto done;
     }
     const char *cmd = o.pos[0];
@@ -1975,9 +1983,30 @@ int main(int argc, char **argv)
             if (sd_opts_source(&o, noop[i]) == SD_SRC_CMDLINE || sd_opts_source(&o, noop[i]) == SD_SRC_CONFIG)
                 sd_info("--%s: no effect: the models are loaded and the SVD runs on the CPU", noop[i]);
         rc = extract_lora(a.model_org, a.model_tuned, out);
+    } else if (!strcmp(cmd, "extract-dylora") || !strcmp(cmd, "extract_dylora")) {
+        const char *src = a.model, *out = a.save_to ? a.save_to : a.output;
+        size_t ol = out ? strlen(out) : 0;
+        if (!src && o.npos > 1) src = o.pos[1];
+        if (o.npos > (a.model ? 1 : 2))
+            rc = usage_error("extract-dylora: unexpected argument '%s' (name the files with --model and --save_to)",
+                             o.pos[a.model ? 1 : 2]);
+        else if (!src) rc = usage_error("extract-dylora: --model DYLORA.safetensors is required");
+        else if (!out) rc = usage_error("extract-dylora: --save_to OUT.safetensors is required");
+        else if (ol < 12 || strcmp(out + ol - 12, ".safetensors"))
+            rc = usage_error("extract-dylora: --save_to %s: only .safetensors output is written (not .ckpt/.pt)", out);
+        else if (a.unit < 1) rc = usage_error("extract-dylora: --unit N is required");
+        if (rc) goto done;
+        int nf = 0;
+        rc = sd_dylora_split(src, out, a.unit, &nf);
+        if (rc) rc = fatal(rc);   /* the message names the file */
+        else if (!nf) {
+            sd_warn("%s: its largest rank is not above --unit %d: no file written", src, a.unit);
+        } else {
+            sd_info("%s: %d files written (ranks %d to %d)", src, nf, a.unit, nf * a.unit);
+        }
     } else {
-        rc = usage_error("unknown subcommand '%s' (info, convert, run, merge, svd-merge, merge-models, resize or "
-                         "extract)", cmd);
+        rc = usage_error("unknown subcommand '%s' (info, convert, run, merge, svd-merge, merge-models, resize, "
+                         "extract or extract-dylora)", cmd);
     }
 done:
     sd_opts_free(&o);

@@ -46,6 +46,7 @@ enum sd_rng_purpose {
     SD_RNG_INIT = 10,          /* parameter initialisation */
     SD_RNG_SAMPLER = 11,       /* sampling (image generation) noise */
     SD_RNG_LATENT = 12,        /* VAE latent_dist.sample() */
+    SD_RNG_DYLORA = 13,        /* DyLoRA's trained rank rows per module call */
     SD_RNG_USER = 1000,
 };
 

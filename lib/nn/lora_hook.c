@@ -125,14 +125,40 @@ size_t sd_lora_saved_bytes(const sd_lora *l, int64_t y_numel, int64_t rows)
 {
     int64_t zn = y_numel / l->out * l->rank;
     int mk = mask_kind(l);
-    return nn_bytes(zn) + (mk == 2 ? nn_bytes(zn) : mk == 1 ? nn_bytes(rows * l->rank) : 0);
+    return nn_bytes(zn) + (mk == 2 ? nn_bytes(zn) : mk == 1 ? nn_bytes(rows * l->rank) : 0) +
+           (l->dy_unit > 0 ? nn_bytes(l->rank) : 0);
 }
 
 size_t sd_lora_scratch_bytes(const sd_lora *l, int64_t y_numel, int64_t rows)
 {
     int64_t zn = y_numel / l->out * l->rank;
-    /* forward: z (+ zf and mask when not saving); backward: dzf and dz */
-    return 2 * nn_bytes(zn) + sd_lora_saved_bytes(l, y_numel, rows);
+    /* forward: z (+ zf and mask when not saving); backward: dzf and dz (DyLoRA: and the whole-rank
+       weight gradients before the trained rows are taken from them) */
+    size_t dy = l->dy_unit > 0 ? nn_bytes(sd_tensor_numel(&l->up->value)) + nn_bytes(sd_tensor_numel(&l->down->value)) : 0;
+    return 2 * nn_bytes(zn) + sd_lora_saved_bytes(l, y_numel, rows) + dy;
+}
+
+int sd_lora_dy_draw(const sd_lora *l)
+{
+    /* random.randint(0, lora_dim - 1), then down to a multiple of unit */
+    sd_rng g = sd_rng_key(l->rt->seed, l->rt->step, l->id, SD_RNG_DYLORA);
+    int tr = (int)sd_rng_below_at(&g, 0, (uint64_t)l->rank);
+    return tr - tr % l->dy_unit;
+}
+
+/* DyLoRA: the trained rows of this call and the factor sqrt(rank / (tr + unit)); the row mask
+ * saved in a (allocated whether training or not, so the arena use matches the plan). */
+static int dy_prepare(sd_ctx *ctx, sd_lora *l, sd_arena *a, float *f)
+{
+    int tr = training(l) ? sd_lora_dy_draw(l) : l->rank - l->dy_unit;
+    l->dy_tr = tr;
+    *f = (float)((double)*f * sqrt((double)l->rank / (double)(tr + l->dy_unit)));
+    sd_tensor win;
+    int rc = nn_tensor(a, &l->dy_rows, 1, (int64_t[]){ l->rank });
+    if (!rc) rc = sd_op_fill(ctx, &l->dy_rows, 0.0f);
+    if (!rc) rc = sd_tensor_narrow0(&l->dy_rows, tr, l->dy_unit, &win);
+    if (!rc) rc = sd_op_fill(ctx, &win, 1.0f);
+    return rc;
 }
 
 static int make_mask(sd_ctx *ctx, sd_lora *l, sd_arena *a, const sd_tensor *z, int kind, float f)
@@ -192,14 +218,15 @@ int sd_lora_forward(sd_ctx *ctx, sd_lora *l, sd_arena *save, sd_tensor *y, const
     }
     float f = l->multiplier * l->alpha / (float)l->rank;
     int kind = mask_kind(l);
-    l->factor = f;
     int nd;
     int64_t zs[SD_MAX_DIMS];
     z_shape(l, y, &nd, zs);
     size_t mark = sd_arena_mark(&ctx->scratch);
     sd_arena *A = save ? save : &ctx->scratch;
     /* saved tensors first (fixed order, always allocated so the arena use matches the plan) */
-    int rc = nn_tensor(A, &l->zf, nd, zs);
+    int rc = l->dy_unit > 0 ? dy_prepare(ctx, l, A, &f) : SD_OK;
+    l->factor = f;
+    if (!rc) rc = nn_tensor(A, &l->zf, nd, zs);
     if (!rc && kind) rc = make_mask(ctx, l, A, &l->zf, kind, f);
     else l->mask.data = NULL;
     if (rc || l->skipped) goto out;
@@ -245,7 +272,19 @@ int sd_lora_backward(sd_ctx *ctx, sd_lora *l, sd_tensor *dx, const sd_tensor *dy
     if (!dx && !ddown && !dup) return SD_OK;
     size_t mark = sd_arena_mark(&ctx->scratch);
     sd_tensor dzf, dz, up_w = l->up->value, dup_v, down_w = l->down->value, ddown_v;
-    int rc = nn_tensor(&ctx->scratch, &dzf, l->zf.ndim, l->zf.shape);
+    sd_tensor *gup = dup, *gdown = ddown, tup, tdown;   /* DyLoRA: whole-rank gradients first */
+    int rc = SD_OK;
+    if (l->dy_unit > 0 && dup) {
+        rc = nn_tensor(&ctx->scratch, &tup, up_w.ndim, up_w.shape);
+        if (!rc) rc = sd_op_fill(ctx, &tup, 0.0f);
+        dup = &tup;
+    }
+    if (!rc && l->dy_unit > 0 && ddown) {
+        rc = nn_tensor(&ctx->scratch, &tdown, down_w.ndim, down_w.shape);
+        if (!rc) rc = sd_op_fill(ctx, &tdown, 0.0f);
+        ddown = &tdown;
+    }
+    if (!rc) rc = nn_tensor(&ctx->scratch, &dzf, l->zf.ndim, l->zf.shape);
     if (!rc) rc = nn_tensor(&ctx->scratch, &dz, l->zf.ndim, l->zf.shape);
     if (!rc) rc = sd_op_fill(ctx, &dzf, 0.0f);
     if (!rc) rc = sd_op_fill(ctx, &dz, 0.0f);
@@ -273,6 +312,18 @@ int sd_lora_backward(sd_ctx *ctx, sd_lora *l, sd_tensor *dx, const sd_tensor *dy
         if (!rc) rc = sd_op_linear_bwd(ctx, dx, ddown ? &ddown_v : NULL, NULL, &dz, x, &d2);
     }
 out:
+    if (!rc && l->dy_unit > 0 && (gup || gdown)) {
+        /* only the rows tr .. tr+unit-1 get a gradient (the reference's requires_grad) */
+        int nu = gup ? gup->ndim : 2, ndn = gdown ? gdown->ndim : 2;
+        int64_t su[4] = { 1, l->rank, 1, 1 }, sdn[4] = { l->rank, 1, 1, 1 };
+        sd_tensor mu, md;
+        rc = sd_tensor_reshape(&l->dy_rows, nu, su, &mu);
+        if (!rc) rc = sd_tensor_reshape(&l->dy_rows, ndn, sdn, &md);
+        if (!rc && gup) rc = sd_op_mul_bwd(ctx, gup, NULL, &tup, &tup, &mu);
+        if (!rc && gdown) rc = sd_op_mul_bwd(ctx, gdown, NULL, &tdown, &tdown, &md);
+        for (int j = l->dy_tr; !rc && l->dy_touched && j < l->dy_tr + l->dy_unit && j < l->rank; j++)
+            l->dy_touched[j] = 1;
+    }
     sd_arena_reset(&ctx->scratch, mark);
     return rc;
 }

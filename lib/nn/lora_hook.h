@@ -13,6 +13,15 @@
  * from the Philox stream (rt->seed, rt->step, id, SD_RNG_DROPOUT), so a recomputation (gradient
  * checkpointing) or a resumed run draws the same masks.
  *
+ * DyLoRA (kohya networks/dylora.py; dy_unit > 0): the module holds `rank` rows; every training
+ * forward draws trainable_rank tr = randint(0, rank-1) rounded down to a multiple of dy_unit from
+ * the stream (rt->seed, rt->step, id, SD_RNG_DYLORA) (value 0, sd_rng_below_at), computes the
+ * FULL branch with f = multiplier · scale · sqrt(rank / (tr + unit)), and its backward adds weight
+ * gradients only to the rows tr .. tr+unit-1 (rows of down, columns of up; the other rows get
+ * none, dx gets the full product's) and sets dy_touched[row] = 1 for them. A recomputation
+ * (gradient checkpointing) draws the same rows. Outside training the branch is the whole-rank
+ * LoRA (tr + unit = rank: f = multiplier · scale), as the saved file is used.
+ *
  * The host layer calls sd_lora_forward() after computing base(x) into y, and sd_lora_backward()
  * next to its own backward. Implementation: z = down(x); zf = z · f · mask (f = multiplier ·
  * scale, mask includes the dropout factors) is saved; y += up(zf). Backward: dup += dyᵀ·zf,
@@ -50,7 +59,15 @@ typedef struct sd_lora {
     float factor;
     float *host_mask;         /* host staging for mask draws (grown once, reused) */
     size_t host_mask_cap;
+    /* DyLoRA (0: a plain LoRA module) */
+    int dy_unit;
+    int dy_tr;                /* trainable_rank of the last training forward */
+    uint8_t *dy_touched;      /* rank flags (owned by the caller, may be NULL): rows given a gradient */
+    sd_tensor dy_rows;        /* saved: 1 for the rows tr..tr+unit-1, 0 else ([rank] floats) */
 } sd_lora;
+
+/* DyLoRA's trainable_rank for the module's call at rt->step (training). */
+int sd_lora_dy_draw(const sd_lora *l);
 
 /* Register `name.lora_down.weight` and `name.lora_up.weight` (trainable) in `reg` for a host
  * with `in` inputs and `out` outputs. conv = 1: a k×k conv host with geometry g (down gets the

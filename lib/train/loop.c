@@ -95,7 +95,9 @@ static int sf_mode(run *R, int train)
 {
     if (R->is_full || R->have_ti || !sd_optim_is_schedulefree(R->ocfg.kind)) return SD_OK;
     int rc = R->dev_optim ? SD_OK : loop_net_to(R, SD_DEV_CPU);
+    if (!rc && R->have_dy) rc = sd_dylora_to_rows(&R->dy, &R->net, 0);   /* the swap runs on the rows */
     if (!rc) rc = train ? sd_optim_sf_train(&R->opt) : sd_optim_sf_eval(&R->opt);
+    if (!rc && R->have_dy) rc = sd_dylora_from_rows(&R->dy, &R->net);
     if (!rc && !R->dev_optim) rc = loop_net_to(R, R->dev);
     return rc;
 }
@@ -424,6 +426,7 @@ static void free_run(run *R)
     if (R->have_opt) sd_optim_free(&R->opt);
     sd_lora_groups_free(&R->groups);
     sd_full_free(&R->full);
+    if (R->have_dy) sd_dylora_free(&R->dy);
     if (R->have_net) sd_lora_network_free(&R->net);
     if (R->have_ti2) sd_ti_free(&R->ti2);
     if (R->have_ti) sd_ti_free(&R->ti);
@@ -761,7 +764,7 @@ trained_set:;
        the step through the device ops (the same bytes: a check of that path) */
     const char *dop = getenv("SD_DEVICE_OPTIM");
     int want_dev = dop && *dop ? strcmp(dop, "0") != 0 : R->dev == SD_DEV_CUDA;
-    R->dev_optim = want_dev && R->ocfg.kind == SD_OPTIM_ADAMW && !R->have_ti &&
+    R->dev_optim = want_dev && R->ocfg.kind == SD_OPTIM_ADAMW && !R->have_ti && !R->have_dy &&
                    (R->is_full || c->scale_weight_norms <= 0);
     rc = alloc_buffers(R);
     if (!rc && R->have_ti) {
@@ -1064,9 +1067,22 @@ trained_set:;
             float used_scale = R->scaler.scale;
             int found_inf = 0;
             sd_loss_scale_event ev = SD_LOSS_SCALE_KEPT;
-            rc = sd_loss_scaler_optim_step(&R->scaler, &R->opt, c->max_grad_norm, lrs,
-                                           R->is_full ? sd_full_skip_mask(&R->full, R->te_train) : NULL, &gnorm,
-                                           &found_inf, &ev);
+            const uint8_t *skip = R->is_full ? sd_full_skip_mask(&R->full, R->te_train) : NULL;
+            if (R->have_dy) {
+                /* DyLoRA: the optimizer steps the rows; those without a gradient since the last
+                   step are skipped (torch: grad None) */
+                rc = sd_dylora_to_rows(&R->dy, &R->net, 1);
+                if (rc) break;
+                if (!(skip = sd_dylora_skip_mask(&R->dy, &R->opt))) {
+                    rc = sd_err(SD_ENOMEM, "out of memory");
+                    break;
+                }
+            }
+            rc = sd_loss_scaler_optim_step(&R->scaler, &R->opt, c->max_grad_norm, lrs, skip, &gnorm, &found_inf, &ev);
+            if (R->have_dy && !rc) {
+                rc = sd_dylora_from_rows(&R->dy, &R->net);
+                sd_dylora_clear_touched(&R->dy);
+            }
             if (!found_inf && !rc) R->sched_step++;
             if (rc && (rc != SD_ERANGE || !R->scaler.enabled)) break;
             if (R->scaler.enabled) {

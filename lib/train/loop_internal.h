@@ -18,6 +18,8 @@
 #define SD_TRAIN_LOOP_INTERNAL_H
 
 #include <stdint.h>
+
+#include "train/dylora.h"
 #include <stdio.h>
 
 #include "models/clip.h"
@@ -59,6 +61,8 @@ typedef struct run {
     sd_lora_network net;
     int have_net;
     int lora_fa;                   /* networks.lora_fa: lora_down frozen (not in the resumable state) */
+    sd_dylora dy;             /* --network_module networks.dylora: the rows the optimizer sees */
+    int have_dy;
     sd_lora_groups groups;
     sd_ti ti;                 /* --method ti (train/ti.h): the new token rows instead of a network */
     int have_ti;

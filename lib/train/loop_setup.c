@@ -21,9 +21,12 @@ int loop_check_options(run *R)
 {
     sd_train_config *c = R->c;
     if (!c->model) return sd_err(SD_EUSAGE, "--pretrained_model_name_or_path (--model) is required");
-    if (c->network_module && strcmp(c->network_module, "networks.lora") && strcmp(c->network_module, "networks.lora_fa"))
-        return sd_err(SD_EUNSUPPORTED, "--network_module %s is not supported (networks.lora, networks.lora_fa are)",
-                      c->network_module);
+    static const char *const modules[] = { "networks.lora", "networks.lora_fa", "networks.dylora" };
+    int known = !c->network_module;
+    for (size_t i = 0; i < sizeof modules / sizeof *modules && !known; i++) known = !strcmp(c->network_module, modules[i]);
+    if (!known)
+        return sd_err(SD_EUNSUPPORTED, "--network_module %s is not supported (networks.lora, networks.lora_fa, "
+                      "networks.dylora are)", c->network_module);
     if (c->ti.on) {
         int trc = sd_ti_check_config(c);
         if (trc) return trc;
@@ -439,6 +442,24 @@ static int merge_base_weights(run *R)
     return rc;
 }
 
+/* networks.dylora: what dylora.py does not implement is refused, not ignored */
+static int dylora_check(run *R)
+{
+    sd_train_config *c = R->c;
+    if (R->sdxl)
+        return sd_err(SD_EUSAGE, "--network_module networks.dylora: SDXL is not supported (dylora.py names the "
+                      "modules of both SDXL text encoders lora_te_*, so they collide)");
+    if (c->network_dropout > 0)
+        return sd_err(SD_EUSAGE, "--network_dropout: not supported by networks.dylora (dylora.py has no dropout)");
+    if (c->scale_weight_norms > 0)
+        return sd_err(SD_EUSAGE, "--scale_weight_norms: not supported by networks.dylora (DyLoRANetwork has no "
+                      "apply_max_norm_regularization)");
+    if (c->dim_from_weights)
+        return sd_err(SD_EUSAGE, "--dim_from_weights: not supported with networks.dylora (dylora.py's "
+                      "create_network_from_weights drops the unit)");
+    return SD_OK;
+}
+
 /* --method lora: the network (networks.lora with --network_args; --network_weights, read with
  * SDXL's Diffusers names as SGM names, and --dim_from_weights) and its parameter groups. */
 int loop_setup_lora(run *R)
@@ -449,14 +470,23 @@ int loop_setup_lora(run *R)
     int ndim = c->network_dim > 0 ? c->network_dim : 4;
     double nalpha = isnan(c->network_alpha) ? 1.0 : c->network_alpha;
     const int fa = c->network_module && !strcmp(c->network_module, "networks.lora_fa");
+    const int dylora = c->network_module && !strcmp(c->network_module, "networks.dylora");
+    int unit = 0;
     if (fa && (rc = sd_lora_fa_check_args(R->sdxl, c->network_args ? (const char *const *)c->network_args->s : NULL,
                                           c->network_args ? c->network_args->n : 0)))
         return rc;
-    rc = sd_lora_net_args_parse(&R->nargs, R->sdxl, ndim, nalpha, c->network_args ? c->network_args->s : NULL,
-                                c->network_args ? c->network_args->n : 0);
+    if (dylora) {
+        rc = dylora_check(R);
+        if (!rc) rc = sd_dylora_args_parse(&R->nargs, &unit, ndim, nalpha, c->network_args ? c->network_args->s : NULL,
+                                           c->network_args ? c->network_args->n : 0);
+    } else {
+        rc = sd_lora_net_args_parse(&R->nargs, R->sdxl, ndim, nalpha, c->network_args ? c->network_args->s : NULL,
+                                    c->network_args ? c->network_args->n : 0);
+    }
     if (rc) return rc;
+    const char *module = c->network_module ? c->network_module : "networks.lora";
     for (int i = 0; i < R->nargs.nunknown; i++)
-        sd_warn("--network_args %s: not used by %s", R->nargs.unknown[i], fa ? "networks.lora_fa" : "networks.lora");
+        sd_warn("--network_args %s: not used by %s", R->nargs.unknown[i], module);
     sd_safetensors *wst = NULL;
     sd_lora_file_info finfo;
     memset(&finfo, 0, sizeof finfo);
@@ -508,12 +538,22 @@ int loop_setup_lora(run *R)
         if (rc) return rc;
         sd_info("loaded %zu LoRA modules from %s", loaded, c->network_weights);
     }
-    sd_info("%s: %zu text-encoder modules, %zu UNet modules (dim %d, alpha %g)", fa ? "LoRA-FA" : "LoRA", R->net.n_te,
-            R->net.n_unet, ndim, nalpha);
-    rc = fa ? sd_lora_param_groups_fa(&R->nargs, R->net.refs, R->net.is_te, R->net.n, c->text_encoder_lr, c->unet_lr,
-                                      c->learning_rate, c->train_unet_only, &R->groups)
-            : sd_lora_param_groups(&R->nargs, R->net.refs, R->net.is_te, R->net.n, c->text_encoder_lr, c->unet_lr,
-                                   c->learning_rate, &R->groups);
+    sd_info("%s: %zu text-encoder modules, %zu UNet modules (dim %d, alpha %g)", fa ? "LoRA-FA" : dylora ? "DyLoRA" : "LoRA",
+            R->net.n_te, R->net.n_unet, ndim, nalpha);
+    if (dylora) {
+        rc = sd_dylora_init(&R->dy, &R->net, unit);
+        if (rc) return rc;
+        R->have_dy = 1;
+        sd_info("DyLoRA: unit %d, %zu row parameters", unit, sd_params_count(&R->dy.rows));
+        rc = sd_dylora_param_groups(&R->dy, &R->nargs, &R->net, c->text_encoder_lr, c->unet_lr, c->learning_rate,
+                                    &R->groups);
+    } else if (fa) {
+        rc = sd_lora_param_groups_fa(&R->nargs, R->net.refs, R->net.is_te, R->net.n, c->text_encoder_lr, c->unet_lr,
+                                     c->learning_rate, c->train_unet_only, &R->groups);
+    } else {
+        rc = sd_lora_param_groups(&R->nargs, R->net.refs, R->net.is_te, R->net.n, c->text_encoder_lr, c->unet_lr,
+                                  c->learning_rate, &R->groups);
+    }
     if (rc) return rc;
     if (!R->groups.n) {
         rc = sd_err(SD_EINVAL, "every parameter group has learning rate 0: nothing to train");

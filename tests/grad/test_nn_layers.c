@@ -321,6 +321,95 @@ static void test_conv(void)
     }
 }
 
+/* DyLoRA (lora_hook.h): the branch of rank 4 with unit 2 trains rows tr, tr+1 only. The input
+ * gradient and the trained rows' gradients against finite differences of the same draw (the
+ * forward of every difference is a training forward at the same step, so the same rows and the
+ * same sqrt(rank / (tr + unit)) factor); the other rows' gradients stay untouched (0.25). */
+static void test_dylora(void)
+{
+    for (int conv = 0; conv < 2; conv++) {
+        sd_params r, lr;
+        sd_params_init(&r);
+        sd_params_init(&lr);
+        sd_linear l;
+        sd_conv2d c;
+        sd_lora lo;
+        sd_lora_rt rt = { .seed = 5, .step = 0, .training = 1 };
+        if (conv) {
+            T_CHECK(sd_conv2d_init(&c, &r, "conv", 3, 4, 3, 3, sd_conv2d_geom_make(1, 1), SD_NN_BIAS) == SD_OK);
+            T_CHECK(sd_lora_init(&lo, &lr, "lora_conv", 3, 4, 4, 3.0f, 1, 3, 3, sd_conv2d_geom_make(1, 1), 1) == SD_OK);
+            T_CHECK(sd_conv2d_set_lora(&c, &lo) == SD_OK);
+        } else {
+            T_CHECK(sd_linear_init(&l, &r, "lin", 6, 5, SD_NN_BIAS) == SD_OK);
+            T_CHECK(sd_lora_init(&lo, &lr, "lora_lin", 6, 5, 4, 2.0f, 0, 1, 1, sd_conv2d_geom_make(1, 0), 0) == SD_OK);
+            T_CHECK(sd_linear_set_lora(&l, &lo) == SD_OK);
+        }
+        sd_params_set_trainable(&r, "", 0);
+        lo.dy_unit = 2;
+        lo.rt = &rt;
+        lo.id = 3;
+        alloc_params(&r);
+        alloc_params(&lr);
+        unit u = { .kind = conv ? K_CONV : K_LINEAR, .layer = conv ? (void *)&c : (void *)&l, .regs = { &lr }, .nregs = 1 };
+        int64_t ys[4];
+        if (conv) {
+            int64_t xs[4] = { 2, 3, 5, 4 };
+            sd_conv2d_out_shape(&c, xs, ys);
+            unit_io(&u, 4, xs, NULL, 0, 4, ys);
+            u.plan = sd_conv2d_plan(&c, xs);
+        } else {
+            unit_io(&u, 3, (int64_t[]){ 2, 3, 6 }, NULL, 0, 3, (int64_t[]){ 2, 3, 5 });
+            u.plan = sd_linear_plan(&l, 3, u.in[0].shape);
+        }
+        for (int want = 0; want <= 2; want += 2) {
+            while (sd_lora_dy_draw(&lo) != want) rt.step++;
+            size_t dmark = sd_arena_mark(&g_data);
+            sd_tensor rtn = tt(u.out.ndim, u.out.shape);
+            fill(&rtn, 1.0, 0);
+            const double *rr = D(&rtn);
+            double *gd = D(&lo.down->grad), *gu = D(&lo.up->grad), *gx = D(&u.din[0]);
+            for (int64_t j = 0; j < sd_tensor_numel(&lo.down->grad); j++) gd[j] = 0.25;
+            for (int64_t j = 0; j < sd_tensor_numel(&lo.up->grad); j++) gu[j] = 0.25;
+            for (int64_t j = 0; j < sd_tensor_numel(&u.din[0]); j++) gx[j] = 0.25;
+            sd_arena_reset(&g_act, 0);
+            T_CHECK(u_forward(&u, &g_act) == SD_OK);
+            size_t used = (g_act.used + 63) & ~(size_t)63;
+            T_CHECKF(used == u.plan.saved, "plan %zu saved bytes, forward used %zu", u.plan.saved, used);
+            T_CHECK(u_backward(&u, &rtn) == SD_OK);
+            T_EQ_INT(lo.dy_tr, want);
+            int bad = check_tensor(&u, "input", D(&u.in[0]), gx, sd_tensor_numel(&u.in[0]), rr, TOL, 0);
+            int64_t K = sd_tensor_numel(&lo.down->value) / 4, out = lo.out;
+            bad += check_tensor(&u, "down rows", D(&lo.down->value) + want * K, gd + want * K, 2 * K, rr, TOL, 0);
+            /* up columns want, want+1 and the untouched rows */
+            double *uv = D(&lo.up->value);
+            const double h = 1e-5;
+            int untouched = 1;
+            for (int64_t o = 0; o < out; o++)
+                for (int j = 0; j < 4; j++) {
+                    int64_t e = o * 4 + j;
+                    if (j < want || j >= want + 2) { untouched &= gu[e] == 0.25; continue; }
+                    double keep = uv[e];
+                    uv[e] = keep + h;
+                    double lp = loss(&u, rr);
+                    uv[e] = keep - h;
+                    double lm = loss(&u, rr);
+                    uv[e] = keep;
+                    double num = (lp - lm) / (2 * h), err = fabs(num - (gu[e] - 0.25)) / fmax(1.0, fabs(num));
+                    if (err > g_maxerr) g_maxerr = err;
+                    if (!(err <= TOL)) bad++, printf("#   d/d up[%lld]: analytic %.12g numeric %.12g\n", (long long)e, gu[e] - 0.25, num);
+                }
+            for (int j = 0; j < 4; j++)
+                if (j < want || j >= want + 2)
+                    for (int64_t i = 0; i < K; i++) untouched &= gd[j * K + i] == 0.25;
+            T_CHECKF(bad == 0, "conv %d tr %d: %d checks failed", conv, want, bad);
+            T_CHECKF(untouched, "conv %d tr %d: a row outside the trained ones got a gradient", conv, want);
+            sd_arena_reset(&g_data, dmark);
+        }
+        sd_lora_free(&lo);
+        reset_all(&r, &lr);
+    }
+}
+
 static void test_norms(void)
 {
     for (int act = 0; act < 2; act++) {
@@ -571,6 +660,7 @@ int main(void)
     T_RUN(test_checker_catches_errors);
     T_RUN(test_linear);
     T_RUN(test_conv);
+    T_RUN(test_dylora);
     T_RUN(test_norms);
     T_RUN(test_attention);
     T_RUN(test_ff);
