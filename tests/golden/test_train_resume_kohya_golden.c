@@ -1,0 +1,124 @@
+/* --resume from a kohya-ss/sd-scripts train_network.py --save_state folder (train/state_kohya.h),
+ * against the PyTorch run of tests/golden/gen/make_lora_resume_kohya_golden.py: the tiny LoRA run
+ * of test_train_lora_golden.c trained 4 steps in torch (AdamW), saved as accelerate + kohya do
+ * (model.safetensors, optimizer.bin, scheduler.bin, random_states_0.pkl, train_state.json), and
+ * continued 6 steps in torch from that float32 state with the golden noise and timesteps. sd-train
+ * resumes from the folder (weights, exp_avg / exp_avg_sq / step of every parameter mapped by the
+ * optimizer's index order, the step count 4, the LR scheduler's last_epoch 4) and runs steps 5..10
+ * with the same noise and timesteps: the losses and gradient norms within 1e-5 relative, the final
+ * LoRA weights within 1e-4 relative per tensor (AdamW's division by sqrt(v) makes float32-vs-float64
+ * update differences visible on near-zero gradient elements; see test_train_lora_golden.c), the
+ * file with exactly the reference's keys. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "io/safetensors.h"
+#include "test.h"
+#include "train_golden_run.h"
+#include "train/loop.h"
+
+#define SRC "tests/data/train_lora/"
+#define DIR "tests/data/train_lora_kohya/"
+#define STEPS 10
+#define BEFORE 4
+#define B 2
+#define PER (4 * 8 * 8)
+
+static float g_noise[STEPS * B * PER];
+static float g_t[STEPS * B];
+
+static tgr_feed g_feed = { g_noise, g_t, STEPS, B, PER };
+
+static void test_resume_kohya_golden(void)
+{
+    sd_safetensors *gm = NULL, *gg = NULL;
+    if (sd_safetensors_open(SRC "model.safetensors", &gm) || sd_safetensors_open(DIR "golden.safetensors", &gg)) {
+        T_CHECKF(0, "%s", sd_errmsg());
+        sd_safetensors_close(gm);
+        return;
+    }
+    float lat[B * PER], loss[STEPS - BEFORE], gn[STEPS - BEFORE];
+    T_EQ_INT(sd_safetensors_read_f32(gm, "golden.latents", lat, B * PER), 0);
+    T_EQ_INT(sd_safetensors_read_f32(gm, "golden.noise", g_noise, STEPS * B * PER), 0);
+    T_EQ_INT(sd_safetensors_read_f32(gm, "golden.t", g_t, STEPS * B), 0);
+    T_EQ_INT(sd_safetensors_read_f32(gg, "golden.loss", loss, STEPS - BEFORE), 0);
+    T_EQ_INT(sd_safetensors_read_f32(gg, "golden.grad_norm", gn, STEPS - BEFORE), 0);
+    sd_safetensors_close(gm);
+    sd_safetensors_close(gg);
+    static const char *const caps[B] = { "a photo of a cat", "red square, sky" };
+    sd_train_data d;
+    sd_train_data_init(&d);
+    sd_train_config c;
+    sd_train_config_default(&c);
+    c.model = SRC "model.safetensors";
+    c.model_config = SRC "tiny.toml";
+    c.network_dim = 4;
+    c.network_alpha = 2.0;
+    c.network_alpha_is_int = 0;
+    c.learning_rate = 1e-3;
+    c.max_train_steps = STEPS;
+    c.train_batch_size = B;
+    c.seed = 1;
+    c.threads = 1;
+    c.resume = DIR "state";
+    char outdir[512], logp[512];
+    snprintf(outdir, sizeof outdir, "%s", t_path("resume_kohya_out"));
+    snprintf(logp, sizeof logp, "%s", t_path("resume_kohya_log.jsonl"));
+    remove(logp);
+    c.output_dir = outdir;
+    c.output_name = "g";
+    c.log_jsonl = logp;
+    c.inject = tgr_inject;
+    c.inject_user = &g_feed;
+    tgr_add_records(&d, &c, lat, caps, B, "resume_kohya");
+    int rc = sd_train_run(&c, &d);
+    T_CHECKF(rc == 0, "%s", sd_errmsg());
+    sd_train_data_free(&d);
+    if (rc) return;
+    /* steps 5..10: the log's first line is step 5 */
+    FILE *f = fopen(logp, "r");
+    char buf[4096];
+    T_CHECK(f && fgets(buf, sizeof buf, f) && strstr(buf, "\"step\":5,"));
+    if (f) fclose(f);
+    double worst_l, worst_g;
+    tgr_check_log(logp, loss, gn, STEPS - BEFORE, 1e-5, &worst_l, &worst_g);
+    printf("# resumed steps 5..10, worst relative error: loss %.3g, grad norm %.3g\n", worst_l, worst_g);
+    /* the final weights: the reference's keys, every tensor within 1e-4 */
+    char out[600];
+    snprintf(out, sizeof out, "%s/g.safetensors", outdir);
+    sd_safetensors *a = NULL, *b = NULL;
+    T_EQ_INT(sd_safetensors_open(out, &a), 0);
+    T_EQ_INT(sd_safetensors_open(DIR "lora_final.safetensors", &b), 0);
+    if (!a || !b) {
+        sd_safetensors_close(a);
+        sd_safetensors_close(b);
+        return;
+    }
+    T_EQ_INT(sd_safetensors_count(a), sd_safetensors_count(b));
+    double worst = 0;
+    int within5 = 0, n = 0;
+    for (size_t i = 0; i < sd_safetensors_count(b); i++) {
+        const char *name = sd_safetensors_at(b, i)->name;
+        double e = tgr_tensor_rel_err(a, b, name);
+        size_t L = strlen(name);
+        if (L > 6 && !strcmp(name + L - 6, ".alpha")) {
+            T_CHECKF(e == 0, "%s differs", name);
+            continue;
+        }
+        n++;
+        within5 += e <= 1e-6;
+        if (e > worst) worst = e;
+        T_CHECKF(e <= 1e-5, "%s: relative error %.3g", name, e);
+    }
+    printf("# final LoRA weights: %d of %d tensors within 1e-6 relative, worst %.3g\n", within5, n, worst);
+    sd_safetensors_close(a);
+    sd_safetensors_close(b);
+}
+
+int main(void)
+{
+    T_RUN(test_resume_kohya_golden);
+    T_DONE();
+}
