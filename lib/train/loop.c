@@ -1065,7 +1065,10 @@ trained_set:;
             nmicro++;
             /* the reference's moving average over one epoch of micro batches */
             if (epoch == 0 && R->window_n < (size_t)nb) R->window[R->window_n++] = loss;
-            else if ((size_t)i < R->window_n) R->window[i] = loss;
+            else if ((size_t)i < (size_t)nb) {   /* later epochs: pad with 0.0 up to i (a resumed run's list) */
+                while (R->window_n <= (size_t)i) R->window[R->window_n++] = 0.0;
+                R->window[i] = loss;
+            }
             R->epoch_loss_sum += loss;
             R->epoch_loss_n++;
             double avr = window_mean(R);

@@ -483,9 +483,7 @@ static int check_optimizer(const sd_ckpt *ck, const char *path, const sd_optim *
         if (!(fabs(lr - G->lr) <= 1e-12 * fabs(G->lr)))
             return sd_err(SD_EINVAL, "%s: optimizer group %d (%s) has learning rate %s, this run %.17g (different "
                           "--learning_rate / --unet_lr / --text_encoder_lr?)", path, g, G->name, s, G->lr);
-    hyper:;
-        int rc = check_hyper(ck, path, o, g, gperm[g]);
-        if (rc) return rc;
+    hyper:
         fstart += G->count;
     }
     /* per-parameter state: exactly this kind's tensors, with the parameter's shapes */
@@ -538,6 +536,11 @@ static int check_optimizer(const sd_ckpt *ck, const char *path, const sd_optim *
                           "run used another --optimizer_type?)", path, (long long)i, o->params[perm[i]].p->key, key, mv, kind);
         ps[i].has_step = 1;
         ps[i].present = 1;
+    }
+    /* the groups' hyper-parameters (after the state keys, which tell another optimizer kind first) */
+    for (int g = 0; g < ng; g++) {
+        int rc = check_hyper(ck, path, o, g, gperm[g]);
+        if (rc) return rc;
     }
     /* a parameter with state has all of it */
     for (size_t i = 0; i < o->nparams; i++) {

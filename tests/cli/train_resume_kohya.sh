@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# sd-train --resume DIR where DIR is a kohya-ss/sd-scripts train_network.py --save_state folder
+# (tests/data/train_lora_kohya/state, written by tests/golden/gen/make_lora_resume_kohya_golden.py
+# for the tiny model of tests/data/train_lora/): the run continues at step 5 (train_state.json's
+# current_step 4), saves step files with the continued numbers, warns once that kohya's random
+# states do not carry over, and our own --save_state of the continued run resumes again. Refusals,
+# each exit 1 with one error line naming the file: no optimizer.bin, no model file, an optimizer
+# sd-train does not read from kohya states (Prodigy), another optimizer than the state's (Lion),
+# a different network_dim (optimizer.bin's shapes) or network_alpha (model.safetensors), another
+# learning rate (optimizer.bin's group), and a method other than lora.
+set -u
+cd "$(dirname "$0")/../.."
+root=$PWD
+build=${SD_BUILD:-build}
+tmp=${SD_TEST_TMP:-$(mktemp -d)}/train_resume_kohya
+rm -rf "$tmp"; mkdir -p "$tmp"
+bin="$root/$build/bin/sd-train"
+[ -x "$bin" ] || { echo "# $bin not built"; echo "not ok train_resume_kohya_built"; exit 1; }
+ok() { echo "ok $1"; }
+nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
+if [ -n "${TINY_MODEL:-}" ]; then cp "$TINY_MODEL" "$tmp/tiny_model"
+else examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok train_resume_kohya_tiny_build; exit 1; }; fi
+data="$root/tests/data/train_lora"
+state="$root/tests/data/train_lora_kohya/state"
+cd "$tmp"
+./tiny_model latents "$tmp" 2 4 8 8 > recs.jsonl || { nok train_resume_kohya_latents; exit 1; }
+T() { "$bin" --method lora --model "$data/model.safetensors" --model_config "$data/tiny.toml" --data recs.jsonl \
+  --seed 1 --threads 1 --network_dim 4 --network_alpha 2 --learning_rate 1e-3 --train_batch_size 2 \
+  --max_train_steps 8 "$@"; }
+
+# resume: steps 5..8, step files 6 and 8 (kohya's numbering continued), one warning about the RNG
+T --resume "$state" --save_every_n_steps 2 --save_state --output_dir out --output_name r --log_jsonl log.jsonl 2> r.err
+rc=$?
+steps=$(python3 -c 'import json,sys; print(" ".join(str(json.loads(l)["step"]) for l in open(sys.argv[1])))' log.jsonl 2>/dev/null)
+if [ $rc = 0 ] && [ "$steps" = "5 6 7 8" ] && [ -f out/r-step00000006.safetensors ] && [ ! -e out/r-step00000004.safetensors ] &&
+   [ -f out/r.safetensors ] && [ -d out/r-step00000006-state ] && grep -q 'resumed from kohya-ss state .*: step 4, epoch 5' r.err &&
+   [ "$(grep -c 'cannot carry over' r.err)" = 1 ]; then ok train_resume_kohya_continues
+else nok train_resume_kohya_continues "rc $rc steps '$steps' $(ls out 2>&1 | tr '\n' ' ') $(tail -3 r.err)"; fi
+# avr_loss: kohya's loss recorder starts empty on a resume (the first step's average is its loss)
+python3 -c '
+import json, sys
+r = json.loads(open(sys.argv[1]).readline())
+sys.exit(0 if r["avr_loss"] == r["loss"] else 1)' log.jsonl && ok train_resume_kohya_avr_loss ||
+  nok train_resume_kohya_avr_loss "$(head -1 log.jsonl)"
+# our own state of the continued run resumes as usual
+T --resume out/r-step00000006-state --output_dir out2 --output_name r --log_jsonl log2.jsonl 2> r2.err; rc=$?
+steps=$(python3 -c 'import json,sys; print(" ".join(str(json.loads(l)["step"]) for l in open(sys.argv[1])))' log2.jsonl 2>/dev/null)
+[ $rc = 0 ] && [ "$steps" = "7 8" ] && ok train_resume_kohya_then_own || nok train_resume_kohya_then_own "rc $rc '$steps' $(tail -2 r2.err)"
+
+# refusals: exit 1, one error line naming the file
+fails() {   # NAME PATTERN ARGS...
+  local name=$1 pat=$2; shift 2
+  rm -rf fo
+  T --output_dir fo "$@" > f.out 2> f.err; local rc=$?
+  if [ $rc = 1 ] && grep -q -- "$pat" f.err && [ ! -e fo/last.safetensors ] && [ -z "$(ls fo 2>/dev/null)" ]; then ok "$name"
+  else nok "$name" "rc $rc, $(tail -2 f.err)"; fi
+}
+cp -r "$state" noopt && rm noopt/optimizer.bin
+fails train_resume_kohya_no_optimizer "noopt: no optimizer.bin" --resume noopt
+cp -r "$state" nomodel && rm nomodel/model.safetensors
+fails train_resume_kohya_no_model "nomodel: no model.safetensors or pytorch_model.bin" --resume nomodel
+fails train_resume_kohya_unsupported_optimizer "optimizer.bin of a kohya-ss state is read for AdamW.*this run uses Prodigy" \
+  --resume "$state" --optimizer_type Prodigy --learning_rate 1
+fails train_resume_kohya_other_optimizer "optimizer.bin: parameter 0 (.*) has state 'exp_avg_sq', which Lion does not keep" \
+  --resume "$state" --optimizer_type Lion
+fails train_resume_kohya_dim "optimizer.bin: state 0.exp_avg is \[4,16\], this run's parameter 0 (lora_te_text_model_encoder_layers_0_self_attn_k_proj.lora_down.weight) needs \[8,16\]" \
+  --resume "$state" --network_dim 8
+fails train_resume_kohya_alpha "model.safetensors: .*: alpha 2 in the file, 1 in the network" --resume "$state" --network_alpha 1
+fails train_resume_kohya_lr "optimizer.bin: optimizer group 0 (textencoder) has learning rate 0.001, this run 0.002" \
+  --resume "$state" --learning_rate 2e-3
+fails train_resume_kohya_wd "optimizer.bin: optimizer group 0 has weight_decay 0.01, this run 0" \
+  --resume "$state" --optimizer_args weight_decay=0
+# a kohya state holds a network: --method ti/db refuse it (usage)
+"$bin" --method ti --model "$data/model.safetensors" --model_config "$data/tiny.toml" --data recs.jsonl --threads 1 \
+  --token_string sks --init_word cat --max_train_steps 8 --resume "$state" --output_dir fo > f.out 2> f.err; rc=$?
+[ $rc = 2 ] && grep -q 'a kohya-ss state folder is read for --method lora only' f.err && ok train_resume_kohya_method ||
+  nok train_resume_kohya_method "rc $rc $(tail -2 f.err)"
