@@ -15,6 +15,7 @@
 #include "io/ckpt.h"
 #include "io/jsonl.h"
 #include "io/safetensors.h"
+#include "train/optim8bit.h"
 
 static char *join(const char *dir, const char *name)
 {
@@ -185,7 +186,8 @@ static void close_model(model_file *m)
 
 static int kind_read(sd_optim_kind k)
 {
-    return k == SD_OPTIM_ADAMW || k == SD_OPTIM_LION || k == SD_OPTIM_SGD_NESTEROV || k == SD_OPTIM_ADAFACTOR;
+    return k == SD_OPTIM_ADAMW || k == SD_OPTIM_LION || k == SD_OPTIM_SGD_NESTEROV || k == SD_OPTIM_ADAFACTOR ||
+           k == SD_OPTIM_ADAMW8BIT;
 }
 
 /* A group hyper-parameter of the file against this run's: exact (both come from the same decimal
@@ -234,6 +236,11 @@ static int check_hyper(const sd_ckpt *ck, const char *path, const sd_optim *o, i
         if (!rc) rc = check_group_num(ck, path, g, "eps", c->eps, "--optimizer_args eps");
         break;
     }
+    case SD_OPTIM_ADAMW8BIT:
+        if (!rc) rc = check_group_num(ck, path, g, "betas.0", c->b8.beta1, "--optimizer_args betas");
+        if (!rc) rc = check_group_num(ck, path, g, "betas.1", c->b8.beta2, "--optimizer_args betas");
+        if (!rc) rc = check_group_num(ck, path, g, "eps", c->b8.eps, "--optimizer_args eps");
+        break;
     case SD_OPTIM_LION:
         if (!rc) rc = check_group_num(ck, path, g, "betas.0", c->beta1, "--optimizer_args betas");
         if (!rc) rc = check_group_num(ck, path, g, "betas.1", c->beta2, "--optimizer_args betas");
@@ -434,6 +441,69 @@ static int kohya_order(const sd_optim *o, const char *path, int *gperm, size_t *
     return rc;
 }
 
+/* The state arrays of sd-train's parameter idx as the kind's state_dict keys: the f32 buffers of
+ * sd_optim_param_bufs (any float dtype in the file, the parameter's shapes), or bitsandbytes'
+ * AdamW8bit arrays (state1, state2 and, 8-bit, absmax1, absmax2: dtype exact, any shape of that
+ * element count, as bnb keeps them). */
+typedef struct exp_arr {
+    const char *name;
+    sd_st_dtype dtype;
+    int exact;                  /* 1: bnb array (dtype exact, shape free) */
+    int ndim;
+    int64_t shape[SD_MAX_DIMS];
+    int64_t numel;
+    void *data;
+} exp_arr;
+
+#define MAX_EXP 6
+
+static int expected(sd_optim *o, size_t idx, exp_arr out[MAX_EXP])
+{
+    int n = 0;
+    if (o->cfg.kind == SD_OPTIM_ADAMW8BIT) {
+        sd_bnb_state_array a[SD_BNB_MAX_ARRAYS];
+        int na = sd_adamw8bit_arrays(&o->st8[idx], a);
+        for (int j = 0; j < na; j++, n++) {
+            memset(&out[n], 0, sizeof out[n]);
+            out[n].name = a[j].name;
+            out[n].dtype = a[j].dtype;
+            out[n].exact = 1;
+            out[n].numel = a[j].numel;
+            out[n].data = a[j].data;
+        }
+        return n;
+    }
+    sd_optim_buf_info bi[SD_OPTIM_MAX_BUFS];
+    int nb = sd_optim_param_bufs(o, idx, bi);
+    for (int j = 0; j < nb; j++, n++) {
+        memset(&out[n], 0, sizeof out[n]);
+        out[n].name = bi[j].name;
+        out[n].dtype = SD_ST_F32;
+        out[n].ndim = bi[j].ndim;
+        memcpy(out[n].shape, bi[j].shape, sizeof bi[j].shape);
+        out[n].numel = (int64_t)bi[j].n;
+        out[n].data = bi[j].data;
+    }
+    return n;
+}
+
+/* bnb's dynamic quantisation maps stored with an 8-bit state: the codes mean qmap[code]·absmax, so
+ * the file's map must be the one sd-train dequantises with (torch builds differ from it by an ulp
+ * or two in some entries: optim8bit.h). */
+static int check_qmap(const sd_ckpt *ck, const sd_ckpt_tensor *T, const char *path, int is_signed)
+{
+    const float *ours = is_signed ? sd_bnb_qmap_signed() : sd_bnb_qmap_unsigned();
+    float f[SD_BNB_QMAP_SIZE];
+    if (T->numel != SD_BNB_QMAP_SIZE || T->dtype != SD_ST_F32)
+        return sd_err(SD_EFORMAT, "%s: %s is not a 256-entry float32 quantisation map", path, T->name);
+    int rc = sd_ckpt_read(ck, T, SD_ST_F32, f, SD_BNB_QMAP_SIZE);
+    for (int j = 0; j < SD_BNB_QMAP_SIZE && !rc; j++)
+        if (!(fabsf(f[j] - ours[j]) <= 4e-7f * fabsf(ours[j])))
+            rc = sd_err(SD_EINVAL, "%s: %s[%d] = %.9g is not bitsandbytes' dynamic map (%.9g)", path, T->name, j,
+                        (double)f[j], (double)ours[j]);
+    return rc;
+}
+
 typedef struct pstate {
     int present;
     int has_step;
@@ -505,22 +575,41 @@ static int check_optimizer(const sd_ckpt *ck, const char *path, const sd_optim *
             continue;
         }
         if (o->cfg.kind == SD_OPTIM_ADAFACTOR && !strcmp(key, "RMS")) continue;   /* recomputed each step */
-        sd_optim_buf_info bi[SD_OPTIM_MAX_BUFS];
-        int nb = sd_optim_param_bufs(o, perm[i], bi), j;
-        for (j = 0; j < nb && strcmp(bi[j].name, key); j++) {}
+        if (o->cfg.kind == SD_OPTIM_ADAMW8BIT && (!strcmp(key, "qmap1") || !strcmp(key, "qmap2")) &&
+            o->st8[perm[i]].nblocks > 0) {   /* 8-bit mode */
+            int rc = check_qmap(ck, T, path, key[4] == '1');
+            if (rc) return rc;
+            continue;
+        }
+        exp_arr ea[MAX_EXP];
+        int nb = expected((sd_optim *)o, perm[i], ea), j;
+        for (j = 0; j < nb && strcmp(ea[j].name, key); j++) {}
         if (j == nb)
             return sd_err(SD_EINVAL, "%s: parameter %lld (%s) has state '%s', which %s does not keep (the kohya run used "
-                          "another --optimizer_type?)", path, (long long)i, p->key, key, kind);
-        int same = T->ndim == bi[j].ndim;
-        for (int d = 0; same && d < T->ndim; d++) same = T->shape[d] == bi[j].shape[d];
-        if (!same) {
-            char a[96], b[96];
-            sd_st_shape_str(T->ndim, T->shape, a, sizeof a);
-            sd_st_shape_str(bi[j].ndim, bi[j].shape, b, sizeof b);
-            return sd_err(SD_EINVAL, "%s: state %lld.%s is %s, this run's parameter %lld (%s) needs %s (a different "
-                          "network, or parameters in another order)", path, (long long)i, key, a, (long long)i, p->key, b);
+                          "another --optimizer_type%s?)", path, (long long)i, p->key, key, kind,
+                          o->cfg.kind == SD_OPTIM_ADAMW8BIT ? ", or another min_8bit_size" : "");
+        if (ea[j].exact) {
+            if (T->dtype != ea[j].dtype)
+                return sd_err(SD_EINVAL, "%s: state %lld.%s is %s, this run keeps it as %s (%s state: another "
+                              "min_8bit_size?)", path, (long long)i, key, sd_st_dtype_name(T->dtype),
+                              sd_st_dtype_name(ea[j].dtype), ea[j].dtype == SD_ST_U8 ? "8-bit" : "32-bit");
+            if (T->numel != ea[j].numel)
+                return sd_err(SD_EINVAL, "%s: state %lld.%s has %lld elements, this run's parameter %lld (%s) needs %lld "
+                              "(%s)", path, (long long)i, key, (long long)T->numel, (long long)i, p->key,
+                              (long long)ea[j].numel, !strncmp(key, "absmax", 6) ? "bitsandbytes before 0.44 used "
+                              "2048-element blocks, sd-train 256" : "a different network, or parameters in another order");
+        } else {
+            int same = T->ndim == ea[j].ndim;
+            for (int d = 0; same && d < T->ndim; d++) same = T->shape[d] == ea[j].shape[d];
+            if (!same) {
+                char a[96], b[96];
+                sd_st_shape_str(T->ndim, T->shape, a, sizeof a);
+                sd_st_shape_str(ea[j].ndim, ea[j].shape, b, sizeof b);
+                return sd_err(SD_EINVAL, "%s: state %lld.%s is %s, this run's parameter %lld (%s) needs %s (a different "
+                              "network, or parameters in another order)", path, (long long)i, key, a, (long long)i, p->key, b);
+            }
+            if (!sd_st_dtype_is_float(T->dtype)) return sd_err(SD_EFORMAT, "%s: %s is not floating point", path, T->name);
         }
-        if (!sd_st_dtype_is_float(T->dtype)) return sd_err(SD_EFORMAT, "%s: %s is not floating point", path, T->name);
         ps[i].present = 1;
     }
     for (size_t m = 0; m < sd_ckpt_meta_count(ck); m++) {
@@ -545,15 +634,17 @@ static int check_optimizer(const sd_ckpt *ck, const char *path, const sd_optim *
     /* a parameter with state has all of it */
     for (size_t i = 0; i < o->nparams; i++) {
         if (!ps[i].present) continue;
-        sd_optim_buf_info bi[SD_OPTIM_MAX_BUFS];
-        int nb = sd_optim_param_bufs(o, perm[i], bi);
+        exp_arr ea[MAX_EXP];
+        int nb = expected((sd_optim *)o, perm[i], ea);
         for (int j = 0; j < nb; j++) {
-            snprintf(k, sizeof k, "state.%zu.%s", i, bi[j].name);
+            snprintf(k, sizeof k, "state.%zu.%s", i, ea[j].name);
             if (!sd_ckpt_find(ck, k))
                 return sd_err(SD_EINVAL, "%s: parameter %zu (%s) has no '%s' state (%s keeps it; the kohya run used "
-                              "another --optimizer_type?)", path, i, o->params[perm[i]].p->key, bi[j].name, kind);
+                              "another --optimizer_type%s?)", path, i, o->params[perm[i]].p->key, ea[j].name, kind,
+                              o->cfg.kind == SD_OPTIM_ADAMW8BIT ? ", or another min_8bit_size" : "");
         }
-        if ((o->cfg.kind == SD_OPTIM_ADAMW || o->cfg.kind == SD_OPTIM_ADAFACTOR) && !ps[i].has_step)
+        if ((o->cfg.kind == SD_OPTIM_ADAMW || o->cfg.kind == SD_OPTIM_ADAFACTOR || o->cfg.kind == SD_OPTIM_ADAMW8BIT) &&
+            !ps[i].has_step)
             return sd_err(SD_EFORMAT, "%s: parameter %zu has no step", path, i);
     }
     return SD_OK;
@@ -564,17 +655,17 @@ static int load_optimizer(const sd_ckpt *ck, sd_optim *o, const size_t *perm, ps
     char k[160];
     for (size_t i = 0; i < o->nparams; i++) {
         sd_optim_param *q = &o->params[perm[i]];
-        sd_optim_buf_info bi[SD_OPTIM_MAX_BUFS];
-        int nb = sd_optim_param_bufs(o, perm[i], bi);
+        exp_arr ea[MAX_EXP];
+        int nb = expected(o, perm[i], ea);
         if (!ps[i].present) {   /* no state yet: as a fresh parameter */
-            for (int j = 0; j < nb; j++) memset(bi[j].data, 0, bi[j].n * sizeof(float));
+            for (int j = 0; j < nb; j++) memset(ea[j].data, 0, (size_t)ea[j].numel * sd_st_dtype_size(ea[j].dtype));
             q->step = 0;
             q->initialized = 0;
             continue;
         }
         for (int j = 0; j < nb; j++) {
-            snprintf(k, sizeof k, "state.%zu.%s", i, bi[j].name);
-            int rc = sd_ckpt_read(ck, sd_ckpt_find(ck, k), SD_ST_F32, bi[j].data, bi[j].n);
+            snprintf(k, sizeof k, "state.%zu.%s", i, ea[j].name);
+            int rc = sd_ckpt_read(ck, sd_ckpt_find(ck, k), ea[j].dtype, ea[j].data, (size_t)ea[j].numel);
             if (rc) return rc;
         }
         snprintf(k, sizeof k, "state.%zu.step", i);
@@ -608,7 +699,7 @@ int sd_train_state_load_kohya(const char *dir, const sd_lora_ref *mods, size_t n
     if (stat(dir, &st) != 0) return sd_err(SD_ENOTFOUND, "cannot resume from %s: %s", dir, strerror(errno));
     if (!kind_read(opt->cfg.kind))
         return sd_err(SD_EUNSUPPORTED, "cannot resume from %s: optimizer.bin of a kohya-ss state is read for AdamW, "
-                      "Lion, SGDNesterov and Adafactor; this run uses %s", dir, sd_optim_kind_name(opt->cfg.kind));
+                      "AdamW8bit, Lion, SGDNesterov and Adafactor; this run uses %s", dir, sd_optim_kind_name(opt->cfg.kind));
     int rc = read_train_state(dir, out);
     if (!rc) rc = read_scheduler(dir, out);
     out->has_rng = exists_in(dir, "random_states_0.pkl");

@@ -30,6 +30,10 @@
  * refused, never loaded into the wrong tensors.
  *
  * Optimizers read: AdamW (exp_avg, exp_avg_sq, step: a 0-d tensor in torch ≥ 1.12, an int before),
+ * AdamW8bit (bitsandbytes ≥ 0.44 Optimizer2State: state1, state2 (uint8 codes, or float32 below
+ * min_8bit_size), absmax1, absmax2 (one per 256 elements; bnb < 0.44's 2048-element blocks are
+ * refused by their count), qmap1/qmap2 (checked against train/optim8bit.h's maps within 4e-7
+ * relative: torch builds differ by an ulp or two), step an int),
  * Lion (lion_pytorch: exp_avg), SGDNesterov (torch SGD: momentum_buffer), Adafactor
  * (transformers: exp_avg_sq_row/col or exp_avg_sq, exp_avg with beta1, step; its RMS is recomputed
  * every step). Any other kind is SD_EUNSUPPORTED naming optimizer.bin and the optimizer. */

@@ -59,7 +59,7 @@ cp -r "$state" noopt && rm noopt/optimizer.bin
 fails train_resume_kohya_no_optimizer "noopt: no optimizer.bin" --resume noopt
 cp -r "$state" nomodel && rm nomodel/model.safetensors
 fails train_resume_kohya_no_model "nomodel: no model.safetensors or pytorch_model.bin" --resume nomodel
-fails train_resume_kohya_unsupported_optimizer "optimizer.bin of a kohya-ss state is read for AdamW.*this run uses Prodigy" \
+fails train_resume_kohya_unsupported_optimizer "optimizer.bin of a kohya-ss state is read for AdamW, AdamW8bit.*this run uses Prodigy" \
   --resume "$state" --optimizer_type Prodigy --learning_rate 1
 fails train_resume_kohya_other_optimizer "optimizer.bin: parameter 0 (.*) has state 'exp_avg_sq', which Lion does not keep" \
   --resume "$state" --optimizer_type Lion

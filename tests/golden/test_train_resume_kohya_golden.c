@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "io/ckpt.h"
 #include "io/safetensors.h"
 #include "test.h"
 #include "train_golden_run.h"
@@ -118,8 +119,100 @@ static void test_resume_kohya_golden(void)
     sd_safetensors_close(b);
 }
 
+/* AdamW8bit (bitsandbytes, min_8bit_size=256: 8-bit codes with absmax blocks for the larger
+ * tensors, float32 states for the others): a folder whose optimizer.bin holds arbitrary states in
+ * bnb's layout, resumed and saved at once (no step) as sd-train's own state: every array of kohya's
+ * parameter i is byte-identical to the saved array of the parameter names.txt gives for index i
+ * (kohya's order), the step 4, and the weights those of model.safetensors. */
+static void test_resume_kohya_8bit(void)
+{
+    sd_safetensors *gm = NULL;
+    T_EQ_INT(sd_safetensors_open(SRC "model.safetensors", &gm), 0);
+    if (!gm) return;
+    float lat[B * PER];
+    T_EQ_INT(sd_safetensors_read_f32(gm, "golden.latents", lat, B * PER), 0);
+    sd_safetensors_close(gm);
+    static const char *const caps[B] = { "a photo of a cat", "red square, sky" };
+    sd_train_data d;
+    sd_train_data_init(&d);
+    sd_train_config c;
+    sd_train_config_default(&c);
+    c.model = SRC "model.safetensors";
+    c.model_config = SRC "tiny.toml";
+    c.network_dim = 4;
+    c.network_alpha = 2.0;
+    c.network_alpha_is_int = 0;
+    c.learning_rate = 1e-3;
+    c.max_train_steps = BEFORE;
+    c.train_batch_size = B;
+    c.seed = 1;
+    c.threads = 1;
+    c.optimizer_type = "AdamW8bit";
+    static const char *args[1] = { "min_8bit_size=256" };
+    sd_opt_list ol = { .n = 1, .s = args };
+    c.optimizer_args = &ol;
+    c.save_state_on_train_end = 1;
+    c.resume = DIR "state8bit";
+    char outdir[512];
+    snprintf(outdir, sizeof outdir, "%s", t_path("resume_kohya_8bit"));
+    c.output_dir = outdir;
+    c.output_name = "e";
+    tgr_add_records(&d, &c, lat, caps, B, "resume_kohya8");
+    int rc = sd_train_run(&c, &d);
+    T_CHECKF(rc == 0, "%s", sd_errmsg());
+    sd_train_data_free(&d);
+    if (rc) return;
+    char p1[600], p2[600];
+    snprintf(p1, sizeof p1, "%s/e-state/optimizer.safetensors", outdir);
+    snprintf(p2, sizeof p2, "%s/e-state/weights.safetensors", outdir);
+    sd_safetensors *os = NULL, *ws = NULL, *km = NULL;
+    sd_ckpt *ck = NULL;
+    T_EQ_INT(sd_safetensors_open(p1, &os), 0);
+    T_EQ_INT(sd_safetensors_open(p2, &ws), 0);
+    T_EQ_INT(sd_safetensors_open(DIR "state8bit/model.safetensors", &km), 0);
+    T_EQ_INT(sd_ckpt_open(DIR "state8bit/optimizer.bin", &ck), 0);
+    FILE *nf = fopen(DIR "state8bit/names.txt", "r");
+    T_CHECK(nf != NULL);
+    char name[512], key[600];
+    int n = 0, n8 = 0, arrays = 0, bad = 0;
+    while (os && ws && km && ck && nf && fgets(name, sizeof name, nf)) {
+        name[strcspn(name, "\n")] = 0;
+        static const char *const an[4] = { "state1", "state2", "absmax1", "absmax2" };
+        for (int a = 0; a < 4; a++) {
+            snprintf(key, sizeof key, "state.%d.%s", n, an[a]);
+            const sd_ckpt_tensor *t = sd_ckpt_find(ck, key);
+            if (!t) continue;
+            snprintf(key, sizeof key, "%s.%s", name, an[a]);
+            const sd_st_tensor *u = sd_safetensors_find(os, key);
+            int same = u && u->dtype == t->dtype && u->nbytes == t->nbytes && t->contiguous &&
+                       !memcmp(u->data, t->data, (size_t)t->nbytes);
+            bad += !same;
+            T_CHECKF(same, "kohya state %d.%s is not %s", n, an[a], key);
+            arrays++;
+            n8 += a == 2;
+        }
+        snprintf(key, sizeof key, "%s.step", name);
+        int64_t step = -1;
+        const sd_st_tensor *st = sd_safetensors_find(os, key);
+        T_CHECK(st && sd_safetensors_read(os, st, SD_ST_I64, &step, 1) == 0 && step == BEFORE);
+        const sd_st_tensor *w = sd_safetensors_find(ws, name), *kw = sd_safetensors_find(km, name);
+        T_CHECKF(w && kw && w->nbytes == kw->nbytes && !memcmp(w->data, kw->data, (size_t)w->nbytes), "weight %s", name);
+        n++;
+    }
+    if (nf) fclose(nf);
+    T_EQ_INT(n, 192);
+    T_CHECK(n8 > 0 && n8 < n);
+    printf("# AdamW8bit: %d parameters (%d with 8-bit states), %d arrays byte-identical, %d differ\n", n, n8,
+           arrays - bad, bad);
+    sd_ckpt_close(ck);
+    sd_safetensors_close(os);
+    sd_safetensors_close(ws);
+    sd_safetensors_close(km);
+}
+
 int main(void)
 {
     T_RUN(test_resume_kohya_golden);
+    T_RUN(test_resume_kohya_8bit);
     T_DONE();
 }

@@ -79,7 +79,30 @@ def write_st(path, tensors, metadata):
             f.write(b)
 
 
+def create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8):
+    """bitsandbytes.functional.create_dynamic_map (0.44 .. 0.49), torch float32."""
+    data = []
+    non_sign_bits = total_bits - 1
+    additional_items = 2 ** (non_sign_bits - max_exponent_bits) - 1
+    for i in range(max_exponent_bits):
+        fraction_items = int(2 ** (i + non_sign_bits - max_exponent_bits) + 1 if signed
+                             else 2 ** (i + non_sign_bits - max_exponent_bits + 1) + 1)
+        boundaries = torch.linspace(0.1, 1, fraction_items, dtype=torch.float32)
+        means = (boundaries[:-1] + boundaries[1:]) / 2.0
+        data += ((10 ** (-(max_exponent_bits - 1) + i)) * means).tolist()
+        if signed:
+            data += (-(10 ** (-(max_exponent_bits - 1) + i)) * means).tolist()
+    assert additional_items == 0
+    data.append(0)
+    data.append(1.0)
+    assert len(data) == 2 ** total_bits
+    data.sort()
+    return torch.tensor(data, dtype=torch.float32)
+
+
 def main():
+    random.seed(0)
+    np.random.seed(0)
     model = read_st(os.path.join(SRC, "model.safetensors"))
     init = read_st(os.path.join(SRC, "lora_init.safetensors"))
     unet = UG.UNetModel(**MG.UNET).double()
@@ -182,6 +205,39 @@ def main():
                 "torch_manual_seed": torch.get_rng_state()}, os.path.join(sd, "random_states_0.pkl"))
     with open(os.path.join(sd, "train_state.json"), "w") as f:
         json.dump({"current_epoch": STEPS_BEFORE, "current_step": STEPS_BEFORE}, f)
+
+    # 2b. the same state as bitsandbytes' AdamW8bit (min_8bit_size=256) would hold it: Optimizer2State's
+    # state_dict layout (state1/state2 uint8 codes shaped like the parameter, absmax1/absmax2 float32 per
+    # 256-element block, the shared qmap1/qmap2 dynamic maps, step a Python int) for tensors of 256
+    # elements or more, float32 state1/state2 below; arbitrary codes (no bnb here): the C test checks
+    # that every array lands, byte for byte, on the parameter kohya's index names
+    s8 = os.path.join(OUT, "state8bit")
+    os.makedirs(s8, exist_ok=True)
+    for f in ("model.safetensors", "scheduler.bin", "train_state.json"):
+        with open(os.path.join(sd, f), "rb") as a, open(os.path.join(s8, f), "wb") as b:
+            b.write(a.read())
+    q1, q2 = create_dynamic_map(True), create_dynamic_map(False)
+    g8 = torch.Generator().manual_seed(8)
+    st8 = {}
+    for i, p in enumerate(params):
+        n = p.numel()
+        if n >= 256:
+            nb = (n + 255) // 256
+            st8[i] = {"step": STEPS_BEFORE, "state1": torch.randint(0, 256, p.shape, generator=g8, dtype=torch.uint8),
+                      "state2": torch.randint(0, 256, p.shape, generator=g8, dtype=torch.uint8),
+                      "qmap1": q1, "qmap2": q2, "absmax1": torch.rand(nb, generator=g8) * 1e-3,
+                      "absmax2": torch.rand(nb, generator=g8) * 1e-6}
+        else:
+            st8[i] = {"step": STEPS_BEFORE, "state1": torch.randn(p.shape, generator=g8).float() * 1e-3,
+                      "state2": torch.rand(p.shape, generator=g8).float() * 1e-6}
+    pg = [{"lr": MG.LR, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.01, "initial_lr": MG.LR,
+           "params": list(range(0, 2 * n_te))},
+          {"lr": MG.LR, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.01, "initial_lr": MG.LR,
+           "params": list(range(2 * n_te, len(params)))}]
+    torch.save({"state": st8, "param_groups": pg}, os.path.join(s8, "optimizer.bin"))
+    names = [m.name + k for m in mods for k in (".lora_down.weight", ".lora_up.weight")]
+    with open(os.path.join(s8, "names.txt"), "w") as f:   # kohya's optimizer index -> parameter (for the test)
+        f.write("\n".join(names) + "\n")
 
     # 3. continue from the float32 state, widened
     with torch.no_grad():
