@@ -3,7 +3,9 @@
 # (tests/data/train_lora_kohya/state, written by tests/golden/gen/make_lora_resume_kohya_golden.py
 # for the tiny model of tests/data/train_lora/): the run continues at step 5 (train_state.json's
 # current_step 4), saves step files with the continued numbers, warns once that kohya's random
-# states do not carry over, and our own --save_state of the continued run resumes again. Refusals,
+# states do not carry over, and our own --save_state of the continued run resumes again; a
+# pytorch_model.bin with DDP's "module." keys gives the same run; the LR schedule continues at
+# scheduler.bin's last_epoch; without train_state.json the step count starts at 0. Refusals,
 # each exit 1 with one error line naming the file: no optimizer.bin, no model file, an optimizer
 # sd-train does not read from kohya states (Prodigy), another optimizer than the state's (Lion),
 # a different network_dim (optimizer.bin's shapes) or network_alpha (model.safetensors), another
@@ -46,6 +48,30 @@ sys.exit(0 if r["avr_loss"] == r["loss"] else 1)' log.jsonl && ok train_resume_k
 T --resume out/r-step00000006-state --output_dir out2 --output_name r --log_jsonl log2.jsonl 2> r2.err; rc=$?
 steps=$(python3 -c 'import json,sys; print(" ".join(str(json.loads(l)["step"]) for l in open(sys.argv[1])))' log2.jsonl 2>/dev/null)
 [ $rc = 0 ] && [ "$steps" = "7 8" ] && ok train_resume_kohya_then_own || nok train_resume_kohya_then_own "rc $rc '$steps' $(tail -2 r2.err)"
+
+# pytorch_model.bin (safe_serialization=False) with DDP's "module." keys: the same run, bit for bit
+mkdir ddp && cp "$state"/optimizer.bin "$state"/scheduler.bin "$state"/train_state.json ddp/ &&
+  cp "$root/tests/data/train_lora_kohya/pytorch_model_ddp.bin" ddp/pytorch_model.bin
+T --resume ddp --output_dir out3 --output_name r --log_jsonl log3.jsonl 2> r3.err; rc=$?
+T --resume "$state" --output_dir out4 --output_name r --log_jsonl log4.jsonl 2> r4.err
+losses() { python3 -c 'import json,sys; print(" ".join(repr(json.loads(l)["loss"]) for l in open(sys.argv[1])))' "$1"; }
+if [ $rc = 0 ] && [ -n "$(losses log3.jsonl)" ] && [ "$(losses log3.jsonl)" = "$(losses log4.jsonl)" ]; then
+  ok train_resume_kohya_pytorch_model_bin
+else nok train_resume_kohya_pytorch_model_bin "rc $rc $(tail -2 r3.err)"; fi
+# the scheduler's last_epoch wins for the schedule (an info line when it differs from current_step):
+# a linear schedule logs the LR of step last_epoch + 1
+mkdir sch && cp "$state"/* sch/ && echo '{"current_epoch": 3, "current_step": 3}' > sch/train_state.json
+T --resume sch --lr_scheduler linear --output_dir out5 --output_name r --log_jsonl log5.jsonl 2> r5.err; rc=$?
+lr=$(python3 -c 'import json,sys; r=json.loads(open(sys.argv[1]).readline()); print(r["step"], r["lr"]["unet"])' log5.jsonl 2>/dev/null)
+if [ $rc = 0 ] && [ "$lr" = "4 0.0005" ] && grep -q 'the LR scheduler is at 4, the step count at 3' r5.err; then
+  ok train_resume_kohya_scheduler_position
+else nok train_resume_kohya_scheduler_position "rc $rc '$lr' $(tail -2 r5.err)"; fi
+# no train_state.json: kohya starts at step 0 (a warning)
+mkdir nots && cp "$state"/* nots/ && rm nots/train_state.json
+T --resume nots --max_train_steps 2 --output_dir out6 --output_name r --log_jsonl log6.jsonl 2> r6.err; rc=$?
+steps=$(python3 -c 'import json,sys; print(" ".join(str(json.loads(l)["step"]) for l in open(sys.argv[1])))' log6.jsonl 2>/dev/null)
+[ $rc = 0 ] && [ "$steps" = "1 2" ] && grep -q 'has no train_state.json: the step count starts at 0' r6.err &&
+  ok train_resume_kohya_no_train_state || nok train_resume_kohya_no_train_state "rc $rc '$steps' $(tail -2 r6.err)"
 
 # refusals: exit 1, one error line naming the file
 fails() {   # NAME PATTERN ARGS...

@@ -19,7 +19,10 @@ tests/data/train_lora/), and the run continued from it:
    block), each module's lora_down.weight then lora_up.weight; state step = 0-d float32 tensor as torch >= 1.12 keeps it),
    state/scheduler.bin (torch.save of LambdaLR(lambda _: 1).state_dict() after 4 steps:
    last_epoch 4), state/random_states_0.pkl (python/numpy/torch RNG states, as accelerate saves
-   them), state/train_state.json {"current_epoch": 4, "current_step": 4}.
+   them), state/train_state.json {"current_epoch": 4, "current_step": 4}; pytorch_model_ddp.bin, the
+   network as accelerate saves it with safe_serialization=False under DDP ("module." keys); state8bit/,
+   the folder with an AdamW8bit optimizer.bin in bitsandbytes' layout (arbitrary states) and names.txt
+   (kohya's optimizer index -> parameter name).
 3. The continuation: the float32 state widened to float64, STEPS_AFTER (6) more steps with the
    golden noise/timesteps of steps 5..10: golden.safetensors holds loss [6], grad_norm [6];
    lora_final.safetensors the LoRA after step 10 (F32).
@@ -205,6 +208,11 @@ def main():
                 "torch_manual_seed": torch.get_rng_state()}, os.path.join(sd, "random_states_0.pkl"))
     with open(os.path.join(sd, "train_state.json"), "w") as f:
         json.dump({"current_epoch": STEPS_BEFORE, "current_step": STEPS_BEFORE}, f)
+
+    # 2a. the network as accelerate saves it with safe_serialization=False under DistributedDataParallel:
+    # pytorch_model.bin, torch.save of the wrapped model's state_dict ("module." keys); the CLI test puts
+    # it in a copy of the folder in place of model.safetensors
+    torch.save({"module." + k: v for k, v in net.items()}, os.path.join(OUT, "pytorch_model_ddp.bin"))
 
     # 2b. the same state as bitsandbytes' AdamW8bit (min_8bit_size=256) would hold it: Optimizer2State's
     # state_dict layout (state1/state2 uint8 codes shaped like the parameter, absmax1/absmax2 float32 per
