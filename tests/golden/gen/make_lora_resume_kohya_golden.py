@@ -106,6 +106,7 @@ def create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8):
 def main():
     random.seed(0)
     np.random.seed(0)
+    torch.manual_seed(0)
     model = read_st(os.path.join(SRC, "model.safetensors"))
     init = read_st(os.path.join(SRC, "lora_init.safetensors"))
     unet = UG.UNetModel(**MG.UNET).double()
