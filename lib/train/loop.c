@@ -80,7 +80,10 @@ static int resume_kohya(run *R, int64_t *global_step, int64_t *start_epoch, int6
         sd_warn("%s has no train_state.json: the step count starts at 0 (as kohya-ss does)", c->resume);
     *global_step = ks.current_step;
     R->sched_step = ks.last_epoch >= 0 ? ks.last_epoch : ks.current_step;
-    if (ks.last_epoch < 0)
+    if (ks.last_epoch < 0 && ks.sched_note[0])
+        sd_warn("%s (not an LR scheduler state this reader takes): the LR schedule continues from step %lld",
+                ks.sched_note, (long long)ks.current_step);
+    else if (ks.last_epoch < 0)
         sd_warn("%s has no scheduler.bin: the LR schedule continues from step %lld", c->resume,
                 (long long)ks.current_step);
     else if (ks.last_epoch != ks.current_step)

@@ -114,6 +114,11 @@ static int read_scheduler(const char *dir, sd_kohya_state *out)
     if (!rc && out->last_epoch < 0) rc = sd_err(SD_EFORMAT, "%s: last_epoch %lld is negative", p, (long long)out->last_epoch);
     sd_ckpt_close(ck);
     free(p);
+    if (rc && rc != SD_ENOMEM) {   /* an unreadable scheduler state: the schedule falls back to current_step */
+        snprintf(out->sched_note, sizeof out->sched_note, "%s", sd_errmsg());
+        out->last_epoch = -1;
+        rc = SD_OK;
+    }
     return rc;
 }
 

@@ -53,7 +53,8 @@ int sd_train_state_is_kohya(const char *dir);
 typedef struct sd_kohya_state {
     int64_t current_step;     /* train_state.json's current_step (0 when the file is absent) */
     int64_t current_epoch;    /* its current_epoch (1-based; -1 when absent) */
-    int64_t last_epoch;       /* scheduler.bin's last_epoch (-1 when absent) */
+    int64_t last_epoch;       /* scheduler.bin's last_epoch (-1 when absent or unreadable) */
+    char sched_note[512];     /* why scheduler.bin could not be read ("" when it was, or is absent) */
     int has_train_state;
     int has_rng;              /* random_states_*.pkl present (not carried over) */
     int has_scaler;           /* scaler.pt present (not read) */

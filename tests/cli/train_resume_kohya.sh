@@ -66,6 +66,11 @@ lr=$(python3 -c 'import json,sys; r=json.loads(open(sys.argv[1]).readline()); pr
 if [ $rc = 0 ] && [ "$lr" = "4 0.0005" ] && grep -q 'the LR scheduler is at 4, the step count at 3' r5.err; then
   ok train_resume_kohya_scheduler_position
 else nok train_resume_kohya_scheduler_position "rc $rc '$lr' $(tail -2 r5.err)"; fi
+# a scheduler.bin the safe reader refuses (here: numpy objects): a warning, the schedule from current_step
+mkdir bsch && cp "$state"/* bsch/ && cp "$state"/random_states_0.pkl bsch/scheduler.bin
+T --resume bsch --max_train_steps 5 --output_dir out7 --output_name r --log_jsonl log7.jsonl 2> r7.err; rc=$?
+[ $rc = 0 ] && grep -q 'bsch/scheduler.bin: refusing to load.*the LR schedule continues from step 4' r7.err &&
+  ok train_resume_kohya_bad_scheduler || nok train_resume_kohya_bad_scheduler "rc $rc $(tail -2 r7.err)"
 # no train_state.json: kohya starts at step 0 (a warning)
 mkdir nots && cp "$state"/* nots/ && rm nots/train_state.json
 T --resume nots --max_train_steps 2 --output_dir out6 --output_name r --log_jsonl log6.jsonl 2> r6.err; rc=$?
