@@ -360,7 +360,7 @@ static const sd_opt table[] = {
      .help = "write a resumable state at the end"},
     {.name = "resume", .type = SD_OPT_STRING, .dest = &c.resume, .metavar = "DIR", .group = G_OUT,
      .help = "continue from a state directory (everything restored), or from a kohya-ss train_network.py "
-             "--save_state folder (LoRA, SD1.x/SD2.x; AdamW, AdamW8bit, Lion, SGDNesterov, Adafactor)"},
+             "--save_state folder (LoRA; AdamW, AdamW8bit, Lion, SGDNesterov, Adafactor)"},
     {.name = "debug_dataset", .type = SD_OPT_FLAG, .dest = &a.debug_dataset, .group = G_DATA,
      .help = "print each batch's samples (key, sizes, loss weight, processed caption, crop, flip) in training "
              "order and exit without training (no image windows)"},

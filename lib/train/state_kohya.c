@@ -297,8 +297,10 @@ static int64_t state_index(const char *name, const char **key)
  *   up_blocks was registered); per block attentions, resnets, down/upsamplers; Transformer2DModel
  *   proj_in, transformer_blocks, proj_out; BasicTransformerBlock attn1 (to_q, to_k, to_v, to_out_0),
  *   ff (net_0_proj, net_2), attn2; ResnetBlock2D conv1, time_emb_proj, conv2, conv_shortcut.
- * Each parameter's sort key is computed from its kohya name; names outside these forms (SDXL's
- * ldm-named UNet) are refused rather than guessed. */
+ *   SDXL UNet (library/sdxl_original_unet.py, ldm names): time_embed, label_emb, input_blocks,
+ *   middle_block, output_blocks, out; per block its layers by index (see ref_key).
+ * Each parameter's sort key is computed from its kohya name; names outside these forms are refused
+ * rather than guessed. */
 
 #define KEY_LEN 10
 
@@ -349,6 +351,46 @@ static int ref_key(const char *pkey, int key[KEY_LEN])
     }
     if (strncmp(name, "lora_unet_", 10)) return -1;
     const char *b = name + 10;
+    static const char *const blk_sub[] = { "attn1_to_q", "attn1_to_k", "attn1_to_v", "attn1_to_out_0",
+                                           "ff_net_0_proj", "ff_net_2", "attn2_to_q", "attn2_to_k",
+                                           "attn2_to_v", "attn2_to_out_0" };
+    /* SDXL (library/sdxl_original_unet.py, ldm names): time_embed, label_emb, input_blocks,
+       middle_block, output_blocks, out; per block its layers by index; ResnetBlock2D in_layers,
+       emb_layers, out_layers, skip_connection; Downsample2D op; Upsample2D conv */
+    {
+        int top = -1, n = 0, m = -1;
+        const char *r1 = NULL;
+        if ((n = take_int(b, "input_blocks", &r1)) >= 0) top = 2;
+        else if ((n = take_int(b, "output_blocks", &r1)) >= 0) top = 4;
+        else if (!strncmp(b, "middle_block_", 13)) top = 3, n = 0, r1 = b + 13;
+        if (top >= 0) {
+            char *e;
+            long mm = strtol(r1, &e, 10);
+            if (e == r1 || *e != '_' || mm < 0 || mm > 1000) return -1;
+            m = (int)mm;
+            const char *r2 = e + 1, *r3;
+            static const char *const res_sub[] = { "in_layers_2", "emb_layers_1", "out_layers_3", "skip_connection" };
+            int t;
+            key[0] = 1, key[1] = top, key[2] = n, key[3] = m;
+            if (!strcmp(r2, "proj_in")) key[4] = 0;
+            else if (!strcmp(r2, "proj_out")) key[4] = 2;
+            else if ((t = take_int(r2, "transformer_blocks", &r3)) >= 0 && (key[6] = rank_of(r3, blk_sub, 10)) >= 0)
+                key[4] = 1, key[5] = t;
+            else if ((key[4] = rank_of(r2, res_sub, 4)) >= 0) key[4] += 3;
+            else if (!strcmp(r2, "op") || !strcmp(r2, "conv")) key[4] = 7;
+            else return -1;
+            key[8] = du;
+            return 0;
+        }
+        int k;
+        if ((k = take_int(b, "time_embed", &r1)) >= 0 && !*r1) top = 0;
+        else if (!strncmp(b, "label_emb_0_", 12) && (k = take_int(b + 10, "0", &r1)) >= 0 && !*r1) top = 1;
+        else if ((k = take_int(b, "out", &r1)) >= 0 && !*r1) top = 5;
+        if (top >= 0) {
+            key[0] = 1, key[1] = top, key[2] = k, key[8] = du;
+            return 0;
+        }
+    }
     int top, blk = 0;
     if ((blk = take_int(b, "down_blocks", &r)) >= 0) top = 0;
     else if ((blk = take_int(b, "up_blocks", &r)) >= 0) top = 1;
@@ -362,9 +404,6 @@ static int ref_key(const char *pkey, int key[KEY_LEN])
     if (j < 0) return -1;
     key[0] = 1, key[1] = top, key[2] = blk, key[3] = part, key[4] = j;
     if (part == 0) {
-        static const char *const blk_sub[] = { "attn1_to_q", "attn1_to_k", "attn1_to_v", "attn1_to_out_0",
-                                               "ff_net_0_proj", "ff_net_2", "attn2_to_q", "attn2_to_k",
-                                               "attn2_to_v", "attn2_to_out_0" };
         const char *r3;
         int t;
         if (!strcmp(r2, "proj_in")) key[5] = 0;
@@ -419,7 +458,7 @@ static int kohya_order(const sd_optim *o, const char *path, int *gperm, size_t *
             ord_item x = { .idx = i };
             if (ref_key(o->params[i].p->key, x.key))
                 rc = sd_err(SD_EUNSUPPORTED, "%s: cannot place %s in kohya-ss's optimizer parameter order (kohya-ss "
-                            "states are read for SD1/SD2 LoRA networks)", path, o->params[i].p->key);
+                            "states are read for networks.lora's module names)", path, o->params[i].p->key);
             else if (ord_cmp(&x, &gk[g]) < 0 || k == 0)
                 memcpy(gk[g].key, x.key, sizeof x.key);
         }

@@ -22,8 +22,9 @@
  * params lists them (text-encoder modules, then UNet; per module lora_down.weight then
  * lora_up.weight; LoRA+ / block LRs split them into groups), its modules in the models'
  * registration order (named_modules), which is not sd-train's layer order (CLIP's k, v, q
- * projections; original_unet's down, up, mid blocks): kohya's index of every parameter is computed
- * from its name (state_kohya.c kohya_order; SD1/SD2 names only, SDXL is refused), within the groups
+ * projections; original_unet's down, up, mid blocks; sdxl_original_unet's input, middle, output
+ * blocks): kohya's index of every parameter is computed from its name (state_kohya.c kohya_order;
+ * a name outside networks.lora's forms is refused, never guessed), within the groups
  * that sd-train builds by the same rules (train/lora_net.h sd_lora_param_groups). Checked per group
  * (count, the indices, initial_lr, weight_decay and the kind's hyper-parameters) and per parameter
  * (every state tensor's shape against the parameter's), so a different network or LR split is

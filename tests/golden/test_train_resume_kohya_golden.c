@@ -18,6 +18,7 @@
 #include "io/ckpt.h"
 #include "io/safetensors.h"
 #include "test.h"
+#include "sdxl_tiny_model.h"
 #include "train_golden_run.h"
 #include "train/loop.h"
 
@@ -119,6 +120,60 @@ static void test_resume_kohya_golden(void)
     sd_safetensors_close(b);
 }
 
+/* The state sd-train saved right after resuming from the kohya folder `kdir` (outdir/e-state): for
+ * every kohya optimizer index i, each array of arrays[] present in kdir/optimizer.bin as
+ * state.i.<array> is byte-identical to the saved <names[i]>.<array>, the step is `step`, and the
+ * weights are kdir/model.safetensors'. *n counts the parameters, *n3 those with arrays[2]. */
+static void check_saved_state(const char *kdir, const char *outdir, const char *const *arrays, int narr, int64_t step,
+                              int *n, int *n3)
+{
+    char p1[600], p2[600], p3[600], p4[600], p5[600];
+    snprintf(p1, sizeof p1, "%s/e-state/optimizer.safetensors", outdir);
+    snprintf(p2, sizeof p2, "%s/e-state/weights.safetensors", outdir);
+    snprintf(p3, sizeof p3, "%s/model.safetensors", kdir);
+    snprintf(p4, sizeof p4, "%s/optimizer.bin", kdir);
+    snprintf(p5, sizeof p5, "%s/names.txt", kdir);
+    sd_safetensors *os = NULL, *ws = NULL, *km = NULL;
+    sd_ckpt *ck = NULL;
+    T_EQ_INT(sd_safetensors_open(p1, &os), 0);
+    T_EQ_INT(sd_safetensors_open(p2, &ws), 0);
+    T_EQ_INT(sd_safetensors_open(p3, &km), 0);
+    T_EQ_INT(sd_ckpt_open(p4, &ck), 0);
+    FILE *nf = fopen(p5, "r");
+    T_CHECK(nf != NULL);
+    char name[512], key[600];
+    int arrays_ok = 0;
+    *n = *n3 = 0;
+    while (os && ws && km && ck && nf && fgets(name, sizeof name, nf)) {
+        name[strcspn(name, "\n")] = 0;
+        for (int a = 0; a < narr; a++) {
+            snprintf(key, sizeof key, "state.%d.%s", *n, arrays[a]);
+            const sd_ckpt_tensor *t = sd_ckpt_find(ck, key);
+            if (!t) continue;
+            snprintf(key, sizeof key, "%s.%s", name, arrays[a]);
+            const sd_st_tensor *u = sd_safetensors_find(os, key);
+            int same = u && u->dtype == t->dtype && u->nbytes == t->nbytes && t->contiguous &&
+                       !memcmp(u->data, t->data, (size_t)t->nbytes);
+            T_CHECKF(same, "kohya state %d.%s is not %s", *n, arrays[a], key);
+            arrays_ok += same;
+            *n3 += a == 2;
+        }
+        snprintf(key, sizeof key, "%s.step", name);
+        int64_t st = -1;
+        const sd_st_tensor *ts = sd_safetensors_find(os, key);
+        T_CHECK(ts && sd_safetensors_read(os, ts, SD_ST_I64, &st, 1) == 0 && st == step);
+        const sd_st_tensor *w = sd_safetensors_find(ws, name), *kw = sd_safetensors_find(km, name);
+        T_CHECKF(w && kw && w->nbytes == kw->nbytes && !memcmp(w->data, kw->data, (size_t)w->nbytes), "weight %s", name);
+        (*n)++;
+    }
+    if (nf) fclose(nf);
+    printf("# %s: %d arrays byte-identical\n", kdir, arrays_ok);
+    sd_ckpt_close(ck);
+    sd_safetensors_close(os);
+    sd_safetensors_close(ws);
+    sd_safetensors_close(km);
+}
+
 /* AdamW8bit (bitsandbytes, min_8bit_size=256: 8-bit codes with absmax blocks for the larger
  * tensors, float32 states for the others): a folder whose optimizer.bin holds arbitrary states in
  * bnb's layout, resumed and saved at once (no step) as sd-train's own state: every array of kohya's
@@ -162,57 +217,63 @@ static void test_resume_kohya_8bit(void)
     T_CHECKF(rc == 0, "%s", sd_errmsg());
     sd_train_data_free(&d);
     if (rc) return;
-    char p1[600], p2[600];
-    snprintf(p1, sizeof p1, "%s/e-state/optimizer.safetensors", outdir);
-    snprintf(p2, sizeof p2, "%s/e-state/weights.safetensors", outdir);
-    sd_safetensors *os = NULL, *ws = NULL, *km = NULL;
-    sd_ckpt *ck = NULL;
-    T_EQ_INT(sd_safetensors_open(p1, &os), 0);
-    T_EQ_INT(sd_safetensors_open(p2, &ws), 0);
-    T_EQ_INT(sd_safetensors_open(DIR "state8bit/model.safetensors", &km), 0);
-    T_EQ_INT(sd_ckpt_open(DIR "state8bit/optimizer.bin", &ck), 0);
-    FILE *nf = fopen(DIR "state8bit/names.txt", "r");
-    T_CHECK(nf != NULL);
-    char name[512], key[600];
-    int n = 0, n8 = 0, arrays = 0, bad = 0;
-    while (os && ws && km && ck && nf && fgets(name, sizeof name, nf)) {
-        name[strcspn(name, "\n")] = 0;
-        static const char *const an[4] = { "state1", "state2", "absmax1", "absmax2" };
-        for (int a = 0; a < 4; a++) {
-            snprintf(key, sizeof key, "state.%d.%s", n, an[a]);
-            const sd_ckpt_tensor *t = sd_ckpt_find(ck, key);
-            if (!t) continue;
-            snprintf(key, sizeof key, "%s.%s", name, an[a]);
-            const sd_st_tensor *u = sd_safetensors_find(os, key);
-            int same = u && u->dtype == t->dtype && u->nbytes == t->nbytes && t->contiguous &&
-                       !memcmp(u->data, t->data, (size_t)t->nbytes);
-            bad += !same;
-            T_CHECKF(same, "kohya state %d.%s is not %s", n, an[a], key);
-            arrays++;
-            n8 += a == 2;
-        }
-        snprintf(key, sizeof key, "%s.step", name);
-        int64_t step = -1;
-        const sd_st_tensor *st = sd_safetensors_find(os, key);
-        T_CHECK(st && sd_safetensors_read(os, st, SD_ST_I64, &step, 1) == 0 && step == BEFORE);
-        const sd_st_tensor *w = sd_safetensors_find(ws, name), *kw = sd_safetensors_find(km, name);
-        T_CHECKF(w && kw && w->nbytes == kw->nbytes && !memcmp(w->data, kw->data, (size_t)w->nbytes), "weight %s", name);
-        n++;
-    }
-    if (nf) fclose(nf);
+    int n = 0, n8 = 0;
+    static const char *const an[4] = { "state1", "state2", "absmax1", "absmax2" };
+    check_saved_state(DIR "state8bit", outdir, an, 4, BEFORE, &n, &n8);
     T_EQ_INT(n, 192);
     T_CHECK(n8 > 0 && n8 < n);
-    printf("# AdamW8bit: %d parameters (%d with 8-bit states), %d arrays byte-identical, %d differ\n", n, n8,
-           arrays - bad, bad);
-    sd_ckpt_close(ck);
-    sd_safetensors_close(os);
-    sd_safetensors_close(ws);
-    sd_safetensors_close(km);
+    printf("# AdamW8bit: %d parameters (%d with 8-bit states)\n", n, n8);
+}
+
+/* SDXL (TE1, TE2 and the UNet of make_lora_sdxl_train_golden.py, kohya's sdxl_original_unet order):
+ * an AdamW state with arbitrary moments lands on the parameters kohya's indices name. */
+static void test_resume_kohya_sdxl(void)
+{
+    char model[512];
+    snprintf(model, sizeof model, "%s", t_path("resume_kohya_sdxl_model.safetensors"));
+    int rc = write_model(model);
+    T_CHECKF(rc == 0, "writing the model: %s", sd_errmsg());
+    if (rc) return;
+    float lat[B * PER];
+    for (int i = 0; i < B * PER; i++) lat[i] = (float)((i * 37) % 17) / 17.0f - 0.5f;
+    static const char *const caps[B] = { "a photo of a cat", "red square, sky" };
+    sd_train_data d;
+    sd_train_data_init(&d);
+    sd_train_config c;
+    sd_train_config_default(&c);
+    c.model = model;
+    c.model_config = "tests/data/train_lora_sdxl/tiny.toml";
+    c.network_dim = 2;
+    c.network_alpha = 1.0;
+    c.network_alpha_is_int = 0;
+    c.learning_rate = 1e-3;
+    c.max_train_steps = 3;
+    c.train_batch_size = B;
+    c.seed = 1;
+    c.threads = 1;
+    c.save_state_on_train_end = 1;
+    c.resume = DIR "state_sdxl";
+    char outdir[512];
+    snprintf(outdir, sizeof outdir, "%s", t_path("resume_kohya_sdxl"));
+    c.output_dir = outdir;
+    c.output_name = "e";
+    tgr_add_records(&d, &c, lat, caps, B, "resume_kohya_xl");
+    rc = sd_train_run(&c, &d);
+    T_CHECKF(rc == 0, "%s", sd_errmsg());
+    sd_train_data_free(&d);
+    if (rc) return;
+    int n = 0, n2 = 0;
+    static const char *const an[2] = { "exp_avg", "exp_avg_sq" };
+    check_saved_state(DIR "state_sdxl", outdir, an, 2, 3, &n, &n2);
+    T_EQ_INT(n, 156);
+    T_EQ_INT(n2, 0);
+    printf("# SDXL AdamW: %d parameters mapped\n", n);
 }
 
 int main(void)
 {
     T_RUN(test_resume_kohya_golden);
     T_RUN(test_resume_kohya_8bit);
+    T_RUN(test_resume_kohya_sdxl);
     T_DONE();
 }

@@ -275,5 +275,60 @@ def main():
     print(len(mods), "modules,", len(params), "parameters,", n_te, "text-encoder modules")
 
 
+def sdxl_state():
+    """state_sdxl/: an AdamW state (arbitrary moments, step 3) for the tiny SDXL LoRA of
+    make_lora_sdxl_train_golden.py in kohya's index order: TE1 then TE2 modules (k, v, q, out, fc1,
+    fc2 per layer), then the UNet's in sdxl_original_unet's order (input_blocks, middle_block,
+    output_blocks; attn1, ff, attn2); model.safetensors = that run's lora_init.safetensors;
+    names.txt = kohya's optimizer index -> parameter name."""
+    import make_lora_sdxl_train_golden as SX
+    gen = torch.Generator().manual_seed(1)
+    unet = SX.XG.SDXLUNetModel(**SX.UNET).double()
+    te1 = CG.CLIPTextModel(SX.W1, SX.L1, SX.H1, CG.quick_gelu).double()
+    te2 = SX.SC.CLIPTextModelWithProjection(SX.W2, SX.L2, SX.H2, SX.P2).double()
+    mods = []
+    for prefix, te in (("lora_te1_", te1), ("lora_te2_", te2)):
+        for name, m in te.named_modules():
+            if m.__class__.__name__ in ("CLIPAttention", "CLIPMLP"):
+                for cn, c in m.named_modules():
+                    if isinstance(c, torch.nn.Linear):
+                        mods.append(SX.LoRA(c, prefix + (name + "." + cn).replace(".", "_"), gen))
+    n_te = len(mods)
+    for name, m in unet.named_modules():
+        if isinstance(m, UG.SpatialTransformer):
+            for cn, c in m.named_modules():
+                if isinstance(c, torch.nn.Linear) and cn:
+                    mods.append(SX.LoRA(c, "lora_unet_" + (name + "." + cn).replace(".", "_"), gen))
+    init = read_st(os.path.join(HERE, "..", "..", "data", "train_lora_sdxl", "lora_init.safetensors"))
+    names = [m.name + k for m in mods for k in (".lora_down.weight", ".lora_up.weight")]
+    assert sorted(names + [m.name + ".alpha" for m in mods]) == sorted(init), "module sets differ"
+    sd = os.path.join(OUT, "state_sdxl")
+    os.makedirs(sd, exist_ok=True)
+    with open(os.path.join(HERE, "..", "..", "data", "train_lora_sdxl", "lora_init.safetensors"), "rb") as a, \
+            open(os.path.join(sd, "model.safetensors"), "wb") as b:
+        b.write(a.read())
+    p32 = [init[n].float().reshape(p.shape).clone().requires_grad_(True)
+           for n, p in zip(names, [p for m in mods for p in (m.down.weight, m.up.weight)])]
+    opt = torch.optim.AdamW([{"params": p32[:2 * n_te], "lr": SX.LR}, {"params": p32[2 * n_te:], "lr": SX.LR}],
+                            lr=SX.LR)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1)
+    g = torch.Generator().manual_seed(3)
+    for q in p32:
+        opt.state[q] = {"step": torch.tensor(3.0), "exp_avg": torch.randn(q.shape, generator=g) * 1e-3,
+                        "exp_avg_sq": torch.rand(q.shape, generator=g) * 1e-6}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(3):
+            sched.step()
+    torch.save(opt.state_dict(), os.path.join(sd, "optimizer.bin"))
+    torch.save(sched.state_dict(), os.path.join(sd, "scheduler.bin"))
+    with open(os.path.join(sd, "train_state.json"), "w") as f:
+        json.dump({"current_epoch": 3, "current_step": 3}, f)
+    with open(os.path.join(sd, "names.txt"), "w") as f:
+        f.write("\n".join(names) + "\n")
+    print("SDXL:", len(mods), "modules,", n_te, "text-encoder modules")
+
+
 if __name__ == "__main__":
     main()
+    sdxl_state()
