@@ -9,7 +9,9 @@
  * last_epoch 4) and runs steps 5..10 with the same noise and timesteps: the losses and gradient
  * norms within 1e-5 relative (measured ~5e-8 / ~3e-7), the final LoRA weights within 1e-5 relative
  * per tensor (measured ~4e-7), the file with exactly the reference's keys. A wrong mapping of the
- * moments (same shapes: q/k/v) shows as errors of 1e-2 and more. */
+ * moments (same shapes: q/k/v) shows as errors of 1e-2 and more.
+ * Second and third tests: mapping checks without steps (the state saved right after the resume)
+ * for an AdamW8bit folder in bitsandbytes' layout and for an AdamW folder of the tiny SDXL LoRA. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
