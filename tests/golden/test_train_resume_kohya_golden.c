@@ -10,13 +10,16 @@
  * norms within 1e-5 relative (measured ~5e-8 / ~3e-7), the final LoRA weights within 1e-5 relative
  * per tensor (measured ~4e-7), the file with exactly the reference's keys. A wrong mapping of the
  * moments (same shapes: q/k/v) shows as errors of 1e-2 and more.
- * Second and third tests: mapping checks without steps (the state saved right after the resume)
- * for an AdamW8bit folder in bitsandbytes' layout and for an AdamW folder of the tiny SDXL LoRA. */
+ * The other tests: mapping checks without steps (the state saved right after the resume) for an
+ * AdamW8bit folder in bitsandbytes' layout, an AdamW folder of the tiny SDXL LoRA and a torch SGD
+ * (SGDNesterov) state. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "base/error.h"
+#include "base/fileio.h"
 #include "io/ckpt.h"
 #include "io/safetensors.h"
 #include "test.h"
@@ -227,6 +230,74 @@ static void test_resume_kohya_8bit(void)
     printf("# AdamW8bit: %d parameters (%d with 8-bit states)\n", n, n8);
 }
 
+static void copy_file(const char *from, const char *to)
+{
+    char *buf = NULL;
+    size_t n = 0;
+    T_EQ_INT(sd_read_file(from, 64u << 20, &buf, &n), 0);
+    FILE *f = fopen(to, "wb");
+    T_CHECK(f && fwrite(buf, 1, n, f) == n);
+    if (f) fclose(f);
+    free(buf);
+}
+
+/* SGDNesterov (torch.optim.SGD, nesterov, momentum 0.9): optimizer_sgd.bin in a copy of state8bit/
+ * (same network, names.txt) maps every momentum_buffer onto the parameter kohya's index names; the
+ * group hyper-parameters (momentum, dampening, nesterov, weight_decay) are those of this run. */
+static void test_resume_kohya_sgd(void)
+{
+    char kdir[512], from[600], to[700];
+    snprintf(kdir, sizeof kdir, "%s", t_path("kohya_sgd_state"));
+    mkdir(kdir, 0755);
+    static const char *const files[4] = { "model.safetensors", "scheduler.bin", "train_state.json", "names.txt" };
+    for (int i = 0; i < 4; i++) {
+        snprintf(from, sizeof from, DIR "state8bit/%s", files[i]);
+        snprintf(to, sizeof to, "%s/%s", kdir, files[i]);
+        copy_file(from, to);
+    }
+    snprintf(to, sizeof to, "%s/optimizer.bin", kdir);
+    copy_file(DIR "optimizer_sgd.bin", to);
+    sd_safetensors *gm = NULL;
+    T_EQ_INT(sd_safetensors_open(SRC "model.safetensors", &gm), 0);
+    if (!gm) return;
+    float lat[B * PER];
+    T_EQ_INT(sd_safetensors_read_f32(gm, "golden.latents", lat, B * PER), 0);
+    sd_safetensors_close(gm);
+    static const char *const caps[B] = { "a photo of a cat", "red square, sky" };
+    sd_train_data d;
+    sd_train_data_init(&d);
+    sd_train_config c;
+    sd_train_config_default(&c);
+    c.model = SRC "model.safetensors";
+    c.model_config = SRC "tiny.toml";
+    c.network_dim = 4;
+    c.network_alpha = 2.0;
+    c.network_alpha_is_int = 0;
+    c.learning_rate = 1e-3;
+    c.max_train_steps = BEFORE;
+    c.train_batch_size = B;
+    c.seed = 1;
+    c.threads = 1;
+    c.optimizer_type = "SGDNesterov";
+    c.save_state_on_train_end = 1;
+    c.resume = kdir;
+    char outdir[512];
+    snprintf(outdir, sizeof outdir, "%s", t_path("resume_kohya_sgd"));
+    c.output_dir = outdir;
+    c.output_name = "e";
+    tgr_add_records(&d, &c, lat, caps, B, "resume_kohya_sgd");
+    int rc = sd_train_run(&c, &d);
+    T_CHECKF(rc == 0, "%s", sd_errmsg());
+    sd_train_data_free(&d);
+    if (rc) return;
+    int n = 0, n3 = 0;
+    static const char *const an[1] = { "momentum_buffer" };
+    /* SGD keeps no step: sd-train's saved step of a resumed parameter is 0 */
+    check_saved_state(kdir, outdir, an, 1, 0, &n, &n3);
+    T_EQ_INT(n, 192);
+    printf("# SGDNesterov: %d parameters mapped\n", n);
+}
+
 /* SDXL (TE1, TE2 and the UNet of make_lora_sdxl_train_golden.py, kohya's sdxl_original_unet order):
  * an AdamW state with arbitrary moments lands on the parameters kohya's indices name. */
 static void test_resume_kohya_sdxl(void)
@@ -277,5 +348,6 @@ int main(void)
     T_RUN(test_resume_kohya_golden);
     T_RUN(test_resume_kohya_8bit);
     T_RUN(test_resume_kohya_sdxl);
+    T_RUN(test_resume_kohya_sgd);
     T_DONE();
 }

@@ -22,7 +22,8 @@ tests/data/train_lora/), and the run continued from it:
    them), state/train_state.json {"current_epoch": 4, "current_step": 4}; pytorch_model_ddp.bin, the
    network as accelerate saves it with safe_serialization=False under DDP ("module." keys); state8bit/,
    the folder with an AdamW8bit optimizer.bin in bitsandbytes' layout (arbitrary states) and names.txt
-   (kohya's optimizer index -> parameter name).
+   (kohya's optimizer index -> parameter name); optimizer_sgd.bin, a torch SGD (nesterov, momentum
+   0.9) state_dict with arbitrary momentum buffers; state_sdxl/ (see sdxl_state()).
 3. The continuation: the float32 state widened to float64, STEPS_AFTER (6) more steps with the
    golden noise/timesteps of steps 5..10: golden.safetensors holds loss [6], grad_norm [6];
    lora_final.safetensors the LoRA after step 10 (F32).
@@ -247,6 +248,16 @@ def main():
     names = [m.name + k for m in mods for k in (".lora_down.weight", ".lora_up.weight")]
     with open(os.path.join(s8, "names.txt"), "w") as f:   # kohya's optimizer index -> parameter (for the test)
         f.write("\n".join(names) + "\n")
+
+    # 2c. optimizer_sgd.bin: a torch.optim.SGD (kohya's SGDNesterov: momentum 0.9, nesterov) state_dict
+    # with arbitrary momentum buffers, kohya's groups and order (the C test puts it in a copy of state8bit/)
+    osgd = torch.optim.SGD([{"params": p32[:2 * n_te], "lr": MG.LR}, {"params": p32[2 * n_te:], "lr": MG.LR}],
+                           lr=MG.LR, momentum=0.9, nesterov=True)
+    torch.optim.lr_scheduler.LambdaLR(osgd, lambda _: 1)
+    gs = torch.Generator().manual_seed(5)
+    for q in p32:
+        osgd.state[q] = {"momentum_buffer": torch.randn(q.shape, generator=gs) * 1e-3}
+    torch.save(osgd.state_dict(), os.path.join(OUT, "optimizer_sgd.bin"))
 
     # 3. continue from the float32 state, widened
     with torch.no_grad():
