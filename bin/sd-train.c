@@ -360,7 +360,8 @@ static const sd_opt table[] = {
     {.name = "save_state_on_train_end", .type = SD_OPT_FLAG, .dest = &c.save_state_on_train_end, .group = G_OUT,
      .help = "write a resumable state at the end"},
     {.name = "resume", .type = SD_OPT_STRING, .dest = &c.resume, .metavar = "DIR", .group = G_OUT,
-     .help = "continue from a state directory (everything restored)"},
+     .help = "continue from a state directory (everything restored), or from a kohya-ss train_network.py "
+             "--save_state folder (LoRA; AdamW, AdamW8bit, Lion, SGDNesterov, Adafactor)"},
     {.name = "debug_dataset", .type = SD_OPT_FLAG, .dest = &a.debug_dataset, .group = G_DATA,
      .help = "print each batch's samples (key, sizes, loss weight, processed caption, crop, flip) in training "
              "order and exit without training (no image windows)"},

@@ -38,6 +38,7 @@
 #include "train/meta.h"
 #include "train/optim.h"
 #include "train/state.h"
+#include "train/state_kohya.h"
 #include "train/tboard.h"
 #include "train/validation.h"
 
@@ -61,6 +62,53 @@ static void peek_state_seed(const char *dir, uint64_t *seed)
         free(text);
     }
     free(path);
+}
+
+/* --resume from a kohya-ss/sd-scripts train_network.py state folder (train/state_kohya.h): the LoRA
+ * weights and the optimizer's state from accelerate's files, the step from train_state.json's
+ * current_step (sd-train continues the step count and the data cursor there, as with its own
+ * states), the LR scheduler's position from scheduler.bin's last_epoch. */
+static int resume_kohya(run *R, int64_t *global_step, int64_t *start_epoch, int64_t *start_i)
+{
+    sd_train_config *c = R->c;
+    if (R->have_ti || R->is_full)
+        return sd_err(SD_EUSAGE, "--resume %s: a kohya-ss state folder is read for --method lora only", c->resume);
+    if (R->lora_fa || R->have_dy)
+        return sd_err(SD_EUSAGE, "--resume %s: a kohya-ss state folder is read for --network_module networks.lora only",
+                      c->resume);
+    sd_kohya_state ks;
+    int rc = sd_train_state_load_kohya(c->resume, R->net.refs, R->net.n, &R->opt, &ks);
+    if (rc) return rc;
+    if (!ks.has_train_state)
+        sd_warn("%s has no train_state.json: the step count starts at 0 (as kohya-ss does)", c->resume);
+    *global_step = ks.current_step;
+    R->sched_step = ks.last_epoch >= 0 ? ks.last_epoch : ks.current_step;
+    if (ks.last_epoch < 0 && ks.sched_note[0])
+        sd_warn("%s (not an LR scheduler state this reader takes): the LR schedule continues from step %lld",
+                ks.sched_note, (long long)ks.current_step);
+    else if (ks.last_epoch < 0)
+        sd_warn("%s has no scheduler.bin: the LR schedule continues from step %lld", c->resume,
+                (long long)ks.current_step);
+    else if (ks.last_epoch != ks.current_step)
+        sd_info("%s: the LR scheduler is at %lld, the step count at %lld (a multi-GPU run steps it once per process, "
+                "fp16 steps skipped by the loss scaler do not step it): the schedule continues from %lld", c->resume,
+                (long long)ks.last_epoch, (long long)ks.current_step, (long long)ks.last_epoch);
+    int A = c->gradient_accumulation_steps > 0 ? c->gradient_accumulation_steps : 1;
+    *start_epoch = ks.current_step / R->steps_per_epoch;
+    *start_i = (ks.current_step % R->steps_per_epoch) * A;
+    if (ks.current_epoch >= 0 && ks.current_epoch != *start_epoch + (*start_i > 0))
+        sd_info("%s: kohya's run was in epoch %lld, this run's %lld steps per epoch put step %lld in epoch %lld",
+                c->resume, (long long)ks.current_epoch, (long long)R->steps_per_epoch, (long long)ks.current_step,
+                (long long)*start_epoch + 1);
+    sd_warn("%s: kohya-ss's random states (python, numpy, torch%s) cannot carry over: from step %lld on the noise, "
+            "timesteps, dropout and data order are sd-train's draws for --seed %llu, so the run is not the one kohya-ss "
+            "would continue bit for bit%s", c->resume, ks.has_rng ? ", random_states_0.pkl" : "",
+            (long long)ks.current_step, (unsigned long long)R->seed,
+            ks.has_scaler ? "; scaler.pt is not read (the fp16 loss scale starts afresh)" : "");
+    sd_info("resumed from kohya-ss state %s: step %lld, epoch %lld, batch %lld (%zu of %zu optimizer parameters "
+            "reordered from kohya-ss's index order)", c->resume, (long long)*global_step,
+            (long long)*start_epoch + 1, (long long)*start_i, ks.reordered, R->opt.nparams);
+    return SD_OK;
 }
 
 int loop_ensure_scratch(run *R, size_t want)
@@ -791,7 +839,10 @@ trained_set:;
     }
     /* resume */
     int64_t global_step = 0, start_epoch = 0, start_i = 0;
-    if (c->resume) {
+    if (c->resume && sd_train_state_is_kohya(c->resume)) {
+        rc = resume_kohya(R, &global_step, &start_epoch, &start_i);
+        if (rc) goto out;
+    } else if (c->resume) {
         if (R->lora_fa && c->scale_weight_norms > 0) {
             /* max-norm scaling edits the frozen lora_down, which the state does not hold */
             rc = sd_err(SD_EUSAGE, "--resume with networks.lora_fa and --scale_weight_norms is not supported");
@@ -1045,7 +1096,10 @@ trained_set:;
             nmicro++;
             /* the reference's moving average over one epoch of micro batches */
             if (epoch == 0 && R->window_n < (size_t)nb) R->window[R->window_n++] = loss;
-            else if ((size_t)i < R->window_n) R->window[i] = loss;
+            else if ((size_t)i < (size_t)nb) {   /* later epochs: pad with 0.0 up to i (a resumed run's list) */
+                while (R->window_n <= (size_t)i) R->window[R->window_n++] = 0.0;
+                R->window[i] = loss;
+            }
             R->epoch_loss_sum += loss;
             R->epoch_loss_n++;
             double avr = window_mean(R);
