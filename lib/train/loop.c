@@ -423,6 +423,7 @@ static void free_run(run *R)
     if (R->have_opt) sd_optim_free(&R->opt);
     sd_lora_groups_free(&R->groups);
     sd_full_free(&R->full);
+    if (R->have_oft) sd_oft_network_free(&R->oft);
     if (R->have_net) sd_lora_network_free(&R->net);
     if (R->have_ti2) sd_ti_free(&R->ti2);
     if (R->have_ti) sd_ti_free(&R->ti);

@@ -62,7 +62,7 @@ int loop_build_metadata(run *R)
     else v[SD_SS_LR_WARMUP_STEPS] = sd_pyv_int(0);
     if (rc) return rc;
     v[SD_SS_LR_SCHEDULER] = sd_pyv_str(R->sched_name);
-    v[SD_SS_NETWORK_MODULE] = sd_pyv_str("networks.lora");
+    v[SD_SS_NETWORK_MODULE] = sd_pyv_str(c->network_module ? c->network_module : "networks.lora");
     v[SD_SS_NETWORK_DIM] = sd_pyv_int(R->nargs.network_dim);
     v[SD_SS_NETWORK_ALPHA] = c->network_alpha_is_int ? sd_pyv_int((int64_t)R->nargs.network_alpha)
                                                      : sd_pyv_float(R->nargs.network_alpha);
@@ -266,7 +266,12 @@ static int save_lora(run *R, const char *path, int64_t steps, int64_t epoch1)
     so.meta = &m;
     char mh[65], lh[9];
     if (!rc) rc = loop_net_to(R, SD_DEV_CPU);
-    if (!rc) rc = sd_lora_file_save(path, R->net.refs, R->net.n, &so, mh, lh);
+    if (!rc && R->have_oft) {
+        sd_oft_save_opts oo = { .dtype = so.dtype, .alpha_int = so.alpha_int, .meta = &m };
+        rc = sd_oft_file_save(path, &R->oft, &oo);
+    } else if (!rc) {
+        rc = sd_lora_file_save(path, R->net.refs, R->net.n, &so, mh, lh);
+    }
     int rc2 = loop_net_to(R, R->dev);
     sd_kv_free(&m);
     return rc ? rc : rc2;
