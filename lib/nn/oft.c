@@ -47,14 +47,14 @@ static int ws_init(oft_ws *w, int n)
 }
 
 /* ‖B − Bᵀ‖ over all blocks, and the clamp factor s = (min(norm, c) + 1e-8) / (norm + 1e-8). */
-static double q_norm(const float *b, int k, int n, double c, double *s)
+static double q_norm(const double *b, int k, int n, double c, double *s)
 {
     double acc = 0;
     for (int64_t kk = 0; kk < k; kk++) {
-        const float *bk = b + kk * n * n;
+        const double *bk = b + kk * n * n;
         for (int i = 0; i < n; i++)
             for (int j = 0; j < n; j++) {
-                double q = (double)bk[i * n + j] - (double)bk[j * n + i];
+                double q = bk[i * n + j] - bk[j * n + i];
                 acc += q * q;
             }
     }
@@ -64,11 +64,11 @@ static double q_norm(const float *b, int k, int n, double c, double *s)
 }
 
 /* For block bk: q0 = B − Bᵀ, ainv = (I − s·q0)⁻¹. */
-static int block_prep(oft_ws *w, const float *bk, int n, double s)
+static int block_prep(oft_ws *w, const double *bk, int n, double s)
 {
     for (int i = 0; i < n; i++)
         for (int j = 0; j < n; j++) {
-            double q = (double)bk[i * n + j] - (double)bk[j * n + i];
+            double q = bk[i * n + j] - bk[j * n + i];
             w->q0[i * n + j] = q;
             w->ainv[i * n + j] = (i == j) - s * q;
         }
@@ -83,27 +83,27 @@ static int block_prep(oft_ws *w, const float *bk, int n, double s)
     return SD_OK;
 }
 
-static int rotation(oft_ws *w, const float *blocks, int k, int n, double c, double m, float *rw)
+static int rotation(oft_ws *w, const double *blocks, int k, int n, double c, double m, double *rw)
 {
     double s;
     q_norm(blocks, k, n, c, &s);
     for (int kk = 0; kk < k; kk++) {
-        const float *bk = blocks + (int64_t)kk * n * n;
+        const double *bk = blocks + (int64_t)kk * n * n;
         int rc = block_prep(w, bk, n, s);
         if (rc) return rc;
         /* t1 = I + Q; R = t1 · ainv */
         for (int i = 0; i < n; i++)
             for (int j = 0; j < n; j++) w->t1[i * n + j] = (i == j) + s * w->q0[i * n + j];
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0, w->t1, n, w->ainv, n, 0.0, w->t2, n);
-        float *rk = rw + (int64_t)kk * n * n;
+        double *rk = rw + (int64_t)kk * n * n;
         for (int i = 0; i < n; i++)
-            for (int j = 0; j < n; j++) rk[i * n + j] = (float)(m * (w->t2[i * n + j] - (i == j)) + (i == j));
+            for (int j = 0; j < n; j++) rk[i * n + j] = m * (w->t2[i * n + j] - (i == j)) + (i == j);
     }
     return SD_OK;
 }
 
-static int rotation_backward(oft_ws *w, const float *blocks, int k, int n, double c, double m, const float *drw,
-                             float *dblocks, double *dq_all)
+static int rotation_backward(oft_ws *w, const double *blocks, int k, int n, double c, double m, const double *drw,
+                             double *dblocks, double *dq_all)
 {
     double s;
     double norm = q_norm(blocks, k, n, c, &s);
@@ -114,10 +114,10 @@ static int rotation_backward(oft_ws *w, const float *blocks, int k, int n, doubl
         int rc = block_prep(w, blocks + kk * nn, n, s);
         if (rc) return rc;
         double *dq = dq_all + kk * nn;
-        const float *g = drw + kk * nn;
+        const double *g = drw + kk * nn;
         /* G = m · dRw (t1); dP = G·Ainvᵀ; dAinv = Pᵀ·G with P = I + Q; dA = −Ainvᵀ·dAinv·Ainvᵀ;
            dQ = dP − dA = G·Ainvᵀ + Ainvᵀ·Pᵀ·G·Ainvᵀ */
-        for (int64_t i = 0; i < nn; i++) w->t1[i] = m * (double)g[i];
+        for (int64_t i = 0; i < nn; i++) w->t1[i] = m * g[i];
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0, w->t1, n, w->ainv, n, 0.0, dq, n);
         /* t2 = Pᵀ·(G·Ainvᵀ): Pᵀ = I − Q */
         for (int i = 0; i < n; i++)
@@ -132,22 +132,22 @@ static int rotation_backward(oft_ws *w, const float *blocks, int k, int n, doubl
     double gnorm = -gs * a / (b * b) + (norm <= c ? gs / b : 0.0);
     double f = norm > 0 ? gnorm / norm : 0.0;
     for (int kk = 0; kk < k; kk++) {
-        const float *bk = blocks + kk * nn;
+        const double *bk = blocks + kk * nn;
         double *dq = dq_all + kk * nn;
-        float *db = dblocks + kk * nn;
+        double *db = dblocks + kk * nn;
         /* dQ0 = s·dQ + f·Q0; dB = dQ0 − dQ0ᵀ */
         for (int i = 0; i < n; i++)
             for (int j = 0; j < n; j++) {
-                double q0ij = (double)bk[i * n + j] - (double)bk[j * n + i];
+                double q0ij = bk[i * n + j] - bk[j * n + i];
                 double d1 = s * dq[i * n + j] + f * q0ij;
                 double d2 = s * dq[j * n + i] - f * q0ij;
-                db[i * n + j] += (float)(d1 - d2);
+                db[i * n + j] += d1 - d2;
             }
     }
     return SD_OK;
 }
 
-int sd_oft_rotation(const float *blocks, int k, int n, double constraint, double multiplier, float *rw)
+int sd_oft_rotation(const double *blocks, int k, int n, double constraint, double multiplier, double *rw)
 {
     oft_ws w;
     int rc = ws_init(&w, n);
@@ -156,8 +156,8 @@ int sd_oft_rotation(const float *blocks, int k, int n, double constraint, double
     return rc;
 }
 
-int sd_oft_rotation_backward(const float *blocks, int k, int n, double constraint, double multiplier,
-                             const float *drw, float *dblocks)
+int sd_oft_rotation_backward(const double *blocks, int k, int n, double constraint, double multiplier,
+                             const double *drw, double *dblocks)
 {
     oft_ws w;
     int rc = ws_init(&w, n);
@@ -195,13 +195,12 @@ void sd_oft_free(sd_oft *o)
     sd_tensor_free(&o->r);
     free(o->hb);
     free(o->hb_last);
-    free(o->hdr);
-    free(o->hdb);
-    free(o->dq);
+    free(o->hf);
+    free(o->dd);
     if (o->ws) ws_free(o->ws);
     free(o->ws);
-    o->hb = o->hb_last = o->hdr = o->hdb = NULL;
-    o->dq = NULL;
+    o->hb = o->hb_last = o->hf = NULL;
+    o->dd = NULL;
     o->ws = NULL;
     o->have_r = 0;
 }
@@ -217,11 +216,10 @@ static int refresh(sd_oft *o)
     if (!o->hb) {
         o->hb = malloc(bn * sizeof(float));
         o->hb_last = malloc(bn * sizeof(float));
-        o->hdr = malloc(bn * sizeof(float));
-        o->hdb = malloc(bn * sizeof(float));
-        o->dq = malloc(bn * sizeof(double));
+        o->hf = malloc(bn * sizeof(float));
+        o->dd = malloc(4 * bn * sizeof(double));
         o->ws = calloc(1, sizeof(oft_ws));
-        if (!o->hb || !o->hb_last || !o->hdr || !o->hdb || !o->dq || !o->ws) return sd_err(SD_ENOMEM, "OFT: out of memory");
+        if (!o->hb || !o->hb_last || !o->hf || !o->dd || !o->ws) return sd_err(SD_ENOMEM, "OFT: out of memory");
         int rc = ws_init(o->ws, o->n);
         if (rc) return rc;
     }
@@ -237,9 +235,11 @@ static int refresh(sd_oft *o)
     int rc = sd_tensor_download(b, o->hb, bn * sizeof(float));
     if (rc) return rc;
     if (o->have_r && !memcmp(o->hb, o->hb_last, bn * sizeof(float))) return SD_OK;
-    float *rw = o->hb_last;   /* staging for Rw; hb_last is rewritten below */
-    rc = rotation(o->ws, o->hb, o->k, o->n, o->alpha * (double)o->out, o->multiplier, rw);
-    if (!rc) rc = sd_tensor_upload(&o->r, rw, bn * sizeof(float));
+    double *bd = o->dd, *rw = o->dd + bn;
+    for (size_t i = 0; i < bn; i++) bd[i] = o->hb[i];
+    rc = rotation(o->ws, bd, o->k, o->n, o->alpha * (double)o->out, o->multiplier, rw);
+    for (size_t i = 0; i < bn && !rc; i++) o->hf[i] = (float)rw[i];
+    if (!rc) rc = sd_tensor_upload(&o->r, o->hf, bn * sizeof(float));
     memcpy(o->hb_last, o->hb, bn * sizeof(float));
     o->have_r = !rc;
     return rc;
@@ -302,13 +302,19 @@ int sd_oft_weight_backward(sd_ctx *ctx, sd_oft *o, const sd_tensor *w, const sd_
     if (!rc) rc = nn_tensor(&ctx->scratch, &dr, 3, (int64_t[]){ o->k, o->n, o->n });
     /* dRw[n, m] = Σ_p W[n, p] · dRW[m, p] */
     if (!rc) rc = sd_op_matmul(ctx, &dr, &wf, 0, &dv, 1, 1.0f, 0.0f);
-    if (!rc) rc = sd_tensor_download(&dr, o->hdr, bn * sizeof(float));
+    /* dd: [blocks of the cached R | dL/dRw | dL/dB | dQ] */
+    double *bd = o->dd, *g = o->dd + bn, *db = o->dd + 2 * bn, *dq = o->dd + 3 * bn;
+    if (!rc) rc = sd_tensor_download(&dr, o->hf, bn * sizeof(float));
     if (!rc) {
-        memset(o->hdb, 0, bn * sizeof(float));
-        rc = rotation_backward(o->ws, o->hb_last, o->k, o->n, o->alpha * (double)o->out, o->multiplier, o->hdr,
-                               o->hdb, o->dq);
+        for (size_t i = 0; i < bn; i++) {
+            bd[i] = o->hb_last[i];
+            g[i] = o->hf[i];
+            db[i] = 0;
+        }
+        rc = rotation_backward(o->ws, bd, o->k, o->n, o->alpha * (double)o->out, o->multiplier, g, db, dq);
     }
-    if (!rc) rc = sd_tensor_upload(&dr, o->hdb, bn * sizeof(float));
+    for (size_t i = 0; i < bn && !rc; i++) o->hf[i] = (float)db[i];
+    if (!rc) rc = sd_tensor_upload(&dr, o->hf, bn * sizeof(float));
     if (!rc) rc = sd_op_axpby(ctx, &o->blocks->grad, 1.0f, &dr, 1.0f);
     sd_arena_reset(&ctx->scratch, mark);
     return rc;

@@ -43,8 +43,8 @@ typedef struct sd_oft {
     float *hb, *hb_last;      /* host copies of the blocks: current, and the one r was built from */
     int have_r;
     /* host buffers of the backward (allocated with hb, reused every step) */
-    float *hdr, *hdb;
-    double *dq;
+    float *hf;                /* f32 staging (Rw up, dL/dRw down, dL/dB up) */
+    double *dd;               /* 4 · k·n·n doubles */
     void *ws;
 } sd_oft;
 
@@ -55,9 +55,9 @@ void sd_oft_free(sd_oft *o);
 
 /* Host maths over k blocks of n×n (row-major), in double: Rw from the blocks (`rw` k·n·n), and the
  * gradient of the blocks from dL/dRw, ACCUMULATED into `dblocks`. constraint = alpha · out. */
-int sd_oft_rotation(const float *blocks, int k, int n, double constraint, double multiplier, float *rw);
-int sd_oft_rotation_backward(const float *blocks, int k, int n, double constraint, double multiplier,
-                             const float *drw, float *dblocks);
+int sd_oft_rotation(const double *blocks, int k, int n, double constraint, double multiplier, double *rw);
+int sd_oft_rotation_backward(const double *blocks, int k, int n, double constraint, double multiplier,
+                             const double *drw, double *dblocks);
 
 /* rw = RW for the host weight w ([out, ...], any dtype): rw has w's shape and dtype (scratch of
  * the caller). Refreshes the cached Rw when the blocks changed. */
