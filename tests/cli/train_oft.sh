@@ -125,6 +125,15 @@ T --output_dir w3 --output_name t --max_train_steps 1 --network_dim 2 --network_
 grep -q 'num blocks: 4, constraint: 0.01, .*enable_conv: True, enable_all_linear: True' w3.err &&
   ok train_oft_dim_from_weights || nok train_oft_dim_from_weights "rc $rc $(grep -i 'oft\|error' w3.err | head -2)"
 
+# ---- --base_weights are OFT files here: multiplier 0 = no base weights (R = I exactly), 1 changes the run
+T --output_dir b0 --output_name t --max_train_steps 2 --network_alpha 1e-2 2> /dev/null
+T --output_dir b1 --output_name t --max_train_steps 2 --network_alpha 1e-2 --base_weights o1/t.safetensors \
+  --base_weights_multiplier 0 2> b1.err
+T --output_dir b2 --output_name t --max_train_steps 2 --network_alpha 1e-2 --base_weights o1/t.safetensors 2> b2.err
+cmp -s b0/t.safetensors b1/t.safetensors && [ -f b2/t.safetensors ] && ! cmp -s b0/t.safetensors b2/t.safetensors &&
+grep -q 'merging module: o1/t.safetensors with multiplier 1: 0 text-encoder and 56 UNet modules' b2.err &&
+  ok train_oft_base_weights || nok train_oft_base_weights "$(tail -1 b2.err)"
+
 # ---- sd-sample: changes the image; mul 0 = base; = the image sampled in training with the modules hooked --------
 echo 'a red square --w 64 --h 64 --s 3 --d 7' > p.txt
 T --output_dir s1 --output_name t --max_train_steps 8 --network_alpha 1e-2 --network_args enable_conv=1 \
