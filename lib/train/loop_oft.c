@@ -78,6 +78,7 @@ int loop_setup_oft(run *R)
     if (rc) return rc;
     sd_oft_network_opts o;
     memset(&o, 0, sizeof o);
+    int alpha_int = c->network_alpha_is_int;
     o.dim = c->network_dim > 0 ? c->network_dim : 4;
     o.alpha = isnan(c->network_alpha) ? 1.0 : c->network_alpha;
     o.sdxl = R->sdxl;
@@ -103,6 +104,7 @@ int loop_setup_oft(run *R)
             }
             o.dim = fi.dim;
             o.alpha = fi.alpha;
+            alpha_int = fi.alpha_int;
             o.all_linear = fi.all_linear;
             o.conv = fi.conv;
         }
@@ -117,6 +119,7 @@ int loop_setup_oft(run *R)
     R->have_net = 1;
     rc = sd_oft_network_build(&R->oft, &R->net.reg, R->unet, &o);
     if (!rc) R->have_oft = 1;
+    R->oft.alpha_int = alpha_int;
     if (!rc) rc = sd_params_alloc(&R->net.reg, SD_DEV_CPU);
     if (!rc) rc = sd_oft_network_attach(&R->oft, &R->ctx);
     if (!rc && wst) {
@@ -126,8 +129,10 @@ int loop_setup_oft(run *R)
     }
     sd_safetensors_close(wst);
     if (rc) return rc;
-    /* for the metadata (ss_network_dim / ss_network_alpha) */
-    rc = sd_lora_net_args_parse(&R->nargs, R->sdxl, o.dim, o.alpha, NULL, 0);
+    /* for the metadata: ss_network_dim / ss_network_alpha are the options' values, as the LoRA path
+       writes them (the reference's args.network_dim / args.network_alpha, also with --dim_from_weights) */
+    rc = sd_lora_net_args_parse(&R->nargs, R->sdxl, c->network_dim > 0 ? c->network_dim : 4,
+                                isnan(c->network_alpha) ? 1.0 : c->network_alpha, NULL, 0);
     if (rc) return rc;
     sd_info("create OFT network. num blocks: %d, constraint: %g, multiplier: 1, enable_conv: %s, enable_all_linear: "
             "%s; %zu UNet modules", o.dim, o.alpha, o.conv ? "True" : "False", o.all_linear ? "True" : "False",

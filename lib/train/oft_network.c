@@ -145,6 +145,7 @@ int sd_oft_file_scan(const sd_safetensors *st, sd_oft_file_info *info)
                 return sd_err(SD_EFORMAT, "%s: '%s' is %g, other modules have %g (one alpha per network)", path, t->name,
                               a, info->alpha);
             info->alpha = a;
+            info->alpha_int = !sd_st_dtype_is_float(t->dtype);
             have_alpha = 1;
             snprintf(key, sizeof key, "%.*s.oft_blocks", (int)(s - 1 - t->name), t->name);
             if (!sd_safetensors_find(st, key))

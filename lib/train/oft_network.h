@@ -32,6 +32,7 @@ typedef struct sd_oft_network {
     sd_conv2d **host_conv;
     int dim;
     double alpha;
+    int alpha_int;            /* the alpha came from an integer (the caller sets it; see sd_oft_save_opts) */
     int all_linear, conv;
 } sd_oft_network;
 
@@ -59,6 +60,7 @@ void sd_oft_network_free(sd_oft_network *net);
 typedef struct sd_oft_file_info {
     int dim;
     double alpha;
+    int alpha_int;            /* the .alpha tensors have an integer dtype (the reference's .item() is an int) */
     int conv, all_linear;
     size_t n;                 /* modules */
 } sd_oft_file_info;

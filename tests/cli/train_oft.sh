@@ -123,7 +123,14 @@ T --output_dir w3 --output_name t --max_train_steps 1 --network_dim 2 --network_
   --network_weights o2/t.safetensors 2> w3.err; rc=$?
 [ $rc = 0 ] && [ "$(keys w3/t.safetensors | grep -c oft_blocks)" = 115 ] &&
 grep -q 'num blocks: 4, constraint: 0.01, .*enable_conv: True, enable_all_linear: True' w3.err &&
+grep -q '^oft_unet_down_blocks_0_resnets_0_conv1.alpha F32 \[\]' <(keys w3/t.safetensors 2> /dev/null) &&
+[ "$(meta w3/t.safetensors ss_network_dim)" = 2 ] && [ "$(meta w3/t.safetensors ss_network_alpha)" = 7.0 ] &&
   ok train_oft_dim_from_weights || nok train_oft_dim_from_weights "rc $rc $(grep -i 'oft\|error' w3.err | head -2)"
+# the file's integer alpha stays an integer (the reference's .item() of an int64 tensor)
+T --output_dir w4 --output_name t --max_train_steps 1 --network_alpha 0.5 --dim_from_weights \
+  --network_weights o0/t.safetensors 2> w4.err; rc=$?
+[ $rc = 0 ] && grep -q '^oft_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.alpha I64 \[\]' <(keys w4/t.safetensors 2> /dev/null) &&
+  ok train_oft_dim_from_weights_int_alpha || nok train_oft_dim_from_weights_int_alpha "rc $rc $(tail -1 w4.err)"
 
 # ---- --base_weights are OFT files here: multiplier 0 = no base weights (R = I exactly), 1 changes the run
 T --output_dir b0 --output_name t --max_train_steps 2 --network_alpha 1e-2 2> /dev/null
