@@ -183,9 +183,10 @@ grep -q '^oft_unet_input_blocks_3_1_transformer_blocks_1_attn1_to_q.oft_blocks F
   --threads 1 --outdir xq0 > /dev/null 2>&1
 "$ss" --model xl.safetensors --model_config "$CX" --W 64 --H 64 --steps 2 --seed 7 --prompt x --sequential_file_name \
   --threads 1 --outdir xq1 --network_weights x1/t.safetensors > /dev/null 2>&1
-if [ -x "$helper" ] && [ -f xq1/im_000001.png ]; then
+if [ ! -f xq1/im_000001.png ] || [ ! -f xq0/im_000001.png ]; then nok sample_oft_sdxl "no image"
+elif [ -x "$helper" ]; then
   [ "$("$helper" maxdiff xq0/im_000001.png xq1/im_000001.png)" -gt 0 ] && ok sample_oft_sdxl || nok sample_oft_sdxl
-else nok sample_oft_sdxl "no image"; fi
+else echo "ok sample_oft_sdxl # SKIP $helper not built"; fi
 
 # ---- refusals ------------------------------------------------------------------------------------------------
 refuse() { local name=$1 want=$2 pat=$3; shift 3
