@@ -57,7 +57,11 @@ int sd_oft_network_build(sd_oft_network *net, sd_params *reg, sd_unet *u, const 
         }
         sd_oft *m = &net->mods[net->n];
         rc = sd_oft_init(m, reg, name, L->out, L->in * L->kh * L->kw, o->dim, o->alpha);
-        if (rc) break;
+        if (rc) {
+            free(net->names[net->n]);
+            net->names[net->n] = NULL;
+            break;
+        }
         m->multiplier = o->multiplier;
         net->host_lin[net->n] = L->linear;
         net->host_conv[net->n] = L->conv;
