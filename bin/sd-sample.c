@@ -35,6 +35,7 @@
 #include "train/lora_file.h"
 #include "train/lora_merge.h"
 #include "train/lora_network.h"
+#include "train/oft_network.h"
 
 #define PROG "sd-sample"
 
@@ -70,14 +71,16 @@ static const sd_opt table[] = {
      .help = "v-prediction model (SD2.x 768-v)"},
     {.name = "network_weights", .type = SD_OPT_STRINGS, .dest = &a.network_weights, .metavar = "FILE",
      .flags = SD_OPTF_NARGS | SD_OPTF_APPEND, .group = "Networks",
-     .help = "kohya LoRA .safetensors files, merged into the model (any number)"},
+     .help = "kohya LoRA or OFT (networks.oft, told by its keys) .safetensors files, merged into the model in "
+             "order (any number)"},
     {.name = "network_mul", .type = SD_OPT_DOUBLES, .dest = &a.network_mul, .metavar = "X",
      .flags = SD_OPTF_NARGS | SD_OPTF_APPEND, .min = -100, .max = 100,
      .bounds = SD_OPT_HAS_MIN | SD_OPT_HAS_MAX, .group = "Networks",
      .help = "multiplier per --network_weights file, in order (missing ones: 1.0)"},
     {.name = "network_module", .type = SD_OPT_STRINGS, .dest = &a.network_module, .metavar = "MODULE",
      .flags = SD_OPTF_NARGS | SD_OPTF_APPEND, .group = "Networks",
-     .help = "accepted for the reference's command lines: networks.lora or networks.lora_fa (same files)"},
+     .help = "per --network_weights file, in order: networks.lora (networks.lora_fa and networks.dylora write "
+             "the same files) or networks.oft (checked against the file's keys; missing ones: told by the keys)"},
     {.name = "textual_inversion_embeddings", .type = SD_OPT_STRINGS, .dest = &a.ti, .metavar = "FILE",
      .flags = SD_OPTF_NARGS | SD_OPTF_APPEND, .group = "Networks",
      .help = "textual-inversion embeddings (.safetensors/.pt: kohya emb_params or Diffusers; SDXL models: "
@@ -375,7 +378,16 @@ static int run(void)
     for (int i = 0; i < a.network_weights.n && !rc; i++) {
         double mul = i < a.network_mul.n ? a.network_mul.d[i] : 1.0;
         size_t nte = 0, nun = 0;
-        rc = sd_lora_merge_file(&ctx, &m, a.network_weights.s[i], mul, &nte, &nun);
+        const char *path = a.network_weights.s[i], *mod = i < a.network_module.n ? a.network_module.s[i] : NULL;
+        sd_safetensors *nst = NULL;
+        if ((rc = sd_safetensors_open(path, &nst))) break;
+        int is_oft = sd_oft_file_is_oft(nst);
+        sd_safetensors_close(nst);
+        if (mod && is_oft != !strcmp(mod, "networks.oft")) {
+            rc = sd_err(SD_EFORMAT, "%s: %s file, but --network_module %s", path, is_oft ? "an OFT" : "not an OFT", mod);
+            break;
+        }
+        rc = is_oft ? sd_oft_merge_file(&ctx, &m, path, mul, &nun) : sd_lora_merge_file(&ctx, &m, path, mul, &nte, &nun);
         if (!rc)
             sd_info("%s: merged %zu modules (%zu text encoder, %zu UNet) with multiplier %g", a.network_weights.s[i],
                     nte + nun, nte, nun, mul);
@@ -597,7 +609,10 @@ int main(int argc, char **argv)
     if (!a.model) rc = usage_error("--model is required");
     else if (!a.outdir) rc = usage_error("--outdir is required");
     else if (!a.prompt == !a.from_file) rc = usage_error("give exactly one of --prompt and --from_file");
-    else if (a.network_mul.n > a.network_weights.n) {
+    else if (a.network_module.n > a.network_weights.n) {
+        rc = usage_error("%d --network_module values for %d --network_weights files", a.network_module.n,
+                         a.network_weights.n);
+    } else if (a.network_mul.n > a.network_weights.n) {
         rc = usage_error("%d --network_mul values for %d --network_weights files", a.network_mul.n,
                          a.network_weights.n);
     } else if (a.max_token_length && a.max_token_length != 75 && a.max_token_length != 150 &&
@@ -610,8 +625,10 @@ int main(int argc, char **argv)
     } else {
         rc = SD_OK;
         for (int i = 0; i < a.network_module.n; i++)
-            if (strcmp(a.network_module.s[i], "networks.lora") && strcmp(a.network_module.s[i], "networks.lora_fa")) {
-                rc = usage_error("option '--network_module': %s is not supported (networks.lora, networks.lora_fa)",
+            if (strcmp(a.network_module.s[i], "networks.lora") && strcmp(a.network_module.s[i], "networks.lora_fa") &&
+                strcmp(a.network_module.s[i], "networks.dylora") && strcmp(a.network_module.s[i], "networks.oft")) {
+                rc = usage_error("option '--network_module': %s is not supported (networks.lora, networks.lora_fa, "
+                                 "networks.dylora, networks.oft)",
                                  a.network_module.s[i]);
                 break;
             }

@@ -110,8 +110,10 @@ static const sd_opt table[] = {
     {.name = "use_style_template", .type = SD_OPT_FLAG, .dest = &c.ti.use_style_template, .group = G_TI,
      .help = "ignore captions: \"a painting in the style of {}\" ... (19 templates)"},
     {.name = "network_module", .type = SD_OPT_STRING, .dest = &c.network_module, .group = G_NET,
-     .help = "networks.lora (default), networks.lora_fa (LoRA-FA: lora_down frozen, only lora_up trains) or "
-             "networks.dylora (DyLoRA: --network_args unit=N)"},
+     .help = "networks.lora (default), networks.lora_fa (LoRA-FA: lora_down frozen, only lora_up trains), "
+             "networks.dylora (DyLoRA: --network_args unit=N) or networks.oft (Orthogonal Finetuning: UNet only; "
+             "network_dim = number of blocks, network_alpha = constraint; --network_args enable_all_linear=1, "
+             "enable_conv=1)"},
     {.name = "network_dim", .type = SD_OPT_INT, .dest = &c.network_dim, SD_OPT_RANGE(0, 4096), .group = G_NET,
      .help = "LoRA rank (default 4)"},
     {.name = "network_alpha", .type = SD_OPT_STRING, .dest = &a.network_alpha, .def = "1", .group = G_NET,

@@ -37,11 +37,38 @@ int sd_linear_set_lora(sd_linear *l, sd_lora *lora)
     return SD_OK;
 }
 
+int sd_linear_set_oft(sd_linear *l, sd_oft *oft)
+{
+    if (oft && (oft->out != l->out || oft->row != l->in || l->lora))
+        return sd_err(SD_EINVAL, "OFT %s does not fit linear %lld -> %lld%s", oft->blocks->key, (long long)l->in,
+                      (long long)l->out, l->lora ? " (it has a LoRA)" : "");
+    l->oft = oft;
+    return SD_OK;
+}
+
+/* Scratch of a layer with an OFT module: RW and dL/dRW (f32) beside the module's own. */
+static size_t oft_plan_bytes(const sd_oft *o) { return 2 * nn_bytes(o->out * o->row) + sd_oft_scratch_bytes(o); }
+
+/* The weight a layer runs with: w itself, or RW of its OFT module (in scratch, w's dtype). */
+static int oft_weight(sd_ctx *ctx, sd_oft *oft, const sd_tensor *w, sd_tensor *out)
+{
+    if (!oft) {
+        *out = *w;
+        return SD_OK;
+    }
+    int rc = sd_arena_tensor(&ctx->scratch, out, (sd_dtype)w->dtype, w->ndim, w->shape);
+    if (rc) return sd_err_prefix(rc, "layer activations");
+    return sd_oft_weight(ctx, oft, w, out);
+}
+
 int sd_linear_forward(sd_ctx *ctx, sd_linear *l, sd_arena *save, sd_tensor *y, const sd_tensor *x)
 {
-    sd_tensor w;
+    sd_tensor w, wr;
+    size_t mark = sd_arena_mark(&ctx->scratch);
     int rc = nn_view2(&l->w->value, &w);
-    if (!rc) rc = sd_op_linear(ctx, y, x, &w, value_of(l->b));
+    if (!rc) rc = oft_weight(ctx, l->oft, &w, &wr);
+    if (!rc) rc = sd_op_linear(ctx, y, x, &wr, value_of(l->b));
+    sd_arena_reset(&ctx->scratch, mark);
     if (!rc && l->lora) rc = sd_lora_forward(ctx, l->lora, save, y, x);
     if (rc) return sd_err_prefix(rc, "%s", l->w->key);
     if (save) l->x = *x;
@@ -54,6 +81,18 @@ int sd_linear_backward(sd_ctx *ctx, sd_linear *l, sd_tensor *dx, const sd_tensor
     if (!l->x.data) return sd_err(SD_ESTATE, "%s: backward without a training forward", l->w->key);
     sd_tensor w, dwv, *dw = grad_of(l->w), *db = grad_of(l->b);
     int rc = nn_view2(&l->w->value, &w);
+    if (!rc && l->oft) {
+        if (dw) return sd_err(SD_EUNSUPPORTED, "%s: a trained weight under an OFT module", l->w->key);
+        size_t mark = sd_arena_mark(&ctx->scratch);
+        sd_tensor wr, drw;
+        int g = nn_has_grad(l->oft->blocks);
+        rc = oft_weight(ctx, l->oft, &w, &wr);
+        if (!rc && g) rc = nn_zeros(ctx, &ctx->scratch, &drw, 2, w.shape);
+        if (!rc) rc = sd_op_linear_bwd(ctx, dx, g ? &drw : NULL, db, dy, &l->x, &wr);
+        if (!rc && g) rc = sd_oft_weight_backward(ctx, l->oft, &w, &drw);
+        sd_arena_reset(&ctx->scratch, mark);
+        return rc ? sd_err_prefix(rc, "%s", l->w->key) : SD_OK;
+    }
     if (!rc && dw) rc = nn_view2(dw, &dwv);
     if (!rc && (dx || dw || db)) rc = sd_op_linear_bwd(ctx, dx, dw ? &dwv : NULL, db, dy, &l->x, &w);
     if (!rc && l->lora) rc = sd_lora_backward(ctx, l->lora, dx, dy, &l->x);
@@ -63,6 +102,7 @@ int sd_linear_backward(sd_ctx *ctx, sd_linear *l, sd_tensor *dx, const sd_tensor
 sd_nn_plan sd_linear_plan(const sd_linear *l, int ndim, const int64_t *x_shape)
 {
     sd_nn_plan p = { 0, 0 };
+    if (l->oft) p.scratch = oft_plan_bytes(l->oft);
     if (!l->lora) return p;
     int64_t rows = 1;
     for (int d = 0; d + 1 < ndim; d++) rows *= x_shape[d];
@@ -108,9 +148,22 @@ void sd_conv2d_out_shape(const sd_conv2d *c, const int64_t *x, int64_t *y)
     y[3] = (x[3] + c->g.pad_l + c->g.pad_r - c->kw) / c->g.stride + 1;
 }
 
+int sd_conv2d_set_oft(sd_conv2d *c, sd_oft *oft)
+{
+    if (oft && (oft->out != c->cout || oft->row != c->cin * c->kh * c->kw || c->lora))
+        return sd_err(SD_EINVAL, "OFT %s does not fit conv %lld -> %lld (%dx%d)%s", oft->blocks->key,
+                      (long long)c->cin, (long long)c->cout, c->kh, c->kw, c->lora ? " (it has a LoRA)" : "");
+    c->oft = oft;
+    return SD_OK;
+}
+
 int sd_conv2d_forward(sd_ctx *ctx, sd_conv2d *c, sd_arena *save, sd_tensor *y, const sd_tensor *x)
 {
-    int rc = sd_op_conv2d(ctx, y, x, &c->w->value, value_of(c->b), c->g);
+    sd_tensor wr;
+    size_t mark = sd_arena_mark(&ctx->scratch);
+    int rc = oft_weight(ctx, c->oft, &c->w->value, &wr);
+    if (!rc) rc = sd_op_conv2d(ctx, y, x, &wr, value_of(c->b), c->g);
+    sd_arena_reset(&ctx->scratch, mark);
     if (!rc && c->lora) rc = sd_lora_forward(ctx, c->lora, save, y, x);
     if (rc) return sd_err_prefix(rc, "%s", c->w->key);
     if (save) c->x = *x;
@@ -123,6 +176,18 @@ int sd_conv2d_backward(sd_ctx *ctx, sd_conv2d *c, sd_tensor *dx, const sd_tensor
     if (!c->x.data) return sd_err(SD_ESTATE, "%s: backward without a training forward", c->w->key);
     sd_tensor *dw = grad_of(c->w), *db = grad_of(c->b);
     int rc = SD_OK;
+    if (c->oft) {
+        if (dw) return sd_err(SD_EUNSUPPORTED, "%s: a trained weight under an OFT module", c->w->key);
+        size_t mark = sd_arena_mark(&ctx->scratch);
+        sd_tensor wr, drw;
+        int g = nn_has_grad(c->oft->blocks);
+        rc = oft_weight(ctx, c->oft, &c->w->value, &wr);
+        if (!rc && g) rc = nn_zeros(ctx, &ctx->scratch, &drw, 4, c->w->value.shape);
+        if (!rc) rc = sd_op_conv2d_bwd(ctx, dx, g ? &drw : NULL, db, dy, &c->x, &wr, c->g);
+        if (!rc && g) rc = sd_oft_weight_backward(ctx, c->oft, &c->w->value, &drw);
+        sd_arena_reset(&ctx->scratch, mark);
+        return rc ? sd_err_prefix(rc, "%s", c->w->key) : SD_OK;
+    }
     if (dx || dw || db) rc = sd_op_conv2d_bwd(ctx, dx, dw, db, dy, &c->x, &c->w->value, c->g);
     if (!rc && c->lora) rc = sd_lora_backward(ctx, c->lora, dx, dy, &c->x);
     return rc ? sd_err_prefix(rc, "%s", c->w->key) : SD_OK;
@@ -131,6 +196,7 @@ int sd_conv2d_backward(sd_ctx *ctx, sd_conv2d *c, sd_tensor *dx, const sd_tensor
 sd_nn_plan sd_conv2d_plan(const sd_conv2d *c, const int64_t *x_shape)
 {
     sd_nn_plan p = { 0, 0 };
+    if (c->oft) p.scratch = oft_plan_bytes(c->oft);
     if (!c->lora) return p;
     int64_t ys[4];
     sd_conv2d_out_shape(c, x_shape, ys);

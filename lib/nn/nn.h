@@ -35,6 +35,7 @@
 #include <stdint.h>
 
 #include "nn/lora_hook.h"
+#include "nn/oft.h"
 #include "nn/params.h"
 #include "tensor/ops.h"
 
@@ -64,6 +65,7 @@ typedef struct sd_linear {
     sd_param *w, *b;
     int64_t in, out;
     sd_lora *lora;
+    sd_oft *oft;                  /* OFT module (NULL = none): the layer runs with RW instead of W */
     sd_tensor x;                  /* saved: input reference */
 } sd_linear;
 
@@ -73,6 +75,8 @@ int sd_linear_backward(sd_ctx *ctx, sd_linear *l, sd_tensor *dx, const sd_tensor
 sd_nn_plan sd_linear_plan(const sd_linear *l, int ndim, const int64_t *x_shape);
 /* Attach a LoRA branch (shapes checked: linear math, in/out equal). */
 int sd_linear_set_lora(sd_linear *l, sd_lora *lora);
+/* Attach an OFT module (nn/oft.h; rows checked; not together with a LoRA). */
+int sd_linear_set_oft(sd_linear *l, sd_oft *oft);
 
 /* ---- conv2d: y [N,cout,Ho,Wo] = conv(x [N,cin,H,W]) + b ------------------------------------ */
 
@@ -82,6 +86,7 @@ typedef struct sd_conv2d {
     int kh, kw;
     sd_conv2d_geom g;
     sd_lora *lora;
+    sd_oft *oft;
     sd_tensor x;
 } sd_conv2d;
 
@@ -92,6 +97,7 @@ int sd_conv2d_forward(sd_ctx *ctx, sd_conv2d *c, sd_arena *save, sd_tensor *y, c
 int sd_conv2d_backward(sd_ctx *ctx, sd_conv2d *c, sd_tensor *dx, const sd_tensor *dy);
 sd_nn_plan sd_conv2d_plan(const sd_conv2d *c, const int64_t *x_shape);
 int sd_conv2d_set_lora(sd_conv2d *c, sd_lora *lora);
+int sd_conv2d_set_oft(sd_conv2d *c, sd_oft *oft);
 
 /* ---- group norm (+ fused SiLU) over x [N, C, ...] -------------------------------------------- */
 

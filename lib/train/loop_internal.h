@@ -34,6 +34,7 @@
 #include "train/loop_sample.h"
 #include "train/lora_net.h"
 #include "train/lora_network.h"
+#include "train/oft_network.h"
 #include "train/loss_scale.h"
 #include "train/lr_sched.h"
 #include "train/meta.h"
@@ -63,6 +64,8 @@ typedef struct run {
     int lora_fa;                   /* networks.lora_fa: lora_down frozen (not in the resumable state) */
     sd_dylora dy;             /* --network_module networks.dylora: the rows the optimizer sees */
     int have_dy;
+    sd_oft_network oft;       /* --network_module networks.oft: its blocks live in net.reg (net has no modules) */
+    int have_oft;
     sd_lora_groups groups;
     sd_ti ti;                 /* --method ti (train/ti.h): the new token rows instead of a network */
     int have_ti;
@@ -169,6 +172,9 @@ int loop_check_family(run *R);
 int loop_ti_setup(run *R);
 int loop_setup_full(run *R);
 int loop_setup_lora(run *R);
+/* loop_oft.c: --network_module networks.oft (after --base_weights are merged) */
+int loop_is_oft(const sd_train_config *c);
+int loop_setup_oft(run *R);
 void loop_optimizer_warnings(run *R);
 
 /* ---- loop_text.c -------------------------------------------------------------------------------- */

@@ -266,7 +266,13 @@ static int save_lora(run *R, const char *path, int64_t steps, int64_t epoch1)
     so.meta = &m;
     char mh[65], lh[9];
     if (!rc) rc = loop_net_to(R, SD_DEV_CPU);
-    if (!rc) rc = sd_lora_file_save(path, R->net.refs, R->net.n, &so, mh, lh);
+    if (!rc && R->have_oft) {
+        /* the alpha buffer: I64 when it came from an integer (option, or the file's with --dim_from_weights) */
+        sd_oft_save_opts oo = { .dtype = so.dtype, .alpha_int = !c->save_precision && R->oft.alpha_int, .meta = &m };
+        rc = sd_oft_file_save(path, &R->oft, &oo);
+    } else if (!rc) {
+        rc = sd_lora_file_save(path, R->net.refs, R->net.n, &so, mh, lh);
+    }
     int rc2 = loop_net_to(R, R->dev);
     sd_kv_free(&m);
     return rc ? rc : rc2;

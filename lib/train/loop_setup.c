@@ -21,12 +21,12 @@ int loop_check_options(run *R)
 {
     sd_train_config *c = R->c;
     if (!c->model) return sd_err(SD_EUSAGE, "--pretrained_model_name_or_path (--model) is required");
-    static const char *const modules[] = { "networks.lora", "networks.lora_fa", "networks.dylora" };
+    static const char *const modules[] = { "networks.lora", "networks.lora_fa", "networks.dylora", "networks.oft" };
     int known = !c->network_module;
     for (size_t i = 0; i < sizeof modules / sizeof *modules && !known; i++) known = !strcmp(c->network_module, modules[i]);
     if (!known)
         return sd_err(SD_EUNSUPPORTED, "--network_module %s is not supported (networks.lora, networks.lora_fa, "
-                      "networks.dylora are)", c->network_module);
+                      "networks.dylora, networks.oft are)", c->network_module);
     if (c->ti.on) {
         int trc = sd_ti_check_config(c);
         if (trc) return trc;
@@ -429,7 +429,8 @@ static int merge_base_weights(run *R)
         double mul = c->base_weights_multiplier && i < c->base_weights_multiplier->n ? c->base_weights_multiplier->d[i]
                                                                                     : 1.0;
         size_t nte = 0, nun = 0;
-        rc = sd_lora_merge_file(&R->ctx, &R->model, f, mul, &nte, &nun);
+        if (loop_is_oft(c)) rc = sd_oft_merge_file(&R->ctx, &R->model, f, mul, &nun);   /* OFT files: UNet only */
+        else rc = sd_lora_merge_file(&R->ctx, &R->model, f, mul, &nte, &nun);
         if (!rc) sd_info("merging module: %s with multiplier %g: %zu text-encoder and %zu UNet modules", f, mul, nte, nun);
     }
     if (!rc && base_weights_unet_f32(R)) rc = sd_params_convert_frozen(&R->model.unet_params, frozen_dtype(c));
@@ -467,6 +468,7 @@ int loop_setup_lora(run *R)
     sd_train_config *c = R->c;
     int rc = merge_base_weights(R);
     if (rc) return rc;
+    if (loop_is_oft(c)) return loop_setup_oft(R);
     int ndim = c->network_dim > 0 ? c->network_dim : 4;
     double nalpha = isnan(c->network_alpha) ? 1.0 : c->network_alpha;
     const int fa = c->network_module && !strcmp(c->network_module, "networks.lora_fa");

@@ -3,7 +3,7 @@
 # same command with --device cpu and --device cuda, and the saved files compared tensor by tensor
 # (max |cuda - cpu| / max |cpu| per tensor; the worst tensor is reported). Runs: LoRA in float32
 # (with and without --gradient_checkpointing, batch 2), --mixed_precision bf16, fp16 (loss scaler),
-# --full_bf16; DreamBooth in float32 (AdamW on the GPU, and with SD_DEVICE_OPTIM=0 on the host) and
+# --full_bf16; OFT (--network_module networks.oft) in float32 (attention; enable_conv) and bf16; DreamBooth in float32 (AdamW on the GPU, and with SD_DEVICE_OPTIM=0 on the host) and
 # fp16 (loss scaler, clipping on the GPU), fine-tuning with --full_fp16 (UNet and text encoder
 # trained); textual inversion in float32 and bf16; and a CUDA run resumed from its saved state
 # against the uninterrupted CUDA run.
@@ -118,6 +118,17 @@ run lora_f32_ckpt_b2 1e-3 lora_ last.safetensors $L --gradient_checkpointing --t
 metric=l2 run lora_bf16 1e-1 lora_ last.safetensors $L --mixed_precision bf16
 metric=l2 run lora_fp16 1e-1 lora_ last.safetensors $L --mixed_precision fp16
 metric=l2 run lora_full_bf16 1e-1 lora_ last.safetensors $L --mixed_precision bf16 --full_bf16 --learning_rate 1e-2
+# OFT (networks.oft): the Cayley transform on the host, RW and dL/dRw on the device. Measured on the
+# emulated build only (2026-11-27; not yet on a GPU): attention modules in float32 max-rel 1.1e-3
+# (AdamW's sign-like first steps on blocks of small gradients), the mid-block ResBlock modules of
+# enable_conv 4.6e-4, bf16 rel-L2 0.093. The other ResBlocks' time_emb_proj blocks of the tiny model
+# get gradients of ~3e-10 (rounding noise: the GroupNorm after them removes what they add), which
+# AdamW turns into O(1) differences: they are left out by the prefix. With one SGD step the
+# gradients of every other module agree within 6e-6.
+O="--network_module networks.oft --network_alpha 1e-2 --learning_rate 1e-2"
+run oft_f32 3e-3 oft_ last.safetensors $L $O
+run oft_conv_f32 1e-3 oft_unet_mid_block_resnets last.safetensors $L $O --network_args enable_conv=1
+metric=l2 run oft_bf16 2e-1 oft_ last.safetensors $L $O --mixed_precision bf16
 run db_f32 3e-3 model. last.safetensors --method db --max_train_steps 2 --save_model_as safetensors
 SD_DEVICE_OPTIM=0 run db_f32_host_optim 3e-3 model. last.safetensors --method db --max_train_steps 2 \
   --save_model_as safetensors
