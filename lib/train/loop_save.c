@@ -173,16 +173,31 @@ int loop_build_metadata(run *R)
             free(ks), free(vs);
             return sd_err(SD_ENOMEM, "out of memory");
         }
-        for (int i = 0; i < n; i++) {
+        /* train_network.py's net_kwargs: a dict (a repeated key keeps its first place and takes the last
+           value), then, without --dim_from_weights, "dropout": --network_dropout unless given (its
+           "workaround for LyCORIS"), written by json.dumps */
+        int m = 0, has_dropout = 0;
+        for (int i = 0; i < n && !rc; i++) {
             const char *it = c->network_args->s[i], *eq = strchr(it, '=');
             size_t L = eq ? (size_t)(eq - it) : strlen(it);
-            ks[i] = strndup(it, L);
-            vs[i] = eq ? eq + 1 : "";
+            int j = 0;
+            while (j < m && (strlen(ks[j]) != L || strncmp(ks[j], it, L))) j++;
+            if (j == m && !(ks[m++] = strndup(it, L))) rc = sd_err(SD_ENOMEM, "out of memory");
+            vs[j] = eq ? eq + 1 : "";
+            has_dropout |= L == 7 && !strncmp(it, "dropout", 7);
         }
-        rc = sd_py_json_str_dict((const char *const *)ks, vs, (size_t)n, &nargs_json);
-        for (int i = 0; i < n; i++) free(ks[i]);
+        if (!rc) rc = sd_py_json_str_dict((const char *const *)ks, vs, (size_t)m, &nargs_json);
+        for (int i = 0; i < m; i++) free(ks[i]);
         free(ks);
         free(vs);
+        if (!rc && !has_dropout && !c->dim_from_weights) {
+            char num[40], *grown;
+            if (c->network_dropout > 0) sd_py_float(c->network_dropout, num, sizeof num);
+            else snprintf(num, sizeof num, "null");
+            size_t L = strlen(nargs_json);   /* "{...}" -> "{..., "dropout": X}" */
+            if (!(grown = realloc(nargs_json, L + sizeof num + 16))) rc = sd_err(SD_ENOMEM, "out of memory");
+            else nargs_json = grown, snprintf(nargs_json + L - 1, sizeof num + 17, "%s\"dropout\": %s}", L > 2 ? ", " : "", num);
+        }
         if (rc) return rc;
         v[SD_SS_NETWORK_ARGS] = sd_pyv_str(nargs_json);
     }

@@ -63,7 +63,7 @@ if [ -f d1/last.safetensors ] && [ -f l1/last.safetensors ]; then
     ok train_dylora_conv_modules || nok train_dylora_conv_modules "$(keys d1/last.safetensors | grep resnets_0_conv1)"
   [ "$(meta d1/last.safetensors ss_network_module)" = networks.dylora ] && ok train_dylora_meta_module ||
     nok train_dylora_meta_module "$(meta d1/last.safetensors ss_network_module)"
-  [ "$(meta d1/last.safetensors ss_network_args)" = '{"unit": "2", "conv_dim": "4"}' ] && ok train_dylora_meta_args ||
+  [ "$(meta d1/last.safetensors ss_network_args)" = '{"unit": "2", "conv_dim": "4", "dropout": null}' ] && ok train_dylora_meta_args ||
     nok train_dylora_meta_args "$(meta d1/last.safetensors ss_network_args)"
   [ "$(cmp_prefix d1/last.safetensors l1/last.safetensors lora_)" = differ ] && ok train_dylora_not_lora ||
     nok train_dylora_not_lora "DyLoRA gave networks.lora's tensors"

@@ -99,7 +99,7 @@ grep -qx 'oft_unet_down_blocks_0_resnets_0_conv1.oft_blocks F32 \[4, 8, 8\]' k2.
 grep -qx 'oft_unet_down_blocks_0_resnets_0_time_emb_proj.oft_blocks F32 \[4, 8, 8\]' k2.txt &&
 grep -qx 'oft_unet_down_blocks_0_downsamplers_0_conv.oft_blocks F32 \[4, 8, 8\]' k2.txt &&
 [ "$(grep -c '\.oft_blocks ' k2.txt)" = 115 ] && ok train_oft_all_linear_conv || nok train_oft_all_linear_conv "$(grep -c oft_blocks k2.txt)"
-[ "$(meta o2/t.safetensors ss_network_args)" = '{"enable_all_linear": "1", "enable_conv": "True"}' ] &&
+[ "$(meta o2/t.safetensors ss_network_args)" = '{"enable_all_linear": "1", "enable_conv": "True", "dropout": null}' ] &&
   ok train_oft_network_args_meta || nok train_oft_network_args_meta "$(meta o2/t.safetensors ss_network_args)"
 
 # ---- threads, resume ----------------------------------------------------------------------------------------
