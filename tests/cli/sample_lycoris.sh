@@ -110,3 +110,53 @@ check sample_lycoris_no_layer '[ $rc = 1 ] && grep -q "bad4.safetensors: module 
 st bad5.safetensors "$c1.lokr_w1:4x4"
 "$ss" "${L[@]}" --network_weights bad5.safetensors --outdir x5 > /dev/null 2> x5.err; rc=$?
 check sample_lycoris_missing_factor '[ $rc = 1 ] && grep -q "bad5.safetensors.*$c1.*lokr_w2" x5.err'
+
+# ---- SDXL: a kohya SDXL LoRA rewritten as LoKr modules (lokr_w1 = [[1]], lokr_w2_a = lora_up,
+# lokr_w2_b = lora_down: the same ΔW) merges to the same image as the LoRA, with SGM (lora_unet_input_
+# blocks_…) and Diffusers (lora_unet_down_blocks_…) UNet names, lora_te1_/lora_te2_ ----------------------
+root="$OLDPWD"
+cd "$root"
+if [ -n "${TINY_MODEL:-}" ]; then cp "$TINY_MODEL" "$w/tiny_model"
+else examples/build_tiny.sh "$build" "$w/tiny_model" > /dev/null || { nok sample_lycoris_sdxl_tiny_build; exit 1; }; fi
+cd "$w"
+cfg="$root/examples/tiny_sdxl.toml"
+./tiny_model model x.safetensors "$cfg" > /dev/null && "$helper" make-sdxl-lora x.safetensors "$cfg" xl.safetensors 3 &&
+  "$helper" sdxl-lora-diffusers x.safetensors "$cfg" xl.safetensors xld.safetensors > /dev/null ||
+  { nok sample_lycoris_sdxl_setup; exit 1; }
+cat > tolokr.py <<'PY'
+import json, struct, sys
+src, dst = sys.argv[1], sys.argv[2]
+b = open(src, "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n]); data = b[8 + n:]
+h.pop("__metadata__", None)
+out, blobs, off = {}, [], 0
+def add(k, dt, shape, raw):
+    global off
+    out[k] = {"dtype": dt, "shape": shape, "data_offsets": [off, off + len(raw)]}; blobs.append(raw); off += len(raw)
+mods = set()
+for k, v in sorted(h.items()):
+    raw = data[v["data_offsets"][0]:v["data_offsets"][1]]
+    m, s = k.split(".", 1)
+    s = {"lora_up.weight": "lokr_w2_a", "lora_down.weight": "lokr_w2_b"}.get(s, s)
+    add(m + "." + s, v["dtype"], v["shape"], raw); mods.add(m)
+for m in sorted(mods):
+    add(m + ".lokr_w1", "F32", [1, 1], struct.pack("<f", 1.0))
+hb = json.dumps(out).encode(); hb += b" " * (-len(hb) % 8)
+open(dst, "wb").write(struct.pack("<Q", len(hb)) + hb + b"".join(blobs))
+PY
+python3 tolokr.py xl.safetensors xlk.safetensors && python3 tolokr.py xld.safetensors xldk.safetensors ||
+  { nok sample_lycoris_sdxl_rewrite; exit 1; }
+X=(--model x.safetensors --model_config "$cfg" --W 64 --H 48 --steps 3 --sequential_file_name --seed 7 --threads 1
+   --prompt "a cat")
+"$ss" "${X[@]}" --network_mul 0.8 --network_weights xl.safetensors --outdir xa > /dev/null 2> xa.err
+"$ss" "${X[@]}" --network_mul 0.8 --network_module lycoris.kohya --network_weights xlk.safetensors --outdir xk > /dev/null 2> xk.err; rc=$?
+"$ss" "${X[@]}" --network_mul 0.8 --network_module lycoris.kohya --network_weights xldk.safetensors --outdir xd > /dev/null 2> xd.err
+"$ss" "${X[@]}" --outdir x0 > /dev/null 2>&1
+nm=$(grep -o "merged [0-9]* modules ([0-9]* text encoder, [0-9]* UNet)" xa.err)
+check sample_lycoris_sdxl_exit_0 '[ $rc = 0 ] && [ -n "$nm" ] && grep -q "$nm" xk.err && grep -q "$nm" xd.err'
+check sample_lycoris_sdxl_both_te 'grep -q "lora_te1_" xl.safetensors && grep -q "lora_te2_" xl.safetensors && ! echo "$nm" | grep -q "(0 text"'
+d1=$("$helper" maxdiff xa/im_000001.png xk/im_000001.png); d2=$("$helper" maxdiff xa/im_000001.png xd/im_000001.png)
+d0=$("$helper" maxdiff xa/im_000001.png x0/im_000001.png)
+echo "# SDXL LoKr vs LoRA: max pixel difference $d1 (SGM names), $d2 (Diffusers names); LoRA vs none $d0"
+check sample_lycoris_sdxl_lokr_equals_lora '[ "$d1" -ge 0 ] && [ "$d1" -le 1 ] && [ "$d2" -ge 0 ] && [ "$d2" -le 1 ] && [ "$d0" -gt 1 ]'
