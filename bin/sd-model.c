@@ -118,7 +118,7 @@ static const sd_opt table[] = {
      .help = "merge: the checkpoint the LoRA files are merged into (merge_lora.py's name; same as --model); "
              "without it the LoRA files are merged into one LoRA file"},
     {.name = "models", .type = SD_OPT_STRINGS, .dest = &a.models, .metavar = "LORA", .flags = SD_OPTF_NARGS,
-     .group = "Merge", .help = "merge, svd-merge: LoRA files (.safetensors) to merge, in order"},
+     .group = "Merge", .help = "merge, svd-merge: LoRA files (.safetensors) to merge, in order (merge --sd_model: LyCORIS LoCon/LoHa/LoKr files too)"},
     {.name = "ratios", .type = SD_OPT_DOUBLES, .dest = &a.ratios, .metavar = "R", .flags = SD_OPTF_NARGS,
      .group = "Merge", .help = "merge, svd-merge: one multiplier per --models file (into a model: W += R * alpha/rank "
                                "* up.down; LoRA into LoRA: see sd-model(1))"},

@@ -36,6 +36,7 @@
 #include "train/lora_merge.h"
 #include "train/lora_network.h"
 #include "train/oft_network.h"
+#include "train/lycoris.h"
 
 #define PROG "sd-sample"
 
@@ -80,7 +81,8 @@ static const sd_opt table[] = {
     {.name = "network_module", .type = SD_OPT_STRINGS, .dest = &a.network_module, .metavar = "MODULE",
      .flags = SD_OPTF_NARGS | SD_OPTF_APPEND, .group = "Networks",
      .help = "per --network_weights file, in order: networks.lora (networks.lora_fa and networks.dylora write "
-             "the same files) or networks.oft (checked against the file's keys; missing ones: told by the keys)"},
+             "the same files), networks.oft or lycoris.kohya (LyCORIS LoCon/LoHa/LoKr files; checked against the "
+             "file's keys; missing ones: told by the keys)"},
     {.name = "textual_inversion_embeddings", .type = SD_OPT_STRINGS, .dest = &a.ti, .metavar = "FILE",
      .flags = SD_OPTF_NARGS | SD_OPTF_APPEND, .group = "Networks",
      .help = "textual-inversion embeddings (.safetensors/.pt: kohya emb_params or Diffusers; SDXL models: "
@@ -381,10 +383,15 @@ static int run(void)
         const char *path = a.network_weights.s[i], *mod = i < a.network_module.n ? a.network_module.s[i] : NULL;
         sd_safetensors *nst = NULL;
         if ((rc = sd_safetensors_open(path, &nst))) break;
-        int is_oft = sd_oft_file_is_oft(nst);
+        int is_oft = sd_oft_file_is_oft(nst), is_lyco = sd_lycoris_file_is(nst);
         sd_safetensors_close(nst);
         if (mod && is_oft != !strcmp(mod, "networks.oft")) {
             rc = sd_err(SD_EFORMAT, "%s: %s file, but --network_module %s", path, is_oft ? "an OFT" : "not an OFT", mod);
+            break;
+        }
+        if (mod && is_lyco && strcmp(mod, "lycoris.kohya")) {   /* networks.lora cannot load hada_/lokr_ keys */
+            rc = sd_err(SD_EFORMAT, "%s: a LyCORIS (LoHa/LoKr/Tucker) file, but --network_module %s; it needs "
+                        "lycoris.kohya", path, mod);
             break;
         }
         rc = is_oft ? sd_oft_merge_file(&ctx, &m, path, mul, &nun) : sd_lora_merge_file(&ctx, &m, path, mul, &nte, &nun);
@@ -626,9 +633,10 @@ int main(int argc, char **argv)
         rc = SD_OK;
         for (int i = 0; i < a.network_module.n; i++)
             if (strcmp(a.network_module.s[i], "networks.lora") && strcmp(a.network_module.s[i], "networks.lora_fa") &&
-                strcmp(a.network_module.s[i], "networks.dylora") && strcmp(a.network_module.s[i], "networks.oft")) {
+                strcmp(a.network_module.s[i], "networks.dylora") && strcmp(a.network_module.s[i], "networks.oft") &&
+                strcmp(a.network_module.s[i], "lycoris.kohya")) {
                 rc = usage_error("option '--network_module': %s is not supported (networks.lora, networks.lora_fa, "
-                                 "networks.dylora, networks.oft)",
+                                 "networks.dylora, networks.oft, lycoris.kohya)",
                                  a.network_module.s[i]);
                 break;
             }

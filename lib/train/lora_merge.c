@@ -10,6 +10,7 @@
 #include "io/safetensors.h"
 #include "train/lora_file.h"
 #include "train/lora_network.h"
+#include "train/lycoris.h"
 
 int sd_lora_merge_stored(sd_ctx *ctx, const sd_lora *l, sd_tensor *w, float mul)
 {
@@ -62,10 +63,26 @@ static int merge_sd(sd_ctx *ctx, sd_model *m, const char *path, double mul, size
     return rc;
 }
 
+/* A file with LyCORIS keys (hada_*, lokr_*, lora_mid, …): merged module by module through
+ * train/lycoris.h (its plain LoRA modules too). Returns 1 with *rc set when it was one. */
+static int lycoris_path(sd_ctx *ctx, sd_model *m, const char *path, double mul,
+                        double (*weight)(void *user, const char *name), void *user, size_t *te, size_t *un, int *rc)
+{
+    sd_safetensors *st = NULL;
+    *rc = sd_safetensors_open(path, &st);
+    if (*rc) return 1;
+    int is = sd_lycoris_file_is(st);
+    if (is) *rc = sd_lycoris_merge(ctx, m, st, mul, weight, user, te, un);
+    sd_safetensors_close(st);
+    return is;
+}
+
 int sd_lora_merge_file(sd_ctx *ctx, sd_model *m, const char *path, double mul, size_t *n_te, size_t *n_unet)
 {
     size_t te = 0, un = 0;
-    int rc = m->cfg.family == SD_FAMILY_SDXL
+    int rc;
+    if (!lycoris_path(ctx, m, path, mul, NULL, NULL, &te, &un, &rc))
+        rc = m->cfg.family == SD_FAMILY_SDXL
                  ? sd_gen_lora_merge_sdxl(&m->unet, &m->unet_params, &m->te_params, path, mul, &te, &un)
                  : merge_sd(ctx, m, path, mul, &te, &un);
     if (rc && !strstr(sd_errmsg(), path)) sd_err_prefix(rc, "%s", path);
@@ -94,7 +111,9 @@ int sd_lora_merge_file_lbw(sd_ctx *ctx, sd_model *m, const char *path, double mu
                       "SDXL models (sdxl_merge_lora.py) and svd-merge have");
     lbw_user u = { lbws, index };
     size_t te = 0, un = 0;
-    int rc = sd_gen_lora_merge_sdxl_weighted(&m->unet, &m->unet_params, &m->te_params, path, mul, lbw_cb, &u, &te, &un);
+    int rc;
+    if (!lycoris_path(ctx, m, path, mul, lbw_cb, &u, &te, &un, &rc))
+        rc = sd_gen_lora_merge_sdxl_weighted(&m->unet, &m->unet_params, &m->te_params, path, mul, lbw_cb, &u, &te, &un);
     if (rc && !strstr(sd_errmsg(), path)) sd_err_prefix(rc, "%s", path);
     if (n_te) *n_te = rc ? 0 : te;
     if (n_unet) *n_unet = rc ? 0 : un;

@@ -123,8 +123,8 @@ check sample_lora_hashes_chunk 'txt l3/im_000001.png | grep -q "Lora hashes: \"l
 check sample_lora_not_a_lora '[ $rc = 1 ] && grep -q "m.safetensors" lbad.err'
 "$ss" "${L[@]}" --network_weights l1.safetensors --network_mul 1 2 --outdir lbad2 > /dev/null 2> lbad2.err; rc=$?
 check sample_lora_too_many_muls '[ $rc = 2 ] && grep -q "network_mul" lbad2.err'
-"$ss" "${L[@]}" --network_module lycoris.kohya --network_weights l1.safetensors --outdir lbad3 > /dev/null 2> lbad3.err; rc=$?
-check sample_lora_other_module_refused '[ $rc = 2 ] && grep -q "lycoris.kohya" lbad3.err'
+"$ss" "${L[@]}" --network_module lycoris.locon --network_weights l1.safetensors --outdir lbad3 > /dev/null 2> lbad3.err; rc=$?
+check sample_lora_other_module_refused '[ $rc = 2 ] && grep -q "lycoris.locon" lbad3.err'
 
 # ---- textual inversion ---------------------------------------------------------------------------------
 "$helper" make-ti m.safetensors fluffycat.safetensors emb_params "fluffy cat" && "$helper" make-ti m.safetensors xl.safetensors clip_l "cat" \

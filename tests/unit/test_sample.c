@@ -15,6 +15,10 @@
  *   gen-hooked MODEL CFG LORA MUL SEED OUT.png "a cat" at 32x32, 3 DDIM steps, with the LoRA attached as
  *                                             forward hooks (not merged), for comparison with sd-sample
  *   initial-noise S1,S2,.. C H W OUT.bin     x_T of the seeds (raw f32), for tests/golden/gen/make_sample_e2e_golden.py
+ *   lora-layers MODEL CFG                     print "name out in kh kw" of every layer a LoRA/LyCORIS
+ *                                             module can name (conv_dim on: 3x3 convs too)
+ *   gen-delta MODEL CFG DELTA MUL SEED OUT.png  as gen-hooked, with W += MUL * the golden ΔW tensors of DELTA
+ *                                             (make_lycoris_golden.py) added to the layers they name
  *   text FILE.png KEY                         print the text chunk KEY (exit 1 if absent)
  *   size FILE.png                             print "W H C"
  *   maxdiff A.png B.png                       print the largest pixel difference (-1: sizes differ)
@@ -274,6 +278,97 @@ static int gen_hooked(const char *model, const char *cfg, const char *lora, floa
     sd_clip_tokenizer_free(tok);
     sd_lora_network_free(&net);
     sd_lora_file_info_free(&info);
+    sd_safetensors_close(st);
+    if (ctx.threads) sd_ctx_free(&ctx);
+    sd_model_close(&m);
+    return rc;
+}
+
+/* ---- LyCORIS (train/lycoris.h): the tiny model's layers, and an image with golden ΔW added ---------- */
+
+static int tiny_candidates(sd_model *m, const sd_lora_file_info *from, sd_lora_candidate **v, size_t *n)
+{
+    static const char *const items[] = { "conv_dim=4", "conv_alpha=1" };
+    sd_lora_net_args na;
+    size_t nte = 0;
+    int rc = sd_lora_net_args_parse(&na, 0, 4, 1.0, items, 2);
+    sd_lora_network_opts no = { .args = &na, .with_unet = 1, .with_te = 1, .from_file = from };
+    if (!rc) rc = sd_lora_network_candidates(&m->unet, &m->clip, &no, v, n, &nte);
+    return rc;
+}
+
+static int lora_layers(const char *model, const char *cfg)
+{
+    sd_model m;
+    sd_lora_candidate *v = NULL;
+    size_t n = 0;
+    int rc = open_tiny(&m, model, cfg);
+    if (rc) return rc;
+    rc = tiny_candidates(&m, NULL, &v, &n);
+    for (size_t i = 0; i < n && !rc; i++)
+        printf("%s %lld %lld %d %d\n", v[i].name, (long long)v[i].out, (long long)v[i].in, v[i].kh, v[i].kw);
+    free(v);
+    sd_model_close(&m);
+    return rc;
+}
+
+static int cmp_mod(const void *a, const void *b)
+{
+    return strcmp(((const sd_lora_file_module *)a)->name, ((const sd_lora_file_module *)b)->name);
+}
+
+/* "a cat" 32x32, 3 DDIM steps, after W += mul · ΔW for every tensor "<module>" of DELTA (written by
+ * tests/golden/gen/make_lycoris_golden.py, not by our LyCORIS code) */
+static int gen_delta(const char *model, const char *cfg, const char *delta, float mul, uint64_t seed, const char *out)
+{
+    sd_model m;
+    sd_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    sd_safetensors *st = NULL;
+    sd_clip_tokenizer *tok = NULL;
+    sd_image im = { 0 };
+    sd_lora_candidate *v = NULL;
+    sd_lora_file_module *fm = NULL;
+    size_t n = 0, nd = 0;
+    char vp[4096];
+    int rc = open_tiny(&m, model, cfg);
+    if (rc) return rc;
+    sd_gen_models g = { .unet = &m.unet, .clip = &m.clip, .vae = &m.vae, .family = SD_FAMILY_SD1, .clip_skip = 1,
+                        .vae_tiling = -1 };
+    sd_gen_params p = { .prompt = "a cat", .width = 32, .height = 32, .steps = 3, .scale = 7.5,
+                        .sampler = SD_SAMPLER_DDIM, .batch = 1, .seeds = &seed };
+    rc = sd_ctx_init(&ctx, SD_DEV_CPU, 1, sd_txt2img_scratch_bytes(&g, &p));
+    if (!rc) rc = sd_safetensors_open(delta, &st);
+    if (!rc) {
+        nd = sd_safetensors_count(st);
+        fm = calloc(nd + 1, sizeof *fm);
+        if (!fm) rc = SD_ENOMEM;
+        for (size_t i = 0; i < nd && !rc; i++) fm[i] = (sd_lora_file_module){ .name = (char *)sd_safetensors_at(st, i)->name, .rank = 1 };
+        if (!rc) qsort(fm, nd, sizeof *fm, cmp_mod);
+    }
+    sd_lora_file_info info = { fm, nd };
+    if (!rc) rc = tiny_candidates(&m, &info, &v, &n);
+    if (!rc && n != nd) rc = sd_err(SD_EFORMAT, "%s: %zu of %zu modules name a layer", delta, n, nd);
+    for (size_t i = 0; i < n && !rc; i++) {
+        sd_tensor *w = v[i].conv_host ? &v[i].conv->w->value : &v[i].lin->w->value;
+        const sd_st_tensor *t = sd_safetensors_find(st, v[i].name);
+        if (t->numel != sd_tensor_numel(w) || t->dtype != SD_ST_F32 || w->dtype != SD_F32) {
+            rc = sd_err(SD_EFORMAT, "%s: %s does not fit", delta, v[i].name);
+            break;
+        }
+        const float *d = t->data;
+        float *W = w->data;
+        for (int64_t k = 0; k < t->numel; k++) W[k] += mul * d[k];
+    }
+    if (!rc) rc = sd_clip_vocab_path(vp, sizeof vp);
+    if (!rc) rc = sd_clip_tokenizer_load(vp, &tok);
+    g.tok = tok;
+    if (!rc) rc = sd_txt2img(&ctx, &g, &p, &im);
+    if (!rc) rc = sd_sample_write_png(out, &im, NULL);
+    sd_image_free(&im);
+    sd_clip_tokenizer_free(tok);
+    free(v);
+    free(fm);
     sd_safetensors_close(st);
     if (ctx.threads) sd_ctx_free(&ctx);
     sd_model_close(&m);
@@ -1157,6 +1252,9 @@ int main(int argc, char **argv)
             rc = sdxl_train_round(argv[2], argv[3], argv[4], argv[5], atoi(argv[6]));
         else if (!strcmp(argv[1], "sdxl-golden") && argc == 6)
             return sdxl_golden(argv[2], argv[3], argv[4], argv[5]) ? 1 : 0;
+        else if (!strcmp(argv[1], "lora-layers") && argc == 4) rc = lora_layers(argv[2], argv[3]);
+        else if (!strcmp(argv[1], "gen-delta") && argc == 8)
+            rc = gen_delta(argv[2], argv[3], argv[4], (float)atof(argv[5]), strtoull(argv[6], NULL, 10), argv[7]);
         else if (!strcmp(argv[1], "gen-hooked") && argc == 8)
             rc = gen_hooked(argv[2], argv[3], argv[4], (float)atof(argv[5]), strtoull(argv[6], NULL, 10), argv[7]);
         else if (!strcmp(argv[1], "initial-noise") && argc == 7) {
