@@ -56,7 +56,7 @@ t_refuse() {
   lines=$(grep -vc '^Try ' "$tmp/t_refuse.err")
   if { [ "$rc" = "$want" ] || { [ "$want" = '!0' ] && [ "$rc" != 0 ]; }; } && { [ $one = 0 ] || [ "$lines" = 1 ]; } &&
      grep -q -- "$pat" "$tmp/t_refuse.err"; then ok "$name"
-  else nok "$name" "rc $rc (want $want), $lines lines: $(head -3 "$tmp/t_refuse.err")"; fi
+  else nok "$name" "rc $rc (want $want), $lines lines: $(head -3 "$tmp/t_refuse.err" | tr '\n' ' ')"; fi
 }
 
 # expect_fail RUN NAME CODE PATTERN ARGS...: runs "RUN ARGS..." (a function of the caller that writes e.safetensors)
