@@ -3,15 +3,11 @@
 # §2.8 in modes A, B and C), unknown keys passed through in order, record options overriding
 # the command line, per-record errors with line numbers and exit status 3, the bucket table on
 # stderr and --stats. Images come from `test_bucket --mkimg` (tests/unit/test_bucket.c).
-set -u
-cd "$(dirname "$0")/../.."
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}
+. "$(dirname "$0")/lib.sh"
+t_init bucket
 bin="$build/bin/sd-bucket"
 mk="$build/tests/unit/test_bucket"
-if [ ! -x "$bin" ] || [ ! -x "$mk" ]; then
-  echo "# $bin or $mk not built (make tests)"; echo "not ok bucket_built"; exit 1
-fi
+t_need "$bin" "$mk"
 cd "$tmp"
 SD=$OLDPWD/$bin
 MK=$OLDPWD/$mk
@@ -24,8 +20,6 @@ printf '\211PNG\r\n\032\n\000\000\000\rIHDR\000\000\000\000\000\000\000\001\010\
 head -c 20 i1200x800.png > trunc.png
 : > empty.png
 
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
 expect_line() {  # name, file, exact line
   if grep -qxF -- "$3" "$2"; then ok "$1"; else nok "$1" "missing line: $3"; sed 's/^/#   /' "$2"; fi
 }

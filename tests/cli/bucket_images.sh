@@ -5,20 +5,14 @@
 # forced OpenCV filter: nearest, linear, cubic, area; run with
 # /usr/bin/python3 when it has PIL, numpy and cv2), and decode failures, name collisions and
 # overwriting the source are per-record errors.
-set -u
-cd "$(dirname "$0")/../.."
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}
+. "$(dirname "$0")/lib.sh"
+t_init bucket_images
 bin="$build/bin/sd-bucket"
 mk="$build/tests/unit/test_bucket"
-if [ ! -x "$bin" ] || [ ! -x "$mk" ]; then
-  echo "# $bin or $mk not built (make tests)"; echo "not ok bucket_images_built"; exit 1
-fi
+t_need "$bin" "$mk"
 cd "$tmp"
 SD=$OLDPWD/$bin
 MK=$OLDPWD/$mk
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
 
 mkdir -p src/a src/b
 sizes="1200x800 1000x700 768x1024 300x400 2000x500 512x512 640x360 333x777 97x131 1030x1030"

@@ -4,14 +4,10 @@
 # generation and decoding), sidecars and records, folder/image/record arguments, sampling
 # determinism (seed, --batch_size, --threads), per-record errors and exit codes, usage and fatal
 # errors, --device.
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/caption
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init caption
 SD=$root/$build/bin/sd-caption
-[ -x "$SD" ] || { echo "# $SD not built"; echo "not ok caption_built"; exit 1; }
+t_need "$SD"
 cd "$tmp"
 ok() { echo "ok $1"; }
 nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }

@@ -2,26 +2,18 @@
 # sd-encode-latents end to end on generated images and a tiny random VAE (4 levels, factor 8):
 # records and errors, latents = the library's VAE encode (mean mode), kohya names + numpy.load,
 # reuse / rebuild rules, threads and batch size invariance, kill -9 mid-run and rerun.
-set -u
-cd "$(dirname "$0")/../.."
-build=${SD_BUILD:-build}
+. "$(dirname "$0")/lib.sh"
+t_init enc encode_latents
 bin=${SD_BIN:-$build/bin}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}
 helper="$PWD/$build/tests/unit/test_encode_latents"
 case "$bin" in /*) ;; *) bin="$PWD/$bin";; esac
 enc="$bin/sd-encode-latents"
 py=/usr/bin/python3
 export SD_PROGRESS=0
-
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; }
 check() { if eval "$2"; then ok "$1"; else nok "$1"; fi; }
-
-if [ ! -x "$helper" ] || [ ! -x "$enc" ]; then
-  echo "# $helper or $enc not built"; nok encode_latents_built; exit 1
-fi
-w="$tmp/enc"
-rm -rf "$w"; mkdir -p "$w/img"
+t_need "$helper" "$enc"
+w=$tmp
+mkdir -p "$w/img"
 cd "$w"
 "$helper" --make-vae vae.safetensors cfg.json 1 || { nok encode_make_vae; exit 1; }
 "$helper" --make-vae vae2.safetensors cfg2.json 2 || { nok encode_make_vae; exit 1; }

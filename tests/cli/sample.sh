@@ -4,25 +4,16 @@
 # --threads 1 and 2, the A1111 "parameters" chunk, prompt files (.txt/.toml/.json) and their
 # errors with line numbers, seeds, batch invariance, LoRA merging (several files, multipliers),
 # VAE tiling, clip_skip, v-prediction, usage errors and exit codes.
-set -u
-cd "$(dirname "$0")/../.."
-build=${SD_BUILD:-build}
+. "$(dirname "$0")/lib.sh"
+t_init sample
 bin=${SD_BIN:-$build/bin}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}
 helper="$PWD/$build/tests/unit/test_sample"
 case "$bin" in /*) ;; *) bin="$PWD/$bin";; esac
 ss="$bin/sd-sample"
 export SD_PROGRESS=0 SD_ROOT="${SD_ROOT:-$PWD}" SD_SHARE="${SD_SHARE:-$PWD/share/sd}"
-
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; }
 check() { if eval "$2"; then ok "$1"; else nok "$1"; fi; }
-
-if [ ! -x "$helper" ] || [ ! -x "$ss" ]; then
-  echo "# $helper or $ss not built"; nok sample_built; exit 1
-fi
-w="$tmp/sample"
-rm -rf "$w"; mkdir -p "$w"
+t_need "$helper" "$ss"
+w=$tmp
 cd "$w"
 "$helper" make-model m.safetensors m.toml || { nok sample_make_model; exit 1; }
 "$helper" make-lora m.safetensors m.toml l1.safetensors 1 && "$helper" make-lora m.safetensors m.toml l2.safetensors 2 \

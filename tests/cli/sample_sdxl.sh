@@ -7,23 +7,16 @@
 # the default size 1024, one-line errors; the conditioning (token rows, weights, context, vector)
 # and one guided UNet call against a plain-PyTorch computation (tests/golden/gen/
 # make_sample_sdxl_golden.py); sample images during SDXL training.
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
+. "$(dirname "$0")/lib.sh"
+t_init sample_sdxl
 bin=${SD_BIN:-$build/bin}
 case "$bin" in /*) ;; *) bin="$PWD/$bin";; esac
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/sample_sdxl
-rm -rf "$tmp"; mkdir -p "$tmp"
 helper="$root/$build/tests/unit/test_sample"
 ss="$bin/sd-sample"
 export SD_PROGRESS=0 SD_ROOT="${SD_ROOT:-$root}" SD_SHARE="${SD_SHARE:-$root/share/sd}"
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
 check() { if eval "$2"; then ok "$1"; else nok "$1"; fi; }
-if [ ! -x "$helper" ] || [ ! -x "$ss" ]; then echo "# $helper or $ss not built"; nok sample_sdxl_built; exit 1; fi
-if [ -n "${TINY_MODEL:-}" ]; then cp "$TINY_MODEL" "$tmp/tiny_model"   # prebuilt (a machine without the -dev packages)
-else examples/build_tiny.sh "$build" "$tmp/tiny_model" > /dev/null || { nok sample_sdxl_tiny_build; exit 1; }; fi
+t_need "$helper" "$ss"
+t_tiny_build
 cd "$tmp"
 cfg="$root/examples/tiny_sdxl.toml"
 ./tiny_model model x.safetensors "$cfg" > /dev/null || { nok sample_sdxl_tiny_model; exit 1; }

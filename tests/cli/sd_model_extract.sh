@@ -14,20 +14,12 @@
 #     below --min_diff; --load_precision fp16; --save_precision dtypes; metadata and sshs_* hashes;
 #     sd-train loads every module of the file into its own network; --threads 1 and 2 give the same bytes;
 #   - bad input: one line, exit 1 or 2, no file.
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/sd_model_extract
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init sd_model_extract extract
 B="$root/$build/bin/sd-model" TR="$root/$build/bin/sd-train"
 PY=/usr/bin/python3
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-. "$root/tests/cli/expect_fail.bash"
-for x in "$B" "$TR"; do [ -x "$x" ] || { echo "# $x not built"; nok extract_built; exit 1; }; done
-if [ -n "${TINY_MODEL:-}" ]; then cp "$TINY_MODEL" "$tmp/tiny_model"
-else examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok extract_tiny_build; exit 1; }; fi
+t_need "$B" "$TR"
+t_tiny_build
 cd "$tmp"
 export SOURCE_DATE_EPOCH=1700000000 SD_PROGRESS=0 SD_ROOT="${SD_ROOT:-$root}" SD_SHARE="${SD_SHARE:-$root/share/sd}"
 C1="$root/examples/tiny_model.toml" CX="$root/examples/tiny_sdxl.toml"
@@ -92,19 +84,10 @@ PY
 # weights and their difference rounded to fp16 first (--load_precision fp16). Prints: modules matched,
 # zero modules, worst relative error, changed tensors that match no module.
 cat > check.py <<'PY'
-import json, struct, sys
+import os, sys; sys.path.insert(0, os.environ['ST_LOAD_DIR'])
 import numpy as np
-def load(p):
-    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]
-    h = json.loads(b[8:8 + n]); d = b[8 + n:]; m = h.pop('__metadata__', {})
-    def get(k):
-        t = h[k]; a, z = t['data_offsets']
-        if t['dtype'] == 'BF16':
-            u = np.frombuffer(d[a:z], dtype=np.uint16).astype(np.uint32) << 16
-            return u.view(np.float32).reshape(t['shape'])
-        dt = {'F32': np.float32, 'F16': np.float16, 'I64': np.int64}[t['dtype']]
-        return np.frombuffer(d[a:z], dtype=dt).astype(np.float32).reshape(t['shape'])
-    return h, m, get
+import st_load
+def load(p): return st_load.load(p, np.float32)
 oh, _, og = load(sys.argv[1]); th, _, tg = load(sys.argv[2]); lh, lm, lg = load(sys.argv[3])
 dim, conv_dim, q = int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
 r16 = (lambda x: x.astype(np.float16).astype(np.float32)) if sys.argv[7:] == ['fp16'] else (lambda x: x)

@@ -6,20 +6,12 @@
 # the same keys; the metadata is the source's with ss_training_comment "split from DyLoRA, rank 8 to N;
 # <comment>" and ss_network_dim N, and sshs_model_hash is the file's own; sd-sample loads a result; bad
 # input: one line, exit 1 or 2, no file.
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/sd_model_extract_dylora
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init sd_model_extract_dylora extract_dylora
 B="$root/$build/bin/sd-model" TR="$root/$build/bin/sd-train"
 PY=/usr/bin/python3
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-. "$root/tests/cli/expect_fail.bash"
-for x in "$B" "$TR"; do [ -x "$x" ] || { echo "# $x not built"; nok extract_dylora_built; exit 1; }; done
-if [ -n "${TINY_MODEL:-}" ]; then cp "$TINY_MODEL" "$tmp/tiny_model"
-else examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok extract_dylora_tiny_build; exit 1; }; fi
+t_need "$B" "$TR"
+t_tiny_build
 cd "$tmp"
 export SOURCE_DATE_EPOCH=1700000000 SD_PROGRESS=0
 C1="$root/examples/tiny_model.toml"
@@ -39,15 +31,12 @@ if ! $PY -c 'import numpy' 2> /dev/null; then
   echo "ok extract_dylora_numpy # SKIP $PY has no numpy"
 else
   cat > check.py <<'PY'
-import hashlib, json, struct, sys
+import hashlib, os, sys
 import numpy as np
+sys.path.insert(0, os.environ['ST_LOAD_DIR']); import st_load
 def load(p):
-    d = open(p, 'rb').read(); n = struct.unpack('<Q', d[:8])[0]; h = json.loads(d[8:8 + n])
-    meta = h.pop('__metadata__', {})
-    dt = {'F32': np.float32, 'F16': np.float16, 'I64': np.int64}
-    ts = {k: (t['dtype'], np.frombuffer(d[8 + n + t['data_offsets'][0]:8 + n + t['data_offsets'][1]],
-                                        dtype=dt[t['dtype']]).reshape(t['shape'])) for k, t in h.items()}
-    return ts, meta, hashlib.sha256(d[8 + n:]).hexdigest()
+    h, meta, d = st_load.read(p)
+    return {k: (t['dtype'], st_load.array(h, d, k)) for k, t in h.items()}, meta, hashlib.sha256(d).hexdigest()
 src, smeta, _ = load(sys.argv[1])
 for rank in (2, 4, 6):
     out, meta, h = load(f"{sys.argv[2]}-{rank:04d}.safetensors")

@@ -9,24 +9,16 @@
 # lora_up by w, the LoRA-into-LoRA merge both factors (the reference multiplies each key's scale by w).
 # Both name readings of svd_merge_lora.py are covered (12/20 values: SDXL names, 17/26: SD1/SD2 names, so
 # a 26-value list on an SDXL file weights its text encoders only). Bad lists are refused (exit 2).
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/sd_model_lbws
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init sd_model_lbws lbws
 B="$root/$build/bin/sd-model"
 TR="$root/$build/bin/sd-train"
 PY=/usr/bin/python3
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-. "$root/tests/cli/expect_fail.bash"
-[ -x "$B" ] && [ -x "$TR" ] || { echo "# $B not built"; nok lbws_built; exit 1; }
+t_need "$B" "$TR"
 if ! $PY -c 'import numpy' 2> /dev/null; then
   echo "ok lbws_numpy # SKIP $PY has no numpy"; exit 0
 fi
-if [ -n "${TINY_MODEL:-}" ]; then cp "$TINY_MODEL" "$tmp/tiny_model"
-else examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok lbws_tiny_build; exit 1; }; fi
+t_tiny_build
 cd "$tmp"
 export SOURCE_DATE_EPOCH=1700000000 SD_PROGRESS=0
 ./tiny_model model sd1.safetensors "$root/examples/tiny_model.toml" > /dev/null &&

@@ -18,18 +18,11 @@
 #   - bad input: one line, exit 1 or 2, no file.
 # And sd-model merge-models (tools/merge_models.py): the weighted key-by-key average of small checkpoints against
 # numpy (old text-encoder names, missing and extra keys, --unet_only, precisions).
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/sd_model_lora_merge
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init sd_model_lora_merge lora_merge
 B="$root/$build/bin/sd-model"
 PY=/usr/bin/python3
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-. "$root/tests/cli/expect_fail.bash"
-[ -x "$B" ] || { echo "# $B not built"; nok lora_merge_built; exit 1; }
+t_need "$B"
 cd "$tmp"
 export SOURCE_DATE_EPOCH=1700000000 SD_PROGRESS=0
 if ! $PY -c 'import numpy' 2> /dev/null; then
@@ -90,21 +83,17 @@ PY
 
 # check.py MODE OUT FILE RATIO [FILE RATIO...] [-- KEY VALUE...]; MODE sum | concat | svd:RANK:CONV | same:OTHER
 cat > check.py <<'PY'
-import hashlib, json, struct, sys
+import hashlib, json, os, struct, sys
 import numpy as np
+sys.path.insert(0, os.environ['ST_LOAD_DIR']); import st_load
 args = sys.argv[1:]
 meta_want = []
 if '--' in args: i = args.index('--'); meta_want = args[i + 1:]; args = args[:i]
 mode, out = args[0], args[1]
 files, ratios = args[2::2], [float(x) for x in args[3::2]]
 def load(p):
-    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]
-    h = json.loads(b[8:8 + n]); d = b[8 + n:]; m = h.pop('__metadata__', {})
-    def get(k):
-        t = h[k]; a, z = t['data_offsets']
-        dt = {'F32': np.float32, 'F16': np.float16, 'I64': np.int64}[t['dtype']]
-        return np.frombuffer(d[a:z], dtype=dt).astype(np.float64).reshape(t['shape'])
-    return h, m, get, d
+    h, m, d = st_load.read(p)
+    return h, m, lambda k: st_load.array(h, d, k).astype(np.float64), d
 oh, om, og, odata = load(out)
 srcs = [load(f) for f in files]
 mods = sorted({k[:-17] for s in srcs for k in s[0] if k.endswith('.lora_down.weight')})
@@ -324,20 +313,18 @@ PY
 # mcheck.py OUT DTYPE UNET_ONLY FILE RATIO...: out[k] = sum r_i v_i over the models holding k (renamed) + (sum of
 # the missing ones' ratios) * v_0 (UNET_ONLY 1: non-UNet keys = v_0), stored as DTYPE
 cat > mcheck.py <<'PY'
-import json, struct, sys
+import os, sys
 import numpy as np
+sys.path.insert(0, os.environ['ST_LOAD_DIR']); import st_load
 out, dtype, unet_only = sys.argv[1], sys.argv[2], sys.argv[3] == '1'
 files, ratios = sys.argv[4::2], [float(x) for x in sys.argv[5::2]]
 def load(p):
-    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n]); d = b[8 + n:]
-    h.pop('__metadata__', None); r = {}
+    h, _, d = st_load.read(p); r = {}
     for k, t in h.items():
-        a, z = t['data_offsets']; raw = d[a:z]
-        if t['dtype'] == 'BF16': v = (np.frombuffer(raw, np.uint16).astype(np.uint32) << 16).view(np.float32)
-        else: v = np.frombuffer(raw, {'F32': np.float32, 'F16': np.float16, 'I64': np.int64}[t['dtype']])
+        v = st_load.array(h, d, k)
         r[k.replace('cond_stage_model.transformer.encoder.', 'cond_stage_model.transformer.text_model.encoder.')
            .replace('cond_stage_model.transformer.embeddings.', 'cond_stage_model.transformer.text_model.embeddings.')] = \
-            (v.astype(np.float64).reshape(t['shape']), t['dtype'])
+            (v.astype(np.float64), t['dtype'])
     return r
 o = load(out); ms = [load(f) for f in files]
 if set(o) != set(ms[0]): sys.exit('keys %s' % sorted(set(o) ^ set(ms[0])))

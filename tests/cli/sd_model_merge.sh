@@ -6,20 +6,12 @@
 # naming; SDXL TE2's q/k/v thirds of in_proj), every other key is kept; ratio 0 gives the base bytes;
 # two files merge as the sum; sd-sample with the merged model draws what sd-sample draws with the
 # base model and --network_weights at the same multiplier; bad inputs: one line, exit 1 or 2, no file.
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/sd_model_merge
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init sd_model_merge merge
 B="$root/$build/bin/sd-model" TR="$root/$build/bin/sd-train" SS="$root/$build/bin/sd-sample"
 helper="$root/$build/tests/unit/test_sample"
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-. "$root/tests/cli/expect_fail.bash"
-for x in "$B" "$TR" "$SS"; do [ -x "$x" ] || { echo "# $x not built"; nok merge_built; exit 1; }; done
-if [ -n "${TINY_MODEL:-}" ]; then cp "$TINY_MODEL" "$tmp/tiny_model"
-else examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok merge_tiny_build; exit 1; }; fi
+t_need "$B" "$TR" "$SS"
+t_tiny_build
 cd "$tmp"
 export SOURCE_DATE_EPOCH=1700000000 SD_PROGRESS=0 SD_ROOT="${SD_ROOT:-$root}" SD_SHARE="${SD_SHARE:-$root/share/sd}"
 C1="$root/examples/tiny_model.toml" CX="$root/examples/tiny_sdxl.toml"

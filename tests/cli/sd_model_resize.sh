@@ -6,20 +6,12 @@
 # modules their own rank; sv_ratio picks count(S > S[0]/param) per module, capped by --new_rank; the
 # metadata as the reference sets it; sd-sample runs with the result; bad inputs: one line, exit 1 or 2,
 # no file.
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/sd_model_resize
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init sd_model_resize resize
 B="$root/$build/bin/sd-model" TR="$root/$build/bin/sd-train" SS="$root/$build/bin/sd-sample"
 PY=/usr/bin/python3
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-. "$root/tests/cli/expect_fail.bash"
-for x in "$B" "$TR" "$SS"; do [ -x "$x" ] || { echo "# $x not built"; nok resize_built; exit 1; }; done
-if [ -n "${TINY_MODEL:-}" ]; then cp "$TINY_MODEL" "$tmp/tiny_model"
-else examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok resize_tiny_build; exit 1; }; fi
+t_need "$B" "$TR" "$SS"
+t_tiny_build
 cd "$tmp"
 export SOURCE_DATE_EPOCH=1700000000 SD_PROGRESS=0 SD_ROOT="${SD_ROOT:-$root}" SD_SHARE="${SD_SHARE:-$root/share/sd}"
 C1="$root/examples/tiny_model.toml"
@@ -36,16 +28,9 @@ else HAVE_NP=1; fi
 
 # check.py ORIG OUT MODE [PARAM]: MODE rank:N:CONV (fixed ranks), ratio:P:CAP (sv_ratio)
 cat > check.py <<'PY'
-import json, struct, sys
+import os, sys; sys.path.insert(0, os.environ['ST_LOAD_DIR'])
 import numpy as np
-def load(p):
-    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]
-    h = json.loads(b[8:8 + n]); d = b[8 + n:]; m = h.pop('__metadata__', {})
-    def get(k):
-        t = h[k]; a, z = t['data_offsets']
-        dt = {'F32': np.float32, 'F16': np.float16, 'I64': np.int64}[t['dtype']]
-        return np.frombuffer(d[a:z], dtype=dt).astype(np.float64).reshape(t['shape'])
-    return h, m, get
+from st_load import load
 oh, om, og = load(sys.argv[1]); nh, nm, ng = load(sys.argv[2]); mode = sys.argv[3].split(':')
 if set(oh) != set(nh): sys.exit('key sets differ')
 mods = [k[:-len('.lora_down.weight')] for k in oh if k.endswith('.lora_down.weight')]

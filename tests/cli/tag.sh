@@ -2,14 +2,10 @@
 # sd-tag end to end on the tiny ViT of tests/data/tagger (tests/golden/gen/make_tagger_golden.py)
 # with a generated selected_tags.csv: sidecars and records, folder arguments, thresholds,
 # ordering options, append, refused options, per-record errors and exit codes, --threads.
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/tag
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init tag
 SD=$root/$build/bin/sd-tag
-[ -x "$SD" ] || { echo "# $SD not built"; echo "not ok tag_built"; exit 1; }
+t_need "$SD"
 cd "$tmp"
 ok() { echo "ok $1"; }
 nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }

@@ -6,18 +6,11 @@
 # 143; kill -9 then --resume gives a byte-identical final LoRA; a run resumed from every saved state
 # ends with the same bytes; a NaN loss stops with the last good state; --mixed_precision fp16's loss scaler:
 # exact on the CPU, real overflows skip the step and halve the scale, resume continues it exactly.
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/train
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init train
 bin="$root/$build/bin/sd-train"
-[ -x "$bin" ] || { echo "# $bin not built"; echo "not ok train_built"; exit 1; }
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-if [ -n "${TINY_MODEL:-}" ]; then cp "$TINY_MODEL" "$tmp/tiny_model"   # prebuilt (a machine without the -dev packages)
-else examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok train_tiny_build; exit 1; }; fi
+t_need "$bin"
+t_tiny_build
 cd "$tmp"
 ./tiny_model model tiny.safetensors "$root/examples/tiny_model.toml" > /dev/null || { nok train_tiny_model; exit 1; }
 ./tiny_model latents "$tmp" 6 4 8 8 > recs.jsonl || { nok train_tiny_latents; exit 1; }
@@ -26,12 +19,6 @@ T() { "$bin" --method lora --model tiny.safetensors --model_config "$root/exampl
   --learning_rate 1e-3 --seed 3 --network_dim 4 --threads 1 "$@"; }
 Tbg() { exec "$bin" --method lora --model tiny.safetensors --model_config "$root/examples/tiny_model.toml" --data recs.jsonl \
   --learning_rate 1e-3 --seed 3 --network_dim 4 --threads 1 "$@"; }
-meta() { python3 - "$1" "$2" <<'PY'
-import json, struct, sys
-b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
-print(h.get('__metadata__', {}).get(sys.argv[2], '<absent>'))
-PY
-}
 
 # ---- a basic run ------------------------------------------------------------------------------------
 if T --output_dir o1 --output_name tl --max_train_steps 8 --threads 1 --logging_dir logs --log_jsonl o1/log.jsonl \
@@ -53,9 +40,9 @@ grep -qx 'lora_te_text_model_encoder_layers_1_mlp_fc2.alpha I64 \[\]' keys.txt &
   ok train_kohya_keys || nok train_kohya_keys "$(head -5 keys.txt)"
 nk=$(grep -c 'lora_down.weight' keys.txt)
 [ "$nk" = 96 ] && ok train_module_count || nok train_module_count "$nk modules"
-[ "$(meta o1/tl.safetensors ss_network_module)" = networks.lora ] && [ "$(meta o1/tl.safetensors ss_steps)" = 8 ] &&
-[ "$(meta o1/tl.safetensors ss_epoch)" = 2 ] && [ "$(meta o1/tl.safetensors modelspec.architecture)" = stable-diffusion-v1/lora ] &&
-[ "$(meta o1/tl.safetensors sshs_model_hash | wc -c)" = 65 ] && ok train_metadata || nok train_metadata
+[ "$(t_meta o1/tl.safetensors ss_network_module)" = networks.lora ] && [ "$(t_meta o1/tl.safetensors ss_steps)" = 8 ] &&
+[ "$(t_meta o1/tl.safetensors ss_epoch)" = 2 ] && [ "$(t_meta o1/tl.safetensors modelspec.architecture)" = stable-diffusion-v1/lora ] &&
+[ "$(t_meta o1/tl.safetensors sshs_model_hash | wc -c)" = 65 ] && ok train_metadata || nok train_metadata
 
 # ---- TensorBoard lr/<group> is get_last_lr() after the scheduler's step (the reference's); the JSONL lr is
 # the rate the step used. constant_with_warmup, 2 warm-up steps: used 0, 5e-4, 1e-3; logged 5e-4, 1e-3, 1e-3
@@ -232,13 +219,13 @@ D --train_data_dir img --reg_data_dir reg --cache_latents --resolution 64 --enab
 # 3 images × 3 repeats = 9 training entries; reg balanced to 9 (4 images: 1+1+1+1, then +1 each until 9)
 if [ $rc = 0 ] && grep -q 'images with repeats: 9, reg images: 9, batches per epoch: 18' f1.err; then ok train_folders_reg_balance
 else nok train_folders_reg_balance "rc $rc $(tail -3 f1.err)"; fi
-[ "$(meta f1/last.safetensors ss_num_reg_images)" = 4 ] &&
-[ "$(meta f1/last.safetensors ss_dataset_dirs)" = '{"3_sks": {"n_repeats": 3, "img_count": 3}}' ] &&
-[ "$(meta f1/last.safetensors ss_reg_dataset_dirs)" = '{"1_dog": {"n_repeats": 1, "img_count": 4}}' ] &&
-meta f1/last.safetensors ss_tag_frequency | grep -q '^{"3_sks": {"sks": 3, "red square": 1, .*}, "1_dog": {"sks": 4, ' &&
-  ok train_folders_metadata || nok train_folders_metadata "$(meta f1/last.safetensors ss_tag_frequency)"
+[ "$(t_meta f1/last.safetensors ss_num_reg_images)" = 4 ] &&
+[ "$(t_meta f1/last.safetensors ss_dataset_dirs)" = '{"3_sks": {"n_repeats": 3, "img_count": 3}}' ] &&
+[ "$(t_meta f1/last.safetensors ss_reg_dataset_dirs)" = '{"1_dog": {"n_repeats": 1, "img_count": 4}}' ] &&
+t_meta f1/last.safetensors ss_tag_frequency | grep -q '^{"3_sks": {"sks": 3, "red square": 1, .*}, "1_dog": {"sks": 4, ' &&
+  ok train_folders_metadata || nok train_folders_metadata "$(t_meta f1/last.safetensors ss_tag_frequency)"
 D --train_data_dir img --resolution 64 --max_train_steps 2 --output_dir f2 2> f2.err; rc=$?
-[ $rc = 0 ] && grep -q 'encoded at every step' f2.err && [ "$(meta f2/last.safetensors ss_cache_latents)" = False ] &&
+[ $rc = 0 ] && grep -q 'encoded at every step' f2.err && [ "$(t_meta f2/last.safetensors ss_cache_latents)" = False ] &&
   ok train_folders_without_cache || nok train_folders_without_cache "rc $rc $(tail -3 f2.err)"
 cat > ds.toml <<'TOML'
 [general]
@@ -297,12 +284,19 @@ T --output_dir x5 --max_train_steps 2 --max_token_length 225 --clip_skip 2 --noi
   --ip_noise_gamma 0.1 --min_snr_gamma 5 --loss_type huber --shuffle_caption --keep_tokens 1 --caption_tag_dropout_rate 0.3 \
   --network_dropout 0.1 --network_args rank_dropout=0.1 module_dropout=0.1 --gradient_checkpointing 2> x5.err
 [ -f x5/last.safetensors ] && ok train_options_run || nok train_options_run "$(tail -2 x5.err)"
+# ss_network_args is train_network.py's net_kwargs: "dropout" = --network_dropout appended unless given
+[ "$(t_meta x5/last.safetensors ss_network_args)" = '{"rank_dropout": "0.1", "module_dropout": "0.1", "dropout": 0.1}' ] &&
+[ "$(t_meta x4/last.safetensors ss_network_args)" = '{"conv_dim": "2", "conv_alpha": "1", "loraplus_lr_ratio": "16", "dropout": null}' ] &&
+  ok train_network_args_meta || nok train_network_args_meta "$(t_meta x5/last.safetensors ss_network_args) $(t_meta x4/last.safetensors ss_network_args)"
+T --output_dir x5b --max_train_steps 1 --network_args conv_dim=2 dropout=0.2 conv_dim=4 2> /dev/null
+[ "$(t_meta x5b/last.safetensors ss_network_args)" = '{"conv_dim": "4", "dropout": "0.2"}' ] && ok train_network_args_meta_dict ||
+  nok train_network_args_meta_dict "$(t_meta x5b/last.safetensors ss_network_args)"
 T --output_dir x6 --max_train_steps 2 --v_parameterization --zero_terminal_snr --debiased_estimation_loss \
   --scale_v_pred_loss_like_noise_pred --min_timestep 100 --max_timestep 900 2> x6.err
-[ "$(meta x6/last.safetensors ss_base_model_version)" = sd_v1_v ] && [ "$(meta x6/last.safetensors modelspec.timestep_range)" = 100,900 ] &&
+[ "$(t_meta x6/last.safetensors ss_base_model_version)" = sd_v1_v ] && [ "$(t_meta x6/last.safetensors modelspec.timestep_range)" = 100,900 ] &&
   ok train_vpred_metadata || nok train_vpred_metadata "$(tail -2 x6.err)"
 T --output_dir x7 --max_train_steps 3 --learning_rate 0.05 --scale_weight_norms 0.01 --logging_dir x7logs 2> x7.err
-[ -f x7/last.safetensors ] && [ "$(meta x7/last.safetensors ss_scale_weight_norms)" = 0.01 ] && ok train_scale_weight_norms ||
+[ -f x7/last.safetensors ] && [ "$(t_meta x7/last.safetensors ss_scale_weight_norms)" = 0.01 ] && ok train_scale_weight_norms ||
   nok train_scale_weight_norms "$(tail -2 x7.err)"
 # ---- --config_file as the reference reads it (sections flattened; unknown keys warned, kohya's no-op keys said so;
 # TOML int alpha → I64)

@@ -3,17 +3,11 @@
 # <stem>_<WWWW>x<HHHH>_sd.npz (npz STORE form; latents, original_size, crop_ltrb, latents_flipped
 # with flip_aug) beside each image; a second run reuses them (no rewrite) and gives the same LoRA
 # bytes; a changed image is encoded again, the others are still reused.
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/train_cache_disk
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init train_cache_disk
 bin="$root/$build/bin/sd-train"
-[ -x "$bin" ] || { echo "# $bin not built"; echo "not ok train_cache_disk_built"; exit 1; }
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok train_cache_disk_tiny_build; exit 1; }
+t_need "$bin"
+t_tiny_build --build
 cd "$tmp"
 ./tiny_model model tinyv.safetensors "$root/examples/tiny_model.toml" 1 tiny_vae.safetensors > /dev/null ||
   { nok train_cache_disk_tiny_model; exit 1; }

@@ -12,19 +12,11 @@
 # train_network.py writes it; sd-bucket and sd-encode-latents pass conditioning_image through;
 # refusals: a conditioning image of another size (exit 1, naming it, before training), random_crop (exit 2),
 # records with conditioning_image without --masked_loss (exit 2).
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/train_cond_mask
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init train_cond_mask
 B="$root/$build/bin"
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-for p in sd-train sd-encode-latents sd-merge-meta sd-bucket; do
-  [ -x "$B/$p" ] || { echo "# $B/$p not built"; nok train_cond_mask_built; exit 1; }
-done
-examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok train_cond_mask_tiny_build; exit 1; }
+t_need "$B/sd-train" "$B/sd-encode-latents" "$B/sd-merge-meta" "$B/sd-bucket"
+t_tiny_build --build
 cd "$tmp"
 ./tiny_model model tinyv.safetensors "$root/examples/tiny_model.toml" 1 tiny_vae.safetensors > /dev/null ||
   { nok train_cond_mask_tiny_model; exit 1; }

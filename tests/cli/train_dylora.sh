@@ -6,18 +6,11 @@
 # recompute); a resumed run gives the bytes of the straight one (with gradient accumulation too); --network_weights loads every row
 # (UNet modules at LR 0 come out as loaded); Adafactor and a ScheduleFree optimizer run on the rows;
 # what dylora.py does not implement is refused with exit 2 and one line.
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/train_dylora
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init train_dylora
 bin="$root/$build/bin/sd-train"
-[ -x "$bin" ] || { echo "# $bin not built"; echo "not ok train_dylora_built"; exit 1; }
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-if [ -n "${TINY_MODEL:-}" ]; then cp "$TINY_MODEL" "$tmp/tiny_model"
-else examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok train_dylora_tiny_build; exit 1; }; fi
+t_need "$bin"
+t_tiny_build
 cd "$tmp"
 ./tiny_model model sd1.safetensors "$root/examples/tiny_model.toml" > /dev/null || { nok train_dylora_tiny_sd1; exit 1; }
 ./tiny_model model xl.safetensors "$root/examples/tiny_sdxl.toml" > /dev/null || { nok train_dylora_tiny_xl; exit 1; }
@@ -32,12 +25,6 @@ import json, struct, sys
 b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
 for k in sorted(h):
     if k != '__metadata__': print(k, h[k]['dtype'], h[k]['shape'])
-PY
-}
-meta() { python3 - "$1" "$2" <<'PY'
-import json, struct, sys
-b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
-print(h.get('__metadata__', {}).get(sys.argv[2], '<absent>'))
 PY
 }
 # tensors (bytes) of file 1 whose key starts with $3 equal those of file 2; "same" / "differ"
@@ -61,10 +48,10 @@ if [ -f d1/last.safetensors ] && [ -f l1/last.safetensors ]; then
     nok train_dylora_lora_keys "$(diff <(keys d1/last.safetensors) <(keys l1/last.safetensors) | head -4)"
   keys d1/last.safetensors | grep -q 'lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight F32 \[4, 32, 3, 3\]' &&
     ok train_dylora_conv_modules || nok train_dylora_conv_modules "$(keys d1/last.safetensors | grep resnets_0_conv1)"
-  [ "$(meta d1/last.safetensors ss_network_module)" = networks.dylora ] && ok train_dylora_meta_module ||
-    nok train_dylora_meta_module "$(meta d1/last.safetensors ss_network_module)"
-  [ "$(meta d1/last.safetensors ss_network_args)" = '{"unit": "2", "conv_dim": "4", "dropout": null}' ] && ok train_dylora_meta_args ||
-    nok train_dylora_meta_args "$(meta d1/last.safetensors ss_network_args)"
+  [ "$(t_meta d1/last.safetensors ss_network_module)" = networks.dylora ] && ok train_dylora_meta_module ||
+    nok train_dylora_meta_module "$(t_meta d1/last.safetensors ss_network_module)"
+  [ "$(t_meta d1/last.safetensors ss_network_args)" = '{"unit": "2", "conv_dim": "4", "dropout": null}' ] && ok train_dylora_meta_args ||
+    nok train_dylora_meta_args "$(t_meta d1/last.safetensors ss_network_args)"
   [ "$(cmp_prefix d1/last.safetensors l1/last.safetensors lora_)" = differ ] && ok train_dylora_not_lora ||
     nok train_dylora_not_lora "DyLoRA gave networks.lora's tensors"
 fi
@@ -118,12 +105,7 @@ for o in Adafactor AdamWScheduleFree Lion; do
 done
 
 # ---- refusals: exit 2, one line -------------------------------------------------------------------------------------
-refuse() { local name=$1 pat=$2; shift 2
-  "$@" --output_dir e 2> e.err; local rc=$?
-  local n=$(grep -vc "^Try 'sd-train --help'" e.err)
-  [ $rc = 2 ] && [ "$n" = 1 ] && grep -q -- "$pat" e.err && ok "train_dylora_refuses_$name" ||
-    nok "train_dylora_refuses_$name" "rc $rc: $(cat e.err)"
-}
+refuse() { t_refuse -1 "train_dylora_refuses_$1" 2 "$2" "${@:3}" --output_dir e; }
 refuse network_dropout 'network_dropout' D --network_dropout 0.1
 refuse rank_dropout 'rank_dropout' D --network_args rank_dropout=0.1
 refuse module_dropout 'module_dropout' D --network_args module_dropout=0.1

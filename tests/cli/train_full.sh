@@ -5,18 +5,11 @@
 # --train_text_encoder; epoch/step/final names; --save_model_as ckpt / --use_safetensors /
 # --save_precision; ModelSpec metadata; the option refusals; kill -9 then --resume gives a
 # byte-identical final checkpoint; the same bytes with --threads 1 and 2.
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/train_full
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init train_full
 bin="$root/$build/bin/sd-train"
-[ -x "$bin" ] || { echo "# $bin not built"; echo "not ok train_full_built"; exit 1; }
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-if [ -n "${TINY_MODEL:-}" ]; then cp "$TINY_MODEL" "$tmp/tiny_model"
-else examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok train_full_tiny_build; exit 1; }; fi
+t_need "$bin"
+t_tiny_build
 cd "$tmp"
 ./tiny_model model tiny.safetensors "$root/examples/tiny_model.toml" > /dev/null || { nok train_full_tiny_model; exit 1; }
 ./tiny_model latents "$tmp" 6 4 8 8 > recs.jsonl || { nok train_full_tiny_latents; exit 1; }
@@ -54,12 +47,6 @@ for k in sorted(h):
     if k != '__metadata__': print(k)
 PY
 }
-meta() { python3 - "$1" "$2" <<'PY'
-import json, struct, sys
-b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
-print(h.get('__metadata__', {}).get(sys.argv[2], '<absent>'))
-PY
-}
 TE=cond_stage_model.
 UN=model.diffusion_model.
 VAE=first_stage_model.
@@ -72,11 +59,11 @@ keys tiny.safetensors > keys0.txt; keys d1/last.safetensors > keys1.txt
 cmp -s keys0.txt keys1.txt && ok train_full_all_source_keys || nok train_full_all_source_keys "$(diff keys0.txt keys1.txt | head -3)"
 grep -q 'training .* weights (UNet and text encoder) in float32: weights .* gradients .* AdamW moments' d1.err &&
   ok train_full_memory_message || nok train_full_memory_message "$(head -2 d1.err)"
-[ "$(meta d1/last.safetensors modelspec.architecture)" = stable-diffusion-v1 ] &&
-[ "$(meta d1/last.safetensors modelspec.implementation)" = https://github.com/Stability-AI/generative-models ] &&
-[ "$(meta d1/last.safetensors modelspec.title)" = Checkpoint@1700000000.0 ] &&
-[ "$(meta d1/last.safetensors ss_network_module)" = '<absent>' ] && ok train_full_modelspec ||
-  nok train_full_modelspec "$(meta d1/last.safetensors modelspec.title)"
+[ "$(t_meta d1/last.safetensors modelspec.architecture)" = stable-diffusion-v1 ] &&
+[ "$(t_meta d1/last.safetensors modelspec.implementation)" = https://github.com/Stability-AI/generative-models ] &&
+[ "$(t_meta d1/last.safetensors modelspec.title)" = Checkpoint@1700000000.0 ] &&
+[ "$(t_meta d1/last.safetensors ss_network_module)" = '<absent>' ] && ok train_full_modelspec ||
+  nok train_full_modelspec "$(t_meta d1/last.safetensors modelspec.title)"
 ls logs/*/dreambooth/events.out.tfevents.* > /dev/null 2>&1 && ok train_full_tracker_name || nok train_full_tracker_name
 # UNet changed, VAE copied, TE changed until step 3 and not after
 [ "$(st_cmp tiny.safetensors d1/last.safetensors $UN)" = diff ] && ok train_full_unet_trained || nok train_full_unet_trained
@@ -118,14 +105,14 @@ ls n1 | LC_ALL=C sort | tr '\n' ' ' > n1.ls
 "$root/$build/bin/sd-model" info n1/m.ckpt --model_config "$cfg" > info2.txt 2>&1 && grep -q 'format *ckpt' info2.txt &&
   grep -q 'unet .*(F16)' info2.txt && ok train_full_ckpt_loads || nok train_full_ckpt_loads "$(head -8 info2.txt)"
 "$root/$build/bin/sd-model" convert n1/m.ckpt n1m.safetensors --model_config "$cfg" > /dev/null 2>&1
-[ "$(meta n1m.safetensors epoch)" = 1 ] && [ "$(meta n1m.safetensors global_step)" = 12 ] &&
-  ok train_full_ckpt_epoch_step || nok train_full_ckpt_epoch_step "$(meta n1m.safetensors epoch) $(meta n1m.safetensors global_step)"
+[ "$(t_meta n1m.safetensors epoch)" = 1 ] && [ "$(t_meta n1m.safetensors global_step)" = 12 ] &&
+  ok train_full_ckpt_epoch_step || nok train_full_ckpt_epoch_step "$(t_meta n1m.safetensors epoch) $(t_meta n1m.safetensors global_step)"
 # a .ckpt source: the default format is ckpt, epoch/global_step add to the source's
 D --model n1/m.ckpt --output_dir n2 --max_train_steps 2 2> n2.err
 [ -f n2/last.ckpt ] && ok train_full_default_format_ckpt || nok train_full_default_format_ckpt "$(ls n2) $(tail -2 n2.err)"
 "$root/$build/bin/sd-model" convert n2/last.ckpt n2m.safetensors --model_config "$cfg" > /dev/null 2>&1
-[ "$(meta n2m.safetensors global_step)" = 14 ] && ok train_full_ckpt_adds_source_step ||
-  nok train_full_ckpt_adds_source_step "$(meta n2m.safetensors global_step)"
+[ "$(t_meta n2m.safetensors global_step)" = 14 ] && ok train_full_ckpt_adds_source_step ||
+  nok train_full_ckpt_adds_source_step "$(t_meta n2m.safetensors global_step)"
 D --model n1/m.ckpt --output_dir n3 --max_train_steps 2 --use_safetensors 2> /dev/null
 [ -f n3/last.safetensors ] && ok train_full_use_safetensors || nok train_full_use_safetensors "$(ls n3)"
 if /usr/bin/python3 -c 'import torch' 2> /dev/null; then

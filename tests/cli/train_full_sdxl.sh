@@ -6,18 +6,11 @@
 # is 0; a --block_lr group of 0 leaves its block unchanged; --cache_text_encoder_outputs gives the same
 # bytes as without it when the text encoders do not train; db runs the same trainer; resume from a
 # saved state is byte-identical; the refusals.
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/train_full_sdxl
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init train_full_sdxl
 bin="$root/$build/bin/sd-train"
-[ -x "$bin" ] || { echo "# $bin not built"; echo "not ok train_full_sdxl_built"; exit 1; }
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-if [ -n "${TINY_MODEL:-}" ]; then cp "$TINY_MODEL" "$tmp/tiny_model"
-else examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok train_full_sdxl_tiny_build; exit 1; }; fi
+t_need "$bin"
+t_tiny_build
 cd "$tmp"
 cfg="$root/examples/tiny_sdxl.toml"
 ./tiny_model model xl.safetensors "$cfg" > /dev/null || { nok train_full_sdxl_tiny_model; exit 1; }

@@ -6,18 +6,11 @@
 # with the same bytes; fp16 with AdamW8bit trains; --method db saves UNet and text encoder in f16;
 # --method ti saves a bf16 embedding; the optimizer through the device ops (SD_DEVICE_OPTIM=1) gives
 # the same bytes, resumed too.
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/train_half
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init train_half
 bin="$root/$build/bin/sd-train"
-[ -x "$bin" ] || { echo "# $bin not built"; echo "not ok train_half_built"; exit 1; }
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-if [ -n "${TINY_MODEL:-}" ]; then cp "$TINY_MODEL" "$tmp/tiny_model"
-else examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok train_half_tiny_build; exit 1; }; fi
+t_need "$bin"
+t_tiny_build
 cd "$tmp"
 cfg="$root/examples/tiny_model.toml"
 ./tiny_model model tiny.safetensors "$cfg" > /dev/null || { nok train_half_tiny_model; exit 1; }
@@ -31,12 +24,6 @@ import collections, json, struct, sys
 b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
 c = collections.Counter(v['dtype'] for k, v in h.items() if k != '__metadata__' and k.startswith(sys.argv[2]))
 print(' '.join('%s:%d' % kv for kv in sorted(c.items())))
-PY
-}
-meta() { python3 - "$1" "$2" <<'PY'
-import json, struct, sys
-b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
-print(h.get('__metadata__', {}).get(sys.argv[2], '<absent>'))
 PY
 }
 # f32_is_half A: every lora weight of A (an F32 file) is exactly a bf16 value; "yes"/"no"
@@ -68,7 +55,7 @@ T --output_dir bf --max_train_steps 4 --mixed_precision bf16 --full_bf16 --netwo
 dtypes bf/last.safetensors | grep -q '^BF16:[0-9]*$' && dtypes f32/last.safetensors | grep -q F32 &&
   ok train_half_lora_bf16_dtype || nok train_half_lora_bf16_dtype "$(dtypes bf/last.safetensors) $(tail -1 bf.err)"
 grep -q 'full_bf16: the trained weights' bf.err && ok train_half_lora_message || nok train_half_lora_message
-[ "$(meta bf/last.safetensors ss_full_fp16)" = False ] && ok train_half_lora_meta_bf16 || nok train_half_lora_meta_bf16
+[ "$(t_meta bf/last.safetensors ss_full_fp16)" = False ] && ok train_half_lora_meta_bf16 || nok train_half_lora_meta_bf16
 # the same run saved as float: every weight a bf16 value, and not those of the f32 run
 T --output_dir bff --max_train_steps 4 --mixed_precision bf16 --full_bf16 --network_alpha 2 --save_precision float 2> /dev/null
 [ "$(f32_is_bf16 bff/last.safetensors)" = yes ] && [ "$(f32_is_bf16 f32/last.safetensors)" = no ] &&
@@ -84,7 +71,7 @@ T --output_dir fpn --max_train_steps 4 --mixed_precision fp16 --full_fp16 2> fpn
 grep -q 'eps 1e-08 is 0 in float16' fpn.err && ok train_half_lora_fp16_eps_warning ||
   nok train_half_lora_fp16_eps_warning "$(head -3 fpn.err)"
 T --output_dir fp --max_train_steps 4 --mixed_precision fp16 --full_fp16 --network_alpha 1 --optimizer_args eps=1e-4 2> fp.err
-[ "$(meta fp/last.safetensors ss_full_fp16)" = True ] && dtypes fp/last.safetensors | grep -q '^F16:[0-9]*$' &&
+[ "$(t_meta fp/last.safetensors ss_full_fp16)" = True ] && dtypes fp/last.safetensors | grep -q '^F16:[0-9]*$' &&
   ! grep -q 'is 0 in float16' fp.err && ok train_half_lora_fp16 || nok train_half_lora_fp16 "$(dtypes fp/last.safetensors) $(tail -1 fp.err)"
 # with AdamW8bit (the pairing the reference's guide recommends: its kernels compute in float32)
 T --output_dir fp8 --max_train_steps 4 --mixed_precision fp16 --full_fp16 --optimizer_type AdamW8bit --network_alpha 1 \

@@ -7,18 +7,11 @@
 # --skip_until_initial_step the run starts at that epoch with the step count from 0; with --resume
 # the state's step is replaced; the reference's assertion and the LoRA-only options are usage errors;
 # samples "at first" (--sample_at_first) are those of step 0.
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/train_initial_step
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init train_initial_step train_initial
 bin="$root/$build/bin/sd-train"
-[ -x "$bin" ] || { echo "# $bin not built"; echo "not ok train_initial_built"; exit 1; }
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-if [ -n "${TINY_MODEL:-}" ]; then cp "$TINY_MODEL" "$tmp/tiny_model"
-else examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok train_initial_tiny_build; exit 1; }; fi
+t_need "$bin"
+t_tiny_build
 cd "$tmp"
 ./tiny_model model tiny.safetensors "$root/examples/tiny_model.toml" > /dev/null || { nok train_initial_tiny_model; exit 1; }
 ./tiny_model latents "$tmp" 6 4 8 8 > recs.jsonl || { nok train_initial_tiny_latents; exit 1; }

@@ -5,17 +5,11 @@
 # naming the option (conditioning_data_dir there: no effect, as train_network.py), while false values pass; dataset subsets and records with
 # custom_attributes is refused (exit 2, naming the file and the key), color_aug / random_crop /
 # face_crop_aug_range with --cache_latents (the reference's assertion) or on records with a latent file; a dataset's resize_interpolation now reaches --cache_latents' resize.
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/train_kohya_opts
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init train_kohya_opts train_kohya
 bin="$root/$build/bin/sd-train"
-[ -x "$bin" ] || { echo "# $bin not built"; echo "not ok train_kohya_built"; exit 1; }
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok train_kohya_tiny_build; exit 1; }
+t_need "$bin"
+t_tiny_build --build
 cd "$tmp"
 ./tiny_model model tiny.safetensors "$root/examples/tiny_model.toml" 1 tiny_vae.safetensors > /dev/null ||
   { nok train_kohya_tiny_model; exit 1; }

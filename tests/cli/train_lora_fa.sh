@@ -9,18 +9,11 @@
 # --seed: the state's seed draws lora_down again); refusals (LoRA+, SDXL block arguments, a mid_lr_weight list,
 # resuming under the other network module or with --scale_weight_norms); sd-sample takes the file and the
 # module name.
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/train_lora_fa
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init train_lora_fa
 bin="$root/$build/bin/sd-train"
-[ -x "$bin" ] || { echo "# $bin not built"; echo "not ok train_lora_fa_built"; exit 1; }
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-if [ -n "${TINY_MODEL:-}" ]; then cp "$TINY_MODEL" "$tmp/tiny_model"
-else examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok train_lora_fa_tiny_build; exit 1; }; fi
+t_need "$bin"
+t_tiny_build
 cd "$tmp"
 ./tiny_model model tiny.safetensors "$root/examples/tiny_model.toml" > /dev/null || { nok train_lora_fa_tiny_model; exit 1; }
 ./tiny_model model xl.safetensors "$root/examples/tiny_sdxl.toml" > /dev/null || { nok train_lora_fa_tiny_sdxl; exit 1; }
@@ -146,18 +139,14 @@ lrk=$(sed -n '1s/.*"lr":{\([^}]*\)}.*/\1/p' k.jsonl)
 case "$lrk" in '"group1":'*'"group2":'*) ok train_lora_fa_lr_group_names;; *) nok train_lora_fa_lr_group_names "lr {$lrk}";; esac
 
 # ---- refusals -------------------------------------------------------------------------------------------------
-refuse() { local name=$1 pat=$2; shift 2; "$@" > /dev/null 2> ref.err; local rc=$?
-  [ $rc -eq 2 ] && grep -q -- "$pat" ref.err && ok "$name" || nok "$name" "rc $rc: $(tail -2 ref.err)"; }
-refuse train_lora_fa_no_loraplus loraplus_lr_ratio F --output_dir x --max_train_steps 1 --network_args loraplus_lr_ratio=4
-refuse train_lora_fa_no_loraplus_unet loraplus_unet_lr_ratio F --output_dir x --max_train_steps 1 \
+t_refuse train_lora_fa_no_loraplus 2 loraplus_lr_ratio F --output_dir x --max_train_steps 1 --network_args loraplus_lr_ratio=4
+t_refuse train_lora_fa_no_loraplus_unet 2 loraplus_unet_lr_ratio F --output_dir x --max_train_steps 1 \
   --network_args loraplus_unet_lr_ratio=4
-refuse train_lora_fa_mid_list mid_lr_weight F --output_dir x --max_train_steps 1 --network_args "mid_lr_weight=1,0.5"
-refuse train_lora_fa_sdxl_blocks "SDXL block" "$bin" --method lora --model xl.safetensors \
+t_refuse train_lora_fa_mid_list 2 mid_lr_weight F --output_dir x --max_train_steps 1 --network_args "mid_lr_weight=1,0.5"
+t_refuse train_lora_fa_sdxl_blocks 2 "SDXL block" "$bin" --method lora --model xl.safetensors \
   --model_config "$root/examples/tiny_sdxl.toml" --data recs.jsonl --learning_rate 1e-3 --threads 1 \
   --network_module networks.lora_fa --output_dir x --max_train_steps 1 --network_args "block_dims=$(printf '2,%.0s' $(seq 22))2"
-refuse1() { local name=$1 pat=$2; shift 2; "$@" > /dev/null 2> ref.err; local rc=$?
-  [ $rc -ne 0 ] && grep -q -- "$pat" ref.err && ok "$name" || nok "$name" "rc $rc: $(tail -2 ref.err)"; }
-refuse1 train_lora_fa_other_module networks.dylora_x F --output_dir x --max_train_steps 1 --network_module networks.dylora_x
+t_refuse train_lora_fa_other_module '!0' networks.dylora_x F --output_dir x --max_train_steps 1 --network_module networks.dylora_x
 # SDXL without block arguments trains (lora_te1/lora_te2 and SGM names as networks.lora)
 "$bin" --method lora --model xl.safetensors --model_config "$root/examples/tiny_sdxl.toml" --data recs.jsonl \
   --learning_rate 1e-2 --seed 3 --network_dim 4 --threads 1 --network_module networks.lora_fa --output_dir xl \

@@ -5,30 +5,17 @@
 # (tests/golden/gen/make_lr_golden.py), from the command line and from a --config_file (same
 # bytes); a resumed warmup_stable_decay run ends with the same bytes; options that do not apply
 # warn; the reference's errors are usage errors; reduce_lr_on_plateau is refused.
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/train_lr
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init train_lr
 bin="$root/$build/bin/sd-train"
-[ -x "$bin" ] || { echo "# $bin not built"; echo "not ok train_lr_built"; exit 1; }
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-if [ -n "${TINY_MODEL:-}" ]; then cp "$TINY_MODEL" "$tmp/tiny_model"
-else examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok train_lr_tiny_build; exit 1; }; fi
+t_need "$bin"
+t_tiny_build
 cd "$tmp"
 ./tiny_model model tiny.safetensors "$root/examples/tiny_model.toml" > /dev/null || { nok train_lr_tiny_model; exit 1; }
 ./tiny_model latents "$tmp" 6 4 8 8 > recs.jsonl || { nok train_lr_tiny_latents; exit 1; }
 export SOURCE_DATE_EPOCH=1700000000
 T() { "$bin" --method lora --model tiny.safetensors --model_config "$root/examples/tiny_model.toml" --data recs.jsonl \
   --learning_rate 1e-3 --seed 3 --network_dim 4 --threads 1 "$@"; }
-meta() { python3 - "$1" "$2" <<'PY'
-import json, struct, sys
-b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
-print(h.get('__metadata__', {}).get(sys.argv[2], '<absent>'))
-PY
-}
 # check_lr LOG NAME MAX_STEPS WARMUP DECAY|- CYCLES TIMESCALE|- MIN_RATIO|- [ARGS...]: every logged
 # rate (both groups) == 1e-3 × factor(step - 1), compared as doubles (the log writes repr())
 check_lr() {
@@ -118,15 +105,15 @@ for tag in inverse_sqrt cosine_min_lr cosine_min_lr_arg wsd piecewise; do
     ok "train_lr_config_$tag"
   else nok "train_lr_config_$tag" "$(tail -2 "c_$tag.err")"; fi
 done
-[ "$(meta o_wsd/last.safetensors ss_lr_scheduler)" = warmup_stable_decay ] &&
-  [ "$(meta o_piecewise/last.safetensors ss_lr_scheduler)" = piecewise_constant ] && ok train_lr_metadata ||
-  nok train_lr_metadata "$(meta o_wsd/last.safetensors ss_lr_scheduler)"
+[ "$(t_meta o_wsd/last.safetensors ss_lr_scheduler)" = warmup_stable_decay ] &&
+  [ "$(t_meta o_piecewise/last.safetensors ss_lr_scheduler)" = piecewise_constant ] && ok train_lr_metadata ||
+  nok train_lr_metadata "$(t_meta o_wsd/last.safetensors ss_lr_scheduler)"
 # ss_lr_warmup_steps as the reference writes it: argparse's int 0 when absent, int_or_float's value when given
 T --output_dir w0 --max_train_steps 1 2> /dev/null; T --output_dir w1 --max_train_steps 1 --lr_warmup_steps 0 2> /dev/null
 T --output_dir w2 --max_train_steps 2 --lr_scheduler linear --lr_warmup_steps 1 2> /dev/null
-[ "$(meta w0/last.safetensors ss_lr_warmup_steps)" = 0 ] && [ "$(meta w1/last.safetensors ss_lr_warmup_steps)" = 0.0 ] &&
-  [ "$(meta w2/last.safetensors ss_lr_warmup_steps)" = 1 ] && ok train_lr_meta_warmup_steps ||
-  nok train_lr_meta_warmup_steps "$(meta w0/last.safetensors ss_lr_warmup_steps) $(meta w1/last.safetensors ss_lr_warmup_steps) $(meta w2/last.safetensors ss_lr_warmup_steps)"
+[ "$(t_meta w0/last.safetensors ss_lr_warmup_steps)" = 0 ] && [ "$(t_meta w1/last.safetensors ss_lr_warmup_steps)" = 0.0 ] &&
+  [ "$(t_meta w2/last.safetensors ss_lr_warmup_steps)" = 1 ] && ok train_lr_meta_warmup_steps ||
+  nok train_lr_meta_warmup_steps "$(t_meta w0/last.safetensors ss_lr_warmup_steps) $(t_meta w1/last.safetensors ss_lr_warmup_steps) $(t_meta w2/last.safetensors ss_lr_warmup_steps)"
 
 # ---- resume: byte-identical final LoRA, the same rates after the resume ---------------------------------------------
 W=(--lr_scheduler warmup_stable_decay --lr_warmup_steps 2 --lr_decay_steps 4 --lr_scheduler_min_lr_ratio 0.1
@@ -162,27 +149,22 @@ T --output_dir o_w3 --max_train_steps 4 --lr_scheduler piecewise_constant --lr_w
   ok train_lr_piecewise_no_warmup || nok train_lr_piecewise_no_warmup "$(cat w3.err) $out"
 
 # ---- errors -------------------------------------------------------------------------------------------------------
-expect_fail() {   # name rc pattern args...
-  local name=$1 want=$2 pat=$3; shift 3
-  T --output_dir o_e --max_train_steps 2 "$@" 2> "e_$name.err"; local rc=$?
-  [ $rc = "$want" ] && grep -q -- "$pat" "e_$name.err" && ok "train_lr_err_$name" ||
-    nok "train_lr_err_$name" "rc $rc $(cat "e_$name.err")"
-}
-expect_fail min_lr_missing 2 'One of min_lr or min_lr_rate should be set' --lr_scheduler cosine_with_min_lr
-expect_fail min_lr_both 2 'Only one of min_lr or min_lr_rate should be set' --lr_scheduler cosine_with_min_lr \
+lr_fail() { t_refuse "train_lr_err_$1" "$2" "$3" T --output_dir o_e --max_train_steps 2 "${@:4}"; }   # name rc pattern args...
+lr_fail min_lr_missing 2 'One of min_lr or min_lr_rate should be set' --lr_scheduler cosine_with_min_lr
+lr_fail min_lr_both 2 'Only one of min_lr or min_lr_rate should be set' --lr_scheduler cosine_with_min_lr \
   --lr_scheduler_min_lr_ratio 0.1 --lr_scheduler_args min_lr=1e-5
-expect_fail step_rules_missing 2 "missing 1 required positional argument: 'step_rules'" --lr_scheduler piecewise_constant
-expect_fail step_rules_bad 2 "could not convert string to float: 'x'" --lr_scheduler piecewise_constant \
+lr_fail step_rules_missing 2 "missing 1 required positional argument: 'step_rules'" --lr_scheduler piecewise_constant
+lr_fail step_rules_bad 2 "could not convert string to float: 'x'" --lr_scheduler piecewise_constant \
   --lr_scheduler_args "step_rules='x:1,0.5'"
-expect_fail step_rules_unquoted 2 'malformed literal' --lr_scheduler piecewise_constant --lr_scheduler_args step_rules=1:10,0.1
-expect_fail unknown_key 2 "got an unexpected keyword argument 'T_max'" --lr_scheduler warmup_stable_decay \
+lr_fail step_rules_unquoted 2 'malformed literal' --lr_scheduler piecewise_constant --lr_scheduler_args step_rules=1:10,0.1
+lr_fail unknown_key 2 "got an unexpected keyword argument 'T_max'" --lr_scheduler warmup_stable_decay \
   --lr_decay_steps 1 --lr_scheduler_args T_max=10
-expect_fail double_key 2 "got multiple values for keyword argument 'num_cycles'" --lr_scheduler cosine_with_restarts \
+lr_fail double_key 2 "got multiple values for keyword argument 'num_cycles'" --lr_scheduler cosine_with_restarts \
   --lr_scheduler_args num_cycles=2
-expect_fail warmup_type 2 "Unknown warmup type: square" --lr_scheduler warmup_stable_decay --lr_decay_steps 1 \
+lr_fail warmup_type 2 "Unknown warmup type: square" --lr_scheduler warmup_stable_decay --lr_decay_steps 1 \
   --lr_scheduler_args "warmup_type='square'"
-expect_fail timescale 2 'lr_scheduler_timescale 0: must be at least 1' --lr_scheduler inverse_sqrt --lr_scheduler_timescale 0
-expect_fail decay_syntax 2 'lr_decay_steps 2.5: a value of 1 or more must be a whole number' \
+lr_fail timescale 2 'lr_scheduler_timescale 0: must be at least 1' --lr_scheduler inverse_sqrt --lr_scheduler_timescale 0
+lr_fail decay_syntax 2 'lr_decay_steps 2.5: a value of 1 or more must be a whole number' \
   --lr_scheduler warmup_stable_decay --lr_decay_steps 2.5
-expect_fail plateau 1 'reduce_lr_on_plateau is not supported: the reference cannot run it' \
+lr_fail plateau 1 'reduce_lr_on_plateau is not supported: the reference cannot run it' \
   --lr_scheduler reduce_lr_on_plateau

@@ -6,20 +6,12 @@
 # and --cache_latents_to_disk keep the mask (the npz gets alpha_mask, reused with the same bytes);
 # refusals: a record asking for an alpha mask its latent file lacks, fine_tune.py (SD1 --method ft) which
 # has no masked loss. (Masks from conditioning images: train_cond_mask.sh.)
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/train_masked
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init train_masked
 B="$root/$build/bin"
 helper="$root/$build/tests/unit/test_encode_latents"
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-for p in "$B/sd-train" "$B/sd-encode-latents" "$helper"; do
-  [ -x "$p" ] || { echo "# $p not built"; nok train_masked_built; exit 1; }
-done
-examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok train_masked_tiny_build; exit 1; }
+t_need "$B/sd-train" "$B/sd-encode-latents" "$helper"
+t_tiny_build --build
 cd "$tmp"
 ./tiny_model model tinyv.safetensors "$root/examples/tiny_model.toml" 1 tiny_vae.safetensors > /dev/null ||
   { nok train_masked_tiny_model; exit 1; }

@@ -5,17 +5,11 @@
 # the caption files with the reference's code path transcribed (train_network.py "if use_user_config",
 # train_util.set_tag_frequency, BucketManager), for a DreamBooth dataset with a subset and a reg subset.
 # The byte-exact formatting is checked against the reference in tests/unit/test_train_meta.c.
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/train_meta
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init train_meta
 bin="$root/$build/bin/sd-train"
-[ -x "$bin" ] || { echo "# $bin not built"; echo "not ok train_meta_built"; exit 1; }
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok train_meta_tiny_build; exit 1; }
+t_need "$bin"
+t_tiny_build --build
 cd "$tmp"
 export SOURCE_DATE_EPOCH=1700000000
 mkdir -p data/img/3_sks data/reg/1_dog

@@ -12,18 +12,12 @@
 # face_crop_aug_range: bucketing disabled, files named *_CX_CY_W_H: cropped around the face (images larger
 # than the resolution train without random_crop), reproducible and resumable, ss_face_crop_aug_range set;
 # with bucketing a warning says it has no effect (as the reference ignores it).
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/train_nocache
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init train_nocache
 bin="$root/$build/bin/sd-train"
 helper="$root/$build/tests/unit/test_encode_latents"
-[ -x "$bin" ] || { echo "# $bin not built"; echo "not ok train_nocache_built"; exit 1; }
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok train_nocache_tiny_build; exit 1; }
+t_need "$bin"
+t_tiny_build --build
 cd "$tmp"
 ./tiny_model model tinyv.safetensors "$root/examples/tiny_model.toml" 1 tiny_vae.safetensors > /dev/null ||
   { nok train_nocache_tiny_model; exit 1; }
@@ -35,12 +29,6 @@ D() { "$bin" --method lora --model tinyv.safetensors --model_config "$root/examp
   --threads 1 --learning_rate 1e-3 --resolution 64 "$@"; }
 tensors() { python3 -c 'import struct, sys; b = open(sys.argv[1], "rb").read(); sys.stdout.buffer.write(b[8 + struct.unpack("<Q", b[:8])[0]:])' "$1"; }
 same() { cmp -s <(tensors "$1") <(tensors "$2"); }
-meta() { python3 - "$1" "$2" <<'PY'
-import json, struct, sys
-b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
-print(h.get('__metadata__', {}).get(sys.argv[2], '<absent>'))
-PY
-}
 loss() { sed -n "$2p" "$1" | sed 's/.*"loss":\([^,]*\),.*/\1/'; }
 
 # ---- trains and saves; one step of one image = --cache_latents; more steps: fresh noise ----------------------------
@@ -50,7 +38,7 @@ D --train_data_dir one --max_train_steps 1 --output_dir a1 2> a1.err; rc=$?
   ok train_nocache_info_line || nok train_nocache_info_line "$(cat a1.err)"
 D --train_data_dir one --max_train_steps 1 --output_dir c1 --cache_latents 2> c1.err
 same a1/last.safetensors c1/last.safetensors && ok train_nocache_step0_equals_cached || nok train_nocache_step0_equals_cached
-[ "$(meta a1/last.safetensors ss_cache_latents)" = False ] && [ "$(meta c1/last.safetensors ss_cache_latents)" = True ] &&
+[ "$(t_meta a1/last.safetensors ss_cache_latents)" = False ] && [ "$(t_meta c1/last.safetensors ss_cache_latents)" = True ] &&
   ok train_nocache_meta_cache_latents || nok train_nocache_meta_cache_latents
 D --train_data_dir one --max_train_steps 4 --output_dir a4 --log_jsonl a4.log 2> /dev/null &&
   D --train_data_dir one --max_train_steps 4 --output_dir c4 --cache_latents --log_jsonl c4.log 2> /dev/null
@@ -76,13 +64,13 @@ if [ "$rc0$rcf$rcc$rcr$rca" = 00000 ] && ! same g0/last.safetensors gf/last.safe
    ! same gf/last.safetensors ga/last.safetensors; then ok train_nocache_augmentations_change
 else nok train_nocache_augmentations_change "rc $rc0$rcf$rcc$rcr$rca $(tail -2 ga.err)"; fi
 cmp -s ga/last.safetensors ga2/last.safetensors && ok train_nocache_threads_same_bytes || nok train_nocache_threads_same_bytes
-[ "$(meta ga/last.safetensors ss_color_aug)" = True ] && [ "$(meta ga/last.safetensors ss_random_crop)" = True ] &&
-  [ "$(meta g0/last.safetensors ss_color_aug)" = False ] && [ "$(meta g0/last.safetensors ss_random_crop)" = False ] &&
+[ "$(t_meta ga/last.safetensors ss_color_aug)" = True ] && [ "$(t_meta ga/last.safetensors ss_random_crop)" = True ] &&
+  [ "$(t_meta g0/last.safetensors ss_color_aug)" = False ] && [ "$(t_meta g0/last.safetensors ss_random_crop)" = False ] &&
   ok train_nocache_meta_augment || nok train_nocache_meta_augment
 # the same from a dataset config subset (ss_datasets records them); a record's keys as the subset's
 printf '[general]\nresolution = 64\nenable_bucket = true\nmin_bucket_reso = 64\nmax_bucket_reso = 128\n[[datasets]]\n[[datasets.subsets]]\nimage_dir = "big/2_sks"\nnum_repeats = 2\nclass_tokens = "sks"\nflip_aug = true\ncolor_aug = true\nrandom_crop = true\n' > aug.toml
 D --dataset_config aug.toml --max_train_steps 6 --output_dir gd 2> gd.err; rc=$?
-sub=$(meta gd/last.safetensors ss_datasets)
+sub=$(t_meta gd/last.safetensors ss_datasets)
 [ $rc = 0 ] && same ga/last.safetensors gd/last.safetensors && echo "$sub" | grep -q '"color_aug": true, "flip_aug": true, "random_crop": true' &&
   ok train_nocache_dataset_config || nok train_nocache_dataset_config "rc $rc $(tail -2 gd.err) $sub"
 for f in big/2_sks/*.png; do
@@ -176,8 +164,8 @@ F --output_dir fc1 2> /dev/null
 F --output_dir fc2 --random_crop 2> /dev/null; rc2=$?
 [ $rc = 0 ] && [ $rc2 = 0 ] && grep -q 'face_crop_aug_range: 3 images cropped around the face' fc0.err &&
   cmp -s fc0/last.safetensors fc1/last.safetensors && ! same fc0/last.safetensors fc2/last.safetensors &&
-  [ "$(meta fc0/last.safetensors ss_face_crop_aug_range)" = '(1.0, 2.0)' ] && ok train_nocache_face_crop ||
-  nok train_nocache_face_crop "rc $rc/$rc2 $(tail -3 fc0.err) $(meta fc0/last.safetensors ss_face_crop_aug_range)"
+  [ "$(t_meta fc0/last.safetensors ss_face_crop_aug_range)" = '(1.0, 2.0)' ] && ok train_nocache_face_crop ||
+  nok train_nocache_face_crop "rc $rc/$rc2 $(tail -3 fc0.err) $(t_meta fc0/last.safetensors ss_face_crop_aug_range)"
 D --train_data_dir face --max_train_steps 2 --output_dir fc3 2> fc3.err; rc=$?
 [ $rc = 1 ] && grep -q 'image too large' fc3.err && ok train_nocache_face_crop_needed || nok train_nocache_face_crop_needed "rc $rc"
 F --output_dir fr0 --max_train_steps 8 --save_every_n_steps 4 --save_state 2> /dev/null

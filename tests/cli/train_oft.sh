@@ -7,19 +7,12 @@
 # --network_mul 0, and the very image sd-train sampled with the modules hooked in; options OFT has no use for
 # are refused (exit 2), a dim that does not divide a layer's rows is an error (exit 1); sd-model merge refuses
 # OFT files (merge_lora.py merges LoRA keys only).
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/train_oft
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init train_oft
 bin="$root/$build/bin/sd-train" ss="$root/$build/bin/sd-sample" sm="$root/$build/bin/sd-model"
 helper="$root/$build/tests/unit/test_sample"
-[ -x "$bin" ] && [ -x "$ss" ] || { echo "# $bin not built"; echo "not ok train_oft_built"; exit 1; }
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-if [ -n "${TINY_MODEL:-}" ]; then cp "$TINY_MODEL" "$tmp/tiny_model"
-else examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok train_oft_tiny_build; exit 1; }; fi
+t_need "$bin" "$ss"
+t_tiny_build
 cd "$tmp"
 C="$root/examples/tiny_model.toml" CX="$root/examples/tiny_sdxl.toml"
 ./tiny_model model tiny.safetensors "$C" > /dev/null || { nok train_oft_tiny_model; exit 1; }
@@ -28,12 +21,6 @@ C="$root/examples/tiny_model.toml" CX="$root/examples/tiny_sdxl.toml"
 export SOURCE_DATE_EPOCH=1700000000 SD_PROGRESS=0
 T() { "$bin" --method lora --network_module networks.oft --model tiny.safetensors --model_config "$C" --data recs.jsonl \
   --learning_rate 1e-2 --seed 3 --network_dim 4 --threads 1 "$@"; }
-meta() { python3 - "$1" "$2" <<'PY'
-import json, struct, sys
-b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
-print(h.get('__metadata__', {}).get(sys.argv[2], '<absent>'))
-PY
-}
 keys() { python3 - "$1" <<'PY'
 import json, struct, sys
 b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
@@ -68,10 +55,10 @@ grep -qx 'oft_unet_mid_block_attentions_0_transformer_blocks_0_attn2_to_v.oft_bl
   ok train_oft_keys || nok train_oft_keys "$(head -3 k1.txt)"
 n=$(grep -c '\.oft_blocks ' k1.txt) na=$(grep -c '\.alpha ' k1.txt) nx=$(grep -vc 'attn[12]_to_' k1.txt)
 [ "$n" = 56 ] && [ "$na" = 56 ] && [ "$nx" = 0 ] && ok train_oft_attention_only || nok train_oft_attention_only "$n $na $nx"
-[ "$(meta o1/t.safetensors ss_network_module)" = networks.oft ] && [ "$(meta o1/t.safetensors ss_network_dim)" = 4 ] &&
-[ "$(meta o1/t.safetensors ss_network_alpha)" = 0.01 ] && [ "$(meta o1/t.safetensors ss_network_dropout)" = None ] &&
-[ "$(meta o1/t.safetensors modelspec.architecture)" = stable-diffusion-v1/lora ] &&
-[ "$(meta o1/t.safetensors sshs_model_hash | wc -c)" = 65 ] && ok train_oft_metadata || nok train_oft_metadata
+[ "$(t_meta o1/t.safetensors ss_network_module)" = networks.oft ] && [ "$(t_meta o1/t.safetensors ss_network_dim)" = 4 ] &&
+[ "$(t_meta o1/t.safetensors ss_network_alpha)" = 0.01 ] && [ "$(t_meta o1/t.safetensors ss_network_dropout)" = None ] &&
+[ "$(t_meta o1/t.safetensors modelspec.architecture)" = stable-diffusion-v1/lora ] &&
+[ "$(t_meta o1/t.safetensors sshs_model_hash | wc -c)" = 65 ] && ok train_oft_metadata || nok train_oft_metadata
 grep -q 'create OFT network. num blocks: 4, constraint: 0.01, multiplier: 1, enable_conv: False, enable_all_linear: False' o1.err &&
   ok train_oft_log_line || nok train_oft_log_line "$(grep OFT o1.err)"
 # the blocks moved from their zero init (and stayed antisymmetric-free: only B - B^T matters, B itself is free)
@@ -99,8 +86,8 @@ grep -qx 'oft_unet_down_blocks_0_resnets_0_conv1.oft_blocks F32 \[4, 8, 8\]' k2.
 grep -qx 'oft_unet_down_blocks_0_resnets_0_time_emb_proj.oft_blocks F32 \[4, 8, 8\]' k2.txt &&
 grep -qx 'oft_unet_down_blocks_0_downsamplers_0_conv.oft_blocks F32 \[4, 8, 8\]' k2.txt &&
 [ "$(grep -c '\.oft_blocks ' k2.txt)" = 115 ] && ok train_oft_all_linear_conv || nok train_oft_all_linear_conv "$(grep -c oft_blocks k2.txt)"
-[ "$(meta o2/t.safetensors ss_network_args)" = '{"enable_all_linear": "1", "enable_conv": "True", "dropout": null}' ] &&
-  ok train_oft_network_args_meta || nok train_oft_network_args_meta "$(meta o2/t.safetensors ss_network_args)"
+[ "$(t_meta o2/t.safetensors ss_network_args)" = '{"enable_all_linear": "1", "enable_conv": "True", "dropout": null}' ] &&
+  ok train_oft_network_args_meta || nok train_oft_network_args_meta "$(t_meta o2/t.safetensors ss_network_args)"
 
 # ---- threads, resume ----------------------------------------------------------------------------------------
 T --output_dir o3 --output_name t --max_train_steps 8 --network_alpha 1e-2 --threads 2 2> /dev/null
@@ -124,7 +111,7 @@ T --output_dir w3 --output_name t --max_train_steps 1 --network_dim 2 --network_
 [ $rc = 0 ] && [ "$(keys w3/t.safetensors | grep -c oft_blocks)" = 115 ] &&
 grep -q 'num blocks: 4, constraint: 0.01, .*enable_conv: True, enable_all_linear: True' w3.err &&
 grep -q '^oft_unet_down_blocks_0_resnets_0_conv1.alpha F32 \[\]' <(keys w3/t.safetensors 2> /dev/null) &&
-[ "$(meta w3/t.safetensors ss_network_dim)" = 2 ] && [ "$(meta w3/t.safetensors ss_network_alpha)" = 7.0 ] &&
+[ "$(t_meta w3/t.safetensors ss_network_dim)" = 2 ] && [ "$(t_meta w3/t.safetensors ss_network_alpha)" = 7.0 ] &&
   ok train_oft_dim_from_weights || nok train_oft_dim_from_weights "rc $rc $(grep -i 'oft\|error' w3.err | head -2)"
 # the file's integer alpha stays an integer (the reference's .item() of an int64 tensor)
 T --output_dir w4 --output_name t --max_train_steps 1 --network_alpha 0.5 --dim_from_weights \
@@ -177,7 +164,7 @@ S --outdir qc --network_weights s1/t.safetensors --network_module networks.oft n
 keys x1/t.safetensors > kx.txt 2> /dev/null
 [ $rc = 0 ] && grep -q '^oft_unet_input_blocks_1_0_in_layers_2.oft_blocks F32' kx.txt &&
 grep -q '^oft_unet_input_blocks_3_1_transformer_blocks_1_attn1_to_q.oft_blocks F32 \[4, 16, 16\]' kx.txt &&
-[ "$(meta x1/t.safetensors modelspec.architecture)" = stable-diffusion-xl-v1-base/lora ] &&
+[ "$(t_meta x1/t.safetensors modelspec.architecture)" = stable-diffusion-xl-v1-base/lora ] &&
   ok train_oft_sdxl || nok train_oft_sdxl "rc $rc $(tail -1 x1.err)"
 "$ss" --model xl.safetensors --model_config "$CX" --W 64 --H 64 --steps 2 --seed 7 --prompt x --sequential_file_name \
   --threads 1 --outdir xq0 > /dev/null 2>&1
@@ -189,9 +176,7 @@ elif [ -x "$helper" ]; then
 else echo "ok sample_oft_sdxl # SKIP $helper not built"; fi
 
 # ---- refusals ------------------------------------------------------------------------------------------------
-refuse() { local name=$1 want=$2 pat=$3; shift 3
-  T --output_dir bad --max_train_steps 1 "$@" > /dev/null 2> bad.err; local rc=$?
-  [ $rc = "$want" ] && grep -q -- "$pat" bad.err && ok "$name" || nok "$name" "rc $rc $(tail -1 bad.err)"; }
+refuse() { t_refuse "$1" "$2" "$3" T --output_dir bad --max_train_steps 1 "${@:4}"; }
 refuse train_oft_refuses_dropout 2 'network_dropout: networks.oft has no dropout' --network_dropout 0.1
 refuse train_oft_refuses_max_norm 2 'scale_weight_norms: networks.oft' --scale_weight_norms 1
 refuse train_oft_refuses_te_lr 2 'text_encoder_lr: networks.oft has no text-encoder modules' --text_encoder_lr 1e-4

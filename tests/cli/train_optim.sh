@@ -8,18 +8,11 @@
 # states, Lion8bit, PagedLion8bit, SGDNesterov8bit) or after SIGTERM (Prodigy) ends with the same
 # bytes as an uninterrupted one; a state of another optimizer is refused; --optimizer_args and
 # scheduler errors.
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/train_optim
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init train_optim
 bin="$root/$build/bin/sd-train"
-[ -x "$bin" ] || { echo "# $bin not built"; echo "not ok train_optim_built"; exit 1; }
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-if [ -n "${TINY_MODEL:-}" ]; then cp "$TINY_MODEL" "$tmp/tiny_model"
-else examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok train_optim_tiny_build; exit 1; }; fi
+t_need "$bin"
+t_tiny_build
 cd "$tmp"
 ./tiny_model model tiny.safetensors "$root/examples/tiny_model.toml" > /dev/null || { nok train_optim_tiny_model; exit 1; }
 ./tiny_model latents "$tmp" 6 4 8 8 > recs.jsonl || { nok train_optim_tiny_latents; exit 1; }
@@ -28,18 +21,12 @@ T() { "$bin" --method lora --model tiny.safetensors --model_config "$root/exampl
   --learning_rate 1e-3 --seed 3 --network_dim 4 --threads 1 "$@"; }
 Tbg() { exec "$bin" --method lora --model tiny.safetensors --model_config "$root/examples/tiny_model.toml" --data recs.jsonl \
   --learning_rate 1e-3 --seed 3 --network_dim 4 --threads 1 "$@"; }
-meta() { python3 - "$1" "$2" <<'PY'
-import json, struct, sys
-b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
-print(h.get('__metadata__', {}).get(sys.argv[2], '<absent>'))
-PY
-}
 
 # ---- every optimizer trains; ss_optimizer as kohya writes it ---------------------------------------------
 check_run() {   # name expected-ss_optimizer args...
   local name=$1 want=$2; shift 2
   if T --output_dir "o_$name" --max_train_steps 4 "$@" 2> "o_$name.err"; then
-    got=$(meta "o_$name/last.safetensors" ss_optimizer)
+    got=$(t_meta "o_$name/last.safetensors" ss_optimizer)
     [ "$got" = "$want" ] && ok "train_optim_$name" || nok "train_optim_$name" "ss_optimizer '$got'"
   else nok "train_optim_$name" "$(tail -2 "o_$name.err")"; fi
 }
@@ -97,11 +84,11 @@ grep -q '8-bit SGD with Nesterov must be with momentum, set momentum to 0.9' o_s
   ok train_optim_sgd8bit_warning || nok train_optim_sgd8bit_warning "$(cat o_sgd8bit.err)"
 
 # Adafactor's relative_step: the scheduler and the learning rates as kohya records them; its own LRs logged
-[ "$(meta o_adafactor/last.safetensors ss_lr_scheduler)" = "adafactor:0.001" ] &&
-[ "$(meta o_adafactor/last.safetensors ss_learning_rate)" = None ] &&
-[ "$(meta o_adafactor/last.safetensors ss_unet_lr)" = None ] &&
+[ "$(t_meta o_adafactor/last.safetensors ss_lr_scheduler)" = "adafactor:0.001" ] &&
+[ "$(t_meta o_adafactor/last.safetensors ss_learning_rate)" = None ] &&
+[ "$(t_meta o_adafactor/last.safetensors ss_unet_lr)" = None ] &&
 grep -q 'learning rate is used as initial_lr' o_adafactor.err && ok train_optim_adafactor_schedule ||
-  nok train_optim_adafactor_schedule "$(meta o_adafactor/last.safetensors ss_lr_scheduler) $(cat o_adafactor.err)"
+  nok train_optim_adafactor_schedule "$(t_meta o_adafactor/last.safetensors ss_lr_scheduler) $(cat o_adafactor.err)"
 T --output_dir o_adalog --max_train_steps 2 --optimizer_type Adafactor --log_jsonl adalog.jsonl 2> /dev/null
 python3 -c "import json, sys; l = [json.loads(x)['lr']['unet'] for x in open('adalog.jsonl')]
 sys.exit(0 if len(l) == 2 and all(v != 0.001 and 1e-5 < v < 0.1 for v in l) else 1)" 2> /dev/null &&

@@ -11,18 +11,11 @@
 # a different network_dim (optimizer.bin's shapes) or network_alpha (model.safetensors), another
 # learning rate (optimizer.bin's group), a method other than lora (exit 2), an SD1 state for an
 # SDXL network.
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/train_resume_kohya
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init train_resume_kohya
 bin="$root/$build/bin/sd-train"
-[ -x "$bin" ] || { echo "# $bin not built"; echo "not ok train_resume_kohya_built"; exit 1; }
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-if [ -n "${TINY_MODEL:-}" ]; then cp "$TINY_MODEL" "$tmp/tiny_model"
-else examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok train_resume_kohya_tiny_build; exit 1; }; fi
+t_need "$bin"
+t_tiny_build
 data="$root/tests/data/train_lora"
 state="$root/tests/data/train_lora_kohya/state"
 cd "$tmp"

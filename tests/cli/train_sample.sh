@@ -5,17 +5,11 @@
 # A1111 parameters text, TensorBoard image records, prompt-file and option errors before training,
 # and training unchanged by sampling (same LoRA bytes with and without; also with dropout and
 # gradient checkpointing; resumed runs sample the same images and end with the same bytes).
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/train_sample
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init train_sample
 bin="$root/$build/bin/sd-train"
-[ -x "$bin" ] || { echo "# $bin not built"; echo "not ok train_sample_built"; exit 1; }
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok train_sample_tiny_build; exit 1; }
+t_need "$bin"
+t_tiny_build --build
 cd "$tmp"
 ./tiny_model model tiny.safetensors "$root/examples/tiny_model.toml" > /dev/null || { nok train_sample_tiny_model; exit 1; }
 ./tiny_model latents "$tmp" 6 4 8 8 > recs.jsonl || { nok train_sample_tiny_latents; exit 1; }

@@ -4,18 +4,11 @@
 # and DreamBooth; and the --metadata_* options as get_sai_model_spec writes them (modelspec.author ... and the
 # extras usage_hint, thumbnail (a file → data:<mime>;base64, a data: URL as given, a missing file left out with
 # a warning), merged_from, trigger_phrase, preprocessor, is_negative_embedding) in LoRA, TI and checkpoint files.
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/train_save_ratio
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init train_save_ratio train_ratio
 bin="$root/$build/bin/sd-train"
-[ -x "$bin" ] || { echo "# $bin not built"; echo "not ok train_ratio_built"; exit 1; }
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-if [ -n "${TINY_MODEL:-}" ]; then cp "$TINY_MODEL" "$tmp/tiny_model"
-else examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok train_ratio_tiny_build; exit 1; }; fi
+t_need "$bin"
+t_tiny_build
 cd "$tmp"
 cfg="$root/examples/tiny_model.toml"
 ./tiny_model model tiny.safetensors "$cfg" > /dev/null || { nok train_ratio_tiny_model; exit 1; }

@@ -7,18 +7,11 @@
 # saved state is byte-identical; long captions, weighted captions, validation, text-encoder-only
 # training and --network_weights run (its UNet modules in SGM or Diffusers names: the same start); the usage errors
 # of the reference's SDXL assertions.
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/train_sdxl
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init train_sdxl
 bin="$root/$build/bin/sd-train"
-[ -x "$bin" ] || { echo "# $bin not built"; echo "not ok train_sdxl_built"; exit 1; }
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-if [ -n "${TINY_MODEL:-}" ]; then cp "$TINY_MODEL" "$tmp/tiny_model"
-else examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok train_sdxl_tiny_build; exit 1; }; fi
+t_need "$bin"
+t_tiny_build
 cd "$tmp"
 ./tiny_model model xl.safetensors "$root/examples/tiny_sdxl.toml" > /dev/null || { nok train_sdxl_tiny_model; exit 1; }
 ./tiny_model model sd1.safetensors "$root/examples/tiny_model.toml" > /dev/null || { nok train_sdxl_tiny_sd1; exit 1; }
@@ -26,12 +19,6 @@ cd "$tmp"
 export SOURCE_DATE_EPOCH=1700000000
 T() { "$bin" --method lora --model xl.safetensors --model_config "$root/examples/tiny_sdxl.toml" --data recs.jsonl \
   --learning_rate 1e-3 --seed 3 --network_dim 4 --threads 1 "$@"; }
-meta() { python3 - "$1" "$2" <<'PY'
-import json, struct, sys
-b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
-print(h.get('__metadata__', {}).get(sys.argv[2], '<absent>'))
-PY
-}
 keys() { python3 - "$1" <<'PY'
 import json, struct, sys
 b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
@@ -57,12 +44,12 @@ nu=$(grep -c '^lora_unet_.*lora_down.weight' keys.txt)
 # TE1 2 layers × 6, TE2 3 layers × 6; UNet: 4 transformer models (input, middle, 2 output) × (2 + 2 blocks × 10)
 [ "$n1/$n2/$nu" = 12/18/88 ] && ok train_sdxl_module_counts || nok train_sdxl_module_counts "te1 $n1 te2 $n2 unet $nu"
 grep -q 'diffusers\|down_blocks\|lora_te_text' keys.txt && nok train_sdxl_no_sd1_names || ok train_sdxl_no_sd1_names
-[ "$(meta o1/xl.safetensors ss_base_model_version)" = sdxl_base_v1-0 ] && [ "$(meta o1/xl.safetensors ss_v2)" = False ] &&
-[ "$(meta o1/xl.safetensors modelspec.architecture)" = stable-diffusion-xl-v1-base/lora ] &&
-[ "$(meta o1/xl.safetensors modelspec.resolution)" = 1024x1024 ] &&
-[ "$(meta o1/xl.safetensors modelspec.implementation)" = https://github.com/Stability-AI/generative-models ] &&
-[ "$(meta o1/xl.safetensors sshs_model_hash | wc -c)" = 65 ] && [ "$(meta o1/xl.safetensors ss_steps)" = 4 ] &&
-  ok train_sdxl_metadata || nok train_sdxl_metadata "$(meta o1/xl.safetensors ss_base_model_version) $(meta o1/xl.safetensors modelspec.architecture)"
+[ "$(t_meta o1/xl.safetensors ss_base_model_version)" = sdxl_base_v1-0 ] && [ "$(t_meta o1/xl.safetensors ss_v2)" = False ] &&
+[ "$(t_meta o1/xl.safetensors modelspec.architecture)" = stable-diffusion-xl-v1-base/lora ] &&
+[ "$(t_meta o1/xl.safetensors modelspec.resolution)" = 1024x1024 ] &&
+[ "$(t_meta o1/xl.safetensors modelspec.implementation)" = https://github.com/Stability-AI/generative-models ] &&
+[ "$(t_meta o1/xl.safetensors sshs_model_hash | wc -c)" = 65 ] && [ "$(t_meta o1/xl.safetensors ss_steps)" = 4 ] &&
+  ok train_sdxl_metadata || nok train_sdxl_metadata "$(t_meta o1/xl.safetensors ss_base_model_version) $(t_meta o1/xl.safetensors modelspec.architecture)"
 l=$(losses o1.log)
 case "$l" in *nan*|*inf*|'') nok train_sdxl_loss_finite "$l";; *) ok train_sdxl_loss_finite;; esac
 

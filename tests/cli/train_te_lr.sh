@@ -6,18 +6,11 @@
 # an empty list gives the bytes of no option and ss_text_encoder_lr None; a TOML number, a TOML list
 # and the command line agree; a state saved with a number resumes with a list of the same first value
 # and refuses another first value; bad values exit 2 with one line.
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/train_te_lr
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init train_te_lr
 bin="$root/$build/bin/sd-train"
-[ -x "$bin" ] || { echo "# $bin not built"; echo "not ok train_te_lr_built"; exit 1; }
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-if [ -n "${TINY_MODEL:-}" ]; then cp "$TINY_MODEL" "$tmp/tiny_model"
-else examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok train_te_lr_tiny_build; exit 1; }; fi
+t_need "$bin"
+t_tiny_build
 cd "$tmp"
 ./tiny_model model xl.safetensors "$root/examples/tiny_sdxl.toml" > /dev/null || { nok train_te_lr_tiny_model; exit 1; }
 ./tiny_model model sd1.safetensors "$root/examples/tiny_model.toml" > /dev/null || { nok train_te_lr_tiny_sd1; exit 1; }
@@ -27,12 +20,6 @@ X() { "$bin" --method lora --model xl.safetensors --model_config "$root/examples
   --learning_rate 1e-3 --seed 3 --network_dim 4 --threads 1 --max_train_steps 2 "$@"; }
 S() { "$bin" --method lora --model sd1.safetensors --model_config "$root/examples/tiny_model.toml" --data recs.jsonl \
   --learning_rate 1e-3 --seed 3 --network_dim 4 --threads 1 --max_train_steps 2 "$@"; }
-meta() { python3 - "$1" "$2" <<'PY'
-import json, struct, sys
-b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
-print(h.get('__metadata__', {}).get(sys.argv[2], '<absent>'))
-PY
-}
 # lora_up tensors of prefix P that are not all zero (kohya starts lora_up at zero): "nonzero/total"
 upmoved() { python3 - "$1" "$2" <<'PY'
 import json, struct, sys
@@ -60,8 +47,8 @@ if X --output_dir x2 --text_encoder_lr 5e-4 1e-2 2> x2.err; then
   grep -q 'text_encoder_lr: 2 values given; LoRA uses the first' x2.err && ok train_te_lr_sdxl_warns ||
     nok train_te_lr_sdxl_warns "$(cat x2.err)"
 else nok train_te_lr_sdxl_first_value "$(tail -2 x2.err)"; fi
-[ "$(meta x2/last.safetensors ss_text_encoder_lr)" = 0.0005 ] && ok train_te_lr_sdxl_meta ||
-  nok train_te_lr_sdxl_meta "ss_text_encoder_lr $(meta x2/last.safetensors ss_text_encoder_lr)"
+[ "$(t_meta x2/last.safetensors ss_text_encoder_lr)" = 0.0005 ] && ok train_te_lr_sdxl_meta ||
+  nok train_te_lr_sdxl_meta "ss_text_encoder_lr $(t_meta x2/last.safetensors ss_text_encoder_lr)"
 # "0 1e-3": LR 0 for both text encoders (the second value is not TE2's): their lora_up stay zero;
 # "1e-3 0": both move
 X --output_dir x3 --text_encoder_lr 0 1e-3 2> x3.err || nok train_te_lr_sdxl_zero_first "$(tail -2 x3.err)"
@@ -78,8 +65,8 @@ X --output_dir x6 2> /dev/null
 if X --output_dir x5 --text_encoder_lr --unet_lr 1e-3 2> x5.err; then
   same_tensors x5/last.safetensors x6/last.safetensors && ok train_te_lr_empty_is_none ||
     nok train_te_lr_empty_is_none "an empty --text_encoder_lr differs from none"
-  [ "$(meta x5/last.safetensors ss_text_encoder_lr)" = None ] && ok train_te_lr_empty_meta ||
-    nok train_te_lr_empty_meta "ss_text_encoder_lr $(meta x5/last.safetensors ss_text_encoder_lr)"
+  [ "$(t_meta x5/last.safetensors ss_text_encoder_lr)" = None ] && ok train_te_lr_empty_meta ||
+    nok train_te_lr_empty_meta "ss_text_encoder_lr $(t_meta x5/last.safetensors ss_text_encoder_lr)"
 else nok train_te_lr_empty_is_none "$(tail -2 x5.err)"; fi
 # a config file: a number or a list
 printf 'text_encoder_lr = 5e-4\n' > c1.toml; printf 'text_encoder_lr = [5e-4, 1e-2]\n' > c2.toml
@@ -92,8 +79,8 @@ S --output_dir s1 --text_encoder_lr 0 2> /dev/null
 if S --output_dir s2 --text_encoder_lr 0 5e-4 2> s2.err; then
   cmp -s s1/last.safetensors s2/last.safetensors && [ "$(upmoved s2/last.safetensors lora_te_)" = 0/12 ] &&
     ok train_te_lr_sd1_first_value || nok train_te_lr_sd1_first_value "te $(upmoved s2/last.safetensors lora_te_)"
-  [ "$(meta s2/last.safetensors ss_text_encoder_lr)" = 0.0 ] && ok train_te_lr_sd1_meta ||
-    nok train_te_lr_sd1_meta "ss_text_encoder_lr $(meta s2/last.safetensors ss_text_encoder_lr)"
+  [ "$(t_meta s2/last.safetensors ss_text_encoder_lr)" = 0.0 ] && ok train_te_lr_sd1_meta ||
+    nok train_te_lr_sd1_meta "ss_text_encoder_lr $(t_meta s2/last.safetensors ss_text_encoder_lr)"
 else nok train_te_lr_sd1_first_value "$(tail -2 s2.err)"; fi
 
 # ---- resume: compared by the first value ---------------------------------------------------------------------

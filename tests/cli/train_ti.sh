@@ -8,19 +8,12 @@
 # same word", LoRA options, weighted captions, caption dropout, bad --save_model_as, --device;
 # SDXL: train_ti_sdxl.sh); ScheduleFree (resume byte-identical); Adafactor / Prodigy / DAdaptAdam on the whole table (old rows
 # kept, --resume byte-identical); kill -9 then --resume gives a byte-identical embedding.
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/train_ti
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init train_ti
 bin="$root/$build/bin/sd-train"
 ss="$root/$build/bin/sd-sample"
-[ -x "$bin" ] || { echo "# $bin not built"; echo "not ok train_ti_built"; exit 1; }
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-if [ -n "${TINY_MODEL:-}" ]; then cp "$TINY_MODEL" "$tmp/tiny_model"
-else examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok train_ti_tiny_build; exit 1; }; fi
+t_need "$bin"
+t_tiny_build
 cd "$tmp"
 toml="$root/examples/tiny_model.toml"
 ./tiny_model model tiny.safetensors "$toml" > /dev/null || { nok train_ti_tiny_model; exit 1; }

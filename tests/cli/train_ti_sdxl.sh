@@ -7,19 +7,12 @@
 # from an SDXL file and refuses an SD1/SD2 one, samples during training; a resumed run gives the same
 # bytes (Adafactor too, on both encoders' whole tables, their old rows kept); sd-sample loads the embedding with the SDXL model (the image changes, deterministically) and
 # refuses the other family's files with one line naming the file; long captions; --device cuda as on the CPU.
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/train_ti_sdxl
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init train_ti_sdxl
 bin="$root/$build/bin/sd-train"
 ss="$root/$build/bin/sd-sample"
-[ -x "$bin" ] && [ -x "$ss" ] || { echo "# $bin or $ss not built"; echo "not ok train_ti_sdxl_built"; exit 1; }
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-if [ -n "${TINY_MODEL:-}" ]; then cp "$TINY_MODEL" "$tmp/tiny_model"
-else examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok train_ti_sdxl_tiny_build; exit 1; }; fi
+t_need "$bin" "$ss"
+t_tiny_build
 cd "$tmp"
 xcfg="$root/examples/tiny_sdxl.toml"
 scfg="$root/examples/tiny_model.toml"

@@ -5,17 +5,11 @@
 # reruns and --threads 1/2, training unchanged by the passes (same LoRA tensors with and without them),
 # the ss_* metadata, a resumed run splitting the same way (the state's seed), the folder convention with
 # a dataset-level split, and option errors.
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}/train_validation
-rm -rf "$tmp"; mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+t_init train_validation
 bin="$root/$build/bin/sd-train"
-[ -x "$bin" ] || { echo "# $bin not built"; echo "not ok train_validation_built"; exit 1; }
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && echo "# $2"; }
-examples/build_tiny.sh "$build" "$tmp/tiny_model" || { nok train_validation_tiny_build; exit 1; }
+t_need "$bin"
+t_tiny_build --build
 cd "$tmp"
 ./tiny_model model tiny.safetensors "$root/examples/tiny_model.toml" 1 tiny_vae.safetensors > /dev/null ||
   { nok train_validation_tiny_model; exit 1; }
