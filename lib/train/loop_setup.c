@@ -46,6 +46,20 @@ int loop_check_options(run *R)
         return sd_err(SD_EUSAGE, "full_fp16 requires mixed precision='fp16' (--mixed_precision fp16)");
     if (c->full_bf16 && !(c->mixed_precision && !strcmp(c->mixed_precision, "bf16")))
         return sd_err(SD_EUSAGE, "full_bf16 requires mixed precision='bf16' (--mixed_precision bf16)");
+    /* train_network.py's assertion; the other scripts parse --fp8_base and never read it */
+    if (c->fp8_base || c->fp8_base_unet) {
+        const char *o = c->fp8_base ? "--fp8_base" : "--fp8_base_unet";
+        if (!c->mixed_precision || !strcmp(c->mixed_precision, "no"))
+            return sd_err(SD_EUSAGE, "fp8_base requires mixed precision='fp16' or 'bf16' (%s with --mixed_precision "
+                          "fp16 or bf16)", o);
+        if (c->method != SD_METHOD_LORA || c->ti.on)
+            return sd_err(SD_EUSAGE, "%s: an option of train_network.py (--method lora) only: train_db.py, "
+                          "fine_tune.py, sdxl_train.py and train_textual_inversion.py do not use it", o);
+        if (loop_is_oft(c))
+            return sd_err(SD_EUNSUPPORTED, "%s: not supported with --network_module networks.oft here", o);
+        if (c->device_index >= 0)
+            return sd_err(SD_EUNSUPPORTED, "%s: float8 weights are supported on the CPU only (--device cpu)", o);
+    }
     if (c->max_token_length && c->max_token_length != 75 && c->max_token_length != 150 && c->max_token_length != 225)
         return sd_err(SD_EUSAGE, "--max_token_length must be 75, 150 or 225");
     if (c->train_unet_only && c->train_text_encoder_only)
@@ -132,6 +146,18 @@ static sd_dtype frozen_dtype(const sd_train_config *c)
     return SD_F32;
 }
 
+/* --fp8_base / --fp8_base_unet: the UNet's frozen weights in float8_e4m3fn, the text encoders' too
+   with --fp8_base alone (train_network.py: te_weight_dtype = weight_dtype if fp8_base_unet) */
+static sd_dtype unet_frozen_dtype(const sd_train_config *c)
+{
+    return c->fp8_base || c->fp8_base_unet ? SD_F8E4M3 : frozen_dtype(c);
+}
+
+static sd_dtype te_frozen_dtype(const sd_train_config *c)
+{
+    return c->fp8_base && !c->fp8_base_unet ? SD_F8E4M3 : frozen_dtype(c);
+}
+
 static int base_weights_unet_f32(const run *R)
 {
     const sd_train_config *c = R->c;
@@ -185,11 +211,12 @@ int loop_load_models(run *R)
                       R->cfg.clip.width, R->cfg.unet.context_dim);
     sd_params_set_trainable(&R->model.unet_params, "", 0);
     sd_params_set_trainable(&R->model.te_params, "", 0);
-    sd_dtype fd = frozen_dtype(c);
     /* --base_weights: the UNet stays f32 until merged (merge_base_weights), as the reference's is
        (SDXL with --full_fp16/--full_bf16 loads it in the training dtype: merged there, as the TE) */
-    sd_params_set_frozen_dtype(&R->model.unet_params, base_weights_unet_f32(R) ? SD_F32 : fd);
-    sd_params_set_frozen_dtype(&R->model.te_params, fd);
+    sd_params_set_frozen_dtype(&R->model.unet_params, base_weights_unet_f32(R) ? SD_F32 : unet_frozen_dtype(c));
+    /* float8 text encoders too are merged in f32 and rounded once, as the reference casts after merging */
+    sd_params_set_frozen_dtype(&R->model.te_params, base_weights_unet_f32(R) && te_frozen_dtype(c) == SD_F8E4M3
+                                                    ? SD_F32 : te_frozen_dtype(c));
     if (mo.parts & SD_MODEL_VAE) sd_params_set_trainable(&R->model.vae_params, "", 0);
     if (R->is_full && (rc = full_family(R))) return rc;
     if (R->is_full && (rc = sd_full_mark(&R->full, &R->model))) return rc;
@@ -433,7 +460,9 @@ static int merge_base_weights(run *R)
         else rc = sd_lora_merge_file(&R->ctx, &R->model, f, mul, &nte, &nun);
         if (!rc) sd_info("merging module: %s with multiplier %g: %zu text-encoder and %zu UNet modules", f, mul, nte, nun);
     }
-    if (!rc && base_weights_unet_f32(R)) rc = sd_params_convert_frozen(&R->model.unet_params, frozen_dtype(c));
+    if (!rc && base_weights_unet_f32(R)) rc = sd_params_convert_frozen(&R->model.unet_params, unet_frozen_dtype(c));
+    if (!rc && base_weights_unet_f32(R) && te_frozen_dtype(c) == SD_F8E4M3)
+        rc = sd_params_convert_frozen(&R->model.te_params, SD_F8E4M3);
     if (!rc) {
         char list[1024] = "";
         for (int i = 0; i < c->base_weights->n && strlen(list) < 900; i++)
