@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "base/error.h"
+#include "base/half.h"
 #include "base/log.h"
 #include "io/safetensors.h"
 #include "models/sdxl.h"
@@ -490,6 +491,21 @@ static int dylora_check(run *R)
     return SD_OK;
 }
 
+/* --fp8_base: the reference's unet.to(float8_e4m3fn) / t_enc.to(float8_e4m3fn) casts every parameter,
+   biases and norms too (the text encoder's embeddings go back to weight_dtype); they compute upcast
+   under autocast. The linear/conv weights are stored in float8 (sd_params_set_frozen_dtype); the other
+   frozen float32 parameters are rounded to float8 values in place (the text-model embeddings kept). */
+static void fp8_round_rest(sd_params *r, int te)
+{
+    for (size_t i = 0; i < sd_params_count(r); i++) {
+        sd_param *p = sd_params_at(r, i);
+        if (p->grad.data || p->value.dtype != SD_F32 || p->value.device != SD_DEV_CPU) continue;
+        if (te && strstr(p->key, "text_model.embeddings.")) continue;
+        float *v = p->value.data;
+        for (int64_t k = 0, n = sd_tensor_numel(&p->value); k < n; k++) v[k] = sd_round_f8e4m3(v[k]);
+    }
+}
+
 /* --method lora: the network (networks.lora with --network_args; --network_weights, read with
  * SDXL's Diffusers names as SGM names, and --dim_from_weights) and its parameter groups. */
 int loop_setup_lora(run *R)
@@ -497,6 +513,8 @@ int loop_setup_lora(run *R)
     sd_train_config *c = R->c;
     int rc = merge_base_weights(R);
     if (rc) return rc;
+    if (unet_frozen_dtype(c) == SD_F8E4M3) fp8_round_rest(&R->model.unet_params, 0);
+    if (te_frozen_dtype(c) == SD_F8E4M3) fp8_round_rest(&R->model.te_params, 1);
     if (loop_is_oft(c)) return loop_setup_oft(R);
     int ndim = c->network_dim > 0 ? c->network_dim : 4;
     double nalpha = isnan(c->network_alpha) ? 1.0 : c->network_alpha;

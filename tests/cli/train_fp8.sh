@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # sd-train --fp8_base / --fp8_base_unet on the tiny random model: the reference's assertion (mixed
-# precision) and this port's refusals (db/ft/ti, OFT, CUDA); a bf16 LoRA run with --fp8_base differs
-# from the one without and equals, byte for byte, the run on a model whose UNet and text-encoder
-# linear/conv weights were rounded to float8_e4m3fn beforehand (tests/golden/gen/f8e4m3_ref.py);
+# precision) and this port's refusals (db/ft/ti, OFT); a bf16 LoRA run with --fp8_base differs from
+# the one without and equals, byte for byte, the run on a model whose UNet and text-encoder tensors
+# (but the embeddings) were rounded to float8_e4m3fn beforehand (tests/golden/gen/f8e4m3_ref.py);
 # --fp8_base_unet equals the run on a model with only the UNet rounded; ss_fp8_base metadata.
 set -u
 cd "$(dirname "$0")/../.."
@@ -29,8 +29,9 @@ b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.
 print(h.get('__metadata__', {}).get(sys.argv[2], '<absent>'))
 PY
 }
-# prerounded IN OUT PREFIXES...: the F32/F16 linear/conv weights (2-D/4-D '.weight', not embeddings) under the
-# prefixes rounded to float8_e4m3fn values (same dtype); prints how many tensors changed
+# prerounded IN OUT PREFIXES...: every F32/F16 tensor under the prefixes but the text model's embeddings
+# rounded to float8_e4m3fn values (same dtype), as the reference's unet.to(fp8) / t_enc.to(fp8) followed by
+# embeddings.to(weight_dtype); prints how many tensors changed
 prerounded() { python3 - "$root/tests/golden/gen" "$@" <<'PY'
 import json, struct, sys
 sys.path.insert(0, sys.argv[1])
@@ -39,10 +40,10 @@ src, dst, prefixes = sys.argv[2], sys.argv[3], sys.argv[4:]
 b = bytearray(open(src, 'rb').read()); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
 changed = 0
 for k, v in h.items():
-    if k == '__metadata__' or not k.endswith('.weight') or 'embed' in k.split('.')[-2] or 'embeddings' in k:
+    if k == '__metadata__' or 'text_model.embeddings.' in k:
         continue
     fmt = {'F32': 'f', 'F16': 'e'}.get(v['dtype'])
-    if not any(k.startswith(p) for p in prefixes) or len(v['shape']) not in (2, 4) or not fmt:
+    if not any(k.startswith(p) for p in prefixes) or not fmt:
         continue
     s, e = v['data_offsets']; o = 8 + n + s; w = struct.calcsize(fmt)
     vals = struct.unpack('<%d%s' % ((e - s) // w, fmt), bytes(b[o:8 + n + e]))
@@ -102,3 +103,9 @@ M=r_unet.safetensors T --output_dir pu --max_train_steps 4 --mixed_precision bf1
 # fp16 mixed precision trains too
 T --output_dir h8 --max_train_steps 2 --mixed_precision fp16 --fp8_base 2> h8.err && [ -s h8/last.safetensors ] &&
   ok train_fp8_fp16 || nok train_fp8_fp16 "$(tail -2 h8.err)"
+# --base_weights: merged in float32, then rounded to float8 once (the reference merges before the cast)
+T --output_dir bw0 --max_train_steps 1 --mixed_precision bf16 2> /dev/null
+T --output_dir bw --max_train_steps 2 --mixed_precision bf16 --fp8_base --base_weights bw0/last.safetensors 2> bw.err; rc=$?
+[ $rc = 0 ] && grep -q "all weights merged" bw.err && [ -s bw/last.safetensors ] &&
+  [ "$(strip bw/last.safetensors)" != "$(strip f8/last.safetensors)" ] && ok train_fp8_base_weights ||
+  nok train_fp8_base_weights "rc=$rc $(tail -2 bw.err)"
