@@ -31,7 +31,7 @@ PY
 }
 # prerounded IN OUT PREFIXES...: every F32/F16 tensor under the prefixes but the text model's embeddings
 # rounded to float8_e4m3fn values (same dtype), as the reference's unet.to(fp8) / t_enc.to(fp8) followed by
-# embeddings.to(weight_dtype); prints how many tensors changed
+# embeddings.to(weight_dtype) (OpenCLIP: token_embedding, positional_embedding); prints how many tensors changed
 prerounded() { python3 - "$root/tests/golden/gen" "$@" <<'PY'
 import json, struct, sys
 sys.path.insert(0, sys.argv[1])
@@ -40,7 +40,7 @@ src, dst, prefixes = sys.argv[2], sys.argv[3], sys.argv[4:]
 b = bytearray(open(src, 'rb').read()); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
 changed = 0
 for k, v in h.items():
-    if k == '__metadata__' or 'text_model.embeddings.' in k:
+    if k == '__metadata__' or 'text_model.embeddings.' in k or k.endswith(('.token_embedding.weight', '.positional_embedding')):
         continue
     fmt = {'F32': 'f', 'F16': 'e'}.get(v['dtype'])
     if not any(k.startswith(p) for p in prefixes) or not fmt:
@@ -117,3 +117,18 @@ if [ -x "$ebin" ]; then
   [ $rc = 2 ] && grep -q "float8 weights are supported on the CPU only" cu.err && ok train_fp8_refuse_cuda ||
     nok train_fp8_refuse_cuda "rc=$rc $(cat cu.err)"
 else echo "ok train_fp8_refuse_cuda # SKIP build/emu/bin/sd-train not built (make emu-bin)"; fi
+# SDXL (sdxl_train_network.py): both text encoders and the UNet, as the pre-rounded model
+xcfg="$root/examples/tiny_sdxl.toml"
+./tiny_model model xl.safetensors "$xcfg" > /dev/null || nok train_fp8_sdxl_model
+X() { "$bin" --model "$1" --model_config "$xcfg" --data recs.jsonl --learning_rate 1e-3 --seed 3 --network_dim 4 --threads 1 \
+      --max_train_steps 2 --mixed_precision bf16 "${@:2}"; }
+xp=$(python3 -c "
+import json, struct; b = open('xl.safetensors', 'rb').read(); n = struct.unpack('<Q', b[:8])[0]
+print(' '.join(sorted({k.split('.')[0] + '.' for k in json.loads(b[8:8 + n]) if k != '__metadata__'})))")
+prerounded xl.safetensors xl_r.safetensors model.diffusion_model. conditioner. > /dev/null
+X xl.safetensors --output_dir x8 --fp8_base 2> x8.err; rc=$?
+X xl_r.safetensors --output_dir xr 2> xr.err
+X xl.safetensors --output_dir xb 2> /dev/null
+[ $rc = 0 ] && [ "$(strip x8/last.safetensors)" = "$(strip xr/last.safetensors)" ] &&
+  [ "$(strip x8/last.safetensors)" != "$(strip xb/last.safetensors)" ] && ok train_fp8_sdxl ||
+  nok train_fp8_sdxl "rc=$rc prefixes: $xp $(tail -2 x8.err)"
