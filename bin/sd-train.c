@@ -43,7 +43,7 @@ static struct {
         highvram, skip_cache_check, console_log_simple, cpu_offload_checkpointing, disable_mmap_load_safetensors;
     int max_data_loader_n_workers, vae_batch_size;
     const char *dynamo_backend;
-    int fp8_base, fp8_base_unet, debug_dataset, skip_until_initial_step, initial_epoch;
+    int debug_dataset, skip_until_initial_step, initial_epoch;
     int64_t initial_step;
     const char *lr_scheduler_type, *face_crop_aug_range, *dataset_class;   /* face_crop_aug_range: "low,high" */
 } a;
@@ -91,6 +91,11 @@ static const sd_opt table[] = {
              "fp16)"},
     {.name = "full_bf16", .type = SD_OPT_FLAG, .dest = &c.full_bf16, .group = G_MODEL,
      .help = "the trained weights, their gradients and AdamW's moments in bfloat16 (needs --mixed_precision bf16)"},
+    {.name = "fp8_base", .type = SD_OPT_FLAG, .dest = &c.fp8_base, .group = G_MODEL,
+     .help = "store the frozen UNet and text-encoder linear/conv weights as float8_e4m3fn, upcast per product "
+             "(--method lora on the CPU; needs --mixed_precision fp16 or bf16)"},
+    {.name = "fp8_base_unet", .type = SD_OPT_FLAG, .dest = &c.fp8_base_unet, .group = G_MODEL,
+     .help = "float8_e4m3fn for the UNet only; the text encoders stay in the --mixed_precision dtype"},
     /* network */
     {.name = "method", .type = SD_OPT_STRING, .dest = &a.method, .def = "lora", .group = G_NET,
      .help = "lora (train_network.py), db or dreambooth (train_db.py: UNet + text encoder), ft or finetune "
@@ -463,8 +468,6 @@ static const sd_opt table[] = {
     KOHYA_NOOP("skip_cache_check", SD_OPT_FLAG, &a.skip_cache_check, "latent files are always checked"),
     KOHYA_NOOP("console_log_simple", SD_OPT_FLAG, &a.console_log_simple, "messages are always plain"),
     KOHYA_REFUSED("lr_scheduler_type", SD_OPT_STRING, &a.lr_scheduler_type),
-    KOHYA_REFUSED("fp8_base", SD_OPT_FLAG, &a.fp8_base),
-    KOHYA_REFUSED("fp8_base_unet", SD_OPT_FLAG, &a.fp8_base_unet),
     KOHYA_REFUSED("dataset_class", SD_OPT_STRING, &a.dataset_class),
     SD_OPT_END};
 
@@ -501,8 +504,6 @@ static const struct kohya_opt {
                              "inputs; that check is not skipped" },
     { "console_log_simple", 0, "messages are always plain lines ('sd-train: message')" },
     { "lr_scheduler_type", 1, "custom scheduler classes are Python; use --lr_scheduler" },
-    { "fp8_base", 1, "float8 base weights; use --mixed_precision fp16 or bf16" },
-    { "fp8_base_unet", 1, "float8 base weights; use --mixed_precision fp16 or bf16" },
     { "dataset_class", 1, "custom dataset classes are Python" },
     { "conditioning_data_dir", 0, "train_network.py parses it and never reads it (only the ControlNet training "
                                   "scripts do); conditioning-image masks come from a --dataset_config subset's "

@@ -18,6 +18,14 @@ void sd_f32_to_bf16_n(const float *s, uint16_t *d, size_t n)
 {
     for (size_t i = 0; i < n; i++) d[i] = sd_f32_to_bf16(s[i]);
 }
+void sd_f8e4m3_to_f32_n(const uint8_t *s, float *d, size_t n)
+{
+    for (size_t i = 0; i < n; i++) d[i] = sd_f8e4m3_to_f32(s[i]);
+}
+void sd_f32_to_f8e4m3_n(const float *s, uint8_t *d, size_t n)
+{
+    for (size_t i = 0; i < n; i++) d[i] = sd_f32_to_f8e4m3(s[i]);
+}
 
 void sd_round_half_n(float *x, size_t n, int bf16)
 {

@@ -73,6 +73,55 @@ SD_HALF_FN uint16_t sd_f32_to_bf16(float f)
 SD_HALF_FN float sd_round_f16(float x) { return sd_f16_to_f32(sd_f32_to_f16(x)); }
 SD_HALF_FN float sd_round_bf16(float x) { return sd_bf16_to_f32(sd_f32_to_bf16(x)); }
 
+/* float8_e4m3fn (1 sign, 4 exponent bits biased 7, 3 mantissa bits; no infinity; S.1111.111 is
+ * NaN; largest finite 448). Decoding is exact. Encoding is PyTorch's c10
+ * fp8e4m3fn_from_fp32_value, bit for bit: round to nearest even, as if 480 were the next code
+ * after 448, so |f| > 464 (and 480, inf, NaN) give NaN (0x7f, with the sign); 464 rounds to 448;
+ * below 2^-6 the subnormals (steps of 2^-9), ties to even, down to ±0. */
+SD_HALF_FN float sd_f8e4m3_to_f32(uint8_t c)
+{
+    uint32_t sign = (uint32_t)(c & 0x80) << 24, e = (c >> 3) & 15, m = c & 7, u;
+    if (e == 15 && m == 7) u = sign | 0x7ff00000u;                      /* NaN (bits as c10) */
+    else if (e) u = sign | ((e + 120) << 23) | (m << 20);               /* normal: bias 7 -> 127 */
+    else {                                                              /* subnormal m * 2^-9 */
+        float f = (float)m * (1.0f / 512.0f);
+        memcpy(&u, &f, 4);
+        u |= sign;
+    }
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+SD_HALF_FN uint8_t sd_f32_to_f8e4m3(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t sign = u & 0x80000000u;
+    u ^= sign;
+    uint8_t r;
+    if (u >= (1087u << 20)) {                 /* >= 480, inf, NaN */
+        r = 0x7f;
+    } else if (u < (121u << 23)) {            /* below 2^-6: the float add rounds into the subnormal grid */
+        const uint32_t dm = 141u << 23;
+        float a, b;
+        memcpy(&a, &u, 4);
+        memcpy(&b, &dm, 4);
+        a += b;
+        memcpy(&u, &a, 4);
+        r = (uint8_t)(u - dm);
+    } else {
+        uint32_t odd = (u >> 20) & 1;
+        u += ((uint32_t)(7 - 127) << 23) + 0x7ffff + odd;
+        r = (uint8_t)(u >> 20);
+    }
+    return (uint8_t)(r | (sign >> 24));
+}
+
+SD_HALF_FN float sd_round_f8e4m3(float x) { return sd_f8e4m3_to_f32(sd_f32_to_f8e4m3(x)); }
+
+void sd_f8e4m3_to_f32_n(const uint8_t *src, float *dst, size_t n);
+void sd_f32_to_f8e4m3_n(const float *src, uint8_t *dst, size_t n);
 void sd_f16_to_f32_n(const uint16_t *src, float *dst, size_t n);
 void sd_f32_to_f16_n(const float *src, uint16_t *dst, size_t n);
 void sd_bf16_to_f32_n(const uint16_t *src, float *dst, size_t n);

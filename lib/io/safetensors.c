@@ -174,15 +174,16 @@ int sd_st_convert(sd_st_dtype src_t, const void *src, sd_st_dtype dst_t, void *d
         if (n) memcpy(dst, src, n * ssz);
         return SD_OK;
     }
-    if (dst_t != SD_ST_F32 && dst_t != SD_ST_F16 && dst_t != SD_ST_BF16)
+    if (dst_t != SD_ST_F32 && dst_t != SD_ST_F16 && dst_t != SD_ST_BF16 && dst_t != SD_ST_F8_E4M3)
         return sd_err(SD_EINVAL, "safetensors: cannot convert %s to %s", dt_info[src_t].name,
                       dt_info[dst_t].name);
     /* Exact in f32: everything except wide integers and F64, which round to odd before a
-     * narrowing to F16/BF16. */
+     * narrowing to F16/BF16/F8_E4M3 (F8_E4M3: PyTorch's rounding, sd_f32_to_f8e4m3). */
     int odd = dst_t != SD_ST_F32;
     uint64_t scratch[CHUNK];
     float f[CHUNK];
     uint16_t h[CHUNK];
+    uint8_t q[CHUNK];
     const unsigned char *s = src;
     unsigned char *d = dst;
     for (size_t i = 0; i < n; i += CHUNK) {
@@ -191,6 +192,11 @@ int sd_st_convert(sd_st_dtype src_t, const void *src, sd_st_dtype dst_t, void *d
         block_to_f32(src_t, scratch, f, k, odd);
         if (dst_t == SD_ST_F32) {
             memcpy(d + i * 4, f, k * 4);
+            continue;
+        }
+        if (dst_t == SD_ST_F8_E4M3) {
+            sd_f32_to_f8e4m3_n(f, q, k);
+            memcpy(d + i, q, k);
             continue;
         }
         if (dst_t == SD_ST_F16) sd_f32_to_f16_n(f, h, k);

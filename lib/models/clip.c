@@ -622,7 +622,7 @@ static int upload_f32(sd_param *p, const float *from)
     if (p->value.dtype == SD_F32) return sd_tensor_upload(&p->value, from, nb);
     void *tmp = malloc(nb);
     if (!tmp) return sd_err(SD_ENOMEM, "out of memory");
-    sd_st_dtype dt = p->value.dtype == SD_F16 ? SD_ST_F16 : SD_ST_BF16;
+    sd_st_dtype dt = p->value.dtype == SD_F16 ? SD_ST_F16 : p->value.dtype == SD_BF16 ? SD_ST_BF16 : SD_ST_F8_E4M3;
     int rc = sd_st_convert(SD_ST_F32, from, dt, tmp, (size_t)n);
     if (!rc) rc = sd_tensor_upload(&p->value, tmp, nb);
     free(tmp);

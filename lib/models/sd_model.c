@@ -1036,7 +1036,8 @@ typedef struct write_pool {
 
 static sd_st_dtype st_dtype_of(sd_dtype d)
 {
-    return d == SD_F16 ? SD_ST_F16 : d == SD_BF16 ? SD_ST_BF16 : d == SD_I32 ? SD_ST_I32 : SD_ST_F32;
+    return d == SD_F16 ? SD_ST_F16 : d == SD_BF16 ? SD_ST_BF16 : d == SD_I32 ? SD_ST_I32
+           : d == SD_F8E4M3 ? SD_ST_F8_E4M3 : SD_ST_F32;
 }
 
 static int write_src_fn(void *ctx, const char *name, sd_st_sink *sink)

@@ -148,8 +148,8 @@ int sd_params_set_trainable(sd_params *r, const char *prefix, int trainable)
 int sd_params_set_frozen_dtype(sd_params *r, sd_dtype dt)
 {
     if (r->allocated) return sd_err(SD_ESTATE, "parameter registry: dtype changed after allocation");
-    if (dt != SD_F32 && dt != SD_F16 && dt != SD_BF16)
-        return sd_err(SD_EINVAL, "parameter registry: storage dtype must be f32, f16 or bf16");
+    if (dt != SD_F32 && dt != SD_F16 && dt != SD_BF16 && dt != SD_F8E4M3)
+        return sd_err(SD_EINVAL, "parameter registry: storage dtype must be f32, f16, bf16 or f8_e4m3fn");
     r->frozen_dtype = dt;
     return SD_OK;
 }
@@ -224,7 +224,8 @@ int sd_params_convert_frozen(sd_params *r, sd_dtype dt)
     if (!r->allocated || r->device != SD_DEV_CPU || r->frozen_dtype != SD_F32)
         return sd_err(SD_ESTATE, "parameter registry: convert needs f32 values on the host");
     if (dt == SD_F32) return SD_OK;
-    if (dt != SD_F16 && dt != SD_BF16) return sd_err(SD_EINVAL, "parameter registry: storage dtype must be f16 or bf16");
+    if (dt != SD_F16 && dt != SD_BF16 && dt != SD_F8E4M3)
+        return sd_err(SD_EINVAL, "parameter registry: storage dtype must be f16, bf16 or f8_e4m3fn");
     r->frozen_dtype = dt;
     size_t vb = 0;
     for (size_t i = 0; i < r->n; i++) {
@@ -244,6 +245,7 @@ int sd_params_convert_frozen(sd_params *r, sd_dtype dt)
         size_t n = (size_t)sd_tensor_numel(&p->value);
         if (to == SD_F16) sd_f32_to_f16_n(p->value.data, (uint16_t *)(vm + vo), n);
         else if (to == SD_BF16) sd_f32_to_bf16_n(p->value.data, (uint16_t *)(vm + vo), n);
+        else if (to == SD_F8E4M3) sd_f32_to_f8e4m3_n(p->value.data, vm + vo, n);
         else memcpy(vm + vo, p->value.data, n * sizeof(float));
         p->value.data = vm + vo;
         p->value.dtype = (uint8_t)to;
@@ -446,7 +448,8 @@ int sd_params_load_safetensors(sd_params *r, const sd_safetensors *st, const sd_
                         sd_st_dtype_name(t->dtype));
             break;
         }
-        sd_st_dtype dt = p->value.dtype == SD_F16 ? SD_ST_F16 : p->value.dtype == SD_BF16 ? SD_ST_BF16 : SD_ST_F32;
+        sd_st_dtype dt = p->value.dtype == SD_F16 ? SD_ST_F16 : p->value.dtype == SD_BF16 ? SD_ST_BF16
+                         : p->value.dtype == SD_F8E4M3 ? SD_ST_F8_E4M3 : SD_ST_F32;
         size_t nb = sd_tensor_nbytes(&p->value);
         void *dst = p->value.data;
         if (p->value.device != SD_DEV_CPU) {

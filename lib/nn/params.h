@@ -6,7 +6,7 @@
  *      the layer's init function with a key prefix such as "model.diffusion_model.input_blocks.1.1").
  *      Registration records key, shape and flags only; no tensor memory exists yet.
  *   2. Optionally choose what trains (sd_params_set_trainable()) and the storage dtype of frozen
- *      matrices (sd_params_set_frozen_dtype(): f16/bf16 linear and conv weights, converted per use
+ *      matrices (sd_params_set_frozen_dtype(): f16/bf16/f8_e4m3fn linear and conv weights, converted per use
  *      by the ops).
  *   3. sd_params_alloc(): one zeroed block for all values, one for the gradients of the trainable
  *      parameters (f32). From now on value/grad descriptors are valid and the set is fixed.
@@ -72,7 +72,7 @@ sd_param *sd_params_find(const sd_params *r, const char *key);
 /* Before alloc: mark every parameter whose key starts with `prefix` ("" = all) trainable or
  * frozen. Returns the number of parameters changed, or SD_ESTATE after alloc. */
 int sd_params_set_trainable(sd_params *r, const char *prefix, int trainable);
-/* Before alloc: storage dtype of frozen SD_PARAM_HALF_OK parameters (SD_F32 default). */
+/* Before alloc: storage dtype of frozen SD_PARAM_HALF_OK parameters (SD_F32 default; f16, bf16, f8_e4m3fn). */
 int sd_params_set_frozen_dtype(sd_params *r, sd_dtype dt);
 
 /* After loading, on the host: store the frozen SD_PARAM_HALF_OK values of a registry allocated with

@@ -1,6 +1,6 @@
 /* CPU backend: linear, matmul, conv2d, group/layer norm, attention: the float instantiation of
  * the kern_*.h templates and of their entry points (cpu_wrap_nn.h). Arguments were validated by
- * ops.c. Weights in f16/bf16 are converted into scratch per call. */
+ * ops.c. Weights in f16/bf16/f8_e4m3fn are converted into scratch per call. */
 #include "tensor/kern_attn.h"
 #include "tensor/kern_conv.h"
 #include "tensor/kern_dwconv.h"
@@ -25,6 +25,7 @@ static const real *weight_real(sd_ctx *ctx, const sd_tensor *w, int *rc)
         return NULL;
     }
     if (w->dtype == SD_F16) sd_f16_to_f32_n(w->data, p, (size_t)n);
+    else if (w->dtype == SD_F8E4M3) sd_f8e4m3_to_f32_n(w->data, p, (size_t)n);   /* exact, as its bf16/f16 upcast */
     else sd_bf16_to_f32_n(w->data, p, (size_t)n);
     return p;
 }

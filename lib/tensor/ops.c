@@ -64,6 +64,18 @@ static int floaty(const char *op, const char *name, const sd_tensor *t)
     return SD_OK;
 }
 
+/* a linear/conv weight: f32/f16/bf16, or f8_e4m3fn (frozen --fp8_base storage, host backend only:
+   the CPU kernels upcast it in scratch per call) */
+static int weighty(const char *op, const sd_tensor *w)
+{
+    if (w && w->dtype == SD_F8E4M3) {
+        if (w->device != SD_DEV_CPU)
+            return sd_err(SD_EUNSUPPORTED, "%s: f8_e4m3fn weights are supported on the host (CPU) only", op);
+        return SD_OK;
+    }
+    return floaty(op, "w", w);
+}
+
 #define F32(op, name, t) do { int rc_ = f32(op, name, t); if (rc_) return rc_; } while (0)
 
 static int same(const char *op, const char *na, const sd_tensor *a, const char *nb, const sd_tensor *b)
@@ -227,7 +239,7 @@ int sd_op_sum_to(sd_ctx *ctx, sd_tensor *y, float alpha, const sd_tensor *x)
 
 static int linear_check(const char *op, const sd_tensor *x, const sd_tensor *w, const sd_tensor *y, const char *yname)
 {
-    int rc = floaty(op, "w", w);
+    int rc = weighty(op, w);
     if (rc) return rc;
     NDIM(op, "w", w, 2, 2);
     NDIM(op, "x", x, 1, SD_MAX_DIMS);
@@ -308,7 +320,7 @@ static int conv_check(const char *op, const sd_tensor *y, const char *yname, con
 {
     if (!y || !x || !w) return sd_err(SD_EINVAL, "%s: missing argument", op);
     F32(op, "x", x); F32(op, yname, y);
-    int rc = floaty(op, "w", w);
+    int rc = weighty(op, w);
     if (rc) return rc;
     NDIM(op, "x", x, 4, 4); NDIM(op, "w", w, 4, 4); NDIM(op, yname, y, 4, 4);
     if (g.stride < 1 || g.pad_t < 0 || g.pad_l < 0 || g.pad_b < 0 || g.pad_r < 0)
@@ -352,7 +364,7 @@ static int conv_dw_check(const char *op, const sd_tensor *y, const char *yname, 
 {
     if (!y || !x || !w) return sd_err(SD_EINVAL, "%s: missing argument", op);
     F32(op, "x", x); F32(op, yname, y);
-    int rc = floaty(op, "w", w);
+    int rc = weighty(op, w);
     if (rc) return rc;
     NDIM(op, "x", x, 4, 4); NDIM(op, "w", w, 4, 4); NDIM(op, yname, y, 4, 4);
     if (g.stride < 1 || g.pad_t < 0 || g.pad_l < 0 || g.pad_b < 0 || g.pad_r < 0)

@@ -18,6 +18,7 @@ size_t sd_dtype_size(sd_dtype dt)
     case SD_F16: return 2;
     case SD_BF16: return 2;
     case SD_I32: return 4;
+    case SD_F8E4M3: return 1;
     }
     return 0;
 }
@@ -29,6 +30,7 @@ const char *sd_dtype_name(sd_dtype dt)
     case SD_F16: return "f16";
     case SD_BF16: return "bf16";
     case SD_I32: return "i32";
+    case SD_F8E4M3: return "f8_e4m3fn";
     }
     return "?";
 }

@@ -22,6 +22,7 @@ typedef enum sd_dtype {
     SD_F16 = 1,   /* IEEE binary16 */
     SD_BF16 = 2,  /* bfloat16 */
     SD_I32 = 3,   /* token ids / indices */
+    SD_F8E4M3 = 4, /* float8_e4m3fn: storage of frozen linear/conv weights only (--fp8_base) */
 } sd_dtype;
 
 typedef enum sd_devkind {
@@ -43,7 +44,7 @@ typedef struct sd_tensor {
                      ((const int64_t[]){__VA_ARGS__})
 
 size_t sd_dtype_size(sd_dtype dt);
-const char *sd_dtype_name(sd_dtype dt);   /* "f32", "f16", "bf16", "i32" */
+const char *sd_dtype_name(sd_dtype dt);   /* "f32", "f16", "bf16", "i32", "f8_e4m3fn" */
 
 /* Descriptor of existing host memory (device = CPU). ndim > SD_MAX_DIMS or a negative size gives
  * a tensor with ndim = -1 (sd_tensor_valid() is false). */

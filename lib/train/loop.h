@@ -69,6 +69,8 @@ typedef struct sd_train_config {
     int no_half_vae;                   /* --no_half_vae: a saved full checkpoint keeps the VAE float32 */
     int full_fp16, full_bf16;          /* trained weights, gradients and optimizer states in f16 / bf16
                                           (train/optim.h sd_optim_set_half) */
+    int fp8_base, fp8_base_unet;       /* --fp8_base (UNet + TE) / --fp8_base_unet (UNet): frozen linear/conv
+                                          weights stored as float8_e4m3fn (LoRA on the host only) */
     int use_safetensors;               /* --use_safetensors */
     /* optimizer / schedule */
     const char *optimizer_type;

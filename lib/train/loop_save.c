@@ -114,8 +114,8 @@ int loop_build_metadata(run *R)
     v[SD_SS_HUBER_SCHEDULE] = sd_pyv_str(c->huber_schedule);
     v[SD_SS_HUBER_SCALE] = sd_pyv_float(c->huber_scale);
     v[SD_SS_HUBER_C] = sd_pyv_float(c->huber_c);
-    v[SD_SS_FP8_BASE] = sd_pyv_bool(0);
-    v[SD_SS_FP8_BASE_UNET] = sd_pyv_bool(0);
+    v[SD_SS_FP8_BASE] = sd_pyv_bool(c->fp8_base);
+    v[SD_SS_FP8_BASE_UNET] = sd_pyv_bool(c->fp8_base_unet);
     /* the command line's values, as the reference's args */
     v[SD_SS_VALIDATION_SEED] = c->has_validation_seed ? sd_pyv_int(c->validation_seed) : sd_pyv_none();
     v[SD_SS_VALIDATION_SPLIT] = sd_pyv_float(isnan(c->validation_split) ? 0.0 : c->validation_split);

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "base/error.h"
+#include "base/half.h"
 #include "base/log.h"
 #include "io/safetensors.h"
 #include "models/sdxl.h"
@@ -46,6 +47,20 @@ int loop_check_options(run *R)
         return sd_err(SD_EUSAGE, "full_fp16 requires mixed precision='fp16' (--mixed_precision fp16)");
     if (c->full_bf16 && !(c->mixed_precision && !strcmp(c->mixed_precision, "bf16")))
         return sd_err(SD_EUSAGE, "full_bf16 requires mixed precision='bf16' (--mixed_precision bf16)");
+    /* train_network.py's assertion; the other scripts parse --fp8_base and never read it */
+    if (c->fp8_base || c->fp8_base_unet) {
+        const char *o = c->fp8_base ? "--fp8_base" : "--fp8_base_unet";
+        if (!c->mixed_precision || !strcmp(c->mixed_precision, "no"))
+            return sd_err(SD_EUSAGE, "fp8_base requires mixed precision='fp16' or 'bf16' (%s with --mixed_precision "
+                          "fp16 or bf16)", o);
+        if (c->method != SD_METHOD_LORA || c->ti.on)
+            return sd_err(SD_EUSAGE, "%s: an option of train_network.py (--method lora) only: train_db.py, "
+                          "fine_tune.py, sdxl_train.py and train_textual_inversion.py do not use it", o);
+        if (loop_is_oft(c))
+            return sd_err(SD_EUSAGE, "%s: not supported with --network_module networks.oft here", o);
+        if (c->device_index >= 0)
+            return sd_err(SD_EUSAGE, "%s: float8 weights are supported on the CPU only (--device cpu)", o);
+    }
     if (c->max_token_length && c->max_token_length != 75 && c->max_token_length != 150 && c->max_token_length != 225)
         return sd_err(SD_EUSAGE, "--max_token_length must be 75, 150 or 225");
     if (c->train_unet_only && c->train_text_encoder_only)
@@ -132,6 +147,18 @@ static sd_dtype frozen_dtype(const sd_train_config *c)
     return SD_F32;
 }
 
+/* --fp8_base / --fp8_base_unet: the UNet's frozen weights in float8_e4m3fn, the text encoders' too
+   with --fp8_base alone (train_network.py: te_weight_dtype = weight_dtype if fp8_base_unet) */
+static sd_dtype unet_frozen_dtype(const sd_train_config *c)
+{
+    return c->fp8_base || c->fp8_base_unet ? SD_F8E4M3 : frozen_dtype(c);
+}
+
+static sd_dtype te_frozen_dtype(const sd_train_config *c)
+{
+    return c->fp8_base && !c->fp8_base_unet ? SD_F8E4M3 : frozen_dtype(c);
+}
+
 static int base_weights_unet_f32(const run *R)
 {
     const sd_train_config *c = R->c;
@@ -185,11 +212,12 @@ int loop_load_models(run *R)
                       R->cfg.clip.width, R->cfg.unet.context_dim);
     sd_params_set_trainable(&R->model.unet_params, "", 0);
     sd_params_set_trainable(&R->model.te_params, "", 0);
-    sd_dtype fd = frozen_dtype(c);
     /* --base_weights: the UNet stays f32 until merged (merge_base_weights), as the reference's is
        (SDXL with --full_fp16/--full_bf16 loads it in the training dtype: merged there, as the TE) */
-    sd_params_set_frozen_dtype(&R->model.unet_params, base_weights_unet_f32(R) ? SD_F32 : fd);
-    sd_params_set_frozen_dtype(&R->model.te_params, fd);
+    sd_params_set_frozen_dtype(&R->model.unet_params, base_weights_unet_f32(R) ? SD_F32 : unet_frozen_dtype(c));
+    /* float8 text encoders too are merged in f32 and rounded once, as the reference casts after merging */
+    sd_params_set_frozen_dtype(&R->model.te_params, base_weights_unet_f32(R) && te_frozen_dtype(c) == SD_F8E4M3
+                                                    ? SD_F32 : te_frozen_dtype(c));
     if (mo.parts & SD_MODEL_VAE) sd_params_set_trainable(&R->model.vae_params, "", 0);
     if (R->is_full && (rc = full_family(R))) return rc;
     if (R->is_full && (rc = sd_full_mark(&R->full, &R->model))) return rc;
@@ -433,7 +461,9 @@ static int merge_base_weights(run *R)
         else rc = sd_lora_merge_file(&R->ctx, &R->model, f, mul, &nte, &nun);
         if (!rc) sd_info("merging module: %s with multiplier %g: %zu text-encoder and %zu UNet modules", f, mul, nte, nun);
     }
-    if (!rc && base_weights_unet_f32(R)) rc = sd_params_convert_frozen(&R->model.unet_params, frozen_dtype(c));
+    if (!rc && base_weights_unet_f32(R)) rc = sd_params_convert_frozen(&R->model.unet_params, unet_frozen_dtype(c));
+    if (!rc && base_weights_unet_f32(R) && te_frozen_dtype(c) == SD_F8E4M3)
+        rc = sd_params_convert_frozen(&R->model.te_params, SD_F8E4M3);
     if (!rc) {
         char list[1024] = "";
         for (int i = 0; i < c->base_weights->n && strlen(list) < 900; i++)
@@ -461,6 +491,21 @@ static int dylora_check(run *R)
     return SD_OK;
 }
 
+/* --fp8_base: the reference's unet.to(float8_e4m3fn) / t_enc.to(float8_e4m3fn) casts every parameter,
+   biases and norms too (the text encoder's embeddings go back to weight_dtype); they compute upcast
+   under autocast. The linear/conv weights are stored in float8 (sd_params_set_frozen_dtype); the other
+   frozen float32 parameters are rounded to float8 values in place (the text-model embeddings kept). */
+static void fp8_round_rest(sd_params *r, int te)
+{
+    for (size_t i = 0; i < sd_params_count(r); i++) {
+        sd_param *p = sd_params_at(r, i);
+        if (p->grad.data || p->value.dtype != SD_F32 || p->value.device != SD_DEV_CPU) continue;
+        if (te && strstr(p->key, "text_model.embeddings.")) continue;
+        float *v = p->value.data;
+        for (int64_t k = 0, n = sd_tensor_numel(&p->value); k < n; k++) v[k] = sd_round_f8e4m3(v[k]);
+    }
+}
+
 /* --method lora: the network (networks.lora with --network_args; --network_weights, read with
  * SDXL's Diffusers names as SGM names, and --dim_from_weights) and its parameter groups. */
 int loop_setup_lora(run *R)
@@ -468,6 +513,8 @@ int loop_setup_lora(run *R)
     sd_train_config *c = R->c;
     int rc = merge_base_weights(R);
     if (rc) return rc;
+    if (unet_frozen_dtype(c) == SD_F8E4M3) fp8_round_rest(&R->model.unet_params, 0);
+    if (te_frozen_dtype(c) == SD_F8E4M3) fp8_round_rest(&R->model.te_params, 1);
     if (loop_is_oft(c)) return loop_setup_oft(R);
     int ndim = c->network_dim > 0 ? c->network_dim : 4;
     double nalpha = isnan(c->network_alpha) ? 1.0 : c->network_alpha;

@@ -67,7 +67,6 @@ for o in color_aug random_crop face_crop_aug_range; do
   [ $rc = 2 ] && grep -q "^sd-train: recs.jsonl:1: .*: the record has a 'latents' file, which is fixed: $o needs" "r_$o.err" &&
     [ ! -e "r_$o" ] && ok "train_kohya_latents_refuse_$o" || nok "train_kohya_latents_refuse_$o" "rc $rc $(cat "r_$o.err")"
 done
-refuse fp8_base --fp8_base
 refuse dataset_class --dataset_class x
 T --data recs.jsonl --output_dir r_off --no-color_aug --no-fp8_base 2> r_off.err; rc=$?
 [ $rc = 0 ] && ! grep -q 'color_aug\|fp8' r_off.err && ok train_kohya_refused_off_passes || nok train_kohya_refused_off_passes "rc $rc $(cat r_off.err)"
