@@ -39,6 +39,27 @@ static float g_t[STEPS * B];
 
 static tgr_feed g_feed = { g_noise, g_t, STEPS, B, PER };
 
+/* The tiny SD1 LoRA run of test_train_lora_golden.c (its latents into lat), resuming `resume`. */
+static void kohya_config(sd_train_config *c, float *lat, int64_t steps, const char *resume)
+{
+    sd_safetensors *gm = NULL;
+    T_EQ_INT(sd_safetensors_open(SRC "model.safetensors", &gm), 0);
+    if (gm) T_EQ_INT(sd_safetensors_read_f32(gm, "golden.latents", lat, B * PER), 0);
+    sd_safetensors_close(gm);
+    sd_train_config_default(c);
+    c->model = SRC "model.safetensors";
+    c->model_config = SRC "tiny.toml";
+    c->network_dim = 4;
+    c->network_alpha = 2.0;
+    c->network_alpha_is_int = 0;
+    c->learning_rate = 1e-3;
+    c->max_train_steps = steps;
+    c->train_batch_size = B;
+    c->seed = 1;
+    c->threads = 1;
+    c->resume = resume;
+}
+
 static void test_resume_kohya_golden(void)
 {
     sd_safetensors *gm = NULL, *gg = NULL;
@@ -48,7 +69,6 @@ static void test_resume_kohya_golden(void)
         return;
     }
     float lat[B * PER], loss[STEPS - BEFORE], gn[STEPS - BEFORE];
-    T_EQ_INT(sd_safetensors_read_f32(gm, "golden.latents", lat, B * PER), 0);
     T_EQ_INT(sd_safetensors_read_f32(gm, "golden.noise", g_noise, STEPS * B * PER), 0);
     T_EQ_INT(sd_safetensors_read_f32(gm, "golden.t", g_t, STEPS * B), 0);
     T_EQ_INT(sd_safetensors_read_f32(gg, "golden.loss", loss, STEPS - BEFORE), 0);
@@ -59,18 +79,7 @@ static void test_resume_kohya_golden(void)
     sd_train_data d;
     sd_train_data_init(&d);
     sd_train_config c;
-    sd_train_config_default(&c);
-    c.model = SRC "model.safetensors";
-    c.model_config = SRC "tiny.toml";
-    c.network_dim = 4;
-    c.network_alpha = 2.0;
-    c.network_alpha_is_int = 0;
-    c.learning_rate = 1e-3;
-    c.max_train_steps = STEPS;
-    c.train_batch_size = B;
-    c.seed = 1;
-    c.threads = 1;
-    c.resume = DIR "state";
+    kohya_config(&c, lat, STEPS, DIR "state");
     char outdir[512], logp[512];
     snprintf(outdir, sizeof outdir, "%s", t_path("resume_kohya_out"));
     snprintf(logp, sizeof logp, "%s", t_path("resume_kohya_log.jsonl"));
@@ -186,33 +195,17 @@ static void check_saved_state(const char *kdir, const char *outdir, const char *
  * (kohya's order), the step 4, and the weights those of model.safetensors. */
 static void test_resume_kohya_8bit(void)
 {
-    sd_safetensors *gm = NULL;
-    T_EQ_INT(sd_safetensors_open(SRC "model.safetensors", &gm), 0);
-    if (!gm) return;
     float lat[B * PER];
-    T_EQ_INT(sd_safetensors_read_f32(gm, "golden.latents", lat, B * PER), 0);
-    sd_safetensors_close(gm);
     static const char *const caps[B] = { "a photo of a cat", "red square, sky" };
     sd_train_data d;
     sd_train_data_init(&d);
     sd_train_config c;
-    sd_train_config_default(&c);
-    c.model = SRC "model.safetensors";
-    c.model_config = SRC "tiny.toml";
-    c.network_dim = 4;
-    c.network_alpha = 2.0;
-    c.network_alpha_is_int = 0;
-    c.learning_rate = 1e-3;
-    c.max_train_steps = BEFORE;
-    c.train_batch_size = B;
-    c.seed = 1;
-    c.threads = 1;
+    kohya_config(&c, lat, BEFORE, DIR "state8bit");
     c.optimizer_type = "AdamW8bit";
     static const char *args[1] = { "min_8bit_size=256" };
     sd_opt_list ol = { .n = 1, .s = args };
     c.optimizer_args = &ol;
     c.save_state_on_train_end = 1;
-    c.resume = DIR "state8bit";
     char outdir[512];
     snprintf(outdir, sizeof outdir, "%s", t_path("resume_kohya_8bit"));
     c.output_dir = outdir;
@@ -257,30 +250,14 @@ static void test_resume_kohya_sgd(void)
     }
     snprintf(to, sizeof to, "%s/optimizer.bin", kdir);
     copy_file(DIR "optimizer_sgd.bin", to);
-    sd_safetensors *gm = NULL;
-    T_EQ_INT(sd_safetensors_open(SRC "model.safetensors", &gm), 0);
-    if (!gm) return;
     float lat[B * PER];
-    T_EQ_INT(sd_safetensors_read_f32(gm, "golden.latents", lat, B * PER), 0);
-    sd_safetensors_close(gm);
     static const char *const caps[B] = { "a photo of a cat", "red square, sky" };
     sd_train_data d;
     sd_train_data_init(&d);
     sd_train_config c;
-    sd_train_config_default(&c);
-    c.model = SRC "model.safetensors";
-    c.model_config = SRC "tiny.toml";
-    c.network_dim = 4;
-    c.network_alpha = 2.0;
-    c.network_alpha_is_int = 0;
-    c.learning_rate = 1e-3;
-    c.max_train_steps = BEFORE;
-    c.train_batch_size = B;
-    c.seed = 1;
-    c.threads = 1;
+    kohya_config(&c, lat, BEFORE, kdir);
     c.optimizer_type = "SGDNesterov";
     c.save_state_on_train_end = 1;
-    c.resume = kdir;
     char outdir[512];
     snprintf(outdir, sizeof outdir, "%s", t_path("resume_kohya_sgd"));
     c.output_dir = outdir;
