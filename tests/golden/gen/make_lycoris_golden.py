@@ -27,32 +27,17 @@ Writes tests/data/lycoris/lycoris_tiny.safetensors (the network file) and
 tests/data/lycoris/lycoris_tiny_delta.safetensors (<module> → ΔW in the layer's shape, alpha/rank
 scale included, multiplier 1).
 """
-import json
 import os
-import struct
 import sys
 
-import numpy as np
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_unet_golden import write_safetensors  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "data", "lycoris")
 
 
-def write_safetensors(path, tensors):
-    header, blobs, off = {}, [], 0
-    for name in sorted(tensors):
-        a = np.ascontiguousarray(tensors[name].detach().cpu().numpy().astype('<f4'))
-        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + a.nbytes]}
-        blobs.append(a.tobytes())
-        off += a.nbytes
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path + ".tmp", "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-    os.replace(path + ".tmp", path)
 
 
 # ---- LyCORIS, transcribed -------------------------------------------------------------------------

@@ -18,13 +18,14 @@ Writes tests/data/oft/golden_oft.safetensors:
   train.blocks.s<i>                                                blocks after AdamW step i (1..3)
   train.dblocks.s<i>                                               the gradient step i used
 """
-import json
 import os
-import struct
+import sys
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_unet_golden import write_safetensors  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "data", "oft")
 
@@ -69,21 +70,6 @@ class OFTModule(torch.nn.Module):
         return F.linear(x, RW, org_module.bias)
 
 
-def write_safetensors(path, tensors):
-    header, blobs, off = {}, [], 0
-    for name in sorted(tensors):
-        a = np.ascontiguousarray(tensors[name].detach().cpu().numpy().astype('<f4'))
-        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + a.nbytes]}
-        blobs.append(a.tobytes())
-        off += a.nbytes
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path + ".tmp", "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-    os.replace(path + ".tmp", path)
 
 
 def case(out, name, host, x, dim, alpha, mult, gen):
