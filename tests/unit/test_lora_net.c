@@ -161,17 +161,29 @@ static const char *const gnames[6] = {
     "lora_unet_up_blocks_3_attentions_2_proj_out", "lora_unet_down_blocks_0_attentions_1_proj_in",
     "lora_unet_mid_block_attentions_0_proj_out", "lora_unet_down_blocks_1_attentions_0_proj_in" };
 
+/* six modules under gnames (the first a text-encoder one), allocated on the host */
+static void gnet_init(gnet *g)
+{
+    sd_params_init(&g->reg);
+    for (int i = 0; i < 6; i++) {
+        T_EQ_INT(sd_lora_init(&g->l[i], &g->reg, gnames[i], i ? 4 : 6, i ? 3 : 5, 2, 1, 0, 1, 1, sd_conv2d_geom_make(1, 0), 0), 0);
+        g->ref[i].name = gnames[i];
+        g->ref[i].lora = &g->l[i];
+        g->is_te[i] = i == 0;
+    }
+    T_EQ_INT(sd_params_alloc(&g->reg, SD_DEV_CPU), 0);
+}
+
+static void gnet_free(gnet *g)
+{
+    for (int i = 0; i < 6; i++) sd_lora_free(&g->l[i]);
+    sd_params_free(&g->reg);
+}
+
 static void test_groups(void)
 {
     gnet g;
-    sd_params_init(&g.reg);
-    for (int i = 0; i < 6; i++) {
-        T_EQ_INT(sd_lora_init(&g.l[i], &g.reg, gnames[i], i ? 4 : 6, i ? 3 : 5, 2, 1, 0, 1, 1, sd_conv2d_geom_make(1, 0), 0), 0);
-        g.ref[i].name = gnames[i];
-        g.ref[i].lora = &g.l[i];
-        g.is_te[i] = i == 0;
-    }
-    T_EQ_INT(sd_params_alloc(&g.reg, SD_DEV_CPU), 0);
+    gnet_init(&g);
     static const struct { const char *name, *args; double tlr, ulr, dlr; } cases[6] = {
         { "plain", NULL, NAN, NAN, 1e-4 },
         { "lrs", NULL, 5e-5, 2e-4, 1e-4 },
@@ -225,8 +237,7 @@ static void test_groups(void)
         T_EQ_INT(k, G.n);
         sd_lora_groups_free(&G);
     }
-    for (int i = 0; i < 6; i++) sd_lora_free(&g.l[i]);
-    sd_params_free(&g.reg);
+    gnet_free(&g);
 }
 
 /* LoRA-FA (networks/lora_fa.py prepare_optimizer_params): lora_up only; TE and UNet groups kept at LR 0,
@@ -234,14 +245,7 @@ static void test_groups(void)
 static void test_groups_fa(void)
 {
     gnet g;
-    sd_params_init(&g.reg);
-    for (int i = 0; i < 6; i++) {
-        T_EQ_INT(sd_lora_init(&g.l[i], &g.reg, gnames[i], i ? 4 : 6, i ? 3 : 5, 2, 1, 0, 1, 1, sd_conv2d_geom_make(1, 0), 0), 0);
-        g.ref[i].name = gnames[i];
-        g.ref[i].lora = &g.l[i];
-        g.is_te[i] = i == 0;
-    }
-    T_EQ_INT(sd_params_alloc(&g.reg, SD_DEV_CPU), 0);
+    gnet_init(&g);
     sd_lora_net_args a;
     sd_lora_groups G;
     T_EQ_INT(sd_lora_net_args_parse(&a, 0, 2, 1, NULL, 0), 0);
@@ -296,8 +300,7 @@ static void test_groups_fa(void)
     T_EQ_INT(sd_lora_fa_check_args(1, r2, 1), SD_EUSAGE);
     T_EQ_INT(sd_lora_fa_check_args(0, r2, 1), 0);
     T_EQ_INT(sd_lora_fa_check_args(0, r3, 1), SD_EUSAGE);
-    for (int i = 0; i < 6; i++) sd_lora_free(&g.l[i]);
-    sd_params_free(&g.reg);
+    gnet_free(&g);
 }
 
 /* svd_merge_lora.py get_lbw_block_index / format_lbws (hand-worked from the reference's code) */
