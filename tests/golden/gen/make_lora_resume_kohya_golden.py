@@ -43,26 +43,13 @@ sys.path.insert(0, HERE)
 import make_clip_golden as CG  # noqa: E402
 import make_lora_train_golden as MG  # noqa: E402
 import make_unet_golden as UG  # noqa: E402
+import make_optim8bit_golden as G8  # noqa: E402
+from make_ti_train_golden import read_st  # noqa: E402
 
 SRC = os.path.join(HERE, "..", "..", "data", "train_lora")
 OUT = os.path.join(HERE, "..", "..", "data", "train_lora_kohya")
 STEPS_BEFORE, STEPS_AFTER = 4, 6
 B = MG.B
-DT = {"F16": torch.float16, "F32": torch.float32, "F64": torch.float64}
-
-
-def read_st(path):
-    with open(path, "rb") as f:
-        b = f.read()
-    n = struct.unpack("<Q", b[:8])[0]
-    h = json.loads(b[8:8 + n])
-    out = {}
-    for k, v in h.items():
-        if k == "__metadata__":
-            continue
-        s, e = v["data_offsets"]
-        out[k] = torch.frombuffer(bytearray(b[8 + n + s:8 + n + e]), dtype=DT[v["dtype"]]).reshape(v["shape"]).double()
-    return out
 
 
 def write_st(path, tensors, metadata):
@@ -81,27 +68,6 @@ def write_st(path, tensors, metadata):
         f.write(h)
         for b in blobs:
             f.write(b)
-
-
-def create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8):
-    """bitsandbytes.functional.create_dynamic_map (0.44 .. 0.49), torch float32."""
-    data = []
-    non_sign_bits = total_bits - 1
-    additional_items = 2 ** (non_sign_bits - max_exponent_bits) - 1
-    for i in range(max_exponent_bits):
-        fraction_items = int(2 ** (i + non_sign_bits - max_exponent_bits) + 1 if signed
-                             else 2 ** (i + non_sign_bits - max_exponent_bits + 1) + 1)
-        boundaries = torch.linspace(0.1, 1, fraction_items, dtype=torch.float32)
-        means = (boundaries[:-1] + boundaries[1:]) / 2.0
-        data += ((10 ** (-(max_exponent_bits - 1) + i)) * means).tolist()
-        if signed:
-            data += (-(10 ** (-(max_exponent_bits - 1) + i)) * means).tolist()
-    assert additional_items == 0
-    data.append(0)
-    data.append(1.0)
-    assert len(data) == 2 ** total_bits
-    data.sort()
-    return torch.tensor(data, dtype=torch.float32)
 
 
 def main():
@@ -226,7 +192,7 @@ def main():
     for f in ("model.safetensors", "scheduler.bin", "train_state.json"):
         with open(os.path.join(sd, f), "rb") as a, open(os.path.join(s8, f), "wb") as b:
             b.write(a.read())
-    q1, q2 = create_dynamic_map(True), create_dynamic_map(False)
+    q1, q2 = (torch.from_numpy(G8.create_dynamic_map_torch(s)) for s in (True, False))
     g8 = torch.Generator().manual_seed(8)
     st8 = {}
     for i, p in enumerate(params):
