@@ -242,6 +242,23 @@ static int make_ti(const char *model, const char *out, const char *key, const ch
     return rc;
 }
 
+/* the shipped CLIP tokenizer into g, txt2img with p, the image written as PNG to out */
+static int tiny_sample_png(sd_ctx *ctx, sd_gen_models *g, const sd_gen_params *p, const char *out)
+{
+    sd_clip_tokenizer *tok = NULL;
+    sd_image im = { 0 };
+    char vp[4096];
+    int rc = sd_clip_vocab_path(vp, sizeof vp);
+    if (!rc) rc = sd_clip_tokenizer_load(vp, &tok);
+    g->tok = tok;
+    if (!rc) rc = sd_txt2img(ctx, g, p, &im);
+    if (!rc) rc = sd_sample_write_png(out, &im, NULL);
+    g->tok = NULL;
+    sd_image_free(&im);
+    sd_clip_tokenizer_free(tok);
+    return rc;
+}
+
 static int gen_hooked(const char *model, const char *cfg, const char *lora, float mul, uint64_t seed, const char *out)
 {
     sd_model m;
@@ -251,9 +268,6 @@ static int gen_hooked(const char *model, const char *cfg, const char *lora, floa
     memset(&net, 0, sizeof net);
     sd_safetensors *st = NULL;
     sd_lora_file_info info = { 0 };
-    sd_clip_tokenizer *tok = NULL;
-    sd_image im = { 0 };
-    char vp[4096];
     int rc = open_tiny(&m, model, cfg);
     if (rc) return rc;
     sd_gen_models g = { .unet = &m.unet, .clip = &m.clip, .vae = &m.vae, .family = SD_FAMILY_SD1, .clip_skip = 1,
@@ -269,13 +283,7 @@ static int gen_hooked(const char *model, const char *cfg, const char *lora, floa
     if (!rc) rc = sd_lora_network_build(&net, &ctx, &m.unet, &m.clip, &no);
     if (!rc) rc = sd_lora_file_load(st, net.refs, net.n, 0, NULL);
     for (size_t i = 0; i < net.n; i++) net.mods[i].multiplier = mul;
-    if (!rc) rc = sd_clip_vocab_path(vp, sizeof vp);
-    if (!rc) rc = sd_clip_tokenizer_load(vp, &tok);
-    g.tok = tok;
-    if (!rc) rc = sd_txt2img(&ctx, &g, &p, &im);
-    if (!rc) rc = sd_sample_write_png(out, &im, NULL);
-    sd_image_free(&im);
-    sd_clip_tokenizer_free(tok);
+    if (!rc) rc = tiny_sample_png(&ctx, &g, &p, out);
     sd_lora_network_free(&net);
     sd_lora_file_info_free(&info);
     sd_safetensors_close(st);
@@ -325,12 +333,9 @@ static int gen_delta(const char *model, const char *cfg, const char *delta, floa
     sd_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
     sd_safetensors *st = NULL;
-    sd_clip_tokenizer *tok = NULL;
-    sd_image im = { 0 };
     sd_lora_candidate *v = NULL;
     sd_lora_file_module *fm = NULL;
     size_t n = 0, nd = 0;
-    char vp[4096];
     int rc = open_tiny(&m, model, cfg);
     if (rc) return rc;
     sd_gen_models g = { .unet = &m.unet, .clip = &m.clip, .vae = &m.vae, .family = SD_FAMILY_SD1, .clip_skip = 1,
@@ -360,13 +365,7 @@ static int gen_delta(const char *model, const char *cfg, const char *delta, floa
         float *W = w->data;
         for (int64_t k = 0; k < t->numel; k++) W[k] += mul * d[k];
     }
-    if (!rc) rc = sd_clip_vocab_path(vp, sizeof vp);
-    if (!rc) rc = sd_clip_tokenizer_load(vp, &tok);
-    g.tok = tok;
-    if (!rc) rc = sd_txt2img(&ctx, &g, &p, &im);
-    if (!rc) rc = sd_sample_write_png(out, &im, NULL);
-    sd_image_free(&im);
-    sd_clip_tokenizer_free(tok);
+    if (!rc) rc = tiny_sample_png(&ctx, &g, &p, out);
     free(v);
     free(fm);
     sd_safetensors_close(st);
