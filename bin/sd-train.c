@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <signal.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +30,6 @@ static struct {
     const char *dataset_config, *train_data_dir, *reg_data_dir, *in_json, *caption_extension;
     int dataset_repeats;
     int no_token_padding;
-    int fused_optimizer_groups, fused_backward_pass;
     sd_opt_list network_args, optimizer_args, resolution, lr_scheduler_args;
     sd_opt_list base_weights, base_weights_multiplier;
     sd_opt_list text_encoder_lr;
@@ -167,10 +167,12 @@ static const sd_opt table[] = {
     {.name = "block_lr", .type = SD_OPT_STRING, .dest = &c.block_lr, .metavar = "LR,...", .group = G_NET,
      .help = "SDXL db/ft: 23 UNet learning rates (time/label embedding, input_blocks 0-8, middle_block 0-2, "
              "output_blocks 0-8, out); 0 leaves a block unchanged"},
-    {.name = "fused_optimizer_groups", .type = SD_OPT_INT, .dest = &a.fused_optimizer_groups, .group = G_NET,
-     .help = "SDXL db/ft: refused (not implemented)"},
-    {.name = "fused_backward_pass", .type = SD_OPT_FLAG, .dest = &a.fused_backward_pass, .group = G_NET,
-     .help = "SDXL db/ft: refused (not implemented)"},
+    {.name = "fused_optimizer_groups", .type = SD_OPT_INT, .dest = &c.fused_optimizer_groups, SD_OPT_RANGE(0, INT_MAX),
+     .group = G_NET, .help = "SDXL db/ft (CPU): N optimizers over consecutive weights, each stepping inside the "
+             "backward once its gradients are complete, which are then freed (less memory; 0: off)"},
+    {.name = "fused_backward_pass", .type = SD_OPT_FLAG, .dest = &c.fused_backward_pass, .group = G_NET,
+     .help = "SDXL db/ft (CPU), Adafactor: each weight steps inside the backward as soon as its gradient is "
+             "complete, which is then freed (less memory; --max_grad_norm clips each tensor alone)"},
     {.name = "use_safetensors", .type = SD_OPT_FLAG, .dest = &c.use_safetensors, .group = G_NET,
      .help = "db/ft: save .safetensors where the format would be ckpt"},
     {.name = "no_token_padding", .type = SD_OPT_FLAG, .dest = &a.no_token_padding, .group = G_NET,
@@ -794,15 +796,10 @@ int main(int argc, char **argv)
             sd_error("--%s is a LoRA option: not used by --method %s", ti_refused[i], a.method);
             usage = 1;
         }
-    for (int i = 0; i < 2; i++)
-        if (sd_opts_source(&o, i ? "fused_backward_pass" : "fused_optimizer_groups") > SD_SRC_DEFAULT) {
-            sd_error("--%s is not implemented (sdxl_train.py's memory-saving optimizer steps; train without it)",
-                     i ? "fused_backward_pass" : "fused_optimizer_groups");
-            usage = 1;
-        }
     static const char *const full_only[] = { "learning_rate_te", "use_safetensors", "stop_text_encoder_training",
                                              "train_text_encoder", "no_token_padding", "learning_rate_te1",
-                                             "learning_rate_te2", "block_lr" };
+                                             "learning_rate_te2", "block_lr", "fused_optimizer_groups",
+                                             "fused_backward_pass" };
     for (size_t i = 0; i < sizeof lora_only / sizeof *lora_only && method != SD_METHOD_LORA; i++) {
         int src = sd_opts_source(&o, lora_only[i]);
         if (src == SD_SRC_CMDLINE || src == SD_SRC_CONFIG) {

@@ -202,9 +202,10 @@ static int embed_backward(sd_ctx *ctx, sd_clip *m, const sd_tensor *g, int64_t T
 {
     int rc;
     CLIP_TRY(sd_embedding_backward(ctx, &m->tok, g));
-    if (m->pos.w->grad.data) {
+    sd_tensor *gpos = sd_param_grad(m->pos.w);
+    if (gpos) {
         sd_tensor pg;
-        CLIP_TRY(sd_tensor_narrow0(&m->pos.w->grad, 0, T, &pg));
+        CLIP_TRY(sd_tensor_narrow0(gpos, 0, T, &pg));
         CLIP_TRY(sd_op_sum_to(ctx, &pg, 1.0f, g));
     }
     if (d_tokens) CLIP_TRY(sd_op_add(ctx, d_tokens, d_tokens, g));

@@ -623,7 +623,7 @@ out:
 
 static int has_grad(const sd_linear *l)
 {
-    return (l->w && l->w->grad.data) || (l->b && l->b->grad.data);
+    return sd_param_has_grad(l->w) || sd_param_has_grad(l->b);
 }
 
 int sd_unet_backward(sd_ctx *ctx, sd_unet *u, sd_tensor *dx, sd_tensor *dcontext, sd_tensor *dvec,

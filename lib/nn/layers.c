@@ -10,7 +10,7 @@ int sd_nn_arena_init(sd_arena *a, sd_devkind device, size_t bytes)
     return sd_arena_init(a, device, bytes ? bytes : 64);
 }
 
-static sd_tensor *grad_of(sd_param *p) { return p && p->grad.data ? &p->grad : NULL; }
+static sd_tensor *grad_of(sd_param *p) { return sd_param_grad(p); }
 static const sd_tensor *value_of(const sd_param *p) { return p ? &p->value : NULL; }
 
 /* ---- linear --------------------------------------------------------------------------------- */
@@ -344,8 +344,9 @@ int sd_embedding_forward(sd_ctx *ctx, sd_embedding *e, sd_arena *save, sd_tensor
 int sd_embedding_backward(sd_ctx *ctx, sd_embedding *e, const sd_tensor *dy)
 {
     if (!e->ids.data) return sd_err(SD_ESTATE, "%s: backward without a training forward", e->w->key);
-    if (!e->w->grad.data) return SD_OK;
-    int rc = sd_op_embedding_bwd(ctx, &e->w->grad, dy, &e->ids);
+    sd_tensor *gw = sd_param_grad(e->w);
+    if (!gw) return SD_OK;
+    int rc = sd_op_embedding_bwd(ctx, gw, dy, &e->ids);
     return rc ? sd_err_prefix(rc, "%s", e->w->key) : SD_OK;
 }
 

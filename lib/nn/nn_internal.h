@@ -54,7 +54,7 @@ static inline int nn_carve(sd_ctx *ctx, sd_arena *sub, size_t bytes)
 }
 
 /* 1 when the parameter receives a gradient (trainable and allocated). */
-static inline int nn_has_grad(const struct sd_param *p) { return p && p->grad.data; }
+static inline int nn_has_grad(const struct sd_param *p) { return sd_param_has_grad(p); }
 
 #define NN_TRY(x) do { rc = (x); if (rc) goto out; } while (0)
 

@@ -36,6 +36,7 @@ void sd_params_free(sd_params *r)
 {
     if (!r) return;
     for (size_t i = 0; i < r->n; i++) {
+        if (r->items[i]->pool) free(r->items[i]->grad.data);   /* lazy gradients still held (an error stopped) */
         free(r->items[i]->key);
         free(r->items[i]);
     }
@@ -168,7 +169,7 @@ int sd_params_alloc(sd_params *r, sd_devkind device)
         sd_param *p = r->items[i];
         p->value.dtype = (uint8_t)storage_dtype(r, p);
         vb += ALIGN64(sd_tensor_nbytes(&p->value));
-        if (p->flags & SD_PARAM_TRAINABLE) gb += ALIGN64(sd_tensor_nbytes(&p->grad));
+        if ((p->flags & SD_PARAM_TRAINABLE) && !r->pool) gb += ALIGN64(sd_tensor_nbytes(&p->grad));
     }
     void *vm = NULL, *gm = NULL;
     size_t vsz = vb ? vb : 64, gsz = gb ? gb : 64;
@@ -203,7 +204,9 @@ int sd_params_alloc(sd_params *r, sd_devkind device)
         vo += ALIGN64(sd_tensor_nbytes(&p->value));
         p->grad.dtype = SD_F32;
         p->grad.device = (uint8_t)device;
-        if (p->flags & SD_PARAM_TRAINABLE) {
+        p->grad.data = NULL;
+        p->pool = (p->flags & SD_PARAM_TRAINABLE) ? r->pool : NULL;
+        if ((p->flags & SD_PARAM_TRAINABLE) && !r->pool) {
             p->grad.data = (uint8_t *)gm + go;
             go += ALIGN64(sd_tensor_nbytes(&p->grad));
         } else {
@@ -280,6 +283,7 @@ int sd_params_move(sd_params *r, sd_devkind device)
 {
     if (!r->allocated) return sd_err(SD_ESTATE, "parameter registry: move before allocation");
     if (r->device == device) return SD_OK;
+    if (r->pool) return sd_err(SD_EUNSUPPORTED, "parameter registry: lazy gradients live on the host");
     void *vm = NULL, *gm = NULL;
     sd_devkind from = (sd_devkind)r->device;
     int rc = move_block(&vm, r->value_mem, r->value_bytes, from, device);
@@ -488,4 +492,129 @@ int sd_params_load_safetensors(sd_params *r, const sd_safetensors *st, const sd_
     }
     if (!rep) sd_load_report_free(&local);
     return rc;
+}
+
+/* ---- lazy gradients ------------------------------------------------------------------------------ */
+
+void sd_grad_pool_init(sd_grad_pool *g, sd_grad_done_fn done, void *user)
+{
+    memset(g, 0, sizeof *g);
+    g->done = done;
+    g->user = user;
+    g->pass = g->step = 1;
+}
+
+void sd_grad_pool_free(sd_grad_pool *g)
+{
+    free(g->pend);
+    g->pend = NULL;
+    g->npend = g->cap = 0;
+}
+
+int sd_params_set_grad_pool(sd_params *r, sd_grad_pool *g)
+{
+    if (r->allocated) return sd_err(SD_ESTATE, "parameter registry: grad pool after allocation");
+    r->pool = g;
+    return SD_OK;
+}
+
+void sd_grad_pool_begin_step(sd_grad_pool *g)
+{
+    g->step++;
+    g->rc = SD_OK;
+}
+
+void sd_grad_pool_begin_pass(sd_grad_pool *g, int hold)
+{
+    g->pass++;
+    g->npend = 0;
+    g->mod = NULL;
+    g->modlen = 0;
+    g->hold = hold;
+}
+
+static size_t module_len(const char *key)
+{
+    const char *d = strrchr(key, '.');
+    return d ? (size_t)(d - key) : 0;
+}
+
+/* The pending gradients are complete: hand them to the owner. */
+static int pool_flush(sd_grad_pool *g)
+{
+    size_t n = g->npend;
+    g->npend = 0;
+    if (g->hold) return SD_OK;
+    for (size_t i = 0; i < n && !g->rc; i++) {
+        int rc = g->done(g->user, g->pend[i]);
+        if (rc && !g->rc) g->rc = rc;
+    }
+    return g->rc;
+}
+
+int sd_grad_pool_end_pass(sd_grad_pool *g)
+{
+    int rc = pool_flush(g);
+    g->mod = NULL;
+    return rc ? rc : g->rc;
+}
+
+void sd_grad_pool_release(sd_grad_pool *g, sd_param *p)
+{
+    if (!p->grad.data) return;
+    free(p->grad.data);
+    p->grad.data = NULL;
+    g->bytes -= sd_tensor_nbytes(&p->grad);
+    p->pool_done = g->step;
+}
+
+sd_tensor *sd_param_grad(sd_param *p)
+{
+    if (!p) return NULL;
+    if (!p->pool) return p->grad.data ? &p->grad : NULL;
+    sd_grad_pool *g = p->pool;
+    if (g->rc) return NULL;
+    if (p->pool_pass != g->pass) {
+        /* first use in this pass: a module change completes the pending ones */
+        size_t ml = module_len(p->key);
+        if (g->mod && (ml != g->modlen || strncmp(p->key, g->mod, ml)) && pool_flush(g)) return NULL;
+        if (!g->mod || ml != g->modlen || strncmp(p->key, g->mod, ml)) {
+            g->mod = p->key;
+            g->modlen = ml;
+        }
+        if (p->pool_done == g->step) {
+            g->rc = sd_err(SD_ESTATE, "%s: gradient asked for after its optimizer step (a module used twice in one "
+                           "backward: not supported with fused optimizer steps)", p->key);
+            return NULL;
+        }
+        if (g->npend == g->cap) {
+            size_t nc = g->cap ? 2 * g->cap : 64;
+            sd_param **np = realloc(g->pend, nc * sizeof *np);
+            if (!np) {
+                g->rc = sd_err(SD_ENOMEM, "gradients: out of memory");
+                return NULL;
+            }
+            g->pend = np;
+            g->cap = nc;
+        }
+        g->pend[g->npend++] = p;
+        p->pool_pass = g->pass;
+    } else if (g->mod && (module_len(p->key) != g->modlen || strncmp(p->key, g->mod, g->modlen))) {
+        /* back in a module this pass already left */
+        g->rc = sd_err(SD_ESTATE, "%s: gradient written again after the backward left its module (not supported "
+                       "with fused optimizer steps)", p->key);
+        return NULL;
+    }
+    if (!p->grad.data) {
+        size_t nb = sd_tensor_nbytes(&p->grad);
+        p->grad.data = calloc(1, nb ? nb : 1);
+        if (!p->grad.data) {
+            g->rc = sd_err(SD_ENOMEM, "%s: out of memory for its gradient (%zu bytes)", p->key, nb);
+            return NULL;
+        }
+        p->grad.device = SD_DEV_CPU;
+        g->bytes += nb;
+        if (g->bytes > g->peak) g->peak = g->bytes;
+    }
+    return &p->grad;
 }

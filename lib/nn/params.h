@@ -36,10 +36,14 @@ typedef struct sd_param {
     unsigned flags;     /* SD_PARAM_* */
     size_t index;       /* position in registration order */
     void *user;         /* free for the owner (optimizer state, LoRA module, ...) */
+    struct sd_grad_pool *pool;   /* lazy gradient (sd_params_set_grad_pool): grad.data is NULL until a
+                                    backward asks for it (sd_param_grad), and again once released */
+    uint64_t pool_pass, pool_done;   /* the pool's pass / step that last touched / released it */
 } sd_param;
 
 typedef struct sd_params {
     sd_param **items;
+    struct sd_grad_pool *pool;   /* lazy gradients (NULL: one gradient block) */
     size_t n, cap;
     size_t *hash;       /* open addressing: index + 1, 0 = empty */
     size_t hcap;
@@ -90,6 +94,57 @@ int sd_params_move(sd_params *r, sd_devkind device);
 /* grad = 0 for every trainable parameter (one fill over the gradient block). */
 int sd_params_zero_grad(sd_ctx *ctx, sd_params *r);
 void sd_params_get_totals(const sd_params *r, sd_params_totals *t);
+
+/* ---- lazy gradients (optimizer steps inside the backward) -----------------------------------
+ *
+ * A registry given a pool before sd_params_alloc gets no gradient block: the gradient of a trainable
+ * parameter is allocated (zeroed, f32, on the host) when a backward first asks for it through
+ * sd_param_grad(), and the owner's `done` hook is called once it is complete, so the owner can use it
+ * (clip it, step the optimizer) and release it (sd_grad_pool_release). "Complete" is decided by the
+ * order of the backward: the layers' backward functions write every gradient of one module
+ * (a key without its last component: "...attn1.to_q") together, and never come back to a module
+ * once they have left it within one backward pass, so when a pass asks for a parameter of another
+ * module, the gradients touched since the last change are complete. A parameter asked for again
+ * after its release in the same step is an error (SD_ESTATE, kept in pool->rc; the layer then gets
+ * no gradient and the caller must check pool->rc after the backward).
+ * hold: nothing is complete (gradient accumulation's micro batches before the last one): gradients
+ * stay allocated and accumulate. */
+typedef int (*sd_grad_done_fn)(void *user, sd_param *p);
+
+typedef struct sd_grad_pool {
+    sd_grad_done_fn done;
+    void *user;
+    sd_param **pend;        /* touched in this pass since the last module change */
+    size_t npend, cap;
+    const char *mod;        /* key of the current module's first parameter; modlen: its module part */
+    size_t modlen;
+    uint64_t pass, step;    /* pass: one per sd_grad_pool_begin_pass; step: one per sd_grad_pool_begin_step */
+    int hold;
+    int rc;                 /* first error (sticky until sd_grad_pool_begin_step) */
+    size_t bytes, peak;     /* gradient bytes allocated now / at most */
+} sd_grad_pool;
+
+void sd_grad_pool_init(sd_grad_pool *g, sd_grad_done_fn done, void *user);
+void sd_grad_pool_free(sd_grad_pool *g);   /* the list only: release the parameters first */
+/* Before sd_params_alloc: the registry's trainable parameters get lazy gradients from g. */
+int sd_params_set_grad_pool(sd_params *r, sd_grad_pool *g);
+/* A new optimizer step (releases are counted per step) / a new backward pass (hold: keep all). */
+void sd_grad_pool_begin_step(sd_grad_pool *g);
+void sd_grad_pool_begin_pass(sd_grad_pool *g, int hold);
+/* After the backward pass: the gradients touched since the last module change are complete (does
+ * nothing while holding). Returns pool->rc or the hook's error. */
+int sd_grad_pool_end_pass(sd_grad_pool *g);
+/* Free p's gradient (grad.data = NULL); asking for it again this step is an error. */
+void sd_grad_pool_release(sd_grad_pool *g, sd_param *p);
+
+/* The gradient a backward accumulates into: NULL when p is frozen (or absent); a lazy gradient is
+ * allocated here (see above). */
+sd_tensor *sd_param_grad(sd_param *p);
+/* Whether p gets a gradient (frozen: no), without allocating it. */
+static inline int sd_param_has_grad(const sd_param *p)
+{
+    return p && (p->grad.data || (p->pool && (p->flags & SD_PARAM_TRAINABLE)));
+}
 
 /* ---- loading -------------------------------------------------------------------------------- */
 

@@ -474,6 +474,8 @@ static void free_run(run *R)
     if (R->have_opt) sd_optim_free(&R->opt);
     sd_lora_groups_free(&R->groups);
     sd_full_free(&R->full);
+    if (R->have_fused) sd_fused_free(&R->fused);
+    free(R->fused_lrs);
     if (R->have_dy) sd_dylora_free(&R->dy);
     if (R->have_oft) sd_oft_network_free(&R->oft);
     if (R->have_net) sd_lora_network_free(&R->net);
@@ -1070,7 +1072,8 @@ trained_set:;
             if (i % A == 0 || i == i0) {
                 if (R->have_ti) sd_ti_zero_grad(&R->ti);
                 if (R->have_ti2) sd_ti_zero_grad(&R->ti2);
-                if (R->is_full) sd_full_zero_grad(&R->ctx, &R->full);
+                if (R->have_fused) ;   /* lazy gradients are born zeroed and freed by their step */
+                else if (R->is_full) sd_full_zero_grad(&R->ctx, &R->full);
                 else sd_params_zero_grad(&R->ctx, &R->net.reg);
                 win_epoch = epoch;
                 win_i = i;
@@ -1083,7 +1086,15 @@ trained_set:;
             rc = sd_batch_get(&R->plan, i, &bk, &idx, &B);
             if (rc) break;
             double loss = 0;
+            int fsync = sd_accum_is_sync(i, nb, A);
+            if (R->have_fused) {
+                /* the steps inside the backward use this step's LRs (the scheduler steps after it) */
+                double ff = sd_lr_sched_factor(&R->lrs, R->sched_step);
+                for (int g = 0; g < R->opt.ngroups; g++) R->fused_lrs[g] = R->opt.groups[g].lr * ff;
+                sd_fused_begin(&R->fused, i % A == 0 || i == i0, fsync, R->fused_lrs);
+            }
             rc = micro_step(R, bk, idx, B, epoch * nb + i, epoch + 1, global_step, &loss);
+            if (!rc && R->have_fused && isfinite(loss)) rc = sd_fused_end(&R->fused, fsync);
             if (rc) break;
             if (!isfinite(loss)) {
                 char tail[4200];
@@ -1133,7 +1144,8 @@ trained_set:;
                     break;
                 }
             }
-            rc = sd_loss_scaler_optim_step(&R->scaler, &R->opt, c->max_grad_norm, lrs, skip, &gnorm, &found_inf, &ev);
+            if (R->have_fused) rc = SD_OK;   /* every weight stepped inside the backward (train/fused.h) */
+            else rc = sd_loss_scaler_optim_step(&R->scaler, &R->opt, c->max_grad_norm, lrs, skip, &gnorm, &found_inf, &ev);
             if (R->have_dy && !rc) {
                 rc = sd_dylora_from_rows(&R->dy, &R->net);
                 sd_dylora_clear_touched(&R->dy);

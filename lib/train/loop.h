@@ -66,6 +66,8 @@ typedef struct sd_train_config {
     int train_text_encoder;            /* ft (SDXL: db and ft): --train_text_encoder */
     double learning_rate_te1, learning_rate_te2;   /* SDXL db/ft: NAN = None (--learning_rate) */
     const char *block_lr;              /* SDXL db/ft: --block_lr, 23 comma-separated LRs; NULL = None */
+    int fused_backward_pass;           /* SDXL db/ft: optimizer steps inside the backward (train/fused.h) */
+    int fused_optimizer_groups;        /* SDXL db/ft: N optimizers stepping inside the backward; 0 = off */
     int no_half_vae;                   /* --no_half_vae: a saved full checkpoint keeps the VAE float32 */
     int full_fp16, full_bf16;          /* trained weights, gradients and optimizer states in f16 / bf16
                                           (train/optim.h sd_optim_set_half) */

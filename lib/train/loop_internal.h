@@ -30,6 +30,7 @@
 #include "text/clip_tokenizer.h"
 #include "train/batch.h"
 #include "train/full.h"
+#include "train/fused.h"
 #include "train/loop.h"
 #include "train/loop_sample.h"
 #include "train/lora_net.h"
@@ -78,6 +79,9 @@ typedef struct run {
     sd_tensor t_dtok;
     sd_full full;             /* --method db/ft: the trained weights are the model's (train/full.h) */
     int is_full;
+    sd_fused fused;           /* SDXL db/ft --fused_backward_pass / --fused_optimizer_groups (train/fused.h) */
+    int have_fused;
+    double *fused_lrs;        /* this step's LR per optimizer group, for the steps inside the backward */
     sd_full_format ffmt;
     sd_optim opt;
     int have_opt;

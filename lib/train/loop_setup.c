@@ -166,6 +166,34 @@ static int base_weights_unet_f32(const run *R)
            !(R->sdxl && (c->full_fp16 || c->full_bf16));
 }
 
+/* SDXL db/ft --fused_backward_pass / --fused_optimizer_groups (train/fused.h): the reference's
+ * assertions and what is not implemented, then lazy gradients for the trained registries (before
+ * they are allocated). */
+static int fused_setup(run *R)
+{
+    sd_train_config *c = R->c;
+    if (!c->fused_backward_pass && !c->fused_optimizer_groups) return SD_OK;
+    const char *o = c->fused_backward_pass ? "--fused_backward_pass" : "--fused_optimizer_groups";
+    if (!R->sdxl)
+        return sd_err(SD_EUSAGE, "%s: only for SDXL models (sdxl_train.py; train_db.py and fine_tune.py have no such "
+                      "option)", o);
+    int rc = sd_fused_check(c->fused_backward_pass, c->fused_optimizer_groups, R->ocfg.kind,
+                            c->gradient_accumulation_steps);
+    if (rc) return rc;
+    if (R->dev != SD_DEV_CPU) return sd_err(SD_EUSAGE, "%s: not implemented on a GPU here (--device cpu)", o);
+    if (c->mixed_precision && !strcmp(c->mixed_precision, "fp16"))
+        return sd_err(SD_EUSAGE, "%s with --mixed_precision fp16: not supported (the reference's per-tensor clipping "
+                      "unscales the optimizer's gradients once per tensor and fails; its steps bypass the loss scaler)", o);
+    if (c->full_fp16 || c->full_bf16)
+        return sd_err(SD_EUSAGE, "%s with --full_%s: not implemented (train in float32 weights)", o,
+                      c->full_fp16 ? "fp16" : "bf16");
+    sd_fused_init(&R->fused, c->fused_backward_pass ? SD_FUSED_BACKWARD_PASS : SD_FUSED_GROUPS, c->max_grad_norm);
+    R->have_fused = 1;
+    rc = sd_params_set_grad_pool(&R->model.unet_params, &R->fused.pool);
+    if (!rc) rc = sd_params_set_grad_pool(&R->model.te_params, &R->fused.pool);
+    return rc;
+}
+
 int loop_load_models(run *R)
 {
     sd_train_config *c = R->c;
@@ -221,6 +249,7 @@ int loop_load_models(run *R)
     if (mo.parts & SD_MODEL_VAE) sd_params_set_trainable(&R->model.vae_params, "", 0);
     if (R->is_full && (rc = full_family(R))) return rc;
     if (R->is_full && (rc = sd_full_mark(&R->full, &R->model))) return rc;
+    if (R->is_full && (rc = fused_setup(R))) return rc;
     rc = sd_model_load(&R->model, SD_DEV_CPU);
     if (rc) return rc;
     if (!R->is_full) sd_model_release_source(&R->model);   /* a full save copies the rest of the source */
@@ -394,6 +423,15 @@ static int setup_full_sdxl(run *R)
     rc = sd_full_bind(f, &R->opt);
     if (!rc) rc = sd_full_norm_extra(f, &R->opt);
     if (rc) return rc;
+    if (R->have_fused) {
+        int ng = 1;
+        rc = sd_fused_bind(&R->fused, &R->opt, c->fused_optimizer_groups, &ng);
+        if (!rc) R->fused_lrs = calloc((size_t)R->opt.ngroups + 1, sizeof *R->fused_lrs);
+        if (!rc && !R->fused_lrs) rc = sd_err(SD_ENOMEM, "out of memory");
+        if (rc) return rc;
+        if (c->fused_backward_pass) sd_info("fused_backward_pass: each weight steps as soon as its gradient is complete");
+        else sd_info("using %d optimizers for fused optimizer groups", ng);
+    }
     R->te_train = f->te_train;
     sd_full_memory mem;
     sd_full_memory_of(f, &mem);

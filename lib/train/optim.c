@@ -724,7 +724,7 @@ int sd_optim_init(sd_optim *o, const sd_optim_config *cfg, const sd_optim_group_
         G->used_lr = NAN;
         for (size_t i = 0; i < groups[g].count; i++) {
             sd_param *p = groups[g].params[i];
-            if (!p || !(p->flags & SD_PARAM_TRAINABLE) || !p->value.data || !p->grad.data ||
+            if (!p || !(p->flags & SD_PARAM_TRAINABLE) || !p->value.data || !(p->grad.data || p->pool) ||
                 p->value.dtype != SD_F32) {
                 sd_optim_free(o);
                 return sd_err(SD_EINVAL, "optimizer: parameter '%s' is not a trainable allocated f32 "
@@ -1101,6 +1101,26 @@ double sd_optim_grad_norm(const sd_optim *o)
 {
     double norm;
     return grad_norm(o, &norm) ? NAN : norm;
+}
+
+int sd_optim_clip_param(sd_optim *o, size_t i, double max_norm, double *norm_out)
+{
+    if (i >= o->nparams) return sd_err(SD_EINVAL, "optimizer: no parameter %zu", i);
+    if (o->ctx || o->half != SD_F32) return sd_err(SD_EUNSUPPORTED, "optimizer: per-tensor clipping runs on f32 host gradients");
+    sd_tensor *gt = &o->params[i].p->grad;
+    if (!gt->data) return sd_err(SD_ESTATE, "optimizer: %s has no gradient", o->params[i].p->key);
+    float *g = (float *)gt->data;
+    size_t n = (size_t)sd_tensor_numel(gt);
+    double s = 0;
+    for (size_t j = 0; j < n; j++) s += (double)g[j] * g[j];
+    /* torch: the norm of the stacked one-tensor norm, in float */
+    float norm = (float)sqrt((double)(float)sqrt(s) * (float)sqrt(s));
+    if (norm_out) *norm_out = norm;
+    if (max_norm <= 0) return SD_OK;
+    float coef = (float)max_norm / (norm + 1e-6f);
+    if (coef > 1.0f) coef = 1.0f;
+    for (size_t j = 0; j < n; j++) g[j] *= coef;
+    return SD_OK;
 }
 
 int sd_optim_clip_grad_norm(sd_optim *o, double max_norm, double *total_norm)
