@@ -1298,6 +1298,12 @@ trained_set:;
     free(lrs);
     free(lrn);
     if (rc) goto out;
+    if (R->have_fused) {
+        sd_full_memory fm;
+        sd_full_memory_of(&R->full, &fm);
+        sd_info("fused optimizer steps: gradients held at most %.2f MiB at once (all trained weights': %.2f MiB)",
+                (double)R->fused.pool.peak / 1048576.0, (double)fm.grads / 1048576.0);
+    }
     {
         int64_t last_epoch = (global_step + R->steps_per_epoch - 1) / R->steps_per_epoch;
         rc = sf_mode(R, 0);   /* ScheduleFree: the last weights saved are x */
