@@ -19,7 +19,14 @@ plain PyTorch (float64):
 Writes full.safetensors: golden.loss [2], golden.grad_norm [2] (before clipping), and for every
 final weight (under its formula key: the ldm UNet name, "te1." / "te2." + the HF name) the first 512
 elements in C order, "max." + key (max|w| of the whole tensor) and "spread." + key (max|w32 − w64| /
-max|w64| of the same run in float32)."""
+max|w64| of the same run in float32).
+
+With --fused: the same run as sdxl_train.py --fused_optimizer_groups runs it (the optimizer steps inside
+the backward; torch 1.13 has no register_post_accumulate_grad_hook, so the hooks run after the backward,
+tensor by tensor, the same arithmetic): each optimized tensor's gradient clipped alone,
+accelerator.clip_grad_norm_(tensor, 1.0), then AdamW (one optimizer per group steps the same numbers
+as one optimizer: AdamW's update of a tensor reads only its own gradient and state). Writes
+fused.safetensors the same way, without golden.grad_norm (there is no global norm)."""
 import json
 import os
 import struct
@@ -72,7 +79,7 @@ def block_index(name):
     raise ValueError(name)
 
 
-def train(dt):
+def train(dt, fused=False):
     g = load(GOLD)
     unet = XG.SDXLUNetModel(**LG.UNET).double()
     LG.fill(unet, "")
@@ -118,7 +125,14 @@ def train(dt):
         pred = unet(xt, ts[s].to(dt), ctx, vec)
         loss = ((pred - noise[s]) ** 2).mean(dim=(1, 2, 3)).mean()
         loss.backward()
-        gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        if fused:
+            for grp in groups:
+                for p in grp["params"]:
+                    if p.grad is not None:
+                        torch.nn.utils.clip_grad_norm_(p, 1.0)
+            gn = torch.tensor(float("nan"))
+        else:
+            gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         losses.append(loss.item())
         norms.append(gn.item())
@@ -130,16 +144,18 @@ def train(dt):
 
 
 def main():
-    w64, losses, norms = train(torch.float64)
-    w32, _, _ = train(torch.float32)
-    out = {"golden.loss": torch.tensor(losses, dtype=torch.float64),
-           "golden.grad_norm": torch.tensor(norms, dtype=torch.float64)}
+    fused = "--fused" in sys.argv[1:]
+    w64, losses, norms = train(torch.float64, fused)
+    w32, _, _ = train(torch.float32, fused)
+    out = {"golden.loss": torch.tensor(losses, dtype=torch.float64)}
+    if not fused:
+        out["golden.grad_norm"] = torch.tensor(norms, dtype=torch.float64)
     for k, v in w64.items():
         out[k] = v.flatten()[:512].clone()
         out["max." + k] = v.abs().max().reshape(1)
         out["spread." + k] = ((w32[k] - v).abs().max() / v.abs().max()).reshape(1)
     os.makedirs(OUT, exist_ok=True)
-    print("bytes", UG.write_safetensors(os.path.join(OUT, "full.safetensors"), out))
+    print("bytes", UG.write_safetensors(os.path.join(OUT, "fused.safetensors" if fused else "full.safetensors"), out))
     print(len(w64), "tensors; largest float32 spread", max(v.item() for k, v in out.items() if k.startswith("spread.")))
 
 
