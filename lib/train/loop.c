@@ -815,7 +815,7 @@ trained_set:;
        the step through the device ops (the same bytes: a check of that path) */
     const char *dop = getenv("SD_DEVICE_OPTIM");
     int want_dev = dop && *dop ? strcmp(dop, "0") != 0 : R->dev == SD_DEV_CUDA;
-    R->dev_optim = want_dev && R->ocfg.kind == SD_OPTIM_ADAMW && !R->have_ti && !R->have_dy &&
+    R->dev_optim = want_dev && !R->have_fused && R->ocfg.kind == SD_OPTIM_ADAMW && !R->have_ti && !R->have_dy &&
                    (R->is_full || c->scale_weight_norms <= 0);
     rc = alloc_buffers(R);
     if (!rc && R->have_ti) {

@@ -57,6 +57,14 @@ F --output_dir c0 --max_train_steps 2 --max_grad_norm 0 --gradient_accumulation_
 F --output_dir c1 --max_train_steps 2 --max_grad_norm 0 --gradient_accumulation_steps 2 --train_text_encoder \
   --fused_optimizer_groups 4 2> c1.err
 same c0 c1 && ok train_fused_groups_accumulation || nok train_fused_groups_accumulation "$(tail -2 c1.err)"
+# gradient checkpointing (the blocks' forward again inside the backward); SD_DEVICE_OPTIM=1 (AdamW through
+# the device ops) is not used with fused steps
+F --output_dir k0 --max_train_steps 3 --max_grad_norm 0 --train_text_encoder --gradient_checkpointing 2> k0.err
+F --output_dir k1 --max_train_steps 3 --max_grad_norm 0 --train_text_encoder --gradient_checkpointing \
+  --fused_optimizer_groups 2 2> k1.err
+SD_DEVICE_OPTIM=1 F --output_dir k2 --max_train_steps 3 --max_grad_norm 0 --train_text_encoder \
+  --gradient_checkpointing --fused_optimizer_groups 2 2> k2.err
+same k0 k1 && same k0 k2 && ok train_fused_checkpointing || nok train_fused_checkpointing "$(tail -2 k1.err k2.err)"
 
 # ---- resume from a saved state: byte-identical -------------------------------------------------------------
 F --output_dir r1 --max_train_steps 4 --save_every_n_steps 2 --save_state --train_text_encoder \
