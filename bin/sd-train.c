@@ -168,10 +168,10 @@ static const sd_opt table[] = {
      .help = "SDXL db/ft: 23 UNet learning rates (time/label embedding, input_blocks 0-8, middle_block 0-2, "
              "output_blocks 0-8, out); 0 leaves a block unchanged"},
     {.name = "fused_optimizer_groups", .type = SD_OPT_INT, .dest = &c.fused_optimizer_groups, SD_OPT_RANGE(0, INT_MAX),
-     .group = G_NET, .help = "SDXL db/ft (CPU): N optimizers over consecutive weights, each stepping inside the "
+     .group = G_NET, .help = "SDXL db/ft: N optimizers over consecutive weights, each stepping inside the "
              "backward once its gradients are complete, which are then freed (less memory; 0: off)"},
     {.name = "fused_backward_pass", .type = SD_OPT_FLAG, .dest = &c.fused_backward_pass, .group = G_NET,
-     .help = "SDXL db/ft (CPU), Adafactor: each weight steps inside the backward as soon as its gradient is "
+     .help = "SDXL db/ft, Adafactor: each weight steps inside the backward as soon as its gradient is "
              "complete, which is then freed (less memory; --max_grad_norm clips each tensor alone)"},
     {.name = "use_safetensors", .type = SD_OPT_FLAG, .dest = &c.use_safetensors, .group = G_NET,
      .help = "db/ft: save .safetensors where the format would be ckpt"},

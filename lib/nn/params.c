@@ -36,7 +36,8 @@ void sd_params_free(sd_params *r)
 {
     if (!r) return;
     for (size_t i = 0; i < r->n; i++) {
-        if (r->items[i]->pool) free(r->items[i]->grad.data);   /* lazy gradients still held (an error stopped) */
+        if (r->items[i]->pool) free_mem(r->items[i]->grad.device, r->items[i]->grad.data);   /* lazy gradients still held
+                                                                                              (an error stopped) */
         free(r->items[i]->key);
         free(r->items[i]);
     }
@@ -283,7 +284,9 @@ int sd_params_move(sd_params *r, sd_devkind device)
 {
     if (!r->allocated) return sd_err(SD_ESTATE, "parameter registry: move before allocation");
     if (r->device == device) return SD_OK;
-    if (r->pool) return sd_err(SD_EUNSUPPORTED, "parameter registry: lazy gradients live on the host");
+    for (size_t i = 0; r->pool && i < r->n; i++)
+        if (r->items[i]->pool && r->items[i]->grad.data)
+            return sd_err(SD_ESTATE, "parameter registry: moved while lazy gradients are held (%s)", r->items[i]->key);
     void *vm = NULL, *gm = NULL;
     sd_devkind from = (sd_devkind)r->device;
     int rc = move_block(&vm, r->value_mem, r->value_bytes, from, device);
@@ -562,7 +565,7 @@ int sd_grad_pool_end_pass(sd_grad_pool *g)
 void sd_grad_pool_release(sd_grad_pool *g, sd_param *p)
 {
     if (!p->grad.data) return;
-    free(p->grad.data);
+    free_mem(p->grad.device, p->grad.data);
     p->grad.data = NULL;
     g->bytes -= sd_tensor_nbytes(&p->grad);
     p->pool_done = g->step;
@@ -606,13 +609,23 @@ sd_tensor *sd_param_grad(sd_param *p)
         return NULL;
     }
     if (!p->grad.data) {
+        /* zeroed, where the value lives */
         size_t nb = sd_tensor_nbytes(&p->grad);
-        p->grad.data = calloc(1, nb ? nb : 1);
-        if (!p->grad.data) {
+        if (p->value.device == SD_DEV_CUDA) {
+            void *d = NULL;
+            int rc = sd_device_alloc(&d, nb ? nb : 64);
+            if (!rc) rc = sd_device_memset(d, 0, nb ? nb : 64);
+            if (rc) {
+                sd_device_free(d);
+                g->rc = sd_err_prefix(rc, "%s: its gradient (%zu bytes)", p->key, nb);
+                return NULL;
+            }
+            p->grad.data = d;
+        } else if (!(p->grad.data = calloc(1, nb ? nb : 1))) {
             g->rc = sd_err(SD_ENOMEM, "%s: out of memory for its gradient (%zu bytes)", p->key, nb);
             return NULL;
         }
-        p->grad.device = SD_DEV_CPU;
+        p->grad.device = p->value.device;
         g->bytes += nb;
         if (g->bytes > g->peak) g->peak = g->bytes;
     }

@@ -98,7 +98,7 @@ void sd_params_get_totals(const sd_params *r, sd_params_totals *t);
 /* ---- lazy gradients (optimizer steps inside the backward) -----------------------------------
  *
  * A registry given a pool before sd_params_alloc gets no gradient block: the gradient of a trainable
- * parameter is allocated (zeroed, f32, on the host) when a backward first asks for it through
+ * parameter is allocated (zeroed, f32, where its value lives) when a backward first asks for it through
  * sd_param_grad(), and the owner's `done` hook is called once it is complete, so the owner can use it
  * (clip it, step the optimizer) and release it (sd_grad_pool_release). "Complete" is decided by the
  * order of the backward: the layers' backward functions write every gradient of one module

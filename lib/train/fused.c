@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "tensor/device.h"
 
 int sd_fused_check(int backward_pass, int groups, sd_optim_kind kind, int accum)
 {
@@ -44,9 +45,46 @@ static long map_find(const sd_fused *f, const sd_param *p)
 /* Step the optimizer's parameters [a, b) with this step's LRs. */
 static int step_range(sd_fused *f, size_t a, size_t b)
 {
+    sd_optim *o = f->opt;
+    int host = !sd_optim_on_device(o) && o->params[a].p->value.device != SD_DEV_CPU;
+    int rc = SD_OK;
+    size_t k = a;
+    if (host) {
+        /* the host step over host copies of the device tensors */
+        for (; k < b && !rc; k++) {
+            sd_param *p = o->params[k].p;
+            size_t nb = sd_tensor_nbytes(&p->value);
+            void *hv = malloc(nb ? nb : 1), *hg = malloc(nb ? nb : 1);
+            if (!hv || !hg) rc = sd_err(SD_ENOMEM, "%s: out of memory for a host copy", p->key);
+            if (!rc) rc = sd_device_copy_to_host(hv, p->value.data, nb);
+            if (!rc) rc = sd_device_copy_to_host(hg, p->grad.data, nb);
+            if (rc) {
+                free(hv);
+                free(hg);
+                break;
+            }
+            f->dev_value[k] = p->value.data;
+            f->dev_grad[k] = p->grad.data;
+            p->value.data = hv;
+            p->grad.data = hg;
+            p->value.device = p->grad.device = SD_DEV_CPU;
+        }
+    }
     for (size_t j = a; j < b; j++) f->skip[j] = 0;
-    int rc = sd_optim_step(f->opt, f->lrs, f->skip);
+    if (!rc) rc = sd_optim_step(o, f->lrs, f->skip);
     for (size_t j = a; j < b; j++) f->skip[j] = 1;
+    if (host) {
+        for (size_t j = a; j < k; j++) {
+            sd_param *p = o->params[j].p;
+            int rc2 = rc ? SD_OK : sd_device_copy_to_device(f->dev_value[j], p->value.data, sd_tensor_nbytes(&p->value));
+            if (rc2 && !rc) rc = rc2;
+            free(p->value.data);
+            free(p->grad.data);
+            p->value.data = f->dev_value[j];
+            p->grad.data = f->dev_grad[j];
+            p->value.device = p->grad.device = SD_DEV_CUDA;
+        }
+    }
     return rc;
 }
 
@@ -62,7 +100,7 @@ static int fused_done(void *user, sd_param *p)
         return SD_OK;
     }
     int rc = SD_OK;
-    if (f->clip && f->max_grad_norm > 0) rc = sd_optim_clip_param(f->opt, (size_t)i, f->max_grad_norm, NULL);
+    if (f->clip && f->max_grad_norm > 0) rc = sd_optim_clip_param(f->opt, f->ctx, (size_t)i, f->max_grad_norm, NULL);
     if (rc) return rc;
     if (f->mode == SD_FUSED_BACKWARD_PASS) {
         rc = step_range(f, (size_t)i, (size_t)i + 1);
@@ -98,6 +136,9 @@ void sd_fused_free(sd_fused *f)
     free(f->skip);
     free(f->gfirst);
     free(f->gcount);
+    free(f->dev_value);
+    free(f->dev_grad);
+    f->dev_value = f->dev_grad = NULL;
     f->map = NULL;
     f->skip = NULL;
     f->gfirst = f->gcount = NULL;
@@ -111,7 +152,10 @@ int sd_fused_bind(sd_fused *f, sd_optim *o, int n, int *ngroups_out)
     f->skip = malloc(np + 1);
     f->gfirst = calloc(np + 2, sizeof *f->gfirst);
     f->gcount = calloc(np + 1, sizeof *f->gcount);
-    if (!f->map || !f->skip || !f->gfirst || !f->gcount) return sd_err(SD_ENOMEM, "out of memory");
+    f->dev_value = calloc(np + 1, sizeof *f->dev_value);
+    f->dev_grad = calloc(np + 1, sizeof *f->dev_grad);
+    if (!f->map || !f->skip || !f->gfirst || !f->gcount || !f->dev_value || !f->dev_grad)
+        return sd_err(SD_ENOMEM, "out of memory");
     memset(f->skip, 1, np + 1);
     for (size_t i = 0; i < np; i++) f->map[i] = (sd_fused_map){ o->params[i].p, i };
     f->nmap = np;

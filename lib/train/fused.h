@@ -50,7 +50,13 @@ typedef struct sd_fused {
     int ngroups;            /* SD_FUSED_GROUPS: groups [gfirst[g], gfirst[g+1]) of the optimizer */
     size_t *gfirst, *gcount;
     int64_t released;       /* gradients freed without a step (weights outside the optimizer) */
+    void **dev_value, **dev_grad;   /* the device pointers while a host step runs */
+    sd_ctx *ctx;            /* the training context (device gradients: clipping by its ops); NULL: host */
 } sd_fused;
+
+/* Where the weights live on a GPU, gradients are allocated there and clipped by ctx's ops; AdamW placed
+ * on the device (sd_optim_place) steps there; any other kind steps each tensor (or group) on the host:
+ * its value and gradient copied there and the value copied back (host memory: that group's only). */
 
 /* Check what the reference asserts and what is not implemented (SD_EUSAGE with one line):
  * kind: the optimizer; accum: gradient_accumulation_steps; groups: N (0 = not given). */

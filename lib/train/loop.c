@@ -815,7 +815,7 @@ trained_set:;
        the step through the device ops (the same bytes: a check of that path) */
     const char *dop = getenv("SD_DEVICE_OPTIM");
     int want_dev = dop && *dop ? strcmp(dop, "0") != 0 : R->dev == SD_DEV_CUDA;
-    R->dev_optim = want_dev && !R->have_fused && R->ocfg.kind == SD_OPTIM_ADAMW && !R->have_ti && !R->have_dy &&
+    R->dev_optim = want_dev && R->ocfg.kind == SD_OPTIM_ADAMW && !R->have_ti && !R->have_dy &&
                    (R->is_full || c->scale_weight_norms <= 0);
     rc = alloc_buffers(R);
     if (!rc && R->have_ti) {
@@ -1121,7 +1121,8 @@ trained_set:;
                 continue;
             }
             double gnorm = NAN;
-            rc = R->dev_optim ? SD_OK : loop_net_to(R, SD_DEV_CPU);   /* the optimizer runs on the host, or on the GPU */
+            /* the optimizer runs on the host, or on the GPU, or it ran inside the backward (fused) */
+            rc = R->dev_optim || R->have_fused ? SD_OK : loop_net_to(R, SD_DEV_CPU);
             if (rc) break;
             /* unscale (fp16) once per optimizer step, clip, AdamW unless a gradient is inf/NaN, scale
                update; the LR scheduler advances only with the optimizer (accelerate's
@@ -1183,7 +1184,7 @@ trained_set:;
                                       c->scale_weight_norms, &keys_scaled, &mean_norm, &max_key_norm);
                 if (rc) break;
             }
-            rc = R->dev_optim ? SD_OK : loop_net_to(R, R->dev);
+            rc = R->dev_optim || R->have_fused ? SD_OK : loop_net_to(R, R->dev);
             if (rc) break;
             global_step++;
             double now = sd_now();

@@ -180,7 +180,6 @@ static int fused_setup(run *R)
     int rc = sd_fused_check(c->fused_backward_pass, c->fused_optimizer_groups, R->ocfg.kind,
                             c->gradient_accumulation_steps);
     if (rc) return rc;
-    if (R->dev != SD_DEV_CPU) return sd_err(SD_EUSAGE, "%s: not implemented on a GPU here (--device cpu)", o);
     if (c->mixed_precision && !strcmp(c->mixed_precision, "fp16"))
         return sd_err(SD_EUSAGE, "%s with --mixed_precision fp16: not supported (the reference's per-tensor clipping "
                       "unscales the optimizer's gradients once per tensor and fails; its steps bypass the loss scaler)", o);
@@ -188,6 +187,7 @@ static int fused_setup(run *R)
         return sd_err(SD_EUSAGE, "%s with --full_%s: not implemented (train in float32 weights)", o,
                       c->full_fp16 ? "fp16" : "bf16");
     sd_fused_init(&R->fused, c->fused_backward_pass ? SD_FUSED_BACKWARD_PASS : SD_FUSED_GROUPS, c->max_grad_norm);
+    R->fused.ctx = &R->ctx;   /* the device's context once the buffers are allocated */
     R->have_fused = 1;
     rc = sd_params_set_grad_pool(&R->model.unet_params, &R->fused.pool);
     if (!rc) rc = sd_params_set_grad_pool(&R->model.te_params, &R->fused.pool);

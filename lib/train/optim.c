@@ -1103,22 +1103,31 @@ double sd_optim_grad_norm(const sd_optim *o)
     return grad_norm(o, &norm) ? NAN : norm;
 }
 
-int sd_optim_clip_param(sd_optim *o, size_t i, double max_norm, double *norm_out)
+int sd_optim_clip_param(sd_optim *o, sd_ctx *ctx, size_t i, double max_norm, double *norm_out)
 {
     if (i >= o->nparams) return sd_err(SD_EINVAL, "optimizer: no parameter %zu", i);
-    if (o->ctx || o->half != SD_F32) return sd_err(SD_EUNSUPPORTED, "optimizer: per-tensor clipping runs on f32 host gradients");
+    if (o->half != SD_F32) return sd_err(SD_EUNSUPPORTED, "optimizer: per-tensor clipping of f32 gradients only");
     sd_tensor *gt = &o->params[i].p->grad;
     if (!gt->data) return sd_err(SD_ESTATE, "optimizer: %s has no gradient", o->params[i].p->key);
+    if (!ctx) ctx = o->ctx;
+    int ops = ctx && (ctx->backend != SD_DEV_CPU || o->ctx);
+    if (gt->device != SD_DEV_CPU && !ops) return sd_err(SD_EINVAL, "optimizer: %s: device gradient without a device context", o->params[i].p->key);
     float *g = (float *)gt->data;
     size_t n = (size_t)sd_tensor_numel(gt);
     double s = 0;
-    for (size_t j = 0; j < n; j++) s += (double)g[j] * g[j];
+    if (ops) {
+        int rc = sd_op_sumsq(ctx, gt, &s);
+        if (rc) return rc;
+    } else {
+        for (size_t j = 0; j < n; j++) s += (double)g[j] * g[j];
+    }
     /* torch: the norm of the stacked one-tensor norm, in float */
     float norm = (float)sqrt((double)(float)sqrt(s) * (float)sqrt(s));
     if (norm_out) *norm_out = norm;
     if (max_norm <= 0) return SD_OK;
     float coef = (float)max_norm / (norm + 1e-6f);
     if (coef > 1.0f) coef = 1.0f;
+    if (ops) return sd_op_scale_round(ctx, gt, coef, SD_F32, NULL);
     for (size_t j = 0; j < n; j++) g[j] *= coef;
     return SD_OK;
 }

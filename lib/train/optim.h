@@ -441,9 +441,10 @@ void sd_optim_after_load(sd_optim *o);
  * (torch's default); the caller checks it. */
 int sd_optim_clip_grad_norm(sd_optim *o, double max_norm, double *total_norm);
 /* The same clipping of one parameter's gradient alone (torch's clip_grad_norm_(tensor, max_norm), as
- * sdxl_train.py's fused hooks call it per tensor): host f32 gradients only (SD_EUNSUPPORTED
- * otherwise); *norm (may be NULL) gets its norm before clipping. */
-int sd_optim_clip_param(sd_optim *o, size_t i, double max_norm, double *norm);
+ * sdxl_train.py's fused hooks call it per tensor): f32 gradients (SD_EUNSUPPORTED with a half
+ * optimizer); through ctx's ops (or the placed optimizer's) when given and not the host loops of a CPU
+ * context, else host loops; *norm (may be NULL) gets its norm before clipping. */
+int sd_optim_clip_param(sd_optim *o, sd_ctx *ctx, size_t i, double max_norm, double *norm);
 /* The same norm without clipping (NAN, with a message, when a device op fails). */
 double sd_optim_grad_norm(const sd_optim *o);
 

@@ -66,6 +66,20 @@ SD_DEVICE_OPTIM=1 F --output_dir k2 --max_train_steps 3 --max_grad_norm 0 --trai
   --gradient_checkpointing --fused_optimizer_groups 2 2> k2.err
 same k0 k1 && same k0 k2 && ok train_fused_checkpointing || nok train_fused_checkpointing "$(tail -2 k1.err k2.err)"
 
+# ---- the CUDA backend (emulated on the CPU: make emu-bin): gradients in device memory, clipped by the
+# device ops; AdamW steps there, Adafactor on host copies of each tensor: the plain run's bytes ------------
+ebin="$root/$build/emu/bin/sd-train"
+if [ -x "$ebin" ]; then
+  E() { "$ebin" --method ft --model xl.safetensors --model_config "$cfg" --data recs.jsonl --learning_rate 1e-3 \
+    --seed 3 --threads 1 --device cuda --max_train_steps 3 --max_grad_norm 0 --train_text_encoder "$@"; }
+  E --output_dir ue0 "${AF[@]}" 2> ue0.err; E --output_dir ue1 "${AF[@]}" --fused_backward_pass 2> ue1.err
+  E --output_dir ue2 2> ue2.err; E --output_dir ue3 --fused_optimizer_groups 3 2> ue3.err
+  [ -f ue1/last.safetensors ] && same ue0 ue1 && same ue2 ue3 && ok train_fused_cuda_emu ||
+    nok train_fused_cuda_emu "$(tail -2 ue1.err ue3.err)"
+else
+  echo "ok train_fused_cuda_emu # SKIP no $build/emu/bin/sd-train (make emu-bin)"
+fi
+
 # ---- resume from a saved state: byte-identical -------------------------------------------------------------
 F --output_dir r1 --max_train_steps 4 --save_every_n_steps 2 --save_state --train_text_encoder \
   --fused_optimizer_groups 3 2> r1.err
