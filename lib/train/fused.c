@@ -181,6 +181,21 @@ int sd_fused_bind(sd_fused *f, sd_optim *o, int n, int *ngroups_out)
     return SD_OK;
 }
 
+size_t sd_fused_grad_bound(const sd_fused *f)
+{
+    size_t big = 0, grp = 0;
+    for (size_t i = 0; f->opt && i < f->opt->nparams; i++) {
+        size_t nb = sd_tensor_nbytes(&f->opt->params[i].p->value);
+        if (nb > big) big = nb;
+    }
+    for (int g = 0; g < f->ngroups; g++) {
+        size_t s = 0;
+        for (size_t i = f->gfirst[g]; i < f->gfirst[g + 1]; i++) s += sd_tensor_nbytes(&f->opt->params[i].p->value);
+        if (s > grp) grp = s;
+    }
+    return (grp > big ? grp : big) + big;
+}
+
 void sd_fused_begin(sd_fused *f, int first, int sync, const double *lrs)
 {
     if (first) {

@@ -68,6 +68,9 @@ void sd_fused_init(sd_fused *f, int mode, double max_grad_norm);
  * count (the reference's "using N optimizers"). */
 int sd_fused_bind(sd_fused *f, sd_optim *o, int n, int *ngroups_out);
 void sd_fused_free(sd_fused *f);
+/* After sd_fused_bind: a bound on the gradient bytes held at once (the largest group, or tensor, plus
+ * the largest tensor of the module being written). */
+size_t sd_fused_grad_bound(const sd_fused *f);
 
 /* Around one micro batch's backward: sync (the optimizer steps after this micro batch) and the LRs
  * of this step. sd_fused_begin resets the per-step counters at the first micro batch of a step

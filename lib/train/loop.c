@@ -287,6 +287,7 @@ static int alloc_buffers(run *R)
         size_t weights = 0;
         for (int i = 0; i < 4; i++) weights += regs[i]->value_bytes + regs[i]->grad_bytes;
         if (R->dev_optim) weights += R->opt.state_floats * sizeof(float);   /* AdamW's moments */
+        if (R->have_fused) weights += sd_fused_grad_bound(&R->fused);       /* the gradients held at once */
         if (R->have_ti) weights += sd_tensor_nbytes(&R->ti.table);          /* the widened token table */
         if (R->have_ti2) weights += sd_tensor_nbytes(&R->ti2.table);
         /* the step's device buffers: inputs, outputs, contexts, SDXL's second encoder's and vector's */
