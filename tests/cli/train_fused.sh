@@ -57,14 +57,19 @@ F --output_dir c0 --max_train_steps 2 --max_grad_norm 0 --gradient_accumulation_
 F --output_dir c1 --max_train_steps 2 --max_grad_norm 0 --gradient_accumulation_steps 2 --train_text_encoder \
   --fused_optimizer_groups 4 2> c1.err
 same c0 c1 && ok train_fused_groups_accumulation || nok train_fused_groups_accumulation "$(tail -2 c1.err)"
-# gradient checkpointing (the blocks' forward again inside the backward); SD_DEVICE_OPTIM=1 (AdamW through
-# the device ops) is not used with fused steps
+# gradient checkpointing (the blocks' forward again inside the backward); SD_DEVICE_OPTIM=1 (AdamW and the
+# per-tensor clipping through the device ops of the CPU context): the same bytes
 F --output_dir k0 --max_train_steps 3 --max_grad_norm 0 --train_text_encoder --gradient_checkpointing 2> k0.err
 F --output_dir k1 --max_train_steps 3 --max_grad_norm 0 --train_text_encoder --gradient_checkpointing \
   --fused_optimizer_groups 2 2> k1.err
 SD_DEVICE_OPTIM=1 F --output_dir k2 --max_train_steps 3 --max_grad_norm 0 --train_text_encoder \
   --gradient_checkpointing --fused_optimizer_groups 2 2> k2.err
 same k0 k1 && same k0 k2 && ok train_fused_checkpointing || nok train_fused_checkpointing "$(tail -2 k1.err k2.err)"
+F --output_dir k3 --max_train_steps 3 --max_grad_norm 1e-3 --train_text_encoder --fused_optimizer_groups 2 2> k3.err
+SD_DEVICE_OPTIM=1 F --output_dir k4 --max_train_steps 3 --max_grad_norm 1e-3 --train_text_encoder \
+  --fused_optimizer_groups 2 2> k4.err
+[ -f k4/last.safetensors ] && same k3 k4 && ! same k1 k3 && ok train_fused_device_ops_clip ||
+  nok train_fused_device_ops_clip "$(tail -2 k4.err)"
 
 # ---- the CUDA backend (emulated on the CPU: make emu-bin): gradients in device memory, clipped by the
 # device ops; AdamW steps there, Adafactor on host copies of each tensor: the plain run's bytes ------------
