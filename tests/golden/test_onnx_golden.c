@@ -1,0 +1,381 @@
+/* The ONNX runtime (io/onnx.h, models/onnx_run.h) against tests/golden/gen/make_onnx_golden.py:
+ *  - convnext.onnx (torch-exported tiny ConvNeXt tagger, opset 17, dynamic batch, run at batch 2)
+ *    and swinv2.onnx (tiny SwinV2, opset 13, batch fixed to 1): the probabilities match torch's
+ *    (max|Δ| <= 2e-5) and the sigmoid of our safetensors path on the same weights
+ *    (tests/data/tagger/convnext_tiny.safetensors, tests/data/onnx/swinv2_w4.safetensors);
+ *  - tf2onnx.onnx (a hand-built graph in the tf2onnx style): the numpy reference (max|Δ| <= 2e-5);
+ *  - 1 vs 2 threads give identical outputs;
+ *  - graphs with an unsupported operator, an operator of another domain, external data, a cycle or
+ *    an input nothing produces are refused at open with messages naming the file, the op and node.
+ * The inputs are the generator's pattern(): NHWC 0..255 integers computed here too. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "io/safetensors.h"
+#include "models/onnx_run.h"
+#include "models/tagger.h"
+#include "test.h"
+
+static sd_ctx g_ctx;
+
+static const char *data_path(const char *name) { return t_root_pathf("tests/data/onnx/%s", name); }
+
+static float *pattern(int n, int s)
+{
+    float *x = malloc(sizeof(float) * (size_t)n * (size_t)s * (size_t)s * 3);
+    for (int b = 0; b < n; b++)
+        for (int h = 0; h < s; h++)
+            for (int w = 0; w < s; w++)
+                for (int c = 0; c < 3; c++)
+                    x[(((size_t)b * s + h) * s + w) * 3 + c] = (float)((b * 97 + h * 31 + w * 17 + c * 71 + (h * w) % 13 * 11) % 256);
+    return x;
+}
+
+static int read_golden(const char *key, float **out, int64_t *n)
+{
+    sd_safetensors *st = NULL;
+    int rc = sd_safetensors_open(data_path("onnx_golden.safetensors"), &st);
+    const sd_st_tensor *t = NULL;
+    if (!rc) rc = sd_safetensors_get(st, key, &t);
+    if (!rc) {
+        *n = t->numel;
+        *out = malloc(sizeof(float) * (size_t)t->numel);
+        rc = sd_safetensors_read(st, t, SD_ST_F32, *out, (size_t)t->numel);
+    }
+    sd_safetensors_close(st);
+    return rc;
+}
+
+/* run `file` on pattern(n, size): max|Δ| against golden `name`.y; the output to *y (caller frees) */
+static double run_one(const char *file, const char *name, int n, int size, int threads, float **yout, int64_t *ycount)
+{
+    sd_onnx_run r;
+    int rc = sd_onnx_run_open(&r, data_path(file));
+    T_CHECKF(rc == 0, "%s", sd_errmsg());
+    if (rc) return 1e9;
+    float *x = pattern(n, size), *y = NULL, *ref = NULL;
+    int64_t shape[4] = { n, size, size, 3 }, ys[SD_ONNX_MAX_DIMS], nref = 0;
+    int ynd = 0;
+    sd_ctx_set_threads(&g_ctx, threads);
+    rc = sd_onnx_run_forward(&r, &g_ctx, x, 4, shape, &y, &ynd, ys);
+    T_CHECKF(rc == 0, "%s", sd_errmsg());
+    char key[64];
+    snprintf(key, sizeof key, "%s.y", name);
+    double worst = 1e9;
+    if (!rc && read_golden(key, &ref, &nref) == 0) {
+        T_EQ_INT(ynd, 2);
+        int64_t cnt = ynd == 2 ? ys[0] * ys[1] : 0;
+        T_EQ_INT(cnt, nref);
+        if (cnt == nref) {
+            worst = 0;
+            for (int64_t i = 0; i < cnt; i++) worst = fmax(worst, fabs((double)y[i] - ref[i]));
+        }
+        *ycount = cnt;
+    }
+    free(ref);
+    free(x);
+    if (yout) *yout = y;
+    else free(y);
+    sd_onnx_run_close(&r);
+    return worst;
+}
+
+/* the safetensors path on the same input: sigmoid(logits) */
+static float *st_probs(const char *path, int n, int size, int64_t *count)
+{
+    sd_safetensors *st = NULL;
+    sd_tagger m;
+    float *p = NULL;
+    int rc = sd_safetensors_open(path, &st);
+    if (!rc) rc = sd_tagger_open(&m, st, SD_DEV_CPU);
+    sd_safetensors_close(st);
+    T_CHECKF(rc == 0, "%s", sd_errmsg());
+    if (rc) return NULL;
+    float *x = pattern(n, size);
+    sd_tensor xt = {0}, yt = {0};
+    rc = sd_tensor_alloc(&xt, SD_F32, 4, (int64_t[]){ n, 3, size, size });
+    if (!rc) rc = sd_tensor_alloc(&yt, SD_F32, 2, (int64_t[]){ n, m.classes });
+    if (!rc) {
+        float *c = xt.data;
+        for (int b = 0; b < n; b++)
+            for (int ch = 0; ch < 3; ch++)
+                for (int i = 0; i < size * size; i++)
+                    c[((size_t)b * 3 + ch) * size * size + i] = x[((size_t)b * size * size + i) * 3 + ch] / 127.5f - 1.0f;
+        rc = sd_tagger_forward(&g_ctx, &m, &yt, &xt);
+    }
+    T_CHECKF(rc == 0, "%s", sd_errmsg());
+    if (!rc) {
+        *count = n * m.classes;
+        p = malloc(sizeof(float) * (size_t)*count);
+        for (int64_t i = 0; i < *count; i++) p[i] = 1.0f / (1.0f + expf(-((float *)yt.data)[i]));
+    }
+    sd_tensor_free(&xt);
+    sd_tensor_free(&yt);
+    sd_tagger_free(&m);
+    free(x);
+    return p;
+}
+
+static void check_tagger(const char *file, const char *name, int n, const char *st_path)
+{
+    float *y = NULL, *y2 = NULL;
+    int64_t cnt = 0, cnt2 = 0, cs = 0;
+    double e = run_one(file, name, n, 64, 2, &y, &cnt);
+    printf("#   %s: max|onnx - torch| = %.3g\n", file, e);
+    T_CHECKF(e <= 2e-5, "%s: %g", file, e);
+    double e1 = run_one(file, name, n, 64, 1, &y2, &cnt2);
+    T_CHECK(e1 <= 2e-5);
+    T_CHECK(y && y2 && cnt == cnt2 && !memcmp(y, y2, sizeof(float) * (size_t)cnt));
+    float *p = st_probs(st_path, n, 64, &cs);
+    if (p && y && cs == cnt) {
+        double d = 0;
+        for (int64_t i = 0; i < cnt; i++) d = fmax(d, fabs((double)p[i] - y[i]));
+        printf("#   %s: max|onnx - safetensors path| = %.3g\n", file, d);
+        T_CHECKF(d <= 2e-5, "%g", d);
+    } else {
+        T_CHECKF(0, "safetensors path: %lld vs %lld outputs", (long long)cs, (long long)cnt);
+    }
+    free(p);
+    free(y);
+    free(y2);
+}
+
+static void onnx_convnext(void) { check_tagger("convnext.onnx", "convnext", 2, t_root_pathf("tests/data/tagger/convnext_tiny.safetensors")); }
+static void onnx_swinv2(void) { check_tagger("swinv2.onnx", "swinv2", 1, data_path("swinv2_w4.safetensors")); }
+
+static void onnx_tf2onnx(void)
+{
+    int64_t cnt = 0;
+    double e = run_one("tf2onnx.onnx", "tf2onnx", 1, 16, 2, NULL, &cnt);
+    printf("#   tf2onnx.onnx: max|onnx - numpy| = %.3g\n", e);
+    T_CHECKF(e <= 2e-5, "%g", e);
+    T_EQ_INT(cnt, 12);
+}
+
+static void onnx_info(void)
+{
+    sd_onnx_run r;
+    int rc = sd_onnx_run_open(&r, data_path("swinv2.onnx"));
+    T_CHECKF(rc == 0, "%s", sd_errmsg());
+    if (rc) return;
+    T_EQ_INT(r.m.opset, 13);
+    T_EQ_INT(r.in_info.ndim, 4);
+    T_EQ_INT(r.in_info.dims[0], 1);
+    T_EQ_INT(r.in_info.dims[1], 64);
+    T_EQ_INT(r.in_info.dims[3], 3);
+    sd_onnx_run_close(&r);
+    rc = sd_onnx_run_open(&r, data_path("convnext.onnx"));
+    T_CHECKF(rc == 0, "%s", sd_errmsg());
+    if (rc) return;
+    T_EQ_INT(r.m.opset, 17);
+    T_EQ_INT(r.in_info.dims[0], -1);   /* dim_param "batch" */
+    /* a wrong input shape fails in a node, naming the file */
+    float x[3 * 8 * 8] = {0};
+    float *y = NULL;
+    int ynd;
+    int64_t ys[8];
+    rc = sd_onnx_run_forward(&r, &g_ctx, x, 4, (int64_t[]){ 1, 8, 8, 3 }, &y, &ynd, ys);
+    T_CHECK(rc < 0);
+    T_CHECKF(strstr(sd_errmsg(), "convnext.onnx: node '"), "%s", sd_errmsg());
+    free(y);
+    sd_onnx_run_close(&r);
+}
+
+/* ---- hand-encoded models for the refusals ------------------------------------------------- */
+
+typedef struct buf {
+    uint8_t b[4096];
+    size_t n;
+} buf;
+
+static void put_varint(buf *o, uint64_t v)
+{
+    do {
+        uint8_t c = v & 0x7f;
+        v >>= 7;
+        o->b[o->n++] = c | (v ? 0x80 : 0);
+    } while (v);
+}
+static void put_key(buf *o, int f, int w) { put_varint(o, (uint64_t)f << 3 | (uint64_t)w); }
+static void put_bytes(buf *o, int f, const void *p, size_t n)
+{
+    put_key(o, f, 2);
+    put_varint(o, n);
+    memcpy(o->b + o->n, p, n);
+    o->n += n;
+}
+static void put_str(buf *o, int f, const char *s) { put_bytes(o, f, s, strlen(s)); }
+static void put_msg(buf *o, int f, const buf *m) { put_bytes(o, f, m->b, m->n); }
+static void put_int(buf *o, int f, uint64_t v)
+{
+    put_key(o, f, 0);
+    put_varint(o, v);
+}
+
+/* ModelProto { ir_version 7, opset 13, graph { nodes, input "x", output "y", initializers } } */
+static void model(buf *out, const buf *nodes, const buf *inits, const char *outname)
+{
+    buf g = {0}, vi = {0}, vo = {0}, op = {0};
+    memcpy(g.b, nodes->b, nodes->n);
+    g.n = nodes->n;
+    if (inits) {
+        memcpy(g.b + g.n, inits->b, inits->n);
+        g.n += inits->n;
+    }
+    put_str(&vi, 1, "x");
+    put_msg(&g, 11, &vi);
+    put_str(&vo, 1, outname);
+    put_msg(&g, 12, &vo);
+    out->n = 0;
+    put_int(out, 1, 7);
+    put_int(&op, 2, 13);
+    put_msg(out, 8, &op);
+    put_msg(out, 7, &g);
+}
+
+static void node(buf *g, const char *op, const char *domain, const char *name, const char *in, const char *in2,
+                 const char *out)
+{
+    buf n = {0};
+    put_str(&n, 1, in);
+    if (in2) put_str(&n, 1, in2);
+    put_str(&n, 2, out);
+    put_str(&n, 3, name);
+    put_str(&n, 4, op);
+    if (domain) put_str(&n, 7, domain);
+    put_msg(g, 1, &n);
+}
+
+static void refused(const char *what, const buf *m, int want, const char *a, const char *b)
+{
+    const char *p = t_path("refused.onnx");
+    T_CHECK(t_write_file(p, m->b, m->n) == 0);
+    sd_onnx_run r;
+    int rc = sd_onnx_run_open(&r, p);
+    T_CHECKF(rc == want, "%s: rc %d: %s", what, rc, sd_errmsg());
+    T_CHECKF(strstr(sd_errmsg(), "refused.onnx: ") && strstr(sd_errmsg(), a) && (!b || strstr(sd_errmsg(), b)),
+             "%s: %s", what, sd_errmsg());
+    if (!rc) sd_onnx_run_close(&r);
+}
+
+static void onnx_refusals(void)
+{
+    buf g = {0}, m = {0};
+    node(&g, "Relu", NULL, "ok", "x", NULL, "y");
+    model(&m, &g, NULL, "y");
+    const char *p = t_path("ok.onnx");
+    T_CHECK(t_write_file(p, m.b, m.n) == 0);
+    sd_onnx_run r;
+    T_CHECKF(sd_onnx_run_open(&r, p) == 0, "%s", sd_errmsg());
+    sd_onnx_run_close(&r);
+
+    g.n = 0;
+    node(&g, "Relu", NULL, "first", "x", NULL, "a");
+    node(&g, "Einsum", NULL, "the_einsum", "a", NULL, "y");
+    model(&m, &g, NULL, "y");
+    refused("unsupported op", &m, SD_EUNSUPPORTED, "operator Einsum", "node 'the_einsum'");
+
+    g.n = 0;
+    node(&g, "FusedMatMul", "com.microsoft", "fused", "x", NULL, "y");
+    model(&m, &g, NULL, "y");
+    refused("other domain", &m, SD_EUNSUPPORTED, "com.microsoft", "node 'fused'");
+
+    g.n = 0;
+    node(&g, "Add", NULL, "a1", "x", "b", "a");
+    node(&g, "Add", NULL, "a2", "a", "a", "b");
+    node(&g, "Relu", NULL, "r", "b", NULL, "y");
+    model(&m, &g, NULL, "y");
+    refused("cycle", &m, SD_EFORMAT, "cycle", NULL);
+
+    g.n = 0;
+    node(&g, "Add", NULL, "lost", "x", "nowhere", "y");
+    model(&m, &g, NULL, "y");
+    refused("dangling input", &m, SD_EFORMAT, "'nowhere'", "node 'lost'");
+
+    /* an initializer stored in an external file */
+    buf t = {0}, in = {0}, ext = {0};
+    put_int(&t, 1, 2);
+    put_int(&t, 2, 1);
+    put_str(&t, 8, "w");
+    put_str(&ext, 1, "location");
+    put_str(&ext, 2, "weights.bin");
+    put_msg(&t, 13, &ext);
+    put_int(&t, 14, 1);
+    put_msg(&in, 5, &t);
+    g.n = 0;
+    node(&g, "Add", NULL, "add", "x", "w", "y");
+    model(&m, &g, &in, "y");
+    refused("external data", &m, SD_EUNSUPPORTED, "'w' is stored in an external data file", NULL);
+
+    /* raw_data of the wrong size */
+    buf t2 = {0}, in2 = {0};
+    put_int(&t2, 1, 3);
+    put_int(&t2, 2, 1);
+    put_str(&t2, 8, "w");
+    put_bytes(&t2, 9, "\0\0\0\0\0\0\0\0", 8);
+    put_msg(&in2, 5, &t2);
+    model(&m, &g, &in2, "y");
+    refused("raw_data size", &m, SD_EFORMAT, "raw_data has 8 bytes", "need 12");
+
+    /* the graph output not produced */
+    g.n = 0;
+    node(&g, "Relu", NULL, "r", "x", NULL, "a");
+    model(&m, &g, NULL, "y");
+    refused("no output", &m, SD_EFORMAT, "graph output 'y'", NULL);
+}
+
+/* every prefix and many one-byte corruptions of tf2onnx.onnx: an error or a model, never a crash */
+static void onnx_truncated_and_corrupt(void)
+{
+    FILE *f = fopen(data_path("tf2onnx.onnx"), "rb");
+    T_CHECK(f != NULL);
+    if (!f) return;
+    static uint8_t d[16384];
+    size_t n = fread(d, 1, sizeof d, f);
+    fclose(f);
+    T_CHECK(n > 1000 && n < sizeof d);
+    int errors = 0, trunc_msgs = 0;
+    for (size_t k = 0; k < n; k++) {
+        sd_onnx_model m;
+        int rc = sd_onnx_parse(d, k, "cut.onnx", &m);
+        if (rc) {
+            errors++;
+            if (strstr(sd_errmsg(), "cut.onnx: ") && (strstr(sd_errmsg(), "truncated") || strstr(sd_errmsg(), "past the end")))
+                trunc_msgs++;
+        } else {
+            sd_onnx_free(&m);
+        }
+    }
+    printf("#   %zu prefixes: %d refused, %d as truncated\n", n, errors, trunc_msgs);
+    T_CHECK(errors > (int)n / 2);
+    T_CHECK(trunc_msgs > (int)n / 4);
+    uint8_t *c = malloc(n);
+    for (size_t k = 0; k < n; k += 3) {
+        memcpy(c, d, n);
+        c[k] ^= (uint8_t)(t_mix32((uint32_t)k) | 1);
+        sd_onnx_model m;
+        if (sd_onnx_parse(c, n, "bad.onnx", &m) == 0) sd_onnx_free(&m);
+        else T_CHECKF(strstr(sd_errmsg(), "bad.onnx: ") != NULL, "%s", sd_errmsg());
+    }
+    free(c);
+}
+
+int main(void)
+{
+    if (sd_ctx_init(&g_ctx, SD_DEV_CPU, 2, 0)) {
+        printf("not ok ctx\n");
+        return 1;
+    }
+    T_RUN(onnx_convnext);
+    T_RUN(onnx_swinv2);
+    T_RUN(onnx_tf2onnx);
+    T_RUN(onnx_info);
+    T_RUN(onnx_refusals);
+    T_RUN(onnx_truncated_and_corrupt);
+    sd_ctx_free(&g_ctx);
+    T_DONE();
+}
