@@ -1889,18 +1889,27 @@ static int open_graph(sd_onnx_run *r)
     return rc;
 }
 
-int sd_onnx_run_open(sd_onnx_run *r, const char *path)
+int sd_onnx_run_open_model(sd_onnx_run *r, sd_onnx_model *m, const char *name)
 {
     memset(r, 0, sizeof *r);
-    int rc = sd_onnx_load(path, &r->m);
-    if (rc) return rc;
-    r->path = strdup(path);
-    rc = r->path ? open_graph(r) : sd_err(SD_ENOMEM, "out of memory");
+    r->m = *m;
+    memset(m, 0, sizeof *m);
+    r->path = strdup(name);
+    int rc = r->path ? open_graph(r) : sd_err(SD_ENOMEM, "out of memory");
     if (rc) {
-        rc = r->path ? sd_err_prefix(rc, "%s", path) : rc;
+        rc = r->path ? sd_err_prefix(rc, "%s", name) : rc;
         sd_onnx_run_close(r);
     }
     return rc;
+}
+
+int sd_onnx_run_open(sd_onnx_run *r, const char *path)
+{
+    sd_onnx_model m;
+    memset(r, 0, sizeof *r);
+    int rc = sd_onnx_load(path, &m);
+    if (rc) return rc;
+    return sd_onnx_run_open_model(r, &m, path);
 }
 
 int sd_onnx_run_forward(sd_onnx_run *r, sd_ctx *ctx, const float *x, int nd, const int64_t *shape, float **y, int *ynd,

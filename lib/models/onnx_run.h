@@ -55,6 +55,9 @@ typedef struct sd_onnx_run {
 
 /* Load `path`, resolve the graph, check every operator. Errors name the file. */
 int sd_onnx_run_open(sd_onnx_run *r, const char *path);
+/* The same for a parsed model (io/onnx.h), which *r takes over (freed by sd_onnx_run_close, or here on
+ * an error); `name` names it in messages. */
+int sd_onnx_run_open_model(sd_onnx_run *r, sd_onnx_model *m, const char *name);
 void sd_onnx_run_close(sd_onnx_run *r);
 /* Run on input x (float32, `nd` dims `shape`), y = output 0 converted to float32 (malloc'd,
  * *ynd dims in yshape). ctx: a CPU op context (convolutions). Errors name the file and node. */
