@@ -641,7 +641,7 @@ int main(int argc, char **argv)
     o.description =
         "Tags images with a WD14-style tagger (SmilingWolf wd-vit-tagger-v3, wd-convnext-tagger-v3, "
         "wd-swinv2-tagger-v3 or wd-eva02-large-tagger-v3, "
-        "model.safetensors + selected_tags.csv) "
+        "model.safetensors + selected_tags.csv; or any SmilingWolf model.onnx, v1/v2/v3, on the CPU with --onnx) "
         "as kohya-ss/sd-scripts' tag_images_by_wd14_tagger.py does. Reads records (JSON lines with 'image'; stdin "
         "when nothing is named), image folders or image files, writes each record with 'tags' added to stdout and a "
         "<stem>.txt sidecar beside each image.";

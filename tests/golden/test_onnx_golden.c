@@ -7,7 +7,8 @@
  *  - 1 vs 2 threads give identical outputs;
  *  - graphs with an unsupported operator, an operator of another domain, external data, a cycle or
  *    an input nothing produces are refused at open with messages naming the file, the op and node.
- * The inputs are the generator's pattern(): NHWC 0..255 integers computed here too. */
+ * The inputs are the generator's pattern(): NHWC 0..255 integers computed here too.
+ * One-off: SD_ONNX_VIT=/tmp also checks the torch-exported tiny ViT tagger (VIT=1 make_onnx_golden.py). */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -35,10 +36,12 @@ static float *pattern(int n, int s)
     return x;
 }
 
+static const char *g_golden;   /* the golden file */
+
 static int read_golden(const char *key, float **out, int64_t *n)
 {
     sd_safetensors *st = NULL;
-    int rc = sd_safetensors_open(data_path("onnx_golden.safetensors"), &st);
+    int rc = sd_safetensors_open(g_golden, &st);
     const sd_st_tensor *t = NULL;
     if (!rc) rc = sd_safetensors_get(st, key, &t);
     if (!rc) {
@@ -54,7 +57,7 @@ static int read_golden(const char *key, float **out, int64_t *n)
 static double run_one(const char *file, const char *name, int n, int size, int threads, float **yout, int64_t *ycount)
 {
     sd_onnx_run r;
-    int rc = sd_onnx_run_open(&r, data_path(file));
+    int rc = sd_onnx_run_open(&r, strchr(file, '/') ? file : data_path(file));
     T_CHECKF(rc == 0, "%s", sd_errmsg());
     if (rc) return 1e9;
     float *x = pattern(n, size), *y = NULL, *ref = NULL;
@@ -146,6 +149,20 @@ static void check_tagger(const char *file, const char *name, int n, const char *
 
 static void onnx_convnext(void) { check_tagger("convnext.onnx", "convnext", 2, t_root_pathf("tests/data/tagger/convnext_tiny.safetensors")); }
 static void onnx_swinv2(void) { check_tagger("swinv2.onnx", "swinv2", 1, data_path("swinv2_w4.safetensors")); }
+
+/* One-off (not part of make check): SD_ONNX_VIT=DIR checks DIR/vit.onnx against
+ * DIR/onnx_golden_vit.safetensors (VIT=1 make_onnx_golden.py writes both to /tmp). */
+static const char *g_vit;
+static void onnx_vit(void)
+{
+    static char onnx_path[512], golden[512];
+    snprintf(onnx_path, sizeof onnx_path, "%s/vit.onnx", g_vit);
+    snprintf(golden, sizeof golden, "%s/onnx_golden_vit.safetensors", g_vit);
+    const char *keep = g_golden;
+    g_golden = golden;
+    check_tagger(onnx_path, "vit", 2, t_root_pathf("tests/data/tagger/tagger_tiny.safetensors"));
+    g_golden = keep;
+}
 
 static void onnx_tf2onnx(void)
 {
@@ -370,12 +387,15 @@ int main(void)
         printf("not ok ctx\n");
         return 1;
     }
+    g_golden = data_path("onnx_golden.safetensors");
     T_RUN(onnx_convnext);
     T_RUN(onnx_swinv2);
     T_RUN(onnx_tf2onnx);
     T_RUN(onnx_info);
     T_RUN(onnx_refusals);
     T_RUN(onnx_truncated_and_corrupt);
+    g_vit = getenv("SD_ONNX_VIT");
+    if (g_vit && *g_vit) T_RUN(onnx_vit);
     sd_ctx_free(&g_ctx);
     T_DONE();
 }
