@@ -204,7 +204,12 @@ static int parse_tensor(sd_pb *r, sd_onnx_tensor *t)
             if (rawn != (size_t)count * es)
                 rc = sd_err(SD_EFORMAT, "tensor '%s': raw_data has %zu bytes, dims and type need %lld", nm, rawn,
                             (long long)count * (long long)es);
-            for (int64_t k = 0; !rc && k < count; k++) {
+            int64_t slow = count;   /* elements converted one by one */
+            if (!rc && dt == SD_ONNX_FLOAT) {   /* little-endian host (io/safetensors.h checks it) */
+                memcpy(fo, raw, rawn);
+                slow = 0;
+            }
+            for (int64_t k = 0; !rc && k < slow; k++) {
                 const uint8_t *p = raw + (size_t)k * es;
                 uint64_t v = 0;
                 for (size_t b = 0; b < es; b++) v |= (uint64_t)p[b] << (8 * b);

@@ -8,6 +8,7 @@
 
 #include "base/error.h"
 #include "base/half.h"
+#include "tensor/kern.h"   /* the kernels' fast expf/erff/tanhf (|error| < 2e-7) */
 #include "tensor/ops.h"
 
 #define MAXD SD_ONNX_MAX_DIMS
@@ -456,16 +457,31 @@ static int unary(ectx *e, int op, float p1, float p2)
     const float *x = F(a);
     float *y = F(o);
     int64_t n = a->n;
+    /* the hot ones of the tagger graphs (GELUs, sigmoids) in loops the compiler vectorises */
+    switch (op) {
+    case U_TANH:
+#pragma omp parallel for schedule(static) if (n > 65536)
+        for (int64_t i = 0; i < n; i++) y[i] = sd_fast_tanhf(x[i]);
+        return SD_OK;
+    case U_ERF:
+#pragma omp parallel for schedule(static) if (n > 65536)
+        for (int64_t i = 0; i < n; i++) y[i] = sd_fast_erff(x[i]);
+        return SD_OK;
+    case U_EXP:
+#pragma omp parallel for schedule(static) if (n > 65536)
+        for (int64_t i = 0; i < n; i++) y[i] = sd_fast_expf(x[i]);
+        return SD_OK;
+    case U_SIGMOID:
+#pragma omp parallel for schedule(static) if (n > 65536)
+        for (int64_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + sd_fast_expf(-x[i]));
+        return SD_OK;
+    }
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t i = 0; i < n; i++) {
         float v = x[i], r = 0;
         switch (op) {
         case U_SQRT: r = sqrtf(v); break;
-        case U_ERF: r = erff(v); break;
-        case U_TANH: r = tanhf(v); break;
-        case U_SIGMOID: r = v >= 0 ? 1.0f / (1.0f + expf(-v)) : expf(v) / (1.0f + expf(v)); break;
         case U_RELU: r = v > 0 ? v : 0; break;
-        case U_EXP: r = expf(v); break;
         case U_LOG: r = logf(v); break;
         case U_NEG: r = -v; break;
         case U_RECIP: r = 1.0f / v; break;
@@ -481,8 +497,8 @@ static int unary(ectx *e, int op, float p1, float p2)
         case U_ELU: r = v >= 0 ? v : p1 * (expf(v) - 1); break;
         case U_HSIG: r = fmaxf(0, fminf(1, p1 * v + p2)); break;
         case U_HSWISH: r = v * fmaxf(0, fminf(1, v / 6.0f + 0.5f)); break;
-        case U_GELU: r = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); break;
-        case U_GELU_TANH: r = 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v))); break;
+        case U_GELU: r = 0.5f * v * (1.0f + sd_fast_erff(v * 0.70710678118654752f)); break;
+        case U_GELU_TANH: r = 0.5f * v * (1.0f + sd_fast_tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v))); break;
         case U_CLIP: r = v < p1 ? p1 : v > p2 ? p2 : v; break;
         }
         y[i] = r;
