@@ -769,9 +769,9 @@ static int op_flatten(ectx *e)
     int rc = need_in(e, 0, 0);
     if (rc) return rc;
     const val *a = e->in[0];
-    int64_t ax;
-    if ((rc = norm_axis(ai(e, "axis", 1), a->nd + 1, &ax))) return rc;
-    if (ai(e, "axis", 1) < 0) ax = ai(e, "axis", 1) + a->nd;
+    int64_t ax = ai(e, "axis", 1);   /* in [-r, r] */
+    if (ax < -a->nd || ax > a->nd) return sd_err(SD_EFORMAT, "Flatten axis %lld for a %d-D input", (long long)ax, a->nd);
+    if (ax < 0) ax += a->nd;
     int64_t d[2] = { prod(a->d, 0, (int)ax), prod(a->d, (int)ax, a->nd) };
     return val_copy_shape(e->out[0], a, 2, d);
 }
