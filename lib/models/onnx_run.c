@@ -1498,6 +1498,174 @@ static int op_gemm(ectx *e)
     return SD_OK;
 }
 
+/* Einsum with one or two operands, explicit ("ab,bc->ac") or implicit output, letters only (no
+ * ellipsis, no label repeated within an operand): labels only one operand has and the output lacks
+ * are summed first; then out = batched sgemm over [batch, kept-A, contracted] x [batch, contracted,
+ * kept-B], permuted to the output's order. */
+static int sum_label(val *v, char *lab, int ax)
+{
+    int nd = v->nd;
+    int64_t outer = prod(v->d, 0, ax), R = v->d[ax], inner = prod(v->d, ax + 1, nd), d[MAXD];
+    for (int i = 0, k = 0; i < nd; i++)
+        if (i != ax) d[k++] = v->d[i];
+    val t = {0};
+    int rc = val_alloc(&t, SD_OV_F32, nd - 1, d);
+    if (rc) return rc;
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t i = 0; i < inner; i++) {
+            double acc = 0;
+            for (int64_t k = 0; k < R; k++) acc += F(v)[(o * R + k) * inner + i];
+            F(&t)[o * inner + i] = (float)acc;
+        }
+    free(v->p);
+    *v = t;
+    memmove(lab + ax, lab + ax + 1, strlen(lab + ax + 1) + 1);
+    return SD_OK;
+}
+
+/* copy of v permuted so that its labels read `want` (a permutation of lab) */
+static int permute_to(val *v, const char *lab, const char *want)
+{
+    int perm[MAXD], nd = v->nd;
+    int64_t d[MAXD];
+    for (int i = 0; i < nd; i++) {
+        perm[i] = (int)(strchr(lab, want[i]) - lab);
+        d[i] = v->d[perm[i]];
+    }
+    val t = {0};
+    int rc = val_alloc(&t, SD_OV_F32, nd, d);
+    if (rc) return rc;
+    permute(t.p, v->p, 4, nd, v->d, perm);
+    free(v->p);
+    *v = t;
+    return SD_OK;
+}
+
+static int op_einsum(ectx *e)
+{
+    const char *eq = as(e, "equation", NULL);
+    if (!eq) return sd_err(SD_EFORMAT, "Einsum without an equation");
+    char in[2][MAXD + 1], out[MAXD + 1];
+    int nops = 0, n = 0, explicit_out = 0, no = 0;
+    in[0][0] = in[1][0] = out[0] = 0;
+    for (const char *c = eq;; c++) {
+        if (*c == ' ') continue;
+        if (*c == ',' || *c == '-' || !*c) {
+            if (!explicit_out) {
+                if (nops >= 2) return sd_err(SD_EUNSUPPORTED, "Einsum with more than two operands");
+                in[nops][n] = 0;
+                nops++;
+                n = 0;
+            }
+            if (*c == '-') {
+                if (c[1] != '>') return sd_err(SD_EFORMAT, "bad Einsum equation '%s'", eq);
+                c++;
+                explicit_out = 1;
+            }
+            if (!*c) break;
+            continue;
+        }
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z')))
+            return sd_err(SD_EUNSUPPORTED, "Einsum equation '%s' (letters only, no ellipsis)", eq);
+        if (explicit_out) {
+            if (no >= MAXD || strchr(out, *c)) return sd_err(SD_EUNSUPPORTED, "Einsum output labels in '%s'", eq);
+            out[no++] = *c;
+            out[no] = 0;
+        } else {
+            if (n >= MAXD) return sd_err(SD_EUNSUPPORTED, "Einsum operand of over %d labels", MAXD);
+            in[nops][n] = 0;
+            if (strchr(in[nops], *c)) return sd_err(SD_EUNSUPPORTED, "Einsum with a repeated label in '%s'", eq);
+            in[nops][n++] = *c;
+            in[nops][n] = 0;
+        }
+    }
+    out[no] = 0;
+    if (nops != e->nin) return sd_err(SD_EFORMAT, "Einsum '%s' for %d inputs", eq, e->nin);
+    if (!explicit_out) {   /* implicit: the labels seen once, in alphabetical order */
+        for (int ch = 'A'; ch <= 'z'; ch++) {
+            int cnt = 0;
+            for (int k = 0; k < nops; k++) cnt += strchr(in[k], ch) != NULL && ch;
+            if (cnt == 1 && no < MAXD) out[no++] = (char)ch;
+        }
+        out[no] = 0;
+    }
+    val v[2] = { { 0 }, { 0 } };
+    int rc = SD_OK;
+    for (int k = 0; k < nops && !rc; k++) {
+        rc = need_in(e, k, SD_OV_F32);
+        if (!rc && (int)strlen(in[k]) != e->in[k]->nd)
+            rc = sd_err(SD_EFORMAT, "Einsum operand %d has %d axes, '%s' names %zu", k, e->in[k]->nd, in[k], strlen(in[k]));
+        if (!rc) rc = val_copy_shape(&v[k], e->in[k], e->in[k]->nd, e->in[k]->d);
+    }
+    for (int i = 0; !rc && out[i]; i++)
+        if (!strchr(in[0], out[i]) && (nops < 2 || !strchr(in[1], out[i])))
+            rc = sd_err(SD_EFORMAT, "Einsum output label '%c' is in no input", out[i]);
+    /* sum the labels only one operand has and the output lacks */
+    for (int k = 0; k < nops && !rc; k++)
+        for (int i = (int)strlen(in[k]) - 1; i >= 0 && !rc; i--) {
+            char l = in[k][i];
+            if (!strchr(out, l) && (nops < 2 || !strchr(in[1 - k], l))) rc = sum_label(&v[k], in[k], i);
+        }
+    val res = {0};
+    if (!rc && nops == 1) {
+        rc = permute_to(&v[0], in[0], out);
+        if (!rc) {
+            res = v[0];
+            v[0].p = NULL;
+        }
+    } else if (!rc) {
+        char bl[MAXD + 1] = "", al[MAXD + 1] = "", cl[MAXD + 1] = "", bo[MAXD + 1] = "";
+        int nb = 0, na = 0, nc = 0, nbo = 0;
+        for (const char *c = in[0]; *c; c++) {
+            int inb = strchr(in[1], *c) != NULL, ino = strchr(out, *c) != NULL;
+            if (inb && ino) bl[nb++] = *c;
+            else if (inb) cl[nc++] = *c;
+            else al[na++] = *c;
+        }
+        for (const char *c = in[1]; *c; c++)
+            if (!strchr(in[0], *c)) bo[nbo++] = *c;
+        bl[nb] = al[na] = cl[nc] = bo[nbo] = 0;
+        for (const char *c = in[0]; *c && !rc; c++) {
+            const char *q = strchr(in[1], *c);
+            if (q && v[0].d[c - in[0]] != v[1].d[q - in[1]])
+                rc = sd_err(SD_EFORMAT, "Einsum label '%c' has sizes %lld and %lld", *c, (long long)v[0].d[c - in[0]],
+                            (long long)v[1].d[q - in[1]]);
+        }
+        char wa[2 * MAXD + 2], wb[2 * MAXD + 2], wr[3 * MAXD + 3];
+        snprintf(wa, sizeof wa, "%s%s%s", bl, al, cl);
+        snprintf(wb, sizeof wb, "%s%s%s", bl, cl, bo);
+        snprintf(wr, sizeof wr, "%s%s%s", bl, al, bo);
+        int64_t Bt = 1, M = 1, K = 1, N = 1, rd[MAXD];
+        for (int i = 0; i < nb; i++) Bt *= v[0].d[strchr(in[0], bl[i]) - in[0]];
+        for (int i = 0; i < na; i++) M *= v[0].d[strchr(in[0], al[i]) - in[0]];
+        for (int i = 0; i < nc; i++) K *= v[0].d[strchr(in[0], cl[i]) - in[0]];
+        for (int i = 0; i < nbo; i++) N *= v[1].d[strchr(in[1], bo[i]) - in[1]];
+        if (nb + na + nbo > MAXD) rc = sd_err(SD_EUNSUPPORTED, "Einsum result over %d axes", MAXD);
+        if (!rc) rc = permute_to(&v[0], in[0], wa);
+        if (!rc) rc = permute_to(&v[1], in[1], wb);
+        int k = 0;
+        for (int i = 0; i < nb + na; i++) rd[k++] = v[0].d[i];
+        for (int i = 0; i < nbo; i++) rd[k++] = v[1].d[nb + nc + i];
+        if (!rc) rc = val_alloc(&res, SD_OV_F32, k, rd);
+        for (int64_t b = 0; !rc && b < Bt; b++)
+            if (M > 0 && N > 0 && K > 0)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, F(&v[0]) + b * M * K,
+                            (int)K, F(&v[1]) + b * K * N, (int)N, 0.0f, F(&res) + b * M * N, (int)N);
+            else
+                memset(F(&res) + b * M * N, 0, sizeof(float) * (size_t)(M * N));
+        if (!rc) rc = permute_to(&res, wr, out);
+    }
+    free(v[0].p);
+    free(v[1].p);
+    if (rc) {
+        free(res.p);
+        return rc;
+    }
+    free(e->out[0]->p);
+    *e->out[0] = res;
+    return SD_OK;
+}
+
 /* ---- convolution and pooling ------------------------------------------------------------- */
 
 typedef struct geo2 {
@@ -1685,7 +1853,8 @@ static const struct {
     { "ReduceMean", op_rmean }, { "ReduceSum", op_rsum }, { "ReduceMax", op_rmax }, { "ReduceMin", op_rmin },
     { "ReduceProd", op_rprod }, { "ReduceL2", op_rl2 }, { "ReduceSumSquare", op_rsumsq },
     { "Softmax", op_softmax }, { "LogSoftmax", op_logsoftmax }, { "LayerNormalization", op_layernorm },
-    { "BatchNormalization", op_batchnorm }, { "MatMul", op_matmul }, { "Gemm", op_gemm }, { "Conv", op_conv },
+    { "BatchNormalization", op_batchnorm }, { "MatMul", op_matmul }, { "Gemm", op_gemm }, { "Einsum", op_einsum },
+    { "Conv", op_conv },
     { "GlobalAveragePool", op_gavgpool }, { "GlobalMaxPool", op_gmaxpool }, { "AveragePool", op_avgpool },
     { "MaxPool", op_maxpool }, { "Transpose", op_transpose }, { "Reshape", op_reshape }, { "Flatten", op_flatten },
     { "Squeeze", op_squeeze }, { "Unsqueeze", op_unsqueeze }, { "Concat", op_concat }, { "Split", op_split },

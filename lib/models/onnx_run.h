@@ -11,12 +11,13 @@
  *   Where, Sqrt Erf Tanh Sigmoid Relu LeakyRelu Elu Gelu HardSigmoid HardSwish Softplus Exp Log
  *   Neg Abs Floor Ceil Round Sin Cos Reciprocal Clip Sign, ReduceMean ReduceSum ReduceMax ReduceMin
  *   ReduceProd ReduceL2 ReduceSumSquare, Softmax LogSoftmax, LayerNormalization
- *   BatchNormalization, MatMul Gemm Conv (any groups, pads, strides, dilations, auto_pad; 1-D
+ *   BatchNormalization, MatMul Gemm, Einsum (one or two operands, letters only: Keras
+ *   MultiHeadAttention's equations), Conv (any groups, pads, strides, dilations, auto_pad; 1-D
  *   and 2-D), GlobalAveragePool GlobalMaxPool AveragePool MaxPool (2-D), Transpose Reshape
  *   Flatten Squeeze Unsqueeze Concat Split Slice Gather Tile Pad (constant mode) Shape Size Cast
  *   CastLike Constant ConstantOfShape Expand Range Identity Dropout.
  * Anything else (another op, another domain such as com.microsoft, a graph attribute) is
- * SD_EUNSUPPORTED at open: "model.onnx: operator Einsum (node 'x') is not supported".
+ * SD_EUNSUPPORTED at open: "model.onnx: operator Resize (node 'x') is not supported".
  *
  * Convolutions with one group (or depthwise), no dilation and equal strides use the op API's
  * CPU kernels (tensor/ops.h); others run as im2col + OpenBLAS sgemm, as MatMul and Gemm do. */

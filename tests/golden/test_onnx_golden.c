@@ -292,9 +292,9 @@ static void onnx_refusals(void)
 
     g.n = 0;
     node(&g, "Relu", NULL, "first", "x", NULL, "a");
-    node(&g, "Einsum", NULL, "the_einsum", "a", NULL, "y");
+    node(&g, "NonMaxSuppression", NULL, "the_nms", "a", NULL, "y");
     model(&m, &g, NULL, "y");
-    refused("unsupported op", &m, SD_EUNSUPPORTED, "operator Einsum", "node 'the_einsum'");
+    refused("unsupported op", &m, SD_EUNSUPPORTED, "operator NonMaxSuppression", "node 'the_nms'");
 
     g.n = 0;
     node(&g, "FusedMatMul", "com.microsoft", "fused", "x", NULL, "y");

@@ -23,7 +23,9 @@ tests/data/onnx/.
    Shape/Gather/Unsqueeze/Concat subgraph, a token-position term from Range/Cast/ConstantOfShape/
    Expand/Equal/Where, LayerNormalization decomposed into ReduceMean/Sub/Pow/Sqrt/Div, MatMul+Add,
    Erf GELU, a softmax self-attention (Transpose, MatMul, Softmax), a token roll with Slice/Concat,
-   Split, ReduceMean over tokens, Gemm (transB) and Sigmoid; its expected output computed here with
+   Keras MultiHeadAttention's Einsum nodes (abc,cde->abde; aecd,abcd->acbe; acbe,aecd->abcd),
+   Split, ReduceMean over tokens, a one-operand Einsum (ab->ba) and an implicit-output one (ba,bc),
+   Gemm (transB) and Sigmoid; its expected output computed here with
    numpy.
 -> tests/data/onnx/{convnext,swinv2,tf2onnx}.onnx and onnx_golden.safetensors:
    <name>.y (the torch / numpy output for the input pattern() makes, NHWC 0..255), <name>.logits_st (convnext, swinv2: the
@@ -226,17 +228,20 @@ def tf2onnx_graph(golden):
     ln_g, ln_b = 1 + r(C, k=0.2), r(C, k=0.1)
     M1, b1, M2, b2 = r(C, HID, k=0.4), r(HID, k=0.1), r(HID, C, k=0.3), r(C, k=0.1)
     Wq = r(C, C, k=0.3)
+    We = r(C, 2, 4, k=0.1)
+    Pm = r(C, C, k=0.2)
     Wh, Bh = r(CLS, C, k=0.5), r(CLS, k=0.2)
     pos_k = np.float32(0.01)
     inits = {"W1": W1, "B1": B1, "bn_s": bn_s, "bn_b": bn_b, "bn_m": bn_m, "bn_v": bn_v, "Wd": Wd, "Bd": Bd, "Wg": Wg,
-             "Bg": Bg, "ln_g": ln_g, "ln_b": ln_b, "M1": M1, "b1": b1, "M2": M2, "b2": b2, "Wq": Wq, "Wh": Wh, "Bh": Bh,
+             "Bg": Bg, "ln_g": ln_g, "ln_b": ln_b, "M1": M1, "b1": b1, "M2": M2, "b2": b2, "Wq": Wq, "We": We, "Pm": Pm, "Wh": Wh, "Bh": Bh,
              "c127": np.array(127.5, np.float32), "two": np.array(2.0, np.float32), "eps": np.array(1e-3, np.float32),
              "half": np.array(0.5, np.float32), "one": np.array(1.0, np.float32),
              "isq2": np.array(1 / math.sqrt(2), np.float32), "scale": np.array(1 / math.sqrt(C), np.float32),
              "pos_k": np.array(pos_k, np.float32), "i0": np.array([0], np.int64), "i1": np.array(1, np.int64),
              "i0s": np.array(0, np.int64), "shape_tail": np.array([-1, C], np.int64), "ax0": np.array([0], np.int64),
              "s0": np.array([0], np.int64), "s1": np.array([1], np.int64), "send": np.array([T], np.int64),
-             "ax1": np.array([1], np.int64), "ones_shape": np.array([1], np.int64), "split": np.array([4, 4], np.int64)}
+             "ax1": np.array([1], np.int64), "ones_shape": np.array([1], np.int64), "split": np.array([4, 4], np.int64),
+             "mshape": np.array([1, T, C], np.int64)}
     N = helper.make_node
     nodes = [
         N("Sub", ["input_1", "c127"], ["s"], name="scale/sub"),
@@ -302,13 +307,24 @@ def tf2onnx_graph(golden):
         N("Slice", ["av", "s1", "send", "ax1"], ["rl_a"], name="roll/slice_a"),
         N("Slice", ["av", "s0", "s1", "ax1"], ["rl_b"], name="roll/slice_b"),
         N("Concat", ["rl_a", "rl_b"], ["rl"], axis=1, name="roll/concat"),
-        N("Add", ["t1", "rl"], ["t2"], name="res2"),
+        N("Add", ["t1", "rl"], ["t2a"], name="res2"),
+        # Keras MultiHeadAttention as tf2onnx leaves it: Einsum projections and scores (2 heads of 4)
+        N("Einsum", ["t2a", "We"], ["mq"], equation="abc,cde->abde", name="mha/query/einsum"),
+        N("Einsum", ["mq", "mq"], ["ms"], equation="aecd,abcd->acbe", name="mha/einsum"),
+        N("Softmax", ["ms"], ["mp"], axis=-1, name="mha/softmax"),
+        N("Einsum", ["mp", "mq"], ["mo"], equation="acbe,aecd->abcd", name="mha/einsum_1"),
+        N("Reshape", ["mo", "mshape"], ["mo2"], name="mha/reshape"),
+        N("Add", ["t2a", "mo2"], ["t2"], name="mha/add"),
         N("Split", ["t2", "split"], ["sa", "sb"], axis=2, name="split"),
         N("Tanh", ["sb"], ["sbt"], name="split/tanh"),
         N("Concat", ["sa", "sbt"], ["t3"], axis=2, name="split/concat"),
         N("ReduceMean", ["t3"], ["pooled"], axes=[1], keepdims=0, name="pool"),
         N("Add", ["pooled", "branch"], ["feat"], name="feat"),
-        N("Gemm", ["feat", "Wh", "Bh"], ["logits"], transB=1, name="head"),
+        # one-operand and implicit-output Einsum: feat + (feat^T)^T Pm
+        N("Einsum", ["feat"], ["featT"], equation="ab->ba", name="einsum_t"),
+        N("Einsum", ["featT", "Pm"], ["featP"], equation="ba,bc", name="einsum_implicit"),
+        N("Add", ["feat", "featP"], ["feat2"], name="feat2"),
+        N("Gemm", ["feat2", "Wh", "Bh"], ["logits"], transB=1, name="head"),
         N("Sigmoid", ["logits"], ["predictions_sigmoid"], name="predictions_sigmoid"),
     ]
     graph = helper.make_graph(
@@ -348,10 +364,16 @@ def tf2onnx_graph(golden):
     pr = np.exp(sc - sc.max(-1, keepdims=True))
     pr /= pr.sum(-1, keepdims=True)
     av = pr @ t1
-    t2 = t1 + np.concatenate([av[:, 1:], av[:, :1]], 1)
+    t2a = t1 + np.concatenate([av[:, 1:], av[:, :1]], 1)
+    mq = np.einsum("abc,cde->abde", t2a, We)
+    ms = np.einsum("aecd,abcd->acbe", mq, mq)
+    mp = np.exp(ms - ms.max(-1, keepdims=True))
+    mp /= mp.sum(-1, keepdims=True)
+    t2 = t2a + np.einsum("acbe,aecd->abcd", mp, mq).reshape(1, T, C)
     t3 = np.concatenate([t2[:, :, :4], np.tanh(t2[:, :, 4:])], 2)
     feat = t3.mean(1) + branch
-    y = 1 / (1 + np.exp(-(feat @ Wh.T + Bh)))
+    feat2 = feat + feat @ Pm
+    y = 1 / (1 + np.exp(-(feat2 @ Wh.T + Bh)))
     golden.update({"tf2onnx.y": y.astype(np.float32)})
     print("tf2onnx", os.path.getsize(path), "bytes, y", y.round(4))
 
