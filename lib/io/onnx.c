@@ -9,10 +9,10 @@
 #include "base/half.h"
 #include "io/protobuf.h"
 
-#define TRY(x)                  \
-    do {                        \
-        int rc_ = (x);          \
-        if (rc_ < 0) return rc_; \
+#define TRY(x)                                                                                                         \
+    do {                                                                                                               \
+        int rc_ = (x);                                                                                                 \
+        if (rc_ < 0) return rc_;                                                                                       \
     } while (0)
 
 /* a growing array (element size es) */
@@ -77,9 +77,18 @@ static int read_nums(sd_pb *r, int wire, int elem, int kind, numlist *l)
         uint64_t u;
         uint32_t w;
         switch (kind) {
-        case 0: TRY(sd_pb_varint(s, &u)); ((int64_t *)l->v)[l->n++] = (int64_t)u; break;
-        case 1: TRY(sd_pb_varint(s, &u)); ((int64_t *)l->v)[l->n++] = (int32_t)(uint32_t)u; break;
-        case 4: TRY(sd_pb_varint(s, &u)); ((int64_t *)l->v)[l->n++] = (int64_t)u; break;
+        case 0:
+            TRY(sd_pb_varint(s, &u));
+            ((int64_t *)l->v)[l->n++] = (int64_t)u;
+            break;
+        case 1:
+            TRY(sd_pb_varint(s, &u));
+            ((int64_t *)l->v)[l->n++] = (int32_t)(uint32_t)u;
+            break;
+        case 4:
+            TRY(sd_pb_varint(s, &u));
+            ((int64_t *)l->v)[l->n++] = (int64_t)u;
+            break;
         case 2: {
             TRY(sd_pb_fixed32(s, &w));
             float f;
@@ -101,15 +110,16 @@ static int read_nums(sd_pb *r, int wire, int elem, int kind, numlist *l)
 
 static int wire_is(int wire, int want, uint32_t f, const char *msg)
 {
-    if (wire != want) return sd_err(SD_EFORMAT, "%s: field %u has wire type %d, expected %d", msg, (unsigned)f, wire, want);
+    if (wire != want)
+        return sd_err(SD_EFORMAT, "%s: field %u has wire type %d, expected %d", msg, (unsigned)f, wire, want);
     return SD_OK;
 }
 
 const char *sd_onnx_dtype_name(int t)
 {
-    static const char *names[] = { "undefined", "float", "uint8", "int8", "uint16", "int16", "int32", "int64",
-                                   "string", "bool", "float16", "double", "uint32", "uint64", "complex64",
-                                   "complex128", "bfloat16" };
+    static const char *names[] = { "undefined", "float",  "uint8",     "int8",       "uint16",  "int16",
+                                   "int32",     "int64",  "string",    "bool",       "float16", "double",
+                                   "uint32",    "uint64", "complex64", "complex128", "bfloat16" };
     if (t >= 0 && t < (int)(sizeof names / sizeof *names)) return names[t];
     return "unknown type";
 }
@@ -117,10 +127,19 @@ const char *sd_onnx_dtype_name(int t)
 static size_t elem_size(int t)
 {
     switch (t) {
-    case SD_ONNX_FLOAT: case SD_ONNX_INT32: case SD_ONNX_UINT32: return 4;
-    case SD_ONNX_UINT8: case SD_ONNX_INT8: case SD_ONNX_BOOL: return 1;
-    case SD_ONNX_UINT16: case SD_ONNX_INT16: case SD_ONNX_FLOAT16: case SD_ONNX_BFLOAT16: return 2;
-    case SD_ONNX_INT64: case SD_ONNX_UINT64: case SD_ONNX_DOUBLE: return 8;
+    case SD_ONNX_FLOAT:
+    case SD_ONNX_INT32:
+    case SD_ONNX_UINT32: return 4;
+    case SD_ONNX_UINT8:
+    case SD_ONNX_INT8:
+    case SD_ONNX_BOOL: return 1;
+    case SD_ONNX_UINT16:
+    case SD_ONNX_INT16:
+    case SD_ONNX_FLOAT16:
+    case SD_ONNX_BFLOAT16: return 2;
+    case SD_ONNX_INT64:
+    case SD_ONNX_UINT64:
+    case SD_ONNX_DOUBLE: return 8;
     }
     return 0;
 }
@@ -140,7 +159,7 @@ static void tensor_free(sd_onnx_tensor *t)
 
 static int parse_tensor(sd_pb *r, sd_onnx_tensor *t)
 {
-    numlist dims = {0}, fl = {0}, i32 = {0}, i64 = {0}, dbl = {0}, u64 = {0};
+    numlist dims = { 0 }, fl = { 0 }, i32 = { 0 }, i64 = { 0 }, dbl = { 0 }, u64 = { 0 };
     const uint8_t *raw = NULL;
     size_t rawn = 0;
     int has_raw = 0, external = 0, rc = SD_OK;
@@ -154,11 +173,18 @@ static int parse_tensor(sd_pb *r, sd_onnx_tensor *t)
         if ((rc = sd_pb_key(r, &f, &w))) break;
         switch (f) {
         case 1: rc = read_nums(r, w, SD_PB_VARINT, 0, &dims); break;
-        case 2: if (!(rc = wire_is(w, SD_PB_VARINT, f, "tensor"))) { rc = sd_pb_varint(r, &u); dt = (int64_t)u; } break;
+        case 2:
+            if (!(rc = wire_is(w, SD_PB_VARINT, f, "tensor"))) {
+                rc = sd_pb_varint(r, &u);
+                dt = (int64_t)u;
+            }
+            break;
         case 4: rc = read_nums(r, w, SD_PB_I32, 2, &fl); break;
         case 5: rc = read_nums(r, w, SD_PB_VARINT, 1, &i32); break;
         case 7: rc = read_nums(r, w, SD_PB_VARINT, 0, &i64); break;
-        case 8: if (!(rc = wire_is(w, SD_PB_LEN, f, "tensor"))) rc = read_string(r, &t->name); break;
+        case 8:
+            if (!(rc = wire_is(w, SD_PB_LEN, f, "tensor"))) rc = read_string(r, &t->name);
+            break;
         case 9:
             if (!(rc = wire_is(w, SD_PB_LEN, f, "tensor")) && !(rc = sd_pb_len(r, &s))) {
                 raw = s.p;
@@ -168,30 +194,43 @@ static int parse_tensor(sd_pb *r, sd_onnx_tensor *t)
             break;
         case 10: rc = read_nums(r, w, SD_PB_I64, 3, &dbl); break;
         case 11: rc = read_nums(r, w, SD_PB_VARINT, 4, &u64); break;
-        case 13: external = 1; rc = sd_pb_skip(r, w); break;
-        case 14: if (!(rc = wire_is(w, SD_PB_VARINT, f, "tensor"))) { rc = sd_pb_varint(r, &u); if (u == 1) external = 1; } break;
+        case 13:
+            external = 1;
+            rc = sd_pb_skip(r, w);
+            break;
+        case 14:
+            if (!(rc = wire_is(w, SD_PB_VARINT, f, "tensor"))) {
+                rc = sd_pb_varint(r, &u);
+                if (u == 1) external = 1;
+            }
+            break;
         case 6: rc = sd_err(SD_EUNSUPPORTED, "string tensors are not supported"); break;
         default: rc = sd_pb_skip(r, w);
         }
     }
     const char *nm = t->name ? t->name : "";
     if (!rc && external)
-        rc = sd_err(SD_EUNSUPPORTED, "tensor '%s' is stored in an external data file (models over 2 GB, "
-                    "onnx save_as_external_data); not supported: save the model with its data inside", nm);
+        rc = sd_err(SD_EUNSUPPORTED,
+                    "tensor '%s' is stored in an external data file (models over 2 GB, "
+                    "onnx save_as_external_data); not supported: save the model with its data inside",
+                    nm);
     if (!rc && dims.n > SD_ONNX_MAX_DIMS)
         rc = sd_err(SD_EUNSUPPORTED, "tensor '%s' has %d dimensions (at most %d)", nm, dims.n, SD_ONNX_MAX_DIMS);
     int64_t count = 1;
     for (int i = 0; !rc && i < dims.n; i++) {
         int64_t d = ((int64_t *)dims.v)[i];
-        if (d < 0 || (d && count > ((int64_t)1 << 40) / d)) rc = sd_err(SD_EFORMAT, "tensor '%s' has a bad dimension %lld", nm, (long long)d);
-        else count *= d;
+        if (d < 0 || (d && count > ((int64_t)1 << 40) / d))
+            rc = sd_err(SD_EFORMAT, "tensor '%s' has a bad dimension %lld", nm, (long long)d);
+        else
+            count *= d;
         t->dims[i] = d;
     }
     t->ndim = dims.n;
     t->count = count;
     t->dtype = (int)dt;
     size_t es = elem_size((int)dt);
-    if (!rc && !es) rc = sd_err(SD_EUNSUPPORTED, "tensor '%s' has element type %s, not supported", nm, sd_onnx_dtype_name((int)dt));
+    if (!rc && !es)
+        rc = sd_err(SD_EUNSUPPORTED, "tensor '%s' has element type %s, not supported", nm, sd_onnx_dtype_name((int)dt));
     if (!rc && count) {
         int isf = is_float_type((int)dt);
         t->data = malloc((size_t)count * (isf ? sizeof(float) : sizeof(int64_t)));
@@ -204,8 +243,8 @@ static int parse_tensor(sd_pb *r, sd_onnx_tensor *t)
             if (rawn != (size_t)count * es)
                 rc = sd_err(SD_EFORMAT, "tensor '%s': raw_data has %zu bytes, dims and type need %lld", nm, rawn,
                             (long long)count * (long long)es);
-            int64_t slow = count;   /* elements converted one by one */
-            if (!rc && dt == SD_ONNX_FLOAT) {   /* little-endian host (io/safetensors.h checks it) */
+            int64_t slow = count; /* elements converted one by one */
+            if (!rc && dt == SD_ONNX_FLOAT) { /* little-endian host (io/safetensors.h checks it) */
                 memcpy(fo, raw, rawn);
                 slow = 0;
             }
@@ -214,10 +253,19 @@ static int parse_tensor(sd_pb *r, sd_onnx_tensor *t)
                 uint64_t v = 0;
                 for (size_t b = 0; b < es; b++) v |= (uint64_t)p[b] << (8 * b);
                 switch (dt) {
-                case SD_ONNX_FLOAT: { uint32_t w = (uint32_t)v; memcpy(&fo[k], &w, 4); break; }
+                case SD_ONNX_FLOAT: {
+                    uint32_t w = (uint32_t)v;
+                    memcpy(&fo[k], &w, 4);
+                    break;
+                }
                 case SD_ONNX_FLOAT16: fo[k] = sd_f16_to_f32((uint16_t)v); break;
                 case SD_ONNX_BFLOAT16: fo[k] = sd_bf16_to_f32((uint16_t)v); break;
-                case SD_ONNX_DOUBLE: { double d; memcpy(&d, &v, 8); fo[k] = (float)d; break; }
+                case SD_ONNX_DOUBLE: {
+                    double d;
+                    memcpy(&d, &v, 8);
+                    fo[k] = (float)d;
+                    break;
+                }
                 case SD_ONNX_INT8: io[k] = (int8_t)v; break;
                 case SD_ONNX_INT16: io[k] = (int16_t)v; break;
                 case SD_ONNX_INT32: io[k] = (int32_t)v; break;
@@ -226,17 +274,26 @@ static int parse_tensor(sd_pb *r, sd_onnx_tensor *t)
                 }
             }
         } else {
-            numlist *src = dt == SD_ONNX_FLOAT ? &fl : dt == SD_ONNX_DOUBLE ? &dbl : dt == SD_ONNX_INT64 ? &i64
-                         : (dt == SD_ONNX_UINT32 || dt == SD_ONNX_UINT64) ? &u64 : &i32;
+            numlist *src = dt == SD_ONNX_FLOAT                              ? &fl
+                           : dt == SD_ONNX_DOUBLE                           ? &dbl
+                           : dt == SD_ONNX_INT64                            ? &i64
+                           : (dt == SD_ONNX_UINT32 || dt == SD_ONNX_UINT64) ? &u64
+                                                                            : &i32;
             if (src->n != count)
                 rc = sd_err(SD_EFORMAT, "tensor '%s' has %d data values, dims need %lld", nm, src->n, (long long)count);
             for (int64_t k = 0; !rc && k < count; k++) {
-                if (dt == SD_ONNX_FLOAT) fo[k] = ((float *)src->v)[k];
-                else if (dt == SD_ONNX_DOUBLE) fo[k] = (float)((double *)src->v)[k];
-                else if (dt == SD_ONNX_FLOAT16) fo[k] = sd_f16_to_f32((uint16_t)((int64_t *)src->v)[k]);
-                else if (dt == SD_ONNX_BFLOAT16) fo[k] = sd_bf16_to_f32((uint16_t)((int64_t *)src->v)[k]);
-                else if (dt == SD_ONNX_BOOL) io[k] = ((int64_t *)src->v)[k] != 0;
-                else io[k] = ((int64_t *)src->v)[k];
+                if (dt == SD_ONNX_FLOAT)
+                    fo[k] = ((float *)src->v)[k];
+                else if (dt == SD_ONNX_DOUBLE)
+                    fo[k] = (float)((double *)src->v)[k];
+                else if (dt == SD_ONNX_FLOAT16)
+                    fo[k] = sd_f16_to_f32((uint16_t)((int64_t *)src->v)[k]);
+                else if (dt == SD_ONNX_BFLOAT16)
+                    fo[k] = sd_bf16_to_f32((uint16_t)((int64_t *)src->v)[k]);
+                else if (dt == SD_ONNX_BOOL)
+                    io[k] = ((int64_t *)src->v)[k] != 0;
+                else
+                    io[k] = ((int64_t *)src->v)[k];
             }
         }
     }
@@ -269,7 +326,7 @@ static void attr_free(sd_onnx_attr *a)
 
 static int parse_attr(sd_pb *r, sd_onnx_attr *a)
 {
-    numlist fl = {0}, il = {0};
+    numlist fl = { 0 }, il = { 0 };
     int rc = SD_OK, type = 0;
     while (!rc && sd_pb_more(r)) {
         uint32_t f;
@@ -279,31 +336,56 @@ static int parse_attr(sd_pb *r, sd_onnx_attr *a)
         sd_pb s;
         if ((rc = sd_pb_key(r, &f, &w))) break;
         switch (f) {
-        case 1: if (!(rc = wire_is(w, SD_PB_LEN, f, "attribute"))) rc = read_string(r, &a->name); break;
-        case 2: if (!(rc = wire_is(w, SD_PB_I32, f, "attribute")) && !(rc = sd_pb_fixed32(r, &x))) memcpy(&a->f, &x, 4); break;
-        case 3: if (!(rc = wire_is(w, SD_PB_VARINT, f, "attribute")) && !(rc = sd_pb_varint(r, &u))) a->i = (int64_t)u; break;
-        case 4: if (!(rc = wire_is(w, SD_PB_LEN, f, "attribute"))) rc = read_string(r, &a->s); break;
+        case 1:
+            if (!(rc = wire_is(w, SD_PB_LEN, f, "attribute"))) rc = read_string(r, &a->name);
+            break;
+        case 2:
+            if (!(rc = wire_is(w, SD_PB_I32, f, "attribute")) && !(rc = sd_pb_fixed32(r, &x))) memcpy(&a->f, &x, 4);
+            break;
+        case 3:
+            if (!(rc = wire_is(w, SD_PB_VARINT, f, "attribute")) && !(rc = sd_pb_varint(r, &u))) a->i = (int64_t)u;
+            break;
+        case 4:
+            if (!(rc = wire_is(w, SD_PB_LEN, f, "attribute"))) rc = read_string(r, &a->s);
+            break;
         case 5:
             if (!(rc = wire_is(w, SD_PB_LEN, f, "attribute")) && !(rc = sd_pb_len(r, &s))) {
-                if (a->t) { tensor_free(a->t); free(a->t); }
+                if (a->t) {
+                    tensor_free(a->t);
+                    free(a->t);
+                }
                 a->t = calloc(1, sizeof *a->t);
                 rc = a->t ? parse_tensor(&s, a->t) : sd_err(SD_ENOMEM, "out of memory");
-                if (rc) { free(a->t); a->t = NULL; }
+                if (rc) {
+                    free(a->t);
+                    a->t = NULL;
+                }
             }
             break;
         case 7: rc = read_nums(r, w, SD_PB_I32, 2, &fl); break;
         case 8: rc = read_nums(r, w, SD_PB_VARINT, 0, &il); break;
-        case 20: if (!(rc = wire_is(w, SD_PB_VARINT, f, "attribute")) && !(rc = sd_pb_varint(r, &u))) type = (int)u; break;
-        default: rc = sd_pb_skip(r, w);   /* g, graphs, strings, tensors: only the type is kept */
+        case 20:
+            if (!(rc = wire_is(w, SD_PB_VARINT, f, "attribute")) && !(rc = sd_pb_varint(r, &u))) type = (int)u;
+            break;
+        default: rc = sd_pb_skip(r, w); /* g, graphs, strings, tensors: only the type is kept */
         }
     }
     a->type = type;
-    if (type == SD_ONNX_ATTR_FLOATS) { a->floats = fl.v; a->n = fl.n; fl.v = NULL; }
-    if (type == SD_ONNX_ATTR_INTS) { a->ints = il.v; a->n = il.n; il.v = NULL; }
+    if (type == SD_ONNX_ATTR_FLOATS) {
+        a->floats = fl.v;
+        a->n = fl.n;
+        fl.v = NULL;
+    }
+    if (type == SD_ONNX_ATTR_INTS) {
+        a->ints = il.v;
+        a->n = il.n;
+        il.v = NULL;
+    }
     free(fl.v);
     free(il.v);
     if (!rc && !a->name) rc = sd_err(SD_EFORMAT, "attribute without a name");
-    if (!rc && type == SD_ONNX_ATTR_TENSOR && !a->t) rc = sd_err(SD_EFORMAT, "tensor attribute '%s' without a tensor", a->name);
+    if (!rc && type == SD_ONNX_ATTR_TENSOR && !a->t)
+        rc = sd_err(SD_EFORMAT, "tensor attribute '%s' without a tensor", a->name);
     return rc;
 }
 
@@ -336,7 +418,8 @@ static int parse_node(sd_pb *r, sd_onnx_node *n)
             if (!(rc = grow((void **)&n->in, &n->nin, &capi, sizeof(char *)))) rc = read_string(r, &n->in[n->nin++]);
             break;
         case 2:
-            if (!(rc = grow((void **)&n->out, &n->nout, &capo, sizeof(char *)))) rc = read_string(r, &n->out[n->nout++]);
+            if (!(rc = grow((void **)&n->out, &n->nout, &capo, sizeof(char *))))
+                rc = read_string(r, &n->out[n->nout++]);
             break;
         case 3: rc = read_string(r, &n->name); break;
         case 4: rc = read_string(r, &n->op_type); break;
@@ -372,7 +455,10 @@ static int parse_value_info(sd_pb *r, sd_onnx_value_info *v)
             while (!rc && sd_pb_more(&ty)) {
                 sd_pb tt;
                 if ((rc = sd_pb_key(&ty, &f, &w))) break;
-                if (f != 1 || w != SD_PB_LEN) { rc = sd_pb_skip(&ty, w); continue; }
+                if (f != 1 || w != SD_PB_LEN) {
+                    rc = sd_pb_skip(&ty, w);
+                    continue;
+                }
                 if ((rc = sd_pb_len(&ty, &tt))) break;
                 while (!rc && sd_pb_more(&tt)) {
                     uint64_t u;
@@ -386,22 +472,31 @@ static int parse_value_info(sd_pb *r, sd_onnx_value_info *v)
                         while (!rc && sd_pb_more(&sh)) {
                             sd_pb dm;
                             if ((rc = sd_pb_key(&sh, &f, &w))) break;
-                            if (f != 1 || w != SD_PB_LEN) { rc = sd_pb_skip(&sh, w); continue; }
+                            if (f != 1 || w != SD_PB_LEN) {
+                                rc = sd_pb_skip(&sh, w);
+                                continue;
+                            }
                             if ((rc = sd_pb_len(&sh, &dm))) break;
-                            if (v->ndim >= SD_ONNX_MAX_DIMS) { rc = sd_err(SD_EUNSUPPORTED, "value with over %d dimensions", SD_ONNX_MAX_DIMS); break; }
+                            if (v->ndim >= SD_ONNX_MAX_DIMS) {
+                                rc = sd_err(SD_EUNSUPPORTED, "value with over %d dimensions", SD_ONNX_MAX_DIMS);
+                                break;
+                            }
                             int64_t d = -1;
                             while (!rc && sd_pb_more(&dm)) {
                                 if ((rc = sd_pb_key(&dm, &f, &w))) break;
                                 if (f == 1 && w == SD_PB_VARINT) {
                                     if (!(rc = sd_pb_varint(&dm, &u))) d = (int64_t)u >= 0 ? (int64_t)u : -1;
-                                } else rc = sd_pb_skip(&dm, w);
+                                } else
+                                    rc = sd_pb_skip(&dm, w);
                             }
                             v->dims[v->ndim++] = d;
                         }
-                    } else rc = sd_pb_skip(&tt, w);
+                    } else
+                        rc = sd_pb_skip(&tt, w);
                 }
             }
-        } else rc = sd_pb_skip(r, w);
+        } else
+            rc = sd_pb_skip(r, w);
     }
     if (!rc && !v->name) rc = sd_err(SD_EFORMAT, "graph input/output without a name");
     return rc;
@@ -429,8 +524,10 @@ static int parse_graph(sd_pb *r, sd_onnx_model *m)
         case 5:
             if (!(rc = grow((void **)&m->inits, &m->ninits, &capt, sizeof *m->inits))) {
                 rc = parse_tensor(&s, &m->inits[m->ninits]);
-                if (!rc) m->ninits++;
-                else rc = sd_err_prefix(rc, "initializer %d", m->ninits);
+                if (!rc)
+                    m->ninits++;
+                else
+                    rc = sd_err_prefix(rc, "initializer %d", m->ninits);
             }
             break;
         case 11:
@@ -474,12 +571,21 @@ int sd_onnx_parse(const void *data, size_t n, const char *name, sd_onnx_model *m
         sd_pb s;
         if ((rc = sd_pb_key(&r, &f, &w))) break;
         switch (f) {
-        case 1: if (!(rc = wire_is(w, SD_PB_VARINT, f, "model"))) { rc = sd_pb_varint(&r, &u); m->ir_version = (int64_t)u; } break;
-        case 2: if (!(rc = wire_is(w, SD_PB_LEN, f, "model"))) rc = read_string(&r, &m->producer); break;
+        case 1:
+            if (!(rc = wire_is(w, SD_PB_VARINT, f, "model"))) {
+                rc = sd_pb_varint(&r, &u);
+                m->ir_version = (int64_t)u;
+            }
+            break;
+        case 2:
+            if (!(rc = wire_is(w, SD_PB_LEN, f, "model"))) rc = read_string(&r, &m->producer);
+            break;
         case 7:
             if (!(rc = wire_is(w, SD_PB_LEN, f, "model")) && !(rc = sd_pb_len(&r, &s))) {
-                if (graphs++) rc = sd_err(SD_EFORMAT, "more than one graph");
-                else rc = parse_graph(&s, m);
+                if (graphs++)
+                    rc = sd_err(SD_EFORMAT, "more than one graph");
+                else
+                    rc = parse_graph(&s, m);
             }
             break;
         case 8:
@@ -488,9 +594,13 @@ int sd_onnx_parse(const void *data, size_t n, const char *name, sd_onnx_model *m
                 int64_t ver = 0;
                 while (!rc && sd_pb_more(&s)) {
                     if ((rc = sd_pb_key(&s, &f, &w))) break;
-                    if (f == 1 && w == SD_PB_LEN) rc = read_string(&s, &dom);
-                    else if (f == 2 && w == SD_PB_VARINT) { rc = sd_pb_varint(&s, &u); ver = (int64_t)u; }
-                    else rc = sd_pb_skip(&s, w);
+                    if (f == 1 && w == SD_PB_LEN)
+                        rc = read_string(&s, &dom);
+                    else if (f == 2 && w == SD_PB_VARINT) {
+                        rc = sd_pb_varint(&s, &u);
+                        ver = (int64_t)u;
+                    } else
+                        rc = sd_pb_skip(&s, w);
                 }
                 if (!rc && (!dom || !*dom || !strcmp(dom, "ai.onnx"))) m->opset = ver;
                 free(dom);

@@ -31,7 +31,8 @@ int sd_pb_key(sd_pb *r, uint32_t *field, int *wire)
     if (rc) return rc;
     uint64_t f = k >> 3;
     int w = (int)(k & 7);
-    if (f == 0 || f > 536870911u) return sd_err(SD_EFORMAT, "bad field number %llu at byte %ld", (unsigned long long)f, at);
+    if (f == 0 || f > 536870911u)
+        return sd_err(SD_EFORMAT, "bad field number %llu at byte %ld", (unsigned long long)f, at);
     if (w != SD_PB_VARINT && w != SD_PB_I64 && w != SD_PB_LEN && w != SD_PB_I32)
         return sd_err(SD_EFORMAT, "unsupported wire type %d (field %u) at byte %ld", w, (unsigned)f, at);
     *field = (uint32_t)f;
@@ -46,8 +47,8 @@ int sd_pb_len(sd_pb *r, sd_pb *sub)
     int rc = sd_pb_varint(r, &n);
     if (rc) return rc;
     if (n > (uint64_t)(r->end - r->p))
-        return sd_err(SD_EFORMAT, "length %llu at byte %ld runs past the end (%ld bytes left)", (unsigned long long)n, at,
-                      (long)(r->end - r->p));
+        return sd_err(SD_EFORMAT, "length %llu at byte %ld runs past the end (%ld bytes left)", (unsigned long long)n,
+                      at, (long)(r->end - r->p));
     sub->base = r->base;
     sub->p = r->p;
     sub->end = r->p + n;
@@ -96,20 +97,23 @@ int sd_pb_count(const sd_pb *r, int wire, int elem, size_t *n)
         *n = 1;
         return SD_OK;
     }
-    if (wire != SD_PB_LEN) return sd_err(SD_EFORMAT, "wrong wire type %d for a numeric field at byte %ld", wire, off(r));
+    if (wire != SD_PB_LEN)
+        return sd_err(SD_EFORMAT, "wrong wire type %d for a numeric field at byte %ld", wire, off(r));
     sd_pb c = *r, sub;
     int rc = sd_pb_len(&c, &sub);
     if (rc) return rc;
     size_t len = (size_t)(sub.end - sub.p);
     if (elem == SD_PB_I32 || elem == SD_PB_I64) {
         size_t w = elem == SD_PB_I32 ? 4 : 8;
-        if (len % w) return sd_err(SD_EFORMAT, "packed field of %zu bytes is not a multiple of %zu at byte %ld", len, w, off(r));
+        if (len % w)
+            return sd_err(SD_EFORMAT, "packed field of %zu bytes is not a multiple of %zu at byte %ld", len, w, off(r));
         *n = len / w;
         return SD_OK;
     }
     size_t k = 0;
     for (const uint8_t *p = sub.p; p < sub.end; p++) k += !(*p & 0x80);
-    if (len && (sub.end[-1] & 0x80)) return sd_err(SD_EFORMAT, "truncated varint in a packed field at byte %ld", off(r));
+    if (len && (sub.end[-1] & 0x80))
+        return sd_err(SD_EFORMAT, "truncated varint in a packed field at byte %ld", off(r));
     *n = k;
     return SD_OK;
 }

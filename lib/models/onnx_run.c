@@ -8,7 +8,7 @@
 
 #include "base/error.h"
 #include "base/half.h"
-#include "tensor/kern.h"   /* the kernels' fast expf/erff/tanhf (|error| < 2e-7) */
+#include "tensor/kern.h" /* the kernels' fast expf/erff/tanhf (|error| < 2e-7) */
 #include "tensor/ops.h"
 
 #define MAXD SD_ONNX_MAX_DIMS
@@ -18,9 +18,9 @@ typedef struct ectx {
     sd_onnx_run *r;
     sd_ctx *ctx;
     const sd_onnx_node *n;
-    val **in;    /* NULL for an omitted input */
+    val **in; /* NULL for an omitted input */
     int nin;
-    val **out;   /* NULL for an omitted output */
+    val **out; /* NULL for an omitted output */
     int nout;
     int opset;
 } ectx;
@@ -48,7 +48,8 @@ static int val_alloc(val *v, int dt, int nd, const int64_t *d)
     if (nd < 0 || nd > MAXD) return sd_err(SD_EUNSUPPORTED, "%d dimensions (at most %d)", nd, MAXD);
     int64_t n = 1;
     for (int i = 0; i < nd; i++) {
-        if (d[i] < 0 || (d[i] && n > ((int64_t)1 << 36) / d[i])) return sd_err(SD_ERANGE, "bad or too large shape");
+        if (d[i] < 0 || (d[i] && n > ((int64_t)1 << 32) / d[i]))
+            return sd_err(SD_ERANGE, "bad or too large shape (over 2^32 elements)");
         n *= d[i];
     }
     free(v->p);
@@ -71,7 +72,8 @@ static int val_copy_shape(val *o, const val *a, int nd, const int64_t *d)
 {
     int rc = val_alloc(o, a->dt, nd, d);
     if (rc) return rc;
-    if (o->n != a->n) return sd_err(SD_EFORMAT, "cannot reshape %lld elements to %lld", (long long)a->n, (long long)o->n);
+    if (o->n != a->n)
+        return sd_err(SD_EFORMAT, "cannot reshape %lld elements to %lld", (long long)a->n, (long long)o->n);
     memcpy(o->p, a->p, (size_t)a->n * esz(a));
     return SD_OK;
 }
@@ -86,10 +88,7 @@ static int ints_of(const val *v, int64_t *out, int max, int *n, const char *what
     return SD_OK;
 }
 
-static double scalar_of(const val *v)
-{
-    return v->dt == SD_OV_F32 ? (double)F(v)[0] : (double)IV(v)[0];
-}
+static double scalar_of(const val *v) { return v->dt == SD_OV_F32 ? (double)F(v)[0] : (double)IV(v)[0]; }
 
 /* ---- attributes ---------------------------------------------------------------------------- */
 
@@ -122,8 +121,8 @@ static int need_in(ectx *e, int k, int dt)
 {
     if (k >= e->nin || !e->in[k]) return sd_err(SD_EFORMAT, "input %d is missing", k);
     if (dt && e->in[k]->dt != dt)
-        return sd_err(SD_EUNSUPPORTED, "input %d is %s, expected %s", k, e->in[k]->dt == SD_OV_F32 ? "float" : "integer",
-                      dt == SD_OV_F32 ? "float" : "integer");
+        return sd_err(SD_EUNSUPPORTED, "input %d is %s, expected %s", k,
+                      e->in[k]->dt == SD_OV_F32 ? "float" : "integer", dt == SD_OV_F32 ? "float" : "integer");
     return SD_OK;
 }
 static val *opt_in(ectx *e, int k) { return k < e->nin ? e->in[k] : NULL; }
@@ -131,7 +130,8 @@ static val *opt_in(ectx *e, int k) { return k < e->nin ? e->in[k] : NULL; }
 static int norm_axis(int64_t ax, int nd, int64_t *out)
 {
     *out = 0;
-    if (ax < -nd || ax >= (nd ? nd : 1)) return sd_err(SD_EFORMAT, "axis %lld out of range for %d dimensions", (long long)ax, nd);
+    if (ax < -nd || ax >= (nd ? nd : 1))
+        return sd_err(SD_EFORMAT, "axis %lld out of range for %d dimensions", (long long)ax, nd);
     *out = ax < 0 ? ax + nd : ax;
     return SD_OK;
 }
@@ -141,7 +141,7 @@ static int norm_axis(int64_t ax, int nd, int64_t *out)
 typedef struct bplan {
     int nd;
     int64_t d[MAXD];
-    int64_t st[3][MAXD];   /* element strides of each operand (0 on broadcast axes) */
+    int64_t st[3][MAXD]; /* element strides of each operand (0 on broadcast axes) */
     int nop;
 } bplan;
 
@@ -156,8 +156,11 @@ static int bshape(const val **ops, int nop, int *nd, int64_t *d)
             int j = i - (r - ops[k]->nd);
             int64_t x = j >= 0 ? ops[k]->d[j] : 1;
             if (x == dim || x == 1) continue;
-            if (dim == 1) dim = x;
-            else return sd_err(SD_EFORMAT, "shapes cannot broadcast (%lld vs %lld on axis %d)", (long long)dim, (long long)x, i);
+            if (dim == 1)
+                dim = x;
+            else
+                return sd_err(SD_EFORMAT, "shapes cannot broadcast (%lld vs %lld on axis %d)", (long long)dim,
+                              (long long)x, i);
         }
         d[i] = dim;
     }
@@ -240,10 +243,20 @@ static inline int64_t ibin(int op, int64_t a, int64_t b, int *bad)
     case B_MUL: return (int64_t)((uint64_t)a * (uint64_t)b);
     case B_DIV:
     case B_MOD:
-        if (b == 0 || (a == INT64_MIN && b == -1)) { *bad = 1; return 0; }
+        if (b == 0 || (a == INT64_MIN && b == -1)) {
+            *bad = 1;
+            return 0;
+        }
         if (op == B_DIV) return a / b;
-        { int64_t m = a % b; return m && ((m < 0) != (b < 0)) ? m + b : m; }
-    case B_POW: { int64_t r = 1; for (int64_t i = 0; i < b && i < 64; i++) r = (int64_t)((uint64_t)r * (uint64_t)a); return r; }
+        {
+            int64_t m = a % b;
+            return m && ((m < 0) != (b < 0)) ? m + b : m;
+        }
+    case B_POW: {
+        int64_t r = 1;
+        for (int64_t i = 0; i < b && i < 64; i++) r = (int64_t)((uint64_t)r * (uint64_t)a);
+        return r;
+    }
     case B_MAX: return a > b ? a : b;
     case B_MIN: return a < b ? a : b;
     case B_AND: return a && b;
@@ -274,7 +287,7 @@ static int binary(ectx *e, int op, val *o, const val *a, const val *b)
     if (rc) return rc;
     int is_cmp = op >= B_EQ && op <= B_GE, is_logic = op == B_AND || op == B_OR;
     if (is_logic && a->dt != SD_OV_I64) return sd_err(SD_EFORMAT, "And/Or need bool inputs");
-    val t = {0};
+    val t = { 0 };
     rc = val_alloc(&t, is_cmp ? SD_OV_I64 : a->dt, nd, d);
     if (rc) return rc;
     bplan p;
@@ -295,17 +308,29 @@ static int binary(ectx *e, int op, val *o, const val *a, const val *b)
                     float *z = F(&t) + base;
                     if (sa == 1 && sb == 1) {
                         switch (op) {
-                        case B_ADD: for (int64_t j = 0; j < inner; j++) z[j] = x[j] + y[j]; break;
-                        case B_MUL: for (int64_t j = 0; j < inner; j++) z[j] = x[j] * y[j]; break;
-                        case B_SUB: for (int64_t j = 0; j < inner; j++) z[j] = x[j] - y[j]; break;
-                        default: for (int64_t j = 0; j < inner; j++) z[j] = fbin(op, x[j], y[j]);
+                        case B_ADD:
+                            for (int64_t j = 0; j < inner; j++) z[j] = x[j] + y[j];
+                            break;
+                        case B_MUL:
+                            for (int64_t j = 0; j < inner; j++) z[j] = x[j] * y[j];
+                            break;
+                        case B_SUB:
+                            for (int64_t j = 0; j < inner; j++) z[j] = x[j] - y[j];
+                            break;
+                        default:
+                            for (int64_t j = 0; j < inner; j++) z[j] = fbin(op, x[j], y[j]);
                         }
                     } else if (sa == 1 && sb == 0) {
                         float c = y[0];
                         switch (op) {
-                        case B_ADD: for (int64_t j = 0; j < inner; j++) z[j] = x[j] + c; break;
-                        case B_MUL: for (int64_t j = 0; j < inner; j++) z[j] = x[j] * c; break;
-                        default: for (int64_t j = 0; j < inner; j++) z[j] = fbin(op, x[j], c);
+                        case B_ADD:
+                            for (int64_t j = 0; j < inner; j++) z[j] = x[j] + c;
+                            break;
+                        case B_MUL:
+                            for (int64_t j = 0; j < inner; j++) z[j] = x[j] * c;
+                            break;
+                        default:
+                            for (int64_t j = 0; j < inner; j++) z[j] = fbin(op, x[j], c);
                         }
                     } else {
                         for (int64_t j = 0; j < inner; j++) z[j] = fbin(op, x[j * sa], y[j * sb]);
@@ -337,7 +362,7 @@ static int op_binary(ectx *e, int op)
     if (!rc) rc = need_in(e, 1, 0);
     if (rc) return rc;
     if (op == B_POW && e->in[0]->dt == SD_OV_F32 && e->in[1]->dt == SD_OV_I64) {
-        val c = {0};
+        val c = { 0 };
         rc = val_alloc(&c, SD_OV_F32, e->in[1]->nd, e->in[1]->d);
         if (rc) return rc;
         for (int64_t i = 0; i < c.n; i++) F(&c)[i] = (float)IV(e->in[1])[i];
@@ -372,13 +397,13 @@ static int variadic(ectx *e, int op, int mean)
 {
     int rc = need_in(e, 0, 0);
     if (rc) return rc;
-    val acc = {0};
+    val acc = { 0 };
     rc = val_alloc(&acc, e->in[0]->dt, e->in[0]->nd, e->in[0]->d);
     if (rc) return rc;
     memcpy(acc.p, e->in[0]->p, (size_t)acc.n * esz(&acc));
     for (int k = 1; !rc && k < e->nin; k++) {
         if (!e->in[k]) continue;
-        val t = {0};
+        val t = { 0 };
         rc = binary(e, op, &t, &acc, e->in[k]);
         free(acc.p);
         acc = t;
@@ -431,8 +456,33 @@ static int op_where(ectx *e)
 
 /* ---- unary ------------------------------------------------------------------------------- */
 
-enum { U_SQRT, U_ERF, U_TANH, U_SIGMOID, U_RELU, U_EXP, U_LOG, U_NEG, U_RECIP, U_ABS, U_FLOOR, U_CEIL, U_ROUND,
-       U_SIN, U_COS, U_SIGN, U_SOFTPLUS, U_LEAKY, U_ELU, U_HSIG, U_HSWISH, U_GELU, U_GELU_TANH, U_CLIP, U_NOT };
+enum {
+    U_SQRT,
+    U_ERF,
+    U_TANH,
+    U_SIGMOID,
+    U_RELU,
+    U_EXP,
+    U_LOG,
+    U_NEG,
+    U_RECIP,
+    U_ABS,
+    U_FLOOR,
+    U_CEIL,
+    U_ROUND,
+    U_SIN,
+    U_COS,
+    U_SIGN,
+    U_SOFTPLUS,
+    U_LEAKY,
+    U_ELU,
+    U_HSIG,
+    U_HSWISH,
+    U_GELU,
+    U_GELU_TANH,
+    U_CLIP,
+    U_NOT
+};
 
 static int unary(ectx *e, int op, float p1, float p2)
 {
@@ -446,9 +496,15 @@ static int unary(ectx *e, int op, float p1, float p2)
         if ((rc = val_alloc(o, SD_OV_I64, a->nd, a->d))) return rc;
         for (int64_t i = 0; i < a->n; i++) {
             int64_t x = IV(a)[i];
-            IV(o)[i] = op == U_NEG ? (int64_t)(0 - (uint64_t)x) : op == U_ABS ? (x < 0 ? (int64_t)(0 - (uint64_t)x) : x)
-                    : op == U_NOT ? !x : op == U_RELU ? (x > 0 ? x : 0) : op == U_SIGN ? (x > 0) - (x < 0)
-                    : (x < p1 ? (int64_t)p1 : x > p2 ? (int64_t)p2 : x);
+            IV(o)
+            [i] = op == U_NEG    ? (int64_t)(0 - (uint64_t)x)
+                  : op == U_ABS  ? (x < 0 ? (int64_t)(0 - (uint64_t)x) : x)
+                  : op == U_NOT  ? !x
+                  : op == U_RELU ? (x > 0 ? x : 0)
+                  : op == U_SIGN ? (x > 0) - (x < 0)
+                                 : (x < p1   ? (int64_t)p1
+                                    : x > p2 ? (int64_t)p2
+                                             : x);
         }
         return SD_OK;
     }
@@ -498,7 +554,9 @@ static int unary(ectx *e, int op, float p1, float p2)
         case U_HSIG: r = fmaxf(0, fminf(1, p1 * v + p2)); break;
         case U_HSWISH: r = v * fmaxf(0, fminf(1, v / 6.0f + 0.5f)); break;
         case U_GELU: r = 0.5f * v * (1.0f + sd_fast_erff(v * 0.70710678118654752f)); break;
-        case U_GELU_TANH: r = 0.5f * v * (1.0f + sd_fast_tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v))); break;
+        case U_GELU_TANH:
+            r = 0.5f * v * (1.0f + sd_fast_tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+            break;
         case U_CLIP: r = v < p1 ? p1 : v > p2 ? p2 : v; break;
         }
         y[i] = r;
@@ -559,7 +617,8 @@ static int op_identity(ectx *e)
     if (rc) return rc;
     if (!strcmp(e->n->op_type, "Dropout") && e->nout > 1 && e->out[1]) {
         rc = val_alloc(e->out[1], SD_OV_I64, e->in[0]->nd, e->in[0]->d);
-        if (!rc) for (int64_t i = 0; i < e->out[1]->n; i++) IV(e->out[1])[i] = 1;
+        if (!rc)
+            for (int64_t i = 0; i < e->out[1]->n; i++) IV(e->out[1])[i] = 1;
         if (rc) return rc;
     }
     return val_copy_shape(e->out[0], e->in[0], e->in[0]->nd, e->in[0]->d);
@@ -579,14 +638,20 @@ static int cast_to(val *o, const val *a, int64_t to)
     for (int64_t i = 0; i < a->n; i++) {
         if (isf) {
             float v = a->dt == SD_OV_F32 ? F(a)[i] : (float)IV(a)[i];
-            if (to == SD_ONNX_FLOAT16) v = sd_round_f16(v);
-            else if (to == SD_ONNX_BFLOAT16) v = sd_round_bf16(v);
+            if (to == SD_ONNX_FLOAT16)
+                v = sd_round_f16(v);
+            else if (to == SD_ONNX_BFLOAT16)
+                v = sd_round_bf16(v);
             F(o)[i] = v;
         } else {
             int64_t v;
             if (a->dt == SD_OV_F32) {
                 float f = F(a)[i];
-                v = to == SD_ONNX_BOOL ? f != 0 : isnan(f) ? 0 : f >= 9.2e18f ? INT64_MAX : f <= -9.2e18f ? INT64_MIN : (int64_t)f;
+                v = to == SD_ONNX_BOOL ? f != 0
+                    : isnan(f)         ? 0
+                    : f >= 9.2e18f     ? INT64_MAX
+                    : f <= -9.2e18f    ? INT64_MIN
+                                       : (int64_t)f;
             } else {
                 v = IV(a)[i];
             }
@@ -669,7 +734,7 @@ static int op_constant_of_shape(ectx *e)
     if (!rc) rc = ints_of(e->in[0], d, MAXD, &nd, "ConstantOfShape shape");
     if (rc) return rc;
     const sd_onnx_attr *a = sd_onnx_attr_find(e->n, "value");
-    val v = {0};
+    val v = { 0 };
     if (a && a->t) {
         if ((rc = val_from_tensor(&v, a->t))) return rc;
         if (v.n != 1) {
@@ -679,8 +744,10 @@ static int op_constant_of_shape(ectx *e)
     }
     rc = val_alloc(e->out[0], a && a->t ? v.dt : SD_OV_F32, nd, d);
     for (int64_t i = 0; !rc && i < e->out[0]->n; i++) {
-        if (e->out[0]->dt == SD_OV_F32) F(e->out[0])[i] = a && a->t ? F(&v)[0] : 0.0f;
-        else IV(e->out[0])[i] = IV(&v)[0];
+        if (e->out[0]->dt == SD_OV_F32)
+            F(e->out[0])[i] = a && a->t ? F(&v)[0] : 0.0f;
+        else
+            IV(e->out[0])[i] = IV(&v)[0];
     }
     free(v.p);
     return rc;
@@ -724,8 +791,10 @@ static int op_range(ectx *e)
     int dt = e->in[0]->dt;
     if ((rc = val_alloc(e->out[0], dt, 1, &n))) return rc;
     for (int64_t i = 0; i < n; i++) {
-        if (dt == SD_OV_F32) F(e->out[0])[i] = (float)(s + (double)i * d);
-        else IV(e->out[0])[i] = IV(e->in[0])[0] + i * IV(e->in[2])[0];
+        if (dt == SD_OV_F32)
+            F(e->out[0])[i] = (float)(s + (double)i * d);
+        else
+            IV(e->out[0])[i] = IV(e->in[0])[0] + i * IV(e->in[2])[0];
     }
     return SD_OK;
 }
@@ -769,8 +838,9 @@ static int op_flatten(ectx *e)
     int rc = need_in(e, 0, 0);
     if (rc) return rc;
     const val *a = e->in[0];
-    int64_t ax = ai(e, "axis", 1);   /* in [-r, r] */
-    if (ax < -a->nd || ax > a->nd) return sd_err(SD_EFORMAT, "Flatten axis %lld for a %d-D input", (long long)ax, a->nd);
+    int64_t ax = ai(e, "axis", 1); /* in [-r, r] */
+    if (ax < -a->nd || ax > a->nd)
+        return sd_err(SD_EFORMAT, "Flatten axis %lld for a %d-D input", (long long)ax, a->nd);
     if (ax < 0) ax += a->nd;
     int64_t d[2] = { prod(a->d, 0, (int)ax), prod(a->d, (int)ax, a->nd) };
     return val_copy_shape(e->out[0], a, 2, d);
@@ -802,11 +872,12 @@ static int op_squeeze(ectx *e)
     if (!rc) rc = axes_list(e, 1, ax, &nax, &given);
     if (rc) return rc;
     const val *a = e->in[0];
-    int drop[MAXD] = {0};
+    int drop[MAXD] = { 0 };
     for (int i = 0; i < nax; i++) {
         int64_t x;
         if ((rc = norm_axis(ax[i], a->nd, &x))) return rc;
-        if (a->d[x] != 1) return sd_err(SD_EFORMAT, "Squeeze of axis %lld of size %lld", (long long)x, (long long)a->d[x]);
+        if (a->d[x] != 1)
+            return sd_err(SD_EFORMAT, "Squeeze of axis %lld of size %lld", (long long)x, (long long)a->d[x]);
         drop[x] = 1;
     }
     if (!given)
@@ -828,7 +899,7 @@ static int op_unsqueeze(ectx *e)
     const val *a = e->in[0];
     int nd = a->nd + nax;
     if (!given || nd > MAXD) return sd_err(SD_EFORMAT, "Unsqueeze needs axes (at most %d dimensions)", MAXD);
-    int ins[MAXD] = {0};
+    int ins[MAXD] = { 0 };
     for (int i = 0; i < nax; i++) {
         int64_t x;
         if ((rc = norm_axis(ax[i], nd, &x))) return rc;
@@ -880,7 +951,7 @@ static int op_transpose(ectx *e)
     if (rc) return rc;
     const val *a = e->in[0];
     int64_t pl[MAXD];
-    int perm[MAXD], seen[MAXD] = {0};
+    int perm[MAXD], seen[MAXD] = { 0 };
     int np = aints(e, "perm", pl, MAXD);
     if (np < 0)
         for (int i = 0; i < a->nd; i++) perm[i] = a->nd - 1 - i;
@@ -924,8 +995,8 @@ static int op_concat(ectx *e)
         if (!b) continue;
         int64_t blk = b->d[ax] * inner;
         for (int64_t o = 0; o < outer; o++)
-            memcpy((char *)e->out[0]->p + (size_t)(o * d[ax] * inner + off) * es, (const char *)b->p + (size_t)(o * blk) * es,
-                   (size_t)blk * es);
+            memcpy((char *)e->out[0]->p + (size_t)(o * d[ax] * inner + off) * es,
+                   (const char *)b->p + (size_t)(o * blk) * es, (size_t)blk * es);
         off += blk;
     }
     return SD_OK;
@@ -962,7 +1033,8 @@ static int op_split(ectx *e)
         if (sp[i] < 0) return sd_err(SD_EFORMAT, "negative Split size");
         tot += sp[i];
     }
-    if (tot != a->d[ax]) return sd_err(SD_EFORMAT, "Split sizes sum to %lld, axis has %lld", (long long)tot, (long long)a->d[ax]);
+    if (tot != a->d[ax])
+        return sd_err(SD_EFORMAT, "Split sizes sum to %lld, axis has %lld", (long long)tot, (long long)a->d[ax]);
     int64_t outer = prod(a->d, 0, (int)ax), inner = prod(a->d, (int)ax + 1, a->nd), off = 0;
     size_t es = esz(a);
     for (int k = 0; k < ns; k++) {
@@ -990,7 +1062,8 @@ static int op_slice(ectx *e)
     int ns, ne, na = -1, nsp = -1;
     if (e->opset >= 10) {
         if ((rc = need_in(e, 1, SD_OV_I64)) || (rc = need_in(e, 2, SD_OV_I64))) return rc;
-        if ((rc = ints_of(e->in[1], st, MAXD, &ns, "Slice starts")) || (rc = ints_of(e->in[2], en, MAXD, &ne, "Slice ends")))
+        if ((rc = ints_of(e->in[1], st, MAXD, &ns, "Slice starts")) ||
+            (rc = ints_of(e->in[2], en, MAXD, &ne, "Slice ends")))
             return rc;
         if (opt_in(e, 3) && (rc = ints_of(e->in[3], ax, MAXD, &na, "Slice axes"))) return rc;
         if (opt_in(e, 4) && (rc = ints_of(e->in[4], sp, MAXD, &nsp, "Slice steps"))) return rc;
@@ -1000,14 +1073,15 @@ static int op_slice(ectx *e)
         na = aints(e, "axes", ax, MAXD);
         if (ns < 0 || ne < 0) return sd_err(SD_EFORMAT, "Slice without starts/ends");
     }
-    if (ns != ne || (na >= 0 && na != ns) || (nsp >= 0 && nsp != ns)) return sd_err(SD_EFORMAT, "Slice lists of different lengths");
+    if (ns != ne || (na >= 0 && na != ns) || (nsp >= 0 && nsp != ns))
+        return sd_err(SD_EFORMAT, "Slice lists of different lengths");
     int64_t b[MAXD], step[MAXD], d[MAXD];
     for (int i = 0; i < a->nd; i++) {
         b[i] = 0;
         step[i] = 1;
         d[i] = a->d[i];
     }
-    int used[MAXD] = {0};
+    int used[MAXD] = { 0 };
     for (int k = 0; k < ns; k++) {
         int64_t x;
         if ((rc = norm_axis(na >= 0 ? ax[k] : k, a->nd, &x))) return rc;
@@ -1068,7 +1142,9 @@ static int op_gather(ectx *e)
         for (int64_t j = 0; j < ix->n; j++) {
             int64_t q = IV(ix)[j];
             if (q < 0) q += dim;
-            if (q < 0 || q >= dim) return sd_err(SD_EFORMAT, "Gather index %lld out of range [0,%lld)", (long long)IV(ix)[j], (long long)dim);
+            if (q < 0 || q >= dim)
+                return sd_err(SD_EFORMAT, "Gather index %lld out of range [0,%lld)", (long long)IV(ix)[j],
+                              (long long)dim);
             memcpy((char *)e->out[0]->p + (size_t)((o * ix->n + j) * inner) * es,
                    (const char *)a->p + (size_t)((o * dim + q) * inner) * es, (size_t)inner * es);
         }
@@ -1078,7 +1154,7 @@ static int op_gather(ectx *e)
 /* y = x broadcast to shape d (Expand, Tile helper) */
 static int expand_to(val *o, const val *a, int nd, const int64_t *d)
 {
-    val one = {0};
+    val one = { 0 };
     one.nd = nd;
     for (int i = 0; i < nd; i++) one.d[i] = d[i];
     const val *ops[2] = { a, &one };
@@ -1095,7 +1171,8 @@ static int expand_to(val *o, const val *a, int nd, const int64_t *d)
         int64_t off[3];
         bplan_row(&p, row, off);
         for (int64_t j = 0; j < inner; j++)
-            memcpy((char *)o->p + (size_t)(row * inner + j) * es, (const char *)a->p + (size_t)(off[0] + j * sa) * es, es);
+            memcpy((char *)o->p + (size_t)(row * inner + j) * es, (const char *)a->p + (size_t)(off[0] + j * sa) * es,
+                   es);
     }
     return SD_OK;
 }
@@ -1180,11 +1257,15 @@ static int op_pad(ectx *e)
         for (int i = a->nd - 1; i >= 0; i--) {
             int64_t c = r % d[i] - pads[i];
             r /= d[i];
-            if (c < 0 || c >= a->d[i]) in = 0;
-            else off += c * ist[i];
+            if (c < 0 || c >= a->d[i])
+                in = 0;
+            else
+                off += c * ist[i];
         }
-        if (a->dt == SD_OV_F32) F(e->out[0])[o] = in ? F(a)[off] : (float)cv;
-        else IV(e->out[0])[o] = in ? IV(a)[off] : (int64_t)cv;
+        if (a->dt == SD_OV_F32)
+            F(e->out[0])[o] = in ? F(a)[off] : (float)cv;
+        else
+            IV(e->out[0])[o] = in ? IV(a)[off] : (int64_t)cv;
     }
     return SD_OK;
 }
@@ -1210,9 +1291,12 @@ static int reduce(ectx *e, int kind)
     } else {
         int n = aints(e, "axes", ax, MAXD);
         if (n == -2) return sd_err(SD_EFORMAT, "too many axes");
-        if (n >= 0) { nax = n; given = 1; }
+        if (n >= 0) {
+            nax = n;
+            given = 1;
+        }
     }
-    int red[MAXD] = {0};
+    int red[MAXD] = { 0 };
     if (!given) {
         if (axes_input && ai(e, "noop_with_empty_axes", 0)) return val_copy_shape(e->out[0], a, a->nd, a->d);
         for (int i = 0; i < a->nd; i++) red[i] = 1;
@@ -1224,7 +1308,7 @@ static int reduce(ectx *e, int kind)
     }
     int keep = (int)ai(e, "keepdims", 1);
     /* reduce one axis at a time, from the last */
-    val cur = {0};
+    val cur = { 0 };
     if ((rc = val_copy_shape(&cur, a, a->nd, a->d))) return rc;
     int64_t count = 1;
     int first = 1;
@@ -1235,7 +1319,7 @@ static int reduce(ectx *e, int kind)
         int64_t d[MAXD];
         for (int i = 0; i < cur.nd; i++) d[i] = cur.d[i];
         d[x] = 1;
-        val nx = {0};
+        val nx = { 0 };
         if ((rc = val_alloc(&nx, SD_OV_F32, cur.nd, d))) break;
         int op = kind;
         int sq = first && (kind == R_L2 || kind == R_SUMSQ);
@@ -1253,10 +1337,14 @@ static int reduce(ectx *e, int kind)
                 for (int64_t k = 0; k < R; k++) {
                     double t = s[k * inner];
                     if (sq) t *= t;
-                    if (op == R_SUM) acc += t;
-                    else if (op == R_PROD) acc *= t;
-                    else if (op == R_MAX) acc = t > acc || isnan(t) ? t : acc;
-                    else acc = t < acc || isnan(t) ? t : acc;
+                    if (op == R_SUM)
+                        acc += t;
+                    else if (op == R_PROD)
+                        acc *= t;
+                    else if (op == R_MAX)
+                        acc = t > acc || isnan(t) ? t : acc;
+                    else
+                        acc = t < acc || isnan(t) ? t : acc;
                 }
                 F(&nx)[o * inner + i] = (float)acc;
             }
@@ -1385,8 +1473,9 @@ static int op_batchnorm(ectx *e)
     if (a->nd < 2) return sd_err(SD_EFORMAT, "BatchNormalization of a %d-D input", a->nd);
     int64_t C = a->d[1], N = a->d[0], inner = prod(a->d, 2, a->nd);
     for (int k = 1; k < 5; k++)
-        if (e->in[k]->n != C) return sd_err(SD_EFORMAT, "BatchNormalization parameter %d has %lld elements, expected %lld", k,
-                                            (long long)e->in[k]->n, (long long)C);
+        if (e->in[k]->n != C)
+            return sd_err(SD_EFORMAT, "BatchNormalization parameter %d has %lld elements, expected %lld", k,
+                          (long long)e->in[k]->n, (long long)C);
     float eps = af(e, "epsilon", 1e-5f);
     if ((rc = val_alloc(e->out[0], SD_OV_F32, a->nd, a->d))) return rc;
     for (int64_t n = 0; n < N; n++)
@@ -1406,16 +1495,24 @@ static int op_matmul(ectx *e)
     int rc = need_in(e, 0, SD_OV_F32);
     if (!rc) rc = need_in(e, 1, SD_OV_F32);
     if (rc) return rc;
-    val A = *e->in[0], B = *e->in[1];   /* shape views */
+    val A = *e->in[0], B = *e->in[1]; /* shape views */
     if (A.nd == 0 || B.nd == 0) return sd_err(SD_EFORMAT, "MatMul of a scalar");
     int a1 = A.nd == 1, b1 = B.nd == 1;
-    if (a1) { A.nd = 2; A.d[1] = A.d[0]; A.d[0] = 1; }
-    if (b1) { B.nd = 2; B.d[1] = 1; }
+    if (a1) {
+        A.nd = 2;
+        A.d[1] = A.d[0];
+        A.d[0] = 1;
+    }
+    if (b1) {
+        B.nd = 2;
+        B.d[1] = 1;
+    }
     int64_t M = A.d[A.nd - 2], K = A.d[A.nd - 1], K2 = B.d[B.nd - 2], N = B.d[B.nd - 1];
-    if (K != K2) return sd_err(SD_EFORMAT, "MatMul of [..,%lld,%lld] by [..,%lld,%lld]", (long long)M, (long long)K,
-                               (long long)K2, (long long)N);
+    if (K != K2)
+        return sd_err(SD_EFORMAT, "MatMul of [..,%lld,%lld] by [..,%lld,%lld]", (long long)M, (long long)K,
+                      (long long)K2, (long long)N);
     /* batch shapes */
-    val ba = {0}, bb = {0};
+    val ba = { 0 }, bb = { 0 };
     ba.nd = A.nd - 2;
     bb.nd = B.nd - 2;
     for (int i = 0; i < ba.nd; i++) ba.d[i] = A.d[i];
@@ -1430,14 +1527,14 @@ static int op_matmul(ectx *e)
     if (!a1) od[ond++] = M;
     if (!b1) od[ond++] = N;
     if (ond > MAXD) return sd_err(SD_EUNSUPPORTED, "MatMul result over %d dimensions", MAXD);
-    val o = {0};
+    val o = { 0 };
     if ((rc = val_alloc(&o, SD_OV_F32, ond, od))) return rc;
     int64_t nbatch = prod(bd, 0, nb), bbn = prod(bb.d, 0, bb.nd);
     if (bbn == 1 && nb == ba.nd && prod(ba.d, 0, ba.nd) == nbatch) {
         /* B shared: one sgemm over all rows of A */
         if (nbatch * M > 0 && N > 0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(nbatch * M), (int)N, (int)K, 1.0f, F(&A), (int)K,
-                        F(&B), (int)N, 0.0f, F(&o), (int)N);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(nbatch * M), (int)N, (int)K, 1.0f, F(&A),
+                        (int)K, F(&B), (int)N, 0.0f, F(&o), (int)N);
     } else {
         bplan p;
         bplan_make(&p, ops, 2, nb, bd);
@@ -1474,10 +1571,11 @@ static int op_gemm(ectx *e)
     if (A->nd != 2 || B->nd != 2) return sd_err(SD_EFORMAT, "Gemm needs 2-D inputs");
     int ta = (int)ai(e, "transA", 0), tb = (int)ai(e, "transB", 0);
     float alpha = af(e, "alpha", 1.0f), beta = af(e, "beta", 1.0f);
-    int64_t M = ta ? A->d[1] : A->d[0], K = ta ? A->d[0] : A->d[1], K2 = tb ? B->d[1] : B->d[0], N = tb ? B->d[0] : B->d[1];
+    int64_t M = ta ? A->d[1] : A->d[0], K = ta ? A->d[0] : A->d[1], K2 = tb ? B->d[1] : B->d[0],
+            N = tb ? B->d[0] : B->d[1];
     if (K != K2) return sd_err(SD_EFORMAT, "Gemm inner sizes %lld and %lld", (long long)K, (long long)K2);
     int64_t od[2] = { M, N };
-    val o = {0};
+    val o = { 0 };
     if (C && C->n && beta != 0) {
         if (C->dt != SD_OV_F32) return sd_err(SD_EFORMAT, "Gemm C is not float");
         if ((rc = expand_to(&o, C, 2, od))) return rc;
@@ -1491,8 +1589,8 @@ static int op_gemm(ectx *e)
         beta = 0;
     }
     if (M && N)
-        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K,
-                    alpha, F(A), (int)A->d[1], F(B), (int)B->d[1], beta, F(&o), (int)N);
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N,
+                    (int)K, alpha, F(A), (int)A->d[1], F(B), (int)B->d[1], beta, F(&o), (int)N);
     free(e->out[0]->p);
     *e->out[0] = o;
     return SD_OK;
@@ -1508,7 +1606,7 @@ static int sum_label(val *v, char *lab, int ax)
     int64_t outer = prod(v->d, 0, ax), R = v->d[ax], inner = prod(v->d, ax + 1, nd), d[MAXD];
     for (int i = 0, k = 0; i < nd; i++)
         if (i != ax) d[k++] = v->d[i];
-    val t = {0};
+    val t = { 0 };
     int rc = val_alloc(&t, SD_OV_F32, nd - 1, d);
     if (rc) return rc;
     for (int64_t o = 0; o < outer; o++)
@@ -1532,7 +1630,7 @@ static int permute_to(val *v, const char *lab, const char *want)
         perm[i] = (int)(strchr(lab, want[i]) - lab);
         d[i] = v->d[perm[i]];
     }
-    val t = {0};
+    val t = { 0 };
     int rc = val_alloc(&t, SD_OV_F32, nd, d);
     if (rc) return rc;
     permute(t.p, v->p, 4, nd, v->d, perm);
@@ -1581,7 +1679,7 @@ static int op_einsum(ectx *e)
     }
     out[no] = 0;
     if (nops != e->nin) return sd_err(SD_EFORMAT, "Einsum '%s' for %d inputs", eq, e->nin);
-    if (!explicit_out) {   /* implicit: the labels seen once, in alphabetical order */
+    if (!explicit_out) { /* implicit: the labels seen once, in alphabetical order */
         for (int ch = 'A'; ch <= 'z'; ch++) {
             int cnt = 0;
             for (int k = 0; k < nops; k++) cnt += strchr(in[k], ch) != NULL && ch;
@@ -1594,7 +1692,8 @@ static int op_einsum(ectx *e)
     for (int k = 0; k < nops && !rc; k++) {
         rc = need_in(e, k, SD_OV_F32);
         if (!rc && (int)strlen(in[k]) != e->in[k]->nd)
-            rc = sd_err(SD_EFORMAT, "Einsum operand %d has %d axes, '%s' names %zu", k, e->in[k]->nd, in[k], strlen(in[k]));
+            rc = sd_err(SD_EFORMAT, "Einsum operand %d has %d axes, '%s' names %zu", k, e->in[k]->nd, in[k],
+                        strlen(in[k]));
         if (!rc) rc = val_copy_shape(&v[k], e->in[k], e->in[k]->nd, e->in[k]->d);
     }
     for (int i = 0; !rc && out[i]; i++)
@@ -1606,7 +1705,7 @@ static int op_einsum(ectx *e)
             char l = in[k][i];
             if (!strchr(out, l) && (nops < 2 || !strchr(in[1 - k], l))) rc = sum_label(&v[k], in[k], i);
         }
-    val res = {0};
+    val res = { 0 };
     if (!rc && nops == 1) {
         rc = permute_to(&v[0], in[0], out);
         if (!rc) {
@@ -1618,9 +1717,12 @@ static int op_einsum(ectx *e)
         int nb = 0, na = 0, nc = 0, nbo = 0;
         for (const char *c = in[0]; *c; c++) {
             int inb = strchr(in[1], *c) != NULL, ino = strchr(out, *c) != NULL;
-            if (inb && ino) bl[nb++] = *c;
-            else if (inb) cl[nc++] = *c;
-            else al[na++] = *c;
+            if (inb && ino)
+                bl[nb++] = *c;
+            else if (inb)
+                cl[nc++] = *c;
+            else
+                al[na++] = *c;
         }
         for (const char *c = in[1]; *c; c++)
             if (!strchr(in[0], *c)) bo[nbo++] = *c;
@@ -1649,8 +1751,9 @@ static int op_einsum(ectx *e)
         if (!rc) rc = val_alloc(&res, SD_OV_F32, k, rd);
         for (int64_t b = 0; !rc && b < Bt; b++)
             if (M > 0 && N > 0 && K > 0)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, F(&v[0]) + b * M * K,
-                            (int)K, F(&v[1]) + b * K * N, (int)N, 0.0f, F(&res) + b * M * N, (int)N);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0f,
+                            F(&v[0]) + b * M * K, (int)K, F(&v[1]) + b * K * N, (int)N, 0.0f, F(&res) + b * M * N,
+                            (int)N);
             else
                 memset(F(&res) + b * M * N, 0, sizeof(float) * (size_t)(M * N));
         if (!rc) rc = permute_to(&res, wr, out);
@@ -1680,14 +1783,15 @@ static int geometry(ectx *e, int sp, const int64_t *in, const int64_t *kdef, int
     if (nk < 0) {
         if (!kdef) return sd_err(SD_EFORMAT, "no kernel_shape");
         for (int i = 0; i < sp; i++) k[i] = kdef[i];
-    } else if (nk != sp) return sd_err(SD_EFORMAT, "kernel_shape of %d axes for %d spatial axes", nk, sp);
+    } else if (nk != sp)
+        return sd_err(SD_EFORMAT, "kernel_shape of %d axes for %d spatial axes", nk, sp);
     int ns = aints(e, "strides", s, 2), nd = aints(e, "dilations", dl, 2), np = aints(e, "pads", pads, 4);
     if ((ns >= 0 && ns != sp) || (nd >= 0 && nd != sp) || (np >= 0 && np != 2 * sp) || ns == -2 || nd == -2 || np == -2)
         return sd_err(SD_EFORMAT, "strides/dilations/pads of the wrong length");
     const char *ap = as(e, "auto_pad", "NOTSET");
     memset(g, 0, sizeof *g);
     for (int i = 0; i < sp; i++) {
-        int j = sp == 1 ? 1 : i;   /* 1-D: the W axis */
+        int j = sp == 1 ? 1 : i; /* 1-D: the W axis */
         if (k[i] < 1 || s[i] < 1 || dl[i] < 1) return sd_err(SD_EFORMAT, "bad kernel, stride or dilation");
         g->k[j] = k[i];
         g->s[j] = s[i];
@@ -1712,9 +1816,7 @@ static int geometry(ectx *e, int sp, const int64_t *in, const int64_t *kdef, int
         g->out[j] = (ceil_mode ? (span + s[i] - 1) / s[i] : span / s[i]) + 1;
         if (ceil_mode && (g->out[j] - 1) * s[i] >= in[i] + g->p0[j]) g->out[j]--;
     }
-    if (sp == 1) {
-        g->k[0] = g->s[0] = g->dl[0] = g->in[0] = g->out[0] = 1;
-    }
+    if (sp == 1) { g->k[0] = g->s[0] = g->dl[0] = g->in[0] = g->out[0] = 1; }
     return SD_OK;
 }
 
@@ -1729,18 +1831,19 @@ static int op_conv(ectx *e)
     if (w->nd != x->nd) return sd_err(SD_EFORMAT, "Conv weight of rank %d for an input of rank %d", w->nd, x->nd);
     int64_t G = ai(e, "group", 1), N = x->d[0], C = x->d[1], M = w->d[0];
     if (G < 1 || C % G || M % G || w->d[1] != C / G)
-        return sd_err(SD_EFORMAT, "Conv weight [%lld,%lld,..] does not fit %lld input channels in %lld groups", (long long)M,
-                      (long long)w->d[1], (long long)C, (long long)G);
-    if (b && (b->dt != SD_OV_F32 || b->n != M)) return sd_err(SD_EFORMAT, "Conv bias of %lld elements for %lld outputs",
-                                                              (long long)(b ? b->n : 0), (long long)M);
+        return sd_err(SD_EFORMAT, "Conv weight [%lld,%lld,..] does not fit %lld input channels in %lld groups",
+                      (long long)M, (long long)w->d[1], (long long)C, (long long)G);
+    if (b && (b->dt != SD_OV_F32 || b->n != M))
+        return sd_err(SD_EFORMAT, "Conv bias of %lld elements for %lld outputs", (long long)(b ? b->n : 0),
+                      (long long)M);
     geo2 g;
     if ((rc = geometry(e, sp, x->d + 2, w->d + 2, 0, &g))) return rc;
     int64_t od[4] = { N, M, g.out[0], g.out[1] };
     int64_t od1[3] = { N, M, g.out[1] };
     if ((rc = val_alloc(e->out[0], SD_OV_F32, x->nd, sp == 2 ? od : od1))) return rc;
     float *y = F(e->out[0]);
-    int fast = g.dl[0] == 1 && g.dl[1] == 1 && g.s[0] == g.s[1] && sp == 2 && g.p0[0] < (1 << 20) && g.p1[0] < (1 << 20) &&
-               g.p0[1] < (1 << 20) && g.p1[1] < (1 << 20);
+    int fast = g.dl[0] == 1 && g.dl[1] == 1 && g.s[0] == g.s[1] && sp == 2 && g.p0[0] < (1 << 20) &&
+               g.p1[0] < (1 << 20) && g.p0[1] < (1 << 20) && g.p1[1] < (1 << 20);
     if (fast && (G == 1 || (G == C && M == C))) {
         sd_tensor tx = sd_tensor_wrap(x->p, SD_F32, 4, x->d), tw = sd_tensor_wrap(w->p, SD_F32, 4, w->d),
                   ty = sd_tensor_wrap(y, SD_F32, 4, od), tb;
@@ -1821,8 +1924,10 @@ static int pool(ectx *e, int avg, int global)
                         if (ii < H + g.p1[0] && jj < W + g.p1[1]) cntp++;
                         if (ii < 0 || ii >= H || jj < 0 || jj >= W) continue;
                         float v = F(x)[(r * H + ii) * W + jj];
-                        if (avg) acc += v;
-                        else if (v > acc) acc = v;
+                        if (avg)
+                            acc += v;
+                        else if (v > acc)
+                            acc = v;
                         cnt++;
                     }
                 if (avg) acc = (cip ? cntp : cnt) ? acc / (double)(cip ? cntp : cnt) : 0.0;
@@ -1841,27 +1946,88 @@ static const struct {
     const char *name;
     opfn fn;
 } ops[] = {
-    { "Add", op_add }, { "Sub", op_sub }, { "Mul", op_mul }, { "Div", op_div }, { "Pow", op_pow }, { "Mod", op_mod },
-    { "Max", op_max }, { "Min", op_min }, { "Sum", op_sum }, { "Mean", op_mean },
-    { "Equal", op_eq }, { "Less", op_lt }, { "Greater", op_gt }, { "LessOrEqual", op_le }, { "GreaterOrEqual", op_ge },
-    { "And", op_and }, { "Or", op_or }, { "Not", op_not }, { "Where", op_where },
-    { "Sqrt", op_sqrt }, { "Erf", op_erf }, { "Tanh", op_tanh }, { "Sigmoid", op_sigmoid }, { "Relu", op_relu },
-    { "LeakyRelu", op_leaky }, { "Elu", op_elu }, { "Gelu", op_gelu }, { "HardSigmoid", op_hsig },
-    { "HardSwish", op_hswish }, { "Softplus", op_softplus }, { "Exp", op_exp }, { "Log", op_log }, { "Neg", op_neg },
-    { "Abs", op_abs }, { "Floor", op_floor }, { "Ceil", op_ceil }, { "Round", op_round }, { "Sin", op_sin },
-    { "Cos", op_cos }, { "Sign", op_sign }, { "Reciprocal", op_recip }, { "Clip", op_clip },
-    { "ReduceMean", op_rmean }, { "ReduceSum", op_rsum }, { "ReduceMax", op_rmax }, { "ReduceMin", op_rmin },
-    { "ReduceProd", op_rprod }, { "ReduceL2", op_rl2 }, { "ReduceSumSquare", op_rsumsq },
-    { "Softmax", op_softmax }, { "LogSoftmax", op_logsoftmax }, { "LayerNormalization", op_layernorm },
-    { "BatchNormalization", op_batchnorm }, { "MatMul", op_matmul }, { "Gemm", op_gemm }, { "Einsum", op_einsum },
+    { "Add", op_add },
+    { "Sub", op_sub },
+    { "Mul", op_mul },
+    { "Div", op_div },
+    { "Pow", op_pow },
+    { "Mod", op_mod },
+    { "Max", op_max },
+    { "Min", op_min },
+    { "Sum", op_sum },
+    { "Mean", op_mean },
+    { "Equal", op_eq },
+    { "Less", op_lt },
+    { "Greater", op_gt },
+    { "LessOrEqual", op_le },
+    { "GreaterOrEqual", op_ge },
+    { "And", op_and },
+    { "Or", op_or },
+    { "Not", op_not },
+    { "Where", op_where },
+    { "Sqrt", op_sqrt },
+    { "Erf", op_erf },
+    { "Tanh", op_tanh },
+    { "Sigmoid", op_sigmoid },
+    { "Relu", op_relu },
+    { "LeakyRelu", op_leaky },
+    { "Elu", op_elu },
+    { "Gelu", op_gelu },
+    { "HardSigmoid", op_hsig },
+    { "HardSwish", op_hswish },
+    { "Softplus", op_softplus },
+    { "Exp", op_exp },
+    { "Log", op_log },
+    { "Neg", op_neg },
+    { "Abs", op_abs },
+    { "Floor", op_floor },
+    { "Ceil", op_ceil },
+    { "Round", op_round },
+    { "Sin", op_sin },
+    { "Cos", op_cos },
+    { "Sign", op_sign },
+    { "Reciprocal", op_recip },
+    { "Clip", op_clip },
+    { "ReduceMean", op_rmean },
+    { "ReduceSum", op_rsum },
+    { "ReduceMax", op_rmax },
+    { "ReduceMin", op_rmin },
+    { "ReduceProd", op_rprod },
+    { "ReduceL2", op_rl2 },
+    { "ReduceSumSquare", op_rsumsq },
+    { "Softmax", op_softmax },
+    { "LogSoftmax", op_logsoftmax },
+    { "LayerNormalization", op_layernorm },
+    { "BatchNormalization", op_batchnorm },
+    { "MatMul", op_matmul },
+    { "Gemm", op_gemm },
+    { "Einsum", op_einsum },
     { "Conv", op_conv },
-    { "GlobalAveragePool", op_gavgpool }, { "GlobalMaxPool", op_gmaxpool }, { "AveragePool", op_avgpool },
-    { "MaxPool", op_maxpool }, { "Transpose", op_transpose }, { "Reshape", op_reshape }, { "Flatten", op_flatten },
-    { "Squeeze", op_squeeze }, { "Unsqueeze", op_unsqueeze }, { "Concat", op_concat }, { "Split", op_split },
-    { "Slice", op_slice }, { "Gather", op_gather }, { "Tile", op_tile }, { "Pad", op_pad }, { "Shape", op_shape },
-    { "Size", op_size }, { "Cast", op_cast }, { "CastLike", op_castlike }, { "Constant", op_constant },
-    { "ConstantOfShape", op_constant_of_shape }, { "Expand", op_expand }, { "Range", op_range },
-    { "Identity", op_identity }, { "Dropout", op_identity },
+    { "GlobalAveragePool", op_gavgpool },
+    { "GlobalMaxPool", op_gmaxpool },
+    { "AveragePool", op_avgpool },
+    { "MaxPool", op_maxpool },
+    { "Transpose", op_transpose },
+    { "Reshape", op_reshape },
+    { "Flatten", op_flatten },
+    { "Squeeze", op_squeeze },
+    { "Unsqueeze", op_unsqueeze },
+    { "Concat", op_concat },
+    { "Split", op_split },
+    { "Slice", op_slice },
+    { "Gather", op_gather },
+    { "Tile", op_tile },
+    { "Pad", op_pad },
+    { "Shape", op_shape },
+    { "Size", op_size },
+    { "Cast", op_cast },
+    { "CastLike", op_castlike },
+    { "Constant", op_constant },
+    { "ConstantOfShape", op_constant_of_shape },
+    { "Expand", op_expand },
+    { "Range", op_range },
+    { "Identity", op_identity },
+    { "Dropout", op_identity },
 };
 
 static opfn find_op(const char *name)
@@ -1932,7 +2098,8 @@ static int open_graph(sd_onnx_run *r)
     r->nin = calloc((size_t)m->nnodes + 1, sizeof(int *));
     r->nout = calloc((size_t)m->nnodes + 1, sizeof(int *));
     r->order = malloc(sizeof(int) * ((size_t)m->nnodes + 1));
-    if (!r->hash || !r->names || !r->vals || !r->nin || !r->nout || !r->order) return sd_err(SD_ENOMEM, "out of memory");
+    if (!r->hash || !r->names || !r->vals || !r->nin || !r->nout || !r->order)
+        return sd_err(SD_ENOMEM, "out of memory");
     for (int i = 0; i < r->hcap; i++) r->hash[i] = -1;
     char *empty = "";
     (void)empty;
@@ -1950,7 +2117,9 @@ static int open_graph(sd_onnx_run *r)
     for (int i = 0; i < m->ninputs; i++) {
         int id = value_id(r, m->inputs[i].name, 1);
         if (r->vals[id].konst) continue;
-        if (r->input >= 0) return sd_err(SD_EUNSUPPORTED, "the graph has more than one input ('%s', '%s')", r->names[r->input], m->inputs[i].name);
+        if (r->input >= 0)
+            return sd_err(SD_EUNSUPPORTED, "the graph has more than one input ('%s', '%s')", r->names[r->input],
+                          m->inputs[i].name);
         r->input = id;
         r->in_info = m->inputs[i];
     }
@@ -1963,12 +2132,14 @@ static int open_graph(sd_onnx_run *r)
     for (int i = 0; !rc && i < m->nnodes; i++) {
         sd_onnx_node *n = &m->nodes[i];
         if (*n->domain && strcmp(n->domain, "ai.onnx"))
-            rc = sd_err(SD_EUNSUPPORTED, "operator %s of domain %s (node '%s') is not supported", n->op_type, n->domain, n->name);
+            rc = sd_err(SD_EUNSUPPORTED, "operator %s of domain %s (node '%s') is not supported", n->op_type, n->domain,
+                        n->name);
         else if (!find_op(n->op_type))
             rc = sd_err(SD_EUNSUPPORTED, "operator %s (node '%s') is not supported", n->op_type, n->name);
         for (int k = 0; !rc && k < n->nattr; k++)
             if (n->attrs[k].type == SD_ONNX_ATTR_GRAPH || n->attrs[k].type == 10 /* GRAPHS */)
-                rc = sd_err(SD_EUNSUPPORTED, "operator %s (node '%s') has a subgraph; not supported", n->op_type, n->name);
+                rc = sd_err(SD_EUNSUPPORTED, "operator %s (node '%s') has a subgraph; not supported", n->op_type,
+                            n->name);
         if (rc) break;
         r->nin[i] = malloc(sizeof(int) * ((size_t)n->nin + 1));
         r->nout[i] = malloc(sizeof(int) * ((size_t)n->nout + 1));
@@ -2001,7 +2172,8 @@ static int open_graph(sd_onnx_run *r)
             }
             int v = value_id(r, n->in[k], 0);
             if (v < 0 || (!r->vals[v].konst && v != r->input && producer[v] < 0)) {
-                rc = sd_err(SD_EFORMAT, "node '%s' (%s) reads '%s', which nothing produces", n->name, n->op_type, n->in[k]);
+                rc = sd_err(SD_EFORMAT, "node '%s' (%s) reads '%s', which nothing produces", n->name, n->op_type,
+                            n->in[k]);
                 break;
             }
             r->nin[i][k] = v;
@@ -2069,7 +2241,7 @@ static int open_graph(sd_onnx_run *r)
             for (int k = 0; k < m->nodes[i].nin; k++)
                 if (r->nin[i][k] >= 0) r->last[r->nin[i][k]] = p;
         }
-        r->last[r->output] = m->nnodes;   /* kept */
+        r->last[r->output] = m->nnodes; /* kept */
     }
     return rc;
 }

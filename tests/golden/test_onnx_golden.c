@@ -32,11 +32,12 @@ static float *pattern(int n, int s)
         for (int h = 0; h < s; h++)
             for (int w = 0; w < s; w++)
                 for (int c = 0; c < 3; c++)
-                    x[(((size_t)b * s + h) * s + w) * 3 + c] = (float)((b * 97 + h * 31 + w * 17 + c * 71 + (h * w) % 13 * 11) % 256);
+                    x[(((size_t)b * s + h) * s + w) * 3 + c] =
+                        (float)((b * 97 + h * 31 + w * 17 + c * 71 + (h * w) % 13 * 11) % 256);
     return x;
 }
 
-static const char *g_golden;   /* the golden file */
+static const char *g_golden; /* the golden file */
 
 static int read_golden(const char *key, float **out, int64_t *n)
 {
@@ -81,8 +82,10 @@ static double run_one(const char *file, const char *name, int n, int size, int t
     }
     free(ref);
     free(x);
-    if (yout) *yout = y;
-    else free(y);
+    if (yout)
+        *yout = y;
+    else
+        free(y);
     sd_onnx_run_close(&r);
     return worst;
 }
@@ -99,7 +102,7 @@ static float *st_probs(const char *path, int n, int size, int64_t *count)
     T_CHECKF(rc == 0, "%s", sd_errmsg());
     if (rc) return NULL;
     float *x = pattern(n, size);
-    sd_tensor xt = {0}, yt = {0};
+    sd_tensor xt = { 0 }, yt = { 0 };
     rc = sd_tensor_alloc(&xt, SD_F32, 4, (int64_t[]){ n, 3, size, size });
     if (!rc) rc = sd_tensor_alloc(&yt, SD_F32, 2, (int64_t[]){ n, m.classes });
     if (!rc) {
@@ -107,7 +110,8 @@ static float *st_probs(const char *path, int n, int size, int64_t *count)
         for (int b = 0; b < n; b++)
             for (int ch = 0; ch < 3; ch++)
                 for (int i = 0; i < size * size; i++)
-                    c[((size_t)b * 3 + ch) * size * size + i] = x[((size_t)b * size * size + i) * 3 + ch] / 127.5f - 1.0f;
+                    c[((size_t)b * 3 + ch) * size * size + i] =
+                        x[((size_t)b * size * size + i) * 3 + ch] / 127.5f - 1.0f;
         rc = sd_tagger_forward(&g_ctx, &m, &yt, &xt);
     }
     T_CHECKF(rc == 0, "%s", sd_errmsg());
@@ -147,7 +151,10 @@ static void check_tagger(const char *file, const char *name, int n, const char *
     free(y2);
 }
 
-static void onnx_convnext(void) { check_tagger("convnext.onnx", "convnext", 2, t_root_pathf("tests/data/tagger/convnext_tiny.safetensors")); }
+static void onnx_convnext(void)
+{
+    check_tagger("convnext.onnx", "convnext", 2, t_root_pathf("tests/data/tagger/convnext_tiny.safetensors"));
+}
 static void onnx_swinv2(void) { check_tagger("swinv2.onnx", "swinv2", 1, data_path("swinv2_w4.safetensors")); }
 
 /* One-off (not part of make check): SD_ONNX_VIT=DIR checks DIR/vit.onnx against
@@ -189,9 +196,9 @@ static void onnx_info(void)
     T_CHECKF(rc == 0, "%s", sd_errmsg());
     if (rc) return;
     T_EQ_INT(r.m.opset, 17);
-    T_EQ_INT(r.in_info.dims[0], -1);   /* dim_param "batch" */
+    T_EQ_INT(r.in_info.dims[0], -1); /* dim_param "batch" */
     /* a wrong input shape fails in a node, naming the file */
-    float x[3 * 8 * 8] = {0};
+    float x[3 * 8 * 8] = { 0 };
     float *y = NULL;
     int ynd;
     int64_t ys[8];
@@ -236,7 +243,7 @@ static void put_int(buf *o, int f, uint64_t v)
 /* ModelProto { ir_version 7, opset 13, graph { nodes, input "x", output "y", initializers } } */
 static void model(buf *out, const buf *nodes, const buf *inits, const char *outname)
 {
-    buf g = {0}, vi = {0}, vo = {0}, op = {0};
+    buf g = { 0 }, vi = { 0 }, vo = { 0 }, op = { 0 };
     memcpy(g.b, nodes->b, nodes->n);
     g.n = nodes->n;
     if (inits) {
@@ -257,7 +264,7 @@ static void model(buf *out, const buf *nodes, const buf *inits, const char *outn
 static void node(buf *g, const char *op, const char *domain, const char *name, const char *in, const char *in2,
                  const char *out)
 {
-    buf n = {0};
+    buf n = { 0 };
     put_str(&n, 1, in);
     if (in2) put_str(&n, 1, in2);
     put_str(&n, 2, out);
@@ -281,7 +288,7 @@ static void refused(const char *what, const buf *m, int want, const char *a, con
 
 static void onnx_refusals(void)
 {
-    buf g = {0}, m = {0};
+    buf g = { 0 }, m = { 0 };
     node(&g, "Relu", NULL, "ok", "x", NULL, "y");
     model(&m, &g, NULL, "y");
     const char *p = t_path("ok.onnx");
@@ -314,7 +321,7 @@ static void onnx_refusals(void)
     refused("dangling input", &m, SD_EFORMAT, "'nowhere'", "node 'lost'");
 
     /* an initializer stored in an external file */
-    buf t = {0}, in = {0}, ext = {0};
+    buf t = { 0 }, in = { 0 }, ext = { 0 };
     put_int(&t, 1, 2);
     put_int(&t, 2, 1);
     put_str(&t, 8, "w");
@@ -329,7 +336,7 @@ static void onnx_refusals(void)
     refused("external data", &m, SD_EUNSUPPORTED, "'w' is stored in an external data file", NULL);
 
     /* raw_data of the wrong size */
-    buf t2 = {0}, in2 = {0};
+    buf t2 = { 0 }, in2 = { 0 };
     put_int(&t2, 1, 3);
     put_int(&t2, 2, 1);
     put_str(&t2, 8, "w");
@@ -361,7 +368,8 @@ static void onnx_truncated_and_corrupt(void)
         int rc = sd_onnx_parse(d, k, "cut.onnx", &m);
         if (rc) {
             errors++;
-            if (strstr(sd_errmsg(), "cut.onnx: ") && (strstr(sd_errmsg(), "truncated") || strstr(sd_errmsg(), "past the end")))
+            if (strstr(sd_errmsg(), "cut.onnx: ") &&
+                (strstr(sd_errmsg(), "truncated") || strstr(sd_errmsg(), "past the end")))
                 trunc_msgs++;
         } else {
             sd_onnx_free(&m);
@@ -375,8 +383,10 @@ static void onnx_truncated_and_corrupt(void)
         memcpy(c, d, n);
         c[k] ^= (uint8_t)(t_mix32((uint32_t)k) | 1);
         sd_onnx_model m;
-        if (sd_onnx_parse(c, n, "bad.onnx", &m) == 0) sd_onnx_free(&m);
-        else T_CHECKF(strstr(sd_errmsg(), "bad.onnx: ") != NULL, "%s", sd_errmsg());
+        if (sd_onnx_parse(c, n, "bad.onnx", &m) == 0)
+            sd_onnx_free(&m);
+        else
+            T_CHECKF(strstr(sd_errmsg(), "bad.onnx: ") != NULL, "%s", sd_errmsg());
     }
     free(c);
 }

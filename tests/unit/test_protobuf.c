@@ -44,7 +44,12 @@ static void pb_keys_and_skips(void)
 {
     uint32_t f;
     int w;
-    sd_pb r = sd_pb_make("\x08\x96\x01\x12\x03" "abc" "\x1d\x01\x02\x03\x04" "\x21" "12345678", 3 + 5 + 5 + 9);
+    sd_pb r = sd_pb_make("\x08\x96\x01\x12\x03"
+                         "abc"
+                         "\x1d\x01\x02\x03\x04"
+                         "\x21"
+                         "12345678",
+                         3 + 5 + 5 + 9);
     T_CHECK(sd_pb_key(&r, &f, &w) == 0 && f == 1 && w == SD_PB_VARINT);
     T_CHECK(sd_pb_skip(&r, w) == 0);
     T_CHECK(sd_pb_key(&r, &f, &w) == 0 && f == 2 && w == SD_PB_LEN);
@@ -63,7 +68,9 @@ static void pb_keys_and_skips(void)
     }
     T_CHECKF(strstr(sd_errmsg(), "wire type 7"), "%s", sd_errmsg());
     /* lengths and fixed values past the end */
-    r = sd_pb_make("\x05" "abcd", 5);
+    r = sd_pb_make("\x05"
+                   "abcd",
+                   5);
     T_EQ_INT(sd_pb_len(&r, &sub), SD_EFORMAT);
     T_CHECKF(strstr(sd_errmsg(), "length 5 at byte 0 runs past the end (4 bytes left)"), "%s", sd_errmsg());
     r = sd_pb_make("\xff\xff\xff\xff\x0f", 5);
@@ -73,7 +80,7 @@ static void pb_keys_and_skips(void)
     uint64_t y;
     r = sd_pb_make("abcdefg", 7);
     T_EQ_INT(sd_pb_fixed64(&r, &y), SD_EFORMAT);
-    T_CHECK(r.p == r.base);   /* nothing consumed */
+    T_CHECK(r.p == r.base); /* nothing consumed */
 }
 
 static void pb_packed(void)
@@ -81,11 +88,15 @@ static void pb_packed(void)
     size_t n;
     sd_pb r = sd_pb_make("\x04\x01\x96\x01\x05", 5);
     T_CHECK(sd_pb_count(&r, SD_PB_LEN, SD_PB_VARINT, &n) == 0 && n == 3);
-    r = sd_pb_make("\x03\x01\x96\x81", 4);   /* the last varint runs off the field */
+    r = sd_pb_make("\x03\x01\x96\x81", 4); /* the last varint runs off the field */
     T_EQ_INT(sd_pb_count(&r, SD_PB_LEN, SD_PB_VARINT, &n), SD_EFORMAT);
-    r = sd_pb_make("\x08" "12345678", 9);
+    r = sd_pb_make("\x08"
+                   "12345678",
+                   9);
     T_CHECK(sd_pb_count(&r, SD_PB_LEN, SD_PB_I32, &n) == 0 && n == 2);
-    r = sd_pb_make("\x06" "123456", 7);
+    r = sd_pb_make("\x06"
+                   "123456",
+                   7);
     T_EQ_INT(sd_pb_count(&r, SD_PB_LEN, SD_PB_I32, &n), SD_EFORMAT);
     T_CHECKF(strstr(sd_errmsg(), "not a multiple of 4"), "%s", sd_errmsg());
     r = sd_pb_make("\x01", 1);
@@ -133,7 +144,7 @@ static void pf32(buf *o, int f, float x)
 
 static void build_model(buf *m, buf *graph)
 {
-    buf op = {0};
+    buf op = { 0 };
     m->n = 0;
     pint(m, 1, 8);
     pstr(m, 2, "test");
@@ -144,7 +155,8 @@ static void build_model(buf *m, buf *graph)
 
 static void onnx_parse_ok(void)
 {
-    buf g = {0}, m = {0}, t = {0}, n = {0}, a = {0}, vi = {0}, ty = {0}, tt = {0}, sh = {0}, d = {0};
+    buf g = { 0 }, m = { 0 }, t = { 0 }, n = { 0 }, a = { 0 }, vi = { 0 }, ty = { 0 }, tt = { 0 }, sh = { 0 },
+        d = { 0 };
     /* initializer "w" [2,2] float raw */
     pint(&t, 1, 2);
     pint(&t, 1, 2);
@@ -167,7 +179,7 @@ static void onnx_parse_ok(void)
     pint(&t, 1, 2);
     pint(&t, 2, SD_ONNX_INT64);
     pstr(&t, 8, "i");
-    buf pk2 = {0};
+    buf pk2 = { 0 };
     pv(&pk2, 7);
     pv(&pk2, (uint64_t)(int64_t)-3);
     pmsg(&t, 7, &pk2);
@@ -177,7 +189,7 @@ static void onnx_parse_ok(void)
     pint(&t, 1, 2);
     pint(&t, 2, SD_ONNX_FLOAT16);
     pstr(&t, 8, "h");
-    pbytes(&t, 9, "\x00\x3c\x00\xc0", 4);   /* 1.0, -2.0 */
+    pbytes(&t, 9, "\x00\x3c\x00\xc0", 4); /* 1.0, -2.0 */
     pmsg(&g, 5, &t);
     /* "s" scalar int32 via int32_data */
     t.n = 0;
@@ -197,7 +209,7 @@ static void onnx_parse_ok(void)
     pmsg(&n, 5, &a);
     a.n = 0;
     pstr(&a, 1, "pads");
-    buf ints = {0};
+    buf ints = { 0 };
     pv(&ints, 1);
     pv(&ints, 2);
     pv(&ints, 3);
@@ -270,8 +282,10 @@ static void onnx_parse_ok(void)
     /* every truncation of this model is refused or parsed, never read past the end */
     int refused = 0;
     for (size_t k = 0; k < m.n; k++) {
-        if (sd_onnx_parse(m.b, k, "cut.onnx", &om) == 0) sd_onnx_free(&om);
-        else refused += strncmp(sd_errmsg(), "cut.onnx: ", 10) == 0;
+        if (sd_onnx_parse(m.b, k, "cut.onnx", &om) == 0)
+            sd_onnx_free(&om);
+        else
+            refused += strncmp(sd_errmsg(), "cut.onnx: ", 10) == 0;
     }
     T_CHECKF(refused > (int)m.n / 2, "%d of %zu", refused, m.n);
 }
@@ -287,7 +301,7 @@ static void expect_bad(const buf *m, int want, const char *msg)
 
 static void onnx_parse_bad(void)
 {
-    buf g = {0}, m = {0}, t = {0}, n = {0};
+    buf g = { 0 }, m = { 0 }, t = { 0 }, n = { 0 };
     /* not a model at all */
     m.n = 0;
     expect_bad(&m, SD_EFORMAT, "no graph (not an ONNX model file?)");
