@@ -4,6 +4,7 @@
  *    (max|Δ| <= 2e-5) and the sigmoid of our safetensors path on the same weights
  *    (tests/data/tagger/convnext_tiny.safetensors, tests/data/onnx/swinv2_w4.safetensors);
  *  - tf2onnx.onnx (a hand-built graph in the tf2onnx style): the numpy reference (max|Δ| <= 2e-5);
+ *  - ops.onnx (the remaining operators, each on the input, flattened into one output): numpy;
  *  - 1 vs 2 threads give identical outputs;
  *  - graphs with an unsupported operator, an operator of another domain, external data, a cycle or
  *    an input nothing produces are refused at open with messages naming the file, the op and node.
@@ -178,6 +179,42 @@ static void onnx_tf2onnx(void)
     printf("#   tf2onnx.onnx: max|onnx - numpy| = %.3g\n", e);
     T_CHECKF(e <= 2e-5, "%g", e);
     T_EQ_INT(cnt, 12);
+}
+
+/* ops.onnx: the operators the taggers leave out, each result flattened into one output */
+static void onnx_ops(void)
+{
+    sd_onnx_run r;
+    int rc = sd_onnx_run_open(&r, data_path("ops.onnx"));
+    T_CHECKF(rc == 0, "%s", sd_errmsg());
+    if (rc) return;
+    float *x = pattern(1, 6), *y = NULL, *ref = NULL;
+    int64_t ys[SD_ONNX_MAX_DIMS], nref = 0;
+    int ynd = 0;
+    rc = sd_onnx_run_forward(&r, &g_ctx, x, 4, (int64_t[]){ 1, 6, 6, 3 }, &y, &ynd, ys);
+    T_CHECKF(rc == 0, "%s", sd_errmsg());
+    int grc = rc ? rc : read_golden("ops.y", &ref, &nref);
+    T_CHECKF(grc == 0, "%s", sd_errmsg());
+    if (!grc) {
+        T_CHECKF(ynd == 2 && ys[0] == 1 && ys[1] == nref, "output %d-D [%lld, %lld], golden %lld", ynd, (long long)ys[0],
+                 (long long)ys[1], (long long)nref);
+        double worst = 0;
+        int64_t at = -1;
+        for (int64_t i = 0; ynd == 2 && ys[1] == nref && i < nref; i++) {
+            double d = fabs((double)y[i] - ref[i]) / fmax(1.0, fabs(ref[i]));
+            if (d > worst) {
+                worst = d;
+                at = i;
+            }
+        }
+        printf("#   ops.onnx: %lld values, max relative |onnx - numpy| = %.3g (at %lld)\n", (long long)nref, worst,
+               (long long)at);
+        T_CHECKF(worst <= 2e-5, "value %lld: %g vs %g", (long long)at, at >= 0 ? y[at] : 0.0, at >= 0 ? ref[at] : 0.0);
+    }
+    free(ref);
+    free(y);
+    free(x);
+    sd_onnx_run_close(&r);
 }
 
 static void onnx_info(void)
@@ -397,10 +434,13 @@ int main(void)
         printf("not ok ctx\n");
         return 1;
     }
-    g_golden = data_path("onnx_golden.safetensors");
+    static char golden[1024];   /* data_path's buffers rotate */
+    snprintf(golden, sizeof golden, "%s", data_path("onnx_golden.safetensors"));
+    g_golden = golden;
     T_RUN(onnx_convnext);
     T_RUN(onnx_swinv2);
     T_RUN(onnx_tf2onnx);
+    T_RUN(onnx_ops);
     T_RUN(onnx_info);
     T_RUN(onnx_refusals);
     T_RUN(onnx_truncated_and_corrupt);

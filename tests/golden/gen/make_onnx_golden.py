@@ -378,11 +378,199 @@ def tf2onnx_graph(golden):
     print("tf2onnx", os.path.getsize(path), "bytes, y", y.round(4))
 
 
+def ops_graph(golden):
+    """ops.onnx: the operators the other graphs leave out, each on a slice of the input, every
+    result flattened and concatenated into one output; numpy reference."""
+    H = 6
+    N = helper.make_node
+    rng = np.random.default_rng(11)
+    Wc = (rng.standard_normal((4, 3, 3)) * 0.5).astype(np.float32)
+    Ga = (rng.standard_normal((3, 4)) * 0.5).astype(np.float32)
+    Gb = (rng.standard_normal((3, 5)) * 0.5).astype(np.float32)
+    Gc = (rng.standard_normal((1, 5)) * 0.5).astype(np.float32)
+    Ma = (rng.standard_normal((2, 1, 3, 4)) * 0.5).astype(np.float32)
+    Mb = (rng.standard_normal((3, 4, 5)) * 0.5).astype(np.float32)
+    inits = {"k64": np.array(64, np.float32), "k2": np.array(2, np.float32), "k03": np.array(0.3, np.float32),
+             "k1": np.array(1, np.float32), "k0": np.array(0, np.float32), "k07": np.array(0.7, np.float32),
+             "kneg": np.array(-0.4, np.float32), "flat": np.array([-1], np.int64),
+             "reps": np.array([1, 2, 1, 1], np.int64), "pads": np.array([0, 1, 0, 0, 0, 0, 2, 0], np.int64),
+             "padv": np.array(0.5, np.float32), "ax12": np.array([1, 2], np.int64),
+             "sl_s": np.array([-1], np.int64), "sl_e": np.array([-100], np.int64), "sl_a": np.array([2], np.int64),
+             "sl_p": np.array([-2], np.int64), "gidx": np.array([-1, 0], np.int64), "c1d": np.array([1, 3, 36], np.int64),
+             "Wc": Wc, "Ga": Ga, "Gb": Gb, "Gc": Gc, "Ma": Ma, "Mb": Mb, "sh34": np.array([3, 4], np.int64)}
+    outs = []
+
+    def out(name):
+        outs.append(name + "_f")
+        return N("Reshape", [name, "flat"], [name + "_f"], name=name + "/flatten")
+
+    nodes = [
+        N("Div", ["input", "k64"], ["x0"], name="scale"),
+        N("Sub", ["x0", "k2"], ["x"], name="shift"),                      # [1,6,6,3] in [-2, 2)
+        N("Transpose", ["x"], ["xc"], perm=[0, 3, 1, 2], name="nchw"),    # [1,3,6,6]
+        N("Tile", ["xc", "reps"], ["tile"], name="tile"), out("tile"),
+        N("Pad", ["xc", "pads", "padv"], ["pad"], mode="constant", name="pad"), out("pad"),
+        N("MaxPool", ["xc"], ["mp"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1,
+          name="maxpool"), out("mp"),
+        N("AveragePool", ["xc"], ["ap"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1,
+          name="avgpool"), out("ap"),
+        N("GlobalMaxPool", ["xc"], ["gmp"], name="gmp"), out("gmp"),
+        N("LeakyRelu", ["x"], ["u1"], alpha=0.1, name="leaky"), out("u1"),
+        N("Elu", ["x"], ["u2"], alpha=0.7, name="elu"), out("u2"),
+        N("HardSigmoid", ["x"], ["u3"], alpha=0.3, beta=0.4, name="hsig"), out("u3"),
+        N("HardSwish", ["x"], ["u4"], name="hswish"), out("u4"),
+        N("Softplus", ["x"], ["u5"], name="softplus"), out("u5"),
+        N("Abs", ["x"], ["ab"], name="abs"), N("Add", ["ab", "k1"], ["ab1"], name="abs1"),
+        N("Log", ["ab1"], ["u6"], name="log"), out("u6"),
+        N("Floor", ["x"], ["u7"], name="floor"), out("u7"),
+        N("Ceil", ["x"], ["u8"], name="ceil"), out("u8"),
+        N("Mul", ["x", "k2"], ["x2"], name="x2"), N("Round", ["x2"], ["u9"], name="round"), out("u9"),
+        N("Sin", ["x"], ["u10"], name="sin"), out("u10"),
+        N("Cos", ["x"], ["u11"], name="cos"), out("u11"),
+        N("Sign", ["x"], ["u12"], name="sign"), out("u12"),
+        N("Neg", ["x"], ["u13"], name="neg"), out("u13"),
+        N("Mul", ["x", "x"], ["xx"], name="xx"), N("Add", ["xx", "k1"], ["xx1"], name="xx1"),
+        N("Reciprocal", ["xx1"], ["u14"], name="recip"), out("u14"),
+        N("Exp", ["x"], ["u15"], name="exp"), out("u15"),
+        N("Clip", ["x", "kneg"], ["u16"], name="clip_min"), out("u16"),
+        N("Max", ["x", "k03", "u13"], ["b1"], name="max3"), out("b1"),
+        N("Min", ["x", "k03"], ["b2"], name="min"), out("b2"),
+        N("Sum", ["x", "u13", "u7"], ["b3"], name="sum3"), out("b3"),
+        N("Mean", ["x", "u7"], ["b4"], name="mean2"), out("b4"),
+        N("Mod", ["x", "k07"], ["b5"], fmod=1, name="fmod"), out("b5"),
+        N("Greater", ["x", "k0"], ["gt"], name="gt"), N("Less", ["x", "k1"], ["lt"], name="lt"),
+        N("Not", ["lt"], ["nlt"], name="not"), N("And", ["gt", "nlt"], ["and"], name="and"),
+        N("Where", ["and", "x", "u13"], ["w1"], name="where"), out("w1"),
+        N("LessOrEqual", ["x", "kneg"], ["le"], name="le"), N("GreaterOrEqual", ["x", "k07"], ["ge"], name="ge"),
+        N("Or", ["le", "ge"], ["or"], name="or"), N("Cast", ["or"], ["orf"], to=TensorProto.FLOAT, name="orf"),
+        out("orf"),
+        N("ReduceMax", ["xc"], ["r1"], axes=[1, 2], keepdims=0, name="rmax"), out("r1"),
+        N("ReduceMin", ["xc"], ["r2"], axes=[3], keepdims=1, name="rmin"), out("r2"),
+        N("Mul", ["x0", "k07"], ["xs"], name="xs"),
+        N("ReduceProd", ["xs"], ["r3"], axes=[2], keepdims=0, name="rprod"), out("r3"),
+        N("ReduceSumSquare", ["xc"], ["r4"], axes=[1], keepdims=0, name="rss"), out("r4"),
+        N("ReduceL2", ["xc"], ["r5"], axes=[2, 3], keepdims=1, name="rl2"), out("r5"),
+        N("ReduceSum", ["xc", "ax12"], ["r6"], keepdims=0, name="rsum"), out("r6"),
+        N("ReduceMean", ["xc"], ["r7"], keepdims=1, name="rmean_all"),
+        N("Squeeze", ["r7"], ["r7s"], name="squeeze_all"), out("r7s"),
+        N("LogSoftmax", ["xc"], ["ls"], axis=1, name="logsoftmax"), out("ls"),
+        N("Slice", ["xc", "sl_s", "sl_e", "sl_a", "sl_p"], ["sl"], name="slice_neg"), out("sl"),
+        N("Gather", ["xc", "gidx"], ["ga"], axis=3, name="gather_neg"), out("ga"),
+        N("Size", ["xc"], ["sz"], name="size"), N("CastLike", ["sz", "x"], ["szf"], name="castlike"), out("szf"),
+        N("Reshape", ["xc", "c1d"], ["x1d"], name="to1d"),
+        N("Conv", ["x1d", "Wc"], ["cv"], kernel_shape=[3], strides=[2], dilations=[2], pads=[1, 1], name="conv1d"),
+        out("cv"),
+        N("Identity", ["x"], ["id"], name="identity"), N("Dropout", ["id"], ["dr"], name="dropout"),
+        N("Slice", ["dr", "sl_s", "sl_e", "sl_a", "sl_p"], ["drs"], name="slice_dr"),
+        N("Reshape", ["drs", "flat"], ["drf"], name="drf"),
+        N("Slice", ["drf", "k_zero", "k_twelve"], ["dr12"], name="slice12"),
+        N("Reshape", ["dr12", "sh34"], ["g34"], name="g34"),
+        N("Gemm", ["g34", "Gb", "Gc"], ["gm"], transA=1, alpha=0.5, beta=2.0, name="gemm"), out("gm"),
+        N("MatMul", ["Ma", "Mb"], ["mm"], name="matmul_bcast"),
+        N("Mul", ["mm", "u13_s"], ["mm2"], name="mm_x"), out("mm2"),
+        N("Split", ["xc"], ["sp0", "sp1", "sp2"], axis=1, name="split3"),
+        N("Sub", ["sp2", "sp0"], ["spd"], name="split_diff"), out("spd"),
+    ]
+    inits["k_zero"] = np.array([0], np.int64)
+    inits["k_twelve"] = np.array([12], np.int64)
+    nodes.insert(3, N("ReduceMean", ["x"], ["u13_s"], keepdims=0, name="scalar_mean"))
+    nodes.append(N("Concat", outs, ["cat"], axis=0, name="concat_all"))
+    nodes.append(N("Reshape", ["cat", "row"], ["output"], name="as_row"))
+    inits["row"] = np.array([1, -1], np.int64)
+    graph = helper.make_graph(nodes, "ops", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, H, H, 3])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, "n"])],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, producer_name="make_onnx_golden", opset_imports=[helper.make_opsetid("", 15)])
+    model.ir_version = 7
+    onnx.checker.check_model(model)
+    onnx.save(model, os.path.join(OUT, "ops.onnx"))
+
+    # numpy
+    x0 = pattern(1, H) / np.float32(64)
+    x = x0 - np.float32(2)
+    xc = x.transpose(0, 3, 1, 2)
+    r = []
+    r.append(np.tile(xc, (1, 2, 1, 1)))
+    r.append(np.pad(xc, ((0, 0), (1, 0), (0, 2), (0, 0)), constant_values=0.5))
+
+    def pool(a, kind):
+        Ho = 4 if kind == "max" else 3   # ceil_mode (max): ceil((6+2-3)/2) + 1 = 4; its last window starts at 6 < 6+1
+        out = np.zeros((1, 3, Ho, Ho), np.float64)
+        for i in range(Ho):
+            for j in range(Ho):
+                vals, cnt = [], 0
+                for ki in range(3):
+                    for kj in range(3):
+                        ii, jj = i * 2 - 1 + ki, j * 2 - 1 + kj
+                        if ii < 6 + 1 and jj < 6 + 1:
+                            cnt += 1
+                        if 0 <= ii < 6 and 0 <= jj < 6:
+                            vals.append(a[0, :, ii, jj])
+                v = np.array(vals)
+                out[0, :, i, j] = v.max(0) if kind == "max" else v.sum(0) / cnt
+        return out.astype(np.float32)
+    r.append(pool(xc, "max"))
+    r.append(pool(xc, "avg"))
+    r.append(xc.max((2, 3), keepdims=True))
+    r.append(np.where(x >= 0, x, 0.1 * x))
+    r.append(np.where(x >= 0, x, 0.7 * (np.exp(x) - 1)))
+    r.append(np.clip(0.3 * x + 0.4, 0, 1))
+    r.append(x * np.clip(x / 6 + 0.5, 0, 1))
+    r.append(np.log1p(np.exp(x)))
+    r.append(np.log(np.abs(x) + 1))
+    r.append(np.floor(x))
+    r.append(np.ceil(x))
+    r.append(np.round(x * 2))
+    r.append(np.sin(x))
+    r.append(np.cos(x))
+    r.append(np.sign(x))
+    r.append(-x)
+    r.append(1 / (x * x + 1))
+    r.append(np.exp(x))
+    r.append(np.maximum(x, -0.4))
+    r.append(np.maximum(np.maximum(x, 0.3), -x))
+    r.append(np.minimum(x, 0.3))
+    r.append(x + -x + np.floor(x))
+    r.append((x + np.floor(x)) / 2)
+    r.append(np.fmod(x, np.float32(0.7)))
+    r.append(np.where((x > 0) & ~(x < 1), x, -x))
+    r.append(((x <= -0.4) | (x >= 0.7)).astype(np.float32))
+    r.append(xc.max((1, 2)))
+    r.append(xc.min(3, keepdims=True))
+    r.append((x0 * np.float32(0.7)).prod(2))
+    r.append((xc ** 2).sum(1))
+    r.append(np.sqrt((xc.astype(np.float64) ** 2).sum((2, 3), keepdims=True)))
+    r.append(xc.sum((1, 2)))
+    r.append(np.array(xc.mean()))
+    m = xc.max(1, keepdims=True)
+    r.append(xc - m - np.log(np.exp(xc - m).sum(1, keepdims=True)))
+    r.append(xc[:, :, ::-2, :])
+    r.append(xc[:, :, :, [-1, 0]])
+    r.append(np.array([xc.size], np.float32))
+    x1d = xc.reshape(1, 3, 36)
+    xp = np.pad(x1d, ((0, 0), (0, 0), (1, 1)))
+    Lo = (36 + 2 - 5) // 2 + 1
+    cv = np.zeros((1, 4, Lo), np.float64)
+    for o in range(4):
+        for l in range(Lo):
+            cv[0, o, l] = sum(xp[0, c, l * 2 + k * 2] * Wc[o, c, k] for c in range(3) for k in range(3))
+    r.append(cv)
+    g34 = x[:, :, ::-2, :].reshape(-1)[:12].reshape(3, 4)
+    r.append(0.5 * (g34.T @ Gb) + 2.0 * Gc)
+    r.append((Ma @ Mb) * x.mean())
+    r.append(xc[:, 2:3] - xc[:, 0:1])
+    y = np.concatenate([np.asarray(a, np.float64).reshape(-1) for a in r]).astype(np.float32)
+    golden["ops.y"] = y.reshape(1, -1)
+    print("ops", os.path.getsize(os.path.join(OUT, "ops.onnx")), "bytes,", y.size, "values,",
+          len(set(nd.op_type for nd in nodes)), "op types")
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     golden = {}
     taggers(golden)
     tf2onnx_graph(golden)
+    ops_graph(golden)
     if not os.environ.get("VIT"):
         save_st(os.path.join(OUT, "onnx_golden.safetensors"), {k: np.ascontiguousarray(v) for k, v in golden.items()})
     else:
