@@ -45,7 +45,6 @@ static struct {
     int remove_underscore, character_tag_expand, append_tags, sidecar, recursive, frequency_tags, debug;
     const char *caption_extension;
     int batch_size, workers, threads;
-    /* refused */
     int onnx;
     /* refused */
     int force_download, use_quality_tags, use_quality_tags_as_last_tag;
@@ -231,7 +230,8 @@ static int finish(item *it, const float *logits, const char *src)
 {
     float *p = malloc(sizeof(float) * (size_t)wt.n);
     if (!p) return sd_err(SD_ENOMEM, "out of memory");
-    for (int i = 0; i < wt.n; i++) p[i] = use_onnx ? logits[i] : 1.0f / (1.0f + expf(-logits[i]));   /* ONNX: sigmoid in the graph */
+    for (int i = 0; i < wt.n; i++)   /* ONNX graphs have the sigmoid inside */
+        p[i] = use_onnx ? logits[i] : 1.0f / (1.0f + expf(-logits[i]));
     const char **tags = NULL;
     int nt = 0, rc = sd_wdtags_select(&wt, p, &tags, &nt);
     char *text = NULL, *side = NULL;
@@ -356,7 +356,6 @@ static int write_results(const char *path)
 /* decode the batch in parallel, run the model, write the records in order; 1 = fatal */
 static sd_tensor logits;   /* the batch's [good, classes] on the host */
 
-/* main thread: the tagger on a batch (on --device cuda the batch goes up, the logits come back) */
 /* the ONNX graph on x's images (NHWC in the [N,3,S,S] buffer); a batch smaller than the model's
  * fixed batch is padded with white images, whose outputs are dropped */
 static int forward_onnx(const sd_tensor *x)
@@ -385,6 +384,8 @@ static int forward_onnx(const sd_tensor *x)
     return rc;
 }
 
+/* main thread: the tagger on a batch (on --device cuda the batch goes up, the logits come back; an
+ * ONNX graph gives probabilities) */
 static int forward(const sd_tensor *x, void *user)
 {
     (void)user;

@@ -2,7 +2,7 @@
 # sd-tag on ONNX graphs (tests/data/onnx, tests/golden/gen/make_onnx_golden.py) end to end: the
 # torch-exported tiny ConvNeXt (dynamic batch) and SwinV2 (batch fixed to 1) taggers give the same
 # records as the same weights in safetensors form; --onnx, a .onnx file as --model, the model's fixed
-# batch overriding --batch_size, --threads 1 vs 2, and the refusals (unsupported operator, truncated
+# batch overriding --batch_size (a last batch padded), --threads 1 vs 2, and the refusals (unsupported operator, truncated
 # file, tag-count mismatch, cl_tagger layout, --device cuda, --onnx without model.onnx).
 . "$(dirname "$0")/lib.sh"
 t_init tag_onnx
@@ -54,6 +54,14 @@ cmp -s f.out on.out && ok tag_onnx_file || nok tag_onnx_file "$(tail -2 f.err)"
 [ $rc = 0 ] && cmp -s sst.out son.out && ok tag_onnx_swinv2_same_tags || nok tag_onnx_swinv2_same_tags "exit $rc: $(diff sst.out son.out | head -4)"
 grep -q "Batch size 4 doesn't match onnx model batch size 1, use model batch size 1" son.err &&
   grep -q 'input \[1,64,64,3\]' son.err && ok tag_onnx_fixed_batch || nok tag_onnx_fixed_batch "$(head -4 son.err)"
+
+# ---- a batch fixed to 2 (the ConvNeXt graph with its "batch" dim_param made dim_value 2, padded with an
+# unknown field to keep the lengths): 5 images in batches of 2, the last one padded
+mkdir -p fb2 && cp co/selected_tags.csv fb2/
+LC_ALL=C sed 's/\x12\x05batch/\x08\x02\x7a\x03xxx/g' co/model.onnx > fb2/model.onnx
+"$SD" --model fb2 --thresh 0.5 --no-sidecar img > fb2.out 2> fb2.err; rc=$?
+[ $rc = 0 ] && cmp -s fb2.out on.out && grep -q "Batch size 1 doesn't match onnx model batch size 2" fb2.err &&
+  ok tag_onnx_fixed_batch_padded || nok tag_onnx_fixed_batch_padded "exit $rc: $(tail -2 fb2.err)"
 
 # ---- refusals ---------------------------------------------------------------------------------
 mkdir -p bad_op trunc count cl noonnx
