@@ -2106,12 +2106,19 @@ static int open_graph(sd_onnx_run *r)
     for (int i = 0; i < m->ninits; i++) {
         int id = value_id(r, m->inits[i].name, 1);
         if (r->vals[id].dt) return sd_err(SD_EFORMAT, "initializer '%s' appears twice", m->inits[i].name);
-        int rc = val_from_tensor(&r->vals[id], &m->inits[i]);
-        if (rc) return sd_err_prefix(rc, "initializer '%s'", m->inits[i].name);
-        r->vals[id].konst = 1;
-        /* the copy is kept; the parsed data is no longer needed */
-        free(m->inits[i].data);
-        m->inits[i].data = NULL;
+        /* the parsed data (float or int64, as values hold them) becomes the value's */
+        const sd_onnx_tensor *t = &m->inits[i];
+        val *v = &r->vals[id];
+        int isf = t->dtype == SD_ONNX_FLOAT || t->dtype == SD_ONNX_FLOAT16 || t->dtype == SD_ONNX_BFLOAT16 ||
+                  t->dtype == SD_ONNX_DOUBLE;
+        int rc = val_alloc(v, isf ? SD_OV_F32 : SD_OV_I64, t->ndim, t->dims);
+        if (rc) return sd_err_prefix(rc, "initializer '%s'", t->name);
+        if (t->data) {
+            free(v->p);
+            v->p = t->data;
+            m->inits[i].data = NULL;
+        }
+        v->konst = 1;
     }
     r->input = -1;
     for (int i = 0; i < m->ninputs; i++) {

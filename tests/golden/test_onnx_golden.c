@@ -9,12 +9,14 @@
  *  - graphs with an unsupported operator, an operator of another domain, external data, a cycle or
  *    an input nothing produces are refused at open with messages naming the file, the op and node.
  * The inputs are the generator's pattern(): NHWC 0..255 integers computed here too.
+ * One-off: SD_ONNX_FULL=DIR checks a full-size graph (see onnx_full).
  * One-off: SD_ONNX_VIT=/tmp also checks the torch-exported tiny ViT tagger (VIT=1 make_onnx_golden.py). */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/error.h"
 #include "io/safetensors.h"
@@ -169,6 +171,33 @@ static void onnx_vit(void)
     const char *keep = g_golden;
     g_golden = golden;
     check_tagger(onnx_path, "vit", 2, t_root_pathf("tests/data/tagger/tagger_tiny.safetensors"));
+    g_golden = keep;
+}
+
+/* One-off: SD_ONNX_FULL=DIR runs DIR/model.onnx (a full-size tagger graph) on pattern(1, S) against
+ * DIR/golden.safetensors "full.y" (max|Δ| <= 1e-4). */
+static const char *g_full;
+static void onnx_full(void)
+{
+    static char onnx_path[512], golden[512];
+    snprintf(onnx_path, sizeof onnx_path, "%s/model.onnx", g_full);
+    snprintf(golden, sizeof golden, "%s/golden.safetensors", g_full);
+    sd_onnx_run r;
+    int rc = sd_onnx_run_open(&r, onnx_path);
+    T_CHECKF(rc == 0, "%s", sd_errmsg());
+    if (rc) return;
+    int size = (int)r.in_info.dims[1];
+    sd_onnx_run_close(&r);
+    const char *keep = g_golden;
+    g_golden = golden;
+    int64_t cnt = 0;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double e = run_one(onnx_path, "full", 1, size, 2, NULL, &cnt);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    printf("#   %s: %lld outputs, max|onnx - torch| = %.3g, %.1f s (open + run)\n", onnx_path, (long long)cnt, e,
+           (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+    T_CHECKF(e <= 1e-4, "%g", e);
     g_golden = keep;
 }
 
@@ -446,6 +475,8 @@ int main(void)
     T_RUN(onnx_truncated_and_corrupt);
     g_vit = getenv("SD_ONNX_VIT");
     if (g_vit && *g_vit) T_RUN(onnx_vit);
+    g_full = getenv("SD_ONNX_FULL");
+    if (g_full && *g_full) T_RUN(onnx_full);
     sd_ctx_free(&g_ctx);
     T_DONE();
 }
