@@ -5,14 +5,15 @@ test_onnx_golden.c, tests/cli/tag_onnx.sh). Run once by hand with Debian's /usr/
 tests/data/onnx/.
 
 1. torch-exported taggers, as SmilingWolf's v3 model.onnx files are built: the tiny timm-layout
-   ConvNeXt and SwinV2 taggers of tests/data/tagger (make_convnext_golden.py,
-   make_swinv2_golden.py; weights loaded from their safetensors files) wrapped so that the graph
-   takes NHWC float32 BGR 0..255 and does the scaling (x/127.5 - 1) and the sigmoid itself:
+   ConvNeXt tagger of tests/data/tagger (make_convnext_golden.py, weights from convnext_tiny.safetensors)
+   and a smaller SwinV2 than swinv2_tiny (make_swinv2_golden.py's model with window 4, depths 2/1,
+   written here as swinv2_w4.safetensors for the safetensors path), wrapped so that the graph takes
+   NHWC float32 BGR 0..255 and does the scaling (x/127.5 - 1) and the sigmoid itself:
      convnext.onnx  opset 17 (LayerNormalization op), dynamic batch axis "batch"
      swinv2.onnx    opset 13 (LayerNorm decomposed to ReduceMean/Sub/Pow/Sqrt/Div), batch fixed to 1
-   To keep the files small, every float initializer that float16 represents exactly (the
+   To keep the files small (shrink()), every float tensor that float16 represents exactly (the
    weights, stored as F16 in the safetensors) is stored as FLOAT16 and Cast back to float by a
-   node: the graph computes the same values.
+   node, int64 ones as INT32 + Cast, and the names are shortened: the graph computes the same values.
    With VIT=1 the ViT tagger (tagger_tiny, 300 kB: not committed) is exported to /tmp/vit.onnx and its
    golden written to /tmp/onnx_golden_vit.safetensors instead (test_onnx_golden checks it when
    SD_ONNX_VIT=/tmp is set).
@@ -25,11 +26,17 @@ tests/data/onnx/.
    Erf GELU, a softmax self-attention (Transpose, MatMul, Softmax), a token roll with Slice/Concat,
    Keras MultiHeadAttention's Einsum nodes (abc,cde->abde; aecd,abcd->acbe; acbe,aecd->abcd),
    Split, ReduceMean over tokens, a one-operand Einsum (ab->ba) and an implicit-output one (ba,bc),
-   Gemm (transB) and Sigmoid; its expected output computed here with
-   numpy.
--> tests/data/onnx/{convnext,swinv2,tf2onnx}.onnx and onnx_golden.safetensors:
-   <name>.y (the torch / numpy output for the input pattern() makes, NHWC 0..255), <name>.logits_st (convnext, swinv2: the
-   timm model's logits on the same input as the safetensors path sees it, BGR planes x/127.5-1).
+   Gemm (transB) and Sigmoid; its expected output computed here with numpy.
+3. ops.onnx (opset 15): every other supported operator (Tile, Pad, MaxPool with ceil_mode,
+   AveragePool with count_include_pad, GlobalMaxPool, the remaining unary ops, variadic
+   Max/Min/Sum/Mean, Mod, comparisons and logic, the other reductions, LogSoftmax, Slice with a
+   negative step, Gather with negative indices, Size, CastLike, 1-D dilated strided Conv, Gemm with
+   transA/alpha/beta, broadcast batched MatMul, Split, Identity, Dropout, Squeeze without axes),
+   each result flattened and concatenated into one output [1, n]; numpy reference.
+-> tests/data/onnx/{convnext,swinv2,tf2onnx,ops}.onnx, swinv2_w4.safetensors and
+   onnx_golden.safetensors: <name>.y (the torch / numpy output for the input pattern() makes, NHWC
+   0..255), <name>.logits_st (convnext, swinv2: the timm model's logits on the same input as the
+   safetensors path sees it, BGR planes x/127.5-1).
 """
 import json
 import math
