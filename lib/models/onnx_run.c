@@ -794,7 +794,7 @@ static int op_range(ectx *e)
         if (dt == SD_OV_F32)
             F(e->out[0])[i] = (float)(s + (double)i * d);
         else
-            IV(e->out[0])[i] = IV(e->in[0])[0] + i * IV(e->in[2])[0];
+            IV(e->out[0])[i] = (int64_t)((uint64_t)IV(e->in[0])[0] + (uint64_t)i * (uint64_t)IV(e->in[2])[0]);
     }
     return SD_OK;
 }
@@ -823,6 +823,8 @@ static int op_reshape(ectx *e)
         } else if (d[i] < 0) {
             return sd_err(SD_EFORMAT, "Reshape to a negative size");
         } else {
+            if (d[i] > ((int64_t)1 << 32) || (d[i] && known > ((int64_t)1 << 32) / d[i]))
+                return sd_err(SD_ERANGE, "Reshape to a too large shape");
             known *= d[i];
         }
     }
@@ -1031,6 +1033,7 @@ static int op_split(ectx *e)
     int64_t tot = 0;
     for (int i = 0; i < ns; i++) {
         if (sp[i] < 0) return sd_err(SD_EFORMAT, "negative Split size");
+        if (sp[i] > a->d[ax]) return sd_err(SD_EFORMAT, "Split size %lld larger than the axis", (long long)sp[i]);
         tot += sp[i];
     }
     if (tot != a->d[ax])
@@ -1093,11 +1096,12 @@ static int op_slice(ectx *e)
         if (p > 0) {
             s = s < 0 ? 0 : s > dim ? dim : s;
             t = t < 0 ? 0 : t > dim ? dim : t;
-            d[x] = t > s ? (t - s + p - 1) / p : 0;
+            d[x] = t > s ? (t - s - 1) / p + 1 : 0;
         } else {
             s = s < 0 ? -1 : s > dim - 1 ? dim - 1 : s;
             t = t < -1 ? -1 : t > dim - 1 ? dim - 1 : t;
-            d[x] = s > t ? (s - t + (-p) - 1) / (-p) : 0;
+            if (p == INT64_MIN) p = INT64_MIN + 1;   /* any step past the axis takes one element */
+            d[x] = s > t ? (s - t - 1) / (-p) + 1 : 0;
         }
         b[x] = s;
         step[x] = p;
@@ -1201,6 +1205,7 @@ static int op_tile(ectx *e)
     int64_t d[MAXD];
     for (int i = 0; i < a->nd; i++) {
         if (rep[i] < 0) return sd_err(SD_EFORMAT, "negative Tile repeat");
+        if (rep[i] > ((int64_t)1 << 32)) return sd_err(SD_ERANGE, "Tile repeat %lld too large", (long long)rep[i]);
         d[i] = a->d[i] * rep[i];
     }
     if ((rc = val_alloc(e->out[0], a->dt, a->nd, d))) return rc;
@@ -1242,6 +1247,9 @@ static int op_pad(ectx *e)
     if (np != 2 * a->nd) return sd_err(SD_EFORMAT, "Pad pads of length %d for a %d-D input", np, a->nd);
     int64_t d[MAXD];
     for (int i = 0; i < a->nd; i++) {
+        if (pads[i] > ((int64_t)1 << 32) || pads[i] < -((int64_t)1 << 32) || pads[i + a->nd] > ((int64_t)1 << 32) ||
+            pads[i + a->nd] < -((int64_t)1 << 32))
+            return sd_err(SD_ERANGE, "Pad pads out of range");
         d[i] = a->d[i] + pads[i] + pads[i + a->nd];
         if (d[i] < 0) return sd_err(SD_EFORMAT, "Pad to a negative size");
     }
@@ -1530,6 +1538,10 @@ static int op_matmul(ectx *e)
     val o = { 0 };
     if ((rc = val_alloc(&o, SD_OV_F32, ond, od))) return rc;
     int64_t nbatch = prod(bd, 0, nb), bbn = prod(bb.d, 0, bb.nd);
+    if (nbatch * M > INT32_MAX || N > INT32_MAX || K > INT32_MAX) {
+        free(o.p);
+        return sd_err(SD_EUNSUPPORTED, "MatMul sizes beyond 2^31");
+    }
     if (bbn == 1 && nb == ba.nd && prod(ba.d, 0, ba.nd) == nbatch) {
         /* B shared: one sgemm over all rows of A */
         if (nbatch * M > 0 && N > 0)
@@ -1574,6 +1586,7 @@ static int op_gemm(ectx *e)
     int64_t M = ta ? A->d[1] : A->d[0], K = ta ? A->d[0] : A->d[1], K2 = tb ? B->d[1] : B->d[0],
             N = tb ? B->d[0] : B->d[1];
     if (K != K2) return sd_err(SD_EFORMAT, "Gemm inner sizes %lld and %lld", (long long)K, (long long)K2);
+    if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX) return sd_err(SD_EUNSUPPORTED, "Gemm sizes beyond 2^31");
     int64_t od[2] = { M, N };
     val o = { 0 };
     if (C && C->n && beta != 0) {
@@ -1743,6 +1756,7 @@ static int op_einsum(ectx *e)
         for (int i = 0; i < nc; i++) K *= v[0].d[strchr(in[0], cl[i]) - in[0]];
         for (int i = 0; i < nbo; i++) N *= v[1].d[strchr(in[1], bo[i]) - in[1]];
         if (nb + na + nbo > MAXD) rc = sd_err(SD_EUNSUPPORTED, "Einsum result over %d axes", MAXD);
+        if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX) rc = sd_err(SD_EUNSUPPORTED, "Einsum sizes beyond 2^31");
         if (!rc) rc = permute_to(&v[0], in[0], wa);
         if (!rc) rc = permute_to(&v[1], in[1], wb);
         int k = 0;
@@ -1856,6 +1870,8 @@ static int op_conv(ectx *e)
     /* generic: im2col per image and group + sgemm */
     int64_t H = g.in[0], W = g.in[1], Ho = g.out[0], Wo = g.out[1], Cg = C / G, Mg = M / G, kh = g.k[0], kw = g.k[1];
     int64_t rows = Cg * kh * kw, cols = Ho * Wo;
+    if (rows > INT32_MAX || cols > INT32_MAX || rows * cols > ((int64_t)1 << 32))
+        return sd_err(SD_EUNSUPPORTED, "Conv im2col buffer beyond 2^32 elements");
     float *col = malloc((size_t)(rows * cols > 0 ? rows * cols : 1) * sizeof(float));
     if (!col) return sd_err(SD_ENOMEM, "out of memory");
     for (int64_t n = 0; n < N; n++)
