@@ -6,6 +6,7 @@
  *  - tf2onnx.onnx (a hand-built graph in the tf2onnx style): the numpy reference (max|Δ| <= 2e-5);
  *  - ops.onnx (the remaining operators, each on the input, flattened into one output): numpy;
  *  - 1 vs 2 threads give identical outputs;
+ *  - hostile but valid graphs (huge shapes, out-of-range indices, mixed types) fail in the node, named;
  *  - graphs with an unsupported operator, an operator of another domain, external data, a cycle or
  *    an input nothing produces are refused at open with messages naming the file, the op and node.
  * The inputs are the generator's pattern(): NHWC 0..255 integers computed here too.
@@ -418,6 +419,82 @@ static void onnx_refusals(void)
     refused("no output", &m, SD_EFORMAT, "graph output 'y'", NULL);
 }
 
+/* an int64 initializer */
+static void init_i64(buf *in, const char *name, const int64_t *v, int n)
+{
+    buf t = {0}, pk = {0};
+    put_int(&t, 1, (uint64_t)n);
+    put_int(&t, 2, 7);
+    put_str(&t, 8, name);
+    for (int i = 0; i < n; i++) put_varint(&pk, (uint64_t)v[i]);
+    put_msg(&t, 7, &pk);
+    put_msg(in, 5, &t);
+}
+
+/* hostile but well-formed graphs: each node fails at run time with a message naming it, no crash */
+static void run_fails(const char *what, const char *op, const int64_t *c, int nc, const char *attr_name, int64_t attr,
+                      const char *msg)
+{
+    buf g = {0}, m = {0}, in = {0}, n = {0}, a = {0};
+    init_i64(&in, "c", c, nc);
+    put_str(&n, 1, "x");
+    put_str(&n, 1, "c");
+    if (!strcmp(op, "Slice")) {   /* starts c, ends c, axes, steps */
+        put_str(&n, 1, "c");
+        put_str(&n, 1, "zero");
+        put_str(&n, 1, "c");
+        int64_t z = 0;
+        init_i64(&in, "zero", &z, 1);
+    }
+    put_str(&n, 2, "y");
+    put_str(&n, 3, "hostile");
+    put_str(&n, 4, op);
+    if (attr_name) {
+        put_str(&a, 1, attr_name);
+        put_int(&a, 3, (uint64_t)attr);
+        put_int(&a, 20, 2);
+        put_msg(&n, 5, &a);
+    }
+    put_msg(&g, 1, &n);
+    model(&m, &g, &in, "y");
+    const char *p = t_path("hostile.onnx");
+    T_CHECK(t_write_file(p, m.b, m.n) == 0);
+    sd_onnx_run r;
+    int rc = sd_onnx_run_open(&r, p);
+    T_CHECKF(rc == 0, "%s: %s", what, sd_errmsg());
+    if (rc) return;
+    float x[4] = { 1, 2, 3, 4 }, *y = NULL;
+    int ynd;
+    int64_t ys[8];
+    rc = sd_onnx_run_forward(&r, &g_ctx, x, 1, (int64_t[]){ 4 }, &y, &ynd, ys);
+    if (!msg) {
+        T_CHECKF(rc == 0, "%s: %s", what, sd_errmsg());
+    } else {
+        T_CHECKF(rc < 0 && strstr(sd_errmsg(), "hostile.onnx: node 'hostile'") && strstr(sd_errmsg(), msg), "%s: rc %d: %s",
+                 what, rc, sd_errmsg());
+    }
+    free(y);
+    sd_onnx_run_close(&r);
+}
+
+static void onnx_hostile(void)
+{
+    int64_t big[2] = { (int64_t)1 << 40, (int64_t)1 << 40 }, huge = INT64_MAX, neg = -5, idx = 7;
+    run_fails("reshape huge", "Reshape", big, 2, NULL, 0, "too large");
+    run_fails("reshape mismatch", "Reshape", (int64_t[]){ 3 }, 1, NULL, 0, "cannot reshape");
+    run_fails("tile huge", "Tile", &huge, 1, NULL, 0, "too large");
+    run_fails("expand huge", "Expand", (int64_t[]){ (int64_t)1 << 40, 1 }, 2, NULL, 0, "too large");
+    run_fails("expand mismatch", "Expand", big, 2, NULL, 0, "cannot broadcast");
+    run_fails("gather out of range", "Gather", &idx, 1, NULL, 0, "Gather index 7 out of range");
+    run_fails("gather bad axis", "Gather", &neg, 1, "axis", 3, "axis 3 out of range");
+    run_fails("pad negative", "Pad", (int64_t[]){ -9, 0 }, 2, NULL, 0, "negative size");
+    run_fails("unsqueeze bad axis", "Unsqueeze", &idx, 1, NULL, 0, "out of range");
+    run_fails("split too large", "Split", &huge, 1, NULL, 0, "larger than the axis");
+    run_fails("slice extreme step", "Slice", (int64_t[]){ INT64_MIN }, 1, NULL, 0, NULL);   /* one element: fine */
+    run_fails("add int and float", "Add", &idx, 1, NULL, 0, "different types");
+    run_fails("matmul int", "MatMul", &idx, 1, NULL, 0, "integer");
+}
+
 /* every prefix and many one-byte corruptions of tf2onnx.onnx: an error or a model, never a crash */
 static void onnx_truncated_and_corrupt(void)
 {
@@ -472,6 +549,7 @@ int main(void)
     T_RUN(onnx_ops);
     T_RUN(onnx_info);
     T_RUN(onnx_refusals);
+    T_RUN(onnx_hostile);
     T_RUN(onnx_truncated_and_corrupt);
     g_vit = getenv("SD_ONNX_VIT");
     if (g_vit && *g_vit) T_RUN(onnx_vit);
