@@ -10,8 +10,9 @@
  * Errors (the message names the file): SD_EFORMAT for a malformed encoding or inconsistent
  * message (truncated data, a tensor whose data size does not match its dims and type, more
  * than SD_ONNX_MAX_DIMS dimensions); SD_EUNSUPPORTED for tensors stored as external data
- * (data_location EXTERNAL: "model.onnx: initializer 'w' is stored in an external file (…);
- * not supported"), string tensors, sparse initializers and element types other than float,
+ * (data_location EXTERNAL: "model.onnx: initializer 3: tensor at byte 1234: tensor 'w' is stored
+ * in an external data file (…); not supported: …"), string tensors, sparse initializers and element
+ * types other than float,
  * float16, bfloat16, double, int8/16/32/64, uint8/16/32/64 and bool. */
 #ifndef SD_IO_ONNX_H
 #define SD_IO_ONNX_H
