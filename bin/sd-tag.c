@@ -1,6 +1,6 @@
 /* sd-tag: WD14-style tagger (SmilingWolf wd-vit-tagger-v3 / wd-convnext-tagger-v3 / wd-swinv2-tagger-v3 /
- * wd-eva02-large-tagger-v3, timm safetensors) -> tags
- * (sd-tag(1)).
+ * wd-eva02-large-tagger-v3, timm safetensors; or any SmilingWolf model.onnx, v1-v3, on the CPU through
+ * models/onnx_run.h) -> tags (sd-tag(1)).
  *
  * Records (JSON lines with "image") or image folders in; each record gets "tags" and, unless
  * --no-sidecar, the image gets a <stem><caption_extension> sidecar as kohya-ss/sd-scripts'
@@ -27,6 +27,7 @@
 #include "io/image.h"
 #include "io/jsonl.h"
 #include "io/tags_csv.h"
+#include "models/onnx_run.h"
 #include "models/tagger.h"
 #include "models/tagger_convnext.h"
 #include "models/tagger_eva02.h"
@@ -44,8 +45,9 @@ static struct {
     int remove_underscore, character_tag_expand, append_tags, sidecar, recursive, frequency_tags, debug;
     const char *caption_extension;
     int batch_size, workers, threads;
+    int onnx;
     /* refused */
-    int onnx, force_download, use_quality_tags, use_quality_tags_as_last_tag;
+    int force_download, use_quality_tags, use_quality_tags_as_last_tag;
     const char *repo_id, *model_dir, *output_path;
     double meta_threshold, model_threshold, copyright_threshold, artist_threshold;
 } a = {.workers = -1};
@@ -59,7 +61,8 @@ static const sd_opt table[] = {
     {.name = "model", .type = SD_OPT_STRING, .dest = &a.model, .metavar = "DIR|FILE", .group = G_M,
      .help = "a folder with model.safetensors and selected_tags.csv (a Hugging Face SmilingWolf/wd-vit-tagger-v3, "
              "wd-convnext-tagger-v3, wd-swinv2-tagger-v3 or wd-eva02-large-tagger-v3 download), or the model.safetensors "
-             "file itself"},
+             "file itself; a folder with only model.onnx (v1/v2 repos such as wd-v1-4-convnext-tagger-v2), or a .onnx "
+             "file, runs the ONNX graph (see --onnx)"},
     {.name = "tags_csv", .type = SD_OPT_STRING, .dest = &a.tags_csv, .metavar = "FILE", .group = G_M,
      .help = "selected_tags.csv (default: the one beside the model file)"},
     {.name = "preprocess", .type = SD_OPT_ENUM, .dest = &a.preset, .def = "kohya", .choices = "kohya|wd",
@@ -109,8 +112,9 @@ static const sd_opt table[] = {
     {.name = "debug", .type = SD_OPT_FLAG, .dest = &a.debug, .def = "false", .group = G_O,
      .help = "print each image's rating, character and general tags to stderr"},
     SD_OPT_THREADS(&a.threads),
-    {.name = "onnx", .type = SD_OPT_FLAG, .dest = &a.onnx, .flags = SD_OPTF_NO_NEGATE, .group = G_X,
-     .help = "ONNX models: refused (use the model.safetensors of a v3 repo)"},
+    {.name = "onnx", .type = SD_OPT_FLAG, .dest = &a.onnx, .flags = SD_OPTF_NO_NEGATE, .group = G_M,
+     .help = "run the folder's model.onnx (SmilingWolf v1/v2/v3 layout) with sd-tag's own ONNX interpreter, "
+             "on the CPU only (no onnxruntime); a fixed batch size in the model overrides --batch_size"},
     {.name = "repo_id", .type = SD_OPT_STRING, .dest = &a.repo_id, .group = G_X, .help = "refused: no downloads; give --model"},
     {.name = "model_dir", .type = SD_OPT_STRING, .dest = &a.model_dir, .group = G_X, .help = "refused: give --model"},
     {.name = "force_download", .type = SD_OPT_FLAG, .dest = &a.force_download, .flags = SD_OPTF_NO_NEGATE,
@@ -137,6 +141,9 @@ static const sd_opt table[] = {
 typedef sd_image_job item;   /* w, h: the image's size (for --output_path) */
 
 static sd_tagger model;
+static sd_onnx_run onnx;         /* the ONNX graph (use_onnx) */
+static int use_onnx;
+static int64_t onnx_batch;       /* the graph's fixed batch size, or 0 (dynamic) */
 static sd_wdtags wt;
 static sd_ctx ctx;
 static int dev_index = SD_DEVICE_CPU;   /* --device */
@@ -187,7 +194,8 @@ static void load_one(item *it, void *user)
         return;
     }
     it->input = malloc(sizeof(float) * 3 * (size_t)sq.w * (size_t)sq.h);
-    if (it->input) sd_tagger_image_to_input(&sq, it->input);
+    if (it->input && use_onnx) sd_tagger_image_to_nhwc_bgr(&sq, it->input);   /* the [3,S,S] slot holds [S,S,3] */
+    else if (it->input) sd_tagger_image_to_input(&sq, it->input);
     else sd_image_job_fail(it, "out of memory");
     sd_image_free(&sq);
 }
@@ -222,7 +230,8 @@ static int finish(item *it, const float *logits, const char *src)
 {
     float *p = malloc(sizeof(float) * (size_t)wt.n);
     if (!p) return sd_err(SD_ENOMEM, "out of memory");
-    for (int i = 0; i < wt.n; i++) p[i] = 1.0f / (1.0f + expf(-logits[i]));
+    for (int i = 0; i < wt.n; i++)   /* ONNX graphs have the sigmoid inside */
+        p[i] = use_onnx ? logits[i] : 1.0f / (1.0f + expf(-logits[i]));
     const char **tags = NULL;
     int nt = 0, rc = sd_wdtags_select(&wt, p, &tags, &nt);
     char *text = NULL, *side = NULL;
@@ -347,11 +356,46 @@ static int write_results(const char *path)
 /* decode the batch in parallel, run the model, write the records in order; 1 = fatal */
 static sd_tensor logits;   /* the batch's [good, classes] on the host */
 
-/* main thread: the tagger on a batch (on --device cuda the batch goes up, the logits come back) */
+/* the ONNX graph on x's images (NHWC in the [N,3,S,S] buffer); a batch smaller than the model's
+ * fixed batch is padded with white images, whose outputs are dropped */
+static int forward_onnx(const sd_tensor *x)
+{
+    int64_t n = x->shape[0], S = model.size, run_n = onnx_batch > 0 ? onnx_batch : n;
+    size_t per = (size_t)(S * S * 3);
+    float *in = (float *)x->data, *pad = NULL, *y = NULL;
+    int rc = SD_OK;
+    if (run_n != n) {
+        pad = malloc(sizeof(float) * per * (size_t)run_n);
+        if (!pad) return sd_err(SD_ENOMEM, "out of memory");
+        memcpy(pad, x->data, sizeof(float) * per * (size_t)n);
+        for (size_t i = per * (size_t)n; i < per * (size_t)run_n; i++) pad[i] = 255.0f;
+        in = pad;
+    }
+    int ynd = 0;
+    int64_t ys[SD_ONNX_MAX_DIMS];
+    rc = sd_onnx_run_forward(&onnx, &ctx, in, 4, (int64_t[]){ run_n, S, S, 3 }, &y, &ynd, ys);
+    if (!rc && (ynd != 2 || ys[0] != run_n || ys[1] != model.classes))
+        rc = sd_err(SD_EFORMAT, "%s: output of shape [%lld%s%lld], expected [%lld, %lld] (one probability per tag)", onnx.path,
+                    (long long)(ynd > 0 ? ys[0] : 0), ynd > 1 ? ", " : "", (long long)(ynd > 1 ? ys[1] : 0), (long long)run_n,
+                    (long long)model.classes);
+    if (!rc) memcpy(logits.data, y, sizeof(float) * (size_t)(n * model.classes));
+    free(y);
+    free(pad);
+    return rc;
+}
+
+/* main thread: the tagger on a batch (on --device cuda the batch goes up, the logits come back; an
+ * ONNX graph gives probabilities) */
 static int forward(const sd_tensor *x, void *user)
 {
     (void)user;
     sd_tensor_free(&logits);
+    if (use_onnx) {
+        int rc = sd_tensor_alloc(&logits, SD_F32, 2, (int64_t[]){ x->shape[0], model.classes });
+        if (!rc) rc = forward_onnx(x);
+        if (rc) sd_error("%s", sd_errmsg());
+        return rc;
+    }
     int rc = sd_tensor_alloc(&logits, SD_F32, 2, (int64_t[]){ x->shape[0], model.classes });
     if (!rc && ctx.backend != SD_DEV_CPU) {
         sd_tensor xd = {0}, yd = {0};
@@ -384,6 +428,7 @@ static int finish_k(item *it, int k, const char *src, void *user)
  * weights move there first, after checking that they and the scratch fit. */
 static int open_context(void)
 {
+    if (use_onnx) return sd_ctx_init(&ctx, SD_DEV_CPU, sd_threads_get(), 0);
     const int64_t T = model.tokens, D = model.width;
     size_t per = model.cnx    ? sd_tagger_convnext_scratch_per_image(model.cnx) + ((size_t)4 << 20)
                  : model.swin ? sd_tagger_swinv2_scratch_per_image(model.swin) + ((size_t)4 << 20)
@@ -412,6 +457,43 @@ static int open_context(void)
     return rc;
 }
 
+/* The ONNX graph at `path`: a float input [N,S,S,3] (N fixed or symbolic), output [N, classes] */
+static int open_onnx(const char *path)
+{
+    int rc = sd_onnx_run_open(&onnx, path);
+    if (rc) return rc;
+    const sd_onnx_value_info *in = &onnx.in_info, *out = &onnx.out_info;
+    if (in->ndim != 4 || in->dims[3] != 3 || in->dims[1] <= 0 || in->dims[1] != in->dims[2] || in->dims[1] > 4096 ||
+        (in->dtype && in->dtype != SD_ONNX_FLOAT)) {
+        char sh[128] = "";
+        for (int i = 0; i < in->ndim && i < 8; i++)
+            snprintf(sh + strlen(sh), sizeof sh - strlen(sh), "%s%lld", i ? "," : "", (long long)in->dims[i]);
+        return sd_err(SD_EUNSUPPORTED, "%s: input '%s' is %s [%s]; sd-tag runs WD14 graphs whose input is float "
+                      "[N,S,S,3] (NHWC, BGR 0..255; -1 = not fixed)", path, in->name, sd_onnx_dtype_name(in->dtype), sh);
+    }
+    model.size = in->dims[1];
+    onnx_batch = in->dims[0] > 0 ? in->dims[0] : 0;
+    model.classes = out->ndim == 2 && out->dims[1] > 0 ? out->dims[1] : 0;   /* 0: from the tag list */
+    if (onnx_batch && onnx_batch != a.batch_size) {
+        sd_warn("Batch size %d doesn't match onnx model batch size %lld, use model batch size %lld", a.batch_size,
+                (long long)onnx_batch, (long long)onnx_batch);
+        if (onnx_batch > 256) return sd_err(SD_EUNSUPPORTED, "%s: fixed batch size %lld (at most 256)", path, (long long)onnx_batch);
+        a.batch_size = (int)onnx_batch;
+    }
+    return SD_OK;
+}
+
+static int exists(const char *dir, const char *name)
+{
+    struct stat s;
+    char *p = malloc(strlen(dir) + strlen(name) + 2);
+    if (!p) return 0;
+    sprintf(p, "%s/%s", dir, name);
+    int r = stat(p, &s) == 0;
+    free(p);
+    return r;
+}
+
 static int load_model(void)
 {
     struct stat s;
@@ -420,38 +502,69 @@ static int load_model(void)
     if (S_ISDIR(s.st_mode)) {
         mpath = malloc(strlen(a.model) + 32);
         cpath = malloc(strlen(a.model) + 32);
-        if (!mpath || !cpath) return sd_err(SD_ENOMEM, "out of memory");
-        sprintf(mpath, "%s/model.safetensors", a.model);
-        sprintf(cpath, "%s/selected_tags.csv", a.model);
-        if (stat(mpath, &s) != 0) {
-            sprintf(cpath, "%s/model.onnx", a.model);
-            int onnx = stat(cpath, &s) == 0;
-            free(cpath);
-            int rc = sd_err(SD_ENOTFOUND, "%s: no model.safetensors in this folder%s", a.model,
-                            onnx ? " (ONNX models are not supported: download model.safetensors of a v3 repo)" : "");
+        if (!mpath || !cpath) {
             free(mpath);
-            return rc;
+            free(cpath);
+            return sd_err(SD_ENOMEM, "out of memory");
+        }
+        sprintf(cpath, "%s/selected_tags.csv", a.model);
+        int have_st = exists(a.model, "model.safetensors"), have_onnx = exists(a.model, "model.onnx");
+        if (a.onnx || !have_st) {
+            if (!have_onnx) {
+                int other = exists(a.model, "model_optimized.onnx") || exists(a.model, "tag_mapping.json");
+                int rc = other ? sd_err(SD_EUNSUPPORTED, "%s: model_optimized.onnx/tag_mapping.json (cl_tagger layout) is not "
+                                        "supported; only SmilingWolf's model.onnx + selected_tags.csv", a.model)
+                       : a.onnx ? sd_err(SD_ENOTFOUND, "%s: no model.onnx in this folder (--onnx)", a.model)
+                                : sd_err(SD_ENOTFOUND, "%s: no model.safetensors or model.onnx in this folder", a.model);
+                free(mpath);
+                free(cpath);
+                return rc;
+            }
+            sprintf(mpath, "%s/model.onnx", a.model);
+            use_onnx = 1;
+        } else {
+            sprintf(mpath, "%s/model.safetensors", a.model);
         }
     } else {
+        size_t ml = strlen(a.model);
+        use_onnx = ml > 5 && !strcmp(a.model + ml - 5, ".onnx");
+        if (a.onnx && !use_onnx)
+            return sd_err(SD_EINVAL, "--onnx: %s is not a .onnx file; give the folder with model.onnx or the .onnx file", a.model);
         mpath = strdup(a.model);
         const char *sl = strrchr(a.model, '/');
         size_t dl = sl ? (size_t)(sl - a.model) + 1 : 0;
         cpath = malloc(dl + 32);
-        if (!mpath || !cpath) return sd_err(SD_ENOMEM, "out of memory");
+        if (!mpath || !cpath) {
+            free(mpath);
+            free(cpath);
+            return sd_err(SD_ENOMEM, "out of memory");
+        }
         memcpy(cpath, a.model, dl);
         strcpy(cpath + dl, "selected_tags.csv");
+    }
+    if (use_onnx && dev_index != SD_DEVICE_CPU) {
+        free(mpath);
+        free(cpath);
+        return sd_err(SD_EINVAL, "--device %s: ONNX models run on the CPU only (give --device cpu, or the model.safetensors "
+                      "of a v3 repo)", a.device);
     }
     if (a.tags_csv) {
         free(cpath);
         cpath = strdup(a.tags_csv);
     }
-    sd_safetensors *st = NULL;
-    int rc = sd_safetensors_open(mpath, &st);
-    if (!rc) rc = sd_tagger_open(&model, st, SD_DEV_CPU);
-    sd_safetensors_close(st);
+    int rc;
+    if (use_onnx) {
+        rc = open_onnx(mpath);
+    } else {
+        sd_safetensors *st = NULL;
+        rc = sd_safetensors_open(mpath, &st);
+        if (!rc) rc = sd_tagger_open(&model, st, SD_DEV_CPU);
+        sd_safetensors_close(st);
+    }
     if (!rc) rc = open_context();
     sd_tag_table t = {0};
     if (!rc) rc = sd_tags_csv_load(cpath, &t);
+    if (!rc && use_onnx && !model.classes) model.classes = t.n;   /* checked against each run's output */
     if (!rc && t.n != model.classes)
         rc = sd_err(SD_EFORMAT, "%s has %d tags but %s has %lld outputs", cpath, t.n, mpath, (long long)model.classes);
     if (!rc) {
@@ -470,7 +583,16 @@ static int load_model(void)
         };
         rc = sd_wdtags_init(&wt, &t, &wo);
     }
-    if (!rc && model.cnx) {
+    if (!rc && use_onnx) {
+        char nb[24] = "N";
+        if (onnx_batch) snprintf(nb, sizeof nb, "%lld", (long long)onnx_batch);
+        sd_info("%s%s: ONNX graph (%s%sopset %lld, %d nodes), input [%s,%lld,%lld,3], %lld tags, on the CPU", mpath,
+                a.onnx || !S_ISDIR(s.st_mode) ? "" : " (no model.safetensors)",
+                onnx.m.producer && *onnx.m.producer ? onnx.m.producer : "", onnx.m.producer && *onnx.m.producer ? ", " : "",
+                (long long)onnx.m.opset, onnx.m.nnodes, nb, (long long)model.size, (long long)model.size,
+                (long long)model.classes);
+        if (onnx_batch) sd_info("the model's batch size is fixed to %lld", (long long)onnx_batch);
+    } else if (!rc && model.cnx) {
         const sd_tagger_convnext *c = model.cnx;
         char dims[96] = "", depths[96] = "";
         for (int i = 0; i < c->nstages; i++) {
@@ -520,7 +642,7 @@ int main(int argc, char **argv)
     o.description =
         "Tags images with a WD14-style tagger (SmilingWolf wd-vit-tagger-v3, wd-convnext-tagger-v3, "
         "wd-swinv2-tagger-v3 or wd-eva02-large-tagger-v3, "
-        "model.safetensors + selected_tags.csv) "
+        "model.safetensors + selected_tags.csv; or any SmilingWolf model.onnx, v1/v2/v3, on the CPU with --onnx) "
         "as kohya-ss/sd-scripts' tag_images_by_wd14_tagger.py does. Reads records (JSON lines with 'image'; stdin "
         "when nothing is named), image folders or image files, writes each record with 'tags' added to stdout and a "
         "<stem>.txt sidecar beside each image.";
@@ -533,9 +655,7 @@ int main(int argc, char **argv)
     }
     const char *usage = NULL;
     static char ubuf[256];
-    if (a.onnx) usage = "--onnx: ONNX models are not supported; give --model with the model.safetensors of a "
-                        "v3 repo (e.g. SmilingWolf/wd-vit-tagger-v3)";
-    else if (a.repo_id || a.model_dir || a.force_download)
+    if (a.repo_id || a.model_dir || a.force_download)
         usage = "--repo_id/--model_dir/--force_download: sd-tag downloads nothing; give --model with a folder "
                 "holding model.safetensors and selected_tags.csv";
     else if (a.use_quality_tags || a.use_quality_tags_as_last_tag || sd_opts_is_set(&o, &a.meta_threshold) ||
@@ -566,6 +686,7 @@ int main(int argc, char **argv)
         int early = lrc == SD_EINVAL ? sd_cmdline_usage_error(TOOL, "%s", sd_errmsg()) : sd_fatal(1);
         sd_wdtags_free(&wt);
         sd_tagger_free(&model);
+        sd_onnx_run_close(&onnx);
         sd_ctx_free(&ctx);
         if (dev_index != SD_DEVICE_CPU) sd_device_shutdown();
         sd_opts_free(&o);
@@ -607,6 +728,7 @@ int main(int argc, char **argv)
     free(freq.count);
     sd_wdtags_free(&wt);
     sd_tagger_free(&model);
+    sd_onnx_run_close(&onnx);
     sd_ctx_free(&ctx);
     if (dev_index != SD_DEVICE_CPU) sd_device_shutdown();
     sd_opts_free(&o);

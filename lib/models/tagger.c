@@ -264,3 +264,14 @@ void sd_tagger_image_to_input(const sd_image *im, float *chw)
         chw[2 * hw + p] = lut[px[0]]; /* R */
     }
 }
+
+void sd_tagger_image_to_nhwc_bgr(const sd_image *im, float *hwc)
+{
+    size_t hw = (size_t)im->w * (size_t)im->h;
+    for (size_t p = 0; p < hw; p++) {
+        const uint8_t *px = im->px + p * 3;
+        hwc[3 * p] = (float)px[2];
+        hwc[3 * p + 1] = (float)px[1];
+        hwc[3 * p + 2] = (float)px[0];
+    }
+}

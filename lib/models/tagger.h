@@ -107,5 +107,8 @@ enum sd_tagger_preset {
 int sd_tagger_prepare_image(const sd_image *rgb, int size, int preset, sd_image *out);
 /* The model input of one prepared image: BGR planes, x/127.5 - 1, float [3, h, w]. */
 void sd_tagger_image_to_input(const sd_image *im, float *chw);
+/* The input of SmilingWolf's model.onnx graphs (v1-v3; sd-tag --onnx): the prepared image as
+ * float [h, w, 3] (NHWC), BGR, values 0..255 (the graph scales them itself). */
+void sd_tagger_image_to_nhwc_bgr(const sd_image *im, float *hwc);
 
 #endif

@@ -1,0 +1,89 @@
+/* Internal to the ONNX runtime (models/onnx_run.c, onnx_ops.c: elementwise, casts, shape ops;
+ * onnx_ops_nn.c: reductions, normalisations, matrix products, convolution, pooling): the value
+ * helpers, the node context and the operator tables. Not an API. */
+#ifndef SD_MODELS_ONNX_OPS_H
+#define SD_MODELS_ONNX_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "models/onnx_run.h"
+
+#define MAXD SD_ONNX_MAX_DIMS
+
+typedef sd_onnx_val val;
+typedef struct ectx {
+    sd_onnx_run *r;
+    sd_ctx *ctx;
+    const sd_onnx_node *n;
+    val **in; /* NULL for an omitted input */
+    int nin;
+    val **out; /* NULL for an omitted output */
+    int nout;
+    int opset;
+} ectx;
+
+typedef int (*opfn)(ectx *e);
+typedef struct sd_onnx_opdef {
+    const char *name;
+    opfn fn;
+} sd_onnx_opdef;
+
+/* the operators of onnx_ops.c and onnx_ops_nn.c, each table ended by { NULL, NULL } */
+extern const sd_onnx_opdef sd_onnx_ops_elem[], sd_onnx_ops_nn[];
+
+#define F(v) ((float *)(v)->p)
+#define IV(v) ((int64_t *)(v)->p)
+
+/* broadcast iteration over up to 3 operands: coalesced axes, element strides (0 on broadcast axes) */
+typedef struct bplan {
+    int nd;
+    int64_t d[MAXD];
+    int64_t st[3][MAXD]; /* element strides of each operand (0 on broadcast axes) */
+    int nop;
+} bplan;
+
+/* the helpers of onnx_ops.c, under internal names */
+#define val_free sd_onnx_i_val_free
+#define prod sd_onnx_i_prod
+#define val_alloc sd_onnx_i_val_alloc
+#define esz sd_onnx_i_esz
+#define val_copy_shape sd_onnx_i_val_copy_shape
+#define ints_of sd_onnx_i_ints_of
+#define scalar_of sd_onnx_i_scalar_of
+#define ai sd_onnx_i_ai
+#define af sd_onnx_i_af
+#define as sd_onnx_i_as
+#define aints sd_onnx_i_aints
+#define need_in sd_onnx_i_need_in
+#define opt_in sd_onnx_i_opt_in
+#define norm_axis sd_onnx_i_norm_axis
+#define bshape sd_onnx_i_bshape
+#define bplan_make sd_onnx_i_bplan_make
+#define bplan_row sd_onnx_i_bplan_row
+#define permute sd_onnx_i_permute
+#define expand_to sd_onnx_i_expand_to
+#define val_from_tensor sd_onnx_i_val_from_tensor
+
+void val_free(val *v);
+int64_t prod(const int64_t *d, int a, int b);
+int val_alloc(val *v, int dt, int nd, const int64_t *d);
+size_t esz(const val *v);
+int val_copy_shape(val *o, const val *a, int nd, const int64_t *d);
+int ints_of(const val *v, int64_t *out, int max, int *n, const char *what);
+double scalar_of(const val *v);
+int64_t ai(ectx *e, const char *name, int64_t def);
+float af(ectx *e, const char *name, float def);
+const char *as(ectx *e, const char *name, const char *def);
+int aints(ectx *e, const char *name, int64_t *out, int max);
+int need_in(ectx *e, int k, int dt);
+val *opt_in(ectx *e, int k);
+int norm_axis(int64_t ax, int nd, int64_t *out);
+int bshape(const val **ops, int nop, int *nd, int64_t *d);
+void bplan_make(bplan *p, const val **ops, int nop, int nd, const int64_t *d);
+void bplan_row(const bplan *p, int64_t row, int64_t *off);
+void permute(void *dst, const void *src, size_t es, int nd, const int64_t *d, const int *perm);
+int expand_to(val *o, const val *a, int nd, const int64_t *d);
+int val_from_tensor(val *o, const sd_onnx_tensor *t);
+
+#endif

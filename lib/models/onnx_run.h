@@ -1,0 +1,68 @@
+/* A small ONNX graph interpreter for CPU inference of the WD14 tagger graphs (SmilingWolf's
+ * tf2onnx-converted Keras v1/v2 models and torch-exported v3 models; sd-tag --onnx).
+ *
+ * The model is read with io/onnx.h; the nodes run in a topological order computed at open (the
+ * graph's own order is not trusted); values are float32 or int64 tensors (every integer type and
+ * bool is held as int64; float16/bfloat16/double as float32; Cast to float16/bfloat16 rounds);
+ * intermediate values are freed after their last use. Elementwise ops broadcast as numpy does.
+ *
+ * Operators (default domain, opsets 1..21; the attribute- and input- forms of the opset changes):
+ *   Add Sub Mul Div Pow Max Min Sum Mean Equal Less Greater LessOrEqual GreaterOrEqual And Or Not
+ *   Where, Sqrt Erf Tanh Sigmoid Relu LeakyRelu Elu Gelu HardSigmoid HardSwish Softplus Exp Log
+ *   Neg Abs Floor Ceil Round Sin Cos Reciprocal Clip Sign, ReduceMean ReduceSum ReduceMax ReduceMin
+ *   ReduceProd ReduceL2 ReduceSumSquare, Softmax LogSoftmax, LayerNormalization
+ *   BatchNormalization, MatMul Gemm, Einsum (one or two operands, letters only: Keras
+ *   MultiHeadAttention's equations), Conv (any groups, pads, strides, dilations, auto_pad; 1-D
+ *   and 2-D), GlobalAveragePool GlobalMaxPool AveragePool MaxPool (2-D), Transpose Reshape
+ *   Flatten Squeeze Unsqueeze Concat Split Slice Gather Tile Pad (constant mode) Shape Size Cast
+ *   CastLike Constant ConstantOfShape Expand Range Identity Dropout.
+ * Anything else (another op, another domain such as com.microsoft, a graph attribute) is
+ * SD_EUNSUPPORTED at open: "model.onnx: operator Resize (node 'x') is not supported".
+ *
+ * Convolutions with one group (or depthwise), no dilation and equal strides use the op API's
+ * CPU kernels (tensor/ops.h); others run as im2col + OpenBLAS sgemm, as MatMul and Gemm do. */
+#ifndef SD_MODELS_ONNX_RUN_H
+#define SD_MODELS_ONNX_RUN_H
+
+#include <stdint.h>
+
+#include "io/onnx.h"
+#include "tensor/tensor.h"
+
+typedef struct sd_onnx_val {
+    int dt;                  /* 0 unset, SD_OV_F32, SD_OV_I64 */
+    int nd;
+    int64_t d[SD_ONNX_MAX_DIMS];
+    int64_t n;
+    void *p;
+    int konst;               /* initializer: kept for the life of the runtime */
+} sd_onnx_val;
+
+enum { SD_OV_F32 = 1, SD_OV_I64 = 2 };
+
+typedef struct sd_onnx_run {
+    char *path;
+    sd_onnx_model m;
+    int nvals;
+    char **names;            /* value names (pointing into m) */
+    sd_onnx_val *vals;
+    int *hash, hcap;         /* name -> value index */
+    int *order;              /* node indices in execution order */
+    int **nin, **nout;       /* per node: value indices of inputs/outputs (-1 for "") */
+    int *last;               /* per value: last position in `order` that reads it (-1 none) */
+    int input, output;       /* the graph input (first non-initializer) and output 0 */
+    sd_onnx_value_info in_info, out_info;
+} sd_onnx_run;
+
+/* Load `path`, resolve the graph, check every operator. Errors name the file. */
+int sd_onnx_run_open(sd_onnx_run *r, const char *path);
+/* The same for a parsed model (io/onnx.h), which *r takes over (freed by sd_onnx_run_close, or here on
+ * an error); `name` names it in messages. */
+int sd_onnx_run_open_model(sd_onnx_run *r, sd_onnx_model *m, const char *name);
+void sd_onnx_run_close(sd_onnx_run *r);
+/* Run on input x (float32, `nd` dims `shape`), y = output 0 converted to float32 (malloc'd,
+ * *ynd dims in yshape). ctx: a CPU op context (convolutions). Errors name the file and node. */
+int sd_onnx_run_forward(sd_onnx_run *r, sd_ctx *ctx, const float *x, int nd, const int64_t *shape, float **y,
+                        int *ynd, int64_t *yshape);
+
+#endif
