@@ -134,7 +134,7 @@ M --sd_model tiny.safetensors --models a/A.safetensors --ratios 1 --save_to ma1.
 M --sd_model tiny.safetensors --models a/C.safetensors --ratios 1 --save_to mc1.safetensors 2> /dev/null
 r=$(python3 sumcheck.py m0.safetensors ma1.safetensors mc1.safetensors mac.safetensors 2>&1)
 python3 -c "import sys; e, n = sys.argv[1:3]; sys.exit(not (float(e) < 1e-6 and int(n) > 10))" $r 2> /dev/null &&
-  ok merge_lora_concat_into_model || nok merge_lora_concat_into_model "$r $(tail -1 c.err ac.err)"
+  ok merge_lora_concat_into_model || nok merge_lora_concat_into_model "$r $(tail -n 1 c.err ac.err)"
 
 # --precision fp16: saved as fp16 by default, weights = the merge rounded to fp16
 M --sd_model tiny.safetensors --models a/A.safetensors --ratios 0.7 --save_to p16.safetensors --precision fp16 2> p16.err

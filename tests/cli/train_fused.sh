@@ -64,7 +64,7 @@ F --output_dir k1 --max_train_steps 3 --max_grad_norm 0 --train_text_encoder --g
   --fused_optimizer_groups 2 2> k1.err
 SD_DEVICE_OPTIM=1 F --output_dir k2 --max_train_steps 3 --max_grad_norm 0 --train_text_encoder \
   --gradient_checkpointing --fused_optimizer_groups 2 2> k2.err
-same k0 k1 && same k0 k2 && ok train_fused_checkpointing || nok train_fused_checkpointing "$(tail -2 k1.err k2.err)"
+same k0 k1 && same k0 k2 && ok train_fused_checkpointing || nok train_fused_checkpointing "$(tail -n 2 k1.err k2.err)"
 F --output_dir k3 --max_train_steps 3 --max_grad_norm 1e-3 --train_text_encoder --fused_optimizer_groups 2 2> k3.err
 SD_DEVICE_OPTIM=1 F --output_dir k4 --max_train_steps 3 --max_grad_norm 1e-3 --train_text_encoder \
   --fused_optimizer_groups 2 2> k4.err
@@ -80,7 +80,7 @@ if [ -x "$ebin" ]; then
   E --output_dir ue0 "${AF[@]}" 2> ue0.err; E --output_dir ue1 "${AF[@]}" --fused_backward_pass 2> ue1.err
   E --output_dir ue2 2> ue2.err; E --output_dir ue3 --fused_optimizer_groups 3 2> ue3.err
   [ -f ue1/last.safetensors ] && same ue0 ue1 && same ue2 ue3 && ok train_fused_cuda_emu ||
-    nok train_fused_cuda_emu "$(tail -2 ue1.err ue3.err)"
+    nok train_fused_cuda_emu "$(tail -n 2 ue1.err ue3.err)"
 else
   echo "ok train_fused_cuda_emu # SKIP no $build/emu/bin/sd-train (make emu-bin)"
 fi

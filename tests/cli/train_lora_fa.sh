@@ -57,7 +57,7 @@ loss1() { sed -n '1s/.*"loss":\([^,]*\),.*/\1/p' "$1"; }
 # ---- frozen down, moving up, keys, metadata ------------------------------------------------------------------
 F --output_dir a --max_train_steps 6 2> a.err && F --output_dir b --max_train_steps 1 2> b.err &&
 T --output_dir p --max_train_steps 6 2> p.err && ok train_lora_fa_runs ||
-  { nok train_lora_fa_runs "$(tail -3 a.err b.err p.err)"; exit 1; }
+  { nok train_lora_fa_runs "$(tail -n 3 a.err b.err p.err)"; exit 1; }
 $PY lf.py same lora_down a/last.safetensors b/last.safetensors && ok train_lora_fa_down_frozen ||
   nok train_lora_fa_down_frozen "lora_down differs between 1 and 6 steps"
 $PY lf.py differ lora_up a/last.safetensors b/last.safetensors && ok train_lora_fa_up_trains ||
@@ -116,7 +116,7 @@ F --output_dir w2 --max_train_steps 3 --network_weights p/last.safetensors 2> w2
 # ---- one SGD step from the same weights: LoRA-FA's lora_up is plain LoRA's (same loss, same up gradient) -------
 G() { "$1" --output_dir "$2" --max_train_steps 1 --network_weights a/last.safetensors --optimizer_type SGDNesterov \
   --optimizer_args momentum=0.9 --max_grad_norm 0 --log_jsonl "$2.jsonl" 2> "$2.err"; }
-G F g1 && G T g2 && ok train_lora_fa_sgd_runs || nok train_lora_fa_sgd_runs "$(tail -2 g1.err g2.err)"
+G F g1 && G T g2 && ok train_lora_fa_sgd_runs || nok train_lora_fa_sgd_runs "$(tail -n 2 g1.err g2.err)"
 $PY lf.py same lora_up g1/last.safetensors g2/last.safetensors && ok train_lora_fa_up_grad_as_lora ||
   nok train_lora_fa_up_grad_as_lora "lora_up after one step differs from networks.lora's"
 $PY lf.py differ lora_up g1/last.safetensors a/last.safetensors && ok train_lora_fa_sgd_moves ||

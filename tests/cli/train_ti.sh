@@ -148,7 +148,7 @@ T --output_dir sf2 --max_train_steps 3 --optimizer_type AdamWScheduleFree --save
   --resume sf1/zqtok-step00000001-state 2> sf2.err
 [ -f sf1/zqtok.safetensors ] && cmp -s sf1/zqtok.safetensors sf2/zqtok.safetensors &&
   ! cmp -s sf1/zqtok.safetensors sf1/zqtok-step00000001.safetensors &&
-  ok train_ti_schedulefree_resume || nok train_ti_schedulefree_resume "$(tail -2 sf1.err sf2.err)"
+  ok train_ti_schedulefree_resume || nok train_ti_schedulefree_resume "$(tail -n 2 sf1.err sf2.err)"
 for opt in Adafactor Prodigy DAdaptAdam; do
   lr=5e-2; [ $opt = Adafactor ] || lr=1
   if T --output_dir f$opt --max_train_steps 3 --optimizer_type $opt --learning_rate $lr --save_model_as safetensors \
