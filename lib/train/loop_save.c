@@ -277,7 +277,9 @@ static int save_lora(run *R, const char *path, int64_t steps, int64_t epoch1)
     memset(&so, 0, sizeof so);
     so.dtype = save_st_dtype(c);
     so.precision_given = c->save_precision != NULL;
-    so.alpha_int = !c->save_precision && c->network_alpha_is_int;
+    /* LyCORIS's alpha buffer is torch.tensor(alpha * (rank / r_factor)): a float, never an integer */
+    so.alpha_int = !c->save_precision && c->network_alpha_is_int &&
+                   !(c->network_module && !strcmp(c->network_module, "lycoris.kohya"));
     so.meta = &m;
     char mh[65], lh[9];
     if (!rc) rc = loop_net_to(R, SD_DEV_CPU);
