@@ -29,7 +29,7 @@ int loop_check_options(run *R)
     for (size_t i = 0; i < sizeof modules / sizeof *modules && !known; i++) known = !strcmp(c->network_module, modules[i]);
     if (!known)
         return sd_err(SD_EUNSUPPORTED, "--network_module %s is not supported (networks.lora, networks.lora_fa, "
-                      "networks.dylora, networks.oft, lycoris.kohya are)", c->network_module);
+                      "networks.dylora, lycoris.kohya, networks.oft are)", c->network_module);
     if (c->ti.on) {
         int trc = sd_ti_check_config(c);
         if (trc) return trc;
