@@ -321,6 +321,46 @@ static void test_conv(void)
     }
 }
 
+/* LyCORIS LoHa (nn/lyco.h) on a frozen linear, a frozen 3×3 conv and a trained-bias 1×1 conv: the
+ * input gradient and the four hada factors' gradients, through RW = W + m·scale·(w1a·w1b)⊙(w2a·w2b). */
+static void test_lyco_loha(void)
+{
+    for (int variant = 0; variant < 3; variant++) {
+        sd_params r, lr;
+        sd_params_init(&r);
+        sd_params_init(&lr);
+        sd_linear l;
+        sd_conv2d c;
+        sd_lyco m;
+        int conv = variant > 0, k = variant == 1 ? 3 : 1;
+        int64_t cin = 3, cout = 4;
+        if (!conv) {
+            T_CHECK(sd_linear_init(&l, &r, "lin", 6, 5, SD_NN_BIAS) == SD_OK);
+            T_CHECK(sd_lyco_init_loha(&m, &lr, "loha_lin", 5, 6, 2, 1.5f) == SD_OK);
+        } else {
+            T_CHECK(sd_conv2d_init(&c, &r, "conv", cin, cout, k, k, sd_conv2d_geom_make(1, k / 2), SD_NN_BIAS) == SD_OK);
+            T_CHECK(sd_lyco_init_loha(&m, &lr, "loha_conv", cout, cin * k * k, 3, 0) == SD_OK);
+        }
+        m.multiplier = 0.7f;
+        sd_params_set_trainable(&r, variant == 2 ? "conv.weight" : "", 0);   /* the weight is frozen under a module */
+        T_CHECK((conv ? sd_conv2d_set_lyco(&c, &m) : sd_linear_set_lyco(&l, &m)) == SD_OK);
+        alloc_params(&r);
+        alloc_params(&lr);
+        unit u = { .kind = conv ? K_CONV : K_LINEAR, .layer = conv ? (void *)&c : (void *)&l, .regs = { &r, &lr }, .nregs = 2 };
+        if (!conv) {
+            unit_io(&u, 3, (int64_t[]){ 2, 3, 6 }, NULL, 0, 3, (int64_t[]){ 2, 3, 5 });
+            u.plan = sd_linear_plan(&l, 3, u.in[0].shape);
+        } else {
+            int64_t xs[4] = { 2, cin, 5, 4 }, ys[4];
+            sd_conv2d_out_shape(&c, xs, ys);
+            unit_io(&u, 4, xs, NULL, 0, 4, ys);
+            u.plan = sd_conv2d_plan(&c, xs);
+        }
+        run_unit(&u);
+        reset_all(&r, &lr);
+    }
+}
+
 /* DyLoRA (lora_hook.h): the branch of rank 4 with unit 2 trains rows tr, tr+1 only. The input
  * gradient and the trained rows' gradients against finite differences of the same draw (the
  * forward of every difference is a training forward at the same step, so the same rows and the
@@ -661,6 +701,7 @@ int main(void)
     T_RUN(test_linear);
     T_RUN(test_conv);
     T_RUN(test_dylora);
+    T_RUN(test_lyco_loha);
     T_RUN(test_norms);
     T_RUN(test_attention);
     T_RUN(test_ff);
