@@ -287,6 +287,8 @@ static int save_lora(run *R, const char *path, int64_t steps, int64_t epoch1)
         /* the alpha buffer: I64 when it came from an integer (option, or the file's with --dim_from_weights) */
         sd_oft_save_opts oo = { .dtype = so.dtype, .alpha_int = !c->save_precision && R->oft.alpha_int, .meta = &m };
         rc = sd_oft_file_save(path, &R->oft, &oo);
+    } else if (!rc && R->have_lyn) {
+        rc = sd_lyco_file_save(path, &R->lyn, so.dtype, &m);
     } else if (!rc) {
         rc = sd_lora_file_save(path, R->net.refs, R->net.n, &so, mh, lh);
     }

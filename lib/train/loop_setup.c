@@ -551,6 +551,8 @@ int loop_setup_lora(run *R)
         if (!rc) rc = sd_lycoris_args_parse(&la, &R->nargs, R->sdxl, ndim, nalpha,
                                             c->network_args ? (const char *const *)c->network_args->s : NULL,
                                             c->network_args ? c->network_args->n : 0);
+        R->lyco = 1;
+        if (!rc && !strcmp(la.algo, "loha")) return loop_setup_lyco_delta(R, &la);
     } else {
         rc = sd_lora_net_args_parse(&R->nargs, R->sdxl, ndim, nalpha, c->network_args ? c->network_args->s : NULL,
                                     c->network_args ? c->network_args->n : 0);

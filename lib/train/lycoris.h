@@ -60,7 +60,7 @@ int sd_lycoris_merge(sd_ctx *ctx, sd_model *m, sd_safetensors *st, double mul,
  * time_embedding.linear_1/_2 — linears and 1×1 convs at network_dim / network_alpha, k×k convs at
  * conv_dim / conv_alpha (defaults network_dim / network_alpha; conv_dim 0: none). */
 typedef struct sd_lycoris_args {
-    char algo[16];            /* lower-cased; "lora" when absent or empty */
+    char algo[16];            /* lower-cased; "lora" when absent or empty; lora, locon or loha */
     int use_tucker, bypass_mode, rs_lora;
     double network_alpha, conv_alpha;   /* as given (0: alpha = rank) */
 } sd_lycoris_args;

@@ -139,8 +139,12 @@ int sd_lycoris_args_parse(sd_lycoris_args *la, sd_lora_net_args *a, int is_sdxl,
                           "unbalanced_factorization only when off)", k);
         }
     }
-    if (strcmp(la->algo, "lora") && strcmp(la->algo, "locon"))
-        return sd_err(SD_EUSAGE, "--network_args algo=%s: not supported (lora and locon are)", la->algo);
+    if (strcmp(la->algo, "lora") && strcmp(la->algo, "locon") && strcmp(la->algo, "loha"))
+        return sd_err(SD_EUSAGE, "--network_args algo=%s: not supported (lora, locon and loha are)", la->algo);
+    if (!strcmp(la->algo, "loha") && (a->loraplus_lr_ratio != 0 || a->loraplus_unet_lr_ratio != 0 ||
+                                      a->loraplus_text_encoder_lr_ratio != 0))
+        return sd_err(SD_EUSAGE, "--network_args loraplus_*: not supported with algo=loha (LyCORIS's LoRA+ group "
+                      "takes the lora_up weights, which LoHa has none of)");
     /* use_tucker = str_bool(not disable_conv_cp or use_conv_cp or use_cp or use_tucker) with Python's `or`
        (use_tucker after the deprecated keys were copied onto it; absent keys are the defaults True/False) */
     if (disable_conv_cp && !*disable_conv_cp) la->use_tucker = 1;
@@ -162,7 +166,8 @@ int sd_lycoris_args_parse(sd_lycoris_args *la, sd_lora_net_args *a, int is_sdxl,
         if (d != 0) a->conv_alpha = d;    /* `or network_alpha`: 0.0 is falsy */
     }
     if (la->use_tucker && a->conv_dim > 0)
-        return sd_err(SD_EUSAGE, "--network_args use_tucker: Tucker LoCon (lora_mid) is not supported here");
+        return sd_err(SD_EUSAGE, "--network_args use_tucker: Tucker decomposition (lora_mid, hada_t1/hada_t2) is not "
+                      "supported here");
     /* alpha == 0 means alpha = rank; rs_lora: scale alpha / sqrt(rank), the alpha buffer alpha·sqrt(rank) */
     la->network_alpha = a->network_alpha;
     la->conv_alpha = a->conv_alpha;

@@ -150,8 +150,8 @@ refuse train_lycoris_refuses_algo 2 'algo=ia3: not supported' --network_args alg
 refuse train_lycoris_refuses_dropout 2 'dropout=0.1: not supported' --network_args dropout=0.1
 refuse train_lycoris_refuses_network_dropout 2 'network_dropout: not supported with lycoris.kohya' --network_dropout 0.1
 refuse train_lycoris_refuses_rank_dropout 2 'rank_dropout=0.1: not supported' --network_args rank_dropout=0.1
-refuse train_lycoris_refuses_tucker 2 'use_tucker: Tucker LoCon' --network_args use_tucker=True
-refuse train_lycoris_refuses_deprecated_cp 2 'use_tucker: Tucker LoCon' --network_args use_conv_cp=1
+refuse train_lycoris_refuses_tucker 2 'use_tucker: Tucker decomposition' --network_args use_tucker=True
+refuse train_lycoris_refuses_deprecated_cp 2 'use_tucker: Tucker decomposition' --network_args use_conv_cp=1
 refuse train_lycoris_refuses_scalar 2 'use_scalar=True: not supported' --network_args use_scalar=True
 refuse train_lycoris_refuses_dora 2 'dora_wd=True: not supported' --network_args dora_wd=True
 refuse train_lycoris_refuses_preset 2 'preset=attn-mlp: only the default preset' --network_args preset=attn-mlp
