@@ -4,7 +4,9 @@
  * multiplier 0.6 and a linear with rs_lora (its alpha buffer alpha·sqrt(rank)), each with
  * max|Δ| <= 1e-5 · max|ref| (LyCORIS runs the weight-delta form, these hooks the factored form: equal
  * up to rounding); then 3 AdamW steps from LyCORIS's init (lora_down taken from the golden: torch's
- * kaiming draws are not reproduced) for the linear and the conv. */
+ * kaiming draws are not reproduced) for the linear and the conv. The same for LoHa (nn/lyco.h, the
+ * weight-delta form LyCORIS runs) against LohaModule: output, input gradient, the four hada factors'
+ * gradients, and 3 AdamW steps from LyCORIS's init (taken from the golden). */
 #include <math.h>
 #include <string.h>
 
@@ -202,6 +204,134 @@ static void adamw_steps(const char *kind, int is_conv)
 static void test_adamw_linear(void) { adamw_steps("lin", 0); }
 static void test_adamw_conv(void) { adamw_steps("conv", 1); }
 
+/* ---- LoHa (nn/lyco.h weight-delta modules) against LohaModule ---------------------------------------- */
+
+static const char *const k_hada[4] = { "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b" };
+
+typedef struct hhost {
+    sd_params hr, nr;
+    sd_linear lin;
+    sd_conv2d conv;
+    sd_lyco m;
+    int is_conv;
+} hhost;
+
+static int hhost_init(hhost *h, const char *tag, int is_conv, float mult)
+{
+    memset(h, 0, sizeof *h);
+    sd_params_init(&h->hr);
+    sd_params_init(&h->nr);
+    h->is_conv = is_conv;
+    char name[96];
+    sd_tensor al;
+    snprintf(name, sizeof name, "%s.alpha", tag);
+    int rc = golden(name, &al);
+    if (rc) return rc;
+    float alpha = ((float *)al.data)[0];
+    sd_tensor_free(&al);
+    const char *hname = is_conv ? "conv" : "lin";
+    rc = is_conv ? sd_conv2d_init(&h->conv, &h->hr, hname, 3, 6, 3, 3, sd_conv2d_geom_make(1, 1), SD_NN_BIAS)
+                 : sd_linear_init(&h->lin, &h->hr, hname, 5, 12, SD_NN_BIAS);
+    if (!rc) rc = sd_params_set_trainable(&h->hr, "", 0) < 0 ? -1 : SD_OK;
+    if (!rc) rc = sd_lyco_init_loha(&h->m, &h->nr, tag, is_conv ? 6 : 12, is_conv ? 27 : 5, is_conv ? 2 : 3, alpha);
+    h->m.multiplier = mult;
+    if (!rc) rc = sd_params_alloc(&h->hr, SD_DEV_CPU);
+    if (!rc) rc = sd_params_alloc(&h->nr, SD_DEV_CPU);
+    sd_param *w = is_conv ? h->conv.w : h->lin.w, *b = is_conv ? h->conv.b : h->lin.b;
+    snprintf(name, sizeof name, "%s.weight", hname);
+    if (!rc) rc = load_into(name, &w->value);
+    snprintf(name, sizeof name, "%s.bias", hname);
+    if (!rc) rc = load_into(name, &b->value);
+    if (!rc) rc = is_conv ? sd_conv2d_set_lyco(&h->conv, &h->m) : sd_linear_set_lyco(&h->lin, &h->m);
+    return rc;
+}
+
+static void hhost_free(hhost *h)
+{
+    sd_params_free(&h->hr);
+    sd_params_free(&h->nr);
+}
+
+static int hstep(hhost *h, const sd_tensor *x, const sd_tensor *r, sd_tensor *y, sd_tensor *dx)
+{
+    int rc = h->is_conv ? sd_conv2d_forward(&g_ctx, &h->conv, &g_act, y, x) : sd_linear_forward(&g_ctx, &h->lin, &g_act, y, x);
+    if (!rc) rc = h->is_conv ? sd_conv2d_backward(&g_ctx, &h->conv, dx, r) : sd_linear_backward(&g_ctx, &h->lin, dx, r);
+    sd_arena_reset(&g_act, 0);
+    return rc;
+}
+
+static void check_loha(const char *tag, int is_conv, float mult)
+{
+    hhost h;
+    char name[96];
+    int rc = hhost_init(&h, tag, is_conv, mult);
+    for (int k = 0; k < 4 && !rc; k++) {
+        snprintf(name, sizeof name, "%s.%s", tag, k_hada[k]);
+        rc = load_into(name, &h.m.p[k]->value);
+    }
+    sd_tensor x = { 0 }, r = { 0 }, y = { 0 }, dx = { 0 };
+    if (!rc) rc = io_alloc(is_conv ? "conv" : "lin", &x, &r, &y, &dx);
+    if (!rc) rc = sd_params_zero_grad(&g_ctx, &h.nr);
+    if (!rc) memset(dx.data, 0, sd_tensor_nbytes(&dx));
+    if (!rc) rc = hstep(&h, &x, &r, &y, &dx);
+    T_CHECKF(rc == SD_OK, "%s", sd_errmsg());
+    if (!rc) {
+        snprintf(name, sizeof name, "%s.y", tag);
+        T_CHECK(close_to(name, y.data, name, 1e-5));
+        snprintf(name, sizeof name, "%s.dx", tag);
+        T_CHECK(close_to(name, dx.data, name, 1e-5));
+        for (int k = 0; k < 4; k++) {
+            snprintf(name, sizeof name, "%s.d%s", tag, k_hada[k]);
+            T_CHECK(close_to(name, h.m.p[k]->grad.data, name, 1e-5));
+        }
+    }
+    io_free(&x, &r, &y, &dx);
+    hhost_free(&h);
+}
+
+static void test_loha_linear(void) { check_loha("hlin", 0, 1.0f); }
+static void test_loha_conv(void) { check_loha("hconv", 1, 1.0f); }
+static void test_loha_multiplier(void) { check_loha("hhalf", 0, 0.6f); }
+
+static void loha_adamw(const char *kind, int is_conv)
+{
+    hhost h;
+    char tag[16], name[96];
+    snprintf(tag, sizeof tag, "th%s", kind);
+    int rc = hhost_init(&h, is_conv ? "hconv" : "hlin", is_conv, 1.0f);
+    for (int k = 0; k < 4 && !rc; k++) {
+        snprintf(name, sizeof name, "%s.%s.s0", tag, k_hada[k]);
+        rc = load_into(name, &h.m.p[k]->value);
+    }
+    sd_tensor x = { 0 }, r = { 0 }, y = { 0 }, dx = { 0 };
+    if (!rc) rc = io_alloc(kind, &x, &r, &y, &dx);
+    sd_optim_config cfg;
+    sd_optim_config_default(&cfg, SD_OPTIM_ADAMW);
+    sd_param *ps[4] = { h.m.p[0], h.m.p[1], h.m.p[2], h.m.p[3] };
+    sd_optim_group_desc gd = { "unet", 1e-2, ps, 4 };
+    sd_optim o;
+    if (!rc) rc = sd_optim_init(&o, &cfg, &gd, 1);
+    T_CHECKF(rc == SD_OK, "%s", sd_errmsg());
+    if (rc) return;
+    double lr = 1e-2;
+    for (int s = 1; s <= 3 && !rc; s++) {
+        rc = sd_params_zero_grad(&g_ctx, &h.nr);
+        if (!rc) rc = hstep(&h, &x, &r, &y, &dx);
+        if (!rc) rc = sd_optim_step(&o, &lr, NULL);
+        for (int k = 0; k < 4 && !rc; k++) {
+            snprintf(name, sizeof name, "%s.%s.s%d", tag, k_hada[k], s);
+            T_CHECK(close_to(name, h.m.p[k]->value.data, name, 1e-5));
+        }
+    }
+    T_CHECKF(rc == SD_OK, "%s", sd_errmsg());
+    sd_optim_free(&o);
+    io_free(&x, &r, &y, &dx);
+    hhost_free(&h);
+}
+
+static void test_loha_adamw_linear(void) { loha_adamw("lin", 0); }
+static void test_loha_adamw_conv(void) { loha_adamw("conv", 1); }
+
 int main(void)
 {
     if (sd_ctx_init(&g_ctx, SD_DEV_CPU, 1, (size_t)16 << 20) || sd_arena_init(&g_act, SD_DEV_CPU, (size_t)4 << 20) ||
@@ -215,6 +345,11 @@ int main(void)
     T_RUN(test_rs_lora);
     T_RUN(test_adamw_linear);
     T_RUN(test_adamw_conv);
+    T_RUN(test_loha_linear);
+    T_RUN(test_loha_conv);
+    T_RUN(test_loha_multiplier);
+    T_RUN(test_loha_adamw_linear);
+    T_RUN(test_loha_adamw_conv);
     sd_safetensors_close(g_st);
     sd_arena_free(&g_act);
     sd_ctx_free(&g_ctx);

@@ -20,10 +20,18 @@ and training runs "tlin" / "tconv": the lin / conv module from LyCORIS's init (l
 kaiming_uniform(a=sqrt(5)) from torch.manual_seed(0), lora_up zeros), 3 torch.optim.AdamW steps (lr 1e-2,
 defaults: betas (0.9, 0.999), eps 1e-8, weight_decay 0.01) over both weights.
 
+LoHa (LohaModule, lycoris/modules/loha.py, bypass_mode off: base + op(x, (W + ΔW·multiplier) − W) with
+ΔW = ((w1a·w1b) ⊙ (w2a·w2b))·scale): cases "hlin" (lin's host, lora_dim 3, alpha 2), "hconv" (conv's
+host, lora_dim 2, alpha 1), "hhalf" (hlin at multiplier 0.6), random factors (w2a non-zero); training
+runs "thlin" / "thconv" from LyCORIS's init (torch.manual_seed(0): w1b, w2b ~ N(0, 1), w1a ~ N(0, 0.1²),
+w2a = 0), 3 AdamW steps as above over the four factors.
+
 Writes tests/data/lycoris/golden_lycoris_train.safetensors:
   <case>.weight, <case>.bias, <case>.down, <case>.up, <case>.x, <case>.r, <case>.alpha   inputs
   <case>.y, <case>.dx, <case>.ddown, <case>.dup                                         outputs
   t<lin|conv>.down.s<i>, t<lin|conv>.up.s<i>   weights after AdamW step i (1..3); .s0 the init
+  h<case>.hada_w?_?, h<case>.dhada_w?_?, h<case>.y, h<case>.dx, h<case>.alpha    LoHa factors, gradients
+  th<lin|conv>.hada_w?_?.s<i>                  LoHa factors after AdamW step i; .s0 LyCORIS's init
 """
 import os
 import sys
@@ -44,14 +52,15 @@ def stub(name, **attrs):
     return m
 
 
-def import_locon(root):
+def import_modules(root):
     sys.path.insert(0, root)
     st = stub("safetensors", safe_open=None)
     st.torch = stub("safetensors.torch", save_file=None, load_file=None, safe_open=None)
     stub("einops", rearrange=None, repeat=None)
     stub("tqdm", tqdm=lambda x, *a, **k: x)
     from lycoris.modules.locon import LoConModule
-    return LoConModule
+    from lycoris.modules.loha import LohaModule
+    return LoConModule, LohaModule
 
 
 def host(kind):
@@ -61,7 +70,7 @@ def host(kind):
 
 
 def main():
-    LoConModule = import_locon(sys.argv[1])
+    LoConModule, LohaModule = import_modules(sys.argv[1])
     torch.manual_seed(1234)
     out = {}
     cases = {"lin": ("lin", 3, 2.0, 1.0, False), "conv": ("conv", 2, 1.0, 1.0, False),
@@ -110,6 +119,41 @@ def main():
             opt.step()
             out["t%s.down.s%d" % (kind, s)] = m.lora_down.weight.detach().clone()
             out["t%s.up.s%d" % (kind, s)] = m.lora_up.weight.detach().clone()
+    # LoHa (LohaModule, bypass_mode off): random factors (w2a non-zero), then training from its init
+    hcases = {"hlin": ("lin", 3, 2.0, 1.0), "hconv": ("conv", 2, 1.0, 1.0), "hhalf": ("lin", 3, 2.0, 0.6)}
+    hf = {}
+    for case, (kind, dim, alpha, mult) in hcases.items():
+        org = hosts[kind]
+        m = LohaModule(case, org, multiplier=mult, lora_dim=dim, alpha=alpha)
+        names = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
+        if kind not in hf:
+            hf[kind] = [torch.randn_like(getattr(m, n)) * 0.5 for n in names]
+        with torch.no_grad():
+            for n, v in zip(names, hf[kind]):
+                getattr(m, n).copy_(v)
+        x = xs[kind].clone().requires_grad_(True)
+        y = m(x)
+        (y * rs[kind]).sum().backward()
+        out[case + ".alpha"] = m.alpha.reshape(1)
+        for n in names:
+            out[case + "." + n] = getattr(m, n)
+            out[case + ".d" + n] = getattr(m, n).grad
+        out[case + ".y"] = y
+        out[case + ".dx"] = x.grad
+    for kind, dim, alpha in (("lin", 3, 2.0), ("conv", 2, 1.0)):
+        torch.manual_seed(0)
+        m = LohaModule("th" + kind, hosts[kind], multiplier=1.0, lora_dim=dim, alpha=alpha)
+        names = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
+        opt = torch.optim.AdamW([getattr(m, n) for n in names], lr=1e-2)
+        for n in names:
+            out["th%s.%s.s0" % (kind, n)] = getattr(m, n).detach().clone()
+        for s in range(1, 4):
+            opt.zero_grad()
+            y = m(xs[kind])
+            (y * rs[kind]).sum().backward()
+            opt.step()
+            for n in names:
+                out["th%s.%s.s%d" % (kind, n, s)] = getattr(m, n).detach().clone()
     os.makedirs(OUT, exist_ok=True)
     write_safetensors(os.path.join(OUT, "golden_lycoris_train.safetensors"), out)
 
