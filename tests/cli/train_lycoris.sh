@@ -34,14 +34,14 @@ b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.
 s, e = v['data_offsets']; print(','.join('%g' % x for x in struct.unpack('<%df' % ((e - s) // 4), b[8 + n + s:8 + n + e])))
 PY
 }
-# max |a - b| over the F32 weights of two files with the same keys, and the largest |a|
+# max |a - b| over the F32 weights (all but the alphas) of two files with the same keys, and the largest |a|
 wdiff() { python3 - "$1" "$2" <<'PY'
 import json, struct, sys
 def load(p):
     b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n]); d = b[8 + n:]
     out = {}
     for k, v in h.items():
-        if k.endswith('.weight') and v['dtype'] == 'F32':
+        if k != '__metadata__' and not k.endswith('.alpha') and v['dtype'] == 'F32':
             s, e = v['data_offsets']; out[k] = struct.unpack('<%df' % ((e - s) // 4), d[s:e])
     return out
 a, b = load(sys.argv[1]), load(sys.argv[2])
@@ -144,9 +144,55 @@ grep -q '^lora_te2_text_model_encoder_layers_0_mlp_fc2.lora_up.weight' kx.txt &&
 [ "$(t_meta x1/t.safetensors modelspec.architecture)" = stable-diffusion-xl-v1-base/lora ] &&
   ok train_lycoris_sdxl || nok train_lycoris_sdxl "rc $rc $(tail -1 x1.err)"
 
+# ---- algo=loha: hada_* factors, threads, checkpointing, resume, --network_weights, sd-sample --------------------
+T --output_dir h1 --output_name t --max_train_steps 8 --network_args algo=loha 2> h1.err
+keys h1/t.safetensors > kh.txt 2> /dev/null
+grep -qx 'lora_unet_conv_in.hada_w1_a F32 \[32, 4\]' kh.txt && grep -qx 'lora_unet_conv_in.hada_w1_b F32 \[4, 36\]' kh.txt &&
+grep -qx 'lora_unet_conv_in.hada_w2_a F32 \[32, 4\]' kh.txt && grep -qx 'lora_unet_conv_in.hada_w2_b F32 \[4, 36\]' kh.txt &&
+grep -qx 'lora_te_text_model_encoder_layers_0_mlp_fc1.hada_w1_b F32 \[4, 32\]' kh.txt &&
+grep -qx 'lora_unet_down_blocks_0_attentions_0_proj_in.hada_w2_b F32 \[4, 32\]' kh.txt &&
+grep -qx 'lora_unet_conv_in.alpha F32 \[\]' kh.txt && [ "$(wc -l < kh.txt)" = 655 ] &&
+[ "$(grep -c 'hada_w1_a' kh.txt)" = 131 ] && [ "$(t_meta h1/t.safetensors ss_network_module)" = lycoris.kohya ] &&
+grep -q 'LyCORIS (algo loha): 12 text-encoder modules, 119 UNet modules' h1.err &&
+  ok train_lycoris_loha_keys || nok train_lycoris_loha_keys "$(wc -l < kh.txt) $(tail -1 h1.err)"
+T --output_dir h2 --output_name t --max_train_steps 8 --network_args algo=loha --threads 2 2> /dev/null
+cmp -s h1/t.safetensors h2/t.safetensors && ok train_lycoris_loha_threads_same_bytes || nok train_lycoris_loha_threads_same_bytes
+T --output_dir h3 --output_name t --max_train_steps 8 --network_args algo=loha --gradient_checkpointing 2> /dev/null
+r=$(wdiff h1/t.safetensors h3/t.safetensors 2>&1)
+[ "${r%% *}" = 0 ] && ok train_lycoris_loha_checkpointing_same_weights || nok train_lycoris_loha_checkpointing_same_weights "$r"
+T --output_dir hr1 --max_train_steps 8 --network_args algo=LoHa module_dropout=0.3 --save_every_n_steps 4 --save_state 2> /dev/null
+T --output_dir hr2 --max_train_steps 8 --network_args algo=LoHa module_dropout=0.3 --resume hr1/at-step00000004-state 2> hr2.err
+[ -f hr1/last.safetensors ] && cmp -s hr1/last.safetensors hr2/last.safetensors && ! cmp -s hr1/last.safetensors h1/t.safetensors &&
+  ok train_lycoris_loha_resume_same_bytes || nok train_lycoris_loha_resume_same_bytes "$(tail -2 hr2.err)"
+T --output_dir hw --output_name t --max_train_steps 1 --learning_rate 1e-20 --network_args algo=loha \
+  --network_weights h1/t.safetensors 2> hw.err
+r=$(wdiff h1/t.safetensors hw/t.safetensors 2>&1); set -- $r
+python3 -c "import sys; sys.exit(0 if float('$1') < 1e-9 and float('$2') > 1e-3 else 1)" 2> /dev/null &&
+grep -q 'loaded 131 LyCORIS modules from h1/t.safetensors' hw.err && ok train_lycoris_loha_network_weights ||
+  nok train_lycoris_loha_network_weights "$r $(tail -1 hw.err)"
+T --output_dir hs --output_name t --max_train_steps 8 --network_args algo=loha --sample_prompts p.txt \
+  --sample_every_n_steps 8 2> /dev/null
+S --outdir hq1 --network_module lycoris.kohya --network_weights hs/t.safetensors 2> hq1.err
+if [ -x "$helper" ] && [ -f hq1/im_000001.png ]; then
+  d0=$("$helper" maxdiff q0/im_000001.png hq1/im_000001.png)
+  dh=$("$helper" maxdiff hq1/im_000001.png "$(ls hs/sample/*.png | head -1)")
+  echo "# LoHa vs base $d0, sd-sample with the file vs sd-train's sample with the modules hooked $dh"
+  [ "$d0" -gt 0 ] && [ "$dh" -ge 0 ] && [ "$dh" -le 1 ] && grep -q 'merged 131 modules (12 text encoder, 119 UNet)' hq1.err &&
+    ok sample_lycoris_loha_equals_hooks || nok sample_lycoris_loha_equals_hooks "$d0 $dh $(tail -1 hq1.err)"
+else
+  nok sample_lycoris_loha_equals_hooks "no image or $helper not built: $(tail -1 hq1.err)"
+fi
+"$bin" --method lora --network_module lycoris.kohya --model xl.safetensors --model_config "$CX" --data recs.jsonl \
+  --learning_rate 1e-2 --seed 3 --network_dim 4 --threads 1 --output_dir hx --output_name t --max_train_steps 2 \
+  --network_args algo=loha conv_dim=2 2> hx.err; rc=$?
+keys hx/t.safetensors > khx.txt 2> /dev/null
+[ $rc = 0 ] && grep -q '^lora_unet_input_blocks_1_0_in_layers_2.hada_w1_b F32 \[2, 288\]' khx.txt &&
+grep -q '^lora_te2_text_model_encoder_layers_0_mlp_fc2.hada_w2_a' khx.txt && ok train_lycoris_loha_sdxl ||
+  nok train_lycoris_loha_sdxl "rc $rc $(tail -1 hx.err)"
+
 # ---- refusals ------------------------------------------------------------------------------------------------
 refuse() { t_refuse "$1" "$2" "$3" T --output_dir bad --max_train_steps 1 "${@:4}"; }
-refuse train_lycoris_refuses_algo 2 'algo=ia3: not supported' --network_args algo=ia3
+refuse train_lycoris_refuses_algo 2 'algo=ia3: not supported (lora, locon and loha are)' --network_args algo=ia3
 refuse train_lycoris_refuses_dropout 2 'dropout=0.1: not supported' --network_args dropout=0.1
 refuse train_lycoris_refuses_network_dropout 2 'network_dropout: not supported with lycoris.kohya' --network_dropout 0.1
 refuse train_lycoris_refuses_rank_dropout 2 'rank_dropout=0.1: not supported' --network_args rank_dropout=0.1
@@ -157,6 +203,11 @@ refuse train_lycoris_refuses_dora 2 'dora_wd=True: not supported' --network_args
 refuse train_lycoris_refuses_preset 2 'preset=attn-mlp: only the default preset' --network_args preset=attn-mlp
 refuse train_lycoris_refuses_unknown 2 'block_dims: not supported with lycoris.kohya' --network_args block_dims=1,2
 refuse train_lycoris_refuses_max_norm 2 'scale_weight_norms: not supported with lycoris.kohya' --scale_weight_norms 1
+refuse train_lycoris_refuses_loha_loraplus 2 'loraplus_\*: not supported with algo=loha' --network_args algo=loha loraplus_lr_ratio=4
+refuse train_lycoris_refuses_loha_dim_from_weights 2 'dim_from_weights: not supported with lycoris.kohya algo=loha' \
+  --network_args algo=loha --dim_from_weights --network_weights h1/t.safetensors
+refuse train_lycoris_refuses_kohya_resume 2 'kohya-ss state folder is read for --network_module networks.lora only' \
+  --resume "$root/tests/data/train_lora_kohya/state"
 refuse train_lycoris_refuses_bad_conv_dim 2 'conv_dim=x: expected a whole number' --network_args conv_dim=x
 # the off values of the refused booleans are accepted (LyCORIS's str_bool), as are use_tucker without conv modules
 T --output_dir ok1 --output_name t --max_train_steps 1 --network_args use_scalar=False train_norm=false bypass_mode=True \
