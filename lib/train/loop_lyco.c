@@ -1,4 +1,4 @@
-/* --method lora --network_module lycoris.kohya with a weight-delta algorithm (algo=loha): the
+/* --method lora --network_module lycoris.kohya with a weight-delta algorithm (algo=loha, lokr): the
  * network (train/lyco_network.h) set up for a training run, --network_weights, and
  * LycorisNetworkKohya.prepare_optimizer_params's groups. The factors live in R->net.reg (R->net holds
  * no LoRA modules), so the optimizer, the state directories, the device moves and the gradient
@@ -35,7 +35,8 @@ static int lyco_groups(run *R)
         size_t first = used;
         for (size_t i = 0; i < R->lyn.n; i++)
             if (R->lyn.is_te[i] == te)
-                for (int k = 0; k < 4; k++) g->params[used++] = R->lyn.mods[i].p[k];
+                for (int k = 0; k < 4; k++)
+                    if (R->lyn.mods[i].p[k]) g->params[used++] = R->lyn.mods[i].p[k];
         if (used == first || lr == 0) {
             used = first;
             continue;
@@ -70,7 +71,8 @@ int loop_setup_lyco_delta(run *R, const sd_lycoris_args *la)
     sd_params_init(&R->net.reg);
     R->net.rt.seed = R->seed;
     R->have_net = 1;
-    int rc = sd_lyco_network_build(&R->lyn, &R->net.reg, R->unet, R->clip, &no, (float)R->nargs.module_dropout, &R->net.rt);
+    int rc = sd_lyco_network_build(&R->lyn, &R->net.reg, R->unet, R->clip, &no, la, (float)R->nargs.module_dropout,
+                                   &R->net.rt);
     if (rc) return rc;
     R->have_lyn = 1;
     rc = sd_params_alloc(&R->net.reg, SD_DEV_CPU);

@@ -552,7 +552,7 @@ int loop_setup_lora(run *R)
                                             c->network_args ? (const char *const *)c->network_args->s : NULL,
                                             c->network_args ? c->network_args->n : 0);
         R->lyco = 1;
-        if (!rc && !strcmp(la.algo, "loha")) return loop_setup_lyco_delta(R, &la);
+        if (!rc && (!strcmp(la.algo, "loha") || !strcmp(la.algo, "lokr"))) return loop_setup_lyco_delta(R, &la);
     } else {
         rc = sd_lora_net_args_parse(&R->nargs, R->sdxl, ndim, nalpha, c->network_args ? c->network_args->s : NULL,
                                     c->network_args ? c->network_args->n : 0);

@@ -9,11 +9,11 @@
 #include "base/error.h"
 #include "train/lora_file.h"
 
-static const char *const k_loha[4] = { "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b" };
-
 int sd_lyco_network_build(sd_lyco_network *net, sd_params *reg, sd_unet *u, sd_clip *te,
-                          const sd_lora_network_opts *o, float module_dropout, const sd_lora_rt *rt)
+                          const sd_lora_network_opts *o, const sd_lycoris_args *la, float module_dropout,
+                          const sd_lora_rt *rt)
 {
+    const int lokr = !strcmp(la->algo, "lokr");
     memset(net, 0, sizeof *net);
     net->reg = reg;
     sd_lora_candidate *c = NULL;
@@ -39,7 +39,9 @@ int sd_lyco_network_build(sd_lyco_network *net, sd_params *reg, sd_unet *u, sd_c
             rc = sd_err(SD_ENOMEM, "out of memory");
             break;
         }
-        rc = sd_lyco_init_loha(&net->mods[i], reg, x->name, x->out, x->in * x->kh * x->kw, x->dim, (float)alpha);
+        rc = lokr ? sd_lyco_init_lokr(&net->mods[i], reg, x->name, x->out, x->in, x->kh, x->kw, x->conv_host || x->conv1x1,
+                                      x->dim, (float)alpha, la->factor, la->decompose_both, la->full_matrix, la->unbalanced)
+                  : sd_lyco_init_loha(&net->mods[i], reg, x->name, x->out, x->in * x->kh * x->kw, x->dim, (float)alpha);
         if (rc) break;
         net->mods[i].id = (uint32_t)i;
         net->mods[i].rt = rt;
@@ -81,6 +83,7 @@ void sd_lyco_network_free(sd_lyco_network *net)
     memset(net, 0, sizeof *net);
 }
 
+/* the file key of a factor: its registry key "<module>.<factor>" */
 int sd_lyco_file_load(const sd_safetensors *st, sd_lyco_network *net, size_t *loaded)
 {
     const char *path = sd_safetensors_path(st);
@@ -92,17 +95,19 @@ int sd_lyco_file_load(const sd_safetensors *st, sd_lyco_network *net, size_t *lo
             sd_lyco *m = &net->mods[i];
             int found = 0;
             for (int k = 0; k < 4; k++) {
-                snprintf(key, sizeof key, "%s.%s", net->names[i], k_loha[k]);
-                const sd_st_tensor *t = sd_safetensors_find(st, key);
+                if (!m->p[k]) continue;
+                const sd_st_tensor *t = sd_safetensors_find(st, m->p[k]->key);
                 if (!t) continue;
                 found = 1;
                 const sd_tensor *v = &m->p[k]->value;
-                if (t->numel != sd_tensor_numel(v) || t->ndim != 2 || t->shape[0] != v->shape[0]) {
+                int same = t->ndim == v->ndim;
+                for (int d = 0; same && d < v->ndim; d++) same = t->shape[d] == v->shape[d];
+                if (!same) {
                     char a[96], b[96];
                     sd_st_shape_str(t->ndim, t->shape, a, sizeof a);
                     sd_st_shape_str(v->ndim, v->shape, b, sizeof b);
-                    return sd_err(SD_EFORMAT, "%s: '%s' has shape %s, the network's is %s (--network_dim / conv_dim)",
-                                  path, key, a, b);
+                    return sd_err(SD_EFORMAT, "%s: '%s' has shape %s, the network's is %s (--network_dim / conv_dim / "
+                                  "algo options)", path, m->p[k]->key, a, b);
                 }
                 if (v->dtype != SD_F32 || v->device != SD_DEV_CPU)
                     return sd_err(SD_EINVAL, "LyCORIS load: %s is not an f32 host parameter", m->p[k]->key);
@@ -146,12 +151,14 @@ int sd_lyco_file_save(const char *path, const sd_lyco_network *net, sd_st_dtype 
                 rc = sd_err(SD_ENOMEM, "out of memory");
                 break;
             }
-            snprintf(s, L, "%s.%s", net->names[i], k < 4 ? k_loha[k] : "alpha");
+            if (k < 4 && !m->p[k]) continue;
+            snprintf(s, L, "%s", k < 4 ? m->p[k]->key : net->names[i]);
+            if (k == 4) snprintf(s, L, "%s.alpha", net->names[i]);
             if (k < 4) {
                 const sd_tensor *v = &m->p[k]->value;
                 if (v->device != SD_DEV_CPU || v->dtype != SD_F32)
                     rc = sd_err(SD_EINVAL, "LyCORIS save: %s is not an f32 host parameter", m->p[k]->key);
-                else rc = sd_safetensors_writer_add_f32(w, s, dtype, 2, v->shape, v->data);
+                else rc = sd_safetensors_writer_add_f32(w, s, dtype, v->ndim, v->shape, v->data);
             } else {
                 alphas[i] = m->alpha;
                 rc = sd_safetensors_writer_add_f32(w, s, dtype, 0, NULL, &alphas[i]);

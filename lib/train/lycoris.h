@@ -60,8 +60,9 @@ int sd_lycoris_merge(sd_ctx *ctx, sd_model *m, sd_safetensors *st, double mul,
  * time_embedding.linear_1/_2 — linears and 1×1 convs at network_dim / network_alpha, k×k convs at
  * conv_dim / conv_alpha (defaults network_dim / network_alpha; conv_dim 0: none). */
 typedef struct sd_lycoris_args {
-    char algo[16];            /* lower-cased; "lora" when absent or empty; lora, locon or loha */
+    char algo[16];            /* lower-cased; "lora" when absent or empty; lora, locon, loha or lokr */
     int use_tucker, bypass_mode, rs_lora;
+    int factor, decompose_both, full_matrix, unbalanced;   /* algo=lokr (factor -1: balanced) */
     double network_alpha, conv_alpha;   /* as given (0: alpha = rank) */
 } sd_lycoris_args;
 

@@ -80,6 +80,8 @@ int sd_lycoris_args_parse(sd_lycoris_args *la, sd_lora_net_args *a, int is_sdxl,
         for (int i = 0; i < nk; i++)
             if (!strcmp(keys[i], "use_tucker")) use_tucker = vals[i];
     snprintf(la->algo, sizeof la->algo, "lora");
+    int lokr_factor = -1, lokr_given = 0;
+    char lokr_key[32] = "factor";
     for (int i = 0; i < nk; i++) {
         const char *k = keys[i], *v = vals[i];
         double d;
@@ -121,12 +123,25 @@ int sd_lycoris_args_parse(sd_lycoris_args *la, sd_lora_net_args *a, int is_sdxl,
             la->bypass_mode = str_bool(v);
         } else if (!strcmp(k, "rs_lora")) {
             la->rs_lora = str_bool(v);
+        } else if (!strcmp(k, "full_matrix") || !strcmp(k, "unbalanced_factorization") || !strcmp(k, "decompose_both") ||
+                   !strcmp(k, "factor")) {
+            /* LoKr's; checked against the algorithm below (decompose_both is read raw: any non-empty string is on) */
+            if (!strcmp(k, "factor")) {
+                if ((rc = num(k, v, 1, &d))) return rc;
+                lokr_factor = (int)d;
+                lokr_given |= 1;
+            } else {
+                int on = !strcmp(k, "decompose_both") ? *v != 0 : str_bool(v);
+                if (!strcmp(k, "full_matrix")) la->full_matrix = on;
+                else if (!strcmp(k, "decompose_both")) la->decompose_both = on;
+                else la->unbalanced = on;
+                lokr_given |= on ? 2 : 0;
+                if (on) snprintf(lokr_key, sizeof lokr_key, "%s", k);
+            }
         } else if (!strcmp(k, "use_scalar") || !strcmp(k, "train_norm") || !strcmp(k, "dora_wd") ||
-                   !strcmp(k, "rescaled") || !strcmp(k, "full_matrix") || !strcmp(k, "unbalanced_factorization") ||
-                   !strcmp(k, "decompose_both") || !strcmp(k, "train_t5xxl")) {
-            /* booleans whose "off" is what is implemented (decompose_both: LoKr's, read by bool() there) */
-            int on = !strcmp(k, "decompose_both") ? *v != 0 : str_bool(v);
-            if (on)
+                   !strcmp(k, "rescaled") || !strcmp(k, "train_t5xxl")) {
+            /* booleans whose "off" is what is implemented */
+            if (str_bool(v))
                 return sd_err(SD_EUSAGE, "--network_args %s=%s: not supported with lycoris.kohya here", k, v);
         } else if (!strcmp(k, "use_tucker") || !strcmp(k, "disable_conv_cp") || !strcmp(k, "use_cp") ||
                    !strcmp(k, "use_conv_cp")) {
@@ -134,17 +149,23 @@ int sd_lycoris_args_parse(sd_lycoris_args *la, sd_lora_net_args *a, int is_sdxl,
         } else {
             return sd_err(SD_EUSAGE, "--network_args %s: not supported with lycoris.kohya (supported: algo, conv_dim, "
                           "conv_alpha, module_dropout, preset=full, bypass_mode, rs_lora, loraplus_lr_ratio, "
-                          "loraplus_unet_lr_ratio, loraplus_text_encoder_lr_ratio; dropout, rank_dropout, use_tucker, "
-                          "use_scalar, train_norm, dora_wd, full_matrix, decompose_both, rescaled, "
-                          "unbalanced_factorization only when off)", k);
+                          "loraplus_unet_lr_ratio, loraplus_text_encoder_lr_ratio; with algo=lokr factor, "
+                          "decompose_both, full_matrix, unbalanced_factorization; dropout, rank_dropout, use_tucker, "
+                          "use_scalar, train_norm, dora_wd, rescaled only when off)", k);
         }
     }
-    if (strcmp(la->algo, "lora") && strcmp(la->algo, "locon") && strcmp(la->algo, "loha"))
-        return sd_err(SD_EUSAGE, "--network_args algo=%s: not supported (lora, locon and loha are)", la->algo);
-    if (!strcmp(la->algo, "loha") && (a->loraplus_lr_ratio != 0 || a->loraplus_unet_lr_ratio != 0 ||
-                                      a->loraplus_text_encoder_lr_ratio != 0))
-        return sd_err(SD_EUSAGE, "--network_args loraplus_*: not supported with algo=loha (LyCORIS's LoRA+ group "
-                      "takes the lora_up weights, which LoHa has none of)");
+    if (strcmp(la->algo, "lora") && strcmp(la->algo, "locon") && strcmp(la->algo, "loha") && strcmp(la->algo, "lokr"))
+        return sd_err(SD_EUSAGE, "--network_args algo=%s: not supported (lora, locon, loha and lokr are)", la->algo);
+    const int lokr = !strcmp(la->algo, "lokr");
+    if ((!strcmp(la->algo, "loha") || lokr) && (a->loraplus_lr_ratio != 0 || a->loraplus_unet_lr_ratio != 0 ||
+                                                a->loraplus_text_encoder_lr_ratio != 0))
+        return sd_err(SD_EUSAGE, "--network_args loraplus_*: not supported with algo=%s (LyCORIS's LoRA+ group "
+                      "takes the lora_up weights, which it has none of)", la->algo);
+    if (!lokr && lokr_given)
+        return sd_err(SD_EUSAGE, "--network_args %s: an option of algo=lokr (algo=%s does not use it)", lokr_key, la->algo);
+    if (lokr && la->rs_lora)
+        return sd_err(SD_EUSAGE, "--network_args rs_lora: not supported with algo=lokr here");
+    la->factor = lokr_factor;
     /* use_tucker = str_bool(not disable_conv_cp or use_conv_cp or use_cp or use_tucker) with Python's `or`
        (use_tucker after the deprecated keys were copied onto it; absent keys are the defaults True/False) */
     if (disable_conv_cp && !*disable_conv_cp) la->use_tucker = 1;

@@ -6,7 +6,8 @@
  * up to rounding); then 3 AdamW steps from LyCORIS's init (lora_down taken from the golden: torch's
  * kaiming draws are not reproduced) for the linear and the conv. The same for LoHa (nn/lyco.h, the
  * weight-delta form LyCORIS runs) against LohaModule: output, input gradient, the four hada factors'
- * gradients, and 3 AdamW steps from LyCORIS's init (taken from the golden). */
+ * gradients, and 3 AdamW steps from LyCORIS's init (taken from the golden); and for LoKr against
+ * LokrModule (w2 factored; a full 4-d w2 with scale 1; decompose_both with factor 4 at multiplier 0.6). */
 #include <math.h>
 #include <string.h>
 
@@ -332,6 +333,128 @@ static void loha_adamw(const char *kind, int is_conv)
 static void test_loha_adamw_linear(void) { loha_adamw("lin", 0); }
 static void test_loha_adamw_conv(void) { loha_adamw("conv", 1); }
 
+/* ---- LoKr against LokrModule ------------------------------------------------------------------------- */
+
+typedef struct kcase {
+    const char *tag, *io;     /* golden case; its host's x / r */
+    int conv, in, out, rank, factor, both;
+    float mult;
+} kcase;
+
+static const kcase k_cases[] = {
+    { "klin", "lin", 0, 5, 12, 1, -1, 0, 1.0f },
+    { "kconv", "conv", 1, 3, 6, 2, -1, 0, 1.0f },
+    { "kdb", "lin16", 0, 16, 16, 1, 4, 1, 0.6f },
+};
+
+/* the factor name of parameter k ("lokr_w1", …): its key after the module name */
+static const char *suffix(const sd_param *p) { return strchr(p->key, '.') + 1; }
+
+static int khost_init(hhost *h, const kcase *kc)
+{
+    memset(h, 0, sizeof *h);
+    sd_params_init(&h->hr);
+    sd_params_init(&h->nr);
+    h->is_conv = kc->conv;
+    char name[96];
+    sd_tensor al;
+    snprintf(name, sizeof name, "%s.alpha", kc->tag);
+    int rc = golden(name, &al);
+    if (rc) return rc;
+    float alpha = ((float *)al.data)[0];
+    sd_tensor_free(&al);
+    rc = kc->conv ? sd_conv2d_init(&h->conv, &h->hr, kc->io, kc->in, kc->out, 3, 3, sd_conv2d_geom_make(1, 1), SD_NN_BIAS)
+                  : sd_linear_init(&h->lin, &h->hr, kc->io, kc->in, kc->out, SD_NN_BIAS);
+    if (!rc) rc = sd_params_set_trainable(&h->hr, "", 0) < 0 ? -1 : SD_OK;
+    if (!rc) rc = sd_lyco_init_lokr(&h->m, &h->nr, kc->tag, kc->out, kc->in, kc->conv ? 3 : 1, kc->conv ? 3 : 1, kc->conv,
+                                    kc->rank, alpha, kc->factor, kc->both, 0, 0);
+    h->m.multiplier = kc->mult;
+    if (!rc) rc = sd_params_alloc(&h->hr, SD_DEV_CPU);
+    if (!rc) rc = sd_params_alloc(&h->nr, SD_DEV_CPU);
+    sd_param *w = kc->conv ? h->conv.w : h->lin.w, *b = kc->conv ? h->conv.b : h->lin.b;
+    snprintf(name, sizeof name, "%s.weight", kc->io);
+    if (!rc) rc = load_into(name, &w->value);
+    snprintf(name, sizeof name, "%s.bias", kc->io);
+    if (!rc) rc = load_into(name, &b->value);
+    if (!rc) rc = kc->conv ? sd_conv2d_set_lyco(&h->conv, &h->m) : sd_linear_set_lyco(&h->lin, &h->m);
+    return rc;
+}
+
+static void test_lokr_cases(void)
+{
+    for (size_t ci = 0; ci < sizeof k_cases / sizeof *k_cases; ci++) {
+        const kcase *kc = &k_cases[ci];
+        hhost h;
+        char name[96];
+        int rc = khost_init(&h, kc);
+        for (int k = 0; k < 4 && !rc; k++) {
+            if (!h.m.p[k]) continue;
+            snprintf(name, sizeof name, "%s.%s", kc->tag, suffix(h.m.p[k]));
+            rc = load_into(name, &h.m.p[k]->value);
+        }
+        sd_tensor x = { 0 }, r = { 0 }, y = { 0 }, dx = { 0 };
+        if (!rc) rc = io_alloc(kc->io, &x, &r, &y, &dx);
+        if (!rc) rc = sd_params_zero_grad(&g_ctx, &h.nr);
+        if (!rc) memset(dx.data, 0, sd_tensor_nbytes(&dx));
+        if (!rc) rc = hstep(&h, &x, &r, &y, &dx);
+        T_CHECKF(rc == SD_OK, "%s: %s", kc->tag, sd_errmsg());
+        if (!rc) {
+            snprintf(name, sizeof name, "%s.y", kc->tag);
+            T_CHECK(close_to(name, y.data, name, 1e-5));
+            snprintf(name, sizeof name, "%s.dx", kc->tag);
+            T_CHECK(close_to(name, dx.data, name, 1e-5));
+            for (int k = 0; k < 4; k++) {
+                if (!h.m.p[k]) continue;
+                snprintf(name, sizeof name, "%s.d%s", kc->tag, suffix(h.m.p[k]));
+                T_CHECK(close_to(name, h.m.p[k]->grad.data, name, 1e-5));
+            }
+        }
+        io_free(&x, &r, &y, &dx);
+        hhost_free(&h);
+    }
+}
+
+static void test_lokr_adamw(void)
+{
+    for (size_t ci = 0; ci < sizeof k_cases / sizeof *k_cases; ci++) {
+        const kcase *kc = &k_cases[ci];
+        hhost h;
+        char name[96];
+        int rc = khost_init(&h, kc);
+        sd_param *ps[4];
+        int np = 0;
+        for (int k = 0; k < 4 && !rc; k++) {
+            if (!h.m.p[k]) continue;
+            ps[np++] = h.m.p[k];
+            snprintf(name, sizeof name, "t%s.%s.s0", kc->tag, suffix(h.m.p[k]));
+            rc = load_into(name, &h.m.p[k]->value);
+        }
+        sd_tensor x = { 0 }, r = { 0 }, y = { 0 }, dx = { 0 };
+        if (!rc) rc = io_alloc(kc->io, &x, &r, &y, &dx);
+        sd_optim_config cfg;
+        sd_optim_config_default(&cfg, SD_OPTIM_ADAMW);
+        sd_optim_group_desc gd = { "unet", 1e-2, ps, (size_t)np };
+        sd_optim o;
+        if (!rc) rc = sd_optim_init(&o, &cfg, &gd, 1);
+        T_CHECKF(rc == SD_OK, "%s", sd_errmsg());
+        if (rc) return;
+        double lr = 1e-2;
+        for (int s = 1; s <= 3 && !rc; s++) {
+            rc = sd_params_zero_grad(&g_ctx, &h.nr);
+            if (!rc) rc = hstep(&h, &x, &r, &y, &dx);
+            if (!rc) rc = sd_optim_step(&o, &lr, NULL);
+            for (int k = 0; k < np && !rc; k++) {
+                snprintf(name, sizeof name, "t%s.%s.s%d", kc->tag, suffix(ps[k]), s);
+                T_CHECK(close_to(name, ps[k]->value.data, name, 1e-5));
+            }
+        }
+        T_CHECKF(rc == SD_OK, "%s", sd_errmsg());
+        sd_optim_free(&o);
+        io_free(&x, &r, &y, &dx);
+        hhost_free(&h);
+    }
+}
+
 int main(void)
 {
     if (sd_ctx_init(&g_ctx, SD_DEV_CPU, 1, (size_t)16 << 20) || sd_arena_init(&g_act, SD_DEV_CPU, (size_t)4 << 20) ||
@@ -350,6 +473,8 @@ int main(void)
     T_RUN(test_loha_multiplier);
     T_RUN(test_loha_adamw_linear);
     T_RUN(test_loha_adamw_conv);
+    T_RUN(test_lokr_cases);
+    T_RUN(test_lokr_adamw);
     sd_safetensors_close(g_st);
     sd_arena_free(&g_act);
     sd_ctx_free(&g_ctx);

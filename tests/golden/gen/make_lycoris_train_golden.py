@@ -26,12 +26,20 @@ host, lora_dim 2, alpha 1), "hhalf" (hlin at multiplier 0.6), random factors (w2
 runs "thlin" / "thconv" from LyCORIS's init (torch.manual_seed(0): w1b, w2b ~ N(0, 1), w1a ~ N(0, 0.1²),
 w2a = 0), 3 AdamW steps as above over the four factors.
 
+LoKr (LokrModule, lycoris/modules/lokr.py, bypass_mode off, ΔW = kron(w1, w2)·scale): "klin" (lin's host,
+lora_dim 1, alpha 2: w1 full [3, 1], w2 factored), "kconv" (conv's host, lora_dim 2: w1 [2, 1] and a full
+4-d w2 [3, 3, 3, 3], so scale 1), "kdb" (Linear(16 -> 16) host "lin16", lora_dim 1, alpha 3,
+decompose_both, factor 4, multiplier 0.6: w1 and w2 both factored); random factors, then "t<case>" runs
+of 3 AdamW steps from LyCORIS's init (torch.manual_seed(0): kaiming_uniform(a=sqrt(5)) w1 / w1_a / w1_b
+/ w2_a, zeros w2 / w2_b).
+
 Writes tests/data/lycoris/golden_lycoris_train.safetensors:
   <case>.weight, <case>.bias, <case>.down, <case>.up, <case>.x, <case>.r, <case>.alpha   inputs
   <case>.y, <case>.dx, <case>.ddown, <case>.dup                                         outputs
   t<lin|conv>.down.s<i>, t<lin|conv>.up.s<i>   weights after AdamW step i (1..3); .s0 the init
   h<case>.hada_w?_?, h<case>.dhada_w?_?, h<case>.y, h<case>.dx, h<case>.alpha    LoHa factors, gradients
   th<lin|conv>.hada_w?_?.s<i>                  LoHa factors after AdamW step i; .s0 LyCORIS's init
+  k<case>.lokr_*, k<case>.dlokr_*, .y, .dx, .alpha; tk<case>.lokr_*.s<i>       LoKr likewise
 """
 import os
 import sys
@@ -60,7 +68,8 @@ def import_modules(root):
     stub("tqdm", tqdm=lambda x, *a, **k: x)
     from lycoris.modules.locon import LoConModule
     from lycoris.modules.loha import LohaModule
-    return LoConModule, LohaModule
+    from lycoris.modules.lokr import LokrModule
+    return LoConModule, LohaModule, LokrModule
 
 
 def host(kind):
@@ -70,7 +79,7 @@ def host(kind):
 
 
 def main():
-    LoConModule, LohaModule = import_modules(sys.argv[1])
+    LoConModule, LohaModule, LokrModule = import_modules(sys.argv[1])
     torch.manual_seed(1234)
     out = {}
     cases = {"lin": ("lin", 3, 2.0, 1.0, False), "conv": ("conv", 2, 1.0, 1.0, False),
@@ -154,6 +163,46 @@ def main():
             opt.step()
             for n in names:
                 out["th%s.%s.s%d" % (kind, n, s)] = getattr(m, n).detach().clone()
+    # LoKr (LokrModule, bypass_mode off): ΔW = kron(w1, w2)·scale; random factors, then training
+    hosts["lin16"] = torch.nn.Linear(16, 16, bias=True)
+    for p in hosts["lin16"].parameters():
+        p.requires_grad_(False)
+    xs["lin16"] = torch.randn(2, 3, 16)
+    rs["lin16"] = torch.randn(2, 3, 16)
+    out["lin16.weight"] = hosts["lin16"].weight
+    out["lin16.bias"] = hosts["lin16"].bias
+    out["lin16.x"] = xs["lin16"]
+    out["lin16.r"] = rs["lin16"]
+    kcases = {"klin": ("lin", 1, 2.0, 1.0, {}), "kconv": ("conv", 2, 1.0, 1.0, {}),
+              "kdb": ("lin16", 1, 3.0, 0.6, {"decompose_both": True, "factor": 4})}
+    knames = ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b")
+    for case, (kind, dim, alpha, mult, kw) in kcases.items():
+        m = LokrModule(case, hosts[kind], multiplier=mult, lora_dim=dim, alpha=alpha, **kw)
+        names = [n for n in knames if hasattr(m, n) and isinstance(getattr(m, n), torch.nn.Parameter)]
+        with torch.no_grad():
+            for n in names:
+                getattr(m, n).copy_(torch.randn_like(getattr(m, n)) * 0.5)
+        x = xs[kind].clone().requires_grad_(True)
+        y = m(x)
+        (y * rs[kind]).sum().backward()
+        out[case + ".alpha"] = m.alpha.reshape(1)
+        for n in names:
+            out[case + "." + n] = getattr(m, n)
+            out[case + ".d" + n] = getattr(m, n).grad
+        out[case + ".y"] = y
+        out[case + ".dx"] = x.grad
+        torch.manual_seed(0)
+        m = LokrModule("t" + case, hosts[kind], multiplier=mult, lora_dim=dim, alpha=alpha, **kw)
+        opt = torch.optim.AdamW([getattr(m, n) for n in names], lr=1e-2)
+        for n in names:
+            out["t%s.%s.s0" % (case, n)] = getattr(m, n).detach().clone()
+        for s in range(1, 4):
+            opt.zero_grad()
+            y = m(xs[kind])
+            (y * rs[kind]).sum().backward()
+            opt.step()
+            for n in names:
+                out["t%s.%s.s%d" % (case, n, s)] = getattr(m, n).detach().clone()
     os.makedirs(OUT, exist_ok=True)
     write_safetensors(os.path.join(OUT, "golden_lycoris_train.safetensors"), out)
 
