@@ -190,9 +190,57 @@ keys hx/t.safetensors > khx.txt 2> /dev/null
 grep -q '^lora_te2_text_model_encoder_layers_0_mlp_fc2.hada_w2_a' khx.txt && ok train_lycoris_loha_sdxl ||
   nok train_lycoris_loha_sdxl "rc $rc $(tail -1 hx.err)"
 
+# ---- algo=lokr: lokr_* factors (LyCORIS's factorization and full/factored rules), threads, resume, weights -----
+T --output_dir k1 --output_name t --max_train_steps 8 --network_args algo=lokr 2> k1.err
+keys k1/t.safetensors > kk.txt 2> /dev/null
+grep -qx 'lora_te_text_model_encoder_layers_0_mlp_fc1.lokr_w1 F32 \[8, 4\]' kk.txt &&
+grep -qx 'lora_te_text_model_encoder_layers_0_mlp_fc1.lokr_w2_a F32 \[16, 4\]' kk.txt &&
+grep -qx 'lora_te_text_model_encoder_layers_0_mlp_fc1.lokr_w2_b F32 \[4, 8\]' kk.txt &&
+grep -qx 'lora_unet_conv_in.lokr_w1 F32 \[4, 2\]' kk.txt && grep -qx 'lora_unet_conv_in.lokr_w2 F32 \[8, 2, 3, 3\]' kk.txt &&
+grep -qx 'lora_unet_down_blocks_0_attentions_0_proj_in.lokr_w2 F32 \[8, 8, 1, 1\]' kk.txt &&
+[ "$(grep -c '\.alpha F32' kk.txt)" = 131 ] && [ "$(val k1/t.safetensors lora_unet_conv_in.alpha)" = 4 ] &&
+[ "$(val k1/t.safetensors lora_te_text_model_encoder_layers_0_mlp_fc1.alpha)" = 1 ] &&
+grep -q 'LyCORIS (algo lokr): 12 text-encoder modules, 119 UNet modules' k1.err &&
+  ok train_lycoris_lokr_keys || nok train_lycoris_lokr_keys "$(wc -l < kk.txt) $(tail -1 k1.err)"
+T --output_dir k2 --output_name t --max_train_steps 1 --network_dim 1 --network_args algo=lokr decompose_both=1 factor=4 \
+  full_matrix=False unbalanced_factorization=True 2> /dev/null
+keys k2/t.safetensors > kk2.txt 2> /dev/null
+grep -qx 'lora_te_text_model_encoder_layers_0_mlp_fc1.lokr_w1_a F32 \[32, 1\]' kk2.txt &&
+grep -qx 'lora_te_text_model_encoder_layers_0_mlp_fc1.lokr_w1_b F32 \[1, 4\]' kk2.txt &&
+grep -qx 'lora_te_text_model_encoder_layers_0_mlp_fc1.lokr_w2_a F32 \[4, 1\]' kk2.txt &&
+grep -qx 'lora_te_text_model_encoder_layers_0_mlp_fc1.lokr_w2_b F32 \[1, 8\]' kk2.txt &&
+  ok train_lycoris_lokr_options || nok train_lycoris_lokr_options "$(grep mlp_fc1 kk2.txt | head -4)"
+T --output_dir k3 --output_name t --max_train_steps 8 --network_args algo=lokr --threads 2 2> /dev/null
+cmp -s k1/t.safetensors k3/t.safetensors && ok train_lycoris_lokr_threads_same_bytes || nok train_lycoris_lokr_threads_same_bytes
+T --output_dir k4 --output_name t --max_train_steps 8 --network_args algo=lokr --gradient_checkpointing 2> /dev/null
+r=$(wdiff k1/t.safetensors k4/t.safetensors 2>&1)
+[ "${r%% *}" = 0 ] && ok train_lycoris_lokr_checkpointing_same_weights || nok train_lycoris_lokr_checkpointing_same_weights "$r"
+T --output_dir kr1 --max_train_steps 8 --network_args algo=lokr --save_every_n_steps 4 --save_state 2> /dev/null
+T --output_dir kr2 --max_train_steps 8 --network_args algo=lokr --resume kr1/at-step00000004-state 2> kr2.err
+[ -f kr1/last.safetensors ] && cmp -s kr1/last.safetensors kr2/last.safetensors &&
+  ok train_lycoris_lokr_resume_same_bytes || nok train_lycoris_lokr_resume_same_bytes "$(tail -2 kr2.err)"
+T --output_dir kw --output_name t --max_train_steps 1 --learning_rate 1e-20 --network_args algo=lokr \
+  --network_weights k1/t.safetensors 2> kw.err
+r=$(wdiff k1/t.safetensors kw/t.safetensors 2>&1); set -- $r
+python3 -c "import sys; sys.exit(0 if float('$1') < 1e-9 and float('$2') > 1e-3 else 1)" 2> /dev/null &&
+grep -q 'loaded 131 LyCORIS modules from k1/t.safetensors' kw.err && ok train_lycoris_lokr_network_weights ||
+  nok train_lycoris_lokr_network_weights "$r $(tail -1 kw.err)"
+T --output_dir ks --output_name t --max_train_steps 8 --network_args algo=lokr --sample_prompts p.txt \
+  --sample_every_n_steps 8 2> /dev/null
+S --outdir kq1 --network_module lycoris.kohya --network_weights ks/t.safetensors 2> kq1.err
+if [ -x "$helper" ] && [ -f kq1/im_000001.png ]; then
+  d0=$("$helper" maxdiff q0/im_000001.png kq1/im_000001.png)
+  dh=$("$helper" maxdiff kq1/im_000001.png "$(ls ks/sample/*.png | head -1)")
+  echo "# LoKr vs base $d0, sd-sample with the file vs sd-train's sample with the modules hooked $dh"
+  [ "$d0" -gt 0 ] && [ "$dh" -ge 0 ] && [ "$dh" -le 1 ] && ok sample_lycoris_lokr_equals_hooks ||
+    nok sample_lycoris_lokr_equals_hooks "$d0 $dh $(tail -1 kq1.err)"
+else
+  nok sample_lycoris_lokr_equals_hooks "no image or $helper not built: $(tail -1 kq1.err)"
+fi
+
 # ---- refusals ------------------------------------------------------------------------------------------------
 refuse() { t_refuse "$1" "$2" "$3" T --output_dir bad --max_train_steps 1 "${@:4}"; }
-refuse train_lycoris_refuses_algo 2 'algo=ia3: not supported (lora, locon and loha are)' --network_args algo=ia3
+refuse train_lycoris_refuses_algo 2 'algo=ia3: not supported (lora, locon, loha and lokr are)' --network_args algo=ia3
 refuse train_lycoris_refuses_dropout 2 'dropout=0.1: not supported' --network_args dropout=0.1
 refuse train_lycoris_refuses_network_dropout 2 'network_dropout: not supported with lycoris.kohya' --network_dropout 0.1
 refuse train_lycoris_refuses_rank_dropout 2 'rank_dropout=0.1: not supported' --network_args rank_dropout=0.1
@@ -208,6 +256,8 @@ refuse train_lycoris_refuses_loha_dim_from_weights 2 'dim_from_weights: not supp
   --network_args algo=loha --dim_from_weights --network_weights h1/t.safetensors
 refuse train_lycoris_refuses_kohya_resume 2 'kohya-ss state folder is read for --network_module networks.lora only' \
   --resume "$root/tests/data/train_lora_kohya/state"
+refuse train_lycoris_refuses_factor_without_lokr 2 'factor: an option of algo=lokr' --network_args algo=loha factor=4
+refuse train_lycoris_refuses_lokr_rs_lora 2 'rs_lora: not supported with algo=lokr' --network_args algo=lokr rs_lora=1
 refuse train_lycoris_refuses_bad_conv_dim 2 'conv_dim=x: expected a whole number' --network_args conv_dim=x
 # the off values of the refused booleans are accepted (LyCORIS's str_bool), as are use_tucker without conv modules
 T --output_dir ok1 --output_name t --max_train_steps 1 --network_args use_scalar=False train_norm=false bypass_mode=True \
