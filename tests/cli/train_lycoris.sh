@@ -238,6 +238,20 @@ else
   nok sample_lycoris_lokr_equals_hooks "no image or $helper not built: $(tail -1 kq1.err)"
 fi
 
+# ---- --device cuda: the modules run through the ops, so the CUDA build (or SD_FAKE_CUDA=1) trains them too ------
+for algo in locon loha lokr; do
+  T --output_dir dg_$algo --output_name t --max_train_steps 4 --network_args algo=$algo --device cuda 2> dg_$algo.err; rc=$?
+  if [ $rc = 0 ]; then
+    T --output_dir dc_$algo --output_name t --max_train_steps 4 --network_args algo=$algo 2> /dev/null
+    r=$(wdiff dc_$algo/t.safetensors dg_$algo/t.safetensors 2>&1); set -- $r
+    python3 -c "import sys; sys.exit(0 if float('$1') <= 1e-3 * float('$2') else 1)" 2> /dev/null &&
+      ok train_lycoris_${algo}_device_cuda_close || nok train_lycoris_${algo}_device_cuda_close "$r"
+  else
+    [ $rc = 1 ] && grep -Eq "CUDA support|CUDA: no device" dg_$algo.err && ok train_lycoris_${algo}_device_cuda_unavailable ||
+      nok train_lycoris_${algo}_device_cuda_unavailable "rc $rc $(tail -2 dg_$algo.err)"
+  fi
+done
+
 # ---- refusals ------------------------------------------------------------------------------------------------
 refuse() { t_refuse "$1" "$2" "$3" T --output_dir bad --max_train_steps 1 "${@:4}"; }
 refuse train_lycoris_refuses_algo 2 'algo=ia3: not supported (lora, locon, loha and lokr are)' --network_args algo=ia3
