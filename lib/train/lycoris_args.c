@@ -184,7 +184,7 @@ int sd_lycoris_args_parse(sd_lycoris_args *la, sd_lora_net_args *a, int is_sdxl,
     if (conv_alpha && *conv_alpha) {
         double d;
         if ((rc = num("conv_alpha", conv_alpha, 0, &d))) return rc;
-        if (d != 0) a->conv_alpha = d;    /* `or network_alpha`: 0.0 is falsy */
+        a->conv_alpha = d;   /* a non-empty string is truthy: "0" gives 0.0, which the module reads as alpha = rank */
     }
     if (la->use_tucker && a->conv_dim > 0)
         return sd_err(SD_EUSAGE, "--network_args use_tucker: Tucker decomposition (lora_mid, hada_t1/hada_t2) is not "

@@ -92,6 +92,11 @@ grep -qx 'lora_unet_down_blocks_0_resnets_0_time_emb_proj.lora_down.weight F32 \
 [ "$(val o2/t.safetensors lora_unet_down_blocks_0_resnets_0_time_emb_proj.alpha)" = 4 ] &&
 [ "$(t_meta o2/t.safetensors ss_network_args)" = '{"algo": "locon", "conv_dim": "2", "conv_alpha": "0.5", "rs_lora": "True", "dropout": null}' ] &&
   ok train_lycoris_conv_dim_rs_lora || nok train_lycoris_conv_dim_rs_lora "$(t_meta o2/t.safetensors ss_network_args)"
+# conv_alpha=0 (a non-empty string: float("0") = 0.0) means alpha = rank in the module
+T --output_dir o6 --output_name t --max_train_steps 1 --network_args conv_alpha=0 2> /dev/null
+[ "$(val o6/t.safetensors lora_unet_down_blocks_0_resnets_0_conv1.alpha 2> /dev/null)" = 4 ] &&
+[ "$(val o6/t.safetensors lora_unet_down_blocks_0_resnets_0_time_emb_proj.alpha 2> /dev/null)" = 1 ] &&
+  ok train_lycoris_conv_alpha_0 || nok train_lycoris_conv_alpha_0
 T --output_dir o3 --output_name t --max_train_steps 1 --network_args conv_dim=0 2> /dev/null
 keys o3/t.safetensors > k3.txt 2> /dev/null
 [ "$(grep -c 'lora_down.weight F32 \[4, [0-9]*, 3, 3\]' k3.txt)" = 0 ] && [ "$(grep -c 'lora_down.weight' k3.txt)" = 96 ] &&
