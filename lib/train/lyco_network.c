@@ -39,6 +39,7 @@ int sd_lyco_network_build(sd_lyco_network *net, sd_params *reg, sd_unet *u, sd_c
             rc = sd_err(SD_ENOMEM, "out of memory");
             break;
         }
+        net->n = i + 1;   /* owned from here (freed on failure) */
         rc = lokr ? sd_lyco_init_lokr(&net->mods[i], reg, x->name, x->out, x->in, x->kh, x->kw, x->conv_host || x->conv1x1,
                                       x->dim, (float)alpha, la->factor, la->decompose_both, la->full_matrix, la->unbalanced)
                   : sd_lyco_init_loha(&net->mods[i], reg, x->name, x->out, x->in * x->kh * x->kw, x->dim, (float)alpha);
@@ -49,7 +50,6 @@ int sd_lyco_network_build(sd_lyco_network *net, sd_params *reg, sd_unet *u, sd_c
         net->is_te[i] = x->is_te;
         net->host_lin[i] = x->conv_host ? NULL : x->lin;
         net->host_conv[i] = x->conv_host ? x->conv : NULL;
-        net->n = i + 1;
     }
     net->n_te = nte < net->n ? nte : net->n;
     free(c);
