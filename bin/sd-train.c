@@ -118,7 +118,9 @@ static const sd_opt table[] = {
      .help = "networks.lora (default), networks.lora_fa (LoRA-FA: lora_down frozen, only lora_up trains), "
              "networks.dylora (DyLoRA: --network_args unit=N) or networks.oft (Orthogonal Finetuning: UNet only; "
              "network_dim = number of blocks, network_alpha = constraint; --network_args enable_all_linear=1, "
-             "enable_conv=1)"},
+             "enable_conv=1) or lycoris.kohya (LyCORIS preset full, --network_args algo=lora|locon|loha|lokr, conv_dim=, "
+             "conv_alpha= (default network_dim/alpha), module_dropout=, rs_lora=, bypass_mode=, loraplus_*; lokr: "
+             "factor=, decompose_both=, full_matrix=, unbalanced_factorization=; Tucker/DoRA refused)"},
     {.name = "network_dim", .type = SD_OPT_INT, .dest = &c.network_dim, SD_OPT_RANGE(0, 4096), .group = G_NET,
      .help = "LoRA rank (default 4)"},
     {.name = "network_alpha", .type = SD_OPT_STRING, .dest = &a.network_alpha, .def = "1", .group = G_NET,

@@ -46,19 +46,53 @@ int sd_linear_set_oft(sd_linear *l, sd_oft *oft)
     return SD_OK;
 }
 
-/* Scratch of a layer with an OFT module: RW and dL/dRW (f32) beside the module's own. */
-static size_t oft_plan_bytes(const sd_oft *o) { return 2 * nn_bytes(o->out * o->row) + sd_oft_scratch_bytes(o); }
-
-/* The weight a layer runs with: w itself, or RW of its OFT module (in scratch, w's dtype). */
-static int oft_weight(sd_ctx *ctx, sd_oft *oft, const sd_tensor *w, sd_tensor *out)
+int sd_linear_set_lyco(sd_linear *l, sd_lyco *m)
 {
-    if (!oft) {
+    if (m && (m->out != l->out || m->row != l->in || l->lora || l->oft))
+        return sd_err(SD_EINVAL, "LyCORIS module %s does not fit linear %lld -> %lld%s", m->p[0]->key, (long long)l->in,
+                      (long long)l->out, l->lora || l->oft ? " (it has another module)" : "");
+    l->lyco = m;
+    return SD_OK;
+}
+
+/* A weight module: the layer runs with a weight computed from W (OFT's RW, LyCORIS's W + mΔW). */
+typedef struct wmod {
+    sd_oft *oft;
+    sd_lyco *lyco;
+} wmod;
+
+static int wmod_on(wmod m) { return m.oft || m.lyco; }
+static int wmod_has_grad(wmod m)
+{
+    if (m.oft) return nn_has_grad(m.oft->blocks);
+    for (int i = 0; m.lyco && i < 4; i++)
+        if (nn_has_grad(m.lyco->p[i])) return 1;
+    return 0;
+}
+static const char *wmod_key(wmod m) { return m.oft ? m.oft->blocks->key : m.lyco->p[0]->key; }
+
+/* Scratch of a layer with a weight module: RW and dL/dRW (f32) beside the module's own. */
+static size_t wmod_plan_bytes(wmod m)
+{
+    if (m.oft) return 2 * nn_bytes(m.oft->out * m.oft->row) + sd_oft_scratch_bytes(m.oft);
+    return 2 * nn_bytes(m.lyco->out * m.lyco->row) + sd_lyco_scratch_bytes(m.lyco);
+}
+
+/* The weight a layer runs with: w itself, or its module's (in scratch, w's dtype). */
+static int wmod_weight(sd_ctx *ctx, wmod m, const sd_tensor *w, sd_tensor *out)
+{
+    if (!wmod_on(m)) {
         *out = *w;
         return SD_OK;
     }
     int rc = sd_arena_tensor(&ctx->scratch, out, (sd_dtype)w->dtype, w->ndim, w->shape);
     if (rc) return sd_err_prefix(rc, "layer activations");
-    return sd_oft_weight(ctx, oft, w, out);
+    return m.oft ? sd_oft_weight(ctx, m.oft, w, out) : sd_lyco_weight(ctx, m.lyco, w, out);
+}
+
+static int wmod_backward(sd_ctx *ctx, wmod m, const sd_tensor *w, const sd_tensor *drw)
+{
+    return m.oft ? sd_oft_weight_backward(ctx, m.oft, w, drw) : sd_lyco_weight_backward(ctx, m.lyco, drw);
 }
 
 int sd_linear_forward(sd_ctx *ctx, sd_linear *l, sd_arena *save, sd_tensor *y, const sd_tensor *x)
@@ -66,7 +100,7 @@ int sd_linear_forward(sd_ctx *ctx, sd_linear *l, sd_arena *save, sd_tensor *y, c
     sd_tensor w, wr;
     size_t mark = sd_arena_mark(&ctx->scratch);
     int rc = nn_view2(&l->w->value, &w);
-    if (!rc) rc = oft_weight(ctx, l->oft, &w, &wr);
+    if (!rc) rc = wmod_weight(ctx, (wmod){ l->oft, l->lyco }, &w, &wr);
     if (!rc) rc = sd_op_linear(ctx, y, x, &wr, value_of(l->b));
     sd_arena_reset(&ctx->scratch, mark);
     if (!rc && l->lora) rc = sd_lora_forward(ctx, l->lora, save, y, x);
@@ -81,15 +115,16 @@ int sd_linear_backward(sd_ctx *ctx, sd_linear *l, sd_tensor *dx, const sd_tensor
     if (!l->x.data) return sd_err(SD_ESTATE, "%s: backward without a training forward", l->w->key);
     sd_tensor w, dwv, *dw = grad_of(l->w), *db = grad_of(l->b);
     int rc = nn_view2(&l->w->value, &w);
-    if (!rc && l->oft) {
-        if (dw) return sd_err(SD_EUNSUPPORTED, "%s: a trained weight under an OFT module", l->w->key);
+    wmod wm = { l->oft, l->lyco };
+    if (!rc && wmod_on(wm)) {
+        if (dw) return sd_err(SD_EUNSUPPORTED, "%s: a trained weight under %s", l->w->key, wmod_key(wm));
         size_t mark = sd_arena_mark(&ctx->scratch);
         sd_tensor wr, drw;
-        int g = nn_has_grad(l->oft->blocks);
-        rc = oft_weight(ctx, l->oft, &w, &wr);
+        int g = wmod_has_grad(wm);
+        rc = wmod_weight(ctx, wm, &w, &wr);
         if (!rc && g) rc = nn_zeros(ctx, &ctx->scratch, &drw, 2, w.shape);
         if (!rc) rc = sd_op_linear_bwd(ctx, dx, g ? &drw : NULL, db, dy, &l->x, &wr);
-        if (!rc && g) rc = sd_oft_weight_backward(ctx, l->oft, &w, &drw);
+        if (!rc && g) rc = wmod_backward(ctx, wm, &w, &drw);
         sd_arena_reset(&ctx->scratch, mark);
         return rc ? sd_err_prefix(rc, "%s", l->w->key) : SD_OK;
     }
@@ -102,7 +137,7 @@ int sd_linear_backward(sd_ctx *ctx, sd_linear *l, sd_tensor *dx, const sd_tensor
 sd_nn_plan sd_linear_plan(const sd_linear *l, int ndim, const int64_t *x_shape)
 {
     sd_nn_plan p = { 0, 0 };
-    if (l->oft) p.scratch = oft_plan_bytes(l->oft);
+    if (l->oft || l->lyco) p.scratch = wmod_plan_bytes((wmod){ l->oft, l->lyco });
     if (!l->lora) return p;
     int64_t rows = 1;
     for (int d = 0; d + 1 < ndim; d++) rows *= x_shape[d];
@@ -157,11 +192,20 @@ int sd_conv2d_set_oft(sd_conv2d *c, sd_oft *oft)
     return SD_OK;
 }
 
+int sd_conv2d_set_lyco(sd_conv2d *c, sd_lyco *m)
+{
+    if (m && (m->out != c->cout || m->row != c->cin * c->kh * c->kw || c->lora || c->oft))
+        return sd_err(SD_EINVAL, "LyCORIS module %s does not fit conv %lld -> %lld (%dx%d)%s", m->p[0]->key,
+                      (long long)c->cin, (long long)c->cout, c->kh, c->kw, c->lora || c->oft ? " (it has another module)" : "");
+    c->lyco = m;
+    return SD_OK;
+}
+
 int sd_conv2d_forward(sd_ctx *ctx, sd_conv2d *c, sd_arena *save, sd_tensor *y, const sd_tensor *x)
 {
     sd_tensor wr;
     size_t mark = sd_arena_mark(&ctx->scratch);
-    int rc = oft_weight(ctx, c->oft, &c->w->value, &wr);
+    int rc = wmod_weight(ctx, (wmod){ c->oft, c->lyco }, &c->w->value, &wr);
     if (!rc) rc = sd_op_conv2d(ctx, y, x, &wr, value_of(c->b), c->g);
     sd_arena_reset(&ctx->scratch, mark);
     if (!rc && c->lora) rc = sd_lora_forward(ctx, c->lora, save, y, x);
@@ -176,15 +220,16 @@ int sd_conv2d_backward(sd_ctx *ctx, sd_conv2d *c, sd_tensor *dx, const sd_tensor
     if (!c->x.data) return sd_err(SD_ESTATE, "%s: backward without a training forward", c->w->key);
     sd_tensor *dw = grad_of(c->w), *db = grad_of(c->b);
     int rc = SD_OK;
-    if (c->oft) {
-        if (dw) return sd_err(SD_EUNSUPPORTED, "%s: a trained weight under an OFT module", c->w->key);
+    wmod wm = { c->oft, c->lyco };
+    if (wmod_on(wm)) {
+        if (dw) return sd_err(SD_EUNSUPPORTED, "%s: a trained weight under %s", c->w->key, wmod_key(wm));
         size_t mark = sd_arena_mark(&ctx->scratch);
         sd_tensor wr, drw;
-        int g = nn_has_grad(c->oft->blocks);
-        rc = oft_weight(ctx, c->oft, &c->w->value, &wr);
+        int g = wmod_has_grad(wm);
+        rc = wmod_weight(ctx, wm, &c->w->value, &wr);
         if (!rc && g) rc = nn_zeros(ctx, &ctx->scratch, &drw, 4, c->w->value.shape);
         if (!rc) rc = sd_op_conv2d_bwd(ctx, dx, g ? &drw : NULL, db, dy, &c->x, &wr, c->g);
-        if (!rc && g) rc = sd_oft_weight_backward(ctx, c->oft, &c->w->value, &drw);
+        if (!rc && g) rc = wmod_backward(ctx, wm, &c->w->value, &drw);
         sd_arena_reset(&ctx->scratch, mark);
         return rc ? sd_err_prefix(rc, "%s", c->w->key) : SD_OK;
     }
@@ -196,7 +241,7 @@ int sd_conv2d_backward(sd_ctx *ctx, sd_conv2d *c, sd_tensor *dx, const sd_tensor
 sd_nn_plan sd_conv2d_plan(const sd_conv2d *c, const int64_t *x_shape)
 {
     sd_nn_plan p = { 0, 0 };
-    if (c->oft) p.scratch = oft_plan_bytes(c->oft);
+    if (c->oft || c->lyco) p.scratch = wmod_plan_bytes((wmod){ c->oft, c->lyco });
     if (!c->lora) return p;
     int64_t ys[4];
     sd_conv2d_out_shape(c, x_shape, ys);

@@ -35,6 +35,7 @@
 #include <stdint.h>
 
 #include "nn/lora_hook.h"
+#include "nn/lyco.h"
 #include "nn/oft.h"
 #include "nn/params.h"
 #include "tensor/ops.h"
@@ -66,6 +67,7 @@ typedef struct sd_linear {
     int64_t in, out;
     sd_lora *lora;
     sd_oft *oft;                  /* OFT module (NULL = none): the layer runs with RW instead of W */
+    sd_lyco *lyco;                /* LyCORIS weight-delta module (NULL = none): runs with W + mΔW */
     sd_tensor x;                  /* saved: input reference */
 } sd_linear;
 
@@ -77,6 +79,8 @@ sd_nn_plan sd_linear_plan(const sd_linear *l, int ndim, const int64_t *x_shape);
 int sd_linear_set_lora(sd_linear *l, sd_lora *lora);
 /* Attach an OFT module (nn/oft.h; rows checked; not together with a LoRA). */
 int sd_linear_set_oft(sd_linear *l, sd_oft *oft);
+/* Attach a LyCORIS weight-delta module (nn/lyco.h; size checked; not with a LoRA or OFT). */
+int sd_linear_set_lyco(sd_linear *l, sd_lyco *m);
 
 /* ---- conv2d: y [N,cout,Ho,Wo] = conv(x [N,cin,H,W]) + b ------------------------------------ */
 
@@ -87,6 +91,7 @@ typedef struct sd_conv2d {
     sd_conv2d_geom g;
     sd_lora *lora;
     sd_oft *oft;
+    sd_lyco *lyco;
     sd_tensor x;
 } sd_conv2d;
 
@@ -98,6 +103,7 @@ int sd_conv2d_backward(sd_ctx *ctx, sd_conv2d *c, sd_tensor *dx, const sd_tensor
 sd_nn_plan sd_conv2d_plan(const sd_conv2d *c, const int64_t *x_shape);
 int sd_conv2d_set_lora(sd_conv2d *c, sd_lora *lora);
 int sd_conv2d_set_oft(sd_conv2d *c, sd_oft *oft);
+int sd_conv2d_set_lyco(sd_conv2d *c, sd_lyco *m);
 
 /* ---- group norm (+ fused SiLU) over x [N, C, ...] -------------------------------------------- */
 

@@ -73,7 +73,7 @@ static int resume_kohya(run *R, int64_t *global_step, int64_t *start_epoch, int6
     sd_train_config *c = R->c;
     if (R->have_ti || R->is_full)
         return sd_err(SD_EUSAGE, "--resume %s: a kohya-ss state folder is read for --method lora only", c->resume);
-    if (R->lora_fa || R->have_dy || R->have_oft)
+    if (R->lora_fa || R->have_dy || R->have_oft || R->lyco)
         return sd_err(SD_EUSAGE, "--resume %s: a kohya-ss state folder is read for --network_module networks.lora only",
                       c->resume);
     sd_kohya_state ks;
@@ -479,6 +479,7 @@ static void free_run(run *R)
     free(R->fused_lrs);
     if (R->have_dy) sd_dylora_free(&R->dy);
     if (R->have_oft) sd_oft_network_free(&R->oft);
+    if (R->have_lyn) sd_lyco_network_free(&R->lyn);
     if (R->have_net) sd_lora_network_free(&R->net);
     if (R->have_ti2) sd_ti_free(&R->ti2);
     if (R->have_ti) sd_ti_free(&R->ti);

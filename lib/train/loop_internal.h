@@ -35,6 +35,8 @@
 #include "train/loop_sample.h"
 #include "train/lora_net.h"
 #include "train/lora_network.h"
+#include "train/lyco_network.h"
+#include "train/lycoris.h"
 #include "train/oft_network.h"
 #include "train/loss_scale.h"
 #include "train/lr_sched.h"
@@ -67,6 +69,9 @@ typedef struct run {
     int have_dy;
     sd_oft_network oft;       /* --network_module networks.oft: its blocks live in net.reg (net has no modules) */
     int have_oft;
+    int lyco;                 /* --network_module lycoris.kohya (any algo) */
+    sd_lyco_network lyn;      /* lycoris.kohya algo=loha: its factors live in net.reg (net has no modules) */
+    int have_lyn;
     sd_lora_groups groups;
     sd_ti ti;                 /* --method ti (train/ti.h): the new token rows instead of a network */
     int have_ti;
@@ -179,6 +184,8 @@ int loop_setup_lora(run *R);
 /* loop_oft.c: --network_module networks.oft (after --base_weights are merged) */
 int loop_is_oft(const sd_train_config *c);
 int loop_setup_oft(run *R);
+/* loop_lyco.c: lycoris.kohya with a weight-delta algorithm (algo=loha) */
+int loop_setup_lyco_delta(run *R, const sd_lycoris_args *la);
 void loop_optimizer_warnings(run *R);
 
 /* ---- loop_text.c -------------------------------------------------------------------------------- */

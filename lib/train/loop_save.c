@@ -277,7 +277,9 @@ static int save_lora(run *R, const char *path, int64_t steps, int64_t epoch1)
     memset(&so, 0, sizeof so);
     so.dtype = save_st_dtype(c);
     so.precision_given = c->save_precision != NULL;
-    so.alpha_int = !c->save_precision && c->network_alpha_is_int;
+    /* LyCORIS's alpha buffer is torch.tensor(alpha * (rank / r_factor)): a float, never an integer */
+    so.alpha_int = !c->save_precision && c->network_alpha_is_int &&
+                   !(c->network_module && !strcmp(c->network_module, "lycoris.kohya"));
     so.meta = &m;
     char mh[65], lh[9];
     if (!rc) rc = loop_net_to(R, SD_DEV_CPU);
@@ -285,6 +287,8 @@ static int save_lora(run *R, const char *path, int64_t steps, int64_t epoch1)
         /* the alpha buffer: I64 when it came from an integer (option, or the file's with --dim_from_weights) */
         sd_oft_save_opts oo = { .dtype = so.dtype, .alpha_int = !c->save_precision && R->oft.alpha_int, .meta = &m };
         rc = sd_oft_file_save(path, &R->oft, &oo);
+    } else if (!rc && R->have_lyn) {
+        rc = sd_lyco_file_save(path, &R->lyn, so.dtype, &m);
     } else if (!rc) {
         rc = sd_lora_file_save(path, R->net.refs, R->net.n, &so, mh, lh);
     }

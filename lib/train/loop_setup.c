@@ -15,6 +15,7 @@
 #include "models/sdxl.h"
 #include "train/lora_file.h"
 #include "train/lora_merge.h"
+#include "train/lycoris.h"
 #include "train/loop_internal.h"
 #include "train/pyfmt.h"
 
@@ -22,12 +23,13 @@ int loop_check_options(run *R)
 {
     sd_train_config *c = R->c;
     if (!c->model) return sd_err(SD_EUSAGE, "--pretrained_model_name_or_path (--model) is required");
-    static const char *const modules[] = { "networks.lora", "networks.lora_fa", "networks.dylora", "networks.oft" };
+    static const char *const modules[] = { "networks.lora", "networks.lora_fa", "networks.dylora", "networks.oft",
+                                           "lycoris.kohya" };
     int known = !c->network_module;
     for (size_t i = 0; i < sizeof modules / sizeof *modules && !known; i++) known = !strcmp(c->network_module, modules[i]);
     if (!known)
         return sd_err(SD_EUNSUPPORTED, "--network_module %s is not supported (networks.lora, networks.lora_fa, "
-                      "networks.dylora, networks.oft are)", c->network_module);
+                      "networks.dylora, lycoris.kohya, networks.oft are)", c->network_module);
     if (c->ti.on) {
         int trc = sd_ti_check_config(c);
         if (trc) return trc;
@@ -529,6 +531,19 @@ static int dylora_check(run *R)
     return SD_OK;
 }
 
+/* lycoris.kohya: what LycorisNetworkKohya does differently from what is implemented is refused */
+static int lycoris_check(run *R)
+{
+    sd_train_config *c = R->c;
+    if (c->network_dropout > 0)
+        return sd_err(SD_EUSAGE, "--network_dropout: not supported with lycoris.kohya (train_network.py passes it as "
+                      "LyCORIS's dropout, which its weight-delta forward never applies)");
+    if (c->scale_weight_norms > 0)
+        return sd_err(SD_EUSAGE, "--scale_weight_norms: not supported with lycoris.kohya (LyCORIS rescales a "
+                      "per-module scalar, which is not implemented)");
+    return SD_OK;
+}
+
 /* --fp8_base: the reference's unet.to(float8_e4m3fn) / t_enc.to(float8_e4m3fn) casts every parameter,
    biases and norms too (the text encoder's embeddings go back to weight_dtype); they compute upcast
    under autocast. The linear/conv weights are stored in float8 (sd_params_set_frozen_dtype); the other
@@ -558,6 +573,9 @@ int loop_setup_lora(run *R)
     double nalpha = isnan(c->network_alpha) ? 1.0 : c->network_alpha;
     const int fa = c->network_module && !strcmp(c->network_module, "networks.lora_fa");
     const int dylora = c->network_module && !strcmp(c->network_module, "networks.dylora");
+    const int lyco = c->network_module && !strcmp(c->network_module, "lycoris.kohya");
+    sd_lycoris_args la;
+    memset(&la, 0, sizeof la);
     int unit = 0;
     if (fa && (rc = sd_lora_fa_check_args(R->sdxl, c->network_args ? (const char *const *)c->network_args->s : NULL,
                                           c->network_args ? c->network_args->n : 0)))
@@ -566,6 +584,13 @@ int loop_setup_lora(run *R)
         rc = dylora_check(R);
         if (!rc) rc = sd_dylora_args_parse(&R->nargs, &unit, ndim, nalpha, c->network_args ? c->network_args->s : NULL,
                                            c->network_args ? c->network_args->n : 0);
+    } else if (lyco) {
+        rc = lycoris_check(R);
+        if (!rc) rc = sd_lycoris_args_parse(&la, &R->nargs, R->sdxl, ndim, nalpha,
+                                            c->network_args ? (const char *const *)c->network_args->s : NULL,
+                                            c->network_args ? c->network_args->n : 0);
+        R->lyco = 1;
+        if (!rc && (!strcmp(la.algo, "loha") || !strcmp(la.algo, "lokr"))) return loop_setup_lyco_delta(R, &la);
     } else {
         rc = sd_lora_net_args_parse(&R->nargs, R->sdxl, ndim, nalpha, c->network_args ? c->network_args->s : NULL,
                                     c->network_args ? c->network_args->n : 0);
@@ -609,6 +634,8 @@ int loop_setup_lora(run *R)
     no.sdxl = R->sdxl;
     no.te2 = R->clip2;
     no.fa = fa;
+    no.lycoris = lyco;
+    no.rs_lora = la.rs_lora;
     R->lora_fa = fa;
     rc = sd_lora_network_build(&R->net, &R->ctx, R->unet, R->clip, &no);
     sd_lora_file_info_free(&finfo);
@@ -625,8 +652,13 @@ int loop_setup_lora(run *R)
         if (rc) return rc;
         sd_info("loaded %zu LoRA modules from %s", loaded, c->network_weights);
     }
-    sd_info("%s: %zu text-encoder modules, %zu UNet modules (dim %d, alpha %g)", fa ? "LoRA-FA" : dylora ? "DyLoRA" : "LoRA",
-            R->net.n_te, R->net.n_unet, ndim, nalpha);
+    if (lyco)
+        sd_info("LyCORIS (algo %s%s%s): %zu text-encoder modules, %zu UNet modules (dim %d, alpha %g, conv dim %d, conv "
+                "alpha %g)", la.algo, la.bypass_mode ? ", bypass mode" : "", la.rs_lora ? ", rs_lora" : "", R->net.n_te,
+                R->net.n_unet, ndim, nalpha, R->nargs.conv_dim, R->nargs.conv_alpha);
+    else
+        sd_info("%s: %zu text-encoder modules, %zu UNet modules (dim %d, alpha %g)", fa ? "LoRA-FA" : dylora ? "DyLoRA" : "LoRA",
+                R->net.n_te, R->net.n_unet, ndim, nalpha);
     if (dylora) {
         rc = sd_dylora_init(&R->dy, &R->net, unit);
         if (rc) return rc;

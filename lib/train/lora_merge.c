@@ -44,7 +44,8 @@ static int merge_sd(sd_ctx *ctx, sd_model *m, const char *path, double mul, size
     sd_lora_net_args na;
     if (!rc) rc = sd_lora_net_args_parse(&na, 0, 0, NAN, NULL, 0);
     if (!rc) {
-        sd_lora_network_opts no = { .args = &na, .with_unet = 1, .with_te = 1, .from_file = &info };
+        /* .lycoris: files trained with lycoris.kohya may hold conv_in / conv_out / time_embedding modules */
+        sd_lora_network_opts no = { .args = &na, .with_unet = 1, .with_te = 1, .from_file = &info, .lycoris = 1 };
         rc = sd_lora_network_build(&net, ctx, &m->unet, &m->clip, &no);
     }
     if (!rc) {

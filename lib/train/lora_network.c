@@ -1,6 +1,7 @@
 /* LoRA network attached to the models (see lora_network.h). */
 #include "train/lora_network.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,6 +46,17 @@ static int te_cb(void *user, const char *name, sd_linear *l)
     return push(c, &x);
 }
 
+/* LyCORIS's UNET_TARGET_REPLACE_NAME (preset "full"), matched against the Diffusers module names of
+   kohya's SD1/SD2 UNet; kohya's SDXL UNet keeps the ldm names (input_blocks.0.0, time_embed.0, out.2),
+   which none of them matches. */
+static int lycoris_named_target(const char *diffusers)
+{
+    static const char *const names[] = { "conv_in", "conv_out", "time_embedding.linear_1", "time_embedding.linear_2" };
+    for (size_t i = 0; diffusers && i < sizeof names / sizeof *names; i++)
+        if (!strcmp(diffusers, names[i])) return 1;
+    return 0;
+}
+
 int sd_lora_network_candidates(sd_unet *u, sd_clip *te, const sd_lora_network_opts *o, sd_lora_candidate **v,
                                size_t *n, size_t *n_te)
 {
@@ -72,6 +84,7 @@ int sd_lora_network_candidates(sd_unet *u, sd_clip *te, const sd_lora_network_op
             sd_lora_target tg;
             if (L->role == SD_UNET_ROLE_TRANSFORMER) tg = SD_LORA_TARGET_TRANSFORMER;
             else if (L->role == SD_UNET_ROLE_RESBLOCK || L->role == SD_UNET_ROLE_SAMPLER) tg = SD_LORA_TARGET_RESBLOCK;
+            else if (o->lycoris && !o->sdxl && lycoris_named_target(L->diffusers)) tg = SD_LORA_TARGET_RESBLOCK;
             else continue;
             cand x;
             memset(&x, 0, sizeof x);
@@ -142,6 +155,7 @@ int sd_lora_network_build(sd_lora_network *net, sd_ctx *ctx, sd_unet *u, sd_clip
         sd_conv2d_geom g;
         memset(&g, 0, sizeof g);
         if (x->conv_host) g = x->conv->g;
+        if (o->rs_lora) x->alpha = (x->alpha == 0 ? x->dim : x->alpha) * sqrt((double)x->dim);
         rc = sd_lora_init(&net->mods[i], &net->reg, x->name, x->in, x->out, x->dim, (float)x->alpha,
                           x->conv_host, x->kh, x->kw, g, x->conv1x1);
         if (rc) goto fail;

@@ -37,6 +37,10 @@ typedef struct sd_lora_network_opts {
     uint64_t seed;                      /* initialisation and dropout streams */
     int sdxl;                           /* SDXL: UNet names from the ldm keys, lora_te1_* / lora_te2_* */
     sd_clip *te2;                       /* SDXL: the second text encoder (NULL otherwise) */
+    int lycoris;                        /* lycoris.kohya (preset full): SD1/SD2 also conv_in, conv_out and
+                                           time_embedding.linear_1/_2 (LyCORIS's unet_target_name) */
+    int rs_lora;                        /* lycoris.kohya rs_lora: alpha (0: rank) stored · sqrt(rank), so
+                                           the scale is alpha / sqrt(rank) */
     int fa;                             /* LoRA-FA (networks.lora_fa): lora_down normal-initialised
                                            and frozen (no gradient, no optimizer state) */
 } sd_lora_network_opts;

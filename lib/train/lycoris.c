@@ -370,7 +370,7 @@ int sd_lycoris_merge(sd_ctx *ctx, sd_model *m, sd_safetensors *st, double mul,
     if (!rc) {
         sd_lora_file_info info = { fm, n };
         sd_lora_network_opts o = { .args = &na, .with_unet = 1, .with_te = 1, .from_file = &info, .sdxl = sdxl,
-                                   .te2 = sdxl ? &m->clip2 : NULL };
+                                   .te2 = sdxl ? &m->clip2 : NULL, .lycoris = 1 };
         rc = sd_lora_network_candidates(&m->unet, &m->clip, &o, &cand, &nc, &ncte);
     }
     /* every module must name a layer */

@@ -29,6 +29,7 @@
 
 #include "io/safetensors.h"
 #include "models/sd_model.h"
+#include "train/lora_net.h"
 
 /* 1 when the file holds a LyCORIS key (hada_*, lokr_*, lora_mid, dora_scale, scalar). */
 int sd_lycoris_file_is(const sd_safetensors *st);
@@ -50,5 +51,28 @@ int sd_lycoris_delta(const sd_safetensors *st, const char *name, int64_t out, in
  * naming no such layer is SD_EFORMAT. Weights on the host, f32/f16/bf16 (merged in f32). */
 int sd_lycoris_merge(sd_ctx *ctx, sd_model *m, sd_safetensors *st, double mul,
                      double (*weight)(void *user, const char *name), void *user, size_t *n_te, size_t *n_unet);
+
+/* ---- training (--network_module lycoris.kohya, lycoris/kohya.py create_network) ---------------------
+ *
+ * algo=lora / locon (LoConModule without Tucker): modules on the layers of LyCORIS's preset "full" —
+ * text encoder(s): CLIPAttention / CLIPMLP linears; UNet: every linear and conv of Transformer2DModel,
+ * ResnetBlock2D, Downsample2D and Upsample2D, and on SD1/SD2 also conv_in, conv_out and
+ * time_embedding.linear_1/_2 — linears and 1×1 convs at network_dim / network_alpha, k×k convs at
+ * conv_dim / conv_alpha (defaults network_dim / network_alpha; conv_dim 0: none). */
+typedef struct sd_lycoris_args {
+    char algo[16];            /* lower-cased; "lora" when absent or empty; lora, locon, loha or lokr */
+    int use_tucker, bypass_mode, rs_lora;
+    int factor, decompose_both, full_matrix, unbalanced;   /* algo=lokr (factor -1: balanced) */
+    double network_alpha, conv_alpha;   /* as given (0: alpha = rank) */
+} sd_lycoris_args;
+
+/* Parse --network_args as create_network reads its kwargs (raw strings): algo, conv_dim, conv_alpha,
+ * module_dropout, preset (full only), bypass_mode, rs_lora, loraplus_lr_ratio,
+ * loraplus_unet_lr_ratio, loraplus_text_encoder_lr_ratio; dropout and rank_dropout only 0;
+ * use_tucker (and its deprecated names) only off or without conv modules; use_scalar, train_norm,
+ * dora_wd, rescaled, full_matrix, unbalanced_factorization, decompose_both, train_t5xxl only off.
+ * Anything else is SD_EUSAGE naming the key. `a` is filled for sd_lora_net_plan (conv_dim set). */
+int sd_lycoris_args_parse(sd_lycoris_args *la, sd_lora_net_args *a, int is_sdxl, int network_dim, double network_alpha,
+                          const char *const *items, int n);
 
 #endif

@@ -73,7 +73,7 @@ print(h['lora_te_text_model_encoder_layers_0_mlp_fc1.alpha']['dtype'])") && ok t
 # ---- usage errors ---------------------------------------------------------------------------------------
 T --output_dir o4 --optimizer_type torch.optim.RMSprop 2> e1.err; rc=$?
 [ $rc = 1 ] && grep -q 'not implemented yet' e1.err && ok train_optimizer_refused || nok train_optimizer_refused "rc $rc $(cat e1.err)"
-T --output_dir o4 --network_module lycoris.kohya 2> e2.err; rc=$?
+T --output_dir o4 --network_module networks.loha 2> e2.err; rc=$?
 [ $rc = 1 ] && grep -q 'not supported' e2.err && ok train_module_refused || nok train_module_refused "rc $rc"
 "$bin" --method lora --data recs.jsonl 2> e3.err; rc=$?
 [ $rc = 2 ] && grep -q 'required' e3.err && ok train_model_required || nok train_model_required "rc $rc"

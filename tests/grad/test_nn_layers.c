@@ -321,6 +321,101 @@ static void test_conv(void)
     }
 }
 
+/* LyCORIS LoHa (nn/lyco.h) on a frozen linear, a frozen 3×3 conv and a trained-bias 1×1 conv: the
+ * input gradient and the four hada factors' gradients, through RW = W + m·scale·(w1a·w1b)⊙(w2a·w2b). */
+static void test_lyco_loha(void)
+{
+    for (int variant = 0; variant < 3; variant++) {
+        sd_params r, lr;
+        sd_params_init(&r);
+        sd_params_init(&lr);
+        sd_linear l;
+        sd_conv2d c;
+        sd_lyco m;
+        int conv = variant > 0, k = variant == 1 ? 3 : 1;
+        int64_t cin = 3, cout = 4;
+        if (!conv) {
+            T_CHECK(sd_linear_init(&l, &r, "lin", 6, 5, SD_NN_BIAS) == SD_OK);
+            T_CHECK(sd_lyco_init_loha(&m, &lr, "loha_lin", 5, 6, 2, 1.5f) == SD_OK);
+        } else {
+            T_CHECK(sd_conv2d_init(&c, &r, "conv", cin, cout, k, k, sd_conv2d_geom_make(1, k / 2), SD_NN_BIAS) == SD_OK);
+            T_CHECK(sd_lyco_init_loha(&m, &lr, "loha_conv", cout, cin * k * k, 3, 0) == SD_OK);
+        }
+        m.multiplier = 0.7f;
+        sd_params_set_trainable(&r, variant == 2 ? "conv.weight" : "", 0);   /* the weight is frozen under a module */
+        T_CHECK((conv ? sd_conv2d_set_lyco(&c, &m) : sd_linear_set_lyco(&l, &m)) == SD_OK);
+        alloc_params(&r);
+        alloc_params(&lr);
+        unit u = { .kind = conv ? K_CONV : K_LINEAR, .layer = conv ? (void *)&c : (void *)&l, .regs = { &r, &lr }, .nregs = 2 };
+        if (!conv) {
+            unit_io(&u, 3, (int64_t[]){ 2, 3, 6 }, NULL, 0, 3, (int64_t[]){ 2, 3, 5 });
+            u.plan = sd_linear_plan(&l, 3, u.in[0].shape);
+        } else {
+            int64_t xs[4] = { 2, cin, 5, 4 }, ys[4];
+            sd_conv2d_out_shape(&c, xs, ys);
+            unit_io(&u, 4, xs, NULL, 0, 4, ys);
+            u.plan = sd_conv2d_plan(&c, xs);
+        }
+        run_unit(&u);
+        reset_all(&r, &lr);
+    }
+}
+
+/* LyCORIS LoKr (nn/lyco.h): the Kronecker product through the ops, each layout of the factors: a linear
+ * with lokr_w1 and lokr_w2_a/_b, a 3×3 conv with w2 factored over d·kh·kw, a 3×3 conv with both full
+ * (full_matrix: a 4-d lokr_w2), a linear with decompose_both (lokr_w1_a/_b) and factor 4. */
+static void test_lyco_lokr(void)
+{
+    struct { int conv, cin, cout, rank, factor, both, full, unbal; } cases[] = {
+        { 0, 6, 8, 1, -1, 1, 0, 0 }, { 1, 4, 6, 1, -1, 0, 0, 0 }, { 1, 4, 8, 2, -1, 0, 1, 1 }, { 0, 16, 16, 1, 4, 1, 0, 0 },
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        sd_params r, lr;
+        sd_params_init(&r);
+        sd_params_init(&lr);
+        sd_linear l;
+        sd_conv2d c;
+        sd_lyco m;
+        int conv = cases[ci].conv, k = conv ? 3 : 1;
+        int64_t cin = cases[ci].cin, cout = cases[ci].cout;
+        if (!conv) T_CHECK(sd_linear_init(&l, &r, "lin", cin, cout, SD_NN_BIAS) == SD_OK);
+        else T_CHECK(sd_conv2d_init(&c, &r, "conv", cin, cout, k, k, sd_conv2d_geom_make(1, 1), SD_NN_BIAS) == SD_OK);
+        T_CHECK(sd_lyco_init_lokr(&m, &lr, "lokr", cout, cin, k, k, conv, cases[ci].rank, 2.0f, cases[ci].factor,
+                                  cases[ci].both, cases[ci].full, cases[ci].unbal) == SD_OK);
+        printf("# lokr case %zu: a %lld b %lld c %lld d %lld, w1 %s, w2 %s\n", ci, (long long)m.k.a, (long long)m.k.b,
+               (long long)m.k.c, (long long)m.k.d, m.k.w1_factored ? "factored" : "full", m.k.w2_factored ? "factored" : "full");
+        m.multiplier = 0.7f;
+        sd_params_set_trainable(&r, "", 0);
+        T_CHECK((conv ? sd_conv2d_set_lyco(&c, &m) : sd_linear_set_lyco(&l, &m)) == SD_OK);
+        alloc_params(&r);
+        alloc_params(&lr);
+        unit u = { .kind = conv ? K_CONV : K_LINEAR, .layer = conv ? (void *)&c : (void *)&l, .regs = { &r, &lr }, .nregs = 2 };
+        if (!conv) {
+            unit_io(&u, 3, (int64_t[]){ 2, 3, cin }, NULL, 0, 3, (int64_t[]){ 2, 3, cout });
+            u.plan = sd_linear_plan(&l, 3, u.in[0].shape);
+        } else {
+            int64_t xs[4] = { 2, cin, 5, 4 }, ys[4];
+            sd_conv2d_out_shape(&c, xs, ys);
+            unit_io(&u, 4, xs, NULL, 0, 4, ys);
+            u.plan = sd_conv2d_plan(&c, xs);
+        }
+        run_unit(&u);
+        reset_all(&r, &lr);
+    }
+    /* LyCORIS's factorization (lycoris/functional/general.py; values from running it: its docstring's
+       360 -> 8, 45 is stale, the loop never updates `length`) */
+    static const int64_t tab[][4] = { { 127, -1, 1, 127 }, { 128, -1, 8, 16 }, { 250, -1, 10, 25 }, { 360, -1, 18, 20 },
+                                      { 512, -1, 16, 32 }, { 1024, -1, 32, 32 }, { 128, 2, 2, 64 }, { 250, 4, 2, 125 },
+                                      { 250, 8, 5, 50 }, { 360, 16, 15, 24 }, { 1024, 16, 16, 64 }, { 360, 4, 4, 90 }, { 320, -1, 16, 20 },
+                                      { 1280, -1, 32, 40 }, { 768, -1, 24, 32 }, { 640, 8, 8, 80 } };
+    for (size_t i = 0; i < sizeof tab / sizeof *tab; i++) {
+        int64_t a, b;
+        sd_lyco_factorization(tab[i][0], (int)tab[i][1], &a, &b);
+        T_CHECKF(a == tab[i][2] && b == tab[i][3], "factorization(%lld, %lld) = (%lld, %lld)", (long long)tab[i][0],
+                 (long long)tab[i][1], (long long)a, (long long)b);
+    }
+}
+
 /* DyLoRA (lora_hook.h): the branch of rank 4 with unit 2 trains rows tr, tr+1 only. The input
  * gradient and the trained rows' gradients against finite differences of the same draw (the
  * forward of every difference is a training forward at the same step, so the same rows and the
@@ -670,6 +765,8 @@ int main(void)
     T_RUN(test_sampling);
     T_RUN(test_embedding);
     T_RUN(test_unet_label_emb);
+    T_RUN(test_lyco_loha);   /* last: the draws of the tests above stay as they were */
+    T_RUN(test_lyco_lokr);
     printf("# max relative error %.3g (tolerance %.0e)\n", g_maxerr, TOL);
     sd_arena_free(&g_act);
     sd_arena_free(&g_data);

@@ -1,0 +1,283 @@
+#!/usr/bin/env bash
+# sd-train --network_module lycoris.kohya (LyCORIS's kohya.py create_network, preset "full") end to end on the
+# tiny SD1 and SDXL models: algo=lora/locon targets (text-encoder attention/MLP linears; UNet transformer, resnet
+# and sampler layers, and on SD1 conv_in, conv_out, time_embedding.linear_1/_2; 3x3 convs at conv_dim/conv_alpha,
+# by default network_dim/network_alpha), LyCORIS key names, float alphas, kohya metadata; --threads 1 and 2 and
+# --gradient_checkpointing give the same bytes; a run resumed from a state ends with the same bytes;
+# --network_weights continues from a file; sd-sample renders with the file, and the image equals the one
+# sd-train sampled with the modules hooked in; options not implemented are refused with exit 2.
+. "$(dirname "$0")/lib.sh"
+t_init train_lycoris
+bin="$root/$build/bin/sd-train" ss="$root/$build/bin/sd-sample"
+helper="$root/$build/tests/unit/test_sample"
+t_need "$bin" "$ss"
+t_tiny_build
+cd "$tmp"
+C="$root/examples/tiny_model.toml" CX="$root/examples/tiny_sdxl.toml"
+./tiny_model model tiny.safetensors "$C" > /dev/null || { nok train_lycoris_tiny_model; exit 1; }
+./tiny_model model xl.safetensors "$CX" > /dev/null || { nok train_lycoris_tiny_sdxl; exit 1; }
+./tiny_model latents "$tmp" 6 4 8 8 > recs.jsonl || { nok train_lycoris_tiny_latents; exit 1; }
+export SOURCE_DATE_EPOCH=1700000000 SD_PROGRESS=0
+T() { "$bin" --method lora --network_module lycoris.kohya --model tiny.safetensors --model_config "$C" --data recs.jsonl \
+  --learning_rate 1e-2 --seed 3 --network_dim 4 --threads 1 "$@"; }
+keys() { python3 - "$1" <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+for k, v in sorted(h.items()):
+    if k != '__metadata__': print(k, v['dtype'], v['shape'])
+PY
+}
+# a tensor's values (F32), comma separated
+val() { python3 - "$1" "$2" <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n]); v = h[sys.argv[2]]
+s, e = v['data_offsets']; print(','.join('%g' % x for x in struct.unpack('<%df' % ((e - s) // 4), b[8 + n + s:8 + n + e])))
+PY
+}
+# max |a - b| over the F32 weights (all but the alphas) of two files with the same keys, and the largest |a|
+wdiff() { python3 - "$1" "$2" <<'PY'
+import json, struct, sys
+def load(p):
+    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n]); d = b[8 + n:]
+    out = {}
+    for k, v in h.items():
+        if k != '__metadata__' and not k.endswith('.alpha') and v['dtype'] == 'F32':
+            s, e = v['data_offsets']; out[k] = struct.unpack('<%df' % ((e - s) // 4), d[s:e])
+    return out
+a, b = load(sys.argv[1]), load(sys.argv[2])
+assert a.keys() == b.keys() and a
+print('%.3g %.3g' % (max(abs(x - y) for k in a for x, y in zip(a[k], b[k])), max(abs(x) for k in a for x in a[k])))
+PY
+}
+
+# ---- a basic run: targets, keys, alphas, metadata ------------------------------------------------------------
+if T --output_dir o1 --output_name t --max_train_steps 8 2> o1.err; then ok train_lycoris_runs
+else nok train_lycoris_runs "$(tail -2 o1.err)"; fi
+keys o1/t.safetensors > k1.txt
+grep -qx 'lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight F32 \[4, 32\]' k1.txt &&
+grep -qx 'lora_te_text_model_encoder_layers_0_mlp_fc1.lora_up.weight F32 \[128, 4\]' k1.txt &&
+grep -qx 'lora_unet_conv_in.lora_down.weight F32 \[4, 4, 3, 3\]' k1.txt &&
+grep -qx 'lora_unet_conv_in.lora_up.weight F32 \[32, 4, 1, 1\]' k1.txt &&
+grep -qx 'lora_unet_conv_out.lora_down.weight F32 \[4, 32, 3, 3\]' k1.txt &&
+grep -qx 'lora_unet_time_embedding_linear_1.lora_down.weight F32 \[4, 32\]' k1.txt &&
+grep -qx 'lora_unet_time_embedding_linear_2.lora_up.weight F32 \[128, 4\]' k1.txt &&
+grep -qx 'lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight F32 \[4, 32, 3, 3\]' k1.txt &&
+grep -qx 'lora_unet_down_blocks_0_resnets_0_time_emb_proj.lora_down.weight F32 \[4, 128\]' k1.txt &&
+grep -qx 'lora_unet_down_blocks_0_downsamplers_0_conv.lora_down.weight F32 \[4, 32, 3, 3\]' k1.txt &&
+grep -qx 'lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight F32 \[4, 32, 1, 1\]' k1.txt &&
+grep -qx 'lora_unet_mid_block_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight F32 \[4, 32\]' k1.txt &&
+grep -qx 'lora_unet_conv_in.alpha F32 \[\]' k1.txt && ok train_lycoris_keys || nok train_lycoris_keys "$(head -3 k1.txt)"
+n=$(grep -c '\.lora_down\.weight ' k1.txt) nu=$(grep -c '\.lora_up\.weight ' k1.txt) na=$(grep -c '\.alpha F32 ' k1.txt)
+nt=$(grep -c '^lora_te_.*lora_down' k1.txt) nx=$(grep -vc '\.lora_down\.weight \|\.lora_up\.weight \|\.alpha F32 ' k1.txt)
+[ "$n" = 131 ] && [ "$nu" = 131 ] && [ "$na" = 131 ] && [ "$nt" = 12 ] && [ "$nx" = 0 ] && ok train_lycoris_targets ||
+  nok train_lycoris_targets "$n $nu $na $nt $nx"
+grep -q 'LyCORIS (algo lora): 12 text-encoder modules, 119 UNet modules (dim 4, alpha 1, conv dim 4, conv alpha 1)' o1.err &&
+  ok train_lycoris_log_line || nok train_lycoris_log_line "$(grep -i lycoris o1.err)"
+[ "$(val o1/t.safetensors lora_unet_conv_in.alpha)" = 1 ] &&
+[ "$(t_meta o1/t.safetensors ss_network_module)" = lycoris.kohya ] && [ "$(t_meta o1/t.safetensors ss_network_dim)" = 4 ] &&
+[ "$(t_meta o1/t.safetensors ss_network_alpha)" = 1 ] && [ "$(t_meta o1/t.safetensors ss_network_args)" = '<absent>' ] &&
+[ "$(t_meta o1/t.safetensors modelspec.architecture)" = stable-diffusion-v1/lora ] &&
+[ "$(t_meta o1/t.safetensors sshs_model_hash | wc -c)" = 65 ] && ok train_lycoris_metadata ||
+  nok train_lycoris_metadata "$(t_meta o1/t.safetensors ss_network_args)"
+d=$(wdiff o1/t.safetensors o1/t.safetensors | cut -d' ' -f2)
+python3 -c "import sys; sys.exit(0 if float('$d') > 1e-3 else 1)" && ok train_lycoris_trained || nok train_lycoris_trained "$d"
+
+# ---- network_args: conv_dim / conv_alpha, conv_dim=0, algo=locon, rs_lora ------------------------------------
+T --output_dir o2 --output_name t --max_train_steps 2 --network_alpha 2 --network_args algo=locon conv_dim=2 conv_alpha=0.5 \
+  rs_lora=True 2> o2.err
+keys o2/t.safetensors > k2.txt 2> /dev/null
+grep -qx 'lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight F32 \[2, 32, 3, 3\]' k2.txt &&
+grep -qx 'lora_unet_down_blocks_0_resnets_0_time_emb_proj.lora_down.weight F32 \[4, 128\]' k2.txt &&
+[ "$(val o2/t.safetensors lora_unet_down_blocks_0_resnets_0_conv1.alpha)" = 0.707107 ] &&
+[ "$(val o2/t.safetensors lora_unet_down_blocks_0_resnets_0_time_emb_proj.alpha)" = 4 ] &&
+[ "$(t_meta o2/t.safetensors ss_network_args)" = '{"algo": "locon", "conv_dim": "2", "conv_alpha": "0.5", "rs_lora": "True", "dropout": null}' ] &&
+  ok train_lycoris_conv_dim_rs_lora || nok train_lycoris_conv_dim_rs_lora "$(t_meta o2/t.safetensors ss_network_args)"
+# conv_alpha=0 (a non-empty string: float("0") = 0.0) means alpha = rank in the module
+T --output_dir o6 --output_name t --max_train_steps 1 --network_args conv_alpha=0 2> /dev/null
+[ "$(val o6/t.safetensors lora_unet_down_blocks_0_resnets_0_conv1.alpha 2> /dev/null)" = 4 ] &&
+[ "$(val o6/t.safetensors lora_unet_down_blocks_0_resnets_0_time_emb_proj.alpha 2> /dev/null)" = 1 ] &&
+  ok train_lycoris_conv_alpha_0 || nok train_lycoris_conv_alpha_0
+T --output_dir o3 --output_name t --max_train_steps 1 --network_args conv_dim=0 2> /dev/null
+keys o3/t.safetensors > k3.txt 2> /dev/null
+[ "$(grep -c 'lora_down.weight F32 \[4, [0-9]*, 3, 3\]' k3.txt)" = 0 ] && [ "$(grep -c 'lora_down.weight' k3.txt)" = 96 ] &&
+  ok train_lycoris_conv_dim_0 || nok train_lycoris_conv_dim_0 "$(grep -c 'lora_down.weight' k3.txt)"
+
+# ---- threads, gradient checkpointing, resume -----------------------------------------------------------------
+T --output_dir o4 --output_name t --max_train_steps 8 --threads 2 2> /dev/null
+cmp -s o1/t.safetensors o4/t.safetensors && ok train_lycoris_threads_same_bytes || nok train_lycoris_threads_same_bytes
+T --output_dir o5 --output_name t --max_train_steps 8 --gradient_checkpointing 2> /dev/null
+# (the metadata differs: ss_gradient_checkpointing)
+r=$(wdiff o1/t.safetensors o5/t.safetensors 2>&1)
+[ "${r%% *}" = 0 ] && ok train_lycoris_checkpointing_same_weights || nok train_lycoris_checkpointing_same_weights "$r"
+T --output_dir r1 --max_train_steps 8 --network_args module_dropout=0.3 --save_every_n_steps 4 --save_state 2> /dev/null
+T --output_dir r2 --max_train_steps 8 --network_args module_dropout=0.3 --resume r1/at-step00000004-state 2> r2.err
+[ -f r1/last.safetensors ] && cmp -s r1/last.safetensors r2/last.safetensors && ! cmp -s r1/last.safetensors o1/t.safetensors &&
+  ok train_lycoris_resume_same_bytes || nok train_lycoris_resume_same_bytes "$(tail -2 r2.err)"
+
+# ---- --network_weights: a LyCORIS file continues (a step at a negligible rate keeps it) -----------------------
+T --output_dir w1 --output_name t --max_train_steps 1 --learning_rate 1e-20 --network_weights o1/t.safetensors 2> w1.err
+r=$(wdiff o1/t.safetensors w1/t.safetensors 2>&1); set -- $r
+python3 -c "import sys; sys.exit(0 if float('$1') < 1e-9 and float('$2') > 1e-3 else 1)" 2> /dev/null &&
+grep -q 'loaded 131 LoRA modules from o1/t.safetensors' w1.err && ok train_lycoris_network_weights ||
+  nok train_lycoris_network_weights "$r $(tail -1 w1.err)"
+
+# ---- sd-sample: changes the image; = the image sampled in training with the modules hooked --------------------
+echo 'a red square --w 64 --h 64 --s 3 --d 7' > p.txt
+T --output_dir s1 --output_name t --max_train_steps 8 --sample_prompts p.txt --sample_every_n_steps 8 2> /dev/null
+S() { "$ss" --model tiny.safetensors --model_config "$C" --W 64 --H 64 --steps 3 --seed 7 --prompt "a red square" \
+  --sampler ddim --sequential_file_name --threads 1 "$@" > /dev/null; }
+S --outdir q0 2> /dev/null
+S --outdir q1 --network_module lycoris.kohya --network_weights s1/t.safetensors 2> q1.err
+if [ -x "$helper" ] && [ -f q1/im_000001.png ]; then
+  d0=$("$helper" maxdiff q0/im_000001.png q1/im_000001.png)
+  dh=$("$helper" maxdiff q1/im_000001.png "$(ls s1/sample/*.png | head -1)")
+  echo "# LyCORIS vs base $d0, sd-sample with the file vs sd-train's sample with the modules hooked $dh"
+  [ "$d0" -gt 0 ] && ok sample_lycoris_trained_changes_image || nok sample_lycoris_trained_changes_image
+  [ "$dh" -ge 0 ] && [ "$dh" -le 1 ] && ok sample_lycoris_trained_equals_hooks || nok sample_lycoris_trained_equals_hooks "$dh"
+else
+  nok sample_lycoris_trained_changes_image "no image or $helper not built: $(tail -1 q1.err)"
+fi
+
+# ---- SDXL: ldm names, no conv_in/conv_out/time_embedding (kohya's SDXL UNet names them otherwise) ---------------
+"$bin" --method lora --network_module lycoris.kohya --model xl.safetensors --model_config "$CX" --data recs.jsonl \
+  --learning_rate 1e-2 --seed 3 --network_dim 4 --threads 1 --output_dir x1 --output_name t --max_train_steps 2 2> x1.err; rc=$?
+keys x1/t.safetensors > kx.txt 2> /dev/null
+[ $rc = 0 ] && grep -q '^lora_unet_input_blocks_1_0_in_layers_2.lora_down.weight F32 \[4, 32, 3, 3\]' kx.txt &&
+grep -q '^lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight' kx.txt &&
+grep -q '^lora_te2_text_model_encoder_layers_0_mlp_fc2.lora_up.weight' kx.txt &&
+! grep -q 'input_blocks_0_0\|time_embed\|lora_unet_out_2' kx.txt &&
+[ "$(t_meta x1/t.safetensors modelspec.architecture)" = stable-diffusion-xl-v1-base/lora ] &&
+  ok train_lycoris_sdxl || nok train_lycoris_sdxl "rc $rc $(tail -1 x1.err)"
+
+# ---- algo=loha: hada_* factors, threads, checkpointing, resume, --network_weights, sd-sample --------------------
+T --output_dir h1 --output_name t --max_train_steps 8 --network_args algo=loha 2> h1.err
+keys h1/t.safetensors > kh.txt 2> /dev/null
+grep -qx 'lora_unet_conv_in.hada_w1_a F32 \[32, 4\]' kh.txt && grep -qx 'lora_unet_conv_in.hada_w1_b F32 \[4, 36\]' kh.txt &&
+grep -qx 'lora_unet_conv_in.hada_w2_a F32 \[32, 4\]' kh.txt && grep -qx 'lora_unet_conv_in.hada_w2_b F32 \[4, 36\]' kh.txt &&
+grep -qx 'lora_te_text_model_encoder_layers_0_mlp_fc1.hada_w1_b F32 \[4, 32\]' kh.txt &&
+grep -qx 'lora_unet_down_blocks_0_attentions_0_proj_in.hada_w2_b F32 \[4, 32\]' kh.txt &&
+grep -qx 'lora_unet_conv_in.alpha F32 \[\]' kh.txt && [ "$(wc -l < kh.txt)" = 655 ] &&
+[ "$(grep -c 'hada_w1_a' kh.txt)" = 131 ] && [ "$(t_meta h1/t.safetensors ss_network_module)" = lycoris.kohya ] &&
+grep -q 'LyCORIS (algo loha): 12 text-encoder modules, 119 UNet modules' h1.err &&
+  ok train_lycoris_loha_keys || nok train_lycoris_loha_keys "$(wc -l < kh.txt) $(tail -1 h1.err)"
+T --output_dir h2 --output_name t --max_train_steps 8 --network_args algo=loha --threads 2 2> /dev/null
+cmp -s h1/t.safetensors h2/t.safetensors && ok train_lycoris_loha_threads_same_bytes || nok train_lycoris_loha_threads_same_bytes
+T --output_dir h3 --output_name t --max_train_steps 8 --network_args algo=loha --gradient_checkpointing 2> /dev/null
+r=$(wdiff h1/t.safetensors h3/t.safetensors 2>&1)
+[ "${r%% *}" = 0 ] && ok train_lycoris_loha_checkpointing_same_weights || nok train_lycoris_loha_checkpointing_same_weights "$r"
+T --output_dir hr1 --max_train_steps 8 --network_args algo=LoHa module_dropout=0.3 --save_every_n_steps 4 --save_state 2> /dev/null
+T --output_dir hr2 --max_train_steps 8 --network_args algo=LoHa module_dropout=0.3 --resume hr1/at-step00000004-state 2> hr2.err
+[ -f hr1/last.safetensors ] && cmp -s hr1/last.safetensors hr2/last.safetensors && ! cmp -s hr1/last.safetensors h1/t.safetensors &&
+  ok train_lycoris_loha_resume_same_bytes || nok train_lycoris_loha_resume_same_bytes "$(tail -2 hr2.err)"
+T --output_dir hw --output_name t --max_train_steps 1 --learning_rate 1e-20 --network_args algo=loha \
+  --network_weights h1/t.safetensors 2> hw.err
+r=$(wdiff h1/t.safetensors hw/t.safetensors 2>&1); set -- $r
+python3 -c "import sys; sys.exit(0 if float('$1') < 1e-9 and float('$2') > 1e-3 else 1)" 2> /dev/null &&
+grep -q 'loaded 131 LyCORIS modules from h1/t.safetensors' hw.err && ok train_lycoris_loha_network_weights ||
+  nok train_lycoris_loha_network_weights "$r $(tail -1 hw.err)"
+T --output_dir hs --output_name t --max_train_steps 8 --network_args algo=loha --sample_prompts p.txt \
+  --sample_every_n_steps 8 2> /dev/null
+S --outdir hq1 --network_module lycoris.kohya --network_weights hs/t.safetensors 2> hq1.err
+if [ -x "$helper" ] && [ -f hq1/im_000001.png ]; then
+  d0=$("$helper" maxdiff q0/im_000001.png hq1/im_000001.png)
+  dh=$("$helper" maxdiff hq1/im_000001.png "$(ls hs/sample/*.png | head -1)")
+  echo "# LoHa vs base $d0, sd-sample with the file vs sd-train's sample with the modules hooked $dh"
+  [ "$d0" -gt 0 ] && [ "$dh" -ge 0 ] && [ "$dh" -le 1 ] && grep -q 'merged 131 modules (12 text encoder, 119 UNet)' hq1.err &&
+    ok sample_lycoris_loha_equals_hooks || nok sample_lycoris_loha_equals_hooks "$d0 $dh $(tail -1 hq1.err)"
+else
+  nok sample_lycoris_loha_equals_hooks "no image or $helper not built: $(tail -1 hq1.err)"
+fi
+"$bin" --method lora --network_module lycoris.kohya --model xl.safetensors --model_config "$CX" --data recs.jsonl \
+  --learning_rate 1e-2 --seed 3 --network_dim 4 --threads 1 --output_dir hx --output_name t --max_train_steps 2 \
+  --network_args algo=loha conv_dim=2 2> hx.err; rc=$?
+keys hx/t.safetensors > khx.txt 2> /dev/null
+[ $rc = 0 ] && grep -q '^lora_unet_input_blocks_1_0_in_layers_2.hada_w1_b F32 \[2, 288\]' khx.txt &&
+grep -q '^lora_te2_text_model_encoder_layers_0_mlp_fc2.hada_w2_a' khx.txt && ok train_lycoris_loha_sdxl ||
+  nok train_lycoris_loha_sdxl "rc $rc $(tail -1 hx.err)"
+
+# ---- algo=lokr: lokr_* factors (LyCORIS's factorization and full/factored rules), threads, resume, weights -----
+T --output_dir k1 --output_name t --max_train_steps 8 --network_args algo=lokr 2> k1.err
+keys k1/t.safetensors > kk.txt 2> /dev/null
+grep -qx 'lora_te_text_model_encoder_layers_0_mlp_fc1.lokr_w1 F32 \[8, 4\]' kk.txt &&
+grep -qx 'lora_te_text_model_encoder_layers_0_mlp_fc1.lokr_w2_a F32 \[16, 4\]' kk.txt &&
+grep -qx 'lora_te_text_model_encoder_layers_0_mlp_fc1.lokr_w2_b F32 \[4, 8\]' kk.txt &&
+grep -qx 'lora_unet_conv_in.lokr_w1 F32 \[4, 2\]' kk.txt && grep -qx 'lora_unet_conv_in.lokr_w2 F32 \[8, 2, 3, 3\]' kk.txt &&
+grep -qx 'lora_unet_down_blocks_0_attentions_0_proj_in.lokr_w2 F32 \[8, 8, 1, 1\]' kk.txt &&
+[ "$(grep -c '\.alpha F32' kk.txt)" = 131 ] && [ "$(val k1/t.safetensors lora_unet_conv_in.alpha)" = 4 ] &&
+[ "$(val k1/t.safetensors lora_te_text_model_encoder_layers_0_mlp_fc1.alpha)" = 1 ] &&
+grep -q 'LyCORIS (algo lokr): 12 text-encoder modules, 119 UNet modules' k1.err &&
+  ok train_lycoris_lokr_keys || nok train_lycoris_lokr_keys "$(wc -l < kk.txt) $(tail -1 k1.err)"
+T --output_dir k2 --output_name t --max_train_steps 1 --network_dim 1 --network_args algo=lokr decompose_both=1 factor=4 \
+  full_matrix=False unbalanced_factorization=True 2> /dev/null
+keys k2/t.safetensors > kk2.txt 2> /dev/null
+grep -qx 'lora_te_text_model_encoder_layers_0_mlp_fc1.lokr_w1_a F32 \[32, 1\]' kk2.txt &&
+grep -qx 'lora_te_text_model_encoder_layers_0_mlp_fc1.lokr_w1_b F32 \[1, 4\]' kk2.txt &&
+grep -qx 'lora_te_text_model_encoder_layers_0_mlp_fc1.lokr_w2_a F32 \[4, 1\]' kk2.txt &&
+grep -qx 'lora_te_text_model_encoder_layers_0_mlp_fc1.lokr_w2_b F32 \[1, 8\]' kk2.txt &&
+  ok train_lycoris_lokr_options || nok train_lycoris_lokr_options "$(grep mlp_fc1 kk2.txt | head -4)"
+T --output_dir k3 --output_name t --max_train_steps 8 --network_args algo=lokr --threads 2 2> /dev/null
+cmp -s k1/t.safetensors k3/t.safetensors && ok train_lycoris_lokr_threads_same_bytes || nok train_lycoris_lokr_threads_same_bytes
+T --output_dir k4 --output_name t --max_train_steps 8 --network_args algo=lokr --gradient_checkpointing 2> /dev/null
+r=$(wdiff k1/t.safetensors k4/t.safetensors 2>&1)
+[ "${r%% *}" = 0 ] && ok train_lycoris_lokr_checkpointing_same_weights || nok train_lycoris_lokr_checkpointing_same_weights "$r"
+T --output_dir kr1 --max_train_steps 8 --network_args algo=lokr --save_every_n_steps 4 --save_state 2> /dev/null
+T --output_dir kr2 --max_train_steps 8 --network_args algo=lokr --resume kr1/at-step00000004-state 2> kr2.err
+[ -f kr1/last.safetensors ] && cmp -s kr1/last.safetensors kr2/last.safetensors &&
+  ok train_lycoris_lokr_resume_same_bytes || nok train_lycoris_lokr_resume_same_bytes "$(tail -2 kr2.err)"
+T --output_dir kw --output_name t --max_train_steps 1 --learning_rate 1e-20 --network_args algo=lokr \
+  --network_weights k1/t.safetensors 2> kw.err
+r=$(wdiff k1/t.safetensors kw/t.safetensors 2>&1); set -- $r
+python3 -c "import sys; sys.exit(0 if float('$1') < 1e-9 and float('$2') > 1e-3 else 1)" 2> /dev/null &&
+grep -q 'loaded 131 LyCORIS modules from k1/t.safetensors' kw.err && ok train_lycoris_lokr_network_weights ||
+  nok train_lycoris_lokr_network_weights "$r $(tail -1 kw.err)"
+T --output_dir ks --output_name t --max_train_steps 8 --network_args algo=lokr --sample_prompts p.txt \
+  --sample_every_n_steps 8 2> /dev/null
+S --outdir kq1 --network_module lycoris.kohya --network_weights ks/t.safetensors 2> kq1.err
+if [ -x "$helper" ] && [ -f kq1/im_000001.png ]; then
+  d0=$("$helper" maxdiff q0/im_000001.png kq1/im_000001.png)
+  dh=$("$helper" maxdiff kq1/im_000001.png "$(ls ks/sample/*.png | head -1)")
+  echo "# LoKr vs base $d0, sd-sample with the file vs sd-train's sample with the modules hooked $dh"
+  [ "$d0" -gt 0 ] && [ "$dh" -ge 0 ] && [ "$dh" -le 1 ] && ok sample_lycoris_lokr_equals_hooks ||
+    nok sample_lycoris_lokr_equals_hooks "$d0 $dh $(tail -1 kq1.err)"
+else
+  nok sample_lycoris_lokr_equals_hooks "no image or $helper not built: $(tail -1 kq1.err)"
+fi
+
+# ---- --device cuda: the modules run through the ops, so the CUDA build (or SD_FAKE_CUDA=1) trains them too ------
+for algo in locon loha lokr; do
+  T --output_dir dg_$algo --output_name t --max_train_steps 4 --network_args algo=$algo --device cuda 2> dg_$algo.err; rc=$?
+  if [ $rc = 0 ]; then
+    T --output_dir dc_$algo --output_name t --max_train_steps 4 --network_args algo=$algo 2> /dev/null
+    r=$(wdiff dc_$algo/t.safetensors dg_$algo/t.safetensors 2>&1); set -- $r
+    python3 -c "import sys; sys.exit(0 if float('$1') <= 1e-3 * float('$2') else 1)" 2> /dev/null &&
+      ok train_lycoris_${algo}_device_cuda_close || nok train_lycoris_${algo}_device_cuda_close "$r"
+  else
+    [ $rc = 1 ] && grep -Eq "CUDA support|CUDA: no device" dg_$algo.err && ok train_lycoris_${algo}_device_cuda_unavailable ||
+      nok train_lycoris_${algo}_device_cuda_unavailable "rc $rc $(tail -2 dg_$algo.err)"
+  fi
+done
+
+# ---- refusals ------------------------------------------------------------------------------------------------
+refuse() { t_refuse "$1" "$2" "$3" T --output_dir bad --max_train_steps 1 "${@:4}"; }
+refuse train_lycoris_refuses_algo 2 'algo=ia3: not supported (lora, locon, loha and lokr are)' --network_args algo=ia3
+refuse train_lycoris_refuses_dropout 2 'dropout=0.1: not supported' --network_args dropout=0.1
+refuse train_lycoris_refuses_network_dropout 2 'network_dropout: not supported with lycoris.kohya' --network_dropout 0.1
+refuse train_lycoris_refuses_rank_dropout 2 'rank_dropout=0.1: not supported' --network_args rank_dropout=0.1
+refuse train_lycoris_refuses_tucker 2 'use_tucker: Tucker decomposition' --network_args use_tucker=True
+refuse train_lycoris_refuses_deprecated_cp 2 'use_tucker: Tucker decomposition' --network_args use_conv_cp=1
+refuse train_lycoris_refuses_scalar 2 'use_scalar=True: not supported' --network_args use_scalar=True
+refuse train_lycoris_refuses_dora 2 'dora_wd=True: not supported' --network_args dora_wd=True
+refuse train_lycoris_refuses_preset 2 'preset=attn-mlp: only the default preset' --network_args preset=attn-mlp
+refuse train_lycoris_refuses_unknown 2 'block_dims: not supported with lycoris.kohya' --network_args block_dims=1,2
+refuse train_lycoris_refuses_max_norm 2 'scale_weight_norms: not supported with lycoris.kohya' --scale_weight_norms 1
+refuse train_lycoris_refuses_loha_loraplus 2 'loraplus_\*: not supported with algo=loha' --network_args algo=loha loraplus_lr_ratio=4
+refuse train_lycoris_refuses_loha_dim_from_weights 2 'dim_from_weights: not supported with lycoris.kohya algo=loha' \
+  --network_args algo=loha --dim_from_weights --network_weights h1/t.safetensors
+refuse train_lycoris_refuses_kohya_resume 2 'kohya-ss state folder is read for --network_module networks.lora only' \
+  --resume "$root/tests/data/train_lora_kohya/state"
+refuse train_lycoris_refuses_factor_without_lokr 2 'factor: an option of algo=lokr' --network_args algo=loha factor=4
+refuse train_lycoris_refuses_lokr_rs_lora 2 'rs_lora: not supported with algo=lokr' --network_args algo=lokr rs_lora=1
+refuse train_lycoris_refuses_bad_conv_dim 2 'conv_dim=x: expected a whole number' --network_args conv_dim=x
+# the off values of the refused booleans are accepted (LyCORIS's str_bool), as are use_tucker without conv modules
+T --output_dir ok1 --output_name t --max_train_steps 1 --network_args use_scalar=False train_norm=false bypass_mode=True \
+  use_tucker=True conv_dim=0 > /dev/null 2> ok1.err && ok train_lycoris_accepts_off_values || nok train_lycoris_accepts_off_values "$(tail -1 ok1.err)"
