@@ -119,25 +119,11 @@ int sd_lora_net_args_parse(sd_lora_net_args *a, int is_sdxl, int network_dim, do
     const char *block_dims = NULL, *block_alphas = NULL, *conv_block_dims = NULL, *conv_block_alphas = NULL;
     const char *down_w = NULL, *mid_w = NULL, *up_w = NULL, *conv_dim = NULL, *conv_alpha = NULL;
     double zero_thr = 0;
-    char keys[64][64];
-    const char *vals[64];
-    int nk = 0;
-    for (int i = 0; i < n; i++) {
-        char key[64];
-        const char *val;
-        int rc = sd_py_split_kv(items[i], key, sizeof key, &val);
-        if (rc) return sd_err_prefix(rc, "--network_args");
-        int slot = nk;
-        for (int j = 0; j < nk; j++) if (!strcmp(keys[j], key)) slot = j;   /* a dict: last wins */
-        if (slot == nk) {
-            if (nk == 64) return sd_err(SD_EUSAGE, "--network_args: too many items");
-            nk++;
-        }
-        snprintf(keys[slot], sizeof keys[slot], "%s", key);
-        vals[slot] = val;
-    }
-    for (int i = 0; i < nk; i++) {
-        const char *k = keys[i], *v = vals[i];
+    sd_py_kwargs kw;
+    int rc0 = sd_py_kwargs_parse(&kw, items, n, "--network_args");
+    if (rc0) return rc0;
+    for (int i = 0; i < kw.n; i++) {
+        const char *k = kw.key[i], *v = kw.val[i];
         double d;
         if (!strcmp(k, "conv_dim")) conv_dim = v;
         else if (!strcmp(k, "conv_alpha")) conv_alpha = v;

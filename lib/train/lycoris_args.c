@@ -49,41 +49,26 @@ int sd_lycoris_args_parse(sd_lycoris_args *la, sd_lora_net_args *a, int is_sdxl,
     int rc = sd_lora_net_args_parse(a, is_sdxl, network_dim, network_alpha, NULL, 0);
     if (rc) return rc;
     /* kwargs: a dict, a repeated key takes the last value in its first place */
-    char keys[64][64];
-    const char *vals[64];
-    int nk = 0;
-    for (int i = 0; i < n; i++) {
-        char key[64];
-        const char *val;
-        rc = sd_py_split_kv(items[i], key, sizeof key, &val);
-        if (rc) return sd_err_prefix(rc, "--network_args");
-        int slot = nk;
-        for (int j = 0; j < nk; j++)
-            if (!strcmp(keys[j], key)) slot = j;
-        if (slot == nk) {
-            if (nk == 64) return sd_err(SD_EUSAGE, "--network_args: too many items");
-            nk++;
-        }
-        snprintf(keys[slot], sizeof keys[slot], "%s", key);
-        vals[slot] = val;
-    }
+    sd_py_kwargs kw;
+    rc = sd_py_kwargs_parse(&kw, items, n, "--network_args");
+    if (rc) return rc;
     /* the deprecated names are copied onto use_tucker (in kwargs order) before anything is read */
     const char *use_tucker = NULL, *disable_conv_cp = NULL, *use_conv_cp = NULL, *use_cp = NULL;
     const char *conv_dim = NULL, *conv_alpha = NULL;
-    for (int i = 0; i < nk; i++) {
-        const char *k = keys[i], *v = vals[i];
+    for (int i = 0; i < kw.n; i++) {
+        const char *k = kw.key[i], *v = kw.val[i];
         if (!strcmp(k, "disable_conv_cp")) disable_conv_cp = use_tucker = v;
         else if (!strcmp(k, "use_cp")) use_cp = use_tucker = v;
         else if (!strcmp(k, "use_conv_cp")) use_conv_cp = use_tucker = v;
     }
     if (!use_tucker)
-        for (int i = 0; i < nk; i++)
-            if (!strcmp(keys[i], "use_tucker")) use_tucker = vals[i];
+        for (int i = 0; i < kw.n; i++)
+            if (!strcmp(kw.key[i], "use_tucker")) use_tucker = kw.val[i];
     snprintf(la->algo, sizeof la->algo, "lora");
     int lokr_factor = -1, lokr_given = 0;
     char lokr_key[32] = "factor";
-    for (int i = 0; i < nk; i++) {
-        const char *k = keys[i], *v = vals[i];
+    for (int i = 0; i < kw.n; i++) {
+        const char *k = kw.key[i], *v = kw.val[i];
         double d;
         if (!strcmp(k, "algo")) {
             if (*v) {

@@ -227,3 +227,24 @@ int sd_py_split_kv(const char *item, char *key, size_t nkey, const char **value)
     *value = eq + 1;
     return SD_OK;
 }
+
+int sd_py_kwargs_parse(sd_py_kwargs *kw, const char *const *items, int n, const char *what)
+{
+    kw->n = 0;
+    for (int i = 0; i < n; i++) {
+        char key[64];
+        const char *val;
+        int rc = sd_py_split_kv(items[i], key, sizeof key, &val);
+        if (rc) return sd_err_prefix(rc, "%s", what);
+        int slot = kw->n;
+        for (int j = 0; j < kw->n; j++)
+            if (!strcmp(kw->key[j], key)) slot = j;
+        if (slot == kw->n) {
+            if (kw->n == SD_PY_MAX_KWARGS) return sd_err(SD_EUSAGE, "%s: too many items", what);
+            kw->n++;
+        }
+        snprintf(kw->key[slot], sizeof kw->key[slot], "%s", key);
+        kw->val[slot] = val;
+    }
+    return SD_OK;
+}

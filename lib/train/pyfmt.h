@@ -42,4 +42,14 @@ int sd_py_literal(const char *text, sd_py_value *v);
 /* Split "key=value" as the reference does (arg.split("=") must give exactly two parts). */
 int sd_py_split_kv(const char *item, char *key, size_t nkey, const char **value);
 
+/* "key=value" items into a dict as Python builds kwargs from them: a repeated key keeps its first
+ * place and takes the last value. Values point into the items. Errors (SD_EUSAGE) start with `what`. */
+#define SD_PY_MAX_KWARGS 64
+typedef struct sd_py_kwargs {
+    char key[SD_PY_MAX_KWARGS][64];
+    const char *val[SD_PY_MAX_KWARGS];
+    int n;
+} sd_py_kwargs;
+int sd_py_kwargs_parse(sd_py_kwargs *kw, const char *const *items, int n, const char *what);
+
 #endif
