@@ -238,9 +238,8 @@ int loop_load_models(run *R)
     } else if (R->cfg.clip.width != R->cfg.unet.context_dim)
         return sd_err(SD_EFORMAT, "%s: text encoder width %d differs from the UNet's context_dim %d", c->model,
                       R->cfg.clip.width, R->cfg.unet.context_dim);
-    if (c->debug_dataset) {   /* the model's configuration only: no weight is read (loop.c: debug_dataset) */
+    if (c->debug_dataset)   /* the model's configuration only: no weight is read (loop.c: debug_dataset) */
         return R->is_full ? full_family(R) : sd_clip_tokenizer_load(NULL, &R->tok);
-    }
     sd_params_set_trainable(&R->model.unet_params, "", 0);
     sd_params_set_trainable(&R->model.te_params, "", 0);
     /* --base_weights: the UNet stays f32 until merged (merge_base_weights), as the reference's is
