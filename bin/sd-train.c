@@ -375,7 +375,7 @@ static const sd_opt table[] = {
              "--save_state folder (LoRA; AdamW, AdamW8bit, Lion, SGDNesterov, Adafactor)"},
     {.name = "debug_dataset", .type = SD_OPT_FLAG, .dest = &a.debug_dataset, .group = G_DATA,
      .help = "print each batch's samples (key, sizes, loss weight, processed caption, crop, flip) in training "
-             "order and exit without training (no image windows)"},
+             "order, then the validation set's (lora), and exit: no weights loaded, no latents cached, no image windows"},
     {.name = "initial_step", .type = SD_OPT_INT64, .dest = &a.initial_step, SD_OPT_ATLEAST(0), .metavar = "N",
      .group = G_OUT, .help = "start at optimizer step N, counted over all epochs (LoRA; the lr schedule does not "
                              "move: it is --resume's, else from 0; overrides --initial_epoch and --resume's step)"},

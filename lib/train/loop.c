@@ -540,31 +540,34 @@ static const char *const resume_keys[] = {
 /* --debug_dataset: the reference's train_util.debug_dataset as text on stdout, for the batches in the
  * order training takes them (the epoch's shuffled plan, the same caption and flip draws as micro_step);
  * no window is opened. It stops as the reference on Linux, where no key is read: after the ninth batch
- * when the batch holds latents (files, or --cache_latents), else (where the reference never stops) at
- * the run's last step. */
-static int debug_dataset(run *R)
+ * when the batch holds latents (files), else (where the reference never stops) at the run's last step.
+ * It runs before any weight is loaded and before latents are cached (as the reference, which calls it
+ * before load_target_model and cache_latents): the records that --cache_latents would encode are
+ * image batches here. is_val: the validation set (train_network.py prints it after the training
+ * set), keyed by its own seed and sample numbers; where the reference never stops, one pass. */
+static int debug_dataset(run *R, const sd_train_data *d, sd_batch_plan *plan, uint64_t seed, uint32_t sbase, int is_val)
 {
     sd_train_config *c = R->c;
-    const sd_train_data *d = R->d;
-    int64_t nb = R->plan.nbatches;
-    int A = c->gradient_accumulation_steps > 0 ? c->gradient_accumulation_steps : 1;
-    sd_info("debug_dataset: printing the batches' samples; no window is opened and no key is read");
-    printf("Total dataset length (steps): %lld\n", (long long)nb);
+    int64_t nb = plan->nbatches;
+    int A = !is_val && c->gradient_accumulation_steps > 0 ? c->gradient_accumulation_steps : 1;
+    int64_t nepochs = is_val ? 1 : R->num_epochs, spe = is_val ? nb : R->steps_per_epoch;
+    if (!is_val) sd_info("debug_dataset: printing the batches' samples; no window is opened and no key is read");
+    printf("%sTotal dataset length (steps): %lld\n", is_val ? "\n" : "", (long long)nb);
     int rc = SD_OK, stop = 0;
-    for (int64_t epoch = 0; epoch < R->num_epochs && !stop && !rc; epoch++) {
-        rc = sd_batch_plan_epoch(&R->plan, epoch);
+    for (int64_t epoch = 0; epoch < nepochs && !stop && !rc; epoch++) {
+        rc = sd_batch_plan_epoch(plan, epoch);
         if (rc) break;
         printf("\nepoch: %lld\n", (long long)epoch + 1);
         for (int64_t i = 0; i < nb && !rc; i++) {
-            int64_t gstep = epoch * R->steps_per_epoch + i / A;
-            if (gstep >= R->max_steps) {
+            int64_t gstep = epoch * spe + i / A;
+            if (!is_val && gstep >= R->max_steps) {
                 stop = 1;
                 break;
             }
             const sd_batch_bucket *bk;
             const int64_t *idx;
             int B;
-            rc = sd_batch_get(&R->plan, i, &bk, &idx, &B);
+            rc = sd_batch_get(plan, i, &bk, &idx, &B);
             if (rc) break;
             int64_t micro = epoch * nb + i;
             printf("steps: %lld (%lld/%lld)\n", (long long)(micro + 1), (long long)i + 1, (long long)nb);
@@ -575,7 +578,7 @@ static int debug_dataset(run *R)
                        (long long)R->cfg.unet.in_channels, bk->h / 8, bk->w / 8);
             for (int b = 0; b < B && !rc; b++) {
                 const sd_train_sample *s = &d->s[idx[b]];
-                sd_rng rng = sd_rng_key(R->seed, (uint32_t)micro, (uint32_t)b, SD_RNG_CAPTION);
+                sd_rng rng = sd_rng_key(seed, sbase + (uint32_t)micro, (uint32_t)b, SD_RNG_CAPTION);
                 sd_caption_opts o = s->cap;
                 double tw = s->token_warmup_step_f;
                 o.token_warmup_step = tw <= 0 ? 0 : tw < 1 ? (int64_t)(tw * (double)R->max_steps) : (int64_t)tw;
@@ -590,7 +593,7 @@ static int debug_dataset(run *R)
                 if (rc) break;
                 int flip = 0;
                 if (s->flip_aug) {
-                    sd_rng r = sd_rng_key(R->seed, (uint32_t)micro, (uint32_t)b, SD_RNG_AUGMENT);
+                    sd_rng r = sd_rng_key(seed, sbase + (uint32_t)micro, (uint32_t)b, SD_RNG_AUGMENT);
                     flip = sd_rng_uniform_at(&r, SD_AUG_FLIP) < 0.5f;
                 }
                 int ow = s->has_size ? s->orig_w : bk->w, oh = s->has_size ? s->orig_h : bk->h;
@@ -684,9 +687,18 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
     /* without --cache_latents the training images are encoded at every step; the validation ones,
        unaugmented and the same at every pass, once */
     for (size_t i = 0; i < R->val.n; i++) R->val.s[i].live = 0;
-    rc = loop_plan_live(R, d);
-    if (!rc) rc = loop_encode_all(R, d, 0);
-    if (!rc && R->val.n) rc = loop_encode_all(R, &R->val, 0x80000000u);
+    if (c->debug_dataset) {   /* nothing is cached yet where the reference prints: images as loaded at every step */
+        for (int k = 0; k < 2; k++) {
+            sd_train_data *dd = k ? &R->val : d;
+            for (size_t i = 0; i < dd->n; i++) dd->s[i].live |= !dd->s[i].latents && !dd->s[i].mem;
+        }
+        rc = loop_plan_live(R, d);
+        if (!rc) rc = loop_plan_live(R, &R->val);
+    } else {
+        rc = loop_plan_live(R, d);
+        if (!rc) rc = loop_encode_all(R, d, 0);
+        if (!rc && R->val.n) rc = loop_encode_all(R, &R->val, 0x80000000u);
+    }
     if (rc) goto out;
     rc = loop_resolve_buckets(d);
     if (!rc) rc = loop_resolve_buckets(&R->val);
@@ -715,6 +727,7 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
         if (rc) goto out;
         goto params_ready;
     }
+    if (c->debug_dataset) goto trained_set;   /* no network, no optimizer */
     /* network (LoRA), or the model's own weights (--method db/ft) */
     if (R->is_full) {
         rc = loop_setup_full(R);
@@ -770,6 +783,12 @@ trained_set:;
     sd_info("images with repeats: %lld, reg images: %lld, batches per epoch: %lld, epochs: %lld, steps: %lld",
             (long long)R->plan.num_train_images, (long long)R->plan.num_reg_images, (long long)R->plan.nbatches,
             (long long)R->num_epochs, (long long)R->max_steps);
+    if (c->debug_dataset) {   /* train_network.py prints the validation set's batches after the training ones */
+        rc = debug_dataset(R, d, &R->plan, R->seed, 0, 0);
+        if (!rc && R->val.n && c->method == SD_METHOD_LORA && !c->ti.on)
+            rc = debug_dataset(R, &R->val, &R->vr.plan, R->vseed, 0x80000000u, 1);
+        goto out;
+    }
     sd_lr_kind lk;
     /* ScheduleFree: kohya's get_scheduler_fix returns its dummy scheduler before looking at any
        scheduler option (the group LRs stay constant; --lr_scheduler, its warm-up and arguments are
@@ -836,10 +855,6 @@ trained_set:;
     R->window = calloc((size_t)R->plan.nbatches, sizeof *R->window);
     if (!R->window) {
         rc = sd_err(SD_ENOMEM, "out of memory");
-        goto out;
-    }
-    if (c->debug_dataset) {
-        rc = debug_dataset(R);
         goto out;
     }
     /* resume */

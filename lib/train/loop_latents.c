@@ -233,9 +233,10 @@ int loop_plan_live(run *R, sd_train_data *d)
             return sd_err(SD_EINVAL, "%s: bucket %dx%d is not a multiple of the VAE's factor 8", s->image,
                           s->plan.bucket_w, s->plan.bucket_h);
     }
-    sd_info("%zu image%s encoded at every step (no --cache_latents, the reference's default): each step loads, "
-            "crops and encodes them with the VAE; --cache_latents is faster when no random augmentation "
-            "(color_aug, random_crop) is used", n, n == 1 ? " is" : "s are");
+    if (!R->c->debug_dataset)
+        sd_info("%zu image%s encoded at every step (no --cache_latents, the reference's default): each step loads, "
+                "crops and encodes them with the VAE; --cache_latents is faster when no random augmentation "
+                "(color_aug, random_crop) is used", n, n == 1 ? " is" : "s are");
     if (nface) sd_info("face_crop_aug_range: %zu image%s cropped around the face in the name", nface, nface == 1 ? "" : "s");
     if (nface_ignored)
         sd_warn("face_crop_aug_range has no effect on %zu image%s with bucketing enabled (the reference applies it "

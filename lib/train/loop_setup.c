@@ -240,6 +240,8 @@ int loop_load_models(run *R)
     } else if (R->cfg.clip.width != R->cfg.unet.context_dim)
         return sd_err(SD_EFORMAT, "%s: text encoder width %d differs from the UNet's context_dim %d", c->model,
                       R->cfg.clip.width, R->cfg.unet.context_dim);
+    if (c->debug_dataset)   /* the model's configuration only: no weight is read (loop.c: debug_dataset) */
+        return R->is_full ? full_family(R) : sd_clip_tokenizer_load(NULL, &R->tok);
     sd_params_set_trainable(&R->model.unet_params, "", 0);
     sd_params_set_trainable(&R->model.te_params, "", 0);
     /* --base_weights: the UNet stays f32 until merged (merge_base_weights), as the reference's is
@@ -330,6 +332,11 @@ int loop_ti_setup(run *R)
         if (R->d->s[i].cap.dropout_rate > 0 || R->d->s[i].cap.dropout_every_n_epochs > 0)
             return sd_err(SD_EUSAGE, "--method ti: caption dropout (caption_dropout_rate / "
                           "caption_dropout_every_n_epochs) is not available for textual inversion");
+    if (R->c->debug_dataset) {   /* the captions need the token strings only */
+        int rc = sd_ti_init_tokens(&R->ti, &R->c->ti, R->tok);
+        R->have_ti = 1;
+        return rc;
+    }
     /* SDXL (sdxl_train_textual_inversion.py): the tokens in both encoders, initialised per encoder */
     int rc = sd_ti_init_part(&R->ti, &R->c->ti, R->clip, R->tok, R->sdxl ? 0 : -1);
     if (rc) {

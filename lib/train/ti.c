@@ -136,26 +136,18 @@ int sd_ti_init(sd_ti *ti, const sd_ti_opts *o, sd_clip *clip, sd_clip_tokenizer 
     return sd_ti_init_part(ti, o, clip, tok, -1);
 }
 
-int sd_ti_init_part(sd_ti *ti, const sd_ti_opts *o, sd_clip *clip, sd_clip_tokenizer *tok, int part)
+int sd_ti_init_tokens(sd_ti *ti, const sd_ti_opts *o, const sd_clip_tokenizer *tok)
 {
     memset(ti, 0, sizeof *ti);
     sd_params_init(&ti->reg);
+    ti->part = -1;
     if (!o->token_string || !*o->token_string)
         return sd_err(SD_EUSAGE, "--method ti needs --token_string (the new word, e.g. --token_string mychar)");
     int N = o->num_vectors_per_token;
     if (N < 1 || N > 75) return sd_err(SD_EUSAGE, "--num_vectors_per_token must be 1..75");
     if (o->use_object_template && o->use_style_template)
         sd_warn("--use_object_template and --use_style_template: the object templates are used (as the reference)");
-    sd_tensor *tab = &clip->tok.w->value;
-    if (tab->dtype != SD_F32 || tab->device != SD_DEV_CPU || tab->ndim != 2)
-        return sd_err(SD_EUNSUPPORTED, "textual inversion: the token table must be host f32");
-    const int64_t V = tab->shape[0], D = tab->shape[1];
-    ti->V = V;
-    ti->D = D;
     ti->n = N;
-    ti->part = part;
-    ti->first_id = (int32_t)V;
-    int rc = SD_OK;
     ti->strs = calloc((size_t)N, sizeof *ti->strs);
     size_t tl = strlen(o->token_string);
     ti->replace_to = malloc((size_t)N * (tl + 4) + 1);
@@ -174,13 +166,29 @@ int sd_ti_init_part(sd_ti *ti, const sd_ti_opts *o, sd_clip *clip, sd_clip_token
         if (sd_ti_in_vocab(tok, ti->strs[k]))
             return sd_err(SD_EINVAL, "tokenizer has same word to token string '%s'. please use another one (the "
                           "vocabulary already has it)", ti->strs[k]);
-    if (V != SD_CLIP_VOCAB_SIZE)
-        return sd_err(SD_EUNSUPPORTED, "textual inversion: the text encoder has %lld token rows, not the tokenizer's %d",
-                      (long long)V, SD_CLIP_VOCAB_SIZE);
     if (o->use_object_template || o->use_style_template) {
         ti->templates = o->use_object_template ? sd_ti_object_templates : sd_ti_style_templates;
         ti->ntemplates = o->use_object_template ? 27 : 19;
     }
+    return SD_OK;
+}
+
+int sd_ti_init_part(sd_ti *ti, const sd_ti_opts *o, sd_clip *clip, sd_clip_tokenizer *tok, int part)
+{
+    int rc = sd_ti_init_tokens(ti, o, tok);
+    if (rc) return rc;
+    int N = ti->n;
+    sd_tensor *tab = &clip->tok.w->value;
+    if (tab->dtype != SD_F32 || tab->device != SD_DEV_CPU || tab->ndim != 2)
+        return sd_err(SD_EUNSUPPORTED, "textual inversion: the token table must be host f32");
+    const int64_t V = tab->shape[0], D = tab->shape[1];
+    ti->V = V;
+    ti->D = D;
+    ti->part = part;
+    ti->first_id = (int32_t)V;
+    if (V != SD_CLIP_VOCAB_SIZE)
+        return sd_err(SD_EUNSUPPORTED, "textual inversion: the text encoder has %lld token rows, not the tokenizer's %d",
+                      (long long)V, SD_CLIP_VOCAB_SIZE);
     /* the widened table */
     rc = sd_tensor_alloc(&ti->table, SD_F32, SD_DIMS(V + N, D));
     if (rc) return rc;

@@ -101,6 +101,10 @@ int sd_ti_init(sd_ti *ti, const sd_ti_opts *o, sd_clip *clip, sd_clip_tokenizer 
  * are named "clip_l"/"rest_grad_norm_l" and "clip_g"/"rest_grad_norm_g" (a state directory holds
  * both). part -1 is sd_ti_init. */
 int sd_ti_init_part(sd_ti *ti, const sd_ti_opts *o, sd_clip *clip, sd_clip_tokenizer *tok, int part);
+/* The token strings, their replacement and the caption templates only (the part sd_ti_caption
+ * needs; the vocabulary check of sd_ti_init included): no table, no parameters (--debug_dataset).
+ * sd_ti_init_part starts with it. Free with sd_ti_free. */
+int sd_ti_init_tokens(sd_ti *ti, const sd_ti_opts *o, const sd_clip_tokenizer *tok);
 void sd_ti_free(sd_ti *ti);
 /* Make the parameter the whole table (see above); after sd_ti_init_part, before the optimizer. */
 int sd_ti_set_full(sd_ti *ti);

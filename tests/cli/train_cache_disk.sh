@@ -19,6 +19,12 @@ D() { "$bin" --method lora --model tinyv.safetensors --model_config "$root/examp
   --cache_latents_to_disk "$@"; }
 stats() { for f in img/2_sks/*_sd.npz; do echo "$f $(stat -c '%i %Y %s' "$f") $(cksum < "$f")"; done; }
 
+# ---- --debug_dataset runs before latents are cached (as the reference): image batches, no cache file -------
+D --output_dir rd --debug_dataset > dd.out 2> dd.err; rc=$?
+[ $rc = 0 ] && [ "$(grep -c '^image size: torch.Size(\[3, 64, 64\])$' dd.out)" = 3 ] && ! grep -q '^sample has latents' dd.out &&
+  [ -z "$(ls img/2_sks/*.npz 2> /dev/null)" ] && [ ! -e rd ] && ! grep -q 'caching latents' dd.err &&
+  ok train_cache_disk_debug_dataset_no_cache || nok train_cache_disk_debug_dataset_no_cache "rc $rc $(ls img/2_sks) $(head -8 dd.out)"
+
 # ---- first run: one cache file per image, beside it ---------------------------------------------------------
 D --output_dir r1 2> r1.err; rc=$?
 [ $rc = 0 ] && [ -f r1/last.safetensors ] && ok train_cache_disk_runs || nok train_cache_disk_runs "rc $rc $(tail -3 r1.err)"

@@ -119,5 +119,22 @@ cat dchk.txt
 [ $rc = 0 ] && [ $dk = 0 ] && [ ! -e dd ] && grep -q 'no window is opened' d1.err && ok train_debug_dataset_lines ||
   nok train_debug_dataset_lines "rc $rc $(cat d1.err | tail -3)"
 [ -s d1.txt ] && cmp -s d1.txt d2.txt && ! cmp -s d1.txt d3.txt && ok train_debug_dataset_seeded || nok train_debug_dataset_seeded
+# train_network.py prints the validation set's batches after the training ones (one pass here);
+# train_db.py / fine_tune.py do not
+D --validation_split 0.34 > dv.txt 2> dv.err; rc=$?
+"$bin" --method db --model tiny.safetensors --model_config "$root/examples/tiny_model.toml" --data recs.jsonl --seed 3 \
+  --threads 1 --max_train_steps 10 --output_dir dd --debug_dataset --validation_split 0.34 > dvdb.txt 2> dvdb.err; rcdb=$?
+python3 - dv.txt dvdb.txt <<'PY' > dvchk.txt 2>&1
+import sys
+parts = open(sys.argv[1]).read().split("\nTotal dataset length (steps): ")
+assert len(parts) == 2 and parts[0].startswith("Total dataset length (steps): 4\n"), parts
+keys = [[l.split(",")[0] for l in p.split("\n") if ", size: " in l] for p in parts]
+assert parts[1].startswith("2\n") and parts[1].count("epoch: ") == 1 and len(keys[1]) == 2, parts[1]
+assert len(set(keys[1])) == 2 and not set(keys[1]) & set(keys[0]) and len(set(keys[0])) == 4, keys
+db = open(sys.argv[2]).read()
+assert db.count("Total dataset length") == 1 and db.startswith("Total dataset length (steps): 4\n"), db[:200]
+PY
+[ $rc = 0 ] && [ $rcdb = 0 ] && [ ! -e dd ] && ok train_debug_dataset_validation ||
+  nok train_debug_dataset_validation "rc $rc $rcdb $(cat dvchk.txt) $(tail -2 dv.err) $(tail -2 dvdb.err)"
 [ "$(grep -c 'flipped: True' d4.txt)" = 0 ] && [ "$(grep -c 'flipped: False' d4.txt)" = 10 ] &&
   ok train_debug_dataset_no_flip || nok train_debug_dataset_no_flip "$(grep -c flipped d4.txt)"
