@@ -3,7 +3,7 @@
 # same command with --device cpu and --device cuda, and the saved files compared tensor by tensor
 # (max |cuda - cpu| / max |cpu| per tensor; the worst tensor is reported). Runs: LoRA in float32
 # (with and without --gradient_checkpointing, batch 2), --mixed_precision bf16, fp16 (loss scaler),
-# --full_bf16; OFT (--network_module networks.oft) in float32 (attention; enable_conv) and bf16; DreamBooth in float32 (AdamW on the GPU, and with SD_DEVICE_OPTIM=0 on the host) and
+# --full_bf16, --fp8_base (bf16) and --fp8_base_unet (fp16); OFT (--network_module networks.oft) in float32 (attention; enable_conv) and bf16; DreamBooth in float32 (AdamW on the GPU, and with SD_DEVICE_OPTIM=0 on the host) and
 # fp16 (loss scaler, clipping on the GPU), fine-tuning with --full_fp16 (UNet and text encoder
 # trained); textual inversion in float32 and bf16; and a CUDA run resumed from its saved state
 # against the uninterrupted CUDA run.
@@ -129,6 +129,16 @@ run lora_f32_ckpt_b2 1e-3 lora_ last.safetensors $L --gradient_checkpointing --t
 metric=l2 run lora_bf16 1e-1 lora_ last.safetensors $L --mixed_precision bf16
 metric=l2 run lora_fp16 1e-1 lora_ last.safetensors $L --mixed_precision fp16
 metric=l2 run lora_full_bf16 2e-1 lora_ last.safetensors $L --mixed_precision bf16 --full_bf16 --learning_rate 1e-2
+# --fp8_base / --fp8_base_unet: the frozen float8 weights widened on the GPU to the products' operand
+# type (bit for bit as the CPU's, test_parity_ops). Emulated build (2026-11-28): bf16 0.086, fp16
+# (UNet only) 0.040, both from the 16-bit operands: with exact products (SD_CUDA_GEMM16=0
+# SD_EMU_GEMM_EXACT=1, run below on the emulated build only) 2.9e-5. Not yet run on a GPU.
+metric=l2 run lora_fp8_bf16 1e-1 lora_ last.safetensors $L --mixed_precision bf16 --fp8_base
+metric=l2 run lora_fp8_unet_fp16 1e-1 lora_ last.safetensors $L --mixed_precision fp16 --fp8_base_unet
+if grep -q "emulated CUDA device" probe.err 2> /dev/null; then
+  SD_CUDA_GEMM16=0 SD_EMU_GEMM_EXACT=1 metric=l2 run lora_fp8_bf16_exact 1e-3 lora_ last.safetensors $L \
+    --mixed_precision bf16 --fp8_base
+fi
 # OFT (networks.oft): the Cayley transform on the host, RW and dL/dRw on the device. Measured on the
 # emulated build only (2026-11-27; not yet on a GPU): attention modules in float32 max-rel 1.1e-3
 # (AdamW's sign-like first steps on blocks of small gradients), the mid-block ResBlock modules of
