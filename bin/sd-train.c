@@ -93,7 +93,7 @@ static const sd_opt table[] = {
      .help = "the trained weights, their gradients and AdamW's moments in bfloat16 (needs --mixed_precision bf16)"},
     {.name = "fp8_base", .type = SD_OPT_FLAG, .dest = &c.fp8_base, .group = G_MODEL,
      .help = "store the frozen UNet and text-encoder linear/conv weights as float8_e4m3fn, upcast per product "
-             "(--method lora on the CPU; needs --mixed_precision fp16 or bf16)"},
+             "(--method lora; needs --mixed_precision fp16 or bf16)"},
     {.name = "fp8_base_unet", .type = SD_OPT_FLAG, .dest = &c.fp8_base_unet, .group = G_MODEL,
      .help = "float8_e4m3fn for the UNet only; the text encoders stay in the --mixed_precision dtype"},
     /* network */

@@ -64,15 +64,11 @@ static int floaty(const char *op, const char *name, const sd_tensor *t)
     return SD_OK;
 }
 
-/* a linear/conv weight: f32/f16/bf16, or f8_e4m3fn (frozen --fp8_base storage, host backend only:
-   the CPU kernels upcast it in scratch per call) */
+/* a linear/conv weight: f32/f16/bf16, or f8_e4m3fn (frozen --fp8_base storage: the CPU kernels upcast
+   it to float32 in scratch per call, the CUDA ones to the GEMM math's type, exactly either way) */
 static int weighty(const char *op, const sd_tensor *w)
 {
-    if (w && w->dtype == SD_F8E4M3) {
-        if (w->device != SD_DEV_CPU)
-            return sd_err(SD_EUNSUPPORTED, "%s: f8_e4m3fn weights are supported on the host (CPU) only", op);
-        return SD_OK;
-    }
+    if (w && w->dtype == SD_F8E4M3) return SD_OK;
     return floaty(op, "w", w);
 }
 

@@ -60,8 +60,6 @@ int loop_check_options(run *R)
                           "fine_tune.py, sdxl_train.py and train_textual_inversion.py do not use it", o);
         if (loop_is_oft(c))
             return sd_err(SD_EUSAGE, "%s: not supported with --network_module networks.oft here", o);
-        if (c->device_index >= 0)
-            return sd_err(SD_EUSAGE, "%s: float8 weights are supported on the CPU only (--device cpu)", o);
     }
     if (c->max_token_length && c->max_token_length != 75 && c->max_token_length != 150 && c->max_token_length != 225)
         return sd_err(SD_EUSAGE, "--max_token_length must be 75, 150 or 225");

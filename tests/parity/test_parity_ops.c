@@ -13,7 +13,8 @@
  * and an SD-sized attention (T = 4096, 8 heads) forward and backward; and the fused attention of
  * SD_CUDA_ATTN=flash with the bf16/fp16 GEMM math (its own tolerance, see test_attention_flash);
  * and the 16-bit operands of the bf16/fp16 GEMM math against a CPU reference on rounded operands
- * (see test_gemm16).
+ * (see test_gemm16); f8_e4m3fn (--fp8_base) weights widened bit for bit as on the CPU (see
+ * test_f8_weights).
  *
  * Without a CUDA device (or in a build without CUDA) every test prints "ok NAME # SKIP no CUDA
  * device". Runs in a few seconds on an H100 (most of it the CPU reference).
@@ -1303,6 +1304,127 @@ static void test_swin(void)
     pool_free();
 }
 
+/* ---- float8_e4m3fn frozen weights (--fp8_base) ----
+ * The device widens an f8 weight to the GEMM math's type (f32, or bf16 / f16 under the 16-bit math)
+ * right before the product, as the CPU widens it to f32: exactly, since every f8_e4m3fn value is a
+ * bf16 and an f16 value. Checked: (1) the widening itself, bit for bit, through linear with x = [[1]]
+ * over all 256 codes (y = the widened codes; NaN codes give NaN) in every math; (2) linear and conv2d,
+ * forward and dx, with a random f8 weight: the same bytes as the device op on the weight widened on
+ * the host to the math's type (f32 / bf16 / f16), and within TOL of the CPU under the fp32 math. */
+static pair *mk_f8(int nd, const int64_t *sh, float scale)
+{
+    pair *p = calloc(1, sizeof *p);
+    if (sd_tensor_alloc(&p->h, SD_F8E4M3, nd, sh)) { printf("# alloc: %s\n", sd_errmsg()); exit(1); }
+    uint8_t *b = p->h.data;
+    for (int64_t i = 0, n = sd_tensor_numel(&p->h); i < n; i++) b[i] = sd_f32_to_f8e4m3(scale * rndf());
+    dev_upload(p);
+    if (npool < MAXP) pool[npool++] = p;
+    return p;
+}
+
+/* The f8 weight widened on the host to dt (f32 / bf16 / f16), exact. */
+static pair *widened(const pair *w8, sd_dtype dt)
+{
+    pair *p = calloc(1, sizeof *p);
+    if (sd_tensor_alloc(&p->h, dt, w8->h.ndim, w8->h.shape)) { printf("# alloc: %s\n", sd_errmsg()); exit(1); }
+    const uint8_t *b = w8->h.data;
+    for (int64_t i = 0, n = sd_tensor_numel(&p->h); i < n; i++) {
+        float v = sd_f8e4m3_to_f32(b[i]);
+        if (dt == SD_F32) ((float *)p->h.data)[i] = v;
+        else if (dt == SD_BF16) ((uint16_t *)p->h.data)[i] = sd_f32_to_bf16(v);
+        else ((uint16_t *)p->h.data)[i] = sd_f32_to_f16(v);
+    }
+    dev_upload(p);
+    if (npool < MAXP) pool[npool++] = p;
+    return p;
+}
+
+/* An f32 pair holding p's starting values (the backward ops accumulate into dx). */
+static pair *same_start(const pair *p)
+{
+    pair *r = mk(SD_F32, p->h.ndim, p->h.shape, 1, 0);
+    memcpy(r->h.data, p->h.data, sd_tensor_nbytes(&p->h));
+    if (sd_tensor_upload(&r->d, r->h.data, sd_tensor_nbytes(&r->h))) printf("# upload failed: %s\n", sd_errmsg());
+    return r;
+}
+
+/* Device bytes of a and b equal. */
+static void dev_same(const char *name, const pair *a, const pair *b)
+{
+    unsigned char *x = dev_bytes(a), *y = dev_bytes(b);
+    int same = memcmp(x, y, sd_tensor_nbytes(&a->d)) == 0;
+    printf("# %-34s %s\n", name, same ? "bit-exact" : "DIFFERENT  <-- FAIL");
+    T_CHECKF(same, "%s: not bit-exact", name);
+    free(x);
+    free(y);
+}
+
+static void test_f8_weights(void)
+{
+    static const struct { sd_gemm_math m; sd_dtype dt; const char *n; } ms[3] = {
+        { SD_GEMM_FP32, SD_F32, "fp32" }, { SD_GEMM_BF16, SD_BF16, "bf16" }, { SD_GEMM_FP16, SD_F16, "fp16" } };
+    conv_case cc = { "3x3 s1 p1", 8, 12, 9, 10, 3, 3, { 1, 1, 1, 1, 1 } };
+    char name[128];
+    for (int mi = 0; mi < 3; mi++) {
+        if (g_selftest && mi) break;   /* no 16-bit GEMM math on the CPU */
+        T_EQ_INT(sd_device_set_gemm_math(ms[mi].m), SD_OK);
+        const char *mn = ms[mi].n;
+        /* (1) every code: y[0][j] = 1 · w[j][0] */
+        pair *one = R(1, 1), *w = mk_f8(SD_DIMS(256, 1), 1), *y = R(1, 256);
+        ((float *)one->h.data)[0] = 1.0f;
+        T_EQ_INT(sd_tensor_upload(&one->d, one->h.data, 4), SD_OK);
+        for (int c = 0; c < 256; c++) ((uint8_t *)w->h.data)[c] = (uint8_t)c;
+        T_EQ_INT(sd_tensor_upload(&w->d, w->h.data, 256), SD_OK);
+        BOTH(sd_op_linear(&cpu, &y->h, &one->h, &w->h, NULL), sd_op_linear(&gpu, &y->d, &one->d, &w->d, NULL));
+        float g[256];
+        T_EQ_INT(sd_tensor_download(&y->d, g, sizeof g), SD_OK);
+        int bad = 0;
+        for (int c = 0; c < 256; c++) {
+            float want = sd_f8e4m3_to_f32((uint8_t)c), hc = ((const float *)y->h.data)[c];
+            if (isnan(want)) bad += !isnan(g[c]) || !isnan(hc);
+            else if (want == 0) bad += g[c] != 0 || hc != 0;   /* -0: the sum starts at +0 */
+            else bad += memcmp(&g[c], &want, 4) != 0 || memcmp(&hc, &want, 4) != 0;
+        }
+        printf("# %s f8 widening (256 codes)%*s %s\n", mn, 8, "", bad ? "DIFFERENT  <-- FAIL" : "bit-exact");
+        T_CHECKF(!bad, "%s f8 widening: %d codes differ", mn, bad);
+        /* (2) linear */
+        pair *x = R(2, 37, 96), *w8 = mk_f8(SD_DIMS(80, 96), 0.5f), *wm = widened(w8, ms[mi].dt), *b = R(80);
+        pair *y8 = R(2, 37, 80), *ym = R(2, 37, 80);
+        BOTH(sd_op_linear(&cpu, &y8->h, &x->h, &w8->h, &b->h), sd_op_linear(&gpu, &y8->d, &x->d, &w8->d, &b->d));
+        T_EQ_INT(sd_op_linear(&gpu, &ym->d, &x->d, &wm->d, &b->d), SD_OK);
+        snprintf(name, sizeof name, "%s linear w f8 = w widened", mn);
+        dev_same(name, y8, ym);
+        if (!mi) cmp("fp32 linear w f8 vs CPU", y8, TOL);
+        pair *dy = R(2, 37, 80), *dx8 = R(2, 37, 96), *dxm = same_start(dx8);
+        BOTH(sd_op_linear_bwd(&cpu, &dx8->h, NULL, NULL, &dy->h, &x->h, &w8->h),
+             sd_op_linear_bwd(&gpu, &dx8->d, NULL, NULL, &dy->d, &x->d, &w8->d));
+        T_EQ_INT(sd_op_linear_bwd(&gpu, &dxm->d, NULL, NULL, &dy->d, &x->d, &wm->d), SD_OK);
+        snprintf(name, sizeof name, "%s linear_bwd dx w f8 = widened", mn);
+        dev_same(name, dx8, dxm);
+        if (!mi) cmp("fp32 linear_bwd dx w f8 vs CPU", dx8, TOL);
+        /* (3) conv2d */
+        int64_t ho = cc.h, wo = cc.w;
+        pair *cx = R(2, cc.cin, cc.h, cc.w), *cw8 = mk_f8(SD_DIMS(cc.cout, cc.cin, cc.kh, cc.kw), 0.5f);
+        pair *cwm = widened(cw8, ms[mi].dt), *cb = R(cc.cout);
+        pair *cy8 = R(2, cc.cout, ho, wo), *cym = R(2, cc.cout, ho, wo);
+        BOTH(sd_op_conv2d(&cpu, &cy8->h, &cx->h, &cw8->h, &cb->h, cc.g),
+             sd_op_conv2d(&gpu, &cy8->d, &cx->d, &cw8->d, &cb->d, cc.g));
+        T_EQ_INT(sd_op_conv2d(&gpu, &cym->d, &cx->d, &cwm->d, &cb->d, cc.g), SD_OK);
+        snprintf(name, sizeof name, "%s conv2d w f8 = widened", mn);
+        dev_same(name, cy8, cym);
+        if (!mi) cmp("fp32 conv2d w f8 vs CPU", cy8, TOL);
+        pair *cdy = R(2, cc.cout, ho, wo), *cdx8 = R(2, cc.cin, cc.h, cc.w), *cdxm = same_start(cdx8);
+        BOTH(sd_op_conv2d_bwd(&cpu, &cdx8->h, NULL, NULL, &cdy->h, &cx->h, &cw8->h, cc.g),
+             sd_op_conv2d_bwd(&gpu, &cdx8->d, NULL, NULL, &cdy->d, &cx->d, &cw8->d, cc.g));
+        T_EQ_INT(sd_op_conv2d_bwd(&gpu, &cdxm->d, NULL, NULL, &cdy->d, &cx->d, &cwm->d, cc.g), SD_OK);
+        snprintf(name, sizeof name, "%s conv2d_bwd dx w f8 = widened", mn);
+        dev_same(name, cdx8, cdxm);
+        if (!mi) cmp("fp32 conv2d_bwd dx w f8 vs CPU", cdx8, TOL);
+        pool_free();
+    }
+    T_EQ_INT(sd_device_set_gemm_math(SD_GEMM_FP32), SD_OK);
+}
+
 static const struct { const char *name; void (*fn)(void); } tests[] = {
     { "parity_fill_convert", test_fill_convert },
     { "parity_permute", test_permute },
@@ -1322,6 +1444,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     { "parity_losses", test_losses },
     { "parity_optimizer", test_optim },
     { "parity_gemm_16bit_operands", test_gemm16 },  /* last: the random inputs of the others stay */
+    { "parity_f8_weights", test_f8_weights },       /* after: the others' random inputs stay */
 };
 
 int main(void)

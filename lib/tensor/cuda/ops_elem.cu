@@ -33,9 +33,11 @@ extern "C" int sd_cuda_fill(sd_ctx *ctx, sd_tensor *y, float value)
     return SD_OK;
 }
 
+// f8_e4m3fn (frozen --fp8_base weights) is widened exactly by half.h's decoder, the CPU's own
 __device__ __forceinline__ float ld_any(const void *p, int dt, size_t i)
 {
     if (dt == SD_F32) return ((const float *)p)[i];
+    if (dt == SD_F8E4M3) return sd_f8e4m3_to_f32(((const uint8_t *)p)[i]);
     uint16_t u = ((const uint16_t *)p)[i];
     if (dt == SD_BF16) return __uint_as_float((uint32_t)u << 16);
     return __half2float(__ushort_as_half(u));
@@ -60,6 +62,12 @@ __device__ __forceinline__ void st_any(void *p, int dt, size_t i, float v)
 __global__ void k_convert(size_t n, void *y, int ydt, const void *x, int xdt)
 {
     SD_CU_LOOP(i, n) st_any(y, ydt, i, ld_any(x, xdt, i));
+}
+
+static int convert_n(void *y, sd_dtype ydt, const void *x, sd_dtype xdt, size_t n)
+{
+    SD_CU_GRID(k_convert, n, n, y, (int)ydt, x, (int)xdt);
+    return SD_OK;
 }
 
 extern "C" int sd_cuda_convert(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x)
@@ -100,16 +108,20 @@ sd_cu_op sd_cu_weight_op(sd_ctx *ctx, const sd_tensor *w, int *rc)
 {
     *rc = SD_OK;
     sd_cu_elt e = sd_cu_math_elt();
+    int f8 = w->dtype == SD_F8E4M3;
     sd_cu_elt wt = w->dtype == SD_BF16 ? SD_CU_BF16 : w->dtype == SD_F16 ? SD_CU_F16 : SD_CU_F32;
-    const float *wf32 = wt == SD_CU_F32 ? (const float *)w->data : NULL;
+    const float *wf32 = wt == SD_CU_F32 && !f8 ? (const float *)w->data : NULL;
     if (e != SD_CU_F32) {
         sd_cu_op o = { w->data, e, wf32 };
-        if (wt == e) return o;  // stored in the math's type: used as it is
+        if (wt == e && !f8) return o;  // stored in the math's type: used as it is
         size_t n = (size_t)sd_tensor_numel(w);
         if (sd_cu_scratch_free(ctx) >= n * 2) {
             void *p = sd_cu_scratch<uint16_t>(ctx, n, "weight conversion");
             if (p) {
-                *rc = sd_cu_convert_elts(p, e, w->data, wt, n);
+                if (f8)  // float8 -> bf16/f16: exact (every f8_e4m3fn value is one of both)
+                    *rc = convert_n(p, e == SD_CU_BF16 ? SD_BF16 : SD_F16, w->data, SD_F8E4M3, n);
+                else
+                    *rc = sd_cu_convert_elts(p, e, w->data, wt, n);
                 if (*rc) o.p = NULL;
                 else o.p = p;
                 return o;
