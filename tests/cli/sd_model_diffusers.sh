@@ -18,7 +18,7 @@ check() {
   if "$@" >"$T/out" 2>"$T/err"; then ok "$name"; else cat "$T/out" >>"$T/err"; nokf "$name" "$T/err"; fi
 }
 # refuse NAME CODE PATTERN COMMAND... : exit status CODE, one stderr line: "sd-model: ..." matching PATTERN
-refuse() { local name=$1 code=$2 pat=$3; shift 3; t_refuse -1 "$name" "$code" "^sd-model: .*$pat" "$@"; }
+refuse() { local name=$1 code=$2 pat=$3; shift 3; t_refuse -1 "$name" "$code" "^sd-model: .*\($pat\)" "$@"; }
 
 [ -x "$B" ] && [ -x "$H" ] || { echo "not ok sd_model_diffusers_binaries"; exit 1; }
 
