@@ -94,7 +94,7 @@ EOF
   check latent_read_np_savez_compressed "$tmp/np_compressed.npz"
   check latent_read_np_variants "$tmp/np_variants.npz"
 else
-  echo "ok latent_numpy_load # SKIP numpy not installed"
+  ok "latent_numpy_load # SKIP numpy not installed"
 fi
 
 # ---- bsdtar ------------------------------------------------------------------------------------
@@ -116,6 +116,6 @@ if command -v bsdtar >/dev/null 2>&1; then
     nok latent_bsdtar_extract
   fi
 else
-  echo "ok latent_bsdtar_list # SKIP bsdtar not installed (libarchive-tools)"
-  echo "ok latent_bsdtar_extract # SKIP bsdtar not installed (libarchive-tools)"
+  ok "latent_bsdtar_list # SKIP bsdtar not installed (libarchive-tools)"
+  ok "latent_bsdtar_extract # SKIP bsdtar not installed (libarchive-tools)"
 fi
