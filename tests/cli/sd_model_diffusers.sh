@@ -20,7 +20,7 @@ check() {
 # refuse NAME CODE PATTERN COMMAND... : exit status CODE, one stderr line: "sd-model: ..." matching PATTERN
 refuse() { local name=$1 code=$2 pat=$3; shift 3; t_refuse -1 "$name" "$code" "^sd-model: .*\($pat\)" "$@"; }
 
-[ -x "$B" ] && [ -x "$H" ] || { echo "not ok sd_model_diffusers_binaries"; exit 1; }
+[ -x "$B" ] && [ -x "$H" ] || { nok sd_model_diffusers_binaries; exit 1; }
 
 cat >"$T/sd1.toml" <<'EOF'
 family = "sd1"
@@ -183,10 +183,10 @@ EOF
     "$PY" -c 'import sys; from diffusers import StableDiffusionPipeline as P; P.from_pretrained(sys.argv[1])' "$T/sd1.d" >"$T/err" 2>&1 &&
       ok sd1_diffusers_loads || nokf sd1_diffusers_loads "$T/err"
   else
-    echo "ok sd1_diffusers_loads # SKIP no diffusers in $PY"
+    ok "sd1_diffusers_loads # SKIP no diffusers in $PY"
   fi
 else
-  echo "ok json_keys # SKIP no $PY"
+  ok "json_keys # SKIP no $PY"
 fi
 
 # ---- replacing, precision, bad outputs -------------------------------------------------------
@@ -204,7 +204,7 @@ if [ "$(id -u)" != 0 ]; then
   refuse out_unwritable 1 'ro/out: cannot create: Permission denied' "$B" convert "$T/sd1.safetensors" --model_config "$T/sd1.toml" --to diffusers -o "$T/ro/out"
   [ -z "$(ls -A "$T/ro")" ] && ok out_unwritable_nothing_left || nok out_unwritable_nothing_left
 else
-  echo "ok out_unwritable # SKIP running as root"
+  ok "out_unwritable # SKIP running as root"
 fi
 refuse out_parent_missing 1 'nodir/out: cannot create' "$B" convert "$T/sd1.safetensors" --model_config "$T/sd1.toml" --to diffusers -o "$T/nodir/out"
 refuse usage_to 2 "invalid choice 'ckpt'" "$B" convert "$T/sd1.safetensors" --to ckpt -o "$T/x"
