@@ -25,7 +25,7 @@ check() {  # check NAME COMMAND... : the command must succeed
 # refuse NAME CODE PATTERN COMMAND... : exit status CODE, one stderr line: "sd-model: ..." matching PATTERN
 refuse() { local name=$1 code=$2 pat=$3; shift 3; t_refuse -1 "$name" "$code" "^sd-model: .*\($pat\)" "$@"; }
 
-[ -x "$B" ] && [ -x "$H" ] || { echo "not ok sd_model_binaries (build sd-model and tests/unit/test_sd_model)"; exit 1; }
+[ -x "$B" ] && [ -x "$H" ] || { nok sd_model_binaries "build sd-model and tests/unit/test_sd_model"; exit 1; }
 
 cat >"$T/sd1.toml" <<'EOF'
 family = "sd1"
@@ -102,7 +102,7 @@ if [ -x /usr/bin/python3 ]; then
   /usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["components"]["unet"]["parameters"] > 0' \
     "$T/info.json" && ok info_json_valid || nok info_json_valid
 else
-  echo "ok info_json_valid # SKIP no /usr/bin/python3"
+  ok "info_json_valid # SKIP no /usr/bin/python3"
 fi
 # the JSON config describes the model: fed back as --model_config it gives the same report
 if [ -x /usr/bin/python3 ]; then
@@ -111,7 +111,7 @@ if [ -x /usr/bin/python3 ]; then
   "$B" info "$T/sd1.safetensors" $S1 --json >"$T/i1.json" && cmp -s "$T/i1.json" "$T/i2.json" &&
   ok info_config_roundtrip || nokf info_config_roundtrip "$T/err"
 else
-  echo "ok info_config_roundtrip # SKIP no /usr/bin/python3"
+  ok "info_config_roundtrip # SKIP no /usr/bin/python3"
 fi
 "$B" info "$T/sd1.ckpt" $S1 >"$T/info" 2>"$T/err" && grep -q '^format  *ckpt' "$T/info" &&
   grep -q 'global_step = 1234' "$T/info" && ! grep -q sshs "$T/info" && ok info_ckpt || nokf info_ckpt "$T/err"
@@ -178,7 +178,7 @@ cmpg() {  # cmpg NAME OUT.npy GOLDENFILE TENSOR [ignored flat indices]
 "$H" golden $V golden.z "$T/z.npy" && "$H" golden $U1 golden.x "$T/ux.npy" &&
 "$H" golden $U1 golden.t "$T/ut.npy" && "$H" golden $U1 golden.context "$T/uc.npy" &&
 "$H" golden $U2 golden.x "$T/ux2.npy" && "$H" golden $U2 golden.t "$T/ut2.npy" &&
-"$H" golden $U2 golden.context "$T/uc2.npy" || echo "not ok golden_inputs"
+"$H" golden $U2 golden.context "$T/uc2.npy" || nok golden_inputs
 
 "$B" run clip --model "$T/sd1.safetensors" $S1 --tokens "$T/ids.npy" -o "$T/h.npy" 2>"$T/err" || nokf run_clip "$T/err"
 cmpg run_clip "$T/h.npy" $C1 golden.y
@@ -228,7 +228,7 @@ printf 'family = "sd1"\n[clip]\nwidth = 32\nlayers = 2\nheads = 2\n' >"$T/clipv1
 printf 'family = "sd2"\n[clip]\nwidth = 32\nlayers = 3\nheads = 2\n' >"$T/clipv2.toml"
 "$H" mkclip sd1 "$T/clipv1.safetensors" && "$H" mkclip sd2 "$T/clipv2.safetensors" &&
 "$H" ids "$T/p75.npy" $(framed 75 49407) && "$H" ids "$T/p150.npy" $(framed 150 49407) &&
-"$H" ids "$T/p75sd2.npy" $(framed 75 0) || echo "not ok prompt_inputs"
+"$H" ids "$T/p75sd2.npy" $(framed 75 0) || nok prompt_inputs
 for v in "75 p75 clipv1" "150 p150 clipv1" "75 p75sd2 clipv2"; do
   set -- $v
   if "$B" run clip --model "$T/$3.safetensors" --model_config "$T/$3.toml" --prompt "a photo of a cat" \
@@ -247,7 +247,7 @@ done
 # described by a config): context = cat(h1, h2), pooled, and the long-prompt chunks
 GX=$G/sdxl/golden_sdxl_clip.safetensors
 printf 'family = "sdxl"\n[unet]\ncontext_dim = 24\nadm_in_channels = 1548\n[clip]\nwidth = 8\nlayers = 3\nheads = 2\nvocab_size = 64\n[clip2]\nwidth = 16\nlayers = 3\nheads = 2\nvocab_size = 64\nprojection_dim = 12\n' >"$T/gxl.toml"
-for v in ids1 ids2 long_ids1 long_ids2; do "$H" golden $GX golden.$v "$T/gx_$v.npy" || echo "not ok golden_sdxl_inputs"; done
+for v in ids1 ids2 long_ids1 long_ids2; do "$H" golden $GX golden.$v "$T/gx_$v.npy" || nok golden_sdxl_inputs; done
 GXC="--model $GX --model_config $T/gxl.toml"
 "$B" run clip $GXC --tokens "$T/gx_ids1.npy" --tokens2 "$T/gx_ids2.npy" -o "$T/gxc.npy" --pooled_output "$T/gxp.npy" 2>"$T/err" || nokf run_clip_sdxl_golden "$T/err"
 if "$H" cmpcat "$T/gxc.npy" $GX golden.h1 golden.h2 >"$T/cmp" 2>&1 && "$H" cmp "$T/gxp.npy" $GX golden.pool >>"$T/cmp" 2>&1; then
@@ -269,7 +269,7 @@ shape_is() { head -c 128 "$1" | grep -q "'shape': ($2)"; }
 if [ -s "$T/xl.safetensors" ]; then
   XLM="--model $T/xl.safetensors --model_config $XC"
   # --prompt: TE1 framed with pad 49407, TE2 with pad 0 (the tokenizer rows of framed.tsv)
-  "$H" ids "$T/p150sd2.npy" $(framed 150 0) || echo "not ok prompt_inputs_sdxl"
+  "$H" ids "$T/p150sd2.npy" $(framed 150 0) || nok prompt_inputs_sdxl
   "$B" run clip $XLM --prompt "a photo of a cat" -o "$T/xc.npy" --pooled_output "$T/xp.npy" 2>"$T/err" &&
     shape_is "$T/xc.npy" '1, 77, 64' && shape_is "$T/xp.npy" '1, 16' && ok run_clip_sdxl_shapes || nokf run_clip_sdxl_shapes "$T/err"
   "$B" run clip $XLM --tokens "$T/p75.npy" --tokens2 "$T/p75sd2.npy" -o "$T/xct.npy" --pooled_output "$T/xpt.npy" 2>"$T/err" &&
@@ -294,7 +294,7 @@ if [ -s "$T/xl.safetensors" ]; then
   GU=$G/sdxl/golden_sdxl_tiny_unet.safetensors
   "$H" golden $GU golden.x "$T/xx.npy" && "$H" golden $GU golden.t "$T/xt.npy" && "$H" golden $GU golden.vec "$T/xv.npy" &&
   "$H" golden $GU golden.context "$T/xctx.npy" && "$H" arr "$T/xv2.npy" 1 1.3 2 1552 && "$H" arr "$T/xv3.npy" 1 0.2 2 100 ||
-    echo "not ok unet_inputs_sdxl"
+    nok unet_inputs_sdxl
   XU="-i $T/xx.npy --timesteps $T/xt.npy --context $T/xctx.npy"
   "$B" run unet $XLM $XU --vector "$T/xv.npy" -o "$T/xe.npy" 2>"$T/err" && shape_is "$T/xe.npy" '2, 4, 16, 16' ||
     nokf run_unet_sdxl "$T/err"
