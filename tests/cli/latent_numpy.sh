@@ -8,29 +8,22 @@
 #    back through our reader; both our forms read back bit-exact.
 # The files come from `test_latent --write DIR` (tests/unit/test_latent.c). Parts skip when
 # /usr/bin/python3 + numpy or bsdtar are absent.
-set -u
-cd "$(dirname "$0")/../.."
-build=${SD_BUILD:-build}
-tmp=${SD_TEST_TMP:-$(mktemp -d)}
+. "$(dirname "$0")/lib.sh"
+t_init latent_numpy latent_helper
 helper="$build/tests/unit/test_latent"
 py=/usr/bin/python3
-
-if [ ! -x "$helper" ]; then
-  echo "# $helper not built (make tests)"
-  echo "not ok latent_helper_built"
-  exit 1
-fi
+t_need "$helper"
 
 if "$helper" --write "$tmp" && [ -s "$tmp/store.npz" ] && [ -s "$tmp/zstd.npz" ] && [ -s "$tmp/half.npz" ]; then
-  echo "ok latent_write"
+  ok latent_write
 else
-  echo "not ok latent_write"
+  nok latent_write
   exit 1
 fi
 
 check() {  # $1 = test name, $2 = file
-  if out=$("$helper" --check "$2" 2>&1); then echo "# $out"; echo "ok $1"
-  else echo "# $out"; echo "not ok $1"; fi
+  if out=$("$helper" --check "$2" 2>&1); then echo "# $out"; ok "$1"
+  else echo "# $out"; nok "$1"; fi
 }
 check latent_store_reads_back "$tmp/store.npz"
 check latent_zstd_reads_back "$tmp/zstd.npz"
@@ -96,21 +89,21 @@ np.savez(d + '/np_variants.npz', latents=np.asfortranarray(lat.astype('<f2')),
          extra_key=np.zeros(3))
 print('numpy', np.__version__, 'ok')
 EOF
-  then echo "ok latent_numpy_load"; else echo "not ok latent_numpy_load"; fi
+  then ok latent_numpy_load; else nok latent_numpy_load; fi
   check latent_read_np_savez "$tmp/np_savez.npz"
   check latent_read_np_savez_compressed "$tmp/np_compressed.npz"
   check latent_read_np_variants "$tmp/np_variants.npz"
 else
-  echo "ok latent_numpy_load # SKIP numpy not installed"
+  ok "latent_numpy_load # SKIP numpy not installed"
 fi
 
 # ---- bsdtar ------------------------------------------------------------------------------------
 if command -v bsdtar >/dev/null 2>&1; then
   list=$(bsdtar -tf "$tmp/zstd.npz" | tr '\n' ' ')
   if [ "$list" = "latents.npy original_size.npy crop_ltrb.npy latents_flipped.npy alpha_mask.npy sd_meta.json " ]; then
-    echo "ok latent_bsdtar_list"
+    ok latent_bsdtar_list
   else
-    echo "# bsdtar -t: $list"; echo "not ok latent_bsdtar_list"
+    nok latent_bsdtar_list "bsdtar -t: $list"
   fi
   mkdir -p "$tmp/xz" "$tmp/xs"
   if bsdtar -xf "$tmp/zstd.npz" -C "$tmp/xz" && bsdtar -xf "$tmp/store.npz" -C "$tmp/xs"; then
@@ -118,11 +111,11 @@ if command -v bsdtar >/dev/null 2>&1; then
     for m in latents.npy original_size.npy crop_ltrb.npy latents_flipped.npy alpha_mask.npy sd_meta.json; do
       cmp -s "$tmp/xz/$m" "$tmp/xs/$m" || { echo "# $m differs"; okx=0; }
     done
-    if [ $okx = 1 ]; then echo "ok latent_bsdtar_extract"; else echo "not ok latent_bsdtar_extract"; fi
+    if [ $okx = 1 ]; then ok latent_bsdtar_extract; else nok latent_bsdtar_extract; fi
   else
-    echo "not ok latent_bsdtar_extract"
+    nok latent_bsdtar_extract
   fi
 else
-  echo "ok latent_bsdtar_list # SKIP bsdtar not installed (libarchive-tools)"
-  echo "ok latent_bsdtar_extract # SKIP bsdtar not installed (libarchive-tools)"
+  ok "latent_bsdtar_list # SKIP bsdtar not installed (libarchive-tools)"
+  ok "latent_bsdtar_extract # SKIP bsdtar not installed (libarchive-tools)"
 fi

@@ -2,18 +2,14 @@
 # sd-merge-meta end to end: the seed guide's three methods and the folder convention give the
 # records the reference trains on; kohya JSON round trips; merging, cleaning, filters; bad input
 # gives one-line errors and the exit statuses of architecture.md.
-set -u
-cd "$(dirname "$0")/../.."
-root=$PWD
-M="${SD_BIN:-$root/build/bin}/sd-merge-meta"
-tmp=${SD_TEST_TMP:-$(mktemp -d)}
+. "$(dirname "$0")/lib.sh"
+t_init merge_meta
+M="${SD_BIN:-$root/$build/bin}/sd-merge-meta"
+t_need "$M"
 cd "$tmp" || exit 1
 fail=0
-ok() { echo "ok $1"; }
-no() { echo "not ok $1"; fail=1; }
-check() { if eval "$2"; then ok "$1"; else no "$1"; fi; }
-if [ ! -x "$M" ]; then echo "not ok merge_meta_built"; exit 1; fi
-command -v jq >/dev/null || { echo "ok merge_meta_cli # SKIP jq not installed"; exit 0; }
+check() { if eval "$2"; then ok "$1"; else nok "$1"; fail=1; fi; }  # check NAME SHELL-CONDITION
+command -v jq >/dev/null || { ok "merge_meta_cli # SKIP jq not installed"; exit 0; }
 
 # Python's json.dump writes no final newline; heredocs have one.
 nonl() { local t; t=$(cat "$1"); printf '%s' "$t" > "$1"; }

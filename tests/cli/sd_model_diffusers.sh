@@ -4,34 +4,23 @@
 # files describe the model), converted back to one file: every tensor equal (at the stored dtype);
 # the configuration sd-model info reports equal to the source's; the layout and JSON keys
 # diffusers' save_pretrained writes; atomic replacement; bad outputs (exit 1, one line).
-set -u
-cd "${SD_ROOT:-.}"
-B=${SD_BIN:-build/bin}/sd-model
-H=${SD_BUILD:-build}/tests/unit/test_sd_model
-T=$(mktemp -d "${SD_TEST_TMP:-/tmp}/sd_model_diffusers.XXXXXX")
-trap 'chmod -R u+w "$T" 2>/dev/null; rm -rf "$T"' EXIT
+. "$(dirname "$0")/lib.sh"
+t_init sd_model_diffusers
+B=${SD_BIN:-$build/bin}/sd-model
+H=$build/tests/unit/test_sd_model
+T=$tmp
+trap 'chmod -R u+w "$T" 2>/dev/null' EXIT  # the read-only folder below must not block removing $T
 G=tests/data/golden
 PY=/usr/bin/python3
-ok() { echo "ok $1"; }
-nok() { echo "not ok $1"; [ -n "${2:-}" ] && sed 's/^/#   /' "$2" | head -20; }
+nokf() { nok "$1"; sed 's/^/#   /' "$2" | head -20; }  # nokf NAME FILE: "not ok NAME", FILE as comments
 check() {
   local name=$1; shift
-  if "$@" >"$T/out" 2>"$T/err"; then ok "$name"; else cat "$T/out" >>"$T/err"; nok "$name" "$T/err"; fi
+  if "$@" >"$T/out" 2>"$T/err"; then ok "$name"; else cat "$T/out" >>"$T/err"; nokf "$name" "$T/err"; fi
 }
-# expect_fail NAME CODE PATTERN COMMAND... : exit status CODE, one stderr line matching PATTERN
-expect_fail() {
-  local name=$1 code=$2 pat=$3; shift 3
-  "$@" >"$T/out" 2>"$T/err"
-  local rc=$? lines
-  lines=$(grep -vc '^Try ' "$T/err")
-  if [ "$rc" = "$code" ] && grep -q -- "$pat" "$T/err" && [ "$lines" = 1 ] && grep -q '^sd-model: ' "$T/err"; then
-    ok "$name"
-  else
-    echo "# exit $rc (want $code), pattern '$pat', $lines lines" >>"$T/err"; nok "$name" "$T/err"
-  fi
-}
+# refuse NAME CODE PATTERN COMMAND... : exit status CODE, one stderr line: "sd-model: ..." matching PATTERN
+refuse() { local name=$1 code=$2 pat=$3; shift 3; t_refuse -1 "$name" "$code" "^sd-model: .*\($pat\)" "$@"; }
 
-[ -x "$B" ] && [ -x "$H" ] || { echo "not ok sd_model_diffusers_binaries"; exit 1; }
+[ -x "$B" ] && [ -x "$H" ] || { nok sd_model_diffusers_binaries; exit 1; }
 
 cat >"$T/sd1.toml" <<'EOF'
 family = "sd1"
@@ -74,30 +63,30 @@ config_of() { "$B" info "$@" --no_hashes --json | sed -e 's/.*"config":\(.*\)}$/
 roundtrip() {
   local name=$1 single=$2 tep=$3 rargs=$4; shift 4
   local d="$T/$name.d"
-  if ! "$B" convert "$single" "$@" --to diffusers -o "$d" 2>"$T/err"; then nok "${name}_convert" "$T/err"; return; fi
-  [ -s "$T/err" ] && nok "${name}_convert_quiet" "$T/err" || ok "${name}_convert"
+  if ! "$B" convert "$single" "$@" --to diffusers -o "$d" 2>"$T/err"; then nokf "${name}_convert" "$T/err"; return; fi
+  [ -s "$T/err" ] && nokf "${name}_convert_quiet" "$T/err" || ok "${name}_convert"
   local f
   for f in model_index.json unet/config.json unet/diffusion_pytorch_model.safetensors vae/config.json \
            vae/diffusion_pytorch_model.safetensors text_encoder/config.json text_encoder/model.safetensors \
            tokenizer/vocab.json tokenizer/merges.txt tokenizer/special_tokens_map.json tokenizer/tokenizer_config.json \
            scheduler/scheduler_config.json; do
-    [ -s "$d/$f" ] || { echo "# missing $f" >"$T/err"; nok "${name}_layout" "$T/err"; return; }
+    [ -s "$d/$f" ] || { echo "# missing $f" >"$T/err"; nokf "${name}_layout" "$T/err"; return; }
   done
   ok "${name}_layout"
   ls -a "$T" | grep -q '\.tmp\.' && nok "${name}_no_temp_left" || ok "${name}_no_temp_left"
   # read back without --model_config: the config.json files say everything
   config_of "$single" "$@" >"$T/c1" 2>"$T/err" && config_of "$d" $rargs >"$T/c2" 2>>"$T/err" && cmp -s "$T/c1" "$T/c2" &&
-    ok "${name}_config_same" || { diff "$T/c1" "$T/c2" >>"$T/err"; nok "${name}_config_same" "$T/err"; }
+    ok "${name}_config_same" || { diff "$T/c1" "$T/c2" >>"$T/err"; nokf "${name}_config_same" "$T/err"; }
   "$B" convert "$d" -o "$T/$name.back.safetensors" 2>"$T/err" &&
     "$H" same "$single" "$T/$name.back.safetensors" model.diffusion_model. >/dev/null 2>>"$T/err" &&
     "$H" same "$single" "$T/$name.back.safetensors" first_stage_model. >/dev/null 2>>"$T/err" &&
     { [ -z "$tep" ] || { "$H" same "$single" "$T/$name.back.safetensors" "$tep" >/dev/null 2>>"$T/err" &&
                          "$H" same "$T/$name.back.safetensors" "$single" "" >/dev/null 2>>"$T/err"; }; } &&
-    ok "${name}_tensors_same" || nok "${name}_tensors_same" "$T/err"
+    ok "${name}_tensors_same" || nokf "${name}_tensors_same" "$T/err"
   "$H" dtypes "$single" | grep -v 'logit_scale\|text_projection' | sort >"$T/dt1" &&
     "$H" dtypes "$T/$name.back.safetensors" | sort >"$T/dt2" &&
     join "$T/dt2" "$T/dt1" | awk '$2 != $3 { bad = 1; print } END { exit bad }' >"$T/err" &&
-    ok "${name}_dtypes_same" || nok "${name}_dtypes_same" "$T/err"
+    ok "${name}_dtypes_same" || nokf "${name}_dtypes_same" "$T/err"
 }
 roundtrip sd1 "$T/sd1.safetensors" cond_stage_model. "" --model_config "$T/sd1.toml"
 # SD2: v-prediction is not in the weights (read back with --v_parameterization as the reference
@@ -107,7 +96,7 @@ roundtrip sd2 "$T/sd2.safetensors" "" --v_parameterization --model_config "$T/sd
 "$H" ids "$T/ids.npy" 998 5 17 300 999 $(for i in $(seq 72); do echo 0; done) >/dev/null &&
   "$B" run clip --model "$T/sd2.safetensors" --model_config "$T/sd2.json" --tokens "$T/ids.npy" -o "$T/c1.npy" 2>"$T/err" &&
   "$B" run clip --model "$T/sd2.d" --tokens "$T/ids.npy" -o "$T/c2.npy" 2>>"$T/err" && cmp -s "$T/c1.npy" "$T/c2.npy" &&
-  ok sd2_te_same_output || nok sd2_te_same_output "$T/err"
+  ok sd2_te_same_output || nokf sd2_te_same_output "$T/err"
 
 XC=examples/tiny_sdxl.toml
 if examples/build_tiny.sh "${SD_BUILD:-build}" "$T/tiny_model" 2>"$T/err" && "$T/tiny_model" model "$T/xl.safetensors" $XC 5 >/dev/null 2>>"$T/err"; then
@@ -115,13 +104,13 @@ if examples/build_tiny.sh "${SD_BUILD:-build}" "$T/tiny_model" 2>"$T/err" && "$T
   for f in text_encoder_2/config.json text_encoder_2/model.safetensors tokenizer_2/vocab.json tokenizer_2/merges.txt; do
     [ -s "$T/sdxl.d/$f" ] || echo "# missing $f"
   done >"$T/err"
-  [ -s "$T/err" ] && nok sdxl_layout_te2 "$T/err" || ok sdxl_layout_te2
+  [ -s "$T/err" ] && nokf sdxl_layout_te2 "$T/err" || ok sdxl_layout_te2
   # the folder runs like the file
   "$B" run clip --model "$T/xl.safetensors" --model_config $XC --prompt "a photo of a cat" -o "$T/a.npy" --pooled_output "$T/ap.npy" 2>"$T/err" &&
     "$B" run clip --model "$T/sdxl.d" --prompt "a photo of a cat" -o "$T/b.npy" --pooled_output "$T/bp.npy" 2>>"$T/err" &&
-    cmp -s "$T/a.npy" "$T/b.npy" && cmp -s "$T/ap.npy" "$T/bp.npy" && ok sdxl_run_clip_same || nok sdxl_run_clip_same "$T/err"
+    cmp -s "$T/a.npy" "$T/b.npy" && cmp -s "$T/ap.npy" "$T/bp.npy" && ok sdxl_run_clip_same || nokf sdxl_run_clip_same "$T/err"
 else
-  nok sdxl_tiny_model "$T/err"
+  nokf sdxl_tiny_model "$T/err"
 fi
 
 # ---- JSON: the keys and values diffusers / transformers write --------------------------------
@@ -188,16 +177,16 @@ for p in ["model_index.json", "unet/config.json", "vae/config.json", "scheduler/
 EOF
   for k in sd1 sd2 sdxl; do
     [ -d "$T/$k.d" ] || continue
-    "$PY" "$T/keys.py" "$T/$k.d" $k >"$T/err" 2>&1 && ok "${k}_json_keys" || nok "${k}_json_keys" "$T/err"
+    "$PY" "$T/keys.py" "$T/$k.d" $k >"$T/err" 2>&1 && ok "${k}_json_keys" || nokf "${k}_json_keys" "$T/err"
   done
   if "$PY" -c 'import diffusers' 2>/dev/null; then
     "$PY" -c 'import sys; from diffusers import StableDiffusionPipeline as P; P.from_pretrained(sys.argv[1])' "$T/sd1.d" >"$T/err" 2>&1 &&
-      ok sd1_diffusers_loads || nok sd1_diffusers_loads "$T/err"
+      ok sd1_diffusers_loads || nokf sd1_diffusers_loads "$T/err"
   else
-    echo "ok sd1_diffusers_loads # SKIP no diffusers in $PY"
+    ok "sd1_diffusers_loads # SKIP no diffusers in $PY"
   fi
 else
-  echo "ok json_keys # SKIP no $PY"
+  ok "json_keys # SKIP no $PY"
 fi
 
 # ---- replacing, precision, bad outputs -------------------------------------------------------
@@ -207,16 +196,16 @@ touch "$T/sd1.d/stray.txt"
   [ ! -e "$T/sd1.d/stray.txt" ] && ! ls -a "$T" | grep -q '\.old\.\|\.tmp\.' &&
   "$H" dtypes "$T/sd1.d/unet/diffusion_pytorch_model.safetensors" | awk '$2 != "BF16" { bad = 1 } END { exit bad }' &&
   "$H" dtypes "$T/sd1.d/text_encoder/model.safetensors" | awk '$2 != "BF16" { bad = 1 } END { exit bad }' &&
-  ok replace_and_precision || nok replace_and_precision "$T/err"
+  ok replace_and_precision || nokf replace_and_precision "$T/err"
 : >"$T/afile"
-expect_fail out_is_file 1 'afile: exists and is not a folder' "$B" convert "$T/sd1.safetensors" --model_config "$T/sd1.toml" --to diffusers -o "$T/afile"
+refuse out_is_file 1 'afile: exists and is not a folder' "$B" convert "$T/sd1.safetensors" --model_config "$T/sd1.toml" --to diffusers -o "$T/afile"
 mkdir "$T/ro" && chmod a-w "$T/ro"
 if [ "$(id -u)" != 0 ]; then
-  expect_fail out_unwritable 1 'ro/out: cannot create: Permission denied' "$B" convert "$T/sd1.safetensors" --model_config "$T/sd1.toml" --to diffusers -o "$T/ro/out"
+  refuse out_unwritable 1 'ro/out: cannot create: Permission denied' "$B" convert "$T/sd1.safetensors" --model_config "$T/sd1.toml" --to diffusers -o "$T/ro/out"
   [ -z "$(ls -A "$T/ro")" ] && ok out_unwritable_nothing_left || nok out_unwritable_nothing_left
 else
-  echo "ok out_unwritable # SKIP running as root"
+  ok "out_unwritable # SKIP running as root"
 fi
-expect_fail out_parent_missing 1 'nodir/out: cannot create' "$B" convert "$T/sd1.safetensors" --model_config "$T/sd1.toml" --to diffusers -o "$T/nodir/out"
-expect_fail usage_to 2 "invalid choice 'ckpt'" "$B" convert "$T/sd1.safetensors" --to ckpt -o "$T/x"
+refuse out_parent_missing 1 'nodir/out: cannot create' "$B" convert "$T/sd1.safetensors" --model_config "$T/sd1.toml" --to diffusers -o "$T/nodir/out"
+refuse usage_to 2 "invalid choice 'ckpt'" "$B" convert "$T/sd1.safetensors" --to ckpt -o "$T/x"
 exit 0
