@@ -56,6 +56,10 @@ int loop_setup_lyco_delta(run *R, const sd_lycoris_args *la)
     sd_train_config *c = R->c;
     if (c->dim_from_weights)
         return sd_err(SD_EUSAGE, "--dim_from_weights: not supported with lycoris.kohya algo=%s here", la->algo);
+    /* the layer would run with W + ΔW rounded back to float8 (LyCORIS's merge adds to the float8 weight too) */
+    if (c->fp8_base || c->fp8_base_unet)
+        return sd_err(SD_EUSAGE, "%s: not supported with lycoris.kohya algo=%s here (algo=lora/locon is)",
+                      c->fp8_base ? "--fp8_base" : "--fp8_base_unet", la->algo);
     sd_lora_network_opts no;
     memset(&no, 0, sizeof no);
     no.args = &R->nargs;

@@ -275,6 +275,10 @@ refuse train_lycoris_refuses_loha_dim_from_weights 2 'dim_from_weights: not supp
   --network_args algo=loha --dim_from_weights --network_weights h1/t.safetensors
 refuse train_lycoris_refuses_kohya_resume 2 'kohya-ss state folder is read for --network_module networks.lora only' \
   --resume "$root/tests/data/train_lora_kohya/state"
+refuse train_lycoris_refuses_loha_fp8 2 'fp8_base: not supported with lycoris.kohya algo=loha' \
+  --network_args algo=loha --mixed_precision bf16 --fp8_base
+refuse train_lycoris_refuses_lokr_fp8 2 'fp8_base_unet: not supported with lycoris.kohya algo=lokr' \
+  --network_args algo=lokr --mixed_precision bf16 --fp8_base_unet
 refuse train_lycoris_refuses_factor_without_lokr 2 'factor: an option of algo=lokr' --network_args algo=loha factor=4
 refuse train_lycoris_refuses_lokr_rs_lora 2 'rs_lora: not supported with algo=lokr' --network_args algo=lokr rs_lora=1
 refuse train_lycoris_refuses_bad_conv_dim 2 'conv_dim=x: expected a whole number' --network_args conv_dim=x
