@@ -231,6 +231,17 @@ static int parse_tensor(sd_pb *r, sd_onnx_tensor *t)
     size_t es = elem_size((int)dt);
     if (!rc && !es)
         rc = sd_err(SD_EUNSUPPORTED, "tensor '%s' has element type %s, not supported", nm, sd_onnx_dtype_name((int)dt));
+    /* the data present must match the dims before anything is allocated (dims alone can claim terabytes) */
+    numlist *src = dt == SD_ONNX_FLOAT                              ? &fl
+                   : dt == SD_ONNX_DOUBLE                           ? &dbl
+                   : dt == SD_ONNX_INT64                            ? &i64
+                   : (dt == SD_ONNX_UINT32 || dt == SD_ONNX_UINT64) ? &u64
+                                                                    : &i32;
+    if (!rc && count && has_raw && rawn != (size_t)count * es)
+        rc = sd_err(SD_EFORMAT, "tensor '%s': raw_data has %zu bytes, dims and type need %lld", nm, rawn,
+                    (long long)count * (long long)es);
+    if (!rc && count && !has_raw && src->n != count)
+        rc = sd_err(SD_EFORMAT, "tensor '%s' has %d data values, dims need %lld", nm, src->n, (long long)count);
     if (!rc && count) {
         int isf = is_float_type((int)dt);
         t->data = malloc((size_t)count * (isf ? sizeof(float) : sizeof(int64_t)));
@@ -240,9 +251,6 @@ static int parse_tensor(sd_pb *r, sd_onnx_tensor *t)
         float *fo = t->data;
         int64_t *io = t->data;
         if (has_raw) {
-            if (rawn != (size_t)count * es)
-                rc = sd_err(SD_EFORMAT, "tensor '%s': raw_data has %zu bytes, dims and type need %lld", nm, rawn,
-                            (long long)count * (long long)es);
             int64_t slow = count; /* elements converted one by one */
             if (!rc && dt == SD_ONNX_FLOAT) { /* little-endian host (io/safetensors.h checks it) */
                 memcpy(fo, raw, rawn);
@@ -274,13 +282,6 @@ static int parse_tensor(sd_pb *r, sd_onnx_tensor *t)
                 }
             }
         } else {
-            numlist *src = dt == SD_ONNX_FLOAT                              ? &fl
-                           : dt == SD_ONNX_DOUBLE                           ? &dbl
-                           : dt == SD_ONNX_INT64                            ? &i64
-                           : (dt == SD_ONNX_UINT32 || dt == SD_ONNX_UINT64) ? &u64
-                                                                            : &i32;
-            if (src->n != count)
-                rc = sd_err(SD_EFORMAT, "tensor '%s' has %d data values, dims need %lld", nm, src->n, (long long)count);
             for (int64_t k = 0; !rc && k < count; k++) {
                 if (dt == SD_ONNX_FLOAT)
                     fo[k] = ((float *)src->v)[k];

@@ -342,6 +342,28 @@ static void onnx_parse_bad(void)
     pmsg(&g, 5, &t);
     build_model(&m, &g);
     expect_bad(&m, SD_EFORMAT, "tensor 'w' has 1 data values, dims need 3");
+    /* dims claiming 2^36 floats over 4 bytes of raw_data, and 2^36 over one typed value: refused before any
+       allocation (the fuzzer found the 256 GB malloc this used to attempt) */
+    t.n = 0;
+    pint(&t, 1, (uint64_t)1 << 18);
+    pint(&t, 1, (uint64_t)1 << 18);
+    pint(&t, 2, SD_ONNX_FLOAT);
+    pstr(&t, 8, "big");
+    pbytes(&t, 9, "1234", 4);
+    g.n = 0;
+    pmsg(&g, 5, &t);
+    build_model(&m, &g);
+    expect_bad(&m, SD_EFORMAT, "tensor 'big': raw_data has 4 bytes, dims and type need 274877906944");
+    t.n = 0;
+    pint(&t, 1, (uint64_t)1 << 18);
+    pint(&t, 1, (uint64_t)1 << 18);
+    pint(&t, 2, SD_ONNX_INT64);
+    pstr(&t, 8, "big");
+    pint(&t, 7, 5);
+    g.n = 0;
+    pmsg(&g, 5, &t);
+    build_model(&m, &g);
+    expect_bad(&m, SD_EFORMAT, "tensor 'big' has 1 data values, dims need 68719476736");
     /* a negative dimension; a string tensor; an unknown element type */
     t.n = 0;
     pint(&t, 1, (uint64_t)(int64_t)-2);
