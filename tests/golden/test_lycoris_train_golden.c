@@ -62,7 +62,8 @@ typedef struct host {
     sd_params hr, nr;          /* host layer (frozen), network (lora_down / lora_up) */
     sd_linear lin;
     sd_conv2d conv;
-    sd_lora lora;
+    sd_lora lora;              /* the LoCon cases' module */
+    sd_lyco m;                 /* the LoHa / LoKr cases' module */
     int is_conv;
 } host;
 
@@ -209,15 +210,8 @@ static void test_adamw_conv(void) { adamw_steps("conv", 1); }
 
 static const char *const k_hada[4] = { "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b" };
 
-typedef struct hhost {
-    sd_params hr, nr;
-    sd_linear lin;
-    sd_conv2d conv;
-    sd_lyco m;
-    int is_conv;
-} hhost;
 
-static int hhost_init(hhost *h, const char *tag, int is_conv, float mult)
+static int loha_host_init(host *h, const char *tag, int is_conv, float mult)
 {
     memset(h, 0, sizeof *h);
     sd_params_init(&h->hr);
@@ -247,25 +241,11 @@ static int hhost_init(hhost *h, const char *tag, int is_conv, float mult)
     return rc;
 }
 
-static void hhost_free(hhost *h)
-{
-    sd_params_free(&h->hr);
-    sd_params_free(&h->nr);
-}
-
-static int hstep(hhost *h, const sd_tensor *x, const sd_tensor *r, sd_tensor *y, sd_tensor *dx)
-{
-    int rc = h->is_conv ? sd_conv2d_forward(&g_ctx, &h->conv, &g_act, y, x) : sd_linear_forward(&g_ctx, &h->lin, &g_act, y, x);
-    if (!rc) rc = h->is_conv ? sd_conv2d_backward(&g_ctx, &h->conv, dx, r) : sd_linear_backward(&g_ctx, &h->lin, dx, r);
-    sd_arena_reset(&g_act, 0);
-    return rc;
-}
-
 static void check_loha(const char *tag, int is_conv, float mult)
 {
-    hhost h;
+    host h;
     char name[96];
-    int rc = hhost_init(&h, tag, is_conv, mult);
+    int rc = loha_host_init(&h, tag, is_conv, mult);
     for (int k = 0; k < 4 && !rc; k++) {
         snprintf(name, sizeof name, "%s.%s", tag, k_hada[k]);
         rc = load_into(name, &h.m.p[k]->value);
@@ -274,7 +254,7 @@ static void check_loha(const char *tag, int is_conv, float mult)
     if (!rc) rc = io_alloc(is_conv ? "conv" : "lin", &x, &r, &y, &dx);
     if (!rc) rc = sd_params_zero_grad(&g_ctx, &h.nr);
     if (!rc) memset(dx.data, 0, sd_tensor_nbytes(&dx));
-    if (!rc) rc = hstep(&h, &x, &r, &y, &dx);
+    if (!rc) rc = step(&h, &x, &r, &y, &dx);
     T_CHECKF(rc == SD_OK, "%s", sd_errmsg());
     if (!rc) {
         snprintf(name, sizeof name, "%s.y", tag);
@@ -287,7 +267,7 @@ static void check_loha(const char *tag, int is_conv, float mult)
         }
     }
     io_free(&x, &r, &y, &dx);
-    hhost_free(&h);
+    host_free(&h);
 }
 
 static void test_loha_linear(void) { check_loha("hlin", 0, 1.0f); }
@@ -296,10 +276,10 @@ static void test_loha_multiplier(void) { check_loha("hhalf", 0, 0.6f); }
 
 static void loha_adamw(const char *kind, int is_conv)
 {
-    hhost h;
+    host h;
     char tag[16], name[96];
     snprintf(tag, sizeof tag, "th%s", kind);
-    int rc = hhost_init(&h, is_conv ? "hconv" : "hlin", is_conv, 1.0f);
+    int rc = loha_host_init(&h, is_conv ? "hconv" : "hlin", is_conv, 1.0f);
     for (int k = 0; k < 4 && !rc; k++) {
         snprintf(name, sizeof name, "%s.%s.s0", tag, k_hada[k]);
         rc = load_into(name, &h.m.p[k]->value);
@@ -317,7 +297,7 @@ static void loha_adamw(const char *kind, int is_conv)
     double lr = 1e-2;
     for (int s = 1; s <= 3 && !rc; s++) {
         rc = sd_params_zero_grad(&g_ctx, &h.nr);
-        if (!rc) rc = hstep(&h, &x, &r, &y, &dx);
+        if (!rc) rc = step(&h, &x, &r, &y, &dx);
         if (!rc) rc = sd_optim_step(&o, &lr, NULL);
         for (int k = 0; k < 4 && !rc; k++) {
             snprintf(name, sizeof name, "%s.%s.s%d", tag, k_hada[k], s);
@@ -327,7 +307,7 @@ static void loha_adamw(const char *kind, int is_conv)
     T_CHECKF(rc == SD_OK, "%s", sd_errmsg());
     sd_optim_free(&o);
     io_free(&x, &r, &y, &dx);
-    hhost_free(&h);
+    host_free(&h);
 }
 
 static void test_loha_adamw_linear(void) { loha_adamw("lin", 0); }
@@ -350,7 +330,7 @@ static const kcase k_cases[] = {
 /* the factor name of parameter k ("lokr_w1", …): its key after the module name */
 static const char *suffix(const sd_param *p) { return strchr(p->key, '.') + 1; }
 
-static int khost_init(hhost *h, const kcase *kc)
+static int khost_init(host *h, const kcase *kc)
 {
     memset(h, 0, sizeof *h);
     sd_params_init(&h->hr);
@@ -384,7 +364,7 @@ static void test_lokr_cases(void)
 {
     for (size_t ci = 0; ci < sizeof k_cases / sizeof *k_cases; ci++) {
         const kcase *kc = &k_cases[ci];
-        hhost h;
+        host h;
         char name[96];
         int rc = khost_init(&h, kc);
         for (int k = 0; k < 4 && !rc; k++) {
@@ -396,7 +376,7 @@ static void test_lokr_cases(void)
         if (!rc) rc = io_alloc(kc->io, &x, &r, &y, &dx);
         if (!rc) rc = sd_params_zero_grad(&g_ctx, &h.nr);
         if (!rc) memset(dx.data, 0, sd_tensor_nbytes(&dx));
-        if (!rc) rc = hstep(&h, &x, &r, &y, &dx);
+        if (!rc) rc = step(&h, &x, &r, &y, &dx);
         T_CHECKF(rc == SD_OK, "%s: %s", kc->tag, sd_errmsg());
         if (!rc) {
             snprintf(name, sizeof name, "%s.y", kc->tag);
@@ -410,7 +390,7 @@ static void test_lokr_cases(void)
             }
         }
         io_free(&x, &r, &y, &dx);
-        hhost_free(&h);
+        host_free(&h);
     }
 }
 
@@ -418,7 +398,7 @@ static void test_lokr_adamw(void)
 {
     for (size_t ci = 0; ci < sizeof k_cases / sizeof *k_cases; ci++) {
         const kcase *kc = &k_cases[ci];
-        hhost h;
+        host h;
         char name[96];
         int rc = khost_init(&h, kc);
         sd_param *ps[4];
@@ -441,7 +421,7 @@ static void test_lokr_adamw(void)
         double lr = 1e-2;
         for (int s = 1; s <= 3 && !rc; s++) {
             rc = sd_params_zero_grad(&g_ctx, &h.nr);
-            if (!rc) rc = hstep(&h, &x, &r, &y, &dx);
+            if (!rc) rc = step(&h, &x, &r, &y, &dx);
             if (!rc) rc = sd_optim_step(&o, &lr, NULL);
             for (int k = 0; k < np && !rc; k++) {
                 snprintf(name, sizeof name, "t%s.%s.s%d", kc->tag, suffix(ps[k]), s);
@@ -451,7 +431,7 @@ static void test_lokr_adamw(void)
         T_CHECKF(rc == SD_OK, "%s", sd_errmsg());
         sd_optim_free(&o);
         io_free(&x, &r, &y, &dx);
-        hhost_free(&h);
+        host_free(&h);
     }
 }
 
