@@ -592,6 +592,14 @@ static int load_model(void)
                 (long long)onnx.m.opset, onnx.m.nnodes, nb, (long long)model.size, (long long)model.size,
                 (long long)model.classes);
         if (onnx_batch) sd_info("the model's batch size is fixed to %lld", (long long)onnx_batch);
+        const int *st = onnx.stats;
+        if (onnx.opt)
+            sd_info("graph optimised: %d nodes folded to constants, fused: %d LayerNorm, %d activation, %d linear, "
+                    "%d transposed MatMul, %d Conv",
+                    st[SD_ONNX_OPT_FOLDED], st[SD_ONNX_OPT_LAYERNORM], st[SD_ONNX_OPT_ACT], st[SD_ONNX_OPT_LINEAR],
+                    st[SD_ONNX_OPT_MATMUL_T], st[SD_ONNX_OPT_CONV]);
+        else
+            sd_info("graph optimisation off (SD_ONNX_NO_OPT): every node runs as written");
     } else if (!rc && model.cnx) {
         const sd_tagger_convnext *c = model.cnx;
         char dims[96] = "", depths[96] = "";

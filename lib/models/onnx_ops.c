@@ -12,10 +12,65 @@
 
 /* ---- values ----------------------------------------------------------------------------------- */
 
+/* ---- buffer pool: the running graph's freed intermediates, reused by its next allocations ---- */
+
+static _Thread_local sd_onnx_pool *cur_pool;
+
+void sd_onnx_pool_use(sd_onnx_pool *p) { cur_pool = p; }
+
+void sd_onnx_pool_free(sd_onnx_pool *p)
+{
+    if (!p) return;
+    for (int i = 0; i < p->n; i++) free(p->p[i]);
+    p->n = 0;
+    p->bytes = 0;
+}
+
+/* give back a buffer of `cap` bytes (0: unknown size, freed) */
+static void pool_put(void *ptr, int64_t cap)
+{
+    sd_onnx_pool *p = cur_pool;
+    if (!ptr) return;
+    if (!p || cap <= 0 || (size_t)cap > SD_ONNX_POOL_MAX_BYTES) {
+        free(ptr);
+        return;
+    }
+    while (p->n > 0 && (p->n == SD_ONNX_POOL_N || p->bytes + (size_t)cap > SD_ONNX_POOL_MAX_BYTES)) {
+        /* drop the oldest */
+        free(p->p[0]);
+        p->bytes -= p->cap[0];
+        memmove(p->p, p->p + 1, sizeof(void *) * (size_t)(p->n - 1));
+        memmove(p->cap, p->cap + 1, sizeof(size_t) * (size_t)(p->n - 1));
+        p->n--;
+    }
+    p->p[p->n] = ptr;
+    p->cap[p->n++] = (size_t)cap;
+    p->bytes += (size_t)cap;
+}
+
+/* a pooled buffer of at least `bytes` (and at most a quarter more, plus 64 kB), else NULL */
+static void *pool_get(size_t bytes, int64_t *cap)
+{
+    sd_onnx_pool *p = cur_pool;
+    if (!p) return NULL;
+    int best = -1;
+    for (int i = 0; i < p->n; i++)
+        if (p->cap[i] >= bytes && p->cap[i] <= bytes + bytes / 4 + 65536 && (best < 0 || p->cap[i] < p->cap[best]))
+            best = i;
+    if (best < 0) return NULL;
+    void *r = p->p[best];
+    *cap = (int64_t)p->cap[best];
+    p->bytes -= p->cap[best];
+    p->p[best] = p->p[p->n - 1];
+    p->cap[best] = p->cap[p->n - 1];
+    p->n--;
+    return r;
+}
+
 void val_free(val *v)
 {
     if (v->konst) return;
-    free(v->p);
+    pool_put(v->p, v->cap);
     memset(v, 0, sizeof *v);
 }
 
@@ -35,13 +90,18 @@ int val_alloc(val *v, int dt, int nd, const int64_t *d)
             return sd_err(SD_ERANGE, "bad or too large shape (over 2^32 elements)");
         n *= d[i];
     }
-    free(v->p);
+    pool_put(v->p, v->cap);
     memset(v, 0, sizeof *v);
     v->dt = dt;
     v->nd = nd;
     for (int i = 0; i < nd; i++) v->d[i] = d[i];
     v->n = n;
-    v->p = malloc((size_t)(n ? n : 1) * (dt == SD_OV_F32 ? 4 : 8));
+    size_t bytes = (size_t)(n ? n : 1) * (dt == SD_OV_F32 ? 4 : 8);
+    v->p = pool_get(bytes, &v->cap);
+    if (!v->p) {
+        v->p = malloc(bytes);
+        v->cap = (int64_t)bytes;
+    }
     if (!v->p) return sd_err(SD_ENOMEM, "out of memory (%lld elements)", (long long)n);
     return SD_OK;
 }
@@ -56,6 +116,24 @@ int val_copy_shape(val *o, const val *a, int nd, const int64_t *d)
     if (o->n != a->n)
         return sd_err(SD_EFORMAT, "cannot reshape %lld elements to %lld", (long long)a->n, (long long)o->n);
     memcpy(o->p, a->p, (size_t)a->n * esz(a));
+    return SD_OK;
+}
+
+int val_view(ectx *e, int nd, const int64_t *d)
+{
+    val *a = e->in[0], *o = e->out[0];
+    if (!e->steal || a->konst || a == o) return val_copy_shape(o, a, nd, d);
+    int64_t n = 1;
+    for (int i = 0; i < nd; i++) n *= d[i] < 0 ? 0 : d[i];
+    for (int i = 0; i < nd; i++)
+        if (d[i] < 0) n = -1;
+    if (nd < 0 || nd > MAXD || n != a->n) return val_copy_shape(o, a, nd, d); /* its error message */
+    val t = *a;
+    t.nd = nd;
+    for (int i = 0; i < nd; i++) t.d[i] = d[i];
+    memset(a, 0, sizeof *a);
+    val_free(o);
+    *o = t;
     return SD_OK;
 }
 
@@ -596,7 +674,7 @@ static int op_identity(ectx *e)
             for (int64_t i = 0; i < e->out[1]->n; i++) IV(e->out[1])[i] = 1;
         if (rc) return rc;
     }
-    return val_copy_shape(e->out[0], e->in[0], e->in[0]->nd, e->in[0]->d);
+    return val_view(e, e->in[0]->nd, e->in[0]->d);
 }
 
 /* ---- casts and constants --------------------------------------------------------------------- */
@@ -807,7 +885,7 @@ static int op_reshape(ectx *e)
         if (known == 0 || a->n % known) return sd_err(SD_EFORMAT, "cannot reshape %lld elements", (long long)a->n);
         d[neg] = a->n / known;
     }
-    return val_copy_shape(e->out[0], a, nd, d);
+    return val_view(e, nd, d);
 }
 
 static int op_flatten(ectx *e)
@@ -820,7 +898,7 @@ static int op_flatten(ectx *e)
         return sd_err(SD_EFORMAT, "Flatten axis %lld for a %d-D input", (long long)ax, a->nd);
     if (ax < 0) ax += a->nd;
     int64_t d[2] = { prod(a->d, 0, (int)ax), prod(a->d, (int)ax, a->nd) };
-    return val_copy_shape(e->out[0], a, 2, d);
+    return val_view(e, 2, d);
 }
 
 static int axes_list(ectx *e, int inp, int64_t *ax, int *nax, int *given)
@@ -863,7 +941,7 @@ static int op_squeeze(ectx *e)
     int nd = 0;
     for (int i = 0; i < a->nd; i++)
         if (!drop[i]) d[nd++] = a->d[i];
-    return val_copy_shape(e->out[0], a, nd, d);
+    return val_view(e, nd, d);
 }
 
 static int op_unsqueeze(ectx *e)
@@ -885,7 +963,7 @@ static int op_unsqueeze(ectx *e)
     }
     int64_t d[MAXD];
     for (int i = 0, j = 0; i < nd; i++) d[i] = ins[i] ? 1 : a->d[j++];
-    return val_copy_shape(e->out[0], a, nd, d);
+    return val_view(e, nd, d);
 }
 
 /* general permutation copy */

@@ -21,6 +21,7 @@ typedef struct ectx {
     val **out; /* NULL for an omitted output */
     int nout;
     int opset;
+    int steal; /* input 0 is read by no later step: a reshaping op may take its buffer */
 } ectx;
 
 typedef int (*opfn)(ectx *e);
@@ -64,6 +65,7 @@ typedef struct bplan {
 #define permute sd_onnx_i_permute
 #define expand_to sd_onnx_i_expand_to
 #define val_from_tensor sd_onnx_i_val_from_tensor
+#define val_view sd_onnx_i_val_view
 
 void val_free(val *v);
 int64_t prod(const int64_t *d, int a, int b);
@@ -85,5 +87,42 @@ void bplan_row(const bplan *p, int64_t row, int64_t *off);
 void permute(void *dst, const void *src, size_t es, int nd, const int64_t *d, const int *perm);
 int expand_to(val *o, const val *a, int nd, const int64_t *d);
 int val_from_tensor(val *o, const sd_onnx_tensor *t);
+/* out 0 = input 0 with dims d (same count): the buffer moved when e->steal, else copied */
+int val_view(ectx *e, int nd, const int64_t *d);
+/* the pool that val_alloc/val_free use on this thread (NULL: plain malloc/free) */
+void sd_onnx_pool_use(sd_onnx_pool *p);
+void sd_onnx_pool_free(sd_onnx_pool *p);
+
+/* ---- the optimisation pass (onnx_opt.c) ------------------------------------------------------ */
+
+enum { FK_NONE = 0, FK_LAYERNORM, FK_ACT, FK_LINEAR, FK_MATMUL_T, FK_CONV };
+#define FUSED_MAXMEM 32
+
+/* One fused step: runs in place of its last member node (`anchor`); its members are the nodes it
+ * replaces, in execution order, which run as written when a shape does not fit the fused kernel. */
+typedef struct sd_onnx_fused {
+    int kind;
+    int in[3];               /* value indices (-1 none): LAYERNORM x, gamma, beta; ACT x; LINEAR x, W, bias;
+                                MATMUL_T a, b-before-the-transpose; CONV x, W, B (of the Conv node) */
+    int out;
+    int act;                 /* sd_act, or FUSED_RELU */
+    float alpha, eps;
+    int64_t axis;            /* LAYERNORM: the ReduceMean axis as written */
+    int conv;                /* CONV: the Conv node (its attributes) */
+    val w, b;                /* CONV with a BatchNormalization: the folded weight and bias */
+    int folded;              /* CONV: w, b hold folded weights */
+    int nmem, mem[FUSED_MAXMEM];
+    int anchor;
+} sd_onnx_fused;
+#define FUSED_RELU 100
+
+/* run the pass over an opened graph (r->order, nin, nout set): fills r->step, r->fused, r->stats */
+int sd_onnx_opt_run(sd_onnx_run *r);
+void sd_onnx_opt_free(sd_onnx_run *r);
+/* one fused step; SD_OK with *fallback set when it must run its member nodes instead */
+int sd_onnx_fused_exec(sd_onnx_run *r, sd_ctx *ctx, sd_onnx_fused *f, int *fallback);
+/* one node of the graph (onnx_run.c): steal = its input 0 may be moved */
+int sd_onnx_i_run_node(sd_onnx_run *r, sd_ctx *ctx, int i, int steal);
+opfn sd_onnx_i_find_op(const char *name);
 
 #endif

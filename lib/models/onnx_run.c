@@ -8,7 +8,7 @@
 #include "base/error.h"
 #include "models/onnx_ops.h" /* last: it defines short internal names */
 
-static opfn find_op(const char *name)
+opfn sd_onnx_i_find_op(const char *name)
 {
     for (const sd_onnx_opdef *t = sd_onnx_ops_elem; t->name; t++)
         if (!strcmp(t->name, name)) return t->fn;
@@ -59,6 +59,12 @@ void sd_onnx_run_close(sd_onnx_run *r)
     free(r->hash);
     free(r->order);
     free(r->last);
+    free(r->step);
+    free(r->fstart);
+    free(r->flist);
+    sd_onnx_opt_free(r);
+    sd_onnx_pool_free(r->pool);
+    free(r->pool);
     free(r->path);
     sd_onnx_free(&r->m);
     memset(r, 0, sizeof *r);
@@ -121,7 +127,7 @@ static int open_graph(sd_onnx_run *r)
         if (*n->domain && strcmp(n->domain, "ai.onnx"))
             rc = sd_err(SD_EUNSUPPORTED, "operator %s of domain %s (node '%s') is not supported", n->op_type, n->domain,
                         n->name);
-        else if (!find_op(n->op_type))
+        else if (!sd_onnx_i_find_op(n->op_type))
             rc = sd_err(SD_EUNSUPPORTED, "operator %s (node '%s') is not supported", n->op_type, n->name);
         for (int k = 0; !rc && k < n->nattr; k++)
             if (n->attrs[k].type == SD_ONNX_ATTR_GRAPH || n->attrs[k].type == 10 /* GRAPHS */)
@@ -233,6 +239,78 @@ static int open_graph(sd_onnx_run *r)
     return rc;
 }
 
+/* the values each step reads (a fused step: what its members read from outside) */
+static int step_inputs(const sd_onnx_run *r, int i, int *buf, int max)
+{
+    int n = 0;
+    if (r->step[i] >= 0) {
+        const sd_onnx_fused *f = &r->fused[r->step[i]];
+        for (int a = 0; a < f->nmem; a++) {
+            int j = f->mem[a];
+            for (int k = 0; k < r->m.nodes[j].nin; k++) {
+                int v = r->nin[j][k], inner = 0;
+                if (v < 0) continue;
+                for (int b = 0; b < f->nmem && !inner; b++)
+                    for (int q = 0; q < r->m.nodes[f->mem[b]].nout; q++) inner |= r->nout[f->mem[b]][q] == v;
+                if (!inner && n < max) buf[n++] = v;
+            }
+        }
+    } else {
+        for (int k = 0; k < r->m.nodes[i].nin; k++)
+            if (r->nin[i][k] >= 0 && n < max) buf[n++] = r->nin[i][k];
+    }
+    return n;
+}
+
+/* the optimisation pass (unless SD_ONNX_NO_OPT) and the last-use plan: after step p the runtime frees
+ * flist[fstart[p] .. fstart[p+1]) (values no later step reads, outputs nothing reads included) */
+static int plan(sd_onnx_run *r)
+{
+    int nn = r->m.nnodes, rc = SD_OK;
+    const char *no = getenv("SD_ONNX_NO_OPT");
+    r->opt = !(no && *no && strcmp(no, "0"));
+    r->step = malloc(sizeof(int) * ((size_t)nn + 1));
+    r->pool = calloc(1, sizeof *r->pool);
+    if (!r->step || !r->pool) return sd_err(SD_ENOMEM, "out of memory");
+    for (int i = 0; i < nn; i++) r->step[i] = -1;
+    if (r->opt && (rc = sd_onnx_opt_run(r))) return rc;
+    int buf[512];
+    for (int v = 0; v < r->nvals; v++) r->last[v] = -1;
+    for (int p = 0; p < nn; p++) {
+        int i = r->order[p];
+        if (r->step[i] == -2) continue;
+        int n = step_inputs(r, i, buf, 512);
+        if (n == 512) return sd_err(SD_EUNSUPPORTED, "node '%s' reads too many values", r->m.nodes[i].name);
+        for (int k = 0; k < n; k++) r->last[buf[k]] = p;
+    }
+    for (int p = 0; p < nn; p++) { /* outputs nothing reads: freed at once */
+        int i = r->order[p];
+        if (r->step[i] == -2) continue;
+        if (r->step[i] >= 0) {
+            int v = r->fused[r->step[i]].out;
+            if (r->last[v] < p) r->last[v] = p;
+        } else {
+            for (int k = 0; k < r->m.nodes[i].nout; k++) {
+                int v = r->nout[i][k];
+                if (v >= 0 && r->last[v] < p) r->last[v] = p;
+            }
+        }
+    }
+    r->last[r->output] = nn; /* kept */
+    r->fstart = calloc((size_t)nn + 2, sizeof(int));
+    r->flist = malloc(sizeof(int) * ((size_t)r->nvals + 1));
+    if (!r->fstart || !r->flist) return sd_err(SD_ENOMEM, "out of memory");
+    for (int v = 0; v < r->nvals; v++)
+        if (r->last[v] >= 0 && r->last[v] < nn && !r->vals[v].konst) r->fstart[r->last[v] + 1]++;
+    for (int p = 0; p < nn; p++) r->fstart[p + 1] += r->fstart[p];
+    int *fill = calloc((size_t)nn + 1, sizeof(int));
+    if (!fill) return sd_err(SD_ENOMEM, "out of memory");
+    for (int v = 0; v < r->nvals; v++)
+        if (r->last[v] >= 0 && r->last[v] < nn && !r->vals[v].konst) r->flist[r->fstart[r->last[v]] + fill[r->last[v]]++] = v;
+    free(fill);
+    return SD_OK;
+}
+
 int sd_onnx_run_open_model(sd_onnx_run *r, sd_onnx_model *m, const char *name)
 {
     memset(r, 0, sizeof *r);
@@ -240,6 +318,7 @@ int sd_onnx_run_open_model(sd_onnx_run *r, sd_onnx_model *m, const char *name)
     memset(m, 0, sizeof *m);
     r->path = strdup(name);
     int rc = r->path ? open_graph(r) : sd_err(SD_ENOMEM, "out of memory");
+    if (!rc) rc = plan(r);
     if (rc) {
         rc = r->path ? sd_err_prefix(rc, "%s", name) : rc;
         sd_onnx_run_close(r);
@@ -256,45 +335,62 @@ int sd_onnx_run_open(sd_onnx_run *r, const char *path)
     return sd_onnx_run_open_model(r, &m, path);
 }
 
+int sd_onnx_i_run_node(sd_onnx_run *r, sd_ctx *ctx, int i, int steal)
+{
+    const sd_onnx_node *n = &r->m.nodes[i];
+    val *argv[256], *outv[256];
+    if (n->nin > 256 || n->nout > 256) return sd_err(SD_EUNSUPPORTED, "node with over 256 inputs or outputs");
+    for (int k = 0; k < n->nin; k++) argv[k] = r->nin[i][k] >= 0 ? &r->vals[r->nin[i][k]] : NULL;
+    for (int k = 0; k < n->nout; k++) outv[k] = r->nout[i][k] >= 0 ? &r->vals[r->nout[i][k]] : NULL;
+    if (n->nout < 1 || !outv[0]) return sd_err(SD_EFORMAT, "node without an output");
+    ectx e = { r, ctx, n, argv, n->nin, outv, n->nout, (int)(r->m.opset ? r->m.opset : 1), steal };
+    int rc = sd_onnx_i_find_op(n->op_type)(&e);
+    if (rc) return sd_err_prefix(rc, "node '%s' (%s)", n->name, n->op_type);
+    for (int k = 0; k < n->nout; k++)
+        if (outv[k] && !outv[k]->p) outv[k]->dt = 0;
+    return SD_OK;
+}
+
+static int run_step(sd_onnx_run *r, sd_ctx *ctx, int p)
+{
+    int i = r->order[p], rc;
+    if (r->step[i] == -2) return SD_OK;
+    if (r->step[i] >= 0) {
+        sd_onnx_fused *f = &r->fused[r->step[i]];
+        int fb = 0;
+        rc = sd_onnx_fused_exec(r, ctx, f, &fb);
+        if (rc || !fb) return rc;
+        /* the shapes do not fit: the member nodes as written, their intermediates freed after */
+        for (int a = 0; a < f->nmem && !rc; a++) rc = sd_onnx_i_run_node(r, ctx, f->mem[a], 0);
+        for (int a = 0; a < f->nmem; a++)
+            for (int k = 0; k < r->m.nodes[f->mem[a]].nout; k++) {
+                int v = r->nout[f->mem[a]][k];
+                if (v >= 0 && v != f->out && v != r->output) val_free(&r->vals[v]);
+            }
+        return rc;
+    }
+    const sd_onnx_node *n = &r->m.nodes[i];
+    int v0 = n->nin > 0 ? r->nin[i][0] : -1, steal = r->opt && v0 >= 0 && r->last[v0] == p && v0 != r->output;
+    for (int k = 1; k < n->nin && steal; k++) steal = r->nin[i][k] != v0;
+    return sd_onnx_i_run_node(r, ctx, i, steal);
+}
+
 int sd_onnx_run_forward(sd_onnx_run *r, sd_ctx *ctx, const float *x, int nd, const int64_t *shape, float **y, int *ynd,
                         int64_t *yshape)
 {
     *y = NULL;
+    sd_onnx_pool_use(r->opt ? r->pool : NULL);
     val *in = &r->vals[r->input];
     int rc = val_alloc(in, SD_OV_F32, nd, shape);
-    if (rc) return sd_err_prefix(rc, "%s", r->path);
+    if (rc) {
+        sd_onnx_pool_use(NULL);
+        return sd_err_prefix(rc, "%s", r->path);
+    }
     memcpy(in->p, x, (size_t)in->n * sizeof(float));
-    val *argv[256], *outv[256];
     for (int p = 0; !rc && p < r->m.nnodes; p++) {
-        int i = r->order[p];
-        const sd_onnx_node *n = &r->m.nodes[i];
-        if (n->nin > 256 || n->nout > 256) {
-            rc = sd_err(SD_EUNSUPPORTED, "node with over 256 inputs or outputs");
-            break;
-        }
-        for (int k = 0; k < n->nin; k++) argv[k] = r->nin[i][k] >= 0 ? &r->vals[r->nin[i][k]] : NULL;
-        for (int k = 0; k < n->nout; k++) outv[k] = r->nout[i][k] >= 0 ? &r->vals[r->nout[i][k]] : NULL;
-        if (n->nout < 1 || !outv[0]) {
-            rc = sd_err(SD_EFORMAT, "node without an output");
-            break;
-        }
-        ectx e = { r, ctx, n, argv, n->nin, outv, n->nout, (int)(r->m.opset ? r->m.opset : 1) };
-        rc = find_op(n->op_type)(&e);
-        if (rc) {
-            rc = sd_err_prefix(rc, "node '%s' (%s)", n->name, n->op_type);
-            break;
-        }
-        for (int k = 0; k < n->nout; k++)
-            if (outv[k] && !outv[k]->p) outv[k]->dt = 0;
-        /* free what no later node reads */
-        for (int k = 0; k < n->nin; k++) {
-            int v = r->nin[i][k];
-            if (v >= 0 && r->last[v] == p && v != r->output) val_free(&r->vals[v]);
-        }
-        for (int k = 0; k < n->nout; k++) {
-            int v = r->nout[i][k];
-            if (v >= 0 && r->last[v] < 0 && v != r->output) val_free(&r->vals[v]);
-        }
+        rc = run_step(r, ctx, p);
+        /* free what no later step reads */
+        for (int k = r->fstart[p]; !rc && k < r->fstart[p + 1]; k++) val_free(&r->vals[r->flist[k]]);
     }
     val *o = &r->vals[r->output];
     if (!rc && !o->dt) rc = sd_err(SD_EFORMAT, "the output was not computed");
@@ -307,7 +403,8 @@ int sd_onnx_run_forward(sd_onnx_run *r, sd_ctx *ctx, const float *x, int nd, con
         *ynd = o->nd;
         for (int k = 0; k < o->nd; k++) yshape[k] = o->d[k];
     }
-    /* everything but the initializers goes */
+    /* everything but the initializers goes (into the pool, for the next run) */
     for (int v = 0; v < r->nvals; v++) val_free(&r->vals[v]);
+    sd_onnx_pool_use(NULL);
     return rc ? sd_err_prefix(rc, "%s", r->path) : SD_OK;
 }

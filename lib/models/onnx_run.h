@@ -25,6 +25,7 @@
 #define SD_MODELS_ONNX_RUN_H
 
 #include <stdint.h>
+#include <stddef.h>
 
 #include "io/onnx.h"
 #include "tensor/tensor.h"
@@ -35,10 +36,20 @@ typedef struct sd_onnx_val {
     int64_t d[SD_ONNX_MAX_DIMS];
     int64_t n;
     void *p;
-    int konst;               /* initializer: kept for the life of the runtime */
+    int konst;               /* initializer (or folded constant): kept for the life of the runtime */
+    int64_t cap;             /* bytes the buffer holds (0: unknown, never pooled) */
 } sd_onnx_val;
 
 enum { SD_OV_F32 = 1, SD_OV_I64 = 2 };
+
+#define SD_ONNX_POOL_N 64
+#define SD_ONNX_POOL_MAX_BYTES ((size_t)1 << 30)
+typedef struct sd_onnx_pool {
+    int n;
+    void *p[SD_ONNX_POOL_N];
+    size_t cap[SD_ONNX_POOL_N];
+    size_t bytes;
+} sd_onnx_pool;
 
 typedef struct sd_onnx_run {
     char *path;
@@ -52,10 +63,35 @@ typedef struct sd_onnx_run {
     int *last;               /* per value: last position in `order` that reads it (-1 none) */
     int input, output;       /* the graph input (first non-initializer) and output 0 */
     sd_onnx_value_info in_info, out_info;
+    /* the optimisation pass (models/onnx_opt.c) and the run's plan */
+    int opt;                 /* the pass ran (SD_ONNX_NO_OPT not set) */
+    int *fstart, *flist;     /* after step p, free the values flist[fstart[p] .. fstart[p+1]) */
+    int *step;               /* per node: -1 run it, -2 skipped (folded), k >= 0 run fused[k] in its place */
+    struct sd_onnx_fused *fused;
+    int nfused;
+    int stats[16];           /* what the pass did, by SD_ONNX_OPT_* kind */
+    struct sd_onnx_pool *pool; /* freed intermediates' buffers, reused by the next run's allocations */
 } sd_onnx_run;
+
+/* Kinds of rewrite the optimisation pass counts in sd_onnx_run.stats. */
+enum {
+    SD_ONNX_OPT_FOLDED = 0,  /* nodes evaluated at open (constant folding of initializer-only subgraphs) */
+    SD_ONNX_OPT_LAYERNORM,   /* decomposed LayerNorms -> one layer_norm */
+    SD_ONNX_OPT_ACT,         /* Erf/Tanh GELU and Sigmoid·Mul SiLU patterns -> one activation */
+    SD_ONNX_OPT_LINEAR,      /* MatMul(x, W) + bias [+ activation] -> one sgemm + epilogue */
+    SD_ONNX_OPT_MATMUL_T,    /* [Mul(scalar)] + Transpose(last two axes) folded into a MatMul */
+    SD_ONNX_OPT_CONV,        /* Conv + BatchNormalization (weights folded) [+ activation] */
+    SD_ONNX_OPT_NKINDS
+};
 
 /* Load `path`, resolve the graph, check every operator. Errors name the file. */
 int sd_onnx_run_open(sd_onnx_run *r, const char *path);
+/* Opening runs a graph-optimisation pass (models/onnx_opt.c): constant folding, the fusions counted
+ * in `stats`, a last-use plan that frees or reuses each intermediate buffer (a pool kept across runs)
+ * and moves (not copies) the data of a Reshape/Flatten/Squeeze/Unsqueeze/Identity whose input is not
+ * read again. Every fused step checks its shapes when it runs and falls back to its original nodes
+ * where they do not fit. The environment variable SD_ONNX_NO_OPT (set, not "0") turns the pass off:
+ * every node runs as written (the reference the fused runs are tested against). */
 /* The same for a parsed model (io/onnx.h), which *r takes over (freed by sd_onnx_run_close, or here on
  * an error); `name` names it in messages. */
 int sd_onnx_run_open_model(sd_onnx_run *r, sd_onnx_model *m, const char *name);
