@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # sd-tag on ONNX graphs (tests/data/onnx, tests/golden/gen/make_onnx_golden.py) end to end: the
 # torch-exported tiny ConvNeXt (dynamic batch) and SwinV2 (batch fixed to 1) taggers give the same
-# records as the same weights in safetensors form; --onnx, a .onnx file as --model, the model's fixed
+# records as the same weights in safetensors form, with the optimisation pass on and off (SD_ONNX_NO_OPT); --onnx, a .onnx file as --model, the model's fixed
 # batch overriding --batch_size (a last batch padded), --threads 1 vs 2, and the refusals (unsupported operator, truncated
 # file, tag-count mismatch, cl_tagger layout, --device cuda, --onnx without model.onnx).
 . "$(dirname "$0")/lib.sh"
@@ -40,6 +40,13 @@ n_tags=$(head -1 on.out | grep -o ', ' | wc -l)
 "$SD" --model co --thresh 0.5 --no-sidecar --threads 1 --batch_size 2 img > t1.out 2>/dev/null
 "$SD" --model co --thresh 0.5 --no-sidecar --threads 2 --batch_size 5 img > t2.out 2>/dev/null
 cmp -s t1.out on.out && cmp -s t2.out on.out && ok tag_onnx_threads_batches || nok tag_onnx_threads_batches
+
+# the graph-optimisation pass: reported, and the same records with it off (SD_ONNX_NO_OPT=1)
+grep -q 'graph optimised: [0-9]* nodes folded to constants, fused: 0 LayerNorm, 5 activation, 10 linear' on.err &&
+  ok tag_onnx_opt_info || nok tag_onnx_opt_info "$(grep optimis on.err)"
+SD_ONNX_NO_OPT=1 "$SD" --model co --thresh 0.5 --no-sidecar --batch_size 3 img > nopt.out 2> nopt.err
+cmp -s nopt.out on.out && grep -q 'graph optimisation off (SD_ONNX_NO_OPT)' nopt.err &&
+  ok tag_onnx_no_opt_same || nok tag_onnx_no_opt_same "$(diff nopt.out on.out | head -4) $(grep optimis nopt.err)"
 
 # --onnx picks model.onnx over model.safetensors; a .onnx file as --model (the CSV beside it)
 "$SD" --model both --onnx --thresh 0.5 --no-sidecar img > b.out 2> b.err
