@@ -595,9 +595,9 @@ static int load_model(void)
         const int *st = onnx.stats;
         if (onnx.opt)
             sd_info("graph optimised: %d nodes folded to constants, fused: %d LayerNorm, %d activation, %d linear, "
-                    "%d transposed MatMul, %d Conv",
+                    "%d transposed MatMul, %d Conv, %d attention",
                     st[SD_ONNX_OPT_FOLDED], st[SD_ONNX_OPT_LAYERNORM], st[SD_ONNX_OPT_ACT], st[SD_ONNX_OPT_LINEAR],
-                    st[SD_ONNX_OPT_MATMUL_T], st[SD_ONNX_OPT_CONV]);
+                    st[SD_ONNX_OPT_MATMUL_T], st[SD_ONNX_OPT_CONV], st[SD_ONNX_OPT_ATTENTION]);
         else
             sd_info("graph optimisation off (SD_ONNX_NO_OPT): every node runs as written");
     } else if (!rc && model.cnx) {

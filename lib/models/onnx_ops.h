@@ -95,7 +95,7 @@ void sd_onnx_pool_free(sd_onnx_pool *p);
 
 /* ---- the optimisation pass (onnx_opt.c) ------------------------------------------------------ */
 
-enum { FK_NONE = 0, FK_LAYERNORM, FK_ACT, FK_LINEAR, FK_MATMUL_T, FK_CONV };
+enum { FK_NONE = 0, FK_LAYERNORM, FK_ACT, FK_LINEAR, FK_MATMUL_T, FK_CONV, FK_ATTN };
 #define FUSED_MAXMEM 32
 
 /* One fused step: runs in place of its last member node (`anchor`); its members are the nodes it
@@ -103,11 +103,13 @@ enum { FK_NONE = 0, FK_LAYERNORM, FK_ACT, FK_LINEAR, FK_MATMUL_T, FK_CONV };
 typedef struct sd_onnx_fused {
     int kind;
     int in[3];               /* value indices (-1 none): LAYERNORM x, gamma, beta; ACT x; LINEAR x, W, bias;
-                                MATMUL_T a, b-before-the-transpose; CONV x, W, B (of the Conv node) */
+                                MATMUL_T a, b-before-the-transpose; CONV x, W, B (of the Conv node);
+                                ATTN q (before the scale), k (before the transpose), v */
     int out;
     int act;                 /* sd_act, or FUSED_RELU */
     float alpha, eps;
-    int64_t axis;            /* LAYERNORM: the ReduceMean axis as written */
+    int64_t axis;            /* LAYERNORM: the ReduceMean axis as written; MATMUL_T: the rank; ATTN: the
+                                Softmax axis as written */
     int conv;                /* CONV: the Conv node (its attributes) */
     val w, b;                /* CONV with a BatchNormalization: the folded weight and bias */
     int folded;              /* CONV: w, b hold folded weights */

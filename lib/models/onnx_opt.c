@@ -16,6 +16,9 @@
  *                 sgemm with b transposed and alpha (attention scores q·kᵀ·scale)
  *      CONV       Conv(x, W, B constant) [-> BatchNormalization (constants: folded into W, B)]
  *                 [-> Relu | an ACT above]
+ *      ATTN       MatMul(Softmax(MatMul([Mul(q, scalar)], Transpose(k) of the last two axes)), v)
+ *                 (torch's scaled dot-product attention, q, k, v [..., T, d]): the attention kernel
+ *                 of tensor/ops.h (one head per leading index), no score matrix stored
  *    The fused step runs at its last node's place. When it runs, it checks the shapes it was built
  *    for (the last axis for a LayerNorm, the inner size of a MatMul, ...) and otherwise runs its
  *    member nodes as written, so a fusion never changes which graphs run. */
@@ -406,19 +409,25 @@ static int match_linear(G *g, int i)
     return 0;
 }
 
-static int match_matmul_t(G *g, int i)
+/* a Transpose node swapping the last two axes (and nothing else): its rank, else 0 */
+static int swap_last2(G *g, int t)
 {
-    mem s = { 0 };
-    float c = 1.0f;
-    int a = in_of(g, i, 0), t = in_of(g, i, 1), pt = prod_of(g, t);
-    if (!is(g, pt, "Transpose") || a == t) return 0;
-    ectx e = { g->r, NULL, node(g, pt), NULL, 0, NULL, 0, 1, 0 };
+    if (!is(g, t, "Transpose")) return 0;
+    ectx e = { g->r, NULL, node(g, t), NULL, 0, NULL, 0, 1, 0 };
     int64_t perm[MAXD];
     int np = aints(&e, "perm", perm, MAXD);
     if (np < 2) return 0;
     for (int k = 0; k < np - 2; k++)
         if (perm[k] != k) return 0;
-    if (perm[np - 2] != np - 1 || perm[np - 1] != np - 2) return 0;
+    return perm[np - 2] == np - 1 && perm[np - 1] == np - 2 ? np : 0;
+}
+
+static int match_matmul_t(G *g, int i)
+{
+    mem s = { 0 };
+    float c = 1.0f;
+    int a = in_of(g, i, 0), t = in_of(g, i, 1), pt = prod_of(g, t), np = swap_last2(g, pt);
+    if (!np || a == t) return 0;
     add(&s, pt);
     add(&s, i);
     int pa = prod_of(g, a);
@@ -439,6 +448,45 @@ static int match_matmul_t(G *g, int i)
     f->alpha = c;
     f->axis = np;
     g->r->stats[SD_ONNX_OPT_MATMUL_T]++;
+    return 0;
+}
+
+static int match_attention(G *g, int sm)
+{
+    mem s = { 0 };
+    float c = 1.0f;
+    ectx e = { g->r, NULL, node(g, sm), NULL, 0, NULL, 0, 1, 0 };
+    int opset = g->r->m.opset ? (int)g->r->m.opset : 1;
+    int64_t axis = ai(&e, "axis", opset >= 13 ? -1 : 1);
+    int sc = in_of(g, sm, 0), mm1 = prod_of(g, sc);
+    if (!is(g, mm1, "MatMul") || only_cons(g, sc) != sm) return 0;
+    int a = in_of(g, mm1, 0), t = in_of(g, mm1, 1), pt = prod_of(g, t), np = swap_last2(g, pt);
+    if (!np || only_cons(g, t) != mm1 || a == t) return 0;
+    int mm2 = only_cons(g, out_of(g, sm));
+    if (!is(g, mm2, "MatMul") || in_of(g, mm2, 0) != out_of(g, sm) || in_of(g, mm2, 1) == out_of(g, sm)) return 0;
+    add(&s, pt);
+    add(&s, mm1);
+    add(&s, sm);
+    add(&s, mm2);
+    int pa = prod_of(g, a);
+    if (is(g, pa, "Mul") && only_cons(g, a) == mm1) {
+        int q = konst_scalar(g, in_of(g, pa, 0), &c) ? in_of(g, pa, 1) : in_of(g, pa, 0);
+        if (with_scalar(g, pa, q, &c) && g->r->vals[other(g, pa, q)].dt == SD_OV_F32 && c != 0.0f) {
+            add(&s, pa);
+            a = q;
+        } else {
+            c = 1.0f;
+        }
+    }
+    if (!closed(g, &s, out_of(g, mm2))) return 0;
+    sd_onnx_fused *f = new_fused(g, FK_ATTN, &s, out_of(g, mm2));
+    if (!f) return sd_err(SD_ENOMEM, "out of memory");
+    f->in[0] = a;
+    f->in[1] = in_of(g, pt, 0);
+    f->in[2] = in_of(g, mm2, 1);
+    f->alpha = c;
+    f->axis = axis;
+    g->r->stats[SD_ONNX_OPT_ATTENTION]++;
     return 0;
 }
 
@@ -600,6 +648,8 @@ int sd_onnx_opt_run(sd_onnx_run *r)
             rc = match_layernorm(&g, i);
         else if (is(&g, i, "Conv"))
             rc = match_conv(&g, i);
+        else if (is(&g, i, "Softmax"))
+            rc = match_attention(&g, i);
     }
     for (int p = 0; !rc && p < nn; p++) {
         int i = r->order[p];
@@ -732,6 +782,36 @@ int sd_onnx_fused_exec(sd_onnx_run *r, sd_ctx *ctx, sd_onnx_fused *f, int *fallb
                 memset(F(o) + bi * M * N, 0, sizeof(float) * (size_t)(M * N));
         }
         return SD_OK;
+    }
+    case FK_ATTN: {
+        const val *k = &r->vals[f->in[1]], *v = &r->vals[f->in[2]];
+        int nd = x->nd;
+        if (k->dt != SD_OV_F32 || v->dt != SD_OV_F32 || nd < 2 || k->nd != nd || v->nd != nd) return SD_OK;
+        if (f->axis != -1 && f->axis != nd - 1) return SD_OK;
+        for (int d = 0; d < nd - 2; d++)
+            if (k->d[d] != x->d[d] || v->d[d] != x->d[d]) return SD_OK;
+        int64_t Tq = x->d[nd - 2], D = x->d[nd - 1], Tk = k->d[nd - 2], Dv = v->d[nd - 1];
+        if (k->d[nd - 1] != D || v->d[nd - 2] != Tk || Tk < 1 || !D || !Tq || !Dv) return SD_OK;
+        int64_t batch = prod(x->d, 0, nd - 2), od[MAXD], ld[3] = { batch, 1, Tq };
+        if (!batch) return SD_OK;
+        for (int d = 0; d < nd; d++) od[d] = x->d[d];
+        od[nd - 1] = Dv;
+        *fallback = 0;
+        val lse = { 0 };
+        if ((rc = val_alloc(&lse, SD_OV_F32, 3, ld))) return rc;
+        if ((rc = val_alloc(o, SD_OV_F32, nd, od))) {
+            val_free(&lse);
+            return rc;
+        }
+        sd_tensor tq = sd_tensor_wrap(x->p, SD_F32, 3, (int64_t[]){ batch, Tq, D }),
+                  tk = sd_tensor_wrap(k->p, SD_F32, 3, (int64_t[]){ batch, Tk, D }),
+                  tv = sd_tensor_wrap(v->p, SD_F32, 3, (int64_t[]){ batch, Tk, Dv }),
+                  to = sd_tensor_wrap(o->p, SD_F32, 3, (int64_t[]){ batch, Tq, Dv }),
+                  tl = sd_tensor_wrap(lse.p, SD_F32, 3, ld);
+        sd_attn_args aa = { 1, f->alpha, 0 };
+        rc = sd_op_attention(ctx, &to, &tl, &tq, &tk, &tv, aa);
+        val_free(&lse);
+        return rc;
     }
     case FK_CONV: {
         val *argv[3] = { x, f->folded ? &f->w : &r->vals[f->in[1]],

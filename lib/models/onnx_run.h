@@ -81,6 +81,7 @@ enum {
     SD_ONNX_OPT_LINEAR,      /* MatMul(x, W) + bias [+ activation] -> one sgemm + epilogue */
     SD_ONNX_OPT_MATMUL_T,    /* [Mul(scalar)] + Transpose(last two axes) folded into a MatMul */
     SD_ONNX_OPT_CONV,        /* Conv + BatchNormalization (weights folded) [+ activation] */
+    SD_ONNX_OPT_ATTENTION,   /* MatMul(Softmax(MatMul([Mul(q, s)], Transpose(k))), v) -> one attention kernel */
     SD_ONNX_OPT_NKINDS
 };
 

@@ -1,7 +1,7 @@
 /* The ONNX runtime's optimisation pass (models/onnx_opt.c) against
  * tests/golden/gen/make_onnx_fuse_golden.py and against itself with the pass off (SD_ONNX_NO_OPT=1):
  *  - fuse.onnx: one case per pattern (decomposed LayerNorm, Erf/Tanh GELU, SiLU, MatMul + bias +
- *    activation, Conv + BatchNormalization + Relu, scaled MatMul with a transposed operand, constant
+ *    activation, Conv + BatchNormalization + Relu, scaled MatMul with a transposed operand, attention, constant
  *    folding) and cases that must not fuse (an intermediate value with another reader) or that fuse but
  *    must fall back at run time (a LayerNorm over a middle axis): the pass reports exactly the
  *    expected fusions, and the output matches numpy (float64) with the pass on and off;
@@ -135,8 +135,9 @@ static void same_unfused(const char *file, int n, int s, int kind)
     if (y1 && y0 && c1 == c0) {
         double e = 0;
         for (int64_t i = 0; i < c1; i++) e = fmax(e, fabs((double)y1[i] - y0[i]));
-        printf("#   %s: folded %d, LayerNorm %d, act %d, linear %d, MatMul-T %d, Conv %d; max|fused - unfused| = %.3g\n",
-               file, s1[0], s1[1], s1[2], s1[3], s1[4], s1[5], e);
+        printf("#   %s: folded %d, LayerNorm %d, act %d, linear %d, MatMul-T %d, Conv %d, attention %d; "
+               "max|fused - unfused| = %.3g\n",
+               file, s1[0], s1[1], s1[2], s1[3], s1[4], s1[5], s1[6], e);
         T_CHECKF(e <= 2e-5, "%s: %g", file, e);
     }
     free(y1);

@@ -11,7 +11,7 @@ float64. Cases that fuse (the count the C test expects per kind in brackets):
   E  Tanh GELU with Mul(x, Mul(x, x)) on a Sub output (no MatMul before it)       [ACT]
   F  SiLU: Mul(x, Sigmoid(x))                                                      [ACT]
   G  Conv + BatchNormalization + Relu                                              [CONV]
-  I  Mul(q, scale) + MatMul(., Transpose(k)) -> Softmax -> MatMul                 [MATMUL_T]
+  I  MatMul(Softmax(MatMul(Mul(q, scale), Transpose(k))), v): attention            [ATTENTION]
   K  decomposed LayerNorm over axis 1 of a 3-D value: fused at open, but the kernel only does the last
      axis, so the run falls back to the member nodes                             [LAYERNORM]
   L  MatMul + Add(bias) + Relu                                                     [LINEAR]
@@ -23,6 +23,8 @@ and cases that must NOT fuse, because an intermediate value has another reader:
   H  Conv + BatchNormalization whose Conv output is also read
   J  MatMul(q, Transpose(k)) whose transposed k is also read
   N  MatMul + Add(bias) whose MatMul output is also read
+  P  the attention of I whose Softmax output is also read: no attention kernel, but the scaled MatMul
+     with the transposed k still fuses                                            [MATMUL_T]
 -> tests/data/onnx/fuse.onnx, tests/data/onnx/onnx_fuse_golden.safetensors: fuse.y [1, n] and
    fuse.stats (the counts per kind the pass must report, in the order of SD_ONNX_OPT_*).
 """
@@ -253,6 +255,20 @@ def main():
     collect(n_)
     ref.append((xm + f32(b5)) * xm)
 
+    # P: attention whose probabilities are also read (no ATTENTION; the scores' MatMul fuses: MATMUL_T)
+    node("Mul", ["I_q", sc("P_scale", 0.3)], "P_qs")
+    node("Transpose", ["I_k"], "P_kt", perm=[0, 1, 3, 2])
+    node("MatMul", ["P_qs", "P_kt"], "P_sc")
+    node("Softmax", ["P_sc"], "P_p", axis=-1)
+    node("MatMul", ["P_p", "I_q"], "P_o")
+    node("ReduceMean", ["P_p"], "P_pm", axes=[3], keepdims=1)
+    pp = node("Add", ["P_o", "P_pm"], "P_y")
+    s2 = (q * 0.3) @ k.transpose(0, 1, 3, 2)
+    p2 = np.exp(s2 - s2.max(-1, keepdims=True))
+    p2 /= p2.sum(-1, keepdims=True)
+    collect(pp)
+    ref.append(p2 @ q + p2.mean(3, keepdims=True))
+
     nodes.append(helper.make_node("Concat", outs, ["Y"], name="concat", axis=1))
     graph = helper.make_graph(nodes, "fuse", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 8, 8, 3])],
                               [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, None])], inits)
@@ -262,8 +278,9 @@ def main():
     path = os.path.join(OUT, "fuse.onnx")
     onnx.save(model, path)
     y = np.concatenate([np.asarray(r, np.float64).reshape(-1) for r in ref]).astype(np.float32).reshape(1, -1)
-    # FOLDED: M's Transpose, Cast and Mul; LAYERNORM: A, K; ACT: C, E, F; LINEAR: C, D, L, M; MATMUL_T: I; CONV: G
-    stats = np.array([3, 2, 3, 4, 1, 1], np.float32)
+    # FOLDED: M's Transpose, Cast and Mul; LAYERNORM: A, K; ACT: C, E, F; LINEAR: C, D, L, M; MATMUL_T: P;
+    # CONV: G; ATTENTION: I
+    stats = np.array([3, 2, 3, 4, 1, 1, 1], np.float32)
     save_st(os.path.join(OUT, "onnx_fuse_golden.safetensors"), {"fuse.y": y, "fuse.stats": stats})
     print("fuse", os.path.getsize(path), "bytes,", y.size, "values")
 
