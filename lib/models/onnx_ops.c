@@ -967,8 +967,67 @@ static int op_unsqueeze(ectx *e)
 }
 
 /* general permutation copy */
+/* float [batch, R, C] -> [batch, C, R] in 32x32 tiles (both sides stay in cache) */
+static void transpose_tiled(float *dst, const float *src, int64_t batch, int64_t R, int64_t C)
+{
+    int64_t tr = (R + 31) / 32, tc = (C + 31) / 32;
+#pragma omp parallel for collapse(2) schedule(static) if (batch * R * C > 65536)
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t t = 0; t < tr * tc; t++) {
+            int64_t r0 = t / tc * 32, c0 = t % tc * 32, r1 = r0 + 32 < R ? r0 + 32 : R, c1 = c0 + 32 < C ? c0 + 32 : C;
+            const float *x = src + b * R * C;
+            float *y = dst + b * R * C;
+            for (int64_t c = c0; c < c1; c++)
+                for (int64_t r = r0; r < r1; r++) y[c * R + r] = x[r * C + c];
+        }
+}
+
+/* a permutation that is, once size-1 axes are dropped and axes that stay adjacent are merged, a
+ * transpose of the last two axes under unchanged leading ones ([batch, R, C] -> [batch, C, R]): 1 and
+ * the three sizes, else 0 */
+static int as_batched_transpose(int nd, const int64_t *d, const int *perm, int64_t *batch, int64_t *R, int64_t *C)
+{
+    int map[MAXD], n2 = 0, p2[MAXD], np = 0;
+    int64_t d2[MAXD];
+    for (int i = 0; i < nd; i++) {
+        map[i] = d[i] != 1 ? n2 : -1;
+        if (d[i] != 1) d2[n2++] = d[i];
+    }
+    for (int i = 0; i < nd; i++)
+        if (map[perm[i]] >= 0) p2[np++] = map[perm[i]];
+    /* groups (output order) of input axes that stay consecutive */
+    int gs[MAXD], gl[MAXD], ng = 0;
+    for (int i = 0; i < np; i++) {
+        if (ng && p2[i] == p2[i - 1] + 1) {
+            gl[ng - 1]++;
+        } else {
+            gs[ng] = p2[i];
+            gl[ng++] = 1;
+        }
+    }
+    if (ng < 2) return 0;
+    /* rank of each group among the groups in input order */
+    for (int g = 0; g < ng; g++) {
+        int rank = 0;
+        for (int h = 0; h < ng; h++) rank += gs[h] < gs[g];
+        int want = g < ng - 2 ? g : g == ng - 2 ? ng - 1 : ng - 2;
+        if (rank != want) return 0;
+    }
+    *batch = 1;
+    for (int g = 0; g < ng - 2; g++) *batch *= prod(d2, gs[g], gs[g] + gl[g]);
+    *R = prod(d2, gs[ng - 1], gs[ng - 1] + gl[ng - 1]);
+    *C = prod(d2, gs[ng - 2], gs[ng - 2] + gl[ng - 2]);
+    return 1;
+}
+
 void permute(void *dst, const void *src, size_t es, int nd, const int64_t *d, const int *perm)
 {
+    int64_t tb, tR, tC;
+    if (es == 4 && nd <= MAXD && as_batched_transpose(nd, d, perm, &tb, &tR, &tC) && tb * tR * tC == prod(d, 0, nd) &&
+        tR > 1 && tC > 1) {
+        transpose_tiled(dst, src, tb, tR, tC);
+        return;
+    }
     int64_t st[MAXD], od[MAXD], ost[MAXD], n = prod(d, 0, nd);
     int64_t s = 1;
     for (int i = nd - 1; i >= 0; i--) {
