@@ -8,6 +8,9 @@ PyTorch on the CPU). Run with Debian's /usr/bin/python3 (torch 1.13, onnx 1.12).
                                     the same values)
   torch_tagger_onnx.py time DIR     one JSON line per model: {"name", "torch_images_per_s"} of the same
                                     module in PyTorch (batch 1, the thread count of SD_THREADS)
+  torch_tagger_onnx.py golden DIR   DIR/<name>/golden.safetensors: "full.y", PyTorch's probabilities on
+                                    make_onnx_golden.py's pattern(1, 448), for the one-off accuracy check
+                                    SD_ONNX_FULL=DIR/<name> build/tests/golden/test_onnx_golden
 
 Models (the layouts of tests/golden/gen/make_convnext_golden.py and make_tagger_golden.py, which
 use timm's key names, so the safetensors load through lib/models/tagger*.c):
@@ -109,7 +112,17 @@ def timeit(d):
         print(json.dumps({"name": "tagger_" + name, "torch_images_per_s": round(1 / sorted(ts)[len(ts) // 2], 3)}))
 
 
+def golden(d):
+    import make_onnx_golden as og
+    for name in ("convnext", "vit"):
+        m, _, _ = build(name)
+        with torch.no_grad():
+            y = Wrap(m).eval()(torch.from_numpy(og.pattern(1, SIZE))).numpy()
+        vg.save_st(os.path.join(d, name, "golden.safetensors"), {"full.y": y})
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in ("export", "time"):
-        sys.exit("usage: torch_tagger_onnx.py export|time DIR")
-    (export if sys.argv[1] == "export" else timeit)(sys.argv[2])
+    cmds = {"export": export, "time": timeit, "golden": golden}
+    if len(sys.argv) != 3 or sys.argv[1] not in cmds:
+        sys.exit("usage: torch_tagger_onnx.py export|time|golden DIR")
+    cmds[sys.argv[1]](sys.argv[2])
