@@ -174,6 +174,19 @@ static int op_layernorm(ectx *e)
         return sd_err(SD_EUNSUPPORTED, "LayerNormalization scale/bias of %lld elements for a normalised size %lld",
                       (long long)g->n, (long long)D);
     if ((rc = val_alloc(e->out[0], SD_OV_F32, a->nd, a->d))) return rc;
+    if (e->ctx && g->n == D && (!b || b->n == D) && D && (e->nout < 2 || !e->out[1]) && (e->nout < 3 || !e->out[2])) {
+        /* the library's layer norm (as the safetensors path runs it); mean and rstd in scratch */
+        val st = { 0 };
+        int64_t two = 2 * outer;
+        if ((rc = val_alloc(&st, SD_OV_F32, 1, &two))) return rc;
+        sd_tensor tx = sd_tensor_wrap(a->p, SD_F32, 2, (int64_t[]){ outer, D }),
+                  ty = sd_tensor_wrap(e->out[0]->p, SD_F32, 2, (int64_t[]){ outer, D }),
+                  tm = sd_tensor_wrap(F(&st), SD_F32, 1, &outer), ts = sd_tensor_wrap(F(&st) + outer, SD_F32, 1, &outer),
+                  tg = sd_tensor_wrap(g->p, SD_F32, 1, &D), tb = b ? sd_tensor_wrap(b->p, SD_F32, 1, &D) : tg;
+        rc = sd_op_layer_norm(e->ctx, &ty, &tm, &ts, &tx, &tg, b ? &tb : NULL, eps);
+        val_free(&st);
+        return rc;
+    }
     int64_t sd[MAXD];
     for (int i = 0; i < a->nd; i++) sd[i] = i < ax ? a->d[i] : 1;
     float *mo = NULL, *io = NULL;

@@ -8,7 +8,8 @@
  *  - every golden graph of tests/data/onnx (torch-exported ConvNeXt and SwinV2 taggers, the tf2onnx-style
  *    graph, the operator graph): the fused run equals the unfused one within 2e-5 and fuses what it
  *    should (the ConvNeXt's MatMul+bias+GELU, the SwinV2's decomposed LayerNorms, the tf2onnx Conv+BN);
- *  - a second run on the same runtime (buffers from the pool) gives the same bytes as the first. */
+ *  - a second run on the same runtime (buffers from the pool) gives the same bytes as the first, and
+ *    1 thread the same bytes as 2. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -118,6 +119,13 @@ static void fuse_patterns(void)
         T_CHECKF(e0 <= 2e-5, "unfused vs numpy %g", e0);
         T_CHECKF(e10 <= 2e-5, "fused vs unfused %g", e10);
     }
+    /* the fused kernels give the same bytes on 1 thread as on 2 */
+    int64_t ct = 0;
+    sd_ctx_set_threads(&g_ctx, 1);
+    float *yt = run("fuse.onnx", 1, 1, 8, 1, &ct, NULL);
+    sd_ctx_set_threads(&g_ctx, 2);
+    T_CHECKF(yt && y1 && ct == c1 && !memcmp(yt, y1, sizeof(float) * (size_t)c1), "fuse.onnx: 1 vs 2 threads differ");
+    free(yt);
     free(y1);
     free(y0);
     free(ref);
