@@ -1,5 +1,6 @@
 /* ONNX graph interpreter (models/onnx_run.h): graph set-up (names, operator check, topological
- * order, last uses) and the run; the operators are in onnx_ops.c and onnx_ops_nn.c. */
+ * order), the optimisation pass's plan (last uses, the free lists) and the run; the operators are in
+ * onnx_ops.c and onnx_ops_nn.c, the pass and its fused steps in onnx_opt.c. */
 #include "models/onnx_run.h"
 
 #include <stdlib.h>
@@ -226,15 +227,8 @@ static int open_graph(sd_onnx_run *r)
     }
     free(producer);
     if (!rc) {
-        r->last = malloc(sizeof(int) * ((size_t)r->nvals + 1));
+        r->last = malloc(sizeof(int) * ((size_t)r->nvals + 1)); /* filled by plan() */
         if (!r->last) return sd_err(SD_ENOMEM, "out of memory");
-        for (int v = 0; v < r->nvals; v++) r->last[v] = -1;
-        for (int p = 0; p < m->nnodes; p++) {
-            int i = r->order[p];
-            for (int k = 0; k < m->nodes[i].nin; k++)
-                if (r->nin[i][k] >= 0) r->last[r->nin[i][k]] = p;
-        }
-        r->last[r->output] = m->nnodes; /* kept */
     }
     return rc;
 }

@@ -60,7 +60,7 @@ typedef struct sd_onnx_run {
     int *hash, hcap;         /* name -> value index */
     int *order;              /* node indices in execution order */
     int **nin, **nout;       /* per node: value indices of inputs/outputs (-1 for "") */
-    int *last;               /* per value: last position in `order` that reads it (-1 none) */
+    int *last;               /* per value: last position in `order` whose step reads it (-1 none) */
     int input, output;       /* the graph input (first non-initializer) and output 0 */
     sd_onnx_value_info in_info, out_info;
     /* the optimisation pass (models/onnx_opt.c) and the run's plan */
