@@ -2,7 +2,8 @@
  *
  * 1. Constant folding: a node whose inputs are all initializers (or folded values), Constant nodes
  *    included, is evaluated once here; its outputs become constants (the shrunken test graphs' Casts of
- *    float16 weights, torch's weight reshapes).
+ *    float16 weights, torch's weight reshapes). Not folded: Conv, and ConstantOfShape, Expand, Tile,
+ *    Range and Pad, whose output sizes come from values rather than input sizes.
  * 2. Patterns, each a chain of nodes whose intermediate values nothing else reads (not the graph
  *    output either): a value read by a node outside the chain stops the fusion.
  *      LAYERNORM  ReduceMean(x) -> Sub(x, ·) -> Pow(·, 2) -> ReduceMean -> Add(eps) -> Sqrt -> Div
@@ -553,7 +554,12 @@ static void fold_constants(sd_onnx_run *r)
     for (int p = 0; p < r->m.nnodes; p++) {
         int i = r->order[p];
         const sd_onnx_node *n = &r->m.nodes[i];
-        if (!strcmp(n->op_type, "Conv") || n->nin > 16 || n->nout > 16) continue; /* Conv: needs a ctx */
+        /* Conv needs a ctx; the generators (an output size from a value, not from the input sizes) stay
+         * for the run, so that opening a hostile graph never allocates what its data claims */
+        static const char *const skip[] = { "Conv", "ConstantOfShape", "Expand", "Tile", "Range", "Pad", NULL };
+        int sk = n->nin > 16 || n->nout > 16;
+        for (int k = 0; skip[k] && !sk; k++) sk = !strcmp(n->op_type, skip[k]);
+        if (sk) continue;
         if (n->nin == 0 && strcmp(n->op_type, "Constant")) continue;
         int ok = 1;
         for (int k = 0; k < n->nin && ok; k++) {
