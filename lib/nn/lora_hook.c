@@ -116,17 +116,27 @@ static void z_shape(const sd_lora *l, const sd_tensor *y, int *nd, int64_t *s)
 static int mask_kind(const sd_lora *l)
 {
     if (!training(l)) return 0;
+    if (l->lyco_drop) return l->lyco_drop == SD_LORA_DROP_LYCO_BYPASS && l->rank_dropout > 0 ? 1 : 0;
     if (l->dropout > 0) return 2;
     if (l->rank_dropout > 0) return 1;
     return 0;
 }
 
+/* LyCORIS's output mask on up(zf): 1 one flag per output channel (rank_dropout, bypass_mode off),
+   2 one value per element of y (dropout, bypass_mode on), 0 none. */
+static int out_kind(const sd_lora *l)
+{
+    if (!training(l) || !l->lyco_drop) return 0;
+    if (l->lyco_drop == SD_LORA_DROP_LYCO) return l->rank_dropout > 0 ? 1 : 0;
+    return l->dropout > 0 ? 2 : 0;
+}
+
 size_t sd_lora_saved_bytes(const sd_lora *l, int64_t y_numel, int64_t rows)
 {
     int64_t zn = y_numel / l->out * l->rank;
-    int mk = mask_kind(l);
+    int mk = mask_kind(l), ok = out_kind(l);
     return nn_bytes(zn) + (mk == 2 ? nn_bytes(zn) : mk == 1 ? nn_bytes(rows * l->rank) : 0) +
-           (l->dy_unit > 0 ? nn_bytes(l->rank) : 0);
+           (ok == 1 ? nn_bytes(l->out) : ok == 2 ? nn_bytes(y_numel) : 0) + (l->dy_unit > 0 ? nn_bytes(l->rank) : 0);
 }
 
 size_t sd_lora_scratch_bytes(const sd_lora *l, int64_t y_numel, int64_t rows)
@@ -135,7 +145,9 @@ size_t sd_lora_scratch_bytes(const sd_lora *l, int64_t y_numel, int64_t rows)
     /* forward: z (+ zf and mask when not saving); backward: dzf and dz (DyLoRA: and the whole-rank
        weight gradients before the trained rows are taken from them) */
     size_t dy = l->dy_unit > 0 ? nn_bytes(sd_tensor_numel(&l->up->value)) + nn_bytes(sd_tensor_numel(&l->down->value)) : 0;
-    return 2 * nn_bytes(zn) + sd_lora_saved_bytes(l, y_numel, rows) + dy;
+    /* LyCORIS output masks: up(zf) before masking (forward), the masked dy (backward) */
+    size_t om = out_kind(l) ? 2 * nn_bytes(y_numel) : 0;   /* (and the f16 staging of a mask, at most y-sized) */
+    return 2 * nn_bytes(zn) + sd_lora_saved_bytes(l, y_numel, rows) + dy + om;
 }
 
 int sd_lora_dy_draw(const sd_lora *l)
@@ -161,6 +173,52 @@ static int dy_prepare(sd_ctx *ctx, sd_lora *l, sd_arena *a, float *f)
     return rc;
 }
 
+#define F16_ONE ((uint16_t)0x3C00)
+
+static float *host_buf(sd_lora *l, int64_t n)
+{
+    if ((size_t)n > l->host_mask_cap) {
+        free(l->host_mask);
+        l->host_mask = malloc((size_t)n * sizeof(float));
+        l->host_mask_cap = l->host_mask ? (size_t)n : 0;
+    }
+    return l->host_mask;
+}
+
+/* LyCORIS's output mask (out_kind): [1, out, 1, 1] / [1, …, out] keep flags, or y's shape with
+   nn.Dropout's values (0 or 1 / (1 - p)). */
+static int make_omask(sd_ctx *ctx, sd_lora *l, sd_arena *a, const sd_tensor *y, int kind)
+{
+    int nd = y->ndim;
+    int64_t ms[SD_MAX_DIMS];
+    if (kind == 2) {
+        memcpy(ms, y->shape, sizeof(int64_t) * (size_t)nd);
+    } else {
+        for (int d = 0; d < nd; d++) ms[d] = 1;
+        ms[l->conv ? 1 : nd - 1] = l->out;
+    }
+    int rc = nn_tensor(a, &l->omask, nd, ms);
+    if (rc) return rc;
+    int64_t mn = sd_tensor_numel(&l->omask);
+    float *m = host_buf(l, mn);
+    if (!m) return sd_err(SD_ENOMEM, "LoRA mask: out of memory");
+    uint16_t *h = (uint16_t *)m;
+    sd_rng g = sd_rng_key(l->rt->seed, l->rt->step, l->id, SD_RNG_DROPOUT);
+    if (kind == 1) {
+        /* make_weight: torch.rand(out) > rank_dropout on the rows of ΔW */
+        for (int64_t o = 0; o < mn; o++)
+            h[o] = (l->drop_keep ? l->drop_keep[o] != 0 : sd_rng_uniform_at(&g, 1 + (uint64_t)o) > l->rank_dropout)
+                       ? F16_ONE : 0;
+        return nn_mask_from_flags(ctx, &l->omask, h, 1.0f);
+    }
+    /* nn.Dropout(p): kept with probability 1 - p, scaled by 1 / (1 - p) */
+    const uint64_t off = 1 + (uint64_t)l->rank;
+    for (int64_t e = 0; e < mn; e++)
+        h[e] = (l->drop_keep ? l->drop_keep[l->rank + e] != 0 : sd_rng_uniform_at(&g, off + (uint64_t)e) >= l->dropout)
+                   ? F16_ONE : 0;
+    return nn_mask_from_flags(ctx, &l->omask, h, 1.0f / (1.0f - l->dropout));
+}
+
 static int make_mask(sd_ctx *ctx, sd_lora *l, sd_arena *a, const sd_tensor *z, int kind, float f)
 {
     int64_t rows = z->shape[0], r = l->rank, zn = sd_tensor_numel(z);
@@ -176,14 +234,19 @@ static int make_mask(sd_ctx *ctx, sd_lora *l, sd_arena *a, const sd_tensor *z, i
     int rc = nn_tensor(a, &l->mask, nd, ms);
     if (rc) return rc;
     int64_t mn = sd_tensor_numel(&l->mask);
-    if ((size_t)mn > l->host_mask_cap) {
-        free(l->host_mask);
-        l->host_mask = malloc((size_t)mn * sizeof(float));
-        l->host_mask_cap = l->host_mask ? (size_t)mn : 0;
-        if (!l->host_mask) return sd_err(SD_ENOMEM, "LoRA mask: out of memory");
-    }
-    float *m = l->host_mask;
+    float *m = host_buf(l, mn);
+    if (!m) return sd_err(SD_ENOMEM, "LoRA mask: out of memory");
     sd_rng g = sd_rng_key(l->rt->seed, l->rt->step, l->id, SD_RNG_DROPOUT);
+    if (l->lyco_drop) {
+        /* LyCORIS bypass: torch.rand(lora_dim) > p, one mask for the batch, not rescaled */
+        uint16_t *h = (uint16_t *)m;
+        for (int64_t e = 0; e < mn; e++) {
+            int64_t j = e % r;
+            int keep = l->drop_keep ? l->drop_keep[j] != 0 : sd_rng_uniform_at(&g, 1 + (uint64_t)j) > l->rank_dropout;
+            h[e] = keep ? F16_ONE : 0;
+        }
+        return nn_mask_from_flags(ctx, &l->mask, h, f);
+    }
     float rs = 1.0f;
     if (l->rank_dropout > 0) rs = 1.0f / (1.0f - l->rank_dropout);
     float ns = l->dropout > 0 ? 1.0f / (1.0f - l->dropout) : 1.0f;
@@ -229,6 +292,9 @@ int sd_lora_forward(sd_ctx *ctx, sd_lora *l, sd_arena *save, sd_tensor *y, const
     if (!rc) rc = nn_tensor(A, &l->zf, nd, zs);
     if (!rc && kind) rc = make_mask(ctx, l, A, &l->zf, kind, f);
     else l->mask.data = NULL;
+    const int okind = out_kind(l);
+    if (!rc && okind) rc = make_omask(ctx, l, A, y, okind);
+    else l->omask.data = NULL;
     if (rc || l->skipped) goto out;
     sd_tensor z;
     rc = nn_tensor(&ctx->scratch, &z, nd, zs);
@@ -242,22 +308,28 @@ int sd_lora_forward(sd_ctx *ctx, sd_lora *l, sd_arena *save, sd_tensor *y, const
     }
     if (!rc) rc = kind ? sd_op_mul(ctx, &l->zf, &z, &l->mask) : sd_op_axpby(ctx, &l->zf, f, &z, 0.0f);
     if (rc) goto out;
-    /* y += up(zf) */
-    sd_tensor up2;
+    /* y += up(zf) (LyCORIS output mask: t = up(zf), y += t ⊙ omask) */
+    sd_tensor up2, t, *yt = y;
     rc = nn_view2(&l->up->value, &up2);
+    if (!rc && okind) {
+        rc = nn_tensor(&ctx->scratch, &t, y->ndim, y->shape);
+        yt = &t;
+    }
     if (rc) goto out;
+    const float beta = okind ? 0.0f : 1.0f;
     if (l->conv) {
         int64_t n = y->shape[0], hw = y->shape[2] * y->shape[3];
         sd_tensor yv, zv;
-        rc = sd_tensor_reshape(y, 3, (int64_t[]){ n, l->out, hw }, &yv);
+        rc = sd_tensor_reshape(yt, 3, (int64_t[]){ n, l->out, hw }, &yv);
         if (!rc) rc = sd_tensor_reshape(&l->zf, 3, (int64_t[]){ n, l->rank, hw }, &zv);
-        if (!rc) rc = sd_op_matmul(ctx, &yv, &up2, 0, &zv, 0, 1.0f, 1.0f);
+        if (!rc) rc = sd_op_matmul(ctx, &yv, &up2, 0, &zv, 0, 1.0f, beta);
     } else {
         sd_tensor yv, zv;
-        rc = sd_tensor_reshape(y, 2, (int64_t[]){ -1, l->out }, &yv);
+        rc = sd_tensor_reshape(yt, 2, (int64_t[]){ -1, l->out }, &yv);
         if (!rc) rc = sd_tensor_reshape(&l->zf, 2, (int64_t[]){ -1, l->rank }, &zv);
-        if (!rc) rc = sd_op_matmul(ctx, &yv, &zv, 0, &up2, 1, 1.0f, 1.0f);
+        if (!rc) rc = sd_op_matmul(ctx, &yv, &zv, 0, &up2, 1, 1.0f, beta);
     }
+    if (!rc && okind) rc = sd_op_mul_bwd(ctx, y, NULL, &t, &t, &l->omask);
 out:
     sd_arena_reset(&ctx->scratch, mark);
     return rc;
@@ -271,7 +343,7 @@ int sd_lora_backward(sd_ctx *ctx, sd_lora *l, sd_tensor *dx, const sd_tensor *dy
     sd_tensor *ddown = l->down->grad.data ? &l->down->grad : NULL;
     if (!dx && !ddown && !dup) return SD_OK;
     size_t mark = sd_arena_mark(&ctx->scratch);
-    sd_tensor dzf, dz, up_w = l->up->value, dup_v, down_w = l->down->value, ddown_v;
+    sd_tensor dzf, dz, dym, up_w = l->up->value, dup_v, down_w = l->down->value, ddown_v;
     sd_tensor *gup = dup, *gdown = ddown, tup, tdown;   /* DyLoRA: whole-rank gradients first */
     int rc = SD_OK;
     if (l->dy_unit > 0 && dup) {
@@ -283,6 +355,12 @@ int sd_lora_backward(sd_ctx *ctx, sd_lora *l, sd_tensor *dx, const sd_tensor *dy
         rc = nn_tensor(&ctx->scratch, &tdown, down_w.ndim, down_w.shape);
         if (!rc) rc = sd_op_fill(ctx, &tdown, 0.0f);
         ddown = &tdown;
+    }
+    if (!rc && l->omask.data) {
+        /* LyCORIS output mask: the branch sees dy ⊙ omask */
+        rc = nn_tensor(&ctx->scratch, &dym, dy->ndim, dy->shape);
+        if (!rc) rc = sd_op_mul(ctx, &dym, dy, &l->omask);
+        dy = &dym;
     }
     if (!rc) rc = nn_tensor(&ctx->scratch, &dzf, l->zf.ndim, l->zf.shape);
     if (!rc) rc = nn_tensor(&ctx->scratch, &dz, l->zf.ndim, l->zf.shape);

@@ -13,6 +13,16 @@
  * from the Philox stream (rt->seed, rt->step, id, SD_RNG_DROPOUT), so a recomputation (gradient
  * checkpointing) or a resumed run draws the same masks.
  *
+ * LyCORIS's LoConModule (lycoris.kohya algo=lora/locon) drops differently (lyco_drop):
+ *  - SD_LORA_DROP_LYCO (bypass_mode off, its make_weight): rank_dropout keeps each row o of ΔW = up·down
+ *    when its uniform draw (1 + o) is > p (one mask for the whole batch, not rescaled: create_network never
+ *    sets rank_dropout_scale), i.e. the branch output channel o is multiplied by the keep flag; dropout is
+ *    not applied (LyCORIS never applies it in that form).
+ *  - SD_LORA_DROP_LYCO_BYPASS (bypass_forward_diff): rank_dropout keeps rank j of down(x) when draw (1 + j) is
+ *    > p (one mask for the batch, not rescaled); dropout is nn.Dropout(p) on the branch output
+ *    (each element kept when its draw (1 + rank + e) is >= p, kept ones scaled by 1 / (1 - p)).
+ * The output masks cost one y-sized scratch tensor in the forward and the backward (dy masked).
+ *
  * DyLoRA (kohya networks/dylora.py; dy_unit > 0): the module holds `rank` rows; every training
  * forward draws trainable_rank tr = randint(0, rank-1) rounded down to a multiple of dy_unit from
  * the stream (rt->seed, rt->step, id, SD_RNG_DYLORA) (value 0, sd_rng_below_at), computes the
@@ -41,6 +51,8 @@ typedef struct sd_lora_rt {
     int training;
 } sd_lora_rt;
 
+enum { SD_LORA_DROP_KOHYA = 0, SD_LORA_DROP_LYCO = 1, SD_LORA_DROP_LYCO_BYPASS = 2 };
+
 typedef struct sd_lora {
     sd_param *down, *up;
     int64_t in, out;
@@ -52,10 +64,15 @@ typedef struct sd_lora {
     float dropout, rank_dropout, module_dropout;
     uint32_t id;              /* stream id for the dropout draws; unique per module */
     const sd_lora_rt *rt;     /* NULL: never training (no dropout) */
+    int lyco_drop;            /* dropout semantics: SD_LORA_DROP_KOHYA (0), _LYCO (LyCORIS LoConModule, bypass_mode
+                                 off) or _LYCO_BYPASS (bypass_mode on); see below */
+    const uint8_t *drop_keep; /* test hook (NULL in use): the LyCORIS keep flags instead of the draws — rank mask
+                                 (_LYCO_BYPASS, rank flags) then output mask (out flags or one per element of y) */
     /* state of the last training forward */
     int skipped;
     sd_tensor zf;             /* saved: f·mask·down(x) */
     sd_tensor mask;           /* saved: f·mask when a dropout is active (data NULL otherwise) */
+    sd_tensor omask;          /* saved: LyCORIS's output mask on up(zf) (data NULL when none) */
     float factor;
     float *host_mask;         /* host staging for mask draws (grown once, reused) */
     size_t host_mask_cap;

@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/error.h"
@@ -251,6 +252,49 @@ int sd_lyco_delta(sd_ctx *ctx, const sd_lyco *m, sd_tensor *dw)
 
 static int training(const sd_lyco *m) { return m->rt && m->rt->training; }
 
+void sd_lyco_free(sd_lyco *m)
+{
+    if (!m) return;
+    free(m->host_mask);
+    m->host_mask = NULL;
+    m->host_mask_cap = 0;
+}
+
+static int rank_drop_on(const sd_lyco *m) { return training(m) && m->rank_dropout > 0; }
+
+/* [out, 1] keep flags of rank_dropout for this step (scratch): torch.rand(out) > p */
+static int row_mask(sd_ctx *ctx, sd_lyco *m, sd_tensor *mask)
+{
+    if ((size_t)m->out > m->host_mask_cap) {
+        free(m->host_mask);
+        m->host_mask = malloc((size_t)m->out * sizeof(float));
+        m->host_mask_cap = m->host_mask ? (size_t)m->out : 0;
+        if (!m->host_mask) return sd_err(SD_ENOMEM, "LyCORIS rank dropout: out of memory");
+    }
+    sd_rng g = sd_rng_key(m->rt->seed, m->rt->step, m->id, SD_RNG_DROPOUT);
+    uint16_t *h = (uint16_t *)m->host_mask;   /* f16 keep flags */
+    for (int64_t o = 0; o < m->out; o++)
+        h[o] = (m->drop_keep ? m->drop_keep[o] != 0 : sd_rng_uniform_at(&g, 1 + (uint64_t)o) > m->rank_dropout) ? 0x3C00 : 0;
+    int rc = nn_tensor(&ctx->scratch, mask, 2, (int64_t[]){ m->out, 1 });
+    if (!rc) rc = nn_mask_from_flags(ctx, mask, h, 1.0f);
+    return rc;
+}
+
+/* dL/dΔW with rank_dropout's rows zeroed (a scratch copy), else drw itself */
+static int masked_grad(sd_ctx *ctx, sd_lyco *m, const sd_tensor *drw, sd_tensor *gm, const sd_tensor **g)
+{
+    *g = drw;
+    if (!rank_drop_on(m)) return SD_OK;
+    sd_tensor mask, gv;
+    int64_t s[2] = { m->out, m->row };
+    int rc = row_mask(ctx, m, &mask);
+    if (!rc) rc = sd_tensor_reshape(drw, 2, s, &gv);
+    if (!rc) rc = nn_tensor(&ctx->scratch, gm, 2, s);
+    if (!rc) rc = sd_op_mul(ctx, gm, &gv, &mask);
+    if (!rc) *g = gm;
+    return rc;
+}
+
 int sd_lyco_weight(sd_ctx *ctx, sd_lyco *m, const sd_tensor *w, sd_tensor *rw)
 {
     m->skipped = 0;
@@ -266,6 +310,11 @@ int sd_lyco_weight(sd_ctx *ctx, sd_lyco *m, const sd_tensor *w, sd_tensor *rw)
     sd_tensor d, wf, rv;
     int rc = nn_tensor(&ctx->scratch, &d, 2, s);
     if (!rc) rc = sd_lyco_delta(ctx, m, &d);
+    if (!rc && rank_drop_on(m)) {
+        sd_tensor mask;
+        rc = row_mask(ctx, m, &mask);
+        if (!rc) rc = sd_op_mul(ctx, &d, &d, &mask);
+    }
     /* new = W + ΔW · multiplier, in f32, then W's dtype */
     if (!rc && rw->dtype == SD_F32) {
         rc = sd_tensor_reshape(rw, 2, s, &rv);
@@ -290,12 +339,19 @@ int sd_lyco_weight_backward(sd_ctx *ctx, sd_lyco *m, const sd_tensor *drw)
     int g[4], any = 0;
     for (int i = 0; i < 4; i++) any |= g[i] = nn_has_grad(m->p[i]);
     if (!any) return SD_OK;
-    if (m->algo == SD_LYCO_LOKR) return lokr_backward(ctx, m, drw);
     size_t mark = sd_arena_mark(&ctx->scratch);
+    sd_tensor gm;
+    const sd_tensor *g0;
+    int rc = masked_grad(ctx, m, drw, &gm, &g0);
+    if (m->algo == SD_LYCO_LOKR) {
+        if (!rc) rc = lokr_backward(ctx, m, g0);
+        sd_arena_reset(&ctx->scratch, mark);
+        return rc;
+    }
     int64_t s[2] = { m->out, m->row };
     sd_tensor a, b, gv, t;
-    int rc = factors(ctx, m, &a, &b);
-    if (!rc) rc = sd_tensor_reshape(drw, 2, s, &gv);
+    if (!rc) rc = factors(ctx, m, &a, &b);
+    if (!rc) rc = sd_tensor_reshape(g0, 2, s, &gv);
     if (!rc) rc = nn_tensor(&ctx->scratch, &t, 2, s);
     const float f = m->multiplier * scale_of(m);
     /* t = f · G ⊙ B → w1a, w1b */
@@ -319,8 +375,8 @@ size_t sd_lyco_scratch_bytes(const sd_lyco *m)
         const sd_lyco_lokr_shape *k = &m->k;
         int64_t dkk = m->row / k->c;
         size_t prods = nn_bytes(k->a * k->c) + nn_bytes(k->b * dkk);
-        return 3 * nn_bytes(m->out * m->row) + 2 * prods + 64;
+        return 3 * nn_bytes(m->out * m->row) + 2 * prods + 64 + (m->rank_dropout > 0 ? 2 * nn_bytes(m->out) : 0);
     }
-    /* weight: d, a, b (a reused for a⊙b), wf; backward: a, b, t */
-    return 4 * nn_bytes(m->out * m->row);
+    /* weight: d, a, b (a reused for a⊙b), wf; backward: a, b, t (rank_dropout: + the masked dL/dΔW, the mask) */
+    return (m->rank_dropout > 0 ? 5 : 4) * nn_bytes(m->out * m->row) + (m->rank_dropout > 0 ? 2 * nn_bytes(m->out) : 0);
 }

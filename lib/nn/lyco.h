@@ -15,7 +15,12 @@
  * ops, on the parameters' device.
  *
  * module_dropout: in training, the module is skipped for the step (RW = W, no gradient) when the
- * uniform draw 0 of the Philox stream (seed, step, id, SD_RNG_DROPOUT) is < p, as nn/lora_hook.h's. */
+ * uniform draw 0 of the Philox stream (seed, step, id, SD_RNG_DROPOUT) is < p, as nn/lora_hook.h's.
+ *
+ * rank_dropout (LyCORIS's get_weight in training, both algorithms): row o of ΔW is kept when the
+ * uniform draw (1 + o) of the same stream is > p, else zeroed (one mask per module and step, not
+ * rescaled: lycoris.kohya never sets rank_dropout_scale); the backward masks dL/dΔW's rows alike. The
+ * draws are Philox values, not torch.rand's (same distribution). */
 #ifndef SD_NN_LYCO_H
 #define SD_NN_LYCO_H
 
@@ -59,10 +64,17 @@ typedef struct sd_lyco {
     int rank;
     float alpha, multiplier;
     float module_dropout;
+    float rank_dropout;       /* LyCORIS's get_weight: rows of ΔW dropped in training (0: off) */
     uint32_t id;              /* dropout stream id; unique per module */
     const sd_lora_rt *rt;     /* NULL: never training */
     int skipped;              /* the last sd_lyco_weight skipped the module (module dropout) */
+    const uint8_t *drop_keep; /* test hook (NULL in use): [out] keep flags instead of the rank_dropout draws */
+    float *host_mask;         /* host staging for the row mask (grown once, reused; sd_lyco_free) */
+    size_t host_mask_cap;
 } sd_lyco;
+
+/* Free what a module allocated besides its registry entries (the row-mask staging). */
+void sd_lyco_free(sd_lyco *m);
 
 /* Register "<name>.hada_w1_a" … "<name>.hada_w2_b" (trainable, f32) in `reg`. alpha <= 0: rank. */
 int sd_lyco_init_loha(sd_lyco *m, sd_params *reg, const char *name, int64_t out, int64_t row, int rank, float alpha);

@@ -165,6 +165,7 @@ int sd_lora_network_build(sd_lora_network *net, sd_ctx *ctx, sd_unet *u, sd_clip
         l->dropout = (float)o->network_dropout;
         l->rank_dropout = (float)o->args->rank_dropout;
         l->module_dropout = (float)o->args->module_dropout;
+        l->lyco_drop = o->lyco_drop;
         net->is_te[i] = x->is_te;
         net->refs[i].name = net->names[i];
         net->refs[i].lora = l;

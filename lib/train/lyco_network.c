@@ -47,6 +47,7 @@ int sd_lyco_network_build(sd_lyco_network *net, sd_params *reg, sd_unet *u, sd_c
         net->mods[i].id = (uint32_t)i;
         net->mods[i].rt = rt;
         net->mods[i].module_dropout = module_dropout;
+        net->mods[i].rank_dropout = (float)la->rank_dropout;
         net->is_te[i] = x->is_te;
         net->host_lin[i] = x->conv_host ? NULL : x->lin;
         net->host_conv[i] = x->conv_host ? x->conv : NULL;
@@ -74,6 +75,7 @@ void sd_lyco_network_free(sd_lyco_network *net)
         if (net->host_lin && net->host_lin[i] && net->host_lin[i]->lyco == &net->mods[i]) net->host_lin[i]->lyco = NULL;
         if (net->host_conv && net->host_conv[i] && net->host_conv[i]->lyco == &net->mods[i]) net->host_conv[i]->lyco = NULL;
         if (net->names) free(net->names[i]);
+        if (net->mods) sd_lyco_free(&net->mods[i]);
     }
     free(net->mods);
     free(net->names);

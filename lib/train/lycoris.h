@@ -64,11 +64,20 @@ typedef struct sd_lycoris_args {
     int use_tucker, bypass_mode, rs_lora;
     int factor, decompose_both, full_matrix, unbalanced;   /* algo=lokr (factor -1: balanced) */
     double network_alpha, conv_alpha;   /* as given (0: alpha = rank) */
+    double dropout, rank_dropout;       /* as given (0: off) */
+    int dropout_given;                  /* dropout was in network_args (else --network_dropout is passed as it) */
 } sd_lycoris_args;
+
+/* After sd_lycoris_args_parse: train_network.py's net_kwargs["dropout"] = --network_dropout unless
+ * network_args has one; then the combinations LyCORIS applies and this implements (dropout: only
+ * bypass_mode with algo lora/locon; rank_dropout: not LoKr in bypass_mode, where LyCORIS ignores it)
+ * or SD_EUSAGE naming the key. */
+int sd_lycoris_args_dropout(sd_lycoris_args *la, double network_dropout);
 
 /* Parse --network_args as create_network reads its kwargs (raw strings): algo, conv_dim, conv_alpha,
  * module_dropout, preset (full only), bypass_mode, rs_lora, loraplus_lr_ratio,
- * loraplus_unet_lr_ratio, loraplus_text_encoder_lr_ratio; dropout and rank_dropout only 0;
+ * loraplus_unet_lr_ratio, loraplus_text_encoder_lr_ratio; dropout and rank_dropout in [0, 1]
+ * (see sd_lycoris_args_dropout);
  * use_tucker (and its deprecated names) only off or without conv modules; use_scalar, train_norm,
  * dora_wd, rescaled, full_matrix, unbalanced_factorization, decompose_both, train_t5xxl only off.
  * Anything else is SD_EUSAGE naming the key. `a` is filled for sd_lora_net_plan (conv_dim set). */
