@@ -114,6 +114,32 @@ T --output_dir r2 --max_train_steps 8 --network_args module_dropout=0.3 --resume
 [ -f r1/last.safetensors ] && cmp -s r1/last.safetensors r2/last.safetensors && ! cmp -s r1/last.safetensors o1/t.safetensors &&
   ok train_lycoris_resume_same_bytes || nok train_lycoris_resume_same_bytes "$(tail -2 r2.err)"
 
+# ---- dropouts (LyCORIS's semantics, Philox draws keyed by step): rank_dropout for every algo; dropout in bypass_mode --
+for algo in locon loha lokr; do
+  T --output_dir rd_$algo --output_name t --max_train_steps 6 --network_args algo=$algo rank_dropout=0.5 2> rd_$algo.err
+  T --output_dir rn_$algo --output_name t --max_train_steps 6 --network_args algo=$algo 2> /dev/null
+  T --output_dir rt_$algo --output_name t --max_train_steps 6 --network_args algo=$algo rank_dropout=0.5 --threads 2 2> /dev/null
+  T --output_dir rs_$algo --max_train_steps 6 --network_args algo=$algo rank_dropout=0.5 --save_every_n_steps 3 --save_state 2> /dev/null
+  T --output_dir rr_$algo --max_train_steps 6 --network_args algo=$algo rank_dropout=0.5 --resume rs_$algo/at-step00000003-state 2> /dev/null
+  r=$(wdiff rd_$algo/t.safetensors rn_$algo/t.safetensors 2>&1)
+  [ -f rd_$algo/t.safetensors ] && [ "${r%% *}" != 0 ] && cmp -s rd_$algo/t.safetensors rt_$algo/t.safetensors &&
+  cmp -s rs_$algo/last.safetensors rr_$algo/last.safetensors &&
+    ok train_lycoris_${algo}_rank_dropout || nok train_lycoris_${algo}_rank_dropout "$r $(tail -1 rd_$algo.err)"
+done
+T --output_dir bd --output_name t --max_train_steps 6 --network_args algo=locon bypass_mode=True dropout=0.3 rank_dropout=0.25 \
+  2> bd.err
+T --output_dir bn --output_name t --max_train_steps 6 --network_args algo=locon bypass_mode=True 2> /dev/null
+T --output_dir bt --output_name t --max_train_steps 6 --network_args algo=locon bypass_mode=True dropout=0.3 rank_dropout=0.25 \
+  --threads 2 2> /dev/null
+r=$(wdiff bd/t.safetensors bn/t.safetensors 2>&1)
+[ -f bd/t.safetensors ] && [ "${r%% *}" != 0 ] && cmp -s bd/t.safetensors bt/t.safetensors &&
+[ "$(t_meta bd/t.safetensors ss_network_args)" = '{"algo": "locon", "bypass_mode": "True", "dropout": "0.3", "rank_dropout": "0.25"}' ] &&
+  ok train_lycoris_bypass_dropout || nok train_lycoris_bypass_dropout "$r $(t_meta bd/t.safetensors ss_network_args) $(tail -1 bd.err)"
+# --network_dropout is LyCORIS's dropout (train_network.py's net_kwargs["dropout"]) unless network_args has one
+T --output_dir bnd --output_name t --max_train_steps 2 --network_args bypass_mode=True --network_dropout 0.2 2> bnd.err &&
+[ "$(t_meta bnd/t.safetensors ss_network_dropout)" = 0.2 ] && ok train_lycoris_network_dropout_bypass ||
+  nok train_lycoris_network_dropout_bypass "$(t_meta bnd/t.safetensors ss_network_args) $(tail -1 bnd.err)"
+
 # ---- --network_weights: a LyCORIS file continues (a step at a negligible rate keeps it) -----------------------
 T --output_dir w1 --output_name t --max_train_steps 1 --learning_rate 1e-20 --network_weights o1/t.safetensors 2> w1.err
 r=$(wdiff o1/t.safetensors w1/t.safetensors 2>&1); set -- $r
@@ -260,9 +286,16 @@ done
 # ---- refusals ------------------------------------------------------------------------------------------------
 refuse() { t_refuse "$1" "$2" "$3" T --output_dir bad --max_train_steps 1 "${@:4}"; }
 refuse train_lycoris_refuses_algo 2 'algo=ia3: not supported (lora, locon, loha and lokr are)' --network_args algo=ia3
-refuse train_lycoris_refuses_dropout 2 'dropout=0.1: not supported' --network_args dropout=0.1
-refuse train_lycoris_refuses_network_dropout 2 'network_dropout: not supported with lycoris.kohya' --network_dropout 0.1
-refuse train_lycoris_refuses_rank_dropout 2 'rank_dropout=0.1: not supported' --network_args rank_dropout=0.1
+refuse train_lycoris_refuses_dropout 2 'network_args dropout: LyCORIS applies dropout only with bypass_mode=True' \
+  --network_args dropout=0.1
+refuse train_lycoris_refuses_network_dropout 2 'network_dropout: LyCORIS applies dropout only with bypass_mode=True' \
+  --network_dropout 0.1
+refuse train_lycoris_refuses_loha_dropout 2 'dropout: not supported with algo=loha' --network_args algo=loha bypass_mode=True dropout=0.1
+refuse train_lycoris_refuses_lokr_bypass_rank_dropout 2 "rank_dropout: LyCORIS's LoKr bypass_mode forward never applies it" \
+  --network_args algo=lokr bypass_mode=True rank_dropout=0.1
+refuse train_lycoris_refuses_rank_dropout_range 2 'rank_dropout=1.5: must be in \[0, 1\]' --network_args rank_dropout=1.5
+refuse train_lycoris_refuses_rank_dropout_scale 2 "rank_dropout_scale: not supported with lycoris.kohya (LyCORIS's create_network" \
+  --network_args rank_dropout=0.1 rank_dropout_scale=True
 refuse train_lycoris_refuses_tucker 2 'use_tucker: Tucker decomposition' --network_args use_tucker=True
 refuse train_lycoris_refuses_deprecated_cp 2 'use_tucker: Tucker decomposition' --network_args use_conv_cp=1
 refuse train_lycoris_refuses_scalar 2 'use_scalar=True: not supported' --network_args use_scalar=True
