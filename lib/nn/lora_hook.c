@@ -2,6 +2,7 @@
 #include "nn/lora_hook.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,6 +39,31 @@ int sd_lora_init(sd_lora *l, sd_params *reg, const char *name, int64_t in, int64
     return rc;
 }
 
+int sd_lora_init_tucker(sd_lora *l, sd_params *reg, const char *name, int64_t in, int64_t out, int rank, float alpha,
+                        int kh, int kw, sd_conv2d_geom g)
+{
+    memset(l, 0, sizeof *l);
+    if (rank < 1 || in < 1 || out < 1 || kh < 1 || kw < 1 || (kh == 1 && kw == 1))
+        return sd_err(SD_EINVAL, "LoRA '%s': Tucker needs a rank and a k×k conv host", name);
+    l->in = in;
+    l->out = out;
+    l->rank = rank;
+    l->kh = kh;
+    l->kw = kw;
+    l->conv = 1;
+    l->geom = g;
+    l->alpha = alpha > 0 ? alpha : (float)rank;
+    l->multiplier = 1.0f;
+    char key[512];
+    snprintf(key, sizeof key, "%s.lora_down", name);
+    int rc = sd_params_add(reg, key, "weight", 4, (int64_t[]){ rank, in, 1, 1 }, SD_PARAM_TRAINABLE, &l->down);
+    snprintf(key, sizeof key, "%s.lora_up", name);
+    if (!rc) rc = sd_params_add(reg, key, "weight", 4, (int64_t[]){ out, rank, 1, 1 }, SD_PARAM_TRAINABLE, &l->up);
+    snprintf(key, sizeof key, "%s.lora_mid", name);
+    if (!rc) rc = sd_params_add(reg, key, "weight", 4, (int64_t[]){ rank, rank, kh, kw }, SD_PARAM_TRAINABLE, &l->mid);
+    return rc;
+}
+
 void sd_lora_free(sd_lora *l)
 {
     if (!l) return;
@@ -56,10 +82,21 @@ int sd_lora_init_weights(sd_ctx *ctx, sd_lora *l, uint64_t seed)
     if (!h) return sd_err(SD_ENOMEM, "LoRA init: out of memory");
     sd_rng r = sd_rng_key(seed, 0, l->id, SD_RNG_INIT);
     int rc = sd_rng_fill_uniform(&r, 0, h, (size_t)n);
-    double bound = 1.0 / sqrt((double)(l->in * l->kh * l->kw));
+    double bound = 1.0 / sqrt((double)(l->mid ? l->in : l->in * l->kh * l->kw));
     for (int64_t i = 0; i < n && !rc; i++) h[i] = (float)((2.0 * h[i] - 1.0) * bound);
     if (!rc) rc = sd_tensor_upload(&l->down->value, h, (size_t)n * sizeof *h);
     free(h);
+    if (!rc && l->mid) {
+        /* lora_mid: kaiming_uniform(a = sqrt(5)) over fan_in r·kh·kw, draws after down's */
+        int64_t nm = sd_tensor_numel(&l->mid->value);
+        float *hm = malloc((size_t)nm * sizeof *hm);
+        if (!hm) return sd_err(SD_ENOMEM, "LoRA init: out of memory");
+        rc = sd_rng_fill_uniform(&r, (uint64_t)n, hm, (size_t)nm);
+        double bm = 1.0 / sqrt((double)(l->rank * l->kh * l->kw));
+        for (int64_t i = 0; i < nm && !rc; i++) hm[i] = (float)((2.0 * hm[i] - 1.0) * bm);
+        if (!rc) rc = sd_tensor_upload(&l->mid->value, hm, (size_t)nm * sizeof *hm);
+        free(hm);
+    }
     if (!rc) rc = sd_op_fill(ctx, &l->up->value, 0.0f);
     return rc;
 }
@@ -89,6 +126,7 @@ int sd_lora_init_weights_fa(sd_ctx *ctx, sd_lora *l, uint64_t seed)
 
 int sd_lora_merge(sd_ctx *ctx, const sd_lora *l, sd_tensor *w, float multiplier)
 {
+    if (l->mid) return sd_err(SD_EUNSUPPORTED, "LoRA merge %s: a Tucker module (lora_mid) is merged from its file", l->down->key);
     int64_t k = l->in * l->kh * l->kw;
     if (w->dtype != SD_F32 || sd_tensor_numel(w) != l->out * k || w->shape[0] != l->out)
         return sd_err(SD_EINVAL, "LoRA merge %s: base weight must be f32 [%lld, %lld...]", l->down->key,
@@ -147,6 +185,8 @@ size_t sd_lora_scratch_bytes(const sd_lora *l, int64_t y_numel, int64_t rows)
     size_t dy = l->dy_unit > 0 ? nn_bytes(sd_tensor_numel(&l->up->value)) + nn_bytes(sd_tensor_numel(&l->down->value)) : 0;
     /* LyCORIS output masks: up(zf) before masking (forward), the masked dy (backward) */
     size_t om = out_kind(l) ? 2 * nn_bytes(y_numel) : 0;   /* (and the f16 staging of a mask, at most y-sized) */
+    /* Tucker: down(x) at the input's size, H <= Ho·stride + kh, and its gradient */
+    if (l->mid) om += 2 * nn_bytes(zn * (l->geom.stride + l->kh) * (l->geom.stride + l->kw));
     return 2 * nn_bytes(zn) + sd_lora_saved_bytes(l, y_numel, rows) + dy + om;
 }
 
@@ -299,7 +339,13 @@ int sd_lora_forward(sd_ctx *ctx, sd_lora *l, sd_arena *save, sd_tensor *y, const
     sd_tensor z;
     rc = nn_tensor(&ctx->scratch, &z, nd, zs);
     if (rc) goto out;
-    if (l->conv) {
+    if (l->mid) {
+        /* Tucker: z = mid(down(x)), down a 1×1 conv */
+        sd_tensor z0;
+        rc = nn_tensor(&ctx->scratch, &z0, 4, (int64_t[]){ x->shape[0], l->rank, x->shape[2], x->shape[3] });
+        if (!rc) rc = sd_op_conv2d(ctx, &z0, x, &l->down->value, NULL, sd_conv2d_geom_make(1, 0));
+        if (!rc) rc = sd_op_conv2d(ctx, &z, &z0, &l->mid->value, NULL, l->geom);
+    } else if (l->conv) {
         rc = sd_op_conv2d(ctx, &z, x, &l->down->value, NULL, l->geom);
     } else {
         sd_tensor w2;
@@ -341,7 +387,7 @@ int sd_lora_backward(sd_ctx *ctx, sd_lora *l, sd_tensor *dx, const sd_tensor *dy
     if (!l->zf.data) return sd_err(SD_ESTATE, "LoRA backward without a training forward");
     sd_tensor *dup = l->up->grad.data ? &l->up->grad : NULL;
     sd_tensor *ddown = l->down->grad.data ? &l->down->grad : NULL;
-    if (!dx && !ddown && !dup) return SD_OK;
+    if (!dx && !ddown && !dup && !(l->mid && l->mid->grad.data)) return SD_OK;
     size_t mark = sd_arena_mark(&ctx->scratch);
     sd_tensor dzf, dz, dym, up_w = l->up->value, dup_v, down_w = l->down->value, ddown_v;
     sd_tensor *gup = dup, *gdown = ddown, tup, tdown;   /* DyLoRA: whole-rank gradients first */
@@ -377,11 +423,21 @@ int sd_lora_backward(sd_ctx *ctx, sd_lora *l, sd_tensor *dx, const sd_tensor *dy
         if (!rc) rc = sd_op_linear_bwd(ctx, &dzf, dup ? &dup_v : NULL, NULL, dy, &l->zf, &u2);
     }
     if (rc) goto out;
-    if (!dx && !ddown) goto out;
+    sd_tensor *dmid = l->mid && l->mid->grad.data ? &l->mid->grad : NULL;
+    if (!dx && !ddown && !dmid) goto out;
     rc = l->mask.data ? sd_op_mul_bwd(ctx, &dz, NULL, &dzf, &dzf, &l->mask)
                       : sd_op_axpby(ctx, &dz, l->factor, &dzf, 0.0f);
     if (rc) goto out;
-    if (l->conv) {
+    if (l->mid) {
+        /* Tucker: z0 = down(x) recomputed; mid's backward, then down's (1×1) */
+        sd_tensor z0, dz0;
+        int64_t zs0[4] = { x->shape[0], l->rank, x->shape[2], x->shape[3] };
+        rc = nn_tensor(&ctx->scratch, &z0, 4, zs0);
+        if (!rc) rc = nn_zeros(ctx, &ctx->scratch, &dz0, 4, zs0);
+        if (!rc) rc = sd_op_conv2d(ctx, &z0, x, &down_w, NULL, sd_conv2d_geom_make(1, 0));
+        if (!rc) rc = sd_op_conv2d_bwd(ctx, &dz0, dmid, NULL, &dz, &z0, &l->mid->value, l->geom);
+        if (!rc && (dx || ddown)) rc = sd_op_conv2d_bwd(ctx, dx, ddown, NULL, &dz0, x, &down_w, sd_conv2d_geom_make(1, 0));
+    } else if (l->conv) {
         rc = sd_op_conv2d_bwd(ctx, dx, ddown, NULL, &dz, x, &down_w, l->geom);
     } else {
         sd_tensor d2;

@@ -55,6 +55,8 @@ enum { SD_LORA_DROP_KOHYA = 0, SD_LORA_DROP_LYCO = 1, SD_LORA_DROP_LYCO_BYPASS =
 
 typedef struct sd_lora {
     sd_param *down, *up;
+    sd_param *mid;            /* Tucker LoCon (LyCORIS use_tucker on a k×k conv host): lora_mid [r, r, kh, kw] with
+                                 the base geometry, down then a 1×1 conv [r, in, 1, 1]; NULL otherwise */
     int64_t in, out;
     int rank;
     int kh, kw;               /* 1×1 for linear hosts */
@@ -94,6 +96,13 @@ int sd_lora_dy_draw(const sd_lora *l);
 int sd_lora_init(sd_lora *l, sd_params *reg, const char *name, int64_t in, int64_t out, int rank,
                  float alpha, int conv, int kh, int kw, sd_conv2d_geom g, int conv_shapes);
 void sd_lora_free(sd_lora *l);
+/* LyCORIS's Tucker LoCon on a k×k conv host (kh or kw > 1): "name.lora_down" [r, in, 1, 1], "name.lora_mid"
+ * [r, r, kh, kw] (the host's geometry), "name.lora_up" [out, r, 1, 1]; the branch is up(mid(down(x))), i.e.
+ * ΔW[o, i, k] = Σ up[o, p] mid[p, q, k] down[q, i] (LyCORIS's rebuild_tucker). The backward recomputes
+ * down(x). sd_lora_init_weights gives mid kaiming-uniform (a = sqrt(5): U(±1/sqrt(r·kh·kw))) from the
+ * same stream after down's draws, as LyCORIS initialises lora_mid; sd_lora_merge refuses it. */
+int sd_lora_init_tucker(sd_lora *l, sd_params *reg, const char *name, int64_t in, int64_t out, int rank, float alpha,
+                        int kh, int kw, sd_conv2d_geom g);
 /* kohya's initialisation on the host: down ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) from the stream
  * (seed, 0, id, SD_RNG_INIT), up = 0. The registry must be allocated. */
 int sd_lora_init_weights(sd_ctx *ctx, sd_lora *l, uint64_t seed);

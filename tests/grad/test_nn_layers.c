@@ -496,6 +496,47 @@ static void test_lyco_dropout(void)
     }
 }
 
+/* LyCORIS's Tucker LoCon (sd_lora_init_tucker): up(mid(down(x))) on a 3×3 conv (stride 1, and stride 2 with
+ * the VAE's asymmetric padding), the gradients of the input, lora_down, lora_mid and lora_up; the stride-1
+ * case also with LyCORIS's rank_dropout (output channels) in training. */
+static void test_lora_tucker(void)
+{
+    struct { sd_conv2d_geom g; int drop; } cases[] = {
+        { { 1, 1, 1, 1, 1 }, 0 }, { { 2, 0, 0, 1, 1 }, 0 }, { { 1, 1, 1, 1, 1 }, 1 },
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        sd_params r, lr;
+        sd_params_init(&r);
+        sd_params_init(&lr);
+        sd_conv2d c;
+        sd_lora lo;
+        sd_lora_rt rt = { .seed = 11, .step = 0, .training = 1 };
+        T_CHECK(sd_conv2d_init(&c, &r, "conv", 3, 4, 3, 3, cases[ci].g, SD_NN_BIAS) == SD_OK);
+        sd_params_set_trainable(&r, "", 0);
+        T_CHECK(sd_lora_init_tucker(&lo, &lr, "lora", 3, 4, 2, 1.5f, 3, 3, cases[ci].g) == SD_OK);
+        T_CHECK(lo.mid && lo.down->value.shape[2] == 1 && lo.mid->value.shape[0] == 2 && lo.mid->value.shape[3] == 3);
+        lo.multiplier = 0.7f;
+        if (cases[ci].drop) {
+            lo.rt = &rt;
+            lo.id = 1;
+            lo.lyco_drop = SD_LORA_DROP_LYCO;
+            lo.rank_dropout = 0.5f;
+            rt.step = mixed_step(rt.seed, lo.id, 4, 0.5);
+        }
+        T_CHECK(sd_conv2d_set_lora(&c, &lo) == SD_OK);
+        alloc_params(&r);
+        alloc_params(&lr);
+        int64_t xs[4] = { 2, 3, 5, 4 }, ys[4];
+        sd_conv2d_out_shape(&c, xs, ys);
+        unit u = { .kind = K_CONV, .layer = &c, .regs = { &r, &lr }, .nregs = 2 };
+        unit_io(&u, 4, xs, NULL, 0, 4, ys);
+        u.plan = sd_conv2d_plan(&c, xs);
+        run_unit(&u);
+        sd_lora_free(&lo);
+        reset_all(&r, &lr);
+    }
+}
+
 /* DyLoRA (lora_hook.h): the branch of rank 4 with unit 2 trains rows tr, tr+1 only. The input
  * gradient and the trained rows' gradients against finite differences of the same draw (the
  * forward of every difference is a training forward at the same step, so the same rows and the
@@ -848,6 +889,7 @@ int main(void)
     T_RUN(test_lyco_loha);   /* last: the draws of the tests above stay as they were */
     T_RUN(test_lyco_lokr);
     T_RUN(test_lyco_dropout);
+    T_RUN(test_lora_tucker);
     printf("# max relative error %.3g (tolerance %.0e)\n", g_maxerr, TOL);
     sd_arena_free(&g_act);
     sd_arena_free(&g_data);
