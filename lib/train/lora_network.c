@@ -156,8 +156,11 @@ int sd_lora_network_build(sd_lora_network *net, sd_ctx *ctx, sd_unet *u, sd_clip
         memset(&g, 0, sizeof g);
         if (x->conv_host) g = x->conv->g;
         if (o->rs_lora) x->alpha = (x->alpha == 0 ? x->dim : x->alpha) * sqrt((double)x->dim);
-        rc = sd_lora_init(&net->mods[i], &net->reg, x->name, x->in, x->out, x->dim, (float)x->alpha,
-                          x->conv_host, x->kh, x->kw, g, x->conv1x1);
+        rc = o->tucker && x->conv_host && (x->kh > 1 || x->kw > 1)
+                 ? sd_lora_init_tucker(&net->mods[i], &net->reg, x->name, x->in, x->out, x->dim, (float)x->alpha, x->kh,
+                                       x->kw, g)
+                 : sd_lora_init(&net->mods[i], &net->reg, x->name, x->in, x->out, x->dim, (float)x->alpha,
+                                x->conv_host, x->kh, x->kw, g, x->conv1x1);
         if (rc) goto fail;
         sd_lora *l = &net->mods[i];
         l->id = (uint32_t)i;

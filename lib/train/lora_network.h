@@ -39,6 +39,7 @@ typedef struct sd_lora_network_opts {
     sd_clip *te2;                       /* SDXL: the second text encoder (NULL otherwise) */
     int lycoris;                        /* lycoris.kohya (preset full): SD1/SD2 also conv_in, conv_out and
                                            time_embedding.linear_1/_2 (LyCORIS's unet_target_name) */
+    int tucker;                         /* lycoris.kohya use_tucker: k×k conv modules get lora_mid (Tucker LoCon) */
     int lyco_drop;                      /* nn/lora_hook.h SD_LORA_DROP_*: whose dropout semantics */
     int rs_lora;                        /* lycoris.kohya rs_lora: alpha (0: rank) stored · sqrt(rank), so
                                            the scale is alpha / sqrt(rank) */

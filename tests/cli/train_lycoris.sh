@@ -164,6 +164,45 @@ else
   nok sample_lycoris_trained_changes_image "no image or $helper not built: $(tail -1 q1.err)"
 fi
 
+# ---- use_tucker (LoCon Tucker: k×k convs get lora_down [r, in, 1, 1], lora_mid [r, r, k, k], lora_up) ------------
+T --output_dir tk1 --output_name t --max_train_steps 8 --network_args algo=locon use_tucker=True conv_dim=2 \
+  --sample_prompts p.txt --sample_every_n_steps 8 2> tk1.err
+keys tk1/t.safetensors > ktk.txt 2> /dev/null
+grep -qx 'lora_unet_conv_in.lora_down.weight F32 \[2, 4, 1, 1\]' ktk.txt &&
+grep -qx 'lora_unet_conv_in.lora_mid.weight F32 \[2, 2, 3, 3\]' ktk.txt &&
+grep -qx 'lora_unet_conv_in.lora_up.weight F32 \[32, 2, 1, 1\]' ktk.txt &&
+grep -qx 'lora_unet_down_blocks_0_downsamplers_0_conv.lora_mid.weight F32 \[2, 2, 3, 3\]' ktk.txt &&
+grep -qx 'lora_unet_down_blocks_0_resnets_0_time_emb_proj.lora_down.weight F32 \[4, 128\]' ktk.txt &&
+! grep -q 'time_emb_proj.lora_mid\|proj_in.lora_mid' ktk.txt &&
+  ok train_lycoris_tucker_keys || nok train_lycoris_tucker_keys "$(grep -c lora_mid ktk.txt) $(tail -1 tk1.err)"
+T --output_dir tk2 --output_name t --max_train_steps 8 --network_args algo=locon use_tucker=True conv_dim=2 --threads 2 \
+  --sample_prompts p.txt --sample_every_n_steps 8 2> /dev/null
+T --output_dir tk3 --max_train_steps 8 --network_args algo=locon use_tucker=True conv_dim=2 --save_every_n_steps 4 \
+  --save_state 2> /dev/null
+T --output_dir tk4 --max_train_steps 8 --network_args algo=locon use_tucker=True conv_dim=2 \
+  --resume tk3/at-step00000004-state 2> /dev/null
+cmp -s tk1/t.safetensors tk2/t.safetensors && cmp -s tk3/last.safetensors tk4/last.safetensors &&
+  ok train_lycoris_tucker_threads_resume || nok train_lycoris_tucker_threads_resume
+# --network_weights continues a Tucker file (and a file without lora_mid is refused for a Tucker network)
+T --output_dir tk5 --output_name t --max_train_steps 1 --learning_rate 1e-20 --network_weights tk1/t.safetensors \
+  --network_args algo=locon use_tucker=True conv_dim=2 2> tk5.err
+r=$(wdiff tk1/t.safetensors tk5/t.safetensors 2>&1); set -- $r
+python3 -c "import sys; sys.exit(0 if float('$1') < 1e-9 and float('$2') > 1e-3 else 1)" 2> /dev/null &&
+  ok train_lycoris_tucker_network_weights || nok train_lycoris_tucker_network_weights "$r $(tail -1 tk5.err)"
+t_refuse train_lycoris_tucker_weights_mismatch 1 'not a Tucker module (lora_mid) in the file, one in the network' \
+  T --output_dir bad --max_train_steps 1 --network_weights o1/t.safetensors --network_args use_tucker=True
+# sd-sample reads lora_mid (LyCORIS's rebuild_tucker): the image sd-train sampled with the modules hooked
+S --outdir tq --network_module lycoris.kohya --network_weights tk1/t.safetensors 2> tq.err
+if [ -x "$helper" ] && [ -f tq/im_000001.png ]; then
+  d0=$("$helper" maxdiff q0/im_000001.png tq/im_000001.png)
+  dh=$("$helper" maxdiff tq/im_000001.png "$(ls tk1/sample/*.png | head -1)")
+  echo "# Tucker LoCon vs base $d0, sd-sample with the file vs sd-train's sample $dh"
+  [ "$d0" -gt 0 ] && [ "$dh" -ge 0 ] && [ "$dh" -le 1 ] && ok sample_lycoris_tucker_equals_hooks ||
+    nok sample_lycoris_tucker_equals_hooks "$d0 $dh"
+else
+  nok sample_lycoris_tucker_equals_hooks "no image or $helper not built: $(tail -1 tq.err)"
+fi
+
 # ---- SDXL: ldm names, no conv_in/conv_out/time_embedding (kohya's SDXL UNet names them otherwise) ---------------
 "$bin" --method lora --network_module lycoris.kohya --model xl.safetensors --model_config "$CX" --data recs.jsonl \
   --learning_rate 1e-2 --seed 3 --network_dim 4 --threads 1 --output_dir x1 --output_name t --max_train_steps 2 2> x1.err; rc=$?
@@ -296,8 +335,8 @@ refuse train_lycoris_refuses_lokr_bypass_rank_dropout 2 "rank_dropout: LyCORIS's
 refuse train_lycoris_refuses_rank_dropout_range 2 'rank_dropout=1.5: must be in \[0, 1\]' --network_args rank_dropout=1.5
 refuse train_lycoris_refuses_rank_dropout_scale 2 "rank_dropout_scale: not supported with lycoris.kohya (LyCORIS's create_network" \
   --network_args rank_dropout=0.1 rank_dropout_scale=True
-refuse train_lycoris_refuses_tucker 2 'use_tucker: Tucker decomposition' --network_args use_tucker=True
-refuse train_lycoris_refuses_deprecated_cp 2 'use_tucker: Tucker decomposition' --network_args use_conv_cp=1
+refuse train_lycoris_refuses_tucker 2 'use_tucker: Tucker decomposition with algo=loha' --network_args algo=loha use_tucker=True
+refuse train_lycoris_refuses_deprecated_cp 2 'use_tucker: Tucker decomposition with algo=lokr' --network_args algo=lokr use_conv_cp=1
 refuse train_lycoris_refuses_scalar 2 'use_scalar=True: not supported' --network_args use_scalar=True
 refuse train_lycoris_refuses_dora 2 'dora_wd=True: not supported' --network_args dora_wd=True
 refuse train_lycoris_refuses_preset 2 'preset=attn-mlp: only the default preset' --network_args preset=attn-mlp
