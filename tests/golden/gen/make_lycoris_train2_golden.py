@@ -1,11 +1,11 @@
 #!/usr/bin/python3
-"""Golden LyCORIS dropouts in training for tests/golden/test_lycoris_dropout_golden.c. Run once by hand
+"""Golden LyCORIS dropouts in training and Tucker LoCon for tests/golden/test_lycoris_train2_golden.c. Run once by hand
 with Debian's /usr/bin/python3 (python3-torch); the output is committed.
 
 Imports LyCORIS's own LoConModule, LohaModule and LokrModule (KohakuBlueleaf/LyCORIS @ f49d30d) from a
 checkout given as the first argument, as make_lycoris_train_golden.py does:
     git -C <LyCORIS mirror> archive f49d30d lycoris | tar -x -C /tmp/lyc
-    tests/golden/gen/make_lycoris_dropout_golden.py /tmp/lyc
+    tests/golden/gen/make_lycoris_train2_golden.py /tmp/lyc
 The modules run in training mode with the masks FED from this file (sd-train draws its own from Philox
 streams, so the values cannot match torch's): torch.rand is replaced, while the module runs, by a
 function returning 0.9 for a kept and 0.1 for a dropped entry (p = 0.5), so LyCORIS's own
@@ -20,8 +20,13 @@ Cases (host layers, float32, L = sum(r * y), random factors with non-zero up / w
   bconv  LoCon bypass_mode, conv host, rank_dropout 0.5 (keep [2]), dropout 0.3 (keep [2, 6, 5, 5])
   hlin / hconv   LoHa (lora_dim 3 alpha 2 / lora_dim 2 alpha 1), rank_dropout 0.5 (keep [12] / [6])
   klin / kconv   LoKr (lora_dim 1 alpha 2 / lora_dim 2 alpha 1), rank_dropout 0.5 (keep [12] / [6])
+  tconv  LoCon use_tucker=True on the conv host (lora_down 1x1 [2, 3, 1, 1], lora_mid [2, 2, 3, 3], lora_up),
+         lora_dim 2, alpha 1, multiplier 0.6, no dropout
+  tdconv tconv's module with rank_dropout 0.5 (keep [6]); tbconv the same in bypass_mode with rank_dropout 0.5
+         (keep [2]) and dropout 0.3 (keep [2, 6, 5, 5])
+  tsconv Tucker on Conv2d(3 -> 6, 3x3, stride 2, pad 1) (host "sconv", x [2, 3, 5, 5]), lora_dim 2, alpha 2
 
-Writes tests/data/lycoris/golden_lycoris_dropout.safetensors:
+Writes tests/data/lycoris/golden_lycoris_train2.safetensors:
   <kind>.weight, <kind>.bias, <kind>.x, <kind>.r      (kind lin / conv) the hosts and inputs
   <case>.<factor>, <case>.alpha, <case>.keep_rank, <case>.keep (1 kept, 0 dropped)
   <case>.y, <case>.dx, <case>.d<factor>               outputs and gradients
@@ -72,13 +77,15 @@ def main():
     LoConModule, LohaModule, LokrModule = import_modules(sys.argv[1])
     torch.manual_seed(4321)
     out = {}
-    hosts = {"lin": host("lin"), "conv": host("conv")}
+    hosts = {"lin": host("lin"), "conv": host("conv"), "sconv": torch.nn.Conv2d(3, 6, 3, stride=2, padding=1, bias=True)}
     for k in hosts.values():
         for p in k.parameters():
             p.requires_grad_(False)
     xs = {"lin": torch.randn(2, 3, 5), "conv": torch.randn(2, 3, 5, 5)}
     rs = {"lin": torch.randn(2, 3, 12), "conv": torch.randn(2, 6, 5, 5)}
-    for kind in ("lin", "conv"):
+    xs["sconv"] = torch.randn(2, 3, 5, 5)
+    rs["sconv"] = torch.randn(2, 6, 3, 3)
+    for kind in ("lin", "conv", "sconv"):
         out[kind + ".weight"] = hosts[kind].weight
         out[kind + ".bias"] = hosts[kind].bias
         out[kind + ".x"] = xs[kind]
@@ -94,6 +101,11 @@ def main():
         ("hconv", LohaModule, "conv", dict(lora_dim=2, alpha=1.0, rank_dropout=0.5)),
         ("klin", LokrModule, "lin", dict(lora_dim=1, alpha=2.0, multiplier=0.6, rank_dropout=0.5)),
         ("kconv", LokrModule, "conv", dict(lora_dim=2, alpha=1.0, rank_dropout=0.5)),
+        ("tconv", LoConModule, "conv", dict(lora_dim=2, alpha=1.0, multiplier=0.6, use_tucker=True)),
+        ("tdconv", LoConModule, "conv", dict(lora_dim=2, alpha=1.0, rank_dropout=0.5, use_tucker=True)),
+        ("tbconv", LoConModule, "conv", dict(lora_dim=2, alpha=1.0, rank_dropout=0.5, dropout=0.3, bypass_mode=True,
+                                             use_tucker=True)),
+        ("tsconv", LoConModule, "sconv", dict(lora_dim=2, alpha=2.0, use_tucker=True)),
     ]
     for case, cls, kind, kw in cases:
         org = hosts[kind]
@@ -104,7 +116,11 @@ def main():
             for n, p in params:
                 p.copy_(real_rand(p.shape) - 0.5)
         y_shape = rs[kind].shape
-        if kw.get("bypass_mode"):
+        if kw.get("use_tucker"):
+            assert m.tucker and tuple(m.lora_mid.weight.shape) == (2, 2, 3, 3), case
+        if not kw.get("rank_dropout"):
+            fed = Fed([])
+        elif kw.get("bypass_mode"):
             kr = keep(kw["lora_dim"])
             ko = keep(*y_shape)
             m.dropout = FedDropout(ko, kw["dropout"])
@@ -132,9 +148,10 @@ def main():
         out[case + ".dx"] = x.grad
         # the masks did something: the same module without them gives another output
         m.eval()
-        assert (m(xs[kind]) - y).abs().max() > 1e-4, case
+        if kw.get("rank_dropout"):
+            assert (m(xs[kind]) - y).abs().max() > 1e-4, case
     os.makedirs(OUT, exist_ok=True)
-    write_safetensors(os.path.join(OUT, "golden_lycoris_dropout.safetensors"), out)
+    write_safetensors(os.path.join(OUT, "golden_lycoris_train2.safetensors"), out)
     for k in sorted(out):
         print(k, tuple(out[k].shape))
 

@@ -1,12 +1,14 @@
-/* lycoris.kohya dropouts in training against LyCORIS's own modules in PyTorch
- * (tests/golden/gen/make_lycoris_dropout_golden.py), with the masks fed from the golden file (the
+/* lycoris.kohya dropouts in training and Tucker LoCon against LyCORIS's own modules in PyTorch
+ * (tests/golden/gen/make_lycoris_train2_golden.py), with the masks fed from the golden file (the
  * modules' drop_keep hook; in use they come from Philox draws, which cannot equal torch's):
  * rank_dropout of LoConModule in its default form (rows of ΔW = the branch's output channels) on a
  * linear at multiplier 0.6 and a 3×3 conv; LoConModule in bypass_mode with rank_dropout (the rank
  * channels of lora_down's output) and dropout (nn.Dropout on the branch output, kept values scaled by
  * 1 / (1 - p)); LohaModule's and LokrModule's rank_dropout (rows of ΔW). Output, input gradient and
  * every factor's gradient within 1e-5 · max|ref|. A run without the masks must differ (the masks
- * matter). */
+ * matter). Tucker LoCon (use_tucker: lora_down 1×1, lora_mid k×k, lora_up) on a 3×3 conv at multiplier
+ * 0.6, with rank_dropout, in bypass_mode with both dropouts, and on a stride-2 conv: the same checks,
+ * lora_mid's gradient included. */
 #include <math.h>
 #include <string.h>
 
@@ -79,8 +81,9 @@ static const char *suffix(const sd_param *p)
 
 enum { LOCON, LOCON_BYPASS, LOHA, LOKR };
 
-static void check(const char *tag, int algo, int is_conv, float mult, float rank_dropout, float dropout)
+static void check_t(const char *tag, int algo, const char *kind, float mult, float rank_dropout, float dropout, int tucker)
 {
+    const int is_conv = strcmp(kind, "lin") != 0;
     sd_params hr, nr;
     sd_params_init(&hr);
     sd_params_init(&nr);
@@ -92,18 +95,19 @@ static void check(const char *tag, int algo, int is_conv, float mult, float rank
     memset(&m, 0, sizeof m);
     sd_lora_rt rt = { .seed = 1, .step = 0, .training = 1 };
     static uint8_t keep[4096];
-    const char *kind = is_conv ? "conv" : "lin";
     char name[96];
     sd_tensor al = { 0 }, x = { 0 }, r = { 0 }, y = { 0 }, dx = { 0 };
     snprintf(name, sizeof name, "%s.alpha", tag);
     int rc = golden(name, &al);
     float alpha = rc ? 1.0f : ((float *)al.data)[0];
-    sd_conv2d_geom g = sd_conv2d_geom_make(1, 1);
+    sd_conv2d_geom g = sd_conv2d_geom_make(strcmp(kind, "sconv") ? 1 : 2, 1);
     const int64_t in = is_conv ? 3 : 5, out = is_conv ? 6 : 12, k = is_conv ? 3 : 1;
     if (!rc) rc = is_conv ? sd_conv2d_init(&conv, &hr, kind, in, out, 3, 3, g, SD_NN_BIAS)
                           : sd_linear_init(&lin, &hr, kind, in, out, SD_NN_BIAS);
     if (!rc) rc = sd_params_set_trainable(&hr, "", 0) < 0 ? -1 : SD_OK;
-    if (!rc && algo <= LOCON_BYPASS)
+    if (!rc && tucker)
+        rc = sd_lora_init_tucker(&lo, &nr, tag, in, out, 2, alpha, 3, 3, g);
+    else if (!rc && algo <= LOCON_BYPASS)
         rc = sd_lora_init(&lo, &nr, tag, in, out, is_conv ? 2 : 3, alpha, is_conv, (int)k, (int)k, g, 0);
     else if (!rc && algo == LOHA)
         rc = sd_lyco_init_loha(&m, &nr, tag, out, in * k * k, is_conv ? 2 : 3, alpha);
@@ -118,16 +122,18 @@ static void check(const char *tag, int algo, int is_conv, float mult, float rank
     if (!rc) rc = load_into(name, &b->value);
     /* the factors, the masks */
     sd_param *ps[4] = { 0 };
+    const char *pn[4] = { 0 };
     int np = 0;
     if (algo <= LOCON_BYPASS) {
-        ps[np++] = lo.down;
-        ps[np++] = lo.up;
+        pn[np] = "lora_down", ps[np++] = lo.down;
+        pn[np] = "lora_up", ps[np++] = lo.up;
+        if (lo.mid) pn[np] = "lora_mid", ps[np++] = lo.mid;
     } else {
         for (int i = 0; i < 4; i++)
-            if (m.p[i]) ps[np++] = m.p[i];
+            if (m.p[i]) pn[np] = suffix(m.p[i]), ps[np++] = m.p[i];
     }
     for (int i = 0; i < np && !rc; i++) {
-        snprintf(name, sizeof name, "%s.%s", tag, algo <= LOCON_BYPASS ? (i ? "lora_up" : "lora_down") : suffix(ps[i]));
+        snprintf(name, sizeof name, "%s.%s", tag, pn[i]);
         rc = load_into(name, &ps[i]->value);
     }
     int64_t nk = 0;
@@ -136,7 +142,7 @@ static void check(const char *tag, int algo, int is_conv, float mult, float rank
         if (!rc) rc = flags(name, keep, 0, (int64_t)sizeof keep, &nk);
     }
     snprintf(name, sizeof name, "%s.keep", tag);
-    if (!rc) rc = flags(name, keep, nk, (int64_t)sizeof keep, NULL);
+    if (!rc && rank_dropout > 0) rc = flags(name, keep, nk, (int64_t)sizeof keep, NULL);
     if (algo <= LOCON_BYPASS) {
         lo.multiplier = mult;
         lo.rt = &rt;
@@ -170,15 +176,17 @@ static void check(const char *tag, int algo, int is_conv, float mult, float rank
         snprintf(name, sizeof name, "%s.dx", tag);
         T_CHECK(close_to(name, dx.data, name, 1e-5, NULL));
         for (int i = 0; i < np; i++) {
-            snprintf(name, sizeof name, "%s.d%s", tag, algo <= LOCON_BYPASS ? (i ? "lora_up" : "lora_down") : suffix(ps[i]));
+            snprintf(name, sizeof name, "%s.d%s", tag, pn[i]);
             T_CHECK(close_to(name, ps[i]->grad.data, name, 1e-5, NULL));
         }
         /* without the masks (not training) the output is another one */
         rt.training = 0;
+        if (rank_dropout > 0) {
         double d = 0;
         rc = is_conv ? sd_conv2d_forward(&g_ctx, &conv, NULL, &y, &x) : sd_linear_forward(&g_ctx, &lin, NULL, &y, &x);
         snprintf(name, sizeof name, "%s.y", tag);
         T_CHECKF(!rc && !close_to(name, y.data, name, 1e-3, &d), "%s: the masks changed nothing (%.3g)", tag, d);
+        }
     }
     sd_tensor_free(&al);
     sd_tensor_free(&x);
@@ -191,6 +199,15 @@ static void check(const char *tag, int algo, int is_conv, float mult, float rank
     sd_params_free(&nr);
 }
 
+static void check(const char *tag, int algo, int is_conv, float mult, float rank_dropout, float dropout)
+{
+    check_t(tag, algo, is_conv ? "conv" : "lin", mult, rank_dropout, dropout, 0);
+}
+
+static void test_tucker_conv(void) { check_t("tconv", LOCON, "conv", 0.6f, 0.0f, 0.0f, 1); }
+static void test_tucker_rank_dropout(void) { check_t("tdconv", LOCON, "conv", 1.0f, 0.5f, 0.0f, 1); }
+static void test_tucker_bypass(void) { check_t("tbconv", LOCON_BYPASS, "conv", 1.0f, 0.5f, 0.3f, 1); }
+static void test_tucker_stride2(void) { check_t("tsconv", LOCON, "sconv", 1.0f, 0.0f, 0.0f, 1); }
 static void test_locon_rank_dropout_linear(void) { check("dlin", LOCON, 0, 0.6f, 0.5f, 0.0f); }
 static void test_locon_rank_dropout_conv(void) { check("dconv", LOCON, 1, 1.0f, 0.5f, 0.0f); }
 static void test_locon_bypass_linear(void) { check("blin", LOCON_BYPASS, 0, 0.6f, 0.5f, 0.3f); }
@@ -203,7 +220,7 @@ static void test_lokr_rank_dropout_conv(void) { check("kconv", LOKR, 1, 1.0f, 0.
 int main(void)
 {
     if (sd_ctx_init(&g_ctx, SD_DEV_CPU, 1, (size_t)16 << 20) || sd_arena_init(&g_act, SD_DEV_CPU, (size_t)4 << 20) ||
-        sd_safetensors_open(t_root_pathf("tests/data/lycoris/golden_lycoris_dropout.safetensors"), &g_st)) {
+        sd_safetensors_open(t_root_pathf("tests/data/lycoris/golden_lycoris_train2.safetensors"), &g_st)) {
         printf("# %s\n", sd_errmsg());
         return 1;
     }
@@ -215,6 +232,10 @@ int main(void)
     T_RUN(test_loha_rank_dropout_conv);
     T_RUN(test_lokr_rank_dropout_linear);
     T_RUN(test_lokr_rank_dropout_conv);
+    T_RUN(test_tucker_conv);
+    T_RUN(test_tucker_rank_dropout);
+    T_RUN(test_tucker_bypass);
+    T_RUN(test_tucker_stride2);
     sd_safetensors_close(g_st);
     sd_arena_free(&g_act);
     sd_ctx_free(&g_ctx);
