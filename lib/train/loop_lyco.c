@@ -69,6 +69,7 @@ int loop_setup_lyco_delta(run *R, const sd_lycoris_args *la)
     no.sdxl = R->sdxl;
     no.te2 = R->clip2;
     no.lycoris = 1;
+    no.lyco_targets = la->targets;
     no.rs_lora = la->rs_lora;
     /* the factors in R->net.reg: R->net is an empty LoRA network that owns the registry */
     memset(&R->net, 0, sizeof R->net);

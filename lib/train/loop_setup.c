@@ -640,6 +640,7 @@ int loop_setup_lora(run *R)
     no.fa = fa;
     no.lycoris = lyco;
     no.tucker = lyco && la.use_tucker;
+    no.lyco_targets = lyco ? la.targets : 0;
     no.lyco_drop = !lyco ? SD_LORA_DROP_KOHYA : la.bypass_mode ? SD_LORA_DROP_LYCO_BYPASS : SD_LORA_DROP_LYCO;
     no.rs_lora = la.rs_lora;
     R->lora_fa = fa;

@@ -66,6 +66,7 @@ typedef struct sd_lycoris_args {
     double network_alpha, conv_alpha;   /* as given (0: alpha = rank) */
     double dropout, rank_dropout;       /* as given (0: off) */
     int dropout_given;                  /* dropout was in network_args (else --network_dropout is passed as it) */
+    unsigned targets;                   /* the preset's train/lora_network.h SD_LYCO_T_* bits */
 } sd_lycoris_args;
 
 /* After sd_lycoris_args_parse: train_network.py's net_kwargs["dropout"] = --network_dropout unless
@@ -75,7 +76,8 @@ typedef struct sd_lycoris_args {
 int sd_lycoris_args_dropout(sd_lycoris_args *la, double network_dropout);
 
 /* Parse --network_args as create_network reads its kwargs (raw strings): algo, conv_dim, conv_alpha,
- * module_dropout, preset (full only), bypass_mode, rs_lora, loraplus_lr_ratio,
+ * module_dropout, preset (full, full-lin, attn-mlp, attn-only, unet-only, unet-transformer-only,
+ * unet-convblock-only), bypass_mode, rs_lora, loraplus_lr_ratio,
  * loraplus_unet_lr_ratio, loraplus_text_encoder_lr_ratio; dropout and rank_dropout in [0, 1]
  * (see sd_lycoris_args_dropout);
  * use_tucker (and its deprecated names) only off or without conv modules; use_scalar, train_norm,

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "train/lora_network.h"
 #include "train/lycoris.h"
 #include "train/pyfmt.h"
 
@@ -65,6 +66,7 @@ int sd_lycoris_args_parse(sd_lycoris_args *la, sd_lora_net_args *a, int is_sdxl,
         for (int i = 0; i < kw.n; i++)
             if (!strcmp(kw.key[i], "use_tucker")) use_tucker = kw.val[i];
     snprintf(la->algo, sizeof la->algo, "lora");
+    la->targets = SD_LYCO_T_FULL;
     int lokr_factor = -1, lokr_given = 0;
     char lokr_key[32] = "factor";
     for (int i = 0; i < kw.n; i++) {
@@ -106,8 +108,25 @@ int sd_lycoris_args_parse(sd_lycoris_args *la, sd_lora_net_args *a, int is_sdxl,
             else if (!strcmp(k, "loraplus_unet_lr_ratio")) a->loraplus_unet_lr_ratio = d;
             else a->loraplus_text_encoder_lr_ratio = d;
         } else if (!strcmp(k, "preset")) {
-            if (strcmp(v, "full"))
-                return sd_err(SD_EUSAGE, "--network_args preset=%s: only the default preset \"full\" is supported", v);
+            /* lycoris/config.py PRESET (a name not there is read as a preset file: not supported) */
+            static const struct { const char *name; unsigned t; } presets[] = {
+                { "full", SD_LYCO_T_FULL },
+                { "full-lin", SD_LYCO_T_TE_ATTN | SD_LYCO_T_TE_MLP | SD_LYCO_T_TRANSFORMER | SD_LYCO_T_RESNET |
+                                  SD_LYCO_T_TIME_EMB },
+                { "attn-mlp", SD_LYCO_T_TE_ATTN | SD_LYCO_T_TE_MLP | SD_LYCO_T_TRANSFORMER },
+                { "attn-only", SD_LYCO_T_TE_ATTN | SD_LYCO_T_UNET_ATTN },
+                { "unet-only", SD_LYCO_T_TRANSFORMER | SD_LYCO_T_RESNET | SD_LYCO_T_SAMPLER | SD_LYCO_T_CONV_IO |
+                                   SD_LYCO_T_TIME_EMB | SD_LYCO_T_CONV },
+                { "unet-transformer-only", SD_LYCO_T_TRANSFORMER },
+                { "unet-convblock-only", SD_LYCO_T_RESNET | SD_LYCO_T_SAMPLER | SD_LYCO_T_CONV_IO | SD_LYCO_T_CONV },
+            };
+            size_t pi = 0;
+            while (pi < sizeof presets / sizeof *presets && strcmp(v, presets[pi].name)) pi++;
+            if (pi == sizeof presets / sizeof *presets)
+                return sd_err(SD_EUSAGE, "--network_args preset=%s: not supported (full, full-lin, attn-mlp, attn-only, "
+                              "unet-only, unet-transformer-only and unet-convblock-only are; preset ia3 and preset "
+                              "files are not)", v);
+            la->targets = presets[pi].t;
         } else if (!strcmp(k, "bypass_mode")) {
             la->bypass_mode = str_bool(v);
         } else if (!strcmp(k, "rs_lora")) {
@@ -137,9 +156,9 @@ int sd_lycoris_args_parse(sd_lycoris_args *la, sd_lora_net_args *a, int is_sdxl,
             /* evaluated below */
         } else {
             return sd_err(SD_EUSAGE, "--network_args %s: not supported with lycoris.kohya (supported: algo, conv_dim, "
-                          "conv_alpha, dropout, rank_dropout, module_dropout, preset=full, bypass_mode, rs_lora, "
+                          "conv_alpha, dropout, rank_dropout, module_dropout, preset, bypass_mode, rs_lora, use_tucker, "
                           "loraplus_lr_ratio, loraplus_unet_lr_ratio, loraplus_text_encoder_lr_ratio; with algo=lokr "
-                          "factor, decompose_both, full_matrix, unbalanced_factorization; use_tucker, "
+                          "factor, decompose_both, full_matrix, unbalanced_factorization; "
                           "use_scalar, train_norm, dora_wd, rescaled only when off)", k);
         }
     }
@@ -175,7 +194,7 @@ int sd_lycoris_args_parse(sd_lycoris_args *la, sd_lora_net_args *a, int is_sdxl,
         if ((rc = num("conv_alpha", conv_alpha, 0, &d))) return rc;
         a->conv_alpha = d;   /* a non-empty string is truthy: "0" gives 0.0, which the module reads as alpha = rank */
     }
-    if (la->use_tucker && a->conv_dim > 0 && (!strcmp(la->algo, "loha") || lokr))
+    if (la->use_tucker && a->conv_dim > 0 && (la->targets & SD_LYCO_T_CONV) && (!strcmp(la->algo, "loha") || lokr))
         return sd_err(SD_EUSAGE, "--network_args use_tucker: Tucker decomposition with algo=%s (%s) is not "
                       "supported here (algo=lora/locon's lora_mid is)", la->algo, lokr ? "lokr_t2" : "hada_t1/hada_t2");
     /* alpha == 0 means alpha = rank; rs_lora: scale alpha / sqrt(rank), the alpha buffer alpha·sqrt(rank) */

@@ -99,8 +99,43 @@ T --output_dir o6 --output_name t --max_train_steps 1 --network_args conv_alpha=
   ok train_lycoris_conv_alpha_0 || nok train_lycoris_conv_alpha_0
 T --output_dir o3 --output_name t --max_train_steps 1 --network_args conv_dim=0 2> /dev/null
 keys o3/t.safetensors > k3.txt 2> /dev/null
-[ "$(grep -c 'lora_down.weight F32 \[4, [0-9]*, 3, 3\]' k3.txt)" = 0 ] && [ "$(grep -c 'lora_down.weight' k3.txt)" = 96 ] &&
+# (conv_lora_dim 0 drops the k×k convs only: LyCORIS still gives the resnets' linears and 1×1 convs modules)
+[ "$(grep -c 'lora_down.weight F32 \[4, [0-9]*, 3, 3\]' k3.txt)" = 0 ] && [ "$(grep -c 'lora_down.weight' k3.txt)" = 111 ] &&
+grep -q '^lora_unet_down_blocks_0_resnets_0_time_emb_proj.lora_down.weight' k3.txt &&
   ok train_lycoris_conv_dim_0 || nok train_lycoris_conv_dim_0 "$(grep -c 'lora_down.weight' k3.txt)"
+
+# ---- presets (lycoris/config.py): module classes per preset on the tiny SD1 model --------------------------------
+classes() { python3 - "$1" <<'PY'
+import json, struct, sys, collections
+b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+c = collections.Counter()
+for k in h:
+    if not k.endswith('.lora_down.weight'): continue
+    m = k[:-len('.lora_down.weight')]
+    if m.startswith('lora_te'): c['te_attn' if '_self_attn_' in m else 'te_mlp' if '_mlp_' in m else 'te_other'] += 1
+    elif '_attentions_' in m: c['attn' if ('_attn1_' in m or '_attn2_' in m) else 'transformer'] += 1
+    elif '_resnets_' in m: c['res3x3' if h[k]['shape'][-1] == 3 else 'res'] += 1
+    elif 'samplers_' in m: c['sampler'] += 1
+    else: c[m.replace('lora_unet_', '')] += 1
+print(' '.join('%s=%d' % kv for kv in sorted(c.items())))
+PY
+}
+full_c='attn=56 conv_in=1 conv_out=1 res=13 res3x3=16 sampler=2 te_attn=8 te_mlp=4 time_embedding_linear_1=1 time_embedding_linear_2=1 transformer=28'
+[ "$(classes o1/t.safetensors)" = "$full_c" ] && ok train_lycoris_preset_full || nok train_lycoris_preset_full "$(classes o1/t.safetensors)"
+for pc in 'full-lin:attn=56 res=13 te_attn=8 te_mlp=4 time_embedding_linear_1=1 time_embedding_linear_2=1 transformer=28' \
+          'attn-mlp:attn=56 te_attn=8 te_mlp=4 transformer=28' 'attn-only:attn=56 te_attn=8' \
+          'unet-only:attn=56 conv_in=1 conv_out=1 res=13 res3x3=16 sampler=2 time_embedding_linear_1=1 time_embedding_linear_2=1 transformer=28' \
+          'unet-transformer-only:attn=56 transformer=28' 'unet-convblock-only:conv_in=1 conv_out=1 res=13 res3x3=16 sampler=2'; do
+  p=${pc%%:*} want=${pc#*:}
+  T --output_dir pr_$p --output_name t --max_train_steps 2 --network_args preset=$p 2> pr_$p.err
+  got=$(classes pr_$p/t.safetensors 2> /dev/null)
+  [ "$got" = "$want" ] && ok train_lycoris_preset_$p || nok train_lycoris_preset_$p "$got $(tail -1 pr_$p.err)"
+done
+# sd-sample reads a preset's file (fewer modules, same keys)
+S0() { "$ss" --model tiny.safetensors --model_config "$C" --W 64 --H 64 --steps 2 --seed 7 --prompt "a red square" \
+  --sampler ddim --sequential_file_name --threads 1 "$@" > /dev/null; }
+S0 --outdir pq --network_module lycoris.kohya --network_weights pr_attn-only/t.safetensors 2> pq.err &&
+  [ -f pq/im_000001.png ] && ok sample_lycoris_preset_file || nok sample_lycoris_preset_file "$(tail -1 pq.err)"
 
 # ---- threads, gradient checkpointing, resume -----------------------------------------------------------------
 T --output_dir o4 --output_name t --max_train_steps 8 --threads 2 2> /dev/null
@@ -339,7 +374,8 @@ refuse train_lycoris_refuses_tucker 2 'use_tucker: Tucker decomposition with alg
 refuse train_lycoris_refuses_deprecated_cp 2 'use_tucker: Tucker decomposition with algo=lokr' --network_args algo=lokr use_conv_cp=1
 refuse train_lycoris_refuses_scalar 2 'use_scalar=True: not supported' --network_args use_scalar=True
 refuse train_lycoris_refuses_dora 2 'dora_wd=True: not supported' --network_args dora_wd=True
-refuse train_lycoris_refuses_preset 2 'preset=attn-mlp: only the default preset' --network_args preset=attn-mlp
+refuse train_lycoris_refuses_preset 2 'preset=ia3: not supported (full, full-lin' --network_args preset=ia3
+refuse train_lycoris_refuses_preset_file 2 'preset=my.toml: not supported' --network_args preset=my.toml
 refuse train_lycoris_refuses_unknown 2 'block_dims: not supported with lycoris.kohya' --network_args block_dims=1,2
 refuse train_lycoris_refuses_max_norm 2 'scale_weight_norms: not supported with lycoris.kohya' --scale_weight_norms 1
 refuse train_lycoris_refuses_loha_loraplus 2 'loraplus_\*: not supported with algo=loha' --network_args algo=loha loraplus_lr_ratio=4
