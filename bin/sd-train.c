@@ -118,7 +118,8 @@ static const sd_opt table[] = {
      .help = "networks.lora (default), networks.lora_fa (LoRA-FA: lora_down frozen, only lora_up trains), "
              "networks.dylora (DyLoRA: --network_args unit=N) or networks.oft (Orthogonal Finetuning: UNet only; "
              "network_dim = number of blocks, network_alpha = constraint; --network_args enable_all_linear=1, "
-             "enable_conv=1) or lycoris.kohya (LyCORIS preset full, --network_args algo=lora|locon|loha|lokr, conv_dim=, "
+             "enable_conv=1) or lycoris.kohya (LyCORIS, --network_args algo=lora|locon|loha|lokr, preset=full|full-lin|"
+             "attn-mlp|attn-only|unet-only|unet-transformer-only|unet-convblock-only, conv_dim=, "
              "conv_alpha= (default network_dim/alpha), module_dropout=, rank_dropout=, dropout= (bypass_mode, lora/locon), "
              "rs_lora=, bypass_mode=, loraplus_*; lokr: "
              "factor=, decompose_both=, full_matrix=, unbalanced_factorization=; use_tucker= with lora/locon; DoRA refused)"},
