@@ -194,9 +194,9 @@ int sd_lycoris_args_parse(sd_lycoris_args *la, sd_lora_net_args *a, int is_sdxl,
         if ((rc = num("conv_alpha", conv_alpha, 0, &d))) return rc;
         a->conv_alpha = d;   /* a non-empty string is truthy: "0" gives 0.0, which the module reads as alpha = rank */
     }
-    if (la->use_tucker && a->conv_dim > 0 && (la->targets & SD_LYCO_T_CONV) && (!strcmp(la->algo, "loha") || lokr))
-        return sd_err(SD_EUSAGE, "--network_args use_tucker: Tucker decomposition with algo=%s (%s) is not "
-                      "supported here (algo=lora/locon's lora_mid is)", la->algo, lokr ? "lokr_t2" : "hada_t1/hada_t2");
+    if (la->use_tucker && a->conv_dim > 0 && (la->targets & SD_LYCO_T_CONV) && lokr)
+        return sd_err(SD_EUSAGE, "--network_args use_tucker: Tucker decomposition with algo=lokr (lokr_t2) is not "
+                      "supported here (algo=lora/locon's lora_mid and algo=loha's hada_t1/hada_t2 are)");
     /* alpha == 0 means alpha = rank; rs_lora: scale alpha / sqrt(rank), the alpha buffer alpha·sqrt(rank) */
     la->network_alpha = a->network_alpha;
     la->conv_alpha = a->conv_alpha;

@@ -8,7 +8,10 @@
  * every factor's gradient within 1e-5 · max|ref|. A run without the masks must differ (the masks
  * matter). Tucker LoCon (use_tucker: lora_down 1×1, lora_mid k×k, lora_up) on a 3×3 conv at multiplier
  * 0.6, with rank_dropout, in bypass_mode with both dropouts, and on a stride-2 conv: the same checks,
- * lora_mid's gradient included. */
+ * lora_mid's gradient included; LoHa with Tucker factors (hada_t1/hada_t2) against LohaModule(use_tucker=True),
+ * plain at multiplier 0.6 and with rank_dropout: output, input gradient, the b and t factors' gradients as
+ * LyCORIS's, the a factors' as autograd through LyCORIS's forward (its HadaWeightTucker.backward takes them
+ * from the other factor's t·w_b product: the golden's lyc_d* values, which must differ). */
 #include <math.h>
 #include <string.h>
 
@@ -105,10 +108,12 @@ static void check_t(const char *tag, int algo, const char *kind, float mult, flo
     if (!rc) rc = is_conv ? sd_conv2d_init(&conv, &hr, kind, in, out, 3, 3, g, SD_NN_BIAS)
                           : sd_linear_init(&lin, &hr, kind, in, out, SD_NN_BIAS);
     if (!rc) rc = sd_params_set_trainable(&hr, "", 0) < 0 ? -1 : SD_OK;
-    if (!rc && tucker)
+    if (!rc && tucker && algo <= LOCON_BYPASS)
         rc = sd_lora_init_tucker(&lo, &nr, tag, in, out, 2, alpha, 3, 3, g);
     else if (!rc && algo <= LOCON_BYPASS)
         rc = sd_lora_init(&lo, &nr, tag, in, out, is_conv ? 2 : 3, alpha, is_conv, (int)k, (int)k, g, 0);
+    else if (!rc && algo == LOHA && tucker)
+        rc = sd_lyco_init_loha_tucker(&m, &nr, tag, out, in, 3, 3, 2, alpha);
     else if (!rc && algo == LOHA)
         rc = sd_lyco_init_loha(&m, &nr, tag, out, in * k * k, is_conv ? 2 : 3, alpha);
     else if (!rc)
@@ -121,15 +126,15 @@ static void check_t(const char *tag, int algo, const char *kind, float mult, flo
     snprintf(name, sizeof name, "%s.bias", kind);
     if (!rc) rc = load_into(name, &b->value);
     /* the factors, the masks */
-    sd_param *ps[4] = { 0 };
-    const char *pn[4] = { 0 };
+    sd_param *ps[SD_LYCO_NP] = { 0 };
+    const char *pn[SD_LYCO_NP] = { 0 };
     int np = 0;
     if (algo <= LOCON_BYPASS) {
         pn[np] = "lora_down", ps[np++] = lo.down;
         pn[np] = "lora_up", ps[np++] = lo.up;
         if (lo.mid) pn[np] = "lora_mid", ps[np++] = lo.mid;
     } else {
-        for (int i = 0; i < 4; i++)
+        for (int i = 0; i < SD_LYCO_NP; i++)
             if (m.p[i]) pn[np] = suffix(m.p[i]), ps[np++] = m.p[i];
     }
     for (int i = 0; i < np && !rc; i++) {
@@ -178,6 +183,14 @@ static void check_t(const char *tag, int algo, const char *kind, float mult, flo
         for (int i = 0; i < np; i++) {
             snprintf(name, sizeof name, "%s.d%s", tag, pn[i]);
             T_CHECK(close_to(name, ps[i]->grad.data, name, 1e-5, NULL));
+            snprintf(name, sizeof name, "%s.lyc_d%s", tag, pn[i]);
+            if (tucker && algo == LOHA && sd_safetensors_find(g_st, name)) {
+                /* LyCORIS's custom backward: the b and t factors agree, the a factors do not */
+                double d = 0;
+                int same = close_to(name, ps[i]->grad.data, name, 1e-5, &d);
+                printf("#   %s (LyCORIS's HadaWeightTucker.backward): relative diff %.3g\n", name, d);
+                T_CHECK(strstr(pn[i], "_a") ? !same : same);
+            }
         }
         /* without the masks (not training) the output is another one */
         rt.training = 0;
@@ -207,6 +220,8 @@ static void check(const char *tag, int algo, int is_conv, float mult, float rank
 static void test_tucker_conv(void) { check_t("tconv", LOCON, "conv", 0.6f, 0.0f, 0.0f, 1); }
 static void test_tucker_rank_dropout(void) { check_t("tdconv", LOCON, "conv", 1.0f, 0.5f, 0.0f, 1); }
 static void test_tucker_bypass(void) { check_t("tbconv", LOCON_BYPASS, "conv", 1.0f, 0.5f, 0.3f, 1); }
+static void test_loha_tucker(void) { check_t("htconv", LOHA, "conv", 0.6f, 0.0f, 0.0f, 1); }
+static void test_loha_tucker_rank_dropout(void) { check_t("htdconv", LOHA, "conv", 1.0f, 0.5f, 0.0f, 1); }
 static void test_tucker_stride2(void) { check_t("tsconv", LOCON, "sconv", 1.0f, 0.0f, 0.0f, 1); }
 static void test_locon_rank_dropout_linear(void) { check("dlin", LOCON, 0, 0.6f, 0.5f, 0.0f); }
 static void test_locon_rank_dropout_conv(void) { check("dconv", LOCON, 1, 1.0f, 0.5f, 0.0f); }
@@ -236,6 +251,8 @@ int main(void)
     T_RUN(test_tucker_rank_dropout);
     T_RUN(test_tucker_bypass);
     T_RUN(test_tucker_stride2);
+    T_RUN(test_loha_tucker);
+    T_RUN(test_loha_tucker_rank_dropout);
     sd_safetensors_close(g_st);
     sd_arena_free(&g_act);
     sd_ctx_free(&g_ctx);

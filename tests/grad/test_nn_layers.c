@@ -537,6 +537,42 @@ static void test_lora_tucker(void)
     }
 }
 
+/* LyCORIS's LoHa with Tucker factors (sd_lyco_init_loha_tucker) on a 3×3 conv: the input and all six factors'
+ * gradients (hada_t1/t2 through the permutes), plain and with rank_dropout in training. */
+static void test_lyco_loha_tucker(void)
+{
+    for (int drop = 0; drop < 2; drop++) {
+        sd_params r, lr;
+        sd_params_init(&r);
+        sd_params_init(&lr);
+        sd_conv2d c;
+        sd_lyco m;
+        sd_lora_rt rt = { .seed = 11, .step = 0, .training = 1 };
+        T_CHECK(sd_conv2d_init(&c, &r, "conv", 3, 4, 3, 3, sd_conv2d_geom_make(1, 1), SD_NN_BIAS) == SD_OK);
+        sd_params_set_trainable(&r, "", 0);
+        T_CHECK(sd_lyco_init_loha_tucker(&m, &lr, "loha", 4, 3, 3, 3, 2, 1.5f) == SD_OK);
+        T_CHECK(m.tucker && m.p[4] && m.p[5] && m.p[0]->value.shape[0] == 2 && m.p[0]->value.shape[1] == 4);
+        m.multiplier = 0.7f;
+        if (drop) {
+            m.rt = &rt;
+            m.id = 3;
+            m.rank_dropout = 0.5f;
+            rt.step = mixed_step(rt.seed, m.id, 4, 0.5);
+        }
+        T_CHECK(sd_conv2d_set_lyco(&c, &m) == SD_OK);
+        alloc_params(&r);
+        alloc_params(&lr);
+        int64_t xs[4] = { 2, 3, 5, 4 }, ys[4];
+        sd_conv2d_out_shape(&c, xs, ys);
+        unit u = { .kind = K_CONV, .layer = &c, .regs = { &r, &lr }, .nregs = 2 };
+        unit_io(&u, 4, xs, NULL, 0, 4, ys);
+        u.plan = sd_conv2d_plan(&c, xs);
+        run_unit(&u);
+        sd_lyco_free(&m);
+        reset_all(&r, &lr);
+    }
+}
+
 /* DyLoRA (lora_hook.h): the branch of rank 4 with unit 2 trains rows tr, tr+1 only. The input
  * gradient and the trained rows' gradients against finite differences of the same draw (the
  * forward of every difference is a training forward at the same step, so the same rows and the
@@ -890,6 +926,7 @@ int main(void)
     T_RUN(test_lyco_lokr);
     T_RUN(test_lyco_dropout);
     T_RUN(test_lora_tucker);
+    T_RUN(test_lyco_loha_tucker);
     printf("# max relative error %.3g (tolerance %.0e)\n", g_maxerr, TOL);
     sd_arena_free(&g_act);
     sd_arena_free(&g_data);

@@ -25,6 +25,11 @@ Cases (host layers, float32, L = sum(r * y), random factors with non-zero up / w
   tdconv tconv's module with rank_dropout 0.5 (keep [6]); tbconv the same in bypass_mode with rank_dropout 0.5
          (keep [2]) and dropout 0.3 (keep [2, 6, 5, 5])
   tsconv Tucker on Conv2d(3 -> 6, 3x3, stride 2, pad 1) (host "sconv", x [2, 3, 5, 5]), lora_dim 2, alpha 2
+  htconv LoHa use_tucker=True on the conv host (hada_w?_a [2, 6], hada_w?_b [2, 3], hada_t? [2, 2, 3, 3]),
+         lora_dim 2, alpha 1, multiplier 0.6; htdconv the same module with rank_dropout 0.5 (keep [6]).
+         Their d* gradients come from autograd through LyCORIS's forward expression; LyCORIS's own
+         HadaWeightTucker.backward gives other hada_w?_a gradients (it uses the other factor's t·w_b), kept
+         as lyc_d*.
 
 Writes tests/data/lycoris/golden_lycoris_train2.safetensors:
   <kind>.weight, <kind>.bias, <kind>.x, <kind>.r      (kind lin / conv) the hosts and inputs
@@ -106,6 +111,8 @@ def main():
         ("tbconv", LoConModule, "conv", dict(lora_dim=2, alpha=1.0, rank_dropout=0.5, dropout=0.3, bypass_mode=True,
                                              use_tucker=True)),
         ("tsconv", LoConModule, "sconv", dict(lora_dim=2, alpha=2.0, use_tucker=True)),
+        ("htconv", LohaModule, "conv", dict(lora_dim=2, alpha=1.0, multiplier=0.6, use_tucker=True)),
+        ("htdconv", LohaModule, "conv", dict(lora_dim=2, alpha=1.0, rank_dropout=0.5, use_tucker=True)),
     ]
     for case, cls, kind, kw in cases:
         org = hosts[kind]
@@ -117,7 +124,8 @@ def main():
                 p.copy_(real_rand(p.shape) - 0.5)
         y_shape = rs[kind].shape
         if kw.get("use_tucker"):
-            assert m.tucker and tuple(m.lora_mid.weight.shape) == (2, 2, 3, 3), case
+            assert m.tucker, case
+            assert tuple((m.lora_mid.weight if cls is LoConModule else m.hada_t1).shape) == (2, 2, 3, 3), case
         if not kw.get("rank_dropout"):
             fed = Fed([])
         elif kw.get("bypass_mode"):
@@ -132,6 +140,7 @@ def main():
             out[case + ".keep"] = ko
             fed = Fed([ko])
         x = xs[kind].clone().requires_grad_(True)
+        masks = list(fed.masks)
         torch.rand = fed
         try:
             y = m(x)
@@ -139,6 +148,32 @@ def main():
             torch.rand = real_rand
         assert not fed.masks
         (y * rs[kind]).sum().backward()
+        if cls is LohaModule and kw.get("use_tucker"):
+            # LyCORIS's HadaWeightTucker.backward takes hada_w?_a's gradient from the OTHER factor's t·w_b product
+            # (lycoris/functional/loha.py: grad_w1u uses temp = t2·w2d, grad_w2u temp = t1·w1d), which is not the
+            # derivative of its forward: keep those values as lyc_d*, and take the reference gradients from
+            # autograd through the same forward (its einsums, HadaWeightTucker.forward's expression)
+            import lycoris.functional.loha as fl
+            for n, p in params:
+                out[case + ".lyc_d" + n.replace(".weight", "")] = p.grad.clone()
+                p.grad = None
+            real_apply = fl.HadaWeightTucker.apply
+
+            def plain(t1, w1d, w1u, t2, w2d, w2u, scale=torch.tensor(1)):
+                r1 = torch.einsum("i j ..., j r, i p -> p r ...", t1, w1d, w1u)
+                r2 = torch.einsum("i j ..., j r, i p -> p r ...", t2, w2d, w2u)
+                return r1 * r2 * scale
+            fl.HadaWeightTucker.apply = plain
+            x2 = xs[kind].clone().requires_grad_(True)
+            torch.rand = Fed(masks)
+            try:
+                y2 = m(x2)
+            finally:
+                torch.rand = real_rand
+                fl.HadaWeightTucker.apply = real_apply
+            (y2 * rs[kind]).sum().backward()
+            assert (y2 - y).abs().max() < 1e-6
+            x = x2
         out[case + ".alpha"] = m.alpha.reshape(1)
         for n, p in params:
             key = n.replace(".weight", "")
