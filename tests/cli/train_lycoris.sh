@@ -238,6 +238,27 @@ else
   nok sample_lycoris_tucker_equals_hooks "no image or $helper not built: $(tail -1 tq.err)"
 fi
 
+# algo=loha use_tucker: hada_t1/hada_t2 on the k×k convs; threads; sd-sample equals the hooked sample
+T --output_dir ht1 --output_name t --max_train_steps 6 --network_args algo=loha use_tucker=True conv_dim=2 \
+  --sample_prompts p.txt --sample_every_n_steps 6 2> ht1.err
+T --output_dir ht2 --output_name t --max_train_steps 6 --network_args algo=loha use_tucker=True conv_dim=2 --threads 2 \
+  --sample_prompts p.txt --sample_every_n_steps 6 2> /dev/null
+keys ht1/t.safetensors > kht.txt 2> /dev/null
+grep -qx 'lora_unet_conv_in.hada_t1 F32 \[2, 2, 3, 3\]' kht.txt && grep -qx 'lora_unet_conv_in.hada_w1_a F32 \[2, 32\]' kht.txt &&
+grep -qx 'lora_unet_conv_in.hada_w2_b F32 \[2, 4\]' kht.txt && grep -qx 'lora_unet_conv_in.hada_t2 F32 \[2, 2, 3, 3\]' kht.txt &&
+grep -qx 'lora_unet_down_blocks_0_resnets_0_time_emb_proj.hada_w1_a F32 \[32, 4\]' kht.txt &&
+cmp -s ht1/t.safetensors ht2/t.safetensors && ok train_lycoris_loha_tucker || nok train_lycoris_loha_tucker "$(tail -1 ht1.err)"
+S --outdir hq --network_module lycoris.kohya --network_weights ht1/t.safetensors 2> hq.err
+if [ -x "$helper" ] && [ -f hq/im_000001.png ]; then
+  d0=$("$helper" maxdiff q0/im_000001.png hq/im_000001.png)
+  dh=$("$helper" maxdiff hq/im_000001.png "$(ls ht1/sample/*.png | head -1)")
+  echo "# Tucker LoHa vs base $d0, sd-sample with the file vs sd-train's sample $dh"
+  [ "$d0" -gt 0 ] && [ "$dh" -ge 0 ] && [ "$dh" -le 1 ] && ok sample_lycoris_loha_tucker_equals_hooks ||
+    nok sample_lycoris_loha_tucker_equals_hooks "$d0 $dh"
+else
+  nok sample_lycoris_loha_tucker_equals_hooks "no image or $helper not built: $(tail -1 hq.err)"
+fi
+
 # ---- SDXL: ldm names, no conv_in/conv_out/time_embedding (kohya's SDXL UNet names them otherwise) ---------------
 "$bin" --method lora --network_module lycoris.kohya --model xl.safetensors --model_config "$CX" --data recs.jsonl \
   --learning_rate 1e-2 --seed 3 --network_dim 4 --threads 1 --output_dir x1 --output_name t --max_train_steps 2 2> x1.err; rc=$?
@@ -370,7 +391,7 @@ refuse train_lycoris_refuses_lokr_bypass_rank_dropout 2 "rank_dropout: LyCORIS's
 refuse train_lycoris_refuses_rank_dropout_range 2 'rank_dropout=1.5: must be in \[0, 1\]' --network_args rank_dropout=1.5
 refuse train_lycoris_refuses_rank_dropout_scale 2 "rank_dropout_scale: not supported with lycoris.kohya (LyCORIS's create_network" \
   --network_args rank_dropout=0.1 rank_dropout_scale=True
-refuse train_lycoris_refuses_tucker 2 'use_tucker: Tucker decomposition with algo=loha' --network_args algo=loha use_tucker=True
+refuse train_lycoris_refuses_tucker 2 'use_tucker: Tucker decomposition with algo=lokr' --network_args algo=lokr use_tucker=True
 refuse train_lycoris_refuses_deprecated_cp 2 'use_tucker: Tucker decomposition with algo=lokr' --network_args algo=lokr use_conv_cp=1
 refuse train_lycoris_refuses_scalar 2 'use_scalar=True: not supported' --network_args use_scalar=True
 refuse train_lycoris_refuses_dora 2 'dora_wd=True: not supported' --network_args dora_wd=True
