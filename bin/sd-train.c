@@ -122,7 +122,7 @@ static const sd_opt table[] = {
              "attn-mlp|attn-only|unet-only|unet-transformer-only|unet-convblock-only, conv_dim=, "
              "conv_alpha= (default network_dim/alpha), module_dropout=, rank_dropout=, dropout= (bypass_mode, lora/locon), "
              "rs_lora=, bypass_mode=, loraplus_*; lokr: "
-             "factor=, decompose_both=, full_matrix=, unbalanced_factorization=; use_tucker= with lora/locon; DoRA refused)"},
+             "factor=, decompose_both=, full_matrix=, unbalanced_factorization=; use_tucker= with lora/locon/loha; DoRA refused)"},
     {.name = "network_dim", .type = SD_OPT_INT, .dest = &c.network_dim, SD_OPT_RANGE(0, 4096), .group = G_NET,
      .help = "LoRA rank (default 4)"},
     {.name = "network_alpha", .type = SD_OPT_STRING, .dest = &a.network_alpha, .def = "1", .group = G_NET,
