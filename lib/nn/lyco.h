@@ -1,5 +1,6 @@
 /* LyCORIS weight-delta modules (KohakuBlueleaf/LyCORIS @ f49d30d, lycoris/modules/loha.py LohaModule
- * and lokr.py LokrModule (below), without Tucker / DoRA / scalar) on a linear or conv layer, in LyCORIS's default forward
+ * and lokr.py LokrModule (below), without DoRA / scalar; LoHa's Tucker form with sd_lyco_init_loha_tucker) on a
+ * linear or conv layer, in LyCORIS's default forward
  * (bypass_mode off): the host runs its op with
  *
  *   RW = W + multiplier · ΔW,   ΔW = scale · (w1a · w1b) ⊙ (w2a · w2b)      (LoHa, "HadaWeight")

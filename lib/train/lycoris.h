@@ -54,7 +54,8 @@ int sd_lycoris_merge(sd_ctx *ctx, sd_model *m, sd_safetensors *st, double mul,
 
 /* ---- training (--network_module lycoris.kohya, lycoris/kohya.py create_network) ---------------------
  *
- * algo=lora / locon (LoConModule without Tucker): modules on the layers of LyCORIS's preset "full" —
+ * algo=lora / locon (LoConModule, Tucker with use_tucker): modules on the layers of LyCORIS's preset "full" (the
+ * other presets: train/lora_network.h SD_LYCO_T_*) —
  * text encoder(s): CLIPAttention / CLIPMLP linears; UNet: every linear and conv of Transformer2DModel,
  * ResnetBlock2D, Downsample2D and Upsample2D, and on SD1/SD2 also conv_in, conv_out and
  * time_embedding.linear_1/_2 — linears and 1×1 convs at network_dim / network_alpha, k×k convs at
