@@ -118,15 +118,17 @@ static const sd_opt table[] = {
      .help = "networks.lora (default), networks.lora_fa (LoRA-FA: lora_down frozen, only lora_up trains), "
              "networks.dylora (DyLoRA: --network_args unit=N) or networks.oft (Orthogonal Finetuning: UNet only; "
              "network_dim = number of blocks, network_alpha = constraint; --network_args enable_all_linear=1, "
-             "enable_conv=1) or lycoris.kohya (LyCORIS preset full, --network_args algo=lora|locon|loha|lokr, conv_dim=, "
-             "conv_alpha= (default network_dim/alpha), module_dropout=, rs_lora=, bypass_mode=, loraplus_*; lokr: "
-             "factor=, decompose_both=, full_matrix=, unbalanced_factorization=; Tucker/DoRA refused)"},
+             "enable_conv=1) or lycoris.kohya (LyCORIS, --network_args algo=lora|locon|loha|lokr, preset=full|full-lin|"
+             "attn-mlp|attn-only|unet-only|unet-transformer-only|unet-convblock-only, conv_dim=, "
+             "conv_alpha= (default network_dim/alpha), module_dropout=, rank_dropout=, dropout= (bypass_mode, lora/locon), "
+             "rs_lora=, bypass_mode=, loraplus_*; lokr: "
+             "factor=, decompose_both=, full_matrix=, unbalanced_factorization=; use_tucker= with lora/locon/loha; DoRA refused)"},
     {.name = "network_dim", .type = SD_OPT_INT, .dest = &c.network_dim, SD_OPT_RANGE(0, 4096), .group = G_NET,
      .help = "LoRA rank (default 4)"},
     {.name = "network_alpha", .type = SD_OPT_STRING, .dest = &a.network_alpha, .def = "1", .group = G_NET,
      .help = "LoRA alpha; scale = alpha / rank"},
     {.name = "network_dropout", .type = SD_OPT_DOUBLE, .dest = &c.network_dropout, SD_OPT_RANGE(0, 1),
-     .group = G_NET, .help = "neuron dropout on the LoRA down projection"},
+     .group = G_NET, .help = "neuron dropout on the LoRA down projection (lycoris.kohya: LyCORIS's dropout, bypass_mode only)"},
     {.name = "network_args", .type = SD_OPT_STRINGS, .dest = &a.network_args, .flags = SD_OPTF_NARGS,
      .metavar = "K=V", .group = G_NET,
      .help = "conv_dim, conv_alpha, block_dims, block_alphas, conv_block_dims, conv_block_alphas, down/mid/up_lr_weight, "

@@ -2,6 +2,7 @@
 #include "nn/lora_hook.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,6 +39,31 @@ int sd_lora_init(sd_lora *l, sd_params *reg, const char *name, int64_t in, int64
     return rc;
 }
 
+int sd_lora_init_tucker(sd_lora *l, sd_params *reg, const char *name, int64_t in, int64_t out, int rank, float alpha,
+                        int kh, int kw, sd_conv2d_geom g)
+{
+    memset(l, 0, sizeof *l);
+    if (rank < 1 || in < 1 || out < 1 || kh < 1 || kw < 1 || (kh == 1 && kw == 1))
+        return sd_err(SD_EINVAL, "LoRA '%s': Tucker needs a rank and a k×k conv host", name);
+    l->in = in;
+    l->out = out;
+    l->rank = rank;
+    l->kh = kh;
+    l->kw = kw;
+    l->conv = 1;
+    l->geom = g;
+    l->alpha = alpha > 0 ? alpha : (float)rank;
+    l->multiplier = 1.0f;
+    char key[512];
+    snprintf(key, sizeof key, "%s.lora_down", name);
+    int rc = sd_params_add(reg, key, "weight", 4, (int64_t[]){ rank, in, 1, 1 }, SD_PARAM_TRAINABLE, &l->down);
+    snprintf(key, sizeof key, "%s.lora_up", name);
+    if (!rc) rc = sd_params_add(reg, key, "weight", 4, (int64_t[]){ out, rank, 1, 1 }, SD_PARAM_TRAINABLE, &l->up);
+    snprintf(key, sizeof key, "%s.lora_mid", name);
+    if (!rc) rc = sd_params_add(reg, key, "weight", 4, (int64_t[]){ rank, rank, kh, kw }, SD_PARAM_TRAINABLE, &l->mid);
+    return rc;
+}
+
 void sd_lora_free(sd_lora *l)
 {
     if (!l) return;
@@ -56,10 +82,21 @@ int sd_lora_init_weights(sd_ctx *ctx, sd_lora *l, uint64_t seed)
     if (!h) return sd_err(SD_ENOMEM, "LoRA init: out of memory");
     sd_rng r = sd_rng_key(seed, 0, l->id, SD_RNG_INIT);
     int rc = sd_rng_fill_uniform(&r, 0, h, (size_t)n);
-    double bound = 1.0 / sqrt((double)(l->in * l->kh * l->kw));
+    double bound = 1.0 / sqrt((double)(l->mid ? l->in : l->in * l->kh * l->kw));
     for (int64_t i = 0; i < n && !rc; i++) h[i] = (float)((2.0 * h[i] - 1.0) * bound);
     if (!rc) rc = sd_tensor_upload(&l->down->value, h, (size_t)n * sizeof *h);
     free(h);
+    if (!rc && l->mid) {
+        /* lora_mid: kaiming_uniform(a = sqrt(5)) over fan_in r·kh·kw, draws after down's */
+        int64_t nm = sd_tensor_numel(&l->mid->value);
+        float *hm = malloc((size_t)nm * sizeof *hm);
+        if (!hm) return sd_err(SD_ENOMEM, "LoRA init: out of memory");
+        rc = sd_rng_fill_uniform(&r, (uint64_t)n, hm, (size_t)nm);
+        double bm = 1.0 / sqrt((double)(l->rank * l->kh * l->kw));
+        for (int64_t i = 0; i < nm && !rc; i++) hm[i] = (float)((2.0 * hm[i] - 1.0) * bm);
+        if (!rc) rc = sd_tensor_upload(&l->mid->value, hm, (size_t)nm * sizeof *hm);
+        free(hm);
+    }
     if (!rc) rc = sd_op_fill(ctx, &l->up->value, 0.0f);
     return rc;
 }
@@ -89,6 +126,7 @@ int sd_lora_init_weights_fa(sd_ctx *ctx, sd_lora *l, uint64_t seed)
 
 int sd_lora_merge(sd_ctx *ctx, const sd_lora *l, sd_tensor *w, float multiplier)
 {
+    if (l->mid) return sd_err(SD_EUNSUPPORTED, "LoRA merge %s: a Tucker module (lora_mid) is merged from its file", l->down->key);
     int64_t k = l->in * l->kh * l->kw;
     if (w->dtype != SD_F32 || sd_tensor_numel(w) != l->out * k || w->shape[0] != l->out)
         return sd_err(SD_EINVAL, "LoRA merge %s: base weight must be f32 [%lld, %lld...]", l->down->key,
@@ -116,17 +154,27 @@ static void z_shape(const sd_lora *l, const sd_tensor *y, int *nd, int64_t *s)
 static int mask_kind(const sd_lora *l)
 {
     if (!training(l)) return 0;
+    if (l->lyco_drop) return l->lyco_drop == SD_LORA_DROP_LYCO_BYPASS && l->rank_dropout > 0 ? 1 : 0;
     if (l->dropout > 0) return 2;
     if (l->rank_dropout > 0) return 1;
     return 0;
 }
 
+/* LyCORIS's output mask on up(zf): 1 one flag per output channel (rank_dropout, bypass_mode off),
+   2 one value per element of y (dropout, bypass_mode on), 0 none. */
+static int out_kind(const sd_lora *l)
+{
+    if (!training(l) || !l->lyco_drop) return 0;
+    if (l->lyco_drop == SD_LORA_DROP_LYCO) return l->rank_dropout > 0 ? 1 : 0;
+    return l->dropout > 0 ? 2 : 0;
+}
+
 size_t sd_lora_saved_bytes(const sd_lora *l, int64_t y_numel, int64_t rows)
 {
     int64_t zn = y_numel / l->out * l->rank;
-    int mk = mask_kind(l);
+    int mk = mask_kind(l), ok = out_kind(l);
     return nn_bytes(zn) + (mk == 2 ? nn_bytes(zn) : mk == 1 ? nn_bytes(rows * l->rank) : 0) +
-           (l->dy_unit > 0 ? nn_bytes(l->rank) : 0);
+           (ok == 1 ? nn_bytes(l->out) : ok == 2 ? nn_bytes(y_numel) : 0) + (l->dy_unit > 0 ? nn_bytes(l->rank) : 0);
 }
 
 size_t sd_lora_scratch_bytes(const sd_lora *l, int64_t y_numel, int64_t rows)
@@ -135,7 +183,11 @@ size_t sd_lora_scratch_bytes(const sd_lora *l, int64_t y_numel, int64_t rows)
     /* forward: z (+ zf and mask when not saving); backward: dzf and dz (DyLoRA: and the whole-rank
        weight gradients before the trained rows are taken from them) */
     size_t dy = l->dy_unit > 0 ? nn_bytes(sd_tensor_numel(&l->up->value)) + nn_bytes(sd_tensor_numel(&l->down->value)) : 0;
-    return 2 * nn_bytes(zn) + sd_lora_saved_bytes(l, y_numel, rows) + dy;
+    /* LyCORIS output masks: up(zf) before masking (forward), the masked dy (backward) */
+    size_t om = out_kind(l) ? 2 * nn_bytes(y_numel) : 0;   /* (and the f16 staging of a mask, at most y-sized) */
+    /* Tucker: down(x) at the input's size, H <= Ho·stride + kh, and its gradient */
+    if (l->mid) om += 2 * nn_bytes(zn * (l->geom.stride + l->kh) * (l->geom.stride + l->kw));
+    return 2 * nn_bytes(zn) + sd_lora_saved_bytes(l, y_numel, rows) + dy + om;
 }
 
 int sd_lora_dy_draw(const sd_lora *l)
@@ -161,6 +213,52 @@ static int dy_prepare(sd_ctx *ctx, sd_lora *l, sd_arena *a, float *f)
     return rc;
 }
 
+#define F16_ONE ((uint16_t)0x3C00)
+
+static float *host_buf(sd_lora *l, int64_t n)
+{
+    if ((size_t)n > l->host_mask_cap) {
+        free(l->host_mask);
+        l->host_mask = malloc((size_t)n * sizeof(float));
+        l->host_mask_cap = l->host_mask ? (size_t)n : 0;
+    }
+    return l->host_mask;
+}
+
+/* LyCORIS's output mask (out_kind): [1, out, 1, 1] / [1, …, out] keep flags, or y's shape with
+   nn.Dropout's values (0 or 1 / (1 - p)). */
+static int make_omask(sd_ctx *ctx, sd_lora *l, sd_arena *a, const sd_tensor *y, int kind)
+{
+    int nd = y->ndim;
+    int64_t ms[SD_MAX_DIMS];
+    if (kind == 2) {
+        memcpy(ms, y->shape, sizeof(int64_t) * (size_t)nd);
+    } else {
+        for (int d = 0; d < nd; d++) ms[d] = 1;
+        ms[l->conv ? 1 : nd - 1] = l->out;
+    }
+    int rc = nn_tensor(a, &l->omask, nd, ms);
+    if (rc) return rc;
+    int64_t mn = sd_tensor_numel(&l->omask);
+    float *m = host_buf(l, mn);
+    if (!m) return sd_err(SD_ENOMEM, "LoRA mask: out of memory");
+    uint16_t *h = (uint16_t *)m;
+    sd_rng g = sd_rng_key(l->rt->seed, l->rt->step, l->id, SD_RNG_DROPOUT);
+    if (kind == 1) {
+        /* make_weight: torch.rand(out) > rank_dropout on the rows of ΔW */
+        for (int64_t o = 0; o < mn; o++)
+            h[o] = (l->drop_keep ? l->drop_keep[o] != 0 : sd_rng_uniform_at(&g, 1 + (uint64_t)o) > l->rank_dropout)
+                       ? F16_ONE : 0;
+        return nn_mask_from_flags(ctx, &l->omask, h, 1.0f);
+    }
+    /* nn.Dropout(p): kept with probability 1 - p, scaled by 1 / (1 - p) */
+    const uint64_t off = 1 + (uint64_t)l->rank;
+    for (int64_t e = 0; e < mn; e++)
+        h[e] = (l->drop_keep ? l->drop_keep[l->rank + e] != 0 : sd_rng_uniform_at(&g, off + (uint64_t)e) >= l->dropout)
+                   ? F16_ONE : 0;
+    return nn_mask_from_flags(ctx, &l->omask, h, 1.0f / (1.0f - l->dropout));
+}
+
 static int make_mask(sd_ctx *ctx, sd_lora *l, sd_arena *a, const sd_tensor *z, int kind, float f)
 {
     int64_t rows = z->shape[0], r = l->rank, zn = sd_tensor_numel(z);
@@ -176,14 +274,19 @@ static int make_mask(sd_ctx *ctx, sd_lora *l, sd_arena *a, const sd_tensor *z, i
     int rc = nn_tensor(a, &l->mask, nd, ms);
     if (rc) return rc;
     int64_t mn = sd_tensor_numel(&l->mask);
-    if ((size_t)mn > l->host_mask_cap) {
-        free(l->host_mask);
-        l->host_mask = malloc((size_t)mn * sizeof(float));
-        l->host_mask_cap = l->host_mask ? (size_t)mn : 0;
-        if (!l->host_mask) return sd_err(SD_ENOMEM, "LoRA mask: out of memory");
-    }
-    float *m = l->host_mask;
+    float *m = host_buf(l, mn);
+    if (!m) return sd_err(SD_ENOMEM, "LoRA mask: out of memory");
     sd_rng g = sd_rng_key(l->rt->seed, l->rt->step, l->id, SD_RNG_DROPOUT);
+    if (l->lyco_drop) {
+        /* LyCORIS bypass: torch.rand(lora_dim) > p, one mask for the batch, not rescaled */
+        uint16_t *h = (uint16_t *)m;
+        for (int64_t e = 0; e < mn; e++) {
+            int64_t j = e % r;
+            int keep = l->drop_keep ? l->drop_keep[j] != 0 : sd_rng_uniform_at(&g, 1 + (uint64_t)j) > l->rank_dropout;
+            h[e] = keep ? F16_ONE : 0;
+        }
+        return nn_mask_from_flags(ctx, &l->mask, h, f);
+    }
     float rs = 1.0f;
     if (l->rank_dropout > 0) rs = 1.0f / (1.0f - l->rank_dropout);
     float ns = l->dropout > 0 ? 1.0f / (1.0f - l->dropout) : 1.0f;
@@ -229,11 +332,20 @@ int sd_lora_forward(sd_ctx *ctx, sd_lora *l, sd_arena *save, sd_tensor *y, const
     if (!rc) rc = nn_tensor(A, &l->zf, nd, zs);
     if (!rc && kind) rc = make_mask(ctx, l, A, &l->zf, kind, f);
     else l->mask.data = NULL;
+    const int okind = out_kind(l);
+    if (!rc && okind) rc = make_omask(ctx, l, A, y, okind);
+    else l->omask.data = NULL;
     if (rc || l->skipped) goto out;
     sd_tensor z;
     rc = nn_tensor(&ctx->scratch, &z, nd, zs);
     if (rc) goto out;
-    if (l->conv) {
+    if (l->mid) {
+        /* Tucker: z = mid(down(x)), down a 1×1 conv */
+        sd_tensor z0;
+        rc = nn_tensor(&ctx->scratch, &z0, 4, (int64_t[]){ x->shape[0], l->rank, x->shape[2], x->shape[3] });
+        if (!rc) rc = sd_op_conv2d(ctx, &z0, x, &l->down->value, NULL, sd_conv2d_geom_make(1, 0));
+        if (!rc) rc = sd_op_conv2d(ctx, &z, &z0, &l->mid->value, NULL, l->geom);
+    } else if (l->conv) {
         rc = sd_op_conv2d(ctx, &z, x, &l->down->value, NULL, l->geom);
     } else {
         sd_tensor w2;
@@ -242,22 +354,28 @@ int sd_lora_forward(sd_ctx *ctx, sd_lora *l, sd_arena *save, sd_tensor *y, const
     }
     if (!rc) rc = kind ? sd_op_mul(ctx, &l->zf, &z, &l->mask) : sd_op_axpby(ctx, &l->zf, f, &z, 0.0f);
     if (rc) goto out;
-    /* y += up(zf) */
-    sd_tensor up2;
+    /* y += up(zf) (LyCORIS output mask: t = up(zf), y += t ⊙ omask) */
+    sd_tensor up2, t, *yt = y;
     rc = nn_view2(&l->up->value, &up2);
+    if (!rc && okind) {
+        rc = nn_tensor(&ctx->scratch, &t, y->ndim, y->shape);
+        yt = &t;
+    }
     if (rc) goto out;
+    const float beta = okind ? 0.0f : 1.0f;
     if (l->conv) {
         int64_t n = y->shape[0], hw = y->shape[2] * y->shape[3];
         sd_tensor yv, zv;
-        rc = sd_tensor_reshape(y, 3, (int64_t[]){ n, l->out, hw }, &yv);
+        rc = sd_tensor_reshape(yt, 3, (int64_t[]){ n, l->out, hw }, &yv);
         if (!rc) rc = sd_tensor_reshape(&l->zf, 3, (int64_t[]){ n, l->rank, hw }, &zv);
-        if (!rc) rc = sd_op_matmul(ctx, &yv, &up2, 0, &zv, 0, 1.0f, 1.0f);
+        if (!rc) rc = sd_op_matmul(ctx, &yv, &up2, 0, &zv, 0, 1.0f, beta);
     } else {
         sd_tensor yv, zv;
-        rc = sd_tensor_reshape(y, 2, (int64_t[]){ -1, l->out }, &yv);
+        rc = sd_tensor_reshape(yt, 2, (int64_t[]){ -1, l->out }, &yv);
         if (!rc) rc = sd_tensor_reshape(&l->zf, 2, (int64_t[]){ -1, l->rank }, &zv);
-        if (!rc) rc = sd_op_matmul(ctx, &yv, &zv, 0, &up2, 1, 1.0f, 1.0f);
+        if (!rc) rc = sd_op_matmul(ctx, &yv, &zv, 0, &up2, 1, 1.0f, beta);
     }
+    if (!rc && okind) rc = sd_op_mul_bwd(ctx, y, NULL, &t, &t, &l->omask);
 out:
     sd_arena_reset(&ctx->scratch, mark);
     return rc;
@@ -269,9 +387,9 @@ int sd_lora_backward(sd_ctx *ctx, sd_lora *l, sd_tensor *dx, const sd_tensor *dy
     if (!l->zf.data) return sd_err(SD_ESTATE, "LoRA backward without a training forward");
     sd_tensor *dup = l->up->grad.data ? &l->up->grad : NULL;
     sd_tensor *ddown = l->down->grad.data ? &l->down->grad : NULL;
-    if (!dx && !ddown && !dup) return SD_OK;
+    if (!dx && !ddown && !dup && !(l->mid && l->mid->grad.data)) return SD_OK;
     size_t mark = sd_arena_mark(&ctx->scratch);
-    sd_tensor dzf, dz, up_w = l->up->value, dup_v, down_w = l->down->value, ddown_v;
+    sd_tensor dzf, dz, dym, up_w = l->up->value, dup_v, down_w = l->down->value, ddown_v;
     sd_tensor *gup = dup, *gdown = ddown, tup, tdown;   /* DyLoRA: whole-rank gradients first */
     int rc = SD_OK;
     if (l->dy_unit > 0 && dup) {
@@ -283,6 +401,12 @@ int sd_lora_backward(sd_ctx *ctx, sd_lora *l, sd_tensor *dx, const sd_tensor *dy
         rc = nn_tensor(&ctx->scratch, &tdown, down_w.ndim, down_w.shape);
         if (!rc) rc = sd_op_fill(ctx, &tdown, 0.0f);
         ddown = &tdown;
+    }
+    if (!rc && l->omask.data) {
+        /* LyCORIS output mask: the branch sees dy ⊙ omask */
+        rc = nn_tensor(&ctx->scratch, &dym, dy->ndim, dy->shape);
+        if (!rc) rc = sd_op_mul(ctx, &dym, dy, &l->omask);
+        dy = &dym;
     }
     if (!rc) rc = nn_tensor(&ctx->scratch, &dzf, l->zf.ndim, l->zf.shape);
     if (!rc) rc = nn_tensor(&ctx->scratch, &dz, l->zf.ndim, l->zf.shape);
@@ -299,11 +423,21 @@ int sd_lora_backward(sd_ctx *ctx, sd_lora *l, sd_tensor *dx, const sd_tensor *dy
         if (!rc) rc = sd_op_linear_bwd(ctx, &dzf, dup ? &dup_v : NULL, NULL, dy, &l->zf, &u2);
     }
     if (rc) goto out;
-    if (!dx && !ddown) goto out;
+    sd_tensor *dmid = l->mid && l->mid->grad.data ? &l->mid->grad : NULL;
+    if (!dx && !ddown && !dmid) goto out;
     rc = l->mask.data ? sd_op_mul_bwd(ctx, &dz, NULL, &dzf, &dzf, &l->mask)
                       : sd_op_axpby(ctx, &dz, l->factor, &dzf, 0.0f);
     if (rc) goto out;
-    if (l->conv) {
+    if (l->mid) {
+        /* Tucker: z0 = down(x) recomputed; mid's backward, then down's (1×1) */
+        sd_tensor z0, dz0;
+        int64_t zs0[4] = { x->shape[0], l->rank, x->shape[2], x->shape[3] };
+        rc = nn_tensor(&ctx->scratch, &z0, 4, zs0);
+        if (!rc) rc = nn_zeros(ctx, &ctx->scratch, &dz0, 4, zs0);
+        if (!rc) rc = sd_op_conv2d(ctx, &z0, x, &down_w, NULL, sd_conv2d_geom_make(1, 0));
+        if (!rc) rc = sd_op_conv2d_bwd(ctx, &dz0, dmid, NULL, &dz, &z0, &l->mid->value, l->geom);
+        if (!rc && (dx || ddown)) rc = sd_op_conv2d_bwd(ctx, dx, ddown, NULL, &dz0, x, &down_w, sd_conv2d_geom_make(1, 0));
+    } else if (l->conv) {
         rc = sd_op_conv2d_bwd(ctx, dx, ddown, NULL, &dz, x, &down_w, l->geom);
     } else {
         sd_tensor d2;

@@ -13,6 +13,16 @@
  * from the Philox stream (rt->seed, rt->step, id, SD_RNG_DROPOUT), so a recomputation (gradient
  * checkpointing) or a resumed run draws the same masks.
  *
+ * LyCORIS's LoConModule (lycoris.kohya algo=lora/locon) drops differently (lyco_drop):
+ *  - SD_LORA_DROP_LYCO (bypass_mode off, its make_weight): rank_dropout keeps each row o of ΔW = up·down
+ *    when its uniform draw (1 + o) is > p (one mask for the whole batch, not rescaled: create_network never
+ *    sets rank_dropout_scale), i.e. the branch output channel o is multiplied by the keep flag; dropout is
+ *    not applied (LyCORIS never applies it in that form).
+ *  - SD_LORA_DROP_LYCO_BYPASS (bypass_forward_diff): rank_dropout keeps rank j of down(x) when draw (1 + j) is
+ *    > p (one mask for the batch, not rescaled); dropout is nn.Dropout(p) on the branch output
+ *    (each element kept when its draw (1 + rank + e) is >= p, kept ones scaled by 1 / (1 - p)).
+ * The output masks cost one y-sized scratch tensor in the forward and the backward (dy masked).
+ *
  * DyLoRA (kohya networks/dylora.py; dy_unit > 0): the module holds `rank` rows; every training
  * forward draws trainable_rank tr = randint(0, rank-1) rounded down to a multiple of dy_unit from
  * the stream (rt->seed, rt->step, id, SD_RNG_DYLORA) (value 0, sd_rng_below_at), computes the
@@ -41,8 +51,12 @@ typedef struct sd_lora_rt {
     int training;
 } sd_lora_rt;
 
+enum { SD_LORA_DROP_KOHYA = 0, SD_LORA_DROP_LYCO = 1, SD_LORA_DROP_LYCO_BYPASS = 2 };
+
 typedef struct sd_lora {
     sd_param *down, *up;
+    sd_param *mid;            /* Tucker LoCon (LyCORIS use_tucker on a k×k conv host): lora_mid [r, r, kh, kw] with
+                                 the base geometry, down then a 1×1 conv [r, in, 1, 1]; NULL otherwise */
     int64_t in, out;
     int rank;
     int kh, kw;               /* 1×1 for linear hosts */
@@ -52,10 +66,15 @@ typedef struct sd_lora {
     float dropout, rank_dropout, module_dropout;
     uint32_t id;              /* stream id for the dropout draws; unique per module */
     const sd_lora_rt *rt;     /* NULL: never training (no dropout) */
+    int lyco_drop;            /* dropout semantics: SD_LORA_DROP_KOHYA (0), _LYCO (LyCORIS LoConModule, bypass_mode
+                                 off) or _LYCO_BYPASS (bypass_mode on); see below */
+    const uint8_t *drop_keep; /* test hook (NULL in use): the LyCORIS keep flags instead of the draws — rank mask
+                                 (_LYCO_BYPASS, rank flags) then output mask (out flags or one per element of y) */
     /* state of the last training forward */
     int skipped;
     sd_tensor zf;             /* saved: f·mask·down(x) */
     sd_tensor mask;           /* saved: f·mask when a dropout is active (data NULL otherwise) */
+    sd_tensor omask;          /* saved: LyCORIS's output mask on up(zf) (data NULL when none) */
     float factor;
     float *host_mask;         /* host staging for mask draws (grown once, reused) */
     size_t host_mask_cap;
@@ -77,6 +96,13 @@ int sd_lora_dy_draw(const sd_lora *l);
 int sd_lora_init(sd_lora *l, sd_params *reg, const char *name, int64_t in, int64_t out, int rank,
                  float alpha, int conv, int kh, int kw, sd_conv2d_geom g, int conv_shapes);
 void sd_lora_free(sd_lora *l);
+/* LyCORIS's Tucker LoCon on a k×k conv host (kh or kw > 1): "name.lora_down" [r, in, 1, 1], "name.lora_mid"
+ * [r, r, kh, kw] (the host's geometry), "name.lora_up" [out, r, 1, 1]; the branch is up(mid(down(x))), i.e.
+ * ΔW[o, i, k] = Σ up[o, p] mid[p, q, k] down[q, i] (LyCORIS's rebuild_tucker). The backward recomputes
+ * down(x). sd_lora_init_weights gives mid kaiming-uniform (a = sqrt(5): U(±1/sqrt(r·kh·kw))) from the
+ * same stream after down's draws, as LyCORIS initialises lora_mid; sd_lora_merge refuses it. */
+int sd_lora_init_tucker(sd_lora *l, sd_params *reg, const char *name, int64_t in, int64_t out, int rank, float alpha,
+                        int kh, int kw, sd_conv2d_geom g);
 /* kohya's initialisation on the host: down ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) from the stream
  * (seed, 0, id, SD_RNG_INIT), up = 0. The registry must be allocated. */
 int sd_lora_init_weights(sd_ctx *ctx, sd_lora *l, uint64_t seed);

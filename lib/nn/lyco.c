@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/error.h"
@@ -25,6 +26,83 @@ int sd_lyco_init_loha(sd_lyco *m, sd_params *reg, const char *name, int64_t out,
         int64_t s[2] = { i % 2 ? rank : out, i % 2 ? row : rank };
         rc = sd_params_add(reg, name, nm[i], 2, s, SD_PARAM_TRAINABLE, &m->p[i]);
     }
+    return rc;
+}
+
+int sd_lyco_init_loha_tucker(sd_lyco *m, sd_params *reg, const char *name, int64_t out, int64_t in, int kh, int kw,
+                             int rank, float alpha)
+{
+    memset(m, 0, sizeof *m);
+    if (rank < 1 || out < 1 || in < 1 || kh < 1 || kw < 1 || (kh == 1 && kw == 1))
+        return sd_err(SD_EINVAL, "LoHa %s: Tucker needs a rank and a k×k conv", name);
+    m->algo = SD_LYCO_LOHA;
+    m->tucker = 1;
+    m->out = out;
+    m->in = in;
+    m->kk = (int64_t)kh * kw;
+    m->row = in * m->kk;
+    m->rank = rank;
+    m->alpha = alpha > 0 ? alpha : (float)rank;
+    m->multiplier = 1.0f;
+    static const char *const nm[6] = { "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2" };
+    int rc = SD_OK;
+    for (int i = 0; i < 6 && !rc; i++) {
+        if (i < 4) rc = sd_params_add(reg, name, nm[i], 2, (int64_t[]){ rank, i % 2 ? in : out }, SD_PARAM_TRAINABLE, &m->p[i]);
+        else rc = sd_params_add(reg, name, nm[i], 4, (int64_t[]){ rank, rank, kh, kw }, SD_PARAM_TRAINABLE, &m->p[i]);
+    }
+    return rc;
+}
+
+/* Tucker factor T [o, in·kk] = Σ wa[p, o] t[p, q, k] wb[q, i]: tp = t as [p, k, q]; M = tp · wb [p·k, in];
+   Mp = M as [p, in, k]; T = waᵀ · Mp. tp and Mp (scratch) are returned for the backward. */
+static int tucker_build(sd_ctx *ctx, const sd_lyco *m, int which, sd_tensor *T, sd_tensor *tp, sd_tensor *mp)
+{
+    const int64_t r = m->rank, K = m->kk, in = m->in;
+    const sd_tensor *t = &m->p[4 + which]->value, *wa = &m->p[2 * which]->value, *wb = &m->p[2 * which + 1]->value;
+    sd_tensor tv, tpv, M, Mv, mpv, t2;
+    int rc = nn_tensor(&ctx->scratch, tp, 2, (int64_t[]){ r * K, r });
+    if (!rc) rc = sd_tensor_reshape(t, 3, (int64_t[]){ r, r, K }, &tv);
+    if (!rc) rc = sd_tensor_reshape(tp, 3, (int64_t[]){ r, K, r }, &tpv);
+    if (!rc) rc = sd_op_permute(ctx, &tpv, &tv, (const int[]){ 0, 2, 1 });
+    if (!rc) rc = nn_tensor(&ctx->scratch, &M, 2, (int64_t[]){ r * K, in });
+    if (!rc) rc = sd_op_matmul(ctx, &M, tp, 0, wb, 0, 1.0f, 0.0f);
+    if (!rc) rc = nn_tensor(&ctx->scratch, mp, 2, (int64_t[]){ r, in * K });
+    if (!rc) rc = sd_tensor_reshape(&M, 3, (int64_t[]){ r, K, in }, &Mv);
+    if (!rc) rc = sd_tensor_reshape(mp, 3, (int64_t[]){ r, in, K }, &mpv);
+    if (!rc) rc = sd_op_permute(ctx, &mpv, &Mv, (const int[]){ 0, 2, 1 });
+    if (!rc) rc = sd_tensor_reshape(T, 2, (int64_t[]){ m->out, m->row }, &t2);
+    if (!rc) rc = sd_op_matmul(ctx, &t2, wa, 1, mp, 0, 1.0f, 0.0f);
+    return rc;
+}
+
+/* gradients of factor `which` (t, wa, wb) += from dT [o, in·kk] */
+static int tucker_backward(sd_ctx *ctx, sd_lyco *m, int which, const sd_tensor *dT)
+{
+    const int64_t r = m->rank, K = m->kk, in = m->in;
+    sd_param *pt = m->p[4 + which], *pa = m->p[2 * which], *pb = m->p[2 * which + 1];
+    size_t mark = sd_arena_mark(&ctx->scratch);
+    sd_tensor T, tp, mp, dmp, dM, dmpv, dMv, dtp, dtpv, dtv;
+    int rc = nn_tensor(&ctx->scratch, &T, 2, (int64_t[]){ m->out, m->row });
+    if (!rc) rc = tucker_build(ctx, m, which, &T, &tp, &mp);
+    /* dwa += Mp · dTᵀ; dMp = wa · dT */
+    if (!rc && nn_has_grad(pa)) rc = sd_op_matmul(ctx, &pa->grad, &mp, 0, dT, 1, 1.0f, 1.0f);
+    if (!rc) rc = nn_tensor(&ctx->scratch, &dmp, 2, (int64_t[]){ r, in * K });
+    if (!rc) rc = sd_op_matmul(ctx, &dmp, &pa->value, 0, dT, 0, 1.0f, 0.0f);
+    /* dM [p·k, in] = permute back */
+    if (!rc) rc = nn_zeros(ctx, &ctx->scratch, &dM, 2, (int64_t[]){ r * K, in });
+    if (!rc) rc = sd_tensor_reshape(&dmp, 3, (int64_t[]){ r, in, K }, &dmpv);
+    if (!rc) rc = sd_tensor_reshape(&dM, 3, (int64_t[]){ r, K, in }, &dMv);
+    if (!rc) rc = sd_op_permute_bwd(ctx, &dMv, &dmpv, (const int[]){ 0, 2, 1 });
+    /* dwb += tpᵀ · dM; dtp = dM · wbᵀ, dt = permute back */
+    if (!rc && nn_has_grad(pb)) rc = sd_op_matmul(ctx, &pb->grad, &tp, 1, &dM, 0, 1.0f, 1.0f);
+    if (!rc && nn_has_grad(pt)) {
+        rc = nn_tensor(&ctx->scratch, &dtp, 2, (int64_t[]){ r * K, r });
+        if (!rc) rc = sd_op_matmul(ctx, &dtp, &dM, 0, &pb->value, 1, 1.0f, 0.0f);
+        if (!rc) rc = sd_tensor_reshape(&dtp, 3, (int64_t[]){ r, K, r }, &dtpv);
+        if (!rc) rc = sd_tensor_reshape(&pt->grad, 3, (int64_t[]){ r, r, K }, &dtv);
+        if (!rc) rc = sd_op_permute_bwd(ctx, &dtv, &dtpv, (const int[]){ 0, 2, 1 });
+    }
+    sd_arena_reset(&ctx->scratch, mark);
     return rc;
 }
 
@@ -130,8 +208,8 @@ int sd_lyco_init_weights(sd_lyco *m, uint64_t seed)
     if (m->algo == SD_LYCO_LOKR) return init_lokr(m, seed);
     sd_rng g = sd_rng_key(seed, 0, m->id, SD_RNG_INIT);
     uint64_t off = 0;
-    static const float std[4] = { 0.1f, 1.0f, 0.0f, 1.0f };   /* w1a, w1b, w2a, w2b */
-    for (int i = 0; i < 4; i++) {
+    static const float std[6] = { 0.1f, 1.0f, 0.0f, 1.0f, 0.1f, 0.1f };   /* w1a, w1b, w2a, w2b (t1, t2) */
+    for (int i = 0; i < (m->tucker ? 6 : 4); i++) {
         sd_tensor *t = &m->p[i]->value;
         if (t->device != SD_DEV_CPU || t->dtype != SD_F32)
             return sd_err(SD_EUNSUPPORTED, "%s: initialised on the host in f32 only", m->p[i]->key);
@@ -149,6 +227,16 @@ static int factors(sd_ctx *ctx, const sd_lyco *m, sd_tensor *a, sd_tensor *b)
     int64_t s[2] = { m->out, m->row };
     int rc = nn_tensor(&ctx->scratch, a, 2, s);
     if (!rc) rc = nn_tensor(&ctx->scratch, b, 2, s);
+    if (m->tucker) {
+        /* the temporaries of each build are released (a and b stay below them) */
+        size_t mark = sd_arena_mark(&ctx->scratch);
+        sd_tensor tp, mp;
+        if (!rc) rc = tucker_build(ctx, m, 0, a, &tp, &mp);
+        sd_arena_reset(&ctx->scratch, mark);
+        if (!rc) rc = tucker_build(ctx, m, 1, b, &tp, &mp);
+        sd_arena_reset(&ctx->scratch, mark);
+        return rc;
+    }
     if (!rc) rc = sd_op_matmul(ctx, a, &m->p[0]->value, 0, &m->p[1]->value, 0, 1.0f, 0.0f);
     if (!rc) rc = sd_op_matmul(ctx, b, &m->p[2]->value, 0, &m->p[3]->value, 0, 1.0f, 0.0f);
     return rc;
@@ -251,6 +339,49 @@ int sd_lyco_delta(sd_ctx *ctx, const sd_lyco *m, sd_tensor *dw)
 
 static int training(const sd_lyco *m) { return m->rt && m->rt->training; }
 
+void sd_lyco_free(sd_lyco *m)
+{
+    if (!m) return;
+    free(m->host_mask);
+    m->host_mask = NULL;
+    m->host_mask_cap = 0;
+}
+
+static int rank_drop_on(const sd_lyco *m) { return training(m) && m->rank_dropout > 0; }
+
+/* [out, 1] keep flags of rank_dropout for this step (scratch): torch.rand(out) > p */
+static int row_mask(sd_ctx *ctx, sd_lyco *m, sd_tensor *mask)
+{
+    if ((size_t)m->out > m->host_mask_cap) {
+        free(m->host_mask);
+        m->host_mask = malloc((size_t)m->out * sizeof(float));
+        m->host_mask_cap = m->host_mask ? (size_t)m->out : 0;
+        if (!m->host_mask) return sd_err(SD_ENOMEM, "LyCORIS rank dropout: out of memory");
+    }
+    sd_rng g = sd_rng_key(m->rt->seed, m->rt->step, m->id, SD_RNG_DROPOUT);
+    uint16_t *h = (uint16_t *)m->host_mask;   /* f16 keep flags */
+    for (int64_t o = 0; o < m->out; o++)
+        h[o] = (m->drop_keep ? m->drop_keep[o] != 0 : sd_rng_uniform_at(&g, 1 + (uint64_t)o) > m->rank_dropout) ? 0x3C00 : 0;
+    int rc = nn_tensor(&ctx->scratch, mask, 2, (int64_t[]){ m->out, 1 });
+    if (!rc) rc = nn_mask_from_flags(ctx, mask, h, 1.0f);
+    return rc;
+}
+
+/* dL/dΔW with rank_dropout's rows zeroed (a scratch copy), else drw itself */
+static int masked_grad(sd_ctx *ctx, sd_lyco *m, const sd_tensor *drw, sd_tensor *gm, const sd_tensor **g)
+{
+    *g = drw;
+    if (!rank_drop_on(m)) return SD_OK;
+    sd_tensor mask, gv;
+    int64_t s[2] = { m->out, m->row };
+    int rc = row_mask(ctx, m, &mask);
+    if (!rc) rc = sd_tensor_reshape(drw, 2, s, &gv);
+    if (!rc) rc = nn_tensor(&ctx->scratch, gm, 2, s);
+    if (!rc) rc = sd_op_mul(ctx, gm, &gv, &mask);
+    if (!rc) *g = gm;
+    return rc;
+}
+
 int sd_lyco_weight(sd_ctx *ctx, sd_lyco *m, const sd_tensor *w, sd_tensor *rw)
 {
     m->skipped = 0;
@@ -266,6 +397,11 @@ int sd_lyco_weight(sd_ctx *ctx, sd_lyco *m, const sd_tensor *w, sd_tensor *rw)
     sd_tensor d, wf, rv;
     int rc = nn_tensor(&ctx->scratch, &d, 2, s);
     if (!rc) rc = sd_lyco_delta(ctx, m, &d);
+    if (!rc && rank_drop_on(m)) {
+        sd_tensor mask;
+        rc = row_mask(ctx, m, &mask);
+        if (!rc) rc = sd_op_mul(ctx, &d, &d, &mask);
+    }
     /* new = W + ΔW · multiplier, in f32, then W's dtype */
     if (!rc && rw->dtype == SD_F32) {
         rc = sd_tensor_reshape(rw, 2, s, &rv);
@@ -289,15 +425,34 @@ int sd_lyco_weight_backward(sd_ctx *ctx, sd_lyco *m, const sd_tensor *drw)
     if (m->skipped) return SD_OK;
     int g[4], any = 0;
     for (int i = 0; i < 4; i++) any |= g[i] = nn_has_grad(m->p[i]);
+    for (int i = 4; i < SD_LYCO_NP; i++) any |= m->p[i] && nn_has_grad(m->p[i]);
     if (!any) return SD_OK;
-    if (m->algo == SD_LYCO_LOKR) return lokr_backward(ctx, m, drw);
     size_t mark = sd_arena_mark(&ctx->scratch);
+    sd_tensor gm;
+    const sd_tensor *g0;
+    int rc = masked_grad(ctx, m, drw, &gm, &g0);
+    if (m->algo == SD_LYCO_LOKR) {
+        if (!rc) rc = lokr_backward(ctx, m, g0);
+        sd_arena_reset(&ctx->scratch, mark);
+        return rc;
+    }
     int64_t s[2] = { m->out, m->row };
     sd_tensor a, b, gv, t;
-    int rc = factors(ctx, m, &a, &b);
-    if (!rc) rc = sd_tensor_reshape(drw, 2, s, &gv);
+    if (!rc) rc = factors(ctx, m, &a, &b);
+    if (!rc) rc = sd_tensor_reshape(g0, 2, s, &gv);
     if (!rc) rc = nn_tensor(&ctx->scratch, &t, 2, s);
     const float f = m->multiplier * scale_of(m);
+    if (m->tucker) {
+        /* t = f · G ⊙ B → factor 1 (t1, w1a, w1b); t = f · G ⊙ A → factor 2 */
+        if (!rc) rc = sd_op_mul(ctx, &t, &gv, &b);
+        if (!rc) rc = sd_op_axpby(ctx, &t, f, &t, 0.0f);
+        if (!rc) rc = tucker_backward(ctx, m, 0, &t);
+        if (!rc) rc = sd_op_mul(ctx, &t, &gv, &a);
+        if (!rc) rc = sd_op_axpby(ctx, &t, f, &t, 0.0f);
+        if (!rc) rc = tucker_backward(ctx, m, 1, &t);
+        sd_arena_reset(&ctx->scratch, mark);
+        return rc;
+    }
     /* t = f · G ⊙ B → w1a, w1b */
     if (!rc) rc = sd_op_mul(ctx, &t, &gv, &b);
     if (!rc) rc = sd_op_axpby(ctx, &t, f, &t, 0.0f);
@@ -319,8 +474,12 @@ size_t sd_lyco_scratch_bytes(const sd_lyco *m)
         const sd_lyco_lokr_shape *k = &m->k;
         int64_t dkk = m->row / k->c;
         size_t prods = nn_bytes(k->a * k->c) + nn_bytes(k->b * dkk);
-        return 3 * nn_bytes(m->out * m->row) + 2 * prods + 64;
+        return 3 * nn_bytes(m->out * m->row) + 2 * prods + 64 + (m->rank_dropout > 0 ? 2 * nn_bytes(m->out) : 0);
     }
-    /* weight: d, a, b (a reused for a⊙b), wf; backward: a, b, t */
-    return 4 * nn_bytes(m->out * m->row);
+    /* weight: d, a, b (a reused for a⊙b), wf; backward: a, b, t (rank_dropout: + the masked dL/dΔW, the mask);
+       Tucker: + T, tp, M, Mp, dMp, dM, dtp of one factor at a time */
+    size_t tk = m->tucker ? nn_bytes(m->out * m->row) + 2 * nn_bytes(m->rank * m->kk * m->rank) +
+                                4 * nn_bytes(m->rank * m->kk * m->in)
+                          : 0;
+    return (m->rank_dropout > 0 ? 5 : 4) * nn_bytes(m->out * m->row) + (m->rank_dropout > 0 ? 2 * nn_bytes(m->out) : 0) + tk;
 }

@@ -24,6 +24,22 @@ static inline int nn_tensor(sd_arena *a, sd_tensor *t, int ndim, const int64_t *
     return SD_OK;
 }
 
+/* mask = scale · flags, from host f16 keep flags (0x0000 / 0x3C00, exact in f16): uploaded as an f16
+ * tensor in ctx->scratch (released again; at most nn_bytes(numel) there) and converted by the op, so
+ * every backend (the f64 test one too) sees the values through its own convert. */
+static inline int nn_mask_from_flags(sd_ctx *ctx, sd_tensor *mask, const uint16_t *flags, float scale)
+{
+    size_t mark = sd_arena_mark(&ctx->scratch);
+    sd_tensor h;
+    int rc = sd_arena_tensor(&ctx->scratch, &h, SD_F16, mask->ndim, mask->shape);
+    if (rc) rc = sd_err_prefix(rc, "layer activations");
+    if (!rc) rc = sd_tensor_upload(&h, flags, (size_t)sd_tensor_numel(mask) * sizeof(uint16_t));
+    if (!rc) rc = sd_op_convert(ctx, mask, &h);
+    if (!rc && scale != 1.0f) rc = sd_op_axpby(ctx, mask, scale, mask, 0.0f);
+    sd_arena_reset(&ctx->scratch, mark);
+    return rc;
+}
+
 /* Zeroed f32 tensor from an arena (gradient temporaries). */
 static inline int nn_zeros(sd_ctx *ctx, sd_arena *a, sd_tensor *t, int ndim, const int64_t *shape)
 {

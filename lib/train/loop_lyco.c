@@ -20,7 +20,7 @@ static int lyco_groups(run *R)
     const sd_train_config *c = R->c;
     sd_lora_groups *g = &R->groups;
     memset(g, 0, sizeof *g);
-    size_t np = 4 * R->lyn.n;
+    size_t np = SD_LYCO_NP * R->lyn.n;
     g->desc = calloc(2, sizeof *g->desc);
     g->names = calloc(2, sizeof *g->names);
     g->params = calloc(np + 1, sizeof *g->params);
@@ -35,7 +35,7 @@ static int lyco_groups(run *R)
         size_t first = used;
         for (size_t i = 0; i < R->lyn.n; i++)
             if (R->lyn.is_te[i] == te)
-                for (int k = 0; k < 4; k++)
+                for (int k = 0; k < SD_LYCO_NP; k++)
                     if (R->lyn.mods[i].p[k]) g->params[used++] = R->lyn.mods[i].p[k];
         if (used == first || lr == 0) {
             used = first;
@@ -69,6 +69,7 @@ int loop_setup_lyco_delta(run *R, const sd_lycoris_args *la)
     no.sdxl = R->sdxl;
     no.te2 = R->clip2;
     no.lycoris = 1;
+    no.lyco_targets = la->targets;
     no.rs_lora = la->rs_lora;
     /* the factors in R->net.reg: R->net is an empty LoRA network that owns the registry */
     memset(&R->net, 0, sizeof R->net);

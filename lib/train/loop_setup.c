@@ -540,9 +540,6 @@ static int dylora_check(run *R)
 static int lycoris_check(run *R)
 {
     sd_train_config *c = R->c;
-    if (c->network_dropout > 0)
-        return sd_err(SD_EUSAGE, "--network_dropout: not supported with lycoris.kohya (train_network.py passes it as "
-                      "LyCORIS's dropout, which its weight-delta forward never applies)");
     if (c->scale_weight_norms > 0)
         return sd_err(SD_EUSAGE, "--scale_weight_norms: not supported with lycoris.kohya (LyCORIS rescales a "
                       "per-module scalar, which is not implemented)");
@@ -594,6 +591,8 @@ int loop_setup_lora(run *R)
         if (!rc) rc = sd_lycoris_args_parse(&la, &R->nargs, R->sdxl, ndim, nalpha,
                                             c->network_args ? (const char *const *)c->network_args->s : NULL,
                                             c->network_args ? c->network_args->n : 0);
+        if (!rc) rc = sd_lycoris_args_dropout(&la, c->network_dropout);
+        R->nargs.rank_dropout = la.rank_dropout;
         R->lyco = 1;
         if (!rc && (!strcmp(la.algo, "loha") || !strcmp(la.algo, "lokr"))) return loop_setup_lyco_delta(R, &la);
     } else {
@@ -633,13 +632,16 @@ int loop_setup_lora(run *R)
     no.args = &R->nargs;
     no.with_unet = !c->train_text_encoder_only;
     no.with_te = !c->train_unet_only;
-    no.network_dropout = c->network_dropout;
+    no.network_dropout = lyco ? la.dropout : c->network_dropout;
     no.from_file = c->dim_from_weights ? &finfo : NULL;
     no.seed = R->seed;
     no.sdxl = R->sdxl;
     no.te2 = R->clip2;
     no.fa = fa;
     no.lycoris = lyco;
+    no.tucker = lyco && la.use_tucker;
+    no.lyco_targets = lyco ? la.targets : 0;
+    no.lyco_drop = !lyco ? SD_LORA_DROP_KOHYA : la.bypass_mode ? SD_LORA_DROP_LYCO_BYPASS : SD_LORA_DROP_LYCO;
     no.rs_lora = la.rs_lora;
     R->lora_fa = fa;
     rc = sd_lora_network_build(&R->net, &R->ctx, R->unet, R->clip, &no);

@@ -30,7 +30,7 @@ typedef struct save_ctx {
 static void save_ctx_free(save_ctx *c)
 {
     if (c->names)
-        for (size_t i = 0; i < 3 * c->n; i++) free(c->names[i]);
+        for (size_t i = 0; i < 4 * c->n; i++) free(c->names[i]);
     free(c->names);
     free(c->alpha_f);
     free(c->alpha_i);
@@ -46,7 +46,7 @@ static int build_writer(const sd_lora_ref *mods, size_t n, const sd_lora_save_op
     if (o->dtype != SD_ST_F32 && o->dtype != SD_ST_F16 && o->dtype != SD_ST_BF16)
         return sd_err(SD_EINVAL, "LoRA save: dtype must be float, fp16 or bf16");
     c->n = n;
-    c->names = calloc(3 * n + 1, sizeof *c->names);
+    c->names = calloc(4 * n + 1, sizeof *c->names);
     c->alpha_f = calloc(n + 1, sizeof *c->alpha_f);
     c->alpha_i = calloc(n + 1, sizeof *c->alpha_i);
     if (!c->names || !c->alpha_f || !c->alpha_i) { save_ctx_free(c); return sd_err(SD_ENOMEM, "out of memory"); }
@@ -61,29 +61,36 @@ static int build_writer(const sd_lora_ref *mods, size_t n, const sd_lora_save_op
             break;
         }
         size_t L = strlen(mods[i].name) + 24;
-        for (int k = 0; k < 3; k++) {
-            c->names[3 * i + k] = malloc(L);
-            if (!c->names[3 * i + k]) { rc = sd_err(SD_ENOMEM, "out of memory"); break; }
+        for (int k = 0; k < 4; k++) {
+            c->names[4 * i + k] = malloc(L);
+            if (!c->names[4 * i + k]) { rc = sd_err(SD_ENOMEM, "out of memory"); break; }
         }
         if (rc) break;
-        snprintf(c->names[3 * i], L, "%s.lora_down.weight", mods[i].name);
-        snprintf(c->names[3 * i + 1], L, "%s.lora_up.weight", mods[i].name);
-        snprintf(c->names[3 * i + 2], L, "%s.alpha", mods[i].name);
-        rc = sd_safetensors_writer_add_f32(w, c->names[3 * i], o->dtype, l->down->value.ndim,
+        snprintf(c->names[4 * i], L, "%s.lora_down.weight", mods[i].name);
+        snprintf(c->names[4 * i + 1], L, "%s.lora_up.weight", mods[i].name);
+        snprintf(c->names[4 * i + 2], L, "%s.alpha", mods[i].name);
+        snprintf(c->names[4 * i + 3], L, "%s.lora_mid.weight", mods[i].name);
+        rc = sd_safetensors_writer_add_f32(w, c->names[4 * i], o->dtype, l->down->value.ndim,
                                            l->down->value.shape, (const float *)l->down->value.data);
-        if (!rc) rc = sd_safetensors_writer_add_f32(w, c->names[3 * i + 1], o->dtype, l->up->value.ndim,
+        if (!rc) rc = sd_safetensors_writer_add_f32(w, c->names[4 * i + 1], o->dtype, l->up->value.ndim,
                                                     l->up->value.shape, (const float *)l->up->value.data);
+        if (!rc && l->mid) {
+            if (l->mid->value.dtype != SD_F32 || l->mid->value.device != SD_DEV_CPU)
+                rc = sd_err(SD_EINVAL, "LoRA save: module %s has no f32 host weights", mods[i].name);
+            else rc = sd_safetensors_writer_add_f32(w, c->names[4 * i + 3], o->dtype, l->mid->value.ndim,
+                                                    l->mid->value.shape, (const float *)l->mid->value.data);
+        }
         if (rc) break;
         c->alpha_f[i] = l->alpha;
         if (o->precision_given || !o->alpha_int) {
-            rc = sd_safetensors_writer_add_f32(w, c->names[3 * i + 2], o->dtype, 0, NULL, &c->alpha_f[i]);
+            rc = sd_safetensors_writer_add_f32(w, c->names[4 * i + 2], o->dtype, 0, NULL, &c->alpha_f[i]);
         } else {
             if (l->alpha != floorf(l->alpha)) {
                 rc = sd_err(SD_EINVAL, "LoRA save: %s: alpha %g is not an integer", mods[i].name, (double)l->alpha);
                 break;
             }
             c->alpha_i[i] = (int64_t)l->alpha;
-            rc = sd_safetensors_writer_add(w, c->names[3 * i + 2], SD_ST_I64, 0, NULL, &c->alpha_i[i]);
+            rc = sd_safetensors_writer_add(w, c->names[4 * i + 2], SD_ST_I64, 0, NULL, &c->alpha_i[i]);
         }
     }
     if (rc) { sd_safetensors_writer_free(w); save_ctx_free(c); return rc; }
@@ -277,7 +284,12 @@ static const char *foreign_kind(const char *suffix)
     return NULL;
 }
 
-int sd_lora_file_scan(const sd_safetensors *st, sd_lora_file_info *info)
+static int scan(const sd_safetensors *st, sd_lora_file_info *info, int allow_mid);
+
+int sd_lora_file_scan(const sd_safetensors *st, sd_lora_file_info *info) { return scan(st, info, 0); }
+
+/* allow_mid: LyCORIS's Tucker LoCon key <name>.lora_mid.weight is accepted (module flag tucker) */
+static int scan(const sd_safetensors *st, sd_lora_file_info *info, int allow_mid)
 {
     memset(info, 0, sizeof *info);
     const char *path = sd_safetensors_path(st);
@@ -292,7 +304,8 @@ int sd_lora_file_scan(const sd_safetensors *st, sd_lora_file_info *info)
         if (!dot) { rc = sd_err(SD_EFORMAT, "%s: tensor '%s' is not a LoRA key (<module>.lora_down.weight, "
                                 ".lora_up.weight, .alpha)", path, t->name); break; }
         const char *suf = dot + 1;
-        if (strcmp(suf, "lora_down.weight") && strcmp(suf, "lora_up.weight") && strcmp(suf, "alpha")) {
+        if (strcmp(suf, "lora_down.weight") && strcmp(suf, "lora_up.weight") && strcmp(suf, "alpha") &&
+            !(allow_mid && !strcmp(suf, "lora_mid.weight"))) {
             const char *what = foreign_kind(suf);
             if (what) rc = sd_err(SD_EUNSUPPORTED, "%s: tensor '%s' belongs to a %s network, which is not "
                                   "supported (kohya LoRA/LoCon keys are)", path, t->name, what);
@@ -336,6 +349,8 @@ int sd_lora_file_scan(const sd_safetensors *st, sd_lora_file_info *info)
             break;
         }
         m->out = u->shape[0];
+        snprintf(key, sizeof key, "%s.lora_mid.weight", m->name);
+        m->tucker = allow_mid && sd_safetensors_find(st, key) != NULL;
         snprintf(key, sizeof key, "%s.alpha", m->name);
         const sd_st_tensor *a = sd_safetensors_find(st, key);
         m->alpha = (float)m->rank;
@@ -394,7 +409,9 @@ int sd_lora_file_load(const sd_safetensors *st, const sd_lora_ref *mods, size_t 
 {
     const char *path = sd_safetensors_path(st);
     sd_lora_file_info info;
-    int rc = sd_lora_file_scan(st, &info);
+    int tucker = 0;
+    for (size_t i = 0; i < n; i++) tucker |= mods[i].lora->mid != NULL;
+    int rc = scan(st, &info, tucker);
     if (rc) return rc;
     uint8_t *used = calloc(info.n + 1, 1);
     const char **missing = calloc(n + 1, sizeof *missing);
@@ -421,9 +438,15 @@ int sd_lora_file_load(const sd_safetensors *st, const sd_lora_ref *mods, size_t 
                         (double)l->alpha);
             goto out;
         }
-        for (int k = 0; k < 2; k++) {
-            sd_param *p = k ? l->up : l->down;
-            snprintf(key, sizeof key, "%s.%s", m->name, k ? "lora_up.weight" : "lora_down.weight");
+        if (m->tucker != (l->mid != NULL)) {
+            rc = sd_err(SD_EFORMAT, "%s: %s: %s Tucker module (lora_mid) in the file, %s in the network "
+                        "(use_tucker)", path, m->name, m->tucker ? "a" : "not a", l->mid ? "one" : "none");
+            goto out;
+        }
+        for (int k = 0; k < 3; k++) {
+            sd_param *p = k == 2 ? l->mid : k ? l->up : l->down;
+            if (!p) continue;
+            snprintf(key, sizeof key, "%s.%s", m->name, k == 2 ? "lora_mid.weight" : k ? "lora_up.weight" : "lora_down.weight");
             const sd_st_tensor *t = sd_safetensors_find(st, key);
             if (!same_layout(&p->value, t)) {
                 char a[96], b[96];
@@ -458,9 +481,11 @@ int sd_lora_file_load(const sd_safetensors *st, const sd_lora_ref *mods, size_t 
     /* everything checked: now read (a failed load leaves the network as it was, short of I/O errors) */
     for (size_t i = 0; i < n; i++) {
         if (!match[i]) continue;
-        for (int k = 0; k < 2; k++) {
-            sd_param *p = k ? mods[i].lora->up : mods[i].lora->down;
-            snprintf(key, sizeof key, "%s.%s", match[i]->name, k ? "lora_up.weight" : "lora_down.weight");
+        for (int k = 0; k < 3; k++) {
+            sd_param *p = k == 2 ? mods[i].lora->mid : k ? mods[i].lora->up : mods[i].lora->down;
+            if (!p) continue;
+            snprintf(key, sizeof key, "%s.%s", match[i]->name,
+                     k == 2 ? "lora_mid.weight" : k ? "lora_up.weight" : "lora_down.weight");
             rc = sd_safetensors_read(st, sd_safetensors_find(st, key), SD_ST_F32, p->value.data,
                                      (size_t)sd_tensor_numel(&p->value));
             if (rc) goto out;

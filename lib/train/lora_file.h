@@ -84,6 +84,7 @@ typedef struct sd_lora_file_module {
     int conv4d;             /* 4-d weights */
     float alpha;
     int has_alpha;
+    int tucker;             /* has <name>.lora_mid.weight (only read by sd_lora_file_load for Tucker networks) */
 } sd_lora_file_module;
 
 typedef struct sd_lora_file_info {

@@ -336,12 +336,10 @@ static void assemble(gbuild *b, const sd_lora_ref *mods, const uint8_t *sel, siz
         size_t first = b->used;
         for (size_t i = 0; i < n; i++) {
             if (!sel[i]) continue;
-            if (!(ratio > 0)) {
-                b->g->params[b->used++] = mods[i].lora->down;
-                b->g->params[b->used++] = mods[i].lora->up;
-            } else {
-                b->g->params[b->used++] = plus ? mods[i].lora->up : mods[i].lora->down;
-            }
+            /* module parameter order down, mid (Tucker LoCon), up; LoRA+ puts lora_up alone in the plus group */
+            if (!plus) b->g->params[b->used++] = mods[i].lora->down;
+            if (!plus && mods[i].lora->mid) b->g->params[b->used++] = mods[i].lora->mid;
+            if (plus || !(ratio > 0)) b->g->params[b->used++] = mods[i].lora->up;
         }
         size_t cnt = b->used - first;
         if (cnt == 0) continue;
@@ -362,7 +360,7 @@ int sd_lora_param_groups(const sd_lora_net_args *a, const sd_lora_ref *mods, con
     size_t maxg = 2 * (SD_LORA_MAX_BLOCKS + 2) + 4;
     g->desc = calloc(maxg, sizeof *g->desc);
     g->names = calloc(maxg, sizeof *g->names);
-    g->params = calloc(2 * n + 1, sizeof *g->params);
+    g->params = calloc(3 * n + 1, sizeof *g->params);
     uint8_t *sel = calloc(n + 1, 1);
     if (!g->desc || !g->names || !g->params || !sel) {
         free(sel);

@@ -30,6 +30,25 @@ static int push(cands *c, const cand *x)
     return SD_OK;
 }
 
+static unsigned lyco_targets(const sd_lora_network_opts *o) { return o->lyco_targets ? o->lyco_targets : SD_LYCO_T_FULL; }
+
+/* lycoris.kohya's create_single_module: linears and 1×1 convs at network_dim / network_alpha, k×k convs at
+   conv_dim / conv_alpha when the preset enables convs (else conv_lora_dim = 0: none) */
+static int lyco_plan(const sd_lora_network_opts *o, const char *name, sd_lora_target tg, int k3, int *dim, double *alpha)
+{
+    if (o->from_file) return sd_lora_net_plan(o->args, name, tg, k3, o->from_file, dim, alpha);
+    *dim = 0;
+    *alpha = 0;
+    if (!k3) {
+        *dim = o->args->network_dim;
+        *alpha = o->args->network_alpha;
+    } else if ((lyco_targets(o) & SD_LYCO_T_CONV) && o->args->conv_dim > 0) {
+        *dim = o->args->conv_dim;
+        *alpha = o->args->conv_alpha;
+    }
+    return *dim > 0;
+}
+
 static int te_cb(void *user, const char *name, sd_linear *l)
 {
     cands *c = user;
@@ -37,7 +56,12 @@ static int te_cb(void *user, const char *name, sd_linear *l)
     memset(&x, 0, sizeof x);
     int rc = sd_lora_kohya_name(c->te_prefix, name, x.name, sizeof x.name);
     if (rc) return rc;
-    if (!sd_lora_net_plan(c->o->args, x.name, SD_LORA_TARGET_TE, 0, c->o->from_file, &x.dim, &x.alpha)) return 0;
+    if (c->o->lycoris) {
+        unsigned t = lyco_targets(c->o);
+        int attn = strstr(name, ".self_attn.") != NULL, mlp = strstr(name, ".mlp.") != NULL;
+        if (!((attn && (t & SD_LYCO_T_TE_ATTN)) || (mlp && (t & SD_LYCO_T_TE_MLP)))) return 0;
+        if (!lyco_plan(c->o, x.name, SD_LORA_TARGET_TE, 0, &x.dim, &x.alpha)) return 0;
+    } else if (!sd_lora_net_plan(c->o->args, x.name, SD_LORA_TARGET_TE, 0, c->o->from_file, &x.dim, &x.alpha)) return 0;
     x.is_te = 1;
     x.lin = l;
     x.in = l->in;
@@ -46,14 +70,27 @@ static int te_cb(void *user, const char *name, sd_linear *l)
     return push(c, &x);
 }
 
-/* LyCORIS's UNET_TARGET_REPLACE_NAME (preset "full"), matched against the Diffusers module names of
-   kohya's SD1/SD2 UNet; kohya's SDXL UNet keeps the ldm names (input_blocks.0.0, time_embed.0, out.2),
-   which none of them matches. */
-static int lycoris_named_target(const char *diffusers)
+/* LyCORIS's UNET_TARGET_REPLACE_NAME (conv_in / conv_out, time_embedding.linear_1/_2 in the presets that name
+   them), matched against the Diffusers module names of kohya's SD1/SD2 UNet; kohya's SDXL UNet keeps the ldm
+   names (input_blocks.0.0, time_embed.0, out.2), which none of them matches. */
+static int lycoris_named_target(const char *diffusers, unsigned t)
 {
-    static const char *const names[] = { "conv_in", "conv_out", "time_embedding.linear_1", "time_embedding.linear_2" };
-    for (size_t i = 0; diffusers && i < sizeof names / sizeof *names; i++)
-        if (!strcmp(diffusers, names[i])) return 1;
+    if (!diffusers) return 0;
+    if ((t & SD_LYCO_T_CONV_IO) && (!strcmp(diffusers, "conv_in") || !strcmp(diffusers, "conv_out"))) return 1;
+    return (t & SD_LYCO_T_TIME_EMB) &&
+           (!strcmp(diffusers, "time_embedding.linear_1") || !strcmp(diffusers, "time_embedding.linear_2"));
+}
+
+/* the preset's UNet module classes for a layer of role `role` */
+static int lycoris_class_target(const sd_unet_layer *L, unsigned t)
+{
+    if (L->role == SD_UNET_ROLE_TRANSFORMER) {
+        if (t & SD_LYCO_T_TRANSFORMER) return 1;
+        const char *k = L->diffusers ? L->diffusers : L->key;
+        return (t & SD_LYCO_T_UNET_ATTN) && k && (strstr(k, ".attn1.") || strstr(k, ".attn2."));
+    }
+    if (L->role == SD_UNET_ROLE_RESBLOCK) return (t & SD_LYCO_T_RESNET) != 0;
+    if (L->role == SD_UNET_ROLE_SAMPLER) return (t & SD_LYCO_T_SAMPLER) != 0;
     return 0;
 }
 
@@ -82,9 +119,12 @@ int sd_lora_network_candidates(sd_unet *u, sd_clip *te, const sd_lora_network_op
         for (size_t i = 0; i < sd_unet_layer_count(u); i++) {
             const sd_unet_layer *L = sd_unet_layer_at(u, i);
             sd_lora_target tg;
+            if (o->lycoris && !lycoris_class_target(L, lyco_targets(o)) &&
+                !(!o->sdxl && lycoris_named_target(L->diffusers, lyco_targets(o))))
+                continue;
             if (L->role == SD_UNET_ROLE_TRANSFORMER) tg = SD_LORA_TARGET_TRANSFORMER;
             else if (L->role == SD_UNET_ROLE_RESBLOCK || L->role == SD_UNET_ROLE_SAMPLER) tg = SD_LORA_TARGET_RESBLOCK;
-            else if (o->lycoris && !o->sdxl && lycoris_named_target(L->diffusers)) tg = SD_LORA_TARGET_RESBLOCK;
+            else if (o->lycoris) tg = SD_LORA_TARGET_RESBLOCK;
             else continue;
             cand x;
             memset(&x, 0, sizeof x);
@@ -92,7 +132,9 @@ int sd_lora_network_candidates(sd_unet *u, sd_clip *te, const sd_lora_network_op
             rc = sd_lora_kohya_name("lora_unet", o->sdxl ? L->key : L->diffusers, x.name, sizeof x.name);
             if (rc) goto fail_walk;
             int k3 = L->kh > 1 || L->kw > 1;
-            if (!sd_lora_net_plan(o->args, x.name, tg, k3, o->from_file, &x.dim, &x.alpha)) continue;
+            if (o->lycoris ? !lyco_plan(o, x.name, tg, k3, &x.dim, &x.alpha)
+                           : !sd_lora_net_plan(o->args, x.name, tg, k3, o->from_file, &x.dim, &x.alpha))
+                continue;
             x.lin = L->linear;
             x.conv = L->conv;
             x.in = L->in;
@@ -156,8 +198,11 @@ int sd_lora_network_build(sd_lora_network *net, sd_ctx *ctx, sd_unet *u, sd_clip
         memset(&g, 0, sizeof g);
         if (x->conv_host) g = x->conv->g;
         if (o->rs_lora) x->alpha = (x->alpha == 0 ? x->dim : x->alpha) * sqrt((double)x->dim);
-        rc = sd_lora_init(&net->mods[i], &net->reg, x->name, x->in, x->out, x->dim, (float)x->alpha,
-                          x->conv_host, x->kh, x->kw, g, x->conv1x1);
+        rc = o->tucker && x->conv_host && (x->kh > 1 || x->kw > 1)
+                 ? sd_lora_init_tucker(&net->mods[i], &net->reg, x->name, x->in, x->out, x->dim, (float)x->alpha, x->kh,
+                                       x->kw, g)
+                 : sd_lora_init(&net->mods[i], &net->reg, x->name, x->in, x->out, x->dim, (float)x->alpha,
+                                x->conv_host, x->kh, x->kw, g, x->conv1x1);
         if (rc) goto fail;
         sd_lora *l = &net->mods[i];
         l->id = (uint32_t)i;
@@ -165,6 +210,7 @@ int sd_lora_network_build(sd_lora_network *net, sd_ctx *ctx, sd_unet *u, sd_clip
         l->dropout = (float)o->network_dropout;
         l->rank_dropout = (float)o->args->rank_dropout;
         l->module_dropout = (float)o->args->module_dropout;
+        l->lyco_drop = o->lyco_drop;
         net->is_te[i] = x->is_te;
         net->refs[i].name = net->names[i];
         net->refs[i].lora = l;

@@ -29,6 +29,20 @@ typedef struct sd_lora_network {
     size_t n_te, n_unet;
 } sd_lora_network;
 
+/* LyCORIS preset targets (lycoris/config.py PRESET, as LycorisNetworkKohya.apply_preset reads them), in the
+ * terms of kohya's models: text-encoder CLIPAttention (self_attn.*) and CLIPMLP (mlp.*) linears; the UNet's
+ * Transformer2DModel children, or only its CrossAttention ones (attn1/attn2: to_q/k/v/out.0); ResnetBlock2D
+ * children; Downsample2D/Upsample2D convs; the unet_target_name layers conv_in/conv_out and
+ * time_embedding.linear_1/_2 (SD1/SD2 only: SDXL's ldm names match none); enable_conv (k×k convs at all). */
+enum {
+    SD_LYCO_T_TE_ATTN = 1u << 0, SD_LYCO_T_TE_MLP = 1u << 1, SD_LYCO_T_TRANSFORMER = 1u << 2, SD_LYCO_T_UNET_ATTN = 1u << 3,
+    SD_LYCO_T_RESNET = 1u << 4, SD_LYCO_T_SAMPLER = 1u << 5, SD_LYCO_T_CONV_IO = 1u << 6, SD_LYCO_T_TIME_EMB = 1u << 7,
+    SD_LYCO_T_CONV = 1u << 8,
+};
+#define SD_LYCO_T_FULL                                                                                                  \
+    (SD_LYCO_T_TE_ATTN | SD_LYCO_T_TE_MLP | SD_LYCO_T_TRANSFORMER | SD_LYCO_T_RESNET | SD_LYCO_T_SAMPLER |               \
+     SD_LYCO_T_CONV_IO | SD_LYCO_T_TIME_EMB | SD_LYCO_T_CONV)
+
 typedef struct sd_lora_network_opts {
     const sd_lora_net_args *args;
     int with_unet, with_te;             /* create UNet / text-encoder modules */
@@ -39,6 +53,9 @@ typedef struct sd_lora_network_opts {
     sd_clip *te2;                       /* SDXL: the second text encoder (NULL otherwise) */
     int lycoris;                        /* lycoris.kohya (preset full): SD1/SD2 also conv_in, conv_out and
                                            time_embedding.linear_1/_2 (LyCORIS's unet_target_name) */
+    unsigned lyco_targets;              /* lycoris.kohya preset: SD_LYCO_T_* bits (0: preset "full") */
+    int tucker;                         /* lycoris.kohya use_tucker: k×k conv modules get lora_mid (Tucker LoCon) */
+    int lyco_drop;                      /* nn/lora_hook.h SD_LORA_DROP_*: whose dropout semantics */
     int rs_lora;                        /* lycoris.kohya rs_lora: alpha (0: rank) stored · sqrt(rank), so
                                            the scale is alpha / sqrt(rank) */
     int fa;                             /* LoRA-FA (networks.lora_fa): lora_down normal-initialised

@@ -42,11 +42,14 @@ int sd_lyco_network_build(sd_lyco_network *net, sd_params *reg, sd_unet *u, sd_c
         net->n = i + 1;   /* owned from here (freed on failure) */
         rc = lokr ? sd_lyco_init_lokr(&net->mods[i], reg, x->name, x->out, x->in, x->kh, x->kw, x->conv_host || x->conv1x1,
                                       x->dim, (float)alpha, la->factor, la->decompose_both, la->full_matrix, la->unbalanced)
-                  : sd_lyco_init_loha(&net->mods[i], reg, x->name, x->out, x->in * x->kh * x->kw, x->dim, (float)alpha);
+                  : la->use_tucker && x->conv_host && (x->kh > 1 || x->kw > 1)
+                      ? sd_lyco_init_loha_tucker(&net->mods[i], reg, x->name, x->out, x->in, x->kh, x->kw, x->dim, (float)alpha)
+                      : sd_lyco_init_loha(&net->mods[i], reg, x->name, x->out, x->in * x->kh * x->kw, x->dim, (float)alpha);
         if (rc) break;
         net->mods[i].id = (uint32_t)i;
         net->mods[i].rt = rt;
         net->mods[i].module_dropout = module_dropout;
+        net->mods[i].rank_dropout = (float)la->rank_dropout;
         net->is_te[i] = x->is_te;
         net->host_lin[i] = x->conv_host ? NULL : x->lin;
         net->host_conv[i] = x->conv_host ? x->conv : NULL;
@@ -74,6 +77,7 @@ void sd_lyco_network_free(sd_lyco_network *net)
         if (net->host_lin && net->host_lin[i] && net->host_lin[i]->lyco == &net->mods[i]) net->host_lin[i]->lyco = NULL;
         if (net->host_conv && net->host_conv[i] && net->host_conv[i]->lyco == &net->mods[i]) net->host_conv[i]->lyco = NULL;
         if (net->names) free(net->names[i]);
+        if (net->mods) sd_lyco_free(&net->mods[i]);
     }
     free(net->mods);
     free(net->names);
@@ -94,7 +98,7 @@ int sd_lyco_file_load(const sd_safetensors *st, sd_lyco_network *net, size_t *lo
         for (size_t i = 0; i < net->n; i++) {
             sd_lyco *m = &net->mods[i];
             int found = 0;
-            for (int k = 0; k < 4; k++) {
+            for (int k = 0; k < SD_LYCO_NP; k++) {
                 if (!m->p[k]) continue;
                 const sd_st_tensor *t = sd_safetensors_find(st, m->p[k]->key);
                 if (!t) continue;
@@ -138,23 +142,24 @@ int sd_lyco_file_save(const char *path, const sd_lyco_network *net, sd_st_dtype 
     sd_safetensors_writer *w;
     int rc = sd_safetensors_writer_new(&w);
     if (rc) return sd_err_prefix(rc, "%s", path);
-    size_t nn = 5 * net->n;
+    const size_t per = SD_LYCO_NP + 1;
+    size_t nn = per * net->n;
     char **names = calloc(nn + 1, sizeof *names);
     float *alphas = calloc(net->n + 1, sizeof *alphas);
     if (!names || !alphas) rc = sd_err(SD_ENOMEM, "out of memory");
     for (size_t i = 0; i < net->n && !rc; i++) {
         const sd_lyco *m = &net->mods[i];
-        for (int k = 0; k < 5 && !rc; k++) {
+        for (int k = 0; k < SD_LYCO_NP + 1 && !rc; k++) {
             size_t L = strlen(net->names[i]) + 16;
-            char *s = names[5 * i + (size_t)k] = malloc(L);
+            char *s = names[per * i + (size_t)k] = malloc(L);
             if (!s) {
                 rc = sd_err(SD_ENOMEM, "out of memory");
                 break;
             }
-            if (k < 4 && !m->p[k]) continue;
-            snprintf(s, L, "%s", k < 4 ? m->p[k]->key : net->names[i]);
-            if (k == 4) snprintf(s, L, "%s.alpha", net->names[i]);
-            if (k < 4) {
+            if (k < SD_LYCO_NP && !m->p[k]) continue;
+            snprintf(s, L, "%s", k < SD_LYCO_NP ? m->p[k]->key : net->names[i]);
+            if (k == SD_LYCO_NP) snprintf(s, L, "%s.alpha", net->names[i]);
+            if (k < SD_LYCO_NP) {
                 const sd_tensor *v = &m->p[k]->value;
                 if (v->device != SD_DEV_CPU || v->dtype != SD_F32)
                     rc = sd_err(SD_EINVAL, "LyCORIS save: %s is not an f32 host parameter", m->p[k]->key);

@@ -1,5 +1,5 @@
-/* A LyCORIS weight-delta network (--network_module lycoris.kohya with algo=loha or lokr; nn/lyco.h modules)
- * on the layers LyCORIS's preset "full" targets (the same walk as algo=lora/locon: train/lora_network.h
+/* A LyCORIS weight-delta network (--network_module lycoris.kohya with algo=loha or lokr; nn/lyco.h modules;
+ * LoHa's Tucker form on k×k convs with use_tucker) on the layers LyCORIS's preset (la->targets) targets (the same walk as algo=lora/locon: train/lora_network.h
  * sd_lora_network_candidates with .lycoris, ranks conv_dim / network_dim as there). The factors live
  * in the caller's registry (sd-train's R->net.reg, as OFT's), so the optimizer, the state folders and
  * the device moves of the LoRA path work unchanged.

@@ -54,7 +54,8 @@ int sd_lycoris_merge(sd_ctx *ctx, sd_model *m, sd_safetensors *st, double mul,
 
 /* ---- training (--network_module lycoris.kohya, lycoris/kohya.py create_network) ---------------------
  *
- * algo=lora / locon (LoConModule without Tucker): modules on the layers of LyCORIS's preset "full" —
+ * algo=lora / locon (LoConModule, Tucker with use_tucker): modules on the layers of LyCORIS's preset "full" (the
+ * other presets: train/lora_network.h SD_LYCO_T_*) —
  * text encoder(s): CLIPAttention / CLIPMLP linears; UNet: every linear and conv of Transformer2DModel,
  * ResnetBlock2D, Downsample2D and Upsample2D, and on SD1/SD2 also conv_in, conv_out and
  * time_embedding.linear_1/_2 — linears and 1×1 convs at network_dim / network_alpha, k×k convs at
@@ -64,11 +65,22 @@ typedef struct sd_lycoris_args {
     int use_tucker, bypass_mode, rs_lora;
     int factor, decompose_both, full_matrix, unbalanced;   /* algo=lokr (factor -1: balanced) */
     double network_alpha, conv_alpha;   /* as given (0: alpha = rank) */
+    double dropout, rank_dropout;       /* as given (0: off) */
+    int dropout_given;                  /* dropout was in network_args (else --network_dropout is passed as it) */
+    unsigned targets;                   /* the preset's train/lora_network.h SD_LYCO_T_* bits */
 } sd_lycoris_args;
 
+/* After sd_lycoris_args_parse: train_network.py's net_kwargs["dropout"] = --network_dropout unless
+ * network_args has one; then the combinations LyCORIS applies and this implements (dropout: only
+ * bypass_mode with algo lora/locon; rank_dropout: not LoKr in bypass_mode, where LyCORIS ignores it)
+ * or SD_EUSAGE naming the key. */
+int sd_lycoris_args_dropout(sd_lycoris_args *la, double network_dropout);
+
 /* Parse --network_args as create_network reads its kwargs (raw strings): algo, conv_dim, conv_alpha,
- * module_dropout, preset (full only), bypass_mode, rs_lora, loraplus_lr_ratio,
- * loraplus_unet_lr_ratio, loraplus_text_encoder_lr_ratio; dropout and rank_dropout only 0;
+ * module_dropout, preset (full, full-lin, attn-mlp, attn-only, unet-only, unet-transformer-only,
+ * unet-convblock-only), bypass_mode, rs_lora, loraplus_lr_ratio,
+ * loraplus_unet_lr_ratio, loraplus_text_encoder_lr_ratio; dropout and rank_dropout in [0, 1]
+ * (see sd_lycoris_args_dropout);
  * use_tucker (and its deprecated names) only off or without conv modules; use_scalar, train_norm,
  * dora_wd, rescaled, full_matrix, unbalanced_factorization, decompose_both, train_t5xxl only off.
  * Anything else is SD_EUSAGE naming the key. `a` is filled for sd_lora_net_plan (conv_dim set). */

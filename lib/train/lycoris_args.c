@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "train/lora_network.h"
 #include "train/lycoris.h"
 #include "train/pyfmt.h"
 
@@ -65,6 +66,7 @@ int sd_lycoris_args_parse(sd_lycoris_args *la, sd_lora_net_args *a, int is_sdxl,
         for (int i = 0; i < kw.n; i++)
             if (!strcmp(kw.key[i], "use_tucker")) use_tucker = kw.val[i];
     snprintf(la->algo, sizeof la->algo, "lora");
+    la->targets = SD_LYCO_T_FULL;
     int lokr_factor = -1, lokr_given = 0;
     char lokr_key[32] = "factor";
     for (int i = 0; i < kw.n; i++) {
@@ -79,16 +81,20 @@ int sd_lycoris_args_parse(sd_lycoris_args *la, sd_lora_net_args *a, int is_sdxl,
             }
         } else if (!strcmp(k, "conv_dim")) conv_dim = v;
         else if (!strcmp(k, "conv_alpha")) conv_alpha = v;
-        else if (!strcmp(k, "dropout")) {
+        else if (!strcmp(k, "dropout") || !strcmp(k, "rank_dropout")) {
+            /* float(kwargs.get(k, 0.0) or 0.0) */
+            d = 0;
             if (*v && (rc = num(k, v, 0, &d))) return rc;
-            if (*v && d != 0)
-                return sd_err(SD_EUSAGE, "--network_args dropout=%s: not supported (LyCORIS's weight-delta forward "
-                              "never applies it; its bypass_mode does, which is not implemented with dropout here)", v);
-        } else if (!strcmp(k, "rank_dropout")) {
-            if (*v && (rc = num(k, v, 0, &d))) return rc;
-            if (*v && d != 0)
-                return sd_err(SD_EUSAGE, "--network_args rank_dropout=%s: not supported with lycoris.kohya (LyCORIS "
-                              "drops rows of the weight delta, which is not implemented)", v);
+            if (!(d >= 0 && d <= 1)) return sd_err(SD_EUSAGE, "--network_args %s=%s: must be in [0, 1]", k, v);
+            if (!strcmp(k, "dropout")) {
+                la->dropout = d;
+                la->dropout_given = 1;
+            } else {
+                la->rank_dropout = d;
+            }
+        } else if (!strcmp(k, "rank_dropout_scale")) {
+            return sd_err(SD_EUSAGE, "--network_args rank_dropout_scale: not supported with lycoris.kohya (LyCORIS's "
+                          "create_network never passes it to its modules, so it is always off there)");
         } else if (!strcmp(k, "module_dropout")) {
             if (*v && (rc = num(k, v, 0, &d))) return rc;
             if (*v) {
@@ -102,8 +108,25 @@ int sd_lycoris_args_parse(sd_lycoris_args *la, sd_lora_net_args *a, int is_sdxl,
             else if (!strcmp(k, "loraplus_unet_lr_ratio")) a->loraplus_unet_lr_ratio = d;
             else a->loraplus_text_encoder_lr_ratio = d;
         } else if (!strcmp(k, "preset")) {
-            if (strcmp(v, "full"))
-                return sd_err(SD_EUSAGE, "--network_args preset=%s: only the default preset \"full\" is supported", v);
+            /* lycoris/config.py PRESET (a name not there is read as a preset file: not supported) */
+            static const struct { const char *name; unsigned t; } presets[] = {
+                { "full", SD_LYCO_T_FULL },
+                { "full-lin", SD_LYCO_T_TE_ATTN | SD_LYCO_T_TE_MLP | SD_LYCO_T_TRANSFORMER | SD_LYCO_T_RESNET |
+                                  SD_LYCO_T_TIME_EMB },
+                { "attn-mlp", SD_LYCO_T_TE_ATTN | SD_LYCO_T_TE_MLP | SD_LYCO_T_TRANSFORMER },
+                { "attn-only", SD_LYCO_T_TE_ATTN | SD_LYCO_T_UNET_ATTN },
+                { "unet-only", SD_LYCO_T_TRANSFORMER | SD_LYCO_T_RESNET | SD_LYCO_T_SAMPLER | SD_LYCO_T_CONV_IO |
+                                   SD_LYCO_T_TIME_EMB | SD_LYCO_T_CONV },
+                { "unet-transformer-only", SD_LYCO_T_TRANSFORMER },
+                { "unet-convblock-only", SD_LYCO_T_RESNET | SD_LYCO_T_SAMPLER | SD_LYCO_T_CONV_IO | SD_LYCO_T_CONV },
+            };
+            size_t pi = 0;
+            while (pi < sizeof presets / sizeof *presets && strcmp(v, presets[pi].name)) pi++;
+            if (pi == sizeof presets / sizeof *presets)
+                return sd_err(SD_EUSAGE, "--network_args preset=%s: not supported (full, full-lin, attn-mlp, attn-only, "
+                              "unet-only, unet-transformer-only and unet-convblock-only are; preset ia3 and preset "
+                              "files are not)", v);
+            la->targets = presets[pi].t;
         } else if (!strcmp(k, "bypass_mode")) {
             la->bypass_mode = str_bool(v);
         } else if (!strcmp(k, "rs_lora")) {
@@ -133,9 +156,9 @@ int sd_lycoris_args_parse(sd_lycoris_args *la, sd_lora_net_args *a, int is_sdxl,
             /* evaluated below */
         } else {
             return sd_err(SD_EUSAGE, "--network_args %s: not supported with lycoris.kohya (supported: algo, conv_dim, "
-                          "conv_alpha, module_dropout, preset=full, bypass_mode, rs_lora, loraplus_lr_ratio, "
-                          "loraplus_unet_lr_ratio, loraplus_text_encoder_lr_ratio; with algo=lokr factor, "
-                          "decompose_both, full_matrix, unbalanced_factorization; dropout, rank_dropout, use_tucker, "
+                          "conv_alpha, dropout, rank_dropout, module_dropout, preset, bypass_mode, rs_lora, use_tucker, "
+                          "loraplus_lr_ratio, loraplus_unet_lr_ratio, loraplus_text_encoder_lr_ratio; with algo=lokr "
+                          "factor, decompose_both, full_matrix, unbalanced_factorization; "
                           "use_scalar, train_norm, dora_wd, rescaled only when off)", k);
         }
     }
@@ -171,11 +194,34 @@ int sd_lycoris_args_parse(sd_lycoris_args *la, sd_lora_net_args *a, int is_sdxl,
         if ((rc = num("conv_alpha", conv_alpha, 0, &d))) return rc;
         a->conv_alpha = d;   /* a non-empty string is truthy: "0" gives 0.0, which the module reads as alpha = rank */
     }
-    if (la->use_tucker && a->conv_dim > 0)
-        return sd_err(SD_EUSAGE, "--network_args use_tucker: Tucker decomposition (lora_mid, hada_t1/hada_t2) is not "
-                      "supported here");
+    if (la->use_tucker && a->conv_dim > 0 && (la->targets & SD_LYCO_T_CONV) && lokr)
+        return sd_err(SD_EUSAGE, "--network_args use_tucker: Tucker decomposition with algo=lokr (lokr_t2) is not "
+                      "supported here (algo=lora/locon's lora_mid and algo=loha's hada_t1/hada_t2 are)");
     /* alpha == 0 means alpha = rank; rs_lora: scale alpha / sqrt(rank), the alpha buffer alpha·sqrt(rank) */
     la->network_alpha = a->network_alpha;
     la->conv_alpha = a->conv_alpha;
+    return SD_OK;
+}
+
+int sd_lycoris_args_dropout(sd_lycoris_args *la, double network_dropout)
+{
+    const char *dk = la->dropout_given ? "--network_args dropout" : "--network_dropout";
+    if (!la->dropout_given) {
+        if (!(network_dropout >= 0 && network_dropout <= 1))
+            return sd_err(SD_EUSAGE, "--network_dropout %g: must be in [0, 1]", network_dropout);
+        la->dropout = network_dropout;
+    }
+    const int delta = !strcmp(la->algo, "loha") || !strcmp(la->algo, "lokr");
+    if (la->dropout > 0 && !la->bypass_mode)
+        return sd_err(SD_EUSAGE, "%s: LyCORIS applies dropout only with bypass_mode=True (its default forward "
+                      "never does); set bypass_mode=True or leave it out", dk);
+    if (la->dropout > 0 && delta)
+        return sd_err(SD_EUSAGE, "%s: not supported with algo=%s (bypass_mode dropout of the weight-delta "
+                      "modules is not implemented)", dk, la->algo);
+    if (la->dropout >= 1)
+        return sd_err(SD_EUSAGE, "%s: must be below 1 (nn.Dropout(1) zeroes everything)", dk);
+    if (la->rank_dropout > 0 && la->bypass_mode && !strcmp(la->algo, "lokr"))
+        return sd_err(SD_EUSAGE, "--network_args rank_dropout: LyCORIS's LoKr bypass_mode forward never applies "
+                      "it; leave bypass_mode off or rank_dropout out");
     return SD_OK;
 }

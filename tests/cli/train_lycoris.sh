@@ -99,8 +99,43 @@ T --output_dir o6 --output_name t --max_train_steps 1 --network_args conv_alpha=
   ok train_lycoris_conv_alpha_0 || nok train_lycoris_conv_alpha_0
 T --output_dir o3 --output_name t --max_train_steps 1 --network_args conv_dim=0 2> /dev/null
 keys o3/t.safetensors > k3.txt 2> /dev/null
-[ "$(grep -c 'lora_down.weight F32 \[4, [0-9]*, 3, 3\]' k3.txt)" = 0 ] && [ "$(grep -c 'lora_down.weight' k3.txt)" = 96 ] &&
+# (conv_lora_dim 0 drops the k×k convs only: LyCORIS still gives the resnets' linears and 1×1 convs modules)
+[ "$(grep -c 'lora_down.weight F32 \[4, [0-9]*, 3, 3\]' k3.txt)" = 0 ] && [ "$(grep -c 'lora_down.weight' k3.txt)" = 111 ] &&
+grep -q '^lora_unet_down_blocks_0_resnets_0_time_emb_proj.lora_down.weight' k3.txt &&
   ok train_lycoris_conv_dim_0 || nok train_lycoris_conv_dim_0 "$(grep -c 'lora_down.weight' k3.txt)"
+
+# ---- presets (lycoris/config.py): module classes per preset on the tiny SD1 model --------------------------------
+classes() { python3 - "$1" <<'PY'
+import json, struct, sys, collections
+b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+c = collections.Counter()
+for k in h:
+    if not k.endswith('.lora_down.weight'): continue
+    m = k[:-len('.lora_down.weight')]
+    if m.startswith('lora_te'): c['te_attn' if '_self_attn_' in m else 'te_mlp' if '_mlp_' in m else 'te_other'] += 1
+    elif '_attentions_' in m: c['attn' if ('_attn1_' in m or '_attn2_' in m) else 'transformer'] += 1
+    elif '_resnets_' in m: c['res3x3' if h[k]['shape'][-1] == 3 else 'res'] += 1
+    elif 'samplers_' in m: c['sampler'] += 1
+    else: c[m.replace('lora_unet_', '')] += 1
+print(' '.join('%s=%d' % kv for kv in sorted(c.items())))
+PY
+}
+full_c='attn=56 conv_in=1 conv_out=1 res=13 res3x3=16 sampler=2 te_attn=8 te_mlp=4 time_embedding_linear_1=1 time_embedding_linear_2=1 transformer=28'
+[ "$(classes o1/t.safetensors)" = "$full_c" ] && ok train_lycoris_preset_full || nok train_lycoris_preset_full "$(classes o1/t.safetensors)"
+for pc in 'full-lin:attn=56 res=13 te_attn=8 te_mlp=4 time_embedding_linear_1=1 time_embedding_linear_2=1 transformer=28' \
+          'attn-mlp:attn=56 te_attn=8 te_mlp=4 transformer=28' 'attn-only:attn=56 te_attn=8' \
+          'unet-only:attn=56 conv_in=1 conv_out=1 res=13 res3x3=16 sampler=2 time_embedding_linear_1=1 time_embedding_linear_2=1 transformer=28' \
+          'unet-transformer-only:attn=56 transformer=28' 'unet-convblock-only:conv_in=1 conv_out=1 res=13 res3x3=16 sampler=2'; do
+  p=${pc%%:*} want=${pc#*:}
+  T --output_dir pr_$p --output_name t --max_train_steps 2 --network_args preset=$p 2> pr_$p.err
+  got=$(classes pr_$p/t.safetensors 2> /dev/null)
+  [ "$got" = "$want" ] && ok train_lycoris_preset_$p || nok train_lycoris_preset_$p "$got $(tail -1 pr_$p.err)"
+done
+# sd-sample reads a preset's file (fewer modules, same keys)
+S0() { "$ss" --model tiny.safetensors --model_config "$C" --W 64 --H 64 --steps 2 --seed 7 --prompt "a red square" \
+  --sampler ddim --sequential_file_name --threads 1 "$@" > /dev/null; }
+S0 --outdir pq --network_module lycoris.kohya --network_weights pr_attn-only/t.safetensors 2> pq.err &&
+  [ -f pq/im_000001.png ] && ok sample_lycoris_preset_file || nok sample_lycoris_preset_file "$(tail -1 pq.err)"
 
 # ---- threads, gradient checkpointing, resume -----------------------------------------------------------------
 T --output_dir o4 --output_name t --max_train_steps 8 --threads 2 2> /dev/null
@@ -113,6 +148,32 @@ T --output_dir r1 --max_train_steps 8 --network_args module_dropout=0.3 --save_e
 T --output_dir r2 --max_train_steps 8 --network_args module_dropout=0.3 --resume r1/at-step00000004-state 2> r2.err
 [ -f r1/last.safetensors ] && cmp -s r1/last.safetensors r2/last.safetensors && ! cmp -s r1/last.safetensors o1/t.safetensors &&
   ok train_lycoris_resume_same_bytes || nok train_lycoris_resume_same_bytes "$(tail -2 r2.err)"
+
+# ---- dropouts (LyCORIS's semantics, Philox draws keyed by step): rank_dropout for every algo; dropout in bypass_mode --
+for algo in locon loha lokr; do
+  T --output_dir rd_$algo --output_name t --max_train_steps 6 --network_args algo=$algo rank_dropout=0.5 2> rd_$algo.err
+  T --output_dir rn_$algo --output_name t --max_train_steps 6 --network_args algo=$algo 2> /dev/null
+  T --output_dir rt_$algo --output_name t --max_train_steps 6 --network_args algo=$algo rank_dropout=0.5 --threads 2 2> /dev/null
+  T --output_dir rs_$algo --max_train_steps 6 --network_args algo=$algo rank_dropout=0.5 --save_every_n_steps 3 --save_state 2> /dev/null
+  T --output_dir rr_$algo --max_train_steps 6 --network_args algo=$algo rank_dropout=0.5 --resume rs_$algo/at-step00000003-state 2> /dev/null
+  r=$(wdiff rd_$algo/t.safetensors rn_$algo/t.safetensors 2>&1)
+  [ -f rd_$algo/t.safetensors ] && [ "${r%% *}" != 0 ] && cmp -s rd_$algo/t.safetensors rt_$algo/t.safetensors &&
+  cmp -s rs_$algo/last.safetensors rr_$algo/last.safetensors &&
+    ok train_lycoris_${algo}_rank_dropout || nok train_lycoris_${algo}_rank_dropout "$r $(tail -1 rd_$algo.err)"
+done
+T --output_dir bd --output_name t --max_train_steps 6 --network_args algo=locon bypass_mode=True dropout=0.3 rank_dropout=0.25 \
+  2> bd.err
+T --output_dir bn --output_name t --max_train_steps 6 --network_args algo=locon bypass_mode=True 2> /dev/null
+T --output_dir bt --output_name t --max_train_steps 6 --network_args algo=locon bypass_mode=True dropout=0.3 rank_dropout=0.25 \
+  --threads 2 2> /dev/null
+r=$(wdiff bd/t.safetensors bn/t.safetensors 2>&1)
+[ -f bd/t.safetensors ] && [ "${r%% *}" != 0 ] && cmp -s bd/t.safetensors bt/t.safetensors &&
+[ "$(t_meta bd/t.safetensors ss_network_args)" = '{"algo": "locon", "bypass_mode": "True", "dropout": "0.3", "rank_dropout": "0.25"}' ] &&
+  ok train_lycoris_bypass_dropout || nok train_lycoris_bypass_dropout "$r $(t_meta bd/t.safetensors ss_network_args) $(tail -1 bd.err)"
+# --network_dropout is LyCORIS's dropout (train_network.py's net_kwargs["dropout"]) unless network_args has one
+T --output_dir bnd --output_name t --max_train_steps 2 --network_args bypass_mode=True --network_dropout 0.2 2> bnd.err &&
+[ "$(t_meta bnd/t.safetensors ss_network_dropout)" = 0.2 ] && ok train_lycoris_network_dropout_bypass ||
+  nok train_lycoris_network_dropout_bypass "$(t_meta bnd/t.safetensors ss_network_args) $(tail -1 bnd.err)"
 
 # ---- --network_weights: a LyCORIS file continues (a step at a negligible rate keeps it) -----------------------
 T --output_dir w1 --output_name t --max_train_steps 1 --learning_rate 1e-20 --network_weights o1/t.safetensors 2> w1.err
@@ -136,6 +197,66 @@ if [ -x "$helper" ] && [ -f q1/im_000001.png ]; then
   [ "$dh" -ge 0 ] && [ "$dh" -le 1 ] && ok sample_lycoris_trained_equals_hooks || nok sample_lycoris_trained_equals_hooks "$dh"
 else
   nok sample_lycoris_trained_changes_image "no image or $helper not built: $(tail -1 q1.err)"
+fi
+
+# ---- use_tucker (LoCon Tucker: k×k convs get lora_down [r, in, 1, 1], lora_mid [r, r, k, k], lora_up) ------------
+T --output_dir tk1 --output_name t --max_train_steps 8 --network_args algo=locon use_tucker=True conv_dim=2 \
+  --sample_prompts p.txt --sample_every_n_steps 8 2> tk1.err
+keys tk1/t.safetensors > ktk.txt 2> /dev/null
+grep -qx 'lora_unet_conv_in.lora_down.weight F32 \[2, 4, 1, 1\]' ktk.txt &&
+grep -qx 'lora_unet_conv_in.lora_mid.weight F32 \[2, 2, 3, 3\]' ktk.txt &&
+grep -qx 'lora_unet_conv_in.lora_up.weight F32 \[32, 2, 1, 1\]' ktk.txt &&
+grep -qx 'lora_unet_down_blocks_0_downsamplers_0_conv.lora_mid.weight F32 \[2, 2, 3, 3\]' ktk.txt &&
+grep -qx 'lora_unet_down_blocks_0_resnets_0_time_emb_proj.lora_down.weight F32 \[4, 128\]' ktk.txt &&
+! grep -q 'time_emb_proj.lora_mid\|proj_in.lora_mid' ktk.txt &&
+  ok train_lycoris_tucker_keys || nok train_lycoris_tucker_keys "$(grep -c lora_mid ktk.txt) $(tail -1 tk1.err)"
+T --output_dir tk2 --output_name t --max_train_steps 8 --network_args algo=locon use_tucker=True conv_dim=2 --threads 2 \
+  --sample_prompts p.txt --sample_every_n_steps 8 2> /dev/null
+T --output_dir tk3 --max_train_steps 8 --network_args algo=locon use_tucker=True conv_dim=2 --save_every_n_steps 4 \
+  --save_state 2> /dev/null
+T --output_dir tk4 --max_train_steps 8 --network_args algo=locon use_tucker=True conv_dim=2 \
+  --resume tk3/at-step00000004-state 2> /dev/null
+cmp -s tk1/t.safetensors tk2/t.safetensors && cmp -s tk3/last.safetensors tk4/last.safetensors &&
+  ok train_lycoris_tucker_threads_resume || nok train_lycoris_tucker_threads_resume
+# --network_weights continues a Tucker file (and a file without lora_mid is refused for a Tucker network)
+T --output_dir tk5 --output_name t --max_train_steps 1 --learning_rate 1e-20 --network_weights tk1/t.safetensors \
+  --network_args algo=locon use_tucker=True conv_dim=2 2> tk5.err
+r=$(wdiff tk1/t.safetensors tk5/t.safetensors 2>&1); set -- $r
+python3 -c "import sys; sys.exit(0 if float('$1') < 1e-9 and float('$2') > 1e-3 else 1)" 2> /dev/null &&
+  ok train_lycoris_tucker_network_weights || nok train_lycoris_tucker_network_weights "$r $(tail -1 tk5.err)"
+t_refuse train_lycoris_tucker_weights_mismatch 1 'not a Tucker module (lora_mid) in the file, one in the network' \
+  T --output_dir bad --max_train_steps 1 --network_weights o1/t.safetensors --network_args use_tucker=True
+# sd-sample reads lora_mid (LyCORIS's rebuild_tucker): the image sd-train sampled with the modules hooked
+S --outdir tq --network_module lycoris.kohya --network_weights tk1/t.safetensors 2> tq.err
+if [ -x "$helper" ] && [ -f tq/im_000001.png ]; then
+  d0=$("$helper" maxdiff q0/im_000001.png tq/im_000001.png)
+  dh=$("$helper" maxdiff tq/im_000001.png "$(ls tk1/sample/*.png | head -1)")
+  echo "# Tucker LoCon vs base $d0, sd-sample with the file vs sd-train's sample $dh"
+  [ "$d0" -gt 0 ] && [ "$dh" -ge 0 ] && [ "$dh" -le 1 ] && ok sample_lycoris_tucker_equals_hooks ||
+    nok sample_lycoris_tucker_equals_hooks "$d0 $dh"
+else
+  nok sample_lycoris_tucker_equals_hooks "no image or $helper not built: $(tail -1 tq.err)"
+fi
+
+# algo=loha use_tucker: hada_t1/hada_t2 on the k×k convs; threads; sd-sample equals the hooked sample
+T --output_dir ht1 --output_name t --max_train_steps 6 --network_args algo=loha use_tucker=True conv_dim=2 \
+  --sample_prompts p.txt --sample_every_n_steps 6 2> ht1.err
+T --output_dir ht2 --output_name t --max_train_steps 6 --network_args algo=loha use_tucker=True conv_dim=2 --threads 2 \
+  --sample_prompts p.txt --sample_every_n_steps 6 2> /dev/null
+keys ht1/t.safetensors > kht.txt 2> /dev/null
+grep -qx 'lora_unet_conv_in.hada_t1 F32 \[2, 2, 3, 3\]' kht.txt && grep -qx 'lora_unet_conv_in.hada_w1_a F32 \[2, 32\]' kht.txt &&
+grep -qx 'lora_unet_conv_in.hada_w2_b F32 \[2, 4\]' kht.txt && grep -qx 'lora_unet_conv_in.hada_t2 F32 \[2, 2, 3, 3\]' kht.txt &&
+grep -qx 'lora_unet_down_blocks_0_resnets_0_time_emb_proj.hada_w1_a F32 \[32, 4\]' kht.txt &&
+cmp -s ht1/t.safetensors ht2/t.safetensors && ok train_lycoris_loha_tucker || nok train_lycoris_loha_tucker "$(tail -1 ht1.err)"
+S --outdir hq --network_module lycoris.kohya --network_weights ht1/t.safetensors 2> hq.err
+if [ -x "$helper" ] && [ -f hq/im_000001.png ]; then
+  d0=$("$helper" maxdiff q0/im_000001.png hq/im_000001.png)
+  dh=$("$helper" maxdiff hq/im_000001.png "$(ls ht1/sample/*.png | head -1)")
+  echo "# Tucker LoHa vs base $d0, sd-sample with the file vs sd-train's sample $dh"
+  [ "$d0" -gt 0 ] && [ "$dh" -ge 0 ] && [ "$dh" -le 1 ] && ok sample_lycoris_loha_tucker_equals_hooks ||
+    nok sample_lycoris_loha_tucker_equals_hooks "$d0 $dh"
+else
+  nok sample_lycoris_loha_tucker_equals_hooks "no image or $helper not built: $(tail -1 hq.err)"
 fi
 
 # ---- SDXL: ldm names, no conv_in/conv_out/time_embedding (kohya's SDXL UNet names them otherwise) ---------------
@@ -260,14 +381,22 @@ done
 # ---- refusals ------------------------------------------------------------------------------------------------
 refuse() { t_refuse "$1" "$2" "$3" T --output_dir bad --max_train_steps 1 "${@:4}"; }
 refuse train_lycoris_refuses_algo 2 'algo=ia3: not supported (lora, locon, loha and lokr are)' --network_args algo=ia3
-refuse train_lycoris_refuses_dropout 2 'dropout=0.1: not supported' --network_args dropout=0.1
-refuse train_lycoris_refuses_network_dropout 2 'network_dropout: not supported with lycoris.kohya' --network_dropout 0.1
-refuse train_lycoris_refuses_rank_dropout 2 'rank_dropout=0.1: not supported' --network_args rank_dropout=0.1
-refuse train_lycoris_refuses_tucker 2 'use_tucker: Tucker decomposition' --network_args use_tucker=True
-refuse train_lycoris_refuses_deprecated_cp 2 'use_tucker: Tucker decomposition' --network_args use_conv_cp=1
+refuse train_lycoris_refuses_dropout 2 'network_args dropout: LyCORIS applies dropout only with bypass_mode=True' \
+  --network_args dropout=0.1
+refuse train_lycoris_refuses_network_dropout 2 'network_dropout: LyCORIS applies dropout only with bypass_mode=True' \
+  --network_dropout 0.1
+refuse train_lycoris_refuses_loha_dropout 2 'dropout: not supported with algo=loha' --network_args algo=loha bypass_mode=True dropout=0.1
+refuse train_lycoris_refuses_lokr_bypass_rank_dropout 2 "rank_dropout: LyCORIS's LoKr bypass_mode forward never applies it" \
+  --network_args algo=lokr bypass_mode=True rank_dropout=0.1
+refuse train_lycoris_refuses_rank_dropout_range 2 'rank_dropout=1.5: must be in \[0, 1\]' --network_args rank_dropout=1.5
+refuse train_lycoris_refuses_rank_dropout_scale 2 "rank_dropout_scale: not supported with lycoris.kohya (LyCORIS's create_network" \
+  --network_args rank_dropout=0.1 rank_dropout_scale=True
+refuse train_lycoris_refuses_tucker 2 'use_tucker: Tucker decomposition with algo=lokr' --network_args algo=lokr use_tucker=True
+refuse train_lycoris_refuses_deprecated_cp 2 'use_tucker: Tucker decomposition with algo=lokr' --network_args algo=lokr use_conv_cp=1
 refuse train_lycoris_refuses_scalar 2 'use_scalar=True: not supported' --network_args use_scalar=True
 refuse train_lycoris_refuses_dora 2 'dora_wd=True: not supported' --network_args dora_wd=True
-refuse train_lycoris_refuses_preset 2 'preset=attn-mlp: only the default preset' --network_args preset=attn-mlp
+refuse train_lycoris_refuses_preset 2 'preset=ia3: not supported (full, full-lin' --network_args preset=ia3
+refuse train_lycoris_refuses_preset_file 2 'preset=my.toml: not supported' --network_args preset=my.toml
 refuse train_lycoris_refuses_unknown 2 'block_dims: not supported with lycoris.kohya' --network_args block_dims=1,2
 refuse train_lycoris_refuses_max_norm 2 'scale_weight_norms: not supported with lycoris.kohya' --scale_weight_norms 1
 refuse train_lycoris_refuses_loha_loraplus 2 'loraplus_\*: not supported with algo=loha' --network_args algo=loha loraplus_lr_ratio=4

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
+#include "base/half.h"
 #include "tensor/backend.h"
 
 typedef struct { const unsigned char *base; size_t cap; double *shadow; } shadow_region;
@@ -82,6 +83,13 @@ int sd_cpu_fill(sd_ctx *ctx, sd_tensor *y, float value)
 
 int sd_cpu_convert(sd_ctx *ctx, sd_tensor *y, const sd_tensor *x)
 {
+    if (x->dtype == SD_F16 && y->dtype == SD_F32) {
+        /* half tensors are not shadowed: read their host bits (the layers' uploaded dropout flags) */
+        const uint16_t *h = x->data;
+        double *o = shadow_of(y->data);
+        for (int64_t i = 0, n = sd_tensor_numel(x); i < n; i++) o[i] = sd_f16_to_f32(h[i]);
+        return SD_OK;
+    }
     if (x->dtype != SD_F32 || y->dtype != SD_F32) return sd_err(SD_EUNSUPPORTED, "f64 test backend: half conversion");
     memmove(shadow_of(y->data), shadow_of(x->data), (size_t)sd_tensor_numel(x) * sizeof(double));
     return SD_OK;

@@ -5,6 +5,7 @@
  * of L = Σ r·y, with a tight tolerance; the checker itself is shown to catch a wrong gradient. */
 #include "test_nn_f64.h"
 
+#include "base/rng.h"
 #include "models/model_config_core.h"
 #include "models/unet.h"
 #include "nn/nn.h"
@@ -416,6 +417,162 @@ static void test_lyco_lokr(void)
     }
 }
 
+/* a step whose draws 1 .. n of the module's dropout stream keep some and drop some at p */
+static uint32_t mixed_step(uint64_t seed, uint32_t id, int n, double p)
+{
+    for (uint32_t step = 0;; step++) {
+        sd_rng g = sd_rng_key(seed, step, id, SD_RNG_DROPOUT);
+        int keep = 0;
+        for (int i = 0; i < n; i++) keep += sd_rng_uniform_at(&g, 1 + (uint64_t)i) > p;
+        if (keep > 0 && keep < n) return step;
+    }
+}
+
+/* LyCORIS's dropouts in training (lora_hook.h SD_LORA_DROP_LYCO*, lyco.h rank_dropout): LoCon on a
+ * linear and a 3×3 conv with rank_dropout (rows of ΔW: output channels), in bypass_mode with
+ * rank_dropout (rank channels) and dropout (elementwise on the branch output), LoHa and LoKr with
+ * rank_dropout; gradients against finite differences of the same draws (one step), the saved bytes
+ * against the plan, and the masks neither all kept nor all dropped. */
+static void test_lyco_dropout(void)
+{
+    for (int variant = 0; variant < 8; variant++) {
+        const int conv = variant & 1, kind = variant >> 1;   /* kind 0 LoCon, 1 LoCon bypass, 2 LoHa, 3 LoKr */
+        sd_params r, lr;
+        sd_params_init(&r);
+        sd_params_init(&lr);
+        sd_linear l;
+        sd_conv2d c;
+        sd_lora lo;
+        sd_lyco m;
+        sd_lora_rt rt = { .seed = 11, .step = 0, .training = 1 };
+        int64_t cin = conv ? 3 : 6, cout = conv ? 4 : 8;
+        const int k = conv ? 3 : 1;
+        if (!conv) T_CHECK(sd_linear_init(&l, &r, "lin", cin, cout, SD_NN_BIAS) == SD_OK);
+        else T_CHECK(sd_conv2d_init(&c, &r, "conv", cin, cout, k, k, sd_conv2d_geom_make(1, 1), SD_NN_BIAS) == SD_OK);
+        sd_params_set_trainable(&r, "", 0);
+        if (kind < 2) {
+            T_CHECK(sd_lora_init(&lo, &lr, "lora", cin, cout, 3, 1.5f, conv, k, k, sd_conv2d_geom_make(1, 1), conv) == SD_OK);
+            lo.multiplier = 0.7f;
+            lo.rt = &rt;
+            lo.id = 2;
+            lo.lyco_drop = kind ? SD_LORA_DROP_LYCO_BYPASS : SD_LORA_DROP_LYCO;
+            lo.rank_dropout = 0.5f;
+            lo.dropout = kind ? 0.3f : 0.0f;
+            rt.step = mixed_step(rt.seed, lo.id, kind ? 3 : (int)cout, 0.5);
+            T_CHECK((conv ? sd_conv2d_set_lora(&c, &lo) : sd_linear_set_lora(&l, &lo)) == SD_OK);
+        } else {
+            if (kind == 2) T_CHECK(sd_lyco_init_loha(&m, &lr, "loha", cout, cin * k * k, 2, 1.5f) == SD_OK);
+            else T_CHECK(sd_lyco_init_lokr(&m, &lr, "lokr", cout, cin, k, k, conv, 1, 2.0f, -1, 0, 0, 0) == SD_OK);
+            m.multiplier = 0.7f;
+            m.rt = &rt;
+            m.id = 4;
+            m.rank_dropout = 0.5f;
+            rt.step = mixed_step(rt.seed, m.id, (int)cout, 0.5);
+            T_CHECK((conv ? sd_conv2d_set_lyco(&c, &m) : sd_linear_set_lyco(&l, &m)) == SD_OK);
+        }
+        alloc_params(&r);
+        alloc_params(&lr);
+        unit u = { .kind = conv ? K_CONV : K_LINEAR, .layer = conv ? (void *)&c : (void *)&l, .regs = { &r, &lr }, .nregs = 2 };
+        if (!conv) {
+            unit_io(&u, 3, (int64_t[]){ 2, 3, cin }, NULL, 0, 3, (int64_t[]){ 2, 3, cout });
+            u.plan = sd_linear_plan(&l, 3, u.in[0].shape);
+        } else {
+            int64_t xs[4] = { 2, cin, 5, 4 }, ys[4];
+            sd_conv2d_out_shape(&c, xs, ys);
+            unit_io(&u, 4, xs, NULL, 0, 4, ys);
+            u.plan = sd_conv2d_plan(&c, xs);
+        }
+        printf("# lyco dropout: %s, %s\n", (const char *[]){ "LoCon", "LoCon bypass", "LoHa", "LoKr" }[kind], conv ? "3x3 conv" : "linear");
+        run_unit(&u);
+        /* the last masks drawn (host staging): some kept, some dropped */
+        const uint16_t *hm = (const uint16_t *)(kind < 2 ? lo.host_mask : m.host_mask);   /* f16 keep flags */
+        int64_t hn = kind == 1 ? sd_tensor_numel(&u.out) : cout;
+        int zeros = 0, ones = 0;
+        for (int64_t i = 0; hm && i < hn; i++) zeros += hm[i] == 0, ones += hm[i] != 0;
+        T_CHECKF(hm && zeros > 0 && ones > 0, "variant %d: mask of %lld: %d dropped, %d kept", variant, (long long)hn, zeros, ones);
+        if (kind < 2) sd_lora_free(&lo);
+        else sd_lyco_free(&m);
+        reset_all(&r, &lr);
+    }
+}
+
+/* LyCORIS's Tucker LoCon (sd_lora_init_tucker): up(mid(down(x))) on a 3×3 conv (stride 1, and stride 2 with
+ * the VAE's asymmetric padding), the gradients of the input, lora_down, lora_mid and lora_up; the stride-1
+ * case also with LyCORIS's rank_dropout (output channels) in training. */
+static void test_lora_tucker(void)
+{
+    struct { sd_conv2d_geom g; int drop; } cases[] = {
+        { { 1, 1, 1, 1, 1 }, 0 }, { { 2, 0, 0, 1, 1 }, 0 }, { { 1, 1, 1, 1, 1 }, 1 },
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        sd_params r, lr;
+        sd_params_init(&r);
+        sd_params_init(&lr);
+        sd_conv2d c;
+        sd_lora lo;
+        sd_lora_rt rt = { .seed = 11, .step = 0, .training = 1 };
+        T_CHECK(sd_conv2d_init(&c, &r, "conv", 3, 4, 3, 3, cases[ci].g, SD_NN_BIAS) == SD_OK);
+        sd_params_set_trainable(&r, "", 0);
+        T_CHECK(sd_lora_init_tucker(&lo, &lr, "lora", 3, 4, 2, 1.5f, 3, 3, cases[ci].g) == SD_OK);
+        T_CHECK(lo.mid && lo.down->value.shape[2] == 1 && lo.mid->value.shape[0] == 2 && lo.mid->value.shape[3] == 3);
+        lo.multiplier = 0.7f;
+        if (cases[ci].drop) {
+            lo.rt = &rt;
+            lo.id = 1;
+            lo.lyco_drop = SD_LORA_DROP_LYCO;
+            lo.rank_dropout = 0.5f;
+            rt.step = mixed_step(rt.seed, lo.id, 4, 0.5);
+        }
+        T_CHECK(sd_conv2d_set_lora(&c, &lo) == SD_OK);
+        alloc_params(&r);
+        alloc_params(&lr);
+        int64_t xs[4] = { 2, 3, 5, 4 }, ys[4];
+        sd_conv2d_out_shape(&c, xs, ys);
+        unit u = { .kind = K_CONV, .layer = &c, .regs = { &r, &lr }, .nregs = 2 };
+        unit_io(&u, 4, xs, NULL, 0, 4, ys);
+        u.plan = sd_conv2d_plan(&c, xs);
+        run_unit(&u);
+        sd_lora_free(&lo);
+        reset_all(&r, &lr);
+    }
+}
+
+/* LyCORIS's LoHa with Tucker factors (sd_lyco_init_loha_tucker) on a 3×3 conv: the input and all six factors'
+ * gradients (hada_t1/t2 through the permutes), plain and with rank_dropout in training. */
+static void test_lyco_loha_tucker(void)
+{
+    for (int drop = 0; drop < 2; drop++) {
+        sd_params r, lr;
+        sd_params_init(&r);
+        sd_params_init(&lr);
+        sd_conv2d c;
+        sd_lyco m;
+        sd_lora_rt rt = { .seed = 11, .step = 0, .training = 1 };
+        T_CHECK(sd_conv2d_init(&c, &r, "conv", 3, 4, 3, 3, sd_conv2d_geom_make(1, 1), SD_NN_BIAS) == SD_OK);
+        sd_params_set_trainable(&r, "", 0);
+        T_CHECK(sd_lyco_init_loha_tucker(&m, &lr, "loha", 4, 3, 3, 3, 2, 1.5f) == SD_OK);
+        T_CHECK(m.tucker && m.p[4] && m.p[5] && m.p[0]->value.shape[0] == 2 && m.p[0]->value.shape[1] == 4);
+        m.multiplier = 0.7f;
+        if (drop) {
+            m.rt = &rt;
+            m.id = 3;
+            m.rank_dropout = 0.5f;
+            rt.step = mixed_step(rt.seed, m.id, 4, 0.5);
+        }
+        T_CHECK(sd_conv2d_set_lyco(&c, &m) == SD_OK);
+        alloc_params(&r);
+        alloc_params(&lr);
+        int64_t xs[4] = { 2, 3, 5, 4 }, ys[4];
+        sd_conv2d_out_shape(&c, xs, ys);
+        unit u = { .kind = K_CONV, .layer = &c, .regs = { &r, &lr }, .nregs = 2 };
+        unit_io(&u, 4, xs, NULL, 0, 4, ys);
+        u.plan = sd_conv2d_plan(&c, xs);
+        run_unit(&u);
+        sd_lyco_free(&m);
+        reset_all(&r, &lr);
+    }
+}
+
 /* DyLoRA (lora_hook.h): the branch of rank 4 with unit 2 trains rows tr, tr+1 only. The input
  * gradient and the trained rows' gradients against finite differences of the same draw (the
  * forward of every difference is a training forward at the same step, so the same rows and the
@@ -767,6 +924,9 @@ int main(void)
     T_RUN(test_unet_label_emb);
     T_RUN(test_lyco_loha);   /* last: the draws of the tests above stay as they were */
     T_RUN(test_lyco_lokr);
+    T_RUN(test_lyco_dropout);
+    T_RUN(test_lora_tucker);
+    T_RUN(test_lyco_loha_tucker);
     printf("# max relative error %.3g (tolerance %.0e)\n", g_maxerr, TOL);
     sd_arena_free(&g_act);
     sd_arena_free(&g_data);

@@ -139,7 +139,7 @@ static void test_args(void)
     T_EQ_INT(dim, 8);
     T_EQ_INT(sd_lora_net_plan(&a, "lora_te_text_model_encoder_layers_0_mlp_fc1", SD_LORA_TARGET_TE, 0, NULL, &dim, &alpha), 1);
     /* from a file */
-    sd_lora_file_module fm[2] = { { "lora_unet_a", 3, 4, 5, 1, 1, 0, 1.5f, 1 }, { "lora_unet_b", 2, 4, 5, 3, 3, 1, 2.0f, 1 } };
+    sd_lora_file_module fm[2] = { { "lora_unet_a", 3, 4, 5, 1, 1, 0, 1.5f, 1, 0 }, { "lora_unet_b", 2, 4, 5, 3, 3, 1, 2.0f, 1, 0 } };
     sd_lora_file_info fi = { fm, 2 };
     T_EQ_INT(sd_lora_net_plan(&plain, "lora_unet_b", SD_LORA_TARGET_RESBLOCK, 1, &fi, &dim, &alpha), 1);
     T_EQ_INT(dim, 2);
