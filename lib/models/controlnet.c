@@ -264,6 +264,18 @@ sd_nn_plan sd_controlnet_plan(const sd_controlnet *cn, int64_t n, int64_t h, int
     return p;
 }
 
+size_t sd_controlnet_res_bytes(const sd_controlnet *cn, int64_t n, int64_t h, int64_t w)
+{
+    size_t tot = 0;
+    int down = 0;
+    for (int i = 0; i < cn->n_res; i++) {
+        if (i > 0 && i < cn->enc.n_in && cn->enc.blocks[i].down) down++;
+        int64_t bs[4] = { n, cn->enc.blocks[i].cout, h >> down, w >> down };
+        tot += abytes(numel4(bs));
+    }
+    return tot;
+}
+
 static int t4(sd_arena *a, sd_tensor *t, const int64_t *s)
 {
     int rc = sd_arena_tensor(a, t, SD_F32, 4, s);

@@ -71,6 +71,9 @@ int sd_controlnet_name_to_diffusers(const sd_controlnet *cn, const char *ldm, ch
 /* Training plan for x [N,4,H,W] (latent), context [N,S,C], cond [N,3,8H,8W]. */
 sd_nn_plan sd_controlnet_plan(const sd_controlnet *cn, int64_t n, int64_t h, int64_t w, int64_t s);
 
+/* Bytes of the n_res outputs (each 64-byte aligned) for latents [N,4,H,W]. */
+size_t sd_controlnet_res_bytes(const sd_controlnet *cn, int64_t n, int64_t h, int64_t w);
+
 /* Training forward: cn->res[0..n_res) = ControlNet(x, t, context, cond) (in `save`, which must not
  * be NULL; inputs alive until the backward). */
 int sd_controlnet_forward(sd_ctx *ctx, sd_controlnet *cn, sd_arena *save, const sd_tensor *x, const sd_tensor *t,
