@@ -517,6 +517,10 @@ static const struct kohya_opt {
     { "console_log_simple", 0, "messages are always plain lines ('sd-train: message')" },
     { "lr_scheduler_type", 1, "custom scheduler classes are Python; use --lr_scheduler" },
     { "dataset_class", 1, "custom dataset classes are Python" },
+    /* (not for --method controlnet, which reads it with --train_data_dir) */
+    { "conditioning_data_dir", 0, "train_network.py parses it and never reads it (only the ControlNet training "
+                                  "scripts do); conditioning-image masks come from a --dataset_config subset's "
+                                  "conditioning_data_dir, with --masked_loss" },
 };
 
 /* A kohya value counts as given unless false, null, 0, "" or empty (consumes v). */
@@ -769,6 +773,9 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof kohya / sizeof *kohya; i++) {
         int cfg;
         if (!given(opt_given_value(&o, kohya[i].name, &cfg))) continue;
+        if (!strcmp(kohya[i].name, "conditioning_data_dir") && a.method &&
+            (!strcmp(a.method, "controlnet") || !strcmp(a.method, "control_net")))
+            continue;
         sd_log(kohya[i].refused ? SD_LOG_ERROR : SD_LOG_INFO, "%s%s%s: %s: %s", cfg ? o.config_file : "--",
                cfg ? ": " : "", kohya[i].name, kohya[i].refused ? "not implemented" : "no effect", kohya[i].why);
         usage |= kohya[i].refused;
@@ -803,10 +810,6 @@ int main(int argc, char **argv)
                 usage = 1;
             }
     }
-    if (a.conditioning_data_dir && method != SD_METHOD_CN)
-        sd_info("--conditioning_data_dir: no effect with --method %s: train_network.py parses it and never reads it "
-                "(only the ControlNet training scripts do); conditioning-image masks come from a --dataset_config "
-                "subset's conditioning_data_dir, with --masked_loss", a.method);
     if (c.controlnet_model && method != SD_METHOD_CN) {
         sd_error("--controlnet_model_name_or_path is an option of --method controlnet (this run is --method %s)", a.method);
         usage = 1;
