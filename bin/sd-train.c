@@ -741,7 +741,8 @@ int main(int argc, char **argv)
     o.description = "Trains a LoRA network (kohya-ss/sd-scripts networks.lora, or LoRA-FA: networks.lora_fa) on SD1.x/SD2.x from records with "
                     "latent files or images, and saves it as a kohya LoRA file that A1111 and ComfyUI load; or, with --method "
                     "db / ft, trains the whole model (train_db.py / fine_tune.py; SDXL: sdxl_train.py) and saves full "
-                    "checkpoints.";
+                    "checkpoints; with --method controlnet, a ControlNet of the frozen UNet on image / conditioning-image "
+                    "pairs (train_control_net.py, SD1.x/SD2.x).";
     o.epilog = "Exit status: 0 done, 1 fatal error, 2 usage error, 130/143 interrupted (a resumable state "
                "was written).\nSee sd-train(1).";
     int ex = sd_cmdline_main(&o, argc, argv);

@@ -40,7 +40,7 @@ int loop_cn_check(run *R)
         return sd_err(SD_EUNSUPPORTED, "--method controlnet: sample images during training (--sample_prompts) are not "
                       "supported yet");
     if (!isnan(c->validation_split) && c->validation_split > 0)
-        return sd_err(SD_EUNSUPPORTED, "--method controlnet: train_control_net.py has no validation (--validation_split)");
+        return sd_err(SD_EUSAGE, "--method controlnet: train_control_net.py has no validation (--validation_split)");
     if (c->resume && sd_train_state_is_kohya(c->resume))
         return sd_err(SD_EUNSUPPORTED, "--method controlnet: resuming from a kohya (accelerate) state is not supported; "
                       "resume from a state sd-train wrote");
