@@ -816,6 +816,7 @@ int sd_txt2img(sd_ctx *ctx, const sd_gen_models *m, const sd_gen_params *p, sd_i
     memset(&cn_act, 0, sizeof cn_act);
     sd_unet_control uctl;
     memset(&uctl, 0, sizeof uctl);
+    const sd_unet_control *prev_ctl = m->unet->ctl;   /* a trainer's hooks, put back at the end */
     sd_sampler s;
     memset(&s, 0, sizeof s);
     const char *neg = p->negative_prompt ? p->negative_prompt : "";
@@ -912,7 +913,7 @@ int sd_txt2img(sd_ctx *ctx, const sd_gen_models *m, const sd_gen_params *p, sd_i
         du.cond = ctl;
     }
     rc = sd_sampler_run(&s, B, per, p->seeds, p->scale, denoise, &du, lat);
-    if (m->controlnet) sd_unet_set_control(m->unet, NULL);
+    if (m->controlnet) sd_unet_set_control(m->unet, prev_ctl);
     if (rc) goto out;
     /* decode */
     const float inv = (float)(1.0 / (double)m->vae->cfg.scale_factor);
@@ -1134,17 +1135,27 @@ int sd_sample_images(sd_ctx *ctx, const sd_gen_models *m, const sd_prompt_list *
         int steps_n = sp->steps < 1 ? 1 : sp->steps > 1000 ? 1000 : sp->steps;
         sd_gen_params gp = { .prompt = sp->prompt, .negative_prompt = sp->negative_prompt, .width = W, .height = H,
                              .steps = steps_n, .scale = sp->scale, .sampler = kind, .batch = 1, .seeds = &seed };
-        sd_image im = { 0 };
+        sd_image im = { 0 }, cim = { 0 };
+        if (m->controlnet) {   /* Image.open(controlnet_image).convert("RGB") */
+            if (!sp->controlnet_image) rc = sd_err(SD_EINVAL, "sample prompt %zu: no control image (--cn)", i);
+            else rc = sd_image_load(sp->controlnet_image, SD_ALPHA_DROP, &cim, NULL);
+            if (rc) break;
+            gp.control_image = &cim;
+        }
         int idx = sp->index >= 0 ? sp->index : (int)i;
         /* a trainer's context may have less scratch than generation needs: use a context of our own */
         size_t need = sd_txt2img_scratch_bytes(m, &gp);
         sd_ctx own, *use = ctx;
         if (ctx->scratch.cap - ctx->scratch.used < need) {
             rc = sd_ctx_init(&own, (sd_devkind)ctx->backend, ctx->threads, need);
-            if (rc) break;
+            if (rc) {
+                sd_image_free(&cim);
+                break;
+            }
             use = &own;
         }
         rc = sd_txt2img(use, m, &gp, &im);
+        sd_image_free(&cim);
         if (use != ctx) sd_ctx_free(&own);
         if (rc) {
             sd_err_prefix(rc, "sample prompt %d", idx);

@@ -1054,6 +1054,15 @@ trained_set:;
                                   R->cfg.parameterization == SD_PRED_V, &R->net.rt, R->seed, R->outdir,
                                   R->have_tb ? &R->tb : NULL);
     if (rc) goto out;
+    if (R->cnet && R->smp.on) {   /* the reference's sample_images(..., controlnet=controlnet): --cn IMAGE */
+        for (size_t i = 0; i < R->smp.prompts.n && !rc; i++)
+            if (!R->smp.prompts.items[i].controlnet_image)
+                rc = sd_err(SD_EUSAGE, "%s: sample prompt %zu has no control image (--cn IMAGE): --method controlnet "
+                            "samples with the ControlNet (the reference's pipeline needs controlnet_image)",
+                            c->sample_prompts, i);
+        if (rc) goto out;
+        R->smp.gm.controlnet = &R->cn;
+    }
     if (R->have_ti) {   /* sample prompts: T stands for all of its vectors */
         R->smp.gm.tokens = &R->ti.gtok;
         R->smp.gm.ntokens = 1;

@@ -36,9 +36,6 @@ int loop_cn_check(run *R)
     if (c->save_model_as && strcmp(c->save_model_as, "safetensors"))
         return sd_err(SD_EUNSUPPORTED, "--method controlnet: --save_model_as %s is not supported (safetensors is)",
                       c->save_model_as);
-    if (c->sample_prompts)
-        return sd_err(SD_EUNSUPPORTED, "--method controlnet: sample images during training (--sample_prompts) are not "
-                      "supported yet");
     if (!isnan(c->validation_split) && c->validation_split > 0)
         return sd_err(SD_EUSAGE, "--method controlnet: train_control_net.py has no validation (--validation_split)");
     if (c->resume && sd_train_state_is_kohya(c->resume))

@@ -3,12 +3,13 @@
 # image / conditioning-image pairs (a --dataset_config subset with conditioning_data_dir, --train_data_dir with
 # --conditioning_data_dir, records from sd-merge-meta): the loss on the same noise and timesteps is below the
 # untrained run's (--learning_rate 0: the zero-initialised ControlNet changes nothing) at every step after the
-# first, by more at the end; another conditioning image trains other weights; --threads 1/2, --gradient_checkpointing
+# first, by more at the end; another conditioning image trains other weights; samples during training with the
+# prompts' --cn (training bytes unchanged) and sd-sample --controlnet (a zero ControlNet gives the plain image); --threads 1/2, --gradient_checkpointing
 # and --cache_latents give the same bytes; a resumed run equals the uninterrupted one; the saved file has exactly
 # the reference's names (convert_controlnet_state_dict_to_sd: the UNet's encoder half, input_hint_block.*,
 # zero_convs.*, middle_block_out.*), no metadata, F32 (F16 with --save_precision fp16);
 # --controlnet_model_name_or_path starts from a saved file; refusals: records without conditioning images
-# (exit 2), --masked_loss (exit 2), an SDXL model (exit 1, "not supported yet"), --sample_prompts (exit 1),
+# (exit 2), --masked_loss (exit 2), an SDXL model (exit 1, "not supported yet"), a sample prompt without --cn (exit 2),
 # --controlnet_model_name_or_path with another method (exit 2), a file that is not a ControlNet (exit 1).
 . "$(dirname "$0")/lib.sh"
 t_init train_controlnet
@@ -111,6 +112,29 @@ T --dataset_config cn.toml --max_train_steps 1 --learning_rate 0 --controlnet_mo
 [ $rc = 0 ] && same c1/last.safetensors cm/last.safetensors && grep -q 'controlnet: weights from c1/last.safetensors' cm.err &&
   ok train_controlnet_from_file || nok train_controlnet_from_file "rc $rc $(tail -2 cm.err)"
 
+# ---- sample images during training with the prompts' --cn: the training bytes do not change -----------------------
+printf 'sks --cn cond/a.png --w 64 --h 64 --s 2 --d 7\n' > ps.txt
+T --dataset_config cn.toml --max_train_steps 3 --sample_prompts ps.txt --sample_every_n_steps 1 --output_dir smp 2> smp.err; rc=$?
+n=$(ls smp/sample/*.png 2> /dev/null | wc -l)
+s1=$(ls smp/sample/000001_*.png 2> /dev/null) s3=$(ls smp/sample/000003_*.png 2> /dev/null)
+[ $rc = 0 ] && [ "$n" = 3 ] && same c1/last.safetensors smp/last.safetensors && ! cmp -s "$s1" "$s3" &&
+  ok train_controlnet_samples || nok train_controlnet_samples "rc $rc $n images $(tail -2 smp.err)"
+
+# ---- sd-sample --controlnet: the untrained (zero) ControlNet gives the plain image; a trained one and another
+# control image change it; --cn and --controlnet need each other --------------------------------------------------
+S() { "$B/sd-sample" --model tinyv.safetensors --model_config "$root/examples/tiny_model.toml" --W 64 --H 64 --steps 3 \
+  --seed 5 --threads 1 --no_metadata --sequential_file_name "$@"; }
+T --dataset_config cn.toml --max_train_steps 1 --learning_rate 0 --output_dir z0 2> z0.err &&
+  S --prompt "sks" --outdir s_plain > /dev/null 2> s.err && S --prompt "sks --cn cond/a.png" --controlnet z0/last.safetensors --outdir s_zero > /dev/null 2>> s.err &&
+  S --prompt "sks --cn cond/a.png" --controlnet r1/last.safetensors --outdir s_tr > /dev/null 2>> s.err &&
+  S --prompt "sks --cn cond/b.png" --controlnet r1/last.safetensors --outdir s_tr2 > /dev/null 2>> s.err; rc=$?
+[ $rc = 0 ] && cmp -s s_plain/im_000001.png s_zero/im_000001.png && [ -f s_tr/im_000001.png ] &&
+  ! cmp -s s_plain/im_000001.png s_tr/im_000001.png && ! cmp -s s_tr/im_000001.png s_tr2/im_000001.png &&
+  ok train_controlnet_sd_sample || nok train_controlnet_sd_sample "rc $rc $(tail -n 2 s.err z0.err)"
+t_refuse train_controlnet_sd_sample_cn_alone 1 'needs --controlnet FILE' S --prompt "sks --cn cond/a.png" --outdir e8
+t_refuse train_controlnet_sd_sample_no_cn 1 'needs a control image in every prompt' \
+  S --prompt "sks" --controlnet r1/last.safetensors --outdir e9
+
 # ---- refusals ---------------------------------------------------------------------------------------------------
 t_refuse train_controlnet_no_cond 2 'training records have no conditioning_image' \
   T --dataset_config db.toml --max_train_steps 1 --output_dir e1
@@ -119,8 +143,9 @@ t_refuse train_controlnet_masked_loss 2 'train_control_net.py has no masked loss
 t_refuse train_controlnet_sdxl 1 'SDXL ControlNet training .* is not supported yet' \
   "$B/sd-train" --method controlnet --model xl.safetensors --model_config "$root/examples/tiny_sdxl.toml" \
   --dataset_config cn.toml --max_train_steps 1 --output_dir e3
-printf 'sks\n' > p.txt
-t_refuse train_controlnet_sample 1 'not supported yet' T --dataset_config cn.toml --sample_prompts p.txt --max_train_steps 1 --output_dir e4
+printf 'sks --w 64 --h 64\n' > p.txt
+t_refuse train_controlnet_sample_needs_cn 2 'sample prompt 0 has no control image' \
+  T --dataset_config cn.toml --sample_prompts p.txt --sample_every_n_steps 1 --max_train_steps 1 --output_dir e4
 t_refuse train_controlnet_min_timestep 2 'min_timestep is not used by train_control_net.py' \
   T --dataset_config cn.toml --min_timestep 100 --max_train_steps 1 --output_dir e5
 t_refuse train_controlnet_option_other_method 2 'controlnet_model_name_or_path is an option of --method controlnet' \
