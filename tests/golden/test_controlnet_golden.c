@@ -68,6 +68,9 @@ typedef struct fixture {
 
 static void fixture_free(fixture *f)
 {
+    for (int i = 0; f->ddown && i < f->cn.n_res; i++) sd_tensor_free(&f->ddown[i]);
+    free(f->ddown);
+    f->ddown = NULL;
     if (f->have_cn) sd_controlnet_free(&f->cn);
     if (f->have_u) sd_unet_free(&f->u);
     sd_params_free(&f->ureg);
@@ -79,8 +82,6 @@ static void fixture_free(fixture *f)
     sd_tensor_free(&f->cond);
     sd_tensor_free(&f->dy);
     sd_tensor_free(&f->y);
-    for (int i = 0; f->ddown && i < f->cn.n_res; i++) sd_tensor_free(&f->ddown[i]);
-    free(f->ddown);
     sd_arena_free(&f->ca);
     sd_arena_free(&f->ua);
 }
