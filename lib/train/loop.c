@@ -1255,12 +1255,13 @@ trained_set:;
                     for (int h = g + 1; h < R->groups.n && !R->have_ti; h++)
                         later |= !strcmp(R->groups.names[h], R->groups.names[g]);
                     if (later) continue;
-                    if (R->have_ti) snprintf(tag, sizeof tag, "lr");
+                    if (R->have_ti || R->cnet) snprintf(tag, sizeof tag, "lr");   /* train_control_net.py: "lr" */
                     else snprintf(tag, sizeof tag, "lr/%s", R->groups.names[g]);
                     double lnext = sd_optim_logged_lr(&R->opt, g, R->groups.desc[g].lr * fnext);
                     sd_tb_scalar(&R->tb, tag, (float)lnext, global_step, wt);
                     if (sd_optim_kind_has_d(R->ocfg.kind)) {   /* D-Adaptation / Prodigy: d × lr */
-                        snprintf(tag, sizeof tag, "lr/d*lr/%s", R->groups.names[g]);   /* (TI refuses them) */
+                        if (R->cnet) snprintf(tag, sizeof tag, "lr/d*lr");   /* train_control_net.py */
+                        else snprintf(tag, sizeof tag, "lr/d*lr/%s", R->groups.names[g]);   /* (TI refuses them) */
                         sd_tb_scalar(&R->tb, tag, (float)(R->opt.ds.d * lnext), global_step, wt);
                     }
                 }
@@ -1321,7 +1322,7 @@ trained_set:;
             if (!rc) rc = sf_mode(R, 1);
             if (rc) break;
         }
-        if (R->have_tb && R->is_full && R->window_n)
+        if (R->have_tb && (R->is_full || R->cnet) && R->window_n)   /* train_control_net.py: the moving average */
             sd_tb_scalar(&R->tb, "loss/epoch", (float)window_mean(R), epoch + 1, sd_wall_time());
         else if (R->have_tb && R->epoch_loss_n)   /* TI: loss_total / len(train_dataloader) */
             sd_tb_scalar(&R->tb, R->have_ti ? "loss/epoch" : "loss/epoch_average", (float)(R->epoch_loss_sum / (double)R->epoch_loss_n), epoch + 1,

@@ -58,6 +58,12 @@ PY
   grep -q 'the UNet and the text encoder are frozen' r1.err && ok train_controlnet_loss_goes_down ||
   nok train_controlnet_loss_goes_down "rc $rc $res $(tail -2 r1.err)"
 
+# ---- TensorBoard: train_control_net.py's tracker and tags ----------------------------------------------------------
+T --dataset_config cn.toml --max_train_steps 2 --logging_dir tblogs --output_dir tb 2> tb.err; rc=$?
+tags=$(python3 "$root/tests/cli/tb_scalars.py" "tblogs/*/controlnet_train/events.out.tfevents.*" | cut -d' ' -f1 | sort -u | tr '\n' ' ')
+[ $rc = 0 ] && [ "$tags" = "loss/average loss/current loss/epoch lr " ] && ok train_controlnet_tensorboard ||
+  nok train_controlnet_tensorboard "rc $rc tags '$tags' $(tail -n 2 tb.err)"
+
 # ---- the conditioning image is the input: another one trains other weights ---------------------------------------
 T --dataset_config cn.toml --max_train_steps 3 --output_dir c1 2> c1.err &&
   T --dataset_config cn2.toml --max_train_steps 3 --output_dir c2 2> c2.err; rc=$?
