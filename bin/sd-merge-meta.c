@@ -26,7 +26,7 @@
 /* ---- options ---- */
 
 static struct {
-    int recursive, full_path, clean, format, prefer, probe_size, masked_loss, no_sidecars;
+    int recursive, full_path, clean, format, prefer, probe_size, masked_loss, controlnet, no_sidecars;
     const char *dataset_config, *train_data_dir, *reg_data_dir, *in_json;
     const char *caption_extension, *tag_extension, *filter, *output;
     /* dataset defaults (fallback chain step 4) */
@@ -61,6 +61,8 @@ static const sd_opt table[] = {
      .help = "also list images in subdirectories of DIR arguments"},
     {.name = "masked_loss", .type = SD_OPT_FLAG, .dest = &a.masked_loss, .group = G_IN,
      .help = "accept conditioning_data_dir subsets (mask images)"},
+    {.name = "controlnet", .type = SD_OPT_FLAG, .dest = &a.controlnet, .group = G_IN,
+     .help = "accept conditioning_data_dir subsets (ControlNet inputs, for sd-train --method controlnet)"},
     {.name = "caption_extension", .alias = "caption_extention", .type = SD_OPT_STRING, .dest = &a.caption_extension,
      .def = ".caption", .metavar = "EXT", .group = G_MERGE, .help = "caption sidecar extension"},
     {.name = "tag_extension", .type = SD_OPT_STRING, .dest = &a.tag_extension, .def = ".txt", .metavar = "EXT",
@@ -634,7 +636,7 @@ static int run(void)
     memset(&cfg, 0, sizeof cfg);
     int dataset_mode = 0;
     jv cli = cli_object();
-    unsigned flags = a.masked_loss ? SD_DC_CONTROLNET_OK : 0;
+    unsigned flags = a.masked_loss || a.controlnet ? SD_DC_CONTROLNET_OK : 0;
     if (a.dataset_config) {
         if (a.train_data_dir || a.reg_data_dir || a.in_json)
             sd_warn("--dataset_config is given: ignoring%s%s%s", a.train_data_dir ? " --train_data_dir" : "",

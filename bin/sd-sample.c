@@ -41,7 +41,7 @@
 #define PROG "sd-sample"
 
 static struct {
-    const char *model, *vae, *model_config;
+    const char *model, *vae, *model_config, *controlnet;
     int v2, v_param;
     sd_opt_list network_weights, network_mul, network_module, ti;
     const char *prompt, *from_file, *negative_prompt;
@@ -70,6 +70,9 @@ static const sd_opt table[] = {
      .help = "SD2.x model (only needed where the weights cannot tell)"},
     {.name = "v_parameterization", .type = SD_OPT_FLAG, .dest = &a.v_param, .def = "false", .group = "Model",
      .help = "v-prediction model (SD2.x 768-v)"},
+    {.name = "controlnet", .type = SD_OPT_STRING, .dest = &a.controlnet, .metavar = "FILE",
+     .help = "a ControlNet (sd-train --method controlnet's file: ldm names, or Diffusers names; SD1.x/SD2.x); every "
+             "prompt then needs --cn IMAGE, the control image"},
     {.name = "network_weights", .type = SD_OPT_STRINGS, .dest = &a.network_weights, .metavar = "FILE",
      .flags = SD_OPTF_NARGS | SD_OPTF_APPEND, .group = "Networks",
      .help = "kohya LoRA or OFT (networks.oft, told by its keys) .safetensors files, merged into the model in "
@@ -251,6 +254,12 @@ static int run(void)
     sd_prompt_list pl = { 0 };
     sd_model m;
     memset(&m, 0, sizeof m);
+    sd_params cn_reg;
+    sd_params_init(&cn_reg);
+    sd_controlnet cn;
+    memset(&cn, 0, sizeof cn);
+    int have_cn = 0;
+    sd_image cim = { 0 };
     sd_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
     sd_clip_tokenizer *tok = NULL;
@@ -307,10 +316,11 @@ static int run(void)
             p->sampler = strdup(sd_sampler_name(defk));
             if (!p->sampler) { rc = sd_err(SD_ENOMEM, "out of memory"); goto out; }
         }
-        if (p->controlnet_image) {
+        if (!p->controlnet_image != !a.controlnet) {
             char w[512];
             entry_where(p, i, w, sizeof w);
-            rc = sd_err(SD_EUNSUPPORTED, "%s: --cn (ControlNet) is not supported by sd-sample", w);
+            rc = a.controlnet ? sd_err(SD_EUSAGE, "%s: --controlnet needs a control image in every prompt (--cn IMAGE)", w)
+                              : sd_err(SD_EUSAGE, "%s: --cn (a ControlNet's control image) needs --controlnet FILE", w);
             goto out;
         }
     }
@@ -367,6 +377,25 @@ static int run(void)
                          .max_token_length = sdxl ? a.max_token_length : 0,
                          .v_prediction = m.cfg.parameterization == SD_PRED_V,
                          .vae_tiling = a.vae_tiling, .vae_tile = a.vae_tile_size };
+    /* ControlNet (frozen, f32) */
+    if (a.controlnet) {
+        sd_safetensors *st = NULL;
+        rc = sd_controlnet_init(&cn, &cn_reg, &m.cfg.unet);
+        have_cn = !rc;
+        if (!rc) {
+            int r = sd_params_set_trainable(&cn_reg, "", 0);
+            if (r < 0) rc = r;
+        }
+        if (!rc) rc = sd_params_alloc(&cn_reg, SD_DEV_CPU);
+        if (!rc) rc = sd_safetensors_open(a.controlnet, &st);
+        if (!rc) rc = sd_controlnet_load(&cn, st);
+        if (st) sd_safetensors_close(st);
+        if (rc) {
+            sd_err_prefix(rc, "--controlnet %s", a.controlnet);
+            goto out;
+        }
+        gm.controlnet = &cn;
+    }
     /* scratch for the largest job */
     size_t need = 0;
     int bs = a.batch_size < a.images_per_prompt ? a.batch_size : a.images_per_prompt;
@@ -402,9 +431,9 @@ static int run(void)
     if (rc) goto out;
     if (dev == SD_DEV_CUDA) {
         /* fail fast: weights and the largest job's working memory must fit in what is free */
-        sd_params *regs[3] = { &m.unet_params, &m.te_params, &m.vae_params };
+        sd_params *regs[4] = { &m.unet_params, &m.te_params, &m.vae_params, &cn_reg };
         size_t weights = 0;
-        for (int c = 0; c < 3; c++) weights += regs[c]->value_bytes;
+        for (int c = 0; c < 4; c++) weights += regs[c]->value_bytes;
         if (a.ti.n) weights += sd_tensor_nbytes(&m.clip.tok.w->value);   /* the widened token table's copy */
         const double gib = 1024.0 * 1024 * 1024;
         char what[96], parts[160];
@@ -416,7 +445,7 @@ static int run(void)
                                 "lower --batch_size or the image size, use --vae_tiling, or run with --device cpu",
                                 &di)))
             goto out;
-        for (int c = 0; c < 3 && !rc; c++) rc = sd_params_move(regs[c], SD_DEV_CUDA);
+        for (int c = 0; c < 4 && !rc; c++) rc = sd_params_move(regs[c], SD_DEV_CUDA);
         sd_ctx_free(&ctx);
         memset(&ctx, 0, sizeof ctx);
         if (!rc) rc = sd_ctx_init(&ctx, SD_DEV_CUDA, sd_threads_get(), need + ((size_t)64 << 20));
@@ -494,6 +523,8 @@ static int run(void)
         const sd_sample_prompt *p = &pl.items[i];
         sd_sampler_kind kind;
         sd_sampler_parse(p->sampler, &kind);
+        sd_image_free(&cim);
+        if (p->controlnet_image && (rc = sd_image_load(p->controlnet_image, SD_ALPHA_DROP, &cim, NULL))) break;
         for (int j0 = 0; j0 < a.images_per_prompt && !rc && !g_signal; j0 += a.batch_size) {
             int B = a.images_per_prompt - j0 < a.batch_size ? a.images_per_prompt - j0 : a.batch_size;
             uint64_t seeds[256];
@@ -504,7 +535,7 @@ static int run(void)
                                  .height = p->height, .steps = p->steps, .scale = p->scale, .sampler = kind,
                                  .batch = B, .seeds = seeds, .orig_w = a.orig_w, .orig_h = a.orig_h,
                                  .orig_w_neg = a.orig_w_neg, .orig_h_neg = a.orig_h_neg, .crop_top = a.crop_top,
-                                 .crop_left = a.crop_left };
+                                 .crop_left = a.crop_left, .control_image = p->controlnet_image ? &cim : NULL };
             rc = sd_txt2img(&ctx, &gm, &gp, ims);
             if (rc) {
                 char w[512];
@@ -556,6 +587,9 @@ static int run(void)
     }
     if (!rc && !g_signal) sd_info("%" PRId64 " images written to %s", written, a.outdir);
 out:
+    sd_image_free(&cim);
+    if (have_cn) sd_controlnet_free(&cn);
+    sd_params_free(&cn_reg);
     free(lora_hashes);
     free(ti_hashes);
     sd_gen_ti_detach(&ti2);

@@ -28,6 +28,7 @@ static struct {
     const char *data, *method, *network_alpha, *log_with, *caption_separator, *keep_tokens_separator;
     const char *device;
     const char *dataset_config, *train_data_dir, *reg_data_dir, *in_json, *caption_extension;
+    const char *conditioning_data_dir;
     int dataset_repeats;
     int no_token_padding;
     sd_opt_list network_args, optimizer_args, resolution, lr_scheduler_args;
@@ -101,7 +102,11 @@ static const sd_opt table[] = {
      .help = "lora (train_network.py), db or dreambooth (train_db.py: UNet + text encoder), ft or finetune "
              "(fine_tune.py: UNet, + text encoder with --train_text_encoder), ti or textual_inversion "
              "(train_textual_inversion.py); on SDXL db and ft are sdxl_train.py (UNet, + both text encoders with "
-             "--train_text_encoder)"},
+             "--train_text_encoder); controlnet or control_net (train_control_net.py, SD1.x/SD2.x: a ControlNet of "
+             "the frozen UNet on image/conditioning-image pairs)"},
+    {.name = "controlnet_model_name_or_path", .type = SD_OPT_STRING, .dest = &c.controlnet_model, .metavar = "FILE",
+     .group = G_NET, .help = "--method controlnet: start from this ControlNet (safetensors, ldm names as saved here "
+                             "or Diffusers names) instead of a copy of the UNet's encoder"},
     {.name = "token_string", .type = SD_OPT_STRING, .dest = &c.ti.token_string, .group = G_TI,
      .help = "the new word (must not be in the vocabulary; default output name)"},
     {.name = "num_vectors_per_token", .type = SD_OPT_INT, .dest = &c.ti.num_vectors_per_token, .def = "1",
@@ -238,6 +243,9 @@ static const sd_opt table[] = {
      .help = "regularisation folders"},
     {.name = "in_json", .type = SD_OPT_STRING, .dest = &a.in_json, .metavar = "FILE", .group = G_DATA,
      .help = "fine-tuning metadata (JSON or JSONL)"},
+    {.name = "conditioning_data_dir", .type = SD_OPT_STRING, .dest = &a.conditioning_data_dir, .metavar = "DIR",
+     .group = G_DATA, .help = "--method controlnet with --train_data_dir: the conditioning images (same base names "
+                              "as the training images)"},
     {.name = "caption_extension", .alias = "caption_extention", .type = SD_OPT_STRING, .dest = &a.caption_extension,
      .group = G_DATA, .help = "caption sidecar extension of the folder convention (default .caption)"},
     {.name = "dataset_repeats", .type = SD_OPT_INT, .dest = &a.dataset_repeats, SD_OPT_ATLEAST(1), .group = G_DATA,
@@ -511,6 +519,7 @@ static const struct kohya_opt {
     { "console_log_simple", 0, "messages are always plain lines ('sd-train: message')" },
     { "lr_scheduler_type", 1, "custom scheduler classes are Python; use --lr_scheduler" },
     { "dataset_class", 1, "custom dataset classes are Python" },
+    /* (not for --method controlnet, which reads it with --train_data_dir) */
     { "conditioning_data_dir", 0, "train_network.py parses it and never reads it (only the ControlNet training "
                                   "scripts do); conditioning-image masks come from a --dataset_config subset's "
                                   "conditioning_data_dir, with --masked_loss" },
@@ -666,13 +675,28 @@ static int load_dataset(sd_opts *o, sd_train_data *d, int *bad, int *refused)
     }
     sd_dataset_config cfg;
     int rc;
+    unsigned cn_ok = c.masked_loss || c.method == SD_METHOD_CN ? SD_DC_CONTROLNET_OK : 0;
     if (a.dataset_config) {
         if (a.train_data_dir || a.reg_data_dir || a.in_json)
             sd_warn("--dataset_config is given: --train_data_dir, --reg_data_dir and --in_json are ignored");
-        rc = sd_dataset_config_load(a.dataset_config, cli, c.masked_loss ? SD_DC_CONTROLNET_OK : 0, &cfg);
+        if (a.conditioning_data_dir && c.method == SD_METHOD_CN)
+            sd_warn("--dataset_config is given: --conditioning_data_dir is ignored");
+        rc = sd_dataset_config_load(a.dataset_config, cli, cn_ok, &cfg);
+    } else if (c.method == SD_METHOD_CN && a.train_data_dir) {
+        /* config_util.generate_controlnet_subsets_config_by_subdirs: one subset of train_data_dir itself */
+        if (a.reg_data_dir || a.in_json)
+            sd_warn("--method controlnet: --reg_data_dir and --in_json are not used (train_control_net.py)");
+        jv sub = jv_object();
+        sub = jv_object_set(sub, jv_string("image_dir"), jv_string(a.train_data_dir));
+        if (a.conditioning_data_dir)
+            sub = jv_object_set(sub, jv_string("conditioning_data_dir"), jv_string(a.conditioning_data_dir));
+        sub = jv_object_set(sub, jv_string("num_repeats"), jv_number(1));
+        jv ds = jv_object_set(jv_object(), jv_string("subsets"), JV_ARRAY(sub));
+        jv root = jv_object_set(jv_object(), jv_string("datasets"), JV_ARRAY(ds));
+        rc = sd_dataset_config_from_jv(root, a.train_data_dir, NULL, 0, cli, cn_ok, &cfg);
+        jv_free(root);
     } else {
-        rc = sd_dataset_config_folders(a.train_data_dir, a.reg_data_dir, a.in_json, cli,
-                                       c.masked_loss ? SD_DC_CONTROLNET_OK : 0, &cfg);
+        rc = sd_dataset_config_folders(a.train_data_dir, a.reg_data_dir, a.in_json, cli, cn_ok, &cfg);
     }
     jv_free(cli);
     if (rc < 0) {
@@ -719,7 +743,8 @@ int main(int argc, char **argv)
     o.description = "Trains a LoRA network (kohya-ss/sd-scripts networks.lora, or LoRA-FA: networks.lora_fa) on SD1.x/SD2.x from records with "
                     "latent files or images, and saves it as a kohya LoRA file that A1111 and ComfyUI load; or, with --method "
                     "db / ft, trains the whole model (train_db.py / fine_tune.py; SDXL: sdxl_train.py) and saves full "
-                    "checkpoints.";
+                    "checkpoints; with --method controlnet, a ControlNet of the frozen UNet on image / conditioning-image "
+                    "pairs (train_control_net.py, SD1.x/SD2.x).";
     o.epilog = "Exit status: 0 done, 1 fatal error, 2 usage error, 130/143 interrupted (a resumable state "
                "was written).\nSee sd-train(1).";
     int ex = sd_cmdline_main(&o, argc, argv);
@@ -751,6 +776,9 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof kohya / sizeof *kohya; i++) {
         int cfg;
         if (!given(opt_given_value(&o, kohya[i].name, &cfg))) continue;
+        if (!strcmp(kohya[i].name, "conditioning_data_dir") && a.method &&
+            (!strcmp(a.method, "controlnet") || !strcmp(a.method, "control_net")))
+            continue;
         sd_log(kohya[i].refused ? SD_LOG_ERROR : SD_LOG_INFO, "%s%s%s: %s: %s", cfg ? o.config_file : "--",
                cfg ? ": " : "", kohya[i].name, kohya[i].refused ? "not implemented" : "no effect", kohya[i].why);
         usage |= kohya[i].refused;
@@ -784,6 +812,10 @@ int main(int argc, char **argv)
                 sd_error("--%s is an option of --method ti (this run is --method %s)", ti_only[i], a.method);
                 usage = 1;
             }
+    }
+    if (c.controlnet_model && method != SD_METHOD_CN) {
+        sd_error("--controlnet_model_name_or_path is an option of --method controlnet (this run is --method %s)", a.method);
+        usage = 1;
     }
     if (!usage) a.method = sd_train_method_name(method);   /* aliases: one name in the state's options */
     /* options of one method only: refused with the others */

@@ -15,6 +15,7 @@
 #include "base/half.h"
 #include "base/rng.h"
 #include "io/png_text.h"
+#include "io/resample.h"
 #include "io/embedding.h"
 #include "io/safetensors.h"
 #include "models/sdxl.h"
@@ -689,6 +690,10 @@ size_t sd_txt2img_scratch_bytes(const sd_gen_models *m, const sd_gen_params *p)
     size_t mx = pu.scratch + pu.saved;
     if (pc.scratch + pc.saved > mx) mx = pc.scratch + pc.saved;
     if (pv > mx) mx = pv;
+    if (m->controlnet) {   /* its forward runs before the UNet's, its activations in an arena of their own */
+        sd_nn_plan pn = sd_controlnet_plan(m->controlnet, 2 * (int64_t)p->batch, h, w, S);
+        if (pn.scratch > mx) mx = pn.scratch;
+    }
     return 2 * mx + ((size_t)1 << 30);
 }
 
@@ -702,6 +707,9 @@ typedef struct denoise_user {
     float *tbuf;            /* [2B] */
     int (*on_call)(void *user);
     void *call_user;
+    sd_controlnet *cn;      /* ControlNet (NULL: none), its activations in cn_act */
+    sd_arena *cn_act;
+    const float *cond;      /* [2B or B, 3, 8h, 8w] control image */
 } denoise_user;
 
 static int denoise(void *user, const float *x, int64_t batch, double t, float *out)
@@ -719,6 +727,12 @@ static int denoise(void *user, const float *x, int64_t batch, double t, float *o
     if (!rc && d->vec) rc = stage(d->ctx, &vt, d->vec, SD_F32, SD_DIMS(batch, d->V));
     if (!rc) rc = stage(d->ctx, &yt, d->ctx->backend == SD_DEV_CPU ? out : NULL, SD_F32,
                         SD_DIMS(batch, d->u->cfg.out_channels, d->h, d->w));
+    if (!rc && d->cn) {   /* its outputs (in cn_act) are the UNet's residuals (sd_unet_set_control) */
+        sd_tensor gt;
+        sd_arena_reset(d->cn_act, 0);
+        rc = stage(d->ctx, &gt, d->cond, SD_F32, SD_DIMS(batch, 3, 8 * d->h, 8 * d->w));
+        if (!rc) rc = sd_controlnet_forward(d->ctx, d->cn, d->cn_act, &xt, &tt, &ct, &gt);
+    }
     if (!rc) rc = sd_unet_forward(d->ctx, d->u, NULL, &yt, &xt, &tt, &ct, d->vec ? &vt : NULL);
     if (!rc) rc = unstage(d->ctx, &yt, out);
     sd_arena_reset(&d->ctx->scratch, mark);
@@ -797,6 +811,12 @@ int sd_txt2img(sd_ctx *ctx, const sd_gen_models *m, const sd_gen_params *p, sd_i
     /* text conditioning */
     float *cond = NULL, *uncond = NULL, *context = NULL, *lat = NULL, *tbuf = NULL;
     float *pools = NULL, *vecs = NULL;   /* SDXL: pooled [2, P] (cond, uncond), vectors [2B or B, V] */
+    float *ctl = NULL;                   /* ControlNet: the control image [2B or B, 3, H, W] */
+    sd_arena cn_act;
+    memset(&cn_act, 0, sizeof cn_act);
+    sd_unet_control uctl;
+    memset(&uctl, 0, sizeof uctl);
+    const sd_unet_control *prev_ctl = m->unet->ctl;   /* a trainer's hooks, put back at the end */
     sd_sampler s;
     memset(&s, 0, sizeof s);
     const char *neg = p->negative_prompt ? p->negative_prompt : "";
@@ -867,7 +887,33 @@ int sd_txt2img(sd_ctx *ctx, const sd_gen_models *m, const sd_gen_params *p, sd_i
                         .cin = cin,
                         .h = h, .w = w, .guided = guided, .tbuf = tbuf, .on_call = m->on_call,
                         .call_user = m->call_user };
+    if (m->controlnet) {
+        if (f != 8)
+            rc = sd_err(SD_EUNSUPPORTED, "txt2img: a ControlNet needs a VAE with factor 8 (its image is 8x the latent)");
+        else if (!p->control_image || p->control_image->w < 1 || p->control_image->h < 1)
+            rc = sd_err(SD_EINVAL, "txt2img: a ControlNet needs a control image");
+        sd_image rs = { 0 };
+        if (!rc) rc = sd_resample(p->control_image, p->width, p->height, SD_RESAMPLE_LANCZOS, &rs);
+        const size_t np = (size_t)p->width * (size_t)p->height;
+        if (!rc && !(ctl = malloc(nb * 3 * np * sizeof *ctl))) rc = sd_err(SD_ENOMEM, "out of memory");
+        for (size_t q = 0; !rc && q < np; q++)
+            for (int ch = 0; ch < 3; ch++)
+                ctl[(size_t)ch * np + q] = (float)rs.px[q * (size_t)rs.c + (size_t)(rs.c >= 3 ? ch : 0)] / 255.0f;
+        for (size_t b = 1; !rc && b < nb; b++) memcpy(ctl + b * 3 * np, ctl, 3 * np * sizeof *ctl);
+        sd_image_free(&rs);
+        if (rc) goto out;
+        sd_controlnet *cn = m->controlnet;
+        sd_nn_plan pc = sd_controlnet_plan(cn, (int64_t)nb, h, w, S);
+        if ((rc = sd_nn_arena_init(&cn_act, ctx->backend, pc.saved))) goto out;
+        uctl.down = cn->res;
+        uctl.mid = &cn->res[cn->enc.n_in];
+        sd_unet_set_control(m->unet, &uctl);
+        du.cn = cn;
+        du.cn_act = &cn_act;
+        du.cond = ctl;
+    }
     rc = sd_sampler_run(&s, B, per, p->seeds, p->scale, denoise, &du, lat);
+    if (m->controlnet) sd_unet_set_control(m->unet, prev_ctl);
     if (rc) goto out;
     /* decode */
     const float inv = (float)(1.0 / (double)m->vae->cfg.scale_factor);
@@ -887,6 +933,8 @@ out:
     free(tbuf);
     free(pools);
     free(vecs);
+    free(ctl);
+    sd_arena_free(&cn_act);
     return rc;
 }
 
@@ -1087,17 +1135,27 @@ int sd_sample_images(sd_ctx *ctx, const sd_gen_models *m, const sd_prompt_list *
         int steps_n = sp->steps < 1 ? 1 : sp->steps > 1000 ? 1000 : sp->steps;
         sd_gen_params gp = { .prompt = sp->prompt, .negative_prompt = sp->negative_prompt, .width = W, .height = H,
                              .steps = steps_n, .scale = sp->scale, .sampler = kind, .batch = 1, .seeds = &seed };
-        sd_image im = { 0 };
+        sd_image im = { 0 }, cim = { 0 };
+        if (m->controlnet) {   /* Image.open(controlnet_image).convert("RGB") */
+            if (!sp->controlnet_image) rc = sd_err(SD_EINVAL, "sample prompt %zu: no control image (--cn)", i);
+            else rc = sd_image_load(sp->controlnet_image, SD_ALPHA_DROP, &cim, NULL);
+            if (rc) break;
+            gp.control_image = &cim;
+        }
         int idx = sp->index >= 0 ? sp->index : (int)i;
         /* a trainer's context may have less scratch than generation needs: use a context of our own */
         size_t need = sd_txt2img_scratch_bytes(m, &gp);
         sd_ctx own, *use = ctx;
         if (ctx->scratch.cap - ctx->scratch.used < need) {
             rc = sd_ctx_init(&own, (sd_devkind)ctx->backend, ctx->threads, need);
-            if (rc) break;
+            if (rc) {
+                sd_image_free(&cim);
+                break;
+            }
             use = &own;
         }
         rc = sd_txt2img(use, m, &gp, &im);
+        sd_image_free(&cim);
         if (use != ctx) sd_ctx_free(&own);
         if (rc) {
             sd_err_prefix(rc, "sample prompt %d", idx);

@@ -36,6 +36,7 @@
 #include "diffusion/samplers.h"
 #include "io/image.h"
 #include "models/clip.h"
+#include "models/controlnet.h"
 #include "models/unet.h"
 #include "models/vae.h"
 #include "text/clip_tokenizer.h"
@@ -102,6 +103,9 @@ typedef struct sd_gen_models {
     int vae_tile;              /* 0: SD_GEN_VAE_TILE; else the tile side in latent pixels */
     const sd_gen_token *tokens;/* textual-inversion tokens (NULL: none) */
     int ntokens;
+    sd_controlnet *controlnet;     /* NULL: none; else its residuals go into every UNet call (the
+                                      reference's pipeline with controlnet=, conditioning scale 1.0);
+                                      every call then needs sd_gen_params.control_image */
     int (*on_call)(void *user);    /* called after every UNet call (progress, interruption), may be
                                       NULL; a non-zero return stops the generation with SD_EINTR */
     void *call_user;
@@ -122,6 +126,9 @@ typedef struct sd_gen_params {
        image's height/width), the negative prompt's original size (default: the original size),
        crop top-left (default 0, 0). The target size is always the image's. */
     int orig_w, orig_h, orig_w_neg, orig_h_neg, crop_top, crop_left;
+    /* with sd_gen_models.controlnet: the control image (RGB; resized to width × height with PIL's
+       LANCZOS, values byte / 255 as prepare_controlnet_image gives them) */
+    const sd_image *control_image;
 } sd_gen_params;
 
 /* Bytes of ctx->scratch a call needs at most (UNet at 2·batch, text encoder, VAE decode). */

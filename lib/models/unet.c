@@ -140,7 +140,7 @@ static void add_sub(sd_unet_block *b, int kind)
     b->kind[b->nsub++] = kind;
 }
 
-int sd_unet_init(sd_unet *u, sd_params *r, const char *prefix, const sd_unet_config *cfg)
+static int unet_init(sd_unet *u, sd_params *r, const char *prefix, const sd_unet_config *cfg, int encoder)
 {
     memset(u, 0, sizeof *u);
     int rc = sd_unet_config_validate(cfg);
@@ -160,10 +160,13 @@ int sd_unet_init(sd_unet *u, sd_params *r, const char *prefix, const sd_unet_con
         u->n_in += c->num_res_blocks[l];
         u->n_out += c->num_res_blocks[l] + 1;
     }
+    if (encoder) u->n_out = 0;
+    u->encoder_only = encoder;
     u->nblocks = u->n_in + 1 + u->n_out;
     u->blocks = calloc((size_t)u->nblocks, sizeof *u->blocks);
     u->dhs = calloc((size_t)u->n_in, sizeof *u->dhs);
-    if (!u->blocks || !u->dhs) {
+    u->skips = calloc((size_t)u->n_in, sizeof *u->skips);
+    if (!u->blocks || !u->dhs || !u->skips) {
         rc = sd_err(SD_ENOMEM, "unet: out of memory");
         goto out;
     }
@@ -254,7 +257,7 @@ int sd_unet_init(sd_unet *u, sd_params *r, const char *prefix, const sd_unet_con
     add_sub(b, SUB_RES2);
     /* output blocks */
     int ob = 0;
-    for (int l = L - 1; l >= 0; l--) {
+    for (int l = encoder ? -1 : L - 1; l >= 0; l--) {
         int up_i = L - 1 - l;
         for (int j = 0; j <= c->num_res_blocks[l]; j++, ob++) {
             b = &u->blocks[++k];
@@ -289,13 +292,15 @@ int sd_unet_init(sd_unet *u, sd_params *r, const char *prefix, const sd_unet_con
         }
     }
     /* out */
-    snprintf(key, sizeof key, "%sout.0", u->prefix);
-    TRY(sd_groupnorm_init(&u->out_norm, r, key, mch, 32, 1e-5f, SD_ACT_SILU));
-    snprintf(key, sizeof key, "%sout.2", u->prefix);
-    TRY(sd_conv2d_init(&u->out_conv, r, key, mch, c->out_channels, 3, 3, sd_conv2d_geom_make(1, 1), SD_NN_BIAS));
-    TRY(add_map(u, "out.0.", "conv_norm_out."));
-    TRY(add_map(u, "out.2.", "conv_out."));
-    TRY(add_layer(u, SD_UNET_ROLE_OTHER, NULL, &u->out_conv, 0));
+    if (!encoder) {
+        snprintf(key, sizeof key, "%sout.0", u->prefix);
+        TRY(sd_groupnorm_init(&u->out_norm, r, key, mch, 32, 1e-5f, SD_ACT_SILU));
+        snprintf(key, sizeof key, "%sout.2", u->prefix);
+        TRY(sd_conv2d_init(&u->out_conv, r, key, mch, c->out_channels, 3, 3, sd_conv2d_geom_make(1, 1), SD_NN_BIAS));
+        TRY(add_map(u, "out.0.", "conv_norm_out."));
+        TRY(add_map(u, "out.2.", "conv_out."));
+        TRY(add_layer(u, SD_UNET_ROLE_OTHER, NULL, &u->out_conv, 0));
+    }
     /* Diffusers names of the layers */
     for (size_t i = 0; i < u->nlayers; i++) {
         char a[256], d[256];
@@ -309,6 +314,28 @@ int sd_unet_init(sd_unet *u, sd_params *r, const char *prefix, const sd_unet_con
 out:
     if (rc) sd_unet_free(u);
     return rc;
+}
+
+int sd_unet_init(sd_unet *u, sd_params *r, const char *prefix, const sd_unet_config *cfg)
+{
+    return unet_init(u, r, prefix, cfg, 0);
+}
+
+int sd_unet_init_encoder(sd_unet *u, sd_params *r, const char *prefix, const sd_unet_config *cfg)
+{
+    return unet_init(u, r, prefix, cfg, 1);
+}
+
+void sd_unet_set_control(sd_unet *u, const sd_unet_control *c)
+{
+    u->ctl = c;
+}
+
+const sd_tensor *sd_unet_block_output(const sd_unet *u, int i)
+{
+    if (i < 0 || i > u->n_in) return NULL;
+    const sd_unet_block *b = &u->blocks[i];
+    return &b->t[b->nsub];
 }
 
 void sd_unet_free(sd_unet *u)
@@ -326,6 +353,7 @@ void sd_unet_free(sd_unet *u)
     }
     free(u->blocks);
     free(u->dhs);
+    free(u->skips);
     for (size_t i = 0; i < u->nlayers; i++) {
         free((char *)u->layers[i].key);
         free((char *)u->layers[i].diffusers);
@@ -458,7 +486,20 @@ sd_nn_plan sd_unet_plan(const sd_unet *u, int64_t n, int64_t h, int64_t w, int64
         if (i < u->n_in) {
             memcpy(outs[i], cur, sizeof cur);
             skip_sum += abytes(numel4(cur));
+            if (u->ctl && u->ctl->down && !u->encoder_only) {   /* the skip plus its residual */
+                saved += abytes(numel4(cur));
+                own += abytes(numel4(cur));
+            }
         }
+        if (i == u->n_in && u->ctl && u->ctl->mid && !u->encoder_only) {
+            saved += abytes(numel4(cur));
+            own += abytes(numel4(cur));
+        }
+    }
+    if (u->encoder_only) {
+        sd_nn_plan p = { saved, zmax(own + child, skip_sum + abytes(n * ted) + 2 * gmax + bwd_block + child +
+                                                      2 * abytes(n * ted)) };
+        return p;
     }
     int64_t os[4] = { n, mch, h, w };
     sd_nn_plan gn = sd_groupnorm_plan(&u->out_norm, 4, os), oc = sd_conv2d_plan(&u->out_conv, os);
@@ -493,7 +534,7 @@ int sd_unet_forward(sd_ctx *ctx, sd_unet *u, sd_arena *save, sd_tensor *y, const
 {
     const sd_unet_config *c = &u->cfg;
     int64_t mch = c->model_channels, ted = 4 * mch, mult = (int64_t)1 << (c->n_levels - 1);
-    if (!x || !y || !t || !context || x->ndim != 4 || x->shape[1] != c->in_channels)
+    if (!x || !t || !context || x->ndim != 4 || x->shape[1] != c->in_channels)
         return sd_err(SD_EINVAL, "unet: x must be [N, %d, H, W]", c->in_channels);
     int64_t N = x->shape[0], H = x->shape[2], W = x->shape[3];
     if (H % mult || W % mult || H < mult || W < mult)
@@ -503,9 +544,17 @@ int sd_unet_forward(sd_ctx *ctx, sd_unet *u, sd_arena *save, sd_tensor *y, const
         return sd_err(SD_EINVAL, "unet: timesteps must be f32 [%lld]", (long long)N);
     if (context->ndim != 3 || context->shape[0] != N || context->shape[2] != c->context_dim)
         return sd_err(SD_EINVAL, "unet: context must be [%lld, S, %d]", (long long)N, c->context_dim);
-    if (y->ndim != 4 || y->shape[0] != N || y->shape[1] != c->out_channels || y->shape[2] != H || y->shape[3] != W)
+    const sd_unet_control *ctl = u->ctl;
+    if (u->encoder_only ? y != NULL : !y)
+        return sd_err(SD_EINVAL, u->encoder_only ? "unet: the encoder half has no output y (see sd_unet_block_output)"
+                                                 : "unet: no output tensor");
+    if (!u->encoder_only && (y->ndim != 4 || y->shape[0] != N || y->shape[1] != c->out_channels ||
+                             y->shape[2] != H || y->shape[3] != W))
         return sd_err(SD_EINVAL, "unet: output must be [%lld, %d, %lld, %lld]", (long long)N, c->out_channels,
                       (long long)H, (long long)W);
+    if (ctl && ctl->add0 && !u->encoder_only) return sd_err(SD_EINVAL, "unet: add0 is for the encoder half only");
+    if (ctl && (ctl->down || ctl->mid) && u->encoder_only)
+        return sd_err(SD_EINVAL, "unet: the encoder half takes no residuals");
     if (c->adm_in_channels > 0 && !vec)
         return sd_err(SD_EINVAL, "unet: this UNet has label_emb: the vector input [%lld, %d] is required",
                       (long long)N, c->adm_in_channels);
@@ -539,7 +588,7 @@ int sd_unet_forward(sd_ctx *ctx, sd_unet *u, sd_arena *save, sd_tensor *y, const
     for (int i = 0; i < u->nblocks; i++) {
         sd_unet_block *b = &u->blocks[i];
         if (b->skip >= 0) {
-            const sd_tensor *sk = &u->blocks[b->skip].t[u->blocks[b->skip].nsub];
+            const sd_tensor *sk = ctl && ctl->down ? &u->skips[b->skip] : &u->blocks[b->skip].t[u->blocks[b->skip].nsub];
             int64_t cs[4] = { N, h->shape[1] + sk->shape[1], h->shape[2], h->shape[3] };
             TRY(tensor4(A, &b->t[0], cs));
             const sd_tensor *parts[2] = { h, sk };
@@ -558,10 +607,39 @@ int sd_unet_forward(sd_ctx *ctx, sd_unet *u, sd_arena *save, sd_tensor *y, const
             }
         }
         h = &b->t[b->nsub];
+        if (i == 0 && ctl && ctl->add0) {
+            if (!sd_tensor_same_shape(ctl->add0, h)) {
+                rc = sd_err(SD_EINVAL, "unet: add0 must have the shape of input_blocks.0's output");
+                goto out;
+            }
+            TRY(sd_op_add(ctx, &b->t[b->nsub], &b->t[b->nsub], ctl->add0));
+        }
+        if (i == u->n_in && ctl && ctl->down) {
+            for (int j = 0; j < u->n_in; j++) {
+                const sd_tensor *o2 = &u->blocks[j].t[u->blocks[j].nsub];
+                if (!sd_tensor_same_shape(&ctl->down[j], o2)) {
+                    rc = sd_err(SD_EINVAL, "unet: residual %d must have the shape of input block %d's output", j, j);
+                    goto out;
+                }
+                TRY(tensor4(A, &u->skips[j], o2->shape));
+                TRY(sd_op_add(ctx, &u->skips[j], o2, &ctl->down[j]));
+            }
+        }
+        if (i == u->n_in && ctl && ctl->mid) {
+            if (!sd_tensor_same_shape(ctl->mid, h)) {
+                rc = sd_err(SD_EINVAL, "unet: the middle residual must have the shape of the middle block's output");
+                goto out;
+            }
+            TRY(tensor4(A, &u->midsum, h->shape));
+            TRY(sd_op_add(ctx, &u->midsum, h, ctl->mid));
+            h = &u->midsum;
+        }
     }
+    if (u->encoder_only) goto done;
     TRY(tensor4(A, &o, (int64_t[]){ N, mch, H, W }));
     TRY(sd_groupnorm_forward(ctx, &u->out_norm, save, &o, h));
     TRY(sd_conv2d_forward(ctx, &u->out_conv, save, y, &o));
+done:
     if (save) {
         u->x = *x;
         u->context = *context;
@@ -637,7 +715,16 @@ int sd_unet_backward(sd_ctx *ctx, sd_unet *u, sd_tensor *dx, sd_tensor *dcontext
     if (dvec && (!u->vec.data || !sd_tensor_same_shape(dvec, &u->vec)))
         return sd_err(SD_EINVAL, u->vec.data ? "unet: dvec must have the shape of the vector input"
                                               : "unet: dvec without a vector input");
-    if (!dy || dy->ndim != 4 || dy->shape[0] != u->x.shape[0] || dy->shape[1] != u->cfg.out_channels ||
+    const sd_unet_control *ctl = u->ctl;
+    if (u->encoder_only) {
+        if (dy || !ctl || !ctl->dout)
+            return sd_err(SD_EINVAL, "unet: the encoder half's backward takes the gradients of its block outputs");
+        for (int i = 0; i <= u->n_in; i++)
+            if (!sd_tensor_same_shape(&ctl->dout[i], sd_unet_block_output(u, i)))
+                return sd_err(SD_EINVAL, "unet: the gradient of block %d's output has the wrong shape", i);
+    } else if (ctl && ctl->stop_at_residuals && (dx || dcontext || dvec)) {
+        return sd_err(SD_EINVAL, "unet: stop_at_residuals gives no dx, dcontext or dvec");
+    } else if (!dy || dy->ndim != 4 || dy->shape[0] != u->x.shape[0] || dy->shape[1] != u->cfg.out_channels ||
         dy->shape[2] != u->x.shape[2] || dy->shape[3] != u->x.shape[3])
         return sd_err(SD_EINVAL, "unet: dy must have the shape of the output");
     size_t mark = sd_arena_mark(&ctx->scratch);
@@ -669,7 +756,10 @@ int sd_unet_backward(sd_ctx *ctx, sd_unet *u, sd_tensor *dx, sd_tensor *dcontext
     int cur = 0;
     sd_unet_block *last = &u->blocks[u->nblocks - 1];
     sd_tensor dh = view4(&G[cur], last->t[last->nsub].shape);
-    {
+    if (u->encoder_only) {
+        for (int i = 0; i < u->n_in; i++) TRY(sd_op_add(ctx, &u->dhs[i], &u->dhs[i], &ctl->dout[i]));
+        TRY(sd_op_convert(ctx, &dh, &ctl->dout[u->n_in]));
+    } else {
         size_t m2 = sd_arena_mark(&ctx->scratch);
         TRY(tensor4(&ctx->scratch, &dout, u->o.shape));
         TRY(zeros(ctx, &dout));
@@ -691,10 +781,29 @@ int sd_unet_backward(sd_ctx *ctx, sd_unet *u, sd_tensor *dx, sd_tensor *dcontext
         cur = 1 - cur;
         dh = dprev;
     }
+    if (ctl && !u->encoder_only) {
+        if (ctl->ddown)
+            for (int i = 0; i < u->n_in; i++) {
+                if (!sd_tensor_same_shape(&ctl->ddown[i], &u->dhs[i])) {
+                    rc = sd_err(SD_EINVAL, "unet: ddown[%d] must have the shape of input block %d's output", i, i);
+                    goto out;
+                }
+                TRY(sd_op_add(ctx, &ctl->ddown[i], &ctl->ddown[i], &u->dhs[i]));
+            }
+        if (ctl->dmid) {
+            if (!sd_tensor_same_shape(ctl->dmid, &dh)) {
+                rc = sd_err(SD_EINVAL, "unet: dmid must have the shape of the middle block's output");
+                goto out;
+            }
+            TRY(sd_op_add(ctx, ctl->dmid, ctl->dmid, &dh));
+        }
+        if (ctl->stop_at_residuals) goto out;
+    }
     /* middle block: its input is the last input block's output */
     TRY(block_backward(ctx, &u->blocks[u->n_in], &u->dhs[u->n_in - 1], &dh, pdemb, dcontext));
     for (int i = u->n_in - 1; i >= 1; i--)
         TRY(block_backward(ctx, &u->blocks[i], &u->dhs[i - 1], &u->dhs[i], pdemb, dcontext));
+    if (ctl && ctl->dadd0) TRY(sd_op_add(ctx, ctl->dadd0, ctl->dadd0, &u->dhs[0]));
     TRY(block_backward(ctx, &u->blocks[0], dx, &u->dhs[0], pdemb, dcontext));
     if (time_grad) {
         size_t m2 = sd_arena_mark(&ctx->scratch);

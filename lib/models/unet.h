@@ -121,12 +121,48 @@ typedef struct sd_unet {
     sd_tensor x, temb, e1, e1a, emb, context, o;
     sd_tensor vec, l1, l1a;         /* label_emb input, first linear's output, after SiLU */
     sd_tensor *dhs;                 /* backward: gradients of the input blocks' outputs (n_in) */
+    /* ControlNet (sd_unet_set_control) */
+    int encoder_only;               /* sd_unet_init_encoder: input blocks and the middle block only */
+    const struct sd_unet_control *ctl;
+    sd_tensor *skips;               /* forward with residuals: the skips plus them (n_in), the middle output plus its */
+    sd_tensor midsum;
 } sd_unet;
+
+/* ControlNet hooks of a UNet's forward and backward (diffusers' ControlNetModel and
+ * UNet2DConditionModel's down_block_additional_residuals / mid_block_additional_residual).
+ * Full UNet: down[i] (the shape of input block i's output) is added to the skip connection input
+ * block i feeds to its output block (not to the path into the next input block), mid to the middle
+ * block's output; the backward adds d(down[i]) to ddown[i] and d(mid) to dmid and, with
+ * stop_at_residuals, returns right there: nothing before the skips gets a gradient (a frozen UNet
+ * trained through a ControlNet; dx, dcontext and dvec must then be NULL).
+ * Encoder (sd_unet_init_encoder: ControlNet's copy of conv_in, the time embedding, the input
+ * blocks and the middle block): add0 is added to input_blocks.0's output (conv_in, before the
+ * first ResBlock: the conditioning embedding); the forward's y is NULL and its outputs are
+ * sd_unet_block_output(u, 0..n_in); the backward's dy is NULL and dout gives the gradients of
+ * those n_in + 1 outputs; dadd0 += d(add0). */
+typedef struct sd_unet_control {
+    const sd_tensor *down;          /* n_in tensors, or NULL */
+    const sd_tensor *mid;
+    const sd_tensor *add0;
+    sd_tensor *ddown;               /* n_in, or NULL */
+    sd_tensor *dmid;
+    sd_tensor *dadd0;
+    const sd_tensor *dout;          /* encoder backward: n_in + 1 */
+    int stop_at_residuals;
+} sd_unet_control;
 
 /* Build the UNet of `cfg` (validated here) and register its parameters in `r` below `prefix`
  * ("model.diffusion_model" for the single-file names; NULL or "" for bare names). */
 int sd_unet_init(sd_unet *u, sd_params *r, const char *prefix, const sd_unet_config *cfg);
 void sd_unet_free(sd_unet *u);
+/* The same without the output blocks and out.* (a ControlNet's copy of the UNet's encoder half:
+ * same names below `prefix`, same config). */
+int sd_unet_init_encoder(sd_unet *u, sd_params *r, const char *prefix, const sd_unet_config *cfg);
+/* Hooks of the next forwards and backwards (NULL: none); `c` must stay alive and unchanged while
+ * set. Set before sd_unet_plan: a plan with residuals counts the summed skips. */
+void sd_unet_set_control(sd_unet *u, const sd_unet_control *c);
+/* Output of block i of the last forward (0..n_in-1: input blocks, n_in: the middle block). */
+const sd_tensor *sd_unet_block_output(const sd_unet *u, int i);
 
 /* Gradient checkpointing of the ResBlocks and SpatialTransformers of one block ("input_blocks.4",
  * "middle_block", "output_blocks.2") or of all (block = NULL). Returns the number of blocks

@@ -23,14 +23,16 @@ int sd_train_method_parse(const char *s, sd_train_method *m)
     else if (!strcmp(s, "db") || !strcmp(s, "dreambooth")) *m = SD_METHOD_DB;
     else if (!strcmp(s, "ft") || !strcmp(s, "finetune") || !strcmp(s, "fine_tune")) *m = SD_METHOD_FT;
     else if (!strcmp(s, "ti") || !strcmp(s, "textual_inversion")) *m = SD_METHOD_TI;
-    else return sd_err(SD_EUSAGE, "--method %s is not supported (choose lora, db/dreambooth, ft/finetune or "
-                       "ti/textual_inversion)", s);
+    else if (!strcmp(s, "controlnet") || !strcmp(s, "control_net")) *m = SD_METHOD_CN;
+    else return sd_err(SD_EUSAGE, "--method %s is not supported (choose lora, db/dreambooth, ft/finetune, "
+                       "ti/textual_inversion or controlnet)", s);
     return SD_OK;
 }
 
 const char *sd_train_method_name(sd_train_method m)
 {
-    return m == SD_METHOD_DB ? "db" : m == SD_METHOD_FT ? "ft" : m == SD_METHOD_TI ? "ti" : "lora";
+    return m == SD_METHOD_DB ? "db" : m == SD_METHOD_FT ? "ft" : m == SD_METHOD_TI ? "ti"
+           : m == SD_METHOD_CN ? "controlnet" : "lora";
 }
 
 void sd_full_init(sd_full *f, sd_train_method m, int stop_te_given, int64_t stop_te, int train_text_encoder)

@@ -52,12 +52,13 @@ typedef enum sd_train_method {
     SD_METHOD_DB,      /* train_db.py */
     SD_METHOD_FT,      /* fine_tune.py */
     SD_METHOD_TI,      /* train_textual_inversion.py (train/ti.h) */
+    SD_METHOD_CN,      /* train_control_net.py (train/loop_cn.c) */
 } sd_train_method;
 
-/* "lora"; "db", "dreambooth"; "ft", "finetune", "fine_tune"; "ti", "textual_inversion"
+/* "lora"; "db", "dreambooth"; "ft", "finetune", "fine_tune"; "ti", "textual_inversion"; "controlnet"
  * (case-sensitive, as the tool's other choices). SD_EUSAGE naming the choices otherwise. */
 int sd_train_method_parse(const char *s, sd_train_method *m);
-const char *sd_train_method_name(sd_train_method m);   /* "lora", "db", "ft", "ti" */
+const char *sd_train_method_name(sd_train_method m);   /* "lora", "db", "ft", "ti", "controlnet" */
 
 #define SD_TE_STOP_NONE INT64_MAX
 #define SD_FULL_SDXL_BLOCKS 23   /* sdxl_train_util.UNET_NUM_BLOCKS_FOR_BLOCK_LR */

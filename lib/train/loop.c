@@ -240,6 +240,7 @@ static int alloc_buffers(run *R)
     if (!rc) rc = sd_tensor_alloc_on(&R->t_dy, R->dev, SD_F32, 1, (int64_t[]){ R->maxB * R->maxper });
     if (!rc) rc = sd_tensor_alloc_on(&R->t_t, R->dev, SD_F32, 1, (int64_t[]){ R->maxB });
     if (!rc) rc = sd_tensor_alloc_on(&R->t_ids, R->dev, SD_I32, 1, (int64_t[]){ R->maxB * R->nchunks * 77 });
+    if (!rc && R->cnet) rc = loop_cn_buffers(R);
     if (rc) return rc;
     /* activation arena: the largest bucket (LoRA dropout masks count only while training) */
     R->net.rt.training = 1;
@@ -248,6 +249,7 @@ static int alloc_buffers(run *R)
         const sd_batch_bucket *b = &R->plan.b[i];
         int64_t B = b->batch_size < b->n ? b->batch_size : b->n;
         sd_nn_plan p = sd_unet_plan(R->unet, B, b->h / 8, b->w / 8, R->seqlen);
+        if (R->cnet) loop_cn_plan(R, B, b->h / 8, b->w / 8, &p.saved, &p.scratch);
         if (p.saved > saved) saved = p.saved;
         if (p.scratch > scratch) scratch = p.scratch;
     }
@@ -359,6 +361,7 @@ static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int
     /* UNet (inputs copied to the device, the prediction back for the loss) */
     sd_tensor x, tt, y;
     rc = unet_inputs(R, B, C, h, w, &x, &tt, &y);
+    if (!rc && R->cnet) rc = loop_cn_forward(R, idx, B, h, w, &x, &tt, &ctxt);   /* its residuals go into the UNet */
     if (!rc) rc = sd_unet_forward(&R->ctx, R->unet, &R->act, &y, &x, &tt, &ctxt, vec);
     if (!rc) rc = sd_tensor_download(&y, R->pred, (size_t)(B * per) * sizeof(float));
     if (rc) return rc;
@@ -381,6 +384,7 @@ static int micro_step(run *R, const sd_batch_bucket *bk, const int64_t *idx, int
         if (!rc && R->sdxl) rc = sd_op_fill(&R->ctx, &dvec, 0.0f);
         if (rc) return rc;
     }
+    if (R->cnet) return loop_cn_backward(R, &dy);
     rc = sd_unet_backward(&R->ctx, R->unet, NULL, R->te_train ? &dctx : NULL, R->te_train && R->sdxl ? &dvec : NULL, &dy);
     if (rc) return rc;
     return loop_text_backward(R, B, dctx, dvec);
@@ -480,6 +484,7 @@ static void free_run(run *R)
     if (R->have_dy) sd_dylora_free(&R->dy);
     if (R->have_oft) sd_oft_network_free(&R->oft);
     if (R->have_lyn) sd_lyco_network_free(&R->lyn);
+    loop_cn_free(R);
     if (R->have_net) sd_lora_network_free(&R->net);
     if (R->have_ti2) sd_ti_free(&R->ti2);
     if (R->have_ti) sd_ti_free(&R->ti);
@@ -638,10 +643,12 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
     }
     R->scratch_cap = SD_CTX_DEFAULT_SCRATCH;
     R->is_full = c->method == SD_METHOD_DB || c->method == SD_METHOD_FT;
+    R->cnet = c->method == SD_METHOD_CN;
     if (R->is_full)
         sd_full_init(&R->full, (sd_train_method)c->method, c->has_stop_text_encoder_training,
                      c->stop_text_encoder_training, c->train_text_encoder);
     rc = loop_check_options(R);
+    if (!rc && R->cnet) rc = loop_cn_check(R);
     if (rc) goto out;
     /* seed: --seed, the resumed state's, or a random one */
     sd_train_state_out rs;
@@ -671,12 +678,15 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
     R->vseed = c->has_validation_seed ? (uint64_t)c->validation_seed : R->seed;
     rc = loop_load_models(R);
     if (!rc) rc = loop_check_family(R);
+    if (!rc && R->cnet && R->sdxl)
+        rc = sd_err(SD_EUNSUPPORTED, "--method controlnet: SDXL ControlNet training (sdxl_train_control_net.py) is "
+                    "not supported yet; SD1.x/SD2.x models are");
     if (rc) goto out;
     R->te_cached = R->sdxl && c->cache_text_encoder_outputs;
     /* masked loss (§1.11): train_network.py, train_db.py, the TI scripts and sdxl_train.py apply the
        masks a batch has (--masked_loss or not); fine_tune.py (SD1/SD2 ft) has neither option and
        never applies them. Without any mask a batch's loss is the unmasked one. */
-    R->use_masks = !(c->method == SD_METHOD_FT && !R->sdxl);
+    R->use_masks = !(c->method == SD_METHOD_FT && !R->sdxl) && !R->cnet;
     if (!R->use_masks && (c->masked_loss || c->alpha_mask)) {
         rc = sd_err(SD_EUSAGE, "--masked_loss/--alpha_mask: fine_tune.py (--method ft on SD1.x/SD2.x) has no masked "
                     "loss; use --method db, or an SDXL model");
@@ -733,6 +743,11 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
         rc = loop_setup_full(R);
         if (rc) goto out;
         goto trained_set;
+    }
+    if (R->cnet) {
+        rc = loop_cn_setup(R);
+        if (rc) goto out;
+        goto params_ready;
     }
     rc = loop_setup_lora(R);
     if (rc) goto out;
@@ -988,7 +1003,7 @@ trained_set:;
                                                                                : ".pt";
     }
     R->started_at = loop_wall_now();
-    rc = R->have_ti || R->is_full ? SD_OK : loop_build_metadata(R);
+    rc = R->have_ti || R->is_full || R->cnet ? SD_OK : loop_build_metadata(R);   /* train_control_net.py: no metadata */
     if (rc) goto out;
     /* logs */
     if (c->logging_dir) {
@@ -996,7 +1011,7 @@ trained_set:;
         rc = sd_tb_run_dir(dir, sizeof dir, c->logging_dir, c->log_prefix, (time_t)R->started_at);
         if (rc) goto out;
         size_t L = strlen(dir);
-        const char *tracker = R->have_ti ? "textual_inversion"
+        const char *tracker = R->cnet ? "controlnet_train" : R->have_ti ? "textual_inversion"
                               : R->full.method == SD_METHOD_DB && !R->full.sdxl ? "dreambooth"   /* sdxl_train.py: finetuning */
                               : R->full.method == SD_METHOD_FT ? "finetuning" : "network_train";
         snprintf(dir + L, sizeof dir - L, "/%s", c->log_tracker_name ? c->log_tracker_name : tracker);
@@ -1039,6 +1054,15 @@ trained_set:;
                                   R->cfg.parameterization == SD_PRED_V, &R->net.rt, R->seed, R->outdir,
                                   R->have_tb ? &R->tb : NULL);
     if (rc) goto out;
+    if (R->cnet && R->smp.on) {   /* the reference's sample_images(..., controlnet=controlnet): --cn IMAGE */
+        for (size_t i = 0; i < R->smp.prompts.n && !rc; i++)
+            if (!R->smp.prompts.items[i].controlnet_image)
+                rc = sd_err(SD_EUSAGE, "%s: sample prompt %zu has no control image (--cn IMAGE): --method controlnet "
+                            "samples with the ControlNet (the reference's pipeline needs controlnet_image)",
+                            c->sample_prompts, i);
+        if (rc) goto out;
+        R->smp.gm.controlnet = &R->cn;
+    }
     if (R->have_ti) {   /* sample prompts: T stands for all of its vectors */
         R->smp.gm.tokens = &R->ti.gtok;
         R->smp.gm.ntokens = 1;
@@ -1231,12 +1255,13 @@ trained_set:;
                     for (int h = g + 1; h < R->groups.n && !R->have_ti; h++)
                         later |= !strcmp(R->groups.names[h], R->groups.names[g]);
                     if (later) continue;
-                    if (R->have_ti) snprintf(tag, sizeof tag, "lr");
+                    if (R->have_ti || R->cnet) snprintf(tag, sizeof tag, "lr");   /* train_control_net.py: "lr" */
                     else snprintf(tag, sizeof tag, "lr/%s", R->groups.names[g]);
                     double lnext = sd_optim_logged_lr(&R->opt, g, R->groups.desc[g].lr * fnext);
                     sd_tb_scalar(&R->tb, tag, (float)lnext, global_step, wt);
                     if (sd_optim_kind_has_d(R->ocfg.kind)) {   /* D-Adaptation / Prodigy: d × lr */
-                        snprintf(tag, sizeof tag, "lr/d*lr/%s", R->groups.names[g]);   /* (TI refuses them) */
+                        if (R->cnet) snprintf(tag, sizeof tag, "lr/d*lr");   /* train_control_net.py */
+                        else snprintf(tag, sizeof tag, "lr/d*lr/%s", R->groups.names[g]);   /* (TI refuses them) */
                         sd_tb_scalar(&R->tb, tag, (float)(R->opt.ds.d * lnext), global_step, wt);
                     }
                 }
@@ -1297,7 +1322,7 @@ trained_set:;
             if (!rc) rc = sf_mode(R, 1);
             if (rc) break;
         }
-        if (R->have_tb && R->is_full && R->window_n)
+        if (R->have_tb && (R->is_full || R->cnet) && R->window_n)   /* train_control_net.py: the moving average */
             sd_tb_scalar(&R->tb, "loss/epoch", (float)window_mean(R), epoch + 1, sd_wall_time());
         else if (R->have_tb && R->epoch_loss_n)   /* TI: loss_total / len(train_dataloader) */
             sd_tb_scalar(&R->tb, R->have_ti ? "loss/epoch" : "loss/epoch_average", (float)(R->epoch_loss_sum / (double)R->epoch_loss_n), epoch + 1,

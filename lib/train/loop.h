@@ -154,6 +154,7 @@ typedef struct sd_train_config {
     int reso_w, reso_h;                /* --resolution (metadata only when records carry buckets) */
     /* sample images during training (§6.13; train/loop_sample.h) */
     const char *sample_prompts;        /* prompt file (.txt/.toml/.json) */
+    const char *controlnet_model;      /* --method controlnet: --controlnet_model_name_or_path (ldm or Diffusers names) */
     int sample_every_n_steps;          /* 0 = None */
     int sample_every_n_epochs;         /* 0 = None; when set, sample_every_n_steps is ignored */
     int sample_at_first;

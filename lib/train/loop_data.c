@@ -2,6 +2,7 @@
  * training records, one JSON record each (sd_train_data_add_record: latents or image, caption and
  * tags, repeats, bucket and the subset's caption options). */
 #include "train/loop.h"
+#include "train/full.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -206,7 +207,7 @@ int sd_train_data_add_record(sd_train_data *d, const sd_train_config *c, jv rec)
     /* a ControlNet subset's conditioning image (§1.11): the loss mask; the reference's dataset config
        accepts conditioning_data_dir only with --masked_loss, and its ControlNetDataset asserts
        random_crop off */
-    if (cond && !c->masked_loss)
+    if (cond && !c->masked_loss && c->method != SD_METHOD_CN)
         return sd_err(SD_EUSAGE, "conditioning_image %s: conditioning images are loss masks and need --masked_loss (the "
                       "reference accepts conditioning_data_dir only with it)", cond);
     if (cond && s.random_crop)

@@ -23,6 +23,7 @@
 #include <stdio.h>
 
 #include "models/clip.h"
+#include "models/controlnet.h"
 #include "models/sd_model.h"
 #include "models/unet.h"
 #include "nn/nn.h"
@@ -88,6 +89,15 @@ typedef struct run {
     int have_fused;
     double *fused_lrs;        /* this step's LR per optimizer group, for the steps inside the backward */
     sd_full_format ffmt;
+    /* --method controlnet (loop_cn.c): the ControlNet's parameters live in net.reg (no LoRA modules) */
+    int cnet;
+    sd_controlnet cn;
+    int have_cn;
+    sd_unet_control uctl;     /* the UNet's residual hooks (the ControlNet's outputs and their gradients) */
+    sd_tensor *t_dres;        /* n_res views of the residual gradients (scratch, per step) */
+    float *cond;              /* the batch's conditioning images [maxB][3][8h][8w] (host) */
+    sd_tensor t_cond;         /* the same on the device */
+    int *flipped;             /* [maxB]: the batch's samples whose flipped latents were loaded */
     sd_optim opt;
     int have_opt;
     sd_optim_config ocfg;
@@ -211,6 +221,22 @@ int loop_resolve_buckets(sd_train_data *d);
 int loop_cond_setup(run *R, sd_train_data *d);
 int loop_load_latents(run *R, const sd_train_data *d, const int64_t *idx, int B, int64_t micro, int h, int w,
                       int noflip);
+
+/* Sample s's conditioning image at tw×th as ControlNetDataset gives it (resized as for the masks,
+ * mirrored when flip, ToTensor + Normalize(0.5, 0.5): [-1, 1]) into dst [3][th][tw]. */
+int loop_cond_rgb(const sd_train_sample *s, int tw, int th, int flip, float *dst);
+
+/* ---- loop_cn.c: --method controlnet ------------------------------------------------------------- */
+
+int loop_cn_check(run *R);                       /* options, before the models load */
+int loop_cn_setup(run *R);                       /* after the models load: the ControlNet, its group */
+void loop_cn_plan(run *R, int64_t B, int64_t h, int64_t w, size_t *saved, size_t *scratch);
+int loop_cn_buffers(run *R);                     /* after alloc_buffers' sizes are known */
+int loop_cn_forward(run *R, const int64_t *idx, int B, int h, int w, const sd_tensor *x, const sd_tensor *tt,
+                    const sd_tensor *ctxt);
+int loop_cn_backward(run *R, const sd_tensor *dy);   /* the UNet's backward to the residuals, then the ControlNet's */
+int loop_cn_save(run *R, const char *path);
+void loop_cn_free(run *R);
 
 /* ---- loop_save.c -------------------------------------------------------------------------------- */
 

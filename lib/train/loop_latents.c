@@ -481,7 +481,9 @@ int loop_cond_setup(run *R, sd_train_data *d)
             return sd_err(SD_EFORMAT, "%s: the conditioning image is %dx%d, its training image %s is %dx%d (the sizes "
                           "must match)", s->cond, cw, ch, s->image ? s->image : s->latents, ow, oh);
     }
-    if (n && d == R->d)
+    if (n && d == R->d && R->cnet)
+        sd_info("controlnet: %zu image%s with a conditioning image (loaded at every step)", n, n == 1 ? "" : "s");
+    else if (n && d == R->d)
         sd_info("masked loss: %zu image%s with a conditioning image (its red channel is the mask; loaded at every step)",
                 n, n == 1 ? "" : "s");
     if (d->cond_alpha_off)
@@ -501,31 +503,40 @@ int loop_cond_setup(run *R, sd_train_data *d)
  * ControlNetDataset resizes with its own, not the subset's), else OpenCV INTER_AREA when neither
  * side grows, else PIL LANCZOS.
  * Then the red byte → sd_mask_cond_value. */
-static int cond_plane(run *R, const sd_train_sample *s, int tw, int th)
+static int cond_load(const sd_train_sample *s, int tw, int th, sd_image *im, sd_image *out, const sd_image **src)
 {
-    sd_image im = { 0 }, out = { 0 };
-    int rc = sd_image_load(s->cond, SD_ALPHA_DROP, &im, NULL);
+    memset(out, 0, sizeof *out);
+    int rc = sd_image_load(s->cond, SD_ALPHA_DROP, im, NULL);
     if (rc) return rc;
-    int aw = im.w, ah = im.h;   /* the sizes resize_image's automatic choice compares with tw, th */
-    if (s->cond_bucket && (im.w != s->cond_ow || im.h != s->cond_oh)) {
+    int aw = im->w, ah = im->h;   /* the sizes resize_image's automatic choice compares with tw, th */
+    if (s->cond_bucket && (im->w != s->cond_ow || im->h != s->cond_oh)) {
         rc = sd_err(SD_EFORMAT, "%s: the conditioning image is %dx%d, its training image %s is %dx%d (the sizes must "
-                    "match)", s->cond, im.w, im.h, s->image ? s->image : s->latents, s->cond_ow, s->cond_oh);
-        sd_image_free(&im);
+                    "match)", s->cond, im->w, im->h, s->image ? s->image : s->latents, s->cond_ow, s->cond_oh);
+        sd_image_free(im);
         return rc;
     }
-    if (!s->cond_bucket) aw = im.h, ah = im.w;
-    const sd_image *src = &im;
-    if (s->cond_bucket || im.w != tw || im.h != th) {
+    if (!s->cond_bucket) aw = im->h, ah = im->w;
+    *src = im;
+    if (s->cond_bucket || im->w != tw || im->h != th) {
         int f = s->cond_filter - 1;
         if (f < 0) f = aw >= tw && ah >= th ? SD_RESAMPLE_AREA : SD_RESAMPLE_LANCZOS;
-        rc = sd_resample(&im, tw, th, f, &out);
+        rc = sd_resample(im, tw, th, f, out);
         if (rc) {
-            sd_image_free(&im);
+            sd_image_free(im);
             sd_err_prefix(rc, "%s", s->cond);
             return rc;
         }
-        src = &out;
+        *src = out;
     }
+    return SD_OK;
+}
+
+static int cond_plane(run *R, const sd_train_sample *s, int tw, int th)
+{
+    sd_image im = { 0 }, out = { 0 };
+    const sd_image *src = NULL;
+    int rc = cond_load(s, tw, th, &im, &out, &src);
+    if (rc) return rc;
     size_t np = (size_t)tw * (size_t)th;
     if (np > R->cond_mask_n) {
         float *p = realloc(R->cond_mask, np * sizeof *p);
@@ -536,6 +547,27 @@ static int cond_plane(run *R, const sd_train_sample *s, int tw, int th)
     sd_image_free(&out);
     sd_image_free(&im);
     return rc;
+}
+
+int loop_cond_rgb(const sd_train_sample *s, int tw, int th, int flip, float *dst)
+{
+    sd_image im = { 0 }, out = { 0 };
+    const sd_image *src = NULL;
+    int rc = cond_load(s, tw, th, &im, &out, &src);
+    if (rc) return rc;
+    /* ToTensor (byte / 255) then Normalize([0.5], [0.5]): (x - 0.5) / 0.5 in float32 */
+    size_t np = (size_t)tw * (size_t)th;
+    int c = src->c;
+    for (int ch = 0; ch < 3; ch++)
+        for (int y = 0; y < th; y++)
+            for (int x = 0; x < tw; x++) {
+                int sx = flip ? tw - 1 - x : x;
+                uint8_t b = src->px[((size_t)y * (size_t)tw + (size_t)sx) * (size_t)c + (size_t)(c >= 3 ? ch : 0)];
+                dst[(size_t)ch * np + (size_t)y * (size_t)tw + (size_t)x] = ((float)b / 255.0f - 0.5f) / 0.5f;
+            }
+    sd_image_free(&out);
+    sd_image_free(&im);
+    return SD_OK;
 }
 
 /* SDXL size conditioning of one sample (§3.3, kohya's dataset __getitem__): original size (H, W),
@@ -607,6 +639,7 @@ int loop_load_latents(run *R, const sd_train_data *d, const int64_t *idx, int B,
             if (s->bucket_w != w * 8 || s->bucket_h != h * 8)
                 return sd_err(SD_EINVAL, "%s: bucket %dx%d, the batch's is %dx%d", s->image, s->bucket_w, s->bucket_h,
                               w * 8, h * 8);
+            if (R->flipped) R->flipped[b] = flip;
             int rc = live_encode(R, s, (uint32_t)micro, (uint32_t)b, flip);
             if (rc) return rc;
             float *dst = R->x0 + (size_t)b * per;
@@ -623,6 +656,7 @@ int loop_load_latents(run *R, const sd_train_data *d, const int64_t *idx, int B,
             }
             float *dst = R->x0 + (size_t)b * per;
             for (int64_t i = 0; i < per; i++) dst[i] = src[i] * sf;
+            if (R->flipped) R->flipped[b] = src == s->mem_flip;
             if (R->sizes) size_cond(R->sizes + 6 * b, s->has_size, s->orig_w, s->orig_h, s->crop_ltrb, src == s->mem_flip,
                                     w * 8, h * 8);
             int rc = sample_mask(R, s, b, per, h, w, s->mask_mem, s->mask_h, s->mask_w, src == s->mem_flip);
@@ -655,6 +689,7 @@ int loop_load_latents(run *R, const sd_train_data *d, const int64_t *idx, int B,
         }
         float *dst = R->x0 + (size_t)b * per;
         for (int64_t i = 0; i < per; i++) dst[i] = src[i] * sf;
+        if (R->flipped) R->flipped[b] = src == lf.latents_flipped;
         if (R->sizes) {
             double ltrb[4] = { (double)lf.crop_ltrb[0], (double)lf.crop_ltrb[1], (double)lf.crop_ltrb[2],
                                (double)lf.crop_ltrb[3] };

@@ -410,6 +410,7 @@ int loop_save_checkpoint(run *R, sd_save_kind kind, int64_t no, int64_t global_s
     if (!path) return sd_err(SD_ENOMEM, "out of memory");
     rc = R->have_ti ? save_ti(R, path)
          : R->is_full ? save_full(R, path, global_step, kind == SD_SAVE_EPOCH ? epoch1 : epoch1 - 1)
+         : R->cnet    ? loop_cn_save(R, path)
                       : save_lora(R, path, global_step, epoch1);
     if (!rc && kind != SD_SAVE_LAST) sd_info("saved %s", path);
     free(path);
