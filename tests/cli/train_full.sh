@@ -239,4 +239,24 @@ o3f=$(ls o3/*.safetensors 2> /dev/null | head -1); o4f=o4/${o3f#o3/}
 [ -n "$o3f" ] && cmp -s "$o3f" "$o4f" && ok train_full_device_optim_fp16_same_bytes ||
   nok train_full_device_optim_fp16_same_bytes "$(tail -2 o4.err)"
 
+# ---- Lion, SGDNesterov and Adafactor through the device ops (their GPU path): the host loops' bytes ----------
+# (weight decay, clipping, the text encoder stopping; --full_bf16 rounding; Adafactor's factored 2-D and
+# 4-D weights and unfactored biases, its RMS-scaled relative step and a fixed LR with β1)
+dk=0
+for spec in "Lion|--optimizer_args weight_decay=0.1 betas=0.9,0.99" "SGDNesterov|--optimizer_args weight_decay=0.01" \
+            "Adafactor|--max_grad_norm 0.5" \
+            "Adafactor|--optimizer_args relative_step=False scale_parameter=False warmup_init=False beta1=0.9 weight_decay=0.01" \
+            "Lion|--mixed_precision bf16 --full_bf16"; do
+  dk=$((dk + 1)); kind=${spec%%|*}; extra=${spec#*|}
+  # shellcheck disable=SC2086
+  D --output_dir dk${dk}h --max_train_steps 3 --stop_text_encoder_training 2 --optimizer_type $kind $extra 2> dk${dk}h.err
+  # shellcheck disable=SC2086
+  SD_DEVICE_OPTIM=1 D --output_dir dk${dk}d --max_train_steps 3 --stop_text_encoder_training 2 --optimizer_type $kind $extra \
+    2> dk${dk}d.err
+  [ -f dk${dk}h/last.safetensors ] && cmp -s dk${dk}h/last.safetensors dk${dk}d/last.safetensors &&
+    ! cmp -s tiny.safetensors dk${dk}d/last.safetensors && grep -q "$kind runs on the CPU through the device ops" dk${dk}d.err &&
+    ok "train_full_device_optim_${kind}_${dk}_same_bytes" ||
+    nok "train_full_device_optim_${kind}_${dk}_same_bytes" "$(tail -2 dk${dk}d.err) / $(tail -1 dk${dk}h.err)"
+done
+
 [ -n "${KEEP:-}" ] || rm -rf "$tmp"
