@@ -54,6 +54,8 @@ int sd_cpu_lion(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, sd_tensor *m, con
 int sd_cpu_sgd(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, sd_tensor *buf, const sd_sgd_scalars *s);
 int sd_cpu_adafactor_sq(sd_ctx *ctx, const sd_tensor *g, sd_tensor *row, sd_tensor *col, sd_tensor *rmean, sd_tensor *v, sd_tensor *u, const sd_adafactor_scalars *s);
 int sd_cpu_adafactor_apply(sd_ctx *ctx, sd_tensor *p, const sd_tensor *u, sd_tensor *m, const sd_adafactor_scalars *s);
+int sd_cpu_bnb2_step(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, const sd_bnb_state_ptrs *st, const sd_bnb2_scalars *s, const sd_bnb_qmaps *q);
+int sd_cpu_bnb1_step(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, const sd_bnb_state_ptrs *st, const sd_bnb1_scalars *s, const sd_bnb_qmaps *q);
 int sd_cpu_sumsq(sd_ctx *ctx, const sd_tensor *x, double *out);
 int sd_cpu_scale_round(sd_ctx *ctx, sd_tensor *x, float s, sd_dtype round, int *nonfinite);
 
@@ -111,6 +113,8 @@ int sd_cuda_lion(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, sd_tensor *m, co
 int sd_cuda_sgd(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, sd_tensor *buf, const sd_sgd_scalars *s);
 int sd_cuda_adafactor_sq(sd_ctx *ctx, const sd_tensor *g, sd_tensor *row, sd_tensor *col, sd_tensor *rmean, sd_tensor *v, sd_tensor *u, const sd_adafactor_scalars *s);
 int sd_cuda_adafactor_apply(sd_ctx *ctx, sd_tensor *p, const sd_tensor *u, sd_tensor *m, const sd_adafactor_scalars *s);
+int sd_cuda_bnb2_step(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, const sd_bnb_state_ptrs *st, const sd_bnb2_scalars *s, const sd_bnb_qmaps *q);
+int sd_cuda_bnb1_step(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, const sd_bnb_state_ptrs *st, const sd_bnb1_scalars *s, const sd_bnb_qmaps *q);
 int sd_cuda_sumsq(sd_ctx *ctx, const sd_tensor *x, double *out);
 int sd_cuda_scale_round(sd_ctx *ctx, sd_tensor *x, float s, sd_dtype round, int *nonfinite);
 #ifdef __cplusplus

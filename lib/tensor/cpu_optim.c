@@ -101,6 +101,48 @@ int sd_cpu_adafactor_apply(sd_ctx *ctx, sd_tensor *pt, const sd_tensor *ut, sd_t
     return SD_OK;
 }
 
+int sd_cpu_bnb2_step(sd_ctx *ctx, sd_tensor *pt, const sd_tensor *gt, const sd_bnb_state_ptrs *st,
+                     const sd_bnb2_scalars *s, const sd_bnb_qmaps *q)
+{
+    float *p = pt->data;
+    const float *g = gt->data;
+    const int64_t n = st->numel;
+    if (!st->mode8) {
+#pragma omp parallel for num_threads(ctx->threads) schedule(static) if (n >= PAR_MIN)
+        for (int64_t i = 0; i < n; i++) sd_bnb2_elem32(s, &p[i], g[i], &st->m32[i], &st->v32[i]);
+        return SD_OK;
+    }
+    const int64_t nb = (n + SD_BNB_BLOCK - 1) / SD_BNB_BLOCK;
+#pragma omp parallel for num_threads(ctx->threads) schedule(static) if (n >= PAR_MIN)
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t i = b * SD_BNB_BLOCK;
+        int valid = (int)(n - i >= SD_BNB_BLOCK ? SD_BNB_BLOCK : n - i);
+        sd_bnb2_block8(s, q, p + i, g + i, st->m8 + i, st->v8 + i, st->absmax1, st->absmax2, b, valid);
+    }
+    return SD_OK;
+}
+
+int sd_cpu_bnb1_step(sd_ctx *ctx, sd_tensor *pt, const sd_tensor *gt, const sd_bnb_state_ptrs *st,
+                     const sd_bnb1_scalars *s, const sd_bnb_qmaps *q)
+{
+    float *p = pt->data;
+    const float *g = gt->data;
+    const int64_t n = st->numel;
+    if (!st->mode8) {
+#pragma omp parallel for num_threads(ctx->threads) schedule(static) if (n >= PAR_MIN)
+        for (int64_t i = 0; i < n; i++) sd_bnb1_elem32(s, &p[i], g[i], &st->m32[i]);
+        return SD_OK;
+    }
+    const int64_t nb = (n + SD_BNB_BLOCK - 1) / SD_BNB_BLOCK;
+#pragma omp parallel for num_threads(ctx->threads) schedule(static) if (n >= PAR_MIN)
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t i = b * SD_BNB_BLOCK;
+        int valid = (int)(n - i >= SD_BNB_BLOCK ? SD_BNB_BLOCK : n - i);
+        sd_bnb1_block8(s, q, p + i, g + i, st->m8 + i, st->absmax1, b, valid);
+    }
+    return SD_OK;
+}
+
 int sd_cpu_sumsq(sd_ctx *ctx, const sd_tensor *x, double *out)
 {
     const float *a = x->data;

@@ -958,6 +958,35 @@ int sd_op_adafactor_apply(sd_ctx *ctx, sd_tensor *p, const sd_tensor *u, sd_tens
     return BACKEND(adafactor_apply, ctx, p, u, m, s);
 }
 
+static int bnb_check(sd_ctx *ctx, const char *op, const sd_tensor *p, const sd_tensor *g, const sd_bnb_state_ptrs *st,
+                     int nstates, const void *s, const sd_bnb_qmaps *q)
+{
+    if (!p || !g || !st || !s || !q) return sd_err(SD_EINVAL, "%s: missing argument", op);
+    DEVS(op, p, g);
+    F32(op, "p", p); F32(op, "g", g);
+    SAME(op, "p", p, "g", g);
+    if (sd_tensor_numel(p) != st->numel)
+        return sd_err(SD_EINVAL, "%s: the state holds %lld values, p %lld", op, (long long)st->numel,
+                      (long long)sd_tensor_numel(p));
+    int ok = st->mode8 ? st->m8 && st->absmax1 && (nstates == 1 || (st->v8 && st->absmax2))
+                       : st->m32 && (nstates == 1 || st->v32);
+    return ok ? SD_OK : sd_err(SD_EINVAL, "%s: state arrays missing", op);
+}
+
+int sd_op_bnb2_step(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, const sd_bnb_state_ptrs *st,
+                    const sd_bnb2_scalars *s, const sd_bnb_qmaps *q)
+{
+    int rc = bnb_check(ctx, "bnb2_step", p, g, st, 2, s, q);
+    return rc ? rc : BACKEND(bnb2_step, ctx, p, g, st, s, q);
+}
+
+int sd_op_bnb1_step(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, const sd_bnb_state_ptrs *st,
+                    const sd_bnb1_scalars *s, const sd_bnb_qmaps *q)
+{
+    int rc = bnb_check(ctx, "bnb1_step", p, g, st, 1, s, q);
+    return rc ? rc : BACKEND(bnb1_step, ctx, p, g, st, s, q);
+}
+
 int sd_op_sumsq(sd_ctx *ctx, const sd_tensor *x, double *out)
 {
     if (!x || !out) return sd_err(SD_EINVAL, "sumsq: missing argument");

@@ -26,6 +26,7 @@
 #ifndef SD_TENSOR_OPS_H
 #define SD_TENSOR_OPS_H
 
+#include "tensor/optim8_elem.h"
 #include "tensor/optim_elem.h"
 #include "tensor/tensor.h"
 
@@ -250,6 +251,21 @@ int sd_op_adafactor_sq(sd_ctx *ctx, const sd_tensor *g, sd_tensor *row, sd_tenso
 /* Adafactor's step from u (sd_adafactor_apply_elem): p, u, m (NULL without β1) f32 of one shape.
  * The same bits on CPU and CUDA. */
 int sd_op_adafactor_apply(sd_ctx *ctx, sd_tensor *p, const sd_tensor *u, sd_tensor *m, const sd_adafactor_scalars *s);
+/* bitsandbytes' state of one tensor (train/optim8bit.h), its arrays on the context's device. */
+typedef struct sd_bnb_state_ptrs {
+    int64_t numel;
+    int mode8;               /* 1: 8-bit codes with one absmax per 256-element block; 0: f32 states */
+    float *m32, *v32;        /* f32: state1, state2 (v32 NULL with one state) */
+    uint8_t *m8, *v8;        /* 8-bit: the codes of state1, state2 (v8 NULL with one state) */
+    float *absmax1, *absmax2;
+} sd_bnb_state_ptrs;
+/* One step of bnb's 2-state (AdamW8bit; sd_bnb2_elem32 / sd_bnb2_block8) or 1-state (Lion8bit,
+ * SGD8bit; sd_bnb1_elem32 / sd_bnb1_block8) kernel on one parameter: p, g f32 of st->numel values;
+ * q the maps (host memory). The same bits on CPU and CUDA. */
+int sd_op_bnb2_step(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, const sd_bnb_state_ptrs *st,
+                    const sd_bnb2_scalars *s, const sd_bnb_qmaps *q);
+int sd_op_bnb1_step(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, const sd_bnb_state_ptrs *st,
+                    const sd_bnb1_scalars *s, const sd_bnb_qmaps *q);
 /* *out = Σ x² (x f32), accumulated in double: on the CPU in element order, on CUDA in a fixed tree
  * (the same for any run; it may differ from the CPU's sum in the last bits of the double).
  * Synchronises. */

@@ -130,6 +130,65 @@ extern "C" int sd_cuda_adafactor_apply(sd_ctx *ctx, sd_tensor *p, const sd_tenso
     return SD_OK;
 }
 
+// bitsandbytes' steps: one thread per element (f32 states) or per 256-element block (8-bit codes: the
+// block's values in the thread's local arrays, its absmax a max, the codes a binary search), the maps
+// passed by value.
+__global__ void k_bnb2_32(size_t n, float *p, const float *g, float *m, float *v, sd_bnb2_scalars s)
+{
+    SD_CU_LOOP(i, n) sd_bnb2_elem32(&s, &p[i], g[i], &m[i], &v[i]);
+}
+
+__global__ void k_bnb2_8(size_t n, size_t nb, float *p, const float *g, uint8_t *c1, uint8_t *c2, float *a1, float *a2,
+                         sd_bnb2_scalars s, sd_bnb_qmaps q)
+{
+    SD_CU_LOOP(b, nb) {
+        size_t i = b * SD_BNB_BLOCK;
+        int valid = (int)(n - i >= SD_BNB_BLOCK ? SD_BNB_BLOCK : n - i);
+        sd_bnb2_block8(&s, &q, p + i, g + i, c1 + i, c2 + i, a1, a2, (int64_t)b, valid);
+    }
+}
+
+extern "C" int sd_cuda_bnb2_step(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, const sd_bnb_state_ptrs *st,
+                                 const sd_bnb2_scalars *s, const sd_bnb_qmaps *q)
+{
+    size_t n = (size_t)st->numel;
+    if (!st->mode8) {
+        SD_CU_GRID(k_bnb2_32, n, n, FP(p), CFP(g), st->m32, st->v32, *s);
+        return SD_OK;
+    }
+    size_t nb = (n + SD_BNB_BLOCK - 1) / SD_BNB_BLOCK;
+    SD_CU_GRID(k_bnb2_8, nb, n, nb, FP(p), CFP(g), st->m8, st->v8, st->absmax1, st->absmax2, *s, *q);
+    return SD_OK;
+}
+
+__global__ void k_bnb1_32(size_t n, float *p, const float *g, float *m, sd_bnb1_scalars s)
+{
+    SD_CU_LOOP(i, n) sd_bnb1_elem32(&s, &p[i], g[i], &m[i]);
+}
+
+__global__ void k_bnb1_8(size_t n, size_t nb, float *p, const float *g, uint8_t *c1, float *a1, sd_bnb1_scalars s,
+                         sd_bnb_qmaps q)
+{
+    SD_CU_LOOP(b, nb) {
+        size_t i = b * SD_BNB_BLOCK;
+        int valid = (int)(n - i >= SD_BNB_BLOCK ? SD_BNB_BLOCK : n - i);
+        sd_bnb1_block8(&s, &q, p + i, g + i, c1 + i, a1, (int64_t)b, valid);
+    }
+}
+
+extern "C" int sd_cuda_bnb1_step(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, const sd_bnb_state_ptrs *st,
+                                 const sd_bnb1_scalars *s, const sd_bnb_qmaps *q)
+{
+    size_t n = (size_t)st->numel;
+    if (!st->mode8) {
+        SD_CU_GRID(k_bnb1_32, n, n, FP(p), CFP(g), st->m32, *s);
+        return SD_OK;
+    }
+    size_t nb = (n + SD_BNB_BLOCK - 1) / SD_BNB_BLOCK;
+    SD_CU_GRID(k_bnb1_8, nb, n, nb, FP(p), CFP(g), st->m8, st->absmax1, *s, *q);
+    return SD_OK;
+}
+
 static const unsigned SUMSQ_MAX_BLOCKS = 1024;
 
 __global__ void k_sumsq_part(size_t n, const float *x, double *part)
