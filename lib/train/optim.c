@@ -796,7 +796,10 @@ int sd_optim_init(sd_optim *o, const sd_optim_config *cfg, const sd_optim_group_
 
 void sd_optim_free(sd_optim *o)
 {
-    for (size_t i = 0; o->st8 && i < o->nparams; i++) sd_adamw8bit_state_free(&o->st8[i]);
+    for (size_t i = 0; o->st8 && i < o->nparams; i++) {
+        if (sd_optim_on_device(o)) sd_device_free(o->st8[i].mem), o->st8[i].mem = NULL;
+        sd_adamw8bit_state_free(&o->st8[i]);
+    }
     free(o->st8);
     free(o->groups);
     free(o->params);
@@ -852,7 +855,46 @@ sd_tensor sd_optim_state_view(const sd_optim *o, const sd_param *p, float *data)
 
 int sd_optim_kind_on_device(sd_optim_kind k)
 {
-    return k == SD_OPTIM_ADAMW || k == SD_OPTIM_LION || k == SD_OPTIM_SGD_NESTEROV || k == SD_OPTIM_ADAFACTOR;
+    return k == SD_OPTIM_ADAMW || k == SD_OPTIM_LION || k == SD_OPTIM_SGD_NESTEROV || k == SD_OPTIM_ADAFACTOR ||
+           sd_optim_is_bnb(k);
+}
+
+/* One bitsandbytes state block (one per parameter) to the device or back. */
+static int move_st8_one(sd_adamw8bit_state *st, int to)
+{
+    size_t bytes = sd_adamw8bit_state_bytes(st);
+    if (!st->mem || !bytes) return SD_OK;
+    unsigned char *old = st->mem, *nb = NULL;
+    int rc;
+    if (to) {
+        rc = sd_device_alloc((void **)&nb, bytes);
+        if (!rc) rc = sd_device_copy_to_device(nb, old, bytes);
+        if (rc) { sd_device_free(nb); return rc; }
+        free(old);
+    } else {
+        nb = malloc(bytes);
+        rc = nb ? sd_device_copy_to_host(nb, old, bytes) : sd_err(SD_ENOMEM, "optimizer: out of memory for %zu state bytes", bytes);
+        if (rc) { free(nb); return rc; }
+        sd_device_free(old);
+    }
+#define REBASE(f) if (st->f) st->f = (void *)(nb + ((unsigned char *)st->f - old))
+    REBASE(m32); REBASE(v32); REBASE(m8); REBASE(v8); REBASE(absmax1); REBASE(absmax2);
+#undef REBASE
+    st->mem = nb;
+    return SD_OK;
+}
+
+/* Every bitsandbytes state to the device or back; on failure the ones moved so far go back. */
+static int move_st8(sd_optim *o, int to)
+{
+    for (size_t i = 0; o->st8 && i < o->nparams; i++) {
+        int rc = move_st8_one(&o->st8[i], to);
+        if (rc) {
+            for (size_t j = 0; j < i; j++) (void)move_st8_one(&o->st8[j], !to);
+            return rc;
+        }
+    }
+    return SD_OK;
 }
 
 /* n floats from host memory to device memory or back (*buf replaced; freed on success). */
@@ -883,18 +925,20 @@ int sd_optim_place(sd_optim *o, sd_ctx *ctx)
         return sd_err(SD_EUNSUPPORTED, "optimizer %s runs on the host only", sd_optim_kind_name(o->cfg.kind));
     int from = sd_optim_on_device(o), to = ctx && ctx->backend != SD_DEV_CPU;
     if (from != to) {
+        int rc8 = move_st8(o, to);
+        if (rc8) return rc8;
         /* Adafactor's scratch holds nothing between steps: a new one on the other side */
         float *ns = NULL;
         size_t sbytes = o->scratch_floats * sizeof(float);
         int rc = o->scratch && to ? sd_device_alloc((void **)&ns, sbytes) : SD_OK;
-        if (rc) return rc;
-        if (o->scratch && !to && !(ns = malloc(sbytes)))
-            return sd_err(SD_ENOMEM, "optimizer: out of memory for %zu scratch values", o->scratch_floats);
+        if (!rc && o->scratch && !to && !(ns = malloc(sbytes)))
+            rc = sd_err(SD_ENOMEM, "optimizer: out of memory for %zu scratch values", o->scratch_floats);
         float *old = o->state, *nb = o->state;
-        rc = move_floats(&nb, o->state_floats, to);
+        if (!rc) rc = move_floats(&nb, o->state_floats, to);
         if (rc) {
             if (to) sd_device_free(ns);
             else free(ns);
+            (void)move_st8(o, from);
             return rc;
         }
         if (o->scratch) {
@@ -917,7 +961,9 @@ int sd_optim_place(sd_optim *o, sd_ctx *ctx)
 
 size_t sd_optim_device_bytes(const sd_optim *o)
 {
-    return (o->state_floats + (o->scratch ? o->scratch_floats : 0)) * sizeof(float);
+    size_t b = (o->state_floats + (o->scratch ? o->scratch_floats : 0)) * sizeof(float);
+    for (size_t i = 0; o->st8 && i < o->nparams; i++) b += sd_adamw8bit_state_bytes(&o->st8[i]);
+    return b;
 }
 
 /* --full_fp16 / --full_bf16: the reference's AdamW on f16/bf16 tensors (optim_elem.h). */
@@ -963,9 +1009,12 @@ static int adamw8bit_step(sd_optim *o, const double *lr, const uint8_t *skip)
         sd_optim_param *op = &o->params[i];
         op->step++;
         op->initialized = 1;
-        int rc = sd_adamw8bit_step(&o->st8[i], (float *)op->p->value.data, (const float *)op->p->grad.data,
-                                   sd_optim_glr(o, lr, op->group), b->beta1, b->beta2, b->eps,
-                                   o->groups[op->group].weight_decay, op->step);
+        int rc = o->ctx ? sd_adamw8bit_step_op(o->ctx, &o->st8[i], &op->p->value, &op->p->grad,
+                                               sd_optim_glr(o, lr, op->group), b->beta1, b->beta2, b->eps,
+                                               o->groups[op->group].weight_decay, op->step)
+                        : sd_adamw8bit_step(&o->st8[i], (float *)op->p->value.data, (const float *)op->p->grad.data,
+                                            sd_optim_glr(o, lr, op->group), b->beta1, b->beta2, b->eps,
+                                            o->groups[op->group].weight_decay, op->step);
         if (rc) return rc;
     }
     return SD_OK;
@@ -981,9 +1030,13 @@ static int bnb1_step(sd_optim *o, const double *lr, const uint8_t *skip)
         sd_optim_param *op = &o->params[i];
         op->step++;
         op->initialized = 1;
-        int rc = sd_bnb1_step(&o->st8[i], opt, (float *)op->p->value.data, (const float *)op->p->grad.data,
-                              sd_optim_glr(o, lr, op->group), b->beta1, b->beta2, o->groups[op->group].weight_decay,
-                              op->step, o->half == SD_F16 ? 1 : o->half == SD_BF16 ? 2 : 0);
+        const int half = o->half == SD_F16 ? 1 : o->half == SD_BF16 ? 2 : 0;
+        int rc = o->ctx ? sd_bnb1_step_op(o->ctx, &o->st8[i], opt, &op->p->value, &op->p->grad,
+                                          sd_optim_glr(o, lr, op->group), b->beta1, b->beta2,
+                                          o->groups[op->group].weight_decay, op->step, half)
+                        : sd_bnb1_step(&o->st8[i], opt, (float *)op->p->value.data, (const float *)op->p->grad.data,
+                                       sd_optim_glr(o, lr, op->group), b->beta1, b->beta2,
+                                       o->groups[op->group].weight_decay, op->step, half);
         if (rc) return rc;
     }
     return SD_OK;

@@ -500,10 +500,11 @@ static void test_place(void)
     sd_ctx_free(&cpu);
 }
 
-/* Lion, SGDNesterov and Adafactor placed on a CPU context (the ops of tensor/ops.h, what a GPU runs)
- * give the host loops' bits: 4 steps with a skipped parameter, clipping, f32 / bf16 / f16, weight
- * decay on and off, Adafactor factored (a matrix, a 4-D conv weight of 3x3 matrices, a 3-D stack)
- * and unfactored (a bias), with and without β1, relative and fixed step. */
+/* Lion, SGDNesterov, Adafactor and the bitsandbytes kinds placed on a CPU context (the ops of
+ * tensor/ops.h, what a GPU runs) give the host loops' bits: 4 steps with a skipped parameter,
+ * clipping, f32 / bf16 / f16, weight decay on and off, Adafactor factored (a matrix, a 4-D conv
+ * weight of 3x3 matrices, a 3-D stack) and unfactored (a bias), with and without β1, relative and
+ * fixed step; AdamW8bit / Lion8bit / SGDNesterov8bit with 8-bit blockwise and f32 states. */
 static void test_place_kinds(void)
 {
     static const struct { sd_optim_kind kind; const char *args[4]; int nargs; double lr; } cases[] = {
@@ -514,6 +515,11 @@ static void test_place_kinds(void)
         { SD_OPTIM_ADAFACTOR, { "weight_decay=0.1" }, 1, 0 },
         { SD_OPTIM_ADAFACTOR, { "relative_step=False", "scale_parameter=False", "warmup_init=False", "beta1=0.9" }, 4, 1e-2 },
         { SD_OPTIM_ADAFACTOR, { "relative_step=False", "weight_decay=0.01", "clip_threshold=0.5" }, 3, 1e-2 },
+        { SD_OPTIM_ADAMW8BIT, { "min_8bit_size=100", "weight_decay=0.1" }, 2, 1e-2 },   /* 8-bit and f32 states */
+        { SD_OPTIM_ADAMW8BIT, { "weight_decay=0" }, 1, 1e-2 },
+        { SD_OPTIM_LION8BIT, { "min_8bit_size=100", "weight_decay=0.1" }, 2, 1e-3 },
+        { SD_OPTIM_SGD_NESTEROV8BIT, { "min_8bit_size=1", "weight_decay=0.01" }, 2, 5e-2 },
+        { SD_OPTIM_PAGED_ADAMW32BIT, { "weight_decay=0.01" }, 1, 1e-2 },
     };
     static const sd_dtype dts[3] = { SD_F32, SD_BF16, SD_F16 };
     static const int nd[4] = { 2, 4, 3, 1 };
@@ -565,9 +571,19 @@ static void test_place_kinds(void)
                     res[k][i] = malloc(n * sizeof(float));
                     if (res[k][i]) memcpy(res[k][i], ps[i]->value.data, n * sizeof(float));
                 }
-                nst = o.state_floats;
-                st[k] = malloc(nst * sizeof(float));
-                if (st[k]) memcpy(st[k], o.state, nst * sizeof(float));
+                size_t s8 = 0;
+                for (size_t i = 0; o.st8 && i < o.nparams; i++) s8 += sd_adamw8bit_state_bytes(&o.st8[i]);
+                nst = o.state_floats + (s8 + sizeof(float) - 1) / sizeof(float);
+                st[k] = calloc(nst ? nst : 1, sizeof(float));
+                if (st[k]) {
+                    memcpy(st[k], o.state, o.state_floats * sizeof(float));
+                    unsigned char *at = (unsigned char *)(st[k] + o.state_floats);
+                    for (size_t i = 0; o.st8 && i < o.nparams; i++) {
+                        size_t b = sd_adamw8bit_state_bytes(&o.st8[i]);
+                        memcpy(at, o.st8[i].mem, b);
+                        at += b;
+                    }
+                }
                 sd_optim_free(&o);
                 sd_params_free(&r);
             }
