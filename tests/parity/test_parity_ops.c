@@ -30,6 +30,7 @@
 #include "tensor/device.h"
 #include "tensor/ops.h"
 #include "test.h"
+#include "train/optim8bit.h"
 #ifdef SD_CUDA
 #include "tensor/cuda/cuda.h" /* the conv path counters; sd_cuda_gemm_count16 / count32: which operands the products took */
 #endif
@@ -1361,6 +1362,63 @@ static void test_optim_kinds(void)
     }
 }
 
+/* bitsandbytes' steps (optim8_elem.h on both sides): AdamW8bit and Lion8bit / SGD8bit on 8-bit
+ * blockwise codes (a partial last block) and on f32 states, 3 steps with a new gradient each,
+ * weight decay on, Lion's T rounding of bf16: the parameters, codes, absmax and f32 states bit-exact. */
+static void test_optim_bnb(void)
+{
+    sd_bnb_qmaps q;
+    sd_bnb_dynamic_map(1, q.q1);
+    sd_bnb_dynamic_map(0, q.q2);
+    const int64_t n = 70001, nb = (n + 255) / 256;
+    char name[96];
+    for (int mode8 = 0; mode8 < 2; mode8++) {
+        for (int kind = 0; kind < 3; kind++) {   /* AdamW8bit, Lion8bit (bf16 T), SGD8bit */
+            pair *p = R(n), *m32 = MK(SD_F32, 0.01f, 0.0f, n), *v32 = MK(SD_F32, 0.001f, 0.001f, n);
+            pair *a1 = MK(SD_F32, 0.01f, 0.02f, nb), *a2 = MK(SD_F32, 0.001f, 0.002f, nb);
+            /* the codes: random bytes in an f32 tensor of n/4 (+1) values on both sides */
+            pair *c1 = MK(SD_F32, 1.0f, 0.0f, (n + 3) / 4), *c2 = MK(SD_F32, 1.0f, 0.0f, (n + 3) / 4);
+            sd_bnb_state_ptrs sh = { .numel = n, .mode8 = mode8 }, sdv = sh;
+            if (mode8) {
+                sh.m8 = c1->h.data, sh.v8 = kind == 0 ? c2->h.data : NULL, sh.absmax1 = a1->h.data;
+                sh.absmax2 = kind == 0 ? a2->h.data : NULL;
+                sdv.m8 = c1->d.data, sdv.v8 = kind == 0 ? c2->d.data : NULL, sdv.absmax1 = a1->d.data;
+                sdv.absmax2 = kind == 0 ? a2->d.data : NULL;
+            } else {
+                sh.m32 = m32->h.data, sh.v32 = kind == 0 ? v32->h.data : NULL;
+                sdv.m32 = m32->d.data, sdv.v32 = kind == 0 ? v32->d.data : NULL;
+            }
+            for (int step = 1; step <= 3; step++) {
+                pair *g = MK(SD_F32, 0.05f, 0.0f, n);
+                if (kind == 0) {
+                    float c2s = sqrtf(1.0f - powf(0.999f, (float)step)), c1s = 1.0f - powf(0.9f, (float)step);
+                    sd_bnb2_scalars s = { .beta1 = 0.9f, .beta2 = 0.999f, .omb1 = 0.1f, .omb2 = 1.0f - 0.999f, .eps = 1e-8f,
+                                          .lr = 1e-3f, .wd = 0.01f, .decay = 1.0f - 1e-5f, .c2 = c2s,
+                                          .step_size = -1e-3f * c2s / c1s };
+                    BOTH(sd_op_bnb2_step(&cpu, &p->h, &g->h, &sh, &s, &q), sd_op_bnb2_step(&gpu, &p->d, &g->d, &sdv, &s, &q));
+                } else {
+                    sd_bnb1_scalars s = { .beta1 = 0.9f, .beta2 = 0.99f, .omb1 = 0.1f, .omb2 = 1.0f - 0.99f, .lr = 1e-3f,
+                                          .wd = 0.1f, .decay = 1.0f - 1e-4f, .first = step == 1, .half = kind == 1 ? 2 : 0,
+                                          .lion = kind == 1 };
+                    BOTH(sd_op_bnb1_step(&cpu, &p->h, &g->h, &sh, &s, &q), sd_op_bnb1_step(&gpu, &p->d, &g->d, &sdv, &s, &q));
+                }
+            }
+            static const char *kn[3] = { "AdamW8bit", "Lion8bit bf16", "SGD8bit" };
+            snprintf(name, sizeof name, "%s %s p", kn[kind], mode8 ? "8-bit" : "f32"); cmp_exact(name, p);
+            if (mode8) {
+                snprintf(name, sizeof name, "%s 8-bit codes1", kn[kind]); cmp_exact(name, c1);
+                snprintf(name, sizeof name, "%s 8-bit absmax1", kn[kind]); cmp_exact(name, a1);
+                if (kind == 0) { snprintf(name, sizeof name, "%s 8-bit codes2", kn[kind]); cmp_exact(name, c2); }
+                if (kind == 0) { snprintf(name, sizeof name, "%s 8-bit absmax2", kn[kind]); cmp_exact(name, a2); }
+            } else {
+                snprintf(name, sizeof name, "%s f32 state1", kn[kind]); cmp_exact(name, m32);
+                if (kind == 0) { snprintf(name, sizeof name, "%s f32 state2", kn[kind]); cmp_exact(name, v32); }
+            }
+            pool_free();
+        }
+    }
+}
+
 /* SwinV2 ops: L2 normalisation of rows (the q/k of the cosine attention, rows of 32 and of 7 with
  * a large eps), window partition / merge with a shift (exact: a permutation), their backwards. */
 static void test_swin(void)
@@ -1530,6 +1588,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     { "parity_losses", test_losses },
     { "parity_optimizer", test_optim },
     { "parity_optimizer_kinds", test_optim_kinds },
+    { "parity_optimizer_bnb", test_optim_bnb },
     { "parity_gemm_16bit_operands", test_gemm16 },  /* last: the random inputs of the others stay */
     { "parity_f8_weights", test_f8_weights },       /* after: the others' random inputs stay */
 };

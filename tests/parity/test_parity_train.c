@@ -32,6 +32,7 @@
 #include "tensor/cuda/cuda.h"
 #endif
 #include "train/optim.h"
+#include "train/optim8bit.h"
 
 #define NLORA 5
 #define STEPS 3
@@ -254,7 +255,8 @@ static void test_lora_training_3_steps(void)
     release(&cpu);
 }
 
-/* The optimizers that run where the weights live (train/optim.h sd_optim_place): two copies of 4
+/* The optimizers that run where the weights live (train/optim.h sd_optim_place; Lion, SGDNesterov,
+ * Adafactor and the bitsandbytes kinds here, AdamW in the LoRA run above): two copies of 4
  * parameters (a matrix, a 4-D conv weight of 3x3 matrices, a stack of 3 matrices, a vector), one
  * stepped by the host loops, the other moved to the device with its optimizer placed there (state
  * and Adafactor's scratch in device memory), the same gradients uploaded; 4 steps with a skipped
@@ -278,6 +280,10 @@ static void test_optimizer_on_device(void)
         { SD_OPTIM_ADAFACTOR, { "weight_decay=0.01" }, 1, 0, 0, SD_F32 },
         { SD_OPTIM_ADAFACTOR, { "relative_step=False", "scale_parameter=False", "warmup_init=False", "beta1=0.9" }, 4, 1e-2,
           1.0, SD_BF16 },
+        { SD_OPTIM_ADAMW8BIT, { "min_8bit_size=1000" }, 1, 1e-2, 0, SD_F32 },   /* 8-bit and f32 states */
+        { SD_OPTIM_ADAMW8BIT, { "weight_decay=0" }, 1, 1e-2, 0, SD_BF16 },
+        { SD_OPTIM_LION8BIT, { "min_8bit_size=1000", "weight_decay=0.1" }, 2, 1e-3, 0, SD_F16 },
+        { SD_OPTIM_SGD_NESTEROV8BIT, { "min_8bit_size=1", "weight_decay=0.01" }, 2, 5e-2, 0, SD_F32 },
     };
     static const int nd[4] = { 2, 4, 3, 1 };
     static const int64_t shapes[4][4] = { { 64, 300 }, { 16, 8, 3, 3 }, { 3, 17, 33 }, { 300 } };
@@ -329,6 +335,8 @@ static void test_optimizer_on_device(void)
         const int exact = cases[c].kind != SD_OPTIM_ADAFACTOR && cases[c].clip == 0;
         int same = ok && o[0].state_floats == o[1].state_floats &&
                    !memcmp(o[0].state, o[1].state, o[0].state_floats * sizeof(float));
+        for (size_t i = 0; ok && o[0].st8 && i < o[0].nparams; i++)   /* bitsandbytes' blocks: codes, absmax, f32 states */
+            same &= !memcmp(o[0].st8[i].mem, o[1].st8[i].mem, sd_adamw8bit_state_bytes(&o[0].st8[i]));
         double worst = 0;
         for (int i = 0; i < 4 && ok; i++) {
             const float *a = ps[0][i]->value.data, *b = ps[1][i]->value.data;
