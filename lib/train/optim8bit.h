@@ -63,6 +63,10 @@
  * NaN/±inf gradients: masked in the 8-bit path as above; the 32-bit kernel has no mask (they
  * propagate into m, v and p, as there).
  *
+ * Our own CUDA kernels (sd_adamw8bit_step_op / sd_bnb1_step_op through tensor/ops.h) run this same
+ * element code (tensor/optim8_elem.h, every operation IEEE-rounded, no contraction, no fast math):
+ * the same bits as these host loops, not bnb's.
+ *
  * Threads: blocks (8-bit) and elements (32-bit) are independent; large tensors are split over the
  * OpenMP team, and the bytes do not depend on the thread count. No allocation in the step. */
 #ifndef SD_TRAIN_OPTIM8BIT_H
