@@ -5,7 +5,7 @@
 # (with and without --gradient_checkpointing, batch 2), --mixed_precision bf16, fp16 (loss scaler),
 # --full_bf16, --fp8_base (bf16) and --fp8_base_unet (fp16); OFT (--network_module networks.oft) in float32 (attention; enable_conv) and bf16; DreamBooth in float32 (AdamW on the GPU, and with SD_DEVICE_OPTIM=0 on the host) and
 # fp16 (loss scaler, clipping on the GPU), fine-tuning with --full_fp16 (UNet and text encoder
-# trained); DreamBooth with Lion and SGDNesterov, fine-tuning with Adafactor (float32, also with
+# trained); DreamBooth with Lion, SGDNesterov, AdamW8bit and Lion8bit, fine-tuning with Adafactor (float32, also with
 # SD_DEVICE_OPTIM=0, and --full_bf16), their state on the GPU; textual inversion in float32 and bf16; and a CUDA run resumed from its saved state
 # against the uninterrupted CUDA run.
 # Tolerances: 1e-3 for float32 LoRA and textual-inversion runs (sd-train(1): "within 1e-3 after 8
@@ -166,7 +166,9 @@ metric=l2 run ft_full_fp16 1e-1 model. last.safetensors --method ft --train_text
 # Measured on the emulated build only (2026-11-28; not yet on a GPU): Lion rel-L2 0.0147 (its sign step
 # turns the gradients' summation-order differences into whole ±lr steps on near-zero gradients),
 # SGDNesterov 5.8e-8, Adafactor max-rel 0.024 (its first steps are sign-like too: g / sqrt(g² + eps)),
-# the same bytes with the step on the GPU and on host copies; Adafactor --full_bf16 rel-L2 0.022.
+# the same bytes with the step on the GPU and on host copies; Adafactor --full_bf16 rel-L2 0.022;
+# AdamW8bit rel-L2 8.2e-4 and Lion8bit 2.0e-3 (8-bit blockwise states above 1024 values, our kernels
+# with the CPU's element code: tolerance 5e-2).
 D="--method db --max_train_steps 2 --save_model_as safetensors"
 metric=l2 run db_lion_f32 1e-1 model. last.safetensors $D --optimizer_type Lion --learning_rate 1e-4
 run db_sgd_nesterov_f32 1e-4 model. last.safetensors $D --optimizer_type SGDNesterov --learning_rate 1e-2 \
@@ -177,6 +179,10 @@ SD_DEVICE_OPTIM=0 run ft_adafactor_f32_host_optim 1e-1 model. last.safetensors -
   --max_train_steps 2 --save_model_as safetensors --optimizer_type Adafactor
 metric=l2 run ft_adafactor_full_bf16 2e-1 model. last.safetensors --method ft --max_train_steps 2 \
   --save_model_as safetensors --optimizer_type Adafactor --mixed_precision bf16 --full_bf16
+metric=l2 run db_adamw8bit_f32 5e-2 model. last.safetensors $D --optimizer_type AdamW8bit \
+  --optimizer_args min_8bit_size=1024
+metric=l2 run db_lion8bit_f32 5e-2 model. last.safetensors $D --optimizer_type Lion8bit --learning_rate 1e-4 \
+  --optimizer_args min_8bit_size=1024 weight_decay=0.1
 # textual inversion (the widened token table on the GPU, its new rows trained on the host)
 sed 's/"caption":"sks, /"caption":"zqtok, /' recs.jsonl > ti.jsonl
 T() { "$bin" --model tiny.safetensors --model_config "$cfg" --data ti.jsonl --seed 3 --method ti --token_string zqtok \
