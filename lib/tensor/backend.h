@@ -50,6 +50,12 @@ int sd_cpu_timestep_embedding(sd_ctx *ctx, sd_tensor *y, const sd_tensor *t, int
 int sd_cpu_loss(sd_ctx *ctx, sd_tensor *loss, sd_tensor *per_sample, const sd_tensor *pred, const sd_tensor *target, const sd_tensor *weight, const sd_tensor *c, sd_loss_kind kind);
 int sd_cpu_loss_bwd(sd_ctx *ctx, sd_tensor *dpred, const sd_tensor *pred, const sd_tensor *target, const sd_tensor *weight, const sd_tensor *c, sd_loss_kind kind, float dloss);
 int sd_cpu_adamw(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, sd_tensor *m, sd_tensor *v, const sd_adamw_scalars *s, sd_dtype half);
+int sd_cpu_lion(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, sd_tensor *m, const sd_lion_scalars *s);
+int sd_cpu_sgd(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, sd_tensor *buf, const sd_sgd_scalars *s);
+int sd_cpu_adafactor_sq(sd_ctx *ctx, const sd_tensor *g, sd_tensor *row, sd_tensor *col, sd_tensor *rmean, sd_tensor *v, sd_tensor *u, const sd_adafactor_scalars *s);
+int sd_cpu_adafactor_apply(sd_ctx *ctx, sd_tensor *p, const sd_tensor *u, sd_tensor *m, const sd_adafactor_scalars *s);
+int sd_cpu_bnb2_step(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, const sd_bnb_state_ptrs *st, const sd_bnb2_scalars *s, const sd_bnb_qmaps *q);
+int sd_cpu_bnb1_step(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, const sd_bnb_state_ptrs *st, const sd_bnb1_scalars *s, const sd_bnb_qmaps *q);
 int sd_cpu_sumsq(sd_ctx *ctx, const sd_tensor *x, double *out);
 int sd_cpu_scale_round(sd_ctx *ctx, sd_tensor *x, float s, sd_dtype round, int *nonfinite);
 
@@ -103,6 +109,12 @@ int sd_cuda_timestep_embedding(sd_ctx *ctx, sd_tensor *y, const sd_tensor *t, in
 int sd_cuda_loss(sd_ctx *ctx, sd_tensor *loss, sd_tensor *per_sample, const sd_tensor *pred, const sd_tensor *target, const sd_tensor *weight, const sd_tensor *c, sd_loss_kind kind);
 int sd_cuda_loss_bwd(sd_ctx *ctx, sd_tensor *dpred, const sd_tensor *pred, const sd_tensor *target, const sd_tensor *weight, const sd_tensor *c, sd_loss_kind kind, float dloss);
 int sd_cuda_adamw(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, sd_tensor *m, sd_tensor *v, const sd_adamw_scalars *s, sd_dtype half);
+int sd_cuda_lion(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, sd_tensor *m, const sd_lion_scalars *s);
+int sd_cuda_sgd(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, sd_tensor *buf, const sd_sgd_scalars *s);
+int sd_cuda_adafactor_sq(sd_ctx *ctx, const sd_tensor *g, sd_tensor *row, sd_tensor *col, sd_tensor *rmean, sd_tensor *v, sd_tensor *u, const sd_adafactor_scalars *s);
+int sd_cuda_adafactor_apply(sd_ctx *ctx, sd_tensor *p, const sd_tensor *u, sd_tensor *m, const sd_adafactor_scalars *s);
+int sd_cuda_bnb2_step(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, const sd_bnb_state_ptrs *st, const sd_bnb2_scalars *s, const sd_bnb_qmaps *q);
+int sd_cuda_bnb1_step(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, const sd_bnb_state_ptrs *st, const sd_bnb1_scalars *s, const sd_bnb_qmaps *q);
 int sd_cuda_sumsq(sd_ctx *ctx, const sd_tensor *x, double *out);
 int sd_cuda_scale_round(sd_ctx *ctx, sd_tensor *x, float s, sd_dtype round, int *nonfinite);
 #ifdef __cplusplus

@@ -908,6 +908,85 @@ int sd_op_adamw(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, sd_tensor *m, sd_
     return rc ? rc : BACKEND(adamw, ctx, p, g, m, v, s, half);
 }
 
+int sd_op_lion(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, sd_tensor *m, const sd_lion_scalars *s)
+{
+    if (!p || !g || !m || !s) return sd_err(SD_EINVAL, "lion: missing argument");
+    DEVS("lion", p, g, m);
+    F32("lion", "p", p); F32("lion", "g", g); F32("lion", "m", m);
+    SAME("lion", "p", p, "g", g); SAME("lion", "p", p, "m", m);
+    return BACKEND(lion, ctx, p, g, m, s);
+}
+
+int sd_op_sgd(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, sd_tensor *buf, const sd_sgd_scalars *s)
+{
+    if (!p || !g || !buf || !s) return sd_err(SD_EINVAL, "sgd: missing argument");
+    DEVS("sgd", p, g, buf);
+    F32("sgd", "p", p); F32("sgd", "g", g); F32("sgd", "buf", buf);
+    SAME("sgd", "p", p, "g", g); SAME("sgd", "p", p, "buf", buf);
+    return BACKEND(sgd, ctx, p, g, buf, s);
+}
+
+int sd_op_adafactor_sq(sd_ctx *ctx, const sd_tensor *g, sd_tensor *row, sd_tensor *col, sd_tensor *rmean,
+                       sd_tensor *v, sd_tensor *u, const sd_adafactor_scalars *s)
+{
+    if (!g || !u || !s || (!v && (!row || !col || !rmean)))
+        return sd_err(SD_EINVAL, "adafactor_sq: missing argument");
+    DEVS("adafactor_sq", g, u, row, col, rmean, v);
+    F32("adafactor_sq", "g", g); F32("adafactor_sq", "u", u); F32("adafactor_sq", "row", row);
+    F32("adafactor_sq", "col", col); F32("adafactor_sq", "rmean", rmean); F32("adafactor_sq", "v", v);
+    SAME("adafactor_sq", "g", g, "u", u);
+    if (v) {
+        SAME("adafactor_sq", "g", g, "v", v);
+        return BACKEND(adafactor_sq, ctx, g, NULL, NULL, NULL, v, u, s);
+    }
+    if (g->ndim < 2) return sd_err(SD_EINVAL, "adafactor_sq: a factored second moment needs a gradient of 2 or more dims");
+    int64_t C = g->shape[g->ndim - 1], R = g->shape[g->ndim - 2], n = sd_tensor_numel(g);
+    int64_t B = R && C ? n / (R * C) : 0;
+    if (sd_tensor_numel(row) != B * R || sd_tensor_numel(col) != B * C || sd_tensor_numel(rmean) != B)
+        return sd_err(SD_EINVAL, "adafactor_sq: row, col and rmean must hold %lld, %lld and %lld values for a "
+                      "gradient of %lld matrices of %lld x %lld", (long long)(B * R), (long long)(B * C),
+                      (long long)B, (long long)B, (long long)R, (long long)C);
+    return BACKEND(adafactor_sq, ctx, g, row, col, rmean, NULL, u, s);
+}
+
+int sd_op_adafactor_apply(sd_ctx *ctx, sd_tensor *p, const sd_tensor *u, sd_tensor *m, const sd_adafactor_scalars *s)
+{
+    if (!p || !u || !s) return sd_err(SD_EINVAL, "adafactor_apply: missing argument");
+    DEVS("adafactor_apply", p, u, m);
+    F32("adafactor_apply", "p", p); F32("adafactor_apply", "u", u); F32("adafactor_apply", "m", m);
+    SAME("adafactor_apply", "p", p, "u", u); SAME("adafactor_apply", "p", p, "m", m);
+    return BACKEND(adafactor_apply, ctx, p, u, m, s);
+}
+
+static int bnb_check(sd_ctx *ctx, const char *op, const sd_tensor *p, const sd_tensor *g, const sd_bnb_state_ptrs *st,
+                     int nstates, const void *s, const sd_bnb_qmaps *q)
+{
+    if (!p || !g || !st || !s || !q) return sd_err(SD_EINVAL, "%s: missing argument", op);
+    DEVS(op, p, g);
+    F32(op, "p", p); F32(op, "g", g);
+    SAME(op, "p", p, "g", g);
+    if (sd_tensor_numel(p) != st->numel)
+        return sd_err(SD_EINVAL, "%s: the state holds %lld values, p %lld", op, (long long)st->numel,
+                      (long long)sd_tensor_numel(p));
+    int ok = st->mode8 ? st->m8 && st->absmax1 && (nstates == 1 || (st->v8 && st->absmax2))
+                       : st->m32 && (nstates == 1 || st->v32);
+    return ok ? SD_OK : sd_err(SD_EINVAL, "%s: state arrays missing", op);
+}
+
+int sd_op_bnb2_step(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, const sd_bnb_state_ptrs *st,
+                    const sd_bnb2_scalars *s, const sd_bnb_qmaps *q)
+{
+    int rc = bnb_check(ctx, "bnb2_step", p, g, st, 2, s, q);
+    return rc ? rc : BACKEND(bnb2_step, ctx, p, g, st, s, q);
+}
+
+int sd_op_bnb1_step(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, const sd_bnb_state_ptrs *st,
+                    const sd_bnb1_scalars *s, const sd_bnb_qmaps *q)
+{
+    int rc = bnb_check(ctx, "bnb1_step", p, g, st, 1, s, q);
+    return rc ? rc : BACKEND(bnb1_step, ctx, p, g, st, s, q);
+}
+
 int sd_op_sumsq(sd_ctx *ctx, const sd_tensor *x, double *out)
 {
     if (!x || !out) return sd_err(SD_EINVAL, "sumsq: missing argument");

@@ -26,6 +26,7 @@
 #ifndef SD_TENSOR_OPS_H
 #define SD_TENSOR_OPS_H
 
+#include "tensor/optim8_elem.h"
 #include "tensor/optim_elem.h"
 #include "tensor/tensor.h"
 
@@ -231,6 +232,40 @@ int sd_op_loss_bwd(sd_ctx *ctx, sd_tensor *dpred, const sd_tensor *pred, const s
  * (sd_adamw_elem_half, --full_fp16 / --full_bf16). CPU and CUDA give the same bits. */
 int sd_op_adamw(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, sd_tensor *m, sd_tensor *v,
                 const sd_adamw_scalars *s, sd_dtype half);
+/* Lion on one parameter, in place (sd_lion_elem): p, g, m f32 of one shape. The same bits on CPU
+ * and CUDA. */
+int sd_op_lion(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, sd_tensor *m, const sd_lion_scalars *s);
+/* SGD with Nesterov momentum on one parameter, in place (sd_sgd_elem): p, g, buf f32 of one shape.
+ * The same bits on CPU and CUDA. */
+int sd_op_sgd(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, sd_tensor *buf, const sd_sgd_scalars *s);
+/* Adafactor's second moment and unclipped update u (g, u f32 of one shape):
+ *   factored (g of ndim ≥ 2, [B…, R, C]; v NULL): row [B…, R] and col [B…, C] become
+ *     fma(1-β2t, mean(g²+eps1 over the last / the second-to-last dim), old·β2t), rmean [B] (f32
+ *     scratch, B = numel / (R·C)) the mean of each matrix's new rows, and
+ *     u = (rsqrt(row / rmean) · rsqrt(col)) · g;
+ *   unfactored (row, col, rmean NULL): v (g's shape) = fma(1-β2t, g²+eps1, v·β2t), u = rsqrt(v)·g.
+ * Each mean is a double sum in index order, one row or column per thread, rounded to f32 and divided
+ * by the count in f32 (sd_adafactor_ema): the same bits on CPU and CUDA. */
+int sd_op_adafactor_sq(sd_ctx *ctx, const sd_tensor *g, sd_tensor *row, sd_tensor *col, sd_tensor *rmean,
+                       sd_tensor *v, sd_tensor *u, const sd_adafactor_scalars *s);
+/* Adafactor's step from u (sd_adafactor_apply_elem): p, u, m (NULL without β1) f32 of one shape.
+ * The same bits on CPU and CUDA. */
+int sd_op_adafactor_apply(sd_ctx *ctx, sd_tensor *p, const sd_tensor *u, sd_tensor *m, const sd_adafactor_scalars *s);
+/* bitsandbytes' state of one tensor (train/optim8bit.h), its arrays on the context's device. */
+typedef struct sd_bnb_state_ptrs {
+    int64_t numel;
+    int mode8;               /* 1: 8-bit codes with one absmax per 256-element block; 0: f32 states */
+    float *m32, *v32;        /* f32: state1, state2 (v32 NULL with one state) */
+    uint8_t *m8, *v8;        /* 8-bit: the codes of state1, state2 (v8 NULL with one state) */
+    float *absmax1, *absmax2;
+} sd_bnb_state_ptrs;
+/* One step of bnb's 2-state (AdamW8bit; sd_bnb2_elem32 / sd_bnb2_block8) or 1-state (Lion8bit,
+ * SGD8bit; sd_bnb1_elem32 / sd_bnb1_block8) kernel on one parameter: p, g f32 of st->numel values;
+ * q the maps (host memory). The same bits on CPU and CUDA. */
+int sd_op_bnb2_step(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, const sd_bnb_state_ptrs *st,
+                    const sd_bnb2_scalars *s, const sd_bnb_qmaps *q);
+int sd_op_bnb1_step(sd_ctx *ctx, sd_tensor *p, const sd_tensor *g, const sd_bnb_state_ptrs *st,
+                    const sd_bnb1_scalars *s, const sd_bnb_qmaps *q);
 /* *out = Σ x² (x f32), accumulated in double: on the CPU in element order, on CUDA in a fixed tree
  * (the same for any run; it may differ from the CPU's sum in the last bits of the double).
  * Synchronises. */

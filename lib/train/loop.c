@@ -288,7 +288,7 @@ static int alloc_buffers(run *R)
         sd_params *regs[4] = { &R->model.unet_params, &R->model.te_params, &R->model.vae_params, &R->net.reg };
         size_t weights = 0;
         for (int i = 0; i < 4; i++) weights += regs[i]->value_bytes + regs[i]->grad_bytes;
-        if (R->dev_optim) weights += R->opt.state_floats * sizeof(float);   /* AdamW's moments */
+        if (R->dev_optim) weights += sd_optim_device_bytes(&R->opt);   /* the optimizer's state (+ Adafactor's scratch) */
         if (R->have_fused) weights += sd_fused_grad_bound(&R->fused);       /* the gradients held at once */
         if (R->have_ti) weights += sd_tensor_nbytes(&R->ti.table);          /* the widened token table */
         if (R->have_ti2) weights += sd_tensor_nbytes(&R->ti2.table);
@@ -845,13 +845,14 @@ trained_set:;
         sd_warn("%s", line);
     }
     if (rc) goto out;
-    /* AdamW on a GPU: the optimizer and its moments live there too (no weight or gradient copies per
-       step), for the whole model and for a LoRA network (without --scale_weight_norms, which runs on
-       the host). SD_DEVICE_OPTIM=0 keeps them on the host (as the other kinds); =1 on the CPU sends
-       the step through the device ops (the same bytes: a check of that path) */
+    /* AdamW, Lion, SGDNesterov and Adafactor on a GPU: the optimizer and its state live there too (no
+       weight or gradient copies per step), for the whole model and for a LoRA network (without
+       --scale_weight_norms, which runs on the host). SD_DEVICE_OPTIM=0 keeps them on the host (as the
+       other kinds); =1 on the CPU sends the step through the device ops (the same bytes: a check of
+       that path) */
     const char *dop = getenv("SD_DEVICE_OPTIM");
     int want_dev = dop && *dop ? strcmp(dop, "0") != 0 : R->dev == SD_DEV_CUDA;
-    R->dev_optim = want_dev && R->ocfg.kind == SD_OPTIM_ADAMW && !R->have_ti && !R->have_dy &&
+    R->dev_optim = want_dev && sd_optim_kind_on_device(R->ocfg.kind) && !R->have_ti && !R->have_dy &&
                    (R->is_full || c->scale_weight_norms <= 0);
     rc = alloc_buffers(R);
     if (!rc && R->have_ti) {
@@ -1046,8 +1047,9 @@ trained_set:;
     }
     if (R->dev_optim) {
         if ((rc = sd_optim_place(&R->opt, &R->ctx))) goto out;
-        sd_info("AdamW runs on the %s with its moments (%.2f GiB there)", R->dev == SD_DEV_CUDA ? "GPU" : "CPU through "
-                "the device ops", (double)R->opt.state_floats * sizeof(float) / (1024.0 * 1024 * 1024));
+        sd_info("%s runs on the %s with its state (%.2f GiB there)", sd_optim_kind_name(R->ocfg.kind),
+                R->dev == SD_DEV_CUDA ? "GPU" : "CPU through the device ops",
+                (double)sd_optim_device_bytes(&R->opt) / (1024.0 * 1024 * 1024));
     }
     rc = sd_train_sampling_attach(&R->smp, c, R->unet, R->clip, R->model.have_clip2 ? &R->model.clip2 : NULL,
                                   &R->model.vae, R->cfg.family, R->tok,

@@ -773,6 +773,7 @@ int sd_optim_init(sd_optim *o, const sd_optim_config *cfg, const sd_optim_group_
     if (scratch) {
         o->scratch = malloc(scratch * sizeof(float));
         if (!o->scratch) { sd_optim_free(o); return sd_err(SD_ENOMEM, "optimizer: out of memory"); }
+        o->scratch_floats = scratch;
     }
     size_t off = 0;
     for (size_t i = 0; i < o->nparams; i++) {
@@ -795,13 +796,15 @@ int sd_optim_init(sd_optim *o, const sd_optim_config *cfg, const sd_optim_group_
 
 void sd_optim_free(sd_optim *o)
 {
-    for (size_t i = 0; o->st8 && i < o->nparams; i++) sd_adamw8bit_state_free(&o->st8[i]);
+    for (size_t i = 0; o->st8 && i < o->nparams; i++) {
+        if (sd_optim_on_device(o)) sd_device_free(o->st8[i].mem), o->st8[i].mem = NULL;
+        sd_adamw8bit_state_free(&o->st8[i]);
+    }
     free(o->st8);
     free(o->groups);
     free(o->params);
-    if (sd_optim_on_device(o)) sd_device_free(o->state);
-    else free(o->state);
-    free(o->scratch);
+    if (sd_optim_on_device(o)) sd_device_free(o->state), sd_device_free(o->scratch);
+    else free(o->state), free(o->scratch);
     memset(o, 0, sizeof *o);
 }
 
@@ -841,8 +844,7 @@ void sd_adamw_update_f32(float *restrict p, const float *restrict g, float *rest
     for (size_t i = 0; i < n; i++) sd_adamw_elem_f32(&p[i], g[i], &m[i], &v[i], s);
 }
 
-/* A state buffer of parameter p as a tensor of p's shape on the optimizer's device. */
-static sd_tensor state_view(const sd_optim *o, const sd_param *p, float *data)
+sd_tensor sd_optim_state_view(const sd_optim *o, const sd_param *p, float *data)
 {
     sd_tensor t = p->value;
     t.data = data;
@@ -851,38 +853,117 @@ static sd_tensor state_view(const sd_optim *o, const sd_param *p, float *data)
     return t;
 }
 
+int sd_optim_kind_on_device(sd_optim_kind k)
+{
+    return k == SD_OPTIM_ADAMW || k == SD_OPTIM_LION || k == SD_OPTIM_SGD_NESTEROV || k == SD_OPTIM_ADAFACTOR ||
+           sd_optim_is_bnb(k);
+}
+
+/* One bitsandbytes state block (one per parameter) to the device or back. */
+static int move_st8_one(sd_adamw8bit_state *st, int to)
+{
+    size_t bytes = sd_adamw8bit_state_bytes(st);
+    if (!st->mem || !bytes) return SD_OK;
+    unsigned char *old = st->mem, *nb = NULL;
+    int rc;
+    if (to) {
+        rc = sd_device_alloc((void **)&nb, bytes);
+        if (!rc) rc = sd_device_copy_to_device(nb, old, bytes);
+        if (rc) { sd_device_free(nb); return rc; }
+        free(old);
+    } else {
+        nb = malloc(bytes);
+        rc = nb ? sd_device_copy_to_host(nb, old, bytes) : sd_err(SD_ENOMEM, "optimizer: out of memory for %zu state bytes", bytes);
+        if (rc) { free(nb); return rc; }
+        sd_device_free(old);
+    }
+#define REBASE(f) if (st->f) st->f = (void *)(nb + ((unsigned char *)st->f - old))
+    REBASE(m32); REBASE(v32); REBASE(m8); REBASE(v8); REBASE(absmax1); REBASE(absmax2);
+#undef REBASE
+    st->mem = nb;
+    return SD_OK;
+}
+
+/* Every bitsandbytes state to the device or back; on failure the ones moved so far go back. */
+static int move_st8(sd_optim *o, int to)
+{
+    for (size_t i = 0; o->st8 && i < o->nparams; i++) {
+        int rc = move_st8_one(&o->st8[i], to);
+        if (rc) {
+            for (size_t j = 0; j < i; j++) (void)move_st8_one(&o->st8[j], !to);
+            return rc;
+        }
+    }
+    return SD_OK;
+}
+
+/* n floats from host memory to device memory or back (*buf replaced; freed on success). */
+static int move_floats(float **buf, size_t n, int to_device)
+{
+    size_t bytes = (n ? n : 1) * sizeof(float);
+    float *nb = NULL;
+    int rc;
+    if (to_device) {
+        rc = sd_device_alloc((void **)&nb, bytes);
+        if (!rc) rc = sd_device_copy_to_device(nb, *buf, bytes);
+        if (rc) { sd_device_free(nb); return rc; }
+        free(*buf);
+    } else {
+        nb = malloc(bytes);
+        if (!nb) return sd_err(SD_ENOMEM, "optimizer: out of memory for %zu state values", n);
+        rc = sd_device_copy_to_host(nb, *buf, bytes);
+        if (rc) { free(nb); return rc; }
+        sd_device_free(*buf);
+    }
+    *buf = nb;
+    return SD_OK;
+}
+
 int sd_optim_place(sd_optim *o, sd_ctx *ctx)
 {
-    if (ctx && o->cfg.kind != SD_OPTIM_ADAMW)
+    if (ctx && !sd_optim_kind_on_device(o->cfg.kind))
         return sd_err(SD_EUNSUPPORTED, "optimizer %s runs on the host only", sd_optim_kind_name(o->cfg.kind));
     int from = sd_optim_on_device(o), to = ctx && ctx->backend != SD_DEV_CPU;
     if (from != to) {
-        size_t bytes = (o->state_floats ? o->state_floats : 1) * sizeof(float);
-        float *nb = NULL;
-        int rc;
-        if (to) {
-            rc = sd_device_alloc((void **)&nb, bytes);
-            if (!rc) rc = sd_device_copy_to_device(nb, o->state, bytes);
-            if (rc) { sd_device_free(nb); return rc; }
-            free(o->state);
-        } else {
-            nb = malloc(bytes);
-            if (!nb) return sd_err(SD_ENOMEM, "optimizer: out of memory for %zu state values", o->state_floats);
-            rc = sd_device_copy_to_host(nb, o->state, bytes);
-            if (rc) { free(nb); return rc; }
-            sd_device_free(o->state);
+        int rc8 = move_st8(o, to);
+        if (rc8) return rc8;
+        /* Adafactor's scratch holds nothing between steps: a new one on the other side */
+        float *ns = NULL;
+        size_t sbytes = o->scratch_floats * sizeof(float);
+        int rc = o->scratch && to ? sd_device_alloc((void **)&ns, sbytes) : SD_OK;
+        if (!rc && o->scratch && !to && !(ns = malloc(sbytes)))
+            rc = sd_err(SD_ENOMEM, "optimizer: out of memory for %zu scratch values", o->scratch_floats);
+        float *old = o->state, *nb = o->state;
+        if (!rc) rc = move_floats(&nb, o->state_floats, to);
+        if (rc) {
+            if (to) sd_device_free(ns);
+            else free(ns);
+            (void)move_st8(o, from);
+            return rc;
+        }
+        if (o->scratch) {
+            if (from) sd_device_free(o->scratch);
+            else free(o->scratch);
+            o->scratch = ns;
         }
         for (size_t i = 0; i < o->nparams; i++) {
             sd_optim_param *q = &o->params[i];
             for (int j = 0; j < SD_OPTIM_MAX_BUFS; j++)
-                if (q->buf[j]) q->buf[j] = nb + (q->buf[j] - o->state);
-            if (q->m) q->m = nb + (q->m - o->state);
-            if (q->v) q->v = nb + (q->v - o->state);
+                if (q->buf[j]) q->buf[j] = nb + (q->buf[j] - old);
+            if (q->m) q->m = nb + (q->m - old);
+            if (q->v) q->v = nb + (q->v - old);
         }
         o->state = nb;
     }
     o->ctx = ctx;
     return SD_OK;
+}
+
+size_t sd_optim_device_bytes(const sd_optim *o)
+{
+    size_t b = (o->state_floats + (o->scratch ? o->scratch_floats : 0)) * sizeof(float);
+    for (size_t i = 0; o->st8 && i < o->nparams; i++) b += sd_adamw8bit_state_bytes(&o->st8[i]);
+    return b;
 }
 
 /* --full_fp16 / --full_bf16: the reference's AdamW on f16/bf16 tensors (optim_elem.h). */
@@ -906,7 +987,7 @@ static int adamw_step(sd_optim *o, const double *lr, const uint8_t *skip)
         sd_adamw_scalars_make(&s, sd_optim_glr(o, lr, op->group), G->weight_decay, o->cfg.beta1,
                               o->cfg.beta2, o->cfg.eps, op->step);
         if (o->ctx) {
-            sd_tensor m = state_view(o, op->p, op->m), v = state_view(o, op->p, op->v);
+            sd_tensor m = sd_optim_state_view(o, op->p, op->m), v = sd_optim_state_view(o, op->p, op->v);
             int rc = sd_op_adamw(o->ctx, &op->p->value, &op->p->grad, &m, &v, &s, o->half);
             if (rc) return rc;
             continue;
@@ -928,9 +1009,12 @@ static int adamw8bit_step(sd_optim *o, const double *lr, const uint8_t *skip)
         sd_optim_param *op = &o->params[i];
         op->step++;
         op->initialized = 1;
-        int rc = sd_adamw8bit_step(&o->st8[i], (float *)op->p->value.data, (const float *)op->p->grad.data,
-                                   sd_optim_glr(o, lr, op->group), b->beta1, b->beta2, b->eps,
-                                   o->groups[op->group].weight_decay, op->step);
+        int rc = o->ctx ? sd_adamw8bit_step_op(o->ctx, &o->st8[i], &op->p->value, &op->p->grad,
+                                               sd_optim_glr(o, lr, op->group), b->beta1, b->beta2, b->eps,
+                                               o->groups[op->group].weight_decay, op->step)
+                        : sd_adamw8bit_step(&o->st8[i], (float *)op->p->value.data, (const float *)op->p->grad.data,
+                                            sd_optim_glr(o, lr, op->group), b->beta1, b->beta2, b->eps,
+                                            o->groups[op->group].weight_decay, op->step);
         if (rc) return rc;
     }
     return SD_OK;
@@ -946,9 +1030,13 @@ static int bnb1_step(sd_optim *o, const double *lr, const uint8_t *skip)
         sd_optim_param *op = &o->params[i];
         op->step++;
         op->initialized = 1;
-        int rc = sd_bnb1_step(&o->st8[i], opt, (float *)op->p->value.data, (const float *)op->p->grad.data,
-                              sd_optim_glr(o, lr, op->group), b->beta1, b->beta2, o->groups[op->group].weight_decay,
-                              op->step, o->half == SD_F16 ? 1 : o->half == SD_BF16 ? 2 : 0);
+        const int half = o->half == SD_F16 ? 1 : o->half == SD_BF16 ? 2 : 0;
+        int rc = o->ctx ? sd_bnb1_step_op(o->ctx, &o->st8[i], opt, &op->p->value, &op->p->grad,
+                                          sd_optim_glr(o, lr, op->group), b->beta1, b->beta2,
+                                          o->groups[op->group].weight_decay, op->step, half)
+                        : sd_bnb1_step(&o->st8[i], opt, (float *)op->p->value.data, (const float *)op->p->grad.data,
+                                       sd_optim_glr(o, lr, op->group), b->beta1, b->beta2,
+                                       o->groups[op->group].weight_decay, op->step, half);
         if (rc) return rc;
     }
     return SD_OK;
@@ -975,10 +1063,10 @@ static int round_after_step(sd_optim *o)
         sd_optim_param *q = &o->params[i];
         sd_optim_buf_info bi[SD_OPTIM_MAX_BUFS];
         int nb = states ? sd_optim_param_bufs(o, i, bi) : 0;
-        if (o->ctx) {   /* AdamW: exp_avg and exp_avg_sq have the parameter's shape */
+        if (o->ctx) {   /* AdamW, Lion, SGDNesterov: the states have the parameter's shape (Adafactor: none rounded) */
             int rc = sd_op_scale_round(o->ctx, &q->p->value, 1.0f, o->half, NULL);
             for (int j = 0; j < nb && !rc; j++) {
-                sd_tensor t = state_view(o, q->p, bi[j].data);
+                sd_tensor t = sd_optim_state_view(o, q->p, bi[j].data);
                 rc = sd_op_scale_round(o->ctx, &t, 1.0f, o->half, NULL);
             }
             if (rc) return rc;

@@ -313,8 +313,11 @@ typedef struct sd_optim {
     size_t state_floats;
     int64_t numel;          /* elements under optimisation */
     sd_optim_dstate ds;
-    float *scratch;         /* Adafactor: one update and one column factor (no allocation in a step) */
-    sd_adamw8bit_state *st8;   /* AdamW8bit: one bitsandbytes state per parameter */
+    float *scratch;         /* Adafactor: one update and the row means (no allocation in a step); on the
+                               state's device */
+    size_t scratch_floats;
+    sd_adamw8bit_state *st8;   /* AdamW8bit: one bitsandbytes state per parameter (its block on the
+                                  state's device) */
     sd_dtype half;          /* SD_F32, or SD_F16 / SD_BF16 after sd_optim_set_half() */
     sd_ctx *ctx;            /* NULL: host loops; else sd_optim_place()'s context (the ops of tensor/ops.h) */
     /* weights outside the optimizer whose gradients count in the clipping norm as they are and are
@@ -372,14 +375,24 @@ int sd_optim_step(sd_optim *o, const double *lr, const uint8_t *skip);
 int sd_optim_set_half(sd_optim *o, sd_dtype dt);
 int sd_optim_round_grads(sd_optim *o);
 
-/* Run the optimizer where its parameters live (AdamW only; SD_EUNSUPPORTED for the other kinds):
- * ctx's device (CUDA: the state block moves to device memory; a CPU context keeps it on the host;
- * NULL: back to the host loops, the state on the host). From then on the step, the gradient
- * rounding, norm, clipping and the loss scaler's unscaling run through sd_op_adamw / sd_op_sumsq /
- * sd_op_scale_round on that device, with the host loops' arithmetic (the same bits, but for the
- * order of CUDA's sum of squares); parameters and gradients must be there when they run. The
+/* Run the optimizer where its parameters live (AdamW, Lion, SGDNesterov, Adafactor and the
+ * bitsandbytes kinds: sd_optim_kind_on_device; SD_EUNSUPPORTED for Prodigy, D-Adaptation and
+ * ScheduleFree): ctx's device (CUDA: the state block, the bitsandbytes blocks and Adafactor's
+ * scratch move to device memory; a CPU context keeps them on the host; NULL: back to
+ * the host loops, the state on the host). From then on the step, the gradient rounding, norm,
+ * clipping and the loss scaler's unscaling run through the ops of tensor/ops.h (sd_op_adamw /
+ * sd_op_lion / sd_op_sgd / sd_op_adafactor_sq / sd_op_adafactor_apply / sd_op_bnb2_step /
+ * sd_op_bnb1_step / sd_op_sumsq / sd_op_scale_round) on that device, with the host loops' arithmetic: the same bits, but for the
+ * order of CUDA's sum of squares (double sums that may differ in their last bits: the clipping norm,
+ * and Adafactor's RMS of the parameter and of its update, each rounded to f32, so almost always the
+ * same f32 value, else one f32 ulp apart); parameters and gradients must be there when they run. The
  * state save (train/state.h) reads host memory: place the optimizer back on the host (NULL) first. */
 int sd_optim_place(sd_optim *o, sd_ctx *ctx);
+/* Nonzero for the kinds sd_optim_place can put on a device. */
+int sd_optim_kind_on_device(sd_optim_kind k);
+/* Bytes the placed optimizer holds on its device: the state block, the bitsandbytes blocks and
+ * Adafactor's scratch. */
+size_t sd_optim_device_bytes(const sd_optim *o);
 static inline int sd_optim_on_device(const sd_optim *o)
 {
     return o->ctx && o->ctx->backend != SD_DEV_CPU;

@@ -67,54 +67,40 @@ void sd_bnb_dynamic_map(int is_signed, float out[SD_BNB_QMAP_SIZE])
     qsort(out, (size_t)n, sizeof(float), cmp_float);
 }
 
-static float g_qmap_s[SD_BNB_QMAP_SIZE], g_qmap_u[SD_BNB_QMAP_SIZE];
+static sd_bnb_qmaps g_qmaps;
 static pthread_once_t g_qmap_once = PTHREAD_ONCE_INIT;
 
 static void qmap_init(void)
 {
-    sd_bnb_dynamic_map(1, g_qmap_s);
-    sd_bnb_dynamic_map(0, g_qmap_u);
+    sd_bnb_dynamic_map(1, g_qmaps.q1);
+    sd_bnb_dynamic_map(0, g_qmaps.q2);
 }
 
 const float *sd_bnb_qmap_signed(void)
 {
     pthread_once(&g_qmap_once, qmap_init);
-    return g_qmap_s;
+    return g_qmaps.q1;
 }
 
 const float *sd_bnb_qmap_unsigned(void)
 {
     pthread_once(&g_qmap_once, qmap_init);
-    return g_qmap_u;
+    return g_qmaps.q2;
 }
+
+const sd_bnb_qmaps *sd_bnb_qmaps_get(void)
+{
+    pthread_once(&g_qmap_once, qmap_init);
+    return &g_qmaps;
+}
+
+_Static_assert(SD_BNB_BLOCK == SD_BNB_BLOCKSIZE && SD_BNB_QMAP_SIZE == 256, "optim8_elem.h's block and maps");
 
 /* kernels.cu quantize_2D<SIGNED>: the first probe is quadrants[1] = code[127], the next
  * quadrants[0|2] = code[63|191], then code[pivot]; the same as probing code[pivot] throughout. */
 uint8_t sd_bnb_quantize(const float *code, int is_signed, float x)
 {
-    int pivot = 127, upper_pivot = 255, lower_pivot = 0;
-    float lower = is_signed ? -1.0f : 0.0f;
-    float upper = 1.0f;
-    float val = code[127];
-    for (int i = 64; i > 0; i >>= 1) {
-        if (x > val) {
-            lower_pivot = pivot;
-            lower = val;
-            pivot += i;
-        } else {
-            upper_pivot = pivot;
-            upper = val;
-            pivot -= i;
-        }
-        val = code[pivot];
-    }
-    if (x > val) {
-        float midpoint = (upper + val) * 0.5f;
-        return (uint8_t)(x > midpoint ? upper_pivot : pivot);
-    } else {
-        float midpoint = (lower + val) * 0.5f;
-        return (uint8_t)(x < midpoint ? lower_pivot : pivot);
-    }
+    return sd_bnb_quantize_el(code, is_signed, x);
 }
 
 /* ---- constructor arguments ----------------------------------------------------------------- */
@@ -347,12 +333,8 @@ size_t sd_adamw8bit_state_bytes(const sd_adamw8bit_state *st)
 
 /* ---- the step -------------------------------------------------------------------------------- */
 
-typedef struct bnb_scalars {
-    float beta1, beta2, omb1, omb2, eps, lr, wd, decay, c2, step_size;
-} bnb_scalars;
-
-static void scalars_make(bnb_scalars *s, double lr, double beta1, double beta2, double eps, double wd,
-                         int64_t step)
+void sd_bnb2_scalars_make(sd_bnb2_scalars *s, double lr, double beta1, double beta2, double eps, double wd,
+                          int64_t step)
 {
     s->beta1 = (float)beta1;
     s->beta2 = (float)beta2;
@@ -371,118 +353,58 @@ static void scalars_make(bnb_scalars *s, double lr, double beta1, double beta2, 
     s->decay = 1.0f - lw;
 }
 
-/* kOptimizer32bit2State<float, ADAM> over [i0, i1). */
-static void step32_range(const bnb_scalars *s, float *p, const float *g, float *m, float *v, size_t i0,
-                         size_t i1)
-{
-    const float eps_c2 = s->eps * s->c2;
-    const int decay = s->wd > 0.0f;
-    for (size_t i = i0; i < i1; i++) {
-        float gi = g[i];
-        float a = m[i] * s->beta1, b = s->omb1 * gi;
-        float mi = a + b;
-        float gg = gi * gi;
-        float c = v[i] * s->beta2, d = s->omb2 * gg;
-        float vi = c + d;
-        float den = sqrtf(vi) + eps_c2;
-        float q = mi / den;
-        float upd = s->step_size * q;     /* update_scale (1.0f) * step_size first: exact */
-        float pi = p[i] + upd;
-        if (decay) pi = pi * s->decay;
-        m[i] = mi;
-        v[i] = vi;
-        p[i] = pi;
-    }
-}
-
-/* kOptimizerStatic8bit2StateBlockwise<float, ADAM, 256, 1> for one block. */
-static void step8_block(const bnb_scalars *s, const float *q1, const float *q2, float *p, const float *g,
-                        uint8_t *c1s, uint8_t *c2s, float *absmax1, float *absmax2, int64_t blk, int valid)
-{
-    float m[SD_BNB_BLOCKSIZE], v[SD_BNB_BLOCKSIZE];
-    const float am1 = absmax1[blk], am2 = absmax2[blk];
-    float nmax1 = -FLT_MAX, nmax2 = -FLT_MAX;
-    for (int j = 0; j < SD_BNB_BLOCKSIZE; j++) {
-        /* past the end: cub's defaults g = 0, state1 code 128, state2 code 0 */
-        float gj = j < valid ? g[j] : 0.0f;
-        uint8_t k1 = j < valid ? c1s[j] : 128, k2 = j < valid ? c2s[j] : 0;
-        float mj, vj;
-        if (!isnan(gj) && !isinf(gj)) {
-            vj = q2[k2] * am2;
-            float a = vj * s->beta2, t = s->omb2 * gj, b = t * gj;
-            vj = a + b;
-            mj = q1[k1] * am1;
-            float c = mj * s->beta1, d = s->omb1 * gj;
-            mj = c + d;
-        } else {
-            mj = 0.0f;
-            vj = 0.0f;
-        }
-        m[j] = mj;
-        v[j] = vj;
-        nmax1 = fmaxf(nmax1, fabsf(mj));
-        nmax2 = fmaxf(nmax2, fabsf(vj));
-    }
-    absmax1[blk] = nmax1;
-    absmax2[blk] = nmax2;
-
-    const float c2_eps = s->c2 * s->eps;
-    const int decay = s->wd > 0.0f;
-    for (int j = 0; j < valid; j++) {
-        float gj = g[j];
-        if (!isnan(gj) && !isinf(gj)) {
-            float den = sqrtf(v[j]) + c2_eps;
-            float q = m[j] / den;
-            float upd = s->step_size * q;
-            float pj = p[j] + upd;
-            if (decay) pj = pj * s->decay;
-            p[j] = pj;
-        }
-    }
-    for (int j = 0; j < valid; j++) {
-        uint8_t k1 = sd_bnb_quantize(q1, 1, m[j] / nmax1);
-        uint8_t k2 = sd_bnb_quantize(q2, 0, v[j] / nmax2);
-        /* keep state1's sign: the code's sign bit must be the value's */
-        if (signbit(q1[k1]) != signbit(m[j])) {
-            if (m[j] > 0.0f) k1 = (uint8_t)(k1 + 1);
-            else k1 = (uint8_t)(k1 - 1);
-        }
-        c1s[j] = k1;
-        c2s[j] = k2;
-    }
-}
-
 /* Elements per OpenMP chunk below which the step runs on one thread. */
 #define PAR_MIN 65536
 
-int sd_adamw8bit_step(sd_adamw8bit_state *st, float *p, const float *g, double lr, double beta1,
-                      double beta2, double eps, double weight_decay, int64_t step)
+sd_bnb_state_ptrs sd_bnb_state_ptrs_of(const sd_adamw8bit_state *st)
+{
+    sd_bnb_state_ptrs r = { .numel = st->numel, .mode8 = st->mode == SD_BNB_STATE_U8, .m32 = st->m32, .v32 = st->v32,
+                            .m8 = st->m8, .v8 = st->v8, .absmax1 = st->absmax1, .absmax2 = st->absmax2 };
+    return r;
+}
+
+static int adamw8bit_prepare(const sd_adamw8bit_state *st, int64_t step)
 {
     if (!st->mem || st->nstates != 2) return sd_err(SD_ESTATE, "AdamW8bit: step on an uninitialised state");
     if (step < 1 || step > INT32_MAX)
         return sd_err(SD_ERANGE, "AdamW8bit: step %lld out of range 1..2^31-1", (long long)step);
-    bnb_scalars s;
-    scalars_make(&s, lr, beta1, beta2, eps, weight_decay, step);
+    return SD_OK;
+}
+
+int sd_adamw8bit_step(sd_adamw8bit_state *st, float *p, const float *g, double lr, double beta1,
+                      double beta2, double eps, double weight_decay, int64_t step)
+{
+    int rc = adamw8bit_prepare(st, step);
+    if (rc) return rc;
+    sd_bnb2_scalars s;
+    sd_bnb2_scalars_make(&s, lr, beta1, beta2, eps, weight_decay, step);
     const int64_t n = st->numel;
     if (st->mode == SD_BNB_STATE_F32) {
-        const int64_t chunk = 16384;
-        const int64_t nchunks = (n + chunk - 1) / chunk;
+        float *m = st->m32, *v = st->v32;
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
-        for (int64_t c = 0; c < nchunks; c++) {
-            size_t i0 = (size_t)(c * chunk), i1 = (size_t)(c * chunk + chunk < n ? c * chunk + chunk : n);
-            step32_range(&s, p, g, st->m32, st->v32, i0, i1);
-        }
+        for (int64_t i = 0; i < n; i++) sd_bnb2_elem32(&s, &p[i], g[i], &m[i], &v[i]);
         return SD_OK;
     }
-    const float *q1 = sd_bnb_qmap_signed(), *q2 = sd_bnb_qmap_unsigned();
+    const sd_bnb_qmaps *q = sd_bnb_qmaps_get();
     const int64_t nb = st->nblocks;
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (int64_t b = 0; b < nb; b++) {
         int64_t i = b * SD_BNB_BLOCKSIZE;
         int valid = (int)(n - i >= SD_BNB_BLOCKSIZE ? SD_BNB_BLOCKSIZE : n - i);
-        step8_block(&s, q1, q2, p + i, g + i, st->m8 + i, st->v8 + i, st->absmax1, st->absmax2, b, valid);
+        sd_bnb2_block8(&s, q, p + i, g + i, st->m8 + i, st->v8 + i, st->absmax1, st->absmax2, b, valid);
     }
     return SD_OK;
+}
+
+int sd_adamw8bit_step_op(sd_ctx *ctx, sd_adamw8bit_state *st, sd_tensor *p, const sd_tensor *g, double lr,
+                         double beta1, double beta2, double eps, double weight_decay, int64_t step)
+{
+    int rc = adamw8bit_prepare(st, step);
+    if (rc) return rc;
+    sd_bnb2_scalars s;
+    sd_bnb2_scalars_make(&s, lr, beta1, beta2, eps, weight_decay, step);
+    sd_bnb_state_ptrs sp = sd_bnb_state_ptrs_of(st);
+    return sd_op_bnb2_step(ctx, p, g, &sp, &s, sd_bnb_qmaps_get());
 }
 
 void sd_adamw8bit_moments(const sd_adamw8bit_state *st, float *m, float *v)
@@ -596,107 +518,8 @@ int sd_adamw8bit_load(sd_adamw8bit_state *st, const sd_safetensors *f, const cha
 
 /* ---- the 1-state optimizers (Lion8bit, PagedLion8bit, SGD8bit) -------------------------------- */
 
-typedef struct bnb1_scalars {
-    float beta1, beta2, omb1, omb2, lr, wd, decay;
-    int first;   /* step == 1 */
-    int half;    /* the kernel's T: 0 float, 1 half, 2 bfloat16 */
-} bnb1_scalars;
-
-/* A store into a T variable of the kernel. */
-static inline float tround(const bnb1_scalars *s, float x)
-{
-    return s->half == 0 ? x : s->half == 1 ? sd_round_f16(x) : sd_round_bf16(x);
-}
-
-static inline float sgnf(float x) { return (float)((0.0f < x) - (x < 0.0f)); }
-
-/* kOptimizer32bit1State<float, LION|MOMENTUM> over [i0, i1) (gnorm_scale and update_scale 1). */
-static void step32_1_range(const bnb1_scalars *s, sd_bnb1_optimizer opt, float *p, const float *g, float *st,
-                           size_t i0, size_t i1)
-{
-    const int decay = s->wd > 0.0f;
-    for (size_t i = i0; i < i1; i++) {
-        float gi = g[i], pi = p[i], si = st[i];
-        if (decay) {
-            float t = pi * s->wd;
-            gi = tround(s, gi + t);   /* g_vals[j] is a T */
-        }
-        if (opt == SD_BNB1_LION) {
-            float a = si * s->beta1, b = s->omb1 * gi;
-            float u = s->lr * sgnf(a + b);
-            pi = pi - u;
-            float c = si * s->beta2, d = s->omb2 * gi;
-            si = c + d;
-        } else {
-            if (s->first) si = gi;
-            else {
-                float a = si * s->beta1;
-                si = a + gi;
-            }
-            float u = -s->lr * si;
-            pi = pi + u;
-        }
-        p[i] = tround(s, pi);
-        st[i] = si;
-    }
-}
-
-/* kOptimizerStatic8bit1StateBlockwise<float, LION|MOMENTUM, 256, 1> for one block. */
-static void step8_1_block(const bnb1_scalars *s, sd_bnb1_optimizer opt, const float *q1, float *p, const float *g,
-                          uint8_t *c1s, float *absmax1, int64_t blk, int valid)
-{
-    float sv[SD_BNB_BLOCKSIZE], pv[SD_BNB_BLOCKSIZE], uv[SD_BNB_BLOCKSIZE];
-    const float am1 = absmax1[blk];
-    const int decay = s->wd > 0.0f;
-    float nmax1 = -FLT_MAX;
-    for (int j = 0; j < SD_BNB_BLOCKSIZE; j++) {
-        /* past the end: cub's defaults g = 0, p = 0, code 128 */
-        float gj = j < valid ? g[j] : 0.0f, pj = j < valid ? p[j] : 0.0f;
-        uint8_t k1 = j < valid ? c1s[j] : 128;
-        if (decay) {
-            if (opt == SD_BNB1_LION) pj = tround(s, pj * s->decay);   /* p_vals[j] is a T */
-            else {
-                float t = pj * s->wd;
-                gj = gj + t;
-            }
-        }
-        float sj = q1[k1] * am1;
-        if (opt == SD_BNB1_LION) {
-            float a = sj * s->beta1, b = s->omb1 * gj;
-            uv[j] = tround(s, s->lr * sgnf(a + b));   /* kept in g_vals[j], a T */
-            float c = sj * s->beta2, d = s->omb2 * gj;
-            sj = c + d;
-        } else {
-            if (s->first) sj = gj;
-            else {
-                float a = sj * s->beta1;
-                sj = a + gj;
-            }
-        }
-        sv[j] = sj;
-        pv[j] = pj;
-        nmax1 = fmaxf(nmax1, fabsf(sj));
-    }
-    absmax1[blk] = nmax1;
-    for (int j = 0; j < valid; j++) {
-        if (opt == SD_BNB1_LION) p[j] = tround(s, pv[j] - uv[j]);
-        else {
-            float u = s->lr * sv[j];
-            p[j] = tround(s, pv[j] - u);
-        }
-    }
-    for (int j = 0; j < valid; j++) {
-        uint8_t k1 = sd_bnb_quantize(q1, 1, sv[j] / nmax1);
-        if (signbit(q1[k1]) != signbit(sv[j])) {
-            if (sv[j] > 0.0f) k1 = (uint8_t)(k1 + 1);
-            else k1 = (uint8_t)(k1 - 1);
-        }
-        c1s[j] = k1;
-    }
-}
-
-int sd_bnb1_step(sd_adamw8bit_state *st, sd_bnb1_optimizer opt, float *p, const float *g, double lr,
-                 double beta1, double beta2, double weight_decay, int64_t step, int half)
+static int bnb1_prepare(const sd_adamw8bit_state *st, sd_bnb1_optimizer opt, double lr, double beta1, double beta2,
+                        double weight_decay, int64_t step, int half, sd_bnb1_scalars *s)
 {
     if (half == 2 && opt == SD_BNB1_MOMENTUM && st->mode == SD_BNB_STATE_F32)
         return sd_err(SD_EUSAGE, "Gradient+optimizer bit data type combination not supported: grad torch.bfloat16, "
@@ -705,37 +528,52 @@ int sd_bnb1_step(sd_adamw8bit_state *st, sd_bnb1_optimizer opt, float *p, const 
     if (opt != SD_BNB1_LION && opt != SD_BNB1_MOMENTUM) return sd_err(SD_EINVAL, "bitsandbytes: bad optimizer %d", (int)opt);
     if (step < 1 || step > INT32_MAX)
         return sd_err(SD_ERANGE, "bitsandbytes: step %lld out of range 1..2^31-1", (long long)step);
-    bnb1_scalars s;
-    s.beta1 = (float)beta1;
-    s.beta2 = (float)beta2;
-    s.lr = (float)lr;
-    s.wd = (float)weight_decay;
-    s.omb1 = 1.0f - s.beta1;
-    s.omb2 = 1.0f - s.beta2;
-    float lw = s.lr * s.wd;
-    s.decay = 1.0f - lw;
-    s.first = step == 1;
-    s.half = half == 1 || half == 2 ? half : 0;
+    s->beta1 = (float)beta1;
+    s->beta2 = (float)beta2;
+    s->lr = (float)lr;
+    s->wd = (float)weight_decay;
+    s->omb1 = 1.0f - s->beta1;
+    s->omb2 = 1.0f - s->beta2;
+    float lw = s->lr * s->wd;
+    s->decay = 1.0f - lw;
+    s->first = step == 1;
+    s->half = half == 1 || half == 2 ? half : 0;
+    s->lion = opt == SD_BNB1_LION;
+    return SD_OK;
+}
+
+int sd_bnb1_step(sd_adamw8bit_state *st, sd_bnb1_optimizer opt, float *p, const float *g, double lr,
+                 double beta1, double beta2, double weight_decay, int64_t step, int half)
+{
+    sd_bnb1_scalars s;
+    int rc = bnb1_prepare(st, opt, lr, beta1, beta2, weight_decay, step, half, &s);
+    if (rc) return rc;
     const int64_t n = st->numel;
     if (st->mode == SD_BNB_STATE_F32) {
-        const int64_t chunk = 16384;
-        const int64_t nchunks = (n + chunk - 1) / chunk;
+        float *m = st->m32;
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
-        for (int64_t c = 0; c < nchunks; c++) {
-            size_t i0 = (size_t)(c * chunk), i1 = (size_t)(c * chunk + chunk < n ? c * chunk + chunk : n);
-            step32_1_range(&s, opt, p, g, st->m32, i0, i1);
-        }
+        for (int64_t i = 0; i < n; i++) sd_bnb1_elem32(&s, &p[i], g[i], &m[i]);
         return SD_OK;
     }
-    const float *q1 = sd_bnb_qmap_signed();
+    const sd_bnb_qmaps *q = sd_bnb_qmaps_get();
     const int64_t nb = st->nblocks;
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (int64_t b = 0; b < nb; b++) {
         int64_t i = b * SD_BNB_BLOCKSIZE;
         int valid = (int)(n - i >= SD_BNB_BLOCKSIZE ? SD_BNB_BLOCKSIZE : n - i);
-        step8_1_block(&s, opt, q1, p + i, g + i, st->m8 + i, st->absmax1, b, valid);
+        sd_bnb1_block8(&s, q, p + i, g + i, st->m8 + i, st->absmax1, b, valid);
     }
     return SD_OK;
+}
+
+int sd_bnb1_step_op(sd_ctx *ctx, sd_adamw8bit_state *st, sd_bnb1_optimizer opt, sd_tensor *p, const sd_tensor *g,
+                    double lr, double beta1, double beta2, double weight_decay, int64_t step, int half)
+{
+    sd_bnb1_scalars s;
+    int rc = bnb1_prepare(st, opt, lr, beta1, beta2, weight_decay, step, half, &s);
+    if (rc) return rc;
+    sd_bnb_state_ptrs sp = sd_bnb_state_ptrs_of(st);
+    return sd_op_bnb1_step(ctx, p, g, &sp, &s, sd_bnb_qmaps_get());
 }
 
 void sd_bnb1_config_default(sd_adamw8bit_config *c, int sgd)

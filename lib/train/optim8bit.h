@@ -63,6 +63,10 @@
  * NaN/±inf gradients: masked in the 8-bit path as above; the 32-bit kernel has no mask (they
  * propagate into m, v and p, as there).
  *
+ * Our own CUDA kernels (sd_adamw8bit_step_op / sd_bnb1_step_op through tensor/ops.h) run this same
+ * element code (tensor/optim8_elem.h, every operation IEEE-rounded, no contraction, no fast math):
+ * the same bits as these host loops, not bnb's.
+ *
  * Threads: blocks (8-bit) and elements (32-bit) are independent; large tensors are split over the
  * OpenMP team, and the bytes do not depend on the thread count. No allocation in the step. */
 #ifndef SD_TRAIN_OPTIM8BIT_H
@@ -72,6 +76,7 @@
 #include <stdint.h>
 
 #include "io/safetensors.h"
+#include "tensor/ops.h"
 
 /* ---- bnb's defaults (AdamW8bit.__init__ / Optimizer2State, bnb 0.49.2) ---------------------- */
 #define SD_BNB_BLOCKSIZE       256      /* 8-bit 2-state blockwise block (>= 0.44.0; 2048 before) */
@@ -94,6 +99,8 @@ const float *sd_bnb_qmap_unsigned(void);
 /* The kernels' quantize_2D<is_signed>(code, x): the code index for a value x (already divided by
  * the block's absmax). No sign fix (the optimizer applies it to state1). */
 uint8_t sd_bnb_quantize(const float *code, int is_signed, float x);
+/* Both maps in one struct (tensor/optim8_elem.h), for the ops. */
+const sd_bnb_qmaps *sd_bnb_qmaps_get(void);
 
 /* ---- the AdamW8bit constructor's arguments ------------------------------------------------- */
 
@@ -167,6 +174,15 @@ size_t sd_adamw8bit_state_bytes(const sd_adamw8bit_state *st);
  * group's values as Python floats; they are rounded to float here. */
 int sd_adamw8bit_step(sd_adamw8bit_state *st, float *p, const float *g, double lr, double beta1,
                       double beta2, double eps, double weight_decay, int64_t step);
+/* The same step through sd_op_bnb2_step on ctx's device: the state's arrays, p and g there (the
+ * same bits as the host loops, tensor/optim8_elem.h). */
+int sd_adamw8bit_step_op(sd_ctx *ctx, sd_adamw8bit_state *st, sd_tensor *p, const sd_tensor *g, double lr,
+                         double beta1, double beta2, double eps, double weight_decay, int64_t step);
+/* The state's arrays for the ops (tensor/ops.h). */
+sd_bnb_state_ptrs sd_bnb_state_ptrs_of(const sd_adamw8bit_state *st);
+/* The scalars of a 2-state step, rounded to float as bnb does. */
+void sd_bnb2_scalars_make(sd_bnb2_scalars *s, double lr, double beta1, double beta2, double eps, double wd,
+                          int64_t step);
 
 /* The moments as f32 (dequantised in U8 mode: qmap[code]·absmax[block]); m and/or v may be NULL. */
 void sd_adamw8bit_moments(const sd_adamw8bit_state *st, float *m, float *v);
@@ -235,6 +251,9 @@ int sd_bnb1_state_init(sd_adamw8bit_state *st, int64_t numel, int64_t min_8bit_s
  * bf16 with momentum on a 32-bit-state tensor is bnb's ValueError (no such kernel): SD_EUSAGE. */
 int sd_bnb1_step(sd_adamw8bit_state *st, sd_bnb1_optimizer opt, float *p, const float *g, double lr,
                  double beta1, double beta2, double weight_decay, int64_t step, int half);
+/* The same through sd_op_bnb1_step on ctx's device (state, p and g there; the same bits). */
+int sd_bnb1_step_op(sd_ctx *ctx, sd_adamw8bit_state *st, sd_bnb1_optimizer opt, sd_tensor *p, const sd_tensor *g,
+                    double lr, double beta1, double beta2, double weight_decay, int64_t step, int half);
 
 /* The constructors' keyword arguments (kohya calls Class(params, lr=..., **optimizer_args)):
  *   Lion8bit:       betas=(0.9, 0.99), weight_decay=0, args, min_8bit_size, percentile_clipping,

@@ -13,20 +13,13 @@
 
 #include "base/error.h"
 #include "base/half.h"
+#include "tensor/ops.h"
 
 #define PAR(n) ((n) >= ((size_t)1 << 16) && !omp_in_parallel())
 
 static inline float *pval(const sd_optim_param *q) { return (float *)q->p->value.data; }
 static inline float *pgrad(const sd_optim_param *q) { return (float *)q->p->grad.data; }
 static inline size_t pnumel(const sd_optim_param *q) { return (size_t)sd_tensor_numel(&q->p->value); }
-
-/* torch: tensor.norm(2) / (numel ** 0.5), an f32 0-dim tensor. */
-static float rms_f32(const float *x, size_t n)
-{
-    double s = 0;
-    for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
-    return (float)sqrt(s) / (float)sqrt((double)n);
-}
 
 /* Python's max(a, b) / min(a, b) of floats: the first argument unless the second is larger/smaller. */
 static inline double py_max(double a, double b) { return b > a ? b : a; }
@@ -44,18 +37,20 @@ int sd_optim_step_lion(sd_optim *o, const double *lr, const uint8_t *skip)
         if (c->decoupled_weight_decay) wd /= c->lr;
         q->step++;
         q->initialized = 1;
-        const float decay = (float)(1.0 - l * wd), b1 = (float)c->beta1, o1 = (float)(1.0 - c->beta1);
-        const float b2 = (float)c->beta2, o2 = (float)(1.0 - c->beta2), nl = (float)(-l);
+        const sd_lion_scalars s = { .decay = (float)(1.0 - l * wd), .beta1 = (float)c->beta1,
+                                    .omb1 = (float)(1.0 - c->beta1), .beta2 = (float)c->beta2,
+                                    .omb2 = (float)(1.0 - c->beta2), .neg_lr = (float)(-l) };
+        if (o->ctx) {   /* sd_optim_place: the op on the parameters' device */
+            sd_tensor m = sd_optim_state_view(o, q->p, q->m);
+            int rc = sd_op_lion(o->ctx, &q->p->value, &q->p->grad, &m, &s);
+            if (rc) return rc;
+            continue;
+        }
         float *restrict p = pval(q), *restrict m = q->m;
         const float *restrict g = pgrad(q);
         size_t n = pnumel(q);
         #pragma omp parallel for schedule(static) if (PAR(n))
-        for (size_t j = 0; j < n; j++) {
-            float u = fmaf(o1, g[j], m[j] * b1);
-            float sg = (float)((u > 0) - (u < 0));
-            p[j] = fmaf(nl, sg, p[j] * decay);
-            m[j] = fmaf(o2, g[j], m[j] * b2);
-        }
+        for (size_t j = 0; j < n; j++) sd_lion_elem(&p[j], g[j], &m[j], &s);
     }
     return SD_OK;
 }
@@ -69,27 +64,48 @@ int sd_optim_step_sgd(sd_optim *o, const double *lr, const uint8_t *skip)
         if (skip && skip[i]) continue;
         sd_optim_param *q = &o->params[i];
         const double wd = o->groups[q->group].weight_decay;
-        const float wdf = (float)wd, mu = (float)c->momentum, damp1 = (float)(1.0 - c->dampening);
-        const float nl = (float)(-sd_optim_glr(o, lr, q->group));
-        const int first = !q->initialized;
+        const sd_sgd_scalars s = { .wd = (float)wd, .momentum = (float)c->momentum, .damp1 = (float)(1.0 - c->dampening),
+                                   .neg_lr = (float)(-sd_optim_glr(o, lr, q->group)), .decay = wd != 0,
+                                   .first = !q->initialized };
+        q->step++;
+        q->initialized = 1;
+        if (o->ctx) {
+            sd_tensor b = sd_optim_state_view(o, q->p, q->buf[0]);
+            int rc = sd_op_sgd(o->ctx, &q->p->value, &q->p->grad, &b, &s);
+            if (rc) return rc;
+            continue;
+        }
         float *restrict p = pval(q), *restrict b = q->buf[0];
         const float *restrict g = pgrad(q);
         size_t n = pnumel(q);
         #pragma omp parallel for schedule(static) if (PAR(n))
-        for (size_t j = 0; j < n; j++) {
-            float d = wd != 0 ? fmaf(wdf, p[j], g[j]) : g[j];
-            float bj = first ? d : fmaf(damp1, d, b[j] * mu);
-            b[j] = bj;
-            d = fmaf(mu, bj, d);
-            p[j] = fmaf(nl, d, p[j]);
-        }
-        q->step++;
-        q->initialized = 1;
+        for (size_t j = 0; j < n; j++) sd_sgd_elem(&p[j], g[j], &b[j], &s);
     }
     return SD_OK;
 }
 
 /* ---- Adafactor ---------------------------------------------------------------------------------------- */
+
+/* A 1-D f32 view of n values of p's state or the optimizer's scratch, on its device. */
+static sd_tensor flat_view(const sd_optim *o, const sd_param *p, float *data, size_t n)
+{
+    sd_tensor t = sd_optim_state_view(o, p, data);
+    t.ndim = 1;
+    t.shape[0] = (int64_t)n;
+    return t;
+}
+
+/* Σ x² of a parameter-shaped tensor: the host sum in element order, or the placed optimizer's op. */
+static int sumsq_of(const sd_optim *o, const sd_tensor *t, double *out)
+{
+    if (o->ctx) return sd_op_sumsq(o->ctx, t, out);
+    const float *x = t->data;
+    size_t n = (size_t)sd_tensor_numel(t);
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    *out = s;
+    return SD_OK;
+}
 
 int sd_optim_step_adafactor(sd_optim *o, const double *lr, const uint8_t *skip)
 {
@@ -100,8 +116,6 @@ int sd_optim_step_adafactor(sd_optim *o, const double *lr, const uint8_t *skip)
         sd_optim_group *G = &o->groups[q->group];
         const sd_tensor *T = &q->p->value;
         const size_t n = pnumel(q);
-        float *restrict p = pval(q);
-        const float *restrict g = pgrad(q);
         int bi = 0;
         float *m = c->has_beta1 ? q->buf[bi++] : NULL;
         const int factored = T->ndim >= 2;
@@ -110,8 +124,12 @@ int sd_optim_step_adafactor(sd_optim *o, const double *lr, const uint8_t *skip)
         q->step++;
         q->initialized = 1;
         const double t = (double)q->step;
-        /* _get_lr: α = max(eps2, RMS(p)) · ρ; an f32 tensor product when the RMS wins */
-        const float rms = rms_f32(p, n);
+        /* _get_lr: α = max(eps2, RMS(p)) · ρ; an f32 tensor product when the RMS wins.
+           RMS = ‖x‖ / sqrt(numel): the double sum of squares rounded to f32 */
+        double ss;
+        int rc = sumsq_of(o, T, &ss);
+        if (rc) return rc;
+        const float rms = (float)sqrt(ss) / (float)sqrt((double)n);
         const double rho = c->relative_step ? py_min(c->warmup_init ? 1e-6 * t : 1e-2, 1.0 / sqrt(t))
                                             : sd_optim_glr(o, lr, q->group);
         const int tensor_lr = c->scale_parameter && rms > (float)c->eps2;
@@ -119,57 +137,68 @@ int sd_optim_step_adafactor(sd_optim *o, const double *lr, const uint8_t *skip)
         const float alpha = tensor_lr ? rms * (float)rho : (float)lr_d;
         if (i == G->first) G->used_lr = tensor_lr ? (double)alpha : lr_d;
         const double beta2t = 1.0 - pow(t, c->decay_rate);
-        const float b2 = (float)beta2t, o2 = (float)(1.0 - beta2t), e1 = (float)c->eps;
-        float *restrict u = o->scratch;
-        if (factored) {
-            const size_t C = (size_t)T->shape[T->ndim - 1], R = (size_t)T->shape[T->ndim - 2], B = n / (R * C);
-            float *restrict cf = o->scratch + n;
-            for (size_t b = 0; b < B; b++) {
-                const float *gb = g + b * R * C;
-                for (size_t r = 0; r < R; r++) {           /* exp_avg_sq_row: mean over the last dim */
-                    double s = 0;
-                    for (size_t k = 0; k < C; k++) s += (double)(gb[r * C + k] * gb[r * C + k] + e1);
-                    float mean = (float)s / (float)C;
-                    row[b * R + r] = fmaf(o2, mean, row[b * R + r] * b2);
-                }
-                for (size_t k = 0; k < C; k++) {           /* exp_avg_sq_col: mean over the one before */
-                    double s = 0;
-                    for (size_t r = 0; r < R; r++) s += (double)(gb[r * C + k] * gb[r * C + k] + e1);
-                    float mean = (float)s / (float)R;
-                    col[b * C + k] = fmaf(o2, mean, col[b * C + k] * b2);
-                }
-                /* _approx_sq_grad: rsqrt(row / mean(row)) ⊗ rsqrt(col), times the gradient */
-                double s = 0;
-                for (size_t r = 0; r < R; r++) s += row[b * R + r];
-                const float rmean = (float)s / (float)R;
-                for (size_t k = 0; k < C; k++) cf[k] = 1.0f / sqrtf(col[b * C + k]);
-                for (size_t r = 0; r < R; r++) {
-                    const float rf = 1.0f / sqrtf(row[b * R + r] / rmean);
-                    for (size_t k = 0; k < C; k++) u[b * R * C + r * C + k] = (rf * cf[k]) * gb[r * C + k];
-                }
-            }
-        } else {
-            #pragma omp parallel for schedule(static) if (PAR(n))
-            for (size_t j = 0; j < n; j++) {
-                float vj = fmaf(o2, g[j] * g[j] + e1, v[j] * b2);
-                v[j] = vj;
-                u[j] = (1.0f / sqrtf(vj)) * g[j];
-            }
-        }
-        /* clip by RMS, scale by α, first moment, weight decay, step */
-        float den = rms_f32(u, n) / (float)c->clip_threshold;
-        if (den < 1.0f) den = 1.0f;
-        const float b1 = (float)c->beta1, o1 = (float)(1.0 - c->beta1);
         const double wd = G->weight_decay;
-        const float wda = tensor_lr ? alpha * (float)(-wd) : (float)(-wd * lr_d);
-        #pragma omp parallel for schedule(static) if (PAR(n))
-        for (size_t j = 0; j < n; j++) {
-            float uj = (u[j] / den) * alpha;
-            if (m) uj = m[j] = fmaf(o1, uj, m[j] * b1);
-            float pj = p[j];
-            if (wd != 0) pj = fmaf(wda, pj, pj);
-            p[j] = pj - uj;
+        sd_adafactor_scalars s = { .beta2t = (float)beta2t, .omb2t = (float)(1.0 - beta2t), .eps1 = (float)c->eps,
+                                   .alpha = alpha, .beta1 = (float)c->beta1, .omb1 = (float)(1.0 - c->beta1),
+                                   .wda = tensor_lr ? alpha * (float)(-wd) : (float)(-wd * lr_d), .decay = wd != 0 };
+        sd_tensor ut = sd_optim_state_view(o, q->p, o->scratch);
+        if (o->ctx) {
+            size_t C = factored ? (size_t)T->shape[T->ndim - 1] : 0, R = factored ? (size_t)T->shape[T->ndim - 2] : 0;
+            size_t B = factored && R && C ? n / (R * C) : 0;
+            sd_tensor rt = flat_view(o, q->p, row, B * R), ct = flat_view(o, q->p, col, B * C), mt = flat_view(o, q->p, o->scratch + n, B);
+            sd_tensor vt = sd_optim_state_view(o, q->p, v);
+            rc = factored ? sd_op_adafactor_sq(o->ctx, &q->p->grad, &rt, &ct, &mt, NULL, &ut, &s)
+                          : sd_op_adafactor_sq(o->ctx, &q->p->grad, NULL, NULL, NULL, &vt, &ut, &s);
+        } else {
+            /* the host loops of tensor/cpu_optim.c's sd_cpu_adafactor_sq, in the same order */
+            const float *restrict g = pgrad(q);
+            float *restrict u = o->scratch;
+            if (factored) {
+                const size_t C = (size_t)T->shape[T->ndim - 1], R = (size_t)T->shape[T->ndim - 2], B = n / (R * C);
+                const float fr = (float)R, fc = (float)C;
+                float *restrict rm = o->scratch + n;
+                #pragma omp parallel for schedule(static) if (PAR(n))
+                for (size_t br = 0; br < B * R; br++) {   /* exp_avg_sq_row: mean over the last dim */
+                    double a = 0;
+                    for (size_t k = 0; k < C; k++) a += (double)sd_adafactor_sq(g[br * C + k], s.eps1);
+                    row[br] = sd_adafactor_ema(row[br], a, fc, &s);
+                }
+                #pragma omp parallel for schedule(static) if (PAR(n))
+                for (size_t bk = 0; bk < B * C; bk++) {   /* exp_avg_sq_col: mean over the one before */
+                    const float *x = g + (bk / C) * R * C + bk % C;
+                    double a = 0;
+                    for (size_t r = 0; r < R; r++) a += (double)sd_adafactor_sq(x[r * C], s.eps1);
+                    col[bk] = sd_adafactor_ema(col[bk], a, fr, &s);
+                }
+                for (size_t b = 0; b < B; b++) {   /* _approx_sq_grad: rsqrt(row / mean(row)) ⊗ rsqrt(col) · g */
+                    double a = 0;
+                    for (size_t r = 0; r < R; r++) a += row[b * R + r];
+                    rm[b] = (float)a / fr;
+                }
+                #pragma omp parallel for schedule(static) if (PAR(n))
+                for (size_t j = 0; j < n; j++) {
+                    const size_t b = j / (R * C), r = j / C % R, k = j % C;
+                    u[j] = sd_adafactor_u_factored(g[j], row[b * R + r], rm[b], col[b * C + k]);
+                }
+            } else {
+                #pragma omp parallel for schedule(static) if (PAR(n))
+                for (size_t j = 0; j < n; j++) u[j] = sd_adafactor_u_unfactored(g[j], &v[j], &s);
+            }
         }
+        if (rc) return rc;
+        /* clip by RMS, scale by α, first moment, weight decay, step */
+        if ((rc = sumsq_of(o, &ut, &ss))) return rc;
+        float den = ((float)sqrt(ss) / (float)sqrt((double)n)) / (float)c->clip_threshold;
+        s.den = den < 1.0f ? 1.0f : den;
+        if (o->ctx) {
+            sd_tensor mt = sd_optim_state_view(o, q->p, m);
+            if ((rc = sd_op_adafactor_apply(o->ctx, &q->p->value, &ut, m ? &mt : NULL, &s))) return rc;
+            continue;
+        }
+        float *restrict p = pval(q);
+        const float *restrict u = o->scratch;
+        #pragma omp parallel for schedule(static) if (PAR(n))
+        for (size_t j = 0; j < n; j++) sd_adafactor_apply_elem(&p[j], u[j], m ? &m[j] : NULL, &s);
     }
     return SD_OK;
 }

@@ -13,6 +13,9 @@ static inline double sd_optim_glr(const sd_optim *o, const double *lr, int g)
     return lr ? lr[g] : o->groups[g].lr;
 }
 
+/* State (or scratch) `data` as an f32 tensor of parameter p's shape on the optimizer's device (optim.c). */
+sd_tensor sd_optim_state_view(const sd_optim *o, const sd_param *p, float *data);
+
 int sd_optim_step_lion(sd_optim *o, const double *lr, const uint8_t *skip);
 int sd_optim_step_sgd(sd_optim *o, const double *lr, const uint8_t *skip);
 int sd_optim_step_adafactor(sd_optim *o, const double *lr, const uint8_t *skip);

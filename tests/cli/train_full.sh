@@ -239,4 +239,33 @@ o3f=$(ls o3/*.safetensors 2> /dev/null | head -1); o4f=o4/${o3f#o3/}
 [ -n "$o3f" ] && cmp -s "$o3f" "$o4f" && ok train_full_device_optim_fp16_same_bytes ||
   nok train_full_device_optim_fp16_same_bytes "$(tail -2 o4.err)"
 
+# ---- Lion, SGDNesterov, Adafactor, AdamW8bit and Lion8bit through the device ops (their GPU path): the host
+# loops' bytes (weight decay, clipping, the text encoder stopping; --full_bf16 / --full_fp16 rounding;
+# Adafactor's factored 2-D and 4-D weights and unfactored biases, its RMS-scaled relative step and a fixed
+# LR with β1; 8-bit blockwise and f32 states)
+dk=0
+for spec in "Lion|--optimizer_args weight_decay=0.1 betas=0.9,0.99" "SGDNesterov|--optimizer_args weight_decay=0.01" \
+            "Adafactor|--max_grad_norm 0.5" \
+            "Adafactor|--optimizer_args relative_step=False scale_parameter=False warmup_init=False beta1=0.9 weight_decay=0.01" \
+            "Lion|--mixed_precision bf16 --full_bf16" "AdamW8bit|--optimizer_args min_8bit_size=1024 --max_grad_norm 0.5" \
+            "Lion8bit|--optimizer_args min_8bit_size=1024 weight_decay=0.1 --mixed_precision fp16 --full_fp16"; do
+  dk=$((dk + 1)); kind=${spec%%|*}; extra=${spec#*|}
+  # shellcheck disable=SC2086
+  D --output_dir dk${dk}h --max_train_steps 3 --stop_text_encoder_training 2 --optimizer_type $kind $extra 2> dk${dk}h.err
+  # shellcheck disable=SC2086
+  SD_DEVICE_OPTIM=1 D --output_dir dk${dk}d --max_train_steps 3 --stop_text_encoder_training 2 --optimizer_type $kind $extra \
+    2> dk${dk}d.err
+  [ -f dk${dk}h/last.safetensors ] && cmp -s dk${dk}h/last.safetensors dk${dk}d/last.safetensors &&
+    ! cmp -s tiny.safetensors dk${dk}d/last.safetensors && grep -q "$kind runs on the CPU through the device ops" dk${dk}d.err &&
+    ok "train_full_device_optim_${kind}_${dk}_same_bytes" ||
+    nok "train_full_device_optim_${kind}_${dk}_same_bytes" "$(tail -2 dk${dk}d.err) / $(tail -1 dk${dk}h.err)"
+done
+
+# the 8-bit state saved from the device and resumed onto it: the uninterrupted host run's bytes
+A8=(--stop_text_encoder_training 2 --optimizer_type AdamW8bit --optimizer_args min_8bit_size=1024 --max_grad_norm 0.5)
+SD_DEVICE_OPTIM=1 D --output_dir dk8 --max_train_steps 3 "${A8[@]}" --save_every_n_steps 2 --save_state 2> dk8.err
+SD_DEVICE_OPTIM=1 D --output_dir dk9 --max_train_steps 3 "${A8[@]}" --resume dk8/at-step00000002-state 2> dk9.err
+[ -f dk9/last.safetensors ] && cmp -s dk6h/last.safetensors dk9/last.safetensors && cmp -s dk8/last.safetensors dk9/last.safetensors &&
+  ok train_full_device_optim_8bit_resume || nok train_full_device_optim_8bit_resume "$(tail -2 dk9.err)"
+
 [ -n "${KEEP:-}" ] || rm -rf "$tmp"

@@ -72,7 +72,8 @@ SD_DEVICE_OPTIM=1 F --output_dir k4 --max_train_steps 3 --max_grad_norm 1e-3 --t
   nok train_fused_device_ops_clip "$(tail -2 k4.err)"
 
 # ---- the CUDA backend (emulated on the CPU: make emu-bin): gradients in device memory, clipped by the
-# device ops; AdamW steps there, Adafactor on host copies of each tensor: the plain run's bytes ------------
+# device ops; AdamW, Lion, Adafactor and AdamW8bit step there (SD_DEVICE_OPTIM=0: on host copies of each tensor): the
+# plain run's bytes, and the host step's ----------------------------------------------------------------------
 ebin="$root/$build/emu/bin/sd-train"
 if [ -x "$ebin" ]; then
   E() { "$ebin" --method ft --model xl.safetensors --model_config "$cfg" --data recs.jsonl --learning_rate 1e-3 \
@@ -81,8 +82,19 @@ if [ -x "$ebin" ]; then
   E --output_dir ue2 2> ue2.err; E --output_dir ue3 --fused_optimizer_groups 3 2> ue3.err
   [ -f ue1/last.safetensors ] && same ue0 ue1 && same ue2 ue3 && ok train_fused_cuda_emu ||
     nok train_fused_cuda_emu "$(tail -n 2 ue1.err ue3.err)"
+  SD_DEVICE_OPTIM=0 E --output_dir ue4 "${AF[@]}" --fused_backward_pass 2> ue4.err
+  E --output_dir ue5 --optimizer_type Lion --fused_optimizer_groups 3 2> ue5.err
+  SD_DEVICE_OPTIM=0 E --output_dir ue6 --optimizer_type Lion --fused_optimizer_groups 3 2> ue6.err
+  E --output_dir ue7 --optimizer_type AdamW8bit --optimizer_args min_8bit_size=512 --fused_optimizer_groups 3 2> ue7.err
+  SD_DEVICE_OPTIM=0 E --output_dir ue8 --optimizer_type AdamW8bit --optimizer_args min_8bit_size=512 \
+    --fused_optimizer_groups 3 2> ue8.err
+  [ -f ue4/last.safetensors ] && same ue1 ue4 && [ -f ue5/last.safetensors ] && same ue5 ue6 &&
+    [ -f ue7/last.safetensors ] && same ue7 ue8 && grep -q 'AdamW8bit runs on the GPU' ue7.err &&
+    grep -q 'Adafactor runs on the GPU' ue1.err && grep -q 'Lion runs on the GPU' ue5.err && ok train_fused_cuda_emu_device_optim ||
+    nok train_fused_cuda_emu_device_optim "$(tail -n 2 ue4.err ue5.err ue6.err ue7.err ue8.err)"
 else
   echo "ok train_fused_cuda_emu # SKIP no $build/emu/bin/sd-train (make emu-bin)"
+  echo "ok train_fused_cuda_emu_device_optim # SKIP no $build/emu/bin/sd-train (make emu-bin)"
 fi
 
 # ---- resume from a saved state: byte-identical -------------------------------------------------------------

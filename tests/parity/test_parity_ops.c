@@ -30,6 +30,7 @@
 #include "tensor/device.h"
 #include "tensor/ops.h"
 #include "test.h"
+#include "train/optim8bit.h"
 #ifdef SD_CUDA
 #include "tensor/cuda/cuda.h" /* the conv path counters; sd_cuda_gemm_count16 / count32: which operands the products took */
 #endif
@@ -1275,6 +1276,149 @@ static void test_optim(void)
     pool_free();
 }
 
+/* Lion, SGDNesterov and Adafactor (optim_elem.h on both sides): bit-exact over 3 steps with a new
+ * gradient each step, weight decay on and off, SGD's first step (buffer = d) and later ones, then the
+ * --full_bf16 / --full_fp16 rounding of the parameter and state (sd_op_scale_round) as
+ * train/optim.c applies it. Adafactor: factored (a matrix wider than one block of threads, a conv
+ * weight of 3x3 matrices, a stack of 3 matrices) and unfactored (a vector), its row / column / row-mean
+ * reductions and update u exact; RMS(u) through sd_op_sumsq within 1e-12 relative (CUDA's tree
+ * order), the apply step then given the same den on both sides: exact, with and without β1. */
+static void test_optim_kinds(void)
+{
+    static const sd_dtype modes[3] = { SD_F32, SD_BF16, SD_F16 };
+    char name[96];
+    for (int k = 0; k < 3; k++) {
+        for (int wd = 0; wd < 2; wd++) {
+            pair *p = R(3, 70001), *m = MK(SD_F32, 0.1f, 0.0f, 3, 70001);
+            pair *q = R(3, 70001), *b = MK(SD_F32, 0.1f, 0.0f, 3, 70001);
+            for (int step = 1; step <= 3; step++) {
+                pair *g = R(3, 70001);
+                sd_lion_scalars ls = { .decay = wd ? 1.0f - 1e-4f : 1.0f, .beta1 = 0.9f, .omb1 = 0.1f, .beta2 = 0.99f,
+                                       .omb2 = 0.01f, .neg_lr = -1e-4f * (float)step };
+                BOTH(sd_op_lion(&cpu, &p->h, &g->h, &m->h, &ls), sd_op_lion(&gpu, &p->d, &g->d, &m->d, &ls));
+                sd_sgd_scalars gs = { .wd = wd ? 0.01f : 0.0f, .momentum = 0.9f, .damp1 = wd ? 1.0f : 0.9f,
+                                      .neg_lr = -1e-2f / (float)step, .decay = wd, .first = step == 1 };
+                BOTH(sd_op_sgd(&cpu, &q->h, &g->h, &b->h, &gs), sd_op_sgd(&gpu, &q->d, &g->d, &b->d, &gs));
+                pair *rt[4] = { p, m, q, b };
+                for (int j = 0; j < 4 && modes[k] != SD_F32; j++)
+                    BOTH(sd_op_scale_round(&cpu, &rt[j]->h, 1.0f, modes[k], NULL),
+                         sd_op_scale_round(&gpu, &rt[j]->d, 1.0f, modes[k], NULL));
+            }
+            snprintf(name, sizeof name, "lion %s wd %d p", sd_dtype_name(modes[k]), wd); cmp_exact(name, p);
+            snprintf(name, sizeof name, "lion %s wd %d exp_avg", sd_dtype_name(modes[k]), wd); cmp_exact(name, m);
+            snprintf(name, sizeof name, "sgd nesterov %s wd %d p", sd_dtype_name(modes[k]), wd); cmp_exact(name, q);
+            snprintf(name, sizeof name, "sgd nesterov %s wd %d buf", sd_dtype_name(modes[k]), wd); cmp_exact(name, b);
+            pool_free();
+        }
+    }
+    static const int nds[4] = { 2, 4, 3, 1 };
+    static const int64_t shs[4][4] = { { 64, 1100 }, { 8, 4, 3, 3 }, { 3, 17, 33 }, { 70001 } };
+    for (int c = 0; c < 4; c++) {
+        for (int k = 0; k < 3; k += 2) {   /* f32, f16 */
+            const int nd = nds[c], fact = nd >= 2, beta1 = c % 2 == 0;
+            const int64_t *sh = shs[c];
+            int64_t n = 1;
+            for (int i = 0; i < nd; i++) n *= sh[i];
+            const int64_t C = fact ? sh[nd - 1] : 0, Rr = fact ? sh[nd - 2] : 0, B = fact ? n / (C * Rr) : 0;
+            pair *p = mk(SD_F32, nd, sh, 1.0f, 0.0f), *u = mk(SD_F32, nd, sh, 1.0f, 0.0f);
+            pair *m = mk(SD_F32, nd, sh, 0.1f, 0.0f), *v = fact ? NULL : MK(SD_F32, 0.01f, 0.02f, n);
+            pair *row = fact ? MK(SD_F32, 0.01f, 0.02f, B * Rr) : NULL, *col = fact ? MK(SD_F32, 0.01f, 0.02f, B * C) : NULL;
+            pair *rm = fact ? MK(SD_F32, 0.0f, 0.0f, B) : NULL;
+            for (int step = 1; step <= 3; step++) {
+                pair *g = mk(SD_F32, nd, sh, 0.05f, 0.0f);
+                double b2 = 1.0 - pow((double)step, -0.8);
+                sd_adafactor_scalars as = { .beta2t = (float)b2, .omb2t = (float)(1.0 - b2), .eps1 = 1e-30f, .den = 1.0f,
+                                            .alpha = 1e-3f * (float)step, .beta1 = 0.9f, .omb1 = 0.1f,
+                                            .wda = -1e-5f, .decay = c != 1 };
+                if (fact)
+                    BOTH(sd_op_adafactor_sq(&cpu, &g->h, &row->h, &col->h, &rm->h, NULL, &u->h, &as),
+                         sd_op_adafactor_sq(&gpu, &g->d, &row->d, &col->d, &rm->d, NULL, &u->d, &as));
+                else
+                    BOTH(sd_op_adafactor_sq(&cpu, &g->h, NULL, NULL, NULL, &v->h, &u->h, &as),
+                         sd_op_adafactor_sq(&gpu, &g->d, NULL, NULL, NULL, &v->d, &u->d, &as));
+                double sh_ = 0, sd_ = 0;
+                BOTH(sd_op_sumsq(&cpu, &u->h, &sh_), sd_op_sumsq(&gpu, &u->d, &sd_));
+                T_CHECKF(fabs(sh_ - sd_) <= 1e-12 * sh_, "adafactor RMS(u) %.17g vs %.17g", sh_, sd_);
+                float den = ((float)sqrt(sh_) / (float)sqrt((double)n)) / 1.0f;
+                as.den = den < 1.0f ? 1.0f : den;
+                BOTH(sd_op_adafactor_apply(&cpu, &p->h, &u->h, beta1 ? &m->h : NULL, &as),
+                     sd_op_adafactor_apply(&gpu, &p->d, &u->d, beta1 ? &m->d : NULL, &as));
+                if (modes[k] != SD_F32)
+                    BOTH(sd_op_scale_round(&cpu, &p->h, 1.0f, modes[k], NULL), sd_op_scale_round(&gpu, &p->d, 1.0f, modes[k], NULL));
+            }
+            const char *dn = sd_dtype_name(modes[k]);
+            snprintf(name, sizeof name, "adafactor %dd %s u", nd, dn); cmp_exact(name, u);
+            snprintf(name, sizeof name, "adafactor %dd %s p", nd, dn); cmp_exact(name, p);
+            if (beta1) { snprintf(name, sizeof name, "adafactor %dd %s exp_avg", nd, dn); cmp_exact(name, m); }
+            if (fact) {
+                snprintf(name, sizeof name, "adafactor %dd %s exp_avg_sq_row", nd, dn); cmp_exact(name, row);
+                snprintf(name, sizeof name, "adafactor %dd %s exp_avg_sq_col", nd, dn); cmp_exact(name, col);
+                snprintf(name, sizeof name, "adafactor %dd %s row mean", nd, dn); cmp_exact(name, rm);
+            } else {
+                snprintf(name, sizeof name, "adafactor %dd %s exp_avg_sq", nd, dn); cmp_exact(name, v);
+            }
+            pool_free();
+        }
+    }
+}
+
+/* bitsandbytes' steps (optim8_elem.h on both sides): AdamW8bit and Lion8bit / SGD8bit on 8-bit
+ * blockwise codes (a partial last block) and on f32 states, 3 steps with a new gradient each,
+ * weight decay on, Lion's T rounding of bf16: the parameters, codes, absmax and f32 states bit-exact. */
+static void test_optim_bnb(void)
+{
+    sd_bnb_qmaps q;
+    sd_bnb_dynamic_map(1, q.q1);
+    sd_bnb_dynamic_map(0, q.q2);
+    const int64_t n = 70001, nb = (n + 255) / 256;
+    char name[96];
+    for (int mode8 = 0; mode8 < 2; mode8++) {
+        for (int kind = 0; kind < 3; kind++) {   /* AdamW8bit, Lion8bit (bf16 T), SGD8bit */
+            pair *p = R(n), *m32 = MK(SD_F32, 0.01f, 0.0f, n), *v32 = MK(SD_F32, 0.001f, 0.001f, n);
+            pair *a1 = MK(SD_F32, 0.01f, 0.02f, nb), *a2 = MK(SD_F32, 0.001f, 0.002f, nb);
+            /* the codes: random bytes in an f32 tensor of n/4 (+1) values on both sides */
+            pair *c1 = MK(SD_F32, 1.0f, 0.0f, (n + 3) / 4), *c2 = MK(SD_F32, 1.0f, 0.0f, (n + 3) / 4);
+            sd_bnb_state_ptrs sh = { .numel = n, .mode8 = mode8 }, sdv = sh;
+            if (mode8) {
+                sh.m8 = c1->h.data, sh.v8 = kind == 0 ? c2->h.data : NULL, sh.absmax1 = a1->h.data;
+                sh.absmax2 = kind == 0 ? a2->h.data : NULL;
+                sdv.m8 = c1->d.data, sdv.v8 = kind == 0 ? c2->d.data : NULL, sdv.absmax1 = a1->d.data;
+                sdv.absmax2 = kind == 0 ? a2->d.data : NULL;
+            } else {
+                sh.m32 = m32->h.data, sh.v32 = kind == 0 ? v32->h.data : NULL;
+                sdv.m32 = m32->d.data, sdv.v32 = kind == 0 ? v32->d.data : NULL;
+            }
+            for (int step = 1; step <= 3; step++) {
+                pair *g = MK(SD_F32, 0.05f, 0.0f, n);
+                if (kind == 0) {
+                    float c2s = sqrtf(1.0f - powf(0.999f, (float)step)), c1s = 1.0f - powf(0.9f, (float)step);
+                    sd_bnb2_scalars s = { .beta1 = 0.9f, .beta2 = 0.999f, .omb1 = 0.1f, .omb2 = 1.0f - 0.999f, .eps = 1e-8f,
+                                          .lr = 1e-3f, .wd = 0.01f, .decay = 1.0f - 1e-5f, .c2 = c2s,
+                                          .step_size = -1e-3f * c2s / c1s };
+                    BOTH(sd_op_bnb2_step(&cpu, &p->h, &g->h, &sh, &s, &q), sd_op_bnb2_step(&gpu, &p->d, &g->d, &sdv, &s, &q));
+                } else {
+                    sd_bnb1_scalars s = { .beta1 = 0.9f, .beta2 = 0.99f, .omb1 = 0.1f, .omb2 = 1.0f - 0.99f, .lr = 1e-3f,
+                                          .wd = 0.1f, .decay = 1.0f - 1e-4f, .first = step == 1, .half = kind == 1 ? 2 : 0,
+                                          .lion = kind == 1 };
+                    BOTH(sd_op_bnb1_step(&cpu, &p->h, &g->h, &sh, &s, &q), sd_op_bnb1_step(&gpu, &p->d, &g->d, &sdv, &s, &q));
+                }
+            }
+            static const char *kn[3] = { "AdamW8bit", "Lion8bit bf16", "SGD8bit" };
+            snprintf(name, sizeof name, "%s %s p", kn[kind], mode8 ? "8-bit" : "f32"); cmp_exact(name, p);
+            if (mode8) {
+                snprintf(name, sizeof name, "%s 8-bit codes1", kn[kind]); cmp_exact(name, c1);
+                snprintf(name, sizeof name, "%s 8-bit absmax1", kn[kind]); cmp_exact(name, a1);
+                if (kind == 0) { snprintf(name, sizeof name, "%s 8-bit codes2", kn[kind]); cmp_exact(name, c2); }
+                if (kind == 0) { snprintf(name, sizeof name, "%s 8-bit absmax2", kn[kind]); cmp_exact(name, a2); }
+            } else {
+                snprintf(name, sizeof name, "%s f32 state1", kn[kind]); cmp_exact(name, m32);
+                if (kind == 0) { snprintf(name, sizeof name, "%s f32 state2", kn[kind]); cmp_exact(name, v32); }
+            }
+            pool_free();
+        }
+    }
+}
+
 /* SwinV2 ops: L2 normalisation of rows (the q/k of the cosine attention, rows of 32 and of 7 with
  * a large eps), window partition / merge with a shift (exact: a permutation), their backwards. */
 static void test_swin(void)
@@ -1443,6 +1587,8 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     { "parity_embeddings", test_embeddings },
     { "parity_losses", test_losses },
     { "parity_optimizer", test_optim },
+    { "parity_optimizer_kinds", test_optim_kinds },
+    { "parity_optimizer_bnb", test_optim_bnb },
     { "parity_gemm_16bit_operands", test_gemm16 },  /* last: the random inputs of the others stay */
     { "parity_f8_weights", test_f8_weights },       /* after: the others' random inputs stay */
 };

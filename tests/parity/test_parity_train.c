@@ -32,6 +32,7 @@
 #include "tensor/cuda/cuda.h"
 #endif
 #include "train/optim.h"
+#include "train/optim8bit.h"
 
 #define NLORA 5
 #define STEPS 3
@@ -254,6 +255,116 @@ static void test_lora_training_3_steps(void)
     release(&cpu);
 }
 
+/* The optimizers that run where the weights live (train/optim.h sd_optim_place; Lion, SGDNesterov,
+ * Adafactor and the bitsandbytes kinds here, AdamW in the LoRA run above): two copies of 4
+ * parameters (a matrix, a 4-D conv weight of 3x3 matrices, a stack of 3 matrices, a vector), one
+ * stepped by the host loops, the other moved to the device with its optimizer placed there (state
+ * and Adafactor's scratch in device memory), the same gradients uploaded; 4 steps with a skipped
+ * parameter, f32 and --full_bf16 / --full_fp16, with and without clipping. Lion and SGDNesterov
+ * without clipping: bit-exact (the element code of optim_elem.h); with clipping, and Adafactor (its
+ * RMS sums), the device's sums of squares run in another order: within 1e-6 of the largest weight
+ * (reported when bit-exact). The state is compared the same way after moving back. */
+static void test_optimizer_on_device(void)
+{
+    static const struct {
+        sd_optim_kind kind;
+        const char *args[4];
+        int nargs;
+        double lr, clip;
+        sd_dtype half;
+    } cases[] = {
+        { SD_OPTIM_LION, { "weight_decay=0.1" }, 1, 1e-3, 0, SD_F32 },
+        { SD_OPTIM_LION, { "weight_decay=0" }, 1, 1e-3, 1.0, SD_BF16 },
+        { SD_OPTIM_SGD_NESTEROV, { "weight_decay=0.01" }, 1, 5e-2, 0, SD_F32 },
+        { SD_OPTIM_SGD_NESTEROV, { "weight_decay=0" }, 1, 5e-2, 0.5, SD_F16 },
+        { SD_OPTIM_ADAFACTOR, { "weight_decay=0.01" }, 1, 0, 0, SD_F32 },
+        { SD_OPTIM_ADAFACTOR, { "relative_step=False", "scale_parameter=False", "warmup_init=False", "beta1=0.9" }, 4, 1e-2,
+          1.0, SD_BF16 },
+        { SD_OPTIM_ADAMW8BIT, { "min_8bit_size=1000" }, 1, 1e-2, 0, SD_F32 },   /* 8-bit and f32 states */
+        { SD_OPTIM_ADAMW8BIT, { "weight_decay=0" }, 1, 1e-2, 0, SD_BF16 },
+        { SD_OPTIM_LION8BIT, { "min_8bit_size=1000", "weight_decay=0.1" }, 2, 1e-3, 0, SD_F16 },
+        { SD_OPTIM_SGD_NESTEROV8BIT, { "min_8bit_size=1", "weight_decay=0.01" }, 2, 5e-2, 0, SD_F32 },
+    };
+    static const int nd[4] = { 2, 4, 3, 1 };
+    static const int64_t shapes[4][4] = { { 64, 300 }, { 16, 8, 3, 3 }, { 3, 17, 33 }, { 300 } };
+    const sd_devkind dev = g_selftest ? SD_DEV_CPU : SD_DEV_CUDA;
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        sd_params r[2];
+        sd_param *ps[2][4];
+        sd_optim o[2];
+        sd_ctx gctx;
+        int ok = sd_ctx_init(&gctx, dev, 1, (size_t)1 << 20) == SD_OK;
+        for (int k = 0; k < 2 && ok; k++) {
+            sd_params_init(&r[k]);
+            for (int i = 0; i < 4 && ok; i++) {
+                char key[16];
+                snprintf(key, sizeof key, "w%d", i);
+                ok = sd_params_add(&r[k], NULL, key, nd[i], shapes[i], SD_PARAM_TRAINABLE, &ps[k][i]) == SD_OK;
+            }
+            ok = ok && sd_params_alloc(&r[k], SD_DEV_CPU) == SD_OK;
+            for (int i = 0; i < 4 && ok; i++) ok = put(&ps[k][i]->value, 0.3f, 0.0f, 100 + (uint64_t)i) == SD_OK;
+            sd_optim_group_desc gd = { "unet", cases[c].lr, ps[k], 4 };
+            sd_optim_config cfg;
+            sd_optim_config_default(&cfg, cases[c].kind);
+            ok = ok && sd_optim_config_parse_args(&cfg, cases[c].args, cases[c].nargs) == SD_OK;
+            ok = ok && sd_optim_init(&o[k], &cfg, &gd, 1) == SD_OK;
+        }
+        /* the second copy: weights, gradients and the optimizer on the device */
+        ok = ok && sd_params_move(&r[1], dev) == SD_OK && sd_optim_place(&o[1], &gctx) == SD_OK;
+        ok = ok && sd_optim_set_half(&o[0], cases[c].half) == SD_OK && sd_optim_set_half(&o[1], cases[c].half) == SD_OK;
+        T_CHECKF(ok, "case %zu setup: %s", c, sd_errmsg());
+        if (!ok) return;
+        for (int step = 1; step <= 4 && ok; step++) {
+            for (int i = 0; i < 4 && ok; i++) {
+                float sc = step == 3 ? 2.0f : 0.05f;
+                ok = put(&ps[0][i]->grad, sc, 0.0f, (uint64_t)(step * 10 + i)) == SD_OK &&
+                     put(&ps[1][i]->grad, sc, 0.0f, (uint64_t)(step * 10 + i)) == SD_OK;
+            }
+            uint8_t skip[4] = { 0, step == 2, 0, 0 };
+            double lr = cases[c].lr * (1.0 - 0.1 * step), n0 = 0, n1 = 0;
+            for (int k = 0; k < 2 && ok; k++) {
+                ok = sd_optim_round_grads(&o[k]) == SD_OK &&
+                     sd_optim_clip_grad_norm(&o[k], cases[c].clip, k ? &n1 : &n0) == SD_OK &&
+                     sd_optim_step(&o[k], &lr, skip) == SD_OK;
+            }
+            T_CHECKF(ok, "case %zu step %d: %s", c, step, sd_errmsg());
+            T_CHECKF(fabs(n0 - n1) <= 1e-12 * n0, "case %zu step %d norm %.17g vs %.17g", c, step, n0, n1);
+        }
+        ok = ok && sd_optim_place(&o[1], NULL) == SD_OK && sd_params_move(&r[1], SD_DEV_CPU) == SD_OK;
+        T_CHECKF(ok, "case %zu back to the host: %s", c, sd_errmsg());
+        const int exact = cases[c].kind != SD_OPTIM_ADAFACTOR && cases[c].clip == 0;
+        int same = ok && o[0].state_floats == o[1].state_floats &&
+                   !memcmp(o[0].state, o[1].state, o[0].state_floats * sizeof(float));
+        for (size_t i = 0; ok && o[0].st8 && i < o[0].nparams; i++)   /* bitsandbytes' blocks: codes, absmax, f32 states */
+            same &= !memcmp(o[0].st8[i].mem, o[1].st8[i].mem, sd_adamw8bit_state_bytes(&o[0].st8[i]));
+        double worst = 0;
+        for (int i = 0; i < 4 && ok; i++) {
+            const float *a = ps[0][i]->value.data, *b = ps[1][i]->value.data;
+            int64_t n = sd_tensor_numel(&ps[0][i]->value);
+            double mr = 0, md = 0;
+            for (int64_t j = 0; j < n; j++) {
+                mr = fmax(mr, fabs((double)a[j]));
+                md = fmax(md, fabs((double)a[j] - (double)b[j]));
+                same &= a[j] == b[j] || (a[j] != a[j] && b[j] != b[j]);
+            }
+            if (mr > 0 && md / mr > worst) worst = md / mr;
+        }
+        for (size_t j = 0; ok && !same && j < o[0].state_floats; j++) {
+            double d = fabs((double)o[0].state[j] - (double)o[1].state[j]), m = fabs((double)o[0].state[j]);
+            if (d > 1e-6 * fmax(m, 1e-30) && d > worst) worst = d / fmax(m, 1e-30);
+        }
+        printf("# optimizer on the device: %-12s %-4s clip %g: %s (worst rel %.3e)\n", sd_optim_kind_name(cases[c].kind),
+               sd_dtype_name(cases[c].half), cases[c].clip, same ? "bit-exact" : "differs", worst);
+        if (exact) T_CHECKF(same, "%s case %zu: not bit-exact (worst rel %.3e)", sd_optim_kind_name(cases[c].kind), c, worst);
+        else T_CHECKF(worst <= 1e-6, "%s case %zu: worst rel %.3e", sd_optim_kind_name(cases[c].kind), c, worst);
+        for (int k = 0; k < 2; k++) {
+            sd_optim_free(&o[k]);
+            sd_params_free(&r[k]);
+        }
+        sd_ctx_free(&gctx);
+    }
+}
+
 #ifdef SD_CUDA_EMU
 /* The emulated build: the same run with the cuDNN convolutions (SD_CUDA_CONV=cudnn against the
  * emulated cuDNN of tests/emu/lib/cudnn_emu.cpp); the counters show that cuDNN ran forward, dx and dw. */
@@ -281,6 +392,7 @@ int main(void)
     if (g_selftest) {
         printf("# self-test: both sides on the CPU\n");
         T_RUN(test_lora_training_3_steps);
+        T_RUN(test_optimizer_on_device);
         T_DONE();
     }
     if (!sd_device_built_with_cuda()) why = "no CUDA device (built without CUDA)";
@@ -294,6 +406,7 @@ int main(void)
         return 0;
     }
     T_RUN(test_lora_training_3_steps);
+    T_RUN(test_optimizer_on_device);
 #ifdef SD_CUDA_EMU
     if (!getenv("SD_CUDA_CONV")) T_RUN(test_lora_training_3_steps_cudnn);
 #endif

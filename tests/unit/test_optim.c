@@ -476,7 +476,7 @@ static void test_place(void)
     T_EQ_INT(sd_params_alloc(&r, SD_DEV_CPU), 0);
     sd_optim_group_desc gd = { "unet", 1e-2, &p, 1 };
     sd_optim_config cfg;
-    sd_optim_config_default(&cfg, SD_OPTIM_LION);
+    sd_optim_config_default(&cfg, SD_OPTIM_PRODIGY);
     sd_optim o;
     T_EQ_INT(sd_optim_init(&o, &cfg, &gd, 1), 0);
     T_EQ_INT(sd_optim_place(&o, &cpu), SD_EUNSUPPORTED);
@@ -497,6 +497,132 @@ static void test_place(void)
     double ss = 0;
     T_EQ_INT(sd_op_sumsq(&cpu, &ta, &ss), SD_OK);
     T_CHECK(ss == 30.0);
+    sd_ctx_free(&cpu);
+}
+
+/* Lion, SGDNesterov, Adafactor and the bitsandbytes kinds placed on a CPU context (the ops of
+ * tensor/ops.h, what a GPU runs) give the host loops' bits: 4 steps with a skipped parameter,
+ * clipping, f32 / bf16 / f16, weight decay on and off, Adafactor factored (a matrix, a 4-D conv
+ * weight of 3x3 matrices, a 3-D stack) and unfactored (a bias), with and without β1, relative and
+ * fixed step; AdamW8bit / Lion8bit / SGDNesterov8bit with 8-bit blockwise and f32 states. */
+static void test_place_kinds(void)
+{
+    static const struct { sd_optim_kind kind; const char *args[4]; int nargs; double lr; } cases[] = {
+        { SD_OPTIM_LION, { "weight_decay=0.1", "betas=(0.8, 0.95)" }, 2, 1e-3 },
+        { SD_OPTIM_LION, { "weight_decay=0" }, 1, 1e-3 },
+        { SD_OPTIM_SGD_NESTEROV, { "weight_decay=0.01" }, 1, 5e-2 },
+        { SD_OPTIM_SGD_NESTEROV, { "weight_decay=0", "momentum=0.8", "dampening=0.1" }, 3, 5e-2 },
+        { SD_OPTIM_ADAFACTOR, { "weight_decay=0.1" }, 1, 0 },
+        { SD_OPTIM_ADAFACTOR, { "relative_step=False", "scale_parameter=False", "warmup_init=False", "beta1=0.9" }, 4, 1e-2 },
+        { SD_OPTIM_ADAFACTOR, { "relative_step=False", "weight_decay=0.01", "clip_threshold=0.5" }, 3, 1e-2 },
+        { SD_OPTIM_ADAMW8BIT, { "min_8bit_size=100", "weight_decay=0.1" }, 2, 1e-2 },   /* 8-bit and f32 states */
+        { SD_OPTIM_ADAMW8BIT, { "weight_decay=0" }, 1, 1e-2 },
+        { SD_OPTIM_LION8BIT, { "min_8bit_size=100", "weight_decay=0.1" }, 2, 1e-3 },
+        { SD_OPTIM_SGD_NESTEROV8BIT, { "min_8bit_size=1", "weight_decay=0.01" }, 2, 5e-2 },
+        { SD_OPTIM_PAGED_ADAMW32BIT, { "weight_decay=0.01" }, 1, 1e-2 },
+    };
+    static const sd_dtype dts[3] = { SD_F32, SD_BF16, SD_F16 };
+    static const int nd[4] = { 2, 4, 3, 1 };
+    static const int64_t shapes[4][4] = { { 12, 20 }, { 4, 3, 3, 3 }, { 3, 5, 7 }, { 20 } };
+    sd_ctx cpu;
+    T_EQ_INT(sd_ctx_init(&cpu, SD_DEV_CPU, 0, 0), 0);
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        for (int d = 0; d < 3; d++) {
+            float *res[2][4] = { { 0 } }, *st[2] = { 0 };
+            size_t nst = 0;
+            for (int k = 0; k < 2; k++) {
+                sd_params r;
+                sd_params_init(&r);
+                sd_param *ps[4];
+                for (int i = 0; i < 4; i++) {
+                    char key[16];
+                    snprintf(key, sizeof key, "w%d", i);
+                    T_EQ_INT(sd_params_add(&r, NULL, key, nd[i], shapes[i], SD_PARAM_TRAINABLE, &ps[i]), 0);
+                }
+                T_EQ_INT(sd_params_alloc(&r, SD_DEV_CPU), 0);
+                for (int i = 0; i < 4; i++) {
+                    float *w = ps[i]->value.data;
+                    for (int64_t j = 0; j < sd_tensor_numel(&ps[i]->value); j++) w[j] = sinf((float)(j * (i + 3)) * 0.37f) * 0.3f;
+                }
+                sd_optim_group_desc gd = { "unet", cases[c].lr, ps, 4 };
+                sd_optim_config cfg;
+                sd_optim_config_default(&cfg, cases[c].kind);
+                T_EQ_INT(sd_optim_config_parse_args(&cfg, cases[c].args, cases[c].nargs), 0);
+                sd_optim o;
+                T_EQ_INT(sd_optim_init(&o, &cfg, &gd, 1), 0);
+                if (k) T_EQ_INT(sd_optim_place(&o, &cpu), 0);
+                T_EQ_INT(sd_optim_set_half(&o, dts[d]), 0);
+                for (int s = 0; s < 4; s++) {
+                    for (int i = 0; i < 4; i++) {
+                        float *g = ps[i]->grad.data;
+                        for (int64_t j = 0; j < sd_tensor_numel(&ps[i]->grad); j++)
+                            g[j] = cosf((float)(j * (s + 2) + i) * 0.11f) * (s == 2 ? 3.0f : 0.05f);
+                    }
+                    uint8_t skip[4] = { 0, s == 1, 0, 0 };
+                    T_EQ_INT(sd_optim_round_grads(&o), 0);
+                    double norm;
+                    T_EQ_INT(sd_optim_clip_grad_norm(&o, 1.0, &norm), 0);
+                    double lr = cases[c].lr * (1.0 - 0.1 * s);
+                    T_EQ_INT(sd_optim_step(&o, &lr, skip), 0);
+                }
+                if (k) T_EQ_INT(sd_optim_place(&o, NULL), 0);
+                for (int i = 0; i < 4; i++) {
+                    size_t n = (size_t)sd_tensor_numel(&ps[i]->value);
+                    res[k][i] = malloc(n * sizeof(float));
+                    if (res[k][i]) memcpy(res[k][i], ps[i]->value.data, n * sizeof(float));
+                }
+                size_t s8 = 0;
+                for (size_t i = 0; o.st8 && i < o.nparams; i++) s8 += sd_adamw8bit_state_bytes(&o.st8[i]);
+                nst = o.state_floats + (s8 + sizeof(float) - 1) / sizeof(float);
+                st[k] = calloc(nst ? nst : 1, sizeof(float));
+                if (st[k]) {
+                    memcpy(st[k], o.state, o.state_floats * sizeof(float));
+                    unsigned char *at = (unsigned char *)(st[k] + o.state_floats);
+                    for (size_t i = 0; o.st8 && i < o.nparams; i++) {
+                        size_t b = sd_adamw8bit_state_bytes(&o.st8[i]);
+                        memcpy(at, o.st8[i].mem, b);
+                        at += b;
+                    }
+                }
+                sd_optim_free(&o);
+                sd_params_free(&r);
+            }
+            int same = st[0] && st[1] && !memcmp(st[0], st[1], nst * sizeof(float)), moved = 0;
+            for (int i = 0; i < 4; i++) {
+                size_t n = (size_t)(nd[i] == 1 ? shapes[i][0] : 1);
+                for (int j = 0; nd[i] > 1 && j < nd[i]; j++) n *= (size_t)shapes[i][j];
+                same &= res[0][i] && res[1][i] && !memcmp(res[0][i], res[1][i], n * sizeof(float));
+                moved |= res[0][i] && res[0][i][0] != sinf(0.0f) * 0.3f;
+                moved |= res[0][i] && n > 1 && res[0][i][1] != sinf((float)(i + 3) * 0.37f) * 0.3f;
+                free(res[0][i]);
+                free(res[1][i]);
+            }
+            T_CHECKF(same && moved, "%s case %zu %s: placed = host %d, moved %d", sd_optim_kind_name(cases[c].kind), c,
+                     sd_dtype_name(dts[d]), same, moved);
+            free(st[0]);
+            free(st[1]);
+        }
+    }
+    /* the new ops' argument checks */
+    float a4[4] = { 1, 2, 3, 4 }, b4[4] = { 0 }, c3[3] = { 0 }, r2[2] = { 0 }, k2[2] = { 0 }, m1[1] = { 0 };
+    sd_tensor ta = sd_tensor_wrap(a4, SD_F32, 1, (int64_t[]){ 4 }), tb = sd_tensor_wrap(b4, SD_F32, 1, (int64_t[]){ 4 });
+    sd_tensor tc = sd_tensor_wrap(c3, SD_F32, 1, (int64_t[]){ 3 });
+    sd_tensor t22 = sd_tensor_wrap(a4, SD_F32, 2, (int64_t[]){ 2, 2 }), u22 = sd_tensor_wrap(b4, SD_F32, 2, (int64_t[]){ 2, 2 });
+    sd_tensor tr = sd_tensor_wrap(r2, SD_F32, 1, (int64_t[]){ 2 }), tk = sd_tensor_wrap(k2, SD_F32, 1, (int64_t[]){ 2 });
+    sd_tensor tm = sd_tensor_wrap(m1, SD_F32, 1, (int64_t[]){ 1 });
+    sd_lion_scalars ls = { 1, 0.9f, 0.1f, 0.99f, 0.01f, -1e-3f };
+    sd_sgd_scalars gs = { 0, 0.9f, 1, -1e-3f, 0, 1 };
+    sd_adafactor_scalars as = { 0.5f, 0.5f, 1e-30f, 1, 1e-3f, 0, 1, 0, 0 };
+    T_EQ_INT(sd_op_lion(&cpu, &ta, &tb, &tc, &ls), SD_EINVAL);
+    T_EQ_INT(sd_op_sgd(&cpu, &ta, &tc, &tb, &gs), SD_EINVAL);
+    T_EQ_INT(sd_op_sgd(&cpu, &ta, &tb, NULL, &gs), SD_EINVAL);
+    T_EQ_INT(sd_op_adafactor_sq(&cpu, &ta, &tr, &tk, &tm, NULL, &tb, &as), SD_EINVAL);     /* 1-D: not factored */
+    T_EQ_INT(sd_op_adafactor_sq(&cpu, &t22, &tr, &tc, &tm, NULL, &u22, &as), SD_EINVAL);  /* col of 3 for 2 columns */
+    T_EQ_INT(sd_op_adafactor_sq(&cpu, &t22, &tr, &tk, NULL, NULL, &u22, &as), SD_EINVAL); /* no rmean */
+    T_EQ_INT(sd_op_adafactor_apply(&cpu, &ta, &tc, NULL, &as), SD_EINVAL);
+    T_CHECK(a4[0] == 1 && a4[3] == 4 && b4[0] == 0);   /* untouched */
+    T_EQ_INT(sd_op_adafactor_sq(&cpu, &t22, &tr, &tk, &tm, NULL, &u22, &as), SD_OK);
+    T_CHECK(m1[0] > 0 && b4[0] != 0);
     sd_ctx_free(&cpu);
 }
 
@@ -598,5 +724,6 @@ int main(void)
     T_RUN(test_half_golden);
     T_RUN(test_half_kinds);
     T_RUN(test_place);
+    T_RUN(test_place_kinds);
     T_DONE();
 }
