@@ -86,9 +86,12 @@ EMU_OBJ  := $(filter-out $(EMU_C_SRC:%.c=$(BUILD)/obj/%.o),$(LIB_SRC:%.c=$(BUILD
             $(EMU_BUILD)/obj/tests/emu/lib/cuda_emu_runtime.o $(EMU_BUILD)/obj/tests/emu/lib/cudnn_emu.o
 EMU_LIBSD := $(EMU_BUILD)/libsd.a
 EMU_PARITY := $(patsubst tests/%.c,$(EMU_BUILD)/tests/%,$(sort $(wildcard tests/parity/*.c)))
+# the tools linked against it: tests/cli scripts run whole emulated-GPU trainings with them
+EMU_BINS := $(BIN_SRC:bin/%.c=$(EMU_BUILD)/bin/%)
 EMU_CXXFLAGS := $(ALL_CXXFLAGS) -DSD_CUDA -DSD_CUDA_EMU -Itests/emu/include
 ifeq ($(CUDA),1)
   EMU_PARITY :=
+  EMU_BINS :=
 endif
 BENCH_SRC := $(sort $(wildcard bench/*.c))
 BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
@@ -159,13 +162,13 @@ $(EMU_BUILD)/bin/%: bin/%.c $(EMU_LIBSD)
 
 # the parity programs; `make emu-bin` also the tools (for tests/parity/train_cli.sh with SD_BUILD=build/emu)
 emu: $(EMU_PARITY)
-emu-bin: emu $(BIN_SRC:bin/%.c=$(EMU_BUILD)/bin/%)
+emu-bin: emu $(EMU_BINS)
 
 $(BUILD)/bench/%: bench/%.c $(LIBSD)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(ALL_LDFLAGS) $(LIBSD) $(LIBS)
 
-tests: all $(TESTS) $(EMU_TESTS) $(EMU_PARITY)
+tests: all $(TESTS) $(EMU_TESTS) $(EMU_PARITY) $(EMU_BINS)
 
 check: tests
 	SD_BUILD=$(BUILD) tests/run

@@ -445,7 +445,8 @@ static int run(void)
                                 "lower --batch_size or the image size, use --vae_tiling, or run with --device cpu",
                                 &di)))
             goto out;
-        for (int c = 0; c < 4 && !rc; c++) rc = sd_params_move(regs[c], SD_DEV_CUDA);
+        for (int c = 0; c < 4 && !rc; c++)
+            if (regs[c]->allocated) rc = sd_params_move(regs[c], SD_DEV_CUDA);   /* cn_reg: only with --controlnet */
         sd_ctx_free(&ctx);
         memset(&ctx, 0, sizeof ctx);
         if (!rc) rc = sd_ctx_init(&ctx, SD_DEV_CUDA, sd_threads_get(), need + ((size_t)64 << 20));
