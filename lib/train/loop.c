@@ -708,6 +708,13 @@ int sd_train_run(sd_train_config *c, sd_train_data *d)
         rc = loop_plan_live(R, d);
         if (!rc) rc = loop_encode_all(R, d, 0);
         if (!rc && R->val.n) rc = loop_encode_all(R, &R->val, 0x80000000u);
+        if (!rc && R->ctx.backend != SD_DEV_CPU) {
+            /* --cache_latents encoded on the GPU (encode_px): the network is built on the host, with a host
+               context, until the weights move (the step's scratch is sized again then) */
+            sd_ctx_free(&R->ctx);
+            R->scratch_cap = 0;
+            rc = sd_ctx_init(&R->ctx, SD_DEV_CPU, c->threads, 0);
+        }
     }
     if (rc) goto out;
     rc = loop_resolve_buckets(d);

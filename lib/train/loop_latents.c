@@ -100,7 +100,7 @@ static int enc_bufs(run *R, int64_t H, int64_t W, int64_t E)
 }
 
 /* The VAE encoding of a bucket-sized image `out` (mirrored when flip; RGB of its first three
- * channels): [-1, 1] → encoder (on the training device) → posterior sample with the noise of
+ * channels): [-1, 1] → encoder (on the training device, through device buffers there) → posterior sample with the noise of
  * (seed, step, sample, SD_RNG_LATENT) into z [E, H/8, W/8] (unscaled). */
 static int encode_px(run *R, const sd_image *out, int flip, uint32_t step, uint32_t sample, float *z)
 {
@@ -121,7 +121,20 @@ static int encode_px(run *R, const sd_image *out, int flip, uint32_t step, uint3
     sd_tensor mt = sd_tensor_wrap(R->enc_mom, SD_F32, 4, (int64_t[]){ 1, 2 * E, h, w });
     sd_tensor zt = sd_tensor_wrap(z, SD_F32, 4, (int64_t[]){ 1, E, h, w });
     sd_tensor nt = sd_tensor_wrap(R->enc_noise, SD_F32, 4, (int64_t[]){ 1, E, h, w });
-    rc = sd_vae_encode(&R->ctx, &R->model.vae, &mt, &xt);
+    if (R->dev == SD_DEV_CUDA) {   /* the image and the moments through GPU buffers from the scratch arena */
+        /* --cache_latents runs before the weights move: the VAE goes first (the reference caches on the device) */
+        rc = sd_params_move(&R->model.vae_params, SD_DEV_CUDA);
+        size_t mark = sd_arena_mark(&R->ctx.scratch);
+        sd_tensor xd, md;
+        if (!rc) rc = sd_arena_tensor(&R->ctx.scratch, &xd, SD_F32, 4, (int64_t[]){ 1, 3, H, W });
+        if (!rc) rc = sd_arena_tensor(&R->ctx.scratch, &md, SD_F32, 4, (int64_t[]){ 1, 2 * E, h, w });
+        if (!rc) rc = sd_tensor_upload(&xd, x, sd_tensor_nbytes(&xd));
+        if (!rc) rc = sd_vae_encode(&R->ctx, &R->model.vae, &md, &xd);
+        if (!rc) rc = sd_tensor_download(&md, R->enc_mom, sd_tensor_nbytes(&md));
+        sd_arena_reset(&R->ctx.scratch, mark);
+    } else {
+        rc = sd_vae_encode(&R->ctx, &R->model.vae, &mt, &xt);
+    }
     if (!rc) rc = sd_vae_noise(R->enc_noise, (size_t)n, R->seed, step, sample);
     if (!rc) rc = sd_vae_latent(&R->ctx, &zt, &mt, &nt);
     return rc;

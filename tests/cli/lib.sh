@@ -10,6 +10,8 @@
 #                            without the -dev packages), built with examples/build_tiny.sh otherwise (always with
 #                            --build); on failure "not ok PREFIX_tiny_build" and exit 1
 #   t_meta FILE KEY          a safetensors file's __metadata__ value (<absent> when missing), by python3 (stdlib)
+#   t_wdiff A B              "MAXDIFF MAXABS": max |a - b| over the F32 tensors (all but *.alpha) of two safetensors
+#                            files with the same keys, and the largest |a|
 #   t_refuse [-1] NAME RC PATTERN CMD...  "ok NAME" when CMD exits RC (!0: any failure) with a stderr line that
 #                            matches PATTERN (grep), with -1 also exactly one stderr line (a "Try ..." hint aside);
 #                            else "not ok NAME" with the exit status and the error
@@ -46,6 +48,21 @@ t_meta() { python3 - "$1" "$2" <<'PY'
 import json, struct, sys
 b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
 print(h.get('__metadata__', {}).get(sys.argv[2], '<absent>'))
+PY
+}
+
+t_wdiff() { python3 - "$1" "$2" <<'PY'
+import json, struct, sys
+def load(p):
+    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n]); d = b[8 + n:]
+    out = {}
+    for k, v in h.items():
+        if k != '__metadata__' and not k.endswith('.alpha') and v['dtype'] == 'F32':
+            s, e = v['data_offsets']; out[k] = struct.unpack('<%df' % ((e - s) // 4), d[s:e])
+    return out
+a, b = load(sys.argv[1]), load(sys.argv[2])
+assert a.keys() == b.keys() and a
+print('%.3g %.3g' % (max(abs(x - y) for k in a for x, y in zip(a[k], b[k])), max(abs(x) for k in a for x in a[k])))
 PY
 }
 

@@ -141,6 +141,32 @@ t_refuse train_controlnet_sd_sample_cn_alone 1 'needs --controlnet FILE' S --pro
 t_refuse train_controlnet_sd_sample_no_cn 1 'needs a control image in every prompt' \
   S --prompt "sks" --controlnet r1/last.safetensors --outdir e9
 
+# ---- --device cuda: the fake device (SD_FAKE_CUDA=1 in a build without CUDA: host memory, the CPU kernels) and the
+# emulated CUDA build ($build/emu/bin: the CUDA kernels' source on the CPU) train the ControlNet within 1e-4 of the
+# CPU run's largest weight, and sd-sample runs a ControlNet there (the image within 8 levels of the CPU's) ------------
+helper="$root/$build/tests/unit/test_sample"
+for mode in fake emu; do
+  if [ $mode = fake ]; then
+    bin=$B; envs=SD_FAKE_CUDA=1
+    grep -aq 'fake CUDA device' "$bin/sd-train" || { echo "ok train_controlnet_device_cuda_$mode # SKIP a CUDA build"; continue; }
+  else
+    bin="$root/$build/emu/bin"; envs=SD_NONE=1
+    [ -x "$bin/sd-train" ] || { echo "ok train_controlnet_device_cuda_$mode # SKIP no $build/emu/bin (make emu-bin)"; continue; }
+  fi
+  env $envs "$bin/sd-train" --method controlnet --model tinyv.safetensors --model_config "$root/examples/tiny_model.toml" \
+    --seed 3 --threads 1 --learning_rate 3e-3 --dataset_config cn.toml --max_train_steps 3 --device cuda \
+    --output_dir dv_$mode 2> dv_$mode.err; rc=$?
+  r=$([ $rc = 0 ] && t_wdiff c1/last.safetensors dv_$mode/last.safetensors 2>&1); set -- $r
+  [ $rc = 0 ] && python3 -c "import sys; sys.exit(0 if float('$1') <= 1e-4 * float('$2') else 1)" 2> /dev/null &&
+    ok train_controlnet_device_cuda_$mode || nok train_controlnet_device_cuda_$mode "rc $rc $r $(tail -2 dv_$mode.err)"
+  env $envs "$bin/sd-sample" --model tinyv.safetensors --model_config "$root/examples/tiny_model.toml" --W 64 --H 64 \
+    --steps 3 --seed 5 --threads 1 --no_metadata --sequential_file_name --device cuda --prompt "sks --cn cond/a.png" \
+    --controlnet r1/last.safetensors --outdir sv_$mode > /dev/null 2> sv_$mode.err; rc=$?
+  d=$([ $rc = 0 ] && [ -x "$helper" ] && "$helper" maxdiff s_tr/im_000001.png sv_$mode/im_000001.png)
+  [ $rc = 0 ] && [ -n "$d" ] && [ "$d" -le 8 ] && ok train_controlnet_sd_sample_device_cuda_$mode ||
+    nok train_controlnet_sd_sample_device_cuda_$mode "rc $rc maxdiff '$d' $(tail -2 sv_$mode.err)"
+done
+
 # ---- refusals ---------------------------------------------------------------------------------------------------
 t_refuse train_controlnet_no_cond 2 'training records have no conditioning_image' \
   T --dataset_config db.toml --max_train_steps 1 --output_dir e1

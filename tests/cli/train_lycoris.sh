@@ -34,21 +34,6 @@ b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.
 s, e = v['data_offsets']; print(','.join('%g' % x for x in struct.unpack('<%df' % ((e - s) // 4), b[8 + n + s:8 + n + e])))
 PY
 }
-# max |a - b| over the F32 weights (all but the alphas) of two files with the same keys, and the largest |a|
-wdiff() { python3 - "$1" "$2" <<'PY'
-import json, struct, sys
-def load(p):
-    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n]); d = b[8 + n:]
-    out = {}
-    for k, v in h.items():
-        if k != '__metadata__' and not k.endswith('.alpha') and v['dtype'] == 'F32':
-            s, e = v['data_offsets']; out[k] = struct.unpack('<%df' % ((e - s) // 4), d[s:e])
-    return out
-a, b = load(sys.argv[1]), load(sys.argv[2])
-assert a.keys() == b.keys() and a
-print('%.3g %.3g' % (max(abs(x - y) for k in a for x, y in zip(a[k], b[k])), max(abs(x) for k in a for x in a[k])))
-PY
-}
 
 # ---- a basic run: targets, keys, alphas, metadata ------------------------------------------------------------
 if T --output_dir o1 --output_name t --max_train_steps 8 2> o1.err; then ok train_lycoris_runs
@@ -79,7 +64,7 @@ grep -q 'LyCORIS (algo lora): 12 text-encoder modules, 119 UNet modules (dim 4, 
 [ "$(t_meta o1/t.safetensors modelspec.architecture)" = stable-diffusion-v1/lora ] &&
 [ "$(t_meta o1/t.safetensors sshs_model_hash | wc -c)" = 65 ] && ok train_lycoris_metadata ||
   nok train_lycoris_metadata "$(t_meta o1/t.safetensors ss_network_args)"
-d=$(wdiff o1/t.safetensors o1/t.safetensors | cut -d' ' -f2)
+d=$(t_wdiff o1/t.safetensors o1/t.safetensors | cut -d' ' -f2)
 python3 -c "import sys; sys.exit(0 if float('$d') > 1e-3 else 1)" && ok train_lycoris_trained || nok train_lycoris_trained "$d"
 
 # ---- network_args: conv_dim / conv_alpha, conv_dim=0, algo=locon, rs_lora ------------------------------------
@@ -142,7 +127,7 @@ T --output_dir o4 --output_name t --max_train_steps 8 --threads 2 2> /dev/null
 cmp -s o1/t.safetensors o4/t.safetensors && ok train_lycoris_threads_same_bytes || nok train_lycoris_threads_same_bytes
 T --output_dir o5 --output_name t --max_train_steps 8 --gradient_checkpointing 2> /dev/null
 # (the metadata differs: ss_gradient_checkpointing)
-r=$(wdiff o1/t.safetensors o5/t.safetensors 2>&1)
+r=$(t_wdiff o1/t.safetensors o5/t.safetensors 2>&1)
 [ "${r%% *}" = 0 ] && ok train_lycoris_checkpointing_same_weights || nok train_lycoris_checkpointing_same_weights "$r"
 T --output_dir r1 --max_train_steps 8 --network_args module_dropout=0.3 --save_every_n_steps 4 --save_state 2> /dev/null
 T --output_dir r2 --max_train_steps 8 --network_args module_dropout=0.3 --resume r1/at-step00000004-state 2> r2.err
@@ -156,7 +141,7 @@ for algo in locon loha lokr; do
   T --output_dir rt_$algo --output_name t --max_train_steps 6 --network_args algo=$algo rank_dropout=0.5 --threads 2 2> /dev/null
   T --output_dir rs_$algo --max_train_steps 6 --network_args algo=$algo rank_dropout=0.5 --save_every_n_steps 3 --save_state 2> /dev/null
   T --output_dir rr_$algo --max_train_steps 6 --network_args algo=$algo rank_dropout=0.5 --resume rs_$algo/at-step00000003-state 2> /dev/null
-  r=$(wdiff rd_$algo/t.safetensors rn_$algo/t.safetensors 2>&1)
+  r=$(t_wdiff rd_$algo/t.safetensors rn_$algo/t.safetensors 2>&1)
   [ -f rd_$algo/t.safetensors ] && [ "${r%% *}" != 0 ] && cmp -s rd_$algo/t.safetensors rt_$algo/t.safetensors &&
   cmp -s rs_$algo/last.safetensors rr_$algo/last.safetensors &&
     ok train_lycoris_${algo}_rank_dropout || nok train_lycoris_${algo}_rank_dropout "$r $(tail -1 rd_$algo.err)"
@@ -166,7 +151,7 @@ T --output_dir bd --output_name t --max_train_steps 6 --network_args algo=locon 
 T --output_dir bn --output_name t --max_train_steps 6 --network_args algo=locon bypass_mode=True 2> /dev/null
 T --output_dir bt --output_name t --max_train_steps 6 --network_args algo=locon bypass_mode=True dropout=0.3 rank_dropout=0.25 \
   --threads 2 2> /dev/null
-r=$(wdiff bd/t.safetensors bn/t.safetensors 2>&1)
+r=$(t_wdiff bd/t.safetensors bn/t.safetensors 2>&1)
 [ -f bd/t.safetensors ] && [ "${r%% *}" != 0 ] && cmp -s bd/t.safetensors bt/t.safetensors &&
 [ "$(t_meta bd/t.safetensors ss_network_args)" = '{"algo": "locon", "bypass_mode": "True", "dropout": "0.3", "rank_dropout": "0.25"}' ] &&
   ok train_lycoris_bypass_dropout || nok train_lycoris_bypass_dropout "$r $(t_meta bd/t.safetensors ss_network_args) $(tail -1 bd.err)"
@@ -177,7 +162,7 @@ T --output_dir bnd --output_name t --max_train_steps 2 --network_args bypass_mod
 
 # ---- --network_weights: a LyCORIS file continues (a step at a negligible rate keeps it) -----------------------
 T --output_dir w1 --output_name t --max_train_steps 1 --learning_rate 1e-20 --network_weights o1/t.safetensors 2> w1.err
-r=$(wdiff o1/t.safetensors w1/t.safetensors 2>&1); set -- $r
+r=$(t_wdiff o1/t.safetensors w1/t.safetensors 2>&1); set -- $r
 python3 -c "import sys; sys.exit(0 if float('$1') < 1e-9 and float('$2') > 1e-3 else 1)" 2> /dev/null &&
 grep -q 'loaded 131 LoRA modules from o1/t.safetensors' w1.err && ok train_lycoris_network_weights ||
   nok train_lycoris_network_weights "$r $(tail -1 w1.err)"
@@ -221,7 +206,7 @@ cmp -s tk1/t.safetensors tk2/t.safetensors && cmp -s tk3/last.safetensors tk4/la
 # --network_weights continues a Tucker file (and a file without lora_mid is refused for a Tucker network)
 T --output_dir tk5 --output_name t --max_train_steps 1 --learning_rate 1e-20 --network_weights tk1/t.safetensors \
   --network_args algo=locon use_tucker=True conv_dim=2 2> tk5.err
-r=$(wdiff tk1/t.safetensors tk5/t.safetensors 2>&1); set -- $r
+r=$(t_wdiff tk1/t.safetensors tk5/t.safetensors 2>&1); set -- $r
 python3 -c "import sys; sys.exit(0 if float('$1') < 1e-9 and float('$2') > 1e-3 else 1)" 2> /dev/null &&
   ok train_lycoris_tucker_network_weights || nok train_lycoris_tucker_network_weights "$r $(tail -1 tk5.err)"
 t_refuse train_lycoris_tucker_weights_mismatch 1 'not a Tucker module (lora_mid) in the file, one in the network' \
@@ -284,7 +269,7 @@ grep -q 'LyCORIS (algo loha): 12 text-encoder modules, 119 UNet modules' h1.err 
 T --output_dir h2 --output_name t --max_train_steps 8 --network_args algo=loha --threads 2 2> /dev/null
 cmp -s h1/t.safetensors h2/t.safetensors && ok train_lycoris_loha_threads_same_bytes || nok train_lycoris_loha_threads_same_bytes
 T --output_dir h3 --output_name t --max_train_steps 8 --network_args algo=loha --gradient_checkpointing 2> /dev/null
-r=$(wdiff h1/t.safetensors h3/t.safetensors 2>&1)
+r=$(t_wdiff h1/t.safetensors h3/t.safetensors 2>&1)
 [ "${r%% *}" = 0 ] && ok train_lycoris_loha_checkpointing_same_weights || nok train_lycoris_loha_checkpointing_same_weights "$r"
 T --output_dir hr1 --max_train_steps 8 --network_args algo=LoHa module_dropout=0.3 --save_every_n_steps 4 --save_state 2> /dev/null
 T --output_dir hr2 --max_train_steps 8 --network_args algo=LoHa module_dropout=0.3 --resume hr1/at-step00000004-state 2> hr2.err
@@ -292,7 +277,7 @@ T --output_dir hr2 --max_train_steps 8 --network_args algo=LoHa module_dropout=0
   ok train_lycoris_loha_resume_same_bytes || nok train_lycoris_loha_resume_same_bytes "$(tail -2 hr2.err)"
 T --output_dir hw --output_name t --max_train_steps 1 --learning_rate 1e-20 --network_args algo=loha \
   --network_weights h1/t.safetensors 2> hw.err
-r=$(wdiff h1/t.safetensors hw/t.safetensors 2>&1); set -- $r
+r=$(t_wdiff h1/t.safetensors hw/t.safetensors 2>&1); set -- $r
 python3 -c "import sys; sys.exit(0 if float('$1') < 1e-9 and float('$2') > 1e-3 else 1)" 2> /dev/null &&
 grep -q 'loaded 131 LyCORIS modules from h1/t.safetensors' hw.err && ok train_lycoris_loha_network_weights ||
   nok train_lycoris_loha_network_weights "$r $(tail -1 hw.err)"
@@ -339,7 +324,7 @@ grep -qx 'lora_te_text_model_encoder_layers_0_mlp_fc1.lokr_w2_b F32 \[1, 8\]' kk
 T --output_dir k3 --output_name t --max_train_steps 8 --network_args algo=lokr --threads 2 2> /dev/null
 cmp -s k1/t.safetensors k3/t.safetensors && ok train_lycoris_lokr_threads_same_bytes || nok train_lycoris_lokr_threads_same_bytes
 T --output_dir k4 --output_name t --max_train_steps 8 --network_args algo=lokr --gradient_checkpointing 2> /dev/null
-r=$(wdiff k1/t.safetensors k4/t.safetensors 2>&1)
+r=$(t_wdiff k1/t.safetensors k4/t.safetensors 2>&1)
 [ "${r%% *}" = 0 ] && ok train_lycoris_lokr_checkpointing_same_weights || nok train_lycoris_lokr_checkpointing_same_weights "$r"
 T --output_dir kr1 --max_train_steps 8 --network_args algo=lokr --save_every_n_steps 4 --save_state 2> /dev/null
 T --output_dir kr2 --max_train_steps 8 --network_args algo=lokr --resume kr1/at-step00000004-state 2> kr2.err
@@ -347,7 +332,7 @@ T --output_dir kr2 --max_train_steps 8 --network_args algo=lokr --resume kr1/at-
   ok train_lycoris_lokr_resume_same_bytes || nok train_lycoris_lokr_resume_same_bytes "$(tail -2 kr2.err)"
 T --output_dir kw --output_name t --max_train_steps 1 --learning_rate 1e-20 --network_args algo=lokr \
   --network_weights k1/t.safetensors 2> kw.err
-r=$(wdiff k1/t.safetensors kw/t.safetensors 2>&1); set -- $r
+r=$(t_wdiff k1/t.safetensors kw/t.safetensors 2>&1); set -- $r
 python3 -c "import sys; sys.exit(0 if float('$1') < 1e-9 and float('$2') > 1e-3 else 1)" 2> /dev/null &&
 grep -q 'loaded 131 LyCORIS modules from k1/t.safetensors' kw.err && ok train_lycoris_lokr_network_weights ||
   nok train_lycoris_lokr_network_weights "$r $(tail -1 kw.err)"
@@ -369,7 +354,7 @@ for algo in locon loha lokr; do
   T --output_dir dg_$algo --output_name t --max_train_steps 4 --network_args algo=$algo --device cuda 2> dg_$algo.err; rc=$?
   if [ $rc = 0 ]; then
     T --output_dir dc_$algo --output_name t --max_train_steps 4 --network_args algo=$algo 2> /dev/null
-    r=$(wdiff dc_$algo/t.safetensors dg_$algo/t.safetensors 2>&1); set -- $r
+    r=$(t_wdiff dc_$algo/t.safetensors dg_$algo/t.safetensors 2>&1); set -- $r
     python3 -c "import sys; sys.exit(0 if float('$1') <= 1e-3 * float('$2') else 1)" 2> /dev/null &&
       ok train_lycoris_${algo}_device_cuda_close || nok train_lycoris_${algo}_device_cuda_close "$r"
   else

@@ -134,6 +134,31 @@ else
   echo "ok train_nocache_mask_flipped # SKIP no helper or /usr/bin/python3 with PIL"
 fi
 
+# ---- --device cuda (the fake device of a build without CUDA, and the emulated CUDA build): the image goes through
+# GPU buffers to the VAE there, at every step and with --cache_latents (the VAE moved first, the network then built
+# on the host): the CPU's LoRA within 1e-4 of its largest weight -------------------------------------------------------
+for mode in fake emu; do
+  if [ $mode = fake ]; then
+    dbin=$bin; envs=SD_FAKE_CUDA=1
+    grep -aq 'fake CUDA device' "$dbin" || { echo "ok train_nocache_device_cuda_$mode # SKIP a CUDA build"; continue; }
+  else
+    dbin="$root/$build/emu/bin/sd-train"; envs=SD_NONE=1
+    [ -x "$dbin" ] || { echo "ok train_nocache_device_cuda_$mode # SKIP no $build/emu/bin (make emu-bin)"; continue; }
+  fi
+  good=1 why=
+  for x in step cache; do
+    opt=; [ $x = cache ] && opt=--cache_latents
+    D --train_data_dir img --max_train_steps 2 --output_dir dc_$x $opt 2> /dev/null
+    env $envs "$dbin" --method lora --model tinyv.safetensors --model_config "$root/examples/tiny_model.toml" --seed 3 \
+      --threads 1 --learning_rate 1e-3 --resolution 64 --train_data_dir img --max_train_steps 2 --device cuda $opt \
+      --output_dir dv_${mode}_$x 2> dv_${mode}_$x.err; rc=$?
+    r=$([ $rc = 0 ] && t_wdiff dc_$x/last.safetensors dv_${mode}_$x/last.safetensors 2>&1); set -- $r
+    [ $rc = 0 ] && python3 -c "import sys; sys.exit(0 if float('$1') <= 1e-4 * float('$2') else 1)" 2> /dev/null ||
+      { good=0; why="$why $x: rc $rc $r $(tail -1 dv_${mode}_$x.err)"; }
+  done
+  [ $good = 1 ] && ok train_nocache_device_cuda_$mode || nok train_nocache_device_cuda_$mode "$why"
+done
+
 # ---- refusals --------------------------------------------------------------------------------------------------------
 D --train_data_dir img --max_train_steps 1 --output_dir x1 --cache_latents --color_aug 2> x1.err; rc=$?
 [ $rc = 2 ] && grep -q '^sd-train: --color_aug: when caching latents, either color_aug or random_crop cannot be used' x1.err &&
