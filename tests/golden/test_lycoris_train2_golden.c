@@ -18,49 +18,10 @@
 #include "base/error.h"
 #include "nn/nn.h"
 #include "test.h"
+#include "golden/golden_st.h"
 
 static sd_ctx g_ctx;
 static sd_arena g_act;
-static sd_safetensors *g_st;
-
-static int golden(const char *name, sd_tensor *t)
-{
-    const sd_st_tensor *g = sd_safetensors_find(g_st, name);
-    if (!g) return sd_err(SD_ENOTFOUND, "golden file has no '%s'", name);
-    int rc = sd_tensor_alloc(t, SD_F32, g->ndim, g->shape);
-    if (!rc) rc = sd_safetensors_read(g_st, g, SD_ST_F32, t->data, (size_t)g->numel);
-    return rc;
-}
-
-static int load_into(const char *name, sd_tensor *dst)
-{
-    sd_tensor t;
-    int rc = golden(name, &t);
-    if (!rc && sd_tensor_numel(&t) != sd_tensor_numel(dst)) rc = sd_err(SD_EINVAL, "%s: size", name);
-    if (!rc) memcpy(dst->data, t.data, sd_tensor_nbytes(dst));
-    if (!rc) sd_tensor_free(&t);
-    return rc;
-}
-
-/* max|a - ref| <= tol · max|ref|; *diff (may be NULL) gets max|a - ref| / max|ref| */
-static int close_to(const char *what, const float *a, const char *ref_name, double tol, double *diff)
-{
-    sd_tensor ref;
-    if (golden(ref_name, &ref)) {
-        printf("# %s\n", sd_errmsg());
-        return 0;
-    }
-    const float *r = ref.data;
-    double m = 0, e = 0;
-    for (int64_t i = 0; i < sd_tensor_numel(&ref); i++) {
-        m = fmax(m, fabs(r[i]));
-        e = fmax(e, fabs((double)a[i] - r[i]));
-    }
-    sd_tensor_free(&ref);
-    if (diff) *diff = m > 0 ? e / m : INFINITY;
-    else printf("#   %s: max|diff| %.3g, max|ref| %.3g\n", what, e, m);
-    return e <= tol * m && m > 0;
-}
 
 /* keep flags (golden floats 0/1) appended to k from position at */
 static int flags(const char *name, uint8_t *k, int64_t at, int64_t cap, int64_t *n)
@@ -177,17 +138,17 @@ static void check_t(const char *tag, int algo, const char *kind, float mult, flo
     T_CHECKF(rc == SD_OK, "%s: %s", tag, sd_errmsg());
     if (!rc) {
         snprintf(name, sizeof name, "%s.y", tag);
-        T_CHECK(close_to(name, y.data, name, 1e-5, NULL));
+        T_CHECK(close_to_d(name, y.data, name, 1e-5, NULL));
         snprintf(name, sizeof name, "%s.dx", tag);
-        T_CHECK(close_to(name, dx.data, name, 1e-5, NULL));
+        T_CHECK(close_to_d(name, dx.data, name, 1e-5, NULL));
         for (int i = 0; i < np; i++) {
             snprintf(name, sizeof name, "%s.d%s", tag, pn[i]);
-            T_CHECK(close_to(name, ps[i]->grad.data, name, 1e-5, NULL));
+            T_CHECK(close_to_d(name, ps[i]->grad.data, name, 1e-5, NULL));
             snprintf(name, sizeof name, "%s.lyc_d%s", tag, pn[i]);
             if (tucker && algo == LOHA && sd_safetensors_find(g_st, name)) {
                 /* LyCORIS's custom backward: the b and t factors agree, the a factors do not */
                 double d = 0;
-                int same = close_to(name, ps[i]->grad.data, name, 1e-5, &d);
+                int same = close_to_d(name, ps[i]->grad.data, name, 1e-5, &d);
                 printf("#   %s (LyCORIS's HadaWeightTucker.backward): relative diff %.3g\n", name, d);
                 T_CHECK(strstr(pn[i], "_a") ? !same : same);
             }
@@ -198,7 +159,7 @@ static void check_t(const char *tag, int algo, const char *kind, float mult, flo
         double d = 0;
         rc = is_conv ? sd_conv2d_forward(&g_ctx, &conv, NULL, &y, &x) : sd_linear_forward(&g_ctx, &lin, NULL, &y, &x);
         snprintf(name, sizeof name, "%s.y", tag);
-        T_CHECKF(!rc && !close_to(name, y.data, name, 1e-3, &d), "%s: the masks changed nothing (%.3g)", tag, d);
+        T_CHECKF(!rc && !close_to_d(name, y.data, name, 1e-3, &d), "%s: the masks changed nothing (%.3g)", tag, d);
         }
     }
     sd_tensor_free(&al);

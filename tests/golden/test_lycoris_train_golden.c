@@ -15,48 +15,10 @@
 #include "nn/nn.h"
 #include "train/optim.h"
 #include "test.h"
+#include "golden/golden_st.h"
 
 static sd_ctx g_ctx;
 static sd_arena g_act;
-static sd_safetensors *g_st;
-
-static int golden(const char *name, sd_tensor *t)
-{
-    const sd_st_tensor *g = sd_safetensors_find(g_st, name);
-    if (!g) return sd_err(SD_ENOTFOUND, "golden file has no '%s'", name);
-    int rc = sd_tensor_alloc(t, SD_F32, g->ndim, g->shape);
-    if (!rc) rc = sd_safetensors_read(g_st, g, SD_ST_F32, t->data, (size_t)g->numel);
-    return rc;
-}
-
-static int load_into(const char *name, sd_tensor *dst)
-{
-    sd_tensor t;
-    int rc = golden(name, &t);
-    if (!rc && sd_tensor_numel(&t) != sd_tensor_numel(dst)) rc = sd_err(SD_EINVAL, "%s: size", name);
-    if (!rc) memcpy(dst->data, t.data, sd_tensor_nbytes(dst));
-    if (!rc) sd_tensor_free(&t);
-    return rc;
-}
-
-/* max|a - ref| <= tol · max|ref| */
-static int close_to(const char *what, const float *a, const char *ref_name, double tol)
-{
-    sd_tensor ref;
-    if (golden(ref_name, &ref)) {
-        printf("# %s\n", sd_errmsg());
-        return 0;
-    }
-    const float *r = ref.data;
-    double m = 0, e = 0;
-    for (int64_t i = 0; i < sd_tensor_numel(&ref); i++) {
-        m = fmax(m, fabs(r[i]));
-        e = fmax(e, fabs((double)a[i] - r[i]));
-    }
-    sd_tensor_free(&ref);
-    printf("#   %s: max|diff| %.3g, max|ref| %.3g\n", what, e, m);
-    return e <= tol * m && m > 0;
-}
 
 typedef struct host {
     sd_params hr, nr;          /* host layer (frozen), network (lora_down / lora_up) */

@@ -223,6 +223,15 @@ static void unit_io(unit *u, int ndim, const int64_t *xs, const int64_t *cs, int
     u->out = tt(ndim_out, ys);
 }
 
+/* u's input [2, cin, 5, 4] into conv c, its output, and c's plan for that input */
+static void conv_io(unit *u, sd_conv2d *c, int64_t cin)
+{
+    int64_t xs[4] = { 2, cin, 5, 4 }, ys[4];
+    sd_conv2d_out_shape(c, xs, ys);
+    unit_io(u, 4, xs, NULL, 0, 4, ys);
+    u->plan = sd_conv2d_plan(c, xs);
+}
+
 static void run_unit(unit *u)
 {
     int bad = gradcheck(u, TOL, 0);
@@ -311,11 +320,8 @@ static void test_conv(void)
         }
         alloc_params(&r);
         alloc_params(&lr);
-        int64_t xs[4] = { 2, cases[ci].cin, 5, 4 }, ys[4];
-        sd_conv2d_out_shape(&c, xs, ys);
         unit u = { .kind = K_CONV, .layer = &c, .regs = { &r, &lr }, .nregs = 2 };
-        unit_io(&u, 4, xs, NULL, 0, 4, ys);
-        u.plan = sd_conv2d_plan(&c, xs);
+        conv_io(&u, &c, cases[ci].cin);
         run_unit(&u);
         if (cases[ci].lora) sd_lora_free(&lo);
         reset_all(&r, &lr);
@@ -352,10 +358,7 @@ static void test_lyco_loha(void)
             unit_io(&u, 3, (int64_t[]){ 2, 3, 6 }, NULL, 0, 3, (int64_t[]){ 2, 3, 5 });
             u.plan = sd_linear_plan(&l, 3, u.in[0].shape);
         } else {
-            int64_t xs[4] = { 2, cin, 5, 4 }, ys[4];
-            sd_conv2d_out_shape(&c, xs, ys);
-            unit_io(&u, 4, xs, NULL, 0, 4, ys);
-            u.plan = sd_conv2d_plan(&c, xs);
+            conv_io(&u, &c, cin);
         }
         run_unit(&u);
         reset_all(&r, &lr);
@@ -395,10 +398,7 @@ static void test_lyco_lokr(void)
             unit_io(&u, 3, (int64_t[]){ 2, 3, cin }, NULL, 0, 3, (int64_t[]){ 2, 3, cout });
             u.plan = sd_linear_plan(&l, 3, u.in[0].shape);
         } else {
-            int64_t xs[4] = { 2, cin, 5, 4 }, ys[4];
-            sd_conv2d_out_shape(&c, xs, ys);
-            unit_io(&u, 4, xs, NULL, 0, 4, ys);
-            u.plan = sd_conv2d_plan(&c, xs);
+            conv_io(&u, &c, cin);
         }
         run_unit(&u);
         reset_all(&r, &lr);
@@ -477,10 +477,7 @@ static void test_lyco_dropout(void)
             unit_io(&u, 3, (int64_t[]){ 2, 3, cin }, NULL, 0, 3, (int64_t[]){ 2, 3, cout });
             u.plan = sd_linear_plan(&l, 3, u.in[0].shape);
         } else {
-            int64_t xs[4] = { 2, cin, 5, 4 }, ys[4];
-            sd_conv2d_out_shape(&c, xs, ys);
-            unit_io(&u, 4, xs, NULL, 0, 4, ys);
-            u.plan = sd_conv2d_plan(&c, xs);
+            conv_io(&u, &c, cin);
         }
         printf("# lyco dropout: %s, %s\n", (const char *[]){ "LoCon", "LoCon bypass", "LoHa", "LoKr" }[kind], conv ? "3x3 conv" : "linear");
         run_unit(&u);
@@ -526,11 +523,8 @@ static void test_lora_tucker(void)
         T_CHECK(sd_conv2d_set_lora(&c, &lo) == SD_OK);
         alloc_params(&r);
         alloc_params(&lr);
-        int64_t xs[4] = { 2, 3, 5, 4 }, ys[4];
-        sd_conv2d_out_shape(&c, xs, ys);
         unit u = { .kind = K_CONV, .layer = &c, .regs = { &r, &lr }, .nregs = 2 };
-        unit_io(&u, 4, xs, NULL, 0, 4, ys);
-        u.plan = sd_conv2d_plan(&c, xs);
+        conv_io(&u, &c, 3);
         run_unit(&u);
         sd_lora_free(&lo);
         reset_all(&r, &lr);
@@ -562,11 +556,8 @@ static void test_lyco_loha_tucker(void)
         T_CHECK(sd_conv2d_set_lyco(&c, &m) == SD_OK);
         alloc_params(&r);
         alloc_params(&lr);
-        int64_t xs[4] = { 2, 3, 5, 4 }, ys[4];
-        sd_conv2d_out_shape(&c, xs, ys);
         unit u = { .kind = K_CONV, .layer = &c, .regs = { &r, &lr }, .nregs = 2 };
-        unit_io(&u, 4, xs, NULL, 0, 4, ys);
-        u.plan = sd_conv2d_plan(&c, xs);
+        conv_io(&u, &c, 3);
         run_unit(&u);
         sd_lyco_free(&m);
         reset_all(&r, &lr);
